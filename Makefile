@@ -1,0 +1,48 @@
+# OpenCBR — the two commands: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: run test venv deps-test lock clean bench-disk bench-tree
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" "setuptools==80.9.0" "wheel==0.45.1"
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: install, initialise the data directory, start API + console + scheduler + workers.
+run: venv
+	$(VENV)/bin/opencbr serve
+
+## Debian packages the tests need (installed only when missing; needs root or sudo).
+deps-test:
+	@missing=""; for p in chromium:chromium e2fsprogs:mkfs.ext4 dosfstools:mkfs.vfat; do \
+	  cmd=$${p#*:}; pkg=$${p%%:*}; command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+## make test: everything the tests need, then the whole suite.
+test: venv deps-test
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+## make lock: re-pin the transitive dependencies after changing pyproject.toml.
+lock:
+	$(PIP) install -q -e '.[test]'
+	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+bench-disk: venv
+	$(PY) bench/disk.py
+
+bench-tree: venv
+	$(PY) bench/tree.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
