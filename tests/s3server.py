@@ -1,0 +1,73 @@
+"""Start a real S3 server (moto_server from moto[server]) on a free loopback port, as a subprocess.
+
+Usable from any test folder::
+
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from s3server import start_moto_server
+    url, stop = start_moto_server()
+    try: ... open_store(f"s3://bucket/prefix?endpoint_url={url}&access_key=test&secret_key=test")
+    finally: stop()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _moto_command(port: int) -> list[str]:
+    exe = Path(sys.executable).with_name("moto_server")
+    if exe.exists():
+        return [str(exe), "-H", "127.0.0.1", "-p", str(port)]
+    found = shutil.which("moto_server")
+    if found:
+        return [found, "-H", "127.0.0.1", "-p", str(port)]
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def start_moto_server(timeout: float = 30.0) -> tuple[str, Callable[[], None]]:
+    """Start moto_server; return (endpoint_url, stop). ``stop()`` terminates exactly that process."""
+    port = _free_port()
+    env = dict(os.environ)
+    env.setdefault("AWS_ACCESS_KEY_ID", "test")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    proc = subprocess.Popen(
+        _moto_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/moto-api/", timeout=1):
+                break
+        except Exception:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto_server did not come up")
+            time.sleep(0.1)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    return url, stop
