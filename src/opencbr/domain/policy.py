@@ -85,6 +85,7 @@ _OBJECT_NAMES = {"server": "cloud server", "disk": "cloud disk", "turbo": "SFS T
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,64}")
 _REGION_RE = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 _TZ_RE = re.compile(r"UTC([+-])(\d{2}):(\d{2})")
+UTC = timezone.utc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,9 +200,9 @@ class PolicySpec:
         return RetentionRule.permanent()
 
     @property
-    def tzinfo(self) -> tzinfo:
+    def tz(self) -> tzinfo:
         """The policy time zone as a fixed offset (UTC if not set)."""
-        return parse_timezone(self.timezone)[1] if self.timezone else timezone.utc
+        return parse_timezone(self.timezone)[1] if self.timezone else UTC
 
     @property
     def long_term(self) -> LongTermRetention | None:
@@ -210,7 +211,7 @@ class PolicySpec:
             weekly=self.week_backups or 0,
             monthly=self.month_backups or 0,
             yearly=self.year_backups or 0,
-            tz=self.tzinfo,
+            tz=self.tz,
         )
         return lt if lt.active else None
 
@@ -218,7 +219,7 @@ class PolicySpec:
         """What :func:`opencbr.domain.retention.plan_retention` needs from this policy."""
         return CurrentRetention(rule=self.retention, long_term=self.long_term, enabled=self.enabled)
 
-    def schedule(self, anchor: datetime, tz: tzinfo = timezone.utc) -> Schedule:
+    def schedule(self, anchor: datetime, tz: tzinfo = UTC) -> Schedule:
         """The execution times. ``anchor`` is the trigger's start time (creation, or the last update that
         changed the pattern; see :meth:`same_trigger`). Patterns are UTC per the API (see
         :mod:`opencbr.domain.schedule`); pass ``tz`` only to read them in another wall clock."""
