@@ -1,0 +1,111 @@
+"""Protectables (cbr_v3.md section 6.2) and the inventory of the local provider (OpenCBR extension,
+documented in docs/api-inventory.md)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from opencbr.api import wire
+from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes.common import page
+from opencbr.domain import resource as R
+from opencbr.domain.errors import InvalidParameter
+from opencbr.services import resources, vaults
+from opencbr.services.context import ServiceContext
+from opencbr.services.principal import Principal
+
+router = APIRouter(prefix="/v3/{project_id}")
+
+
+def _protectable(ctx: ServiceContext, p: Principal, view: resources.ResourceView) -> dict:
+    vault_view = vaults.show_vault(ctx, p, view.vault.id) if view.vault else None
+    return wire.protectable_resp(view, vault_view)
+
+
+@router.get("/protectables/{protectable_type}/instances")
+def list_protectable(protectable_type: str, limit: int | None = None, offset: int | None = None,
+                     marker: str | None = None, name: str | None = None, status: str | None = None,
+                     id: str | None = None, server_id: str | None = None,
+                     p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Resources of one type that can be protected, with whether each can be associated now."""
+    R.check_resource_type(protectable_type)
+    limit, offset = page(limit, offset, default=50, maximum=50)
+    views, _ = resources.list_resources(ctx, p, rtype=protectable_type, name=name, status=status,
+                                        ids=[id] if id else None, server_id=server_id)
+    if marker:
+        ids = [v.resource.id for v in views]
+        if marker not in ids:
+            raise InvalidParameter(f"marker {marker} is not a resource of this list")
+        views = views[ids.index(marker) + 1:]
+    views = views[offset:offset + limit]
+    return {"instances": [_protectable(ctx, p, v) for v in views]}
+
+
+@router.get("/protectables/{protectable_type}/instances/{instance_id}")
+def show_protectable(protectable_type: str, instance_id: str, p: Principal = Depends(principal),
+                     ctx: ServiceContext = Depends(get_ctx)):
+    R.check_resource_type(protectable_type)
+    return {"instance": _protectable(ctx, p, resources.show_resource(ctx, p, instance_id, protectable_type))}
+
+
+# ------------------------------------------------------------------------------------ inventory
+_KINDS = {"disks": R.DISK, "servers": R.SERVER, "file-systems": R.FILE_SYSTEM}
+
+
+def _kind(kind: str) -> str:
+    if kind not in _KINDS:
+        raise InvalidParameter(f"unknown inventory kind {kind!r}; use disks, servers or file-systems")
+    return _KINDS[kind]
+
+
+@router.post("/inventory/disks")
+def register_disk(body: wire.DiskRegister, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    res = resources.register_disk(ctx, p, name=body.name, path=body.path, az=body.availability_zone,
+                                  encrypted=body.encrypted, description=body.description or "")
+    return {"disk": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
+
+
+@router.post("/inventory/servers")
+def register_server(body: wire.ServerRegister, p: Principal = Depends(principal),
+                    ctx: ServiceContext = Depends(get_ctx)):
+    res = resources.register_server(ctx, p, name=body.name, system_disk=body.system_disk, data_disks=body.data_disks,
+                                    az=body.availability_zone, status=body.status, description=body.description or "")
+    return {"server": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
+
+
+@router.post("/inventory/file-systems")
+def register_file_system(body: wire.FileSystemRegister, p: Principal = Depends(principal),
+                         ctx: ServiceContext = Depends(get_ctx)):
+    res = resources.register_file_system(ctx, p, name=body.name, path=body.path, az=body.availability_zone,
+                                         description=body.description or "")
+    return {"file_system": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
+
+
+@router.get("/inventory/{kind}")
+def list_inventory(kind: str, limit: int | None = None, offset: int | None = None, name: str | None = None,
+                   status: str | None = None, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    limit, offset = page(limit, offset)
+    views, total = resources.list_resources(ctx, p, rtype=_kind(kind), name=name, status=status, limit=limit,
+                                            offset=offset)
+    return {"resources": [wire.inventory_resp(v) for v in views], "count": total, "limit": limit, "offset": offset}
+
+
+@router.get("/inventory/{kind}/{resource_id}")
+def show_inventory(kind: str, resource_id: str, p: Principal = Depends(principal),
+                   ctx: ServiceContext = Depends(get_ctx)):
+    return {"resource": wire.inventory_resp(resources.show_resource(ctx, p, resource_id, _kind(kind)))}
+
+
+@router.put("/inventory/servers/{server_id}")
+def update_server(server_id: str, body: wire.ServerStatusUpdate, p: Principal = Depends(principal),
+                  ctx: ServiceContext = Depends(get_ctx)):
+    resources.set_server_status(ctx, p, server_id, body.status)
+    return {"server": wire.inventory_resp(resources.show_resource(ctx, p, server_id, R.SERVER))}
+
+
+@router.delete("/inventory/{kind}/{resource_id}")
+def remove_inventory(kind: str, resource_id: str, p: Principal = Depends(principal),
+                     ctx: ServiceContext = Depends(get_ctx)):
+    resources.show_resource(ctx, p, resource_id, _kind(kind))
+    resources.remove_resource(ctx, p, resource_id)
+    return Response(status_code=204)

@@ -1,0 +1,83 @@
+"""CBR v3 vault routes (cbr_v3.md section 6.1)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+
+from opencbr.api import wire
+from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes.common import page
+from opencbr.services import audit, vaults
+from opencbr.services.context import ServiceContext
+from opencbr.services.principal import Principal
+
+router = APIRouter(prefix="/v3/{project_id}")
+
+
+@router.post("/vaults")
+def create_vault(body: wire.VaultCreateBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    spec = wire.dump(body.vault)
+    with audit.trace(ctx, p, "createVault", {"name": spec.get("name"), "billing": spec.get("billing")}) as t:
+        view = vaults.create_vault(ctx, p, spec)
+        t.resource(view.vault.id, view.vault.name)
+    return {"vault": wire.vault_resp(view)}
+
+
+@router.get("/vaults")
+def list_vaults(limit: int | None = None, offset: int | None = None, name: str | None = None,
+                cloud_type: str | None = None, protect_type: str | None = None, object_type: str | None = None,
+                enterprise_project_id: str | None = None, id: list[str] | None = Query(None),
+                policy_id: str | None = None, status: str | None = None, resource_ids: str | None = None,
+                p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    limit, offset = page(limit, offset)
+    f = vaults.VaultFilter(name=name, cloud_type=cloud_type, protect_type=protect_type, object_type=object_type,
+                           enterprise_project_id=enterprise_project_id, ids=id, policy_id=policy_id, status=status,
+                           resource_ids=[r for r in (resource_ids or "").split(",") if r] or None)
+    views, total = vaults.list_vaults(ctx, p, f, limit, offset)
+    return {"vaults": [wire.vault_resp(v) for v in views], "count": total, "limit": limit, "offset": offset}
+
+
+@router.get("/vaults/summary")
+def show_summary(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    size, used = vaults.summary(ctx, p)
+    return {"size": size, "used_size": -(-used // wire.MB)}
+
+
+@router.get("/vaults/{vault_id}")
+def show_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    return {"vault": wire.vault_resp(vaults.show_vault(ctx, p, vault_id))}
+
+
+@router.put("/vaults/{vault_id}")
+def update_vault(vault_id: str, body: wire.VaultUpdateBody, p: Principal = Depends(principal),
+                 ctx: ServiceContext = Depends(get_ctx)):
+    spec = wire.dump(body.vault)
+    with audit.trace(ctx, p, "updateVault", spec, resource_id=vault_id) as t:
+        view = vaults.update_vault(ctx, p, vault_id, spec)
+        t.resource(view.vault.id, view.vault.name)
+    return {"vault": wire.vault_resp(view)}
+
+
+@router.delete("/vaults/{vault_id}")
+def delete_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Starts a ``vault_delete`` task; the body names it (the SDK ignores the body)."""
+    with audit.trace(ctx, p, "deleteVault", resource_id=vault_id):
+        task_id = vaults.delete_vault(ctx, p, vault_id)
+    return {"operation_log_id": task_id}
+
+
+@router.post("/vaults/{vault_id}/addresources")
+def add_resources(vault_id: str, body: wire.AddResourcesBody, p: Principal = Depends(principal),
+                  ctx: ServiceContext = Depends(get_ctx)):
+    items = [wire.dump(r) for r in body.resources]
+    with audit.trace(ctx, p, "addResources", {"resources": [i["id"] for i in items]}, resource_id=vault_id):
+        added = vaults.add_resources(ctx, p, vault_id, items)
+    return {"add_resource_ids": added}
+
+
+@router.post("/vaults/{vault_id}/removeresources")
+def remove_resources(vault_id: str, body: wire.RemoveResourcesBody, p: Principal = Depends(principal),
+                     ctx: ServiceContext = Depends(get_ctx)):
+    with audit.trace(ctx, p, "removeResources", {"resource_ids": body.resource_ids}, resource_id=vault_id):
+        removed = vaults.remove_resources(ctx, p, vault_id, body.resource_ids)
+    return {"remove_resource_ids": removed}

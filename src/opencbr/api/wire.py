@@ -1,0 +1,339 @@
+"""The wire format: Pydantic models of request bodies and functions that shape responses, field for
+field as the official SDK reads them (``shared/api/cbr_v3.md`` section 5).
+
+Request models fix the *shape* (types, nesting); the rules on values live in ``domain`` and
+``services``, so the models do not repeat limits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from opencbr.catalog.models import AuditEvent, Resource, Task
+from opencbr.domain import resource as R
+from opencbr.services.resources import ResourceView
+from opencbr.services.vaults import VaultView
+
+MB = 1024 * 1024
+
+
+class Wire(BaseModel):
+    # Unknown fields are ignored, as the public service does; the SDK adds new optional fields over time.
+    model_config = ConfigDict(extra="ignore")
+
+
+# ------------------------------------------------------------------------------------ requests
+class Tag(Wire):
+    key: str
+    value: str | None = None
+
+
+class BindRules(Wire):
+    tags: list[Tag] | None = None
+
+
+class IncludeVolume(Wire):
+    id: str
+    os_version: str | None = None
+
+
+class ResourceExtraInfo(Wire):
+    exclude_volumes: list[str] | None = None
+    include_volumes: list[IncludeVolume] | None = None
+
+
+class ResourceCreate(Wire):
+    id: str
+    type: str
+    name: str | None = None
+    extra_info: ResourceExtraInfo | None = None
+
+
+class BillingCreate(Wire):
+    consistent_level: str | None = None
+    object_type: str
+    protect_type: str | None = None
+    size: int
+    cloud_type: str | None = None
+    charging_mode: str | None = None
+    period_type: str | None = None
+    period_num: int | None = None
+    is_auto_renew: bool | None = None
+    is_auto_pay: bool | None = None
+    console_url: str | None = None
+    is_multi_az: bool | None = None
+
+
+class VaultCreate(Wire):
+    name: str | None = None
+    billing: BillingCreate
+    resources: list[ResourceCreate] = Field(default_factory=list)
+    description: str | None = None
+    backup_policy_id: str | None = None
+    tags: list[Tag] | None = None
+    enterprise_project_id: str | None = None
+    auto_bind: bool | None = None
+    bind_rules: BindRules | None = None
+    auto_expand: bool | None = None
+    threshold: int | None = None
+    smn_notify: bool | None = None
+    backup_name_prefix: str | None = None
+    demand_billing: bool | None = None
+    sys_lock_source_service: str | None = None
+    locked: bool | None = None
+    availability_zone: str | None = None
+    #: OpenCBR extension: false creates a vault whose data is stored unencrypted.
+    encrypted: bool | None = None
+
+
+class VaultCreateBody(Wire):
+    vault: VaultCreate
+
+
+class BillingUpdate(Wire):
+    consistent_level: str | None = None
+    size: int | None = None
+
+
+class VaultUpdate(Wire):
+    name: str | None = None
+    description: str | None = None
+    billing: BillingUpdate | None = None
+    auto_bind: bool | None = None
+    bind_rules: BindRules | None = None
+    auto_expand: bool | None = None
+    smn_notify: bool | None = None
+    threshold: int | None = None
+    locked: bool | None = None
+
+
+class VaultUpdateBody(Wire):
+    vault: VaultUpdate
+
+
+class AddResourcesBody(Wire):
+    resources: list[ResourceCreate]
+
+
+class RemoveResourcesBody(Wire):
+    resource_ids: list[str]
+
+
+# Inventory (OpenCBR extension)
+class DiskRegister(Wire):
+    name: str
+    path: str
+    availability_zone: str | None = None
+    encrypted: bool = False
+    description: str | None = None
+
+
+class ServerRegister(Wire):
+    name: str
+    system_disk: str
+    data_disks: list[str] = Field(default_factory=list)
+    availability_zone: str | None = None
+    status: str = "running"
+    description: str | None = None
+
+
+class FileSystemRegister(Wire):
+    name: str
+    path: str
+    availability_zone: str | None = None
+    description: str | None = None
+
+
+class ServerStatusUpdate(Wire):
+    status: str
+
+
+# IAM (OpenCBR extension)
+class ProjectCreate(Wire):
+    name: str
+    account_id: str | None = None
+
+
+class UserCreate(Wire):
+    name: str
+    role: str = "member"
+
+
+class CredentialCreate(Wire):
+    user_name: str | None = None
+    description: str | None = None
+
+
+class AccountCreate(Wire):
+    name: str
+    admin_name: str = "admin"
+
+
+class TrackerUpdate(Wire):
+    enabled: bool
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A request model as the plain dict the services take (unset fields left out)."""
+    return model.model_dump(exclude_none=True)
+
+
+# ------------------------------------------------------------------------------------ responses
+def iso(dt: datetime | None) -> str | None:
+    """ISO-8601 with microseconds, as the public service sends (cbr_v3.md section 1)."""
+    return dt.isoformat(timespec="microseconds") if dt else None
+
+
+def iso_z(dt: datetime | None) -> str | None:
+    """``2020-02-23T01:00:32Z``, the operation-log time format."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+
+
+def vault_resp(view: VaultView) -> dict[str, Any]:
+    v = view.vault
+    resources = []
+    for b in view.resources:
+        res = b.resource
+        resources.append({
+            "id": b.binding.resource_id,
+            "name": res.name if res else "",
+            "type": res.type if res else "",
+            "protect_status": "available" if b.status not in ("error", "faulty") else "error",
+            "size": R.size_gb(b.size_bytes),
+            "backup_size": R.size_gb(b.backup_bytes),
+            "backup_count": b.backup_count,
+            "auto_protect": b.binding.auto_protect,
+            "extra_info": b.binding.extra_info or None,
+        })
+    return {
+        "id": v.id,
+        "name": v.name,
+        "description": v.description,
+        "project_id": v.project_id,
+        "provider_id": R.PROVIDER_ID[R.RESOURCE_TYPE_OF[v.object_type]],
+        "user_id": v.user_id,
+        "created_at": iso(v.created_at),
+        "updated_at": iso(v.updated_at),
+        "billing": {
+            "allocated": R.size_gb(view.allocated_bytes),
+            "charging_mode": v.charging_mode,
+            "cloud_type": v.cloud_type,
+            "consistent_level": v.consistent_level,
+            "object_type": v.object_type,
+            "order_id": "",
+            "product_id": "",
+            "protect_type": v.protect_type,
+            "size": v.size_gb,
+            "spec_code": v.spec_code,
+            "status": v.status,
+            "storage_unit": "",
+            "used": -(-v.used_bytes // MB),
+            "frozen_scene": "",
+            "is_multi_az": v.is_multi_az,
+        },
+        "resources": resources,
+        "tags": v.tags or [],
+        "enterprise_project_id": v.enterprise_project_id,
+        "auto_bind": v.auto_bind,
+        "bind_rules": v.bind_rules or {},
+        "auto_expand": v.auto_expand,
+        "smn_notify": v.smn_notify,
+        "threshold": v.threshold,
+        "sys_lock_source_service": v.sys_lock_source_service,
+        "locked": v.locked,
+        "availability_zone": v.availability_zone,
+        "backup_name_prefix": v.backup_name_prefix,
+        "demand_billing": v.demand_billing,
+        "cbc_delete_count": 0,
+        "frozen": False,
+        "encrypted": v.encrypted,
+        "used_bytes": v.used_bytes,
+        "policy_ids": view.policy_ids,
+    }
+
+
+def _disk_info(d: Resource) -> dict[str, Any]:
+    return {"id": d.id, "name": d.name, "path": d.path, "size": R.size_gb(d.size_bytes), "size_bytes": d.size_bytes,
+            "role": d.disk_role, "device_index": d.device_index, "availability_zone": d.availability_zone,
+            "encrypted": d.encrypted}
+
+
+def inventory_resp(view: ResourceView) -> dict[str, Any]:
+    """A resource as the inventory API and the CLI show it."""
+    r = view.resource
+    out: dict[str, Any] = {
+        "id": r.id, "name": r.name, "type": r.type, "status": view.status, "region": r.region,
+        "availability_zone": r.availability_zone, "description": r.description,
+        "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
+        "vault_id": view.vault.id if view.vault else None,
+    }
+    if r.type == R.SERVER:
+        out["size_bytes"] = sum(d.size_bytes for d in view.disks)
+        out["disks"] = [_disk_info(d) for d in view.disks]
+    else:
+        out.update(path=r.path, size_bytes=r.size_bytes)
+        if r.type == R.DISK:
+            out.update(encrypted=r.encrypted, server_id=r.server_id, role=r.disk_role)
+    out["size"] = R.size_gb(out["size_bytes"])
+    return out
+
+
+def protectable_resp(view: ResourceView, vault_view: VaultView | None) -> dict[str, Any]:
+    """A ProtectablesResp: the resource, its own state, and whether it can be protected now."""
+    r = view.resource
+    status = R.SERVER_API_STATUS.get(view.status, view.status) if r.type == R.SERVER else view.status
+    ok_status = view.status in R.PROTECTABLE_STATUSES[r.type]
+    if vault_view is not None:
+        result, code, reason = False, "BackupService.6216", "the resource is already associated with a vault"
+    elif not ok_status:
+        result, code, reason = False, "BackupService.6102", f"the resource is {view.status}"
+    elif r.type == R.SERVER and not view.disks:
+        result, code, reason = False, "BackupService.6103", "the server has no disk attached"
+    else:
+        result, code, reason = True, "", ""
+    vault = None
+    if vault_view is not None:
+        vault = vault_resp(vault_view)
+        vault["version"] = "1"
+    size = sum(d.size_bytes for d in view.disks) if r.type == R.SERVER else r.size_bytes
+    detail: dict[str, Any] = {"availability_zone": r.availability_zone, "region": r.region}
+    if r.type != R.SERVER:
+        detail["path"] = r.path
+    if r.type == R.DISK:
+        detail.update(encrypted=r.encrypted, server_id=r.server_id, bootable=r.disk_role == "system")
+    return {
+        "id": r.id, "name": r.name, "type": r.type, "status": status, "size": R.size_gb(size), "detail": detail,
+        "children": [{"id": d.id, "name": d.name, "type": R.DISK, "size": R.size_gb(d.size_bytes),
+                      "status": "in-use", "bootable": d.disk_role == "system"} for d in view.disks],
+        "protectable": {"result": result, "code": code, "reason": reason, "message": reason, "vault": vault},
+    }
+
+
+def oplog_resp(t: Task) -> dict[str, Any]:
+    """An OperationLog: ``error_info`` and ``extra_info.common`` are always present."""
+    extra = dict(t.extra_info or {})
+    common = {"progress": t.progress, "request_id": t.request_id, "task_id": t.id, **extra.get("common", {})}
+    common["progress"] = t.progress
+    extra["common"] = common
+    if t.resource_id and "resource" not in extra:
+        extra["resource"] = {"id": t.resource_id, "type": t.resource_type, "name": t.resource_name}
+    return {
+        "id": t.id, "project_id": t.project_id, "provider_id": t.provider_id, "operation_type": t.operation_type,
+        "status": t.status, "checkpoint_id": t.checkpoint_id, "policy_id": t.policy_id, "vault_id": t.vault_id,
+        "vault_name": t.vault_name, "created_at": iso_z(t.created_at), "started_at": iso_z(t.started_at),
+        "ended_at": iso_z(t.ended_at), "updated_at": iso_z(t.updated_at),
+        "error_info": {"code": t.error_code, "message": t.error_message},
+        "extra_info": extra,
+    }
+
+
+def audit_resp(e: AuditEvent) -> dict[str, Any]:
+    return {"id": e.id, "time": iso(e.time), "trace_name": e.trace_name, "resource_type": e.resource_type,
+            "resource_id": e.resource_id, "resource_name": e.resource_name, "user_id": e.user_id,
+            "user_name": e.user_name, "access_key": e.access_key, "project_id": e.project_id,
+            "source_ip": e.source_ip, "outcome": e.outcome, "http_status": e.http_status,
+            "error_code": e.error_code, "error_msg": e.error_message, "request_id": e.request_id,
+            "request": e.request}

@@ -1,0 +1,102 @@
+"""``cbr admin``: tenants (accounts, projects, users, credentials) and the audit trail."""
+
+from __future__ import annotations
+
+import typer
+
+from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+
+admin_app = typer.Typer(help="Administration: projects, users, credentials, audit trail.", no_args_is_help=True)
+project_app = typer.Typer(help="Projects of your account.", no_args_is_help=True)
+user_app = typer.Typer(help="Users of your account.", no_args_is_help=True)
+cred_app = typer.Typer(help="AK/SK credentials.", no_args_is_help=True)
+account_app = typer.Typer(help="Accounts (operator only).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail of key operations.", no_args_is_help=True)
+for name, sub in (("project", project_app), ("user", user_app), ("credential", cred_app),
+                  ("account", account_app), ("audit", audit_app)):
+    admin_app.add_typer(sub, name=name)
+
+
+@project_app.command("create")
+@handle_errors
+def project_create(name: str, account: str = typer.Option(None, "--account", help="Account id (operator)."),
+                   as_json: bool = JSON_OPTION):
+    pr = client().post("/iam/projects", {"name": name, "account_id": account})["project"]
+    print_json(pr) if as_json else details(pr, [("id", "Project ID"), ("name", "Name"), ("account_id", "Account")])
+
+
+@project_app.command("list")
+@handle_errors
+def project_list(as_json: bool = JSON_OPTION):
+    rows = client().get("/iam/projects")["projects"]
+    print_json(rows) if as_json else table(rows, [("id", "ID"), ("name", "Name"), ("created_at", "Created")])
+
+
+@user_app.command("create")
+@handle_errors
+def user_create(name: str, role: str = typer.Option("member", "--role", help="admin, member or readonly."),
+                as_json: bool = JSON_OPTION):
+    u = client().post("/iam/users", {"name": name, "role": role})["user"]
+    print_json(u) if as_json else details(u, [("id", "User ID"), ("name", "Name"), ("role", "Role")])
+
+
+@user_app.command("list")
+@handle_errors
+def user_list(as_json: bool = JSON_OPTION):
+    rows = client().get("/iam/users")["users"]
+    print_json(rows) if as_json else table(rows, [("id", "ID"), ("name", "Name"), ("role", "Role")])
+
+
+@cred_app.command("create")
+@handle_errors
+def credential_create(user: str = typer.Option(None, "--user", help="User name (default: yourself)."),
+                      description: str = typer.Option("", "--description"), as_json: bool = JSON_OPTION):
+    """Create an AK/SK pair. The SK is shown once."""
+    c = client().post("/iam/credentials", {"user_name": user, "description": description})["credential"]
+    print_json(c) if as_json else details(c, [("user_name", "User"), ("access_key", "AK"), ("secret_key", "SK")])
+
+
+@cred_app.command("delete")
+@handle_errors
+def credential_delete(access_key: str, as_json: bool = JSON_OPTION):
+    client().delete(f"/iam/credentials/{access_key}")
+    print_json({"deleted": access_key}) if as_json else typer.echo(f"deleted access key {access_key}")
+
+
+@account_app.command("create")
+@handle_errors
+def account_create(name: str, admin: str = typer.Option("admin", "--admin", help="Name of its admin user."),
+                   as_json: bool = JSON_OPTION):
+    """Create a tenant account with a project, an admin user and an AK/SK pair (operator only)."""
+    out = client().post("/iam/accounts", {"name": name, "admin_name": admin})
+    if as_json:
+        print_json(out)
+    else:
+        details({**out["account"], "project_id": out["project"]["id"], **out["credential"]},
+                [("id", "Account ID"), ("name", "Name"), ("project_id", "Project ID"), ("user_name", "Admin user"),
+                 ("access_key", "AK"), ("secret_key", "SK")])
+
+
+@audit_app.command("list")
+@handle_errors
+def audit_list(trace: str = typer.Option(None, "--trace", help="e.g. createVault"),
+               resource: str = typer.Option(None, "--resource", help="Resource id."),
+               user: str = typer.Option(None, "--user"), outcome: str = typer.Option(None, "--outcome"),
+               since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
+               limit: int = typer.Option(100, "--limit"), as_json: bool = JSON_OPTION):
+    data = client().get("/iam/audit-events", trace_name=trace, resource_id=resource, user_name=user,
+                        outcome=outcome, start_time=since, end_time=until, limit=limit)
+    if as_json:
+        print_json(data["events"])
+    else:
+        table(data["events"], [("time", "Time"), ("user_name", "User"), ("trace_name", "Operation"),
+                               ("resource_type", "Type"), ("resource_name", "Name"), ("resource_id", "ID"),
+                               ("outcome", "Outcome"), ("error_msg", "Error")], title=f"{data['count']} events")
+
+
+@audit_app.command("tracker")
+@handle_errors
+def audit_tracker(state: str = typer.Argument(..., help="on or off"), as_json: bool = JSON_OPTION):
+    """Enable or disable recording (existing records stay readable)."""
+    out = client().put("/iam/tracker", {"enabled": state == "on"})
+    print_json(out) if as_json else typer.echo(f"audit tracker {'enabled' if state == 'on' else 'disabled'}")

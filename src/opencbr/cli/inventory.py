@@ -1,0 +1,169 @@
+"""``cbr disk|server|fs``: the resource inventory of the local provider."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from opencbr.cli.client import ClientError
+from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.domain import resource as R
+
+disk_app = typer.Typer(help="Disks: disk-image files and block devices.", no_args_is_help=True)
+server_app = typer.Typer(help="Servers: a system disk and data disks with a power state.", no_args_is_help=True)
+fs_app = typer.Typer(help="File systems: directory trees.", no_args_is_help=True)
+
+_COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("size", "Size (GB)"),
+         ("availability_zone", "AZ"), ("vault_id", "Vault")]
+_KIND_PATH = {R.DISK: "disks", R.SERVER: "servers", R.FILE_SYSTEM: "file-systems"}
+
+
+def resolve(kind: str, ref: str) -> str:
+    """A resource id from an id or a unique name."""
+    c = client()
+    items = c.get(f"/inventory/{kind}", limit=1000)["resources"]
+    if any(i["id"] == ref for i in items):
+        return ref
+    named = [i for i in items if i["name"] == ref]
+    if len(named) == 1:
+        return named[0]["id"]
+    if len(named) > 1:
+        raise ClientError(f"{len(named)} {kind} are named {ref!r}; give the id")
+    return ref  # let the server say it does not exist
+
+
+def _show(obj: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(obj)
+        return
+    fields = [("id", "ID"), ("name", "Name"), ("type", "Type"), ("status", "Status"), ("size", "Size (GB)"),
+              ("size_bytes", "Size (bytes)"), ("path", "Path"), ("availability_zone", "AZ"),
+              ("encrypted", "Encrypted"), ("server_id", "Server"), ("vault_id", "Vault"),
+              ("created_at", "Created")]
+    details(obj, [f for f in fields if f[0] in obj])
+    if obj.get("disks"):
+        table(obj["disks"], [("id", "Disk ID"), ("name", "Name"), ("role", "Role"), ("size", "GB"), ("path", "Path")])
+
+
+def _list(kind: str, as_json: bool, name: str | None) -> None:
+    data = client().get(f"/inventory/{kind}", name=name)
+    if as_json:
+        print_json(data["resources"])
+    else:
+        table(data["resources"], _COLS, title=f"{data['count']} {kind}")
+
+
+# ------------------------------------------------------------------------------------ disks
+@disk_app.command("register")
+@handle_errors
+def disk_register(name: str = typer.Option(..., "--name"), path: str = typer.Option(..., "--path"),
+                  az: str = typer.Option(None, "--az"), encrypted: bool = typer.Option(False, "--encrypted"),
+                  description: str = typer.Option("", "--description"), as_json: bool = JSON_OPTION):
+    """Register a disk image file or block device."""
+    body = {"name": name, "path": os.path.abspath(path), "availability_zone": az, "encrypted": encrypted,
+            "description": description}
+    _show(client().post("/inventory/disks", body)["disk"], as_json)
+
+
+@disk_app.command("list")
+@handle_errors
+def disk_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+    _list("disks", as_json, name)
+
+
+@disk_app.command("show")
+@handle_errors
+def disk_show(disk: str, as_json: bool = JSON_OPTION):
+    _show(client().get(f"/inventory/disks/{resolve('disks', disk)}")["resource"], as_json)
+
+
+@disk_app.command("remove")
+@handle_errors
+def disk_remove(disk: str, as_json: bool = JSON_OPTION):
+    """Remove a disk from the inventory (the file stays; its backups stay)."""
+    rid = resolve("disks", disk)
+    client().delete(f"/inventory/disks/{rid}")
+    print_json({"removed": rid}) if as_json else typer.echo(f"removed disk {rid}")
+
+
+# ------------------------------------------------------------------------------------ servers
+@server_app.command("register")
+@handle_errors
+def server_register(name: str = typer.Option(..., "--name"), system_disk: str = typer.Option(..., "--system-disk"),
+                    data_disk: list[str] = typer.Option(None, "--data-disk"), az: str = typer.Option(None, "--az"),
+                    stopped: bool = typer.Option(False, "--stopped", help="Register it powered off."),
+                    as_json: bool = JSON_OPTION):
+    """Register a server from registered disks (a system disk and any data disks)."""
+    body = {"name": name, "system_disk": resolve("disks", system_disk),
+            "data_disks": [resolve("disks", d) for d in data_disk or []], "availability_zone": az,
+            "status": "stopped" if stopped else "running"}
+    _show(client().post("/inventory/servers", body)["server"], as_json)
+
+
+@server_app.command("list")
+@handle_errors
+def server_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+    _list("servers", as_json, name)
+
+
+@server_app.command("show")
+@handle_errors
+def server_show(server: str, as_json: bool = JSON_OPTION):
+    _show(client().get(f"/inventory/servers/{resolve('servers', server)}")["resource"], as_json)
+
+
+@server_app.command("remove")
+@handle_errors
+def server_remove(server: str, as_json: bool = JSON_OPTION):
+    """Remove a server from the inventory; its disks become available."""
+    rid = resolve("servers", server)
+    client().delete(f"/inventory/servers/{rid}")
+    print_json({"removed": rid}) if as_json else typer.echo(f"removed server {rid}")
+
+
+def _power(server: str, status: str, as_json: bool) -> None:
+    obj = client().put(f"/inventory/servers/{resolve('servers', server)}", {"status": status})["server"]
+    _show(obj, as_json)
+
+
+@server_app.command("start")
+@handle_errors
+def server_start(server: str, as_json: bool = JSON_OPTION):
+    _power(server, "running", as_json)
+
+
+@server_app.command("stop")
+@handle_errors
+def server_stop(server: str, as_json: bool = JSON_OPTION):
+    _power(server, "stopped", as_json)
+
+
+# ------------------------------------------------------------------------------------ file systems
+@fs_app.command("register")
+@handle_errors
+def fs_register(name: str = typer.Option(..., "--name"), path: str = typer.Option(..., "--path"),
+                az: str = typer.Option(None, "--az"), as_json: bool = JSON_OPTION):
+    """Register a directory tree as a file system."""
+    body = {"name": name, "path": os.path.abspath(path), "availability_zone": az}
+    _show(client().post("/inventory/file-systems", body)["file_system"], as_json)
+
+
+@fs_app.command("list")
+@handle_errors
+def fs_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+    _list("file-systems", as_json, name)
+
+
+@fs_app.command("show")
+@handle_errors
+def fs_show(fs: str, as_json: bool = JSON_OPTION):
+    _show(client().get(f"/inventory/file-systems/{resolve('file-systems', fs)}")["resource"], as_json)
+
+
+@fs_app.command("remove")
+@handle_errors
+def fs_remove(fs: str, as_json: bool = JSON_OPTION):
+    rid = resolve("file-systems", fs)
+    client().delete(f"/inventory/file-systems/{rid}")
+    print_json({"removed": rid}) if as_json else typer.echo(f"removed file system {rid}")

@@ -1,0 +1,97 @@
+"""``cbr task``: operation logs, with live progress bars."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from opencbr.cli.client import ApiClient, ClientError
+from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+
+task_app = typer.Typer(help="Tasks (operation logs): backups, restores, deletions and other long work.",
+                       no_args_is_help=True)
+
+FINISHED = ("success", "failed", "skipped", "timeout")
+_COLS = [("id", "ID"), ("operation_type", "Type"), ("status", "Status"), ("extra_info.common.progress", "%"),
+         ("vault_name", "Vault"), ("extra_info.resource.name", "Resource"), ("created_at", "Created"),
+         ("error_info.message", "Error")]
+
+
+def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: float = 0.5) -> list[dict]:
+    """Follow tasks to the end with a progress bar each; returns their final operation logs."""
+    done: dict[str, dict] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
+        bars = {tid: bar.add_task(tid[:8], total=100) for tid in task_ids}
+        while len(done) < len(task_ids):
+            for tid in task_ids:
+                if tid in done:
+                    continue
+                log = c.get(f"/operation-logs/{tid}")["operation_log"]
+                label = f"{log['operation_type']} {log.get('extra_info', {}).get('resource', {}).get('name') or tid[:8]}"
+                bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
+                           description=f"{label} [{log['status']}]")
+                if log["status"] in FINISHED:
+                    done[tid] = log
+            if len(done) < len(task_ids):
+                time.sleep(poll)
+    return [done[t] for t in task_ids]
+
+
+def raise_if_failed(logs: list[dict]) -> None:
+    failed = [lg for lg in logs if lg["status"] != "success"]
+    if failed:
+        lg = failed[0]
+        raise ClientError(f"task {lg['id']} {lg['status']}: {lg['error_info']['message']}",
+                          code=lg["error_info"]["code"])
+
+
+@task_app.command("list")
+@handle_errors
+def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.Option(None, "--type"),
+              vault: str = typer.Option(None, "--vault", help="Vault id."),
+              resource: str = typer.Option(None, "--resource", help="Resource id."),
+              since: str = typer.Option(None, "--since", help="e.g. 2024-01-31T00:00:00Z"),
+              until: str = typer.Option(None, "--until"), limit: int = typer.Option(50, "--limit"),
+              as_json: bool = JSON_OPTION):
+    data = client().get("/operation-logs", status=status, operation_type=type_, vault_id=vault,
+                        resource_id=resource, start_time=since, end_time=until, limit=limit)
+    if as_json:
+        print_json(data["operation_logs"])
+    else:
+        table(data["operation_logs"], _COLS, title=f"{data['count']} tasks")
+
+
+@task_app.command("show")
+@handle_errors
+def task_show(task_id: str, as_json: bool = JSON_OPTION):
+    log = client().get(f"/operation-logs/{task_id}")["operation_log"]
+    if as_json:
+        print_json(log)
+    else:
+        details(log, [("id", "ID"), ("operation_type", "Type"), ("status", "Status"),
+                      ("extra_info.common.progress", "Progress %"), ("vault_id", "Vault ID"),
+                      ("vault_name", "Vault"), ("extra_info.resource.id", "Resource ID"),
+                      ("extra_info.resource.name", "Resource"), ("created_at", "Created"),
+                      ("started_at", "Started"), ("ended_at", "Ended"), ("error_info.code", "Error code"),
+                      ("error_info.message", "Error")])
+
+
+@task_app.command("watch")
+@handle_errors
+def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
+    """Follow tasks with progress bars until they finish; exit 1 if one did not succeed."""
+    logs = wait_for(client(), task_id, quiet=as_json)
+    if as_json:
+        print_json(logs)
+    raise_if_failed(logs)
+
+
+@task_app.command("cancel")
+@handle_errors
+def task_cancel(task_id: str, as_json: bool = JSON_OPTION):
+    """Ask a running task to stop; it ends as failed with 'cancelled', leaving nothing half-made."""
+    log = client().post(f"/operation-logs/{task_id}/cancel")["operation_log"]
+    print_json(log) if as_json else typer.echo(f"cancel requested for task {task_id}")

@@ -1,0 +1,135 @@
+"""``cbr vault``: create, list, show, update and delete vaults; associate resources."""
+
+from __future__ import annotations
+
+import typer
+
+from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli.tasks import raise_if_failed, wait_for
+
+vault_app = typer.Typer(help="Vaults: where backups are stored.", no_args_is_help=True)
+
+_TYPES = {"server": "OS::Nova::Server", "disk": "OS::Cinder::Volume", "turbo": "OS::Sfs::Turbo"}
+_COLS = [("id", "ID"), ("name", "Name"), ("billing.object_type", "Type"), ("billing.protect_type", "Protect"),
+         ("billing.status", "Status"), ("usage", "Used/Size (GB)"), ("nres", "Resources"),
+         ("encrypted", "Encrypted")]
+
+
+def resolve(ref: str) -> str:
+    """A vault id from an id or a unique name."""
+    vaults = client().get("/vaults", limit=1000)["vaults"]
+    if any(v["id"] == ref for v in vaults):
+        return ref
+    named = [v for v in vaults if v["name"] == ref]
+    return named[0]["id"] if len(named) == 1 else ref
+
+
+def _row(v: dict) -> dict:
+    used_gb = -(-v["billing"]["used"] // 1024)
+    return {**v, "usage": f"{used_gb}/{v['billing']['size']}", "nres": len(v["resources"])}
+
+
+def _show(v: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(v)
+        return
+    details(_row(v), [("id", "ID"), ("name", "Name"), ("description", "Description"),
+                      ("billing.object_type", "Type"), ("billing.protect_type", "Protection"),
+                      ("billing.consistent_level", "Consistency"), ("billing.status", "Status"),
+                      ("billing.size", "Capacity (GB)"), ("billing.used", "Used (MB)"),
+                      ("billing.allocated", "Associated (GB)"), ("encrypted", "Encrypted"),
+                      ("auto_expand", "Auto-expand"), ("threshold", "Alarm threshold %"),
+                      ("availability_zone", "AZ"), ("created_at", "Created")])
+    if v["resources"]:
+        table(v["resources"], [("id", "Resource ID"), ("name", "Name"), ("type", "Type"), ("size", "GB"),
+                               ("protect_status", "Status"), ("backup_count", "Backups")])
+
+
+@vault_app.command("create")
+@handle_errors
+def vault_create(name: str = typer.Option(None, "--name", help="Default: vault_ and four digits."),
+                 type_: str = typer.Option(..., "--type", help="server, disk or turbo."),
+                 size: int = typer.Option(..., "--size", help="Capacity in GB (10 to 10,485,760)."),
+                 protect_type: str = typer.Option("backup", "--protect-type", help="backup or replication."),
+                 consistency: str = typer.Option("crash_consistent", "--consistency",
+                                                 help="crash_consistent or app_consistent (server vaults)."),
+                 resource: list[str] = typer.Option(None, "--resource", help="Resource id to associate."),
+                 description: str = typer.Option(None, "--description"),
+                 encryption: bool = typer.Option(True, "--encryption/--no-encryption",
+                                                 help="Encrypt the vault's data (default on)."),
+                 auto_expand: bool = typer.Option(False, "--auto-expand"),
+                 as_json: bool = JSON_OPTION):
+    body = {"vault": {"name": name, "description": description, "encrypted": encryption, "auto_expand": auto_expand,
+                      "billing": {"object_type": type_, "protect_type": protect_type,
+                                  "consistent_level": consistency, "size": size},
+                      "resources": [{"id": r, "type": _TYPES.get(type_, type_)} for r in resource or []]}}
+    body["vault"] = {k: v for k, v in body["vault"].items() if v is not None}
+    _show(client().post("/vaults", body)["vault"], as_json)
+
+
+@vault_app.command("list")
+@handle_errors
+def vault_list(type_: str = typer.Option(None, "--type"), status: str = typer.Option(None, "--status"),
+               name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+    data = client().get("/vaults", object_type=type_, status=status, name=name)
+    if as_json:
+        print_json(data["vaults"])
+    else:
+        table([_row(v) for v in data["vaults"]], _COLS, title=f"{data['count']} vaults")
+
+
+@vault_app.command("show")
+@handle_errors
+def vault_show(vault: str, as_json: bool = JSON_OPTION):
+    _show(client().get(f"/vaults/{resolve(vault)}")["vault"], as_json)
+
+
+@vault_app.command("update")
+@handle_errors
+def vault_update(vault: str, name: str = typer.Option(None, "--name"),
+                 size: int = typer.Option(None, "--size", help="New capacity in GB."),
+                 consistency: str = typer.Option(None, "--consistency", help="app_consistent (one way only)."),
+                 auto_expand: bool = typer.Option(None, "--auto-expand/--no-auto-expand"),
+                 threshold: int = typer.Option(None, "--threshold"), as_json: bool = JSON_OPTION):
+    billing = {k: v for k, v in (("size", size), ("consistent_level", consistency)) if v is not None}
+    body = {k: v for k, v in (("name", name), ("auto_expand", auto_expand), ("threshold", threshold),
+                              ("billing", billing or None)) if v is not None}
+    _show(client().put(f"/vaults/{resolve(vault)}", {"vault": body})["vault"], as_json)
+
+
+@vault_app.command("delete")
+@handle_errors
+def vault_delete(vault: str, wait: bool = typer.Option(False, "--wait", help="Wait until it is gone."),
+                 as_json: bool = JSON_OPTION):
+    """Delete a vault and every backup in it."""
+    c = client()
+    vid = resolve(vault)
+    task_id = c.delete(f"/vaults/{vid}")["operation_log_id"]
+    result = {"vault_id": vid, "task_id": task_id}
+    if wait:
+        logs = wait_for(c, [task_id], quiet=as_json)
+        raise_if_failed(logs)
+        result["status"] = logs[0]["status"]
+    print_json(result) if as_json else typer.echo(f"vault {vid} is being deleted (task {result['task_id']})"
+                                                   if not wait else f"vault {vid} deleted")
+
+
+@vault_app.command("add-resource")
+@handle_errors
+def vault_add(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
+    c = client()
+    vid = resolve(vault)
+    v = c.get(f"/vaults/{vid}")["vault"]
+    rtype = _TYPES[v["billing"]["object_type"]]
+    added = c.post(f"/vaults/{vid}/addresources",
+                   {"resources": [{"id": r, "type": rtype} for r in resource_ids]})["add_resource_ids"]
+    print_json({"add_resource_ids": added}) if as_json else typer.echo(f"associated {', '.join(added)}")
+
+
+@vault_app.command("remove-resource")
+@handle_errors
+def vault_remove(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
+    """Dissociate resources; their backups in this vault are deleted (guide 3.3)."""
+    removed = client().post(f"/vaults/{resolve(vault)}/removeresources",
+                            {"resource_ids": resource_ids})["remove_resource_ids"]
+    print_json({"remove_resource_ids": removed}) if as_json else typer.echo(f"dissociated {', '.join(removed)}")

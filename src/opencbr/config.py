@@ -1,0 +1,134 @@
+"""Service configuration: environment variables over one TOML file over defaults.
+
+Every setting has an environment variable ``OPENCBR_<NAME>`` (upper case). The file is
+``$OPENCBR_CONFIG`` if set, else ``<data_dir>/opencbr.toml`` if it exists. Example file::
+
+    data_dir = "/var/lib/opencbr"
+    listen = "0.0.0.0:8080"
+    public_url = "http://backup.example.com:8080"
+    catalog_url = "postgresql+psycopg://opencbr@db/opencbr"
+    region = "local-1"
+    availability_zones = ["local-1a", "local-1b"]
+    object_store = "s3://opencbr-bucket/prod?endpoint_url=http://minio:9000"
+    workers = 2
+
+The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
+start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _default_data_dir() -> str:
+    return os.path.abspath("data")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = field(default_factory=_default_data_dir)
+    listen: str = "127.0.0.1:8080"
+    public_url: str = ""
+    catalog_url: str = ""
+    region: str = "local-1"
+    availability_zones: tuple[str, ...] = ("local-1a", "local-1b")
+    object_store: str = ""
+    workers: int = 2
+    scheduler: bool = True
+    # Seconds a worker's claim on a task stays valid without a heartbeat.
+    task_lease_seconds: int = 60
+    # Maximum clock skew accepted on signed requests (cbr_v3.md section 2: 15 minutes).
+    max_clock_skew_seconds: int = 900
+    master_key_hex: str = ""
+    # When set, disks and file systems can only be registered below these directories.
+    resource_roots: tuple[str, ...] = ()
+
+    # ---------------------------------------------------------------- derived values
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0] or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def effective_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{os.path.join(self.data_dir, 'catalog.db')}"
+
+    @property
+    def effective_object_store(self) -> str:
+        return self.object_store or f"file://{os.path.join(self.data_dir, 'objects')}"
+
+    def master_key(self) -> bytes:
+        """The 32-byte key that wraps vault data keys; created on first use when kept in a file."""
+        if self.master_key_hex:
+            key = bytes.fromhex(self.master_key_hex)
+            if len(key) != 32:
+                raise ValueError("OPENCBR_MASTER_KEY must be 64 hex digits (32 bytes)")
+            return key
+        path = Path(self.data_dir) / "master.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        return bytes.fromhex(path.read_text().strip())
+
+
+_LIST_FIELDS = {"availability_zones", "resource_roots"}
+_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds"}
+_BOOL_FIELDS = {"scheduler"}
+
+
+def _coerce(name: str, value: object) -> object:
+    if name in _LIST_FIELDS:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(str(v) for v in value)  # type: ignore[union-attr]
+    if name in _INT_FIELDS:
+        return int(value)  # type: ignore[arg-type]
+    if name in _BOOL_FIELDS:
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    return str(value)
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Defaults, then the TOML file, then ``OPENCBR_*`` environment variables, then ``overrides``."""
+    env = dict(os.environ if env is None else env)
+    names = [f.name for f in fields(Settings)]
+    values: dict[str, object] = {}
+    data_dir = str(overrides.get("data_dir") or env.get("OPENCBR_DATA_DIR") or _default_data_dir())
+    config_file = env.get("OPENCBR_CONFIG") or os.path.join(data_dir, "opencbr.toml")
+    if os.path.exists(config_file):
+        with open(config_file, "rb") as f:
+            for k, v in tomllib.load(f).items():
+                if k not in names:
+                    raise ValueError(f"{config_file}: unknown setting {k!r}")
+                values[k] = _coerce(k, v)
+    for name in names:
+        var = "OPENCBR_" + name.upper()
+        if name == "master_key_hex":
+            var = "OPENCBR_MASTER_KEY"
+        if var in env and env[var] != "":
+            values[name] = _coerce(name, env[var])
+    for k, v in overrides.items():
+        if v is not None:
+            values[k] = _coerce(k, v)
+    values.setdefault("data_dir", data_dir)
+    values["data_dir"] = os.path.abspath(str(values["data_dir"]))
+    return replace(Settings(), **values)  # type: ignore[arg-type]

@@ -1,0 +1,53 @@
+"""What every service function needs: settings, the catalog, the clock, the object store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from opencbr.catalog.db import make_engine, make_session_factory, transaction, upgrade
+from opencbr.catalog.models import utcnow
+from opencbr.config import Settings
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    #: Naive-UTC "now"; tests inject a fake clock.
+    clock: Callable[[], datetime] = utcnow
+    _master_key: bytes | None = field(default=None, repr=False)
+
+    def tx(self):
+        """A unit of work on the catalog (commit on success, roll back on error)."""
+        return transaction(self.sessions)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    @property
+    def master_key(self) -> bytes:
+        if self._master_key is None:
+            self._master_key = self.settings.master_key()
+        return self._master_key
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_context(settings: Settings, *, migrate: bool = True,
+                 clock: Callable[[], datetime] | None = None) -> ServiceContext:
+    """Connect to the catalog of ``settings`` and (by default) bring its schema up to date."""
+    url = settings.effective_catalog_url
+    if migrate:
+        upgrade(url)
+    engine = make_engine(url)
+    ctx = ServiceContext(settings=settings, engine=engine, sessions=make_session_factory(engine))
+    if clock is not None:
+        ctx.clock = clock
+    return ctx

@@ -1,0 +1,38 @@
+"""Who is calling: the authenticated identity every service function receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opencbr.domain.errors import Forbidden
+
+ROLES = ("admin", "member", "readonly")
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    project_id: str
+    user_id: str
+    user_name: str
+    role: str
+    is_operator: bool = False
+    access_key: str = ""
+    source_ip: str = ""
+    request_id: str = ""
+
+    def require_write(self) -> None:
+        """Read-only users can list and show, never change anything."""
+        if self.role not in ("admin", "member"):
+            raise Forbidden(f"user {self.user_name} has the read-only role and cannot change anything",
+                            code="APIGW.0303")
+
+    def require_admin(self) -> None:
+        """Tenant administration (projects, users, credentials, audit) needs the admin role."""
+        if self.role != "admin":
+            raise Forbidden(f"user {self.user_name} is not an administrator of this account", code="APIGW.0303")
+
+    def require_operator(self) -> None:
+        """Creating accounts is for the operator of the installation."""
+        if not self.is_operator:
+            raise Forbidden("only the operator of this installation can do this", code="APIGW.0303")

@@ -1,0 +1,340 @@
+"""Vaults (guide chapters 2.2, 2.3, 3; rules in ``opencbr.domain.vault``): create, list, show, update,
+delete, associate and dissociate resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from opencbr.catalog.models import Resource, Vault, VaultResource
+from opencbr.domain import resource as R
+from opencbr.domain import vault as V
+from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
+from opencbr.services import resources as res_svc
+from opencbr.services import tasks
+from opencbr.services.context import ServiceContext
+from opencbr.services.principal import Principal
+
+
+# ------------------------------------------------------------------------------------ views
+@dataclass
+class BoundResource:
+    binding: VaultResource
+    resource: Resource | None
+    status: str
+    size_bytes: int
+    backup_count: int = 0
+    backup_bytes: int = 0
+
+
+@dataclass
+class VaultView:
+    vault: Vault
+    resources: list[BoundResource] = field(default_factory=list)
+    policy_ids: list[str] = field(default_factory=list)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(r.size_bytes for r in self.resources)
+
+
+#: Hooks other service modules install to add what they know to a vault view (backups per resource,
+#: the policies bound), so this module does not depend on them.
+VIEW_ENRICHERS: list = []
+
+
+def get_vault(s: Session, project_id: str, vault_id: str, *, for_update: bool = False) -> Vault:
+    """A vault of the project, or 404: another project's vault is indistinguishable from none."""
+    vault = s.get(Vault, vault_id, with_for_update=for_update) if isinstance(vault_id, str) else None
+    if vault is None or vault.project_id != project_id:
+        raise NotFound(f"vault {vault_id} not found", code="BackupService.6101")
+    return vault
+
+
+def _bound(s: Session, vault_id: str) -> list[BoundResource]:
+    rows = s.execute(select(VaultResource, Resource).join(Resource, Resource.id == VaultResource.resource_id)
+                     .where(VaultResource.vault_id == vault_id).order_by(VaultResource.id)).all()
+    out = []
+    for binding, res in rows:
+        st = res_svc.resource_state(s, res)
+        out.append(BoundResource(binding, res, st.status, st.size_bytes))
+    return out
+
+
+def _view(s: Session, vault: Vault) -> VaultView:
+    view = VaultView(vault, _bound(s, vault.id))
+    for enrich in VIEW_ENRICHERS:
+        enrich(s, view)
+    return view
+
+
+def vault_state(s: Session, vault: Vault) -> V.VaultState:
+    bound = _bound(s, vault.id)
+    return V.VaultState(vault.id, vault.object_type, vault.protect_type, vault.region, vault.size_gb,
+                        vault.status, vault.encrypted, len(bound), sum(b.size_bytes for b in bound))
+
+
+# ------------------------------------------------------------------------------------ create
+def _resources_to_add(s: Session, p: Principal, vault: Vault, items: list[dict]) -> list[tuple[Resource, dict]]:
+    """Load and check the resources of an association request (ResourceCreate items)."""
+    if not isinstance(items, list):
+        raise InvalidParameter("resources must be a list")
+    loaded: list[tuple[Resource, dict]] = []
+    states: list[R.ResourceState] = []
+    for item in items:
+        rid, rtype = item.get("id"), item.get("type")
+        if not rid or not isinstance(rid, str):
+            raise InvalidParameter("each resource needs an id")
+        R.check_resource_type(rtype)
+        res = res_svc.get_resource(s, p.project_id, rid)
+        if res.type != rtype:
+            raise InvalidParameter(f"resource {rid} is a {res.type}, not a {rtype}", code="BackupService.6213")
+        extra = item.get("extra_info") or {}
+        if extra:
+            disk_ids = [d.id for d in res_svc.server_disks(s, res.id)] if res.type == R.SERVER else []
+            extra = V.check_server_disk_selection(res_svc.resource_state(s, res), disk_ids, extra)
+        loaded.append((res, extra))
+        states.append(res_svc.resource_state(s, res))
+    ids = [r.id for r, _ in loaded]
+    bindings = list(s.execute(select(VaultResource.resource_id, VaultResource.vault_id)
+                              .where(VaultResource.resource_id.in_(ids))))
+    here = [rid for rid, vid in bindings if vid == vault.id]
+    elsewhere = [rid for rid, vid in bindings if vid != vault.id]
+    V.check_add_resources(vault_state(s, vault), states, elsewhere, here)
+    return loaded
+
+
+def create_vault(ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
+    """Create a vault from a VaultCreate body (guide 2.2). ``spec['encrypted']`` (an OpenCBR extension,
+    default true) chooses whether its data is encrypted."""
+    p.require_write()
+    billing = spec.get("billing") or {}
+    if not isinstance(billing, dict):
+        raise InvalidParameter("billing is required")
+    name = spec.get("name")
+    name = V.default_vault_name() if name in (None, "") else V.check_vault_name(name)
+    object_type = billing.get("object_type")
+    protect_type = billing.get("protect_type") or "backup"
+    level = billing.get("consistent_level") or "crash_consistent"
+    charging_mode = billing.get("charging_mode") or "post_paid"
+    cloud_type = billing.get("cloud_type") or "public"
+    V.check_billing_enums(object_type, protect_type, level, charging_mode, cloud_type, billing.get("period_type"))
+    V.check_consistency_for_type(object_type, level)
+    size = V.check_capacity(billing.get("size"))
+    if protect_type == "replication" and spec.get("resources"):
+        raise InvalidParameter("a replication vault stores replicas; resources cannot be associated with it",
+                               code="BackupService.6212")
+    az = spec.get("availability_zone") or ""
+    if az and az not in ctx.settings.availability_zones:
+        raise InvalidParameter(f"availability zone {az!r} does not exist")
+    if spec.get("backup_policy_id"):
+        # Policies arrive with the scheduler; until a policy exists no id can name one.
+        raise NotFound(f"policy {spec['backup_policy_id']} not found", code="BackupService.6301")
+    encrypted = spec.get("encrypted", True)
+    if not isinstance(encrypted, bool):
+        raise InvalidParameter("encrypted must be true or false")
+    now = ctx.now()
+    with ctx.tx() as s:
+        vault = Vault(
+            project_id=p.project_id, user_id=p.user_id, name=name,
+            description=V.check_description(spec.get("description")), region=ctx.settings.region,
+            availability_zone=az, object_type=object_type, protect_type=protect_type, consistent_level=level,
+            size_gb=size, charging_mode=charging_mode, cloud_type=cloud_type,
+            period_type=billing.get("period_type"), period_num=billing.get("period_num"),
+            is_auto_renew=bool(billing.get("is_auto_renew")), is_auto_pay=bool(billing.get("is_auto_pay")),
+            is_multi_az=bool(billing.get("is_multi_az")),
+            spec_code=V.spec_code(object_type, protect_type, level, cloud_type), status="available",
+            auto_bind=bool(spec.get("auto_bind")), bind_rules=spec.get("bind_rules") or {},
+            auto_expand=bool(spec.get("auto_expand")), smn_notify=spec.get("smn_notify", True) is not False,
+            threshold=V.check_threshold(spec.get("threshold", 80) if spec.get("threshold") is not None else 80),
+            tags=V.check_tags(spec.get("tags")), enterprise_project_id=spec.get("enterprise_project_id") or "0",
+            backup_name_prefix=spec.get("backup_name_prefix") or "",
+            demand_billing=spec.get("demand_billing", True) is not False, locked=bool(spec.get("locked")),
+            sys_lock_source_service=spec.get("sys_lock_source_service") or "", encrypted=encrypted,
+            created_at=now, updated_at=now)
+        s.add(vault)
+        s.flush()
+        items = spec.get("resources") or []
+        if items:
+            for res, extra in _resources_to_add(s, p, vault, items):
+                s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=p.project_id,
+                                    extra_info=extra, created_at=now))
+            s.flush()
+        return _view(s, vault)
+
+
+# ------------------------------------------------------------------------------------ read
+@dataclass
+class VaultFilter:
+    name: str | None = None
+    cloud_type: str | None = None
+    protect_type: str | None = None
+    object_type: str | None = None
+    enterprise_project_id: str | None = None
+    ids: list[str] | None = None
+    policy_id: str | None = None
+    status: str | None = None
+    resource_ids: list[str] | None = None
+
+
+#: Filters other modules contribute (e.g. vaults bound to a policy), as (name, fn(select, value)).
+LIST_FILTERS: dict = {}
+
+
+def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 1000,
+                offset: int = 0) -> tuple[list[VaultView], int]:
+    """Guide 3.1: vaults of the project, filterable by status, name or id, type and resources."""
+    q = select(Vault).where(Vault.project_id == p.project_id)
+    if f.name:
+        q = q.where(Vault.name.contains(f.name))
+    for col, val in ((Vault.cloud_type, f.cloud_type), (Vault.protect_type, f.protect_type),
+                     (Vault.object_type, f.object_type), (Vault.status, f.status)):
+        if val:
+            q = q.where(col == val)
+    if f.enterprise_project_id and f.enterprise_project_id != "all_granted_eps":
+        q = q.where(Vault.enterprise_project_id == f.enterprise_project_id)
+    if f.ids:
+        q = q.where(Vault.id.in_(f.ids))
+    if f.resource_ids:
+        q = q.where(Vault.id.in_(select(VaultResource.vault_id).where(VaultResource.resource_id.in_(f.resource_ids))))
+    if f.policy_id:
+        if "policy_id" not in LIST_FILTERS:
+            return [], 0
+        q = LIST_FILTERS["policy_id"](q, f.policy_id)
+    with ctx.tx() as s:
+        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = list(s.scalars(q.order_by(Vault.created_at.desc(), Vault.id).limit(limit).offset(offset)))
+        return [_view(s, v) for v in rows], total
+
+
+def show_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> VaultView:
+    with ctx.tx() as s:
+        return _view(s, get_vault(s, p.project_id, vault_id))
+
+
+def summary(ctx: ServiceContext, p: Principal) -> tuple[int, int]:
+    """Project totals: capacity (GB) and used (bytes) of all vaults."""
+    with ctx.tx() as s:
+        size, used = s.execute(select(func.coalesce(func.sum(Vault.size_gb), 0),
+                                      func.coalesce(func.sum(Vault.used_bytes), 0))
+                               .where(Vault.project_id == p.project_id)).one()
+    return int(size), int(used)
+
+
+# ------------------------------------------------------------------------------------ update
+def update_vault(ctx: ServiceContext, p: Principal, vault_id: str, spec: dict) -> VaultView:
+    """Guide 3.4 (expand capacity), 3.5 (change specifications one way only) and the other
+    VaultUpdate fields: name, auto_bind, bind_rules, auto_expand, smn_notify, threshold, locked."""
+    p.require_write()
+    with ctx.tx() as s:
+        vault = get_vault(s, p.project_id, vault_id, for_update=True)
+        if vault.status == "deleting":
+            raise StateConflict(f"vault {vault_id} is being deleted", code="BackupService.6211")
+        if "name" in spec and spec["name"] is not None:
+            vault.name = V.check_vault_name(spec["name"])
+        if "description" in spec and spec["description"] is not None:
+            vault.description = V.check_description(spec["description"])
+        billing = spec.get("billing") or {}
+        if billing.get("size") is not None:
+            vault.size_gb = V.check_capacity_change(vault.size_gb, billing["size"], vault.used_bytes, vault.status)
+        if billing.get("consistent_level") is not None:
+            level = billing["consistent_level"]
+            V.check_billing_enums(vault.object_type, vault.protect_type, level)
+            vault.consistent_level = V.check_consistency_change(vault.object_type, vault.consistent_level,
+                                                                level, vault.status)
+            vault.spec_code = V.spec_code(vault.object_type, vault.protect_type, vault.consistent_level,
+                                          vault.cloud_type)
+        for key in ("auto_bind", "auto_expand", "smn_notify"):
+            if spec.get(key) is not None:
+                setattr(vault, key, bool(spec[key]))
+        if spec.get("bind_rules") is not None:
+            vault.bind_rules = spec["bind_rules"]
+        if spec.get("threshold") is not None:
+            vault.threshold = V.check_threshold(spec["threshold"])
+        if spec.get("locked") is not None:
+            if vault.locked and not spec["locked"]:
+                raise InvalidParameter("a locked vault cannot be unlocked", code="BackupService.6222")
+            vault.locked = bool(spec["locked"])
+        vault.updated_at = ctx.now()
+        s.flush()
+        return _view(s, vault)
+
+
+# ------------------------------------------------------------------------------------ resources
+def add_resources(ctx: ServiceContext, p: Principal, vault_id: str, items: list[dict]) -> list[str]:
+    """Guide 2.3: associate resources with a vault; every rule in ``domain.vault.check_add_resources``."""
+    p.require_write()
+    now = ctx.now()
+    with ctx.tx() as s:
+        vault = get_vault(s, p.project_id, vault_id, for_update=True)
+        added = []
+        for res, extra in _resources_to_add(s, p, vault, items):
+            s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=p.project_id,
+                                extra_info=extra, created_at=now))
+            added.append(res.id)
+        vault.updated_at = now
+    return added
+
+
+#: Called with (session, principal, vault, resource ids) before bindings are removed, so the backup
+#: service can queue the deletion of those resources' backups (guide 3.3).
+ON_RESOURCES_REMOVED: list = []
+
+
+def remove_resources(ctx: ServiceContext, p: Principal, vault_id: str, resource_ids: list[str]) -> list[str]:
+    """Guide 3.3: dissociate resources. The vault's policy no longer applies to them, and all their
+    manual and automatic backups in this vault are deleted."""
+    p.require_write()
+    if not isinstance(resource_ids, list) or not resource_ids or not all(isinstance(i, str) for i in resource_ids):
+        raise InvalidParameter("resource_ids must be a non-empty list of resource ids")
+    with ctx.tx() as s:
+        vault = get_vault(s, p.project_id, vault_id, for_update=True)
+        V.check_vault_accepts_changes(vault_state(s, vault))
+        bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(
+            VaultResource.vault_id == vault.id, VaultResource.resource_id.in_(resource_ids)))}
+        missing = [i for i in resource_ids if i not in bindings]
+        if missing:
+            raise NotFound(f"resource {missing[0]} is not associated with vault {vault_id}",
+                           code="BackupService.6108")
+        for hook in ON_RESOURCES_REMOVED:
+            hook(s, p, vault, list(bindings))
+        for b in bindings.values():
+            s.delete(b)
+        vault.updated_at = ctx.now()
+    return list(bindings)
+
+
+# ------------------------------------------------------------------------------------ delete
+def delete_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> str:
+    """Guide 3.2: delete a vault that is available or in error, with all its backups. The vault turns
+    ``deleting`` at once; a ``vault_delete`` task removes backups and data, then the vault."""
+    p.require_write()
+    now = ctx.now()
+    with ctx.tx() as s:
+        vault = get_vault(s, p.project_id, vault_id, for_update=True)
+        V.check_vault_deletable(vault.status)
+        vault.status = "deleting"
+        vault.updated_at = now
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="vault_delete", now=now,
+                              vault_id=vault.id, vault_name=vault.name, request_id=p.request_id,
+                              params={"vault_id": vault.id}, max_attempts=5)
+        return task.id
+
+
+#: Called with (ctx, run, vault_id) by the vault_delete task before the vault row goes: the backup
+#: service deletes the backups and the vault's data there.
+ON_VAULT_DELETE: list = []
+
+
+@tasks.handler("vault_delete")
+def run_vault_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    vault_id = run.params["vault_id"]
+    for hook in ON_VAULT_DELETE:
+        hook(ctx, run, vault_id)
+    with ctx.tx() as s:
+        vault = s.get(Vault, vault_id)
+        if vault is not None:
+            s.delete(vault)
+    run.set_extra(vault_delete={"fail_count": 0, "total_count": 1})
