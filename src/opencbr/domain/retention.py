@@ -473,6 +473,8 @@ def plan_retention(
                 delete.append(Reason("beyond_count", f"not among the {count_rule.count} most recent automatic backups (max_backups={count_rule.count}; guide 5.2, 13.5.2)"))
 
         lt = picks.get(b.id, [])
+        if b.used_by_image and not delete:
+            keep.append(Reason("image", "used to create an image: never deleted by retention (guide 5.2)"))
         if not delete:
             verdicts[b.id] = Verdict(b, False, tuple(keep + lt))
         elif lt:
