@@ -1,0 +1,227 @@
+"""``Repository``: one vault's data in an object store, the entry point the services call.
+
+::
+
+    from opencbr.engine import Repository, LockTiming
+    from opencbr.storage import open_store
+
+    store = open_store("file:///var/lib/opencbr/objects")
+    repo = Repository.create(store, f"vaults/{vault_id}/", master_key, encrypted=True)
+    repo = Repository.open(store, f"vaults/{vault_id}/", master_key)
+    res = repo.backup_disk("/dev/vg/disk1", backup_id=..., meta={...}, parent_backup_id=...)
+    repo.restore_disk(backup_id, "/dev/vg/disk1")
+    repo.verify(backup_id); repo.export_disk(backup_id, "/tmp/disk.raw")
+    repo.delete_backup(backup_id); repo.gc(); repo.usage()
+
+The repository is self-describing: ``config`` holds the format, the chunking parameters and the wrapped
+keys; manifests hold each backup's ``meta`` verbatim, so a catalog can be rebuilt from the store alone
+(``list_manifests`` + ``read_manifest``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
+from ..domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
+from ..storage import ObjectStore
+from .chunkstore import ChunkStore
+from .crypto import RepoKeys
+from .disk_backup import DiskBackupResult, backup_disk
+from .disk_restore import RestoreResult, VerifyReport, export_disk, restore_disk, verify_disk
+from .fixed_index import DEFAULT_BLOCK_SIZE
+from .gc import GCResult, run_gc
+from .locks import LockTiming
+from .manifests import Manifest
+
+CONFIG_KEY = "config"
+FORMAT = "opencbr-repository"
+VERSION = 1
+DEFAULT_PACK_SIZE = 16 << 20
+
+Progress = Callable[[int, int], None]
+
+
+def _norm_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return prefix + "/" if prefix else ""
+
+
+class Repository:
+    """One vault's repository. Thread-safe for concurrent operations from one process; several
+    processes/machines may use the same repository at once (see gc.py for the coordination)."""
+
+    def __init__(self, store: ObjectStore, prefix: str, config: dict, keys: RepoKeys | None, *,
+                 lock_timing: LockTiming | None = None, workers: int | None = None):
+        self.store = store
+        self.prefix = prefix
+        self.config = config
+        self.id: str = config["id"]
+        self.block_size: int = int(config["block_size"])
+        self.workers = workers
+        self.chunks = ChunkStore(
+            store, prefix, keys,
+            pack_size=int(config["pack_size"]),
+            max_chunk=max(self.block_size, 1 << 20),
+            lock_timing=lock_timing,
+            upload_threads=int(config.get("upload_threads", 2)),
+        )
+        if not isinstance(store, _local_store_type()):
+            self.chunks.upload_threads = max(self.chunks.upload_threads, 4)  # hide S3 request latency
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, store: ObjectStore, prefix: str, master_key: bytes | None, encrypted: bool = True, *,
+               block_size: int = DEFAULT_BLOCK_SIZE, pack_size: int = DEFAULT_PACK_SIZE,
+               lock_timing: LockTiming | None = None) -> "Repository":
+        """Create a repository under ``prefix`` (StateConflict if one exists there). ``master_key``
+        (32 bytes) wraps the repository's generated keys; it may be None only when not encrypted."""
+        prefix = _norm_prefix(prefix)
+        if block_size < 4096 or block_size > (4 << 20) or block_size & (block_size - 1):
+            raise InvalidParameter("block size must be a power of two between 4 KiB and 4 MiB")
+        if pack_size < block_size * 2:
+            raise InvalidParameter("pack size must hold at least two blocks")
+        repo_id = os.urandom(16).hex()
+        config = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": repo_id,
+            "created": datetime.now(timezone.utc).isoformat(),
+            "encrypted": bool(encrypted),
+            "block_size": block_size,
+            "pack_size": pack_size,
+            "chunk_digest": "blake3-keyed" if encrypted else "blake3",
+            "compression": "zstd",
+            "cipher": "aes-256-gcm" if encrypted else None,
+        }
+        keys = None
+        if encrypted:
+            if master_key is None:
+                raise InvalidParameter("an encrypted repository needs a 32-byte master key")
+            keys = RepoKeys.generate()
+            config["keys"] = keys.wrap(master_key, repo_id)
+        if not store.put_if_absent(prefix + CONFIG_KEY, json.dumps(config, indent=1).encode()):
+            raise StateConflict(f"a repository already exists at {prefix!r}")
+        return cls(store, prefix, config, keys, lock_timing=lock_timing)
+
+    @classmethod
+    def open(cls, store: ObjectStore, prefix: str, master_key: bytes | None, *,
+             lock_timing: LockTiming | None = None) -> "Repository":
+        """Open an existing repository (NotFound if none; InvalidParameter for a wrong master key)."""
+        prefix = _norm_prefix(prefix)
+        try:
+            raw = store.get(prefix + CONFIG_KEY)
+        except KeyError:
+            raise NotFound(f"no repository at {prefix!r}") from None
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            raise DataCorruption(f"repository config at {prefix!r} is unreadable") from None
+        if config.get("format") != FORMAT or int(config.get("version", 0)) > VERSION:
+            raise DataCorruption(f"unsupported repository format at {prefix!r}")
+        keys = None
+        if config.get("encrypted"):
+            if master_key is None:
+                raise InvalidParameter("this repository is encrypted: a master key is required")
+            keys = RepoKeys.unwrap(config["keys"], master_key, config["id"])
+        return cls(store, prefix, config, keys, lock_timing=lock_timing)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.config.get("encrypted"))
+
+    def rewrap_keys(self, old_master_key: bytes, new_master_key: bytes) -> None:
+        """Re-wrap the repository keys under a new master key (data is not rewritten)."""
+        if not self.encrypted:
+            raise InvalidParameter("the repository is not encrypted")
+        keys = RepoKeys.unwrap(self.config["keys"], old_master_key, self.id)
+        cfg = dict(self.config, keys=keys.wrap(new_master_key, self.id))
+        self.store.put(self.prefix + CONFIG_KEY, json.dumps(cfg, indent=1).encode())
+        self.config = cfg
+
+    def destroy(self) -> int:
+        """Delete every object under the prefix (the vault and all its backups). Returns the count."""
+        n = 0
+        for key, _ in list(self.store.list(self.prefix)):
+            if key == self.prefix + CONFIG_KEY:
+                continue
+            self.store.delete(key)
+            n += 1
+        self.store.delete(self.prefix + CONFIG_KEY)  # last: a half-destroyed repository still opens
+        return n + 1
+
+    # -- disks -----------------------------------------------------------------------------------
+    def backup_disk(self, source, *, backup_id: str, meta: dict, parent_backup_id: str | None = None,
+                    full: bool = False, progress: Progress | None = None,
+                    cancel: threading.Event | None = None) -> DiskBackupResult:
+        """Back up a disk. ``source``: a path (image file or block device) or a
+        :class:`~opencbr.engine.disk_source.DiskSource`. Every block is read and hashed; only chunks the
+        repository lacks are stored (``full=True``: all are stored again). ``meta`` is kept verbatim
+        in the manifest. ``progress(done_bytes, total_bytes)``; ``cancel`` -> BackupCancelled with
+        nothing published. StateConflict if ``backup_id`` exists."""
+        return backup_disk(self.chunks, source, backup_id=backup_id, meta=meta,
+                           parent_backup_id=parent_backup_id, full=full, progress=progress, cancel=cancel,
+                           block_size=self.block_size, workers=self.workers)
+
+    def restore_disk(self, backup_id: str, target_path: str, *, progress: Progress | None = None,
+                     cancel: threading.Event | None = None, truncate: bool = True) -> RestoreResult:
+        """Restore onto ``target_path`` (created if missing; an existing target must be at least the
+        backup's size, else InvalidParameter). Writes only blocks that differ; zero blocks become holes;
+        fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5)."""
+        return restore_disk(self.chunks, backup_id, target_path, progress=progress, cancel=cancel,
+                            truncate=truncate)
+
+    def export_disk(self, backup_id: str, out_path: str, progress: Progress | None = None,
+                    cancel: threading.Event | None = None) -> RestoreResult:
+        """Write the backup as a sparse raw image file (replaces ``out_path``)."""
+        return export_disk(self.chunks, backup_id, out_path, progress=progress, cancel=cancel)
+
+    def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport:
+        """Re-read and check every chunk of a backup; report damaged/missing ones and the disk offsets
+        they affect. ``progress(chunks_done, chunks_total)``."""
+        return verify_disk(self.chunks, backup_id, progress=progress)
+
+    # -- backups ---------------------------------------------------------------------------------
+    def list_manifests(self) -> list[str]:
+        """Backup ids present in the store."""
+        return self.chunks.list_manifests()
+
+    def read_manifest(self, backup_id: str) -> dict:
+        """The manifest header of a backup: type, disk_size, block_size, parent, full, created,
+        meta (verbatim), stats (bytes_read, zero_blocks, new_chunks, added_bytes, ...)."""
+        return self.chunks.read_manifest(backup_id).header
+
+    def manifest(self, backup_id: str) -> Manifest:
+        return self.chunks.read_manifest(backup_id)
+
+    def backup_added_bytes(self, backup_id: str) -> int:
+        """Stored bytes this backup added to the repository when it was made."""
+        return int(self.read_manifest(backup_id)["stats"]["added_bytes"])
+
+    def delete_backup(self, backup_id: str) -> None:
+        """Remove the backup's manifest (idempotent). Its chunks go at the next gc() unless other
+        backups use them (guide 13.2.11)."""
+        self.chunks.delete_manifest(backup_id)
+
+    def gc(self, progress: Progress | None = None) -> GCResult:
+        """Remove chunks no backup references and repack partly dead packs; safe with backups running
+        (see gc.py). StateConflict if another GC runs."""
+        return run_gc(self.chunks, progress)
+
+    def usage(self) -> int:
+        """Exact stored bytes of the distinct chunks the repository's backups reference (guide 13.3.3)."""
+        return self.chunks.usage()
+
+    def stored_bytes(self) -> int:
+        """Bytes of all objects under the prefix (physical footprint, including garbage not yet
+        collected)."""
+        return sum(size for _, size in self.store.list(self.prefix))
+
+
+def _local_store_type():
+    from ..storage.local import LocalStore
+
+    return LocalStore
