@@ -1,0 +1,143 @@
+"""Authentication and authorization: AK/SK signatures, the clock, project scoping, roles."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from huaweicloudsdkcbr.v1 import ListVaultRequest
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+from opencbr.cli.client import ClientError
+from opencbr.domain import signing
+from tests.support.clients import api, new_tenant, sdk
+from tests.support.server import Creds
+
+
+def raw(server, method, path, *, ak, sk, project_header=None, body=None, now=None, query="", headers=None,
+        sign=True):
+    data = b"" if body is None else json.dumps(body).encode()
+    h = {"Content-Type": "application/json", "Host": urlsplit(server.url).netloc,
+         "X-Project-Id": project_header or server.admin.project_id, **(headers or {})}
+    if sign:
+        h = signing.sign_headers(method, path, query, h, data, ak, sk, now=now)
+    return httpx.request(method, server.url + path + (f"?{query}" if query else ""), content=data or None,
+                         headers=h, trust_env=False)
+
+
+def assert_error(resp, status, code_prefix):
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error_code", "error_msg"}
+    assert body["error_code"].startswith(code_prefix) and body["error_msg"]
+    assert resp.headers.get("X-Request-Id")
+
+
+def test_valid_request(server):
+    a = server.admin
+    r = raw(server, "GET", f"/v3/{a.project_id}/vaults", ak=a.ak, sk=a.sk, query="limit=5")
+    assert r.status_code == 200 and "vaults" in r.json()
+
+
+def test_missing_authorization(server):
+    a = server.admin
+    assert_error(raw(server, "GET", f"/v3/{a.project_id}/vaults", ak=a.ak, sk=a.sk, sign=False), 401, "APIGW")
+
+
+def test_unknown_key(server):
+    a = server.admin
+    assert_error(raw(server, "GET", f"/v3/{a.project_id}/vaults", ak="NOSUCHKEY", sk=a.sk), 401, "APIGW")
+
+
+def test_wrong_secret(server):
+    a = server.admin
+    assert_error(raw(server, "GET", f"/v3/{a.project_id}/vaults", ak=a.ak, sk="wrong" + a.sk), 401, "APIGW")
+
+
+def test_tampered_body(server):
+    a = server.admin
+    path = f"/v3/{a.project_id}/vaults"
+    body = json.dumps({"vault": {"name": "x"}}).encode()
+    h = signing.sign_headers("POST", path, "", {"Content-Type": "application/json", "Host": urlsplit(server.url).netloc,
+                                                "X-Project-Id": a.project_id}, body, a.ak, a.sk)
+    r = httpx.post(server.url + path, content=body.replace(b"x", b"y"), headers=h, trust_env=False)
+    assert_error(r, 401, "APIGW")
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=16), -timedelta(minutes=16)])
+def test_stale_or_future_date(server, skew):
+    a = server.admin
+    r = raw(server, "GET", f"/v3/{a.project_id}/vaults", ak=a.ak, sk=a.sk, now=datetime.now(UTC) + skew)
+    assert_error(r, 401, "APIGW")
+    assert "15 minutes" in r.json()["error_msg"]
+
+
+def test_small_skew_is_fine(server):
+    a = server.admin
+    r = raw(server, "GET", f"/v3/{a.project_id}/vaults", ak=a.ak, sk=a.sk, now=datetime.now(UTC) - timedelta(minutes=14))
+    assert r.status_code == 200
+
+
+def test_project_of_another_account(server):
+    other = new_tenant(server, f"auth-other-{server.backend}")
+    a = server.admin
+    r = raw(server, "GET", f"/v3/{other.project_id}/vaults", ak=a.ak, sk=a.sk, project_header=other.project_id)
+    assert_error(r, 403, "APIGW")
+    # path and X-Project-Id must agree
+    r = raw(server, "GET", f"/v3/{a.project_id}/vaults", ak=a.ak, sk=a.sk, project_header=other.project_id)
+    assert_error(r, 403, "APIGW")
+
+
+def test_sdk_sees_401(server):
+    a = server.admin
+    bad = sdk(server, Creds(a.ak, "not-the-secret", a.project_id))
+    with pytest.raises(ClientRequestException) as e:
+        bad.list_vault(ListVaultRequest())
+    assert e.value.status_code == 401 and e.value.error_code == "APIGW.0301"
+
+
+def test_unknown_route_is_404_with_body(server):
+    a = server.admin
+    assert_error(raw(server, "GET", f"/v3/{a.project_id}/no-such-thing", ak=a.ak, sk=a.sk), 404, "APIGW")
+
+
+def test_roles(server, tmp_path):
+    admin = api(server)
+    name = f"ro-{server.backend}"
+    admin.post("/iam/users", {"name": name, "role": "readonly"})
+    ro_cred = admin.post("/iam/credentials", {"user_name": name})["credential"]
+    ro = api(server, Creds(ro_cred["access_key"], ro_cred["secret_key"], server.admin.project_id))
+    assert "vaults" in ro.get("/vaults")
+    with pytest.raises(ClientError) as e:
+        ro.post("/vaults", {"vault": {"billing": {"object_type": "disk", "size": 10}}})
+    assert e.value.status == 403
+    img = tmp_path / "ro.img"
+    img.write_bytes(b"\0" * 4096)
+    with pytest.raises(ClientError) as e:
+        ro.post("/inventory/disks", {"name": "ro", "path": str(img)})
+    assert e.value.status == 403
+    with pytest.raises(ClientError) as e:
+        ro.post("/iam/users", {"name": "x"})
+    assert e.value.status == 403
+    # a member can change things but not administer the account
+    mname = f"member-{server.backend}"
+    admin.post("/iam/users", {"name": mname, "role": "member"})
+    m_cred = admin.post("/iam/credentials", {"user_name": mname})["credential"]
+    member = api(server, Creds(m_cred["access_key"], m_cred["secret_key"], server.admin.project_id))
+    v = member.post("/vaults", {"vault": {"billing": {"object_type": "disk", "size": 10,
+                                                      "consistent_level": "crash_consistent", "protect_type": "backup"}}})
+    assert v["vault"]["user_id"]
+    with pytest.raises(ClientError) as e:
+        member.post("/iam/projects", {"name": "nope"})
+    assert e.value.status == 403
+    with pytest.raises(ClientError) as e:
+        member.get("/iam/audit-events")
+    assert e.value.status == 403
+    # deleting the key revokes it
+    admin.delete(f"/iam/credentials/{ro_cred['access_key']}")
+    with pytest.raises(ClientError) as e:
+        ro.get("/vaults")
+    assert e.value.status == 401

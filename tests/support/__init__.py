@@ -1,0 +1,1 @@
+"""Test support: catalogs on SQLite and PostgreSQL, a real server process, clients."""

@@ -1,0 +1,56 @@
+"""Clients of a running server: the official SDK, our signed HTTP client, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from huaweicloudsdkcbr.v1 import CbrClient
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.http.http_config import HttpConfig
+
+from opencbr.cli.client import ApiClient, ClientConfig
+from tests.support.server import Creds, ServerProcess
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+
+def sdk(server: ServerProcess, creds: Creds | None = None) -> CbrClient:
+    """The official huaweicloudsdkcbr client, pointed at our endpoint (cbr_v3.md section 1)."""
+    c = creds or server.admin
+    cfg = HttpConfig.get_default_config()
+    cfg.ignore_ssl_verification = True
+    cfg.timeout = (5, 60)
+    return (CbrClient.new_builder().with_http_config(cfg)
+            .with_credentials(BasicCredentials(c.ak, c.sk, c.project_id))
+            .with_endpoint(server.url).build())
+
+
+def api(server: ServerProcess, creds: Creds | None = None) -> ApiClient:
+    c = creds or server.admin
+    return ApiClient(ClientConfig(server.url, c.project_id, c.ak, c.sk))
+
+
+class CLIResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def json(self):
+        return json.loads(self.out)
+
+
+def cli(server: ServerProcess, *args: str, creds: Creds | None = None, timeout: float = 120) -> CLIResult:
+    """Run ``cbr ARGS`` as a separate process against the server."""
+    proc = subprocess.run([sys.executable, "-m", "opencbr.cli.main", *args], env=server.cli_env(creds),
+                          capture_output=True, text=True, timeout=timeout)
+    return CLIResult(proc)
+
+
+def new_tenant(server: ServerProcess, name: str) -> Creds:
+    """A new account (with its project and admin credentials), created by the operator over the API."""
+    out = api(server).post("/iam/accounts", {"name": name})
+    return Creds(out["credential"]["access_key"], out["credential"]["secret_key"], out["project"]["id"])

@@ -1,0 +1,91 @@
+"""A real OpenCBR server in a child process, talking HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from opencbr.config import load_settings
+from opencbr.services import iam
+from opencbr.services.context import open_context
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Creds:
+    ak: str
+    sk: str
+    project_id: str
+
+
+class ServerProcess:
+    """``opencbr serve`` as a subprocess. The bootstrap credentials are read from the catalog (bootstrap
+    is idempotent), so tests never parse the banner."""
+
+    def __init__(self, data_dir: str, catalog_url: str, *, workers: int = 2, extra_env: dict | None = None):
+        self.data_dir = data_dir
+        self.catalog_url = catalog_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "OPENCBR_DATA_DIR": data_dir, "OPENCBR_CATALOG_URL": catalog_url,
+                    "OPENCBR_LISTEN": f"127.0.0.1:{self.port}", "OPENCBR_WORKERS": str(workers),
+                    "OPENCBR_CLIENT_CONFIG": os.path.join(data_dir, "client.toml"),
+                    "NO_PROXY": "127.0.0.1,localhost", **(extra_env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(data_dir, "server.log")
+        self.settings = load_settings(env=self.env)
+        ctx = open_context(self.settings)
+        info = iam.bootstrap(ctx)
+        ctx.close()
+        self.admin = Creds(info.access_key, info.secret_key, info.project_id)
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", "serve", "--no-write-config"],
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1, trust_env=False).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-5000:]
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean-up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def cli_env(self, creds: Creds | None = None) -> dict:
+        c = creds or self.admin
+        return {**self.env, "OPENCBR_ENDPOINT": self.url, "OPENCBR_PROJECT_ID": c.project_id,
+                "OPENCBR_AK": c.ak, "OPENCBR_SK": c.sk}
