@@ -122,6 +122,7 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
         task = s.scalar(q)
         if task is None:
             return None
+        attempt = task.attempts + 1
         # On SQLite the transaction already holds the write lock (BEGIN IMMEDIATE); the status guard
         # keeps the claim correct even if that ever changes.
         res = s.execute(update(Task).where(Task.id == task.id, Task.status == WAITING).values(
@@ -130,7 +131,7 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
         if res.rowcount != 1:
             return None
         return TaskRun(ctx, task.id, task.operation_type, task.project_id, dict(task.params or {}), worker_id,
-                       task.attempts + 1)
+                       attempt)
 
 
 def finish(ctx: ServiceContext, run: TaskRun, status: str, *, error: CBRError | None = None,
