@@ -109,7 +109,7 @@ class TestAlways:
     def test_in_progress_backups_are_untouched_and_not_counted(self, status):
         backups = autos(2, RetentionRule.quantity(2)) + [BackupRecord("p", day(5), True, status=status, rule=RetentionRule.quantity(2))]
         plan = plan_retention(backups, count(2), day(6))
-        assert plan.prune_ids == [] and plan.verdict("p").codes == ("busy",)
+        assert plan.prune_ids == [] and plan.verdict("p").codes == ("busy",) and plan.verdict("p").overridden == ()
 
     def test_restoring_backup_counts_but_is_deleted_later(self):
         backups = [BackupRecord("r", day(0), True, status="restoring", rule=RetentionRule.quantity(2))] + autos(3, RetentionRule.quantity(2), start=1)
