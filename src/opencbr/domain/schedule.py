@@ -39,6 +39,7 @@ __all__ = [
     "Pattern",
     "parse_pattern",
     "parse_patterns",
+    "check_min_gap",
     "Run",
     "Schedule",
     "DueDecision",
@@ -217,7 +218,7 @@ def _days_can_meet(p: Pattern, q: Pattern, shift: int) -> bool:
     return True  # a weekly and a day-based pattern meet on some weekday for some anchor
 
 
-def check_min_gap(patterns: Sequence[Pattern], raw: Sequence[object] | None = None) -> None:
+def check_min_gap(patterns: Sequence[Pattern]) -> None:
     """Reject pattern sets in which two executions can be less than one hour apart (CBR v3 API section 4:
     "runs >= 1 h apart, <= 24 per day"; guide 5.2 "Backups can be scheduled at the beginning of each
     hour").
