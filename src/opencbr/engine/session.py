@@ -6,8 +6,9 @@ Order of a session (crash safety by ordering):
    in the lock which condemned lists we saw; chunks in condemned packs are never deduplicated against;
 2. ``put_chunk`` from any number of threads: dedup against the index and the session, encode
    (zstd, AES-GCM), append to the current pack; full packs go to uploader threads through a bounded
-   queue (memory stays flat) and are written with fsync (measured: a 16 MiB pack + fsync costs less
-   than deferring all syncs to the end, see bench/README.md);
+   queue (memory stays flat) and are written with fsync each (measured: fsync per 8 MiB pack in the
+   uploader threads overlaps with hashing/compression and was not slower than deferring every sync to
+   one barrier at the end, see bench/README.md);
 3. ``commit``: last pack, wait for uploads, one index object for our packs, check our lock is still
    ours, the manifest (put-if-absent), check the lock again, release the lock.
 
@@ -29,6 +30,16 @@ from .codec import ChunkCodec
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
+
+
+_tls = threading.local()
+
+
+def _thread_token() -> object:
+    tok = getattr(_tls, "token", None)
+    if tok is None:
+        tok = _tls.token = object()
+    return tok
 
 
 @dataclass
@@ -117,8 +128,9 @@ class WriteSession:
         if in_repo and not self.force_new:
             return PutResult(d, False, 0)
         # dict.setdefault is atomic under the GIL: exactly one thread claims a new digest
-        tok = object()
-        if self._claimed.setdefault(d, tok) is not tok:
+        # (the token is per thread: one thread never races itself, and `in` catches its repeats)
+        tok = _thread_token()
+        if d in self._claimed or self._claimed.setdefault(d, tok) is not tok:
             return PutResult(d, False, 0)
         rec = codec.encode(d, data)
         pack = self._writer.add(d, rec)
