@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import Request
+from fastapi import Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from opencbr.services import iam
@@ -16,12 +16,12 @@ def get_ctx(request: Request) -> ServiceContext:
     return request.app.state.ctx
 
 
-async def principal(request: Request) -> Principal:
+async def principal(request: Request, project_id: str = Path(description="The caller's project.")) -> Principal:
     """Verify the request's SDK-HMAC-SHA256 signature over the raw bytes received; scope it to the
     project in the path."""
     ctx: ServiceContext = request.app.state.ctx
     body = await request.body()
-    path_project = request.path_params.get("project_id")
+    path_project = project_id
     return await run_in_threadpool(
         iam.authenticate, ctx, method=request.method, path=request.scope["path"],
         raw_query=request.scope.get("query_string", b"").decode("latin-1"), headers=dict(request.headers),

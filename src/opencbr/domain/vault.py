@@ -132,6 +132,16 @@ def check_consistency_change(object_type: str, current: str, new: str, status: s
     return new
 
 
+def check_short_text(field: str, value: object, max_len: int) -> str:
+    """Free-text fields the API echoes (enterprise project id, name prefix, lock source): strings of
+    limited length."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > max_len:
+        raise InvalidParameter(f"{field} must be a string of at most {max_len} characters", code="BackupService.6001")
+    return value
+
+
 def check_threshold(threshold: object) -> int:
     """Capacity alarm threshold: 1 to 100 percent (SDK model docs)."""
     if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 100:

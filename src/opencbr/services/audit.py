@@ -47,10 +47,11 @@ def record(ctx: ServiceContext, p: Principal, t: Trace, *, outcome: str, http_st
         account = s.get(Account, p.account_id)
         if account is not None and not account.audit_enabled and t.trace_name != "updateTracker":
             return
+        # What a client sent (an id from the path, a name) may be longer than any real one: clip it.
         s.add(AuditEvent(time=ctx.now(), account_id=p.account_id, project_id=p.project_id, user_id=p.user_id,
-                         user_name=p.user_name, access_key=p.access_key, source_ip=p.source_ip,
+                         user_name=p.user_name, access_key=p.access_key, source_ip=p.source_ip[:64],
                          trace_name=t.trace_name, resource_type=TRACES[t.trace_name],
-                         resource_id=t.resource_id, resource_name=t.resource_name, request=t.request,
+                         resource_id=t.resource_id[:36], resource_name=t.resource_name[:255], request=t.request,
                          outcome=outcome, http_status=http_status, error_code=error.code if error else "",
                          error_message=error.message if error else "", request_id=p.request_id))
 

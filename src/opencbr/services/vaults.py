@@ -149,10 +149,14 @@ def create_vault(ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
             auto_bind=bool(spec.get("auto_bind")), bind_rules=spec.get("bind_rules") or {},
             auto_expand=bool(spec.get("auto_expand")), smn_notify=spec.get("smn_notify", True) is not False,
             threshold=V.check_threshold(spec.get("threshold", 80) if spec.get("threshold") is not None else 80),
-            tags=V.check_tags(spec.get("tags")), enterprise_project_id=spec.get("enterprise_project_id") or "0",
-            backup_name_prefix=spec.get("backup_name_prefix") or "",
+            tags=V.check_tags(spec.get("tags")),
+            enterprise_project_id=V.check_short_text("enterprise_project_id", spec.get("enterprise_project_id"), 64)
+            or "0",
+            backup_name_prefix=V.check_short_text("backup_name_prefix", spec.get("backup_name_prefix"), 32),
             demand_billing=spec.get("demand_billing", True) is not False, locked=bool(spec.get("locked")),
-            sys_lock_source_service=spec.get("sys_lock_source_service") or "", encrypted=encrypted,
+            sys_lock_source_service=V.check_short_text("sys_lock_source_service",
+                                                       spec.get("sys_lock_source_service"), 32),
+            encrypted=encrypted,
             created_at=now, updated_at=now)
         s.add(vault)
         s.flush()
