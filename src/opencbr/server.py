@@ -18,6 +18,7 @@ from opencbr.worker.runner import WorkerPool
 log = logging.getLogger("opencbr")
 
 # Importing the service modules registers their task handlers.
+from opencbr.services import backups as _backups  # noqa: E402,F401
 from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
 

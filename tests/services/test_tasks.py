@@ -107,7 +107,7 @@ def test_cancel(ctx, tenant):
 
 
 def test_worker_records_failures_in_words(ctx, tenant):
-    (tid,) = queue(ctx, tenant, op="verify")  # no handler registered for this type in this test
+    (tid,) = queue(ctx, tenant, op="sync")  # no handler is registered for sync tasks
 
     Worker(ctx, "w1").run_once()
     t = status(ctx, tid)

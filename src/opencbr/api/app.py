@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from opencbr import __version__
 from opencbr.api import errors
 from opencbr.api.deps import new_request_id
+from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tasks as task_routes
@@ -32,6 +33,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def health():
         return {"status": "ok", "version": __version__, "region": ctx.settings.region}
 
-    for module in (vault_routes, resource_routes, task_routes, iam_routes):
+    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes):
         app.include_router(module.router)
     return app

@@ -240,3 +240,126 @@ class AuditEvent(Base):
     error_code: Mapped[str] = mapped_column(String(64), default="")
     error_message: Mapped[str] = mapped_column(Text, default="")
     request_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+# ------------------------------------------------------------------------------------------- backups
+class Checkpoint(Base):
+    """One backup request on a vault (the API's checkpoint): one backup per resource it covers."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_project", "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36))
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    name: Mapped[str] = mapped_column(String(80), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    retention_duration_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    auto_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy_id: Mapped[str] = mapped_column(String(36), default="")
+    skipped: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Backup(Base):
+    """A backup of one resource at one point in time. A server backup has one child backup per disk
+    (``parent_id`` = the server backup); disk and file-system backups have none."""
+
+    __tablename__ = "backups"
+    __table_args__ = (
+        Index("ix_backups_project_created", "project_id", "created_at"),
+        Index("ix_backups_vault_resource", "vault_id", "resource_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36))
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[str] = mapped_column(String(36), default="", index=True)
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("backups.id", ondelete="CASCADE"), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    resource_id: Mapped[str] = mapped_column(String(36))
+    resource_name: Mapped[str] = mapped_column(String(255), default="")
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    resource_az: Mapped[str] = mapped_column(String(64), default="")
+    #: For a disk backup inside a server backup: the disk's role and position on the server.
+    disk_role: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    device_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    image_type: Mapped[str] = mapped_column(String(16), default="backup")  # backup | replication
+    # protecting | available | restoring | deleting | error (the API's names; guide 4.1 table 4-1)
+    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    auto_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy_id: Mapped[str] = mapped_column(String(36), default="")
+    #: The retention rule in force when an automatic backup was made (domain.retention, guide 13.5.2).
+    retention_rule: Mapped[str] = mapped_column(String(64), default="")
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    used_by_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Logical size (bytes of the disk or tree) and stored bytes this backup added to the vault.
+    logical_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    added_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Consistency method, disk layout, engine statistics, warnings.
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    task_id: Mapped[str] = mapped_column(String(36), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    protected_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# ------------------------------------------------------------------------------------------ policies
+class Policy(Base):
+    """A backup or replication policy (guide ch. 5); ``spec`` is the normalised wire form."""
+
+    __tablename__ = "policies"
+    __table_args__ = (Index("ix_policies_project", "project_id", "operation_type"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(64))
+    operation_type: Mapped[str] = mapped_column(String(16))  # backup | replication
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    spec: Mapped[dict] = mapped_column(JSON, default=dict)
+    trigger_id: Mapped[str] = mapped_column(String(36), default=new_id)
+    #: The schedule's anchor: when the trigger was created or last changed (guide 5.2).
+    trigger_start: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class PolicyBinding(Base):
+    """A policy applied to a vault; one policy per operation type per vault (guide 1.6)."""
+
+    __tablename__ = "policy_bindings"
+    __table_args__ = (UniqueConstraint("vault_id", "operation_type", name="uq_policy_bindings_vault_op"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
+    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), index=True)
+    operation_type: Mapped[str] = mapped_column(String(16))
+    destination_vault_id: Mapped[str] = mapped_column(String(36), default="")
+    destination_project_id: Mapped[str] = mapped_column(String(36), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PolicyExecution(Base):
+    """One due execution of a policy on a vault. The unique key makes firing exactly-once: a second
+    scheduler inserting the same execution fails and fires nothing."""
+
+    __tablename__ = "policy_executions"
+    __table_args__ = (UniqueConstraint("policy_id", "vault_id", "execution_id", name="uq_policy_executions"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(36))
+    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), index=True)
+    vault_id: Mapped[str] = mapped_column(String(36))
+    execution_id: Mapped[str] = mapped_column(String(32))  # the scheduled UTC instant, 20240806T020000Z
+    scheduled_at: Mapped[datetime] = mapped_column(DateTime)
+    fired_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    decision: Mapped[str] = mapped_column(String(8))  # fire | skip
+    reason: Mapped[str] = mapped_column(Text, default="")
+    checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
+    scheduler_id: Mapped[str] = mapped_column(String(64), default="")

@@ -28,7 +28,7 @@ PROVIDER_ID = {
 }
 
 # Statuses of the local provider's resources.
-DISK_STATUSES = ("available", "in-use", "error")
+DISK_STATUSES = ("available", "in-use", "restoring", "error")
 SERVER_STATUSES = ("running", "stopped", "faulty")
 FS_STATUSES = ("available", "error")
 

@@ -22,6 +22,7 @@ class ServiceContext:
     #: Naive-UTC "now"; tests inject a fake clock.
     clock: Callable[[], datetime] = utcnow
     _master_key: bytes | None = field(default=None, repr=False)
+    _store: object | None = field(default=None, repr=False)
 
     def tx(self):
         """A unit of work on the catalog (commit on success, roll back on error)."""
@@ -35,6 +36,15 @@ class ServiceContext:
         if self._master_key is None:
             self._master_key = self.settings.master_key()
         return self._master_key
+
+    @property
+    def store(self):
+        """The object store of this region (local directory or S3), opened once per process."""
+        if self._store is None:
+            from opencbr.storage import open_store
+
+            self._store = open_store(self.settings.effective_object_store)
+        return self._store
 
     def close(self) -> None:
         self.engine.dispose()

@@ -39,6 +39,25 @@ def handler(operation_type: str) -> Callable[[Handler], Handler]:
     return register
 
 
+#: What to undo when a task is abandoned because its worker died, by operation type.
+AbandonHandler = Callable[[Session, Task], None]
+ABANDON_HANDLERS: dict[str, AbandonHandler] = {}
+
+
+def on_abandon(*operation_types: str) -> Callable[[AbandonHandler], AbandonHandler]:
+    def register(fn: AbandonHandler) -> AbandonHandler:
+        for op in operation_types:
+            ABANDON_HANDLERS[op] = fn
+        return fn
+    return register
+
+
+def _abandoned(s: Session, task: Task) -> None:
+    fn = ABANDON_HANDLERS.get(task.operation_type)
+    if fn is not None:
+        fn(s, task)
+
+
 def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime, params: dict | None = None,
              extra_info: dict | None = None, max_attempts: int = 1, **fields: str) -> Task:
     """Queue a task in the caller's transaction, so it exists exactly when the change that needs it
@@ -158,10 +177,11 @@ def finish(ctx: ServiceContext, run: TaskRun, status: str, *, error: CBRError | 
             task.error_message = message
 
 
-def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = None) -> int:
+def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
     """Tasks whose worker stopped heartbeating: retry them if attempts remain, else fail them with the
-    reason. ``on_abandoned`` lets the owning service undo the state the task left (e.g. a backup in
-    ``protecting`` becomes ``error``). Returns how many tasks were handled."""
+    reason. ``on_abandoned`` (by default the handler the owning service registered with
+    :func:`on_abandon`) undoes the state the task left, e.g. a backup in ``protecting`` becomes
+    ``error``. Returns how many tasks were handled."""
     now = ctx.now()
     n = 0
     with ctx.tx() as s:
@@ -184,7 +204,7 @@ def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], N
 
 
 def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool],
-                    on_abandoned: Callable[[Session, Task], None] | None = None) -> int:
+                    on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
     """At start-up: running tasks whose worker is known to be gone (``is_dead(lease_owner)``, e.g. a
     process of this host that no longer exists) are expired at once instead of after their lease."""
     with ctx.tx() as s:

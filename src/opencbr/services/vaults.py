@@ -40,11 +40,6 @@ class VaultView:
         return sum(r.size_bytes for r in self.resources)
 
 
-#: Hooks other service modules install to add what they know to a vault view (backups per resource,
-#: the policies bound), so this module does not depend on them.
-VIEW_ENRICHERS: list = []
-
-
 def get_vault(s: Session, project_id: str, vault_id: str, *, for_update: bool = False) -> Vault:
     """A vault of the project, or 404: another project's vault is indistinguishable from none."""
     vault = s.get(Vault, vault_id, with_for_update=for_update) if isinstance(vault_id, str) else None
@@ -64,9 +59,11 @@ def _bound(s: Session, vault_id: str) -> list[BoundResource]:
 
 
 def _view(s: Session, vault: Vault) -> VaultView:
+    from opencbr.services import backups, policies  # they build on this module
+
     view = VaultView(vault, _bound(s, vault.id))
-    for enrich in VIEW_ENRICHERS:
-        enrich(s, view)
+    backups.enrich_vault_view(s, view)
+    view.policy_ids = policies.bound_policy_ids(s, vault.id)
     return view
 
 
@@ -129,9 +126,6 @@ def create_vault(ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
     az = spec.get("availability_zone") or ""
     if az and az not in ctx.settings.availability_zones:
         raise InvalidParameter(f"availability zone {az!r} does not exist")
-    if spec.get("backup_policy_id"):
-        # Policies arrive with the scheduler; until a policy exists no id can name one.
-        raise NotFound(f"policy {spec['backup_policy_id']} not found", code="BackupService.6301")
     encrypted = spec.get("encrypted", True)
     if not isinstance(encrypted, bool):
         raise InvalidParameter("encrypted must be true or false")
@@ -160,6 +154,10 @@ def create_vault(ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
             created_at=now, updated_at=now)
         s.add(vault)
         s.flush()
+        if spec.get("backup_policy_id"):
+            from opencbr.services import policies
+
+            policies.bind_at_creation(s, p, vault, spec["backup_policy_id"])
         items = spec.get("resources") or []
         if items:
             for res, extra in _resources_to_add(s, p, vault, items):
@@ -183,10 +181,6 @@ class VaultFilter:
     resource_ids: list[str] | None = None
 
 
-#: Filters other modules contribute (e.g. vaults bound to a policy), as (name, fn(select, value)).
-LIST_FILTERS: dict = {}
-
-
 def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 1000,
                 offset: int = 0) -> tuple[list[VaultView], int]:
     """Guide 3.1: vaults of the project, filterable by status, name or id, type and resources."""
@@ -204,9 +198,9 @@ def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 
     if f.resource_ids:
         q = q.where(Vault.id.in_(select(VaultResource.vault_id).where(VaultResource.resource_id.in_(f.resource_ids))))
     if f.policy_id:
-        if "policy_id" not in LIST_FILTERS:
-            return [], 0
-        q = LIST_FILTERS["policy_id"](q, f.policy_id)
+        from opencbr.services import policies
+
+        q = q.where(Vault.id.in_(policies.vaults_bound_to(f.policy_id)))
     with ctx.tx() as s:
         total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
         rows = list(s.scalars(q.order_by(Vault.created_at.desc(), Vault.id).limit(limit).offset(offset)))
@@ -282,11 +276,6 @@ def add_resources(ctx: ServiceContext, p: Principal, vault_id: str, items: list[
     return added
 
 
-#: Called with (session, principal, vault, resource ids) before bindings are removed, so the backup
-#: service can queue the deletion of those resources' backups (guide 3.3).
-ON_RESOURCES_REMOVED: list = []
-
-
 def remove_resources(ctx: ServiceContext, p: Principal, vault_id: str, resource_ids: list[str]) -> list[str]:
     """Guide 3.3: dissociate resources. The vault's policy no longer applies to them, and all their
     manual and automatic backups in this vault are deleted."""
@@ -302,8 +291,9 @@ def remove_resources(ctx: ServiceContext, p: Principal, vault_id: str, resource_
         if missing:
             raise NotFound(f"resource {missing[0]} is not associated with vault {vault_id}",
                            code="BackupService.6108")
-        for hook in ON_RESOURCES_REMOVED:
-            hook(s, p, vault, list(bindings))
+        from opencbr.services import backups
+
+        backups.delete_resource_backups(s, ctx, vault, list(bindings))
         for b in bindings.values():
             s.delete(b)
         vault.updated_at = ctx.now()
@@ -327,18 +317,14 @@ def delete_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> str:
         return task.id
 
 
-#: Called with (ctx, run, vault_id) by the vault_delete task before the vault row goes: the backup
-#: service deletes the backups and the vault's data there.
-ON_VAULT_DELETE: list = []
-
-
 @tasks.handler("vault_delete")
 def run_vault_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    """Every backup and the vault's data go first, then the vault (with its bindings)."""
+    from opencbr.services import backups
+
     vault_id = run.params["vault_id"]
-    for hook in ON_VAULT_DELETE:
-        hook(ctx, run, vault_id)
+    backups.delete_vault_data(ctx, run, vault_id)
     with ctx.tx() as s:
         vault = s.get(Vault, vault_id)
         if vault is not None:
             s.delete(vault)
-    run.set_extra(vault_delete={"fail_count": 0, "total_count": 1})

@@ -20,17 +20,6 @@ from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.worker")
 
-#: Called with (session, task) when a task is abandoned after its worker died (see tasks.expire_leases);
-#: services register how to undo the state such a task leaves behind.
-ABANDON_HOOKS: dict[str, object] = {}
-
-
-def _on_abandoned(session, task) -> None:
-    hook = ABANDON_HOOKS.get(task.operation_type)
-    if hook is not None:
-        hook(session, task)  # type: ignore[operator]
-
-
 def host_prefix() -> str:
     return f"{socket.gethostname()}:"
 
@@ -114,7 +103,7 @@ class WorkerPool:
 
     def start(self) -> None:
         # Tasks this host held before a crash cannot still be running: fail or retry them now.
-        tasks.recover_orphans(self.ctx, owner_is_dead, _on_abandoned)
+        tasks.recover_orphans(self.ctx, owner_is_dead)
         for w in self.workers:
             t = threading.Thread(target=w.run_forever, args=(self.stop,), name=w.worker_id, daemon=True)
             t.start()
@@ -127,7 +116,7 @@ class WorkerPool:
         period = max(1.0, self.ctx.settings.task_lease_seconds / 3)
         while not self.stop.wait(period):
             try:
-                tasks.expire_leases(self.ctx, _on_abandoned)
+                tasks.expire_leases(self.ctx)
             except Exception:
                 log.exception("janitor: cannot expire leases")
 

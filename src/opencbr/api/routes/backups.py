@@ -1,0 +1,158 @@
+"""CBR v3 checkpoint and backup routes (cbr_v3.md section 6.3), and OpenCBR's extensions: verify,
+export (download the raw image), create a disk from a backup."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from opencbr.api import wire
+from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes.common import page, parse_time
+from opencbr.domain import resource as R
+from opencbr.domain.errors import InvalidParameter
+from opencbr.services import audit, backups
+from opencbr.services.context import ServiceContext
+from opencbr.services.principal import Principal
+
+router = APIRouter(prefix="/v3/{project_id}")
+
+
+@router.post("/checkpoints")
+def create_checkpoint(body: wire.CheckpointCreateBody, p: Principal = Depends(principal),
+                      ctx: ServiceContext = Depends(get_ctx)):
+    """Back up resources of a vault now (manual backups; the scheduler makes the automatic ones)."""
+    params = wire.dump(body.checkpoint.parameters) if body.checkpoint.parameters else {}
+    if params.get("auto_trigger"):
+        raise InvalidParameter("auto_trigger is set by the scheduler; manual backups cannot claim it")
+    with audit.trace(ctx, p, "createVaultBackup", {"vault_id": body.checkpoint.vault_id, **params},
+                     resource_id=body.checkpoint.vault_id) as t:
+        view = backups.create_checkpoint(ctx, p, body.checkpoint.vault_id, params)
+        t.resource(view.vault.id, view.vault.name)
+    return {"checkpoint": wire.checkpoint_resp(view.checkpoint, view.vault, view.backups)}
+
+
+@router.get("/checkpoints/{checkpoint_id}")
+def show_checkpoint(checkpoint_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    cp, vault, rows = backups.show_checkpoint(ctx, p, checkpoint_id)
+    return {"checkpoint": wire.checkpoint_resp(cp, vault, rows)}
+
+
+@router.get("/backups")
+def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, resource_id: str | None = None,
+                 resource_name: str | None = None, resource_type: str | None = None, resource_az: str | None = None,
+                 name: str | None = None, status: list[str] | None = Query(None), image_type: str | None = None,
+                 parent_id: str | None = None, start_time: str | None = None, end_time: str | None = None,
+                 limit: int | None = None, offset: int | None = None, marker: str | None = None,
+                 sort: str | None = None, enterprise_project_id: str | None = None, own_type: str | None = None,
+                 member_status: str | None = None, used_percent: str | None = None,
+                 show_replication: bool | None = None, incremental: bool | None = None, dec: bool | None = None,
+                 id: list[str] | None = Query(None),
+                 p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Guide 4.1: filter by status, name, id, vault, resource, type, replica or not, creation time."""
+    limit, offset = page(limit, offset)
+    if own_type not in (None, "private"):
+        # Shared backups arrive with sharing; nothing is shared with this project yet.
+        return {"backups": [], "count": 0, "limit": limit, "offset": offset}
+    if resource_type:
+        R.check_resource_type(resource_type)
+    f = backups.BackupFilter(checkpoint_id=checkpoint_id, vault_id=vault_id, resource_id=resource_id,
+                             resource_name=resource_name, resource_type=resource_type, resource_az=resource_az,
+                             name=name, statuses=status, image_type=image_type, parent_id=parent_id,
+                             start_time=parse_time(start_time, "start_time"), end_time=parse_time(end_time, "end_time"),
+                             incremental=incremental, ids=id)
+    if marker:
+        f_all, _ = backups.list_backups(ctx, p, f, limit=100_000, offset=0, sort=sort)
+        ids = [v.backup.id for v in f_all]
+        if marker not in ids:
+            raise InvalidParameter(f"marker {marker} is not a backup of this list")
+        views = f_all[ids.index(marker) + 1:][offset:offset + limit]
+        total = len(ids)
+    else:
+        views, total = backups.list_backups(ctx, p, f, limit, offset, sort)
+    return {"backups": [wire.backup_resp(v.backup, v.children) for v in views], "count": total, "limit": limit,
+            "offset": offset}
+
+
+@router.get("/backups/{backup_id}")
+def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    v = backups.show_backup(ctx, p, backup_id)
+    return {"backup": wire.backup_resp(v.backup, v.children)}
+
+
+@router.put("/backups/{backup_id}")
+def update_backup(backup_id: str, body: wire.BackupUpdateBody, p: Principal = Depends(principal),
+                  ctx: ServiceContext = Depends(get_ctx)):
+    v = backups.update_backup(ctx, p, backup_id, body.backup.name)
+    return {"backup": wire.backup_resp(v.backup, v.children)}
+
+
+@router.delete("/backups/{backup_id}")
+def delete_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Guide 4.3. The backup turns ``deleting``; the body names the task (the SDK ignores it)."""
+    with audit.trace(ctx, p, "deleteBackup", resource_id=backup_id):
+        task_id = backups.delete_backup(ctx, p, backup_id)
+    return {"operation_log_id": task_id}
+
+
+@router.post("/backups/{backup_id}/restore", status_code=202)
+def restore_backup(backup_id: str, body: wire.BackupRestoreBody, p: Principal = Depends(principal),
+                   ctx: ServiceContext = Depends(get_ctx)):
+    spec = wire.dump(body.restore)
+    with audit.trace(ctx, p, "restoreBackup", spec, resource_id=backup_id):
+        task_id = backups.restore_backup(ctx, p, backup_id, spec)
+    return {"operation_log_id": task_id}
+
+
+@router.get("/backups/{backup_id}/metadata")
+def show_metadata(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """The server and disk layout captured with a backup (JSON-in-string fields, as the API has them)."""
+    v = backups.show_backup(ctx, p, backup_id)
+    b = v.backup
+    disks = [{"id": k.resource_id, "name": k.resource_name, "backup_id": k.id, "bootable": k.disk_role == "system",
+              "size": R.size_gb(k.resource_size_bytes), "device_index": k.device_index} for k in v.children] or \
+        [{"id": b.resource_id, "name": b.resource_name, "backup_id": b.id, "size": R.size_gb(b.resource_size_bytes)}]
+    server = {"id": b.resource_id, "name": b.resource_name} if b.resource_type == R.SERVER else {}
+    return {"backup_id": b.id, "backups": json.dumps([d["backup_id"] for d in disks]), "flavor": "{}",
+            "floatingips": [], "interface": "[]", "ports": [], "server": json.dumps(server),
+            "volumes": [json.dumps(d) for d in disks], "workspace": "{}"}
+
+
+@router.post("/backups/{backup_id}/verify", status_code=202)
+def verify_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Extension: re-read every chunk of the backup; the task reports what is damaged."""
+    return {"operation_log_id": backups.verify_backup(ctx, p, backup_id)}
+
+
+@router.post("/backups/{backup_id}/create-disk", status_code=202)
+def create_disk(backup_id: str, body: wire.CreateDiskFromBackup, p: Principal = Depends(principal),
+                ctx: ServiceContext = Depends(get_ctx)):
+    """Guide 6.4: a new disk from a disk backup (an image file at ``path`` on the service's machine)."""
+    task_id, disk_id = backups.create_disk_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
+                                                       size_bytes=body.size_bytes, az=body.availability_zone)
+    return {"operation_log_id": task_id, "disk_id": disk_id}
+
+
+@router.get("/backups/{backup_id}/export")
+def export_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Extension: download a disk backup as a raw image (13.7.6 says CBR cannot)."""
+    size, blocks = backups.export_stream(ctx, p, backup_id)
+    return StreamingResponse(blocks, media_type="application/octet-stream",
+                             headers={"Content-Length": str(size),
+                                      "Content-Disposition": f'attachment; filename="{backup_id}.img"'})
+
+
+@router.get("/storage_usage")
+def storage_usage(limit: int | None = None, offset: int | None = None, resource_id: str | None = None,
+                  resource_type: str | None = None, p: Principal = Depends(principal),
+                  ctx: ServiceContext = Depends(get_ctx)):
+    limit, offset = page(limit, offset)
+    rows = backups.resource_usage(ctx, p, resource_id, resource_type)
+    items = [{"resource_id": r["resource_id"], "resource_name": r["resource_name"],
+              "resource_type": r["resource_type"], "backup_count": r["backup_count"],
+              "backup_size": -(-r["backup_bytes"] // wire.MB), "backup_size_multiaz": 0}
+             for r in rows[offset:offset + limit]]
+    return {"resource_count": len(rows), "storage_usage": items}
+

@@ -1,0 +1,945 @@
+"""Backups (guide chapters 2.4, 4, 6, 13.2-13.4): create through checkpoints, list, show, rename,
+delete, restore, create disks from backups, verify, export; the tasks that do the work.
+
+The data lives in one engine ``Repository`` per vault (``vaults/<vault_id>/`` in the object store);
+the catalog holds what the API shows. Order makes crashes safe: the engine publishes a backup's
+manifest only after its data, and the catalog marks the backup available only after the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from opencbr.catalog.models import Backup, Checkpoint, Resource, Task, Vault, VaultResource
+from opencbr.domain import backup as B
+from opencbr.domain import resource as R
+from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
+from opencbr.engine import BackupCancelled, FixedIndex, OperationCancelled, Repository
+from opencbr.engine.crypto import ZERO_DIGEST
+from opencbr.providers import local
+from opencbr.services import resources as res_svc
+from opencbr.services import tasks
+from opencbr.services.context import ServiceContext
+from opencbr.services.principal import Principal
+from opencbr.services.vaults import get_vault
+
+log = logging.getLogger("opencbr.backups")
+GB = 1024**3
+
+
+# ------------------------------------------------------------------------------------ repositories
+_repo_lock = threading.Lock()
+
+
+def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Repository:
+    """The engine repository of a vault, created on first use (encrypted unless the vault is not)."""
+    prefix = f"vaults/{vault.id}/"
+    store = ctx.store
+    try:
+        return Repository.open(store, prefix, ctx.master_key)
+    except NotFound:
+        if not create:
+            raise
+    with _repo_lock:
+        try:
+            return Repository.create(store, prefix, ctx.master_key, encrypted=vault.encrypted)
+        except StateConflict:  # another worker created it meanwhile
+            return Repository.open(store, prefix, ctx.master_key)
+
+
+# ------------------------------------------------------------------------------------ queries
+def get_backup(s: Session, project_id: str, backup_id: str, *, for_update: bool = False) -> Backup:
+    b = s.get(Backup, backup_id, with_for_update=for_update) if isinstance(backup_id, str) else None
+    if b is None or b.project_id != project_id:
+        raise NotFound(f"backup {backup_id} not found", code="BackupService.6110")
+    return b
+
+
+def children(s: Session, backup_id: str) -> list[Backup]:
+    rows = s.scalars(select(Backup).where(Backup.parent_id == backup_id))
+    return sorted(rows, key=lambda c: (c.disk_role != "system", c.device_index or 0))
+
+
+def data_backups(s: Session, b: Backup) -> list[Backup]:
+    """The backups whose data the engine holds: a server backup's disk children, else itself."""
+    return children(s, b.id) if b.resource_type == R.SERVER else [b]
+
+
+@dataclass
+class BackupView:
+    backup: Backup
+    children: list[Backup] = field(default_factory=list)
+
+
+@dataclass
+class BackupFilter:
+    checkpoint_id: str | None = None
+    vault_id: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    resource_type: str | None = None
+    resource_az: str | None = None
+    name: str | None = None
+    statuses: list[str] | None = None
+    image_type: str | None = None
+    parent_id: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    incremental: bool | None = None
+    ids: list[str] | None = None
+
+
+_SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "name": Backup.name,
+              "status": Backup.status, "protected_at": Backup.protected_at, "id": Backup.id}
+
+
+def parse_sort(sort: str | None) -> list:
+    """``key[:asc|desc],...`` over created_at, updated_at, name, status, protected_at, id; default
+    newest first (cbr_v3.md section 4)."""
+    if not sort:
+        return [Backup.created_at.desc(), Backup.id]
+    out = []
+    for part in sort.split(","):
+        key, _, direction = part.strip().partition(":")
+        if key not in _SORT_KEYS or direction not in ("", "asc", "desc"):
+            raise InvalidParameter(f"cannot sort by {part!r}; use key[:asc|desc] with key one of "
+                                   f"{', '.join(_SORT_KEYS)}")
+        col = _SORT_KEYS[key]
+        out.append(col.asc() if direction == "asc" else col.desc())
+    return out + [Backup.id]
+
+
+def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int = 1000, offset: int = 0,
+                 sort: str | None = None) -> tuple[list[BackupView], int]:
+    """Guide 4.1: search by status, name, id, vault, resource name/id/type, replica or not, and date.
+    Disk backups inside a server backup are shown as its ``children``, not on their own, unless asked
+    for by ``parent_id``."""
+    conds = [Backup.project_id == p.project_id]
+    if f.parent_id:
+        conds.append(Backup.parent_id == f.parent_id)
+    else:
+        conds.append(Backup.parent_id.is_(None))
+    for col, val in ((Backup.checkpoint_id, f.checkpoint_id), (Backup.vault_id, f.vault_id),
+                     (Backup.resource_id, f.resource_id), (Backup.resource_type, f.resource_type),
+                     (Backup.resource_az, f.resource_az), (Backup.image_type, f.image_type)):
+        if val:
+            conds.append(col == val)
+    if f.resource_name:
+        conds.append(Backup.resource_name.contains(f.resource_name))
+    if f.name:
+        conds.append(Backup.name.contains(f.name))
+    if f.statuses:
+        bad = [x for x in f.statuses if x not in B.STATUSES]
+        if bad:
+            raise InvalidParameter(f"unknown backup status {bad[0]!r}; use one of {', '.join(B.STATUSES)}")
+        conds.append(Backup.status.in_(f.statuses))
+    if f.ids:
+        conds.append(Backup.id.in_(f.ids))
+    if f.start_time:
+        conds.append(Backup.created_at >= f.start_time)
+    if f.end_time:
+        conds.append(Backup.created_at <= f.end_time)
+    if f.incremental is not None:
+        conds.append(Backup.incremental.is_(f.incremental))
+    order = parse_sort(sort)
+    with ctx.tx() as s:
+        total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
+        rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
+        return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
+
+
+def show_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> BackupView:
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id)
+        return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
+
+
+def show_checkpoint(ctx: ServiceContext, p: Principal, checkpoint_id: str) -> tuple[Checkpoint, Vault, list[Backup]]:
+    with ctx.tx() as s:
+        cp = s.get(Checkpoint, checkpoint_id) if isinstance(checkpoint_id, str) else None
+        if cp is None or cp.project_id != p.project_id:
+            raise NotFound(f"checkpoint {checkpoint_id} not found", code="BackupService.6111")
+        vault = s.get(Vault, cp.vault_id)
+        rows = list(s.scalars(select(Backup).where(Backup.checkpoint_id == cp.id, Backup.parent_id.is_(None))))
+        return cp, vault, rows
+
+
+def update_backup(ctx: ServiceContext, p: Principal, backup_id: str, name: object) -> BackupView:
+    """Rename a backup (update_backup in the API)."""
+    p.require_write()
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id, for_update=True)
+        b.name = B.check_backup_name(name)
+        b.updated_at = ctx.now()
+        return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
+
+
+def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = None,
+                   resource_type: str | None = None) -> list[dict]:
+    """Per resource: backup count and the stored bytes its backups added (show_storage_usage)."""
+    conds = [Backup.project_id == p.project_id, Backup.parent_id.is_(None)]
+    if resource_id:
+        conds.append(Backup.resource_id == resource_id)
+    if resource_type:
+        conds.append(Backup.resource_type == resource_type)
+    with ctx.tx() as s:
+        rows = s.execute(select(Backup.resource_id, Backup.resource_name, Backup.resource_type,
+                                func.count(Backup.id), func.sum(Backup.added_bytes))
+                         .where(and_(*conds)).group_by(Backup.resource_id, Backup.resource_name,
+                                                       Backup.resource_type)).all()
+    return [{"resource_id": r[0], "resource_name": r[1], "resource_type": r[2], "backup_count": int(r[3]),
+             "backup_bytes": int(r[4] or 0)} for r in rows]
+
+
+def enrich_vault_view(s: Session, view) -> None:
+    """Backup count and size per associated resource, for the vault's ResourceResp items."""
+    stats = {rid: (n, size) for rid, n, size in s.execute(
+        select(Backup.resource_id, func.count(Backup.id), func.sum(Backup.added_bytes))
+        .where(Backup.vault_id == view.vault.id, Backup.parent_id.is_(None)).group_by(Backup.resource_id))}
+    for r in view.resources:
+        n, size = stats.get(r.binding.resource_id, (0, 0))
+        r.backup_count, r.backup_bytes = int(n), int(size or 0)
+
+
+# ------------------------------------------------------------------------------------ create
+@dataclass
+class CheckpointView:
+    checkpoint: Checkpoint
+    vault: Vault
+    backups: list[Backup]
+    task_ids: list[str]
+
+
+def create_checkpoint(ctx: ServiceContext, p: Principal, vault_id: str, params: dict | None = None, *,
+                      auto_trigger: bool = False, policy_id: str = "", retention_rule: str = "",
+                      now: datetime | None = None) -> CheckpointView:
+    """Back up one, several or all resources of a vault (guide 2.4; the API's create_checkpoint).
+
+    ``params`` is the API's CheckpointParam: ``resources`` (ids; default all of the vault's),
+    ``name``, ``description``, ``incremental`` (false forces a full backup), ``retention_duration_days``
+    (manual backups). Automatic backups (the scheduler) pass ``auto_trigger``, ``policy_id`` and the
+    retention rule in force. Returns at once; one ``backup`` task per resource does the work."""
+    p.require_write()
+    params = params or {}
+    description = B.check_backup_description(params.get("description"))
+    base = params.get("name")
+    base = B.default_backup_name(auto_trigger) if base in (None, "") else B.check_backup_name(base)
+    full = params.get("incremental") is False
+    if not isinstance(params.get("incremental", True), bool):
+        raise InvalidParameter("incremental must be true or false")
+    retention_days = params.get("retention_duration_days")
+    if retention_days is not None and (isinstance(retention_days, bool) or not isinstance(retention_days, int)
+                                       or not (1 <= retention_days <= 99999)):
+        raise InvalidParameter("retention_duration_days must be an integer from 1 to 99999")
+    wanted = params.get("resources")
+    if wanted is not None and (not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted)):
+        raise InvalidParameter("resources must be a list of resource ids")
+    now = now or ctx.now()
+    with ctx.tx() as s:
+        vault = get_vault(s, p.project_id, vault_id, for_update=True)
+        if vault.protect_type != "backup":
+            raise InvalidParameter("backups are made in backup vaults; this is a replication vault",
+                                   code="BackupService.6419")
+        if vault.status not in ("available", "locked"):
+            raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
+        _ensure_capacity(vault)
+        bound = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.vault_id == vault.id))}
+        ids = list(dict.fromkeys(wanted)) if wanted else list(bound)
+        if not ids:
+            raise InvalidParameter("the vault has no resources to back up; associate resources first",
+                                   code="BackupService.6420")
+        for rid in ids:
+            if rid not in bound:
+                raise InvalidParameter(f"resource {rid} is not associated with vault {vault.name}",
+                                       code="BackupService.6421")
+        resources = [res_svc.get_resource(s, p.project_id, rid) for rid in ids]
+        for res in resources:
+            R.check_protectable(res_svc.resource_state(s, res))
+            busy = s.scalar(select(Backup.id).where(Backup.vault_id == vault.id, Backup.resource_id == res.id,
+                                                    Backup.parent_id.is_(None),
+                                                    Backup.status == B.PROTECTING))
+            if busy:
+                raise StateConflict(f"a backup of {res.name} is already running", code="BackupService.6422")
+        cp = Checkpoint(project_id=p.project_id, vault_id=vault.id, status="protecting", name=base,
+                        description=description, retention_duration_days=retention_days, auto_trigger=auto_trigger,
+                        policy_id=policy_id, created_at=now, updated_at=now)
+        s.add(cp)
+        s.flush()
+        made, task_ids = [], []
+        for res, name in zip(resources, B.backup_names(base, len(resources)), strict=True):
+            b = _new_backup(s, p, vault, cp, res, name, description, full, auto_trigger, policy_id, retention_rule,
+                            retention_days, now, bound[res.id].extra_info or {})
+            task = tasks.new_task(s, project_id=p.project_id, operation_type="backup", now=now, vault_id=vault.id,
+                                  vault_name=vault.name, resource_id=res.id, resource_name=res.name,
+                                  resource_type=res.type, checkpoint_id=cp.id, policy_id=policy_id,
+                                  provider_id=R.PROVIDER_ID[res.type], request_id=p.request_id,
+                                  params={"backup_id": b.id},
+                                  extra_info={"backup": {"backup_id": b.id, "backup_name": b.name,
+                                                         "incremental": b.incremental}})
+            b.task_id = task.id
+            made.append(b)
+            task_ids.append(task.id)
+        return CheckpointView(cp, vault, made, task_ids)
+
+
+def _ensure_capacity(vault: Vault) -> None:
+    """Guide 13.3.4 (none starts once usage exceeds capacity), with the vault's auto-expansion."""
+    if vault.auto_expand and vault.used_bytes > vault.size_gb * GB:
+        vault.size_gb = min(-(-vault.used_bytes * 5 // (4 * GB)), 10_485_760)
+    B.check_capacity_allows_backup(vault.used_bytes, vault.size_gb)
+
+
+def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Resource, name: str, description: str,
+                full: bool, auto_trigger: bool, policy_id: str, retention_rule: str, retention_days: int | None,
+                now: datetime, extra_info: dict) -> Backup:
+    from datetime import timedelta
+
+    def previous(resource_id: str) -> Backup | None:
+        return s.scalar(select(Backup).where(Backup.vault_id == vault.id, Backup.resource_id == resource_id,
+                                             Backup.status == B.AVAILABLE).order_by(Backup.created_at.desc()).limit(1))
+
+    state = res_svc.resource_state(s, res)
+    b = Backup(project_id=p.project_id, vault_id=vault.id, checkpoint_id=cp.id, name=name, description=description,
+               resource_id=res.id, resource_name=res.name, resource_type=res.type, resource_size_bytes=state.size_bytes,
+               resource_az=res.availability_zone, status=B.PROTECTING, auto_trigger=auto_trigger, policy_id=policy_id,
+               retention_rule=retention_rule, full_requested=full, encrypted=vault.encrypted,
+               incremental=not full and previous(res.id) is not None, created_at=now, updated_at=now,
+               expired_at=now + timedelta(days=retention_days) if retention_days else None)
+    s.add(b)
+    s.flush()
+    if res.type == R.SERVER:
+        disks = res_svc.server_disks(s, res.id)
+        include = {v["id"] for v in extra_info.get("include_volumes") or []}
+        exclude = set(extra_info.get("exclude_volumes") or [])
+        chosen = [d for d in disks if (not include or d.id in include) and d.id not in exclude]
+        for d in chosen:
+            s.add(Backup(project_id=p.project_id, vault_id=vault.id, checkpoint_id=cp.id, parent_id=b.id,
+                         name=f"{name}-{d.disk_role}-{d.device_index}", description=description, resource_id=d.id,
+                         resource_name=d.name, resource_type=R.DISK, resource_size_bytes=d.size_bytes,
+                         resource_az=d.availability_zone, disk_role=d.disk_role, device_index=d.device_index,
+                         status=B.PROTECTING, auto_trigger=auto_trigger, policy_id=policy_id, full_requested=full,
+                         encrypted=vault.encrypted, incremental=b.incremental, created_at=now, updated_at=now))
+        b.details = {"disks": [{"id": d.id, "name": d.name, "role": d.disk_role, "device_index": d.device_index,
+                                "size_bytes": d.size_bytes} for d in chosen]}
+        s.flush()
+    return b
+
+
+# ------------------------------------------------------------------------------------ progress
+class TaskProgress:
+    """Adapts the engine's ``progress(done, total)`` to task progress: throttled, and turning a user's
+    cancel request or a lost lease into the engine's ``cancel`` event (never raising in engine threads)."""
+
+    def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0):
+        self.run, self.lo, self.hi, self.every = run, lo, hi, every
+        self.cancel = threading.Event()
+        self.lease_lost = False
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        with self._lock:
+            if now - self._last < self.every:
+                return
+            self._last = now
+            pct = self.lo + (self.hi - self.lo) * (done / total if total else 1)
+            try:
+                self.run.progress(int(pct))
+            except tasks.TaskCancelled:
+                self.cancel.set()
+            except tasks.LeaseLost:
+                self.lease_lost = True
+                self.cancel.set()
+            except Exception:  # the catalog hiccuped: keep backing up, report next time
+                log.exception("cannot report progress of task %s", self.run.task_id)
+
+    def span(self, lo: int, hi: int) -> TaskProgress:
+        """A child for one part of the work (e.g. one disk of a server), sharing the cancel event."""
+        child = TaskProgress(self.run, lo=lo, hi=hi, every=self.every)
+        child.cancel = self.cancel
+        return child
+
+
+# ------------------------------------------------------------------------------------ backup task
+def _manifest_meta(b: Backup, vault: Vault, parent: Backup | None, consistency: dict) -> dict:
+    """What the store keeps with each backup, enough to rebuild the catalog (``cbr admin vault rebuild``)."""
+    meta = {"backup_id": b.id, "name": b.name, "description": b.description, "project_id": b.project_id,
+            "vault_id": vault.id, "vault_name": vault.name, "checkpoint_id": b.checkpoint_id,
+            "resource_id": b.resource_id, "resource_name": b.resource_name, "resource_type": b.resource_type,
+            "resource_size_bytes": b.resource_size_bytes, "resource_az": b.resource_az,
+            "auto_trigger": b.auto_trigger, "policy_id": b.policy_id, "retention_rule": b.retention_rule,
+            "created_at": b.created_at.isoformat(), "consistency": consistency}
+    if parent is not None:
+        meta.update(server={"backup_id": parent.id, "name": parent.name, "resource_id": parent.resource_id,
+                            "resource_name": parent.resource_name, "layout": parent.details.get("disks", [])},
+                    disk_role=b.disk_role, device_index=b.device_index)
+    return meta
+
+
+@tasks.handler("backup")
+def run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    backup_id = run.params["backup_id"]
+    with ctx.tx() as s:
+        b = s.get(Backup, backup_id)
+        if b is None:
+            return  # deleted meanwhile (its vault went away)
+        vault = s.get(Vault, b.vault_id)
+        parts = data_backups(s, b)
+        server = s.get(Resource, b.resource_id) if b.resource_type == R.SERVER else None
+        paths = {}
+        for part in parts:
+            disk = s.get(Resource, part.resource_id)
+            if disk is None:
+                raise CBRError(f"disk {part.resource_name} no longer exists", code="BackupService.6423")
+            paths[part.id] = disk.path
+        previous = {part.id: s.scalar(select(Backup.id).where(
+            Backup.vault_id == b.vault_id, Backup.resource_id == part.resource_id, Backup.status == B.AVAILABLE,
+            Backup.id != part.id).order_by(Backup.created_at.desc()).limit(1)) for part in parts}
+        if server is not None:
+            running = server.status == "running"
+        else:  # a disk attached to a running server is written while we read it
+            disk = s.get(Resource, b.resource_id)
+            host = s.get(Resource, disk.server_id) if disk is not None and disk.server_id else None
+            running = host is not None and host.status == "running"
+        for part in parts:
+            s.expunge(part)
+        s.expunge(b)
+        s.expunge(vault)
+    if b.resource_type == R.FILE_SYSTEM:
+        raise CBRError("file-system backups are not available in this version", code="BackupService.6424")
+    progress = TaskProgress(run)
+    repo = repository(ctx, vault)
+    views = local.point_in_time_views([paths[part.id] for part in parts], server_running=running)
+    consistency = views.describe()
+    results = {}
+    try:
+        total = sum(max(1, part.resource_size_bytes) for part in parts)
+        done = 0
+        for part, source in zip(parts, views.sources, strict=True):
+            size = max(1, part.resource_size_bytes)
+            span = progress.span(int(99 * done / total), int(99 * (done + size) / total))
+            meta = _manifest_meta(part, vault, b if part is not b else None, consistency)
+            results[part.id] = repo.backup_disk(source, backup_id=part.id, meta=meta,
+                                                parent_backup_id=previous[part.id], full=part.full_requested,
+                                                progress=span, cancel=progress.cancel)
+            done += size
+    except BackupCancelled:
+        for part_id in results:  # published disks of a cancelled server backup: withdraw them too
+            repo.delete_backup(part_id)
+        if progress.lease_lost:
+            raise tasks.LeaseLost(run.task_id) from None
+        _discard_cancelled(ctx, b)
+        _queue_gc(ctx, b.project_id, vault)
+        raise tasks.TaskCancelled(run.task_id) from None
+    except Exception:
+        for part_id in results:
+            repo.delete_backup(part_id)
+        raise
+    finally:
+        views.close()
+    used = repo.usage()
+    now = ctx.now()
+    with ctx.tx() as s:
+        for part in parts:
+            row = s.get(Backup, part.id)
+            r = results[part.id]
+            row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
+            row.logical_bytes, row.added_bytes = r.disk_size, r.added_bytes
+            row.details = {**(row.details or {}), "consistency": consistency, "stats": r.to_dict()}
+        if b.resource_type == R.SERVER:
+            row = s.get(Backup, b.id)
+            row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
+            row.logical_bytes = sum(results[p.id].disk_size for p in parts)
+            row.added_bytes = sum(results[p.id].added_bytes for p in parts)
+            row.details = {**(row.details or {}), "consistency": consistency}
+        v = s.get(Vault, vault.id)
+        if v is not None:
+            v.used_bytes = used
+            if v.auto_expand and used > v.size_gb * GB:
+                v.size_gb = min(-(-used * 5 // (4 * GB)), 10_485_760)
+        _settle_checkpoint(s, b.checkpoint_id, now)
+    run.set_extra(backup={"backup_id": b.id, "backup_name": b.name, "incremental": b.incremental,
+                          "logical_bytes": sum(r.disk_size for r in results.values()),
+                          "added_bytes": sum(r.added_bytes for r in results.values()),
+                          "consistency": consistency["method"]})
+
+
+def _settle_checkpoint(s: Session, checkpoint_id: str, now: datetime) -> None:
+    cp = s.get(Checkpoint, checkpoint_id)
+    if cp is None:
+        return
+    statuses = [st for (st,) in s.execute(select(Backup.status).where(Backup.checkpoint_id == cp.id,
+                                                                      Backup.parent_id.is_(None)))]
+    if not statuses or all(st == B.AVAILABLE for st in statuses):
+        cp.status = "available"
+    elif any(st == B.PROTECTING for st in statuses):
+        cp.status = "protecting"
+    else:
+        cp.status = "error"
+    cp.updated_at = now
+
+
+def _discard_cancelled(ctx: ServiceContext, b: Backup) -> None:
+    """A cancelled backup leaves nothing: its rows go (beyond the guide: 13.2.12 says CBR cannot stop a
+    running backup)."""
+    with ctx.tx() as s:
+        row = s.get(Backup, b.id)
+        if row is not None:
+            s.delete(row)
+        s.flush()
+        _settle_checkpoint(s, b.checkpoint_id, ctx.now())
+
+
+def fail_backup_rows(s: Session, backup_id: str, code: str, message: str, now: datetime) -> None:
+    """Mark a backup (and its disk children) in error with the reason."""
+    b = s.get(Backup, backup_id)
+    if b is None:
+        return
+    for row in [b, *children(s, b.id)]:
+        if row.status == B.PROTECTING:
+            row.status, row.error_code, row.error_message, row.updated_at = B.ERROR, code, message, now
+    _settle_checkpoint(s, b.checkpoint_id, now)
+
+
+# ------------------------------------------------------------------------------------ delete
+def delete_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, reason: str = "") -> str:
+    """Guide 4.3: delete an available or error backup. It turns ``deleting``; a ``delete`` task removes
+    its manifest, then the rows; chunks other backups use stay (13.2.11)."""
+    p.require_write()
+    now = ctx.now()
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id, for_update=True)
+        if b.parent_id is not None:
+            raise InvalidParameter("this is a disk of a server backup; delete the server backup",
+                                   code="BackupService.6425")
+        vault = s.get(Vault, b.vault_id)
+        B.check_deletable(b.status, vault.status, b.used_by_image)
+        return _queue_delete(s, p.project_id, b, vault, now, p.request_id, reason)
+
+
+def _queue_delete(s: Session, project_id: str, b: Backup, vault: Vault, now: datetime, request_id: str = "",
+                  reason: str = "") -> str:
+    for row in [b, *children(s, b.id)]:
+        row.status, row.updated_at = B.DELETING, now
+    task = tasks.new_task(s, project_id=project_id, operation_type="delete", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=b.resource_id, resource_name=b.resource_name,
+                          resource_type=b.resource_type, provider_id=R.PROVIDER_ID.get(b.resource_type, ""),
+                          request_id=request_id, params={"backup_id": b.id}, max_attempts=5,
+                          extra_info={"delete": {"backup_id": b.id, "backup_name": b.name},
+                                      **({"reason": reason} if reason else {})})
+    return task.id
+
+
+def queue_delete_for_system(ctx: ServiceContext, s: Session, b: Backup, reason: str) -> str | None:
+    """Delete a backup on the system's behalf (retention, dissociation). Skips ones not deletable now."""
+    vault = s.get(Vault, b.vault_id)
+    try:
+        B.check_deletable(b.status, vault.status, b.used_by_image)
+    except StateConflict:
+        return None
+    return _queue_delete(s, b.project_id, b, vault, ctx.now(), reason=reason)
+
+
+@tasks.handler("delete")
+def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    backup_id = run.params["backup_id"]
+    with ctx.tx() as s:
+        b = s.get(Backup, backup_id)
+        if b is None:
+            return
+        vault = s.get(Vault, b.vault_id)
+        part_ids = [x.id for x in data_backups(s, b)]
+        s.expunge(vault)
+    repo = repository(ctx, vault)
+    for pid in part_ids:
+        repo.delete_backup(pid)
+    run.progress(60)
+    used = repo.usage()
+    with ctx.tx() as s:
+        b = s.get(Backup, backup_id)
+        if b is not None:
+            cp_id = b.checkpoint_id
+            s.delete(b)
+            s.flush()
+            cp = s.get(Checkpoint, cp_id)
+            if cp is not None and not s.scalar(select(Backup.id).where(Backup.checkpoint_id == cp_id).limit(1)):
+                s.delete(cp)
+        v = s.get(Vault, vault.id)
+        if v is not None:
+            v.used_bytes = used
+    _queue_gc(ctx, run.project_id, vault)
+
+
+def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault) -> None:
+    """Ask for a GC of the vault unless one is already waiting (deletes come in bursts)."""
+    with ctx.tx() as s:
+        waiting = s.scalar(select(Task.id).where(Task.operation_type == "gc", Task.vault_id == vault.id,
+                                                 Task.status == tasks.WAITING).limit(1))
+        if waiting is None:
+            tasks.new_task(s, project_id=project_id, operation_type="gc", now=ctx.now(), vault_id=vault.id,
+                           vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
+
+
+@tasks.handler("gc")
+def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    """Remove chunks no backup references (safe with running backups; see engine/gc.py)."""
+    with ctx.tx() as s:
+        vault = s.get(Vault, run.params["vault_id"])
+        if vault is None:
+            return
+        s.expunge(vault)
+    try:
+        repo = repository(ctx, vault, create=False)
+    except NotFound:
+        return
+    progress = TaskProgress(run)
+    try:
+        result = repo.gc(progress)
+    except StateConflict:
+        # Another GC is running on this vault: it does the same work.
+        run.set_extra(gc={"skipped": "another garbage collection is running"})
+        return
+    used = repo.usage()
+    with ctx.tx() as s:
+        v = s.get(Vault, vault.id)
+        if v is not None:
+            v.used_bytes = used
+    run.set_extra(gc={"packs_deleted": result.packs_deleted, "bytes_freed": result.bytes_freed,
+                      "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs})
+
+
+def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) -> None:
+    """Part of deleting a vault (guide 3.2): every backup and the repository go."""
+    with ctx.tx() as s:
+        vault = s.get(Vault, vault_id)
+        if vault is None:
+            return
+        for b in s.scalars(select(Backup).where(Backup.vault_id == vault_id)):
+            b.status = B.DELETING
+        s.expunge(vault)
+    try:
+        repository(ctx, vault, create=False).destroy()
+    except NotFound:
+        pass
+    with ctx.tx() as s:
+        count = 0
+        for b in s.scalars(select(Backup).where(Backup.vault_id == vault_id, Backup.parent_id.is_(None))):
+            s.delete(b)
+            count += 1
+        for cp in s.scalars(select(Checkpoint).where(Checkpoint.vault_id == vault_id)):
+            s.delete(cp)
+    run.set_extra(vault_delete={"fail_count": 0, "total_count": count})
+
+
+def delete_resource_backups(s: Session, ctx: ServiceContext, vault: Vault, resource_ids: list[str]) -> list[str]:
+    """Guide 3.3: dissociating a resource deletes all its manual and automatic backups in the vault."""
+    task_ids = []
+    for b in s.scalars(select(Backup).where(Backup.vault_id == vault.id, Backup.resource_id.in_(resource_ids),
+                                            Backup.parent_id.is_(None))):
+        if b.status == B.PROTECTING:
+            raise StateConflict(f"a backup of {b.resource_name} is running; dissociate it when it has finished",
+                                code="BackupService.6426")
+        tid = queue_delete_for_system(ctx, s, b, "resource dissociated from the vault (guide 3.3)")
+        if tid:
+            task_ids.append(tid)
+    return task_ids
+
+
+# ------------------------------------------------------------------------------------ restore
+def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict) -> str:
+    """Guide 6.1 (server) and 6.3 (disk): restore a backup to its resource. Server: stopped first,
+    ``mappings`` choose target disks, ``power_on`` (default true) starts it afterwards."""
+    p.require_write()
+    now = ctx.now()
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id, for_update=True)
+        vault = s.get(Vault, b.vault_id)
+        B.check_restorable(b.status, vault.status, b.image_type)
+        if b.parent_id is not None:
+            raise InvalidParameter("this is one disk of a server backup; restore the server backup, or create a "
+                                   "disk from it", code="BackupService.6427")
+        if b.resource_type == R.DISK:
+            target_id = body.get("volume_id") or b.resource_id
+            target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
+            B.check_disk_restore_target(res_svc.live_status(s, target), local.current_size(target.path),
+                                        b.resource_size_bytes, target.id == b.resource_id)
+            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
+            server_id, power_on = None, False
+        elif b.resource_type == R.SERVER:
+            server_id = body.get("server_id") or b.resource_id
+            if server_id != b.resource_id:
+                raise InvalidParameter("a server backup is restored to its own server; create an image to make a "
+                                       "new one", code="BackupService.6428")
+            server = res_svc.get_resource(s, p.project_id, server_id, R.SERVER)
+            B.check_server_restore(res_svc.live_status(s, server))
+            power_on = body.get("power_on", True)
+            if not isinstance(power_on, bool):
+                raise InvalidParameter("power_on must be true or false")
+            plan = _server_plan(s, p, b, server, body.get("mappings"))
+        else:
+            raise InvalidParameter("a file-system backup cannot be restored to the original file system; create a "
+                                   "new file system from it (guide 1.6)", code="BackupService.6429")
+        b.status, b.updated_at = B.RESTORING, now
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
+                              vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
+                              resource_name=b.resource_name, resource_type=b.resource_type,
+                              provider_id=R.PROVIDER_ID[b.resource_type], request_id=p.request_id,
+                              params={"backup_id": b.id, "plan": plan, "server_id": server_id, "power_on": power_on},
+                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                      "target_resource_id": server_id or plan[0]["disk_id"],
+                                                      "target_resource_name": b.resource_name}})
+        return task.id
+
+
+def _server_plan(s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
+    kids = children(s, b.id)
+    disks = {d.id: d for d in res_svc.server_disks(s, server.id)}
+    if mappings:
+        if not isinstance(mappings, list):
+            raise InvalidParameter("mappings must be a list of {backup_id, volume_id}")
+        pairs = []
+        by_id = {k.id: k for k in kids}
+        for m in mappings:
+            if not isinstance(m, dict) or m.get("backup_id") not in by_id:
+                raise InvalidParameter("each mapping needs the backup_id of a disk in this server backup",
+                                       code="BackupService.6430")
+            pairs.append((by_id[m["backup_id"]], m.get("volume_id")))
+    else:
+        # Default: each disk to itself (guide 6.1 step 5); disks removed since are skipped (13.4.4).
+        pairs = [(k, k.resource_id) for k in kids if k.resource_id in disks]
+        if not pairs:
+            raise StateConflict("none of the backed-up disks is attached to the server any more; give mappings",
+                                code="BackupService.6431")
+    B.check_mapping_targets([t for _, t in pairs])
+    plan = []
+    for kid, target_id in pairs:
+        target = disks.get(target_id)
+        B.check_server_mapping(kid.disk_role or "data", kid.resource_size_bytes,
+                               target.disk_role if target else None,
+                               local.current_size(target.path) if target else 0, target is not None)
+        plan.append({"backup_id": kid.id, "path": target.path, "disk_id": target.id})
+    return plan
+
+
+@tasks.handler("restore")
+def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    backup_id, plan = run.params["backup_id"], run.params["plan"]
+    server_id, power_on = run.params.get("server_id"), run.params.get("power_on")
+    with ctx.tx() as s:
+        b = s.get(Backup, backup_id)
+        vault = s.get(Vault, b.vault_id)
+        s.expunge(vault)
+        if server_id:
+            # Guide 13.4.1: the server is shut down before its data is restored.
+            server = s.get(Resource, server_id)
+            server.status = "stopped"
+    repo = repository(ctx, vault, create=False)
+    progress = TaskProgress(run)
+    try:
+        for i, step in enumerate(plan):
+            span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
+            repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
+    except OperationCancelled:
+        _restore_done(ctx, backup_id, None)
+        raise tasks.TaskCancelled(run.task_id) from None
+    except Exception:
+        _restore_done(ctx, backup_id, None)
+        raise
+    _restore_done(ctx, backup_id, server_id if power_on else None)
+
+
+def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None) -> None:
+    with ctx.tx() as s:
+        b = s.get(Backup, backup_id)
+        if b is not None and b.status == B.RESTORING:
+            b.status, b.updated_at = B.AVAILABLE, ctx.now()
+        if start_server:
+            server = s.get(Resource, start_server)
+            if server is not None:
+                server.status = "running"
+
+
+# ------------------------------------------------------------------------------------ new disks
+def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
+                            size_bytes: int | None = None, az: str | None = None) -> tuple[str, str]:
+    """Guide 6.4: a new disk (an image file at ``path``) with the backup's data, at least as large as
+    the source disk, in any AZ, registered as a resource. Returns (task id, disk id)."""
+    p.require_write()
+    R.check_resource_name(name)
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise InvalidParameter("path must be an absolute path for the new disk image")
+    real = os.path.realpath(path)
+    local.check_allowed(real, ctx.settings.resource_roots)
+    if os.path.lexists(real):
+        raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
+    if not os.path.isdir(os.path.dirname(real)):
+        raise InvalidParameter(f"the directory of {path} does not exist")
+    now = ctx.now()
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id)
+        vault = s.get(Vault, b.vault_id)
+        B.check_restorable(b.status, vault.status, "backup")
+        if b.resource_type != R.DISK:
+            raise InvalidParameter("create a disk from a disk backup, or from one disk of a server backup "
+                                   "(see its children)", code="BackupService.6433")
+        size = B.check_new_disk_size(size_bytes, b.resource_size_bytes)
+        if s.scalar(select(Resource.id).where(Resource.path == real)):
+            raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
+        zone = az or b.resource_az or ctx.settings.availability_zones[0]
+        if zone not in ctx.settings.availability_zones:
+            raise InvalidParameter(f"availability zone {zone!r} does not exist")
+        disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
+                        region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
+                        status="restoring", description=f"created from backup {b.name} ({b.id})")
+        s.add(disk)
+        s.flush()
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=vault.id,
+                              vault_name=vault.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
+                              provider_id=R.PROVIDER_ID[R.DISK], request_id=p.request_id,
+                              params={"backup_id": b.id, "disk_id": disk.id, "size": size},
+                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                      "target_resource_id": disk.id, "target_resource_name": name}})
+        return task.id, disk.id
+
+
+@tasks.handler("create_disk")
+def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    backup_id, disk_id, size = run.params["backup_id"], run.params["disk_id"], run.params["size"]
+    with ctx.tx() as s:
+        b = s.get(Backup, backup_id)
+        disk = s.get(Resource, disk_id)
+        if b is None or disk is None:
+            raise CBRError("the backup or the new disk no longer exists", code="BackupService.6434")
+        vault = s.get(Vault, b.vault_id)
+        s.expunge(vault)
+        path = disk.path
+    repo = repository(ctx, vault, create=False)
+    progress = TaskProgress(run)
+    try:
+        repo.restore_disk(backup_id, path, progress=progress, cancel=progress.cancel, truncate=True)
+        with open(path, "r+b") as f:  # the new disk is as large as asked (guide 6.4)
+            if os.fstat(f.fileno()).st_size < size:
+                f.truncate(size)
+            os.fsync(f.fileno())
+    except BaseException as e:
+        with ctx.tx() as s:
+            d = s.get(Resource, disk_id)
+            if d is not None:
+                s.delete(d)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OperationCancelled):
+            raise tasks.TaskCancelled(run.task_id) from None
+        raise
+    with ctx.tx() as s:
+        d = s.get(Resource, disk_id)
+        d.status, d.size_bytes = "available", local.current_size(path)
+
+
+# ------------------------------------------------------------------------------------ verify, export
+def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
+    """Re-read every chunk of a backup and report what is damaged (beyond the guide)."""
+    now = ctx.now()
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id)
+        if b.status not in (B.AVAILABLE, B.RESTORING):
+            raise StateConflict(f"only available backups can be verified; this one is {b.status}",
+                                code="BackupService.6435")
+        vault = s.get(Vault, b.vault_id)
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="verify", now=now, vault_id=vault.id,
+                              vault_name=vault.name, resource_id=b.resource_id, resource_name=b.resource_name,
+                              resource_type=b.resource_type, request_id=p.request_id,
+                              params={"backup_id": b.id}, extra_info={"verify": {"backup_id": b.id}})
+        return task.id
+
+
+@tasks.handler("verify")
+def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    with ctx.tx() as s:
+        b = s.get(Backup, run.params["backup_id"])
+        if b is None:
+            raise NotFound("the backup no longer exists")
+        parts = [(x.id, x.resource_name, x.disk_role) for x in data_backups(s, b)]
+        vault = s.get(Vault, b.vault_id)
+        s.expunge(vault)
+    repo = repository(ctx, vault, create=False)
+    reports = []
+    for i, (pid, pname, role) in enumerate(parts):
+        rep = repo.verify(pid, TaskProgress(run, lo=int(99 * i / len(parts)), hi=int(99 * (i + 1) / len(parts))))
+        reports.append({"backup_id": pid, "disk": pname, "role": role, "ok": rep.ok,
+                        "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
+                        "damaged": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.damaged][:100],
+                        "missing": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.missing][:100]})
+    ok = all(r["ok"] for r in reports)
+    run.set_extra(verify={"backup_id": run.params["backup_id"], "ok": ok, "disks": reports})
+    if not ok:
+        bad = sum(len(r["damaged"]) + len(r["missing"]) for r in reports)
+        raise CBRError(f"the backup is damaged: {bad} chunk(s) failed verification; see extra_info.verify",
+                       code="BackupService.6010")
+
+
+def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[int, Iterator[bytes]]:
+    """The raw image of a disk backup, as a stream (beyond the guide: 13.7.6 says CBR cannot download
+    backups). Every chunk is verified as it is read."""
+    with ctx.tx() as s:
+        b = get_backup(s, p.project_id, backup_id)
+        vault = s.get(Vault, b.vault_id)
+        B.check_restorable(b.status, vault.status, "backup")
+        if b.resource_type != R.DISK:
+            raise InvalidParameter("only disk backups (or one disk of a server backup) can be exported as an image",
+                                   code="BackupService.6436")
+        s.expunge(vault)
+    repo = repository(ctx, vault, create=False)
+    index = FixedIndex.from_manifest(repo.manifest(backup_id))
+
+    def blocks() -> Iterator[bytes]:
+        zero = bytes(index.block_size)
+        for i in range(index.block_count):
+            n = index.block_length(i)
+            d = index.digest(i)
+            yield zero[:n] if d == ZERO_DIGEST else repo.chunks.get_chunk(d)
+
+    return index.disk_size, blocks()
+
+
+# ------------------------------------------------------------------------------------ crashes
+@tasks.on_abandon("backup", "restore", "create_disk", "delete")
+def abandon_task(s: Session, task: Task) -> None:
+    """A backup, restore, create-disk or delete task whose worker died: leave nothing claiming to be
+    fine, and have a GC clean what a half-made backup left in the store."""
+    now = task.ended_at or task.updated_at
+    params = task.params or {}
+    if task.operation_type == "backup" and params.get("backup_id"):
+        fail_backup_rows(s, params["backup_id"], "BackupService.6901",
+                         "the backup was interrupted (its worker stopped); delete it and back up again", now)
+        vault = s.get(Vault, task.vault_id)
+        if vault is not None:
+            tasks.new_task(s, project_id=task.project_id, operation_type="gc", now=now, vault_id=vault.id,
+                           vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
+    elif task.operation_type == "restore":
+        b = s.get(Backup, params.get("backup_id"))
+        if b is not None and b.status == B.RESTORING:
+            b.status = B.AVAILABLE
+    elif task.operation_type == "create_disk":
+        d = s.get(Resource, params.get("disk_id"))
+        if d is not None and d.status == "restoring":
+            d.status = "error"
+    elif task.operation_type == "delete":
+        b = s.get(Backup, params.get("backup_id"))
+        if b is not None and b.status == B.DELETING:
+            b.status = B.ERROR
+            b.error_message = "deletion was interrupted; delete it again"
