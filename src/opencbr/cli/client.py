@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +85,9 @@ class ApiClient:
         self.cfg = cfg
         self.http = httpx.Client(base_url=cfg.endpoint, timeout=timeout, trust_env=False)
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: Any = None) -> Any:
-        """``path`` is relative to ``/v3/{project_id}`` unless it starts with ``/v3/``."""
+    def _prepare(self, method: str, path: str, params: dict[str, Any] | None, body: Any) -> tuple[str, dict, bytes]:
+        """The URL, signed headers and body bytes of a request. ``path`` is relative to
+        ``/v3/{project_id}`` unless it starts with ``/v3/``."""
         full = path if path.startswith("/v3/") else f"/v3/{self.cfg.project_id}{path}"
         pairs: list[tuple[str, str]] = []
         for k, v in (params or {}).items():
@@ -102,21 +104,41 @@ class ApiClient:
             "User-Agent": "opencbr-cli",
         }
         headers = signing.sign_headers(method, full, query, headers, data, self.cfg.ak, self.cfg.sk)
-        url = full + (f"?{query}" if query else "")
+        return full + (f"?{query}" if query else ""), headers, data
+
+    @staticmethod
+    def _raise_for(resp: httpx.Response) -> None:
+        if resp.status_code < 400:
+            return
+        try:
+            err = resp.json()
+        except ValueError:
+            raise ClientError(resp.text or f"HTTP {resp.status_code}", status=resp.status_code) from None
+        raise ClientError(err.get("error_msg") or resp.text, code=err.get("error_code", ""), status=resp.status_code)
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        url, headers, data = self._prepare(method, path, params, body)
         try:
             resp = self.http.request(method, url, content=data or None, headers=headers)
         except httpx.HTTPError as e:
             raise ClientError(f"cannot reach {self.cfg.endpoint}: {e}") from None
-        if resp.status_code >= 400:
-            try:
-                err = resp.json()
-                raise ClientError(err.get("error_msg") or resp.text, code=err.get("error_code", ""),
-                                  status=resp.status_code)
-            except ValueError:
-                raise ClientError(resp.text or f"HTTP {resp.status_code}", status=resp.status_code) from None
+        self._raise_for(resp)
         if not resp.content:
             return None
         return resp.json()
+
+    @contextmanager
+    def stream(self, path: str, **params: Any) -> Iterator[httpx.Response]:
+        """A signed GET whose body is read as a stream (downloads)."""
+        url, headers, _ = self._prepare("GET", path, params, None)
+        try:
+            with self.http.stream("GET", url, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                self._raise_for(resp)
+                yield resp
+        except httpx.HTTPError as e:
+            raise ClientError(f"cannot reach {self.cfg.endpoint}: {e}") from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)

@@ -78,6 +78,19 @@ def disk_show(disk: str, as_json: bool = JSON_OPTION):
     _show(client().get(f"/inventory/disks/{resolve('disks', disk)}")["resource"], as_json)
 
 
+@disk_app.command("create-from-backup")
+@handle_errors
+def disk_create_from_backup(backup_id: str, name: str = typer.Option(..., "--name"),
+                            path: str = typer.Option(..., "--path", help="The new disk image file."),
+                            size: int = typer.Option(None, "--size", help="Bytes; at least the source disk's size."),
+                            az: str = typer.Option(None, "--az"), wait: bool = typer.Option(False, "--wait"),
+                            as_json: bool = JSON_OPTION):
+    """Create a new disk from a disk backup (guide 6.4)."""
+    from opencbr.cli.backups import create_disk_from_backup
+
+    create_disk_from_backup(backup_id, name, path, size, az, wait, as_json)
+
+
 @disk_app.command("remove")
 @handle_errors
 def disk_remove(disk: str, as_json: bool = JSON_OPTION):

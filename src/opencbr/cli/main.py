@@ -9,6 +9,7 @@ from rich.panel import Panel
 
 from opencbr import __version__
 from opencbr.cli.admin import admin_app
+from opencbr.cli.backups import backup_app
 from opencbr.cli.client import client_config_path, write_client_config
 from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, console, details, handle_errors, print_json
@@ -18,6 +19,7 @@ from opencbr.cli.vaults import vault_app
 app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(vault_app, name="vault")
+app.add_typer(backup_app, name="backup")
 app.add_typer(disk_app, name="disk")
 app.add_typer(server_app, name="server")
 app.add_typer(fs_app, name="fs")

@@ -390,6 +390,25 @@ def _manifest_meta(b: Backup, vault: Vault, parent: Backup | None, consistency: 
 
 @tasks.handler("backup")
 def run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    """Back up one resource; on any failure the backup turns ``error`` with the reason (guide 4.1)."""
+    try:
+        _run_backup(ctx, run)
+    except (tasks.TaskCancelled, tasks.LeaseLost):
+        raise
+    except CBRError as e:
+        _fail(ctx, run.params["backup_id"], e.code, e.message)
+        raise
+    except Exception as e:
+        _fail(ctx, run.params["backup_id"], "BackupService.9999", f"internal error: {type(e).__name__}: {e}")
+        raise
+
+
+def _fail(ctx: ServiceContext, backup_id: str, code: str, message: str) -> None:
+    with ctx.tx() as s:
+        fail_backup_rows(s, backup_id, code, message, ctx.now())
+
+
+def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id = run.params["backup_id"]
     with ctx.tx() as s:
         b = s.get(Backup, backup_id)
@@ -413,10 +432,8 @@ def run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             disk = s.get(Resource, b.resource_id)
             host = s.get(Resource, disk.server_id) if disk is not None and disk.server_id else None
             running = host is not None and host.status == "running"
-        for part in parts:
-            s.expunge(part)
-        s.expunge(b)
-        s.expunge(vault)
+        for obj in {id(o): o for o in (*parts, b, vault)}.values():
+            s.expunge(obj)
     if b.resource_type == R.FILE_SYSTEM:
         raise CBRError("file-system backups are not available in this version", code="BackupService.6424")
     progress = TaskProgress(run)

@@ -1,0 +1,202 @@
+"""``cbr backup``: create, list, show, delete, restore, verify and export backups; ``cbr disk
+create-from-backup`` lives with the disks but uses the helpers here."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from opencbr.cli.client import ClientError
+from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+from opencbr.cli.tasks import raise_if_failed, wait_for
+from opencbr.cli.vaults import resolve as resolve_vault
+
+backup_app = typer.Typer(help="Backups: create, list, restore, verify, export.", no_args_is_help=True)
+
+_COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("resource_name", "Resource"),
+         ("resource_type", "Type"), ("size", "Size"), ("added", "Added"), ("created_at", "Created")]
+
+
+def human(n: int | None) -> str:
+    n = n or 0
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _row(b: dict) -> dict:
+    return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes"))}
+
+
+def _show(b: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(b)
+        return
+    details(_row(b), [("id", "ID"), ("name", "Name"), ("description", "Description"), ("status", "Status"),
+                      ("resource_name", "Resource"), ("resource_id", "Resource ID"), ("resource_type", "Type"),
+                      ("vault_id", "Vault"), ("size", "Logical size"), ("added", "Added to vault"),
+                      ("incremental", "Incremental"), ("extend_info.auto_trigger", "Automatic"),
+                      ("extend_info.encrypted", "Encrypted"), ("consistency.method", "Consistency"),
+                      ("created_at", "Created"), ("protected_at", "Completed"), ("expired_at", "Expires"),
+                      ("error_info.message", "Error")])
+    if b.get("children"):
+        table([_row(c) for c in b["children"]], [("id", "Disk backup"), ("resource_name", "Disk"),
+                                                  ("disk_role", "Role"), ("size", "Size"), ("added", "Added")])
+
+
+@backup_app.command("create")
+@handle_errors
+def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resource", help="Default: all."),
+                  name: str = typer.Option(None, "--name", help="Default: manualbk_ and four characters."),
+                  description: str = typer.Option(None, "--description"),
+                  full: bool = typer.Option(False, "--full", help="Re-read and re-store every block."),
+                  wait: bool = typer.Option(False, "--wait", help="Follow the backups to the end."),
+                  as_json: bool = JSON_OPTION):
+    """Back up resources of a vault now."""
+    c = client()
+    params = {k: v for k, v in (("resources", resource or None), ("name", name), ("description", description),
+                                ("incremental", False if full else None)) if v is not None}
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": resolve_vault(vault), "parameters": params}})["checkpoint"]
+    ids = [r["backup_id"] for r in cp["vault"]["resources"]]
+    if wait:
+        tasks = [c.get(f"/backups/{i}")["backup"]["task_id"] for i in ids]
+        logs = wait_for(c, tasks, quiet=as_json)
+        backups = [c.get(f"/backups/{i}")["backup"] for i in ids]
+        if as_json:
+            print_json({"checkpoint_id": cp["id"], "backups": backups})
+        else:
+            table([_row(b) for b in backups], _COLS)
+        raise_if_failed(logs)
+        return
+    if as_json:
+        print_json({"checkpoint_id": cp["id"], "backups": [c.get(f"/backups/{i}")["backup"] for i in ids]})
+    else:
+        typer.echo(f"checkpoint {cp['id']}: backing up {len(ids)} resource(s): {', '.join(ids)}")
+
+
+@backup_app.command("list")
+@handle_errors
+def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = typer.Option(None, "--resource"),
+                status: str = typer.Option(None, "--status"), name: str = typer.Option(None, "--name"),
+                since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
+                limit: int = typer.Option(100, "--limit"), as_json: bool = JSON_OPTION):
+    data = client().get("/backups", vault_id=resolve_vault(vault) if vault else None, resource_id=resource,
+                        status=status, name=name, start_time=since, end_time=until, limit=limit)
+    if as_json:
+        print_json(data["backups"])
+    else:
+        table([_row(b) for b in data["backups"]], _COLS, title=f"{data['count']} backups")
+
+
+@backup_app.command("show")
+@handle_errors
+def backup_show(backup_id: str, as_json: bool = JSON_OPTION):
+    _show(client().get(f"/backups/{backup_id}")["backup"], as_json)
+
+
+@backup_app.command("delete")
+@handle_errors
+def backup_delete(backup_id: str, wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
+    c = client()
+    task_id = c.delete(f"/backups/{backup_id}")["operation_log_id"]
+    if wait:
+        raise_if_failed(wait_for(c, [task_id], quiet=as_json))
+    print_json({"backup_id": backup_id, "task_id": task_id}) if as_json else \
+        typer.echo(f"backup {backup_id} {'deleted' if wait else 'is being deleted'} (task {task_id})")
+
+
+@backup_app.command("restore")
+@handle_errors
+def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help="Target disk (disk backups)."),
+                   server: str = typer.Option(None, "--server", help="Target server (server backups)."),
+                   map_: list[str] = typer.Option(None, "--map", help="DISK_BACKUP_ID=TARGET_DISK_ID (servers)."),
+                   power_on: bool = typer.Option(True, "--power-on/--no-power-on",
+                                                 help="Start the server afterwards (default)."),
+                   wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
+    """Restore a backup onto its disk or server (overwrites their data)."""
+    body: dict = {"power_on": power_on}
+    if disk:
+        body["volume_id"] = disk
+    if server:
+        body["server_id"] = server
+    if map_:
+        pairs = []
+        for m in map_:
+            if "=" not in m:
+                raise ClientError(f"--map needs DISK_BACKUP_ID=TARGET_DISK_ID, got {m!r}")
+            src, dst = m.split("=", 1)
+            pairs.append({"backup_id": src, "volume_id": dst})
+        body["mappings"] = pairs
+    c = client()
+    task_id = c.post(f"/backups/{backup_id}/restore", {"restore": body})["operation_log_id"]
+    if wait:
+        raise_if_failed(wait_for(c, [task_id], quiet=as_json))
+    print_json({"backup_id": backup_id, "task_id": task_id}) if as_json else \
+        typer.echo(f"restore of {backup_id} {'finished' if wait else 'started'} (task {task_id})")
+
+
+@backup_app.command("verify")
+@handle_errors
+def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
+    """Re-read every chunk of a backup and report damage (exit 1 if any)."""
+    c = client()
+    task_id = c.post(f"/backups/{backup_id}/verify")["operation_log_id"]
+    log = wait_for(c, [task_id], quiet=as_json)[0]
+    report = log["extra_info"].get("verify", {})
+    if as_json:
+        print_json({"task_id": task_id, "status": log["status"], **report})
+    else:
+        for d in report.get("disks", []):
+            state = "[green]ok[/green]" if d["ok"] else f"[red]{len(d['damaged'])} damaged, {len(d['missing'])} missing[/red]"
+            err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}")
+    raise_if_failed([log])
+
+
+@backup_app.command("export")
+@handle_errors
+def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
+                  as_json: bool = JSON_OPTION):
+    """Download a disk backup as a raw image file (sparse where the disk was empty)."""
+    c = client()
+    tmp = output + ".part"
+    written = 0
+    with c.stream(f"/backups/{backup_id}/export") as resp:
+        total = int(resp.headers.get("Content-Length", 0))
+        with open(tmp, "wb") as f, Progress(TextColumn("export"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                            console=err_console, disable=as_json) as bar:
+            t = bar.add_task("export", total=total)
+            for chunk in resp.iter_bytes(1 << 20):
+                if chunk.count(0) == len(chunk):
+                    f.seek(len(chunk), os.SEEK_CUR)  # leave a hole where the disk was empty
+                else:
+                    f.write(chunk)
+                written += len(chunk)
+                bar.update(t, completed=written)
+            f.truncate(written)
+            f.flush()
+            os.fsync(f.fileno())
+    if written != total:
+        os.unlink(tmp)
+        raise ClientError(f"the export stopped after {written} of {total} bytes")
+    os.replace(tmp, output)
+    print_json({"backup_id": backup_id, "output": output, "bytes": written}) if as_json else \
+        typer.echo(f"wrote {human(written)} to {output}")
+
+
+def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | None, az: str | None, wait: bool,
+                            as_json: bool) -> None:
+    c = client()
+    out = c.post(f"/backups/{backup_id}/create-disk", {"name": name, "path": os.path.abspath(path),
+                                                        "size_bytes": size, "availability_zone": az})
+    if wait:
+        raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
+    disk = c.get(f"/inventory/disks/{out['disk_id']}")["resource"]
+    if as_json:
+        print_json({**disk, "task_id": out["operation_log_id"]})
+    else:
+        details(disk, [("id", "Disk ID"), ("name", "Name"), ("status", "Status"), ("path", "Path"),
+                       ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])

@@ -1,0 +1,50 @@
+"""Disk images for tests: realistic mixes of zeros, text and random data, small enough for CI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+MiB = 1024 * 1024
+MARKER = b"OPENCBR-PLAINTEXT-MARKER-7f3a9c"
+
+
+def make_image(path, size: int = 8 * MiB, seed: int = 1, marker: bytes = MARKER) -> str:
+    """64 KiB regions: a third zero, a third text (with ``marker`` in it), a third random."""
+    rng = random.Random(seed)
+    region = 64 * 1024
+    with open(path, "wb") as f:
+        for off in range(0, size, region):
+            kind = rng.random()
+            if kind < 0.33:
+                f.seek(off + region)
+                continue
+            if kind < 0.66:
+                line = b"log line %d: the quick brown fox " % rng.randrange(10**6) + marker + b"\n"
+                data = (line * (region // len(line) + 1))[:region]
+            else:
+                data = rng.randbytes(region)
+            f.write(data)
+        f.truncate(size)
+    return str(path)
+
+
+def mutate(path, seed: int = 2, regions: int = 8) -> None:
+    """Rewrite a few scattered 64 KiB regions in place."""
+    rng = random.Random(seed)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        for _ in range(regions):
+            f.seek(rng.randrange(size // (64 * 1024)) * 64 * 1024)
+            f.write(rng.randbytes(64 * 1024))
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
