@@ -14,7 +14,8 @@ from rich.table import Table
 
 from opencbr.cli.client import ApiClient, ClientConfig, ClientError
 
-console = Console()
+# Piped output is read by scripts and people alike: do not squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")

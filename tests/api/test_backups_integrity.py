@@ -1,0 +1,125 @@
+"""Integrity and control: a flipped byte is detected (verify and restore), never restored silently;
+a running backup can be cancelled and leaves nothing; another project sees none of it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from opencbr.cli.client import ClientError
+from tests.support.clients import api, new_tenant
+from tests.support.disks import MiB, make_image, sha256
+
+BILLING = {"object_type": "disk", "size": 50, "consistent_level": "crash_consistent", "protect_type": "backup"}
+
+
+def wait(client, task_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
+        if log["status"] in ("success", "failed"):
+            return log
+        time.sleep(0.1)
+    raise AssertionError("task did not finish")
+
+
+def backed_up(server, tmp_path, name, size=4 * MiB, seed=1):
+    c = api(server)
+    img = make_image(tmp_path / f"{name}.img", size, seed=seed)
+    disk = c.post("/inventory/disks", {"name": name, "path": img})["disk"]
+    v = c.post("/vaults", {"vault": {"name": name, "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    assert wait(c, b["task_id"])["status"] == "success"
+    return c, img, disk, v, b
+
+
+def test_flipped_byte_is_detected(server, tmp_path):
+    c, img, disk, v, b = backed_up(server, tmp_path, f"flip-{server.backend}", seed=3)
+    good = sha256(img)
+    packs = []
+    for d, _, files in os.walk(os.path.join(server.data_dir, "objects", "vaults", v["id"])):
+        packs += [os.path.join(d, f) for f in files if os.path.getsize(os.path.join(d, f)) > 256 * 1024]
+    assert packs, "no pack objects found"
+    victim = max(packs, key=os.path.getsize)
+    with open(victim, "r+b") as f:
+        f.seek(os.path.getsize(victim) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+    log = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])
+    assert log["status"] == "failed" and "damaged" in log["error_info"]["message"]
+    report = log["extra_info"]["verify"]
+    assert report["ok"] is False and report["disks"][0]["damaged"]
+    # Restoring onto the disk reads only blocks that differ there: if the damaged block is not among
+    # them, the disk ends up right; if it is, the restore fails. Either way nothing wrong is written.
+    with open(img, "r+b") as f:
+        f.write(b"\x01" * MiB)
+    log = wait(c, c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"])
+    if log["status"] == "success":
+        assert sha256(img) == good
+    # A new disk needs every block, so it meets the damage: the task fails and no disk is left behind.
+    target = tmp_path / "from-damaged.img"
+    out = c.post(f"/backups/{b['id']}/create-disk", {"name": "from-damaged", "path": str(target)})
+    log = wait(c, out["operation_log_id"])
+    assert log["status"] == "failed" and log["error_info"]["code"] == "BackupService.6010", log["error_info"]
+    assert not target.exists()
+    with pytest.raises(ClientError) as e:
+        c.get(f"/inventory/disks/{out['disk_id']}")
+    assert e.value.status == 404
+    assert c.get(f"/backups/{b['id']}")["backup"]["status"] == "available"
+
+
+def test_cancel_running_backup(server, tmp_path):
+    c = api(server)
+    big = tmp_path / "cancel.img"
+    with open(big, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(16 * MiB))
+    disk = c.post("/inventory/disks", {"name": f"cancel-{server.backend}", "path": str(big)})["disk"]
+    v = c.post("/vaults", {"vault": {"name": f"cancel-{server.backend}", "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    deadline = time.time() + 30
+    while c.get(f"/operation-logs/{b['task_id']}")["operation_log"]["status"] == "waiting" and time.time() < deadline:
+        time.sleep(0.02)
+    c.post(f"/operation-logs/{b['task_id']}/cancel")
+    log = wait(c, b["task_id"])
+    if log["status"] == "success":
+        pytest.skip("the backup finished before the cancel arrived")
+    assert log["status"] == "failed" and "cancelled" in log["error_info"]["message"]
+    with pytest.raises(ClientError) as e:
+        c.get(f"/backups/{b['id']}")
+    assert e.value.status == 404  # nothing half-made remains
+    assert c.get(f"/vaults/{v['id']}")["vault"]["used_bytes"] == 0
+    with pytest.raises(ClientError) as e:
+        c.post(f"/operation-logs/{b['task_id']}/cancel")
+    assert e.value.status == 409
+
+
+def test_other_project_sees_no_backups(server, tmp_path):
+    c, img, disk, v, b = backed_up(server, tmp_path, f"iso-b-{server.backend}", seed=5)
+    other = api(server, new_tenant(server, f"iso-backups-{server.backend}"))
+    assert other.get("/backups")["count"] == 0
+    assert other.get("/backups", vault_id=v["id"])["count"] == 0
+    for call in (lambda: other.get(f"/backups/{b['id']}"),
+                 lambda: other.delete(f"/backups/{b['id']}"),
+                 lambda: other.put(f"/backups/{b['id']}", {"backup": {"name": "mine"}}),
+                 lambda: other.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}}),
+                 lambda: other.post(f"/backups/{b['id']}/verify"),
+                 lambda: other.get(f"/checkpoints/{b['checkpoint_id']}"),
+                 lambda: other.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}}),
+                 lambda: other.post(f"/backups/{b['id']}/create-disk", {"name": "x", "path": str(tmp_path / "x.img")})):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.status == 404, e.value.message
+    with pytest.raises(ClientError) as e:
+        with other.stream(f"/backups/{b['id']}/export"):
+            pass
+    assert e.value.status == 404
+    assert other.get("/operation-logs", vault_id=v["id"])["count"] == 0
+    assert c.get(f"/backups/{b['id']}")["backup"]["name"] == b["name"]
