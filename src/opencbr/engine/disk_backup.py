@@ -106,7 +106,8 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
     errors: list[BaseException] = []
     seg_q: queue.Queue = queue.Queue(maxsize=nworkers * 2)
     seg_blocks = max(1, SEGMENT_SIZE // bs)
-    done = [0]  # bytes covered (read or known zero), updated by the reader only
+    skipped = [0]  # hole bytes (known zero without reading), updated by the reader only
+    processed = [0] * nworkers  # bytes each worker has finished
     read = [0]
     counters_lock = threading.Lock()
     zero_blocks = [0]
@@ -133,7 +134,7 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
                 b1 = -(-(off + ln) // bs)
                 if b0 * bs < pos:
                     b0 = -(-pos // bs)
-                done[0] = min(size, b0 * bs)  # blocks skipped (holes) are zero blocks
+                skipped[0] += max(0, b0 * bs - pos)  # blocks in holes are zero blocks
                 b = b0
                 while b < b1:
                     if stop.is_set() or cancel.is_set():
@@ -144,16 +145,15 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
                     if not put((b, data)):
                         return
                     b += n
-                    done[0] = min(size, b * bs)
-                pos = b1 * bs
-            done[0] = size
+                pos = max(pos, b1 * bs)
+            skipped[0] += max(0, size - pos)
         except BaseException as e:  # noqa: BLE001
             fail(e)
         finally:
             for _ in range(nworkers):
                 put(None)
 
-    def worker() -> None:
+    def worker(k: int) -> None:
         codec = cs.codec.clone()
         zero = bytes(bs)
         zeros_here = 0
@@ -176,6 +176,7 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
                     session.put_chunk(blk, d, codec)
                     j = (b + i // bs) * DIGEST_SIZE
                     digests[j:j + DIGEST_SIZE] = d
+                processed[k] += n
         except BaseException as e:  # noqa: BLE001
             fail(e)
         finally:
@@ -183,7 +184,7 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
                 zero_blocks[0] += zeros_here
 
     threads = [threading.Thread(target=reader, name="disk-read", daemon=True)]
-    threads += [threading.Thread(target=worker, name=f"disk-chunk-{i}", daemon=True) for i in range(nworkers)]
+    threads += [threading.Thread(target=worker, args=(i,), name=f"disk-chunk-{i}", daemon=True) for i in range(nworkers)]
     try:
         for t in threads:
             t.start()
@@ -193,7 +194,7 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
                 break
             alive[0].join(0.1)
             if progress is not None:
-                progress(done[0], size)
+                progress(min(size, skipped[0] + sum(processed)), size)
             if cancel.is_set():
                 stop.set()
         if cancel.is_set():

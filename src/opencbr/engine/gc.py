@@ -205,9 +205,10 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
             result.orphan_packs += 1
             continue
         live_bytes = sum(ln for d, off, ln in entries if canonical.get(d) == (p, off))
+        dead_bytes = sum(ln for _d, _off, ln in entries) - live_bytes  # trailer overhead is not "dead"
         if live_bytes == 0:
             condemn.add(p)
-        elif (size - live_bytes) / size >= REPACK_DEAD_FRACTION:
+        elif dead_bytes / size >= REPACK_DEAD_FRACTION:
             repack.append(p)
         elif size < cs.pack_size * SMALL_PACK_FRACTION:
             small.append(p)

@@ -1,0 +1,474 @@
+"""Tree (file-system) backup: walk -> (reuse from parent | read + chunk + store) -> catalog -> manifest.
+
+Threads:
+
+- the calling thread walks the tree (:class:`TreeWalker`, sorted depth-first), merge-joins it with the
+  parent backup's catalog (:class:`ParentCursor`, streamed in the same order), builds entry records
+  and writes the catalog in order;
+- ``workers`` threads read, chunk (FastCDC), hash, compress and encrypt the files that must be read
+  (new or changed); the session's uploader threads write full packs. Results are consumed in walk
+  order from a bounded deque of futures, so memory is bounded by ``MAX_PENDING`` small results plus
+  one CDC buffer per worker, whatever the tree size.
+
+Incremental by metadata: a regular file whose ``(type, size, mtime_ns, ctime_ns, inode)`` -- and mode,
+owner and link count -- equal its record in the parent backup is not opened; its record (chunk list,
+xattrs, ...) is copied from the parent with only the access time updated. ``ctime`` changes on every
+inode change (content, chmod, chown, xattrs, links), which is why xattrs need not be listed again for
+such a file. A reused chunk must still be in the repository outside packs condemned by GC
+(``session.knows``): if the parent was deleted and collected meanwhile, the file is simply read again.
+The parent's catalog *is* the files cache: no local cache file is needed, and any machine can
+continue the incremental chain.
+
+Cancellation (``cancel`` event): checked per file and per chunk; the session is aborted (its packs
+deleted, no manifest) and :class:`~opencbr.engine.errors.BackupCancelled` is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from ...domain.errors import InvalidParameter, NotFound, StateConflict
+from ..errors import BackupCancelled
+from ..manifests import MANIFESTS_DIR, check_name
+from .catalog import CatalogReader, CatalogWriter
+from .chunker import DEFAULT_PARAMS, ChunkParams, FileChunker, FileData, FileUnreadable
+from .common import Names, Progress, chunkstore_of, load_index
+from .dynamic_index import FORMAT, DynamicIndex
+from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
+from .entry import DIR, FILE, SYMLINK, Entry, encode, path_key, record_chunks, record_header, record_path, \
+    type_of_mode, with_atime
+from .results import TreeBackupResult, TreeWarning
+from .walker import TreeWalker
+
+MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)
+MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
+
+
+class ParentCursor:
+    """Merge-join cursor over the parent catalog: ``find(key)`` returns the parent's record for that
+    key or None. Keys must be asked in increasing order (the walk order)."""
+
+    def __init__(self, records):
+        self._it = iter(records)
+        self._cur = None
+        self._key = None
+        self._advance()
+
+    def _advance(self) -> None:
+        rec = next(self._it, None)
+        self._cur = rec
+        if rec is not None:
+            self._key = path_key(record_path(rec))
+
+    def find(self, key: bytes):
+        while self._cur is not None and self._key < key:
+            self._advance()
+        if self._cur is not None and self._key == key:
+            return self._cur
+        return None
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+def _same_file(h: tuple, st: os.stat_result) -> bool:
+    # h: (type, flags, _, mode, uid, gid, size, mtime_ns, ctime_ns, atime_ns, ino, nlink, rdev)
+    return (h[0] == FILE and h[6] == st.st_size and h[7] == st.st_mtime_ns and h[8] == st.st_ctime_ns
+            and h[10] == st.st_ino and h[3] == st.st_mode and h[4] == st.st_uid and h[5] == st.st_gid
+            and h[11] == st.st_nlink)
+
+
+def _read_xattrs(abspath: bytes, warn, rel: bytes) -> list[tuple[bytes, bytes]]:
+    try:
+        names = os.listxattr(abspath, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in (95, 61):  # EOPNOTSUPP, ENODATA
+            warn(rel, f"cannot list xattrs: {e.strerror or e}", False)
+        return []
+    out = []
+    for n in sorted(names):
+        try:
+            out.append((os.fsencode(n), os.getxattr(abspath, n, follow_symlinks=False)))
+        except OSError as e:
+            if e.errno != 61:
+                warn(rel, f"cannot read xattr {n}: {e.strerror or e}", False)
+    return out
+
+
+class _Pending:
+    """A walked entry whose record is complete (``rec``) or waits for a file read (``fut``)."""
+
+    __slots__ = ("path", "entry", "fut", "rec", "digests", "size")
+
+    def __init__(self, path: bytes, entry: Entry | None, fut: Future | None = None, rec: bytes | None = None,
+                 digests: list[bytes] | None = None, size: int = 0):
+        self.path = path
+        self.entry = entry
+        self.fut = fut
+        self.rec = rec
+        self.digests = digests
+        self.size = size
+
+
+class TreeBackup:
+    """One backup run (use :func:`backup_tree`)."""
+
+    def __init__(self, cs, root, backup_id: str, meta: dict, parent: DynamicIndex | None, parent_id: str | None,
+                 *, full: bool, progress: Progress | None, cancel: threading.Event | None, params: ChunkParams,
+                 workers: int, one_file_system: bool, level: int = TREE_ZSTD_LEVEL):
+        self.cs = cs
+        self.level = level
+        self.root = root
+        self.backup_id = backup_id
+        self.meta = meta
+        self.parent = parent
+        self.parent_id = parent_id
+        self.full = full
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.params = params
+        self.workers = workers
+        self.one_file_system = one_file_system
+        self.names = Names()
+        self.warnings: list[TreeWarning] = []
+        self.warnings_dropped = 0
+        self.partial = False
+        self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0}
+        self.total_bytes = 0
+        self.reused_files = 0
+        self.reused_bytes = 0
+        self._tls = threading.local()
+        self._worker_bytes: dict[int, int] = {}
+        self._estimate = int(parent.stats.get("total_bytes", 0)) if parent is not None else 0
+        self._last_report = 0.0
+
+    # -- warnings & progress ----------------------------------------------------------------------
+    def warn(self, path: bytes, message: str, partial: bool) -> None:
+        if partial:
+            self.partial = True
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(TreeWarning("/" + os.fsdecode(path), message, partial))
+        else:
+            self.warnings_dropped += 1
+
+    def _done_bytes(self) -> int:
+        return self.reused_bytes + sum(self._worker_bytes.values())
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_report < 0.2:
+            return
+        self._last_report = now
+        done = self._done_bytes()
+        total = max(self._estimate, self._scanned[0], done)
+        self.progress(done, total)
+
+    def _prescan(self) -> None:
+        """Total size for the progress bar on a first backup (a parallel ``lstat`` walk)."""
+        total = 0
+        stack = [self.root]
+        try:
+            while stack and not self._stop.is_set():
+                d = stack.pop()
+                try:
+                    with os.scandir(d) as it:
+                        for e in it:
+                            try:
+                                st = e.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
+                            if stat.S_ISREG(st.st_mode):
+                                total += st.st_size
+                                self._scanned[0] = total
+                            elif stat.S_ISDIR(st.st_mode):
+                                stack.append(e.path)
+                except OSError:
+                    continue
+        finally:
+            self._scanned[0] = total
+
+    # -- worker side --------------------------------------------------------------------------------
+    def _chunker(self) -> FileChunker:
+        ch = getattr(self._tls, "chunker", None)
+        if ch is None:
+            codec = tree_codec(self.cs, self.level)
+            session = self.session
+            key = threading.get_ident()
+            self._worker_bytes[key] = 0
+
+            def put(data) -> bytes:
+                d = codec.digest(data)
+                session.put_chunk(data, d, codec)
+                return d
+
+            def on_bytes(n: int) -> None:
+                self._worker_bytes[key] += n
+
+            ch = self._tls.chunker = FileChunker(self.params, put, self.cancel, on_bytes)
+        return ch
+
+    def _read(self, abspath: bytes, st: os.stat_result) -> FileData:
+        if self.cancel.is_set():
+            raise BackupCancelled(f"backup {self.backup_id} was cancelled")
+        return self._chunker().read_file(abspath, st)
+
+    # -- main side ----------------------------------------------------------------------------------
+    def _entry(self, item, typ: int) -> Entry:
+        st = item.st
+        e = Entry(item.path, typ, st.st_mode, st.st_uid, st.st_gid, 0, st.st_mtime_ns, st.st_ctime_ns,
+                  st.st_atime_ns, st.st_ino, st.st_nlink, 0, self.names.user(st.st_uid), self.names.group(st.st_gid))
+        if typ == FILE:
+            e.size = st.st_size
+        elif typ in (4, 5):  # devices
+            e.rdev = st.st_rdev
+        e.xattrs = _read_xattrs(item.abspath, self.warn, item.path)
+        return e
+
+    def _emit(self, p: _Pending) -> None:
+        """Write one entry's record to the catalog (the head of the pending queue)."""
+        if p.rec is None:
+            e = p.entry
+            if p.fut is not None:
+                try:
+                    data: FileData = p.fut.result()
+                except FileUnreadable as exc:
+                    self.warn(e.path, str(exc), not exc.vanished)
+                    return
+                e.chunks, e.extents, e.size = data.chunks, data.extents, data.size
+                if data.warning:
+                    self.warn(e.path, data.warning, False)
+            p.rec = encode(e)
+            p.digests = [d for d, _ in e.chunks]
+            p.size = e.size
+        if p.entry is None or p.entry.type == FILE:
+            self.counts["files"] += 1
+            self.total_bytes += p.size
+        self.catalog.add(p.rec, p.path)
+        if p.digests:
+            for d in p.digests:
+                self.refs += d
+
+    def _drain(self, pending: deque, block: bool) -> None:
+        while pending:
+            head = pending[0]
+            if head.fut is not None and not head.fut.done():
+                if not block and len(pending) < MAX_PENDING:
+                    return
+                while True:
+                    try:
+                        head.fut.result(timeout=0.2)
+                    except TimeoutError:
+                        self._check_cancel()
+                        self._report()
+                        continue
+                    except Exception:  # noqa: BLE001 - handled in _emit
+                        pass
+                    break
+            pending.popleft()
+            self._emit(head)
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise BackupCancelled(f"backup {self.backup_id} was cancelled")
+
+    def run(self) -> TreeBackupResult:
+        t0 = time.monotonic()
+        cs = self.cs
+        self._stop = threading.Event()
+        self._scanned = [0]
+        walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system)
+        self.session = session = cs.session()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
+        main_codec = tree_codec(cs, self.level)
+
+        def put_catalog(data: bytes) -> bytes:
+            d = main_codec.digest(data)
+            session.put_chunk(data, d, main_codec)
+            return d
+
+        self.catalog = CatalogWriter(put_catalog)
+        self.refs = bytearray()
+        cursor = None
+        if self.parent is not None and not self.full:
+            cursor = ParentCursor(CatalogReader(cs, self.parent).records())
+        scanner = None
+        if self.progress is not None and self.parent is None:
+            scanner = threading.Thread(target=self._prescan, name="tree-prescan", daemon=True)
+            scanner.start()
+        pending: deque[_Pending] = deque()
+        links: dict[int, Future] = {}  # inode -> read of the first member of a hard-link group
+        try:
+            for n, item in enumerate(walker):
+                if n % 256 == 0:
+                    self._check_cancel()
+                    self._report()
+                st = item.st
+                typ = type_of_mode(st.st_mode)
+                if typ is None:
+                    self.warn(item.path, f"unsupported file type {stat.S_IFMT(st.st_mode):o}: skipped", False)
+                    continue
+                if typ == FILE:
+                    prec = cursor.find(path_key(item.path)) if cursor is not None else None
+                    if prec is not None and _same_file(record_header(prec), st):
+                        chunks = record_chunks(prec)
+                        if all(session.knows(d) for d, _ in chunks):
+                            self.reused_files += 1
+                            self.reused_bytes += st.st_size
+                            rec = with_atime(bytes(prec), st.st_atime_ns)
+                            pending.append(_Pending(item.path, None, rec=rec, digests=[d for d, _ in chunks], size=st.st_size))
+                            self._drain(pending, block=False)
+                            continue
+                    e = self._entry(item, typ)
+                    if st.st_nlink > 1 and st.st_ino in links:
+                        fut = links[st.st_ino]  # same inode read once; every member gets its chunk list
+                    else:
+                        fut = pool.submit(self._read, item.abspath, st)
+                        if st.st_nlink > 1:
+                            links[st.st_ino] = fut
+                    pending.append(_Pending(item.path, e, fut))
+                else:
+                    e = self._entry(item, typ)
+                    if typ == SYMLINK:
+                        try:
+                            e.link = os.readlink(item.abspath)
+                        except OSError as exc:
+                            self.warn(item.path, f"cannot read symlink: {exc.strerror or exc}", True)
+                            continue
+                        e.size = len(e.link)
+                        self.counts["symlinks"] += 1
+                    elif typ == DIR:
+                        self.counts["dirs"] += 1
+                    else:
+                        self.counts["specials"] += 1
+                    pending.append(_Pending(item.path, e, rec=encode(e), digests=None))
+                self._drain(pending, block=False)
+            self._drain(pending, block=True)
+            self._check_cancel()
+            cat = self.catalog.finish()
+            for c in cat:
+                self.refs += c.digest
+            self._stop.set()
+            self._report(force=True)
+            st_ = session.stats
+            dix = DynamicIndex(self.backup_id, {}, cat)
+            stats = {
+                **self.counts,
+                "total_bytes": self.total_bytes,
+                "bytes_read": sum(self._worker_bytes.values()),
+                "reused_files": self.reused_files,
+                "new_chunks": st_.new_chunks,
+                "added_bytes": st_.added_bytes,
+                "written_bytes": st_.written_bytes,
+                "catalog_chunks": len(cat),
+                "catalog_entries": self.catalog.entries,
+                "catalog_bytes": self.catalog.raw_bytes,
+                "duration": round(time.monotonic() - t0, 3),
+            }
+            header = {
+                "type": "tree",
+                "format": FORMAT,
+                "backup_id": self.backup_id,
+                "created": datetime.now(timezone.utc).isoformat(),
+                "parent": self.parent_id,
+                "full": self.full,
+                "encrypted": cs.encrypted,
+                "meta": self.meta,
+                "partial": self.partial,
+                "warnings": [w.to_dict() for w in self.warnings[:100]],
+                "warnings_total": len(self.warnings) + self.warnings_dropped,
+                "chunking": self.params.to_dict(),
+                "zstd_level": self.level,
+                "stats": stats,
+            }
+            manifest_bytes = session.commit(self.backup_id, header, bytes(self.refs), dix.encode_payload())
+        except BaseException:
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            session.abort()
+            if cursor is not None:
+                cursor.close()
+            raise
+        pool.shutdown(wait=True)
+        if cursor is not None:
+            cursor.close()
+        if self.progress is not None:
+            done = self._done_bytes()
+            self.progress(done, done)
+        return TreeBackupResult(
+            backup_id=self.backup_id, files=self.counts["files"], dirs=self.counts["dirs"],
+            symlinks=self.counts["symlinks"], specials=self.counts["specials"], total_bytes=self.total_bytes,
+            bytes_read=stats["bytes_read"], reused_files=self.reused_files, new_chunks=st_.new_chunks,
+            added_bytes=st_.added_bytes, written_bytes=st_.written_bytes, catalog_chunks=len(cat),
+            catalog_bytes=self.catalog.raw_bytes, manifest_bytes=manifest_bytes, partial=self.partial,
+            warnings=self.warnings, warnings_dropped=self.warnings_dropped,
+            duration=time.monotonic() - t0,
+        )
+
+
+def default_workers() -> int:
+    # Reads of small files wait on the disk, hashing/compressing big ones uses a core: a few threads
+    # per core keep both busy (measured on the 2-core bench machine, see bench/tree.py).
+    return max(3, min(8, 2 * (os.cpu_count() or 2)))
+
+
+def backup_tree(
+    repo_or_chunkstore,
+    root: str | os.PathLike,
+    *,
+    backup_id: str,
+    meta: dict,
+    parent_backup_id: str | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    params: ChunkParams = DEFAULT_PARAMS,
+    workers: int | None = None,
+    one_file_system: bool = True,
+    level: int = TREE_ZSTD_LEVEL,
+) -> TreeBackupResult:
+    """Back up the directory tree at ``root`` as backup ``backup_id``.
+
+    ``repo_or_chunkstore``: a :class:`~opencbr.engine.Repository` (or its ``.chunks``). ``meta`` is
+    stored verbatim in the manifest header (the catalog can be rebuilt from the store). With
+    ``parent_backup_id`` (a tree backup of the same resource; ignored if it no longer exists),
+    unchanged files are not read again; ``full=True`` reads every file (chunks are still
+    deduplicated). ``progress(done_bytes, total_bytes)`` is called from the calling thread (total is
+    an estimate: the parent's size, or a concurrent scan); ``cancel`` (a ``threading.Event``) stops
+    the backup promptly with nothing published and raises ``BackupCancelled``.
+
+    Unreadable files and directories do not fail the backup: they are listed in ``warnings`` and
+    ``partial`` is True (also recorded in the manifest header). Sockets, fifos and devices are
+    recorded. Raises NotFound (no ``root``), InvalidParameter (``root`` not a directory, bad id,
+    parent not a tree backup), StateConflict (``backup_id`` exists).
+    """
+    cs = chunkstore_of(repo_or_chunkstore)
+    check_name(backup_id)
+    if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
+        raise StateConflict(f"backup {backup_id} already exists in the repository")
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise NotFound(f"directory {os.fsdecode(root)} does not exist") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidParameter(f"{os.fsdecode(root)} is not a directory")
+    parent = None
+    if parent_backup_id is not None:
+        try:
+            parent = load_index(cs, parent_backup_id)
+        except NotFound:
+            parent = None  # deleted meanwhile: every backup is a virtual full, nothing depends on it
+    return TreeBackup(
+        cs, os.path.realpath(os.fsencode(root)), backup_id, meta, parent, parent_backup_id if parent else None,
+        full=full, progress=progress, cancel=cancel, params=params, workers=workers or default_workers(),
+        one_file_system=one_file_system, level=level,
+    ).run()

@@ -1,0 +1,90 @@
+"""Small helpers shared by the tree modules."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from typing import Callable
+
+from ...domain.errors import InvalidParameter, NotFound
+from ..chunkstore import ChunkStore
+from ..manifests import check_name
+from .dynamic_index import DynamicIndex
+
+Progress = Callable[[int, int], None]
+
+
+def chunkstore_of(repo_or_cs) -> ChunkStore:
+    """Accept a :class:`~opencbr.engine.Repository` or a :class:`ChunkStore`."""
+    if isinstance(repo_or_cs, ChunkStore):
+        return repo_or_cs
+    cs = getattr(repo_or_cs, "chunks", None)
+    if isinstance(cs, ChunkStore):
+        return cs
+    raise TypeError("expected a Repository or a ChunkStore")
+
+
+def load_index(cs: ChunkStore, backup_id: str) -> DynamicIndex:
+    """The dynamic index of a tree backup (NotFound; InvalidParameter if it is a disk backup)."""
+    check_name(backup_id)
+    m = cs.read_manifest(backup_id)
+    if m.header.get("type") != "tree":
+        raise InvalidParameter(f"backup {backup_id} is a {m.header.get('type')} backup, not a file-system backup")
+    return DynamicIndex.from_manifest(m)
+
+
+def show(path: bytes) -> str:
+    """A catalog path for humans: '/'-rooted, undecodable bytes kept as surrogate escapes."""
+    return "/" + os.fsdecode(path)
+
+
+def parse_path(path: str | bytes | None) -> bytes:
+    """A user-given path inside a backup -> catalog path (no leading/trailing '/', b"" = root).
+    '.' components are dropped; '..' is refused (a backup path never climbs)."""
+    if path is None:
+        return b""
+    p = os.fsencode(path)
+    parts = [c for c in p.split(b"/") if c not in (b"", b".")]
+    if any(c == b".." for c in parts) or b"\0" in p:
+        raise InvalidParameter(f"invalid path {os.fsdecode(p)!r}: '..' and NUL are not allowed")
+    return b"/".join(parts)
+
+
+def in_subtree(key: bytes, sub_key: bytes) -> bool:
+    """True if catalog key ``key`` is ``sub_key`` or below it (keys use NUL as separator)."""
+    if not sub_key:
+        return True
+    return key == sub_key or key.startswith(sub_key + b"\0")
+
+
+class Names:
+    """uid/gid -> user/group name, cached (the password database is read once per id)."""
+
+    def __init__(self) -> None:
+        self._u: dict[int, bytes] = {}
+        self._g: dict[int, bytes] = {}
+
+    def user(self, uid: int) -> bytes:
+        n = self._u.get(uid)
+        if n is None:
+            try:
+                n = os.fsencode(pwd.getpwuid(uid).pw_name)
+            except (KeyError, OverflowError):
+                n = b""
+            self._u[uid] = n
+        return n
+
+    def group(self, gid: int) -> bytes:
+        n = self._g.get(gid)
+        if n is None:
+            try:
+                n = os.fsencode(grp.getgrgid(gid).gr_name)
+            except (KeyError, OverflowError):
+                n = b""
+            self._g[gid] = n
+        return n
+
+
+def not_found(backup_id: str, path: bytes) -> NotFound:
+    return NotFound(f"path {show(path)} is not in backup {backup_id}")
