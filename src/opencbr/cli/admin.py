@@ -12,8 +12,9 @@ user_app = typer.Typer(help="Users of your account.", no_args_is_help=True)
 cred_app = typer.Typer(help="AK/SK credentials.", no_args_is_help=True)
 account_app = typer.Typer(help="Accounts (operator only).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail of key operations.", no_args_is_help=True)
+vault_admin_app = typer.Typer(help="Disaster recovery of vault catalogs.", no_args_is_help=True)
 for name, sub in (("project", project_app), ("user", user_app), ("credential", cred_app),
-                  ("account", account_app), ("audit", audit_app)):
+                  ("account", account_app), ("audit", audit_app), ("vault", vault_admin_app)):
     admin_app.add_typer(sub, name=name)
 
 
@@ -100,3 +101,24 @@ def audit_tracker(state: str = typer.Argument(..., help="on or off"), as_json: b
     """Enable or disable recording (existing records stay readable)."""
     out = client().put("/iam/tracker", {"enabled": state == "on"})
     print_json(out) if as_json else typer.echo(f"audit tracker {'enabled' if state == 'on' else 'disabled'}")
+
+
+@vault_admin_app.command("rebuild")
+@handle_errors
+def vault_rebuild(vault_id: str, as_json: bool = JSON_OPTION):
+    """Recreate a vault's catalog (the vault and its backups) from the manifests in the object store."""
+    r = client().post(f"/vaults/{vault_id}/rebuild")["rebuild"]
+    if as_json:
+        print_json(r)
+    else:
+        typer.echo(f"vault {r['vault_id']}: {'created' if r['vault_created'] else 'exists'}; "
+                   f"{len(r['backups_added'])} backup(s) added, {r['backups_present']} already catalogued "
+                   f"({r['backups_found']} manifests)")
+
+
+@vault_admin_app.command("stored")
+@handle_errors
+def vault_stored(as_json: bool = JSON_OPTION):
+    """Vault ids that have data in the object store (operator)."""
+    ids = client().get("/stored-vaults")["vault_ids"]
+    print_json(ids) if as_json else typer.echo("\n".join(ids))

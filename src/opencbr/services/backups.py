@@ -380,7 +380,11 @@ def _manifest_meta(b: Backup, vault: Vault, parent: Backup | None, consistency: 
             "resource_id": b.resource_id, "resource_name": b.resource_name, "resource_type": b.resource_type,
             "resource_size_bytes": b.resource_size_bytes, "resource_az": b.resource_az,
             "auto_trigger": b.auto_trigger, "policy_id": b.policy_id, "retention_rule": b.retention_rule,
-            "created_at": b.created_at.isoformat(), "consistency": consistency}
+            "created_at": b.created_at.isoformat(), "consistency": consistency,
+            "encrypted": vault.encrypted,
+            "vault": {"id": vault.id, "name": vault.name, "object_type": vault.object_type,
+                      "protect_type": vault.protect_type, "consistent_level": vault.consistent_level,
+                      "size_gb": vault.size_gb, "encrypted": vault.encrypted, "description": vault.description}}
     if parent is not None:
         meta.update(server={"backup_id": parent.id, "name": parent.name, "resource_id": parent.resource_id,
                             "resource_name": parent.resource_name, "layout": parent.details.get("disks", [])},

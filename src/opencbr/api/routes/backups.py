@@ -156,3 +156,22 @@ def storage_usage(limit: int | None = None, offset: int | None = None, resource_
              for r in rows[offset:offset + limit]]
     return {"resource_count": len(rows), "storage_usage": items}
 
+
+
+@router.post("/vaults/{vault_id}/rebuild")
+def rebuild_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Extension (admins): recreate a vault's catalog from the manifests in the object store."""
+    from opencbr.services import recovery
+
+    r = recovery.rebuild_vault(ctx, p, vault_id)
+    return {"rebuild": {"vault_id": r.vault_id, "vault_created": r.vault_created, "backups_found": r.backups_found,
+                        "backups_added": r.backups_added, "backups_present": r.backups_present}}
+
+
+@router.get("/stored-vaults")
+def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Extension (operator): the vaults that have data in the object store, catalogued or not."""
+    from opencbr.services import recovery
+
+    p.require_operator()
+    return {"vault_ids": recovery.stored_vault_ids(ctx)}
