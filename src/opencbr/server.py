@@ -11,6 +11,7 @@ import uvicorn
 
 from opencbr.api.app import create_app
 from opencbr.config import Settings
+from opencbr.scheduler import Scheduler
 from opencbr.services import iam
 from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.runner import WorkerPool
@@ -31,6 +32,7 @@ class Service:
         self.ctx: ServiceContext = open_context(settings)
         self.app = create_app(self.ctx)
         self.pool = WorkerPool(self.ctx, settings.workers) if with_workers and settings.workers > 0 else None
+        self.scheduler = Scheduler(self.ctx) if settings.scheduler else None
         self.stop_event = threading.Event()
 
     def bootstrap(self) -> iam.BootstrapInfo:
@@ -40,6 +42,8 @@ class Service:
         """Serve until SIGINT/SIGTERM."""
         if self.pool:
             self.pool.start()
+        if self.scheduler:
+            self.scheduler.start()
         config = uvicorn.Config(self.app, host=self.settings.host, port=self.settings.port, log_level="warning",
                                 access_log=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
@@ -58,6 +62,8 @@ class Service:
 
     def shutdown(self) -> None:
         self.stop_event.set()
+        if self.scheduler:
+            self.scheduler.shutdown()
         if self.pool:
             self.pool.shutdown()
         self.ctx.close()

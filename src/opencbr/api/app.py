@@ -9,6 +9,7 @@ from opencbr.api import errors
 from opencbr.api.deps import new_request_id
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
+from opencbr.api.routes import policies as policy_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tasks as task_routes
 from opencbr.api.routes import vaults as vault_routes
@@ -33,6 +34,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def health():
         return {"status": "ok", "version": __version__, "region": ctx.settings.region}
 
-    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes):
+    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes):
         app.include_router(module.router)
     return app

@@ -13,6 +13,7 @@ from opencbr.cli.backups import backup_app
 from opencbr.cli.client import client_config_path, write_client_config
 from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, console, details, handle_errors, print_json
+from opencbr.cli.policies import policy_app, scheduler_command
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
 
@@ -20,6 +21,8 @@ app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", n
                   pretty_exceptions_enable=False)
 app.add_typer(vault_app, name="vault")
 app.add_typer(backup_app, name="backup")
+app.add_typer(policy_app, name="policy")
+app.command("scheduler")(scheduler_command)
 app.add_typer(disk_app, name="disk")
 app.add_typer(server_app, name="server")
 app.add_typer(fs_app, name="fs")

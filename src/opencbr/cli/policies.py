@@ -1,0 +1,347 @@
+"""``cbr policy``: backup and replication policies (guide chapter 5), their next execution times, and a
+retention dry run; ``cbr scheduler`` runs the scheduler alone.
+
+Execution times: ``--pattern`` takes the API's RRULE strings as they are (times in UTC, as the CBR API
+defines them). ``--at HH:MM`` with ``--weekdays`` or ``--every`` takes local times in ``--timezone`` and
+converts them to UTC patterns, as the public console does ("The execution times refer to the local times
+of clients", guide 5.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import typer
+
+from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli.client import ClientError
+
+policy_app = typer.Typer(help="Policies: automatic backups at set times, and how long they are kept.",
+                         no_args_is_help=True)
+
+_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+_TZ_RE = re.compile(r"^UTC([+-])(\d{2}):(\d{2})$")
+_COLS = [("id", "ID"), ("name", "Name"), ("operation_type", "Type"), ("enabled", "Enabled"),
+         ("times", "Execution times (UTC)"), ("retention", "Retention"), ("vaults", "Vaults")]
+
+
+# ------------------------------------------------------------------------------------ helpers
+def resolve(ref: str) -> str:
+    """A policy id from an id or a unique name."""
+    pols = client().get("/policies")["policies"]
+    if any(p["id"] == ref for p in pols):
+        return ref
+    named = [p for p in pols if p["name"] == ref]
+    if len(named) > 1:
+        raise ClientError(f"{len(named)} policies are named {ref!r}; use the policy id")
+    return named[0]["id"] if named else ref
+
+
+def _vault(ref: str) -> str:
+    from opencbr.cli.vaults import resolve as resolve_vault
+
+    return resolve_vault(ref)
+
+
+def _offset_minutes(tz: str) -> int:
+    m = _TZ_RE.match(tz.strip().upper())
+    if not m:
+        raise ClientError(f"--timezone must look like UTC+08:00, got {tz!r}")
+    minutes = int(m.group(2)) * 60 + int(m.group(3))
+    return -minutes if m.group(1) == "-" else minutes
+
+
+def local_patterns(times: list[str], weekdays: str | None, every: int | None, tz: str | None) -> list[str]:
+    """RRULE patterns in UTC for local execution times ``HH:MM`` in ``tz`` (``UTC+08:00``), on
+    ``weekdays`` (``MO,TU``) or every ``every`` days. A time that falls on the previous or next day in UTC
+    moves its weekdays with it; times are grouped so that each pattern's BYHOUR x BYMINUTE is exactly the
+    times asked for."""
+    if bool(weekdays) == bool(every):
+        raise ClientError("with --at, give either --weekdays MO,TU,... or --every N (days)")
+    offset = _offset_minutes(tz) if tz else 0
+    days: list[int] = []
+    if weekdays:
+        for d in weekdays.upper().split(","):
+            d = d.strip()
+            if d not in _WEEKDAYS:
+                raise ClientError(f"--weekdays takes MO, TU, WE, TH, FR, SA, SU; got {d!r}")
+            days.append(_WEEKDAYS.index(d))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for t in times:
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})", t.strip())
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            raise ClientError(f"--at takes a time HH:MM, got {t!r}")
+        utc = int(m.group(1)) * 60 + int(m.group(2)) - offset
+        shift, minute_of_day = divmod(utc, 1440)
+        groups.setdefault((shift, minute_of_day % 60), []).append(minute_of_day // 60)
+    out = []
+    for (shift, minute), hours in sorted(groups.items()):
+        hh = ",".join(str(h) for h in sorted(set(hours)))
+        if weekdays:
+            byday = ",".join(_WEEKDAYS[(d + shift) % 7] for d in sorted(set(days)))
+            out.append(f"FREQ=WEEKLY;BYDAY={byday};BYHOUR={hh};BYMINUTE={minute:02d}")
+        else:
+            out.append(f"FREQ=DAILY;INTERVAL={every};BYHOUR={hh};BYMINUTE={minute:02d}")
+    return out
+
+
+def retention_text(od: dict) -> str:
+    if (od.get("max_backups") or -1) > 0:
+        text = f"keep {od['max_backups']}"
+    elif od.get("retention_duration_months"):
+        m = od["retention_duration_months"]
+        text = "1 year" if m == 12 else f"{m} month{'s' if m > 1 else ''}"
+    elif (od.get("retention_duration_days") or -1) > 0:
+        text = f"{od['retention_duration_days']} days"
+    else:
+        text = "permanent"
+    gfs = [f"{od[k]}{k[0]}" for k in ("day_backups", "week_backups", "month_backups", "year_backups") if od.get(k)]
+    return text + (f" + long-term {'/'.join(gfs)}" if gfs else "")
+
+
+def _row(p: dict) -> dict:
+    return {**p, "times": "; ".join(p["trigger"]["properties"]["pattern"]),
+            "retention": retention_text(p["operation_definition"]),
+            "vaults": ", ".join(v["vault_id"] for v in p.get("associated_vaults") or [])}
+
+
+def _show(p: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(p)
+        return
+    od = p["operation_definition"]
+    row = {**_row(p), "start": p["trigger"]["properties"].get("start_time"), "tz": od.get("timezone", ""),
+           "window": p["trigger"]["properties"].get("start_window_minutes") or 60,
+           "full": od.get("full_backup_interval", -1),
+           "dest": f"{od.get('destination_region')} / {od.get('destination_project_id')}"
+           if p["operation_type"] == "replication" else ""}
+    details(row, [("id", "ID"), ("name", "Name"), ("operation_type", "Type"), ("enabled", "Enabled"),
+                  ("times", "Execution times (UTC)"), ("start", "Trigger start (UTC)"), ("window", "Start window (min)"),
+                  ("retention", "Retention"), ("tz", "Time zone"), ("full", "Full backup every N"),
+                  ("dest", "Destination"), ("vaults", "Vaults")])
+
+
+def _definition(keep, days, months, permanent, timezone, daily, weekly, monthly, yearly, full_every,
+                destination_region, destination_project) -> dict:
+    od: dict = {}
+    chosen = [x for x in (keep is not None, days is not None, months is not None, permanent) if x]
+    if len(chosen) > 1:
+        raise ClientError("choose one retention rule: --keep N, --days N, --months N or --permanent")
+    if keep is not None:
+        od["max_backups"] = keep
+    if days is not None:
+        od["retention_duration_days"] = days
+    if months is not None:
+        od["retention_duration_months"] = months
+    if permanent:
+        od.update(max_backups=-1, retention_duration_days=-1)
+    for k, v in (("timezone", timezone), ("day_backups", daily), ("week_backups", weekly),
+                 ("month_backups", monthly), ("year_backups", yearly), ("full_backup_interval", full_every),
+                 ("destination_region", destination_region), ("destination_project_id", destination_project)):
+        if v is not None:
+            od[k] = v
+    return od
+
+
+def _patterns(pattern, at, weekdays, every, timezone) -> list[str] | None:
+    if at:
+        if pattern:
+            raise ClientError("give --pattern or --at, not both")
+        return local_patterns(at, weekdays, every, timezone)
+    if weekdays or every:
+        raise ClientError("--weekdays and --every go with --at HH:MM")
+    return list(pattern) if pattern else None
+
+
+# Options shared by create and update.
+_PATTERN = typer.Option(None, "--pattern", help="RRULE in UTC, e.g. 'FREQ=WEEKLY;BYDAY=MO,TU;BYHOUR=14;BYMINUTE=00' "
+                                               "(repeatable).")
+_AT = typer.Option(None, "--at", help="Local execution time HH:MM in --timezone (repeatable).")
+_WEEKDAYS_OPT = typer.Option(None, "--weekdays", help="With --at: days of the week, e.g. MO,WE,FR.")
+_EVERY = typer.Option(None, "--every", help="With --at: every N days (1-30).")
+_KEEP = typer.Option(None, "--keep", help="Keep the N most recent automatic backups (2-99999).")
+_DAYS = typer.Option(None, "--days", help="Keep each automatic backup N days (2-99999).")
+_MONTHS = typer.Option(None, "--months", help="Keep each automatic backup 1, 3, 6 or 12 months.")
+_PERMANENT = typer.Option(False, "--permanent", help="Keep automatic backups forever.")
+_TZ = typer.Option(None, "--timezone", help="Your time zone, e.g. UTC+08:00 (for --at and long-term retention).")
+_DAILY = typer.Option(None, "--daily", help="Long-term: keep the newest backup of each of the last N days.")
+_WEEKLY = typer.Option(None, "--weekly", help="Long-term: ... of the last N weeks.")
+_MONTHLY = typer.Option(None, "--monthly", help="Long-term: ... of the last N months.")
+_YEARLY = typer.Option(None, "--yearly", help="Long-term: ... of the last N years.")
+_FULL = typer.Option(None, "--full-every", help="A full backup after N incremental ones (-1: never).")
+_WINDOW = typer.Option(None, "--start-window", help="Minutes an execution may start late (60-480).")
+_DREGION = typer.Option(None, "--destination-region", help="Replication: the destination region.")
+_DPROJECT = typer.Option(None, "--destination-project", help="Replication: the destination project id.")
+
+
+# ------------------------------------------------------------------------------------ commands
+@policy_app.command("create")
+@handle_errors
+def policy_create(name: str = typer.Option(..., "--name"),
+                  type_: str = typer.Option("backup", "--type", help="backup or replication."),
+                  pattern: list[str] = _PATTERN, at: list[str] = _AT, weekdays: str = _WEEKDAYS_OPT,
+                  every: int = _EVERY, keep: int = _KEEP, days: int = _DAYS, months: int = _MONTHS,
+                  permanent: bool = _PERMANENT, timezone: str = _TZ, daily: int = _DAILY, weekly: int = _WEEKLY,
+                  monthly: int = _MONTHLY, yearly: int = _YEARLY, full_every: int = _FULL, start_window: int = _WINDOW,
+                  destination_region: str = _DREGION, destination_project: str = _DPROJECT,
+                  enabled: bool = typer.Option(True, "--enabled/--disabled"), as_json: bool = JSON_OPTION):
+    """Create a policy, e.g. --pattern 'FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=0' --keep 7."""
+    patterns = _patterns(pattern, at, weekdays, every, timezone)
+    if not patterns:
+        raise ClientError("give the execution times: --pattern RRULE, or --at HH:MM with --weekdays or --every")
+    props: dict = {"pattern": patterns}
+    if start_window is not None:
+        props["start_window_minutes"] = start_window
+    body = {"name": name, "operation_type": type_, "enabled": enabled, "trigger": {"properties": props},
+            "operation_definition": _definition(keep, days, months, permanent, timezone, daily, weekly, monthly,
+                                                yearly, full_every, destination_region, destination_project)}
+    _show(client().post("/policies", {"policy": body})["policy"], as_json)
+
+
+@policy_app.command("list")
+@handle_errors
+def policy_list(type_: str = typer.Option(None, "--type", help="backup or replication."),
+                vault: str = typer.Option(None, "--vault", help="Only the policies of this vault."),
+                as_json: bool = JSON_OPTION):
+    data = client().get("/policies", operation_type=type_, vault_id=_vault(vault) if vault else None)
+    if as_json:
+        print_json(data["policies"])
+    else:
+        table([_row(p) for p in data["policies"]], _COLS, title=f"{data['count']} policies")
+
+
+@policy_app.command("show")
+@handle_errors
+def policy_show(policy: str, as_json: bool = JSON_OPTION):
+    _show(client().get(f"/policies/{resolve(policy)}")["policy"], as_json)
+
+
+@policy_app.command("update")
+@handle_errors
+def policy_update(policy: str, name: str = typer.Option(None, "--name"), pattern: list[str] = _PATTERN,
+                  at: list[str] = _AT, weekdays: str = _WEEKDAYS_OPT, every: int = _EVERY, keep: int = _KEEP,
+                  days: int = _DAYS, months: int = _MONTHS, permanent: bool = _PERMANENT, timezone: str = _TZ,
+                  daily: int = _DAILY, weekly: int = _WEEKLY, monthly: int = _MONTHLY, yearly: int = _YEARLY,
+                  full_every: int = _FULL, start_window: int = _WINDOW,
+                  enabled: bool = typer.Option(None, "--enable/--disable"), as_json: bool = JSON_OPTION):
+    """Change a policy. A new retention rule applies as guide 13.5.2 says (not always to old backups)."""
+    pid = resolve(policy)
+    body: dict = {}
+    if name is not None:
+        body["name"] = name
+    if enabled is not None:
+        body["enabled"] = enabled
+    patterns = _patterns(pattern, at, weekdays, every, timezone)
+    if patterns or start_window is not None:
+        if not patterns:
+            patterns = client().get(f"/policies/{pid}")["policy"]["trigger"]["properties"]["pattern"]
+        props: dict = {"pattern": patterns}
+        if start_window is not None:
+            props["start_window_minutes"] = start_window
+        body["trigger"] = {"properties": props}
+    od = _definition(keep, days, months, permanent, timezone, daily, weekly, monthly, yearly, full_every, None, None)
+    if od:
+        body["operation_definition"] = od
+    if not body:
+        raise ClientError("nothing to change; see cbr policy update --help")
+    _show(client().put(f"/policies/{pid}", {"policy": body})["policy"], as_json)
+
+
+@policy_app.command("delete")
+@handle_errors
+def policy_delete(policy: str, as_json: bool = JSON_OPTION):
+    """Delete a policy and remove it from its vaults. Its backups are kept (guide 5.5)."""
+    pid = resolve(policy)
+    client().delete(f"/policies/{pid}")
+    print_json({"policy_id": pid, "deleted": True}) if as_json else typer.echo(f"policy {pid} deleted")
+
+
+@policy_app.command("apply")
+@handle_errors
+def policy_apply(policy: str, vault: str,
+                 destination_vault: str = typer.Option(None, "--destination-vault",
+                                                       help="Replication policies: the vault receiving replicas."),
+                 as_json: bool = JSON_OPTION):
+    """Apply a policy to a vault (guide 5.6)."""
+    body = {"policy_id": resolve(policy)}
+    if destination_vault:
+        body["destination_vault_id"] = destination_vault
+    out = client().post(f"/vaults/{_vault(vault)}/associatepolicy", body)["associate_policy"]
+    print_json(out) if as_json else typer.echo(f"policy {out['policy_id']} applied to vault {out['vault_id']}")
+
+
+@policy_app.command("remove")
+@handle_errors
+def policy_remove(policy: str, vault: str, as_json: bool = JSON_OPTION):
+    """Remove a policy from a vault (guide 5.7). No backup is deleted."""
+    out = client().post(f"/vaults/{_vault(vault)}/dissociatepolicy", {"policy_id": resolve(policy)})
+    out = out["dissociate_policy"]
+    print_json(out) if as_json else typer.echo(f"policy {out['policy_id']} removed from vault {out['vault_id']}")
+
+
+@policy_app.command("preview")
+@handle_errors
+def policy_preview(policy: str, next_: int = typer.Option(10, "--next", help="How many (1-100)."),
+                   as_json: bool = JSON_OPTION):
+    """The next execution times of a policy."""
+    data = client().get(f"/policies/{resolve(policy)}/preview", next=next_)
+    if as_json:
+        print_json(data)
+    else:
+        table(data["executions"], [("scheduled_at", "UTC"), ("local_time", f"Local ({data['timezone']})")],
+              title=f"next {len(data['executions'])} executions")
+
+
+@policy_app.command("executions")
+@handle_errors
+def policy_executions(policy: str, vault: str = typer.Option(None, "--vault"),
+                      limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPTION):
+    """What the scheduler decided for each execution time: fired, skipped (and why) or failed."""
+    data = client().get(f"/policies/{resolve(policy)}/executions", vault_id=_vault(vault) if vault else None,
+                        limit=limit)
+    if as_json:
+        print_json(data["executions"])
+    else:
+        table(data["executions"], [("scheduled_at", "Scheduled"), ("vault_id", "Vault"), ("decision", "Decision"),
+                                   ("reason", "Reason"), ("checkpoint_id", "Checkpoint")],
+              title=f"{data['count']} executions")
+
+
+@policy_app.command("prune")
+@handle_errors
+def policy_prune(policy: str, vault: str = typer.Option(None, "--vault", help="Vault (required without --dry-run)."),
+                 dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted, and why."),
+                 as_json: bool = JSON_OPTION):
+    """Apply the policy's retention now, or with --dry-run list what it would delete and why."""
+    pid = resolve(policy)
+    c = client()
+    if dry_run:
+        data = c.get(f"/policies/{pid}/retention-preview", vault_id=_vault(vault) if vault else None)
+    else:
+        if not vault:
+            raise ClientError("--vault is required to prune (or use --dry-run)")
+        data = c.post(f"/policies/{pid}/prune", {"vault_id": _vault(vault)})
+    if as_json:
+        print_json(data)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for r in data["resources"]:
+        typer.echo(f"{r['resource_name'] or r['resource_id']} in vault {r['vault_id']}:")
+        for b in r["backups"]:
+            typer.echo(f"  {b['backup_name']} ({b['created_at']}): {b['explain']}")
+    n = data.get("prune_count") if dry_run else data.get("deleted_count")
+    typer.echo(f"{verb} {n} backup(s)")
+
+
+# ------------------------------------------------------------------------------------ scheduler
+@handle_errors
+def scheduler_command(data_dir: str = typer.Option(None, "--data-dir")):
+    """Run the scheduler only (another machine sharing the catalog; several schedulers fire each
+    execution once)."""
+    from opencbr.config import load_settings
+    from opencbr.scheduler import run_standalone
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    run_standalone(load_settings(data_dir=data_dir))
