@@ -1,0 +1,528 @@
+"""Tree restore: recreate a backup's tree (or one file/directory of it) under a target directory.
+
+Safety: every path comes from the catalog, and a catalog is data, not instructions. Paths are checked
+component by component (no ``..``, ``.``, empty or absolute components; keys strictly increasing;
+every entry's parent restored as a directory before it), and everything is created relative to open
+directory descriptors with ``O_NOFOLLOW`` (``openat``/``mkdirat``/``symlinkat``/``linkat``), so no
+symlink -- restored or pre-existing -- is ever followed, and nothing can land outside the target.
+Symlinks themselves are restored verbatim (an absolute or ``..`` target is the user's data).
+
+Pipeline: the calling thread streams the catalog (in order) and creates directories, symlinks, special
+files, hard links and empty regular files; file contents are gathered into *windows* (~64 MiB or 256
+files); a window's chunks are looked up in the chunk index, grouped by pack and coalesced into range
+reads (the backup wrote packs in walk order, so a window maps to a few sequential spans), and fetched,
+verified and written (``pwrite``) by ``workers`` threads. At most two windows are in flight, so memory
+is bounded whatever the tree size. A file's metadata (owner, mode, xattrs, times) is applied as soon as
+its last chunk is written; directories' metadata is applied last, deepest first (creating children
+changes a directory's mtime, and a read-only directory would refuse them).
+
+A chunk that fails verification is tried from its other copies (``ChunkStore.get_chunk``); if none is
+intact the restore finishes what it can and raises ``DataCorruption`` naming the damaged files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ..errors import RestoreCancelled
+from ..packs import pack_key
+from .catalog import CatalogReader
+from .common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
+from .entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
+from .results import TreeRestoreResult, TreeWarning
+
+WINDOW_BYTES = 64 << 20
+WINDOW_FILES = 256
+MAX_SPAN = 8 << 20
+MAX_GAP = 256 << 10
+MAX_WARNINGS = 1000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_libc = None
+
+
+def _syncfs(fd: int) -> None:
+    """Flush the file system holding ``fd`` (one barrier instead of an fsync per file)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if _libc.syncfs(fd) != 0:
+        os.sync()
+
+
+def _check_components(path: bytes) -> None:
+    if path == b"":
+        return
+    for c in path.split(b"/"):
+        if c in (b"", b".", b"..") or b"\0" in c:
+            raise DataCorruption(f"refusing catalog path {path!r}: it could escape the target")
+
+
+@dataclass
+class _FileJob:
+    fd: int
+    entry: Entry
+    rel: bytes
+    remaining: int
+    failed: str | None = None
+
+
+@dataclass
+class _Window:
+    jobs: list[_FileJob] = field(default_factory=list)
+    want: dict[bytes, list[tuple[_FileJob, int, int, int]]] = field(default_factory=dict)
+    nbytes: int = 0
+    pending_spans: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class TreeRestore:
+    def __init__(self, cs, backup_id: str, target: str, subpath: bytes, *, progress: Progress | None,
+                 cancel: threading.Event | None, allow_nonempty: bool, owners: bool, workers: int, sync: bool):
+        self.cs = cs
+        self.backup_id = backup_id
+        self.target = os.path.abspath(target)
+        self.sub = subpath
+        self.sub_key = path_key(subpath)
+        self.cut = len(subpath.rsplit(b"/", 1)[0]) + 1 if b"/" in subpath else 0
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.allow_nonempty = allow_nonempty
+        self.owners = owners
+        self.workers = workers
+        self.sync = sync
+        self.warnings: list[TreeWarning] = []
+        self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
+        self.written = 0
+        self.total = 0
+        self.errors: list[tuple[bytes, str]] = []
+        self._lock = threading.Lock()
+        self._tls = threading.local()
+        self._last_report = 0.0
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def warn(self, rel: bytes, msg: str, partial: bool = True) -> None:
+        with self._lock:
+            if len(self.warnings) < MAX_WARNINGS:
+                self.warnings.append(TreeWarning(show(rel), msg, partial))
+
+    def _codec(self):
+        c = getattr(self._tls, "codec", None)
+        if c is None:
+            c = self._tls.codec = self.cs.codec.clone()
+        return c
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_report >= 0.2:
+            self._last_report = now
+            self.progress(min(self.written, self.total), self.total)
+
+    def _rel(self, path: bytes) -> bytes:
+        return path[self.cut:]
+
+    # -- metadata -----------------------------------------------------------------------------------
+    def _set_xattrs(self, target, e: Entry, rel: bytes, follow: bool = True) -> None:
+        for name, value in e.xattrs:
+            try:
+                os.setxattr(target, name, value, follow_symlinks=follow)
+            except OSError as exc:
+                self.warn(rel, f"cannot set xattr {os.fsdecode(name)}: {exc.strerror or exc}", False)
+
+    def _finish_fd(self, fd: int, e: Entry, rel: bytes) -> None:
+        """Owner, mode, xattrs, then times (last: the others change ctime only, writes change mtime)."""
+        try:
+            if self.owners:
+                os.fchown(fd, e.uid, e.gid)
+            os.fchmod(fd, stat.S_IMODE(e.mode))
+        except OSError as exc:
+            self.warn(rel, f"cannot set owner/mode: {exc.strerror or exc}", False)
+        if e.xattrs:
+            self._set_xattrs(fd, e, rel)
+        try:
+            os.utime(fd, ns=(e.atime_ns, e.mtime_ns))
+        except OSError as exc:
+            self.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
+
+    def _finish_job(self, job: _FileJob) -> None:
+        try:
+            if job.failed is None:
+                self._finish_fd(job.fd, job.entry, job.rel)
+        finally:
+            os.close(job.fd)
+
+    # -- fetching -----------------------------------------------------------------------------------
+    def _plan(self, win: _Window) -> list[tuple[str, int, int, list]]:
+        idx = self._index
+        by_pack: dict[str, list] = {}
+        for d in win.want:
+            loc = idx.lookup(d)
+            if loc is None:
+                self._chunk_failed(win, d, "chunk is not in the repository")
+                continue
+            by_pack.setdefault(loc.pack_id, []).append((d, loc))
+        spans = []
+        for pack_id, items in by_pack.items():
+            items.sort(key=lambda x: x[1].offset)
+            cur: list = []
+            start = end = 0
+            for d, loc in items:
+                if cur and (loc.offset - end > MAX_GAP or loc.offset + loc.length - start > MAX_SPAN):
+                    spans.append((pack_id, start, end, cur))
+                    cur = []
+                if not cur:
+                    start = loc.offset
+                cur.append((d, loc))
+                end = max(end, loc.offset + loc.length)
+            if cur:
+                spans.append((pack_id, start, end, cur))
+        return spans
+
+    def _chunk_failed(self, win: _Window, d: bytes, msg: str) -> None:
+        for job, _fo, _co, _n in win.want.get(d, ()):
+            with self._lock:
+                if job.failed is None:
+                    job.failed = msg
+                    self.errors.append((job.rel, msg))
+            self._job_step(job)
+
+    def _job_step(self, job: _FileJob) -> None:
+        with self._lock:
+            job.remaining -= 1
+            last = job.remaining == 0
+        if last:
+            self._finish_job(job)
+
+    def _fetch_span(self, win: _Window, pack_id: str, start: int, end: int, items) -> None:
+        try:
+            if self.cancel.is_set():
+                return
+            codec = self._codec()
+            try:
+                blob = memoryview(self.cs.store.get(self.cs.k(pack_key(pack_id)), start, end))
+            except KeyError:
+                blob = memoryview(b"")
+            for d, loc in items:
+                a = loc.offset - start
+                rec = blob[a:a + loc.length]
+                try:
+                    if len(rec) != loc.length:
+                        raise NotFound(f"pack {pack_id} is missing or short")
+                    data = codec.decode(d, rec)
+                except (DataCorruption, NotFound):
+                    try:
+                        data = self.cs.get_chunk(d, codec)
+                    except (DataCorruption, NotFound) as e2:
+                        self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {e2.message}")
+                        continue
+                mv = memoryview(data)
+                n = 0
+                for job, file_off, chunk_off, take in win.want[d]:
+                    if job.failed is None:
+                        try:
+                            os.pwrite(job.fd, mv[chunk_off:chunk_off + take], file_off)
+                            n += take
+                        except OSError as exc:
+                            with self._lock:
+                                job.failed = f"write error: {exc.strerror or exc}"
+                                self.errors.append((job.rel, job.failed))
+                    self._job_step(job)
+                with self._lock:
+                    self.written += n
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread
+            with self._lock:
+                self._fatal = self._fatal or exc
+        finally:
+            with self._lock:
+                win.pending_spans -= 1
+                last = win.pending_spans == 0
+            if last:
+                win.done.set()
+
+    def _submit(self, win: _Window) -> None:
+        if not win.jobs:
+            win.done.set()
+            return
+        spans = self._plan(win)
+        win.pending_spans = len(spans)
+        if not spans:
+            win.done.set()
+            return
+        for pack_id, start, end, items in spans:
+            self._pool.submit(self._fetch_span, win, pack_id, start, end, items)
+
+    def _wait(self, win: _Window) -> None:
+        while not win.done.wait(0.2):
+            self._report()
+            if self.cancel.is_set():
+                raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
+        if self._fatal is not None:
+            raise self._fatal
+
+    # -- creating entries ---------------------------------------------------------------------------
+    def _exists(self, name: bytes, dfd: int) -> os.stat_result | None:
+        try:
+            return os.lstat(name, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+
+    def _make_room(self, name: bytes, dfd: int, rel: bytes) -> None:
+        """In a non-empty target, replace an existing non-directory at ``name``."""
+        if not self.allow_nonempty:
+            return
+        st = self._exists(name, dfd)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidParameter(f"cannot restore {show(rel)}: a directory is in the way")
+        os.unlink(name, dir_fd=dfd)
+
+    def _open_target(self) -> int:
+        try:
+            os.makedirs(self.target, exist_ok=True)
+        except FileExistsError:
+            raise InvalidParameter(f"restore target {self.target} exists and is not a directory") from None
+        fd = os.open(self.target, _DIR_FLAGS)
+        if not self.allow_nonempty and os.listdir(fd):
+            os.close(fd)
+            raise InvalidParameter(f"restore target {self.target} is not empty")
+        return fd
+
+    def run(self) -> TreeRestoreResult:
+        t0 = time.monotonic()
+        cs = self.cs
+        dix = load_index(cs, self.backup_id)
+        reader = CatalogReader(cs, dix)
+        records = reader.entries(self.sub_key)
+        first = next(records, None)
+        if first is None or not in_subtree(path_key(first.path), self.sub_key) or first.path != self.sub:
+            raise not_found(self.backup_id, self.sub)
+        self.total = int(dix.stats.get("total_bytes", 0)) if not self.sub else self._subtree_bytes(reader)
+        self._index = cs.reader_index(refresh=True)
+        self._fatal: BaseException | None = None
+        root_fd = self._open_target()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-restore")
+        stack: list[tuple[bytes, int]] = [(b"", root_fd)]
+        dirs: list[tuple[bytes, Entry]] = []
+        links: dict[int, bytes] = {}
+        win = _Window()
+        inflight: list[_Window] = []
+        open_jobs: list[_FileJob] = []
+        try:
+            def entries():
+                yield first
+                yield from records
+
+            for n, e in enumerate(entries()):
+                key = path_key(e.path)
+                if not in_subtree(key, self.sub_key):
+                    break
+                if n % 256 == 0:
+                    if self.cancel.is_set():
+                        raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
+                    self._report()
+                _check_components(e.path)
+                rel = self._rel(e.path)
+                if rel == b"":
+                    if e.type != DIR:
+                        raise DataCorruption(f"backup {self.backup_id}: the root is not a directory")
+                    dirs.append((rel, e))
+                    self.counts["dirs"] += 1
+                    continue
+                parent, _, name = rel.rpartition(b"/")
+                while stack and stack[-1][0] != parent:
+                    _p, fd = stack.pop()
+                    if fd != root_fd:
+                        os.close(fd)
+                if not stack:
+                    raise DataCorruption(f"backup {self.backup_id}: {show(e.path)} has no parent directory "
+                                         "in the catalog")
+                dfd = stack[-1][1]
+                try:
+                    if e.type == DIR:
+                        try:
+                            os.mkdir(name, 0o700, dir_fd=dfd)
+                        except FileExistsError:
+                            if not self.allow_nonempty:
+                                raise
+                        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                        stack.append((rel, fd))
+                        dirs.append((rel, e))
+                        self.counts["dirs"] += 1
+                    elif e.type == FILE:
+                        self._make_room(name, dfd, rel)
+                        if e.hardlinked and e.ino in links:
+                            os.link(links[e.ino], name, src_dir_fd=root_fd, dst_dir_fd=dfd, follow_symlinks=False)
+                            self.counts["hardlinks"] += 1
+                            continue
+                        fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dfd)
+                        if e.hardlinked:
+                            links[e.ino] = rel
+                        self.counts["files"] += 1
+                        if e.extents is not None:
+                            os.ftruncate(fd, e.size)
+                        pieces = list(e.chunk_offsets())
+                        job = _FileJob(fd, e, rel, len(pieces))
+                        if not pieces:
+                            if e.size and e.extents is None:
+                                os.ftruncate(fd, e.size)
+                            self._finish_job(job)
+                            continue
+                        for d, take, file_off, chunk_off in pieces:
+                            win.want.setdefault(d, []).append((job, file_off, chunk_off, take))
+                        win.jobs.append(job)
+                        win.nbytes += e.size
+                        if win.nbytes >= WINDOW_BYTES or len(win.jobs) >= WINDOW_FILES:
+                            self._submit(win)
+                            inflight.append(win)
+                            win = _Window()
+                            if len(inflight) >= 2:
+                                self._wait(inflight.pop(0))
+                    elif e.type == SYMLINK:
+                        self._make_room(name, dfd, rel)
+                        os.symlink(e.link, name, dir_fd=dfd)
+                        self.counts["symlinks"] += 1
+                        self._finish_path(name, dfd, e, rel, symlink=True)
+                    else:
+                        self._make_room(name, dfd, rel)
+                        if self._make_special(name, dfd, e, rel):
+                            self.counts["specials"] += 1
+                            self._finish_path(name, dfd, e, rel, symlink=False)
+                except (InvalidParameter, DataCorruption):
+                    raise
+                except OSError as exc:
+                    self.warn(rel, f"cannot restore: {exc.strerror or exc}", True)
+            self._submit(win)
+            inflight.append(win)
+            for w in inflight:
+                self._wait(w)
+            inflight = []
+            self._pool.shutdown(wait=True)
+            while len(stack) > 1:
+                os.close(stack.pop()[1])
+            for rel, e in reversed(dirs):  # deepest first
+                self._finish_dir(root_fd, rel, e)
+            if self.sync:
+                _syncfs(root_fd)
+        except BaseException:
+            self.cancel.set()  # stops the span workers early
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for w in inflight + [win]:
+                for job in w.jobs:
+                    if job.remaining > 0:
+                        try:
+                            os.close(job.fd)
+                        except OSError:
+                            pass
+            while len(stack) > 1:
+                os.close(stack.pop()[1])
+            os.close(root_fd)
+            raise
+        os.close(root_fd)
+        if self.errors:
+            first_rel, first_msg = self.errors[0]
+            raise DataCorruption(f"restore of {self.backup_id}: {len(self.errors)} file(s) could not be restored "
+                                 f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
+        self._report(force=True)
+        return TreeRestoreResult(
+            backup_id=self.backup_id, target=self.target, files=self.counts["files"], dirs=self.counts["dirs"],
+            symlinks=self.counts["symlinks"], specials=self.counts["specials"], hardlinks=self.counts["hardlinks"],
+            bytes_written=self.written, warnings=self.warnings, duration=time.monotonic() - t0,
+        )
+
+    def _subtree_bytes(self, reader: CatalogReader) -> int:
+        total = 0
+        for e in reader.entries(self.sub_key):
+            if not in_subtree(path_key(e.path), self.sub_key):
+                break
+            if e.type == FILE:
+                total += e.size
+        return total
+
+    def _make_special(self, name: bytes, dfd: int, e: Entry, rel: bytes) -> bool:
+        perm = stat.S_IMODE(e.mode)
+        try:
+            if e.type == FIFO:
+                os.mkfifo(name, perm, dir_fd=dfd)
+            elif e.type == SOCK:
+                os.mknod(name, stat.S_IFSOCK | perm, dir_fd=dfd)
+            elif e.type in (CHR, BLK):
+                os.mknod(name, (stat.S_IFCHR if e.type == CHR else stat.S_IFBLK) | perm, e.rdev, dir_fd=dfd)
+            else:
+                return False
+        except PermissionError as exc:
+            self.warn(rel, f"cannot create {e.type_name}: {exc.strerror or exc}", False)
+            return False
+        return True
+
+    def _finish_path(self, name: bytes, dfd: int, e: Entry, rel: bytes, *, symlink: bool) -> None:
+        try:
+            if self.owners:
+                os.chown(name, e.uid, e.gid, dir_fd=dfd, follow_symlinks=False)
+            if not symlink:
+                os.chmod(name, stat.S_IMODE(e.mode), dir_fd=dfd)
+        except OSError as exc:
+            self.warn(rel, f"cannot set owner/mode: {exc.strerror or exc}", False)
+        if e.xattrs:
+            self._set_xattrs(f"/proc/self/fd/{dfd}/".encode() + name, e, rel, follow=False)
+        try:
+            os.utime(name, ns=(e.atime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            self.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
+
+    def _finish_dir(self, root_fd: int, rel: bytes, e: Entry) -> None:
+        try:
+            fd = os.open(rel, _DIR_FLAGS, dir_fd=root_fd) if rel else os.dup(root_fd)
+        except OSError as exc:
+            self.warn(rel, f"cannot set directory metadata: {exc.strerror or exc}", False)
+            return
+        try:
+            self._finish_fd(fd, e, rel)
+        finally:
+            os.close(fd)
+
+
+def restore_tree(
+    repo_or_chunkstore,
+    backup_id: str,
+    target_dir: str | os.PathLike,
+    *,
+    subpath: str | bytes | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    allow_nonempty: bool = False,
+    owners: bool | None = None,
+    workers: int = 4,
+    sync: bool = True,
+) -> TreeRestoreResult:
+    """Restore tree backup ``backup_id`` into ``target_dir`` (created if missing).
+
+    Recreates contents, modes, owners (``owners``: default when running as root), atime/mtime,
+    symlinks, hard links, xattrs, sparse holes, empty directories, fifos/sockets (devices when root).
+    The target must be empty unless ``allow_nonempty`` (then existing non-directories at restored
+    paths are replaced and directories merged). ``subpath`` ('/'-rooted or relative path inside the
+    backup) restores one file or directory as ``target_dir/<its name>``; the whole tree goes directly
+    into ``target_dir``. ``sync``: one ``syncfs`` at the end so the restored data is durable.
+    ``progress(done_bytes, total_bytes)``; ``cancel`` -> ``RestoreCancelled`` (the target then holds
+    a partial tree).
+
+    Raises NotFound (no such backup, or ``subpath`` not in it), InvalidParameter (not a tree backup,
+    target not empty or not a directory, bad ``subpath``), DataCorruption (damaged data: the files
+    affected are named; a catalog that tries to escape the target is refused).
+    """
+    cs = chunkstore_of(repo_or_chunkstore)
+    sub = parse_path(subpath)
+    return TreeRestore(
+        cs, backup_id, os.fspath(target_dir), sub, progress=progress, cancel=cancel, allow_nonempty=allow_nonempty,
+        owners=(os.geteuid() == 0) if owners is None else owners, workers=max(1, workers), sync=sync,
+    ).run()
