@@ -1,67 +1,19 @@
-"""Shared helpers for the engine tests: deterministic disk images and repositories on a local
-directory or on an S3 server (moto_server on loopback)."""
+"""Fixtures for the engine tests: a local store, and an S3 store on a moto_server this session starts
+on a loopback port."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import random
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_helpers import s3_store_url  # noqa: E402
 from s3server import start_moto_server  # noqa: E402
 
-from opencbr.engine import LockTiming, Repository  # noqa: E402
 from opencbr.storage import open_store  # noqa: E402
-
-MASTER_KEY = bytes(range(32))
-BS = 4096  # small blocks keep test images small while exercising many chunks
-FAST_LOCKS = LockTiming(refresh_interval=0.2, stale_after=3.0)
-
-
-def make_image(path: Path | str, nblocks: int, seed: int, *, bs: int = BS, zero_frac: float = 0.3,
-               pool: int = 0, sparse_tail: int = 0, marker: bytes | None = None, extra: int = 0) -> str:
-    """A disk image of ``nblocks`` blocks: zero blocks, random blocks, text-like blocks; with ``pool``
-    > 0 data blocks are drawn from a shared pool of that many blocks (cross-image dedup). The last
-    ``sparse_tail`` blocks are left as a hole; ``extra`` bytes make a partial last block."""
-    r = random.Random(seed)
-    pool_blocks = [random.Random(f"pool-{i}").randbytes(bs) for i in range(pool)]
-    with open(path, "wb") as f:
-        for i in range(nblocks - sparse_tail):
-            x = r.random()
-            if x < zero_frac:
-                f.write(bytes(bs))
-            elif pool_blocks and x < 0.8:
-                f.write(r.choice(pool_blocks))
-            elif x < 0.9:
-                f.write((b"line %d of text %d\n" % (i, seed) * (bs // 16))[:bs])
-            else:
-                f.write(r.randbytes(bs))
-        if marker:
-            f.seek(bs * (nblocks // 2) + 100)
-            f.write(marker)
-        f.truncate(nblocks * bs + extra)
-    return str(path)
-
-
-def sha256_file(path: str | Path, size: int | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while True:
-            b = f.read(1 << 20 if left is None else min(1 << 20, left))
-            if not b:
-                break
-            h.update(b)
-            if left is not None:
-                left -= len(b)
-                if left <= 0:
-                    break
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +21,6 @@ def moto_url():
     url, stop = start_moto_server()
     yield url
     stop()
-
-
-def s3_store_url(moto_url: str) -> str:
-    return (f"s3://b-{uuid.uuid4().hex[:12]}/objects?endpoint_url={moto_url}&region=us-east-1"
-            "&access_key=test&secret_key=test")
 
 
 @pytest.fixture
@@ -86,13 +33,3 @@ def any_store(request, tmp_path):
     if request.param == "local":
         return open_store((tmp_path / "store").as_uri())
     return open_store(s3_store_url(request.getfixturevalue("moto_url")))
-
-
-def new_repo(store, encrypted: bool = True, prefix: str = "vaults/v1/", **kw) -> Repository:
-    return Repository.create(store, prefix, MASTER_KEY if encrypted else None, encrypted=encrypted,
-                             block_size=kw.pop("block_size", BS), pack_size=kw.pop("pack_size", 256 << 10),
-                             lock_timing=kw.pop("lock_timing", FAST_LOCKS), **kw)
-
-
-def all_objects(store, prefix: str = "") -> dict[str, bytes]:
-    return {k: store.get(k) for k, _ in store.list(prefix)}

@@ -159,7 +159,12 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
         zeros_here = 0
         try:
             while True:
-                item = seg_q.get()
+                try:
+                    item = seg_q.get(timeout=0.2)
+                except queue.Empty:
+                    if stop.is_set():
+                        break
+                    continue
                 if item is None or stop.is_set():
                     break
                 if cancel.is_set():
