@@ -71,3 +71,32 @@ def new_repo(store, encrypted: bool = True, prefix: str = "vaults/v1/", **kw) ->
 
 def all_objects(store, prefix: str = "") -> dict[str, bytes]:
     return {k: store.get(k) for k, _ in store.list(prefix)}
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+CHILD = str(Path(__file__).resolve().parent / "engine_child.py")
+
+
+def assert_clean(repo) -> None:
+    """Nothing is left but what the backups need: no locks, no condemned lists, every pack indexed and
+    holding at least one referenced chunk, every referenced chunk indexed."""
+    from opencbr.engine.packs import pack_key
+
+    cs = repo.chunks
+    store = repo.store
+    assert list(store.list(repo.prefix + "locks/")) == []
+    assert list(store.list(repo.prefix + "gc/")) == []
+    idx = cs.load_index()
+    refs = cs.referenced()
+    packs = {k.rsplit("/", 1)[-1] for k, _ in store.list(repo.prefix + "data/")}
+    assert packs == set(idx.pack_entries), "unindexed packs or index entries for missing packs"
+    for p, entries in idx.pack_entries.items():
+        assert any(d in refs for d, _, _ in entries), f"pack {p} holds no referenced chunk"
+        assert store.head(repo.prefix + pack_key(p)) is not None
+    assert all(idx.lookup(d) is not None for d in refs)

@@ -71,7 +71,7 @@ class GCResult:
         return d
 
 
-def _acquire_gc_lock(cs: ChunkStore) -> RepoLock:
+def _acquire_gc_lock(cs: ChunkStore, result: GCResult) -> RepoLock:
     lock = RepoLock(cs.store, cs.prefix, "gc", cs.lock_timing, name=GC_LOCK_NAME)
     if lock.acquire(exclusive=True):
         return lock
@@ -86,7 +86,8 @@ def _acquire_gc_lock(cs: ChunkStore) -> RepoLock:
             raise StateConflict("another garbage collection is running on this repository")
         again = cs.store.stat(lock.key)
         if again is not None and again.mtime == info.mtime:
-            cs.store.delete(lock.key)
+            cs.store.delete(lock.key)  # a GC that died (SIGKILL, power loss) left it
+            result.stale_locks_removed += 1
     if not lock.acquire(exclusive=True):
         raise StateConflict("another garbage collection is running on this repository")
     return lock
@@ -156,7 +157,7 @@ def _load_all(cs: ChunkStore, excluded: set[str]) -> tuple[list[str], ChunkIndex
 def run_gc(cs: ChunkStore, progress: Progress | None = None) -> GCResult:
     t0 = time.monotonic()
     result = GCResult()
-    gc_lock = _acquire_gc_lock(cs)
+    gc_lock = _acquire_gc_lock(cs, result)
     gc_lock.start_refresh()
     try:
         _gc(cs, gc_lock, result, progress)
