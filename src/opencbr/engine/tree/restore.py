@@ -342,12 +342,16 @@ class TreeRestore:
                 parent, _, name = rel.rpartition(b"/")
                 while stack and stack[-1][0] != parent:
                     _p, fd = stack.pop()
-                    if fd != root_fd:
+                    if fd != root_fd and fd >= 0:
                         os.close(fd)
                 if not stack:
                     raise DataCorruption(f"backup {self.backup_id}: {show(e.path)} has no parent directory "
                                          "in the catalog")
                 dfd = stack[-1][1]
+                if dfd < 0:
+                    if e.type == DIR:
+                        stack.append((rel, -1))  # inside a directory we could not create: skipped
+                    continue
                 try:
                     if e.type == DIR:
                         try:
@@ -355,7 +359,12 @@ class TreeRestore:
                         except FileExistsError:
                             if not self.allow_nonempty:
                                 raise
-                        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                        try:
+                            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)  # O_NOFOLLOW: never a symlink
+                        except OSError as exc:
+                            stack.append((rel, -1))
+                            self.warn(rel, f"cannot restore directory (and its contents): {exc.strerror or exc}")
+                            continue
                         stack.append((rel, fd))
                         dirs.append((rel, e))
                         self.counts["dirs"] += 1
@@ -409,7 +418,9 @@ class TreeRestore:
             inflight = []
             self._pool.shutdown(wait=True)
             while len(stack) > 1:
-                os.close(stack.pop()[1])
+                fd = stack.pop()[1]
+                if fd >= 0:
+                    os.close(fd)
             for rel, e in reversed(dirs):  # deepest first
                 self._finish_dir(root_fd, rel, e)
             if self.sync:
@@ -425,7 +436,9 @@ class TreeRestore:
                         except OSError:
                             pass
             while len(stack) > 1:
-                os.close(stack.pop()[1])
+                fd = stack.pop()[1]
+                if fd >= 0:
+                    os.close(fd)
             os.close(root_fd)
             raise
         os.close(root_fd)

@@ -1,0 +1,104 @@
+"""Incremental by metadata: unchanged files are not read again, changed ones are; dedup across files
+and backups; GC keeps what tree backups use."""
+
+from __future__ import annotations
+
+import os
+
+from opencbr.engine.tree import backup_tree, restore_tree
+
+from .conftest import SMALL_CHUNKS, assert_same_tree, build_tree
+
+
+def _rchar() -> int:
+    """Bytes this process has read through read(2)-like calls (all threads), from the kernel."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_unchanged_files_are_not_read(enc_repo, tmp_path):
+    src = build_tree(tmp_path / "src")
+    big = src / "big.bin"
+    big.write_bytes(os.urandom(16 << 20))
+    first = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    assert first.bytes_read >= 16 << 20
+    before = _rchar()
+    second = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
+    read = _rchar() - before
+    # The kernel says so: the 16 MiB file (and the rest) were not read, only catalog/index objects.
+    assert read < 4 << 20, read
+    assert second.bytes_read == 0 and second.reused_files == second.files == first.files
+    assert second.new_chunks <= second.catalog_chunks and second.added_bytes < 64 << 10
+    out = tmp_path / "out"
+    restore_tree(enc_repo, "b2", out)
+    assert_same_tree(src, out)
+
+
+def test_changed_files_are_read_even_with_the_same_mtime(enc_repo, tmp_path):
+    src = build_tree(tmp_path / "src")
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    p = src / "docs" / "text.md"
+    st = os.stat(p)
+    with open(p, "r+b") as f:  # same size, new bytes, old mtime put back: only ctime tells
+        f.seek(5000)
+        f.write(b"CHANGED!")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (src / "new-file.txt").write_text("new\n")
+    os.unlink(src / "many" / "f001.txt")
+    res = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
+    assert res.reused_files == res.files - 2  # text.md and new-file.txt were read
+    assert 0 < res.bytes_read < 200_000
+    out = tmp_path / "out"
+    restore_tree(enc_repo, "b2", out)
+    assert_same_tree(src, out)
+    # and the first backup is still the old tree (every backup is a virtual full)
+    old = tmp_path / "old"
+    restore_tree(enc_repo, "b1", old, subpath="docs/text.md")
+    assert b"CHANGED!" not in (old / "text.md").read_bytes()
+
+
+def test_parent_chunks_gone_means_read_again(enc_repo, tmp_path):
+    """If the parent was deleted and collected, its chunks are gone: nothing may be reused."""
+    src = build_tree(tmp_path / "src")
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    idx = enc_repo.chunks.load_index()
+    parent_hdr = enc_repo.chunks.read_manifest("b1")
+    enc_repo.delete_backup("b1")
+    enc_repo.gc()
+    assert enc_repo.usage() == 0 and len(enc_repo.chunks.load_index()) < len(idx)
+    # A stale parent id (deleted) is ignored rather than trusted.
+    res = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
+    assert res.reused_files == 0 and res.bytes_read > 0
+    assert parent_hdr.header["stats"]["files"] == res.files
+    out = tmp_path / "out"
+    restore_tree(enc_repo, "b2", out)
+    assert_same_tree(src, out)
+
+
+def test_dedup_across_files_and_backups_and_gc(enc_repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(3 << 20)
+    (src / "a.bin").write_bytes(data)
+    (src / "b.bin").write_bytes(data)  # identical content in another file: stored once
+    r1 = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    assert (3 << 20) <= r1.added_bytes < (3 << 20) * 1.1
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "c.bin").write_bytes(data)  # a different tree, same data: nothing new but its catalog
+    r2 = backup_tree(enc_repo, other, backup_id="b2", meta={}, params=SMALL_CHUNKS)
+    assert r2.added_bytes < 64 << 10 and r2.bytes_read == 3 << 20
+    usage = enc_repo.usage()
+    enc_repo.delete_backup("b1")
+    enc_repo.gc()
+    # b2 still restores after b1 is gone and GC ran, and still accounts for the shared data
+    assert enc_repo.usage() >= 3 << 20 and enc_repo.usage() <= usage
+    out = tmp_path / "out"
+    restore_tree(enc_repo, "b2", out)
+    assert (out / "c.bin").read_bytes() == data
+    enc_repo.delete_backup("b2")
+    enc_repo.gc()
+    assert enc_repo.usage() == 0
