@@ -165,10 +165,25 @@ class FatFileSystem(FileSystem):
         # FAT stores local time without a zone; we present it as UTC (what mtools/mkfs wrote here).
         return calendar.timegm(dt.timetuple()) * 10**9 + dt.microsecond * 1000
 
+    @staticmethod
+    def _name(d) -> str:
+        """Long name if any; else the 8.3 name with the case bits Windows NT and Linux set in
+        ``DIR_NTRes`` (0x08 base in lower case, 0x10 extension in lower case), as Linux shows it."""
+        if d.ldirents:
+            return d.name
+        name = d.short_name
+        flags = d.dirent.DIR_NTRes
+        base, dot, ext = name.partition(".")
+        if flags & 0x08:
+            base = base.lower()
+        if flags & 0x10:
+            ext = ext.lower()
+        return base + dot + ext
+
     def _node(self, d) -> FsNode:
         is_dir = d.is_directory()
         mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | (0o444 if d.is_readonly() else 0o644))
-        return FsNode(d.name, "dir" if is_dir else "file", 0 if is_dir else d.size, mode, self._ns(d.mtime),
+        return FsNode(self._name(d), "dir" if is_dir else "file", 0 if is_dir else d.size, mode, self._ns(d.mtime),
                       self._ns(d.atime), 0, 0, None, d)
 
     @staticmethod
