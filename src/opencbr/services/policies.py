@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, distinct, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
@@ -755,7 +755,7 @@ def retention_preview(ctx: ServiceContext, p: Principal, policy_id: str, vault_i
             vault_ids = [v for (v,) in s.execute(vaults_bound_to(policy.id))]
         out = []
         for vid in vault_ids:
-            rids = [r for (r,) in s.execute(select(distinct(Backup.resource_id)).where(
+            rids = [r for (r,) in s.execute(select(Backup.resource_id).distinct().where(
                 Backup.vault_id == vid, Backup.parent_id.is_(None)).order_by(Backup.resource_id))]
             for rid in rids:
                 plan, rows = _plan(s, vid, rid, current, now, lock=False)
@@ -778,7 +778,7 @@ def prune_now(ctx: ServiceContext, p: Principal, policy_id: str, vault_id: str) 
         if bound is None or policy.operation_type != P.BACKUP:
             raise StateConflict(f"backup policy {policy_id} is not applied to vault {vault_id}; its retention rule "
                                 "does not apply there (preview it with a dry run instead)", code="BackupService.6306")
-        rids = [r for (r,) in s.execute(select(distinct(Backup.resource_id)).where(
+        rids = [r for (r,) in s.execute(select(Backup.resource_id).distinct().where(
             Backup.vault_id == vault.id, Backup.parent_id.is_(None)).order_by(Backup.resource_id))]
     out = []
     for rid in rids:
