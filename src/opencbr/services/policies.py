@@ -222,9 +222,10 @@ def bind_at_creation(s: Session, p: Principal, vault: Vault, policy_id: str) -> 
 def _replication_destination(s: Session, policy: Policy, vault: Vault, destination_vault_id: object) -> str:
     """CBR v3 API 6.1: a replication policy is applied with the ``destination_vault_id`` its replicas go
     to (required); a backup policy has none. When the destination vault is in this installation's catalog
-    it is checked with ``domain.policy.check_replication_destination`` (a replication vault of the same
-    kind, in the policy's destination region); a vault of a region this installation does not serve is
-    taken as given (replication itself comes later)."""
+    (in the policy's destination project) it is checked with
+    ``domain.policy.check_replication_destination`` (a replication vault of the same kind, in the
+    policy's destination region); any other id names a vault this installation cannot see (another region)
+    and is taken as given (replication itself comes later)."""
     if policy.operation_type != P.REPLICATION:
         if destination_vault_id:
             raise InvalidParameter("destination_vault_id applies only to replication policies; this is a backup "
@@ -237,12 +238,9 @@ def _replication_destination(s: Session, policy: Policy, vault: Vault, destinati
     if len(destination_vault_id) > 36:
         raise InvalidParameter("destination_vault_id must be a vault id (at most 36 characters)",
                                code="BackupService.6303")
+    spec = spec_of(policy)
     dest = s.get(Vault, destination_vault_id)
-    if dest is not None:
-        spec = spec_of(policy)
-        if dest.project_id != spec.destination_project_id:
-            raise InvalidParameter(f"the destination vault does not belong to the policy's destination project "
-                                   f"{spec.destination_project_id}", code="BackupService.6303")
+    if dest is not None and dest.project_id == spec.destination_project_id:
         P.check_replication_destination(spec, vault.object_type, dest.object_type, dest.protect_type, dest.region)
     return destination_vault_id
 
