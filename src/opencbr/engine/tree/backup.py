@@ -300,7 +300,7 @@ class TreeBackup:
         self.refs = bytearray()
         cursor = None
         if self.parent is not None and not self.full:
-            cursor = ParentCursor(CatalogReader(cs, self.parent).records())
+            cursor = ParentCursor(CatalogReader(cs, self.parent, index=session.index).records())
         scanner = None
         if self.progress is not None and self.parent is None:
             scanner = threading.Thread(target=self._prescan, name="tree-prescan", daemon=True)
@@ -390,7 +390,7 @@ class TreeBackup:
                 "zstd_level": self.level,
                 "stats": stats,
             }
-            manifest_bytes = session.commit(self.backup_id, header, bytes(self.refs), dix.encode_payload())
+            manifest_bytes = session.commit(self.backup_id, header, self.refs, dix.encode_payload())  # no copy
         except BaseException:
             self._stop.set()
             pool.shutdown(wait=True, cancel_futures=True)

@@ -23,6 +23,7 @@ from typing import Iterator
 from ...domain.errors import DataCorruption
 from ..chunkstore import ChunkStore
 from ..codec import ChunkCodec
+from ..index import ChunkIndex
 from .dynamic_index import CatalogChunk, DynamicIndex
 from .entry import Entry, RecordError, decode, iter_records, path_key, record_path
 
@@ -72,9 +73,13 @@ class CatalogWriter:
 class CatalogReader:
     """Streams the records of one backup's catalog from ``cs``."""
 
-    def __init__(self, cs: ChunkStore, dix: DynamicIndex, *, lookahead: int = 4, threads: int = 2):
+    def __init__(self, cs: ChunkStore, dix: DynamicIndex, *, lookahead: int = 4, threads: int = 2,
+                 index: ChunkIndex | None = None):
         self.cs = cs
         self.dix = dix
+        # A backup passes its write session's index: the chunk store's reader index would be a second
+        # copy of the whole index in memory (~300 bytes per chunk in the repository).
+        self.index = index
         self.lookahead = max(1, lookahead)
         self.threads = max(1, threads)
         self._tls = threading.local()
@@ -87,7 +92,17 @@ class CatalogReader:
 
     def _fetch(self, i: int) -> bytes:
         c = self.dix.catalog[i]
-        data = self.cs.get_chunk(c.digest, self._codec())
+        data = None
+        if self.index is not None:
+            for loc in self.index.locations(c.digest):
+                try:
+                    rec = self.cs.read_record(loc)
+                    data = self._codec().decode(c.digest, rec)
+                    break
+                except (KeyError, DataCorruption):
+                    continue
+        if data is None:
+            data = self.cs.get_chunk(c.digest, self._codec())
         if len(data) != c.raw_len:
             raise DataCorruption(f"backup {self.dix.backup_id}: catalog chunk {i} has {len(data)} bytes, "
                                  f"expected {c.raw_len}")

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true")
     p.add_argument("--meta", default="{}")
     p.add_argument("--workers", type=int)
+    p.add_argument("--chunks", help="FastCDC avg,min,max in KiB (default: the engine's, see chunker.py)")
+    p.add_argument("--zstd-level", type=int)
     p = sp.add_parser("restore")
     p.add_argument("id")
     p.add_argument("target")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_parser("usage")
     a = ap.parse_args(argv)
 
-    from . import backup_tree, list_backup, restore_tree, verify_tree
+    from . import ChunkParams, backup_tree, list_backup, restore_tree, verify_tree
     from ..diskfs import restore_disk_path
 
     store = open_store(a.store)
@@ -78,8 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             repo = Repository.open(store, a.prefix, key)
             if a.cmd == "backup":
+                kw = {}
+                if a.chunks:
+                    avg, mn, mx = (int(x) << 10 for x in a.chunks.split(","))
+                    kw["params"] = ChunkParams(avg, mn, mx)
+                if a.zstd_level is not None:
+                    kw["level"] = a.zstd_level
                 out = backup_tree(repo, a.dir, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=a.parent,
-                                  full=a.full, progress=prog, workers=a.workers).to_dict()
+                                  full=a.full, progress=prog, workers=a.workers, **kw).to_dict()
             elif a.cmd == "restore":
                 out = restore_tree(repo, a.id, a.target, subpath=a.path, progress=prog,
                                    allow_nonempty=a.allow_nonempty, sync=not a.no_sync, workers=a.workers).to_dict()

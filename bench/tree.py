@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""File-tree benchmark: OpenCBR vs restic vs borg on the same data, in the same run (issue 5).
+
+Data: ``$OPENCBR_SHARED_BENCH/make_dataset.py tree`` (default ../shared/bench; 30,000 files, 1.5 GiB ~
+1.6 GB), then ``mutate-tree``. Every timed operation runs as its own process under
+``/usr/bin/time -v`` after ``sync`` + dropping the page cache (as ``peers.sh`` does), and reports wall
+seconds, CPU seconds, peak RSS and the repository size (``du -sb``) afterwards.
+
+Operations per tool: first backup, unchanged re-backup, changed re-backup (after ``mutate-tree``),
+full restore of the changed backup (checked with ``diff -r --no-dereference``).
+
+Variants: ``opencbr`` (encrypted, AES-256-GCM) and ``opencbr-plain`` (unencrypted) through
+``python -m opencbr.engine.tree``; ``restic`` (always encrypted); ``borg-blake2`` (repokey-blake2) and
+``borg-none`` (unencrypted), both ``--compression zstd,3`` like peers.sh. Ratios: encrypted OpenCBR
+against restic and borg-blake2; unencrypted OpenCBR against borg-none.
+
+    python bench/tree.py                       # 30k files, everything, table at the end
+    python bench/tree.py --files 3000 --total 150M --variants "opencbr restic"
+    python bench/tree.py --scale 30000,300000 --variants opencbr   # flat-memory check (RSS vs files)
+
+restic and borg are apt-get installed when missing (root). Results: ``$B/results.tsv``, plus the table
+printed as markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_BENCH = Path(os.environ.get("OPENCBR_SHARED_BENCH", REPO_ROOT.parent / "shared" / "bench"))
+PY = os.environ.get("PY", sys.executable)
+KEY_HEX = "11" * 32
+OPS = ["first", "unchanged", "changed", "restore"]
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(variants: list[str]) -> None:
+    need = []
+    if any(v.startswith("restic") for v in variants) and not shutil.which("restic"):
+        need.append("restic")
+    if any(v.startswith("borg") for v in variants) and not shutil.which("borg"):
+        need.append("borgbackup")
+    if not os.path.exists("/usr/bin/time"):
+        need.append("time")
+    if need:
+        sh(["apt-get", "update", "-qq"])
+        sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *need],
+           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def drop_caches(enabled: bool) -> None:
+    os.sync()
+    if enabled:
+        try:
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        except OSError:
+            pass
+
+
+def du(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def timed(cmd: list[str], *, cwd: Path, env: dict, drop: bool, log: Path) -> dict:
+    tf = log.with_suffix(".time")
+    drop_caches(drop)
+    with open(log, "w") as lf:
+        p = subprocess.run(["/usr/bin/time", "-v", "-o", str(tf), *cmd], cwd=cwd, env=env, stdout=lf, stderr=lf)
+    if p.returncode != 0:
+        print(f"FAILED ({p.returncode}): {' '.join(cmd)}\n" + log.read_text()[-3000:], file=sys.stderr)
+        raise SystemExit(1)
+    out = {}
+    for line in tf.read_text().splitlines():
+        k, _, v = line.strip().partition(": ")
+        if k.startswith("Elapsed (wall clock)"):
+            s = 0.0
+            for part in v.split(":"):
+                s = s * 60 + float(part)
+            out["wall"] = s
+        elif k == "User time (seconds)":
+            out["user"] = float(v)
+        elif k == "System time (seconds)":
+            out["sys"] = float(v)
+        elif k == "Maximum resident set size (kbytes)":
+            out["rss_mb"] = int(v) / 1024
+    return out
+
+
+class Tool:
+    def __init__(self, variant: str, work: Path, data_parent: Path):
+        # "opencbr@AVG,MIN,MAX" (KiB) / "opencbr-plain@..." / "opencbr%LEVEL": chunking or zstd experiments
+        self.v = variant
+        base, _, self.chunks = variant.partition("@")
+        base, _, self.level = base.partition("%")
+        self.kind = base
+        self.repo = work / "repos" / variant
+        self.data_parent = data_parent
+        self.env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=str(work / "cache" / "restic"),
+                        BORG_PASSPHRASE="bench", BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
+                        BORG_RELOCATED_REPO_ACCESS_IS_OK="yes", BORG_CACHE_DIR=str(work / "cache" / f"borg-{variant}"),
+                        BORG_BASE_DIR=str(work / "cache" / f"borgbase-{variant}"), OPENCBR_MASTER_KEY=KEY_HEX,
+                        PYTHONPATH=str(REPO_ROOT / "src"))
+        self.prev: str | None = None
+
+    def ocbr(self, *args: str) -> list[str]:
+        return [PY, "-m", "opencbr.engine.tree", "--store", self.repo.as_uri(), "--prefix", "v", *args]
+
+    def init(self) -> None:
+        shutil.rmtree(self.repo, ignore_errors=True)
+        for k in ("RESTIC_CACHE_DIR", "BORG_CACHE_DIR", "BORG_BASE_DIR"):  # fresh caches, as on a new machine
+            if k != "RESTIC_CACHE_DIR" or self.v == "restic":
+                shutil.rmtree(self.env[k], ignore_errors=True)
+        self.repo.parent.mkdir(parents=True, exist_ok=True)
+        if self.v == "restic":
+            sh(["restic", "-q", "-r", str(self.repo), "init"], env=self.env, stdout=subprocess.DEVNULL)
+        elif self.v == "borg-none":
+            sh(["borg", "init", "-e", "none", str(self.repo)], env=self.env)
+        elif self.v == "borg-blake2":
+            sh(["borg", "init", "-e", "repokey-blake2", str(self.repo)], env=self.env)
+        elif self.kind == "opencbr":
+            sh(self.ocbr("init"), env=self.env, stdout=subprocess.DEVNULL)
+        elif self.kind == "opencbr-plain":
+            sh(self.ocbr("init", "--no-encrypt"), env=self.env, stdout=subprocess.DEVNULL)
+        else:
+            raise SystemExit(f"unknown variant {self.v}")
+
+    def backup_cmd(self, name: str) -> list[str]:
+        if self.v == "restic":
+            return ["restic", "-q", "-r", str(self.repo), "backup", "--host", "bench", "tree"]
+        if self.v.startswith("borg"):
+            return ["borg", "create", "--compression", "zstd,3", f"{self.repo}::{name}", "tree"]
+        cmd = self.ocbr("backup", str(self.data_parent / "tree"), "--id", name)
+        if self.chunks:
+            cmd += ["--chunks", self.chunks]
+        if self.level:
+            cmd += ["--zstd-level", self.level]
+        if self.prev:
+            cmd += ["--parent", self.prev]
+        return cmd
+
+    def restore_cmd(self, name: str, dst: Path) -> tuple[list[str], Path, Path]:
+        """(command, cwd, where the restored 'tree' directory ends up)."""
+        if self.v == "restic":
+            return ["restic", "-q", "-r", str(self.repo), "restore", "latest", "--target", str(dst)], dst, dst / "tree"
+        if self.v.startswith("borg"):
+            return ["borg", "extract", f"{self.repo}::{name}"], dst, dst / "tree"
+        return self.ocbr("restore", name, str(dst / "tree")), dst, dst / "tree"
+
+
+def run_tool(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict], ops: list[str]) -> None:
+    def rec(op: str, r: dict) -> None:
+        r.update(tool=tool.v, op=op, repo_bytes=du(tool.repo))
+        results.append(r)
+        print(f"  {tool.v:14s} {op:10s} wall {r['wall']:7.2f}s  cpu {r['user'] + r['sys']:7.2f}s  "
+              f"rss {r['rss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB", flush=True)
+
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    if "first" in ops:
+        tool.init()
+        rec("first", timed(tool.backup_cmd("first"), cwd=data, env=tool.env, drop=drop, log=logs / f"{tool.v}-first.log"))
+        tool.prev = "first"
+    if "unchanged" in ops:
+        rec("unchanged", timed(tool.backup_cmd("unchanged"), cwd=data, env=tool.env, drop=drop,
+                               log=logs / f"{tool.v}-unchanged.log"))
+        tool.prev = "unchanged"
+
+
+def run_after_mutation(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict], ops: list[str]) -> None:
+    def rec(op: str, r: dict) -> None:
+        r.update(tool=tool.v, op=op, repo_bytes=du(tool.repo))
+        results.append(r)
+        print(f"  {tool.v:14s} {op:10s} wall {r['wall']:7.2f}s  cpu {r['user'] + r['sys']:7.2f}s  "
+              f"rss {r['rss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB", flush=True)
+
+    logs = work / "logs"
+    if "changed" in ops:
+        rec("changed", timed(tool.backup_cmd("incr"), cwd=data, env=tool.env, drop=drop, log=logs / f"{tool.v}-changed.log"))
+        tool.prev = "incr"
+    if "restore" in ops:
+        dst = work / "restore" / tool.v
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        cmd, cwd, got = tool.restore_cmd("incr", dst)
+        rec("restore", timed(cmd, cwd=cwd, env=tool.env, drop=drop, log=logs / f"{tool.v}-restore.log"))
+        diff = subprocess.run(["diff", "-rq", "--no-dereference", str(data / "tree"), str(got)],
+                              capture_output=True, text=True)
+        print(f"  {tool.v:14s} verify     {'OK (diff -r)' if diff.returncode == 0 else 'DIFFERENCES'}")
+        if diff.returncode != 0:
+            print(diff.stdout[:2000])
+        shutil.rmtree(dst, ignore_errors=True)
+
+
+def table(results: list[dict], input_bytes: int) -> str:
+    by = {(r["tool"], r["op"]): r for r in results}
+    order = ["opencbr", "opencbr-plain", "restic", "borg-blake2", "borg-none"]
+    tools = sorted({r["tool"] for r in results}, key=lambda t: (order.index(t) if t in order else 1.5, t))
+    lines = ["| tool | op | wall s | MB/s | cpu s | peak RSS MB | repo MB | vs restic | vs borg |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for t in tools:
+        peer_borg = "borg-none" if t.startswith("opencbr-plain") else "borg-blake2"
+        for op in OPS:
+            r = by.get((t, op))
+            if r is None:
+                continue
+            ratios = []
+            for peer in ("restic", peer_borg):
+                pr = by.get((peer, op))
+                ratios.append(f"{pr['wall'] / r['wall']:.2f}x faster" if pr and t.startswith("opencbr") else "")
+            mbps = input_bytes / 1e6 / r["wall"] if op in ("first", "restore") else 0
+            lines.append(f"| {t} | {op} | {r['wall']:.2f} | {mbps:.0f} | {r['user'] + r['sys']:.2f} | "
+                         f"{r['rss_mb']:.0f} | {r['repo_bytes'] / 1e6:.1f} | {ratios[0]} | {ratios[1]} |")
+    # stored bytes after the changed backup (the repository holding first+unchanged+changed)
+    lines.append("")
+    lines.append("| tool | repo MB after 3 backups | vs restic | vs borg |")
+    lines.append("| --- | ---: | ---: | ---: |")
+    for t in tools:
+        r = by.get((t, "changed"))
+        if r is None:
+            continue
+        peer_borg = "borg-none" if t.startswith("opencbr-plain") else "borg-blake2"
+        cells = []
+        for peer in ("restic", peer_borg):
+            pr = by.get((peer, "changed"))
+            cells.append(f"{r['repo_bytes'] / pr['repo_bytes']:.3f}" if pr and t.startswith("opencbr") else "")
+        lines.append(f"| {t} | {r['repo_bytes'] / 1e6:.1f} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def gen_tree(data: Path, files: int, total: str, seed: int) -> None:
+    shutil.rmtree(data / "tree", ignore_errors=True)
+    data.mkdir(parents=True, exist_ok=True)
+    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "tree", str(data / "tree"), "--files", str(files),
+        "--total", total, "--seed", str(seed)])
+
+
+def scale_check(work: Path, counts: list[int], total_per_file: int, drop: bool, variants: list[str]) -> None:
+    """Peak RSS of first and unchanged backups (and restore) as the file count grows."""
+    rows = []
+    for n in counts:
+        data = work / f"data-{n}"
+        if not (data / "tree").exists():
+            gen_tree(data, n, str(n * total_per_file), 1)
+        for v in variants:
+            tool = Tool(v, work / f"scale-{n}", data)
+            res: list[dict] = []
+            run_tool(tool, work, data, drop, res, ["first", "unchanged"])
+            dst = work / "restore" / f"scale-{v}"
+            shutil.rmtree(dst, ignore_errors=True)
+            dst.mkdir(parents=True)
+            cmd, cwd, _got = tool.restore_cmd("unchanged", dst)
+            r = timed(cmd, cwd=cwd, env=tool.env, drop=drop, log=work / "logs" / f"scale-{v}-{n}-restore.log")
+            r.update(tool=v, op="restore", repo_bytes=du(tool.repo))
+            res.append(r)
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.rmtree(tool.repo, ignore_errors=True)
+            for r in res:
+                rows.append((n, v, r["op"], r["wall"], r["rss_mb"]))
+    print("\n| files | tool | op | wall s | peak RSS MB |\n| ---: | --- | --- | ---: | ---: |")
+    for n, v, op, w, rss in rows:
+        print(f"| {n} | {v} | {op} | {w:.2f} | {rss:.0f} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=os.environ.get("B", "/tmp/bench-tree"))
+    ap.add_argument("--files", type=int, default=int(os.environ.get("TREE_FILES", 30000)))
+    ap.add_argument("--total", default=os.environ.get("TREE_TOTAL", "1.5G"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--variants", default="opencbr opencbr-plain restic borg-blake2 borg-none")
+    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--no-drop", action="store_true", help="do not drop the page cache before each op")
+    ap.add_argument("--reuse", action="store_true", help="reuse an unmutated data dir from an earlier --keep run")
+    ap.add_argument("--scale", help="comma-separated file counts for the RSS-vs-files check (e.g. 30000,300000)")
+    ap.add_argument("--scale-bytes-per-file", type=int, default=50_000)
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    variants = a.variants.split()
+    ensure_tools(variants)
+    drop = not a.no_drop
+    if a.scale:
+        scale_check(work, [int(x) for x in a.scale.split(",")], a.scale_bytes_per_file, drop, variants)
+        return 0
+    data = work / "data"
+    if not a.reuse or not (data / "tree").exists():
+        gen_tree(data, a.files, a.total, a.seed)
+    input_bytes = du(data / "tree")
+    ops = a.ops.split(",")
+    print(f"== tree: {a.files} files, {input_bytes} bytes; variants: {' '.join(variants)}")
+    for t in ("restic", "borg"):
+        if shutil.which(t):
+            print(f"   {subprocess.run([t, '--version' if t == 'borg' else 'version'], capture_output=True, text=True).stdout.strip()}")
+    results: list[dict] = []
+    tools = [Tool(v, work, data) for v in variants]
+    for tool in tools:
+        run_tool(tool, work, data, drop, results, ops)
+    if "changed" in ops or "restore" in ops:
+        sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate-tree", str(data / "tree"), "--percent", "2", "--seed", "2"])
+        input_bytes = du(data / "tree")
+        for tool in tools:
+            run_after_mutation(tool, work, data, drop, results, ops)
+    with open(work / "results.tsv", "a") as f:
+        for r in results:
+            f.write("\t".join(str(r.get(k, "")) for k in ("tool", "op", "wall", "user", "sys", "rss_mb", "repo_bytes"))
+                    + f"\t{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    print()
+    print(table(results, input_bytes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
