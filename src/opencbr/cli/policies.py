@@ -79,7 +79,7 @@ def local_patterns(times: list[str], weekdays: str | None, every: int | None, tz
     for (shift, minute), hours in sorted(groups.items()):
         hh = ",".join(str(h) for h in sorted(set(hours)))
         if weekdays:
-            byday = ",".join(_WEEKDAYS[(d + shift) % 7] for d in sorted(set(days)))
+            byday = ",".join(_WEEKDAYS[d] for d in sorted({(d + shift) % 7 for d in days}))
             out.append(f"FREQ=WEEKLY;BYDAY={byday};BYHOUR={hh};BYMINUTE={minute:02d}")
         else:
             out.append(f"FREQ=DAILY;INTERVAL={every};BYHOUR={hh};BYMINUTE={minute:02d}")
