@@ -64,6 +64,9 @@ def main() -> None:
         run_worker(repo, Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
 
 
+POOL = 400  # blocks shared by all images: chunks are reused across backups, yet few backups hold each
+
+
 def run_worker(repo: Repository, workdir: Path, seed: int, n: int) -> None:
     """Random backups (images drawn from a shared block pool, so chunks are shared across backups and
     with deleted backups), deletes of this worker's own backups, and GCs."""
@@ -72,22 +75,22 @@ def run_worker(repo: Repository, workdir: Path, seed: int, n: int) -> None:
     for i in range(n):
         x = r.random()
         try:
-            if x < 0.55 or not mine:
+            if x < 0.5 or not mine:
                 bid = f"s{seed}-{i}"
-                img = make_image(workdir / f"{bid}.img", r.randint(16, 96), seed=r.randrange(10**6),
-                                 pool=40, zero_frac=0.2)
+                img = make_image(workdir / f"{bid}.img", r.randint(64, 640), seed=r.randrange(10**6),
+                                 pool=POOL, zero_frac=0.2)
                 digest = sha256_file(img)
                 repo.backup_disk(img, backup_id=bid, meta={"sha256": digest})
                 os.unlink(img)
                 mine.append(bid)
                 say(json.dumps({"op": "backup", "id": bid, "sha256": digest}))
-            elif x < 0.8:
+            elif x < 0.75:
                 bid = mine.pop(r.randrange(len(mine)))
                 repo.delete_backup(bid)
                 say(json.dumps({"op": "delete", "id": bid}))
             else:
                 res = repo.gc()
-                say(json.dumps({"op": "gc", "deleted": res.packs_deleted, "pending": res.packs_condemned_pending}))
+                say(json.dumps({"op": "gc", "deleted": res.packs_deleted, "pending": res.packs_condemned_pending, "orphans": res.orphan_packs, "live": 0}))
         except StateConflict as e:  # another GC is running: fine
             say(json.dumps({"op": "conflict", "msg": e.message}))
         except CBRError as e:

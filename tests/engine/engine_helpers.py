@@ -17,13 +17,22 @@ BS = 4096  # small blocks keep test images small while exercising many chunks
 FAST_LOCKS = LockTiming(refresh_interval=0.2, stale_after=3.0)
 
 
+_POOLS: dict[tuple[int, int], list[bytes]] = {}
+
+
+def _pool(n: int, bs: int) -> list[bytes]:
+    if (n, bs) not in _POOLS:
+        _POOLS[(n, bs)] = [random.Random(f"pool-{i}").randbytes(bs) for i in range(n)]
+    return _POOLS[(n, bs)]
+
+
 def make_image(path: Path | str, nblocks: int, seed: int, *, bs: int = BS, zero_frac: float = 0.3,
                pool: int = 0, sparse_tail: int = 0, marker: bytes | None = None, extra: int = 0) -> str:
     """A disk image of ``nblocks`` blocks: zero blocks, random blocks, text-like blocks; with ``pool``
     > 0 data blocks are drawn from a shared pool of that many blocks (cross-image dedup). The last
     ``sparse_tail`` blocks are left as a hole; ``extra`` bytes make a partial last block."""
     r = random.Random(seed)
-    pool_blocks = [random.Random(f"pool-{i}").randbytes(bs) for i in range(pool)]
+    pool_blocks = _pool(pool, bs)
     with open(path, "wb") as f:
         for i in range(nblocks - sparse_tail):
             x = r.random()
