@@ -114,7 +114,7 @@ def _forge(repo, backup_id: str, entries: list[Entry]) -> None:
     for e in entries:
         if e.type == FILE and e.size:
             data = b"x" * e.size
-            e.chunks = [(put(data), e.size)]
+            e.chunks = [(put(data), e.size, 0)]
             refs += e.chunks[0][0]
     w = CatalogWriter(put)
     for e in entries:

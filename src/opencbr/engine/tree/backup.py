@@ -36,18 +36,21 @@ from datetime import datetime, timezone
 from ...domain.errors import InvalidParameter, NotFound, StateConflict
 from ..errors import BackupCancelled
 from ..manifests import MANIFESTS_DIR, check_name
+from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
 from .chunker import DEFAULT_PARAMS, ChunkParams, FileChunker, FileData, FileUnreadable
 from .common import Names, Progress, chunkstore_of, load_index
 from .dynamic_index import FORMAT, DynamicIndex
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
-from .entry import DIR, FILE, SYMLINK, Entry, encode, path_key, record_chunks, record_header, record_path, \
+from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry, encode, path_key, record_chunks, record_header, record_path, \
     type_of_mode, with_atime
 from .results import TreeBackupResult, TreeWarning
 from .walker import TreeWalker
 
 MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
+MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)
+MAX_BUNDLES_IN_FLIGHT = 4
 
 
 class ParentCursor:
@@ -220,7 +223,8 @@ class TreeBackup:
     def _read(self, abspath: bytes, st: os.stat_result) -> FileData:
         if self.cancel.is_set():
             raise BackupCancelled(f"backup {self.backup_id} was cancelled")
-        return self._chunker().read_file(abspath, st)
+        # Hard-linked files are never bundled: every member must point at the same chunk.
+        return self._chunker().read_file(abspath, st, SMALL_FILE if st.st_nlink == 1 else 0)
 
     # -- main side ----------------------------------------------------------------------------------
     def _entry(self, item, typ: int) -> Entry:
@@ -229,13 +233,24 @@ class TreeBackup:
                   st.st_atime_ns, st.st_ino, st.st_nlink, 0, self.names.user(st.st_uid), self.names.group(st.st_gid))
         if typ == FILE:
             e.size = st.st_size
-        elif typ in (4, 5):  # devices
+            # rdev is meaningless for a regular file: it carries st_dev, so that hard-link groups are
+            # told apart by (dev, ino) when a backup spans several file systems (one_file_system=False).
+            e.rdev = st.st_dev
+        elif typ in (CHR, BLK):
             e.rdev = st.st_rdev
+        elif typ == DIR:
+            # Not recorded: listing a directory (this very backup does) changes its atime, so every
+            # directory record -- and every catalog chunk -- would differ in each backup (measured at
+            # 300k files: 843 of 977 catalog chunks re-stored by an unchanged re-backup). Restore uses
+            # the mtime. borg does not store atimes by default at all.
+            e.atime_ns = 0
         e.xattrs = _read_xattrs(item.abspath, self.warn, item.path)
         return e
 
     def _emit(self, p: _Pending) -> None:
-        """Write one entry's record to the catalog (the head of the pending queue)."""
+        """Take the head of the pending queue: finish its record, then write it to the catalog -- or
+        hold it while a bundle is open (records stay in walk order; bundled files learn their chunk
+        digest only when their bundle is cut)."""
         if p.rec is None:
             e = p.entry
             if p.fut is not None:
@@ -244,19 +259,63 @@ class TreeBackup:
                 except FileUnreadable as exc:
                     self.warn(e.path, str(exc), not exc.vanished)
                     return
-                e.chunks, e.extents, e.size = data.chunks, data.extents, data.size
+                e.extents, e.size = data.extents, data.size
                 if data.warning:
                     self.warn(e.path, data.warning, False)
+                if data.data is not None:
+                    off, cut = self.bundler.add(data.data)
+                    self._held.append((p, off, len(data.data)))
+                    if cut or len(self._held) >= MAX_HELD:
+                        self._close_bundle()
+                    return
+                e.chunks = data.chunks
             p.rec = encode(e)
-            p.digests = [d for d, _ in e.chunks]
+            p.digests = [d for d, _n, _o in e.chunks]
             p.size = e.size
+        if self._held:
+            self._held.append((p, -1, 0))
+            if len(self._held) >= MAX_HELD:
+                self._close_bundle()
+            return
+        self._write(p)
+
+    def _write(self, p: _Pending) -> None:
         if p.entry is None or p.entry.type == FILE:
             self.counts["files"] += 1
             self.total_bytes += p.size
         self.catalog.add(p.rec, p.path)
         if p.digests:
             for d in p.digests:
-                self.refs += d
+                if d != self._last_ref:  # files of one bundle are adjacent: list its digest once
+                    self.refs += d
+                    self._last_ref = d
+
+    def _close_bundle(self) -> None:
+        """Cut the open bundle: hash it here, store it (compress/encrypt) in a worker, and write the
+        held records."""
+        d = None
+        if len(self.bundler):
+            data = self.bundler.take()
+            d = self._main_codec.digest(data)
+            while len(self._puts) >= MAX_BUNDLES_IN_FLIGHT:
+                self._puts.popleft().result()
+            self._puts.append(self._pool.submit(self._put_bundle, data, d))
+            self.bundles += 1
+        for p, off, ln in self._held:
+            if off >= 0:
+                e = p.entry
+                e.chunks = [(d, ln, off)]
+                p.rec = encode(e)
+                p.digests = [d]
+                p.size = e.size
+            self._write(p)
+        self._held.clear()
+
+    def _put_bundle(self, data: bytes, digest: bytes) -> None:
+        codec = getattr(self._tls, "bundle_codec", None)
+        if codec is None:
+            codec = self._tls.bundle_codec = tree_codec(self.cs, self.level)
+        self.session.put_chunk(data, digest, codec)
 
     def _drain(self, pending: deque, block: bool) -> None:
         while pending:
@@ -288,8 +347,13 @@ class TreeBackup:
         self._scanned = [0]
         walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system)
         self.session = session = cs.session()
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
-        main_codec = tree_codec(cs, self.level)
+        self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
+        self._main_codec = main_codec = tree_codec(cs, self.level)
+        self.bundler = Bundler()
+        self._held: list[tuple[_Pending, int, int]] = []
+        self._puts: deque[Future] = deque()
+        self._last_ref = b""
+        self.bundles = 0
 
         def put_catalog(data: bytes) -> bytes:
             d = main_codec.digest(data)
@@ -306,7 +370,7 @@ class TreeBackup:
             scanner = threading.Thread(target=self._prescan, name="tree-prescan", daemon=True)
             scanner.start()
         pending: deque[_Pending] = deque()
-        links: dict[int, Future] = {}  # inode -> read of the first member of a hard-link group
+        links: dict[tuple[int, int], Future] = {}  # (dev, ino) -> read of a hard-link group's first member
         try:
             for n, item in enumerate(walker):
                 if n % 256 == 0:
@@ -321,20 +385,22 @@ class TreeBackup:
                     prec = cursor.find(path_key(item.path)) if cursor is not None else None
                     if prec is not None and _same_file(record_header(prec), st):
                         chunks = record_chunks(prec)
-                        if all(session.knows(d) for d, _ in chunks):
+                        if all(session.knows(d) for d, _n, _o in chunks):
                             self.reused_files += 1
                             self.reused_bytes += st.st_size
                             rec = with_atime(bytes(prec), st.st_atime_ns)
-                            pending.append(_Pending(item.path, None, rec=rec, digests=[d for d, _ in chunks], size=st.st_size))
+                            pending.append(_Pending(item.path, None, rec=rec, digests=[d for d, _n, _o in chunks],
+                                                     size=st.st_size))
                             self._drain(pending, block=False)
                             continue
                     e = self._entry(item, typ)
-                    if st.st_nlink > 1 and st.st_ino in links:
-                        fut = links[st.st_ino]  # same inode read once; every member gets its chunk list
+                    ident = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1 and ident in links:
+                        fut = links[ident]  # same inode read once; every member gets its chunk list
                     else:
                         fut = pool.submit(self._read, item.abspath, st)
                         if st.st_nlink > 1:
-                            links[st.st_ino] = fut
+                            links[ident] = fut
                     pending.append(_Pending(item.path, e, fut))
                 else:
                     e = self._entry(item, typ)
@@ -353,6 +419,9 @@ class TreeBackup:
                     pending.append(_Pending(item.path, e, rec=encode(e), digests=None))
                 self._drain(pending, block=False)
             self._drain(pending, block=True)
+            self._close_bundle()
+            while self._puts:
+                self._puts.popleft().result()
             self._check_cancel()
             cat = self.catalog.finish()
             for c in cat:
@@ -370,6 +439,7 @@ class TreeBackup:
                 "added_bytes": st_.added_bytes,
                 "written_bytes": st_.written_bytes,
                 "catalog_chunks": len(cat),
+                "bundles": self.bundles,
                 "catalog_entries": self.catalog.entries,
                 "catalog_bytes": self.catalog.raw_bytes,
                 "duration": round(time.monotonic() - t0, 3),

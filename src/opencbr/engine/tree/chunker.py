@@ -54,8 +54,9 @@ class FileData:
     """What reading a file gave: chunk list, sparse map (None if not sparse), bytes actually read, the
     size to record, and a warning when the file changed or could not be read completely."""
 
-    chunks: list[tuple[bytes, int]] = field(default_factory=list)
+    chunks: list[tuple[bytes, int, int]] = field(default_factory=list)
     extents: list[tuple[int, int]] | None = None
+    data: bytes | None = None  # small files: the content, to be packed into a bundle by the caller
     bytes_read: int = 0
     size: int = 0
     warning: str | None = None
@@ -181,7 +182,9 @@ class FileChunker:
                 ctypes.memmove(self._addr, self._addr + pos, valid - pos)  # uncut tail to the front (overlaps)
                 valid -= pos
 
-    def read_file(self, abspath: bytes, st: os.stat_result) -> FileData:
+    def read_file(self, abspath: bytes, st: os.stat_result, small_limit: int = 0) -> FileData:
+        """Read and store one file. A file of fewer than ``small_limit`` bytes (at ``lstat`` time and
+        still when read) is not stored: its content is returned in ``FileData.data`` for a bundle."""
         try:
             fd = open_noatime(abspath)
         except FileNotFoundError:
@@ -193,7 +196,7 @@ class FileChunker:
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 raise FileUnreadable("replaced by another file during the backup", vanished=True)
             try:
-                out = self._read(fd, fst)
+                out = self._read(fd, fst, small_limit)
             except OSError as e:
                 raise FileUnreadable(f"read error: {e.strerror or e}") from None
             end = os.fstat(fd)
@@ -206,15 +209,30 @@ class FileChunker:
     def _store(self, data, out: FileData) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise BackupCancelled("backup cancelled")
-        out.chunks.append((self.put(data), len(data)))
+        out.chunks.append((self.put(data), len(data), 0))
         out.bytes_read += len(data)
         self.on_bytes(len(data))
 
-    def _read(self, fd: int, st: os.stat_result) -> FileData:
+    def _read(self, fd: int, st: os.stat_result, small_limit: int = 0) -> FileData:
         size = st.st_size
         out = FileData(size=size)
         if size == 0:
             return out
+        if size < small_limit:
+            data = os.read(fd, small_limit)  # one more byte than allowed tells us it grew
+            if len(data) < small_limit:
+                while len(data) < size:  # (a short read of a regular file is rare; finish it)
+                    more = os.read(fd, small_limit - len(data))
+                    if not more:
+                        break
+                    data += more
+                if len(data) < small_limit:
+                    out.data, out.size, out.bytes_read = data, len(data), len(data)
+                    self.on_bytes(len(data))
+                    if len(data) != size:
+                        out.warning = "changed size while it was being read (stored as read)"
+                    return out
+            os.lseek(fd, 0, os.SEEK_SET)  # grew past the limit: store it on its own
         sparse = st.st_blocks * 512 < size
         if sparse:
             ext = data_extents(fd, size)

@@ -14,12 +14,17 @@ verbatim (patching only the access time, at a fixed offset)::
     u16 + link target     symlinks only (empty otherwise)
     [F_XATTRS]  u16 count, then per xattr: u16 + name, u32 + value
     [F_SPARSE]  u32 count, then per data extent: u64 offset, u64 length (everything else is a hole)
-    [type FILE] u32 count, then per chunk: 32-byte digest, u32 length
+    [type FILE] u32 count, then per chunk: 32-byte digest, u32 length [, u32 offset if F_SLICES]
+
+``chunks`` are ``(digest, length, offset)``: ``length`` bytes starting at ``offset`` of that chunk's
+plaintext. A file chunked on its own uses whole chunks (offset 0; the record omits offsets); a small
+file packed into a shared *bundle* chunk (see bundle.py) is one slice of it (``F_SLICES``).
 
 A regular file's content is the concatenation of its chunks, laid over its data extents (the whole
 file when it is not sparse). Members of a hard-link group (``nlink > 1``) each carry the full chunk
 list and the source inode number, so any one of them restores on its own (a sub-path restore) and a
-full restore links the later members to the first.
+full restore links the later members to the first. For regular files ``rdev`` holds the source
+``st_dev``, so groups are keyed by (device, inode) even across file systems.
 
 Paths are raw bytes (file names need not be UTF-8). The catalog is sorted in depth-first pre-order
 with siblings by name bytes; :func:`path_key` maps a path to a bytes key whose plain byte order *is*
@@ -43,6 +48,7 @@ _IFMT_TO_TYPE = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK, s
 
 F_XATTRS = 0x01
 F_SPARSE = 0x02
+F_SLICES = 0x04
 
 _LEN = struct.Struct("<I")
 HDR = struct.Struct("<BBHIIIQqqqQIQ")
@@ -50,6 +56,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _EXT = struct.Struct("<QQ")
 _CHUNK = struct.Struct(f"<{DIGEST_SIZE}sI")
+_SLICE = struct.Struct(f"<{DIGEST_SIZE}sII")
 # Byte offset of atime_ns inside a record (after the length word): type..mtime_ns, ctime_ns.
 ATIME_OFFSET = _LEN.size + struct.calcsize("<BBHIIIQqq")
 _ATIME = struct.Struct("<q")
@@ -88,7 +95,7 @@ class Entry:
     link: bytes = b""
     xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
     extents: list[tuple[int, int]] | None = None
-    chunks: list[tuple[bytes, int]] = field(default_factory=list)
+    chunks: list[tuple[bytes, int, int]] = field(default_factory=list)
 
     @property
     def type_name(self) -> str:
@@ -113,12 +120,13 @@ class Entry:
         return [(0, self.size)] if self.size else []
 
     def chunk_offsets(self):
-        """Yield ``(digest, length, file_offset)`` for every chunk, laid over the data extents."""
+        """Yield ``(digest, length, file_offset, offset_in_chunk)`` pieces: every chunk laid over the
+        data extents (a chunk of a sparse file may straddle a hole and yield several pieces)."""
         ext = self.data_extents()
         ei = 0
         e_off, e_len = ext[0] if ext else (0, 0)
         used = 0  # bytes of the current extent already covered
-        for d, ln in self.chunks:
+        for d, ln, coff in self.chunks:
             left = ln
             while left:
                 if used == e_len:
@@ -126,13 +134,14 @@ class Entry:
                     e_off, e_len = ext[ei]
                     used = 0
                 take = min(left, e_len - used)
-                yield d, take, e_off + used, ln - left  # digest, bytes, file offset, offset in chunk
+                yield d, take, e_off + used, coff + ln - left  # digest, bytes, file offset, offset in chunk
                 used += take
                 left -= take
 
 
 def encode(e: Entry) -> bytes:
-    flags = (F_XATTRS if e.xattrs else 0) | (F_SPARSE if e.extents is not None else 0)
+    sliced = any(c[2] for c in e.chunks)
+    flags = (F_XATTRS if e.xattrs else 0) | (F_SPARSE if e.extents is not None else 0) | (F_SLICES if sliced else 0)
     parts = [
         b"",  # length placeholder
         HDR.pack(e.type, flags, 0, e.mode, e.uid, e.gid, e.size, e.mtime_ns, e.ctime_ns, e.atime_ns,
@@ -151,7 +160,10 @@ def encode(e: Entry) -> bytes:
         parts += [_EXT.pack(o, n) for o, n in e.extents]
     if e.type == FILE:
         parts.append(_U32.pack(len(e.chunks)))
-        parts += [_CHUNK.pack(d, n) for d, n in e.chunks]
+        if sliced:
+            parts += [_SLICE.pack(d, n, o) for d, n, o in e.chunks]
+        else:
+            parts += [_CHUNK.pack(d, n) for d, n, _o in e.chunks]
     body_len = sum(map(len, parts))
     parts[0] = _LEN.pack(body_len + _LEN.size)
     return b"".join(parts)
@@ -196,12 +208,16 @@ def decode(rec) -> Entry:
             pos += 4
             extents = [_EXT.unpack_from(rec, pos + i * _EXT.size) for i in range(n)]
             pos += n * _EXT.size
-        chunks: list[tuple[bytes, int]] = []
+        chunks: list[tuple[bytes, int, int]] = []
         if typ == FILE:
             (n,) = _U32.unpack_from(rec, pos)
             pos += 4
-            chunks = [(bytes(d), c) for d, c in _CHUNK.iter_unpack(rec[pos:pos + n * _CHUNK.size])]
-            pos += n * _CHUNK.size
+            if flags & F_SLICES:
+                chunks = [(bytes(d), c, o) for d, c, o in _SLICE.iter_unpack(rec[pos:pos + n * _SLICE.size])]
+                pos += n * _SLICE.size
+            else:
+                chunks = [(bytes(d), c, 0) for d, c in _CHUNK.iter_unpack(rec[pos:pos + n * _CHUNK.size])]
+                pos += n * _CHUNK.size
         if pos != ln:
             raise RecordError("trailing bytes in record")
     except struct.error as e:
@@ -222,7 +238,7 @@ def record_header(rec) -> tuple:
     return HDR.unpack_from(rec, 4)
 
 
-def record_chunks(rec) -> list[tuple[bytes, int]]:
+def record_chunks(rec) -> list[tuple[bytes, int, int]]:
     """The chunk list of a FILE record (decodes the whole record; used when reusing it)."""
     return decode(rec).chunks
 

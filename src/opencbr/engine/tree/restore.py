@@ -150,7 +150,7 @@ class TreeRestore:
         if e.xattrs:
             self._set_xattrs(fd, e, rel)
         try:
-            os.utime(fd, ns=(e.atime_ns, e.mtime_ns))
+            os.utime(fd, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns))  # directories: no atime recorded
         except OSError as exc:
             self.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
 
@@ -314,7 +314,7 @@ class TreeRestore:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-restore")
         stack: list[tuple[bytes, int]] = [(b"", root_fd)]
         dirs: list[tuple[bytes, Entry]] = []
-        links: dict[int, bytes] = {}
+        links: dict[tuple[int, int], bytes] = {}
         win = _Window()
         inflight: list[_Window] = []
         open_jobs: list[_FileJob] = []
@@ -370,13 +370,13 @@ class TreeRestore:
                         self.counts["dirs"] += 1
                     elif e.type == FILE:
                         self._make_room(name, dfd, rel)
-                        if e.hardlinked and e.ino in links:
-                            os.link(links[e.ino], name, src_dir_fd=root_fd, dst_dir_fd=dfd, follow_symlinks=False)
+                        if e.hardlinked and (e.ino, e.rdev) in links:
+                            os.link(links[(e.ino, e.rdev)], name, src_dir_fd=root_fd, dst_dir_fd=dfd, follow_symlinks=False)
                             self.counts["hardlinks"] += 1
                             continue
                         fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dfd)
                         if e.hardlinked:
-                            links[e.ino] = rel
+                            links[(e.ino, e.rdev)] = rel  # (inode, device) of the source: see backup.py
                         self.counts["files"] += 1
                         if e.extents is not None:
                             os.ftruncate(fd, e.size)

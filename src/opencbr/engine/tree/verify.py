@@ -77,7 +77,7 @@ def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None
             for e in CatalogReader(cs, dix).entries():
                 if e.type != FILE:
                     continue
-                for d, _n in e.chunks:
+                for d, _n, _o in e.chunks:
                     b = bad.get(d)
                     if b is not None and len(b.paths) < 20:
                         b.paths.append(show(e.path))

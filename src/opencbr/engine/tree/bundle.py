@@ -1,0 +1,53 @@
+"""Packing small files into shared *bundle* chunks.
+
+A file smaller than ``SMALL_FILE`` is not stored as a chunk of its own: whole small files are
+concatenated (in walk order) into a bundle, and the catalog records each as a slice
+``(bundle digest, length, offset)``. Cut points are content-defined at file granularity: after at
+least ``BUNDLE_MIN`` bytes, a bundle ends after a file whose CRC-32 is 0 mod ``CUT_MODULUS`` (always by
+``BUNDLE_MAX``), so the same files in the same order -- a full re-read, the same data under a new
+resource, a moved directory -- produce the same bundles and are stored once.
+
+Why (measured on ``make_dataset.py tree``, 30k files; bench/tree.py): 27k of the 30k files are under
+64 KiB. As one chunk each they cost a put (hash, compress, encrypt, index entry) per file, one index
+entry per file in every later backup's memory (the chunk index grows with the file count, so peak RSS
+did: 150 MB at 30k files, 300 MB at 300k) and compress poorly on their own (zstd on 4 KB of text).
+Bundled: ~300 chunks instead of 27k, 8% fewer stored bytes for those files (141 MB vs 152 MB with
+per-file dedup), flat memory. The price: two identical small files at different places are stored
+twice unless they fall into identical bundles; identical files of 64 KiB and more are chunked on
+their own and deduplicated everywhere, and unchanged small files are never re-stored (an incremental
+backup copies their slice from the parent).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+SMALL_FILE = 64 << 10
+BUNDLE_MIN = 512 << 10
+BUNDLE_MAX = 2 << 20
+CUT_MODULUS = 8
+
+
+class Bundler:
+    """Accumulates small files; the caller asks ``add`` where a file landed and whether to cut."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.files = 0
+
+    def __len__(self) -> int:
+        return len(self.buf)
+
+    def add(self, data: bytes) -> tuple[int, bool]:
+        """Append one file; returns ``(offset in the bundle, cut now)``."""
+        off = len(self.buf)
+        self.buf += data
+        self.files += 1
+        n = len(self.buf)
+        return off, n >= BUNDLE_MAX or (n >= BUNDLE_MIN and zlib.crc32(data) % CUT_MODULUS == 0)
+
+    def take(self) -> bytes:
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        self.files = 0
+        return data
