@@ -153,3 +153,19 @@ def test_time_period_backups_expire_without_a_policy_5_7(ctx, tenant, setup):
     # 31 and 30 days old: expired (30 days after creation is now); 29 days old: kept
     assert statuses(ctx, by_days) == ["deleting", "deleting", "available"]
     assert statuses(ctx, by_count) == ["available"] * 3
+
+
+def test_manual_backups_made_with_a_retention_expire_then(ctx, tenant, setup):
+    """CheckpointParam.retention_duration_days ("manual backups only"): the backup's expired_at. Other
+    manual backups are kept forever (13.2.16), and no policy is needed."""
+    kept = add_backups(ctx, tenant, setup, 1, automatic=False)
+    expiring = add_backups(ctx, tenant, setup, 2, automatic=False, expired_at=NOW - timedelta(minutes=1))
+    later = add_backups(ctx, tenant, setup, 1, automatic=False, expired_at=NOW + timedelta(days=1))
+    image = add_backups(ctx, tenant, setup, 1, automatic=False, expired_at=NOW - timedelta(days=1),
+                        used_by_image=True)
+    (r,) = policies.retention_sweep(ctx, now=NOW)
+    assert statuses(ctx, kept + expiring + later + image) == ["available", "deleting", "deleting", "available",
+                                                               "available"]
+    (ret,) = tasks_of(ctx, "retention")
+    assert all("retention_duration_days" in d["reason"] for d in ret.extra_info["retention"]["deleted"])
+    assert r.policy_id is None

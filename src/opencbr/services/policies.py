@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
@@ -46,7 +46,7 @@ from opencbr.domain import policy as P
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import BackupRecord, CurrentRetention, RetentionPlan, RetentionRule, plan_retention
-from opencbr.domain.schedule import DueDecision, Run, choose_backup_mode, decide_due
+from opencbr.domain.schedule import DEFAULT_START_WINDOW_MINUTES, DueDecision, Run, choose_backup_mode, decide_due
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -71,6 +71,10 @@ REPLICATION_UNAVAILABLE = (
 def _aware(dt: datetime) -> datetime:
     """Catalog times are naive UTC; the domain wants aware ones."""
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _fmt(dt: datetime) -> str:
+    return _aware(dt).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _naive(dt: datetime) -> datetime:
@@ -413,6 +417,10 @@ def run_due_executions(ctx: ServiceContext, policy_id: str, vault_id: str, *, no
     previous_running = spec.operation_type == P.BACKUP and bool(state.resource_ids) and not idle
     decisions = decide_due(due, until, enabled=state.policy.enabled,
                            start_window_minutes=spec.start_window_minutes, previous_running=previous_running)
+    # Times missed while no scheduler ran (past their start window): each is recorded, but one task tells
+    # the user about all of them, not one task per hour of an outage.
+    window = timedelta(minutes=spec.start_window_minutes or DEFAULT_START_WINDOW_MINUTES)
+    missed = [d for d in decisions if not d.fire and d.run.scheduled_at + window < until]
     out = []
     for d in decisions:
         try:
@@ -423,7 +431,16 @@ def run_due_executions(ctx: ServiceContext, policy_id: str, vault_id: str, *, no
                             task=("replication", tasks.FAILED, "BackupService.6950"))
             else:
                 task = None if not state.policy.enabled else (spec.operation_type, tasks.SKIPPED, "BackupService.6951")
-                o = _record(ctx, state, d, now, scheduler_id, SKIP, d.reason, task=task)
+                message = d.reason
+                if missed and d in missed and task is not None:
+                    if d is not missed[-1]:
+                        task = None
+                    elif len(missed) > 1:
+                        message = (f"{len(missed)} execution times, from {_fmt(missed[0].run.scheduled_at)} to "
+                                   f"{_fmt(d.run.scheduled_at)}, passed more than {int(window.total_seconds() // 60)} "
+                                   "minutes (their start window) while the scheduler was not running; they are "
+                                   "skipped.")
+                o = _record(ctx, state, d, now, scheduler_id, SKIP, d.reason, task=task, message=message)
         except (IntegrityError, OperationalError) as e:
             # Another scheduler recorded this execution first (unique key), or the policy was deleted
             # meanwhile (foreign key): nothing to do here.
@@ -463,7 +480,8 @@ def _finished_task(s: Session, state: _BindingState, run: Run, now: datetime, op
 
 
 def _record(ctx: ServiceContext, state: _BindingState, d: DueDecision, now: datetime, scheduler_id: str,
-            decision: str, reason: str, *, task: tuple[str, str, str] | None) -> ExecutionOutcome:
+            decision: str, reason: str, *, task: tuple[str, str, str] | None,
+            message: str | None = None) -> ExecutionOutcome:
     with ctx.tx() as s:
         row = _execution_row(state, d.run, now, scheduler_id, decision, reason)
         s.add(row)
@@ -477,7 +495,7 @@ def _record(ctx: ServiceContext, state: _BindingState, d: DueDecision, now: date
                                          "destination_project_id": state.binding.destination_project_id,
                                          "destination_region": (state.policy.spec.get("operation_definition") or {})
                                          .get("destination_region", "")}}
-            task_ids.append(_finished_task(s, state, d.run, now, op, status, code, reason, extra).id)
+            task_ids.append(_finished_task(s, state, d.run, now, op, status, code, message or reason, extra).id)
     return ExecutionOutcome(state.policy.id, state.vault.id, d.run.execution_id, d.run.scheduled_at, decision, reason,
                             task_ids=task_ids)
 
@@ -591,15 +609,18 @@ def _fire_backup(ctx: ServiceContext, state: _BindingState, spec: P.PolicySpec, 
 
 
 def purge_executions(ctx: ServiceContext, days: int = EXECUTIONS_KEPT_DAYS) -> int:
-    """Execution rows older than ``days``, except the newest one of each policy and vault (it bounds the
-    next window). Returns how many were deleted."""
+    """Execution rows older than ``days``, except the newest one of each policy still applied to a vault
+    (it bounds the next window; a policy applied again starts after its new binding anyway). Returns how
+    many were deleted."""
     cutoff = ctx.now() - timedelta(days=days)
     newer = aliased(PolicyExecution)
     has_newer = (select(newer.id).where(newer.policy_id == PolicyExecution.policy_id,
                                         newer.vault_id == PolicyExecution.vault_id,
                                         newer.scheduled_at > PolicyExecution.scheduled_at).exists())
+    bound = (select(PolicyBinding.id).where(PolicyBinding.policy_id == PolicyExecution.policy_id,
+                                            PolicyBinding.vault_id == PolicyExecution.vault_id).exists())
     with ctx.tx() as s:
-        res = s.execute(delete(PolicyExecution).where(PolicyExecution.scheduled_at < cutoff, has_newer)
+        res = s.execute(delete(PolicyExecution).where(PolicyExecution.scheduled_at < cutoff, or_(has_newer, ~bound))
                         .execution_options(synchronize_session=False))
         return res.rowcount or 0
 
@@ -659,6 +680,20 @@ def _plan(s: Session, vault_id: str, resource_id: str, current: CurrentRetention
     return plan_retention([_record_of(b) for b in rows.values()], current, _aware(now)), rows
 
 
+def expired_manual(rows, now: datetime) -> list[tuple[Backup, str]]:
+    """Manual backups made with ``retention_duration_days`` (CBR v3 CheckpointParam, "manual backups
+    only"; their ``expired_at``) are deleted once that time has passed. Policy retention never touches
+    manual backups (guide 5.2); this is the user's own choice for that one backup. A backup used by an
+    image is kept (guide 5.2, 6.2)."""
+    out = []
+    for b in rows:
+        if (not b.auto_trigger and b.expired_at is not None and b.expired_at <= now and b.status == B.AVAILABLE
+                and not b.used_by_image):
+            out.append((b, f"manual backup kept until {_fmt(b.expired_at)} as asked when it was made "
+                           "(retention_duration_days); expired"))
+    return out
+
+
 def apply_retention(ctx: ServiceContext, vault_id: str, resource_id: str, *, now: datetime | None = None,
                     source: str = "sweep") -> ResourceRetention | None:
     """Apply the vault's current retention to the backups of one resource in it (guide 5.2 Retention
@@ -678,16 +713,19 @@ def apply_retention(ctx: ServiceContext, vault_id: str, resource_id: str, *, now
         name = next((b.resource_name for b in rows.values()), "")
         out = ResourceRetention(vault_id, resource_id, name, policy.id if policy else None, plan,
                                 {b.id: b.name for b in rows.values()})
+        reasons: dict[str, str] = {}
         for v in plan.to_prune:
-            b = rows[v.backup.id]
-            reason = "retention: " + "; ".join(r.text for r in v.reasons)
-            tid = backups.queue_delete_for_system(ctx, s, b, reason[:1000])
+            reasons[v.backup.id] = v.explain()
+        for b, why in expired_manual(rows.values(), now):
+            reasons[b.id] = f"delete {b.id}: {why}"
+        for bid, why in reasons.items():
+            tid = backups.queue_delete_for_system(ctx, s, rows[bid], ("retention: " + why)[:1000])
             if tid:
-                out.deleted.append((b.id, tid))
+                out.deleted.append((bid, tid))
         if out.deleted:
             rtype = next((b.resource_type for b in rows.values()), "")
             deleted = [{"backup_id": bid, "backup_name": out.names[bid], "delete_task_id": tid,
-                        "reason": plan.verdict(bid).explain()} for bid, tid in out.deleted]
+                        "reason": reasons[bid]} for bid, tid in out.deleted]
             task = tasks.new_task(
                 s, project_id=vault.project_id, operation_type="retention", now=now, vault_id=vault.id,
                 vault_name=vault.name, resource_id=resource_id, resource_name=name, resource_type=rtype,
@@ -716,11 +754,12 @@ def apply_retention_after_backup(ctx: ServiceContext, vault_id: str, resource_id
 
 def retention_sweep(ctx: ServiceContext, *, now: datetime | None = None) -> list[ResourceRetention]:
     """Guide 5.2 (Retention Rule notes: "The system automatically deletes the earliest and expired
-    backups ..."): apply retention to every resource that has automatic backups in a vault. Returns the
-    plans that pruned something."""
+    backups ..."): apply retention to every resource that has automatic backups (or manual ones with an
+    expiry) in a vault. Returns the plans that pruned something."""
     with ctx.tx() as s:
         pairs = list(s.execute(select(Backup.vault_id, Backup.resource_id).distinct().where(
-            Backup.parent_id.is_(None), Backup.auto_trigger.is_(True)).order_by(Backup.vault_id, Backup.resource_id)))
+            Backup.parent_id.is_(None), or_(Backup.auto_trigger.is_(True), Backup.expired_at.is_not(None)))
+            .order_by(Backup.vault_id, Backup.resource_id)))
     out = []
     for vault_id, resource_id in pairs:
         try:
