@@ -261,7 +261,3 @@ def principal_for_user(ctx: ServiceContext, user_id: str, project_id: str) -> Pr
         if user is None or project is None or project.account_id != user.account_id:
             raise NotFound("no such user in that project")
         return Principal(user.account_id, project.id, user.id, user.name, user.role, user.is_operator)
-
-
-def unix_time(dt: datetime) -> float:  # pragma: no cover - small helper for the CLI tables
-    return dt.replace(tzinfo=UTC).timestamp()

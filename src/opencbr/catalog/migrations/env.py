@@ -1,7 +1,6 @@
 """Alembic environment for the OpenCBR catalog (run by ``opencbr.catalog.db.upgrade``)."""
 
 from alembic import context
-from sqlalchemy import pool
 
 from opencbr.catalog.db import make_engine
 from opencbr.catalog.models import Base

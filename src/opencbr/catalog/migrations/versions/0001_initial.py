@@ -1,7 +1,7 @@
 """initial catalog: iam, resources, vaults, tasks, audit
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 14:34:22.586908
 """
 from alembic import op
