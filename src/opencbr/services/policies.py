@@ -441,11 +441,17 @@ def run_due_executions(ctx: ServiceContext, policy_id: str, vault_id: str, *, no
                                    "minutes (their start window) while the scheduler was not running; they are "
                                    "skipped.")
                 o = _record(ctx, state, d, now, scheduler_id, SKIP, d.reason, task=task, message=message)
-        except (IntegrityError, OperationalError) as e:
+        except IntegrityError:
             # Another scheduler recorded this execution first (unique key), or the policy was deleted
             # meanwhile (foreign key): nothing to do here.
-            log.debug("execution %s of policy %s on vault %s already handled: %s", d.run.execution_id, policy_id,
-                      vault_id, type(e).__name__)
+            log.debug("execution %s of policy %s on vault %s already handled", d.run.execution_id, policy_id,
+                      vault_id)
+            o = None
+        except OperationalError as e:
+            # The catalog was busy (lock timeout, deadlock victim): nothing was recorded, so the next tick
+            # sees this execution again while it is in its start window.
+            log.warning("execution %s of policy %s on vault %s not decided now (%s); retried next tick",
+                        d.run.execution_id, policy_id, vault_id, str(e).splitlines()[0])
             o = None
         if o is not None:
             out.append(o)
