@@ -53,7 +53,9 @@ def test_two_schedulers_fire_each_execution_exactly_once(ctx, tenant, clock, tmp
         while worker.run_once():
             pass
 
-    end = MONDAY + timedelta(days=5, hours=10)
+    # PostgreSQL is the point (real concurrency); SQLite serialises writers, a shorter run suffices there
+    days = 5 if ctx.settings.catalog_url.startswith("postgresql") else 2
+    end = MONDAY + timedelta(days=days, hours=10)
     try:
         while clock.now < end:
             clock.advance(hours=1)
@@ -75,7 +77,7 @@ def test_two_schedulers_fire_each_execution_exactly_once(ctx, tenant, clock, tmp
     finally:
         other.close()
 
-    days, per_day = 5, 4
+    per_day = 4
     expected = days * per_day
     with ctx.tx() as s:
         rows = list(s.scalars(select(PolicyExecution).where(PolicyExecution.policy_id == pol.id)))
