@@ -42,7 +42,8 @@ from .chunker import DEFAULT_PARAMS, ChunkParams, FileChunker, FileData, FileUnr
 from .common import Names, Progress, chunkstore_of, load_index
 from .dynamic_index import FORMAT, DynamicIndex
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
-from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry, encode, path_key, record_chunks, record_header, record_path, \
+from .memory import limit_heap_growth, trim
+from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry, encode, path_key, record_digests, record_header, record_path, \
     type_of_mode, with_atime
 from .results import TreeBackupResult, TreeWarning
 from .walker import TreeWalker
@@ -51,6 +52,7 @@ MAX_PENDING = 1024  # walked entries waiting for their file to be read (results 
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
 MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)
 MAX_BUNDLES_IN_FLIGHT = 4
+MAX_SMALL_INFLIGHT = 8 << 20  # bytes of small files read (or being read) but not yet bundled
 
 
 class ParentCursor:
@@ -109,11 +111,12 @@ def _read_xattrs(abspath: bytes, warn, rel: bytes) -> list[tuple[bytes, bytes]]:
 class _Pending:
     """A walked entry whose record is complete (``rec``) or waits for a file read (``fut``)."""
 
-    __slots__ = ("path", "entry", "fut", "rec", "digests", "size")
+    __slots__ = ("path", "entry", "fut", "rec", "digests", "size", "small")
 
     def __init__(self, path: bytes, entry: Entry | None, fut: Future | None = None, rec: bytes | None = None,
-                 digests: list[bytes] | None = None, size: int = 0):
+                 digests: list[bytes] | None = None, size: int = 0, small: int = 0):
         self.path = path
+        self.small = small  # bytes counted in TreeBackup._small_inflight until emitted
         self.entry = entry
         self.fut = fut
         self.rec = rec
@@ -166,6 +169,7 @@ class TreeBackup:
         return self.reused_bytes + sum(self._worker_bytes.values())
 
     def _report(self, force: bool = False) -> None:
+        trim()
         if self.progress is None:
             return
         now = time.monotonic()
@@ -251,6 +255,7 @@ class TreeBackup:
         """Take the head of the pending queue: finish its record, then write it to the catalog -- or
         hold it while a bundle is open (records stay in walk order; bundled files learn their chunk
         digest only when their bundle is cut)."""
+        self._small_inflight -= p.small
         if p.rec is None:
             e = p.entry
             if p.fut is not None:
@@ -317,8 +322,10 @@ class TreeBackup:
             codec = self._tls.bundle_codec = tree_codec(self.cs, self.level)
         self.session.put_chunk(data, digest, codec)
 
-    def _drain(self, pending: deque, block: bool) -> None:
+    def _drain(self, pending: deque, block: bool, until_small: int | None = None) -> None:
         while pending:
+            if until_small is not None and self._small_inflight <= until_small:
+                return
             head = pending[0]
             if head.fut is not None and not head.fut.done():
                 if not block and len(pending) < MAX_PENDING:
@@ -354,6 +361,7 @@ class TreeBackup:
         self._puts: deque[Future] = deque()
         self._last_ref = b""
         self.bundles = 0
+        self._small_inflight = 0
 
         def put_catalog(data: bytes) -> bytes:
             d = main_codec.digest(data)
@@ -370,6 +378,7 @@ class TreeBackup:
             scanner = threading.Thread(target=self._prescan, name="tree-prescan", daemon=True)
             scanner.start()
         pending: deque[_Pending] = deque()
+        known = b""  # last chunk digest found in the repository (reuse path)
         links: dict[tuple[int, int], Future] = {}  # (dev, ino) -> read of a hard-link group's first member
         try:
             for n, item in enumerate(walker):
@@ -384,13 +393,14 @@ class TreeBackup:
                 if typ == FILE:
                     prec = cursor.find(path_key(item.path)) if cursor is not None else None
                     if prec is not None and _same_file(record_header(prec), st):
-                        chunks = record_chunks(prec)
-                        if all(session.knows(d) for d, _n, _o in chunks):
+                        digests = record_digests(prec)
+                        if all(d == known or session.knows(d) for d in digests):
+                            if digests:
+                                known = digests[-1]  # files of a bundle share it: check it once
                             self.reused_files += 1
                             self.reused_bytes += st.st_size
-                            rec = with_atime(bytes(prec), st.st_atime_ns)
-                            pending.append(_Pending(item.path, None, rec=rec, digests=[d for d, _n, _o in chunks],
-                                                     size=st.st_size))
+                            rec = with_atime(prec, st.st_atime_ns)
+                            pending.append(_Pending(item.path, None, rec=rec, digests=digests, size=st.st_size))
                             self._drain(pending, block=False)
                             continue
                     e = self._entry(item, typ)
@@ -398,10 +408,15 @@ class TreeBackup:
                     if st.st_nlink > 1 and ident in links:
                         fut = links[ident]  # same inode read once; every member gets its chunk list
                     else:
+                        if st.st_size < SMALL_FILE:
+                            # Small files come back as data (for a bundle): bound what is read ahead.
+                            self._small_inflight += st.st_size
+                            if self._small_inflight > MAX_SMALL_INFLIGHT:
+                                self._drain(pending, block=True, until_small=MAX_SMALL_INFLIGHT // 2)
                         fut = pool.submit(self._read, item.abspath, st)
                         if st.st_nlink > 1:
                             links[ident] = fut
-                    pending.append(_Pending(item.path, e, fut))
+                    pending.append(_Pending(item.path, e, fut, small=st.st_size if st.st_size < SMALL_FILE else 0))
                 else:
                     e = self._entry(item, typ)
                     if typ == SYMLINK:
@@ -523,6 +538,7 @@ def backup_tree(
     """
     cs = chunkstore_of(repo_or_chunkstore)
     check_name(backup_id)
+    limit_heap_growth()
     if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
         raise StateConflict(f"backup {backup_id} already exists in the repository")
     try:

@@ -8,7 +8,7 @@ symlink -- restored or pre-existing -- is ever followed, and nothing can land ou
 Symlinks themselves are restored verbatim (an absolute or ``..`` target is the user's data).
 
 Pipeline: the calling thread streams the catalog (in order) and creates directories, symlinks, special
-files, hard links and empty regular files; file contents are gathered into *windows* (~64 MiB or 256
+files, hard links and empty regular files; file contents are gathered into *windows* (~64 MiB or 1024
 files); a window's chunks are looked up in the chunk index, grouped by pack and coalesced into range
 reads (the backup wrote packs in walk order, so a window maps to a few sequential spans), and fetched,
 verified and written (``pwrite``) by ``workers`` threads. At most two windows are in flight, so memory
@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import resource
 import stat
 import threading
 import time
@@ -36,11 +37,12 @@ from ..errors import RestoreCancelled
 from ..packs import pack_key
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
+from .memory import limit_heap_growth, trim
 from .entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
 from .results import TreeRestoreResult, TreeWarning
 
 WINDOW_BYTES = 64 << 20
-WINDOW_FILES = 256
+WINDOW_FILES = 1024  # open files per window (two windows in flight); lowered to fit RLIMIT_NOFILE
 MAX_SPAN = 8 << 20
 MAX_GAP = 256 << 10
 MAX_WARNINGS = 1000
@@ -121,6 +123,7 @@ class TreeRestore:
         return c
 
     def _report(self, force: bool = False) -> None:
+        trim()
         if self.progress is None:
             return
         now = time.monotonic()
@@ -300,6 +303,11 @@ class TreeRestore:
 
     def run(self) -> TreeRestoreResult:
         t0 = time.monotonic()
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (OSError, ValueError):
+            soft = 1024
+        self.window_files = max(16, min(WINDOW_FILES, (soft if soft > 0 else 1024) // 4))
         cs = self.cs
         dix = load_index(cs, self.backup_id)
         reader = CatalogReader(cs, dix)
@@ -391,7 +399,7 @@ class TreeRestore:
                             win.want.setdefault(d, []).append((job, file_off, chunk_off, take))
                         win.jobs.append(job)
                         win.nbytes += e.size
-                        if win.nbytes >= WINDOW_BYTES or len(win.jobs) >= WINDOW_FILES:
+                        if win.nbytes >= WINDOW_BYTES or len(win.jobs) >= self.window_files:
                             self._submit(win)
                             inflight.append(win)
                             win = _Window()
@@ -535,6 +543,7 @@ def restore_tree(
     """
     cs = chunkstore_of(repo_or_chunkstore)
     sub = parse_path(subpath)
+    limit_heap_growth()
     return TreeRestore(
         cs, backup_id, os.fspath(target_dir), sub, progress=progress, cancel=cancel, allow_nonempty=allow_nonempty,
         owners=(os.geteuid() == 0) if owners is None else owners, workers=max(1, workers), sync=sync,

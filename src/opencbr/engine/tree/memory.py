@@ -1,0 +1,65 @@
+"""Giving freed memory back to the system during long operations.
+
+Backups and restores allocate and free many 0.1-8 MiB buffers (file data, chunk records, bundles,
+8 MiB packs) from several threads. glibc serves them from per-thread arenas and keeps freed pages
+there; its mmap threshold adapts upwards after the first large free (up to 32 MiB), after which even
+8 MiB packs come from the arenas, so the resident size grew to about twice the live data (measured on
+the 30k-file benchmark: 187 MB peak RSS for ~85 MB live Python allocations).
+
+Two remedies, both process-wide and harmless for other code (glibc only; no-ops elsewhere):
+
+- :func:`limit_heap_growth` fixes ``M_MMAP_THRESHOLD`` at 4 MiB (which also stops the adaptation),
+  so packs and CDC buffers are mapped and unmapped, i.e. returned at once (187 -> 147 MB peak RSS on the
+  30k-file backup; each 8 MiB pack then costs fresh page faults, ~0.3 s of system time per GB);
+- :func:`trim` calls ``malloc_trim(0)`` a few times a second, returning the free pages inside every
+  arena (``MADV_DONTNEED``) for well under 1 ms per call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+
+_trim = None
+_last = 0.0
+_tuned = False
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 << 20
+
+
+def limit_heap_growth() -> None:
+    """Serve allocations of 4 MiB and more by mmap (returned to the system on free). Once per process."""
+    global _tuned
+    if _tuned:
+        return
+    _tuned = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
+
+
+def _load():
+    global _trim
+    if _trim is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _trim = libc.malloc_trim
+            _trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _trim = False
+    return _trim
+
+
+def trim(min_interval: float = 0.25) -> None:
+    """Release free heap pages to the OS (at most every ``min_interval`` seconds)."""
+    global _last
+    now = time.monotonic()
+    if now - _last < min_interval:
+        return
+    _last = now
+    f = _load()
+    if f:
+        f(0)
