@@ -359,7 +359,7 @@ class PolicyExecution(Base):
     execution_id: Mapped[str] = mapped_column(String(32))  # the scheduled UTC instant, 20240806T020000Z
     scheduled_at: Mapped[datetime] = mapped_column(DateTime)
     fired_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    decision: Mapped[str] = mapped_column(String(8))  # fire | skip
+    decision: Mapped[str] = mapped_column(String(8))  # fire | skip | fail
     reason: Mapped[str] = mapped_column(Text, default="")
     checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
     scheduler_id: Mapped[str] = mapped_column(String(64), default="")

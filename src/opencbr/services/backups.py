@@ -23,6 +23,7 @@ from opencbr.catalog.models import Backup, Checkpoint, Resource, Task, Vault, Va
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
+from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, FixedIndex, OperationCancelled, Repository
 from opencbr.engine.crypto import ZERO_DIGEST
 from opencbr.providers import local
@@ -298,11 +299,22 @@ def _ensure_capacity(vault: Vault) -> None:
     B.check_capacity_allows_backup(vault.used_bytes, vault.size_gb)
 
 
+def _expiry(created: datetime, retention_days: int | None, retention_rule: str) -> datetime | None:
+    """When a backup expires: a manual backup's ``retention_duration_days``, or an automatic backup's
+    time-period rule (guide 5.2); None for quantity rules and permanent ones."""
+    from datetime import UTC, timedelta
+
+    if retention_days:
+        return created + timedelta(days=retention_days)
+    if retention_rule:
+        end = RetentionRule.decode(retention_rule).expires_at(created.replace(tzinfo=UTC))
+        return end.replace(tzinfo=None) if end else None
+    return None
+
+
 def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Resource, name: str, description: str,
                 full: bool, auto_trigger: bool, policy_id: str, retention_rule: str, retention_days: int | None,
                 now: datetime, extra_info: dict) -> Backup:
-    from datetime import timedelta
-
     def previous(resource_id: str) -> Backup | None:
         return s.scalar(select(Backup).where(Backup.vault_id == vault.id, Backup.resource_id == resource_id,
                                              Backup.status == B.AVAILABLE).order_by(Backup.created_at.desc()).limit(1))
@@ -313,7 +325,7 @@ def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Res
                resource_az=res.availability_zone, status=B.PROTECTING, auto_trigger=auto_trigger, policy_id=policy_id,
                retention_rule=retention_rule, full_requested=full, encrypted=vault.encrypted,
                incremental=not full and previous(res.id) is not None, created_at=now, updated_at=now,
-               expired_at=now + timedelta(days=retention_days) if retention_days else None)
+               expired_at=_expiry(now, retention_days, retention_rule))
     s.add(b)
     s.flush()
     if res.type == R.SERVER:
@@ -491,6 +503,10 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             if v.auto_expand and used > v.size_gb * GB:
                 v.size_gb = min(-(-used * 5 // (4 * GB)), 10_485_760)
         _settle_checkpoint(s, b.checkpoint_id, now)
+    # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
+    from opencbr.services import policies  # policies build on backups
+
+    policies.apply_retention_after_backup(ctx, b.vault_id, b.resource_id)
     run.set_extra(backup={"backup_id": b.id, "backup_name": b.name, "incremental": b.incremental,
                           "logical_bytes": sum(r.disk_size for r in results.values()),
                           "added_bytes": sum(r.added_bytes for r in results.values()),
