@@ -10,19 +10,10 @@ import pytest
 
 from opencbr.cli.client import ClientError
 from tests.support.clients import api, new_tenant
+from tests.support.clients import wait_task as wait
 from tests.support.disks import MiB, make_image, sha256
 
 BILLING = {"object_type": "disk", "size": 50, "consistent_level": "crash_consistent", "protect_type": "backup"}
-
-
-def wait(client, task_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
-        if log["status"] in ("success", "failed"):
-            return log
-        time.sleep(0.1)
-    raise AssertionError("task did not finish")
 
 
 def backed_up(server, tmp_path, name, size=4 * MiB, seed=1):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import boto3
 import pytest
 
 from tests.s3server import start_moto_server
-from tests.support.clients import api
+from tests.support.clients import api, task_ok
 from tests.support.disks import MARKER, MiB, make_image, mutate, sha256
 from tests.support.server import ServerProcess
 
@@ -27,17 +25,6 @@ def s3_server(tmp_path_factory):
     stop()
 
 
-def wait(client, task_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
-        if log["status"] in ("success", "failed"):
-            assert log["status"] == "success", log["error_info"]
-            return log
-        time.sleep(0.2)
-    raise AssertionError("task did not finish")
-
-
 def test_s3_roundtrip(s3_server, tmp_path):
     c = api(s3_server)
     img = make_image(tmp_path / "s3.img", 6 * MiB, seed=81)
@@ -48,13 +35,13 @@ def test_s3_roundtrip(s3_server, tmp_path):
     for i in range(2):
         cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
         b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-        wait(c, b["task_id"])
+        task_ok(c, b["task_id"])
         hashes.append(sha256(img))
         ids.append(b["id"])
         mutate(img, seed=90 + i)
     for bid, h in zip(ids, hashes, strict=True):
         tid = c.post(f"/backups/{bid}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
-        wait(c, tid)
+        task_ok(c, tid)
         assert sha256(img) == h
     # the data is in the bucket (not on local disk), and none of it is plaintext
     s3 = boto3.client("s3", endpoint_url=s3_server.s3_url, region_name="us-east-1", aws_access_key_id="test",
@@ -65,7 +52,7 @@ def test_s3_roundtrip(s3_server, tmp_path):
     for k in keys:
         assert MARKER not in s3.get_object(Bucket="opencbr-test", Key=k)["Body"].read(), k
     # deleting the vault removes its data from the bucket
-    wait(c, c.delete(f"/vaults/{v['id']}")["operation_log_id"])
+    task_ok(c, c.delete(f"/vaults/{v['id']}")["operation_log_id"])
     left = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="opencbr-test",
                                                                              Prefix=f"prod/vaults/{v['id']}/")
             for o in page.get("Contents", [])]

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import sqlalchemy as sa
 
 from opencbr.catalog.db import make_engine
-from tests.support.clients import api, cli
+from tests.support.clients import api, cli, task_ok
 from tests.support.disks import MiB, make_image, sha256
 
 BILLING = {"object_type": "server", "size": 30, "consistent_level": "crash_consistent", "protect_type": "backup"}
-
-
-def wait(client, task_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
-        if log["status"] in ("success", "failed"):
-            assert log["status"] == "success", log["error_info"]
-            return log
-        time.sleep(0.1)
-    raise AssertionError("task did not finish")
 
 
 def test_rebuild_after_catalog_loss(server, tmp_path):
@@ -37,7 +24,7 @@ def test_rebuild_after_catalog_loss(server, tmp_path):
                                      "resources": [{"id": srv["id"], "type": "OS::Nova::Server"}]}})["vault"]
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"name": "before-loss"}}})
     b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    wait(c, b["task_id"])
+    task_ok(c, b["task_id"])
     hashes = (sha256(sys_img), sha256(data_img))
     before = c.get(f"/backups/{b['id']}")["backup"]
 
@@ -68,5 +55,5 @@ def test_rebuild_after_catalog_loss(server, tmp_path):
     for p in (sys_img, data_img):
         with open(p, "r+b") as f:
             f.write(b"\xff" * MiB)
-    wait(c, c.post(f"/backups/{b['id']}/restore", {"restore": {"server_id": srv["id"]}})["operation_log_id"])
+    task_ok(c, c.post(f"/backups/{b['id']}/restore", {"restore": {"server_id": srv["id"]}})["operation_log_id"])
     assert (sha256(sys_img), sha256(data_img)) == hashes

@@ -54,3 +54,23 @@ def new_tenant(server: ServerProcess, name: str) -> Creds:
     """A new account (with its project and admin credentials), created by the operator over the API."""
     out = api(server).post("/iam/accounts", {"name": name})
     return Creds(out["credential"]["access_key"], out["credential"]["secret_key"], out["project"]["id"])
+
+
+def wait_task(client: ApiClient, task_id: str, timeout: float = 120, *, require_success: bool = False) -> dict:
+    """Poll an operation log until it finishes; returns it (asserting success when asked)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
+        if log["status"] in ("success", "failed", "skipped", "timeout"):
+            if require_success:
+                assert log["status"] == "success", log["error_info"]
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish in {timeout} s")
+
+
+def task_ok(client: ApiClient, task_id: str, timeout: float = 120) -> dict:
+    """Wait for a task and assert it succeeded."""
+    return wait_task(client, task_id, timeout, require_success=True)
