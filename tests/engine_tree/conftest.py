@@ -142,7 +142,7 @@ def snapshot(root: Path, *, atime: bool = False) -> dict[bytes, dict]:
             }
             if not stat.S_ISLNK(st.st_mode):
                 d["mtime_ns"] = st.st_mtime_ns
-                if atime and not stat.S_ISDIR(st.st_mode):  # listing a directory updates its atime
+                if atime and not stat.S_ISDIR(st.st_mode):  # (directory and symlink atimes are not kept)
                     d["atime_ns"] = st.st_atime_ns
             else:
                 d["target"] = os.readlink(p)

@@ -166,7 +166,7 @@ class TreeBackup:
             self.warnings_dropped += 1
 
     def _done_bytes(self) -> int:
-        return self.reused_bytes + sum(self._worker_bytes.values())
+        return self.reused_bytes + sum(list(self._worker_bytes.values()))  # list(): one atomic copy
 
     def _report(self, force: bool = False) -> None:
         trim()
@@ -242,11 +242,11 @@ class TreeBackup:
             e.rdev = st.st_dev
         elif typ in (CHR, BLK):
             e.rdev = st.st_rdev
-        elif typ == DIR:
-            # Not recorded: listing a directory (this very backup does) changes its atime, so every
-            # directory record -- and every catalog chunk -- would differ in each backup (measured at
-            # 300k files: 843 of 977 catalog chunks re-stored by an unchanged re-backup). Restore uses
-            # the mtime. borg does not store atimes by default at all.
+        elif typ in (DIR, SYMLINK):
+            # Not recorded: listing a directory or reading a symlink (this very backup does both)
+            # changes its atime, so those records -- and the catalog chunks holding them -- would differ
+            # in every backup (measured at 300k files: 843 of 977 catalog chunks re-stored by an
+            # unchanged re-backup). Restore uses the mtime. borg stores no atimes by default at all.
             e.atime_ns = 0
         e.xattrs = _read_xattrs(item.abspath, self.warn, item.path)
         return e
@@ -501,9 +501,10 @@ class TreeBackup:
 
 
 def default_workers() -> int:
-    # Reads of small files wait on the disk, hashing/compressing big ones uses a core: a few threads
-    # per core keep both busy (measured on the 2-core bench machine, see bench/tree.py).
-    return max(3, min(8, 2 * (os.cpu_count() or 2)))
+    # Reads of small files wait on the disk, compressing big ones uses a core: one thread more than
+    # cores keeps both busy; more threads only added GIL hand-offs on the 2-core bench machine
+    # (2-3 workers were fastest there, 4 and 8 slower; see bench/tree.py).
+    return max(3, min(8, (os.cpu_count() or 2) + 1))
 
 
 def backup_tree(

@@ -97,6 +97,7 @@ class TreeRestore:
         self.cut = len(subpath.rsplit(b"/", 1)[0]) + 1 if b"/" in subpath else 0
         self.progress = progress
         self.cancel = cancel or threading.Event()
+        self._stop = threading.Event()  # ours: stops the span workers on cancel *or* error
         self.allow_nonempty = allow_nonempty
         self.owners = owners
         self.workers = workers
@@ -208,7 +209,7 @@ class TreeRestore:
 
     def _fetch_span(self, win: _Window, pack_id: str, start: int, end: int, items) -> None:
         try:
-            if self.cancel.is_set():
+            if self.cancel.is_set() or self._stop.is_set():
                 return
             codec = self._codec()
             try:
@@ -434,7 +435,7 @@ class TreeRestore:
             if self.sync:
                 _syncfs(root_fd)
         except BaseException:
-            self.cancel.set()  # stops the span workers early
+            self._stop.set()  # stops the span workers early
             self._pool.shutdown(wait=True, cancel_futures=True)
             for w in inflight + [win]:
                 for job in w.jobs:
@@ -497,7 +498,7 @@ class TreeRestore:
         if e.xattrs:
             self._set_xattrs(f"/proc/self/fd/{dfd}/".encode() + name, e, rel, follow=False)
         try:
-            os.utime(name, ns=(e.atime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+            os.utime(name, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
         except OSError as exc:
             self.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
 
