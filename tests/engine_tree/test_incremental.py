@@ -50,6 +50,13 @@ def test_changed_files_are_read_even_with_the_same_mtime(enc_repo, tmp_path):
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
     (src / "new-file.txt").write_text("new\n")
     os.unlink(src / "many" / "f001.txt")
+    # metadata-only changes of directories and symlinks (their records are reused when unchanged)
+    os.setxattr(src / "docs", "user.dirattr", b"changed on the directory")
+    os.chmod(src / "deep" / "a", 0o711)
+    os.unlink(src / "rel-link")
+    os.symlink("bin/random.bin", src / "rel-link")
+    for d in (src, src / "deep", src / "docs"):
+        os.utime(d, ns=(1_650_000_000_000_000_000, 1_650_000_000_000_000_000))
     res = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
     assert res.reused_files == res.files - 2  # text.md and new-file.txt were read
     assert 0 < res.bytes_read < 200_000

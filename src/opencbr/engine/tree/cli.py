@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from . import ChunkParams, backup_tree, list_backup, restore_tree, verify_tree
-    from ..diskfs import restore_disk_path
 
     store = open_store(a.store)
     key = _master_key(a)
@@ -94,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             elif a.cmd == "ls":
                 out = {"entries": [e.to_dict() for e in list_backup(repo, a.id, a.path)]}
             elif a.cmd == "get":
+                from ..diskfs import restore_disk_path  # (imports the Dissect parsers: ~0.1 s cold)
+
                 out = restore_disk_path(repo, a.id, a.path, a.target).to_dict()
             elif a.cmd == "verify":
                 rep = verify_tree(repo, a.id, progress=prog)

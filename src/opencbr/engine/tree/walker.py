@@ -15,7 +15,9 @@ be listed is reported (and makes the backup partial), an entry that vanished bet
 from __future__ import annotations
 
 import os
+import queue
 import stat
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -81,3 +83,75 @@ class TreeWalker:
                     self.warn(rel, "mount point of another file system: recorded, not entered", False)
                     continue
                 stack.append(iter(self._children(ap, rel)))
+
+
+class TreeScanner:
+    """Walks the tree ahead of the backup in a few threads, in no particular order, only to ``lstat``
+    everything: the kernel's inode and directory caches are then warm when the (single-threaded,
+    ordered) :class:`TreeWalker` gets there, and ``total`` gives the progress bar its denominator.
+
+    On a cold cache the ordered walk waits for one inode-table read after another; several scanning
+    threads keep several such reads in flight (measured on the 30k-file tree after dropping caches:
+    the unchanged re-backup went from 0.64 s to ... s, see bench/tree.py). The threads spend their time
+    in system calls, which release the GIL.
+    """
+
+    def __init__(self, root: bytes, *, one_file_system: bool = True, threads: int = 4):
+        self.root = root
+        self.one_file_system = one_file_system
+        self.total = 0  # bytes of regular files seen so far
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, name=f"tree-scan-{i}", daemon=True) for i in range(threads)]
+
+    def start(self) -> "TreeScanner":
+        try:
+            self._dev = os.lstat(self.root).st_dev
+        except OSError:
+            self.done.set()
+            return self
+        self._busy = 1
+        self._q.put(self.root)
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for _ in self._threads:
+            self._q.put(None)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            d = self._q.get()
+            if d is None:
+                return
+            subtotal = 0
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        if self._stop.is_set():
+                            break
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if stat.S_ISREG(st.st_mode):
+                            subtotal += st.st_size
+                        elif stat.S_ISDIR(st.st_mode) and (not self.one_file_system or st.st_dev == self._dev):
+                            with self._lock:
+                                self._busy += 1
+                            self._q.put(e.path)
+            except OSError:
+                pass
+            with self._lock:
+                self.total += subtotal
+                self._busy -= 1
+                finished = self._busy == 0
+            if finished:
+                self.done.set()
+                self.stop()
+                return
