@@ -57,6 +57,13 @@ def sh(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, shell=isinstance(cmd, str), **kw)
 
 
+def settle(seconds: float = 10.0) -> None:
+    """After writing GBs (dataset, mutation) let the device finish its writeback before timing
+    anything, so the first tool measured does not pay for it."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def drop_caches() -> None:
     os.sync()
     try:
@@ -142,6 +149,7 @@ def main() -> None:
     img = data / "disk.img"
     sh([PY, str(SHARED_BENCH / "make_dataset.py"), "disk", str(img), "--size", a.size, "--seed", "1"])
     size = img.stat().st_size
+    settle()
 
     for t in tools:  # init (untimed)
         if t.name == "opencbr-enc":
@@ -174,6 +182,7 @@ def main() -> None:
     for t in tools:
         backup(t, "full")
     sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate", str(img), "--percent", "5", "--seed", "2"])
+    settle()
     print("== incremental backups after the mutation", flush=True)
     for t in tools:
         backup(t, "incr")

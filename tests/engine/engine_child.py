@@ -3,8 +3,9 @@
     backup STORE_URL PREFIX IMAGE BACKUP_ID     prints "progress <done> <total>" lines, then "done"
     gc STORE_URL PREFIX [DELAY]                 GC over a store that sleeps DELAY s per write/delete
                                                 (so a SIGKILL lands in the middle), prints "gc-start"
-    worker STORE_URL PREFIX WORKDIR SEED N      N random operations (see test_concurrency.py), one JSON
-                                                line per finished operation on stdout
+    worker STORE_URL PREFIX WORKDIR SEED N DEADLINE   up to N random operations until time.time() >=
+                                                DEADLINE (see test_concurrency.py), one JSON line per
+                                                finished operation on stdout
 """
 
 from __future__ import annotations
@@ -61,18 +62,20 @@ def main() -> None:
         res = repo.gc()
         say("gc-done", json.dumps(res.to_dict()))
     elif cmd == "worker":
-        run_worker(repo, Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+        run_worker(repo, Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]))
 
 
 POOL = 400  # blocks shared by all images: chunks are reused across backups, yet few backups hold each
 
 
-def run_worker(repo: Repository, workdir: Path, seed: int, n: int) -> None:
+def run_worker(repo: Repository, workdir: Path, seed: int, n: int, deadline: float = float("inf")) -> None:
     """Random backups (images drawn from a shared block pool, so chunks are shared across backups and
     with deleted backups), deletes of this worker's own backups, and GCs."""
     r = random.Random(seed)
     mine: list[str] = []
     for i in range(n):
+        if time.time() >= deadline:
+            break
         x = r.random()
         try:
             if x < 0.5 or not mine:

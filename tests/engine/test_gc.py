@@ -9,7 +9,6 @@ import pytest
 
 from engine_helpers import BS, assert_clean, make_image, new_repo, sha256_file
 from opencbr.domain.errors import StateConflict
-from opencbr.engine.crypto import ZERO_DIGEST
 
 
 def _chunks(n: int, seed: int) -> list[bytes]:
@@ -122,4 +121,28 @@ def test_gc_repacks_partly_dead_packs_and_usage_drops_exactly(local_store, tmp_p
     repo.restore_disk("b", str(out))
     assert sha256_file(out) == h_b
     assert_clean(repo)
-    assert repo.manifest("b").refs.count(ZERO_DIGEST) == 0 or True
+
+
+def test_two_condemned_copies_of_a_needed_chunk_keep_one(local_store):
+    """Regression (found by the randomized S3 run): two pending condemned lists each hold a copy of a
+    chunk that a finished backup needs; sweeping both in one GC must keep one copy."""
+    repo = new_repo(local_store, pack_size=16 << 10)
+    cs = repo.chunks
+    data = _chunks(3, 7)
+    s1 = cs.session()
+    ds = [s1.put_chunk(c).digest for c in data]
+    s1.commit("x", {"type": "test"}, refs=b"".join(ds))
+    old = cs.session()  # knows x's copies; keeps every condemnation pending while it runs
+    repo.delete_backup("x")
+    assert repo.gc().packs_condemned_pending > 0  # list A: x's pack
+    s2 = cs.session()  # saw list A, so it stores second copies
+    assert all(s2.put_chunk(c).new for c in data)
+    s2.commit("y", {"type": "test"}, refs=b"".join(ds))
+    repo.delete_backup("y")
+    assert repo.gc().packs_condemned_pending > 1  # list B: y's pack
+    assert all(not old.put_chunk(c).new for c in data)  # old reuses x's copies ...
+    old.commit("z", {"type": "test"}, refs=b"".join(ds))  # ... and finishes
+    repo.gc()  # sweeps A and B: one copy of each chunk must survive
+    for d, c in zip(ds, data):
+        assert repo.chunks.get_chunk(d) == c
+    assert_clean(repo)

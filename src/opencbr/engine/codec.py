@@ -79,9 +79,8 @@ class ChunkCodec:
         if self._aes is not None:
             if len(body) < NONCE_SIZE + 16:
                 raise DataCorruption(f"chunk {digest.hex()}: truncated record")
-            try:
-                body = self._aes.decrypt(bytes(body[:NONCE_SIZE]), bytes(body[NONCE_SIZE:]),
-                                         _FLAG_BYTES[flags] + digest)
+            try:  # memoryviews straight into the Rust AEAD: no copies of the ciphertext
+                body = self._aes.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], _FLAG_BYTES[flags] + digest)
             except InvalidTag:
                 raise DataCorruption(f"chunk {digest.hex()}: authentication failed") from None
         if flags & FLAG_ZSTD:

@@ -26,6 +26,8 @@ from .errors import RestoreCancelled
 from .fixed_index import FixedIndex
 
 Progress = Callable[[int, int], None]
+# 0 = off: an fdatasync every 64-256 MiB during the restore measured no faster than one fsync at the end
+WRITEBACK_STEP = int(os.environ.get("OPENCBR_RESTORE_WRITEBACK", 0))
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = None
@@ -241,7 +243,33 @@ def _restore_into(cs, index: FixedIndex, backup_id, target_path, fd, is_blk, pro
             frac = written[0] / total_blocks if total_blocks else 1.0
             progress(size // 4 + int(frac * (size - size // 4)) - 1, size)
 
-    fetch_chunks(cs, list(want_pos), sink, on_error, workers=workers, cancel=cancel, on_span_done=span_done)
+    # Write back while we decode: a flusher thread fdatasyncs every WRITEBACK_STEP bytes, so the final
+    # fsync waits only for the tail instead of the whole restored disk (measured in bench/README.md).
+    flush_stop = threading.Event()
+    flush_kick = threading.Event()
+
+    def flusher() -> None:
+        while not flush_stop.is_set():
+            if flush_kick.wait(0.5):
+                flush_kick.clear()
+                os.fdatasync(fd)
+
+    flush_thread = threading.Thread(target=flusher, name="restore-writeback", daemon=True)
+    flush_thread.start()
+    step = [WRITEBACK_STEP]
+
+    def sink_and_kick(d: bytes, data: bytes) -> None:
+        sink(d, data)
+        if written[1] >= step[0]:
+            step[0] = written[1] + WRITEBACK_STEP
+            flush_kick.set()
+
+    try:
+        fetch_chunks(cs, list(want_pos), sink_and_kick if WRITEBACK_STEP else sink, on_error, workers=workers,
+                     cancel=cancel, on_span_done=span_done)
+    finally:
+        flush_stop.set()
+        flush_thread.join()
     if cancel.is_set():
         raise RestoreCancelled(f"restore of {backup_id} was cancelled")
     if errors:

@@ -184,16 +184,20 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     deleted: set[str] = set()
     for gen, packs in sorted(gens.items()):
         if _all_seen(live, gen):
-            deleted |= _sweep(cs, set(packs) - deleted, idx, present, refs, result)
+            gone = _sweep(cs, set(packs) - deleted, idx, present, refs, result)
+            deleted |= gone
+            for p in gone:  # a copy deleted here is no "other copy" for the next list's sweep
+                present.pop(p, None)
             swept_gens.append(gen)
     still_pending = {p for g, ps in gens.items() if g not in swept_gens for p in ps}
     report(2, 6)
     # 4. plan
     canonical: dict[bytes, tuple[str, int]] = {}
     for d in refs:
-        loc = idx.lookup(d)
-        if loc is not None and loc.pack_id in present and loc.pack_id not in deleted:
-            canonical[d] = (loc.pack_id, loc.offset)
+        for loc in idx.locations(d):  # preferred copy first; skip copies that no longer exist
+            if loc.pack_id in present and loc.pack_id not in deleted:
+                canonical[d] = (loc.pack_id, loc.offset)
+                break
     condemn: set[str] = set()
     repack: list[str] = []
     small: list[str] = []
