@@ -57,6 +57,7 @@ class ChunkParams:
 
 DEFAULT_PARAMS = ChunkParams()
 READ_SIZE = 4 << 20
+PREFETCH = 8 << 20
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -137,11 +138,28 @@ class _ExtentSource:
 
 
 class _FdSource:
+    """Sequential reads with the next ``PREFETCH`` bytes always requested ahead (``WILLNEED`` starts
+    asynchronous readahead), so the disk works while this thread hashes and compresses."""
+
     def __init__(self, fd: int):
         self.fd = fd
+        self.pos = 0
+        self.hinted = 0
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:
+            pass
 
     def readinto(self, mv: memoryview) -> int:
-        return os.readv(self.fd, [mv])
+        if self.pos + PREFETCH > self.hinted:
+            try:
+                os.posix_fadvise(self.fd, self.hinted, self.pos + 2 * PREFETCH - self.hinted, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            self.hinted = self.pos + 2 * PREFETCH
+        n = os.readv(self.fd, [mv])
+        self.pos += n
+        return n
 
 
 Put = Callable[[object], bytes]  # data -> digest (stores the chunk unless the repository has it)

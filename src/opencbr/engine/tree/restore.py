@@ -51,6 +51,26 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 _libc = None
 
 
+_SYNC_FILE_RANGE_WRITE = 2
+_sfr = None
+
+
+def _start_writeback(fd: int) -> None:
+    """Start writing a finished file's dirty pages now (``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
+    asynchronous), so the final ``syncfs`` barrier waits for the tail only instead of for the whole
+    restore (measured on the 30k-file tree: the barrier alone cost 1.7 s of a 6.8 s restore)."""
+    global _sfr
+    if _sfr is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _sfr = libc.sync_file_range
+            _sfr.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+        except (OSError, AttributeError):
+            _sfr = False
+    if _sfr:
+        _sfr(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
 def _syncfs(fd: int) -> None:
     """Flush the file system holding ``fd`` (one barrier instead of an fsync per file)."""
     global _libc
@@ -161,6 +181,8 @@ class TreeRestore:
     def _finish_job(self, job: _FileJob) -> None:
         try:
             if job.failed is None:
+                if self.sync:
+                    _start_writeback(job.fd)
                 self._finish_fd(job.fd, job.entry, job.rel)
         finally:
             os.close(job.fd)
