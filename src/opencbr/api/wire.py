@@ -440,3 +440,14 @@ def checkpoint_resp(cp, vault, backups, bound_resources: dict | None = None) -> 
         "extra_info": {"name": cp.name, "description": cp.description,
                        "retention_duration": cp.retention_duration_days if cp.retention_duration_days else -1},
     }
+
+
+class CreateFileSystemFromBackup(Wire):
+    name: str
+    path: str
+    availability_zone: str | None = None
+
+
+class RestoreFiles(Wire):
+    paths: list[str]
+    destination_path: str

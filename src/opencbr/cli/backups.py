@@ -206,3 +206,54 @@ def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | No
     else:
         details(disk, [("id", "Disk ID"), ("name", "Name"), ("status", "Status"), ("path", "Path"),
                        ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])
+
+
+@backup_app.command("ls")
+@handle_errors
+def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory inside the backup."),
+              as_json: bool = JSON_OPTION):
+    """List files inside a backup without restoring it (file-system backups, and disk backups holding
+    ext or FAT file systems)."""
+    entries = client().get(f"/backups/{backup_id}/files", path=path)["entries"]
+    if as_json:
+        print_json(entries)
+        return
+    import stat as st
+    from datetime import datetime
+
+    rows = [{**e, "perm": st.filemode(e["mode"]), "size_h": human(e["size"]) if e["type"] == "file" else "",
+             "when": datetime.fromtimestamp(e["mtime"]).strftime("%Y-%m-%d %H:%M"),
+             "shown": e["name"] + ("/" if e["type"] == "dir" else "") +
+             (f" -> {e['link_target']}" if e.get("link_target") else "")} for e in entries]
+    table(rows, [("perm", "Mode"), ("size_h", "Size"), ("when", "Modified"), ("shown", "Name")], title=path)
+
+
+@backup_app.command("restore-files")
+@handle_errors
+def backup_restore_files(backup_id: str, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
+                         to: str = typer.Option(..., "--to", help="Directory to restore into (on the service's "
+                                                                  "machine)."),
+                         wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
+    """Restore single files or directories of a backup into a directory, leaving the resource alone."""
+    c = client()
+    task_id = c.post(f"/backups/{backup_id}/restore-files",
+                     {"paths": list(paths), "destination_path": os.path.abspath(to)})["operation_log_id"]
+    if wait:
+        raise_if_failed(wait_for(c, [task_id], quiet=as_json))
+    print_json({"backup_id": backup_id, "task_id": task_id, "destination_path": os.path.abspath(to)}) if as_json \
+        else typer.echo(f"restore of {len(paths)} path(s) {'finished' if wait else 'started'} (task {task_id})")
+
+
+def create_file_system_from_backup(backup_id: str, name: str, path: str, az: str | None, wait: bool,
+                                   as_json: bool) -> None:
+    c = client()
+    out = c.post(f"/backups/{backup_id}/create-file-system", {"name": name, "path": os.path.abspath(path),
+                                                               "availability_zone": az})
+    if wait:
+        raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
+    fs = c.get(f"/inventory/file-systems/{out['file_system_id']}")["resource"]
+    if as_json:
+        print_json({**fs, "task_id": out["operation_log_id"]})
+    else:
+        details(fs, [("id", "File system ID"), ("name", "Name"), ("status", "Status"), ("path", "Path"),
+                     ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])

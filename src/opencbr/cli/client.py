@@ -128,9 +128,9 @@ class ApiClient:
         return resp.json()
 
     @contextmanager
-    def stream(self, path: str, **params: Any) -> Iterator[httpx.Response]:
+    def stream(self, route: str, /, **params: Any) -> Iterator[httpx.Response]:
         """A signed GET whose body is read as a stream (downloads)."""
-        url, headers, _ = self._prepare("GET", path, params, None)
+        url, headers, _ = self._prepare("GET", route, params, None)
         try:
             with self.http.stream("GET", url, headers=headers) as resp:
                 if resp.status_code >= 400:
@@ -140,11 +140,12 @@ class ApiClient:
         except httpx.HTTPError as e:
             raise ClientError(f"cannot reach {self.cfg.endpoint}: {e}") from None
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
+    # The route is positional-only so that a query parameter may be called ``path``.
+    def get(self, route: str, /, **params: Any) -> Any:
+        return self.request("GET", route, params=params)
 
-    def post(self, path: str, body: Any = None, **params: Any) -> Any:
-        return self.request("POST", path, params=params, body=body if body is not None else {})
+    def post(self, route: str, body: Any = None, /, **params: Any) -> Any:
+        return self.request("POST", route, params=params, body=body if body is not None else {})
 
     def put(self, path: str, body: Any) -> Any:
         return self.request("PUT", path, body=body)

@@ -162,6 +162,18 @@ def fs_register(name: str = typer.Option(..., "--name"), path: str = typer.Optio
     _show(client().post("/inventory/file-systems", body)["file_system"], as_json)
 
 
+@fs_app.command("create-from-backup")
+@handle_errors
+def fs_create_from_backup(backup_id: str, name: str = typer.Option(..., "--name"),
+                          path: str = typer.Option(..., "--path", help="The new directory."),
+                          az: str = typer.Option(None, "--az"), wait: bool = typer.Option(False, "--wait"),
+                          as_json: bool = JSON_OPTION):
+    """Create a new file system from a file-system backup (guide 6.5)."""
+    from opencbr.cli.backups import create_file_system_from_backup
+
+    create_file_system_from_backup(backup_id, name, path, az, wait, as_json)
+
+
 @fs_app.command("list")
 @handle_errors
 def fs_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):

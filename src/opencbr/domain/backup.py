@@ -135,3 +135,23 @@ def check_mapping_targets(targets: Sequence[str]) -> None:
     """Guide 13.2.6: one target disk corresponds to one source disk."""
     if len(set(targets)) != len(targets):
         raise InvalidParameter("two backed-up disks cannot be restored to one target disk", code="BackupService.6418")
+
+
+def check_file_system_restore_target(source_id: str, target_id: object) -> None:
+    """Guide 1.6: an SFS Turbo backup cannot be used to restore data to the original file system; it
+    restores into a new (empty) one (6.5)."""
+    if not target_id or not isinstance(target_id, str):
+        raise InvalidParameter("give resource_id: a new, empty file system to restore the backup into (guide 6.5)",
+                               code="BackupService.6429")
+    if target_id == source_id:
+        raise InvalidParameter("a file-system backup cannot be restored to the original file system; create a new "
+                               "file system from it (guide 1.6)", code="BackupService.6429")
+
+
+def check_new_file_system(status: str, empty: bool) -> None:
+    """Guide 6.5: the backup's data goes into a new file system: an available, empty one."""
+    if status != "available":
+        raise StateConflict(f"the target file system is {status}; it must be available", code="BackupService.6438")
+    if not empty:
+        raise StateConflict("the target file system is not empty; restore into a new, empty one",
+                            code="BackupService.6439")

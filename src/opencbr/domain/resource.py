@@ -30,7 +30,7 @@ PROVIDER_ID = {
 # Statuses of the local provider's resources.
 DISK_STATUSES = ("available", "in-use", "restoring", "error")
 SERVER_STATUSES = ("running", "stopped", "faulty")
-FS_STATUSES = ("available", "error")
+FS_STATUSES = ("available", "restoring", "error")
 
 #: Statuses in which a resource may be associated with a vault and backed up (guide 2.3 table 2-1,
 #: 2.4.1, 2.4.2 and 1.6 "Only file systems in the Available state can be backed up").

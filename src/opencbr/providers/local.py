@@ -102,6 +102,14 @@ def tree_size(root: str) -> int:
     return total
 
 
+def directory_is_empty(path: str) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
 def disk_present(path: str) -> bool:
     try:
         st = os.stat(path)

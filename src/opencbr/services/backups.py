@@ -437,7 +437,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         for part in parts:
             disk = s.get(Resource, part.resource_id)
             if disk is None:
-                raise CBRError(f"disk {part.resource_name} no longer exists", code="BackupService.6423")
+                raise CBRError(f"{part.resource_name} is no longer in the inventory", code="BackupService.6423")
             paths[part.id] = disk.path
         previous = {part.id: s.scalar(select(Backup.id).where(
             Backup.vault_id == b.vault_id, Backup.resource_id == part.resource_id, Backup.status == B.AVAILABLE,
@@ -450,10 +450,50 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             running = host is not None and host.status == "running"
         for obj in {id(o): o for o in (*parts, b, vault)}.values():
             s.expunge(obj)
-    if b.resource_type == R.FILE_SYSTEM:
-        raise CBRError("file-system backups are not available in this version", code="BackupService.6424")
-    progress = TaskProgress(run)
     repo = repository(ctx, vault)
+    progress = TaskProgress(run)
+    if b.resource_type == R.FILE_SYSTEM:
+        outcome = _backup_tree(repo, b, vault, paths[b.id], previous[b.id], progress)
+    else:
+        outcome = _backup_disks(repo, b, vault, parts, paths, previous, running, progress)
+    if outcome is None:  # cancelled: nothing is left of it
+        if progress.lease_lost:
+            raise tasks.LeaseLost(run.task_id)
+        _discard_cancelled(ctx, b)
+        _queue_gc(ctx, b.project_id, vault)
+        raise tasks.TaskCancelled(run.task_id)
+    _publish(ctx, b, vault, repo.usage(), outcome)
+    # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
+    from opencbr.services import policies  # policies build on backups
+
+    policies.apply_retention_after_backup(ctx, b.vault_id, b.resource_id)
+    run.set_extra(backup={"backup_id": b.id, "backup_name": b.name, "incremental": b.incremental,
+                          "logical_bytes": outcome.logical_bytes, "added_bytes": outcome.added_bytes,
+                          "consistency": outcome.consistency["method"], "partial": outcome.partial,
+                          "warnings": outcome.warnings[:50]})
+
+
+@dataclass
+class BackupOutcome:
+    """What a finished backup made: per engine backup (a disk, or a tree) its sizes and details."""
+
+    consistency: dict
+    parts: dict[str, tuple[int, int, dict]]  # backup id -> (logical bytes, added bytes, details)
+    partial: bool = False
+    warnings: list[dict] = field(default_factory=list)
+
+    @property
+    def logical_bytes(self) -> int:
+        return sum(p[0] for p in self.parts.values())
+
+    @property
+    def added_bytes(self) -> int:
+        return sum(p[1] for p in self.parts.values())
+
+
+def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup], paths: dict, previous: dict,
+                  running: bool, progress: TaskProgress) -> BackupOutcome | None:
+    """All disks of a server (or one disk) from one point in time (see ``local.point_in_time_views``)."""
     views = local.point_in_time_views([paths[part.id] for part in parts], server_running=running)
     consistency = views.describe()
     results = {}
@@ -468,49 +508,60 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                                                 parent_backup_id=previous[part.id], full=part.full_requested,
                                                 progress=span, cancel=progress.cancel)
             done += size
-    except BackupCancelled:
-        for part_id in results:  # published disks of a cancelled server backup: withdraw them too
+    except BaseException as e:
+        for part_id in results:  # published disks of an unfinished server backup: withdraw them too
             repo.delete_backup(part_id)
-        if progress.lease_lost:
-            raise tasks.LeaseLost(run.task_id) from None
-        _discard_cancelled(ctx, b)
-        _queue_gc(ctx, b.project_id, vault)
-        raise tasks.TaskCancelled(run.task_id) from None
-    except Exception:
-        for part_id in results:
-            repo.delete_backup(part_id)
+        if isinstance(e, BackupCancelled):
+            return None
         raise
     finally:
         views.close()
-    used = repo.usage()
+    return BackupOutcome(consistency, {pid: (r.disk_size, r.added_bytes, {"consistency": consistency,
+                                                                          "stats": r.to_dict()})
+                                       for pid, r in results.items()})
+
+
+def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: str, previous: str | None,
+                 progress: TaskProgress) -> BackupOutcome | None:
+    """A file system (guide 2.4.3): the tree as it is while it is read; unchanged files are not read
+    again. Unreadable files make the backup partial, never failed (the warnings say which)."""
+    from opencbr.engine.tree import backup_tree
+
+    consistency = {"method": "live-tree",
+                   "note": "files were read while the file system was in use (guide 2.4.3 advises quiet times)"}
+    meta = _manifest_meta(b, vault, None, consistency)
+    try:
+        r = backup_tree(repo, root, backup_id=b.id, meta=meta, parent_backup_id=previous, full=b.full_requested,
+                        progress=progress, cancel=progress.cancel)
+    except BackupCancelled:
+        return None
+    warnings = [w.to_dict() for w in r.warnings]
+    stats = {k: v for k, v in r.to_dict().items() if k != "warnings"}
+    return BackupOutcome(consistency, {b.id: (r.total_bytes, r.added_bytes, {
+        "consistency": consistency, "stats": stats, "partial": r.partial, "warnings": warnings[:200]})},
+        partial=r.partial, warnings=warnings)
+
+
+def _publish(ctx: ServiceContext, b: Backup, vault: Vault, used: int, outcome: BackupOutcome) -> None:
+    """Make the backup available (its data and manifest are in the store already) and account for it."""
     now = ctx.now()
     with ctx.tx() as s:
-        for part in parts:
-            row = s.get(Backup, part.id)
-            r = results[part.id]
+        for pid, (logical, added, details) in outcome.parts.items():
+            row = s.get(Backup, pid)
             row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
-            row.logical_bytes, row.added_bytes = r.disk_size, r.added_bytes
-            row.details = {**(row.details or {}), "consistency": consistency, "stats": r.to_dict()}
-        if b.resource_type == R.SERVER:
+            row.logical_bytes, row.added_bytes = logical, added
+            row.details = {**(row.details or {}), **details}
+        if b.id not in outcome.parts:  # a server backup: its disks are the parts
             row = s.get(Backup, b.id)
             row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
-            row.logical_bytes = sum(results[p.id].disk_size for p in parts)
-            row.added_bytes = sum(results[p.id].added_bytes for p in parts)
-            row.details = {**(row.details or {}), "consistency": consistency}
+            row.logical_bytes, row.added_bytes = outcome.logical_bytes, outcome.added_bytes
+            row.details = {**(row.details or {}), "consistency": outcome.consistency}
         v = s.get(Vault, vault.id)
         if v is not None:
             v.used_bytes = used
             if v.auto_expand and used > v.size_gb * GB:
                 v.size_gb = min(-(-used * 5 // (4 * GB)), 10_485_760)
         _settle_checkpoint(s, b.checkpoint_id, now)
-    # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
-    from opencbr.services import policies  # policies build on backups
-
-    policies.apply_retention_after_backup(ctx, b.vault_id, b.resource_id)
-    run.set_extra(backup={"backup_id": b.id, "backup_name": b.name, "incremental": b.incremental,
-                          "logical_bytes": sum(r.disk_size for r in results.values()),
-                          "added_bytes": sum(r.added_bytes for r in results.values()),
-                          "consistency": consistency["method"]})
 
 
 def _settle_checkpoint(s: Session, checkpoint_id: str, now: datetime) -> None:
@@ -726,8 +777,12 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
                 raise InvalidParameter("power_on must be true or false")
             plan = _server_plan(s, p, b, server, body.get("mappings"))
         else:
-            raise InvalidParameter("a file-system backup cannot be restored to the original file system; create a "
-                                   "new file system from it (guide 1.6)", code="BackupService.6429")
+            target_id = body.get("resource_id")
+            B.check_file_system_restore_target(b.resource_id, target_id)
+            target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
+            B.check_new_file_system(res_svc.live_status(s, target), local.directory_is_empty(target.path))
+            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
+            server_id, power_on = None, False
         b.status, b.updated_at = B.RESTORING, now
         task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
                               vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
@@ -787,7 +842,12 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     try:
         for i, step in enumerate(plan):
             span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
-            repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
+            if step.get("tree"):
+                from opencbr.engine.tree import restore_tree
+
+                restore_tree(repo, step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
+            else:
+                repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
     except OperationCancelled:
         _restore_done(ctx, backup_id, None)
         raise tasks.TaskCancelled(run.task_id) from None
@@ -910,13 +970,19 @@ def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         b = s.get(Backup, run.params["backup_id"])
         if b is None:
             raise NotFound("the backup no longer exists")
-        parts = [(x.id, x.resource_name, x.disk_role) for x in data_backups(s, b)]
+        parts = [(x.id, x.resource_name, x.disk_role, x.resource_type) for x in data_backups(s, b)]
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
     reports = []
-    for i, (pid, pname, role) in enumerate(parts):
-        rep = repo.verify(pid, TaskProgress(run, lo=int(99 * i / len(parts)), hi=int(99 * (i + 1) / len(parts))))
+    for i, (pid, pname, role, rtype) in enumerate(parts):
+        span = TaskProgress(run, lo=int(99 * i / len(parts)), hi=int(99 * (i + 1) / len(parts)))
+        if rtype == R.FILE_SYSTEM:
+            from opencbr.engine.tree import verify_tree
+
+            rep = verify_tree(repo, pid, span)
+        else:
+            rep = repo.verify(pid, span)
         reports.append({"backup_id": pid, "disk": pname, "role": role, "ok": rep.ok,
                         "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
                         "damaged": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.damaged][:100],

@@ -13,7 +13,7 @@ from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes.common import page, parse_time
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups
+from opencbr.services import audit, backups, files
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -175,3 +175,28 @@ def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depen
 
     p.require_operator()
     return {"vault_ids": recovery.stored_vault_ids(ctx)}
+
+
+@router.post("/backups/{backup_id}/create-file-system", status_code=202)
+def create_file_system(backup_id: str, body: wire.CreateFileSystemFromBackup, p: Principal = Depends(principal),
+                       ctx: ServiceContext = Depends(get_ctx)):
+    """Guide 6.5: a new file system (a directory on the service's machine) from a file-system backup."""
+    task_id, fs_id = files.create_file_system_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
+                                                          az=body.availability_zone)
+    return {"operation_log_id": task_id, "file_system_id": fs_id}
+
+
+@router.get("/backups/{backup_id}/files")
+def list_files(backup_id: str, path: str = "/", p: Principal = Depends(principal),
+               ctx: ServiceContext = Depends(get_ctx)):
+    """Extension: browse a backup's files (13.2.15 says CBR cannot show backup data)."""
+    return {"path": path, "entries": files.list_files(ctx, p, backup_id, path)}
+
+
+@router.post("/backups/{backup_id}/restore-files", status_code=202)
+def restore_files(backup_id: str, body: wire.RestoreFiles, p: Principal = Depends(principal),
+                  ctx: ServiceContext = Depends(get_ctx)):
+    """Extension: restore single files or directories of a file-system or disk backup to a directory."""
+    with audit.trace(ctx, p, "restoreBackup", wire.dump(body), resource_id=backup_id):
+        task_id = files.restore_files(ctx, p, backup_id, body.paths, body.destination_path)
+    return {"operation_log_id": task_id}

@@ -1,0 +1,219 @@
+"""File-level work on backups (guide 6.5 and beyond 13.2.15): create a new file system from a
+file-system backup, browse any backup's files, and restore single files or directories — from
+file-system backups and from disk backups whose image holds ext or FAT file systems."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from sqlalchemy import select
+
+from opencbr.catalog.models import Backup, Resource, Vault
+from opencbr.domain import backup as B
+from opencbr.domain import resource as R
+from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
+from opencbr.engine import OperationCancelled
+from opencbr.providers import local
+from opencbr.services import tasks
+from opencbr.services.backups import TaskProgress, get_backup, repository
+from opencbr.services.context import ServiceContext
+from opencbr.services.principal import Principal
+
+
+def _usable_backup(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
+    b = get_backup(s, p.project_id, backup_id)
+    vault = s.get(Vault, b.vault_id)
+    B.check_restorable(b.status, vault.status, "backup")
+    return b, vault
+
+
+def _new_directory(ctx: ServiceContext, path: object, *, may_exist_empty: bool = True) -> str:
+    """A directory the service will create and fill: absolute, inside the allowed roots, not yet used."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise InvalidParameter("path must be an absolute directory path", code="BackupService.6501")
+    real = os.path.realpath(path)
+    local.check_allowed(real, ctx.settings.resource_roots)
+    if os.path.lexists(real):
+        if not (may_exist_empty and os.path.isdir(real) and not os.listdir(real)):
+            raise StateConflict(f"{path} already exists and is not an empty directory", code="BackupService.6502")
+    elif not os.path.isdir(os.path.dirname(real)):
+        raise InvalidParameter(f"the parent directory of {path} does not exist", code="BackupService.6503")
+    return real
+
+
+# ------------------------------------------------------------------------------------ new file system
+def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
+                                   az: str | None = None) -> tuple[str, str]:
+    """Guide 6.5: a new file system (directory ``path``) with the backup's data, registered as a
+    resource; it is ``restoring`` until the data is in, then ``available``. Returns (task id, fs id)."""
+    p.require_write()
+    R.check_resource_name(name)
+    real = _new_directory(ctx, path)
+    now = ctx.now()
+    with ctx.tx() as s:
+        b, vault = _usable_backup(s, p, backup_id)
+        if b.resource_type != R.FILE_SYSTEM:
+            raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
+        if s.scalar(select(Resource.id).where(Resource.path == real)):
+            raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
+        zone = az or b.resource_az or ctx.settings.availability_zones[0]
+        if zone not in ctx.settings.availability_zones:
+            raise InvalidParameter(f"availability zone {zone!r} does not exist")
+        fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
+                      region=ctx.settings.region, availability_zone=zone, status="restoring",
+                      description=f"created from backup {b.name} ({b.id})")
+        s.add(fs)
+        s.flush()
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
+                              vault_name=vault.name, resource_id=fs.id, resource_name=name,
+                              resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
+                              request_id=p.request_id, params={"backup_id": b.id, "fs_id": fs.id},
+                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                      "target_resource_id": fs.id, "target_resource_name": name}})
+        return task.id, fs.id
+
+
+@tasks.handler("create_fs")
+def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    from opencbr.engine.tree import restore_tree
+
+    backup_id, fs_id = run.params["backup_id"], run.params["fs_id"]
+    with ctx.tx() as s:
+        b, fs = s.get(Backup, backup_id), s.get(Resource, fs_id)
+        if b is None or fs is None:
+            raise CBRError("the backup or the new file system no longer exists", code="BackupService.6505")
+        vault = s.get(Vault, b.vault_id)
+        s.expunge(vault)
+        target = fs.path
+    created = not os.path.exists(target)
+    progress = TaskProgress(run)
+    try:
+        result = restore_tree(repository(ctx, vault, create=False), backup_id, target, progress=progress,
+                              cancel=progress.cancel)
+    except BaseException as e:
+        with ctx.tx() as s:
+            row = s.get(Resource, fs_id)
+            if row is not None:
+                s.delete(row)
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        if isinstance(e, OperationCancelled):
+            raise tasks.TaskCancelled(run.task_id) from None
+        raise
+    with ctx.tx() as s:
+        row = s.get(Resource, fs_id)
+        row.status, row.size_bytes = "available", local.tree_size(target)
+    run.set_extra(restore_result={"files": result.files, "dirs": result.dirs, "bytes_written": result.bytes_written,
+                                  "warnings": [w.to_dict() for w in result.warnings][:50]})
+
+
+@tasks.on_abandon("create_fs")
+def abandon_create_fs(s, task) -> None:
+    fs = s.get(Resource, (task.params or {}).get("fs_id"))
+    if fs is not None and fs.status == "restoring":
+        fs.status = "error"
+
+
+# ------------------------------------------------------------------------------------ browse
+def _browsable(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
+    b, vault = _usable_backup(s, p, backup_id)
+    if b.resource_type == R.SERVER:
+        raise InvalidParameter("a server backup holds one backup per disk: browse one of its children",
+                               code="BackupService.6506")
+    s.expunge(vault)
+    return b, vault
+
+
+def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/") -> list[dict]:
+    """The entries of a directory inside a backup, without restoring it (beyond guide 13.2.15). File-system
+    backups list their tree; disk backups list their partitions, then the files of ext and FAT ones."""
+    from opencbr.engine.tree import list_backup
+
+    if not isinstance(path, str) or "\x00" in path:
+        raise InvalidParameter("path must be a string")
+    with ctx.tx() as s:
+        b, vault = _browsable(s, p, backup_id)
+    entries = list_backup(repository(ctx, vault, create=False), b.id, path or "/")
+    return [e.to_dict() for e in entries]
+
+
+# ------------------------------------------------------------------------------------ single files
+def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str) -> str:
+    """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``),
+    leaving the original resource alone. Refuses to overwrite what is there."""
+    p.require_write()
+    if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
+        raise InvalidParameter("paths must be a non-empty list of paths inside the backup", code="BackupService.6507")
+    if not isinstance(destination, str) or not os.path.isabs(destination):
+        raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
+    dest = os.path.realpath(destination)
+    local.check_allowed(dest, ctx.settings.resource_roots)
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise StateConflict(f"{destination} exists and is not a directory", code="BackupService.6502")
+    if not os.path.lexists(dest) and not os.path.isdir(os.path.dirname(dest)):
+        raise InvalidParameter(f"the parent directory of {destination} does not exist", code="BackupService.6503")
+    names = [os.path.basename(x.rstrip("/")) or "root" for x in paths]
+    clashes = [n for n in names if os.path.lexists(os.path.join(dest, n))]
+    if clashes:
+        raise StateConflict(f"{os.path.join(destination, clashes[0])} already exists; choose another destination",
+                            code="BackupService.6508")
+    now = ctx.now()
+    with ctx.tx() as s:
+        b, vault = _browsable(s, p, backup_id)
+    _check_paths_exist(repository(ctx, vault, create=False), b, paths)
+    with ctx.tx() as s:
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="restore_files", now=now,
+                              vault_id=vault.id, vault_name=vault.name, resource_id=b.resource_id,
+                              resource_name=b.resource_name, resource_type=b.resource_type,
+                              provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
+                              params={"backup_id": b.id, "paths": paths, "destination": dest},
+                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name, "paths": paths,
+                                                      "destination_path": dest}})
+        return task.id
+
+
+def _check_paths_exist(repo, b: Backup, paths: list[str]) -> None:
+    """A path that is not in the backup is the caller's mistake: say so now (404), not in a failed task."""
+    if b.resource_type == R.FILE_SYSTEM:
+        from opencbr.engine.tree import stat_path
+
+        for path in paths:
+            stat_path(repo, b.id, path)
+    else:
+        from opencbr.engine.diskfs import DiskBrowser
+
+        browser = DiskBrowser(repo, b.id)
+        for path in paths:
+            browser.lookup(path)
+
+
+@tasks.handler("restore_files")
+def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    from opencbr.engine.diskfs import restore_disk_path
+    from opencbr.engine.tree import restore_tree
+
+    with ctx.tx() as s:
+        b = s.get(Backup, run.params["backup_id"])
+        if b is None:
+            raise CBRError("the backup no longer exists", code="BackupService.6110")
+        vault = s.get(Vault, b.vault_id)
+        s.expunge(vault)
+        rtype = b.resource_type
+    repo = repository(ctx, vault, create=False)
+    dest = run.params["destination"]
+    os.makedirs(dest, exist_ok=True)
+    progress = TaskProgress(run)
+    written = 0
+    try:
+        for i, path in enumerate(run.params["paths"]):
+            span = progress.span(int(99 * i / len(run.params["paths"])), int(99 * (i + 1) / len(run.params["paths"])))
+            if rtype == R.FILE_SYSTEM:
+                r = restore_tree(repo, b.id, dest, subpath=path, allow_nonempty=True, progress=span,
+                                 cancel=progress.cancel)
+            else:
+                r = restore_disk_path(repo, b.id, path, dest)
+            written += getattr(r, "bytes_written", 0)
+    except OperationCancelled:
+        raise tasks.TaskCancelled(run.task_id) from None
+    run.set_extra(restore_result={"bytes_written": written, "destination_path": dest})

@@ -1,0 +1,150 @@
+"""File-system (SFS Turbo) backups end to end: the official SDK backs up a directory tree into a turbo
+vault and restores it into a new file system; the CLI creates a file system from a backup, browses
+backups and restores single files; the guide's refusals are clear 4xx errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+from huaweicloudsdkcbr.v1 import (
+    BackupRestore,
+    BackupRestoreReq,
+    BillingCreate,
+    CheckpointParam,
+    CreateCheckpointRequest,
+    CreateVaultRequest,
+    ResourceCreate,
+    RestoreBackupRequest,
+    ShowBackupRequest,
+    VaultBackup,
+    VaultBackupReq,
+    VaultCreate,
+    VaultCreateReq,
+)
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+from opencbr.cli.client import ClientError
+from tests.support.clients import api, cli, sdk, task_ok
+from tests.support.trees import build_tree, snapshot
+
+
+def wait_available(c, backup_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        b = c.show_backup(ShowBackupRequest(backup_id=backup_id)).backup
+        if b.status in ("available", "error"):
+            assert b.status == "available"
+            return b
+        time.sleep(0.2)
+    raise AssertionError("backup did not finish")
+
+
+def checkpoint(c, client, vault_id, **params):
+    cp = c.create_checkpoint(CreateCheckpointRequest(body=VaultBackupReq(checkpoint=VaultBackup(
+        vault_id=vault_id, parameters=CheckpointParam(**params) if params else None)))).checkpoint
+    return client.get("/backups", checkpoint_id=cp.id)["backups"][0]["id"]
+
+
+def test_sfs_turbo_backup_and_new_file_system(server, tmp_path):
+    c, client, sfx = sdk(server), api(server), server.backend
+    src = build_tree(tmp_path / "share", seed=7)
+    before = snapshot(src)
+    fs = client.post("/inventory/file-systems", {"name": f"share-{sfx}", "path": src})["file_system"]
+    billing = BillingCreate(consistent_level="crash_consistent", object_type="turbo", protect_type="backup", size=10)
+    vault = c.create_vault(CreateVaultRequest(body=VaultCreateReq(vault=VaultCreate(
+        name=f"turbo-{sfx}", billing=billing, resources=[ResourceCreate(id=fs["id"], type="OS::Sfs::Turbo")])))).vault
+    assert vault.billing.spec_code == "vault.backup.turbo.normal"
+    b1 = wait_available(c, checkpoint(c, client, vault.id))
+    assert b1.resource_type == "OS::Sfs::Turbo" and b1.name.startswith("manualbk_")
+    raw = client.get(f"/backups/{b1.id}")["backup"]
+    assert raw["logical_bytes"] > 3 * 1024 * 1024 and raw["added_bytes"] > 0
+
+    # a new, empty file system receives the backup (guide 6.5) through the SDK's restore_backup
+    new_dir = tmp_path / "restored"
+    new_dir.mkdir()
+    new_fs = client.post("/inventory/file-systems", {"name": f"restored-{sfx}", "path": str(new_dir)})["file_system"]
+    c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+        restore=BackupRestore(resource_id=new_fs["id"]))))
+    task = client.get("/operation-logs", operation_type="restore", vault_id=vault.id)["operation_logs"][0]
+    task_ok(client, task["id"])
+    assert snapshot(new_dir) == before
+
+    # restoring over the original file system is refused (guide 1.6)
+    with pytest.raises(ClientRequestException) as e:
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(resource_id=fs["id"]))))
+    assert e.value.status_code == 400 and "original file system" in e.value.error_msg
+    # ... and so is a target that is not empty
+    with pytest.raises(ClientRequestException) as e:
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(resource_id=new_fs["id"]))))
+    assert e.value.status_code == 409 and "not empty" in e.value.error_msg
+
+    # an incremental backup after a change stores little, and restores the new state
+    with open(os.path.join(src, "docs", "f-new.txt"), "w") as f:
+        f.write("a new file\n")
+    os.unlink(os.path.join(src, "dangling"))
+    b2 = wait_available(c, checkpoint(c, client, vault.id, name="second"))
+    raw2 = client.get(f"/backups/{b2.id}")["backup"]
+    assert raw2["incremental"] is True and raw2["added_bytes"] < raw["added_bytes"] / 10
+    after = snapshot(src)
+
+    out = cli(server, "fs", "create-from-backup", b2.id, "--name", f"cli-fs-{sfx}", "--path",
+              str(tmp_path / "via-cli"), "--wait", "--json")
+    assert out.code == 0, out.err
+    made = out.json()
+    assert made["status"] == "available" and made["type"] == "OS::Sfs::Turbo" and made["id"]
+    assert snapshot(tmp_path / "via-cli") == after
+    # the first backup is still the old state (every backup is a virtual full)
+    out = cli(server, "fs", "create-from-backup", b1.id, "--name", f"cli-fs1-{sfx}", "--path",
+              str(tmp_path / "via-cli-1"), "--wait", "--json")
+    assert out.code == 0, out.err
+    assert snapshot(tmp_path / "via-cli-1") == before
+
+
+def test_browse_and_single_file_restore(server, tmp_path):
+    client, sfx = api(server), server.backend
+    src = build_tree(tmp_path / "tree", seed=9)
+    fs = client.post("/inventory/file-systems", {"name": f"browse-{sfx}", "path": src})["file_system"]
+    v = client.post("/vaults", {"vault": {"name": f"browse-{sfx}", "billing": {
+        "object_type": "turbo", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+        "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
+    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = client.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    task_ok(client, b["task_id"])
+
+    top = cli(server, "backup", "ls", b["id"], "--json")
+    assert top.code == 0, top.err
+    names = {e["name"]: e["type"] for e in top.json()}
+    assert names["docs"] == "dir" and names["link-to-docs"] == "symlink" and names["pipe"] == "fifo"
+    docs = {e["name"] for e in cli(server, "backup", "ls", b["id"], "/docs", "--json").json()}
+    assert docs == set(os.listdir(os.path.join(src, "docs")))
+    assert "f" in cli(server, "backup", "ls", b["id"], "/docs").out  # human table
+
+    dest = tmp_path / "single"
+    r = cli(server, "backup", "restore-files", b["id"], "/data/random.bin", "/docs", "--to", str(dest), "--wait", "--json")
+    assert r.code == 0, r.err
+    assert snapshot(dest / "docs") == {k[len("docs/"):]: v for k, v in snapshot(src).items() if k.startswith("docs/")}
+    with open(dest / "random.bin", "rb") as a, open(os.path.join(src, "data", "random.bin"), "rb") as b2:
+        assert a.read() == b2.read()
+
+    # bad inputs: a path outside the backup, a destination that would be overwritten, the FS not available
+    with pytest.raises(ClientError) as e:
+        client.get(f"/backups/{b['id']}/files", path="/no/such/dir")
+    assert e.value.status == 404
+    with pytest.raises(ClientError) as e:
+        client.post(f"/backups/{b['id']}/restore-files", {"paths": ["/nope.txt"], "destination_path": str(dest)})
+    assert e.value.status == 404
+    with pytest.raises(ClientError) as e:
+        client.post(f"/backups/{b['id']}/restore-files", {"paths": ["/docs"], "destination_path": str(dest)})
+    assert e.value.status == 409 and "already exists" in e.value.message
+    with pytest.raises(ClientError) as e:
+        client.get(f"/backups/{b['id']}/files", path="/../../etc")
+    assert e.value.status in (400, 404)
+    shutil.rmtree(src)
+    with pytest.raises(ClientError) as e:
+        client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    assert e.value.status == 409 and "error" in e.value.message
