@@ -116,3 +116,17 @@ def test_list_large_catalog_skips_chunks(enc_repo, tmp_path):
     assert [e.name for e in list_tree(enc_repo, "b1")] == [f"dir{d}" for d in range(6)] + ["zz-last.txt"]
     assert len(list_tree(enc_repo, "b1", "/dir3/sub7")) == 40
     assert [e.name for e in list_tree(enc_repo, "b1", "/dir5")] == sorted(f"sub{s}" for s in range(10))
+
+
+def test_progress_reports_bytes_up_to_the_total(enc_repo, tmp_path):
+    src = build_tree(tmp_path / "src")
+    (src / "big.bin").write_bytes(os.urandom(6 << 20))
+    calls: list[tuple[int, int]] = []
+    res = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS,
+                      progress=lambda d, t: calls.append((d, t)))
+    assert calls and all(0 <= d <= t for d, t in calls)
+    assert calls[-1] == (res.total_bytes, res.total_bytes)
+    rcalls: list[tuple[int, int]] = []
+    restore_tree(enc_repo, "b1", tmp_path / "out", progress=lambda d, t: rcalls.append((d, t)))
+    assert rcalls and rcalls[-1] == (res.total_bytes, res.total_bytes)
+    assert all(0 <= d <= t for d, t in rcalls)

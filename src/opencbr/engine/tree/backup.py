@@ -164,6 +164,7 @@ class TreeBackup:
         self.total_bytes = 0
         self.reused_files = 0
         self.reused_bytes = 0
+        self.bytes_read = 0  # file bytes read (the progress counters also count holes)
         self._tls = threading.local()
         self._worker_bytes: dict[int, int] = {}
         self._estimate = int(parent.stats.get("total_bytes", 0)) if parent is not None else 0
@@ -255,6 +256,7 @@ class TreeBackup:
                     self.warn(e.path, str(exc), not exc.vanished)
                     return
                 e.extents, e.size = data.extents, data.size
+                self.bytes_read += data.bytes_read
                 if data.warning:
                     self.warn(e.path, data.warning, False)
                 if data.data is not None:
@@ -445,7 +447,7 @@ class TreeBackup:
             stats = {
                 **self.counts,
                 "total_bytes": self.total_bytes,
-                "bytes_read": sum(self._worker_bytes.values()),
+                "bytes_read": self.bytes_read,
                 "reused_files": self.reused_files,
                 "new_chunks": st_.new_chunks,
                 "added_bytes": st_.added_bytes,
@@ -485,8 +487,7 @@ class TreeBackup:
         if cursor is not None:
             cursor.close()
         if self.progress is not None:
-            done = self._done_bytes()
-            self.progress(done, done)
+            self.progress(self.total_bytes, self.total_bytes)
         return TreeBackupResult(
             backup_id=self.backup_id, files=self.counts["files"], dirs=self.counts["dirs"],
             symlinks=self.counts["symlinks"], specials=self.counts["specials"], total_bytes=self.total_bytes,

@@ -269,6 +269,7 @@ class FileChunker:
                 src = _ExtentSource(fd, ext)
                 self._chunk_stream(src, out)
                 out.extents = [e for e in src.extents if e[1] > 0]
+                self.on_bytes(max(0, size - out.bytes_read))  # holes count as done for progress
                 if sum(n for _, n in out.extents) != out.bytes_read:
                     raise OSError(errno.EIO, "sparse map changed while reading")
                 if out.bytes_read < sum(n for _, n in ext):

@@ -477,7 +477,8 @@ class TreeRestore:
             first_rel, first_msg = self.errors[0]
             raise DataCorruption(f"restore of {self.backup_id}: {len(self.errors)} file(s) could not be restored "
                                  f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
-        self._report(force=True)
+        if self.progress is not None:
+            self.progress(self.total, self.total)  # (holes of sparse files are never "written")
         return TreeRestoreResult(
             backup_id=self.backup_id, target=self.target, files=self.counts["files"], dirs=self.counts["dirs"],
             symlinks=self.counts["symlinks"], specials=self.counts["specials"], hardlinks=self.counts["hardlinks"],

@@ -91,9 +91,8 @@ class TreeScanner:
     ordered) :class:`TreeWalker` gets there, and ``total`` gives the progress bar its denominator.
 
     On a cold cache the ordered walk waits for one inode-table read after another; several scanning
-    threads keep several such reads in flight (measured on the 30k-file tree after dropping caches:
-    the unchanged re-backup went from 0.64 s to ... s, see bench/tree.py). The threads spend their time
-    in system calls, which release the GIL.
+    threads keep several such reads in flight. The threads spend their time in system calls, which
+    release the GIL. On the 30k-file tree the scan has the total after ~1 s of a ~6 s first backup.
     """
 
     def __init__(self, root: bytes, *, one_file_system: bool = True, threads: int = 4):
