@@ -6,13 +6,17 @@ Threads:
   parent backup's catalog (:class:`ParentCursor`, streamed in the same order), builds entry records
   and writes the catalog in order;
 - ``workers`` threads read, chunk (FastCDC), hash, compress and encrypt the files that must be read
-  (new or changed); the session's uploader threads write full packs. Results are consumed in walk
-  order from a bounded deque of futures, so memory is bounded by ``MAX_PENDING`` small results plus
-  one CDC buffer per worker, whatever the tree size.
+  (new or changed); files under 64 KiB come back as data and the calling thread packs them, in walk
+  order, into content-defined *bundle* chunks (bundle.py) that the workers compress and store; the
+  session's uploader threads write full packs. Results are consumed in walk order from a bounded deque
+  of futures, so memory is bounded (``MAX_PENDING`` results, ``MAX_SMALL_INFLIGHT`` bytes of small
+  files, ``MAX_BUNDLES_IN_FLIGHT`` bundles, one CDC buffer per worker) whatever the tree size;
+- a :class:`TreeScanner` lstat's the tree ahead in a few threads (warm inode cache, progress total).
 
 Incremental by metadata: a regular file whose ``(type, size, mtime_ns, ctime_ns, inode)`` -- and mode,
 owner and link count -- equal its record in the parent backup is not opened; its record (chunk list,
-xattrs, ...) is copied from the parent with only the access time updated. ``ctime`` changes on every
+xattrs, ...) is copied from the parent with only the access time updated. Directories, symlinks and
+special files whose inode is unchanged reuse their record the same way (no listxattr/readlink). ``ctime`` changes on every
 inode change (content, chmod, chown, xattrs, links), which is why xattrs need not be listed again for
 such a file. A reused chunk must still be in the repository outside packs condemned by GC
 (``session.knows``): if the parent was deleted and collected meanwhile, the file is simply read again.

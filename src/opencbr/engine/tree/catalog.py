@@ -131,7 +131,7 @@ class CatalogReader:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def records(self, start_key: bytes = b"", *, chunk_filter=None) -> Iterator[memoryview]:
+    def records(self, start_key: bytes = b"") -> Iterator[memoryview]:
         """Records whose key is >= ``start_key``, in order. Checks the per-chunk entry counts and
         that keys strictly increase (a crafted or buggy catalog is refused, never half-used)."""
         start = self.dix.start_chunk(start_key) if start_key else 0
