@@ -1,8 +1,11 @@
 """Read-only file-system parsers behind one small interface (:class:`FsNode`).
 
 Parsers: the Dissect family (``dissect.extfs`` for ext2/3/4, ``dissect.fat`` for FAT12/16/32,
-``dissect.volume`` for MBR/GPT partition tables; Fox-IT, AGPL-3.0, maintained, pure Python on top of
-``dissect.cstruct``). Chosen over a FUSE mount of the backup (``fuse2fs``/``mount -o loop``) because:
+``dissect.volume`` for MBR/GPT partition tables; Fox-IT, maintained, pure Python on top of
+``dissect.cstruct``). LICENSE NOTE: those three are AGPL-3.0-or-later (cstruct/util are Apache-2.0)
+while OpenCBR is Apache-2.0; they are imported only here and in volumes.py, lazily (only when a disk
+backup is browsed), so replacing them means reimplementing :class:`FileSystem` and ``find_volumes``
+and nothing else. Chosen over a FUSE mount of the backup (``fuse2fs``/``mount -o loop``) because:
 no kernel module, privileges or mount namespace is needed in a worker (containers often have none);
 a malformed or hostile image is parsed in Python, not by the kernel's file-system code; and the
 parsers read through any file-like object, so they work directly on :class:`DiskBackupView`, fetching
