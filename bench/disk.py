@@ -3,6 +3,7 @@
 
     python bench/disk.py [--size 2G] [--workdir /tmp/opencbr-bench] [--only opencbr] [--keep]
     python bench/disk.py blocksize [--size 2G]     # the block-size study behind DEFAULT_BLOCK_SIZE
+    python bench/disk.py memcheck [--copies 4]     # peak RSS at 1x and 4x the disk size
 
 What it does (like ``$OPENCBR_SHARED_BENCH/peers.sh``, default ``../shared/bench``):
   1. ``make_dataset.py disk`` builds a VM-like disk image (seed 1);
@@ -57,11 +58,16 @@ def sh(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, shell=isinstance(cmd, str), **kw)
 
 
-def settle(seconds: float = 10.0) -> None:
-    """After writing GBs (dataset, mutation) let the device finish its writeback before timing
-    anything, so the first tool measured does not pay for it."""
+def settle(img: Path, seconds: float = 10.0) -> None:
+    """After writing GBs (dataset, mutation) let the device finish its writeback, then read the image
+    once (untimed): on this VM the first cold read of a freshly written image ran ~3x slower whichever
+    tool came first (measured by swapping the order), so without this the first tool pays for it."""
     os.sync()
     time.sleep(seconds)
+    drop_caches()
+    with open(img, "rb", buffering=0) as f:
+        while f.read(8 << 20):
+            pass
 
 
 def drop_caches() -> None:
@@ -120,7 +126,12 @@ def opencbr_cmd(t: Tool, *args: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="run", choices=["run", "blocksize"])
+    ap.add_argument("what", nargs="?", default="run", choices=["run", "blocksize", "memcheck", "_memchild"])
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--reverse", action="store_true", help="time the tools in reverse order")
+    ap.add_argument("--op", default="")
+    ap.add_argument("--repo", default="")
+    ap.add_argument("--image", default="")
     ap.add_argument("--size", default="2G")
     ap.add_argument("--workdir", default="/tmp/opencbr-bench")
     ap.add_argument("--only", choices=["opencbr", "all"], default="all")
@@ -130,6 +141,10 @@ def main() -> None:
     data = work / "data"
     if a.what == "blocksize":
         return blocksize_study(work, a.size)
+    if a.what == "_memchild":
+        return memchild(a)
+    if a.what == "memcheck":
+        return memcheck(work, a.size, a.copies)
     if work.exists():
         shutil.rmtree(work)
     data.mkdir(parents=True)
@@ -146,10 +161,12 @@ def main() -> None:
                   Tool("borg-none", "none", work / "repos/borg-none")]
         print("restic:", subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip())
         print("borg:", subprocess.run(["borg", "--version"], capture_output=True, text=True).stdout.strip())
+    if a.reverse:
+        tools.reverse()
     img = data / "disk.img"
     sh([PY, str(SHARED_BENCH / "make_dataset.py"), "disk", str(img), "--size", a.size, "--seed", "1"])
     size = img.stat().st_size
-    settle()
+    settle(img)
 
     for t in tools:  # init (untimed)
         if t.name == "opencbr-enc":
@@ -182,7 +199,7 @@ def main() -> None:
     for t in tools:
         backup(t, "full")
     sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate", str(img), "--percent", "5", "--seed", "2"])
-    settle()
+    settle(img)
     print("== incremental backups after the mutation", flush=True)
     for t in tools:
         backup(t, "incr")
@@ -314,6 +331,83 @@ def blocksize_study(work: Path, size: str) -> None:
         print(f"| {bs >> 10} KiB | {nfull} | {stored / 1e6:.1f} | {nnew} | {grow / 1e6:.1f} | "
               f"{base.stat().st_size / bs * 32 / 1e6:.2f} |", flush=True)
     shutil.rmtree(data)
+
+
+class RepeatedImage:
+    """A DiskSource that presents ``copies`` back-to-back copies of an image, each block of copy k>0
+    altered in its first 8 bytes (so no block deduplicates against another copy, and compressibility
+    and zero blocks stay those of the benchmark image). It lets the memory check run a 4x larger disk
+    without 4x the free space for the source image."""
+
+    def __init__(self, path: str, copies: int, block: int = 64 << 10):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.base = os.fstat(self.fd).st_size
+        self.size = self.base * copies
+        self.block = block
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        while length > 0:
+            k, off = divmod(offset, self.base)
+            n = min(length, self.base - off)
+            buf = bytearray(os.pread(self.fd, n, off))
+            if k:
+                for b in range(-(-off // self.block) * self.block - off, len(buf), self.block):
+                    if any(buf[b:b + 8]):
+                        buf[b:b + 8] = (int.from_bytes(buf[b:b + 8], "little") ^ k).to_bytes(8, "little")
+            out += buf
+            offset += n
+            length -= n
+        return bytes(out)
+
+    def data_extents(self):
+        yield 0, self.size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def memchild(a) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+    from opencbr.engine import Repository
+    from opencbr.storage import open_store
+
+    store = open_store(Path(a.repo).as_uri())
+    if a.op == "init":
+        Repository.create(store, "vault", None, encrypted=False)
+        return
+    repo = Repository.open(store, "vault", None)
+    if a.op == "backup":
+        src = RepeatedImage(a.image, a.copies)
+        r = repo.backup_disk(src, backup_id=f"x{a.copies}", meta={})
+        print(f"backup {src.size} bytes, {r.new_chunks} chunks, {r.duration:.1f} s", file=sys.stderr)
+    elif a.op == "verify":
+        rep = repo.verify(f"x{a.copies}")
+        assert rep.ok, rep
+        print(f"verify {rep.chunks_checked} chunks, {rep.duration:.1f} s", file=sys.stderr)
+
+
+def memcheck(work: Path, size: str, copies: int) -> None:
+    """Peak RSS of backup and verify of the benchmark image, once as it is and once as a disk
+    ``copies`` times larger (RepeatedImage), unencrypted repository (what grows with the disk is the
+    same either way: chunks, index, fixed index)."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    img = work / "disk.img"
+    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "disk", str(img), "--size", size, "--seed", "1"])
+    rows = []
+    for c in (1, copies):
+        repo = work / f"repo{c}"
+        base = [PY, __file__, "_memchild", "--repo", str(repo), "--image", str(img), "--copies", str(c)]
+        sh(base + ["--op", "init"])
+        for op in ("backup", "verify"):
+            o = timed(base + ["--op", op])
+            rows.append([f"{c}x ({c * img.stat().st_size / 2**30:.0f} GiB)", op, f"{o.wall:.1f}", f"{o.rss_mb:.0f}"])
+            print(rows[-1], flush=True)
+        shutil.rmtree(repo)
+    _print_rows(["disk", "op", "wall s", "peak RSS MB"], rows)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
