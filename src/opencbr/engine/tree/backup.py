@@ -368,8 +368,9 @@ class TreeBackup:
         cursor = None
         if self.parent is not None and not self.full:
             cursor = ParentCursor(CatalogReader(cs, self.parent, index=session.index).records())
-        # Warms the inode cache ahead of the ordered walk, and sizes the tree for the progress bar.
-        self._scanner = TreeScanner(self.root, one_file_system=self.one_file_system).start()
+        if self.progress is not None and self.parent is None:
+            # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
+            self._scanner = TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
         pending: deque[_Pending] = deque()
         known = b""  # last chunk digest found in the repository (reuse path)
         links: dict[tuple[int, int], Future] = {}  # (dev, ino) -> read of a hard-link group's first member
@@ -444,7 +445,8 @@ class TreeBackup:
             cat = self.catalog.finish()
             for c in cat:
                 self.refs += c.digest
-            self._scanner.stop()
+            if self._scanner is not None:
+                self._scanner.stop()
             self._report(force=True)
             st_ = session.stats
             dix = DynamicIndex(self.backup_id, {}, cat)

@@ -18,6 +18,7 @@ import os
 import queue
 import stat
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -37,10 +38,20 @@ def _show(path: bytes) -> str:
 
 
 class TreeWalker:
-    def __init__(self, root: str | bytes | os.PathLike, warn: Warn, *, one_file_system: bool = True):
+    """Ordered walk (see the module docstring). With ``prefetch`` threads, the listing (``scandir`` +
+    ``lstat`` of every entry) of each subdirectory is started as soon as its parent has been listed,
+    so by the time the depth-first walk enters a directory its entries are usually in hand: on a cold
+    cache the walk otherwise waits for one inode-table read after another (it was ~60% of an unchanged
+    re-backup of the 30k-file tree). At most ``MAX_PREFETCH`` listings are outstanding."""
+
+    MAX_PREFETCH = 512
+
+    def __init__(self, root: str | bytes | os.PathLike, warn: Warn, *, one_file_system: bool = True,
+                 prefetch: int = 4):
         self.root = os.path.abspath(os.fsencode(root))
         self.warn = warn
         self.one_file_system = one_file_system
+        self.prefetch = prefetch
 
     def _children(self, abspath: bytes, rel: bytes) -> list[tuple[bytes, bytes, os.stat_result]]:
         out = []
@@ -70,19 +81,40 @@ class TreeWalker:
             raise NotADirectoryError(f"{os.fsdecode(self.root)} is not a directory")
         dev = st.st_dev
         yield WalkItem(b"", self.root, st)
-        stack = [iter(self._children(self.root, b""))]
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            rel, ap, cst = item
-            yield WalkItem(rel, ap, cst)
-            if stat.S_ISDIR(cst.st_mode):
-                if self.one_file_system and cst.st_dev != dev:
-                    self.warn(rel, "mount point of another file system: recorded, not entered", False)
+        pool = ThreadPoolExecutor(self.prefetch, thread_name_prefix="tree-list") if self.prefetch else None
+        ahead: dict[bytes, Future] = {}
+
+        def descend(cst: os.stat_result) -> bool:
+            return stat.S_ISDIR(cst.st_mode) and (not self.one_file_system or cst.st_dev == dev)
+
+        def listing(ap: bytes, rel: bytes) -> list:
+            fut = ahead.pop(ap, None)
+            kids = fut.result() if fut is not None else self._children(ap, rel)
+            if pool is not None:
+                for crel, cap, cst in kids:
+                    if descend(cst) and len(ahead) < self.MAX_PREFETCH:
+                        ahead[cap] = pool.submit(self._children, cap, crel)
+            return kids
+
+        try:
+            stack = [iter(listing(self.root, b""))]
+            while stack:
+                item = next(stack[-1], None)
+                if item is None:
+                    stack.pop()
                     continue
-                stack.append(iter(self._children(ap, rel)))
+                rel, ap, cst = item
+                yield WalkItem(rel, ap, cst)
+                if stat.S_ISDIR(cst.st_mode):
+                    if not descend(cst):
+                        self.warn(rel, "mount point of another file system: recorded, not entered", False)
+                        continue
+                    stack.append(iter(listing(ap, rel)))
+        finally:
+            if pool is not None:
+                for f in ahead.values():
+                    f.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 class TreeScanner:
