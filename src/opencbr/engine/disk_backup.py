@@ -33,6 +33,8 @@ from .manifests import MANIFESTS_DIR, check_name
 
 SEGMENT_SIZE = 4 << 20
 
+
+
 Progress = Callable[[int, int], None]
 
 

@@ -34,7 +34,7 @@ def new_index_name() -> str:
     return f"{time.time_ns():020d}-{os.urandom(4).hex()}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     pack_id: str
     offset: int

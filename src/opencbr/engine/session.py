@@ -20,6 +20,7 @@ condemns and later removes.
 from __future__ import annotations
 
 import queue
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
 
 
+_ENTRY = struct.Struct("<32sII")  # digest, offset, length
 _tls = threading.local()
 
 
@@ -71,7 +73,7 @@ class WriteSession:
         self._claimed: dict[bytes, object] = {}
         self._writer = PackWriter(cs.sealer, cs.pack_size)
         self._queue: queue.Queue[FinishedPack | None] = queue.Queue(maxsize=max(1, cs.upload_threads))
-        self._written: list[tuple[str, list[tuple[bytes, int, int]]]] = []
+        self._written: list[tuple[str, bytes]] = []
         self._written_lock = threading.Lock()
         self._error: BaseException | None = None
         self._closed = False
@@ -92,8 +94,11 @@ class WriteSession:
                 continue  # drain so producers never block forever
             try:
                 self.cs.store.put(self.cs.k(pack_key(pack.pack_id)), pack.data, sync=True)
+                # packed (40 bytes per chunk) rather than tuples (~130): this list lives as long as
+                # the backup and is the part of its memory that grows with the disk
+                packed = b"".join(_ENTRY.pack(e.digest, e.offset, e.length) for e in pack.entries)
                 with self._written_lock:
-                    self._written.append((pack.pack_id, [(e.digest, e.offset, e.length) for e in pack.entries]))
+                    self._written.append((pack.pack_id, packed))
                 with self._stats_lock:
                     self.stats.packs += 1
                     self.stats.pack_bytes += len(pack.data)
@@ -162,7 +167,7 @@ class WriteSession:
             self._drain()
             self.cs.store.flush()
             if self._written:
-                self.cs.write_index(self._written)
+                self.cs.write_index((pid, _ENTRY.iter_unpack(packed)) for pid, packed in self._written)
             if not self.lock.still_held():
                 raise StateConflict("the backup lost its repository lock (stalled longer than the stale "
                                     "timeout); no backup was recorded, retry it")
