@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/opencbr-bench")
     ap.add_argument("--only", choices=["opencbr", "all"], default="all")
     ap.add_argument("--keep", action="store_true", help="keep repositories and data afterwards")
+    ap.add_argument("--repeat", type=int, default=1, help="run everything N times, report medians")
     a = ap.parse_args()
     work = Path(a.workdir)
     data = work / "data"
@@ -145,6 +146,36 @@ def main() -> None:
         return memchild(a)
     if a.what == "memcheck":
         return memcheck(work, a.size, a.copies)
+    runs = []
+    for r in range(a.repeat):
+        if a.repeat > 1:
+            print(f"==== run {r + 1} of {a.repeat}", flush=True)
+        tools, size = run_once(a, work, data)
+        runs.append(tools)
+    print_table(median_tools(runs), size, a.size + (f", median of {a.repeat} runs" if a.repeat > 1 else ""))
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def median_tools(runs: list[list[Tool]]) -> list[Tool]:
+    """Per tool and metric, the median over the runs (this VM shares its 2 cores with other jobs)."""
+    import statistics
+
+    out = []
+    for i, first in enumerate(runs[0]):
+        same = [run[i] for run in runs]
+        t = Tool(first.name, first.like, first.repo)
+        for op in first.ops:
+            t.ops[op] = Op(statistics.median(x.ops[op].wall for x in same), max(x.ops[op].rss_mb for x in same))
+        t.size_full = int(statistics.median(x.size_full for x in same))
+        t.size_incr = int(statistics.median(x.size_incr for x in same))
+        t.sync_after_restore = statistics.median(x.sync_after_restore for x in same)
+        t.verified = "OK" if all(x.verified == "OK" for x in same) else "DIFFERS"
+        out.append(t)
+    return out
+
+
+def run_once(a, work: Path, data: Path) -> tuple[list[Tool], int]:
     if work.exists():
         shutil.rmtree(work)
     data.mkdir(parents=True)
@@ -226,9 +257,11 @@ def main() -> None:
         print(f"  {t.name:13s} restore {o.wall:6.2f} s (+sync {t.sync_after_restore:.2f} s)  rss {o.rss_mb:6.1f} MB  "
               f"verify {t.verified}", flush=True)
         shutil.rmtree(dst)
-    print_table(tools, size, a.size)
     if not a.keep:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work / "repos", ignore_errors=True)
+    return tools, size
+
+
 
 
 def print_table(tools: list[Tool], size: int, label: str) -> None:

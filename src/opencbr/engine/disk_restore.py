@@ -281,13 +281,16 @@ def _restore_into(cs, index: FixedIndex, backup_id, target_path, fd, is_blk, pro
     flush_kick = threading.Event()
 
     def flusher() -> None:
-        while not flush_stop.is_set():
-            if flush_kick.wait(0.5):
-                flush_kick.clear()
-                os.fdatasync(fd)
+        while True:
+            flush_kick.wait()
+            flush_kick.clear()
+            if flush_stop.is_set():
+                return
+            os.fdatasync(fd)
 
     flush_thread = threading.Thread(target=flusher, name="restore-writeback", daemon=True)
-    flush_thread.start()
+    if WRITEBACK_STEP:
+        flush_thread.start()
     step = [WRITEBACK_STEP]
 
     def sink_and_kick(d: bytes, data: bytes) -> None:
@@ -301,7 +304,9 @@ def _restore_into(cs, index: FixedIndex, backup_id, target_path, fd, is_blk, pro
                      cancel=cancel, on_span_done=span_done)
     finally:
         flush_stop.set()
-        flush_thread.join()
+        flush_kick.set()  # wake it so it sees the stop at once
+        if flush_thread.is_alive():
+            flush_thread.join()
     if cancel.is_set():
         raise RestoreCancelled(f"restore of {backup_id} was cancelled")
     if errors:
