@@ -34,6 +34,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def health():
         return {"status": "ok", "version": __version__, "region": ctx.settings.region}
 
+    app.include_router(iam_routes.auth_router)
     for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes):
         app.include_router(module.router)
     return app

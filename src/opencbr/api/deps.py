@@ -20,6 +20,11 @@ async def principal(request: Request, project_id: str = Path(description="The ca
     """Verify the request's SDK-HMAC-SHA256 signature over the raw bytes received; scope it to the
     project in the path."""
     ctx: ServiceContext = request.app.state.ctx
+    token = request.headers.get("x-auth-token")
+    if token:  # the web console's session
+        return await run_in_threadpool(iam.authenticate_token, ctx, token, project_id,
+                                       request.client.host if request.client else "",
+                                       getattr(request.state, "request_id", ""))
     body = await request.body()
     path_project = project_id
     return await run_in_threadpool(

@@ -172,6 +172,12 @@ class AccountCreate(Wire):
     admin_name: str = "admin"
 
 
+class ConsoleLogin(Wire):
+    access_key: str
+    secret_key: str
+    project_id: str | None = None
+
+
 class TrackerUpdate(Wire):
     enabled: bool
 

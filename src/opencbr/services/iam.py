@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import func, select
@@ -261,3 +262,63 @@ def principal_for_user(ctx: ServiceContext, user_id: str, project_id: str) -> Pr
         if user is None or project is None or project.account_id != user.account_id:
             raise NotFound("no such user in that project")
         return Principal(user.account_id, project.id, user.id, user.name, user.role, user.is_operator)
+
+
+# ------------------------------------------------------------------------------------ console tokens
+TOKEN_TTL = timedelta(hours=8)
+
+
+def _token_key(master_key: bytes) -> bytes:
+    return hmac.new(master_key, b"opencbr/console-token/v1", hashlib.sha256).digest()
+
+
+def issue_token(ctx: ServiceContext, access_key: str, secret_key: str, project_id: str | None = None,
+                source_ip: str = "") -> tuple[str, Principal, datetime]:
+    """The web console signs in with an AK/SK pair and then sends ``X-Auth-Token`` (DESIGN.md section 5:
+    tokens for the console). The token is stateless (HMAC with a key derived from the master key) and
+    names the access key, which must still be active on every use."""
+    with ctx.tx() as s:
+        cred = s.get(Credential, access_key) if isinstance(access_key, str) else None
+        user = s.get(User, cred.user_id) if cred is not None else None
+        if cred is None or user is None or cred.status != "active" or not user.enabled or not isinstance(
+                secret_key, str) or not hmac.compare_digest(unseal_secret(ctx.master_key, cred.secret_sealed),
+                                                            secret_key):
+            raise Unauthorized("wrong access key or secret key")
+        if project_id:
+            project = s.get(Project, project_id)
+            if project is None or project.account_id != user.account_id:
+                raise Forbidden(f"the access key has no permission on project {project_id}", code="APIGW.0305")
+        else:
+            project = s.scalar(select(Project).where(Project.account_id == user.account_id)
+                               .order_by(Project.created_at))
+        expires = ctx.now() + TOKEN_TTL
+        claims = {"ak": cred.access_key, "pid": project.id, "exp": int(expires.replace(tzinfo=UTC).timestamp())}
+        body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode().rstrip("=")
+        sig = hmac.new(_token_key(ctx.master_key), body.encode(), hashlib.sha256).hexdigest()
+        principal = Principal(user.account_id, project.id, user.id, user.name, user.role, user.is_operator,
+                              cred.access_key, source_ip)
+    return f"{body}.{sig}", principal, expires
+
+
+def authenticate_token(ctx: ServiceContext, token: str, path_project_id: str | None, source_ip: str = "",
+                       request_id: str = "") -> Principal:
+    """Check an ``X-Auth-Token`` and scope it to the project in the path (which must be the token's)."""
+    body, _, sig = (token or "").partition(".")
+    expected = hmac.new(_token_key(ctx.master_key), body.encode(), hashlib.sha256).hexdigest()
+    if not body or not hmac.compare_digest(expected, sig):
+        raise Unauthorized("invalid token; sign in again")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except ValueError:
+        raise Unauthorized("invalid token; sign in again") from None
+    if claims.get("exp", 0) < ctx.now().replace(tzinfo=UTC).timestamp():
+        raise Unauthorized("the session has expired; sign in again", code="APIGW.0307")
+    if path_project_id and path_project_id != claims.get("pid"):
+        raise Forbidden(f"the token has no permission on project {path_project_id}", code="APIGW.0305")
+    with ctx.tx() as s:
+        cred = s.get(Credential, claims.get("ak"))
+        user = s.get(User, cred.user_id) if cred is not None else None
+        if cred is None or user is None or cred.status != "active" or not user.enabled:
+            raise Unauthorized("the access key of this session was revoked; sign in again")
+        return Principal(user.account_id, claims["pid"], user.id, user.name, user.role, user.is_operator,
+                         cred.access_key, source_ip, request_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
@@ -100,3 +100,15 @@ def update_tracker(body: wire.TrackerUpdate, p: Principal = Depends(principal), 
     with audit.trace(ctx, p, "updateTracker", {"enabled": body.enabled}):
         audit.set_tracker(ctx, p, body.enabled)
     return {"tracker": {"enabled": body.enabled}}
+
+
+auth_router = APIRouter(prefix="/v3/auth")
+
+
+@auth_router.post("/console-tokens")
+def console_login(body: wire.ConsoleLogin, request: Request, ctx: ServiceContext = Depends(get_ctx)):
+    """Sign in to the web console with an AK/SK pair; answers a token for ``X-Auth-Token`` (8 hours)."""
+    token, p, expires = iam.issue_token(ctx, body.access_key, body.secret_key, body.project_id,
+                                        request.client.host if request.client else "")
+    return {"token": token, "expires_at": wire.iso(expires), "project_id": p.project_id, "user_name": p.user_name,
+            "role": p.role, "account_id": p.account_id}
