@@ -347,7 +347,10 @@ class TreeBackup:
         t0 = time.monotonic()
         cs = self.cs
         self._scanner: TreeScanner | None = None
-        walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system)
+        # Listing ahead matters most when nothing else waits on the disk (an incremental backup);
+        # in a first backup the file reads keep it busy and fewer threads contend for the GIL.
+        walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
+                            prefetch=4 if self.parent is not None and not self.full else 2)
         self.session = session = cs.session()
         self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(cs, self.level)
