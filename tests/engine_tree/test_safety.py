@@ -228,3 +228,20 @@ def test_special_files_never_crash(enc_repo, tmp_path):
     restore_tree(enc_repo, "b1", out)
     assert os.path.exists(out / "pipe") and not (out / "pipe").is_file()
     shutil.rmtree(out)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+def test_other_file_systems_are_recorded_not_entered(enc_repo, tmp_path):
+    src = tmp_path / "src"
+    (src / "mnt").mkdir(parents=True)
+    (src / "here.txt").write_text("on the backed-up file system")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "mnt")]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (src / "mnt" / "elsewhere.txt").write_text("on another file system")
+        res = backup_tree(enc_repo, src, backup_id="b1", meta={})
+    finally:
+        subprocess.run(["umount", str(src / "mnt")], check=False)
+    assert not res.partial and [w.path for w in res.warnings] == ["/mnt"]
+    assert list_tree(enc_repo, "b1", "/mnt") == []
+    assert sorted(e.name for e in list_tree(enc_repo, "b1")) == ["here.txt", "mnt"]
