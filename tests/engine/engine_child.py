@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_helpers import FAST_LOCKS, MASTER_KEY, make_image, sha256_file  # noqa: E402
+from engine_helpers import FAST_LOCKS, MASTER_KEY, PacedStore, make_image, sha256_file  # noqa: E402
 
 from opencbr.domain.errors import CBRError, StateConflict  # noqa: E402
 from opencbr.engine import Repository  # noqa: E402
@@ -49,6 +49,8 @@ def main() -> None:
     cmd, url, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
     if cmd == "gc" and len(sys.argv) > 4:
         store = SlowLocalStore(url[len("file://"):], float(sys.argv[4]))
+    elif cmd == "worker":
+        store = PacedStore(open_store(url))
     else:
         store = open_store(url)
     repo = Repository.open(store, prefix, MASTER_KEY, lock_timing=FAST_LOCKS)

@@ -109,3 +109,22 @@ def assert_clean(repo) -> None:
         assert any(d in refs for d, _, _ in entries), f"pack {p} holds no referenced chunk"
         assert store.head(repo.prefix + pack_key(p)) is not None
     assert all(idx.lookup(d) is not None for d in refs)
+
+
+class PacedStore:
+    """Wraps a real store and makes index writes slower, so a backup spends longer in the window
+    "packs written, not yet indexed" that GC must respect (widens races without mocking anything)."""
+
+    def __init__(self, inner, delay: float = 0.03):
+        self._inner = inner
+        self._delay = delay
+
+    def put(self, key, data, *, sync=True):
+        if "/index/" in key:
+            import time
+
+            time.sleep(self._delay)
+        return self._inner.put(key, data, sync=sync)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
