@@ -21,18 +21,18 @@ against restic and borg-blake2; unencrypted OpenCBR against borg-none.
 restic and borg are apt-get installed when missing (root). Results: ``$B/results.tsv``, plus the table
 printed as markdown.
 
-Measured on the 2-core development VM (restic 0.14.0, borg 1.2.4; other sessions' tests and
-benchmarks were running on the same 2 cores, so single runs vary by +-30%; ratios come from one run
-where all tools saw the same conditions). Wall seconds, three runs of the whole benchmark::
+Measured on the 2-core development VM (restic 0.14.0, borg 1.2.4). Other sessions' tests and
+benchmarks shared those 2 cores, so single runs vary by +-30%; each ratio compares tools measured in
+the same run. Wall seconds of four whole runs (encrypted OpenCBR vs restic)::
 
-    op          opencbr (enc)         restic               opencbr / restic
-    first       6.48 / 6.35 / 7.45    13.03 / 12.70 / 12.06  2.01x / 2.00x / 1.62x
-    unchanged   0.84 / 0.78 / 1.00    1.94 / 2.22 / 1.83     2.31x / 2.85x / 1.83x
-    changed     1.18 / 1.28 / 1.42    2.23 / - / 3.75        1.89x / - / 2.64x
-    restore     5.36 / - / 6.85       10.74 / - / 12.54      2.00x / - / 1.83x  (ours syncfs'd)
-    stored MB after first, unchanged and changed backups: 1104.2 vs restic 1119.2-1119.6 (0.986x)
-    peak RSS (first backup): 30k files 154 MB, 300k files (15 GB) 190 MB; unchanged 32 -> 44 MB;
-    restore 78 -> 97 MB (``--scale 30000,300000``)
+    op          opencbr                     restic                      opencbr / restic
+    first       6.48  6.35  7.45  9.87      13.03 12.70 12.06 15.47     2.01 2.00 1.62 1.57
+    unchanged   0.84  0.78  1.00  0.94      1.94  2.22  1.83  2.03      2.31 2.85 1.83 2.16
+    changed     1.18  1.28  1.42  0.97      2.23  -     3.75  1.82      1.89 -    2.64 1.88
+    restore     5.36  -     6.85  4.15      10.74 -     12.54 9.64      2.00 -    1.83 2.32  (ours syncfs'd)
+    repo MB after first+unchanged+changed: 1104.2 vs restic 1119.2-1119.7 (0.986x), borg 1115.4-1115.9
+    peak RSS: first backup 30k files 154-178 MB, 300k files (15 GB) 190 MB; unchanged 32 -> 44 MB;
+    restore 74-78 -> 97 MB (``--scale 30000,300000``); restic 152-171 MB on the 30k first backup
 """
 
 from __future__ import annotations
