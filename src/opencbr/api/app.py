@@ -13,6 +13,7 @@ from opencbr.api.routes import policies as policy_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tasks as task_routes
 from opencbr.api.routes import vaults as vault_routes
+from opencbr.console import web as console_web
 from opencbr.services.context import ServiceContext
 
 
@@ -37,4 +38,5 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(iam_routes.auth_router)
     for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes):
         app.include_router(module.router)
+    app.include_router(console_web.router)
     return app

@@ -67,6 +67,7 @@ def serve(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data 
         console.print(Panel.fit(
             f"[bold]OpenCBR {__version__}[/bold] is running\n\n"
             f"URL         {settings.url}\n"
+            f"Console     {settings.url}/console/\n"
             f"Region      {settings.region}\n"
             f"Project ID  {info.project_id}\n"
             f"AK          {info.access_key}\n"
