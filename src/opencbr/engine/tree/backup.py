@@ -56,6 +56,8 @@ MAX_PENDING = 1024  # walked entries waiting for their file to be read (results 
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
 MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)
 MAX_BUNDLES_IN_FLIGHT = 4
+BATCH_FILES = 32  # small files read per worker task
+BATCH_BYTES = 1 << 20
 MAX_SMALL_INFLIGHT = 8 << 20  # bytes of small files read (or being read) but not yet bundled
 
 
@@ -126,11 +128,12 @@ def _read_xattrs(abspath: bytes, warn, rel: bytes) -> list[tuple[bytes, bytes]]:
 class _Pending:
     """A walked entry whose record is complete (``rec``) or waits for a file read (``fut``)."""
 
-    __slots__ = ("path", "entry", "fut", "rec", "digests", "size", "small")
+    __slots__ = ("path", "entry", "fut", "rec", "digests", "size", "small", "idx")
 
     def __init__(self, path: bytes, entry: Entry | None, fut: Future | None = None, rec: bytes | None = None,
                  digests: list[bytes] | None = None, size: int = 0, small: int = 0):
         self.path = path
+        self.idx: int | None = None  # position in a batched read's result list (small files)
         self.small = small  # bytes counted in TreeBackup._small_inflight until emitted
         self.entry = entry
         self.fut = fut
@@ -255,7 +258,13 @@ class TreeBackup:
             e = p.entry
             if p.fut is not None:
                 try:
-                    data: FileData = p.fut.result()
+                    if p.idx is None:
+                        data: FileData = p.fut.result()
+                    else:
+                        got = p.fut.result()[p.idx]
+                        if isinstance(got, FileUnreadable):
+                            raise got
+                        data = got
                 except FileUnreadable as exc:
                     self.warn(e.path, str(exc), not exc.vanished)
                     return
@@ -323,6 +332,10 @@ class TreeBackup:
             if until_small is not None and self._small_inflight <= until_small:
                 return
             head = pending[0]
+            if head.rec is None and head.fut is None:  # in the batch not submitted yet
+                if not block and len(pending) < MAX_PENDING:
+                    return
+                self._submit_batch()
             if head.fut is not None and not head.fut.done():
                 if not block and len(pending) < MAX_PENDING:
                     return
@@ -338,6 +351,27 @@ class TreeBackup:
                     break
             pending.popleft()
             self._emit(head)
+
+    def _submit_batch(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        fut = self._pool.submit(self._read_batch, [(ap, st) for ap, st, _p in batch])
+        for i, (_ap, _st, p) in enumerate(batch):
+            p.fut, p.idx = fut, i
+
+    def _read_batch(self, items: list[tuple[bytes, os.stat_result]]) -> list:
+        """Read small files; per file a FileData or the FileUnreadable it raised."""
+        if self.cancel.is_set():
+            raise BackupCancelled(f"backup {self.backup_id} was cancelled")
+        ch = self._chunker()
+        out: list = []
+        for ap, st in items:
+            try:
+                out.append(ch.read_file(ap, st, SMALL_FILE))
+            except FileUnreadable as e:
+                out.append(e)
+        return out
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -360,6 +394,8 @@ class TreeBackup:
         self._last_ref = b""
         self.bundles = 0
         self._small_inflight = 0
+        self._batch: list[tuple[bytes, os.stat_result, _Pending]] = []
+        self._batch_bytes = 0
 
         def put_catalog(data: bytes) -> bytes:
             d = main_codec.digest(data)
@@ -404,16 +440,27 @@ class TreeBackup:
                     ident = (st.st_dev, st.st_ino)
                     if st.st_nlink > 1 and ident in links:
                         fut = links[ident]  # same inode read once; every member gets its chunk list
+                    elif st.st_size < SMALL_FILE and st.st_nlink == 1:
+                        # Small files come back as data (for a bundle) and are read in batches (one
+                        # task per BATCH_FILES files: fewer futures and thread hand-offs); what is
+                        # read ahead of the bundler is bounded.
+                        self._small_inflight += st.st_size
+                        if self._small_inflight > MAX_SMALL_INFLIGHT:
+                            self._submit_batch()
+                            self._drain(pending, block=True, until_small=MAX_SMALL_INFLIGHT // 2)
+                        p = _Pending(item.path, e, None, small=st.st_size)
+                        self._batch.append((item.abspath, st, p))
+                        self._batch_bytes += st.st_size
+                        pending.append(p)
+                        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+                            self._submit_batch()
+                        self._drain(pending, block=False)
+                        continue
                     else:
-                        if st.st_size < SMALL_FILE:
-                            # Small files come back as data (for a bundle): bound what is read ahead.
-                            self._small_inflight += st.st_size
-                            if self._small_inflight > MAX_SMALL_INFLIGHT:
-                                self._drain(pending, block=True, until_small=MAX_SMALL_INFLIGHT // 2)
                         fut = pool.submit(self._read, item.abspath, st)
                         if st.st_nlink > 1:
                             links[ident] = fut
-                    pending.append(_Pending(item.path, e, fut, small=st.st_size if st.st_size < SMALL_FILE else 0))
+                    pending.append(_Pending(item.path, e, fut))
                 else:
                     prec = cursor.find(path_key(item.path)) if cursor is not None else None
                     if prec is not None and _same_node(record_header(prec), st, typ):
@@ -440,6 +487,7 @@ class TreeBackup:
                         self.counts["specials"] += 1
                     pending.append(_Pending(item.path, e, rec=encode(e), digests=None))
                 self._drain(pending, block=False)
+            self._submit_batch()
             self._drain(pending, block=True)
             self._close_bundle()
             while self._puts:
