@@ -118,14 +118,11 @@ class TreeWalker:
 
 
 class TreeScanner:
-    """Walks the tree ahead of the backup in a few threads, in no particular order, only to ``lstat``
-    everything: the kernel's inode and directory caches are then warm when the (single-threaded,
-    ordered) :class:`TreeWalker` gets there, and ``total`` gives the progress bar its denominator.
-
-    On a cold cache the ordered walk waits for one inode-table read after another; several scanning
-    threads keep several such reads in flight. The threads spend their time in system calls, which
-    release the GIL. On the 30k-file tree the scan has the total after ~1 s of a ~6 s first backup.
-    """
+    """Sizes the tree for the progress bar of a first backup (later backups use the parent's size):
+    a few threads ``lstat`` everything in no particular order and add up regular file sizes into
+    ``total``; ``done`` is set when the scan is complete. The threads spend their time in system calls
+    (which release the GIL) and also warm the inode cache for the ordered walk. On the 30k-file tree
+    the total is known after ~1 s of a ~6 s first backup."""
 
     def __init__(self, root: bytes, *, one_file_system: bool = True, threads: int = 4):
         self.root = root
