@@ -36,7 +36,7 @@ from typing import Callable
 from ..domain.errors import DataCorruption, StateConflict
 from .chunkstore import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
 from .index import ChunkIndex, new_index_name
-from .locks import GC_LOCK_NAME, LockInfo, RepoLock, list_locks
+from .locks import GC_LOCK_NAME, LockInfo, RepoLock, list_locks, owner_is_dead, read_owner
 from .packs import PackWriter, pack_key
 
 REPACK_DEAD_FRACTION = 0.25
@@ -57,6 +57,7 @@ class GCResult:
     orphan_packs: int = 0  # packs no index mentioned (crashed or running backups)
     packs_resurrected: int = 0
     stale_locks_removed: int = 0
+    abandoned_writes_removed: int = 0  # temporaries of writers that died mid-write
     index_objects_replaced: int = 0
     damaged_chunks: list[str] = field(default_factory=list)
     duration: float = 0.0
@@ -82,7 +83,7 @@ def _acquire_gc_lock(cs: ChunkStore, result: GCResult) -> RepoLock:
         now_info = cs.store.stat(probe)
         cs.store.delete(probe)
         now = now_info.mtime if now_info else time.time()
-        if now - info.mtime <= cs.lock_timing.stale_after:
+        if now - info.mtime <= cs.lock_timing.stale_after and not owner_is_dead(*read_owner(cs.store, lock.key)):
             raise StateConflict("another garbage collection is running on this repository")
         again = cs.store.stat(lock.key)
         if again is not None and again.mtime == info.mtime:
@@ -110,7 +111,7 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
     for lk in list_locks(cs.store, cs.prefix):
         if lk.key == gc_lock.key:
             continue
-        if now - lk.mtime > cs.lock_timing.stale_after:
+        if now - lk.mtime > cs.lock_timing.stale_after or owner_is_dead(lk.host, lk.pid):
             cs.store.delete(lk.key)
             result.stale_locks_removed += 1
         else:
@@ -171,8 +172,9 @@ def run_gc(cs: ChunkStore, progress: Progress | None = None) -> GCResult:
 def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress | None) -> None:
     report = progress or (lambda a, b: None)
     report(0, 6)
-    # 1. who is writing
+    # 1. who is writing (and what dead writers left half-written: never a finished object)
     live = _live_writers(cs, gc_lock, result)
+    result.abandoned_writes_removed = cs.store.remove_abandoned_writes(cs.prefix, cs.lock_timing.stale_after)
     gens = cs.condemned_lists()
     pending_all = {p for ps in gens.values() for p in ps}
     # 2. index, packs, refs

@@ -6,6 +6,10 @@ a lock whose last write is older than ``stale_after`` by the *store's* clock (th
 the object, compared with the mtime it gives a lock we just wrote) belongs to a dead process. Comparing
 store timestamps with store timestamps keeps machine clock skew out of the decision.
 
+A lock is also stale at once when it names this host and a process that no longer exists (restic's
+rule): a service killed with SIGKILL and restarted must not wait ``stale_after`` to clean up after
+itself. A recycled pid only delays that to the timeout.
+
 A writer lock also records which GC "condemned lists" the writer had seen when it loaded the index
 (``seen``): GC may only sweep a condemned list once every live writer has seen it (see ``gc.py``).
 """
@@ -20,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from ..storage import ObjectStore
+from ..storage.base import local_process_gone
 
 LOCKS_DIR = "locks/"
 GC_LOCK_NAME = "gc"
@@ -133,3 +138,17 @@ def list_locks(store: ObjectStore, prefix: str) -> list[LockInfo]:
         out.append(LockInfo(key, body.get("kind", "unknown"), body.get("host", ""), int(body.get("pid", 0)),
                             body.get("seen"), info.mtime))
     return out
+
+
+def owner_is_dead(host: str, pid: int) -> bool:
+    """True when the lock's owner was a process of this host that no longer exists."""
+    return local_process_gone(host, pid)
+
+
+def read_owner(store: ObjectStore, key: str) -> tuple[str, int]:
+    """(host, pid) written in a lock object, or ("", 0) when it cannot be read."""
+    try:
+        body = json.loads(store.get(key))
+        return body.get("host", ""), int(body.get("pid", 0))
+    except (KeyError, ValueError, TypeError):
+        return "", 0

@@ -15,6 +15,8 @@ pack measured faster, see bench/README.md).
 from __future__ import annotations
 
 import abc
+import os
+import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -72,6 +74,12 @@ class ObjectStore(abc.ABC):
     def flush(self) -> None:
         """Make every earlier ``sync=False`` write durable. A no-op where writes are durable anyway."""
 
+    def remove_abandoned_writes(self, prefix: str, older_than: float) -> int:
+        """Remove what writers that died mid-write left under ``prefix`` (never a finished object):
+        those of dead processes of this host at once, others after ``older_than`` seconds. Returns the
+        count. A no-op where writes are atomic and leave nothing behind (S3 single PUTs)."""
+        return 0
+
     def close(self) -> None:
         """Release connections/handles. The store must not be used afterwards."""
 
@@ -79,3 +87,16 @@ class ObjectStore(abc.ABC):
         """A URL that :func:`opencbr.storage.open_store` turns back into an equivalent store
         (credentials excluded)."""
         raise NotImplementedError
+
+
+def local_process_gone(host: str, pid: int) -> bool:
+    """True when ``host`` is this machine and process ``pid`` no longer exists (and is not us)."""
+    if not pid or host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, local_process_gone
 
 _TMP_PREFIX = ".tmp-"
+_HOST = socket.gethostname().replace("-", "_")
 
 
 class LocalStore(ObjectStore):
@@ -63,7 +66,9 @@ class LocalStore(ObjectStore):
 
     def _write_tmp(self, path: Path, data, sync: bool) -> str:
         self._ensure_dir(path.parent)
-        tmp = str(path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        # The writer is named in the temporary name, so a crash's leftovers can be told from writes
+        # in progress (see remove_abandoned_writes).
+        tmp = str(path.parent / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             mv = memoryview(data)
@@ -101,6 +106,31 @@ class LocalStore(ObjectStore):
             _unlink_quiet(tmp)
         self._after_write(path, sync)
         return True
+
+    def remove_abandoned_writes(self, prefix: str, older_than: float) -> int:
+        parts = [p for p in prefix.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"invalid prefix {prefix!r}")
+        base = self.root.joinpath(*parts)
+        if not base.is_dir():
+            return 0
+        removed = 0
+        now = time.time()
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                host, _, rest = name[len(_TMP_PREFIX):].partition("-")
+                pid = rest.split("-", 1)[0]
+                try:
+                    gone = local_process_gone(host.replace("_", "-"), int(pid)) if pid.isdigit() else False
+                    if gone or now - os.stat(full).st_mtime > older_than:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
 
     def put(self, key: str, data, *, sync: bool = True) -> None:
         path = self._path(key)
