@@ -4,15 +4,23 @@ the next GC removes the leftovers."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
 
-from engine_helpers import (CHILD, FAST_LOCKS, MASTER_KEY, assert_clean, child_env, make_image, new_repo,
-                            sha256_file)
+from engine_helpers import (
+    CHILD,
+    FAST_LOCKS,
+    MASTER_KEY,
+    assert_clean,
+    child_env,
+    make_image,
+    new_repo,
+    sha256_file,
+)
+
 from opencbr.engine import Repository
 
 

@@ -36,7 +36,14 @@ from typing import Callable
 from ..domain.errors import DataCorruption, StateConflict
 from .chunkstore import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
 from .index import ChunkIndex, new_index_name
-from .locks import GC_LOCK_NAME, LockInfo, RepoLock, list_locks, owner_is_dead, read_owner
+from .locks import (
+    GC_LOCK_NAME,
+    LockInfo,
+    RepoLock,
+    list_locks,
+    owner_is_dead,
+    read_owner,
+)
 from .packs import PackWriter, pack_key
 
 REPACK_DEAD_FRACTION = 0.25

@@ -399,3 +399,11 @@ export function copyable(text) {
   return h("span.mono", { title: "Click to copy", style: { cursor: "copy" },
     onclick: () => navigator.clipboard && navigator.clipboard.writeText(text).then(() => toast("Copied", "ok", { timeout: 1500 })) }, text);
 }
+
+/** Highlight the navigation entry of a page reached through another address (vault details). */
+export function markNav(href) {
+  document.querySelectorAll(".sidenav a").forEach((a) => {
+    if (a.getAttribute("href") === href) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  });
+}

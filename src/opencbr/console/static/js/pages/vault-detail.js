@@ -5,7 +5,7 @@ import { listPolicies, policyOf } from "../data.js";
 import { byObjectType } from "../kinds.js";
 import { describePatterns, describeRetention } from "../schedule.js";
 import {
-  GB, badge, clear, errorAlert, fmtBytes, fmtTime, h, loading, meter, moreMenu, openDialog, table, writeGuard,
+  GB, badge, clear, errorAlert, fmtBytes, fmtTime, h, loading, markNav, meter, moreMenu, openDialog, table, writeGuard,
 } from "../ui.js";
 import {
   applyPolicy, associateResources, deleteVault, dissociateResource, expandCapacity, performBackup, removePolicy,
@@ -43,6 +43,8 @@ export async function render(main, { id, tab }, ctx) {
   const draw = () => {
     const kind = byObjectType(vault.billing.object_type);
     document.title = `${vault.name} · Vault · OpenCBR`;
+    markNav(`#/${kind.path}/vaults`);
+    sessionStorage.setItem("opencbr.last-kind", kind.key);
     const pol = policyOf(vault, policies);
     const busy = vault.billing.status === "deleting";
     const repl = vault.billing.protect_type === "replication";
