@@ -121,11 +121,13 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
                                                  help="Start the server afterwards (default)."),
                    wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
     """Restore a backup onto its disk or server (overwrites their data)."""
+    from opencbr.cli.inventory import resolve as resolve_resource
+
     body: dict = {"power_on": power_on}
     if disk:
-        body["volume_id"] = disk
+        body["volume_id"] = resolve_resource("disks", disk)
     if server:
-        body["server_id"] = server
+        body["server_id"] = resolve_resource("servers", server)
     if map_:
         pairs = []
         for m in map_:
