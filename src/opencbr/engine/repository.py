@@ -65,7 +65,7 @@ class Repository:
         self.chunks = ChunkStore(
             store, prefix, keys,
             pack_size=int(config["pack_size"]),
-            max_chunk=max(self.block_size, 1 << 20),
+            max_chunk=max(self.block_size, 16 << 20),  # tree chunks reach 4 MiB (FastCDC max)
             lock_timing=lock_timing,
             upload_threads=int(config.get("upload_threads", 2)),
         )
