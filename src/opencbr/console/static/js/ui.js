@@ -314,7 +314,20 @@ document.addEventListener("click", (ev) => {
   if (openMenu && !openMenu.menu.contains(ev.target) && !openMenu.button.contains(ev.target)) closeMenu();
 });
 document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeMenu(); });
-window.addEventListener("scroll", closeMenu, true);
+// The menu follows its button when something scrolls; it closes when the button leaves the view.
+window.addEventListener("scroll", () => { if (openMenu) placeMenu(openMenu.menu, openMenu.button); }, true);
+window.addEventListener("resize", closeMenu);
+
+function placeMenu(menu, button) {
+  const r = button.getBoundingClientRect();
+  if (!button.isConnected || r.bottom < 0 || r.top > window.innerHeight || r.right < 0 || r.left > window.innerWidth) {
+    closeMenu();
+    return;
+  }
+  const mw = menu.offsetWidth, mh = menu.offsetHeight;
+  menu.style.left = `${Math.max(8, Math.min(r.left, window.innerWidth - mw - 8))}px`;
+  menu.style.top = `${r.bottom + mh + 4 > window.innerHeight ? Math.max(8, r.top - mh - 4) : r.bottom + 4}px`;
+}
 window.addEventListener("hashchange", closeMenu);
 
 /** A "More ▾" button with a pop-up menu: items [{label, onClick, disabled, danger, title}] or "-". */
@@ -334,12 +347,9 @@ export function moreMenu(items, label = "More") {
       menu.append(b);
     }
     document.body.append(menu);
-    const r = button.getBoundingClientRect();
-    const mw = menu.offsetWidth, mh = menu.offsetHeight;
-    menu.style.left = `${Math.max(8, Math.min(r.left, window.innerWidth - mw - 8))}px`;
-    menu.style.top = `${r.bottom + mh + 4 > window.innerHeight ? Math.max(8, r.top - mh - 4) : r.bottom + 4}px`;
     button.setAttribute("aria-expanded", "true");
     openMenu = { menu, button };
+    placeMenu(menu, button);
     const first = menu.querySelector("button:not(:disabled)");
     if (first) first.focus();
   });

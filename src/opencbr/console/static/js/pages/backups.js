@@ -40,8 +40,10 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
     { title: "Vault", render: (b) => h("a", { href: `#/vault/${b.vault_id}` }, vaultNames[b.vault_id] || b.vault_id.slice(0, 8)) },
     { title: "Size", cls: "num", tip: "Logical size of the backed-up data", render: (b) => h("div", fmtBytes(b.logical_bytes), h("span.sub", `of ${b.resource_size} GB`)) },
     { title: "Added", cls: "num", tip: "What this backup added to the vault (new data after deduplication and compression)", render: (b) => fmtBytes(b.added_bytes) },
-    { title: "Created", cls: "nowrap", tip: `Times in ${zoneName()}`, render: (b) => timeCell(b.created_at) },
-    { title: "Expires", cls: "nowrap", render: (b) => (b.expired_at ? timeCell(b.expired_at) : h("span.hint", "Never")) },
+    {
+      title: "Created", cls: "nowrap", tip: `Times in ${zoneName()}`, render: (b) => h("div", timeCell(b.created_at),
+        h("span.sub", b.expired_at ? ["expires ", timeCell(b.expired_at)] : "kept until deleted")),
+    },
     {
       title: "Operation", render: (b) => {
         const ok = b.status === "available";
