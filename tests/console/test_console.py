@@ -308,3 +308,71 @@ def test_invalid_session_returns_to_sign_in(page, server):
     page.fill("#sk", server.admin.sk)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+
+
+def test_file_system_backup_browse_restore_files_and_new_file_system(page, server, tmp_path):
+    client = api(server)
+    src = tmp_path / "share"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "report.txt").write_text("quarterly numbers\n")
+    (src / "top.txt").write_text("top level\n")
+    fs = client.post("/inventory/file-systems", {"name": "share1", "path": str(src)})["file_system"]
+    vault = client.post("/vaults", {"vault": {"name": "turbo-vault", "billing": {"object_type": "turbo", "size": 10},
+                                              "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
+    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": vault["id"], "parameters": {"name": "fsbk1"}}})
+    backup_id = cp["checkpoint"]["vault"]["resources"][0]["backup_id"]
+    task_ok(client, client.get(f"/backups/{backup_id}")["backup"]["task_id"])
+
+    sign_in(page, server.admin)
+    nav(page, "SFS Turbo Backups")
+    page.get_by_role("tab", name="Backups").click()
+    brow = row(page, "backup-name", "fsbk1")
+    expect(brow).to_contain_text("Available")
+
+    # Browse the backup's files, open a directory, restore one file into another directory.
+    brow.get_by_role("button", name="More ▾").click()
+    page.get_by_role("menuitem", name="Browse Files").click()
+    dlg = dialog(page)
+    expect(dlg.get_by_role("button", name="docs")).to_be_visible()
+    expect(dlg).to_contain_text("top.txt")
+    dlg.get_by_role("button", name="docs").click()
+    expect(dlg).to_contain_text("report.txt")
+    dlg.get_by_role("button", name="Restore Selected").click()
+    expect(dlg.get_by_role("alert")).to_contain_text("Select at least one file")
+    dlg.get_by_label("Select report.txt").check()
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    dlg.locator("input[name=destination]").fill(str(dest))
+    dlg.get_by_role("button", name="Restore Selected").click()
+    expect(dialog(page)).to_have_count(0)
+    expect(page.locator(".toast").filter(has_text="Restoration of 1 item started")).to_be_visible()
+    task = client.get("/operation-logs", operation_type="restore_files")["operation_logs"][0]
+    task_ok(client, task["id"])
+    assert (dest / "report.txt").read_text() == "quarterly numbers\n"
+
+    # Guide 6.5: a new file system from the backup.
+    brow.get_by_role("button", name="Create File System").click()
+    dlg = dialog(page)
+    dlg.locator("input[name=fs-name]").fill("share1-copy")
+    dlg.locator("input[name=fs-path]").fill(str(tmp_path / "share-copy"))
+    dlg.get_by_role("button", name="Create Now").click()
+    expect(dialog(page)).to_have_count(0)
+    task = client.get("/operation-logs", operation_type="create_fs")["operation_logs"][0]
+    task_ok(client, task["id"])
+    assert (tmp_path / "share-copy" / "docs" / "report.txt").read_text() == "quarterly numbers\n"
+    nav(page, "Resources")
+    page.get_by_role("tab", name="File Systems").click()
+    expect(page.locator("tr[data-resource-name='share1-copy']")).to_contain_text("Available")
+
+
+@pytest.mark.parametrize("address, heading", [
+    ("#/servers/vaults", "Cloud Server Backups"), ("#/servers/backups", "Cloud Server Backups"),
+    ("#/sfs-turbo/vaults", "SFS Turbo Backups"), ("#/policies", "Policies"), ("#/tasks", "Tasks"),
+    ("#/resources/servers", "Resources"), ("#/monitoring", "Monitoring"), ("#/audit", "Audit"),
+])
+def test_every_page_renders_without_errors(page, server, address, heading):
+    sign_in(page, server.admin)
+    page.goto(f"/console/{address}")
+    expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+    expect(page.locator("[aria-busy=true]")).to_have_count(0)
+    expect(page.locator(".alert.error")).to_have_count(0)

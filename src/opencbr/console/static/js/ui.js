@@ -258,9 +258,12 @@ export function openDialog({ title, body, okText = "OK", okClass = "primary", ca
       h("footer", cancelBtn, okBtn));
     const dlg = h(`dialog${wide ? ".wide" : ""}`, { "aria-labelledby": titleId }, form);
     let done = false;
+    const onLeave = () => close(null);  // following a link in the dialog, or Back, leaves the page
+    window.addEventListener("hashchange", onLeave);
     const close = (value) => {
       if (done) return;
       done = true;
+      window.removeEventListener("hashchange", onLeave);
       dlg.close();
       dlg.remove();
       resolve(value);
