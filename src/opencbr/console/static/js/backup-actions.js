@@ -5,7 +5,7 @@ import { listInventory, taskLink } from "./data.js";
 import { byResourceType } from "./kinds.js";
 import {
   GB, UserError, badge, clear, confirmDialog, errorAlert, field, fmtBytes, fmtTime, h, loading, openDialog, select,
-  switchControl, table, toast,
+  switchControl, table, toast, writeGuard,
 } from "./ui.js";
 
 const started = (what, out) => toast(`${what} started.`, "ok", out && out.operation_log_id ? { link: taskLink(out.operation_log_id) } : {});
@@ -253,6 +253,7 @@ export function backupDetails(b, vaultName) {
         { title: "Logical", cls: "num", render: (k) => fmtBytes(k.logical_bytes) },
         { title: "Added", cls: "num", render: (k) => fmtBytes(k.added_bytes) },
         { title: "Status", render: (k) => badge(k.status) },
+        { title: "", render: (k) => writeGuard(h("button.link", { type: "button", disabled: k.status !== "available", onclick: () => createDisk({ ...k, name: `${b.name}/${k.resource_name}` }) }, "Create Disk")) },
       ], b.children)] : null),
   });
 }

@@ -149,12 +149,12 @@ const TONES = {
   available: "green", success: "green", running: "green", enabled: "green", "in-use": "blue",
   creating: "blue", restoring: "blue", protecting: "blue", waiting: "plain", locked: "orange",
   deleting: "orange", stopped: "plain", skipped: "plain", disabled: "plain", error: "red", failed: "red",
-  faulty: "red", timeout: "red", failure: "red",
+  faulty: "red", timeout: "red", failure: "red", ACTIVE: "green", SHUTOFF: "plain", ERROR: "red",
 };
 const LABELS = {
   success: "Successful", "in-use": "In-use", timeout: "Timed out", waiting: "Waiting", failure: "Failed",
   protecting: "Creating", waiting_protect: "Waiting to back up", waiting_delete: "Waiting to delete",
-  waiting_restore: "Waiting to restore",
+  waiting_restore: "Waiting to restore", ACTIVE: "Running", SHUTOFF: "Stopped", ERROR: "Faulty",
 };
 const ACTIVE = new Set(["creating", "restoring", "running", "deleting", "protecting"]);
 

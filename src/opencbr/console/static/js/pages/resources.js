@@ -82,6 +82,7 @@ export async function render(main, { sub }, ctx) {
 
   let rows = [];
   let vaultNames = {};
+  let serverNames = {};
   const draw = () => {
     const after = (p) => p.then((ok) => { if (ok) load(); });
     const power = (r, status) => api.put(`/inventory/servers/${r.id}`, { status })
@@ -93,9 +94,9 @@ export async function render(main, { sub }, ctx) {
       kind === "servers"
         ? { title: "Disks", render: (r) => h("div", (r.disks || []).map((d) => h("div", `${d.name} `, h("span.hint", `${d.role || "data"} · ${fmtBytes(d.size_bytes)}`)))) }
         : { title: kind === "disks" ? "Path" : "Directory", render: (r) => h("span.mono", r.path) },
-      kind === "disks" ? { title: "Attached to", render: (r) => (r.server_id ? h("span", r.role === "system" ? "system disk of " : "data disk of ", h("span.mono", r.server_id.slice(0, 8))) : h("span.hint", "--")) } : null,
-      { title: "Vault", render: (r) => (r.vault_id ? h("a", { href: `#/vault/${r.vault_id}` }, vaultNames[r.vault_id] || r.vault_id.slice(0, 8)) : h("span.hint", "Not protected")) },
-      { title: "AZ", render: (r) => r.availability_zone || "--" },
+      kind === "disks" ? { title: "Attached to", render: (r) => (r.server_id ? h("span", r.role === "system" ? "system disk of " : "data disk of ", h("b", { title: r.server_id }, serverNames[r.server_id] || r.server_id.slice(0, 8))) : h("span.hint", "--")) } : null,
+      { title: "Vault", cls: "nowrap", render: (r) => (r.vault_id ? h("a", { href: `#/vault/${r.vault_id}` }, vaultNames[r.vault_id] || r.vault_id.slice(0, 8)) : h("span.hint", "Not protected")) },
+      { title: "AZ", cls: "nowrap", render: (r) => r.availability_zone || "--" },
       { title: "Registered", cls: "nowrap", render: (r) => timeCell(r.created_at) },
       {
         title: "Operation", render: (r) => h("div.ops",
@@ -117,9 +118,10 @@ export async function render(main, { sub }, ctx) {
   };
   const load = async () => {
     try {
-      const [r, v] = await Promise.all([listInventory(kind), listVaults()]);
+      const [r, v, srv] = await Promise.all([listInventory(kind), listVaults(), kind === "disks" ? listInventory("servers") : []]);
       if (!ctx.alive) return;
       rows = r;
+      serverNames = Object.fromEntries(srv.map((x) => [x.id, x.name]));
       vaultNames = Object.fromEntries(v.map((x) => [x.id, x.name]));
       draw();
     } catch (e) {

@@ -44,6 +44,15 @@ function summary(t) {
     if (b.consistency) items.push(["Consistency", String(b.consistency)]);
     if (b.warnings && b.warnings.length) items.push(["Warnings", b.warnings.map((w) => (typeof w === "string" ? w : `${w.path || ""}: ${w.message || JSON.stringify(w)}`)).join("; ")]);
   }
+  if (x.verify) {
+    for (const d of x.verify.disks || []) {
+      const bad = (d.damaged || []).length, missing = (d.missing || []).length;
+      items.push([`Verified ${d.disk || d.backup_id}`, `${d.chunks_checked ?? "?"} chunks (${fmtBytes(d.bytes_checked)}): ${d.ok ? "intact" : `${bad} damaged, ${missing} missing`}`]);
+      for (const c of [...(d.damaged || []), ...(d.missing || [])].slice(0, 5)) {
+        items.push(["", h("span.error-text", `${c.reason || "missing"}${c.offsets && c.offsets.length ? ` (at byte ${c.offsets.slice(0, 3).join(", ")})` : ""}`)]);
+      }
+    }
+  }
   if (x.restore) items.push(["Restored from", `${x.restore.backup_name || ""} (${x.restore.backup_id || ""})`], ["Target", x.restore.target_resource_name || x.restore.target_resource_id || "--"]);
   return items;
 }
