@@ -349,6 +349,18 @@ export function moreMenu(items, label = "More") {
       }, it.label);
       menu.append(b);
     }
+    menu.addEventListener("keydown", (e) => {
+      const items = [...menu.querySelectorAll("button:not(:disabled)")];
+      const i = items.indexOf(document.activeElement);
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const next = items[(i + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length];
+        if (next) next.focus();
+      } else if (e.key === "Escape" || e.key === "Tab") {
+        closeMenu();
+        button.focus();
+      }
+    });
     document.body.append(menu);
     button.setAttribute("aria-expanded", "true");
     openMenu = { menu, button };
