@@ -93,6 +93,7 @@ def test_static_files_and_redirect(server):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     assert httpx.get(server.url + "/console/../pyproject.toml", trust_env=False).status_code == 404
     assert httpx.get(server.url + "/console/%2e%2e/web.py", trust_env=False).status_code == 404
+    assert f"Console     {server.url}/console/" in server.log()  # the serve banner names it
 
 
 def test_wrong_secret_key_shows_the_error(page, server):
