@@ -377,3 +377,46 @@ def test_every_page_renders_without_errors(page, server, address, heading):
     expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
     expect(page.locator("[aria-busy=true]")).to_have_count(0)
     expect(page.locator(".alert.error")).to_have_count(0)
+
+
+def test_vault_associate_expand_dissociate_delete(page, server, tmp_path):
+    client = api(server)
+    img = make_image(tmp_path / "data3.img", size=2 * MiB, seed=5)
+    client.post("/inventory/disks", {"name": "data3", "path": img})
+    vault = client.post("/vaults", {"vault": {"name": "life-vault", "billing": {"object_type": "disk", "size": 10}}})["vault"]
+    sign_in(page, server.admin)
+    nav(page, "Cloud Disk Backups")
+    vrow = row(page, "vault-name", "life-vault")
+    expect(vrow).to_contain_text("0 B / 10 GB")
+
+    vrow.get_by_role("button", name="Associate Disk").click()
+    dlg = dialog(page)
+    dlg.get_by_label("Select data3").check()
+    dlg.get_by_role("button", name="OK").click()
+    expect(dialog(page)).to_have_count(0)
+    expect(vrow.get_by_role("link", name="1", exact=True)).to_be_visible()
+
+    vrow.get_by_role("button", name="More ▾").click()
+    page.get_by_role("menuitem", name="Expand Capacity").click()
+    dlg = dialog(page)
+    dlg.locator("input[name=add]").fill("5")
+    expect(dlg).to_contain_text("New capacity: 15 GB")
+    dlg.get_by_role("button", name="Submit").click()
+    expect(vrow).to_contain_text("/ 15 GB")
+    assert client.get(f"/vaults/{vault['id']}")["vault"]["billing"]["size"] == 15
+
+    # Vault details: dissociate the disk.
+    vrow.get_by_role("link", name="life-vault").click()
+    rrow = page.locator("tr").filter(has_text="data3")
+    rrow.get_by_role("button", name="Dissociate").click()
+    expect(dialog(page)).to_contain_text("Dissociate disk data3 from vault life-vault?")
+    dialog(page).get_by_role("button", name="Yes").click()
+    expect(page.get_by_text("No disks associated")).to_be_visible()
+
+    # Delete the vault from its details page; back on the list it goes away.
+    page.get_by_role("button", name="More ▾").click()
+    page.get_by_role("menuitem", name="Delete").click()
+    expect(dialog(page)).to_contain_text("Are you sure you want to delete vault life-vault?")
+    dialog(page).get_by_role("button", name="Yes").click()
+    expect(page).to_have_url(re.compile(r"#/disks/vaults$"))
+    expect(row(page, "vault-name", "life-vault")).to_have_count(0, timeout=60_000)
