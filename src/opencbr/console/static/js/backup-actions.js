@@ -153,6 +153,14 @@ export function deleteBackups(list) {
 }
 
 export async function downloadBackup(b) {
+  if (b.logical_bytes > 2 * GB) {
+    const go = await confirmDialog({
+      title: "Download Image", okText: "Download anyway", danger: false,
+      message: [h("p", `The image is ${fmtBytes(b.logical_bytes)}. The browser keeps the whole download in memory before saving it.`),
+        h("p", "For large disks use the command line, which writes a sparse file as it downloads: ", h("code", `cbr backup export ${b.id} --output ${b.name}.img`))],
+    });
+    if (!go) return;
+  }
   const t = toast(`Preparing ${b.name}.img (${fmtBytes(b.logical_bytes)})…`, "info", { timeout: 0 });
   try {
     const resp = await api.raw(`/backups/${b.id}/export`);
