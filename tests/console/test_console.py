@@ -238,11 +238,27 @@ def test_policy_create_preview_and_apply(page, server, tmp_path):
     assert pol["trigger"]["properties"]["pattern"] == ["FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=18;BYMINUTE=00"]
     assert pol["operation_definition"]["max_backups"] == 7 and pol["enabled"] is True
 
+    # Modify it: also at 14:00 local, and disabled.
+    prow.get_by_role("button", name="Modify").click()
+    dlg = dialog(page)
+    expect(dlg.locator("input[name=hour][value='02:00']")).to_be_checked()
+    dlg.locator(".hours label", has_text="14:00").click()
+    dlg.locator("label.switch", has_text="Enabled").click()
+    dlg.get_by_role("button", name="OK").click()
+    expect(dialog(page)).to_have_count(0)
+    expect(prow).to_contain_text("Every day at 02:00, 14:00")
+    expect(prow).to_contain_text("Disabled")
+    pol = client.get(f"/policies/{pol['id']}")["policy"]
+    # 02:00 local falls on the day before in UTC, 14:00 on the same day: one pattern each (as the CLI makes).
+    assert sorted(pol["trigger"]["properties"]["pattern"]) == ["FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=18;BYMINUTE=00",
+                                                               "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=6;BYMINUTE=00"]
+    assert pol["enabled"] is False and pol["operation_definition"]["max_backups"] == 7
+
     # The next runs, shown in local time.
     prow.get_by_role("button", name="Next Runs").click()
     dlg = dialog(page)
     expect(dlg.locator("tbody tr")).to_have_count(10)
-    expect(dlg.locator("tbody tr").first).to_contain_text("02:00")
+    expect(dlg.locator("tbody tr").first).to_contain_text(re.compile(r"(02|14):00"))
     dlg.get_by_role("button", name="Close").first.click()
 
     # A bad policy: the server's message shows in the dialog.
@@ -420,3 +436,30 @@ def test_vault_associate_expand_dissociate_delete(page, server, tmp_path):
     dialog(page).get_by_role("button", name="Yes").click()
     expect(page).to_have_url(re.compile(r"#/disks/vaults$"))
     expect(row(page, "vault-name", "life-vault")).to_have_count(0, timeout=60_000)
+
+
+@pytest.mark.parametrize("times, weekdays, every, tz", [
+    (["02:00", "14:00"], "MO,WE", None, "UTC+01:00"),
+    (["00:30", "23:00"], "MO,SU", None, "UTC+08:00"),
+    (["01:00", "22:00"], None, 3, "UTC-05:00"),
+    (["00:00"], "MO,TU,WE,TH,FR,SA,SU", None, "UTC+05:30"),
+    (["23:45"], "SA", None, "UTC-09:30"),
+])
+def test_console_converts_local_times_like_the_cli(page, server, times, weekdays, every, tz):
+    """Guide 5.2: execution times are the client's local times; the console's UTC patterns (and their
+    reading back) agree with the CLI's."""
+    from opencbr.cli.policies import _WEEKDAYS, _offset_minutes, local_patterns
+
+    page.goto("/console/")
+    days = [_WEEKDAYS.index(d) for d in weekdays.split(",")] if weekdays else None
+    out = page.evaluate("""async ([times, weekdays, every, offset]) => {
+        const s = await import('/console/js/schedule.js');
+        const p = s.localToUtcPatterns({ times, weekdays, every, offset });
+        return { patterns: p, back: s.utcPatternsToLocal(p, offset) };
+    }""", [times, days, every, _offset_minutes(tz)])
+    assert out["patterns"] == local_patterns(times, weekdays, every, tz)
+    assert out["back"]["times"] == sorted(times)
+    if weekdays:
+        assert out["back"] == {"mode": "week", "days": sorted(days), "times": sorted(times)}
+    else:
+        assert out["back"] == {"mode": "days", "every": every, "times": sorted(times)}
