@@ -58,7 +58,7 @@ def start_moto_server(timeout: float = 30.0) -> tuple[str, Callable[[], None]]:
         except Exception:
             if time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("moto_server did not come up")
+                raise RuntimeError("moto_server did not come up") from None
             time.sleep(0.1)
 
     def stop() -> None:

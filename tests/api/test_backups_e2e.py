@@ -237,8 +237,9 @@ def test_backup_rules(server, tmp_path):
     wait_backups(c, ids) if all(client.get(f"/backups/{i}")["backup"]["status"] != "deleting" for i in ids) else None
 
     # capacity (13.3.4): no backup starts once usage exceeds capacity
-    from opencbr.catalog.db import make_engine
     import sqlalchemy as sa
+
+    from opencbr.catalog.db import make_engine
     eng = make_engine(server.catalog_url)
     with eng.begin() as conn:
         conn.execute(sa.text("UPDATE vaults SET used_bytes = :u WHERE id = :v"), {"u": 21 * 1024**3, "v": vault.id})

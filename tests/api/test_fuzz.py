@@ -42,7 +42,8 @@ def test_no_server_errors(case, server):
     if "project_id" in (case.path_parameters or {}):
         case.path_parameters["project_id"] = server.admin.project_id
     response = case.call(base_url=server.url, auth=SignedAuth(server.admin), timeout=30)
-    SEEN.setdefault(server.backend, set()).add(response.status_code)
+    if "{project_id}" in case.path:  # signed routes (console sign-in answers 401 to wrong keys, rightly)
+        SEEN.setdefault(server.backend, set()).add(response.status_code)
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
     if response.status_code >= 400:
         body = response.json()

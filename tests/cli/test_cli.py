@@ -31,6 +31,7 @@ def test_inventory_and_vault_lifecycle(server, images, tmp_path):
     assert sys_disk["size_bytes"] == 2 * GB and sys_disk["status"] == "available" and sys_disk["id"]
     data_disk = ok(cli(server, "disk", "register", "--name", f"data-{sfx}", "--path", images["data"],
                        "--az", "local-1a", "--json")).json()
+    assert data_disk["availability_zone"] == "local-1a" and data_disk["size_bytes"] == 1024**3
     srv = ok(cli(server, "server", "register", "--name", f"web-{sfx}", "--system-disk", sys_disk["id"],
                  "--data-disk", f"data-{sfx}", "--json")).json()
     assert [d["role"] for d in srv["disks"]] == ["system", "data"] and srv["size_bytes"] == 3 * GB

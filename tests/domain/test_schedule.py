@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -339,7 +340,7 @@ def test_runs_increase_and_are_at_least_an_hour_apart(patterns, anchor, after, t
     assert len(runs) == 60
     times = [r.scheduled_at for r in runs]
     assert all(t > after and t > s.anchor for t in times)
-    assert all(b - a >= timedelta(minutes=MIN_GAP_MINUTES) for a, b in zip(times, times[1:]))
+    assert all(b - a >= timedelta(minutes=MIN_GAP_MINUTES) for a, b in pairwise(times))
     assert all(t.second == 0 and t.microsecond == 0 for t in times)
     for t in times:  # every run matches one of the patterns
         local = t.astimezone(tz)

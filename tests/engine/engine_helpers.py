@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sys
 import uuid
 from pathlib import Path
 
 from opencbr.engine import LockTiming, Repository  # noqa: E402
-from opencbr.storage import open_store  # noqa: E402
 
 MASTER_KEY = bytes(range(32))
 BS = 4096  # small blocks keep test images small while exercising many chunks

@@ -21,19 +21,27 @@ import time
 from pathlib import Path
 
 from engine_child import run_worker
-from engine_helpers import (CHILD, FAST_LOCKS, MASTER_KEY, PacedStore, assert_clean, child_env, new_repo, s3_store_url,
-                            sha256_file)
+from engine_helpers import (
+    CHILD,
+    FAST_LOCKS,
+    MASTER_KEY,
+    PacedStore,
+    assert_clean,
+    child_env,
+    new_repo,
+    s3_store_url,
+    sha256_file,
+)
+
 from opencbr.domain.errors import StateConflict
 from opencbr.engine import Repository
 from opencbr.storage import open_store
-
 
 _tls = threading.local()
 
 
 def _thread_worker(url, prefix, workdir, seed, n, deadline, out: list, errors: list) -> None:
     """run_worker in a thread, with its own Repository object (as a separate client would have)."""
-    import engine_child
 
     lines: list[str] = []
     _tls.lines = lines

@@ -8,8 +8,8 @@ import os
 import threading
 
 import pytest
-
 from engine_helpers import BS, MASTER_KEY, all_objects, make_image, new_repo, sha256_file
+
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.engine import BackupCancelled, FileDiskSource, Repository
 from opencbr.engine.crypto import ZERO_DIGEST

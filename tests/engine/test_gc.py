@@ -6,8 +6,8 @@ import os
 import time
 
 import pytest
-
 from engine_helpers import BS, assert_clean, make_image, new_repo, sha256_file
+
 from opencbr.domain.errors import StateConflict
 
 
@@ -36,7 +36,7 @@ def test_gc_keeps_the_unindexed_packs_of_a_running_backup(local_store):
     s.commit("w", {"type": "test"}, refs=b"".join(digests))
     g2 = repo.gc()  # the writer finished: its packs are indexed and referenced -> resurrected
     assert g2.packs_deleted == 0 and g2.packs_resurrected >= 5
-    for d, c in zip(digests, data):
+    for d, c in zip(digests, data, strict=True):
         assert repo.chunks.get_chunk(d) == c
     assert_clean(repo)
 
@@ -55,7 +55,7 @@ def test_gc_never_removes_a_deleted_backups_chunks_that_a_running_backup_reuses(
     w.commit("w", {"type": "test"}, refs=b"".join(ds))
     g2 = repo.gc()
     assert g2.packs_deleted == 0
-    for d, c in zip(ds, data):
+    for d, c in zip(ds, data, strict=True):
         assert repo.chunks.get_chunk(d) == c
     assert_clean(repo)
 
@@ -75,7 +75,7 @@ def test_a_backup_that_saw_the_condemnation_stores_its_own_copy(local_store):
     old.abort()
     g = repo.gc()
     assert g.packs_deleted > 0  # x's packs are gone now ...
-    for d, c in zip(ds, data):
+    for d, c in zip(ds, data, strict=True):
         assert repo.chunks.get_chunk(d) == c  # ... and n reads its own copies
     assert_clean(repo)
 
@@ -143,6 +143,6 @@ def test_two_condemned_copies_of_a_needed_chunk_keep_one(local_store):
     assert all(not old.put_chunk(c).new for c in data)  # old reuses x's copies ...
     old.commit("z", {"type": "test"}, refs=b"".join(ds))  # ... and finishes
     repo.gc()  # sweeps A and B: one copy of each chunk must survive
-    for d, c in zip(ds, data):
+    for d, c in zip(ds, data, strict=True):
         assert repo.chunks.get_chunk(d) == c
     assert_clean(repo)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
 from engine_helpers import MASTER_KEY, make_image, new_repo, sha256_file
+
 from opencbr.domain.errors import DataCorruption
 from opencbr.engine import Repository
 
@@ -69,7 +67,7 @@ def test_damaged_metadata_is_detected(local_store, tmp_path, what):
     if what == "config":
         cfg = local_store.get(key).replace(b'"ciphertext": "', b'"ciphertext": "00')
         local_store.put(key, cfg)
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do; a silent open would not
             Repository.open(local_store, repo.prefix, MASTER_KEY)
         return
     _flip(local_store, key, 20)

@@ -124,7 +124,7 @@ def test_long_term_gfs_retention_and_dry_run(ctx, tenant, setup):
     assert tasks_of(ctx, "delete") == []
     out = policies.prune_now(ctx, tenant, pol.id, setup.id)
     assert sorted(b for r in out for b, _ in r.deleted) == sorted(plan.plan.prune_ids)
-    assert {i for i, st in zip(ids, statuses(ctx, ids)) if st == "available"} == kept
+    assert {i for i, st in zip(ids, statuses(ctx, ids), strict=True) if st == "available"} == kept
 
 
 def test_prune_needs_the_vault_s_policy_and_retention_after_backup_never_raises(ctx, tenant, setup):

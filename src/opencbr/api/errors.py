@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -54,6 +55,13 @@ def install(app: FastAPI) -> None:
             return error_response(405, "APIGW.0102", f"method {request.method} is not allowed on {request.url.path}",
                                   request)
         return error_response(exc.status_code, f"APIGW.{exc.status_code:04d}", str(exc.detail), request)
+
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    async def _data(request: Request, exc: sqlalchemy.exc.DataError):
+        # A value the database cannot store (a NUL character, an over-long id) came from the client.
+        log.info("rejected data on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error_response(400, "BackupService.6001", "invalid request: a value has characters or a length the "
+                              "service cannot accept", request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

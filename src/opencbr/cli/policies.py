@@ -14,8 +14,8 @@ import re
 
 import typer
 
-from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.cli.client import ClientError
+from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 
 policy_app = typer.Typer(help="Policies: automatic backups at set times, and how long they are kept.",
                          no_args_is_help=True)

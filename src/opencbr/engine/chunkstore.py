@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..domain.errors import DataCorruption, NotFound, StateConflict
 from ..storage import ObjectStore
@@ -30,6 +30,9 @@ from .index import ChunkIndex, Location, decode_index, encode_index, new_index_n
 from .locks import LockTiming
 from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
 from .packs import pack_key
+
+if TYPE_CHECKING:
+    from .session import WriteSession
 
 INDEX_DIR = "index/"
 DATA_DIR = "data/"
@@ -100,7 +103,7 @@ class ChunkStore:
     def load_index(self, excluded: Iterable[str] = ()) -> ChunkIndex:
         """Build a fresh :class:`ChunkIndex` from the index objects in the store now (parsed objects
         are cached: they are immutable). Retries if GC replaced objects while we were reading."""
-        for attempt in range(5):
+        for _attempt in range(5):
             names = self.list_index_objects()
             idx = ChunkIndex(excluded)
             try:

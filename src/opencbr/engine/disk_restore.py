@@ -158,7 +158,7 @@ def restore_disk(
 ) -> RestoreResult:
     t0 = time.monotonic()
     index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
-    size, bs, nblocks = index.disk_size, index.block_size, index.block_count
+    size = index.disk_size
     exists = os.path.exists(target_path)
     if not exists and not create:
         raise NotFound(f"restore target {target_path} does not exist")

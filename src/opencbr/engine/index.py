@@ -11,9 +11,9 @@ with the dict entry and the 32-byte key, vs ~300 for a tuple), enough for ~10^6 
 
 from __future__ import annotations
 
+import os
 import struct
 import time
-import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 

@@ -32,7 +32,6 @@ from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
 
-
 _ENTRY = struct.Struct("<32sII")  # digest, offset, length
 _tls = threading.local()
 

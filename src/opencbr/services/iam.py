@@ -28,6 +28,7 @@ from opencbr.services.context import ServiceContext
 from opencbr.services.principal import ROLES, Principal
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_AK_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 _SK_ALPHABET = string.ascii_letters + string.digits
 
@@ -221,6 +222,8 @@ def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str,
                            "check the client's clock", code="APIGW.0304")
     if "x-sdk-date" not in auth.signed_headers or "host" not in auth.signed_headers:
         raise Unauthorized("the signature must cover the host and x-sdk-date headers")
+    if not _AK_RE.match(auth.access_key):
+        raise Unauthorized("unknown or inactive access key")
     with ctx.tx() as s:
         cred = s.get(Credential, auth.access_key)
         user = s.get(User, cred.user_id) if cred is not None else None
@@ -277,8 +280,10 @@ def issue_token(ctx: ServiceContext, access_key: str, secret_key: str, project_i
     """The web console signs in with an AK/SK pair and then sends ``X-Auth-Token`` (DESIGN.md section 5:
     tokens for the console). The token is stateless (HMAC with a key derived from the master key) and
     names the access key, which must still be active on every use."""
+    if not isinstance(access_key, str) or not _AK_RE.match(access_key):
+        raise Unauthorized("wrong access key or secret key")
     with ctx.tx() as s:
-        cred = s.get(Credential, access_key) if isinstance(access_key, str) else None
+        cred = s.get(Credential, access_key)
         user = s.get(User, cred.user_id) if cred is not None else None
         if cred is None or user is None or cred.status != "active" or not user.enabled or not isinstance(
                 secret_key, str) or not hmac.compare_digest(unseal_secret(ctx.master_key, cred.secret_sealed),

@@ -71,7 +71,7 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error (idempotent)."""
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - a no-op by default, on purpose
         """Make every earlier ``sync=False`` write durable. A no-op where writes are durable anyway."""
 
     def remove_abandoned_writes(self, prefix: str, older_than: float) -> int:
@@ -80,7 +80,7 @@ class ObjectStore(abc.ABC):
         count. A no-op where writes are atomic and leave nothing behind (S3 single PUTs)."""
         return 0
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default, on purpose
         """Release connections/handles. The store must not be used afterwards."""
 
     def url(self) -> str:

@@ -19,7 +19,6 @@ from collections import OrderedDict
 
 from ...domain.errors import DataCorruption, NotFound
 from ..chunkstore import ChunkStore
-from ..crypto import ZERO_DIGEST
 from ..fixed_index import FixedIndex
 from ..packs import pack_key
 
@@ -162,7 +161,7 @@ class DiskBackupView(io.RawIOBase):
             except KeyError:
                 blob = memoryview(b"")
             self.range_reads += 1
-            for pid, off, ln, d in locs[j:k]:
+            for _pid, off, ln, d in locs[j:k]:
                 rec = blob[off - start:off - start + ln]
                 try:
                     if len(rec) != ln:

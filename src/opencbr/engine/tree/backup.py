@@ -45,11 +45,26 @@ from .catalog import CatalogReader, CatalogWriter
 from .chunker import DEFAULT_PARAMS, ChunkParams, FileChunker, FileData, FileUnreadable
 from .common import Names, Progress, chunkstore_of, load_index
 from .dynamic_index import FORMAT, DynamicIndex
-from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
+from .entry import (
+    BLK,
+    CHR,
+    DIR,
+    FIFO,
+    FILE,
+    SOCK,
+    SYMLINK,
+    Entry,
+    encode,
+    path_key,
+    record_digests,
+    record_header,
+    record_path,
+    type_of_mode,
+    with_atime,
+)
 from .memory import limit_heap_growth, trim
-from .entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, encode, path_key, record_digests, record_header, record_path, \
-    type_of_mode, with_atime
 from .results import TreeBackupResult, TreeWarning
+from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
 from .walker import TreeScanner, TreeWalker
 
 MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)

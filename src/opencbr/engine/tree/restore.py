@@ -37,8 +37,8 @@ from ..errors import RestoreCancelled
 from ..packs import pack_key
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
-from .memory import limit_heap_growth, trim
 from .entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
+from .memory import limit_heap_growth, trim
 from .results import TreeRestoreResult, TreeWarning
 
 WINDOW_BYTES = 64 << 20
@@ -348,7 +348,6 @@ class TreeRestore:
         links: dict[tuple[int, int], bytes] = {}
         win = _Window()
         inflight: list[_Window] = []
-        open_jobs: list[_FileJob] = []
         try:
             def entries():
                 yield first
