@@ -21,7 +21,6 @@ from huaweicloudsdkcbr.v1 import (
     RestoreBackupRequest,
     ShowBackupRequest,
     ShowCheckpointRequest,
-    ShowOpLogRequest,
     ShowVaultRequest,
     VaultBackup,
     VaultBackupReq,
@@ -30,30 +29,8 @@ from huaweicloudsdkcbr.v1 import (
 )
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
-from tests.support.clients import api, sdk
+from tests.support.clients import api, sdk, sdk_task_ok, sdk_wait_backups
 from tests.support.disks import MARKER, MiB, make_image, mutate, sha256
-
-
-def wait_backups(c, ids, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        bs = [c.show_backup(ShowBackupRequest(backup_id=i)).backup for i in ids]
-        if all(b.status in ("available", "error") for b in bs):
-            assert all(b.status == "available" for b in bs), [(b.id, b.status) for b in bs]
-            return bs
-        time.sleep(0.2)
-    raise AssertionError("backups did not finish")
-
-
-def wait_task(c, task_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = c.show_op_log(ShowOpLogRequest(operation_log_id=task_id)).operation_log
-        if log.status in ("success", "failed"):
-            assert log.status == "success", (log.error_info.code, log.error_info.message)
-            return log
-        time.sleep(0.2)
-    raise AssertionError("task did not finish")
 
 
 def create_vault(c, name, object_type, resources, size=20):
@@ -79,7 +56,7 @@ def test_disk_backup_restore_roundtrip(server, tmp_path):
     cp = checkpoint(c, vault.id, description="first")
     assert cp.status == "protecting" and len(cp.vault.resources) == 1
     b1_id = client.get("/backups", checkpoint_id=cp.id)["backups"][0]["id"]
-    (b1,) = wait_backups(c, [b1_id])
+    (b1,) = sdk_wait_backups(c, [b1_id])
     assert b1.name.startswith("manualbk_") and len(b1.name) == 13 and b1.resource_id == disk["id"]
     assert b1.incremental is False and b1.extend_info.encrypted is True
     assert c.show_checkpoint(ShowCheckpointRequest(checkpoint_id=cp.id)).checkpoint.status == "available"
@@ -92,7 +69,7 @@ def test_disk_backup_restore_roundtrip(server, tmp_path):
     assert h2 != h1
     cp2 = checkpoint(c, vault.id, name="second")
     b2_id = client.get("/backups", checkpoint_id=cp2.id)["backups"][0]["id"]
-    (b2,) = wait_backups(c, [b2_id])
+    (b2,) = sdk_wait_backups(c, [b2_id])
     assert b2.name == "second" and b2.incremental is True
     raw2 = client.get(f"/backups/{b2_id}")["backup"]
     assert raw2["added_bytes"] < raw1["added_bytes"] / 4  # only the changed blocks were stored
@@ -106,7 +83,7 @@ def test_disk_backup_restore_roundtrip(server, tmp_path):
             restore=BackupRestore(volume_id=disk["id"]))))
         assert r is not None
         task = client.get("/operation-logs", operation_type="restore", vault_id=vault.id)["operation_logs"][0]
-        wait_task(c, task["id"])
+        sdk_task_ok(c, task["id"])
         assert sha256(img) == expected
         assert c.show_backup(ShowBackupRequest(backup_id=bid)).backup.status == "available"
 
@@ -122,7 +99,7 @@ def test_disk_backup_restore_roundtrip(server, tmp_path):
             break
     mutate(img, seed=7)
     c.restore_backup(RestoreBackupRequest(backup_id=b2_id, body=BackupRestoreReq(restore=BackupRestore(volume_id=disk["id"]))))
-    wait_task(c, client.get("/operation-logs", operation_type="restore", vault_id=vault.id)["operation_logs"][0]["id"])
+    sdk_task_ok(c, client.get("/operation-logs", operation_type="restore", vault_id=vault.id)["operation_logs"][0]["id"])
     assert sha256(img) == h2
     listed = c.list_backups(ListBackupsRequest(vault_id=vault.id))
     assert [b.id for b in listed.backups] == [b2_id]
@@ -149,7 +126,7 @@ def test_server_backup_two_disks(server, tmp_path):
     vault = create_vault(c, f"e2e-srv-{sfx}", "server", [ResourceCreate(id=srv["id"], type="OS::Nova::Server")])
     cp = checkpoint(c, vault.id)
     b1_id = client.get("/backups", checkpoint_id=cp.id)["backups"][0]["id"]
-    (b1,) = wait_backups(c, [b1_id])
+    (b1,) = sdk_wait_backups(c, [b1_id])
     assert b1.resource_type == "OS::Nova::Server" and len(b1.children) == 2
     assert [ch.extend_info.system_disk for ch in b1.children] == [True, False]
     assert b1.extend_info.contain_system_disk is True
@@ -162,7 +139,7 @@ def test_server_backup_two_disks(server, tmp_path):
     hashes2 = (sha256(sys_img), sha256(data_img))
     cp2 = checkpoint(c, vault.id, incremental=False)  # a full backup
     b2_id = client.get("/backups", checkpoint_id=cp2.id)["backups"][0]["id"]
-    wait_backups(c, [b2_id])
+    sdk_wait_backups(c, [b2_id])
     assert client.get(f"/backups/{b2_id}")["backup"]["full"] is True
 
     client.put(f"/inventory/servers/{srv['id']}", {"status": "running"})
@@ -172,7 +149,7 @@ def test_server_backup_two_disks(server, tmp_path):
         c.restore_backup(RestoreBackupRequest(backup_id=bid, body=BackupRestoreReq(
             restore=BackupRestore(server_id=srv["id"], power_on=False))))
         task = client.get("/operation-logs", operation_type="restore", vault_id=vault.id)["operation_logs"][0]
-        wait_task(c, task["id"])
+        sdk_task_ok(c, task["id"])
         assert (sha256(sys_img), sha256(data_img)) == expected
         # guide 13.4.1: stopped for the restore, left off when power_on is false
         assert client.get(f"/inventory/servers/{srv['id']}")["resource"]["status"] == "stopped"
@@ -188,7 +165,7 @@ def test_server_backup_two_disks(server, tmp_path):
     # a new disk from one disk of the server backup (guide 6.4)
     out = client.post(f"/backups/{data_child['id']}/create-disk",
                       {"name": f"copy-{sfx}", "path": str(tmp_path / "copy.img"), "availability_zone": "local-1b"})
-    wait_task(c, out["operation_log_id"])
+    sdk_task_ok(c, out["operation_log_id"])
     new_disk = client.get(f"/inventory/disks/{out['disk_id']}")["resource"]
     assert new_disk["status"] == "available" and new_disk["availability_zone"] == "local-1b"
     assert sha256(tmp_path / "copy.img") == hashes1[1]
@@ -234,7 +211,7 @@ def test_backup_rules(server, tmp_path):
         c.delete_backup(DeleteBackupRequest(backup_id=ids[0]))
     except ClientRequestException as ex:
         assert ex.status_code == 409 and "available or error" in ex.error_msg
-    wait_backups(c, ids) if all(client.get(f"/backups/{i}")["backup"]["status"] != "deleting" for i in ids) else None
+    sdk_wait_backups(c, ids) if all(client.get(f"/backups/{i}")["backup"]["status"] != "deleting" for i in ids) else None
 
     # capacity (13.3.4): no backup starts once usage exceeds capacity
     import sqlalchemy as sa

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import pytest
 from huaweicloudsdkcbr.v1 import (
@@ -18,7 +17,6 @@ from huaweicloudsdkcbr.v1 import (
     CreateVaultRequest,
     ResourceCreate,
     RestoreBackupRequest,
-    ShowBackupRequest,
     VaultBackup,
     VaultBackupReq,
     VaultCreate,
@@ -27,19 +25,8 @@ from huaweicloudsdkcbr.v1 import (
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from opencbr.cli.client import ClientError
-from tests.support.clients import api, cli, sdk, task_ok
+from tests.support.clients import api, cli, sdk, sdk_wait_backups, task_ok
 from tests.support.trees import build_tree, snapshot
-
-
-def wait_available(c, backup_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        b = c.show_backup(ShowBackupRequest(backup_id=backup_id)).backup
-        if b.status in ("available", "error"):
-            assert b.status == "available"
-            return b
-        time.sleep(0.2)
-    raise AssertionError("backup did not finish")
 
 
 def checkpoint(c, client, vault_id, **params):
@@ -57,7 +44,7 @@ def test_sfs_turbo_backup_and_new_file_system(server, tmp_path):
     vault = c.create_vault(CreateVaultRequest(body=VaultCreateReq(vault=VaultCreate(
         name=f"turbo-{sfx}", billing=billing, resources=[ResourceCreate(id=fs["id"], type="OS::Sfs::Turbo")])))).vault
     assert vault.billing.spec_code == "vault.backup.turbo.normal"
-    b1 = wait_available(c, checkpoint(c, client, vault.id))
+    b1 = sdk_wait_backups(c, [checkpoint(c, client, vault.id)])[0]
     assert b1.resource_type == "OS::Sfs::Turbo" and b1.name.startswith("manualbk_")
     raw = client.get(f"/backups/{b1.id}")["backup"]
     assert raw["logical_bytes"] > 3 * 1024 * 1024 and raw["added_bytes"] > 0
@@ -87,7 +74,7 @@ def test_sfs_turbo_backup_and_new_file_system(server, tmp_path):
     with open(os.path.join(src, "docs", "f-new.txt"), "w") as f:
         f.write("a new file\n")
     os.unlink(os.path.join(src, "dangling"))
-    b2 = wait_available(c, checkpoint(c, client, vault.id, name="second"))
+    b2 = sdk_wait_backups(c, [checkpoint(c, client, vault.id, name="second")])[0]
     raw2 = client.get(f"/backups/{b2.id}")["backup"]
     assert raw2["incremental"] is True and raw2["added_bytes"] < raw["added_bytes"] / 10
     after = snapshot(src)

@@ -74,3 +74,35 @@ def wait_task(client: ApiClient, task_id: str, timeout: float = 120, *, require_
 def task_ok(client: ApiClient, task_id: str, timeout: float = 120) -> dict:
     """Wait for a task and assert it succeeded."""
     return wait_task(client, task_id, timeout, require_success=True)
+
+
+def sdk_wait_backups(c: CbrClient, ids: list[str], timeout: float = 120) -> list:
+    """With the official SDK: wait until the backups are available (asserting none ended in error)."""
+    import time
+
+    from huaweicloudsdkcbr.v1 import ShowBackupRequest
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        bs = [c.show_backup(ShowBackupRequest(backup_id=i)).backup for i in ids]
+        if all(b.status in ("available", "error") for b in bs):
+            assert all(b.status == "available" for b in bs), [(b.id, b.status) for b in bs]
+            return bs
+        time.sleep(0.2)
+    raise AssertionError("backups did not finish")
+
+
+def sdk_task_ok(c: CbrClient, task_id: str, timeout: float = 120):
+    """With the official SDK: wait for an operation log to finish and assert it succeeded."""
+    import time
+
+    from huaweicloudsdkcbr.v1 import ShowOpLogRequest
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = c.show_op_log(ShowOpLogRequest(operation_log_id=task_id)).operation_log
+        if log.status in ("success", "failed"):
+            assert log.status == "success", (log.error_info.code, log.error_info.message)
+            return log
+        time.sleep(0.2)
+    raise AssertionError("task did not finish")

@@ -199,6 +199,26 @@ def delete_credential(ctx: ServiceContext, p: Principal, access_key: str) -> Non
 
 
 # ------------------------------------------------------------------------------------ authentication
+def _active_credential(s, access_key: str) -> tuple[Credential, User] | tuple[None, None]:
+    """The credential and its user, when both exist and are active."""
+    cred = s.get(Credential, access_key)
+    user = s.get(User, cred.user_id) if cred is not None else None
+    if cred is None or user is None or cred.status != "active" or not user.enabled:
+        return None, None
+    return cred, user
+
+
+def _project_of(s, user: User, project_id: str | None) -> Project | None:
+    """The project a request is scoped to: the one named, which must be of the user's account (403),
+    or the account's first project."""
+    if project_id:
+        project = s.get(Project, project_id)
+        if project is None or project.account_id != user.account_id:
+            raise Forbidden(f"the access key has no permission on project {project_id}", code="APIGW.0305")
+        return project
+    return s.scalar(select(Project).where(Project.account_id == user.account_id).order_by(Project.created_at))
+
+
 def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str, headers: dict[str, str],
                  body: bytes, path_project_id: str | None, source_ip: str = "",
                  request_id: str = "") -> Principal:
@@ -225,9 +245,8 @@ def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str,
     if not _AK_RE.match(auth.access_key):
         raise Unauthorized("unknown or inactive access key")
     with ctx.tx() as s:
-        cred = s.get(Credential, auth.access_key)
-        user = s.get(User, cred.user_id) if cred is not None else None
-        if cred is None or user is None or cred.status != "active" or not user.enabled:
+        cred, user = _active_credential(s, auth.access_key)
+        if cred is None:
             raise Unauthorized("unknown or inactive access key")
         secret = unseal_secret(ctx.master_key, cred.secret_sealed)
         canonical = signing.canonical_request(method, path, raw_query, headers, auth.signed_headers,
@@ -240,13 +259,7 @@ def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str,
         header_project = lower.get("x-project-id")
         if header_project and path_project_id and header_project != path_project_id:
             raise Forbidden("X-Project-Id does not match the project in the path", code="APIGW.0305")
-        if project_id:
-            project = s.get(Project, project_id)
-            if project is None or project.account_id != user.account_id:
-                raise Forbidden(f"the access key has no permission on project {project_id}", code="APIGW.0305")
-        else:
-            project = s.scalar(select(Project).where(Project.account_id == user.account_id)
-                               .order_by(Project.created_at))
+        project = _project_of(s, user, project_id)
         # Recording every use would make every read a write; a minute's resolution is enough.
         now_naive = ctx.now()
         if cred.last_used_at is None or now_naive - cred.last_used_at > timedelta(minutes=1):
@@ -283,19 +296,11 @@ def issue_token(ctx: ServiceContext, access_key: str, secret_key: str, project_i
     if not isinstance(access_key, str) or not _AK_RE.match(access_key):
         raise Unauthorized("wrong access key or secret key")
     with ctx.tx() as s:
-        cred = s.get(Credential, access_key)
-        user = s.get(User, cred.user_id) if cred is not None else None
-        if cred is None or user is None or cred.status != "active" or not user.enabled or not isinstance(
-                secret_key, str) or not hmac.compare_digest(unseal_secret(ctx.master_key, cred.secret_sealed),
-                                                            secret_key):
+        cred, user = _active_credential(s, access_key)
+        if cred is None or not isinstance(secret_key, str) or not hmac.compare_digest(
+                unseal_secret(ctx.master_key, cred.secret_sealed), secret_key):
             raise Unauthorized("wrong access key or secret key")
-        if project_id:
-            project = s.get(Project, project_id)
-            if project is None or project.account_id != user.account_id:
-                raise Forbidden(f"the access key has no permission on project {project_id}", code="APIGW.0305")
-        else:
-            project = s.scalar(select(Project).where(Project.account_id == user.account_id)
-                               .order_by(Project.created_at))
+        project = _project_of(s, user, project_id)
         expires = ctx.now() + TOKEN_TTL
         claims = {"ak": cred.access_key, "pid": project.id, "exp": int(expires.replace(tzinfo=UTC).timestamp())}
         body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode().rstrip("=")
@@ -321,9 +326,8 @@ def authenticate_token(ctx: ServiceContext, token: str, path_project_id: str | N
     if path_project_id and path_project_id != claims.get("pid"):
         raise Forbidden(f"the token has no permission on project {path_project_id}", code="APIGW.0305")
     with ctx.tx() as s:
-        cred = s.get(Credential, claims.get("ak"))
-        user = s.get(User, cred.user_id) if cred is not None else None
-        if cred is None or user is None or cred.status != "active" or not user.enabled:
+        cred, user = _active_credential(s, str(claims.get("ak", "")))
+        if cred is None:
             raise Unauthorized("the access key of this session was revoked; sign in again")
         return Principal(user.account_id, claims["pid"], user.id, user.name, user.role, user.is_operator,
                          cred.access_key, source_ip, request_id)

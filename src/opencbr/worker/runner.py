@@ -17,6 +17,7 @@ import traceback
 from opencbr.domain.errors import CBRError
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
+from opencbr.storage.base import local_process_gone
 
 log = logging.getLogger("opencbr.worker")
 
@@ -35,13 +36,7 @@ def owner_is_dead(owner: str) -> bool:
         return False
     if pid == os.getpid():
         return True  # an earlier incarnation with a recycled pid; this process has not claimed yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return local_process_gone(socket.gethostname(), pid)
 
 
 class Worker:
