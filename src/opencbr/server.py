@@ -21,6 +21,7 @@ log = logging.getLogger("opencbr")
 # Importing the service modules registers their task handlers.
 from opencbr.services import backups as _backups  # noqa: E402,F401
 from opencbr.services import files as _files  # noqa: E402,F401
+from opencbr.services import restore as _restore  # noqa: E402,F401
 from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
 

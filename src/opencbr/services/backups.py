@@ -9,10 +9,8 @@ manifest only after its data, and the catalog marks the backup available only af
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,8 +22,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
-from opencbr.engine import BackupCancelled, FixedIndex, OperationCancelled, Repository
-from opencbr.engine.crypto import ZERO_DIGEST
+from opencbr.engine import BackupCancelled, Repository
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
@@ -745,209 +742,7 @@ def delete_resource_backups(s: Session, ctx: ServiceContext, vault: Vault, resou
     return task_ids
 
 
-# ------------------------------------------------------------------------------------ restore
-def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict) -> str:
-    """Guide 6.1 (server) and 6.3 (disk): restore a backup to its resource. Server: stopped first,
-    ``mappings`` choose target disks, ``power_on`` (default true) starts it afterwards."""
-    p.require_write()
-    now = ctx.now()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id, for_update=True)
-        vault = s.get(Vault, b.vault_id)
-        B.check_restorable(b.status, vault.status, b.image_type)
-        if b.parent_id is not None:
-            raise InvalidParameter("this is one disk of a server backup; restore the server backup, or create a "
-                                   "disk from it", code="BackupService.6427")
-        if b.resource_type == R.DISK:
-            target_id = body.get("volume_id") or b.resource_id
-            target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-            B.check_disk_restore_target(res_svc.live_status(s, target), local.current_size(target.path),
-                                        b.resource_size_bytes, target.id == b.resource_id)
-            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
-            server_id, power_on = None, False
-        elif b.resource_type == R.SERVER:
-            server_id = body.get("server_id") or b.resource_id
-            if server_id != b.resource_id:
-                raise InvalidParameter("a server backup is restored to its own server; create an image to make a "
-                                       "new one", code="BackupService.6428")
-            server = res_svc.get_resource(s, p.project_id, server_id, R.SERVER)
-            B.check_server_restore(res_svc.live_status(s, server))
-            power_on = body.get("power_on", True)
-            if not isinstance(power_on, bool):
-                raise InvalidParameter("power_on must be true or false")
-            plan = _server_plan(s, p, b, server, body.get("mappings"))
-        else:
-            target_id = body.get("resource_id")
-            B.check_file_system_restore_target(b.resource_id, target_id)
-            target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
-            B.check_new_file_system(res_svc.live_status(s, target), local.directory_is_empty(target.path))
-            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
-            server_id, power_on = None, False
-        b.status, b.updated_at = B.RESTORING, now
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
-                              resource_name=b.resource_name, resource_type=b.resource_type,
-                              provider_id=R.PROVIDER_ID[b.resource_type], request_id=p.request_id,
-                              params={"backup_id": b.id, "plan": plan, "server_id": server_id, "power_on": power_on},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
-                                                      "target_resource_id": server_id or plan[0]["disk_id"],
-                                                      "target_resource_name": b.resource_name}})
-        return task.id
-
-
-def _server_plan(s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
-    kids = children(s, b.id)
-    disks = {d.id: d for d in res_svc.server_disks(s, server.id)}
-    if mappings:
-        if not isinstance(mappings, list):
-            raise InvalidParameter("mappings must be a list of {backup_id, volume_id}")
-        pairs = []
-        by_id = {k.id: k for k in kids}
-        for m in mappings:
-            if not isinstance(m, dict) or m.get("backup_id") not in by_id:
-                raise InvalidParameter("each mapping needs the backup_id of a disk in this server backup",
-                                       code="BackupService.6430")
-            pairs.append((by_id[m["backup_id"]], m.get("volume_id")))
-    else:
-        # Default: each disk to itself (guide 6.1 step 5); disks removed since are skipped (13.4.4).
-        pairs = [(k, k.resource_id) for k in kids if k.resource_id in disks]
-        if not pairs:
-            raise StateConflict("none of the backed-up disks is attached to the server any more; give mappings",
-                                code="BackupService.6431")
-    B.check_mapping_targets([t for _, t in pairs])
-    plan = []
-    for kid, target_id in pairs:
-        target = disks.get(target_id)
-        B.check_server_mapping(kid.disk_role or "data", kid.resource_size_bytes,
-                               target.disk_role if target else None,
-                               local.current_size(target.path) if target else 0, target is not None)
-        plan.append({"backup_id": kid.id, "path": target.path, "disk_id": target.id})
-    return plan
-
-
-@tasks.handler("restore")
-def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
-    backup_id, plan = run.params["backup_id"], run.params["plan"]
-    server_id, power_on = run.params.get("server_id"), run.params.get("power_on")
-    with ctx.tx() as s:
-        b = s.get(Backup, backup_id)
-        vault = s.get(Vault, b.vault_id)
-        s.expunge(vault)
-        if server_id:
-            # Guide 13.4.1: the server is shut down before its data is restored.
-            server = s.get(Resource, server_id)
-            server.status = "stopped"
-    repo = repository(ctx, vault, create=False)
-    progress = TaskProgress(run)
-    try:
-        for i, step in enumerate(plan):
-            span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
-            if step.get("tree"):
-                from opencbr.engine.tree import restore_tree
-
-                restore_tree(repo, step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
-            else:
-                repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
-    except OperationCancelled:
-        _restore_done(ctx, backup_id, None)
-        raise tasks.TaskCancelled(run.task_id) from None
-    except Exception:
-        _restore_done(ctx, backup_id, None)
-        raise
-    _restore_done(ctx, backup_id, server_id if power_on else None)
-
-
-def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None) -> None:
-    with ctx.tx() as s:
-        b = s.get(Backup, backup_id)
-        if b is not None and b.status == B.RESTORING:
-            b.status, b.updated_at = B.AVAILABLE, ctx.now()
-        if start_server:
-            server = s.get(Resource, start_server)
-            if server is not None:
-                server.status = "running"
-
-
-# ------------------------------------------------------------------------------------ new disks
-def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
-                            size_bytes: int | None = None, az: str | None = None) -> tuple[str, str]:
-    """Guide 6.4: a new disk (an image file at ``path``) with the backup's data, at least as large as
-    the source disk, in any AZ, registered as a resource. Returns (task id, disk id)."""
-    p.require_write()
-    R.check_resource_name(name)
-    if not isinstance(path, str) or not os.path.isabs(path):
-        raise InvalidParameter("path must be an absolute path for the new disk image")
-    real = os.path.realpath(path)
-    local.check_allowed(real, ctx.settings.resource_roots)
-    if os.path.lexists(real):
-        raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
-    if not os.path.isdir(os.path.dirname(real)):
-        raise InvalidParameter(f"the directory of {path} does not exist")
-    now = ctx.now()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id)
-        vault = s.get(Vault, b.vault_id)
-        B.check_restorable(b.status, vault.status, "backup")
-        if b.resource_type != R.DISK:
-            raise InvalidParameter("create a disk from a disk backup, or from one disk of a server backup "
-                                   "(see its children)", code="BackupService.6433")
-        size = B.check_new_disk_size(size_bytes, b.resource_size_bytes)
-        if s.scalar(select(Resource.id).where(Resource.path == real)):
-            raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
-        zone = az or b.resource_az or ctx.settings.availability_zones[0]
-        if zone not in ctx.settings.availability_zones:
-            raise InvalidParameter(f"availability zone {zone!r} does not exist")
-        disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
-                        region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
-                        status="restoring", description=f"created from backup {b.name} ({b.id})")
-        s.add(disk)
-        s.flush()
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
-                              provider_id=R.PROVIDER_ID[R.DISK], request_id=p.request_id,
-                              params={"backup_id": b.id, "disk_id": disk.id, "size": size},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
-                                                      "target_resource_id": disk.id, "target_resource_name": name}})
-        return task.id, disk.id
-
-
-@tasks.handler("create_disk")
-def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
-    backup_id, disk_id, size = run.params["backup_id"], run.params["disk_id"], run.params["size"]
-    with ctx.tx() as s:
-        b = s.get(Backup, backup_id)
-        disk = s.get(Resource, disk_id)
-        if b is None or disk is None:
-            raise CBRError("the backup or the new disk no longer exists", code="BackupService.6434")
-        vault = s.get(Vault, b.vault_id)
-        s.expunge(vault)
-        path = disk.path
-    repo = repository(ctx, vault, create=False)
-    progress = TaskProgress(run)
-    try:
-        repo.restore_disk(backup_id, path, progress=progress, cancel=progress.cancel, truncate=True)
-        with open(path, "r+b") as f:  # the new disk is as large as asked (guide 6.4)
-            if os.fstat(f.fileno()).st_size < size:
-                f.truncate(size)
-            os.fsync(f.fileno())
-    except BaseException as e:
-        with ctx.tx() as s:
-            d = s.get(Resource, disk_id)
-            if d is not None:
-                s.delete(d)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OperationCancelled):
-            raise tasks.TaskCancelled(run.task_id) from None
-        raise
-    with ctx.tx() as s:
-        d = s.get(Resource, disk_id)
-        d.status, d.size_bytes = "available", local.current_size(path)
-
-
-# ------------------------------------------------------------------------------------ verify, export
+# ------------------------------------------------------------------------------------ verify
 def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
     """Re-read every chunk of a backup and report what is damaged (beyond the guide)."""
     now = ctx.now()
@@ -995,35 +790,11 @@ def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                        code="BackupService.6010")
 
 
-def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[int, Iterator[bytes]]:
-    """The raw image of a disk backup, as a stream (beyond the guide: 13.7.6 says CBR cannot download
-    backups). Every chunk is verified as it is read."""
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id)
-        vault = s.get(Vault, b.vault_id)
-        B.check_restorable(b.status, vault.status, "backup")
-        if b.resource_type != R.DISK:
-            raise InvalidParameter("only disk backups (or one disk of a server backup) can be exported as an image",
-                                   code="BackupService.6436")
-        s.expunge(vault)
-    repo = repository(ctx, vault, create=False)
-    index = FixedIndex.from_manifest(repo.manifest(backup_id))
-
-    def blocks() -> Iterator[bytes]:
-        zero = bytes(index.block_size)
-        for i in range(index.block_count):
-            n = index.block_length(i)
-            d = index.digest(i)
-            yield zero[:n] if d == ZERO_DIGEST else repo.chunks.get_chunk(d)
-
-    return index.disk_size, blocks()
-
-
 # ------------------------------------------------------------------------------------ crashes
-@tasks.on_abandon("backup", "restore", "create_disk", "delete")
+@tasks.on_abandon("backup", "delete")
 def abandon_task(s: Session, task: Task) -> None:
-    """A backup, restore, create-disk or delete task whose worker died: leave nothing claiming to be
-    fine, and have a GC clean what a half-made backup left in the store."""
+    """A backup or delete task whose worker died: leave nothing claiming to be fine, and have a GC
+    clean what a half-made backup left in the store."""
     now = task.ended_at or task.updated_at
     params = task.params or {}
     if task.operation_type == "backup" and params.get("backup_id"):
@@ -1033,14 +804,6 @@ def abandon_task(s: Session, task: Task) -> None:
         if vault is not None:
             tasks.new_task(s, project_id=task.project_id, operation_type="gc", now=now, vault_id=vault.id,
                            vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
-    elif task.operation_type == "restore":
-        b = s.get(Backup, params.get("backup_id"))
-        if b is not None and b.status == B.RESTORING:
-            b.status = B.AVAILABLE
-    elif task.operation_type == "create_disk":
-        d = s.get(Resource, params.get("disk_id"))
-        if d is not None and d.status == "restoring":
-            d.status = "error"
     elif task.operation_type == "delete":
         b = s.get(Backup, params.get("backup_id"))
         if b is not None and b.status == B.DELETING:

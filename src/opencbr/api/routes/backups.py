@@ -13,7 +13,7 @@ from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes.common import page, parse_time
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files
+from opencbr.services import audit, backups, files, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -102,7 +102,7 @@ def restore_backup(backup_id: str, body: wire.BackupRestoreBody, p: Principal = 
                    ctx: ServiceContext = Depends(get_ctx)):
     spec = wire.dump(body.restore)
     with audit.trace(ctx, p, "restoreBackup", spec, resource_id=backup_id):
-        task_id = backups.restore_backup(ctx, p, backup_id, spec)
+        task_id = restore.restore_backup(ctx, p, backup_id, spec)
     return {"operation_log_id": task_id}
 
 
@@ -130,7 +130,7 @@ def verify_backup(backup_id: str, p: Principal = Depends(principal), ctx: Servic
 def create_disk(backup_id: str, body: wire.CreateDiskFromBackup, p: Principal = Depends(principal),
                 ctx: ServiceContext = Depends(get_ctx)):
     """Guide 6.4: a new disk from a disk backup (an image file at ``path`` on the service's machine)."""
-    task_id, disk_id = backups.create_disk_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
+    task_id, disk_id = restore.create_disk_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
                                                        size_bytes=body.size_bytes, az=body.availability_zone)
     return {"operation_log_id": task_id, "disk_id": disk_id}
 
@@ -138,7 +138,7 @@ def create_disk(backup_id: str, body: wire.CreateDiskFromBackup, p: Principal = 
 @router.get("/backups/{backup_id}/export")
 def export_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Extension: download a disk backup as a raw image (13.7.6 says CBR cannot)."""
-    size, blocks = backups.export_stream(ctx, p, backup_id)
+    size, blocks = restore.export_stream(ctx, p, backup_id)
     return StreamingResponse(blocks, media_type="application/octet-stream",
                              headers={"Content-Length": str(size),
                                       "Content-Disposition": f'attachment; filename="{backup_id}.img"'})
