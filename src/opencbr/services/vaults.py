@@ -323,8 +323,27 @@ def run_vault_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     from opencbr.services import backups
 
     vault_id = run.params["vault_id"]
-    backups.delete_vault_data(ctx, run, vault_id)
+    try:
+        backups.delete_vault_data(ctx, run, vault_id)
+    except Exception:
+        _vault_in_error(ctx, vault_id)
+        raise
     with ctx.tx() as s:
         vault = s.get(Vault, vault_id)
         if vault is not None:
             s.delete(vault)
+
+
+def _vault_in_error(ctx: ServiceContext, vault_id: str) -> None:
+    """Guide 3.1 table 3-2: a vault whose task failed is in Error (and can be deleted again, 3.2)."""
+    with ctx.tx() as s:
+        vault = s.get(Vault, vault_id)
+        if vault is not None and vault.status == "deleting":
+            vault.status = "error"
+
+
+@tasks.on_abandon("vault_delete")
+def abandon_vault_delete(s: Session, task) -> None:
+    vault = s.get(Vault, (task.params or {}).get("vault_id"))
+    if vault is not None and vault.status == "deleting":
+        vault.status = "error"
