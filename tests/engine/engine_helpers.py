@@ -102,9 +102,9 @@ def assert_clean(repo) -> None:
     idx = cs.load_index()
     refs = cs.referenced()
     packs = {k.rsplit("/", 1)[-1] for k, _ in store.list(repo.prefix + "data/")}
-    assert packs == set(idx.pack_entries), "unindexed packs or index entries for missing packs"
-    for p, entries in idx.pack_entries.items():
-        assert any(d in refs for d, _, _ in entries), f"pack {p} holds no referenced chunk"
+    assert packs == set(idx.pack_ids), "unindexed packs or index entries for missing packs"
+    for p in idx.pack_ids:
+        assert any(d in refs for d, _, _ in idx.entries(p)), f"pack {p} holds no referenced chunk"
         assert store.head(repo.prefix + pack_key(p)) is not None
     assert all(idx.lookup(d) is not None for d in refs)
 

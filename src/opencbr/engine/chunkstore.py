@@ -72,7 +72,7 @@ class ChunkStore:
         self.pack_size = pack_size
         self.lock_timing = lock_timing or LockTiming()
         self.upload_threads = upload_threads
-        self._index_cache: dict[str, list[tuple[str, list[tuple[bytes, int, int]]]]] = {}
+        self._index_cache: dict[str, list[tuple[str, bytes]]] = {}
         self._cache_lock = threading.Lock()
         self._reader_index: ChunkIndex | None = None
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}

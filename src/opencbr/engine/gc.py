@@ -136,7 +136,7 @@ def _sweep(cs: ChunkStore, packs: set[str], idx: ChunkIndex, present: dict[str, 
             deleted.add(p)  # already gone (an earlier, interrupted sweep)
             continue
         needed = False
-        for d, _off, _ln in idx.pack_entries.get(p, ()):
+        for d, _off, _ln in idx.entries(p):
             if d not in refs:
                 continue
             if not any(loc.pack_id not in packs and loc.pack_id in present for loc in idx.locations(d)):
@@ -148,7 +148,7 @@ def _sweep(cs: ChunkStore, packs: set[str], idx: ChunkIndex, present: dict[str, 
         cs.store.delete(cs.k(pack_key(p)))
         result.packs_deleted += 1
         result.bytes_freed += present[p]
-        result.chunks_removed += len(idx.pack_entries.get(p, ()))
+        result.chunks_removed += idx.record_count(p)
         deleted.add(p)
     return deleted
 
@@ -213,11 +213,11 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     for p, size in present.items():
         if p in deleted or p in still_pending:
             continue
-        entries = idx.pack_entries.get(p)
-        if entries is None:
+        if not idx.has_pack(p):
             condemn.add(p)
             result.orphan_packs += 1
             continue
+        entries = idx.entries(p)
         live_bytes = sum(ln for d, off, ln in entries if canonical.get(d) == (p, off))
         dead_bytes = sum(ln for _d, _off, ln in entries) - live_bytes  # trailer overhead is not "dead"
         if live_bytes == 0:
@@ -270,7 +270,7 @@ def _repack(cs: ChunkStore, packs: list[str], idx: ChunkIndex, canonical: dict[b
         result.repack_bytes_written += len(fp.data)
 
     for p in packs:
-        live = [(d, off, ln) for d, off, ln in idx.pack_entries[p] if canonical.get(d) == (p, off)]
+        live = [(d, off, ln) for d, off, ln in idx.entries(p) if canonical.get(d) == (p, off)]
         if not live:
             continue
         try:
@@ -297,7 +297,7 @@ def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
         return
     idx = cs.load_index()
     present = _pack_listing(cs)
-    packs = [(p, idx.pack_entries[p]) for p in idx.pack_ids if p in present]
+    packs = [(p, idx.entries(p)) for p in idx.pack_ids if p in present]
     if len(names) == 1 and len(packs) == len(idx.pack_ids):
         return  # already one object describing exactly the packs that exist
     if packs:

@@ -6,7 +6,8 @@ writes one consolidated object and removes the ones it replaced. Index objects a
 sealed (GCM or checksum), so a damaged one is detected, never half-trusted.
 
 In memory a location is one Python int ``pack_no << 64 | offset << 32 | length`` (~130 bytes per chunk
-with the dict entry and the 32-byte key, vs ~300 for a tuple), enough for ~10^6 chunks per GiB of RSS.
+with the dict entry and the 32-byte key, vs ~300 for a tuple), enough for ~10^6 chunks per GiB of RSS;
+the per-pack record lists GC needs stay packed (40 bytes per record).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class ChunkIndex:
         self._loc: dict[bytes, int] = {}
         self._alt: dict[bytes, list[int]] = {}
         self.excluded = set(excluded)
-        self.pack_entries: dict[str, list[tuple[bytes, int, int]]] = {}
+        # Per pack, its records packed as in the index object (40 bytes each, not ~150 for a tuple):
+        # only GC walks them, everyone else looks chunks up in _loc.
+        self._pack_blob: dict[str, bytes] = {}
 
     def _pno(self, pack_id: str) -> int:
         n = self._pack_no.get(pack_id)
@@ -61,17 +64,17 @@ class ChunkIndex:
             self.pack_ids.append(pack_id)
         return n
 
-    def add_pack(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> None:
-        """Add all records of one pack (a pack seen twice, e.g. in an old and a consolidated index
-        object, is added once)."""
-        if pack_id in self.pack_entries:
+    def add_pack(self, pack_id: str, entries: bytes | Iterable[tuple[bytes, int, int]]) -> None:
+        """Add all records of one pack, given packed (``pack_entries``) or as tuples (a pack seen twice,
+        e.g. in an old and a consolidated index object, is added once)."""
+        if pack_id in self._pack_blob:
             return
-        ents = list(entries)
-        self.pack_entries[pack_id] = ents
+        blob = entries if isinstance(entries, (bytes, bytearray)) else pack_entries(entries)
+        self._pack_blob[pack_id] = bytes(blob)
         pno = self._pno(pack_id)
         excluded = pack_id in self.excluded
         loc_map, alt = self._loc, self._alt
-        for d, off, ln in ents:
+        for d, off, ln in _ENTRY.iter_unpack(blob):
             enc = (pno << 64) | (off << 32) | ln
             if excluded:
                 alt.setdefault(d, []).append(enc)
@@ -80,6 +83,17 @@ class ChunkIndex:
             if old is not None:
                 alt.setdefault(d, []).append(old)
             loc_map[d] = enc
+
+    def entries(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+        """The records ``(digest, offset, length)`` of one pack (empty if unknown)."""
+        blob = self._pack_blob.get(pack_id)
+        return [] if blob is None else list(_ENTRY.iter_unpack(blob))
+
+    def has_pack(self, pack_id: str) -> bool:
+        return pack_id in self._pack_blob
+
+    def record_count(self, pack_id: str) -> int:
+        return len(self._pack_blob.get(pack_id, b"")) // _ENTRY.size
 
     def has(self, digest: bytes) -> bool:
         return digest in self._loc
@@ -124,17 +138,23 @@ class ChunkIndex:
                 yield d
 
 
-def encode_index(sealer: Sealer, packs: Iterable[tuple[str, Iterable[tuple[bytes, int, int]]]]) -> bytes:
+def pack_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
+    """Records ``(digest, offset, length)`` in the index object's binary form."""
+    return b"".join(_ENTRY.pack(d, off, ln) for d, off, ln in entries)
+
+
+def encode_index(sealer: Sealer, packs: Iterable[tuple[str, bytes | Iterable[tuple[bytes, int, int]]]]) -> bytes:
     parts = [INDEX_MAGIC]
     for pack_id, entries in packs:
-        ents = list(entries)
-        parts.append(_PACK_HDR.pack(bytes.fromhex(pack_id), len(ents)))
-        parts.extend(_ENTRY.pack(d, off, ln) for d, off, ln in ents)
+        blob = entries if isinstance(entries, (bytes, bytearray)) else pack_entries(entries)
+        parts.append(_PACK_HDR.pack(bytes.fromhex(pack_id), len(blob) // _ENTRY.size))
+        parts.append(bytes(blob))
     raw = zstandard.ZstdCompressor(level=1).compress(b"".join(parts))
     return sealer.seal(raw, INDEX_PURPOSE)
 
 
-def decode_index(sealer: Sealer, blob: bytes, what: str) -> list[tuple[str, list[tuple[bytes, int, int]]]]:
+def decode_index(sealer: Sealer, blob: bytes, what: str) -> list[tuple[str, bytes]]:
+    """The packs of an index object, each with its records still packed (see :func:`pack_entries`)."""
     raw = sealer.unseal(blob, INDEX_PURPOSE, what)
     try:
         raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 34)
@@ -152,7 +172,7 @@ def decode_index(sealer: Sealer, blob: bytes, what: str) -> list[tuple[str, list
             end = pos + n * _ENTRY.size
             if end > len(raw):
                 raise DataCorruption(f"{what}: truncated")
-            ents = [(bytes(d), off, ln) for d, off, ln in _ENTRY.iter_unpack(mv[pos:end])]
+            ents = bytes(mv[pos:end])
             pos = end
             out.append((pid.hex(), ents))
     except struct.error:

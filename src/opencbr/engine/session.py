@@ -32,7 +32,7 @@ from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
 
-_ENTRY = struct.Struct("<32sII")  # digest, offset, length
+_ENTRY = struct.Struct("<32sII")  # digest, offset, length: the record form of index.py
 _tls = threading.local()
 
 
@@ -166,7 +166,7 @@ class WriteSession:
             self._drain()
             self.cs.store.flush()
             if self._written:
-                self.cs.write_index((pid, _ENTRY.iter_unpack(packed)) for pid, packed in self._written)
+                self.cs.write_index(self._written)  # already in the index object's packed form
             if not self.lock.still_held():
                 raise StateConflict("the backup lost its repository lock (stalled longer than the stale "
                                     "timeout); no backup was recorded, retry it")
