@@ -42,7 +42,9 @@ class ServerProcess:
         self.env = {**os.environ, "OPENCBR_DATA_DIR": data_dir, "OPENCBR_CATALOG_URL": catalog_url,
                     "OPENCBR_LISTEN": f"127.0.0.1:{self.port}", "OPENCBR_WORKERS": str(workers),
                     "OPENCBR_CLIENT_CONFIG": os.path.join(data_dir, "client.toml"),
-                    "NO_PROXY": "127.0.0.1,localhost", **(extra_env or {})}
+                    "NO_PROXY": "127.0.0.1,localhost",
+                    # tenants other than the operator may only use paths below these (tests live in /tmp)
+                    "OPENCBR_RESOURCE_ROOTS": "/tmp", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "server.log")
         self.settings = load_settings(env=self.env)

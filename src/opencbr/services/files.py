@@ -15,6 +15,7 @@ from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
 from opencbr.providers import local
+from opencbr.services import resources as res_svc
 from opencbr.services import tasks
 from opencbr.services.backups import TaskProgress, get_backup, repository
 from opencbr.services.context import ServiceContext
@@ -28,12 +29,12 @@ def _usable_backup(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
     return b, vault
 
 
-def _new_directory(ctx: ServiceContext, path: object, *, may_exist_empty: bool = True) -> str:
+def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist_empty: bool = True) -> str:
     """A directory the service will create and fill: absolute, inside the allowed roots, not yet used."""
     if not isinstance(path, str) or not os.path.isabs(path):
         raise InvalidParameter("path must be an absolute directory path", code="BackupService.6501")
     real = os.path.realpath(path)
-    local.check_allowed(real, ctx.settings.resource_roots)
+    res_svc.check_host_path(ctx, p, real)
     if os.path.lexists(real):
         if not (may_exist_empty and os.path.isdir(real) and not os.listdir(real)):
             raise StateConflict(f"{path} already exists and is not an empty directory", code="BackupService.6502")
@@ -49,7 +50,7 @@ def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id:
     resource; it is ``restoring`` until the data is in, then ``available``. Returns (task id, fs id)."""
     p.require_write()
     R.check_resource_name(name)
-    real = _new_directory(ctx, path)
+    real = _new_directory(ctx, p, path)
     now = ctx.now()
     with ctx.tx() as s:
         b, vault = _usable_backup(s, p, backup_id)
@@ -148,7 +149,7 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     if not isinstance(destination, str) or not os.path.isabs(destination):
         raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
     dest = os.path.realpath(destination)
-    local.check_allowed(dest, ctx.settings.resource_roots)
+    res_svc.check_host_path(ctx, p, dest)
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise StateConflict(f"{destination} exists and is not a directory", code="BackupService.6502")
     if not os.path.lexists(dest) and not os.path.isdir(os.path.dirname(dest)):

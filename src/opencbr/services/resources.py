@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Resource, Vault, VaultResource
+from opencbr.catalog.models import Resource, User, Vault, VaultResource
 from opencbr.domain import resource as R
-from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
+from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.providers import local
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -51,6 +51,25 @@ def resource_state(s: Session, res: Resource) -> R.ResourceState:
     return R.ResourceState(res.id, res.type, res.name, live_status(s, res), res.region, size, encrypted, len(disks))
 
 
+# ------------------------------------------------------------------------------------ host paths
+def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
+    """Which paths of the service's machine a tenant may name (to register a disk or file system, or to
+    restore into): the service reads and writes them with its own rights, so another tenant's disk, or
+    ``/etc``, must be out of reach. With ``resource_roots`` set, every path must lie below one of them;
+    without, only the operator's own account may name paths (a single-owner installation)."""
+    roots = ctx.settings.resource_roots
+    if roots:
+        local.check_allowed(path, roots)
+        return
+    with ctx.tx() as s:
+        operator_account = s.scalar(select(User.id).where(User.account_id == p.account_id,
+                                                          User.is_operator.is_(True)).limit(1))
+    if operator_account is None:
+        raise Forbidden("this installation lets tenants use no paths of its machines: the operator must set "
+                        "resource_roots (the directories tenants' disks and file systems may live in)",
+                        code="APIGW.0306")
+
+
 # ------------------------------------------------------------------------------------ registration
 def _check_az(ctx: ServiceContext, az: str | None) -> str:
     azs = ctx.settings.availability_zones
@@ -73,7 +92,7 @@ def register_disk(ctx: ServiceContext, p: Principal, *, name: str, path: str, az
     p.require_write()
     R.check_resource_name(name)
     probe = local.probe_disk(path)
-    local.check_allowed(probe.path, ctx.settings.resource_roots)
+    check_host_path(ctx, p, probe.path)
     with ctx.tx() as s:
         _check_path_free(s, probe.path)
         res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=probe.path,
@@ -89,7 +108,7 @@ def register_file_system(ctx: ServiceContext, p: Principal, *, name: str, path: 
     p.require_write()
     R.check_resource_name(name)
     real, size = local.probe_directory(path)
-    local.check_allowed(real, ctx.settings.resource_roots)
+    check_host_path(ctx, p, real)
     with ctx.tx() as s:
         _check_path_free(s, real)
         res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=size,

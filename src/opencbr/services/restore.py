@@ -159,7 +159,7 @@ def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *
     if not isinstance(path, str) or not os.path.isabs(path):
         raise InvalidParameter("path must be an absolute path for the new disk image")
     real = os.path.realpath(path)
-    local.check_allowed(real, ctx.settings.resource_roots)
+    res_svc.check_host_path(ctx, p, real)
     if os.path.lexists(real):
         raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
     if not os.path.isdir(os.path.dirname(real)):
