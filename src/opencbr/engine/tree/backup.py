@@ -62,7 +62,7 @@ from .entry import (
     type_of_mode,
     with_atime,
 )
-from .memory import limit_heap_growth, trim
+from .memory import MMAP_THRESHOLD, limit_heap_growth, trim
 from .results import TreeBackupResult, TreeWarning
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
 from .walker import TreeScanner, TreeWalker
@@ -610,7 +610,7 @@ def backup_tree(
     """
     cs = chunkstore_of(repo_or_chunkstore)
     check_name(backup_id)
-    limit_heap_growth()
+    limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
     if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
         raise StateConflict(f"backup {backup_id} already exists in the repository")
     try:
