@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from ..domain.errors import DataCorruption, NotFound
 from .chunkstore import ChunkStore
-from .index import Location
+from .index import ChunkIndex, Location
 from .packs import pack_key
 
 MAX_SPAN = 16 << 20
@@ -25,15 +25,18 @@ Sink = Callable[[bytes, bytes], None]  # (digest, plaintext)
 OnError = Callable[[bytes, Exception], None]
 
 
-def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
-    idx = cs.reader_index(refresh=True)
+def spans_of(idx: ChunkIndex, digests: Iterable[bytes], on_missing: Callable[[bytes], None], *,
+             max_span: int = MAX_SPAN,
+             max_gap: int = MAX_GAP) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
+    """Group the chunks to read into ranged reads: per pack, runs of records at most ``max_gap`` apart
+    and ``max_span`` long. ``on_missing(digest)`` for chunks the index does not know."""
     # (digest, Location) pairs with slotted Locations: ~100 bytes per chunk, the dominant memory of a
     # restore/verify of a large disk
     by_pack: dict[str, list[tuple[bytes, Location]]] = {}
     for d in digests:
         loc = idx.lookup(d)
         if loc is None:
-            on_error(d, NotFound(f"chunk {d.hex()} is not in the repository index"))
+            on_missing(d)
             continue
         by_pack.setdefault(loc.pack_id, []).append((d, loc))
     spans = []
@@ -42,7 +45,7 @@ def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> l
         cur: list[tuple[bytes, Location]] = []
         start = end = 0
         for d, loc in items:
-            if cur and (loc.offset - end > MAX_GAP or loc.offset + loc.length - start > MAX_SPAN):
+            if cur and (loc.offset - end > max_gap or loc.offset + loc.length - start > max_span):
                 spans.append((pack_id, start, end, cur))
                 cur = []
             if not cur:
@@ -52,6 +55,13 @@ def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> l
         if cur:
             spans.append((pack_id, start, end, cur))
     return spans
+
+
+def plan_spans(cs: ChunkStore, digests: Iterable[bytes],
+               on_error: OnError) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
+    """:func:`spans_of` over a freshly loaded reader index; missing chunks are reported as NotFound."""
+    return spans_of(cs.reader_index(refresh=True), digests,
+                    lambda d: on_error(d, NotFound(f"chunk {d.hex()} is not in the repository index")))
 
 
 def fetch_chunks(

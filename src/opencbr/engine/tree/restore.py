@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ..chunk_reader import spans_of
 from ..errors import RestoreCancelled
 from ..packs import pack_key
 from .catalog import CatalogReader
@@ -189,30 +190,8 @@ class TreeRestore:
 
     # -- fetching -----------------------------------------------------------------------------------
     def _plan(self, win: _Window) -> list[tuple[str, int, int, list]]:
-        idx = self._index
-        by_pack: dict[str, list] = {}
-        for d in win.want:
-            loc = idx.lookup(d)
-            if loc is None:
-                self._chunk_failed(win, d, "chunk is not in the repository")
-                continue
-            by_pack.setdefault(loc.pack_id, []).append((d, loc))
-        spans = []
-        for pack_id, items in by_pack.items():
-            items.sort(key=lambda x: x[1].offset)
-            cur: list = []
-            start = end = 0
-            for d, loc in items:
-                if cur and (loc.offset - end > MAX_GAP or loc.offset + loc.length - start > MAX_SPAN):
-                    spans.append((pack_id, start, end, cur))
-                    cur = []
-                if not cur:
-                    start = loc.offset
-                cur.append((d, loc))
-                end = max(end, loc.offset + loc.length)
-            if cur:
-                spans.append((pack_id, start, end, cur))
-        return spans
+        return spans_of(self._index, win.want, lambda d: self._chunk_failed(win, d, "chunk is not in the repository"),
+                        max_span=MAX_SPAN, max_gap=MAX_GAP)
 
     def _chunk_failed(self, win: _Window, d: bytes, msg: str) -> None:
         for job, _fo, _co, _n in win.want.get(d, ()):
