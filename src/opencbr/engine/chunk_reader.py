@@ -94,10 +94,9 @@ def fetch_chunks(
                 except queue.Empty:
                     return
                 try:
-                    blob = cs.store.get(cs.k(pack_key(pack_id)), start, end)
+                    mv = cs.store.read_view(cs.k(pack_key(pack_id)), start, end)
                 except KeyError:
-                    blob = b""
-                mv = memoryview(blob)
+                    mv = memoryview(b"")
                 for d, loc in items:
                     a = loc.offset - start
                     rec = mv[a:a + loc.length]

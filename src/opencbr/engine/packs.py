@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..domain.errors import DataCorruption
+from ..storage.aligned import BufferPool, aligned_buffer
 from .crypto import DIGEST_SIZE, Sealer
 
 PACK_MAGIC = b"OCBRPAK1"
@@ -44,11 +45,20 @@ class PackEntry:
 
 @dataclass
 class FinishedPack:
-    """A complete pack, ready to be written: its id, bytes, and entries (for the index)."""
+    """A complete pack, ready to be written: its id, bytes, and entries (for the index). ``release``
+    must be called once its bytes were written (it hands a pooled buffer back)."""
 
     pack_id: str
-    data: bytes
+    data: bytes | memoryview
     entries: list[PackEntry] = field(default_factory=list)
+    buffer: object = None
+    pool: BufferPool | None = None
+
+    def release(self) -> None:
+        if self.pool is not None and self.buffer is not None:
+            self.pool.give(self.buffer)
+        self.buffer = self.pool = None
+        self.data = b""
 
 
 class PackWriter:
@@ -56,39 +66,67 @@ class PackWriter:
 
     ``add`` returns a :class:`FinishedPack` when the record completed one (the caller hands it to the
     uploader), else None. ``finish`` cuts the last, partial pack.
+
+    With a ``pool`` (backup sessions), records are copied straight into a page-aligned buffer from the
+    pool, which the store can write with direct I/O and which comes back for the next pack: one copy
+    per record and no fresh 8 MiB allocation (page faults) per pack. Without one (GC), records are
+    joined at the end.
     """
 
-    def __init__(self, sealer: Sealer, target_size: int):
+    def __init__(self, sealer: Sealer, target_size: int, pool: BufferPool | None = None):
         self._sealer = sealer
         self.target_size = target_size
+        self._pool = pool
         self._lock = threading.Lock()
         self._records: list[bytes] = []
+        self._buf = None
         self._entries: list[PackEntry] = []
         self._size = 0
 
-    def add(self, digest: bytes, record: bytes) -> FinishedPack | None:
+    def _room(self, need: int) -> None:
+        """Make the current pooled buffer hold ``need`` bytes (a rare oversized pack grows it)."""
+        if self._buf is None:
+            self._buf = self._pool.take()
+        if need > len(self._buf):
+            bigger = aligned_buffer(need + need // 2)
+            bigger[:self._size] = self._buf[:self._size]
+            self._pool.give(self._buf)
+            self._buf = bigger
+
+    def add(self, digest: bytes, record) -> FinishedPack | None:
+        n = len(record)
         with self._lock:
-            self._entries.append(PackEntry(digest, self._size, len(record)))
-            self._records.append(record)
-            self._size += len(record)
+            self._entries.append(PackEntry(digest, self._size, n))
+            if self._pool is None:
+                self._records.append(record)
+            else:
+                self._room(self._size + n)
+                self._buf[self._size:self._size + n] = record
+            self._size += n
             if self._size < self.target_size:
                 return None
-            records, entries = self._records, self._entries
-            self._records, self._entries, self._size = [], [], 0
-        return self._build(records, entries)
+            return self._cut()
 
     def finish(self) -> FinishedPack | None:
         with self._lock:
-            records, entries = self._records, self._entries
-            self._records, self._entries, self._size = [], [], 0
-        if not records:
-            return None
-        return self._build(records, entries)
+            if not self._entries:
+                return None
+            return self._cut()
 
-    def _build(self, records: list[bytes], entries: list[PackEntry]) -> FinishedPack:
+    def _cut(self) -> FinishedPack:
+        """Seal the trailer and take the pack (under the lock: a pooled buffer is filled in place)."""
+        records, entries, size, buf = self._records, self._entries, self._size, self._buf
+        self._records, self._entries, self._size, self._buf = [], [], 0, None
         trailer = self._sealer.seal(b"".join(_ENTRY.pack(e.digest, e.length) for e in entries), TRAILER_PURPOSE)
-        data = b"".join((*records, trailer, _FOOTER.pack(len(trailer), PACK_MAGIC)))
-        return FinishedPack(new_pack_id(), data, entries)
+        tail = trailer + _FOOTER.pack(len(trailer), PACK_MAGIC)
+        if self._pool is None:
+            return FinishedPack(new_pack_id(), b"".join((*records, tail)), entries)
+        self._buf = buf
+        self._size = size
+        self._room(size + len(tail))
+        buf, self._buf, self._size = self._buf, None, 0
+        buf[size:size + len(tail)] = tail
+        return FinishedPack(new_pack_id(), memoryview(buf)[:size + len(tail)], entries, buf, self._pool)
 
 
 def build_pack(sealer: Sealer, records: list[tuple[bytes, bytes]]) -> FinishedPack:

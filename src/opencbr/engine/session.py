@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ..domain.errors import StateConflict
+from ..storage.aligned import BufferPool
 from .chunkstore import ChunkStore, PutResult
 from .codec import ChunkCodec
 from .locks import RepoLock
@@ -70,7 +71,9 @@ class WriteSession:
         self.stats = SessionStats()
         self._stats_lock = threading.Lock()
         self._claimed: dict[bytes, object] = {}
-        self._writer = PackWriter(cs.sealer, cs.pack_size)
+        # Packs in flight: the one being filled, the queue, one per uploader -> as many pooled buffers.
+        self._pool = BufferPool(cs.pack_size + cs.codec.max_chunk + (64 << 10), keep=2 * max(1, cs.upload_threads) + 2)
+        self._writer = PackWriter(cs.sealer, cs.pack_size, self._pool)
         self._queue: queue.Queue[FinishedPack | None] = queue.Queue(maxsize=max(1, cs.upload_threads))
         self._written: list[tuple[str, bytes]] = []
         self._written_lock = threading.Lock()
@@ -93,6 +96,8 @@ class WriteSession:
                 continue  # drain so producers never block forever
             try:
                 self.cs.store.put(self.cs.k(pack_key(pack.pack_id)), pack.data, sync=True)
+                size = len(pack.data)
+                pack.release()
                 # packed (40 bytes per chunk) rather than tuples (~130): this list lives as long as
                 # the backup and is the part of its memory that grows with the disk
                 packed = b"".join(_ENTRY.pack(e.digest, e.offset, e.length) for e in pack.entries)
@@ -100,7 +105,7 @@ class WriteSession:
                     self._written.append((pack.pack_id, packed))
                 with self._stats_lock:
                     self.stats.packs += 1
-                    self.stats.pack_bytes += len(pack.data)
+                    self.stats.pack_bytes += size
             except BaseException as e:  # noqa: BLE001 - re-raised in the producer
                 self._error = e
 

@@ -54,6 +54,12 @@ class ObjectStore(abc.ABC):
         Raises :class:`KeyError` if the object does not exist.
         """
 
+    def read_view(self, key: str, start: int, end: int) -> memoryview:
+        """Bytes ``[start, end)`` of ``key`` (shorter at its end) as a view that stays valid only until
+        the calling thread's next ``read_view``: stores may reuse one buffer per thread for bulk reads.
+        Raises :class:`KeyError` if the object does not exist."""
+        return memoryview(self.get(key, start, end))
+
     @abc.abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and mtime of ``key``, or None if it does not exist."""

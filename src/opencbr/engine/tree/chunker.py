@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
 import threading
@@ -40,6 +41,7 @@ from typing import Callable
 
 from pyfastcdc import FastCDC
 
+from ...storage.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
 from ..errors import BackupCancelled
 
 
@@ -57,6 +59,11 @@ class ChunkParams:
 
 DEFAULT_PARAMS = ChunkParams()
 READ_SIZE = 4 << 20
+# Files at least this big are read with O_DIRECT: no page-cache copy and no cache pages for data read
+# once, and a backup does not evict the machine's working set (measured on the 30k-file tree, whose
+# files >= 1 MiB hold 1.03 of its 1.63 GB: 0.3-0.4 s less system CPU). Smaller files are a read or
+# two each, where the kernel's readahead helps more than the saved copy.
+DIRECT_MIN = 1 << 20
 PREFETCH = 8 << 20
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
@@ -138,20 +145,23 @@ class _ExtentSource:
 
 
 class _FdSource:
-    """Sequential reads with the next ``PREFETCH`` bytes always requested ahead (``WILLNEED`` starts
-    asynchronous readahead), so the disk works while this thread hashes and compresses."""
+    """Sequential reads. Buffered: the next ``PREFETCH`` bytes are always requested ahead (``WILLNEED``
+    starts asynchronous readahead), so the disk works while this thread hashes and compresses.
+    ``direct``: the fd is in ``O_DIRECT`` mode (reads go from the device into our aligned buffer)."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, direct: bool = False):
         self.fd = fd
         self.pos = 0
         self.hinted = 0
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError:
-            pass
+        self.direct = direct
+        if not direct:
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError:
+                pass
 
     def readinto(self, mv: memoryview) -> int:
-        if self.pos + PREFETCH > self.hinted:
+        if not self.direct and self.pos + PREFETCH > self.hinted:
             try:
                 os.posix_fadvise(self.fd, self.hinted, self.pos + 2 * PREFETCH - self.hinted, os.POSIX_FADV_WILLNEED)
             except OSError:
@@ -160,6 +170,17 @@ class _FdSource:
         n = os.readv(self.fd, [mv])
         self.pos += n
         return n
+
+
+def _try_direct(fd: int) -> bool:
+    """Switch an open file to ``O_DIRECT`` (see storage/aligned.py for why); False where refused."""
+    if not O_DIRECT:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | O_DIRECT)
+        return True
+    except OSError:
+        return False
 
 
 Put = Callable[[object], bytes]  # data -> digest (stores the chunk unless the repository has it)
@@ -177,39 +198,42 @@ class FileChunker:
         self.on_bytes = on_bytes or (lambda n: None)
         self.cdc = FastCDC(params.avg, min_size=params.min, max_size=params.max)
         # One buffer per worker for the whole run: pyfastcdc's cut_stream allocates (and the kernel
-        # zeroes) a fresh 2 x max_size buffer per file, which was ~10% of the CPU of a backup.
-        self._buf = bytearray(max(2 * params.max, READ_SIZE + params.max))
+        # zeroes) a fresh 2 x max_size buffer per file, which was ~10% of the CPU of a backup. Page-
+        # aligned, so that big files can be read with O_DIRECT into it.
+        self._buf = aligned_buffer(max(2 * params.max, READ_SIZE + params.max) + ALIGN)
         self._mv = memoryview(self._buf)
-        self._addr = ctypes.addressof((ctypes.c_char * len(self._buf)).from_buffer(self._buf))
+        self._addr = address_of(self._buf)
 
     def _chunk_stream(self, src, out: "FileData") -> None:
         """CDC over everything ``src.readinto`` yields, through the reusable buffer. A chunk is cut only
         while at least ``max`` bytes (or the end of the file) follow its start, so the cut points are
-        exactly those of chunking the whole file at once."""
+        exactly those of chunking the whole file at once. The uncut tail is moved so that it *ends* on
+        a page boundary: every read then lands page-aligned (as O_DIRECT requires)."""
         mv, mx = self._mv, self.params.max
         cap = len(mv)
-        valid = 0
+        base = end = 0  # valid data is mv[base:end]
         eof = False
         while True:
-            while not eof and valid < cap:
-                n = src.readinto(mv[valid:min(cap, valid + READ_SIZE)])
+            while not eof and end < cap:
+                n = src.readinto(mv[end:min(cap, end + READ_SIZE)])
                 if n <= 0:
                     eof = True
                 else:
-                    valid += n
-            if valid == 0:
+                    end += n
+            if end == base:
                 return
-            pos = 0
-            for c in self.cdc.cut_buf(mv[:valid]):
-                if not eof and valid - c.offset < mx:
+            pos = base
+            for c in self.cdc.cut_buf(mv[base:end]):
+                if not eof and end - (base + c.offset) < mx:
                     break
                 self._store(c.data, out)
-                pos = c.offset + c.length
-            if eof and pos >= valid:
+                pos = base + c.offset + c.length
+            if eof and pos >= end:
                 return
-            if pos:
-                ctypes.memmove(self._addr, self._addr + pos, valid - pos)  # uncut tail to the front (overlaps)
-                valid -= pos
+            tail = end - pos
+            nb = -tail % ALIGN
+            ctypes.memmove(self._addr + nb, self._addr + pos, tail)  # (regions may overlap)
+            base, end = nb, nb + tail
 
     def read_file(self, abspath: bytes, st: os.stat_result, small_limit: int = 0) -> FileData:
         """Read and store one file. A file of fewer than ``small_limit`` bytes (at ``lstat`` time and
@@ -291,7 +315,7 @@ class FileChunker:
                     out.warning = "shrank while it was being read (stored as read)"
                 return out
             os.lseek(fd, 0, os.SEEK_SET)  # it grew: chunk it like a large file
-        self._chunk_stream(_FdSource(fd), out)
+        self._chunk_stream(_FdSource(fd, size >= DIRECT_MIN and _try_direct(fd)), out)
         out.size = out.bytes_read
         if out.size != size:
             out.warning = "changed size while it was being read (stored as read)"

@@ -214,7 +214,7 @@ class TreeRestore:
                 return
             codec = self._codec()
             try:
-                blob = memoryview(self.cs.store.get(self.cs.k(pack_key(pack_id)), start, end))
+                blob = self.cs.store.read_view(self.cs.k(pack_key(pack_id)), start, end)
             except KeyError:
                 blob = memoryview(b"")
             for d, loc in items:

@@ -1,0 +1,100 @@
+"""Direct-I/O helpers: aligned buffers, O_DIRECT writes/reads with their buffered fallbacks, and the
+store's ``read_view`` (the bulk-read path of restores) against ``get``."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from opencbr.storage import open_store
+from opencbr.storage.aligned import (
+    ALIGN,
+    BufferPool,
+    aligned_buffer,
+    is_aligned,
+    open_direct,
+    pread_direct,
+    write_direct,
+)
+
+
+def test_aligned_buffers_and_pool():
+    b = aligned_buffer(10_000)
+    assert len(b) % ALIGN == 0 and len(b) >= 10_000 and is_aligned(b)
+    assert not is_aligned(memoryview(b)[1:]) and not is_aligned(b"read-only bytes")
+    pool = BufferPool(5000, keep=1)
+    x, y = pool.take(), pool.take()
+    assert x is not y
+    pool.give(x)
+    pool.give(y)  # beyond keep: dropped
+    assert pool.take() is x
+    pool.give(aligned_buffer(1 << 20))  # a grown buffer never comes back
+    assert len(pool.take()) == pool.size
+
+
+@pytest.mark.parametrize("size", [ALIGN, 3 * ALIGN + 17, (1 << 20) + 1])
+def test_write_direct_writes_everything(tmp_path, size):
+    buf = aligned_buffer(size)
+    payload = os.urandom(size)
+    buf[:size] = payload
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        direct = write_direct(fd, memoryview(buf)[:size])
+    finally:
+        os.close(fd)
+    if direct:
+        assert path.read_bytes() == payload
+    else:  # the file system refused O_DIRECT: nothing was written, the caller writes normally
+        assert path.stat().st_size == 0
+
+
+def test_write_direct_declines_unaligned_memory(tmp_path):
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert write_direct(fd, memoryview(bytearray(3 * ALIGN))) in (False, True)
+        assert write_direct(fd, memoryview(aligned_buffer(2 * ALIGN))[1:]) is False
+        assert write_direct(fd, memoryview(b"x" * (2 * ALIGN))) is False  # read-only bytes
+    finally:
+        os.close(fd)
+
+
+def test_pread_direct_ranges(tmp_path):
+    data = os.urandom(5 * ALIGN + 123)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    fd, _direct = open_direct(p)
+    buf = aligned_buffer(len(data) + 2 * ALIGN)
+    try:
+        if not _direct:
+            pytest.skip("no O_DIRECT on this file system")
+        for start, end in [(0, len(data)), (1, 2), (ALIGN - 1, ALIGN + 1), (100, len(data) + 999),
+                           (len(data), len(data) + 10), (3 * ALIGN, 4 * ALIGN)]:
+            assert bytes(pread_direct(fd, buf, start, end)) == data[start:end]
+    finally:
+        os.close(fd)
+
+
+def test_local_read_view_matches_get(tmp_path):
+    store = open_store(tmp_path.joinpath("s").as_uri())
+    data = os.urandom(3 << 20) + b"tail"
+    store.put("data/ab/pack", data)
+    rnd = random.Random(1)
+    for _ in range(50):
+        a = rnd.randrange(0, len(data) + 10)
+        b = a + rnd.randrange(0, 1 << 20)
+        assert bytes(store.read_view("data/ab/pack", a, b)) == store.get("data/ab/pack", a, b) == data[a:b]
+    big = bytes(store.read_view("data/ab/pack", 0, 12 << 20))  # grows the thread's buffer
+    assert big == data
+    with pytest.raises(KeyError):
+        store.read_view("data/ab/missing", 0, 10)
+
+
+def test_store_contract_read_view(store):
+    store.put("k", b"0123456789")
+    assert bytes(store.read_view("k", 2, 5)) == b"234"
+    assert bytes(store.read_view("k", 8, 100)) == b"89"
+    with pytest.raises(KeyError):
+        store.read_view("nope", 0, 1)
