@@ -7,20 +7,26 @@ Public API (see each module's docstring)::
                                 ChunkStore, WriteSession, Manifest, FixedIndex)
 """
 
-from .chunkstore import ChunkStore, PutResult
-from .disk_backup import DiskBackupResult
-from .disk_restore import DamagedChunk, RestoreResult, VerifyReport
-from .disk_source import DiskSource, FileDiskSource
-from .errors import BackupCancelled, OperationCancelled, RestoreCancelled
-from .fixed_index import DEFAULT_BLOCK_SIZE, FixedIndex
-from .gc import GCResult
-from .locks import LockTiming
-from .manifests import Manifest
-from .repository import Repository
-from .session import WriteSession
+import importlib
 
-__all__ = [
-    "BackupCancelled", "ChunkStore", "DEFAULT_BLOCK_SIZE", "DamagedChunk", "DiskBackupResult", "DiskSource",
-    "FileDiskSource", "FixedIndex", "GCResult", "LockTiming", "Manifest", "OperationCancelled", "PutResult",
-    "Repository", "RestoreCancelled", "RestoreResult", "VerifyReport", "WriteSession",
-]
+# Loaded on first use (PEP 562): a process that runs one kind of operation (e.g. the tree engine's
+# CLI backing up a directory) does not pay for importing the others at start-up.
+_WHERE = {
+    "ChunkStore": "chunkstore", "PutResult": "chunkstore", "DiskBackupResult": "disk_backup",
+    "DamagedChunk": "disk_restore", "RestoreResult": "disk_restore", "VerifyReport": "disk_restore",
+    "DiskSource": "disk_source", "FileDiskSource": "disk_source", "BackupCancelled": "errors",
+    "OperationCancelled": "errors", "RestoreCancelled": "errors", "DEFAULT_BLOCK_SIZE": "fixed_index",
+    "FixedIndex": "fixed_index", "GCResult": "gc", "LockTiming": "locks", "Manifest": "manifests",
+    "Repository": "repository", "WriteSession": "session",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value

@@ -24,18 +24,20 @@ import json
 import os
 import threading
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
 from ..storage import ObjectStore
 from .chunkstore import ChunkStore
 from .crypto import RepoKeys
-from .disk_backup import DiskBackupResult, backup_disk
-from .disk_restore import RestoreResult, VerifyReport, export_disk, restore_disk, verify_disk
 from .fixed_index import DEFAULT_BLOCK_SIZE
-from .gc import GCResult, run_gc
 from .locks import LockTiming
 from .manifests import Manifest
+
+if TYPE_CHECKING:  # the disk engine and GC load on first use: a tree backup's process never needs them
+    from .disk_backup import DiskBackupResult
+    from .disk_restore import RestoreResult, VerifyReport
+    from .gc import GCResult
 
 CONFIG_KEY = "config"
 FORMAT = "opencbr-repository"
@@ -162,6 +164,8 @@ class Repository:
         repository lacks are stored (``full=True``: all are stored again). ``meta`` is kept verbatim
         in the manifest. ``progress(done_bytes, total_bytes)``; ``cancel`` -> BackupCancelled with
         nothing published. StateConflict if ``backup_id`` exists."""
+        from .disk_backup import backup_disk
+
         return backup_disk(self.chunks, source, backup_id=backup_id, meta=meta,
                            parent_backup_id=parent_backup_id, full=full, progress=progress, cancel=cancel,
                            block_size=self.block_size, workers=self.workers)
@@ -171,17 +175,23 @@ class Repository:
         """Restore onto ``target_path`` (created if missing; an existing target must be at least the
         backup's size, else InvalidParameter). Writes only blocks that differ; zero blocks become holes;
         fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5)."""
+        from .disk_restore import restore_disk
+
         return restore_disk(self.chunks, backup_id, target_path, progress=progress, cancel=cancel,
                             truncate=truncate)
 
     def export_disk(self, backup_id: str, out_path: str, progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> RestoreResult:
         """Write the backup as a sparse raw image file (replaces ``out_path``)."""
+        from .disk_restore import export_disk
+
         return export_disk(self.chunks, backup_id, out_path, progress=progress, cancel=cancel)
 
     def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport:
         """Re-read and check every chunk of a backup; report damaged/missing ones and the disk offsets
         they affect. ``progress(chunks_done, chunks_total)``."""
+        from .disk_restore import verify_disk
+
         return verify_disk(self.chunks, backup_id, progress=progress)
 
     # -- backups ---------------------------------------------------------------------------------
@@ -209,6 +219,8 @@ class Repository:
     def gc(self, progress: Progress | None = None) -> GCResult:
         """Remove chunks no backup references and repack partly dead packs; safe with backups running
         (see gc.py). StateConflict if another GC runs."""
+        from .gc import run_gc
+
         return run_gc(self.chunks, progress)
 
     def usage(self) -> int:

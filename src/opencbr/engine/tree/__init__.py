@@ -25,14 +25,23 @@ manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup
 ``browse``, ``verify``, ``cli`` (``python -m opencbr.engine.tree``).
 """
 
-from .backup import backup_tree
-from .browse import list_backup, list_tree, stat_path
-from .chunker import DEFAULT_PARAMS, ChunkParams
-from .entry import Entry
-from .restore import restore_tree
-from .results import ListEntry, TreeBackupResult, TreeRestoreResult, TreeWarning
-from .verify import TreeVerifyReport, verify_tree
+import importlib
 
-__all__ = ["ChunkParams", "DEFAULT_PARAMS", "Entry", "ListEntry", "TreeBackupResult", "TreeRestoreResult",
-           "TreeVerifyReport", "TreeWarning", "backup_tree", "list_backup", "list_tree", "restore_tree", "stat_path",
-           "verify_tree"]
+# Loaded on first use (PEP 562), as in ``opencbr.engine``: a backup does not import the restorer.
+_WHERE = {
+    "backup_tree": "backup", "list_backup": "browse", "list_tree": "browse", "stat_path": "browse",
+    "ChunkParams": "chunker", "DEFAULT_PARAMS": "chunker", "Entry": "entry", "restore_tree": "restore",
+    "ListEntry": "results", "TreeBackupResult": "results", "TreeRestoreResult": "results",
+    "TreeWarning": "results", "TreeVerifyReport": "verify", "verify_tree": "verify",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value

@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_parser("usage")
     a = ap.parse_args(argv)
 
-    from . import ChunkParams, backup_tree, list_backup, restore_tree, verify_tree
-
+    # (each command imports only what it runs: start-up is part of a re-backup's time)
     store = open_store(a.store)
     key = _master_key(a)
     prog = _progress(a.progress)
@@ -79,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             repo = Repository.open(store, a.prefix, key)
             if a.cmd == "backup":
+                from .backup import backup_tree
+                from .chunker import ChunkParams
+
                 kw = {}
                 if a.chunks:
                     avg, mn, mx = (int(x) << 10 for x in a.chunks.split(","))
@@ -88,15 +90,21 @@ def main(argv: list[str] | None = None) -> int:
                 out = backup_tree(repo, a.dir, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=a.parent,
                                   full=a.full, progress=prog, workers=a.workers, **kw).to_dict()
             elif a.cmd == "restore":
+                from .restore import restore_tree
+
                 out = restore_tree(repo, a.id, a.target, subpath=a.path, progress=prog,
                                    allow_nonempty=a.allow_nonempty, sync=not a.no_sync, workers=a.workers).to_dict()
             elif a.cmd == "ls":
+                from .browse import list_backup
+
                 out = {"entries": [e.to_dict() for e in list_backup(repo, a.id, a.path)]}
             elif a.cmd == "get":
                 from ..diskfs import restore_disk_path  # (imports the Dissect parsers: ~0.1 s cold)
 
                 out = restore_disk_path(repo, a.id, a.path, a.target).to_dict()
             elif a.cmd == "verify":
+                from .verify import verify_tree
+
                 rep = verify_tree(repo, a.id, progress=prog)
                 out = rep.to_dict()
                 code = 0 if rep.ok else 3
