@@ -1,0 +1,42 @@
+"""TreeWalker: the walk order is the catalog order (depth-first, siblings by name bytes) whatever
+the listing threads do ahead of it, including when the prefetch window is full."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from opencbr.engine.tree.entry import path_key
+from opencbr.engine.tree.walker import TreeWalker
+
+
+def _deep_tree(root, seed=3):
+    rnd = random.Random(seed)
+    dirs = [root]
+    root.mkdir()
+    for i in range(120):
+        parent = rnd.choice(dirs)
+        d = parent / f"d{rnd.randrange(1000):03d}-{i}"
+        d.mkdir()
+        dirs.append(d)
+        for j in range(rnd.randrange(4)):
+            (d / f"f{j}\xe9.txt").write_bytes(b"x" * j)
+    (root / "a-link").symlink_to("d")
+    return root
+
+
+@pytest.mark.parametrize("prefetch,window", [(0, 512), (4, 512), (3, 2), (2, 1)])
+def test_walk_order_is_catalog_order(tmp_path, monkeypatch, prefetch, window):
+    root = _deep_tree(tmp_path / "t")
+    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH", window)
+    warnings = []
+    paths = [it.path for it in TreeWalker(root, lambda *a: warnings.append(a), prefetch=prefetch)]
+    assert warnings == []
+    assert paths[0] == b"" and len(paths) == len(set(paths))
+    keys = [path_key(p) for p in paths]
+    assert keys == sorted(keys)
+    expect = {b""} | {os.path.relpath(os.path.join(d, n), root).encode()
+                      for d, ds, fs in os.walk(root) for n in ds + fs}
+    assert set(paths) == expect
