@@ -54,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BENCH = Path(os.environ.get("OPENCBR_SHARED_BENCH", REPO_ROOT.parent / "shared" / "bench"))
 PY = os.environ.get("PY", sys.executable)
 KEY_HEX = "11" * 32
-OPS = ["first", "unchanged", "changed", "restore"]
+OPS = ["first", "unchanged", "changed", "restore", "restore+sync"]
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -167,13 +167,20 @@ class Tool:
             cmd += ["--parent", self.prev]
         return cmd
 
-    def restore_cmd(self, name: str, dst: Path) -> tuple[list[str], Path, Path]:
-        """(command, cwd, where the restored 'tree' directory ends up)."""
+    def restore_cmd(self, name: str, dst: Path, durable: bool = False) -> tuple[list[str], Path, Path]:
+        """(command, cwd, where the restored 'tree' directory ends up). Not ``durable``: as peers.sh
+        times it -- restic and borg return with the restored data still in the page cache, and
+        OpenCBR runs with ``--no-sync`` to match. ``durable``: until the data is on disk -- OpenCBR's
+        default (its own ``syncfs``), the peers followed by ``sync``."""
         if self.v == "restic":
-            return ["restic", "-q", "-r", str(self.repo), "restore", "latest", "--target", str(dst)], dst, dst / "tree"
-        if self.v.startswith("borg"):
-            return ["borg", "extract", f"{self.repo}::{name}"], dst, dst / "tree"
-        return self.ocbr("restore", name, str(dst / "tree")), dst, dst / "tree"
+            cmd = ["restic", "-q", "-r", str(self.repo), "restore", "latest", "--target", str(dst)]
+        elif self.v.startswith("borg"):
+            cmd = ["borg", "extract", f"{self.repo}::{name}"]
+        else:
+            return self.ocbr("restore", name, str(dst / "tree"), *([] if durable else ["--no-sync"])), dst, dst / "tree"
+        if durable:
+            cmd = ["sh", "-c", '"$@" && sync', "sh", *cmd]
+        return cmd, dst, dst / "tree"
 
 
 def run_tool(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict], ops: list[str]) -> None:
@@ -206,20 +213,20 @@ def run_after_mutation(tool: Tool, work: Path, data: Path, drop: bool, results: 
     if "changed" in ops:
         rec("changed", timed(tool.backup_cmd("incr"), cwd=data, env=tool.env, drop=drop, log=logs / f"{tool.v}-changed.log"))
         tool.prev = "incr"
-    if "restore" in ops:
-        dst = work / "restore" / tool.v
+    for op in ("restore", "restore+sync"):
+        if op not in ops:
+            continue
+        dst = work / "restore" / f"{tool.v}-{op}"
         shutil.rmtree(dst, ignore_errors=True)
         dst.mkdir(parents=True)
-        cmd, cwd, got = tool.restore_cmd("incr", dst)
-        rec("restore", timed(cmd, cwd=cwd, env=tool.env, drop=drop, log=logs / f"{tool.v}-restore.log"))
+        cmd, cwd, got = tool.restore_cmd("incr", dst, durable=op == "restore+sync")
+        rec(op, timed(cmd, cwd=cwd, env=tool.env, drop=drop, log=logs / f"{tool.v}-{op}.log"))
         diff = subprocess.run(["diff", "-rq", "--no-dereference", str(data / "tree"), str(got)],
                               capture_output=True, text=True)
         print(f"  {tool.v:14s} verify     {'OK (diff -r)' if diff.returncode == 0 else 'DIFFERENCES'}")
         if diff.returncode != 0:
             print(diff.stdout[:2000])
-        # Kept until every tool has restored: on ext4 without a journal (this VM's root), creating
-        # files shortly (< ~30 s) after deleting many costs several times more (the inode allocator
-        # skips "recently deleted" inodes one by one), which would slow whichever tool restores next.
+        # Kept until the end of the run (see TRASH).
 
 
 def table(results: list[dict], input_bytes: int) -> str:
@@ -238,7 +245,7 @@ def table(results: list[dict], input_bytes: int) -> str:
             for peer in ("restic", peer_borg):
                 pr = by.get((peer, op))
                 ratios.append(f"{pr['wall'] / r['wall']:.2f}x faster" if pr and t.startswith("opencbr") else "")
-            mbps = input_bytes / 1e6 / r["wall"] if op in ("first", "restore") else 0
+            mbps = input_bytes / 1e6 / r["wall"] if op in ("first", "restore", "restore+sync") else 0
             lines.append(f"| {t} | {op} | {r['wall']:.2f} | {mbps:.0f} | {r['user'] + r['sys']:.2f} | "
                          f"{r['rss_mb']:.0f} | {r['repo_bytes'] / 1e6:.1f} | {ratios[0]} | {ratios[1]} |")
     # stored bytes after the changed backup (the repository holding first+unchanged+changed)
@@ -258,8 +265,9 @@ def table(results: list[dict], input_bytes: int) -> str:
     return "\n".join(lines)
 
 
-def gen_tree(data: Path, files: int, total: str, seed: int) -> None:
-    shutil.rmtree(data / "tree", ignore_errors=True)
+def gen_tree(data: Path, files: int, total: str, seed: int, trash: Path) -> None:
+    if (data / "tree").exists():
+        (data / "tree").rename(trash / f"tree-{time.time_ns()}")
     data.mkdir(parents=True, exist_ok=True)
     sh([PY, str(SHARED_BENCH / "make_dataset.py"), "tree", str(data / "tree"), "--files", str(files),
         "--total", total, "--seed", str(seed)])
@@ -314,8 +322,17 @@ def main() -> int:
         scale_check(work, [int(x) for x in a.scale.split(",")], a.scale_bytes_per_file, drop, variants)
         return 0
     data = work / "data"
+    # TRASH: nothing is deleted during a run, only moved here and deleted at its end. On ext4 without a
+    # journal (this VM's root), creating files within 1-6 minutes of deleting many is several times
+    # slower (the inode allocator skips "recently deleted" inodes one by one: ext4 recently_deleted()),
+    # which would slow whichever restore came next.
+    trash = work / "trash"
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    if (work / "restore").exists():
+        (work / "restore").rename(trash / "restore")
     if not a.reuse or not (data / "tree").exists():
-        gen_tree(data, a.files, a.total, a.seed)
+        gen_tree(data, a.files, a.total, a.seed, trash)
     input_bytes = du(data / "tree")
     ops = a.ops.split(",")
     print(f"== tree: {a.files} files, {input_bytes} bytes; variants: {' '.join(variants)}")
@@ -323,16 +340,17 @@ def main() -> int:
         if shutil.which(t):
             print(f"   {subprocess.run([t, '--version' if t == 'borg' else 'version'], capture_output=True, text=True).stdout.strip()}")
     results: list[dict] = []
-    shutil.rmtree(work / "restore", ignore_errors=True)  # long before any restore (see run_after_mutation)
     tools = [Tool(v, work, data) for v in variants]
     for tool in tools:
         run_tool(tool, work, data, drop, results, ops)
-    if "changed" in ops or "restore" in ops:
+    if "changed" in ops or "restore" in ops or "restore+sync" in ops:
         sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate-tree", str(data / "tree"), "--percent", "2", "--seed", "2"])
         input_bytes = du(data / "tree")
         for tool in tools:
             run_after_mutation(tool, work, data, drop, results, ops)
-        shutil.rmtree(work / "restore", ignore_errors=True)
+    if (work / "restore").exists():
+        (work / "restore").rename(trash / "restore-done")
+    shutil.rmtree(trash, ignore_errors=True)
     with open(work / "results.tsv", "a") as f:
         for r in results:
             f.write("\t".join(str(r.get(k, "")) for k in ("tool", "op", "wall", "user", "sys", "rss_mb", "repo_bytes"))
