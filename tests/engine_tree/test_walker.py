@@ -27,12 +27,15 @@ def _deep_tree(root, seed=3):
     return root
 
 
-@pytest.mark.parametrize("prefetch,window", [(0, 512), (4, 512), (3, 2), (2, 1)])
-def test_walk_order_is_catalog_order(tmp_path, monkeypatch, prefetch, window):
+@pytest.mark.parametrize("prefetch,window,readahead", [(0, 512, 0), (4, 512, 0), (3, 2, 0), (2, 1, 0), (2, 512, 1 << 20)])
+def test_walk_order_is_catalog_order(tmp_path, monkeypatch, prefetch, window, readahead):
     root = _deep_tree(tmp_path / "t")
     monkeypatch.setattr(TreeWalker, "MAX_PREFETCH", window)
     warnings = []
-    paths = [it.path for it in TreeWalker(root, lambda *a: warnings.append(a), prefetch=prefetch)]
+    (root / "fifo").parent.mkdir(exist_ok=True)
+    os.mkfifo(root / "fifo")  # never opened by the readahead (regular files only): no hang
+    paths = [it.path for it in TreeWalker(root, lambda *a: warnings.append(a), prefetch=prefetch,
+                                          readahead_below=readahead)]
     assert warnings == []
     assert paths[0] == b"" and len(paths) == len(set(paths))
     keys = [path_key(p) for p in paths]

@@ -42,7 +42,7 @@ from ..errors import BackupCancelled
 from ..manifests import MANIFESTS_DIR, check_name
 from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
-from .chunker import DEFAULT_PARAMS, ChunkParams, FileChunker, FileData, FileUnreadable
+from .chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, FileData, FileUnreadable
 from .common import Names, Progress, chunkstore_of, load_index
 from .dynamic_index import FORMAT, DynamicIndex
 from .entry import (
@@ -398,8 +398,12 @@ class TreeBackup:
         self._scanner: TreeScanner | None = None
         # Listing ahead matters most when nothing else waits on the disk (an incremental backup);
         # in a first backup the file reads keep it busy and fewer threads contend for the GIL.
+        # A first (or full) backup reads every file: the listing threads start the kernel reading the
+        # files read through the page cache (below DIRECT_MIN) ahead of the workers (30k-file tree:
+        # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead.
+        incremental = self.parent is not None and not self.full
         walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
-                            prefetch=4 if self.parent is not None and not self.full else 2)
+                            prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN)
         self.session = session = cs.session()
         self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(cs, self.level)
