@@ -77,3 +77,16 @@ def test_concurrent_adds_lose_nothing():
     out.append((bytes(p.data), p.entries))
     got = {e.digest: data[e.offset:e.offset + e.length] for data, entries in out for e in entries}
     assert got == dict(recs)
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_records_given_as_parts(pooled):
+    sealer = Sealer(None)
+    w = PackWriter(sealer, 1 << 30, BufferPool(1 << 20, keep=1) if pooled else None)
+    scratch = bytearray(b"0123456789")
+    w.add(b"a" * 32, (b"\x01", memoryview(scratch)[2:6], b"xyz"))
+    scratch[:] = b"##########"  # the caller reuses its buffer at once
+    w.add(b"b" * 32, b"plain")
+    p = w.finish()
+    data = bytes(p.data)
+    assert [data[e.offset:e.offset + e.length] for e in p.entries] == [b"\x012345xyz", b"plain"]

@@ -56,6 +56,12 @@ class ChunkCodec:
 
     def encode(self, digest: bytes, data) -> bytes:
         """Plaintext -> record (compressed when that shrinks it, then encrypted)."""
+        return b"".join(self.encode_parts(digest, data))
+
+    def encode_parts(self, digest: bytes, data) -> tuple:
+        """The record as consecutive parts (their concatenation is :meth:`encode`'s result), so the
+        pack writer copies them straight into its buffer: no joined copy of every chunk. An
+        incompressible ``data`` (a memoryview of the reader's buffer) goes into AES as it is."""
         comp = self._zc.compress(data)
         if len(comp) < len(data):
             flags, body = 1, comp
@@ -63,9 +69,9 @@ class ChunkCodec:
             flags, body = 0, data
         fb = _FLAG_BYTES[flags]
         if self._aes is None:
-            return fb + body
+            return (fb, body)
         nonce = os.urandom(NONCE_SIZE)
-        return b"".join((fb, nonce, self._aes.encrypt(nonce, bytes(body), fb + digest)))
+        return (fb, nonce, self._aes.encrypt(nonce, body, fb + digest))
 
     def decode(self, digest: bytes, record) -> bytes:
         """Record -> plaintext, verified against ``digest`` (raises DataCorruption)."""

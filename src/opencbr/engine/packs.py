@@ -94,14 +94,19 @@ class PackWriter:
             self._buf = bigger
 
     def add(self, digest: bytes, record) -> FinishedPack | None:
-        n = len(record)
+        """``record``: bytes, or a tuple of parts to be stored back to back (ChunkCodec.encode_parts)."""
+        parts = record if isinstance(record, tuple) else (record,)
+        n = sum(len(p) for p in parts)
         with self._lock:
             self._entries.append(PackEntry(digest, self._size, n))
-            if self._pool is None:
-                self._records.append(record)
+            if self._pool is None:  # (kept until the cut: views of a caller's buffer are copied)
+                self._records.extend(bytes(p) if isinstance(p, memoryview) else p for p in parts)
             else:
                 self._room(self._size + n)
-                self._buf[self._size:self._size + n] = record
+                at = self._size
+                for p in parts:
+                    self._buf[at:at + len(p)] = p
+                    at += len(p)
             self._size += n
             if self._size < self.target_size:
                 return None

@@ -141,16 +141,17 @@ class WriteSession:
         tok = _thread_token()
         if d in self._claimed or self._claimed.setdefault(d, tok) is not tok:
             return PutResult(d, False, 0)
-        rec = codec.encode(d, data)
+        rec = codec.encode_parts(d, data)
+        n = sum(len(p) for p in rec)
         pack = self._writer.add(d, rec)
         with self._stats_lock:
             self.stats.new_chunks += 1
-            self.stats.written_bytes += len(rec)
+            self.stats.written_bytes += n
             if d not in self.index:
-                self.stats.added_bytes += len(rec)
+                self.stats.added_bytes += n
         if pack is not None:
             self._enqueue(pack)
-        return PutResult(d, True, len(rec))
+        return PutResult(d, True, n)
 
     # -- end ---------------------------------------------------------------------------------------
     def _drain(self) -> None:
