@@ -21,22 +21,12 @@ against restic and borg-blake2; unencrypted OpenCBR against borg-none.
 restic and borg are apt-get installed when missing (root). Results: ``$B/results.tsv``, plus the table
 printed as markdown.
 
-Measured on the 2-core development VM (restic 0.14.0, borg 1.2.4). Other sessions' tests and
-benchmarks shared those 2 cores, so single runs vary by +-30%; each ratio compares tools measured in
-the same run. Wall seconds of four whole runs (encrypted OpenCBR vs restic)::
+Restores are timed twice: ``restore`` as peers.sh times it (the peers return with the data still in
+the page cache, OpenCBR runs with ``--no-sync`` to match) and ``restore+sync`` until the data is on
+disk (OpenCBR's default ``syncfs``; the peers followed by ``sync``).
 
-    op          opencbr                          restic                           opencbr / restic
-    first       6.48  6.35  7.45  9.87  10.20    13.03 12.70 12.06 15.47 17.24    2.01 2.00 1.62 1.57 1.69
-    unchanged   0.84  0.78  1.00  0.94  1.20     1.94  2.22  1.83  2.03  1.92     2.31 2.85 1.83 2.16 1.60
-    changed     1.18  1.28  1.42  0.97  1.16     2.23  -     3.75  1.82  2.39     1.89 -    2.64 1.88 2.06
-    restore     5.36  -     6.85  4.15  5.35     10.74 -     12.54 9.64  8.79     2.00 -    1.83 2.32 1.64
-
-    CPU seconds (user+sys) are steadier than wall time here: first backup 8.3-10.2 (restic 15.0-17.3),
-    unchanged 0.7-1.0 (restic 1.7-1.9), changed 1.0-1.2 (restic 2.0-2.3), restore 5.1-7.0 (restic
-    10.0-12.0; ours includes the syncfs that makes the restored tree durable, restic's does not).
-    repo MB after first+unchanged+changed: 1104.2 vs restic 1119.2-1119.7 (0.986x), borg 1115.4-1115.9
-    peak RSS: first backup 30k files 154-178 MB, 300k files (15 GB) 190 MB; unchanged 32 -> 44 MB;
-    restore 74-78 -> 97 MB (``--scale 30000,300000``); restic 152-171 MB on the 30k first backup
+Measured figures, and what the time goes to, are in bench/README.md (2-core VM, restic 0.14.0, borg
+1.2.4; single runs vary by +-20%, so compare tools within one run).
 """
 
 from __future__ import annotations
@@ -279,7 +269,7 @@ def scale_check(work: Path, counts: list[int], total_per_file: int, drop: bool, 
     for n in counts:
         data = work / f"data-{n}"
         if not (data / "tree").exists():
-            gen_tree(data, n, str(n * total_per_file), 1)
+            gen_tree(data, n, str(n * total_per_file), 1, work)  # (nothing to move aside: no tree yet)
         for v in variants:
             tool = Tool(v, work / f"scale-{n}", data)
             res: list[dict] = []
