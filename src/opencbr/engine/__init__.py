@@ -7,7 +7,7 @@ Public API (see each module's docstring)::
                                 ChunkStore, WriteSession, Manifest, FixedIndex)
 """
 
-import importlib
+from .lazy import lazy_getattr
 
 # Loaded on first use (PEP 562): a process that runs one kind of operation (e.g. the tree engine's
 # CLI backing up a directory) does not pay for importing the others at start-up.
@@ -21,12 +21,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE, globals())

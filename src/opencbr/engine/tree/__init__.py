@@ -25,7 +25,7 @@ manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup
 ``browse``, ``verify``, ``cli`` (``python -m opencbr.engine.tree``).
 """
 
-import importlib
+from ..lazy import lazy_getattr
 
 # Loaded on first use (PEP 562), as in ``opencbr.engine``: a backup does not import the restorer.
 _WHERE = {
@@ -36,12 +36,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE, globals())
