@@ -130,3 +130,38 @@ def test_progress_reports_bytes_up_to_the_total(enc_repo, tmp_path):
     restore_tree(enc_repo, "b1", tmp_path / "out", progress=lambda d, t: rcalls.append((d, t)))
     assert rcalls and rcalls[-1] == (res.total_bytes, res.total_bytes)
     assert all(0 <= d <= t for d, t in rcalls)
+
+
+@pytest.mark.parametrize("setgid_target", [False, True])
+def test_modes_and_owners_whatever_the_umask_and_target(enc_repo, tmp_path, setgid_target):
+    """Files may be created with their final mode (restore.py _create_mode): modes the umask would
+    strip, special bits, other owners and a set-group-id target must still come back exactly."""
+    src = tmp_path / "src"
+    src.mkdir()
+    # (under the umask 027 used below, 0640/0750/0600 are created final, the others fixed up later)
+    modes = {"plain": 0o644, "group-write": 0o664, "world-write": 0o666, "setuid": 0o4755,
+             "read-only": 0o444, "private": 0o600, "group-read": 0o640, "exec": 0o750, "mine": 0o600}
+    for name, mode in modes.items():
+        (src / name).write_bytes(name.encode() * 100)
+        os.chmod(src / name, mode)
+    if IS_ROOT:
+        os.chown(src / "private", 1234, 5678)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    out = tmp_path / "out"
+    out.mkdir()
+    if setgid_target:
+        os.chmod(out, 0o2775)
+        if IS_ROOT:
+            os.chown(out, 0, 4321)
+    old = os.umask(0o027)
+    try:
+        restore_tree(enc_repo, "b1", out / "t")
+    finally:
+        os.umask(old)
+    for name, mode in modes.items():
+        st = os.lstat(out / "t" / name)
+        assert stat.S_IMODE(st.st_mode) == mode, name
+        assert (out / "t" / name).read_bytes() == name.encode() * 100
+        if IS_ROOT:
+            want = (1234, 5678) if name == "private" else (os.lstat(src / name).st_uid, os.lstat(src / name).st_gid)
+            assert (st.st_uid, st.st_gid) == want, name
