@@ -323,6 +323,7 @@ def main() -> int:
         (work / "restore").rename(trash / "restore")
     if not a.reuse or not (data / "tree").exists():
         gen_tree(data, a.files, a.total, a.seed, trash)
+    sh(["find", str(data / "tree"), "-printf", ""])  # (relatime: see the walk after mutate-tree)
     input_bytes = du(data / "tree")
     ops = a.ops.split(",")
     print(f"== tree: {a.files} files, {input_bytes} bytes; variants: {' '.join(variants)}")
