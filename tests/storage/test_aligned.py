@@ -98,3 +98,19 @@ def test_store_contract_read_view(store):
     assert bytes(store.read_view("k", 8, 100)) == b"89"
     with pytest.raises(KeyError):
         store.read_view("nope", 0, 1)
+
+
+def test_without_direct_io_everything_falls_back(tmp_path, monkeypatch):
+    """Where O_DIRECT does not exist or is refused, the store reads and writes buffered, unchanged."""
+    import opencbr.storage.aligned as aligned
+
+    monkeypatch.setattr(aligned, "O_DIRECT", 0)
+    store = open_store(tmp_path.joinpath("s").as_uri())
+    buf = aligned_buffer(3 * ALIGN + 5)
+    buf[:] = os.urandom(len(buf))
+    store.put("data/cd/pack", memoryview(buf)[:3 * ALIGN + 5])  # would be a direct write
+    assert store.get("data/cd/pack") == bytes(buf[:3 * ALIGN + 5])
+    assert bytes(store.read_view("data/cd/pack", 7, 2 * ALIGN)) == bytes(buf[7:2 * ALIGN])
+    fd, direct = open_direct(tmp_path / "s" / "data" / "cd" / "pack")
+    os.close(fd)
+    assert direct is False
