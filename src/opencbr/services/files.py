@@ -89,22 +89,10 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         target = fs.path
     created = not os.path.exists(target)
     progress = TaskProgress(run)
-    try:
+    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: local.tree_size(target),
+                                  remove=lambda: created and shutil.rmtree(target, ignore_errors=True)):
         result = restore_tree(repository(ctx, vault, create=False), backup_id, target, progress=progress,
                               cancel=progress.cancel)
-    except BaseException as e:
-        with ctx.tx() as s:
-            row = s.get(Resource, fs_id)
-            if row is not None:
-                s.delete(row)
-        if created:
-            shutil.rmtree(target, ignore_errors=True)
-        if isinstance(e, OperationCancelled):
-            raise tasks.TaskCancelled(run.task_id) from None
-        raise
-    with ctx.tx() as s:
-        row = s.get(Resource, fs_id)
-        row.status, row.size_bytes = "available", local.tree_size(target)
     run.set_extra(restore_result={"files": result.files, "dirs": result.dirs, "bytes_written": result.bytes_written,
                                   "warnings": [w.to_dict() for w in result.warnings][:50]})
 

@@ -3,6 +3,8 @@ the CBR ``protectables`` view of them (DESIGN.md section 2: resources come from 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -12,6 +14,7 @@ from opencbr.catalog.models import Resource, User, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.providers import local
+from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -238,3 +241,27 @@ def show_resource(ctx: ServiceContext, p: Principal, resource_id: str, rtype: st
 
 def count_bindings(s: Session, vault_id: str) -> int:
     return s.scalar(select(func.count()).select_from(VaultResource).where(VaultResource.vault_id == vault_id)) or 0
+
+
+@contextmanager
+def made_from_backup(ctx: ServiceContext, run: tasks.TaskRun, resource_id: str, *, size: Callable[[], int],
+                     remove: Callable[[], None]) -> Iterator[None]:
+    """The task body that fills a resource created from a backup (a new disk, guide 6.4; a new file
+    system, 6.5). If it fails or is cancelled, the half-made resource is deleted and ``remove()`` takes
+    its data away; if it succeeds, the resource becomes available with its real ``size()``."""
+    from opencbr.engine import OperationCancelled
+
+    try:
+        yield
+    except BaseException as e:
+        with ctx.tx() as s:
+            row = s.get(Resource, resource_id)
+            if row is not None:
+                s.delete(row)
+        remove()
+        if isinstance(e, OperationCancelled):
+            raise tasks.TaskCancelled(run.task_id) from None
+        raise
+    with ctx.tx() as s:
+        row = s.get(Resource, resource_id)
+        row.status, row.size_bytes = "available", size()

@@ -205,27 +205,19 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         path = disk.path
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
-    try:
+
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: local.current_size(path), remove=remove):
         repo.restore_disk(backup_id, path, progress=progress, cancel=progress.cancel, truncate=True)
         with open(path, "r+b") as f:  # the new disk is as large as asked (guide 6.4)
             if os.fstat(f.fileno()).st_size < size:
                 f.truncate(size)
             os.fsync(f.fileno())
-    except BaseException as e:
-        with ctx.tx() as s:
-            d = s.get(Resource, disk_id)
-            if d is not None:
-                s.delete(d)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OperationCancelled):
-            raise tasks.TaskCancelled(run.task_id) from None
-        raise
-    with ctx.tx() as s:
-        d = s.get(Resource, disk_id)
-        d.status, d.size_bytes = "available", local.current_size(path)
 
 
 
