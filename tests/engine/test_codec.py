@@ -39,6 +39,31 @@ def test_every_flipped_byte_is_detected(encrypted):
         codec.decode(bytes(32), bytes(rec))  # record under another name
 
 
+@pytest.mark.parametrize("encrypted", [True, False])
+@pytest.mark.parametrize("data", [b"a" * 65536, os.urandom(65536), b"x"])
+def test_decode_into_places_the_plaintext_and_checks_it(encrypted, data):
+    """decode_into gives what decode gives; encrypted plaintext lands in the caller's buffer at ``at``
+    (uncompressed chunks are then views of it), a damaged record is refused, and a buffer too small
+    for the chunk falls back to a fresh allocation."""
+    codec = ChunkCodec(RepoKeys.generate() if encrypted else None)
+    d = codec.digest(data)
+    rec = codec.encode(d, data)
+    scratch = bytearray(len(data) + 100)
+    got = codec.decode_into(d, rec, scratch, 37)
+    assert bytes(got) == data
+    compressed = data == b"a" * 65536
+    if encrypted and not compressed:
+        assert bytes(scratch[37:37 + len(data)]) == data
+        assert isinstance(got, memoryview) and got.obj is scratch
+    assert bytes(codec.decode_into(d, rec, bytearray(3), 0)) == data  # too small: allocates
+    bad = bytearray(rec)
+    bad[-1] ^= 0x01
+    with pytest.raises(DataCorruption):
+        codec.decode_into(d, bytes(bad), scratch, 0)
+    with pytest.raises(DataCorruption):
+        codec.decode_into(bytes(32), rec, scratch, 0)
+
+
 def test_keyed_names_differ_from_plain_blake3():
     data = b"hello world" * 100
     keyed = ChunkCodec(RepoKeys.generate())

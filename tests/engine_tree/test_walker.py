@@ -43,3 +43,26 @@ def test_walk_order_is_catalog_order(tmp_path, monkeypatch, prefetch, window, re
     expect = {b""} | {os.path.relpath(os.path.join(d, n), root).encode()
                       for d, ds, fs in os.walk(root) for n in ds + fs}
     assert set(paths) == expect
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_adaptive_walk_lists_ahead_only_when_listings_wait(tmp_path, monkeypatch, slow):
+    """adaptive: no listing threads while listings come back quickly; once the first PROBE_LISTINGS
+    listings have waited on the "device" (here a sleep: wall time that is not this thread's CPU
+    time) the threads start, and the walk order and contents stay the same either way."""
+    import time
+
+    root = _deep_tree(tmp_path / "t")
+    real = TreeWalker._children
+
+    def children(self, abspath, rel):
+        if slow:
+            time.sleep(0.003)
+        return real(self, abspath, rel)
+
+    monkeypatch.setattr(TreeWalker, "_children", children)
+    monkeypatch.setattr(TreeWalker, "PROBE_LISTINGS", 8)
+    plain = [it.path for it in TreeWalker(root, lambda *a: None, prefetch=0)]
+    w = TreeWalker(root, lambda *a: None, prefetch=4, adaptive=True)
+    assert [it.path for it in w] == plain
+    assert w.prefetching is slow

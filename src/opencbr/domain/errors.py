@@ -26,6 +26,10 @@ class CBRError(Exception):
     def body(self) -> dict[str, str]:
         return {"error_code": self.code, "error_msg": self.message}
 
+    def __reduce__(self):
+        # pickles with its code and status (an error raised in a worker process reaches the caller)
+        return (self.__class__, (self.message,), self.__dict__)
+
     def __str__(self) -> str:  # pragma: no cover - trivial
         return f"{self.code}: {self.message}"
 

@@ -75,6 +75,21 @@ class ChunkCodec:
 
     def decode(self, digest: bytes, record) -> bytes:
         """Record -> plaintext, verified against ``digest`` (raises DataCorruption)."""
+        data = self._open(digest, record, None, 0)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def decode_into(self, digest: bytes, record, scratch, at: int = 0):
+        """:meth:`decode` without allocating where it can: an encrypted record is decrypted into
+        ``scratch[at:]`` (a writable buffer with room for the chunk) and an unencrypted, uncompressed
+        one is returned as a view of ``record``. Returns the verified plaintext -- a view of
+        ``scratch`` or ``record``, valid until they are reused, or new bytes when it was compressed.
+
+        Why: a fresh output buffer per chunk costs its allocation, zero-filling and page faults, all
+        while holding the GIL (measured on the 30k-file restore: 0.55 s of GIL in ``decrypt``). ``at``
+        lets a caller place the plaintext where an ``O_DIRECT`` write can use it as it is."""
+        return self._open(digest, record, scratch, at)
+
+    def _open(self, digest: bytes, record, scratch, at: int):
         record = memoryview(record)
         if len(record) < 1:
             raise DataCorruption(f"chunk {digest.hex()}: empty record")
@@ -85,8 +100,18 @@ class ChunkCodec:
         if self._aes is not None:
             if len(body) < NONCE_SIZE + 16:
                 raise DataCorruption(f"chunk {digest.hex()}: truncated record")
+            aad = _FLAG_BYTES[flags] + digest
             try:  # memoryviews straight into the Rust AEAD: no copies of the ciphertext
-                body = self._aes.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], _FLAG_BYTES[flags] + digest)
+                if scratch is None:
+                    body = self._aes.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], aad)
+                else:
+                    n = len(body) - NONCE_SIZE - 16
+                    out = memoryview(scratch)[at:at + n]
+                    if len(out) == n:
+                        self._aes.decrypt_into(body[:NONCE_SIZE], body[NONCE_SIZE:], aad, out)
+                        body = out
+                    else:  # bigger than the caller's buffer: allocate
+                        body = self._aes.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], aad)
             except InvalidTag:
                 raise DataCorruption(f"chunk {digest.hex()}: authentication failed") from None
         if flags & FLAG_ZSTD:
@@ -95,7 +120,7 @@ class ChunkCodec:
             except zstandard.ZstdError as e:
                 raise DataCorruption(f"chunk {digest.hex()}: bad compressed data ({e})") from None
         else:
-            data = bytes(body)
+            data = body
         if self.digest(data) != digest:
             raise DataCorruption(f"chunk {digest.hex()}: digest mismatch")
         return data

@@ -128,3 +128,66 @@ def pread_direct(fd: int, buf, start: int, end: int) -> memoryview:
             break  # end of file (a direct read only stops mid-block there)
     lo = start - a0
     return mv[lo:max(lo, min(got, end - a0))]
+
+
+def pwrite_all(fd: int, mv: memoryview, offset: int) -> None:
+    """``pwrite`` all of ``mv`` at ``offset`` (a write may be short)."""
+    done = 0
+    while done < len(mv):
+        done += os.pwrite(fd, mv[done:], offset + done)
+
+
+def reopen_direct(fd: int) -> int:
+    """A second, ``O_DIRECT`` write descriptor for the open file ``fd`` (the same inode, through
+    ``/proc/self/fd``: no path lookup that a rename could redirect), or -1 where that is refused."""
+    if not O_DIRECT:
+        return -1
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def pwrite_split(fd: int, dfd: int, data, offset: int, buf) -> bool:
+    """Write ``data`` at ``offset`` of a file open twice: its whole, aligned blocks through the
+    ``O_DIRECT`` descriptor ``dfd``, the partial blocks at either end through the buffered ``fd``.
+    The whole blocks are written from ``data`` itself when they lie page-aligned in memory (a
+    writable buffer placed so, see ``ChunkCodec.decode_into``), else copied into the aligned ``buf``
+    first (which must hold ``len(data)`` bytes).
+
+    Why: restoring writes each byte once and never reads it back; through the page cache every byte
+    is copied by the kernel, gets a cache page, and is written back later under dirty-page
+    throttling (measured on the 30k-file tree: writing cost 1.0 s of a 3.3 s restore and 1.8 s of
+    system CPU). A block is only ever written by one of the two paths (the direct part covers whole
+    blocks inside this piece; a block shared with a neighbouring piece is written buffered by both),
+    so the two never overlap. Returns False, having written everything buffered, if the file system
+    refuses direct I/O (the caller then stops trying)."""
+    mv = memoryview(data)
+    end = offset + len(mv)
+    lo = round_up(offset)
+    hi = end & ~(ALIGN - 1)
+    if hi - lo < ALIGN:
+        pwrite_all(fd, mv, offset)
+        return True
+    n = hi - lo
+    dmv = mv[lo - offset:hi - offset]
+    addr = address_of(dmv)
+    if addr is None or addr % ALIGN:
+        dmv = memoryview(buf)[:n]
+        dmv[:] = mv[lo - offset:hi - offset]
+    done = 0
+    try:
+        while done < n:
+            done += os.pwrite(dfd, dmv[done:], lo + done)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        pwrite_all(fd, mv[lo - offset + done:hi - offset], lo + done)
+        ok = False
+    else:
+        ok = True
+    if lo > offset:
+        pwrite_all(fd, mv[:lo - offset], offset)
+    if end > hi:
+        pwrite_all(fd, mv[hi - offset:], hi)
+    return ok

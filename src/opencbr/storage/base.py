@@ -36,6 +36,10 @@ class ObjectStore(abc.ABC):
     Implementations must be safe to call from several threads at once.
     """
 
+    # Whether a forked child process may read through this (same) object: true for plain files;
+    # not for clients with connection pools or sessions shared with the parent (S3).
+    fork_safe: bool = False
+
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes | bytearray | memoryview, *, sync: bool = True) -> bool:
         """Create ``key`` with ``data`` unless it exists. Returns True if this call wrote it.

@@ -33,6 +33,8 @@ _HOST = socket.gethostname().replace("-", "_")
 class LocalStore(ObjectStore):
     """Object store rooted at directory ``root`` (created if missing)."""
 
+    fork_safe = True  # reads are open/pread/close; no state shared with the parent but buffers
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)

@@ -396,14 +396,15 @@ class TreeBackup:
         t0 = time.monotonic()
         cs = self.cs
         self._scanner: TreeScanner | None = None
-        # Listing ahead matters most when nothing else waits on the disk (an incremental backup);
-        # in a first backup the file reads keep it busy and fewer threads contend for the GIL.
-        # A first (or full) backup reads every file: the listing threads start the kernel reading the
+        # A first (or full) backup reads every file: its listing threads start the kernel reading the
         # files read through the page cache (below DIRECT_MIN) ahead of the workers (30k-file tree:
-        # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead.
+        # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead;
+        # its walk is mostly metadata reads, and lists ahead in threads only where those wait on
+        # the device (``adaptive``, see TreeWalker).
         incremental = self.parent is not None and not self.full
         walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
-                            prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN)
+                            prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
+                            adaptive=incremental)
         self.session = session = cs.session()
         self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(cs, self.level)

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-nonempty", action="store_true")
     p.add_argument("--no-sync", action="store_true")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--processes", type=int, help="processes for a big restore (default: CPUs, at most 2)")
     p = sp.add_parser("ls")
     p.add_argument("id")
     p.add_argument("path", nargs="?", default="/")
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 from .restore import restore_tree
 
                 out = restore_tree(repo, a.id, a.target, subpath=a.path, progress=prog,
-                                   allow_nonempty=a.allow_nonempty, sync=not a.no_sync, workers=a.workers).to_dict()
+                                   allow_nonempty=a.allow_nonempty, sync=not a.no_sync, workers=a.workers,
+                                   processes=a.processes).to_dict()
             elif a.cmd == "ls":
                 from .browse import list_backup
 

@@ -24,15 +24,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import os
+import pickle
 import resource
+import select
+import signal
 import stat
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ...storage.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
 from ..chunk_reader import spans_of
 from ..errors import RestoreCancelled
 from ..packs import pack_key
@@ -43,10 +49,19 @@ from .memory import limit_heap_growth, trim
 from .results import TreeRestoreResult, TreeWarning
 
 WINDOW_BYTES = 64 << 20
-WINDOW_FILES = 1024  # open files per window (two windows in flight); lowered to fit RLIMIT_NOFILE
+WINDOW_FILES = 1024  # open descriptors per window (two windows in flight); lowered to fit RLIMIT_NOFILE
 MAX_SPAN = 8 << 20
 MAX_GAP = 256 << 10
 MAX_WARNINGS = 1000
+# Files at least this big get their whole blocks written with O_DIRECT (storage/aligned.py
+# ``pwrite_split``); smaller ones are bundled pieces of one or a few blocks, where the second
+# descriptor would cost more than the page-cache copy it saves.
+DIRECT_MIN = 64 << 10
+# Restores of at least PARALLEL_MIN bytes run in several processes (TreeRestore._restore_parts),
+# each taking every other group of GROUP_BYTES of file data or GROUP_FILES entries.
+PARALLEL_MIN = 64 << 20
+GROUP_BYTES = 16 << 20
+GROUP_FILES = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _libc = None
@@ -102,6 +117,36 @@ def _check_components(path: bytes) -> None:
             raise DataCorruption(f"refusing catalog path {path!r}: it could escape the target")
 
 
+def _kill(pid: int) -> None:
+    """Stop a forked part for good and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A forked part must not outlive the restore: if the process that forked it dies (kill -9 of the
+    service), the kernel kills the part too (``PR_SET_PDEATHSIG``; Linux)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
 @dataclass
 class _FileJob:
     fd: int
@@ -110,11 +155,18 @@ class _FileJob:
     remaining: int
     failed: str | None = None
     mode: int = 0o600  # what it was created with (see TreeRestore._create_mode)
+    dfd: int = -1  # a second, O_DIRECT descriptor for the file's whole blocks (-1: none)
+
+    def close(self) -> None:
+        if self.dfd >= 0:
+            os.close(self.dfd)
+        os.close(self.fd)
 
 
 @dataclass
 class _Window:
     jobs: list[_FileJob] = field(default_factory=list)
+    fds: int = 0
     want: dict[bytes, list[tuple[_FileJob, int, int, int]]] = field(default_factory=dict)
     nbytes: int = 0
     pending_spans: int = 0
@@ -123,7 +175,8 @@ class _Window:
 
 class TreeRestore:
     def __init__(self, cs, backup_id: str, target: str, subpath: bytes, *, progress: Progress | None,
-                 cancel: threading.Event | None, allow_nonempty: bool, owners: bool, workers: int, sync: bool):
+                 cancel: threading.Event | None, allow_nonempty: bool, owners: bool, workers: int, sync: bool,
+                 processes: int = 1):
         self.cs = cs
         self.backup_id = backup_id
         self.target = os.path.abspath(target)
@@ -137,6 +190,8 @@ class TreeRestore:
         self.owners = owners
         self.workers = workers
         self.sync = sync
+        self.processes = processes
+        self._shared: tuple[mmap.mmap, int] | None = None  # in a forked part: (progress page, slot)
         self.warnings: list[TreeWarning] = []
         self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
         self.written = 0
@@ -160,6 +215,9 @@ class TreeRestore:
 
     def _report(self, force: bool = False) -> None:
         trim()
+        if self._shared is not None:  # a forked part: the parent reports the sum
+            struct.pack_into("q", self._shared[0], 8 * self._shared[1], self.written)
+            return
         if self.progress is None:
             return
         now = time.monotonic()
@@ -216,7 +274,7 @@ class TreeRestore:
                     _start_writeback(job.fd)
                 self._finish_fd(job.fd, job.entry, job.rel, job.mode != 0o600)
         finally:
-            os.close(job.fd)
+            job.close()
 
     # -- fetching -----------------------------------------------------------------------------------
     def _plan(self, win: _Window) -> list[tuple[str, int, int, list]]:
@@ -253,7 +311,10 @@ class TreeRestore:
                 try:
                     if len(rec) != loc.length:
                         raise NotFound(f"pack {pack_id} is missing or short")
-                    data = codec.decode(d, rec)
+                    # placed so that the first piece's whole blocks are page-aligned in memory
+                    _job, file_off, chunk_off, _take = win.want[d][0]
+                    data = codec.decode_into(d, rec, self._buffer("scratch", self._max_chunk),
+                                             (file_off - chunk_off) % ALIGN)
                 except (DataCorruption, NotFound):
                     try:
                         data = self.cs.get_chunk(d, codec)
@@ -265,7 +326,12 @@ class TreeRestore:
                 for job, file_off, chunk_off, take in win.want[d]:
                     if job.failed is None:
                         try:
-                            os.pwrite(job.fd, mv[chunk_off:chunk_off + take], file_off)
+                            if job.dfd >= 0:
+                                if not pwrite_split(job.fd, job.dfd, mv[chunk_off:chunk_off + take], file_off,
+                                                    self._buffer("bounce", take)):
+                                    self._direct = False  # refused here: no second descriptors from now on
+                            else:
+                                os.pwrite(job.fd, mv[chunk_off:chunk_off + take], file_off)
                             n += take
                         except OSError as exc:
                             with self._lock:
@@ -283,6 +349,27 @@ class TreeRestore:
                 last = win.pending_spans == 0
             if last:
                 win.done.set()
+
+    def _buffer(self, name: str, size: int):
+        """This thread's aligned buffer ``name`` (decoded chunks, or the bounce buffer of direct
+        writes), grown to ``size``: mapped once, its pages faulted in once."""
+        buf = getattr(self._tls, name, None)
+        if buf is None or len(buf) < size:
+            buf = aligned_buffer(max(size, 4 << 20))
+            setattr(self._tls, name, buf)
+        return buf
+
+    def _open_direct(self, fd: int, e: Entry) -> int:
+        """The O_DIRECT descriptor for a big file (-1 where that is refused). The file gets its final
+        size first, so direct writes never extend it (extending direct writes serialize on the inode)."""
+        if not self._direct or e.size < DIRECT_MIN:
+            return -1
+        dfd = reopen_direct(fd)
+        if dfd < 0:
+            self._direct = False
+        elif e.extents is None:
+            os.ftruncate(fd, e.size)
+        return dfd
 
     def _submit(self, win: _Window) -> None:
         if not win.jobs:
@@ -335,40 +422,202 @@ class TreeRestore:
 
     def run(self) -> TreeRestoreResult:
         t0 = time.monotonic()
+        cs = self.cs
+        dix = load_index(cs, self.backup_id)
+        reader = CatalogReader(cs, dix)
+        records = reader.entries(self.sub_key)
+        try:
+            first = next(records, None)
+        finally:
+            records.close()  # (stops its reader threads: nothing of ours runs when the parts fork)
+        if first is None or not in_subtree(path_key(first.path), self.sub_key) or first.path != self.sub:
+            raise not_found(self.backup_id, self.sub)
+        self._dix = dix
+        self.total = int(dix.stats.get("total_bytes", 0)) if not self.sub else self._subtree_bytes(reader)
+        self._index = cs.reader_index(refresh=True)
+        self._max_chunk = cs.codec.max_chunk + ALIGN
+        root_fd = self._open_target()
+        try:
+            self._umask = _umask()
+            # Files we create are ours (uid, gid) unless the target is a set-group-id directory (then
+            # every directory below inherits it, and new files its group). Our own directories get
+            # their final modes only at the end, after every file was created.
+            self._plain_owner = (None if os.fstat(root_fd).st_mode & stat.S_ISGID
+                                 else (os.geteuid(), os.getegid()))
+            parts = self._parts()
+            dirs = self._restore_parts(root_fd, parts) if parts > 1 else self._restore_part(root_fd, 0, 1)
+            for rel, e in reversed(dirs):  # deepest first
+                self._finish_dir(root_fd, rel, e)
+            if self.sync:
+                _syncfs(root_fd)
+        finally:
+            os.close(root_fd)
+        if self.errors:
+            first_rel, first_msg = self.errors[0]
+            raise DataCorruption(f"restore of {self.backup_id}: {len(self.errors)} file(s) could not be restored "
+                                 f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
+        if self.progress is not None:
+            self.progress(self.total, self.total)  # (holes of sparse files are never "written")
+        return TreeRestoreResult(
+            backup_id=self.backup_id, target=self.target, files=self.counts["files"], dirs=self.counts["dirs"],
+            symlinks=self.counts["symlinks"], specials=self.counts["specials"], hardlinks=self.counts["hardlinks"],
+            bytes_written=self.written, warnings=self.warnings, duration=time.monotonic() - t0,
+        )
+
+    # -- several processes ----------------------------------------------------------------------------
+    def _parts(self) -> int:
+        """How many processes restore: one unless asked for more, the restore is big enough to be
+        worth it, ``fork`` exists, and the store is safe to use from a forked child (local files;
+        an S3 client's connection pool is not)."""
+        if self.processes <= 1 or self.total < PARALLEL_MIN or not hasattr(os, "fork"):
+            return 1
+        return self.processes if getattr(self.cs.store, "fork_safe", False) else 1
+
+    def _restore_parts(self, root_fd: int, parts: int) -> list[tuple[bytes, Entry]]:
+        """Restore with ``parts`` forked processes, each the whole pipeline (catalog, creation,
+        fetching, writing) for its share of the entries (:meth:`_restore_part`).
+
+        Why processes: the restore is bound by Python's GIL, not by the disk or the CPU -- the thread
+        that creates files waits for the GIL after every system call while the span workers hand it
+        around, on a 2-core VM about half of all cycles idle (30k-file tree: 3.4 s wall for 3.6 s of
+        CPU). Two processes have two GILs. Each child reports its written bytes in a shared page
+        (progress) and its result through a pipe; a cancel kills them."""
+        import multiprocessing
+
+        shared = mmap.mmap(-1, 8 * (parts + 1))  # bytes written per part, then the next group to claim
+        self._claim_lock = multiprocessing.get_context("fork").Lock()
+        self._parent_pid = os.getpid()
+        children: list[tuple[int, int]] = []
+        try:
+            for part in range(parts):
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child: never returns
+                    os.close(r)
+                    for _pid, other in children:
+                        os.close(other)
+                    self._child(root_fd, part, parts, shared, w)
+                os.close(w)
+                children.append((pid, r))
+            outputs = self._collect(children, shared)
+        except BaseException:
+            for pid, r in children:
+                _kill(pid)
+                try:
+                    os.close(r)
+                except OSError:
+                    pass
+            raise
+        statuses = [os.waitpid(pid, 0)[1] for pid, _r in children]  # (all reaped before any raise)
+        dirs: list[tuple[bytes, Entry]] = []
+        fatal = []
+        for (pid, _r), data, status in zip(children, outputs, statuses):
+            try:
+                out = pickle.loads(data)
+            except Exception:  # noqa: BLE001 - no (complete) result: the child died
+                raise RuntimeError(f"restore process {pid} ended without a result "
+                                   f"({_exit_reason(status)})") from None
+            if "fatal" in out:
+                fatal.append(out["fatal"])
+                continue
+            dirs += out["dirs"]
+            for k, v in out["counts"].items():
+                self.counts[k] += v
+            self.written += out["written"]
+            self.warnings += out["warnings"][:MAX_WARNINGS - len(self.warnings)]
+            self.errors += out["errors"]
+        if fatal:
+            raise fatal[0]
+        return dirs
+
+    def _claim(self, group: int) -> bool:
+        """Whether this part restores ``group``: the first part to reach a group takes it. Every part
+        passes every group in catalog order, so a part busy with a big group finds the next ones
+        taken by the others: the work balances itself (round-robin shares left one part idle for a
+        third of the time)."""
+        if self._shared is None:
+            return True
+        shared, _slot = self._shared
+        at = 8 * (len(shared) // 8 - 1)
+        with self._claim_lock:
+            nxt = struct.unpack_from("q", shared, at)[0]
+            if nxt != group:
+                return False
+            struct.pack_into("q", shared, at, group + 1)
+            return True
+
+    def _child(self, root_fd: int, part: int, parts: int, shared: mmap.mmap, w: int) -> None:
+        code = 0
+        try:
+            _die_with_parent(self._parent_pid)
+            self._shared = (shared, part)
+            dirs = self._restore_part(root_fd, part, parts)
+            out = {"dirs": dirs, "counts": self.counts, "written": self.written,
+                   "warnings": self.warnings, "errors": self.errors}
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent
+            code = 1
+            out = {"fatal": exc}
+        try:
+            try:
+                data = pickle.dumps(out)
+            except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
+                data = pickle.dumps({"fatal": RuntimeError(f"restore process failed: {out.get('fatal', exc)!r}")})
+            mv = memoryview(data)
+            while mv:
+                mv = mv[os.write(w, mv):]
+        finally:
+            os._exit(code)  # no atexit handlers, no finalizers of the parent's objects
+
+    def _collect(self, children: list[tuple[int, int]], shared: mmap.mmap) -> list[bytes]:
+        """Read every child's result while reporting their progress; a cancel kills them."""
+        bufs = {r: bytearray() for _pid, r in children}
+        open_ = set(bufs)
+        while open_:
+            ready, _, _ = select.select(list(open_), [], [], 0.2)
+            for r in ready:
+                chunk = os.read(r, 1 << 16)
+                if chunk:
+                    bufs[r] += chunk
+                else:
+                    open_.discard(r)
+                    os.close(r)
+            if self.cancel.is_set():
+                raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
+            if self.progress is not None:
+                done = sum(struct.unpack_from(f"{len(children)}q", shared))  # (the last slot is not bytes)
+                self.progress(min(done, self.total), self.total)
+        return [bytes(bufs[r]) for _pid, r in children]
+
+    # -- one process's share ------------------------------------------------------------------------
+    def _restore_part(self, root_fd: int, part: int, parts: int) -> list[tuple[bytes, Entry]]:
+        """Restore the entries of share ``part`` of ``parts`` (all of them when ``parts`` is 1) and
+        return the directories (share 0 only) for the caller to finish last.
+
+        Shares are consecutive groups of entries (GROUP_BYTES of file data or GROUP_FILES entries,
+        in catalog order, so each process reads its own runs of packs), each taken by the first
+        process to reach it (:meth:`_claim`); every process walks the whole catalog and creates the
+        directories it passes through (another one may have made them already), only share 0
+        reports on them. A hard link is made by the process that restored its first name."""
         try:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         except (OSError, ValueError):
             soft = 1024
         self.window_files = max(16, min(WINDOW_FILES, (soft if soft > 0 else 1024) // 4))
-        cs = self.cs
-        dix = load_index(cs, self.backup_id)
-        reader = CatalogReader(cs, dix)
-        records = reader.entries(self.sub_key)
-        first = next(records, None)
-        if first is None or not in_subtree(path_key(first.path), self.sub_key) or first.path != self.sub:
-            raise not_found(self.backup_id, self.sub)
-        self.total = int(dix.stats.get("total_bytes", 0)) if not self.sub else self._subtree_bytes(reader)
-        self._index = cs.reader_index(refresh=True)
         self._fatal: BaseException | None = None
-        root_fd = self._open_target()
-        self._umask = _umask()
-        # Files we create are ours (uid, gid) unless the target is a set-group-id directory (then every
-        # directory below inherits it, and new files its group). Our own directories get their final
-        # modes only at the end, after every file was created.
-        self._plain_owner = (None if os.fstat(root_fd).st_mode & stat.S_ISGID
-                             else (os.geteuid(), os.getegid()))
+        self._direct = True  # until the target's file system refuses O_DIRECT
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-restore")
+        lead = part == 0
+        shared_dirs = parts > 1 or self.allow_nonempty
+        group = group_bytes = group_n = 0
+        mine = self._claim(0)
         stack: list[tuple[bytes, int]] = [(b"", root_fd)]
         dirs: list[tuple[bytes, Entry]] = []
-        links: dict[tuple[int, int], bytes] = {}
+        links: dict[tuple[int, int], tuple[bytes, bool]] = {}
         win = _Window()
         inflight: list[_Window] = []
+        records = CatalogReader(self.cs, self._dix).entries(self.sub_key)
         try:
-            def entries():
-                yield first
-                yield from records
-
-            for n, e in enumerate(entries()):
+            for n, e in enumerate(records):
                 key = path_key(e.path)
                 if not in_subtree(key, self.sub_key):
                     break
@@ -381,8 +630,9 @@ class TreeRestore:
                 if rel == b"":
                     if e.type != DIR:
                         raise DataCorruption(f"backup {self.backup_id}: the root is not a directory")
-                    dirs.append((rel, e))
-                    self.counts["dirs"] += 1
+                    if lead:
+                        dirs.append((rel, e))
+                        self.counts["dirs"] += 1
                     continue
                 parent, _, name = rel.rpartition(b"/")
                 while stack and stack[-1][0] != parent:
@@ -397,32 +647,47 @@ class TreeRestore:
                     if e.type == DIR:
                         stack.append((rel, -1))  # inside a directory we could not create: skipped
                     continue
+                if e.type != DIR:
+                    if group_bytes >= GROUP_BYTES or group_n >= GROUP_FILES:
+                        group += 1
+                        group_bytes = group_n = 0
+                        mine = self._claim(group)
+                    group_n += 1
+                    if e.type == FILE:
+                        group_bytes += e.size
                 try:
                     if e.type == DIR:
                         try:
                             os.mkdir(name, 0o700, dir_fd=dfd)
                         except FileExistsError:
-                            if not self.allow_nonempty:
+                            if not shared_dirs:
                                 raise
                         try:
                             fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)  # O_NOFOLLOW: never a symlink
                         except OSError as exc:
                             stack.append((rel, -1))
-                            self.warn(rel, f"cannot restore directory (and its contents): {exc.strerror or exc}")
+                            if lead:
+                                self.warn(rel, f"cannot restore directory (and its contents): {exc.strerror or exc}")
                             continue
                         stack.append((rel, fd))
-                        dirs.append((rel, e))
-                        self.counts["dirs"] += 1
+                        if lead:
+                            dirs.append((rel, e))
+                            self.counts["dirs"] += 1
                     elif e.type == FILE:
-                        self._make_room(name, dfd, rel)
                         if e.hardlinked and (e.ino, e.rdev) in links:
-                            os.link(links[(e.ino, e.rdev)], name, src_dir_fd=root_fd, dst_dir_fd=dfd, follow_symlinks=False)
-                            self.counts["hardlinks"] += 1
+                            src, ours = links[(e.ino, e.rdev)]
+                            if ours:
+                                self._make_room(name, dfd, rel)
+                                os.link(src, name, src_dir_fd=root_fd, dst_dir_fd=dfd, follow_symlinks=False)
+                                self.counts["hardlinks"] += 1
                             continue
+                        if e.hardlinked:
+                            links[(e.ino, e.rdev)] = (rel, mine)  # (inode, device) of the source: see backup.py
+                        if not mine:
+                            continue
+                        self._make_room(name, dfd, rel)
                         mode = self._create_mode(e)
                         fd = os.open(name, _FILE_FLAGS, mode, dir_fd=dfd)
-                        if e.hardlinked:
-                            links[(e.ino, e.rdev)] = rel  # (inode, device) of the source: see backup.py
                         self.counts["files"] += 1
                         if e.extents is not None:
                             os.ftruncate(fd, e.size)
@@ -433,16 +698,20 @@ class TreeRestore:
                                 os.ftruncate(fd, e.size)
                             self._finish_job(job)
                             continue
+                        job.dfd = self._open_direct(fd, e)
                         for d, take, file_off, chunk_off in pieces:
                             win.want.setdefault(d, []).append((job, file_off, chunk_off, take))
                         win.jobs.append(job)
+                        win.fds += 1 if job.dfd < 0 else 2
                         win.nbytes += e.size
-                        if win.nbytes >= WINDOW_BYTES or len(win.jobs) >= self.window_files:
+                        if win.nbytes >= WINDOW_BYTES or win.fds >= self.window_files:
                             self._submit(win)
                             inflight.append(win)
                             win = _Window()
                             if len(inflight) >= 2:
                                 self._wait(inflight.pop(0))
+                    elif not mine:
+                        continue
                     elif e.type == SYMLINK:
                         self._make_room(name, dfd, rel)
                         os.symlink(e.link, name, dir_fd=dfd)
@@ -463,14 +732,6 @@ class TreeRestore:
                 self._wait(w)
             inflight = []
             self._pool.shutdown(wait=True)
-            while len(stack) > 1:
-                fd = stack.pop()[1]
-                if fd >= 0:
-                    os.close(fd)
-            for rel, e in reversed(dirs):  # deepest first
-                self._finish_dir(root_fd, rel, e)
-            if self.sync:
-                _syncfs(root_fd)
         except BaseException:
             self._stop.set()  # stops the span workers early
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -478,27 +739,17 @@ class TreeRestore:
                 for job in w.jobs:
                     if job.remaining > 0:
                         try:
-                            os.close(job.fd)
+                            job.close()
                         except OSError:
                             pass
+            raise
+        finally:
+            records.close()
             while len(stack) > 1:
                 fd = stack.pop()[1]
                 if fd >= 0:
                     os.close(fd)
-            os.close(root_fd)
-            raise
-        os.close(root_fd)
-        if self.errors:
-            first_rel, first_msg = self.errors[0]
-            raise DataCorruption(f"restore of {self.backup_id}: {len(self.errors)} file(s) could not be restored "
-                                 f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
-        if self.progress is not None:
-            self.progress(self.total, self.total)  # (holes of sparse files are never "written")
-        return TreeRestoreResult(
-            backup_id=self.backup_id, target=self.target, files=self.counts["files"], dirs=self.counts["dirs"],
-            symlinks=self.counts["symlinks"], specials=self.counts["specials"], hardlinks=self.counts["hardlinks"],
-            bytes_written=self.written, warnings=self.warnings, duration=time.monotonic() - t0,
-        )
+        return dirs
 
     def _subtree_bytes(self, reader: CatalogReader) -> int:
         total = 0
@@ -564,6 +815,7 @@ def restore_tree(
     owners: bool | None = None,
     workers: int = 4,
     sync: bool = True,
+    processes: int | None = None,
 ) -> TreeRestoreResult:
     """Restore tree backup ``backup_id`` into ``target_dir`` (created if missing).
 
@@ -573,6 +825,8 @@ def restore_tree(
     paths are replaced and directories merged). ``subpath`` ('/'-rooted or relative path inside the
     backup) restores one file or directory as ``target_dir/<its name>``; the whole tree goes directly
     into ``target_dir``. ``sync``: one ``syncfs`` at the end so the restored data is durable.
+    ``processes``: how many processes share a big restore (default: one per CPU, at most two; see
+    ``TreeRestore._restore_parts``), each with ``workers`` threads.
     ``progress(done_bytes, total_bytes)``; ``cancel`` -> ``RestoreCancelled`` (the target then holds
     a partial tree).
 
@@ -586,4 +840,5 @@ def restore_tree(
     return TreeRestore(
         cs, backup_id, os.fspath(target_dir), sub, progress=progress, cancel=cancel, allow_nonempty=allow_nonempty,
         owners=(os.geteuid() == 0) if owners is None else owners, workers=max(1, workers), sync=sync,
+        processes=min(2, os.cpu_count() or 1) if processes is None else max(1, processes),
     ).run()

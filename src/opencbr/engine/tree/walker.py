@@ -20,6 +20,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -98,17 +99,28 @@ class TreeWalker:
     in walk order (:class:`_Lister`), so by the time the depth-first walk enters a directory its
     entries are usually in hand: on a cold cache the walk otherwise waits for one inode-table read
     after another (it was ~60% of an unchanged re-backup of the 30k-file tree). At most
-    ``MAX_PREFETCH`` listings are submitted and not yet taken by the walk."""
+    ``MAX_PREFETCH`` listings are submitted and not yet taken by the walk.
+
+    With ``adaptive``, the threads start only once listings are seen to *wait* on the device: after
+    ``PROBE_LISTINGS`` listings, if their wall time minus this thread's CPU time averages more than
+    ``SLOW_LISTING`` seconds (a disk that seeks, network storage). Where metadata reads are quick
+    the threads cost more than they save: every listing thread wants the GIL back after each
+    system call, and so does the walk (measured here, cold cache, 30k files: the walk alone 0.32 s,
+    with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s)."""
 
     MAX_PREFETCH = 512
+    PROBE_LISTINGS = 32
+    SLOW_LISTING = 0.001
 
     def __init__(self, root: str | bytes | os.PathLike, warn: Warn, *, one_file_system: bool = True,
-                 prefetch: int = 4, readahead_below: int = 0):
+                 prefetch: int = 4, readahead_below: int = 0, adaptive: bool = False):
         self.readahead_below = readahead_below  # >0: start reading regular files smaller than this
         self.root = os.path.abspath(os.fsencode(root))
         self.warn = warn
         self.one_file_system = one_file_system
         self.prefetch = prefetch
+        self.adaptive = adaptive
+        self.prefetching = False  # whether listing threads ran (for tests and the curious)
 
     def _children(self, abspath: bytes, rel: bytes) -> list[tuple[bytes, bytes, os.stat_result]]:
         out = []
@@ -182,12 +194,26 @@ class TreeWalker:
             prefetch(kids)
             return kids
 
-        pool = _Lister(list_ahead, self.prefetch) if self.prefetch else None
+        pool = _Lister(list_ahead, self.prefetch) if self.prefetch and not self.adaptive else None
+        self.prefetching = pool is not None
+        probe = [0, 0.0]  # listings timed, seconds they waited
 
         def listing(ap: bytes, rel: bytes) -> list:
+            nonlocal pool
             with lock:
                 fut = ahead.pop(ap, None)
-            kids = fut.result() if fut is not None else self._children(ap, rel)
+            if fut is not None:
+                kids = fut.result()
+            elif pool is None and self.prefetch and probe[0] < self.PROBE_LISTINGS:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                kids = self._children(ap, rel)
+                probe[0] += 1
+                probe[1] += (time.perf_counter() - t0) - (time.thread_time() - c0)
+                if probe[0] == self.PROBE_LISTINGS and probe[1] / probe[0] > self.SLOW_LISTING:
+                    pool = _Lister(list_ahead, self.prefetch)
+                    self.prefetching = True
+            else:
+                kids = self._children(ap, rel)
             if pool is not None:
                 prefetch(kids)  # (again: some may have been left out while the window was full)
             return kids

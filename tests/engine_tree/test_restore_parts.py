@@ -1,0 +1,128 @@
+"""Restores in several processes (``TreeRestore._restore_parts``): the same tree as one process gives,
+whatever group each entry falls in (hard links across groups included); damage found in a child, a
+cancel and a child that dies all reach the caller; stores that must not be forked restore in one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from opencbr.domain.errors import DataCorruption
+from opencbr.engine import RestoreCancelled
+from opencbr.engine.tree import backup_tree, restore_tree
+from opencbr.engine.tree import restore as restore_mod
+
+from .conftest import SMALL_CHUNKS, assert_same_tree, build_tree
+from .test_safety import _flip_byte_in_chunk_of
+
+
+@pytest.fixture
+def tiny_groups(monkeypatch):
+    """Every restore forks, and groups are a few entries: every kind of entry lands in both parts."""
+    monkeypatch.setattr(restore_mod, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(restore_mod, "GROUP_BYTES", 64 << 10)
+    monkeypatch.setattr(restore_mod, "GROUP_FILES", 3)
+    forks = []
+    real = os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(restore_mod.os, "fork", fork)
+    return forks
+
+
+def _no_children_left():
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def _tree(tmp_path):
+    src = build_tree(tmp_path / "src")
+    for i in range(30):  # more groups, and hard links whose names fall in different groups
+        (src / "many" / f"g{i:02d}.bin").write_bytes(os.urandom(i * 5000))
+    os.link(src / "many" / "g05.bin", src / "zz-late-link-to-g05")
+    return src
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_parts_restore_the_same_tree(enc_repo, tmp_path, tiny_groups, processes):
+    src = _tree(tmp_path)
+    res = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    one = restore_tree(enc_repo, "b1", tmp_path / "one", processes=1)
+    assert tiny_groups == []
+    seen = []
+    many = restore_tree(enc_repo, "b1", tmp_path / "many", processes=processes,
+                        progress=lambda done, total: seen.append((done, total)))
+    assert len(tiny_groups) == processes
+    _no_children_left()
+    assert_same_tree(src, tmp_path / "many", atime=True)
+    for k in ("files", "dirs", "symlinks", "specials", "hardlinks", "bytes_written"):
+        assert getattr(many, k) == getattr(one, k), k
+    assert many.files + many.hardlinks == res.files and many.warnings == []
+    assert seen[-1] == (res.total_bytes, res.total_bytes)
+    assert os.stat(tmp_path / "many" / "zz-late-link-to-g05").st_ino == os.stat(tmp_path / "many" / "many" / "g05.bin").st_ino
+
+
+def test_damage_found_by_a_part_names_the_file(repo, tmp_path, tiny_groups):
+    src = build_tree(tmp_path / "src")
+    backup_tree(repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    _flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
+    with pytest.raises(DataCorruption) as ei:
+        restore_tree(repo, "b1", tmp_path / "out", processes=2)
+    assert "/bin/random.bin" in ei.value.message and ei.value.code == DataCorruption.code
+    assert len(tiny_groups) == 2
+    _no_children_left()
+    assert (tmp_path / "out" / "docs" / "text.md").read_bytes() == (src / "docs" / "text.md").read_bytes()
+
+
+def test_cancel_kills_the_parts(enc_repo, tmp_path, tiny_groups, monkeypatch):
+    src = _tree(tmp_path)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    started = threading.Event()
+    real_child = restore_mod.TreeRestore._child
+
+    def slow_child(self, *a):
+        # the parts hang on, so the cancel finds them running
+        restore_mod.TreeRestore._restore_part = lambda *_a, **_k: threading.Event().wait(60)
+        real_child(self, *a)
+
+    monkeypatch.setattr(restore_mod.TreeRestore, "_child", slow_child)
+    cancel = threading.Event()
+
+    def progress(done, total):
+        started.set()
+        cancel.set()
+
+    with pytest.raises(RestoreCancelled):
+        restore_tree(enc_repo, "b1", tmp_path / "out", processes=2, cancel=cancel, progress=progress)
+    assert started.is_set() and len(tiny_groups) == 2
+    _no_children_left()
+
+
+def test_a_part_that_dies_is_an_error_not_a_hang(enc_repo, tmp_path, tiny_groups, monkeypatch):
+    src = _tree(tmp_path)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+
+    def dying_child(self, root_fd, part, parts, shared, w):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(restore_mod.TreeRestore, "_child", dying_child)
+    with pytest.raises(RuntimeError, match="killed by signal 9"):
+        restore_tree(enc_repo, "b1", tmp_path / "out", processes=2)
+    _no_children_left()
+
+
+def test_stores_that_must_not_fork_restore_in_one_process(enc_repo, tmp_path, tiny_groups, monkeypatch):
+    src = _tree(tmp_path)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    monkeypatch.setattr(type(enc_repo.chunks.store), "fork_safe", False)
+    restore_tree(enc_repo, "b1", tmp_path / "out", processes=2)
+    assert tiny_groups == []
+    assert_same_tree(src, tmp_path / "out")
