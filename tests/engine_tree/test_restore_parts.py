@@ -126,3 +126,57 @@ def test_stores_that_must_not_fork_restore_in_one_process(enc_repo, tmp_path, ti
     restore_tree(enc_repo, "b1", tmp_path / "out", processes=2)
     assert tiny_groups == []
     assert_same_tree(src, tmp_path / "out")
+
+
+_ORPHAN_SCRIPT = r"""
+import os, sys, time
+from opencbr.engine import Repository
+from opencbr.engine.tree import restore as r
+from opencbr.storage import open_store
+
+store_uri, out, pids = sys.argv[1:4]
+r.PARALLEL_MIN = 0
+
+def hang(self, *a, **k):
+    open(os.path.join(pids, str(os.getpid())), "w").close()
+    time.sleep(120)
+
+r.TreeRestore._restore_part = hang
+repo = Repository.open(open_store(store_uri), "vaults/v1", bytes(range(32)))
+r.restore_tree(repo, "b1", out, processes=2)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+def test_parts_die_with_the_process_that_forked_them(enc_repo, tmp_path):
+    """kill -9 of the restoring process (the service) leaves no part running on its own."""
+    import subprocess
+    import sys
+    import time
+
+    src = _tree(tmp_path)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, (tmp_path / "store").as_uri(),
+                             str(tmp_path / "out"), str(pids)])
+    try:
+        deadline = time.monotonic() + 30
+        while len(os.listdir(pids)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        parts = [int(p) for p in os.listdir(pids)]
+        assert len(parts) == 2 and not any(_gone(p) for p in parts)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while not all(_gone(p) for p in parts) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(p) for p in parts)
