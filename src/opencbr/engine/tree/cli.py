@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 out = restore_tree(repo, a.id, a.target, subpath=a.path, progress=prog,
                                    allow_nonempty=a.allow_nonempty, sync=not a.no_sync, workers=a.workers,
                                    processes=a.processes).to_dict()
+                import resource
+
+                out["peak_rss_self"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # (+ parts_peak_rss)
             elif a.cmd == "ls":
                 from .browse import list_backup
 

@@ -192,6 +192,7 @@ class TreeRestore:
         self.sync = sync
         self.processes = processes
         self._shared: tuple[mmap.mmap, int] | None = None  # in a forked part: (progress page, slot)
+        self.parts_peak_rss: list[int] = []
         self.warnings: list[TreeWarning] = []
         self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
         self.written = 0
@@ -462,6 +463,7 @@ class TreeRestore:
             backup_id=self.backup_id, target=self.target, files=self.counts["files"], dirs=self.counts["dirs"],
             symlinks=self.counts["symlinks"], specials=self.counts["specials"], hardlinks=self.counts["hardlinks"],
             bytes_written=self.written, warnings=self.warnings, duration=time.monotonic() - t0,
+            processes=parts, parts_peak_rss=self.parts_peak_rss,
         )
 
     # -- several processes ----------------------------------------------------------------------------
@@ -508,7 +510,9 @@ class TreeRestore:
                 except OSError:
                     pass
             raise
-        statuses = [os.waitpid(pid, 0)[1] for pid, _r in children]  # (all reaped before any raise)
+        reaped = [os.wait4(pid, 0) for pid, _r in children]  # (all reaped before any raise)
+        statuses = [status for _pid, status, _ru in reaped]
+        self.parts_peak_rss = [ru.ru_maxrss * 1024 for _pid, _status, ru in reaped]
         dirs: list[tuple[bytes, Entry]] = []
         fatal = []
         for (pid, _r), data, status in zip(children, outputs, statuses):

@@ -56,6 +56,8 @@ class TreeRestoreResult:
     bytes_written: int
     warnings: list[TreeWarning] = field(default_factory=list)
     duration: float = 0.0
+    processes: int = 1  # how many processes restored (see TreeRestore._restore_parts)
+    parts_peak_rss: list[int] = field(default_factory=list)  # bytes, each forked process's peak
 
     def to_dict(self) -> dict:
         return asdict(self)
