@@ -49,13 +49,15 @@ def test_decode_into_places_the_plaintext_and_checks_it(encrypted, data):
     d = codec.digest(data)
     rec = codec.encode(d, data)
     scratch = bytearray(len(data) + 100)
-    got = codec.decode_into(d, rec, scratch, 37)
+    work = bytearray(len(data) + 100)
+    got = codec.decode_into(d, rec, scratch, 37, work)
     assert bytes(got) == data
     compressed = data == b"a" * 65536
-    if encrypted and not compressed:
+    if encrypted or compressed:  # decrypted or decompressed into place
         assert bytes(scratch[37:37 + len(data)]) == data
         assert isinstance(got, memoryview) and got.obj is scratch
-    assert bytes(codec.decode_into(d, rec, bytearray(3), 0)) == data  # too small: allocates
+    assert bytes(codec.decode_into(d, rec, bytearray(3), 0, bytearray(3))) == data  # too small: allocates
+    assert bytes(codec.decode_into(d, rec, scratch, 5)) == data  # no work buffer: allocates for it
     bad = bytearray(rec)
     bad[-1] ^= 0x01
     with pytest.raises(DataCorruption):

@@ -147,7 +147,11 @@ def test_pwrite_split_writes_whole_blocks_direct(tmp_path, monkeypatch, aligned_
     assert dfd >= 0  # tmp_path is on a file system with O_DIRECT here (ext4)
     os.ftruncate(fd, size)
     calls = _spy_writes(monkeypatch)
-    bounce = aligned_buffer(size)
+    bounced = []
+
+    def bounce(n):
+        bounced.append(n)
+        return aligned_buffer(n)
     pieces = list(zip(cuts, cuts[1:]))
     random.Random(5).shuffle(pieces)
     for a, b in pieces:
@@ -159,6 +163,7 @@ def test_pwrite_split_writes_whole_blocks_direct(tmp_path, monkeypatch, aligned_
         else:
             piece = data[a:b]  # read-only bytes: copied through the bounce buffer
         assert pwrite_split(fd, dfd, piece, a, bounce) is True
+    assert bool(bounced) is not aligned_source  # placed right in memory: written from where it is
     os.close(dfd)
     os.close(fd)
     assert path.read_bytes() == data
@@ -190,7 +195,7 @@ def test_pwrite_split_falls_back_when_direct_is_refused(tmp_path, monkeypatch):
         return real(f, buf, off)
 
     monkeypatch.setattr(aligned.os, "pwrite", pwrite)
-    assert pwrite_split(fd, dfd, data, 3, aligned_buffer(len(data))) is False
+    assert pwrite_split(fd, dfd, data, 3, aligned_buffer) is False
     os.close(dfd)
     os.close(fd)
     assert path.read_bytes() == bytes(3) + data

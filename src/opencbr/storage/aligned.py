@@ -148,12 +148,12 @@ def reopen_direct(fd: int) -> int:
         return -1
 
 
-def pwrite_split(fd: int, dfd: int, data, offset: int, buf) -> bool:
+def pwrite_split(fd: int, dfd: int, data, offset: int, bounce) -> bool:
     """Write ``data`` at ``offset`` of a file open twice: its whole, aligned blocks through the
     ``O_DIRECT`` descriptor ``dfd``, the partial blocks at either end through the buffered ``fd``.
     The whole blocks are written from ``data`` itself when they lie page-aligned in memory (a
-    writable buffer placed so, see ``ChunkCodec.decode_into``), else copied into the aligned ``buf``
-    first (which must hold ``len(data)`` bytes).
+    writable buffer placed so, see ``ChunkCodec.decode_into``), else copied first into the aligned
+    buffer ``bounce(n)`` returns (at least ``n`` bytes; asked for only then).
 
     Why: restoring writes each byte once and never reads it back; through the page cache every byte
     is copied by the kernel, gets a cache page, and is written back later under dirty-page
@@ -173,7 +173,7 @@ def pwrite_split(fd: int, dfd: int, data, offset: int, buf) -> bool:
     dmv = mv[lo - offset:hi - offset]
     addr = address_of(dmv)
     if addr is None or addr % ALIGN:
-        dmv = memoryview(buf)[:n]
+        dmv = memoryview(bounce(n))[:n]
         dmv[:] = mv[lo - offset:hi - offset]
     done = 0
     try:

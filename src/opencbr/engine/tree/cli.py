@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--path")
     p.add_argument("--allow-nonempty", action="store_true")
     p.add_argument("--no-sync", action="store_true")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=3)
     p.add_argument("--processes", type=int, help="processes for a big restore (default: CPUs, at most 2)")
     p = sp.add_parser("ls")
     p.add_argument("id")

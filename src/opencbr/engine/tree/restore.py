@@ -315,7 +315,7 @@ class TreeRestore:
                     # placed so that the first piece's whole blocks are page-aligned in memory
                     _job, file_off, chunk_off, _take = win.want[d][0]
                     data = codec.decode_into(d, rec, self._buffer("scratch", self._max_chunk),
-                                             (file_off - chunk_off) % ALIGN)
+                                             (file_off - chunk_off) % ALIGN, self._buffer("work", self._max_chunk))
                 except (DataCorruption, NotFound):
                     try:
                         data = self.cs.get_chunk(d, codec)
@@ -329,7 +329,7 @@ class TreeRestore:
                         try:
                             if job.dfd >= 0:
                                 if not pwrite_split(job.fd, job.dfd, mv[chunk_off:chunk_off + take], file_off,
-                                                    self._buffer("bounce", take)):
+                                                    self._bounce):
                                     self._direct = False  # refused here: no second descriptors from now on
                             else:
                                 os.pwrite(job.fd, mv[chunk_off:chunk_off + take], file_off)
@@ -359,6 +359,9 @@ class TreeRestore:
             buf = aligned_buffer(max(size, 4 << 20))
             setattr(self._tls, name, buf)
         return buf
+
+    def _bounce(self, size: int):
+        return self._buffer("bounce", size)
 
     def _open_direct(self, fd: int, e: Entry) -> int:
         """The O_DIRECT descriptor for a big file (-1 where that is refused). The file gets its final
@@ -817,7 +820,7 @@ def restore_tree(
     cancel: threading.Event | None = None,
     allow_nonempty: bool = False,
     owners: bool | None = None,
-    workers: int = 4,
+    workers: int = 3,
     sync: bool = True,
     processes: int | None = None,
 ) -> TreeRestoreResult:
