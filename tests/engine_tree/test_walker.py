@@ -66,3 +66,61 @@ def test_adaptive_walk_lists_ahead_only_when_listings_wait(tmp_path, monkeypatch
     w = TreeWalker(root, lambda *a: None, prefetch=4, adaptive=True)
     assert [it.path for it in w] == plain
     assert w.prefetching is slow
+
+
+def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
+    """The helper lists directories in the order the walk will enter them (so it stays ahead of
+    the walk where the walk is about to go) and lstat's every entry."""
+    from opencbr.engine.tree import walker as walker_mod
+
+    root = _deep_tree(tmp_path / "t")
+    listed, statted = [], []
+    real_scandir = os.scandir
+
+    class Entry:
+        def __init__(self, e):
+            self._e, self.name, self.path = e, e.name, e.path
+
+        def stat(self, follow_symlinks=True):
+            statted.append(self.path)
+            return self._e.stat(follow_symlinks=follow_symlinks)
+
+    class Scandir:
+        def __init__(self, d):
+            listed.append(os.fsencode(d))
+            self._it = real_scandir(d)
+
+        def __enter__(self):
+            return (Entry(e) for e in self._it)
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr(walker_mod.os, "scandir", Scandir)
+    walker_mod.MetadataWarmer(os.fsencode(root), os.lstat(root).st_dev)._run()
+    monkeypatch.undo()
+    walk = [it for it in TreeWalker(root, lambda *a: None, prefetch=0)]
+    dirs = [it.abspath for it in walk if os.path.isdir(it.abspath) and not os.path.islink(it.abspath)]
+    assert listed == dirs
+    assert sorted(os.fsencode(p) for p in statted) == sorted(it.abspath for it in walk[1:])
+
+
+def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypatch):
+    from opencbr.engine.tree import walker as walker_mod
+
+    root = _deep_tree(tmp_path / "t")
+    started = []
+    real_start = walker_mod.MetadataWarmer.start
+
+    def start(self):
+        out = real_start(self)
+        started.append(self.pid)
+        return out
+
+    monkeypatch.setattr(walker_mod.MetadataWarmer, "start", start)
+    plain = [it.path for it in TreeWalker(root, lambda *a: None, prefetch=0)]
+    assert started == []
+    warm = [it.path for it in TreeWalker(root, lambda *a: None, prefetch=0, warm=True)]
+    assert warm == plain and len(started) == 1 and started[0] > 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(started[0], os.WNOHANG)

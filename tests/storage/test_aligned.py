@@ -152,7 +152,8 @@ def test_pwrite_split_writes_whole_blocks_direct(tmp_path, monkeypatch, aligned_
     def bounce(n):
         bounced.append(n)
         return aligned_buffer(n)
-    pieces = list(zip(cuts, cuts[1:]))
+
+    pieces = list(zip(cuts, cuts[1:], strict=False))
     random.Random(5).shuffle(pieces)
     for a, b in pieces:
         if aligned_source:  # the piece sits in memory so that its whole blocks are page-aligned
@@ -171,7 +172,10 @@ def test_pwrite_split_writes_whole_blocks_direct(tmp_path, monkeypatch, aligned_
     buffered = [(off, n) for f, off, n in calls if f == fd]
     assert direct and buffered
     assert all(off % ALIGN == 0 and n % ALIGN == 0 for off, n in direct)
-    blocks = lambda runs: {b for off, n in runs for b in range(off // ALIGN, (off + n - 1) // ALIGN + 1)}
+
+    def blocks(runs):
+        return {b for off, n in runs for b in range(off // ALIGN, (off + n - 1) // ALIGN + 1)}
+
     assert not blocks(direct) & blocks(buffered)
     assert sum(n for _o, n in direct) + sum(n for _o, n in buffered) == size
 

@@ -399,12 +399,13 @@ class TreeBackup:
         # A first (or full) backup reads every file: its listing threads start the kernel reading the
         # files read through the page cache (below DIRECT_MIN) ahead of the workers (30k-file tree:
         # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead;
-        # its walk is mostly metadata reads, and lists ahead in threads only where those wait on
-        # the device (``adaptive``, see TreeWalker).
+        # its walk is mostly metadata reads: a helper process reads them ahead (``warm``, see
+        # MetadataWarmer: 30k-file tree, unchanged 0.85 -> 0.65 s, changed 1.1 -> 0.76 s), and it
+        # lists ahead in threads only where listings wait on the device (``adaptive``).
         incremental = self.parent is not None and not self.full
         walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
                             prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
-                            adaptive=incremental)
+                            adaptive=incremental, warm=incremental)
         self.session = session = cs.session()
         self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(cs, self.level)

@@ -29,7 +29,6 @@ import os
 import pickle
 import resource
 import select
-import signal
 import stat
 import struct
 import threading
@@ -45,6 +44,7 @@ from ..packs import pack_key
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
 from .entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
+from .forked import die_with_parent, exit_reason, kill_and_reap
 from .memory import limit_heap_growth, trim
 from .results import TreeRestoreResult, TreeWarning
 
@@ -115,36 +115,6 @@ def _check_components(path: bytes) -> None:
     for c in path.split(b"/"):
         if c in (b"", b".", b"..") or b"\0" in c:
             raise DataCorruption(f"refusing catalog path {path!r}: it could escape the target")
-
-
-def _kill(pid: int) -> None:
-    """Stop a forked part for good and reap it."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """A forked part must not outlive the restore: if the process that forked it dies (kill -9 of the
-    service), the kernel kills the part too (``PR_SET_PDEATHSIG``; Linux)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # it died before prctl took effect
-        os._exit(1)
-
-
-def _exit_reason(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 @dataclass
@@ -493,37 +463,37 @@ class TreeRestore:
         self._claim_lock = multiprocessing.get_context("fork").Lock()
         self._parent_pid = os.getpid()
         children: list[tuple[int, int]] = []
+        unread: set[int] = set()  # result pipes still open (closed by _collect at their end)
         try:
             for part in range(parts):
                 r, w = os.pipe()
                 pid = os.fork()
                 if pid == 0:  # the child: never returns
                     os.close(r)
-                    for _pid, other in children:
+                    for other in unread:
                         os.close(other)
                     self._child(root_fd, part, parts, shared, w)
                 os.close(w)
                 children.append((pid, r))
-            outputs = self._collect(children, shared)
+                unread.add(r)
+            outputs = self._collect(children, shared, unread)
         except BaseException:
-            for pid, r in children:
-                _kill(pid)
-                try:
-                    os.close(r)
-                except OSError:
-                    pass
+            for pid, _r in children:
+                kill_and_reap(pid)
+            for r in unread:
+                os.close(r)
             raise
         reaped = [os.wait4(pid, 0) for pid, _r in children]  # (all reaped before any raise)
         statuses = [status for _pid, status, _ru in reaped]
         self.parts_peak_rss = [ru.ru_maxrss * 1024 for _pid, _status, ru in reaped]
         dirs: list[tuple[bytes, Entry]] = []
         fatal = []
-        for (pid, _r), data, status in zip(children, outputs, statuses):
+        for (pid, _r), data, status in zip(children, outputs, statuses, strict=True):
             try:
                 out = pickle.loads(data)
             except Exception:  # noqa: BLE001 - no (complete) result: the child died
                 raise RuntimeError(f"restore process {pid} ended without a result "
-                                   f"({_exit_reason(status)})") from None
+                                   f"({exit_reason(status)})") from None
             if "fatal" in out:
                 fatal.append(out["fatal"])
                 continue
@@ -556,7 +526,7 @@ class TreeRestore:
     def _child(self, root_fd: int, part: int, parts: int, shared: mmap.mmap, w: int) -> None:
         code = 0
         try:
-            _die_with_parent(self._parent_pid)
+            die_with_parent(self._parent_pid)
             self._shared = (shared, part)
             dirs = self._restore_part(root_fd, part, parts)
             out = {"dirs": dirs, "counts": self.counts, "written": self.written,
@@ -575,18 +545,21 @@ class TreeRestore:
         finally:
             os._exit(code)  # no atexit handlers, no finalizers of the parent's objects
 
-    def _collect(self, children: list[tuple[int, int]], shared: mmap.mmap) -> list[bytes]:
-        """Read every child's result while reporting their progress; a cancel kills them."""
+    def _collect(self, children: list[tuple[int, int]], shared: mmap.mmap, unread: set[int]) -> list[bytes]:
+        """Read every child's result (closing each pipe at its end and dropping it from ``unread``)
+        while reporting their progress; a cancel raises (the caller kills them)."""
         bufs = {r: bytearray() for _pid, r in children}
-        open_ = set(bufs)
-        while open_:
-            ready, _, _ = select.select(list(open_), [], [], 0.2)
-            for r in ready:
+        poller = select.poll()  # (not select(): a service may hold descriptors above FD_SETSIZE)
+        for r in bufs:
+            poller.register(r, select.POLLIN)
+        while unread:
+            for r, _ev in poller.poll(200):
                 chunk = os.read(r, 1 << 16)
                 if chunk:
                     bufs[r] += chunk
                 else:
-                    open_.discard(r)
+                    poller.unregister(r)
+                    unread.discard(r)
                     os.close(r)
             if self.cancel.is_set():
                 raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")

@@ -1,0 +1,43 @@
+"""Helper processes (``fork``): what the tree engine runs beside its own threads to use a second
+core without sharing the GIL -- the parts of a big restore (restore.py) and the metadata warmer of
+an incremental walk (walker.py). A helper never outlives the process that forked it, and is always
+reaped."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Call first thing in a forked helper: if the process that forked it dies (kill -9 of the
+    service), the kernel kills the helper too (``PR_SET_PDEATHSIG``; Linux)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+def kill_and_reap(pid: int) -> None:
+    """Stop a helper for good and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
