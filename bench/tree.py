@@ -4,7 +4,9 @@
 Data: ``$OPENCBR_SHARED_BENCH/make_dataset.py tree`` (default ../shared/bench; 30,000 files, 1.5 GiB ~
 1.6 GB), then ``mutate-tree``. Every timed operation runs as its own process under
 ``/usr/bin/time -v`` after ``sync`` + dropping the page cache (as ``peers.sh`` does), and reports wall
-seconds, CPU seconds, peak RSS and the repository size (``du -sb``) afterwards.
+seconds, CPU seconds, peak RSS, the peak total PSS of all its processes (sampled every 20 ms) and
+the repository size (``du -sb``) afterwards. For an OpenCBR restore in several processes "peak RSS"
+is the sum of every process's peak (``time`` alone reports the biggest one).
 
 Operations per tool: first backup, unchanged re-backup, changed re-backup (after ``mutate-tree``),
 full restore of the changed backup (checked with ``diff -r --no-dereference``).
@@ -80,15 +82,56 @@ def du(path: Path) -> int:
     return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+def _pss_kb(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def run_sampled(cmd: list[str], *, cwd: Path, env: dict, stdout) -> tuple[int, int]:
+    """Run ``cmd``; return (exit status, peak total PSS in KiB of it and all its descendants, sampled
+    every 20 ms). PSS counts a page shared by n processes as 1/n in each, so a forked restore's
+    parts are not charged twice for what they share with their parent (the sum of their RSS is)."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stdout)
+    peak = 0
+    while p.poll() is None:
+        peak = max(peak, _pss_kb(_descendants(p.pid)))  # (not the `time` process itself)
+        time.sleep(0.02)
+    return p.returncode, peak
+
+
 def timed(cmd: list[str], *, cwd: Path, env: dict, drop: bool, log: Path) -> dict:
     tf = log.with_suffix(".time")
     drop_caches(drop)
     with open(log, "w") as lf:
-        p = subprocess.run(["/usr/bin/time", "-v", "-o", str(tf), *cmd], cwd=cwd, env=env, stdout=lf, stderr=lf)
+        rc, pss_kb = run_sampled(["/usr/bin/time", "-v", "-o", str(tf), *cmd], cwd=cwd, env=env, stdout=lf)
+    p = subprocess.CompletedProcess(cmd, rc)
     if p.returncode != 0:
         print(f"FAILED ({p.returncode}): {' '.join(cmd)}\n" + log.read_text()[-3000:], file=sys.stderr)
         raise SystemExit(1)
-    out = {}
+    out = {"pss_mb": pss_kb / 1024}
     for line in tf.read_text().splitlines():
         k, _, v = line.strip().partition(": ")
         if k.startswith("Elapsed (wall clock)"):
@@ -187,7 +230,8 @@ def run_tool(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict]
         r.update(tool=tool.v, op=op, repo_bytes=du(tool.repo))
         results.append(r)
         print(f"  {tool.v:14s} {op:10s} wall {r['wall']:7.2f}s  cpu {r['user'] + r['sys']:7.2f}s  "
-              f"rss {r['rss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB", flush=True)
+              f"rss {r['rss_mb']:7.1f} MB  pss {r['pss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB",
+              flush=True)
 
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -206,7 +250,8 @@ def run_after_mutation(tool: Tool, work: Path, data: Path, drop: bool, results: 
         r.update(tool=tool.v, op=op, repo_bytes=du(tool.repo))
         results.append(r)
         print(f"  {tool.v:14s} {op:10s} wall {r['wall']:7.2f}s  cpu {r['user'] + r['sys']:7.2f}s  "
-              f"rss {r['rss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB", flush=True)
+              f"rss {r['rss_mb']:7.1f} MB  pss {r['pss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB",
+              flush=True)
 
     logs = work / "logs"
     if "changed" in ops:
@@ -232,8 +277,8 @@ def table(results: list[dict], input_bytes: int) -> str:
     by = {(r["tool"], r["op"]): r for r in results}
     order = ["opencbr", "opencbr-plain", "restic", "borg-blake2", "borg-none"]
     tools = sorted({r["tool"] for r in results}, key=lambda t: (order.index(t) if t in order else 1.5, t))
-    lines = ["| tool | op | wall s | MB/s | cpu s | peak RSS MB | repo MB | vs restic | vs borg |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| tool | op | wall s | MB/s | cpu s | peak RSS MB | peak PSS MB | repo MB | vs restic | vs borg |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for t in tools:
         peer_borg = "borg-none" if t.startswith("opencbr-plain") else "borg-blake2"
         for op in OPS:
@@ -246,7 +291,8 @@ def table(results: list[dict], input_bytes: int) -> str:
                 ratios.append(f"{pr['wall'] / r['wall']:.2f}x faster" if pr and t.startswith("opencbr") else "")
             mbps = input_bytes / 1e6 / r["wall"] if op in ("first", "restore", "restore+sync") else 0
             lines.append(f"| {t} | {op} | {r['wall']:.2f} | {mbps:.0f} | {r['user'] + r['sys']:.2f} | "
-                         f"{r['rss_mb']:.0f} | {r['repo_bytes'] / 1e6:.1f} | {ratios[0]} | {ratios[1]} |")
+                         f"{r['rss_mb']:.0f} | {r['pss_mb']:.0f} | {r['repo_bytes'] / 1e6:.1f} | {ratios[0]} | "
+                         f"{ratios[1]} |")
     # stored bytes after the changed backup (the repository holding first+unchanged+changed)
     lines.append("")
     lines.append("| tool | repo MB after 3 backups | vs restic | vs borg |")
@@ -293,10 +339,10 @@ def scale_check(work: Path, counts: list[int], total_per_file: int, drop: bool, 
             shutil.rmtree(dst, ignore_errors=True)
             shutil.rmtree(tool.repo, ignore_errors=True)
             for r in res:
-                rows.append((n, v, r["op"], r["wall"], r["rss_mb"]))
-    print("\n| files | tool | op | wall s | peak RSS MB |\n| ---: | --- | --- | ---: | ---: |")
-    for n, v, op, w, rss in rows:
-        print(f"| {n} | {v} | {op} | {w:.2f} | {rss:.0f} |")
+                rows.append((n, v, r["op"], r["wall"], r["rss_mb"], r["pss_mb"]))
+    print("\n| files | tool | op | wall s | peak RSS MB | peak PSS MB |\n| ---: | --- | --- | ---: | ---: | ---: |")
+    for n, v, op, w, rss, pss in rows:
+        print(f"| {n} | {v} | {op} | {w:.2f} | {rss:.0f} | {pss:.0f} |")
 
 
 def main() -> int:
@@ -356,7 +402,7 @@ def main() -> int:
     shutil.rmtree(trash, ignore_errors=True)
     with open(work / "results.tsv", "a") as f:
         for r in results:
-            f.write("\t".join(str(r.get(k, "")) for k in ("tool", "op", "wall", "user", "sys", "rss_mb", "repo_bytes"))
+            f.write("\t".join(str(r.get(k, "")) for k in ("tool", "op", "wall", "user", "sys", "rss_mb", "pss_mb", "repo_bytes"))
                     + f"\t{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print()

@@ -33,8 +33,10 @@ import stat
 import struct
 import threading
 import time
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ...storage.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
@@ -115,6 +117,51 @@ def _check_components(path: bytes) -> None:
     for c in path.split(b"/"):
         if c in (b"", b".", b"..") or b"\0" in c:
             raise DataCorruption(f"refusing catalog path {path!r}: it could escape the target")
+
+
+class _DirMeta(NamedTuple):
+    """What finishing a directory needs (``_finish_fd``)."""
+
+    mode: int
+    uid: int
+    gid: int
+    xattrs: list
+    atime_ns: int
+    mtime_ns: int
+
+
+class _DirList:
+    """The directories restored, in catalog order, with what finishing them needs, kept until the
+    end (their metadata is applied last, deepest first). Packed into one buffer: a Python object per
+    directory, made between thousands of short-lived catalog entries, pins the interpreter's memory
+    pools (restoring 300k files in one process grew by ~18 MB during the run; the records are
+    ~50 bytes each here). Pickles small, for a forked part to hand to its parent."""
+
+    _HEAD = struct.Struct("<IIIqqI")  # mode, uid, gid, atime_ns, mtime_ns, len(rel); then rel
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._offs = array("Q")
+        self._xattrs: dict[int, list] = {}  # index -> xattrs, for the few directories that have any
+
+    def __len__(self) -> int:
+        return len(self._offs)
+
+    def append(self, rel: bytes, e: Entry) -> None:
+        if e.xattrs:
+            self._xattrs[len(self._offs)] = e.xattrs
+        self._offs.append(len(self._buf))
+        self._buf += self._HEAD.pack(e.mode, e.uid, e.gid, e.atime_ns or 0, e.mtime_ns, len(rel))
+        self._buf += rel
+
+    def deepest_first(self) -> Iterator[tuple[bytes, _DirMeta]]:
+        """Catalog order reversed: every directory after everything below it."""
+        head = self._HEAD
+        for i in reversed(range(len(self._offs))):
+            o = self._offs[i]
+            mode, uid, gid, atime, mtime, n = head.unpack_from(self._buf, o)
+            rel = bytes(self._buf[o + head.size:o + head.size + n])
+            yield rel, _DirMeta(mode, uid, gid, self._xattrs.get(i, []), atime, mtime)
 
 
 @dataclass
@@ -219,7 +266,7 @@ class TreeRestore:
             return mode
         return 0o600
 
-    def _finish_fd(self, fd: int, e: Entry, rel: bytes, created_final: bool = False) -> None:
+    def _finish_fd(self, fd: int, e: Entry | _DirMeta, rel: bytes, created_final: bool = False) -> None:
         """Owner, mode, xattrs, then times (last: the others change ctime only, writes change mtime)."""
         try:
             if created_final:
@@ -420,8 +467,8 @@ class TreeRestore:
                                  else (os.geteuid(), os.getegid()))
             parts = self._parts()
             dirs = self._restore_parts(root_fd, parts) if parts > 1 else self._restore_part(root_fd, 0, 1)
-            for rel, e in reversed(dirs):  # deepest first
-                self._finish_dir(root_fd, rel, e)
+            for rel, meta in dirs.deepest_first():
+                self._finish_dir(root_fd, rel, meta)
             if self.sync:
                 _syncfs(root_fd)
         finally:
@@ -448,7 +495,7 @@ class TreeRestore:
             return 1
         return self.processes if getattr(self.cs.store, "fork_safe", False) else 1
 
-    def _restore_parts(self, root_fd: int, parts: int) -> list[tuple[bytes, Entry]]:
+    def _restore_parts(self, root_fd: int, parts: int) -> _DirList:
         """Restore with ``parts`` forked processes, each the whole pipeline (catalog, creation,
         fetching, writing) for its share of the entries (:meth:`_restore_part`).
 
@@ -486,7 +533,7 @@ class TreeRestore:
         reaped = [os.wait4(pid, 0) for pid, _r in children]  # (all reaped before any raise)
         statuses = [status for _pid, status, _ru in reaped]
         self.parts_peak_rss = [ru.ru_maxrss * 1024 for _pid, _status, ru in reaped]
-        dirs: list[tuple[bytes, Entry]] = []
+        dirs = _DirList()
         fatal = []
         for (pid, _r), data, status in zip(children, outputs, statuses, strict=True):
             try:
@@ -497,7 +544,8 @@ class TreeRestore:
             if "fatal" in out:
                 fatal.append(out["fatal"])
                 continue
-            dirs += out["dirs"]
+            if len(out["dirs"]):
+                dirs = out["dirs"]  # (only the first part lists them)
             for k, v in out["counts"].items():
                 self.counts[k] += v
             self.written += out["written"]
@@ -545,7 +593,7 @@ class TreeRestore:
         finally:
             os._exit(code)  # no atexit handlers, no finalizers of the parent's objects
 
-    def _collect(self, children: list[tuple[int, int]], shared: mmap.mmap, unread: set[int]) -> list[bytes]:
+    def _collect(self, children: list[tuple[int, int]], shared: mmap.mmap, unread: set[int]) -> list[bytearray]:
         """Read every child's result (closing each pipe at its end and dropping it from ``unread``)
         while reporting their progress; a cancel raises (the caller kills them)."""
         bufs = {r: bytearray() for _pid, r in children}
@@ -566,10 +614,10 @@ class TreeRestore:
             if self.progress is not None:
                 done = sum(struct.unpack_from(f"{len(children)}q", shared))  # (the last slot is not bytes)
                 self.progress(min(done, self.total), self.total)
-        return [bytes(bufs[r]) for _pid, r in children]
+        return [bufs[r] for _pid, r in children]
 
     # -- one process's share ------------------------------------------------------------------------
-    def _restore_part(self, root_fd: int, part: int, parts: int) -> list[tuple[bytes, Entry]]:
+    def _restore_part(self, root_fd: int, part: int, parts: int) -> _DirList:
         """Restore the entries of share ``part`` of ``parts`` (all of them when ``parts`` is 1) and
         return the directories (share 0 only) for the caller to finish last.
 
@@ -591,7 +639,7 @@ class TreeRestore:
         group = group_bytes = group_n = 0
         mine = self._claim(0)
         stack: list[tuple[bytes, int]] = [(b"", root_fd)]
-        dirs: list[tuple[bytes, Entry]] = []
+        dirs = _DirList()
         links: dict[tuple[int, int], tuple[bytes, bool]] = {}
         win = _Window()
         inflight: list[_Window] = []
@@ -611,7 +659,7 @@ class TreeRestore:
                     if e.type != DIR:
                         raise DataCorruption(f"backup {self.backup_id}: the root is not a directory")
                     if lead:
-                        dirs.append((rel, e))
+                        dirs.append(rel, e)
                         self.counts["dirs"] += 1
                     continue
                 parent, _, name = rel.rpartition(b"/")
@@ -651,7 +699,7 @@ class TreeRestore:
                             continue
                         stack.append((rel, fd))
                         if lead:
-                            dirs.append((rel, e))
+                            dirs.append(rel, e)
                             self.counts["dirs"] += 1
                     elif e.type == FILE:
                         if e.hardlinked and (e.ino, e.rdev) in links:
@@ -771,7 +819,7 @@ class TreeRestore:
         except OSError as exc:
             self.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
 
-    def _finish_dir(self, root_fd: int, rel: bytes, e: Entry) -> None:
+    def _finish_dir(self, root_fd: int, rel: bytes, e: _DirMeta) -> None:
         try:
             fd = os.open(rel, _DIR_FLAGS, dir_fd=root_fd) if rel else os.dup(root_fd)
         except OSError as exc:
