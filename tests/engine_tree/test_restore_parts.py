@@ -54,19 +54,27 @@ def _tree(tmp_path):
     return src
 
 
-@pytest.mark.parametrize("processes", [2, 3])
-def test_parts_restore_the_same_tree(enc_repo, tmp_path, tiny_groups, processes):
+def _claims(monkeypatch, who: str) -> None:
+    """Who restores the groups: whoever reaches them first ("race", the real rule), or all of them
+    the forked child(ren) / this process (so each side's path is certainly taken)."""
+    if who != "race":
+        monkeypatch.setattr(restore_mod.TreeRestore, "_claim", lambda self, g: self._in_child == (who == "child"))
+
+
+@pytest.mark.parametrize("processes,who", [(2, "race"), (3, "race"), (2, "child"), (2, "parent")])
+def test_parts_restore_the_same_tree(enc_repo, tmp_path, tiny_groups, monkeypatch, processes, who):
     src = _tree(tmp_path)
     res = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
     one = restore_tree(enc_repo, "b1", tmp_path / "one", processes=1)
     assert tiny_groups == []
     seen = []
+    _claims(monkeypatch, who)
     many = restore_tree(enc_repo, "b1", tmp_path / "many", processes=processes,
                         progress=lambda done, total: seen.append((done, total)))
-    assert len(tiny_groups) == processes
+    assert len(tiny_groups) == processes - 1  # (this process restores one part itself)
     _no_children_left(tiny_groups)
     assert many.processes == processes and one.processes == 1 and one.parts_peak_rss == []
-    assert len(many.parts_peak_rss) == processes and all(r > 1 << 20 for r in many.parts_peak_rss)
+    assert len(many.parts_peak_rss) == processes - 1 and all(r > 1 << 20 for r in many.parts_peak_rss)
     assert_same_tree(src, tmp_path / "many", atime=True)
     for k in ("files", "dirs", "symlinks", "specials", "hardlinks", "bytes_written"):
         assert getattr(many, k) == getattr(one, k), k
@@ -75,14 +83,16 @@ def test_parts_restore_the_same_tree(enc_repo, tmp_path, tiny_groups, processes)
     assert os.stat(tmp_path / "many" / "zz-late-link-to-g05").st_ino == os.stat(tmp_path / "many" / "many" / "g05.bin").st_ino
 
 
-def test_damage_found_by_a_part_names_the_file(repo, tmp_path, tiny_groups):
+@pytest.mark.parametrize("who", ["child", "parent"])
+def test_damage_found_by_a_part_names_the_file(repo, tmp_path, tiny_groups, monkeypatch, who):
     src = build_tree(tmp_path / "src")
     backup_tree(repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    _claims(monkeypatch, who)
     _flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
     with pytest.raises(DataCorruption) as ei:
         restore_tree(repo, "b1", tmp_path / "out", processes=2)
     assert "/bin/random.bin" in ei.value.message and ei.value.code == DataCorruption.code
-    assert len(tiny_groups) == 2
+    assert len(tiny_groups) == 1
     _no_children_left(tiny_groups)
     assert (tmp_path / "out" / "docs" / "text.md").read_bytes() == (src / "docs" / "text.md").read_bytes()
 
@@ -107,7 +117,7 @@ def test_cancel_kills_the_parts(enc_repo, tmp_path, tiny_groups, monkeypatch):
 
     with pytest.raises(RestoreCancelled):
         restore_tree(enc_repo, "b1", tmp_path / "out", processes=2, cancel=cancel, progress=progress)
-    assert started.is_set() and len(tiny_groups) == 2
+    assert started.is_set() and len(tiny_groups) == 1
     _no_children_left(tiny_groups)
 
 
@@ -161,7 +171,8 @@ def _gone(pid: int) -> bool:
 
 
 def test_parts_die_with_the_process_that_forked_them(enc_repo, tmp_path):
-    """kill -9 of the restoring process (the service) leaves no part running on its own."""
+    """kill -9 of the restoring process (the service; it restores one part itself) leaves no part
+    running on its own."""
     import subprocess
     import sys
     import time

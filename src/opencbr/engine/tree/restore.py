@@ -208,7 +208,8 @@ class TreeRestore:
         self.workers = workers
         self.sync = sync
         self.processes = processes
-        self._shared: tuple[mmap.mmap, int] | None = None  # in a forked part: (progress page, slot)
+        self._shared: tuple[mmap.mmap, int] | None = None  # restoring in parts: (progress page, slot)
+        self._in_child = False
         self.parts_peak_rss: list[int] = []
         self.warnings: list[TreeWarning] = []
         self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
@@ -233,15 +234,19 @@ class TreeRestore:
 
     def _report(self, force: bool = False) -> None:
         trim()
-        if self._shared is not None:  # a forked part: the parent reports the sum
-            struct.pack_into("q", self._shared[0], 8 * self._shared[1], self.written)
-            return
+        done = self.written
+        if self._shared is not None:  # restoring in parts: each posts its bytes, the parent reports the sum
+            shared, slot = self._shared
+            struct.pack_into("q", shared, 8 * slot, self.written)
+            if self._in_child:
+                return
+            done = sum(struct.unpack_from(f"{len(shared) // 8 - 1}q", shared))  # (the last slot: _claim)
         if self.progress is None:
             return
         now = time.monotonic()
         if force or now - self._last_report >= 0.2:
             self._last_report = now
-            self.progress(min(self.written, self.total), self.total)
+            self.progress(min(done, self.total), self.total)
 
     def _rel(self, path: bytes) -> bytes:
         return path[self.cut:]
@@ -496,14 +501,16 @@ class TreeRestore:
         return self.processes if getattr(self.cs.store, "fork_safe", False) else 1
 
     def _restore_parts(self, root_fd: int, parts: int) -> _DirList:
-        """Restore with ``parts`` forked processes, each the whole pipeline (catalog, creation,
-        fetching, writing) for its share of the entries (:meth:`_restore_part`).
+        """Restore in ``parts`` processes -- this one and ``parts - 1`` forked children -- each the
+        whole pipeline (catalog, creation, fetching, writing) for its share of the entries
+        (:meth:`_restore_part`); this process takes share 0, which also lists the directories.
 
         Why processes: the restore is bound by Python's GIL, not by the disk or the CPU -- the thread
         that creates files waits for the GIL after every system call while the span workers hand it
         around, on a 2-core VM about half of all cycles idle (30k-file tree: 3.4 s wall for 3.6 s of
-        CPU). Two processes have two GILs. Each child reports its written bytes in a shared page
-        (progress) and its result through a pipe; a cancel kills them."""
+        CPU). Two processes have two GILs. Each part posts its written bytes in a shared page
+        (progress); a child hands its result through a pipe; a cancel or an error kills them.
+        (Forking children only, with this process waiting, cost a third process's memory.)"""
         import multiprocessing
 
         shared = mmap.mmap(-1, 8 * (parts + 1))  # bytes written per part, then the next group to claim
@@ -512,7 +519,7 @@ class TreeRestore:
         children: list[tuple[int, int]] = []
         unread: set[int] = set()  # result pipes still open (closed by _collect at their end)
         try:
-            for part in range(parts):
+            for part in range(1, parts):
                 r, w = os.pipe()
                 pid = os.fork()
                 if pid == 0:  # the child: never returns
@@ -523,6 +530,8 @@ class TreeRestore:
                 os.close(w)
                 children.append((pid, r))
                 unread.add(r)
+            self._shared = (shared, 0)
+            dirs = self._restore_part(root_fd, 0, parts)
             outputs = self._collect(children, shared, unread)
         except BaseException:
             for pid, _r in children:
@@ -530,10 +539,11 @@ class TreeRestore:
             for r in unread:
                 os.close(r)
             raise
+        finally:
+            self._shared = None
         reaped = [os.wait4(pid, 0) for pid, _r in children]  # (all reaped before any raise)
         statuses = [status for _pid, status, _ru in reaped]
         self.parts_peak_rss = [ru.ru_maxrss * 1024 for _pid, _status, ru in reaped]
-        dirs = _DirList()
         fatal = []
         for (pid, _r), data, status in zip(children, outputs, statuses, strict=True):
             try:
@@ -544,8 +554,6 @@ class TreeRestore:
             if "fatal" in out:
                 fatal.append(out["fatal"])
                 continue
-            if len(out["dirs"]):
-                dirs = out["dirs"]  # (only the first part lists them)
             for k, v in out["counts"].items():
                 self.counts[k] += v
             self.written += out["written"]
@@ -576,8 +584,9 @@ class TreeRestore:
         try:
             die_with_parent(self._parent_pid)
             self._shared = (shared, part)
-            dirs = self._restore_part(root_fd, part, parts)
-            out = {"dirs": dirs, "counts": self.counts, "written": self.written,
+            self._in_child = True
+            self._restore_part(root_fd, part, parts)
+            out = {"counts": self.counts, "written": self.written,
                    "warnings": self.warnings, "errors": self.errors}
         except BaseException as exc:  # noqa: BLE001 - handed to the parent
             code = 1
@@ -611,9 +620,7 @@ class TreeRestore:
                     os.close(r)
             if self.cancel.is_set():
                 raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
-            if self.progress is not None:
-                done = sum(struct.unpack_from(f"{len(children)}q", shared))  # (the last slot is not bytes)
-                self.progress(min(done, self.total), self.total)
+            self._report()
         return [bufs[r] for _pid, r in children]
 
     # -- one process's share ------------------------------------------------------------------------
