@@ -196,3 +196,22 @@ def test_parts_die_with_the_process_that_forked_them(enc_repo, tmp_path):
     while not all(_gone(p) for p in parts) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(_gone(p) for p in parts)
+
+
+@pytest.mark.parametrize("who", ["race", "child"])
+def test_parts_restore_a_subtree_over_existing_files(enc_repo, tmp_path, tiny_groups, monkeypatch, who):
+    """A directory of the backup restored into a target that already holds some of it (the
+    single-file/directory restore of the service): existing files are replaced, the rest added."""
+    src = _tree(tmp_path)
+    os.unlink(src / "zz-late-link-to-g05")  # (a link from outside the subtree would not come along)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    out = tmp_path / "out"
+    (out / "many").mkdir(parents=True)
+    (out / "many" / "g07.bin").write_bytes(b"stale")
+    (out / "keep.txt").write_bytes(b"not in the backup")
+    _claims(monkeypatch, who)
+    restore_tree(enc_repo, "b1", out, subpath="/many", allow_nonempty=True, processes=2)
+    assert len(tiny_groups) == 1
+    _no_children_left(tiny_groups)
+    assert_same_tree(src / "many", out / "many")
+    assert (out / "keep.txt").read_bytes() == b"not in the backup"
