@@ -135,3 +135,49 @@ def test_browse_and_single_file_restore(server, tmp_path):
     with pytest.raises(ClientError) as e:
         client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
     assert e.value.status == 409 and "error" in e.value.message
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def test_big_file_system_restores_in_two_processes_inside_the_service(server, tmp_path):
+    """A file system above the engine's PARALLEL_MIN (64 MiB) is restored by the service in two
+    processes (the task's worker thread forks the second one from the running server, threads,
+    catalog connections and all): the result is exact, the task says so, and the server is left
+    with no child process."""
+    from opencbr.engine.tree.restore import PARALLEL_MIN
+
+    client, sfx = api(server), server.backend
+    src = build_tree(tmp_path / "big", seed=11)
+    rnd = __import__("random").Random(5)
+    os.makedirs(os.path.join(src, "blobs"))
+    for i in range(9):  # (incompressible, so the backup's logical size is the restore's size)
+        with open(os.path.join(src, "blobs", f"b{i}.bin"), "wb") as f:
+            f.write(rnd.randbytes(PARALLEL_MIN // 8 + 12345))
+    before = snapshot(src)
+    fs = client.post("/inventory/file-systems", {"name": f"big-{sfx}", "path": src})["file_system"]
+    v = client.post("/vaults", {"vault": {"name": f"big-{sfx}", "billing": {
+        "object_type": "turbo", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+        "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
+    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})["checkpoint"]
+    bid = client.get("/backups", checkpoint_id=cp["id"])["backups"][0]["id"]
+    c = sdk(server)
+    sdk_wait_backups(c, [bid])
+    assert client.get(f"/backups/{bid}")["backup"]["logical_bytes"] > PARALLEL_MIN
+    out = cli(server, "fs", "create-from-backup", bid, "--name", f"big-new-{sfx}", "--path",
+              str(tmp_path / "big-new"), "--wait", "--json")
+    assert out.code == 0, out.err
+    assert out.json()["status"] == "available"
+    assert snapshot(tmp_path / "big-new") == before
+    assert _children_of(server.proc.pid) == []
+    logs = client.get("/operation-logs", vault_id=v["id"])["operation_logs"]
+    results = [t["extra_info"]["restore_result"] for t in logs if "restore_result" in t.get("extra_info", {})]
+    assert [r["processes"] for r in results] == [min(2, os.cpu_count() or 1)]  # (one on a 1-CPU machine)

@@ -94,6 +94,7 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         result = restore_tree(repository(ctx, vault, create=False), backup_id, target, progress=progress,
                               cancel=progress.cancel)
     run.set_extra(restore_result={"files": result.files, "dirs": result.dirs, "bytes_written": result.bytes_written,
+                                  "processes": result.processes,
                                   "warnings": [w.to_dict() for w in result.warnings][:50]})
 
 
