@@ -215,3 +215,24 @@ def test_parts_restore_a_subtree_over_existing_files(enc_repo, tmp_path, tiny_gr
     _no_children_left(tiny_groups)
     assert_same_tree(src / "many", out / "many")
     assert (out / "keep.txt").read_bytes() == b"not in the backup"
+
+
+@pytest.mark.parametrize("broken", ["semaphores", "fork"])
+def test_without_semaphores_or_fork_one_process_restores(enc_repo, tmp_path, tiny_groups, monkeypatch, broken):
+    """Where the claim lock cannot be made (no /dev/shm) or fork fails, the restore runs in this
+    process alone, and says so."""
+    import multiprocessing.context
+
+    src = _tree(tmp_path)
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+
+    def refuse(*_a, **_k):
+        raise OSError(38, "Function not implemented")
+
+    if broken == "semaphores":
+        monkeypatch.setattr(multiprocessing.context.ForkContext, "Lock", refuse)
+    else:
+        monkeypatch.setattr(restore_mod.os, "fork", refuse)
+    res = restore_tree(enc_repo, "b1", tmp_path / "out", processes=2)
+    assert res.processes == 1 and res.parts_peak_rss == []
+    assert_same_tree(src, tmp_path / "out")

@@ -470,7 +470,7 @@ class TreeRestore:
             # their final modes only at the end, after every file was created.
             self._plain_owner = (None if os.fstat(root_fd).st_mode & stat.S_ISGID
                                  else (os.geteuid(), os.getegid()))
-            parts = self._parts()
+            parts = self.processes_used = self._parts()
             dirs = self._restore_parts(root_fd, parts) if parts > 1 else self._restore_part(root_fd, 0, 1)
             for rel, meta in dirs.deepest_first():
                 self._finish_dir(root_fd, rel, meta)
@@ -488,7 +488,7 @@ class TreeRestore:
             backup_id=self.backup_id, target=self.target, files=self.counts["files"], dirs=self.counts["dirs"],
             symlinks=self.counts["symlinks"], specials=self.counts["specials"], hardlinks=self.counts["hardlinks"],
             bytes_written=self.written, warnings=self.warnings, duration=time.monotonic() - t0,
-            processes=parts, parts_peak_rss=self.parts_peak_rss,
+            processes=self.processes_used, parts_peak_rss=self.parts_peak_rss,
         )
 
     # -- several processes ----------------------------------------------------------------------------
@@ -514,14 +514,26 @@ class TreeRestore:
         import multiprocessing
 
         shared = mmap.mmap(-1, 8 * (parts + 1))  # bytes written per part, then the next group to claim
-        self._claim_lock = multiprocessing.get_context("fork").Lock()
+        try:
+            self._claim_lock = multiprocessing.get_context("fork").Lock()
+        except OSError:  # no POSIX semaphores here (e.g. a container without /dev/shm): one process
+            self.processes_used = 1
+            return self._restore_part(root_fd, 0, 1)
         self._parent_pid = os.getpid()
         children: list[tuple[int, int]] = []
         unread: set[int] = set()  # result pipes still open (closed by _collect at their end)
         try:
             for part in range(1, parts):
                 r, w = os.pipe()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:
+                    os.close(r)
+                    os.close(w)
+                    if children:
+                        raise
+                    self.processes_used = 1  # could not fork at all: one process
+                    return self._restore_part(root_fd, 0, 1)
                 if pid == 0:  # the child: never returns
                     os.close(r)
                     for other in unread:
