@@ -127,9 +127,8 @@ def timed(cmd: list[str], *, cwd: Path, env: dict, drop: bool, log: Path) -> dic
     drop_caches(drop)
     with open(log, "w") as lf:
         rc, pss_kb = run_sampled(["/usr/bin/time", "-v", "-o", str(tf), *cmd], cwd=cwd, env=env, stdout=lf)
-    p = subprocess.CompletedProcess(cmd, rc)
-    if p.returncode != 0:
-        print(f"FAILED ({p.returncode}): {' '.join(cmd)}\n" + log.read_text()[-3000:], file=sys.stderr)
+    if rc != 0:
+        print(f"FAILED ({rc}): {' '.join(cmd)}\n" + log.read_text()[-3000:], file=sys.stderr)
         raise SystemExit(1)
     out = {"pss_mb": pss_kb / 1024}
     for line in tf.read_text().splitlines():

@@ -6,7 +6,6 @@ reaped."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 
@@ -16,9 +15,8 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent(parent_pid: int) -> None:
     """Call first thing in a forked helper: if the process that forked it dies (kill -9 of the
     service), the kernel kills the helper too (``PR_SET_PDEATHSIG``; Linux)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:  # (the running program's own symbols: find_library would run ldconfig in every helper)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent_pid:  # it died before prctl took effect

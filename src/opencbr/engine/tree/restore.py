@@ -60,7 +60,7 @@ MAX_WARNINGS = 1000
 # descriptor would cost more than the page-cache copy it saves.
 DIRECT_MIN = 64 << 10
 # Restores of at least PARALLEL_MIN bytes run in several processes (TreeRestore._restore_parts),
-# each taking every other group of GROUP_BYTES of file data or GROUP_FILES entries.
+# which share the entries out in groups of GROUP_BYTES of file data or GROUP_FILES entries.
 PARALLEL_MIN = 64 << 20
 GROUP_BYTES = 16 << 20
 GROUP_FILES = 256
@@ -144,9 +144,6 @@ class _DirList:
         self._offs = array("Q")
         self._xattrs: dict[int, list] = {}  # index -> xattrs, for the few directories that have any
 
-    def __len__(self) -> int:
-        return len(self._offs)
-
     def append(self, rel: bytes, e: Entry) -> None:
         if e.xattrs:
             self._xattrs[len(self._offs)] = e.xattrs
@@ -208,6 +205,7 @@ class TreeRestore:
         self.workers = workers
         self.sync = sync
         self.processes = processes
+        self.processes_used = 1
         self._shared: tuple[mmap.mmap, int] | None = None  # restoring in parts: (progress page, slot)
         self._in_child = False
         self.parts_peak_rss: list[int] = []
