@@ -110,6 +110,15 @@ class Resource(Base):
     disk_role: Mapped[str | None] = mapped_column(String(8), nullable=True)  # system | data
     device_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     description: Mapped[str] = mapped_column(String(255), default="")
+    # Where a local resource's data lives: the host name (or the named group of hosts sharing storage,
+    # setting ``host_group``) whose workers can open ``path``. Empty for servers and for resources
+    # that any worker can reach.
+    host: Mapped[str] = mapped_column(String(255), default="")
+    # What was found at ``path`` at registration, refreshed by each backup (device, inode, kind, a
+    # fingerprint): a worker refuses to read a different object at the same path.
+    identity: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Why the resource is in ``error`` (e.g. its path was swapped for a symlink), shown to the user.
+    status_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -214,6 +223,9 @@ class Task(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Only a worker of this host (or host group) may claim the task: the data it reads or writes lives
+    # there. Empty: any worker.
+    required_host: Mapped[str] = mapped_column(String(255), default="")
 
 
 # --------------------------------------------------------------------------------------------- audit
