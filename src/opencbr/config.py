@@ -11,6 +11,20 @@ Every setting has an environment variable ``OPENCBR_<NAME>`` (upper case). The f
     availability_zones = ["local-1a", "local-1b"]
     object_store = "s3://opencbr-bucket/prod?endpoint_url=http://minio:9000"
     workers = 2
+    host_group = "rack-a"
+
+Settings of the data plane (workers):
+
+- ``workers``: how many worker *processes* ``opencbr serve`` starts beside the API (0: none; run
+  ``cbr worker`` elsewhere). They are supervised: one that dies is restarted; SIGTERM stops them in order.
+- ``host_group``: the host, or named group of hosts sharing storage, this machine belongs to (default:
+  its host name). A disk or file system registered here is recorded as belonging to it, and only workers
+  of the same ``host_group`` run the tasks that read or write it.
+- ``task_lease_seconds``: how long a worker's claim on a task stays valid without a heartbeat (workers
+  renew it every quarter of that); a killed worker's task is taken over after at most about 1.3x this.
+- ``task_max_attempts``: how many times a backup (or restore, GC, verify, delete) whose worker was lost
+  is tried in all before it fails. An orderly stop (SIGTERM) hands tasks back without using an attempt.
+- ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read).
 
 The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
 start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
@@ -20,6 +34,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -41,7 +56,13 @@ class Settings:
     workers: int = 2
     scheduler: bool = True
     # Seconds a worker's claim on a task stays valid without a heartbeat.
-    task_lease_seconds: int = 60
+    task_lease_seconds: int = 30
+    # Attempts a resumable task (a backup, ...) gets when its worker is lost (killed, crashed, hung).
+    task_max_attempts: int = 3
+    # The host or group of hosts sharing storage whose local resources this machine's workers serve.
+    host_group: str = field(default_factory=lambda: socket.gethostname())
+    # Seconds between an idle worker's looks for new tasks.
+    worker_poll_seconds: float = 0.2
     # Maximum clock skew accepted on signed requests (cbr_v3.md section 2: 15 minutes).
     max_clock_skew_seconds: int = 900
     master_key_hex: str = ""
@@ -89,7 +110,8 @@ class Settings:
 
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
-_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds"}
+_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts"}
+_FLOAT_FIELDS = {"worker_poll_seconds"}
 _BOOL_FIELDS = {"scheduler"}
 
 
@@ -100,6 +122,8 @@ def _coerce(name: str, value: object) -> object:
         return tuple(str(v) for v in value)  # type: ignore[union-attr]
     if name in _INT_FIELDS:
         return int(value)  # type: ignore[arg-type]
+    if name in _FLOAT_FIELDS:
+        return float(value)  # type: ignore[arg-type]
     if name in _BOOL_FIELDS:
         if isinstance(value, str):
             return value.strip().lower() in ("1", "true", "yes", "on")

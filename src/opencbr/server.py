@@ -1,20 +1,24 @@
-"""The composition root: one process with the API (and console), the scheduler and workers."""
+"""The composition root: the API process (API, console, scheduler) and its worker processes."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import threading
 
 import uvicorn
 
 from opencbr.api.app import create_app
 from opencbr.config import Settings
+from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
 from opencbr.services import iam
 from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.runner import WorkerPool
+from opencbr.worker.supervisor import WorkerProcesses
 
 log = logging.getLogger("opencbr")
 
@@ -25,15 +29,40 @@ from opencbr.services import restore as _restore  # noqa: E402,F401
 from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
 
+class ListenError(CBRError):
+    code = "OpenCBR.Listen"
+
+
+def listen_socket(settings: Settings) -> socket.socket:
+    """Bind the API's address before anything else starts, and say which setting moves it if it is taken."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        sock.close()
+        why = ("it is in use (another OpenCBR, or another program, listens there)" if e.errno == errno.EADDRINUSE
+               else e.strerror or str(e))
+        raise ListenError(f"cannot listen on {settings.listen}: {why}. Choose another address with the setting "
+                          f"`listen` (environment OPENCBR_LISTEN=host:port, `listen = \"host:port\"` in "
+                          f"opencbr.toml, or `opencbr serve --listen host:port`)") from None
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
 class Service:
-    """API + workers (+ scheduler) over one catalog, started and stopped together."""
+    """The API (+ scheduler) over one catalog, with ``settings.workers`` worker processes beside it,
+    started and stopped together. ``with_workers=False``: the API alone (workers run elsewhere)."""
 
     def __init__(self, settings: Settings, *, with_workers: bool = True):
         self.settings = settings
         os.makedirs(settings.data_dir, exist_ok=True)
         self.ctx: ServiceContext = open_context(settings)
         self.app = create_app(self.ctx)
-        self.pool = WorkerPool(self.ctx, settings.workers) if with_workers and settings.workers > 0 else None
+        self.workers = (WorkerProcesses(settings, settings.workers)
+                        if with_workers and settings.workers > 0 else None)
         self.scheduler = Scheduler(self.ctx) if settings.scheduler else None
         self.stop_event = threading.Event()
 
@@ -41,19 +70,20 @@ class Service:
         return iam.bootstrap(self.ctx)
 
     def run(self, on_ready=None) -> None:
-        """Serve until SIGINT/SIGTERM."""
-        if self.pool:
-            self.pool.start()
+        """Serve until SIGINT/SIGTERM; then stop the workers in order (they hand their tasks back)."""
+        sock = listen_socket(self.settings)
+        if self.workers:
+            self.workers.start()
         if self.scheduler:
             self.scheduler.start()
-        config = uvicorn.Config(self.app, host=self.settings.host, port=self.settings.port, log_level="warning",
-                                access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         if on_ready is not None:
             threading.Thread(target=self._announce, args=(server, on_ready), daemon=True).start()
         try:
-            server.run()
+            server.run(sockets=[sock])
         finally:
+            sock.close()
             self.shutdown()
 
     def _announce(self, server: uvicorn.Server, on_ready) -> None:
@@ -66,19 +96,37 @@ class Service:
         self.stop_event.set()
         if self.scheduler:
             self.scheduler.shutdown()
-        if self.pool:
-            self.pool.shutdown()
+        if self.workers:
+            log.info("stopping the worker processes (running tasks are handed back to the queue)")
+            self.workers.shutdown()
         self.ctx.close()
 
 
-def run_workers(settings: Settings, count: int) -> None:
-    """``cbr worker``: workers only, for other machines sharing the catalog and the object store."""
-    ctx = open_context(settings)
+def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
+    """``cbr worker``: workers only (a worker process of ``opencbr serve``, or more workers on other
+    machines sharing the catalog and the object store). SIGTERM/SIGINT stop it in order."""
+    if supervised:
+        _stop_with_parent()
+    ctx = open_context(settings, migrate=not supervised)
     pool = WorkerPool(ctx, count)
-    pool.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    pool.start()
     stop.wait()
+    log.info("worker stopping: running tasks are handed back to the queue")
     pool.shutdown()
     ctx.close()
+
+
+def _stop_with_parent() -> None:
+    """A worker process of ``opencbr serve`` stops in order (SIGTERM) when the API process dies."""
+    import ctypes
+
+    parent = os.getppid()
+    try:  # PR_SET_PDEATHSIG = 1 (Linux)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)

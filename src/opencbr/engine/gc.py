@@ -40,9 +40,8 @@ from .locks import (
     GC_LOCK_NAME,
     LockInfo,
     RepoLock,
+    is_stale,
     list_locks,
-    owner_is_dead,
-    read_owner,
 )
 from .packs import PackWriter, pack_key
 
@@ -90,7 +89,7 @@ def _acquire_gc_lock(cs: ChunkStore, result: GCResult) -> RepoLock:
         now_info = cs.store.stat(probe)
         cs.store.delete(probe)
         now = now_info.mtime if now_info else time.time()
-        if now - info.mtime <= cs.lock_timing.stale_after and not owner_is_dead(*read_owner(cs.store, lock.key)):
+        if not is_stale(info.mtime, now, cs.lock_timing):
             raise StateConflict("another garbage collection is running on this repository")
         again = cs.store.stat(lock.key)
         if again is not None and again.mtime == info.mtime:
@@ -118,7 +117,7 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
     for lk in list_locks(cs.store, cs.prefix):
         if lk.key == gc_lock.key:
             continue
-        if now - lk.mtime > cs.lock_timing.stale_after or owner_is_dead(lk.host, lk.pid):
+        if is_stale(lk.mtime, now, cs.lock_timing):
             cs.store.delete(lk.key)
             result.stale_locks_removed += 1
         else:

@@ -1,14 +1,16 @@
 """Lock objects in the store: how writers and GC coordinate without any other shared service.
 
 Every backup (writer) owns ``locks/w-<time>-<rand>``; a GC owns the single ``locks/gc`` (created with
-put-if-absent, so two GCs never run at once). Owners rewrite their lock every ``refresh_interval``;
-a lock whose last write is older than ``stale_after`` by the *store's* clock (the mtime the store gave
-the object, compared with the mtime it gives a lock we just wrote) belongs to a dead process. Comparing
-store timestamps with store timestamps keeps machine clock skew out of the decision.
+put-if-absent, so two GCs never run at once). Owners rewrite their lock every ``refresh_interval``
+(a heartbeat); a lock whose last write is older than ``stale_after`` by the *store's* clock (the mtime
+the store gave the object, compared with the mtime it gives a lock we just wrote) belongs to a dead
+process. Comparing store timestamps with store timestamps keeps machine clock skew out of the decision.
 
-A lock is also stale at once when it names this host and a process that no longer exists (restic's
-rule): a service killed with SIGKILL and restarted must not wait ``stale_after`` to clean up after
-itself. A recycled pid only delays that to the timeout.
+Staleness is judged by that heartbeat alone. A lock records its owner (a random id per process, with
+host and pid for people), but a pid is never checked: restic's rule "same host name and the pid is
+gone" took a live writer's lock for stale when two workers share a host name in different PID
+namespaces (containers, cloned machines), and a GC then deleted the packs it was writing. A writer
+killed with SIGKILL therefore holds back the sweeping of newer condemned packs for ``stale_after``.
 
 A writer lock also records which GC "condemned lists" the writer had seen when it loaded the index
 (``seen``): GC may only sweep a condemned list once every live writer has seen it (see ``gc.py``).
@@ -24,7 +26,9 @@ import time
 from dataclasses import dataclass
 
 from ..storage import ObjectStore
-from ..storage.base import local_process_gone
+
+#: This process's owner id in lock objects: unique per process (pids repeat across PID namespaces).
+PROCESS_OWNER = f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(6).hex()}"
 
 LOCKS_DIR = "locks/"
 GC_LOCK_NAME = "gc"
@@ -32,14 +36,15 @@ GC_LOCK_NAME = "gc"
 
 @dataclass(frozen=True)
 class LockTiming:
-    refresh_interval: float = 60.0
-    stale_after: float = 600.0
+    refresh_interval: float = 15.0
+    stale_after: float = 120.0
 
 
 @dataclass
 class LockInfo:
     key: str
     kind: str
+    owner: str
     host: str
     pid: int
     seen: list[str] | None
@@ -62,8 +67,8 @@ class RepoLock:
         self.lost = False
 
     def _body(self) -> bytes:
-        return json.dumps({"kind": self.kind, "host": socket.gethostname(), "pid": os.getpid(),
-                           "seen": self.seen, "time": time.time()}).encode()
+        return json.dumps({"kind": self.kind, "owner": PROCESS_OWNER, "host": socket.gethostname(),
+                           "pid": os.getpid(), "seen": self.seen, "time": time.time()}).encode()
 
     def acquire(self, exclusive: bool = False) -> bool:
         """Write the lock. ``exclusive``: only if no such object exists (returns False if it does)."""
@@ -135,20 +140,11 @@ def list_locks(store: ObjectStore, prefix: str) -> list[LockInfo]:
         except (KeyError, ValueError):
             # vanished between list and get, or half-written by a non-atomic store: treat as live
             body = {"kind": "unknown", "host": "", "pid": 0, "seen": None}
-        out.append(LockInfo(key, body.get("kind", "unknown"), body.get("host", ""), int(body.get("pid", 0)),
-                            body.get("seen"), info.mtime))
+        out.append(LockInfo(key, body.get("kind", "unknown"), str(body.get("owner", "")), body.get("host", ""),
+                            int(body.get("pid", 0)), body.get("seen"), info.mtime))
     return out
 
 
-def owner_is_dead(host: str, pid: int) -> bool:
-    """True when the lock's owner was a process of this host that no longer exists."""
-    return local_process_gone(host, pid)
-
-
-def read_owner(store: ObjectStore, key: str) -> tuple[str, int]:
-    """(host, pid) written in a lock object, or ("", 0) when it cannot be read."""
-    try:
-        body = json.loads(store.get(key))
-        return body.get("host", ""), int(body.get("pid", 0))
-    except (KeyError, ValueError, TypeError):
-        return "", 0
+def is_stale(lock_mtime: float, store_now: float, timing: LockTiming) -> bool:
+    """The only staleness rule: the owner has not refreshed the lock for ``stale_after`` (store clock)."""
+    return store_now - lock_mtime > timing.stale_after

@@ -448,6 +448,9 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         for obj in {id(o): o for o in (*parts, b, vault)}.values():
             s.expunge(obj)
     repo = repository(ctx, vault)
+    if run.attempt > 1:  # an earlier attempt's worker was lost, maybe after it stored a manifest: start clean
+        for part in parts:
+            repo.delete_backup(part.id)
     progress = TaskProgress(run)
     if b.resource_type == R.FILE_SYSTEM:
         outcome = _backup_tree(repo, b, vault, paths[b.id], previous[b.id], progress)
@@ -459,7 +462,9 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         _discard_cancelled(ctx, b)
         _queue_gc(ctx, b.project_id, vault)
         raise tasks.TaskCancelled(run.task_id)
-    _publish(ctx, b, vault, repo.usage(), outcome)
+    _publish(ctx, run, b, vault, repo.usage(), outcome)
+    if run.attempt > 1:  # what the lost attempt stored and never indexed goes at the next GC
+        _queue_gc(ctx, b.project_id, vault)
     # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
     from opencbr.services import policies  # policies build on backups
 
@@ -539,10 +544,14 @@ def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: str, previous:
         partial=r.partial, warnings=warnings)
 
 
-def _publish(ctx: ServiceContext, b: Backup, vault: Vault, used: int, outcome: BackupOutcome) -> None:
-    """Make the backup available (its data and manifest are in the store already) and account for it."""
+def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, used: int,
+             outcome: BackupOutcome) -> None:
+    """Make the backup available (its data and manifest are in the store already) and account for it;
+    only while this worker still holds the task (a later attempt may have withdrawn this one's manifest)."""
     now = ctx.now()
     with ctx.tx() as s:
+        if not tasks.still_owned(s, run):
+            raise tasks.LeaseLost(run.task_id)
         for pid, (logical, added, details) in outcome.parts.items():
             row = s.get(Backup, pid)
             row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now

@@ -254,6 +254,8 @@ def made_from_backup(ctx: ServiceContext, run: tasks.TaskRun, resource_id: str, 
     try:
         yield
     except BaseException as e:
+        if run.released.is_set():  # handed back or taken over: the next run owns the half-made resource
+            raise
         with ctx.tx() as s:
             row = s.get(Resource, resource_id)
             if row is not None:

@@ -2,21 +2,29 @@
 type, status, progress, times, the vault and resource it concerns and, when it fails, the cause.
 
 Workers claim waiting tasks with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a compare-and-set
-``UPDATE`` on SQLite), renew it with heartbeats while they run, and finish them. A task whose lease
-expires (its worker died) is retried when attempts remain, else failed with the reason.
+``UPDATE`` on SQLite), renew it with heartbeats while they run, and finish them. Liveness is judged by
+the lease alone, never by a process id (a pid means nothing across PID namespaces or machines):
+
+- a task whose lease expires (its worker was killed, or hung) is retried when attempts remain (backups:
+  setting ``task_max_attempts``), else failed with the reason;
+- a worker that stops in order (SIGTERM) *hands back* its running tasks: they wait again, lease cleared,
+  the attempt not counted, and the next worker (or the next start) runs them again;
+- a task that reads or writes a machine's local data carries ``required_host`` (the resource's host or
+  host group): only workers of that host claim it, and the others leave it waiting with a message.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.db import is_sqlite
-from opencbr.catalog.models import Task
+from opencbr.catalog.models import Resource, Task
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -27,6 +35,11 @@ FINISHED = (SUCCESS, FAILED, SKIPPED, TIMEOUT)
 OPERATION_TYPES = ("backup", "copy", "replication", "restore", "delete", "sync", "vault_delete",
                    "remove_resource", "retention", "gc", "verify", "export", "create_disk", "create_fs",
                    "restore_files")
+#: Operations that run again safely after their worker was lost: a backup publishes nothing until its
+#: manifest and index are written, and its re-run deduplicates against what the vault holds; a restore
+#: rewrites its target whole. They get ``task_max_attempts`` attempts; the others the count they were
+#: created with.
+RESUMABLE = ("backup", "restore", "create_disk", "verify", "gc", "delete")
 
 #: Handlers by operation type, registered by the service modules that own them.
 Handler = Callable[[ServiceContext, "TaskRun"], None]
@@ -63,6 +76,8 @@ def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime,
              extra_info: dict | None = None, max_attempts: int = 1, **fields: str) -> Task:
     """Queue a task in the caller's transaction, so it exists exactly when the change that needs it
     is committed."""
+    if "required_host" not in fields and fields.get("resource_id"):
+        fields["required_host"] = resource_host(s, fields["resource_id"])
     task = Task(project_id=project_id, operation_type=operation_type, status=WAITING, params=params or {},
                 extra_info=extra_info or {}, created_at=now, updated_at=now, run_after=now,
                 max_attempts=max_attempts, **fields)
@@ -71,13 +86,25 @@ def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime,
     return task
 
 
+def resource_host(s: Session, resource_id: str) -> str:
+    """The host (or host group) whose workers can reach a resource's data; "" when any worker can."""
+    res = s.get(Resource, resource_id)
+    return (res.host or "") if res is not None else ""
+
+
 # ------------------------------------------------------------------------------------ claiming
 class TaskCancelled(Exception):
     """Raised inside a handler when the user asked to cancel the task."""
 
 
 class LeaseLost(Exception):
-    """The worker's lease on the task was taken over (it stalled too long); it must stop."""
+    """The worker no longer owns the task (it stalled past its lease, and another worker may have it);
+    it must stop and leave the task's state alone: whoever runs the task next owns it."""
+
+
+class HandedBack(LeaseLost):
+    """The worker is stopping in order (SIGTERM): it stops the task and hands it back to the queue,
+    leaving its state for the next run, exactly as after a lost lease."""
 
 
 @dataclass
@@ -92,14 +119,23 @@ class TaskRun:
     worker_id: str
     attempt: int
     _last_progress: int = -1
+    #: Set by the worker when it stops in order: the next progress report raises HandedBack.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    #: Set when the worker learns it no longer owns the task (lease lost, or handed back).
+    released: threading.Event = field(default_factory=threading.Event)
 
     def progress(self, percent: int, extra: dict | None = None) -> None:
-        """Report progress (0-100) and renew the lease; raises TaskCancelled when a cancel was asked."""
+        """Report progress (0-100) and renew the lease; raises TaskCancelled when a cancel was asked,
+        HandedBack when the worker is stopping, LeaseLost when the task is no longer ours."""
+        if self.stopping.is_set():
+            self.released.set()
+            raise HandedBack(self.task_id)
         percent = max(0, min(100, int(percent)))
         now = self.ctx.now()
         with self.ctx.tx() as s:
             task = s.get(Task, self.task_id)
             if task is None or task.lease_owner != self.worker_id or task.status != RUNNING:
+                self.released.set()
                 raise LeaseLost(self.task_id)
             if percent != self._last_progress:
                 task.progress = percent
@@ -127,8 +163,10 @@ class TaskRun:
                 task.extra_info = {**(task.extra_info or {}), **extra}
 
 
-def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | None = None) -> TaskRun | None:
-    """Claim the oldest runnable task, or return None. Safe with many workers on one catalog."""
+def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | None = None,
+               host: str | None = None) -> TaskRun | None:
+    """Claim the oldest runnable task, or return None. Safe with many workers on one catalog.
+    ``host``: the worker's host (group); it claims only tasks that need no host or need that one."""
     now = ctx.now()
     lease_until = now + timedelta(seconds=ctx.settings.task_lease_seconds)
     sqlite = is_sqlite(ctx.settings.effective_catalog_url)
@@ -136,6 +174,8 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
         q = select(Task).where(Task.status == WAITING, Task.run_after <= now)
         if types:
             q = q.where(Task.operation_type.in_(types))
+        if host is not None:
+            q = q.where(Task.required_host.in_(("", host)))
         q = q.order_by(Task.run_after, Task.created_at).limit(1)
         if not sqlite:
             q = q.with_for_update(skip_locked=True)
@@ -150,16 +190,48 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
             started_at=task.started_at or now, updated_at=now))
         if res.rowcount != 1:
             return None
+        if (task.error_message or "").startswith(WAITING_FOR_HOST):  # it has found its worker now
+            s.execute(update(Task).where(Task.id == task.id).values(error_message=""))
         return TaskRun(ctx, task.id, task.operation_type, task.project_id, dict(task.params or {}), worker_id,
                        attempt)
+
+
+def _owned(s: Session, run: TaskRun) -> Task | None:
+    """The task row if ``run``'s worker still holds it: running, under its lease. A worker whose lease
+    expired must not touch a task another worker (or the janitor) has since taken over."""
+    task = s.get(Task, run.task_id, with_for_update=True)
+    if task is None or task.lease_owner != run.worker_id or task.status != RUNNING:
+        return None
+    return task
+
+
+def still_owned(s: Session, run: TaskRun) -> bool:
+    """In the caller's transaction: does ``run``'s worker still hold the task? (Publish results only then.)"""
+    if _owned(s, run) is None:
+        run.released.set()
+        return False
+    return True
+
+
+def heartbeat(ctx: ServiceContext, run: TaskRun) -> bool:
+    """Renew the lease of a running task (the worker does this on a timer, so a handler that reports no
+    progress for a while keeps its task). False when the task is no longer ours."""
+    now = ctx.now()
+    with ctx.tx() as s:
+        task = _owned(s, run)
+        if task is None:
+            run.released.set()
+            return False
+        task.lease_expires_at = now + timedelta(seconds=ctx.settings.task_lease_seconds)
+        return True
 
 
 def finish(ctx: ServiceContext, run: TaskRun, status: str, *, error: CBRError | None = None,
            message: str = "", extra: dict | None = None) -> None:
     now = ctx.now()
     with ctx.tx() as s:
-        task = s.get(Task, run.task_id)
-        if task is None or task.lease_owner != run.worker_id:
+        task = _owned(s, run)
+        if task is None:
             return
         task.status = status
         task.ended_at = now
@@ -178,36 +250,89 @@ def finish(ctx: ServiceContext, run: TaskRun, status: str, *, error: CBRError | 
             task.error_message = message
 
 
+def hand_back(ctx: ServiceContext, run: TaskRun, reason: str) -> bool:
+    """An orderly stop: the task waits again for the next worker, its lease cleared and this attempt not
+    counted; what it had done stays for the next run to pick up (``HandedBack``). False when the task
+    was no longer ours."""
+    now = ctx.now()
+    with ctx.tx() as s:
+        task = _owned(s, run)
+        if task is None:
+            return False
+        task.status, task.lease_owner, task.lease_expires_at = WAITING, "", None
+        task.attempts = max(0, task.attempts - 1)
+        task.run_after = task.updated_at = now
+        task.error_message = f"handed back to the queue: {reason}; it runs again on the next worker"
+        _record_attempt(task, "handed back", reason, now)
+        return True
+
+
+def _record_attempt(task: Task, outcome: str, reason: str, now: datetime) -> None:
+    """What happened to each attempt, for the operation log (``extra_info.attempts``)."""
+    history = list((task.extra_info or {}).get("attempts", []))[-19:]
+    history.append({"attempt": task.attempts + (outcome == "handed back"), "outcome": outcome,
+                    "reason": reason, "at": now.isoformat()})
+    task.extra_info = {**(task.extra_info or {}), "attempts": history}
+
+
+def attempts_allowed(ctx: ServiceContext, task: Task) -> int:
+    if task.operation_type in RESUMABLE:
+        return max(task.max_attempts, ctx.settings.task_max_attempts)
+    return task.max_attempts
+
+
 def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
-    """Tasks whose worker stopped heartbeating: retry them if attempts remain, else fail them with the
-    reason. ``on_abandoned`` (by default the handler the owning service registered with
-    :func:`on_abandon`) undoes the state the task left, e.g. a backup in ``protecting`` becomes
-    ``error``. Returns how many tasks were handled."""
+    """Tasks whose worker stopped heartbeating: retry them if attempts remain (on any worker that can
+    serve them), else fail them with the reason. ``on_abandoned`` (by default the handler the owning
+    service registered with :func:`on_abandon`) undoes the state the task left, e.g. a backup in
+    ``protecting`` becomes ``error``. Returns how many tasks were handled."""
     now = ctx.now()
     n = 0
     with ctx.tx() as s:
         stale = list(s.scalars(select(Task).where(Task.status == RUNNING, Task.lease_expires_at < now)))
         for task in stale:
             n += 1
-            if task.attempts < task.max_attempts and not task.cancel_requested:
+            allowed = attempts_allowed(ctx, task)
+            lost = f"worker {task.lease_owner} stopped responding (killed, crashed or hung)"
+            _record_attempt(task, "lost", lost, now)
+            if task.attempts < allowed and not task.cancel_requested:
                 task.status, task.lease_owner, task.lease_expires_at = WAITING, "", None
                 task.run_after = now
-                task.error_message = f"worker stopped responding; retrying (attempt {task.attempts + 1})"
+                task.error_message = f"{lost}; retrying (attempt {task.attempts + 1} of {allowed})"
             else:
                 task.status, task.ended_at, task.lease_expires_at = FAILED, now, None
                 task.error_code = "BackupService.6901"
-                task.error_message = ("the worker running this task stopped responding (it crashed or was "
-                                      "killed) and the task was abandoned")
+                task.error_message = (f"the worker running this task stopped responding (it crashed or was "
+                                      f"killed) and the task was abandoned after {task.attempts} of {allowed} "
+                                      f"attempt(s)")
                 if on_abandoned is not None:
                     on_abandoned(s, task)
             task.updated_at = now
     return n
 
 
+WAITING_FOR_HOST = "waiting for a worker on host "
+
+
+def mark_unserved(ctx: ServiceContext, after_seconds: float) -> int:
+    """Tasks that need a host whose workers have not taken them for ``after_seconds`` say so in their
+    message (a worker of that host may be down, or none was ever started there)."""
+    now = ctx.now()
+    cutoff = now - timedelta(seconds=after_seconds)
+    with ctx.tx() as s:
+        rows = list(s.scalars(select(Task).where(Task.status == WAITING, Task.required_host != "",
+                                                 Task.run_after < cutoff, Task.error_message == "")))
+        for task in rows:
+            task.error_message = (f"{WAITING_FOR_HOST}{task.required_host}: none has taken it yet (start "
+                                  f"`cbr worker` on that host, with host_group = \"{task.required_host}\")")
+    return len(rows)
+
+
 def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool],
                     on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
-    """At start-up: running tasks whose worker is known to be gone (``is_dead(lease_owner)``, e.g. a
-    process of this host that no longer exists) are expired at once instead of after their lease."""
+    """Running tasks whose worker is *known* to be gone (``is_dead(lease_owner)``) are expired at once
+    instead of after their lease. Only for owners whose end is certain, e.g. this process's own earlier
+    incarnation; never guess from a pid (another PID namespace may run the same pid)."""
     with ctx.tx() as s:
         owners = {o for (o,) in s.execute(select(Task.lease_owner).where(Task.status == RUNNING))}
         dead = [o for o in owners if o and is_dead(o)]

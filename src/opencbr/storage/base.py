@@ -99,9 +99,32 @@ class ObjectStore(abc.ABC):
         raise NotImplementedError
 
 
-def local_process_gone(host: str, pid: int) -> bool:
-    """True when ``host`` is this machine and process ``pid`` no longer exists (and is not us)."""
-    if not pid or host != socket.gethostname() or pid == os.getpid():
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def process_namespace() -> str:
+    """Where a pid means something: this machine's host name, boot and PID namespace, as one token
+    (letters, digits, ``_`` and ``.``). Two containers sharing a host name, or two clones of one VM,
+    get different tokens, so a pid recorded under one is never looked up in another."""
+    try:
+        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pidns = "0"
+    boot = _read("/proc/sys/kernel/random/boot_id").replace("-", "")[:12] or "0"
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40]
+    return f"{host}.{boot}.{pidns}"
+
+
+def local_process_gone(namespace: str, pid: int) -> bool:
+    """True when ``namespace`` (a :func:`process_namespace` token) is this process's own — same host,
+    boot and PID namespace — and process ``pid`` no longer exists (and is not us). A bare host name never
+    matches: the same pid in another PID namespace is another process."""
+    if not pid or namespace != process_namespace() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import threading
 import time
 import uuid
@@ -24,10 +23,12 @@ from pathlib import Path
 from typing import Iterator
 
 from .aligned import ALIGN, aligned_buffer, open_direct, pread_direct, round_up, write_direct
-from .base import ObjectInfo, ObjectStore, local_process_gone
+from .base import ObjectInfo, ObjectStore, local_process_gone, process_namespace
 
 _TMP_PREFIX = ".tmp-"
-_HOST = socket.gethostname().replace("-", "_")
+# Temporaries are named after the writer's PID namespace (not just the host name), so a GC removes those
+# of dead writers at once only where their pid is known to mean the same process.
+_HOST = process_namespace()
 
 
 class LocalStore(ObjectStore):
@@ -129,7 +130,7 @@ class LocalStore(ObjectStore):
                 host, _, rest = name[len(_TMP_PREFIX):].partition("-")
                 pid = rest.split("-", 1)[0]
                 try:
-                    gone = local_process_gone(host.replace("_", "-"), int(pid)) if pid.isdigit() else False
+                    gone = local_process_gone(host, int(pid)) if pid.isdigit() else False
                     if gone or now - os.stat(full).st_mtime > older_than:
                         os.unlink(full)
                         removed += 1

@@ -1,9 +1,15 @@
 """Workers: claim tasks, run their handlers, report progress, survive crashes.
 
-Many workers may share one catalog (``make run`` starts some in-process; ``cbr worker`` starts more on
-other machines). A worker id is ``<host>:<pid>:<n>``: at start-up a process expires at once the leases of tasks held by
-processes of its host that no longer exist, and a janitor expires stale leases of workers that died
-anywhere.
+Many workers may share one catalog (``opencbr serve`` starts worker processes beside the API; ``cbr
+worker`` starts more on other machines). A worker's id is ``<host>:<pid>:<random>:<n>``: the random part
+makes it unique even between processes of the same host name and pid (containers, cloned machines);
+host and pid are there for people reading the operation log. Liveness is judged by the lease alone: a
+worker renews the lease of the task it runs on a timer (``task_lease_seconds / 4``), and any worker's
+janitor retries or fails tasks whose lease expired. No worker ever judges another by its pid.
+
+Stopping (SIGTERM) is not a crash: :meth:`WorkerPool.shutdown` tells the running handlers to stop (their
+next progress report raises ``HandedBack``, which the engines turn into a clean cancel) and hands their
+tasks back to the queue, where the next worker runs them again without using up an attempt.
 """
 
 from __future__ import annotations
@@ -12,44 +18,43 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 
 from opencbr.domain.errors import CBRError
+from opencbr.engine.errors import OperationCancelled
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
-from opencbr.storage.base import local_process_gone
+from opencbr.worker.wakeup import TaskPoller
 
 log = logging.getLogger("opencbr.worker")
 
-def host_prefix() -> str:
-    return f"{socket.gethostname()}:"
+#: Seconds an orderly stop waits for running handlers to notice it before handing their tasks back anyway.
+STOP_GRACE_SECONDS = 20.0
 
 
-def owner_is_dead(owner: str) -> bool:
-    """A lease owner ``host:pid:n`` of this host whose process no longer exists."""
-    prefix = host_prefix()
-    if not owner.startswith(prefix):
-        return False
-    try:
-        pid = int(owner[len(prefix):].split(":", 1)[0])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return True  # an earlier incarnation with a recycled pid; this process has not claimed yet
-    return local_process_gone(socket.gethostname(), pid)
+def new_worker_base() -> str:
+    """``<host>:<pid>:<random>``: unique per process, readable by people (ids fit the catalog's 64 chars)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
 class Worker:
-    def __init__(self, ctx: ServiceContext, worker_id: str, *, poll_interval: float = 0.5,
-                 types: tuple[str, ...] | None = None):
+    def __init__(self, ctx: ServiceContext, worker_id: str, *, poll_interval: float | None = None,
+                 types: tuple[str, ...] | None = None, host: str | None = None):
         self.ctx = ctx
         self.worker_id = worker_id
-        self.poll_interval = poll_interval
+        self.poll_interval = ctx.settings.worker_poll_seconds if poll_interval is None else poll_interval
         self.types = types
+        self.host = ctx.settings.host_group if host is None else host
+        self.stopping = threading.Event()
+        self.current: tasks.TaskRun | None = None
+        self._poller = TaskPoller(ctx, self.host)
 
     def run_once(self) -> bool:
         """Claim and run one task; False when there was nothing to do."""
-        run = tasks.claim_next(self.ctx, self.worker_id, self.types)
+        if self.stopping.is_set():
+            return False
+        run = tasks.claim_next(self.ctx, self.worker_id, self.types, host=self.host)
         if run is None:
             return False
         fn = tasks.HANDLERS.get(run.operation_type)
@@ -57,14 +62,34 @@ class Worker:
             tasks.finish(self.ctx, run, tasks.FAILED,
                          error=CBRError(f"no worker can run {run.operation_type} tasks", code="BackupService.6902"))
             return True
-        log.info("task %s (%s) claimed by %s", run.task_id, run.operation_type, self.worker_id)
+        log.info("task %s (%s, attempt %d) claimed by %s", run.task_id, run.operation_type, run.attempt,
+                 self.worker_id)
+        self.current = run
+        if self.stopping.is_set():  # the stop came between the claim and now
+            run.stopping.set()
+        beat = threading.Event()
+        beater = threading.Thread(target=self._heartbeat, args=(run, beat), name=f"{self.worker_id}-lease",
+                                  daemon=True)
+        beater.start()
+        try:
+            self._run(fn, run)
+        finally:
+            beat.set()
+            self.current = None
+            beater.join(5)
+        return True
+
+    def _run(self, fn, run: tasks.TaskRun) -> None:
         try:
             fn(self.ctx, run)
-        except tasks.LeaseLost:
-            log.warning("task %s: lease lost, stopping", run.task_id)
-        except tasks.TaskCancelled:
-            tasks.finish(self.ctx, run, tasks.FAILED,
-                         error=CBRError("cancelled at the user's request", code="BackupService.6903"))
+        except (tasks.LeaseLost, tasks.TaskCancelled, OperationCancelled) as e:
+            if self._hand_back(run):
+                return
+            if isinstance(e, tasks.LeaseLost):
+                log.warning("task %s: lease lost, stopping", run.task_id)
+            else:
+                tasks.finish(self.ctx, run, tasks.FAILED,
+                             error=CBRError("cancelled at the user's request", code="BackupService.6903"))
         except CBRError as e:
             tasks.finish(self.ctx, run, tasks.FAILED, error=e)
         except Exception as e:  # a bug or an environment failure: record it in words, keep the worker alive
@@ -73,32 +98,67 @@ class Worker:
                          error=CBRError(f"internal error: {type(e).__name__}: {e}", code="BackupService.9999"))
         else:
             tasks.finish(self.ctx, run, tasks.SUCCESS)
+
+    def _hand_back(self, run: tasks.TaskRun) -> bool:
+        """After an interruption: if this worker is stopping (and the user did not cancel), the task goes
+        back to the queue instead of failing."""
+        if not run.stopping.is_set() or run.cancel_requested():
+            return False
+        if tasks.hand_back(self.ctx, run, f"worker {self.worker_id} stopped (orderly shutdown)"):
+            log.warning("task %s (%s) handed back to the queue: worker %s is stopping", run.task_id,
+                        run.operation_type, self.worker_id)
         return True
 
-    def run_forever(self, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def _heartbeat(self, run: tasks.TaskRun, done: threading.Event) -> None:
+        period = max(0.2, self.ctx.settings.task_lease_seconds / 4)
+        while not done.wait(period):
             try:
-                busy = self.run_once()
+                if not tasks.heartbeat(self.ctx, run):
+                    log.warning("task %s is no longer ours (lease expired); its handler stops", run.task_id)
+                    return
+            except Exception:  # the catalog hiccuped: the next beat (within the lease) tries again
+                log.exception("task %s: cannot renew the lease", run.task_id)
+
+    def stop(self) -> None:
+        """Ask the running handler to stop at its next progress report and hand its task back."""
+        self.stopping.set()
+        run = self.current
+        if run is not None:
+            run.stopping.set()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set() and not self.stopping.is_set():
+            try:
+                busy = self._poller.maybe_work() and self.run_once()
             except Exception:  # the catalog went away for a moment: wait and retry
                 log.exception("worker %s: cannot claim tasks", self.worker_id)
                 busy = False
             if not busy:
                 stop.wait(self.poll_interval)
+        self._poller.close()
+
+    def hand_back_now(self) -> None:
+        """At the end of the stop grace: a handler still running (it reports no progress) loses its task
+        to the queue anyway; if it finishes later, its report is refused (the task is no longer its)."""
+        run = self.current
+        if run is not None and not run.released.is_set():
+            run.stopping.set()
+            self._hand_back(run)
 
 
 class WorkerPool:
     """N worker threads and one janitor thread in this process."""
 
-    def __init__(self, ctx: ServiceContext, count: int, *, poll_interval: float = 0.5):
+    def __init__(self, ctx: ServiceContext, count: int, *, poll_interval: float | None = None):
         self.ctx = ctx
         self.stop = threading.Event()
-        base = f"{host_prefix()}{os.getpid()}"
+        base = new_worker_base()
         self.workers = [Worker(ctx, f"{base}:{i}", poll_interval=poll_interval) for i in range(count)]
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        # Tasks this host held before a crash cannot still be running: fail or retry them now.
-        tasks.recover_orphans(self.ctx, owner_is_dead)
+        # Tasks whose lease already ran out (their worker was killed before this start) are retried now.
+        tasks.expire_leases(self.ctx)
         for w in self.workers:
             t = threading.Thread(target=w.run_forever, args=(self.stop,), name=w.worker_id, daemon=True)
             t.start()
@@ -108,14 +168,25 @@ class WorkerPool:
         self.threads.append(j)
 
     def _janitor(self) -> None:
-        period = max(1.0, self.ctx.settings.task_lease_seconds / 3)
+        lease = self.ctx.settings.task_lease_seconds
+        period = max(0.5, lease / 4)
         while not self.stop.wait(period):
             try:
                 tasks.expire_leases(self.ctx)
+                tasks.mark_unserved(self.ctx, max(10.0, lease))
             except Exception:
                 log.exception("janitor: cannot expire leases")
 
-    def shutdown(self, timeout: float = 10) -> None:
+    def shutdown(self, timeout: float = STOP_GRACE_SECONDS) -> None:
+        """An orderly stop: running tasks are handed back, not failed."""
+        for w in self.workers:
+            w.stop()
         self.stop.set()
+        deadline = time.monotonic() + timeout
         for t in self.threads:
-            t.join(timeout)
+            if t.name != "janitor":
+                t.join(max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            w.hand_back_now()
+        for t in self.threads:
+            t.join(1)
