@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import uvicorn
 
@@ -72,6 +73,7 @@ class Service:
     def run(self, on_ready=None) -> None:
         """Serve until SIGINT/SIGTERM; then stop the workers in order (they hand their tasks back)."""
         sock = listen_socket(self.settings)
+        _note_stop_signals()
         if self.workers:
             self.workers.start()
         if self.scheduler:
@@ -109,14 +111,23 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
         _stop_with_parent()
     ctx = open_context(settings, migrate=not supervised)
     pool = WorkerPool(ctx, count)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stopping = _note_stop_signals()
     pool.start()
-    stop.wait()
-    log.info("worker stopping: running tasks are handed back to the queue")
+    while not stopping:  # (no Event.wait here: setting an Event from a signal handler can deadlock)
+        time.sleep(0.2)
+    log.info("worker stopping (%s): running tasks are handed back to the queue", stopping[0])
     pool.shutdown()
     ctx.close()
+
+
+def _note_stop_signals() -> list[str]:
+    """SIGINT and SIGTERM only note that a stop was asked (the list gets the signal's name), so that the
+    process stops in order. uvicorn re-raises the signal it caught when it exits: with these handlers in
+    place that re-raise lands here instead of killing the process before its workers are stopped."""
+    stopping: list[str] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signal.Signals(signum).name))
+    return stopping
 
 
 def _stop_with_parent() -> None:
