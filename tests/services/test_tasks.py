@@ -129,3 +129,118 @@ def test_list_filters_and_purge(ctx, tenant, clock):
     clock.advance(days=31)
     assert tasks.purge_old(ctx) == 1  # only finished tasks older than 30 days go (guide ch. 9)
     assert tasks.list_tasks(ctx, tenant, tasks.TaskFilter())[1] == 1
+
+
+# ------------------------------------------------------------------------------------ hardening (issue 11)
+def test_finish_of_an_expired_worker_keeps_the_failure_reason(ctx, tenant, clock):
+    """Item 19: the original worker of a task that was failed for its lost lease reports late; its report
+    ("cancelled at the user's request") must not overwrite the reason."""
+    from opencbr.domain.errors import CBRError
+
+    (tid,) = queue(ctx, tenant)
+    run = tasks.claim_next(ctx, "slow-worker")
+    clock.advance(seconds=31)
+    assert tasks.expire_leases(ctx) == 1
+    tasks.finish(ctx, run, tasks.FAILED, error=CBRError("cancelled at the user's request", code="BackupService.6903"))
+    tasks.finish(ctx, run, tasks.SUCCESS)
+    t = status(ctx, tid)
+    assert t.status == "failed" and "stopped responding" in t.error_message and t.error_code == "BackupService.6901"
+
+
+def test_hand_back_requeues_without_using_an_attempt(ctx, tenant):
+    """Item 15: an orderly stop hands the task back: waiting, lease cleared, the attempt not counted."""
+    (tid,) = queue(ctx, tenant, op="backup")
+    run = tasks.claim_next(ctx, "w1")
+    assert tasks.hand_back(ctx, run, "worker w1 stopped (orderly shutdown)")
+    t = status(ctx, tid)
+    assert (t.status, t.lease_owner, t.lease_expires_at, t.attempts) == ("waiting", "", None, 0)
+    assert "handed back" in t.error_message and t.extra_info["attempts"][-1]["outcome"] == "handed back"
+    assert not tasks.hand_back(ctx, run, "again")  # no longer ours
+    again = tasks.claim_next(ctx, "w2")
+    assert again.task_id == tid and again.attempt == 1
+
+
+def test_lost_backup_is_retried_up_to_the_setting_and_says_so(ctx, tenant, clock):
+    """Item 18: a backup whose worker was lost is retried on another worker, task_max_attempts times."""
+    assert ctx.settings.task_max_attempts == 3
+    (tid,) = queue(ctx, tenant, op="backup")  # created with max_attempts=1, as the backup service does
+    for attempt in (1, 2, 3):
+        run = tasks.claim_next(ctx, f"w{attempt}")
+        assert run.task_id == tid and run.attempt == attempt
+        clock.advance(seconds=31)
+        tasks.expire_leases(ctx, on_abandoned=None)
+        t = status(ctx, tid)
+        if attempt < 3:
+            assert t.status == "waiting" and f"retrying (attempt {attempt + 1} of 3)" in t.error_message
+            assert f"worker w{attempt} stopped responding" in t.error_message
+    assert t.status == "failed" and "after 3 of 3 attempt(s)" in t.error_message
+    assert [a["outcome"] for a in t.extra_info["attempts"]] == ["lost", "lost", "lost"]
+
+
+def test_claims_respect_the_required_host(ctx, tenant, clock):
+    """Item 16: only a worker of the task's host (group) claims it; others leave it waiting with a message."""
+    from opencbr.catalog.models import Resource
+
+    with ctx.tx() as s:
+        res = Resource(project_id=tenant.project_id, type="OS::Cinder::Volume", name="d", path="/tmp/x.img",
+                       host="host-b", region="local-1", availability_zone="local-1a", status="available")
+        s.add(res)
+        s.flush()
+        tid = tasks.new_task(s, project_id=tenant.project_id, operation_type="backup", now=ctx.now(),
+                             resource_id=res.id).id
+    assert status(ctx, tid).required_host == "host-b"
+    assert tasks.claim_next(ctx, "wa", host="host-a") is None
+    clock.advance(seconds=60)
+    assert tasks.mark_unserved(ctx, 30) == 1
+    assert "waiting for a worker on host host-b" in status(ctx, tid).error_message
+    run = tasks.claim_next(ctx, "wb", host="host-b")
+    assert run is not None and run.task_id == tid
+    assert status(ctx, tid).error_message == ""  # found its worker
+
+
+def test_no_worker_judges_another_by_its_pid(ctx, tenant):
+    """Item 17: a running task whose owner names this host and a pid that does not exist here (another
+    PID namespace, a cloned machine) keeps running while its lease is valid when a worker starts."""
+    import socket
+    import subprocess
+    import sys
+
+    from opencbr.worker.runner import WorkerPool
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    (tid,) = queue(ctx, tenant)
+    tasks.claim_next(ctx, f"{socket.gethostname()}:{p.pid}:0")
+    pool = WorkerPool(ctx, 1)
+    pool.start()
+    pool.shutdown(timeout=5)
+    t = status(ctx, tid)
+    assert t.status == "running", t.error_message
+    a, b = WorkerPool(ctx, 1), WorkerPool(ctx, 1)
+    assert a.workers[0].worker_id != b.workers[0].worker_id  # unique per process incarnation, not host:pid
+
+
+def test_stopping_worker_hands_back_its_running_task(ctx, tenant):
+    """Item 15 at the worker: a stop while a handler runs hands the task back instead of failing it."""
+    started = threading.Event()
+
+    def slow(ctx_, run):
+        started.set()
+        for i in range(600):
+            run.progress(i % 100)
+            threading.Event().wait(0.05)
+
+    tasks.HANDLERS["sync"] = slow
+    try:
+        (tid,) = queue(ctx, tenant, op="sync")
+        w = Worker(ctx, "w-stop")
+        t = threading.Thread(target=w.run_once)
+        t.start()
+        assert started.wait(10)
+        w.stop()
+        t.join(10)
+        assert not t.is_alive()
+    finally:
+        del tasks.HANDLERS["sync"]
+    task = status(ctx, tid)
+    assert task.status == "waiting" and "handed back" in task.error_message and task.attempts == 0
