@@ -457,7 +457,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     else:
         outcome = _backup_disks(repo, b, vault, parts, paths, previous, running, progress)
     if outcome is None:  # cancelled: nothing is left of it
-        if progress.lease_lost:
+        if progress.lease_lost or run.released.is_set():  # (a span may have seen it): leave it to the next run
             raise tasks.LeaseLost(run.task_id)
         _discard_cancelled(ctx, b)
         _queue_gc(ctx, b.project_id, vault)

@@ -1,0 +1,167 @@
+"""The data plane in worker processes beside the API (issue 11): SIGTERM hands running tasks back and the
+next start finishes them; a worker process killed mid-backup is replaced, and its backup is retried on
+another worker and comes out exact. Real servers, real kills, both catalogs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from opencbr.catalog.models import Backup, Task
+from opencbr.services.context import open_context
+from tests.conftest import make_catalog_url, release_catalog_url
+from tests.support.clients import api
+from tests.support.disks import MiB, sha256
+from tests.support.server import ServerProcess
+
+BILLING = {"object_type": "disk", "size": 100, "consistent_level": "crash_consistent", "protect_type": "backup"}
+
+
+def random_image(path, size):
+    with open(path, "wb") as f:
+        for _ in range(size // (16 * MiB)):
+            f.write(os.urandom(16 * MiB))
+    return str(path)
+
+
+def store_bytes(server, vault_id):
+    root = os.path.join(server.data_dir, "objects", "vaults", vault_id)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+
+def log_of(client, task_id):
+    return client.get(f"/operation-logs/{task_id}")["operation_log"]
+
+
+def wait_status(client, task_id, want=("success", "failed"), timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = log_of(client, task_id)
+        if log["status"] in want:
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not reach {want}: {log_of(client, task_id)}")
+
+
+def wait_running(client, task_id, min_progress=2, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = log_of(client, task_id)
+        if log["status"] == "running" and log["extra_info"]["common"]["progress"] >= min_progress:
+            return log
+        assert log["status"] in ("waiting", "running"), f"task ended before it could be interrupted: {log}"
+        time.sleep(0.05)
+    raise AssertionError("task did not start")
+
+
+def catalog_rows(server, task_id, backup_id):
+    ctx = open_context(server.settings, migrate=False)
+    try:
+        with ctx.tx() as s:
+            task, backup = s.get(Task, task_id), s.get(Backup, backup_id)
+            s.expunge_all()
+            return task, backup
+    finally:
+        ctx.close()
+
+
+def start_backup(c, tmp_path, size=1024 * MiB):
+    img = random_image(tmp_path / "big.img", size)
+    disk = c.post("/inventory/disks", {"name": "big", "path": img})["disk"]
+    v = c.post("/vaults", {"vault": {"name": "wp", "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    return img, disk, v, b
+
+
+def restores_exact(c, b, disk, img):
+    want = sha256(img)
+    with open(img, "r+b") as f:  # scribble first, so a no-op restore cannot pass
+        f.write(os.urandom(MiB))
+    tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
+    assert wait_status(c, tid)["status"] == "success"
+    assert sha256(img) == want
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tmp_path, backend):
+    url = make_catalog_url(backend, str(tmp_path))
+    srv = ServerProcess(str(tmp_path / "srv"), url, workers=1, extra_env={"OPENCBR_TASK_LEASE_SECONDS": "6"})
+    srv.start()
+    try:
+        c = api(srv)
+        img, disk, v, b = start_backup(c, tmp_path)
+        wait_running(c, b["task_id"])
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0, "an orderly stop ends the service cleanly"
+        task, row = catalog_rows(srv, b["task_id"], b["id"])
+        # handed back, not crashed: waiting again, lease cleared, no attempt used, and it says so
+        assert (task.status, task.lease_owner, task.lease_expires_at, task.attempts) == ("waiting", "", None, 0)
+        assert "handed back" in task.error_message and "orderly shutdown" in task.error_message
+        assert row.status == "protecting"  # the same backup is made by the next run, not marked error
+        assert store_bytes(srv, v["id"]) < 4 * MiB  # the interrupted run withdrew what it had written
+        assert "handed back to the queue" in srv.log()
+        srv.start()
+        log = wait_status(c, b["task_id"])
+        assert log["status"] == "success", log
+        assert c.get(f"/backups/{b['id']}")["backup"]["status"] == "available"
+        restores_exact(c, b, disk, img)
+    finally:
+        srv.stop()
+        release_catalog_url(url)
+
+
+def worker_children(srv) -> set[int]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if ppid == srv.proc.pid and b"worker" in cmd:
+                out.add(int(pid))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_killed_worker_process_is_replaced_and_its_backup_retried_elsewhere(tmp_path, backend):
+    url = make_catalog_url(backend, str(tmp_path))
+    srv = ServerProcess(str(tmp_path / "srv"), url, workers=2, extra_env={"OPENCBR_TASK_LEASE_SECONDS": "4"})
+    srv.start()
+    try:
+        c = api(srv)
+        img, disk, v, b = start_backup(c, tmp_path)
+        wait_running(c, b["task_id"])
+        task, _ = catalog_rows(srv, b["task_id"], b["id"])
+        victim = int(task.lease_owner.split(":")[1])
+        assert victim in worker_children(srv), "the backup runs in a worker process, not in the API's"
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.time()
+        log = wait_status(c, b["task_id"], timeout=240)
+        assert log["status"] == "success", log
+        task, row = catalog_rows(srv, b["task_id"], b["id"])
+        assert task.attempts == 2 and task.lease_owner == "" or task.attempts == 2
+        history = task.extra_info["attempts"]
+        assert history[0]["outcome"] == "lost" and str(victim) in history[0]["reason"]
+        assert "retrying (attempt 2 of 3)" in task.error_message
+        assert row.status == "available"
+        # the API process never died, and the supervisor replaced the killed worker
+        deadline = time.time() + 20
+        while time.time() < deadline and len(worker_children(srv)) < 2:
+            time.sleep(0.2)
+        kids = worker_children(srv)
+        assert len(kids) == 2 and victim not in kids
+        assert "restarting" in srv.log()
+        restores_exact(c, b, disk, img)
+        print(f"failover: backup finished {time.time() - t0:.1f} s after the kill")
+    finally:
+        srv.stop()
+        release_catalog_url(url)
