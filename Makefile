@@ -7,17 +7,24 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1su
 
 .PHONY: run test venv deps-test lock clean bench-disk bench-tree
 
+# One line per step, so a first `make run` (about 90 s of installing) never looks stuck.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24" "setuptools==80.9.0" "wheel==0.45.1"
-	$(PIP) install -q -c constraints.txt -e '.[test]'
-	rm -f $(VENV)/.installed-*; touch $(STAMP)
+	@echo "==> [1/3] creating the virtual environment $(VENV) (with $(PYTHON))"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> [2/3] updating pip, setuptools and wheel"
+	@$(PIP) install -q --upgrade "pip>=24" "setuptools==80.9.0" "wheel==0.45.1"
+	@echo "==> [3/3] installing OpenCBR and its pinned dependencies (constraints.txt; the longest step, about a minute)"
+	@$(PIP) install -q -c constraints.txt -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+	@echo "==> installed"
 
 venv: $(STAMP)
 
-## make run: install, initialise the data directory, start API + console + scheduler + workers.
+## make run: install, initialise the data directory, start the API + console + scheduler and the
+## worker processes (setting `workers`). Ctrl-C stops it in order: running tasks are handed back.
 run: venv
-	$(VENV)/bin/opencbr serve
+	@echo "==> starting OpenCBR (the first start creates ./data: catalog, master key, the admin's keys)"
+	@$(VENV)/bin/opencbr serve
 
 ## Debian packages the tests need (installed only when missing; needs root or sudo).
 deps-test:

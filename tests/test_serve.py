@@ -70,3 +70,55 @@ def test_serve_bootstraps_and_writes_client_config(tmp_path):
         proc.terminate()
         out2, _ = proc.communicate(timeout=20)
     assert cfg["ak"] in out2 and tomllib.loads(cfg_path.read_text())["ak"] == cfg["ak"]
+    # the secret key is printed on the first start only; later starts say how to make a new one
+    assert cfg["sk"] not in out2 and "cbr admin credential create" in out2
+
+
+def _serve_env(tmp_path, port):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCBR_")}
+    env.update(HOME=str(tmp_path / "home"), OPENCBR_DATA_DIR=str(tmp_path / "data"),
+               OPENCBR_LISTEN=f"127.0.0.1:{port}", NO_PROXY="127.0.0.1,localhost", COLUMNS="200")
+    return env
+
+
+def test_busy_port_names_the_setting_that_moves_it(tmp_path):
+    """Issue 12 item 10: not just "[Errno 98] address already in use"."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "opencbr.cli.main", "serve"], env=_serve_env(tmp_path, port),
+                             capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text
+    assert f"127.0.0.1:{port}" in text and "in use" in text and "OPENCBR_LISTEN" in text and "--listen" in text
+    assert "Traceback" not in text
+
+
+def test_damaged_catalog_says_what_is_wrong_and_how_to_recover(tmp_path):
+    """Issue 11 item 13: a damaged SQLite catalog gives a clear message pointing to the rebuild, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "catalog.db").write_bytes(os.urandom(64 * 1024))
+    for command in (["serve"], ["worker", "--count", "1"]):
+        out = subprocess.run([sys.executable, "-m", "opencbr.cli.main", *command],
+                             env=_serve_env(tmp_path, free_port()), capture_output=True, text=True, timeout=60)
+        text = out.stdout + out.stderr
+        assert out.returncode != 0, text
+        assert "catalog" in text and "damaged" in text and "cbr admin vault rebuild" in text, text
+        assert "Traceback" not in text, text
+
+
+def test_make_run_says_what_it_is_doing(tmp_path):
+    """Issue 12 item 10: `make run` shows a line per installation step instead of ~90 s of silence."""
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(os.path.join(root, name), tmp_path / name)
+    out = subprocess.run(["make", "-n", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    steps = [line for line in out.stdout.splitlines() if line.startswith('echo "==> ')]
+    assert len(steps) >= 4 and "installing OpenCBR" in out.stdout and "starting OpenCBR" in out.stdout, out.stdout

@@ -99,7 +99,8 @@ class Service:
         if self.scheduler:
             self.scheduler.shutdown()
         if self.workers:
-            log.info("stopping the worker processes (running tasks are handed back to the queue)")
+            if self.workers.pids():
+                log.info("stopping the worker processes (running tasks are handed back to the queue)")
             self.workers.shutdown()
         self.ctx.close()
 
