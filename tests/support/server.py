@@ -73,10 +73,33 @@ class ServerProcess:
         with open(self.log_path, errors="replace") as f:
             return f.read()[-5000:]
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes the service runs beside its API process."""
+        if not self.proc:
+            return []
+        out = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except (OSError, ValueError):
+                continue
+            if ppid == self.proc.pid and b"worker" in cmd:
+                out.append(int(pid))
+        return out
+
     def kill(self) -> None:
-        """SIGKILL: a crash, no clean-up."""
+        """SIGKILL of the API process and its worker processes at once: a crash, no clean-up."""
         if self.proc and self.proc.poll() is None:
+            workers = self.worker_pids()
             self.proc.send_signal(signal.SIGKILL)
+            for pid in workers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.proc.wait(10)
 
     def stop(self) -> None:

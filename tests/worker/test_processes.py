@@ -116,19 +116,7 @@ def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tm
 
 
 def worker_children(srv) -> set[int]:
-    out = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if ppid == srv.proc.pid and b"worker" in cmd:
-                out.add(int(pid))
-    return out
+    return set(srv.worker_pids())
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
