@@ -26,6 +26,7 @@ log = logging.getLogger("opencbr")
 # Importing the service modules registers their task handlers.
 from opencbr.services import backups as _backups  # noqa: E402,F401
 from opencbr.services import files as _files  # noqa: E402,F401
+from opencbr.services import hosts  # noqa: E402
 from opencbr.services import restore as _restore  # noqa: E402,F401
 from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
@@ -60,6 +61,7 @@ class Service:
     def __init__(self, settings: Settings, *, with_workers: bool = True):
         self.settings = settings
         os.makedirs(settings.data_dir, exist_ok=True)
+        hosts.set_local_group(settings.host_group)
         self.ctx: ServiceContext = open_context(settings)
         self.app = create_app(self.ctx)
         self.workers = (WorkerProcesses(settings, settings.workers)
@@ -110,6 +112,7 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     machines sharing the catalog and the object store). SIGTERM/SIGINT stop it in order."""
     if supervised:
         _stop_with_parent()
+    hosts.set_local_group(settings.host_group)
     ctx = open_context(settings, migrate=not supervised)
     pool = WorkerPool(ctx, count)
     stopping = _note_stop_signals()

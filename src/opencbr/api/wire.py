@@ -129,6 +129,7 @@ class DiskRegister(Wire):
     availability_zone: str | None = None
     encrypted: bool = False
     description: str | None = None
+    host: str | None = None  # the host (group) that holds the path; default: the API machine's
 
 
 class ServerRegister(Wire):
@@ -145,6 +146,7 @@ class FileSystemRegister(Wire):
     path: str
     availability_zone: str | None = None
     description: str | None = None
+    host: str | None = None  # the host (group) that holds the path; default: the API machine's
 
 
 class ServerStatusUpdate(Wire):
@@ -280,7 +282,7 @@ def inventory_resp(view: ResourceView) -> dict[str, Any]:
         out["size_bytes"] = sum(d.size_bytes for d in view.disks)
         out["disks"] = [_disk_info(d) for d in view.disks]
     else:
-        out.update(path=r.path, size_bytes=r.size_bytes)
+        out.update(path=r.path, size_bytes=r.size_bytes, host=r.host, status_reason=r.status_reason)
         if r.type == R.DISK:
             out.update(encrypted=r.encrypted, server_id=r.server_id, role=r.disk_role)
     out["size"] = R.size_gb(out["size_bytes"])

@@ -54,15 +54,20 @@ def _list(kind: str, as_json: bool, name: str | None) -> None:
         table(data["resources"], _COLS, title=f"{data['count']} {kind}")
 
 
+HOST_HELP = ("The host (setting host_group) whose workers can reach PATH, when it is not the API's machine: "
+             "a worker there checks the path, and only workers there back it up or restore it.")
+
+
 # ------------------------------------------------------------------------------------ disks
 @disk_app.command("register")
 @handle_errors
 def disk_register(name: str = typer.Option(..., "--name"), path: str = typer.Option(..., "--path"),
                   az: str = typer.Option(None, "--az"), encrypted: bool = typer.Option(False, "--encrypted"),
-                  description: str = typer.Option("", "--description"), as_json: bool = JSON_OPTION):
+                  description: str = typer.Option("", "--description"),
+                  host: str = typer.Option(None, "--host", help=HOST_HELP), as_json: bool = JSON_OPTION):
     """Register a disk image file or block device."""
-    body = {"name": name, "path": os.path.abspath(path), "availability_zone": az, "encrypted": encrypted,
-            "description": description}
+    body = {"name": name, "path": path if host else os.path.abspath(path), "availability_zone": az,
+            "encrypted": encrypted, "description": description, "host": host}
     _show(client().post("/inventory/disks", body)["disk"], as_json)
 
 
@@ -156,9 +161,10 @@ def server_stop(server: str, as_json: bool = JSON_OPTION):
 @fs_app.command("register")
 @handle_errors
 def fs_register(name: str = typer.Option(..., "--name"), path: str = typer.Option(..., "--path"),
-                az: str = typer.Option(None, "--az"), as_json: bool = JSON_OPTION):
+                az: str = typer.Option(None, "--az"), host: str = typer.Option(None, "--host", help=HOST_HELP),
+                as_json: bool = JSON_OPTION):
     """Register a directory tree as a file system."""
-    body = {"name": name, "path": os.path.abspath(path), "availability_zone": az}
+    body = {"name": name, "path": path if host else os.path.abspath(path), "availability_zone": az, "host": host}
     _show(client().post("/inventory/file-systems", body)["file_system"], as_json)
 
 

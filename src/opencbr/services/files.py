@@ -63,7 +63,8 @@ def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id:
             raise InvalidParameter(f"availability zone {zone!r} does not exist")
         fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
                       region=ctx.settings.region, availability_zone=zone, status="restoring",
-                      description=f"created from backup {b.name} ({b.id})")
+                      description=f"created from backup {b.name} ({b.id})",
+                      host=ctx.settings.host_group)  # the path was checked on this machine
         s.add(fs)
         s.flush()
         task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
@@ -157,6 +158,7 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
                               vault_id=vault.id, vault_name=vault.name, resource_id=b.resource_id,
                               resource_name=b.resource_name, resource_type=b.resource_type,
                               provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
+                              required_host=ctx.settings.host_group,  # the destination was checked here
                               params={"backup_id": b.id, "paths": paths, "destination": dest},
                               extra_info={"restore": {"backup_id": b.id, "backup_name": b.name, "paths": paths,
                                                       "destination_path": dest}})

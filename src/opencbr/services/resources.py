@@ -14,7 +14,7 @@ from opencbr.catalog.models import Resource, User, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.providers import local
-from opencbr.services import tasks
+from opencbr.services import hosts, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -38,6 +38,8 @@ def server_disks(s: Session, server_id: str) -> list[Resource]:
 def live_status(s: Session, res: Resource) -> str:
     """The status of a resource as it is now: a disk whose file vanished or a directory that is gone is
     in error; a server with a missing disk is faulty."""
+    if res.type in (R.DISK, R.FILE_SYSTEM) and not hosts.is_here(res):
+        return res.status  # another host's data: as its last task there found it
     if res.type == R.DISK:
         return res.status if local.disk_present(res.path) else "error"
     if res.type == R.FILE_SYSTEM:
@@ -91,9 +93,12 @@ def _check_path_free(s: Session, path: str) -> None:
 
 
 def register_disk(ctx: ServiceContext, p: Principal, *, name: str, path: str, az: str | None = None,
-                  encrypted: bool = False, description: str = "") -> Resource:
+                  encrypted: bool = False, description: str = "", host: str | None = None) -> Resource:
     p.require_write()
     R.check_resource_name(name)
+    if host is not None and hosts.check_group_name(host) != ctx.settings.host_group:
+        return hosts.register_elsewhere(ctx, p, rtype=R.DISK, name=name, path=path, host=host,
+                                        az=_check_az(ctx, az), encrypted=encrypted, description=description)
     probe = local.probe_disk(path)
     check_host_path(ctx, p, probe.path)
     with ctx.tx() as s:
@@ -101,22 +106,25 @@ def register_disk(ctx: ServiceContext, p: Principal, *, name: str, path: str, az
         res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=probe.path,
                        size_bytes=probe.size_bytes, region=ctx.settings.region,
                        availability_zone=_check_az(ctx, az), encrypted=bool(encrypted), status="available",
-                       description=description or "")
+                       description=description or "", host=ctx.settings.host_group)
         s.add(res)
     return res
 
 
 def register_file_system(ctx: ServiceContext, p: Principal, *, name: str, path: str, az: str | None = None,
-                         description: str = "") -> Resource:
+                         description: str = "", host: str | None = None) -> Resource:
     p.require_write()
     R.check_resource_name(name)
+    if host is not None and hosts.check_group_name(host) != ctx.settings.host_group:
+        return hosts.register_elsewhere(ctx, p, rtype=R.FILE_SYSTEM, name=name, path=path, host=host,
+                                        az=_check_az(ctx, az), description=description)
     real, size = local.probe_directory(path)
     check_host_path(ctx, p, real)
     with ctx.tx() as s:
         _check_path_free(s, real)
         res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=size,
                        region=ctx.settings.region, availability_zone=_check_az(ctx, az), status="available",
-                       description=description or "")
+                       description=description or "", host=ctx.settings.host_group)
         s.add(res)
     return res
 
@@ -143,8 +151,11 @@ def register_server(ctx: ServiceContext, p: Principal, *, name: str, system_disk
                                     code="BackupService.6106")
             if d.availability_zone != zone:
                 raise InvalidParameter(f"disk {d.name} is in {d.availability_zone}; the server is in {zone}")
+        if len({d.host for d in disks}) > 1:  # one point in time is read by one worker, on one host
+            raise InvalidParameter("a server's disks must all be on one host (group)")
         server = Resource(project_id=p.project_id, type=R.SERVER, name=name, region=ctx.settings.region,
-                          availability_zone=zone, status=status, description=description or "")
+                          availability_zone=zone, status=status, description=description or "",
+                          host=disks[0].host)
         s.add(server)
         s.flush()
         for i, d in enumerate(disks):

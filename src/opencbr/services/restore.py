@@ -180,7 +180,8 @@ def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *
             raise InvalidParameter(f"availability zone {zone!r} does not exist")
         disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
                         region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
-                        status="restoring", description=f"created from backup {b.name} ({b.id})")
+                        status="restoring", description=f"created from backup {b.name} ({b.id})",
+                        host=ctx.settings.host_group)  # the path was checked on this machine
         s.add(disk)
         s.flush()
         task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=vault.id,

@@ -61,7 +61,7 @@ def _kind(kind: str) -> str:
 @router.post("/inventory/disks")
 def register_disk(body: wire.DiskRegister, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     res = resources.register_disk(ctx, p, name=body.name, path=body.path, az=body.availability_zone,
-                                  encrypted=body.encrypted, description=body.description or "")
+                                  encrypted=body.encrypted, description=body.description or "", host=body.host)
     return {"disk": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
 
 
@@ -77,7 +77,7 @@ def register_server(body: wire.ServerRegister, p: Principal = Depends(principal)
 def register_file_system(body: wire.FileSystemRegister, p: Principal = Depends(principal),
                          ctx: ServiceContext = Depends(get_ctx)):
     res = resources.register_file_system(ctx, p, name=body.name, path=body.path, az=body.availability_zone,
-                                         description=body.description or "")
+                                         description=body.description or "", host=body.host)
     return {"file_system": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
 
 
