@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -16,45 +17,11 @@ from tests.conftest import make_catalog_url, release_catalog_url
 from tests.support.clients import api
 from tests.support.disks import MiB, sha256
 from tests.support.server import ServerProcess
+from tests.test_crash import big_random_image as random_image
+from tests.test_crash import store_bytes, wait_running
+from tests.test_crash import wait as wait_status
 
 BILLING = {"object_type": "disk", "size": 100, "consistent_level": "crash_consistent", "protect_type": "backup"}
-
-
-def random_image(path, size):
-    with open(path, "wb") as f:
-        for _ in range(size // (16 * MiB)):
-            f.write(os.urandom(16 * MiB))
-    return str(path)
-
-
-def store_bytes(server, vault_id):
-    root = os.path.join(server.data_dir, "objects", "vaults", vault_id)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
-
-
-def log_of(client, task_id):
-    return client.get(f"/operation-logs/{task_id}")["operation_log"]
-
-
-def wait_status(client, task_id, want=("success", "failed"), timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = log_of(client, task_id)
-        if log["status"] in want:
-            return log
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not reach {want}: {log_of(client, task_id)}")
-
-
-def wait_running(client, task_id, min_progress=2, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = log_of(client, task_id)
-        if log["status"] == "running" and log["extra_info"]["common"]["progress"] >= min_progress:
-            return log
-        assert log["status"] in ("waiting", "running"), f"task ended before it could be interrupted: {log}"
-        time.sleep(0.05)
-    raise AssertionError("task did not start")
 
 
 def catalog_rows(server, task_id, backup_id):
@@ -87,15 +54,26 @@ def restores_exact(c, b, disk, img):
     assert sha256(img) == want
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tmp_path, backend):
+@contextmanager
+def running_backup(tmp_path, backend, *, workers, lease):
+    """A service with ``workers`` worker processes, and a 1 GiB backup running in one of them."""
     url = make_catalog_url(backend, str(tmp_path))
-    srv = ServerProcess(str(tmp_path / "srv"), url, workers=1, extra_env={"OPENCBR_TASK_LEASE_SECONDS": "6"})
+    srv = ServerProcess(str(tmp_path / "srv"), url, workers=workers,
+                        extra_env={"OPENCBR_TASK_LEASE_SECONDS": str(lease)})
     srv.start()
     try:
         c = api(srv)
         img, disk, v, b = start_backup(c, tmp_path)
         wait_running(c, b["task_id"])
+        yield srv, c, img, disk, v, b
+    finally:
+        srv.stop()
+        release_catalog_url(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tmp_path, backend):
+    with running_backup(tmp_path, backend, workers=1, lease=6) as (srv, c, img, disk, v, b):
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(30) == 0, "an orderly stop ends the service cleanly"
         task, row = catalog_rows(srv, b["task_id"], b["id"])
@@ -110,9 +88,6 @@ def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tm
         assert log["status"] == "success", log
         assert c.get(f"/backups/{b['id']}")["backup"]["status"] == "available"
         restores_exact(c, b, disk, img)
-    finally:
-        srv.stop()
-        release_catalog_url(url)
 
 
 def worker_children(srv) -> set[int]:
@@ -121,13 +96,7 @@ def worker_children(srv) -> set[int]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_killed_worker_process_is_replaced_and_its_backup_retried_elsewhere(tmp_path, backend):
-    url = make_catalog_url(backend, str(tmp_path))
-    srv = ServerProcess(str(tmp_path / "srv"), url, workers=2, extra_env={"OPENCBR_TASK_LEASE_SECONDS": "4"})
-    srv.start()
-    try:
-        c = api(srv)
-        img, disk, v, b = start_backup(c, tmp_path)
-        wait_running(c, b["task_id"])
+    with running_backup(tmp_path, backend, workers=2, lease=4) as (srv, c, img, disk, v, b):
         task, _ = catalog_rows(srv, b["task_id"], b["id"])
         victim = int(task.lease_owner.split(":")[1])
         assert victim in worker_children(srv), "the backup runs in a worker process, not in the API's"
@@ -150,6 +119,3 @@ def test_killed_worker_process_is_replaced_and_its_backup_retried_elsewhere(tmp_
         assert "restarting" in srv.log()
         restores_exact(c, b, disk, img)
         print(f"failover: backup finished {time.time() - t0:.1f} s after the kill")
-    finally:
-        srv.stop()
-        release_catalog_url(url)
