@@ -244,3 +244,18 @@ def test_stopping_worker_hands_back_its_running_task(ctx, tenant):
         del tasks.HANDLERS["sync"]
     task = status(ctx, tid)
     assert task.status == "waiting" and "handed back" in task.error_message and task.attempts == 0
+
+
+def test_only_tasks_on_local_data_need_the_resources_host(ctx, tenant):
+    """Deleting or verifying a backup works on the object store: any worker may do it."""
+    from opencbr.catalog.models import Resource
+
+    with ctx.tx() as s:
+        res = Resource(project_id=tenant.project_id, type="OS::Cinder::Volume", name="d", path="/tmp/y.img",
+                       host="host-b", region="local-1", availability_zone="local-1a", status="available")
+        s.add(res)
+        s.flush()
+        made = {op: tasks.new_task(s, project_id=tenant.project_id, operation_type=op, now=ctx.now(),
+                                   resource_id=res.id).required_host
+                for op in ("backup", "restore", "delete", "verify")}
+    assert made == {"backup": "host-b", "restore": "host-b", "delete": "", "verify": ""}

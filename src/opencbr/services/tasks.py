@@ -40,6 +40,9 @@ OPERATION_TYPES = ("backup", "copy", "replication", "restore", "delete", "sync",
 #: rewrites its target whole. They get ``task_max_attempts`` attempts; the others the count they were
 #: created with.
 RESUMABLE = ("backup", "restore", "create_disk", "verify", "gc", "delete")
+#: Operations that read or write the data of the task's resource (``resource_id``) on its machine: only
+#: a worker of the resource's host group may run them. The others work on the object store alone.
+LOCAL_DATA = ("backup", "restore", "create_disk", "create_fs", "probe")
 
 #: Handlers by operation type, registered by the service modules that own them.
 Handler = Callable[[ServiceContext, "TaskRun"], None]
@@ -76,7 +79,7 @@ def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime,
              extra_info: dict | None = None, max_attempts: int = 1, **fields: str) -> Task:
     """Queue a task in the caller's transaction, so it exists exactly when the change that needs it
     is committed."""
-    if "required_host" not in fields and fields.get("resource_id"):
+    if "required_host" not in fields and operation_type in LOCAL_DATA and fields.get("resource_id"):
         fields["required_host"] = resource_host(s, fields["resource_id"])
     task = Task(project_id=project_id, operation_type=operation_type, status=WAITING, params=params or {},
                 extra_info=extra_info or {}, created_at=now, updated_at=now, run_after=now,
