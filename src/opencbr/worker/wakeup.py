@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from urllib.parse import quote
 
 from opencbr.catalog.db import is_sqlite
 from opencbr.services.context import ServiceContext
@@ -39,7 +40,7 @@ class TaskPoller:
             return True
         try:
             if self._conn is None:
-                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5,
+                self._conn = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=5,
                                              isolation_level=None, check_same_thread=False)
             found = self._conn.execute(_WAITING, (self.host,)).fetchone() is not None
         except sqlite3.Error:
