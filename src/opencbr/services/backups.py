@@ -435,6 +435,8 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         b = s.get(Backup, backup_id)
         if b is None:
             return  # deleted meanwhile (its vault went away)
+        if b.status == B.AVAILABLE:
+            return  # an earlier attempt published it, and its worker was lost before it said so
         vault = s.get(Vault, b.vault_id)
         parts = data_backups(s, b)
         server = s.get(Resource, b.resource_id) if b.resource_type == R.SERVER else None
