@@ -47,6 +47,10 @@ class Settings:
     master_key_hex: str = ""
     # When set, disks and file systems can only be registered below these directories.
     resource_roots: tuple[str, ...] = ()
+    # A path of the machine belongs to one project: a resource at, above or below another project's
+    # resource (or a restore target inside one) is refused. True lets the projects of one account
+    # share paths (one owner, several projects); other accounts stay refused.
+    allow_shared_paths_within_account: bool = False
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -90,7 +94,7 @@ class Settings:
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds"}
-_BOOL_FIELDS = {"scheduler"}
+_BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 
 
 def _coerce(name: str, value: object) -> object:

@@ -26,7 +26,7 @@ STATUSES = (WAITING, RUNNING, SUCCESS, FAILED, SKIPPED, TIMEOUT)
 FINISHED = (SUCCESS, FAILED, SKIPPED, TIMEOUT)
 OPERATION_TYPES = ("backup", "copy", "replication", "restore", "delete", "sync", "vault_delete",
                    "remove_resource", "retention", "gc", "verify", "export", "create_disk", "create_fs",
-                   "restore_files")
+                   "restore_files", "measure")
 
 #: Handlers by operation type, registered by the service modules that own them.
 Handler = Callable[[ServiceContext, "TaskRun"], None]

@@ -169,7 +169,7 @@ class TreeWalker:
                     os.close(fd)
 
     def __iter__(self) -> Iterator[WalkItem]:
-        st = os.lstat(self.root)
+        st = os.stat(self.root)  # (the root may be given as /proc/self/fd/N: followed, only the root)
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{os.fsdecode(self.root)} is not a directory")
         dev = st.st_dev
@@ -324,7 +324,7 @@ class TreeScanner:
 
     def start(self) -> "TreeScanner":
         try:
-            self._dev = os.lstat(self.root).st_dev
+            self._dev = os.stat(self.root).st_dev
         except OSError:
             self.done.set()
             return self
