@@ -270,15 +270,19 @@ def directory_is_empty(fd: int) -> bool:
 
 
 def disk_present(path: str) -> bool:
+    """For a resource's live status (a symlink put in its place is not the disk, and is not followed)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return False
     return stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
 
 
 def directory_present(path: str) -> bool:
-    return os.path.isdir(path)
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------ point in time
