@@ -11,6 +11,13 @@ Every setting has an environment variable ``OPENCBR_<NAME>`` (upper case). The f
     availability_zones = ["local-1a", "local-1b"]
     object_store = "s3://opencbr-bucket/prod?endpoint_url=http://minio:9000"
     workers = 2
+    resource_roots = ["/srv/tenants"]
+    allow_shared_paths_within_account = false
+
+``resource_roots``: the directories tenants' disks, file systems and restore targets must lie below.
+A path of the machine belongs to one project: registering a path at, above or below another project's
+resource is refused, and so is a restore target inside one; ``allow_shared_paths_within_account``
+(default false) lets the projects of one account share paths (other accounts stay refused).
 
 The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
 start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
