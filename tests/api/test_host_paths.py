@@ -187,30 +187,29 @@ def test_a_disk_swapped_for_a_symlink_is_neither_read_nor_written(rooted):
     assert sha256(secret) == before
 
 
-def test_a_directory_swapped_for_a_symlink_is_not_read(rooted):
-    base = _fresh(rooted.roots, "swap-dir")
-    fs = _fresh(base, "fs")
+def _fs_and_decoy(rooted, name: str, fs_rel: str) -> tuple[Path, Path, dict, dict]:
+    """B's file system at ``<roots>/<name>/<fs_rel>`` (backed up once) and a decoy directory outside
+    the roots holding a secret."""
+    fs = _fresh(rooted.roots / name, fs_rel)
     (fs / "mine.txt").write_bytes(b"mine\n")
-    secret = _fresh(rooted.outside, "swap-dir-secret")
-    (secret / "shadow").write_bytes(b"OUTSIDE-SECRET\n")
-    res = rooted.b.post("/inventory/file-systems", {"name": "swap-dir", "path": str(fs)})["file_system"]
-    first = _backed_up(rooted.b, "fs", res, "swap-dir")
+    decoy = _fresh(rooted.outside, f"{name}/fs")
+    (decoy / "shadow").write_bytes(b"OUTSIDE-SECRET\n")
+    res = rooted.b.post("/inventory/file-systems", {"name": name, "path": str(fs)})["file_system"]
+    first = _backed_up(rooted.b, "fs", res, name)
     assert first["status"] == "available"
-    _swap_for_symlink(fs, secret)
+    return fs, decoy, res, first
+
+
+def test_a_directory_swapped_for_a_symlink_is_not_read(rooted):
+    fs, decoy, res, first = _fs_and_decoy(rooted, "swap-dir", "fs")
+    _swap_for_symlink(fs, decoy)
     b = _assert_refused_backup(rooted.b, first["vault"], f"/inventory/file-systems/{res['id']}", "symbolic link")
     _refused(lambda: rooted.b.get(f"/backups/{b['id']}/files", path="/"), 409)
 
 
 def test_a_directory_above_the_resource_swapped_for_a_symlink_is_not_followed(rooted):
-    base = _fresh(rooted.roots, "swap-above")
-    fs = _fresh(base, "c/fs")
-    (fs / "mine.txt").write_bytes(b"mine\n")
-    decoy = _fresh(rooted.outside, "swap-above/fs")
-    (decoy / "shadow").write_bytes(b"OUTSIDE-SECRET\n")
-    res = rooted.b.post("/inventory/file-systems", {"name": "swap-above", "path": str(fs)})["file_system"]
-    first = _backed_up(rooted.b, "fs", res, "swap-above")
-    assert first["status"] == "available"
-    _swap_for_symlink(base / "c", decoy.parent)
+    fs, decoy, res, first = _fs_and_decoy(rooted, "swap-above", "c/fs")
+    _swap_for_symlink(fs.parent, decoy.parent)  # <roots>/swap-above/c -> <outside>/swap-above (holds fs/)
     _assert_refused_backup(rooted.b, first["vault"], f"/inventory/file-systems/{res['id']}", "symbolic link")
 
 
