@@ -270,19 +270,23 @@ def directory_is_empty(fd: int) -> bool:
 
 
 def disk_present(path: str) -> bool:
-    """For a resource's live status (a symlink put in its place is not the disk, and is not followed)."""
+    """For a resource's live status: False when nothing usable is at ``path``. A symlink put in its
+    place is not followed (what it leads to is none of the caller's business): the next open refuses
+    it, turns the resource ``error`` and says why."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
+    return stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISLNK(st.st_mode)
 
 
 def directory_present(path: str) -> bool:
+    """Like :func:`disk_present`, for a directory."""
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        mode = os.lstat(path).st_mode
     except OSError:
         return False
+    return stat.S_ISDIR(mode) or stat.S_ISLNK(mode)
 
 
 # ------------------------------------------------------------------------------------ point in time
