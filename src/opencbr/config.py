@@ -12,6 +12,8 @@ Every setting has an environment variable ``OPENCBR_<NAME>`` (upper case). The f
     object_store = "s3://opencbr-bucket/prod?endpoint_url=http://minio:9000"
     workers = 2
     host_group = "rack-a"
+    resource_roots = ["/srv/tenants"]
+    allow_shared_paths_within_account = false
 
 Settings of the data plane (workers):
 
@@ -25,6 +27,11 @@ Settings of the data plane (workers):
 - ``task_max_attempts``: how many times a backup (or restore, GC, verify, delete) whose worker was lost
   is tried in all before it fails. An orderly stop (SIGTERM) hands tasks back without using an attempt.
 - ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read).
+
+``resource_roots``: the directories tenants' disks, file systems and restore targets must lie below.
+A path of the machine belongs to one project: registering a path at, above or below another project's
+resource is refused, and so is a restore target inside one; ``allow_shared_paths_within_account``
+(default false) lets the projects of one account share paths (other accounts stay refused).
 
 The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
 start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
@@ -68,6 +75,10 @@ class Settings:
     master_key_hex: str = ""
     # When set, disks and file systems can only be registered below these directories.
     resource_roots: tuple[str, ...] = ()
+    # A path of the machine belongs to one project: a resource at, above or below another project's
+    # resource (or a restore target inside one) is refused. True lets the projects of one account
+    # share paths (one owner, several projects); other accounts stay refused.
+    allow_shared_paths_within_account: bool = False
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -112,7 +123,7 @@ class Settings:
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts"}
 _FLOAT_FIELDS = {"worker_poll_seconds"}
-_BOOL_FIELDS = {"scheduler"}
+_BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 
 
 def _coerce(name: str, value: object) -> object:

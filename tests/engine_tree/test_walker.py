@@ -55,10 +55,10 @@ def test_adaptive_walk_lists_ahead_only_when_listings_wait(tmp_path, monkeypatch
     root = _deep_tree(tmp_path / "t")
     real = TreeWalker._children
 
-    def children(self, abspath, rel):
+    def children(self, abspath, rel, *want):
         if slow:
             time.sleep(0.003)
-        return real(self, abspath, rel)
+        return real(self, abspath, rel, *want)
 
     monkeypatch.setattr(TreeWalker, "_children", children)
     monkeypatch.setattr(TreeWalker, "PROBE_LISTINGS", 8)
@@ -124,3 +124,38 @@ def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypat
     assert warm == plain and len(started) == 1 and started[0] > 0
     with pytest.raises(ChildProcessError):
         os.waitpid(started[0], os.WNOHANG)
+
+
+def _walk_swapping(root, when: bytes, swap) -> tuple[list[bytes], list[tuple[bytes, str]]]:
+    """Walk ``root`` (no listing threads), calling ``swap()`` once the walk has yielded ``when``."""
+    warnings: list[tuple[bytes, str]] = []
+    seen = []
+    for item in TreeWalker(str(root), lambda rel, msg, partial: warnings.append((rel, msg)), prefetch=0):
+        seen.append(item.path)
+        if item.path == when:
+            swap()
+    return seen, warnings
+
+
+def test_a_directory_swapped_during_the_walk_is_not_listed(tmp_path):
+    """Between a directory's listing and its own, a directory of the tree (or one above it) is swapped
+    for a symlink out of the tree: what it leads to is never listed (so never read)."""
+    root, outside = tmp_path / "tree", tmp_path / "outside"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "mine").write_bytes(b"mine")
+    (outside / "b").mkdir(parents=True)
+    (outside / "b" / "shadow").write_bytes(b"SECRET")
+    (outside / "shadow").write_bytes(b"SECRET")
+
+    def swap_a() -> None:
+        (root / "a").rename(root / "a.orig")
+        (root / "a").symlink_to(outside)
+
+    seen, warnings = _walk_swapping(root, b"a", swap_a)  # a itself
+    assert seen == [b"", b"a"] and warnings == [
+        (b"a", "replaced during the backup (a symbolic link or a file is there now): not listed")]
+    (root / "a").unlink()
+    (root / "a.orig").rename(root / "a")
+    seen, warnings = _walk_swapping(root, b"a/b", swap_a)  # the directory above a/b
+    assert seen == [b"", b"a", b"a/b"] and warnings == [
+        (b"a/b", "replaced by another directory during the backup: not listed")]

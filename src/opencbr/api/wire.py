@@ -277,6 +277,7 @@ def inventory_resp(view: ResourceView) -> dict[str, Any]:
         "availability_zone": r.availability_zone, "description": r.description,
         "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
         "vault_id": view.vault.id if view.vault else None,
+        "status_reason": r.status_reason or "",
     }
     if r.type == R.SERVER:
         out["size_bytes"] = sum(d.size_bytes for d in view.disks)
@@ -297,7 +298,8 @@ def protectable_resp(view: ResourceView, vault_view: VaultView | None) -> dict[s
     if vault_view is not None:
         result, code, reason = False, "BackupService.6216", "the resource is already associated with a vault"
     elif not ok_status:
-        result, code, reason = False, "BackupService.6102", f"the resource is {view.status}"
+        result, code, reason = False, "BackupService.6102", f"the resource is {view.status}" + (
+            f": {r.status_reason}" if r.status_reason else "")
     elif r.type == R.SERVER and not view.disks:
         result, code, reason = False, "BackupService.6103", "the server has no disk attached"
     else:

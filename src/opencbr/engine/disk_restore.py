@@ -155,14 +155,17 @@ def restore_disk(
     truncate: bool = True,
     workers: int = 3,
     create: bool = True,
+    target_fd: int | None = None,
 ) -> RestoreResult:
+    """``target_fd``: the target already open read-write (checked by the caller); ``target_path`` then
+    only names it."""
     t0 = time.monotonic()
     index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
     size = index.disk_size
-    exists = os.path.exists(target_path)
+    exists = target_fd is not None or os.path.exists(target_path)
     if not exists and not create:
         raise NotFound(f"restore target {target_path} does not exist")
-    fd = os.open(target_path, os.O_RDWR | (0 if exists else os.O_CREAT), 0o600)
+    fd = os.dup(target_fd) if target_fd is not None else os.open(target_path, os.O_RDWR | (0 if exists else os.O_CREAT), 0o600)
     try:
         st = os.fstat(fd)
         is_blk = stat.S_ISBLK(st.st_mode)

@@ -29,11 +29,12 @@ class DiskSource(Protocol):
 
 
 class FileDiskSource:
-    """A regular disk-image file or a block device, opened read-only."""
+    """A regular disk-image file or a block device, opened read-only -- or already open on ``fd`` (the
+    caller checked what it opened; this source reads a duplicate and leaves ``fd`` to the caller)."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], fd: int | None = None):
         self.path = os.fspath(path)
-        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)) if fd is None else os.dup(fd)
         st = os.fstat(self.fd)
         self.is_block_device = stat.S_ISBLK(st.st_mode)
         if self.is_block_device:

@@ -171,14 +171,16 @@ class Repository:
                            block_size=self.block_size, workers=self.workers)
 
     def restore_disk(self, backup_id: str, target_path: str, *, progress: Progress | None = None,
-                     cancel: threading.Event | None = None, truncate: bool = True) -> RestoreResult:
+                     cancel: threading.Event | None = None, truncate: bool = True,
+                     target_fd: int | None = None) -> RestoreResult:
         """Restore onto ``target_path`` (created if missing; an existing target must be at least the
         backup's size, else InvalidParameter). Writes only blocks that differ; zero blocks become holes;
-        fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5)."""
+        fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5).
+        ``target_fd``: the target already open read-write (then ``target_path`` only names it)."""
         from .disk_restore import restore_disk
 
         return restore_disk(self.chunks, backup_id, target_path, progress=progress, cancel=cancel,
-                            truncate=truncate)
+                            truncate=truncate, target_fd=target_fd)
 
     def export_disk(self, backup_id: str, out_path: str, progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> RestoreResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, LockTiming, Repository
+from opencbr.engine.disk_source import FileDiskSource
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
@@ -440,12 +442,9 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         vault = s.get(Vault, b.vault_id)
         parts = data_backups(s, b)
         server = s.get(Resource, b.resource_id) if b.resource_type == R.SERVER else None
-        paths = {}
         for part in parts:
-            disk = s.get(Resource, part.resource_id)
-            if disk is None:
+            if s.get(Resource, part.resource_id) is None:
                 raise CBRError(f"{part.resource_name} is no longer in the inventory", code="BackupService.6423")
-            paths[part.id] = disk.path
         previous = {part.id: s.scalar(select(Backup.id).where(
             Backup.vault_id == b.vault_id, Backup.resource_id == part.resource_id, Backup.status == B.AVAILABLE,
             Backup.id != part.id).order_by(Backup.created_at.desc()).limit(1)) for part in parts}
@@ -462,10 +461,16 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         for part in parts:
             repo.delete_backup(part.id)
     progress = TaskProgress(run)
-    if b.resource_type == R.FILE_SYSTEM:
-        outcome = _backup_tree(repo, b, vault, paths[b.id], previous[b.id], progress)
-    else:
-        outcome = _backup_disks(repo, b, vault, parts, paths, previous, running, progress)
+    with ExitStack() as stack:  # every path opened and checked again (roots, symlinks, identity)
+        opened = {part.id: stack.enter_context(res_svc.open_resource(ctx, part.resource_id)) for part in parts}
+        if b.resource_type == R.FILE_SYSTEM:
+            outcome = _backup_tree(repo, b, vault, opened[b.id], previous[b.id], progress)
+        else:
+            outcome = _backup_disks(repo, b, vault, parts, opened, previous, running, progress)
+        if outcome is not None:
+            for part in parts:  # what was read is the resource from now on: its identity and size
+                res_svc.record_identity(ctx, part.resource_id, opened[part.id],
+                                        outcome.logical_bytes if b.resource_type == R.FILE_SYSTEM else None)
     if outcome is None:  # cancelled: nothing is left of it
         if progress.lease_lost or run.released.is_set():  # (a span may have seen it): leave it to the next run
             raise tasks.LeaseLost(run.task_id)
@@ -503,10 +508,10 @@ class BackupOutcome:
         return sum(p[1] for p in self.parts.values())
 
 
-def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup], paths: dict, previous: dict,
+def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup], opened: dict, previous: dict,
                   running: bool, progress: TaskProgress) -> BackupOutcome | None:
     """All disks of a server (or one disk) from one point in time (see ``local.point_in_time_views``)."""
-    views = local.point_in_time_views([paths[part.id] for part in parts], server_running=running)
+    views = local.point_in_time_views([opened[part.id] for part in parts], server_running=running)
     consistency = views.describe()
     results = {}
     try:
@@ -516,7 +521,8 @@ def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup]
             size = max(1, part.resource_size_bytes)
             span = progress.span(int(99 * done / total), int(99 * (done + size) / total))
             meta = _manifest_meta(part, vault, b if part is not b else None, consistency)
-            results[part.id] = repo.backup_disk(source, backup_id=part.id, meta=meta,
+            results[part.id] = repo.backup_disk(FileDiskSource(opened[part.id].path, source), backup_id=part.id,
+                                                meta=meta,
                                                 parent_backup_id=previous[part.id], full=part.full_requested,
                                                 progress=span, cancel=progress.cancel)
             done += size
@@ -533,7 +539,7 @@ def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup]
                                        for pid, r in results.items()})
 
 
-def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: str, previous: str | None,
+def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: local.OpenedPath, previous: str | None,
                  progress: TaskProgress) -> BackupOutcome | None:
     """A file system (guide 2.4.3): the tree as it is while it is read; unchanged files are not read
     again. Unreadable files make the backup partial, never failed (the warnings say which)."""
@@ -543,8 +549,8 @@ def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: str, previous:
                    "note": "files were read while the file system was in use (guide 2.4.3 advises quiet times)"}
     meta = _manifest_meta(b, vault, None, consistency)
     try:
-        r = backup_tree(repo, root, backup_id=b.id, meta=meta, parent_backup_id=previous, full=b.full_requested,
-                        progress=progress, cancel=progress.cancel)
+        r = backup_tree(repo, root.path, backup_id=b.id, meta=meta, parent_backup_id=previous, full=b.full_requested,
+                        progress=progress, cancel=progress.cancel, root_fd=root.fd)
     except BackupCancelled:
         return None
     warnings = [w.to_dict() for w in r.warnings]

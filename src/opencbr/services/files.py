@@ -5,9 +5,6 @@ file-system backups and from disk backups whose image holds ext or FAT file syst
 from __future__ import annotations
 
 import os
-import shutil
-
-from sqlalchemy import select
 
 from opencbr.catalog.models import Backup, Resource, Vault
 from opencbr.domain import backup as B
@@ -33,8 +30,7 @@ def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist
     """A directory the service will create and fill: absolute, inside the allowed roots, not yet used."""
     if not isinstance(path, str) or not os.path.isabs(path):
         raise InvalidParameter("path must be an absolute directory path", code="BackupService.6501")
-    real = os.path.realpath(path)
-    res_svc.check_host_path(ctx, p, real)
+    real = res_svc.authorised_path(ctx, p, path)
     if os.path.lexists(real):
         if not (may_exist_empty and os.path.isdir(real) and not os.listdir(real)):
             raise StateConflict(f"{path} already exists and is not an empty directory", code="BackupService.6502")
@@ -56,8 +52,7 @@ def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id:
         b, vault = _usable_backup(s, p, backup_id)
         if b.resource_type != R.FILE_SYSTEM:
             raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
-        if s.scalar(select(Resource.id).where(Resource.path == real)):
-            raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
+        res_svc.check_path_free(ctx, s, p, real)
         zone = az or b.resource_az or ctx.settings.availability_zones[0]
         if zone not in ctx.settings.availability_zones:
             raise InvalidParameter(f"availability zone {zone!r} does not exist")
@@ -87,13 +82,22 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             raise CBRError("the backup or the new file system no longer exists", code="BackupService.6505")
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
-        target = fs.path
-    created = not os.path.exists(target)
     progress = TaskProgress(run)
-    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: local.tree_size(target),
-                                  remove=lambda: created and shutil.rmtree(target, ignore_errors=True)):
-        result = restore_tree(repository(ctx, vault, create=False), backup_id, target, progress=progress,
-                              cancel=progress.cancel)
+    made: list[local.OpenedPath] = []  # the directory, made (or found empty) through a checked open
+
+    def remove() -> None:
+        for new in made:
+            new.remove_created()
+            new.close()
+
+    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: local.tree_size(made[0].fd_path())[0],
+                                  remove=remove):
+        made.append(res_svc.open_resource(ctx, fs_id, create=True))
+        result = restore_tree(repository(ctx, vault, create=False), backup_id, made[0].path, progress=progress,
+                              cancel=progress.cancel, target_fd=made[0].fd)
+        res_svc.record_identity(ctx, fs_id, made[0])
+    for new in made:
+        new.close()
     run.set_extra(restore_result={"files": result.files, "dirs": result.dirs, "bytes_written": result.bytes_written,
                                   "processes": result.processes,
                                   "warnings": [w.to_dict() for w in result.warnings][:50]})
@@ -138,8 +142,9 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         raise InvalidParameter("paths must be a non-empty list of paths inside the backup", code="BackupService.6507")
     if not isinstance(destination, str) or not os.path.isabs(destination):
         raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
-    dest = os.path.realpath(destination)
-    res_svc.check_host_path(ctx, p, dest)
+    dest = res_svc.authorised_path(ctx, p, destination)
+    with ctx.tx() as s:
+        res_svc.check_path_free(ctx, s, p, dest, target=True)
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise StateConflict(f"{destination} exists and is not a directory", code="BackupService.6502")
     if not os.path.lexists(dest) and not os.path.isdir(os.path.dirname(dest)):
@@ -194,18 +199,19 @@ def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         rtype = b.resource_type
     repo = repository(ctx, vault, create=False)
     dest = run.params["destination"]
-    os.makedirs(dest, exist_ok=True)
     progress = TaskProgress(run)
     written = 0
     try:
-        for i, path in enumerate(run.params["paths"]):
-            span = progress.span(int(99 * i / len(run.params["paths"])), int(99 * (i + 1) / len(run.params["paths"])))
-            if rtype == R.FILE_SYSTEM:
-                r = restore_tree(repo, b.id, dest, subpath=path, allow_nonempty=True, progress=span,
-                                 cancel=progress.cancel)
-            else:
-                r = restore_disk_path(repo, b.id, path, dest)
-            written += getattr(r, "bytes_written", 0)
+        with res_svc.open_target_directory(ctx, dest) as target:  # checked again, made if missing
+            for i, path in enumerate(run.params["paths"]):
+                span = progress.span(int(99 * i / len(run.params["paths"])),
+                                     int(99 * (i + 1) / len(run.params["paths"])))
+                if rtype == R.FILE_SYSTEM:
+                    r = restore_tree(repo, b.id, dest, subpath=path, allow_nonempty=True, progress=span,
+                                     cancel=progress.cancel, target_fd=target.fd)
+                else:
+                    r = restore_disk_path(repo, b.id, path, dest, target_fd=target.fd)
+                written += getattr(r, "bytes_written", 0)
     except OperationCancelled:
         raise tasks.TaskCancelled(run.task_id) from None
     run.set_extra(restore_result={"bytes_written": written, "destination_path": dest})

@@ -17,10 +17,11 @@ Registration names the group in one of two ways:
 
 from __future__ import annotations
 
-import os
 import socket
+from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Project, Resource, User
 from opencbr.domain import resource as R
@@ -55,16 +56,14 @@ def check_group_name(host: str) -> str:
 
 
 def register_elsewhere(ctx: ServiceContext, p: Principal, *, rtype: str, name: str, path: str, host: str,
-                       az: str, encrypted: bool = False, description: str = "") -> Resource:
-    """A disk or file system of another host group: recorded ``creating``, probed there by a task."""
-    if not isinstance(path, str) or not os.path.isabs(path) or "\x00" in path:
-        raise InvalidParameter(f"path must be absolute: {path!r}")
-    path = os.path.normpath(path)
+                       az: str, check_free: Callable[[Session, str], None], encrypted: bool = False,
+                       description: str = "") -> Resource:
+    """A disk or file system of another host group: recorded ``creating``, probed there by a task.
+    ``check_free(session, path)`` refuses a path at, above or below another project's resource there."""
+    path = local.normal_path(path)
     now = ctx.now()
     with ctx.tx() as s:
-        if s.scalar(select(Resource.id).where(Resource.path == path, Resource.host == host)) is not None:
-            raise CBRError(f"{path} on host {host} is already registered as a resource", code="BackupService.6105",
-                           status=409)
+        check_free(s, path)
         res = Resource(project_id=p.project_id, type=rtype, name=name, path=path, size_bytes=0, host=host,
                        region=ctx.settings.region, availability_zone=az, encrypted=bool(encrypted),
                        status="creating", description=description or "",
@@ -88,19 +87,29 @@ def run_probe(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         operator = s.scalar(select(User.id).join(Project, Project.account_id == User.account_id)
                             .where(Project.id == project_id, User.is_operator.is_(True)).limit(1))
     try:
-        if rtype == R.DISK:
-            real, size = (lambda d: (d.path, d.size_bytes))(local.probe_disk(path))
-        else:
-            real, size = local.probe_directory(path)
         roots = ctx.settings.resource_roots
         if roots:
-            local.check_allowed(real, roots)
+            local.check_allowed(path, roots)  # before anything is looked up (no existence oracle)
         elif operator is None:
             raise InvalidParameter(f"host {local_group()} lets tenants use no paths: set resource_roots there")
+        kind = local.DISK if rtype == R.DISK else local.DIRECTORY
+        try:
+            with local.open_resource_path(path, kind, roots) as opened:
+                identity = local.identity_of(opened.fd)
+                size = local.size_of(opened.fd) if rtype == R.DISK else 0
+        except local.PathSwapped as e:
+            raise InvalidParameter(str(e)) from None
+        except OSError as e:
+            raise InvalidParameter(f"cannot open {path} on host {local_group()}: {e.strerror}") from None
     except CBRError as e:
         _set(ctx, run.params["resource_id"], status="error", status_reason=e.message)
         raise
-    _set(ctx, run.params["resource_id"], status="available", status_reason="", path=real, size_bytes=size)
+    _set(ctx, run.params["resource_id"], status="available", status_reason="", size_bytes=size, identity=identity)
+    if rtype == R.FILE_SYSTEM:  # its size is counted in the background, where its data is
+        with ctx.tx() as s:
+            tasks.new_task(s, project_id=project_id, operation_type="measure", now=ctx.now(),
+                           resource_id=run.params["resource_id"], resource_type=rtype,
+                           provider_id=R.PROVIDER_ID[rtype], params={"resource_id": run.params["resource_id"]})
 
 
 def _set(ctx: ServiceContext, resource_id: str, **values: object) -> None:

@@ -3,16 +3,17 @@ the CBR ``protectables`` view of them (DESIGN.md section 2: resources come from 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Resource, User, Vault, VaultResource
+from opencbr.catalog.models import Project, Resource, User, Vault, VaultResource
 from opencbr.domain import resource as R
-from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
+from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.providers import local
 from opencbr.services import hosts, tasks
 from opencbr.services.context import ServiceContext
@@ -44,7 +45,8 @@ def live_status(s: Session, res: Resource) -> str:
         return res.status if local.disk_present(res.path) else "error"
     if res.type == R.FILE_SYSTEM:
         return res.status if local.directory_present(res.path) else "error"
-    if res.status != "faulty" and any(not local.disk_present(d.path) for d in server_disks(s, res.id)):
+    if res.status != "faulty" and any(d.status == "error" or not local.disk_present(d.path)
+                                      for d in server_disks(s, res.id)):
         return "faulty"
     return res.status
 
@@ -57,6 +59,11 @@ def resource_state(s: Session, res: Resource) -> R.ResourceState:
 
 
 # ------------------------------------------------------------------------------------ host paths
+PATH_REFUSED = "BackupService.6112"  # a resource's path is not what was registered (swapped, replaced)
+PATH_UNAVAILABLE = "BackupService.6113"  # a resource's path cannot be opened (missing, unreadable)
+_KIND = {R.DISK: local.DISK, R.FILE_SYSTEM: local.DIRECTORY}
+
+
 def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
     """Which paths of the service's machine a tenant may name (to register a disk or file system, or to
     restore into): the service reads and writes them with its own rights, so another tenant's disk, or
@@ -75,6 +82,138 @@ def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
                         code="APIGW.0306")
 
 
+def authorised_path(ctx: ServiceContext, p: Principal, path: object) -> str:
+    """The real path a caller may name. Permission and roots are checked on the path as given (made
+    normal, nothing looked up) before the disk is touched, so a refused caller learns nothing of what
+    exists; then on where it really leads (a symlink may lead out of the roots)."""
+    normal = local.normal_path(path)
+    check_host_path(ctx, p, normal)
+    real = os.path.realpath(normal)
+    if real != normal:
+        check_host_path(ctx, p, real)
+    return real
+
+
+def check_path_free(ctx: ServiceContext, s: Session, p: Principal, path: str, *, target: bool = False,
+                    host: str | None = None) -> None:
+    """A disk or directory belongs to one project: another project's resource at the same path, above
+    it or below it would hand its data to a stranger (backing up ``/srv`` reads everything below it;
+    restoring into ``/srv/a/fs/x`` writes into ``/srv/a/fs``). Between projects of one account this
+    is allowed only with the setting ``allow_shared_paths_within_account``. Within one project
+    resources may nest (a server's image files inside a directory also protected as a file system: the
+    data is the project's either way), but one path is one resource. ``target``: a restore target,
+    refused only inside (or at) another project's resource. ``host``: the host group the path is on
+    (default this machine's); paths of other host groups are other machines' files."""
+    host = host or ctx.settings.host_group
+    escaped = path.rstrip("/").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    near = [Resource.path == path, Resource.path.in_(local.ancestors(path))]
+    if not target:
+        near.append(Resource.path.like(escaped + "/%", escape="\\"))
+    rows = s.execute(select(Resource.project_id, Resource.path, Project.account_id)
+                     .join(Project, Project.id == Resource.project_id)
+                     .where(or_(*near), or_(Resource.host == host, Resource.host == ""))).all()
+    shared = ctx.settings.allow_shared_paths_within_account
+    for project_id, other, account_id in rows:
+        if project_id == p.project_id:
+            if other == path and not target:
+                raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
+        elif not (shared and account_id == p.account_id):
+            raise StateConflict(f"{path} is, contains or lies inside a disk or file system of another project; "
+                                "a path of this machine belongs to one project", code="BackupService.6105")
+
+
+def open_resource(ctx: ServiceContext, resource_id: str, *, write: bool = False, create: bool = False,
+                  row: Resource | None = None) -> local.OpenedPath:
+    """Open a disk's or file system's path for a task, checked again (roots, no symlink, the registered
+    object: ``local.open_resource_path``). Refused: the resource turns ``error`` with the reason and a
+    CBR error says it; missing or unreadable: a CBR error (the resource's live status shows it).
+    ``row``: a request holding the resource in its transaction (the refusal is only reported; the
+    next task records it)."""
+    res = row
+    if res is None:
+        with ctx.tx() as s:
+            res = s.get(Resource, resource_id)
+            if res is None:
+                raise CBRError("the resource is no longer in the inventory", code="BackupService.6423")
+            s.expunge(res)
+    path, name, kind, identity = res.path, res.name, _KIND[res.type], dict(res.identity or {})
+    try:
+        return local.open_resource_path(path, kind, ctx.settings.resource_roots, identity, write=write,
+                                        create=create)
+    except local.PathSwapped as e:
+        if not create and row is None:
+            mark_error(ctx, resource_id, str(e))
+        raise StateConflict(f"{name}: {e}", code=PATH_REFUSED) from None
+    except OSError as e:
+        raise CBRError(f"{name}: cannot open {path}: {e.strerror}", code=PATH_UNAVAILABLE) from None
+
+
+def open_target_directory(ctx: ServiceContext, path: str) -> local.OpenedPath:
+    """A restore target that is no resource (``restore-files --to``), checked again and made if missing."""
+    try:
+        return local.open_resource_path(path, local.DIRECTORY, ctx.settings.resource_roots, create=True)
+    except local.PathSwapped as e:
+        raise StateConflict(f"restore target: {e}", code=PATH_REFUSED) from None
+    except OSError as e:
+        raise CBRError(f"cannot open the restore target {path}: {e.strerror}", code=PATH_UNAVAILABLE) from None
+
+
+def mark_error(ctx: ServiceContext, resource_id: str, reason: str) -> None:
+    with ctx.tx() as s:
+        res = s.get(Resource, resource_id)
+        if res is not None:
+            res.status, res.status_reason = "error", reason
+
+
+def record_identity(ctx: ServiceContext, resource_id: str, opened: local.OpenedPath, size: int | None = None) -> None:
+    """After a backup or restore: what was read or written is the resource from now on (its identity),
+    and its size: ``size``, else a disk's size as found (a file system's stays)."""
+    identity = local.identity_of(opened.fd)
+    if size is None and opened.kind == local.DISK:
+        size = local.size_of(opened.fd)
+    with ctx.tx() as s:
+        res = s.get(Resource, resource_id)
+        if res is not None:
+            res.identity = identity
+            if size is not None:
+                res.size_bytes = size
+
+
+def size_now(ctx: ServiceContext, disk: Resource) -> int:
+    """A disk's size as it is now (image files grow), through a checked open; 0 when it is missing
+    (its live status says so)."""
+    try:
+        opened = open_resource(ctx, disk.id, row=disk)
+    except CBRError as e:
+        if e.code == PATH_UNAVAILABLE:
+            return 0
+        raise
+    with opened:
+        return local.size_of(opened.fd)
+
+
+def empty_now(ctx: ServiceContext, fs: Resource) -> bool:
+    """Whether a file system holds nothing, through a checked open (a missing one: its status says so)."""
+    try:
+        opened = open_resource(ctx, fs.id, row=fs)
+    except CBRError as e:
+        if e.code == PATH_UNAVAILABLE:
+            return True
+        raise
+    with opened:
+        return local.directory_is_empty(opened.fd)
+
+
+def _open_to_register(ctx: ServiceContext, real: str, kind: str) -> local.OpenedPath:
+    try:
+        return local.open_resource_path(real, kind, ctx.settings.resource_roots)
+    except local.PathSwapped as e:
+        raise InvalidParameter(str(e)) from None
+    except OSError as e:
+        what = "disk" if kind == local.DISK else "directory"
+        raise InvalidParameter(f"cannot open {what} {real}: {e.strerror}") from None
+
+
 # ------------------------------------------------------------------------------------ registration
 def _check_az(ctx: ServiceContext, az: str | None) -> str:
     azs = ctx.settings.availability_zones
@@ -85,48 +224,73 @@ def _check_az(ctx: ServiceContext, az: str | None) -> str:
     return az
 
 
-def _check_path_free(s: Session, path: str) -> None:
-    """A disk or directory belongs to one resource of one project: registering another tenant's disk
-    would hand its data to a stranger."""
-    if s.scalar(select(Resource.id).where(Resource.path == path)) is not None:
-        raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
-
-
 def register_disk(ctx: ServiceContext, p: Principal, *, name: str, path: str, az: str | None = None,
                   encrypted: bool = False, description: str = "", host: str | None = None) -> Resource:
     p.require_write()
     R.check_resource_name(name)
     if host is not None and hosts.check_group_name(host) != ctx.settings.host_group:
         return hosts.register_elsewhere(ctx, p, rtype=R.DISK, name=name, path=path, host=host,
-                                        az=_check_az(ctx, az), encrypted=encrypted, description=description)
-    probe = local.probe_disk(path)
-    check_host_path(ctx, p, probe.path)
+                                        az=_check_az(ctx, az), encrypted=encrypted, description=description,
+                                        check_free=lambda s, normal: check_path_free(ctx, s, p, normal, host=host))
+    real = authorised_path(ctx, p, path)
+    with _open_to_register(ctx, real, local.DISK) as opened:
+        size, identity = local.size_of(opened.fd), local.identity_of(opened.fd)
     with ctx.tx() as s:
-        _check_path_free(s, probe.path)
-        res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=probe.path,
-                       size_bytes=probe.size_bytes, region=ctx.settings.region,
-                       availability_zone=_check_az(ctx, az), encrypted=bool(encrypted), status="available",
-                       description=description or "", host=ctx.settings.host_group)
+        check_path_free(ctx, s, p, real)
+        res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
+                       region=ctx.settings.region, availability_zone=_check_az(ctx, az), encrypted=bool(encrypted),
+                       status="available", description=description or "", identity=identity,
+                       host=ctx.settings.host_group)
         s.add(res)
     return res
 
 
 def register_file_system(ctx: ServiceContext, p: Principal, *, name: str, path: str, az: str | None = None,
                          description: str = "", host: str | None = None) -> Resource:
+    """A directory tree, registered at once with size 0: a ``measure`` task counts its bytes in the
+    background (a big tree takes minutes, and is measured where its data is); each backup refreshes it."""
     p.require_write()
     R.check_resource_name(name)
     if host is not None and hosts.check_group_name(host) != ctx.settings.host_group:
         return hosts.register_elsewhere(ctx, p, rtype=R.FILE_SYSTEM, name=name, path=path, host=host,
-                                        az=_check_az(ctx, az), description=description)
-    real, size = local.probe_directory(path)
-    check_host_path(ctx, p, real)
+                                        az=_check_az(ctx, az), description=description,
+                                        check_free=lambda s, normal: check_path_free(ctx, s, p, normal, host=host))
+    real = authorised_path(ctx, p, path)
+    with _open_to_register(ctx, real, local.DIRECTORY) as opened:
+        identity = local.identity_of(opened.fd)
     with ctx.tx() as s:
-        _check_path_free(s, real)
-        res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=size,
+        check_path_free(ctx, s, p, real)
+        res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=0,
                        region=ctx.settings.region, availability_zone=_check_az(ctx, az), status="available",
-                       description=description or "", host=ctx.settings.host_group)
+                       description=description or "", identity=identity, host=ctx.settings.host_group)
         s.add(res)
+        s.flush()
+        tasks.new_task(s, project_id=p.project_id, operation_type="measure", now=ctx.now(), resource_id=res.id,
+                       resource_name=name, resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
+                       request_id=p.request_id, params={"resource_id": res.id})
     return res
+
+
+MEASURE_BUDGET_SECONDS = 600
+
+
+@tasks.handler("measure")
+def run_measure(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    """Count a file system's bytes, for at most ``MEASURE_BUDGET_SECONDS`` (what was counted by then is
+    kept, marked as a lower bound; the next backup knows the real size)."""
+    try:
+        opened = open_resource(ctx, run.params["resource_id"])
+    except CBRError as e:
+        if e.code == "BackupService.6423":
+            return  # removed meanwhile
+        raise
+    with opened:
+        size, complete = local.tree_size(opened.fd_path(), budget_seconds=MEASURE_BUDGET_SECONDS)
+    with ctx.tx() as s:
+        res = s.get(Resource, run.params["resource_id"])
+        if res is not None:
+            res.size_bytes = size
+    run.set_extra(measure={"size_bytes": size, "complete": complete})
 
 
 def register_server(ctx: ServiceContext, p: Principal, *, name: str, system_disk: str,
@@ -194,15 +358,6 @@ def remove_resource(ctx: ServiceContext, p: Principal, resource_id: str) -> None
         for binding in s.scalars(select(VaultResource).where(VaultResource.resource_id == res.id)):
             s.delete(binding)
         s.delete(res)
-
-
-def refresh_size(ctx: ServiceContext, res: Resource) -> int:
-    """Re-read a disk's or file system's real size (it may have grown since registration)."""
-    if res.type == R.DISK:
-        return local.probe_disk(res.path).size_bytes
-    if res.type == R.FILE_SYSTEM:
-        return local.probe_directory(res.path)[1]
-    return res.size_bytes
 
 
 # ------------------------------------------------------------------------------------ listing

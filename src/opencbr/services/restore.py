@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Backup, Resource, Task, Vault
@@ -42,7 +41,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
         if b.resource_type == R.DISK:
             target_id = body.get("volume_id") or b.resource_id
             target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-            B.check_disk_restore_target(res_svc.live_status(s, target), local.current_size(target.path),
+            B.check_disk_restore_target(res_svc.live_status(s, target), res_svc.size_now(ctx, target),
                                         b.resource_size_bytes, target.id == b.resource_id)
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
             server_id, power_on = None, False
@@ -56,12 +55,12 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
             power_on = body.get("power_on", True)
             if not isinstance(power_on, bool):
                 raise InvalidParameter("power_on must be true or false")
-            plan = _server_plan(s, p, b, server, body.get("mappings"))
+            plan = _server_plan(ctx, s, p, b, server, body.get("mappings"))
         else:
             target_id = body.get("resource_id")
             B.check_file_system_restore_target(b.resource_id, target_id)
             target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
-            B.check_new_file_system(res_svc.live_status(s, target), local.directory_is_empty(target.path))
+            B.check_new_file_system(res_svc.live_status(s, target), res_svc.empty_now(ctx, target))
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
             server_id, power_on = None, False
         b.status, b.updated_at = B.RESTORING, now
@@ -76,7 +75,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
         return task.id
 
 
-def _server_plan(s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
+def _server_plan(ctx: ServiceContext, s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
     kids = children(s, b.id)
     disks = {d.id: d for d in res_svc.server_disks(s, server.id)}
     if mappings:
@@ -101,7 +100,7 @@ def _server_plan(s: Session, p: Principal, b: Backup, server: Resource, mappings
         target = disks.get(target_id)
         B.check_server_mapping(kid.disk_role or "data", kid.resource_size_bytes,
                                target.disk_role if target else None,
-                               local.current_size(target.path) if target else 0, target is not None)
+                               res_svc.size_now(ctx, target) if target else 0, target is not None)
         plan.append({"backup_id": kid.id, "path": target.path, "disk_id": target.id})
     return plan
 
@@ -123,12 +122,16 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     try:
         for i, step in enumerate(plan):
             span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
-            if step.get("tree"):
-                from opencbr.engine.tree import restore_tree
+            with res_svc.open_resource(ctx, step["disk_id"], write=True) as target:  # checked again
+                if step.get("tree"):
+                    from opencbr.engine.tree import restore_tree
 
-                restore_tree(repo, step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
-            else:
-                repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
+                    restore_tree(repo, step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
+                                 target_fd=target.fd)
+                else:
+                    repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
+                                      target_fd=target.fd)
+                res_svc.record_identity(ctx, step["disk_id"], target)
     except OperationCancelled:
         _restore_done(ctx, backup_id, None)
         raise tasks.TaskCancelled(run.task_id) from None
@@ -156,10 +159,7 @@ def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *
     the source disk, in any AZ, registered as a resource. Returns (task id, disk id)."""
     p.require_write()
     R.check_resource_name(name)
-    if not isinstance(path, str) or not os.path.isabs(path):
-        raise InvalidParameter("path must be an absolute path for the new disk image")
-    real = os.path.realpath(path)
-    res_svc.check_host_path(ctx, p, real)
+    real = res_svc.authorised_path(ctx, p, path)
     if os.path.lexists(real):
         raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
     if not os.path.isdir(os.path.dirname(real)):
@@ -173,8 +173,7 @@ def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *
             raise InvalidParameter("create a disk from a disk backup, or from one disk of a server backup "
                                    "(see its children)", code="BackupService.6433")
         size = B.check_new_disk_size(size_bytes, b.resource_size_bytes)
-        if s.scalar(select(Resource.id).where(Resource.path == real)):
-            raise StateConflict(f"{path} is already registered as a resource", code="BackupService.6105")
+        res_svc.check_path_free(ctx, s, p, real)
         zone = az or b.resource_az or ctx.settings.availability_zones[0]
         if zone not in ctx.settings.availability_zones:
             raise InvalidParameter(f"availability zone {zone!r} does not exist")
@@ -203,22 +202,24 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             raise CBRError("the backup or the new disk no longer exists", code="BackupService.6434")
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
-        path = disk.path
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
+    made: list[local.OpenedPath] = []  # the new image, created (O_EXCL) through a checked open
 
     def remove() -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        for new in made:
+            new.remove_created()
+            new.close()
 
-    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: local.current_size(path), remove=remove):
-        repo.restore_disk(backup_id, path, progress=progress, cancel=progress.cancel, truncate=True)
-        with open(path, "r+b") as f:  # the new disk is as large as asked (guide 6.4)
-            if os.fstat(f.fileno()).st_size < size:
-                f.truncate(size)
-            os.fsync(f.fileno())
+    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: local.size_of(made[0].fd), remove=remove):
+        made.append(res_svc.open_resource(ctx, disk_id, create=True))
+        new = made[0]
+        os.ftruncate(new.fd, max(size, FixedIndex.from_manifest(repo.manifest(backup_id)).disk_size))  # guide 6.4
+        repo.restore_disk(backup_id, new.path, progress=progress, cancel=progress.cancel, truncate=False,
+                          target_fd=new.fd)
+        res_svc.record_identity(ctx, disk_id, new)
+    for new in made:
+        new.close()
 
 
 

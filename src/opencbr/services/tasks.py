@@ -34,7 +34,7 @@ STATUSES = (WAITING, RUNNING, SUCCESS, FAILED, SKIPPED, TIMEOUT)
 FINISHED = (SUCCESS, FAILED, SKIPPED, TIMEOUT)
 OPERATION_TYPES = ("backup", "copy", "replication", "restore", "delete", "sync", "vault_delete",
                    "remove_resource", "retention", "gc", "verify", "export", "create_disk", "create_fs",
-                   "restore_files", "probe")
+                   "restore_files", "probe", "measure")
 #: Operations that run again safely after their worker was lost: a backup publishes nothing until its
 #: manifest and index are written, and its re-run deduplicates against what the vault holds; a restore
 #: rewrites its target whole. They get ``task_max_attempts`` attempts; the others the count they were
@@ -42,7 +42,7 @@ OPERATION_TYPES = ("backup", "copy", "replication", "restore", "delete", "sync",
 RESUMABLE = ("backup", "restore", "create_disk", "verify", "gc", "delete")
 #: Operations that read or write the data of the task's resource (``resource_id``) on its machine: only
 #: a worker of the resource's host group may run them. The others work on the object store alone.
-LOCAL_DATA = ("backup", "restore", "create_disk", "create_fs", "probe")
+LOCAL_DATA = ("backup", "restore", "create_disk", "create_fs", "probe", "measure")
 
 #: Handlers by operation type, registered by the service modules that own them.
 Handler = Callable[[ServiceContext, "TaskRun"], None]

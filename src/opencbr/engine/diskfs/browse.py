@@ -214,10 +214,11 @@ def list_disk_tree(repo_or_chunkstore, backup_id: str, path: str = "/") -> list[
 
 
 def restore_disk_path(repo_or_chunkstore, backup_id: str, path: str, target_dir: str | os.PathLike, *,
-                      owners: bool | None = None) -> DiskFileRestoreResult:
+                      owners: bool | None = None, target_fd: int | None = None) -> DiskFileRestoreResult:
     """Extract one file or directory (recursively) of a disk backup to ``target_dir/<its name>``
     (``target_dir`` is created if missing; StateConflict if ``<its name>`` exists there). Modes, times,
-    symlinks and, for ext, owners (when root) and xattrs are restored."""
+    symlinks and, for ext, owners (when root) and xattrs are restored. ``target_fd``: the target
+    directory already open (checked by the caller); ``target_dir`` then only names it."""
     t0 = time.monotonic()
     b = DiskBrowser(repo_or_chunkstore, backup_id)
     fs, node, inner = b.lookup(path)
@@ -225,10 +226,11 @@ def restore_disk_path(repo_or_chunkstore, backup_id: str, path: str, target_dir:
     if name == "/":
         name = "root"
     target = os.path.abspath(os.fspath(target_dir))
-    os.makedirs(target, exist_ok=True)
+    if target_fd is None:
+        os.makedirs(target, exist_ok=True)
     res = DiskFileRestoreResult(backup_id, path, os.path.join(target, name))
     ex = _Extractor(fs, res, (os.geteuid() == 0) if owners is None else owners)
-    tfd = os.open(target, _DIR_FLAGS)
+    tfd = os.open(target, _DIR_FLAGS) if target_fd is None else os.dup(target_fd)
     try:
         bname = _safe_name(name)
         try:

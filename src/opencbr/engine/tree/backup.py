@@ -598,8 +598,13 @@ def backup_tree(
     workers: int | None = None,
     one_file_system: bool = True,
     level: int = TREE_ZSTD_LEVEL,
+    root_fd: int | None = None,
 ) -> TreeBackupResult:
     """Back up the directory tree at ``root`` as backup ``backup_id``.
+
+    ``root_fd``: the root directory already open (checked by the caller): the walk then goes through
+    it (``/proc/self/fd``), never through ``root``, which only names it -- replacing ``root`` or a
+    directory above it meanwhile changes nothing of what is read.
 
     ``repo_or_chunkstore``: a :class:`~opencbr.engine.Repository` (or its ``.chunks``). ``meta`` is
     stored verbatim in the manifest header (the catalog can be rebuilt from the store). With
@@ -619,8 +624,9 @@ def backup_tree(
     limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
     if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
         raise StateConflict(f"backup {backup_id} already exists in the repository")
+    walk_root = os.path.realpath(os.fsencode(root)) if root_fd is None else os.fsencode(f"/proc/self/fd/{root_fd}")
     try:
-        st = os.stat(root)
+        st = os.stat(walk_root)
     except FileNotFoundError:
         raise NotFound(f"directory {os.fsdecode(root)} does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
@@ -632,7 +638,7 @@ def backup_tree(
         except NotFound:
             parent = None  # deleted meanwhile: every backup is a virtual full, nothing depends on it
     return TreeBackup(
-        cs, os.path.realpath(os.fsencode(root)), backup_id, meta, parent, parent_backup_id if parent else None,
+        cs, walk_root, backup_id, meta, parent, parent_backup_id if parent else None,
         full=full, progress=progress, cancel=cancel, params=params, workers=workers or default_workers(),
         one_file_system=one_file_system, level=level,
     ).run()

@@ -246,7 +246,7 @@ class FileChunker:
             raise FileUnreadable(f"cannot open: {e.strerror or e}") from None
         try:
             fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
+            if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
                 raise FileUnreadable("replaced by another file during the backup", vanished=True)
             try:
                 out = self._read(fd, fst, small_limit)

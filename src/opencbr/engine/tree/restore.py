@@ -190,8 +190,9 @@ class _Window:
 class TreeRestore:
     def __init__(self, cs, backup_id: str, target: str, subpath: bytes, *, progress: Progress | None,
                  cancel: threading.Event | None, allow_nonempty: bool, owners: bool, workers: int, sync: bool,
-                 processes: int = 1):
+                 processes: int = 1, target_fd: int | None = None):
         self.cs = cs
+        self.target_fd = target_fd
         self.backup_id = backup_id
         self.target = os.path.abspath(target)
         self.sub = subpath
@@ -434,11 +435,14 @@ class TreeRestore:
         os.unlink(name, dir_fd=dfd)
 
     def _open_target(self) -> int:
-        try:
-            os.makedirs(self.target, exist_ok=True)
-        except FileExistsError:
-            raise InvalidParameter(f"restore target {self.target} exists and is not a directory") from None
-        fd = os.open(self.target, _DIR_FLAGS)
+        if self.target_fd is not None:
+            fd = os.dup(self.target_fd)
+        else:
+            try:
+                os.makedirs(self.target, exist_ok=True)
+            except FileExistsError:
+                raise InvalidParameter(f"restore target {self.target} exists and is not a directory") from None
+            fd = os.open(self.target, _DIR_FLAGS)
         if not self.allow_nonempty and os.listdir(fd):
             os.close(fd)
             raise InvalidParameter(f"restore target {self.target} is not empty")
@@ -861,6 +865,7 @@ def restore_tree(
     workers: int = 3,
     sync: bool = True,
     processes: int | None = None,
+    target_fd: int | None = None,
 ) -> TreeRestoreResult:
     """Restore tree backup ``backup_id`` into ``target_dir`` (created if missing).
 
@@ -873,7 +878,8 @@ def restore_tree(
     ``processes``: how many processes share a big restore (default: one per CPU, at most two; see
     ``TreeRestore._restore_parts``), each with ``workers`` threads.
     ``progress(done_bytes, total_bytes)``; ``cancel`` -> ``RestoreCancelled`` (the target then holds
-    a partial tree).
+    a partial tree). ``target_fd``: the target directory already open (checked by the caller); then
+    ``target_dir`` only names it and nothing is looked up by path.
 
     Raises NotFound (no such backup, or ``subpath`` not in it), InvalidParameter (not a tree backup,
     target not empty or not a directory, bad ``subpath``), DataCorruption (damaged data: the files
@@ -885,5 +891,5 @@ def restore_tree(
     return TreeRestore(
         cs, backup_id, os.fspath(target_dir), sub, progress=progress, cancel=cancel, allow_nonempty=allow_nonempty,
         owners=(os.geteuid() == 0) if owners is None else owners, workers=max(1, workers), sync=sync,
-        processes=min(2, os.cpu_count() or 1) if processes is None else max(1, processes),
+        processes=min(2, os.cpu_count() or 1) if processes is None else max(1, processes), target_fd=target_fd,
     ).run()

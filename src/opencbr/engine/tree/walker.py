@@ -14,6 +14,7 @@ be listed is reported (and makes the backup partial), an entry that vanished bet
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import os
@@ -39,6 +40,7 @@ Warn = Callable[[bytes, str, bool], None]
 
 
 _RA_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _show(path: bytes) -> str:
@@ -125,26 +127,42 @@ class TreeWalker:
         self.warm = warm  # run a MetadataWarmer ahead of the walk
         self.prefetching = False  # whether listing threads ran (for tests and the curious)
 
-    def _children(self, abspath: bytes, rel: bytes) -> list[tuple[bytes, bytes, os.stat_result]]:
+    def _children(self, abspath: bytes, rel: bytes, want: os.stat_result | None = None,
+                  ) -> list[tuple[bytes, bytes, os.stat_result]]:
+        """The entries of a directory, listed through a descriptor of it that is checked to be the
+        directory its parent's listing saw (``want``): one swapped for a symlink, or a directory above
+        it swapped since, is not listed (a backup never reads outside the tree it was given)."""
         out = []
         try:
-            with os.scandir(abspath) as it:
-                ents = list(it)
+            fd = os.open(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)  # (the root may be a /proc link)
+        except OSError as e:
+            why = ("replaced during the backup (a symbolic link or a file is there now): not listed"
+                   if e.errno in (errno.ELOOP, errno.ENOTDIR) else f"cannot list directory: {e.strerror or e}")
+            self.warn(rel, why, True)
+            return out
+        try:
+            fst = os.fstat(fd)
+            if want is not None and (fst.st_dev, fst.st_ino) != (want.st_dev, want.st_ino):
+                self.warn(rel, "replaced by another directory during the backup: not listed", True)
+                return out
+            with os.scandir(fd) as it:  # (names come as str from a descriptor)
+                ents = sorted(((os.fsencode(d.name), d) for d in it), key=lambda nd: nd[0])
+            for name, d in ents:
+                crel = rel + b"/" + name if rel else name
+                try:
+                    st = d.stat(follow_symlinks=False)  # (relative to fd: before it is closed)
+                except FileNotFoundError:
+                    self.warn(crel, "vanished during the backup", False)
+                    continue
+                except OSError as e:
+                    self.warn(crel, f"cannot stat: {e.strerror or e}", True)
+                    continue
+                out.append((crel, abspath + b"/" + name, st))
         except OSError as e:
             self.warn(rel, f"cannot list directory: {e.strerror or e}", True)
             return out
-        ents.sort(key=lambda d: d.name)
-        for d in ents:
-            crel = rel + b"/" + d.name if rel else d.name
-            try:
-                st = d.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                self.warn(crel, "vanished during the backup", False)
-                continue
-            except OSError as e:
-                self.warn(crel, f"cannot stat: {e.strerror or e}", True)
-                continue
-            out.append((crel, d.path, st))
+        finally:
+            os.close(fd)
         if self.readahead_below:
             self._readahead(out)
         return out
@@ -169,7 +187,7 @@ class TreeWalker:
                     os.close(fd)
 
     def __iter__(self) -> Iterator[WalkItem]:
-        st = os.lstat(self.root)
+        st = os.stat(self.root)  # (the root may be given as /proc/self/fd/N: followed, only the root)
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{os.fsdecode(self.root)} is not a directory")
         dev = st.st_dev
@@ -198,10 +216,10 @@ class TreeWalker:
                         if len(ahead) >= self.MAX_PREFETCH:
                             return
                         if cap not in ahead:
-                            ahead[cap] = pool.submit(crel, cap, crel)
+                            ahead[cap] = pool.submit(crel, cap, crel, cst)
 
-        def list_ahead(ap: bytes, rel: bytes) -> list:
-            kids = self._children(ap, rel)
+        def list_ahead(ap: bytes, rel: bytes, want: os.stat_result) -> list:
+            kids = self._children(ap, rel, want)
             prefetch(kids)
             return kids
 
@@ -209,7 +227,7 @@ class TreeWalker:
         self.prefetching = pool is not None
         probe = [0, 0.0]  # listings timed, seconds they waited
 
-        def listing(ap: bytes, rel: bytes) -> list:
+        def listing(ap: bytes, rel: bytes, want: os.stat_result | None) -> list:
             nonlocal pool
             with lock:
                 fut = ahead.pop(ap, None)
@@ -217,20 +235,20 @@ class TreeWalker:
                 kids = fut.result()
             elif pool is None and self.prefetch and probe[0] < self.PROBE_LISTINGS:
                 t0, c0 = time.perf_counter(), time.thread_time()
-                kids = self._children(ap, rel)
+                kids = self._children(ap, rel, want)
                 probe[0] += 1
                 probe[1] += (time.perf_counter() - t0) - (time.thread_time() - c0)
                 if probe[0] == self.PROBE_LISTINGS and probe[1] / probe[0] > self.SLOW_LISTING:
                     pool = _Lister(list_ahead, self.prefetch)
                     self.prefetching = True
             else:
-                kids = self._children(ap, rel)
+                kids = self._children(ap, rel, want)
             if pool is not None:
                 prefetch(kids)  # (again: some may have been left out while the window was full)
             return kids
 
         try:
-            stack = [iter(listing(self.root, b""))]
+            stack = [iter(listing(self.root, b"", None))]
             while stack:
                 item = next(stack[-1], None)
                 if item is None:
@@ -242,7 +260,7 @@ class TreeWalker:
                     if not descend(cst):
                         self.warn(rel, "mount point of another file system: recorded, not entered", False)
                         continue
-                    stack.append(iter(listing(ap, rel)))
+                    stack.append(iter(listing(ap, rel, cst)))
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -324,7 +342,7 @@ class TreeScanner:
 
     def start(self) -> "TreeScanner":
         try:
-            self._dev = os.lstat(self.root).st_dev
+            self._dev = os.stat(self.root).st_dev
         except OSError:
             self.done.set()
             return self

@@ -1,0 +1,125 @@
+"""Open a path below a directory without following any symbolic link on the way.
+
+A tenant controls what lies below its own directories and can swap a registered disk image, its
+directory, or a directory above it for a symlink at any moment. The service (often root) must then
+never be led out: every open walks from a trusted directory (a ``resource_roots`` entry, or ``/``)
+with ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`` where the kernel has it (Linux 5.6+), else
+one ``openat(O_NOFOLLOW)`` per component. A symlink anywhere below the trusted directory is refused
+with :class:`PathSwapped`; a missing component raises ``FileNotFoundError`` as usual.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+
+_SYS_OPENAT2 = 437  # the same number on every Linux architecture (the generic syscall table)
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x02, 0x04, 0x08
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class PathSwapped(Exception):
+    """What is at a path is not what may be opened there: a symlink on the way, a path that escapes
+    its root, another kind of object, or another object than the one registered."""
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _libc_syscall():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_long
+    return fn
+
+
+_syscall = _libc_syscall()
+_openat2_missing = _syscall is None
+
+
+def _openat2(dir_fd: int, rel: str, flags: int, mode: int) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
+                   RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+    fd = _syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(rel)),
+                  ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), rel)
+    return fd
+
+
+def _walk(dir_fd: int, rel: str, flags: int, mode: int) -> int:
+    """The fallback: each directory with ``O_NOFOLLOW | O_DIRECTORY``, the last component with
+    ``O_NOFOLLOW``."""
+    *dirs, last = rel.split("/")
+    cur = dir_fd
+    try:
+        for name in dirs:
+            nxt = os.open(name, _DIR, dir_fd=cur)
+            if cur != dir_fd:
+                os.close(cur)
+            cur = nxt
+        return os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=cur)
+    finally:
+        if cur != dir_fd:
+            os.close(cur)
+
+
+def open_at(dir_fd: int, rel: str, flags: int, mode: int = 0o600, *, where: str = "") -> int:
+    """``rel`` (relative, normal: no ``..``) below the directory ``dir_fd``, no symlink followed.
+    ``where``: how to name that directory in a refusal."""
+    global _openat2_missing
+    if not rel or rel.startswith("/") or ".." in rel.split("/"):
+        raise PathSwapped(f"{rel!r} is not a plain relative path")
+    try:
+        if not _openat2_missing:
+            try:
+                return _openat2(dir_fd, rel, flags, mode)
+            except OSError as e:
+                if e.errno not in (errno.ENOSYS, errno.EPERM):  # (seccomp filters answer EPERM)
+                    raise
+                _openat2_missing = True
+        return _walk(dir_fd, rel, flags, mode)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EXDEV, errno.ENOTDIR):
+            raise PathSwapped(_why(dir_fd, rel, e, where)) from None
+        raise
+
+
+def _why(dir_fd: int, rel: str, e: OSError, where: str) -> str:
+    """Which component stopped the open, for the user (looked at without following anything)."""
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        try:
+            st = os.lstat(sub, dir_fd=dir_fd)
+        except OSError:
+            break
+        if stat.S_ISLNK(st.st_mode):
+            return f"{os.path.join(where, sub)} is a symbolic link (it was not when registered): refused"
+        if not stat.S_ISDIR(st.st_mode) and (i < len(parts) or e.errno == errno.ENOTDIR):
+            return f"{os.path.join(where, sub)} is not a directory"
+    return f"{os.path.join(where, rel)} cannot be opened without leaving its directory ({e.strerror})"
+
+
+def open_below(top: str, rel: str, flags: int, mode: int = 0o600) -> int:
+    """``top/rel``: ``top`` is trusted (the operator's root, opened as configured), nothing below it
+    is followed. ``rel`` ``"."`` opens ``top`` itself."""
+    top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if rel == ".":
+            return os.dup(top_fd) if flags & os.O_DIRECTORY else open_at(top_fd, ".", flags, mode, where=top)
+        return open_at(top_fd, rel, flags, mode, where=top)
+    finally:
+        os.close(top_fd)
+
+
+def fd_path(fd: int) -> str:
+    """A path that names the object open on ``fd`` itself, whatever happens to the path it was opened
+    by (``/proc/self/fd``): how path-based code is handed an already-checked directory."""
+    return f"/proc/self/fd/{fd}"
