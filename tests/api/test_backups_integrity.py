@@ -114,3 +114,37 @@ def test_other_project_sees_no_backups(server, tmp_path):
     assert e.value.status == 404
     assert other.get("/operation-logs", vault_id=v["id"])["count"] == 0
     assert c.get(f"/backups/{b['id']}")["backup"]["name"] == b["name"]
+
+
+def test_verify_counts_every_damaged_chunk(server, tmp_path):
+    """Issue 11 item 9: a deleted pack holds more than 100 chunks; verify counts all of them (as the
+    create-disk that meets them does) and lists only the first 100, saying how many it left out."""
+    c = api(server)
+    name = f"count-{server.backend}"
+    img = tmp_path / f"{name}.img"
+    with open(img, "wb") as f:
+        f.write(os.urandom(24 * MiB))
+    disk = c.post("/inventory/disks", {"name": name, "path": str(img)})["disk"]
+    v = c.post("/vaults", {"vault": {"name": name, "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    assert wait(c, b["task_id"])["status"] == "success"
+    packs = []
+    for d, _, files in os.walk(os.path.join(server.data_dir, "objects", "vaults", v["id"], "data")):
+        packs += [os.path.join(d, f) for f in files]
+    os.unlink(max(packs, key=os.path.getsize))
+
+    log = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])
+    assert log["status"] == "failed"
+    report = log["extra_info"]["verify"]["disks"][0]
+    out = c.post(f"/backups/{b['id']}/create-disk", {"name": f"{name}-new", "path": str(tmp_path / "new.img")})
+    restore_log = wait(c, out["operation_log_id"])
+    assert restore_log["status"] == "failed"
+    unreadable = int(restore_log["error_info"]["message"].split(": ")[1].split(" chunk(s)")[0])
+    assert unreadable > 100
+    assert report["missing_count"] + report["damaged_count"] == unreadable, (report, restore_log["error_info"])
+    assert len(report["missing"]) == 100 and report["missing_not_listed"] == report["missing_count"] - 100
+    assert f"{unreadable} chunk(s) failed verification" in log["error_info"]["message"]
+    offsets = [m["offsets"][0] for m in report["missing"]]
+    assert offsets == sorted(offsets)  # listed in disk order: the first damaged regions first

@@ -12,6 +12,7 @@ from opencbr.cli.client import ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
+from opencbr.domain.backup import damaged_chunk_where
 
 #: Zero runs at least this long become holes in an exported image (the engine's block size).
 SPARSE_GRAIN = 64 * 1024
@@ -156,9 +157,23 @@ def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
         print_json({"task_id": task_id, "status": log["status"], **report})
     else:
         for d in report.get("disks", []):
-            state = "[green]ok[/green]" if d["ok"] else f"[red]{len(d['damaged'])} damaged, {len(d['missing'])} missing[/red]"
-            err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}")
+            _print_verified_disk(d)
     raise_if_failed([log])
+
+
+def _print_verified_disk(d: dict, shown: int = 10) -> None:
+    """One disk (or tree) of a verify report: counts of everything, the first few damaged chunks."""
+    damaged, missing = d.get("damaged_count", len(d["damaged"])), d.get("missing_count", len(d["missing"]))
+    state = "[green]ok[/green]" if d["ok"] else f"[red]{damaged} damaged, {missing} missing[/red]"
+    err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}",
+                      highlight=False)
+    bad = [("damaged", c) for c in d["damaged"]] + [("missing", c) for c in d["missing"]]
+    for kind, c in bad[:shown]:
+        err_console.print(f"  {kind} chunk {c['digest']} {damaged_chunk_where(c)}: {c['reason']}",
+                          highlight=False, markup=False)
+    if damaged + missing > shown:
+        err_console.print(f"  ... and {damaged + missing - shown} more (--json lists up to 100 of each kind)",
+                          highlight=False)
 
 
 @backup_app.command("export")

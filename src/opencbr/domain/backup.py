@@ -155,3 +155,15 @@ def check_new_file_system(status: str, empty: bool) -> None:
     if not empty:
         raise StateConflict("the target file system is not empty; restore into a new, empty one",
                             code="BackupService.6439")
+
+
+def damaged_chunk_where(chunk: dict) -> str:
+    """Where a damaged chunk of a verify or export report is used: its disk offset(s), or the file(s)
+    of a file-system backup (a chunk no file uses belongs to the backup's own catalog)."""
+    if chunk.get("offsets"):
+        more = chunk.get("offsets_count", len(chunk["offsets"])) - 1
+        return f"at disk offset {chunk['offsets'][0]}" + (f" (and {more} more)" if more > 0 else "")
+    if chunk.get("paths"):
+        more = len(chunk["paths"]) - 1
+        return f"in file {chunk['paths'][0]}" + (f" (and {more} more)" if more > 0 else "")
+    return "in the backup's own catalog"

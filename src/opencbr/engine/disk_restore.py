@@ -358,7 +358,7 @@ def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = N
                 progress(report.chunks_checked, total)
 
     def on_error(d: bytes, e: Exception) -> None:
-        item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
+        item = DamagedChunk(d.hex(), str(getattr(e, "message", e)), [k * bs for k in pos.get(d, [])])
         with lock:
             report.chunks_checked += 1
             (report.missing if isinstance(e, NotFound) else report.damaged).append(item)

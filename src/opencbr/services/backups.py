@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.models import Backup, Checkpoint, Resource, Task, Vault, VaultResource
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
-from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
+from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, Repository
 from opencbr.providers import local
@@ -759,6 +759,10 @@ def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
         return task.id
 
 
+#: Damaged or missing chunks listed per disk in a verify report; the counts always cover all of them.
+VERIFY_LISTED = 100
+
+
 @tasks.handler("verify")
 def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with ctx.tx() as s:
@@ -775,19 +779,45 @@ def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if rtype == R.FILE_SYSTEM:
             from opencbr.engine.tree import verify_tree
 
-            rep = verify_tree(repo, pid, span)
+            rep = verify_tree(repo, pid, progress=span)
         else:
             rep = repo.verify(pid, span)
-        reports.append({"backup_id": pid, "disk": pname, "role": role, "ok": rep.ok,
-                        "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
-                        "damaged": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.damaged][:100],
-                        "missing": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.missing][:100]})
+        reports.append({"backup_id": pid, "disk": pname, "role": role, **verify_summary(rep)})
     ok = all(r["ok"] for r in reports)
     run.set_extra(verify={"backup_id": run.params["backup_id"], "ok": ok, "disks": reports})
     if not ok:
-        bad = sum(len(r["damaged"]) + len(r["missing"]) for r in reports)
-        raise CBRError(f"the backup is damaged: {bad} chunk(s) failed verification; see extra_info.verify",
-                       code="BackupService.6010")
+        raise DataCorruption(damage_message(reports))
+
+
+def verify_summary(rep) -> dict:
+    """One disk's (or tree's) verify report for the task: every damaged and missing chunk counted,
+    the first ``VERIFY_LISTED`` of each listed in disk-offset (or path) order."""
+    def listed(items: list) -> list[dict]:
+        rows = sorted((dict(vars(d)) for d in items), key=_where_sort_key)
+        for row in rows[:VERIFY_LISTED]:
+            if len(row.get("offsets") or ()) > 20:  # a block repeated all over the disk: its first 20
+                row["offsets_count"], row["offsets"] = len(row["offsets"]), row["offsets"][:20]
+        return rows[:VERIFY_LISTED]
+
+    return {"ok": rep.ok, "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
+            "damaged_count": len(rep.damaged), "missing_count": len(rep.missing),
+            "damaged": listed(rep.damaged), "missing": listed(rep.missing),
+            "damaged_not_listed": max(0, len(rep.damaged) - VERIFY_LISTED),
+            "missing_not_listed": max(0, len(rep.missing) - VERIFY_LISTED)}
+
+
+def _where_sort_key(chunk: dict) -> tuple:
+    return (min(chunk.get("offsets") or [2**63]), (chunk.get("paths") or [""])[0], chunk["digest"])
+
+
+def damage_message(reports: list[dict]) -> str:
+    damaged = sum(r["damaged_count"] for r in reports)
+    missing = sum(r["missing_count"] for r in reports)
+    first = next((r, c) for r in reports for c in r["damaged"] + r["missing"])
+    disk, chunk = first
+    return (f"the backup is damaged: {damaged + missing} chunk(s) failed verification ({damaged} damaged, "
+            f"{missing} missing); first: chunk {chunk['digest']} {B.damaged_chunk_where(chunk)} of {disk['disk']}: "
+            f"{chunk['reason']}; see extra_info.verify")
 
 
 # ------------------------------------------------------------------------------------ crashes
