@@ -9,7 +9,7 @@ import time
 import pytest
 
 from opencbr.cli.client import ClientError
-from tests.support.clients import api, new_tenant
+from tests.support.clients import api, cli, new_tenant
 from tests.support.clients import wait_task as wait
 from tests.support.disks import MiB, make_image, sha256
 
@@ -148,3 +148,62 @@ def test_verify_counts_every_damaged_chunk(server, tmp_path):
     assert f"{unreadable} chunk(s) failed verification" in log["error_info"]["message"]
     offsets = [m["offsets"][0] for m in report["missing"]]
     assert offsets == sorted(offsets)  # listed in disk order: the first damaged regions first
+
+
+def stored_packs(server, vault_id):
+    packs = []
+    for d, _, files in os.walk(os.path.join(server.data_dir, "objects", "vaults", vault_id, "data")):
+        packs += [os.path.join(d, f) for f in files]
+    return sorted(packs, key=os.path.getsize)
+
+
+def test_export_of_damaged_backup(server, tmp_path):
+    """Issue 11 item 8: damage seen before the first byte (a pack gone) is a 409 naming the chunk and
+    offset; damage met while streaming (a flipped byte) ends the stream so that the CLI says "backup
+    damaged: chunk X at offset Y", not "cannot reach"; no partial file is left either way."""
+    c, img, disk, v, b = backed_up(server, tmp_path, f"exp-{server.backend}", size=24 * MiB, seed=9)
+    out = tmp_path / "exp.img"
+    ok = cli(server, "backup", "export", b["id"], "-o", str(out), "--json")
+    assert ok.code == 0, ok.err
+    assert sha256(out) == sha256(img)
+    out.unlink()
+
+    packs = stored_packs(server, v["id"])
+    assert len(packs) >= 2, packs
+    flip_middle_byte(packs[-1])
+    verify = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])["extra_info"]["verify"]["disks"][0]
+    assert verify["damaged_count"] == 1
+    bad = verify["damaged"][0]
+    r = cli(server, "backup", "export", b["id"], "-o", str(out))
+    assert r.code == 1
+    said = " ".join(r.err.split())
+    assert f"backup damaged: chunk {bad['digest']} at offset {bad['offsets'][0]}" in said, r.err
+    assert "cannot reach" not in said
+    assert not out.exists() and not (tmp_path / "exp.img.part").exists()
+    # a client that knows nothing of the marker still sees a body cut short of its Content-Length
+    got, size = 0, None
+    with pytest.raises(ClientError) as e:
+        with c.stream(f"/backups/{b['id']}/export") as resp:
+            size = int(resp.headers["Content-Length"])
+            for chunk in resp.iter_bytes():
+                got += len(chunk)
+    assert got < size and "peer closed connection" in e.value.message
+
+    os.unlink(packs[0])
+    with pytest.raises(ClientError) as e:
+        with c.stream(f"/backups/{b['id']}/export"):
+            pass
+    assert e.value.status == 409 and e.value.code == "BackupService.6010"
+    assert "chunk " in e.value.message and "at disk offset " in e.value.message and "is missing" in e.value.message
+    r = cli(server, "backup", "export", b["id"], "-o", str(out))
+    said = " ".join(r.err.split())
+    assert r.code == 1 and "is damaged" in said and "at disk offset" in said and "cannot reach" not in said
+    assert not out.exists() and not (tmp_path / "exp.img.part").exists()
+
+
+def flip_middle_byte(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))

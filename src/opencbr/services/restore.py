@@ -7,8 +7,11 @@ afterwards when asked (13.4.1).
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,15 +19,17 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.models import Backup, Resource, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
-from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
+from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import FixedIndex, OperationCancelled
-from opencbr.engine.crypto import ZERO_DIGEST
+from opencbr.engine.disk_restore import image_blocks, unreadable_chunks
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
 from opencbr.services.backups import TaskProgress, children, get_backup, repository
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
+
+log = logging.getLogger("opencbr.restore")
 
 
 def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict) -> str:
@@ -222,9 +227,18 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
 
 
 # ------------------------------------------------------------------------------------ export
-def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[int, Iterator[bytes]]:
+@dataclass
+class ExportStream:
+    size: int
+    token: str  # names the damage marker of this response (B.EXPORT_DAMAGE_TAG)
+    blocks: Iterator[bytes]
+
+
+def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportStream:
     """The raw image of a disk backup, as a stream (beyond the guide: 13.7.6 says CBR cannot download
-    backups). Every chunk is verified as it is read."""
+    backups). Damage that can be seen without reading data (a chunk the index does not know, a pack
+    gone or short) refuses the export before its first byte; a chunk that fails its check while
+    streaming ends the stream early with the damage marker (``B.export_damage_marker``)."""
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)
         vault = s.get(Vault, b.vault_id)
@@ -235,15 +249,21 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[in
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
     index = FixedIndex.from_manifest(repo.manifest(backup_id))
+    bad = [asdict(c) for c in unreadable_chunks(repo.chunks, index)]
+    if bad:
+        raise DataCorruption(f"backup {backup_id} is damaged: {len(bad)} chunk(s) cannot be read; first: chunk "
+                             f"{bad[0]['digest']} {B.damaged_chunk_where(bad[0])}: {bad[0]['reason']}; nothing was "
+                             "exported (cbr backup verify reports all damage)")
+    token = secrets.token_hex(16)
 
     def blocks() -> Iterator[bytes]:
-        zero = bytes(index.block_size)
-        for i in range(index.block_count):
-            n = index.block_length(i)
-            d = index.digest(i)
-            yield zero[:n] if d == ZERO_DIGEST else repo.chunks.get_chunk(d)
+        damaged = yield from image_blocks(repo.chunks, index)
+        if damaged is not None:
+            offset = damaged.offsets[0]
+            log.warning("export of backup %s stopped at offset %d: %s", backup_id, offset, damaged.reason)
+            yield B.export_damage_marker(token, asdict(damaged))[:index.disk_size - offset]
 
-    return index.disk_size, blocks()
+    return ExportStream(index.disk_size, token, blocks())
 
 
 @tasks.on_abandon("restore", "create_disk")
