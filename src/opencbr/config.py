@@ -47,6 +47,9 @@ class Settings:
     master_key_hex: str = ""
     # When set, disks and file systems can only be registered below these directories.
     resource_roots: tuple[str, ...] = ()
+    # Free space (MiB) kept on the object store's and the catalog's file systems (local ones): no backup
+    # starts below it and a running one stops below half of it, so deletes can still free space.
+    storage_reserve_mb: int = 256
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -89,7 +92,7 @@ class Settings:
 
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
-_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds"}
+_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "storage_reserve_mb"}
 _BOOL_FIELDS = {"scheduler"}
 
 

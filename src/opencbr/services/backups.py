@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, Repository
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
-from opencbr.services import tasks
+from opencbr.services import space, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 from opencbr.services.vaults import get_vault
@@ -227,6 +228,7 @@ def create_checkpoint(ctx: ServiceContext, p: Principal, vault_id: str, params: 
     (manual backups). Automatic backups (the scheduler) pass ``auto_trigger``, ``policy_id`` and the
     retention rule in force. Returns at once; one ``backup`` task per resource does the work."""
     p.require_write()
+    space.check_reserve(ctx)
     params = params or {}
     description = B.check_backup_description(params.get("description"))
     base = params.get("name")
@@ -348,10 +350,12 @@ class TaskProgress:
     """Adapts the engine's ``progress(done, total)`` to task progress: throttled, and turning a user's
     cancel request or a lost lease into the engine's ``cancel`` event (never raising in engine threads)."""
 
-    def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0):
-        self.run, self.lo, self.hi, self.every = run, lo, hi, every
+    def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0,
+                 guard: Callable[[], None] | None = None):
+        self.run, self.lo, self.hi, self.every, self.guard = run, lo, hi, every, guard
         self.cancel = threading.Event()
         self.lease_lost = False
+        self._stops: list[CBRError] = []  # what the guard raised, shared with the spans
         self._last = 0.0
         self._lock = threading.Lock()
 
@@ -363,6 +367,12 @@ class TaskProgress:
             if now - self._last < self.every:
                 return
             self._last = now
+            if self.guard is not None:
+                try:
+                    self.guard()
+                except CBRError as e:
+                    self._stops.append(e)
+                    self.cancel.set()
             pct = self.lo + (self.hi - self.lo) * (done / total if total else 1)
             try:
                 self.run.progress(int(pct))
@@ -376,9 +386,14 @@ class TaskProgress:
 
     def span(self, lo: int, hi: int) -> TaskProgress:
         """A child for one part of the work (e.g. one disk of a server), sharing the cancel event."""
-        child = TaskProgress(self.run, lo=lo, hi=hi, every=self.every)
-        child.cancel = self.cancel
+        child = TaskProgress(self.run, lo=lo, hi=hi, every=self.every, guard=self.guard)
+        child.cancel, child._stops = self.cancel, self._stops
         return child
+
+    @property
+    def stopped_by(self) -> CBRError | None:
+        """The guard's error if it stopped the work (e.g. storage running out), else None."""
+        return self._stops[0] if self._stops else None
 
 
 # ------------------------------------------------------------------------------------ backup task
@@ -412,7 +427,8 @@ def run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         _fail(ctx, run.params["backup_id"], e.code, e.message)
         raise
     except Exception as e:
-        _fail(ctx, run.params["backup_id"], "BackupService.9999", f"internal error: {type(e).__name__}: {e}")
+        err = tasks.error_of(ctx, e)
+        _fail(ctx, run.params["backup_id"], err.code, err.message)
         raise
 
 
@@ -447,13 +463,16 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             running = host is not None and host.status == "running"
         for obj in {id(o): o for o in (*parts, b, vault)}.values():
             s.expunge(obj)
+    space.check_reserve(ctx)  # queued while there was room; there may be none now
     repo = repository(ctx, vault)
-    progress = TaskProgress(run)
+    progress = TaskProgress(run, guard=lambda: space.check_reserve(ctx, fraction=0.5))
     if b.resource_type == R.FILE_SYSTEM:
         outcome = _backup_tree(repo, b, vault, paths[b.id], previous[b.id], progress)
     else:
         outcome = _backup_disks(repo, b, vault, parts, paths, previous, running, progress)
     if outcome is None:  # cancelled: nothing is left of it
+        if progress.stopped_by is not None:
+            raise progress.stopped_by
         if progress.lease_lost:
             raise tasks.LeaseLost(run.task_id)
         _discard_cancelled(ctx, b)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.db import is_sqlite
 from opencbr.catalog.models import Task
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
+from opencbr.services import space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -176,6 +177,15 @@ def finish(ctx: ServiceContext, run: TaskRun, status: str, *, error: CBRError | 
             task.error_code, task.error_message = error.code, error.message
         elif message:
             task.error_message = message
+
+
+def error_of(ctx: ServiceContext, exc: BaseException) -> CBRError:
+    """What a task that raised ``exc`` failed with: its CBR error; storage that ran out, saying which
+    (``StorageFull``); else an internal error in words."""
+    if isinstance(exc, CBRError):
+        return exc
+    return space.storage_full(ctx, exc) or CBRError(f"internal error: {type(exc).__name__}: {exc}",
+                                                    code="BackupService.9999")
 
 
 def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
