@@ -7,6 +7,7 @@ afterwards when asked (13.4.1).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -47,7 +48,9 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
         if b.resource_type == R.DISK:
             target_id = body.get("volume_id") or b.resource_id
             target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-            B.check_disk_restore_target(res_svc.live_status(s, target), local.current_size(target.path),
+            status = res_svc.live_status(s, target)
+            status = "available" if R.repairable_by_restore(status, target.status_reason) else status
+            B.check_disk_restore_target(status, local.current_size(target.path),
                                         b.resource_size_bytes, target.id == b.resource_id)
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
             server_id, power_on = None, False
@@ -70,6 +73,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
             server_id, power_on = None, False
         b.status, b.updated_at = B.RESTORING, now
+        _hold_targets(s, plan)
         task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
                               vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
                               resource_name=b.resource_name, resource_type=b.resource_type,
@@ -135,23 +139,49 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             else:
                 repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel)
     except OperationCancelled:
-        _restore_done(ctx, backup_id, None)
+        _restore_done(ctx, backup_id, None, plan, unfinished="the restore was cancelled")
         raise tasks.TaskCancelled(run.task_id) from None
-    except Exception:
-        _restore_done(ctx, backup_id, None)
+    except Exception as e:
+        _restore_done(ctx, backup_id, None, plan, unfinished=tasks.error_of(ctx, e).message)
         raise
-    _restore_done(ctx, backup_id, server_id if power_on else None)
+    _restore_done(ctx, backup_id, server_id if power_on else None, plan)
 
 
-def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None) -> None:
+def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None, plan: list[dict], *,
+                  unfinished: str | None = None) -> None:
     with ctx.tx() as s:
         b = s.get(Backup, backup_id)
         if b is not None and b.status == B.RESTORING:
             b.status, b.updated_at = B.AVAILABLE, ctx.now()
+        _settle_targets(s, plan, b.name if b is not None else backup_id, unfinished)
         if start_server:
             server = s.get(Resource, start_server)
             if server is not None:
                 server.status = "running"
+
+
+def _hold_targets(s: Session, plan: list[dict]) -> None:
+    """The disks (or file system) a restore writes are ``restoring`` from its request to its end: nothing
+    else restores or backs them up meanwhile."""
+    for step in plan:
+        target = s.get(Resource, step["disk_id"])
+        if target is not None:
+            target.status = "restoring"
+
+
+def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: str | None) -> None:
+    """After a restore: its targets are usable again (a repaired one loses its error), or, when it did
+    not finish, in error saying so (their data is a mix; restoring again repairs them)."""
+    for step in plan:
+        target = s.get(Resource, step["disk_id"])
+        if target is None:
+            continue
+        if unfinished is None:
+            target.status = R.settled_status(target.type, bool(target.server_id))
+            target.status_reason = ""
+        else:
+            target.status = "error"
+            target.status_reason = R.unfinished_restore_reason(backup_name, unfinished)
 
 
 # ------------------------------------------------------------------------------------ new disks
@@ -268,14 +298,21 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
 
 @tasks.on_abandon("restore", "create_disk")
 def abandon_restore(s: Session, task: Task) -> None:
-    """A restore or create-disk task whose worker died: the backup is usable again; a half-made disk
-    is marked in error (its data cannot be trusted)."""
+    """A restore or create-disk task whose worker died (kill -9, a crash): the backup is usable again;
+    the disks it was restoring are in error saying so (a mix of old and restored data; restoring again
+    repairs them); a half-made new disk is removed with its file, as a failed one is."""
     params = task.params or {}
     if task.operation_type == "restore":
         b = s.get(Backup, params.get("backup_id"))
         if b is not None and b.status == B.RESTORING:
             b.status = B.AVAILABLE
-    else:
-        d = s.get(Resource, params.get("disk_id"))
-        if d is not None and d.status == "restoring":
-            d.status = "error"
+        _settle_targets(s, params.get("plan") or [], b.name if b is not None else params.get("backup_id", ""),
+                        "its worker stopped (crashed or was killed) part-way")
+        return
+    d = s.get(Resource, params.get("disk_id"))
+    if d is not None and d.status == "restoring":
+        path = d.path
+        s.delete(d)
+        s.flush()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
