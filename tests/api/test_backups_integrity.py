@@ -11,7 +11,7 @@ import pytest
 from opencbr.cli.client import ClientError
 from tests.support.clients import api, cli, new_tenant
 from tests.support.clients import wait_task as wait
-from tests.support.disks import MiB, make_image, sha256
+from tests.support.disks import MiB, flip_byte, make_image, sha256
 
 BILLING = {"object_type": "disk", "size": 50, "consistent_level": "crash_consistent", "protect_type": "backup"}
 
@@ -130,10 +130,7 @@ def test_verify_counts_every_damaged_chunk(server, tmp_path):
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
     b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
     assert wait(c, b["task_id"])["status"] == "success"
-    packs = []
-    for d, _, files in os.walk(os.path.join(server.data_dir, "objects", "vaults", v["id"], "data")):
-        packs += [os.path.join(d, f) for f in files]
-    os.unlink(max(packs, key=os.path.getsize))
+    os.unlink(stored_packs(server, v["id"])[-1])
 
     log = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])
     assert log["status"] == "failed"
@@ -170,7 +167,7 @@ def test_export_of_damaged_backup(server, tmp_path):
 
     packs = stored_packs(server, v["id"])
     assert len(packs) >= 2, packs
-    flip_middle_byte(packs[-1])
+    flip_byte(packs[-1])
     verify = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])["extra_info"]["verify"]["disks"][0]
     assert verify["damaged_count"] == 1
     bad = verify["damaged"][0]
@@ -199,11 +196,3 @@ def test_export_of_damaged_backup(server, tmp_path):
     said = " ".join(r.err.split())
     assert r.code == 1 and "is damaged" in said and "at disk offset" in said and "cannot reach" not in said
     assert not out.exists() and not (tmp_path / "exp.img.part").exists()
-
-
-def flip_middle_byte(path):
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x40]))

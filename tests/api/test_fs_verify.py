@@ -8,6 +8,7 @@ import os
 
 from tests.support.clients import api, cli, task_ok
 from tests.support.clients import wait_task as wait
+from tests.support.disks import flip_byte
 
 
 def random_tree(root):
@@ -25,14 +26,6 @@ def data_packs(server, vault_id):
     for d, _, files in os.walk(os.path.join(server.data_dir, "objects", "vaults", vault_id, "data")):
         packs += [os.path.join(d, f) for f in files]
     return packs
-
-
-def flip_byte(path):
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x40]))
 
 
 def test_verify_file_system_backup(server, tmp_path):

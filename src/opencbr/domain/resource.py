@@ -111,9 +111,9 @@ def check_protectable(res: ResourceState) -> None:
 UNFINISHED_RESTORE = "a restore into it did not finish"
 
 
-def unfinished_restore_reason(backup_name: str, why: str) -> str:
-    return (f"{UNFINISHED_RESTORE} (backup {backup_name}: {why}); it holds a mix of old and restored data: "
-            "restore it again")
+def unfinished_restore_reason(backup_name: str, why: str, res_type: str = DISK) -> str:
+    again = "empty it and restore again" if res_type == FILE_SYSTEM else "restore it again"
+    return f"{UNFINISHED_RESTORE} (backup {backup_name}: {why}); it holds a mix of old and restored data: {again}"
 
 
 def repairable_by_restore(status: str, reason: str | None) -> bool:

@@ -48,9 +48,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
         if b.resource_type == R.DISK:
             target_id = body.get("volume_id") or b.resource_id
             target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-            status = res_svc.live_status(s, target)
-            status = "available" if R.repairable_by_restore(status, target.status_reason) else status
-            B.check_disk_restore_target(status, local.current_size(target.path),
+            B.check_disk_restore_target(_status_for_restore(s, target), local.current_size(target.path),
                                         b.resource_size_bytes, target.id == b.resource_id)
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
             server_id, power_on = None, False
@@ -69,7 +67,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
             target_id = body.get("resource_id")
             B.check_file_system_restore_target(b.resource_id, target_id)
             target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
-            B.check_new_file_system(res_svc.live_status(s, target), local.directory_is_empty(target.path))
+            B.check_new_file_system(_status_for_restore(s, target), local.directory_is_empty(target.path))
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
             server_id, power_on = None, False
         b.status, b.updated_at = B.RESTORING, now
@@ -83,6 +81,13 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
                                                       "target_resource_id": server_id or plan[0]["disk_id"],
                                                       "target_resource_name": b.resource_name}})
         return task.id
+
+
+def _status_for_restore(s: Session, target: Resource) -> str:
+    """A target's status as a restore sees it: one left in error by an unfinished restore is repaired by
+    restoring it again, so it counts as available."""
+    status = res_svc.live_status(s, target)
+    return "available" if R.repairable_by_restore(status, target.status_reason) else status
 
 
 def _server_plan(s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
@@ -181,7 +186,7 @@ def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: 
             target.status_reason = ""
         else:
             target.status = "error"
-            target.status_reason = R.unfinished_restore_reason(backup_name, unfinished)
+            target.status_reason = R.unfinished_restore_reason(backup_name, unfinished, target.type)
 
 
 # ------------------------------------------------------------------------------------ new disks
