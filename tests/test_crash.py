@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from opencbr.cli.client import ClientError
 from tests.support.clients import api
 from tests.support.disks import MiB, make_image, sha256
 from tests.support.server import ServerProcess
@@ -161,6 +162,58 @@ def test_kill_during_gc(crashable, tmp_path):
     restore_and_check(c, made[d_keep["id"]]["id"], d_keep["id"], keep, keep_hash)
     restore_and_check(c, keep2["id"], d_keep["id"], keep, keep2_hash)
     # and a GC run to completion frees the deleted backup's data
-    from opencbr.cli.client import ClientError  # noqa: F401
     used = c.get(f"/vaults/{v['id']}")["vault"]["used_bytes"]
     assert used < 64 * MiB  # only the small disk's chunks are referenced
+
+
+def test_kill_during_restore_and_create_disk(crashable, tmp_path):
+    """Issue 11 item 14: a restore killed part-way leaves its disk in error with the reason (a mix of old
+    and restored data), and the next restore repairs it; a new disk whose create-disk was killed is
+    removed with its half-written image."""
+    srv = crashable
+    c = api(srv)
+    size = 1536 * MiB
+    img = big_random_image(tmp_path / "disk.img", size)
+    expected = sha256(img)
+    disk = c.post("/inventory/disks", {"name": "victim", "path": img})["disk"]
+    v = c.post("/vaults", {"vault": {"name": "restore-crash", "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    assert wait(c, b["task_id"], timeout=300)["status"] == "success"
+
+    os.truncate(img, 0)  # an empty (sparse) disk: the restore must write every block
+    os.truncate(img, size)
+    tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
+    assert c.get(f"/inventory/disks/{disk['id']}")["resource"]["status"] == "restoring"
+    wait_running(c, tid, min_progress=26)  # past comparing, writing blocks
+    srv.kill()
+    written = os.stat(img).st_blocks * 512
+    assert 0 < written < size, "the kill did not land while the restore was writing"
+    srv.start()
+    log = wait(c, tid, timeout=60)
+    assert log["status"] == "failed" and "stopped responding" in log["error_info"]["message"]
+    res = c.get(f"/inventory/disks/{disk['id']}")["resource"]
+    assert res["status"] == "error", res
+    assert "did not finish" in res["status_reason"] and "restore it again" in res["status_reason"], res
+    assert c.get(f"/backups/{b['id']}")["backup"]["status"] == "available"
+
+    target = tmp_path / "new.img"
+    out = c.post(f"/backups/{b['id']}/create-disk", {"name": "half-made", "path": str(target)})
+    wait_running(c, out["operation_log_id"], min_progress=26)
+    srv.kill()
+    assert target.exists(), "the kill did not land while the new disk was being written"
+    srv.start()
+    log = wait(c, out["operation_log_id"], timeout=60)
+    assert log["status"] == "failed"
+    assert not target.exists(), "the half-made image of the new disk was left behind"
+    with pytest.raises(ClientError) as e:
+        c.get(f"/inventory/disks/{out['disk_id']}")
+    assert e.value.status == 404
+
+    # the next restore repairs the disk: exact data, usable again, no reason left
+    tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
+    assert wait(c, tid, timeout=300)["status"] == "success"
+    assert sha256(img) == expected
+    res = c.get(f"/inventory/disks/{disk['id']}")["resource"]
+    assert res["status"] == "available" and res["status_reason"] == "", res

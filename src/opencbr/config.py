@@ -79,6 +79,9 @@ class Settings:
     # resource (or a restore target inside one) is refused. True lets the projects of one account
     # share paths (one owner, several projects); other accounts stay refused.
     allow_shared_paths_within_account: bool = False
+    # Free space (MiB) kept on the object store's and the catalog's file systems (local ones): no backup
+    # starts below it and a running one stops below half of it, so deletes can still free space.
+    storage_reserve_mb: int = 256
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -121,7 +124,7 @@ class Settings:
 
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
-_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts"}
+_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb"}
 _FLOAT_FIELDS = {"worker_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from opencbr.cli.client import ClientError
-from tests.support.clients import api, new_tenant
+from tests.support.clients import api, cli, new_tenant
 from tests.support.clients import wait_task as wait
-from tests.support.disks import MiB, make_image, sha256
+from tests.support.disks import MiB, flip_byte, make_image, sha256
 
 BILLING = {"object_type": "disk", "size": 50, "consistent_level": "crash_consistent", "protect_type": "backup"}
 
@@ -114,3 +114,85 @@ def test_other_project_sees_no_backups(server, tmp_path):
     assert e.value.status == 404
     assert other.get("/operation-logs", vault_id=v["id"])["count"] == 0
     assert c.get(f"/backups/{b['id']}")["backup"]["name"] == b["name"]
+
+
+def test_verify_counts_every_damaged_chunk(server, tmp_path):
+    """Issue 11 item 9: a deleted pack holds more than 100 chunks; verify counts all of them (as the
+    create-disk that meets them does) and lists only the first 100, saying how many it left out."""
+    c = api(server)
+    name = f"count-{server.backend}"
+    img = tmp_path / f"{name}.img"
+    with open(img, "wb") as f:
+        f.write(os.urandom(24 * MiB))
+    disk = c.post("/inventory/disks", {"name": name, "path": str(img)})["disk"]
+    v = c.post("/vaults", {"vault": {"name": name, "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    assert wait(c, b["task_id"])["status"] == "success"
+    os.unlink(stored_packs(server, v["id"])[-1])
+
+    log = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])
+    assert log["status"] == "failed"
+    report = log["extra_info"]["verify"]["disks"][0]
+    out = c.post(f"/backups/{b['id']}/create-disk", {"name": f"{name}-new", "path": str(tmp_path / "new.img")})
+    restore_log = wait(c, out["operation_log_id"])
+    assert restore_log["status"] == "failed"
+    unreadable = int(restore_log["error_info"]["message"].split(": ")[1].split(" chunk(s)")[0])
+    assert unreadable > 100
+    assert report["missing_count"] + report["damaged_count"] == unreadable, (report, restore_log["error_info"])
+    assert len(report["missing"]) == 100 and report["missing_not_listed"] == report["missing_count"] - 100
+    assert f"{unreadable} chunk(s) failed verification" in log["error_info"]["message"]
+    offsets = [m["offsets"][0] for m in report["missing"]]
+    assert offsets == sorted(offsets)  # listed in disk order: the first damaged regions first
+
+
+def stored_packs(server, vault_id):
+    packs = []
+    for d, _, files in os.walk(os.path.join(server.data_dir, "objects", "vaults", vault_id, "data")):
+        packs += [os.path.join(d, f) for f in files]
+    return sorted(packs, key=os.path.getsize)
+
+
+def test_export_of_damaged_backup(server, tmp_path):
+    """Issue 11 item 8: damage seen before the first byte (a pack gone) is a 409 naming the chunk and
+    offset; damage met while streaming (a flipped byte) ends the stream so that the CLI says "backup
+    damaged: chunk X at offset Y", not "cannot reach"; no partial file is left either way."""
+    c, img, disk, v, b = backed_up(server, tmp_path, f"exp-{server.backend}", size=24 * MiB, seed=9)
+    out = tmp_path / "exp.img"
+    ok = cli(server, "backup", "export", b["id"], "-o", str(out), "--json")
+    assert ok.code == 0, ok.err
+    assert sha256(out) == sha256(img)
+    out.unlink()
+
+    packs = stored_packs(server, v["id"])
+    assert len(packs) >= 2, packs
+    flip_byte(packs[-1])
+    verify = wait(c, c.post(f"/backups/{b['id']}/verify")["operation_log_id"])["extra_info"]["verify"]["disks"][0]
+    assert verify["damaged_count"] == 1
+    bad = verify["damaged"][0]
+    r = cli(server, "backup", "export", b["id"], "-o", str(out))
+    assert r.code == 1
+    said = " ".join(r.err.split())
+    assert f"backup damaged: chunk {bad['digest']} at offset {bad['offsets'][0]}" in said, r.err
+    assert "cannot reach" not in said
+    assert not out.exists() and not (tmp_path / "exp.img.part").exists()
+    # a client that knows nothing of the marker still sees a body cut short of its Content-Length
+    got, size = 0, None
+    with pytest.raises(ClientError) as e:
+        with c.stream(f"/backups/{b['id']}/export") as resp:
+            size = int(resp.headers["Content-Length"])
+            for chunk in resp.iter_bytes():
+                got += len(chunk)
+    assert got < size and "peer closed connection" in e.value.message
+
+    os.unlink(packs[0])
+    with pytest.raises(ClientError) as e:
+        with c.stream(f"/backups/{b['id']}/export"):
+            pass
+    assert e.value.status == 409 and e.value.code == "BackupService.6010"
+    assert "chunk " in e.value.message and "at disk offset " in e.value.message and "is missing" in e.value.message
+    r = cli(server, "backup", "export", b["id"], "-o", str(out))
+    said = " ".join(r.err.split())
+    assert r.code == 1 and "is damaged" in said and "at disk offset" in said and "cannot reach" not in said
+    assert not out.exists() and not (tmp_path / "exp.img.part").exists()

@@ -48,3 +48,12 @@ def sha256(path) -> str:
             if not b:
                 return h.hexdigest()
             h.update(b)
+
+
+def flip_byte(path, offset: int | None = None) -> None:
+    """Damage a stored object in place: one bit of the byte at ``offset`` (default: the middle)."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2 if offset is None else offset)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))

@@ -1,5 +1,6 @@
-"""Every error leaves the API as a CBR error body ``{"error_code", "error_msg"}`` with a 4xx status
-(cbr_v3.md section 3). A 500 is a bug; it still gets the body and never a traceback."""
+"""Every error leaves the API as a CBR error body ``{"error_code", "error_msg"}`` with a 4xx status, or
+503 ``BackupService.6012`` when storage ran out. A 500 is a bug; it still gets the body and never a
+traceback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencbr.domain.errors import CBRError
+from opencbr.services import space
 
 log = logging.getLogger("opencbr.api")
 
@@ -62,6 +64,16 @@ def install(app: FastAPI) -> None:
         log.info("rejected data on %s %s: %s", request.method, request.url.path, exc.orig)
         return error_response(400, "BackupService.6001", "invalid request: a value has characters or a length the "
                               "service cannot accept", request)
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def _environment(request: Request, exc: Exception):
+        # A full object store or catalog is the operator's to fix, and the client's to retry: 503.
+        full = space.storage_full(request.app.state.ctx, exc)
+        if full is not None:
+            log.warning("%s %s: %s", request.method, request.url.path, full.message)
+            return error_response(full.status, full.code, full.message, request)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

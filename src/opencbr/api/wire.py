@@ -273,11 +273,11 @@ def inventory_resp(view: ResourceView) -> dict[str, Any]:
     """A resource as the inventory API and the CLI show it."""
     r = view.resource
     out: dict[str, Any] = {
-        "id": r.id, "name": r.name, "type": r.type, "status": view.status, "region": r.region,
+        "id": r.id, "name": r.name, "type": r.type, "status": view.status, "status_reason": r.status_reason or "",
+        "region": r.region,
         "availability_zone": r.availability_zone, "description": r.description,
         "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
         "vault_id": view.vault.id if view.vault else None,
-        "status_reason": r.status_reason or "",
     }
     if r.type == R.SERVER:
         out["size_bytes"] = sum(d.size_bytes for d in view.disks)

@@ -3,6 +3,7 @@ create-from-backup`` lives with the disks but uses the helpers here."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import typer
@@ -12,6 +13,7 @@ from opencbr.cli.client import ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
+from opencbr.domain.backup import damaged_chunk_where, find_export_damage
 
 #: Zero runs at least this long become holes in an exported image (the engine's block size).
 SPARSE_GRAIN = 64 * 1024
@@ -156,9 +158,23 @@ def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
         print_json({"task_id": task_id, "status": log["status"], **report})
     else:
         for d in report.get("disks", []):
-            state = "[green]ok[/green]" if d["ok"] else f"[red]{len(d['damaged'])} damaged, {len(d['missing'])} missing[/red]"
-            err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}")
+            _print_verified_disk(d)
     raise_if_failed([log])
+
+
+def _print_verified_disk(d: dict, shown: int = 10) -> None:
+    """One disk (or tree) of a verify report: counts of everything, the first few damaged chunks."""
+    damaged, missing = d.get("damaged_count", len(d["damaged"])), d.get("missing_count", len(d["missing"]))
+    state = "[green]ok[/green]" if d["ok"] else f"[red]{damaged} damaged, {missing} missing[/red]"
+    err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}",
+                      highlight=False)
+    bad = [("damaged", c) for c in d["damaged"]] + [("missing", c) for c in d["missing"]]
+    for kind, c in bad[:shown]:
+        err_console.print(f"  {kind} chunk {c['digest']} {damaged_chunk_where(c)}: {c['reason']}",
+                          highlight=False, markup=False)
+    if damaged + missing > shown:
+        err_console.print(f"  ... and {damaged + missing - shown} more (--json lists up to 100 of each kind)",
+                          highlight=False)
 
 
 @backup_app.command("export")
@@ -166,33 +182,65 @@ def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
 def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
                   as_json: bool = JSON_OPTION):
     """Download a disk backup as a raw image file (sparse where the disk was empty)."""
-    c = client()
     tmp = output + ".part"
-    written = 0
-    with c.stream(f"/backups/{backup_id}/export") as resp:
-        total = int(resp.headers.get("Content-Length", 0))
-        with open(tmp, "wb") as f, Progress(TextColumn("export"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                            console=err_console, disable=as_json) as bar:
-            t = bar.add_task("export", total=total)
-            for chunk in resp.iter_bytes(1 << 20):
-                view = memoryview(chunk)
-                for i in range(0, len(chunk), SPARSE_GRAIN):
-                    piece = view[i:i + SPARSE_GRAIN]
-                    if piece.tobytes().count(0) == len(piece):
-                        f.seek(len(piece), os.SEEK_CUR)  # leave a hole where the disk was empty
-                    else:
-                        f.write(piece)
-                written += len(chunk)
-                bar.update(t, completed=written)
-            f.truncate(written)
-            f.flush()
-            os.fsync(f.fileno())
-    if written != total:
-        os.unlink(tmp)
-        raise ClientError(f"the export stopped after {written} of {total} bytes")
-    os.replace(tmp, output)
+    try:
+        written = _download_image(client(), backup_id, tmp, as_json)
+        os.replace(tmp, output)
+    except BaseException:  # a damaged backup, a cut connection, Ctrl-C: no partial image stays behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     print_json({"backup_id": backup_id, "output": output, "bytes": written}) if as_json else \
         typer.echo(f"wrote {human(written)} to {output}")
+
+
+def _download_image(c, backup_id: str, tmp: str, as_json: bool) -> int:
+    """Stream the image into ``tmp``; the byte count. A stream the server ended early because of a
+    damaged chunk (see ``find_export_damage``) is reported as damage, not as a network failure."""
+    written, total, token, tail = 0, 0, "", bytearray()
+    try:
+        with c.stream(f"/backups/{backup_id}/export") as resp:
+            total, token = int(resp.headers.get("Content-Length", 0)), resp.headers.get("X-Export-Token", "")
+            with open(tmp, "wb") as f, Progress(TextColumn("export"), BarColumn(), DownloadColumn(),
+                                                TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
+                t = bar.add_task("export", total=total)
+                pending = bytearray()  # written in 1 MiB pieces; read as it arrives, so a cut keeps the tail
+                for chunk in resp.iter_bytes():
+                    pending += chunk
+                    tail += chunk
+                    del tail[:-4096]
+                    written += len(chunk)
+                    if len(pending) >= 1 << 20:
+                        _write_sparse(f, pending)
+                        pending.clear()
+                        bar.update(t, completed=written)
+                _write_sparse(f, pending)
+                f.truncate(written)
+                f.flush()
+                os.fsync(f.fileno())
+    except ClientError:
+        damage = find_export_damage(bytes(tail), token)
+        if damage is None:
+            raise
+        where = f"chunk {damage['digest']} at offset {damage['offset']}: {damage['reason']}" if damage else \
+            f"at about offset {written}"
+        raise ClientError(f"backup damaged: {where}; the export stopped there and nothing was kept "
+                          "(cbr backup verify reports all damage)", code="BackupService.6010") from None
+    except OSError as e:
+        raise ClientError(f"cannot write {tmp}: {e.strerror or e}") from None
+    if written != total:
+        raise ClientError(f"the export stopped after {written} of {total} bytes")
+    return written
+
+
+def _write_sparse(f, chunk: bytes | bytearray) -> None:
+    view = memoryview(chunk)
+    for i in range(0, len(chunk), SPARSE_GRAIN):
+        piece = view[i:i + SPARSE_GRAIN]
+        if piece.tobytes().count(0) == len(piece):
+            f.seek(len(piece), os.SEEK_CUR)  # leave a hole where the disk was empty
+        else:
+            f.write(piece)
 
 
 def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | None, az: str | None, wait: bool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import string
@@ -155,3 +156,40 @@ def check_new_file_system(status: str, empty: bool) -> None:
     if not empty:
         raise StateConflict("the target file system is not empty; restore into a new, empty one",
                             code="BackupService.6439")
+
+
+def damaged_chunk_where(chunk: dict) -> str:
+    """Where a damaged chunk of a verify or export report is used: its disk offset(s), or the file(s)
+    of a file-system backup (a chunk no file uses belongs to the backup's own catalog)."""
+    if chunk.get("offsets"):
+        more = chunk.get("offsets_count", len(chunk["offsets"])) - 1
+        return f"at disk offset {chunk['offsets'][0]}" + (f" (and {more} more)" if more > 0 else "")
+    if chunk.get("paths"):
+        more = len(chunk["paths"]) - 1
+        return f"in file {chunk['paths'][0]}" + (f" (and {more} more)" if more > 0 else "")
+    return "in the backup's own catalog"
+
+
+#: How an export stream says it met a damaged chunk after its first byte: it ends early (shorter than its
+#: Content-Length, so every HTTP client sees a cut body) with this tag, the response's ``X-Export-Token``
+#: (random per response, so no disk content can forge it) and a JSON object naming the chunk and offset.
+EXPORT_DAMAGE_TAG = b"\n#OPENCBR-EXPORT-DAMAGED "
+
+
+def export_damage_marker(token: str, chunk: dict) -> bytes:
+    detail = {"digest": chunk["digest"], "offset": chunk["offsets"][0], "reason": chunk["reason"][:300]}
+    return EXPORT_DAMAGE_TAG + token.encode() + b" " + json.dumps(detail).encode() + b"\n"
+
+
+def find_export_damage(tail: bytes, token: str) -> dict | None:
+    """The damage an export stream reported at its end (``tail``: its last bytes), or None. A marker cut
+    short (the damaged block was the last, shorter than the marker) gives an empty dict."""
+    tag = EXPORT_DAMAGE_TAG + token.encode() + b" "
+    at = tail.rfind(tag) if token else -1
+    if at < 0:
+        return None
+    try:
+        detail = json.loads(tail[at + len(tag):])
+    except ValueError:
+        return {}
+    return detail if isinstance(detail, dict) else {}

@@ -81,3 +81,11 @@ class DataCorruption(CBRError):
 
     status = 409
     code = "BackupService.6010"
+
+
+class StorageFull(CBRError):
+    """The object store's or the catalog's storage is full, or below the space kept in reserve so that
+    deletes still work (HTTP 503: retry once space is freed). The message says what ran out."""
+
+    status = 503
+    code = "BackupService.6012"

@@ -104,3 +104,23 @@ def check_protectable(res: ResourceState) -> None:
             f"server {res.name} ({res.id}) has no disk attached; a server needs at least one disk",
             code="BackupService.6103",
         )
+
+
+#: Why a disk (or file system) is in error after a restore into it did not finish (failed, cancelled, or its
+#: worker died): it holds a mix of old and restored data. Restoring it again repairs it (guide 6.3).
+UNFINISHED_RESTORE = "a restore into it did not finish"
+
+
+def unfinished_restore_reason(backup_name: str, why: str, res_type: str = DISK) -> str:
+    again = "empty it and restore again" if res_type == FILE_SYSTEM else "restore it again"
+    return f"{UNFINISHED_RESTORE} (backup {backup_name}: {why}); it holds a mix of old and restored data: {again}"
+
+
+def repairable_by_restore(status: str, reason: str | None) -> bool:
+    """A resource in error only because a restore into it did not finish may be restored again."""
+    return status == "error" and (reason or "").startswith(UNFINISHED_RESTORE)
+
+
+def settled_status(res_type: str, attached: bool) -> str:
+    """The status of a disk or file system that nothing is happening to."""
+    return "in-use" if res_type == DISK and attached else "available"

@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 from ..domain.errors import DataCorruption, InvalidParameter, NotFound
 from .chunk_reader import fetch_chunks
@@ -24,6 +24,7 @@ from .chunkstore import ChunkStore
 from .crypto import DIGEST_SIZE, ZERO_DIGEST
 from .errors import RestoreCancelled
 from .fixed_index import FixedIndex
+from .packs import pack_key
 
 Progress = Callable[[int, int], None]
 # 0 = off: an fdatasync every 64-256 MiB during the restore measured no faster than one fsync at the end
@@ -344,6 +345,45 @@ def export_disk(cs: ChunkStore, backup_id: str, out_path: str, *, progress: Prog
     return res
 
 
+def unreadable_chunks(cs: ChunkStore, index: FixedIndex) -> list[DamagedChunk]:
+    """The chunks of a disk backup known to be unreadable without reading any: not in the index, or in
+    a pack that is gone or shorter than the record. One listing of the packs, no data read: a cheap
+    check before an export sends its first byte (a flipped byte is found only by reading it)."""
+    idx = cs.reader_index(refresh=True)
+    sizes = dict(cs.store.list(cs.k("data/")))
+    pos = _positions(index)
+    bad = []
+    for d in pos:
+        locs = idx.locations(d)
+        if any(sizes.get(cs.k(pack_key(loc.pack_id)), -1) >= loc.offset + loc.length for loc in locs):
+            continue
+        reason = f"pack {locs[0].pack_id} is missing or short" if locs else "it is not in the repository index"
+        bad.append(DamagedChunk(d.hex(), f"chunk {d.hex()}: {reason}", sorted(k * index.block_size for k in pos[d])))
+    bad.sort(key=lambda c: c.offsets[0])
+    return bad
+
+
+def image_blocks(cs: ChunkStore, index: FixedIndex) -> Generator[bytes, None, DamagedChunk | None]:
+    """The raw image of a disk backup, block by block, every chunk checked as it is read. Stops at the
+    first chunk that cannot be read intact and returns it with its block's offset (everything before
+    it was yielded); returns None when the whole image was."""
+    zero = bytes(index.block_size)
+    codec = cs.codec.clone()
+    for i in range(index.block_count):
+        n, d = index.block_length(i), index.digest(i)
+        if d == ZERO_DIGEST:
+            yield zero[:n]
+            continue
+        try:
+            data = cs.get_chunk(d, codec)
+        except (DataCorruption, NotFound) as e:
+            return DamagedChunk(d.hex(), str(getattr(e, "message", e)), [i * index.block_size])
+        if len(data) != n:
+            return DamagedChunk(d.hex(), f"chunk {d.hex()} has {len(data)} bytes, its block {n}", [i * index.block_size])
+        yield data
+    return None
+
+
 def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:
     t0 = time.monotonic()
     index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
@@ -361,7 +401,7 @@ def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = N
                 progress(report.chunks_checked, total)
 
     def on_error(d: bytes, e: Exception) -> None:
-        item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
+        item = DamagedChunk(d.hex(), str(getattr(e, "message", e)), [k * bs for k in pos.get(d, [])])
         with lock:
             report.chunks_checked += 1
             (report.missing if isinstance(e, NotFound) else report.damaged).append(item)

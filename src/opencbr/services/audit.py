@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, select
 
 from opencbr.catalog.models import Account, AuditEvent
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound
+from opencbr.services import space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -70,8 +71,9 @@ def trace(ctx: ServiceContext, p: Principal, trace_name: str, request: dict | No
         record(ctx, p, t, outcome="failure", http_status=e.status, error=e)
         raise
     except Exception as e:
-        record(ctx, p, t, outcome="failure", http_status=500,
-               error=CBRError(f"internal error: {type(e).__name__}", code="BackupService.9999"))
+        err = space.storage_full(ctx, e) or CBRError(f"internal error: {type(e).__name__}", code="BackupService.9999",
+                                                     status=500)
+        record(ctx, p, t, outcome="failure", http_status=err.status, error=err)
         raise
     record(ctx, p, t, outcome="success", http_status=200)
 

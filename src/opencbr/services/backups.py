@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,13 +22,13 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.models import Backup, Checkpoint, Resource, Task, Vault, VaultResource
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
-from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
+from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, LockTiming, Repository
 from opencbr.engine.disk_source import FileDiskSource
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
-from opencbr.services import tasks
+from opencbr.services import space, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 from opencbr.services.vaults import get_vault
@@ -237,6 +238,7 @@ def create_checkpoint(ctx: ServiceContext, p: Principal, vault_id: str, params: 
     (manual backups). Automatic backups (the scheduler) pass ``auto_trigger``, ``policy_id`` and the
     retention rule in force. Returns at once; one ``backup`` task per resource does the work."""
     p.require_write()
+    space.check_reserve(ctx)
     params = params or {}
     description = B.check_backup_description(params.get("description"))
     base = params.get("name")
@@ -358,10 +360,12 @@ class TaskProgress:
     """Adapts the engine's ``progress(done, total)`` to task progress: throttled, and turning a user's
     cancel request or a lost lease into the engine's ``cancel`` event (never raising in engine threads)."""
 
-    def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0):
-        self.run, self.lo, self.hi, self.every = run, lo, hi, every
+    def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0,
+                 guard: Callable[[], None] | None = None):
+        self.run, self.lo, self.hi, self.every, self.guard = run, lo, hi, every, guard
         self.cancel = threading.Event()
         self.lease_lost = False
+        self._stops: list[CBRError] = []  # what the guard raised, shared with the spans
         self._last = 0.0
         self._lock = threading.Lock()
 
@@ -373,6 +377,12 @@ class TaskProgress:
             if now - self._last < self.every:
                 return
             self._last = now
+            if self.guard is not None:
+                try:
+                    self.guard()
+                except CBRError as e:
+                    self._stops.append(e)
+                    self.cancel.set()
             pct = self.lo + (self.hi - self.lo) * (done / total if total else 1)
             try:
                 self.run.progress(int(pct))
@@ -386,9 +396,14 @@ class TaskProgress:
 
     def span(self, lo: int, hi: int) -> TaskProgress:
         """A child for one part of the work (e.g. one disk of a server), sharing the cancel event."""
-        child = TaskProgress(self.run, lo=lo, hi=hi, every=self.every)
-        child.cancel = self.cancel
+        child = TaskProgress(self.run, lo=lo, hi=hi, every=self.every, guard=self.guard)
+        child.cancel, child._stops = self.cancel, self._stops
         return child
+
+    @property
+    def stopped_by(self) -> CBRError | None:
+        """The guard's error if it stopped the work (e.g. storage running out), else None."""
+        return self._stops[0] if self._stops else None
 
 
 # ------------------------------------------------------------------------------------ backup task
@@ -422,7 +437,8 @@ def run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         _fail(ctx, run.params["backup_id"], e.code, e.message)
         raise
     except Exception as e:
-        _fail(ctx, run.params["backup_id"], "BackupService.9999", f"internal error: {type(e).__name__}: {e}")
+        err = tasks.error_of(ctx, e)
+        _fail(ctx, run.params["backup_id"], err.code, err.message)
         raise
 
 
@@ -456,11 +472,12 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             running = host is not None and host.status == "running"
         for obj in {id(o): o for o in (*parts, b, vault)}.values():
             s.expunge(obj)
+    space.check_reserve(ctx)  # queued while there was room; there may be none now
     repo = repository(ctx, vault)
     if run.attempt > 1:  # an earlier attempt's worker was lost, maybe after it stored a manifest: start clean
         for part in parts:
             repo.delete_backup(part.id)
-    progress = TaskProgress(run)
+    progress = TaskProgress(run, guard=lambda: space.check_reserve(ctx, fraction=0.5))
     with ExitStack() as stack:  # every path opened and checked again (roots, symlinks, identity)
         opened = {part.id: stack.enter_context(res_svc.open_resource(ctx, part.resource_id)) for part in parts}
         if b.resource_type == R.FILE_SYSTEM:
@@ -472,6 +489,8 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                 res_svc.record_identity(ctx, part.resource_id, opened[part.id],
                                         outcome.logical_bytes if b.resource_type == R.FILE_SYSTEM else None)
     if outcome is None:  # cancelled: nothing is left of it
+        if progress.stopped_by is not None:
+            raise progress.stopped_by
         if progress.lease_lost or run.released.is_set():  # (a span may have seen it): leave it to the next run
             raise tasks.LeaseLost(run.task_id)
         _discard_cancelled(ctx, b)
@@ -784,6 +803,10 @@ def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
         return task.id
 
 
+#: Damaged or missing chunks listed per disk in a verify report; the counts always cover all of them.
+VERIFY_LISTED = 100
+
+
 @tasks.handler("verify")
 def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with ctx.tx() as s:
@@ -800,19 +823,45 @@ def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if rtype == R.FILE_SYSTEM:
             from opencbr.engine.tree import verify_tree
 
-            rep = verify_tree(repo, pid, span)
+            rep = verify_tree(repo, pid, progress=span)
         else:
             rep = repo.verify(pid, span)
-        reports.append({"backup_id": pid, "disk": pname, "role": role, "ok": rep.ok,
-                        "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
-                        "damaged": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.damaged][:100],
-                        "missing": [d.__dict__ if hasattr(d, "__dict__") else str(d) for d in rep.missing][:100]})
+        reports.append({"backup_id": pid, "disk": pname, "role": role, **verify_summary(rep)})
     ok = all(r["ok"] for r in reports)
     run.set_extra(verify={"backup_id": run.params["backup_id"], "ok": ok, "disks": reports})
     if not ok:
-        bad = sum(len(r["damaged"]) + len(r["missing"]) for r in reports)
-        raise CBRError(f"the backup is damaged: {bad} chunk(s) failed verification; see extra_info.verify",
-                       code="BackupService.6010")
+        raise DataCorruption(damage_message(reports))
+
+
+def verify_summary(rep) -> dict:
+    """One disk's (or tree's) verify report for the task: every damaged and missing chunk counted,
+    the first ``VERIFY_LISTED`` of each listed in disk-offset (or path) order."""
+    def listed(items: list) -> list[dict]:
+        rows = sorted((dict(vars(d)) for d in items), key=_where_sort_key)
+        for row in rows[:VERIFY_LISTED]:
+            if len(row.get("offsets") or ()) > 20:  # a block repeated all over the disk: its first 20
+                row["offsets_count"], row["offsets"] = len(row["offsets"]), row["offsets"][:20]
+        return rows[:VERIFY_LISTED]
+
+    return {"ok": rep.ok, "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
+            "damaged_count": len(rep.damaged), "missing_count": len(rep.missing),
+            "damaged": listed(rep.damaged), "missing": listed(rep.missing),
+            "damaged_not_listed": max(0, len(rep.damaged) - VERIFY_LISTED),
+            "missing_not_listed": max(0, len(rep.missing) - VERIFY_LISTED)}
+
+
+def _where_sort_key(chunk: dict) -> tuple:
+    return (min(chunk.get("offsets") or [2**63]), (chunk.get("paths") or [""])[0], chunk["digest"])
+
+
+def damage_message(reports: list[dict]) -> str:
+    damaged = sum(r["damaged_count"] for r in reports)
+    missing = sum(r["missing_count"] for r in reports)
+    first = next((r, c) for r in reports for c in r["damaged"] + r["missing"])
+    disk, chunk = first
+    return (f"the backup is damaged: {damaged + missing} chunk(s) failed verification ({damaged} damaged, "
+            f"{missing} missing); first: chunk {chunk['digest']} {B.damaged_chunk_where(chunk)} of {disk['disk']}: "
+            f"{chunk['reason']}; see extra_info.verify")
 
 
 # ------------------------------------------------------------------------------------ crashes

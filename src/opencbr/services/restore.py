@@ -7,23 +7,29 @@ afterwards when asked (13.4.1).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Backup, Resource, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
-from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
+from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import FixedIndex, OperationCancelled
-from opencbr.engine.crypto import ZERO_DIGEST
+from opencbr.engine.disk_restore import image_blocks, unreadable_chunks
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
 from opencbr.services.backups import TaskProgress, children, get_backup, repository
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
+
+log = logging.getLogger("opencbr.restore")
 
 
 def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict) -> str:
@@ -41,7 +47,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
         if b.resource_type == R.DISK:
             target_id = body.get("volume_id") or b.resource_id
             target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-            B.check_disk_restore_target(res_svc.live_status(s, target), res_svc.size_now(ctx, target),
+            B.check_disk_restore_target(_status_for_restore(s, target), res_svc.size_now(ctx, target),
                                         b.resource_size_bytes, target.id == b.resource_id)
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
             server_id, power_on = None, False
@@ -60,10 +66,11 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
             target_id = body.get("resource_id")
             B.check_file_system_restore_target(b.resource_id, target_id)
             target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
-            B.check_new_file_system(res_svc.live_status(s, target), res_svc.empty_now(ctx, target))
+            B.check_new_file_system(_status_for_restore(s, target), res_svc.empty_now(ctx, target))
             plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
             server_id, power_on = None, False
         b.status, b.updated_at = B.RESTORING, now
+        _hold_targets(s, plan)
         task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
                               vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
                               resource_name=b.resource_name, resource_type=b.resource_type,
@@ -73,6 +80,13 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
                                                       "target_resource_id": server_id or plan[0]["disk_id"],
                                                       "target_resource_name": b.resource_name}})
         return task.id
+
+
+def _status_for_restore(s: Session, target: Resource) -> str:
+    """A target's status as a restore sees it: one left in error by an unfinished restore is repaired by
+    restoring it again, so it counts as available."""
+    status = res_svc.live_status(s, target)
+    return "available" if R.repairable_by_restore(status, target.status_reason) else status
 
 
 def _server_plan(ctx: ServiceContext, s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
@@ -133,23 +147,49 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                                       target_fd=target.fd)
                 res_svc.record_identity(ctx, step["disk_id"], target)
     except OperationCancelled:
-        _restore_done(ctx, backup_id, None)
+        _restore_done(ctx, backup_id, None, plan, unfinished="the restore was cancelled")
         raise tasks.TaskCancelled(run.task_id) from None
-    except Exception:
-        _restore_done(ctx, backup_id, None)
+    except Exception as e:
+        _restore_done(ctx, backup_id, None, plan, unfinished=tasks.error_of(ctx, e).message)
         raise
-    _restore_done(ctx, backup_id, server_id if power_on else None)
+    _restore_done(ctx, backup_id, server_id if power_on else None, plan)
 
 
-def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None) -> None:
+def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None, plan: list[dict], *,
+                  unfinished: str | None = None) -> None:
     with ctx.tx() as s:
         b = s.get(Backup, backup_id)
         if b is not None and b.status == B.RESTORING:
             b.status, b.updated_at = B.AVAILABLE, ctx.now()
+        _settle_targets(s, plan, b.name if b is not None else backup_id, unfinished)
         if start_server:
             server = s.get(Resource, start_server)
             if server is not None:
                 server.status = "running"
+
+
+def _hold_targets(s: Session, plan: list[dict]) -> None:
+    """The disks (or file system) a restore writes are ``restoring`` from its request to its end: nothing
+    else restores or backs them up meanwhile."""
+    for step in plan:
+        target = s.get(Resource, step["disk_id"])
+        if target is not None:
+            target.status = "restoring"
+
+
+def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: str | None) -> None:
+    """After a restore: its targets are usable again (a repaired one loses its error), or, when it did
+    not finish, in error saying so (their data is a mix; restoring again repairs them)."""
+    for step in plan:
+        target = s.get(Resource, step["disk_id"])
+        if target is None:
+            continue
+        if unfinished is None:
+            target.status = R.settled_status(target.type, bool(target.server_id))
+            target.status_reason = ""
+        else:
+            target.status = "error"
+            target.status_reason = R.unfinished_restore_reason(backup_name, unfinished, target.type)
 
 
 # ------------------------------------------------------------------------------------ new disks
@@ -224,9 +264,18 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
 
 
 # ------------------------------------------------------------------------------------ export
-def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[int, Iterator[bytes]]:
+@dataclass
+class ExportStream:
+    size: int
+    token: str  # names the damage marker of this response (B.EXPORT_DAMAGE_TAG)
+    blocks: Iterator[bytes]
+
+
+def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportStream:
     """The raw image of a disk backup, as a stream (beyond the guide: 13.7.6 says CBR cannot download
-    backups). Every chunk is verified as it is read."""
+    backups). Damage that can be seen without reading data (a chunk the index does not know, a pack
+    gone or short) refuses the export before its first byte; a chunk that fails its check while
+    streaming ends the stream early with the damage marker (``B.export_damage_marker``)."""
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)
         vault = s.get(Vault, b.vault_id)
@@ -237,27 +286,40 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[in
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
     index = FixedIndex.from_manifest(repo.manifest(backup_id))
+    bad = [asdict(c) for c in unreadable_chunks(repo.chunks, index)]
+    if bad:
+        raise DataCorruption(f"backup {backup_id} is damaged: {len(bad)} chunk(s) cannot be read; first: chunk "
+                             f"{bad[0]['digest']} {B.damaged_chunk_where(bad[0])}: {bad[0]['reason']}; nothing was "
+                             "exported (cbr backup verify reports all damage)")
+    token = secrets.token_hex(16)
 
     def blocks() -> Iterator[bytes]:
-        zero = bytes(index.block_size)
-        for i in range(index.block_count):
-            n = index.block_length(i)
-            d = index.digest(i)
-            yield zero[:n] if d == ZERO_DIGEST else repo.chunks.get_chunk(d)
+        damaged = yield from image_blocks(repo.chunks, index)
+        if damaged is not None:
+            offset = damaged.offsets[0]
+            log.warning("export of backup %s stopped at offset %d: %s", backup_id, offset, damaged.reason)
+            yield B.export_damage_marker(token, asdict(damaged))[:index.disk_size - offset]
 
-    return index.disk_size, blocks()
+    return ExportStream(index.disk_size, token, blocks())
 
 
 @tasks.on_abandon("restore", "create_disk")
 def abandon_restore(s: Session, task: Task) -> None:
-    """A restore or create-disk task whose worker died: the backup is usable again; a half-made disk
-    is marked in error (its data cannot be trusted)."""
+    """A restore or create-disk task whose worker died (kill -9, a crash): the backup is usable again;
+    the disks it was restoring are in error saying so (a mix of old and restored data; restoring again
+    repairs them); a half-made new disk is removed with its file, as a failed one is."""
     params = task.params or {}
     if task.operation_type == "restore":
         b = s.get(Backup, params.get("backup_id"))
         if b is not None and b.status == B.RESTORING:
             b.status = B.AVAILABLE
-    else:
-        d = s.get(Resource, params.get("disk_id"))
-        if d is not None and d.status == "restoring":
-            d.status = "error"
+        _settle_targets(s, params.get("plan") or [], b.name if b is not None else params.get("backup_id", ""),
+                        "its worker stopped (crashed or was killed) part-way")
+        return
+    d = s.get(Resource, params.get("disk_id"))
+    if d is not None and d.status == "restoring":
+        path = d.path
+        s.delete(d)
+        s.flush()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

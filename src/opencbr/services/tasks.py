@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.db import is_sqlite
 from opencbr.catalog.models import Resource, Task
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
+from opencbr.services import space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -282,6 +283,13 @@ def attempts_allowed(ctx: ServiceContext, task: Task) -> int:
     if task.operation_type in RESUMABLE:
         return max(task.max_attempts, ctx.settings.task_max_attempts)
     return task.max_attempts
+def error_of(ctx: ServiceContext, exc: BaseException) -> CBRError:
+    """What a task that raised ``exc`` failed with: its CBR error; storage that ran out, saying which
+    (``StorageFull``); else an internal error in words."""
+    if isinstance(exc, CBRError):
+        return exc
+    return space.storage_full(ctx, exc) or CBRError(f"internal error: {type(exc).__name__}: {exc}",
+                                                    code="BackupService.9999")
 
 
 def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:

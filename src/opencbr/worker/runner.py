@@ -94,8 +94,7 @@ class Worker:
             tasks.finish(self.ctx, run, tasks.FAILED, error=e)
         except Exception as e:  # a bug or an environment failure: record it in words, keep the worker alive
             log.error("task %s failed:\n%s", run.task_id, traceback.format_exc())
-            tasks.finish(self.ctx, run, tasks.FAILED,
-                         error=CBRError(f"internal error: {type(e).__name__}: {e}", code="BackupService.9999"))
+            tasks.finish(self.ctx, run, tasks.FAILED, error=tasks.error_of(self.ctx, e))
         else:
             tasks.finish(self.ctx, run, tasks.SUCCESS)
 
