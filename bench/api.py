@@ -21,6 +21,7 @@ It is a benchmark, not a test: the numbers depend on the machine and on whatever
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -312,6 +313,22 @@ def wait_running(svc: Service, count: int, timeout: float = 120) -> None:
     raise RuntimeError("the big backups did not start")
 
 
+@contextlib.contextmanager
+def profiled(svc: Service, out_dir: str | None, name: str, seconds: float):
+    """``py-spy record`` of the API process (all threads, idle frames left out) while the phase runs."""
+    if not out_dir:
+        yield
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, f"api-{name}")
+    spy = subprocess.Popen(["py-spy", "record", "-p", str(svc.api_pid()), "-d", str(int(seconds)), "-r", "50",
+                            "-f", "raw", "-o", base + ".txt"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        spy.wait(60)
+
+
 # ------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -325,8 +342,8 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--skip-backups-phase", action="store_true")
-    ap.add_argument("--pause-before-load", type=float, default=0,
-                    help="seconds to wait before each phase (time to attach a profiler to the printed PID)")
+    ap.add_argument("--profile", metavar="DIR", default=None,
+                    help="record each phase of the API process with py-spy (must be installed) into DIR")
     args = ap.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="opencbr-bench-api-"))
@@ -340,8 +357,8 @@ def main() -> None:
         n = fill_catalog(svc, args.vaults, args.backups_per_vault)
         print(f"catalog: {args.vaults} vaults, {n} backups ({time.time() - t0:.0f} s)", flush=True)
         phases = []
-        time.sleep(args.pause_before_load)
-        phases.append(run_phase(svc, Phase("alone"), args.clients, args.seconds))
+        with profiled(svc, args.profile, "alone", args.seconds):
+            phases.append(run_phase(svc, Phase("alone"), args.clients, args.seconds))
         print(phases[-1].row(), flush=True)
         if not args.skip_backups_phase:
             c, big = svc.client(), []
@@ -351,8 +368,8 @@ def main() -> None:
                 big.append(protect_disk(c, f"big{i}", img, max(10, parse_size(args.disk_size) * 3 >> 30)))
             with BackupLoad(svc, big) as load:
                 wait_running(svc, len(big))
-                time.sleep(args.pause_before_load)
-                phase = run_phase(svc, Phase("while full backups run"), args.clients, args.seconds)
+                with profiled(svc, args.profile, "backups", args.seconds):
+                    phase = run_phase(svc, Phase("while full backups run"), args.clients, args.seconds)
                 phase.backups_done = load.done
             phases.append(phase)
             if load.failed:

@@ -108,7 +108,7 @@ def list_events(ctx: ServiceContext, p: Principal, f: AuditFilter, limit: int = 
         conds.append(AuditEvent.time >= f.start_time)
     if f.end_time:
         conds.append(AuditEvent.time <= f.end_time)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(AuditEvent).where(and_(*conds))) or 0
         rows = list(s.scalars(select(AuditEvent).where(and_(*conds))
                               .order_by(AuditEvent.time.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)))

@@ -149,20 +149,20 @@ def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int 
     if f.incremental is not None:
         conds.append(Backup.incremental.is_(f.incremental))
     order = parse_sort(sort)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
         rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
         return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
 
 
 def show_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> BackupView:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         b = get_backup(s, p.project_id, backup_id)
         return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
 
 
 def show_checkpoint(ctx: ServiceContext, p: Principal, checkpoint_id: str) -> tuple[Checkpoint, Vault, list[Backup]]:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         cp = s.get(Checkpoint, checkpoint_id) if isinstance(checkpoint_id, str) else None
         if cp is None or cp.project_id != p.project_id:
             raise NotFound(f"checkpoint {checkpoint_id} not found", code="BackupService.6111")
@@ -189,7 +189,7 @@ def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = 
         conds.append(Backup.resource_id == resource_id)
     if resource_type:
         conds.append(Backup.resource_type == resource_type)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         rows = s.execute(select(Backup.resource_id, Backup.resource_name, Backup.resource_type,
                                 func.count(Backup.id), func.sum(Backup.added_bytes))
                          .where(and_(*conds)).group_by(Backup.resource_id, Backup.resource_name,
@@ -198,14 +198,16 @@ def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = 
              "backup_bytes": int(r[4] or 0)} for r in rows]
 
 
-def enrich_vault_view(s: Session, view) -> None:
-    """Backup count and size per associated resource, for the vault's ResourceResp items."""
-    stats = {rid: (n, size) for rid, n, size in s.execute(
-        select(Backup.resource_id, func.count(Backup.id), func.sum(Backup.added_bytes))
-        .where(Backup.vault_id == view.vault.id, Backup.parent_id.is_(None)).group_by(Backup.resource_id))}
-    for r in view.resources:
-        n, size = stats.get(r.binding.resource_id, (0, 0))
-        r.backup_count, r.backup_bytes = int(n), int(size or 0)
+def enrich_vault_views(s: Session, views: list) -> None:
+    """Backup count and size per associated resource, for the vaults' ResourceResp items (one query)."""
+    stats = {(vid, rid): (n, size) for vid, rid, n, size in s.execute(
+        select(Backup.vault_id, Backup.resource_id, func.count(Backup.id), func.sum(Backup.added_bytes))
+        .where(Backup.vault_id.in_([v.vault.id for v in views]), Backup.parent_id.is_(None))
+        .group_by(Backup.vault_id, Backup.resource_id))}
+    for view in views:
+        for r in view.resources:
+            n, size = stats.get((view.vault.id, r.binding.resource_id), (0, 0))
+            r.backup_count, r.backup_bytes = int(n), int(size or 0)
 
 
 # ------------------------------------------------------------------------------------ create

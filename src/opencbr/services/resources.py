@@ -215,7 +215,7 @@ def _view(s: Session, res: Resource) -> ResourceView:
 def list_resources(ctx: ServiceContext, p: Principal, *, rtype: str | None = None, name: str | None = None,
                    status: str | None = None, ids: list[str] | None = None, server_id: str | None = None,
                    limit: int | None = None, offset: int = 0) -> tuple[list[ResourceView], int]:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         q = select(Resource).where(Resource.project_id == p.project_id)
         if rtype:
             q = q.where(Resource.type == R.check_resource_type(rtype))
@@ -235,7 +235,7 @@ def list_resources(ctx: ServiceContext, p: Principal, *, rtype: str | None = Non
 
 
 def show_resource(ctx: ServiceContext, p: Principal, resource_id: str, rtype: str | None = None) -> ResourceView:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return _view(s, get_resource(s, p.project_id, resource_id, rtype))
 
 

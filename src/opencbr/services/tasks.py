@@ -236,7 +236,7 @@ def _get(s: Session, project_id: str, task_id: str) -> Task:
 
 
 def show_task(ctx: ServiceContext, p: Principal, task_id: str) -> Task:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return _get(s, p.project_id, task_id)
 
 
@@ -275,7 +275,7 @@ def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 10
         conds.append(Task.created_at >= f.start_time)
     if f.end_time:
         conds.append(Task.created_at <= f.end_time)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(Task).where(and_(*conds))) or 0
         rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(Task.created_at.desc(), Task.id)
                               .limit(limit).offset(offset)))
