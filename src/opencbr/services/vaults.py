@@ -4,6 +4,7 @@ delete, associate and dissociate resources."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,7 +14,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.services import resources as res_svc
-from opencbr.services import tasks
+from opencbr.services import listing, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -192,18 +193,29 @@ class VaultFilter:
     policy_id: str | None = None
     status: str | None = None
     resource_ids: list[str] | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+SORT_KEYS = {"created_at": Vault.created_at, "updated_at": Vault.updated_at, "name": Vault.name,
+             "status": Vault.status, "id": Vault.id}
 
 
 def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 1000,
-                offset: int = 0) -> tuple[list[VaultView], int]:
-    """Guide 3.1: vaults of the project, filterable by status, name or id, type and resources."""
+                offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[VaultView], int]:
+    """Guide 3.1: vaults of the project, filterable by status, name or id, type, resources and creation
+    time; newest first unless ``sort`` says otherwise."""
     q = select(Vault).where(Vault.project_id == p.project_id)
     if f.name:
-        q = q.where(Vault.name.contains(f.name))
+        q = q.where(listing.contains(Vault.name, f.name))
     for col, val in ((Vault.cloud_type, f.cloud_type), (Vault.protect_type, f.protect_type),
                      (Vault.object_type, f.object_type), (Vault.status, f.status)):
         if val:
             q = q.where(col == val)
+    if f.start_time:
+        q = q.where(Vault.created_at >= f.start_time)
+    if f.end_time:
+        q = q.where(Vault.created_at <= f.end_time)
     if f.enterprise_project_id and f.enterprise_project_id != "all_granted_eps":
         q = q.where(Vault.enterprise_project_id == f.enterprise_project_id)
     if f.ids:
@@ -216,7 +228,8 @@ def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 
         q = q.where(Vault.id.in_(policies.vaults_bound_to(f.policy_id)))
     with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-        rows = list(s.scalars(q.order_by(Vault.created_at.desc(), Vault.id).limit(limit).offset(offset)))
+        order = listing.order_by(sort, SORT_KEYS, [Vault.created_at.desc(), Vault.id], Vault.id)
+        rows = list(s.scalars(q.order_by(*order).limit(limit).offset(offset)))
         return _views(s, rows), total
 
 

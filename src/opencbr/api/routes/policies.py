@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes import common as L
+from opencbr.domain import policy as P
 from opencbr.services import audit, policies
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -97,7 +99,8 @@ def create_policy(body: PolicyBody, p: Principal = Depends(principal), ctx: Serv
 @router.get("/policies")
 def list_policies(operation_type: str | None = None, vault_id: str | None = None, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    views = policies.list_policies(ctx, p, operation_type=operation_type, vault_id=vault_id)
+    views = policies.list_policies(ctx, p, operation_type=L.choice(operation_type, "operation_type", P.OPERATION_TYPES),
+                                   vault_id=L.text(vault_id, "vault_id"))
     return {"policies": [policy_resp(v) for v in views], "count": len(views)}
 
 
@@ -161,10 +164,8 @@ def preview_policy(policy_id: str, next: int = 10, p: Principal = Depends(princi
 def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 100, p: Principal = Depends(principal),
                     ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: the execution decisions the scheduler recorded (fired, skipped and why)."""
-    from opencbr.api.routes.common import page
-
-    limit, _ = page(limit, 0)
-    rows = policies.list_executions(ctx, p, policy_id, vault_id, limit)
+    limit, _ = L.page(limit, 0)
+    rows = policies.list_executions(ctx, p, policy_id, L.text(vault_id, "vault_id"), limit)
     return {"executions": [{"execution_id": e.execution_id, "vault_id": e.vault_id,
                             "scheduled_at": wire.iso_z(e.scheduled_at), "decided_at": wire.iso_z(e.fired_at),
                             "decision": e.decision, "reason": e.reason, "checkpoint_id": e.checkpoint_id or None,
@@ -175,7 +176,7 @@ def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 10
 def retention_preview(policy_id: str, vault_id: str | None = None, p: Principal = Depends(principal),
                       ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: a retention dry run — what the policy's rule would delete now, and why."""
-    plans = policies.retention_preview(ctx, p, policy_id, vault_id)
+    plans = policies.retention_preview(ctx, p, policy_id, L.text(vault_id, "vault_id"))
     return {"policy_id": policy_id, "prune_count": sum(len(r.plan.prune_ids) for r in plans),
             "resources": [retention_resp(r) for r in plans]}
 
