@@ -729,6 +729,7 @@ def delete_resource_backups(s: Session, ctx: ServiceContext, vault: Vault, resou
 # ------------------------------------------------------------------------------------ verify
 def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
     """Re-read every chunk of a backup and report what is damaged (beyond the guide)."""
+    p.require_data_access("verifying a backup (it re-reads all of its data)")
     now = ctx.now()
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)

@@ -225,6 +225,7 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
 def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> tuple[int, Iterator[bytes]]:
     """The raw image of a disk backup, as a stream (beyond the guide: 13.7.6 says CBR cannot download
     backups). Every chunk is verified as it is read."""
+    p.require_data_access("exporting a backup (it reads all of its data)")
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)
         vault = s.get(Vault, b.vault_id)
