@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 
 from opencbr import __version__
 from opencbr.api import errors
-from opencbr.api.deps import new_request_id
+from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
@@ -27,6 +27,10 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     @app.middleware("http")
     async def request_id(request: Request, call_next):
         request.state.request_id = new_request_id()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return errors.error_response(413, "APIGW.0413", f"the request body is larger than {MAX_BODY_BYTES} "
+                                         "bytes", request)
         response = await call_next(request)
         response.headers["X-Request-Id"] = request.state.request_id
         return response

@@ -9,13 +9,20 @@ import uuid
 from fastapi import Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from opencbr.domain.errors import InvalidParameter
+from opencbr.domain.errors import CBRError, InvalidParameter
 from opencbr.services import iam
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
+#: No request body is larger: the biggest legitimate one (256 resources with their details) is ~100 KiB.
+MAX_BODY_BYTES = 1 << 20
 #: No query value is longer (a path in a backup is at most 4096 bytes on Linux).
 MAX_QUERY_VALUE_CHARS = 4096
+
+
+class PayloadTooLarge(CBRError):
+    status = 413
+    code = "APIGW.0413"
 
 
 def get_ctx(request: Request) -> ServiceContext:
@@ -33,6 +40,8 @@ async def principal(request: Request, project_id: str = Path(description="The ca
                                     getattr(request.state, "request_id", ""))
     else:
         body = await request.body()
+        if len(body) > MAX_BODY_BYTES:  # sent without a Content-Length (chunked)
+            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
         p = await run_in_threadpool(
             iam.authenticate, ctx, method=request.method, path=request.scope["path"],
             raw_query=request.scope.get("query_string", b"").decode("latin-1"), headers=dict(request.headers),

@@ -23,21 +23,21 @@ router = APIRouter(prefix="/v3/{project_id}")
 class PolicyBody(wire.Wire):
     """``{"policy": {...}}``; the fields are checked by ``domain.policy`` (clearer messages than a schema)."""
 
-    policy: dict[str, Any]
+    policy: wire.JsonObject
 
 
 class AssociateBody(wire.Wire):
-    policy_id: str | None = None
-    destination_vault_id: str | None = None
-    add_policy_ids: list[str] | None = None
+    policy_id: wire.Id | None = None
+    destination_vault_id: wire.Id | None = None
+    add_policy_ids: wire.Items(wire.Id, 16, unique=True) | None = None
 
 
 class DissociateBody(wire.Wire):
-    policy_id: str
+    policy_id: wire.Id
 
 
 class PruneBody(wire.Wire):
-    vault_id: str
+    vault_id: wire.Id
 
 
 # ------------------------------------------------------------------------------------ responses
