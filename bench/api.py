@@ -225,15 +225,23 @@ class Phase:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     backups_done: int = 0
+    api_cpu: float = 0.0  # CPU seconds the API process used during the phase
+    client_cpu: float = 0.0  # ... and this process (the 20 SDK clients)
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies)
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
 
     def row(self) -> str:
-        rate = len(self.latencies) / self.seconds if self.seconds else 0
-        return (f"| {self.name:<22} | {rate:8.0f} | {self.pct(0.50):6.0f} | {self.pct(0.95):6.0f} | "
-                f"{self.pct(0.99):6.0f} | {max(self.latencies, default=0) * 1000:6.0f} | {self.errors:6d} |")
+        n = len(self.latencies)
+        rate = n / self.seconds if self.seconds else 0
+
+        def per(cpu: float) -> str:
+            return f"{cpu / n * 1000:5.1f}" if n else "    -"
+
+        return (f"| {self.name:<22} | {rate:6.0f} | {self.pct(0.50):6.0f} | {self.pct(0.95):6.0f} | "
+                f"{self.pct(0.99):6.0f} | {max(self.latencies, default=0) * 1000:6.0f} | {self.errors:6d} | "
+                f"{per(self.api_cpu)} | {per(self.client_cpu)} |")
 
 
 def client_loop(svc: Service, stop: threading.Event, phase: Phase, lock: threading.Lock) -> None:
@@ -258,11 +266,18 @@ def client_loop(svc: Service, stop: threading.Event, phase: Phase, lock: threadi
         i += 1
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_phase(svc: Service, phase: Phase, clients: int, seconds: float) -> Phase:
     stop, lock = threading.Event(), threading.Lock()
     threads = [threading.Thread(target=client_loop, args=(svc, stop, phase, lock), daemon=True)
                for _ in range(clients)]
-    t0 = time.perf_counter()
+    t0, api0, me0 = time.perf_counter(), cpu_seconds(svc.api_pid()), cpu_seconds(os.getpid())
     for t in threads:
         t.start()
     time.sleep(seconds)
@@ -270,6 +285,8 @@ def run_phase(svc: Service, phase: Phase, clients: int, seconds: float) -> Phase
     for t in threads:
         t.join(120)
     phase.seconds = time.perf_counter() - t0
+    phase.api_cpu = cpu_seconds(svc.api_pid()) - api0
+    phase.client_cpu = cpu_seconds(os.getpid()) - me0
     return phase
 
 
@@ -374,11 +391,13 @@ def main() -> None:
             phases.append(phase)
             if load.failed:
                 print(f"backups failed: {load.failed[:3]}")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"\n{args.clients} official-SDK clients (threads of one process), list_vault / list_backups "
               f"(limit 20) alternately, {args.seconds:.0f} s per phase, {args.catalog} catalog, "
               f"{args.worker_procs} worker processes\n")
-        print("| phase                  |  req/s   | p50 ms | p95 ms | p99 ms | max ms | errors |")
-        print("|------------------------|---------:|-------:|-------:|-------:|-------:|-------:|")
+        print("| phase                  |  req/s | p50 ms | p95 ms | p99 ms | max ms | errors | API CPU ms/req | "
+              "client CPU ms/req |")
+        print("|------------------------|-------:|-------:|-------:|-------:|-------:|-------:|------:|------:|")
         for ph in phases:
             print(ph.row())
             for e in ph.error_samples:

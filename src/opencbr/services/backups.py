@@ -24,8 +24,8 @@ from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateCon
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, Repository
 from opencbr.providers import local
-from opencbr.services import resources as res_svc
 from opencbr.services import listing, tasks
+from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 from opencbr.services.vaults import get_vault

@@ -13,8 +13,8 @@ from opencbr.catalog.models import Resource, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
-from opencbr.services import resources as res_svc
 from opencbr.services import listing, tasks
+from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 

@@ -12,6 +12,7 @@ from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
@@ -19,7 +20,7 @@ from opencbr.services import audit, backups, files, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 @router.post("/checkpoints")

@@ -8,11 +8,12 @@ from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
 from opencbr.services import audit, iam
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}/iam")
+router = APIRouter(prefix="/v3/{project_id}/iam", route_class=JSONRoute)
 
 
 def _project(pr) -> dict:
@@ -108,7 +109,7 @@ def update_tracker(body: wire.TrackerUpdate, p: Principal = Depends(principal), 
     return {"tracker": {"enabled": body.enabled}}
 
 
-auth_router = APIRouter(prefix="/v3/auth")
+auth_router = APIRouter(prefix="/v3/auth", route_class=JSONRoute)
 
 
 @auth_router.post("/console-tokens")

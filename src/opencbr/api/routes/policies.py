@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
+from opencbr.api.routing import JSONRoute
 from opencbr.domain import policy as P
 from opencbr.services import audit, policies
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 # ------------------------------------------------------------------------------------ bodies

@@ -9,13 +9,14 @@ from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
 from opencbr.services import resources, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 def _protectable(ctx: ServiceContext, p: Principal, view: resources.ResourceView) -> dict:
