@@ -42,11 +42,15 @@ async def principal(request: Request, project_id: str = Path(description="The ca
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:  # sent without a Content-Length (chunked)
             raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-        p = await run_in_threadpool(
-            iam.authenticate, ctx, method=request.method, path=request.scope["path"],
-            raw_query=request.scope.get("query_string", b"").decode("latin-1"), headers=dict(request.headers),
-            body=body, path_project_id=project_id, source_ip=request.client.host if request.client else "",
-            request_id=getattr(request.state, "request_id", ""))
+        args = dict(method=request.method, path=request.scope["path"],
+                    raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+                    headers=dict(request.headers), body=body, path_project_id=project_id,
+                    source_ip=request.client.host if request.client else "",
+                    request_id=getattr(request.state, "request_id", ""))
+        try:  # a known key is checked right here (a few HMACs); only the catalog is worth a thread
+            p = iam.authenticate(ctx, **args, cached_only=True)
+        except iam.CatalogNeeded:
+            p = await run_in_threadpool(lambda: iam.authenticate(ctx, **args))
     check_query(request)
     return p
 

@@ -236,12 +236,18 @@ def forget_key(ctx: ServiceContext, access_key: str) -> None:
     _key_cache(ctx).pop(access_key, None)
 
 
-def _key_owner(ctx: ServiceContext, access_key: str) -> _KeyOwner | None:
+class CatalogNeeded(Exception):
+    """``authenticate(..., cached_only=True)`` cannot decide without reading or writing the catalog."""
+
+
+def _key_owner(ctx: ServiceContext, access_key: str, cached_only: bool = False) -> _KeyOwner | None:
     """The active key and its enabled user, from the cache when fresh, else from the catalog."""
     cache = _key_cache(ctx)
     hit = cache.get(access_key)
     if hit is not None and time.monotonic() - hit.loaded < KEY_CACHE_SECONDS:
         return hit
+    if cached_only:
+        raise CatalogNeeded
     with ctx.read() as s:
         cred, user = _active_credential(s, access_key)
         if cred is None:
@@ -259,7 +265,7 @@ def _project_cache(ctx: ServiceContext) -> dict[tuple[str, str], str]:
     return ctx.caches.setdefault("projects", {})
 
 
-def _scoped_project(ctx: ServiceContext, account_id: str, project_id: str | None) -> str:
+def _scoped_project(ctx: ServiceContext, account_id: str, project_id: str | None, cached_only: bool = False) -> str:
     """The id of the project a request is scoped to: the one named, which must be of the key's account
     (403), or the account's first project. Projects never move between accounts, so a found pair is
     kept for the life of the process."""
@@ -267,6 +273,8 @@ def _scoped_project(ctx: ServiceContext, account_id: str, project_id: str | None
     key = (account_id, project_id or "")
     if key in cache:
         return cache[key]
+    if cached_only:
+        raise CatalogNeeded
     with ctx.read() as s:
         project = _project_of(s, account_id, project_id)
         found = project.id if project is not None else ""
@@ -275,11 +283,13 @@ def _scoped_project(ctx: ServiceContext, account_id: str, project_id: str | None
     return found
 
 
-def _record_use(ctx: ServiceContext, owner: _KeyOwner) -> None:
+def _record_use(ctx: ServiceContext, owner: _KeyOwner, cached_only: bool = False) -> None:
     """Note when the key was last used, at most once per ``LAST_USED_RESOLUTION`` per key."""
     now = ctx.now()
     if owner.last_used_at is not None and now - owner.last_used_at <= LAST_USED_RESOLUTION:
         return
+    if cached_only:
+        raise CatalogNeeded
     with ctx.tx() as s:
         cred = s.get(Credential, owner.access_key)
         if cred is not None:
@@ -311,12 +321,13 @@ def _project_of(s, account_id: str, project_id: str | None) -> Project | None:
 
 def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str, headers: dict[str, str],
                  body: bytes, path_project_id: str | None, source_ip: str = "",
-                 request_id: str = "") -> Principal:
+                 request_id: str = "", cached_only: bool = False) -> Principal:
     """Verify an SDK-HMAC-SHA256 signed request (cbr_v3.md section 2) and return who sent it.
 
     401 for a missing or malformed header, an unknown or inactive key, a bad signature, or a date more
     than ``max_clock_skew_seconds`` away from now; 403 when the project in the path or in
-    ``X-Project-Id`` is not a project of the key's account."""
+    ``X-Project-Id`` is not a project of the key's account. With ``cached_only`` it touches no catalog
+    (the API calls it so on its event loop first) and raises ``CatalogNeeded`` when it would have to."""
     lower = {k.lower(): v for k, v in headers.items()}
     auth = signing.parse_authorization(lower.get("authorization", ""))
     if auth is None:
@@ -334,7 +345,7 @@ def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str,
         raise Unauthorized("the signature must cover the host and x-sdk-date headers")
     if not _AK_RE.match(auth.access_key):
         raise Unauthorized("unknown or inactive access key")
-    owner = _key_owner(ctx, auth.access_key)
+    owner = _key_owner(ctx, auth.access_key, cached_only)
     if owner is None:
         raise Unauthorized("unknown or inactive access key")
     canonical = signing.canonical_request(method, path, raw_query, headers, auth.signed_headers,
@@ -346,8 +357,8 @@ def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str,
     header_project = lower.get("x-project-id")
     if header_project and path_project_id and header_project != path_project_id:
         raise Forbidden("X-Project-Id does not match the project in the path", code="APIGW.0305")
-    project_id = _scoped_project(ctx, owner.account_id, path_project_id or header_project or "")
-    _record_use(ctx, owner)
+    project_id = _scoped_project(ctx, owner.account_id, path_project_id or header_project or "", cached_only)
+    _record_use(ctx, owner, cached_only)
     return Principal(account_id=owner.account_id, project_id=project_id, user_id=owner.user_id,
                      user_name=owner.user_name, role=owner.role, is_operator=owner.is_operator,
                      access_key=owner.access_key, source_ip=source_ip, request_id=request_id)
