@@ -94,7 +94,7 @@ class Catalog:
 class Service:
     """The API process (no worker threads) and separate worker processes over one catalog."""
 
-    def __init__(self, workdir: Path, catalog: Catalog, worker_procs: int):
+    def __init__(self, workdir: Path, catalog: Catalog, worker_procs: int, worker_nice: int = 0):
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,6 +103,7 @@ class Service:
                     "OPENCBR_CLIENT_CONFIG": str(workdir / "client.toml"),
                     "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
         self.worker_procs = worker_procs
+        self.worker_nice = worker_nice
         self.procs: list[subprocess.Popen] = []
         settings = load_settings(env=self.env)
         ctx = open_context(settings)
@@ -110,9 +111,10 @@ class Service:
         ctx.close()
         self.ak, self.sk, self.project_id = info.access_key, info.secret_key, info.project_id
 
-    def _spawn(self, *args: str, log: str) -> subprocess.Popen:
+    def _spawn(self, *args: str, log: str, nice: int = 0) -> subprocess.Popen:
         out = open(self.workdir / log, "ab")
-        p = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", *args], env=self.env, stdout=out,
+        prefix = ["nice", "-n", str(nice)] if nice else []
+        p = subprocess.Popen([*prefix, sys.executable, "-m", "opencbr.cli.main", *args], env=self.env, stdout=out,
                              stderr=subprocess.STDOUT)
         self.procs.append(p)
         return p
@@ -120,7 +122,7 @@ class Service:
     def start(self) -> Service:
         api = self._spawn("serve", "--no-write-config", log="api.log")
         for i in range(self.worker_procs):
-            self._spawn("worker", "--count", "1", log=f"worker{i}.log")
+            self._spawn("worker", "--count", "1", log=f"worker{i}.log", nice=self.worker_nice)
         deadline = time.time() + 60
         while time.time() < deadline:
             if api.poll() is not None:
@@ -356,6 +358,8 @@ def main() -> None:
     ap.add_argument("--vaults", type=int, default=20)
     ap.add_argument("--backups-per-vault", type=int, default=5)
     ap.add_argument("--worker-procs", type=int, default=2)
+    ap.add_argument("--worker-nice", type=int, default=0,
+                    help="start the worker processes with this nice value (0: the API's priority)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--skip-backups-phase", action="store_true")
@@ -366,7 +370,7 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="opencbr-bench-api-"))
     workdir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(args.catalog, workdir)
-    svc = Service(workdir, catalog, args.worker_procs)
+    svc = Service(workdir, catalog, args.worker_procs, args.worker_nice)
     try:
         svc.start()
         print(f"API pid {svc.api_pid()} at {svc.url}, catalog {args.catalog}, work directory {workdir}", flush=True)
@@ -394,7 +398,7 @@ def main() -> None:
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"\n{args.clients} official-SDK clients (threads of one process), list_vault / list_backups "
               f"(limit 20) alternately, {args.seconds:.0f} s per phase, {args.catalog} catalog, "
-              f"{args.worker_procs} worker processes\n")
+              f"{args.worker_procs} worker processes (nice {args.worker_nice})\n")
         print("| phase                  |  req/s | p50 ms | p95 ms | p99 ms | max ms | errors | API CPU ms/req | "
               "client CPU ms/req |")
         print("|------------------------|-------:|-------:|-------:|-------:|-------:|-------:|------:|------:|")
