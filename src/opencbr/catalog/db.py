@@ -60,8 +60,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for units of work that only read (the same pool; on SQLite they begin deferred)."""
-    return sessionmaker(bind=engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    """Sessions for units of work that only read (the same pool; on SQLite they begin deferred, and a
+    deferred transaction that later writes fails with SQLITE_BUSY instead of waiting). Changing an
+    object in one is refused at the flush, so the mistake shows in the tests."""
+    factory = sessionmaker(bind=engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+
+    @event.listens_for(factory, "before_flush")
+    def _refuse_writes(session, _context, _instances):
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("a read-only unit of work (ctx.read()) tried to write; use ctx.tx()")
+
+    return factory
 
 
 @contextmanager
