@@ -11,7 +11,7 @@ import pytest
 from huaweicloudsdkcbr.v1 import ListBackupsRequest, ListOpLogsRequest, ListVaultRequest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
-from tests.support.clients import api, sdk, signed, task_ok
+from tests.support.clients import api, fill_ids, sdk, signed, task_ok
 
 HUGE = "99999999999999999999"  # beyond a 64-bit integer
 
@@ -180,28 +180,16 @@ BODIES = [
 ]
 
 
-def _fill(value, ids):
-    if isinstance(value, str):
-        for k, v in ids.items():
-            value = value.replace("{" + k + "}", v)
-        return value
-    if isinstance(value, list):
-        return [_fill(x, ids) for x in value]
-    if isinstance(value, dict):
-        return {k: _fill(v, ids) for k, v in value.items()}
-    return value
-
-
 @pytest.mark.parametrize("method,path,body,field", BODIES, ids=[f"{m} {p} {f}" for m, p, _, f in BODIES])
 def test_every_body_field_is_bounded(server, ids, method, path, body, field):
-    assert_400(signed(api(server), method, _fill(path, ids), body=_fill(body, ids)), field)
+    assert_400(signed(api(server), method, fill_ids(path, ids), body=fill_ids(body, ids)), field)
 
 
 def test_restore_files_refuses_ten_thousand_paths_at_once(server, ids):
     """10,000 paths took 2 s to accept and held a worker for minutes; now they are refused outright."""
     t0 = time.monotonic()
     method, path, body = _restore_files([f"/file-{i}" for i in range(10_000)])
-    r = signed(api(server), method, _fill(path, ids), body=_fill(body, ids))
+    r = signed(api(server), method, fill_ids(path, ids), body=fill_ids(body, ids))
     assert_400(r, "paths", "100")
     assert time.monotonic() - t0 < 2
     tasks = api(server).get("/operation-logs", operation_type="restore")["operation_logs"]

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.support.clients import api, signed, task_ok
+from tests.support.clients import api, fill_ids, signed, task_ok
 from tests.support.server import Creds
 
 READ, MEMBER, ADMIN, OPERATOR = "readonly", "member", "admin", "operator"
@@ -83,18 +83,6 @@ ROUTES = [
 ]
 
 
-def _fill(value, ids: dict):
-    if isinstance(value, str):
-        for k, v in ids.items():
-            value = value.replace("{" + k + "}", v)
-        return value
-    if isinstance(value, list):
-        return [_fill(x, ids) for x in value]
-    if isinstance(value, dict):
-        return {k: _fill(v, ids) for k, v in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def tenant(server, tmp_path_factory):
     """A tenant (not the operator) with a vault, a disk, a backup, a policy; and a user of each role."""
@@ -132,7 +120,7 @@ def test_every_route_is_in_the_table(server, tenant):
     _, ids = tenant
     spec = api(server).http.get(server.url + "/openapi.json").json()
     prefix = "/v3/{project_id}"
-    table = [(m, _fill(p, ids)) for m, p, _, _ in ROUTES]
+    table = [(m, fill_ids(p, ids)) for m, p, _, _ in ROUTES]
     missing = []
     for path, ops in spec["paths"].items():
         if not path.startswith(prefix):
@@ -147,7 +135,7 @@ def test_role_table(server, tenant, method, path, body, least):
     """Below the least role: 403 with the CBR error body, and nothing done. At or above it (for the
     reads, which change nothing): not refused."""
     users, ids = tenant
-    url, body = _fill(path, ids), _fill(body, ids)
+    url, body = fill_ids(path, ids), fill_ids(body, ids)
     for role in (READ, MEMBER, ADMIN):
         if LEVEL[role] >= LEVEL[least] and method != "GET":
             continue  # writes are exercised by their own tests; here only who is refused

@@ -129,7 +129,7 @@ def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int 
         conds.append(Backup.created_at <= f.end_time)
     if f.incremental is not None:
         conds.append(Backup.incremental.is_(f.incremental))
-    # Newest first by default (cbr_v3.md section 4).
+    # Newest first by default, as the public API lists backups.
     order = listing.order_by(sort, SORT_KEYS, [Backup.created_at.desc(), Backup.id], Backup.id)
     with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0

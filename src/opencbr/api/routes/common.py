@@ -83,7 +83,7 @@ def statuses(values: str | Sequence[str] | None, allowed: Iterable[str], name: s
 
 
 def parse_sort(sort: str | None, keys: Iterable[str]) -> Sort:
-    """``key[:asc|desc],...`` with each key one of ``keys`` (cbr_v3.md section 4); [] for the default
+    """``key[:asc|desc],...`` with each key one of ``keys``; [] for the default
     order."""
     keys = tuple(keys)
     if not sort:
@@ -101,7 +101,7 @@ def parse_sort(sort: str | None, keys: Iterable[str]) -> Sort:
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
-    """Time filters are ``YYYY-MM-DDTHH:MM:SSZ`` (cbr_v3.md section 4); other ISO forms are accepted."""
+    """Time filters are ``YYYY-MM-DDTHH:MM:SSZ``, as the public API writes them; other ISO forms are accepted."""
     if not value:
         return None
     v = value.strip()
