@@ -66,3 +66,23 @@ def test_canonical_forms_from_the_reference():
     assert signing.parse_authorization("Bearer x") is None
     assert signing.parse_sdk_date("20240102T030405Z").year == 2024
     assert signing.parse_sdk_date("yesterday") is None
+
+
+@pytest.mark.parametrize("value", ["a+b", "a b", "1+1=2 & more", "x%2By", "~_.-", "ü+ü"])
+def test_canonical_query_is_the_sdk_form_of_what_the_server_decodes(value):
+    """The canonical form is built from the values the web framework hands to the routes (``+`` is a
+    space in a query, as in form encoding), encoded the way the official signer encodes the values it is
+    given; so two raw queries share a canonical form (and a signature) only if they decode alike."""
+    from urllib.parse import parse_qsl, quote, quote_plus
+
+    req = sdk_sign("GET", "/v3/proj1/backups", [("name", value)], b"", {"Host": "h"})
+    sdk_canonical = Signer._process_canonical_query_string(req)
+    for raw in (req.uri.partition("?")[2], "name=" + quote_plus(value), "name=" + quote(value, safe="")):
+        assert parse_qsl(raw, keep_blank_values=True) == [("name", value)]  # what the framework decodes
+        assert signing.canonical_query(raw) == sdk_canonical, raw
+
+
+def test_plus_and_encoded_plus_sign_differently():
+    """``a+b`` (a space) and ``a%2Bb`` (a plus) decode differently, so they may not share a signature."""
+    assert signing.canonical_query("name=a+b") == "name=a%20b"
+    assert signing.canonical_query("name=a%2Bb") == "name=a%2Bb"

@@ -106,3 +106,23 @@ def sdk_task_ok(c: CbrClient, task_id: str, timeout: float = 120):
             return log
         time.sleep(0.2)
     raise AssertionError("task did not finish")
+
+
+def signed(client: ApiClient, method: str, path: str, *, params: dict | None = None, body=None):
+    """One signed request through ``client``'s credentials, returning the raw ``httpx.Response`` (for
+    status checks and routes the SDK has no call for)."""
+    url, headers, data = client._prepare(method, path, params, body)
+    return client.http.request(method, url, content=data or None, headers=headers)
+
+
+def fill_ids(value, ids: dict):
+    """``value`` (a path or a JSON body) with every ``{name}`` replaced by ``ids[name]``."""
+    if isinstance(value, str):
+        for k, v in ids.items():
+            value = value.replace("{" + k + "}", v)
+        return value
+    if isinstance(value, list):
+        return [fill_ids(x, ids) for x in value]
+    if isinstance(value, dict):
+        return {k: fill_ids(v, ids) for k, v in value.items()}
+    return value

@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 
 from opencbr import __version__
 from opencbr.api import errors
-from opencbr.api.deps import new_request_id
+from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
@@ -17,6 +17,36 @@ from opencbr.console import web as console_web
 from opencbr.services.context import ServiceContext
 
 
+class RequestIds:
+    """Every request gets an id (``request.state.request_id``, the ``X-Request-Id`` header of the answer),
+    and a body declared larger than ``MAX_BODY_BYTES`` is refused before it is read. A plain ASGI
+    middleware: the ``@app.middleware`` kind costs an extra task and stream per request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = new_request_id()
+        scope.setdefault("state", {})["request_id"] = rid
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            response = errors.error_response(413, "APIGW.0413", f"the request body is larger than {MAX_BODY_BYTES} "
+                                             "bytes", Request(scope))
+            return await response(scope, receive, send)
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def create_app(ctx: ServiceContext) -> FastAPI:
     app = FastAPI(title="OpenCBR", version=__version__,
                   description="Cloud Backup and Recovery, wire-compatible with the CBR v3 API. Requests are "
@@ -24,12 +54,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.state.ctx = ctx
     errors.install(app)
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        request.state.request_id = new_request_id()
-        response = await call_next(request)
-        response.headers["X-Request-Id"] = request.state.request_id
-        return response
+    app.add_middleware(RequestIds)
 
     @app.get("/health", include_in_schema=False)
     def health():

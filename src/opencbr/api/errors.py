@@ -29,7 +29,9 @@ def error_response(status: int, code: str, message: str, request: Request | None
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path")]
+        loc = [str(x) for x in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):  # where it was, not what: drop it
+            loc = loc[1:]
         where = ".".join(loc) or "request"
         if err.get("type") == "json_invalid":
             parts.append("the request body is not valid JSON")

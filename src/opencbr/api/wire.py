@@ -1,16 +1,19 @@
 """The wire format: Pydantic models of request bodies and functions that shape responses, field for
 field as the official SDK reads them (``shared/api/cbr_v3.md`` section 5).
 
-Request models fix the *shape* (types, nesting); the rules on values live in ``domain`` and
-``services``, so the models do not repeat limits.
+Request models fix the *shape*: types, nesting, and outer bounds on every list, string and integer
+(so that no request can make the service hold or loop over unbounded input, and a 400 names the field).
+The rules on values (a vault name's 64 characters, 10 tags, 256 resources) live in ``domain`` and
+``services``; the outer bounds here are never tighter than those, so their messages still apply.
 """
 
 from __future__ import annotations
 
+import posixpath
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from opencbr.catalog.models import AuditEvent, Resource, Task
 from opencbr.domain import resource as R
@@ -25,66 +28,121 @@ class Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# ------------------------------------------------------------------------------------ outer bounds
+#: An id (uuid, 32-hex project id, access key) or a short code.
+Id = Annotated[str, StringConstraints(max_length=64)]
+#: A name or a short text field (descriptions are 255 at most by the guide).
+Text = Annotated[str, StringConstraints(max_length=1024)]
+#: A path on the service's machine or inside a backup (Linux PATH_MAX).
+PathText = Annotated[str, StringConstraints(max_length=4096)]
+#: Counts, sizes in GB, days, percentages.
+Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+#: A size in bytes (an exbibyte is beyond any disk).
+Bytes = Annotated[int, Field(ge=0, le=2**60)]
+#: Free-form JSON objects (a policy, resource details) are at most this deep, long and wide.
+MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_JSON_STRING = 8, 100, 1024
+
+
+def _bounded_json(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, str) and len(value) > MAX_JSON_STRING:
+        raise ValueError(f"a string is longer than {MAX_JSON_STRING} characters")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        raise ValueError("an integer is out of range")
+    if isinstance(value, (list, dict)):
+        if len(value) > MAX_JSON_ITEMS:
+            raise ValueError(f"a list or object has more than {MAX_JSON_ITEMS} items")
+        for item in [*value.keys(), *value.values()] if isinstance(value, dict) else value:
+            _bounded_json(item, depth + 1)
+    return value
+
+
+#: A JSON object whose fields the domain checks (a policy body), bounded in size here.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+
+
+def _unique(values: list) -> list:
+    """No value twice; paths count as the same when they name the same place (``/a/`` and ``/a``)."""
+    seen = set()
+    for v in values:
+        key = posixpath.normpath(v) if isinstance(v, str) and v.startswith("/") else v
+        if key in seen:
+            raise ValueError(f"{str(v)[:80]!r} is given more than once")
+        seen.add(key)
+    return values
+
+
+def Items(item, max_items: int, *, unique: bool = False):  # noqa: N802 - a type factory
+    """A list of at most ``max_items`` ``item`` values (distinct when ``unique``)."""
+    checks = [AfterValidator(_unique)] if unique else []
+    return Annotated[list[item], Field(max_length=max_items), *checks]
+
+
 # ------------------------------------------------------------------------------------ requests
 class Tag(Wire):
-    key: str
-    value: str | None = None
+    key: Text
+    value: Text | None = None
 
 
 class BindRules(Wire):
-    tags: list[Tag] | None = None
+    tags: Items(Tag, 100) | None = None
 
 
 class IncludeVolume(Wire):
-    id: str
-    os_version: str | None = None
+    id: Id
+    os_version: Text | None = None
 
 
 class ResourceExtraInfo(Wire):
-    exclude_volumes: list[str] | None = None
-    include_volumes: list[IncludeVolume] | None = None
+    exclude_volumes: Items(Id, 64, unique=True) | None = None
+    include_volumes: Items(IncludeVolume, 64) | None = None
 
 
 class ResourceCreate(Wire):
-    id: str
-    type: str
-    name: str | None = None
+    id: Id
+    type: Id
+    name: Text | None = None
     extra_info: ResourceExtraInfo | None = None
 
 
 class BillingCreate(Wire):
-    consistent_level: str | None = None
-    object_type: str
-    protect_type: str | None = None
-    size: int
-    cloud_type: str | None = None
-    charging_mode: str | None = None
-    period_type: str | None = None
-    period_num: int | None = None
+    consistent_level: Id | None = None
+    object_type: Id
+    protect_type: Id | None = None
+    size: Int
+    cloud_type: Id | None = None
+    charging_mode: Id | None = None
+    period_type: Id | None = None
+    period_num: Int | None = None
     is_auto_renew: bool | None = None
     is_auto_pay: bool | None = None
-    console_url: str | None = None
+    console_url: Text | None = None
     is_multi_az: bool | None = None
 
 
+#: A vault holds at most 256 resources (guide 1.6); one request may name no more.
+MAX_RESOURCES = 256
+
+
 class VaultCreate(Wire):
-    name: str | None = None
+    name: Text | None = None
     billing: BillingCreate
-    resources: list[ResourceCreate] = Field(default_factory=list)
-    description: str | None = None
-    backup_policy_id: str | None = None
-    tags: list[Tag] | None = None
-    enterprise_project_id: str | None = None
+    resources: Items(ResourceCreate, MAX_RESOURCES) = Field(default_factory=list)
+    description: Text | None = None
+    backup_policy_id: Id | None = None
+    tags: Items(Tag, 100) | None = None
+    enterprise_project_id: Id | None = None
     auto_bind: bool | None = None
     bind_rules: BindRules | None = None
     auto_expand: bool | None = None
-    threshold: int | None = None
+    threshold: Int | None = None
     smn_notify: bool | None = None
-    backup_name_prefix: str | None = None
+    backup_name_prefix: Text | None = None
     demand_billing: bool | None = None
-    sys_lock_source_service: str | None = None
+    sys_lock_source_service: Text | None = None
     locked: bool | None = None
-    availability_zone: str | None = None
+    availability_zone: Id | None = None
     #: OpenCBR extension: false creates a vault whose data is stored unencrypted.
     encrypted: bool | None = None
 
@@ -94,19 +152,19 @@ class VaultCreateBody(Wire):
 
 
 class BillingUpdate(Wire):
-    consistent_level: str | None = None
-    size: int | None = None
+    consistent_level: Id | None = None
+    size: Int | None = None
 
 
 class VaultUpdate(Wire):
-    name: str | None = None
-    description: str | None = None
+    name: Text | None = None
+    description: Text | None = None
     billing: BillingUpdate | None = None
     auto_bind: bool | None = None
     bind_rules: BindRules | None = None
     auto_expand: bool | None = None
     smn_notify: bool | None = None
-    threshold: int | None = None
+    threshold: Int | None = None
     locked: bool | None = None
 
 
@@ -115,69 +173,70 @@ class VaultUpdateBody(Wire):
 
 
 class AddResourcesBody(Wire):
-    resources: list[ResourceCreate]
+    resources: Items(ResourceCreate, MAX_RESOURCES)
 
 
 class RemoveResourcesBody(Wire):
-    resource_ids: list[str]
+    resource_ids: Items(Id, MAX_RESOURCES, unique=True)
 
 
 # Inventory (OpenCBR extension)
 class DiskRegister(Wire):
-    name: str
-    path: str
-    availability_zone: str | None = None
+    name: Text
+    path: PathText
+    availability_zone: Id | None = None
     encrypted: bool = False
-    description: str | None = None
-    host: str | None = None  # the host (group) that holds the path; default: the API machine's
+    description: Text | None = None
+    host: Id | None = None  # the host (group) that holds the path; default: the API machine's
 
 
 class ServerRegister(Wire):
-    name: str
-    system_disk: str
-    data_disks: list[str] = Field(default_factory=list)
-    availability_zone: str | None = None
-    status: str = "running"
-    description: str | None = None
+    name: Text
+    system_disk: Id
+    #: A server has at most 60 disks attached (the public service's limit per ECS).
+    data_disks: Items(Id, 60, unique=True) = Field(default_factory=list)
+    availability_zone: Id | None = None
+    status: Id = "running"
+    description: Text | None = None
 
 
 class FileSystemRegister(Wire):
-    name: str
-    path: str
-    availability_zone: str | None = None
-    description: str | None = None
-    host: str | None = None  # the host (group) that holds the path; default: the API machine's
+    name: Text
+    path: PathText
+    availability_zone: Id | None = None
+    description: Text | None = None
+    host: Id | None = None  # the host (group) that holds the path; default: the API machine's
 
 
 class ServerStatusUpdate(Wire):
-    status: str
+    status: Id
 
 
 # IAM (OpenCBR extension)
 class ProjectCreate(Wire):
-    name: str
-    account_id: str | None = None
+    name: Text
+    account_id: Id | None = None
 
 
 class UserCreate(Wire):
-    name: str
-    role: str = "member"
+    name: Text
+    role: Id = "member"
 
 
 class CredentialCreate(Wire):
-    user_name: str | None = None
-    description: str | None = None
+    user_name: Text | None = None
+    description: Text | None = None
 
 
 class AccountCreate(Wire):
-    name: str
-    admin_name: str = "admin"
+    name: Text
+    admin_name: Text = "admin"
 
 
 class ConsoleLogin(Wire):
-    access_key: str
-    secret_key: str
-    project_id: str | None = None
+    access_key: Id
+    secret_key: Text
+    project_id: Id | None = None
 
 
 class TrackerUpdate(Wire):
@@ -351,18 +410,18 @@ def audit_resp(e: AuditEvent) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ backups
 class CheckpointParam(Wire):
-    resources: list[str] | None = None
-    name: str | None = None
-    description: str | None = None
+    resources: Items(Id, MAX_RESOURCES, unique=True) | None = None
+    name: Text | None = None
+    description: Text | None = None
     incremental: bool | None = None
     auto_trigger: bool | None = None
-    policy_id: str | None = None
-    retention_duration_days: int | None = None
-    resource_details: list[dict] | None = None
+    policy_id: Id | None = None
+    retention_duration_days: Int | None = None
+    resource_details: Items(JsonObject, MAX_RESOURCES) | None = None
 
 
 class CheckpointCreate(Wire):
-    vault_id: str
+    vault_id: Id
     parameters: CheckpointParam | None = None
 
 
@@ -371,20 +430,20 @@ class CheckpointCreateBody(Wire):
 
 
 class ServerMapping(Wire):
-    backup_id: str
-    volume_id: str
+    backup_id: Id
+    volume_id: Id
 
 
 class RestoreDetails(Wire):
-    destination_path: str | None = None
+    destination_path: PathText | None = None
 
 
 class BackupRestore(Wire):
-    volume_id: str | None = None
-    server_id: str | None = None
+    volume_id: Id | None = None
+    server_id: Id | None = None
     power_on: bool | None = None
-    mappings: list[ServerMapping] | None = None
-    resource_id: str | None = None
+    mappings: Items(ServerMapping, 64) | None = None
+    resource_id: Id | None = None
     details: RestoreDetails | None = None
 
 
@@ -393,7 +452,7 @@ class BackupRestoreBody(Wire):
 
 
 class BackupUpdate(Wire):
-    name: str
+    name: Text
 
 
 class BackupUpdateBody(Wire):
@@ -401,10 +460,10 @@ class BackupUpdateBody(Wire):
 
 
 class CreateDiskFromBackup(Wire):
-    name: str
-    path: str
-    size_bytes: int | None = None
-    availability_zone: str | None = None
+    name: Text
+    path: PathText
+    size_bytes: Bytes | None = None
+    availability_zone: Id | None = None
 
 
 def backup_resp(b, kids=()) -> dict[str, Any]:
@@ -453,11 +512,16 @@ def checkpoint_resp(cp, vault, backups, bound_resources: dict | None = None) -> 
 
 
 class CreateFileSystemFromBackup(Wire):
-    name: str
-    path: str
-    availability_zone: str | None = None
+    name: Text
+    path: PathText
+    availability_zone: Id | None = None
+
+
+#: Paths one restore-files request may name: a directory brings everything below it, so a long list is
+#: never needed, and each path is looked up in the backup before the task is accepted.
+MAX_RESTORE_PATHS = 100
 
 
 class RestoreFiles(Wire):
-    paths: list[str]
-    destination_path: str
+    paths: Items(PathText, MAX_RESTORE_PATHS, unique=True) = Field(min_length=1)
+    destination_path: PathText

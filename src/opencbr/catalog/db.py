@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: Execution option of the engine behind read-only sessions (see ``make_read_session_factory``).
+READ_ONLY_OPTION = "opencbr_read_only"
 
 
 def is_sqlite(url: str) -> bool:
@@ -42,8 +44,12 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - exercised by every test
             # Take the write lock up front: two writers that both start with a read and then upgrade
-            # would otherwise deadlock (SQLITE_BUSY without waiting for the busy timeout).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # would otherwise deadlock (SQLITE_BUSY without waiting for the busy timeout). Read-only
+            # units of work (read_transaction) begin deferred: in WAL mode they read a snapshot and
+            # neither wait for a writer nor make one wait, which is what keeps the API's lists fast
+            # while workers in other processes write.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -51,6 +57,20 @@ def make_engine(url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for units of work that only read (the same pool; on SQLite they begin deferred, and a
+    deferred transaction that later writes fails with SQLITE_BUSY instead of waiting). Changing an
+    object in one is refused at the flush, so the mistake shows in the tests."""
+    factory = sessionmaker(bind=engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+
+    @event.listens_for(factory, "before_flush")
+    def _refuse_writes(session, _context, _instances):
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("a read-only unit of work (ctx.read()) tried to write; use ctx.tx()")
+
+    return factory
 
 
 @contextmanager

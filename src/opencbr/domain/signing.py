@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -30,21 +30,24 @@ def canonical_uri(path: str) -> str:
     return uri if uri.endswith("/") else uri + "/"
 
 
-def canonical_query(raw_query: str) -> str:
-    """``key=value`` pairs with both sides encoded, sorted by (key, value), joined by ``&``.
-
-    The raw query is split on ``&`` and the first ``=``, and decoded with ``unquote`` (never
-    ``unquote_plus``: the SDK sends a space as ``%20``)."""
-    if not raw_query:
-        return ""
+def query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """The decoded ``(key, value)`` pairs of a raw query, in order, exactly as the web framework decodes
+    them: split on ``&`` and the first ``=``, with ``+`` meaning a space (form encoding). The canonical
+    form is built from these same pairs, so a signature covers the values the service acts on: ``a+b``
+    signs as ``a%20b`` and ``a%2Bb`` as ``a%2Bb``. (The official SDK never sends a bare ``+``: its
+    signer percent-encodes every value with ``quote(v, safe="~")`` and sends that very string.)"""
     pairs = []
-    for part in raw_query.split("&"):
+    for part in raw_query.split("&") if raw_query else ():
         if not part:
             continue
         k, _, v = part.partition("=")
-        pairs.append((_encode(unquote(k)), _encode(unquote(v))))
-    pairs.sort()
-    return "&".join(f"{k}={v}" for k, v in pairs)
+        pairs.append((unquote_plus(k), unquote_plus(v)))
+    return pairs
+
+
+def canonical_query(raw_query: str) -> str:
+    """``key=value`` pairs with both sides encoded, sorted by (key, value), joined by ``&``."""
+    return query_string(query_pairs(raw_query))
 
 
 def query_string(params: Iterable[tuple[str, str]]) -> str:

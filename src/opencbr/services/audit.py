@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, select
 
 from opencbr.catalog.models import Account, AuditEvent
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound
-from opencbr.services import space
+from opencbr.services import listing, space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -91,8 +91,13 @@ class AuditFilter:
     account_id: str | None = None  # operator only
 
 
+SORT_KEYS = {"time": AuditEvent.time, "trace_name": AuditEvent.trace_name, "user_name": AuditEvent.user_name,
+             "outcome": AuditEvent.outcome}
+OUTCOMES = ("success", "failure")
+
+
 def list_events(ctx: ServiceContext, p: Principal, f: AuditFilter, limit: int = 100,
-                offset: int = 0) -> tuple[list[AuditEvent], int]:
+                offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[AuditEvent], int]:
     """Audit events of the caller's account (admins), or of any account (the operator)."""
     p.require_admin()
     account_id = f.account_id or p.account_id
@@ -110,10 +115,10 @@ def list_events(ctx: ServiceContext, p: Principal, f: AuditFilter, limit: int = 
         conds.append(AuditEvent.time >= f.start_time)
     if f.end_time:
         conds.append(AuditEvent.time <= f.end_time)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(AuditEvent).where(and_(*conds))) or 0
-        rows = list(s.scalars(select(AuditEvent).where(and_(*conds))
-                              .order_by(AuditEvent.time.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)))
+        order = listing.order_by(sort, SORT_KEYS, [AuditEvent.time.desc(), AuditEvent.id.desc()], AuditEvent.id)
+        rows = list(s.scalars(select(AuditEvent).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
     return rows, total
 
 

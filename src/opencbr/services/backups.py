@@ -27,8 +27,8 @@ from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, LockTiming, Repository
 from opencbr.engine.disk_source import FileDiskSource
 from opencbr.providers import local
+from opencbr.services import listing, space, tasks
 from opencbr.services import resources as res_svc
-from opencbr.services import space, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 from opencbr.services.vaults import get_vault
@@ -107,28 +107,12 @@ class BackupFilter:
     ids: list[str] | None = None
 
 
-_SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "name": Backup.name,
-              "status": Backup.status, "protected_at": Backup.protected_at, "id": Backup.id}
-
-
-def parse_sort(sort: str | None) -> list:
-    """``key[:asc|desc],...`` over created_at, updated_at, name, status, protected_at, id; default
-    newest first (cbr_v3.md section 4)."""
-    if not sort:
-        return [Backup.created_at.desc(), Backup.id]
-    out = []
-    for part in sort.split(","):
-        key, _, direction = part.strip().partition(":")
-        if key not in _SORT_KEYS or direction not in ("", "asc", "desc"):
-            raise InvalidParameter(f"cannot sort by {part!r}; use key[:asc|desc] with key one of "
-                                   f"{', '.join(_SORT_KEYS)}")
-        col = _SORT_KEYS[key]
-        out.append(col.asc() if direction == "asc" else col.desc())
-    return out + [Backup.id]
+SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "name": Backup.name,
+             "status": Backup.status, "protected_at": Backup.protected_at, "id": Backup.id}
 
 
 def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int = 1000, offset: int = 0,
-                 sort: str | None = None) -> tuple[list[BackupView], int]:
+                 sort: listing.Sort | None = None) -> tuple[list[BackupView], int]:
     """Guide 4.1: search by status, name, id, vault, resource name/id/type, replica or not, and date.
     Disk backups inside a server backup are shown as its ``children``, not on their own, unless asked
     for by ``parent_id``."""
@@ -143,13 +127,10 @@ def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int 
         if val:
             conds.append(col == val)
     if f.resource_name:
-        conds.append(Backup.resource_name.contains(f.resource_name))
+        conds.append(listing.contains(Backup.resource_name, f.resource_name))
     if f.name:
-        conds.append(Backup.name.contains(f.name))
+        conds.append(listing.contains(Backup.name, f.name))
     if f.statuses:
-        bad = [x for x in f.statuses if x not in B.STATUSES]
-        if bad:
-            raise InvalidParameter(f"unknown backup status {bad[0]!r}; use one of {', '.join(B.STATUSES)}")
         conds.append(Backup.status.in_(f.statuses))
     if f.ids:
         conds.append(Backup.id.in_(f.ids))
@@ -159,21 +140,22 @@ def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int 
         conds.append(Backup.created_at <= f.end_time)
     if f.incremental is not None:
         conds.append(Backup.incremental.is_(f.incremental))
-    order = parse_sort(sort)
-    with ctx.tx() as s:
+    # Newest first by default, as the public API lists backups.
+    order = listing.order_by(sort, SORT_KEYS, [Backup.created_at.desc(), Backup.id], Backup.id)
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
         rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
         return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
 
 
 def show_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> BackupView:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         b = get_backup(s, p.project_id, backup_id)
         return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
 
 
 def show_checkpoint(ctx: ServiceContext, p: Principal, checkpoint_id: str) -> tuple[Checkpoint, Vault, list[Backup]]:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         cp = s.get(Checkpoint, checkpoint_id) if isinstance(checkpoint_id, str) else None
         if cp is None or cp.project_id != p.project_id:
             raise NotFound(f"checkpoint {checkpoint_id} not found", code="BackupService.6111")
@@ -200,7 +182,7 @@ def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = 
         conds.append(Backup.resource_id == resource_id)
     if resource_type:
         conds.append(Backup.resource_type == resource_type)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         rows = s.execute(select(Backup.resource_id, Backup.resource_name, Backup.resource_type,
                                 func.count(Backup.id), func.sum(Backup.added_bytes))
                          .where(and_(*conds)).group_by(Backup.resource_id, Backup.resource_name,
@@ -209,14 +191,16 @@ def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = 
              "backup_bytes": int(r[4] or 0)} for r in rows]
 
 
-def enrich_vault_view(s: Session, view) -> None:
-    """Backup count and size per associated resource, for the vault's ResourceResp items."""
-    stats = {rid: (n, size) for rid, n, size in s.execute(
-        select(Backup.resource_id, func.count(Backup.id), func.sum(Backup.added_bytes))
-        .where(Backup.vault_id == view.vault.id, Backup.parent_id.is_(None)).group_by(Backup.resource_id))}
-    for r in view.resources:
-        n, size = stats.get(r.binding.resource_id, (0, 0))
-        r.backup_count, r.backup_bytes = int(n), int(size or 0)
+def enrich_vault_views(s: Session, views: list) -> None:
+    """Backup count and size per associated resource, for the vaults' ResourceResp items (one query)."""
+    stats = {(vid, rid): (n, size) for vid, rid, n, size in s.execute(
+        select(Backup.vault_id, Backup.resource_id, func.count(Backup.id), func.sum(Backup.added_bytes))
+        .where(Backup.vault_id.in_([v.vault.id for v in views]), Backup.parent_id.is_(None))
+        .group_by(Backup.vault_id, Backup.resource_id))}
+    for view in views:
+        for r in view.resources:
+            n, size = stats.get((view.vault.id, r.binding.resource_id), (0, 0))
+            r.backup_count, r.backup_bytes = int(n), int(size or 0)
 
 
 # ------------------------------------------------------------------------------------ create
@@ -789,6 +773,7 @@ def delete_resource_backups(s: Session, ctx: ServiceContext, vault: Vault, resou
 # ------------------------------------------------------------------------------------ verify
 def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
     """Re-read every chunk of a backup and report what is damaged (beyond the guide)."""
+    p.require_data_access("verifying a backup (it re-reads all of its data)")
     now = ctx.now()
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)

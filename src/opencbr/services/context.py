@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from opencbr.catalog.db import make_engine, make_session_factory, transaction, upgrade
+from opencbr.catalog.db import make_engine, make_read_session_factory, make_session_factory, transaction, upgrade
 from opencbr.catalog.models import utcnow
 from opencbr.config import Settings
 
@@ -23,10 +23,19 @@ class ServiceContext:
     clock: Callable[[], datetime] = utcnow
     _master_key: bytes | None = field(default=None, repr=False)
     _store: object | None = field(default=None, repr=False)
+    #: Sessions that only read (None: ``read()`` uses ``sessions``).
+    read_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
+    #: Small per-process caches (authentication: ``services.iam``), dropped with the context.
+    caches: dict = field(default_factory=dict, repr=False)
 
     def tx(self):
         """A unit of work on the catalog (commit on success, roll back on error)."""
         return transaction(self.sessions)
+
+    def read(self):
+        """A unit of work that only reads: it never takes the catalog's write lock (SQLite), so lists
+        and shows neither wait for the workers' writes nor hold them up. Writing in it is a bug."""
+        return transaction(self.read_sessions or self.sessions)
 
     def now(self) -> datetime:
         return self.clock()
@@ -57,7 +66,8 @@ def open_context(settings: Settings, *, migrate: bool = True,
     if migrate:
         upgrade(url)
     engine = make_engine(url)
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=make_session_factory(engine))
+    ctx = ServiceContext(settings=settings, engine=engine, sessions=make_session_factory(engine),
+                         read_sessions=make_read_session_factory(engine))
     if clock is not None:
         ctx.clock = clock
     return ctx

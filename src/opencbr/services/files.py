@@ -123,6 +123,7 @@ def _browsable(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
 def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/") -> list[dict]:
     """The entries of a directory inside a backup, without restoring it (beyond guide 13.2.15). File-system
     backups list their tree; disk backups list their partitions, then the files of ext and FAT ones."""
+    p.require_data_access("browsing the files of a backup")
     from opencbr.engine.tree import list_backup
 
     if not isinstance(path, str) or "\x00" in path:

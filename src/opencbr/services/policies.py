@@ -90,8 +90,16 @@ def get_policy(s: Session, project_id: str, policy_id: str, *, for_update: bool 
 
 
 def bound_policy_ids(s: Session, vault_id: str) -> list[str]:
-    return [pid for (pid,) in s.execute(select(PolicyBinding.policy_id).where(PolicyBinding.vault_id == vault_id)
-                                        .order_by(PolicyBinding.operation_type))]
+    return bound_policy_ids_of(s, [vault_id]).get(vault_id, [])
+
+
+def bound_policy_ids_of(s: Session, vault_ids: list[str]) -> dict[str, list[str]]:
+    """The policies applied to each of the vaults, in one query."""
+    out: dict[str, list[str]] = {}
+    for vid, pid in s.execute(select(PolicyBinding.vault_id, PolicyBinding.policy_id)
+                              .where(PolicyBinding.vault_id.in_(vault_ids)).order_by(PolicyBinding.operation_type)):
+        out.setdefault(vid, []).append(pid)
+    return out
 
 
 def vaults_bound_to(policy_id: str):
@@ -152,12 +160,12 @@ def list_policies(ctx: ServiceContext, p: Principal, *, operation_type: str | No
     if vault_id:
         q = q.where(Policy.id.in_(select(PolicyBinding.policy_id).where(PolicyBinding.vault_id == vault_id,
                                                                        PolicyBinding.project_id == p.project_id)))
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return [_view(s, pol) for pol in s.scalars(q.order_by(Policy.created_at, Policy.id))]
 
 
 def show_policy(ctx: ServiceContext, p: Principal, policy_id: str) -> PolicyView:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return _view(s, get_policy(s, p.project_id, policy_id))
 
 
@@ -516,6 +524,9 @@ class _JoinedContext(ServiceContext):
     def tx(self):
         return nullcontext(self.session)
 
+    def read(self):
+        return nullcontext(self.session)
+
 
 def _joined(ctx: ServiceContext, s: Session) -> ServiceContext:
     return _JoinedContext(settings=ctx.settings, engine=ctx.engine, sessions=ctx.sessions, clock=ctx.clock,
@@ -832,7 +843,7 @@ def prune_now(ctx: ServiceContext, p: Principal, policy_id: str, vault_id: str) 
 
 
 __all__ = [
-    "PolicyView", "get_policy", "bound_policy_ids", "vaults_bound_to", "spec_of", "create_policy", "list_policies",
+    "PolicyView", "get_policy", "bound_policy_ids", "bound_policy_ids_of", "vaults_bound_to", "spec_of", "create_policy", "list_policies",
     "show_policy", "update_policy", "delete_policy", "bind", "bind_at_creation", "associate", "dissociate",
     "preview_executions", "ExecutionOutcome", "scheduled_bindings", "run_due_executions", "purge_executions",
     "list_executions", "ResourceRetention", "apply_retention", "apply_retention_after_backup", "retention_sweep",

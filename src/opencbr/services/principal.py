@@ -27,6 +27,13 @@ class Principal:
             raise Forbidden(f"user {self.user_name} has the read-only role and cannot change anything",
                             code="APIGW.0303")
 
+    def require_data_access(self, action: str) -> None:
+        """Reading what is inside a backup (export, browsing its files) or spending the service's I/O on
+        it (verify) needs the member role: read-only users see the catalog, not the data."""
+        if self.role not in ("admin", "member"):
+            raise Forbidden(f"user {self.user_name} has the read-only role; {action} needs the member or admin "
+                            "role", code="APIGW.0303")
+
     def require_admin(self) -> None:
         """Tenant administration (projects, users, credentials, audit) needs the admin role."""
         if self.role != "admin":

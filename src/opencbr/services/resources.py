@@ -15,7 +15,7 @@ from opencbr.catalog.models import Project, Resource, User, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.providers import local
-from opencbr.services import hosts, tasks
+from opencbr.services import hosts, listing, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -378,20 +378,26 @@ def _view(s: Session, res: Resource) -> ResourceView:
     return ResourceView(res, live_status(s, res), disks, vault)
 
 
+SORT_KEYS = {"created_at": Resource.created_at, "updated_at": Resource.updated_at, "name": Resource.name,
+             "id": Resource.id}
+
+
 def list_resources(ctx: ServiceContext, p: Principal, *, rtype: str | None = None, name: str | None = None,
                    status: str | None = None, ids: list[str] | None = None, server_id: str | None = None,
-                   limit: int | None = None, offset: int = 0) -> tuple[list[ResourceView], int]:
-    with ctx.tx() as s:
+                   limit: int | None = None, offset: int = 0,
+                   sort: listing.Sort | None = None) -> tuple[list[ResourceView], int]:
+    with ctx.read() as s:
         q = select(Resource).where(Resource.project_id == p.project_id)
         if rtype:
             q = q.where(Resource.type == R.check_resource_type(rtype))
         if name:
-            q = q.where(Resource.name.contains(name))
+            q = q.where(listing.contains(Resource.name, name))
         if ids:
             q = q.where(Resource.id.in_(ids))
         if server_id:
             q = q.where(Resource.server_id == server_id)
-        rows = list(s.scalars(q.order_by(Resource.created_at, Resource.id)))
+        order = listing.order_by(sort, SORT_KEYS, [Resource.created_at, Resource.id], Resource.id)
+        rows = list(s.scalars(q.order_by(*order)))
         views = [_view(s, r) for r in rows]
         if status:
             views = [v for v in views if v.status == status or R.SERVER_API_STATUS.get(v.status) == status]
@@ -401,7 +407,7 @@ def list_resources(ctx: ServiceContext, p: Principal, *, rtype: str | None = Non
 
 
 def show_resource(ctx: ServiceContext, p: Principal, resource_id: str, rtype: str | None = None) -> ResourceView:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return _view(s, get_resource(s, p.project_id, resource_id, rtype))
 
 

@@ -276,6 +276,7 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
     backups). Damage that can be seen without reading data (a chunk the index does not know, a pack
     gone or short) refuses the export before its first byte; a chunk that fails its check while
     streaming ends the stream early with the damage marker (``B.export_damage_marker``)."""
+    p.require_data_access("exporting a backup (it reads all of its data)")
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)
         vault = s.get(Vault, b.vault_id)

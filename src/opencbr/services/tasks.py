@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.db import is_sqlite
 from opencbr.catalog.models import Resource, Task
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import space
+from opencbr.services import listing, space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -372,7 +372,7 @@ def _get(s: Session, project_id: str, task_id: str) -> Task:
 
 
 def show_task(ctx: ServiceContext, p: Principal, task_id: str) -> Task:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return _get(s, p.project_id, task_id)
 
 
@@ -390,8 +390,12 @@ class TaskFilter:
     task_id: str | None = None
 
 
+SORT_KEYS = {"created_at": Task.created_at, "updated_at": Task.updated_at, "started_at": Task.started_at,
+             "ended_at": Task.ended_at, "status": Task.status, "operation_type": Task.operation_type}
+
+
 def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 1000,
-               offset: int = 0) -> tuple[list[Task], int]:
+               offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[Task], int]:
     """Operation logs of the project, newest first, filtered as guide chapter 9 describes (type, status,
     task id, resource id/name, vault id/name, time)."""
     if f.operation_type and f.operation_type not in OPERATION_TYPES:
@@ -404,17 +408,17 @@ def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 10
         if val:
             conds.append(col == val)
     if f.vault_name:
-        conds.append(Task.vault_name.contains(f.vault_name))
+        conds.append(listing.contains(Task.vault_name, f.vault_name))
     if f.resource_name:
-        conds.append(Task.resource_name.contains(f.resource_name))
+        conds.append(listing.contains(Task.resource_name, f.resource_name))
     if f.start_time:
         conds.append(Task.created_at >= f.start_time)
     if f.end_time:
         conds.append(Task.created_at <= f.end_time)
-    with ctx.tx() as s:
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(Task).where(and_(*conds))) or 0
-        rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(Task.created_at.desc(), Task.id)
-                              .limit(limit).offset(offset)))
+        order = listing.order_by(sort, SORT_KEYS, [Task.created_at.desc(), Task.id], Task.id)
+        rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
     return rows, total
 
 

@@ -4,6 +4,7 @@ delete, associate and dissociate resources."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,8 +13,8 @@ from opencbr.catalog.models import Resource, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
+from opencbr.services import listing, tasks
 from opencbr.services import resources as res_svc
-from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -48,23 +49,36 @@ def get_vault(s: Session, project_id: str, vault_id: str, *, for_update: bool = 
     return vault
 
 
-def _bound(s: Session, vault_id: str) -> list[BoundResource]:
+def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundResource]]:
+    """The resources associated with each of the vaults, in one query (a list page is one, not one per
+    vault)."""
     rows = s.execute(select(VaultResource, Resource).join(Resource, Resource.id == VaultResource.resource_id)
-                     .where(VaultResource.vault_id == vault_id).order_by(VaultResource.id)).all()
-    out = []
+                     .where(VaultResource.vault_id.in_(vault_ids)).order_by(VaultResource.id)).all()
+    out: dict[str, list[BoundResource]] = {vid: [] for vid in vault_ids}
     for binding, res in rows:
         st = res_svc.resource_state(s, res)
-        out.append(BoundResource(binding, res, st.status, st.size_bytes))
+        out[binding.vault_id].append(BoundResource(binding, res, st.status, st.size_bytes))
     return out
 
 
-def _view(s: Session, vault: Vault) -> VaultView:
+def _bound(s: Session, vault_id: str) -> list[BoundResource]:
+    return _bound_by_vault(s, [vault_id])[vault_id]
+
+
+def _views(s: Session, vaults: list[Vault]) -> list[VaultView]:
+    """Views of several vaults with a fixed number of queries, whatever their number."""
     from opencbr.services import backups, policies  # they build on this module
 
-    view = VaultView(vault, _bound(s, vault.id))
-    backups.enrich_vault_view(s, view)
-    view.policy_ids = policies.bound_policy_ids(s, vault.id)
-    return view
+    ids = [v.id for v in vaults]
+    bound = _bound_by_vault(s, ids)
+    policy_ids = policies.bound_policy_ids_of(s, ids)
+    views = [VaultView(v, bound[v.id], policy_ids.get(v.id, [])) for v in vaults]
+    backups.enrich_vault_views(s, views)
+    return views
+
+
+def _view(s: Session, vault: Vault) -> VaultView:
+    return _views(s, [vault])[0]
 
 
 def vault_state(s: Session, vault: Vault) -> V.VaultState:
@@ -179,18 +193,29 @@ class VaultFilter:
     policy_id: str | None = None
     status: str | None = None
     resource_ids: list[str] | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+SORT_KEYS = {"created_at": Vault.created_at, "updated_at": Vault.updated_at, "name": Vault.name,
+             "status": Vault.status, "id": Vault.id}
 
 
 def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 1000,
-                offset: int = 0) -> tuple[list[VaultView], int]:
-    """Guide 3.1: vaults of the project, filterable by status, name or id, type and resources."""
+                offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[VaultView], int]:
+    """Guide 3.1: vaults of the project, filterable by status, name or id, type, resources and creation
+    time; newest first unless ``sort`` says otherwise."""
     q = select(Vault).where(Vault.project_id == p.project_id)
     if f.name:
-        q = q.where(Vault.name.contains(f.name))
+        q = q.where(listing.contains(Vault.name, f.name))
     for col, val in ((Vault.cloud_type, f.cloud_type), (Vault.protect_type, f.protect_type),
                      (Vault.object_type, f.object_type), (Vault.status, f.status)):
         if val:
             q = q.where(col == val)
+    if f.start_time:
+        q = q.where(Vault.created_at >= f.start_time)
+    if f.end_time:
+        q = q.where(Vault.created_at <= f.end_time)
     if f.enterprise_project_id and f.enterprise_project_id != "all_granted_eps":
         q = q.where(Vault.enterprise_project_id == f.enterprise_project_id)
     if f.ids:
@@ -201,20 +226,21 @@ def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 
         from opencbr.services import policies
 
         q = q.where(Vault.id.in_(policies.vaults_bound_to(f.policy_id)))
-    with ctx.tx() as s:
+    with ctx.read() as s:
         total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-        rows = list(s.scalars(q.order_by(Vault.created_at.desc(), Vault.id).limit(limit).offset(offset)))
-        return [_view(s, v) for v in rows], total
+        order = listing.order_by(sort, SORT_KEYS, [Vault.created_at.desc(), Vault.id], Vault.id)
+        rows = list(s.scalars(q.order_by(*order).limit(limit).offset(offset)))
+        return _views(s, rows), total
 
 
 def show_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> VaultView:
-    with ctx.tx() as s:
+    with ctx.read() as s:
         return _view(s, get_vault(s, p.project_id, vault_id))
 
 
 def summary(ctx: ServiceContext, p: Principal) -> tuple[int, int]:
     """Project totals: capacity (GB) and used (bytes) of all vaults."""
-    with ctx.tx() as s:
+    with ctx.read() as s:
         size, used = s.execute(select(func.coalesce(func.sum(Vault.size_gb), 0),
                                       func.coalesce(func.sum(Vault.used_bytes), 0))
                                .where(Vault.project_id == p.project_id)).one()

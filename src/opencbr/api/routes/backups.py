@@ -10,14 +10,17 @@ from fastapi.responses import StreamingResponse
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
-from opencbr.api.routes.common import page, parse_time
+from opencbr.api.routes import common as L
+from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
+from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
 from opencbr.services import audit, backups, files, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 @router.post("/checkpoints")
@@ -51,27 +54,32 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
                  show_replication: bool | None = None, incremental: bool | None = None, dec: bool | None = None,
                  id: list[str] | None = Query(None),
                  p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    """Guide 4.1: filter by status, name, id, vault, resource, type, replica or not, creation time."""
+    """Guide 4.1: filter by status, name, id, vault, resource, type, replica or not, creation time. The list
+    parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset)
+    order = L.parse_sort(sort, backups.SORT_KEYS)
     if own_type not in (None, "private"):
         # Shared backups arrive with sharing; nothing is shared with this project yet.
         return {"backups": [], "count": 0, "limit": limit, "offset": offset}
     if resource_type:
         R.check_resource_type(resource_type)
-    f = backups.BackupFilter(checkpoint_id=checkpoint_id, vault_id=vault_id, resource_id=resource_id,
-                             resource_name=resource_name, resource_type=resource_type, resource_az=resource_az,
-                             name=name, statuses=status, image_type=image_type, parent_id=parent_id,
-                             start_time=parse_time(start_time, "start_time"), end_time=parse_time(end_time, "end_time"),
-                             incremental=incremental, ids=id)
-    if marker:
-        f_all, _ = backups.list_backups(ctx, p, f, limit=100_000, offset=0, sort=sort)
+    start, end = L.time_window(start_time, end_time)
+    f = backups.BackupFilter(checkpoint_id=L.text(checkpoint_id, "checkpoint_id"), vault_id=L.text(vault_id, "vault_id"),
+                             resource_id=L.text(resource_id, "resource_id"),
+                             resource_name=L.text(resource_name, "resource_name"), resource_type=resource_type,
+                             resource_az=L.text(resource_az, "resource_az"), name=L.text(name, "name"),
+                             statuses=L.statuses(status, B.STATUSES), image_type=L.text(image_type, "image_type"),
+                             parent_id=L.text(parent_id, "parent_id"), start_time=start, end_time=end,
+                             incremental=incremental, ids=L.texts(id, "id"))
+    if L.text(marker, "marker"):
+        f_all, _ = backups.list_backups(ctx, p, f, limit=100_000, offset=0, sort=order)
         ids = [v.backup.id for v in f_all]
         if marker not in ids:
             raise InvalidParameter(f"marker {marker} is not a backup of this list")
         views = f_all[ids.index(marker) + 1:][offset:offset + limit]
         total = len(ids)
     else:
-        views, total = backups.list_backups(ctx, p, f, limit, offset, sort)
+        views, total = backups.list_backups(ctx, p, f, limit, offset, order)
     return {"backups": [wire.backup_resp(v.backup, v.children) for v in views], "count": total, "limit": limit,
             "offset": offset}
 
@@ -150,7 +158,9 @@ def storage_usage(limit: int | None = None, offset: int | None = None, resource_
                   resource_type: str | None = None, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
     limit, offset = page(limit, offset)
-    rows = backups.resource_usage(ctx, p, resource_id, resource_type)
+    if resource_type:
+        R.check_resource_type(resource_type)
+    rows = backups.resource_usage(ctx, p, L.text(resource_id, "resource_id"), resource_type)
     items = [{"resource_id": r["resource_id"], "resource_name": r["resource_name"],
               "resource_type": r["resource_type"], "backup_count": r["backup_count"],
               "backup_size": -(-r["backup_bytes"] // wire.MB), "backup_size_multiaz": 0}

@@ -6,12 +6,14 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
-from opencbr.api.routes.common import page, parse_time
+from opencbr.api.routes import common as L
+from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
 from opencbr.services import audit, iam
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}/iam")
+router = APIRouter(prefix="/v3/{project_id}/iam", route_class=JSONRoute)
 
 
 def _project(pr) -> dict:
@@ -86,12 +88,17 @@ def delete_credential(access_key: str, p: Principal = Depends(principal), ctx: S
 def list_audit(limit: int | None = None, offset: int | None = None, trace_name: str | None = None,
                resource_type: str | None = None, resource_id: str | None = None, user_name: str | None = None,
                outcome: str | None = None, start_time: str | None = None, end_time: str | None = None,
-               account_id: str | None = None, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+               account_id: str | None = None, sort: str | None = None, p: Principal = Depends(principal),
+               ctx: ServiceContext = Depends(get_ctx)):
+    """The list parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset, default=100)
-    f = audit.AuditFilter(trace_name=trace_name, resource_type=resource_type, resource_id=resource_id,
-                          user_name=user_name, outcome=outcome, start_time=parse_time(start_time, "start_time"),
-                          end_time=parse_time(end_time, "end_time"), account_id=account_id)
-    rows, total = audit.list_events(ctx, p, f, limit, offset)
+    start, end = L.time_window(start_time, end_time)
+    f = audit.AuditFilter(trace_name=L.choice(trace_name, "trace_name", audit.TRACES),
+                          resource_type=L.text(resource_type, "resource_type"),
+                          resource_id=L.text(resource_id, "resource_id"), user_name=L.text(user_name, "user_name"),
+                          outcome=L.choice(outcome, "outcome", audit.OUTCOMES), start_time=start, end_time=end,
+                          account_id=L.text(account_id, "account_id"))
+    rows, total = audit.list_events(ctx, p, f, limit, offset, L.parse_sort(sort, audit.SORT_KEYS))
     return {"events": [wire.audit_resp(e) for e in rows], "count": total, "limit": limit, "offset": offset}
 
 
@@ -102,7 +109,7 @@ def update_tracker(body: wire.TrackerUpdate, p: Principal = Depends(principal), 
     return {"tracker": {"enabled": body.enabled}}
 
 
-auth_router = APIRouter(prefix="/v3/auth")
+auth_router = APIRouter(prefix="/v3/auth", route_class=JSONRoute)
 
 
 @auth_router.post("/console-tokens")

@@ -10,32 +10,35 @@ from fastapi import APIRouter, Depends
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes import common as L
+from opencbr.api.routing import JSONRoute
+from opencbr.domain import policy as P
 from opencbr.services import audit, policies
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 # ------------------------------------------------------------------------------------ bodies
 class PolicyBody(wire.Wire):
     """``{"policy": {...}}``; the fields are checked by ``domain.policy`` (clearer messages than a schema)."""
 
-    policy: dict[str, Any]
+    policy: wire.JsonObject
 
 
 class AssociateBody(wire.Wire):
-    policy_id: str | None = None
-    destination_vault_id: str | None = None
-    add_policy_ids: list[str] | None = None
+    policy_id: wire.Id | None = None
+    destination_vault_id: wire.Id | None = None
+    add_policy_ids: wire.Items(wire.Id, 16, unique=True) | None = None
 
 
 class DissociateBody(wire.Wire):
-    policy_id: str
+    policy_id: wire.Id
 
 
 class PruneBody(wire.Wire):
-    vault_id: str
+    vault_id: wire.Id
 
 
 # ------------------------------------------------------------------------------------ responses
@@ -97,7 +100,8 @@ def create_policy(body: PolicyBody, p: Principal = Depends(principal), ctx: Serv
 @router.get("/policies")
 def list_policies(operation_type: str | None = None, vault_id: str | None = None, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    views = policies.list_policies(ctx, p, operation_type=operation_type, vault_id=vault_id)
+    views = policies.list_policies(ctx, p, operation_type=L.choice(operation_type, "operation_type", P.OPERATION_TYPES),
+                                   vault_id=L.text(vault_id, "vault_id"))
     return {"policies": [policy_resp(v) for v in views], "count": len(views)}
 
 
@@ -161,10 +165,8 @@ def preview_policy(policy_id: str, next: int = 10, p: Principal = Depends(princi
 def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 100, p: Principal = Depends(principal),
                     ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: the execution decisions the scheduler recorded (fired, skipped and why)."""
-    from opencbr.api.routes.common import page
-
-    limit, _ = page(limit, 0)
-    rows = policies.list_executions(ctx, p, policy_id, vault_id, limit)
+    limit, _ = L.page(limit, 0)
+    rows = policies.list_executions(ctx, p, policy_id, L.text(vault_id, "vault_id"), limit)
     return {"executions": [{"execution_id": e.execution_id, "vault_id": e.vault_id,
                             "scheduled_at": wire.iso_z(e.scheduled_at), "decided_at": wire.iso_z(e.fired_at),
                             "decision": e.decision, "reason": e.reason, "checkpoint_id": e.checkpoint_id or None,
@@ -175,7 +177,7 @@ def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 10
 def retention_preview(policy_id: str, vault_id: str | None = None, p: Principal = Depends(principal),
                       ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: a retention dry run — what the policy's rule would delete now, and why."""
-    plans = policies.retention_preview(ctx, p, policy_id, vault_id)
+    plans = policies.retention_preview(ctx, p, policy_id, L.text(vault_id, "vault_id"))
     return {"policy_id": policy_id, "prune_count": sum(len(r.plan.prune_ids) for r in plans),
             "resources": [retention_resp(r) for r in plans]}
 

@@ -7,14 +7,16 @@ from fastapi import APIRouter, Depends, Response
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
 from opencbr.services import resources, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 def _protectable(ctx: ServiceContext, p: Principal, view: resources.ResourceView) -> dict:
@@ -22,17 +24,26 @@ def _protectable(ctx: ServiceContext, p: Principal, view: resources.ResourceView
     return wire.protectable_resp(view, vault_view)
 
 
+#: The status filter of each resource type (servers also by the names the protectables API shows).
+_STATUSES = {R.DISK: R.DISK_STATUSES, R.FILE_SYSTEM: R.FS_STATUSES,
+             R.SERVER: R.SERVER_STATUSES + tuple(R.SERVER_API_STATUS.values())}
+
+
 @router.get("/protectables/{protectable_type}/instances")
 def list_protectable(protectable_type: str, limit: int | None = None, offset: int | None = None,
                      marker: str | None = None, name: str | None = None, status: str | None = None,
-                     id: str | None = None, server_id: str | None = None,
+                     id: str | None = None, server_id: str | None = None, sort: str | None = None,
                      p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    """Resources of one type that can be protected, with whether each can be associated now."""
+    """Resources of one type that can be protected, with whether each can be associated now. The list
+    parameters follow the same rules as on every list (routes/common.py)."""
     R.check_resource_type(protectable_type)
     limit, offset = page(limit, offset, default=50, maximum=50)
-    views, _ = resources.list_resources(ctx, p, rtype=protectable_type, name=name, status=status,
-                                        ids=[id] if id else None, server_id=server_id)
-    if marker:
+    id = L.text(id, "id")
+    views, _ = resources.list_resources(ctx, p, rtype=protectable_type, name=L.text(name, "name"),
+                                        status=L.choice(status, "status", _STATUSES[protectable_type]),
+                                        ids=[id] if id else None, server_id=L.text(server_id, "server_id"),
+                                        sort=L.parse_sort(sort, resources.SORT_KEYS))
+    if L.text(marker, "marker"):
         ids = [v.resource.id for v in views]
         if marker not in ids:
             raise InvalidParameter(f"marker {marker} is not a resource of this list")
@@ -83,10 +94,14 @@ def register_file_system(body: wire.FileSystemRegister, p: Principal = Depends(p
 
 @router.get("/inventory/{kind}")
 def list_inventory(kind: str, limit: int | None = None, offset: int | None = None, name: str | None = None,
-                   status: str | None = None, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+                   status: str | None = None, sort: str | None = None, p: Principal = Depends(principal),
+                   ctx: ServiceContext = Depends(get_ctx)):
+    """The list parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset)
-    views, total = resources.list_resources(ctx, p, rtype=_kind(kind), name=name, status=status, limit=limit,
-                                            offset=offset)
+    rtype = _kind(kind)
+    views, total = resources.list_resources(ctx, p, rtype=rtype, name=L.text(name, "name"),
+                                            status=L.choice(status, "status", _STATUSES[rtype]), limit=limit,
+                                            offset=offset, sort=L.parse_sort(sort, resources.SORT_KEYS))
     return {"resources": [wire.inventory_resp(v) for v in views], "count": total, "limit": limit, "offset": offset}
 
 

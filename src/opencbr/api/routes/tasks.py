@@ -6,12 +6,14 @@ from fastapi import APIRouter, Depends
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
-from opencbr.api.routes.common import page, parse_time
+from opencbr.api.routes import common as L
+from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 @router.get("/operation-logs")
@@ -19,13 +21,18 @@ def list_op_logs(limit: int | None = None, offset: int | None = None, operation_
                  status: str | None = None, vault_id: str | None = None, vault_name: str | None = None,
                  resource_id: str | None = None, resource_name: str | None = None, provider_id: str | None = None,
                  start_time: str | None = None, end_time: str | None = None, enterprise_project_id: str | None = None,
-                 task_id: str | None = None, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+                 task_id: str | None = None, sort: str | None = None, p: Principal = Depends(principal),
+                 ctx: ServiceContext = Depends(get_ctx)):
+    """Guide chapter 9; the list parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset)
-    f = tasks.TaskFilter(operation_type=operation_type, status=status, vault_id=vault_id, vault_name=vault_name,
-                         resource_id=resource_id, resource_name=resource_name, provider_id=provider_id,
-                         start_time=parse_time(start_time, "start_time"), end_time=parse_time(end_time, "end_time"),
-                         task_id=task_id)
-    rows, total = tasks.list_tasks(ctx, p, f, limit, offset)
+    start, end = L.time_window(start_time, end_time)
+    f = tasks.TaskFilter(operation_type=L.choice(operation_type, "operation_type", tasks.OPERATION_TYPES),
+                         status=L.choice(status, "status", tasks.STATUSES), vault_id=L.text(vault_id, "vault_id"),
+                         vault_name=L.text(vault_name, "vault_name"), resource_id=L.text(resource_id, "resource_id"),
+                         resource_name=L.text(resource_name, "resource_name"),
+                         provider_id=L.text(provider_id, "provider_id"), start_time=start, end_time=end,
+                         task_id=L.text(task_id, "task_id"))
+    rows, total = tasks.list_tasks(ctx, p, f, limit, offset, L.parse_sort(sort, tasks.SORT_KEYS))
     return {"operation_logs": [wire.oplog_resp(t) for t in rows], "count": total, "limit": limit, "offset": offset}
 
 

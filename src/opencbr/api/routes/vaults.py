@@ -6,12 +6,15 @@ from fastapi import APIRouter, Depends, Query
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
+from opencbr.api.routing import JSONRoute
+from opencbr.domain import vault as V
 from opencbr.services import audit, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
-router = APIRouter(prefix="/v3/{project_id}")
+router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 @router.post("/vaults")
@@ -28,12 +31,20 @@ def list_vaults(limit: int | None = None, offset: int | None = None, name: str |
                 cloud_type: str | None = None, protect_type: str | None = None, object_type: str | None = None,
                 enterprise_project_id: str | None = None, id: list[str] | None = Query(None),
                 policy_id: str | None = None, status: str | None = None, resource_ids: str | None = None,
+                sort: str | None = None, start_time: str | None = None, end_time: str | None = None,
                 p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    """Guide 3.1; the list parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset)
-    f = vaults.VaultFilter(name=name, cloud_type=cloud_type, protect_type=protect_type, object_type=object_type,
-                           enterprise_project_id=enterprise_project_id, ids=id, policy_id=policy_id, status=status,
-                           resource_ids=[r for r in (resource_ids or "").split(",") if r] or None)
-    views, total = vaults.list_vaults(ctx, p, f, limit, offset)
+    start, end = L.time_window(start_time, end_time)
+    f = vaults.VaultFilter(name=L.text(name, "name"), cloud_type=L.choice(cloud_type, "cloud_type", V.CLOUD_TYPES),
+                           protect_type=L.choice(protect_type, "protect_type", V.PROTECT_TYPES),
+                           object_type=L.choice(object_type, "object_type", V.OBJECT_TYPES),
+                           enterprise_project_id=L.text(enterprise_project_id, "enterprise_project_id"),
+                           ids=L.texts(id, "id"), policy_id=L.text(policy_id, "policy_id"),
+                           status=L.choice(status, "status", V.VAULT_STATUSES),
+                           resource_ids=L.texts((resource_ids or "").split(","), "resource_ids"),
+                           start_time=start, end_time=end)
+    views, total = vaults.list_vaults(ctx, p, f, limit, offset, L.parse_sort(sort, vaults.SORT_KEYS))
     return {"vaults": [wire.vault_resp(v) for v in views], "count": total, "limit": limit, "offset": offset}
 
 

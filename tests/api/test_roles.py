@@ -1,0 +1,158 @@
+"""The role table (README "Roles"), route by route: what a read-only user, a member and an admin may do.
+
+Read-only users list and show the catalog; reading what is inside a backup (export, browsing its files)
+or making the service re-read it (verify) needs the member role; administration needs admin. Every
+route of the API is in the table (checked against the OpenAPI description), so a new route cannot be
+added without deciding who may call it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.support.clients import api, fill_ids, signed, task_ok
+from tests.support.server import Creds
+
+READ, MEMBER, ADMIN, OPERATOR = "readonly", "member", "admin", "operator"
+LEVEL = {READ: 0, MEMBER: 1, ADMIN: 2, OPERATOR: 3}
+POLICY = {"name": "roles-policy", "operation_type": "backup", "enabled": False,
+          "operation_definition": {"max_backups": 3},
+          "trigger": {"properties": {"pattern": ["FREQ=WEEKLY;BYDAY=MO;BYHOUR=03;BYMINUTE=00"]}}}
+
+# (method, path template, body, the least role that may call it)
+ROUTES = [
+    ("GET", "/vaults", None, READ),
+    ("POST", "/vaults", {"vault": {"billing": {"object_type": "disk", "size": 10}}}, MEMBER),
+    ("GET", "/vaults/summary", None, READ),
+    ("GET", "/vaults/{vault}", None, READ),
+    ("PUT", "/vaults/{vault}", {"vault": {"name": "renamed"}}, MEMBER),
+    ("DELETE", "/vaults/{vault}", None, MEMBER),
+    ("POST", "/vaults/{vault}/addresources", {"resources": [{"id": "{disk}", "type": "OS::Cinder::Volume"}]}, MEMBER),
+    ("POST", "/vaults/{vault}/removeresources", {"resource_ids": ["{disk}"]}, MEMBER),
+    ("POST", "/vaults/{vault}/associatepolicy", {"policy_id": "{policy}"}, MEMBER),
+    ("POST", "/vaults/{vault}/dissociatepolicy", {"policy_id": "{policy}"}, MEMBER),
+    ("POST", "/vaults/{vault}/rebuild", None, ADMIN),
+    ("GET", "/stored-vaults", None, OPERATOR),
+    ("POST", "/checkpoints", {"checkpoint": {"vault_id": "{vault}"}}, MEMBER),
+    ("GET", "/checkpoints/{checkpoint}", None, READ),
+    ("GET", "/backups", None, READ),
+    ("GET", "/backups/{backup}", None, READ),
+    ("PUT", "/backups/{backup}", {"backup": {"name": "renamed"}}, MEMBER),
+    ("DELETE", "/backups/{backup}", None, MEMBER),
+    ("POST", "/backups/{backup}/restore", {"restore": {"volume_id": "{disk}"}}, MEMBER),
+    ("GET", "/backups/{backup}/metadata", None, READ),
+    ("POST", "/backups/{backup}/verify", None, MEMBER),
+    ("POST", "/backups/{backup}/create-disk", {"name": "roles-new", "path": "/tmp/roles-new.img"}, MEMBER),
+    ("GET", "/backups/{backup}/export", None, MEMBER),
+    ("POST", "/backups/{backup}/create-file-system", {"name": "roles-fs", "path": "/tmp/roles-fs"}, MEMBER),
+    ("GET", "/backups/{backup}/files", None, MEMBER),
+    ("POST", "/backups/{backup}/restore-files", {"paths": ["/a"], "destination_path": "/tmp/roles-dst"}, MEMBER),
+    ("GET", "/storage_usage", None, READ),
+    ("GET", "/protectables/OS::Cinder::Volume/instances", None, READ),
+    ("GET", "/protectables/OS::Cinder::Volume/instances/{disk}", None, READ),
+    ("POST", "/inventory/disks", {"name": "roles-d2", "path": "{img}"}, MEMBER),
+    ("POST", "/inventory/servers", {"name": "roles-s", "system_disk": "{disk}"}, MEMBER),
+    ("POST", "/inventory/file-systems", {"name": "roles-fs2", "path": "{dir}"}, MEMBER),
+    ("GET", "/inventory/disks", None, READ),
+    ("GET", "/inventory/disks/{disk}", None, READ),
+    ("PUT", "/inventory/servers/{disk}", {"status": "stopped"}, MEMBER),
+    ("DELETE", "/inventory/disks/{disk}", None, MEMBER),
+    ("GET", "/operation-logs", None, READ),
+    ("GET", "/operation-logs/{task}", None, READ),
+    ("POST", "/operation-logs/{task}/cancel", None, MEMBER),
+    ("GET", "/policies", None, READ),
+    ("POST", "/policies", {"policy": POLICY}, MEMBER),
+    ("GET", "/policies/{policy}", None, READ),
+    ("PUT", "/policies/{policy}", {"policy": {"name": "renamed"}}, MEMBER),
+    ("DELETE", "/policies/{policy}", None, MEMBER),
+    ("GET", "/policies/{policy}/preview", None, READ),
+    ("GET", "/policies/{policy}/executions", None, READ),
+    ("GET", "/policies/{policy}/retention-preview", None, READ),
+    ("POST", "/policies/{policy}/prune", {"vault_id": "{vault}"}, MEMBER),
+    ("GET", "/iam/whoami", None, READ),
+    ("POST", "/iam/accounts", {"name": "roles-acct"}, OPERATOR),
+    ("POST", "/iam/projects", {"name": "roles-proj"}, ADMIN),
+    ("GET", "/iam/projects", None, READ),
+    ("POST", "/iam/users", {"name": "roles-u"}, ADMIN),
+    ("GET", "/iam/users", None, ADMIN),
+    ("POST", "/iam/credentials", {"user_name": "{admin_user}"}, ADMIN),
+    ("DELETE", "/iam/credentials/{admin_ak}", None, ADMIN),
+    ("GET", "/iam/audit-events", None, ADMIN),
+    ("PUT", "/iam/tracker", {"enabled": True}, ADMIN),
+]
+
+
+@pytest.fixture(scope="module")
+def tenant(server, tmp_path_factory):
+    """A tenant (not the operator) with a vault, a disk, a backup, a policy; and a user of each role."""
+    d = tmp_path_factory.mktemp("roles")
+    op = api(server)
+    acct = op.post("/iam/accounts", {"name": f"roles-{server.backend}"})
+    admin_creds = Creds(acct["credential"]["access_key"], acct["credential"]["secret_key"], acct["project"]["id"])
+    admin = api(server, admin_creds)
+    img, extra = d / "disk.img", d / "extra.img"
+    img.write_bytes(b"roles" * 100_000)
+    extra.write_bytes(b"\0" * 65536)
+    (d / "fs").mkdir()
+    disk = admin.post("/inventory/disks", {"name": "roles-disk", "path": str(img)})["disk"]
+    vault = admin.post("/vaults", {"vault": {"billing": {"object_type": "disk", "size": 10}, "resources": [
+        {"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = admin.post("/checkpoints", {"checkpoint": {"vault_id": vault["id"]}})["checkpoint"]
+    backup_id = cp["vault"]["resources"][0]["backup_id"]
+    task = admin.get(f"/backups/{backup_id}")["backup"]["task_id"]
+    task_ok(admin, task)
+    policy = admin.post("/policies", {"policy": POLICY})["policy"]
+    users = {}
+    for role in (READ, MEMBER):
+        admin.post("/iam/users", {"name": f"roles-{role}", "role": role})
+        c = admin.post("/iam/credentials", {"user_name": f"roles-{role}"})["credential"]
+        users[role] = api(server, Creds(c["access_key"], c["secret_key"], admin_creds.project_id))
+    users[ADMIN] = admin
+    ids = {"vault": vault["id"], "disk": disk["id"], "backup": backup_id, "checkpoint": cp["id"], "task": task,
+           "policy": policy["id"], "img": str(extra), "dir": str(d / "fs"), "admin_user": acct["user"]["name"],
+           "admin_ak": admin_creds.ak}
+    return users, ids
+
+
+def test_every_route_is_in_the_table(server, tenant):
+    """A route missing here has no decided role."""
+    _, ids = tenant
+    spec = api(server).http.get(server.url + "/openapi.json").json()
+    prefix = "/v3/{project_id}"
+    table = [(m, fill_ids(p, ids)) for m, p, _, _ in ROUTES]
+    missing = []
+    for path, ops in spec["paths"].items():
+        if not path.startswith(prefix):
+            continue
+        pattern = re.compile(re.sub(r"\\{[a-z_]+\\}", "[^/]+", re.escape(path[len(prefix):])) + "$")
+        missing += [(m.upper(), path) for m in ops if not any(tm == m.upper() and pattern.match(tp) for tm, tp in table)]
+    assert not missing, f"routes without a role in the table: {missing}"
+
+
+@pytest.mark.parametrize("method,path,body,least", ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+def test_role_table(server, tenant, method, path, body, least):
+    """Below the least role: 403 with the CBR error body, and nothing done. At or above it (for the
+    reads, which change nothing): not refused."""
+    users, ids = tenant
+    url, body = fill_ids(path, ids), fill_ids(body, ids)
+    for role in (READ, MEMBER, ADMIN):
+        if LEVEL[role] >= LEVEL[least] and method != "GET":
+            continue  # writes are exercised by their own tests; here only who is refused
+        r = signed(users[role], method, url, body=body)
+        if LEVEL[role] < LEVEL[least]:
+            assert r.status_code == 403, (role, r.status_code, r.text[:300])
+            assert r.json()["error_code"].startswith("APIGW.03") and r.json()["error_msg"]
+        else:
+            # allowed: whatever the answer (a disk backup without partitions has no files to list), not 403
+            assert r.status_code != 403 and r.status_code < 500, (role, r.status_code, r.text[:300])
+
+
+def test_refusals_change_nothing(server, tenant):
+    """After every refused request of the table the tenant's objects are all still there and unchanged."""
+    users, ids = tenant
+    admin = users[ADMIN]
+    assert admin.get(f"/vaults/{ids['vault']}")["vault"]["name"] != "renamed"
+    assert admin.get(f"/backups/{ids['backup']}")["backup"]["status"] == "available"
+    assert admin.get(f"/inventory/disks/{ids['disk']}")["resource"]["id"] == ids["disk"]
+    assert admin.get(f"/policies/{ids['policy']}")["policy"]["name"] == POLICY["name"]
