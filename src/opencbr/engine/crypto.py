@@ -91,6 +91,10 @@ class Sealer:
     def __init__(self, keys: RepoKeys | None):
         self._aes = AESGCM(keys.data_key) if keys else None
 
+    @property
+    def encrypted(self) -> bool:
+        return self._aes is not None
+
     def seal(self, payload: bytes, purpose: bytes) -> bytes:
         if self._aes is not None:
             nonce = os.urandom(NONCE_SIZE)
