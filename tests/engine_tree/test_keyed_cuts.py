@@ -17,7 +17,8 @@ from pyfastcdc.py.constants import GEAR, MASKS
 from opencbr.engine.crypto import NONCE_SIZE, TAG_SIZE, RepoKeys
 from opencbr.engine.tree import backup as backup_mod
 from opencbr.engine.tree import backup_tree, restore_tree, verify_tree
-from opencbr.engine.tree.bundle import Bundler
+from opencbr.engine.tree.bundle import BUNDLE_MAX, BUNDLE_MIN, Bundler
+from opencbr.engine.tree.bundle import CUT_MODULUS as BUNDLE_MODULUS
 from opencbr.engine.tree.catalog import CUT_MODULUS as CATALOG_MODULUS
 from opencbr.engine.tree.catalog import MIN_CHUNK as CATALOG_MIN
 from opencbr.engine.tree.catalog import CatalogReader, CatalogWriter
@@ -109,8 +110,15 @@ def test_bundle_cuts_are_keyed_in_encrypted_vaults_only():
     r = random.Random(3)
     files = [r.randbytes(r.randrange(1000, 20000)) for _ in range(600)]
     public = _bundle_starts(None, files)
+    # the public rule, as before: from BUNDLE_MIN bytes on, after a file whose CRC-32 is 0 mod CUT_MODULUS
+    size, expected = 0, [0]
+    for i, f in enumerate(files):
+        size += len(f)
+        if size >= BUNDLE_MAX or (size >= BUNDLE_MIN and zlib.crc32(f) % BUNDLE_MODULUS == 0):
+            expected.append(i + 1)
+            size = 0
+    assert public == expected and len(public) > 5
     k1, k2 = (ChunkingSecret.derive(RepoKeys.generate()) for _ in range(2))
-    assert len(public) > 5
     assert _bundle_starts(k1, files) != public and _bundle_starts(k1, files) != _bundle_starts(k2, files)
     assert _bundle_starts(k1, files) == _bundle_starts(k1, files)
 
