@@ -7,11 +7,10 @@
   the store is self-describing and the master key can be rotated by rewrapping.
 - Unencrypted repositories name chunks by plain BLAKE3 and protect metadata objects with a BLAKE3
   checksum instead of a GCM tag, so corruption is detected either way.
-
-- Secrets for other purposes (the content-defined chunker's gear table and cut tables, see
-  ``tree/chunker.py``) are *derived* from the data key with HKDF-SHA256 and a label per purpose
-  (:meth:`RepoKeys.derive`, stretched with keyed BLAKE3): nothing new to store or wrap, and each derived secret is independent of
-  the key and of the others (knowing a gear table tells nothing about the data key).
+- Secrets for other purposes (the content-defined chunker's gear and cut tables, see
+  ``tree/chunker.py``) are *derived* from the data key by HKDF-SHA256 with a label per purpose
+  (:meth:`RepoKeys.derive`, stretched with keyed BLAKE3): nothing new to store or wrap, and each is
+  independent of the key and of the others (a leaked gear table tells nothing about the data key).
 
 Nonces are 96 random bits per message. With a per-repository data key this stays far below the
 2^32-messages bound for random GCM nonces (2^32 chunks of 64 KiB = 256 TiB of unique data per vault).
