@@ -5,6 +5,7 @@ file by its chunk sizes; an unencrypted vault keeps the public cuts; dedup insid
 from __future__ import annotations
 
 import math
+import os
 import random
 import struct
 import zlib
@@ -331,3 +332,21 @@ def test_no_stored_object_holds_the_chunk_length_table_in_the_clear(tmp_path):
             assert hits == {}, f"plaintext chunk lengths found in {sorted(hits)}"
         else:
             assert any("/data/" in k for k in hits)  # the pack trailers of a plain vault list them
+
+
+def test_encrypted_vault_bundles_small_files_the_same_way_every_time(tmp_path):
+    """Keyed bundle cuts are stable within a vault: a full re-read of 3000 unchanged small files stores
+    no bundle again, and a copy of the directory elsewhere in the tree is stored once."""
+    src = tmp_path / "src"
+    for d in range(30):
+        (src / "a" / f"d{d:02d}").mkdir(parents=True)
+        for f in range(100):
+            (src / "a" / f"d{d:02d}" / f"f{f:03d}.txt").write_bytes(random.Random(d * 1000 + f).randbytes(100 + f * 37))
+    repo = new_repo(tmp_path, True)
+    r1 = backup_tree(repo, src, backup_id="b1", meta={})
+    assert r1.files == 3000 and r1.new_chunks < 40
+    r2 = backup_tree(repo, src, backup_id="b2", meta={}, full=True)
+    assert r2.bytes_read == r1.bytes_read and r2.new_chunks == 0 and r2.added_bytes == 0
+    os.rename(src / "a", src / "b")  # the same files under another path: same bundles, new catalog only
+    r3 = backup_tree(repo, src, backup_id="b3", meta={}, full=True)
+    assert r3.added_bytes < r1.added_bytes / 20, (r3.added_bytes, r1.added_bytes)
