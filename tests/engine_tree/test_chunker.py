@@ -10,25 +10,27 @@ from pathlib import Path
 import pytest
 from pyfastcdc import FastCDC
 
-from opencbr.engine.tree.chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker
+from opencbr.engine.crypto import RepoKeys
+from opencbr.engine.tree.chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, _keyed_fastcdc
+from opencbr.engine.tree.cutting import ChunkingSecret
 
 
-def _chunks_of(path: Path, params: ChunkParams) -> list[bytes]:
+def _chunks_of(path: Path, params: ChunkParams, gear=None) -> list[bytes]:
     got: list[bytes] = []
 
     def put(data) -> bytes:
         got.append(bytes(data))
         return len(got).to_bytes(32, "little")
 
-    ch = FileChunker(params, put)
+    ch = FileChunker(params, put, gear=gear)
     out = ch.read_file(os.fsencode(path), os.lstat(path))
     assert out.size == path.stat().st_size and out.warning is None
     assert [n for _d, n, _o in out.chunks] == [len(c) for c in got]
     return got
 
 
-def _whole(data: bytes, params: ChunkParams) -> list[bytes]:
-    cdc = FastCDC(params.avg, min_size=params.min, max_size=params.max)
+def _whole(data: bytes, params: ChunkParams, gear=None) -> list[bytes]:
+    cdc = FastCDC(params.avg, min_size=params.min, max_size=params.max) if gear is None else _keyed_fastcdc(params, gear)
     return [bytes(c.data) for c in cdc.cut_buf(data)]
 
 
@@ -64,3 +66,14 @@ def test_small_params_and_a_file_system_without_direct_io(tmp_path):
             assert _chunks_of(p, DEFAULT_PARAMS) == _whole(data, DEFAULT_PARAMS)
         finally:
             p.unlink()
+
+
+def test_keyed_streamed_cuts_equal_keyed_whole_file_cuts(tmp_path):
+    """The keyed gear table (encrypted vaults) goes through the same streaming loop unchanged."""
+    gear = ChunkingSecret.derive(RepoKeys.generate()).gear
+    data = _mixed(13 * (1 << 20) + 4095, 3)
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+    keyed = _chunks_of(p, DEFAULT_PARAMS, gear)
+    assert keyed == _whole(data, DEFAULT_PARAMS, gear) and b"".join(keyed) == data
+    assert keyed != _whole(data, DEFAULT_PARAMS)

@@ -7,6 +7,10 @@
   the store is self-describing and the master key can be rotated by rewrapping.
 - Unencrypted repositories name chunks by plain BLAKE3 and protect metadata objects with a BLAKE3
   checksum instead of a GCM tag, so corruption is detected either way.
+- Secrets for other purposes (the content-defined chunker's gear and cut tables, see
+  ``tree/chunker.py``) are *derived* from the data key by HKDF-SHA256 with a label per purpose
+  (:meth:`RepoKeys.derive`, stretched with keyed BLAKE3): nothing new to store or wrap, and each is
+  independent of the key and of the others (a leaked gear table tells nothing about the data key).
 
 Nonces are 96 random bits per message. With a per-repository data key this stays far below the
 2^32-messages bound for random GCM nonces (2^32 chunks of 64 KiB = 256 TiB of unique data per vault).
@@ -19,7 +23,9 @@ from dataclasses import dataclass
 
 import blake3
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..domain.errors import DataCorruption, InvalidParameter
 
@@ -46,6 +52,13 @@ class RepoKeys:
         nonce = os.urandom(NONCE_SIZE)
         ct = AESGCM(master_key).encrypt(nonce, self.data_key + self.id_key, _wrap_aad(repo_id))
         return {"wrap": "aes-256-gcm", "nonce": nonce.hex(), "ciphertext": ct.hex()}
+
+    def derive(self, label: bytes, length: int) -> bytes:
+        """``length`` bytes of key material for one purpose: a 32-byte subkey by HKDF-SHA256 of the
+        data key with ``label`` as the domain separation (``info``), stretched to ``length`` by the
+        keyed BLAKE3 output stream (HKDF alone stops at 8160 bytes)."""
+        sub = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(self.data_key)
+        return blake3.blake3(key=sub).digest(length)
 
     @classmethod
     def unwrap(cls, wrapped: dict, master_key: bytes, repo_id: str) -> "RepoKeys":
@@ -76,6 +89,10 @@ class Sealer:
 
     def __init__(self, keys: RepoKeys | None):
         self._aes = AESGCM(keys.data_key) if keys else None
+
+    @property
+    def encrypted(self) -> bool:
+        return self._aes is not None
 
     def seal(self, payload: bytes, purpose: bytes) -> bytes:
         if self._aes is not None:

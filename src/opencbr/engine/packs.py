@@ -14,6 +14,7 @@ fan-out keeps local directories small); ids are random 128-bit hex strings.
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -61,6 +62,18 @@ class FinishedPack:
         self.data = b""
 
 
+class _Lane:
+    """One pack being filled: its records (joined at the cut) or pooled buffer, entries and size."""
+
+    __slots__ = ("records", "buf", "entries", "size")
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.buf = None
+        self.entries: list[PackEntry] = []
+        self.size = 0
+
+
 class PackWriter:
     """Collects records from many threads and cuts packs of about ``target_size`` bytes.
 
@@ -71,6 +84,15 @@ class PackWriter:
     pool, which the store can write with direct I/O and which comes back for the next pack: one copy
     per record and no fresh 8 MiB allocation (page faults) per pack. Without one (GC), records are
     joined at the end.
+
+    Encrypted repositories fill two packs at once and put each record into one of them at random
+    (restic 0.18's answer to the chunk-size fingerprint, Sec #5291): a pack's size and record count
+    (the footer's trailer length) are visible to whoever reads the store, and with one pack at a time
+    a run of consecutive chunks of one file filled each pack, so pack sizes were sums of consecutive
+    chunk sizes. Now no one can tell which records of a pack belong together or in what order. The
+    two partial packs are merged at ``finish`` (two small packs would show two chunk sizes of a small
+    file). Costs one more pack buffer per session; unencrypted repositories keep one lane (their
+    trailers are readable anyway).
     """
 
     def __init__(self, sealer: Sealer, target_size: int, pool: BufferPool | None = None):
@@ -78,59 +100,75 @@ class PackWriter:
         self.target_size = target_size
         self._pool = pool
         self._lock = threading.Lock()
-        self._records: list[bytes] = []
-        self._buf = None
-        self._entries: list[PackEntry] = []
-        self._size = 0
+        self._lanes = [_Lane() for _ in range(2 if sealer.encrypted else 1)]
 
-    def _room(self, need: int) -> None:
-        """Make the current pooled buffer hold ``need`` bytes (a rare oversized pack grows it)."""
-        if self._buf is None:
-            self._buf = self._pool.take()
-        if need > len(self._buf):
+    def _room(self, lane: _Lane, need: int) -> None:
+        """Make the lane's pooled buffer hold ``need`` bytes (a rare oversized pack grows it)."""
+        if lane.buf is None:
+            lane.buf = self._pool.take()
+        if need > len(lane.buf):
             bigger = aligned_buffer(need + need // 2)
-            bigger[:self._size] = self._buf[:self._size]
-            self._pool.give(self._buf)
-            self._buf = bigger
+            bigger[:lane.size] = lane.buf[:lane.size]
+            self._pool.give(lane.buf)
+            lane.buf = bigger
+
+    def _append(self, lane: _Lane, digest: bytes, parts: tuple, n: int) -> None:
+        lane.entries.append(PackEntry(digest, lane.size, n))
+        if self._pool is None:  # (kept until the cut: views of a caller's buffer are copied)
+            lane.records.extend(bytes(p) if isinstance(p, memoryview) else p for p in parts)
+        else:
+            self._room(lane, lane.size + n)
+            at = lane.size
+            for p in parts:
+                lane.buf[at:at + len(p)] = p
+                at += len(p)
+        lane.size += n
 
     def add(self, digest: bytes, record) -> FinishedPack | None:
         """``record``: bytes, or a tuple of parts to be stored back to back (ChunkCodec.encode_parts)."""
         parts = record if isinstance(record, tuple) else (record,)
         n = sum(len(p) for p in parts)
         with self._lock:
-            self._entries.append(PackEntry(digest, self._size, n))
-            if self._pool is None:  # (kept until the cut: views of a caller's buffer are copied)
-                self._records.extend(bytes(p) if isinstance(p, memoryview) else p for p in parts)
-            else:
-                self._room(self._size + n)
-                at = self._size
-                for p in parts:
-                    self._buf[at:at + len(p)] = p
-                    at += len(p)
-            self._size += n
-            if self._size < self.target_size:
+            lane = self._lanes[secrets.randbits(1)] if len(self._lanes) > 1 else self._lanes[0]
+            self._append(lane, digest, parts, n)
+            if lane.size < self.target_size:
                 return None
-            return self._cut()
+            return self._cut(lane)
 
     def finish(self) -> FinishedPack | None:
         with self._lock:
-            if not self._entries:
+            first = self._lanes[0]
+            for other in self._lanes[1:]:
+                self._merge(first, other)
+            if not first.entries:
                 return None
-            return self._cut()
+            return self._cut(first)
 
-    def _cut(self) -> FinishedPack:
-        """Seal the trailer and take the pack (under the lock: a pooled buffer is filled in place)."""
-        records, entries, size, buf = self._records, self._entries, self._size, self._buf
-        self._records, self._entries, self._size, self._buf = [], [], 0, None
+    def _merge(self, into: _Lane, other: _Lane) -> None:
+        """Move ``other``'s records to the end of ``into`` (and hand its buffer back)."""
+        if other.buf is not None:
+            mv = memoryview(other.buf)
+            for e in other.entries:
+                self._append(into, e.digest, (mv[e.offset:e.offset + e.length],), e.length)
+            self._pool.give(other.buf)
+        else:
+            joined = b"".join(other.records)
+            for e in other.entries:
+                self._append(into, e.digest, (joined[e.offset:e.offset + e.length],), e.length)
+        other.__init__()
+
+    def _cut(self, lane: _Lane) -> FinishedPack:
+        """Seal the trailer and take the lane's pack (under the lock: a pooled buffer is filled in place)."""
+        records, entries, size = lane.records, lane.entries, lane.size
         trailer = self._sealer.seal(b"".join(_ENTRY.pack(e.digest, e.length) for e in entries), TRAILER_PURPOSE)
         tail = trailer + _FOOTER.pack(len(trailer), PACK_MAGIC)
         if self._pool is None:
+            lane.__init__()
             return FinishedPack(new_pack_id(), b"".join((*records, tail)), entries)
-        self._buf = buf
-        self._size = size
-        self._room(size + len(tail))
-        buf, self._buf, self._size = self._buf, None, 0
+        self._room(lane, size + len(tail))
+        buf = lane.buf
         buf[size:size + len(tail)] = tail
+        lane.__init__()
         return FinishedPack(new_pack_id(), memoryview(buf)[:size + len(tail)], entries, buf, self._pool)
 
 

@@ -44,6 +44,7 @@ from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
 from .chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, FileData, FileUnreadable
 from .common import Names, Progress, chunkstore_of, load_index
+from .cutting import chunking_secret, cut_name
 from .dynamic_index import FORMAT, DynamicIndex
 from .entry import (
     BLK,
@@ -176,6 +177,7 @@ class TreeBackup:
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.params = params
+        self.secret = chunking_secret(cs.codec.keys)  # encrypted vaults cut where only the key tells
         self.workers = workers
         self.one_file_system = one_file_system
         self.names = Names()
@@ -234,7 +236,8 @@ class TreeBackup:
             def on_bytes(n: int) -> None:
                 self._worker_bytes[key] += n
 
-            ch = self._tls.chunker = FileChunker(self.params, put, self.cancel, on_bytes)
+            gear = self.secret.gear if self.secret is not None else None
+            ch = self._tls.chunker = FileChunker(self.params, put, self.cancel, on_bytes, gear)
         return ch
 
     def _read(self, abspath: bytes, st: os.stat_result) -> FileData:
@@ -409,7 +412,7 @@ class TreeBackup:
         self.session = session = cs.session()
         self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(cs, self.level)
-        self.bundler = Bundler()
+        self.bundler = Bundler(self.secret)
         self._held: list[tuple[_Pending, int, int]] = []
         self._puts: deque[Future] = deque()
         self._last_ref = b""
@@ -423,7 +426,7 @@ class TreeBackup:
             session.put_chunk(data, d, main_codec)
             return d
 
-        self.catalog = CatalogWriter(put_catalog)
+        self.catalog = CatalogWriter(put_catalog, self.secret)
         self.refs = bytearray()
         cursor = None
         if self.parent is not None and not self.full:
@@ -548,7 +551,7 @@ class TreeBackup:
                 "partial": self.partial,
                 "warnings": [w.to_dict() for w in self.warnings[:100]],
                 "warnings_total": len(self.warnings) + self.warnings_dropped,
-                "chunking": self.params.to_dict(),
+                "chunking": self.params.to_dict(cut_name(self.secret)),
                 "zstd_level": self.level,
                 "stats": stats,
             }

@@ -16,11 +16,17 @@ per-file dedup), flat memory. The price: two identical small files at different 
 twice unless they fall into identical bundles; identical files of 64 KiB and more are chunked on
 their own and deduplicated everywhere, and unchanged small files are never re-stored (an incremental
 backup copies their slice from the parent).
+
+In an encrypted vault the "CRC-32 is 0 mod 8" test goes through the vault's keyed cut table
+(``ChunkingSecret.cut_here``), so which known files end a bundle -- and so the bundle sizes -- cannot
+be predicted without the key (see chunker.py).
 """
 
 from __future__ import annotations
 
 import zlib
+
+from .cutting import ChunkingSecret, public_cut
 
 SMALL_FILE = 64 << 10
 BUNDLE_MIN = 512 << 10
@@ -31,9 +37,10 @@ CUT_MODULUS = 8
 class Bundler:
     """Accumulates small files; the caller asks ``add`` where a file landed and whether to cut."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: ChunkingSecret | None = None) -> None:
         self.buf = bytearray()
         self.files = 0
+        self._cut = secret.cut_here if secret is not None else public_cut
 
     def __len__(self) -> int:
         return len(self.buf)
@@ -44,7 +51,7 @@ class Bundler:
         self.buf += data
         self.files += 1
         n = len(self.buf)
-        return off, n >= BUNDLE_MAX or (n >= BUNDLE_MIN and zlib.crc32(data) % CUT_MODULUS == 0)
+        return off, n >= BUNDLE_MAX or (n >= BUNDLE_MIN and self._cut(zlib.crc32(data), CUT_MODULUS))
 
     def take(self) -> bytes:
         data = bytes(self.buf)

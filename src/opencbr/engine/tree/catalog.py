@@ -6,7 +6,7 @@ path hashes to 0 mod ``CUT_MODULUS``, and always at ``MAX_CHUNK``. Because the d
 path (stable between backups) and not on offsets, an unchanged run of entries produces the same
 catalog chunks in the next backup and is stored once (the same idea as restic's per-directory tree
 blobs, without one object per directory). Each catalog chunk goes through the write session like file
-data.
+data. In an encrypted vault the path test goes through the vault's keyed cut table (see chunker.py).
 
 :class:`CatalogReader` streams records back, fetching catalog chunks a few ahead in threads, from the
 first chunk that can hold a given key (bisect on the chunk's first key, see dynamic_index.py).
@@ -24,6 +24,7 @@ from ...domain.errors import DataCorruption
 from ..chunkstore import ChunkStore
 from ..codec import ChunkCodec
 from ..index import ChunkIndex
+from .cutting import ChunkingSecret, public_cut
 from .dynamic_index import CatalogChunk, DynamicIndex
 from .entry import Entry, RecordError, decode, iter_records, path_key, record_path
 
@@ -36,8 +37,9 @@ class CatalogWriter:
     """Collects records (in key order) and stores them as catalog chunks through ``put``
     (``put(data) -> digest``, normally a write session's ``put_chunk``)."""
 
-    def __init__(self, put):
+    def __init__(self, put, secret: ChunkingSecret | None = None):
         self._put = put
+        self._cut_here = secret.cut_here if secret is not None else public_cut
         self._buf: list[bytes] = []
         self._size = 0
         self._count = 0
@@ -52,7 +54,7 @@ class CatalogWriter:
         self._buf.append(rec)
         self._size += len(rec)
         self._count += 1
-        if self._size >= MAX_CHUNK or (self._size >= MIN_CHUNK and zlib.crc32(path) % CUT_MODULUS == 0):
+        if self._size >= MAX_CHUNK or (self._size >= MIN_CHUNK and self._cut_here(zlib.crc32(path), CUT_MODULUS)):
             self._cut()
 
     def _cut(self) -> None:

@@ -26,6 +26,24 @@ the kernel refuses, i.e. we are neither root nor the owner), never following sym
 re-checked with ``fstat`` after opening so that a path swapped for something else between the walk and
 the read is noticed. Sparse files (allocated blocks < size) are read through their data extents only
 (``SEEK_DATA``/``SEEK_HOLE``): holes are recorded, never read or stored.
+
+Keyed cut points (encrypted vaults). With the public gear table, where FastCDC cuts depends on the
+content alone, so whoever reads the object store and sees record sizes could chunk a file they know
+and test whether it is in the vault (the chunk-size fingerprint restic's Sec #5291 and borg's keyed
+chunkers address). An encrypted vault therefore cuts with a gear table of its own: 256 x 64 bits
+derived from its data key (``cutting.ChunkingSecret``, HKDF with a label of its own), and the
+small-file bundles and catalog chunks, which cut on a CRC-32, decide through a 64 Ki-entry keyed
+table instead of ``crc % modulus``. A whole keyed table, not pyfastcdc's ``seed``: the seed only
+XORs one 64-bit constant into the public table, and since bit ``j`` of the gear hash depends only on
+bits ``0..j`` of the table, cut points seen on one known file give that constant away a few bits at
+a time. pyfastcdc (pinned) takes no table, so :func:`_keyed_fastcdc` writes ours into the tables a
+seeded instance allocated for itself, after checking the object is laid out exactly as expected
+(else it refuses: an encrypted vault is never cut with public parameters by accident). The cut loop
+is the same C code reading a different table: no cost per byte. Unencrypted vaults keep the public
+parameters (their chunk names are plain hashes of the content anyway). Which cutting made a backup
+is recorded in its (sealed) manifest (``chunking.cut``); restores never need it. An old encrypted
+vault's next backup cuts changed files the keyed way: they are stored once more (dedup with the old
+cuts is lost once), unchanged files keep their recorded chunks.
 """
 
 from __future__ import annotations
@@ -35,6 +53,7 @@ import errno
 import fcntl
 import os
 import stat
+import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -53,8 +72,8 @@ class ChunkParams:
     min: int = 256 << 10
     max: int = 4 << 20
 
-    def to_dict(self) -> dict:
-        return {"algorithm": "fastcdc2020", "avg": self.avg, "min": self.min, "max": self.max}
+    def to_dict(self, cut: str = "public") -> dict:
+        return {"algorithm": "fastcdc2020", "avg": self.avg, "min": self.min, "max": self.max, "cut": cut}
 
 
 DEFAULT_PARAMS = ChunkParams()
@@ -66,6 +85,46 @@ READ_SIZE = 4 << 20
 DIRECT_MIN = 1 << 20
 PREFETCH = 8 << 20
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+_LAYOUT_SEED = 1  # makes pyfastcdc allocate tables of its own, which we then overwrite
+
+
+def _gear_tables(cdc: FastCDC, params: ChunkParams) -> tuple[int, int] | None:
+    """Addresses of the gear tables a seeded pyfastcdc 0.3.1 ``FastCDC`` cuts with, or None unless the
+    object is exactly as expected: its header (16 bytes), its ``_Config`` struct (``u32 avg, min, max``;
+    four ``u64`` masks; the ``gear`` and ``gear_ls`` pointers the cut loop reads) and the two pointers
+    to the tables it owns, equal to those, holding the public table XOR the seed."""
+    from pyfastcdc.py.constants import GEAR, GEAR_LS
+
+    if type(cdc).__basicsize__ < 96:
+        return None
+    raw = ctypes.string_at(id(cdc), 96)
+    if struct.unpack_from("<3I", raw, 16) != (params.avg, params.min, params.max):
+        return None
+    gear, gear_ls, own, own_ls = struct.unpack_from("<4Q", raw, 64)
+    if not gear or not gear_ls or (gear, gear_ls) != (own, own_ls):
+        return None
+    if ctypes.string_at(gear, 2048) != struct.pack("<256Q", *(g ^ _LAYOUT_SEED for g in GEAR)):
+        return None
+    if ctypes.string_at(gear_ls, 2048) != struct.pack("<256Q", *(g ^ (_LAYOUT_SEED << 1) for g in GEAR_LS)):
+        return None
+    return gear, gear_ls
+
+
+def _keyed_fastcdc(params: ChunkParams, gear: tuple[int, ...]) -> FastCDC:
+    """A FastCDC cutting with ``gear`` instead of the public table (see the module docstring)."""
+    if len(gear) != 256:
+        raise ValueError("a gear table has 256 entries")
+    cdc = FastCDC(params.avg, min_size=params.min, max_size=params.max, seed=_LAYOUT_SEED)
+    at = _gear_tables(cdc, params)
+    if at is None:
+        raise RuntimeError("cannot install the vault's keyed gear table: this pyfastcdc build is not the "
+                           "one OpenCBR was made for (see constraints.txt); refusing to cut with public "
+                           "parameters in an encrypted vault")
+    ctypes.memmove(at[0], struct.pack("<256Q", *gear), 2048)
+    ctypes.memmove(at[1], struct.pack("<256Q", *((g << 1) & 0xFFFFFFFFFFFFFFFF for g in gear)), 2048)
+    return cdc
 
 
 @dataclass
@@ -188,15 +247,19 @@ Put = Callable[[object], bytes]  # data -> digest (stores the chunk unless the r
 
 class FileChunker:
     """Reads files and stores their chunks. Holds a FastCDC object, which is not thread-safe: make one
-    per worker thread."""
+    per worker thread. ``gear``: the vault's keyed gear table (``cutting.ChunkingSecret``), None for
+    the public one."""
 
     def __init__(self, params: ChunkParams, put: Put, cancel: threading.Event | None = None,
-                 on_bytes: Callable[[int], None] | None = None):
+                 on_bytes: Callable[[int], None] | None = None, gear: tuple[int, ...] | None = None):
         self.params = params
         self.put = put
         self.cancel = cancel
         self.on_bytes = on_bytes or (lambda n: None)
-        self.cdc = FastCDC(params.avg, min_size=params.min, max_size=params.max)
+        if gear is None:
+            self.cdc = FastCDC(params.avg, min_size=params.min, max_size=params.max)
+        else:
+            self.cdc = _keyed_fastcdc(params, gear)
         # One buffer per worker for the whole run: pyfastcdc's cut_stream allocates (and the kernel
         # zeroes) a fresh 2 x max_size buffer per file, which was ~10% of the CPU of a backup. Page-
         # aligned, so that big files can be read with O_DIRECT into it.
