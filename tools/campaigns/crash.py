@@ -244,9 +244,10 @@ class CrashCampaign:
         shutil.rmtree(path) if os.path.isdir(path) else os.path.exists(path) and os.unlink(path)
 
     # -- one trial ---------------------------------------------------------------------------------
-    def trial(self, n: int, op: str) -> Trial:
+    def trial(self, n: int, op: str, mode: str | None = None) -> Trial:
         # The victim changes one trial in three (a change costs an orderly restart of the service).
-        mode = self.svc.mode if self.rng.random() < 2 / 3 else {"server": "worker", "worker": "server"}[self.svc.mode]
+        if mode is None:
+            mode = self.svc.mode if self.rng.random() < 2 / 3 else {"server": "worker", "worker": "server"}[self.svc.mode]
         t = Trial(n, op, mode)
         t.kind = "disk" if op == "create_disk" else self.rng.choice(("disk", "disk", "fs"))
         t0 = time.time()
@@ -430,10 +431,14 @@ class CrashCampaign:
             self.remove_resource("file-systems", target["id"], path)
 
     # -- the campaign -------------------------------------------------------------------------------
-    def run(self, trials: int, out=None, echo=print) -> list[Trial]:
+    def run(self, trials: int, out=None, echo=print, *, operations: list[str] | None = None,
+            halves: bool = False) -> list[Trial]:
+        """``operations``: this order instead of the six in turn, shuffled; ``halves``: the service is
+        the victim in the first half of the trials, a worker process in the second (one restart
+        between, for short runs), instead of a random victim that changes one trial in three."""
         self.setup()
         results = []
-        order: list[str] = []
+        order: list[str] = list(operations or [])
         while len(order) < trials:
             block = list(OPERATIONS)
             self.rng.shuffle(block)
@@ -441,7 +446,7 @@ class CrashCampaign:
         try:
             for n, op in enumerate(order[:trials], 1):
                 try:
-                    t = self.trial(n, op)
+                    t = self.trial(n, op, ("server" if 2 * n <= trials else "worker") if halves else None)
                 except Exception as e:  # noqa: BLE001 - a harness failure is a finding too; stop here
                     t = Trial(n, op, self.svc.mode, violations=[f"trial aborted: {type(e).__name__}: {e}"],
                               notes=[traceback.format_exc()[-2000:]])
