@@ -32,38 +32,35 @@ Run: ``PYTHONPATH=src python -m tools.campaigns.corruption --faults 200 --seed 1
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import shutil
 import struct
 import sys
-import tempfile
 import time
 import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-if __package__ in (None, ""):  # run as a file: make the repository and its sources importable
-    _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path[:0] = [_ROOT, os.path.join(_ROOT, "src")]
-
-from opencbr.engine.index import decode_index  # noqa: E402
-from opencbr.engine.tree.common import load_index as load_tree_index  # noqa: E402
-from tools.campaigns.harness import (  # noqa: E402
+from opencbr.engine.index import decode_index
+from opencbr.engine.tree.common import load_index as load_tree_index
+from tests.support.disks import MiB
+from tools.campaigns import harness
+from tools.campaigns.harness import (
     BILLING,
     DISK_TYPE,
     FS_BILLING,
     FS_TYPE,
-    Service,
+    Campaign,
+    Held,
     fingerprint,
     mutate_tree,
     random_image,
     random_tree,
+    record,
     scribble,
 )
-from tests.support.disks import MiB  # noqa: E402
 
 TARGETS = ("chunk", "tree-catalog", "pack", "index", "manifest", "catalog-row")
 ROW_FIELDS = ("id", "vault_id", "resource_id", "resource_type", "resource_size_bytes")
@@ -86,14 +83,6 @@ class Fault:
 
 
 @dataclass
-class Held:
-    kind: str
-    fingerprint: str
-    resource_id: str
-    vault_id: str
-
-
-@dataclass
 class VaultModel:
     """Where a vault's chunks are, read once from the pristine store."""
 
@@ -113,26 +102,13 @@ class VaultModel:
         return {d for d in digests if all(loc in lost for loc in self.locations.get(d, []))}
 
 
-class CorruptionCampaign:
+class CorruptionCampaign(Campaign):
     def __init__(self, workdir: str, catalog: str, seed: int, *, small: bool = False):
-        self.workdir, self.catalog, self.seed = workdir, catalog, seed
-        self.rng = random.Random(seed)
-        self.sizes = (4 * MiB, 16 * MiB) if small else (8 * MiB, 64 * MiB)
-        self.svc = Service(workdir, catalog)
-        self.held: dict[str, Held] = {}
+        super().__init__(workdir, catalog, seed, (4 * MiB, 16 * MiB) if small else (8 * MiB, 64 * MiB))
         self.paths: dict[str, str] = {}  # resource id -> disk image / directory
         self.models: dict[str, VaultModel] = {}
-        self.counter = 0
 
     # -- set-up ---------------------------------------------------------------------------------
-    def path(self, name: str) -> str:
-        self.counter += 1
-        return os.path.join(self.workdir, f"{name}-{self.counter}")
-
-    def size(self) -> int:
-        lo, hi = self.sizes
-        return self.rng.randrange(lo // (64 * 1024), hi // (64 * 1024) + 1) * 64 * 1024
-
     def setup(self) -> None:
         self.svc.start("server")
         c = self.svc.client
@@ -432,18 +408,15 @@ class CorruptionCampaign:
                     f = Fault(n, target, violations=[f"fault aborted: {type(e).__name__}: {e}",
                                                      traceback.format_exc()[-1500:]])
                     results.append(f)
-                    echo(json.dumps(asdict(f)))
+                    record(out, f, json.dumps(asdict(f)), echo)
                     break
                 if n % 25 == 0 or n == faults:
                     f.violations += self.all_clean()
                 results.append(f)
-                echo(f"[{self.catalog} seed {self.seed}] #{n} {target}/{f.kind} {f.where} {f.detail}: "
-                     f"used by {len(f.used_by)}, reported by {len(f.reported_by)}, restores "
-                     f"{dict(Counter(f.restores.values()))} {f.seconds}s "
-                     f"{'OK' if not f.violations else 'VIOLATIONS: ' + '; '.join(f.violations)}")
-                if out:
-                    out.write(json.dumps(asdict(f)) + "\n")
-                    out.flush()
+                record(out, f, f"[{self.catalog} seed {self.seed}] #{n} {target}/{f.kind} {f.where} {f.detail}: "
+                       f"used by {len(f.used_by)}, reported by {len(f.reported_by)}, restores "
+                       f"{dict(Counter(f.restores.values()))} {f.seconds}s "
+                       f"{'OK' if not f.violations else 'VIOLATIONS: ' + '; '.join(f.violations)}", echo)
         finally:
             self.svc.close()
         return results
@@ -473,23 +446,8 @@ def summary(results: list[Fault]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--faults", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--catalog", choices=("sqlite", "postgresql"), default="sqlite")
-    ap.add_argument("--small", action="store_true", help="small disks and trees (the test suite's short run)")
-    ap.add_argument("--workdir", help="where disks, the data directory and logs go (default: a new temp dir)")
-    ap.add_argument("--out", help="write each fault as a JSON line here")
-    args = ap.parse_args(argv)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="opencbr-corruption-", dir="/tmp")
-    out = open(args.out, "a") if args.out else None
-    results = CorruptionCampaign(workdir, args.catalog, args.seed, small=args.small).run(args.faults, out)
-    print(summary(results))
-    failed = [f for f in results if f.violations]
-    for f in failed:
-        print(f"fault {f.n} ({f.target}/{f.kind} {f.where} {f.detail}, seed {args.seed}): {f.violations}")
-    print(f"work directory: {workdir}")
-    return 1 if failed or len(results) < args.faults else 0
+    return harness.main(__doc__, lambda w, c, s, small: CorruptionCampaign(w, c, s, small=small), "faults", 200,
+                        summary, lambda f: f"fault {f.n} ({f.target}/{f.kind} {f.where} {f.detail})", argv)
 
 
 if __name__ == "__main__":

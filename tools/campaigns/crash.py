@@ -25,40 +25,35 @@ Run: ``PYTHONPATH=src python -m tools.campaigns.crash --trials 100 --seed 1 --ca
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import random
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-if __package__ in (None, ""):  # run as a file: make the repository and its sources importable
-    _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path[:0] = [_ROOT, os.path.join(_ROOT, "src")]
-
-from tools.campaigns.harness import (  # noqa: E402
+from tests.support.disks import MiB, sha256
+from tools.campaigns import harness
+from tools.campaigns.harness import (
     BILLING,
-    BUSY_BACKUP,
     DISK_TYPE,
     FS_BILLING,
     FS_TYPE,
-    Service,
+    Campaign,
+    Held,
     expected_usage,
     fingerprint,
     mutate_tree,
     random_image,
     random_tree,
     read_store,
+    record,
     scribble,
     tree_digest,
 )
-from tests.support.disks import MiB, sha256  # noqa: E402
 
 OPERATIONS = ("backup", "restore", "create_disk", "delete", "gc", "verify")
 LEASE_SECONDS = 5
@@ -80,40 +75,17 @@ class Trial:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Held:
-    """What an Available backup must restore to."""
-
-    kind: str
-    fingerprint: str
-    resource_id: str
-    vault_id: str
-
-
-class CrashCampaign:
+class CrashCampaign(Campaign):
     def __init__(self, workdir: str, catalog: str, seed: int, *, small: bool = False):
-        self.workdir, self.catalog, self.seed = workdir, catalog, seed
-        self.rng = random.Random(seed)
-        self.small = small
-        self.sizes = (8 * MiB, 48 * MiB) if small else (16 * MiB, 256 * MiB)
+        super().__init__(workdir, catalog, seed, (8 * MiB, 48 * MiB) if small else (16 * MiB, 256 * MiB),
+                         lease_seconds=LEASE_SECONDS)
         self.max_backups = 2 if small else 4
-        self.svc = Service(workdir, catalog, lease_seconds=LEASE_SECONDS)
-        self.held: dict[str, Held] = {}
         self.disks: dict[str, str] = {}  # resource id -> image path
         self.fs_id = self.fs_path = ""
         self.triggers: dict[str, tuple[str, str]] = {}  # vault id -> (resource id, path) of a tiny resource
         self.seconds_per_mib = {op: 0.02 for op in OPERATIONS}
-        self.counter = 0
 
     # -- set-up ---------------------------------------------------------------------------------
-    def path(self, name: str) -> str:
-        self.counter += 1
-        return os.path.join(self.workdir, f"{name}-{self.counter}")
-
-    def size(self) -> int:
-        lo, hi = self.sizes
-        return self.rng.randrange(lo // (64 * 1024), hi // (64 * 1024) + 1) * 64 * 1024
-
     def setup(self) -> None:
         self.svc.start("server")
         c = self.svc.client
@@ -451,17 +423,12 @@ class CrashCampaign:
                     t = Trial(n, op, self.svc.mode, violations=[f"trial aborted: {type(e).__name__}: {e}"],
                               notes=[traceback.format_exc()[-2000:]])
                     results.append(t)
-                    echo(json.dumps(asdict(t)))
-                    if out:
-                        out.write(json.dumps(asdict(t)) + "\n")
+                    record(out, t, json.dumps(asdict(t)), echo)
                     break
                 results.append(t)
-                echo(f"[{self.catalog} seed {self.seed}] #{n} {op}/{t.kind} {t.mode} {t.size // MiB} MiB "
-                     f"killed {t.state_at_kill} -> {t.outcome[:60]} {t.seconds}s "
-                     f"{'OK' if not t.violations else 'VIOLATIONS: ' + '; '.join(t.violations)}")
-                if out:
-                    out.write(json.dumps(asdict(t)) + "\n")
-                    out.flush()
+                record(out, t, f"[{self.catalog} seed {self.seed}] #{n} {op}/{t.kind} {t.mode} {t.size // MiB} MiB "
+                       f"killed {t.state_at_kill} -> {t.outcome[:60]} {t.seconds}s "
+                       f"{'OK' if not t.violations else 'VIOLATIONS: ' + '; '.join(t.violations)}", echo)
         finally:
             self.svc.close()
         return results
@@ -481,23 +448,8 @@ def summary(results: list[Trial]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trials", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--catalog", choices=("sqlite", "postgresql"), default="sqlite")
-    ap.add_argument("--small", action="store_true", help="small disks and trees (the test suite's short run)")
-    ap.add_argument("--workdir", help="where disks, the data directory and logs go (default: a new temp dir)")
-    ap.add_argument("--out", help="write each trial as a JSON line here")
-    args = ap.parse_args(argv)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="opencbr-crash-", dir="/tmp")
-    out = open(args.out, "a") if args.out else None
-    results = CrashCampaign(workdir, args.catalog, args.seed, small=args.small).run(args.trials, out)
-    print(summary(results))
-    failed = [t for t in results if t.violations]
-    for t in failed:
-        print(f"trial {t.n} ({t.operation}/{t.kind}, {t.mode}, seed {args.seed}): {t.violations}")
-    print(f"work directory: {workdir}")
-    return 1 if failed or len(results) < args.trials else 0
+    return harness.main(__doc__, lambda w, c, s, small: CrashCampaign(w, c, s, small=small), "trials", 100,
+                        summary, lambda t: f"trial {t.n} ({t.operation}/{t.kind}, {t.mode})", argv)
 
 
 if __name__ == "__main__":

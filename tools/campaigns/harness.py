@@ -6,15 +6,18 @@ manifests read with the engine's codecs, not through the service's own accountin
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import text
 
@@ -173,6 +176,70 @@ class Service:
 
     def backups(self, vault_id: str) -> list[dict]:
         return self.client.get("/backups", vault_id=vault_id, limit=1000)["backups"]
+
+
+# ------------------------------------------------------------------------------------ campaigns
+@dataclass
+class Held:
+    """What an available backup must restore to (recorded when it was taken)."""
+
+    kind: str  # disk | fs
+    fingerprint: str
+    resource_id: str
+    vault_id: str
+
+
+class Campaign:
+    """A seeded campaign against one service: its random source, work directory and backups."""
+
+    def __init__(self, workdir: str, catalog: str, seed: int, sizes: tuple[int, int], **service_options):
+        self.workdir, self.catalog, self.seed = workdir, catalog, seed
+        self.rng = random.Random(seed)
+        self.sizes = sizes
+        self.svc = Service(workdir, catalog, **service_options)
+        self.held: dict[str, Held] = {}
+        self.counter = 0
+
+    def path(self, name: str) -> str:
+        """A new path in the work directory."""
+        self.counter += 1
+        return os.path.join(self.workdir, f"{name}-{self.counter}")
+
+    def size(self) -> int:
+        """A random size in ``sizes``, in whole 64 KiB."""
+        lo, hi = self.sizes
+        return self.rng.randrange(lo // (64 * 1024), hi // (64 * 1024) + 1) * 64 * 1024
+
+
+def main(doc: str, make, count_name: str, default_count: int, summary, describe, argv=None) -> int:
+    """The command line of a campaign: ``--COUNT_NAME N --seed S --catalog sqlite|postgresql``;
+    ``make(workdir, catalog, seed, small)`` builds it, ``describe(result)`` names a failed one."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument(f"--{count_name}", type=int, default=default_count)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--catalog", choices=("sqlite", "postgresql"), default="sqlite")
+    ap.add_argument("--small", action="store_true", help="small disks and trees (the test suite's short run)")
+    ap.add_argument("--workdir", help="where disks, the data directory and logs go (default: a new temp dir)")
+    ap.add_argument("--out", help="append each result as a JSON line here")
+    args = ap.parse_args(argv)
+    count = getattr(args, count_name)
+    workdir = args.workdir or tempfile.mkdtemp(prefix=f"opencbr-{count_name}-", dir="/tmp")
+    out = open(args.out, "a") if args.out else None
+    results = make(workdir, args.catalog, args.seed, args.small).run(count, out)
+    print(summary(results))
+    failed = [r for r in results if r.violations]
+    for r in failed:
+        print(f"{describe(r)}, seed {args.seed}: {r.violations}")
+    print(f"work directory: {workdir}")
+    return 1 if failed or len(results) < count else 0
+
+
+def record(out, result, line: str, echo) -> None:
+    """Say how one trial or fault went, and append it to ``out`` as JSON."""
+    echo(line)
+    if out:
+        out.write(json.dumps(asdict(result)) + "\n")
+        out.flush()
 
 
 # ------------------------------------------------------------------------------------ content
