@@ -77,7 +77,7 @@ class Trial:
 
 class CrashCampaign(Campaign):
     def __init__(self, workdir: str, catalog: str, seed: int, *, small: bool = False):
-        super().__init__(workdir, catalog, seed, (8 * MiB, 48 * MiB) if small else (16 * MiB, 256 * MiB),
+        super().__init__(workdir, catalog, seed, (8 * MiB, 48 * MiB) if small else (8 * MiB, 128 * MiB),
                          lease_seconds=LEASE_SECONDS)
         self.max_backups = 2 if small else 4
         self.disks: dict[str, str] = {}  # resource id -> image path

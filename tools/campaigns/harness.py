@@ -222,6 +222,7 @@ def main(doc: str, make, count_name: str, default_count: int, summary, describe,
     ap.add_argument("--workdir", help="where disks, the data directory and logs go (default: a new temp dir)")
     ap.add_argument("--out", help="append each result as a JSON line here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the service it started, then exit
     count = getattr(args, count_name)
     workdir = args.workdir or tempfile.mkdtemp(prefix=f"opencbr-{count_name}-", dir="/tmp")
     out = open(args.out, "a") if args.out else None
