@@ -32,6 +32,7 @@ Run: ``PYTHONPATH=src python -m tools.campaigns.corruption --faults 200 --seed 1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -325,7 +326,7 @@ class CorruptionCampaign(Campaign):
                 if not verdicts[bid][0]:
                     f.false_alarms.append(f"{bid}: {verdicts[bid][1][:200]}")
             for bid in f.used_by + extra:
-                f.restores[bid] = self.restore(bid)
+                f.restores[bid] = self.restore(bid, whole=bid in users)
                 if f.restores[bid] == "WRONG BYTES":
                     f.violations.append(f"restore of {bid} succeeded with wrong bytes")
         finally:
@@ -351,8 +352,13 @@ class CorruptionCampaign(Campaign):
             out[bid] = (log["status"] == "success", text)
         return out
 
-    def restore(self, bid: str) -> str:
+    def restore(self, bid: str, whole: bool) -> str:
+        """Restore a backup and compare: ``exact``, ``error`` or ``WRONG BYTES``. A disk backup goes onto
+        its disk (a restore there reads only the blocks that differ) or, ``whole``, into a new disk
+        (every block is read)."""
         h = self.held[bid]
+        if h.kind == "disk" and whole:
+            return self.restore_new_disk(bid, h)
         c = self.svc.client
         target = None
         try:
@@ -376,6 +382,30 @@ class CorruptionCampaign(Campaign):
             if target is not None:
                 c.delete(f"/inventory/file-systems/{target['id']}")
                 shutil.rmtree(path)
+
+    def restore_new_disk(self, bid: str, h: Held) -> str:
+        """Create a disk from the backup; it must hold the backed-up bytes (then zeros if the catalog
+        asked for a larger disk)."""
+        c = self.svc.client
+        path = self.path("new") + ".img"
+        try:
+            out = c.post(f"/backups/{bid}/create-disk", {"name": f"new{self.counter}", "path": path})
+        except Exception:  # noqa: BLE001 - refused: no bytes returned
+            return "error (refused)"
+        try:
+            log = self.svc.wait_task(out["operation_log_id"])
+            if log["status"] != "success":
+                return "error"
+            size = os.path.getsize(self.paths[h.resource_id])  # campaign disks never change size
+            with open(path, "rb") as fh:
+                head = hashlib.sha256(fh.read(size)).hexdigest()
+                tail_is_zero = all(not any(block) for block in iter(lambda: fh.read(1 << 20), b""))
+            return "exact" if head == h.fingerprint and tail_is_zero else "WRONG BYTES"
+        finally:
+            if any(r["id"] == out["disk_id"] for r in c.get("/inventory/disks", limit=1000)["resources"]):
+                c.delete(f"/inventory/disks/{out['disk_id']}")
+            if os.path.exists(path):
+                os.unlink(path)
 
     def all_clean(self) -> list[str]:
         """After repairs every backup verifies clean again (else the campaign's own undo is wrong)."""
