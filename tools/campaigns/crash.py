@@ -119,7 +119,7 @@ class CrashCampaign(Campaign):
         log = self.svc.wait_task(task_id)
         if log["status"] != "success":
             raise AssertionError(f"an uninterrupted backup failed: {log['error_info']}")
-        self.learn("backup", log, self.subject_size({"backup_id": bid}))
+        self.learn("backup", task_id, self.subject_size({"backup_id": bid}))
         return bid
 
     def start_backup_of(self, kind: str) -> tuple[str, str]:
@@ -256,23 +256,28 @@ class CrashCampaign(Campaign):
         drawn from how long this operation took per MiB the last time it ran to completion here."""
         if self.rng.random() >= 0.1:
             deadline = time.time() + 60
-            while time.time() < deadline and self.svc.task(task_id)["status"] == "waiting":
-                time.sleep(0.005)
+            while time.time() < deadline and self.task_state(task_id)[0] == "waiting":
+                time.sleep(0.002)  # the catalog, not the API: a short operation runs for milliseconds
             t.delay = round(self.rng.uniform(0, self.seconds_per_mib[t.operation] * max(1, t.size / MiB)), 3)
             time.sleep(t.delay)
-        log = self.svc.task(task_id)
+        status, progress, started, ended = self.task_state(task_id)
         t.victim = self.svc.kill_victim()
-        t.state_at_kill = log["status"] + (f" {log['extra_info']['common']['progress']}%"
-                                           if log["status"] == "running" else "")
-        if log["status"] in ("success", "failed"):  # too late: aim the next one by this run's duration
-            self.learn(t.operation, log, t.size)
+        t.state_at_kill = status + (f" {progress}%" if status == "running" else "")
+        if status in ("success", "failed"):  # too late: aim the next one by this run's duration
+            self.learn(t.operation, task_id, t.size)
 
-    def learn(self, op: str, log: dict, size: int) -> None:
-        start, end = log.get("started_at"), log.get("ended_at")
+    def task_state(self, task_id: str) -> tuple:
+        """(status, progress, started_at, ended_at) read from the catalog."""
+        return tuple(self.svc.sql("SELECT status, progress, started_at, ended_at FROM tasks WHERE id = :id",
+                                  id=task_id)[0])
+
+    def learn(self, op: str, task_id: str, size: int) -> None:
+        """How long the task took per MiB of its subject: where the next kill of ``op`` is aimed."""
+        _, _, start, end = self.task_state(task_id)
         if start and end:
-            took = (datetime.fromisoformat(end.replace("Z", "+00:00")) -
-                    datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
-            self.seconds_per_mib[op] = max(0.001, took / max(1, size / MiB))
+            if isinstance(start, str):  # SQLite hands DateTime columns back as text to a raw query
+                start, end = datetime.fromisoformat(start), datetime.fromisoformat(end)
+            self.seconds_per_mib[op] = max(0.001, (end - start).total_seconds() / max(1, size / MiB))
 
     def settle(self, t: Trial, task_id: str, info: dict) -> None:
         """What the interrupted operation left: check its result when it says it succeeded, and tidy."""
@@ -398,7 +403,7 @@ class CrashCampaign(Campaign):
         elif fingerprint(held.kind, path) != held.fingerprint:
             t.violations.append(f"available backup {bid} restores different bytes")
         else:
-            self.learn("restore", log, self.subject_size({"backup_id": bid}))
+            self.learn("restore", tid["operation_log_id"], self.subject_size({"backup_id": bid}))
         if target is not None:
             self.remove_resource("file-systems", target["id"], path)
 
