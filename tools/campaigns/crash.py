@@ -76,9 +76,13 @@ class Trial:
 
 
 class CrashCampaign(Campaign):
-    def __init__(self, workdir: str, catalog: str, seed: int, *, small: bool = False):
+    def __init__(self, workdir: str, catalog: str, seed: int, *, small: bool = False, targeted: float = 0.25):
+        """``targeted``: the share of backup kills that land the moment the backup's manifest is in the
+        store, before the catalog says Available (the narrowest window of the ordering packs -> index ->
+        manifest -> catalog); the others land at random moments."""
         super().__init__(workdir, catalog, seed, (8 * MiB, 48 * MiB) if small else (8 * MiB, 128 * MiB),
                          lease_seconds=LEASE_SECONDS)
+        self.targeted = targeted
         self.max_backups = 2 if small else 4
         self.disks: dict[str, str] = {}  # resource id -> image path
         self.fs_id = self.fs_path = ""
@@ -227,7 +231,10 @@ class CrashCampaign(Campaign):
         gcs_before = {v: {g["id"] for g in self.gc_tasks(v)} for v in (self.vd, self.vf)}
         task_id, info = getattr(self, f"start_{op}")(t)
         t.size = self.subject_size(info)
-        self.kill_at_random(t, task_id)
+        if op == "backup" and self.rng.random() < self.targeted:
+            self.kill_at_manifest(t, task_id, info["backup_id"])
+        else:
+            self.kill_at_random(t, task_id)
         t1 = time.time()
         self.svc.recover()
         busy = self.svc.wait_quiet(LEASE_SECONDS * 4 + 120)
@@ -265,6 +272,19 @@ class CrashCampaign(Campaign):
         t.state_at_kill = status + (f" {progress}%" if status == "running" else "")
         if status in ("success", "failed"):  # too late: aim the next one by this run's duration
             self.learn(t.operation, task_id, t.size)
+
+    def kill_at_manifest(self, t: Trial, task_id: str, backup_id: str) -> None:
+        vault = self.held[backup_id].vault_id
+        manifest = os.path.join(self.svc.srv.data_dir, "objects", "vaults", vault, "manifests", backup_id)
+        deadline = time.time() + 300
+        while not os.path.exists(manifest) and time.time() < deadline and self.task_state(task_id)[0] in (
+                "waiting", "running"):
+            time.sleep(0.0005)
+        status, progress, _, _ = self.task_state(task_id)
+        t.victim = self.svc.kill_victim()
+        t.delay = -1.0  # the moment the manifest appeared
+        (row,) = self.svc.sql("SELECT status FROM backups WHERE id = :id", id=backup_id)
+        t.state_at_kill = f"{status} {progress}% manifest stored, backup {row[0]}"
 
     def task_state(self, task_id: str) -> tuple:
         """(status, progress, started_at, ended_at) read from the catalog."""
