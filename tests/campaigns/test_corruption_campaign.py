@@ -1,4 +1,4 @@
-"""The corruption campaign's short run (tools/campaigns/corruption.py): two dozen seeded single faults
+"""The corruption campaign's short run (tools/campaigns/corruption.py): twenty seeded single faults
 (flipped bytes, truncations and deletions of packs, chunk records, tree catalog chunks, index objects
 and manifests; changed fields of backup rows). Every fault a backup uses is reported by verify of that
 backup, naming what is damaged; no restore returns wrong bytes; repaired, everything verifies clean.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tools.campaigns.corruption import TARGETS, CorruptionCampaign, summary
 
-FAULTS = 24
+FAULTS = 20
 
 
 def test_corruption_campaign_short_run(tmp_path):
