@@ -799,9 +799,11 @@ def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if b is None:
             raise NotFound("the backup no longer exists")
         parts = [(x.id, x.resource_name, x.disk_role, x.resource_type) for x in data_backups(s, b)]
+        rows = {x.id: _row_identity(x) for x in [b, *data_backups(s, b)]}
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
+    check_row_matches_manifest(repo, rows)
     reports = []
     for i, (pid, pname, role, rtype) in enumerate(parts):
         span = TaskProgress(run, lo=int(99 * i / len(parts)), hi=int(99 * (i + 1) / len(parts)))
@@ -847,6 +849,35 @@ def damage_message(reports: list[dict]) -> str:
     return (f"the backup is damaged: {damaged + missing} chunk(s) failed verification ({damaged} damaged, "
             f"{missing} missing); first: chunk {chunk['digest']} {B.damaged_chunk_where(chunk)} of {disk['disk']}: "
             f"{chunk['reason']}; see extra_info.verify")
+
+
+def _row_identity(b: Backup) -> dict:
+    """The fields of a backup row that say which data it is (the rest is description; the project may
+    differ after an operator rebuilt another project's vault)."""
+    return {"backup_id": b.id, "vault_id": b.vault_id, "resource_id": b.resource_id,
+            "resource_type": b.resource_type, "resource_size_bytes": b.resource_size_bytes}
+
+
+def check_row_matches_manifest(repo: Repository, rows: dict[str, dict]) -> None:
+    """A catalog row that no longer matches the sealed manifest it names (a damaged or edited catalog)
+    would restore the wrong disk, type or size: verify names the field. A server backup's own row has
+    no manifest (its disks' rows, which do, are checked)."""
+    for backup_id, row in rows.items():
+        try:
+            header = repo.read_manifest(backup_id)
+        except NotFound:
+            if row["resource_type"] == R.SERVER:
+                continue
+            raise CBRError(f"the catalog row of backup {backup_id} names data the vault does not hold: "
+                           f"backup {backup_id} is not in the repository", code="BackupService.6010") from None
+        meta = header.get("meta") or {}
+        stored = {k: meta.get(k) for k in row}
+        sizes = {meta.get("resource_size_bytes"), header.get("disk_size")}  # a rebuilt row has the latter
+        bad = [f"{k} is {row[k]!r} in the catalog but {stored[k]!r} in the stored manifest" for k in row
+               if k in meta and row[k] != stored[k] and not (k == "resource_size_bytes" and row[k] in sizes)]
+        if bad:
+            raise CBRError(f"the catalog row of backup {backup_id} does not match its stored manifest: "
+                           + "; ".join(bad), code="BackupService.6010")
 
 
 # ------------------------------------------------------------------------------------ crashes
