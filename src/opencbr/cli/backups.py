@@ -8,7 +8,8 @@ import os
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from opencbr.cli.client import ClientError
+from opencbr.cli import refs
+from opencbr.cli.client import ApiClient, ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
@@ -20,6 +21,11 @@ backup_app = typer.Typer(help="Backups: create, list, restore, verify, export.",
 
 _COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("resource_name", "Resource"),
          ("resource_type", "Type"), ("size", "Size"), ("added", "Added"), ("created_at", "Created")]
+
+
+def resolve_backup(c: ApiClient, ref: str) -> str:
+    """A backup id from an id, a unique name or a unique id prefix (disk backups of server backups too)."""
+    return refs.resolve(c, refs.BACKUP, ref)
 
 
 def human(n: int | None) -> str:
@@ -61,9 +67,11 @@ def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resour
                   as_json: bool = JSON_OPTION):
     """Back up resources of a vault now."""
     c = client()
+    vid = resolve_vault(vault, c)
+    resource = [refs.resolve_resource(c, r)["id"] for r in resource or []]
     params = {k: v for k, v in (("resources", resource or None), ("name", name), ("description", description),
                                 ("incremental", False if full else None)) if v is not None}
-    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": resolve_vault(vault), "parameters": params}})["checkpoint"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": vid, "parameters": params}})["checkpoint"]
     ids = [r["backup_id"] for r in cp["vault"]["resources"]]
     if wait:
         tasks = [c.get(f"/backups/{i}")["backup"]["task_id"] for i in ids]
@@ -87,7 +95,9 @@ def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = type
                 status: str = typer.Option(None, "--status"), name: str = typer.Option(None, "--name"),
                 since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
                 limit: int = typer.Option(100, "--limit"), as_json: bool = JSON_OPTION):
-    data = client().get("/backups", vault_id=resolve_vault(vault) if vault else None, resource_id=resource,
+    c = client()
+    data = c.get("/backups", vault_id=resolve_vault(vault, c) if vault else None,
+                 resource_id=refs.resolve_resource(c, resource)["id"] if resource else None,
                         status=status, name=name, start_time=since, end_time=until, limit=limit)
     if as_json:
         print_json(data["backups"])
@@ -97,14 +107,16 @@ def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = type
 
 @backup_app.command("show")
 @handle_errors
-def backup_show(backup_id: str, as_json: bool = JSON_OPTION):
-    _show(client().get(f"/backups/{backup_id}")["backup"], as_json)
+def backup_show(backup: str, as_json: bool = JSON_OPTION):
+    c = client()
+    _show(c.get(f"/backups/{resolve_backup(c, backup)}")["backup"], as_json)
 
 
 @backup_app.command("delete")
 @handle_errors
 def backup_delete(backup_id: str, wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
     c = client()
+    backup_id = resolve_backup(c, backup_id)
     task_id = c.delete(f"/backups/{backup_id}")["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
@@ -123,6 +135,7 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
     """Restore a backup onto its disk or server (overwrites their data)."""
     from opencbr.cli.inventory import resolve as resolve_resource
 
+    c = client()
     body: dict = {"power_on": power_on}
     if disk:
         body["volume_id"] = resolve_resource("disks", disk)
@@ -134,9 +147,9 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
             if "=" not in m:
                 raise ClientError(f"--map needs DISK_BACKUP_ID=TARGET_DISK_ID, got {m!r}")
             src, dst = m.split("=", 1)
-            pairs.append({"backup_id": src, "volume_id": dst})
+            pairs.append({"backup_id": resolve_backup(c, src), "volume_id": resolve_resource("disks", dst)})
         body["mappings"] = pairs
-    c = client()
+    backup_id = resolve_backup(c, backup_id)
     task_id = c.post(f"/backups/{backup_id}/restore", {"restore": body})["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
@@ -149,7 +162,7 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
 def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
     """Re-read every chunk of a backup and report damage (exit 1 if any)."""
     c = client()
-    task_id = c.post(f"/backups/{backup_id}/verify")["operation_log_id"]
+    task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/verify")["operation_log_id"]
     log = wait_for(c, [task_id], quiet=as_json)[0]
     report = log["extra_info"].get("verify", {})
     if as_json:
@@ -167,6 +180,7 @@ def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-
                   as_json: bool = JSON_OPTION):
     """Download a disk backup as a raw image file (sparse where the disk was empty)."""
     c = client()
+    backup_id = resolve_backup(c, backup_id)
     tmp = output + ".part"
     written = 0
     with c.stream(f"/backups/{backup_id}/export") as resp:
@@ -198,7 +212,7 @@ def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-
 def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | None, az: str | None, wait: bool,
                             as_json: bool) -> None:
     c = client()
-    out = c.post(f"/backups/{backup_id}/create-disk", {"name": name, "path": os.path.abspath(path),
+    out = c.post(f"/backups/{resolve_backup(c, backup_id)}/create-disk", {"name": name, "path": os.path.abspath(path),
                                                         "size_bytes": size, "availability_zone": az})
     if wait:
         raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
@@ -216,7 +230,8 @@ def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory 
               as_json: bool = JSON_OPTION):
     """List files inside a backup without restoring it (file-system backups, and disk backups holding
     ext or FAT file systems)."""
-    entries = client().get(f"/backups/{backup_id}/files", path=path)["entries"]
+    c = client()
+    entries = c.get(f"/backups/{resolve_backup(c, backup_id)}/files", path=path)["entries"]
     if as_json:
         print_json(entries)
         return
@@ -238,7 +253,7 @@ def backup_restore_files(backup_id: str, paths: list[str] = typer.Argument(..., 
                          wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
     """Restore single files or directories of a backup into a directory, leaving the resource alone."""
     c = client()
-    task_id = c.post(f"/backups/{backup_id}/restore-files",
+    task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/restore-files",
                      {"paths": list(paths), "destination_path": os.path.abspath(to)})["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
@@ -249,7 +264,7 @@ def backup_restore_files(backup_id: str, paths: list[str] = typer.Argument(..., 
 def create_file_system_from_backup(backup_id: str, name: str, path: str, az: str | None, wait: bool,
                                    as_json: bool) -> None:
     c = client()
-    out = c.post(f"/backups/{backup_id}/create-file-system", {"name": name, "path": os.path.abspath(path),
+    out = c.post(f"/backups/{resolve_backup(c, backup_id)}/create-file-system", {"name": name, "path": os.path.abspath(path),
                                                                "availability_zone": az})
     if wait:
         raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))

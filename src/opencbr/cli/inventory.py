@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from opencbr.cli.client import ClientError
+from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.domain import resource as R
 
@@ -19,18 +19,12 @@ _COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("size", "Size (G
 _KIND_PATH = {R.DISK: "disks", R.SERVER: "servers", R.FILE_SYSTEM: "file-systems"}
 
 
+_KINDS = {"disks": refs.DISK, "servers": refs.SERVER, "file-systems": refs.FILE_SYSTEM}
+
+
 def resolve(kind: str, ref: str) -> str:
-    """A resource id from an id or a unique name."""
-    c = client()
-    items = c.get(f"/inventory/{kind}", limit=1000)["resources"]
-    if any(i["id"] == ref for i in items):
-        return ref
-    named = [i for i in items if i["name"] == ref]
-    if len(named) == 1:
-        return named[0]["id"]
-    if len(named) > 1:
-        raise ClientError(f"{len(named)} {kind} are named {ref!r}; give the id")
-    return ref  # let the server say it does not exist
+    """A resource id from an id, a unique name or a unique id prefix."""
+    return refs.resolve(client(), _KINDS[kind], ref)
 
 
 def _show(obj: dict, as_json: bool) -> None:

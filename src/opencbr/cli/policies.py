@@ -14,6 +14,7 @@ import re
 
 import typer
 
+from opencbr.cli import refs
 from opencbr.cli.client import ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 
@@ -28,14 +29,8 @@ _COLS = [("id", "ID"), ("name", "Name"), ("operation_type", "Type"), ("enabled",
 
 # ------------------------------------------------------------------------------------ helpers
 def resolve(ref: str) -> str:
-    """A policy id from an id or a unique name."""
-    pols = client().get("/policies")["policies"]
-    if any(p["id"] == ref for p in pols):
-        return ref
-    named = [p for p in pols if p["name"] == ref]
-    if len(named) > 1:
-        raise ClientError(f"{len(named)} policies are named {ref!r}; use the policy id")
-    return named[0]["id"] if named else ref
+    """A policy id from an id, a unique name or a unique id prefix."""
+    return refs.resolve(client(), refs.POLICY, ref)
 
 
 def _vault(ref: str) -> str:
@@ -266,7 +261,7 @@ def policy_apply(policy: str, vault: str,
     """Apply a policy to a vault (guide 5.6)."""
     body = {"policy_id": resolve(policy)}
     if destination_vault:
-        body["destination_vault_id"] = destination_vault
+        body["destination_vault_id"] = destination_vault  # in the destination project: its id
     out = client().post(f"/vaults/{_vault(vault)}/associatepolicy", body)["associate_policy"]
     print_json(out) if as_json else typer.echo(f"policy {out['policy_id']} applied to vault {out['vault_id']}")
 

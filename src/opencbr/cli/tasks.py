@@ -7,6 +7,7 @@ import time
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from opencbr.cli import refs
 from opencbr.cli.client import ApiClient, ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
 
@@ -48,6 +49,24 @@ def raise_if_failed(logs: list[dict]) -> None:
                           code=lg["error_info"]["code"])
 
 
+def resolve_task(c: ApiClient, ref: str) -> str:
+    """A task id from its id or a unique id prefix; a backup (id, name or prefix) stands for the task
+    that made it, so that ``cbr task watch BACKUP`` follows a backup."""
+    try:
+        tid = refs.resolve(c, refs.TASK, ref)
+        c.get(f"/operation-logs/{tid}")
+        return tid
+    except ClientError as not_a_task:
+        try:
+            bid = refs.resolve(c, refs.BACKUP, ref)
+            task_id = c.get(f"/backups/{bid}")["backup"].get("task_id")
+        except ClientError:
+            raise not_a_task from None
+        if not task_id:
+            raise ClientError(f"backup {bid} has no task to follow") from None
+        return task_id
+
+
 @task_app.command("list")
 @handle_errors
 def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.Option(None, "--type"),
@@ -56,8 +75,10 @@ def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.O
               since: str = typer.Option(None, "--since", help="e.g. 2024-01-31T00:00:00Z"),
               until: str = typer.Option(None, "--until"), limit: int = typer.Option(50, "--limit"),
               as_json: bool = JSON_OPTION):
-    data = client().get("/operation-logs", status=status, operation_type=type_, vault_id=vault,
-                        resource_id=resource, start_time=since, end_time=until, limit=limit)
+    c = client()
+    data = c.get("/operation-logs", status=status, operation_type=type_,
+                 vault_id=refs.resolve(c, refs.VAULT, vault) if vault else None,
+                 resource_id=refs.resolve_resource(c, resource)["id"] if resource else None, start_time=since, end_time=until, limit=limit)
     if as_json:
         print_json(data["operation_logs"])
     else:
@@ -67,7 +88,8 @@ def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.O
 @task_app.command("show")
 @handle_errors
 def task_show(task_id: str, as_json: bool = JSON_OPTION):
-    log = client().get(f"/operation-logs/{task_id}")["operation_log"]
+    c = client()
+    log = c.get(f"/operation-logs/{resolve_task(c, task_id)}")["operation_log"]
     if as_json:
         print_json(log)
     else:
@@ -83,7 +105,8 @@ def task_show(task_id: str, as_json: bool = JSON_OPTION):
 @handle_errors
 def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
     """Follow tasks with progress bars until they finish; exit 1 if one did not succeed."""
-    logs = wait_for(client(), task_id, quiet=as_json)
+    c = client()
+    logs = wait_for(c, [resolve_task(c, t) for t in task_id], quiet=as_json)
     if as_json:
         print_json(logs)
     raise_if_failed(logs)
@@ -93,5 +116,7 @@ def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
 @handle_errors
 def task_cancel(task_id: str, as_json: bool = JSON_OPTION):
     """Ask a running task to stop; it ends as failed with 'cancelled', leaving nothing half-made."""
-    log = client().post(f"/operation-logs/{task_id}/cancel")["operation_log"]
+    c = client()
+    task_id = resolve_task(c, task_id)
+    log = c.post(f"/operation-logs/{task_id}/cancel")["operation_log"]
     print_json(log) if as_json else typer.echo(f"cancel requested for task {task_id}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from opencbr.cli import refs
+from opencbr.cli.client import ApiClient
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.cli.tasks import raise_if_failed, wait_for
 
@@ -15,13 +17,15 @@ _COLS = [("id", "ID"), ("name", "Name"), ("billing.object_type", "Type"), ("bill
          ("encrypted", "Encrypted")]
 
 
-def resolve(ref: str) -> str:
-    """A vault id from an id or a unique name."""
-    vaults = client().get("/vaults", limit=1000)["vaults"]
-    if any(v["id"] == ref for v in vaults):
-        return ref
-    named = [v for v in vaults if v["name"] == ref]
-    return named[0]["id"] if len(named) == 1 else ref
+def resolve(ref: str, c: ApiClient | None = None) -> str:
+    """A vault id from an id, a unique name or a unique id prefix."""
+    return refs.resolve(c or client(), refs.VAULT, ref)
+
+
+def _resource_ids(c: ApiClient, vault_type: str, resources: list[str]) -> list[str]:
+    """Ids of the resources a vault of this type protects, named by id, name or id prefix."""
+    kinds = (refs.KIND_OF_VAULT_TYPE[vault_type],) if vault_type in refs.KIND_OF_VAULT_TYPE else refs.RESOURCE_KINDS
+    return [refs.resolve_resource(c, r, kinds)["id"] for r in resources]
 
 
 def _row(v: dict) -> dict:
@@ -59,12 +63,14 @@ def vault_create(name: str = typer.Option(None, "--name", help="Default: vault_ 
                                                  help="Encrypt the vault's data (default on)."),
                  auto_expand: bool = typer.Option(False, "--auto-expand"),
                  as_json: bool = JSON_OPTION):
+    c = client()
     body = {"vault": {"name": name, "description": description, "encrypted": encryption, "auto_expand": auto_expand,
                       "billing": {"object_type": type_, "protect_type": protect_type,
                                   "consistent_level": consistency, "size": size},
-                      "resources": [{"id": r, "type": _TYPES.get(type_, type_)} for r in resource or []]}}
+                      "resources": [{"id": r, "type": _TYPES.get(type_, type_)}
+                                    for r in _resource_ids(c, type_, resource or [])]}}
     body["vault"] = {k: v for k, v in body["vault"].items() if v is not None}
-    _show(client().post("/vaults", body)["vault"], as_json)
+    _show(c.post("/vaults", body)["vault"], as_json)
 
 
 @vault_app.command("list")
@@ -118,11 +124,12 @@ def vault_delete(vault: str, wait: bool = typer.Option(False, "--wait", help="Wa
 @handle_errors
 def vault_add(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
     c = client()
-    vid = resolve(vault)
+    vid = resolve(vault, c)
     v = c.get(f"/vaults/{vid}")["vault"]
-    rtype = _TYPES[v["billing"]["object_type"]]
+    vtype = v["billing"]["object_type"]
     added = c.post(f"/vaults/{vid}/addresources",
-                   {"resources": [{"id": r, "type": rtype} for r in resource_ids]})["add_resource_ids"]
+                   {"resources": [{"id": r, "type": _TYPES[vtype]}
+                                  for r in _resource_ids(c, vtype, resource_ids)]})["add_resource_ids"]
     print_json({"add_resource_ids": added}) if as_json else typer.echo(f"associated {', '.join(added)}")
 
 
@@ -130,6 +137,8 @@ def vault_add(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
 @handle_errors
 def vault_remove(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
     """Dissociate resources; their backups in this vault are deleted (guide 3.3)."""
-    removed = client().post(f"/vaults/{resolve(vault)}/removeresources",
-                            {"resource_ids": resource_ids})["remove_resource_ids"]
+    c = client()
+    vid = resolve(vault, c)
+    removed = c.post(f"/vaults/{vid}/removeresources",
+                     {"resource_ids": [refs.resolve_resource(c, r)["id"] for r in resource_ids]})["remove_resource_ids"]
     print_json({"remove_resource_ids": removed}) if as_json else typer.echo(f"dissociated {', '.join(removed)}")

@@ -1,0 +1,98 @@
+"""The first hour of a new user with the ``cbr`` CLI (issue "The first hour"): names, ids and id prefixes
+everywhere, ids that survive narrow tables, Ctrl-C of ``--wait``, messages written for the CLI, local
+times, confirmations, help. A real server process, the CLI as separate processes."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.support.clients import cli
+from tests.support.databases import sqlite_url
+from tests.support.disks import MiB, make_image
+from tests.support.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server on SQLite: what is tested here is the CLI, not the catalog."""
+    d = str(tmp_path_factory.mktemp("first-hour"))
+    srv = ServerProcess(d, sqlite_url(d)).start()
+    yield srv
+    srv.stop()
+
+
+def ok(r):
+    assert r.code == 0, f"exit {r.code}\nstdout: {r.out}\nstderr: {r.err}"
+    return r
+
+
+def flat(text: str) -> str:
+    """Rich wraps long messages to the terminal width."""
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def web(server, tmp_path_factory):
+    """A server ``web1`` (system and data disk) in vault ``servers``, a file system ``share`` in vault
+    ``shares``, each backed up once — made with names only, as the README does."""
+    d = tmp_path_factory.mktemp("web")
+    make_image(d / "sys1.img", 4 * MiB, seed=1)
+    make_image(d / "data1.img", 2 * MiB, seed=2)
+    (d / "share").mkdir()
+    (d / "share" / "hello.txt").write_text("hello\n")
+    ok(cli(server, "disk", "register", "--name", "data1", "--path", str(d / "data1.img")))
+    ok(cli(server, "disk", "register", "--name", "sys1", "--path", str(d / "sys1.img")))
+    ok(cli(server, "server", "register", "--name", "web1", "--system-disk", "sys1", "--data-disk", "data1"))
+    fs = ok(cli(server, "fs", "register", "--name", "share", "--path", str(d / "share"), "--json")).json()
+    vault = ok(cli(server, "vault", "create", "--name", "servers", "--type", "server", "--size", "100",
+                   "--resource", "web1", "--json")).json()
+    fsv = ok(cli(server, "vault", "create", "--name", "shares", "--type", "turbo", "--size", "50",
+                 "--resource", "share", "--json")).json()
+    srv_backup = ok(cli(server, "backup", "create", "servers", "--name", "first", "--wait", "--json")).json()
+    fs_backup = ok(cli(server, "backup", "create", "shares", "--wait", "--json")).json()
+    return {"dir": d, "fs": fs, "vault": vault, "fs_vault": fsv, "backup": srv_backup["backups"][0],
+            "fs_backup": fs_backup["backups"][0]}
+
+
+# ------------------------------------------------------------------------------------ item 1: names everywhere
+def test_resources_are_named_by_name_id_or_prefix(server, web):
+    vault = web["vault"]
+    assert [r["name"] for r in vault["resources"]] == ["web1"]  # `--resource web1` (the README) works
+    assert [r["id"] for r in web["fs_vault"]["resources"]] == [web["fs"]["id"]]
+    for ref in ("servers", vault["id"], vault["id"][:8], vault["id"][:4]):
+        assert ok(cli(server, "vault", "show", ref, "--json")).json()["id"] == vault["id"], ref
+    backup = web["backup"]
+    child = backup["children"][0]
+    for ref in ("first", backup["id"][:6]):
+        assert ok(cli(server, "backup", "show", ref, "--json")).json()["id"] == backup["id"]
+    assert ok(cli(server, "backup", "show", child["id"][:10], "--json")).json()["id"] == child["id"]
+    listed = ok(cli(server, "backup", "list", "--vault", "servers", "--resource", "web1", "--json")).json()
+    assert [b["id"] for b in listed] == [backup["id"]]
+    tasks = ok(cli(server, "task", "list", "--vault", "servers", "--resource", "web1", "--json")).json()
+    assert backup["task_id"] in [t["id"] for t in tasks]
+    assert ok(cli(server, "task", "show", backup["task_id"][:8], "--json")).json()["id"] == backup["task_id"]
+
+    ok(cli(server, "policy", "create", "--name", "named", "--pattern", "FREQ=DAILY;BYHOUR=1;BYMINUTE=0",
+           "--keep", "3"))
+    pol = ok(cli(server, "policy", "show", "named", "--json")).json()
+    ok(cli(server, "policy", "apply", pol["id"][:8], "servers"))
+    assert [p["id"] for p in ok(cli(server, "policy", "list", "--vault", vault["id"][:8], "--json")).json()] == \
+        [pol["id"]]
+
+
+def test_ambiguous_and_unknown_names_say_what_matched(server, web):
+    ids = [ok(cli(server, "disk", "register", "--name", "twin", "--path", make_image(web["dir"] / f"t{i}.img", MiB),
+                  "--json")).json()["id"] for i in range(2)]
+    r = cli(server, "disk", "show", "twin")
+    assert r.code == 1 and "ambiguous" in r.err and all(i in r.err for i in ids), r.err
+    r = cli(server, "vault", "create", "--type", "disk", "--size", "10", "--resource", "twin")
+    assert r.code == 1 and all(i in r.err for i in ids), r.err
+    assert ok(cli(server, "disk", "show", ids[0], "--json")).json()["id"] == ids[0]
+    r = cli(server, "vault", "show", "nosuchvault")
+    assert r.code == 1 and "'nosuchvault' is not the name, id or id prefix of any of your vaults" in flat(r.err)
+    assert "cbr vault list" in r.err, r.err
+    r = cli(server, "backup", "show", web["backup"]["id"][:3])
+    assert r.code == 1 and "at least 4" in flat(r.err), r.err
