@@ -96,3 +96,18 @@ def test_ambiguous_and_unknown_names_say_what_matched(server, web):
     assert "cbr vault list" in r.err, r.err
     r = cli(server, "backup", "show", web["backup"]["id"][:3])
     assert r.code == 1 and "at least 4" in flat(r.err), r.err
+
+
+# ------------------------------------------------------------------------------------ item 3: disk backups in view
+def test_server_backup_shows_its_disk_backups(server, web):
+    backup = web["backup"]
+    kids = {c["resource_name"]: c["id"] for c in backup["children"]}
+    assert set(kids) == {"sys1", "data1"}
+    r = ok(cli(server, "backup", "ls", "first"))
+    assert all(i in r.out for i in kids.values()) and "cbr backup ls DISK_BACKUP" in r.err, r.out + r.err
+    assert {c["id"] for c in ok(cli(server, "backup", "ls", backup["id"], "--json")).json()} == set(kids.values())
+    tree = ok(cli(server, "backup", "list", "--vault", "servers", "--disks")).out
+    lines = [ln for ln in tree.splitlines() if any(i in ln for i in [backup["id"], *kids.values()])]
+    assert len(lines) == 3 and backup["id"] in lines[0] and "└─" in lines[2], tree
+    plain = ok(cli(server, "backup", "list", "--vault", "servers")).out
+    assert not any(i in plain for i in kids.values())

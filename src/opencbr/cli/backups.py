@@ -41,6 +41,18 @@ def _row(b: dict) -> dict:
     return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes"))}
 
 
+def _with_disks(backups: list[dict]) -> list[dict]:
+    """Each backup's row, followed by the rows of its disk backups (a server backup's), as a tree."""
+    rows = []
+    for b in backups:
+        rows.append(_row(b))
+        kids = b.get("children") or []
+        for n, c in enumerate(kids):
+            branch = "└─" if n == len(kids) - 1 else "├─"
+            rows.append({**_row(c), "name": f"{branch} {c.get('disk_role') or 'disk'}", "resource_type": "disk"})
+    return rows
+
+
 def _show(b: dict, as_json: bool) -> None:
     if as_json:
         print_json(b)
@@ -94,7 +106,10 @@ def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resour
 def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = typer.Option(None, "--resource"),
                 status: str = typer.Option(None, "--status"), name: str = typer.Option(None, "--name"),
                 since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
-                limit: int = typer.Option(100, "--limit"), as_json: bool = JSON_OPTION):
+                limit: int = typer.Option(100, "--limit"),
+                disks: bool = typer.Option(False, "--disks", help="Show the disk backups inside each server "
+                                                                  "backup, under it."),
+                as_json: bool = JSON_OPTION):
     c = client()
     data = c.get("/backups", vault_id=resolve_vault(vault, c) if vault else None,
                  resource_id=refs.resolve_resource(c, resource)["id"] if resource else None,
@@ -102,7 +117,8 @@ def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = type
     if as_json:
         print_json(data["backups"])
     else:
-        table([_row(b) for b in data["backups"]], _COLS, title=f"{data['count']} backups")
+        rows = _with_disks(data["backups"]) if disks else [_row(b) for b in data["backups"]]
+        table(rows, _COLS, title=f"{data['count']} backups")
 
 
 @backup_app.command("show")
@@ -231,7 +247,11 @@ def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory 
     """List files inside a backup without restoring it (file-system backups, and disk backups holding
     ext or FAT file systems)."""
     c = client()
-    entries = c.get(f"/backups/{resolve_backup(c, backup_id)}/files", path=path)["entries"]
+    backup = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
+    if backup.get("children"):
+        _list_disk_backups(backup, path, as_json)
+        return
+    entries = c.get(f"/backups/{backup['id']}/files", path=path)["entries"]
     if as_json:
         print_json(entries)
         return
@@ -243,6 +263,18 @@ def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory 
              "shown": e["name"] + ("/" if e["type"] == "dir" else "") +
              (f" -> {e['link_target']}" if e.get("link_target") else "")} for e in entries]
     table(rows, [("perm", "Mode"), ("size_h", "Size"), ("when", "Modified"), ("shown", "Name")], title=path)
+
+
+def _list_disk_backups(backup: dict, path: str, as_json: bool) -> None:
+    """A server backup holds one backup per disk: they are what ``ls`` shows of it."""
+    if as_json:
+        print_json(backup["children"])
+        return
+    table([_row(c) for c in backup["children"]],
+          [("id", "Disk backup"), ("resource_name", "Disk"), ("disk_role", "Role"), ("size", "Size"),
+           ("added", "Added")], title=f"server backup {backup['name']}: one backup per disk")
+    err_console.print(f"browse one with: cbr backup ls DISK_BACKUP {path if path != '/' else '[PATH]'}",
+                      highlight=False)
 
 
 @backup_app.command("restore-files")
