@@ -111,3 +111,32 @@ def test_server_backup_shows_its_disk_backups(server, web):
     assert len(lines) == 3 and backup["id"] in lines[0] and "└─" in lines[2], tree
     plain = ok(cli(server, "backup", "list", "--vault", "servers")).out
     assert not any(i in plain for i in kids.values())
+
+
+# ------------------------------------------------------------------------------------ item 2: ids never cut
+def cli_with(server, env: dict, *args: str):
+    import subprocess
+    import sys
+
+    from tests.support.clients import CLIResult
+    return CLIResult(subprocess.run([sys.executable, "-m", "opencbr.cli.main", *args],
+                                    env={**server.cli_env(), **env}, capture_output=True, text=True, timeout=120))
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_tables_never_cut_ids(server, web, columns):
+    for command, show in ((["backup", "list", "--disks"], ["backup", "show"]), (["vault", "list"], ["vault", "show"]),
+                          (["task", "list"], ["task", "show"]), (["disk", "list"], ["disk", "show"]),
+                          (["policy", "list"], ["policy", "show"])):
+        items = ok(cli(server, *command, "--json")).json()
+        ids = [i["id"] for i in items] + [c["id"] for i in items for c in i.get("children") or []]
+        out = ok(cli_with(server, {"COLUMNS": str(columns)}, *command)).out
+        assert max(len(line) for line in out.splitlines()) <= columns, out
+        assert "…" not in out, out
+        shown = re.findall(r"^ ?([0-9a-f][0-9a-f-]{7,})\s", out, re.M)
+        assert len(shown) == len(ids), (command, out)
+        for prefix in shown:
+            (full,) = [i for i in ids if i.startswith(prefix)]
+            assert ok(cli(server, *show, prefix, "--json")).json()["id"] == full
+    wide = ok(cli_with(server, {"COLUMNS": "200"}, "vault", "list")).out
+    assert web["vault"]["id"] in wide  # full ids where they fit
