@@ -140,3 +140,47 @@ def test_tables_never_cut_ids(server, web, columns):
             assert ok(cli(server, *show, prefix, "--json")).json()["id"] == full
     wide = ok(cli_with(server, {"COLUMNS": "200"}, "vault", "list")).out
     assert web["vault"]["id"] in wide  # full ids where they fit
+
+
+# ------------------------------------------------------------------------------------ item 5: Ctrl-C and waiting
+def test_ctrl_c_of_wait_says_the_task_keeps_running(tmp_path):
+    """A service without workers: the backup's task stays queued, so `--wait` is still waiting at Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.clients import api
+
+    srv = ServerProcess(str(tmp_path), sqlite_url(str(tmp_path)), workers=0).start()
+    try:
+        for name in ("d", "e"):
+            img = make_image(tmp_path / f"{name}.img", MiB)
+            ok(cli(srv, "disk", "register", "--name", name, "--path", img))
+            ok(cli(srv, "vault", "create", "--name", f"v{name}", "--type", "disk", "--size", "10", "--resource", name))
+        started = ok(cli(srv, "backup", "create", "vd")).out  # without --wait: the task id and how to follow it
+        (task_id,) = re.findall(r"task ([0-9a-f-]{36})", started)
+        assert f"cbr task watch {task_id}" in started, started
+
+        proc = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", "backup", "create", "ve", "--wait"],
+                                env=srv.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        c = api(srv)
+        deadline = time.time() + 60
+        while len(c.get("/operation-logs")["operation_logs"]) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # the CLI is polling the task now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (out, err)
+        new = [t["id"] for t in c.get("/operation-logs")["operation_logs"] if t["id"] != task_id]
+        assert "keeps running" in err and f"cbr task watch {new[0]}" in err, err
+        assert "Traceback" not in err
+    finally:
+        srv.stop()
+
+
+def test_task_watch_follows_a_backup(server, web):
+    logs = ok(cli(server, "task", "watch", "first", "--json")).json()
+    assert [lg["id"] for lg in logs] == [web["backup"]["task_id"]] and logs[0]["status"] == "success"
+    r = cli(server, "task", "watch", "nosuchthing")
+    assert r.code == 1 and "nosuchthing" in r.err

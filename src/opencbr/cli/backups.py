@@ -95,10 +95,13 @@ def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resour
             table([_row(b) for b in backups], _COLS)
         raise_if_failed(logs)
         return
+    backups = [c.get(f"/backups/{i}")["backup"] for i in ids]
     if as_json:
-        print_json({"checkpoint_id": cp["id"], "backups": [c.get(f"/backups/{i}")["backup"] for i in ids]})
-    else:
-        typer.echo(f"checkpoint {cp['id']}: backing up {len(ids)} resource(s): {', '.join(ids)}")
+        print_json({"checkpoint_id": cp["id"], "backups": backups})
+        return
+    for b in backups:
+        typer.echo(f"backup {b['id']} of {b['resource_name']}: task {b['task_id']}")
+    typer.echo(f"follow with: cbr task watch {' '.join(b['task_id'] for b in backups)}")
 
 
 @backup_app.command("list")

@@ -21,24 +21,39 @@ _COLS = [("id", "ID"), ("operation_type", "Type"), ("status", "Status"), ("extra
 
 
 def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: float = 0.5) -> list[dict]:
-    """Follow tasks to the end with a progress bar each; returns their final operation logs."""
+    """Follow tasks to the end with a progress bar each, labelled with what the task works on; returns
+    their final operation logs. Ctrl-C stops following, not the tasks: it says how to follow them again."""
     done: dict[str, dict] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
-        bars = {tid: bar.add_task(tid[:8], total=100) for tid in task_ids}
-        while len(done) < len(task_ids):
-            for tid in task_ids:
-                if tid in done:
-                    continue
-                log = c.get(f"/operation-logs/{tid}")["operation_log"]
-                label = f"{log['operation_type']} {log.get('extra_info', {}).get('resource', {}).get('name') or tid[:8]}"
-                bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
-                           description=f"{label} [{log['status']}]")
-                if log["status"] in FINISHED:
-                    done[tid] = log
-            if len(done) < len(task_ids):
-                time.sleep(poll)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
+            bars: dict[str, int] = {}
+            while len(done) < len(task_ids):
+                for tid in task_ids:
+                    if tid in done:
+                        continue
+                    log = c.get(f"/operation-logs/{tid}")["operation_log"]
+                    if tid not in bars:
+                        bars[tid] = bar.add_task(task_label(log), total=100)
+                    bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
+                               description=f"{task_label(log)} [{log['status']}]")
+                    if log["status"] in FINISHED:
+                        done[tid] = log
+                if len(done) < len(task_ids):
+                    time.sleep(poll)
+    except KeyboardInterrupt:
+        running = [t for t in task_ids if t not in done]
+        err_console.print(f"\nstopped waiting; {'the task keeps' if len(running) == 1 else 'the tasks keep'} "
+                          f"running on the service: {', '.join(running)}\n"
+                          f"follow with: cbr task watch {' '.join(running)}", highlight=False)
+        raise typer.Exit(130) from None
     return [done[t] for t in task_ids]
+
+
+def task_label(log: dict) -> str:
+    """``backup web1``: the kind of work and what it works on."""
+    target = (log.get("extra_info") or {}).get("resource", {}).get("name") or log.get("vault_name") or log["id"][:8]
+    return f"{log['operation_type'].replace('_', ' ')} {target}"
 
 
 def raise_if_failed(logs: list[dict]) -> None:
