@@ -184,3 +184,28 @@ def test_task_watch_follows_a_backup(server, web):
     assert [lg["id"] for lg in logs] == [web["backup"]["task_id"]] and logs[0]["status"] == "success"
     r = cli(server, "task", "watch", "nosuchthing")
     assert r.code == 1 and "nosuchthing" in r.err
+
+
+# ------------------------------------------------------------------------------------ item 6: messages for the CLI
+def test_errors_speak_of_options_and_commands(server, web, tmp_path):
+    r = cli(server, "vault", "create", "--type", "foo", "--size", "10")
+    assert r.code == 1 and "--type must be one of server, disk, turbo" in flat(r.err)
+    assert "billing" not in r.err and "object_type" not in r.err
+    r = cli(server, "policy", "create", "--name", "zero", "--pattern", "FREQ=DAILY;BYHOUR=1;BYMINUTE=0", "--keep", "0")
+    assert r.code == 1 and "--keep" in r.err and "max_backups" not in r.err
+
+    fs_backup = web["fs_backup"]["id"]
+    r = cli(server, "backup", "restore", fs_backup)
+    assert r.code == 1 and f"cbr fs create-from-backup {web['fs_backup']['name']} --name NAME" in flat(r.err), r.err
+    assert "resource_id" not in r.err and "guide" not in r.err
+
+    img = make_image(tmp_path / "gone.img", MiB)
+    ok(cli(server, "disk", "register", "--name", "gone", "--path", img))
+    ok(cli(server, "vault", "create", "--name", "gone-vault", "--type", "disk", "--size", "10", "--resource", "gone"))
+    backup = ok(cli(server, "backup", "create", "gone-vault", "--wait", "--json")).json()["backups"][0]
+    os.unlink(img)
+    for args in (["backup", "create", "gone-vault"], ["backup", "restore", backup["id"]]):
+        r = cli(server, *args)
+        assert r.code == 1 and f"the disk image {img} is missing" in flat(r.err), r.err
+        assert "is error" not in r.err and "detach" not in r.err
+    assert "cbr disk create-from-backup" in flat(r.err)

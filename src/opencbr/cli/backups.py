@@ -10,6 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient, ClientError
+from opencbr.cli.messages import explain_backup_error, explain_restore_error
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
@@ -83,7 +84,10 @@ def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resour
     resource = [refs.resolve_resource(c, r)["id"] for r in resource or []]
     params = {k: v for k, v in (("resources", resource or None), ("name", name), ("description", description),
                                 ("incremental", False if full else None)) if v is not None}
-    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": vid, "parameters": params}})["checkpoint"]
+    try:
+        cp = c.post("/checkpoints", {"checkpoint": {"vault_id": vid, "parameters": params}})["checkpoint"]
+    except ClientError as e:
+        raise explain_backup_error(c, e) from None
     ids = [r["backup_id"] for r in cp["vault"]["resources"]]
     if wait:
         tasks = [c.get(f"/backups/{i}")["backup"]["task_id"] for i in ids]
@@ -168,8 +172,12 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
             src, dst = m.split("=", 1)
             pairs.append({"backup_id": resolve_backup(c, src), "volume_id": resolve_resource("disks", dst)})
         body["mappings"] = pairs
-    backup_id = resolve_backup(c, backup_id)
-    task_id = c.post(f"/backups/{backup_id}/restore", {"restore": body})["operation_log_id"]
+    backup = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
+    backup_id = backup["id"]
+    try:
+        task_id = c.post(f"/backups/{backup_id}/restore", {"restore": body})["operation_log_id"]
+    except ClientError as e:
+        raise explain_restore_error(c, e, backup, body.get("volume_id")) from None
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
     print_json({"backup_id": backup_id, "task_id": task_id}) if as_json else \

@@ -7,16 +7,18 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
 from opencbr.cli.client import ApiClient, ClientConfig, ClientError
+from opencbr.cli.messages import for_cli
 from opencbr.cli.refs import looks_like_id, short_ids
 
 # Piped output is read by scripts and people alike: do not squeeze tables into 80 columns (unless COLUMNS
@@ -87,6 +89,8 @@ def _local(value: str, *, seconds: bool = True) -> str:
     local = t.astimezone()
     if not seconds:
         return local.strftime(fmt)
+    if local.utcoffset() == timedelta(0):
+        return f"{local.strftime(fmt)} UTC"
     return f"{local.strftime(fmt)} {local.tzname()} ({t.astimezone(timezone.utc).strftime('%H:%M:%S')} UTC)"
 
 
@@ -123,7 +127,7 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ClientError as e:
-            prefix = f"{e.code}: " if e.code else ""
-            err_console.print(f"[red]error:[/red] {prefix}{e.message}", highlight=False)
+            code = f" [dim]({e.code})[/dim]" if e.code else ""
+            err_console.print(f"[red]error:[/red] {escape(for_cli(e.message))}{code}", highlight=False)
             raise typer.Exit(1) from None
     return wrapper
