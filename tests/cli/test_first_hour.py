@@ -209,3 +209,58 @@ def test_errors_speak_of_options_and_commands(server, web, tmp_path):
         assert r.code == 1 and f"the disk image {img} is missing" in flat(r.err), r.err
         assert "is error" not in r.err and "detach" not in r.err
     assert "cbr disk create-from-backup" in flat(r.err)
+
+
+# ------------------------------------------------------------------------------------ item 8: confirmations
+def on_terminal(server, answer: str, *args: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin and stderr, answering its question with ``answer``."""
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", *args], env=server.cli_env(),
+                            stdin=slave, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    deadline = time.time() + 60
+    while b"[y/N]" not in seen and time.time() < deadline:
+        seen += os.read(master, 1024)
+    os.write(master, answer.encode() + b"\n")
+    proc.wait(60)
+    try:
+        while True:
+            seen += os.read(master, 1024)
+    except OSError:
+        pass
+    os.close(master)
+    return proc.returncode, seen.decode(errors="replace")
+
+
+def test_destructive_commands_confirm(server, web, tmp_path):
+    vault = ok(cli(server, "vault", "create", "--name", "doomed", "--type", "disk", "--size", "10", "--json")).json()
+    r = cli(server, "vault", "delete", "doomed")
+    assert r.code == 1 and "--yes" in r.err and "confirmation" in flat(r.err), r.err
+    code, seen = on_terminal(server, "n", "vault", "delete", "doomed")
+    assert code == 1 and "Delete vault doomed" in seen and "0 backup(s)" in seen and "nothing was changed" in seen
+    assert ok(cli(server, "vault", "show", vault["id"], "--json")).json()["id"] == vault["id"]
+    code, seen = on_terminal(server, "y", "vault", "delete", "doomed", "--wait")
+    assert code == 0, seen
+    assert cli(server, "vault", "show", vault["id"]).code == 1
+
+    ok(cli(server, "policy", "create", "--name", "keepme", "--pattern", "FREQ=DAILY;BYHOUR=1;BYMINUTE=0", "--keep", "3"))
+    for args in (["backup", "delete", "first"], ["policy", "delete", "keepme"], ["disk", "remove", "sys1"],
+                 ["server", "remove", "web1"], ["fs", "remove", "share"], ["vault", "remove-resource", "servers",
+                                                                          "web1"]):
+        r = cli(server, *args)
+        assert r.code == 1 and "add --yes" in flat(r.err), (args, r.err)
+    assert ok(cli(server, "backup", "show", "first", "--json")).json()["status"] == "available"
+
+    out = tmp_path / "disk.img"
+    out.write_bytes(b"precious")
+    child = web["backup"]["children"][0]["id"]
+    r = cli(server, "backup", "export", child, "-o", str(out))
+    assert r.code == 1 and "--force" in r.err and out.read_bytes() == b"precious"
+    ok(cli(server, "backup", "export", child, "-o", str(out), "--force"))
+    assert out.stat().st_size > len(b"precious")

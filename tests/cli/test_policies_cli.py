@@ -88,7 +88,7 @@ def test_policy_commands(server):
     assert removed["policy_id"] == pol["id"]
     r = cli(server, "policy", "remove", pol["id"], vault["id"])
     assert r.code == 1 and "not applied" in flat(r.err)
-    assert ok(cli(server, "policy", "delete", f"daily-{sfx}", "--json")).json() == {"policy_id": pol["id"],
+    assert ok(cli(server, "policy", "delete", f"daily-{sfx}", "--yes", "--json")).json() == {"policy_id": pol["id"],
                                                                                    "deleted": True}
     r = cli(server, "policy", "show", pol["id"])
     assert r.code == 1 and "not found" in flat(r.err)

@@ -11,7 +11,17 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient, ClientError
 from opencbr.cli.messages import explain_backup_error, explain_restore_error
-from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+from opencbr.cli.output import (
+    JSON_OPTION,
+    YES_OPTION,
+    client,
+    confirm,
+    details,
+    err_console,
+    handle_errors,
+    print_json,
+    table,
+)
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
 
@@ -137,9 +147,14 @@ def backup_show(backup: str, as_json: bool = JSON_OPTION):
 
 @backup_app.command("delete")
 @handle_errors
-def backup_delete(backup_id: str, wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
+def backup_delete(backup_id: str = typer.Argument(..., metavar="BACKUP", help="Backup: id, name or id prefix."),
+                  wait: bool = typer.Option(False, "--wait", help="Wait until it is deleted."),
+                  yes: bool = YES_OPTION, as_json: bool = JSON_OPTION):
+    """Delete a backup (a server backup with its disk backups). Other backups stay restorable."""
     c = client()
-    backup_id = resolve_backup(c, backup_id)
+    b = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
+    backup_id = b["id"]
+    confirm(f"Delete backup {b['name']} ({backup_id}) of {b['resource_name']}?", yes)
     task_id = c.delete(f"/backups/{backup_id}")["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
@@ -204,8 +219,11 @@ def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
 @backup_app.command("export")
 @handle_errors
 def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
+                  force: bool = typer.Option(False, "--force", help="Overwrite the output file if it exists."),
                   as_json: bool = JSON_OPTION):
     """Download a disk backup as a raw image file (sparse where the disk was empty)."""
+    if os.path.exists(output) and not force:
+        raise ClientError(f"{output} exists; add --force to overwrite it")
     c = client()
     backup_id = resolve_backup(c, backup_id)
     tmp = output + ".part"

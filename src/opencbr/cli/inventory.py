@@ -7,7 +7,7 @@ import os
 import typer
 
 from opencbr.cli import refs
-from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.domain import resource as R
 
 disk_app = typer.Typer(help="Disks: disk-image files and block devices.", no_args_is_help=True)
@@ -87,9 +87,11 @@ def disk_create_from_backup(backup_id: str, name: str = typer.Option(..., "--nam
 
 @disk_app.command("remove")
 @handle_errors
-def disk_remove(disk: str, as_json: bool = JSON_OPTION):
+def disk_remove(disk: str = typer.Argument(..., help="Disk: id, name or id prefix."), yes: bool = YES_OPTION,
+                as_json: bool = JSON_OPTION):
     """Remove a disk from the inventory (the file stays; its backups stay)."""
     rid = resolve("disks", disk)
+    confirm(f"Remove disk {disk} ({rid}) from the inventory?", yes)
     client().delete(f"/inventory/disks/{rid}")
     print_json({"removed": rid}) if as_json else typer.echo(f"removed disk {rid}")
 
@@ -122,9 +124,11 @@ def server_show(server: str, as_json: bool = JSON_OPTION):
 
 @server_app.command("remove")
 @handle_errors
-def server_remove(server: str, as_json: bool = JSON_OPTION):
-    """Remove a server from the inventory; its disks become available."""
+def server_remove(server: str = typer.Argument(..., help="Server: id, name or id prefix."), yes: bool = YES_OPTION,
+                  as_json: bool = JSON_OPTION):
+    """Remove a server from the inventory; its disks become available (files and backups stay)."""
     rid = resolve("servers", server)
+    confirm(f"Remove server {server} ({rid}) from the inventory?", yes)
     client().delete(f"/inventory/servers/{rid}")
     print_json({"removed": rid}) if as_json else typer.echo(f"removed server {rid}")
 
@@ -182,7 +186,10 @@ def fs_show(fs: str, as_json: bool = JSON_OPTION):
 
 @fs_app.command("remove")
 @handle_errors
-def fs_remove(fs: str, as_json: bool = JSON_OPTION):
+def fs_remove(fs: str = typer.Argument(..., help="File system: id, name or id prefix."), yes: bool = YES_OPTION,
+              as_json: bool = JSON_OPTION):
+    """Remove a file system from the inventory (the directory stays; its backups stay)."""
     rid = resolve("file-systems", fs)
+    confirm(f"Remove file system {fs} ({rid}) from the inventory?", yes)
     client().delete(f"/inventory/file-systems/{rid}")
     print_json({"removed": rid}) if as_json else typer.echo(f"removed file system {rid}")

@@ -30,6 +30,19 @@ err_console = Console(stderr=True)
 RESOURCE_TYPE_WORDS = {"OS::Nova::Server": "server", "OS::Cinder::Volume": "disk", "OS::Sfs::Turbo": "file system"}
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+YES_OPTION = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (needed when not on a terminal).")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Destructive commands ask first on a terminal; elsewhere (scripts, pipes) they need ``--yes``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ClientError(f"{question.rstrip('?')}: this cannot be undone, so it needs confirmation; "
+                          "add --yes to run it without a terminal")
+    if not typer.confirm(question, default=False, err=True):
+        err_console.print("nothing was changed")
+        raise typer.Exit(1)
 
 
 def print_json(obj: Any) -> None:

@@ -16,7 +16,7 @@ import typer
 
 from opencbr.cli import refs
 from opencbr.cli.client import ClientError
-from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 
 policy_app = typer.Typer(help="Policies: automatic backups at set times, and how long they are kept.",
                          no_args_is_help=True)
@@ -245,9 +245,11 @@ def policy_update(policy: str, name: str = typer.Option(None, "--name"), pattern
 
 @policy_app.command("delete")
 @handle_errors
-def policy_delete(policy: str, as_json: bool = JSON_OPTION):
-    """Delete a policy and remove it from its vaults. Its backups are kept (guide 5.5)."""
+def policy_delete(policy: str = typer.Argument(..., help="Policy: id, name or id prefix."), yes: bool = YES_OPTION,
+                  as_json: bool = JSON_OPTION):
+    """Delete a policy and remove it from its vaults. Its backups are kept."""
     pid = resolve(policy)
+    confirm(f"Delete policy {policy} ({pid})?", yes)
     client().delete(f"/policies/{pid}")
     print_json({"policy_id": pid, "deleted": True}) if as_json else typer.echo(f"policy {pid} deleted")
 

@@ -6,7 +6,7 @@ import typer
 
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient
-from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.cli.tasks import raise_if_failed, wait_for
 
 vault_app = typer.Typer(help="Vaults: where backups are stored.", no_args_is_help=True)
@@ -106,10 +106,13 @@ def vault_update(vault: str, name: str = typer.Option(None, "--name"),
 @vault_app.command("delete")
 @handle_errors
 def vault_delete(vault: str, wait: bool = typer.Option(False, "--wait", help="Wait until it is gone."),
-                 as_json: bool = JSON_OPTION):
+                 yes: bool = YES_OPTION, as_json: bool = JSON_OPTION):
     """Delete a vault and every backup in it."""
     c = client()
-    vid = resolve(vault)
+    vid = resolve(vault, c)
+    v = c.get(f"/vaults/{vid}")["vault"]
+    count = c.get("/backups", vault_id=vid, limit=1)["count"]
+    confirm(f"Delete vault {v['name']} ({vid}) and its {count} backup(s)?", yes)
     task_id = c.delete(f"/vaults/{vid}")["operation_log_id"]
     result = {"vault_id": vid, "task_id": task_id}
     if wait:
@@ -135,10 +138,12 @@ def vault_add(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
 
 @vault_app.command("remove-resource")
 @handle_errors
-def vault_remove(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
-    """Dissociate resources; their backups in this vault are deleted (guide 3.3)."""
+def vault_remove(vault: str, resource_ids: list[str] = typer.Argument(..., help="Resources (id, name or id prefix)."),
+                 yes: bool = YES_OPTION, as_json: bool = JSON_OPTION):
+    """Dissociate resources from a vault; their backups in this vault are deleted."""
     c = client()
     vid = resolve(vault, c)
+    confirm(f"Remove {', '.join(resource_ids)} from vault {vault} and delete their backups in it?", yes)
     removed = c.post(f"/vaults/{vid}/removeresources",
                      {"resource_ids": [refs.resolve_resource(c, r)["id"] for r in resource_ids]})["remove_resource_ids"]
     print_json({"remove_resource_ids": removed}) if as_json else typer.echo(f"dissociated {', '.join(removed)}")
