@@ -264,3 +264,24 @@ def test_destructive_commands_confirm(server, web, tmp_path):
     assert r.code == 1 and "--force" in r.err and out.read_bytes() == b"precious"
     ok(cli(server, "backup", "export", child, "-o", str(out), "--force"))
     assert out.stat().st_size > len(b"precious")
+
+
+# ------------------------------------------------------------------------------------ item 7: local times
+def test_at_is_local_time_and_shows_both(server):
+    shanghai = {"TZ": "Asia/Shanghai"}  # UTC+08:00 all year
+    pol = ok(cli_with(server, shanghai, "policy", "create", "--name", "sh-nightly", "--at", "02:00", "--every", "1",
+                      "--keep", "7", "--json")).json()
+    assert pol["trigger"]["properties"]["pattern"] == ["FREQ=DAILY;INTERVAL=1;BYHOUR=18;BYMINUTE=00"]
+    assert pol["operation_definition"]["timezone"] == "UTC+08:00"
+    shown = flat(ok(cli_with(server, shanghai, "policy", "show", "sh-nightly")).out)
+    assert "Execution times (UTC+08:00) daily at 02:00" in shown and "Time zone UTC+08:00" in shown, shown
+    assert "BYHOUR=18" in shown and "N -1" not in shown and "Full backup never" in shown
+    preview = ok(cli_with(server, {"TZ": "UTC"}, "policy", "preview", "sh-nightly", "--next", "2")).out
+    assert "Local (UTC+08:00)" in preview and "02:00" in preview and "18:00" in preview, preview
+    assert "This machine (UTC+00:00)" in preview
+
+    named = ok(cli(server, "policy", "create", "--name", "kolkata", "--at", "00:30", "--weekdays", "MO",
+                   "--timezone", "Asia/Kolkata", "--keep", "3", "--full-every", "5", "--json")).json()
+    assert named["trigger"]["properties"]["pattern"] == ["FREQ=WEEKLY;BYDAY=SU;BYHOUR=19;BYMINUTE=00"]
+    shown = flat(ok(cli(server, "policy", "show", "kolkata")).out)
+    assert "MO at 00:30" in shown and "after 5 incremental backups" in shown, shown
