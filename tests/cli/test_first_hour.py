@@ -212,8 +212,9 @@ def test_errors_speak_of_options_and_commands(server, web, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ item 8: confirmations
-def on_terminal(server, answer: str, *args: str) -> tuple[int, str]:
-    """Run the CLI with a pseudo-terminal as stdin and stderr, answering its question with ``answer``."""
+def on_terminal(server, answer: str | None, *args: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin and stderr, answering its question with ``answer``
+    (if not None)."""
     import pty
     import subprocess
     import sys
@@ -225,15 +226,16 @@ def on_terminal(server, answer: str, *args: str) -> tuple[int, str]:
     os.close(slave)
     seen = b""
     deadline = time.time() + 60
-    while b"[y/N]" not in seen and time.time() < deadline:
+    while answer is not None and b"[y/N]" not in seen and time.time() < deadline:
         seen += os.read(master, 1024)
-    os.write(master, answer.encode() + b"\n")
-    proc.wait(60)
+    if answer is not None:
+        os.write(master, answer.encode() + b"\n")
     try:
         while True:
             seen += os.read(master, 1024)
     except OSError:
         pass
+    proc.wait(60)
     os.close(master)
     return proc.returncode, seen.decode(errors="replace")
 
@@ -285,3 +287,21 @@ def test_at_is_local_time_and_shows_both(server):
     assert named["trigger"]["properties"]["pattern"] == ["FREQ=WEEKLY;BYDAY=SU;BYHOUR=19;BYMINUTE=00"]
     shown = flat(ok(cli(server, "policy", "show", "kolkata")).out)
     assert "MO at 00:30" in shown and "after 5 incremental backups" in shown, shown
+
+
+# ------------------------------------------------------------------------------------ item 11: polish
+def test_polish_units_vocabulary_zone_and_progress_labels(server, web):
+    listed = ok(cli(server, "vault", "list")).out
+    assert re.search(r"\d+(\.\d)? (B|KiB|MiB) / 100 GB", listed), listed
+    assert "crash-consistent" in ok(cli(server, "vault", "show", "servers")).out
+    consistency = [ln for ln in ok(cli(server, "backup", "show", "first")).out.splitlines() if "Consistency" in ln]
+    assert consistency and "live" not in consistency[0].split()[1:2], consistency
+    assert "consist" in consistency[0].split("Consistency", 1)[1]
+    assert re.search(r"AZ\s+any", ok(cli(server, "vault", "show", "servers")).out)
+    az = ok(cli(server, "vault", "create", "--type", "disk", "--size", "10", "--az", "local-1b", "--json")).json()
+    assert az["availability_zone"] == "local-1b"
+
+    code, seen = on_terminal(server, None, "backup", "create", "shares", "--wait")
+    assert code == 0, seen
+    task_ids = {t["id"][:8] for t in ok(cli(server, "task", "list", "--json")).json()}
+    assert "backup share" in seen and not any(t in seen for t in task_ids), seen

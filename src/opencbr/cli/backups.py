@@ -48,8 +48,17 @@ def human(n: int | None) -> str:
     return str(n)
 
 
+#: How a backup's point in time was taken, in the words ``vault show`` uses for consistency.
+CONSISTENCY = {"stopped": "consistent (taken while stopped)",
+               "reflink-snapshot": "crash-consistent (all disks cloned at one moment)",
+               "live": "read live: consistent per block only",
+               "live-tree": "read live: consistent per file only"}
+
+
 def _row(b: dict) -> dict:
-    return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes"))}
+    method = (b.get("consistency") or {}).get("method")
+    return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes")),
+            "consistency_text": CONSISTENCY.get(method, method or "")}
 
 
 def _with_disks(backups: list[dict]) -> list[dict]:
@@ -72,7 +81,7 @@ def _show(b: dict, as_json: bool) -> None:
                       ("resource_name", "Resource"), ("resource_id", "Resource ID"), ("resource_type", "Type"),
                       ("vault_id", "Vault"), ("size", "Logical size"), ("added", "Added to vault"),
                       ("incremental", "Incremental"), ("extend_info.auto_trigger", "Automatic"),
-                      ("extend_info.encrypted", "Encrypted"), ("consistency.method", "Consistency"),
+                      ("extend_info.encrypted", "Encrypted"), ("consistency_text", "Consistency"),
                       ("created_at", "Created"), ("protected_at", "Completed"), ("expired_at", "Expires"),
                       ("error_info.message", "Error")])
     if b.get("children"):

@@ -13,8 +13,10 @@ vault_app = typer.Typer(help="Vaults: where backups are stored.", no_args_is_hel
 
 _TYPES = {"server": "OS::Nova::Server", "disk": "OS::Cinder::Volume", "turbo": "OS::Sfs::Turbo"}
 _COLS = [("id", "ID"), ("name", "Name"), ("billing.object_type", "Type"), ("billing.protect_type", "Protect"),
-         ("billing.status", "Status"), ("usage", "Used/Size (GB)"), ("nres", "Resources"),
+         ("billing.status", "Status"), ("usage", "Used / capacity"), ("nres", "Resources"),
          ("encrypted", "Encrypted")]
+#: The vault's consistency level, in the words ``backup show`` uses.
+CONSISTENCY = {"crash_consistent": "crash-consistent", "app_consistent": "application-consistent"}
 
 
 def resolve(ref: str, c: ApiClient | None = None) -> str:
@@ -29,8 +31,14 @@ def _resource_ids(c: ApiClient, vault_type: str, resources: list[str]) -> list[s
 
 
 def _row(v: dict) -> dict:
-    used_gb = -(-v["billing"]["used"] // 1024)
-    return {**v, "usage": f"{used_gb}/{v['billing']['size']}", "nres": len(v["resources"])}
+    from opencbr.cli.backups import human
+
+    used = v.get("used_bytes")
+    used = used if used is not None else v["billing"]["used"] * 1024**2
+    level = v["billing"].get("consistent_level")
+    return {**v, "usage": f"{human(used)} / {v['billing']['size']} GB", "used_h": human(used),
+            "nres": len(v["resources"]), "az": v.get("availability_zone") or "any",
+            "consistency": CONSISTENCY.get(level, level)}
 
 
 def _show(v: dict, as_json: bool) -> None:
@@ -39,11 +47,11 @@ def _show(v: dict, as_json: bool) -> None:
         return
     details(_row(v), [("id", "ID"), ("name", "Name"), ("description", "Description"),
                       ("billing.object_type", "Type"), ("billing.protect_type", "Protection"),
-                      ("billing.consistent_level", "Consistency"), ("billing.status", "Status"),
-                      ("billing.size", "Capacity (GB)"), ("billing.used", "Used (MB)"),
+                      ("consistency", "Consistency"), ("billing.status", "Status"),
+                      ("billing.size", "Capacity (GB)"), ("used_h", "Used"),
                       ("billing.allocated", "Associated (GB)"), ("encrypted", "Encrypted"),
                       ("auto_expand", "Auto-expand"), ("threshold", "Alarm threshold %"),
-                      ("availability_zone", "AZ"), ("created_at", "Created")])
+                      ("az", "AZ"), ("created_at", "Created")])
     if v["resources"]:
         table(v["resources"], [("id", "Resource ID"), ("name", "Name"), ("type", "Type"), ("size", "GB"),
                                ("protect_status", "Status"), ("backup_count", "Backups")])
@@ -61,10 +69,13 @@ def vault_create(name: str = typer.Option(None, "--name", help="Default: vault_ 
                  description: str = typer.Option(None, "--description"),
                  encryption: bool = typer.Option(True, "--encryption/--no-encryption",
                                                  help="Encrypt the vault's data (default on)."),
-                 auto_expand: bool = typer.Option(False, "--auto-expand"),
+                 auto_expand: bool = typer.Option(False, "--auto-expand",
+                                                  help="Grow the capacity by itself when backups need more."),
+                 az: str = typer.Option(None, "--az", help="Availability zone (default: any)."),
                  as_json: bool = JSON_OPTION):
     c = client()
     body = {"vault": {"name": name, "description": description, "encrypted": encryption, "auto_expand": auto_expand,
+                      "availability_zone": az,
                       "billing": {"object_type": type_, "protect_type": protect_type,
                                   "consistent_level": consistency, "size": size},
                       "resources": [{"id": r, "type": _TYPES.get(type_, type_)}
