@@ -22,6 +22,18 @@ from opencbr.cli.output import (
     print_json,
     table,
 )
+from opencbr.cli.params import (
+    BACKUP_ARG,
+    DESCRIPTION_OPTION,
+    LIMIT_OPTION,
+    NAME_FILTER,
+    RESOURCE_FILTER,
+    SINCE_OPTION,
+    UNTIL_OPTION,
+    VAULT_ARG,
+    VAULT_FILTER,
+    WAIT_OPTION,
+)
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
 
@@ -91,13 +103,18 @@ def _show(b: dict, as_json: bool) -> None:
 
 @backup_app.command("create")
 @handle_errors
-def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resource", help="Default: all."),
+def backup_create(vault: str = VAULT_ARG,
+                  resource: list[str] = typer.Option(None, "--resource", help="Only this resource of the vault: id, "
+                                                     "name or id prefix (repeatable). Default: all."),
                   name: str = typer.Option(None, "--name", help="Default: manualbk_ and four characters."),
-                  description: str = typer.Option(None, "--description"),
+                  description: str = DESCRIPTION_OPTION,
                   full: bool = typer.Option(False, "--full", help="Re-read and re-store every block."),
-                  wait: bool = typer.Option(False, "--wait", help="Follow the backups to the end."),
-                  as_json: bool = JSON_OPTION):
-    """Back up resources of a vault now."""
+                  wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Back up the resources of a vault now. Without --wait, prints each backup's task and returns.
+
+    Examples:
+      cbr backup create servers --wait
+      cbr backup create servers --resource web1 --name before-upgrade"""
     c = client()
     vid = resolve_vault(vault, c)
     resource = [refs.resolve_resource(c, r)["id"] for r in resource or []]
@@ -129,13 +146,16 @@ def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resour
 
 @backup_app.command("list")
 @handle_errors
-def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = typer.Option(None, "--resource"),
-                status: str = typer.Option(None, "--status"), name: str = typer.Option(None, "--name"),
-                since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
-                limit: int = typer.Option(100, "--limit"),
+def backup_list(vault: str = VAULT_FILTER, resource: str = RESOURCE_FILTER,
+                status: str = typer.Option(None, "--status", help="Only backups in this state, e.g. available."),
+                name: str = NAME_FILTER, since: str = SINCE_OPTION, until: str = UNTIL_OPTION,
+                limit: int = LIMIT_OPTION,
                 disks: bool = typer.Option(False, "--disks", help="Show the disk backups inside each server "
                                                                   "backup, under it."),
                 as_json: bool = JSON_OPTION):
+    """Backups, newest first: logical size and what each added to its vault.
+
+    Example: cbr backup list --vault servers --disks"""
     c = client()
     data = c.get("/backups", vault_id=resolve_vault(vault, c) if vault else None,
                  resource_id=refs.resolve_resource(c, resource)["id"] if resource else None,
@@ -149,7 +169,8 @@ def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = type
 
 @backup_app.command("show")
 @handle_errors
-def backup_show(backup: str, as_json: bool = JSON_OPTION):
+def backup_show(backup: str = BACKUP_ARG, as_json: bool = JSON_OPTION):
+    """A backup: status, sizes, consistency, times, and a server backup's disk backups."""
     c = client()
     _show(c.get(f"/backups/{resolve_backup(c, backup)}")["backup"], as_json)
 
@@ -173,13 +194,22 @@ def backup_delete(backup_id: str = typer.Argument(..., metavar="BACKUP", help="B
 
 @backup_app.command("restore")
 @handle_errors
-def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help="Target disk (disk backups)."),
-                   server: str = typer.Option(None, "--server", help="Target server (server backups)."),
-                   map_: list[str] = typer.Option(None, "--map", help="DISK_BACKUP_ID=TARGET_DISK_ID (servers)."),
+def backup_restore(backup_id: str = BACKUP_ARG,
+                   disk: str = typer.Option(None, "--disk", help="Target disk of a disk backup (default: its own)."),
+                   server: str = typer.Option(None, "--server", help="Target server of a server backup (default: "
+                                                                     "its own)."),
+                   map_: list[str] = typer.Option(None, "--map", help="DISK_BACKUP=TARGET_DISK: which disk of the "
+                                                                      "server receives which disk backup "
+                                                                      "(repeatable)."),
                    power_on: bool = typer.Option(True, "--power-on/--no-power-on",
                                                  help="Start the server afterwards (default)."),
-                   wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
-    """Restore a backup onto its disk or server (overwrites their data)."""
+                   wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Restore a server or disk backup onto its server or disk, overwriting their data. File-system backups
+    are restored with cbr fs create-from-backup.
+
+    Examples:
+      cbr backup restore BACKUP --server web1 --wait
+      cbr backup restore DISK_BACKUP --wait"""
     from opencbr.cli.inventory import resolve as resolve_resource
 
     c = client()
@@ -210,7 +240,7 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
 
 @backup_app.command("verify")
 @handle_errors
-def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
+def backup_verify(backup_id: str = BACKUP_ARG, as_json: bool = JSON_OPTION):
     """Re-read every chunk of a backup and report damage (exit 1 if any)."""
     c = client()
     task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/verify")["operation_log_id"]
@@ -227,10 +257,12 @@ def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
 
 @backup_app.command("export")
 @handle_errors
-def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
+def backup_export(backup_id: str = BACKUP_ARG, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
                   force: bool = typer.Option(False, "--force", help="Overwrite the output file if it exists."),
                   as_json: bool = JSON_OPTION):
-    """Download a disk backup as a raw image file (sparse where the disk was empty)."""
+    """Download a disk backup as a raw image file (sparse where the disk was empty).
+
+    Example: cbr backup export DISK_BACKUP -o disk.img"""
     if os.path.exists(output) and not force:
         raise ClientError(f"{output} exists; add --force to overwrite it")
     c = client()
@@ -280,10 +312,14 @@ def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | No
 
 @backup_app.command("ls")
 @handle_errors
-def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory inside the backup."),
+def backup_ls(backup_id: str = BACKUP_ARG, path: str = typer.Argument("/", help="A directory inside the backup."),
               as_json: bool = JSON_OPTION):
     """List files inside a backup without restoring it (file-system backups, and disk backups holding
-    ext or FAT file systems)."""
+    ext or FAT file systems). Of a server backup, lists its disk backups.
+
+    Examples:
+      cbr backup ls BACKUP
+      cbr backup ls DISK_BACKUP /etc"""
     c = client()
     backup = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
     if backup.get("children"):
@@ -317,11 +353,13 @@ def _list_disk_backups(backup: dict, path: str, as_json: bool) -> None:
 
 @backup_app.command("restore-files")
 @handle_errors
-def backup_restore_files(backup_id: str, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
+def backup_restore_files(backup_id: str = BACKUP_ARG, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
                          to: str = typer.Option(..., "--to", help="Directory to restore into (on the service's "
                                                                   "machine)."),
-                         wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
-    """Restore single files or directories of a backup into a directory, leaving the resource alone."""
+                         wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Restore single files or directories of a backup into a directory, leaving the resource alone.
+
+    Example: cbr backup restore-files DISK_BACKUP /etc/hosts --to /tmp/out --wait"""
     c = client()
     task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/restore-files",
                      {"paths": list(paths), "destination_path": os.path.abspath(to)})["operation_log_id"]

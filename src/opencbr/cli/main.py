@@ -81,7 +81,7 @@ def serve(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data 
 
 @app.command()
 def worker(count: int = typer.Option(2, "--count", help="Worker threads."),
-           data_dir: str = typer.Option(None, "--data-dir")):
+           data_dir: str = typer.Option(None, "--data-dir", help="Default ./data or OPENCBR_DATA_DIR.")):
     """Run workers only (another machine sharing the catalog and the object store)."""
     from opencbr.config import load_settings
     from opencbr.server import run_workers

@@ -30,6 +30,7 @@ from opencbr.cli.output import (
     print_json,
     table,
 )
+from opencbr.cli.params import LIMIT_OPTION, POLICY_ARG, VAULT_ARG, VAULT_FILTER
 
 policy_app = typer.Typer(help="Policies: automatic backups at set times, and how long they are kept.",
                          no_args_is_help=True)
@@ -234,15 +235,21 @@ _DPROJECT = typer.Option(None, "--destination-project", help="Replication: the d
 # ------------------------------------------------------------------------------------ commands
 @policy_app.command("create")
 @handle_errors
-def policy_create(name: str = typer.Option(..., "--name"),
+def policy_create(name: str = typer.Option(..., "--name", help="A name for the policy."),
                   type_: str = typer.Option("backup", "--type", help="backup or replication."),
                   pattern: list[str] = _PATTERN, at: list[str] = _AT, weekdays: str = _WEEKDAYS_OPT,
                   every: int = _EVERY, keep: int = _KEEP, days: int = _DAYS, months: int = _MONTHS,
                   permanent: bool = _PERMANENT, timezone: str = _TZ, daily: int = _DAILY, weekly: int = _WEEKLY,
                   monthly: int = _MONTHLY, yearly: int = _YEARLY, full_every: int = _FULL, start_window: int = _WINDOW,
                   destination_region: str = _DREGION, destination_project: str = _DPROJECT,
-                  enabled: bool = typer.Option(True, "--enabled/--disabled"), as_json: bool = JSON_OPTION):
-    """Create a policy, e.g. --pattern 'FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=0' --keep 7."""
+                  enabled: bool = typer.Option(True, "--enabled/--disabled", help="Whether it fires (default: yes)."),
+                  as_json: bool = JSON_OPTION):
+    """Create a policy: when backups are made automatically, and how long they are kept.
+
+    Examples:
+      cbr policy create --name nightly --at 02:00 --every 1 --keep 7
+      cbr policy create --name weekdays --at 01:00 --at 13:00 --weekdays MO,TU,WE,TH,FR --days 30
+      cbr policy create --name raw --pattern 'FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=0' --permanent"""
     patterns = _patterns(pattern, at, weekdays, every, timezone)
     timezone = zone(timezone) if at or timezone else None  # kept with the policy: local times are shown in it
     if not patterns:
@@ -261,6 +268,7 @@ def policy_create(name: str = typer.Option(..., "--name"),
 def policy_list(type_: str = typer.Option(None, "--type", help="backup or replication."),
                 vault: str = typer.Option(None, "--vault", help="Only the policies of this vault."),
                 as_json: bool = JSON_OPTION):
+    """The policies: execution times, retention and the vaults they apply to."""
     data = client().get("/policies", operation_type=type_, vault_id=_vault(vault) if vault else None)
     if as_json:
         print_json(data["policies"])
@@ -270,19 +278,24 @@ def policy_list(type_: str = typer.Option(None, "--type", help="backup or replic
 
 @policy_app.command("show")
 @handle_errors
-def policy_show(policy: str, as_json: bool = JSON_OPTION):
+def policy_show(policy: str = POLICY_ARG, as_json: bool = JSON_OPTION):
+    """A policy: its execution times in its time zone and in UTC, retention, vaults."""
     _show(client().get(f"/policies/{resolve(policy)}")["policy"], as_json)
 
 
 @policy_app.command("update")
 @handle_errors
-def policy_update(policy: str, name: str = typer.Option(None, "--name"), pattern: list[str] = _PATTERN,
+def policy_update(policy: str = POLICY_ARG, name: str = typer.Option(None, "--name", help="A new name."), pattern: list[str] = _PATTERN,
                   at: list[str] = _AT, weekdays: str = _WEEKDAYS_OPT, every: int = _EVERY, keep: int = _KEEP,
                   days: int = _DAYS, months: int = _MONTHS, permanent: bool = _PERMANENT, timezone: str = _TZ,
                   daily: int = _DAILY, weekly: int = _WEEKLY, monthly: int = _MONTHLY, yearly: int = _YEARLY,
                   full_every: int = _FULL, start_window: int = _WINDOW,
-                  enabled: bool = typer.Option(None, "--enable/--disable"), as_json: bool = JSON_OPTION):
-    """Change a policy. A new retention rule applies as guide 13.5.2 says (not always to old backups)."""
+                  enabled: bool = typer.Option(None, "--enable/--disable", help="Let it fire, or pause it."),
+                  as_json: bool = JSON_OPTION):
+    """Change a policy. A new number of backups to keep applies to all its backups at the next backup; a
+    change to keeping by time (or forever) applies only to backups made from then on.
+
+    Example: cbr policy update nightly --at 03:00 --every 1"""
     pid = resolve(policy)
     body: dict = {}
     if name is not None:
@@ -319,11 +332,13 @@ def policy_delete(policy: str = typer.Argument(..., help="Policy: id, name or id
 
 @policy_app.command("apply")
 @handle_errors
-def policy_apply(policy: str, vault: str,
+def policy_apply(policy: str = POLICY_ARG, vault: str = VAULT_ARG,
                  destination_vault: str = typer.Option(None, "--destination-vault",
                                                        help="Replication policies: the vault receiving replicas."),
                  as_json: bool = JSON_OPTION):
-    """Apply a policy to a vault (guide 5.6)."""
+    """Apply a policy to a vault: its resources are then backed up at the policy's times.
+
+    Example: cbr policy apply nightly servers"""
     body = {"policy_id": resolve(policy)}
     if destination_vault:
         body["destination_vault_id"] = destination_vault  # in the destination project: its id
@@ -333,8 +348,8 @@ def policy_apply(policy: str, vault: str,
 
 @policy_app.command("remove")
 @handle_errors
-def policy_remove(policy: str, vault: str, as_json: bool = JSON_OPTION):
-    """Remove a policy from a vault (guide 5.7). No backup is deleted."""
+def policy_remove(policy: str = POLICY_ARG, vault: str = VAULT_ARG, as_json: bool = JSON_OPTION):
+    """Remove a policy from a vault. No backup is deleted."""
     out = client().post(f"/vaults/{_vault(vault)}/dissociatepolicy", {"policy_id": resolve(policy)})
     out = out["dissociate_policy"]
     print_json(out) if as_json else typer.echo(f"policy {out['policy_id']} removed from vault {out['vault_id']}")
@@ -342,7 +357,7 @@ def policy_remove(policy: str, vault: str, as_json: bool = JSON_OPTION):
 
 @policy_app.command("preview")
 @handle_errors
-def policy_preview(policy: str, next_: int = typer.Option(10, "--next", help="How many (1-100)."),
+def policy_preview(policy: str = POLICY_ARG, next_: int = typer.Option(10, "--next", help="How many (1-100)."),
                    as_json: bool = JSON_OPTION):
     """The next execution times of a policy."""
     data = client().get(f"/policies/{resolve(policy)}/preview", next=next_)
@@ -361,8 +376,8 @@ def policy_preview(policy: str, next_: int = typer.Option(10, "--next", help="Ho
 
 @policy_app.command("executions")
 @handle_errors
-def policy_executions(policy: str, vault: str = typer.Option(None, "--vault"),
-                      limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPTION):
+def policy_executions(policy: str = POLICY_ARG, vault: str = VAULT_FILTER, limit: int = LIMIT_OPTION,
+                      as_json: bool = JSON_OPTION):
     """What the scheduler decided for each execution time: fired, skipped (and why) or failed."""
     data = client().get(f"/policies/{resolve(policy)}/executions", vault_id=_vault(vault) if vault else None,
                         limit=limit)
@@ -376,7 +391,7 @@ def policy_executions(policy: str, vault: str = typer.Option(None, "--vault"),
 
 @policy_app.command("prune")
 @handle_errors
-def policy_prune(policy: str, vault: str = typer.Option(None, "--vault", help="Vault (required without --dry-run)."),
+def policy_prune(policy: str = POLICY_ARG, vault: str = typer.Option(None, "--vault", help="Vault (required without --dry-run)."),
                  dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted, and why."),
                  as_json: bool = JSON_OPTION):
     """Apply the policy's retention now, or with --dry-run list what it would delete and why."""
@@ -402,7 +417,7 @@ def policy_prune(policy: str, vault: str = typer.Option(None, "--vault", help="V
 
 # ------------------------------------------------------------------------------------ scheduler
 @handle_errors
-def scheduler_command(data_dir: str = typer.Option(None, "--data-dir")):
+def scheduler_command(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data or OPENCBR_DATA_DIR.")):
     """Run the scheduler only (another machine sharing the catalog; several schedulers fire each
     execution once)."""
     from opencbr.config import load_settings

@@ -10,6 +10,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient, ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+from opencbr.cli.params import (
+    LIMIT_OPTION,
+    RESOURCE_FILTER,
+    SINCE_OPTION,
+    TASK_ARG,
+    TASK_ARGS,
+    UNTIL_OPTION,
+    VAULT_FILTER,
+)
 
 task_app = typer.Typer(help="Tasks (operation logs): backups, restores, deletions and other long work.",
                        no_args_is_help=True)
@@ -84,12 +93,13 @@ def resolve_task(c: ApiClient, ref: str) -> str:
 
 @task_app.command("list")
 @handle_errors
-def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.Option(None, "--type"),
-              vault: str = typer.Option(None, "--vault", help="Vault id."),
-              resource: str = typer.Option(None, "--resource", help="Resource id."),
-              since: str = typer.Option(None, "--since", help="e.g. 2024-01-31T00:00:00Z"),
-              until: str = typer.Option(None, "--until"), limit: int = typer.Option(50, "--limit"),
-              as_json: bool = JSON_OPTION):
+def task_list(status: str = typer.Option(None, "--status", help="Only tasks in this state: queued, running, "
+                                                                 "success, failed..."),
+              type_: str = typer.Option(None, "--type", help="Only tasks of this kind, e.g. backup, restore, "
+                                                             "vault_delete."),
+              vault: str = VAULT_FILTER, resource: str = RESOURCE_FILTER, since: str = SINCE_OPTION,
+              until: str = UNTIL_OPTION, limit: int = LIMIT_OPTION, as_json: bool = JSON_OPTION):
+    """Tasks, newest first: every backup, restore, deletion and retention sweep, with progress and errors."""
     c = client()
     data = c.get("/operation-logs", status=status, operation_type=type_,
                  vault_id=refs.resolve(c, refs.VAULT, vault) if vault else None,
@@ -102,7 +112,8 @@ def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.O
 
 @task_app.command("show")
 @handle_errors
-def task_show(task_id: str, as_json: bool = JSON_OPTION):
+def task_show(task_id: str = TASK_ARG, as_json: bool = JSON_OPTION):
+    """A task: what it works on, its progress, times and error."""
     c = client()
     log = c.get(f"/operation-logs/{resolve_task(c, task_id)}")["operation_log"]
     if as_json:
@@ -118,8 +129,12 @@ def task_show(task_id: str, as_json: bool = JSON_OPTION):
 
 @task_app.command("watch")
 @handle_errors
-def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
-    """Follow tasks with progress bars until they finish; exit 1 if one did not succeed."""
+def task_watch(task_id: list[str] = TASK_ARGS, as_json: bool = JSON_OPTION):
+    """Follow tasks with progress bars until they finish; exit 1 if one did not succeed.
+
+    Examples:
+      cbr task watch 3f2a1b9c
+      cbr task watch manualbk_ab12     # the task making that backup"""
     c = client()
     logs = wait_for(c, [resolve_task(c, t) for t in task_id], quiet=as_json)
     if as_json:
@@ -129,7 +144,7 @@ def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
 
 @task_app.command("cancel")
 @handle_errors
-def task_cancel(task_id: str, as_json: bool = JSON_OPTION):
+def task_cancel(task_id: str = TASK_ARG, as_json: bool = JSON_OPTION):
     """Ask a running task to stop; it ends as failed with 'cancelled', leaving nothing half-made."""
     c = client()
     task_id = resolve_task(c, task_id)

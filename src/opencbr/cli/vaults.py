@@ -7,6 +7,7 @@ import typer
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient
 from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
+from opencbr.cli.params import DESCRIPTION_OPTION, NAME_FILTER, VAULT_ARG
 from opencbr.cli.tasks import raise_if_failed, wait_for
 
 vault_app = typer.Typer(help="Vaults: where backups are stored.", no_args_is_help=True)
@@ -60,19 +61,25 @@ def _show(v: dict, as_json: bool) -> None:
 @vault_app.command("create")
 @handle_errors
 def vault_create(name: str = typer.Option(None, "--name", help="Default: vault_ and four digits."),
-                 type_: str = typer.Option(..., "--type", help="server, disk or turbo."),
+                 type_: str = typer.Option(..., "--type", help="server, disk or turbo (file systems)."),
                  size: int = typer.Option(..., "--size", help="Capacity in GB (10 to 10,485,760)."),
                  protect_type: str = typer.Option("backup", "--protect-type", help="backup or replication."),
                  consistency: str = typer.Option("crash_consistent", "--consistency",
                                                  help="crash_consistent or app_consistent (server vaults)."),
-                 resource: list[str] = typer.Option(None, "--resource", help="Resource id to associate."),
-                 description: str = typer.Option(None, "--description"),
+                 resource: list[str] = typer.Option(None, "--resource", help="A server, disk or file system to "
+                                                    "protect: id, name or id prefix (repeatable)."),
+                 description: str = DESCRIPTION_OPTION,
                  encryption: bool = typer.Option(True, "--encryption/--no-encryption",
                                                  help="Encrypt the vault's data (default on)."),
                  auto_expand: bool = typer.Option(False, "--auto-expand",
                                                   help="Grow the capacity by itself when backups need more."),
                  az: str = typer.Option(None, "--az", help="Availability zone (default: any)."),
                  as_json: bool = JSON_OPTION):
+    """Create a vault: where backups of servers, disks or file systems are kept, encrypted by default.
+
+    Examples:
+      cbr vault create --name servers --type server --size 100 --resource web1
+      cbr vault create --name shares --type turbo --size 50 --resource share --no-encryption"""
     c = client()
     body = {"vault": {"name": name, "description": description, "encrypted": encryption, "auto_expand": auto_expand,
                       "availability_zone": az,
@@ -86,8 +93,10 @@ def vault_create(name: str = typer.Option(None, "--name", help="Default: vault_ 
 
 @vault_app.command("list")
 @handle_errors
-def vault_list(type_: str = typer.Option(None, "--type"), status: str = typer.Option(None, "--status"),
-               name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+def vault_list(type_: str = typer.Option(None, "--type", help="Only vaults of this type: server, disk or turbo."),
+               status: str = typer.Option(None, "--status", help="Only vaults in this state, e.g. available."),
+               name: str = NAME_FILTER, as_json: bool = JSON_OPTION):
+    """The vaults: type, usage against capacity, resources, encryption."""
     data = client().get("/vaults", object_type=type_, status=status, name=name)
     if as_json:
         print_json(data["vaults"])
@@ -97,17 +106,24 @@ def vault_list(type_: str = typer.Option(None, "--type"), status: str = typer.Op
 
 @vault_app.command("show")
 @handle_errors
-def vault_show(vault: str, as_json: bool = JSON_OPTION):
+def vault_show(vault: str = VAULT_ARG, as_json: bool = JSON_OPTION):
+    """A vault and the resources it protects."""
     _show(client().get(f"/vaults/{resolve(vault)}")["vault"], as_json)
 
 
 @vault_app.command("update")
 @handle_errors
-def vault_update(vault: str, name: str = typer.Option(None, "--name"),
+def vault_update(vault: str = VAULT_ARG, name: str = typer.Option(None, "--name", help="A new name."),
                  size: int = typer.Option(None, "--size", help="New capacity in GB."),
                  consistency: str = typer.Option(None, "--consistency", help="app_consistent (one way only)."),
-                 auto_expand: bool = typer.Option(None, "--auto-expand/--no-auto-expand"),
-                 threshold: int = typer.Option(None, "--threshold"), as_json: bool = JSON_OPTION):
+                 auto_expand: bool = typer.Option(None, "--auto-expand/--no-auto-expand",
+                                                  help="Grow the capacity by itself when backups need more."),
+                 threshold: int = typer.Option(None, "--threshold", help="Usage alarm threshold, % of capacity "
+                                                                         "(1-100)."),
+                 as_json: bool = JSON_OPTION):
+    """Rename, resize or change a vault.
+
+    Example: cbr vault update servers --size 200"""
     billing = {k: v for k, v in (("size", size), ("consistent_level", consistency)) if v is not None}
     body = {k: v for k, v in (("name", name), ("auto_expand", auto_expand), ("threshold", threshold),
                               ("billing", billing or None)) if v is not None}
@@ -116,7 +132,7 @@ def vault_update(vault: str, name: str = typer.Option(None, "--name"),
 
 @vault_app.command("delete")
 @handle_errors
-def vault_delete(vault: str, wait: bool = typer.Option(False, "--wait", help="Wait until it is gone."),
+def vault_delete(vault: str = VAULT_ARG, wait: bool = typer.Option(False, "--wait", help="Wait until it is gone."),
                  yes: bool = YES_OPTION, as_json: bool = JSON_OPTION):
     """Delete a vault and every backup in it."""
     c = client()
@@ -136,7 +152,13 @@ def vault_delete(vault: str, wait: bool = typer.Option(False, "--wait", help="Wa
 
 @vault_app.command("add-resource")
 @handle_errors
-def vault_add(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
+def vault_add(vault: str = VAULT_ARG,
+              resource_ids: list[str] = typer.Argument(..., metavar="RESOURCE...",
+                                                       help="Servers, disks or file systems: id, name or id prefix."),
+              as_json: bool = JSON_OPTION):
+    """Protect more resources with a vault (of the vault's type).
+
+    Example: cbr vault add-resource servers web2"""
     c = client()
     vid = resolve(vault, c)
     v = c.get(f"/vaults/{vid}")["vault"]
@@ -149,7 +171,10 @@ def vault_add(vault: str, resource_ids: list[str], as_json: bool = JSON_OPTION):
 
 @vault_app.command("remove-resource")
 @handle_errors
-def vault_remove(vault: str, resource_ids: list[str] = typer.Argument(..., help="Resources (id, name or id prefix)."),
+def vault_remove(vault: str = VAULT_ARG,
+                 resource_ids: list[str] = typer.Argument(..., metavar="RESOURCE...",
+                                                          help="Servers, disks or file systems: id, name or id "
+                                                               "prefix."),
                  yes: bool = YES_OPTION, as_json: bool = JSON_OPTION):
     """Dissociate resources from a vault; their backups in this vault are deleted."""
     c = client()

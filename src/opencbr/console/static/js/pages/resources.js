@@ -105,7 +105,7 @@ export async function render(main, { sub }, ctx) {
             type: "button", onclick: () => after(confirmDialog({
               title: `Remove ${TABS[kind].noun}`,
               message: [h("p", "Remove ", h("b", r.name), " from the inventory?"),
-                h("p.hint", "Only the registration is removed; the data on the machine stays. Its backups are kept (guide 13.2.9).")],
+                h("p.hint", "Only the registration is removed; the data on the machine stays. Its backups are kept.")],
               onOk: async () => { await api.del(`/inventory/${kind}/${r.id}`); toast(`${r.name} removed.`, "ok"); },
             })),
           }, "Remove"))),
