@@ -104,3 +104,15 @@ def test_readme_first_steps_run_as_written(service, tmp_path):
     assert snapshot(root / "srv" / "restored") == share
     hosts = [p for p in (root / "tmp" / "out").rglob("hosts")]
     assert [p.read_text() for p in hosts] == ["127.0.0.1 localhost\n"]
+
+
+def test_documentation_stands_alone():
+    """A clone has no files outside the repository: the README and docs/ point only inside it."""
+    root = README.parent
+    for doc in [README, *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for outside in ("../shared", "DESIGN.md", "cbr_v3.md", "cbr-user-guide.txt"):
+            assert outside not in text, f"{doc.name} refers to {outside}"
+        for target in re.findall(r"`((?:docs|src|bench|tests)/[\w./-]+)`", text):
+            assert (root / target.split(" ")[0]).exists() or "{" in target or "*" in target, \
+                f"{doc.name} names {target}, which does not exist"
