@@ -305,3 +305,11 @@ def test_polish_units_vocabulary_zone_and_progress_labels(server, web):
     assert code == 0, seen
     task_ids = {t["id"][:8] for t in ok(cli(server, "task", "list", "--json")).json()}
     assert "backup share" in seen and not any(t in seen for t in task_ids), seen
+
+
+# ------------------------------------------------------------------------------------ item 9: protection status
+def test_disks_of_a_protected_server_show_its_vault(server, web):
+    for disk in ("sys1", "data1"):
+        assert ok(cli(server, "disk", "show", disk, "--json")).json()["vault_id"] == web["vault"]["id"]
+    listed = {d["name"]: d["vault_id"] for d in ok(cli(server, "disk", "list", "--json")).json()}
+    assert listed["sys1"] == listed["data1"] == web["vault"]["id"]

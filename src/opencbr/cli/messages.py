@@ -24,7 +24,7 @@ FIELD_OPTIONS = {
 _FIELD = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(f) for f in sorted(FIELD_OPTIONS, key=len, reverse=True))
                     + r")(?![\w.])")
 _RESOURCES_FIELD = re.compile(r"(?<![\w.])resources(\[\d+\])?(\.id)?(?![\w.])")
-_GUIDE = re.compile(r"\s*[(,;]?\s*(see )?guide \d+(\.\d+)*\)?", re.I)
+_GUIDE = re.compile(r"\s*\((see )?(the )?guide[ \d.,]*(chapter \d+)?\)|[;,]\s*see (the )?guide [\d.]+", re.I)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
