@@ -313,3 +313,12 @@ def test_disks_of_a_protected_server_show_its_vault(server, web):
         assert ok(cli(server, "disk", "show", disk, "--json")).json()["vault_id"] == web["vault"]["id"]
     listed = {d["name"]: d["vault_id"] for d in ok(cli(server, "disk", "list", "--json")).json()}
     assert listed["sys1"] == listed["data1"] == web["vault"]["id"]
+
+
+def test_new_disk_follows_the_source_image_permissions(server, web):
+    source = web["dir"] / "sys1.img"
+    os.chmod(source, 0o640)
+    sys_backup = [c for c in web["backup"]["children"] if c["resource_name"] == "sys1"][0]
+    new = web["dir"] / "sys1-copy.img"
+    ok(cli(server, "disk", "create-from-backup", sys_backup["id"], "--name", "sys1-copy", "--path", str(new), "--wait"))
+    assert os.stat(new).st_mode & 0o777 == 0o640

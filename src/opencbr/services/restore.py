@@ -8,6 +8,7 @@ afterwards when asked (13.4.1).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 
 from sqlalchemy import select
@@ -203,6 +204,8 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
         path = disk.path
+        source = s.get(Resource, b.resource_id)
+        source_path = source.path if source is not None else None
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
 
@@ -217,6 +220,10 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         with open(path, "r+b") as f:  # the new disk is as large as asked (guide 6.4)
             if os.fstat(f.fileno()).st_size < size:
                 f.truncate(size)
+            try:  # the new image gets the source image's permissions (it is created 0600 until complete)
+                os.fchmod(f.fileno(), stat.S_IMODE(os.stat(source_path).st_mode) if source_path else 0o600)
+            except FileNotFoundError:
+                pass
             os.fsync(f.fileno())
 
 
