@@ -75,6 +75,8 @@ def test_resources_are_named_by_name_id_or_prefix(server, web):
     assert backup["task_id"] in [t["id"] for t in tasks]
     assert ok(cli(server, "task", "show", backup["task_id"][:8], "--json")).json()["id"] == backup["task_id"]
 
+    events = ok(cli(server, "admin", "audit", "list", "--resource", "servers", "--json")).json()
+    assert events and {e["resource_id"] for e in events} == {vault["id"]}
     ok(cli(server, "policy", "create", "--name", "named", "--pattern", "FREQ=DAILY;BYHOUR=1;BYMINUTE=0",
            "--keep", "3"))
     pol = ok(cli(server, "policy", "show", "named", "--json")).json()
@@ -209,6 +211,7 @@ def test_errors_speak_of_options_and_commands(server, web, tmp_path):
         assert r.code == 1 and f"the disk image {img} is missing" in flat(r.err), r.err
         assert "is error" not in r.err and "detach" not in r.err
     assert "cbr disk create-from-backup" in flat(r.err)
+    assert "its image file is missing" in flat(ok(cli(server, "disk", "show", "gone")).out)
 
 
 # ------------------------------------------------------------------------------------ item 8: confirmations

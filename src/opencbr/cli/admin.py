@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from opencbr.cli import refs
+from opencbr.cli.client import ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.cli.params import LIMIT_OPTION, SINCE_OPTION, UNTIL_OPTION
 
@@ -85,10 +87,21 @@ def account_create(name: str = typer.Argument(..., help="The tenant's name."), a
                  ("access_key", "AK"), ("secret_key", "SK")])
 
 
+def _audited(c, ref: str) -> str:
+    """A resource named by id, name or id prefix; one that no longer exists only by its id."""
+    for kind in (refs.VAULT, refs.POLICY, refs.BACKUP, *refs.RESOURCE_KINDS):
+        try:
+            return refs.resolve(c, kind, ref)
+        except ClientError:
+            continue
+    return ref
+
+
 @audit_app.command("list")
 @handle_errors
 def audit_list(trace: str = typer.Option(None, "--trace", help="e.g. createVault"),
-               resource: str = typer.Option(None, "--resource", help="Resource id."),
+               resource: str = typer.Option(None, "--resource", help="Only events about this vault, policy, backup or "
+                                                                        "resource: id, name or id prefix."),
                user: str = typer.Option(None, "--user", help="Only what this user did."),
                outcome: str = typer.Option(None, "--outcome", help="Only this outcome: success or failure."),
                since: str = SINCE_OPTION, until: str = UNTIL_OPTION, limit: int = LIMIT_OPTION,
@@ -96,7 +109,9 @@ def audit_list(trace: str = typer.Option(None, "--trace", help="e.g. createVault
     """Who did what, when, and how it ended.
 
     Example: cbr admin audit list --trace deleteVault"""
-    data = client().get("/iam/audit-events", trace_name=trace, resource_id=resource, user_name=user,
+    c = client()
+    data = c.get("/iam/audit-events", trace_name=trace, resource_id=_audited(c, resource) if resource else None,
+                 user_name=user,
                         outcome=outcome, start_time=since, end_time=until, limit=limit)
     if as_json:
         print_json(data["events"])
