@@ -57,7 +57,7 @@ def test_backup_commands(server, tmp_path):
             "--size", str(MiB))
     assert r.code == 1 and "at least as large" in r.err
 
-    ok(cli(server, "backup", "delete", b1["id"], "--wait"))
+    ok(cli(server, "backup", "delete", b1["id"], "--wait", "--yes"))
     r = cli(server, "backup", "show", b1["id"])
     assert r.code == 1 and "not found" in r.err
     ok(cli(server, "backup", "restore", b2["id"], "--disk", disk["id"], "--wait"))

@@ -62,10 +62,10 @@ def test_inventory_and_vault_lifecycle(server, images, tmp_path):
     assert fv["name"].startswith("vault_") and fv["encrypted"] is False
     added = ok(cli(server, "vault", "add-resource", fv["id"], fs["id"], "--json")).json()
     assert added["add_resource_ids"] == [fs["id"]]
-    removed = ok(cli(server, "vault", "remove-resource", fv["id"], fs["id"], "--json")).json()
+    removed = ok(cli(server, "vault", "remove-resource", fv["id"], fs["id"], "--yes", "--json")).json()
     assert removed["remove_resource_ids"] == [fs["id"]]
 
-    deleted = ok(cli(server, "vault", "delete", fv["id"], "--wait", "--json")).json()
+    deleted = ok(cli(server, "vault", "delete", fv["id"], "--wait", "--yes", "--json")).json()
     assert deleted["status"] == "success"
     tasks = ok(cli(server, "task", "list", "--type", "vault_delete", "--vault", fv["id"], "--json")).json()
     assert len(tasks) == 1 and tasks[0]["status"] == "success"
@@ -74,12 +74,12 @@ def test_inventory_and_vault_lifecycle(server, images, tmp_path):
     ok(cli(server, "server", "stop", srv["id"]))
     assert ok(cli(server, "server", "show", srv["id"], "--json")).json()["status"] == "stopped"
     # removing a server frees its disks; the disks can then be removed
-    r = cli(server, "disk", "remove", sys_disk["id"])
+    r = cli(server, "disk", "remove", sys_disk["id"], "--yes")
     assert r.code == 1 and "attached to a server" in r.err
-    ok(cli(server, "vault", "remove-resource", v["id"], srv["id"]))
-    ok(cli(server, "server", "remove", srv["id"]))
+    ok(cli(server, "vault", "remove-resource", v["id"], srv["id"], "--yes"))
+    ok(cli(server, "server", "remove", srv["id"], "--yes"))
     assert ok(cli(server, "disk", "show", sys_disk["id"], "--json")).json()["status"] == "available"
-    ok(cli(server, "disk", "remove", sys_disk["id"], "--json"))
+    ok(cli(server, "disk", "remove", sys_disk["id"], "--yes", "--json"))
 
 
 def test_errors_exit_non_zero_with_server_message(server, images, tmp_path):

@@ -463,3 +463,81 @@ def test_console_converts_local_times_like_the_cli(page, server, times, weekdays
         assert out["back"] == {"mode": "week", "days": sorted(days), "times": sorted(times)}
     else:
         assert out["back"] == {"mode": "days", "every": every, "times": sorted(times)}
+
+
+# ------------------------------------------------------------------------------------------------ layout
+LAYOUT_PAGES = [("#/disks/vaults", "Cloud Disk Backups", "disk-vaults"), ("#/disks/backups", "Cloud Disk Backups",
+                 "disk-backups"), ("#/servers/vaults", "Cloud Server Backups", "server-vaults"),
+                ("#/servers/backups", "Cloud Server Backups", "server-backups"), ("#/policies", "Policies", "policies"),
+                ("#/tasks", "Tasks", "tasks"), ("#/resources/disks", "Resources", "resources-disks"),
+                ("#/monitoring", "Monitoring", "monitoring")]
+
+
+@pytest.fixture(scope="module")
+def populated(server, tmp_path_factory):
+    """A server with two disks in a server vault and a disk in a disk vault, each backed up once, and a
+    policy: every main table has rows with long names and ids."""
+    client = api(server)
+    d = tmp_path_factory.mktemp("layout")
+    ids = {}
+    for name in ("layout-system-disk", "layout-data-disk", "layout-lonely-disk"):
+        ids[name] = client.post("/inventory/disks", {"name": name, "path": make_image(d / f"{name}.img", MiB)})["disk"]["id"]
+    srv = client.post("/inventory/servers", {"name": "layout-web-server-01", "system_disk": ids["layout-system-disk"],
+                                             "data_disks": [ids["layout-data-disk"]]})["server"]
+    for vname, otype, rid, rtype in (("layout-servers-vault", "server", srv["id"], "OS::Nova::Server"),
+                                     ("layout-disks-vault", "disk", ids["layout-lonely-disk"], "OS::Cinder::Volume")):
+        vault = client.post("/vaults", {"vault": {"name": vname, "billing": {
+            "object_type": otype, "protect_type": "backup", "consistent_level": "crash_consistent", "size": 20},
+            "resources": [{"id": rid, "type": rtype}]}})["vault"]
+        cp = client.post("/checkpoints", {"checkpoint": {"vault_id": vault["id"], "parameters": {}}})["checkpoint"]
+        for r in cp["vault"]["resources"]:
+            task_ok(client, client.get(f"/backups/{r['backup_id']}")["backup"]["task_id"])
+    client.post("/policies", {"policy": {"name": "layout-nightly-policy", "operation_type": "backup", "trigger": {
+        "properties": {"pattern": ["FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=00"]}},
+        "operation_definition": {"max_backups": 7}}})
+    return srv
+
+
+@pytest.mark.parametrize("width", [1400, 820])
+def test_main_tables_fit_the_window(browser, server, populated, tmp_path, width):
+    """Screenshots at 1400 and 820 px; no main table scrolls sideways (which hides its last columns), and
+    the page itself does not either. At 820 px the tables collapse into one card per row."""
+    ctx = browser.new_context(viewport={"width": width, "height": 900}, timezone_id=ZONE, base_url=server.url)
+    pg = ctx.new_page()
+    pg.set_default_timeout(T)
+    try:
+        sign_in(pg, server.admin)
+        for address, heading, name in LAYOUT_PAGES:
+            pg.goto(f"/console/{address}")
+            expect(pg.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+            expect(pg.locator("[aria-busy=true]")).to_have_count(0)
+            if "backups" in address or "vaults" in address:
+                expect(pg.locator("tbody tr[data-status], tbody tr[data-vault-name]").first).to_be_visible()
+            pg.screenshot(path=str(tmp_path / f"{name}-{width}.png"), full_page=True)
+            overflowing = pg.evaluate("""() => [...document.querySelectorAll('.table-wrap')]
+                .filter((w) => w.scrollWidth > w.clientWidth + 1)
+                .map((w) => `${(w.querySelector('caption') || {}).textContent || 'table'}: ${w.scrollWidth} > ${w.clientWidth}`)""")
+            assert not overflowing, f"{address} at {width} px: {overflowing} (see {tmp_path})"
+            page_width = pg.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+            assert page_width[0] <= page_width[1], f"{address} at {width} px scrolls sideways: {page_width}"
+        pg.goto("/console/#/disks/backups")
+        op = pg.locator("tbody tr[data-status]").first.get_by_role("button", name="More ▾")
+        expect(op).to_be_visible()
+        box, view = op.bounding_box(), pg.viewport_size
+        assert box["x"] + box["width"] <= view["width"], box
+    finally:
+        ctx.close()
+    print(f"screenshots at {width} px: {tmp_path}")
+
+
+def test_protection_through_a_server_and_readable_metric_labels(page, server, populated):
+    sign_in(page, server.admin)
+    page.goto("/console/#/resources/disks")
+    disk = page.locator("tr[data-resource-name='layout-system-disk']")
+    expect(disk).to_contain_text("layout-servers-vault")
+    expect(disk).to_contain_text("through its server")
+    expect(disk).not_to_contain_text("Not protected")
+    page.goto("/console/#/monitoring")
+    expect(page.get_by_text("Used capacity", exact=True)).to_be_visible()
+    expect(page.locator(".main")).not_to_contain_text("used_vault_size")
+    expect(page.locator(".main")).not_to_contain_text("(vault_util)")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from opencbr.cli import refs
+from opencbr.cli.client import ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli.params import LIMIT_OPTION, SINCE_OPTION, UNTIL_OPTION
 
 admin_app = typer.Typer(help="Administration: projects, users, credentials, audit trail.", no_args_is_help=True)
 project_app = typer.Typer(help="Projects of your account.", no_args_is_help=True)
@@ -20,8 +23,9 @@ for name, sub in (("project", project_app), ("user", user_app), ("credential", c
 
 @project_app.command("create")
 @handle_errors
-def project_create(name: str, account: str = typer.Option(None, "--account", help="Account id (operator)."),
+def project_create(name: str = typer.Argument(..., help="A name for the project."), account: str = typer.Option(None, "--account", help="Account id (operator)."),
                    as_json: bool = JSON_OPTION):
+    """Create a project in your account (or, as the operator, in --account)."""
     pr = client().post("/iam/projects", {"name": name, "account_id": account})["project"]
     print_json(pr) if as_json else details(pr, [("id", "Project ID"), ("name", "Name"), ("account_id", "Account")])
 
@@ -29,14 +33,16 @@ def project_create(name: str, account: str = typer.Option(None, "--account", hel
 @project_app.command("list")
 @handle_errors
 def project_list(as_json: bool = JSON_OPTION):
+    """The projects of your account."""
     rows = client().get("/iam/projects")["projects"]
     print_json(rows) if as_json else table(rows, [("id", "ID"), ("name", "Name"), ("created_at", "Created")])
 
 
 @user_app.command("create")
 @handle_errors
-def user_create(name: str, role: str = typer.Option("member", "--role", help="admin, member or readonly."),
+def user_create(name: str = typer.Argument(..., help="The user's name."), role: str = typer.Option("member", "--role", help="admin, member or readonly."),
                 as_json: bool = JSON_OPTION):
+    """Create a user in your account; give it credentials with cbr admin credential create --user NAME."""
     u = client().post("/iam/users", {"name": name, "role": role})["user"]
     print_json(u) if as_json else details(u, [("id", "User ID"), ("name", "Name"), ("role", "Role")])
 
@@ -44,6 +50,7 @@ def user_create(name: str, role: str = typer.Option("member", "--role", help="ad
 @user_app.command("list")
 @handle_errors
 def user_list(as_json: bool = JSON_OPTION):
+    """The users of your account and their roles."""
     rows = client().get("/iam/users")["users"]
     print_json(rows) if as_json else table(rows, [("id", "ID"), ("name", "Name"), ("role", "Role")])
 
@@ -51,7 +58,8 @@ def user_list(as_json: bool = JSON_OPTION):
 @cred_app.command("create")
 @handle_errors
 def credential_create(user: str = typer.Option(None, "--user", help="User name (default: yourself)."),
-                      description: str = typer.Option("", "--description"), as_json: bool = JSON_OPTION):
+                      description: str = typer.Option("", "--description", help="What the key is for."),
+                      as_json: bool = JSON_OPTION):
     """Create an AK/SK pair. The SK is shown once."""
     c = client().post("/iam/credentials", {"user_name": user, "description": description})["credential"]
     print_json(c) if as_json else details(c, [("user_name", "User"), ("access_key", "AK"), ("secret_key", "SK")])
@@ -59,14 +67,15 @@ def credential_create(user: str = typer.Option(None, "--user", help="User name (
 
 @cred_app.command("delete")
 @handle_errors
-def credential_delete(access_key: str, as_json: bool = JSON_OPTION):
+def credential_delete(access_key: str = typer.Argument(..., help="The AK to revoke."), as_json: bool = JSON_OPTION):
+    """Revoke an AK/SK pair: requests signed with it fail from now on."""
     client().delete(f"/iam/credentials/{access_key}")
     print_json({"deleted": access_key}) if as_json else typer.echo(f"deleted access key {access_key}")
 
 
 @account_app.command("create")
 @handle_errors
-def account_create(name: str, admin: str = typer.Option("admin", "--admin", help="Name of its admin user."),
+def account_create(name: str = typer.Argument(..., help="The tenant's name."), admin: str = typer.Option("admin", "--admin", help="Name of its admin user."),
                    as_json: bool = JSON_OPTION):
     """Create a tenant account with a project, an admin user and an AK/SK pair (operator only)."""
     out = client().post("/iam/accounts", {"name": name, "admin_name": admin})
@@ -78,14 +87,31 @@ def account_create(name: str, admin: str = typer.Option("admin", "--admin", help
                  ("access_key", "AK"), ("secret_key", "SK")])
 
 
+def _audited(c, ref: str) -> str:
+    """A resource named by id, name or id prefix; one that no longer exists only by its id."""
+    for kind in (refs.VAULT, refs.POLICY, refs.BACKUP, *refs.RESOURCE_KINDS):
+        try:
+            return refs.resolve(c, kind, ref)
+        except ClientError:
+            continue
+    return ref
+
+
 @audit_app.command("list")
 @handle_errors
 def audit_list(trace: str = typer.Option(None, "--trace", help="e.g. createVault"),
-               resource: str = typer.Option(None, "--resource", help="Resource id."),
-               user: str = typer.Option(None, "--user"), outcome: str = typer.Option(None, "--outcome"),
-               since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
-               limit: int = typer.Option(100, "--limit"), as_json: bool = JSON_OPTION):
-    data = client().get("/iam/audit-events", trace_name=trace, resource_id=resource, user_name=user,
+               resource: str = typer.Option(None, "--resource", help="Only events about this vault, policy, backup or "
+                                                                        "resource: id, name or id prefix."),
+               user: str = typer.Option(None, "--user", help="Only what this user did."),
+               outcome: str = typer.Option(None, "--outcome", help="Only this outcome: success or failure."),
+               since: str = SINCE_OPTION, until: str = UNTIL_OPTION, limit: int = LIMIT_OPTION,
+               as_json: bool = JSON_OPTION):
+    """Who did what, when, and how it ended.
+
+    Example: cbr admin audit list --trace deleteVault"""
+    c = client()
+    data = c.get("/iam/audit-events", trace_name=trace, resource_id=_audited(c, resource) if resource else None,
+                 user_name=user,
                         outcome=outcome, start_time=since, end_time=until, limit=limit)
     if as_json:
         print_json(data["events"])
@@ -105,7 +131,7 @@ def audit_tracker(state: str = typer.Argument(..., help="on or off"), as_json: b
 
 @vault_admin_app.command("rebuild")
 @handle_errors
-def vault_rebuild(vault_id: str, as_json: bool = JSON_OPTION):
+def vault_rebuild(vault_id: str = typer.Argument(..., help="The vault's id (see cbr admin vault stored)."), as_json: bool = JSON_OPTION):
     """Recreate a vault's catalog (the vault and its backups) from the manifests in the object store."""
     r = client().post(f"/vaults/{vault_id}/rebuild")["rebuild"]
     if as_json:

@@ -9,8 +9,32 @@ import os
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from opencbr.cli.client import ClientError
-from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+from opencbr.cli import refs
+from opencbr.cli.client import ApiClient, ClientError
+from opencbr.cli.messages import explain_backup_error, explain_restore_error
+from opencbr.cli.output import (
+    JSON_OPTION,
+    YES_OPTION,
+    client,
+    confirm,
+    details,
+    err_console,
+    handle_errors,
+    print_json,
+    table,
+)
+from opencbr.cli.params import (
+    BACKUP_ARG,
+    DESCRIPTION_OPTION,
+    LIMIT_OPTION,
+    NAME_FILTER,
+    RESOURCE_FILTER,
+    SINCE_OPTION,
+    UNTIL_OPTION,
+    VAULT_ARG,
+    VAULT_FILTER,
+    WAIT_OPTION,
+)
 from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.cli.vaults import resolve as resolve_vault
 from opencbr.domain.backup import damaged_chunk_where, find_export_damage
@@ -24,6 +48,11 @@ _COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("resource_name",
          ("resource_type", "Type"), ("size", "Size"), ("added", "Added"), ("created_at", "Created")]
 
 
+def resolve_backup(c: ApiClient, ref: str) -> str:
+    """A backup id from an id, a unique name or a unique id prefix (disk backups of server backups too)."""
+    return refs.resolve(c, refs.BACKUP, ref)
+
+
 def human(n: int | None) -> str:
     n = n or 0
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -33,8 +62,29 @@ def human(n: int | None) -> str:
     return str(n)
 
 
+#: How a backup's point in time was taken, in the words ``vault show`` uses for consistency.
+CONSISTENCY = {"stopped": "consistent (taken while stopped)",
+               "reflink-snapshot": "crash-consistent (all disks cloned at one moment)",
+               "live": "read live: consistent per block only",
+               "live-tree": "read live: consistent per file only"}
+
+
 def _row(b: dict) -> dict:
-    return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes"))}
+    method = (b.get("consistency") or {}).get("method")
+    return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes")),
+            "consistency_text": CONSISTENCY.get(method, method or "")}
+
+
+def _with_disks(backups: list[dict]) -> list[dict]:
+    """Each backup's row, followed by the rows of its disk backups (a server backup's), as a tree."""
+    rows = []
+    for b in backups:
+        rows.append(_row(b))
+        kids = b.get("children") or []
+        for n, c in enumerate(kids):
+            branch = "└─" if n == len(kids) - 1 else "├─"
+            rows.append({**_row(c), "name": f"{branch} {c.get('disk_role') or 'disk'}", "resource_type": "disk"})
+    return rows
 
 
 def _show(b: dict, as_json: bool) -> None:
@@ -45,7 +95,7 @@ def _show(b: dict, as_json: bool) -> None:
                       ("resource_name", "Resource"), ("resource_id", "Resource ID"), ("resource_type", "Type"),
                       ("vault_id", "Vault"), ("size", "Logical size"), ("added", "Added to vault"),
                       ("incremental", "Incremental"), ("extend_info.auto_trigger", "Automatic"),
-                      ("extend_info.encrypted", "Encrypted"), ("consistency.method", "Consistency"),
+                      ("extend_info.encrypted", "Encrypted"), ("consistency_text", "Consistency"),
                       ("created_at", "Created"), ("protected_at", "Completed"), ("expired_at", "Expires"),
                       ("error_info.message", "Error")])
     if b.get("children"):
@@ -55,17 +105,27 @@ def _show(b: dict, as_json: bool) -> None:
 
 @backup_app.command("create")
 @handle_errors
-def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resource", help="Default: all."),
+def backup_create(vault: str = VAULT_ARG,
+                  resource: list[str] = typer.Option(None, "--resource", help="Only this resource of the vault: id, "
+                                                     "name or id prefix (repeatable). Default: all."),
                   name: str = typer.Option(None, "--name", help="Default: manualbk_ and four characters."),
-                  description: str = typer.Option(None, "--description"),
+                  description: str = DESCRIPTION_OPTION,
                   full: bool = typer.Option(False, "--full", help="Re-read and re-store every block."),
-                  wait: bool = typer.Option(False, "--wait", help="Follow the backups to the end."),
-                  as_json: bool = JSON_OPTION):
-    """Back up resources of a vault now."""
+                  wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Back up the resources of a vault now. Without --wait, prints each backup's task and returns.
+
+    Examples:
+      cbr backup create servers --wait
+      cbr backup create servers --resource web1 --name before-upgrade"""
     c = client()
+    vid = resolve_vault(vault, c)
+    resource = [refs.resolve_resource(c, r)["id"] for r in resource or []]
     params = {k: v for k, v in (("resources", resource or None), ("name", name), ("description", description),
                                 ("incremental", False if full else None)) if v is not None}
-    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": resolve_vault(vault), "parameters": params}})["checkpoint"]
+    try:
+        cp = c.post("/checkpoints", {"checkpoint": {"vault_id": vid, "parameters": params}})["checkpoint"]
+    except ClientError as e:
+        raise explain_backup_error(c, e) from None
     ids = [r["backup_id"] for r in cp["vault"]["resources"]]
     if wait:
         tasks = [c.get(f"/backups/{i}")["backup"]["task_id"] for i in ids]
@@ -77,36 +137,56 @@ def backup_create(vault: str, resource: list[str] = typer.Option(None, "--resour
             table([_row(b) for b in backups], _COLS)
         raise_if_failed(logs)
         return
+    backups = [c.get(f"/backups/{i}")["backup"] for i in ids]
     if as_json:
-        print_json({"checkpoint_id": cp["id"], "backups": [c.get(f"/backups/{i}")["backup"] for i in ids]})
-    else:
-        typer.echo(f"checkpoint {cp['id']}: backing up {len(ids)} resource(s): {', '.join(ids)}")
+        print_json({"checkpoint_id": cp["id"], "backups": backups})
+        return
+    for b in backups:
+        typer.echo(f"backup {b['id']} of {b['resource_name']}: task {b['task_id']}")
+    typer.echo(f"follow with: cbr task watch {' '.join(b['task_id'] for b in backups)}")
 
 
 @backup_app.command("list")
 @handle_errors
-def backup_list(vault: str = typer.Option(None, "--vault"), resource: str = typer.Option(None, "--resource"),
-                status: str = typer.Option(None, "--status"), name: str = typer.Option(None, "--name"),
-                since: str = typer.Option(None, "--since"), until: str = typer.Option(None, "--until"),
-                limit: int = typer.Option(100, "--limit"), as_json: bool = JSON_OPTION):
-    data = client().get("/backups", vault_id=resolve_vault(vault) if vault else None, resource_id=resource,
+def backup_list(vault: str = VAULT_FILTER, resource: str = RESOURCE_FILTER,
+                status: str = typer.Option(None, "--status", help="Only backups in this state, e.g. available."),
+                name: str = NAME_FILTER, since: str = SINCE_OPTION, until: str = UNTIL_OPTION,
+                limit: int = LIMIT_OPTION,
+                disks: bool = typer.Option(False, "--disks", help="Show the disk backups inside each server "
+                                                                  "backup, under it."),
+                as_json: bool = JSON_OPTION):
+    """Backups, newest first: logical size and what each added to its vault.
+
+    Example: cbr backup list --vault servers --disks"""
+    c = client()
+    data = c.get("/backups", vault_id=resolve_vault(vault, c) if vault else None,
+                 resource_id=refs.resolve_resource(c, resource)["id"] if resource else None,
                         status=status, name=name, start_time=since, end_time=until, limit=limit)
     if as_json:
         print_json(data["backups"])
     else:
-        table([_row(b) for b in data["backups"]], _COLS, title=f"{data['count']} backups")
+        rows = _with_disks(data["backups"]) if disks else [_row(b) for b in data["backups"]]
+        table(rows, _COLS, title=f"{data['count']} backups")
 
 
 @backup_app.command("show")
 @handle_errors
-def backup_show(backup_id: str, as_json: bool = JSON_OPTION):
-    _show(client().get(f"/backups/{backup_id}")["backup"], as_json)
+def backup_show(backup: str = BACKUP_ARG, as_json: bool = JSON_OPTION):
+    """A backup: status, sizes, consistency, times, and a server backup's disk backups."""
+    c = client()
+    _show(c.get(f"/backups/{resolve_backup(c, backup)}")["backup"], as_json)
 
 
 @backup_app.command("delete")
 @handle_errors
-def backup_delete(backup_id: str, wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
+def backup_delete(backup_id: str = typer.Argument(..., metavar="BACKUP", help="Backup: id, name or id prefix."),
+                  wait: bool = typer.Option(False, "--wait", help="Wait until it is deleted."),
+                  yes: bool = YES_OPTION, as_json: bool = JSON_OPTION):
+    """Delete a backup (a server backup with its disk backups). Other backups stay restorable."""
     c = client()
+    b = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
+    backup_id = b["id"]
+    confirm(f"Delete backup {b['name']} ({backup_id}) of {b['resource_name']}?", yes)
     task_id = c.delete(f"/backups/{backup_id}")["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
@@ -116,15 +196,25 @@ def backup_delete(backup_id: str, wait: bool = typer.Option(False, "--wait"), as
 
 @backup_app.command("restore")
 @handle_errors
-def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help="Target disk (disk backups)."),
-                   server: str = typer.Option(None, "--server", help="Target server (server backups)."),
-                   map_: list[str] = typer.Option(None, "--map", help="DISK_BACKUP_ID=TARGET_DISK_ID (servers)."),
+def backup_restore(backup_id: str = BACKUP_ARG,
+                   disk: str = typer.Option(None, "--disk", help="Target disk of a disk backup (default: its own)."),
+                   server: str = typer.Option(None, "--server", help="Target server of a server backup (default: "
+                                                                     "its own)."),
+                   map_: list[str] = typer.Option(None, "--map", help="DISK_BACKUP=TARGET_DISK: which disk of the "
+                                                                      "server receives which disk backup "
+                                                                      "(repeatable)."),
                    power_on: bool = typer.Option(True, "--power-on/--no-power-on",
                                                  help="Start the server afterwards (default)."),
-                   wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
-    """Restore a backup onto its disk or server (overwrites their data)."""
+                   wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Restore a server or disk backup onto its server or disk, overwriting their data. File-system backups
+    are restored with cbr fs create-from-backup.
+
+    Examples:
+      cbr backup restore BACKUP --server web1 --wait
+      cbr backup restore DISK_BACKUP --wait"""
     from opencbr.cli.inventory import resolve as resolve_resource
 
+    c = client()
     body: dict = {"power_on": power_on}
     if disk:
         body["volume_id"] = resolve_resource("disks", disk)
@@ -136,10 +226,14 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
             if "=" not in m:
                 raise ClientError(f"--map needs DISK_BACKUP_ID=TARGET_DISK_ID, got {m!r}")
             src, dst = m.split("=", 1)
-            pairs.append({"backup_id": src, "volume_id": dst})
+            pairs.append({"backup_id": resolve_backup(c, src), "volume_id": resolve_resource("disks", dst)})
         body["mappings"] = pairs
-    c = client()
-    task_id = c.post(f"/backups/{backup_id}/restore", {"restore": body})["operation_log_id"]
+    backup = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
+    backup_id = backup["id"]
+    try:
+        task_id = c.post(f"/backups/{backup_id}/restore", {"restore": body})["operation_log_id"]
+    except ClientError as e:
+        raise explain_restore_error(c, e, backup, body.get("volume_id")) from None
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
     print_json({"backup_id": backup_id, "task_id": task_id}) if as_json else \
@@ -148,10 +242,10 @@ def backup_restore(backup_id: str, disk: str = typer.Option(None, "--disk", help
 
 @backup_app.command("verify")
 @handle_errors
-def backup_verify(backup_id: str, as_json: bool = JSON_OPTION):
+def backup_verify(backup_id: str = BACKUP_ARG, as_json: bool = JSON_OPTION):
     """Re-read every chunk of a backup and report damage (exit 1 if any)."""
     c = client()
-    task_id = c.post(f"/backups/{backup_id}/verify")["operation_log_id"]
+    task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/verify")["operation_log_id"]
     log = wait_for(c, [task_id], quiet=as_json)[0]
     report = log["extra_info"].get("verify", {})
     if as_json:
@@ -179,12 +273,19 @@ def _print_verified_disk(d: dict, shown: int = 10) -> None:
 
 @backup_app.command("export")
 @handle_errors
-def backup_export(backup_id: str, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
+def backup_export(backup_id: str = BACKUP_ARG, output: str = typer.Option(..., "--output", "-o", help="Local image file."),
+                  force: bool = typer.Option(False, "--force", help="Overwrite the output file if it exists."),
                   as_json: bool = JSON_OPTION):
-    """Download a disk backup as a raw image file (sparse where the disk was empty)."""
+    """Download a disk backup as a raw image file (sparse where the disk was empty).
+
+    Example: cbr backup export DISK_BACKUP -o disk.img"""
+    if os.path.exists(output) and not force:
+        raise ClientError(f"{output} exists; add --force to overwrite it")
+    c = client()
+    backup_id = resolve_backup(c, backup_id)
     tmp = output + ".part"
     try:
-        written = _download_image(client(), backup_id, tmp, as_json)
+        written = _download_image(c, backup_id, tmp, as_json)
         os.replace(tmp, output)
     except BaseException:  # a damaged backup, a cut connection, Ctrl-C: no partial image stays behind
         with contextlib.suppress(FileNotFoundError):
@@ -246,7 +347,7 @@ def _write_sparse(f, chunk: bytes | bytearray) -> None:
 def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | None, az: str | None, wait: bool,
                             as_json: bool) -> None:
     c = client()
-    out = c.post(f"/backups/{backup_id}/create-disk", {"name": name, "path": os.path.abspath(path),
+    out = c.post(f"/backups/{resolve_backup(c, backup_id)}/create-disk", {"name": name, "path": os.path.abspath(path),
                                                         "size_bytes": size, "availability_zone": az})
     if wait:
         raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
@@ -260,11 +361,20 @@ def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | No
 
 @backup_app.command("ls")
 @handle_errors
-def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory inside the backup."),
+def backup_ls(backup_id: str = BACKUP_ARG, path: str = typer.Argument("/", help="A directory inside the backup."),
               as_json: bool = JSON_OPTION):
     """List files inside a backup without restoring it (file-system backups, and disk backups holding
-    ext or FAT file systems)."""
-    entries = client().get(f"/backups/{backup_id}/files", path=path)["entries"]
+    ext or FAT file systems). Of a server backup, lists its disk backups.
+
+    Examples:
+      cbr backup ls BACKUP
+      cbr backup ls DISK_BACKUP /etc"""
+    c = client()
+    backup = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
+    if backup.get("children"):
+        _list_disk_backups(backup, path, as_json)
+        return
+    entries = c.get(f"/backups/{backup['id']}/files", path=path)["entries"]
     if as_json:
         print_json(entries)
         return
@@ -278,15 +388,29 @@ def backup_ls(backup_id: str, path: str = typer.Argument("/", help="A directory 
     table(rows, [("perm", "Mode"), ("size_h", "Size"), ("when", "Modified"), ("shown", "Name")], title=path)
 
 
+def _list_disk_backups(backup: dict, path: str, as_json: bool) -> None:
+    """A server backup holds one backup per disk: they are what ``ls`` shows of it."""
+    if as_json:
+        print_json(backup["children"])
+        return
+    table([_row(c) for c in backup["children"]],
+          [("id", "Disk backup"), ("resource_name", "Disk"), ("disk_role", "Role"), ("size", "Size"),
+           ("added", "Added")], title=f"server backup {backup['name']}: one backup per disk")
+    err_console.print(f"browse one with: cbr backup ls DISK_BACKUP {path if path != '/' else '[PATH]'}",
+                      highlight=False)
+
+
 @backup_app.command("restore-files")
 @handle_errors
-def backup_restore_files(backup_id: str, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
+def backup_restore_files(backup_id: str = BACKUP_ARG, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
                          to: str = typer.Option(..., "--to", help="Directory to restore into (on the service's "
                                                                   "machine)."),
-                         wait: bool = typer.Option(False, "--wait"), as_json: bool = JSON_OPTION):
-    """Restore single files or directories of a backup into a directory, leaving the resource alone."""
+                         wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Restore single files or directories of a backup into a directory, leaving the resource alone.
+
+    Example: cbr backup restore-files DISK_BACKUP /etc/hosts --to /tmp/out --wait"""
     c = client()
-    task_id = c.post(f"/backups/{backup_id}/restore-files",
+    task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/restore-files",
                      {"paths": list(paths), "destination_path": os.path.abspath(to)})["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
@@ -297,7 +421,7 @@ def backup_restore_files(backup_id: str, paths: list[str] = typer.Argument(..., 
 def create_file_system_from_backup(backup_id: str, name: str, path: str, az: str | None, wait: bool,
                                    as_json: bool) -> None:
     c = client()
-    out = c.post(f"/backups/{backup_id}/create-file-system", {"name": name, "path": os.path.abspath(path),
+    out = c.post(f"/backups/{resolve_backup(c, backup_id)}/create-file-system", {"name": name, "path": os.path.abspath(path),
                                                                "availability_zone": az})
     if wait:
         raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))

@@ -6,8 +6,9 @@ import os
 
 import typer
 
-from opencbr.cli.client import ClientError
-from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
+from opencbr.cli import refs
+from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
+from opencbr.cli.params import AZ_OPTION, BACKUP_ARG, DISK_ARG, FS_ARG, NAME_FILTER, SERVER_ARG, WAIT_OPTION
 from opencbr.domain import resource as R
 
 disk_app = typer.Typer(help="Disks: disk-image files and block devices.", no_args_is_help=True)
@@ -19,18 +20,12 @@ _COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("size", "Size (G
 _KIND_PATH = {R.DISK: "disks", R.SERVER: "servers", R.FILE_SYSTEM: "file-systems"}
 
 
+_KINDS = {"disks": refs.DISK, "servers": refs.SERVER, "file-systems": refs.FILE_SYSTEM}
+
+
 def resolve(kind: str, ref: str) -> str:
-    """A resource id from an id or a unique name."""
-    c = client()
-    items = c.get(f"/inventory/{kind}", limit=1000)["resources"]
-    if any(i["id"] == ref for i in items):
-        return ref
-    named = [i for i in items if i["name"] == ref]
-    if len(named) == 1:
-        return named[0]["id"]
-    if len(named) > 1:
-        raise ClientError(f"{len(named)} {kind} are named {ref!r}; give the id")
-    return ref  # let the server say it does not exist
+    """A resource id from an id, a unique name or a unique id prefix."""
+    return refs.resolve(client(), _KINDS[kind], ref)
 
 
 def _show(obj: dict, as_json: bool) -> None:
@@ -41,6 +36,9 @@ def _show(obj: dict, as_json: bool) -> None:
               ("size_bytes", "Size (bytes)"), ("path", "Path"), ("availability_zone", "AZ"),
               ("encrypted", "Encrypted"), ("server_id", "Server"), ("vault_id", "Vault"),
               ("created_at", "Created")]
+    if obj.get("status") == "error":  # say why, in words: a missing file is the usual cause
+        what = "directory" if obj.get("type") == "OS::Sfs::Turbo" else "image file"
+        obj = {**obj, "status": f"error: {obj.get('status_reason') or f'its {what} is missing or cannot be read'}"}
     details(obj, [f for f in fields if f[0] in obj])
     if obj.get("disks"):
         table(obj["disks"], [("id", "Disk ID"), ("name", "Name"), ("role", "Role"), ("size", "GB"), ("path", "Path")])
@@ -61,11 +59,17 @@ HOST_HELP = ("The host (setting host_group) whose workers can reach PATH, when i
 # ------------------------------------------------------------------------------------ disks
 @disk_app.command("register")
 @handle_errors
-def disk_register(name: str = typer.Option(..., "--name"), path: str = typer.Option(..., "--path"),
-                  az: str = typer.Option(None, "--az"), encrypted: bool = typer.Option(False, "--encrypted"),
-                  description: str = typer.Option("", "--description"),
+def disk_register(name: str = typer.Option(..., "--name", help="A name for the disk."),
+                  path: str = typer.Option(..., "--path", help="The image file or block device (on the service's "
+                                                               "machine)."),
+                  az: str = AZ_OPTION,
+                  encrypted: bool = typer.Option(False, "--encrypted", help="Mark the disk as encrypted (only "
+                                                                             "encrypted vaults then take it)."),
+                  description: str = typer.Option("", "--description", help="Free text shown with it."),
                   host: str = typer.Option(None, "--host", help=HOST_HELP), as_json: bool = JSON_OPTION):
-    """Register a disk image file or block device."""
+    """Register a disk image file or block device.
+
+    Example: cbr disk register --name data1 --path /srv/images/data1.img"""
     body = {"name": name, "path": path if host else os.path.abspath(path), "availability_zone": az,
             "encrypted": encrypted, "description": description, "host": host}
     _show(client().post("/inventory/disks", body)["disk"], as_json)
@@ -73,24 +77,27 @@ def disk_register(name: str = typer.Option(..., "--name"), path: str = typer.Opt
 
 @disk_app.command("list")
 @handle_errors
-def disk_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+def disk_list(name: str = NAME_FILTER, as_json: bool = JSON_OPTION):
+    """The registered disks."""
     _list("disks", as_json, name)
 
 
 @disk_app.command("show")
 @handle_errors
-def disk_show(disk: str, as_json: bool = JSON_OPTION):
+def disk_show(disk: str = DISK_ARG, as_json: bool = JSON_OPTION):
+    """A disk: path, size, status, its server and the vault protecting it."""
     _show(client().get(f"/inventory/disks/{resolve('disks', disk)}")["resource"], as_json)
 
 
 @disk_app.command("create-from-backup")
 @handle_errors
-def disk_create_from_backup(backup_id: str, name: str = typer.Option(..., "--name"),
+def disk_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Option(..., "--name", help="Its name."),
                             path: str = typer.Option(..., "--path", help="The new disk image file."),
                             size: int = typer.Option(None, "--size", help="Bytes; at least the source disk's size."),
-                            az: str = typer.Option(None, "--az"), wait: bool = typer.Option(False, "--wait"),
-                            as_json: bool = JSON_OPTION):
-    """Create a new disk from a disk backup (guide 6.4)."""
+                            az: str = AZ_OPTION, wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Create a new disk from a disk backup (a server backup's disk backups too: see cbr backup ls).
+
+    Example: cbr disk create-from-backup DISK_BACKUP --name copy --path /srv/images/copy.img --wait"""
     from opencbr.cli.backups import create_disk_from_backup
 
     create_disk_from_backup(backup_id, name, path, size, az, wait, as_json)
@@ -98,9 +105,11 @@ def disk_create_from_backup(backup_id: str, name: str = typer.Option(..., "--nam
 
 @disk_app.command("remove")
 @handle_errors
-def disk_remove(disk: str, as_json: bool = JSON_OPTION):
+def disk_remove(disk: str = typer.Argument(..., help="Disk: id, name or id prefix."), yes: bool = YES_OPTION,
+                as_json: bool = JSON_OPTION):
     """Remove a disk from the inventory (the file stays; its backups stay)."""
     rid = resolve("disks", disk)
+    confirm(f"Remove disk {disk} ({rid}) from the inventory?", yes)
     client().delete(f"/inventory/disks/{rid}")
     print_json({"removed": rid}) if as_json else typer.echo(f"removed disk {rid}")
 
@@ -108,11 +117,16 @@ def disk_remove(disk: str, as_json: bool = JSON_OPTION):
 # ------------------------------------------------------------------------------------ servers
 @server_app.command("register")
 @handle_errors
-def server_register(name: str = typer.Option(..., "--name"), system_disk: str = typer.Option(..., "--system-disk"),
-                    data_disk: list[str] = typer.Option(None, "--data-disk"), az: str = typer.Option(None, "--az"),
+def server_register(name: str = typer.Option(..., "--name", help="A name for the server."),
+                    system_disk: str = typer.Option(..., "--system-disk", help="A registered disk: id, name or id "
+                                                                               "prefix."),
+                    data_disk: list[str] = typer.Option(None, "--data-disk", help="A registered disk (repeatable)."),
+                    az: str = AZ_OPTION,
                     stopped: bool = typer.Option(False, "--stopped", help="Register it powered off."),
                     as_json: bool = JSON_OPTION):
-    """Register a server from registered disks (a system disk and any data disks)."""
+    """Register a server from registered disks (a system disk and any data disks).
+
+    Example: cbr server register --name web1 --system-disk sys1 --data-disk data1"""
     body = {"name": name, "system_disk": resolve("disks", system_disk),
             "data_disks": [resolve("disks", d) for d in data_disk or []], "availability_zone": az,
             "status": "stopped" if stopped else "running"}
@@ -121,21 +135,25 @@ def server_register(name: str = typer.Option(..., "--name"), system_disk: str = 
 
 @server_app.command("list")
 @handle_errors
-def server_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+def server_list(name: str = NAME_FILTER, as_json: bool = JSON_OPTION):
+    """The registered servers."""
     _list("servers", as_json, name)
 
 
 @server_app.command("show")
 @handle_errors
-def server_show(server: str, as_json: bool = JSON_OPTION):
+def server_show(server: str = SERVER_ARG, as_json: bool = JSON_OPTION):
+    """A server, its disks and the vault protecting it."""
     _show(client().get(f"/inventory/servers/{resolve('servers', server)}")["resource"], as_json)
 
 
 @server_app.command("remove")
 @handle_errors
-def server_remove(server: str, as_json: bool = JSON_OPTION):
-    """Remove a server from the inventory; its disks become available."""
+def server_remove(server: str = typer.Argument(..., help="Server: id, name or id prefix."), yes: bool = YES_OPTION,
+                  as_json: bool = JSON_OPTION):
+    """Remove a server from the inventory; its disks become available (files and backups stay)."""
     rid = resolve("servers", server)
+    confirm(f"Remove server {server} ({rid}) from the inventory?", yes)
     client().delete(f"/inventory/servers/{rid}")
     print_json({"removed": rid}) if as_json else typer.echo(f"removed server {rid}")
 
@@ -147,34 +165,40 @@ def _power(server: str, status: str, as_json: bool) -> None:
 
 @server_app.command("start")
 @handle_errors
-def server_start(server: str, as_json: bool = JSON_OPTION):
+def server_start(server: str = SERVER_ARG, as_json: bool = JSON_OPTION):
+    """Mark a server running (a running server's disks are read live or through a snapshot)."""
     _power(server, "running", as_json)
 
 
 @server_app.command("stop")
 @handle_errors
-def server_stop(server: str, as_json: bool = JSON_OPTION):
+def server_stop(server: str = SERVER_ARG, as_json: bool = JSON_OPTION):
+    """Mark a server stopped (its backups are then consistent: nothing writes its disks)."""
     _power(server, "stopped", as_json)
 
 
 # ------------------------------------------------------------------------------------ file systems
 @fs_app.command("register")
 @handle_errors
-def fs_register(name: str = typer.Option(..., "--name"), path: str = typer.Option(..., "--path"),
-                az: str = typer.Option(None, "--az"), host: str = typer.Option(None, "--host", help=HOST_HELP),
+def fs_register(name: str = typer.Option(..., "--name", help="A name for the file system."),
+                path: str = typer.Option(..., "--path", help="The directory (on the service's machine)."),
+                az: str = AZ_OPTION, host: str = typer.Option(None, "--host", help=HOST_HELP),
                 as_json: bool = JSON_OPTION):
-    """Register a directory tree as a file system."""
+    """Register a directory tree as a file system.
+
+    Example: cbr fs register --name share --path /srv/share"""
     body = {"name": name, "path": path if host else os.path.abspath(path), "availability_zone": az, "host": host}
     _show(client().post("/inventory/file-systems", body)["file_system"], as_json)
 
 
 @fs_app.command("create-from-backup")
 @handle_errors
-def fs_create_from_backup(backup_id: str, name: str = typer.Option(..., "--name"),
+def fs_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Option(..., "--name", help="Its name."),
                           path: str = typer.Option(..., "--path", help="The new directory."),
-                          az: str = typer.Option(None, "--az"), wait: bool = typer.Option(False, "--wait"),
-                          as_json: bool = JSON_OPTION):
-    """Create a new file system from a file-system backup (guide 6.5)."""
+                          az: str = AZ_OPTION, wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+    """Create a new file system from a file-system backup (this is how file-system backups are restored).
+
+    Example: cbr fs create-from-backup FS_BACKUP --name restored --path /srv/restored --wait"""
     from opencbr.cli.backups import create_file_system_from_backup
 
     create_file_system_from_backup(backup_id, name, path, az, wait, as_json)
@@ -182,19 +206,24 @@ def fs_create_from_backup(backup_id: str, name: str = typer.Option(..., "--name"
 
 @fs_app.command("list")
 @handle_errors
-def fs_list(name: str = typer.Option(None, "--name"), as_json: bool = JSON_OPTION):
+def fs_list(name: str = NAME_FILTER, as_json: bool = JSON_OPTION):
+    """The registered file systems."""
     _list("file-systems", as_json, name)
 
 
 @fs_app.command("show")
 @handle_errors
-def fs_show(fs: str, as_json: bool = JSON_OPTION):
+def fs_show(fs: str = FS_ARG, as_json: bool = JSON_OPTION):
+    """A file system: path, size, status and the vault protecting it."""
     _show(client().get(f"/inventory/file-systems/{resolve('file-systems', fs)}")["resource"], as_json)
 
 
 @fs_app.command("remove")
 @handle_errors
-def fs_remove(fs: str, as_json: bool = JSON_OPTION):
+def fs_remove(fs: str = typer.Argument(..., help="File system: id, name or id prefix."), yes: bool = YES_OPTION,
+              as_json: bool = JSON_OPTION):
+    """Remove a file system from the inventory (the directory stays; its backups stay)."""
     rid = resolve("file-systems", fs)
+    confirm(f"Remove file system {fs} ({rid}) from the inventory?", yes)
     client().delete(f"/inventory/file-systems/{rid}")
     print_json({"removed": rid}) if as_json else typer.echo(f"removed file system {rid}")

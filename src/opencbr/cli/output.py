@@ -4,21 +4,45 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from opencbr.cli.client import ApiClient, ClientConfig, ClientError
+from opencbr.cli.messages import for_cli
+from opencbr.cli.refs import looks_like_id, short_ids
 
-# Piped output is read by scripts and people alike: do not squeeze tables into 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 240)
+# Piped output is read by scripts and people alike: do not squeeze tables into 80 columns (unless COLUMNS
+# says how wide to be).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240)
 err_console = Console(stderr=True)
 
+#: The API's resource types in the words the CLI uses for them (``--json`` keeps the API's).
+RESOURCE_TYPE_WORDS = {"OS::Nova::Server": "server", "OS::Cinder::Volume": "disk", "OS::Sfs::Turbo": "file system"}
+
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+YES_OPTION = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (needed when not on a terminal).")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Destructive commands ask first on a terminal; elsewhere (scripts, pipes) they need ``--yes``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ClientError(f"{question.rstrip('?')}: this cannot be undone, so it needs confirmation; "
+                          "add --yes to run it without a terminal")
+    if not typer.confirm(question, default=False, err=True):
+        err_console.print("nothing was changed")
+        raise typer.Exit(1)
 
 
 def print_json(obj: Any) -> None:
@@ -26,12 +50,61 @@ def print_json(obj: Any) -> None:
 
 
 def table(rows: Iterable[dict], columns: Sequence[tuple[str, str]], title: str | None = None) -> None:
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for _, header in columns:
-        t.add_column(header)
-    for row in rows:
-        t.add_row(*[_cell(row, key) for key, _ in columns])
+    """Ids are never cut: where the full ids do not fit the terminal, they are shown as the shortest
+    prefixes (8 characters or more) that tell them apart, which every command accepts."""
+    cells = [[_local(_cell(row, key), seconds=False) if _is_time(key) else _cell(row, key) for key, _ in columns]
+             for row in rows]
+    id_cols = {n for n in range(len(columns)) if any(looks_like_id(r[n]) for r in cells)}
+    t = _table(cells, columns, id_cols, title)
+    natural = Measurement.get(console, console.options.update(max_width=10**6), t).maximum
+    if id_cols and natural > console.width:
+        short = short_ids({r[n] for r in cells for n in id_cols if looks_like_id(r[n])})
+        cells = [[short.get(v, v) if n in id_cols else v for n, v in enumerate(r)] for r in cells]
+        t = _table(cells, columns, id_cols, title)
     console.print(t)
+
+
+def _table(cells: list[list[str]], columns: Sequence[tuple[str, str]], id_cols: set[int],
+           title: str | None) -> Table:
+    t = Table(title=title, show_lines=False, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True, padding=(0, 1))
+    for n, (key, header) in enumerate(columns):
+        t.add_column(f"{header} ({local_zone()})" if _is_time(key) else header,
+                     no_wrap=n in id_cols or _is_time(key), overflow="fold")
+    for r in cells:
+        t.add_row(*r)
+    return t
+
+
+def _is_time(key: str) -> bool:
+    return key.endswith(("_at", "time")) and key != "local_time"
+
+
+def local_zone() -> str:
+    return datetime.now().astimezone().tzname() or "local"
+
+
+def parse_utc(value: str) -> datetime | None:
+    """A time from the API (UTC, with or without ``Z``), or None if it is not one."""
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _local(value: str, *, seconds: bool = True) -> str:
+    """An API time in this machine's zone (tables), or in it and in UTC (``show``)."""
+    t = parse_utc(value) if value else None
+    if t is None:
+        return value
+    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    local = t.astimezone()
+    if not seconds:
+        return local.strftime(fmt)
+    if local.utcoffset() == timedelta(0):
+        return f"{local.strftime(fmt)} UTC"
+    return f"{local.strftime(fmt)} {local.tzname()} ({t.astimezone(timezone.utc).strftime('%H:%M:%S')} UTC)"
 
 
 def _cell(row: dict, key: str) -> str:
@@ -42,6 +115,8 @@ def _cell(row: dict, key: str) -> str:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if key.endswith("type") and value in RESOURCE_TYPE_WORDS:
+        return RESOURCE_TYPE_WORDS[value]
     return str(value)
 
 
@@ -50,7 +125,7 @@ def details(obj: dict, fields: Sequence[tuple[str, str]], title: str | None = No
     t.add_column(style="bold")
     t.add_column()
     for key, label in fields:
-        t.add_row(label, _cell(obj, key))
+        t.add_row(label, _local(_cell(obj, key)) if _is_time(key) else _cell(obj, key))
     console.print(t)
 
 
@@ -65,7 +140,7 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ClientError as e:
-            prefix = f"{e.code}: " if e.code else ""
-            err_console.print(f"[red]error:[/red] {prefix}{e.message}", highlight=False)
+            code = f" [dim]({e.code})[/dim]" if e.code else ""
+            err_console.print(f"[red]error:[/red] {escape(for_cli(e.message))}{code}", highlight=False)
             raise typer.Exit(1) from None
     return wrapper

@@ -7,8 +7,18 @@ import time
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from opencbr.cli import refs
 from opencbr.cli.client import ApiClient, ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+from opencbr.cli.params import (
+    LIMIT_OPTION,
+    RESOURCE_FILTER,
+    SINCE_OPTION,
+    TASK_ARG,
+    TASK_ARGS,
+    UNTIL_OPTION,
+    VAULT_FILTER,
+)
 
 task_app = typer.Typer(help="Tasks (operation logs): backups, restores, deletions and other long work.",
                        no_args_is_help=True)
@@ -20,24 +30,39 @@ _COLS = [("id", "ID"), ("operation_type", "Type"), ("status", "Status"), ("extra
 
 
 def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: float = 0.5) -> list[dict]:
-    """Follow tasks to the end with a progress bar each; returns their final operation logs."""
+    """Follow tasks to the end with a progress bar each, labelled with what the task works on; returns
+    their final operation logs. Ctrl-C stops following, not the tasks: it says how to follow them again."""
     done: dict[str, dict] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
-        bars = {tid: bar.add_task(tid[:8], total=100) for tid in task_ids}
-        while len(done) < len(task_ids):
-            for tid in task_ids:
-                if tid in done:
-                    continue
-                log = c.get(f"/operation-logs/{tid}")["operation_log"]
-                label = f"{log['operation_type']} {log.get('extra_info', {}).get('resource', {}).get('name') or tid[:8]}"
-                bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
-                           description=f"{label} [{log['status']}]")
-                if log["status"] in FINISHED:
-                    done[tid] = log
-            if len(done) < len(task_ids):
-                time.sleep(poll)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
+            bars: dict[str, int] = {}
+            while len(done) < len(task_ids):
+                for tid in task_ids:
+                    if tid in done:
+                        continue
+                    log = c.get(f"/operation-logs/{tid}")["operation_log"]
+                    if tid not in bars:
+                        bars[tid] = bar.add_task(task_label(log), total=100)
+                    bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
+                               description=f"{task_label(log)} [{log['status']}]")
+                    if log["status"] in FINISHED:
+                        done[tid] = log
+                if len(done) < len(task_ids):
+                    time.sleep(poll)
+    except KeyboardInterrupt:
+        running = [t for t in task_ids if t not in done]
+        err_console.print(f"\nstopped waiting; {'the task keeps' if len(running) == 1 else 'the tasks keep'} "
+                          f"running on the service: {', '.join(running)}\n"
+                          f"follow with: cbr task watch {' '.join(running)}", highlight=False)
+        raise typer.Exit(130) from None
     return [done[t] for t in task_ids]
+
+
+def task_label(log: dict) -> str:
+    """``backup web1``: the kind of work and what it works on."""
+    target = (log.get("extra_info") or {}).get("resource", {}).get("name") or log.get("vault_name") or log["id"][:8]
+    return f"{log['operation_type'].replace('_', ' ')} {target}"
 
 
 def raise_if_failed(logs: list[dict]) -> None:
@@ -48,16 +73,37 @@ def raise_if_failed(logs: list[dict]) -> None:
                           code=lg["error_info"]["code"])
 
 
+def resolve_task(c: ApiClient, ref: str) -> str:
+    """A task id from its id or a unique id prefix; a backup (id, name or prefix) stands for the task
+    that made it, so that ``cbr task watch BACKUP`` follows a backup."""
+    try:
+        tid = refs.resolve(c, refs.TASK, ref)
+        c.get(f"/operation-logs/{tid}")
+        return tid
+    except ClientError as not_a_task:
+        try:
+            bid = refs.resolve(c, refs.BACKUP, ref)
+            task_id = c.get(f"/backups/{bid}")["backup"].get("task_id")
+        except ClientError:
+            raise not_a_task from None
+        if not task_id:
+            raise ClientError(f"backup {bid} has no task to follow") from None
+        return task_id
+
+
 @task_app.command("list")
 @handle_errors
-def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.Option(None, "--type"),
-              vault: str = typer.Option(None, "--vault", help="Vault id."),
-              resource: str = typer.Option(None, "--resource", help="Resource id."),
-              since: str = typer.Option(None, "--since", help="e.g. 2024-01-31T00:00:00Z"),
-              until: str = typer.Option(None, "--until"), limit: int = typer.Option(50, "--limit"),
-              as_json: bool = JSON_OPTION):
-    data = client().get("/operation-logs", status=status, operation_type=type_, vault_id=vault,
-                        resource_id=resource, start_time=since, end_time=until, limit=limit)
+def task_list(status: str = typer.Option(None, "--status", help="Only tasks in this state: queued, running, "
+                                                                 "success, failed..."),
+              type_: str = typer.Option(None, "--type", help="Only tasks of this kind, e.g. backup, restore, "
+                                                             "vault_delete."),
+              vault: str = VAULT_FILTER, resource: str = RESOURCE_FILTER, since: str = SINCE_OPTION,
+              until: str = UNTIL_OPTION, limit: int = LIMIT_OPTION, as_json: bool = JSON_OPTION):
+    """Tasks, newest first: every backup, restore, deletion and retention sweep, with progress and errors."""
+    c = client()
+    data = c.get("/operation-logs", status=status, operation_type=type_,
+                 vault_id=refs.resolve(c, refs.VAULT, vault) if vault else None,
+                 resource_id=refs.resolve_resource(c, resource)["id"] if resource else None, start_time=since, end_time=until, limit=limit)
     if as_json:
         print_json(data["operation_logs"])
     else:
@@ -66,8 +112,10 @@ def task_list(status: str = typer.Option(None, "--status"), type_: str = typer.O
 
 @task_app.command("show")
 @handle_errors
-def task_show(task_id: str, as_json: bool = JSON_OPTION):
-    log = client().get(f"/operation-logs/{task_id}")["operation_log"]
+def task_show(task_id: str = TASK_ARG, as_json: bool = JSON_OPTION):
+    """A task: what it works on, its progress, times and error."""
+    c = client()
+    log = c.get(f"/operation-logs/{resolve_task(c, task_id)}")["operation_log"]
     if as_json:
         print_json(log)
     else:
@@ -81,9 +129,14 @@ def task_show(task_id: str, as_json: bool = JSON_OPTION):
 
 @task_app.command("watch")
 @handle_errors
-def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
-    """Follow tasks with progress bars until they finish; exit 1 if one did not succeed."""
-    logs = wait_for(client(), task_id, quiet=as_json)
+def task_watch(task_id: list[str] = TASK_ARGS, as_json: bool = JSON_OPTION):
+    """Follow tasks with progress bars until they finish; exit 1 if one did not succeed.
+
+    Examples:
+      cbr task watch 3f2a1b9c
+      cbr task watch manualbk_ab12     # the task making that backup"""
+    c = client()
+    logs = wait_for(c, [resolve_task(c, t) for t in task_id], quiet=as_json)
     if as_json:
         print_json(logs)
     raise_if_failed(logs)
@@ -91,7 +144,9 @@ def task_watch(task_id: list[str], as_json: bool = JSON_OPTION):
 
 @task_app.command("cancel")
 @handle_errors
-def task_cancel(task_id: str, as_json: bool = JSON_OPTION):
+def task_cancel(task_id: str = TASK_ARG, as_json: bool = JSON_OPTION):
     """Ask a running task to stop; it ends as failed with 'cancelled', leaving nothing half-made."""
-    log = client().post(f"/operation-logs/{task_id}/cancel")["operation_log"]
+    c = client()
+    task_id = resolve_task(c, task_id)
+    log = c.post(f"/operation-logs/{task_id}/cancel")["operation_log"]
     print_json(log) if as_json else typer.echo(f"cancel requested for task {task_id}")

@@ -373,9 +373,12 @@ class ResourceView:
 
 def _view(s: Session, res: Resource) -> ResourceView:
     disks = server_disks(s, res.id) if res.type == R.SERVER else []
-    vault = s.scalar(select(Vault).join(VaultResource, VaultResource.vault_id == Vault.id)
-                     .where(VaultResource.resource_id == res.id))
-    return ResourceView(res, live_status(s, res), disks, vault)
+    # A disk of a protected server is protected through the server: it shows the server's vault.
+    owners = [res.id] + ([res.server_id] if res.type == R.DISK and res.server_id else [])
+    bound = {vr.resource_id: vr.vault_id for vr in s.scalars(select(VaultResource)
+                                                            .where(VaultResource.resource_id.in_(owners)))}
+    vault_id = next((bound[o] for o in owners if o in bound), None)
+    return ResourceView(res, live_status(s, res), disks, s.get(Vault, vault_id) if vault_id else None)
 
 
 SORT_KEYS = {"created_at": Resource.created_at, "updated_at": Resource.updated_at, "name": Resource.name,

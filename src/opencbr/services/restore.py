@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -242,6 +243,8 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             raise CBRError("the backup or the new disk no longer exists", code="BackupService.6434")
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
+        source = s.get(Resource, b.resource_id)
+        source_path = source.path if source is not None else None
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
     made: list[local.OpenedPath] = []  # the new image, created (O_EXCL) through a checked open
@@ -257,10 +260,19 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         os.ftruncate(new.fd, max(size, FixedIndex.from_manifest(repo.manifest(backup_id)).disk_size))  # guide 6.4
         repo.restore_disk(backup_id, new.path, progress=progress, cancel=progress.cancel, truncate=False,
                           target_fd=new.fd)
+        _follow_source_mode(new.fd, source_path)
         res_svc.record_identity(ctx, disk_id, new)
     for new in made:
         new.close()
 
+
+
+def _follow_source_mode(fd: int, source_path: str | None) -> None:
+    """The new image gets the source image's permission bits (it is created 0600 until complete)."""
+    try:
+        os.fchmod(fd, stat.S_IMODE(os.stat(source_path).st_mode) if source_path else 0o600)
+    except FileNotFoundError:
+        pass
 
 
 # ------------------------------------------------------------------------------------ export

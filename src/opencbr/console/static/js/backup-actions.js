@@ -8,6 +8,14 @@ import {
   switchControl, table, toast, writeGuard,
 } from "./ui.js";
 
+// How a backup's point in time was taken, in the words the vaults use for consistency (the CLI says the same).
+export const CONSISTENCY = {
+  stopped: "Consistent (taken while stopped)",
+  "reflink-snapshot": "Crash-consistent (all disks cloned at one moment)",
+  live: "Read live: consistent per block only",
+  "live-tree": "Read live: consistent per file only",
+};
+
 const started = (what, out) => toast(`${what} started.`, "ok", out && out.operation_log_id ? { link: taskLink(out.operation_log_id) } : {});
 
 // ------------------------------------------------------------------------------------------------ restore
@@ -248,7 +256,7 @@ export function backupDetails(b, vaultName) {
         ["Vault", h("a", { href: `#/vault/${b.vault_id}` }, vaultName || b.vault_id)],
         ["Source size", `${b.resource_size} GB`], ["Backup size (logical)", fmtBytes(b.logical_bytes)],
         ["Added to the vault", fmtBytes(b.added_bytes)], ["Encrypted", ei.encrypted ? "Yes" : "No"],
-        ["Consistency", b.consistency ? `${b.consistency.method || ""}${b.consistency.note ? ` — ${b.consistency.note}` : ""}` : "--"],
+        ["Consistency", b.consistency ? `${CONSISTENCY[b.consistency.method] || b.consistency.method || ""}${b.consistency.note ? ` — ${b.consistency.note}` : ""}` : "--"],
         ["Created", fmtTime(b.created_at)], ["Completed", fmtTime(b.protected_at)],
         ["Expires", b.expired_at ? fmtTime(b.expired_at) : "Never (kept until deleted)"],
         ["Description", b.description || "--"], ["Availability zone", b.resource_az || "--"],

@@ -383,7 +383,10 @@ export function table(columns, rows, { empty = "No data.", rowAttrs, caption } =
   }
   for (const row of rows) {
     const tr = h("tr", rowAttrs ? rowAttrs(row) : {});
-    for (const c of columns) tr.append(h("td", { class: c.cls || undefined }, c.render(row)));
+    // data-label names the column when narrow windows show each row as a card (console.css)
+    for (const c of columns) {
+      tr.append(h("td", { class: c.cls || undefined, dataset: { label: typeof c.title === "string" ? c.title : "" } }, c.render(row)));
+    }
     tbody.append(tr);
     if (row.__detail) tbody.append(row.__detail);
   }

@@ -31,7 +31,7 @@ export async function render(main, { query }, ctx) {
     clear(cards,
       stat("Vaults", String(vaults.length), Object.values(KINDS).map((k) => `${vaults.filter((v) => v.billing.object_type === k.objectType).length} ${k.key}`).join(" · ")),
       stat("Total capacity", `${totalCap} GB`, summary ? `summary: ${summary.size} GB` : ""),
-      stat("Used (used_vault_size)", fmtBytes(used), totalCap ? `${((used / (totalCap * GB)) * 100).toFixed(2)}% of the capacity` : ""),
+      stat("Used capacity", fmtBytes(used), totalCap ? `${((used / (totalCap * GB)) * 100).toFixed(2)}% of the capacity` : ""),
       stat("Above alarm threshold", String(over.length), over.length ? over.map((v) => v.name).join(", ") : "every vault is below its threshold"));
     const row = ({ v, pct }) => {
       const cls = pct >= 100 ? "full" : pct >= (v.threshold || 80) ? "warn" : "";
@@ -42,7 +42,7 @@ export async function render(main, { query }, ctx) {
           h("div.threshold", { title: `Alarm threshold ${v.threshold || 80}%`, style: { left: `${v.threshold || 80}%` } })),
         h("div.val", `${pct < 0.01 && pct > 0 ? "<0.01" : pct.toFixed(2)}% · ${fmtBytes(v.used_bytes)} / ${v.billing.size} GB`));
     };
-    clear(chart, h("h2", "Vault usage (vault_util)"),
+    clear(chart, h("h2", "Capacity usage per vault"),
       list.length ? h("div.chart", h("div.axis", h("span"), h("div.ticks", ["0%", "25%", "50%", "75%", "100%"].map((t) => h("span", t))), h("span")), list.map(row))
         : h("div.empty", h("b", "No vaults"), "Create a vault to see its usage here."),
       h("p.footer-note", "Bars show used capacity against each vault's capacity; the dark mark is the vault's alarm threshold. Refreshed every 15 seconds."));
@@ -52,8 +52,8 @@ export async function render(main, { query }, ctx) {
       const v = vaults.find((x) => x.id === focus);
       if (v && !chart.querySelector(".focus-card")) {
         chart.before(h("div.card.focus-card", { style: { marginBottom: "16px" } }, h("h2", `Vault ${v.name}`), h("dl.kv",
-          h("dt", "used_vault_size"), h("dd", `${(v.used_bytes / GB).toFixed(3)} GB (${fmtBytes(v.used_bytes)})`),
-          h("dt", "vault_util"), h("dd", `${((v.used_bytes / (v.billing.size * GB)) * 100).toFixed(2)} %`),
+          h("dt", { title: "metric used_vault_size" }, "Used capacity"), h("dd", `${(v.used_bytes / GB).toFixed(3)} GB (${fmtBytes(v.used_bytes)})`),
+          h("dt", { title: "metric vault_util" }, "Capacity usage"), h("dd", `${((v.used_bytes / (v.billing.size * GB)) * 100).toFixed(2)} %`),
           h("dt", "Capacity"), h("dd", `${v.billing.size} GB`), h("dt", "Status"), h("dd", badge(v.billing.status)))));
       }
     }

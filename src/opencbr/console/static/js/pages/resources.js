@@ -82,6 +82,7 @@ export async function render(main, { sub }, ctx) {
 
   let rows = [];
   let vaultNames = {};
+  let serverVaults = {};
   let serverNames = {};
   const draw = () => {
     const after = (p) => p.then((ok) => { if (ok) load(); });
@@ -95,7 +96,13 @@ export async function render(main, { sub }, ctx) {
         ? { title: "Disks", render: (r) => h("div", (r.disks || []).map((d) => h("div", `${d.name} `, h("span.hint", `${d.role || "data"} · ${fmtBytes(d.size_bytes)}`)))) }
         : { title: kind === "disks" ? "Path" : "Directory", render: (r) => h("span.mono", r.path) },
       kind === "disks" ? { title: "Attached to", render: (r) => (r.server_id ? h("span", r.role === "system" ? "system disk of " : "data disk of ", h("b", { title: r.server_id }, serverNames[r.server_id] || r.server_id.slice(0, 8))) : h("span.hint", "--")) } : null,
-      { title: "Vault", cls: "nowrap", render: (r) => (r.vault_id ? h("a", { href: `#/vault/${r.vault_id}` }, vaultNames[r.vault_id] || r.vault_id.slice(0, 8)) : h("span.hint", "Not protected")) },
+      {
+        title: "Vault", cls: "nowrap", render: (r) => (r.vault_id
+          ? h("span", h("a", { href: `#/vault/${r.vault_id}` }, vaultNames[r.vault_id] || r.vault_id.slice(0, 8)),
+            // a disk of a protected server is protected through the server
+            kind === "disks" && r.server_id && serverVaults[r.vault_id] ? h("span.sub", "through its server") : null)
+          : h("span.hint", "Not protected")),
+      },
       { title: "AZ", cls: "nowrap", render: (r) => r.availability_zone || "--" },
       { title: "Registered", cls: "nowrap", render: (r) => timeCell(r.created_at) },
       {
@@ -105,7 +112,7 @@ export async function render(main, { sub }, ctx) {
             type: "button", onclick: () => after(confirmDialog({
               title: `Remove ${TABS[kind].noun}`,
               message: [h("p", "Remove ", h("b", r.name), " from the inventory?"),
-                h("p.hint", "Only the registration is removed; the data on the machine stays. Its backups are kept (guide 13.2.9).")],
+                h("p.hint", "Only the registration is removed; the data on the machine stays. Its backups are kept.")],
               onOk: async () => { await api.del(`/inventory/${kind}/${r.id}`); toast(`${r.name} removed.`, "ok"); },
             })),
           }, "Remove"))),
@@ -123,6 +130,7 @@ export async function render(main, { sub }, ctx) {
       rows = r;
       serverNames = Object.fromEntries(srv.map((x) => [x.id, x.name]));
       vaultNames = Object.fromEntries(v.map((x) => [x.id, x.name]));
+      serverVaults = Object.fromEntries(v.map((x) => [x.id, x.billing.object_type === "server"]));
       draw();
     } catch (e) {
       if (ctx.alive) clear(holder, errorAlert(e));

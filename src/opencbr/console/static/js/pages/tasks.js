@@ -1,6 +1,7 @@
 // Guide chapter 9: tasks, filtered by type, status, task ID, resource, vault and time; progress bars that
 // move while tasks run (polled every second); the failure cause; cancelling a running backup.
 import { api, parseTime } from "../api.js";
+import { CONSISTENCY } from "../backup-actions.js";
 import { listVaults } from "../data.js";
 import {
   badge, clear, confirmDialog, errorAlert, fmtBytes, fmtDuration, h, icon, loading, localDayToUtc, progress, select,
@@ -41,7 +42,7 @@ function summary(t) {
     if (b.logical_bytes !== undefined) items.push(["Backed-up data", fmtBytes(b.logical_bytes)]);
     if (b.added_bytes !== undefined) items.push(["Added to the vault", fmtBytes(b.added_bytes)]);
     if (b.incremental !== undefined) items.push(["Kind", b.incremental ? "Incremental" : "Full"]);
-    if (b.consistency) items.push(["Consistency", String(b.consistency)]);
+    if (b.consistency) items.push(["Consistency", CONSISTENCY[b.consistency] || String(b.consistency)]);
     if (b.warnings && b.warnings.length) items.push(["Warnings", b.warnings.map((w) => (typeof w === "string" ? w : `${w.path || ""}: ${w.message || JSON.stringify(w)}`)).join("; ")]);
   }
   if (x.verify) {

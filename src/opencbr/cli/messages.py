@@ -1,0 +1,85 @@
+"""The service's error messages, said in the CLI's words: API field paths become the options that set them,
+guide citations go (a user at a terminal wants the command to run, not a section to read), and the errors
+a first-time user meets get the command that helps."""
+
+from __future__ import annotations
+
+import re
+
+from opencbr.cli.client import ApiClient, ClientError
+
+#: API fields and the CLI options that set them. Longest first, so ``billing.size`` is not read as ``size``.
+FIELD_OPTIONS = {
+    "billing.object_type": "--type", "billing.protect_type": "--protect-type",
+    "billing.consistent_level": "--consistency", "billing.size": "--size", "object_type": "--type",
+    "max_backups": "--keep", "retention_duration_days": "--days", "retention_duration_months": "--months",
+    "day_backups": "--daily", "week_backups": "--weekly", "month_backups": "--monthly", "year_backups": "--yearly",
+    "full_backup_interval": "--full-every", "start_window_minutes": "--start-window", "timezone": "--timezone",
+    "operation_type": "--type", "destination_path": "--to", "volume_id": "--disk", "server_id": "--server",
+    "mappings": "--map", "size_bytes": "--size", "availability_zone": "--az", "start_time": "--since",
+    "end_time": "--until", "destination_region": "--destination-region",
+    "destination_project_id": "--destination-project", "destination_vault_id": "--destination-vault",
+    "auto_expand": "--auto-expand",
+}
+_FIELD = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(f) for f in sorted(FIELD_OPTIONS, key=len, reverse=True))
+                    + r")(?![\w.])")
+_RESOURCES_FIELD = re.compile(r"(?<![\w.])resources(\[\d+\])?(\.id)?(?![\w.])")
+_GUIDE = re.compile(r"\s*\((see )?(the )?guide[ \d.,]*(chapter \d+)?\)|[;,]\s*see (the )?guide [\d.]+", re.I)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def for_cli(message: str) -> str:
+    """A server message with API field paths replaced by CLI options and guide citations removed."""
+    message = _FIELD.sub(lambda m: FIELD_OPTIONS[m.group(1)], message)
+    message = _RESOURCES_FIELD.sub("--resource", message)
+    return _GUIDE.sub("", message).strip()
+
+
+def missing_resource(c: ApiClient, resource_id: str) -> str | None:
+    """Why a resource cannot be used, when the reason is that its image file or directory is gone."""
+    for kind, what in (("disks", "disk image"), ("file-systems", "directory")):
+        try:
+            res = c.get(f"/inventory/{kind}/{resource_id}")["resource"]
+        except ClientError:
+            continue
+        if res.get("status") == "error":
+            reason = res.get("status_reason") or f"the {what} {res.get('path')} is missing or cannot be read"
+            return (f"{res['name']}: {reason}; put it back, or remove it from the inventory "
+                    f"(cbr {'disk' if kind == 'disks' else 'fs'} remove {res['name']})")
+    return None
+
+
+def explain_backup_error(c: ApiClient, e: ClientError) -> ClientError:
+    """``backup create``: a resource in error is explained (a missing image, not "is error")."""
+    ids = _UUID.findall(e.message)
+    problem = missing_resource(c, ids[0]) if e.code == "BackupService.6102" and ids else None
+    return ClientError(f"cannot back up {problem}", code=e.code) if problem else e
+
+
+def explain_restore_error(c: ApiClient, e: ClientError, backup: dict, target_disk: str | None) -> ClientError:
+    """``backup restore``: the errors a user meets restoring for the first time, with the command to use."""
+    ref = backup.get("name") or backup["id"]
+    if e.code == "BackupService.6429":
+        return ClientError("a file-system backup is restored into a new file system, not over the original: "
+                           f"cbr fs create-from-backup {ref} --name NAME --path DIRECTORY", code=e.code)
+    if e.code in ("BackupService.6410", "BackupService.6427"):
+        return ClientError(f"{for_cli(e.message).rstrip('.')}: cbr disk create-from-backup {backup['id']} "
+                           "--name NAME --path FILE", code=e.code)
+    if e.code == "BackupService.6411":
+        disk_id = target_disk or backup.get("resource_id")
+        problem = missing_resource(c, disk_id) if disk_id else None
+        if problem:
+            return ClientError(f"cannot restore onto {problem}; or make a new disk from the backup: "
+                               f"cbr disk create-from-backup {backup['id']} --name NAME --path FILE", code=e.code)
+        try:
+            disk = c.get(f"/inventory/disks/{disk_id}")["resource"]
+        except ClientError:
+            return e
+        if disk.get("server_id"):
+            return ClientError(f"disk {disk['name']} is part of a server: restore the server's backup "
+                               f"(cbr backup restore SERVER_BACKUP --server {disk['server_id']}), or make a new "
+                               f"disk from this one (cbr disk create-from-backup {backup['id']} --name NAME "
+                               "--path FILE)", code=e.code)
+        return ClientError(f"disk {disk['name']} is {disk['status']}; it must be available to be restored",
+                           code=e.code)
+    return e
