@@ -5,7 +5,7 @@
     python bench/disk.py blocksize [--size 2G]     # the block-size study behind DEFAULT_BLOCK_SIZE
     python bench/disk.py memcheck [--copies 4]     # peak RSS at 1x and 4x the disk size
 
-What it does (like ``$OPENCBR_SHARED_BENCH/peers.sh``, default ``../shared/bench``):
+What it does (every tool on the same data, timed the same way):
   1. ``make_dataset.py disk`` builds a VM-like disk image (seed 1);
   2. full backup with every tool; 3. ``make_dataset.py mutate --percent 5 --seed 2`` (in place);
   4. incremental backup with every tool; 5. restore the incremental with every tool and compare.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCH = Path(os.environ.get("OPENCBR_SHARED_BENCH", REPO_ROOT.parent / "shared" / "bench"))
+DATASET_DIR = Path(os.environ.get("OPENCBR_BENCH_DATASET_DIR", REPO_ROOT / "bench"))
 PY = sys.executable
 KEY_HEX = "42" * 32
 
@@ -195,7 +195,7 @@ def run_once(a, work: Path, data: Path) -> tuple[list[Tool], int]:
     if a.reverse:
         tools.reverse()
     img = data / "disk.img"
-    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "disk", str(img), "--size", a.size, "--seed", "1"])
+    sh([PY, str(DATASET_DIR / "make_dataset.py"), "disk", str(img), "--size", a.size, "--seed", "1"])
     size = img.stat().st_size
     settle(img)
 
@@ -229,7 +229,7 @@ def run_once(a, work: Path, data: Path) -> tuple[list[Tool], int]:
     print(f"== full backups of {img} ({size} bytes)", flush=True)
     for t in tools:
         backup(t, "full")
-    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate", str(img), "--percent", "5", "--seed", "2"])
+    sh([PY, str(DATASET_DIR / "make_dataset.py"), "mutate", str(img), "--percent", "5", "--seed", "2"])
     settle(img)
     print("== incremental backups after the mutation", flush=True)
     for t in tools:
@@ -324,9 +324,9 @@ def blocksize_study(work: Path, size: str) -> None:
     data = work / "blocksize"
     data.mkdir(parents=True, exist_ok=True)
     base, mut = data / "base.img", data / "mut.img"
-    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "disk", str(base), "--size", size, "--seed", "1"])
+    sh([PY, str(DATASET_DIR / "make_dataset.py"), "disk", str(base), "--size", size, "--seed", "1"])
     shutil.copyfile(base, mut)
-    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate", str(mut), "--percent", "5", "--seed", "2"])
+    sh([PY, str(DATASET_DIR / "make_dataset.py"), "mutate", str(mut), "--percent", "5", "--seed", "2"])
     z = zstandard.ZstdCompressor(level=1)
 
     def blocks(path: Path, bs: int):
@@ -428,7 +428,7 @@ def memcheck(work: Path, size: str, copies: int) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     img = work / "disk.img"
-    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "disk", str(img), "--size", size, "--seed", "1"])
+    sh([PY, str(DATASET_DIR / "make_dataset.py"), "disk", str(img), "--size", size, "--seed", "1"])
     rows = []
     for c in (1, copies):
         repo = work / f"repo{c}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """File-tree benchmark: OpenCBR vs restic vs borg on the same data, in the same run (issue 5).
 
-Data: ``$OPENCBR_SHARED_BENCH/make_dataset.py tree`` (default ../shared/bench; 30,000 files, 1.5 GiB ~
+Data: ``bench/make_dataset.py tree`` (deterministic; 30,000 files, 1.5 GiB ~
 1.6 GB), then ``mutate-tree``. Every timed operation runs as its own process under
 ``/usr/bin/time -v`` after ``sync`` + dropping the page cache (as ``peers.sh`` does), and reports wall
 seconds, CPU seconds, peak RSS, the peak total PSS of all its processes (sampled every 20 ms) and
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCH = Path(os.environ.get("OPENCBR_SHARED_BENCH", REPO_ROOT.parent / "shared" / "bench"))
+DATASET_DIR = Path(os.environ.get("OPENCBR_BENCH_DATASET_DIR", REPO_ROOT / "bench"))
 PY = os.environ.get("PY", sys.executable)
 KEY_HEX = "11" * 32
 OPS = ["first", "unchanged", "changed", "restore", "restore+sync"]
@@ -313,7 +313,7 @@ def gen_tree(data: Path, files: int, total: str, seed: int, trash: Path) -> None
     if (data / "tree").exists():
         (data / "tree").rename(trash / f"tree-{time.time_ns()}")
     data.mkdir(parents=True, exist_ok=True)
-    sh([PY, str(SHARED_BENCH / "make_dataset.py"), "tree", str(data / "tree"), "--files", str(files),
+    sh([PY, str(DATASET_DIR / "make_dataset.py"), "tree", str(data / "tree"), "--files", str(files),
         "--total", total, "--seed", str(seed)])
 
 
@@ -389,7 +389,7 @@ def main() -> int:
     for tool in tools:
         run_tool(tool, work, data, drop, results, ops)
     if "changed" in ops or "restore" in ops or "restore+sync" in ops:
-        sh([PY, str(SHARED_BENCH / "make_dataset.py"), "mutate-tree", str(data / "tree"), "--percent", "2", "--seed", "2"])
+        sh([PY, str(DATASET_DIR / "make_dataset.py"), "mutate-tree", str(data / "tree"), "--percent", "2", "--seed", "2"])
         # One untimed walk: the first listing of a directory whose mtime the mutation changed updates
         # its atime (relatime), which would be charged to whichever tool's changed backup ran first.
         sh(["find", str(data / "tree"), "-printf", ""])

@@ -70,7 +70,7 @@ class Settings:
     host_group: str = field(default_factory=lambda: socket.gethostname())
     # Seconds between an idle worker's looks for new tasks.
     worker_poll_seconds: float = 0.2
-    # Maximum clock skew accepted on signed requests (cbr_v3.md section 2: 15 minutes).
+    # Maximum clock skew accepted on signed requests (CBR v3 API 2: 15 minutes).
     max_clock_skew_seconds: int = 900
     master_key_hex: str = ""
     # When set, disks and file systems can only be registered below these directories.

@@ -1,4 +1,4 @@
-"""Console sessions: sign in with AK/SK, then X-Auth-Token on the same API (DESIGN.md section 5)."""
+"""Console sessions: sign in with AK/SK, then X-Auth-Token on the same API (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ schema = schemathesis.openapi.from_dict(create_app(None).openapi())  # type: ign
 
 
 class SignedAuth(AuthBase):
-    """Sign the final, prepared request exactly as the SDK would (cbr_v3.md section 2)."""
+    """Sign the final, prepared request exactly as the SDK would (CBR v3 API 2)."""
 
     def __init__(self, creds):
         self.creds = creds

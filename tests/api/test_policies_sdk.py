@@ -1,5 +1,5 @@
 """Policies through the official huaweicloudsdkcbr SDK and signed HTTP, against a real server on SQLite
-and on PostgreSQL: create, show, list, update, apply, remove and delete (cbr_v3.md 6.4, 6.1), the
+and on PostgreSQL: create, show, list, update, apply, remove and delete (CBR v3 API 6.4, 6.1), the
 response shape of section 5, every 4xx rule of the guide (5.2, 5.3, 1.6), the audit traces (ch. 11), and
 the extensions (next execution times, executions, retention dry run)."""
 
@@ -76,7 +76,7 @@ def test_policy_lifecycle_through_the_sdk(server):
     sfx = server.backend
     v = make_vault(c, f"pol-vault-{sfx}")
     pol = make_policy(c, f"daily-{sfx}", max_backups=7, full_backup_interval=-1)
-    # the shape of cbr_v3.md section 5
+    # the shape of CBR v3 API 5
     assert pol.id and pol.name == f"daily-{sfx}" and pol.enabled is True and pol.operation_type == "backup"
     assert pol.operation_definition.max_backups == 7 and pol.operation_definition.full_backup_interval == -1
     assert pol.trigger.type == "time" and pol.trigger.id and pol.trigger.name
@@ -160,7 +160,7 @@ BAD_POLICIES = [
 
 @pytest.mark.parametrize("change,word", BAD_POLICIES)
 def test_invalid_policies_are_rejected_with_400(server, change, word):
-    """Guide 5.2 / 5.3 Table 5-1 and 5-2, cbr_v3.md section 4: every field rule is a 400 that says what."""
+    """Guide 5.2 / 5.3 Table 5-1 and 5-2, CBR v3 API 4: every field rule is a 400 that says what."""
     body = {"name": "ok_name", "operation_type": "backup", "operation_definition": {"max_backups": 3},
             "trigger": {"properties": {"pattern": [PATTERN]}}}
     body.update(change)
@@ -218,7 +218,7 @@ def test_at_most_32_backup_and_32_replication_policies(server):
 def test_vault_binding_rules(server):
     """Guide 1.6 / 5.6: one backup and one replication policy per vault (409); 5.2: backup policies on
     backup vaults; 5.3 and 1.6: replication policies only on server and SFS Turbo backup vaults, with a
-    destination vault (cbr_v3.md 6.1); unknown or foreign policies and vaults are 404."""
+    destination vault (CBR v3 API 6.1); unknown or foreign policies and vaults are 404."""
     c = sdk(server)
     a = api(server)
     sfx = server.backend

@@ -18,7 +18,7 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 
 def sdk(server: ServerProcess, creds: Creds | None = None) -> CbrClient:
-    """The official huaweicloudsdkcbr client, pointed at our endpoint (cbr_v3.md section 1)."""
+    """The official huaweicloudsdkcbr client, pointed at our endpoint (CBR v3 API 1)."""
     c = creds or server.admin
     cfg = HttpConfig.get_default_config()
     cfg.ignore_ssl_verification = True

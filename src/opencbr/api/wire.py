@@ -1,5 +1,5 @@
 """The wire format: Pydantic models of request bodies and functions that shape responses, field for
-field as the official SDK reads them (``shared/api/cbr_v3.md`` section 5).
+field as the official SDK reads them (the CBR v3 API reference (docs/api.md), section 5).
 
 Request models fix the *shape*: types, nesting, and outer bounds on every list, string and integer
 (so that no request can make the service hold or loop over unbounded input, and a 400 names the field).
@@ -250,7 +250,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ responses
 def iso(dt: datetime | None) -> str | None:
-    """ISO-8601 with microseconds, as the public service sends (cbr_v3.md section 1)."""
+    """ISO-8601 with microseconds, as the public service sends (CBR v3 API 1)."""
     return dt.isoformat(timespec="microseconds") if dt else None
 
 

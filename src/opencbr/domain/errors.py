@@ -3,7 +3,7 @@
 Every error raised below `api/` is a :class:`CBRError`. The API maps it to an HTTP response with the CBR
 error body ``{"error_code": ..., "error_msg": ...}``; the CLI prints the same message and exits non-zero.
 Codes follow the public service's convention: ``BackupService.<4 digits>`` for service rules,
-``APIGW.<4 digits>`` for authentication and routing (see ``shared/api/cbr_v3.md`` section 3).
+``APIGW.<4 digits>`` for authentication and routing (docs/api.md).
 """
 
 from __future__ import annotations

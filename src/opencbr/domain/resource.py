@@ -1,6 +1,6 @@
 """Protectable resources: servers, disks and file systems, and the rules on their states.
 
-The guide's ECS / EVS / SFS Turbo map to OpenCBR's server / disk / file system (DESIGN.md section 2).
+The guide's ECS / EVS / SFS Turbo map to OpenCBR's server / disk / file system (docs/design.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ RESOURCE_TYPES = (SERVER, DISK, FILE_SYSTEM)
 OBJECT_TYPE_OF = {SERVER: "server", DISK: "disk", FILE_SYSTEM: "turbo"}
 RESOURCE_TYPE_OF = {v: k for k, v in OBJECT_TYPE_OF.items()}
 
-#: ``provider_id`` of each resource type, as the public API reports them (cbr_v3.md section 4).
+#: ``provider_id`` of each resource type, as the public API reports them (CBR v3 API 4).
 PROVIDER_ID = {
     SERVER: "0daac4c5-6707-4851-97ba-169e36266b66",
     DISK: "d1603440-187d-4516-af25-121250c7cc97",

@@ -1,7 +1,7 @@
 """SDK-HMAC-SHA256 request signing, as the official ``huaweicloudsdkcore`` signer does it.
 
 Both sides use this module: the API verifies signatures with it and the ``cbr`` CLI signs with it, so
-they cannot drift apart. The algorithm is specified in ``shared/api/cbr_v3.md`` section 2.
+they cannot drift apart. The algorithm is specified in the CBR v3 API reference (docs/api.md), section 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def _encode(s: str) -> str:
-    # Only A-Za-z0-9 and -_.~ stay unescaped (cbr_v3.md section 2, step 3.2).
+    # Only A-Za-z0-9 and -_.~ stay unescaped (CBR v3 API 2, step 3.2).
     return quote(s, safe="~")
 
 

@@ -78,7 +78,7 @@ def check_capacity(size: object) -> int:
 
 def check_capacity_change(current_gb: int, new_gb: int, used_bytes: int, status: str) -> int:
     """Guide 3.4: capacity is expanded by at least 1 GB; 3.1 table 3-2: not while the vault is locked.
-    Shrinking is allowed down to what the backups use (cbr_v3.md 6.1 convention), never below 10 GB."""
+    Shrinking is allowed down to what the backups use (CBR v3 API 6.1 convention), never below 10 GB."""
     check_capacity(new_gb)
     if new_gb == current_gb:
         return new_gb
@@ -95,7 +95,7 @@ def check_capacity_change(current_gb: int, new_gb: int, used_bytes: int, status:
 def check_billing_enums(object_type: object, protect_type: object, consistent_level: object,
                         charging_mode: object = "post_paid", cloud_type: object = "public",
                         period_type: object = None) -> None:
-    """The billing enumerations of the CBR API (cbr_v3.md section 4)."""
+    """The billing enumerations of the CBR API (CBR v3 API 4)."""
     for field, value, allowed in (
         ("billing.object_type", object_type, OBJECT_TYPES),
         ("billing.protect_type", protect_type, PROTECT_TYPES),
@@ -175,7 +175,7 @@ def check_tags(tags: object) -> list[dict[str, str]]:
 
 
 def spec_code(object_type: str, protect_type: str, consistent_level: str, cloud_type: str = "public") -> str:
-    """The public service's spec code for a vault (cbr_v3.md section 4)."""
+    """The public service's spec code for a vault (CBR v3 API 4)."""
     if cloud_type == "hybrid":
         return "vault.hybrid.server.normal"
     if protect_type == "replication":
@@ -210,10 +210,10 @@ def check_add_resources(vault: VaultState, resources: Sequence[ResourceState],
     """All rules for associating resources with a vault, in the order a user meets them:
 
     - guide 2.2.1 step 3: a replication vault stores replicas; no resources are associated with it;
-    - guide 1.1 / cbr_v3.md 6.1: the resource type must match the vault's object type;
+    - guide 1.1 / CBR v3 API 6.1: the resource type must match the vault's object type;
     - guide 1.6 and 2.3: the vault and its resources are in the same region;
     - guide 2.3 table 2-1: resource statuses that allow association; a server needs a disk;
-    - guide 2.2.1 step 5 note / cbr_v3.md 6.1: a resource is in at most one backup vault;
+    - guide 2.2.1 step 5 note / CBR v3 API 6.1: a resource is in at most one backup vault;
     - guide 1.2 / issue 4: encrypted disks are only protected in encrypted vaults;
     - guide 1.6 and 2.3: a vault has at most 256 resources;
     - guide 2.3: the total size of the associated resources cannot exceed the vault capacity.

@@ -1,4 +1,4 @@
-"""The data plane (DESIGN.md section 4): chunk store, fixed index for disks, backup/restore/verify/GC.
+"""The data plane (docs/design.md): chunk store, fixed index for disks, backup/restore/verify/GC.
 
 Public API (see each module's docstring)::
 

@@ -1,4 +1,4 @@
-"""The scheduler: turns policies into tasks at the right times, and sweeps retention (DESIGN.md 5).
+"""The scheduler: turns policies into tasks at the right times, and sweeps retention (docs/design.md).
 
 :class:`Scheduler` has no clock of its own: every tick reads the service context's clock (injected in
 tests), and everything it needs to know about the past — which executions were decided — is in the

@@ -322,7 +322,7 @@ def _project_of(s, account_id: str, project_id: str | None) -> Project | None:
 def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str, headers: dict[str, str],
                  body: bytes, path_project_id: str | None, source_ip: str = "",
                  request_id: str = "", cached_only: bool = False) -> Principal:
-    """Verify an SDK-HMAC-SHA256 signed request (cbr_v3.md section 2) and return who sent it.
+    """Verify an SDK-HMAC-SHA256 signed request (CBR v3 API 2) and return who sent it.
 
     401 for a missing or malformed header, an unknown or inactive key, a bad signature, or a date more
     than ``max_clock_skew_seconds`` away from now; 403 when the project in the path or in
@@ -384,7 +384,7 @@ def _token_key(master_key: bytes) -> bytes:
 
 def issue_token(ctx: ServiceContext, access_key: str, secret_key: str, project_id: str | None = None,
                 source_ip: str = "") -> tuple[str, Principal, datetime]:
-    """The web console signs in with an AK/SK pair and then sends ``X-Auth-Token`` (DESIGN.md section 5:
+    """The web console signs in with an AK/SK pair and then sends ``X-Auth-Token`` (docs/design.md:
     tokens for the console). The token is stateless (HMAC with a key derived from the master key) and
     names the access key, which must still be active on every use."""
     if not isinstance(access_key, str) or not _AK_RE.match(access_key):

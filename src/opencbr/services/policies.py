@@ -4,7 +4,7 @@ them; fire their due executions exactly once; apply retention after every backup
 
 Sections:
 
-* **Policies** — the CBR v3 policy routes (cbr_v3.md 6.4) and associate / dissociate (6.1).
+* **Policies** — the CBR v3 policy routes (CBR v3 API 6.4) and associate / dissociate (6.1).
 * **Executions** — what the scheduler (``opencbr.scheduler``) runs on every tick: for each enabled policy
   applied to a vault, the due execution times, the fire/skip decision of ``domain.schedule.decide_due``
   and, for a fired backup execution, one checkpoint made with ``backups.create_checkpoint``. Every

@@ -1,5 +1,5 @@
 """The resource inventory: register, list, show and remove disks, servers and file systems, and
-the CBR ``protectables`` view of them (DESIGN.md section 2: resources come from providers)."""
+the CBR ``protectables`` view of them (docs/design.md: resources come from providers)."""
 
 from __future__ import annotations
 

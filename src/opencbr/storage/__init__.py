@@ -1,4 +1,4 @@
-"""Object-store backends behind one small interface (DESIGN.md section 3).
+"""Object-store backends behind one small interface (docs/design.md).
 
 Public API::
 

@@ -1,4 +1,4 @@
-"""CBR v3 checkpoint and backup routes (cbr_v3.md section 6.3), and OpenCBR's extensions: verify,
+"""CBR v3 checkpoint and backup routes (CBR v3 API 6.3), and OpenCBR's extensions: verify,
 export (download the raw image), create a disk from a backup."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CBR v3 policy routes (cbr_v3.md 6.4), associate / dissociate (6.1), and OpenCBR extensions: the next
+"""CBR v3 policy routes (CBR v3 API 6.4), associate / dissociate (6.1), and OpenCBR extensions: the next
 execution times, the recorded executions, and a retention dry run / prune."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def start_time(dt) -> str:
 
 
 def policy_resp(view: policies.PolicyView) -> dict[str, Any]:
-    """A Policy (cbr_v3.md section 5)."""
+    """A Policy (CBR v3 API 5)."""
     pol, body = view.policy, view.spec.to_wire()
     props = {**body["trigger"]["properties"], "start_time": start_time(pol.trigger_start)}
     return {

@@ -1,4 +1,4 @@
-"""Protectables (cbr_v3.md section 6.2) and the inventory of the local provider (OpenCBR extension,
+"""Protectables (CBR v3 API 6.2) and the inventory of the local provider (OpenCBR extension,
 documented in docs/api-inventory.md)."""
 
 from __future__ import annotations

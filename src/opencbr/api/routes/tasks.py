@@ -1,4 +1,4 @@
-"""Operation logs (tasks; cbr_v3.md section 6.5, guide chapter 9)."""
+"""Operation logs (tasks; CBR v3 API 6.5, guide chapter 9)."""
 
 from __future__ import annotations
 

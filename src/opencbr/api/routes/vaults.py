@@ -1,4 +1,4 @@
-"""CBR v3 vault routes (cbr_v3.md section 6.1)."""
+"""CBR v3 vault routes (CBR v3 API 6.1)."""
 
 from __future__ import annotations
 
