@@ -158,7 +158,7 @@ def test_export_of_damaged_backup(server, tmp_path):
     """Issue 11 item 8: damage seen before the first byte (a pack gone) is a 409 naming the chunk and
     offset; damage met while streaming (a flipped byte) ends the stream so that the CLI says "backup
     damaged: chunk X at offset Y", not "cannot reach"; no partial file is left either way."""
-    c, img, disk, v, b = backed_up(server, tmp_path, f"exp-{server.backend}", size=24 * MiB, seed=9)
+    c, img, disk, v, b = backed_up(server, tmp_path, f"exp-{server.backend}", size=48 * MiB, seed=9)
     out = tmp_path / "exp.img"
     ok = cli(server, "backup", "export", b["id"], "-o", str(out), "--json")
     assert ok.code == 0, ok.err
