@@ -342,7 +342,8 @@ def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Res
 # ------------------------------------------------------------------------------------ progress
 class TaskProgress:
     """Adapts the engine's ``progress(done, total)`` to task progress: throttled, and turning a user's
-    cancel request or a lost lease into the engine's ``cancel`` event (never raising in engine threads)."""
+    cancel request, a lost lease or the ``guard``'s error (e.g. storage running out; kept in
+    ``stopped_by``) into the engine's ``cancel`` event (never raising in engine threads)."""
 
     def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0,
                  guard: Callable[[], None] | None = None):
@@ -354,6 +355,12 @@ class TaskProgress:
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
+        if self.guard is not None and not self.cancel.is_set():  # every call (~10/s): storage fills fast
+            try:
+                self.guard()
+            except CBRError as e:
+                self._stops.append(e)
+                self.cancel.set()
         now = time.monotonic()
         if now - self._last < self.every:
             return
@@ -361,12 +368,6 @@ class TaskProgress:
             if now - self._last < self.every:
                 return
             self._last = now
-            if self.guard is not None:
-                try:
-                    self.guard()
-                except CBRError as e:
-                    self._stops.append(e)
-                    self.cancel.set()
             pct = self.lo + (self.hi - self.lo) * (done / total if total else 1)
             try:
                 self.run.progress(int(pct))
