@@ -14,7 +14,6 @@ fan-out keeps local directories small); ids are random 128-bit hex strings.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -101,6 +100,19 @@ class PackWriter:
         self._pool = pool
         self._lock = threading.Lock()
         self._lanes = [_Lane() for _ in range(2 if sealer.encrypted else 1)]
+        self._coins = self._coins_left = 0  # random bits from os.urandom, 64 at a time
+
+    def _pick(self) -> _Lane:
+        """A lane at random (a system-random bit per record: a syscall per record cost more than the
+        copy of a 64 KiB one)."""
+        if len(self._lanes) == 1:
+            return self._lanes[0]
+        if not self._coins_left:
+            self._coins, self._coins_left = int.from_bytes(os.urandom(8), "little"), 64
+        lane = self._lanes[self._coins & 1]
+        self._coins >>= 1
+        self._coins_left -= 1
+        return lane
 
     def _room(self, lane: _Lane, need: int) -> None:
         """Make the lane's pooled buffer hold ``need`` bytes (a rare oversized pack grows it)."""
@@ -129,7 +141,7 @@ class PackWriter:
         parts = record if isinstance(record, tuple) else (record,)
         n = sum(len(p) for p in parts)
         with self._lock:
-            lane = self._lanes[secrets.randbits(1)] if len(self._lanes) > 1 else self._lanes[0]
+            lane = self._pick()
             self._append(lane, digest, parts, n)
             if lane.size < self.target_size:
                 return None
