@@ -5,7 +5,6 @@ engines work on what was opened, whatever happens to the path afterwards."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
