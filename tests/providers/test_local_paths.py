@@ -5,7 +5,6 @@ engines work on what was opened, whatever happens to the path afterwards."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -151,3 +150,14 @@ def test_point_in_time_views_read_the_opened_disks_and_leave_nothing_behind(plac
         finally:
             views.close()
     assert sorted(os.listdir(roots / "a")) == ["bd.img", "fs"]
+
+
+def test_without_a_file_system_id_the_inode_alone_tells_objects_apart(place):
+    """A network file system has no id and another device number on each machine that mounts it."""
+    roots, _ = place
+    img = roots / "a" / "bd.img"
+    with local.open_resource_path(str(img), DISK, (str(roots),)) as opened:
+        seen_elsewhere = {**local.identity_of(opened.fd), "fsid": "0"}
+    seen_elsewhere["dev"] += 1
+    local.open_resource_path(str(img), DISK, (str(roots),), seen_elsewhere).close()
+    assert "another file" in _refused(str(img), DISK, (str(roots),), {**seen_elsewhere, "ino": -1})

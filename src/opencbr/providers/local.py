@@ -146,7 +146,7 @@ def open_resource_path(path: str, kind: str, roots: tuple[str, ...], identity: d
         try:
             st = os.fstat(fd)
             _check_kind(path, kind, st)
-            check_identity(path, identity, fd, st)
+            check_identity(path, identity, fd)
         except BaseException:
             os.close(fd)
             raise
@@ -203,11 +203,11 @@ def identity_of(fd: int) -> dict:
     return ident
 
 
-def check_identity(path: str, recorded: dict | None, fd: int, st: os.stat_result | None = None) -> None:
+def check_identity(path: str, recorded: dict | None, fd: int) -> None:
     """Refuse another object than the one recorded (``PathSwapped``). A disk's content changes as it is
     used, so its fingerprint is not compared; what must match is the kind and the object itself:
-    file system id and inode (the device number where no file system id was recorded: it may change
-    across reboots where the id does not), or a block device's device number."""
+    file system id and inode (not the device number: it may change across reboots, and differs between
+    machines sharing a network file system), or a block device's device number."""
     if not recorded:
         return  # registered before identities were recorded: the next backup records it
     now = identity_of(fd)
@@ -217,8 +217,8 @@ def check_identity(path: str, recorded: dict | None, fd: int, st: os.stat_result
         same = now["rdev"] == recorded.get("rdev")
     elif recorded.get("fsid") not in (None, "0"):
         same = (now["fsid"], now["ino"]) == (recorded["fsid"], recorded.get("ino"))
-    else:
-        same = (now["dev"], now["ino"]) == (recorded.get("dev"), recorded.get("ino"))
+    else:  # no file system id (NFS, some FUSE): the device number differs between the machines that
+        same = now["ino"] == recorded.get("ino")  # share it, the inode (the server's file id) does not
     if not same:
         raise PathSwapped(f"{path} is another {now['kind']} than the one registered (it was replaced); "
                           "remove the resource and register it again if the new one is to be protected")
