@@ -246,6 +246,7 @@ class CrashCampaign(Campaign):
                                        if final["status"] != "success" else "")
         self.settle(t, task_id, info)
         self.check(t, gcs_before)
+        self.tidy(t)
         t.seconds = round(time.time() - t0, 1)
         t.notes.append(f"seconds: to the kill {t1 - t0:.1f}, recovery {t2 - t1:.1f}, checks {time.time() - t2:.1f}")
         return t
@@ -405,6 +406,15 @@ class CrashCampaign(Campaign):
         used = self.svc.client.get(f"/vaults/{vault}")["vault"]["used_bytes"]
         if used != expected:
             v.append(f"{vault}: used_bytes {used} but the available backups reference {expected} stored bytes")
+
+    def tidy(self, t: Trial) -> None:
+        """After the checks, do what a user would about error backups that still hold a manifest (the
+        checks reported them): delete them, so that later trials start from a clean vault."""
+        for row in self.svc.sql("SELECT id FROM backups WHERE status = 'error'"):
+            if any(row[0] in v and "belongs to no available backup" in v for v in t.violations):
+                log = self.delete_and_wait(row[0])
+                t.notes.append(f"deleted error backup {row[0]} that kept its manifest: {log['status']}")
+        self.svc.wait_quiet(120)
 
     def check_restore(self, t: Trial, bid: str) -> None:
         held = self.held[bid]
