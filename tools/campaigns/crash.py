@@ -87,7 +87,7 @@ class CrashCampaign(Campaign):
         self.disks: dict[str, str] = {}  # resource id -> image path
         self.fs_id = self.fs_path = ""
         self.triggers: dict[str, tuple[str, str]] = {}  # vault id -> (resource id, path) of a tiny resource
-        self.seconds_per_mib = {op: 0.02 for op in OPERATIONS}
+        self.seconds_per_mib = {f"{op}/{kind}": 0.02 for op in OPERATIONS for kind in ("disk", "fs")}
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -123,7 +123,7 @@ class CrashCampaign(Campaign):
         log = self.svc.wait_task(task_id)
         if log["status"] != "success":
             raise AssertionError(f"an uninterrupted backup failed: {log['error_info']}")
-        self.learn("backup", task_id, self.subject_size({"backup_id": bid}))
+        self.learn(f"backup/{kind}", task_id, self.subject_size({"backup_id": bid}))
         return bid
 
     def start_backup_of(self, kind: str) -> tuple[str, str]:
@@ -246,6 +246,7 @@ class CrashCampaign(Campaign):
                                        if final["status"] != "success" else "")
         self.settle(t, task_id, info)
         self.check(t, gcs_before)
+        self.tidy(t)
         t.seconds = round(time.time() - t0, 1)
         t.notes.append(f"seconds: to the kill {t1 - t0:.1f}, recovery {t2 - t1:.1f}, checks {time.time() - t2:.1f}")
         return t
@@ -265,13 +266,13 @@ class CrashCampaign(Campaign):
             deadline = time.time() + 60
             while time.time() < deadline and self.task_state(task_id)[0] == "waiting":
                 time.sleep(0.002)  # the catalog, not the API: a short operation runs for milliseconds
-            t.delay = round(self.rng.uniform(0, self.seconds_per_mib[t.operation] * max(1, t.size / MiB)), 3)
+            t.delay = round(self.rng.uniform(0, self.seconds_per_mib[f"{t.operation}/{t.kind}"] * max(1, t.size / MiB)), 3)
             time.sleep(t.delay)
         status, progress, started, ended = self.task_state(task_id)
         t.victim = self.svc.kill_victim()
         t.state_at_kill = status + (f" {progress}%" if status == "running" else "")
         if status in ("success", "failed"):  # too late: aim the next one by this run's duration
-            self.learn(t.operation, task_id, t.size)
+            self.learn(f"{t.operation}/{t.kind}", task_id, t.size)
 
     def kill_at_manifest(self, t: Trial, task_id: str, backup_id: str) -> None:
         vault = self.held[backup_id].vault_id
@@ -292,7 +293,8 @@ class CrashCampaign(Campaign):
                                   id=task_id)[0])
 
     def learn(self, op: str, task_id: str, size: int) -> None:
-        """How long the task took per MiB of its subject: where the next kill of ``op`` is aimed."""
+        """How long the task took per MiB of its subject: where the next kill of ``op`` ("backup/disk",
+        "restore/fs", ...) is aimed."""
         _, _, start, end = self.task_state(task_id)
         if start and end:
             if isinstance(start, str):  # SQLite hands DateTime columns back as text to a raw query
@@ -406,6 +408,15 @@ class CrashCampaign(Campaign):
         if used != expected:
             v.append(f"{vault}: used_bytes {used} but the available backups reference {expected} stored bytes")
 
+    def tidy(self, t: Trial) -> None:
+        """After the checks, do what a user would about error backups that still hold a manifest (the
+        checks reported them): delete them, so that later trials start from a clean vault."""
+        for row in self.svc.sql("SELECT id FROM backups WHERE status = 'error'"):
+            if any(row[0] in v and "belongs to no available backup" in v for v in t.violations):
+                log = self.delete_and_wait(row[0])
+                t.notes.append(f"deleted error backup {row[0]} that kept its manifest: {log['status']}")
+        self.svc.wait_quiet(120)
+
     def check_restore(self, t: Trial, bid: str) -> None:
         held = self.held[bid]
         if held.kind == "disk":
@@ -423,7 +434,7 @@ class CrashCampaign(Campaign):
         elif fingerprint(held.kind, path) != held.fingerprint:
             t.violations.append(f"available backup {bid} restores different bytes")
         else:
-            self.learn("restore", tid["operation_log_id"], self.subject_size({"backup_id": bid}))
+            self.learn(f"restore/{held.kind}", tid["operation_log_id"], self.subject_size({"backup_id": bid}))
         if target is not None:
             self.remove_resource("file-systems", target["id"], path)
 
