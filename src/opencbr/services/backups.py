@@ -718,6 +718,7 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         repo = repository(ctx, vault, create=False)
     except NotFound:
         return
+    _discard_interrupted(ctx, repo, run.params.get("discard_backups") or [])
     progress = TaskProgress(run)
     try:
         result = repo.gc(progress)
@@ -732,6 +733,16 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             v.used_bytes = used
     run.set_extra(gc={"packs_deleted": result.packs_deleted, "bytes_freed": result.bytes_freed,
                       "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs})
+
+
+def _discard_interrupted(ctx: ServiceContext, repo: Repository, backup_ids: list[str]) -> None:
+    """Manifests that interrupted backups stored before their catalog commit: never Available, they
+    would otherwise keep their chunks (and the vault's used capacity) until the user deletes the row."""
+    with ctx.tx() as s:
+        still = [bid for bid in backup_ids
+                 if (b := s.get(Backup, bid)) is None or (b.status == B.ERROR and b.error_code == INTERRUPTED)]
+    for bid in still:
+        repo.delete_backup(bid)
 
 
 def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) -> None:
@@ -882,6 +893,7 @@ def check_row_matches_manifest(repo: Repository, rows: dict[str, dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------ crashes
+INTERRUPTED = "BackupService.6901"  # a backup whose worker died with no attempt left
 @tasks.on_abandon("backup", "delete")
 def abandon_task(s: Session, task: Task) -> None:
     """A backup or delete task whose worker died: leave nothing claiming to be fine, and have a GC
@@ -889,12 +901,15 @@ def abandon_task(s: Session, task: Task) -> None:
     now = task.ended_at or task.updated_at
     params = task.params or {}
     if task.operation_type == "backup" and params.get("backup_id"):
-        fail_backup_rows(s, params["backup_id"], "BackupService.6901",
+        fail_backup_rows(s, params["backup_id"], INTERRUPTED,
                          "the backup was interrupted (its worker stopped); delete it and back up again", now)
         vault = s.get(Vault, task.vault_id)
-        if vault is not None:
+        if vault is not None:  # its worker may have stored a manifest just before it died: the GC drops it
+            interrupted = [b.id for b in [s.get(Backup, params["backup_id"]), *children(s, params["backup_id"])]
+                           if b is not None and b.status == B.ERROR and b.error_code == INTERRUPTED]
             tasks.new_task(s, project_id=task.project_id, operation_type="gc", now=now, vault_id=vault.id,
-                           vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
+                           vault_name=vault.name, params={"vault_id": vault.id, "discard_backups": interrupted},
+                           max_attempts=3)
     elif task.operation_type == "delete":
         b = s.get(Backup, params.get("backup_id"))
         if b is not None and b.status == B.DELETING:
