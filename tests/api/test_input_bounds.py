@@ -199,3 +199,22 @@ def test_restore_files_refuses_ten_thousand_paths_at_once(server, ids):
 def test_oversized_body_is_a_413(server):
     r = signed(api(server), "POST", "/vaults", body={"vault": {"billing": _BILLING, "description": "x" * (2 << 20)}})
     assert_400(r, "larger", status=413)
+
+
+def test_backup_marker_pages_after_the_marker(server, ids):
+    """``marker`` (the SDK's paging by id) starts after that backup, counted by the database; a backup
+    not in the list is a 400."""
+    c = api(server)
+    for _ in range(2):
+        cp = c.post("/checkpoints", {"checkpoint": {"vault_id": ids["vault"]}})["checkpoint"]
+        task_ok(c, c.get(f"/backups/{cp['vault']['resources'][0]['backup_id']}")["backup"]["task_id"])
+    client = sdk(server)
+    every = [b.id for b in client.list_backups(ListBackupsRequest(vault_id=ids["vault"])).backups]
+    assert len(every) >= 3
+    after = client.list_backups(ListBackupsRequest(vault_id=ids["vault"], marker=every[0], limit=1))
+    assert [b.id for b in after.backups] == [every[1]] and after.count == len(every)
+    after = client.list_backups(ListBackupsRequest(vault_id=ids["vault"], marker=every[0], offset=1))
+    assert [b.id for b in after.backups] == every[2:]
+    with pytest.raises(ClientRequestException) as e:
+        client.list_backups(ListBackupsRequest(vault_id=ids["vault"], marker="no-such-backup"))
+    assert e.value.status_code == 400 and "marker" in e.value.error_msg

@@ -112,10 +112,10 @@ SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "
 
 
 def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int = 1000, offset: int = 0,
-                 sort: listing.Sort | None = None) -> tuple[list[BackupView], int]:
+                 sort: listing.Sort | None = None, marker: str | None = None) -> tuple[list[BackupView], int]:
     """Guide 4.1: search by status, name, id, vault, resource name/id/type, replica or not, and date.
     Disk backups inside a server backup are shown as its ``children``, not on their own, unless asked
-    for by ``parent_id``."""
+    for by ``parent_id``. With ``marker`` the page starts ``offset`` rows after that backup."""
     conds = [Backup.project_id == p.project_id]
     if f.parent_id:
         conds.append(Backup.parent_id == f.parent_id)
@@ -143,9 +143,21 @@ def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int 
     # Newest first by default, as the public API lists backups.
     order = listing.order_by(sort, SORT_KEYS, [Backup.created_at.desc(), Backup.id], Backup.id)
     with ctx.read() as s:
+        if marker:
+            offset += _position(s, conds, order, marker)
         total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
         rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
         return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
+
+
+def _position(s: Session, conds: list, order: list, marker: str) -> int:
+    """How many rows of the list come up to and including ``marker`` (counted by the database, not by
+    loading the list)."""
+    ranked = select(Backup.id, func.row_number().over(order_by=order).label("n")).where(and_(*conds)).subquery()
+    n = s.scalar(select(ranked.c.n).where(ranked.c.id == marker))
+    if n is None:
+        raise InvalidParameter(f"marker {marker} is not a backup of this list")
+    return int(n)
 
 
 def show_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> BackupView:

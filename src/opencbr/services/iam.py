@@ -12,10 +12,12 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import string
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,7 @@ from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateCo
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import ROLES, Principal
 
+log = logging.getLogger("opencbr.iam")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _AK_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _AK_ALPHABET = string.ascii_uppercase + string.digits
@@ -237,7 +240,7 @@ def forget_key(ctx: ServiceContext, access_key: str) -> None:
 
 
 class CatalogNeeded(Exception):
-    """``authenticate(..., cached_only=True)`` cannot decide without reading or writing the catalog."""
+    """``authenticate(..., cached_only=True)`` cannot decide without reading the catalog."""
 
 
 def _key_owner(ctx: ServiceContext, access_key: str, cached_only: bool = False) -> _KeyOwner | None:
@@ -283,20 +286,27 @@ def _scoped_project(ctx: ServiceContext, account_id: str, project_id: str | None
     return found
 
 
-def _record_use(ctx: ServiceContext, owner: _KeyOwner, cached_only: bool = False) -> None:
-    """Note when the key was last used, at most once per ``LAST_USED_RESOLUTION`` per key."""
+def _record_use(ctx: ServiceContext, owner: _KeyOwner) -> None:
+    """Note when the key was last used, at most once per ``LAST_USED_RESOLUTION`` per key, in a thread of
+    its own: a request never waits for the catalog's write lock to say it happened."""
     now = ctx.now()
     if owner.last_used_at is not None and now - owner.last_used_at <= LAST_USED_RESOLUTION:
         return
-    if cached_only:
-        raise CatalogNeeded
-    with ctx.tx() as s:
-        cred = s.get(Credential, owner.access_key)
-        if cred is not None:
-            cred.last_used_at = now
     cache = _key_cache(ctx)
     if cache.get(owner.access_key) is owner:
         cache[owner.access_key] = dataclasses.replace(owner, last_used_at=now)
+    threading.Thread(target=_write_last_used, args=(ctx, owner.access_key, now), name="key-last-used",
+                     daemon=True).start()
+
+
+def _write_last_used(ctx: ServiceContext, access_key: str, when: datetime) -> None:
+    try:
+        with ctx.tx() as s:
+            cred = s.get(Credential, access_key)
+            if cred is not None and (cred.last_used_at is None or cred.last_used_at < when):
+                cred.last_used_at = when
+    except Exception:  # bookkeeping only: the request it records has been answered
+        log.warning("could not record the use of access key %s", access_key, exc_info=True)
 
 
 def _active_credential(s, access_key: str) -> tuple[Credential, User] | tuple[None, None]:
@@ -358,7 +368,7 @@ def authenticate(ctx: ServiceContext, *, method: str, path: str, raw_query: str,
     if header_project and path_project_id and header_project != path_project_id:
         raise Forbidden("X-Project-Id does not match the project in the path", code="APIGW.0305")
     project_id = _scoped_project(ctx, owner.account_id, path_project_id or header_project or "", cached_only)
-    _record_use(ctx, owner, cached_only)
+    _record_use(ctx, owner)
     return Principal(account_id=owner.account_id, project_id=project_id, user_id=owner.user_id,
                      user_name=owner.user_name, role=owner.role, is_operator=owner.is_operator,
                      access_key=owner.access_key, source_ip=source_ip, request_id=request_id)

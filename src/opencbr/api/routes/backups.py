@@ -71,15 +71,7 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
                              statuses=L.statuses(status, B.STATUSES), image_type=L.text(image_type, "image_type"),
                              parent_id=L.text(parent_id, "parent_id"), start_time=start, end_time=end,
                              incremental=incremental, ids=L.texts(id, "id"))
-    if L.text(marker, "marker"):
-        f_all, _ = backups.list_backups(ctx, p, f, limit=100_000, offset=0, sort=order)
-        ids = [v.backup.id for v in f_all]
-        if marker not in ids:
-            raise InvalidParameter(f"marker {marker} is not a backup of this list")
-        views = f_all[ids.index(marker) + 1:][offset:offset + limit]
-        total = len(ids)
-    else:
-        views, total = backups.list_backups(ctx, p, f, limit, offset, order)
+    views, total = backups.list_backups(ctx, p, f, limit, offset, order, marker=L.text(marker, "marker"))
     return {"backups": [wire.backup_resp(v.backup, v.children) for v in views], "count": total, "limit": limit,
             "offset": offset}
 
