@@ -59,6 +59,15 @@ def crashable(tmp_path):
     srv.stop()
 
 
+@pytest.fixture()
+def crashable_last_attempt(tmp_path):
+    """A service whose tasks get one attempt: a task killed with its worker is abandoned, not retried."""
+    srv = ServerProcess(str(tmp_path / "srv"), f"sqlite:///{tmp_path}/srv/catalog.db",
+                        extra_env={"OPENCBR_TASK_LEASE_SECONDS": "6", "OPENCBR_TASK_MAX_ATTEMPTS": "1"}).start()
+    yield srv
+    srv.stop()
+
+
 def restore_and_check(client, backup_id, disk_id, path, expected):
     with open(path, "r+b") as f:  # scribble first, so a no-op restore cannot pass
         f.write(os.urandom(MiB))
@@ -166,11 +175,11 @@ def test_kill_during_gc(crashable, tmp_path):
     assert used < 64 * MiB  # only the small disk's chunks are referenced
 
 
-def test_kill_during_restore_and_create_disk(crashable, tmp_path):
-    """Issue 11 item 14: a restore killed part-way leaves its disk in error with the reason (a mix of old
-    and restored data), and the next restore repairs it; a new disk whose create-disk was killed is
-    removed with its half-written image."""
-    srv = crashable
+def test_kill_during_restore_and_create_disk(crashable_last_attempt, tmp_path):
+    """Issue 11 item 14: a restore killed part-way on its last attempt (with attempts left it is retried
+    and finishes) leaves its disk in error with the reason (a mix of old and restored data), and the next
+    restore repairs it; a new disk whose create-disk was killed is removed with its half-written image."""
+    srv = crashable_last_attempt
     c = api(srv)
     size = 1536 * MiB
     img = big_random_image(tmp_path / "disk.img", size)
@@ -214,6 +223,36 @@ def test_kill_during_restore_and_create_disk(crashable, tmp_path):
     # the next restore repairs the disk: exact data, usable again, no reason left
     tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
     assert wait(c, tid, timeout=300)["status"] == "success"
+    assert sha256(img) == expected
+    res = c.get(f"/inventory/disks/{disk['id']}")["resource"]
+    assert res["status"] == "available" and res["status_reason"] == "", res
+
+
+def test_killed_restore_is_retried_and_finishes_exact(crashable, tmp_path):
+    """Issue 11 item 18: a restore whose service was killed mid-way is taken up again after the restart
+    (attempts are left) and ends with the exact disk, available, with no reason left."""
+    srv = crashable
+    c = api(srv)
+    size = 1536 * MiB
+    img = big_random_image(tmp_path / "disk.img", size)
+    expected = sha256(img)
+    disk = c.post("/inventory/disks", {"name": "retried", "path": img})["disk"]
+    v = c.post("/vaults", {"vault": {"name": "restore-retry", "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    assert wait(c, b["task_id"], timeout=300)["status"] == "success"
+
+    os.truncate(img, 0)
+    os.truncate(img, size)
+    tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
+    wait_running(c, tid, min_progress=26)
+    srv.kill()
+    assert 0 < os.stat(img).st_blocks * 512 < size, "the kill did not land while the restore was writing"
+    srv.start()
+    log = wait(c, tid, timeout=300)
+    assert log["status"] == "success", log
+    assert any(a["outcome"] == "lost" for a in log["extra_info"]["attempts"]), log["extra_info"]
     assert sha256(img) == expected
     res = c.get(f"/inventory/disks/{disk['id']}")["resource"]
     assert res["status"] == "available" and res["status_reason"] == "", res
