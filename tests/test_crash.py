@@ -175,24 +175,29 @@ def test_kill_during_gc(crashable, tmp_path):
     assert used < 64 * MiB  # only the small disk's chunks are referenced
 
 
+def emptied_after_backup(c, tmp_path, name):
+    """A 1.5 GiB random disk, backed up, then emptied (sparse): a restore must write every block."""
+    size = 1536 * MiB
+    img = big_random_image(tmp_path / "disk.img", size)
+    expected = sha256(img)
+    disk = c.post("/inventory/disks", {"name": name, "path": img})["disk"]
+    v = c.post("/vaults", {"vault": {"name": f"{name}-vault", "billing": BILLING,
+                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    assert wait(c, b["task_id"], timeout=300)["status"] == "success"
+    os.truncate(img, 0)
+    os.truncate(img, size)
+    return img, size, expected, disk, b
+
+
 def test_kill_during_restore_and_create_disk(crashable_last_attempt, tmp_path):
     """Issue 11 item 14: a restore killed part-way on its last attempt (with attempts left it is retried
     and finishes) leaves its disk in error with the reason (a mix of old and restored data), and the next
     restore repairs it; a new disk whose create-disk was killed is removed with its half-written image."""
     srv = crashable_last_attempt
     c = api(srv)
-    size = 1536 * MiB
-    img = big_random_image(tmp_path / "disk.img", size)
-    expected = sha256(img)
-    disk = c.post("/inventory/disks", {"name": "victim", "path": img})["disk"]
-    v = c.post("/vaults", {"vault": {"name": "restore-crash", "billing": BILLING,
-                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
-    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
-    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    assert wait(c, b["task_id"], timeout=300)["status"] == "success"
-
-    os.truncate(img, 0)  # an empty (sparse) disk: the restore must write every block
-    os.truncate(img, size)
+    img, size, expected, disk, b = emptied_after_backup(c, tmp_path, "victim")
     tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
     assert c.get(f"/inventory/disks/{disk['id']}")["resource"]["status"] == "restoring"
     wait_running(c, tid, min_progress=26)  # past comparing, writing blocks
@@ -233,18 +238,7 @@ def test_killed_restore_is_retried_and_finishes_exact(crashable, tmp_path):
     (attempts are left) and ends with the exact disk, available, with no reason left."""
     srv = crashable
     c = api(srv)
-    size = 1536 * MiB
-    img = big_random_image(tmp_path / "disk.img", size)
-    expected = sha256(img)
-    disk = c.post("/inventory/disks", {"name": "retried", "path": img})["disk"]
-    v = c.post("/vaults", {"vault": {"name": "restore-retry", "billing": BILLING,
-                                     "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
-    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
-    b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    assert wait(c, b["task_id"], timeout=300)["status"] == "success"
-
-    os.truncate(img, 0)
-    os.truncate(img, size)
+    img, size, expected, disk, b = emptied_after_backup(c, tmp_path, "retried")
     tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
     wait_running(c, tid, min_progress=26)
     srv.kill()
