@@ -12,16 +12,9 @@ import pytest
 from tests.support.clients import cli
 from tests.support.databases import sqlite_url
 from tests.support.disks import MiB, make_image
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, sqlite_server_fixture
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One server on SQLite: what is tested here is the CLI, not the catalog."""
-    d = str(tmp_path_factory.mktemp("first-hour"))
-    srv = ServerProcess(d, sqlite_url(d)).start()
-    yield srv
-    srv.stop()
+server = sqlite_server_fixture("first-hour")  # what is tested here is the CLI, not the catalog
 
 
 def ok(r):

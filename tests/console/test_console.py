@@ -13,9 +13,8 @@ import re
 import pytest
 
 from tests.support.clients import api, task_ok
-from tests.support.databases import sqlite_url
 from tests.support.disks import MiB, make_image, mutate, sha256
-from tests.support.server import Creds, ServerProcess
+from tests.support.server import Creds, sqlite_server_fixture
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):  # pragma: no cover - depends on the machine
@@ -32,12 +31,7 @@ T = 20_000  # ms, UI expectations
 expect.set_options(timeout=T)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("console-srv"))
-    srv = ServerProcess(d, sqlite_url(d)).start()
-    yield srv
-    srv.stop()
+server = sqlite_server_fixture("console-srv")
 
 
 @pytest.fixture(scope="module")

@@ -114,3 +114,20 @@ class ServerProcess:
         c = creds or self.admin
         return {**self.env, "OPENCBR_ENDPOINT": self.url, "OPENCBR_PROJECT_ID": c.project_id,
                 "OPENCBR_AK": c.ak, "OPENCBR_SK": c.sk}
+
+
+def sqlite_server_fixture(name: str):
+    """A module-scoped ``server`` fixture on SQLite alone, for modules that test the CLI or the console
+    rather than the catalog (which ``tests/conftest.py``'s ``server`` runs on both backends)."""
+    import pytest
+
+    from tests.support.databases import sqlite_url
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        d = str(tmp_path_factory.mktemp(name))
+        srv = ServerProcess(d, sqlite_url(d)).start()
+        yield srv
+        srv.stop()
+
+    return server
