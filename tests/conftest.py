@@ -1,40 +1,25 @@
-"""Shared fixtures. Catalog tests run on SQLite and on PostgreSQL (``OPENCBR_TEST_PG_URL``); when
-PostgreSQL is unreachable those runs are skipped and the summary says so loudly."""
+"""Shared fixtures, one per shared thing. Catalog tests run on SQLite and on PostgreSQL
+(``OPENCBR_TEST_PG_URL``); when PostgreSQL is unreachable those runs are skipped and the summary says so
+loudly."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
+from sqlalchemy import select
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests.support.databases import (  # noqa: E402
-    PG_URL,
-    create_pg_database,
-    drop_pg_database,
-    pg_unavailable_reason,
-    sqlite_url,
-)
-from tests.support.server import ServerProcess  # noqa: E402
+from opencbr.catalog.models import User
+from opencbr.config import load_settings
+from opencbr.services import iam
+from opencbr.services.context import open_context
+from opencbr.services.principal import Principal
+from tests.support.clock import FakeClock
+from tests.support.databases import BACKENDS, PG_URL, make_catalog_url, pg_unavailable_reason, release_catalog_url
+from tests.support.s3 import start_moto_server
+from tests.support.server import ServerProcess
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-BACKENDS = ["sqlite", "postgresql"]
-
-
-def make_catalog_url(backend: str, tmp_dir: str) -> str:
-    if backend == "sqlite":
-        return sqlite_url(tmp_dir)
-    reason = pg_unavailable_reason()
-    if reason:
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable ({reason}); PG catalog tests NOT RUN")
-    return create_pg_database()
-
-
-def release_catalog_url(url: str) -> None:
-    if url.startswith("postgresql"):
-        drop_pg_database(url)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,6 +40,38 @@ def server(request, tmp_path_factory):
     yield srv
     srv.stop()
     release_catalog_url(url)
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """The endpoint of the one S3 server (moto) of this test session; stores on it take a fresh bucket each
+    (``tests.support.s3.s3_store_url``)."""
+    url, stop = start_moto_server()
+    yield url
+    stop()
+
+
+@pytest.fixture()
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture()
+def ctx(catalog_url, tmp_path, clock):
+    """A ServiceContext on a fresh catalog (both backends) whose clock the test moves."""
+    settings = load_settings(env={}, data_dir=str(tmp_path), catalog_url=catalog_url, task_lease_seconds=30)
+    c = open_context(settings, clock=clock)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def tenant(ctx) -> Principal:
+    """The bootstrap admin of a fresh catalog, as a principal."""
+    info = iam.bootstrap(ctx)
+    with ctx.tx() as s:
+        user = s.scalar(select(User).where(User.account_id == info.account_id))
+    return iam.principal_for_user(ctx, user.id, info.project_id)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

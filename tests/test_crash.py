@@ -10,45 +10,11 @@ import time
 import pytest
 
 from opencbr.cli.client import ClientError
-from tests.support.clients import api
-from tests.support.disks import MiB, make_image, sha256
-from tests.support.server import ServerProcess
+from tests.support.clients import api, restore_and_check, wait_running, wait_task
+from tests.support.disks import MiB, big_random_image, make_image, sha256
+from tests.support.server import ServerProcess, store_bytes
 
 BILLING = {"object_type": "disk", "size": 100, "consistent_level": "crash_consistent", "protect_type": "backup"}
-
-
-def big_random_image(path, size):
-    with open(path, "wb") as f:
-        for _ in range(size // (16 * MiB)):
-            f.write(os.urandom(16 * MiB))
-    return str(path)
-
-
-def store_bytes(server, vault_id):
-    root = os.path.join(server.data_dir, "objects", "vaults", vault_id)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
-
-
-def wait(client, task_id, timeout=120, want=("success", "failed")):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
-        if log["status"] in want:
-            return log
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not reach {want}")
-
-
-def wait_running(client, task_id, min_progress=1, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
-        if log["status"] == "running" and log["extra_info"]["common"]["progress"] >= min_progress:
-            return log
-        if log["status"] in ("success", "failed"):
-            raise AssertionError(f"task finished before it could be interrupted: {log['status']}")
-        time.sleep(0.05)
-    raise AssertionError("task did not start")
 
 
 @pytest.fixture()
@@ -68,14 +34,6 @@ def crashable_last_attempt(tmp_path):
     srv.stop()
 
 
-def restore_and_check(client, backup_id, disk_id, path, expected):
-    with open(path, "r+b") as f:  # scribble first, so a no-op restore cannot pass
-        f.write(os.urandom(MiB))
-    tid = client.post(f"/backups/{backup_id}/restore", {"restore": {"volume_id": disk_id}})["operation_log_id"]
-    assert wait(client, tid)["status"] == "success"
-    assert sha256(path) == expected
-
-
 def test_kill_during_backup(crashable, tmp_path):
     srv = crashable
     c = api(srv)
@@ -87,7 +45,7 @@ def test_kill_during_backup(crashable, tmp_path):
         {"id": d_small["id"], "type": "OS::Cinder::Volume"}, {"id": d_big["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"resources": [d_small["id"]]}}})
     good = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    assert wait(c, good["task_id"])["status"] == "success"
+    assert wait_task(c, good["task_id"])["status"] == "success"
     good_hash = sha256(small)
     before = store_bytes(srv, v["id"])
 
@@ -99,7 +57,7 @@ def test_kill_during_backup(crashable, tmp_path):
     assert leftovers > 0, "the backup wrote nothing before the kill; the test did not test anything"
 
     srv.start()
-    log = wait(c, doomed["task_id"], timeout=240)
+    log = wait_task(c, doomed["task_id"], timeout=240)
     # a crash is not the end of the backup: the next worker retries it, says so, and it comes out exact
     assert log["status"] == "success", log
     assert "retrying (attempt 2 of 3)" in log["error_info"]["message"]
@@ -114,16 +72,16 @@ def test_kill_during_backup(crashable, tmp_path):
     # as it was before it
     gcs = c.get("/operation-logs", operation_type="gc", vault_id=v["id"])["operation_logs"]
     assert gcs, "no garbage collection was queued after the retried backup"
-    assert wait(c, gcs[0]["id"])["status"] == "success"
+    assert wait_task(c, gcs[0]["id"])["status"] == "success"
     time.sleep(4 * 6 + 1)
-    assert wait(c, c.delete(f"/backups/{doomed['id']}")["operation_log_id"])["status"] == "success"
+    assert wait_task(c, c.delete(f"/backups/{doomed['id']}")["operation_log_id"])["status"] == "success"
     gcs = c.get("/operation-logs", operation_type="gc", vault_id=v["id"])["operation_logs"]
-    assert wait(c, gcs[0]["id"])["status"] == "success"
+    assert wait_task(c, gcs[0]["id"])["status"] == "success"
     assert store_bytes(srv, v["id"]) <= before + 64 * 1024, (before, store_bytes(srv, v["id"]))
     # and the vault works on: a new backup of the big disk succeeds
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"resources": [d_big["id"]]}}})
     again = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    assert wait(c, again["task_id"], timeout=180)["status"] == "success"
+    assert wait_task(c, again["task_id"], timeout=180)["status"] == "success"
 
 
 def test_kill_during_gc(crashable, tmp_path):
@@ -138,18 +96,18 @@ def test_kill_during_gc(crashable, tmp_path):
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
     made = {b["resource_id"]: b for b in c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"]}
     for b in made.values():
-        assert wait(c, b["task_id"], timeout=180)["status"] == "success"
+        assert wait_task(c, b["task_id"], timeout=180)["status"] == "success"
     keep_hash = sha256(keep)
     # a second backup of "keep" after a change, so two backups share most chunks
     with open(keep, "r+b") as f:
         f.write(os.urandom(128 * 1024))
     cp2 = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"resources": [d_keep["id"]]}}})
     keep2 = c.get("/backups", checkpoint_id=cp2["checkpoint"]["id"])["backups"][0]
-    assert wait(c, keep2["task_id"])["status"] == "success"
+    assert wait_task(c, keep2["task_id"])["status"] == "success"
     keep2_hash = sha256(keep)
 
     # delete the big backup: a gc task follows; kill the service while it runs
-    wait(c, c.delete(f"/backups/{made[d_big['id']]['id']}")["operation_log_id"])
+    wait_task(c, c.delete(f"/backups/{made[d_big['id']]['id']}")["operation_log_id"])
     gc = c.get("/operation-logs", operation_type="gc", vault_id=v["id"])["operation_logs"][0]
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -163,7 +121,7 @@ def test_kill_during_gc(crashable, tmp_path):
     assert st == "running", f"the GC was {st} when the service was killed"
 
     srv.start()
-    log = wait(c, gc["id"], timeout=90)
+    log = wait_task(c, gc["id"], timeout=90)
     assert log["status"] in ("success", "failed")
     if log["status"] == "failed":
         assert log["error_info"]["message"]
@@ -185,7 +143,7 @@ def emptied_after_backup(c, tmp_path, name):
                                      "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
     b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    assert wait(c, b["task_id"], timeout=300)["status"] == "success"
+    assert wait_task(c, b["task_id"], timeout=300)["status"] == "success"
     os.truncate(img, 0)
     os.truncate(img, size)
     return img, size, expected, disk, b
@@ -205,7 +163,7 @@ def test_kill_during_restore_and_create_disk(crashable_last_attempt, tmp_path):
     written = os.stat(img).st_blocks * 512
     assert 0 < written < size, "the kill did not land while the restore was writing"
     srv.start()
-    log = wait(c, tid, timeout=60)
+    log = wait_task(c, tid, timeout=60)
     assert log["status"] == "failed" and "stopped responding" in log["error_info"]["message"]
     res = c.get(f"/inventory/disks/{disk['id']}")["resource"]
     assert res["status"] == "error", res
@@ -218,7 +176,7 @@ def test_kill_during_restore_and_create_disk(crashable_last_attempt, tmp_path):
     srv.kill()
     assert target.exists(), "the kill did not land while the new disk was being written"
     srv.start()
-    log = wait(c, out["operation_log_id"], timeout=60)
+    log = wait_task(c, out["operation_log_id"], timeout=60)
     assert log["status"] == "failed"
     assert not target.exists(), "the half-made image of the new disk was left behind"
     with pytest.raises(ClientError) as e:
@@ -227,7 +185,7 @@ def test_kill_during_restore_and_create_disk(crashable_last_attempt, tmp_path):
 
     # the next restore repairs the disk: exact data, usable again, no reason left
     tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
-    assert wait(c, tid, timeout=300)["status"] == "success"
+    assert wait_task(c, tid, timeout=300)["status"] == "success"
     assert sha256(img) == expected
     res = c.get(f"/inventory/disks/{disk['id']}")["resource"]
     assert res["status"] == "available" and res["status_reason"] == "", res
@@ -244,7 +202,7 @@ def test_killed_restore_is_retried_and_finishes_exact(crashable, tmp_path):
     srv.kill()
     assert 0 < os.stat(img).st_blocks * 512 < size, "the kill did not land while the restore was writing"
     srv.start()
-    log = wait(c, tid, timeout=300)
+    log = wait_task(c, tid, timeout=300)
     assert log["status"] == "success", log
     assert any(a["outcome"] == "lost" for a in log["extra_info"]["attempts"]), log["extra_info"]
     assert sha256(img) == expected

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import make_catalog_url, release_catalog_url
 from tests.support.clients import api, task_ok
+from tests.support.databases import make_catalog_url, release_catalog_url
 from tests.support.disks import MiB, make_image, sha256
 from tests.support.server import ServerProcess
 

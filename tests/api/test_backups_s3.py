@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import boto3
 import pytest
 
-from tests.s3server import start_moto_server
 from tests.support.clients import api, task_ok
 from tests.support.disks import MARKER, MiB, make_image, mutate, sha256
+from tests.support.s3 import s3_store_url
 from tests.support.server import ServerProcess
 
 BILLING = {"object_type": "disk", "size": 50, "consistent_level": "crash_consistent", "protect_type": "backup"}
 
 
 @pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    url, stop = start_moto_server()
+def s3_server(tmp_path_factory, moto_url):
     d = tmp_path_factory.mktemp("s3srv")
-    store = f"s3://opencbr-test/prod?endpoint_url={url}&region=us-east-1&access_key=test&secret_key=test"
+    store = s3_store_url(moto_url, prefix="prod")
     srv = ServerProcess(str(d), f"sqlite:///{d}/catalog.db", extra_env={"OPENCBR_OBJECT_STORE": store}).start()
-    srv.s3_url = url
+    srv.s3_url = moto_url
+    srv.bucket = urlsplit(store).netloc
     yield srv
     srv.stop()
-    stop()
 
 
 def test_s3_roundtrip(s3_server, tmp_path):
@@ -46,14 +47,14 @@ def test_s3_roundtrip(s3_server, tmp_path):
     # the data is in the bucket (not on local disk), and none of it is plaintext
     s3 = boto3.client("s3", endpoint_url=s3_server.s3_url, region_name="us-east-1", aws_access_key_id="test",
                       aws_secret_access_key="test")
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="opencbr-test", Prefix="prod/")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket, Prefix="prod/")
             for o in page.get("Contents", [])]
     assert any(f"vaults/{v['id']}/" in k for k in keys)
     for k in keys:
-        assert MARKER not in s3.get_object(Bucket="opencbr-test", Key=k)["Body"].read(), k
+        assert MARKER not in s3.get_object(Bucket=s3_server.bucket, Key=k)["Body"].read(), k
     # deleting the vault removes its data from the bucket
     task_ok(c, c.delete(f"/vaults/{v['id']}")["operation_log_id"])
-    left = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="opencbr-test",
+    left = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket,
                                                                              Prefix=f"prod/vaults/{v['id']}/")
             for o in page.get("Contents", [])]
     assert left == []

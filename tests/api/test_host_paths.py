@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from opencbr.cli.client import ClientError
-from tests.conftest import BACKENDS, make_catalog_url, release_catalog_url
 from tests.support.clients import api, new_tenant, task_ok, wait_task
+from tests.support.databases import BACKENDS, make_catalog_url, release_catalog_url
 from tests.support.disks import make_image, mutate, sha256
 from tests.support.server import ServerProcess
 

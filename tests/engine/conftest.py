@@ -1,26 +1,12 @@
-"""Fixtures for the engine tests: a local store, and an S3 store on a moto_server this session starts
-on a loopback port."""
+"""Fixtures for the engine tests: a local store, and a store on each backend (local directory, and S3 on
+the session's moto server)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_helpers import s3_store_url  # noqa: E402
-from s3server import start_moto_server  # noqa: E402
-
-from opencbr.storage import open_store  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def moto_url():
-    url, stop = start_moto_server()
-    yield url
-    stop()
+from opencbr.storage import open_store
+from tests.support.s3 import s3_store_url
 
 
 @pytest.fixture

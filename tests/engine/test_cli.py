@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from engine_helpers import child_env, make_image, sha256_file
+from tests.support.engine import child_env, make_image, sha256_file
 
 KEY = "11" * 32
 

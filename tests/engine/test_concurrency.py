@@ -20,8 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-from engine_child import run_worker
-from engine_helpers import (
+from opencbr.domain.errors import StateConflict
+from opencbr.engine import Repository
+from opencbr.storage import open_store
+from tests.support.engine import (
     CHILD,
     FAST_LOCKS,
     MASTER_KEY,
@@ -29,44 +31,29 @@ from engine_helpers import (
     assert_clean,
     child_env,
     new_repo,
-    s3_store_url,
     sha256_file,
 )
-
-from opencbr.domain.errors import StateConflict
-from opencbr.engine import Repository
-from opencbr.storage import open_store
-
-_tls = threading.local()
+from tests.support.engine_child import run_worker
+from tests.support.s3 import s3_store_url
 
 
 def _thread_worker(url, prefix, workdir, seed, n, deadline, out: list, errors: list) -> None:
     """run_worker in a thread, with its own Repository object (as a separate client would have)."""
 
     lines: list[str] = []
-    _tls.lines = lines
     try:
         store = PacedStore(open_store(url))
         repo = Repository.open(store, prefix, MASTER_KEY, lock_timing=FAST_LOCKS)
-        run_worker(repo, workdir, seed, n, deadline)
+        run_worker(repo, workdir, seed, n, deadline, say=lambda *parts: lines.append(" ".join(map(str, parts))))
         out.extend(lines)
     except BaseException as e:  # noqa: BLE001
         errors.append(e)
-    finally:
-        _tls.lines = None
-
-
-def _say(*parts) -> None:
-    _tls.lines.append(" ".join(map(str, parts)))
 
 
 def _run(url: str, prefix: str, tmp_path: Path, threads: int, procs: int, ops: int, base_seed: int,
          seconds: float):
     # bounded by operations and by time, so a loaded machine makes the test shorter, not endless
     deadline = time.time() + seconds
-    import engine_child
-
-    engine_child.say = _say  # threads collect their lines; child processes print them
     results: list[str] = []
     errors: list[BaseException] = []
     workdir = tmp_path / "work"

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from engine_helpers import (
+from opencbr.engine import Repository
+from tests.support.engine import (
     CHILD,
     FAST_LOCKS,
     MASTER_KEY,
@@ -20,8 +21,6 @@ from engine_helpers import (
     new_repo,
     sha256_file,
 )
-
-from opencbr.engine import Repository
 
 
 def _restore_all(repo, expected: dict[str, str], tmp_path) -> None:

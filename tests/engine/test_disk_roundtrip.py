@@ -8,12 +8,12 @@ import os
 import threading
 
 import pytest
-from engine_helpers import BS, MASTER_KEY, all_objects, make_image, new_repo, sha256_file
 
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.engine import BackupCancelled, FileDiskSource, Repository
 from opencbr.engine.crypto import ZERO_DIGEST
 from opencbr.engine.packs import read_trailer
+from tests.support.engine import BS, MASTER_KEY, all_objects, make_image, new_repo, sha256_file
 
 
 def test_create_open_and_keys(local_store):

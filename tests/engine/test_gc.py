@@ -6,9 +6,9 @@ import os
 import time
 
 import pytest
-from engine_helpers import BS, assert_clean, make_image, new_repo, sha256_file
 
 from opencbr.domain.errors import StateConflict
+from tests.support.engine import BS, assert_clean, make_image, new_repo, sha256_file
 
 
 def _chunks(n: int, seed: int) -> list[bytes]:

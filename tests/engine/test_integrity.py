@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from engine_helpers import MASTER_KEY, make_image, new_repo, sha256_file
 
 from opencbr.domain.errors import DataCorruption
 from opencbr.engine import Repository
+from tests.support.engine import MASTER_KEY, make_image, new_repo, sha256_file
 
 
 def _pack_keys(store, repo):

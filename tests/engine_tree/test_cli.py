@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import assert_same_tree, build_tree
+from tests.support.engine_tree import assert_same_tree, build_tree
 
 
 def cli(store, *args: str, check: bool = True) -> subprocess.CompletedProcess:

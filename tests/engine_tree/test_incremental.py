@@ -7,8 +7,7 @@ import os
 import random
 
 from opencbr.engine.tree import backup_tree, restore_tree
-
-from .conftest import SMALL_CHUNKS, assert_same_tree, build_tree, new_repo
+from tests.support.engine_tree import SMALL_CHUNKS, assert_same_tree, build_tree, new_repo
 
 
 def _rchar() -> int:

@@ -26,8 +26,7 @@ from opencbr.engine.tree.catalog import CatalogReader, CatalogWriter
 from opencbr.engine.tree.chunker import DEFAULT_PARAMS, ChunkParams, _gear_tables, _keyed_fastcdc
 from opencbr.engine.tree.common import load_index
 from opencbr.engine.tree.cutting import CUT_KEYED, CUT_PUBLIC, ChunkingSecret, chunking_secret
-
-from .conftest import new_repo
+from tests.support.engine_tree import new_repo
 
 TINY = ChunkParams(avg=256, min=64, max=1024)
 _U64 = (1 << 64) - 1

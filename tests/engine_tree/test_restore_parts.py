@@ -14,9 +14,7 @@ from opencbr.domain.errors import DataCorruption
 from opencbr.engine import RestoreCancelled
 from opencbr.engine.tree import backup_tree, restore_tree
 from opencbr.engine.tree import restore as restore_mod
-
-from .conftest import SMALL_CHUNKS, assert_same_tree, build_tree
-from .test_safety import _flip_byte_in_chunk_of
+from tests.support.engine_tree import SMALL_CHUNKS, assert_same_tree, build_tree, flip_byte_in_chunk_of
 
 
 @pytest.fixture
@@ -88,7 +86,7 @@ def test_damage_found_by_a_part_names_the_file(repo, tmp_path, tiny_groups, monk
     src = build_tree(tmp_path / "src")
     backup_tree(repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
     _claims(monkeypatch, who)
-    _flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
+    flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
     with pytest.raises(DataCorruption) as ei:
         restore_tree(repo, "b1", tmp_path / "out", processes=2)
     assert "/bin/random.bin" in ei.value.message and ei.value.code == DataCorruption.code

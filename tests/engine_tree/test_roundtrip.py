@@ -9,8 +9,7 @@ import pytest
 
 from opencbr.domain.errors import InvalidParameter, NotFound
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
-
-from .conftest import IS_ROOT, SMALL_CHUNKS, assert_same_tree, build_tree
+from tests.support.engine_tree import IS_ROOT, SMALL_CHUNKS, assert_same_tree, build_tree
 
 
 def test_roundtrip_every_entry_type(repo, tmp_path):

@@ -15,13 +15,12 @@ import pytest
 
 from opencbr.domain.errors import DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import BackupCancelled, RestoreCancelled
-from opencbr.engine.packs import pack_key
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
 from opencbr.engine.tree.catalog import CatalogWriter
 from opencbr.engine.tree.dynamic_index import FORMAT, DynamicIndex
 from opencbr.engine.tree.entry import DIR, FILE, SYMLINK, Entry, encode
-
-from .conftest import IS_ROOT, MASTER_KEY, SMALL_CHUNKS, build_tree, new_repo
+from tests.support.engine import MASTER_KEY
+from tests.support.engine_tree import IS_ROOT, SMALL_CHUNKS, build_tree, flip_byte_in_chunk_of, new_repo
 
 MARKER = b"OPENCBR-MARKER-7f3a9c1e-do-not-leak"
 
@@ -47,21 +46,10 @@ def test_marker_never_stored_in_clear_when_encrypted(tmp_path, encrypted):
         assert hits  # sanity: the scan does find it when nothing is encrypted
 
 
-def _flip_byte_in_chunk_of(repo, path_in_backup: str, backup_id: str, store_root: Path) -> None:
-    from opencbr.engine.tree import stat_path
-
-    e = stat_path(repo, backup_id, path_in_backup)
-    loc = repo.chunks.reader_index(refresh=True).lookup(e.chunks[0][0])
-    p = store_root / "vaults" / "v1" / pack_key(loc.pack_id)
-    raw = bytearray(p.read_bytes())
-    raw[loc.offset + loc.length // 2] ^= 0x40
-    p.write_bytes(bytes(raw))
-
-
 def test_flipped_byte_is_detected_on_restore_and_verify(repo, tmp_path):
     src = build_tree(tmp_path / "src")
     backup_tree(repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
-    _flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
+    flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
     with pytest.raises(DataCorruption) as ei:
         restore_tree(repo, "b1", tmp_path / "out")
     assert "/bin/random.bin" in ei.value.message

@@ -18,7 +18,7 @@ from opencbr.scheduler import Scheduler
 from opencbr.services import policies
 from opencbr.services.context import open_context
 from opencbr.worker.runner import Worker
-from tests.scheduler.support import MONDAY, disk, policy, vault
+from tests.support.scheduler import MONDAY, disk, policy, vault
 
 VAULTS = 5
 TIMES = "FREQ=DAILY;INTERVAL=1;BYHOUR=1,8,13,18;BYMINUTE=00"

@@ -13,7 +13,7 @@ from opencbr.catalog.models import Task, Vault
 from opencbr.scheduler import Scheduler
 from opencbr.services import policies, resources
 from opencbr.services.context import open_context
-from tests.scheduler.support import MONDAY, Driver, disk, executions, policy, task_rows, top_backups, vault
+from tests.support.scheduler import MONDAY, Driver, disk, executions, policy, task_rows, top_backups, vault
 
 
 def hours(*hs: int) -> str:

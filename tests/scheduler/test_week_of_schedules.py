@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 
 from opencbr.services import backups, policies, tasks
-from tests.scheduler.support import MONDAY, Driver, disk, executions, policy, task_rows, top_backups, vault
+from tests.support.scheduler import MONDAY, Driver, disk, executions, policy, task_rows, top_backups, vault
 
 
 def days(rows) -> list[str]:

@@ -12,6 +12,7 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
 
 from opencbr.cli.client import ApiClient, ClientConfig
+from tests.support.disks import MiB, sha256
 from tests.support.server import Creds, ServerProcess
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -74,6 +75,31 @@ def wait_task(client: ApiClient, task_id: str, timeout: float = 120, *, require_
 def task_ok(client: ApiClient, task_id: str, timeout: float = 120) -> dict:
     """Wait for a task and assert it succeeded."""
     return wait_task(client, task_id, timeout, require_success=True)
+
+
+def wait_running(client: ApiClient, task_id: str, min_progress: int = 1, timeout: float = 60) -> dict:
+    """Poll an operation log until its task runs with at least ``min_progress`` percent done (to interrupt it
+    there); fails if the task finishes first."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = client.get(f"/operation-logs/{task_id}")["operation_log"]
+        if log["status"] == "running" and log["extra_info"]["common"]["progress"] >= min_progress:
+            return log
+        if log["status"] in ("success", "failed"):
+            raise AssertionError(f"task finished before it could be interrupted: {log['status']}")
+        time.sleep(0.05)
+    raise AssertionError("task did not start")
+
+
+def restore_and_check(client: ApiClient, backup_id: str, disk_id: str, path, expected: str) -> None:
+    """Restore a disk backup onto its disk at ``path`` and check the result hashes to ``expected``."""
+    with open(path, "r+b") as f:  # scribble first, so a no-op restore cannot pass
+        f.write(os.urandom(MiB))
+    tid = client.post(f"/backups/{backup_id}/restore", {"restore": {"volume_id": disk_id}})["operation_log_id"]
+    assert wait_task(client, tid)["status"] == "success"
+    assert sha256(path) == expected
 
 
 def sdk_wait_backups(c: CbrClient, ids: list[str], timeout: float = 120) -> list:

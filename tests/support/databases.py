@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 
+import pytest
 import sqlalchemy as sa
 
 PG_URL = os.environ.get("OPENCBR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -47,3 +48,22 @@ def drop_pg_database(url: str) -> None:
 
 def sqlite_url(directory: str) -> str:
     return f"sqlite:///{os.path.join(directory, 'catalog.db')}"
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def make_catalog_url(backend: str, tmp_dir: str) -> str:
+    """A fresh catalog on ``backend`` ("sqlite" in ``tmp_dir``, or a new PostgreSQL database); the test is
+    skipped, loudly, when PostgreSQL is unreachable."""
+    if backend == "sqlite":
+        return sqlite_url(tmp_dir)
+    reason = pg_unavailable_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable ({reason}); PG catalog tests NOT RUN")
+    return create_pg_database()
+
+
+def release_catalog_url(url: str) -> None:
+    if url.startswith("postgresql"):
+        drop_pg_database(url)

@@ -57,3 +57,12 @@ def flip_byte(path, offset: int | None = None) -> None:
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0x40]))
+
+
+def big_random_image(path, size: int) -> str:
+    """All random (nothing to compress or deduplicate), written 16 MiB at a time: for backups that must
+    run long enough to be interrupted."""
+    with open(path, "wb") as f:
+        for _ in range(size // (16 * MiB)):
+            f.write(os.urandom(16 * MiB))
+    return str(path)

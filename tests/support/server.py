@@ -116,6 +116,12 @@ class ServerProcess:
                 "OPENCBR_AK": c.ak, "OPENCBR_SK": c.sk}
 
 
+def store_bytes(server: ServerProcess, vault_id: str) -> int:
+    """Bytes a vault holds in the server's local object store."""
+    root = os.path.join(server.data_dir, "objects", "vaults", vault_id)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+
 def sqlite_server_fixture(name: str):
     """A module-scoped ``server`` fixture on SQLite alone, for modules that test the CLI or the console
     rather than the catalog (which ``tests/conftest.py``'s ``server`` runs on both backends)."""

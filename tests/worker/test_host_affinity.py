@@ -11,8 +11,8 @@ import time
 
 from opencbr.catalog.models import Task
 from opencbr.services.context import open_context
-from tests.conftest import make_catalog_url, release_catalog_url
 from tests.support.clients import api, cli
+from tests.support.databases import make_catalog_url, release_catalog_url
 from tests.support.disks import MiB, make_image, sha256
 from tests.support.server import ServerProcess
 

@@ -17,10 +17,9 @@ import pytest
 
 from opencbr.catalog.models import Task
 from opencbr.services.context import open_context
-from tests.support.clients import api
-from tests.support.disks import MiB, make_image
+from tests.support.clients import api, restore_and_check, wait_running, wait_task
+from tests.support.disks import MiB, big_random_image, make_image, sha256
 from tests.support.server import ServerProcess
-from tests.worker.test_processes import random_image, restores_exact, wait_running, wait_status
 
 BILLING = {"object_type": "disk", "size": 100, "consistent_level": "crash_consistent", "protect_type": "backup"}
 INNER_PID = 99991
@@ -72,7 +71,7 @@ def test_workers_in_other_pid_namespaces_do_not_kill_each_others_work(tmp_path):
     try:
         c = api(srv)
         small = make_image(tmp_path / "small.img", 4 * MiB, seed=5)
-        big = random_image(tmp_path / "big.img", 1536 * MiB)
+        big = big_random_image(tmp_path / "big.img", 1536 * MiB)
         d_small = c.post("/inventory/disks", {"name": "small", "path": small})["disk"]
         d_big = c.post("/inventory/disks", {"name": "big", "path": big, "host": "ns-a"})["disk"]  # A's
         until_available(c, d_big["id"])
@@ -81,7 +80,7 @@ def test_workers_in_other_pid_namespaces_do_not_kill_each_others_work(tmp_path):
             {"id": d_big["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
         cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"resources": [d_small["id"]]}}})
         first = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-        assert wait_status(c, first["task_id"], timeout=120)["status"] == "success"
+        assert wait_task(c, first["task_id"], timeout=120)["status"] == "success"
         cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"resources": [d_big["id"]]}}})
         running = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
         wait_running(c, running["task_id"])
@@ -92,17 +91,17 @@ def test_workers_in_other_pid_namespaces_do_not_kill_each_others_work(tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         # ... and a GC of the same vault (after deleting the first backup), run by B while A backs up
         deleted = c.delete(f"/backups/{first['id']}")["operation_log_id"]
-        assert wait_status(c, deleted, timeout=120)["status"] == "success"
+        assert wait_task(c, deleted, timeout=120)["status"] == "success"
         gc = c.get("/operation-logs", operation_type="gc", vault_id=v["id"])["operation_logs"][0]
-        assert wait_status(c, gc["id"], timeout=120)["status"] == "success"
+        assert wait_task(c, gc["id"], timeout=120)["status"] == "success"
         assert c.get(f"/operation-logs/{running['task_id']}")["operation_log"]["status"] == "running", \
             "the GC finished before A's backup; the test did not test anything"
-        log = wait_status(c, running["task_id"], timeout=300)
+        log = wait_task(c, running["task_id"], timeout=300)
         assert log["status"] == "success", log
         assert log["extra_info"].get("attempts") is None, log["extra_info"].get("attempts")  # never lost
         assert lease_owner(srv, running["task_id"]) == owner
         assert c.get(f"/backups/{running['id']}")["backup"]["status"] == "available"
-        restores_exact(c, running, d_big, big)
+        restore_and_check(c, running["id"], d_big["id"], big, sha256(big))
     finally:
         for p in (a, b, c_proc):
             if p is not None and p.poll() is None:

@@ -13,13 +13,10 @@ import pytest
 
 from opencbr.catalog.models import Backup, Task
 from opencbr.services.context import open_context
-from tests.conftest import make_catalog_url, release_catalog_url
-from tests.support.clients import api
-from tests.support.disks import MiB, sha256
-from tests.support.server import ServerProcess
-from tests.test_crash import big_random_image as random_image
-from tests.test_crash import store_bytes, wait_running
-from tests.test_crash import wait as wait_status
+from tests.support.clients import api, restore_and_check, wait_running, wait_task
+from tests.support.databases import make_catalog_url, release_catalog_url
+from tests.support.disks import MiB, big_random_image, sha256
+from tests.support.server import ServerProcess, store_bytes
 
 BILLING = {"object_type": "disk", "size": 100, "consistent_level": "crash_consistent", "protect_type": "backup"}
 
@@ -36,22 +33,13 @@ def catalog_rows(server, task_id, backup_id):
 
 
 def start_backup(c, tmp_path, size=1024 * MiB):
-    img = random_image(tmp_path / "big.img", size)
+    img = big_random_image(tmp_path / "big.img", size)
     disk = c.post("/inventory/disks", {"name": "big", "path": img})["disk"]
     v = c.post("/vaults", {"vault": {"name": "wp", "billing": BILLING,
                                      "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
     b = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
     return img, disk, v, b
-
-
-def restores_exact(c, b, disk, img):
-    want = sha256(img)
-    with open(img, "r+b") as f:  # scribble first, so a no-op restore cannot pass
-        f.write(os.urandom(MiB))
-    tid = c.post(f"/backups/{b['id']}/restore", {"restore": {"volume_id": disk["id"]}})["operation_log_id"]
-    assert wait_status(c, tid)["status"] == "success"
-    assert sha256(img) == want
 
 
 @contextmanager
@@ -84,10 +72,10 @@ def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tm
         assert store_bytes(srv, v["id"]) < 4 * MiB  # the interrupted run withdrew what it had written
         assert "handed back to the queue" in srv.log()
         srv.start()
-        log = wait_status(c, b["task_id"])
+        log = wait_task(c, b["task_id"])
         assert log["status"] == "success", log
         assert c.get(f"/backups/{b['id']}")["backup"]["status"] == "available"
-        restores_exact(c, b, disk, img)
+        restore_and_check(c, b["id"], disk["id"], img, sha256(img))
 
 
 def worker_children(srv) -> set[int]:
@@ -102,7 +90,7 @@ def test_killed_worker_process_is_replaced_and_its_backup_retried_elsewhere(tmp_
         assert victim in worker_children(srv), "the backup runs in a worker process, not in the API's"
         os.kill(victim, signal.SIGKILL)
         t0 = time.time()
-        log = wait_status(c, b["task_id"], timeout=240)
+        log = wait_task(c, b["task_id"], timeout=240)
         assert log["status"] == "success", log
         task, row = catalog_rows(srv, b["task_id"], b["id"])
         assert task.attempts == 2
@@ -117,5 +105,5 @@ def test_killed_worker_process_is_replaced_and_its_backup_retried_elsewhere(tmp_
         kids = worker_children(srv)
         assert len(kids) == 2 and victim not in kids
         assert "restarting" in srv.log()
-        restores_exact(c, b, disk, img)
+        restore_and_check(c, b["id"], disk["id"], img, sha256(img))
         print(f"failover: backup finished {time.time() - t0:.1f} s after the kill")

@@ -12,7 +12,6 @@ from opencbr import server as _handlers  # noqa: F401 (registers every task hand
 from opencbr.catalog.models import Task
 from opencbr.services import backups, resources, tasks, vaults
 from opencbr.worker.runner import Worker
-from tests.services.conftest import clock, ctx, tenant  # noqa: F401 (fixtures)
 from tests.support.disks import MiB, make_image
 
 

@@ -8,7 +8,6 @@ from opencbr.catalog.db import is_sqlite
 from opencbr.services import tasks
 from opencbr.worker import wakeup
 from opencbr.worker.wakeup import TaskPoller
-from tests.services.conftest import clock, ctx, tenant  # noqa: F401 (fixtures)
 
 
 def test_poller_sees_waiting_tasks_for_its_host_only(ctx, tenant, monkeypatch):  # noqa: F811

@@ -1,31 +1,21 @@
-"""Start a real S3 server (moto_server from moto[server]) on a free loopback port, as a subprocess.
+"""A real S3 server (moto_server from moto[server]) on a free loopback port, as a subprocess.
 
-Usable from any test folder::
-
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    from s3server import start_moto_server
-    url, stop = start_moto_server()
-    try: ... open_store(f"s3://bucket/prefix?endpoint_url={url}&access_key=test&secret_key=test")
-    finally: stop()
-"""
+Tests get one per session through the ``moto_url`` fixture of ``tests/conftest.py``, and a fresh bucket
+per store through ``s3_store_url``."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Callable
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.server import free_port
 
 
 def _moto_command(port: int) -> list[str]:
@@ -40,7 +30,7 @@ def _moto_command(port: int) -> list[str]:
 
 def start_moto_server(timeout: float = 30.0) -> tuple[str, Callable[[], None]]:
     """Start moto_server; return (endpoint_url, stop). ``stop()`` terminates exactly that process."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.setdefault("AWS_ACCESS_KEY_ID", "test")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
@@ -71,3 +61,9 @@ def start_moto_server(timeout: float = 30.0) -> tuple[str, Callable[[], None]]:
                 proc.wait()
 
     return url, stop
+
+
+def s3_store_url(moto_url: str, prefix: str = "objects") -> str:
+    """An object-store URL on a new, empty bucket of the moto server at ``moto_url``."""
+    return (f"s3://b-{uuid.uuid4().hex[:12]}/{prefix}?endpoint_url={moto_url}&region=us-east-1"
+            "&access_key=test&secret_key=test")

@@ -1,4 +1,5 @@
-"""A child process for the crash and concurrency tests (run with ``python engine_child.py ...``).
+"""A child process for the crash and concurrency tests (run with ``python engine_child.py ...`` in
+``tests.support.engine.child_env()``).
 
     backup STORE_URL PREFIX IMAGE BACKUP_ID     prints "progress <done> <total>" lines, then "done"
     gc STORE_URL PREFIX [DELAY]                 GC over a store that sleeps DELAY s per write/delete
@@ -17,12 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_helpers import FAST_LOCKS, MASTER_KEY, PacedStore, make_image, sha256_file  # noqa: E402
-
-from opencbr.domain.errors import CBRError, StateConflict  # noqa: E402
-from opencbr.engine import Repository  # noqa: E402
-from opencbr.storage import LocalStore, open_store  # noqa: E402
+from opencbr.domain.errors import CBRError, StateConflict
+from opencbr.engine import Repository
+from opencbr.storage import LocalStore, open_store
+from tests.support.engine import FAST_LOCKS, MASTER_KEY, PacedStore, make_image, sha256_file
 
 
 class SlowLocalStore(LocalStore):
@@ -70,9 +69,11 @@ def main() -> None:
 POOL = 400  # blocks shared by all images: chunks are reused across backups, yet few backups hold each
 
 
-def run_worker(repo: Repository, workdir: Path, seed: int, n: int, deadline: float = float("inf")) -> None:
+def run_worker(repo: Repository, workdir: Path, seed: int, n: int, deadline: float = float("inf"), *,
+               say=say) -> None:
     """Random backups (images drawn from a shared block pool, so chunks are shared across backups and
-    with deleted backups), deletes of this worker's own backups, and GCs."""
+    with deleted backups), deletes of this worker's own backups, and GCs; one JSON line per finished
+    operation goes to ``say`` (stdout in a child process)."""
     r = random.Random(seed)
     mine: list[str] = []
     for i in range(n):

@@ -1,14 +1,14 @@
-"""Helpers for the engine tests: deterministic disk images, repositories with fast lock timing."""
+"""Helpers for the engine tests: deterministic disk images, repositories with fast lock timing, and the
+child processes (``tests.support.engine_child``) the crash and concurrency tests start."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
-import uuid
 from pathlib import Path
 
-from opencbr.engine import LockTiming, Repository  # noqa: E402
+from opencbr.engine import LockTiming, Repository
 
 MASTER_KEY = bytes(range(32))
 BS = 4096  # small blocks keep test images small while exercising many chunks
@@ -65,11 +65,6 @@ def sha256_file(path: str | Path, size: int | None = None) -> str:
     return h.hexdigest()
 
 
-def s3_store_url(moto_url: str) -> str:
-    return (f"s3://b-{uuid.uuid4().hex[:12]}/objects?endpoint_url={moto_url}&region=us-east-1"
-            "&access_key=test&secret_key=test")
-
-
 def new_repo(store, encrypted: bool = True, prefix: str = "vaults/v1/", **kw) -> Repository:
     return Repository.create(store, prefix, MASTER_KEY if encrypted else None, encrypted=encrypted,
                              block_size=kw.pop("block_size", BS), pack_size=kw.pop("pack_size", 256 << 10),
@@ -80,14 +75,18 @@ def all_objects(store, prefix: str = "") -> dict[str, bytes]:
     return {k: store.get(k) for k, _ in store.list(prefix)}
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def child_env() -> dict:
+    """The environment of a child Python process: this checkout's sources and its ``tests`` package first."""
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = [str(REPO_ROOT / "src"), str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 
-CHILD = str(Path(__file__).resolve().parent / "engine_child.py")
+CHILD = str(Path(__file__).resolve().parent / "engine_child.py")  # run as a script, with child_env()
 
 
 def assert_clean(repo) -> None:
