@@ -56,7 +56,8 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
     manifest is in the store but not in the catalog) in the caller's project. Admins only; a vault
     whose manifests name another project needs the operator."""
     p.require_admin()
-    if not isinstance(vault_id, str) or "/" in vault_id or not vault_id:
+    # the id names one folder of the object store: no separators, no NUL, no dot names (which stores reject)
+    if not isinstance(vault_id, str) or not vault_id or vault_id.startswith(".") or any(c in vault_id for c in "/\\\0"):
         raise InvalidParameter("give the id of a vault in the object store")
     try:
         repo = Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
