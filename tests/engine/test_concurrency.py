@@ -146,4 +146,5 @@ def test_randomized_backups_deletes_and_gc_s3(tmp_path, moto_url):
     repo = new_repo(store, pack_size=32 << 10)
     events = _run(url + "", repo.prefix, tmp_path, threads=2, procs=1, ops=14, base_seed=seed,
                   seconds=15)
+    assert sum(e.get("deleted", 0) for e in events) > 0, "GC never deleted anything: the test proves nothing"
     _check(store, repo.prefix, events, tmp_path)

@@ -9,6 +9,7 @@ import pytest
 
 from opencbr.domain.errors import InvalidParameter
 from opencbr.storage import LocalStore, ObjectStore, open_store
+from tests.support import pagecache
 
 
 def test_put_get_roundtrip_and_range(store: ObjectStore):
@@ -88,6 +89,21 @@ def test_unsynced_writes_visible_and_flush(store: ObjectStore):
     store.flush()
     assert store.get("p/pack1") == b"x" * 1000
     assert store.head("p/pack2") == 10
+
+
+@pytest.mark.skipif(pagecache.unavailable_reason() is not None, reason=str(pagecache.unavailable_reason()))
+def test_flush_writes_unsynced_local_data_to_disk(tmp_path):
+    """Watched in the kernel's page cache: the pages ``sync=False`` writes leave dirty are clean after
+    ``flush`` (a flush that does nothing leaves them dirty), and ``sync=True`` leaves none dirty."""
+    s = LocalStore(tmp_path)
+    s.put("p/pack1", os.urandom(1 << 20), sync=False)
+    assert s.put_if_absent("p/pack2", os.urandom(100_000), sync=False)
+    packs = [tmp_path / "p" / "pack1", tmp_path / "p" / "pack2"]
+    assert all(pagecache.dirty_pages(p) > 0 for p in packs), "unsynced writes are still in memory only"
+    s.flush()
+    assert [pagecache.dirty_pages(p) for p in packs] == [0, 0]
+    s.put("p/synced", os.urandom(1 << 20))
+    assert pagecache.dirty_pages(tmp_path / "p" / "synced") == 0
 
 
 def test_url_roundtrip(store: ObjectStore):
