@@ -36,9 +36,11 @@ deps-test:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-## make test: everything the tests need, then the whole suite.
+## make test: everything the tests need, then the whole suite, in random order (pytest-randomly prints
+## the seed: PYTEST_ARGS=--randomly-seed=N repeats an order, -p no:randomly turns it off) on two worker
+## processes (pytest-xdist), each test file kept on one worker so its module-scoped servers start once.
 test: venv deps-test
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 ## make lock: re-pin the transitive dependencies after changing pyproject.toml.
 lock:
