@@ -6,7 +6,17 @@ import typer
 
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient
-from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
+from opencbr.cli.output import (
+    JSON_OPTION,
+    YES_OPTION,
+    client,
+    confirm,
+    details,
+    handle_errors,
+    human,
+    print_json,
+    table,
+)
 from opencbr.cli.params import DESCRIPTION_OPTION, NAME_FILTER, VAULT_ARG
 from opencbr.cli.tasks import raise_if_failed, wait_for
 
@@ -32,8 +42,6 @@ def _resource_ids(c: ApiClient, vault_type: str, resources: list[str]) -> list[s
 
 
 def _row(v: dict) -> dict:
-    from opencbr.cli.backups import human
-
     used = v.get("used_bytes")
     used = used if used is not None else v["billing"]["used"] * 1024**2
     level = v["billing"].get("consistent_level")
