@@ -9,6 +9,11 @@ from rich.panel import Panel
 from opencbr import __version__
 from opencbr.cli.client import client_config_path, write_client_config
 from opencbr.cli.output import console
+from opencbr.config import load_settings
+from opencbr.domain.errors import CBRError
+
+# Each command imports its process only when it runs: the API, the catalog and the workers are heavy,
+# and every other `cbr` command (an API client) starts without them.
 
 
 def _fail(message: str) -> None:
@@ -22,9 +27,7 @@ def serve(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data 
                                             help="Write the CLI configuration file for the bootstrap user.")):
     """Start the service: the API, console and scheduler in this process, and `workers` worker processes
     beside it (restarted if they die; SIGTERM or Ctrl-C hands their running tasks back to the queue)."""
-    from opencbr.config import load_settings
-    from opencbr.domain.errors import CBRError
-    from opencbr.server.serve import serve as serve_forever
+    from opencbr.server.serve import run_service
 
     settings = load_settings(data_dir=data_dir, listen=listen)
 
@@ -48,7 +51,7 @@ def serve(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data 
             title="ready"), highlight=False)
 
     try:
-        serve_forever(settings, on_ready=ready)
+        run_service(settings, on_ready=ready)
     except CBRError as e:
         _fail(e.message)
 
@@ -59,8 +62,6 @@ def worker(count: int = typer.Option(2, "--count", help="Worker threads in this 
                                            help="Started by `opencbr serve`: stop when it stops.")):
     """Run workers only (on another machine sharing the catalog and the object store, with its own
     `host_group`). SIGTERM or Ctrl-C hands the running tasks back to the queue."""
-    from opencbr.config import load_settings
-    from opencbr.domain.errors import CBRError
     from opencbr.server.worker import run_workers
 
     try:
@@ -72,8 +73,6 @@ def worker(count: int = typer.Option(2, "--count", help="Worker threads in this 
 def scheduler(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data or OPENCBR_DATA_DIR.")):
     """Run the scheduler only (another machine sharing the catalog; several schedulers fire each
     execution once)."""
-    from opencbr.config import load_settings
-    from opencbr.domain.errors import CBRError
     from opencbr.server.scheduler import run_scheduler
 
     try:

@@ -27,7 +27,7 @@ class ListenError(CBRError):
     code = "OpenCBR.Listen"
 
 
-def serve(settings: Settings, *, on_ready: Callable[[iam.BootstrapInfo], None]) -> None:
+def run_service(settings: Settings, *, on_ready: Callable[[iam.BootstrapInfo], None]) -> None:
     """Start the service, call ``on_ready`` with the bootstrap user's credentials once the API answers,
     and serve until SIGINT/SIGTERM. Raises :class:`CBRError` (e.g. the address is taken, the catalog is
     damaged) with a message for the operator."""
