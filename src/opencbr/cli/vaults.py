@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from opencbr.cli import refs
+from opencbr.cli import output, refs
 from opencbr.cli.client import ApiClient
-from opencbr.cli.output import (
-    JSON_OPTION,
-    YES_OPTION,
-    client,
-    confirm,
-    details,
-    handle_errors,
-    human,
-    print_json,
-    table,
-)
+from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.cli.params import DESCRIPTION_OPTION, NAME_FILTER, VAULT_ARG
 from opencbr.cli.tasks import raise_if_failed, wait_for
 
@@ -45,7 +35,7 @@ def _row(v: dict) -> dict:
     used = v.get("used_bytes")
     used = used if used is not None else v["billing"]["used"] * 1024**2
     level = v["billing"].get("consistent_level")
-    return {**v, "usage": f"{human(used)} / {v['billing']['size']} GB", "used_h": human(used),
+    return {**v, "usage": f"{output.human(used)} / {v['billing']['size']} GB", "used_h": output.human(used),
             "nres": len(v["resources"]), "az": v.get("availability_zone") or "any",
             "consistency": CONSISTENCY.get(level, level)}
 
