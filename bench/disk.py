@@ -213,7 +213,7 @@ def run_once(a, work: Path, data: Path) -> tuple[list[Tool], int]:
 
     def backup(t: Tool, op: str) -> None:
         if t.name.startswith("opencbr"):
-            args = ["backup", str(img), "--id", op] + (["--parent", "full"] if op == "incr" else [])
+            args = ["disk", "backup", str(img), "--id", op] + (["--parent", "full"] if op == "incr" else [])
             t.ops[op] = timed(opencbr_cmd(t, *args), env=env_src)
         elif t.name == "restic":
             t.ops[op] = timed(["restic", "-q", "-r", str(t.repo), "backup", "--host", "bench", "disk.img"],
@@ -241,7 +241,7 @@ def run_once(a, work: Path, data: Path) -> tuple[list[Tool], int]:
         dst.mkdir(parents=True)
         if t.name.startswith("opencbr"):
             out = dst / "disk.img"
-            t.ops["restore"] = timed(opencbr_cmd(t, "restore", "incr", str(out)), env=env_src)
+            t.ops["restore"] = timed(opencbr_cmd(t, "disk", "restore", "incr", str(out)), env=env_src)
         elif t.name == "restic":
             t.ops["restore"] = timed(["restic", "-q", "-r", str(t.repo), "restore", "latest", "--target", str(dst)],
                                      env=penv)

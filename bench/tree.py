@@ -12,7 +12,7 @@ Operations per tool: first backup, unchanged re-backup, changed re-backup (after
 full restore of the changed backup (checked with ``diff -r --no-dereference``).
 
 Variants: ``opencbr`` (encrypted, AES-256-GCM) and ``opencbr-plain`` (unencrypted) through
-``python -m opencbr.engine.tree``; ``restic`` (always encrypted); ``borg-blake2`` (repokey-blake2) and
+``python -m opencbr.engine tree ...``; ``restic`` (always encrypted); ``borg-blake2`` (repokey-blake2) and
 ``borg-none`` (unencrypted), both ``--compression zstd,3`` like peers.sh. Ratios: encrypted OpenCBR
 against restic and borg-blake2; unencrypted OpenCBR against borg-none.
 
@@ -173,7 +173,7 @@ class Tool:
         self.prev: str | None = None
 
     def ocbr(self, *args: str) -> list[str]:
-        return [PY, "-m", "opencbr.engine.tree", "--store", self.repo.as_uri(), "--prefix", "v", *args]
+        return [PY, "-m", "opencbr.engine", "--store", self.repo.as_uri(), "--prefix", "v", *args]
 
     def init(self) -> None:
         shutil.rmtree(self.repo, ignore_errors=True)
@@ -199,7 +199,7 @@ class Tool:
             return ["restic", "-q", "-r", str(self.repo), "backup", "--host", "bench", "tree"]
         if self.v.startswith("borg"):
             return ["borg", "create", "--compression", "zstd,3", f"{self.repo}::{name}", "tree"]
-        cmd = self.ocbr("backup", str(self.data_parent / "tree"), "--id", name)
+        cmd = self.ocbr("tree", "backup", str(self.data_parent / "tree"), "--id", name)
         if self.chunks:
             cmd += ["--chunks", self.chunks]
         if self.level:
@@ -218,7 +218,8 @@ class Tool:
         elif self.v.startswith("borg"):
             cmd = ["borg", "extract", f"{self.repo}::{name}"]
         else:
-            return self.ocbr("restore", name, str(dst / "tree"), *([] if durable else ["--no-sync"])), dst, dst / "tree"
+            cmd = self.ocbr("tree", "restore", name, str(dst / "tree"), *([] if durable else ["--no-sync"]))
+            return cmd, dst, dst / "tree"
         if durable:
             cmd = ["sh", "-c", '"$@" && sync', "sh", *cmd]
         return cmd, dst, dst / "tree"

@@ -102,7 +102,7 @@ def test_damaged_catalog_says_what_is_wrong_and_how_to_recover(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "catalog.db").write_bytes(os.urandom(64 * 1024))
-    for command in (["serve"], ["worker", "--count", "1"]):
+    for command in (["serve"], ["worker", "--count", "1"], ["scheduler"]):
         out = subprocess.run([sys.executable, "-m", "opencbr.cli.main", *command],
                              env=_serve_env(tmp_path, free_port()), capture_output=True, text=True, timeout=60)
         text = out.stdout + out.stderr

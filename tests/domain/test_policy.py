@@ -73,7 +73,7 @@ class TestCreateValid:
         spec = validate_policy_create(body)
         assert spec.retention == RetentionRule.quantity(3)
         assert spec.long_term is None
-        assert spec.to_wire() == {
+        assert spec.to_document() == {
             "name": "policy001",
             "operation_type": "backup",
             "enabled": True,
@@ -363,13 +363,13 @@ class TestUpdate:
 
     def test_wire_echo_round_trips(self):
         spec = validate_policy_create(with_od(retention_duration_months=3))
-        assert apply_policy_update(spec, copy.deepcopy(spec.to_wire())) == spec
+        assert apply_policy_update(spec, copy.deepcopy(spec.to_document())) == spec
 
     def test_sdk_read_modify_write_of_a_month_rule_becomes_days(self):
         """The SDK model has no retention_duration_months: sending back what it read turns "3 months"
         into the 90 days it was shown (documented)."""
         spec = validate_policy_create(with_od(retention_duration_months=3))
-        od = {k: v for k, v in spec.to_wire()["operation_definition"].items() if k != "retention_duration_months"}
+        od = {k: v for k, v in spec.to_document()["operation_definition"].items() if k != "retention_duration_months"}
         assert apply_policy_update(spec, {"operation_definition": od}).retention == RetentionRule.of_days(90)
 
     def test_replication_update_keeps_destination_and_checks_region(self):

@@ -10,13 +10,14 @@ The rules on values (a vault name's 64 characters, 10 tags, 256 resources) live 
 from __future__ import annotations
 
 import posixpath
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from opencbr.catalog.models import AuditEvent, Resource, Task
 from opencbr.domain import resource as R
+from opencbr.services import policies
 from opencbr.services.resources import ResourceView
 from opencbr.services.vaults import VaultView
 
@@ -525,3 +526,86 @@ MAX_RESTORE_PATHS = 100
 class RestoreFiles(Wire):
     paths: Items(PathText, MAX_RESTORE_PATHS, unique=True) = Field(min_length=1)
     destination_path: PathText
+
+
+# ------------------------------------------------------------------------------------ policies
+# The policy document itself (name, operation_type, enabled, operation_definition, trigger) is CBR's
+# policy model: domain.policy parses it (its rules are stated in its fields, guide 5.2 / 5.3) and renders
+# it (PolicySpec.to_document), because the catalog stores it in that form. Here: the envelopes around it.
+class PolicyBody(Wire):
+    """``{"policy": {...}}``; the fields are checked by ``domain.policy`` (clearer messages than a schema)."""
+
+    policy: JsonObject
+
+
+class AssociateBody(Wire):
+    policy_id: Id | None = None
+    destination_vault_id: Id | None = None
+    add_policy_ids: Items(Id, 16, unique=True) | None = None
+
+
+class DissociateBody(Wire):
+    policy_id: Id
+
+
+class PruneBody(Wire):
+    vault_id: Id
+
+
+def policy_resp(view: policies.PolicyView) -> dict[str, Any]:
+    """A Policy (CBR v3 API 5)."""
+    pol, doc = view.policy, view.spec.to_document()
+    # ``start_time`` as the public service writes it: ``2020-01-08 09:59:49`` (UTC)
+    props = {**doc["trigger"]["properties"], "start_time": pol.trigger_start.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "id": pol.id,
+        "name": doc["name"],
+        "enabled": doc["enabled"],
+        "operation_type": doc["operation_type"],
+        "policy_type": "custom_policy",
+        "operation_definition": doc["operation_definition"],
+        "trigger": {"id": pol.trigger_id, "name": "default", "type": "time", "properties": props},
+        "associated_vaults": [{"vault_id": b.vault_id, "destination_vault_id": b.destination_vault_id or None}
+                              for b in view.bindings],
+        "created_at": iso(pol.created_at),
+        "updated_at": iso(pol.updated_at),
+    }
+
+
+def binding_resp(b) -> dict[str, Any]:
+    return {"vault_id": b.vault_id, "policy_id": b.policy_id, "destination_vault_id": b.destination_vault_id or None}
+
+
+def preview_resp(policy_id: str, pv) -> dict[str, Any]:
+    """OpenCBR extension: the next execution times, in UTC and in the policy's time zone."""
+    tz = pv.spec.tz
+    return {"policy_id": policy_id, "timezone": pv.spec.timezone or "UTC+00:00",
+            "executions": [{"execution_id": r.execution_id,
+                            "scheduled_at": r.scheduled_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "local_time": r.scheduled_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %a")}
+                           for r in pv.runs]}
+
+
+def execution_resp(e) -> dict[str, Any]:
+    """OpenCBR extension: one execution decision the scheduler recorded."""
+    return {"execution_id": e.execution_id, "vault_id": e.vault_id, "scheduled_at": iso_z(e.scheduled_at),
+            "decided_at": iso_z(e.fired_at), "decision": e.decision, "reason": e.reason,
+            "checkpoint_id": e.checkpoint_id or None, "scheduler_id": e.scheduler_id}
+
+
+def retention_resp(r: policies.ResourceRetention) -> dict[str, Any]:
+    """OpenCBR extension: a retention dry run or prune of one resource's backups, with the reasons."""
+    backups = []
+    for v in r.plan.verdicts:
+        b = v.backup
+        backups.append({
+            "backup_id": b.id, "backup_name": r.names.get(b.id, ""), "created_at": iso_z(b.created_at),
+            "automatic": b.automatic, "status": b.status, "prune": v.prune,
+            "reasons": [{"code": x.code, "text": x.text} for x in v.reasons],
+            "overridden": [{"code": x.code, "text": x.text} for x in v.overridden],
+            "explain": v.explain(),
+        })
+    return {"vault_id": r.vault_id, "resource_id": r.resource_id, "resource_name": r.resource_name,
+            "policy_id": r.policy_id, "prune_count": len(r.plan.prune_ids), "backups": backups,
+            "deleted": [{"backup_id": bid, "delete_task_id": tid} for bid, tid in r.deleted],
+            "retention_task_id": r.task_id}

@@ -20,6 +20,7 @@ from opencbr.cli.output import (
     details,
     err_console,
     handle_errors,
+    human,
     print_json,
     table,
 )
@@ -51,15 +52,6 @@ _COLS = [("id", "ID"), ("name", "Name"), ("status", "Status"), ("resource_name",
 def resolve_backup(c: ApiClient, ref: str) -> str:
     """A backup id from an id, a unique name or a unique id prefix (disk backups of server backups too)."""
     return refs.resolve(c, refs.BACKUP, ref)
-
-
-def human(n: int | None) -> str:
-    n = n or 0
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 #: How a backup's point in time was taken, in the words ``vault show`` uses for consistency.
@@ -212,21 +204,19 @@ def backup_restore(backup_id: str = BACKUP_ARG,
     Examples:
       cbr backup restore BACKUP --server web1 --wait
       cbr backup restore DISK_BACKUP --wait"""
-    from opencbr.cli.inventory import resolve as resolve_resource
-
     c = client()
     body: dict = {"power_on": power_on}
     if disk:
-        body["volume_id"] = resolve_resource("disks", disk)
+        body["volume_id"] = refs.resolve(c, refs.DISK, disk)
     if server:
-        body["server_id"] = resolve_resource("servers", server)
+        body["server_id"] = refs.resolve(c, refs.SERVER, server)
     if map_:
         pairs = []
         for m in map_:
             if "=" not in m:
                 raise ClientError(f"--map needs DISK_BACKUP_ID=TARGET_DISK_ID, got {m!r}")
             src, dst = m.split("=", 1)
-            pairs.append({"backup_id": resolve_backup(c, src), "volume_id": resolve_resource("disks", dst)})
+            pairs.append({"backup_id": resolve_backup(c, src), "volume_id": refs.resolve(c, refs.DISK, dst)})
         body["mappings"] = pairs
     backup = c.get(f"/backups/{resolve_backup(c, backup_id)}")["backup"]
     backup_id = backup["id"]
@@ -344,21 +334,6 @@ def _write_sparse(f, chunk: bytes | bytearray) -> None:
             f.write(piece)
 
 
-def create_disk_from_backup(backup_id: str, name: str, path: str, size: int | None, az: str | None, wait: bool,
-                            as_json: bool) -> None:
-    c = client()
-    out = c.post(f"/backups/{resolve_backup(c, backup_id)}/create-disk", {"name": name, "path": os.path.abspath(path),
-                                                        "size_bytes": size, "availability_zone": az})
-    if wait:
-        raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
-    disk = c.get(f"/inventory/disks/{out['disk_id']}")["resource"]
-    if as_json:
-        print_json({**disk, "task_id": out["operation_log_id"]})
-    else:
-        details(disk, [("id", "Disk ID"), ("name", "Name"), ("status", "Status"), ("path", "Path"),
-                       ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])
-
-
 @backup_app.command("ls")
 @handle_errors
 def backup_ls(backup_id: str = BACKUP_ARG, path: str = typer.Argument("/", help="A directory inside the backup."),
@@ -416,18 +391,3 @@ def backup_restore_files(backup_id: str = BACKUP_ARG, paths: list[str] = typer.A
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
     print_json({"backup_id": backup_id, "task_id": task_id, "destination_path": os.path.abspath(to)}) if as_json \
         else typer.echo(f"restore of {len(paths)} path(s) {'finished' if wait else 'started'} (task {task_id})")
-
-
-def create_file_system_from_backup(backup_id: str, name: str, path: str, az: str | None, wait: bool,
-                                   as_json: bool) -> None:
-    c = client()
-    out = c.post(f"/backups/{resolve_backup(c, backup_id)}/create-file-system", {"name": name, "path": os.path.abspath(path),
-                                                               "availability_zone": az})
-    if wait:
-        raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
-    fs = c.get(f"/inventory/file-systems/{out['file_system_id']}")["resource"]
-    if as_json:
-        print_json({**fs, "task_id": out["operation_log_id"]})
-    else:
-        details(fs, [("id", "File system ID"), ("name", "Name"), ("status", "Status"), ("path", "Path"),
-                     ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])

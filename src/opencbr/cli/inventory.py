@@ -9,6 +9,7 @@ import typer
 from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.cli.params import AZ_OPTION, BACKUP_ARG, DISK_ARG, FS_ARG, NAME_FILTER, SERVER_ARG, WAIT_OPTION
+from opencbr.cli.tasks import raise_if_failed, wait_for
 from opencbr.domain import resource as R
 
 disk_app = typer.Typer(help="Disks: disk-image files and block devices.", no_args_is_help=True)
@@ -89,6 +90,23 @@ def disk_show(disk: str = DISK_ARG, as_json: bool = JSON_OPTION):
     _show(client().get(f"/inventory/disks/{resolve('disks', disk)}")["resource"], as_json)
 
 
+def _create_from_backup(backup_id: str, action: str, body: dict, *, made: tuple[str, str, str], wait: bool,
+                        as_json: bool) -> None:
+    """A new disk or file system from a backup; ``made``: its id's key in the answer, its inventory
+    route and its id's label."""
+    id_key, route, id_label = made
+    c = client()
+    out = c.post(f"/backups/{refs.resolve(c, refs.BACKUP, backup_id)}/{action}", body)
+    if wait:
+        raise_if_failed(wait_for(c, [out["operation_log_id"]], quiet=as_json))
+    resource = c.get(f"/inventory/{route}/{out[id_key]}")["resource"]
+    if as_json:
+        print_json({**resource, "task_id": out["operation_log_id"]})
+    else:
+        details(resource, [("id", id_label), ("name", "Name"), ("status", "Status"), ("path", "Path"),
+                           ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])
+
+
 @disk_app.command("create-from-backup")
 @handle_errors
 def disk_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Option(..., "--name", help="Its name."),
@@ -98,9 +116,9 @@ def disk_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Optio
     """Create a new disk from a disk backup (a server backup's disk backups too: see cbr backup ls).
 
     Example: cbr disk create-from-backup DISK_BACKUP --name copy --path /srv/images/copy.img --wait"""
-    from opencbr.cli.backups import create_disk_from_backup
-
-    create_disk_from_backup(backup_id, name, path, size, az, wait, as_json)
+    _create_from_backup(backup_id, "create-disk", {"name": name, "path": os.path.abspath(path), "size_bytes": size,
+                                                   "availability_zone": az},
+                        made=("disk_id", "disks", "Disk ID"), wait=wait, as_json=as_json)
 
 
 @disk_app.command("remove")
@@ -199,9 +217,9 @@ def fs_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Option(
     """Create a new file system from a file-system backup (this is how file-system backups are restored).
 
     Example: cbr fs create-from-backup FS_BACKUP --name restored --path /srv/restored --wait"""
-    from opencbr.cli.backups import create_file_system_from_backup
-
-    create_file_system_from_backup(backup_id, name, path, az, wait, as_json)
+    _create_from_backup(backup_id, "create-file-system",
+                        {"name": name, "path": os.path.abspath(path), "availability_zone": az},
+                        made=("file_system_id", "file-systems", "File system ID"), wait=wait, as_json=as_json)
 
 
 @fs_app.command("list")

@@ -49,6 +49,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def human(n: int | None) -> str:
+    """A byte count for people: ``1.5 GiB``."""
+    n = n or 0
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def table(rows: Iterable[dict], columns: Sequence[tuple[str, str]], title: str | None = None) -> None:
     """Ids are never cut: where the full ids do not fit the terminal, they are shown as the shortest
     prefixes (8 characters or more) that tell them apart, which every command accepts."""

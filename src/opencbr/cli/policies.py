@@ -1,5 +1,5 @@
 """``cbr policy``: backup and replication policies (guide chapter 5), their next execution times, and a
-retention dry run; ``cbr scheduler`` runs the scheduler alone.
+retention dry run.
 
 Execution times: ``--pattern`` takes the API's RRULE strings as they are (times in UTC, as the CBR API
 defines them). ``--at HH:MM`` with ``--weekdays`` or ``--every`` takes local times — in ``--timezone``, else
@@ -10,7 +10,6 @@ times refer to the local times of clients", guide 5.2). The zone is kept with th
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -414,15 +413,3 @@ def policy_prune(policy: str = POLICY_ARG, vault: str = typer.Option(None, "--va
     n = data.get("prune_count") if dry_run else data.get("deleted_count")
     typer.echo(f"{verb} {n} backup(s)")
 
-
-# ------------------------------------------------------------------------------------ scheduler
-@handle_errors
-def scheduler_command(data_dir: str = typer.Option(None, "--data-dir", help="Default ./data or OPENCBR_DATA_DIR.")):
-    """Run the scheduler only (another machine sharing the catalog; several schedulers fire each
-    execution once)."""
-    from opencbr.config import load_settings
-    from opencbr.scheduler import run_standalone
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    run_standalone(load_settings(data_dir=data_dir))

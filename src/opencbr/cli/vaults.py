@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opencbr.cli import refs
+from opencbr.cli import output, refs
 from opencbr.cli.client import ApiClient
 from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.cli.params import DESCRIPTION_OPTION, NAME_FILTER, VAULT_ARG
@@ -32,12 +32,10 @@ def _resource_ids(c: ApiClient, vault_type: str, resources: list[str]) -> list[s
 
 
 def _row(v: dict) -> dict:
-    from opencbr.cli.backups import human
-
     used = v.get("used_bytes")
     used = used if used is not None else v["billing"]["used"] * 1024**2
     level = v["billing"].get("consistent_level")
-    return {**v, "usage": f"{human(used)} / {v['billing']['size']} GB", "used_h": human(used),
+    return {**v, "usage": f"{output.human(used)} / {v['billing']['size']} GB", "used_h": output.human(used),
             "nres": len(v["resources"]), "az": v.get("availability_zone") or "any",
             "consistency": CONSISTENCY.get(level, level)}
 

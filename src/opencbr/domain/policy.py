@@ -1,10 +1,13 @@
 """Backup and replication policies: validation and normalisation of the CBR v3 policy model, and the
 limits on how many policies exist and which vaults they may be applied to.
 
-Input is the ``policy`` object of a create / update request body, as parsed from JSON (the route unwraps
-``{"policy": {...}}``). Output is a :class:`PolicySpec`, immutable and normalised, from which the services
-get the wire form (:meth:`PolicySpec.to_wire`), the schedule (:meth:`PolicySpec.schedule`) and the
-retention (:meth:`PolicySpec.current_retention`). Every rule violation raises
+Input is a policy document (``name``, ``operation_type``, ``enabled``, ``operation_definition``,
+``trigger``): the ``policy`` object of a create / update request (api/wire.py unwraps ``{"policy": {...}}``),
+or a stored policy. Output is a :class:`PolicySpec`, immutable and normalised, from which the services
+get the document to store (:meth:`PolicySpec.to_document`), the schedule (:meth:`PolicySpec.schedule`) and
+the retention (:meth:`PolicySpec.current_retention`). The guide states its rules in the document's fields,
+so the document is parsed and rendered here; every envelope around it (request bodies, ids, times,
+bindings) is the API's (api/wire.py). Every rule violation raises
 :class:`~opencbr.domain.errors.InvalidParameter` (bad field), :class:`~opencbr.domain.errors.QuotaExceeded`
 (a count limit) or :class:`~opencbr.domain.errors.StateConflict` (the vault already has such a policy),
 with a message a user understands.
@@ -230,7 +233,7 @@ class PolicySpec:
         a day-based cycle restarts on the day of the change, guide 5.2)."""
         return set(self.patterns) == set(other.patterns)
 
-    # -- wire --------------------------------------------------------------------------------------
+    # -- the document ------------------------------------------------------------------------------
 
     def _definition_fields(self) -> dict[str, Any]:
         names = (
@@ -246,9 +249,10 @@ class PolicySpec:
             od["retention_duration_days"] = MONTH_CHOICES[self.retention_duration_months]
         return od
 
-    def to_wire(self) -> dict[str, Any]:
-        """The policy fields of the API response; the service adds ``id``, ``associated_vaults``, and
-        ``trigger`` ``id``/``name``/``properties.start_time``."""
+    def to_document(self) -> dict[str, Any]:
+        """The policy document: what the catalog stores (and :func:`validate_policy_create` reads back),
+        and the policy fields of an API response, which adds ``id``, ``associated_vaults`` and ``trigger``
+        ``id``/``name``/``properties.start_time`` (api/wire.py)."""
         props: dict[str, Any] = {"pattern": self.pattern_texts}
         if self.start_window_minutes is not None:
             props["start_window_minutes"] = self.start_window_minutes

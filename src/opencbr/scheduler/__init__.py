@@ -6,6 +6,6 @@ catalog, so any number of schedulers, restarted at any time, fire each execution
 (``opencbr.services.policies``).
 """
 
-from opencbr.scheduler.loop import Scheduler, SweepReport, TickReport, run_standalone
+from opencbr.scheduler.loop import Scheduler, SweepReport, TickReport
 
-__all__ = ["Scheduler", "SweepReport", "TickReport", "run_standalone"]
+__all__ = ["Scheduler", "SweepReport", "TickReport"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -140,17 +139,3 @@ class Scheduler:
             self._thread.join(timeout)
             self._thread = None
 
-
-def run_standalone(settings) -> None:
-    """``cbr scheduler``: the scheduler alone (e.g. a second one on another machine sharing the catalog;
-    several schedulers fire each execution once)."""
-    from opencbr.services.context import open_context
-
-    ctx = open_context(settings)
-    sched = Scheduler(ctx)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    log.info("scheduler %s running", sched.scheduler_id)
-    sched.run_forever(stop)
-    ctx.close()

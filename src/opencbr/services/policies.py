@@ -108,7 +108,7 @@ def vaults_bound_to(policy_id: str):
 
 
 def spec_of(policy: Policy) -> P.PolicySpec:
-    """The normalised spec of a stored policy (its ``spec`` column is the wire form ``to_wire`` made)."""
+    """The normalised spec of a stored policy (its ``spec`` column is the document ``to_document`` made)."""
     return P.validate_policy_create(policy.spec)
 
 
@@ -142,7 +142,7 @@ def create_policy(ctx: ServiceContext, p: Principal, body: object) -> PolicyView
         s.get(Project, p.project_id, with_for_update=True)  # serialises creations in the project (PostgreSQL)
         P.check_policy_count(spec.operation_type, _count(s, p.project_id, spec.operation_type))
         policy = Policy(project_id=p.project_id, name=spec.name, operation_type=spec.operation_type,
-                        enabled=spec.enabled, spec=spec.to_wire(), trigger_start=now, created_at=now, updated_at=now)
+                        enabled=spec.enabled, spec=spec.to_document(), trigger_start=now, created_at=now, updated_at=now)
         s.add(policy)
         s.flush()
         return PolicyView(policy, spec, [])
@@ -182,7 +182,7 @@ def update_policy(ctx: ServiceContext, p: Principal, policy_id: str, body: objec
         new = P.apply_policy_update(old, body, current_region=ctx.settings.region)
         if not new.same_trigger(old):
             policy.trigger_start = now
-        policy.name, policy.enabled, policy.spec = new.name, new.enabled, new.to_wire()
+        policy.name, policy.enabled, policy.spec = new.name, new.enabled, new.to_document()
         policy.updated_at = now
         s.flush()
         return _view(s, policy)

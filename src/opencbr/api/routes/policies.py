@@ -3,9 +3,6 @@ execution times, the recorded executions, and a retention dry run / prune."""
 
 from __future__ import annotations
 
-from datetime import timezone
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
 from opencbr.api import wire
@@ -20,81 +17,14 @@ from opencbr.services.principal import Principal
 router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
-# ------------------------------------------------------------------------------------ bodies
-class PolicyBody(wire.Wire):
-    """``{"policy": {...}}``; the fields are checked by ``domain.policy`` (clearer messages than a schema)."""
-
-    policy: wire.JsonObject
-
-
-class AssociateBody(wire.Wire):
-    policy_id: wire.Id | None = None
-    destination_vault_id: wire.Id | None = None
-    add_policy_ids: wire.Items(wire.Id, 16, unique=True) | None = None
-
-
-class DissociateBody(wire.Wire):
-    policy_id: wire.Id
-
-
-class PruneBody(wire.Wire):
-    vault_id: wire.Id
-
-
-# ------------------------------------------------------------------------------------ responses
-def start_time(dt) -> str:
-    """``trigger.properties.start_time`` as the public service writes it: ``2020-01-08 09:59:49`` (UTC)."""
-    return dt.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def policy_resp(view: policies.PolicyView) -> dict[str, Any]:
-    """A Policy (CBR v3 API 5)."""
-    pol, body = view.policy, view.spec.to_wire()
-    props = {**body["trigger"]["properties"], "start_time": start_time(pol.trigger_start)}
-    return {
-        "id": pol.id,
-        "name": body["name"],
-        "enabled": body["enabled"],
-        "operation_type": body["operation_type"],
-        "policy_type": "custom_policy",
-        "operation_definition": body["operation_definition"],
-        "trigger": {"id": pol.trigger_id, "name": "default", "type": "time", "properties": props},
-        "associated_vaults": [{"vault_id": b.vault_id, "destination_vault_id": b.destination_vault_id or None}
-                              for b in view.bindings],
-        "created_at": wire.iso(pol.created_at),
-        "updated_at": wire.iso(pol.updated_at),
-    }
-
-
-def binding_resp(b) -> dict[str, Any]:
-    return {"vault_id": b.vault_id, "policy_id": b.policy_id, "destination_vault_id": b.destination_vault_id or None}
-
-
-def retention_resp(r: policies.ResourceRetention) -> dict[str, Any]:
-    backups = []
-    for v in r.plan.verdicts:
-        b = v.backup
-        backups.append({
-            "backup_id": b.id, "backup_name": r.names.get(b.id, ""), "created_at": wire.iso_z(b.created_at),
-            "automatic": b.automatic, "status": b.status, "prune": v.prune,
-            "reasons": [{"code": x.code, "text": x.text} for x in v.reasons],
-            "overridden": [{"code": x.code, "text": x.text} for x in v.overridden],
-            "explain": v.explain(),
-        })
-    return {"vault_id": r.vault_id, "resource_id": r.resource_id, "resource_name": r.resource_name,
-            "policy_id": r.policy_id, "prune_count": len(r.plan.prune_ids), "backups": backups,
-            "deleted": [{"backup_id": bid, "delete_task_id": tid} for bid, tid in r.deleted],
-            "retention_task_id": r.task_id}
-
-
 # ------------------------------------------------------------------------------------ routes
 @router.post("/policies")
-def create_policy(body: PolicyBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+def create_policy(body: wire.PolicyBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     req = {k: body.policy.get(k) for k in ("name", "operation_type", "enabled") if k in body.policy}
     with audit.trace(ctx, p, "createPolicy", req) as t:
         view = policies.create_policy(ctx, p, body.policy)
         t.resource(view.policy.id, view.policy.name)
-    return {"policy": policy_resp(view)}
+    return {"policy": wire.policy_resp(view)}
 
 
 @router.get("/policies")
@@ -102,21 +32,21 @@ def list_policies(operation_type: str | None = None, vault_id: str | None = None
                   ctx: ServiceContext = Depends(get_ctx)):
     views = policies.list_policies(ctx, p, operation_type=L.choice(operation_type, "operation_type", P.OPERATION_TYPES),
                                    vault_id=L.text(vault_id, "vault_id"))
-    return {"policies": [policy_resp(v) for v in views], "count": len(views)}
+    return {"policies": [wire.policy_resp(v) for v in views], "count": len(views)}
 
 
 @router.get("/policies/{policy_id}")
 def show_policy(policy_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return {"policy": policy_resp(policies.show_policy(ctx, p, policy_id))}
+    return {"policy": wire.policy_resp(policies.show_policy(ctx, p, policy_id))}
 
 
 @router.put("/policies/{policy_id}")
-def update_policy(policy_id: str, body: PolicyBody, p: Principal = Depends(principal),
+def update_policy(policy_id: str, body: wire.PolicyBody, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
     with audit.trace(ctx, p, "updatePolicy", body.policy, resource_id=policy_id) as t:
         view = policies.update_policy(ctx, p, policy_id, body.policy)
         t.resource(view.policy.id, view.policy.name)
-    return {"policy": policy_resp(view)}
+    return {"policy": wire.policy_resp(view)}
 
 
 @router.delete("/policies/{policy_id}")
@@ -129,22 +59,22 @@ def delete_policy(policy_id: str, p: Principal = Depends(principal), ctx: Servic
 
 
 @router.post("/vaults/{vault_id}/associatepolicy")
-def associate_policy(vault_id: str, body: AssociateBody, p: Principal = Depends(principal),
+def associate_policy(vault_id: str, body: wire.AssociateBody, p: Principal = Depends(principal),
                      ctx: ServiceContext = Depends(get_ctx)):
     req = wire.dump(body)
     with audit.trace(ctx, p, "associatePolicy", req, resource_id=vault_id):
         bindings = policies.associate(ctx, p, vault_id, body.policy_id, body.destination_vault_id,
                                       body.add_policy_ids)
-    return {"associate_policy": binding_resp(bindings[0])}
+    return {"associate_policy": wire.binding_resp(bindings[0])}
 
 
 @router.post("/vaults/{vault_id}/dissociatepolicy")
-def dissociate_policy(vault_id: str, body: DissociateBody, p: Principal = Depends(principal),
+def dissociate_policy(vault_id: str, body: wire.DissociateBody, p: Principal = Depends(principal),
                       ctx: ServiceContext = Depends(get_ctx)):
     """Removes the policy from the vault; no backup is deleted (guide 5.7)."""
     with audit.trace(ctx, p, "dissociatePolicy", {"policy_id": body.policy_id}, resource_id=vault_id):
         binding = policies.dissociate(ctx, p, vault_id, body.policy_id)
-    return {"dissociate_policy": binding_resp(binding)}
+    return {"dissociate_policy": wire.binding_resp(binding)}
 
 
 # ------------------------------------------------------------------------------------ extensions
@@ -152,13 +82,7 @@ def dissociate_policy(vault_id: str, body: DissociateBody, p: Principal = Depend
 def preview_policy(policy_id: str, next: int = 10, p: Principal = Depends(principal),  # noqa: A002
                    ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: the next execution times (UTC, and in the policy's time zone when it has one)."""
-    pv = policies.preview_executions(ctx, p, policy_id, next)
-    tz = pv.spec.tz
-    return {"policy_id": policy_id, "timezone": pv.spec.timezone or "UTC+00:00",
-            "executions": [{"execution_id": r.execution_id,
-                            "scheduled_at": r.scheduled_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            "local_time": r.scheduled_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %a")}
-                           for r in pv.runs]}
+    return wire.preview_resp(policy_id, policies.preview_executions(ctx, p, policy_id, next))
 
 
 @router.get("/policies/{policy_id}/executions")
@@ -167,10 +91,7 @@ def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 10
     """OpenCBR extension: the execution decisions the scheduler recorded (fired, skipped and why)."""
     limit, _ = L.page(limit, 0)
     rows = policies.list_executions(ctx, p, policy_id, L.text(vault_id, "vault_id"), limit)
-    return {"executions": [{"execution_id": e.execution_id, "vault_id": e.vault_id,
-                            "scheduled_at": wire.iso_z(e.scheduled_at), "decided_at": wire.iso_z(e.fired_at),
-                            "decision": e.decision, "reason": e.reason, "checkpoint_id": e.checkpoint_id or None,
-                            "scheduler_id": e.scheduler_id} for e in rows], "count": len(rows)}
+    return {"executions": [wire.execution_resp(e) for e in rows], "count": len(rows)}
 
 
 @router.get("/policies/{policy_id}/retention-preview")
@@ -179,12 +100,12 @@ def retention_preview(policy_id: str, vault_id: str | None = None, p: Principal 
     """OpenCBR extension: a retention dry run — what the policy's rule would delete now, and why."""
     plans = policies.retention_preview(ctx, p, policy_id, L.text(vault_id, "vault_id"))
     return {"policy_id": policy_id, "prune_count": sum(len(r.plan.prune_ids) for r in plans),
-            "resources": [retention_resp(r) for r in plans]}
+            "resources": [wire.retention_resp(r) for r in plans]}
 
 
 @router.post("/policies/{policy_id}/prune")
-def prune(policy_id: str, body: PruneBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+def prune(policy_id: str, body: wire.PruneBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: apply the policy's retention to a vault now (it must be the vault's policy)."""
     plans = policies.prune_now(ctx, p, policy_id, body.vault_id)
     return {"policy_id": policy_id, "deleted_count": sum(len(r.deleted) for r in plans),
-            "resources": [retention_resp(r) for r in plans]}
+            "resources": [wire.retention_resp(r) for r in plans]}

@@ -22,7 +22,7 @@ backup is a manifest whose refs list every chunk it uses; see dynamic_index.py).
 
 Modules: ``entry`` (record format), ``catalog`` (CatalogWriter/Reader), ``dynamic_index`` (the
 manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup``, ``restore``,
-``browse``, ``verify``, ``cli`` (``python -m opencbr.engine.tree``).
+``browse``, ``verify``. On its own: ``python -m opencbr.engine tree ...`` (engine/cli.py).
 """
 
 from ..lazy import lazy_getattr

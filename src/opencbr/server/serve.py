@@ -1,14 +1,13 @@
-"""The composition root: the API process (API, console, scheduler) and its worker processes."""
+"""``cbr serve``: the API, console and scheduler in this process, and the worker processes beside it."""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
-import signal
 import socket
 import threading
-import time
+from collections.abc import Callable
 
 import uvicorn
 
@@ -16,23 +15,31 @@ from opencbr.api.app import create_app
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
-from opencbr.services import iam
+from opencbr.server.process import note_stop_signals, opening_catalog, start_logging
+from opencbr.services import hosts, iam
 from opencbr.services.context import ServiceContext, open_context
-from opencbr.worker.runner import WorkerPool
 from opencbr.worker.supervisor import WorkerProcesses
 
 log = logging.getLogger("opencbr")
 
-# Importing the service modules registers their task handlers.
-from opencbr.services import backups as _backups  # noqa: E402,F401
-from opencbr.services import files as _files  # noqa: E402,F401
-from opencbr.services import hosts  # noqa: E402
-from opencbr.services import restore as _restore  # noqa: E402,F401
-from opencbr.services import vaults as _vaults  # noqa: E402,F401
-
 
 class ListenError(CBRError):
     code = "OpenCBR.Listen"
+
+
+def run_service(settings: Settings, *, on_ready: Callable[[iam.BootstrapInfo], None]) -> None:
+    """Start the service, call ``on_ready`` with the bootstrap user's credentials once the API answers,
+    and serve until SIGINT/SIGTERM. Raises :class:`CBRError` (e.g. the address is taken, the catalog is
+    damaged) with a message for the operator."""
+    start_logging()
+    with opening_catalog(settings):
+        service = Service(settings)
+        info = service.bootstrap()
+    try:
+        service.run(on_ready=lambda: on_ready(info))
+    except CBRError:
+        service.shutdown()
+        raise
 
 
 def listen_socket(settings: Settings) -> socket.socket:
@@ -72,10 +79,10 @@ class Service:
     def bootstrap(self) -> iam.BootstrapInfo:
         return iam.bootstrap(self.ctx)
 
-    def run(self, on_ready=None) -> None:
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM; then stop the workers in order (they hand their tasks back)."""
         sock = listen_socket(self.settings)
-        _note_stop_signals()
+        note_stop_signals()
         if self.workers:
             self.workers.start()
         if self.scheduler:
@@ -90,7 +97,7 @@ class Service:
             sock.close()
             self.shutdown()
 
-    def _announce(self, server: uvicorn.Server, on_ready) -> None:
+    def _announce(self, server: uvicorn.Server, on_ready: Callable[[], None]) -> None:
         while not server.started and not server.should_exit:
             self.stop_event.wait(0.05)
         if server.started:
@@ -105,43 +112,3 @@ class Service:
                 log.info("stopping the worker processes (running tasks are handed back to the queue)")
             self.workers.shutdown()
         self.ctx.close()
-
-
-def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
-    """``cbr worker``: workers only (a worker process of ``opencbr serve``, or more workers on other
-    machines sharing the catalog and the object store). SIGTERM/SIGINT stop it in order."""
-    if supervised:
-        _stop_with_parent()
-    hosts.set_local_group(settings.host_group)
-    ctx = open_context(settings, migrate=not supervised)
-    pool = WorkerPool(ctx, count)
-    stopping = _note_stop_signals()
-    pool.start()
-    while not stopping:  # (no Event.wait here: setting an Event from a signal handler can deadlock)
-        time.sleep(0.2)
-    log.info("worker stopping (%s): running tasks are handed back to the queue", stopping[0])
-    pool.shutdown()
-    ctx.close()
-
-
-def _note_stop_signals() -> list[str]:
-    """SIGINT and SIGTERM only note that a stop was asked (the list gets the signal's name), so that the
-    process stops in order. uvicorn re-raises the signal it caught when it exits: with these handlers in
-    place that re-raise lands here instead of killing the process before its workers are stopped."""
-    stopping: list[str] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: stopping.append(signal.Signals(signum).name))
-    return stopping
-
-
-def _stop_with_parent() -> None:
-    """A worker process of ``opencbr serve`` stops in order (SIGTERM) when the API process dies."""
-    import ctypes
-
-    parent = os.getppid()
-    try:  # PR_SET_PDEATHSIG = 1 (Linux)
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)

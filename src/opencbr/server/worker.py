@@ -1,0 +1,32 @@
+"""``cbr worker``: workers only, beside ``cbr serve`` (one of its worker processes) or on another machine
+sharing the catalog and the object store."""
+
+from __future__ import annotations
+
+import logging
+
+from opencbr.config import Settings
+from opencbr.server.process import note_stop_signals, opening_catalog, start_logging, stop_with_parent, wait_for_stop
+from opencbr.services import hosts
+from opencbr.services.context import open_context
+from opencbr.worker.runner import WorkerPool
+
+log = logging.getLogger("opencbr")
+
+
+def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
+    """Run ``count`` worker threads until SIGTERM/SIGINT, then stop in order (running tasks are handed
+    back to the queue). ``supervised``: a worker process of ``cbr serve``, which stops when it stops and
+    leaves the catalog's migration to it."""
+    start_logging()
+    if supervised:
+        stop_with_parent()
+    hosts.set_local_group(settings.host_group)
+    with opening_catalog(settings):
+        ctx = open_context(settings, migrate=not supervised)
+        pool = WorkerPool(ctx, count)
+        stopping = note_stop_signals()
+        pool.start()
+    log.info("worker stopping (%s): running tasks are handed back to the queue", wait_for_stop(stopping))
+    pool.shutdown()
+    ctx.close()
