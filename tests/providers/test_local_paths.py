@@ -11,7 +11,7 @@ import pytest
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree
 from opencbr.providers import beneath, local
 from opencbr.providers.local import DIRECTORY, DISK, PathSwapped
-from tests.engine_tree.conftest import new_repo
+from tests.engine.tree.conftest import new_repo
 
 
 @pytest.fixture(params=["openat2", "openat-walk"])

@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Callable
 
 from ..domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
 from ..storage import ObjectStore
-from .chunkstore import ChunkStore
-from .crypto import RepoKeys
-from .fixed_index import DEFAULT_BLOCK_SIZE
-from .locks import LockTiming
-from .manifests import Manifest
+from .chunks.crypto import RepoKeys
+from .chunks.locks import LockTiming
+from .chunks.manifests import Manifest
+from .chunks.store import ChunkStore
+from .disk.fixed_index import DEFAULT_BLOCK_SIZE
 
 if TYPE_CHECKING:  # the disk engine and GC load on first use: a tree backup's process never needs them
-    from .disk_backup import DiskBackupResult
-    from .disk_restore import RestoreResult, VerifyReport
-    from .gc import GCResult
+    from .chunks.gc import GCResult
+    from .disk.backup import DiskBackupResult
+    from .disk.restore import RestoreResult, VerifyReport
 
 CONFIG_KEY = "config"
 FORMAT = "opencbr-repository"
@@ -54,7 +54,7 @@ def _norm_prefix(prefix: str) -> str:
 
 class Repository:
     """One vault's repository. Thread-safe for concurrent operations from one process; several
-    processes/machines may use the same repository at once (see gc.py for the coordination)."""
+    processes/machines may use the same repository at once (see chunks/gc.py for the coordination)."""
 
     def __init__(self, store: ObjectStore, prefix: str, config: dict, keys: RepoKeys | None, *,
                  lock_timing: LockTiming | None = None, workers: int | None = None):
@@ -164,7 +164,7 @@ class Repository:
         repository lacks are stored (``full=True``: all are stored again). ``meta`` is kept verbatim
         in the manifest. ``progress(done_bytes, total_bytes)``; ``cancel`` -> BackupCancelled with
         nothing published. StateConflict if ``backup_id`` exists."""
-        from .disk_backup import backup_disk
+        from .disk.backup import backup_disk
 
         return backup_disk(self.chunks, source, backup_id=backup_id, meta=meta,
                            parent_backup_id=parent_backup_id, full=full, progress=progress, cancel=cancel,
@@ -177,7 +177,7 @@ class Repository:
         backup's size, else InvalidParameter). Writes only blocks that differ; zero blocks become holes;
         fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5).
         ``target_fd``: the target already open read-write (then ``target_path`` only names it)."""
-        from .disk_restore import restore_disk
+        from .disk.restore import restore_disk
 
         return restore_disk(self.chunks, backup_id, target_path, progress=progress, cancel=cancel,
                             truncate=truncate, target_fd=target_fd)
@@ -185,14 +185,14 @@ class Repository:
     def export_disk(self, backup_id: str, out_path: str, progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> RestoreResult:
         """Write the backup as a sparse raw image file (replaces ``out_path``)."""
-        from .disk_restore import export_disk
+        from .disk.restore import export_disk
 
         return export_disk(self.chunks, backup_id, out_path, progress=progress, cancel=cancel)
 
     def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport:
         """Re-read and check every chunk of a backup; report damaged/missing ones and the disk offsets
         they affect. ``progress(chunks_done, chunks_total)``."""
-        from .disk_restore import verify_disk
+        from .disk.restore import verify_disk
 
         return verify_disk(self.chunks, backup_id, progress=progress)
 
@@ -220,8 +220,8 @@ class Repository:
 
     def gc(self, progress: Progress | None = None) -> GCResult:
         """Remove chunks no backup references and repack partly dead packs; safe with backups running
-        (see gc.py). StateConflict if another GC runs."""
-        from .gc import run_gc
+        (see chunks/gc.py). StateConflict if another GC runs."""
+        from .chunks.gc import run_gc
 
         return run_gc(self.chunks, progress)
 

@@ -25,7 +25,7 @@ from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, LockTiming, Repository
-from opencbr.engine.disk_source import FileDiskSource
+from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers import local
 from opencbr.services import listing, space, tasks
 from opencbr.services import resources as res_svc
@@ -720,7 +720,7 @@ def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault) -> None:
 
 @tasks.handler("gc")
 def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
-    """Remove chunks no backup references (safe with running backups; see engine/gc.py)."""
+    """Remove chunks no backup references (safe with running backups; see engine/chunks/gc.py)."""
     with ctx.tx() as s:
         vault = s.get(Vault, run.params["vault_id"])
         if vault is None:

@@ -22,7 +22,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import FixedIndex, OperationCancelled
-from opencbr.engine.disk_restore import image_blocks, unreadable_chunks
+from opencbr.engine.disk.restore import image_blocks, unreadable_chunks
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks

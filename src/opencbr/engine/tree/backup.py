@@ -38,8 +38,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from ...domain.errors import InvalidParameter, NotFound, StateConflict
+from ..chunks.manifests import MANIFESTS_DIR, check_name
+from ..chunks.session import WriteSession
 from ..errors import BackupCancelled
-from ..manifests import MANIFESTS_DIR, check_name
 from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
 from .chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, FileData, FileUnreadable
@@ -409,7 +410,7 @@ class TreeBackup:
         walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
                             prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
                             adaptive=incremental, warm=incremental)
-        self.session = session = cs.session()
+        self.session = session = WriteSession(cs)
         self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(cs, self.level)
         self.bundler = Bundler(self.secret)

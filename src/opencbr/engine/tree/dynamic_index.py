@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ...domain.errors import DataCorruption
-from ..manifests import Manifest
+from ..chunks.manifests import Manifest
 
 MAGIC = b"OCBRDIX1"
 FORMAT = 1

@@ -40,9 +40,9 @@ from typing import Iterator, NamedTuple
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ...storage.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
-from ..chunk_reader import spans_of
+from ..chunks.packs import pack_key
+from ..chunks.reader import spans_of
 from ..errors import RestoreCancelled
-from ..packs import pack_key
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
 from .entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ...domain.errors import NotFound
-from ..chunk_reader import fetch_chunks
+from ..chunks.reader import fetch_chunks
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, load_index, show
 from .entry import FILE

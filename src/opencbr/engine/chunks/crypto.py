@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..domain.errors import DataCorruption, InvalidParameter
+from ...domain.errors import DataCorruption, InvalidParameter
 
 DIGEST_SIZE = 32
 NONCE_SIZE = 12

@@ -25,15 +25,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..domain.errors import StateConflict
-from ..storage.aligned import BufferPool
-from .chunkstore import ChunkStore, PutResult
+from ...domain.errors import StateConflict
+from ...storage.aligned import BufferPool
 from .codec import ChunkCodec
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
+from .store import ChunkStore
 
-_ENTRY = struct.Struct("<32sII")  # digest, offset, length: the record form of index.py
+_ENTRY = struct.Struct("<32sII")  # digest, offset, length: the record form of locations.py
 _tls = threading.local()
 
 
@@ -42,6 +42,16 @@ def _thread_token() -> object:
     if tok is None:
         tok = _tls.token = object()
     return tok
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """Outcome of :meth:`WriteSession.put_chunk`: the chunk's digest, whether this call stored it,
+    and the bytes it stored (0 when deduplicated)."""
+
+    digest: bytes
+    new: bool
+    stored_size: int
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyfastcdc import FastCDC
 
-from opencbr.engine.crypto import RepoKeys
+from opencbr.engine.chunks.crypto import RepoKeys
 from opencbr.engine.tree.chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, _keyed_fastcdc
 from opencbr.engine.tree.cutting import ChunkingSecret
 

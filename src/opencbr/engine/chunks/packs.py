@@ -18,8 +18,8 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
-from ..domain.errors import DataCorruption
-from ..storage.aligned import BufferPool, aligned_buffer
+from ...domain.errors import DataCorruption
+from ...storage.aligned import BufferPool, aligned_buffer
 from .crypto import DIGEST_SIZE, Sealer
 
 PACK_MAGIC = b"OCBRPAK1"

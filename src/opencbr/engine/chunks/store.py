@@ -5,13 +5,13 @@ repository prefix::
 
     config                      repository id, format, wrapped keys (written by Repository.create)
     data/<xx>/<pack id>         packs of chunk records (packs.py)
-    index/<time>-<rand>         which chunk is where (index.py)
+    index/<time>-<rand>         which chunk is where (locations.py)
     manifests/<name>            backups (manifests.py)
     locks/...                   writer and GC locks (locks.py)
     gc/condemned-<gen>          packs GC has condemned but not yet deleted (gc.py)
 
-Writes go through a :class:`~opencbr.engine.session.WriteSession` (``chunk_store.session()``), which
-orders them packs -> index -> manifest. Reads (``get_chunk``) verify every chunk against its digest and
+Writes go through a :class:`~opencbr.engine.chunks.session.WriteSession` (``WriteSession(chunk_store)``),
+which orders them packs -> index -> manifest. Reads (``get_chunk``) verify every chunk against its digest and
 fall back to another copy of the chunk if one is damaged or gone.
 """
 
@@ -19,35 +19,22 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-from ..domain.errors import DataCorruption, NotFound, StateConflict
-from ..storage import ObjectStore
+from ...domain.errors import DataCorruption, NotFound, StateConflict
+from ...storage import ObjectStore
 from .codec import ChunkCodec
 from .crypto import RepoKeys, Sealer
-from .index import ChunkIndex, Location, decode_index, encode_index, new_index_name
+from .locations import ChunkIndex, Location, decode_index, encode_index, new_index_name
 from .locks import LockTiming
 from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
 from .packs import pack_key
-
-if TYPE_CHECKING:
-    from .session import WriteSession
 
 INDEX_DIR = "index/"
 DATA_DIR = "data/"
 GC_DIR = "gc/"
 CONDEMNED_PREFIX = "gc/condemned-"
 
-
-@dataclass(frozen=True)
-class PutResult:
-    """Outcome of :meth:`WriteSession.put_chunk`: the chunk's digest, whether this call stored it,
-    and the bytes it stored (0 when deduplicated)."""
-
-    digest: bytes
-    new: bool
-    stored_size: int
 
 
 class ChunkStore:
@@ -176,12 +163,6 @@ class ChunkStore:
 
     def has_chunk(self, digest: bytes) -> bool:
         return self.reader_index().has(digest)
-
-    def session(self, *, force_new: bool = False) -> "WriteSession":
-        """Start a write session (registers a writer lock; see session.py)."""
-        from .session import WriteSession
-
-        return WriteSession(self, force_new=force_new)
 
     # -- manifests ---------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> int:

@@ -13,10 +13,10 @@ import queue
 import threading
 from typing import Callable, Iterable
 
-from ..domain.errors import DataCorruption, NotFound
-from .chunkstore import ChunkStore
-from .index import ChunkIndex, Location
+from ...domain.errors import DataCorruption, NotFound
+from .locations import ChunkIndex, Location
 from .packs import pack_key
+from .store import ChunkStore
 
 MAX_SPAN = 16 << 20
 MAX_GAP = 256 << 10

@@ -18,13 +18,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Generator
 
-from ..domain.errors import DataCorruption, InvalidParameter, NotFound
-from .chunk_reader import fetch_chunks
-from .chunkstore import ChunkStore
-from .crypto import DIGEST_SIZE, ZERO_DIGEST
-from .errors import RestoreCancelled
+from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.packs import pack_key
+from ..chunks.reader import fetch_chunks
+from ..chunks.store import ChunkStore
+from ..errors import RestoreCancelled
 from .fixed_index import FixedIndex
-from .packs import pack_key
 
 Progress = Callable[[int, int], None]
 # 0 = off: an fdatasync every 64-256 MiB during the restore measured no faster than one fsync at the end

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import zstandard
 
-from ..domain.errors import DataCorruption, InvalidParameter
+from ...domain.errors import DataCorruption, InvalidParameter
 from .crypto import DIGEST_SIZE, ZERO_DIGEST, Sealer
 
 MANIFESTS_DIR = "manifests/"

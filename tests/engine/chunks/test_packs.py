@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from opencbr.engine.crypto import RepoKeys, Sealer
-from opencbr.engine.packs import FOOTER_SIZE, PackWriter, read_trailer, trailer_length
+from opencbr.engine.chunks.crypto import RepoKeys, Sealer
+from opencbr.engine.chunks.packs import FOOTER_SIZE, PackWriter, read_trailer, trailer_length
 from opencbr.storage.aligned import BufferPool, is_aligned
 
 

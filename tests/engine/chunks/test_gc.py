@@ -9,6 +9,7 @@ import pytest
 from engine_helpers import BS, assert_clean, make_image, new_repo, sha256_file
 
 from opencbr.domain.errors import StateConflict
+from opencbr.engine.chunks.session import WriteSession
 
 
 def _chunks(n: int, seed: int) -> list[bytes]:
@@ -28,7 +29,7 @@ def _wait_for_packs(store, repo, at_least: int) -> None:
 def test_gc_keeps_the_unindexed_packs_of_a_running_backup(local_store):
     repo = new_repo(local_store, pack_size=16 << 10)
     data = _chunks(40, 1)
-    s = repo.chunks.session()
+    s = WriteSession(repo.chunks)
     digests = [s.put_chunk(c).digest for c in data]
     _wait_for_packs(local_store, repo, 5)  # uploaded, but no index mentions them yet
     g = repo.gc()
@@ -44,10 +45,10 @@ def test_gc_keeps_the_unindexed_packs_of_a_running_backup(local_store):
 def test_gc_never_removes_a_deleted_backups_chunks_that_a_running_backup_reuses(local_store):
     repo = new_repo(local_store, pack_size=16 << 10)
     data = _chunks(30, 2)
-    s0 = repo.chunks.session()
+    s0 = WriteSession(repo.chunks)
     ds = [s0.put_chunk(c).digest for c in data]
     s0.commit("x", {"type": "test"}, refs=b"".join(ds))
-    w = repo.chunks.session()  # loads the index: x's chunks are known
+    w = WriteSession(repo.chunks)  # loads the index: x's chunks are known
     repo.delete_backup("x")
     g = repo.gc()  # x's chunks are garbage now, but w may reuse them: condemned, not deleted
     assert g.packs_deleted == 0 and g.packs_condemned_pending > 0
@@ -63,13 +64,13 @@ def test_gc_never_removes_a_deleted_backups_chunks_that_a_running_backup_reuses(
 def test_a_backup_that_saw_the_condemnation_stores_its_own_copy(local_store):
     repo = new_repo(local_store, pack_size=16 << 10)
     data = _chunks(30, 3)
-    s0 = repo.chunks.session()
+    s0 = WriteSession(repo.chunks)
     ds = [s0.put_chunk(c).digest for c in data]
     s0.commit("x", {"type": "test"}, refs=b"".join(ds))
-    old = repo.chunks.session()  # an older writer keeps the condemnation pending
+    old = WriteSession(repo.chunks)  # an older writer keeps the condemnation pending
     repo.delete_backup("x")
     assert repo.gc().packs_condemned_pending > 0
-    new = repo.chunks.session()  # sees the condemned list
+    new = WriteSession(repo.chunks)  # sees the condemned list
     assert all(new.put_chunk(c).new for c in data)  # so it stores its own copies
     new.commit("n", {"type": "test"}, refs=b"".join(ds))
     old.abort()
@@ -89,7 +90,7 @@ def test_only_one_gc_at_a_time(local_store):
 
 def test_a_stalled_backup_that_lost_its_lock_publishes_nothing(local_store, tmp_path):
     repo = new_repo(local_store)
-    s = repo.chunks.session()
+    s = WriteSession(repo.chunks)
     d = s.put_chunk(b"x" * 100).digest
     s.lock._stop.set()  # simulate a process frozen longer than the stale timeout
     time.sleep(repo.chunks.lock_timing.stale_after + 0.3)
@@ -129,13 +130,13 @@ def test_two_condemned_copies_of_a_needed_chunk_keep_one(local_store):
     repo = new_repo(local_store, pack_size=16 << 10)
     cs = repo.chunks
     data = _chunks(3, 7)
-    s1 = cs.session()
+    s1 = WriteSession(cs)
     ds = [s1.put_chunk(c).digest for c in data]
     s1.commit("x", {"type": "test"}, refs=b"".join(ds))
-    old = cs.session()  # knows x's copies; keeps every condemnation pending while it runs
+    old = WriteSession(cs)  # knows x's copies; keeps every condemnation pending while it runs
     repo.delete_backup("x")
     assert repo.gc().packs_condemned_pending > 0  # list A: x's pack
-    s2 = cs.session()  # saw list A, so it stores second copies
+    s2 = WriteSession(cs)  # saw list A, so it stores second copies
     assert all(s2.put_chunk(c).new for c in data)
     s2.commit("y", {"type": "test"}, refs=b"".join(ds))
     repo.delete_backup("y")

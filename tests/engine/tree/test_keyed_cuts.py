@@ -15,7 +15,7 @@ import zstandard
 from pyfastcdc import FastCDC
 from pyfastcdc.py.constants import GEAR, MASKS
 
-from opencbr.engine.crypto import NONCE_SIZE, TAG_SIZE, RepoKeys
+from opencbr.engine.chunks.crypto import NONCE_SIZE, TAG_SIZE, RepoKeys
 from opencbr.engine.tree import backup as backup_mod
 from opencbr.engine.tree import backup_tree, restore_tree, verify_tree
 from opencbr.engine.tree.bundle import BUNDLE_MAX, BUNDLE_MIN, Bundler

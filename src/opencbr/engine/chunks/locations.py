@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 import zstandard
 
-from ..domain.errors import DataCorruption
+from ...domain.errors import DataCorruption
 from .crypto import DIGEST_SIZE, Sealer
 
 INDEX_MAGIC = b"OCBRIDX1"

@@ -23,7 +23,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..domain.errors import DataCorruption
+from ...domain.errors import DataCorruption
 from .crypto import NONCE_SIZE, RepoKeys
 
 FLAG_ZSTD = 0x01

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..domain.errors import DataCorruption
-from .crypto import DIGEST_SIZE, ZERO_DIGEST
-from .manifests import Manifest
+from ...domain.errors import DataCorruption
+from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.manifests import Manifest
 
 DEFAULT_BLOCK_SIZE = 64 << 10
 

@@ -23,13 +23,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from ..domain.errors import NotFound, StateConflict
-from .chunkstore import ChunkStore
-from .crypto import DIGEST_SIZE, ZERO_DIGEST
-from .disk_source import DiskSource, FileDiskSource
-from .errors import BackupCancelled
+from ...domain.errors import NotFound, StateConflict
+from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.manifests import MANIFESTS_DIR, check_name
+from ..chunks.session import WriteSession
+from ..chunks.store import ChunkStore
+from ..errors import BackupCancelled
 from .fixed_index import FixedIndex
-from .manifests import MANIFESTS_DIR, check_name
+from .source import DiskSource, FileDiskSource
 
 SEGMENT_SIZE = 4 << 20
 
@@ -113,7 +114,7 @@ def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress
     read = [0]
     counters_lock = threading.Lock()
     zero_blocks = [0]
-    session = cs.session(force_new=full)
+    session = WriteSession(cs, force_new=full)
 
     def fail(e: BaseException) -> None:
         errors.append(e)

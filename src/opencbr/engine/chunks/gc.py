@@ -33,9 +33,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ..domain.errors import DataCorruption, StateConflict
-from .chunkstore import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
-from .index import ChunkIndex, new_index_name
+from ...domain.errors import DataCorruption, StateConflict
+from .locations import ChunkIndex, new_index_name
 from .locks import (
     GC_LOCK_NAME,
     LockInfo,
@@ -44,6 +43,7 @@ from .locks import (
     list_locks,
 )
 from .packs import PackWriter, pack_key
+from .store import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
 
 REPACK_DEAD_FRACTION = 0.25
 SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...

@@ -12,8 +12,9 @@ from engine_helpers import BS, MASTER_KEY, all_objects, make_image, new_repo, sh
 
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.engine import BackupCancelled, FileDiskSource, Repository
-from opencbr.engine.crypto import ZERO_DIGEST
-from opencbr.engine.packs import read_trailer
+from opencbr.engine.chunks.crypto import ZERO_DIGEST
+from opencbr.engine.chunks.packs import read_trailer
+from opencbr.engine.chunks.session import WriteSession
 
 
 def test_create_open_and_keys(local_store):
@@ -251,7 +252,7 @@ def test_progress_is_reported_and_monotonic(local_store, tmp_path):
 def test_chunk_store_generic_api_for_other_index_formats(local_store):
     repo = new_repo(local_store)
     cs = repo.chunks
-    s = cs.session()
+    s = WriteSession(cs)
     r1 = s.put_chunk(b"file content one")
     r2 = s.put_chunk(b"file content one")
     r3 = s.put_chunk(b"another file")
@@ -262,7 +263,7 @@ def test_chunk_store_generic_api_for_other_index_formats(local_store):
     assert cs.get_chunk(r3.digest) == b"another file"
     m = cs.read_manifest("tree-1")
     assert m.header["type"] == "tree" and m.payload == catalog
-    s2 = cs.session()
+    s2 = WriteSession(cs)
     assert not s2.put_chunk(b"another file").new  # dedup against the repository
     s2.abort()
     assert repo.usage() == r1.stored_size + r3.stored_size

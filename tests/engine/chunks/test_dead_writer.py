@@ -13,7 +13,7 @@ import sys
 import time
 
 from opencbr.engine import LockTiming, Repository
-from opencbr.engine.locks import LOCKS_DIR
+from opencbr.engine.chunks.locks import LOCKS_DIR
 from opencbr.storage import open_store
 
 
@@ -43,7 +43,7 @@ def test_gc_keeps_a_refreshed_lock_whose_pid_is_not_running_here(tmp_path):
 def test_lock_names_a_unique_owner(tmp_path):
     store = open_store(tmp_path.joinpath("s").as_uri())
     repo = Repository.create(store, "vaults/v/", b"k" * 32, encrypted=True)
-    from opencbr.engine.locks import RepoLock, list_locks
+    from opencbr.engine.chunks.locks import RepoLock, list_locks
 
     lock = RepoLock(store, "vaults/v/", "writer", repo.chunks.lock_timing)
     lock.acquire()

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..storage import ObjectStore
+from ...storage import ObjectStore
 
 #: This process's owner id in lock objects: unique per process (pids repeat across PID namespaces).
 PROCESS_OWNER = f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(6).hex()}"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from opencbr.domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
+from opencbr.engine.chunks.packs import pack_key
 from opencbr.engine.diskfs import DiskBackupView, list_disk_tree, list_disk_volumes, restore_disk_path
-from opencbr.engine.packs import pack_key
 from opencbr.engine.tree import list_backup
 
-from .conftest import new_repo
+from ..tree.conftest import new_repo
 
 MiB = 1 << 20
 need = pytest.mark.skipif(not shutil.which("mkfs.ext4"), reason="mkfs.ext4 (e2fsprogs) is not installed")

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from opencbr.domain.errors import DataCorruption, InvalidParameter
-from opencbr.engine.codec import ChunkCodec
-from opencbr.engine.crypto import RepoKeys, Sealer
+from opencbr.engine.chunks.codec import ChunkCodec
+from opencbr.engine.chunks.crypto import RepoKeys, Sealer
 
 
 @pytest.mark.parametrize("encrypted", [True, False])
