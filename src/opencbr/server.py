@@ -18,6 +18,7 @@ from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
 from opencbr.services import iam
 from opencbr.services.context import ServiceContext, open_context
+from opencbr.system.processes import stop_with_parent
 from opencbr.worker.runner import WorkerPool
 from opencbr.worker.supervisor import WorkerProcesses
 
@@ -136,12 +137,5 @@ def _note_stop_signals() -> list[str]:
 
 def _stop_with_parent() -> None:
     """A worker process of ``opencbr serve`` stops in order (SIGTERM) when the API process dies."""
-    import ctypes
-
-    parent = os.getppid()
-    try:  # PR_SET_PDEATHSIG = 1 (Linux)
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
+    if not stop_with_parent(os.getppid(), signal.SIGTERM):
         os.kill(os.getpid(), signal.SIGTERM)

@@ -11,7 +11,7 @@ import pytest
 
 from opencbr.engine.chunks.crypto import RepoKeys, Sealer
 from opencbr.engine.chunks.packs import FOOTER_SIZE, PackWriter, read_trailer, trailer_length
-from opencbr.storage.aligned import BufferPool, is_aligned
+from opencbr.system.aligned import BufferPool, is_aligned
 
 
 def _records(n: int, seed: int = 1) -> list[tuple[bytes, bytes]]:

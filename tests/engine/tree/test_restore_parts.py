@@ -4,6 +4,7 @@ cancel and a child that dies all reach the caller; stores that must not be forke
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -137,7 +138,8 @@ def test_a_part_that_dies_is_an_error_not_a_hang(enc_repo, tmp_path, tiny_groups
 def test_stores_that_must_not_fork_restore_in_one_process(enc_repo, tmp_path, tiny_groups, monkeypatch):
     src = _tree(tmp_path)
     backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
-    monkeypatch.setattr(type(enc_repo.chunks.store), "fork_safe", False)
+    store = enc_repo.chunks.store
+    monkeypatch.setattr(store, "capabilities", dataclasses.replace(store.capabilities, fork_safe=False))
     restore_tree(enc_repo, "b1", tmp_path / "out", processes=2)
     assert tiny_groups == []
     assert_same_tree(src, tmp_path / "out")

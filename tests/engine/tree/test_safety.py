@@ -16,6 +16,7 @@ import pytest
 from opencbr.domain.errors import DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import BackupCancelled, RestoreCancelled
 from opencbr.engine.chunks.packs import pack_key
+from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
 from opencbr.engine.tree.catalog import CatalogWriter
 from opencbr.engine.tree.dynamic_index import FORMAT, DynamicIndex
@@ -102,7 +103,7 @@ def test_cancel_publishes_nothing(enc_repo, tmp_path):
 
 def _forge(repo, backup_id: str, entries: list[Entry]) -> None:
     """Write a tree backup whose catalog holds exactly ``entries`` (a hand-made hostile catalog)."""
-    session = repo.chunks.session()
+    session = WriteSession(repo.chunks)
     codec = repo.chunks.codec.clone()
 
     def put(data: bytes) -> bytes:

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ...domain.errors import DataCorruption
-from ...storage.aligned import BufferPool, aligned_buffer
+from ...system.aligned import BufferPool, aligned_buffer
 from .crypto import DIGEST_SIZE, Sealer
 
 PACK_MAGIC = b"OCBRPAK1"

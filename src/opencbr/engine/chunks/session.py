@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ...domain.errors import StateConflict
-from ...storage.aligned import BufferPool
+from ...system.aligned import BufferPool
 from .codec import ChunkCodec
 from .locks import RepoLock
 from .manifests import Manifest

@@ -9,18 +9,17 @@ on regular files, zeros on block devices. The target is fsynced at the end.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Generator
+from typing import Callable
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ...system.libc import function as libc_function
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.packs import pack_key
 from ..chunks.reader import fetch_chunks
 from ..chunks.store import ChunkStore
 from ..errors import RestoreCancelled
@@ -31,16 +30,11 @@ Progress = Callable[[int, int], None]
 WRITEBACK_STEP = int(os.environ.get("OPENCBR_RESTORE_WRITEBACK", 0))
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
-_libc = None
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> bool:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    r = _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
-    return r == 0
+    fallocate = libc_function("fallocate", (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong))
+    return fallocate is not None and fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0
 
 
 @dataclass
@@ -118,7 +112,7 @@ class BlockPositions:
         return len(self._m)
 
 
-def _positions(index: FixedIndex) -> BlockPositions:
+def block_positions(index: FixedIndex) -> BlockPositions:
     pos = BlockPositions()
     dg = index.digests
     for i in range(index.block_count):
@@ -328,66 +322,10 @@ def _restore_into(cs, index: FixedIndex, backup_id, target_path, fd, is_blk, pro
     )
 
 
-def export_disk(cs: ChunkStore, backup_id: str, out_path: str, *, progress: Progress | None = None,
-                cancel: threading.Event | None = None, workers: int = 3) -> RestoreResult:
-    """Write the backup as a sparse raw image at ``out_path`` (replaced if it exists)."""
-    tmp = f"{out_path}.partial"
-    if os.path.exists(tmp):
-        os.unlink(tmp)
-    try:
-        res = restore_disk(cs, backup_id, tmp, progress=progress, cancel=cancel, workers=workers)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    res.target = out_path
-    return res
-
-
-def unreadable_chunks(cs: ChunkStore, index: FixedIndex) -> list[DamagedChunk]:
-    """The chunks of a disk backup known to be unreadable without reading any: not in the index, or in
-    a pack that is gone or shorter than the record. One listing of the packs, no data read: a cheap
-    check before an export sends its first byte (a flipped byte is found only by reading it)."""
-    idx = cs.reader_index(refresh=True)
-    sizes = dict(cs.store.list(cs.k("data/")))
-    pos = _positions(index)
-    bad = []
-    for d in pos:
-        locs = idx.locations(d)
-        if any(sizes.get(cs.k(pack_key(loc.pack_id)), -1) >= loc.offset + loc.length for loc in locs):
-            continue
-        reason = f"pack {locs[0].pack_id} is missing or short" if locs else "it is not in the repository index"
-        bad.append(DamagedChunk(d.hex(), f"chunk {d.hex()}: {reason}", sorted(k * index.block_size for k in pos[d])))
-    bad.sort(key=lambda c: c.offsets[0])
-    return bad
-
-
-def image_blocks(cs: ChunkStore, index: FixedIndex) -> Generator[bytes, None, DamagedChunk | None]:
-    """The raw image of a disk backup, block by block, every chunk checked as it is read. Stops at the
-    first chunk that cannot be read intact and returns it with its block's offset (everything before
-    it was yielded); returns None when the whole image was."""
-    zero = bytes(index.block_size)
-    codec = cs.codec.clone()
-    for i in range(index.block_count):
-        n, d = index.block_length(i), index.digest(i)
-        if d == ZERO_DIGEST:
-            yield zero[:n]
-            continue
-        try:
-            data = cs.get_chunk(d, codec)
-        except (DataCorruption, NotFound) as e:
-            return DamagedChunk(d.hex(), str(getattr(e, "message", e)), [i * index.block_size])
-        if len(data) != n:
-            return DamagedChunk(d.hex(), f"chunk {d.hex()} has {len(data)} bytes, its block {n}", [i * index.block_size])
-        yield data
-    return None
-
-
 def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:
     t0 = time.monotonic()
     index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
-    pos = _positions(index)
+    pos = block_positions(index)
     bs = index.block_size
     report = VerifyReport(backup_id, 0, 0)
     lock = threading.Lock()

@@ -60,7 +60,7 @@ from typing import Callable
 
 from pyfastcdc import FastCDC
 
-from ...storage.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
+from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
 from ..errors import BackupCancelled
 
 
@@ -232,7 +232,7 @@ class _FdSource:
 
 
 def _try_direct(fd: int) -> bool:
-    """Switch an open file to ``O_DIRECT`` (see storage/aligned.py for why); False where refused."""
+    """Switch an open file to ``O_DIRECT`` (see system/aligned.py for why); False where refused."""
     if not O_DIRECT:
         return False
     try:

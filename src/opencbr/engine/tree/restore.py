@@ -23,7 +23,6 @@ intact the restore finishes what it can and raises ``DataCorruption`` naming the
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import pickle
@@ -39,7 +38,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
-from ...storage.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
+from ...system.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
+from ...system.libc import function as libc_function
 from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
 from ..errors import RestoreCancelled
@@ -55,7 +55,7 @@ WINDOW_FILES = 1024  # open descriptors per window (two windows in flight); lowe
 MAX_SPAN = 8 << 20
 MAX_GAP = 256 << 10
 MAX_WARNINGS = 1000
-# Files at least this big get their whole blocks written with O_DIRECT (storage/aligned.py
+# Files at least this big get their whole blocks written with O_DIRECT (system/aligned.py
 # ``pwrite_split``); smaller ones are bundled pieces of one or a few blocks, where the second
 # descriptor would cost more than the page-cache copy it saves.
 DIRECT_MIN = 64 << 10
@@ -66,35 +66,23 @@ GROUP_BYTES = 16 << 20
 GROUP_FILES = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_libc = None
-
-
 _SYNC_FILE_RANGE_WRITE = 2
-_sfr = None
 
 
 def _start_writeback(fd: int) -> None:
     """Start writing a finished file's dirty pages now (``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
     asynchronous), so the final ``syncfs`` barrier waits for the tail only instead of for the whole
     restore (measured on the 30k-file tree: the barrier alone cost 1.7 s of a 6.8 s restore)."""
-    global _sfr
-    if _sfr is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _sfr = libc.sync_file_range
-            _sfr.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-        except (OSError, AttributeError):
-            _sfr = False
-    if _sfr:
-        _sfr(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+    sync_file_range = libc_function("sync_file_range",
+                                    (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint))
+    if sync_file_range is not None:
+        sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def _syncfs(fd: int) -> None:
     """Flush the file system holding ``fd`` (one barrier instead of an fsync per file)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.syncfs(fd) != 0:
+    syncfs = libc_function("syncfs", (ctypes.c_int,))
+    if syncfs is None or syncfs(fd) != 0:
         os.sync()
 
 
@@ -500,7 +488,7 @@ class TreeRestore:
         an S3 client's connection pool is not)."""
         if self.processes <= 1 or self.total < PARALLEL_MIN or not hasattr(os, "fork"):
             return 1
-        return self.processes if getattr(self.cs.store, "fork_safe", False) else 1
+        return self.processes if self.cs.store.capabilities.fork_safe else 1
 
     def _restore_parts(self, root_fd: int, parts: int) -> _DirList:
         """Restore in ``parts`` processes -- this one and ``parts - 1`` forked children -- each the

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from opencbr.storage import open_store
-from opencbr.storage.aligned import (
+from opencbr.system.aligned import (
     ALIGN,
     BufferPool,
     aligned_buffer,
@@ -104,7 +104,7 @@ def test_store_contract_read_view(store):
 
 def test_without_direct_io_everything_falls_back(tmp_path, monkeypatch):
     """Where O_DIRECT does not exist or is refused, the store reads and writes buffered, unchanged."""
-    import opencbr.storage.aligned as aligned
+    import opencbr.system.aligned as aligned
 
     monkeypatch.setattr(aligned, "O_DIRECT", 0)
     store = open_store(tmp_path.joinpath("s").as_uri())
@@ -120,7 +120,7 @@ def test_without_direct_io_everything_falls_back(tmp_path, monkeypatch):
 
 def _spy_writes(monkeypatch):
     """Record which descriptor every pwrite goes to (the real write still happens)."""
-    import opencbr.storage.aligned as aligned
+    import opencbr.system.aligned as aligned
 
     calls = []
     real = os.pwrite
@@ -185,7 +185,7 @@ def test_pwrite_split_falls_back_when_direct_is_refused(tmp_path, monkeypatch):
     is told to stop trying."""
     import errno
 
-    import opencbr.storage.aligned as aligned
+    import opencbr.system.aligned as aligned
 
     data = os.urandom(5 * ALIGN + 7)
     path = tmp_path / "f"
