@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ...domain.errors import DataCorruption, NotFound
+from .codec import ChunkCodec
 from .locations import ChunkIndex, Location
 from .packs import pack_key
 from .store import ChunkStore
@@ -22,6 +23,7 @@ MAX_SPAN = 16 << 20
 MAX_GAP = 256 << 10
 
 Sink = Callable[[bytes, bytes], None]  # (digest, plaintext)
+Decode = Callable[[bytes, memoryview], bytes | memoryview]  # (digest, record) -> plaintext
 OnError = Callable[[bytes, Exception], None]
 
 
@@ -55,6 +57,34 @@ def spans_of(idx: ChunkIndex, digests: Iterable[bytes], on_missing: Callable[[by
         if cur:
             spans.append((pack_id, start, end, cur))
     return spans
+
+
+def read_span(cs: ChunkStore, codec: ChunkCodec, pack_id: str, start: int, end: int,
+              items: list[tuple[bytes, Location]], *, decode: Decode | None = None,
+              ) -> Iterator[tuple[bytes, bytes | memoryview | None, Exception | None]]:
+    """Read one span (bytes ``[start, end)`` of pack ``pack_id``) and yield ``(digest, plaintext, None)``
+    for each of its chunks, or ``(digest, None, error)`` when no copy of the chunk can be read intact.
+    A record that is short (pack gone or truncated) or fails its check falls back to the chunk's other
+    copies (:meth:`ChunkStore.get_chunk`). ``decode(digest, record)`` replaces ``codec.decode``, e.g. to
+    decode into a reused buffer; the plaintext is valid until the next item is asked for."""
+    try:
+        mv = cs.store.read_view(cs.k(pack_key(pack_id)), start, end)
+    except KeyError:
+        mv = memoryview(b"")
+    for d, loc in items:
+        a = loc.offset - start
+        rec = mv[a:a + loc.length]
+        try:
+            if len(rec) != loc.length:
+                raise NotFound(f"chunk {d.hex()}: pack {pack_id} is missing or short")
+            data = decode(d, rec) if decode is not None else codec.decode(d, rec)
+        except (DataCorruption, NotFound):
+            try:
+                data = cs.get_chunk(d, codec)
+            except (DataCorruption, NotFound) as e:
+                yield d, None, e
+                continue
+        yield d, data, None
 
 
 def plan_spans(cs: ChunkStore, digests: Iterable[bytes],
@@ -93,24 +123,11 @@ def fetch_chunks(
                     pack_id, start, end, items = q.get_nowait()
                 except queue.Empty:
                     return
-                try:
-                    mv = cs.store.read_view(cs.k(pack_key(pack_id)), start, end)
-                except KeyError:
-                    mv = memoryview(b"")
-                for d, loc in items:
-                    a = loc.offset - start
-                    rec = mv[a:a + loc.length]
-                    try:
-                        if len(rec) != loc.length:
-                            raise NotFound(f"chunk {d.hex()}: pack {pack_id} is missing or short")
-                        data = codec.decode(d, rec)
-                    except (DataCorruption, NotFound):
-                        try:
-                            data = cs.get_chunk(d, codec)
-                        except (DataCorruption, NotFound) as e2:
-                            on_error(d, e2)
-                            continue
-                    sink(d, data)
+                for d, data, err in read_span(cs, codec, pack_id, start, end, items):
+                    if err is not None:
+                        on_error(d, err)
+                    else:
+                        sink(d, data)
                 if on_span_done is not None:
                     on_span_done(len(items))
         except BaseException as e:  # noqa: BLE001

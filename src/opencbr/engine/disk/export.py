@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Generator
 
-from ...domain.errors import DataCorruption, NotFound
+from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ..chunks.crypto import ZERO_DIGEST
 from ..chunks.packs import pack_key
 from ..chunks.store import ChunkStore
@@ -36,8 +36,11 @@ class DiskImage:
     """The raw image of one disk backup, read as a stream."""
 
     def __init__(self, cs: ChunkStore, backup_id: str):
+        manifest = cs.read_manifest(backup_id)
+        if manifest.header.get("type") != "disk":
+            raise InvalidParameter(f"backup {backup_id} is not a disk backup: only disks have an image")
         self.cs = cs
-        self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+        self.index = FixedIndex.from_manifest(manifest)
 
     @property
     def disk_size(self) -> int:

@@ -37,11 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
-from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ...domain.errors import DataCorruption, InvalidParameter
 from ...system.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
 from ...system.libc import function as libc_function
-from ..chunks.packs import pack_key
-from ..chunks.reader import spans_of
+from ..chunks.reader import read_span, spans_of
 from ..errors import RestoreCancelled
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
@@ -311,26 +310,17 @@ class TreeRestore:
             if self.cancel.is_set() or self._stop.is_set():
                 return
             codec = self._codec()
-            try:
-                blob = self.cs.store.read_view(self.cs.k(pack_key(pack_id)), start, end)
-            except KeyError:
-                blob = memoryview(b"")
-            for d, loc in items:
-                a = loc.offset - start
-                rec = blob[a:a + loc.length]
-                try:
-                    if len(rec) != loc.length:
-                        raise NotFound(f"pack {pack_id} is missing or short")
-                    # placed so that the first piece's whole blocks are page-aligned in memory
-                    _job, file_off, chunk_off, _take = win.want[d][0]
-                    data = codec.decode_into(d, rec, self._buffer("scratch", self._max_chunk),
-                                             (file_off - chunk_off) % ALIGN, self._buffer("work", self._max_chunk))
-                except (DataCorruption, NotFound):
-                    try:
-                        data = self.cs.get_chunk(d, codec)
-                    except (DataCorruption, NotFound) as e2:
-                        self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {e2.message}")
-                        continue
+
+            def decode(d: bytes, rec: memoryview) -> memoryview:
+                # placed so that the first piece's whole blocks are page-aligned in memory
+                _job, file_off, chunk_off, _take = win.want[d][0]
+                return codec.decode_into(d, rec, self._buffer("scratch", self._max_chunk),
+                                         (file_off - chunk_off) % ALIGN, self._buffer("work", self._max_chunk))
+
+            for d, data, err in read_span(self.cs, codec, pack_id, start, end, items, decode=decode):
+                if err is not None:
+                    self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {err.message}")
+                    continue
                 mv = memoryview(data)
                 n = 0
                 for job, file_off, chunk_off, take in win.want[d]:
