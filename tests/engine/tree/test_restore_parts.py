@@ -14,7 +14,8 @@ import pytest
 from opencbr.domain.errors import DataCorruption
 from opencbr.engine import RestoreCancelled
 from opencbr.engine.tree import backup_tree, restore_tree
-from opencbr.engine.tree import restore as restore_mod
+from opencbr.engine.tree.restore import parts as parts_mod
+from opencbr.engine.tree.restore import restorer as restore_mod
 
 from .conftest import SMALL_CHUNKS, assert_same_tree, build_tree
 from .test_safety import _flip_byte_in_chunk_of
@@ -23,9 +24,9 @@ from .test_safety import _flip_byte_in_chunk_of
 @pytest.fixture
 def tiny_groups(monkeypatch):
     """Every restore forks, and groups are a few entries: every kind of entry lands in both parts."""
-    monkeypatch.setattr(restore_mod, "PARALLEL_MIN", 0)
-    monkeypatch.setattr(restore_mod, "GROUP_BYTES", 64 << 10)
-    monkeypatch.setattr(restore_mod, "GROUP_FILES", 3)
+    monkeypatch.setattr(parts_mod, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(parts_mod, "GROUP_BYTES", 64 << 10)
+    monkeypatch.setattr(parts_mod, "GROUP_FILES", 3)
     forks = []
     real = os.fork
 
@@ -148,11 +149,12 @@ def test_stores_that_must_not_fork_restore_in_one_process(enc_repo, tmp_path, ti
 _ORPHAN_SCRIPT = r"""
 import os, sys, time
 from opencbr.engine import Repository
-from opencbr.engine.tree import restore as r
+from opencbr.engine.tree.restore import parts
+from opencbr.engine.tree.restore import restorer as r
 from opencbr.storage import open_store
 
 store_uri, out, pids = sys.argv[1:4]
-r.PARALLEL_MIN = 0
+parts.PARALLEL_MIN = 0
 
 def hang(self, *a, **k):
     open(os.path.join(pids, str(os.getpid())), "w").close()

@@ -175,23 +175,23 @@ def test_big_files_restore_exactly_with_or_without_direct_writes(enc_repo, tmp_p
     buffered. Either way the tree comes back exact."""
     import random
 
-    from opencbr.engine.tree import restore as restore_mod
+    from opencbr.engine.tree.restore import fetch as fetch_mod
 
     src = build_tree(tmp_path / "src")
     r = random.Random(3)
     (src / "big").mkdir()
-    for i, size in enumerate((restore_mod.DIRECT_MIN, 700_001, 2_000_003)):
+    for i, size in enumerate((fetch_mod.DIRECT_MIN, 700_001, 2_000_003)):
         (src / "big" / f"f{i}").write_bytes(r.randbytes(size // 2) + b"compressible " * (size // 26))
     backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
     opened = []
 
     def reopen(fd):
-        got = restore_mod.reopen_direct.__wrapped__(fd) if direct else -1
+        got = fetch_mod.reopen_direct.__wrapped__(fd) if direct else -1
         opened.append(got)
         return got
 
-    reopen.__wrapped__ = restore_mod.reopen_direct
-    monkeypatch.setattr(restore_mod, "reopen_direct", reopen)
+    reopen.__wrapped__ = fetch_mod.reopen_direct
+    monkeypatch.setattr(fetch_mod, "reopen_direct", reopen)
     restore_tree(enc_repo, "b1", tmp_path / "out")
     assert_same_tree(src, tmp_path / "out")
     if direct:

@@ -93,168 +93,183 @@ def backup_disk(
             parent = None  # deleted meanwhile: every backup is a virtual full, so nothing depends on it
     src, owned = _open_source(source)
     try:
-        return _run(cs, src, backup_id, meta, parent_backup_id, parent, full, progress, cancel,
-                    block_size, workers or max(2, min(4, os.cpu_count() or 2)), t0)
+        job = _Job(backup_id=backup_id, meta=meta, parent_id=parent_backup_id, parent=parent, full=full,
+                   block_size=block_size, workers=workers or max(2, min(4, os.cpu_count() or 2)))
+        return _DiskBackup(cs, src, job, progress=progress, cancel=cancel).run(t0)
     finally:
         if owned:
             src.close()
 
 
-def _run(cs, src: DiskSource, backup_id, meta, parent_id, parent, full, progress, cancel, bs, nworkers, t0):
-    size = src.size
-    index = FixedIndex.empty(size, bs)
-    digests = index.digests
-    cancel = cancel or threading.Event()
-    stop = threading.Event()  # set on cancel or on any thread's error
-    errors: list[BaseException] = []
-    seg_q: queue.Queue = queue.Queue(maxsize=nworkers * 2)
-    seg_blocks = max(1, SEGMENT_SIZE // bs)
-    skipped = [0]  # hole bytes (known zero without reading), updated by the reader only
-    processed = [0] * nworkers  # bytes each worker has finished
-    read = [0]
-    counters_lock = threading.Lock()
-    zero_blocks = [0]
-    session = WriteSession(cs, force_new=full)
+@dataclass(frozen=True)
+class _Job:
+    """What one disk backup is asked to do."""
 
-    def fail(e: BaseException) -> None:
-        errors.append(e)
-        stop.set()
+    backup_id: str
+    meta: dict
+    parent_id: str | None
+    parent: FixedIndex | None  # the parent's index (None: no parent, or it was deleted meanwhile)
+    full: bool
+    block_size: int
+    workers: int
 
-    def put(item) -> bool:
-        while not stop.is_set():
+
+class _DiskBackup:
+    """One backup of an open source: a reader thread reads the data extents in segments, ``workers``
+    threads hash and store each block (zero blocks are only counted); then the manifest is committed."""
+
+    def __init__(self, cs: ChunkStore, src: DiskSource, job: _Job, *, progress: Progress | None,
+                 cancel: threading.Event | None):
+        self.cs, self.src, self.job = cs, src, job
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.size, self.bs = src.size, job.block_size
+        self.index = FixedIndex.empty(self.size, self.bs)
+        self.stop = threading.Event()  # set on cancel or on any thread's error
+        self.errors: list[BaseException] = []
+        self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers * 2)
+        self.skipped = 0  # hole bytes (known zero without reading), updated by the reader only
+        self.processed = [0] * job.workers  # bytes each worker has finished
+        self.read = 0
+        self.session = WriteSession(cs, force_new=job.full)
+
+    def _fail(self, e: BaseException) -> None:
+        self.errors.append(e)
+        self.stop.set()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
             try:
-                seg_q.put(item, timeout=0.2)
+                self.seg_q.put(item, timeout=0.2)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def reader() -> None:
+    def _reader(self) -> None:
+        bs, size, seg_blocks = self.bs, self.size, max(1, SEGMENT_SIZE // self.bs)
         try:
             pos = 0  # first block not yet accounted for
-            for off, ln in src.data_extents():
+            for off, ln in self.src.data_extents():
                 b0 = off // bs
                 b1 = -(-(off + ln) // bs)
                 if b0 * bs < pos:
                     b0 = -(-pos // bs)
-                skipped[0] += max(0, b0 * bs - pos)  # blocks in holes are zero blocks
+                self.skipped += max(0, b0 * bs - pos)  # blocks in holes are zero blocks
                 b = b0
                 while b < b1:
-                    if stop.is_set() or cancel.is_set():
+                    if self.stop.is_set() or self.cancel.is_set():
                         return
                     n = min(seg_blocks, b1 - b)
-                    data = src.read(b * bs, min(n * bs, size - b * bs))
-                    read[0] += len(data)
-                    if not put((b, data)):
+                    data = self.src.read(b * bs, min(n * bs, size - b * bs))
+                    self.read += len(data)
+                    if not self._put((b, data)):
                         return
                     b += n
                 pos = max(pos, b1 * bs)
-            skipped[0] += max(0, size - pos)
+            self.skipped += max(0, size - pos)
         except BaseException as e:  # noqa: BLE001
-            fail(e)
+            self._fail(e)
         finally:
-            for _ in range(nworkers):
-                put(None)
+            for _ in range(self.job.workers):
+                self._put(None)
 
-    def worker(k: int) -> None:
-        codec = cs.codec.clone()
+    def _next_segment(self):
+        """The next (first block, data) to chunk, or None when there is no more (or we stop)."""
+        while True:
+            try:
+                item = self.seg_q.get(timeout=0.2)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return None
+                continue
+            if item is None or self.stop.is_set():
+                return None
+            if self.cancel.is_set():
+                self.stop.set()
+                return None
+            return item
+
+    def _worker(self, k: int) -> None:
+        codec = self.cs.codec.clone()
+        bs, digests = self.bs, self.index.digests
         zero = bytes(bs)
-        zeros_here = 0
         try:
-            while True:
-                try:
-                    item = seg_q.get(timeout=0.2)
-                except queue.Empty:
-                    if stop.is_set():
-                        break
-                    continue
-                if item is None or stop.is_set():
-                    break
-                if cancel.is_set():
-                    stop.set()
-                    break
+            while (item := self._next_segment()) is not None:
                 b, data = item
-                n = len(data)
-                for i in range(0, n, bs):
+                for i in range(0, len(data), bs):
                     blk = data[i:i + bs]
                     if blk == zero or (len(blk) < bs and blk == zero[:len(blk)]):
-                        zeros_here += 1
-                        continue
+                        continue  # a zero block: left unset in the index
                     d = codec.digest(blk)
-                    session.put_chunk(blk, d, codec)
+                    self.session.put_chunk(blk, d, codec)
                     j = (b + i // bs) * DIGEST_SIZE
                     digests[j:j + DIGEST_SIZE] = d
-                processed[k] += n
+                self.processed[k] += len(data)
         except BaseException as e:  # noqa: BLE001
-            fail(e)
-        finally:
-            with counters_lock:
-                zero_blocks[0] += zeros_here
+            self._fail(e)
 
-    threads = [threading.Thread(target=reader, name="disk-read", daemon=True)]
-    threads += [threading.Thread(target=worker, args=(i,), name=f"disk-chunk-{i}", daemon=True) for i in range(nworkers)]
-    try:
+    def _read_and_store(self) -> list[threading.Thread]:
+        """Run the reader and the workers to the end, reporting progress; raise on cancel or error."""
+        threads = [threading.Thread(target=self._reader, name="disk-read", daemon=True)]
+        threads += [threading.Thread(target=self._worker, args=(i,), name=f"disk-chunk-{i}", daemon=True)
+                    for i in range(self.job.workers)]
+        self.threads = threads
         for t in threads:
             t.start()
-        while True:
-            alive = [t for t in threads if t.is_alive()]
-            if not alive:
-                break
+        while alive := [t for t in threads if t.is_alive()]:
             alive[0].join(0.1)
-            if progress is not None:
-                progress(min(size, skipped[0] + sum(processed)), size)
-            if cancel.is_set():
-                stop.set()
-        if cancel.is_set():
-            raise BackupCancelled(f"backup {backup_id} was cancelled")
-        if errors:
-            raise errors[0]
-        if progress is not None:
-            progress(size, size)
-        nblocks = index.block_count
-        # zero blocks = blocks never set (holes and detected zeros)
-        data_blocks = sum(1 for i in range(0, len(digests), DIGEST_SIZE)
-                          if digests[i:i + DIGEST_SIZE] != ZERO_DIGEST)
-        zero_total = nblocks - data_blocks
-        changed = None
-        if parent is not None:
-            changed = _count_changed(parent, index)
-        st = session.stats
-        header = {
-            "type": "disk",
-            "format": 1,
-            "backup_id": backup_id,
-            "created": datetime.now(timezone.utc).isoformat(),
-            "disk_size": size,
-            "block_size": bs,
-            "parent": parent_id,
-            "full": bool(full),
-            "encrypted": cs.encrypted,
-            "meta": meta,
-            "stats": {
-                "bytes_read": read[0],
-                "zero_blocks": zero_total,
-                "data_blocks": data_blocks,
-                "new_chunks": st.new_chunks,
-                "added_bytes": st.added_bytes,
-                "written_bytes": st.written_bytes,
-                "changed_blocks": changed,
-                "duration": round(time.monotonic() - t0, 3),
-            },
+            if self.progress is not None:
+                self.progress(min(self.size, self.skipped + sum(self.processed)), self.size)
+            if self.cancel.is_set():
+                self.stop.set()
+        if self.cancel.is_set():
+            raise BackupCancelled(f"backup {self.job.backup_id} was cancelled")
+        if self.errors:
+            raise self.errors[0]
+        if self.progress is not None:
+            self.progress(self.size, self.size)
+        return threads
+
+    def _stats(self, t0: float) -> dict:
+        digests, st = self.index.digests, self.session.stats
+        data_blocks = sum(1 for i in range(0, len(digests), DIGEST_SIZE) if digests[i:i + DIGEST_SIZE] != ZERO_DIGEST)
+        return {
+            "bytes_read": self.read,
+            "zero_blocks": self.index.block_count - data_blocks,  # blocks never set: holes and detected zeros
+            "data_blocks": data_blocks,
+            "new_chunks": st.new_chunks,
+            "added_bytes": st.added_bytes,
+            "written_bytes": st.written_bytes,
+            "changed_blocks": None if self.job.parent is None else _count_changed(self.job.parent, self.index),
+            "duration": round(time.monotonic() - t0, 3),
         }
-        manifest_bytes = session.commit(backup_id, header, bytes(digests))
-    except BaseException:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        session.abort()
-        raise
-    return DiskBackupResult(
-        backup_id=backup_id, disk_size=size, block_size=bs, bytes_read=read[0], zero_blocks=zero_total,
-        data_blocks=data_blocks, new_chunks=st.new_chunks, added_bytes=st.added_bytes,
-        written_bytes=st.written_bytes, manifest_bytes=manifest_bytes, changed_blocks=changed,
-        duration=time.monotonic() - t0,
-    )
+
+    def run(self, t0: float) -> DiskBackupResult:
+        job = self.job
+        self.threads: list[threading.Thread] = []
+        try:
+            self._read_and_store()
+            stats = self._stats(t0)
+            header = {
+                "type": "disk", "format": 1, "backup_id": job.backup_id,
+                "created": datetime.now(timezone.utc).isoformat(), "disk_size": self.size, "block_size": self.bs,
+                "parent": job.parent_id, "full": bool(job.full), "encrypted": self.cs.encrypted, "meta": job.meta,
+                "stats": stats,
+            }
+            manifest_bytes = self.session.commit(job.backup_id, header, bytes(self.index.digests))
+        except BaseException:
+            self.stop.set()
+            for t in self.threads:
+                t.join(timeout=30)
+            self.session.abort()
+            raise
+        return DiskBackupResult(
+            backup_id=job.backup_id, disk_size=self.size, block_size=self.bs, bytes_read=stats["bytes_read"],
+            zero_blocks=stats["zero_blocks"], data_blocks=stats["data_blocks"], new_chunks=stats["new_chunks"],
+            added_bytes=stats["added_bytes"], written_bytes=stats["written_bytes"], manifest_bytes=manifest_bytes,
+            changed_blocks=stats["changed_blocks"], duration=time.monotonic() - t0,
+        )
 
 
 def _count_changed(parent: FixedIndex, cur: FixedIndex) -> int:

@@ -174,152 +174,189 @@ def restore_disk(
             raise InvalidParameter(f"restore target {target_path} has {tsize} bytes, the backup needs {size}")
         if truncate and not is_blk and tsize != size:
             os.ftruncate(fd, size)  # guide 13.4.5: the disk goes back to the backup's capacity
-        return _restore_into(cs, index, backup_id, target_path, fd, is_blk, progress, cancel, workers, t0)
+        return _DiskRestore(cs, index, backup_id, fd=fd, is_blk=is_blk, progress=progress, cancel=cancel,
+                            workers=workers).run(target_path, t0)
     finally:
         os.close(fd)
 
 
-def _restore_into(cs, index: FixedIndex, backup_id, target_path, fd, is_blk, progress, cancel, workers, t0) -> RestoreResult:
-    size, bs, nblocks = index.disk_size, index.block_size, index.block_count
-    cancel = cancel or threading.Event()
-    holes = bytearray(nblocks) if is_blk else _hole_blocks(fd, size, bs, nblocks)
-    codec = cs.codec.clone()
-    zero = bytes(bs)
-    dg = index.digests
-    want_pos = BlockPositions()
-    zero_out: list[int] = []
-    unchanged = 0
-    read_target = 0
-    done = 0
-    last_report = 0.0
-    # Pass 1: decide per block what to do (reads the target only where it may hold data).
-    i = 0
-    seg_blocks = max(1, (4 << 20) // bs)
-    while i < nblocks:
-        if cancel.is_set():
-            raise RestoreCancelled(f"restore of {backup_id} was cancelled")
-        j = min(nblocks, i + seg_blocks)
-        data = None
-        if any(holes[k] == 0 for k in range(i, j)):
-            data = os.pread(fd, min(size, j * bs) - i * bs, i * bs)
-            read_target += len(data)
-        for k in range(i, j):
-            want = bytes(dg[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE])
-            if holes[k]:
-                have = ZERO_DIGEST
-            else:
-                blk = data[(k - i) * bs:(k - i + 1) * bs]
-                if len(blk) < index.block_length(k):
-                    have = b""  # short read: rewrite
-                elif blk == zero[:len(blk)]:
+@dataclass
+class _Plan:
+    """What pass 1 decided, per block: fetch it (``want``), make it zero, or leave it."""
+
+    want: BlockPositions = field(default_factory=BlockPositions)
+    zero_out: list[int] = field(default_factory=list)
+    unchanged: int = 0
+    read_target: int = 0  # bytes of the target read to compare
+
+
+class _DiskRestore:
+    """One restore onto an open target: compare (pass 1), zero (pass 2), fetch what differs (pass 3)."""
+
+    def __init__(self, cs: ChunkStore, index: FixedIndex, backup_id: str, *, fd: int, is_blk: bool,
+                 progress: Progress | None, cancel: threading.Event | None, workers: int):
+        self.cs, self.index, self.backup_id = cs, index, backup_id
+        self.fd, self.is_blk = fd, is_blk
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.workers = workers
+        self.size, self.bs = index.disk_size, index.block_size
+        self._last_report = 0.0
+        self._wlock = threading.Lock()
+        self.blocks_written = 0
+        self.bytes_written = 0
+        self.errors: list[tuple[bytes, Exception]] = []
+
+    def _cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None and time.monotonic() - self._last_report > 0.1:
+            self._last_report = time.monotonic()
+            self.progress(done, self.size)
+
+    def compare(self) -> _Plan:
+        """Pass 1: decide per block what to do (reads the target only where it may hold data)."""
+        index, bs, nblocks = self.index, self.bs, self.index.block_count
+        holes = bytearray(nblocks) if self.is_blk else _hole_blocks(self.fd, self.size, bs, nblocks)
+        codec = self.cs.codec.clone()
+        zero = bytes(bs)
+        dg = index.digests
+        plan = _Plan()
+        seg_blocks = max(1, (4 << 20) // bs)
+        for i in range(0, nblocks, seg_blocks):
+            self._cancelled()
+            j = min(nblocks, i + seg_blocks)
+            data = None
+            if any(holes[k] == 0 for k in range(i, j)):
+                data = os.pread(self.fd, min(self.size, j * bs) - i * bs, i * bs)
+                plan.read_target += len(data)
+            for k in range(i, j):
+                want = bytes(dg[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE])
+                if holes[k]:
                     have = ZERO_DIGEST
                 else:
-                    have = codec.digest(blk)
-            if want == have:
-                unchanged += 1
-            elif want == ZERO_DIGEST:
-                zero_out.append(k)
+                    blk = data[(k - i) * bs:(k - i + 1) * bs]
+                    if len(blk) < index.block_length(k):
+                        have = b""  # short read: rewrite
+                    elif blk == zero[:len(blk)]:
+                        have = ZERO_DIGEST
+                    else:
+                        have = codec.digest(blk)
+                if want == have:
+                    plan.unchanged += 1
+                elif want == ZERO_DIGEST:
+                    plan.zero_out.append(k)
+                else:
+                    plan.want.add(want, k)
+            self._report(min(j * bs, self.size) // 4)  # comparing counts as the first quarter
+        return plan
+
+    def zero(self, blocks: list[int]) -> None:
+        """Pass 2: zero blocks -> holes (or zeros on block devices), coalesced into runs."""
+        runs: list[tuple[int, int]] = []
+        for k in blocks:
+            if runs and runs[-1][1] == k:
+                runs[-1] = (runs[-1][0], k + 1)
             else:
-                want_pos.add(want, k)
-        done += (j - i) * bs
-        i = j
-        if progress is not None and time.monotonic() - last_report > 0.1:
-            progress(min(done, size) // 4, size)  # comparing counts as the first quarter
-            last_report = time.monotonic()
+                runs.append((k, k + 1))
+        for a, b in runs:
+            off, ln = a * self.bs, min(self.size, b * self.bs) - a * self.bs
+            if self.is_blk or not _punch_hole(self.fd, off, ln):
+                zbuf = bytes(min(ln, 8 << 20))
+                p = off
+                while p < off + ln:
+                    n = min(len(zbuf), off + ln - p)
+                    os.pwrite(self.fd, zbuf[:n], p)
+                    p += n
 
-    # Pass 2: zero blocks -> holes (or zeros on block devices), coalesced into runs.
-    runs: list[tuple[int, int]] = []
-    for k in zero_out:
-        if runs and runs[-1][1] == k:
-            runs[-1] = (runs[-1][0], k + 1)
-        else:
-            runs.append((k, k + 1))
-    for a, b in runs:
-        off, ln = a * bs, min(size, b * bs) - a * bs
-        if is_blk or not _punch_hole(fd, off, ln):
-            zbuf = bytes(min(ln, 8 << 20))
-            p = off
-            while p < off + ln:
-                n = min(len(zbuf), off + ln - p)
-                os.pwrite(fd, zbuf[:n], p)
-                p += n
-
-    # Pass 3: fetch and write the chunks that differ.
-    total_blocks = want_pos.blocks
-    written = [0, 0]  # blocks, bytes
-    wlock = threading.Lock()
-    errors: list[tuple[bytes, Exception]] = []
-
-    def sink(d: bytes, data: bytes) -> None:
+    def _sink(self, want: BlockPositions, d: bytes, data: bytes) -> None:
         n = 0
-        for k in want_pos[d]:
-            ln = index.block_length(k)
+        for k in want[d]:
+            ln = self.index.block_length(k)
             if len(data) != ln:
-                errors.append((d, DataCorruption(f"chunk {d.hex()} has {len(data)} bytes, block needs {ln}")))
+                self.errors.append((d, DataCorruption(f"chunk {d.hex()} has {len(data)} bytes, block needs {ln}")))
                 return
-            os.pwrite(fd, data, k * bs)
+            os.pwrite(self.fd, data, k * self.bs)
             n += 1
-        with wlock:
-            written[0] += n
-            written[1] += n * len(data)
+        with self._wlock:
+            self.blocks_written += n
+            self.bytes_written += n * len(data)
 
-    def on_error(d: bytes, e: Exception) -> None:
-        errors.append((d, e))
+    def fetch(self, want: BlockPositions) -> None:
+        """Pass 3: fetch and write the chunks that differ."""
+        total_blocks = want.blocks
+        size = self.size
 
-    def span_done(_n: int) -> None:
-        nonlocal last_report
-        if progress is not None and time.monotonic() - last_report > 0.1:
-            last_report = time.monotonic()
-            frac = written[0] / total_blocks if total_blocks else 1.0
-            progress(size // 4 + int(frac * (size - size // 4)) - 1, size)
+        def span_done(_n: int) -> None:
+            frac = self.blocks_written / total_blocks if total_blocks else 1.0
+            self._report(size // 4 + int(frac * (size - size // 4)) - 1)
 
-    # Write back while we decode: a flusher thread fdatasyncs every WRITEBACK_STEP bytes, so the final
-    # fsync waits only for the tail instead of the whole restored disk (measured in bench/README.md).
-    flush_stop = threading.Event()
-    flush_kick = threading.Event()
+        with _Writeback(self.fd) as writeback:
+            def sink(d: bytes, data: bytes) -> None:
+                self._sink(want, d, data)
+                writeback.written(self.bytes_written)
 
-    def flusher() -> None:
+            fetch_chunks(self.cs, list(want), sink, lambda d, e: self.errors.append((d, e)), workers=self.workers,
+                         cancel=self.cancel, on_span_done=span_done)
+        self._cancelled()
+        if self.errors:
+            d, e = self.errors[0]
+            offs = [k * self.bs for k in want.get(d, [])][:8]
+            raise DataCorruption(f"restore of {self.backup_id}: {len(self.errors)} chunk(s) could not be read "
+                                 f"intact; first: {e} (disk offsets {offs})")
+
+    def run(self, target_path: str, t0: float) -> RestoreResult:
+        plan = self.compare()
+        self.zero(plan.zero_out)
+        self.fetch(plan.want)
+        os.fsync(self.fd)
+        if self.progress is not None:
+            self.progress(self.size, self.size)
+        return RestoreResult(
+            backup_id=self.backup_id, target=target_path, disk_size=self.size, blocks_total=self.index.block_count,
+            blocks_written=self.blocks_written, blocks_zeroed=len(plan.zero_out), blocks_unchanged=plan.unchanged,
+            bytes_written=self.bytes_written, bytes_read_target=plan.read_target, duration=time.monotonic() - t0,
+        )
+
+
+class _Writeback:
+    """Write back while we decode: a flusher thread fdatasyncs every WRITEBACK_STEP bytes, so the final
+    fsync waits only for the tail instead of the whole restored disk (measured in bench/README.md).
+    Off (WRITEBACK_STEP 0) by default."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._next = WRITEBACK_STEP
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="restore-writeback", daemon=True)
+
+    def _loop(self) -> None:
         while True:
-            flush_kick.wait()
-            flush_kick.clear()
-            if flush_stop.is_set():
+            self._kick.wait()
+            self._kick.clear()
+            if self._stop.is_set():
                 return
-            os.fdatasync(fd)
+            os.fdatasync(self.fd)
 
-    flush_thread = threading.Thread(target=flusher, name="restore-writeback", daemon=True)
-    if WRITEBACK_STEP:
-        flush_thread.start()
-    step = [WRITEBACK_STEP]
+    def written(self, total: int) -> None:
+        """``total`` bytes are written so far: start a writeback once another step is complete."""
+        if WRITEBACK_STEP and total >= self._next:
+            self._next = total + WRITEBACK_STEP
+            self._kick.set()
 
-    def sink_and_kick(d: bytes, data: bytes) -> None:
-        sink(d, data)
-        if written[1] >= step[0]:
-            step[0] = written[1] + WRITEBACK_STEP
-            flush_kick.set()
+    def __enter__(self) -> "_Writeback":
+        if WRITEBACK_STEP:
+            self._thread.start()
+        return self
 
-    try:
-        fetch_chunks(cs, list(want_pos), sink_and_kick if WRITEBACK_STEP else sink, on_error, workers=workers,
-                     cancel=cancel, on_span_done=span_done)
-    finally:
-        flush_stop.set()
-        flush_kick.set()  # wake it so it sees the stop at once
-        if flush_thread.is_alive():
-            flush_thread.join()
-    if cancel.is_set():
-        raise RestoreCancelled(f"restore of {backup_id} was cancelled")
-    if errors:
-        d, e = errors[0]
-        offs = [k * bs for k in want_pos.get(d, [])][:8]
-        raise DataCorruption(f"restore of {backup_id}: {len(errors)} chunk(s) could not be read intact; "
-                             f"first: {e} (disk offsets {offs})")
-    os.fsync(fd)
-    if progress is not None:
-        progress(size, size)
-    return RestoreResult(
-        backup_id=backup_id, target=target_path, disk_size=size, blocks_total=nblocks,
-        blocks_written=written[0], blocks_zeroed=len(zero_out), blocks_unchanged=unchanged,
-        bytes_written=written[1], bytes_read_target=read_target, duration=time.monotonic() - t0,
-    )
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._kick.set()  # wake it so it sees the stop at once
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:

@@ -21,7 +21,8 @@ engine's BackupCancelled / RestoreCancelled. Delete, GC, usage: the Repository's
 backup is a manifest whose refs list every chunk it uses; see dynamic_index.py).
 
 Modules: ``entry`` (record format), ``catalog`` (CatalogWriter/Reader), ``dynamic_index`` (the
-manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup``, ``restore``,
+manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup``,
+``restore`` (a package: paths, metadata, fetch, parts, restorer),
 ``browse``, ``verify``, ``cli`` (``python -m opencbr.engine.tree``).
 """
 

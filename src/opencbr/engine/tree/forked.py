@@ -1,5 +1,5 @@
 """Helper processes (``fork``): what the tree engine runs beside its own threads to use a second
-core without sharing the GIL -- the parts of a big restore (restore.py) and the metadata warmer of
+core without sharing the GIL -- the parts of a big restore (restore/parts.py) and the metadata warmer of
 an incremental walk (walker.py). A helper never outlives the process that forked it, and is always
 reaped."""
 
