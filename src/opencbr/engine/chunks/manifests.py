@@ -15,7 +15,6 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import zstandard
 
@@ -41,14 +40,6 @@ class Manifest:
     refs: bytes = b""
     payload: bytes = b""
     stored_size: int = field(default=0)
-
-    def iter_refs(self) -> Iterator[bytes]:
-        """Distinct-or-not chunk digests referenced (zero markers skipped)."""
-        mv = memoryview(self.refs)
-        for i in range(0, len(mv), DIGEST_SIZE):
-            d = bytes(mv[i:i + DIGEST_SIZE])
-            if d != ZERO_DIGEST:
-                yield d
 
     def ref_set(self) -> set[bytes]:
         s = {self.refs[i:i + DIGEST_SIZE] for i in range(0, len(self.refs), DIGEST_SIZE)}

@@ -184,16 +184,6 @@ class PackWriter:
         return FinishedPack(new_pack_id(), memoryview(buf)[:size + len(tail)], entries, buf, self._pool)
 
 
-def build_pack(sealer: Sealer, records: list[tuple[bytes, bytes]]) -> FinishedPack:
-    """One pack from ``(digest, record)`` pairs (used by GC when it repacks live chunks)."""
-    w = PackWriter(sealer, 1 << 62)
-    for d, r in records:
-        w.add(d, r)
-    p = w.finish()
-    assert p is not None
-    return p
-
-
 def read_trailer(sealer: Sealer, blob_tail: bytes, pack_size: int, what: str) -> list[PackEntry]:
     """Parse a pack's trailer from the last bytes of the pack (``blob_tail`` must hold the whole
     trailer and footer; see :func:`trailer_length`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from ...domain.errors import DataCorruption, NotFound
@@ -141,3 +142,39 @@ def fetch_chunks(
         t.join()
     if errors:
         raise errors[0]
+
+
+@dataclass
+class CheckTotals:
+    """What :func:`check_chunks` read."""
+
+    chunks_checked: int = 0
+    bytes_checked: int = 0
+
+
+def check_chunks(cs: ChunkStore, digests: list[bytes], on_bad: OnError, *,
+                 progress: Callable[[int, int], None] | None = None, workers: int = 3) -> CheckTotals:
+    """Read and verify every chunk of ``digests`` (the verify of a backup of either kind):
+    ``on_bad(digest, error)`` (called under a lock) for each of which no copy is intact -- NotFound
+    when it is missing, DataCorruption when damaged. ``progress(checked, total)`` every 256 chunks and
+    at the end."""
+    totals = CheckTotals()
+    lock = threading.Lock()
+    total = len(digests)
+
+    def sink(d: bytes, data: bytes) -> None:
+        with lock:
+            totals.chunks_checked += 1
+            totals.bytes_checked += len(data)
+            if progress is not None and totals.chunks_checked % 256 == 0:
+                progress(totals.chunks_checked, total)
+
+    def on_error(d: bytes, e: Exception) -> None:
+        with lock:
+            totals.chunks_checked += 1
+            on_bad(d, e)
+
+    fetch_chunks(cs, digests, sink, on_error, workers=workers)
+    if progress is not None:
+        progress(total, total)
+    return totals

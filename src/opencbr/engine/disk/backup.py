@@ -54,10 +54,6 @@ class DiskBackupResult:
     changed_blocks: int | None  # blocks whose content differs from the parent backup's
     duration: float
 
-    @property
-    def logical_size(self) -> int:
-        return self.disk_size
-
     def to_dict(self) -> dict:
         return asdict(self)
 

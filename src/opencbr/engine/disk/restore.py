@@ -20,7 +20,7 @@ from typing import Callable
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ...system.libc import function as libc_function
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.reader import fetch_chunks
+from ..chunks.reader import check_chunks, fetch_chunks
 from ..chunks.store import ChunkStore
 from ..errors import RestoreCancelled
 from .fixed_index import FixedIndex
@@ -365,24 +365,12 @@ def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = N
     pos = block_positions(index)
     bs = index.block_size
     report = VerifyReport(backup_id, 0, 0)
-    lock = threading.Lock()
-    total = len(pos)
 
-    def sink(d: bytes, data: bytes) -> None:
-        with lock:
-            report.chunks_checked += 1
-            report.bytes_checked += len(data)
-            if progress is not None and report.chunks_checked % 256 == 0:
-                progress(report.chunks_checked, total)
-
-    def on_error(d: bytes, e: Exception) -> None:
+    def on_bad(d: bytes, e: Exception) -> None:
         item = DamagedChunk(d.hex(), str(getattr(e, "message", e)), [k * bs for k in pos.get(d, [])])
-        with lock:
-            report.chunks_checked += 1
-            (report.missing if isinstance(e, NotFound) else report.damaged).append(item)
+        (report.missing if isinstance(e, NotFound) else report.damaged).append(item)
 
-    fetch_chunks(cs, list(pos), sink, on_error, workers=workers)
-    if progress is not None:
-        progress(total, total)
+    totals = check_chunks(cs, list(pos), on_bad, progress=progress, workers=workers)
+    report.chunks_checked, report.bytes_checked = totals.chunks_checked, totals.bytes_checked
     report.duration = time.monotonic() - t0
     return report

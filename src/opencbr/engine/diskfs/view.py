@@ -180,8 +180,3 @@ class DiskBackupView(io.RawIOBase):
         except (DataCorruption, NotFound) as e:
             raise DataCorruption(f"disk backup {self.backup_id}: block data {d.hex()[:16]} cannot be read "
                                  f"intact: {e.message}") from None
-
-    def is_zero_range(self, offset: int, length: int) -> bool:
-        """True if every block touching ``[offset, offset+length)`` is a zero block (no I/O)."""
-        bs = self.block_size
-        return all(self.index.is_zero(i) for i in range(offset // bs, (offset + length - 1) // bs + 1))

@@ -53,10 +53,6 @@ class DynamicIndex:
     def stats(self) -> dict:
         return self.header.get("stats", {})
 
-    @property
-    def entry_count(self) -> int:
-        return sum(c.entries for c in self.catalog)
-
     def start_chunk(self, key: bytes) -> int:
         """Index of the first catalog chunk that may hold ``key`` (or anything after it)."""
         if self._firsts is None:

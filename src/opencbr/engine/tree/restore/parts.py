@@ -117,6 +117,11 @@ class ForkedParts:
         if fatal:
             raise fatal[0]
 
+    @staticmethod
+    def _group_full(nbytes: int, entries: int) -> bool:
+        """Whether a group of entries holding ``nbytes`` of file data in ``entries`` entries is complete."""
+        return nbytes >= GROUP_BYTES or entries >= GROUP_FILES
+
     def _claim(self, group: int) -> bool:
         """Whether this part restores ``group``: the first part to reach a group takes it. Every part
         passes every group in catalog order, so a part busy with a big group finds the next ones

@@ -17,7 +17,6 @@ from ..common import Progress, chunkstore_of, in_subtree, load_index, not_found,
 from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
 from ..memory import limit_heap_growth, trim
 from ..results import TreeRestoreResult
-from . import parts as parts_mod
 from .fetch import WINDOW_FILES, FileJob, Window, WindowFetcher
 from .metadata import DirList, MetadataWriter, start_writeback, syncfs
 from .parts import ForkedParts
@@ -227,7 +226,7 @@ class TreeRestore(ForkedParts):
 
     def _next_in_group(self, st: _Part, e: Entry) -> None:
         """Count ``e`` into the current group of entries; a full group ends and the next is claimed."""
-        if st.group_bytes >= parts_mod.GROUP_BYTES or st.group_n >= parts_mod.GROUP_FILES:
+        if self._group_full(st.group_bytes, st.group_n):
             st.group += 1
             st.group_bytes = st.group_n = 0
             st.mine = self._claim(st.group)
