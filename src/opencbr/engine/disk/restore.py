@@ -9,7 +9,6 @@ on regular files, zeros on block devices. The target is fsynced at the end.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import stat
 import threading
@@ -19,6 +18,7 @@ from typing import Callable
 
 from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ...system.libc import function as libc_function
+from ...system.sparse import data_extents
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.reader import check_chunks, fetch_chunks
 from ..chunks.store import ChunkStore
@@ -125,18 +125,9 @@ def block_positions(index: FixedIndex) -> BlockPositions:
 def _hole_blocks(fd: int, size: int, bs: int, nblocks: int) -> bytearray:
     """1 for blocks that lie entirely in a hole of the target file (hence read as zeros)."""
     hole = bytearray(b"\x01") * nblocks
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                break
-            return bytearray(nblocks)  # no SEEK_DATA support: assume everything may hold data
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        for b in range(start // bs, min(nblocks, -(-end // bs))):
+    for start, length in data_extents(fd, size):
+        for b in range(start // bs, min(nblocks, -(-(start + length) // bs))):
             hole[b] = 0
-        pos = end
     return hole
 
 

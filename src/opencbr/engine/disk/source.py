@@ -8,10 +8,11 @@ the engine any object with the same three methods.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from typing import Iterator, Protocol, runtime_checkable
+
+from ...system.sparse import data_extents
 
 
 @runtime_checkable
@@ -68,22 +69,7 @@ class FileDiskSource:
             if self.size:
                 yield 0, self.size
             return
-        pos = 0
-        while pos < self.size:
-            try:
-                start = os.lseek(self.fd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:  # no data after pos
-                    return
-                if e.errno == errno.EINVAL:  # file system without SEEK_DATA support
-                    yield pos, self.size - pos
-                    return
-                raise
-            end = os.lseek(self.fd, start, os.SEEK_HOLE)
-            end = min(end, self.size)
-            if end > start:
-                yield start, end - start
-            pos = end
+        yield from data_extents(self.fd, self.size)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -61,6 +61,7 @@ from typing import Callable
 from pyfastcdc import FastCDC
 
 from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
+from ...system.sparse import data_extents
 from ..errors import BackupCancelled
 
 
@@ -156,25 +157,6 @@ def open_noatime(path: bytes) -> int:
         except PermissionError:
             pass  # EPERM: not the owner and not privileged; open without O_NOATIME
     return os.open(path, flags)
-
-
-def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """``(offset, length)`` of the data regions of an open file (holes left out)."""
-    out = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                break
-            return [(0, size)]  # no SEEK_DATA support: treat as dense
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        out.append((start, end - start))
-        pos = end
-    return out
 
 
 class _ExtentSource:
@@ -351,7 +333,7 @@ class FileChunker:
             os.lseek(fd, 0, os.SEEK_SET)  # grew past the limit: store it on its own
         sparse = st.st_blocks * 512 < size
         if sparse:
-            ext = data_extents(fd, size)
+            ext = list(data_extents(fd, size))
             if ext != [(0, size)]:
                 src = _ExtentSource(fd, ext)
                 self._chunk_stream(src, out)
