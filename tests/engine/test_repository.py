@@ -24,7 +24,7 @@ def test_tree_backup_through_the_repository(local_store, tmp_path):
     res = repo.backup_tree(str(src), backup_id="t1", meta={"who": "test"})
     assert res.total_bytes >= 200_000 and repo.kind("t1") == "tree"
     assert sorted(e.name for e in repo.list_dir("t1", "/")) == ["data.bin", "etc"]
-    repo.lookup("t1", "/etc/hosts")
+    repo.lookup("t1", "/etc/hosts", "/data.bin")
     with pytest.raises(NotFound):
         repo.lookup("t1", "/etc/passwd")
     assert repo.verify("t1").ok

@@ -12,7 +12,7 @@
     res = repo.backup_tree("/srv/data", backup_id=..., meta={...}, parent_backup_id=...)
     # the same calls for disk and tree backups (the manifest says which kind a backup is):
     repo.restore(backup_id, target); repo.restore_path(backup_id, "/etc/hosts", "/tmp/out")
-    repo.verify(backup_id); repo.list_dir(backup_id, "/etc"); repo.lookup(backup_id, "/etc/hosts")
+    repo.verify(backup_id); repo.list_dir(backup_id, "/etc"); repo.lookup(backup_id, "/etc/hosts", "/etc")
     repo.export_disk(backup_id, "/tmp/disk.raw"); image = repo.disk_image(backup_id)  # disks only
     repo.delete_backup(backup_id); repo.gc(); repo.usage()
 
@@ -254,16 +254,20 @@ class Repository:
 
         return list_backup(self, backup_id, path)
 
-    def lookup(self, backup_id: str, path: str) -> None:
-        """Check that ``path`` is in the backup (NotFound if not; InvalidParameter if malformed)."""
+    def lookup(self, backup_id: str, *paths: str) -> None:
+        """Check that every one of ``paths`` is in the backup (NotFound if not; InvalidParameter if
+        malformed). A disk backup's file systems are opened once for all of them."""
         if self.kind(backup_id) == "tree":
             from .tree import stat_path
 
-            stat_path(self, backup_id, path)
+            for path in paths:
+                stat_path(self, backup_id, path)
         else:
             from .diskfs import DiskBrowser
 
-            DiskBrowser(self, backup_id).lookup(path)
+            browser = DiskBrowser(self, backup_id)
+            for path in paths:
+                browser.lookup(path)
 
     # -- backups ---------------------------------------------------------------------------------
     def list_manifests(self) -> list[str]:

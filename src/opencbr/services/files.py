@@ -169,8 +169,7 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
 
 def _check_paths_exist(repo, b: Backup, paths: list[str]) -> None:
     """A path that is not in the backup is the caller's mistake: say so now (404), not in a failed task."""
-    for path in paths:
-        repo.lookup(b.id, path)
+    repo.lookup(b.id, *paths)
 
 
 @tasks.handler("restore_files")

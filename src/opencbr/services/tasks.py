@@ -288,8 +288,8 @@ def error_of(ctx: ServiceContext, exc: BaseException) -> CBRError:
     engine_errors.py); storage that ran out, saying which (``StorageFull``); else an internal error in words."""
     if isinstance(exc, CBRError):
         return exc
-    return engine_errors.cbr_error(exc) or space.storage_full(ctx, exc) or CBRError(f"internal error: {type(exc).__name__}: {exc}",
-                                                    code="BackupService.9999")
+    return (engine_errors.cbr_error(exc) or space.storage_full(ctx, exc)
+            or CBRError(f"internal error: {type(exc).__name__}: {exc}", code="BackupService.9999"))
 
 
 def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:

@@ -125,7 +125,7 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
     return live
 
 
-def _sweep(cs: ChunkStore, packs: set[str], idx: ChunkIndex, present: dict[str, int], refs: set[bytes],
+def _sweep(cs: ChunkStore, packs: set[str], *, idx: ChunkIndex, present: dict[str, int], refs: set[bytes],
            result: GCResult) -> set[str]:
     """Delete the packs of a condemned list unless they hold a referenced chunk with no other copy.
     Returns the packs deleted."""
@@ -192,7 +192,7 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     deleted: set[str] = set()
     for gen, packs in sorted(gens.items()):
         if _all_seen(live, gen):
-            gone = _sweep(cs, set(packs) - deleted, idx, present, refs, result)
+            gone = _sweep(cs, set(packs) - deleted, idx=idx, present=present, refs=refs, result=result)
             deleted |= gone
             for p in gone:  # a copy deleted here is no "other copy" for the next list's sweep
                 present.pop(p, None)
@@ -242,7 +242,7 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
         if _all_seen(live, new_gen):
             _names2, idx2, present2 = _load_all(cs, still_pending | condemn)
             refs2 = cs.referenced()
-            deleted |= _sweep(cs, condemn, idx2, present2, refs2, result)
+            deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result)
             swept_gens.append(new_gen)
         else:
             result.packs_condemned_pending += len(condemn)

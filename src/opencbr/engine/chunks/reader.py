@@ -23,14 +23,14 @@ from .store import ChunkStore
 MAX_SPAN = 16 << 20
 MAX_GAP = 256 << 10
 
+Span = tuple[str, int, int, list[tuple[bytes, Location]]]  # pack id, start, end, its (digest, location)s
 Sink = Callable[[bytes, bytes], None]  # (digest, plaintext)
 Decode = Callable[[bytes, memoryview], bytes | memoryview]  # (digest, record) -> plaintext
 OnError = Callable[[bytes, Exception], None]
 
 
 def spans_of(idx: ChunkIndex, digests: Iterable[bytes], on_missing: Callable[[bytes], None], *,
-             max_span: int = MAX_SPAN,
-             max_gap: int = MAX_GAP) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
+             max_span: int = MAX_SPAN, max_gap: int = MAX_GAP) -> list[Span]:
     """Group the chunks to read into ranged reads: per pack, runs of records at most ``max_gap`` apart
     and ``max_span`` long. ``on_missing(digest)`` for chunks the index does not know."""
     # (digest, Location) pairs with slotted Locations: ~100 bytes per chunk, the dominant memory of a
@@ -60,14 +60,15 @@ def spans_of(idx: ChunkIndex, digests: Iterable[bytes], on_missing: Callable[[by
     return spans
 
 
-def read_span(cs: ChunkStore, codec: ChunkCodec, pack_id: str, start: int, end: int,
-              items: list[tuple[bytes, Location]], *, decode: Decode | None = None,
+def read_span(cs: ChunkStore, codec: ChunkCodec, span: Span, *, decode: Decode | None = None,
               ) -> Iterator[tuple[bytes, bytes | memoryview | None, Exception | None]]:
-    """Read one span (bytes ``[start, end)`` of pack ``pack_id``) and yield ``(digest, plaintext, None)``
+    """Read one span (bytes ``[start, end)`` of pack ``pack_id``, see :func:`spans_of`) and yield
+    ``(digest, plaintext, None)``
     for each of its chunks, or ``(digest, None, error)`` when no copy of the chunk can be read intact.
     A record that is short (pack gone or truncated) or fails its check falls back to the chunk's other
     copies (:meth:`ChunkStore.get_chunk`). ``decode(digest, record)`` replaces ``codec.decode``, e.g. to
     decode into a reused buffer; the plaintext is valid until the next item is asked for."""
+    pack_id, start, end, items = span
     try:
         mv = cs.store.read_view(cs.k(pack_key(pack_id)), start, end)
     except KeyError:
@@ -88,8 +89,7 @@ def read_span(cs: ChunkStore, codec: ChunkCodec, pack_id: str, start: int, end: 
         yield d, data, None
 
 
-def plan_spans(cs: ChunkStore, digests: Iterable[bytes],
-               on_error: OnError) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
+def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> list[Span]:
     """:func:`spans_of` over a freshly loaded reader index; missing chunks are reported as NotFound."""
     return spans_of(cs.reader_index(refresh=True), digests,
                     lambda d: on_error(d, NotFound(f"chunk {d.hex()} is not in the repository index")))
@@ -121,16 +121,16 @@ def fetch_chunks(
                 if cancel is not None and cancel.is_set():
                     return
                 try:
-                    pack_id, start, end, items = q.get_nowait()
+                    span = q.get_nowait()
                 except queue.Empty:
                     return
-                for d, data, err in read_span(cs, codec, pack_id, start, end, items):
+                for d, data, err in read_span(cs, codec, span):
                     if err is not None:
                         on_error(d, err)
                     else:
                         sink(d, data)
                 if on_span_done is not None:
-                    on_span_done(len(items))
+                    on_span_done(len(span[3]))
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
             stop.set()

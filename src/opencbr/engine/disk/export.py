@@ -60,7 +60,8 @@ class DiskImage:
             if any(sizes.get(cs.k(pack_key(loc.pack_id)), -1) >= loc.offset + loc.length for loc in locs):
                 continue
             reason = f"pack {locs[0].pack_id} is missing or short" if locs else "it is not in the repository index"
-            bad.append(DamagedChunk(d.hex(), f"chunk {d.hex()}: {reason}", sorted(k * index.block_size for k in pos[d])))
+            offsets = sorted(k * index.block_size for k in pos[d])
+            bad.append(DamagedChunk(d.hex(), f"chunk {d.hex()}: {reason}", offsets))
         bad.sort(key=lambda c: c.offsets[0])
         return bad
 
@@ -81,6 +82,7 @@ class DiskImage:
             except (DataCorruption, NotFound) as e:
                 return DamagedChunk(d.hex(), str(getattr(e, "message", e)), [i * index.block_size])
             if len(data) != n:
-                return DamagedChunk(d.hex(), f"chunk {d.hex()} has {len(data)} bytes, its block {n}", [i * index.block_size])
+                return DamagedChunk(d.hex(), f"chunk {d.hex()} has {len(data)} bytes, its block {n}",
+                                    [i * index.block_size])
             yield data
         return None

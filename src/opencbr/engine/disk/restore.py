@@ -151,7 +151,10 @@ def restore_disk(
     exists = target_fd is not None or os.path.exists(target_path)
     if not exists and not create:
         raise NotFound(f"restore target {target_path} does not exist")
-    fd = os.dup(target_fd) if target_fd is not None else os.open(target_path, os.O_RDWR | (0 if exists else os.O_CREAT), 0o600)
+    if target_fd is not None:
+        fd = os.dup(target_fd)
+    else:
+        fd = os.open(target_path, os.O_RDWR | (0 if exists else os.O_CREAT), 0o600)
     try:
         st = os.fstat(fd)
         is_blk = stat.S_ISBLK(st.st_mode)

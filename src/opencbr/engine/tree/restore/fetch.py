@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ....system.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
-from ...chunks.reader import read_span, spans_of
+from ...chunks.reader import Span, read_span, spans_of
 from ...errors import RestoreCancelled
 from ..entry import Entry
 from .tally import Tally
@@ -129,8 +129,8 @@ class WindowFetcher:
         if not spans:
             win.done.set()
             return
-        for pack_id, start, end, items in spans:
-            self._pool.submit(self._fetch_span, win, pack_id, start, end, items)
+        for span in spans:
+            self._pool.submit(self._fetch_span, win, span)
 
     def wait(self, win: Window, report: Callable[[], None]) -> None:
         while not win.done.wait(0.2):
@@ -171,7 +171,7 @@ class WindowFetcher:
         if last:
             self.on_file_done(job)
 
-    def _fetch_span(self, win: Window, pack_id: str, start: int, end: int, items) -> None:
+    def _fetch_span(self, win: Window, span: Span) -> None:
         try:
             if self.cancel.is_set() or self._stop.is_set():
                 return
@@ -183,7 +183,7 @@ class WindowFetcher:
                 return codec.decode_into(d, rec, self._buffer("scratch", self.max_chunk),
                                          (file_off - chunk_off) % ALIGN, self._buffer("work", self.max_chunk))
 
-            for d, data, err in read_span(self.cs, codec, pack_id, start, end, items, decode=decode):
+            for d, data, err in read_span(self.cs, codec, span, decode=decode):
                 if err is not None:
                     self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {err.message}")
                 else:
