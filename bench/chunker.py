@@ -33,7 +33,7 @@ class _MemorySource:
 def _gear(variant: str):
     if variant == "public":
         return None
-    from opencbr.engine.crypto import RepoKeys
+    from opencbr.engine.chunks.crypto import RepoKeys
     from opencbr.engine.tree.cutting import ChunkingSecret
 
     return ChunkingSecret.derive(RepoKeys.generate()).gear

@@ -117,7 +117,7 @@ def test_kill_during_gc(crashable, tmp_path):
         time.sleep(0.01)
     srv.kill()
     # the kill must land while the GC runs, or this test would prove nothing (the engine's own
-    # tests/engine/test_crash.py kills GCs at chosen points; this one checks the service around it)
+    # tests/engine/disk/test_crash.py kills GCs at chosen points; this one checks the service around it)
     assert st == "running", f"the GC was {st} when the service was killed"
 
     srv.start()

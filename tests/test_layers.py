@@ -17,17 +17,19 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "opencbr"
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "config": set(),
-    "storage": {"domain"},
-    "engine": {"domain", "storage"},
+    # operating-system helpers (ctypes libc, processes, aligned direct-I/O buffers) several layers need
+    "system": set(),
+    "storage": {"domain", "system"},
+    "engine": {"domain", "storage", "system"},
     "catalog": {"domain"},
-    "providers": {"domain"},
+    "providers": {"domain", "system"},
     "services": {"domain", "config", "catalog", "engine", "storage", "providers"},
     "scheduler": {"domain", "config", "catalog", "services"},
-    "worker": {"domain", "config", "catalog", "engine", "services"},
+    "worker": {"domain", "config", "catalog", "engine", "services", "system"},
     "console": {"domain", "config"},
     "api": {"domain", "config", "catalog", "services", "console"},
     # process entry points: they assemble everything but the API's client
-    "server": {"domain", "config", "catalog", "services", "scheduler", "worker", "api", "console"},
+    "server": {"domain", "config", "catalog", "services", "scheduler", "worker", "api", "console", "system"},
     # the `cbr` command is a client of the API; it starts the service processes through `server`
     "cli": {"domain", "config", "server"},
 }

@@ -153,7 +153,7 @@ def test_big_file_system_restores_in_two_processes_inside_the_service(server, tm
     processes (the task's worker thread forks the second one from the running server, threads,
     catalog connections and all): the result is exact, the task says so, and the server is left
     with no child process."""
-    from opencbr.engine.tree.restore import PARALLEL_MIN
+    from opencbr.engine.tree.restore.parts import PARALLEL_MIN
 
     client, sfx = api(server), server.backend
     src = build_tree(tmp_path / "big", seed=11)

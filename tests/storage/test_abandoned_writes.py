@@ -10,7 +10,7 @@ import sys
 import time
 
 from opencbr.storage import open_store
-from opencbr.storage.base import process_namespace
+from opencbr.system.processes import process_namespace
 
 
 def dead_pid() -> int:

@@ -92,7 +92,7 @@ CHILD = str(Path(__file__).resolve().parent / "engine_child.py")  # run as a scr
 def assert_clean(repo) -> None:
     """Nothing is left but what the backups need: no locks, no condemned lists, every pack indexed and
     holding at least one referenced chunk, every referenced chunk indexed."""
-    from opencbr.engine.packs import pack_key
+    from opencbr.engine.chunks.packs import pack_key
 
     cs = repo.chunks
     store = repo.store

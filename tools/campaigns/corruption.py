@@ -44,7 +44,7 @@ import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from opencbr.engine.index import decode_index
+from opencbr.engine.chunks.locations import decode_index
 from opencbr.engine.tree.common import load_index as load_tree_index
 from tests.support.disks import MiB
 from tools.campaigns import harness

@@ -23,9 +23,9 @@ from sqlalchemy import text
 
 from opencbr.domain.errors import NotFound
 from opencbr.engine import Repository
-from opencbr.engine.chunkstore import DATA_DIR
-from opencbr.engine.manifests import MANIFESTS_DIR
-from opencbr.engine.packs import read_trailer, trailer_length
+from opencbr.engine.chunks.manifests import MANIFESTS_DIR
+from opencbr.engine.chunks.packs import read_trailer, trailer_length
+from opencbr.engine.chunks.store import DATA_DIR
 from opencbr.services.context import open_context
 from opencbr.storage import open_store
 from tests.support.clients import api

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencbr.domain.errors import CBRError
-from opencbr.services import space
+from opencbr.services import engine_errors, space
 
 log = logging.getLogger("opencbr.api")
 
@@ -79,5 +79,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
+        if (known := engine_errors.cbr_error(exc)) is not None:  # an engine error no service turned into a CBR one
+            return error_response(known.status, known.code, known.message, request)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "BackupService.9999", "internal error; see the server log", request)

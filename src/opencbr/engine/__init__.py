@@ -1,4 +1,7 @@
-"""The data plane (docs/design.md): chunk store, fixed index for disks, backup/restore/verify/GC.
+"""The data plane (docs/design.md), by job: ``chunks/`` the core chunk store (knows nothing of disks or
+trees), ``disk/`` disk images with fixed indexes, ``tree/`` file-system trees with dynamic indexes and
+catalogs, ``diskfs/`` the file browser inside disk images, and ``repository.py`` the one entry point
+the services call for both kinds.
 
 Public API (see each module's docstring)::
 
@@ -12,12 +15,12 @@ from .lazy import lazy_getattr
 # Loaded on first use (PEP 562): a process that runs one kind of operation (e.g. the tree engine's
 # CLI backing up a directory) does not pay for importing the others at start-up.
 _WHERE = {
-    "ChunkStore": "chunkstore", "PutResult": "chunkstore", "DiskBackupResult": "disk_backup",
-    "DamagedChunk": "disk_restore", "RestoreResult": "disk_restore", "VerifyReport": "disk_restore",
-    "DiskSource": "disk_source", "FileDiskSource": "disk_source", "BackupCancelled": "errors",
-    "OperationCancelled": "errors", "RestoreCancelled": "errors", "DEFAULT_BLOCK_SIZE": "fixed_index",
-    "FixedIndex": "fixed_index", "GCResult": "gc", "LockTiming": "locks", "Manifest": "manifests",
-    "Repository": "repository", "WriteSession": "session",
+    "ChunkStore": "chunks.store", "PutResult": "chunks.session", "DiskBackupResult": "disk.backup",
+    "DamagedChunk": "disk.restore", "RestoreResult": "disk.restore", "VerifyReport": "disk.restore",
+    "DiskSource": "disk.source", "FileDiskSource": "disk.source", "BackupCancelled": "errors",
+    "OperationCancelled": "errors", "RestoreCancelled": "errors", "DEFAULT_BLOCK_SIZE": "disk.fixed_index",
+    "FixedIndex": "disk.fixed_index", "GCResult": "chunks.gc", "LockTiming": "chunks.locks",
+    "Manifest": "chunks.manifests", "Repository": "repository", "WriteSession": "chunks.session",
 }
 
 __all__ = sorted(_WHERE)

@@ -1,15 +1,17 @@
-"""Engine-specific exceptions (the rest come from :mod:`opencbr.domain.errors`)."""
+"""The engine's own exceptions: they say what happened, not how a client is told (no HTTP status, no
+CBR code). ``services/engine_errors.py`` holds the one table that maps them to CBR errors. Damage,
+missing objects, bad arguments and conflicts are raised as the domain's errors
+(:mod:`opencbr.domain.errors`)."""
 
 from __future__ import annotations
 
-from ..domain.errors import CBRError
+
+class EngineError(Exception):
+    """Base of the engine's own exceptions."""
 
 
-class OperationCancelled(CBRError):
+class OperationCancelled(EngineError):
     """A long engine operation stopped because its ``cancel`` event was set."""
-
-    status = 409
-    code = "BackupService.6011"
 
 
 class BackupCancelled(OperationCancelled):

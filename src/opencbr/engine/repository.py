@@ -9,8 +9,11 @@
     repo = Repository.create(store, f"vaults/{vault_id}/", master_key, encrypted=True)
     repo = Repository.open(store, f"vaults/{vault_id}/", master_key)
     res = repo.backup_disk("/dev/vg/disk1", backup_id=..., meta={...}, parent_backup_id=...)
-    repo.restore_disk(backup_id, "/dev/vg/disk1")
-    repo.verify(backup_id); repo.export_disk(backup_id, "/tmp/disk.raw")
+    res = repo.backup_tree("/srv/data", backup_id=..., meta={...}, parent_backup_id=...)
+    # the same calls for disk and tree backups (the manifest says which kind a backup is):
+    repo.restore(backup_id, target); repo.restore_path(backup_id, "/etc/hosts", "/tmp/out")
+    repo.verify(backup_id); repo.list_dir(backup_id, "/etc"); repo.lookup(backup_id, "/etc/hosts", "/etc")
+    repo.export_disk(backup_id, "/tmp/disk.raw"); image = repo.disk_image(backup_id)  # disks only
     repo.delete_backup(backup_id); repo.gc(); repo.usage()
 
 The repository is self-describing: ``config`` holds the format, the chunking parameters and the wrapped
@@ -28,16 +31,19 @@ from typing import TYPE_CHECKING, Callable
 
 from ..domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
 from ..storage import ObjectStore
-from .chunkstore import ChunkStore
-from .crypto import RepoKeys
-from .fixed_index import DEFAULT_BLOCK_SIZE
-from .locks import LockTiming
-from .manifests import Manifest
+from .chunks.crypto import RepoKeys
+from .chunks.locks import LockTiming
+from .chunks.manifests import Manifest
+from .chunks.store import ChunkStore
+from .disk.fixed_index import DEFAULT_BLOCK_SIZE
 
-if TYPE_CHECKING:  # the disk engine and GC load on first use: a tree backup's process never needs them
-    from .disk_backup import DiskBackupResult
-    from .disk_restore import RestoreResult, VerifyReport
-    from .gc import GCResult
+if TYPE_CHECKING:  # each kind's engine and GC load on first use: a tree backup's process needs no other
+    from .chunks.gc import GCResult
+    from .disk.backup import DiskBackupResult
+    from .disk.export import DiskImage
+    from .disk.restore import RestoreResult, VerifyReport
+    from .diskfs import DiskFileRestoreResult
+    from .tree import ListEntry, TreeBackupResult, TreeRestoreResult, TreeVerifyReport
 
 CONFIG_KEY = "config"
 FORMAT = "opencbr-repository"
@@ -54,7 +60,7 @@ def _norm_prefix(prefix: str) -> str:
 
 class Repository:
     """One vault's repository. Thread-safe for concurrent operations from one process; several
-    processes/machines may use the same repository at once (see gc.py for the coordination)."""
+    processes/machines may use the same repository at once (see chunks/gc.py for the coordination)."""
 
     def __init__(self, store: ObjectStore, prefix: str, config: dict, keys: RepoKeys | None, *,
                  lock_timing: LockTiming | None = None, workers: int | None = None):
@@ -71,8 +77,8 @@ class Repository:
             lock_timing=lock_timing,
             upload_threads=int(config.get("upload_threads", 2)),
         )
-        if not isinstance(store, _local_store_type()):
-            self.chunks.upload_threads = max(self.chunks.upload_threads, 4)  # hide S3 request latency
+        if store.capabilities.local_root is None:
+            self.chunks.upload_threads = max(self.chunks.upload_threads, 4)  # hide remote request latency
 
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod
@@ -135,15 +141,6 @@ class Repository:
     def encrypted(self) -> bool:
         return bool(self.config.get("encrypted"))
 
-    def rewrap_keys(self, old_master_key: bytes, new_master_key: bytes) -> None:
-        """Re-wrap the repository keys under a new master key (data is not rewritten)."""
-        if not self.encrypted:
-            raise InvalidParameter("the repository is not encrypted")
-        keys = RepoKeys.unwrap(self.config["keys"], old_master_key, self.id)
-        cfg = dict(self.config, keys=keys.wrap(new_master_key, self.id))
-        self.store.put(self.prefix + CONFIG_KEY, json.dumps(cfg, indent=1).encode())
-        self.config = cfg
-
     def destroy(self) -> int:
         """Delete every object under the prefix (the vault and all its backups). Returns the count."""
         n = 0
@@ -164,7 +161,7 @@ class Repository:
         repository lacks are stored (``full=True``: all are stored again). ``meta`` is kept verbatim
         in the manifest. ``progress(done_bytes, total_bytes)``; ``cancel`` -> BackupCancelled with
         nothing published. StateConflict if ``backup_id`` exists."""
-        from .disk_backup import backup_disk
+        from .disk.backup import backup_disk
 
         return backup_disk(self.chunks, source, backup_id=backup_id, meta=meta,
                            parent_backup_id=parent_backup_id, full=full, progress=progress, cancel=cancel,
@@ -177,7 +174,7 @@ class Repository:
         backup's size, else InvalidParameter). Writes only blocks that differ; zero blocks become holes;
         fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5).
         ``target_fd``: the target already open read-write (then ``target_path`` only names it)."""
-        from .disk_restore import restore_disk
+        from .disk.restore import restore_disk
 
         return restore_disk(self.chunks, backup_id, target_path, progress=progress, cancel=cancel,
                             truncate=truncate, target_fd=target_fd)
@@ -185,16 +182,92 @@ class Repository:
     def export_disk(self, backup_id: str, out_path: str, progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> RestoreResult:
         """Write the backup as a sparse raw image file (replaces ``out_path``)."""
-        from .disk_restore import export_disk
+        from .disk.export import export_disk
 
         return export_disk(self.chunks, backup_id, out_path, progress=progress, cancel=cancel)
 
-    def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport:
-        """Re-read and check every chunk of a backup; report damaged/missing ones and the disk offsets
-        they affect. ``progress(chunks_done, chunks_total)``."""
-        from .disk_restore import verify_disk
+    def disk_image(self, backup_id: str) -> DiskImage:
+        """The raw image of a disk backup, to stream (InvalidParameter for a tree backup)."""
+        from .disk.export import DiskImage
+
+        return DiskImage(self.chunks, backup_id)
+
+    # -- trees -----------------------------------------------------------------------------------
+    def backup_tree(self, root, *, backup_id: str, meta: dict, parent_backup_id: str | None = None,
+                    full: bool = False, progress: Progress | None = None, cancel: threading.Event | None = None,
+                    root_fd: int | None = None) -> TreeBackupResult:
+        """Back up the directory tree at ``root`` (``root_fd``: the root already open, checked by the
+        caller). Files unchanged since ``parent_backup_id`` are not read again (``full``: all are).
+        Unreadable files make the backup partial, never failed (see TreeBackupResult.warnings)."""
+        from .tree import backup_tree
+
+        return backup_tree(self, root, backup_id=backup_id, meta=meta, parent_backup_id=parent_backup_id,
+                           full=full, progress=progress, cancel=cancel, root_fd=root_fd)
+
+    # -- either kind -----------------------------------------------------------------------------
+    def kind(self, backup_id: str) -> str:
+        """``"disk"`` or ``"tree"``: what the backup's manifest holds (NotFound if there is none)."""
+        return self.chunks.read_manifest(backup_id).header.get("type", "disk")
+
+    def restore(self, backup_id: str, target_path: str, *, progress: Progress | None = None,
+                cancel: threading.Event | None = None,
+                target_fd: int | None = None) -> RestoreResult | TreeRestoreResult:
+        """Restore a whole backup over its resource: a disk onto ``target_path`` (see
+        :meth:`restore_disk`), a tree into the directory ``target_path``. ``target_fd``: the target
+        already open (checked by the caller). Cancelled -> RestoreCancelled."""
+        if self.kind(backup_id) == "tree":
+            from .tree import restore_tree
+
+            return restore_tree(self, backup_id, target_path, progress=progress, cancel=cancel, target_fd=target_fd)
+        return self.restore_disk(backup_id, target_path, progress=progress, cancel=cancel, target_fd=target_fd)
+
+    def restore_path(self, backup_id: str, path: str, target_dir: str, *, progress: Progress | None = None,
+                     cancel: threading.Event | None = None,
+                     target_fd: int | None = None) -> TreeRestoreResult | DiskFileRestoreResult:
+        """Restore one file or directory of a backup (of a file system inside a disk backup) to
+        ``target_dir/<its name>``, beside what ``target_dir`` holds. ``target_fd``: the directory
+        already open. The result's ``bytes_written`` counts the data written."""
+        if self.kind(backup_id) == "tree":
+            from .tree import restore_tree
+
+            return restore_tree(self, backup_id, target_dir, subpath=path, allow_nonempty=True, progress=progress,
+                                cancel=cancel, target_fd=target_fd)
+        from .diskfs import restore_disk_path
+
+        return restore_disk_path(self, backup_id, path, target_dir, target_fd=target_fd)
+
+    def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport | TreeVerifyReport:
+        """Re-read and check every chunk of a backup; report damaged/missing ones (and, for disks, the
+        offsets they affect). ``progress(chunks_done, chunks_total)``."""
+        if self.kind(backup_id) == "tree":
+            from .tree import verify_tree
+
+            return verify_tree(self, backup_id, progress=progress)
+        from .disk.restore import verify_disk
 
         return verify_disk(self.chunks, backup_id, progress=progress)
+
+    def list_dir(self, backup_id: str, path: str | bytes = "/") -> list[ListEntry]:
+        """The entries of directory ``path`` in a backup: a tree's catalog, or the partitions and files
+        of the file systems inside a disk backup. NotFound if there is no such directory."""
+        from .tree import list_backup
+
+        return list_backup(self, backup_id, path)
+
+    def lookup(self, backup_id: str, *paths: str) -> None:
+        """Check that every one of ``paths`` is in the backup (NotFound if not; InvalidParameter if
+        malformed). A disk backup's file systems are opened once for all of them."""
+        if self.kind(backup_id) == "tree":
+            from .tree import stat_path
+
+            for path in paths:
+                stat_path(self, backup_id, path)
+        else:
+            from .diskfs import DiskBrowser
+
+            browser = DiskBrowser(self, backup_id)
+            for path in paths:
+                browser.lookup(path)
 
     # -- backups ---------------------------------------------------------------------------------
     def list_manifests(self) -> list[str]:
@@ -220,8 +293,8 @@ class Repository:
 
     def gc(self, progress: Progress | None = None) -> GCResult:
         """Remove chunks no backup references and repack partly dead packs; safe with backups running
-        (see gc.py). StateConflict if another GC runs."""
-        from .gc import run_gc
+        (see chunks/gc.py). StateConflict if another GC runs."""
+        from .chunks.gc import run_gc
 
         return run_gc(self.chunks, progress)
 
@@ -233,9 +306,3 @@ class Repository:
         """Bytes of all objects under the prefix (physical footprint, including garbage not yet
         collected)."""
         return sum(size for _, size in self.store.list(self.prefix))
-
-
-def _local_store_type():
-    from ..storage.local import LocalStore
-
-    return LocalStore

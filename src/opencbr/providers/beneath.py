@@ -15,6 +15,8 @@ import errno
 import os
 import stat
 
+from ..system.libc import function as libc_function
+
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (the generic syscall table)
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x02, 0x04, 0x08
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -29,16 +31,7 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-def _libc_syscall():
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).syscall
-    except (OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_long
-    return fn
-
-
-_syscall = _libc_syscall()
+_syscall = libc_function("syscall", restype=ctypes.c_long)
 _openat2_missing = _syscall is None
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
+from opencbr.system import processes
 
 
 class CatalogTrouble(CBRError):
@@ -69,12 +70,5 @@ def wait_for_stop(stopping: list[str]) -> str:
 
 def stop_with_parent() -> None:
     """A worker process of ``opencbr serve`` stops in order (SIGTERM) when the API process dies."""
-    import ctypes
-
-    parent = os.getppid()
-    try:  # PR_SET_PDEATHSIG = 1 (Linux)
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
+    if not processes.stop_with_parent(os.getppid(), signal.SIGTERM):
         os.kill(os.getpid(), signal.SIGTERM)

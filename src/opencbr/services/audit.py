@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, select
 
 from opencbr.catalog.models import Account, AuditEvent
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound
-from opencbr.services import listing, space
+from opencbr.services import engine_errors, listing, space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -71,8 +71,8 @@ def trace(ctx: ServiceContext, p: Principal, trace_name: str, request: dict | No
         record(ctx, p, t, outcome="failure", http_status=e.status, error=e)
         raise
     except Exception as e:
-        err = space.storage_full(ctx, e) or CBRError(f"internal error: {type(e).__name__}", code="BackupService.9999",
-                                                     status=500)
+        err = (engine_errors.cbr_error(e) or space.storage_full(ctx, e)
+               or CBRError(f"internal error: {type(e).__name__}", code="BackupService.9999", status=500))
         record(ctx, p, t, outcome="failure", http_status=err.status, error=err)
         raise
     record(ctx, p, t, outcome="success", http_status=200)

@@ -25,7 +25,7 @@ from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, LockTiming, Repository
-from opencbr.engine.disk_source import FileDiskSource
+from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers import local
 from opencbr.services import listing, space, tasks
 from opencbr.services import resources as res_svc
@@ -559,14 +559,12 @@ def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: local.OpenedPa
                  progress: TaskProgress) -> BackupOutcome | None:
     """A file system (guide 2.4.3): the tree as it is while it is read; unchanged files are not read
     again. Unreadable files make the backup partial, never failed (the warnings say which)."""
-    from opencbr.engine.tree import backup_tree
-
     consistency = {"method": "live-tree",
                    "note": "files were read while the file system was in use (guide 2.4.3 advises quiet times)"}
     meta = _manifest_meta(b, vault, None, consistency)
     try:
-        r = backup_tree(repo, root.path, backup_id=b.id, meta=meta, parent_backup_id=previous, full=b.full_requested,
-                        progress=progress, cancel=progress.cancel, root_fd=root.fd)
+        r = repo.backup_tree(root.path, backup_id=b.id, meta=meta, parent_backup_id=previous, full=b.full_requested,
+                             progress=progress, cancel=progress.cancel, root_fd=root.fd)
     except BackupCancelled:
         return None
     warnings = [w.to_dict() for w in r.warnings]
@@ -720,7 +718,7 @@ def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault) -> None:
 
 @tasks.handler("gc")
 def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
-    """Remove chunks no backup references (safe with running backups; see engine/gc.py)."""
+    """Remove chunks no backup references (safe with running backups; see engine/chunks/gc.py)."""
     with ctx.tx() as s:
         vault = s.get(Vault, run.params["vault_id"])
         if vault is None:
@@ -822,21 +820,16 @@ def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         b = s.get(Backup, run.params["backup_id"])
         if b is None:
             raise NotFound("the backup no longer exists")
-        parts = [(x.id, x.resource_name, x.disk_role, x.resource_type) for x in data_backups(s, b)]
+        parts = [(x.id, x.resource_name, x.disk_role) for x in data_backups(s, b)]
         rows = {x.id: _row_identity(x) for x in [b, *data_backups(s, b)]}
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
     check_row_matches_manifest(repo, rows)
     reports = []
-    for i, (pid, pname, role, rtype) in enumerate(parts):
+    for i, (pid, pname, role) in enumerate(parts):
         span = TaskProgress(run, lo=int(99 * i / len(parts)), hi=int(99 * (i + 1) / len(parts)))
-        if rtype == R.FILE_SYSTEM:
-            from opencbr.engine.tree import verify_tree
-
-            rep = verify_tree(repo, pid, progress=span)
-        else:
-            rep = repo.verify(pid, span)
+        rep = repo.verify(pid, span)
         reports.append({"backup_id": pid, "disk": pname, "role": role, **verify_summary(rep)})
     ok = all(r["ok"] for r in reports)
     run.set_extra(verify={"backup_id": run.params["backup_id"], "ok": ok, "disks": reports})

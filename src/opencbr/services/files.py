@@ -73,8 +73,6 @@ def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id:
 
 @tasks.handler("create_fs")
 def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
-    from opencbr.engine.tree import restore_tree
-
     backup_id, fs_id = run.params["backup_id"], run.params["fs_id"]
     with ctx.tx() as s:
         b, fs = s.get(Backup, backup_id), s.get(Resource, fs_id)
@@ -93,8 +91,8 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: local.tree_size(made[0].fd_path())[0],
                                   remove=remove):
         made.append(res_svc.open_resource(ctx, fs_id, create=True))
-        result = restore_tree(repository(ctx, vault, create=False), backup_id, made[0].path, progress=progress,
-                              cancel=progress.cancel, target_fd=made[0].fd)
+        result = repository(ctx, vault, create=False).restore(backup_id, made[0].path, progress=progress,
+                                                              cancel=progress.cancel, target_fd=made[0].fd)
         res_svc.record_identity(ctx, fs_id, made[0])
     for new in made:
         new.close()
@@ -124,13 +122,11 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
     """The entries of a directory inside a backup, without restoring it (beyond guide 13.2.15). File-system
     backups list their tree; disk backups list their partitions, then the files of ext and FAT ones."""
     p.require_data_access("browsing the files of a backup")
-    from opencbr.engine.tree import list_backup
-
     if not isinstance(path, str) or "\x00" in path:
         raise InvalidParameter("path must be a string")
     with ctx.tx() as s:
         b, vault = _browsable(s, p, backup_id)
-    entries = list_backup(repository(ctx, vault, create=False), b.id, path or "/")
+    entries = repository(ctx, vault, create=False).list_dir(b.id, path or "/")
     return [e.to_dict() for e in entries]
 
 
@@ -173,31 +169,17 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
 
 def _check_paths_exist(repo, b: Backup, paths: list[str]) -> None:
     """A path that is not in the backup is the caller's mistake: say so now (404), not in a failed task."""
-    if b.resource_type == R.FILE_SYSTEM:
-        from opencbr.engine.tree import stat_path
-
-        for path in paths:
-            stat_path(repo, b.id, path)
-    else:
-        from opencbr.engine.diskfs import DiskBrowser
-
-        browser = DiskBrowser(repo, b.id)
-        for path in paths:
-            browser.lookup(path)
+    repo.lookup(b.id, *paths)
 
 
 @tasks.handler("restore_files")
 def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
-    from opencbr.engine.diskfs import restore_disk_path
-    from opencbr.engine.tree import restore_tree
-
     with ctx.tx() as s:
         b = s.get(Backup, run.params["backup_id"])
         if b is None:
             raise CBRError("the backup no longer exists", code="BackupService.6110")
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
-        rtype = b.resource_type
     repo = repository(ctx, vault, create=False)
     dest = run.params["destination"]
     progress = TaskProgress(run)
@@ -207,11 +189,7 @@ def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             for i, path in enumerate(run.params["paths"]):
                 span = progress.span(int(99 * i / len(run.params["paths"])),
                                      int(99 * (i + 1) / len(run.params["paths"])))
-                if rtype == R.FILE_SYSTEM:
-                    r = restore_tree(repo, b.id, dest, subpath=path, allow_nonempty=True, progress=span,
-                                     cancel=progress.cancel, target_fd=target.fd)
-                else:
-                    r = restore_disk_path(repo, b.id, path, dest, target_fd=target.fd)
+                r = repo.restore_path(b.id, path, dest, progress=span, cancel=progress.cancel, target_fd=target.fd)
                 written += getattr(r, "bytes_written", 0)
     except OperationCancelled:
         raise tasks.TaskCancelled(run.task_id) from None

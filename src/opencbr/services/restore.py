@@ -21,8 +21,7 @@ from opencbr.catalog.models import Backup, Resource, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
-from opencbr.engine import FixedIndex, OperationCancelled
-from opencbr.engine.disk_restore import image_blocks, unreadable_chunks
+from opencbr.engine import OperationCancelled
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
@@ -68,7 +67,7 @@ def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict
             B.check_file_system_restore_target(b.resource_id, target_id)
             target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
             B.check_new_file_system(_status_for_restore(s, target), res_svc.empty_now(ctx, target))
-            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id, "tree": True}]
+            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
             server_id, power_on = None, False
         b.status, b.updated_at = B.RESTORING, now
         _hold_targets(s, plan)
@@ -138,14 +137,8 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         for i, step in enumerate(plan):
             span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
             with res_svc.open_resource(ctx, step["disk_id"], write=True) as target:  # checked again
-                if step.get("tree"):
-                    from opencbr.engine.tree import restore_tree
-
-                    restore_tree(repo, step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
-                                 target_fd=target.fd)
-                else:
-                    repo.restore_disk(step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
-                                      target_fd=target.fd)
+                repo.restore(step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
+                             target_fd=target.fd)
                 res_svc.record_identity(ctx, step["disk_id"], target)
     except OperationCancelled:
         _restore_done(ctx, backup_id, None, plan, unfinished="the restore was cancelled")
@@ -257,7 +250,7 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: local.size_of(made[0].fd), remove=remove):
         made.append(res_svc.open_resource(ctx, disk_id, create=True))
         new = made[0]
-        os.ftruncate(new.fd, max(size, FixedIndex.from_manifest(repo.manifest(backup_id)).disk_size))  # guide 6.4
+        os.ftruncate(new.fd, max(size, repo.disk_image(backup_id).disk_size))  # guide 6.4
         repo.restore_disk(backup_id, new.path, progress=progress, cancel=progress.cancel, truncate=False,
                           target_fd=new.fd)
         _follow_source_mode(new.fd, source_path)
@@ -298,8 +291,8 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
                                    code="BackupService.6436")
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
-    index = FixedIndex.from_manifest(repo.manifest(backup_id))
-    bad = [asdict(c) for c in unreadable_chunks(repo.chunks, index)]
+    image = repo.disk_image(backup_id)
+    bad = [asdict(c) for c in image.unreadable_chunks()]
     if bad:
         raise DataCorruption(f"backup {backup_id} is damaged: {len(bad)} chunk(s) cannot be read; first: chunk "
                              f"{bad[0]['digest']} {B.damaged_chunk_where(bad[0])}: {bad[0]['reason']}; nothing was "
@@ -307,13 +300,13 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
     token = secrets.token_hex(16)
 
     def blocks() -> Iterator[bytes]:
-        damaged = yield from image_blocks(repo.chunks, index)
+        damaged = yield from image.blocks()
         if damaged is not None:
             offset = damaged.offsets[0]
             log.warning("export of backup %s stopped at offset %d: %s", backup_id, offset, damaged.reason)
-            yield B.export_damage_marker(token, asdict(damaged))[:index.disk_size - offset]
+            yield B.export_damage_marker(token, asdict(damaged))[:image.disk_size - offset]
 
-    return ExportStream(index.disk_size, token, blocks())
+    return ExportStream(image.disk_size, token, blocks())
 
 
 @tasks.on_abandon("restore", "create_disk")

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.db import is_sqlite
 from opencbr.catalog.models import Resource, Task
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import listing, space
+from opencbr.services import engine_errors, listing, space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -284,12 +284,12 @@ def attempts_allowed(ctx: ServiceContext, task: Task) -> int:
         return max(task.max_attempts, ctx.settings.task_max_attempts)
     return task.max_attempts
 def error_of(ctx: ServiceContext, exc: BaseException) -> CBRError:
-    """What a task that raised ``exc`` failed with: its CBR error; storage that ran out, saying which
-    (``StorageFull``); else an internal error in words."""
+    """What a task that raised ``exc`` failed with: its CBR error (an engine error's from the table in
+    engine_errors.py); storage that ran out, saying which (``StorageFull``); else an internal error in words."""
     if isinstance(exc, CBRError):
         return exc
-    return space.storage_full(ctx, exc) or CBRError(f"internal error: {type(exc).__name__}: {exc}",
-                                                    code="BackupService.9999")
+    return (engine_errors.cbr_error(exc) or space.storage_full(ctx, exc)
+            or CBRError(f"internal error: {type(exc).__name__}: {exc}", code="BackupService.9999"))
 
 
 def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:

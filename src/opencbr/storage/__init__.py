@@ -2,7 +2,7 @@
 
 Public API::
 
-    from opencbr.storage import ObjectStore, ObjectInfo, LocalStore, S3Store, open_store
+    from opencbr.storage import ObjectStore, ObjectInfo, StoreCapabilities, LocalStore, S3Store, open_store
 
     store = open_store("file:///var/lib/opencbr/objects")
     store = open_store("s3://bucket/some/prefix?endpoint_url=http://127.0.0.1:9000&region=us-east-1"
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qs, unquote, urlparse
 
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, StoreCapabilities
 from .local import LocalStore
 
 
@@ -64,4 +64,4 @@ def open_store(url: str) -> ObjectStore:
     raise InvalidParameter(f"unsupported store URL scheme {u.scheme!r} (use file:// or s3://)")
 
 
-__all__ = ["ObjectInfo", "ObjectStore", "LocalStore", "S3Store", "open_store"]
+__all__ = ["ObjectInfo", "ObjectStore", "StoreCapabilities", "LocalStore", "S3Store", "open_store"]

@@ -6,18 +6,21 @@ only for small mutable control objects (lock refreshes).
 
 Durability contract: when ``put``/``put_if_absent`` returns with ``sync=True`` (the default), the
 object survives a crash of this machine. With ``sync=False`` the write is atomic (a reader sees the
-whole object or nothing) but may be lost on power failure until :meth:`ObjectStore.flush` returns; the
-engine writes pack objects that way and calls ``flush()`` once before it writes the index and manifest
-that make them reachable (see ``LocalStore`` for why: one fsync barrier per backup instead of one per
-pack measured faster, see bench/README.md).
+whole object or nothing) but may be lost on power failure until :meth:`ObjectStore.flush` returns. The
+engine writes everything with ``sync=True`` (packs too: an fsync per pack in the uploader threads
+overlaps with hashing and compression and measured no slower than one barrier per backup, see
+engine/chunks/session.py and bench/README.md) and still calls ``flush()`` before it writes the index
+and manifest that make packs reachable, so a store that defers durability stays correct.
+
+What a backend can do beyond this interface, it declares in :attr:`ObjectStore.capabilities`; nothing
+above ``storage/`` tests which class it has.
 """
 
 from __future__ import annotations
 
 import abc
-import os
-import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 
@@ -30,15 +33,26 @@ class ObjectInfo:
     mtime: float
 
 
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a backend offers beyond the interface, for the engine to choose how it works.
+
+    ``local_root``: the objects are files of this machine under this directory (requests cost no
+    network round trip, so few upload threads suffice); None for remote stores.
+    ``fork_safe``: a forked child process may read through this same store object: true for plain
+    files; not for clients with connection pools or sessions shared with the parent (S3)."""
+
+    local_root: Path | None = None
+    fork_safe: bool = False
+
+
 class ObjectStore(abc.ABC):
     """put-if-absent, put (overwrite), get (whole or range), head, list by prefix, delete.
 
     Implementations must be safe to call from several threads at once.
     """
 
-    # Whether a forked child process may read through this (same) object: true for plain files;
-    # not for clients with connection pools or sessions shared with the parent (S3).
-    fork_safe: bool = False
+    capabilities: StoreCapabilities = StoreCapabilities()
 
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes | bytearray | memoryview, *, sync: bool = True) -> bool:
@@ -97,39 +111,3 @@ class ObjectStore(abc.ABC):
         """A URL that :func:`opencbr.storage.open_store` turns back into an equivalent store
         (credentials excluded)."""
         raise NotImplementedError
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def process_namespace() -> str:
-    """Where a pid means something: this machine's host name, boot and PID namespace, as one token
-    (letters, digits, ``_`` and ``.``). Two containers sharing a host name, or two clones of one VM,
-    get different tokens, so a pid recorded under one is never looked up in another."""
-    try:
-        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        pidns = "0"
-    boot = _read("/proc/sys/kernel/random/boot_id").replace("-", "")[:12] or "0"
-    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40]
-    return f"{host}.{boot}.{pidns}"
-
-
-def local_process_gone(namespace: str, pid: int) -> bool:
-    """True when ``namespace`` (a :func:`process_namespace` token) is this process's own — same host,
-    boot and PID namespace — and process ``pid`` no longer exists (and is not us). A bare host name never
-    matches: the same pid in another PID namespace is another process."""
-    if not pid or namespace != process_namespace() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

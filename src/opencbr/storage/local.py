@@ -5,11 +5,9 @@ renamed (put) or hard-linked (put_if_absent: ``link(2)`` fails with EEXIST, so e
 creator wins) onto the final name; the directory is fsynced so the new name survives a crash.
 
 fsync policy (measured, see bench/README.md): an fsync per small object costs ~1-3 ms on this ext4,
-which is why the engine packs chunks into multi-MiB pack objects. For packs the engine passes
-``sync=False``: the data is written and renamed at once, and :meth:`flush` fsyncs all such files and
-their directories in one barrier right before the index/manifest that references them is written.
-A background thread starts writeback early (``sync_file_range``/``fdatasync`` of finished packs), so
-the final barrier only waits for the tail.
+which is why the engine packs chunks into multi-MiB pack objects, each written with ``sync=True`` by
+the session's uploader threads. A ``sync=False`` write is renamed into place at once without fsync;
+:meth:`flush` then fsyncs all such files and their directories in one barrier.
 """
 
 from __future__ import annotations
@@ -22,8 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .aligned import ALIGN, aligned_buffer, open_direct, pread_direct, round_up, write_direct
-from .base import ObjectInfo, ObjectStore, local_process_gone, process_namespace
+from ..system.aligned import ALIGN, aligned_buffer, open_direct, pread_direct, round_up, write_direct
+from ..system.processes import local_process_gone, process_namespace
+from .base import ObjectInfo, ObjectStore, StoreCapabilities
 
 _TMP_PREFIX = ".tmp-"
 # Temporaries are named after the writer's PID namespace (not just the host name), so a GC removes those
@@ -34,11 +33,11 @@ _HOST = process_namespace()
 class LocalStore(ObjectStore):
     """Object store rooted at directory ``root`` (created if missing)."""
 
-    fork_safe = True  # reads are open/pread/close; no state shared with the parent but buffers
-
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
+        # fork-safe: reads are open/pread/close; no state is shared with the parent but buffers
+        self.capabilities = StoreCapabilities(local_root=self.root, fork_safe=True)
         self._pending_lock = threading.Lock()
         self._pending_files: set[str] = set()
         self._pending_dirs: set[str] = set()
@@ -243,21 +242,6 @@ class LocalStore(ObjectStore):
                 os.close(fd)
         for d in dirs:
             _fsync_dir(Path(d))
-
-    def start_writeback(self, key: str) -> None:
-        """Ask the kernel to start writing ``key`` to disk now (non-blocking where supported), so a
-        later :meth:`flush` finds little left to do."""
-        path = self._path(key)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # initiates writeback of dirty pages
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
     def url(self) -> str:
         return self.root.as_uri()

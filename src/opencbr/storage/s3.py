@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .base import ObjectInfo, ObjectStore
+from .base import ObjectInfo, ObjectStore, StoreCapabilities
 
 
 class S3Store(ObjectStore):
     """Objects ``<prefix><key>`` in ``bucket``. Creates the bucket if it does not exist."""
+
+    # remote (no local root), and its boto3 client's connection pool must not be shared with a fork
+    capabilities = StoreCapabilities(local_root=None, fork_safe=False)
 
     def __init__(
         self,

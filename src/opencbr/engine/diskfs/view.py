@@ -1,6 +1,6 @@
 """``DiskBackupView``: a read-only, seekable file object over a *disk* backup in the chunk store.
 
-Reads fetch only the fixed-index blocks they touch (see ``engine/fixed_index.py``, read unchanged):
+Reads fetch only the fixed-index blocks they touch (see ``engine/disk/fixed_index.py``, read unchanged):
 zero blocks (the :data:`ZERO_DIGEST` marker) return zeros without any I/O; other blocks are looked up
 in the chunk index, grouped into range reads of consecutive records in the same pack, decoded
 (decrypt, decompress, digest check) and kept in a small LRU. Sequential reads (extracting a large
@@ -18,9 +18,9 @@ import threading
 from collections import OrderedDict
 
 from ...domain.errors import DataCorruption, NotFound
-from ..chunkstore import ChunkStore
-from ..fixed_index import FixedIndex
-from ..packs import pack_key
+from ..chunks.packs import pack_key
+from ..chunks.store import ChunkStore
+from ..disk.fixed_index import FixedIndex
 
 CACHE_BLOCKS = 256  # 16 MiB of decoded 64 KiB blocks
 MAX_READAHEAD = 64
@@ -180,8 +180,3 @@ class DiskBackupView(io.RawIOBase):
         except (DataCorruption, NotFound) as e:
             raise DataCorruption(f"disk backup {self.backup_id}: block data {d.hex()[:16]} cannot be read "
                                  f"intact: {e.message}") from None
-
-    def is_zero_range(self, offset: int, length: int) -> bool:
-        """True if every block touching ``[offset, offset+length)`` is a zero block (no I/O)."""
-        bs = self.block_size
-        return all(self.index.is_zero(i) for i in range(offset // bs, (offset + length - 1) // bs + 1))

@@ -21,8 +21,9 @@ engine's BackupCancelled / RestoreCancelled. Delete, GC, usage: the Repository's
 backup is a manifest whose refs list every chunk it uses; see dynamic_index.py).
 
 Modules: ``entry`` (record format), ``catalog`` (CatalogWriter/Reader), ``dynamic_index`` (the
-manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup``, ``restore``,
-``browse``, ``verify``. On its own: ``python -m opencbr.engine tree ...`` (engine/cli.py).
+manifest), ``walker`` (TreeWalker), ``chunker`` (FileChunker, FastCDC), ``backup``,
+``restore`` (a package: paths, metadata, fetch, parts, restorer), ``browse``, ``verify``.
+On its own: ``python -m opencbr.engine tree ...`` (engine/cli.py).
 """
 
 from ..lazy import lazy_getattr

@@ -38,8 +38,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from ...domain.errors import InvalidParameter, NotFound, StateConflict
+from ..chunks.manifests import MANIFESTS_DIR, check_name
+from ..chunks.session import WriteSession
 from ..errors import BackupCancelled
-from ..manifests import MANIFESTS_DIR, check_name
 from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
 from .chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, FileData, FileUnreadable
@@ -163,8 +164,8 @@ class TreeBackup:
 
     _NODE = Entry(b"", DIR, 0)  # marks a reused non-file record in the pending queue (counted already)
 
-    def __init__(self, cs, root, backup_id: str, meta: dict, parent: DynamicIndex | None, parent_id: str | None,
-                 *, full: bool, progress: Progress | None, cancel: threading.Event | None, params: ChunkParams,
+    def __init__(self, cs, root, *, backup_id: str, meta: dict, parent: DynamicIndex | None, parent_id: str | None,
+                 full: bool, progress: Progress | None, cancel: threading.Event | None, params: ChunkParams,
                  workers: int, one_file_system: bool, level: int = TREE_ZSTD_LEVEL):
         self.cs = cs
         self.level = level
@@ -397,21 +398,48 @@ class TreeBackup:
 
     def run(self) -> TreeBackupResult:
         t0 = time.monotonic()
-        cs = self.cs
+        self._start()
+        cursor = None
+        if self.parent is not None and not self.full:
+            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=self.session.index).records())
+        if self.progress is not None and self.parent is None:
+            # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
+            self._scanner = TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
+        try:
+            self._walk(cursor)
+            cat = self._finish_catalog()
+            stats = self._stats(cat, t0)
+            payload = DynamicIndex(self.backup_id, {}, cat).encode_payload()
+            manifest_bytes = self.session.commit(self.backup_id, self._header(stats), self.refs, payload)  # no copy
+        except BaseException:
+            if self._scanner is not None:
+                self._scanner.stop()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self.session.abort()
+            if cursor is not None:
+                cursor.close()
+            raise
+        self._pool.shutdown(wait=True)
+        if cursor is not None:
+            cursor.close()
+        if self.progress is not None:
+            self.progress(self.total_bytes, self.total_bytes)
+        return TreeBackupResult(
+            backup_id=self.backup_id, files=self.counts["files"], dirs=self.counts["dirs"],
+            symlinks=self.counts["symlinks"], specials=self.counts["specials"], total_bytes=self.total_bytes,
+            bytes_read=stats["bytes_read"], reused_files=self.reused_files, new_chunks=stats["new_chunks"],
+            added_bytes=stats["added_bytes"], written_bytes=stats["written_bytes"], catalog_chunks=len(cat),
+            catalog_bytes=self.catalog.raw_bytes, manifest_bytes=manifest_bytes, partial=self.partial,
+            warnings=self.warnings, warnings_dropped=self.warnings_dropped,
+            duration=time.monotonic() - t0,
+        )
+
+    def _start(self) -> None:
+        """The session, the reader threads, the bundler and the catalog writer of this run."""
         self._scanner: TreeScanner | None = None
-        # A first (or full) backup reads every file: its listing threads start the kernel reading the
-        # files read through the page cache (below DIRECT_MIN) ahead of the workers (30k-file tree:
-        # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead;
-        # its walk is mostly metadata reads: a helper process reads them ahead (``warm``, see
-        # MetadataWarmer: 30k-file tree, unchanged 0.85 -> 0.65 s, changed 1.1 -> 0.76 s), and it
-        # lists ahead in threads only where listings wait on the device (``adaptive``).
-        incremental = self.parent is not None and not self.full
-        walker = TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
-                            prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
-                            adaptive=incremental, warm=incremental)
-        self.session = session = cs.session()
-        self._pool = pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
-        self._main_codec = main_codec = tree_codec(cs, self.level)
+        self.session = session = WriteSession(self.cs)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
+        self._main_codec = main_codec = tree_codec(self.cs, self.level)
         self.bundler = Bundler(self.secret)
         self._held: list[tuple[_Pending, int, int]] = []
         self._puts: deque[Future] = deque()
@@ -420,6 +448,9 @@ class TreeBackup:
         self._small_inflight = 0
         self._batch: list[tuple[bytes, os.stat_result, _Pending]] = []
         self._batch_bytes = 0
+        self._pending: deque[_Pending] = deque()
+        self._known = b""  # last chunk digest found in the repository (reuse path)
+        self._links: dict[tuple[int, int], Future] = {}  # (dev, ino) -> read of a hard-link group's first member
 
         def put_catalog(data: bytes) -> bytes:
             d = main_codec.digest(data)
@@ -428,156 +459,150 @@ class TreeBackup:
 
         self.catalog = CatalogWriter(put_catalog, self.secret)
         self.refs = bytearray()
-        cursor = None
-        if self.parent is not None and not self.full:
-            cursor = ParentCursor(CatalogReader(cs, self.parent, index=session.index).records())
-        if self.progress is not None and self.parent is None:
-            # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
-            self._scanner = TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
-        pending: deque[_Pending] = deque()
-        known = b""  # last chunk digest found in the repository (reuse path)
-        links: dict[tuple[int, int], Future] = {}  # (dev, ino) -> read of a hard-link group's first member
-        try:
-            for n, item in enumerate(walker):
-                if n % 256 == 0:
-                    self._check_cancel()
-                    self._report()
-                st = item.st
-                typ = type_of_mode(st.st_mode)
-                if typ is None:
-                    self.warn(item.path, f"unsupported file type {stat.S_IFMT(st.st_mode):o}: skipped", False)
-                    continue
-                if typ == FILE:
-                    prec = cursor.find(path_key(item.path)) if cursor is not None else None
-                    if prec is not None and _same_file(record_header(prec), st):
-                        digests = record_digests(prec)
-                        if all(d == known or session.knows(d) for d in digests):
-                            if digests:
-                                known = digests[-1]  # files of a bundle share it: check it once
-                            self.reused_files += 1
-                            self.reused_bytes += st.st_size
-                            rec = with_atime(prec, st.st_atime_ns)
-                            pending.append(_Pending(item.path, None, rec=rec, digests=digests, size=st.st_size))
-                            self._drain(pending, block=False)
-                            continue
-                    e = self._entry(item, typ)
-                    ident = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and ident in links:
-                        fut = links[ident]  # same inode read once; every member gets its chunk list
-                    elif st.st_size < SMALL_FILE and st.st_nlink == 1:
-                        # Small files come back as data (for a bundle) and are read in batches (one
-                        # task per BATCH_FILES files: fewer futures and thread hand-offs); what is
-                        # read ahead of the bundler is bounded.
-                        self._small_inflight += st.st_size
-                        if self._small_inflight > MAX_SMALL_INFLIGHT:
-                            self._submit_batch()
-                            self._drain(pending, block=True, until_small=MAX_SMALL_INFLIGHT // 2)
-                        p = _Pending(item.path, e, None, small=st.st_size)
-                        self._batch.append((item.abspath, st, p))
-                        self._batch_bytes += st.st_size
-                        pending.append(p)
-                        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
-                            self._submit_batch()
-                        self._drain(pending, block=False)
-                        continue
-                    else:
-                        fut = pool.submit(self._read, item.abspath, st)
-                        if st.st_nlink > 1:
-                            links[ident] = fut
-                    pending.append(_Pending(item.path, e, fut))
-                else:
-                    prec = cursor.find(path_key(item.path)) if cursor is not None else None
-                    if prec is not None and _same_node(record_header(prec), st, typ):
-                        # Unchanged directory/symlink/special (ctime covers xattrs, target, mode,
-                        # owner): the parent's record as is, no listxattr/readlink (cold, those were
-                        # a third of an unchanged re-backup's system calls).
-                        self.counts[_COUNTER[typ]] += 1
-                        rec = bytes(prec) if typ in (DIR, SYMLINK) else with_atime(prec, st.st_atime_ns)
-                        pending.append(_Pending(item.path, self._NODE, rec=rec, digests=None))
-                        self._drain(pending, block=False)
-                        continue
-                    e = self._entry(item, typ)
-                    if typ == SYMLINK:
-                        try:
-                            e.link = os.readlink(item.abspath)
-                        except OSError as exc:
-                            self.warn(item.path, f"cannot read symlink: {exc.strerror or exc}", True)
-                            continue
-                        e.size = len(e.link)
-                        self.counts["symlinks"] += 1
-                    elif typ == DIR:
-                        self.counts["dirs"] += 1
-                    else:
-                        self.counts["specials"] += 1
-                    pending.append(_Pending(item.path, e, rec=encode(e), digests=None))
-                self._drain(pending, block=False)
-            self._submit_batch()
-            self._drain(pending, block=True)
-            self._close_bundle()
-            while self._puts:
-                self._puts.popleft().result()
-            self._check_cancel()
-            cat = self.catalog.finish()
-            for c in cat:
-                self.refs += c.digest
-            if self._scanner is not None:
-                self._scanner.stop()
-            self._report(force=True)
-            st_ = session.stats
-            dix = DynamicIndex(self.backup_id, {}, cat)
-            stats = {
-                **self.counts,
-                "total_bytes": self.total_bytes,
-                "bytes_read": self.bytes_read,
-                "reused_files": self.reused_files,
-                "new_chunks": st_.new_chunks,
-                "added_bytes": st_.added_bytes,
-                "written_bytes": st_.written_bytes,
-                "catalog_chunks": len(cat),
-                "bundles": self.bundles,
-                "catalog_entries": self.catalog.entries,
-                "catalog_bytes": self.catalog.raw_bytes,
-                "duration": round(time.monotonic() - t0, 3),
-            }
-            header = {
-                "type": "tree",
-                "format": FORMAT,
-                "backup_id": self.backup_id,
-                "created": datetime.now(timezone.utc).isoformat(),
-                "parent": self.parent_id,
-                "full": self.full,
-                "encrypted": cs.encrypted,
-                "meta": self.meta,
-                "partial": self.partial,
-                "warnings": [w.to_dict() for w in self.warnings[:100]],
-                "warnings_total": len(self.warnings) + self.warnings_dropped,
-                "chunking": self.params.to_dict(cut_name(self.secret)),
-                "zstd_level": self.level,
-                "stats": stats,
-            }
-            manifest_bytes = session.commit(self.backup_id, header, self.refs, dix.encode_payload())  # no copy
-        except BaseException:
-            if self._scanner is not None:
-                self._scanner.stop()
-            pool.shutdown(wait=True, cancel_futures=True)
-            session.abort()
-            if cursor is not None:
-                cursor.close()
-            raise
-        pool.shutdown(wait=True)
-        if cursor is not None:
-            cursor.close()
-        if self.progress is not None:
-            self.progress(self.total_bytes, self.total_bytes)
-        return TreeBackupResult(
-            backup_id=self.backup_id, files=self.counts["files"], dirs=self.counts["dirs"],
-            symlinks=self.counts["symlinks"], specials=self.counts["specials"], total_bytes=self.total_bytes,
-            bytes_read=stats["bytes_read"], reused_files=self.reused_files, new_chunks=st_.new_chunks,
-            added_bytes=st_.added_bytes, written_bytes=st_.written_bytes, catalog_chunks=len(cat),
-            catalog_bytes=self.catalog.raw_bytes, manifest_bytes=manifest_bytes, partial=self.partial,
-            warnings=self.warnings, warnings_dropped=self.warnings_dropped,
-            duration=time.monotonic() - t0,
-        )
+
+    def _walker(self) -> TreeWalker:
+        # A first (or full) backup reads every file: its listing threads start the kernel reading the
+        # files read through the page cache (below DIRECT_MIN) ahead of the workers (30k-file tree:
+        # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead;
+        # its walk is mostly metadata reads: a helper process reads them ahead (``warm``, see
+        # MetadataWarmer: 30k-file tree, unchanged 0.85 -> 0.65 s, changed 1.1 -> 0.76 s), and it
+        # lists ahead in threads only where listings wait on the device (``adaptive``).
+        incremental = self.parent is not None and not self.full
+        return TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
+                          prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
+                          adaptive=incremental, warm=incremental)
+
+    def _walk(self, cursor: ParentCursor | None) -> None:
+        """Every entry of the tree, in walk order, into the pending queue (files read by the pool)."""
+        pending = self._pending
+        for n, item in enumerate(self._walker()):
+            if n % 256 == 0:
+                self._check_cancel()
+                self._report()
+            st = item.st
+            typ = type_of_mode(st.st_mode)
+            if typ is None:
+                self.warn(item.path, f"unsupported file type {stat.S_IFMT(st.st_mode):o}: skipped", False)
+                continue
+            prec = cursor.find(path_key(item.path)) if cursor is not None else None
+            if typ == FILE:
+                self._walk_file(item, prec)
+            elif not self._walk_node(item, typ, prec):
+                continue
+            self._drain(pending, block=False)
+        self._submit_batch()
+        self._drain(pending, block=True)
+
+    def _walk_file(self, item, prec) -> None:
+        """A regular file: the parent's record if it is unchanged and its chunks are all still there;
+        else read (small files in batches, for bundles; a hard-link group's inode once)."""
+        st, pending = item.st, self._pending
+        if prec is not None and _same_file(record_header(prec), st):
+            digests = record_digests(prec)
+            if all(d == self._known or self.session.knows(d) for d in digests):
+                if digests:
+                    self._known = digests[-1]  # files of a bundle share it: check it once
+                self.reused_files += 1
+                self.reused_bytes += st.st_size
+                rec = with_atime(prec, st.st_atime_ns)
+                pending.append(_Pending(item.path, None, rec=rec, digests=digests, size=st.st_size))
+                return
+        e = self._entry(item, FILE)
+        ident = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and ident in self._links:
+            fut = self._links[ident]  # same inode read once; every member gets its chunk list
+        elif st.st_size < SMALL_FILE and st.st_nlink == 1:
+            # Small files come back as data (for a bundle) and are read in batches (one task per
+            # BATCH_FILES files: fewer futures and thread hand-offs); what is read ahead of the
+            # bundler is bounded.
+            self._small_inflight += st.st_size
+            if self._small_inflight > MAX_SMALL_INFLIGHT:
+                self._submit_batch()
+                self._drain(pending, block=True, until_small=MAX_SMALL_INFLIGHT // 2)
+            p = _Pending(item.path, e, None, small=st.st_size)
+            self._batch.append((item.abspath, st, p))
+            self._batch_bytes += st.st_size
+            pending.append(p)
+            if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+                self._submit_batch()
+            return
+        else:
+            fut = self._pool.submit(self._read, item.abspath, st)
+            if st.st_nlink > 1:
+                self._links[ident] = fut
+        pending.append(_Pending(item.path, e, fut))
+
+    def _walk_node(self, item, typ: int, prec) -> bool:
+        """A directory, symlink or special file; False if it is left out (an unreadable symlink)."""
+        st = item.st
+        if prec is not None and _same_node(record_header(prec), st, typ):
+            # Unchanged directory/symlink/special (ctime covers xattrs, target, mode, owner): the
+            # parent's record as is, no listxattr/readlink (cold, those were a third of an unchanged
+            # re-backup's system calls).
+            self.counts[_COUNTER[typ]] += 1
+            rec = bytes(prec) if typ in (DIR, SYMLINK) else with_atime(prec, st.st_atime_ns)
+            self._pending.append(_Pending(item.path, self._NODE, rec=rec, digests=None))
+            return True
+        e = self._entry(item, typ)
+        if typ == SYMLINK:
+            try:
+                e.link = os.readlink(item.abspath)
+            except OSError as exc:
+                self.warn(item.path, f"cannot read symlink: {exc.strerror or exc}", True)
+                return False
+            e.size = len(e.link)
+        self.counts[_COUNTER[typ]] += 1
+        self._pending.append(_Pending(item.path, e, rec=encode(e), digests=None))
+        return True
+
+    def _finish_catalog(self) -> list:
+        """Wait for the last files and bundles; the catalog's chunks (their digests join the refs)."""
+        self._close_bundle()
+        while self._puts:
+            self._puts.popleft().result()
+        self._check_cancel()
+        cat = self.catalog.finish()
+        for c in cat:
+            self.refs += c.digest
+        if self._scanner is not None:
+            self._scanner.stop()
+        self._report(force=True)
+        return cat
+
+    def _stats(self, cat: list, t0: float) -> dict:
+        st = self.session.stats
+        return {
+            **self.counts,
+            "total_bytes": self.total_bytes,
+            "bytes_read": self.bytes_read,
+            "reused_files": self.reused_files,
+            "new_chunks": st.new_chunks,
+            "added_bytes": st.added_bytes,
+            "written_bytes": st.written_bytes,
+            "catalog_chunks": len(cat),
+            "bundles": self.bundles,
+            "catalog_entries": self.catalog.entries,
+            "catalog_bytes": self.catalog.raw_bytes,
+            "duration": round(time.monotonic() - t0, 3),
+        }
+
+    def _header(self, stats: dict) -> dict:
+        return {
+            "type": "tree",
+            "format": FORMAT,
+            "backup_id": self.backup_id,
+            "created": datetime.now(timezone.utc).isoformat(),
+            "parent": self.parent_id,
+            "full": self.full,
+            "encrypted": self.cs.encrypted,
+            "meta": self.meta,
+            "partial": self.partial,
+            "warnings": [w.to_dict() for w in self.warnings[:100]],
+            "warnings_total": len(self.warnings) + self.warnings_dropped,
+            "chunking": self.params.to_dict(cut_name(self.secret)),
+            "zstd_level": self.level,
+            "stats": stats,
+        }
 
 
 def default_workers() -> int:
@@ -641,7 +666,7 @@ def backup_tree(
         except NotFound:
             parent = None  # deleted meanwhile: every backup is a virtual full, nothing depends on it
     return TreeBackup(
-        cs, walk_root, backup_id, meta, parent, parent_backup_id if parent else None,
+        cs, walk_root, backup_id=backup_id, meta=meta, parent=parent, parent_id=parent_backup_id if parent else None,
         full=full, progress=progress, cancel=cancel, params=params, workers=workers or default_workers(),
         one_file_system=one_file_system, level=level,
     ).run()

@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 from ...domain.errors import DataCorruption
-from ..chunkstore import ChunkStore
-from ..codec import ChunkCodec
-from ..index import ChunkIndex
+from ..chunks.codec import ChunkCodec
+from ..chunks.locations import ChunkIndex
+from ..chunks.store import ChunkStore
 from .cutting import ChunkingSecret, public_cut
 from .dynamic_index import CatalogChunk, DynamicIndex
 from .entry import Entry, RecordError, decode, iter_records, path_key, record_path

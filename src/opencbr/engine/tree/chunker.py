@@ -60,7 +60,8 @@ from typing import Callable
 
 from pyfastcdc import FastCDC
 
-from ...storage.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
+from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
+from ...system.sparse import data_extents
 from ..errors import BackupCancelled
 
 
@@ -158,25 +159,6 @@ def open_noatime(path: bytes) -> int:
     return os.open(path, flags)
 
 
-def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """``(offset, length)`` of the data regions of an open file (holes left out)."""
-    out = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                break
-            return [(0, size)]  # no SEEK_DATA support: treat as dense
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        out.append((start, end - start))
-        pos = end
-    return out
-
-
 class _ExtentSource:
     """Reads the concatenated data extents of a file (``pread``; releases the GIL). Extents that end
     early (the file shrank under us) are shortened to what was read."""
@@ -232,7 +214,7 @@ class _FdSource:
 
 
 def _try_direct(fd: int) -> bool:
-    """Switch an open file to ``O_DIRECT`` (see storage/aligned.py for why); False where refused."""
+    """Switch an open file to ``O_DIRECT`` (see system/aligned.py for why); False where refused."""
     if not O_DIRECT:
         return False
     try:
@@ -351,7 +333,7 @@ class FileChunker:
             os.lseek(fd, 0, os.SEEK_SET)  # grew past the limit: store it on its own
         sparse = st.st_blocks * 512 < size
         if sparse:
-            ext = data_extents(fd, size)
+            ext = list(data_extents(fd, size))
             if ext != [(0, size)]:
                 src = _ExtentSource(fd, ext)
                 self._chunk_stream(src, out)

@@ -8,8 +8,8 @@ import pwd
 from typing import Callable
 
 from ...domain.errors import InvalidParameter, NotFound
-from ..chunkstore import ChunkStore
-from ..manifests import check_name
+from ..chunks.manifests import check_name
+from ..chunks.store import ChunkStore
 from .dynamic_index import DynamicIndex
 
 Progress = Callable[[int, int], None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..crypto import RepoKeys
+from ..chunks.crypto import RepoKeys
 
 CUT_PUBLIC = "public"
 CUT_KEYED = "keyed-v1"

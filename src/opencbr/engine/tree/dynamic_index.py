@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ...domain.errors import DataCorruption
-from ..manifests import Manifest
+from ..chunks.manifests import Manifest
 
 MAGIC = b"OCBRDIX1"
 FORMAT = 1
@@ -52,10 +52,6 @@ class DynamicIndex:
     @property
     def stats(self) -> dict:
         return self.header.get("stats", {})
-
-    @property
-    def entry_count(self) -> int:
-        return sum(c.entries for c in self.catalog)
 
     def start_chunk(self, key: bytes) -> int:
         """Index of the first catalog chunk that may hold ``key`` (or anything after it)."""

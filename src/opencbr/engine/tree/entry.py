@@ -238,11 +238,6 @@ def record_header(rec) -> tuple:
     return HDR.unpack_from(rec, 4)
 
 
-def record_chunks(rec) -> list[tuple[bytes, int, int]]:
-    """The chunk list of a FILE record (decodes the whole record; used when reusing it)."""
-    return decode(rec).chunks
-
-
 def record_digests(rec) -> list[bytes]:
     """The chunk digests of a FILE record, skipping everything else (the incremental backup's hot
     path: one call per unchanged file)."""

@@ -1,25 +1,20 @@
 """Helper processes (``fork``): what the tree engine runs beside its own threads to use a second
-core without sharing the GIL -- the parts of a big restore (restore.py) and the metadata warmer of
+core without sharing the GIL -- the parts of a big restore (restore/parts.py) and the metadata warmer of
 an incremental walk (walker.py). A helper never outlives the process that forked it, and is always
 reaped."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 
-PR_SET_PDEATHSIG = 1
+from ...system.processes import stop_with_parent
 
 
 def die_with_parent(parent_pid: int) -> None:
     """Call first thing in a forked helper: if the process that forked it dies (kill -9 of the
     service), the kernel kills the helper too (``PR_SET_PDEATHSIG``; Linux)."""
-    try:  # (the running program's own symbols: find_library would run ldconfig in every helper)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # it died before prctl took effect
+    if not stop_with_parent(parent_pid, signal.SIGKILL):
         os._exit(1)
 
 

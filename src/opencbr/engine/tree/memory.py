@@ -18,10 +18,10 @@ Two remedies, both process-wide and harmless for other code (glibc only; no-ops 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 
-_trim = None
+from ...system.libc import function as libc_function
+
 _last = 0.0
 _tuned = 0  # the mmap threshold set so far (0: glibc's adaptive default)
 M_MMAP_THRESHOLD = -3
@@ -39,23 +39,9 @@ def limit_heap_growth(threshold: int = MMAP_THRESHOLD) -> None:
     if threshold <= _tuned:  # the largest threshold asked for in this process stays
         return
     _tuned = threshold
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, threshold)
-    except (OSError, AttributeError):
-        pass
-
-
-def _load():
-    global _trim
-    if _trim is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _trim = libc.malloc_trim
-            _trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _trim = False
-    return _trim
+    mallopt = libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, threshold)
 
 
 def trim(min_interval: float = 0.25) -> None:
@@ -65,6 +51,6 @@ def trim(min_interval: float = 0.25) -> None:
     if now - _last < min_interval:
         return
     _last = now
-    f = _load()
-    if f:
-        f(0)
+    malloc_trim = libc_function("malloc_trim", (ctypes.c_size_t,))
+    if malloc_trim is not None:
+        malloc_trim(0)

@@ -56,7 +56,7 @@ class TreeRestoreResult:
     bytes_written: int
     warnings: list[TreeWarning] = field(default_factory=list)
     duration: float = 0.0
-    processes: int = 1  # how many processes restored (see TreeRestore._restore_parts)
+    processes: int = 1  # how many processes restored (see restore/parts.py)
     parts_peak_rss: list[int] = field(default_factory=list)  # bytes, each forked process's peak
 
     def to_dict(self) -> dict:

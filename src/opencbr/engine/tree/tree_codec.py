@@ -10,8 +10,8 @@ compression CPU; incompressible chunks cost the same at every level since zstd s
 
 from __future__ import annotations
 
-from ..chunkstore import ChunkStore
-from ..codec import ChunkCodec
+from ..chunks.codec import ChunkCodec
+from ..chunks.store import ChunkStore
 
 TREE_ZSTD_LEVEL = 3
 

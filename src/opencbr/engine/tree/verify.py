@@ -7,12 +7,11 @@ catalog (only when something is wrong, so a clean verify reads the catalog once,
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
 from ...domain.errors import NotFound
-from ..chunk_reader import fetch_chunks
+from ..chunks.reader import check_chunks
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, load_index, show
 from .entry import FILE
@@ -53,24 +52,13 @@ def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None
     refs = cs.read_manifest(backup_id).ref_set()
     report = TreeVerifyReport(backup_id, 0, 0)
     bad: dict[bytes, BadChunk] = {}
-    lock = threading.Lock()
-    total = len(refs)
 
-    def sink(d: bytes, data: bytes) -> None:
-        with lock:
-            report.chunks_checked += 1
-            report.bytes_checked += len(data)
-            if progress is not None and report.chunks_checked % 256 == 0:
-                progress(report.chunks_checked, total)
+    def on_bad(d: bytes, e: Exception) -> None:
+        item = bad[d] = BadChunk(d.hex(), str(getattr(e, "message", e)))
+        (report.missing if isinstance(e, NotFound) else report.damaged).append(item)
 
-    def on_error(d: bytes, e: Exception) -> None:
-        item = BadChunk(d.hex(), str(getattr(e, "message", e)))
-        with lock:
-            report.chunks_checked += 1
-            bad[d] = item
-            (report.missing if isinstance(e, NotFound) else report.damaged).append(item)
-
-    fetch_chunks(cs, list(refs), sink, on_error, workers=workers)
+    totals = check_chunks(cs, list(refs), on_bad, progress=progress, workers=workers)
+    report.chunks_checked, report.bytes_checked = totals.chunks_checked, totals.bytes_checked
     if bad:
         catalog_digests = {c.digest for c in dix.catalog}
         if not (catalog_digests & bad.keys()):  # the catalog is readable: name the files
@@ -81,7 +69,5 @@ def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None
                     b = bad.get(d)
                     if b is not None and len(b.paths) < 20:
                         b.paths.append(show(e.path))
-    if progress is not None:
-        progress(total, total)
     report.duration = time.monotonic() - t0
     return report

@@ -1,0 +1,306 @@
+"""Garbage collection that is safe while backups run (and while other backups are deleted).
+
+Scheme (chosen over restic's exclusive prune lock, which would stop GC whenever any backup runs, and
+over PBS's atime marking, which object stores cannot do): two-phase *condemn, then sweep*, with writer
+lock objects telling GC which condemnations each running writer has seen.
+
+- A writer (backup) writes its lock object, *then* reads the condemned lists and the index, records in
+  its lock which lists it saw, and never deduplicates against a chunk in a condemned pack.
+- GC (one at a time: ``locks/gc`` is created with put-if-absent):
+  1. lists the locks (and deletes stale ones: not refreshed for ``stale_after`` by the store's clock);
+  2. loads the index, lists the packs, reads every manifest's refs (after step 1, so any writer not in
+     the lock list has already published its manifest);
+  3. sweeps each older condemned list that every live writer has seen: such writers cannot reuse its
+     chunks, and writers that could have (older ones) have finished, so their manifests are in the
+     refs. A condemned pack holding a referenced chunk with no other copy is *resurrected* (kept);
+     the others are deleted;
+  4. plans: packs with no live chunk, and packs no index mentions (crashed or running writers), are
+     condemned; packs with >= ``REPACK_DEAD_FRACTION`` dead bytes have their live records copied
+     (verified, not re-encrypted) into new packs, indexed, and the old pack condemned;
+  5. writes the new condemned list; if no live writer predates it, sweeps it right away (the common
+     case: a GC with no backup running frees everything in one call), else leaves it for the next GC;
+  6. writes one consolidated index object and deletes the ones it replaces, then the swept lists.
+
+Every step is ordered so a crash (SIGKILL) at any point leaves only extra objects that the next GC
+removes: new packs before their index, index before condemnation, deletions last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from ...domain.errors import DataCorruption, StateConflict
+from .locations import ChunkIndex, new_index_name
+from .locks import (
+    GC_LOCK_NAME,
+    LockInfo,
+    RepoLock,
+    is_stale,
+    list_locks,
+)
+from .packs import PackWriter, pack_key
+from .store import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
+
+REPACK_DEAD_FRACTION = 0.25
+SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...
+SMALL_PACK_MIN_COUNT = 8  # ... when at least this many exist
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class GCResult:
+    packs_deleted: int = 0
+    bytes_freed: int = 0  # bytes of pack objects deleted
+    repack_bytes_written: int = 0  # bytes of new packs written by repacking
+    chunks_removed: int = 0  # index entries dropped with deleted packs
+    packs_repacked: int = 0
+    packs_condemned_pending: int = 0  # condemned, waiting for running backups to finish
+    orphan_packs: int = 0  # packs no index mentioned (crashed or running backups)
+    packs_resurrected: int = 0
+    stale_locks_removed: int = 0
+    abandoned_writes_removed: int = 0  # temporaries of writers that died mid-write
+    index_objects_replaced: int = 0
+    damaged_chunks: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def net_bytes_freed(self) -> int:
+        return self.bytes_freed - self.repack_bytes_written
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["net_bytes_freed"] = self.net_bytes_freed
+        return d
+
+
+def _acquire_gc_lock(cs: ChunkStore, result: GCResult) -> RepoLock:
+    lock = RepoLock(cs.store, cs.prefix, "gc", cs.lock_timing, name=GC_LOCK_NAME)
+    if lock.acquire(exclusive=True):
+        return lock
+    info = cs.store.stat(lock.key)
+    if info is not None:
+        probe = cs.k(f"gc/probe-{os.urandom(6).hex()}")
+        cs.store.put(probe, b"")
+        now_info = cs.store.stat(probe)
+        cs.store.delete(probe)
+        now = now_info.mtime if now_info else time.time()
+        if not is_stale(info.mtime, now, cs.lock_timing):
+            raise StateConflict("another garbage collection is running on this repository")
+        again = cs.store.stat(lock.key)
+        if again is not None and again.mtime == info.mtime:
+            cs.store.delete(lock.key)  # a GC that died (SIGKILL, power loss) left it
+            result.stale_locks_removed += 1
+    if not lock.acquire(exclusive=True):
+        raise StateConflict("another garbage collection is running on this repository")
+    return lock
+
+
+def _pack_listing(cs: ChunkStore) -> dict[str, int]:
+    out = {}
+    for key, size in cs.store.list(cs.k(DATA_DIR)):
+        out[key.rsplit("/", 1)[-1]] = size
+    return out
+
+
+def _all_seen(live: list[LockInfo], gen: str) -> bool:
+    return all(lk.seen is not None and gen in lk.seen for lk in live)
+
+
+def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[LockInfo]:
+    now = gc_lock.store_now()
+    live = []
+    for lk in list_locks(cs.store, cs.prefix):
+        if lk.key == gc_lock.key:
+            continue
+        if is_stale(lk.mtime, now, cs.lock_timing):
+            cs.store.delete(lk.key)
+            result.stale_locks_removed += 1
+        else:
+            live.append(lk)
+    return live
+
+
+def _sweep(cs: ChunkStore, packs: set[str], *, idx: ChunkIndex, present: dict[str, int], refs: set[bytes],
+           result: GCResult) -> set[str]:
+    """Delete the packs of a condemned list unless they hold a referenced chunk with no other copy.
+    Returns the packs deleted."""
+    deleted: set[str] = set()
+    for p in sorted(packs):
+        if p not in present:
+            deleted.add(p)  # already gone (an earlier, interrupted sweep)
+            continue
+        needed = False
+        for d, _off, _ln in idx.entries(p):
+            if d not in refs:
+                continue
+            if not any(loc.pack_id not in packs and loc.pack_id in present for loc in idx.locations(d)):
+                needed = True
+                break
+        if needed:
+            result.packs_resurrected += 1
+            continue
+        cs.store.delete(cs.k(pack_key(p)))
+        result.packs_deleted += 1
+        result.bytes_freed += present[p]
+        result.chunks_removed += idx.record_count(p)
+        deleted.add(p)
+    return deleted
+
+
+def _load_all(cs: ChunkStore, excluded: set[str]) -> tuple[list[str], ChunkIndex, dict[str, int]]:
+    """Index (from the objects listed now), then the pack listing (packs are written before their index,
+    so an indexed pack missing from the listing was deleted)."""
+    names = cs.list_index_objects()
+    idx = cs.load_index(excluded)
+    present = _pack_listing(cs)
+    return names, idx, present
+
+
+def run_gc(cs: ChunkStore, progress: Progress | None = None) -> GCResult:
+    t0 = time.monotonic()
+    result = GCResult()
+    gc_lock = _acquire_gc_lock(cs, result)
+    gc_lock.start_refresh()
+    try:
+        _gc(cs, gc_lock, result, progress)
+    finally:
+        gc_lock.release()
+    cs._reader_index = None
+    result.duration = time.monotonic() - t0
+    return result
+
+
+def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress | None) -> None:
+    report = progress or (lambda a, b: None)
+    report(0, 6)
+    # 1. who is writing (and what dead writers left half-written: never a finished object)
+    live = _live_writers(cs, gc_lock, result)
+    result.abandoned_writes_removed = cs.store.remove_abandoned_writes(cs.prefix, cs.lock_timing.stale_after)
+    gens = cs.condemned_lists()
+    pending_all = {p for ps in gens.values() for p in ps}
+    # 2. index, packs, refs
+    _names, idx, present = _load_all(cs, pending_all)
+    refs = cs.referenced()
+    report(1, 6)
+    # 3. sweep older condemned lists every live writer has seen
+    swept_gens: list[str] = []
+    deleted: set[str] = set()
+    for gen, packs in sorted(gens.items()):
+        if _all_seen(live, gen):
+            gone = _sweep(cs, set(packs) - deleted, idx=idx, present=present, refs=refs, result=result)
+            deleted |= gone
+            for p in gone:  # a copy deleted here is no "other copy" for the next list's sweep
+                present.pop(p, None)
+            swept_gens.append(gen)
+    still_pending = {p for g, ps in gens.items() if g not in swept_gens for p in ps}
+    report(2, 6)
+    # 4. plan
+    canonical: dict[bytes, tuple[str, int]] = {}
+    for d in refs:
+        for loc in idx.locations(d):  # preferred copy first; skip copies that no longer exist
+            if loc.pack_id in present and loc.pack_id not in deleted:
+                canonical[d] = (loc.pack_id, loc.offset)
+                break
+    condemn: set[str] = set()
+    repack: list[str] = []
+    small: list[str] = []
+    for p, size in present.items():
+        if p in deleted or p in still_pending:
+            continue
+        if not idx.has_pack(p):
+            condemn.add(p)
+            result.orphan_packs += 1
+            continue
+        entries = idx.entries(p)
+        live_bytes = sum(ln for d, off, ln in entries if canonical.get(d) == (p, off))
+        dead_bytes = sum(ln for _d, _off, ln in entries) - live_bytes  # trailer overhead is not "dead"
+        if live_bytes == 0:
+            condemn.add(p)
+        elif dead_bytes / size >= REPACK_DEAD_FRACTION:
+            repack.append(p)
+        elif size < cs.pack_size * SMALL_PACK_FRACTION:
+            small.append(p)
+    if len(small) >= SMALL_PACK_MIN_COUNT:
+        repack += small
+    if repack:
+        _repack(cs, repack, idx, canonical, result)
+        condemn |= set(repack)
+        result.packs_repacked = len(repack)
+    report(3, 6)
+    # 5. condemn; sweep now if no live writer predates the list
+    new_gen = None
+    if condemn:
+        new_gen = new_index_name()
+        cs.store.put(cs.k(CONDEMNED_PREFIX + new_gen),
+                     json.dumps({"gen": new_gen, "packs": sorted(condemn), "created": time.time()}).encode())
+        live = _live_writers(cs, gc_lock, result)
+        if _all_seen(live, new_gen):
+            _names2, idx2, present2 = _load_all(cs, still_pending | condemn)
+            refs2 = cs.referenced()
+            deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result)
+            swept_gens.append(new_gen)
+        else:
+            result.packs_condemned_pending += len(condemn)
+    result.packs_condemned_pending += len(still_pending)
+    report(4, 6)
+    # 6. consolidate the index, then forget swept lists
+    _consolidate_index(cs, result)
+    for g in swept_gens:
+        cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
+    report(6, 6)
+
+
+def _repack(cs: ChunkStore, packs: list[str], idx: ChunkIndex, canonical: dict[bytes, tuple[str, int]],
+            result: GCResult) -> None:
+    writer = PackWriter(cs.sealer, cs.pack_size)
+    written: list[tuple[str, list[tuple[bytes, int, int]]]] = []
+    codec = cs.codec.clone()
+
+    def emit(fp) -> None:
+        if fp is None:
+            return
+        cs.store.put(cs.k(pack_key(fp.pack_id)), fp.data, sync=True)
+        written.append((fp.pack_id, [(e.digest, e.offset, e.length) for e in fp.entries]))
+        result.repack_bytes_written += len(fp.data)
+
+    for p in packs:
+        live = [(d, off, ln) for d, off, ln in idx.entries(p) if canonical.get(d) == (p, off)]
+        if not live:
+            continue
+        try:
+            blob = cs.store.get(cs.k(pack_key(p)))
+        except KeyError:
+            continue
+        for d, off, ln in live:
+            rec = blob[off:off + ln]
+            try:
+                codec.decode(d, rec)  # never copy a damaged record over an intact-looking one
+            except DataCorruption:
+                result.damaged_chunks.append(d.hex())
+                continue
+            emit(writer.add(d, rec))
+    emit(writer.finish())
+    cs.store.flush()
+    if written:
+        cs.write_index(written)
+
+
+def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
+    names = cs.list_index_objects()
+    if not names:
+        return
+    idx = cs.load_index()
+    present = _pack_listing(cs)
+    packs = [(p, idx.entries(p)) for p in idx.pack_ids if p in present]
+    if len(names) == 1 and len(packs) == len(idx.pack_ids):
+        return  # already one object describing exactly the packs that exist
+    if packs:
+        cs.write_index(packs)
+    for n in names:
+        cs.store.delete(cs.k(n))
+    result.index_objects_replaced += len(names)

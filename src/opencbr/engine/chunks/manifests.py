@@ -1,0 +1,78 @@
+"""Manifests: the named, immutable root objects that make chunks reachable.
+
+A manifest is ``manifests/<name>`` holding a JSON-able header, a *refs* section (concatenated 32-byte
+chunk digests, in any order, duplicates and :data:`ZERO_DIGEST` markers allowed) and an opaque binary
+payload. The chunk store only interprets ``refs`` (for GC, usage and verify); each index format puts
+what it needs into header/payload: the disk :class:`FixedIndex` stores its per-block digests as the
+refs themselves (block order), a file-tree index would store its catalog in the payload and its chunk
+digests in refs. The object is zstd-compressed and sealed with the name as associated data, so a
+manifest cannot be swapped for another.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+
+import zstandard
+
+from ...domain.errors import DataCorruption, InvalidParameter
+from .crypto import DIGEST_SIZE, ZERO_DIGEST, Sealer
+
+MANIFESTS_DIR = "manifests/"
+_MAGIC = b"OCBRMAN1"
+_LENS = struct.Struct("<IQQ")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidParameter(f"invalid manifest/backup id {name!r} (1-128 of A-Z a-z 0-9 . _ -)")
+    return name
+
+
+@dataclass
+class Manifest:
+    name: str
+    header: dict
+    refs: bytes = b""
+    payload: bytes = b""
+    stored_size: int = field(default=0)
+
+    def ref_set(self) -> set[bytes]:
+        s = {self.refs[i:i + DIGEST_SIZE] for i in range(0, len(self.refs), DIGEST_SIZE)}
+        s.discard(ZERO_DIGEST)
+        return s
+
+
+def _purpose(name: str) -> bytes:
+    return b"opencbr-manifest:" + name.encode()
+
+
+def encode_manifest(sealer: Sealer, m: Manifest) -> bytes:
+    if len(m.refs) % DIGEST_SIZE:
+        raise InvalidParameter("manifest refs must be whole 32-byte digests")
+    hdr = json.dumps(m.header, separators=(",", ":"), sort_keys=True).encode()
+    raw = b"".join((_MAGIC, _LENS.pack(len(hdr), len(m.refs), len(m.payload)), hdr, m.refs, m.payload))
+    return sealer.seal(zstandard.ZstdCompressor(level=3).compress(raw), _purpose(m.name))
+
+
+def decode_manifest(sealer: Sealer, name: str, blob: bytes) -> Manifest:
+    what = f"manifest {name}"
+    raw = sealer.unseal(blob, _purpose(name), what)
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 36)
+    except zstandard.ZstdError as e:
+        raise DataCorruption(f"{what}: {e}") from None
+    if raw[:8] != _MAGIC or len(raw) < 8 + _LENS.size:
+        raise DataCorruption(f"{what}: bad magic")
+    hl, rl, pl = _LENS.unpack_from(raw, 8)
+    p = 8 + _LENS.size
+    if p + hl + rl + pl != len(raw):
+        raise DataCorruption(f"{what}: bad lengths")
+    header = json.loads(raw[p:p + hl])
+    refs = raw[p + hl:p + hl + rl]
+    payload = raw[p + hl + rl:]
+    return Manifest(name, header, refs, payload, len(blob))

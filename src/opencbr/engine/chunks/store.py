@@ -1,0 +1,226 @@
+"""The chunk store: content-addressed, compressed, encrypted chunks in packs, plus manifests.
+
+It knows nothing of disks (like pbs-datastore or restic's internal/repository). Layout under the
+repository prefix::
+
+    config                      repository id, format, wrapped keys (written by Repository.create)
+    data/<xx>/<pack id>         packs of chunk records (packs.py)
+    index/<time>-<rand>         which chunk is where (locations.py)
+    manifests/<name>            backups (manifests.py)
+    locks/...                   writer and GC locks (locks.py)
+    gc/condemned-<gen>          packs GC has condemned but not yet deleted (gc.py)
+
+Writes go through a :class:`~opencbr.engine.chunks.session.WriteSession` (``WriteSession(chunk_store)``),
+which orders them packs -> index -> manifest. Reads (``get_chunk``) verify every chunk against its digest and
+fall back to another copy of the chunk if one is damaged or gone.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Iterable
+
+from ...domain.errors import DataCorruption, NotFound, StateConflict
+from ...storage import ObjectStore
+from .codec import ChunkCodec
+from .crypto import RepoKeys, Sealer
+from .locations import ChunkIndex, Location, decode_index, encode_index, new_index_name
+from .locks import LockTiming
+from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
+from .packs import pack_key
+
+INDEX_DIR = "index/"
+DATA_DIR = "data/"
+GC_DIR = "gc/"
+CONDEMNED_PREFIX = "gc/condemned-"
+
+
+
+class ChunkStore:
+    """Chunks and manifests of one repository (``prefix`` in ``store``)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        keys: RepoKeys | None,
+        *,
+        pack_size: int = 16 << 20,
+        max_chunk: int = 16 << 20,
+        lock_timing: LockTiming | None = None,
+        upload_threads: int = 2,
+    ):
+        self.store = store
+        self.prefix = prefix
+        self.keys = keys
+        self.codec = ChunkCodec(keys, max_chunk=max_chunk)
+        self.sealer = Sealer(keys)
+        self.pack_size = pack_size
+        self.lock_timing = lock_timing or LockTiming()
+        self.upload_threads = upload_threads
+        self._index_cache: dict[str, list[tuple[str, bytes]]] = {}
+        self._cache_lock = threading.Lock()
+        self._reader_index: ChunkIndex | None = None
+        self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
+
+    @property
+    def encrypted(self) -> bool:
+        return self.keys is not None
+
+    # -- keys ------------------------------------------------------------------------------------
+    def k(self, rel: str) -> str:
+        return self.prefix + rel
+
+    # -- index -----------------------------------------------------------------------------------
+    def list_index_objects(self) -> list[str]:
+        n = len(self.prefix)
+        return sorted(key[n:] for key, _ in self.store.list(self.k(INDEX_DIR)))
+
+    def _read_index_object(self, rel: str):
+        with self._cache_lock:
+            cached = self._index_cache.get(rel)
+        if cached is not None:
+            return cached
+        parsed = decode_index(self.sealer, self.store.get(self.k(rel)), rel)
+        with self._cache_lock:
+            self._index_cache[rel] = parsed
+        return parsed
+
+    def load_index(self, excluded: Iterable[str] = ()) -> ChunkIndex:
+        """Build a fresh :class:`ChunkIndex` from the index objects in the store now (parsed objects
+        are cached: they are immutable). Retries if GC replaced objects while we were reading."""
+        for _attempt in range(5):
+            names = self.list_index_objects()
+            idx = ChunkIndex(excluded)
+            try:
+                for rel in names:
+                    for pack_id, entries in self._read_index_object(rel):
+                        idx.add_pack(pack_id, entries)
+            except KeyError:
+                continue  # an index object was consolidated away between list and get
+            with self._cache_lock:
+                for stale in set(self._index_cache) - set(names):
+                    del self._index_cache[stale]
+            return idx
+        raise StateConflict("the repository index kept changing while it was loaded; retry")
+
+    def write_index(self, packs: Iterable[tuple[str, Iterable[tuple[bytes, int, int]]]]) -> str:
+        rel = INDEX_DIR + new_index_name()
+        self.store.put(self.k(rel), encode_index(self.sealer, packs))
+        return rel
+
+    def reader_index(self, refresh: bool = False) -> ChunkIndex:
+        """The index readers use (cached; refreshed on demand when a chunk is not where expected)."""
+        if refresh or self._reader_index is None:
+            self._reader_index = self.load_index(self.condemned_packs())
+        return self._reader_index
+
+    # -- condemned packs (GC) --------------------------------------------------------------------
+    def condemned_lists(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        n = len(self.k(CONDEMNED_PREFIX))
+        for key, _ in self.store.list(self.k(CONDEMNED_PREFIX)):
+            try:
+                body = json.loads(self.store.get(key))
+            except KeyError:
+                continue
+            out[key[n:]] = list(body.get("packs", []))
+        return out
+
+    def condemned_packs(self) -> set[str]:
+        s: set[str] = set()
+        for packs in self.condemned_lists().values():
+            s.update(packs)
+        return s
+
+    # -- chunks ------------------------------------------------------------------------------------
+    def read_record(self, loc: Location) -> bytes:
+        return self.store.get(self.k(pack_key(loc.pack_id)), loc.offset, loc.offset + loc.length)
+
+    def get_chunk(self, digest: bytes, codec: ChunkCodec | None = None) -> bytes:
+        """The plaintext of chunk ``digest``, verified. Tries every known copy; refreshes the index
+        once if none works (GC may have repacked it). Raises NotFound or DataCorruption."""
+        codec = codec or self.codec
+        last_err: Exception | None = None
+        for refresh in (False, True):
+            idx = self.reader_index(refresh=refresh)
+            for loc in idx.locations(digest):
+                try:
+                    rec = self.read_record(loc)
+                    if len(rec) != loc.length:
+                        raise DataCorruption(f"chunk {digest.hex()}: short record in pack {loc.pack_id}")
+                    return codec.decode(digest, rec)
+                except KeyError:
+                    last_err = NotFound(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
+                except DataCorruption as e:
+                    last_err = e
+            if isinstance(last_err, DataCorruption):
+                break
+        if last_err is None:
+            last_err = NotFound(f"chunk {digest.hex()} is not in the repository")
+        raise last_err
+
+    def has_chunk(self, digest: bytes) -> bool:
+        return self.reader_index().has(digest)
+
+    # -- manifests ---------------------------------------------------------------------------------
+    def put_manifest(self, manifest: Manifest) -> int:
+        """Store a new manifest (never overwrites: StateConflict if the name exists). Returns its
+        stored size. Prefer :meth:`WriteSession.commit`, which orders it after the data."""
+        check_name(manifest.name)
+        blob = encode_manifest(self.sealer, manifest)
+        if not self.store.put_if_absent(self.k(MANIFESTS_DIR + manifest.name), blob):
+            raise StateConflict(f"backup {manifest.name} already exists in the repository")
+        return len(blob)
+
+    def read_manifest(self, name: str) -> Manifest:
+        check_name(name)
+        try:
+            blob = self.store.get(self.k(MANIFESTS_DIR + name))
+        except KeyError:
+            raise NotFound(f"backup {name} is not in the repository") from None
+        return decode_manifest(self.sealer, name, blob)
+
+    def list_manifests(self) -> list[str]:
+        n = len(self.k(MANIFESTS_DIR))
+        return sorted(key[n:] for key, _ in self.store.list(self.k(MANIFESTS_DIR)))
+
+    def delete_manifest(self, name: str) -> None:
+        check_name(name)
+        self.store.delete(self.k(MANIFESTS_DIR + name))
+
+    def manifest_refs(self, name: str) -> set[bytes]:
+        """Distinct digests a manifest references (cached per name and object size)."""
+        size = self.store.head(self.k(MANIFESTS_DIR + name))
+        if size is None:
+            raise NotFound(f"backup {name} is not in the repository")
+        key = (name, size)
+        refs = self._manifest_refs_cache.get(key)
+        if refs is None:
+            refs = self.read_manifest(name).ref_set()
+            if len(self._manifest_refs_cache) > 256:
+                self._manifest_refs_cache.clear()
+            self._manifest_refs_cache[key] = refs
+        return refs
+
+    def referenced(self) -> set[bytes]:
+        """Union of the refs of every manifest in the store now."""
+        s: set[bytes] = set()
+        for name in self.list_manifests():
+            try:
+                s |= self.manifest_refs(name)
+            except NotFound:
+                continue  # deleted while we listed
+        return s
+
+    def usage(self) -> int:
+        """Stored bytes of the distinct chunks the manifests reference (the vault's used capacity)."""
+        refs = self.referenced()
+        idx = self.reader_index(refresh=True)
+        total = 0
+        for d in refs:
+            sz = idx.stored_size(d)
+            if sz is not None:
+                total += sz
+        return total

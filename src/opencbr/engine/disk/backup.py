@@ -1,0 +1,277 @@
+"""Disk backup pipeline: read -> zero-detect -> hash -> dedup -> compress -> encrypt -> pack -> write.
+
+Threads (all hot calls release the GIL or are memcmp-fast):
+
+- one *reader* walks the data extents (holes are zero blocks, never read) and reads 4 MiB segments
+  (``os.pread`` releases the GIL) into a bounded queue;
+- ``workers`` threads split segments into blocks, detect zero blocks (bytes compare), hash
+  (BLAKE3), and for new chunks compress (zstd releases the GIL) and encrypt, appending records to the
+  session's pack writer;
+- the session's uploader threads write full packs (bounded queue).
+
+Queues are bounded, so memory is O(workers x segment + packs in flight) whatever the disk size; only the
+fixed index (32 bytes per block) grows with the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from ...domain.errors import NotFound, StateConflict
+from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.manifests import MANIFESTS_DIR, check_name
+from ..chunks.session import WriteSession
+from ..chunks.store import ChunkStore
+from ..errors import BackupCancelled
+from .fixed_index import FixedIndex
+from .source import DiskSource, FileDiskSource
+
+SEGMENT_SIZE = 4 << 20
+
+
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DiskBackupResult:
+    backup_id: str
+    disk_size: int  # logical size of the backup
+    block_size: int
+    bytes_read: int
+    zero_blocks: int
+    data_blocks: int
+    new_chunks: int
+    added_bytes: int  # stored bytes of chunks the repository did not hold before (what it added)
+    written_bytes: int  # stored bytes written (>= added_bytes when full=True rewrites chunks)
+    manifest_bytes: int
+    changed_blocks: int | None  # blocks whose content differs from the parent backup's
+    duration: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _open_source(source) -> tuple[DiskSource, bool]:
+    if isinstance(source, (str, os.PathLike)):
+        return FileDiskSource(source), True
+    return source, False
+
+
+def backup_disk(
+    cs: ChunkStore,
+    source,
+    *,
+    backup_id: str,
+    meta: dict,
+    parent_backup_id: str | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    block_size: int,
+    workers: int | None = None,
+) -> DiskBackupResult:
+    t0 = time.monotonic()
+    check_name(backup_id)
+    if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
+        raise StateConflict(f"backup {backup_id} already exists in the repository")
+    parent: FixedIndex | None = None
+    if parent_backup_id is not None:
+        try:
+            parent = FixedIndex.from_manifest(cs.read_manifest(parent_backup_id))
+        except NotFound:
+            parent = None  # deleted meanwhile: every backup is a virtual full, so nothing depends on it
+    src, owned = _open_source(source)
+    try:
+        job = _Job(backup_id=backup_id, meta=meta, parent_id=parent_backup_id, parent=parent, full=full,
+                   block_size=block_size, workers=workers or max(2, min(4, os.cpu_count() or 2)))
+        return _DiskBackup(cs, src, job, progress=progress, cancel=cancel).run(t0)
+    finally:
+        if owned:
+            src.close()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one disk backup is asked to do."""
+
+    backup_id: str
+    meta: dict
+    parent_id: str | None
+    parent: FixedIndex | None  # the parent's index (None: no parent, or it was deleted meanwhile)
+    full: bool
+    block_size: int
+    workers: int
+
+
+class _DiskBackup:
+    """One backup of an open source: a reader thread reads the data extents in segments, ``workers``
+    threads hash and store each block (zero blocks are only counted); then the manifest is committed."""
+
+    def __init__(self, cs: ChunkStore, src: DiskSource, job: _Job, *, progress: Progress | None,
+                 cancel: threading.Event | None):
+        self.cs, self.src, self.job = cs, src, job
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.size, self.bs = src.size, job.block_size
+        self.index = FixedIndex.empty(self.size, self.bs)
+        self.stop = threading.Event()  # set on cancel or on any thread's error
+        self.errors: list[BaseException] = []
+        self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers * 2)
+        self.skipped = 0  # hole bytes (known zero without reading), updated by the reader only
+        self.processed = [0] * job.workers  # bytes each worker has finished
+        self.read = 0
+        self.session = WriteSession(cs, force_new=job.full)
+
+    def _fail(self, e: BaseException) -> None:
+        self.errors.append(e)
+        self.stop.set()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.seg_q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _reader(self) -> None:
+        bs, size, seg_blocks = self.bs, self.size, max(1, SEGMENT_SIZE // self.bs)
+        try:
+            pos = 0  # first block not yet accounted for
+            for off, ln in self.src.data_extents():
+                b0 = off // bs
+                b1 = -(-(off + ln) // bs)
+                if b0 * bs < pos:
+                    b0 = -(-pos // bs)
+                self.skipped += max(0, b0 * bs - pos)  # blocks in holes are zero blocks
+                b = b0
+                while b < b1:
+                    if self.stop.is_set() or self.cancel.is_set():
+                        return
+                    n = min(seg_blocks, b1 - b)
+                    data = self.src.read(b * bs, min(n * bs, size - b * bs))
+                    self.read += len(data)
+                    if not self._put((b, data)):
+                        return
+                    b += n
+                pos = max(pos, b1 * bs)
+            self.skipped += max(0, size - pos)
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+        finally:
+            for _ in range(self.job.workers):
+                self._put(None)
+
+    def _next_segment(self):
+        """The next (first block, data) to chunk, or None when there is no more (or we stop)."""
+        while True:
+            try:
+                item = self.seg_q.get(timeout=0.2)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return None
+                continue
+            if item is None or self.stop.is_set():
+                return None
+            if self.cancel.is_set():
+                self.stop.set()
+                return None
+            return item
+
+    def _worker(self, k: int) -> None:
+        codec = self.cs.codec.clone()
+        bs, digests = self.bs, self.index.digests
+        zero = bytes(bs)
+        try:
+            while (item := self._next_segment()) is not None:
+                b, data = item
+                for i in range(0, len(data), bs):
+                    blk = data[i:i + bs]
+                    if blk == zero or (len(blk) < bs and blk == zero[:len(blk)]):
+                        continue  # a zero block: left unset in the index
+                    d = codec.digest(blk)
+                    self.session.put_chunk(blk, d, codec)
+                    j = (b + i // bs) * DIGEST_SIZE
+                    digests[j:j + DIGEST_SIZE] = d
+                self.processed[k] += len(data)
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+
+    def _read_and_store(self) -> list[threading.Thread]:
+        """Run the reader and the workers to the end, reporting progress; raise on cancel or error."""
+        threads = [threading.Thread(target=self._reader, name="disk-read", daemon=True)]
+        threads += [threading.Thread(target=self._worker, args=(i,), name=f"disk-chunk-{i}", daemon=True)
+                    for i in range(self.job.workers)]
+        self.threads = threads
+        for t in threads:
+            t.start()
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(0.1)
+            if self.progress is not None:
+                self.progress(min(self.size, self.skipped + sum(self.processed)), self.size)
+            if self.cancel.is_set():
+                self.stop.set()
+        if self.cancel.is_set():
+            raise BackupCancelled(f"backup {self.job.backup_id} was cancelled")
+        if self.errors:
+            raise self.errors[0]
+        if self.progress is not None:
+            self.progress(self.size, self.size)
+        return threads
+
+    def _stats(self, t0: float) -> dict:
+        digests, st = self.index.digests, self.session.stats
+        data_blocks = sum(1 for i in range(0, len(digests), DIGEST_SIZE) if digests[i:i + DIGEST_SIZE] != ZERO_DIGEST)
+        return {
+            "bytes_read": self.read,
+            "zero_blocks": self.index.block_count - data_blocks,  # blocks never set: holes and detected zeros
+            "data_blocks": data_blocks,
+            "new_chunks": st.new_chunks,
+            "added_bytes": st.added_bytes,
+            "written_bytes": st.written_bytes,
+            "changed_blocks": None if self.job.parent is None else _count_changed(self.job.parent, self.index),
+            "duration": round(time.monotonic() - t0, 3),
+        }
+
+    def run(self, t0: float) -> DiskBackupResult:
+        job = self.job
+        self.threads: list[threading.Thread] = []
+        try:
+            self._read_and_store()
+            stats = self._stats(t0)
+            header = {
+                "type": "disk", "format": 1, "backup_id": job.backup_id,
+                "created": datetime.now(timezone.utc).isoformat(), "disk_size": self.size, "block_size": self.bs,
+                "parent": job.parent_id, "full": bool(job.full), "encrypted": self.cs.encrypted, "meta": job.meta,
+                "stats": stats,
+            }
+            manifest_bytes = self.session.commit(job.backup_id, header, bytes(self.index.digests))
+        except BaseException:
+            self.stop.set()
+            for t in self.threads:
+                t.join(timeout=30)
+            self.session.abort()
+            raise
+        return DiskBackupResult(
+            backup_id=job.backup_id, disk_size=self.size, block_size=self.bs, bytes_read=stats["bytes_read"],
+            zero_blocks=stats["zero_blocks"], data_blocks=stats["data_blocks"], new_chunks=stats["new_chunks"],
+            added_bytes=stats["added_bytes"], written_bytes=stats["written_bytes"], manifest_bytes=manifest_bytes,
+            changed_blocks=stats["changed_blocks"], duration=time.monotonic() - t0,
+        )
+
+
+def _count_changed(parent: FixedIndex, cur: FixedIndex) -> int:
+    if parent.block_size != cur.block_size:
+        return cur.block_count
+    a, b = parent.digests, cur.digests
+    n = min(len(a), len(b))
+    changed = sum(1 for i in range(0, n, DIGEST_SIZE) if a[i:i + DIGEST_SIZE] != b[i:i + DIGEST_SIZE])
+    return changed + (len(b) - n) // DIGEST_SIZE

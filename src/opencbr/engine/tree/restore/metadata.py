@@ -1,0 +1,168 @@
+"""Metadata of restored entries: owner, mode, xattrs and times (times last: the others change ctime
+only, writes change mtime), and the directories kept until the end to be finished deepest first."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import struct
+from array import array
+from typing import Iterator, NamedTuple
+
+from ....system.libc import function as libc_function
+from ..entry import Entry
+from .paths import DIR_FLAGS
+from .tally import Tally
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing a finished file's dirty pages now (``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
+    asynchronous), so the final ``syncfs`` barrier waits for the tail only instead of for the whole
+    restore (measured on the 30k-file tree: the barrier alone cost 1.7 s of a 6.8 s restore)."""
+    sync_file_range = libc_function("sync_file_range",
+                                    (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint))
+    if sync_file_range is not None:
+        sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+def syncfs(fd: int) -> None:
+    """Flush the file system holding ``fd`` (one barrier instead of an fsync per file)."""
+    sync = libc_function("syncfs", (ctypes.c_int,))
+    if sync is None or sync(fd) != 0:
+        os.sync()
+
+
+def current_umask() -> int:
+    """This process's umask without changing it (``os.umask`` sets it process-wide, racing other
+    threads): from /proc, else assume the most restrictive (every permission bit would be masked)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
+class DirMeta(NamedTuple):
+    """What finishing a directory needs (:meth:`MetadataWriter.finish_fd`)."""
+
+    mode: int
+    uid: int
+    gid: int
+    xattrs: list
+    atime_ns: int
+    mtime_ns: int
+
+
+class DirList:
+    """The directories restored, in catalog order, with what finishing them needs, kept until the
+    end (their metadata is applied last, deepest first). Packed into one buffer: a Python object per
+    directory, made between thousands of short-lived catalog entries, pins the interpreter's memory
+    pools (restoring 300k files in one process grew by ~18 MB during the run; the records are
+    ~50 bytes each here). Pickles small, for a forked part to hand to its parent."""
+
+    _HEAD = struct.Struct("<IIIqqI")  # mode, uid, gid, atime_ns, mtime_ns, len(rel); then rel
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._offs = array("Q")
+        self._xattrs: dict[int, list] = {}  # index -> xattrs, for the few directories that have any
+
+    def append(self, rel: bytes, e: Entry) -> None:
+        if e.xattrs:
+            self._xattrs[len(self._offs)] = e.xattrs
+        self._offs.append(len(self._buf))
+        self._buf += self._HEAD.pack(e.mode, e.uid, e.gid, e.atime_ns or 0, e.mtime_ns, len(rel))
+        self._buf += rel
+
+    def deepest_first(self) -> Iterator[tuple[bytes, DirMeta]]:
+        """Catalog order reversed: every directory after everything below it."""
+        head = self._HEAD
+        for i in reversed(range(len(self._offs))):
+            o = self._offs[i]
+            mode, uid, gid, atime, mtime, n = head.unpack_from(self._buf, o)
+            rel = bytes(self._buf[o + head.size:o + head.size + n])
+            yield rel, DirMeta(mode, uid, gid, self._xattrs.get(i, []), atime, mtime)
+
+
+class MetadataWriter:
+    """Applies recorded metadata; what cannot be applied becomes a warning (the restore goes on)."""
+
+    def __init__(self, tally: Tally, *, owners: bool, root_fd: int):
+        self.tally = tally
+        self.owners = owners
+        self.umask = current_umask()
+        # Files we create are ours (uid, gid) unless the target is a set-group-id directory (then
+        # every directory below inherits it, and new files its group). Our own directories get
+        # their final modes only at the end, after every file was created.
+        self.plain_owner = None if os.fstat(root_fd).st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
+
+    def create_mode(self, e: Entry) -> int:
+        """The mode to create a regular file with. Normally 0600 until its owner and mode are set at
+        the end. When the file is to belong to us anyway (what creating it gives: our uid and gid, and
+        no set-group-id directory above) and its permission bits survive the umask, it is created
+        with its final mode and :meth:`finish_fd` skips ``fchown``/``fchmod`` (two of the four system
+        calls per file; each also waits for the GIL behind the busy span workers)."""
+        mode = stat.S_IMODE(e.mode)
+        if (self.plain_owner == (e.uid, e.gid) or not self.owners) and mode & ~0o777 == 0 \
+                and mode & self.umask == 0:
+            return mode
+        return 0o600
+
+    def set_xattrs(self, target, e: Entry | DirMeta, rel: bytes, follow: bool = True) -> None:
+        for name, value in e.xattrs:
+            try:
+                os.setxattr(target, name, value, follow_symlinks=follow)
+            except OSError as exc:
+                self.tally.warn(rel, f"cannot set xattr {os.fsdecode(name)}: {exc.strerror or exc}", False)
+
+    def finish_fd(self, fd: int, e: Entry | DirMeta, rel: bytes, created_final: bool = False) -> None:
+        """Owner, mode, xattrs, then times of an open file or directory."""
+        try:
+            if created_final:
+                pass  # created with its final owner and mode (create_mode)
+            elif self.owners:
+                os.fchown(fd, e.uid, e.gid)
+                os.fchmod(fd, stat.S_IMODE(e.mode))
+            else:
+                os.fchmod(fd, stat.S_IMODE(e.mode))
+        except OSError as exc:
+            self.tally.warn(rel, f"cannot set owner/mode: {exc.strerror or exc}", False)
+        if e.xattrs:
+            self.set_xattrs(fd, e, rel)
+        try:
+            os.utime(fd, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns))  # directories: no atime recorded
+        except OSError as exc:
+            self.tally.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
+
+    def finish_path(self, name: bytes, dfd: int, e: Entry, rel: bytes, *, symlink: bool) -> None:
+        """Owner, mode (not of a symlink), xattrs, then times of ``name`` in directory ``dfd``."""
+        try:
+            if self.owners:
+                os.chown(name, e.uid, e.gid, dir_fd=dfd, follow_symlinks=False)
+            if not symlink:
+                os.chmod(name, stat.S_IMODE(e.mode), dir_fd=dfd)
+        except OSError as exc:
+            self.tally.warn(rel, f"cannot set owner/mode: {exc.strerror or exc}", False)
+        if e.xattrs:
+            self.set_xattrs(f"/proc/self/fd/{dfd}/".encode() + name, e, rel, follow=False)
+        try:
+            os.utime(name, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            self.tally.warn(rel, f"cannot set times: {exc.strerror or exc}", False)
+
+    def finish_dir(self, root_fd: int, rel: bytes, e: DirMeta) -> None:
+        try:
+            fd = os.open(rel, DIR_FLAGS, dir_fd=root_fd) if rel else os.dup(root_fd)
+        except OSError as exc:
+            self.tally.warn(rel, f"cannot set directory metadata: {exc.strerror or exc}", False)
+            return
+        try:
+            self.finish_fd(fd, e, rel)
+        finally:
+            os.close(fd)

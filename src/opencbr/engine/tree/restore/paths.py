@@ -1,0 +1,51 @@
+"""Path safety of a restore: catalog paths are checked before use, and everything is opened relative to
+directory descriptors with ``O_NOFOLLOW`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ....domain.errors import DataCorruption, InvalidParameter
+from ..common import show
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def check_components(path: bytes) -> None:
+    """Refuse a catalog path with an empty, ``.`` or ``..`` component or a NUL: it could escape the target."""
+    if path == b"":
+        return
+    for c in path.split(b"/"):
+        if c in (b"", b".", b"..") or b"\0" in c:
+            raise DataCorruption(f"refusing catalog path {path!r}: it could escape the target")
+
+
+def open_target(target: str, *, target_fd: int | None, allow_nonempty: bool) -> int:
+    """The target directory, open (a duplicate of ``target_fd`` when the caller opened it already);
+    created if missing. InvalidParameter if it is not a directory, or not empty unless allowed."""
+    if target_fd is not None:
+        fd = os.dup(target_fd)
+    else:
+        try:
+            os.makedirs(target, exist_ok=True)
+        except FileExistsError:
+            raise InvalidParameter(f"restore target {target} exists and is not a directory") from None
+        fd = os.open(target, DIR_FLAGS)
+    if not allow_nonempty and os.listdir(fd):
+        os.close(fd)
+        raise InvalidParameter(f"restore target {target} is not empty")
+    return fd
+
+
+def make_room(name: bytes, dfd: int, rel: bytes) -> None:
+    """In a non-empty target, remove an existing non-directory at ``name`` (a directory in the way of a
+    file is the caller's to move: InvalidParameter)."""
+    try:
+        st = os.lstat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidParameter(f"cannot restore {show(rel)}: a directory is in the way")
+    os.unlink(name, dir_fd=dfd)

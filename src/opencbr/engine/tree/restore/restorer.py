@@ -1,0 +1,371 @@
+"""The restore of one tree backup: walk the catalog in order, create each entry (directories first,
+then their contents), hand file contents to the fetcher and finish directories last, deepest first."""
+
+from __future__ import annotations
+
+import os
+import resource
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ....domain.errors import DataCorruption, InvalidParameter
+from ...errors import RestoreCancelled
+from ..catalog import CatalogReader
+from ..common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
+from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
+from ..memory import limit_heap_growth, trim
+from ..results import TreeRestoreResult
+from .fetch import WINDOW_FILES, FileJob, Window, WindowFetcher
+from .metadata import DirList, MetadataWriter, start_writeback, syncfs
+from .parts import ForkedParts
+from .paths import DIR_FLAGS, FILE_FLAGS, check_components, make_room, open_target
+from .tally import Tally
+
+
+@dataclass
+class _Part:
+    """One process's walk through the catalog: the open directories on the way down, what it made."""
+
+    root_fd: int
+    lead: bool  # share 0: lists the directories and reports on them
+    shared_dirs: bool  # directories may exist already (made by another part, or in a non-empty target)
+    fetcher: WindowFetcher
+    mine: bool  # whether the current group of entries is this part's
+    stack: list[tuple[bytes, int]] = field(default_factory=list)  # (rel, fd); fd -1: not restored
+    dirs: DirList = field(default_factory=DirList)
+    links: dict[tuple[int, int], tuple[bytes, bool]] = field(default_factory=dict)
+    win: Window = field(default_factory=Window)
+    inflight: list[Window] = field(default_factory=list)
+    group: int = 0
+    group_bytes: int = 0
+    group_n: int = 0
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How a tree restore runs (see :func:`restore_tree`)."""
+
+    allow_nonempty: bool = False
+    owners: bool = False
+    workers: int = 3
+    sync: bool = True
+    processes: int = 1
+
+
+class TreeRestore(ForkedParts):
+    def __init__(self, cs, backup_id: str, target: str, subpath: bytes, *, options: RestoreOptions,
+                 progress: Progress | None = None, cancel: threading.Event | None = None,
+                 target_fd: int | None = None):
+        self.cs = cs
+        self.target_fd = target_fd
+        self.backup_id = backup_id
+        self.target = os.path.abspath(target)
+        self.sub = subpath
+        self.sub_key = path_key(subpath)
+        self.cut = len(subpath.rsplit(b"/", 1)[0]) + 1 if b"/" in subpath else 0
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.allow_nonempty = options.allow_nonempty
+        self.owners = options.owners
+        self.workers = options.workers
+        self.sync = options.sync
+        self.processes = options.processes
+        self.processes_used = 1
+        self.parts_peak_rss: list[int] = []
+        self.tally = Tally()
+        self.total = 0
+        self._last_report = 0.0
+
+    def _report(self, force: bool = False) -> None:
+        trim()
+        done = self.tally.written
+        if self._shared is not None:  # restoring in parts: each posts its bytes, the parent reports the sum
+            done = self._post_progress(self.tally.written)
+            if done is None:
+                return
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_report >= 0.2:
+            self._last_report = now
+            self.progress(min(done, self.total), self.total)
+
+    def run(self) -> TreeRestoreResult:
+        t0 = time.monotonic()
+        self._dix = load_index(self.cs, self.backup_id)
+        reader = CatalogReader(self.cs, self._dix)
+        records = reader.entries(self.sub_key)
+        try:
+            first = next(records, None)
+        finally:
+            records.close()  # (stops its reader threads: nothing of ours runs when the parts fork)
+        if first is None or not in_subtree(path_key(first.path), self.sub_key) or first.path != self.sub:
+            raise not_found(self.backup_id, self.sub)
+        self.total = int(self._dix.stats.get("total_bytes", 0)) if not self.sub else self._subtree_bytes(reader)
+        self._index = self.cs.reader_index(refresh=True)
+        root_fd = open_target(self.target, target_fd=self.target_fd, allow_nonempty=self.allow_nonempty)
+        try:
+            self.meta = MetadataWriter(self.tally, owners=self.owners, root_fd=root_fd)
+            parts = self.processes_used = self._parts()
+            dirs = self._restore_parts(root_fd, parts) if parts > 1 else self._restore_part(root_fd, 0, 1)
+            for rel, meta in dirs.deepest_first():
+                self.meta.finish_dir(root_fd, rel, meta)
+            if self.sync:
+                syncfs(root_fd)
+        finally:
+            os.close(root_fd)
+        return self._result(time.monotonic() - t0)
+
+    def _result(self, duration: float) -> TreeRestoreResult:
+        t = self.tally
+        if t.errors:
+            first_rel, first_msg = t.errors[0]
+            raise DataCorruption(f"restore of {self.backup_id}: {len(t.errors)} file(s) could not be restored "
+                                 f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
+        if self.progress is not None:
+            self.progress(self.total, self.total)  # (holes of sparse files are never "written")
+        return TreeRestoreResult(
+            backup_id=self.backup_id, target=self.target, files=t.counts["files"], dirs=t.counts["dirs"],
+            symlinks=t.counts["symlinks"], specials=t.counts["specials"], hardlinks=t.counts["hardlinks"],
+            bytes_written=t.written, warnings=t.warnings, duration=duration,
+            processes=self.processes_used, parts_peak_rss=self.parts_peak_rss,
+        )
+
+    def _subtree_bytes(self, reader: CatalogReader) -> int:
+        total = 0
+        for e in reader.entries(self.sub_key):
+            if not in_subtree(path_key(e.path), self.sub_key):
+                break
+            if e.type == FILE:
+                total += e.size
+        return total
+
+    # -- one process's share ------------------------------------------------------------------------
+    def _restore_part(self, root_fd: int, part: int, parts: int) -> DirList:
+        """Restore the entries of share ``part`` of ``parts`` (all of them when ``parts`` is 1) and
+        return the directories (share 0 only) for the caller to finish last.
+
+        Shares are consecutive groups of entries (GROUP_BYTES of file data or GROUP_FILES entries,
+        in catalog order, so each process reads its own runs of packs), each taken by the first
+        process to reach it (:meth:`_claim`); every process walks the whole catalog and creates the
+        directories it passes through (another one may have made them already), only share 0
+        reports on them. A hard link is made by the process that restored its first name."""
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (OSError, ValueError):
+            soft = 1024
+        self.window_files = max(16, min(WINDOW_FILES, (soft if soft > 0 else 1024) // 4))
+        fetcher = WindowFetcher(self.cs, self._index, self.tally, workers=self.workers, cancel=self.cancel,
+                                backup_id=self.backup_id, on_file_done=self._finish_job)
+        st = _Part(root_fd=root_fd, lead=part == 0, shared_dirs=parts > 1 or self.allow_nonempty, fetcher=fetcher,
+                   mine=self._claim(0), stack=[(b"", root_fd)])
+        records = CatalogReader(self.cs, self._dix).entries(self.sub_key)
+        try:
+            for n, e in enumerate(records):
+                if not in_subtree(path_key(e.path), self.sub_key):
+                    break
+                if n % 256 == 0:
+                    if self.cancel.is_set():
+                        raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
+                    self._report()
+                self._restore_entry(st, e)
+            fetcher.submit(st.win)
+            st.inflight.append(st.win)
+            for w in st.inflight:
+                fetcher.wait(w, self._report)
+            st.inflight = []
+            fetcher.close()
+        except BaseException:
+            fetcher.abort(st.inflight + [st.win])
+            raise
+        finally:
+            records.close()
+            while len(st.stack) > 1:
+                fd = st.stack.pop()[1]
+                if fd >= 0:
+                    os.close(fd)
+        return st.dirs
+
+    def _restore_entry(self, st: _Part, e: Entry) -> None:
+        check_components(e.path)
+        rel = e.path[self.cut:]
+        if rel == b"":
+            if e.type != DIR:
+                raise DataCorruption(f"backup {self.backup_id}: the root is not a directory")
+            if st.lead:
+                st.dirs.append(rel, e)
+                self.tally.counts["dirs"] += 1
+            return
+        parent, _, name = rel.rpartition(b"/")
+        while st.stack and st.stack[-1][0] != parent:
+            _p, fd = st.stack.pop()
+            if fd != st.root_fd and fd >= 0:
+                os.close(fd)
+        if not st.stack:
+            raise DataCorruption(f"backup {self.backup_id}: {show(e.path)} has no parent directory in the catalog")
+        dfd = st.stack[-1][1]
+        if dfd < 0:
+            if e.type == DIR:
+                st.stack.append((rel, -1))  # inside a directory we could not create: skipped
+            return
+        if e.type != DIR:
+            self._next_in_group(st, e)
+        try:
+            if e.type == DIR:
+                self._make_dir(st, name, dfd, rel, e)
+            elif e.type == FILE:
+                self._make_file(st, name, dfd, rel, e)
+            elif st.mine:
+                self._make_other(name, dfd, rel, e)
+        except (InvalidParameter, DataCorruption):
+            raise
+        except OSError as exc:
+            self.tally.warn(rel, f"cannot restore: {exc.strerror or exc}", True)
+
+    def _next_in_group(self, st: _Part, e: Entry) -> None:
+        """Count ``e`` into the current group of entries; a full group ends and the next is claimed."""
+        if self._group_full(st.group_bytes, st.group_n):
+            st.group += 1
+            st.group_bytes = st.group_n = 0
+            st.mine = self._claim(st.group)
+        st.group_n += 1
+        if e.type == FILE:
+            st.group_bytes += e.size
+
+    def _make_room(self, name: bytes, dfd: int, rel: bytes) -> None:
+        if self.allow_nonempty:
+            make_room(name, dfd, rel)
+
+    def _make_dir(self, st: _Part, name: bytes, dfd: int, rel: bytes, e: Entry) -> None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dfd)
+        except FileExistsError:
+            if not st.shared_dirs:
+                raise
+        try:
+            fd = os.open(name, DIR_FLAGS, dir_fd=dfd)  # O_NOFOLLOW: never a symlink
+        except OSError as exc:
+            st.stack.append((rel, -1))
+            if st.lead:
+                self.tally.warn(rel, f"cannot restore directory (and its contents): {exc.strerror or exc}")
+            return
+        st.stack.append((rel, fd))
+        if st.lead:
+            st.dirs.append(rel, e)
+            self.tally.counts["dirs"] += 1
+
+    def _make_file(self, st: _Part, name: bytes, dfd: int, rel: bytes, e: Entry) -> None:
+        if e.hardlinked and (e.ino, e.rdev) in st.links:
+            src, ours = st.links[(e.ino, e.rdev)]
+            if ours:
+                self._make_room(name, dfd, rel)
+                os.link(src, name, src_dir_fd=st.root_fd, dst_dir_fd=dfd, follow_symlinks=False)
+                self.tally.counts["hardlinks"] += 1
+            return
+        if e.hardlinked:
+            st.links[(e.ino, e.rdev)] = (rel, st.mine)  # (inode, device) of the source: see backup.py
+        if not st.mine:
+            return
+        self._make_room(name, dfd, rel)
+        mode = self.meta.create_mode(e)
+        fd = os.open(name, FILE_FLAGS, mode, dir_fd=dfd)
+        self.tally.counts["files"] += 1
+        if e.extents is not None:
+            os.ftruncate(fd, e.size)
+        pieces = list(e.chunk_offsets())
+        job = FileJob(fd, e, rel, len(pieces), mode=mode)
+        if not pieces:
+            if e.size and e.extents is None:
+                os.ftruncate(fd, e.size)
+            self._finish_job(job)
+            return
+        job.dfd = st.fetcher.open_direct(fd, e)
+        st.win.add(job, pieces)
+        if st.win.full(self.window_files):
+            st.fetcher.submit(st.win)
+            st.inflight.append(st.win)
+            st.win = Window()
+            if len(st.inflight) >= 2:
+                st.fetcher.wait(st.inflight.pop(0), self._report)
+
+    def _make_other(self, name: bytes, dfd: int, rel: bytes, e: Entry) -> None:
+        """A symlink (its target verbatim) or a special file."""
+        self._make_room(name, dfd, rel)
+        if e.type == SYMLINK:
+            os.symlink(e.link, name, dir_fd=dfd)
+            self.tally.counts["symlinks"] += 1
+            self.meta.finish_path(name, dfd, e, rel, symlink=True)
+        elif self._make_special(name, dfd, e, rel):
+            self.tally.counts["specials"] += 1
+            self.meta.finish_path(name, dfd, e, rel, symlink=False)
+
+    def _make_special(self, name: bytes, dfd: int, e: Entry, rel: bytes) -> bool:
+        perm = stat.S_IMODE(e.mode)
+        try:
+            if e.type == FIFO:
+                os.mkfifo(name, perm, dir_fd=dfd)
+            elif e.type == SOCK:
+                os.mknod(name, stat.S_IFSOCK | perm, dir_fd=dfd)
+            elif e.type in (CHR, BLK):
+                os.mknod(name, (stat.S_IFCHR if e.type == CHR else stat.S_IFBLK) | perm, e.rdev, dir_fd=dfd)
+            else:
+                return False
+        except PermissionError as exc:
+            self.tally.warn(rel, f"cannot create {e.type_name}: {exc.strerror or exc}", False)
+            return False
+        return True
+
+    def _finish_job(self, job: FileJob) -> None:
+        try:
+            if job.failed is None:
+                if self.sync:
+                    start_writeback(job.fd)
+                self.meta.finish_fd(job.fd, job.entry, job.rel, job.mode != 0o600)
+        finally:
+            job.close()
+
+
+def restore_tree(
+    repo_or_chunkstore,
+    backup_id: str,
+    target_dir: str | os.PathLike,
+    *,
+    subpath: str | bytes | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    allow_nonempty: bool = False,
+    owners: bool | None = None,
+    workers: int = 3,
+    sync: bool = True,
+    processes: int | None = None,
+    target_fd: int | None = None,
+) -> TreeRestoreResult:
+    """Restore tree backup ``backup_id`` into ``target_dir`` (created if missing).
+
+    Recreates contents, modes, owners (``owners``: default when running as root), atime/mtime,
+    symlinks, hard links, xattrs, sparse holes, empty directories, fifos/sockets (devices when root).
+    The target must be empty unless ``allow_nonempty`` (then existing non-directories at restored
+    paths are replaced and directories merged). ``subpath`` ('/'-rooted or relative path inside the
+    backup) restores one file or directory as ``target_dir/<its name>``; the whole tree goes directly
+    into ``target_dir``. ``sync``: one ``syncfs`` at the end so the restored data is durable.
+    ``processes``: how many processes share a big restore (default: one per CPU, at most two; see
+    ``parts.py``), each with ``workers`` threads.
+    ``progress(done_bytes, total_bytes)``; ``cancel`` -> ``RestoreCancelled`` (the target then holds
+    a partial tree). ``target_fd``: the target directory already open (checked by the caller); then
+    ``target_dir`` only names it and nothing is looked up by path.
+
+    Raises NotFound (no such backup, or ``subpath`` not in it), InvalidParameter (not a tree backup,
+    target not empty or not a directory, bad ``subpath``), DataCorruption (damaged data: the files
+    affected are named; a catalog that tries to escape the target is refused).
+    """
+    cs = chunkstore_of(repo_or_chunkstore)
+    sub = parse_path(subpath)
+    limit_heap_growth()
+    options = RestoreOptions(
+        allow_nonempty=allow_nonempty, owners=(os.geteuid() == 0) if owners is None else owners,
+        workers=max(1, workers), sync=sync,
+        processes=min(2, os.cpu_count() or 1) if processes is None else max(1, processes))
+    return TreeRestore(cs, backup_id, os.fspath(target_dir), sub, options=options, progress=progress, cancel=cancel,
+                       target_fd=target_fd).run()

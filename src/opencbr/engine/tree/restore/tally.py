@@ -1,0 +1,37 @@
+"""What a restore (or one process's part of it) has done so far, shared by its threads."""
+
+from __future__ import annotations
+
+import threading
+
+from ..common import show
+from ..results import TreeWarning
+
+MAX_WARNINGS = 1000
+
+
+class Tally:
+    """Counts of what was created, bytes written, warnings (capped) and files that failed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
+        self.written = 0
+        self.warnings: list[TreeWarning] = []
+        self.errors: list[tuple[bytes, str]] = []  # (path, why): files not restored intact
+
+    def warn(self, rel: bytes, msg: str, partial: bool = True) -> None:
+        with self.lock:
+            if len(self.warnings) < MAX_WARNINGS:
+                self.warnings.append(TreeWarning(show(rel), msg, partial))
+
+    def add(self, other: dict) -> None:
+        """Add what another part of the restore did (its :meth:`result`)."""
+        for k, v in other["counts"].items():
+            self.counts[k] += v
+        self.written += other["written"]
+        self.warnings += other["warnings"][:MAX_WARNINGS - len(self.warnings)]
+        self.errors += other["errors"]
+
+    def result(self) -> dict:
+        return {"counts": self.counts, "written": self.written, "warnings": self.warnings, "errors": self.errors}

@@ -1,0 +1,3 @@
+"""Operating-system helpers several layers need (docs/design.md): the C library loaded once
+(``libc``), processes (``processes``: the parent-death signal, whether a recorded pid still lives) and
+page-aligned direct-I/O buffers (``aligned``). The bottom of the layers: imports nothing of ours."""
