@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from opencbr.engine import Repository
-from opencbr.engine.packs import pack_key
+from opencbr.engine.chunks.packs import pack_key
 from opencbr.engine.tree import ChunkParams, stat_path
 from opencbr.storage import open_store
 from tests.support.engine import FAST_LOCKS, MASTER_KEY
