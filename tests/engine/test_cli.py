@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 from tests.support.engine import child_env, make_image, sha256_file
-
 from tests.support.engine_tree import assert_same_tree, build_tree
 
 KEY = "11" * 32

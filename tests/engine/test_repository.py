@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.support.engine import BS, make_image, new_repo, sha256_file
 
 from opencbr.domain.errors import InvalidParameter, NotFound
+from tests.support.engine import BS, make_image, new_repo, sha256_file
 
 
 def _tree(root):

@@ -15,7 +15,6 @@ import pytest
 
 from opencbr.domain.errors import DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import BackupCancelled, RestoreCancelled
-from opencbr.engine.chunks.packs import pack_key
 from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
 from opencbr.engine.tree.catalog import CatalogWriter
