@@ -9,7 +9,7 @@ import pytest
 
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.providers.base import PathSwapped
+from opencbr.providers.base import Opened, PathSwapped, Provider, ReadView
 
 DISK_DATA = os.urandom(256 * 1024)
 
@@ -17,6 +17,16 @@ DISK_DATA = os.urandom(256 * 1024)
 def _disk(kit, rel: str = "d/disk.img") -> str:
     kit.write(rel, DISK_DATA)
     return kit.path(rel)
+
+
+def test_it_offers_the_whole_interface(kit):
+    p = kit.provider
+    assert isinstance(p, Provider) and p.name
+    with p.open(R.DISK, _disk(kit)) as opened:
+        assert isinstance(opened, Opened)
+        view = p.read_view([opened], server_running=False)
+        assert isinstance(view, ReadView)
+        view.close()
 
 
 # ---------------------------------------------------------------------------------------- inventory

@@ -16,7 +16,7 @@ engine reads and writes without knowing where they came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class PathSwapped(Exception):
@@ -60,6 +60,7 @@ class PathState:
     parent_is_directory: bool
 
 
+@runtime_checkable
 class Opened(Protocol):
     """A disk or a directory tree opened for a task, checked (allowed, the registered object). ``fd``
     is what the engine reads or writes; ``path`` names it in messages and manifests."""
@@ -96,6 +97,7 @@ class Opened(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+@runtime_checkable
 class ReadView(Protocol):
     """The disks of one backup at one point in time: ``sources`` holds a descriptor per disk, in the
     order they were given; ``describe()`` says how the point in time was obtained (recorded in the
@@ -108,6 +110,7 @@ class ReadView(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class Provider(Protocol):
     """One holder of resources. Its methods raise :class:`PathSwapped` when what is at a path may not
     be used (refused), ``FileNotFoundError`` or another ``OSError`` when it cannot be reached, and the

@@ -101,7 +101,8 @@ def run_probe(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     except CBRError as e:
         _set(ctx, run.params["resource_id"], status="error", status_reason=e.message)
         raise
-    _set(ctx, run.params["resource_id"], status="available", status_reason="", size_bytes=probe.size, identity=probe.identity)
+    _set(ctx, run.params["resource_id"], status="available", status_reason="", size_bytes=probe.size,
+         identity=probe.identity)
     if rtype == R.FILE_SYSTEM:  # its size is counted in the background, where its data is
         with ctx.tx() as s:
             tasks.new_task(s, project_id=project_id, operation_type="measure", now=ctx.now(),

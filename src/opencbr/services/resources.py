@@ -43,7 +43,8 @@ def live_status(s: Session, res: Resource) -> str:
         return res.status  # another host's data: as its last task there found it
     if res.type in (R.DISK, R.FILE_SYSTEM):
         return res.status if registry.present(res) else "error"
-    if res.status != "faulty" and any(d.status == "error" or not registry.present(d) for d in server_disks(s, res.id)):
+    if res.status != "faulty" and any(d.status == "error" or not registry.present(d)
+                                      for d in server_disks(s, res.id)):
         return "faulty"
     return res.status
 
