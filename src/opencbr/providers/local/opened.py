@@ -103,7 +103,7 @@ def open_resource_path(path: str, kind: str, roots: tuple[str, ...], identity: d
                        write: bool = False, create: bool = False) -> OpenedPath:
     """Open a disk (image file or block device) or a directory at ``path`` for a backup, a restore or
     a measurement: re-checked against ``roots`` every time, no symlink followed from the root down
-    (see :mod:`opencbr.providers.beneath`), of the right kind, and -- given the ``identity`` recorded
+    (see :mod:`opencbr.providers.local.beneath`), of the right kind, and -- given the ``identity`` recorded
     at registration -- the same object. ``create`` makes a new image file (``O_EXCL``) or directory.
     Raises PathSwapped (refused), FileNotFoundError (missing), OSError (other failures)."""
     top, rel = split_root(normal_path(path), roots)
