@@ -26,7 +26,7 @@ from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, No
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, LockTiming, Repository
 from opencbr.engine.disk.source import FileDiskSource
-from opencbr.providers import local
+from opencbr.providers.base import Opened, ReadView
 from opencbr.services import listing, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
@@ -467,6 +467,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             disk = s.get(Resource, b.resource_id)
             host = s.get(Resource, disk.server_id) if disk is not None and disk.server_id else None
             running = host is not None and host.status == "running"
+        provider = ctx.providers.for_resource(s.get(Resource, b.resource_id))  # (a server's disks: its own)
         for obj in {id(o): o for o in (*parts, b, vault)}.values():
             s.expunge(obj)
     space.check_reserve(ctx)  # queued while there was room; there may be none now
@@ -480,7 +481,8 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if b.resource_type == R.FILE_SYSTEM:
             outcome = _backup_tree(repo, b, vault, opened[b.id], previous[b.id], progress)
         else:
-            outcome = _backup_disks(repo, b, vault, parts, opened, previous, running, progress)
+            views = provider.read_view([opened[part.id] for part in parts], server_running=running)
+            outcome = _backup_disks(repo, b, vault, parts, opened, previous, views, progress)
         if outcome is not None:
             for part in parts:  # what was read is the resource from now on: its identity and size
                 res_svc.record_identity(ctx, part.resource_id, opened[part.id],
@@ -525,9 +527,8 @@ class BackupOutcome:
 
 
 def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup], opened: dict, previous: dict,
-                  running: bool, progress: TaskProgress) -> BackupOutcome | None:
-    """All disks of a server (or one disk) from one point in time (see ``local.point_in_time_views``)."""
-    views = local.point_in_time_views([opened[part.id] for part in parts], server_running=running)
+                  views: ReadView, progress: TaskProgress) -> BackupOutcome | None:
+    """All disks of a server (or one disk) from one point in time (``views``, closed here)."""
     consistency = views.describe()
     results = {}
     try:
@@ -555,7 +556,7 @@ def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup]
                                        for pid, r in results.items()})
 
 
-def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: local.OpenedPath, previous: str | None,
+def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: Opened, previous: str | None,
                  progress: TaskProgress) -> BackupOutcome | None:
     """A file system (guide 2.4.3): the tree as it is while it is read; unchanged files are not read
     again. Unreadable files make the backup partial, never failed (the warnings say which)."""

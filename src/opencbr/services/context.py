@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from opencbr.catalog.db import make_engine, make_read_session_factory, make_session_factory, transaction, upgrade
 from opencbr.catalog.models import utcnow
 from opencbr.config import Settings
+from opencbr.providers import registry
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ServiceContext:
     read_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
     #: Small per-process caches (authentication: ``services.iam``), dropped with the context.
     caches: dict = field(default_factory=dict, repr=False)
+    _providers: registry.Registry | None = field(default=None, repr=False)
 
     def tx(self):
         """A unit of work on the catalog (commit on success, roll back on error)."""
@@ -54,6 +56,14 @@ class ServiceContext:
 
             self._store = open_store(self.settings.effective_object_store)
         return self._store
+
+    @property
+    def providers(self) -> registry.Registry:
+        """Who holds the resources (docs/design.md: resources come from providers), per this context's
+        settings."""
+        if self._providers is None:
+            self._providers = registry.installed(resource_roots=tuple(self.settings.resource_roots))
+        return self._providers
 
     def close(self) -> None:
         self.engine.dispose()

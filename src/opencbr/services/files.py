@@ -11,7 +11,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
-from opencbr.providers import local
+from opencbr.providers.base import Opened
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
 from opencbr.services.backups import TaskProgress, get_backup, repository
@@ -31,10 +31,11 @@ def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist
     if not isinstance(path, str) or not os.path.isabs(path):
         raise InvalidParameter("path must be an absolute directory path", code="BackupService.6501")
     real = res_svc.authorised_path(ctx, p, path)
-    if os.path.lexists(real):
-        if not (may_exist_empty and os.path.isdir(real) and not os.listdir(real)):
+    there = ctx.providers.default.path_state(real)
+    if there.exists:
+        if not (may_exist_empty and there.empty_directory):
             raise StateConflict(f"{path} already exists and is not an empty directory", code="BackupService.6502")
-    elif not os.path.isdir(os.path.dirname(real)):
+    elif not there.parent_is_directory:
         raise InvalidParameter(f"the parent directory of {path} does not exist", code="BackupService.6503")
     return real
 
@@ -81,14 +82,14 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
     progress = TaskProgress(run)
-    made: list[local.OpenedPath] = []  # the directory, made (or found empty) through a checked open
+    made: list[Opened] = []  # the directory, made (or found empty) through a checked open
 
     def remove() -> None:
         for new in made:
             new.remove_created()
             new.close()
 
-    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: local.tree_size(made[0].fd_path())[0],
+    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: made[0].measure()[0],
                                   remove=remove):
         made.append(res_svc.open_resource(ctx, fs_id, create=True))
         result = repository(ctx, vault, create=False).restore(backup_id, made[0].path, progress=progress,
@@ -142,12 +143,14 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     dest = res_svc.authorised_path(ctx, p, destination)
     with ctx.tx() as s:
         res_svc.check_path_free(ctx, s, p, dest, target=True)
-    if os.path.lexists(dest) and not os.path.isdir(dest):
+    provider = ctx.providers.default
+    there = provider.path_state(dest)
+    if there.exists and not there.is_directory:
         raise StateConflict(f"{destination} exists and is not a directory", code="BackupService.6502")
-    if not os.path.lexists(dest) and not os.path.isdir(os.path.dirname(dest)):
+    if not there.exists and not there.parent_is_directory:
         raise InvalidParameter(f"the parent directory of {destination} does not exist", code="BackupService.6503")
     names = [os.path.basename(x.rstrip("/")) or "root" for x in paths]
-    clashes = [n for n in names if os.path.lexists(os.path.join(dest, n))]
+    clashes = [n for n in names if provider.path_state(os.path.join(dest, n)).exists]
     if clashes:
         raise StateConflict(f"{os.path.join(destination, clashes[0])} already exists; choose another destination",
                             code="BackupService.6508")

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.models import Project, Resource, User
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter
-from opencbr.providers import local
+from opencbr.providers.base import PathSwapped
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -60,7 +60,7 @@ def register_elsewhere(ctx: ServiceContext, p: Principal, *, rtype: str, name: s
                        description: str = "") -> Resource:
     """A disk or file system of another host group: recorded ``creating``, probed there by a task.
     ``check_free(session, path)`` refuses a path at, above or below another project's resource there."""
-    path = local.normal_path(path)
+    path = ctx.providers.default.normal_path(path)
     now = ctx.now()
     with ctx.tx() as s:
         check_free(s, path)
@@ -84,27 +84,25 @@ def run_probe(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if res is None:
             return
         rtype, path, project_id = res.type, res.path, res.project_id
+        provider = ctx.providers.for_resource(res)
         operator = s.scalar(select(User.id).join(Project, Project.account_id == User.account_id)
                             .where(Project.id == project_id, User.is_operator.is_(True)).limit(1))
     try:
-        roots = ctx.settings.resource_roots
-        if roots:
-            local.check_allowed(path, roots)  # before anything is looked up (no existence oracle)
+        if ctx.settings.resource_roots:
+            provider.check_allowed(path)  # before anything is looked up (no existence oracle)
         elif operator is None:
             raise InvalidParameter(f"host {local_group()} lets tenants use no paths: set resource_roots there")
-        kind = local.DISK if rtype == R.DISK else local.DIRECTORY
         try:
-            with local.open_resource_path(path, kind, roots) as opened:
-                identity = local.identity_of(opened.fd)
-                size = local.size_of(opened.fd) if rtype == R.DISK else 0
-        except local.PathSwapped as e:
+            probe = provider.probe(rtype, path)
+        except PathSwapped as e:
             raise InvalidParameter(str(e)) from None
         except OSError as e:
             raise InvalidParameter(f"cannot open {path} on host {local_group()}: {e.strerror}") from None
     except CBRError as e:
         _set(ctx, run.params["resource_id"], status="error", status_reason=e.message)
         raise
-    _set(ctx, run.params["resource_id"], status="available", status_reason="", size_bytes=size, identity=identity)
+    _set(ctx, run.params["resource_id"], status="available", status_reason="", size_bytes=probe.size,
+         identity=probe.identity)
     if rtype == R.FILE_SYSTEM:  # its size is counted in the background, where its data is
         with ctx.tx() as s:
             tasks.new_task(s, project_id=project_id, operation_type="measure", now=ctx.now(),

@@ -3,7 +3,6 @@ the CBR ``protectables`` view of them (docs/design.md: resources come from provi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.models import Project, Resource, User, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
-from opencbr.providers import local
+from opencbr.providers import registry
+from opencbr.providers.base import Opened, PathSwapped, Probe
 from opencbr.services import hosts, listing, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -41,11 +41,9 @@ def live_status(s: Session, res: Resource) -> str:
     in error; a server with a missing disk is faulty."""
     if res.type in (R.DISK, R.FILE_SYSTEM) and not hosts.is_here(res):
         return res.status  # another host's data: as its last task there found it
-    if res.type == R.DISK:
-        return res.status if local.disk_present(res.path) else "error"
-    if res.type == R.FILE_SYSTEM:
-        return res.status if local.directory_present(res.path) else "error"
-    if res.status != "faulty" and any(d.status == "error" or not local.disk_present(d.path)
+    if res.type in (R.DISK, R.FILE_SYSTEM):
+        return res.status if registry.present(res) else "error"
+    if res.status != "faulty" and any(d.status == "error" or not registry.present(d)
                                       for d in server_disks(s, res.id)):
         return "faulty"
     return res.status
@@ -61,7 +59,6 @@ def resource_state(s: Session, res: Resource) -> R.ResourceState:
 # ------------------------------------------------------------------------------------ host paths
 PATH_REFUSED = "BackupService.6112"  # a resource's path is not what was registered (swapped, replaced)
 PATH_UNAVAILABLE = "BackupService.6113"  # a resource's path cannot be opened (missing, unreadable)
-_KIND = {R.DISK: local.DISK, R.FILE_SYSTEM: local.DIRECTORY}
 
 
 def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
@@ -69,9 +66,8 @@ def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
     restore into): the service reads and writes them with its own rights, so another tenant's disk, or
     ``/etc``, must be out of reach. With ``resource_roots`` set, every path must lie below one of them;
     without, only the operator's own account may name paths (a single-owner installation)."""
-    roots = ctx.settings.resource_roots
-    if roots:
-        local.check_allowed(path, roots)
+    if ctx.settings.resource_roots:
+        ctx.providers.default.check_allowed(path)
         return
     with ctx.tx() as s:
         operator_account = s.scalar(select(User.id).where(User.account_id == p.account_id,
@@ -86,9 +82,10 @@ def authorised_path(ctx: ServiceContext, p: Principal, path: object) -> str:
     """The real path a caller may name. Permission and roots are checked on the path as given (made
     normal, nothing looked up) before the disk is touched, so a refused caller learns nothing of what
     exists; then on where it really leads (a symlink may lead out of the roots)."""
-    normal = local.normal_path(path)
+    provider = ctx.providers.default
+    normal = provider.normal_path(path)
     check_host_path(ctx, p, normal)
-    real = os.path.realpath(normal)
+    real = provider.real_path(normal)
     if real != normal:
         check_host_path(ctx, p, real)
     return real
@@ -106,7 +103,7 @@ def check_path_free(ctx: ServiceContext, s: Session, p: Principal, path: str, *,
     (default this machine's); paths of other host groups are other machines' files."""
     host = host or ctx.settings.host_group
     escaped = path.rstrip("/").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    near = [Resource.path == path, Resource.path.in_(local.ancestors(path))]
+    near = [Resource.path == path, Resource.path.in_(ctx.providers.default.ancestors(path))]
     if not target:
         near.append(Resource.path.like(escaped + "/%", escape="\\"))
     rows = s.execute(select(Resource.project_id, Resource.path, Project.account_id)
@@ -123,9 +120,9 @@ def check_path_free(ctx: ServiceContext, s: Session, p: Principal, path: str, *,
 
 
 def open_resource(ctx: ServiceContext, resource_id: str, *, write: bool = False, create: bool = False,
-                  row: Resource | None = None) -> local.OpenedPath:
+                  row: Resource | None = None) -> Opened:
     """Open a disk's or file system's path for a task, checked again (roots, no symlink, the registered
-    object: ``local.open_resource_path``). Refused: the resource turns ``error`` with the reason and a
+    object: ``Provider.open``). Refused: the resource turns ``error`` with the reason and a
     CBR error says it; missing or unreadable: a CBR error (the resource's live status shows it).
     ``row``: a request holding the resource in its transaction (the refusal is only reported; the
     next task records it)."""
@@ -136,11 +133,10 @@ def open_resource(ctx: ServiceContext, resource_id: str, *, write: bool = False,
             if res is None:
                 raise CBRError("the resource is no longer in the inventory", code="BackupService.6423")
             s.expunge(res)
-    path, name, kind, identity = res.path, res.name, _KIND[res.type], dict(res.identity or {})
+    path, name, identity = res.path, res.name, dict(res.identity or {})
     try:
-        return local.open_resource_path(path, kind, ctx.settings.resource_roots, identity, write=write,
-                                        create=create)
-    except local.PathSwapped as e:
+        return ctx.providers.for_resource(res).open(res.type, path, identity, write=write, create=create)
+    except PathSwapped as e:
         if not create and row is None:
             mark_error(ctx, resource_id, str(e))
         raise StateConflict(f"{name}: {e}", code=PATH_REFUSED) from None
@@ -148,11 +144,11 @@ def open_resource(ctx: ServiceContext, resource_id: str, *, write: bool = False,
         raise CBRError(f"{name}: cannot open {path}: {e.strerror}", code=PATH_UNAVAILABLE) from None
 
 
-def open_target_directory(ctx: ServiceContext, path: str) -> local.OpenedPath:
+def open_target_directory(ctx: ServiceContext, path: str) -> Opened:
     """A restore target that is no resource (``restore-files --to``), checked again and made if missing."""
     try:
-        return local.open_resource_path(path, local.DIRECTORY, ctx.settings.resource_roots, create=True)
-    except local.PathSwapped as e:
+        return ctx.providers.default.open(R.FILE_SYSTEM, path, create=True)
+    except PathSwapped as e:
         raise StateConflict(f"restore target: {e}", code=PATH_REFUSED) from None
     except OSError as e:
         raise CBRError(f"cannot open the restore target {path}: {e.strerror}", code=PATH_UNAVAILABLE) from None
@@ -165,12 +161,12 @@ def mark_error(ctx: ServiceContext, resource_id: str, reason: str) -> None:
             res.status, res.status_reason = "error", reason
 
 
-def record_identity(ctx: ServiceContext, resource_id: str, opened: local.OpenedPath, size: int | None = None) -> None:
+def record_identity(ctx: ServiceContext, resource_id: str, opened: Opened, size: int | None = None) -> None:
     """After a backup or restore: what was read or written is the resource from now on (its identity),
     and its size: ``size``, else a disk's size as found (a file system's stays)."""
-    identity = local.identity_of(opened.fd)
-    if size is None and opened.kind == local.DISK:
-        size = local.size_of(opened.fd)
+    identity = opened.identity()
+    if size is None:
+        size = opened.size()
     with ctx.tx() as s:
         res = s.get(Resource, resource_id)
         if res is not None:
@@ -189,7 +185,7 @@ def size_now(ctx: ServiceContext, disk: Resource) -> int:
             return 0
         raise
     with opened:
-        return local.size_of(opened.fd)
+        return opened.size()
 
 
 def empty_now(ctx: ServiceContext, fs: Resource) -> bool:
@@ -201,16 +197,16 @@ def empty_now(ctx: ServiceContext, fs: Resource) -> bool:
             return True
         raise
     with opened:
-        return local.directory_is_empty(opened.fd)
+        return opened.is_empty()
 
 
-def _open_to_register(ctx: ServiceContext, real: str, kind: str) -> local.OpenedPath:
+def _probe_to_register(ctx: ServiceContext, real: str, rtype: str) -> Probe:
     try:
-        return local.open_resource_path(real, kind, ctx.settings.resource_roots)
-    except local.PathSwapped as e:
+        return ctx.providers.default.probe(rtype, real)
+    except PathSwapped as e:
         raise InvalidParameter(str(e)) from None
     except OSError as e:
-        what = "disk" if kind == local.DISK else "directory"
+        what = "disk" if rtype == R.DISK else "directory"
         raise InvalidParameter(f"cannot open {what} {real}: {e.strerror}") from None
 
 
@@ -233,8 +229,8 @@ def register_disk(ctx: ServiceContext, p: Principal, *, name: str, path: str, az
                                         az=_check_az(ctx, az), encrypted=encrypted, description=description,
                                         check_free=lambda s, normal: check_path_free(ctx, s, p, normal, host=host))
     real = authorised_path(ctx, p, path)
-    with _open_to_register(ctx, real, local.DISK) as opened:
-        size, identity = local.size_of(opened.fd), local.identity_of(opened.fd)
+    probe = _probe_to_register(ctx, real, R.DISK)
+    size, identity = probe.size, probe.identity
     with ctx.tx() as s:
         check_path_free(ctx, s, p, real)
         res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
@@ -256,8 +252,7 @@ def register_file_system(ctx: ServiceContext, p: Principal, *, name: str, path: 
                                         az=_check_az(ctx, az), description=description,
                                         check_free=lambda s, normal: check_path_free(ctx, s, p, normal, host=host))
     real = authorised_path(ctx, p, path)
-    with _open_to_register(ctx, real, local.DIRECTORY) as opened:
-        identity = local.identity_of(opened.fd)
+    identity = _probe_to_register(ctx, real, R.FILE_SYSTEM).identity
     with ctx.tx() as s:
         check_path_free(ctx, s, p, real)
         res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=0,
@@ -285,7 +280,7 @@ def run_measure(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             return  # removed meanwhile
         raise
     with opened:
-        size, complete = local.tree_size(opened.fd_path(), budget_seconds=MEASURE_BUDGET_SECONDS)
+        size, complete = opened.measure(budget_seconds=MEASURE_BUDGET_SECONDS)
     with ctx.tx() as s:
         res = s.get(Resource, run.params["resource_id"])
         if res is not None:
@@ -332,12 +327,14 @@ def register_server(ctx: ServiceContext, p: Principal, *, name: str, system_disk
 
 
 def set_server_status(ctx: ServiceContext, p: Principal, server_id: str, status: str) -> Resource:
-    """Start or stop a server (the local provider keeps the power state in the catalog)."""
+    """Start or stop a server (its provider does, where it runs servers; the catalog records it)."""
     p.require_write()
     if status not in R.SERVER_STATUSES:
         raise InvalidParameter(f"server status must be one of {', '.join(R.SERVER_STATUSES)}")
     with ctx.tx() as s:
         server = get_resource(s, p.project_id, server_id, R.SERVER)
+        if status != "faulty":  # (what a server is found to be, not a power state)
+            ctx.providers.for_resource(server).set_power(server.id, running=status == "running")
         server.status = status
     return server
 

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import secrets
-import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -22,7 +21,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
-from opencbr.providers import local
+from opencbr.providers.base import Opened
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
 from opencbr.services.backups import TaskProgress, children, get_backup, repository
@@ -130,6 +129,7 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if server_id:
             # Guide 13.4.1: the server is shut down before its data is restored.
             server = s.get(Resource, server_id)
+            ctx.providers.for_resource(server).set_power(server.id, running=False)
             server.status = "stopped"
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
@@ -159,6 +159,7 @@ def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None,
         if start_server:
             server = s.get(Resource, start_server)
             if server is not None:
+                ctx.providers.for_resource(server).set_power(server.id, running=True)
                 server.status = "running"
 
 
@@ -194,9 +195,10 @@ def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *
     p.require_write()
     R.check_resource_name(name)
     real = res_svc.authorised_path(ctx, p, path)
-    if os.path.lexists(real):
+    there = ctx.providers.default.path_state(real)
+    if there.exists:
         raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
-    if not os.path.isdir(os.path.dirname(real)):
+    if not there.parent_is_directory:
         raise InvalidParameter(f"the directory of {path} does not exist")
     now = ctx.now()
     with ctx.tx() as s:
@@ -240,32 +242,24 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         source_path = source.path if source is not None else None
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
-    made: list[local.OpenedPath] = []  # the new image, created (O_EXCL) through a checked open
+    made: list[Opened] = []  # the new image, created (O_EXCL) through a checked open
 
     def remove() -> None:
         for new in made:
             new.remove_created()
             new.close()
 
-    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: local.size_of(made[0].fd), remove=remove):
+    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: made[0].size(), remove=remove):
         made.append(res_svc.open_resource(ctx, disk_id, create=True))
         new = made[0]
-        os.ftruncate(new.fd, max(size, repo.disk_image(backup_id).disk_size))  # guide 6.4
+        new.set_size(max(size, repo.disk_image(backup_id).disk_size))  # guide 6.4
         repo.restore_disk(backup_id, new.path, progress=progress, cancel=progress.cancel, truncate=False,
                           target_fd=new.fd)
-        _follow_source_mode(new.fd, source_path)
+        new.copy_permissions(source_path)  # (it was made 0600 until complete)
         res_svc.record_identity(ctx, disk_id, new)
     for new in made:
         new.close()
 
-
-
-def _follow_source_mode(fd: int, source_path: str | None) -> None:
-    """The new image gets the source image's permission bits (it is created 0600 until complete)."""
-    try:
-        os.fchmod(fd, stat.S_IMODE(os.stat(source_path).st_mode) if source_path else 0o600)
-    except FileNotFoundError:
-        pass
 
 
 # ------------------------------------------------------------------------------------ export

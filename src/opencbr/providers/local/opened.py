@@ -1,10 +1,9 @@
-"""The ``local`` provider: disks, servers and file systems on the machines that run OpenCBR workers.
+"""Disks and directory trees of this machine, opened for a task.
 
-A disk is a raw image file or a block device; a file system is a directory tree; a server is a named
-set of disks with a power state kept in the catalog. This module only looks at the real objects
-(sizes, existence, identity); what they are called and who owns them is the catalog's business.
-Every backup, restore or measurement opens a resource's path with :func:`open_resource_path`: the
-path is checked again each time, never through a symlink, and must still be the registered object.
+This module only looks at the real objects (sizes, existence, identity); what they are called and who
+owns them is the catalog's business. Every backup, restore or measurement opens a resource's path with
+:func:`open_resource_path`: the path is checked again each time, never through a symlink, and must
+still be the registered object.
 """
 
 from __future__ import annotations
@@ -18,55 +17,11 @@ import struct
 import time
 from dataclasses import dataclass
 
-from opencbr.domain.errors import InvalidParameter
-from opencbr.providers import beneath
-from opencbr.providers.beneath import PathSwapped
+from opencbr.providers.base import PathSwapped
+from opencbr.providers.local import beneath
+from opencbr.providers.local.paths import normal_path, split_root
 
 _BLKGETSIZE64 = 0x80081272
-
-
-def normal_path(path: object) -> str:
-    """A path as the user gave it, made absolute-normal (``//a/./b/`` -> ``/a/b``) without touching the
-    disk: what permissions are checked on before anything is looked up (no existence oracle)."""
-    if not isinstance(path, str) or not path or "\x00" in path:
-        raise InvalidParameter("path must be a non-empty string")
-    if not os.path.isabs(path):
-        raise InvalidParameter(f"path must be absolute: {path!r}")
-    return "/" + os.path.normpath(path).lstrip("/")
-
-
-def within(path: str, top: str) -> bool:
-    """``path`` is ``top`` or lies below it, compared component-wise on normal paths (``/a/fsx`` is not
-    below ``/a/fs``)."""
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def overlaps(a: str, b: str) -> bool:
-    """One of two normal paths contains the other (or they are equal)."""
-    return within(a, b) or within(b, a)
-
-
-def ancestors(path: str) -> list[str]:
-    """Every directory above a normal path, ``/`` first."""
-    out, cur = [], path
-    while cur != "/":
-        cur = os.path.dirname(cur)
-        out.append(cur)
-    return out[::-1]
-
-
-def check_allowed(path: str, roots: tuple[str, ...]) -> None:
-    """Operators may confine resources to some directories (setting ``resource_roots``)."""
-    if roots and not any(within(path, r) for r in _root_forms(roots)):
-        raise InvalidParameter(f"{path} is outside the directories this service may protect: {', '.join(roots)}")
-
-
-def _root_forms(roots: tuple[str, ...]) -> list[str]:
-    """A root as configured and as it resolves (an operator may name a root through a symlink)."""
-    forms = []
-    for r in roots:
-        forms += [normal_path(r), os.path.realpath(r)]
-    return forms
 
 
 # ------------------------------------------------------------------------------------ safe opens
@@ -85,11 +40,34 @@ class OpenedPath:
     name: str
     created: bool = False
 
-    def stat(self) -> os.stat_result:
-        return os.fstat(self.fd)
-
     def fd_path(self) -> str:
         return beneath.fd_path(self.fd)
+
+    def identity(self) -> dict:
+        return identity_of(self.fd)
+
+    def size(self) -> int | None:
+        """A disk's capacity; None for a directory (counting a tree is :meth:`measure`)."""
+        return size_of(self.fd) if self.kind == DISK else None
+
+    def measure(self, *, budget_seconds: float | None = None) -> tuple[int, bool]:
+        """The tree below the opened directory, through its descriptor (not the path, which may have
+        been swapped since): see :func:`tree_size`."""
+        return tree_size(self.fd_path(), budget_seconds=budget_seconds)
+
+    def is_empty(self) -> bool:
+        return not os.listdir(self.fd)
+
+    def set_size(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def copy_permissions(self, source_path: str | None) -> None:
+        """The permission bits of the image at ``source_path`` (a new image is created 0600 until it is
+        complete; 0600 it stays when there is no source any more)."""
+        try:
+            os.fchmod(self.fd, stat.S_IMODE(os.stat(source_path).st_mode) if source_path else 0o600)
+        except FileNotFoundError:
+            pass
 
     def remove_created(self) -> None:
         """Take away what this open created (a new disk image, a new directory with what was put in it),
@@ -121,24 +99,14 @@ class OpenedPath:
         self.close()
 
 
-def _split_root(path: str, roots: tuple[str, ...]) -> tuple[str, str]:
-    """The trusted directory a path is opened from (the deepest root holding it; ``/`` without
-    roots) and the rest of the path, which must hold no symlink."""
-    tops = [t for t in (_root_forms(roots) if roots else ["/"]) if within(path, t)]
-    if not tops:
-        raise PathSwapped(f"{path} is outside the directories this service may protect: {', '.join(roots)}")
-    top = max(tops, key=len)
-    return top, os.path.relpath(path, top)
-
-
 def open_resource_path(path: str, kind: str, roots: tuple[str, ...], identity: dict | None = None, *,
                        write: bool = False, create: bool = False) -> OpenedPath:
     """Open a disk (image file or block device) or a directory at ``path`` for a backup, a restore or
     a measurement: re-checked against ``roots`` every time, no symlink followed from the root down
-    (see :mod:`opencbr.providers.beneath`), of the right kind, and -- given the ``identity`` recorded
+    (see :mod:`opencbr.providers.local.beneath`), of the right kind, and -- given the ``identity`` recorded
     at registration -- the same object. ``create`` makes a new image file (``O_EXCL``) or directory.
     Raises PathSwapped (refused), FileNotFoundError (missing), OSError (other failures)."""
-    top, rel = _split_root(normal_path(path), roots)
+    top, rel = split_root(normal_path(path), roots)
     parent_rel, name = os.path.split(rel)
     parent_fd = beneath.open_below(top, parent_rel or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -265,10 +233,6 @@ def tree_size(root: str, *, budget_seconds: float | None = None) -> tuple[int, b
     return total, True
 
 
-def directory_is_empty(fd: int) -> bool:
-    return not os.listdir(fd)
-
-
 def disk_present(path: str) -> bool:
     """For a resource's live status: False when nothing usable is at ``path``. A symlink put in its
     place is not followed (what it leads to is none of the caller's business): the next open refuses
@@ -287,72 +251,3 @@ def directory_present(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(mode) or stat.S_ISLNK(mode)
-
-
-# ------------------------------------------------------------------------------------ point in time
-FICLONE = 0x40049409
-
-
-def reflink(disk: OpenedPath) -> int | None:
-    """Clone an opened disk image into a new file beside it sharing its extents (XFS, btrfs, bcachefs):
-    an instant, consistent copy. The clone is unlinked at once (only its descriptor, returned, keeps
-    it: nothing is left behind whatever happens). None when the file system cannot."""
-    name = f".opencbr-snap-{os.getpid()}-{os.urandom(6).hex()}"
-    try:
-        dfd = beneath.open_at(disk.parent_fd, name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except (OSError, PathSwapped):
-        return None
-    try:
-        os.unlink(name, dir_fd=disk.parent_fd)
-        fcntl.ioctl(dfd, FICLONE, disk.fd)
-        return dfd
-    except OSError:
-        os.close(dfd)
-        return None
-
-
-@dataclass
-class PointInTimeViews:
-    """What a backup reads for each disk (open descriptors), and how the point in time was obtained
-    (recorded in the backup's details, so a user knows what kind of consistency they have)."""
-
-    sources: list[int]
-    method: str
-    snapshots: list[int]
-    note: str
-
-    def describe(self) -> dict:
-        return {"method": self.method, "note": self.note}
-
-    def close(self) -> None:
-        """Snapshots are kept only for the backup (guide 1.1: CBR keeps no more than it needs)."""
-        for fd in self.snapshots:
-            os.close(fd)
-        self.snapshots = []
-
-
-def point_in_time_views(disks: list[OpenedPath], *, server_running: bool) -> PointInTimeViews:
-    """All disks of one backup at one point in time (a server's disks together, guide 13.1.5):
-
-    - ``stopped``: the server is stopped, nothing writes its disks, they are read in place;
-    - ``reflink-snapshot``: every disk image is cloned (FICLONE) next to itself first, all within
-      milliseconds, and the clones are read: crash-consistent across the disks;
-    - ``live``: the server runs and its disks cannot be cloned (ext4 images, block devices): they are
-      read as they are, so blocks written during the backup may come from different moments (guide
-      13.2.1 advises backing up at quiet times or stopping the server for strict consistency).
-    """
-    fds = [d.fd for d in disks]
-    if not server_running:
-        return PointInTimeViews(fds, "stopped", [], "the disks were not in use by a running server")
-    snaps: list[int] = []
-    for disk in disks:
-        snap = reflink(disk)
-        if snap is None:
-            for made in snaps:
-                os.close(made)
-            return PointInTimeViews(fds, "live",
-                                    [], "the server was running and its disks cannot be cloned on this file system; "
-                                        "they were read live (crash-consistent per block only)")
-        snaps.append(snap)
-    return PointInTimeViews(list(snaps), "reflink-snapshot", snaps,
-                            "all disks were cloned (reflink) at one moment and the clones were backed up")
