@@ -16,19 +16,12 @@ from opencbr.api.app import create_app
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
-from opencbr.services import iam
+from opencbr.services import hosts, iam
 from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.runner import WorkerPool
 from opencbr.worker.supervisor import WorkerProcesses
 
 log = logging.getLogger("opencbr")
-
-# Importing the service modules registers their task handlers.
-from opencbr.services import backups as _backups  # noqa: E402,F401
-from opencbr.services import files as _files  # noqa: E402,F401
-from opencbr.services import hosts  # noqa: E402
-from opencbr.services import restore as _restore  # noqa: E402,F401
-from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
 
 class ListenError(CBRError):

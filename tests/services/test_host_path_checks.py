@@ -61,12 +61,15 @@ def _task(ctx, task_id: str) -> Task:
 def _backed_up(ctx, p, resource, object_type: str) -> str:
     """The id of an available backup of ``resource``."""
     rtype = "OS::Sfs::Turbo" if object_type == "turbo" else "OS::Cinder::Volume"
-    view = vaults.create_vault(ctx, p, {"name": f"v-{object_type}", "billing": {
-        "object_type": object_type, "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
-        "resources": [{"id": resource.id, "type": rtype}]})
-    cp = backups.create_checkpoint(ctx, p, view.vault.id)
+    with ctx.tx() as s:
+        view = vaults.create_vault(s, ctx, p, {"name": f"v-{object_type}", "billing": {
+            "object_type": object_type, "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+            "resources": [{"id": resource.id, "type": rtype}]})
+    with ctx.tx() as s:
+        cp = backups.create_checkpoint(s, ctx, p, view.vault.id)
     _drain(ctx)
-    assert backups.show_backup(ctx, p, cp.backups[0].id).backup.status == "available"
+    with ctx.read() as s:
+        assert backups.show_backup(s, p, cp.backups[0].id).backup.status == "available"
     return cp.backups[0].id
 
 
@@ -91,7 +94,8 @@ def test_a_restore_accepted_before_the_disk_was_swapped_writes_nothing_through_i
     assert sha256(secret) == before
     view = resources.show_resource(rctx, owner, disk.id)
     assert view.status == "error" and "symbolic link" in view.resource.status_reason
-    assert backups.show_backup(rctx, owner, backup_id).backup.status == "available"
+    with rctx.read() as s:
+        assert backups.show_backup(s, owner, backup_id).backup.status == "available"
 
 
 def _fs_backup(ctx, p, roots: Path) -> str:

@@ -6,7 +6,7 @@ import threading
 
 from opencbr.catalog.models import Task
 from opencbr.services import tasks
-from opencbr.worker.runner import Worker
+from opencbr.worker.runner import Worker, task_handlers
 
 
 def queue(ctx, tenant, n=1, op="vault_delete", **kw):
@@ -64,7 +64,7 @@ def test_dead_worker_loses_lease_and_task_fails_with_reason(ctx, tenant, clock):
     run = tasks.claim_next(ctx, "dead-worker")
     assert run is not None
     clock.advance(seconds=10)
-    assert tasks.expire_leases(ctx) == 0  # still within the lease
+    assert tasks.expire_leases(ctx, task_handlers().abandoned) == 0  # still within the lease
     clock.advance(seconds=30)
     abandoned = []
     assert tasks.expire_leases(ctx, lambda s, t: abandoned.append(t.id)) == 1
@@ -82,7 +82,7 @@ def test_retry_when_attempts_remain(ctx, tenant, clock):
     (tid,) = queue(ctx, tenant, max_attempts=2)
     tasks.claim_next(ctx, "w1")
     clock.advance(seconds=31)
-    tasks.expire_leases(ctx)
+    tasks.expire_leases(ctx, task_handlers().abandoned)
     assert status(ctx, tid).status == "waiting"
     run = tasks.claim_next(ctx, "w2")
     assert run.task_id == tid and run.attempt == 2
@@ -91,7 +91,8 @@ def test_retry_when_attempts_remain(ctx, tenant, clock):
 def test_recover_orphans_of_dead_process(ctx, tenant):
     (tid,) = queue(ctx, tenant)
     tasks.claim_next(ctx, "host:999999:0")
-    assert tasks.recover_orphans(ctx, lambda owner: owner.startswith("host:999999")) == 1
+    assert tasks.recover_orphans(ctx, lambda owner: owner.startswith("host:999999"),
+                                 task_handlers().abandoned) == 1
     assert status(ctx, tid).status == "failed"
 
 
@@ -140,7 +141,7 @@ def test_finish_of_an_expired_worker_keeps_the_failure_reason(ctx, tenant, clock
     (tid,) = queue(ctx, tenant)
     run = tasks.claim_next(ctx, "slow-worker")
     clock.advance(seconds=31)
-    assert tasks.expire_leases(ctx) == 1
+    assert tasks.expire_leases(ctx, task_handlers().abandoned) == 1
     tasks.finish(ctx, run, tasks.FAILED, error=CBRError("cancelled at the user's request", code="BackupService.6903"))
     tasks.finish(ctx, run, tasks.SUCCESS)
     t = status(ctx, tid)
@@ -230,18 +231,14 @@ def test_stopping_worker_hands_back_its_running_task(ctx, tenant):
             run.progress(i % 100)
             threading.Event().wait(0.05)
 
-    tasks.HANDLERS["sync"] = slow
-    try:
-        (tid,) = queue(ctx, tenant, op="sync")
-        w = Worker(ctx, "w-stop")
-        t = threading.Thread(target=w.run_once)
-        t.start()
-        assert started.wait(10)
-        w.stop()
-        t.join(10)
-        assert not t.is_alive()
-    finally:
-        del tasks.HANDLERS["sync"]
+    (tid,) = queue(ctx, tenant, op="sync")
+    w = Worker(ctx, "w-stop", handlers=tasks.TaskHandlers(runs={"sync": slow}))
+    t = threading.Thread(target=w.run_once)
+    t.start()
+    assert started.wait(10)
+    w.stop()
+    t.join(10)
+    assert not t.is_alive()
     task = status(ctx, tid)
     assert task.status == "waiting" and "handed back" in task.error_message and task.attempts == 0
 

@@ -14,9 +14,11 @@ from opencbr.engine import OperationCancelled
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
-from opencbr.services.backups import TaskProgress, get_backup, repository
 from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import get_backup
 from opencbr.services.principal import Principal
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
 
 
 def _usable_backup(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
@@ -71,7 +73,6 @@ def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id:
         return task.id, fs.id
 
 
-@tasks.handler("create_fs")
 def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     from opencbr.engine.tree import restore_tree
 
@@ -103,7 +104,6 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                                   "warnings": [w.to_dict() for w in result.warnings][:50]})
 
 
-@tasks.on_abandon("create_fs")
 def abandon_create_fs(s, task) -> None:
     fs = s.get(Resource, (task.params or {}).get("fs_id"))
     if fs is not None and fs.status == "restoring":
@@ -186,7 +186,6 @@ def _check_paths_exist(repo, b: Backup, paths: list[str]) -> None:
             browser.lookup(path)
 
 
-@tasks.handler("restore_files")
 def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     from opencbr.engine.diskfs import restore_disk_path
     from opencbr.engine.tree import restore_tree

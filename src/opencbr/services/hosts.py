@@ -76,7 +76,6 @@ def register_elsewhere(ctx: ServiceContext, p: Principal, *, rtype: str, name: s
     return res
 
 
-@tasks.handler("probe")
 def run_probe(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """On a worker of the resource's host group: is the path there, allowed, and what is its size?"""
     with ctx.tx() as s:

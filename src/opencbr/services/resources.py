@@ -274,7 +274,6 @@ def register_file_system(ctx: ServiceContext, p: Principal, *, name: str, path: 
 MEASURE_BUDGET_SECONDS = 600
 
 
-@tasks.handler("measure")
 def run_measure(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """Count a file system's bytes, for at most ``MEASURE_BUDGET_SECONDS`` (what was counted by then is
     kept, marked as a lower bound; the next backup knows the real size)."""

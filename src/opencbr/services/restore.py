@@ -26,9 +26,11 @@ from opencbr.engine.disk_restore import image_blocks, unreadable_chunks
 from opencbr.providers import local
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
-from opencbr.services.backups import TaskProgress, children, get_backup, repository
 from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import children, get_backup
 from opencbr.services.principal import Principal
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
 
 log = logging.getLogger("opencbr.restore")
 
@@ -120,7 +122,6 @@ def _server_plan(ctx: ServiceContext, s: Session, p: Principal, b: Backup, serve
     return plan
 
 
-@tasks.handler("restore")
 def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id, plan = run.params["backup_id"], run.params["plan"]
     server_id, power_on = run.params.get("server_id"), run.params.get("power_on")
@@ -233,7 +234,6 @@ def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *
         return task.id, disk.id
 
 
-@tasks.handler("create_disk")
 def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id, disk_id, size = run.params["backup_id"], run.params["disk_id"], run.params["size"]
     with ctx.tx() as s:
@@ -316,7 +316,6 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
     return ExportStream(index.disk_size, token, blocks())
 
 
-@tasks.on_abandon("restore", "create_disk")
 def abandon_restore(s: Session, task: Task) -> None:
     """A restore or create-disk task whose worker died (kill -9, a crash): the backup is usable again;
     the disks it was restoring are in error saying so (a mix of old and restored data; restoring again

@@ -45,35 +45,30 @@ RESUMABLE = ("backup", "restore", "create_disk", "verify", "gc", "delete")
 #: a worker of the resource's host group may run them. The others work on the object store alone.
 LOCAL_DATA = ("backup", "restore", "create_disk", "create_fs", "probe", "measure")
 
-#: Handlers by operation type, registered by the service modules that own them.
+#: Runs one claimed task; it opens the short transactions it needs itself.
 Handler = Callable[[ServiceContext, "TaskRun"], None]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handler(operation_type: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[operation_type] = fn
-        return fn
-    return register
-
-
-#: What to undo when a task is abandoned because its worker died, by operation type.
+#: Undoes what a task left when its worker died, in the transaction that abandons it.
 AbandonHandler = Callable[[Session, Task], None]
-ABANDON_HANDLERS: dict[str, AbandonHandler] = {}
 
 
-def on_abandon(*operation_types: str) -> Callable[[AbandonHandler], AbandonHandler]:
-    def register(fn: AbandonHandler) -> AbandonHandler:
-        for op in operation_types:
-            ABANDON_HANDLERS[op] = fn
-        return fn
-    return register
+@dataclass
+class TaskHandlers:
+    """Which function runs the tasks of each operation type, and which undoes what an abandoned one left.
+    ``services.handlers.register_handlers`` fills it when a worker is set up."""
 
+    runs: dict[str, Handler] = field(default_factory=dict)
+    abandons: dict[str, AbandonHandler] = field(default_factory=dict)
 
-def _abandoned(s: Session, task: Task) -> None:
-    fn = ABANDON_HANDLERS.get(task.operation_type)
-    if fn is not None:
-        fn(s, task)
+    def register(self, operation_type: str, run: Handler, *, abandon: AbandonHandler | None = None) -> None:
+        self.runs[operation_type] = run
+        if abandon is not None:
+            self.abandons[operation_type] = abandon
+
+    def abandoned(self, s: Session, task: Task) -> None:
+        """Undo the state an abandoned task left, e.g. a backup in ``protecting`` becomes ``error``."""
+        fn = self.abandons.get(task.operation_type)
+        if fn is not None:
+            fn(s, task)
 
 
 def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime, params: dict | None = None,
@@ -292,11 +287,11 @@ def error_of(ctx: ServiceContext, exc: BaseException) -> CBRError:
                                                     code="BackupService.9999")
 
 
-def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
+def expire_leases(ctx: ServiceContext, on_abandoned: AbandonHandler | None) -> int:
     """Tasks whose worker stopped heartbeating: retry them if attempts remain (on any worker that can
-    serve them), else fail them with the reason. ``on_abandoned`` (by default the handler the owning
-    service registered with :func:`on_abandon`) undoes the state the task left, e.g. a backup in
-    ``protecting`` becomes ``error``. Returns how many tasks were handled."""
+    serve them), else fail them with the reason. ``on_abandoned`` (the workers':
+    :meth:`TaskHandlers.abandoned`) undoes the state the task left, e.g. a backup in ``protecting``
+    becomes ``error``. Returns how many tasks were handled."""
     now = ctx.now()
     n = 0
     with ctx.tx() as s:
@@ -339,8 +334,7 @@ def mark_unserved(ctx: ServiceContext, after_seconds: float) -> int:
     return len(rows)
 
 
-def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool],
-                    on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
+def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool], on_abandoned: AbandonHandler | None) -> int:
     """Running tasks whose worker is *known* to be gone (``is_dead(lease_owner)``) are expired at once
     instead of after their lease. Only for owners whose end is certain, e.g. this process's own earlier
     incarnation; never guess from a pid (another PID namespace may run the same pid)."""

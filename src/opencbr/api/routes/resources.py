@@ -20,7 +20,11 @@ router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
 def _protectable(ctx: ServiceContext, p: Principal, view: resources.ResourceView) -> dict:
-    vault_view = vaults.show_vault(ctx, p, view.vault.id) if view.vault else None
+    if view.vault is None:
+        vault_view = None
+    else:
+        with ctx.read() as s:
+            vault_view = vaults.show_vault(s, p, view.vault.id)
     return wire.protectable_resp(view, vault_view)
 
 
