@@ -22,7 +22,8 @@ def disk(ctx, p, tmp_path, name: str, size: int = 1 << 20):
     with open(path, "wb") as f:
         f.write(os.urandom(1 << 14))
         f.truncate(size)
-    return resources.register_disk(ctx, p, name=name, path=str(path))
+    with ctx.tx() as s:
+        return resources.register_disk(s, ctx, p, name=name, path=str(path))
 
 
 def vault(ctx, p, name: str, resource_ids=(), object_type: str = "disk", rtype: str = "OS::Cinder::Volume",

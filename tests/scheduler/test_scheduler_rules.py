@@ -134,7 +134,8 @@ def test_full_backups_are_at_least_one_day_apart(ctx, tenant, clock, tmp_path):
 
 def test_replication_policy_executions_are_tasks_saying_replication_is_not_available(ctx, tenant, clock, tmp_path):
     d = disk(ctx, tenant, tmp_path, "sys")
-    srv = resources.register_server(ctx, tenant, name="web", system_disk=d.id)
+    with ctx.tx() as s:
+        srv = resources.register_server(s, ctx, tenant, name="web", system_disk=d.id)
     v = vault(ctx, tenant, "vsrv", [srv.id], object_type="server", rtype="OS::Nova::Server")
     rep = policy(ctx, tenant, "rep", op="replication", max_backups=3, destination_region="other-1",
                  destination_project_id="proj-remote")

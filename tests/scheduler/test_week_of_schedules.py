@@ -68,13 +68,15 @@ def test_guide_5_2_example_daily_0200_keep_3(ctx, tenant, clock, tmp_path):
     assert [len(t.extra_info["retention"]["deleted"]) for t in ret] == [1, 1]
     assert ret[0].resource_id == d.id and ret[0].policy_id == pol.id
     # and they are found with the guide's filters (type, status, vault, time)
-    found, n = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(operation_type="retention", status="success",
-                                                              vault_id=v.id, start_time=MONDAY + timedelta(days=4),
-                                                              end_time=MONDAY + timedelta(days=5, hours=3)))
+    with ctx.read() as s:
+        found, n = tasks.list_tasks(s, tenant, tasks.TaskFilter(operation_type="retention", status="success",
+                                                                vault_id=v.id, start_time=MONDAY + timedelta(days=4),
+                                                                end_time=MONDAY + timedelta(days=5, hours=3)))
     assert n == 2 and {t.id for t in found} == {t.id for t in ret}
-    found, n = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(operation_type="backup", vault_id=v.id,
-                                                              start_time=MONDAY + timedelta(days=3),
-                                                              end_time=MONDAY + timedelta(days=3, hours=12)))
+    with ctx.read() as s:
+        found, n = tasks.list_tasks(s, tenant, tasks.TaskFilter(operation_type="backup", vault_id=v.id,
+                                                                start_time=MONDAY + timedelta(days=3),
+                                                                end_time=MONDAY + timedelta(days=3, hours=12)))
     assert n == 1 and found[0].policy_id == pol.id and found[0].status == "success"
 
 

@@ -38,7 +38,8 @@ def test_manifest_of_a_backup_killed_before_its_commit_is_collected(one_attempt_
     p = iam.principal_for_user(ctx, user.id, info.project_id)
 
     img = make_image(tmp_path / "d.img", 2 * 1024 * 1024, seed=5)
-    disk = resources.register_disk(ctx, p, name="d", path=img)
+    with ctx.tx() as s:
+        disk = resources.register_disk(s, ctx, p, name="d", path=img)
     with ctx.tx() as s:
         view = vaults.create_vault(s, ctx, p, {"name": "v", "billing": {
             "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},

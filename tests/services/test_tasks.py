@@ -99,7 +99,8 @@ def test_recover_orphans_of_dead_process(ctx, tenant):
 def test_cancel(ctx, tenant):
     (tid,) = queue(ctx, tenant)
     run = tasks.claim_next(ctx, "w1")
-    tasks.request_cancel(ctx, tenant, tid)
+    with ctx.tx() as s:
+        tasks.request_cancel(s, tenant, tid)
     try:
         run.progress(10)
         raise AssertionError("expected TaskCancelled")
@@ -119,17 +120,22 @@ def test_list_filters_and_purge(ctx, tenant, clock):
     a = queue(ctx, tenant, op="vault_delete", vault_id="v1", vault_name="alpha")
     clock.advance(days=1)
     b = queue(ctx, tenant, op="remove_resource", vault_id="v2", vault_name="beta")
-    rows, total = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(operation_type="remove_resource"))
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, tenant, tasks.TaskFilter(operation_type="remove_resource"))
     assert total == 1 and rows[0].id == b[0]
-    rows, total = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(vault_name="alp"))
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, tenant, tasks.TaskFilter(vault_name="alp"))
     assert [r.id for r in rows] == a
-    rows, total = tasks.list_tasks(ctx, tenant, tasks.TaskFilter())
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, tenant, tasks.TaskFilter())
     assert [r.id for r in rows] == b + a  # newest first
     run = tasks.claim_next(ctx, "w")
     tasks.finish(ctx, run, tasks.SUCCESS)
     clock.advance(days=31)
-    assert tasks.purge_old(ctx) == 1  # only finished tasks older than 30 days go (guide ch. 9)
-    assert tasks.list_tasks(ctx, tenant, tasks.TaskFilter())[1] == 1
+    with ctx.tx() as s:
+        assert tasks.purge_old(s, ctx) == 1  # only finished tasks older than 30 days go (guide ch. 9)
+    with ctx.read() as s:
+        assert tasks.list_tasks(s, tenant, tasks.TaskFilter())[1] == 1
 
 
 # ------------------------------------------------------------------------------------ hardening (issue 11)

@@ -18,7 +18,8 @@ from tests.support.disks import MiB, make_image
 
 def test_retry_of_a_published_backup_keeps_it(ctx, tenant, clock, tmp_path):  # noqa: F811
     img = make_image(tmp_path / "d.img", 2 * MiB, seed=3)
-    disk = resources.register_disk(ctx, tenant, name="d", path=img)
+    with ctx.tx() as s:
+        disk = resources.register_disk(s, ctx, tenant, name="d", path=img)
     with ctx.tx() as s:
         v = vaults.create_vault(s, ctx, tenant, {
             "name": "v", "billing": {"object_type": "disk", "protect_type": "backup", "size": 10},

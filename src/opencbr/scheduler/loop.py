@@ -100,7 +100,8 @@ class Scheduler:
         now = now or self.ctx.now()
         report = SweepReport(now)
         report.pruned = retention.retention_sweep(self.ctx, now=now)
-        report.tasks_purged = tasks.purge_old(self.ctx)
+        with self.ctx.tx() as s:
+            report.tasks_purged = tasks.purge_old(s, self.ctx)
         with self.ctx.tx() as s:
             report.executions_purged = executions.purge_executions(s, self.ctx)
         self._last_sweep = now

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from sqlalchemy.orm import Session
+
 from opencbr.catalog.models import Backup, Resource, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
@@ -28,11 +30,12 @@ def _usable_backup(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
     return b, vault
 
 
-def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist_empty: bool = True) -> str:
+def _new_directory(s: Session, ctx: ServiceContext, p: Principal, path: object, *,
+                   may_exist_empty: bool = True) -> str:
     """A directory the service will create and fill: absolute, inside the allowed roots, not yet used."""
     if not isinstance(path, str) or not os.path.isabs(path):
         raise InvalidParameter("path must be an absolute directory path", code="BackupService.6501")
-    real = res_svc.authorised_path(ctx, p, path)
+    real = res_svc.authorised_path(s, ctx, p, path)
     if os.path.lexists(real):
         if not (may_exist_empty and os.path.isdir(real) and not os.listdir(real)):
             raise StateConflict(f"{path} already exists and is not an empty directory", code="BackupService.6502")
@@ -42,35 +45,34 @@ def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist
 
 
 # ------------------------------------------------------------------------------------ new file system
-def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
-                                   az: str | None = None) -> tuple[str, str]:
+def create_file_system_from_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, name: str,
+                                   path: str, az: str | None = None) -> tuple[str, str]:
     """Guide 6.5: a new file system (directory ``path``) with the backup's data, registered as a
     resource; it is ``restoring`` until the data is in, then ``available``. Returns (task id, fs id)."""
     p.require_write()
     R.check_resource_name(name)
-    real = _new_directory(ctx, p, path)
+    real = _new_directory(s, ctx, p, path)
     now = ctx.now()
-    with ctx.tx() as s:
-        b, vault = _usable_backup(s, p, backup_id)
-        if b.resource_type != R.FILE_SYSTEM:
-            raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
-        res_svc.check_path_free(ctx, s, p, real)
-        zone = az or b.resource_az or ctx.settings.availability_zones[0]
-        if zone not in ctx.settings.availability_zones:
-            raise InvalidParameter(f"availability zone {zone!r} does not exist")
-        fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
-                      region=ctx.settings.region, availability_zone=zone, status="restoring",
-                      description=f"created from backup {b.name} ({b.id})",
-                      host=ctx.settings.host_group)  # the path was checked on this machine
-        s.add(fs)
-        s.flush()
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=fs.id, resource_name=name,
-                              resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
-                              request_id=p.request_id, params={"backup_id": b.id, "fs_id": fs.id},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
-                                                      "target_resource_id": fs.id, "target_resource_name": name}})
-        return task.id, fs.id
+    b, vault = _usable_backup(s, p, backup_id)
+    if b.resource_type != R.FILE_SYSTEM:
+        raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
+    res_svc.check_path_free(s, ctx, p, real)
+    zone = az or b.resource_az or ctx.settings.availability_zones[0]
+    if zone not in ctx.settings.availability_zones:
+        raise InvalidParameter(f"availability zone {zone!r} does not exist")
+    fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
+                  region=ctx.settings.region, availability_zone=zone, status="restoring",
+                  description=f"created from backup {b.name} ({b.id})",
+                  host=ctx.settings.host_group)  # the path was checked on this machine
+    s.add(fs)
+    s.flush()
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=fs.id, resource_name=name,
+                          resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
+                          request_id=p.request_id, params={"backup_id": b.id, "fs_id": fs.id},
+                          extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                  "target_resource_id": fs.id, "target_resource_name": name}})
+    return task.id, fs.id
 
 
 def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
@@ -122,7 +124,8 @@ def _browsable(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
 
 def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/") -> list[dict]:
     """The entries of a directory inside a backup, without restoring it (beyond guide 13.2.15). File-system
-    backups list their tree; disk backups list their partitions, then the files of ext and FAT ones."""
+    backups list their tree; disk backups list their partitions, then the files of ext and FAT ones.
+    Its own transaction, short: none is held while the object store is read (services/context.py)."""
     p.require_data_access("browsing the files of a backup")
     from opencbr.engine.tree import list_backup
 
@@ -137,15 +140,16 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
 # ------------------------------------------------------------------------------------ single files
 def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str) -> str:
     """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``),
-    leaving the original resource alone. Refuses to overwrite what is there."""
+    leaving the original resource alone. Refuses to overwrite what is there. Its own transactions, short
+    ones: none is held while the object store is read (services/context.py)."""
     p.require_write()
     if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
         raise InvalidParameter("paths must be a non-empty list of paths inside the backup", code="BackupService.6507")
     if not isinstance(destination, str) or not os.path.isabs(destination):
         raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
-    dest = res_svc.authorised_path(ctx, p, destination)
     with ctx.tx() as s:
-        res_svc.check_path_free(ctx, s, p, dest, target=True)
+        dest = res_svc.authorised_path(s, ctx, p, destination)
+        res_svc.check_path_free(s, ctx, p, dest, target=True)
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise StateConflict(f"{destination} exists and is not a directory", code="BackupService.6502")
     if not os.path.lexists(dest) and not os.path.isdir(os.path.dirname(dest)):

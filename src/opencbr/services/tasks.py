@@ -347,14 +347,13 @@ def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool], on_aban
     return expire_leases(ctx, on_abandoned)
 
 
-def request_cancel(ctx: ServiceContext, p: Principal, task_id: str) -> Task:
+def request_cancel(s: Session, p: Principal, task_id: str) -> Task:
     p.require_write()
-    with ctx.tx() as s:
-        task = _get(s, p.project_id, task_id)
-        if task.status in FINISHED:
-            raise StateConflict(f"task {task_id} has already finished ({task.status})")
-        task.cancel_requested = True
-        return task
+    task = _get(s, p.project_id, task_id)
+    if task.status in FINISHED:
+        raise StateConflict(f"task {task_id} has already finished ({task.status})")
+    task.cancel_requested = True
+    return task
 
 
 # ------------------------------------------------------------------------------------ listing
@@ -365,9 +364,8 @@ def _get(s: Session, project_id: str, task_id: str) -> Task:
     return task
 
 
-def show_task(ctx: ServiceContext, p: Principal, task_id: str) -> Task:
-    with ctx.read() as s:
-        return _get(s, p.project_id, task_id)
+def show_task(s: Session, p: Principal, task_id: str) -> Task:
+    return _get(s, p.project_id, task_id)
 
 
 @dataclass
@@ -388,7 +386,7 @@ SORT_KEYS = {"created_at": Task.created_at, "updated_at": Task.updated_at, "star
              "ended_at": Task.ended_at, "status": Task.status, "operation_type": Task.operation_type}
 
 
-def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 1000,
+def list_tasks(s: Session, p: Principal, f: TaskFilter, *, limit: int = 1000,
                offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[Task], int]:
     """Operation logs of the project, newest first, filtered as guide chapter 9 describes (type, status,
     task id, resource id/name, vault id/name, time)."""
@@ -409,18 +407,16 @@ def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 10
         conds.append(Task.created_at >= f.start_time)
     if f.end_time:
         conds.append(Task.created_at <= f.end_time)
-    with ctx.read() as s:
-        total = s.scalar(select(func.count()).select_from(Task).where(and_(*conds))) or 0
-        order = listing.order_by(sort, SORT_KEYS, [Task.created_at.desc(), Task.id], Task.id)
-        rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
+    total = s.scalar(select(func.count()).select_from(Task).where(and_(*conds))) or 0
+    order = listing.order_by(sort, SORT_KEYS, [Task.created_at.desc(), Task.id], Task.id)
+    rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
     return rows, total
 
 
-def purge_old(ctx: ServiceContext, days: int = 30) -> int:
+def purge_old(s: Session, ctx: ServiceContext, *, days: int = 30) -> int:
     """Guide ch. 9: the task list shows the past 30 days; finished tasks older than that are purged."""
     cutoff = ctx.now() - timedelta(days=days)
-    with ctx.tx() as s:
-        res = s.execute(delete(Task).where(Task.status.in_(FINISHED), or_(Task.ended_at < cutoff,
-                                                                          and_(Task.ended_at.is_(None),
-                                                                               Task.created_at < cutoff))))
-        return res.rowcount or 0
+    res = s.execute(delete(Task).where(Task.status.in_(FINISHED), or_(Task.ended_at < cutoff,
+                                                                      and_(Task.ended_at.is_(None),
+                                                                           Task.created_at < cutoff))))
+    return res.rowcount or 0

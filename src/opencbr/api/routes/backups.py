@@ -16,7 +16,7 @@ from opencbr.api.routing import JSONRoute
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files, restore
+from opencbr.services import audit, backups, files, recovery, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -107,7 +107,8 @@ def restore_backup(backup_id: str, body: wire.BackupRestoreBody, p: Principal = 
                    ctx: ServiceContext = Depends(get_ctx)):
     spec = wire.dump(body.restore)
     with audit.trace(ctx, p, "restoreBackup", spec, resource_id=backup_id):
-        task_id = restore.restore_backup(ctx, p, backup_id, spec)
+        with ctx.tx() as s:
+            task_id = restore.restore_backup(s, ctx, p, backup_id, spec)
     return {"operation_log_id": task_id}
 
 
@@ -138,8 +139,9 @@ def verify_backup(backup_id: str, p: Principal = Depends(principal), ctx: Servic
 def create_disk(backup_id: str, body: wire.CreateDiskFromBackup, p: Principal = Depends(principal),
                 ctx: ServiceContext = Depends(get_ctx)):
     """Guide 6.4: a new disk from a disk backup (an image file at ``path`` on the service's machine)."""
-    task_id, disk_id = restore.create_disk_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
-                                                       size_bytes=body.size_bytes, az=body.availability_zone)
+    with ctx.tx() as s:
+        task_id, disk_id = restore.create_disk_from_backup(s, ctx, p, backup_id, name=body.name, path=body.path,
+                                                           size_bytes=body.size_bytes, az=body.availability_zone)
     return {"operation_log_id": task_id, "disk_id": disk_id}
 
 
@@ -174,8 +176,6 @@ def storage_usage(limit: int | None = None, offset: int | None = None, resource_
 @router.post("/vaults/{vault_id}/rebuild")
 def rebuild_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Extension (admins): recreate a vault's catalog from the manifests in the object store."""
-    from opencbr.services import recovery
-
     r = recovery.rebuild_vault(ctx, p, vault_id)
     return {"rebuild": {"vault_id": r.vault_id, "vault_created": r.vault_created, "backups_found": r.backups_found,
                         "backups_added": r.backups_added, "backups_present": r.backups_present}}
@@ -184,8 +184,6 @@ def rebuild_vault(vault_id: str, p: Principal = Depends(principal), ctx: Service
 @router.get("/stored-vaults")
 def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Extension (operator): the vaults that have data in the object store, catalogued or not."""
-    from opencbr.services import recovery
-
     p.require_operator()
     return {"vault_ids": recovery.stored_vault_ids(ctx)}
 
@@ -194,8 +192,9 @@ def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depen
 def create_file_system(backup_id: str, body: wire.CreateFileSystemFromBackup, p: Principal = Depends(principal),
                        ctx: ServiceContext = Depends(get_ctx)):
     """Guide 6.5: a new file system (a directory on the service's machine) from a file-system backup."""
-    task_id, fs_id = files.create_file_system_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
-                                                          az=body.availability_zone)
+    with ctx.tx() as s:
+        task_id, fs_id = files.create_file_system_from_backup(s, ctx, p, backup_id, name=body.name, path=body.path,
+                                                              az=body.availability_zone)
     return {"operation_log_id": task_id, "file_system_id": fs_id}
 
 
