@@ -5,6 +5,8 @@ those modules import this one and not each other."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,20 +14,26 @@ from opencbr.catalog.models import Backup, Vault
 from opencbr.domain import resource as R
 from opencbr.domain.errors import NotFound
 
+T = TypeVar("T")
+
+
+def project_row(s: Session, model: type[T], project_id: str, row_id: object, *, what: str, code: str,
+                for_update: bool = False) -> T:
+    """A row of the project, or 404: another project's row is indistinguishable from none."""
+    row = s.get(model, row_id, with_for_update=for_update) if isinstance(row_id, str) else None
+    if row is None or row.project_id != project_id:
+        raise NotFound(f"{what} {row_id} not found", code=code)
+    return row
+
 
 def get_vault(s: Session, project_id: str, vault_id: str, *, for_update: bool = False) -> Vault:
-    """A vault of the project, or 404: another project's vault is indistinguishable from none."""
-    vault = s.get(Vault, vault_id, with_for_update=for_update) if isinstance(vault_id, str) else None
-    if vault is None or vault.project_id != project_id:
-        raise NotFound(f"vault {vault_id} not found", code="BackupService.6101")
-    return vault
+    return project_row(s, Vault, project_id, vault_id, what="vault", code="BackupService.6101",
+                       for_update=for_update)
 
 
 def get_backup(s: Session, project_id: str, backup_id: str, *, for_update: bool = False) -> Backup:
-    b = s.get(Backup, backup_id, with_for_update=for_update) if isinstance(backup_id, str) else None
-    if b is None or b.project_id != project_id:
-        raise NotFound(f"backup {backup_id} not found", code="BackupService.6110")
-    return b
+    return project_row(s, Backup, project_id, backup_id, what="backup", code="BackupService.6110",
+                       for_update=for_update)
 
 
 def children(s: Session, backup_id: str) -> list[Backup]:

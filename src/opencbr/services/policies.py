@@ -17,16 +17,14 @@ from opencbr.catalog.models import Policy, PolicyBinding, PolicyExecution, Proje
 from opencbr.domain import policy as P
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.services.context import ServiceContext
-from opencbr.services.lookups import get_vault
+from opencbr.services.lookups import get_vault, project_row
 from opencbr.services.principal import Principal
 
 
 # ================================================================================================ lookups
 def get_policy(s: Session, project_id: str, policy_id: str, *, for_update: bool = False) -> Policy:
-    pol = s.get(Policy, policy_id, with_for_update=for_update) if isinstance(policy_id, str) else None
-    if pol is None or pol.project_id != project_id:
-        raise NotFound(f"policy {policy_id} not found", code="BackupService.6301")
-    return pol
+    return project_row(s, Policy, project_id, policy_id, what="policy", code="BackupService.6301",
+                       for_update=for_update)
 
 
 def bound_policy_ids(s: Session, vault_id: str) -> list[str]:
