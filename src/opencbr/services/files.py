@@ -8,7 +8,7 @@ import os
 
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, Resource, Vault
+from opencbr.catalog.models import Backup, Resource, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
@@ -106,7 +106,7 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                                   "warnings": [w.to_dict() for w in result.warnings][:50]})
 
 
-def abandon_create_fs(s, task) -> None:
+def abandon_create_fs(s: Session, task: Task) -> None:
     fs = s.get(Resource, (task.params or {}).get("fs_id"))
     if fs is not None and fs.status == "restoring":
         fs.status = "error"

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Resource, Vault, VaultResource
+from opencbr.catalog.models import Resource, Task, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
@@ -343,7 +343,7 @@ def _vault_in_error(ctx: ServiceContext, vault_id: str) -> None:
             vault.status = "error"
 
 
-def abandon_vault_delete(s: Session, task) -> None:
+def abandon_vault_delete(s: Session, task: Task) -> None:
     vault = s.get(Vault, (task.params or {}).get("vault_id"))
     if vault is not None and vault.status == "deleting":
         vault.status = "error"
