@@ -15,10 +15,9 @@ from sqlalchemy import func, select
 
 from opencbr.catalog.models import Backup, Checkpoint, PolicyExecution
 from opencbr.scheduler import Scheduler
-from opencbr.services import policies
 from opencbr.services.context import open_context
 from opencbr.worker.runner import Worker
-from tests.support.scheduler import MONDAY, disk, policy, vault
+from tests.support.scheduler import MONDAY, associate, disk, policy, vault
 
 VAULTS = 5
 TIMES = "FREQ=DAILY;INTERVAL=1;BYHOUR=1,8,13,18;BYMINUTE=00"
@@ -30,7 +29,7 @@ def test_two_schedulers_fire_each_execution_exactly_once(ctx, tenant, clock, tmp
     for i in range(VAULTS):
         d = disk(ctx, tenant, tmp_path, f"d{i}", size=1 << 16)
         v = vault(ctx, tenant, f"v{i}", [d.id])
-        policies.associate(ctx, tenant, v.id, pol.id)
+        associate(ctx, tenant, v.id, pol.id)
         vids.append(v.id)
     other = open_context(ctx.settings, clock=clock)  # a second "process": its own engine and pool
     scheds = [Scheduler(ctx, "scheduler-A"), Scheduler(other, "scheduler-B")]
@@ -109,7 +108,7 @@ def test_the_claim_and_the_backups_commit_together(ctx, tenant, clock, tmp_path,
     d = disk(ctx, tenant, tmp_path, "d1", size=1 << 16)
     v = vault(ctx, tenant, "vcrash", [d.id])
     pol = policy(ctx, tenant, "daily", max_backups=5)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     real = backups.create_checkpoint
 
     def crash_after(*a, **kw):

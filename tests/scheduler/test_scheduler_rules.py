@@ -11,9 +11,21 @@ from sqlalchemy import update
 
 from opencbr.catalog.models import Task, Vault
 from opencbr.scheduler import Scheduler
-from opencbr.services import policies, resources
+from opencbr.services import resources
 from opencbr.services.context import open_context
-from tests.support.scheduler import MONDAY, Driver, disk, executions, policy, task_rows, top_backups, vault
+from tests.support.scheduler import (
+    MONDAY,
+    Driver,
+    associate,
+    disk,
+    dissociate,
+    executions,
+    policy,
+    task_rows,
+    top_backups,
+    update_policy,
+    vault,
+)
 
 
 def hours(*hs: int) -> str:
@@ -26,7 +38,7 @@ def test_overrunning_backup_skips_the_next_execution_time(ctx, tenant, clock, tm
     d = disk(ctx, tenant, tmp_path, "d1")
     v = vault(ctx, tenant, "vbusy", [d.id])
     pol = policy(ctx, tenant, "hourly", patterns=[hours(0, 1, 2)], max_backups=10)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     drv = Driver(ctx, clock, run_worker=False)
     drv.run_until(MONDAY + timedelta(days=1))  # Tuesday 00:00: fired, still running
     assert [b.status for b in top_backups(ctx, v.id)] == ["protecting"]
@@ -50,7 +62,7 @@ def test_restart_neither_fires_twice_nor_forgets_and_honours_the_start_window(ct
     d = disk(ctx, tenant, tmp_path, "d1")
     v = vault(ctx, tenant, "vrestart", [d.id])
     pol = policy(ctx, tenant, "hourly", patterns=[hours(2, 3, 4, 5, 6)], max_backups=50)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     first = Driver(ctx, clock, scheduler_id="before-restart")
     first.run_until(MONDAY + timedelta(days=1, hours=2))  # Tuesday 02:00 fired
     assert len(top_backups(ctx, v.id)) == 1
@@ -94,8 +106,8 @@ def test_day_based_first_run_follows_the_day_of_creation(ctx, tenant, clock, tmp
     v14, v02 = vault(ctx, tenant, "v14", [d1.id]), vault(ctx, tenant, "v02", [d2.id])
     p14 = policy(ctx, tenant, "at14", patterns=["FREQ=DAILY;INTERVAL=3;BYHOUR=14;BYMINUTE=00"], max_backups=9)
     p02 = policy(ctx, tenant, "at02", patterns=["FREQ=DAILY;INTERVAL=3;BYHOUR=2;BYMINUTE=00"], max_backups=9)
-    policies.associate(ctx, tenant, v14.id, p14.id)
-    policies.associate(ctx, tenant, v02.id, p02.id)
+    associate(ctx, tenant, v14.id, p14.id)
+    associate(ctx, tenant, v02.id, p02.id)
     Driver(ctx, clock).run_until(MONDAY + timedelta(days=7, hours=10))
     assert [b.created_at.strftime("%a %H:%M") for b in top_backups(ctx, v14.id)] == ["Mon 14:00", "Thu 14:00",
                                                                                     "Sun 14:00"]
@@ -109,8 +121,8 @@ def test_full_backups_are_at_least_one_day_apart(ctx, tenant, clock, tmp_path):
     always, default = vault(ctx, tenant, "vfull", [d1.id]), vault(ctx, tenant, "vincr", [d2.id])
     p_full = policy(ctx, tenant, "full", patterns=[hours(1, 2, 3)], max_backups=20, full_backup_interval=0)
     p_incr = policy(ctx, tenant, "incr", patterns=[hours(1, 2, 3)], max_backups=20)
-    policies.associate(ctx, tenant, always.id, p_full.id)
-    policies.associate(ctx, tenant, default.id, p_incr.id)
+    associate(ctx, tenant, always.id, p_full.id)
+    associate(ctx, tenant, default.id, p_incr.id)
     Driver(ctx, clock).run_until(MONDAY + timedelta(days=2, hours=4))
     mode = lambda b: "full" if not b.incremental else "incr"  # noqa: E731
     assert [(b.created_at.strftime("%a %H:%M"), mode(b)) for b in top_backups(ctx, always.id)] == [
@@ -122,13 +134,14 @@ def test_full_backups_are_at_least_one_day_apart(ctx, tenant, clock, tmp_path):
 
 def test_replication_policy_executions_are_tasks_saying_replication_is_not_available(ctx, tenant, clock, tmp_path):
     d = disk(ctx, tenant, tmp_path, "sys")
-    srv = resources.register_server(ctx, tenant, name="web", system_disk=d.id)
+    with ctx.tx() as s:
+        srv = resources.register_server(s, ctx, tenant, name="web", system_disk=d.id)
     v = vault(ctx, tenant, "vsrv", [srv.id], object_type="server", rtype="OS::Nova::Server")
     rep = policy(ctx, tenant, "rep", op="replication", max_backups=3, destination_region="other-1",
                  destination_project_id="proj-remote")
     off = policy(ctx, tenant, "rep_off", op="replication", enabled=False, destination_region="other-1",
                  destination_project_id="proj-remote")
-    policies.associate(ctx, tenant, v.id, rep.id, destination_vault_id="remote-vault")
+    associate(ctx, tenant, v.id, rep.id, destination_vault_id="remote-vault")
     Driver(ctx, clock).run_until(MONDAY + timedelta(days=2, hours=3))
     reps = task_rows(ctx, operation_type="replication", vault_id=v.id)
     assert [(t.status, t.policy_id) for t in reps] == [("failed", rep.id)] * 2
@@ -137,8 +150,8 @@ def test_replication_policy_executions_are_tasks_saying_replication_is_not_avail
     assert [e.decision for e in executions(ctx, rep.id)] == ["fail", "fail"]
     assert top_backups(ctx, v.id) == []  # a replication policy makes no backups
     # a disabled replication policy records nothing a user must see
-    policies.dissociate(ctx, tenant, v.id, rep.id)
-    policies.associate(ctx, tenant, v.id, off.id, destination_vault_id="remote-vault")
+    dissociate(ctx, tenant, v.id, rep.id)
+    associate(ctx, tenant, v.id, off.id, destination_vault_id="remote-vault")
     Driver(ctx, clock).run_until(MONDAY + timedelta(days=3, hours=3))
     assert len(task_rows(ctx, operation_type="replication", vault_id=v.id)) == 2
 
@@ -149,8 +162,8 @@ def test_failed_execution_is_a_failed_task_with_the_cause(ctx, tenant, clock, tm
     d = disk(ctx, tenant, tmp_path, "d1")
     full, empty = vault(ctx, tenant, "vfull", [d.id]), vault(ctx, tenant, "vempty")
     pol = policy(ctx, tenant, "daily", max_backups=3)
-    policies.associate(ctx, tenant, full.id, pol.id)
-    policies.associate(ctx, tenant, empty.id, pol.id)
+    associate(ctx, tenant, full.id, pol.id)
+    associate(ctx, tenant, empty.id, pol.id)
     with ctx.tx() as s:
         s.execute(update(Vault).where(Vault.id == full.id).values(used_bytes=11 * 1024**3))
     Driver(ctx, clock).run_until(MONDAY + timedelta(days=1, hours=3))
@@ -170,12 +183,12 @@ def test_sweep_purges_tasks_and_execution_records_after_30_days(ctx, tenant, clo
     d = disk(ctx, tenant, tmp_path, "d1")
     v = vault(ctx, tenant, "vpurge", [d.id])
     pol = policy(ctx, tenant, "daily", max_backups=2)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     drv = Driver(ctx, clock)
     drv.run_until(MONDAY + timedelta(days=3, hours=3))
     first_tasks = {t.id for t in task_rows(ctx, vault_id=v.id)}
     assert first_tasks and len(executions(ctx, pol.id)) == 3
-    policies.update_policy(ctx, tenant, pol.id, {"enabled": False})
+    update_policy(ctx, tenant, pol.id, {"enabled": False})
     clock.now = MONDAY + timedelta(days=40)
     sched = Scheduler(ctx, "janitor")
     sched.tick()  # the disabled policy's times of the last week are recorded as skipped
@@ -187,7 +200,7 @@ def test_sweep_purges_tasks_and_execution_records_after_30_days(ctx, tenant, clo
     with ctx.tx() as s:
         assert s.query(Task).filter(Task.id.in_(first_tasks)).count() == 0
     # once the policy is no longer applied to the vault, its last record goes too
-    policies.dissociate(ctx, tenant, v.id, pol.id)
+    dissociate(ctx, tenant, v.id, pol.id)
     clock.now += timedelta(days=31)
     sched.sweep()
     assert executions(ctx, pol.id) == []

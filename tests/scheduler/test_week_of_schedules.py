@@ -7,8 +7,21 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from opencbr.services import backups, policies, tasks
-from tests.support.scheduler import MONDAY, Driver, disk, executions, policy, task_rows, top_backups, vault
+from opencbr.services import policies, tasks
+from tests.support.scheduler import (
+    MONDAY,
+    Driver,
+    associate,
+    backup_now,
+    disk,
+    dissociate,
+    executions,
+    policy,
+    task_rows,
+    top_backups,
+    update_policy,
+    vault,
+)
 
 
 def days(rows) -> list[str]:
@@ -28,10 +41,10 @@ def test_guide_5_2_example_daily_0200_keep_3(ctx, tenant, clock, tmp_path):
     v = vault(ctx, tenant, "v52", [d.id])
     pol = policy(ctx, tenant, "daily_0200", max_backups=3)
     assert clock.now == MONDAY.replace(hour=10)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     drv = Driver(ctx, clock)
     drv.run_until(MONDAY + timedelta(days=1, hours=12))  # Tuesday 12:00: a manual backup
-    manual = backups.create_checkpoint(ctx, tenant, v.id, {"name": "mine"}).backups[0]
+    manual = backup_now(ctx, tenant, v.id, {"name": "mine"}).backups[0]
     drv.drain()
     drv.run_until(MONDAY + timedelta(days=5, hours=11))  # Saturday 11:00
 
@@ -55,13 +68,15 @@ def test_guide_5_2_example_daily_0200_keep_3(ctx, tenant, clock, tmp_path):
     assert [len(t.extra_info["retention"]["deleted"]) for t in ret] == [1, 1]
     assert ret[0].resource_id == d.id and ret[0].policy_id == pol.id
     # and they are found with the guide's filters (type, status, vault, time)
-    found, n = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(operation_type="retention", status="success",
-                                                              vault_id=v.id, start_time=MONDAY + timedelta(days=4),
-                                                              end_time=MONDAY + timedelta(days=5, hours=3)))
+    with ctx.read() as s:
+        found, n = tasks.list_tasks(s, tenant, tasks.TaskFilter(operation_type="retention", status="success",
+                                                                vault_id=v.id, start_time=MONDAY + timedelta(days=4),
+                                                                end_time=MONDAY + timedelta(days=5, hours=3)))
     assert n == 2 and {t.id for t in found} == {t.id for t in ret}
-    found, n = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(operation_type="backup", vault_id=v.id,
-                                                              start_time=MONDAY + timedelta(days=3),
-                                                              end_time=MONDAY + timedelta(days=3, hours=12)))
+    with ctx.read() as s:
+        found, n = tasks.list_tasks(s, tenant, tasks.TaskFilter(operation_type="backup", vault_id=v.id,
+                                                                start_time=MONDAY + timedelta(days=3),
+                                                                end_time=MONDAY + timedelta(days=3, hours=12)))
     assert n == 1 and found[0].policy_id == pol.id and found[0].status == "success"
 
 
@@ -73,12 +88,12 @@ def test_time_period_changed_to_quantity_union_13_5_2(ctx, tenant, clock, tmp_pa
     d = disk(ctx, tenant, tmp_path, "d1")
     v = vault(ctx, tenant, "v1352", [d.id])
     pol = policy(ctx, tenant, "monthly", retention_duration_months=1)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     drv = Driver(ctx, clock)
     drv.run_until(MONDAY + timedelta(days=3, hours=10))
     assert days(auto(top_backups(ctx, v.id))) == ["Tue 06 02:00", "Wed 07 02:00", "Thu 08 02:00"]
     assert [b.retention_rule for b in top_backups(ctx, v.id)] == ["months:1"] * 3
-    policies.update_policy(ctx, tenant, pol.id, {"operation_definition": {"max_backups": 7}})
+    update_policy(ctx, tenant, pol.id, {"operation_definition": {"max_backups": 7}})
     drv.run_until(MONDAY + timedelta(days=10, hours=10))
     assert days(auto(top_backups(ctx, v.id))) == [f"{d} {n:02d} 02:00" for d, n in (
         ("Fri", 9), ("Sat", 10), ("Sun", 11), ("Mon", 12), ("Tue", 13), ("Wed", 14), ("Thu", 15))]
@@ -92,13 +107,14 @@ def test_removing_or_deleting_the_policy_deletes_no_backup_5_5_5_7(ctx, tenant, 
     by_count, by_days = vault(ctx, tenant, "vcount", [d1.id]), vault(ctx, tenant, "vdays", [d2.id])
     p_count = policy(ctx, tenant, "count", max_backups=2)
     p_days = policy(ctx, tenant, "days", retention_duration_days=3)
-    policies.associate(ctx, tenant, by_count.id, p_count.id)
-    policies.associate(ctx, tenant, by_days.id, p_days.id)
+    associate(ctx, tenant, by_count.id, p_count.id)
+    associate(ctx, tenant, by_days.id, p_days.id)
     drv = Driver(ctx, clock)
     drv.run_until(MONDAY + timedelta(days=2, hours=10))  # Wednesday: two backups in each vault
     assert len(top_backups(ctx, by_count.id)) == 2 and len(top_backups(ctx, by_days.id)) == 2
-    policies.dissociate(ctx, tenant, by_count.id, p_count.id)
-    policies.delete_policy(ctx, tenant, p_days.id)
+    dissociate(ctx, tenant, by_count.id, p_count.id)
+    with ctx.tx() as s:
+        policies.delete_policy(s, tenant, p_days.id)
     kept_count = [b.id for b in top_backups(ctx, by_count.id)]
     drv.run_until(MONDAY + timedelta(days=4, hours=10))  # Friday
     # nothing more was made, nothing kept by quantity was deleted; the 3-day backups of Tue 02:00 expired
@@ -114,13 +130,13 @@ def test_disabled_policy_fires_nothing_and_enabling_it_does_not_catch_up(ctx, te
     d = disk(ctx, tenant, tmp_path, "d1")
     v = vault(ctx, tenant, "voff", [d.id])
     pol = policy(ctx, tenant, "off", enabled=False, max_backups=5)
-    policies.associate(ctx, tenant, v.id, pol.id)
+    associate(ctx, tenant, v.id, pol.id)
     drv = Driver(ctx, clock)
     drv.run_until(MONDAY + timedelta(days=3))
     assert top_backups(ctx, v.id) == []
     assert [e.decision for e in executions(ctx, pol.id)] == ["skip", "skip"]
     assert "disabled" in executions(ctx, pol.id)[0].reason
     assert task_rows(ctx, vault_id=v.id) == []  # a disabled policy's times are not tasks
-    policies.update_policy(ctx, tenant, pol.id, {"enabled": True})
+    update_policy(ctx, tenant, pol.id, {"enabled": True})
     drv.run_until(MONDAY + timedelta(days=4))
     assert days(top_backups(ctx, v.id)) == ["Thu 08 02:00"]

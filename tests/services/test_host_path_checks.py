@@ -61,12 +61,15 @@ def _task(ctx, task_id: str) -> Task:
 def _backed_up(ctx, p, resource, object_type: str) -> str:
     """The id of an available backup of ``resource``."""
     rtype = "OS::Sfs::Turbo" if object_type == "turbo" else "OS::Cinder::Volume"
-    view = vaults.create_vault(ctx, p, {"name": f"v-{object_type}", "billing": {
-        "object_type": object_type, "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
-        "resources": [{"id": resource.id, "type": rtype}]})
-    cp = backups.create_checkpoint(ctx, p, view.vault.id)
+    with ctx.tx() as s:
+        view = vaults.create_vault(s, ctx, p, {"name": f"v-{object_type}", "billing": {
+            "object_type": object_type, "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+            "resources": [{"id": resource.id, "type": rtype}]})
+    with ctx.tx() as s:
+        cp = backups.create_checkpoint(s, ctx, p, view.vault.id)
     _drain(ctx)
-    assert backups.show_backup(ctx, p, cp.backups[0].id).backup.status == "available"
+    with ctx.read() as s:
+        assert backups.show_backup(s, p, cp.backups[0].id).backup.status == "available"
     return cp.backups[0].id
 
 
@@ -77,28 +80,33 @@ def _swap_for_symlink(path: Path, target: Path) -> None:
 
 def test_a_restore_accepted_before_the_disk_was_swapped_writes_nothing_through_it(rctx, owner, roots):
     img = Path(make_image(roots / "bd.img", 256 * 1024, seed=4))
-    disk = resources.register_disk(rctx, owner, name="bd", path=str(img))
+    with rctx.tx() as s:
+        disk = resources.register_disk(s, rctx, owner, name="bd", path=str(img))
     backup_id = _backed_up(rctx, owner, disk, "disk")
     secret = roots.parent / "outside" / "secret.img"
     secret.write_bytes(SECRET * 20)
     before = sha256(secret)
-    task_id = restore.restore_backup(rctx, owner, backup_id, {"volume_id": disk.id})
+    with rctx.tx() as s:
+        task_id = restore.restore_backup(s, rctx, owner, backup_id, {"volume_id": disk.id})
     _swap_for_symlink(img, secret)
     _drain(rctx)
     task = _task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert "symbolic link" in task.error_message
     assert sha256(secret) == before
-    view = resources.show_resource(rctx, owner, disk.id)
+    with rctx.read() as s:
+        view = resources.show_resource(s, owner, disk.id)
     assert view.status == "error" and "symbolic link" in view.resource.status_reason
-    assert backups.show_backup(rctx, owner, backup_id).backup.status == "available"
+    with rctx.read() as s:
+        assert backups.show_backup(s, owner, backup_id).backup.status == "available"
 
 
 def _fs_backup(ctx, p, roots: Path) -> str:
     tree = roots / "tree"
     tree.mkdir()
     (tree / "note.txt").write_bytes(b"a note\n")
-    fs = resources.register_file_system(ctx, p, name="tree", path=str(tree))
+    with ctx.tx() as s:
+        fs = resources.register_file_system(s, ctx, p, name="tree", path=str(tree))
     return _backed_up(ctx, p, fs, "turbo")
 
 
@@ -120,7 +128,8 @@ def test_a_new_file_system_whose_parent_was_swapped_is_not_made_outside(rctx, ow
     (roots / "c").mkdir()
     decoy = roots.parent / "outside" / "c"
     decoy.mkdir()
-    task_id, fs_id = files.create_file_system_from_backup(rctx, owner, backup_id, name="new", path=str(roots / "c" / "new"))
+    with rctx.tx() as s:
+        task_id, fs_id = files.create_file_system_from_backup(s, rctx, owner, backup_id, name="new", path=str(roots / "c" / "new"))
     _swap_for_symlink(roots / "c", decoy)
     _drain(rctx)
     task = _task(rctx, task_id)
@@ -131,21 +140,24 @@ def test_a_new_file_system_whose_parent_was_swapped_is_not_made_outside(rctx, ow
 
 
 def test_a_new_disk_whose_parent_was_swapped_is_not_made_outside(rctx, owner, roots):
-    disk = resources.register_disk(rctx, owner, name="bd", path=make_image(roots / "bd.img", 256 * 1024))
+    with rctx.tx() as s:
+        disk = resources.register_disk(s, rctx, owner, name="bd", path=make_image(roots / "bd.img", 256 * 1024))
     backup_id = _backed_up(rctx, owner, disk, "disk")
     (roots / "d").mkdir()
     decoy = roots.parent / "outside" / "d"
     decoy.mkdir()
-    task_id, disk_id = restore.create_disk_from_backup(rctx, owner, backup_id, name="copy",
-                                                       path=str(roots / "d" / "copy.img"))
+    with rctx.tx() as s:
+        task_id, disk_id = restore.create_disk_from_backup(s, rctx, owner, backup_id, name="copy",
+                                                              path=str(roots / "d" / "copy.img"))
     _swap_for_symlink(roots / "d", decoy)
     _drain(rctx)
     task = _task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert os.listdir(decoy) == []
     # and where nothing was swapped, the new disk is made, with its identity recorded
-    task_id, disk_id = restore.create_disk_from_backup(rctx, owner, backup_id, name="copy2",
-                                                       path=str(roots / "copy2.img"))
+    with rctx.tx() as s:
+        task_id, disk_id = restore.create_disk_from_backup(s, rctx, owner, backup_id, name="copy2",
+                                                              path=str(roots / "copy2.img"))
     _drain(rctx)
     assert _task(rctx, task_id).status == "success"
     assert sha256(roots / "copy2.img") == sha256(roots / "bd.img")
@@ -167,12 +179,14 @@ def test_projects_of_one_account_share_paths_only_when_the_operator_says_so(cata
             p = iam.principal_for_user(ctx, user.id, info.project_id)
             other = iam.create_project(ctx, p, f"second-{allowed}")
             p2 = iam.principal_for_user(ctx, user.id, other.id)
-            resources.register_file_system(ctx, p, name=f"one-{allowed}", path=str(fs))
+            with ctx.tx() as s:
+                resources.register_file_system(s, ctx, p, name=f"one-{allowed}", path=str(fs))
             if allowed:
-                assert resources.register_file_system(ctx, p2, name=f"two-{allowed}", path=str(fs / "sub"))
+                with ctx.tx() as s:
+                    assert resources.register_file_system(s, ctx, p2, name=f"two-{allowed}", path=str(fs / "sub"))
             else:
-                with pytest.raises(StateConflict):
-                    resources.register_file_system(ctx, p2, name=f"two-{allowed}", path=str(fs / "sub"))
+                with pytest.raises(StateConflict), ctx.tx() as s:
+                    resources.register_file_system(s, ctx, p2, name=f"two-{allowed}", path=str(fs / "sub"))
             with ctx.tx() as s:
                 for r in s.scalars(select(Resource)):
                     s.delete(r)

@@ -11,7 +11,8 @@ from opencbr.catalog.models import Backup, User, Vault
 from opencbr.config import load_settings
 from opencbr.services import backups, iam, resources, tasks, vaults
 from opencbr.services.context import open_context
-from opencbr.worker.runner import Worker
+from opencbr.services.repositories import repository
+from opencbr.worker.runner import Worker, task_handlers
 from tests.support.disks import make_image
 
 
@@ -37,11 +38,14 @@ def test_manifest_of_a_backup_killed_before_its_commit_is_collected(one_attempt_
     p = iam.principal_for_user(ctx, user.id, info.project_id)
 
     img = make_image(tmp_path / "d.img", 2 * 1024 * 1024, seed=5)
-    disk = resources.register_disk(ctx, p, name="d", path=img)
-    view = vaults.create_vault(ctx, p, {"name": "v", "billing": {
-        "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
-        "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]})
-    cp = backups.create_checkpoint(ctx, p, view.vault.id)
+    with ctx.tx() as s:
+        disk = resources.register_disk(s, ctx, p, name="d", path=img)
+    with ctx.tx() as s:
+        view = vaults.create_vault(s, ctx, p, {"name": "v", "billing": {
+            "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]})
+    with ctx.tx() as s:
+        cp = backups.create_checkpoint(s, ctx, p, view.vault.id)
     backup_id = cp.backups[0].id
 
     def die(*args, **kwargs):
@@ -54,12 +58,12 @@ def test_manifest_of_a_backup_killed_before_its_commit_is_collected(one_attempt_
     with ctx.tx() as s:
         vault = s.get(Vault, view.vault.id)
         s.expunge(vault)
-    repo = backups.repository(ctx, vault)
+    repo = repository(ctx, vault)
     assert backup_id in list(repo.list_manifests()), "the kill must land after the manifest was stored"
     assert repo.usage() > 0
 
     clock.advance(seconds=120)
-    assert tasks.expire_leases(ctx) == 1
+    assert tasks.expire_leases(ctx, task_handlers().abandoned) == 1
     with ctx.tx() as s:
         assert s.get(Backup, backup_id).status == "error"
     worker = Worker(ctx, "w-next")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from opencbr.catalog.models import PolicyBinding
 from opencbr.domain.errors import InvalidParameter, QuotaExceeded
-from opencbr.services import policies, vaults
+from opencbr.services import executions, policies, vaults
 from opencbr.services.context import open_context
 
 TRIGGER = {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=3;BYHOUR=14;BYMINUTE=00"]}}
@@ -19,49 +19,58 @@ TRIGGER = {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=3;BYHOUR=14;BYMINUTE=
 def create(ctx, p, name="p", op="backup", **od):
     if op == "replication":
         od = {"destination_region": "remote-1", "destination_project_id": "proj", **od}
-    return policies.create_policy(ctx, p, {"name": name, "operation_type": op, "operation_definition": od,
-                                           "trigger": TRIGGER})
+    with ctx.tx() as s:
+        return policies.create_policy(s, ctx, p, {"name": name, "operation_type": op, "operation_definition": od,
+                                                  "trigger": TRIGGER})
 
 
 def test_backup_policy_applied_when_the_vault_is_created(ctx, tenant):
     pol = create(ctx, tenant, max_backups=3).policy
-    v = vaults.create_vault(ctx, tenant, {"name": "v", "backup_policy_id": pol.id,
-                                          "billing": {"object_type": "disk", "protect_type": "backup", "size": 10}})
+    with ctx.tx() as s:
+        v = vaults.create_vault(s, ctx, tenant, {"name": "v", "backup_policy_id": pol.id, "billing": {
+            "object_type": "disk", "protect_type": "backup", "size": 10}})
     assert v.policy_ids == [pol.id]
-    assert [x.policy.id for x in policies.list_policies(ctx, tenant, vault_id=v.vault.id)] == [pol.id]
+    with ctx.read() as s:
+        assert [x.policy.id for x in policies.list_policies(s, tenant, vault_id=v.vault.id)] == [pol.id]
     rep = create(ctx, tenant, "r", op="replication").policy
-    with pytest.raises(InvalidParameter):
-        vaults.create_vault(ctx, tenant, {"name": "v2", "backup_policy_id": rep.id,
-                                          "billing": {"object_type": "server", "protect_type": "backup", "size": 10}})
+    with pytest.raises(InvalidParameter), ctx.tx() as s:
+        vaults.create_vault(s, ctx, tenant, {"name": "v2", "backup_policy_id": rep.id, "billing": {
+            "object_type": "server", "protect_type": "backup", "size": 10}})
 
 
 def test_trigger_start_is_the_anchor_and_restarts_when_the_times_change(ctx, tenant, clock):
     """Guide 5.2: a day-based cycle runs first on the day it is set up (if the time has not passed);
     changing the execution times sets it up again on the day of the change."""
     view = create(ctx, tenant, max_backups=3)  # Monday 10:00, every 3 days at 14:00
-    runs = policies.preview_executions(ctx, tenant, view.policy.id, 3).runs
+    with ctx.tx() as s:
+        runs = executions.preview_executions(s, ctx, tenant, view.policy.id, count=3).runs
     assert [r.scheduled_at.strftime("%a %d %H:%M") for r in runs] == ["Mon 05 14:00", "Thu 08 14:00", "Sun 11 14:00"]
     clock.advance(days=1)  # Tuesday: renaming keeps the anchor
-    same = policies.update_policy(ctx, tenant, view.policy.id, {"name": "renamed", "enabled": False})
+    with ctx.tx() as s:
+        same = policies.update_policy(s, ctx, tenant, view.policy.id, {"name": "renamed", "enabled": False})
     assert same.policy.trigger_start == view.policy.trigger_start
-    moved = policies.update_policy(ctx, tenant, view.policy.id,
-                                   {"trigger": {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=3;BYHOUR=16"]}}})
+    with ctx.tx() as s:
+        moved = policies.update_policy(s, ctx, tenant, view.policy.id,
+                                       {"trigger": {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=3;BYHOUR=16"]}}})
     assert moved.policy.trigger_start == clock.now
-    runs = policies.preview_executions(ctx, tenant, view.policy.id, 2).runs
+    with ctx.tx() as s:
+        runs = executions.preview_executions(s, ctx, tenant, view.policy.id, count=2).runs
     assert [r.scheduled_at.strftime("%a %d %H:%M") for r in runs] == ["Tue 06 16:00", "Fri 09 16:00"]
-    with pytest.raises(InvalidParameter):
-        policies.preview_executions(ctx, tenant, view.policy.id, 0)
+    with pytest.raises(InvalidParameter), ctx.tx() as s:
+        executions.preview_executions(s, ctx, tenant, view.policy.id, count=0)
 
 
 def test_deleting_a_policy_removes_it_from_its_vaults(ctx, tenant):
     pol = create(ctx, tenant, max_backups=3).policy
-    v = vaults.create_vault(ctx, tenant, {"name": "v", "billing": {"object_type": "disk", "protect_type": "backup",
-                                                                   "size": 10}}).vault
-    policies.associate(ctx, tenant, v.id, pol.id)
-    policies.delete_policy(ctx, tenant, pol.id)
+    with ctx.tx() as s:
+        v = vaults.create_vault(s, ctx, tenant, {"name": "v", "billing": {
+            "object_type": "disk", "protect_type": "backup", "size": 10}}).vault
+        policies.associate(s, ctx, tenant, v.id, pol.id)
+    with ctx.tx() as s:
+        policies.delete_policy(s, tenant, pol.id)
     with ctx.tx() as s:
         assert s.scalars(select(PolicyBinding).where(PolicyBinding.vault_id == v.id)).all() == []
-    assert vaults.show_vault(ctx, tenant, v.id).policy_ids == []
+        assert vaults.show_vault(s, tenant, v.id).policy_ids == []
 
 
 def test_the_32_policy_limit_holds_under_concurrent_creations(ctx, tenant):
@@ -89,5 +98,6 @@ def test_the_32_policy_limit_holds_under_concurrent_creations(ctx, tenant):
     for c in others:
         c.close()
     assert sorted(results) == ["ok"] * 2 + ["quota"] * 6
-    assert len(policies.list_policies(ctx, tenant, operation_type="backup")) == 32
+    with ctx.read() as s:
+        assert len(policies.list_policies(s, tenant, operation_type="backup")) == 32
     assert create(ctx, tenant, "rep", op="replication").policy.id  # counted apart

@@ -6,7 +6,7 @@ import threading
 
 from opencbr.catalog.models import Task
 from opencbr.services import tasks
-from opencbr.worker.runner import Worker
+from opencbr.worker.runner import Worker, task_handlers
 
 
 def queue(ctx, tenant, n=1, op="vault_delete", **kw):
@@ -64,7 +64,7 @@ def test_dead_worker_loses_lease_and_task_fails_with_reason(ctx, tenant, clock):
     run = tasks.claim_next(ctx, "dead-worker")
     assert run is not None
     clock.advance(seconds=10)
-    assert tasks.expire_leases(ctx) == 0  # still within the lease
+    assert tasks.expire_leases(ctx, task_handlers().abandoned) == 0  # still within the lease
     clock.advance(seconds=30)
     abandoned = []
     assert tasks.expire_leases(ctx, lambda s, t: abandoned.append(t.id)) == 1
@@ -82,7 +82,7 @@ def test_retry_when_attempts_remain(ctx, tenant, clock):
     (tid,) = queue(ctx, tenant, max_attempts=2)
     tasks.claim_next(ctx, "w1")
     clock.advance(seconds=31)
-    tasks.expire_leases(ctx)
+    tasks.expire_leases(ctx, task_handlers().abandoned)
     assert status(ctx, tid).status == "waiting"
     run = tasks.claim_next(ctx, "w2")
     assert run.task_id == tid and run.attempt == 2
@@ -91,14 +91,16 @@ def test_retry_when_attempts_remain(ctx, tenant, clock):
 def test_recover_orphans_of_dead_process(ctx, tenant):
     (tid,) = queue(ctx, tenant)
     tasks.claim_next(ctx, "host:999999:0")
-    assert tasks.recover_orphans(ctx, lambda owner: owner.startswith("host:999999")) == 1
+    assert tasks.recover_orphans(ctx, lambda owner: owner.startswith("host:999999"),
+                                 task_handlers().abandoned) == 1
     assert status(ctx, tid).status == "failed"
 
 
 def test_cancel(ctx, tenant):
     (tid,) = queue(ctx, tenant)
     run = tasks.claim_next(ctx, "w1")
-    tasks.request_cancel(ctx, tenant, tid)
+    with ctx.tx() as s:
+        tasks.request_cancel(s, tenant, tid)
     try:
         run.progress(10)
         raise AssertionError("expected TaskCancelled")
@@ -118,17 +120,22 @@ def test_list_filters_and_purge(ctx, tenant, clock):
     a = queue(ctx, tenant, op="vault_delete", vault_id="v1", vault_name="alpha")
     clock.advance(days=1)
     b = queue(ctx, tenant, op="remove_resource", vault_id="v2", vault_name="beta")
-    rows, total = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(operation_type="remove_resource"))
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, tenant, tasks.TaskFilter(operation_type="remove_resource"))
     assert total == 1 and rows[0].id == b[0]
-    rows, total = tasks.list_tasks(ctx, tenant, tasks.TaskFilter(vault_name="alp"))
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, tenant, tasks.TaskFilter(vault_name="alp"))
     assert [r.id for r in rows] == a
-    rows, total = tasks.list_tasks(ctx, tenant, tasks.TaskFilter())
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, tenant, tasks.TaskFilter())
     assert [r.id for r in rows] == b + a  # newest first
     run = tasks.claim_next(ctx, "w")
     tasks.finish(ctx, run, tasks.SUCCESS)
     clock.advance(days=31)
-    assert tasks.purge_old(ctx) == 1  # only finished tasks older than 30 days go (guide ch. 9)
-    assert tasks.list_tasks(ctx, tenant, tasks.TaskFilter())[1] == 1
+    with ctx.tx() as s:
+        assert tasks.purge_old(s, ctx) == 1  # only finished tasks older than 30 days go (guide ch. 9)
+    with ctx.read() as s:
+        assert tasks.list_tasks(s, tenant, tasks.TaskFilter())[1] == 1
 
 
 # ------------------------------------------------------------------------------------ hardening (issue 11)
@@ -140,7 +147,7 @@ def test_finish_of_an_expired_worker_keeps_the_failure_reason(ctx, tenant, clock
     (tid,) = queue(ctx, tenant)
     run = tasks.claim_next(ctx, "slow-worker")
     clock.advance(seconds=31)
-    assert tasks.expire_leases(ctx) == 1
+    assert tasks.expire_leases(ctx, task_handlers().abandoned) == 1
     tasks.finish(ctx, run, tasks.FAILED, error=CBRError("cancelled at the user's request", code="BackupService.6903"))
     tasks.finish(ctx, run, tasks.SUCCESS)
     t = status(ctx, tid)
@@ -230,18 +237,14 @@ def test_stopping_worker_hands_back_its_running_task(ctx, tenant):
             run.progress(i % 100)
             threading.Event().wait(0.05)
 
-    tasks.HANDLERS["sync"] = slow
-    try:
-        (tid,) = queue(ctx, tenant, op="sync")
-        w = Worker(ctx, "w-stop")
-        t = threading.Thread(target=w.run_once)
-        t.start()
-        assert started.wait(10)
-        w.stop()
-        t.join(10)
-        assert not t.is_alive()
-    finally:
-        del tasks.HANDLERS["sync"]
+    (tid,) = queue(ctx, tenant, op="sync")
+    w = Worker(ctx, "w-stop", handlers=tasks.TaskHandlers(runs={"sync": slow}))
+    t = threading.Thread(target=w.run_once)
+    t.start()
+    assert started.wait(10)
+    w.stop()
+    t.join(10)
+    assert not t.is_alive()
     task = status(ctx, tid)
     assert task.status == "waiting" and "handed back" in task.error_message and task.attempts == 0
 

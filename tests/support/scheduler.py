@@ -10,8 +10,7 @@ from sqlalchemy import select
 
 from opencbr.catalog.models import Backup, PolicyExecution, Task
 from opencbr.scheduler import Scheduler
-from opencbr.services import backups as _backups  # noqa: F401 - registers the backup/delete task handlers
-from opencbr.services import policies, resources, vaults
+from opencbr.services import backups, policies, resources, vaults
 from opencbr.worker.runner import Worker
 
 MONDAY = datetime(2026, 1, 5)  # the FakeClock starts on Monday 2026-01-05 10:00
@@ -23,14 +22,16 @@ def disk(ctx, p, tmp_path, name: str, size: int = 1 << 20):
     with open(path, "wb") as f:
         f.write(os.urandom(1 << 14))
         f.truncate(size)
-    return resources.register_disk(ctx, p, name=name, path=str(path))
+    with ctx.tx() as s:
+        return resources.register_disk(s, ctx, p, name=name, path=str(path))
 
 
 def vault(ctx, p, name: str, resource_ids=(), object_type: str = "disk", rtype: str = "OS::Cinder::Volume",
           size: int = 10, protect_type: str = "backup"):
-    return vaults.create_vault(ctx, p, {"name": name, "billing": {"object_type": object_type, "protect_type": protect_type,
-                                                                 "size": size},
-                                        "resources": [{"id": r, "type": rtype} for r in resource_ids]}).vault
+    with ctx.tx() as s:
+        return vaults.create_vault(s, ctx, p, {
+            "name": name, "billing": {"object_type": object_type, "protect_type": protect_type, "size": size},
+            "resources": [{"id": r, "type": rtype} for r in resource_ids]}).vault
 
 
 def policy(ctx, p, name: str = "daily", patterns=(DAILY_0200,), op: str = "backup", enabled: bool = True,
@@ -38,8 +39,31 @@ def policy(ctx, p, name: str = "daily", patterns=(DAILY_0200,), op: str = "backu
     props: dict = {"pattern": list(patterns)}
     if start_window is not None:
         props["start_window_minutes"] = start_window
-    return policies.create_policy(ctx, p, {"name": name, "operation_type": op, "enabled": enabled,
-                                           "operation_definition": definition, "trigger": {"properties": props}}).policy
+    with ctx.tx() as s:
+        return policies.create_policy(s, ctx, p, {"name": name, "operation_type": op, "enabled": enabled,
+                                                  "operation_definition": definition,
+                                                  "trigger": {"properties": props}}).policy
+
+
+def associate(ctx, p, vault_id: str, policy_id: str, **kw) -> None:
+    with ctx.tx() as s:
+        policies.associate(s, ctx, p, vault_id, policy_id, **kw)
+
+
+def dissociate(ctx, p, vault_id: str, policy_id: str) -> None:
+    with ctx.tx() as s:
+        policies.dissociate(s, ctx, p, vault_id, policy_id)
+
+
+def update_policy(ctx, p, policy_id: str, body: dict) -> None:
+    with ctx.tx() as s:
+        policies.update_policy(s, ctx, p, policy_id, body)
+
+
+def backup_now(ctx, p, vault_id: str, params: dict | None = None):
+    """A manual backup (the API's create_checkpoint)."""
+    with ctx.tx() as s:
+        return backups.create_checkpoint(s, ctx, p, vault_id, params)
 
 
 def top_backups(ctx, vault_id: str, *, statuses=("available", "protecting", "error")) -> list[Backup]:

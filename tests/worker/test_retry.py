@@ -8,20 +8,23 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from opencbr import server as _handlers  # noqa: F401 (registers every task handler)
 from opencbr.catalog.models import Task
 from opencbr.services import backups, resources, tasks, vaults
-from opencbr.worker.runner import Worker
+from opencbr.services.repositories import repository
+from opencbr.worker.runner import Worker, task_handlers
 from tests.support.disks import MiB, make_image
 
 
 def test_retry_of_a_published_backup_keeps_it(ctx, tenant, clock, tmp_path):  # noqa: F811
     img = make_image(tmp_path / "d.img", 2 * MiB, seed=3)
-    disk = resources.register_disk(ctx, tenant, name="d", path=img)
-    v = vaults.create_vault(ctx, tenant, {"name": "v", "billing": {"object_type": "disk", "protect_type": "backup",
-                                                                   "size": 10},
-                                          "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]}).vault
-    view = backups.create_checkpoint(ctx, tenant, v.id)
+    with ctx.tx() as s:
+        disk = resources.register_disk(s, ctx, tenant, name="d", path=img)
+    with ctx.tx() as s:
+        v = vaults.create_vault(s, ctx, tenant, {
+            "name": "v", "billing": {"object_type": "disk", "protect_type": "backup", "size": 10},
+            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]}).vault
+    with ctx.tx() as s:
+        view = backups.create_checkpoint(s, ctx, tenant, v.id)
     (task_id,) = view.task_ids
     b = view.backups[0]
     assert Worker(ctx, "w1").run_once()
@@ -29,14 +32,15 @@ def test_retry_of_a_published_backup_keeps_it(ctx, tenant, clock, tmp_path):  # 
     with ctx.tx() as s:
         s.execute(update(Task).where(Task.id == task_id).values(
             status=tasks.RUNNING, lease_owner="w1", lease_expires_at=ctx.now() - timedelta(seconds=1)))
-    assert tasks.expire_leases(ctx) == 1
+    assert tasks.expire_leases(ctx, task_handlers().abandoned) == 1
     os.unlink(img)  # a re-run could not even read the disk now
     assert Worker(ctx, "w2").run_once()
     with ctx.tx() as s:
         task = s.get(Task, task_id)
         assert (task.status, task.attempts) == ("success", 2), task.error_message
-    assert backups.show_backup(ctx, tenant, b.id).backup.status == "available"
-    repo = backups.repository(ctx, v, create=False)
+    with ctx.read() as s:
+        assert backups.show_backup(s, tenant, b.id).backup.status == "available"
+    repo = repository(ctx, v, create=False)
     assert b.id in repo.list_manifests()
     out = tmp_path / "restored.img"
     repo.restore_disk(b.id, str(out))

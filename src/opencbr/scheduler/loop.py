@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from opencbr.services import policies, tasks
+from opencbr.services import executions, retention, tasks
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.scheduler")
@@ -24,26 +24,26 @@ SWEEP_SECONDS = 900.0
 @dataclass
 class TickReport:
     now: datetime
-    outcomes: list[policies.ExecutionOutcome] = field(default_factory=list)
+    outcomes: list[executions.ExecutionOutcome] = field(default_factory=list)
     errors: int = 0
 
     @property
-    def fired(self) -> list[policies.ExecutionOutcome]:
-        return [o for o in self.outcomes if o.decision == policies.FIRE]
+    def fired(self) -> list[executions.ExecutionOutcome]:
+        return [o for o in self.outcomes if o.decision == executions.FIRE]
 
     @property
-    def skipped(self) -> list[policies.ExecutionOutcome]:
-        return [o for o in self.outcomes if o.decision == policies.SKIP]
+    def skipped(self) -> list[executions.ExecutionOutcome]:
+        return [o for o in self.outcomes if o.decision == executions.SKIP]
 
     @property
-    def failed(self) -> list[policies.ExecutionOutcome]:
-        return [o for o in self.outcomes if o.decision == policies.FAIL]
+    def failed(self) -> list[executions.ExecutionOutcome]:
+        return [o for o in self.outcomes if o.decision == executions.FAIL]
 
 
 @dataclass
 class SweepReport:
     now: datetime
-    pruned: list[policies.ResourceRetention] = field(default_factory=list)
+    pruned: list[retention.ResourceRetention] = field(default_factory=list)
     tasks_purged: int = 0
     executions_purged: int = 0
 
@@ -79,10 +79,12 @@ class Scheduler:
         """Decide and record every due execution of every applied policy, once."""
         now = now or self.ctx.now()
         report = TickReport(now)
-        for policy_id, vault_id in policies.scheduled_bindings(self.ctx):
+        with self.ctx.tx() as s:
+            bindings = executions.scheduled_bindings(s)
+        for policy_id, vault_id in bindings:
             try:
-                report.outcomes += policies.run_due_executions(self.ctx, policy_id, vault_id, now=now,
-                                                               scheduler_id=self.scheduler_id)
+                report.outcomes += executions.run_due_executions(self.ctx, policy_id, vault_id, now=now,
+                                                                 scheduler_id=self.scheduler_id)
             except Exception:  # one broken policy or vault must not stop the others
                 report.errors += 1
                 log.exception("scheduler: policy %s on vault %s failed; retried next tick", policy_id, vault_id)
@@ -96,9 +98,11 @@ class Scheduler:
         days purged (guide ch. 9: the task list shows the past 30 days)."""
         now = now or self.ctx.now()
         report = SweepReport(now)
-        report.pruned = policies.retention_sweep(self.ctx, now=now)
-        report.tasks_purged = tasks.purge_old(self.ctx)
-        report.executions_purged = policies.purge_executions(self.ctx)
+        report.pruned = retention.retention_sweep(self.ctx, now=now)
+        with self.ctx.tx() as s:
+            report.tasks_purged = tasks.purge_old(s, self.ctx)
+        with self.ctx.tx() as s:
+            report.executions_purged = executions.purge_executions(s, self.ctx)
         self._last_sweep = now
         if report.pruned or report.tasks_purged:
             log.info("sweep: %d backups to delete by retention, %d old tasks purged",

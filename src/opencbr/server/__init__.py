@@ -7,10 +7,3 @@
 
 The ``cbr`` commands are thin callers of these; nothing here prints for a user.
 """
-
-# Importing the service modules registers their task handlers.
-from opencbr.services import backups as _backups  # noqa: F401
-from opencbr.services import files as _files  # noqa: F401
-from opencbr.services import hosts as _hosts  # noqa: F401
-from opencbr.services import restore as _restore  # noqa: F401
-from opencbr.services import vaults as _vaults  # noqa: F401

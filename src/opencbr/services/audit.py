@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Account, AuditEvent
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound
@@ -96,7 +97,7 @@ SORT_KEYS = {"time": AuditEvent.time, "trace_name": AuditEvent.trace_name, "user
 OUTCOMES = ("success", "failure")
 
 
-def list_events(ctx: ServiceContext, p: Principal, f: AuditFilter, limit: int = 100,
+def list_events(s: Session, p: Principal, f: AuditFilter, *, limit: int = 100,
                 offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[AuditEvent], int]:
     """Audit events of the caller's account (admins), or of any account (the operator)."""
     p.require_admin()
@@ -115,18 +116,16 @@ def list_events(ctx: ServiceContext, p: Principal, f: AuditFilter, limit: int = 
         conds.append(AuditEvent.time >= f.start_time)
     if f.end_time:
         conds.append(AuditEvent.time <= f.end_time)
-    with ctx.read() as s:
-        total = s.scalar(select(func.count()).select_from(AuditEvent).where(and_(*conds))) or 0
-        order = listing.order_by(sort, SORT_KEYS, [AuditEvent.time.desc(), AuditEvent.id.desc()], AuditEvent.id)
-        rows = list(s.scalars(select(AuditEvent).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
+    total = s.scalar(select(func.count()).select_from(AuditEvent).where(and_(*conds))) or 0
+    order = listing.order_by(sort, SORT_KEYS, [AuditEvent.time.desc(), AuditEvent.id.desc()], AuditEvent.id)
+    rows = list(s.scalars(select(AuditEvent).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
     return rows, total
 
 
-def set_tracker(ctx: ServiceContext, p: Principal, enabled: bool) -> None:
+def set_tracker(s: Session, p: Principal, enabled: bool) -> None:
     """Guide ch. 11: disabling the tracker stops recording; existing records stay readable."""
     p.require_admin()
-    with ctx.tx() as s:
-        account = s.get(Account, p.account_id)
-        if account is None:
-            raise NotFound("account not found")
-        account.audit_enabled = bool(enabled)
+    account = s.get(Account, p.account_id)
+    if account is None:
+        raise NotFound("account not found")
+    account.audit_enabled = bool(enabled)

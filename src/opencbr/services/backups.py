@@ -9,9 +9,6 @@ manifest only after its data, and the catalog marks the backup available only af
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,65 +21,24 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
-from opencbr.engine import BackupCancelled, LockTiming, Repository
+from opencbr.engine import BackupCancelled, Repository
 from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.base import Opened, ReadView
 from opencbr.services import listing, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
+from opencbr.services.deletion import queue_delete, queue_delete_for_system
+from opencbr.services.lookups import children, data_backups, get_backup, get_vault
 from opencbr.services.principal import Principal
-from opencbr.services.vaults import get_vault
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
+from opencbr.services.retention import apply_retention_after_backup
 
 log = logging.getLogger("opencbr.backups")
 GB = 1024**3
 
 
-# ------------------------------------------------------------------------------------ repositories
-_repo_lock = threading.Lock()
-
-
-def lock_timing(ctx: ServiceContext) -> LockTiming:
-    """Repository locks follow the task lease: a writer that stopped refreshing its lock for 4 leases
-    (2 minutes by default) is dead, whatever its pid says (pids repeat across PID namespaces)."""
-    stale = max(20.0, 4.0 * ctx.settings.task_lease_seconds)
-    return LockTiming(refresh_interval=stale / 8, stale_after=stale)
-
-
-def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Repository:
-    """The engine repository of a vault, created on first use (encrypted unless the vault is not)."""
-    prefix = f"vaults/{vault.id}/"
-    store = ctx.store
-    timing = lock_timing(ctx)
-    try:
-        return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)
-    except NotFound:
-        if not create:
-            raise
-    with _repo_lock:
-        try:
-            return Repository.create(store, prefix, ctx.master_key, encrypted=vault.encrypted, lock_timing=timing)
-        except StateConflict:  # another worker created it meanwhile
-            return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)
-
-
 # ------------------------------------------------------------------------------------ queries
-def get_backup(s: Session, project_id: str, backup_id: str, *, for_update: bool = False) -> Backup:
-    b = s.get(Backup, backup_id, with_for_update=for_update) if isinstance(backup_id, str) else None
-    if b is None or b.project_id != project_id:
-        raise NotFound(f"backup {backup_id} not found", code="BackupService.6110")
-    return b
-
-
-def children(s: Session, backup_id: str) -> list[Backup]:
-    rows = s.scalars(select(Backup).where(Backup.parent_id == backup_id))
-    return sorted(rows, key=lambda c: (c.disk_role != "system", c.device_index or 0))
-
-
-def data_backups(s: Session, b: Backup) -> list[Backup]:
-    """The backups whose data the engine holds: a server backup's disk children, else itself."""
-    return children(s, b.id) if b.resource_type == R.SERVER else [b]
-
-
 @dataclass
 class BackupView:
     backup: Backup
@@ -111,7 +67,7 @@ SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "
              "status": Backup.status, "protected_at": Backup.protected_at, "id": Backup.id}
 
 
-def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int = 1000, offset: int = 0,
+def list_backups(s: Session, p: Principal, f: BackupFilter, *, limit: int = 1000, offset: int = 0,
                  sort: listing.Sort | None = None, marker: str | None = None) -> tuple[list[BackupView], int]:
     """Guide 4.1: search by status, name, id, vault, resource name/id/type, replica or not, and date.
     Disk backups inside a server backup are shown as its ``children``, not on their own, unless asked
@@ -142,12 +98,11 @@ def list_backups(ctx: ServiceContext, p: Principal, f: BackupFilter, limit: int 
         conds.append(Backup.incremental.is_(f.incremental))
     # Newest first by default, as the public API lists backups.
     order = listing.order_by(sort, SORT_KEYS, [Backup.created_at.desc(), Backup.id], Backup.id)
-    with ctx.read() as s:
-        if marker:
-            offset += _position(s, conds, order, marker)
-        total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
-        rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
-        return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
+    if marker:
+        offset += _position(s, conds, order, marker)
+    total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
+    rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
+    return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
 
 
 def _position(s: Session, conds: list, order: list, marker: str) -> int:
@@ -160,33 +115,30 @@ def _position(s: Session, conds: list, order: list, marker: str) -> int:
     return int(n)
 
 
-def show_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> BackupView:
-    with ctx.read() as s:
-        b = get_backup(s, p.project_id, backup_id)
-        return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
+def show_backup(s: Session, p: Principal, backup_id: str) -> BackupView:
+    b = get_backup(s, p.project_id, backup_id)
+    return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
 
 
-def show_checkpoint(ctx: ServiceContext, p: Principal, checkpoint_id: str) -> tuple[Checkpoint, Vault, list[Backup]]:
-    with ctx.read() as s:
-        cp = s.get(Checkpoint, checkpoint_id) if isinstance(checkpoint_id, str) else None
-        if cp is None or cp.project_id != p.project_id:
-            raise NotFound(f"checkpoint {checkpoint_id} not found", code="BackupService.6111")
-        vault = s.get(Vault, cp.vault_id)
-        rows = list(s.scalars(select(Backup).where(Backup.checkpoint_id == cp.id, Backup.parent_id.is_(None))))
-        return cp, vault, rows
+def show_checkpoint(s: Session, p: Principal, checkpoint_id: str) -> tuple[Checkpoint, Vault, list[Backup]]:
+    cp = s.get(Checkpoint, checkpoint_id) if isinstance(checkpoint_id, str) else None
+    if cp is None or cp.project_id != p.project_id:
+        raise NotFound(f"checkpoint {checkpoint_id} not found", code="BackupService.6111")
+    vault = s.get(Vault, cp.vault_id)
+    rows = list(s.scalars(select(Backup).where(Backup.checkpoint_id == cp.id, Backup.parent_id.is_(None))))
+    return cp, vault, rows
 
 
-def update_backup(ctx: ServiceContext, p: Principal, backup_id: str, name: object) -> BackupView:
+def update_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, name: object) -> BackupView:
     """Rename a backup (update_backup in the API)."""
     p.require_write()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id, for_update=True)
-        b.name = B.check_backup_name(name)
-        b.updated_at = ctx.now()
-        return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
+    b = get_backup(s, p.project_id, backup_id, for_update=True)
+    b.name = B.check_backup_name(name)
+    b.updated_at = ctx.now()
+    return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
 
 
-def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = None,
+def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None,
                    resource_type: str | None = None) -> list[dict]:
     """Per resource: backup count and the stored bytes its backups added (show_storage_usage)."""
     conds = [Backup.project_id == p.project_id, Backup.parent_id.is_(None)]
@@ -194,11 +146,10 @@ def resource_usage(ctx: ServiceContext, p: Principal, resource_id: str | None = 
         conds.append(Backup.resource_id == resource_id)
     if resource_type:
         conds.append(Backup.resource_type == resource_type)
-    with ctx.read() as s:
-        rows = s.execute(select(Backup.resource_id, Backup.resource_name, Backup.resource_type,
-                                func.count(Backup.id), func.sum(Backup.added_bytes))
-                         .where(and_(*conds)).group_by(Backup.resource_id, Backup.resource_name,
-                                                       Backup.resource_type)).all()
+    rows = s.execute(select(Backup.resource_id, Backup.resource_name, Backup.resource_type,
+                            func.count(Backup.id), func.sum(Backup.added_bytes))
+                     .where(and_(*conds)).group_by(Backup.resource_id, Backup.resource_name,
+                                                   Backup.resource_type)).all()
     return [{"resource_id": r[0], "resource_name": r[1], "resource_type": r[2], "backup_count": int(r[3]),
              "backup_bytes": int(r[4] or 0)} for r in rows]
 
@@ -224,7 +175,7 @@ class CheckpointView:
     task_ids: list[str]
 
 
-def create_checkpoint(ctx: ServiceContext, p: Principal, vault_id: str, params: dict | None = None, *,
+def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, params: dict | None = None, *,
                       auto_trigger: bool = False, policy_id: str = "", retention_rule: str = "",
                       now: datetime | None = None) -> CheckpointView:
     """Back up one, several or all resources of a vault (guide 2.4; the API's create_checkpoint).
@@ -250,51 +201,50 @@ def create_checkpoint(ctx: ServiceContext, p: Principal, vault_id: str, params: 
     if wanted is not None and (not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted)):
         raise InvalidParameter("resources must be a list of resource ids")
     now = now or ctx.now()
-    with ctx.tx() as s:
-        vault = get_vault(s, p.project_id, vault_id, for_update=True)
-        if vault.protect_type != "backup":
-            raise InvalidParameter("backups are made in backup vaults; this is a replication vault",
-                                   code="BackupService.6419")
-        if vault.status not in ("available", "locked"):
-            raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
-        _ensure_capacity(vault)
-        bound = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.vault_id == vault.id))}
-        ids = list(dict.fromkeys(wanted)) if wanted else list(bound)
-        if not ids:
-            raise InvalidParameter("the vault has no resources to back up; associate resources first",
-                                   code="BackupService.6420")
-        for rid in ids:
-            if rid not in bound:
-                raise InvalidParameter(f"resource {rid} is not associated with vault {vault.name}",
-                                       code="BackupService.6421")
-        resources = [res_svc.get_resource(s, p.project_id, rid) for rid in ids]
-        for res in resources:
-            R.check_protectable(res_svc.resource_state(s, res))
-            busy = s.scalar(select(Backup.id).where(Backup.vault_id == vault.id, Backup.resource_id == res.id,
-                                                    Backup.parent_id.is_(None),
-                                                    Backup.status == B.PROTECTING))
-            if busy:
-                raise StateConflict(f"a backup of {res.name} is already running", code="BackupService.6422")
-        cp = Checkpoint(project_id=p.project_id, vault_id=vault.id, status="protecting", name=base,
-                        description=description, retention_duration_days=retention_days, auto_trigger=auto_trigger,
-                        policy_id=policy_id, created_at=now, updated_at=now)
-        s.add(cp)
-        s.flush()
-        made, task_ids = [], []
-        for res, name in zip(resources, B.backup_names(base, len(resources)), strict=True):
-            b = _new_backup(s, p, vault, cp, res, name, description, full, auto_trigger, policy_id, retention_rule,
-                            retention_days, now, bound[res.id].extra_info or {})
-            task = tasks.new_task(s, project_id=p.project_id, operation_type="backup", now=now, vault_id=vault.id,
-                                  vault_name=vault.name, resource_id=res.id, resource_name=res.name,
-                                  resource_type=res.type, checkpoint_id=cp.id, policy_id=policy_id,
-                                  provider_id=R.PROVIDER_ID[res.type], request_id=p.request_id,
-                                  params={"backup_id": b.id},
-                                  extra_info={"backup": {"backup_id": b.id, "backup_name": b.name,
-                                                         "incremental": b.incremental}})
-            b.task_id = task.id
-            made.append(b)
-            task_ids.append(task.id)
-        return CheckpointView(cp, vault, made, task_ids)
+    vault = get_vault(s, p.project_id, vault_id, for_update=True)
+    if vault.protect_type != "backup":
+        raise InvalidParameter("backups are made in backup vaults; this is a replication vault",
+                               code="BackupService.6419")
+    if vault.status not in ("available", "locked"):
+        raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
+    _ensure_capacity(vault)
+    bound = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.vault_id == vault.id))}
+    ids = list(dict.fromkeys(wanted)) if wanted else list(bound)
+    if not ids:
+        raise InvalidParameter("the vault has no resources to back up; associate resources first",
+                               code="BackupService.6420")
+    for rid in ids:
+        if rid not in bound:
+            raise InvalidParameter(f"resource {rid} is not associated with vault {vault.name}",
+                                   code="BackupService.6421")
+    resources = [res_svc.get_resource(s, p.project_id, rid) for rid in ids]
+    for res in resources:
+        R.check_protectable(res_svc.resource_state(s, res))
+        busy = s.scalar(select(Backup.id).where(Backup.vault_id == vault.id, Backup.resource_id == res.id,
+                                                Backup.parent_id.is_(None),
+                                                Backup.status == B.PROTECTING))
+        if busy:
+            raise StateConflict(f"a backup of {res.name} is already running", code="BackupService.6422")
+    cp = Checkpoint(project_id=p.project_id, vault_id=vault.id, status="protecting", name=base,
+                    description=description, retention_duration_days=retention_days, auto_trigger=auto_trigger,
+                    policy_id=policy_id, created_at=now, updated_at=now)
+    s.add(cp)
+    s.flush()
+    made, task_ids = [], []
+    for res, name in zip(resources, B.backup_names(base, len(resources)), strict=True):
+        b = _new_backup(s, p, vault, cp, res, name, description, full, auto_trigger, policy_id, retention_rule,
+                        retention_days, now, bound[res.id].extra_info or {})
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="backup", now=now, vault_id=vault.id,
+                              vault_name=vault.name, resource_id=res.id, resource_name=res.name,
+                              resource_type=res.type, checkpoint_id=cp.id, policy_id=policy_id,
+                              provider_id=R.PROVIDER_ID[res.type], request_id=p.request_id,
+                              params={"backup_id": b.id},
+                              extra_info={"backup": {"backup_id": b.id, "backup_name": b.name,
+                                                     "incremental": b.incremental}})
+        b.task_id = task.id
+        made.append(b)
+        task_ids.append(task.id)
+    return CheckpointView(cp, vault, made, task_ids)
 
 
 def _ensure_capacity(vault: Vault) -> None:
@@ -351,58 +301,6 @@ def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Res
     return b
 
 
-# ------------------------------------------------------------------------------------ progress
-class TaskProgress:
-    """Adapts the engine's ``progress(done, total)`` to task progress: throttled, and turning a user's
-    cancel request, a lost lease or the ``guard``'s error (e.g. storage running out; kept in
-    ``stopped_by``) into the engine's ``cancel`` event (never raising in engine threads)."""
-
-    def __init__(self, run: tasks.TaskRun, *, lo: int = 0, hi: int = 99, every: float = 1.0,
-                 guard: Callable[[], None] | None = None):
-        self.run, self.lo, self.hi, self.every, self.guard = run, lo, hi, every, guard
-        self.cancel = threading.Event()
-        self.lease_lost = False
-        self._stops: list[CBRError] = []  # what the guard raised, shared with the spans
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.guard is not None and not self.cancel.is_set():  # every call (~10/s): storage fills fast
-            try:
-                self.guard()
-            except CBRError as e:
-                self._stops.append(e)
-                self.cancel.set()
-        now = time.monotonic()
-        if now - self._last < self.every:
-            return
-        with self._lock:
-            if now - self._last < self.every:
-                return
-            self._last = now
-            pct = self.lo + (self.hi - self.lo) * (done / total if total else 1)
-            try:
-                self.run.progress(int(pct))
-            except tasks.TaskCancelled:
-                self.cancel.set()
-            except tasks.LeaseLost:
-                self.lease_lost = True
-                self.cancel.set()
-            except Exception:  # the catalog hiccuped: keep backing up, report next time
-                log.exception("cannot report progress of task %s", self.run.task_id)
-
-    def span(self, lo: int, hi: int) -> TaskProgress:
-        """A child for one part of the work (e.g. one disk of a server), sharing the cancel event."""
-        child = TaskProgress(self.run, lo=lo, hi=hi, every=self.every, guard=self.guard)
-        child.cancel, child._stops = self.cancel, self._stops
-        return child
-
-    @property
-    def stopped_by(self) -> CBRError | None:
-        """The guard's error if it stopped the work (e.g. storage running out), else None."""
-        return self._stops[0] if self._stops else None
-
-
 # ------------------------------------------------------------------------------------ backup task
 def _manifest_meta(b: Backup, vault: Vault, parent: Backup | None, consistency: dict) -> dict:
     """What the store keeps with each backup, enough to rebuild the catalog (``cbr admin vault rebuild``)."""
@@ -423,7 +321,6 @@ def _manifest_meta(b: Backup, vault: Vault, parent: Backup | None, consistency: 
     return meta
 
 
-@tasks.handler("backup")
 def run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """Back up one resource; on any failure the backup turns ``error`` with the reason (guide 4.1)."""
     try:
@@ -499,9 +396,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     if run.attempt > 1:  # what the lost attempt stored and never indexed goes at the next GC
         _queue_gc(ctx, b.project_id, vault)
     # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
-    from opencbr.services import policies  # policies build on backups
-
-    policies.apply_retention_after_backup(ctx, b.vault_id, b.resource_id)
+    apply_retention_after_backup(ctx, b.vault_id, b.resource_id)
     run.set_extra(backup={"backup_id": b.id, "backup_name": b.name, "incremental": b.incremental,
                           "logical_bytes": outcome.logical_bytes, "added_bytes": outcome.added_bytes,
                           "consistency": outcome.consistency["method"], "partial": outcome.partial,
@@ -639,45 +534,20 @@ def fail_backup_rows(s: Session, backup_id: str, code: str, message: str, now: d
 
 
 # ------------------------------------------------------------------------------------ delete
-def delete_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, reason: str = "") -> str:
+def delete_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, reason: str = "") -> str:
     """Guide 4.3: delete an available or error backup. It turns ``deleting``; a ``delete`` task removes
     its manifest, then the rows; chunks other backups use stay (13.2.11)."""
     p.require_write()
     now = ctx.now()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id, for_update=True)
-        if b.parent_id is not None:
-            raise InvalidParameter("this is a disk of a server backup; delete the server backup",
-                                   code="BackupService.6425")
-        vault = s.get(Vault, b.vault_id)
-        B.check_deletable(b.status, vault.status, b.used_by_image)
-        return _queue_delete(s, p.project_id, b, vault, now, p.request_id, reason)
-
-
-def _queue_delete(s: Session, project_id: str, b: Backup, vault: Vault, now: datetime, request_id: str = "",
-                  reason: str = "") -> str:
-    for row in [b, *children(s, b.id)]:
-        row.status, row.updated_at = B.DELETING, now
-    task = tasks.new_task(s, project_id=project_id, operation_type="delete", now=now, vault_id=vault.id,
-                          vault_name=vault.name, resource_id=b.resource_id, resource_name=b.resource_name,
-                          resource_type=b.resource_type, provider_id=R.PROVIDER_ID.get(b.resource_type, ""),
-                          request_id=request_id, params={"backup_id": b.id}, max_attempts=5,
-                          extra_info={"delete": {"backup_id": b.id, "backup_name": b.name},
-                                      **({"reason": reason} if reason else {})})
-    return task.id
-
-
-def queue_delete_for_system(ctx: ServiceContext, s: Session, b: Backup, reason: str) -> str | None:
-    """Delete a backup on the system's behalf (retention, dissociation). Skips ones not deletable now."""
+    b = get_backup(s, p.project_id, backup_id, for_update=True)
+    if b.parent_id is not None:
+        raise InvalidParameter("this is a disk of a server backup; delete the server backup",
+                               code="BackupService.6425")
     vault = s.get(Vault, b.vault_id)
-    try:
-        B.check_deletable(b.status, vault.status, b.used_by_image)
-    except StateConflict:
-        return None
-    return _queue_delete(s, b.project_id, b, vault, ctx.now(), reason=reason)
+    B.check_deletable(b.status, vault.status, b.used_by_image)
+    return queue_delete(s, p.project_id, b, vault, now, request_id=p.request_id, reason=reason)
 
 
-@tasks.handler("delete")
 def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id = run.params["backup_id"]
     with ctx.tx() as s:
@@ -717,7 +587,6 @@ def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault) -> None:
                            vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
 
 
-@tasks.handler("gc")
 def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """Remove chunks no backup references (safe with running backups; see engine/chunks/gc.py)."""
     with ctx.tx() as s:
@@ -787,35 +656,33 @@ def delete_resource_backups(s: Session, ctx: ServiceContext, vault: Vault, resou
         if b.status == B.PROTECTING:
             raise StateConflict(f"a backup of {b.resource_name} is running; dissociate it when it has finished",
                                 code="BackupService.6426")
-        tid = queue_delete_for_system(ctx, s, b, "resource dissociated from the vault (guide 3.3)")
+        tid = queue_delete_for_system(s, ctx, b, "resource dissociated from the vault (guide 3.3)")
         if tid:
             task_ids.append(tid)
     return task_ids
 
 
 # ------------------------------------------------------------------------------------ verify
-def verify_backup(ctx: ServiceContext, p: Principal, backup_id: str) -> str:
+def verify_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str) -> str:
     """Re-read every chunk of a backup and report what is damaged (beyond the guide)."""
     p.require_data_access("verifying a backup (it re-reads all of its data)")
     now = ctx.now()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id)
-        if b.status not in (B.AVAILABLE, B.RESTORING):
-            raise StateConflict(f"only available backups can be verified; this one is {b.status}",
-                                code="BackupService.6435")
-        vault = s.get(Vault, b.vault_id)
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="verify", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=b.resource_id, resource_name=b.resource_name,
-                              resource_type=b.resource_type, request_id=p.request_id,
-                              params={"backup_id": b.id}, extra_info={"verify": {"backup_id": b.id}})
-        return task.id
+    b = get_backup(s, p.project_id, backup_id)
+    if b.status not in (B.AVAILABLE, B.RESTORING):
+        raise StateConflict(f"only available backups can be verified; this one is {b.status}",
+                            code="BackupService.6435")
+    vault = s.get(Vault, b.vault_id)
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="verify", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=b.resource_id, resource_name=b.resource_name,
+                          resource_type=b.resource_type, request_id=p.request_id,
+                          params={"backup_id": b.id}, extra_info={"verify": {"backup_id": b.id}})
+    return task.id
 
 
 #: Damaged or missing chunks listed per disk in a verify report; the counts always cover all of them.
 VERIFY_LISTED = 100
 
 
-@tasks.handler("verify")
 def run_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with ctx.tx() as s:
         b = s.get(Backup, run.params["backup_id"])
@@ -900,7 +767,8 @@ def check_row_matches_manifest(repo: Repository, rows: dict[str, dict]) -> None:
 
 # ------------------------------------------------------------------------------------ crashes
 INTERRUPTED = "BackupService.6901"  # a backup whose worker died with no attempt left
-@tasks.on_abandon("backup", "delete")
+
+
 def abandon_task(s: Session, task: Task) -> None:
     """A backup or delete task whose worker died: leave nothing claiming to be fine, and have a GC
     clean what a half-made backup left in the store."""

@@ -1,4 +1,18 @@
-"""What every service function needs: settings, the catalog, the clock, the object store."""
+"""What every service function needs: settings, the catalog, the clock, the object store.
+
+The caller owns the transaction. A service function that reads or changes the catalog takes the session
+first, then what it needs of the environment, then the scope, with the rest keyword-only where it is
+optional: ``list_backups(s, p, f, *, limit=...)``, ``create_checkpoint(s, ctx, p, vault_id, ...)``.
+Routes, the scheduler and the CLI-facing admin paths open ``with ctx.tx() as s:`` (or
+``with ctx.read() as s:`` for a request that only reads: it never waits for the workers' writes) and call
+one such function, so what it changes commits or rolls back as one.
+
+Entry points take ``ctx`` and open their own short transactions: task handlers (``run_backup(ctx, run)``
+and the others in ``services.handlers``), the scheduler's rounds (``executions.run_due_executions``,
+``retention.retention_sweep``: one transaction per decision, so one failure spoils nothing else), and
+the few requests that read the object store (browsing, exporting, rebuilding a vault's catalog): no
+transaction is held while the store is read.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +27,7 @@ from opencbr.catalog.db import make_engine, make_read_session_factory, make_sess
 from opencbr.catalog.models import utcnow
 from opencbr.config import Settings
 from opencbr.providers import registry
+from opencbr.storage import open_store
 
 
 @dataclass
@@ -52,8 +67,6 @@ class ServiceContext:
     def store(self):
         """The object store of this region (local directory or S3), opened once per process."""
         if self._store is None:
-            from opencbr.storage import open_store
-
             self._store = open_store(self.settings.effective_object_store)
         return self._store
 

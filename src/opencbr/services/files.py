@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-from opencbr.catalog.models import Backup, Resource, Vault
+from sqlalchemy.orm import Session
+
+from opencbr.catalog.models import Backup, Resource, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
@@ -14,9 +16,11 @@ from opencbr.engine import OperationCancelled
 from opencbr.providers.base import Opened
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
-from opencbr.services.backups import TaskProgress, get_backup, repository
 from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import get_backup
 from opencbr.services.principal import Principal
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
 
 
 def _usable_backup(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
@@ -26,11 +30,12 @@ def _usable_backup(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
     return b, vault
 
 
-def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist_empty: bool = True) -> str:
+def _new_directory(s: Session, ctx: ServiceContext, p: Principal, path: object, *,
+                   may_exist_empty: bool = True) -> str:
     """A directory the service will create and fill: absolute, inside the allowed roots, not yet used."""
     if not isinstance(path, str) or not os.path.isabs(path):
         raise InvalidParameter("path must be an absolute directory path", code="BackupService.6501")
-    real = res_svc.authorised_path(ctx, p, path)
+    real = res_svc.authorised_path(s, ctx, p, path)
     there = ctx.providers.default.path_state(real)
     if there.exists:
         if not (may_exist_empty and there.empty_directory):
@@ -41,38 +46,36 @@ def _new_directory(ctx: ServiceContext, p: Principal, path: object, *, may_exist
 
 
 # ------------------------------------------------------------------------------------ new file system
-def create_file_system_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
-                                   az: str | None = None) -> tuple[str, str]:
+def create_file_system_from_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, name: str,
+                                   path: str, az: str | None = None) -> tuple[str, str]:
     """Guide 6.5: a new file system (directory ``path``) with the backup's data, registered as a
     resource; it is ``restoring`` until the data is in, then ``available``. Returns (task id, fs id)."""
     p.require_write()
     R.check_resource_name(name)
-    real = _new_directory(ctx, p, path)
+    real = _new_directory(s, ctx, p, path)
     now = ctx.now()
-    with ctx.tx() as s:
-        b, vault = _usable_backup(s, p, backup_id)
-        if b.resource_type != R.FILE_SYSTEM:
-            raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
-        res_svc.check_path_free(ctx, s, p, real)
-        zone = az or b.resource_az or ctx.settings.availability_zones[0]
-        if zone not in ctx.settings.availability_zones:
-            raise InvalidParameter(f"availability zone {zone!r} does not exist")
-        fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
-                      region=ctx.settings.region, availability_zone=zone, status="restoring",
-                      description=f"created from backup {b.name} ({b.id})",
-                      host=ctx.settings.host_group)  # the path was checked on this machine
-        s.add(fs)
-        s.flush()
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=fs.id, resource_name=name,
-                              resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
-                              request_id=p.request_id, params={"backup_id": b.id, "fs_id": fs.id},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
-                                                      "target_resource_id": fs.id, "target_resource_name": name}})
-        return task.id, fs.id
+    b, vault = _usable_backup(s, p, backup_id)
+    if b.resource_type != R.FILE_SYSTEM:
+        raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
+    res_svc.check_path_free(s, ctx, p, real)
+    zone = az or b.resource_az or ctx.settings.availability_zones[0]
+    if zone not in ctx.settings.availability_zones:
+        raise InvalidParameter(f"availability zone {zone!r} does not exist")
+    fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
+                  region=ctx.settings.region, availability_zone=zone, status="restoring",
+                  description=f"created from backup {b.name} ({b.id})",
+                  host=ctx.settings.host_group)  # the path was checked on this machine
+    s.add(fs)
+    s.flush()
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=fs.id, resource_name=name,
+                          resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
+                          request_id=p.request_id, params={"backup_id": b.id, "fs_id": fs.id},
+                          extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                  "target_resource_id": fs.id, "target_resource_name": name}})
+    return task.id, fs.id
 
 
-@tasks.handler("create_fs")
 def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id, fs_id = run.params["backup_id"], run.params["fs_id"]
     with ctx.tx() as s:
@@ -102,8 +105,7 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                                   "warnings": [w.to_dict() for w in result.warnings][:50]})
 
 
-@tasks.on_abandon("create_fs")
-def abandon_create_fs(s, task) -> None:
+def abandon_create_fs(s: Session, task: Task) -> None:
     fs = s.get(Resource, (task.params or {}).get("fs_id"))
     if fs is not None and fs.status == "restoring":
         fs.status = "error"
@@ -121,7 +123,8 @@ def _browsable(s, p: Principal, backup_id: str) -> tuple[Backup, Vault]:
 
 def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/") -> list[dict]:
     """The entries of a directory inside a backup, without restoring it (beyond guide 13.2.15). File-system
-    backups list their tree; disk backups list their partitions, then the files of ext and FAT ones."""
+    backups list their tree; disk backups list their partitions, then the files of ext and FAT ones.
+    Its own transaction, short: none is held while the object store is read (services/context.py)."""
     p.require_data_access("browsing the files of a backup")
     if not isinstance(path, str) or "\x00" in path:
         raise InvalidParameter("path must be a string")
@@ -134,15 +137,16 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
 # ------------------------------------------------------------------------------------ single files
 def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str) -> str:
     """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``),
-    leaving the original resource alone. Refuses to overwrite what is there."""
+    leaving the original resource alone. Refuses to overwrite what is there. Its own transactions, short
+    ones: none is held while the object store is read (services/context.py)."""
     p.require_write()
     if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
         raise InvalidParameter("paths must be a non-empty list of paths inside the backup", code="BackupService.6507")
     if not isinstance(destination, str) or not os.path.isabs(destination):
         raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
-    dest = res_svc.authorised_path(ctx, p, destination)
     with ctx.tx() as s:
-        res_svc.check_path_free(ctx, s, p, dest, target=True)
+        dest = res_svc.authorised_path(s, ctx, p, destination)
+        res_svc.check_path_free(s, ctx, p, dest, target=True)
     provider = ctx.providers.default
     there = provider.path_state(dest)
     if there.exists and not there.is_directory:
@@ -175,7 +179,6 @@ def _check_paths_exist(repo, b: Backup, paths: list[str]) -> None:
     repo.lookup(b.id, *paths)
 
 
-@tasks.handler("restore_files")
 def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with ctx.tx() as s:
         b = s.get(Backup, run.params["backup_id"])

@@ -55,28 +55,26 @@ def check_group_name(host: str) -> str:
     return host.strip()
 
 
-def register_elsewhere(ctx: ServiceContext, p: Principal, *, rtype: str, name: str, path: str, host: str,
-                       az: str, check_free: Callable[[Session, str], None], encrypted: bool = False,
+def register_elsewhere(s: Session, ctx: ServiceContext, p: Principal, *, rtype: str, name: str, path: str,
+                       host: str, az: str, check_free: Callable[[str], None], encrypted: bool = False,
                        description: str = "") -> Resource:
     """A disk or file system of another host group: recorded ``creating``, probed there by a task.
-    ``check_free(session, path)`` refuses a path at, above or below another project's resource there."""
+    ``check_free(path)`` refuses a path at, above or below another project's resource there."""
     path = ctx.providers.default.normal_path(path)
     now = ctx.now()
-    with ctx.tx() as s:
-        check_free(s, path)
-        res = Resource(project_id=p.project_id, type=rtype, name=name, path=path, size_bytes=0, host=host,
-                       region=ctx.settings.region, availability_zone=az, encrypted=bool(encrypted),
-                       status="creating", description=description or "",
-                       status_reason=f"waiting for a worker on host {host} to check the path")
-        s.add(res)
-        s.flush()
-        tasks.new_task(s, project_id=p.project_id, operation_type="probe", now=now, resource_id=res.id,
-                       resource_name=name, resource_type=rtype, request_id=p.request_id,
-                       params={"resource_id": res.id}, max_attempts=3)
+    check_free(path)
+    res = Resource(project_id=p.project_id, type=rtype, name=name, path=path, size_bytes=0, host=host,
+                   region=ctx.settings.region, availability_zone=az, encrypted=bool(encrypted),
+                   status="creating", description=description or "",
+                   status_reason=f"waiting for a worker on host {host} to check the path")
+    s.add(res)
+    s.flush()
+    tasks.new_task(s, project_id=p.project_id, operation_type="probe", now=now, resource_id=res.id,
+                   resource_name=name, resource_type=rtype, request_id=p.request_id,
+                   params={"resource_id": res.id}, max_attempts=3)
     return res
 
 
-@tasks.handler("probe")
 def run_probe(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """On a worker of the resource's host group: is the path there, allowed, and what is its size?"""
     with ctx.tx() as s:

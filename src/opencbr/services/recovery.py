@@ -54,7 +54,8 @@ def stored_vault_ids(ctx: ServiceContext) -> list[str]:
 def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildReport:
     """Recreate the catalog rows of vault ``vault_id`` (the vault if missing, and every backup whose
     manifest is in the store but not in the catalog) in the caller's project. Admins only; a vault
-    whose manifests name another project needs the operator."""
+    whose manifests name another project needs the operator. Its own transaction, short: none is held
+    while the object store is read (services/context.py)."""
     p.require_admin()
     # the id names one folder of the object store: no separators, no NUL, no dot names (which stores reject)
     if not isinstance(vault_id, str) or not vault_id or vault_id.startswith(".") or any(c in vault_id for c in "/\\\0"):

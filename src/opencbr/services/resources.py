@@ -61,7 +61,7 @@ PATH_REFUSED = "BackupService.6112"  # a resource's path is not what was registe
 PATH_UNAVAILABLE = "BackupService.6113"  # a resource's path cannot be opened (missing, unreadable)
 
 
-def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
+def check_host_path(s: Session, ctx: ServiceContext, p: Principal, path: str) -> None:
     """Which paths of the service's machine a tenant may name (to register a disk or file system, or to
     restore into): the service reads and writes them with its own rights, so another tenant's disk, or
     ``/etc``, must be out of reach. With ``resource_roots`` set, every path must lie below one of them;
@@ -69,29 +69,28 @@ def check_host_path(ctx: ServiceContext, p: Principal, path: str) -> None:
     if ctx.settings.resource_roots:
         ctx.providers.default.check_allowed(path)
         return
-    with ctx.tx() as s:
-        operator_account = s.scalar(select(User.id).where(User.account_id == p.account_id,
-                                                          User.is_operator.is_(True)).limit(1))
+    operator_account = s.scalar(select(User.id).where(User.account_id == p.account_id,
+                                                      User.is_operator.is_(True)).limit(1))
     if operator_account is None:
         raise Forbidden("this installation lets tenants use no paths of its machines: the operator must set "
                         "resource_roots (the directories tenants' disks and file systems may live in)",
                         code="APIGW.0306")
 
 
-def authorised_path(ctx: ServiceContext, p: Principal, path: object) -> str:
+def authorised_path(s: Session, ctx: ServiceContext, p: Principal, path: object) -> str:
     """The real path a caller may name. Permission and roots are checked on the path as given (made
     normal, nothing looked up) before the disk is touched, so a refused caller learns nothing of what
     exists; then on where it really leads (a symlink may lead out of the roots)."""
     provider = ctx.providers.default
     normal = provider.normal_path(path)
-    check_host_path(ctx, p, normal)
+    check_host_path(s, ctx, p, normal)
     real = provider.real_path(normal)
     if real != normal:
-        check_host_path(ctx, p, real)
+        check_host_path(s, ctx, p, real)
     return real
 
 
-def check_path_free(ctx: ServiceContext, s: Session, p: Principal, path: str, *, target: bool = False,
+def check_path_free(s: Session, ctx: ServiceContext, p: Principal, path: str, *, target: bool = False,
                     host: str | None = None) -> None:
     """A disk or directory belongs to one project: another project's resource at the same path, above
     it or below it would hand its data to a stranger (backing up ``/srv`` reads everything below it;
@@ -220,56 +219,53 @@ def _check_az(ctx: ServiceContext, az: str | None) -> str:
     return az
 
 
-def register_disk(ctx: ServiceContext, p: Principal, *, name: str, path: str, az: str | None = None,
-                  encrypted: bool = False, description: str = "", host: str | None = None) -> Resource:
+def register_disk(s: Session, ctx: ServiceContext, p: Principal, *, name: str, path: str,
+                  az: str | None = None, encrypted: bool = False, description: str = "", host: str | None = None) -> Resource:
     p.require_write()
     R.check_resource_name(name)
     if host is not None and hosts.check_group_name(host) != ctx.settings.host_group:
-        return hosts.register_elsewhere(ctx, p, rtype=R.DISK, name=name, path=path, host=host,
+        return hosts.register_elsewhere(s, ctx, p, rtype=R.DISK, name=name, path=path, host=host,
                                         az=_check_az(ctx, az), encrypted=encrypted, description=description,
-                                        check_free=lambda s, normal: check_path_free(ctx, s, p, normal, host=host))
-    real = authorised_path(ctx, p, path)
+                                        check_free=lambda normal: check_path_free(s, ctx, p, normal, host=host))
+    real = authorised_path(s, ctx, p, path)
     probe = _probe_to_register(ctx, real, R.DISK)
     size, identity = probe.size, probe.identity
-    with ctx.tx() as s:
-        check_path_free(ctx, s, p, real)
-        res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
-                       region=ctx.settings.region, availability_zone=_check_az(ctx, az), encrypted=bool(encrypted),
-                       status="available", description=description or "", identity=identity,
-                       host=ctx.settings.host_group)
-        s.add(res)
+    check_path_free(s, ctx, p, real)
+    res = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
+                   region=ctx.settings.region, availability_zone=_check_az(ctx, az), encrypted=bool(encrypted),
+                   status="available", description=description or "", identity=identity,
+                   host=ctx.settings.host_group)
+    s.add(res)
     return res
 
 
-def register_file_system(ctx: ServiceContext, p: Principal, *, name: str, path: str, az: str | None = None,
-                         description: str = "", host: str | None = None) -> Resource:
+def register_file_system(s: Session, ctx: ServiceContext, p: Principal, *, name: str, path: str,
+                         az: str | None = None, description: str = "", host: str | None = None) -> Resource:
     """A directory tree, registered at once with size 0: a ``measure`` task counts its bytes in the
     background (a big tree takes minutes, and is measured where its data is); each backup refreshes it."""
     p.require_write()
     R.check_resource_name(name)
     if host is not None and hosts.check_group_name(host) != ctx.settings.host_group:
-        return hosts.register_elsewhere(ctx, p, rtype=R.FILE_SYSTEM, name=name, path=path, host=host,
+        return hosts.register_elsewhere(s, ctx, p, rtype=R.FILE_SYSTEM, name=name, path=path, host=host,
                                         az=_check_az(ctx, az), description=description,
-                                        check_free=lambda s, normal: check_path_free(ctx, s, p, normal, host=host))
-    real = authorised_path(ctx, p, path)
+                                        check_free=lambda normal: check_path_free(s, ctx, p, normal, host=host))
+    real = authorised_path(s, ctx, p, path)
     identity = _probe_to_register(ctx, real, R.FILE_SYSTEM).identity
-    with ctx.tx() as s:
-        check_path_free(ctx, s, p, real)
-        res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=0,
-                       region=ctx.settings.region, availability_zone=_check_az(ctx, az), status="available",
-                       description=description or "", identity=identity, host=ctx.settings.host_group)
-        s.add(res)
-        s.flush()
-        tasks.new_task(s, project_id=p.project_id, operation_type="measure", now=ctx.now(), resource_id=res.id,
-                       resource_name=name, resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
-                       request_id=p.request_id, params={"resource_id": res.id})
+    check_path_free(s, ctx, p, real)
+    res = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=0,
+                   region=ctx.settings.region, availability_zone=_check_az(ctx, az), status="available",
+                   description=description or "", identity=identity, host=ctx.settings.host_group)
+    s.add(res)
+    s.flush()
+    tasks.new_task(s, project_id=p.project_id, operation_type="measure", now=ctx.now(), resource_id=res.id,
+                   resource_name=name, resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
+                   request_id=p.request_id, params={"resource_id": res.id})
     return res
 
 
 MEASURE_BUDGET_SECONDS = 600
 
 
-@tasks.handler("measure")
 def run_measure(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """Count a file system's bytes, for at most ``MEASURE_BUDGET_SECONDS`` (what was counted by then is
     kept, marked as a lower bound; the next backup knows the real size)."""
@@ -288,7 +284,7 @@ def run_measure(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     run.set_extra(measure={"size_bytes": size, "complete": complete})
 
 
-def register_server(ctx: ServiceContext, p: Principal, *, name: str, system_disk: str,
+def register_server(s: Session, ctx: ServiceContext, p: Principal, *, name: str, system_disk: str,
                     data_disks: list[str] | None = None, az: str | None = None, status: str = "running",
                     description: str = "") -> Resource:
     """A server is a system disk plus data disks, all registered disks of the project that are not
@@ -301,60 +297,57 @@ def register_server(ctx: ServiceContext, p: Principal, *, name: str, system_disk
     ids = [system_disk, *data_disks]
     if len(set(ids)) != len(ids):
         raise InvalidParameter("a disk can be attached to a server only once")
-    with ctx.tx() as s:
-        disks = [get_resource(s, p.project_id, d, R.DISK) for d in ids]
-        zone = _check_az(ctx, az or disks[0].availability_zone)
-        for d in disks:
-            if d.server_id is not None:
-                raise StateConflict(f"disk {d.name} ({d.id}) is already attached to a server",
-                                    code="BackupService.6106")
-            if d.availability_zone != zone:
-                raise InvalidParameter(f"disk {d.name} is in {d.availability_zone}; the server is in {zone}")
-        if len({d.host for d in disks}) > 1:  # one point in time is read by one worker, on one host
-            raise InvalidParameter("a server's disks must all be on one host (group)")
-        server = Resource(project_id=p.project_id, type=R.SERVER, name=name, region=ctx.settings.region,
-                          availability_zone=zone, status=status, description=description or "",
-                          host=disks[0].host)
-        s.add(server)
-        s.flush()
-        for i, d in enumerate(disks):
-            d.server_id = server.id
-            d.disk_role = "system" if i == 0 else "data"
-            d.device_index = i
-            d.status = "in-use"
-        server.size_bytes = sum(d.size_bytes for d in disks)
+    disks = [get_resource(s, p.project_id, d, R.DISK) for d in ids]
+    zone = _check_az(ctx, az or disks[0].availability_zone)
+    for d in disks:
+        if d.server_id is not None:
+            raise StateConflict(f"disk {d.name} ({d.id}) is already attached to a server",
+                                code="BackupService.6106")
+        if d.availability_zone != zone:
+            raise InvalidParameter(f"disk {d.name} is in {d.availability_zone}; the server is in {zone}")
+    if len({d.host for d in disks}) > 1:  # one point in time is read by one worker, on one host
+        raise InvalidParameter("a server's disks must all be on one host (group)")
+    server = Resource(project_id=p.project_id, type=R.SERVER, name=name, region=ctx.settings.region,
+                      availability_zone=zone, status=status, description=description or "",
+                      host=disks[0].host)
+    s.add(server)
+    s.flush()
+    for i, d in enumerate(disks):
+        d.server_id = server.id
+        d.disk_role = "system" if i == 0 else "data"
+        d.device_index = i
+        d.status = "in-use"
+    server.size_bytes = sum(d.size_bytes for d in disks)
     return server
 
 
-def set_server_status(ctx: ServiceContext, p: Principal, server_id: str, status: str) -> Resource:
+def set_server_status(s: Session, ctx: ServiceContext, p: Principal, server_id: str, status: str) -> Resource:
     """Start or stop a server (its provider does, where it runs servers; the catalog records it)."""
     p.require_write()
     if status not in R.SERVER_STATUSES:
         raise InvalidParameter(f"server status must be one of {', '.join(R.SERVER_STATUSES)}")
-    with ctx.tx() as s:
-        server = get_resource(s, p.project_id, server_id, R.SERVER)
-        if status != "faulty":  # (what a server is found to be, not a power state)
-            ctx.providers.for_resource(server).set_power(server.id, running=status == "running")
-        server.status = status
+    server = get_resource(s, p.project_id, server_id, R.SERVER)
+    if status != "faulty":  # (what a server is found to be, not a power state)
+        ctx.providers.for_resource(server).set_power(server.id, running=status == "running")
+    server.status = status
     return server
 
 
-def remove_resource(ctx: ServiceContext, p: Principal, resource_id: str) -> None:
+def remove_resource(s: Session, p: Principal, resource_id: str) -> None:
     """Remove a resource from the inventory (the files stay where they are). Its backups are kept
     (guide 13.2.9); its vault association goes. A disk attached to a server is removed with the
     server, not alone; removing a server detaches its disks."""
     p.require_write()
-    with ctx.tx() as s:
-        res = get_resource(s, p.project_id, resource_id)
-        if res.type == R.DISK and res.server_id is not None:
-            raise StateConflict(f"disk {res.name} is attached to a server; remove the server first",
-                                code="BackupService.6107")
-        if res.type == R.SERVER:
-            for d in server_disks(s, res.id):
-                d.server_id, d.disk_role, d.device_index, d.status = None, None, None, "available"
-        for binding in s.scalars(select(VaultResource).where(VaultResource.resource_id == res.id)):
-            s.delete(binding)
-        s.delete(res)
+    res = get_resource(s, p.project_id, resource_id)
+    if res.type == R.DISK and res.server_id is not None:
+        raise StateConflict(f"disk {res.name} is attached to a server; remove the server first",
+                            code="BackupService.6107")
+    if res.type == R.SERVER:
+        for d in server_disks(s, res.id):
+            d.server_id, d.disk_role, d.device_index, d.status = None, None, None, "available"
+    for binding in s.scalars(select(VaultResource).where(VaultResource.resource_id == res.id)):
+        s.delete(binding)
+    s.delete(res)
 
 
 # ------------------------------------------------------------------------------------ listing
@@ -382,33 +375,31 @@ SORT_KEYS = {"created_at": Resource.created_at, "updated_at": Resource.updated_a
              "id": Resource.id}
 
 
-def list_resources(ctx: ServiceContext, p: Principal, *, rtype: str | None = None, name: str | None = None,
+def list_resources(s: Session, p: Principal, *, rtype: str | None = None, name: str | None = None,
                    status: str | None = None, ids: list[str] | None = None, server_id: str | None = None,
                    limit: int | None = None, offset: int = 0,
                    sort: listing.Sort | None = None) -> tuple[list[ResourceView], int]:
-    with ctx.read() as s:
-        q = select(Resource).where(Resource.project_id == p.project_id)
-        if rtype:
-            q = q.where(Resource.type == R.check_resource_type(rtype))
-        if name:
-            q = q.where(listing.contains(Resource.name, name))
-        if ids:
-            q = q.where(Resource.id.in_(ids))
-        if server_id:
-            q = q.where(Resource.server_id == server_id)
-        order = listing.order_by(sort, SORT_KEYS, [Resource.created_at, Resource.id], Resource.id)
-        rows = list(s.scalars(q.order_by(*order)))
-        views = [_view(s, r) for r in rows]
-        if status:
-            views = [v for v in views if v.status == status or R.SERVER_API_STATUS.get(v.status) == status]
-        total = len(views)
-        end = None if limit is None else offset + limit
-        return views[offset:end], total
+    q = select(Resource).where(Resource.project_id == p.project_id)
+    if rtype:
+        q = q.where(Resource.type == R.check_resource_type(rtype))
+    if name:
+        q = q.where(listing.contains(Resource.name, name))
+    if ids:
+        q = q.where(Resource.id.in_(ids))
+    if server_id:
+        q = q.where(Resource.server_id == server_id)
+    order = listing.order_by(sort, SORT_KEYS, [Resource.created_at, Resource.id], Resource.id)
+    rows = list(s.scalars(q.order_by(*order)))
+    views = [_view(s, r) for r in rows]
+    if status:
+        views = [v for v in views if v.status == status or R.SERVER_API_STATUS.get(v.status) == status]
+    total = len(views)
+    end = None if limit is None else offset + limit
+    return views[offset:end], total
 
 
-def show_resource(ctx: ServiceContext, p: Principal, resource_id: str, rtype: str | None = None) -> ResourceView:
-    with ctx.read() as s:
-        return _view(s, get_resource(s, p.project_id, resource_id, rtype))
+def show_resource(s: Session, p: Principal, resource_id: str, rtype: str | None = None) -> ResourceView:
+    return _view(s, get_resource(s, p.project_id, resource_id, rtype))
 
 
 def count_bindings(s: Session, vault_id: str) -> int:

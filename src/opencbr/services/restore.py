@@ -24,61 +24,62 @@ from opencbr.engine import OperationCancelled
 from opencbr.providers.base import Opened
 from opencbr.services import resources as res_svc
 from opencbr.services import tasks
-from opencbr.services.backups import TaskProgress, children, get_backup, repository
 from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import children, get_backup
 from opencbr.services.principal import Principal
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
 
 log = logging.getLogger("opencbr.restore")
 
 
-def restore_backup(ctx: ServiceContext, p: Principal, backup_id: str, body: dict) -> str:
+def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, body: dict) -> str:
     """Guide 6.1 (server) and 6.3 (disk): restore a backup to its resource. Server: stopped first,
     ``mappings`` choose target disks, ``power_on`` (default true) starts it afterwards."""
     p.require_write()
     now = ctx.now()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id, for_update=True)
-        vault = s.get(Vault, b.vault_id)
-        B.check_restorable(b.status, vault.status, b.image_type)
-        if b.parent_id is not None:
-            raise InvalidParameter("this is one disk of a server backup; restore the server backup, or create a "
-                                   "disk from it", code="BackupService.6427")
-        if b.resource_type == R.DISK:
-            target_id = body.get("volume_id") or b.resource_id
-            target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-            B.check_disk_restore_target(_status_for_restore(s, target), res_svc.size_now(ctx, target),
-                                        b.resource_size_bytes, target.id == b.resource_id)
-            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
-            server_id, power_on = None, False
-        elif b.resource_type == R.SERVER:
-            server_id = body.get("server_id") or b.resource_id
-            if server_id != b.resource_id:
-                raise InvalidParameter("a server backup is restored to its own server; create an image to make a "
-                                       "new one", code="BackupService.6428")
-            server = res_svc.get_resource(s, p.project_id, server_id, R.SERVER)
-            B.check_server_restore(res_svc.live_status(s, server))
-            power_on = body.get("power_on", True)
-            if not isinstance(power_on, bool):
-                raise InvalidParameter("power_on must be true or false")
-            plan = _server_plan(ctx, s, p, b, server, body.get("mappings"))
-        else:
-            target_id = body.get("resource_id")
-            B.check_file_system_restore_target(b.resource_id, target_id)
-            target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
-            B.check_new_file_system(_status_for_restore(s, target), res_svc.empty_now(ctx, target))
-            plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
-            server_id, power_on = None, False
-        b.status, b.updated_at = B.RESTORING, now
-        _hold_targets(s, plan)
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
-                              resource_name=b.resource_name, resource_type=b.resource_type,
-                              provider_id=R.PROVIDER_ID[b.resource_type], request_id=p.request_id,
-                              params={"backup_id": b.id, "plan": plan, "server_id": server_id, "power_on": power_on},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
-                                                      "target_resource_id": server_id or plan[0]["disk_id"],
-                                                      "target_resource_name": b.resource_name}})
-        return task.id
+    b = get_backup(s, p.project_id, backup_id, for_update=True)
+    vault = s.get(Vault, b.vault_id)
+    B.check_restorable(b.status, vault.status, b.image_type)
+    if b.parent_id is not None:
+        raise InvalidParameter("this is one disk of a server backup; restore the server backup, or create a "
+                               "disk from it", code="BackupService.6427")
+    if b.resource_type == R.DISK:
+        target_id = body.get("volume_id") or b.resource_id
+        target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
+        B.check_disk_restore_target(_status_for_restore(s, target), res_svc.size_now(ctx, target),
+                                    b.resource_size_bytes, target.id == b.resource_id)
+        plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
+        server_id, power_on = None, False
+    elif b.resource_type == R.SERVER:
+        server_id = body.get("server_id") or b.resource_id
+        if server_id != b.resource_id:
+            raise InvalidParameter("a server backup is restored to its own server; create an image to make a "
+                                   "new one", code="BackupService.6428")
+        server = res_svc.get_resource(s, p.project_id, server_id, R.SERVER)
+        B.check_server_restore(res_svc.live_status(s, server))
+        power_on = body.get("power_on", True)
+        if not isinstance(power_on, bool):
+            raise InvalidParameter("power_on must be true or false")
+        plan = _server_plan(s, ctx, p, b, server, body.get("mappings"))
+    else:
+        target_id = body.get("resource_id")
+        B.check_file_system_restore_target(b.resource_id, target_id)
+        target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
+        B.check_new_file_system(_status_for_restore(s, target), res_svc.empty_now(ctx, target))
+        plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
+        server_id, power_on = None, False
+    b.status, b.updated_at = B.RESTORING, now
+    _hold_targets(s, plan)
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=server_id or plan[0]["disk_id"],
+                          resource_name=b.resource_name, resource_type=b.resource_type,
+                          provider_id=R.PROVIDER_ID[b.resource_type], request_id=p.request_id,
+                          params={"backup_id": b.id, "plan": plan, "server_id": server_id, "power_on": power_on},
+                          extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                  "target_resource_id": server_id or plan[0]["disk_id"],
+                                                  "target_resource_name": b.resource_name}})
+    return task.id
 
 
 def _status_for_restore(s: Session, target: Resource) -> str:
@@ -88,7 +89,8 @@ def _status_for_restore(s: Session, target: Resource) -> str:
     return "available" if R.repairable_by_restore(status, target.status_reason) else status
 
 
-def _server_plan(ctx: ServiceContext, s: Session, p: Principal, b: Backup, server: Resource, mappings: object) -> list[dict]:
+def _server_plan(s: Session, ctx: ServiceContext, p: Principal, b: Backup, server: Resource,
+                 mappings: object) -> list[dict]:
     kids = children(s, b.id)
     disks = {d.id: d for d in res_svc.server_disks(s, server.id)}
     if mappings:
@@ -118,7 +120,6 @@ def _server_plan(ctx: ServiceContext, s: Session, p: Principal, b: Backup, serve
     return plan
 
 
-@tasks.handler("restore")
 def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id, plan = run.params["backup_id"], run.params["plan"]
     server_id, power_on = run.params.get("server_id"), run.params.get("power_on")
@@ -188,47 +189,45 @@ def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: 
 
 
 # ------------------------------------------------------------------------------------ new disks
-def create_disk_from_backup(ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
+def create_disk_from_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
                             size_bytes: int | None = None, az: str | None = None) -> tuple[str, str]:
     """Guide 6.4: a new disk (an image file at ``path``) with the backup's data, at least as large as
     the source disk, in any AZ, registered as a resource. Returns (task id, disk id)."""
     p.require_write()
     R.check_resource_name(name)
-    real = res_svc.authorised_path(ctx, p, path)
+    real = res_svc.authorised_path(s, ctx, p, path)
     there = ctx.providers.default.path_state(real)
     if there.exists:
         raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
     if not there.parent_is_directory:
         raise InvalidParameter(f"the directory of {path} does not exist")
     now = ctx.now()
-    with ctx.tx() as s:
-        b = get_backup(s, p.project_id, backup_id)
-        vault = s.get(Vault, b.vault_id)
-        B.check_restorable(b.status, vault.status, "backup")
-        if b.resource_type != R.DISK:
-            raise InvalidParameter("create a disk from a disk backup, or from one disk of a server backup "
-                                   "(see its children)", code="BackupService.6433")
-        size = B.check_new_disk_size(size_bytes, b.resource_size_bytes)
-        res_svc.check_path_free(ctx, s, p, real)
-        zone = az or b.resource_az or ctx.settings.availability_zones[0]
-        if zone not in ctx.settings.availability_zones:
-            raise InvalidParameter(f"availability zone {zone!r} does not exist")
-        disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
-                        region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
-                        status="restoring", description=f"created from backup {b.name} ({b.id})",
-                        host=ctx.settings.host_group)  # the path was checked on this machine
-        s.add(disk)
-        s.flush()
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=vault.id,
-                              vault_name=vault.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
-                              provider_id=R.PROVIDER_ID[R.DISK], request_id=p.request_id,
-                              params={"backup_id": b.id, "disk_id": disk.id, "size": size},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
-                                                      "target_resource_id": disk.id, "target_resource_name": name}})
-        return task.id, disk.id
+    b = get_backup(s, p.project_id, backup_id)
+    vault = s.get(Vault, b.vault_id)
+    B.check_restorable(b.status, vault.status, "backup")
+    if b.resource_type != R.DISK:
+        raise InvalidParameter("create a disk from a disk backup, or from one disk of a server backup "
+                               "(see its children)", code="BackupService.6433")
+    size = B.check_new_disk_size(size_bytes, b.resource_size_bytes)
+    res_svc.check_path_free(s, ctx, p, real)
+    zone = az or b.resource_az or ctx.settings.availability_zones[0]
+    if zone not in ctx.settings.availability_zones:
+        raise InvalidParameter(f"availability zone {zone!r} does not exist")
+    disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
+                    region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
+                    status="restoring", description=f"created from backup {b.name} ({b.id})",
+                    host=ctx.settings.host_group)  # the path was checked on this machine
+    s.add(disk)
+    s.flush()
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
+                          provider_id=R.PROVIDER_ID[R.DISK], request_id=p.request_id,
+                          params={"backup_id": b.id, "disk_id": disk.id, "size": size},
+                          extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
+                                                  "target_resource_id": disk.id, "target_resource_name": name}})
+    return task.id, disk.id
 
 
-@tasks.handler("create_disk")
 def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     backup_id, disk_id, size = run.params["backup_id"], run.params["disk_id"], run.params["size"]
     with ctx.tx() as s:
@@ -274,7 +273,8 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
     """The raw image of a disk backup, as a stream (beyond the guide: 13.7.6 says CBR cannot download
     backups). Damage that can be seen without reading data (a chunk the index does not know, a pack
     gone or short) refuses the export before its first byte; a chunk that fails its check while
-    streaming ends the stream early with the damage marker (``B.export_damage_marker``)."""
+    streaming ends the stream early with the damage marker (``B.export_damage_marker``). Its own
+    transaction, short: none is held while the object store is read (services/context.py)."""
     p.require_data_access("exporting a backup (it reads all of its data)")
     with ctx.tx() as s:
         b = get_backup(s, p.project_id, backup_id)
@@ -303,7 +303,6 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
     return ExportStream(image.disk_size, token, blocks())
 
 
-@tasks.on_abandon("restore", "create_disk")
 def abandon_restore(s: Session, task: Task) -> None:
     """A restore or create-disk task whose worker died (kill -9, a crash): the backup is usable again;
     the disks it was restoring are in error saying so (a mix of old and restored data; restoring again

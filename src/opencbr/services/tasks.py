@@ -45,35 +45,30 @@ RESUMABLE = ("backup", "restore", "create_disk", "verify", "gc", "delete")
 #: a worker of the resource's host group may run them. The others work on the object store alone.
 LOCAL_DATA = ("backup", "restore", "create_disk", "create_fs", "probe", "measure")
 
-#: Handlers by operation type, registered by the service modules that own them.
+#: Runs one claimed task; it opens the short transactions it needs itself.
 Handler = Callable[[ServiceContext, "TaskRun"], None]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handler(operation_type: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[operation_type] = fn
-        return fn
-    return register
-
-
-#: What to undo when a task is abandoned because its worker died, by operation type.
+#: Undoes what a task left when its worker died, in the transaction that abandons it.
 AbandonHandler = Callable[[Session, Task], None]
-ABANDON_HANDLERS: dict[str, AbandonHandler] = {}
 
 
-def on_abandon(*operation_types: str) -> Callable[[AbandonHandler], AbandonHandler]:
-    def register(fn: AbandonHandler) -> AbandonHandler:
-        for op in operation_types:
-            ABANDON_HANDLERS[op] = fn
-        return fn
-    return register
+@dataclass
+class TaskHandlers:
+    """Which function runs the tasks of each operation type, and which undoes what an abandoned one left.
+    ``services.handlers.register_handlers`` fills it when a worker is set up."""
 
+    runs: dict[str, Handler] = field(default_factory=dict)
+    abandons: dict[str, AbandonHandler] = field(default_factory=dict)
 
-def _abandoned(s: Session, task: Task) -> None:
-    fn = ABANDON_HANDLERS.get(task.operation_type)
-    if fn is not None:
-        fn(s, task)
+    def register(self, operation_type: str, run: Handler, *, abandon: AbandonHandler | None = None) -> None:
+        self.runs[operation_type] = run
+        if abandon is not None:
+            self.abandons[operation_type] = abandon
+
+    def abandoned(self, s: Session, task: Task) -> None:
+        """Undo the state an abandoned task left, e.g. a backup in ``protecting`` becomes ``error``."""
+        fn = self.abandons.get(task.operation_type)
+        if fn is not None:
+            fn(s, task)
 
 
 def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime, params: dict | None = None,
@@ -292,11 +287,11 @@ def error_of(ctx: ServiceContext, exc: BaseException) -> CBRError:
             or CBRError(f"internal error: {type(exc).__name__}: {exc}", code="BackupService.9999"))
 
 
-def expire_leases(ctx: ServiceContext, on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
+def expire_leases(ctx: ServiceContext, on_abandoned: AbandonHandler | None) -> int:
     """Tasks whose worker stopped heartbeating: retry them if attempts remain (on any worker that can
-    serve them), else fail them with the reason. ``on_abandoned`` (by default the handler the owning
-    service registered with :func:`on_abandon`) undoes the state the task left, e.g. a backup in
-    ``protecting`` becomes ``error``. Returns how many tasks were handled."""
+    serve them), else fail them with the reason. ``on_abandoned`` (the workers':
+    :meth:`TaskHandlers.abandoned`) undoes the state the task left, e.g. a backup in ``protecting``
+    becomes ``error``. Returns how many tasks were handled."""
     now = ctx.now()
     n = 0
     with ctx.tx() as s:
@@ -339,8 +334,7 @@ def mark_unserved(ctx: ServiceContext, after_seconds: float) -> int:
     return len(rows)
 
 
-def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool],
-                    on_abandoned: Callable[[Session, Task], None] | None = _abandoned) -> int:
+def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool], on_abandoned: AbandonHandler | None) -> int:
     """Running tasks whose worker is *known* to be gone (``is_dead(lease_owner)``) are expired at once
     instead of after their lease. Only for owners whose end is certain, e.g. this process's own earlier
     incarnation; never guess from a pid (another PID namespace may run the same pid)."""
@@ -353,14 +347,13 @@ def recover_orphans(ctx: ServiceContext, is_dead: Callable[[str], bool],
     return expire_leases(ctx, on_abandoned)
 
 
-def request_cancel(ctx: ServiceContext, p: Principal, task_id: str) -> Task:
+def request_cancel(s: Session, p: Principal, task_id: str) -> Task:
     p.require_write()
-    with ctx.tx() as s:
-        task = _get(s, p.project_id, task_id)
-        if task.status in FINISHED:
-            raise StateConflict(f"task {task_id} has already finished ({task.status})")
-        task.cancel_requested = True
-        return task
+    task = _get(s, p.project_id, task_id)
+    if task.status in FINISHED:
+        raise StateConflict(f"task {task_id} has already finished ({task.status})")
+    task.cancel_requested = True
+    return task
 
 
 # ------------------------------------------------------------------------------------ listing
@@ -371,9 +364,8 @@ def _get(s: Session, project_id: str, task_id: str) -> Task:
     return task
 
 
-def show_task(ctx: ServiceContext, p: Principal, task_id: str) -> Task:
-    with ctx.read() as s:
-        return _get(s, p.project_id, task_id)
+def show_task(s: Session, p: Principal, task_id: str) -> Task:
+    return _get(s, p.project_id, task_id)
 
 
 @dataclass
@@ -394,7 +386,7 @@ SORT_KEYS = {"created_at": Task.created_at, "updated_at": Task.updated_at, "star
              "ended_at": Task.ended_at, "status": Task.status, "operation_type": Task.operation_type}
 
 
-def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 1000,
+def list_tasks(s: Session, p: Principal, f: TaskFilter, *, limit: int = 1000,
                offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[Task], int]:
     """Operation logs of the project, newest first, filtered as guide chapter 9 describes (type, status,
     task id, resource id/name, vault id/name, time)."""
@@ -415,18 +407,16 @@ def list_tasks(ctx: ServiceContext, p: Principal, f: TaskFilter, limit: int = 10
         conds.append(Task.created_at >= f.start_time)
     if f.end_time:
         conds.append(Task.created_at <= f.end_time)
-    with ctx.read() as s:
-        total = s.scalar(select(func.count()).select_from(Task).where(and_(*conds))) or 0
-        order = listing.order_by(sort, SORT_KEYS, [Task.created_at.desc(), Task.id], Task.id)
-        rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
+    total = s.scalar(select(func.count()).select_from(Task).where(and_(*conds))) or 0
+    order = listing.order_by(sort, SORT_KEYS, [Task.created_at.desc(), Task.id], Task.id)
+    rows = list(s.scalars(select(Task).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
     return rows, total
 
 
-def purge_old(ctx: ServiceContext, days: int = 30) -> int:
+def purge_old(s: Session, ctx: ServiceContext, *, days: int = 30) -> int:
     """Guide ch. 9: the task list shows the past 30 days; finished tasks older than that are purged."""
     cutoff = ctx.now() - timedelta(days=days)
-    with ctx.tx() as s:
-        res = s.execute(delete(Task).where(Task.status.in_(FINISHED), or_(Task.ended_at < cutoff,
-                                                                          and_(Task.ended_at.is_(None),
-                                                                               Task.created_at < cutoff))))
-        return res.rowcount or 0
+    res = s.execute(delete(Task).where(Task.status.in_(FINISHED), or_(Task.ended_at < cutoff,
+                                                                      and_(Task.ended_at.is_(None),
+                                                                           Task.created_at < cutoff))))
+    return res.rowcount or 0

@@ -9,13 +9,14 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Resource, Vault, VaultResource
+from opencbr.catalog.models import Resource, Task, Vault, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
-from opencbr.services import listing, tasks
+from opencbr.services import backups, listing, policies, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import get_vault
 from opencbr.services.principal import Principal
 
 
@@ -41,14 +42,6 @@ class VaultView:
         return sum(r.size_bytes for r in self.resources)
 
 
-def get_vault(s: Session, project_id: str, vault_id: str, *, for_update: bool = False) -> Vault:
-    """A vault of the project, or 404: another project's vault is indistinguishable from none."""
-    vault = s.get(Vault, vault_id, with_for_update=for_update) if isinstance(vault_id, str) else None
-    if vault is None or vault.project_id != project_id:
-        raise NotFound(f"vault {vault_id} not found", code="BackupService.6101")
-    return vault
-
-
 def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundResource]]:
     """The resources associated with each of the vaults, in one query (a list page is one, not one per
     vault)."""
@@ -67,8 +60,6 @@ def _bound(s: Session, vault_id: str) -> list[BoundResource]:
 
 def _views(s: Session, vaults: list[Vault]) -> list[VaultView]:
     """Views of several vaults with a fixed number of queries, whatever their number."""
-    from opencbr.services import backups, policies  # they build on this module
-
     ids = [v.id for v in vaults]
     bound = _bound_by_vault(s, ids)
     policy_ids = policies.bound_policy_ids_of(s, ids)
@@ -117,7 +108,7 @@ def _resources_to_add(s: Session, p: Principal, vault: Vault, items: list[dict])
     return loaded
 
 
-def create_vault(ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
+def create_vault(s: Session, ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
     """Create a vault from a VaultCreate body (guide 2.2). ``spec['encrypted']`` (an OpenCBR extension,
     default true) chooses whether its data is encrypted."""
     p.require_write()
@@ -144,41 +135,38 @@ def create_vault(ctx: ServiceContext, p: Principal, spec: dict) -> VaultView:
     if not isinstance(encrypted, bool):
         raise InvalidParameter("encrypted must be true or false")
     now = ctx.now()
-    with ctx.tx() as s:
-        vault = Vault(
-            project_id=p.project_id, user_id=p.user_id, name=name,
-            description=V.check_description(spec.get("description")), region=ctx.settings.region,
-            availability_zone=az, object_type=object_type, protect_type=protect_type, consistent_level=level,
-            size_gb=size, charging_mode=charging_mode, cloud_type=cloud_type,
-            period_type=billing.get("period_type"), period_num=billing.get("period_num"),
-            is_auto_renew=bool(billing.get("is_auto_renew")), is_auto_pay=bool(billing.get("is_auto_pay")),
-            is_multi_az=bool(billing.get("is_multi_az")),
-            spec_code=V.spec_code(object_type, protect_type, level, cloud_type), status="available",
-            auto_bind=bool(spec.get("auto_bind")), bind_rules=spec.get("bind_rules") or {},
-            auto_expand=bool(spec.get("auto_expand")), smn_notify=spec.get("smn_notify", True) is not False,
-            threshold=V.check_threshold(spec.get("threshold", 80) if spec.get("threshold") is not None else 80),
-            tags=V.check_tags(spec.get("tags")),
-            enterprise_project_id=V.check_short_text("enterprise_project_id", spec.get("enterprise_project_id"), 64)
-            or "0",
-            backup_name_prefix=V.check_short_text("backup_name_prefix", spec.get("backup_name_prefix"), 32),
-            demand_billing=spec.get("demand_billing", True) is not False, locked=bool(spec.get("locked")),
-            sys_lock_source_service=V.check_short_text("sys_lock_source_service",
-                                                       spec.get("sys_lock_source_service"), 32),
-            encrypted=encrypted,
-            created_at=now, updated_at=now)
-        s.add(vault)
+    vault = Vault(
+        project_id=p.project_id, user_id=p.user_id, name=name,
+        description=V.check_description(spec.get("description")), region=ctx.settings.region,
+        availability_zone=az, object_type=object_type, protect_type=protect_type, consistent_level=level,
+        size_gb=size, charging_mode=charging_mode, cloud_type=cloud_type,
+        period_type=billing.get("period_type"), period_num=billing.get("period_num"),
+        is_auto_renew=bool(billing.get("is_auto_renew")), is_auto_pay=bool(billing.get("is_auto_pay")),
+        is_multi_az=bool(billing.get("is_multi_az")),
+        spec_code=V.spec_code(object_type, protect_type, level, cloud_type), status="available",
+        auto_bind=bool(spec.get("auto_bind")), bind_rules=spec.get("bind_rules") or {},
+        auto_expand=bool(spec.get("auto_expand")), smn_notify=spec.get("smn_notify", True) is not False,
+        threshold=V.check_threshold(spec.get("threshold", 80) if spec.get("threshold") is not None else 80),
+        tags=V.check_tags(spec.get("tags")),
+        enterprise_project_id=V.check_short_text("enterprise_project_id", spec.get("enterprise_project_id"), 64)
+        or "0",
+        backup_name_prefix=V.check_short_text("backup_name_prefix", spec.get("backup_name_prefix"), 32),
+        demand_billing=spec.get("demand_billing", True) is not False, locked=bool(spec.get("locked")),
+        sys_lock_source_service=V.check_short_text("sys_lock_source_service",
+                                                   spec.get("sys_lock_source_service"), 32),
+        encrypted=encrypted,
+        created_at=now, updated_at=now)
+    s.add(vault)
+    s.flush()
+    if spec.get("backup_policy_id"):
+        policies.bind_at_creation(s, p, vault, spec["backup_policy_id"])
+    items = spec.get("resources") or []
+    if items:
+        for res, extra in _resources_to_add(s, p, vault, items):
+            s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=p.project_id,
+                                extra_info=extra, created_at=now))
         s.flush()
-        if spec.get("backup_policy_id"):
-            from opencbr.services import policies
-
-            policies.bind_at_creation(s, p, vault, spec["backup_policy_id"])
-        items = spec.get("resources") or []
-        if items:
-            for res, extra in _resources_to_add(s, p, vault, items):
-                s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=p.project_id,
-                                    extra_info=extra, created_at=now))
-            s.flush()
-        return _view(s, vault)
+    return _view(s, vault)
 
 
 # ------------------------------------------------------------------------------------ read
@@ -201,7 +189,7 @@ SORT_KEYS = {"created_at": Vault.created_at, "updated_at": Vault.updated_at, "na
              "status": Vault.status, "id": Vault.id}
 
 
-def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 1000,
+def list_vaults(s: Session, p: Principal, f: VaultFilter, *, limit: int = 1000,
                 offset: int = 0, sort: listing.Sort | None = None) -> tuple[list[VaultView], int]:
     """Guide 3.1: vaults of the project, filterable by status, name or id, type, resources and creation
     time; newest first unless ``sort`` says otherwise."""
@@ -223,131 +211,118 @@ def list_vaults(ctx: ServiceContext, p: Principal, f: VaultFilter, limit: int = 
     if f.resource_ids:
         q = q.where(Vault.id.in_(select(VaultResource.vault_id).where(VaultResource.resource_id.in_(f.resource_ids))))
     if f.policy_id:
-        from opencbr.services import policies
-
         q = q.where(Vault.id.in_(policies.vaults_bound_to(f.policy_id)))
-    with ctx.read() as s:
-        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-        order = listing.order_by(sort, SORT_KEYS, [Vault.created_at.desc(), Vault.id], Vault.id)
-        rows = list(s.scalars(q.order_by(*order).limit(limit).offset(offset)))
-        return _views(s, rows), total
+    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    order = listing.order_by(sort, SORT_KEYS, [Vault.created_at.desc(), Vault.id], Vault.id)
+    rows = list(s.scalars(q.order_by(*order).limit(limit).offset(offset)))
+    return _views(s, rows), total
 
 
-def show_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> VaultView:
-    with ctx.read() as s:
-        return _view(s, get_vault(s, p.project_id, vault_id))
+def show_vault(s: Session, p: Principal, vault_id: str) -> VaultView:
+    return _view(s, get_vault(s, p.project_id, vault_id))
 
 
-def summary(ctx: ServiceContext, p: Principal) -> tuple[int, int]:
+def summary(s: Session, p: Principal) -> tuple[int, int]:
     """Project totals: capacity (GB) and used (bytes) of all vaults."""
-    with ctx.read() as s:
-        size, used = s.execute(select(func.coalesce(func.sum(Vault.size_gb), 0),
-                                      func.coalesce(func.sum(Vault.used_bytes), 0))
-                               .where(Vault.project_id == p.project_id)).one()
+    size, used = s.execute(select(func.coalesce(func.sum(Vault.size_gb), 0),
+                                  func.coalesce(func.sum(Vault.used_bytes), 0))
+                           .where(Vault.project_id == p.project_id)).one()
     return int(size), int(used)
 
 
 # ------------------------------------------------------------------------------------ update
-def update_vault(ctx: ServiceContext, p: Principal, vault_id: str, spec: dict) -> VaultView:
+def update_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, spec: dict) -> VaultView:
     """Guide 3.4 (expand capacity), 3.5 (change specifications one way only) and the other
     VaultUpdate fields: name, auto_bind, bind_rules, auto_expand, smn_notify, threshold, locked."""
     p.require_write()
-    with ctx.tx() as s:
-        vault = get_vault(s, p.project_id, vault_id, for_update=True)
-        if vault.status == "deleting":
-            raise StateConflict(f"vault {vault_id} is being deleted", code="BackupService.6211")
-        if "name" in spec and spec["name"] is not None:
-            vault.name = V.check_vault_name(spec["name"])
-        if "description" in spec and spec["description"] is not None:
-            vault.description = V.check_description(spec["description"])
-        billing = spec.get("billing") or {}
-        if billing.get("size") is not None:
-            vault.size_gb = V.check_capacity_change(vault.size_gb, billing["size"], vault.used_bytes, vault.status)
-        if billing.get("consistent_level") is not None:
-            level = billing["consistent_level"]
-            V.check_billing_enums(vault.object_type, vault.protect_type, level)
-            vault.consistent_level = V.check_consistency_change(vault.object_type, vault.consistent_level,
-                                                                level, vault.status)
-            vault.spec_code = V.spec_code(vault.object_type, vault.protect_type, vault.consistent_level,
-                                          vault.cloud_type)
-        for key in ("auto_bind", "auto_expand", "smn_notify"):
-            if spec.get(key) is not None:
-                setattr(vault, key, bool(spec[key]))
-        if spec.get("bind_rules") is not None:
-            vault.bind_rules = spec["bind_rules"]
-        if spec.get("threshold") is not None:
-            vault.threshold = V.check_threshold(spec["threshold"])
-        if spec.get("locked") is not None:
-            if vault.locked and not spec["locked"]:
-                raise InvalidParameter("a locked vault cannot be unlocked", code="BackupService.6222")
-            vault.locked = bool(spec["locked"])
-        vault.updated_at = ctx.now()
-        s.flush()
-        return _view(s, vault)
+    vault = get_vault(s, p.project_id, vault_id, for_update=True)
+    if vault.status == "deleting":
+        raise StateConflict(f"vault {vault_id} is being deleted", code="BackupService.6211")
+    if "name" in spec and spec["name"] is not None:
+        vault.name = V.check_vault_name(spec["name"])
+    if "description" in spec and spec["description"] is not None:
+        vault.description = V.check_description(spec["description"])
+    billing = spec.get("billing") or {}
+    if billing.get("size") is not None:
+        vault.size_gb = V.check_capacity_change(vault.size_gb, billing["size"], vault.used_bytes, vault.status)
+    if billing.get("consistent_level") is not None:
+        level = billing["consistent_level"]
+        V.check_billing_enums(vault.object_type, vault.protect_type, level)
+        vault.consistent_level = V.check_consistency_change(vault.object_type, vault.consistent_level,
+                                                            level, vault.status)
+        vault.spec_code = V.spec_code(vault.object_type, vault.protect_type, vault.consistent_level,
+                                      vault.cloud_type)
+    for key in ("auto_bind", "auto_expand", "smn_notify"):
+        if spec.get(key) is not None:
+            setattr(vault, key, bool(spec[key]))
+    if spec.get("bind_rules") is not None:
+        vault.bind_rules = spec["bind_rules"]
+    if spec.get("threshold") is not None:
+        vault.threshold = V.check_threshold(spec["threshold"])
+    if spec.get("locked") is not None:
+        if vault.locked and not spec["locked"]:
+            raise InvalidParameter("a locked vault cannot be unlocked", code="BackupService.6222")
+        vault.locked = bool(spec["locked"])
+    vault.updated_at = ctx.now()
+    s.flush()
+    return _view(s, vault)
 
 
 # ------------------------------------------------------------------------------------ resources
-def add_resources(ctx: ServiceContext, p: Principal, vault_id: str, items: list[dict]) -> list[str]:
+def add_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, items: list[dict]) -> list[str]:
     """Guide 2.3: associate resources with a vault; every rule in ``domain.vault.check_add_resources``."""
     p.require_write()
     now = ctx.now()
-    with ctx.tx() as s:
-        vault = get_vault(s, p.project_id, vault_id, for_update=True)
-        added = []
-        for res, extra in _resources_to_add(s, p, vault, items):
-            s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=p.project_id,
-                                extra_info=extra, created_at=now))
-            added.append(res.id)
-        vault.updated_at = now
+    vault = get_vault(s, p.project_id, vault_id, for_update=True)
+    added = []
+    for res, extra in _resources_to_add(s, p, vault, items):
+        s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=p.project_id,
+                            extra_info=extra, created_at=now))
+        added.append(res.id)
+    vault.updated_at = now
     return added
 
 
-def remove_resources(ctx: ServiceContext, p: Principal, vault_id: str, resource_ids: list[str]) -> list[str]:
+def remove_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: str,
+                     resource_ids: list[str]) -> list[str]:
     """Guide 3.3: dissociate resources. The vault's policy no longer applies to them, and all their
     manual and automatic backups in this vault are deleted."""
     p.require_write()
     if not isinstance(resource_ids, list) or not resource_ids or not all(isinstance(i, str) for i in resource_ids):
         raise InvalidParameter("resource_ids must be a non-empty list of resource ids")
-    with ctx.tx() as s:
-        vault = get_vault(s, p.project_id, vault_id, for_update=True)
-        V.check_vault_accepts_changes(vault_state(s, vault))
-        bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(
-            VaultResource.vault_id == vault.id, VaultResource.resource_id.in_(resource_ids)))}
-        missing = [i for i in resource_ids if i not in bindings]
-        if missing:
-            raise NotFound(f"resource {missing[0]} is not associated with vault {vault_id}",
-                           code="BackupService.6108")
-        from opencbr.services import backups
-
-        backups.delete_resource_backups(s, ctx, vault, list(bindings))
-        for b in bindings.values():
-            s.delete(b)
-        vault.updated_at = ctx.now()
+    vault = get_vault(s, p.project_id, vault_id, for_update=True)
+    V.check_vault_accepts_changes(vault_state(s, vault))
+    bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(
+        VaultResource.vault_id == vault.id, VaultResource.resource_id.in_(resource_ids)))}
+    missing = [i for i in resource_ids if i not in bindings]
+    if missing:
+        raise NotFound(f"resource {missing[0]} is not associated with vault {vault_id}",
+                       code="BackupService.6108")
+    backups.delete_resource_backups(s, ctx, vault, list(bindings))
+    for b in bindings.values():
+        s.delete(b)
+    vault.updated_at = ctx.now()
     return list(bindings)
 
 
 # ------------------------------------------------------------------------------------ delete
-def delete_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> str:
+def delete_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str) -> str:
     """Guide 3.2: delete a vault that is available or in error, with all its backups. The vault turns
     ``deleting`` at once; a ``vault_delete`` task removes backups and data, then the vault."""
     p.require_write()
     now = ctx.now()
-    with ctx.tx() as s:
-        vault = get_vault(s, p.project_id, vault_id, for_update=True)
-        V.check_vault_deletable(vault.status)
-        vault.status = "deleting"
-        vault.updated_at = now
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="vault_delete", now=now,
-                              vault_id=vault.id, vault_name=vault.name, request_id=p.request_id,
-                              params={"vault_id": vault.id}, max_attempts=5)
-        return task.id
+    vault = get_vault(s, p.project_id, vault_id, for_update=True)
+    V.check_vault_deletable(vault.status)
+    vault.status = "deleting"
+    vault.updated_at = now
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="vault_delete", now=now,
+                          vault_id=vault.id, vault_name=vault.name, request_id=p.request_id,
+                          params={"vault_id": vault.id}, max_attempts=5)
+    return task.id
 
 
-@tasks.handler("vault_delete")
 def run_vault_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     """Every backup and the vault's data go first, then the vault (with its bindings)."""
-    from opencbr.services import backups
-
     vault_id = run.params["vault_id"]
     try:
         backups.delete_vault_data(ctx, run, vault_id)
@@ -368,8 +343,7 @@ def _vault_in_error(ctx: ServiceContext, vault_id: str) -> None:
             vault.status = "error"
 
 
-@tasks.on_abandon("vault_delete")
-def abandon_vault_delete(s: Session, task) -> None:
+def abandon_vault_delete(s: Session, task: Task) -> None:
     vault = s.get(Vault, (task.params or {}).get("vault_id"))
     if vault is not None and vault.status == "deleting":
         vault.status = "error"

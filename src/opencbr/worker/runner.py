@@ -25,6 +25,7 @@ from opencbr.domain.errors import CBRError
 from opencbr.engine.errors import OperationCancelled
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
+from opencbr.services.handlers import register_handlers
 from opencbr.worker.wakeup import TaskPoller
 
 log = logging.getLogger("opencbr.worker")
@@ -38,11 +39,18 @@ def new_worker_base() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
+def task_handlers() -> tasks.TaskHandlers:
+    """Every task handler of the services, registered for one worker set-up."""
+    return register_handlers(tasks.TaskHandlers())
+
+
 class Worker:
     def __init__(self, ctx: ServiceContext, worker_id: str, *, poll_interval: float | None = None,
-                 types: tuple[str, ...] | None = None, host: str | None = None):
+                 types: tuple[str, ...] | None = None, host: str | None = None,
+                 handlers: tasks.TaskHandlers | None = None):
         self.ctx = ctx
         self.worker_id = worker_id
+        self.handlers = task_handlers() if handlers is None else handlers
         self.poll_interval = ctx.settings.worker_poll_seconds if poll_interval is None else poll_interval
         self.types = types
         self.host = ctx.settings.host_group if host is None else host
@@ -57,7 +65,7 @@ class Worker:
         run = tasks.claim_next(self.ctx, self.worker_id, self.types, host=self.host)
         if run is None:
             return False
-        fn = tasks.HANDLERS.get(run.operation_type)
+        fn = self.handlers.runs.get(run.operation_type)
         if fn is None:
             tasks.finish(self.ctx, run, tasks.FAILED,
                          error=CBRError(f"no worker can run {run.operation_type} tasks", code="BackupService.6902"))
@@ -152,12 +160,14 @@ class WorkerPool:
         self.ctx = ctx
         self.stop = threading.Event()
         base = new_worker_base()
-        self.workers = [Worker(ctx, f"{base}:{i}", poll_interval=poll_interval) for i in range(count)]
+        self.handlers = task_handlers()
+        self.workers = [Worker(ctx, f"{base}:{i}", poll_interval=poll_interval, handlers=self.handlers)
+                        for i in range(count)]
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
         # Tasks whose lease already ran out (their worker was killed before this start) are retried now.
-        tasks.expire_leases(self.ctx)
+        tasks.expire_leases(self.ctx, self.handlers.abandoned)
         for w in self.workers:
             t = threading.Thread(target=w.run_forever, args=(self.stop,), name=w.worker_id, daemon=True)
             t.start()
@@ -171,7 +181,7 @@ class WorkerPool:
         period = max(0.5, lease / 4)
         while not self.stop.wait(period):
             try:
-                tasks.expire_leases(self.ctx)
+                tasks.expire_leases(self.ctx, self.handlers.abandoned)
                 tasks.mark_unserved(self.ctx, max(10.0, lease))
             except Exception:
                 log.exception("janitor: cannot expire leases")

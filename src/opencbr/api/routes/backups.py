@@ -16,7 +16,7 @@ from opencbr.api.routing import JSONRoute
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files, restore
+from opencbr.services import audit, backups, files, recovery, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -31,15 +31,16 @@ def create_checkpoint(body: wire.CheckpointCreateBody, p: Principal = Depends(pr
     if params.get("auto_trigger"):
         raise InvalidParameter("auto_trigger is set by the scheduler; manual backups cannot claim it")
     with audit.trace(ctx, p, "createVaultBackup", {"vault_id": body.checkpoint.vault_id, **params},
-                     resource_id=body.checkpoint.vault_id) as t:
-        view = backups.create_checkpoint(ctx, p, body.checkpoint.vault_id, params)
+                     resource_id=body.checkpoint.vault_id) as t, ctx.tx() as s:
+        view = backups.create_checkpoint(s, ctx, p, body.checkpoint.vault_id, params)
         t.resource(view.vault.id, view.vault.name)
     return {"checkpoint": wire.checkpoint_resp(view.checkpoint, view.vault, view.backups)}
 
 
 @router.get("/checkpoints/{checkpoint_id}")
 def show_checkpoint(checkpoint_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    cp, vault, rows = backups.show_checkpoint(ctx, p, checkpoint_id)
+    with ctx.read() as s:
+        cp, vault, rows = backups.show_checkpoint(s, p, checkpoint_id)
     return {"checkpoint": wire.checkpoint_resp(cp, vault, rows)}
 
 
@@ -71,29 +72,33 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
                              statuses=L.statuses(status, B.STATUSES), image_type=L.text(image_type, "image_type"),
                              parent_id=L.text(parent_id, "parent_id"), start_time=start, end_time=end,
                              incremental=incremental, ids=L.texts(id, "id"))
-    views, total = backups.list_backups(ctx, p, f, limit, offset, order, marker=L.text(marker, "marker"))
+    with ctx.read() as s:
+        views, total = backups.list_backups(s, p, f, limit=limit, offset=offset, sort=order,
+                                            marker=L.text(marker, "marker"))
     return {"backups": [wire.backup_resp(v.backup, v.children) for v in views], "count": total, "limit": limit,
             "offset": offset}
 
 
 @router.get("/backups/{backup_id}")
 def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    v = backups.show_backup(ctx, p, backup_id)
+    with ctx.read() as s:
+        v = backups.show_backup(s, p, backup_id)
     return {"backup": wire.backup_resp(v.backup, v.children)}
 
 
 @router.put("/backups/{backup_id}")
 def update_backup(backup_id: str, body: wire.BackupUpdateBody, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    v = backups.update_backup(ctx, p, backup_id, body.backup.name)
+    with ctx.tx() as s:
+        v = backups.update_backup(s, ctx, p, backup_id, body.backup.name)
     return {"backup": wire.backup_resp(v.backup, v.children)}
 
 
 @router.delete("/backups/{backup_id}")
 def delete_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Guide 4.3. The backup turns ``deleting``; the body names the task (the SDK ignores it)."""
-    with audit.trace(ctx, p, "deleteBackup", resource_id=backup_id):
-        task_id = backups.delete_backup(ctx, p, backup_id)
+    with audit.trace(ctx, p, "deleteBackup", resource_id=backup_id), ctx.tx() as s:
+        task_id = backups.delete_backup(s, ctx, p, backup_id)
     return {"operation_log_id": task_id}
 
 
@@ -102,14 +107,16 @@ def restore_backup(backup_id: str, body: wire.BackupRestoreBody, p: Principal = 
                    ctx: ServiceContext = Depends(get_ctx)):
     spec = wire.dump(body.restore)
     with audit.trace(ctx, p, "restoreBackup", spec, resource_id=backup_id):
-        task_id = restore.restore_backup(ctx, p, backup_id, spec)
+        with ctx.tx() as s:
+            task_id = restore.restore_backup(s, ctx, p, backup_id, spec)
     return {"operation_log_id": task_id}
 
 
 @router.get("/backups/{backup_id}/metadata")
 def show_metadata(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """The server and disk layout captured with a backup (JSON-in-string fields, as the API has them)."""
-    v = backups.show_backup(ctx, p, backup_id)
+    with ctx.read() as s:
+        v = backups.show_backup(s, p, backup_id)
     b = v.backup
     disks = [{"id": k.resource_id, "name": k.resource_name, "backup_id": k.id, "bootable": k.disk_role == "system",
               "size": R.size_gb(k.resource_size_bytes), "device_index": k.device_index} for k in v.children] or \
@@ -123,15 +130,18 @@ def show_metadata(backup_id: str, p: Principal = Depends(principal), ctx: Servic
 @router.post("/backups/{backup_id}/verify", status_code=202)
 def verify_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Extension: re-read every chunk of the backup; the task reports what is damaged."""
-    return {"operation_log_id": backups.verify_backup(ctx, p, backup_id)}
+    with ctx.tx() as s:
+        task_id = backups.verify_backup(s, ctx, p, backup_id)
+    return {"operation_log_id": task_id}
 
 
 @router.post("/backups/{backup_id}/create-disk", status_code=202)
 def create_disk(backup_id: str, body: wire.CreateDiskFromBackup, p: Principal = Depends(principal),
                 ctx: ServiceContext = Depends(get_ctx)):
     """Guide 6.4: a new disk from a disk backup (an image file at ``path`` on the service's machine)."""
-    task_id, disk_id = restore.create_disk_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
-                                                       size_bytes=body.size_bytes, az=body.availability_zone)
+    with ctx.tx() as s:
+        task_id, disk_id = restore.create_disk_from_backup(s, ctx, p, backup_id, name=body.name, path=body.path,
+                                                           size_bytes=body.size_bytes, az=body.availability_zone)
     return {"operation_log_id": task_id, "disk_id": disk_id}
 
 
@@ -152,7 +162,9 @@ def storage_usage(limit: int | None = None, offset: int | None = None, resource_
     limit, offset = page(limit, offset)
     if resource_type:
         R.check_resource_type(resource_type)
-    rows = backups.resource_usage(ctx, p, L.text(resource_id, "resource_id"), resource_type)
+    with ctx.read() as s:
+        rows = backups.resource_usage(s, p, resource_id=L.text(resource_id, "resource_id"),
+                                      resource_type=resource_type)
     items = [{"resource_id": r["resource_id"], "resource_name": r["resource_name"],
               "resource_type": r["resource_type"], "backup_count": r["backup_count"],
               "backup_size": -(-r["backup_bytes"] // wire.MB), "backup_size_multiaz": 0}
@@ -164,8 +176,6 @@ def storage_usage(limit: int | None = None, offset: int | None = None, resource_
 @router.post("/vaults/{vault_id}/rebuild")
 def rebuild_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Extension (admins): recreate a vault's catalog from the manifests in the object store."""
-    from opencbr.services import recovery
-
     r = recovery.rebuild_vault(ctx, p, vault_id)
     return {"rebuild": {"vault_id": r.vault_id, "vault_created": r.vault_created, "backups_found": r.backups_found,
                         "backups_added": r.backups_added, "backups_present": r.backups_present}}
@@ -174,8 +184,6 @@ def rebuild_vault(vault_id: str, p: Principal = Depends(principal), ctx: Service
 @router.get("/stored-vaults")
 def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Extension (operator): the vaults that have data in the object store, catalogued or not."""
-    from opencbr.services import recovery
-
     p.require_operator()
     return {"vault_ids": recovery.stored_vault_ids(ctx)}
 
@@ -184,8 +192,9 @@ def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depen
 def create_file_system(backup_id: str, body: wire.CreateFileSystemFromBackup, p: Principal = Depends(principal),
                        ctx: ServiceContext = Depends(get_ctx)):
     """Guide 6.5: a new file system (a directory on the service's machine) from a file-system backup."""
-    task_id, fs_id = files.create_file_system_from_backup(ctx, p, backup_id, name=body.name, path=body.path,
-                                                          az=body.availability_zone)
+    with ctx.tx() as s:
+        task_id, fs_id = files.create_file_system_from_backup(s, ctx, p, backup_id, name=body.name, path=body.path,
+                                                              az=body.availability_zone)
     return {"operation_log_id": task_id, "file_system_id": fs_id}
 
 

@@ -98,14 +98,16 @@ def list_audit(limit: int | None = None, offset: int | None = None, trace_name: 
                           resource_id=L.text(resource_id, "resource_id"), user_name=L.text(user_name, "user_name"),
                           outcome=L.choice(outcome, "outcome", audit.OUTCOMES), start_time=start, end_time=end,
                           account_id=L.text(account_id, "account_id"))
-    rows, total = audit.list_events(ctx, p, f, limit, offset, L.parse_sort(sort, audit.SORT_KEYS))
+    order = L.parse_sort(sort, audit.SORT_KEYS)
+    with ctx.read() as s:
+        rows, total = audit.list_events(s, p, f, limit=limit, offset=offset, sort=order)
     return {"events": [wire.audit_resp(e) for e in rows], "count": total, "limit": limit, "offset": offset}
 
 
 @router.put("/tracker")
 def update_tracker(body: wire.TrackerUpdate, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    with audit.trace(ctx, p, "updateTracker", {"enabled": body.enabled}):
-        audit.set_tracker(ctx, p, body.enabled)
+    with audit.trace(ctx, p, "updateTracker", {"enabled": body.enabled}), ctx.tx() as s:
+        audit.set_tracker(s, p, body.enabled)
     return {"tracker": {"enabled": body.enabled}}
 
 

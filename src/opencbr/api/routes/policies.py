@@ -10,7 +10,7 @@ from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routing import JSONRoute
 from opencbr.domain import policy as P
-from opencbr.services import audit, policies
+from opencbr.services import audit, executions, policies, retention
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -21,8 +21,8 @@ router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 @router.post("/policies")
 def create_policy(body: wire.PolicyBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     req = {k: body.policy.get(k) for k in ("name", "operation_type", "enabled") if k in body.policy}
-    with audit.trace(ctx, p, "createPolicy", req) as t:
-        view = policies.create_policy(ctx, p, body.policy)
+    with audit.trace(ctx, p, "createPolicy", req) as t, ctx.tx() as s:
+        view = policies.create_policy(s, ctx, p, body.policy)
         t.resource(view.policy.id, view.policy.name)
     return {"policy": wire.policy_resp(view)}
 
@@ -30,21 +30,25 @@ def create_policy(body: wire.PolicyBody, p: Principal = Depends(principal), ctx:
 @router.get("/policies")
 def list_policies(operation_type: str | None = None, vault_id: str | None = None, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    views = policies.list_policies(ctx, p, operation_type=L.choice(operation_type, "operation_type", P.OPERATION_TYPES),
-                                   vault_id=L.text(vault_id, "vault_id"))
+    with ctx.read() as s:
+        views = policies.list_policies(s, p, operation_type=L.choice(operation_type, "operation_type",
+                                                                     P.OPERATION_TYPES),
+                                       vault_id=L.text(vault_id, "vault_id"))
     return {"policies": [wire.policy_resp(v) for v in views], "count": len(views)}
 
 
 @router.get("/policies/{policy_id}")
 def show_policy(policy_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return {"policy": wire.policy_resp(policies.show_policy(ctx, p, policy_id))}
+    with ctx.read() as s:
+        view = policies.show_policy(s, p, policy_id)
+    return {"policy": wire.policy_resp(view)}
 
 
 @router.put("/policies/{policy_id}")
 def update_policy(policy_id: str, body: wire.PolicyBody, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    with audit.trace(ctx, p, "updatePolicy", body.policy, resource_id=policy_id) as t:
-        view = policies.update_policy(ctx, p, policy_id, body.policy)
+    with audit.trace(ctx, p, "updatePolicy", body.policy, resource_id=policy_id) as t, ctx.tx() as s:
+        view = policies.update_policy(s, ctx, p, policy_id, body.policy)
         t.resource(view.policy.id, view.policy.name)
     return {"policy": wire.policy_resp(view)}
 
@@ -52,8 +56,8 @@ def update_policy(policy_id: str, body: wire.PolicyBody, p: Principal = Depends(
 @router.delete("/policies/{policy_id}")
 def delete_policy(policy_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Deletes the policy and removes it from its vaults; no backup is deleted (guide 5.5)."""
-    with audit.trace(ctx, p, "deletePolicy", resource_id=policy_id) as t:
-        view = policies.delete_policy(ctx, p, policy_id)
+    with audit.trace(ctx, p, "deletePolicy", resource_id=policy_id) as t, ctx.tx() as s:
+        view = policies.delete_policy(s, p, policy_id)
         t.resource(view.policy.id, view.policy.name)
     return {}
 
@@ -62,9 +66,10 @@ def delete_policy(policy_id: str, p: Principal = Depends(principal), ctx: Servic
 def associate_policy(vault_id: str, body: wire.AssociateBody, p: Principal = Depends(principal),
                      ctx: ServiceContext = Depends(get_ctx)):
     req = wire.dump(body)
-    with audit.trace(ctx, p, "associatePolicy", req, resource_id=vault_id):
-        bindings = policies.associate(ctx, p, vault_id, body.policy_id, body.destination_vault_id,
-                                      body.add_policy_ids)
+    with audit.trace(ctx, p, "associatePolicy", req, resource_id=vault_id), ctx.tx() as s:
+        bindings = policies.associate(s, ctx, p, vault_id, body.policy_id,
+                                      destination_vault_id=body.destination_vault_id,
+                                      add_policy_ids=body.add_policy_ids)
     return {"associate_policy": wire.binding_resp(bindings[0])}
 
 
@@ -72,8 +77,8 @@ def associate_policy(vault_id: str, body: wire.AssociateBody, p: Principal = Dep
 def dissociate_policy(vault_id: str, body: wire.DissociateBody, p: Principal = Depends(principal),
                       ctx: ServiceContext = Depends(get_ctx)):
     """Removes the policy from the vault; no backup is deleted (guide 5.7)."""
-    with audit.trace(ctx, p, "dissociatePolicy", {"policy_id": body.policy_id}, resource_id=vault_id):
-        binding = policies.dissociate(ctx, p, vault_id, body.policy_id)
+    with audit.trace(ctx, p, "dissociatePolicy", {"policy_id": body.policy_id}, resource_id=vault_id), ctx.tx() as s:
+        binding = policies.dissociate(s, ctx, p, vault_id, body.policy_id)
     return {"dissociate_policy": wire.binding_resp(binding)}
 
 
@@ -82,7 +87,9 @@ def dissociate_policy(vault_id: str, body: wire.DissociateBody, p: Principal = D
 def preview_policy(policy_id: str, next: int = 10, p: Principal = Depends(principal),  # noqa: A002
                    ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: the next execution times (UTC, and in the policy's time zone when it has one)."""
-    return wire.preview_resp(policy_id, policies.preview_executions(ctx, p, policy_id, next))
+    with ctx.tx() as s:
+        preview = executions.preview_executions(s, ctx, p, policy_id, count=next)
+    return wire.preview_resp(policy_id, preview)
 
 
 @router.get("/policies/{policy_id}/executions")
@@ -90,7 +97,8 @@ def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 10
                     ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: the execution decisions the scheduler recorded (fired, skipped and why)."""
     limit, _ = L.page(limit, 0)
-    rows = policies.list_executions(ctx, p, policy_id, L.text(vault_id, "vault_id"), limit)
+    with ctx.tx() as s:
+        rows = executions.list_executions(s, p, policy_id, vault_id=L.text(vault_id, "vault_id"), limit=limit)
     return {"executions": [wire.execution_resp(e) for e in rows], "count": len(rows)}
 
 
@@ -98,7 +106,8 @@ def list_executions(policy_id: str, vault_id: str | None = None, limit: int = 10
 def retention_preview(policy_id: str, vault_id: str | None = None, p: Principal = Depends(principal),
                       ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: a retention dry run — what the policy's rule would delete now, and why."""
-    plans = policies.retention_preview(ctx, p, policy_id, L.text(vault_id, "vault_id"))
+    with ctx.tx() as s:
+        plans = retention.retention_preview(s, ctx, p, policy_id, vault_id=L.text(vault_id, "vault_id"))
     return {"policy_id": policy_id, "prune_count": sum(len(r.plan.prune_ids) for r in plans),
             "resources": [wire.retention_resp(r) for r in plans]}
 
@@ -106,6 +115,7 @@ def retention_preview(policy_id: str, vault_id: str | None = None, p: Principal 
 @router.post("/policies/{policy_id}/prune")
 def prune(policy_id: str, body: wire.PruneBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: apply the policy's retention to a vault now (it must be the vault's policy)."""
-    plans = policies.prune_now(ctx, p, policy_id, body.vault_id)
+    with ctx.tx() as s:
+        plans = retention.prune_now(s, ctx, p, policy_id, body.vault_id)
     return {"policy_id": policy_id, "deleted_count": sum(len(r.deleted) for r in plans),
             "resources": [wire.retention_resp(r) for r in plans]}

@@ -4,6 +4,7 @@ documented in docs/api-inventory.md)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
+from sqlalchemy.orm import Session
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
@@ -19,8 +20,8 @@ from opencbr.services.principal import Principal
 router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 
 
-def _protectable(ctx: ServiceContext, p: Principal, view: resources.ResourceView) -> dict:
-    vault_view = vaults.show_vault(ctx, p, view.vault.id) if view.vault else None
+def _protectable(s: Session, p: Principal, view: resources.ResourceView) -> dict:
+    vault_view = vaults.show_vault(s, p, view.vault.id) if view.vault else None
     return wire.protectable_resp(view, vault_view)
 
 
@@ -39,24 +40,26 @@ def list_protectable(protectable_type: str, limit: int | None = None, offset: in
     R.check_resource_type(protectable_type)
     limit, offset = page(limit, offset, default=50, maximum=50)
     id = L.text(id, "id")
-    views, _ = resources.list_resources(ctx, p, rtype=protectable_type, name=L.text(name, "name"),
-                                        status=L.choice(status, "status", _STATUSES[protectable_type]),
-                                        ids=[id] if id else None, server_id=L.text(server_id, "server_id"),
-                                        sort=L.parse_sort(sort, resources.SORT_KEYS))
-    if L.text(marker, "marker"):
-        ids = [v.resource.id for v in views]
-        if marker not in ids:
-            raise InvalidParameter(f"marker {marker} is not a resource of this list")
-        views = views[ids.index(marker) + 1:]
-    views = views[offset:offset + limit]
-    return {"instances": [_protectable(ctx, p, v) for v in views]}
+    status = L.choice(status, "status", _STATUSES[protectable_type])
+    order = L.parse_sort(sort, resources.SORT_KEYS)
+    with ctx.read() as s:
+        views, _ = resources.list_resources(s, p, rtype=protectable_type, name=L.text(name, "name"), status=status,
+                                            ids=[id] if id else None, server_id=L.text(server_id, "server_id"),
+                                            sort=order)
+        if L.text(marker, "marker"):
+            ids = [v.resource.id for v in views]
+            if marker not in ids:
+                raise InvalidParameter(f"marker {marker} is not a resource of this list")
+            views = views[ids.index(marker) + 1:]
+        return {"instances": [_protectable(s, p, v) for v in views[offset:offset + limit]]}
 
 
 @router.get("/protectables/{protectable_type}/instances/{instance_id}")
 def show_protectable(protectable_type: str, instance_id: str, p: Principal = Depends(principal),
                      ctx: ServiceContext = Depends(get_ctx)):
     R.check_resource_type(protectable_type)
-    return {"instance": _protectable(ctx, p, resources.show_resource(ctx, p, instance_id, protectable_type))}
+    with ctx.read() as s:
+        return {"instance": _protectable(s, p, resources.show_resource(s, p, instance_id, protectable_type))}
 
 
 # ------------------------------------------------------------------------------------ inventory
@@ -71,25 +74,32 @@ def _kind(kind: str) -> str:
 
 @router.post("/inventory/disks")
 def register_disk(body: wire.DiskRegister, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    res = resources.register_disk(ctx, p, name=body.name, path=body.path, az=body.availability_zone,
-                                  encrypted=body.encrypted, description=body.description or "", host=body.host)
-    return {"disk": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
+    with ctx.tx() as s:
+        res = resources.register_disk(s, ctx, p, name=body.name, path=body.path, az=body.availability_zone,
+                                      encrypted=body.encrypted, description=body.description or "", host=body.host)
+    with ctx.read() as s:
+        return {"disk": wire.inventory_resp(resources.show_resource(s, p, res.id))}
 
 
 @router.post("/inventory/servers")
 def register_server(body: wire.ServerRegister, p: Principal = Depends(principal),
                     ctx: ServiceContext = Depends(get_ctx)):
-    res = resources.register_server(ctx, p, name=body.name, system_disk=body.system_disk, data_disks=body.data_disks,
-                                    az=body.availability_zone, status=body.status, description=body.description or "")
-    return {"server": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
+    with ctx.tx() as s:
+        res = resources.register_server(s, ctx, p, name=body.name, system_disk=body.system_disk,
+                                        data_disks=body.data_disks, az=body.availability_zone, status=body.status,
+                                        description=body.description or "")
+    with ctx.read() as s:
+        return {"server": wire.inventory_resp(resources.show_resource(s, p, res.id))}
 
 
 @router.post("/inventory/file-systems")
 def register_file_system(body: wire.FileSystemRegister, p: Principal = Depends(principal),
                          ctx: ServiceContext = Depends(get_ctx)):
-    res = resources.register_file_system(ctx, p, name=body.name, path=body.path, az=body.availability_zone,
-                                         description=body.description or "", host=body.host)
-    return {"file_system": wire.inventory_resp(resources.show_resource(ctx, p, res.id))}
+    with ctx.tx() as s:
+        res = resources.register_file_system(s, ctx, p, name=body.name, path=body.path, az=body.availability_zone,
+                                             description=body.description or "", host=body.host)
+    with ctx.read() as s:
+        return {"file_system": wire.inventory_resp(resources.show_resource(s, p, res.id))}
 
 
 @router.get("/inventory/{kind}")
@@ -99,28 +109,35 @@ def list_inventory(kind: str, limit: int | None = None, offset: int | None = Non
     """The list parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset)
     rtype = _kind(kind)
-    views, total = resources.list_resources(ctx, p, rtype=rtype, name=L.text(name, "name"),
-                                            status=L.choice(status, "status", _STATUSES[rtype]), limit=limit,
-                                            offset=offset, sort=L.parse_sort(sort, resources.SORT_KEYS))
+    status = L.choice(status, "status", _STATUSES[rtype])
+    order = L.parse_sort(sort, resources.SORT_KEYS)
+    with ctx.read() as s:
+        views, total = resources.list_resources(s, p, rtype=rtype, name=L.text(name, "name"), status=status,
+                                                limit=limit, offset=offset, sort=order)
     return {"resources": [wire.inventory_resp(v) for v in views], "count": total, "limit": limit, "offset": offset}
 
 
 @router.get("/inventory/{kind}/{resource_id}")
 def show_inventory(kind: str, resource_id: str, p: Principal = Depends(principal),
                    ctx: ServiceContext = Depends(get_ctx)):
-    return {"resource": wire.inventory_resp(resources.show_resource(ctx, p, resource_id, _kind(kind)))}
+    with ctx.read() as s:
+        return {"resource": wire.inventory_resp(resources.show_resource(s, p, resource_id, _kind(kind)))}
 
 
 @router.put("/inventory/servers/{server_id}")
 def update_server(server_id: str, body: wire.ServerStatusUpdate, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    resources.set_server_status(ctx, p, server_id, body.status)
-    return {"server": wire.inventory_resp(resources.show_resource(ctx, p, server_id, R.SERVER))}
+    with ctx.tx() as s:
+        resources.set_server_status(s, ctx, p, server_id, body.status)
+    with ctx.read() as s:
+        return {"server": wire.inventory_resp(resources.show_resource(s, p, server_id, R.SERVER))}
 
 
 @router.delete("/inventory/{kind}/{resource_id}")
 def remove_inventory(kind: str, resource_id: str, p: Principal = Depends(principal),
                      ctx: ServiceContext = Depends(get_ctx)):
-    resources.show_resource(ctx, p, resource_id, _kind(kind))
-    resources.remove_resource(ctx, p, resource_id)
+    with ctx.read() as s:
+        resources.show_resource(s, p, resource_id, _kind(kind))
+    with ctx.tx() as s:
+        resources.remove_resource(s, p, resource_id)
     return Response(status_code=204)

@@ -32,16 +32,22 @@ def list_op_logs(limit: int | None = None, offset: int | None = None, operation_
                          resource_name=L.text(resource_name, "resource_name"),
                          provider_id=L.text(provider_id, "provider_id"), start_time=start, end_time=end,
                          task_id=L.text(task_id, "task_id"))
-    rows, total = tasks.list_tasks(ctx, p, f, limit, offset, L.parse_sort(sort, tasks.SORT_KEYS))
+    order = L.parse_sort(sort, tasks.SORT_KEYS)
+    with ctx.read() as s:
+        rows, total = tasks.list_tasks(s, p, f, limit=limit, offset=offset, sort=order)
     return {"operation_logs": [wire.oplog_resp(t) for t in rows], "count": total, "limit": limit, "offset": offset}
 
 
 @router.get("/operation-logs/{operation_log_id}")
 def show_op_log(operation_log_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return {"operation_log": wire.oplog_resp(tasks.show_task(ctx, p, operation_log_id))}
+    with ctx.read() as s:
+        task = tasks.show_task(s, p, operation_log_id)
+    return {"operation_log": wire.oplog_resp(task)}
 
 
 @router.post("/operation-logs/{operation_log_id}/cancel")
 def cancel_task(operation_log_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """OpenCBR extension: ask a running task to stop (guide 13.2.12 says CBR cannot)."""
-    return {"operation_log": wire.oplog_resp(tasks.request_cancel(ctx, p, operation_log_id))}
+    with ctx.tx() as s:
+        task = tasks.request_cancel(s, p, operation_log_id)
+    return {"operation_log": wire.oplog_resp(task)}

@@ -20,8 +20,9 @@ router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 @router.post("/vaults")
 def create_vault(body: wire.VaultCreateBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     spec = wire.dump(body.vault)
-    with audit.trace(ctx, p, "createVault", {"name": spec.get("name"), "billing": spec.get("billing")}) as t:
-        view = vaults.create_vault(ctx, p, spec)
+    with audit.trace(ctx, p, "createVault", {"name": spec.get("name"), "billing": spec.get("billing")}) as t, \
+            ctx.tx() as s:
+        view = vaults.create_vault(s, ctx, p, spec)
         t.resource(view.vault.id, view.vault.name)
     return {"vault": wire.vault_resp(view)}
 
@@ -44,27 +45,32 @@ def list_vaults(limit: int | None = None, offset: int | None = None, name: str |
                            status=L.choice(status, "status", V.VAULT_STATUSES),
                            resource_ids=L.texts((resource_ids or "").split(","), "resource_ids"),
                            start_time=start, end_time=end)
-    views, total = vaults.list_vaults(ctx, p, f, limit, offset, L.parse_sort(sort, vaults.SORT_KEYS))
+    order = L.parse_sort(sort, vaults.SORT_KEYS)
+    with ctx.read() as s:
+        views, total = vaults.list_vaults(s, p, f, limit=limit, offset=offset, sort=order)
     return {"vaults": [wire.vault_resp(v) for v in views], "count": total, "limit": limit, "offset": offset}
 
 
 @router.get("/vaults/summary")
 def show_summary(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    size, used = vaults.summary(ctx, p)
+    with ctx.read() as s:
+        size, used = vaults.summary(s, p)
     return {"size": size, "used_size": -(-used // wire.MB)}
 
 
 @router.get("/vaults/{vault_id}")
 def show_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return {"vault": wire.vault_resp(vaults.show_vault(ctx, p, vault_id))}
+    with ctx.read() as s:
+        view = vaults.show_vault(s, p, vault_id)
+    return {"vault": wire.vault_resp(view)}
 
 
 @router.put("/vaults/{vault_id}")
 def update_vault(vault_id: str, body: wire.VaultUpdateBody, p: Principal = Depends(principal),
                  ctx: ServiceContext = Depends(get_ctx)):
     spec = wire.dump(body.vault)
-    with audit.trace(ctx, p, "updateVault", spec, resource_id=vault_id) as t:
-        view = vaults.update_vault(ctx, p, vault_id, spec)
+    with audit.trace(ctx, p, "updateVault", spec, resource_id=vault_id) as t, ctx.tx() as s:
+        view = vaults.update_vault(s, ctx, p, vault_id, spec)
         t.resource(view.vault.id, view.vault.name)
     return {"vault": wire.vault_resp(view)}
 
@@ -72,8 +78,8 @@ def update_vault(vault_id: str, body: wire.VaultUpdateBody, p: Principal = Depen
 @router.delete("/vaults/{vault_id}")
 def delete_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Starts a ``vault_delete`` task; the body names it (the SDK ignores the body)."""
-    with audit.trace(ctx, p, "deleteVault", resource_id=vault_id):
-        task_id = vaults.delete_vault(ctx, p, vault_id)
+    with audit.trace(ctx, p, "deleteVault", resource_id=vault_id), ctx.tx() as s:
+        task_id = vaults.delete_vault(s, ctx, p, vault_id)
     return {"operation_log_id": task_id}
 
 
@@ -81,14 +87,16 @@ def delete_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceC
 def add_resources(vault_id: str, body: wire.AddResourcesBody, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
     items = [wire.dump(r) for r in body.resources]
-    with audit.trace(ctx, p, "addResources", {"resources": [i["id"] for i in items]}, resource_id=vault_id):
-        added = vaults.add_resources(ctx, p, vault_id, items)
+    with audit.trace(ctx, p, "addResources", {"resources": [i["id"] for i in items]}, resource_id=vault_id), \
+            ctx.tx() as s:
+        added = vaults.add_resources(s, ctx, p, vault_id, items)
     return {"add_resource_ids": added}
 
 
 @router.post("/vaults/{vault_id}/removeresources")
 def remove_resources(vault_id: str, body: wire.RemoveResourcesBody, p: Principal = Depends(principal),
                      ctx: ServiceContext = Depends(get_ctx)):
-    with audit.trace(ctx, p, "removeResources", {"resource_ids": body.resource_ids}, resource_id=vault_id):
-        removed = vaults.remove_resources(ctx, p, vault_id, body.resource_ids)
+    with audit.trace(ctx, p, "removeResources", {"resource_ids": body.resource_ids}, resource_id=vault_id), \
+            ctx.tx() as s:
+        removed = vaults.remove_resources(s, ctx, p, vault_id, body.resource_ids)
     return {"remove_resource_ids": removed}

@@ -11,21 +11,33 @@ from sqlalchemy import select
 
 from opencbr.catalog.models import Backup, Task
 from opencbr.domain.errors import NotFound, StateConflict
-from opencbr.services import policies, vaults
+from opencbr.services import policies, retention, vaults
 
 NOW = datetime(2026, 1, 5, 10, 0)
 
 
 @pytest.fixture()
 def setup(ctx, tenant):
-    v = vaults.create_vault(ctx, tenant, {"name": "ret", "billing": {"object_type": "disk", "protect_type": "backup",
-                                                                     "size": 100}}).vault
-    return v
+    with ctx.tx() as s:
+        return vaults.create_vault(s, ctx, tenant, {"name": "ret", "billing": {
+            "object_type": "disk", "protect_type": "backup", "size": 100}}).vault
 
 
 def make_policy(ctx, p, **od):
-    return policies.create_policy(ctx, p, {"name": "keep", "operation_type": "backup", "operation_definition": od,
-                                           "trigger": {"properties": {"pattern": ["FREQ=DAILY;BYHOUR=2"]}}}).policy
+    with ctx.tx() as s:
+        return policies.create_policy(s, ctx, p, {
+            "name": "keep", "operation_type": "backup", "operation_definition": od,
+            "trigger": {"properties": {"pattern": ["FREQ=DAILY;BYHOUR=2"]}}}).policy
+
+
+def associate(ctx, p, vault_id, policy_id):
+    with ctx.tx() as s:
+        policies.associate(s, ctx, p, vault_id, policy_id)
+
+
+def update_policy(ctx, p, policy_id, body):
+    with ctx.tx() as s:
+        policies.update_policy(s, ctx, p, policy_id, body)
 
 
 def add_backups(ctx, p, vault, n, *, start=NOW - timedelta(days=40), step=timedelta(days=1), rule="count:3",
@@ -56,12 +68,13 @@ def tasks_of(ctx, op) -> list[Task]:
 
 def test_quantity_rule_keeps_the_newest_and_never_manual_or_image_backups(ctx, tenant, setup):
     pol = make_policy(ctx, tenant, max_backups=3)
-    policies.associate(ctx, tenant, setup.id, pol.id)
+    associate(ctx, tenant, setup.id, pol.id)
     autos = add_backups(ctx, tenant, setup, 6)
     manual = add_backups(ctx, tenant, setup, 2, automatic=False, start=NOW - timedelta(days=50))
     with ctx.tx() as s:  # the oldest automatic one was used to create an image (guide 5.2)
         s.get(Backup, autos[0]).used_by_image = True
-    r = policies.apply_retention(ctx, setup.id, "disk-1", now=NOW)
+    with ctx.tx() as s:
+        r = retention.apply_retention(s, ctx, setup.id, "disk-1", now=NOW)
     assert statuses(ctx, autos) == ["available", "deleting", "deleting", "available", "available", "available"]
     assert statuses(ctx, manual) == ["available", "available"]
     assert sorted(bid for bid, _ in r.deleted) == sorted(autos[1:3])
@@ -72,7 +85,7 @@ def test_quantity_rule_keeps_the_newest_and_never_manual_or_image_backups(ctx, t
     deletes = tasks_of(ctx, "delete")
     assert len(deletes) == 2 and all("max_backups=3" in t.extra_info["reason"] for t in deletes)
     # idempotent: a second run (another scheduler's sweep) deletes nothing more and records nothing
-    again = policies.retention_sweep(ctx, now=NOW)
+    again = retention.retention_sweep(ctx, now=NOW)
     assert again == [] and len(tasks_of(ctx, "delete")) == 2 and len(tasks_of(ctx, "retention")) == 1
 
 
@@ -80,24 +93,24 @@ def test_failed_periodic_backups_at_most_10_for_one_month(ctx, tenant, setup):
     """Guide 5.2: "A maximum of 10 backups are retained for failed periodic backup tasks. They are
     retained for one month"."""
     pol = make_policy(ctx, tenant, retention_duration_days=99999)
-    policies.associate(ctx, tenant, setup.id, pol.id)
+    associate(ctx, tenant, setup.id, pol.id)
     failed = add_backups(ctx, tenant, setup, 14, status="error", start=NOW - timedelta(days=14), rule="days:99999")
-    policies.retention_sweep(ctx, now=NOW)
+    retention.retention_sweep(ctx, now=NOW)
     assert statuses(ctx, failed) == ["deleting"] * 4 + ["error"] * 10
     later = NOW + timedelta(days=31)
-    policies.retention_sweep(ctx, now=later)
+    retention.retention_sweep(ctx, now=later)
     assert statuses(ctx, failed) == ["deleting"] * 14
 
 
 def test_disabled_policy_deletes_nothing_13_5_7(ctx, tenant, setup):
     pol = make_policy(ctx, tenant, max_backups=2)
-    policies.associate(ctx, tenant, setup.id, pol.id)
+    associate(ctx, tenant, setup.id, pol.id)
     ids = add_backups(ctx, tenant, setup, 5)
-    policies.update_policy(ctx, tenant, pol.id, {"enabled": False})
-    assert policies.retention_sweep(ctx, now=NOW) == []
+    update_policy(ctx, tenant, pol.id, {"enabled": False})
+    assert retention.retention_sweep(ctx, now=NOW) == []
     assert statuses(ctx, ids) == ["available"] * 5
-    policies.update_policy(ctx, tenant, pol.id, {"enabled": True})
-    assert len(policies.retention_sweep(ctx, now=NOW)[0].deleted) == 3
+    update_policy(ctx, tenant, pol.id, {"enabled": True})
+    assert len(retention.retention_sweep(ctx, now=NOW)[0].deleted) == 3
 
 
 def test_long_term_gfs_retention_and_dry_run(ctx, tenant, setup):
@@ -105,10 +118,11 @@ def test_long_term_gfs_retention_and_dry_run(ctx, tenant, setup):
     (restic forget --keep-last 2 --keep-daily 3 --keep-weekly 2), listed by a dry run that deletes
     nothing, then applied."""
     pol = make_policy(ctx, tenant, max_backups=2, day_backups=3, week_backups=2, timezone="UTC+08:00")
-    policies.associate(ctx, tenant, setup.id, pol.id)
+    associate(ctx, tenant, setup.id, pol.id)
     # two backups a day (02:00 and 14:00 UTC+8 = 18:00 and 06:00 UTC) for 14 days
     ids = add_backups(ctx, tenant, setup, 28, start=datetime(2025, 12, 22, 6, 0), step=timedelta(hours=12))
-    preview = policies.retention_preview(ctx, tenant, pol.id, setup.id, now=NOW)
+    with ctx.read() as s:
+        preview = retention.retention_preview(s, ctx, tenant, pol.id, vault_id=setup.id, now=NOW)
     (plan,) = preview
     kept = set(plan.plan.keep_ids)
     assert ids[-1] in kept and ids[-2] in kept  # the two most recent
@@ -122,22 +136,23 @@ def test_long_term_gfs_retention_and_dry_run(ctx, tenant, setup):
     assert len(kept) == len({ids[-1], ids[-2], *daily, *weekly})
     assert statuses(ctx, ids) == ["available"] * 28  # a dry run deletes nothing
     assert tasks_of(ctx, "delete") == []
-    out = policies.prune_now(ctx, tenant, pol.id, setup.id)
+    with ctx.tx() as s:
+        out = retention.prune_now(s, ctx, tenant, pol.id, setup.id)
     assert sorted(b for r in out for b, _ in r.deleted) == sorted(plan.plan.prune_ids)
     assert {i for i, st in zip(ids, statuses(ctx, ids), strict=True) if st == "available"} == kept
 
 
 def test_prune_needs_the_vault_s_policy_and_retention_after_backup_never_raises(ctx, tenant, setup):
     pol = make_policy(ctx, tenant, max_backups=2)
-    with pytest.raises(StateConflict):
-        policies.prune_now(ctx, tenant, pol.id, setup.id)
-    with pytest.raises(NotFound):
-        policies.retention_preview(ctx, tenant, pol.id, "no-such-vault")
+    with pytest.raises(StateConflict), ctx.tx() as s:
+        retention.prune_now(s, ctx, tenant, pol.id, setup.id)
+    with pytest.raises(NotFound), ctx.read() as s:
+        retention.retention_preview(s, ctx, tenant, pol.id, vault_id="no-such-vault")
     # the backup task's hook: an unknown vault or any failure is logged, never raised
-    policies.apply_retention_after_backup(ctx, "no-such-vault", "disk-1")
-    policies.associate(ctx, tenant, setup.id, pol.id)
+    retention.apply_retention_after_backup(ctx, "no-such-vault", "disk-1")
+    associate(ctx, tenant, setup.id, pol.id)
     ids = add_backups(ctx, tenant, setup, 3)
-    policies.apply_retention_after_backup(ctx, setup.id, "disk-1")
+    retention.apply_retention_after_backup(ctx, setup.id, "disk-1")
     assert statuses(ctx, ids) == ["deleting", "available", "available"]
     (ret,) = tasks_of(ctx, "retention")
     assert ret.extra_info["retention"]["source"] == "after_backup"
@@ -149,7 +164,7 @@ def test_time_period_backups_expire_without_a_policy_5_7(ctx, tenant, setup):
     by_days = add_backups(ctx, tenant, setup, 3, rule="days:30", start=NOW - timedelta(days=31))
     by_count = add_backups(ctx, tenant, setup, 3, rule="count:1", start=NOW - timedelta(days=31),
                            resource_id="disk-2")
-    policies.retention_sweep(ctx, now=NOW)
+    retention.retention_sweep(ctx, now=NOW)
     # 31 and 30 days old: expired (30 days after creation is now); 29 days old: kept
     assert statuses(ctx, by_days) == ["deleting", "deleting", "available"]
     assert statuses(ctx, by_count) == ["available"] * 3
@@ -163,7 +178,7 @@ def test_manual_backups_made_with_a_retention_expire_then(ctx, tenant, setup):
     later = add_backups(ctx, tenant, setup, 1, automatic=False, expired_at=NOW + timedelta(days=1))
     image = add_backups(ctx, tenant, setup, 1, automatic=False, expired_at=NOW - timedelta(days=1),
                         used_by_image=True)
-    (r,) = policies.retention_sweep(ctx, now=NOW)
+    (r,) = retention.retention_sweep(ctx, now=NOW)
     assert statuses(ctx, kept + expiring + later + image) == ["available", "deleting", "deleting", "available",
                                                                "available"]
     (ret,) = tasks_of(ctx, "retention")

@@ -1,0 +1,23 @@
+"""The task handlers of the services, registered explicitly: the worker set-up calls
+:func:`register_handlers` with its registry (no module registers anything by being imported)."""
+
+from __future__ import annotations
+
+from opencbr.services import backups, files, hosts, resources, restore, vaults
+from opencbr.services.tasks import TaskHandlers
+
+
+def register_handlers(registry: TaskHandlers) -> TaskHandlers:
+    """Every operation type a worker runs, with what undoes an abandoned one (its worker died)."""
+    registry.register("backup", backups.run_backup, abandon=backups.abandon_task)
+    registry.register("delete", backups.run_delete, abandon=backups.abandon_task)
+    registry.register("gc", backups.run_gc)
+    registry.register("verify", backups.run_verify)
+    registry.register("vault_delete", vaults.run_vault_delete, abandon=vaults.abandon_vault_delete)
+    registry.register("restore", restore.run_restore, abandon=restore.abandon_restore)
+    registry.register("create_disk", restore.run_create_disk, abandon=restore.abandon_restore)
+    registry.register("create_fs", files.run_create_fs, abandon=files.abandon_create_fs)
+    registry.register("restore_files", files.run_restore_files)
+    registry.register("measure", resources.run_measure)
+    registry.register("probe", hosts.run_probe)
+    return registry

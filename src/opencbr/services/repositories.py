@@ -1,0 +1,37 @@
+"""The engine repository of each vault (``vaults/<vault_id>/`` in the object store), opened or created
+for the tasks that read and write backup data."""
+
+from __future__ import annotations
+
+import threading
+
+from opencbr.catalog.models import Vault
+from opencbr.domain.errors import NotFound, StateConflict
+from opencbr.engine import LockTiming, Repository
+from opencbr.services.context import ServiceContext
+
+_repo_lock = threading.Lock()
+
+
+def lock_timing(ctx: ServiceContext) -> LockTiming:
+    """Repository locks follow the task lease: a writer that stopped refreshing its lock for 4 leases
+    (2 minutes by default) is dead, whatever its pid says (pids repeat across PID namespaces)."""
+    stale = max(20.0, 4.0 * ctx.settings.task_lease_seconds)
+    return LockTiming(refresh_interval=stale / 8, stale_after=stale)
+
+
+def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Repository:
+    """The engine repository of a vault, created on first use (encrypted unless the vault is not)."""
+    prefix = f"vaults/{vault.id}/"
+    store = ctx.store
+    timing = lock_timing(ctx)
+    try:
+        return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)
+    except NotFound:
+        if not create:
+            raise
+    with _repo_lock:
+        try:
+            return Repository.create(store, prefix, ctx.master_key, encrypted=vault.encrypted, lock_timing=timing)
+        except StateConflict:  # another worker created it meanwhile
+            return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)
