@@ -135,8 +135,8 @@ def delete_policy(s: Session, p: Principal, policy_id: str) -> PolicyView:
 
 
 # ------------------------------------------------------------------------------------ vault bindings
-def bind(s: Session, p: Principal, vault: Vault, policy: Policy, destination_vault_id: str = "",
-         destination_project_id: str = "", *, now: datetime | None = None) -> PolicyBinding:
+def bind(s: Session, p: Principal, vault: Vault, policy: Policy, *, destination_vault_id: str = "",
+         destination_project_id: str = "", now: datetime | None = None) -> PolicyBinding:
     """Guide 5.6 and 1.6: apply a policy to a vault; one backup and one replication policy per vault;
     which vaults take which policies is ``domain.policy.check_vault_binding``. ``now`` (the service
     clock; default the vault's last change) is when the binding starts: no execution before it fires."""
@@ -218,7 +218,8 @@ def associate(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, poli
         policy = get_policy(s, p.project_id, pid)
         dest = _replication_destination(s, policy, vault, destination_vault_id if pid == ids[0] else None)
         dest_project = spec_of(policy).destination_project_id or "" if dest else ""
-        out.append(bind(s, p, vault, policy, dest, dest_project, now=now))
+        out.append(bind(s, p, vault, policy, destination_vault_id=dest, destination_project_id=dest_project,
+                        now=now))
     vault.updated_at = now
     return out
 
