@@ -75,6 +75,9 @@ def tenant(ctx) -> Principal:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    seed = getattr(config.option, "randomly_seed", None)  # None with -p no:randomly
+    if seed is not None:  # printed last, as the header that also shows it is hidden by -q
+        terminalreporter.write_line(f"tests ran in random order, seed {seed}: --randomly-seed={seed} repeats it")
     reason = pg_unavailable_reason() if any("postgresql" in i.nodeid for i in terminalreporter.stats.get("skipped", [])) else None
     if reason:
         terminalreporter.write_sep("!", "POSTGRESQL TESTS SKIPPED", red=True, bold=True)

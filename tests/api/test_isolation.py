@@ -75,6 +75,7 @@ def test_b_cannot_use_a_project_path(tenants, server):
 
 def test_b_cannot_see_tasks_or_audit(tenants):
     a, b, a_creds, b_creds, vault, _, _ = tenants
+    expect(404, b.put, f"/vaults/{vault['id']}", {"vault": {"name": "stolen"}})  # in B's trail, whatever ran before
     tmp = a.post("/vaults", {"vault": {"name": "a-doomed", "billing": BILLING}})["vault"]
     task_id = a.delete(f"/vaults/{tmp['id']}")["operation_log_id"]
     assert a.get(f"/operation-logs/{task_id}")["operation_log"]["vault_id"] == tmp["id"]
@@ -83,7 +84,8 @@ def test_b_cannot_see_tasks_or_audit(tenants):
     expect(404, b.post, f"/operation-logs/{task_id}/cancel")
     b_events = b.get("/iam/audit-events")["events"]
     # B's trail holds only B's own calls (its failed attempts on A's vault among them), never A's
-    assert b_events and all(e["project_id"] == b_creds.project_id for e in b_events)
+    assert all(e["project_id"] == b_creds.project_id for e in b_events)
+    assert any(e["resource_id"] == vault["id"] and e["outcome"] != "success" for e in b_events), b_events
     assert not any(e["resource_id"] == vault["id"] and e["outcome"] == "success" for e in b_events)
     assert any(e["resource_id"] == vault["id"] for e in a.get("/iam/audit-events")["events"])
     # a tenant admin cannot read another account's trail
