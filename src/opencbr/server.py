@@ -31,6 +31,12 @@ from opencbr.services import restore as _restore  # noqa: E402,F401
 from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
 
+#: The worker processes ``opencbr serve`` starts beside the API run at this lower CPU priority (and, as
+#: Linux derives it from the nice value, a lower I/O priority): a backup can wait a few milliseconds, a
+#: request cannot. Measured in bench/README.md (API under load).
+WORKER_NICE = 10
+
+
 class ListenError(CBRError):
     code = "OpenCBR.Listen"
 
@@ -115,6 +121,7 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     machines sharing the catalog and the object store). SIGTERM/SIGINT stop it in order."""
     if supervised:
         _stop_with_parent()
+        os.nice(WORKER_NICE)
     hosts.set_local_group(settings.host_group)
     ctx = open_context(settings, migrate=not supervised)
     pool = WorkerPool(ctx, count)
