@@ -30,7 +30,6 @@ from opencbr.services import hosts  # noqa: E402
 from opencbr.services import restore as _restore  # noqa: E402,F401
 from opencbr.services import vaults as _vaults  # noqa: E402,F401
 
-
 #: The worker processes ``opencbr serve`` starts beside the API run at this lower CPU priority (and, as
 #: Linux derives it from the nice value, a lower I/O priority): a backup can wait a few milliseconds, a
 #: request cannot. Measured in bench/README.md (API under load).
