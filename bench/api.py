@@ -3,7 +3,7 @@
 backups of a 1 GiB disk run in separate worker processes.
 
     python bench/api.py [--catalog sqlite|postgresql] [--clients 20] [--seconds 20] [--disk-size 1G]
-                        [--vaults 20] [--backups-per-vault 5] [--worker-procs 2] [--workdir DIR] [--keep]
+                        [--vaults 20] [--backups-per-vault 5] [--worker-procs 2] [--worker-nice 10] [--workdir DIR] [--keep]
 
 What it does:
   1. starts ``opencbr serve`` with ``OPENCBR_WORKERS=0`` (the API does no data-plane work) on its own data
@@ -45,6 +45,7 @@ from huaweicloudsdkcore.http.http_config import HttpConfig  # noqa: E402
 
 from opencbr.cli.client import ApiClient, ClientConfig  # noqa: E402
 from opencbr.config import load_settings  # noqa: E402
+from opencbr.server.worker import WORKER_NICE  # noqa: E402
 from opencbr.services import iam  # noqa: E402
 from opencbr.services.context import open_context  # noqa: E402
 
@@ -358,8 +359,9 @@ def main() -> None:
     ap.add_argument("--vaults", type=int, default=20)
     ap.add_argument("--backups-per-vault", type=int, default=5)
     ap.add_argument("--worker-procs", type=int, default=2)
-    ap.add_argument("--worker-nice", type=int, default=0,
-                    help="start the worker processes with this nice value (0: the API's priority)")
+    ap.add_argument("--worker-nice", type=int, default=WORKER_NICE,
+                    help=f"start the worker processes with this nice value (default {WORKER_NICE}, what "
+                         "`opencbr serve` gives its own worker processes; 0: the API's priority)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--skip-backups-phase", action="store_true")

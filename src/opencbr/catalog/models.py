@@ -282,6 +282,11 @@ class Backup(Base):
     __table_args__ = (
         Index("ix_backups_project_created", "project_id", "created_at"),
         Index("ix_backups_vault_resource", "vault_id", "resource_id", "created_at"),
+        # The backup list's count and default order (top-level backups of a project, newest first), and
+        # the vault list's backup count and size per resource, each read from the index alone: without
+        # them every list request read every backup row of the project (bench/README.md, API section).
+        Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at"),
+        Index("ix_backups_vault_usage", "vault_id", "parent_id", "resource_id", "added_bytes"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))

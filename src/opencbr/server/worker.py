@@ -4,6 +4,7 @@ sharing the catalog and the object store."""
 from __future__ import annotations
 
 import logging
+import os
 
 from opencbr.config import Settings
 from opencbr.server.process import note_stop_signals, opening_catalog, start_logging, stop_with_parent, wait_for_stop
@@ -13,6 +14,11 @@ from opencbr.worker.runner import WorkerPool
 
 log = logging.getLogger("opencbr")
 
+#: The worker processes ``opencbr serve`` starts beside the API run at this lower CPU priority (and, as
+#: Linux derives it from the nice value, a lower I/O priority): a backup can wait a few milliseconds, a
+#: request cannot. Measured in bench/README.md (API under load).
+WORKER_NICE = 10
+
 
 def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
     """Run ``count`` worker threads until SIGTERM/SIGINT, then stop in order (running tasks are handed
@@ -21,6 +27,7 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     start_logging()
     if supervised:
         stop_with_parent()
+        os.nice(WORKER_NICE)
     hosts.set_local_group(settings.host_group)
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)

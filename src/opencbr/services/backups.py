@@ -155,9 +155,10 @@ def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None,
 
 
 def enrich_vault_views(s: Session, views: list) -> None:
-    """Backup count and size per associated resource, for the vaults' ResourceResp items (one query)."""
+    """Backup count and size per associated resource, for the vaults' ResourceResp items (one query, read
+    from the index ``ix_backups_vault_usage`` alone: hence ``count()``, as ``count(id)`` reads each row)."""
     stats = {(vid, rid): (n, size) for vid, rid, n, size in s.execute(
-        select(Backup.vault_id, Backup.resource_id, func.count(Backup.id), func.sum(Backup.added_bytes))
+        select(Backup.vault_id, Backup.resource_id, func.count(), func.sum(Backup.added_bytes))
         .where(Backup.vault_id.in_([v.vault.id for v in views]), Backup.parent_id.is_(None))
         .group_by(Backup.vault_id, Backup.resource_id))}
     for view in views:

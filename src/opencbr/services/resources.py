@@ -36,15 +36,15 @@ def server_disks(s: Session, server_id: str) -> list[Resource]:
     return sorted(disks, key=lambda d: (d.disk_role != "system", d.device_index or 0))
 
 
-def live_status(s: Session, res: Resource) -> str:
+def live_status(s: Session, res: Resource, *, disks: list[Resource] | None = None) -> str:
     """The status of a resource as it is now: a disk whose file vanished or a directory that is gone is
-    in error; a server with a missing disk is faulty."""
+    in error; a server with a missing disk is faulty (``disks``: the server's, when already loaded)."""
     if res.type in (R.DISK, R.FILE_SYSTEM) and not hosts.is_here(res):
         return res.status  # another host's data: as its last task there found it
     if res.type in (R.DISK, R.FILE_SYSTEM):
         return res.status if registry.present(res) else "error"
     if res.status != "faulty" and any(d.status == "error" or not registry.present(d)
-                                      for d in server_disks(s, res.id)):
+                                      for d in (server_disks(s, res.id) if disks is None else disks)):
         return "faulty"
     return res.status
 
@@ -362,13 +362,30 @@ class ResourceView:
 
 
 def _view(s: Session, res: Resource) -> ResourceView:
-    disks = server_disks(s, res.id) if res.type == R.SERVER else []
+    return _views(s, [res])[0]
+
+
+def _views(s: Session, rows: list[Resource]) -> list[ResourceView]:
+    """Views of several resources with a fixed number of queries, whatever their number."""
+    servers = [r.id for r in rows if r.type == R.SERVER]
+    disks_of: dict[str, list[Resource]] = {sid: [] for sid in servers}
+    if servers:
+        for d in s.scalars(select(Resource).where(Resource.server_id.in_(servers))):
+            disks_of[d.server_id].append(d)
+        for disks in disks_of.values():
+            disks.sort(key=lambda d: (d.disk_role != "system", d.device_index or 0))  # as server_disks does
     # A disk of a protected server is protected through the server: it shows the server's vault.
-    owners = [res.id] + ([res.server_id] if res.type == R.DISK and res.server_id else [])
-    bound = {vr.resource_id: vr.vault_id for vr in s.scalars(select(VaultResource)
-                                                            .where(VaultResource.resource_id.in_(owners)))}
-    vault_id = next((bound[o] for o in owners if o in bound), None)
-    return ResourceView(res, live_status(s, res), disks, s.get(Vault, vault_id) if vault_id else None)
+    owners = {r.id: [r.id] + ([r.server_id] if r.type == R.DISK and r.server_id else []) for r in rows}
+    bound = dict(s.execute(select(VaultResource.resource_id, VaultResource.vault_id).where(
+        VaultResource.resource_id.in_({o for os_ in owners.values() for o in os_}))).all())
+    vault_ids = set(bound.values())
+    vaults = {v.id: v for v in s.scalars(select(Vault).where(Vault.id.in_(vault_ids)))} if vault_ids else {}
+    views = []
+    for r in rows:
+        vault_id = next((bound[o] for o in owners[r.id] if o in bound), None)
+        disks = disks_of.get(r.id, [])
+        views.append(ResourceView(r, live_status(s, r, disks=disks), disks, vaults.get(vault_id)))
+    return views
 
 
 SORT_KEYS = {"created_at": Resource.created_at, "updated_at": Resource.updated_at, "name": Resource.name,
@@ -389,13 +406,27 @@ def list_resources(s: Session, p: Principal, *, rtype: str | None = None, name: 
     if server_id:
         q = q.where(Resource.server_id == server_id)
     order = listing.order_by(sort, SORT_KEYS, [Resource.created_at, Resource.id], Resource.id)
-    rows = list(s.scalars(q.order_by(*order)))
-    views = [_view(s, r) for r in rows]
-    if status:
-        views = [v for v in views if v.status == status or R.SERVER_API_STATUS.get(v.status) == status]
-    total = len(views)
+    if not status:  # the page alone, counted and cut by the database
+        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        return _views(s, list(s.scalars(q.order_by(*order).limit(limit).offset(offset)))), total
+    # The live status (is the file still there?) is known only by looking, so a status filter looks
+    # at every candidate; the views (and their queries) are built for the page alone.
+    rows = [r for r in s.scalars(q.order_by(*order)) if _status_matches(s, r, status)]
     end = None if limit is None else offset + limit
-    return views[offset:end], total
+    return _views(s, rows[offset:end]), len(rows)
+
+
+def _status_matches(s: Session, res: Resource, status: str) -> bool:
+    """Whether the resource's live status is ``status`` (a server's also by the name the protectables
+    API shows). The live status differs from the stored one only by turning to error (a disk or file
+    system whose data is gone) or faulty (a server with a missing disk): look only when that matters."""
+    def names(st: str) -> tuple:
+        return st, R.SERVER_API_STATUS.get(st)
+
+    could_be = (res.status, "faulty" if res.type == R.SERVER else "error")
+    if not any(status in names(st) for st in could_be):
+        return False
+    return status in names(live_status(s, res))
 
 
 def show_resource(s: Session, p: Principal, resource_id: str, rtype: str | None = None) -> ResourceView:

@@ -1,0 +1,56 @@
+"""The vault and backup lists read what grows with the catalog (the backups) from indexes alone: no
+request reads every backup row of the project (SQLite's query plans, on a real catalog)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event
+
+from opencbr.catalog.models import Backup
+from opencbr.services import backups, resources, vaults
+
+
+@pytest.fixture()
+def catalog_url(tmp_path):
+    return f"sqlite:///{tmp_path}/catalog.db"  # the plans checked are SQLite's
+
+
+def _plans(ctx, run) -> list[tuple[str, list[str]]]:
+    """Each statement ``run`` sends that reads the backups table, with SQLite's plan for it."""
+    seen: list[tuple[str, object]] = []
+
+    def note(_conn, _cursor, statement, parameters, *_args):
+        if "FROM backups" in statement and not statement.startswith("EXPLAIN"):
+            seen.append((statement, parameters))
+
+    event.listen(ctx.engine, "before_cursor_execute", note)
+    try:
+        run()
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", note)
+    with ctx.engine.connect() as conn:
+        return [(st, [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + st, params)])
+                for st, params in seen]
+
+
+def test_lists_count_backups_from_an_index(ctx, tenant, tmp_path):
+    path = tmp_path / "d.img"
+    path.write_bytes(b"\0" * 4096)
+    disk = resources.register_disk(ctx, tenant, name="d", path=str(path))
+    view = vaults.create_vault(ctx, tenant, {"name": "v", "billing": {
+        "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+        "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]})
+    with ctx.tx() as s:
+        s.add_all(Backup(project_id=tenant.project_id, vault_id=view.vault.id, name=f"b{i}", resource_id=disk.id,
+                         resource_type="OS::Cinder::Volume", status="available", added_bytes=i,
+                         created_at=ctx.now()) for i in range(50))
+
+    listed = _plans(ctx, lambda: vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0))
+    assert len(listed) == 1 and any("COVERING INDEX ix_backups_vault_usage" in step for step in listed[0][1]), listed
+    listed = _plans(ctx, lambda: backups.list_backups(ctx, tenant, backups.BackupFilter(), 20, 0))
+    count = [plan for st, plan in listed if "count(" in st]
+    assert count and all(any("COVERING INDEX" in step for step in plan) for plan in count), listed
+    for statement, plan in listed:
+        assert not any(step.startswith("SCAN backups") for step in plan), (statement, plan)
+    views, total = vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0)
+    assert total == 1 and (views[0].resources[0].backup_count, views[0].resources[0].backup_bytes) == (50, 1225)
