@@ -11,7 +11,8 @@ import sys
 import time
 
 from opencbr.config import load_settings
-from opencbr.server import WORKER_NICE, listen_socket
+from opencbr.server.serve import listen_socket
+from opencbr.server.worker import WORKER_NICE
 from opencbr.services.context import open_context
 from tests.support.server import free_port
 
