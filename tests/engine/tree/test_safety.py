@@ -189,8 +189,8 @@ def test_unreadable_files_make_a_partial_backup(tmp_path):
     env = dict(os.environ, OPENCBR_MASTER_KEY=MASTER_KEY.hex())
     drop = "-dac_override,-dac_read_search"
     proc = subprocess.run(
-        ["setpriv", "--bounding-set", drop, "--inh-caps", drop, sys.executable, "-m", "opencbr.engine.tree",
-         "--store", (tmp_path / "store").as_uri(), "--prefix", "vaults/v1", "backup", str(src), "--id", "b1"],
+        ["setpriv", "--bounding-set", drop, "--inh-caps", drop, sys.executable, "-m", "opencbr.engine",
+         "--store", (tmp_path / "store").as_uri(), "--prefix", "vaults/v1", "tree", "backup", str(src), "--id", "b1"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     os.chmod(src / "closed", 0o755)
