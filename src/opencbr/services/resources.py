@@ -32,8 +32,11 @@ def get_resource(s: Session, project_id: str, resource_id: str, rtype: str | Non
 
 def server_disks(s: Session, server_id: str) -> list[Resource]:
     """The disks of a server: the system disk first, then data disks in attachment order."""
-    disks = s.scalars(select(Resource).where(Resource.server_id == server_id))
-    return sorted(disks, key=lambda d: (d.disk_role != "system", d.device_index or 0))
+    return sorted(s.scalars(select(Resource).where(Resource.server_id == server_id)), key=_attachment_order)
+
+
+def _attachment_order(disk: Resource) -> tuple:
+    return disk.disk_role != "system", disk.device_index or 0
 
 
 def live_status(s: Session, res: Resource, *, disks: list[Resource] | None = None) -> str:
@@ -383,11 +386,11 @@ def _views(s: Session, rows: list[Resource]) -> list[ResourceView]:
         for d in s.scalars(select(Resource).where(Resource.server_id.in_(servers))):
             disks_of[d.server_id].append(d)
         for disks in disks_of.values():
-            disks.sort(key=lambda d: (d.disk_role != "system", d.device_index or 0))  # as server_disks does
+            disks.sort(key=_attachment_order)
     # A disk of a protected server is protected through the server: it shows the server's vault.
     owners = {r.id: [r.id] + ([r.server_id] if r.type == R.DISK and r.server_id else []) for r in rows}
     bound = dict(s.execute(select(VaultResource.resource_id, VaultResource.vault_id).where(
-        VaultResource.resource_id.in_({o for os_ in owners.values() for o in os_}))).all())
+        VaultResource.resource_id.in_({o for ids in owners.values() for o in ids}))).all())
     vault_ids = set(bound.values())
     vaults = {v.id: v for v in s.scalars(select(Vault).where(Vault.id.in_(vault_ids)))} if vault_ids else {}
     views = []
