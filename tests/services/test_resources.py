@@ -1,6 +1,7 @@
 """Listing the inventory (``resources.list_resources``, behind the inventory lists and the protectables):
 a page costs the same number of catalog queries whatever the inventory's size, and a status filter sees
-the live status (a disk whose file is gone is in error, a server with a missing disk is faulty)."""
+the live status (a disk whose file is gone is in error, a server with a missing disk is faulty). The same
+for the servers on a page of vaults."""
 
 from __future__ import annotations
 
@@ -81,3 +82,29 @@ def test_a_disk_of_a_protected_server_shows_the_server_vault(ctx, tenant, tmp_pa
     listed = {v.resource.id: v for v in resources.list_resources(ctx, tenant)[0]}
     assert listed[ids[0]].vault.id == listed[ids[1]].vault.id == listed[server.id].vault.id == view.vault.id
     assert listed[ids[2]].vault is None
+
+
+def test_a_vault_page_of_servers_costs_the_same_queries_for_1_or_4(ctx, tenant, tmp_path):
+    """A server's state (size, live status) needs its disks: loaded for the whole page at once."""
+    def protect_servers(n: int, first: int) -> None:
+        for i in range(first, first + n):
+            ids = _disks(ctx, tenant, tmp_path, 2, first=2 * i)
+            server = resources.register_server(ctx, tenant, name=f"s{i}", system_disk=ids[0], data_disks=ids[1:])
+            vaults.create_vault(ctx, tenant, {"name": f"v{i}", "billing": {
+                "object_type": "server", "size": 10, "consistent_level": "crash_consistent",
+                "protect_type": "backup"}, "resources": [{"id": server.id, "type": R.SERVER}]})
+
+    def queries() -> int:
+        with counted_statements(ctx) as seen:
+            vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0)
+        return len(seen)
+
+    protect_servers(1, 0)
+    one = queries()
+    protect_servers(3, 1)
+    assert queries() == one
+    os.remove(tmp_path / "d003.img")  # the data disk of s1
+    views, total = vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0)
+    status = {v.vault.name: v.resources[0].status for v in views}
+    assert total == 4 and status == {"v0": "running", "v1": "faulty", "v2": "running", "v3": "running"}
+    assert {v.allocated_bytes for v in views} == {2 * 4096}

@@ -32,8 +32,22 @@ def get_resource(s: Session, project_id: str, resource_id: str, rtype: str | Non
 
 def server_disks(s: Session, server_id: str) -> list[Resource]:
     """The disks of a server: the system disk first, then data disks in attachment order."""
-    disks = s.scalars(select(Resource).where(Resource.server_id == server_id))
-    return sorted(disks, key=lambda d: (d.disk_role != "system", d.device_index or 0))
+    return sorted(s.scalars(select(Resource).where(Resource.server_id == server_id)), key=_attachment_order)
+
+
+def _attachment_order(disk: Resource) -> tuple:
+    return disk.disk_role != "system", disk.device_index or 0
+
+
+def disks_of_servers(s: Session, resources: list[Resource]) -> dict[str, list[Resource]]:
+    """The disks of each server among ``resources`` (as ``server_disks`` orders them), in one query."""
+    disks_of: dict[str, list[Resource]] = {r.id: [] for r in resources if r.type == R.SERVER}
+    if disks_of:
+        for d in s.scalars(select(Resource).where(Resource.server_id.in_(list(disks_of)))):
+            disks_of[d.server_id].append(d)
+        for disks in disks_of.values():
+            disks.sort(key=_attachment_order)
+    return disks_of
 
 
 def live_status(s: Session, res: Resource, *, disks: list[Resource] | None = None) -> str:
@@ -49,11 +63,14 @@ def live_status(s: Session, res: Resource, *, disks: list[Resource] | None = Non
     return res.status
 
 
-def resource_state(s: Session, res: Resource) -> R.ResourceState:
-    disks = server_disks(s, res.id) if res.type == R.SERVER else []
+def resource_state(s: Session, res: Resource, *, disks: list[Resource] | None = None) -> R.ResourceState:
+    """What the domain rules need of a resource (``disks``: a server's, when already loaded)."""
+    if disks is None:
+        disks = server_disks(s, res.id) if res.type == R.SERVER else []
     size = sum(d.size_bytes for d in disks) if res.type == R.SERVER else res.size_bytes
     encrypted = any(d.encrypted for d in disks) if res.type == R.SERVER else res.encrypted
-    return R.ResourceState(res.id, res.type, res.name, live_status(s, res), res.region, size, encrypted, len(disks))
+    return R.ResourceState(res.id, res.type, res.name, live_status(s, res, disks=disks), res.region, size, encrypted,
+                           len(disks))
 
 
 # ------------------------------------------------------------------------------------ host paths
@@ -367,17 +384,11 @@ def _view(s: Session, res: Resource) -> ResourceView:
 
 def _views(s: Session, rows: list[Resource]) -> list[ResourceView]:
     """Views of several resources with a fixed number of queries, whatever their number."""
-    servers = [r.id for r in rows if r.type == R.SERVER]
-    disks_of: dict[str, list[Resource]] = {sid: [] for sid in servers}
-    if servers:
-        for d in s.scalars(select(Resource).where(Resource.server_id.in_(servers))):
-            disks_of[d.server_id].append(d)
-        for disks in disks_of.values():
-            disks.sort(key=lambda d: (d.disk_role != "system", d.device_index or 0))  # as server_disks does
+    disks_of = disks_of_servers(s, rows)
     # A disk of a protected server is protected through the server: it shows the server's vault.
     owners = {r.id: [r.id] + ([r.server_id] if r.type == R.DISK and r.server_id else []) for r in rows}
     bound = dict(s.execute(select(VaultResource.resource_id, VaultResource.vault_id).where(
-        VaultResource.resource_id.in_({o for os_ in owners.values() for o in os_}))).all())
+        VaultResource.resource_id.in_({o for ids in owners.values() for o in ids}))).all())
     vault_ids = set(bound.values())
     vaults = {v.id: v for v in s.scalars(select(Vault).where(Vault.id.in_(vault_ids)))} if vault_ids else {}
     views = []

@@ -48,8 +48,9 @@ def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundRes
     rows = s.execute(select(VaultResource, Resource).join(Resource, Resource.id == VaultResource.resource_id)
                      .where(VaultResource.vault_id.in_(vault_ids)).order_by(VaultResource.id)).all()
     out: dict[str, list[BoundResource]] = {vid: [] for vid in vault_ids}
+    disks_of = res_svc.disks_of_servers(s, [res for _, res in rows])
     for binding, res in rows:
-        st = res_svc.resource_state(s, res)
+        st = res_svc.resource_state(s, res, disks=disks_of.get(res.id))
         out[binding.vault_id].append(BoundResource(binding, res, st.status, st.size_bytes))
     return out
 
