@@ -33,24 +33,31 @@ def _plans(ctx, run) -> list[tuple[str, list[str]]]:
                 for st, params in seen]
 
 
+def _read(ctx, list_fn, tenant, f):
+    with ctx.read() as s:
+        return list_fn(s, tenant, f, limit=20, offset=0)
+
+
 def test_lists_count_backups_from_an_index(ctx, tenant, tmp_path):
     path = tmp_path / "d.img"
     path.write_bytes(b"\0" * 4096)
-    disk = resources.register_disk(ctx, tenant, name="d", path=str(path))
-    view = vaults.create_vault(ctx, tenant, {"name": "v", "billing": {
-        "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
-        "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]})
+    with ctx.tx() as s:
+        disk = resources.register_disk(s, ctx, tenant, name="d", path=str(path))
+    with ctx.tx() as s:
+        view = vaults.create_vault(s, ctx, tenant, {"name": "v", "billing": {
+            "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]})
     with ctx.tx() as s:
         s.add_all(Backup(project_id=tenant.project_id, vault_id=view.vault.id, name=f"b{i}", resource_id=disk.id,
                          resource_type="OS::Cinder::Volume", status="available", added_bytes=i,
                          created_at=ctx.now()) for i in range(50))
 
-    listed = _plans(ctx, lambda: vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0))
+    listed = _plans(ctx, lambda: _read(ctx, vaults.list_vaults, tenant, vaults.VaultFilter()))
     assert len(listed) == 1 and any("COVERING INDEX ix_backups_vault_usage" in step for step in listed[0][1]), listed
-    listed = _plans(ctx, lambda: backups.list_backups(ctx, tenant, backups.BackupFilter(), 20, 0))
+    listed = _plans(ctx, lambda: _read(ctx, backups.list_backups, tenant, backups.BackupFilter()))
     count = [plan for st, plan in listed if "count(" in st]
     assert count and all(any("COVERING INDEX" in step for step in plan) for plan in count), listed
     for statement, plan in listed:
         assert not any(step.startswith("SCAN backups") for step in plan), (statement, plan)
-    views, total = vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0)
+    views, total = _read(ctx, vaults.list_vaults, tenant, vaults.VaultFilter())
     assert total == 1 and (views[0].resources[0].backup_count, views[0].resources[0].backup_bytes) == (50, 1225)

@@ -19,8 +19,30 @@ def _disks(ctx, tenant, tmp_path, n: int, first: int = 0) -> list[str]:
     for i in range(first, first + n):
         path = tmp_path / f"d{i:03d}.img"
         path.write_bytes(b"\0" * 4096)
-        ids.append(resources.register_disk(ctx, tenant, name=f"d{i:03d}", path=str(path)).id)
+        with ctx.tx() as s:
+            disk = resources.register_disk(s, ctx, tenant, name=f"d{i:03d}", path=str(path))
+        ids.append(disk.id)  # (given when the transaction is flushed)
     return ids
+
+
+def _list(ctx, tenant, **kw):
+    with ctx.read() as s:
+        return resources.list_resources(s, tenant, **kw)
+
+
+def _server(ctx, tenant, **kw):
+    with ctx.tx() as s:
+        return resources.register_server(s, ctx, tenant, **kw)
+
+
+def _vault(ctx, tenant, spec: dict):
+    with ctx.tx() as s:
+        return vaults.create_vault(s, ctx, tenant, spec)
+
+
+def _vaults(ctx, tenant):
+    with ctx.read() as s:
+        return vaults.list_vaults(s, tenant, vaults.VaultFilter(), limit=20, offset=0)
 
 
 @contextmanager
@@ -39,7 +61,7 @@ def counted_statements(ctx):
 
 def _queries(ctx, tenant, **kw) -> int:
     with counted_statements(ctx) as seen:
-        resources.list_resources(ctx, tenant, rtype=R.DISK, **kw)
+        _list(ctx, tenant, rtype=R.DISK, **kw)
     return len(seen)
 
 
@@ -48,38 +70,38 @@ def test_a_page_costs_the_same_queries_for_3_or_40_resources(ctx, tenant, tmp_pa
     small = [_queries(ctx, tenant, limit=10), _queries(ctx, tenant, limit=10, status="available")]
     _disks(ctx, tenant, tmp_path, 37, first=3)
     assert [_queries(ctx, tenant, limit=10), _queries(ctx, tenant, limit=10, status="available")] == small
-    views, total = resources.list_resources(ctx, tenant, rtype=R.DISK, limit=10, offset=5)
+    views, total = _list(ctx, tenant, rtype=R.DISK, limit=10, offset=5)
     assert total == 40 and [v.resource.name for v in views] == [f"d{i:03d}" for i in range(5, 15)]
 
 
 def test_status_filters_see_the_live_status(ctx, tenant, tmp_path):
     ids = _disks(ctx, tenant, tmp_path, 6)
     os.remove(tmp_path / "d002.img")
-    views, total = resources.list_resources(ctx, tenant, rtype=R.DISK, status="error")
+    views, total = _list(ctx, tenant, rtype=R.DISK, status="error")
     assert total == 1 and [v.resource.id for v in views] == [ids[2]] and views[0].status == "error"
-    views, total = resources.list_resources(ctx, tenant, rtype=R.DISK, status="available", limit=2, offset=1)
+    views, total = _list(ctx, tenant, rtype=R.DISK, status="available", limit=2, offset=1)
     assert total == 5 and [v.resource.id for v in views] == [ids[1], ids[3]]
 
-    server = resources.register_server(ctx, tenant, name="s1", system_disk=ids[4], data_disks=[ids[5]])
-    healthy = resources.register_server(ctx, tenant, name="s2", system_disk=ids[0])
+    server = _server(ctx, tenant, name="s1", system_disk=ids[4], data_disks=[ids[5]])
+    healthy = _server(ctx, tenant, name="s2", system_disk=ids[0])
     os.remove(tmp_path / "d005.img")
     for status in ("faulty", "ERROR"):
-        views, total = resources.list_resources(ctx, tenant, rtype=R.SERVER, status=status)
+        views, total = _list(ctx, tenant, rtype=R.SERVER, status=status)
         assert (total, [v.resource.id for v in views]) == (1, [server.id]), status
     for status in ("running", "ACTIVE"):
-        views, total = resources.list_resources(ctx, tenant, rtype=R.SERVER, status=status)
+        views, total = _list(ctx, tenant, rtype=R.SERVER, status=status)
         assert (total, [v.resource.id for v in views]) == (1, [healthy.id]), status
-    views, _ = resources.list_resources(ctx, tenant, rtype=R.SERVER, ids=[server.id])
+    views, _ = _list(ctx, tenant, rtype=R.SERVER, ids=[server.id])
     assert [d.id for d in views[0].disks] == [ids[4], ids[5]]  # the system disk first
 
 
 def test_a_disk_of_a_protected_server_shows_the_server_vault(ctx, tenant, tmp_path):
     ids = _disks(ctx, tenant, tmp_path, 3)
-    server = resources.register_server(ctx, tenant, name="s1", system_disk=ids[0], data_disks=[ids[1]])
-    view = vaults.create_vault(ctx, tenant, {"name": "v1", "billing": {
+    server = _server(ctx, tenant, name="s1", system_disk=ids[0], data_disks=[ids[1]])
+    view = _vault(ctx, tenant, {"name": "v1", "billing": {
         "object_type": "server", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
         "resources": [{"id": server.id, "type": R.SERVER}]})
-    listed = {v.resource.id: v for v in resources.list_resources(ctx, tenant)[0]}
+    listed = {v.resource.id: v for v in _list(ctx, tenant)[0]}
     assert listed[ids[0]].vault.id == listed[ids[1]].vault.id == listed[server.id].vault.id == view.vault.id
     assert listed[ids[2]].vault is None
 
@@ -89,14 +111,14 @@ def test_a_vault_page_of_servers_costs_the_same_queries_for_1_or_4(ctx, tenant, 
     def protect_servers(n: int, first: int) -> None:
         for i in range(first, first + n):
             ids = _disks(ctx, tenant, tmp_path, 2, first=2 * i)
-            server = resources.register_server(ctx, tenant, name=f"s{i}", system_disk=ids[0], data_disks=ids[1:])
-            vaults.create_vault(ctx, tenant, {"name": f"v{i}", "billing": {
+            server = _server(ctx, tenant, name=f"s{i}", system_disk=ids[0], data_disks=ids[1:])
+            _vault(ctx, tenant, {"name": f"v{i}", "billing": {
                 "object_type": "server", "size": 10, "consistent_level": "crash_consistent",
                 "protect_type": "backup"}, "resources": [{"id": server.id, "type": R.SERVER}]})
 
     def queries() -> int:
         with counted_statements(ctx) as seen:
-            vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0)
+            _vaults(ctx, tenant)
         return len(seen)
 
     protect_servers(1, 0)
@@ -104,7 +126,7 @@ def test_a_vault_page_of_servers_costs_the_same_queries_for_1_or_4(ctx, tenant, 
     protect_servers(3, 1)
     assert queries() == one
     os.remove(tmp_path / "d003.img")  # the data disk of s1
-    views, total = vaults.list_vaults(ctx, tenant, vaults.VaultFilter(), 20, 0)
+    views, total = _vaults(ctx, tenant)
     status = {v.vault.name: v.resources[0].status for v in views}
     assert total == 4 and status == {"v0": "running", "v1": "faulty", "v2": "running", "v3": "running"}
     assert {v.allocated_bytes for v in views} == {2 * 4096}
