@@ -112,8 +112,10 @@ class ServerProcess:
 
     def cli_env(self, creds: Creds | None = None) -> dict:
         c = creds or self.admin
+        # a wide terminal: tables and messages then keep their cells whole whatever else the shared server
+        # holds (tests of narrow terminals set COLUMNS themselves)
         return {**self.env, "OPENCBR_ENDPOINT": self.url, "OPENCBR_PROJECT_ID": c.project_id,
-                "OPENCBR_AK": c.ak, "OPENCBR_SK": c.sk}
+                "OPENCBR_AK": c.ak, "OPENCBR_SK": c.sk, "COLUMNS": "200"}
 
 
 def store_bytes(server: ServerProcess, vault_id: str) -> int:
