@@ -141,3 +141,11 @@ def test_no_import_cycles():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_engine_and_storage_speak_their_own_errors():
+    # The domain's errors carry HTTP statuses and CBR codes; the data plane raises its own
+    # (engine/errors.py, storage/errors.py) and services/engine_errors.py maps them to the wire.
+    wrong = sorted(f"{a} -> {b}" for a, targets in _graph().items() for b in targets
+                   if _package(a) in ("engine", "storage") and b == "opencbr.domain.errors")
+    assert not wrong, "the engine and storage import the domain's errors:\n" + "\n".join(wrong)

@@ -45,13 +45,13 @@ def test_disk_round_trip(tmp_path):
     assert json.loads(cli(url, "usage").stdout)["usage"] == 0
 
 
-def test_errors_exit_non_zero_with_the_cbr_error_body(tmp_path):
+def test_errors_exit_non_zero_naming_the_engine_error(tmp_path):
     url = (tmp_path / "store").as_uri()
     cli(url, "init")
     p = cli(url, "usage", key="22" * 32, check=False)
-    assert p.returncode == 1 and json.loads(p.stderr)["error_code"] == "BackupService.6001"
+    assert p.returncode == 1 and json.loads(p.stderr)["error"] == "InvalidArgument"
     p = cli(url, "disk", "restore", "missing", str(tmp_path / "x.img"), check=False)
-    assert p.returncode == 1 and json.loads(p.stderr)["error_code"] == "BackupService.6002"
+    assert p.returncode == 1 and json.loads(p.stderr)["error"] == "Missing"
 
 
 def test_a_verify_that_finds_damage_exits_3(tmp_path):
@@ -85,6 +85,6 @@ def test_tree_end_to_end(tmp_path):
     assert json.loads(cli(url, "tree", "verify", "b2").stdout)["ok"] is True
     assert json.loads(cli(url, "show", "b1").stdout)["meta"] == {"fs": "x"}
     bad = cli(url, "tree", "restore", "b2", str(out), check=False)  # not empty
-    assert bad.returncode == 1 and json.loads(bad.stderr)["error_code"] == "BackupService.6001"
+    assert bad.returncode == 1 and json.loads(bad.stderr)["error"] == "InvalidArgument"
     missing = cli(url, "ls", "b2", "/no/such", check=False)
-    assert missing.returncode == 1 and json.loads(missing.stderr)["error_code"] == "BackupService.6002"
+    assert missing.returncode == 1 and json.loads(missing.stderr)["error"] == "Missing"

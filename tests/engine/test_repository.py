@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from opencbr.domain.errors import InvalidParameter, NotFound
+from opencbr.engine.errors import InvalidArgument, Missing
 from tests.support.engine import BS, make_image, new_repo, sha256_file
 
 
@@ -25,7 +25,7 @@ def test_tree_backup_through_the_repository(local_store, tmp_path):
     assert res.total_bytes >= 200_000 and repo.kind("t1") == "tree"
     assert sorted(e.name for e in repo.list_dir("t1", "/")) == ["data.bin", "etc"]
     repo.lookup("t1", "/etc/hosts", "/data.bin")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         repo.lookup("t1", "/etc/passwd")
     assert repo.verify("t1").ok
     repo.restore("t1", str(tmp_path / "whole"))
@@ -34,7 +34,7 @@ def test_tree_backup_through_the_repository(local_store, tmp_path):
     r = repo.restore_path("t1", "/etc/hosts", str(tmp_path / "one"))
     assert r.bytes_written == len("127.0.0.1 localhost\n")
     assert (tmp_path / "one" / "hosts").read_text() == "127.0.0.1 localhost\n"
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         repo.disk_image("t1")
 
 
@@ -51,7 +51,7 @@ def test_disk_backup_through_the_same_calls(local_store, tmp_path):
     image = repo.disk_image("d1")
     assert image.disk_size == 64 * BS and image.unreadable_chunks() == []
     assert b"".join(image.blocks()) == img.read_bytes()
-    with pytest.raises(InvalidParameter):  # a bare image of random blocks holds no file system
+    with pytest.raises(InvalidArgument):  # a bare image of random blocks holds no file system
         repo.list_dir("d1", "/")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         repo.kind("nope")

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from opencbr.domain.errors import InvalidParameter
 from opencbr.storage import LocalStore, ObjectStore, open_store
+from opencbr.storage.errors import BadStoreURL
 from tests.support import pagecache
 
 
@@ -133,7 +133,7 @@ def test_local_store_leaves_no_temp_files(tmp_path):
 
 
 def test_open_store_rejects_unknown_schemes():
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(BadStoreURL):
         open_store("ftp://x/y")
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(BadStoreURL):
         open_store("file://relative/path")

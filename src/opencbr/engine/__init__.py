@@ -7,7 +7,7 @@ Public API (see each module's docstring)::
 
     from opencbr.engine import (Repository, LockTiming, DiskSource, FileDiskSource, DiskBackupResult,
                                 RestoreResult, VerifyReport, GCResult, BackupCancelled, RestoreCancelled,
-                                ChunkStore, WriteSession, Manifest, FixedIndex)
+                                Damaged, Missing, InvalidArgument, Conflict, ChunkStore, WriteSession, Manifest, FixedIndex)
 """
 
 from .lazy import lazy_getattr
@@ -18,7 +18,8 @@ _WHERE = {
     "ChunkStore": "chunks.store", "PutResult": "chunks.session", "DiskBackupResult": "disk.backup",
     "DamagedChunk": "disk.restore", "RestoreResult": "disk.restore", "VerifyReport": "disk.restore",
     "DiskSource": "disk.source", "FileDiskSource": "disk.source", "BackupCancelled": "errors",
-    "OperationCancelled": "errors", "RestoreCancelled": "errors", "DEFAULT_BLOCK_SIZE": "disk.fixed_index",
+    "OperationCancelled": "errors", "RestoreCancelled": "errors", "Damaged": "errors", "Missing": "errors",
+    "InvalidArgument": "errors", "Conflict": "errors", "DEFAULT_BLOCK_SIZE": "disk.fixed_index",
     "FixedIndex": "disk.fixed_index", "GCResult": "chunks.gc", "LockTiming": "chunks.locks",
     "Manifest": "chunks.manifests", "Repository": "repository", "WriteSession": "chunks.session",
 }

@@ -24,7 +24,8 @@ Trees of files (dynamic indexes)::
     tree verify ID
 
 The master key (32 bytes, hex) comes from ``--key-file`` (a file holding the hex), ``--key-hex`` or
-``$OPENCBR_MASTER_KEY``. Results are JSON on stdout; errors a JSON body on stderr (exit 1); a verify that
+``$OPENCBR_MASTER_KEY``. Results are JSON on stdout; errors a JSON body on stderr naming what happened in
+the engine's terms (``{"error": "Missing", "error_msg": ...}``, see engine/errors.py; exit 1); a verify that
 finds damage exits 3. ``--progress`` prints progress on stderr.
 """
 
@@ -37,9 +38,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..domain.errors import CBRError
 from ..storage import open_store
 from . import Repository
+from .errors import EngineError
 
 #: Exit code of a verify that found damaged or missing data.
 EXIT_DAMAGED = 3
@@ -57,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             out = _init(a, store, key)
         else:
             out = a.run(a, Repository.open(store, a.prefix, key), prog)
-    except CBRError as e:
+    except EngineError as e:
         if prog:
             print(file=sys.stderr)
-        print(json.dumps({"error_code": e.code, "error_msg": e.message}), file=sys.stderr)
+        print(json.dumps({"error": type(e).__name__, "error_msg": str(e)}), file=sys.stderr)
         return 1
     finally:
         store.close()

@@ -29,13 +29,13 @@ import threading
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
-from ..domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
 from ..storage import ObjectStore
 from .chunks.crypto import RepoKeys
 from .chunks.locks import LockTiming
 from .chunks.manifests import Manifest
 from .chunks.store import ChunkStore
 from .disk.fixed_index import DEFAULT_BLOCK_SIZE
+from .errors import Conflict, Damaged, InvalidArgument, Missing
 
 if TYPE_CHECKING:  # each kind's engine and GC load on first use: a tree backup's process needs no other
     from .chunks.gc import GCResult
@@ -85,13 +85,13 @@ class Repository:
     def create(cls, store: ObjectStore, prefix: str, master_key: bytes | None, encrypted: bool = True, *,
                block_size: int = DEFAULT_BLOCK_SIZE, pack_size: int = DEFAULT_PACK_SIZE,
                lock_timing: LockTiming | None = None) -> "Repository":
-        """Create a repository under ``prefix`` (StateConflict if one exists there). ``master_key``
+        """Create a repository under ``prefix`` (Conflict if one exists there). ``master_key``
         (32 bytes) wraps the repository's generated keys; it may be None only when not encrypted."""
         prefix = _norm_prefix(prefix)
         if block_size < 4096 or block_size > (4 << 20) or block_size & (block_size - 1):
-            raise InvalidParameter("block size must be a power of two between 4 KiB and 4 MiB")
+            raise InvalidArgument("block size must be a power of two between 4 KiB and 4 MiB")
         if pack_size < block_size * 2:
-            raise InvalidParameter("pack size must hold at least two blocks")
+            raise InvalidArgument("pack size must hold at least two blocks")
         repo_id = os.urandom(16).hex()
         config = {
             "format": FORMAT,
@@ -108,32 +108,32 @@ class Repository:
         keys = None
         if encrypted:
             if master_key is None:
-                raise InvalidParameter("an encrypted repository needs a 32-byte master key")
+                raise InvalidArgument("an encrypted repository needs a 32-byte master key")
             keys = RepoKeys.generate()
             config["keys"] = keys.wrap(master_key, repo_id)
         if not store.put_if_absent(prefix + CONFIG_KEY, json.dumps(config, indent=1).encode()):
-            raise StateConflict(f"a repository already exists at {prefix!r}")
+            raise Conflict(f"a repository already exists at {prefix!r}")
         return cls(store, prefix, config, keys, lock_timing=lock_timing)
 
     @classmethod
     def open(cls, store: ObjectStore, prefix: str, master_key: bytes | None, *,
              lock_timing: LockTiming | None = None) -> "Repository":
-        """Open an existing repository (NotFound if none; InvalidParameter for a wrong master key)."""
+        """Open an existing repository (Missing if none; InvalidArgument for a wrong master key)."""
         prefix = _norm_prefix(prefix)
         try:
             raw = store.get(prefix + CONFIG_KEY)
         except KeyError:
-            raise NotFound(f"no repository at {prefix!r}") from None
+            raise Missing(f"no repository at {prefix!r}") from None
         try:
             config = json.loads(raw)
         except ValueError:
-            raise DataCorruption(f"repository config at {prefix!r} is unreadable") from None
+            raise Damaged(f"repository config at {prefix!r} is unreadable") from None
         if config.get("format") != FORMAT or int(config.get("version", 0)) > VERSION:
-            raise DataCorruption(f"unsupported repository format at {prefix!r}")
+            raise Damaged(f"unsupported repository format at {prefix!r}")
         keys = None
         if config.get("encrypted"):
             if master_key is None:
-                raise InvalidParameter("this repository is encrypted: a master key is required")
+                raise InvalidArgument("this repository is encrypted: a master key is required")
             keys = RepoKeys.unwrap(config["keys"], master_key, config["id"])
         return cls(store, prefix, config, keys, lock_timing=lock_timing)
 
@@ -160,7 +160,7 @@ class Repository:
         :class:`~opencbr.engine.disk_source.DiskSource`. Every block is read and hashed; only chunks the
         repository lacks are stored (``full=True``: all are stored again). ``meta`` is kept verbatim
         in the manifest. ``progress(done_bytes, total_bytes)``; ``cancel`` -> BackupCancelled with
-        nothing published. StateConflict if ``backup_id`` exists."""
+        nothing published. Conflict if ``backup_id`` exists."""
         from .disk.backup import backup_disk
 
         return backup_disk(self.chunks, source, backup_id=backup_id, meta=meta,
@@ -171,7 +171,7 @@ class Repository:
                      cancel: threading.Event | None = None, truncate: bool = True,
                      target_fd: int | None = None) -> RestoreResult:
         """Restore onto ``target_path`` (created if missing; an existing target must be at least the
-        backup's size, else InvalidParameter). Writes only blocks that differ; zero blocks become holes;
+        backup's size, else InvalidArgument). Writes only blocks that differ; zero blocks become holes;
         fsyncs at the end. ``truncate``: a regular file ends at the backup's size (guide 13.4.5).
         ``target_fd``: the target already open read-write (then ``target_path`` only names it)."""
         from .disk.restore import restore_disk
@@ -187,7 +187,7 @@ class Repository:
         return export_disk(self.chunks, backup_id, out_path, progress=progress, cancel=cancel)
 
     def disk_image(self, backup_id: str) -> DiskImage:
-        """The raw image of a disk backup, to stream (InvalidParameter for a tree backup)."""
+        """The raw image of a disk backup, to stream (InvalidArgument for a tree backup)."""
         from .disk.export import DiskImage
 
         return DiskImage(self.chunks, backup_id)
@@ -206,7 +206,7 @@ class Repository:
 
     # -- either kind -----------------------------------------------------------------------------
     def kind(self, backup_id: str) -> str:
-        """``"disk"`` or ``"tree"``: what the backup's manifest holds (NotFound if there is none)."""
+        """``"disk"`` or ``"tree"``: what the backup's manifest holds (Missing if there is none)."""
         return self.chunks.read_manifest(backup_id).header.get("type", "disk")
 
     def restore(self, backup_id: str, target_path: str, *, progress: Progress | None = None,
@@ -249,13 +249,13 @@ class Repository:
 
     def list_dir(self, backup_id: str, path: str | bytes = "/") -> list[ListEntry]:
         """The entries of directory ``path`` in a backup: a tree's catalog, or the partitions and files
-        of the file systems inside a disk backup. NotFound if there is no such directory."""
+        of the file systems inside a disk backup. Missing if there is no such directory."""
         from .tree import list_backup
 
         return list_backup(self, backup_id, path)
 
     def lookup(self, backup_id: str, *paths: str) -> None:
-        """Check that every one of ``paths`` is in the backup (NotFound if not; InvalidParameter if
+        """Check that every one of ``paths`` is in the backup (Missing if not; InvalidArgument if
         malformed). A disk backup's file systems are opened once for all of them."""
         if self.kind(backup_id) == "tree":
             from .tree import stat_path
@@ -293,7 +293,7 @@ class Repository:
 
     def gc(self, progress: Progress | None = None) -> GCResult:
         """Remove chunks no backup references and repack partly dead packs; safe with backups running
-        (see chunks/gc.py). StateConflict if another GC runs."""
+        (see chunks/gc.py). Conflict if another GC runs."""
         from .chunks.gc import run_gc
 
         return run_gc(self.chunks, progress)

@@ -21,7 +21,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import RetentionRule
-from opencbr.engine import BackupCancelled, Repository
+from opencbr.engine import BackupCancelled, Conflict, Missing, Repository
 from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.base import Opened, ReadView
 from opencbr.services import listing, space, tasks
@@ -597,13 +597,13 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         s.expunge(vault)
     try:
         repo = repository(ctx, vault, create=False)
-    except NotFound:
+    except Missing:
         return
     _discard_interrupted(ctx, repo, run.params.get("discard_backups") or [])
     progress = TaskProgress(run)
     try:
         result = repo.gc(progress)
-    except StateConflict:
+    except Conflict:
         # Another GC is running on this vault: it does the same work.
         run.set_extra(gc={"skipped": "another garbage collection is running"})
         return
@@ -637,7 +637,7 @@ def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) ->
         s.expunge(vault)
     try:
         repository(ctx, vault, create=False).destroy()
-    except NotFound:
+    except Missing:
         pass
     with ctx.tx() as s:
         count = 0
@@ -751,7 +751,7 @@ def check_row_matches_manifest(repo: Repository, rows: dict[str, dict]) -> None:
     for backup_id, row in rows.items():
         try:
             header = repo.read_manifest(backup_id)
-        except NotFound:
+        except Missing:
             if row["resource_type"] == R.SERVER:
                 continue
             raise CBRError(f"the catalog row of backup {backup_id} names data the vault does not hold: "

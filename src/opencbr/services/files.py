@@ -14,8 +14,8 @@ from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
 from opencbr.providers.base import Opened
+from opencbr.services import engine_errors, tasks
 from opencbr.services import resources as res_svc
-from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_backup
 from opencbr.services.principal import Principal
@@ -130,7 +130,8 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
         raise InvalidParameter("path must be a string")
     with ctx.tx() as s:
         b, vault = _browsable(s, p, backup_id)
-    entries = repository(ctx, vault, create=False).list_dir(b.id, path or "/")
+    with engine_errors.translated():
+        entries = repository(ctx, vault, create=False).list_dir(b.id, path or "/")
     return [e.to_dict() for e in entries]
 
 
@@ -161,7 +162,8 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     now = ctx.now()
     with ctx.tx() as s:
         b, vault = _browsable(s, p, backup_id)
-    _check_paths_exist(repository(ctx, vault, create=False), b, paths)
+    with engine_errors.translated():
+        _check_paths_exist(repository(ctx, vault, create=False), b, paths)
     with ctx.tx() as s:
         task = tasks.new_task(s, project_id=p.project_id, operation_type="restore_files", now=now,
                               vault_id=vault.id, vault_name=vault.name, resource_id=b.resource_id,

@@ -17,7 +17,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
-from opencbr.engine import Repository
+from opencbr.engine import Missing, Repository
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -62,7 +62,7 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
         raise InvalidParameter("give the id of a vault in the object store")
     try:
         repo = Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
-    except NotFound:
+    except Missing:
         raise NotFound(f"no vault {vault_id} in the object store", code="BackupService.6101") from None
     headers = []
     for name in repo.list_manifests():

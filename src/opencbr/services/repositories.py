@@ -6,8 +6,7 @@ from __future__ import annotations
 import threading
 
 from opencbr.catalog.models import Vault
-from opencbr.domain.errors import NotFound, StateConflict
-from opencbr.engine import LockTiming, Repository
+from opencbr.engine import Conflict, LockTiming, Missing, Repository
 from opencbr.services.context import ServiceContext
 
 _repo_lock = threading.Lock()
@@ -27,11 +26,11 @@ def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Rep
     timing = lock_timing(ctx)
     try:
         return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)
-    except NotFound:
+    except Missing:
         if not create:
             raise
     with _repo_lock:
         try:
             return Repository.create(store, prefix, ctx.master_key, encrypted=vault.encrypted, lock_timing=timing)
-        except StateConflict:  # another worker created it meanwhile
+        except Conflict:  # another worker created it meanwhile
             return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)

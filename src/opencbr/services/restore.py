@@ -22,8 +22,8 @@ from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
 from opencbr.providers.base import Opened
+from opencbr.services import engine_errors, tasks
 from opencbr.services import resources as res_svc
-from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, get_backup
 from opencbr.services.principal import Principal
@@ -284,9 +284,9 @@ def export_stream(ctx: ServiceContext, p: Principal, backup_id: str) -> ExportSt
             raise InvalidParameter("only disk backups (or one disk of a server backup) can be exported as an image",
                                    code="BackupService.6436")
         s.expunge(vault)
-    repo = repository(ctx, vault, create=False)
-    image = repo.disk_image(backup_id)
-    bad = [asdict(c) for c in image.unreadable_chunks()]
+    with engine_errors.translated():
+        image = repository(ctx, vault, create=False).disk_image(backup_id)
+        bad = [asdict(c) for c in image.unreadable_chunks()]
     if bad:
         raise DataCorruption(f"backup {backup_id} is damaged: {len(bad)} chunk(s) cannot be read; first: chunk "
                              f"{bad[0]['digest']} {B.damaged_chunk_where(bad[0])}: {bad[0]['reason']}; nothing was "

@@ -17,6 +17,7 @@ import os
 from urllib.parse import parse_qs, unquote, urlparse
 
 from .base import ObjectInfo, ObjectStore, StoreCapabilities
+from .errors import BadStoreURL, StoreError
 from .local import LocalStore
 
 
@@ -37,22 +38,20 @@ def open_store(url: str) -> ObjectStore:
       :class:`S3Store`. Keys fall back to ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, the endpoint
       to ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, the region to ``AWS_DEFAULT_REGION``/``AWS_REGION``.
     """
-    from ..domain.errors import InvalidParameter
-
     u = urlparse(url)
     if u.scheme == "file":
         if u.netloc not in ("", "localhost"):
-            raise InvalidParameter(f"file store URL must be file:///absolute/path, got {url!r}")
+            raise BadStoreURL(f"file store URL must be file:///absolute/path, got {url!r}")
         path = unquote(u.path)
         if not path.startswith("/"):
-            raise InvalidParameter(f"file store URL must hold an absolute path: {url!r}")
+            raise BadStoreURL(f"file store URL must hold an absolute path: {url!r}")
         return LocalStore(path)
     if u.scheme == "s3":
         from .s3 import S3Store
 
         q = {k: v[-1] for k, v in parse_qs(u.query).items()}
         if not u.netloc:
-            raise InvalidParameter(f"s3 store URL needs a bucket: {url!r}")
+            raise BadStoreURL(f"s3 store URL needs a bucket: {url!r}")
         return S3Store(
             bucket=u.netloc,
             prefix=unquote(u.path).lstrip("/"),
@@ -61,7 +60,8 @@ def open_store(url: str) -> ObjectStore:
             access_key=q.get("access_key") or os.environ.get("AWS_ACCESS_KEY_ID"),
             secret_key=q.get("secret_key") or os.environ.get("AWS_SECRET_ACCESS_KEY"),
         )
-    raise InvalidParameter(f"unsupported store URL scheme {u.scheme!r} (use file:// or s3://)")
+    raise BadStoreURL(f"unsupported store URL scheme {u.scheme!r} (use file:// or s3://)")
 
 
-__all__ = ["ObjectInfo", "ObjectStore", "StoreCapabilities", "LocalStore", "S3Store", "open_store"]
+__all__ = ["ObjectInfo", "ObjectStore", "StoreCapabilities", "LocalStore", "S3Store", "open_store", "StoreError",
+           "BadStoreURL"]

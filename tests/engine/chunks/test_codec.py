@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from opencbr.domain.errors import DataCorruption, InvalidParameter
 from opencbr.engine.chunks.codec import ChunkCodec
 from opencbr.engine.chunks.crypto import RepoKeys, Sealer
+from opencbr.engine.errors import Damaged, InvalidArgument
 
 
 @pytest.mark.parametrize("encrypted", [True, False])
@@ -33,9 +33,9 @@ def test_every_flipped_byte_is_detected(encrypted):
     for i in range(0, len(rec), max(1, len(rec) // 64)):
         bad = bytearray(rec)
         bad[i] ^= 0x01
-        with pytest.raises(DataCorruption):
+        with pytest.raises(Damaged):
             codec.decode(d, bytes(bad))
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         codec.decode(bytes(32), bytes(rec))  # record under another name
 
 
@@ -60,9 +60,9 @@ def test_decode_into_places_the_plaintext_and_checks_it(encrypted, data):
     assert bytes(codec.decode_into(d, rec, scratch, 5)) == data  # no work buffer: allocates for it
     bad = bytearray(rec)
     bad[-1] ^= 0x01
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         codec.decode_into(d, bytes(bad), scratch, 0)
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         codec.decode_into(bytes(32), rec, scratch, 0)
 
 
@@ -79,11 +79,11 @@ def test_sealer_detects_damage_and_wrong_purpose(encrypted):
     s = Sealer(RepoKeys.generate() if encrypted else None)
     blob = s.seal(b"payload" * 10, b"p1")
     assert s.unseal(blob, b"p1", "x") == b"payload" * 10
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         s.unseal(blob, b"p2", "x")
     bad = bytearray(blob)
     bad[3] ^= 0x80
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         s.unseal(bytes(bad), b"p1", "x")
 
 
@@ -92,9 +92,9 @@ def test_key_wrap_needs_the_right_master_key():
     mk = os.urandom(32)
     w = keys.wrap(mk, "repo1")
     assert RepoKeys.unwrap(w, mk, "repo1") == keys
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         RepoKeys.unwrap(w, os.urandom(32), "repo1")
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         RepoKeys.unwrap(w, mk, "repo2")
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         keys.wrap(b"short", "r")

@@ -20,8 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from opencbr.domain.errors import StateConflict
 from opencbr.engine import Repository
+from opencbr.engine.errors import Conflict
 from opencbr.storage import open_store
 from tests.support.engine import (
     CHILD,
@@ -75,7 +75,7 @@ def _run(url: str, prefix: str, tmp_path: Path, threads: int, procs: int, ops: i
             try:
                 r = repo.gc()
                 gc_runs.append({"op": "gc", "deleted": r.packs_deleted, "pending": r.packs_condemned_pending})
-            except StateConflict:
+            except Conflict:
                 pass
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)

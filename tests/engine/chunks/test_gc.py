@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from opencbr.domain.errors import StateConflict
 from opencbr.engine.chunks.session import WriteSession
+from opencbr.engine.errors import Conflict
 from tests.support.engine import BS, assert_clean, make_image, new_repo, sha256_file
 
 
@@ -84,7 +84,7 @@ def test_a_backup_that_saw_the_condemnation_stores_its_own_copy(local_store):
 def test_only_one_gc_at_a_time(local_store):
     repo = new_repo(local_store)
     local_store.put(repo.prefix + "locks/gc", b'{"kind": "gc"}')
-    with pytest.raises(StateConflict):
+    with pytest.raises(Conflict):
         repo.gc()
 
 
@@ -95,7 +95,7 @@ def test_a_stalled_backup_that_lost_its_lock_publishes_nothing(local_store, tmp_
     s.lock._stop.set()  # simulate a process frozen longer than the stale timeout
     time.sleep(repo.chunks.lock_timing.stale_after + 0.3)
     repo.gc()  # removes the stale lock
-    with pytest.raises(StateConflict):
+    with pytest.raises(Conflict):
         s.commit("late", {"type": "test"}, refs=d)
     assert "late" not in repo.list_manifests()
 

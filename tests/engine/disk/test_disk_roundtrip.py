@@ -9,24 +9,24 @@ import threading
 
 import pytest
 
-from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.engine import BackupCancelled, FileDiskSource, Repository
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
 from opencbr.engine.chunks.packs import read_trailer
 from opencbr.engine.chunks.session import WriteSession
+from opencbr.engine.errors import Conflict, InvalidArgument, Missing
 from tests.support.engine import BS, MASTER_KEY, all_objects, make_image, new_repo, sha256_file
 
 
 def test_create_open_and_keys(local_store):
     repo = new_repo(local_store)
     assert repo.encrypted
-    with pytest.raises(StateConflict):
+    with pytest.raises(Conflict):
         new_repo(local_store)
     again = Repository.open(local_store, "vaults/v1", MASTER_KEY)
     assert again.id == repo.id and again.block_size == BS
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         Repository.open(local_store, "vaults/v1/", os.urandom(32))
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         Repository.open(local_store, "vaults/none/", MASTER_KEY)
     plain = new_repo(local_store, encrypted=False, prefix="vaults/v2/")
     assert not Repository.open(local_store, "vaults/v2/", None).encrypted
@@ -171,7 +171,7 @@ def test_restore_target_size_rules(local_store, tmp_path):
     repo.backup_disk(img, backup_id="b1", meta={})
     small = tmp_path / "small.img"
     small.write_bytes(b"\0" * (BS * 10))
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         repo.restore_disk("b1", str(small))
     big = tmp_path / "big.img"
     with open(big, "wb") as f:
@@ -182,7 +182,7 @@ def test_restore_target_size_rules(local_store, tmp_path):
     repo.restore_disk("b1", str(big))  # guide 13.4.5: back to the backup's capacity
     assert os.path.getsize(big) == BS * 64
     assert sha256_file(big) == sha256_file(img)
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         repo.restore_disk("nope", str(big))
 
 
@@ -201,9 +201,9 @@ def test_duplicate_backup_id_is_refused(local_store, tmp_path):
     repo = new_repo(local_store)
     img = make_image(tmp_path / "d.img", 16, seed=8)
     repo.backup_disk(img, backup_id="b1", meta={})
-    with pytest.raises(StateConflict):
+    with pytest.raises(Conflict):
         repo.backup_disk(img, backup_id="b1", meta={})
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         repo.backup_disk(img, backup_id="../evil", meta={})
 
 

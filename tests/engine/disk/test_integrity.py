@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from opencbr.domain.errors import DataCorruption
 from opencbr.engine import Repository
+from opencbr.engine.errors import Damaged
 from tests.support.engine import MASTER_KEY, make_image, new_repo, sha256_file
 
 
@@ -30,7 +30,7 @@ def test_verify_reports_damaged_chunk_and_its_offsets_and_restore_refuses(local_
     rep = repo.verify("b1")
     assert not rep.ok and len(rep.damaged) == 1 and not rep.missing
     assert rep.damaged[0].offsets and all(o % 4096 == 0 for o in rep.damaged[0].offsets)
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         repo.restore_disk("b1", str(tmp_path / "out.img"))
 
 
@@ -72,7 +72,7 @@ def test_damaged_metadata_is_detected(local_store, tmp_path, what):
         return
     _flip(local_store, key, 20)
     fresh = Repository.open(local_store, repo.prefix, MASTER_KEY)
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         if what == "index/":
             fresh.restore_disk("b1", str(tmp_path / "o.img"))
         else:

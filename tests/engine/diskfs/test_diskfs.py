@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from opencbr.domain.errors import DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.engine.chunks.packs import pack_key
 from opencbr.engine.diskfs import DiskBackupView, list_disk_tree, list_disk_volumes, restore_disk_path
+from opencbr.engine.errors import Conflict, Damaged, InvalidArgument, Missing
 from opencbr.engine.tree import list_backup
 from tests.support.engine_tree import new_repo
 
@@ -88,11 +88,11 @@ def check_extract(repo, backup_id: str, prefix: str, src: Path, out: Path, *, ex
     assert (out / "dir" / "data" / "big.bin").read_bytes() == (src / "data" / "big.bin").read_bytes()
     assert (out / "dir" / "data" / "empty").read_bytes() == b""
     assert res.files == 2 and res.dirs == 1
-    with pytest.raises(StateConflict):
+    with pytest.raises(Conflict):
         restore_disk_path(repo, backup_id, f"{prefix}/data", out / "dir")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         restore_disk_path(repo, backup_id, f"{prefix}/etc/nope", out / "x")
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         list_disk_tree(repo, backup_id, f"{prefix}/../etc")
 
 
@@ -133,9 +133,9 @@ def test_ext4_inside_partition_table(tmp_path, label):
     top = list_disk_tree(repo, "d1", "/")
     assert [(e.name, e.type) for e in top] == [("p1", "volume"), ("p2", "dir")]
     assert {e.name for e in list_disk_tree(repo, "d1", "/p2/etc")} == {"hosts", "conf.d"}
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         list_disk_tree(repo, "d1", "/p1")  # no file system there
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         list_disk_tree(repo, "d1", "/p9")
     check_extract(repo, "d1", "/p2", src, tmp_path / "out", ext=True)
 
@@ -197,7 +197,7 @@ def test_view_reads_only_what_it_needs_and_detects_damage(tmp_path):
     raw = bytearray(p.read_bytes())
     raw[loc.offset + loc.length // 2] ^= 1
     p.write_bytes(bytes(raw))
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         restore_disk_path(repo, "d1", "/data/big.bin", tmp_path / "bad")
     assert restore_disk_path(repo, "d1", "/etc/hosts", tmp_path / "good").files == 1
 
@@ -209,5 +209,5 @@ def test_not_a_file_system(tmp_path):
     img.write_bytes(os.urandom(2 * MiB))
     repo.backup_disk(str(img), backup_id="r1", meta={})
     assert list_disk_volumes(repo, "r1") == []
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         list_disk_tree(repo, "r1", "/")

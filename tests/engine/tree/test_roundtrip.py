@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from opencbr.domain.errors import InvalidParameter, NotFound
+from opencbr.engine.errors import InvalidArgument, Missing
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
 from tests.support.engine_tree import IS_ROOT, SMALL_CHUNKS, assert_same_tree, build_tree
 
@@ -51,7 +51,7 @@ def test_refuses_nonempty_target_unless_allowed(enc_repo, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "already-here").write_text("x")
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         restore_tree(enc_repo, "b1", out)
     assert os.listdir(out) == ["already-here"]
     (out / "small.txt").write_text("stale content")
@@ -71,11 +71,11 @@ def test_subpath_restore_file_and_directory(enc_repo, tmp_path):
     # a hard-link member restored alone carries its own content
     restore_tree(enc_repo, "b1", tmp_path / "hl", subpath="/docs/third-link.txt")
     assert (tmp_path / "hl" / "third-link.txt").read_bytes() == b"shared by three names\n" * 100
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         restore_tree(enc_repo, "b1", tmp_path / "nope", subpath="/docs/missing.txt")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         restore_tree(enc_repo, "b1", tmp_path / "nope2", subpath="/doc")  # a prefix of a name is not a path
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         restore_tree(enc_repo, "no-such-backup", tmp_path / "nope3")
 
 
@@ -94,9 +94,9 @@ def test_list_tree(enc_repo, tmp_path):
     assert list_tree(enc_repo, "b1", "emptydir/nested-empty") == []
     one = list_tree(enc_repo, "b1", "/docs/text.md")
     assert len(one) == 1 and one[0].path == "/docs/text.md" and one[0].size == 100_000
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         list_tree(enc_repo, "b1", "/nope")
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidArgument):
         list_tree(enc_repo, "b1", "/docs/../..")
 
 

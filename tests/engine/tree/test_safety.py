@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from opencbr.domain.errors import DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import BackupCancelled, RestoreCancelled
 from opencbr.engine.chunks.session import WriteSession
+from opencbr.engine.errors import Conflict, Damaged, InvalidArgument
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
 from opencbr.engine.tree.catalog import CatalogWriter
 from opencbr.engine.tree.dynamic_index import FORMAT, DynamicIndex
@@ -51,9 +51,9 @@ def test_flipped_byte_is_detected_on_restore_and_verify(repo, tmp_path):
     src = build_tree(tmp_path / "src")
     backup_tree(repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
     flip_byte_in_chunk_of(repo, "/bin/random.bin", "b1", tmp_path / "store")
-    with pytest.raises(DataCorruption) as ei:
+    with pytest.raises(Damaged) as ei:
         restore_tree(repo, "b1", tmp_path / "out")
-    assert "/bin/random.bin" in ei.value.message
+    assert "/bin/random.bin" in str(ei.value)
     rep = verify_tree(repo, "b1")
     assert not rep.ok and rep.damaged and "/bin/random.bin" in rep.damaged[0].paths
     # the rest of the tree was restored
@@ -81,7 +81,7 @@ def test_cancel_publishes_nothing(enc_repo, tmp_path):
     assert not list((tmp_path / "store" / "vaults" / "v1").glob("locks/*"))
     # and the same id can be used again afterwards
     backup_tree(enc_repo, src, backup_id="b1", meta={})
-    with pytest.raises(StateConflict):
+    with pytest.raises(Conflict):
         backup_tree(enc_repo, src, backup_id="b1", meta={})
     cancel2 = threading.Event()
     cancel2.set()
@@ -140,7 +140,7 @@ def test_hostile_catalog_cannot_escape_target(enc_repo, tmp_path, name, entries)
         if e.type == SYMLINK:
             e.link = os.fsencode(outside)
     _forge(enc_repo, "evil", entries)
-    with pytest.raises(DataCorruption):
+    with pytest.raises(Damaged):
         restore_tree(enc_repo, "evil", target)
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "box" / "escaped").exists() and not (tmp_path / "escaped").exists()
@@ -166,9 +166,9 @@ def test_user_paths_with_dotdot_are_refused(enc_repo, tmp_path):
     src = build_tree(tmp_path / "src")
     backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
     for bad in ("../etc", "/docs/../../x", "docs/../.."):
-        with pytest.raises(InvalidParameter):
+        with pytest.raises(InvalidArgument):
             restore_tree(enc_repo, "b1", tmp_path / "o", subpath=bad)
-        with pytest.raises(InvalidParameter):
+        with pytest.raises(InvalidArgument):
             list_tree(enc_repo, "b1", bad)
 
 

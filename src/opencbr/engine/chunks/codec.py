@@ -8,7 +8,7 @@ Record layout::
 
 Binding the digest into the GCM associated data means a record cannot be moved under another chunk's
 name. On every decode the plaintext is hashed again and compared with the digest, so a flipped byte
-raises :class:`DataCorruption` (in an unencrypted repository this hash check is the only guard).
+raises :class:`Damaged` (in an unencrypted repository this hash check is the only guard).
 
 A codec object holds per-thread-unsafe zstd contexts; give each worker thread its own
 (:meth:`ChunkCodec.clone`).
@@ -23,7 +23,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ...domain.errors import DataCorruption
+from ..errors import Damaged
 from .crypto import NONCE_SIZE, RepoKeys
 
 FLAG_ZSTD = 0x01
@@ -74,7 +74,7 @@ class ChunkCodec:
         return (fb, nonce, self._aes.encrypt(nonce, body, fb + digest))
 
     def decode(self, digest: bytes, record) -> bytes:
-        """Record -> plaintext, verified against ``digest`` (raises DataCorruption)."""
+        """Record -> plaintext, verified against ``digest`` (raises Damaged)."""
         data = self._open(digest, record, None, 0)
         return data if isinstance(data, bytes) else bytes(data)
 
@@ -97,7 +97,7 @@ class ChunkCodec:
         try:
             size = zstandard.frame_content_size(body)
         except zstandard.ZstdError as e:
-            raise DataCorruption(f"chunk {digest.hex()}: bad compressed data ({e})") from None
+            raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})") from None
         if size < 0 or size > self.max_chunk or at + size > len(scratch):
             return None
         out = memoryview(scratch)[at:at + size]
@@ -110,22 +110,22 @@ class ChunkCodec:
                         break
                     got += n
         except zstandard.ZstdError as e:
-            raise DataCorruption(f"chunk {digest.hex()}: bad compressed data ({e})") from None
+            raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})") from None
         if got != size:
-            raise DataCorruption(f"chunk {digest.hex()}: compressed data shorter than stated")
+            raise Damaged(f"chunk {digest.hex()}: compressed data shorter than stated")
         return out
 
     def _open(self, digest: bytes, record, scratch, at: int, work=None):
         record = memoryview(record)
         if len(record) < 1:
-            raise DataCorruption(f"chunk {digest.hex()}: empty record")
+            raise Damaged(f"chunk {digest.hex()}: empty record")
         flags = record[0]
         if flags & ~FLAG_ZSTD:
-            raise DataCorruption(f"chunk {digest.hex()}: unknown flags {flags:#x}")
+            raise Damaged(f"chunk {digest.hex()}: unknown flags {flags:#x}")
         body = record[1:]
         if self._aes is not None:
             if len(body) < NONCE_SIZE + 16:
-                raise DataCorruption(f"chunk {digest.hex()}: truncated record")
+                raise Damaged(f"chunk {digest.hex()}: truncated record")
             aad = _FLAG_BYTES[flags] + digest
             try:  # memoryviews straight into the Rust AEAD: no copies of the ciphertext
                 into = work if flags & FLAG_ZSTD else scratch  # (compressed: decompressed into scratch below)
@@ -140,16 +140,16 @@ class ChunkCodec:
                     else:  # bigger than the caller's buffer: allocate
                         body = self._aes.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], aad)
             except InvalidTag:
-                raise DataCorruption(f"chunk {digest.hex()}: authentication failed") from None
+                raise Damaged(f"chunk {digest.hex()}: authentication failed") from None
         if flags & FLAG_ZSTD:
             data = self._decompress_into(digest, body, scratch, at) if scratch is not None else None
             if data is None:
                 try:
                     data = self._zd.decompress(body, max_output_size=self.max_chunk)
                 except zstandard.ZstdError as e:
-                    raise DataCorruption(f"chunk {digest.hex()}: bad compressed data ({e})") from None
+                    raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})") from None
         else:
             data = body
         if self.digest(data) != digest:
-            raise DataCorruption(f"chunk {digest.hex()}: digest mismatch")
+            raise Damaged(f"chunk {digest.hex()}: digest mismatch")
         return data

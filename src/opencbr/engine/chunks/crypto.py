@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ...domain.errors import DataCorruption, InvalidParameter
+from ..errors import Damaged, InvalidArgument
 
 DIGEST_SIZE = 32
 NONCE_SIZE = 12
@@ -67,7 +67,7 @@ class RepoKeys:
             raw = AESGCM(master_key).decrypt(bytes.fromhex(wrapped["nonce"]), bytes.fromhex(wrapped["ciphertext"]),
                                              _wrap_aad(repo_id))
         except InvalidTag:
-            raise InvalidParameter("the master key does not open this repository") from None
+            raise InvalidArgument("the master key does not open this repository") from None
         return cls(raw[:32], raw[32:64])
 
 
@@ -77,7 +77,7 @@ def _wrap_aad(repo_id: str) -> bytes:
 
 def _check_master(master_key: bytes) -> None:
     if not isinstance(master_key, (bytes, bytearray)) or len(master_key) != 32:
-        raise InvalidParameter("the master key must be 32 bytes")
+        raise InvalidArgument("the master key must be 32 bytes")
 
 
 class Sealer:
@@ -103,14 +103,14 @@ class Sealer:
     def unseal(self, blob: bytes, purpose: bytes, what: str) -> bytes:
         if self._aes is not None:
             if len(blob) < NONCE_SIZE + TAG_SIZE:
-                raise DataCorruption(f"{what}: truncated")
+                raise Damaged(f"{what}: truncated")
             try:
                 return self._aes.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], purpose)
             except InvalidTag:
-                raise DataCorruption(f"{what}: authentication failed") from None
+                raise Damaged(f"{what}: authentication failed") from None
         if len(blob) < _CHECKSUM_SIZE:
-            raise DataCorruption(f"{what}: truncated")
+            raise Damaged(f"{what}: truncated")
         payload, check = blob[:-_CHECKSUM_SIZE], blob[-_CHECKSUM_SIZE:]
         if blake3.blake3(purpose + payload).digest(_CHECKSUM_SIZE) != check:
-            raise DataCorruption(f"{what}: checksum mismatch")
+            raise Damaged(f"{what}: checksum mismatch")
         return payload

@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ...domain.errors import DataCorruption, StateConflict
+from ..errors import Conflict, Damaged
 from .locations import ChunkIndex, new_index_name
 from .locks import (
     GC_LOCK_NAME,
@@ -90,13 +90,13 @@ def _acquire_gc_lock(cs: ChunkStore, result: GCResult) -> RepoLock:
         cs.store.delete(probe)
         now = now_info.mtime if now_info else time.time()
         if not is_stale(info.mtime, now, cs.lock_timing):
-            raise StateConflict("another garbage collection is running on this repository")
+            raise Conflict("another garbage collection is running on this repository")
         again = cs.store.stat(lock.key)
         if again is not None and again.mtime == info.mtime:
             cs.store.delete(lock.key)  # a GC that died (SIGKILL, power loss) left it
             result.stale_locks_removed += 1
     if not lock.acquire(exclusive=True):
-        raise StateConflict("another garbage collection is running on this repository")
+        raise Conflict("another garbage collection is running on this repository")
     return lock
 
 
@@ -280,7 +280,7 @@ def _repack(cs: ChunkStore, packs: list[str], idx: ChunkIndex, canonical: dict[b
             rec = blob[off:off + ln]
             try:
                 codec.decode(d, rec)  # never copy a damaged record over an intact-looking one
-            except DataCorruption:
+            except Damaged:
                 result.damaged_chunks.append(d.hex())
                 continue
             emit(writer.add(d, rec))

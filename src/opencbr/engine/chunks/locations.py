@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 import zstandard
 
-from ...domain.errors import DataCorruption
+from ..errors import Damaged
 from .crypto import DIGEST_SIZE, Sealer
 
 INDEX_MAGIC = b"OCBRIDX1"
@@ -159,9 +159,9 @@ def decode_index(sealer: Sealer, blob: bytes, what: str) -> list[tuple[str, byte
     try:
         raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 34)
     except zstandard.ZstdError as e:
-        raise DataCorruption(f"{what}: {e}") from None
+        raise Damaged(f"{what}: {e}") from None
     if raw[:8] != INDEX_MAGIC:
-        raise DataCorruption(f"{what}: bad magic")
+        raise Damaged(f"{what}: bad magic")
     out = []
     pos = 8
     mv = memoryview(raw)
@@ -171,10 +171,10 @@ def decode_index(sealer: Sealer, blob: bytes, what: str) -> list[tuple[str, byte
             pos += _PACK_HDR.size
             end = pos + n * _ENTRY.size
             if end > len(raw):
-                raise DataCorruption(f"{what}: truncated")
+                raise Damaged(f"{what}: truncated")
             ents = bytes(mv[pos:end])
             pos = end
             out.append((pid.hex(), ents))
     except struct.error:
-        raise DataCorruption(f"{what}: truncated") from None
+        raise Damaged(f"{what}: truncated") from None
     return out

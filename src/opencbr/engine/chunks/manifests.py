@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from ...domain.errors import DataCorruption, InvalidParameter
+from ..errors import Damaged, InvalidArgument
 from .crypto import DIGEST_SIZE, ZERO_DIGEST, Sealer
 
 MANIFESTS_DIR = "manifests/"
@@ -29,7 +29,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidParameter(f"invalid manifest/backup id {name!r} (1-128 of A-Z a-z 0-9 . _ -)")
+        raise InvalidArgument(f"invalid manifest/backup id {name!r} (1-128 of A-Z a-z 0-9 . _ -)")
     return name
 
 
@@ -53,7 +53,7 @@ def _purpose(name: str) -> bytes:
 
 def encode_manifest(sealer: Sealer, m: Manifest) -> bytes:
     if len(m.refs) % DIGEST_SIZE:
-        raise InvalidParameter("manifest refs must be whole 32-byte digests")
+        raise InvalidArgument("manifest refs must be whole 32-byte digests")
     hdr = json.dumps(m.header, separators=(",", ":"), sort_keys=True).encode()
     raw = b"".join((_MAGIC, _LENS.pack(len(hdr), len(m.refs), len(m.payload)), hdr, m.refs, m.payload))
     return sealer.seal(zstandard.ZstdCompressor(level=3).compress(raw), _purpose(m.name))
@@ -65,13 +65,13 @@ def decode_manifest(sealer: Sealer, name: str, blob: bytes) -> Manifest:
     try:
         raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 36)
     except zstandard.ZstdError as e:
-        raise DataCorruption(f"{what}: {e}") from None
+        raise Damaged(f"{what}: {e}") from None
     if raw[:8] != _MAGIC or len(raw) < 8 + _LENS.size:
-        raise DataCorruption(f"{what}: bad magic")
+        raise Damaged(f"{what}: bad magic")
     hl, rl, pl = _LENS.unpack_from(raw, 8)
     p = 8 + _LENS.size
     if p + hl + rl + pl != len(raw):
-        raise DataCorruption(f"{what}: bad lengths")
+        raise Damaged(f"{what}: bad lengths")
     header = json.loads(raw[p:p + hl])
     refs = raw[p + hl:p + hl + rl]
     payload = raw[p + hl + rl:]

@@ -18,8 +18,8 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
-from ...domain.errors import DataCorruption
 from ...system.aligned import BufferPool, aligned_buffer
+from ..errors import Damaged
 from .crypto import DIGEST_SIZE, Sealer
 
 PACK_MAGIC = b"OCBRPAK1"
@@ -188,21 +188,21 @@ def read_trailer(sealer: Sealer, blob_tail: bytes, pack_size: int, what: str) ->
     """Parse a pack's trailer from the last bytes of the pack (``blob_tail`` must hold the whole
     trailer and footer; see :func:`trailer_length`)."""
     if len(blob_tail) < _FOOTER.size:
-        raise DataCorruption(f"{what}: too short")
+        raise Damaged(f"{what}: too short")
     tlen, magic = _FOOTER.unpack(blob_tail[-_FOOTER.size:])
     if magic != PACK_MAGIC or tlen + _FOOTER.size > len(blob_tail):
-        raise DataCorruption(f"{what}: bad footer")
+        raise Damaged(f"{what}: bad footer")
     sealed = blob_tail[-_FOOTER.size - tlen:-_FOOTER.size]
     raw = sealer.unseal(sealed, TRAILER_PURPOSE, what)
     if len(raw) % _ENTRY.size:
-        raise DataCorruption(f"{what}: bad trailer")
+        raise Damaged(f"{what}: bad trailer")
     entries = []
     off = 0
     for d, ln in _ENTRY.iter_unpack(raw):
         entries.append(PackEntry(d, off, ln))
         off += ln
     if off + tlen + _FOOTER.size != pack_size:
-        raise DataCorruption(f"{what}: trailer does not match the pack size")
+        raise Damaged(f"{what}: trailer does not match the pack size")
     return entries
 
 
@@ -210,7 +210,7 @@ def trailer_length(footer: bytes) -> int:
     """Bytes of trailer+footer at the end of a pack, from its last 12 bytes."""
     tlen, magic = _FOOTER.unpack(footer[-_FOOTER.size:])
     if magic != PACK_MAGIC:
-        raise DataCorruption("pack: bad footer")
+        raise Damaged("pack: bad footer")
     return tlen + _FOOTER.size
 
 

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from ...domain.errors import DataCorruption, NotFound
+from ..errors import Damaged, Missing
 from .codec import ChunkCodec
 from .locations import ChunkIndex, Location
 from .packs import pack_key
@@ -78,21 +78,21 @@ def read_span(cs: ChunkStore, codec: ChunkCodec, span: Span, *, decode: Decode |
         rec = mv[a:a + loc.length]
         try:
             if len(rec) != loc.length:
-                raise NotFound(f"chunk {d.hex()}: pack {pack_id} is missing or short")
+                raise Missing(f"chunk {d.hex()}: pack {pack_id} is missing or short")
             data = decode(d, rec) if decode is not None else codec.decode(d, rec)
-        except (DataCorruption, NotFound):
+        except (Damaged, Missing):
             try:
                 data = cs.get_chunk(d, codec)
-            except (DataCorruption, NotFound) as e:
+            except (Damaged, Missing) as e:
                 yield d, None, e
                 continue
         yield d, data, None
 
 
 def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> list[Span]:
-    """:func:`spans_of` over a freshly loaded reader index; missing chunks are reported as NotFound."""
+    """:func:`spans_of` over a freshly loaded reader index; missing chunks are reported as Missing."""
     return spans_of(cs.reader_index(refresh=True), digests,
-                    lambda d: on_error(d, NotFound(f"chunk {d.hex()} is not in the repository index")))
+                    lambda d: on_error(d, Missing(f"chunk {d.hex()} is not in the repository index")))
 
 
 def fetch_chunks(
@@ -155,8 +155,8 @@ class CheckTotals:
 def check_chunks(cs: ChunkStore, digests: list[bytes], on_bad: OnError, *,
                  progress: Callable[[int, int], None] | None = None, workers: int = 3) -> CheckTotals:
     """Read and verify every chunk of ``digests`` (the verify of a backup of either kind):
-    ``on_bad(digest, error)`` (called under a lock) for each of which no copy is intact -- NotFound
-    when it is missing, DataCorruption when damaged. ``progress(checked, total)`` every 256 chunks and
+    ``on_bad(digest, error)`` (called under a lock) for each of which no copy is intact -- Missing
+    when it is missing, Damaged when damaged. ``progress(checked, total)`` every 256 chunks and
     at the end."""
     totals = CheckTotals()
     lock = threading.Lock()

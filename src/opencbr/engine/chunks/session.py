@@ -25,8 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ...domain.errors import StateConflict
 from ...system.aligned import BufferPool
+from ..errors import Conflict
 from .codec import ChunkCodec
 from .locks import RepoLock
 from .manifests import Manifest
@@ -177,19 +177,19 @@ class WriteSession:
     def commit(self, name: str, header: dict, refs: bytes = b"", payload: bytes = b"") -> int:
         """Make everything durable, then publish the manifest. Returns the manifest's stored size."""
         if self._closed:
-            raise StateConflict("session already closed")
+            raise Conflict("session already closed")
         try:
             self._drain()
             self.cs.store.flush()
             if self._written:
                 self.cs.write_index(self._written)  # already in the index object's packed form
             if not self.lock.still_held():
-                raise StateConflict("the backup lost its repository lock (stalled longer than the stale "
+                raise Conflict("the backup lost its repository lock (stalled longer than the stale "
                                     "timeout); no backup was recorded, retry it")
             size = self.cs.put_manifest(Manifest(name, header, refs, payload))
             if not self.lock.still_held():
                 self.cs.delete_manifest(name)
-                raise StateConflict("the backup lost its repository lock while it was being recorded; retry")
+                raise Conflict("the backup lost its repository lock while it was being recorded; retry")
         except BaseException:
             self._closed = True
             self.lock.release()

@@ -21,8 +21,8 @@ import json
 import threading
 from typing import Iterable
 
-from ...domain.errors import DataCorruption, NotFound, StateConflict
 from ...storage import ObjectStore
+from ..errors import Conflict, Damaged, Missing
 from .codec import ChunkCodec
 from .crypto import RepoKeys, Sealer
 from .locations import ChunkIndex, Location, decode_index, encode_index, new_index_name
@@ -103,7 +103,7 @@ class ChunkStore:
                 for stale in set(self._index_cache) - set(names):
                     del self._index_cache[stale]
             return idx
-        raise StateConflict("the repository index kept changing while it was loaded; retry")
+        raise Conflict("the repository index kept changing while it was loaded; retry")
 
     def write_index(self, packs: Iterable[tuple[str, Iterable[tuple[bytes, int, int]]]]) -> str:
         rel = INDEX_DIR + new_index_name()
@@ -140,7 +140,7 @@ class ChunkStore:
 
     def get_chunk(self, digest: bytes, codec: ChunkCodec | None = None) -> bytes:
         """The plaintext of chunk ``digest``, verified. Tries every known copy; refreshes the index
-        once if none works (GC may have repacked it). Raises NotFound or DataCorruption."""
+        once if none works (GC may have repacked it). Raises Missing or Damaged."""
         codec = codec or self.codec
         last_err: Exception | None = None
         for refresh in (False, True):
@@ -149,16 +149,16 @@ class ChunkStore:
                 try:
                     rec = self.read_record(loc)
                     if len(rec) != loc.length:
-                        raise DataCorruption(f"chunk {digest.hex()}: short record in pack {loc.pack_id}")
+                        raise Damaged(f"chunk {digest.hex()}: short record in pack {loc.pack_id}")
                     return codec.decode(digest, rec)
                 except KeyError:
-                    last_err = NotFound(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
-                except DataCorruption as e:
+                    last_err = Missing(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
+                except Damaged as e:
                     last_err = e
-            if isinstance(last_err, DataCorruption):
+            if isinstance(last_err, Damaged):
                 break
         if last_err is None:
-            last_err = NotFound(f"chunk {digest.hex()} is not in the repository")
+            last_err = Missing(f"chunk {digest.hex()} is not in the repository")
         raise last_err
 
     def has_chunk(self, digest: bytes) -> bool:
@@ -166,12 +166,12 @@ class ChunkStore:
 
     # -- manifests ---------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> int:
-        """Store a new manifest (never overwrites: StateConflict if the name exists). Returns its
+        """Store a new manifest (never overwrites: Conflict if the name exists). Returns its
         stored size. Prefer :meth:`WriteSession.commit`, which orders it after the data."""
         check_name(manifest.name)
         blob = encode_manifest(self.sealer, manifest)
         if not self.store.put_if_absent(self.k(MANIFESTS_DIR + manifest.name), blob):
-            raise StateConflict(f"backup {manifest.name} already exists in the repository")
+            raise Conflict(f"backup {manifest.name} already exists in the repository")
         return len(blob)
 
     def read_manifest(self, name: str) -> Manifest:
@@ -179,7 +179,7 @@ class ChunkStore:
         try:
             blob = self.store.get(self.k(MANIFESTS_DIR + name))
         except KeyError:
-            raise NotFound(f"backup {name} is not in the repository") from None
+            raise Missing(f"backup {name} is not in the repository") from None
         return decode_manifest(self.sealer, name, blob)
 
     def list_manifests(self) -> list[str]:
@@ -194,7 +194,7 @@ class ChunkStore:
         """Distinct digests a manifest references (cached per name and object size)."""
         size = self.store.head(self.k(MANIFESTS_DIR + name))
         if size is None:
-            raise NotFound(f"backup {name} is not in the repository")
+            raise Missing(f"backup {name} is not in the repository")
         key = (name, size)
         refs = self._manifest_refs_cache.get(key)
         if refs is None:
@@ -210,7 +210,7 @@ class ChunkStore:
         for name in self.list_manifests():
             try:
                 s |= self.manifest_refs(name)
-            except NotFound:
+            except Missing:
                 continue  # deleted while we listed
         return s
 

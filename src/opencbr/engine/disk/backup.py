@@ -23,12 +23,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from ...domain.errors import NotFound, StateConflict
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.manifests import MANIFESTS_DIR, check_name
 from ..chunks.session import WriteSession
 from ..chunks.store import ChunkStore
-from ..errors import BackupCancelled
+from ..errors import BackupCancelled, Conflict, Missing
 from .fixed_index import FixedIndex
 from .source import DiskSource, FileDiskSource
 
@@ -80,12 +79,12 @@ def backup_disk(
     t0 = time.monotonic()
     check_name(backup_id)
     if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
-        raise StateConflict(f"backup {backup_id} already exists in the repository")
+        raise Conflict(f"backup {backup_id} already exists in the repository")
     parent: FixedIndex | None = None
     if parent_backup_id is not None:
         try:
             parent = FixedIndex.from_manifest(cs.read_manifest(parent_backup_id))
-        except NotFound:
+        except Missing:
             parent = None  # deleted meanwhile: every backup is a virtual full, so nothing depends on it
     src, owned = _open_source(source)
     try:

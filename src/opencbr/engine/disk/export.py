@@ -7,10 +7,10 @@ import os
 import threading
 from typing import Generator
 
-from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ..chunks.crypto import ZERO_DIGEST
 from ..chunks.packs import pack_key
 from ..chunks.store import ChunkStore
+from ..errors import Damaged, InvalidArgument, Missing
 from .fixed_index import FixedIndex
 from .restore import DamagedChunk, Progress, RestoreResult, block_positions, restore_disk
 
@@ -38,7 +38,7 @@ class DiskImage:
     def __init__(self, cs: ChunkStore, backup_id: str):
         manifest = cs.read_manifest(backup_id)
         if manifest.header.get("type") != "disk":
-            raise InvalidParameter(f"backup {backup_id} is not a disk backup: only disks have an image")
+            raise InvalidArgument(f"backup {backup_id} is not a disk backup: only disks have an image")
         self.cs = cs
         self.index = FixedIndex.from_manifest(manifest)
 
@@ -79,8 +79,8 @@ class DiskImage:
                 continue
             try:
                 data = cs.get_chunk(d, codec)
-            except (DataCorruption, NotFound) as e:
-                return DamagedChunk(d.hex(), str(getattr(e, "message", e)), [i * index.block_size])
+            except (Damaged, Missing) as e:
+                return DamagedChunk(d.hex(), str(e), [i * index.block_size])
             if len(data) != n:
                 return DamagedChunk(d.hex(), f"chunk {d.hex()} has {len(data)} bytes, its block {n}",
                                     [i * index.block_size])

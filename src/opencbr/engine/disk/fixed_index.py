@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...domain.errors import DataCorruption
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.manifests import Manifest
+from ..errors import Damaged
 
 DEFAULT_BLOCK_SIZE = 64 << 10
 
@@ -56,9 +56,9 @@ class FixedIndex:
     def from_manifest(cls, m: Manifest) -> "FixedIndex":
         h = m.header
         if h.get("type") != "disk":
-            raise DataCorruption(f"backup {m.name} is not a disk backup")
+            raise Damaged(f"backup {m.name} is not a disk backup")
         idx = cls(int(h["disk_size"]), int(h["block_size"]), bytearray(m.refs))
         if idx.block_count != cls.count_blocks(idx.disk_size, idx.block_size):
-            raise DataCorruption(f"backup {m.name}: index has {idx.block_count} blocks, expected "
+            raise Damaged(f"backup {m.name}: index has {idx.block_count} blocks, expected "
                                  f"{cls.count_blocks(idx.disk_size, idx.block_size)}")
         return idx

@@ -16,13 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ...domain.errors import DataCorruption, InvalidParameter, NotFound
 from ...system.libc import function as libc_function
 from ...system.sparse import data_extents
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.reader import check_chunks, fetch_chunks
 from ..chunks.store import ChunkStore
-from ..errors import RestoreCancelled
+from ..errors import Damaged, InvalidArgument, Missing, RestoreCancelled
 from .fixed_index import FixedIndex
 
 Progress = Callable[[int, int], None]
@@ -150,7 +149,7 @@ def restore_disk(
     size = index.disk_size
     exists = target_fd is not None or os.path.exists(target_path)
     if not exists and not create:
-        raise NotFound(f"restore target {target_path} does not exist")
+        raise Missing(f"restore target {target_path} does not exist")
     if target_fd is not None:
         fd = os.dup(target_fd)
     else:
@@ -159,13 +158,13 @@ def restore_disk(
         st = os.fstat(fd)
         is_blk = stat.S_ISBLK(st.st_mode)
         if not is_blk and not stat.S_ISREG(st.st_mode):
-            raise InvalidParameter(f"restore target {target_path} is neither a regular file nor a block device")
+            raise InvalidArgument(f"restore target {target_path} is neither a regular file nor a block device")
         tsize = os.lseek(fd, 0, os.SEEK_END) if is_blk else st.st_size
         if not exists:
             os.ftruncate(fd, size)
             tsize = size
         if tsize < size:
-            raise InvalidParameter(f"restore target {target_path} has {tsize} bytes, the backup needs {size}")
+            raise InvalidArgument(f"restore target {target_path} has {tsize} bytes, the backup needs {size}")
         if truncate and not is_blk and tsize != size:
             os.ftruncate(fd, size)  # guide 13.4.5: the disk goes back to the backup's capacity
         return _DiskRestore(cs, index, backup_id, fd=fd, is_blk=is_blk, progress=progress, cancel=cancel,
@@ -270,7 +269,7 @@ class _DiskRestore:
         for k in want[d]:
             ln = self.index.block_length(k)
             if len(data) != ln:
-                self.errors.append((d, DataCorruption(f"chunk {d.hex()} has {len(data)} bytes, block needs {ln}")))
+                self.errors.append((d, Damaged(f"chunk {d.hex()} has {len(data)} bytes, block needs {ln}")))
                 return
             os.pwrite(self.fd, data, k * self.bs)
             n += 1
@@ -298,7 +297,7 @@ class _DiskRestore:
         if self.errors:
             d, e = self.errors[0]
             offs = [k * self.bs for k in want.get(d, [])][:8]
-            raise DataCorruption(f"restore of {self.backup_id}: {len(self.errors)} chunk(s) could not be read "
+            raise Damaged(f"restore of {self.backup_id}: {len(self.errors)} chunk(s) could not be read "
                                  f"intact; first: {e} (disk offsets {offs})")
 
     def run(self, target_path: str, t0: float) -> RestoreResult:
@@ -361,8 +360,8 @@ def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = N
     report = VerifyReport(backup_id, 0, 0)
 
     def on_bad(d: bytes, e: Exception) -> None:
-        item = DamagedChunk(d.hex(), str(getattr(e, "message", e)), [k * bs for k in pos.get(d, [])])
-        (report.missing if isinstance(e, NotFound) else report.damaged).append(item)
+        item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
+        (report.missing if isinstance(e, Missing) else report.damaged).append(item)
 
     totals = check_chunks(cs, list(pos), on_bad, progress=progress, workers=workers)
     report.chunks_checked, report.bytes_checked = totals.chunks_checked, totals.bytes_checked

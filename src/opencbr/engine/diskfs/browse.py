@@ -17,7 +17,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field
 
-from ...domain.errors import InvalidParameter, NotFound, StateConflict
+from ..errors import Conflict, InvalidArgument, Missing
 from ..tree.common import chunkstore_of
 from ..tree.results import ListEntry, TreeWarning
 from .filesystems import FileSystem, FsNode, open_filesystem
@@ -63,7 +63,7 @@ class DiskBrowser:
         fs = self._fs.get(vol.name)
         if fs is None:
             if vol.fs is None:
-                raise InvalidParameter(f"volume {vol.name or '/'} of backup {self.backup_id} holds no supported "
+                raise InvalidArgument(f"volume {vol.name or '/'} of backup {self.backup_id} holds no supported "
                                        f"file system (type {vol.type or 'unknown'})")
             fh = self.view if vol.offset == 0 and vol.size == self.view.size else range_of(self.view, vol.offset, vol.size)
             fs = self._fs[vol.name] = open_filesystem(fh, vol.fs)
@@ -73,9 +73,9 @@ class DiskBrowser:
         """(volume, file system, path inside it); volume None means the partition list itself."""
         parts = [p for p in path.split("/") if p not in ("", ".")]
         if any(p == ".." for p in parts):
-            raise InvalidParameter("'..' is not allowed in a path")
+            raise InvalidArgument("'..' is not allowed in a path")
         if not self.volumes:
-            raise InvalidParameter(f"backup {self.backup_id}: no partition table or supported file system found")
+            raise InvalidArgument(f"backup {self.backup_id}: no partition table or supported file system found")
         if self.bare:
             vol = self.volumes[0]
             return vol, self.filesystem(vol), "/".join(parts)
@@ -84,17 +84,17 @@ class DiskBrowser:
         for v in self.volumes:
             if v.name == parts[0]:
                 return v, self.filesystem(v), "/".join(parts[1:])
-        raise NotFound(f"backup {self.backup_id} has no volume {parts[0]!r} (volumes: "
+        raise Missing(f"backup {self.backup_id} has no volume {parts[0]!r} (volumes: "
                        f"{', '.join(v.name for v in self.volumes)})")
 
     def lookup(self, path: str) -> tuple[FileSystem, FsNode, str]:
         vol, fs, inner = self.resolve(path)
         if fs is None:
-            raise InvalidParameter("the disk root holds volumes, not files: name a volume (e.g. /p1/...)")
+            raise InvalidArgument("the disk root holds volumes, not files: name a volume (e.g. /p1/...)")
         try:
             return fs, fs.lookup(inner), inner
-        except NotFound:
-            raise NotFound(f"path {path} is not in backup {self.backup_id}") from None
+        except Missing:
+            raise Missing(f"path {path} is not in backup {self.backup_id}") from None
 
     def list(self, path: str = "/") -> list[ListEntry]:
         vol, fs, inner = self.resolve(path)
@@ -116,7 +116,7 @@ def _to_entry(n: FsNode, path: str) -> ListEntry:
 def _safe_name(name: str) -> bytes:
     b = os.fsencode(name)
     if not b or b in (b".", b"..") or b"/" in b or b"\0" in b:
-        raise InvalidParameter(f"refusing unsafe file name {name!r} from the disk image")
+        raise InvalidArgument(f"refusing unsafe file name {name!r} from the disk image")
     return b
 
 
@@ -216,7 +216,7 @@ def list_disk_tree(repo_or_chunkstore, backup_id: str, path: str = "/") -> list[
 def restore_disk_path(repo_or_chunkstore, backup_id: str, path: str, target_dir: str | os.PathLike, *,
                       owners: bool | None = None, target_fd: int | None = None) -> DiskFileRestoreResult:
     """Extract one file or directory (recursively) of a disk backup to ``target_dir/<its name>``
-    (``target_dir`` is created if missing; StateConflict if ``<its name>`` exists there). Modes, times,
+    (``target_dir`` is created if missing; Conflict if ``<its name>`` exists there). Modes, times,
     symlinks and, for ext, owners (when root) and xattrs are restored. ``target_fd``: the target
     directory already open (checked by the caller); ``target_dir`` then only names it."""
     t0 = time.monotonic()
@@ -235,7 +235,7 @@ def restore_disk_path(repo_or_chunkstore, backup_id: str, path: str, target_dir:
         bname = _safe_name(name)
         try:
             os.lstat(bname, dir_fd=tfd)
-            raise StateConflict(f"{res.target} already exists")
+            raise Conflict(f"{res.target} already exists")
         except FileNotFoundError:
             pass
         ex.node(bname, tfd, node, path)

@@ -13,7 +13,7 @@ only the blocks they touch. Checked here: both parse ``mkfs.ext4 -d`` images (ex
 directories, xattrs, symlinks, sparse files) and ``mkfs.vfat`` + ``mcopy`` images with long names.
 Limits (documented, not silent): ext4 ``inline_data`` files longer than the inode body, and exFAT/NTFS/
 XFS/Btrfs volumes are not browsed (the volume is listed with its type, browsing it raises
-InvalidParameter).
+InvalidArgument).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from ...domain.errors import DataCorruption, InvalidParameter, NotFound
+from ..errors import Damaged, InvalidArgument, Missing
 
 EXT_MAGIC_OFFSET = 1080
 EXT_MAGIC = b"\x53\xef"
@@ -82,15 +82,15 @@ class FileSystem:
         node = self.root
         for part in [p for p in path.split("/") if p not in ("", ".")]:
             if part == "..":
-                raise InvalidParameter("'..' is not allowed in a path")
+                raise InvalidArgument("'..' is not allowed in a path")
             if not node.is_dir:
-                raise NotFound(f"{path}: not a directory")
+                raise Missing(f"{path}: not a directory")
             for c in self.children(node):
                 if self._match(c.name, part):
                     node = c
                     break
             else:
-                raise NotFound(f"{path} is not in the file system")
+                raise Missing(f"{path} is not in the file system")
         return node
 
     @staticmethod
@@ -115,7 +115,7 @@ class ExtFileSystem(FileSystem):
         try:
             self.fs = ExtFS(fh)
         except Exception as e:  # noqa: BLE001
-            raise DataCorruption(f"cannot parse the ext file system: {e}") from None
+            raise Damaged(f"cannot parse the ext file system: {e}") from None
         self.root = self._node("/", self.fs.root)
 
     def _node(self, name: str, ino) -> FsNode:
@@ -127,16 +127,16 @@ class ExtFileSystem(FileSystem):
             gid = ino.inode.i_gid | (ino.inode.i_gid_high << 16 if hasattr(ino.inode, "i_gid_high") else 0)
             return FsNode(name, ftype, ino.size if ftype != "dir" else 0, mode, ino.mtime_ns, ino.atime_ns,
                           uid, gid, link, ino)
-        except DataCorruption:
+        except Damaged:
             raise
         except Exception as e:  # noqa: BLE001
-            raise DataCorruption(f"cannot parse inode of {name!r}: {e}") from None
+            raise Damaged(f"cannot parse inode of {name!r}: {e}") from None
 
     def children(self, node: FsNode) -> Iterator[FsNode]:
         try:
             kids = list(node.raw.iterdir())
         except Exception as e:  # noqa: BLE001
-            raise DataCorruption(f"cannot read directory {node.name!r}: {e}") from None
+            raise Damaged(f"cannot read directory {node.name!r}: {e}") from None
         out = [self._node(k.filename, k) for k in kids if k.filename not in (".", "..")]
         out.sort(key=lambda n: n.name)
         return iter(out)
@@ -160,7 +160,7 @@ class FatFileSystem(FileSystem):
         try:
             self.fs = FATFS(fh)
         except Exception as e:  # noqa: BLE001
-            raise DataCorruption(f"cannot parse the FAT file system: {e}") from None
+            raise Damaged(f"cannot parse the FAT file system: {e}") from None
         self.root = FsNode("/", "dir", 0, stat.S_IFDIR | 0o755, 0, 0, 0, 0, None, self.fs.root)
 
     @staticmethod
@@ -197,7 +197,7 @@ class FatFileSystem(FileSystem):
         try:
             kids = [k for k in node.raw.iterdir() if not k.is_volume_id() and k.name not in (".", "..")]
         except Exception as e:  # noqa: BLE001
-            raise DataCorruption(f"cannot read directory {node.name!r}: {e}") from None
+            raise Damaged(f"cannot read directory {node.name!r}: {e}") from None
         out = [self._node(k) for k in kids]
         out.sort(key=lambda n: n.name)
         return iter(out)
@@ -215,4 +215,4 @@ def open_filesystem(fh: BinaryIO, kind: str | None = None) -> FileSystem:
         return ExtFileSystem(fh)
     if kind == "fat":
         return FatFileSystem(fh)
-    raise InvalidParameter("no supported file system (ext2/3/4, FAT12/16/32) found there")
+    raise InvalidArgument("no supported file system (ext2/3/4, FAT12/16/32) found there")

@@ -8,7 +8,7 @@ file) are detected and read ahead up to ``MAX_READAHEAD`` blocks per request, so
 few large range reads instead of one request per 64 KiB block.
 
 A damaged block is re-read from any other copy (``ChunkStore.get_chunk``); if none is intact the read
-raises ``DataCorruption`` -- a parser never sees silently wrong bytes.
+raises ``Damaged`` -- a parser never sees silently wrong bytes.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import io
 import threading
 from collections import OrderedDict
 
-from ...domain.errors import DataCorruption, NotFound
 from ..chunks.packs import pack_key
 from ..chunks.store import ChunkStore
 from ..disk.fixed_index import FixedIndex
+from ..errors import Damaged, Missing
 
 CACHE_BLOCKS = 256  # 16 MiB of decoded 64 KiB blocks
 MAX_READAHEAD = 64
@@ -126,7 +126,7 @@ class DiskBackupView(io.RawIOBase):
 
     def _store_block(self, i: int, data: bytes) -> None:
         if len(data) != self.index.block_length(i):
-            raise DataCorruption(f"disk backup {self.backup_id}: block {i} has {len(data)} bytes, "
+            raise Damaged(f"disk backup {self.backup_id}: block {i} has {len(data)} bytes, "
                                  f"expected {self.index.block_length(i)}")
         self._cache[i] = data
         while len(self._cache) > self._cache_blocks:
@@ -141,7 +141,7 @@ class DiskBackupView(io.RawIOBase):
         for d, bl in by_digest.items():
             loc = idx.lookup(d)
             if loc is None:
-                data = self._get_chunk(d)  # not in the cached index: refreshes, or raises NotFound
+                data = self._get_chunk(d)  # not in the cached index: refreshes, or raises Missing
                 for i in bl:
                     self._store_block(i, data)
                 continue
@@ -165,9 +165,9 @@ class DiskBackupView(io.RawIOBase):
                 rec = blob[off - start:off - start + ln]
                 try:
                     if len(rec) != ln:
-                        raise NotFound("short")
+                        raise Missing("short")
                     data = self._codec.decode(d, rec)
-                except (DataCorruption, NotFound):
+                except (Damaged, Missing):
                     data = self._get_chunk(d)
                 for i in by_digest[d]:
                     self._store_block(i, data)
@@ -177,6 +177,6 @@ class DiskBackupView(io.RawIOBase):
     def _get_chunk(self, d: bytes) -> bytes:
         try:
             return self.cs.get_chunk(d, self._codec)
-        except (DataCorruption, NotFound) as e:
-            raise DataCorruption(f"disk backup {self.backup_id}: block data {d.hex()[:16]} cannot be read "
-                                 f"intact: {e.message}") from None
+        except (Damaged, Missing) as e:
+            raise Damaged(f"disk backup {self.backup_id}: block data {d.hex()[:16]} cannot be read "
+                                 f"intact: {e}") from None

@@ -15,9 +15,9 @@ Public API (every function takes a :class:`~opencbr.engine.Repository` or its ``
     stat_path(repo, backup_id, path) -> Entry
     verify_tree(repo, backup_id, progress=None) -> TreeVerifyReport
 
-Errors are the domain's: NotFound (backup or path), InvalidParameter (bad path, not a tree backup,
-non-empty restore target), StateConflict (backup id exists), DataCorruption (damaged data), and the
-engine's BackupCancelled / RestoreCancelled. Delete, GC, usage: the Repository's own methods (a tree
+Errors are the engine's (engine/errors.py): Missing (backup or path), InvalidArgument (bad path, not a
+tree backup, non-empty restore target), Conflict (backup id exists), Damaged (damaged data),
+BackupCancelled / RestoreCancelled. Delete, GC, usage: the Repository's own methods (a tree
 backup is a manifest whose refs list every chunk it uses; see dynamic_index.py).
 
 Modules: ``entry`` (record format), ``catalog`` (CatalogWriter/Reader), ``dynamic_index`` (the

@@ -37,10 +37,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from ...domain.errors import InvalidParameter, NotFound, StateConflict
 from ..chunks.manifests import MANIFESTS_DIR, check_name
 from ..chunks.session import WriteSession
-from ..errors import BackupCancelled
+from ..errors import BackupCancelled, Conflict, InvalidArgument, Missing
 from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
 from .chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, FileData, FileUnreadable
@@ -644,26 +643,26 @@ def backup_tree(
 
     Unreadable files and directories do not fail the backup: they are listed in ``warnings`` and
     ``partial`` is True (also recorded in the manifest header). Sockets, fifos and devices are
-    recorded. Raises NotFound (no ``root``), InvalidParameter (``root`` not a directory, bad id,
-    parent not a tree backup), StateConflict (``backup_id`` exists).
+    recorded. Raises Missing (no ``root``), InvalidArgument (``root`` not a directory, bad id,
+    parent not a tree backup), Conflict (``backup_id`` exists).
     """
     cs = chunkstore_of(repo_or_chunkstore)
     check_name(backup_id)
     limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
     if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
-        raise StateConflict(f"backup {backup_id} already exists in the repository")
+        raise Conflict(f"backup {backup_id} already exists in the repository")
     walk_root = os.path.realpath(os.fsencode(root)) if root_fd is None else os.fsencode(f"/proc/self/fd/{root_fd}")
     try:
         st = os.stat(walk_root)
     except FileNotFoundError:
-        raise NotFound(f"directory {os.fsdecode(root)} does not exist") from None
+        raise Missing(f"directory {os.fsdecode(root)} does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise InvalidParameter(f"{os.fsdecode(root)} is not a directory")
+        raise InvalidArgument(f"{os.fsdecode(root)} is not a directory")
     parent = None
     if parent_backup_id is not None:
         try:
             parent = load_index(cs, parent_backup_id)
-        except NotFound:
+        except Missing:
             parent = None  # deleted meanwhile: every backup is a virtual full, nothing depends on it
     return TreeBackup(
         cs, walk_root, backup_id=backup_id, meta=meta, parent=parent, parent_id=parent_backup_id if parent else None,

@@ -12,7 +12,7 @@ a few catalog chunks, not the whole catalog.
 
 from __future__ import annotations
 
-from ...domain.errors import DataCorruption
+from ..errors import Damaged
 from .catalog import CatalogReader
 from .common import chunkstore_of, in_subtree, load_index, not_found, parse_path, show
 from .entry import DIR, Entry, RecordError, decode, iter_records, path_key, record_path
@@ -28,7 +28,7 @@ def to_list_entry(e: Entry) -> ListEntry:
 
 
 def stat_path(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> Entry:
-    """The catalog entry of one path (NotFound if the backup has no such path)."""
+    """The catalog entry of one path (Missing if the backup has no such path)."""
     cs = chunkstore_of(repo_or_chunkstore)
     dix = load_index(cs, backup_id)
     p = parse_path(path)
@@ -42,7 +42,7 @@ def stat_path(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> En
 
 def list_tree(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> list[ListEntry]:
     """Entries directly inside directory ``path`` of tree backup ``backup_id``, in name order (a
-    file path lists just that file). NotFound if the path is not in the backup."""
+    file path lists just that file). Missing if the path is not in the backup."""
     cs = chunkstore_of(repo_or_chunkstore)
     dix = load_index(cs, backup_id)
     reader = CatalogReader(cs, dix)
@@ -76,7 +76,7 @@ def list_tree(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> li
                 out.append(to_list_entry(e))
                 child_dir = k if e.type == DIR else None
         except RecordError as exc:
-            raise DataCorruption(f"backup {backup_id}: catalog chunk {i}: {exc}") from None
+            raise Damaged(f"backup {backup_id}: catalog chunk {i}: {exc}") from None
         i += 1
         if not found:
             if i >= len(cat) or cat[i].first_key > key:

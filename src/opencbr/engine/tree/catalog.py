@@ -20,10 +20,10 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
-from ...domain.errors import DataCorruption
 from ..chunks.codec import ChunkCodec
 from ..chunks.locations import ChunkIndex
 from ..chunks.store import ChunkStore
+from ..errors import Damaged
 from .cutting import ChunkingSecret, public_cut
 from .dynamic_index import CatalogChunk, DynamicIndex
 from .entry import Entry, RecordError, decode, iter_records, path_key, record_path
@@ -101,12 +101,12 @@ class CatalogReader:
                     rec = self.cs.read_record(loc)
                     data = self._codec().decode(c.digest, rec)
                     break
-                except (KeyError, DataCorruption):
+                except (KeyError, Damaged):
                     continue
         if data is None:
             data = self.cs.get_chunk(c.digest, self._codec())
         if len(data) != c.raw_len:
-            raise DataCorruption(f"backup {self.dix.backup_id}: catalog chunk {i} has {len(data)} bytes, "
+            raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i} has {len(data)} bytes, "
                                  f"expected {c.raw_len}")
         return data
 
@@ -145,16 +145,16 @@ class CatalogReader:
                     count += 1
                     k = path_key(record_path(rec))
                     if last is not None and k <= last:
-                        raise DataCorruption(f"backup {self.dix.backup_id}: catalog out of order at "
+                        raise Damaged(f"backup {self.dix.backup_id}: catalog out of order at "
                                              f"{record_path(rec)!r}")
                     last = k
                     if k < start_key:
                         continue
                     yield rec
             except RecordError as e:
-                raise DataCorruption(f"backup {self.dix.backup_id}: catalog chunk {i}: {e}") from None
+                raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i}: {e}") from None
             if count != self.dix.catalog[i].entries:
-                raise DataCorruption(f"backup {self.dix.backup_id}: catalog chunk {i} holds {count} entries, "
+                raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i} holds {count} entries, "
                                      f"expected {self.dix.catalog[i].entries}")
 
     def entries(self, start_key: bytes = b"") -> Iterator[Entry]:
@@ -162,4 +162,4 @@ class CatalogReader:
             try:
                 yield decode(rec)
             except RecordError as e:
-                raise DataCorruption(f"backup {self.dix.backup_id}: {e}") from None
+                raise Damaged(f"backup {self.dix.backup_id}: {e}") from None

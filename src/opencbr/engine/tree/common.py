@@ -7,9 +7,9 @@ import os
 import pwd
 from typing import Callable
 
-from ...domain.errors import InvalidParameter, NotFound
 from ..chunks.manifests import check_name
 from ..chunks.store import ChunkStore
+from ..errors import InvalidArgument, Missing
 from .dynamic_index import DynamicIndex
 
 Progress = Callable[[int, int], None]
@@ -26,11 +26,11 @@ def chunkstore_of(repo_or_cs) -> ChunkStore:
 
 
 def load_index(cs: ChunkStore, backup_id: str) -> DynamicIndex:
-    """The dynamic index of a tree backup (NotFound; InvalidParameter if it is a disk backup)."""
+    """The dynamic index of a tree backup (Missing; InvalidArgument if it is a disk backup)."""
     check_name(backup_id)
     m = cs.read_manifest(backup_id)
     if m.header.get("type") != "tree":
-        raise InvalidParameter(f"backup {backup_id} is a {m.header.get('type')} backup, not a file-system backup")
+        raise InvalidArgument(f"backup {backup_id} is a {m.header.get('type')} backup, not a file-system backup")
     return DynamicIndex.from_manifest(m)
 
 
@@ -47,7 +47,7 @@ def parse_path(path: str | bytes | None) -> bytes:
     p = os.fsencode(path)
     parts = [c for c in p.split(b"/") if c not in (b"", b".")]
     if any(c == b".." for c in parts) or b"\0" in p:
-        raise InvalidParameter(f"invalid path {os.fsdecode(p)!r}: '..' and NUL are not allowed")
+        raise InvalidArgument(f"invalid path {os.fsdecode(p)!r}: '..' and NUL are not allowed")
     return b"/".join(parts)
 
 
@@ -86,5 +86,5 @@ class Names:
         return n
 
 
-def not_found(backup_id: str, path: bytes) -> NotFound:
-    return NotFound(f"path {show(path)} is not in backup {backup_id}")
+def not_found(backup_id: str, path: bytes) -> Missing:
+    return Missing(f"path {show(path)} is not in backup {backup_id}")

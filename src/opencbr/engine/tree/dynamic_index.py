@@ -25,8 +25,8 @@ import bisect
 import struct
 from dataclasses import dataclass, field
 
-from ...domain.errors import DataCorruption
 from ..chunks.manifests import Manifest
+from ..errors import Damaged
 
 MAGIC = b"OCBRDIX1"
 FORMAT = 1
@@ -69,12 +69,12 @@ class DynamicIndex:
     @classmethod
     def from_manifest(cls, m: Manifest) -> "DynamicIndex":
         if m.header.get("type") != "tree":
-            raise DataCorruption(f"backup {m.name} is not a file-system backup")
+            raise Damaged(f"backup {m.name} is not a file-system backup")
         if int(m.header.get("format", 0)) > FORMAT:
-            raise DataCorruption(f"backup {m.name}: unsupported tree format {m.header.get('format')}")
+            raise Damaged(f"backup {m.name}: unsupported tree format {m.header.get('format')}")
         p = m.payload
         if p[:8] != MAGIC:
-            raise DataCorruption(f"backup {m.name}: bad catalog list")
+            raise Damaged(f"backup {m.name}: bad catalog list")
         try:
             (n,) = _COUNT.unpack_from(p, 8)
             pos = 12
@@ -85,7 +85,7 @@ class DynamicIndex:
                 out.append(CatalogChunk(d, ents, raw, bytes(p[pos:pos + kl])))
                 pos += kl
         except struct.error:
-            raise DataCorruption(f"backup {m.name}: truncated catalog list") from None
+            raise Damaged(f"backup {m.name}: truncated catalog list") from None
         if pos != len(p):
-            raise DataCorruption(f"backup {m.name}: trailing bytes in catalog list")
+            raise Damaged(f"backup {m.name}: trailing bytes in catalog list")
         return cls(m.name, m.header, out)

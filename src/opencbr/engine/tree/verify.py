@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from ...domain.errors import NotFound
 from ..chunks.reader import check_chunks
+from ..errors import Missing
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, load_index, show
 from .entry import FILE
@@ -54,8 +54,8 @@ def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None
     bad: dict[bytes, BadChunk] = {}
 
     def on_bad(d: bytes, e: Exception) -> None:
-        item = bad[d] = BadChunk(d.hex(), str(getattr(e, "message", e)))
-        (report.missing if isinstance(e, NotFound) else report.damaged).append(item)
+        item = bad[d] = BadChunk(d.hex(), str(e))
+        (report.missing if isinstance(e, Missing) else report.damaged).append(item)
 
     totals = check_chunks(cs, list(refs), on_bad, progress=progress, workers=workers)
     report.chunks_checked, report.bytes_checked = totals.chunks_checked, totals.bytes_checked

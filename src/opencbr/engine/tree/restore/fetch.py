@@ -185,7 +185,7 @@ class WindowFetcher:
 
             for d, data, err in read_span(self.cs, codec, span, decode=decode):
                 if err is not None:
-                    self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {err.message}")
+                    self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {err}")
                 else:
                     self._write_chunk(win.want[d], memoryview(data))
         except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread

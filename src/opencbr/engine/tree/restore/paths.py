@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ....domain.errors import DataCorruption, InvalidParameter
+from ...errors import Damaged, InvalidArgument
 from ..common import show
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -19,33 +19,33 @@ def check_components(path: bytes) -> None:
         return
     for c in path.split(b"/"):
         if c in (b"", b".", b"..") or b"\0" in c:
-            raise DataCorruption(f"refusing catalog path {path!r}: it could escape the target")
+            raise Damaged(f"refusing catalog path {path!r}: it could escape the target")
 
 
 def open_target(target: str, *, target_fd: int | None, allow_nonempty: bool) -> int:
     """The target directory, open (a duplicate of ``target_fd`` when the caller opened it already);
-    created if missing. InvalidParameter if it is not a directory, or not empty unless allowed."""
+    created if missing. InvalidArgument if it is not a directory, or not empty unless allowed."""
     if target_fd is not None:
         fd = os.dup(target_fd)
     else:
         try:
             os.makedirs(target, exist_ok=True)
         except FileExistsError:
-            raise InvalidParameter(f"restore target {target} exists and is not a directory") from None
+            raise InvalidArgument(f"restore target {target} exists and is not a directory") from None
         fd = os.open(target, DIR_FLAGS)
     if not allow_nonempty and os.listdir(fd):
         os.close(fd)
-        raise InvalidParameter(f"restore target {target} is not empty")
+        raise InvalidArgument(f"restore target {target} is not empty")
     return fd
 
 
 def make_room(name: bytes, dfd: int, rel: bytes) -> None:
     """In a non-empty target, remove an existing non-directory at ``name`` (a directory in the way of a
-    file is the caller's to move: InvalidParameter)."""
+    file is the caller's to move: InvalidArgument)."""
     try:
         st = os.lstat(name, dir_fd=dfd)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise InvalidParameter(f"cannot restore {show(rel)}: a directory is in the way")
+        raise InvalidArgument(f"cannot restore {show(rel)}: a directory is in the way")
     os.unlink(name, dir_fd=dfd)

@@ -10,8 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ....domain.errors import DataCorruption, InvalidParameter
-from ...errors import RestoreCancelled
+from ...errors import Damaged, InvalidArgument, RestoreCancelled
 from ..catalog import CatalogReader
 from ..common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
 from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
@@ -122,7 +121,7 @@ class TreeRestore(ForkedParts):
         t = self.tally
         if t.errors:
             first_rel, first_msg = t.errors[0]
-            raise DataCorruption(f"restore of {self.backup_id}: {len(t.errors)} file(s) could not be restored "
+            raise Damaged(f"restore of {self.backup_id}: {len(t.errors)} file(s) could not be restored "
                                  f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
         if self.progress is not None:
             self.progress(self.total, self.total)  # (holes of sparse files are never "written")
@@ -193,7 +192,7 @@ class TreeRestore(ForkedParts):
         rel = e.path[self.cut:]
         if rel == b"":
             if e.type != DIR:
-                raise DataCorruption(f"backup {self.backup_id}: the root is not a directory")
+                raise Damaged(f"backup {self.backup_id}: the root is not a directory")
             if st.lead:
                 st.dirs.append(rel, e)
                 self.tally.counts["dirs"] += 1
@@ -204,7 +203,7 @@ class TreeRestore(ForkedParts):
             if fd != st.root_fd and fd >= 0:
                 os.close(fd)
         if not st.stack:
-            raise DataCorruption(f"backup {self.backup_id}: {show(e.path)} has no parent directory in the catalog")
+            raise Damaged(f"backup {self.backup_id}: {show(e.path)} has no parent directory in the catalog")
         dfd = st.stack[-1][1]
         if dfd < 0:
             if e.type == DIR:
@@ -219,7 +218,7 @@ class TreeRestore(ForkedParts):
                 self._make_file(st, name, dfd, rel, e)
             elif st.mine:
                 self._make_other(name, dfd, rel, e)
-        except (InvalidParameter, DataCorruption):
+        except (InvalidArgument, Damaged):
             raise
         except OSError as exc:
             self.tally.warn(rel, f"cannot restore: {exc.strerror or exc}", True)
@@ -356,8 +355,8 @@ def restore_tree(
     a partial tree). ``target_fd``: the target directory already open (checked by the caller); then
     ``target_dir`` only names it and nothing is looked up by path.
 
-    Raises NotFound (no such backup, or ``subpath`` not in it), InvalidParameter (not a tree backup,
-    target not empty or not a directory, bad ``subpath``), DataCorruption (damaged data: the files
+    Raises Missing (no such backup, or ``subpath`` not in it), InvalidArgument (not a tree backup,
+    target not empty or not a directory, bad ``subpath``), Damaged (damaged data: the files
     affected are named; a catalog that tries to escape the target is refused).
     """
     cs = chunkstore_of(repo_or_chunkstore)
