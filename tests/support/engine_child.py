@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from opencbr.domain.errors import CBRError, StateConflict
 from opencbr.engine import Repository
+from opencbr.engine.errors import Conflict, EngineError
 from opencbr.storage import LocalStore, open_store
 from tests.support.engine import FAST_LOCKS, MASTER_KEY, PacedStore, make_image, sha256_file
 
@@ -97,9 +97,9 @@ def run_worker(repo: Repository, workdir: Path, seed: int, n: int, deadline: flo
             else:
                 res = repo.gc()
                 say(json.dumps({"op": "gc", "deleted": res.packs_deleted, "pending": res.packs_condemned_pending, "orphans": res.orphan_packs, "live": 0}))
-        except StateConflict as e:  # another GC is running: fine
-            say(json.dumps({"op": "conflict", "msg": e.message}))
-        except CBRError as e:
+        except Conflict as e:  # another GC is running: fine
+            say(json.dumps({"op": "conflict", "msg": str(e)}))
+        except EngineError as e:
             say(json.dumps({"op": "error", "msg": str(e)}))
             raise
 

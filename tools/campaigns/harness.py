@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import text
 
-from opencbr.domain.errors import NotFound
 from opencbr.engine import Repository
 from opencbr.engine.chunks.manifests import MANIFESTS_DIR
 from opencbr.engine.chunks.packs import read_trailer, trailer_length
 from opencbr.engine.chunks.store import DATA_DIR
+from opencbr.engine.errors import Missing
 from opencbr.services.context import open_context
 from opencbr.storage import open_store
 from tests.support.clients import api
@@ -335,7 +335,7 @@ def read_store(service: Service, vault_id: str) -> StoreView:
     view = StoreView()
     try:
         repo = service.repository(vault_id)
-    except NotFound:  # nothing was ever stored in the vault
+    except Missing:  # nothing was ever stored in the vault
         return view
     store, prefix, sealer = repo.store, repo.prefix, repo.chunks.sealer
     for key, size in store.list(prefix):

@@ -5,40 +5,31 @@ workers meet: task failures are recorded by worker processes, which never load t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
 from opencbr.engine.errors import Conflict, Damaged, EngineError, InvalidArgument, Missing, OperationCancelled
 from opencbr.storage.errors import BadStoreURL, StoreError
 
-#: engine/storage exception type -> the CBR error class it is answered with (its code and status);
-#: a subclass not listed takes its base's entry
-CBR_ERRORS: dict[type[Exception], type[CBRError]] = {
+#: engine/storage exception type -> the CBR error it is answered with (code, status); a subclass not
+#: listed takes its base's entry. The codes are those the engine raised before it had errors of its own.
+CBR_ERRORS: dict[type[Exception], Callable[[str], CBRError]] = {
     Damaged: DataCorruption,  # 409 BackupService.6010
     Missing: NotFound,  # 404 BackupService.6002
     InvalidArgument: InvalidParameter,  # 400 BackupService.6001
     Conflict: StateConflict,  # 409 BackupService.6005
+    OperationCancelled: partial(CBRError, code="BackupService.6011", status=409),
     BadStoreURL: InvalidParameter,
-}
-
-#: engine exception type -> (CBR code, HTTP status), for errors with no domain class of their own
-CBR_CODES: dict[type[Exception], tuple[str, int]] = {
-    OperationCancelled: ("BackupService.6011", 409),
 }
 
 
 def cbr_error(exc: BaseException) -> CBRError | None:
     """The CBR error ``exc`` means, if it is an engine or storage error; None for anything else."""
-    if not isinstance(exc, (EngineError, StoreError)):
-        return None
-    message = str(exc) or type(exc).__name__
     for cls in type(exc).__mro__:
         if cls in CBR_ERRORS:
-            return CBR_ERRORS[cls](message)
-        if cls in CBR_CODES:
-            code, status = CBR_CODES[cls]
-            return CBRError(message, code=code, status=status)
+            return CBR_ERRORS[cls](str(exc) or type(exc).__name__)
     return None
 
 

@@ -23,7 +23,7 @@ import traceback
 
 from opencbr.domain.errors import CBRError
 from opencbr.engine.errors import OperationCancelled
-from opencbr.services import tasks
+from opencbr.services import engine_errors, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.handlers import register_handlers
 from opencbr.worker.wakeup import TaskPoller
@@ -100,8 +100,9 @@ class Worker:
                              error=CBRError("cancelled at the user's request", code="BackupService.6903"))
         except CBRError as e:
             tasks.finish(self.ctx, run, tasks.FAILED, error=e)
-        except Exception as e:  # a bug or an environment failure: record it in words, keep the worker alive
-            log.error("task %s failed:\n%s", run.task_id, traceback.format_exc())
+        except Exception as e:
+            if engine_errors.cbr_error(e) is None:  # a bug or an environment failure: in the log too
+                log.error("task %s failed:\n%s", run.task_id, traceback.format_exc())
             tasks.finish(self.ctx, run, tasks.FAILED, error=tasks.error_of(self.ctx, e))
         else:
             tasks.finish(self.ctx, run, tasks.SUCCESS)
