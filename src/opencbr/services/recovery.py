@@ -18,6 +18,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine import Missing, Repository
+from opencbr.services import engine_errors
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -60,14 +61,12 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
     # the id names one folder of the object store: no separators, no NUL, no dot names (which stores reject)
     if not isinstance(vault_id, str) or not vault_id or vault_id.startswith(".") or any(c in vault_id for c in "/\\\0"):
         raise InvalidParameter("give the id of a vault in the object store")
-    try:
-        repo = Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
-    except Missing:
-        raise NotFound(f"no vault {vault_id} in the object store", code="BackupService.6101") from None
-    headers = []
-    for name in repo.list_manifests():
-        h = repo.read_manifest(name)
-        headers.append(h)
+    with engine_errors.translated():
+        try:
+            repo = Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
+        except Missing:
+            raise NotFound(f"no vault {vault_id} in the object store", code="BackupService.6101") from None
+        headers = [repo.read_manifest(name) for name in repo.list_manifests()]
     metas = [h.get("meta") or {} for h in headers]
     foreign = {m.get("project_id") for m in metas if m.get("project_id")} - {p.project_id}
     if foreign and not p.is_operator:
