@@ -97,7 +97,7 @@ class ChunkCodec:
         try:
             size = zstandard.frame_content_size(body)
         except zstandard.ZstdError as e:
-            raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})") from None
+            raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})", digest=digest) from None
         if size < 0 or size > self.max_chunk or at + size > len(scratch):
             return None
         out = memoryview(scratch)[at:at + size]
@@ -110,22 +110,22 @@ class ChunkCodec:
                         break
                     got += n
         except zstandard.ZstdError as e:
-            raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})") from None
+            raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})", digest=digest) from None
         if got != size:
-            raise Damaged(f"chunk {digest.hex()}: compressed data shorter than stated")
+            raise Damaged(f"chunk {digest.hex()}: compressed data shorter than stated", digest=digest)
         return out
 
     def _open(self, digest: bytes, record, scratch, at: int, work=None):
         record = memoryview(record)
         if len(record) < 1:
-            raise Damaged(f"chunk {digest.hex()}: empty record")
+            raise Damaged(f"chunk {digest.hex()}: empty record", digest=digest)
         flags = record[0]
         if flags & ~FLAG_ZSTD:
-            raise Damaged(f"chunk {digest.hex()}: unknown flags {flags:#x}")
+            raise Damaged(f"chunk {digest.hex()}: unknown flags {flags:#x}", digest=digest)
         body = record[1:]
         if self._aes is not None:
             if len(body) < NONCE_SIZE + 16:
-                raise Damaged(f"chunk {digest.hex()}: truncated record")
+                raise Damaged(f"chunk {digest.hex()}: truncated record", digest=digest)
             aad = _FLAG_BYTES[flags] + digest
             try:  # memoryviews straight into the Rust AEAD: no copies of the ciphertext
                 into = work if flags & FLAG_ZSTD else scratch  # (compressed: decompressed into scratch below)
@@ -140,16 +140,16 @@ class ChunkCodec:
                     else:  # bigger than the caller's buffer: allocate
                         body = self._aes.decrypt(body[:NONCE_SIZE], body[NONCE_SIZE:], aad)
             except InvalidTag:
-                raise Damaged(f"chunk {digest.hex()}: authentication failed") from None
+                raise Damaged(f"chunk {digest.hex()}: authentication failed", digest=digest) from None
         if flags & FLAG_ZSTD:
             data = self._decompress_into(digest, body, scratch, at) if scratch is not None else None
             if data is None:
                 try:
                     data = self._zd.decompress(body, max_output_size=self.max_chunk)
                 except zstandard.ZstdError as e:
-                    raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})") from None
+                    raise Damaged(f"chunk {digest.hex()}: bad compressed data ({e})", digest=digest) from None
         else:
             data = body
         if self.digest(data) != digest:
-            raise Damaged(f"chunk {digest.hex()}: digest mismatch")
+            raise Damaged(f"chunk {digest.hex()}: digest mismatch", digest=digest)
         return data

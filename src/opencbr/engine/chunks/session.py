@@ -185,7 +185,7 @@ class WriteSession:
                 self.cs.write_index(self._written)  # already in the index object's packed form
             if not self.lock.still_held():
                 raise Conflict("the backup lost its repository lock (stalled longer than the stale "
-                                    "timeout); no backup was recorded, retry it")
+                               "timeout); no backup was recorded, retry it")
             size = self.cs.put_manifest(Manifest(name, header, refs, payload))
             if not self.lock.still_held():
                 self.cs.delete_manifest(name)

@@ -149,7 +149,7 @@ class ChunkStore:
                 try:
                     rec = self.read_record(loc)
                     if len(rec) != loc.length:
-                        raise Damaged(f"chunk {digest.hex()}: short record in pack {loc.pack_id}")
+                        raise Damaged(f"chunk {digest.hex()}: short record in pack {loc.pack_id}", digest=digest)
                     return codec.decode(digest, rec)
                 except KeyError:
                     last_err = Missing(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")

@@ -56,9 +56,9 @@ class FixedIndex:
     def from_manifest(cls, m: Manifest) -> "FixedIndex":
         h = m.header
         if h.get("type") != "disk":
-            raise Damaged(f"backup {m.name} is not a disk backup")
+            raise Damaged(f"backup {m.name} is not a disk backup", backup_id=m.name)
         idx = cls(int(h["disk_size"]), int(h["block_size"]), bytearray(m.refs))
         if idx.block_count != cls.count_blocks(idx.disk_size, idx.block_size):
             raise Damaged(f"backup {m.name}: index has {idx.block_count} blocks, expected "
-                                 f"{cls.count_blocks(idx.disk_size, idx.block_size)}")
+                          f"{cls.count_blocks(idx.disk_size, idx.block_size)}", backup_id=m.name)
         return idx

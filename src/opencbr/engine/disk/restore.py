@@ -298,7 +298,7 @@ class _DiskRestore:
             d, e = self.errors[0]
             offs = [k * self.bs for k in want.get(d, [])][:8]
             raise Damaged(f"restore of {self.backup_id}: {len(self.errors)} chunk(s) could not be read "
-                                 f"intact; first: {e} (disk offsets {offs})")
+                          f"intact; first: {e} (disk offsets {offs})", backup_id=self.backup_id)
 
     def run(self, target_path: str, t0: float) -> RestoreResult:
         plan = self.compare()

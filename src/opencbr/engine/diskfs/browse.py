@@ -64,7 +64,7 @@ class DiskBrowser:
         if fs is None:
             if vol.fs is None:
                 raise InvalidArgument(f"volume {vol.name or '/'} of backup {self.backup_id} holds no supported "
-                                       f"file system (type {vol.type or 'unknown'})")
+                                      f"file system (type {vol.type or 'unknown'})")
             fh = self.view if vol.offset == 0 and vol.size == self.view.size else range_of(self.view, vol.offset, vol.size)
             fs = self._fs[vol.name] = open_filesystem(fh, vol.fs)
         return fs
@@ -85,7 +85,7 @@ class DiskBrowser:
             if v.name == parts[0]:
                 return v, self.filesystem(v), "/".join(parts[1:])
         raise Missing(f"backup {self.backup_id} has no volume {parts[0]!r} (volumes: "
-                       f"{', '.join(v.name for v in self.volumes)})")
+                      f"{', '.join(v.name for v in self.volumes)})")
 
     def lookup(self, path: str) -> tuple[FileSystem, FsNode, str]:
         vol, fs, inner = self.resolve(path)

@@ -127,7 +127,7 @@ class DiskBackupView(io.RawIOBase):
     def _store_block(self, i: int, data: bytes) -> None:
         if len(data) != self.index.block_length(i):
             raise Damaged(f"disk backup {self.backup_id}: block {i} has {len(data)} bytes, "
-                                 f"expected {self.index.block_length(i)}")
+                          f"expected {self.index.block_length(i)}", backup_id=self.backup_id)
         self._cache[i] = data
         while len(self._cache) > self._cache_blocks:
             self._cache.popitem(last=False)
@@ -179,4 +179,4 @@ class DiskBackupView(io.RawIOBase):
             return self.cs.get_chunk(d, self._codec)
         except (Damaged, Missing) as e:
             raise Damaged(f"disk backup {self.backup_id}: block data {d.hex()[:16]} cannot be read "
-                                 f"intact: {e}") from None
+                          f"intact: {e}", backup_id=self.backup_id) from None

@@ -76,7 +76,7 @@ def list_tree(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> li
                 out.append(to_list_entry(e))
                 child_dir = k if e.type == DIR else None
         except RecordError as exc:
-            raise Damaged(f"backup {backup_id}: catalog chunk {i}: {exc}") from None
+            raise Damaged(f"backup {backup_id}: catalog chunk {i}: {exc}", backup_id=backup_id) from None
         i += 1
         if not found:
             if i >= len(cat) or cat[i].first_key > key:

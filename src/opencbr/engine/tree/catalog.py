@@ -107,7 +107,7 @@ class CatalogReader:
             data = self.cs.get_chunk(c.digest, self._codec())
         if len(data) != c.raw_len:
             raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i} has {len(data)} bytes, "
-                                 f"expected {c.raw_len}")
+                          f"expected {c.raw_len}", backup_id=self.dix.backup_id)
         return data
 
     def chunk_data(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
@@ -146,20 +146,21 @@ class CatalogReader:
                     k = path_key(record_path(rec))
                     if last is not None and k <= last:
                         raise Damaged(f"backup {self.dix.backup_id}: catalog out of order at "
-                                             f"{record_path(rec)!r}")
+                                      f"{record_path(rec)!r}", backup_id=self.dix.backup_id)
                     last = k
                     if k < start_key:
                         continue
                     yield rec
             except RecordError as e:
-                raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i}: {e}") from None
+                raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i}: {e}",
+                              backup_id=self.dix.backup_id) from None
             if count != self.dix.catalog[i].entries:
                 raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i} holds {count} entries, "
-                                     f"expected {self.dix.catalog[i].entries}")
+                              f"expected {self.dix.catalog[i].entries}", backup_id=self.dix.backup_id)
 
     def entries(self, start_key: bytes = b"") -> Iterator[Entry]:
         for rec in self.records(start_key):
             try:
                 yield decode(rec)
             except RecordError as e:
-                raise Damaged(f"backup {self.dix.backup_id}: {e}") from None
+                raise Damaged(f"backup {self.dix.backup_id}: {e}", backup_id=self.dix.backup_id) from None

@@ -69,12 +69,12 @@ class DynamicIndex:
     @classmethod
     def from_manifest(cls, m: Manifest) -> "DynamicIndex":
         if m.header.get("type") != "tree":
-            raise Damaged(f"backup {m.name} is not a file-system backup")
+            raise Damaged(f"backup {m.name} is not a file-system backup", backup_id=m.name)
         if int(m.header.get("format", 0)) > FORMAT:
-            raise Damaged(f"backup {m.name}: unsupported tree format {m.header.get('format')}")
+            raise Damaged(f"backup {m.name}: unsupported tree format {m.header.get('format')}", backup_id=m.name)
         p = m.payload
         if p[:8] != MAGIC:
-            raise Damaged(f"backup {m.name}: bad catalog list")
+            raise Damaged(f"backup {m.name}: bad catalog list", backup_id=m.name)
         try:
             (n,) = _COUNT.unpack_from(p, 8)
             pos = 12
@@ -85,7 +85,7 @@ class DynamicIndex:
                 out.append(CatalogChunk(d, ents, raw, bytes(p[pos:pos + kl])))
                 pos += kl
         except struct.error:
-            raise Damaged(f"backup {m.name}: truncated catalog list") from None
+            raise Damaged(f"backup {m.name}: truncated catalog list", backup_id=m.name) from None
         if pos != len(p):
-            raise Damaged(f"backup {m.name}: trailing bytes in catalog list")
+            raise Damaged(f"backup {m.name}: trailing bytes in catalog list", backup_id=m.name)
         return cls(m.name, m.header, out)

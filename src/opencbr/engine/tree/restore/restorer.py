@@ -122,7 +122,8 @@ class TreeRestore(ForkedParts):
         if t.errors:
             first_rel, first_msg = t.errors[0]
             raise Damaged(f"restore of {self.backup_id}: {len(t.errors)} file(s) could not be restored "
-                                 f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}")
+                          f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}",
+                          backup_id=self.backup_id)
         if self.progress is not None:
             self.progress(self.total, self.total)  # (holes of sparse files are never "written")
         return TreeRestoreResult(
@@ -192,7 +193,7 @@ class TreeRestore(ForkedParts):
         rel = e.path[self.cut:]
         if rel == b"":
             if e.type != DIR:
-                raise Damaged(f"backup {self.backup_id}: the root is not a directory")
+                raise Damaged(f"backup {self.backup_id}: the root is not a directory", backup_id=self.backup_id)
             if st.lead:
                 st.dirs.append(rel, e)
                 self.tally.counts["dirs"] += 1
@@ -203,7 +204,8 @@ class TreeRestore(ForkedParts):
             if fd != st.root_fd and fd >= 0:
                 os.close(fd)
         if not st.stack:
-            raise Damaged(f"backup {self.backup_id}: {show(e.path)} has no parent directory in the catalog")
+            raise Damaged(f"backup {self.backup_id}: {show(e.path)} has no parent directory in the catalog",
+                          backup_id=self.backup_id)
         dfd = st.stack[-1][1]
         if dfd < 0:
             if e.type == DIR:
