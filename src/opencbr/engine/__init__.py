@@ -7,7 +7,8 @@ Public API (see each module's docstring)::
 
     from opencbr.engine import (Repository, LockTiming, DiskSource, FileDiskSource, DiskBackupResult,
                                 RestoreResult, VerifyReport, GCResult, BackupCancelled, RestoreCancelled,
-                                Damaged, Missing, InvalidArgument, Conflict, ChunkStore, WriteSession, Manifest, FixedIndex)
+                                Damaged, Missing, InvalidArgument, Conflict, ChunkStore, WriteSession,
+                                Manifest, FixedIndex)
 """
 
 from .lazy import lazy_getattr
