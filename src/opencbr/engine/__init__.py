@@ -17,7 +17,7 @@ from .lazy import lazy_getattr
 # CLI backing up a directory) does not pay for importing the others at start-up.
 _WHERE = {
     "ChunkStore": "chunks.store", "PutResult": "chunks.session", "DiskBackupResult": "disk.backup",
-    "DamagedChunk": "disk.restore", "RestoreResult": "disk.restore", "VerifyReport": "disk.restore",
+    "DamagedChunk": "disk.restore", "RestoreResult": "disk.restore", "VerifyReport": "chunks.reader",
     "DiskSource": "disk.source", "FileDiskSource": "disk.source", "BackupCancelled": "errors",
     "OperationCancelled": "errors", "RestoreCancelled": "errors", "Damaged": "errors", "Missing": "errors",
     "InvalidArgument": "errors", "Conflict": "errors", "DEFAULT_BLOCK_SIZE": "disk.fixed_index",

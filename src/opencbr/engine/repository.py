@@ -39,11 +39,12 @@ from .errors import Conflict, Damaged, InvalidArgument, Missing
 
 if TYPE_CHECKING:  # each kind's engine and GC load on first use: a tree backup's process needs no other
     from .chunks.gc import GCResult
+    from .chunks.reader import VerifyReport
     from .disk.backup import DiskBackupResult
     from .disk.export import DiskImage
-    from .disk.restore import RestoreResult, VerifyReport
+    from .disk.restore import RestoreResult
     from .diskfs import DiskFileRestoreResult
-    from .tree import ListEntry, TreeBackupResult, TreeRestoreResult, TreeVerifyReport
+    from .tree import ListEntry, TreeBackupResult, TreeRestoreResult
 
 CONFIG_KEY = "config"
 FORMAT = "opencbr-repository"
@@ -236,7 +237,7 @@ class Repository:
 
         return restore_disk_path(self, backup_id, path, target_dir, target_fd=target_fd)
 
-    def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport | TreeVerifyReport:
+    def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport:
         """Re-read and check every chunk of a backup; report damaged/missing ones (and, for disks, the
         offsets they affect). ``progress(chunks_done, chunks_total)``."""
         if self.kind(backup_id) == "tree":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from ..errors import Damaged, Missing
@@ -150,6 +150,29 @@ class CheckTotals:
 
     chunks_checked: int = 0
     bytes_checked: int = 0
+
+
+@dataclass
+class VerifyReport:
+    """What the verify of one backup found, for either kind: ``damaged`` (a copy exists but fails its
+    check) and ``missing`` (no copy found) hold the kind's own account of each bad chunk (a disk's: the
+    blocks that use it; a tree's: the files)."""
+
+    backup_id: str
+    chunks_checked: int
+    bytes_checked: int
+    damaged: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.missing
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
 
 
 def check_chunks(cs: ChunkStore, digests: list[bytes], on_bad: OnError, *,

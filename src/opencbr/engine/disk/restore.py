@@ -19,7 +19,7 @@ from typing import Callable
 from ...system.libc import function as libc_function
 from ...system.sparse import data_extents
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.reader import check_chunks, fetch_chunks
+from ..chunks.reader import VerifyReport, check_chunks, fetch_chunks
 from ..chunks.store import ChunkStore
 from ..errors import Damaged, InvalidArgument, Missing, RestoreCancelled
 from .fixed_index import FixedIndex
@@ -58,25 +58,6 @@ class DamagedChunk:
     digest: str
     reason: str
     offsets: list[int]  # disk byte offsets of the blocks that use it
-
-
-@dataclass
-class VerifyReport:
-    backup_id: str
-    chunks_checked: int
-    bytes_checked: int
-    damaged: list[DamagedChunk] = field(default_factory=list)  # a copy exists but fails its check
-    missing: list[DamagedChunk] = field(default_factory=list)  # no copy found
-    duration: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.damaged and not self.missing
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
 
 
 class BlockPositions:

@@ -4,7 +4,7 @@ Public API (every function takes a :class:`~opencbr.engine.Repository` or its ``
 
     from opencbr.engine.tree import (backup_tree, restore_tree, list_tree, list_backup, stat_path,
                                      verify_tree, TreeBackupResult, TreeRestoreResult, ListEntry,
-                                     TreeWarning, TreeVerifyReport, ChunkParams)
+                                     TreeWarning, ChunkParams)
 
     backup_tree(repo, root, *, backup_id, meta, parent_backup_id=None, full=False, progress=None,
                 cancel=None) -> TreeBackupResult
@@ -13,7 +13,7 @@ Public API (every function takes a :class:`~opencbr.engine.Repository` or its ``
     list_tree(repo, backup_id, path="/") -> list[ListEntry]        # tree backups
     list_backup(repo, backup_id, path="/") -> list[ListEntry]      # tree or disk backups
     stat_path(repo, backup_id, path) -> Entry
-    verify_tree(repo, backup_id, progress=None) -> TreeVerifyReport
+    verify_tree(repo, backup_id, progress=None) -> VerifyReport (engine/chunks/reader.py)
 
 Errors are the engine's (engine/errors.py): Missing (backup or path), InvalidArgument (bad path, not a
 tree backup, non-empty restore target), Conflict (backup id exists), Damaged (damaged data),
@@ -33,7 +33,7 @@ _WHERE = {
     "backup_tree": "backup", "list_backup": "browse", "list_tree": "browse", "stat_path": "browse",
     "ChunkParams": "chunker", "DEFAULT_PARAMS": "chunker", "Entry": "entry", "restore_tree": "restore",
     "ListEntry": "results", "TreeBackupResult": "results", "TreeRestoreResult": "results",
-    "TreeWarning": "results", "TreeVerifyReport": "verify", "verify_tree": "verify",
+    "TreeWarning": "results", "verify_tree": "verify",
 }
 
 __all__ = sorted(_WHERE)

@@ -8,9 +8,9 @@ catalog (only when something is wrong, so a clean verify reads the catalog once,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from ..chunks.reader import check_chunks
+from ..chunks.reader import VerifyReport, check_chunks
 from ..errors import Missing
 from .catalog import CatalogReader
 from .common import Progress, chunkstore_of, load_index, show
@@ -24,33 +24,14 @@ class BadChunk:
     paths: list[str] = field(default_factory=list)  # files using it (first 20)
 
 
-@dataclass
-class TreeVerifyReport:
-    backup_id: str
-    chunks_checked: int
-    bytes_checked: int
-    damaged: list[BadChunk] = field(default_factory=list)
-    missing: list[BadChunk] = field(default_factory=list)
-    duration: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.damaged and not self.missing
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
-
-
 def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None = None,
-                workers: int = 3) -> TreeVerifyReport:
+                workers: int = 3) -> VerifyReport:
     """Check every chunk of tree backup ``backup_id``. ``progress(chunks_done, chunks_total)``."""
     t0 = time.monotonic()
     cs = chunkstore_of(repo_or_chunkstore)
     dix = load_index(cs, backup_id)
     refs = cs.read_manifest(backup_id).ref_set()
-    report = TreeVerifyReport(backup_id, 0, 0)
+    report = VerifyReport(backup_id, 0, 0)
     bad: dict[bytes, BadChunk] = {}
 
     def on_bad(d: bytes, e: Exception) -> None:
