@@ -225,14 +225,19 @@ class Tool:
         return cmd, dst, dst / "tree"
 
 
-def run_tool(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict], ops: list[str]) -> None:
+def recorder(tool: Tool, results: list[dict]):
+    """rec(op, r): note one timed operation of ``tool`` (with the repository's size now) and print it."""
     def rec(op: str, r: dict) -> None:
         r.update(tool=tool.v, op=op, repo_bytes=du(tool.repo))
         results.append(r)
         print(f"  {tool.v:14s} {op:10s} wall {r['wall']:7.2f}s  cpu {r['user'] + r['sys']:7.2f}s  "
               f"rss {r['rss_mb']:7.1f} MB  pss {r['pss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB",
               flush=True)
+    return rec
 
+
+def run_tool(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict], ops: list[str]) -> None:
+    rec = recorder(tool, results)
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     if "first" in ops:
@@ -246,13 +251,7 @@ def run_tool(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict]
 
 
 def run_after_mutation(tool: Tool, work: Path, data: Path, drop: bool, results: list[dict], ops: list[str]) -> None:
-    def rec(op: str, r: dict) -> None:
-        r.update(tool=tool.v, op=op, repo_bytes=du(tool.repo))
-        results.append(r)
-        print(f"  {tool.v:14s} {op:10s} wall {r['wall']:7.2f}s  cpu {r['user'] + r['sys']:7.2f}s  "
-              f"rss {r['rss_mb']:7.1f} MB  pss {r['pss_mb']:7.1f} MB  repo {r['repo_bytes'] / 1e6:9.1f} MB",
-              flush=True)
-
+    rec = recorder(tool, results)
     logs = work / "logs"
     if "changed" in ops:
         rec("changed", timed(tool.backup_cmd("incr"), cwd=data, env=tool.env, drop=drop, log=logs / f"{tool.v}-changed.log"))
