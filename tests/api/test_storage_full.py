@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -47,6 +48,19 @@ def small_disk_server(tmp_path):
         if srv is not None:
             srv.stop()
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def empty_the_write_ahead_log(db_path: str) -> None:
+    """Checkpoint the catalog's WAL into the database and truncate it to nothing. A reader of the
+    service (a worker's poll) may hold the log for a moment: the checkpoint then says busy, so retry."""
+    deadline = time.time() + 30
+    while True:
+        with sqlite3.connect(db_path) as db:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy == 0 and (not os.path.exists(db_path + "-wal") or os.path.getsize(db_path + "-wal") == 0):
+            return
+        assert time.time() < deadline, "the catalog's write-ahead log stayed in use for 30 s"
+        time.sleep(0.05)
 
 
 def fill(path, leave_bytes):
@@ -102,8 +116,7 @@ def test_full_object_store_and_catalog(small_disk_server, tmp_path):
     task_ok(c, c.delete(f"/backups/{kept['id']}")["operation_log_id"])
 
     # the catalog's file system full to the last byte: its writes answer 503 storage full, not 500
-    with sqlite3.connect(f"{mnt}/catalog.db") as db:  # empty the write-ahead log, so a write needs new space
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    empty_the_write_ahead_log(f"{mnt}/catalog.db")  # so that a write needs new space
     fill(mnt, 0)
     with pytest.raises(ClientError) as e:
         c.post("/vaults", {"vault": {"name": "no-room", "billing": {
