@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
@@ -31,7 +31,7 @@ from opencbr.services.deletion import queue_delete, queue_delete_for_system
 from opencbr.services.lookups import children, data_backups, get_backup, get_vault
 from opencbr.services.principal import Principal
 from opencbr.services.progress import TaskProgress
-from opencbr.services.repositories import repository
+from opencbr.services.repositories import lock_timing, repository
 from opencbr.services.retention import apply_retention_after_backup
 
 log = logging.getLogger("opencbr.backups")
@@ -578,14 +578,16 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     _queue_gc(ctx, run.project_id, vault)
 
 
-def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault) -> None:
-    """Ask for a GC of the vault unless one is already waiting (deletes come in bursts)."""
+def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault, *, after_seconds: float = 0.0) -> None:
+    """Ask for a GC of the vault unless one is already waiting (deletes come in bursts); not before
+    ``after_seconds`` from now."""
     with ctx.tx() as s:
         waiting = s.scalar(select(Task.id).where(Task.operation_type == "gc", Task.vault_id == vault.id,
                                                  Task.status == tasks.WAITING).limit(1))
         if waiting is None:
-            tasks.new_task(s, project_id=project_id, operation_type="gc", now=ctx.now(), vault_id=vault.id,
-                           vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
+            task = tasks.new_task(s, project_id=project_id, operation_type="gc", now=ctx.now(), vault_id=vault.id,
+                                  vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
+            task.run_after = ctx.now() + timedelta(seconds=after_seconds)
 
 
 def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
@@ -604,8 +606,12 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     try:
         result = repo.gc(progress)
     except Conflict:
-        # Another GC is running on this vault: it does the same work.
-        run.set_extra(gc={"skipped": "another garbage collection is running"})
+        # Another GC holds the vault's lock. A live one does the same work; one that was killed holds it
+        # until the lock goes stale, and then nothing else would sweep what it left: look again then.
+        stale_after = lock_timing(ctx).stale_after
+        _queue_gc(ctx, run.project_id, vault, after_seconds=stale_after)
+        run.set_extra(gc={"skipped": "another garbage collection holds the vault's lock; another one is queued "
+                                     f"for {stale_after:.0f} s from now, when a dead one's lock has gone stale"})
         return
     used = repo.usage()
     with ctx.tx() as s:
