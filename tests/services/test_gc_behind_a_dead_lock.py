@@ -13,10 +13,10 @@ from sqlalchemy import select
 from opencbr.catalog.models import Task
 from opencbr.engine.chunks.gc import GC_LOCK_NAME
 from opencbr.engine.chunks.locks import RepoLock
-from opencbr.services import backups, resources, tasks, vaults
+from opencbr.services import backups, tasks
 from opencbr.services.repositories import lock_timing, repository
 from opencbr.worker.runner import Worker
-from tests.support.disks import MiB, make_image
+from tests.support.services import protected_disk
 
 
 def _gc_tasks(ctx, vault_id: str) -> list[Task]:
@@ -26,13 +26,7 @@ def _gc_tasks(ctx, vault_id: str) -> list[Task]:
 
 
 def test_a_gc_behind_a_dead_gc_lock_comes_back_when_the_lock_is_stale(ctx, tenant, clock, tmp_path):
-    img = make_image(tmp_path / "d.img", 2 * MiB, seed=5)
-    with ctx.tx() as s:
-        disk = resources.register_disk(s, ctx, tenant, name="d", path=img)
-    with ctx.tx() as s:
-        vault = vaults.create_vault(s, ctx, tenant, {
-            "name": "v", "billing": {"object_type": "disk", "protect_type": "backup", "size": 10},
-            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]}).vault
+    _, vault = protected_disk(ctx, tenant, tmp_path, seed=5)
     repo = repository(ctx, vault)
     # the lock of a GC killed mid-run: written, never refreshed, never released
     assert RepoLock(repo.chunks.store, repo.prefix, "gc", lock_timing(ctx), name=GC_LOCK_NAME).acquire(exclusive=True)

@@ -9,20 +9,16 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from opencbr.catalog.models import Task
-from opencbr.services import backups, resources, tasks, vaults
+from opencbr.services import backups, tasks
 from opencbr.services.repositories import repository
 from opencbr.worker.runner import Worker, task_handlers
-from tests.support.disks import MiB, make_image
+from tests.support.disks import MiB
+from tests.support.services import protected_disk
 
 
 def test_retry_of_a_published_backup_keeps_it(ctx, tenant, clock, tmp_path):  # noqa: F811
-    img = make_image(tmp_path / "d.img", 2 * MiB, seed=3)
-    with ctx.tx() as s:
-        disk = resources.register_disk(s, ctx, tenant, name="d", path=img)
-    with ctx.tx() as s:
-        v = vaults.create_vault(s, ctx, tenant, {
-            "name": "v", "billing": {"object_type": "disk", "protect_type": "backup", "size": 10},
-            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]}).vault
+    disk, v = protected_disk(ctx, tenant, tmp_path, seed=3)
+    img = disk.path
     with ctx.tx() as s:
         view = backups.create_checkpoint(s, ctx, tenant, v.id)
     (task_id,) = view.task_ids

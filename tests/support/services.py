@@ -1,0 +1,18 @@
+"""Set-ups the service-level tests share, made through the services with the caller's transaction."""
+
+from __future__ import annotations
+
+from opencbr.services import resources, vaults
+from tests.support.disks import MiB, make_image
+
+
+def protected_disk(ctx, tenant, tmp_path, *, seed: int, size: int = 2 * MiB):
+    """A registered disk image of ``size`` random bytes in a new disk vault of its own: (disk, vault)."""
+    img = make_image(tmp_path / "d.img", size, seed=seed)
+    with ctx.tx() as s:
+        disk = resources.register_disk(s, ctx, tenant, name="d", path=img)
+    with ctx.tx() as s:
+        vault = vaults.create_vault(s, ctx, tenant, {
+            "name": "v", "billing": {"object_type": "disk", "protect_type": "backup", "size": 10},
+            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]}).vault
+    return disk, vault
