@@ -19,6 +19,14 @@ def _chunks(n: int, seed: int) -> list[bytes]:
     return [r.randbytes(BS) for _ in range(n)]
 
 
+def _commit(repo, backup_id: str, data: list[bytes]) -> list[bytes]:
+    """A finished backup ``backup_id`` of the chunks ``data``; their digests."""
+    session = WriteSession(repo.chunks)
+    digests = [session.put_chunk(c).digest for c in data]
+    session.commit(backup_id, {"type": "test"}, refs=b"".join(digests))
+    return digests
+
+
 def _wait_for_packs(store, repo, at_least: int) -> None:
     deadline = time.monotonic() + 10
     while len(list(store.list(repo.prefix + "data/"))) < at_least:
@@ -45,9 +53,7 @@ def test_gc_keeps_the_unindexed_packs_of_a_running_backup(local_store):
 def test_gc_never_removes_a_deleted_backups_chunks_that_a_running_backup_reuses(local_store):
     repo = new_repo(local_store, pack_size=16 << 10)
     data = _chunks(30, 2)
-    s0 = WriteSession(repo.chunks)
-    ds = [s0.put_chunk(c).digest for c in data]
-    s0.commit("x", {"type": "test"}, refs=b"".join(ds))
+    ds = _commit(repo, "x", data)
     w = WriteSession(repo.chunks)  # loads the index: x's chunks are known
     repo.delete_backup("x")
     g = repo.gc()  # x's chunks are garbage now, but w may reuse them: condemned, not deleted
@@ -64,9 +70,7 @@ def test_gc_never_removes_a_deleted_backups_chunks_that_a_running_backup_reuses(
 def test_a_backup_that_saw_the_condemnation_stores_its_own_copy(local_store):
     repo = new_repo(local_store, pack_size=16 << 10)
     data = _chunks(30, 3)
-    s0 = WriteSession(repo.chunks)
-    ds = [s0.put_chunk(c).digest for c in data]
-    s0.commit("x", {"type": "test"}, refs=b"".join(ds))
+    ds = _commit(repo, "x", data)
     old = WriteSession(repo.chunks)  # an older writer keeps the condemnation pending
     repo.delete_backup("x")
     assert repo.gc().packs_condemned_pending > 0
