@@ -7,7 +7,6 @@ Create Date: 2026-12-03 19:00:00
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0005'
 down_revision = '0004'
 branch_labels = None
