@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+import opencbr.services.agents.ca as A
+import opencbr.services.agents.registry as registry
 from opencbr.catalog.models import Agent, AgentToken
 from opencbr.domain.errors import QuotaExceeded, Unauthorized
 from opencbr.providers.agent import link
-from opencbr.services.agents import ca as A
-from opencbr.services.agents import registry
 from opencbr.services.context import ServiceContext
 from opencbr.services.iam import seal_secret, unseal_secret
 from opencbr.services.principal import Principal

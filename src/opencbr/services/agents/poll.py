@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import opencbr.services.agents.ca as A
+import opencbr.services.agents.inventory as inventory
+import opencbr.services.agents.state as state
 from opencbr.catalog.models import Agent, AgentPath, Resource
 from opencbr.domain.errors import CBRError, StateConflict
 from opencbr.providers.agent import link
-from opencbr.services.agents import ca as A
-from opencbr.services.agents import inventory, state
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.agents")
