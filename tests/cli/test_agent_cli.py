@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from tests.support.clients import api, cli
+from tests.support.server import sqlite_server_fixture
+
+server = sqlite_server_fixture("cli-agents")
 
 
 def ok(r):
@@ -11,7 +14,7 @@ def ok(r):
 
 
 def test_agent_commands(server):
-    sfx = server.backend
+    sfx = "x"
     token = ok(cli(server, "agent", "token", "--json")).json()
     assert token["token"].startswith("ocbr1.") and token["token"] in token["install_command"]["register"]
     text = ok(cli(server, "agent", "token")).out

@@ -103,7 +103,7 @@ def agent_resp(view: agents.AgentView) -> dict[str, Any]:
         "created_at": wire.iso(a.created_at), "updated_at": wire.iso(a.updated_at),
         "last_active_time": wire.iso(a.last_active_time), "paths": [_path(ap) for ap in view.paths],
         "endpoint": a.endpoint, "enrolled": bool(a.cert_fingerprint), "last_error": a.last_error,
-        "bandwidth_limit": a.bandwidth_limit,
+        "bandwidth_limit": a.bandwidth_limit, "last_backup_time": wire.iso(view.last_backup_at),
     }
 
 

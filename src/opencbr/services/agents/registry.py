@@ -7,6 +7,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -37,6 +38,8 @@ class AgentView:
     agent: Agent
     status: str
     paths: list[AgentPath]
+    #: When the newest available backup of one of its resources was made (None: none yet).
+    last_backup_at: datetime | None = None
 
 
 def get_agent(s: Session, project_id: str, agent_id: str) -> Agent:
@@ -52,7 +55,11 @@ def _views(s: Session, ctx: ServiceContext, agents: list[Agent]) -> list[AgentVi
         for ap in s.scalars(select(AgentPath).where(AgentPath.agent_id.in_(list(paths)))
                             .order_by(AgentPath.created_at, AgentPath.id)):
             paths[ap.agent_id].append(ap)
-    return [AgentView(a, state.wire_status(ctx, a), paths[a.id]) for a in agents]
+    last_backup = dict(s.execute(
+        select(Resource.agent_id, func.max(Backup.created_at)).join(Backup, Backup.resource_id == Resource.id)
+        .where(Resource.agent_id.in_(list(paths)), Backup.status == "available").group_by(Resource.agent_id)).all()) \
+        if paths else {}
+    return [AgentView(a, state.wire_status(ctx, a), paths[a.id], last_backup.get(a.id)) for a in agents]
 
 
 def view(s: Session, ctx: ServiceContext, agent: Agent) -> AgentView:
