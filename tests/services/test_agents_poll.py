@@ -1,0 +1,110 @@
+"""The heartbeat over real mutual TLS: the poll reaches an enrolled agent's endpoint with the service's
+certificate, accepts only the certificate pinned at enrolment, records the inventory, and never calls
+an unregistered agent again. The far end here is a minimal listener on ``agentlink.Server`` with the
+agent's enrolled certificate (the agent program's own tests run the real one)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from opencbr.agentlink import certs, tls
+from opencbr.agentlink.server import Server
+from opencbr.catalog.models import Resource
+from opencbr.providers.agent import link
+from opencbr.services import agents
+from tests.services.test_agents import INVENTORY
+from tests.support.server import free_port
+
+
+class Listener:
+    """An agent's listening end: answers ``inventory`` and ``revoke`` for its project, and notes who
+    called with what."""
+
+    def __init__(self, ctx, tenant, agent_id: str, *, cert_for: str | None = None):
+        self.calls: list[tuple[str, str, dict]] = []
+        self.project_id = tenant.project_id
+        port = free_port()
+        key, csr = certs.new_key_and_csr(agent_id)
+        with ctx.tx() as s:
+            token = agents.create_token(s, ctx, tenant).token
+        _, _, token_id, secret, _ = token.split(".")
+        body = {"token_id": token_id, "agent": {"agent_id": agent_id, "host_name": "web1", "host_ip": "127.0.0.1",
+                                                "host_os": "Linux"}, "endpoint": f"127.0.0.1:{port}", "csr": csr}
+        body["proof"] = agents.proof(secret, body)
+        with ctx.tx() as s:
+            e = agents.enrol(s, ctx, tenant.project_id, body)
+        cert = e.certificate
+        if cert_for:  # an impostor: a certificate of the same CA, issued to another name
+            with ctx.read() as s:
+                row = agents.ca.authority_row(s, ctx)
+                cert, key = certs.issue(row.ca_cert, agents.ca.ca_key(ctx, row), cert_for, server=True, client=False)
+        self.server = Server(("127.0.0.1", port), tls.agent_server_context(cert, key, e.ca_certificate), self.handle)
+        self.server.start()
+
+    def handle(self, channel, header, payload, peer) -> None:
+        self.calls.append((header.get("op"), peer.common_name, header))
+        if header.get("project_id") != self.project_id:
+            channel.send({"ok": False, "error": "wrong_project", "message": "not my project"})
+        elif header.get("op") == "inventory":
+            paths = [{"dir_path": p["dir_path"], "exists": True, "size_estimate": 4096} for p in header["paths"]]
+            channel.send({"ok": True, **INVENTORY, "paths": paths})
+        else:
+            channel.send({"ok": True})
+
+
+@pytest.fixture()
+def listeners():
+    made: list[Listener] = []
+    yield made
+    for listener in made:
+        listener.server.stop()
+
+
+def test_poll_records_an_online_agent(ctx, tenant, listeners):
+    agent = Listener(ctx, tenant, "polled-1")
+    listeners.append(agent)
+    with ctx.tx() as s:
+        agents.add_agent_path(s, ctx, tenant, "polled-1", ["/srv/www"],
+                              [{"path_name": "/srv/www", "exclude_path_name": ["/srv/www/cache"]}])
+    report = agents.poll_agents(ctx, timeout=5)
+    assert report.answered == ["polled-1"] and not report.failed
+    op, caller, header = agent.calls[0]
+    assert (op, caller) == ("inventory", tls.SERVICE_CN)
+    assert header["paths"] == [{"dir_path": "/srv/www", "exclude_paths": ["/srv/www/cache"]}]
+    with ctx.read() as s:
+        view = agents.show_agent(s, ctx, tenant, "polled-1")
+        assert (view.status, view.agent.agent_version) == ("online", "0.1.0")
+        fs = s.scalar(select(Resource).where(Resource.agent_id == "polled-1", Resource.path == "/srv/www"))
+        assert (fs.status, fs.size_bytes) == ("available", 4096)
+        disk = s.scalar(select(Resource).where(Resource.agent_id == "polled-1", Resource.path == "/dev/sdb"))
+        address = agents.require_online(s, ctx, disk)
+        check = agents.check_agent(s, ctx, tenant, [{"resource_id": disk.id}])[0]
+    assert check == {"resource_id": disk.id, "installed": True, "version": "0.1.0", "is_old": False, "code": 0,
+                     "message": ""}
+    # the data path's call reaches the same agent, scoped to the project
+    assert link.call(agents.service_identity(ctx), address, "ping")["ok"] is True
+    assert agent.calls[-1][2]["project_id"] == tenant.project_id
+
+
+def test_an_impostor_certificate_is_refused(ctx, tenant, listeners):
+    """A certificate from the same CA but for another agent is not the one pinned: no answer counts."""
+    listeners.append(Listener(ctx, tenant, "pinned-1", cert_for="someone-else"))
+    report = agents.poll_agents(ctx, timeout=5)
+    assert "pinned-1" in report.failed and "not the agent" in report.failed["pinned-1"]
+    with ctx.read() as s:
+        view = agents.show_agent(s, ctx, tenant, "pinned-1")
+    assert view.status == "offline" and "not the agent" in view.agent.last_error
+
+
+def test_unregistered_agent_is_told_and_never_called_again(ctx, tenant, listeners):
+    agent = Listener(ctx, tenant, "gone-1")
+    listeners.append(agent)
+    agents.poll_agents(ctx, timeout=5)
+    with ctx.tx() as s:
+        address = agents.unregister_agent(s, ctx, tenant, "gone-1")
+    assert agents.notify_revoked(ctx, address) is True
+    assert agent.calls[-1][0] == "revoke"
+    calls = len(agent.calls)
+    assert agents.poll_agents(ctx, timeout=5).answered == []
+    assert len(agent.calls) == calls
