@@ -17,6 +17,8 @@ def test_agent_commands(server):
     sfx = "x"
     token = ok(cli(server, "agent", "token", "--json")).json()
     assert token["token"].startswith("ocbr1.") and token["token"] in token["install_command"]["register"]
+    assert token["install_command"]["install"] == (f"curl -fsSL {server.url}/agent/install.sh | sudo sh -s -- "
+                                                   f"--token {token['token']}")
     text = ok(cli(server, "agent", "token")).out
     assert "opencbr-agent register" in text and "--token ocbr1." in text
     cmds = ok(cli(server, "agent", "install-command", "--json")).json()

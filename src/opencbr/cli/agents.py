@@ -35,8 +35,8 @@ def _row(a: dict) -> dict:
 
 
 def _commands(cmds: dict) -> None:
-    typer.echo("On the Linux host to protect, as root:")
-    for key in ("install", "register", "start"):
+    typer.echo(f"On the Linux host to protect:\n  {cmds['install']}\nor step by step:")
+    for key in ("package", "register", "start"):
         typer.echo(f"  {cmds[key]}")
     if cmds.get("token_hint"):
         typer.echo(f"({cmds['token_hint']})")

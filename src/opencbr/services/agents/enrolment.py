@@ -35,8 +35,7 @@ TOKEN_PREFIX = "ocbr1"
 TOKEN_LIFETIME = timedelta(hours=1)
 #: Unused, unexpired tokens a project may hold at once.
 MAX_OPEN_TOKENS = 100
-#: The package that carries the agent, and its default port.
-AGENT_PACKAGE = "opencbr[agent]"
+#: The agent's default port.
 AGENT_PORT = 7443
 _BAD_TOKEN = "APIGW.0310"
 
@@ -112,11 +111,14 @@ def enrol(s: Session, ctx: ServiceContext, project_id: str, request: dict, *, so
 
 
 def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None) -> dict:
-    """The commands that install an agent on a Linux host and enrol it into the caller's project."""
-    token_text = token or "<TOKEN>"
+    """The commands that install an agent on a Linux host and enrol it into the caller's project:
+    ``install`` does it all (the service serves the script and the agent's package, docs/agents.md);
+    ``package``, ``register`` and ``start`` are the same steps by hand."""
+    url, token_text = ctx.settings.url, token or "<TOKEN>"
     return {
-        "install": f"python3 -m pip install '{AGENT_PACKAGE}'",
-        "register": f"sudo opencbr-agent register --endpoint {ctx.settings.url} --token {token_text} "
+        "install": f"curl -fsSL {url}/agent/install.sh | sudo sh -s -- --token {token_text}",
+        "package": f"sudo python3 -m pip install {url}/agent/package.whl",
+        "register": f"sudo opencbr-agent register --endpoint {url} --token {token_text} "
                     f"--listen 0.0.0.0:{AGENT_PORT}",
         "start": "sudo systemctl enable --now opencbr-agent",
         "token_hint": "" if token else "make a token with `cbr agent token` (valid for one hour, one host)",

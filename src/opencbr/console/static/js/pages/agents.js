@@ -10,8 +10,9 @@ const TONE = { online: "green", offline: "red", uninstalled: "plain" };
 
 function commandsBox(cmds) {
   return h("div.install-commands",
-    h("p.hint", "On the Linux host to protect, as root:"),
-    ["install", "register", "start"].map((k) => h("div", copyable(cmds[k]))),
+    h("p.hint", "On the Linux host to protect:"), h("div", copyable(cmds.install)),
+    h("p.hint", "or step by step:"),
+    ["package", "register", "start"].map((k) => h("div", copyable(cmds[k]))),
     cmds.token_hint ? h("p.hint", cmds.token_hint) : null);
 }
 
