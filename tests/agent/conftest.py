@@ -59,3 +59,35 @@ def service_context(enrol_service):
     """The service's client side: a client certificate of the enrolment CA (CN opencbr-service)."""
     cert, key = certs.issue(enrol_service.ca, enrol_service.ca_key, tls.SERVICE_CN, server=False, client=True)
     return tls.service_client_context(cert, key, enrol_service.ca)
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A 32 MiB loop device over an image in tmp_path (root and a kernel with loop devices only)."""
+    if os.geteuid() != 0:
+        pytest.skip("loop devices need root")
+    image = tmp_path / "loop.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    done = _run("losetup", "-f", "--show", str(image))
+    if done.returncode != 0:
+        pytest.skip(f"no loop device here: {done.stderr.strip()}")
+    dev = done.stdout.strip()
+    yield dev
+    _run("losetup", "-d", dev)
+
+
+@pytest.fixture
+def mounted_loop(tmp_path, loop_device):
+    """(device, mount point) of an ext4 file system on a loop device."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if _run("mkfs.ext4", "-q", loop_device).returncode != 0 or _run("mount", loop_device, str(mnt)).returncode != 0:
+        pytest.skip("cannot make and mount an ext4 file system here")
+    yield loop_device, str(mnt)
+    _run("fsfreeze", "-u", str(mnt))
+    _run("umount", str(mnt))
