@@ -5,7 +5,6 @@ recovery; a hung session or a killed agent never leaves the backup mode on."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time

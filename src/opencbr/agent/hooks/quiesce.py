@@ -76,8 +76,8 @@ class Quiesce:
                 started = time.monotonic()
                 if not hook.freeze(self.timeout, self.hold_timeout):
                     failed = [o for o in _outcomes(hook) if not o.ok]
-                    why = failed[-1].message if failed else "failed"
-                    self.reason = f"{_hook_name(hook)}: {why}; every application was released, crash-consistent"
+                    why = f"{failed[-1].name}: {failed[-1].message}" if failed else f"{_hook_name(hook)}: failed"
+                    self.reason = f"{why}; every application was released, crash-consistent"
                     self.log.warning("pre-freeze failed, falling back to crash-consistent: %s", self.reason)
                     self._release()
                     return self
@@ -119,7 +119,8 @@ class Quiesce:
                     hook.thaw(self.timeout)
                 except Exception as e:  # a bug in one hook must not keep the others frozen
                     self.log.exception("post-thaw %s", _hook_name(hook))
-                    _outcomes(hook)[-1:] and _outcomes(hook)[-1].fail(f"post-thaw crashed: {e}")
+                    for outcome in _outcomes(hook)[-1:]:
+                        outcome.fail(f"post-thaw crashed: {e}")
             self.thawed_at = self.thawed_at or time.time()
 
     def _expire(self) -> None:

@@ -9,7 +9,7 @@ after it), with ``OPENCBR_HOOK_PHASE`` and ``OPENCBR_BACKUP_LABEL`` set; their o
 
 Post-thaw must run once pre-freeze ran, even if the agent dies in between. So before the first
 pre-freeze script, the agent starts a *guardian*: this module run as a separate process, in its own
-session, waiting on a pipe from the agent. The agent writes ``thaw`` when the snapshot is done; if
+session, waiting on a pipe from the agent (guardian.py). The agent writes ``thaw`` when the snapshot is done; if
 the pipe closes first (the agent died) or the hold timeout passes, the guardian runs the post-thaw
 scripts by itself.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import stat
 import subprocess
@@ -187,48 +186,5 @@ class ScriptHook:
 def _start_guardian(root: str, timeout: float, hold: float, label: str) -> subprocess.Popen:
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, "-m", "opencbr.agent.hooks.scripts", root, str(timeout), str(hold), label],
+    return subprocess.Popen([sys.executable, "-m", "opencbr.agent.hooks.guardian", root, str(timeout), str(hold), label],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
-
-
-def _guard(root: str, timeout: float, hold: float, label: str) -> None:
-    """Wait for the agent's word (``frozen`` starts the hold timer, ``thaw`` ends the wait), its death
-    (end of file) or the timeout; then run the post-thaw scripts and report them as JSON lines (to
-    nobody if the agent is gone). Before ``frozen`` the wait is bounded by the pre-freeze budget."""
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    fd = sys.stdin.fileno()
-    try:
-        count = len(list_scripts(root, "pre-freeze")[0])
-    except HookError:
-        count = 0
-    deadline = time.monotonic() + hold + timeout * (count + 4)  # pre-freeze of every hook, then the hold
-    cause, pending = "hold timeout", b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        data = os.read(fd, 64)
-        if not data:
-            cause = "agent gone"
-            break
-        pending += data
-        if b"thaw\n" in pending:
-            cause = "thaw"
-            break
-        if b"frozen\n" in pending:
-            pending = pending.replace(b"frozen\n", b"")
-            deadline = time.monotonic() + hold
-    outcomes = run_phase(root, "post-thaw", timeout, label, stop_at_failure=False)
-    for record in [o.as_dict() for o in outcomes] + [{"done": cause}]:
-        if cause != "thaw" and "message" in record:
-            record["message"] += f" (run by the guardian: {cause})"
-        try:
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
-        except OSError:
-            pass
-
-
-if __name__ == "__main__":
-    _guard(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
