@@ -13,7 +13,9 @@ from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
 from opencbr.api.routes import resources as resource_routes
+from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
+from opencbr.api.routes import vaultops as vaultop_routes
 from opencbr.api.routes import vaults as vault_routes
 from opencbr.console import web as console_web
 from opencbr.services.context import ServiceContext
@@ -63,6 +65,10 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         return {"status": "ok", "version": __version__, "region": ctx.settings.region}
 
     app.include_router(iam_routes.auth_router)
+    # first: their fixed paths (/vaults/batch-update, /backups/sync) would otherwise match the id routes
+    app.include_router(vaultop_routes.router)
+    app.include_router(vaultop_routes.domain_router)
+    app.include_router(tag_routes.router)
     for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes,
                    agent_routes):
         app.include_router(module.router)
