@@ -22,7 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"domain", "system"},
     "engine": {"domain", "storage", "system"},
     "catalog": {"domain"},
-    "providers": {"domain", "system"},
+    # how the service and its agents talk (certificates, TLS, framed messages): transport only
+    "agentlink": {"system"},
+    # the agent program on a protected host: the engine runs there, next to the data
+    "agent": {"agentlink", "engine", "system", "domain"},
+    "providers": {"domain", "system", "agentlink", "engine"},
     "services": {"domain", "config", "catalog", "engine", "storage", "providers"},
     "scheduler": {"domain", "config", "catalog", "services"},
     "worker": {"domain", "config", "catalog", "engine", "services", "system"},

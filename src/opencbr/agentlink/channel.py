@@ -1,0 +1,177 @@
+"""A framed, bidirectional message channel over one connection (TLS in production, a socketpair in
+tests).
+
+A frame is ``4-byte big-endian header length | header (JSON, UTF-8, <= 1 MiB) | 8-byte big-endian
+payload length | payload (<= 256 MiB)``. Headers say what a message is; payloads carry bytes (chunk
+records, digests) without encoding them. The conventions on top: the first message of a connection is
+a request with an ``op``; an answer ``{"ok": false, "error": code, "message": text}`` is an error
+(:class:`RemoteError` from :meth:`Channel.request`).
+
+A channel is used by one thread at a time (an SSL socket must not be read and written concurrently).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+
+MAX_HEADER = 1 << 20
+MAX_PAYLOAD = 256 << 20
+_HLEN = struct.Struct(">I")
+_PLEN = struct.Struct(">Q")
+
+
+class LinkError(Exception):
+    """The connection broke, timed out, or carried something that is not a frame."""
+
+
+class RemoteError(Exception):
+    """The peer answered with an error."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class _TokenBucket:
+    """Bytes per second with a one-second burst: ``take(n)`` sleeps as long as sending n needs."""
+
+    def __init__(self, rate: float):
+        self.rate = float(rate)
+        self.tokens = self.rate
+        self.t = time.monotonic()
+
+    def take(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        self.tokens -= n
+        if self.tokens < 0:
+            time.sleep(-self.tokens / self.rate)
+
+
+class Channel:
+    def __init__(self, sock: socket.socket, *, timeout: float | None = 60.0):
+        self.sock = sock
+        self.timeout = timeout
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self._bucket: _TokenBucket | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # guards misuse: two threads sending at once corrupt frames
+        sock.settimeout(timeout)
+
+    # -- limits -------------------------------------------------------------------------------------
+    @property
+    def limit_bytes_per_second(self) -> float | None:
+        return None if self._bucket is None else self._bucket.rate
+
+    @limit_bytes_per_second.setter
+    def limit_bytes_per_second(self, rate: float | None) -> None:
+        self._bucket = _TokenBucket(rate) if rate and rate > 0 else None
+
+    # -- frames -------------------------------------------------------------------------------------
+    def send(self, header: dict, payload=b"") -> None:
+        parts = payload if isinstance(payload, list) else [payload]
+        head = json.dumps(header, separators=(",", ":")).encode()
+        if len(head) > MAX_HEADER:
+            raise LinkError(f"message header too large ({len(head)} bytes)")
+        size = sum(len(p) for p in parts)
+        if size > MAX_PAYLOAD:
+            raise LinkError(f"message payload too large ({size} bytes)")
+        frame = [_HLEN.pack(len(head)), head, _PLEN.pack(size), *parts]
+        total = 12 + len(head) + size
+        if self._bucket is not None:
+            self._bucket.take(total)
+        with self._lock:
+            try:
+                self.sock.sendall(b"".join(frame) if size < (256 << 10) else b"".join(frame[:3]))
+                if size >= (256 << 10):
+                    for p in parts:
+                        self.sock.sendall(p)
+            except (OSError, ValueError) as e:
+                raise LinkError(f"connection lost while sending: {e}") from None
+        self.sent_bytes += total
+
+    def _read_exact(self, n: int) -> memoryview:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            try:
+                k = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
+            except socket.timeout:
+                raise LinkError("the peer did not answer in time") from None
+            except (OSError, ValueError) as e:
+                raise LinkError(f"connection lost while receiving: {e}") from None
+            if k == 0:
+                raise LinkError("the peer closed the connection")
+            got += k
+        return view
+
+    def recv(self, timeout: float | None = -1) -> tuple[dict, memoryview]:
+        """The next message. ``timeout`` (seconds, None = wait forever) overrides the channel's for
+        this call."""
+        if timeout != -1:
+            self.sock.settimeout(timeout)
+        try:
+            hl = _HLEN.unpack(self._read_exact(4))[0]
+            if hl > MAX_HEADER:
+                raise LinkError(f"message header too large ({hl} bytes): not an OpenCBR peer?")
+            try:
+                header = json.loads(bytes(self._read_exact(hl)))
+            except ValueError:
+                raise LinkError("message header is not JSON") from None
+            if not isinstance(header, dict):
+                raise LinkError("message header is not an object")
+            pl = _PLEN.unpack(self._read_exact(8))[0]
+            if pl > MAX_PAYLOAD:
+                raise LinkError(f"message payload too large ({pl} bytes)")
+            payload = self._read_exact(pl) if pl else memoryview(b"")
+        finally:
+            if timeout != -1:
+                self.sock.settimeout(self.timeout)
+        self.received_bytes += 12 + hl + pl
+        return header, payload
+
+    def request(self, header: dict, payload=b"", timeout: float | None = -1) -> tuple[dict, memoryview]:
+        """Send a message and wait for the answer; an error answer raises :class:`RemoteError`."""
+        self.send(header, payload)
+        answer, data = self.recv(timeout)
+        raise_for_error(answer)
+        return answer, data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __enter__(self) -> "Channel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def raise_for_error(answer: dict) -> None:
+    if answer.get("ok") is False:
+        raise RemoteError(str(answer.get("error") or "error"), str(answer.get("message") or ""))
+
+
+def error_answer(code: str, message: str) -> dict:
+    return {"ok": False, "error": code, "message": message}
+
+
+def channel_pair(timeout: float | None = 60.0) -> tuple[Channel, Channel]:
+    """Two connected channels without TLS (tests, and an in-process agent)."""
+    a, b = socket.socketpair()
+    return Channel(a, timeout=timeout), Channel(b, timeout=timeout)

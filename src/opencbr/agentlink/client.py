@@ -1,0 +1,46 @@
+"""The service's side of a connection to an agent: connect, complete the mutual TLS handshake and check
+the agent is the one enrolled (its certificate's common name and pinned fingerprint)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from .certs import common_name, fingerprint
+from .channel import Channel, LinkError
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise LinkError(f"not an agent endpoint (host:port): {endpoint!r}")
+    return host.strip("[]"), int(port)
+
+
+def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name: str | None,
+            expect_fingerprint: str | None, timeout: float = 10.0, io_timeout: float | None = 120.0) -> Channel:
+    """A channel to the agent at ``endpoint`` ("host:port"). Without ``context`` (tests only) the
+    connection is plain TCP and nothing is checked."""
+    host, port = split_endpoint(endpoint)
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        raise LinkError(f"cannot reach the agent at {endpoint}: {e.strerror or e}") from None
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if context is None:
+        return Channel(raw, timeout=io_timeout)
+    try:
+        sock = context.wrap_socket(raw)
+    except (ssl.SSLError, OSError) as e:
+        raw.close()
+        raise LinkError(f"TLS handshake with the agent at {endpoint} failed: {e}") from None
+    der = sock.getpeercert(binary_form=True) or b""
+    cn, fp = (common_name(der), fingerprint(der)) if der else ("", "")
+    if expect_common_name is not None and cn != expect_common_name:
+        sock.close()
+        raise LinkError(f"the agent at {endpoint} is {cn!r}, not the agent {expect_common_name!r} enrolled there")
+    if expect_fingerprint is not None and fp != expect_fingerprint:
+        sock.close()
+        raise LinkError(f"the agent at {endpoint} presents another certificate than the one enrolled "
+                        f"({fp} != {expect_fingerprint})")
+    return Channel(sock, timeout=io_timeout)

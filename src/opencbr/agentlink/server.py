@@ -1,0 +1,126 @@
+"""A threaded TLS server for the agent: one thread per connection, a bounded number of connections.
+
+``handle(channel, request, payload, peer)`` gets the first message of a connection (the request) and
+answers on the channel; whatever it raises is logged and answered as an error (never a traceback on the
+wire). Connections beyond ``max_connections`` are answered ``busy`` and closed."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from .certs import common_name, fingerprint
+from .channel import Channel, LinkError, error_answer
+
+log = logging.getLogger("opencbr.agentlink")
+
+
+@dataclass(frozen=True)
+class Peer:
+    address: str
+    common_name: str  # "" without TLS
+    fingerprint: str  # "" without TLS
+
+
+Handler = Callable[[Channel, dict, memoryview, Peer], None]
+
+
+class Server:
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None, handle: Handler, *,
+                 max_connections: int = 16, timeout: float = 120.0, handshake_timeout: float = 15.0):
+        self.context = context
+        self.handle = handle
+        self.timeout = timeout
+        self.handshake_timeout = handshake_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(address)
+        self._sock.listen(64)
+        self.address = self._sock.getsockname()[:2]
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Server":
+        self._thread = threading.Thread(target=self._accept_loop, name="agentlink-accept", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._accept_loop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, addr = self._sock.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn, addr), name="agentlink-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket, addr) -> None:
+        peer_addr = f"{addr[0]}:{addr[1]}"
+        got_slot = self._slots.acquire(blocking=False)
+        try:
+            sock = self._wrap(conn, peer_addr)
+            if sock is None:
+                return
+            ch = Channel(sock, timeout=self.timeout)
+            try:
+                peer = self._peer(sock, peer_addr)
+                if not got_slot:
+                    ch.send(error_answer("busy", "the agent is serving as many connections as it may; retry"))
+                    return
+                request, payload = ch.recv()
+                try:
+                    self.handle(ch, request, payload, peer)
+                except LinkError as e:
+                    log.warning("connection from %s (%s) broke: %s", peer_addr, request.get("op"), e)
+                except Exception as e:  # noqa: BLE001 - answered, logged; never a traceback on the wire
+                    log.exception("request %s from %s failed", request.get("op"), peer_addr)
+                    try:
+                        ch.send(error_answer("internal", f"{type(e).__name__}: {e}"))
+                    except LinkError:
+                        pass
+            except LinkError as e:
+                log.info("connection from %s: %s", peer_addr, e)
+            finally:
+                ch.close()
+        finally:
+            if got_slot:
+                self._slots.release()
+
+    def _wrap(self, conn: socket.socket, peer_addr: str):
+        if self.context is None:
+            return conn
+        conn.settimeout(self.handshake_timeout)
+        try:
+            return self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.warning("TLS handshake with %s refused: %s", peer_addr, e)
+            conn.close()
+            return None
+
+    @staticmethod
+    def _peer(sock, peer_addr: str) -> Peer:
+        if not isinstance(sock, ssl.SSLSocket):
+            return Peer(peer_addr, "", "")
+        der = sock.getpeercert(binary_form=True)
+        return Peer(peer_addr, common_name(der) if der else "", fingerprint(der) if der else "")

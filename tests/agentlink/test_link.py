@@ -1,0 +1,122 @@
+"""agentlink: frames, mutual TLS with pinning, refusals."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from opencbr.agentlink import certs, tls
+from opencbr.agentlink.channel import LinkError, RemoteError, channel_pair, error_answer
+from opencbr.agentlink.client import connect
+from opencbr.agentlink.server import Server
+
+
+def test_frames_carry_headers_and_payloads_both_ways():
+    a, b = channel_pair(timeout=5)
+    with a, b:
+        a.send({"op": "x", "n": 1}, [b"ab", memoryview(b"cd")])
+        h, p = b.recv()
+        assert h == {"op": "x", "n": 1} and bytes(p) == b"abcd"
+        big = bytes(range(256)) * 4096  # 1 MiB: the large-payload path
+        t = threading.Thread(target=b.send, args=({"ok": True}, big))  # a socketpair holds less: read meanwhile
+        t.start()
+        h, p = a.recv()
+        t.join()
+        assert bytes(p) == big
+        assert a.sent_bytes == b.received_bytes and b.sent_bytes == a.received_bytes
+
+
+def test_error_answer_raises_remote_error_and_eof_raises_link_error():
+    a, b = channel_pair(timeout=5)
+    t = threading.Thread(target=lambda: (b.recv(), b.send(error_answer("busy", "later")), b.close()))
+    t.start()
+    with pytest.raises(RemoteError) as e:
+        a.request({"op": "x"})
+    assert e.value.code == "busy"
+    t.join()
+    with pytest.raises(LinkError):
+        a.recv()
+
+
+def test_garbage_is_a_link_error_not_a_crash():
+    s1, s2 = socket.socketpair()
+    from opencbr.agentlink.channel import Channel
+    ch = Channel(s2, timeout=5)
+    s1.sendall(b"\xff\xff\xff\xff" + b"x" * 10)
+    with pytest.raises(LinkError):
+        ch.recv()
+
+
+@pytest.fixture(scope="module")
+def pki():
+    ca, ca_key = certs.new_authority()
+    agent_key, csr = certs.new_key_and_csr("agent-1")
+    agent_cert = certs.sign_csr(ca, ca_key, csr, common_name="agent-1", server=True, client=False)
+    svc_cert, svc_key = certs.issue(ca, ca_key, tls.SERVICE_CN, server=False, client=True)
+    return {"ca": ca, "ca_key": ca_key, "agent": (agent_cert, agent_key), "service": (svc_cert, svc_key)}
+
+
+def _echo_server(pki):
+    seen = []
+
+    def handle(ch, req, payload, peer):
+        seen.append(peer)
+        ch.send({"ok": True, "echo": req, "peer": peer.common_name}, payload)
+
+    ctx = tls.agent_server_context(*pki["agent"], pki["ca"])
+    return Server(("127.0.0.1", 0), ctx, handle).start(), seen
+
+
+def test_mutual_tls_with_pinned_fingerprint(pki):
+    srv, seen = _echo_server(pki)
+    try:
+        ctx = tls.service_client_context(*pki["service"], pki["ca"])
+        ep = f"127.0.0.1:{srv.address[1]}"
+        with connect(ep, ctx, expect_common_name="agent-1", expect_fingerprint=certs.fingerprint(pki["agent"][0])) as ch:
+            h, p = ch.request({"op": "ping"}, b"hi")
+            assert h["peer"] == tls.SERVICE_CN and bytes(p) == b"hi"
+        assert seen[0].fingerprint == certs.fingerprint(pki["service"][0])
+        with pytest.raises(LinkError, match="another certificate"):
+            connect(ep, ctx, expect_common_name="agent-1", expect_fingerprint="sha256:" + "0" * 64)
+        with pytest.raises(LinkError, match="not the agent"):
+            connect(ep, ctx, expect_common_name="agent-2", expect_fingerprint=None)
+    finally:
+        srv.stop()
+
+
+def test_a_client_of_another_authority_is_refused(pki):
+    srv, seen = _echo_server(pki)
+    try:
+        other_ca, other_key = certs.new_authority()
+        cert, key = certs.issue(other_ca, other_key, tls.SERVICE_CN, server=False, client=True)
+        ctx = tls.service_client_context(cert, key, pki["ca"])  # trusts the agent, but is not trusted
+        with pytest.raises(LinkError):
+            ch = connect(f"127.0.0.1:{srv.address[1]}", ctx, expect_common_name="agent-1", expect_fingerprint=None)
+            ch.request({"op": "ping"})  # TLS 1.3: the refusal may arrive with the first read
+        assert not seen
+    finally:
+        srv.stop()
+
+
+def test_a_csr_subject_is_overridden_and_a_forged_csr_refused(pki):
+    key, csr = certs.new_key_and_csr("opencbr-service")  # asks to be the service
+    cert = certs.sign_csr(pki["ca"], pki["ca_key"], csr, common_name="agent-9", server=True, client=False)
+    assert certs.common_name(cert) == "agent-9"
+    with pytest.raises(ValueError):
+        certs.sign_csr(pki["ca"], pki["ca_key"], "not a csr", common_name="x", server=True, client=False)
+
+
+def test_bandwidth_limit_paces_sends():
+    import time
+    a, b = channel_pair(timeout=5)
+    with a, b:
+        a.limit_bytes_per_second = 1 << 20
+        t = threading.Thread(target=lambda: [b.recv() for _ in range(3)])
+        t.start()
+        t0 = time.monotonic()
+        for _ in range(3):
+            a.send({}, bytes(1 << 20))  # 3 MiB at 1 MiB/s with a 1 MiB burst: >= ~2 s
+        t.join()
+        assert time.monotonic() - t0 >= 1.8
