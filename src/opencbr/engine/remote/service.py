@@ -91,7 +91,9 @@ class _Reads:
         records: dict[bytes, memoryview] = {}
         for pack_id, start, end, items in spans_of(self.cs.reader_index(), wanted, lambda d: None):
             try:
-                mv = self.cs.store.read_view(self.cs.k(pack_key(pack_id)), start, end)
+                # (get, not read_view: a view's buffer is reused by the next read, and the answer
+                # holds the records of several spans)
+                mv = memoryview(self.cs.store.get(self.cs.k(pack_key(pack_id)), start, end))
             except KeyError:
                 continue
             for d, loc in items:
