@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.reader import spans_of
 from ..chunks.packs import pack_key
-from ..errors import Damaged, Missing
+from ..errors import Conflict, Damaged, Missing
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
+AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 
 
@@ -115,23 +116,42 @@ class _Reads:
 
 
 class _BackupService:
-    def __init__(self, cs, session, scope: BackupScope):
-        self.cs, self.session, self.scope = cs, session, scope
-        self.reads = _Reads(cs, scope.readable)
+    """The backups one task writes, in order (a server's disks: one write session each)."""
+
+    def __init__(self, cs, scopes: list[BackupScope]):
+        self.cs, self.scopes = cs, list(scopes)
+        self.reads = _Reads(cs, tuple(n for sc in scopes for n in sc.readable))
+        self.session = None  # the current write session (opened by the first chunk message)
         self.pending: set[bytes] = set()  # claimed by the agent, record not received yet
-        self.committed = False
+        self.committed: list[str] = []
         self._tls = threading.local()
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="remote-verify")
 
+    @property
+    def done(self) -> bool:
+        return len(self.committed) == len(self.scopes)
+
+    def _current(self):
+        if self.done:
+            raise Refused("every backup of this task is recorded already")
+        if self.session is None:
+            self.session = self.cs.open_session(force_new=self.scopes[len(self.committed)].full)
+        return self.session
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self.session is not None:
+            self.session.abort()
+            self.session = None
 
     def handle(self, op: str, header: dict, payload: memoryview) -> tuple[dict, object]:
         if op == "need":
-            flags = bytearray(self._claim(d) for d in _digests(payload))
+            session = self._current()
+            flags = bytearray(self._claim(session, d) for d in _digests(payload))
             return {"ok": True}, bytes(flags)
         if op == "known":
-            return {"ok": True}, bytes(bytearray(self.session.knows(d) for d in _digests(payload)))
+            session = self._current()
+            return {"ok": True}, bytes(bytearray(session.knows(d) for d in _digests(payload)))
         if op == "records":
             self._records(header, payload)
             return {"ok": True}, b""
@@ -143,8 +163,8 @@ class _BackupService:
             return self._commit(header, payload), b""
         raise Refused(f"unknown message {op!r}")
 
-    def _claim(self, d: bytes) -> int:
-        if self.session.claim(d):
+    def _claim(self, session, d: bytes) -> int:
+        if session.claim(d):
             self.pending.add(d)
             return 1
         return 0
@@ -160,6 +180,7 @@ class _BackupService:
         self._codec().decode(d, rec)  # raises Damaged for a record that is not chunk d
 
     def _records(self, header: dict, payload: memoryview) -> None:
+        session = self._current()
         sizes = header.get("sizes")
         if not isinstance(sizes, list) or sum(DIGEST_SIZE + int(n) for n in sizes) != len(payload):
             raise Refused("records: sizes do not match the payload")
@@ -177,12 +198,13 @@ class _BackupService:
         except Damaged as e:
             raise Refused(f"a record failed its check, nothing of it was stored: {e}") from None
         for d, rec in items:
-            self.session.put_record(d, (rec,))
+            session.put_record(d, (rec,))
 
     def _commit(self, header: dict, payload: memoryview) -> dict:
-        scope = self.scope
+        session = self._current()
+        scope = self.scopes[len(self.committed)]
         if header.get("name") != scope.name:
-            raise Refused(f"this task may only write backup {scope.name!r}")
+            raise Refused(f"this task may only write backup {scope.name!r} now")
         mh = header.get("header")
         if not isinstance(mh, dict) or mh.get("type") != scope.kind:
             raise Refused(f"this task writes a {scope.kind} backup")
@@ -193,14 +215,16 @@ class _BackupService:
             raise Refused("commit: bad refs length")
         refs = bytes(payload[:nrefs])
         for d in {refs[i:i + DIGEST_SIZE] for i in range(0, nrefs, DIGEST_SIZE)}:
-            if d != ZERO_DIGEST and not self.session.knows(d):
+            if d != ZERO_DIGEST and not session.knows(d):
                 raise Refused(f"the backup references chunk {d.hex()}, which the vault does not hold")
         mh = dict(mh, backup_id=scope.name, encrypted=self.cs.encrypted)
-        if scope.meta is not None:
-            mh["meta"] = scope.meta
-        size = self.session.commit(scope.name, mh, refs, bytes(payload[nrefs:]))
-        self.committed = True
-        st = self.session.stats
+        if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
+            told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
+            mh["meta"] = {**scope.meta, **{k: told[k] for k in AGENT_META if k in told}}
+        self.session = None
+        size = session.commit(scope.name, mh, refs, bytes(payload[nrefs:]))
+        self.committed.append(scope.name)
+        st = session.stats
         return {"ok": True, "manifest_bytes": size,
                 "stats": {"new_chunks": st.new_chunks, "added_bytes": st.added_bytes,
                           "written_bytes": st.written_bytes}}
@@ -228,27 +252,29 @@ def _converse(channel, handle, timeout: float) -> dict:
         channel.send(answer, data if isinstance(data, list) else [data])
 
 
-def serve_backup(repo, channel, scope: BackupScope, *, timeout: float = IDLE_TIMEOUT) -> dict:
+def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT) -> dict:
     """Serve one backup task's chunk messages from ``repo`` until the agent's final answer, which is
-    returned (``{"ok": True, "result": ...}`` after a commit, else an error answer). Whatever ends the
-    conversation without a commit (an error answer, a refusal, a broken or silent channel: raised)
-    aborts the session, so no partial backup is ever published."""
+    returned (``{"ok": True, "result": ...}`` once every scope's backup is recorded, else an error
+    answer). ``scopes``: the backups the task writes, in order (a server's disks). Whatever ends the
+    conversation before all are recorded (an error answer, a refusal, a broken or silent channel:
+    raised) aborts the session and withdraws what was recorded, so no partial backup is published."""
+    scopes = [scopes] if isinstance(scopes, BackupScope) else list(scopes)
     cs = repo.chunks
-    if cs.has_manifest(scope.name):
-        from ..errors import Conflict
-
-        raise Conflict(f"backup {scope.name} already exists in the repository")
-    session = cs.open_session(force_new=scope.full)
-    srv = _BackupService(cs, session, scope)
+    for sc in scopes:
+        if cs.has_manifest(sc.name):
+            raise Conflict(f"backup {sc.name} already exists in the repository")
+    srv = _BackupService(cs, scopes)
+    final: dict | None = None
     try:
         final = _converse(channel, srv.handle, timeout)
-        if final.get("ok") and not srv.committed:
-            return _error("not_committed", "the agent ended the backup without recording it")
+        if final.get("ok") and not srv.done:
+            final = _error("not_committed", "the agent ended the backup without recording it")
         return final
     finally:
         srv.close()
-        if not srv.committed:
-            session.abort()
+        if final is None or not final.get("ok"):
+            for name in srv.committed:
+                cs.delete_manifest(name)
 
 
 def serve_restore(repo, channel, scope: ReadScope, *, timeout: float = IDLE_TIMEOUT) -> dict:
