@@ -164,31 +164,7 @@ class ChunkStore:
     def has_chunk(self, digest: bytes) -> bool:
         return self.reader_index().has(digest)
 
-    # -- the seams a backup or restore uses (engine/remote implements them over a channel) --------
-    def open_session(self, *, force_new: bool = False):
-        """Where a backup puts its chunks and commits its manifest (a :class:`WriteSession`)."""
-        from .session import WriteSession
-
-        return WriteSession(self, force_new=force_new)
-
-    def fetch_chunks(self, digests, sink, on_error, *, workers: int = 3, cancel=None, on_span_done=None) -> None:
-        """See :func:`opencbr.engine.chunks.reader.fetch_chunks`."""
-        from .reader import fetch_chunks
-
-        fetch_chunks(self, digests, sink, on_error, workers=workers, cancel=cancel, on_span_done=on_span_done)
-
-    def plan_reads(self, index, digests, on_missing, **limits) -> list:
-        """Group chunks into reads (:func:`~opencbr.engine.chunks.reader.spans_of` over ``index``)."""
-        from .reader import spans_of
-
-        return spans_of(index, digests, on_missing, **limits)
-
-    def read_planned(self, codec: ChunkCodec, span, *, decode=None):
-        """The chunks of one planned read (:func:`~opencbr.engine.chunks.reader.read_span`)."""
-        from .reader import read_span
-
-        return read_span(self, codec, span, decode=decode)
-
+    # -- what a backup or restore asks besides chunks (see seams.py) ------------------------------
     @property
     def fork_safe(self) -> bool:
         """A restore may fork processes that read this store."""

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from ..chunks import seams
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.manifests import check_name
 from ..chunks.store import ChunkStore
@@ -125,7 +126,7 @@ class _DiskBackup:
         self.skipped = 0  # hole bytes (known zero without reading), updated by the reader only
         self.processed = [0] * job.workers  # bytes each worker has finished
         self.read = 0
-        self.session = cs.open_session(force_new=job.full)
+        self.session = seams.open_session(cs, force_new=job.full)
 
     def _fail(self, e: BaseException) -> None:
         self.errors.append(e)

@@ -144,7 +144,7 @@ class RemoteSink:
         for i in range(0, len(refs), step):
             part = refs[i:i + step]
             _a, flags = self.pump.call({"op": "known"}, [b"".join(part)], len(part))
-            known.update(d for d, f in zip(part, bytes(flags)) if f)
+            known.update(d for d, f in zip(part, bytes(flags), strict=True) if f)
         return known
 
     def put_chunk(self, data, digest: bytes | None = None, codec: ChunkCodec | None = None) -> PutResult:
@@ -170,7 +170,7 @@ class RemoteSink:
             return 0
         _a, flags = self.pump.call({"op": "need"}, [b"".join(d for _, d in ask)], len(ask))
         parts, sizes, total = [], [], 0
-        for (data, d), f in zip(ask, bytes(flags)):
+        for (data, d), f in zip(ask, bytes(flags), strict=True):
             if not f:
                 continue
             rec = codec.encode_parts(d, data)
@@ -256,7 +256,7 @@ class RemoteChunks:
         """(digest, record or None) for each of ``digests``."""
         answer, data = self.pump.call({"op": "read"}, [b"".join(digests)])
         at = 0
-        for d, n in zip(digests, answer["sizes"]):
+        for d, n in zip(digests, answer["sizes"], strict=True):
             if n < 0:
                 yield d, None
                 continue

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.reader import spans_of
 from ..chunks.packs import pack_key
+from ..chunks.reader import spans_of
+from ..chunks.session import WriteSession
 from ..errors import Conflict, Damaged, Missing
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
@@ -135,7 +136,7 @@ class _BackupService:
         if self.done:
             raise Refused("every backup of this task is recorded already")
         if self.session is None:
-            self.session = self.cs.open_session(force_new=self.scopes[len(self.committed)].full)
+            self.session = WriteSession(self.cs, force_new=self.scopes[len(self.committed)].full)
         return self.session
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
+from ..chunks import seams
 from ..chunks.manifests import check_name
 from ..errors import BackupCancelled, Conflict, InvalidArgument, Missing
 from .bundle import SMALL_FILE, Bundler
@@ -436,7 +437,7 @@ class TreeBackup:
     def _start(self) -> None:
         """The session, the reader threads, the bundler and the catalog writer of this run."""
         self._scanner: TreeScanner | None = None
-        self.session = session = self.cs.open_session()
+        self.session = session = seams.open_session(self.cs)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(self.cs, self.level)
         self.bundler = Bundler(self.secret)
