@@ -65,7 +65,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
                         r = engine_backup_disk(chunks, src, backup_id=_param(d, "backup_id"),
                                                meta={**(d.get("meta") or {}), "consistency": describe},
                                                parent_backup_id=d.get("parent"), full=bool(req.get("full")),
-                                               block_size=vault.block_size, cancel=getattr(ctx, "cancel", None))
+                                               block_size=vault.block_size, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
                     finally:
                         src.close()
                 finally:
@@ -84,7 +84,7 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
         with vault.chunks(channel) as chunks:
             r = engine_backup_tree(chunks, path, backup_id=_param(req, "backup_id"), meta=req.get("meta") or {},
                                    parent_backup_id=req.get("parent"), full=bool(req.get("full")), root_fd=fd,
-                                   cancel=getattr(ctx, "cancel", None))
+                                   cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
     finally:
         os.close(fd)
     out = r.to_dict()
@@ -107,7 +107,7 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
             if create:
                 os.ftruncate(fd, int(chunks.read_manifest(backup_id).header["disk_size"]))
             r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=not create,
-                                    cancel=getattr(ctx, "cancel", None))
+                                    cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
     except BaseException:
         os.close(fd)
         if create:
@@ -140,7 +140,7 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     try:
         with vault.chunks(channel) as chunks:
             r = engine_restore_tree(chunks, _param(req, "backup_id"), target, subpath=req.get("subpath"),
-                                    allow_nonempty=True, target_fd=fd, cancel=getattr(ctx, "cancel", None))
+                                    allow_nonempty=True, target_fd=fd, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
     finally:
         os.close(fd)
     return _tree_result(r)
@@ -159,7 +159,7 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
         with vault.chunks(channel) as chunks:
             for p in paths:
                 r = engine_restore_tree(chunks, backup_id, target, subpath=p, allow_nonempty=True, target_fd=fd,
-                                        cancel=getattr(ctx, "cancel", None))
+                                        cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
                 done.append({"path": p, **_tree_result(r)})
     finally:
         os.close(fd)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -63,6 +64,11 @@ class _Pump:
         if c.error is not None:
             raise RemoteFailure(str(c.error)) from c.error
         return c.answer, c.data
+
+    def post(self, header: dict) -> None:
+        """Queue a message whose answer nobody waits for (progress)."""
+        if self.error is None:
+            self.q.put(_Call(header["op"], header, []))
 
     def stop(self) -> None:
         self.q.put(None)
@@ -214,10 +220,18 @@ class RemoteChunks:
         self.pack_size = pack_size
         self.pump = _Pump(channel, timeout)
         self.refs_read: set[bytes] = set()  # chunks of the backups read (a parent's)
+        self._last_progress = 0.0
 
     @property
     def encrypted(self) -> bool:
         return self.keys is not None
+
+    def progress(self, done: int, total: int) -> None:
+        """The engine's progress callback: told to the service at most once a second."""
+        now = time.monotonic()
+        if now - self._last_progress >= 1.0 or done >= total:
+            self._last_progress = now
+            self.pump.post({"op": "progress", "done": int(done), "total": int(total)})
 
     def close(self) -> None:
         self.pump.stop()

@@ -231,7 +231,7 @@ class _BackupService:
                           "written_bytes": st.written_bytes}}
 
 
-def _converse(channel, handle, timeout: float) -> dict:
+def _converse(channel, handle, timeout: float, progress=None) -> dict:
     """Answer messages until the agent's final answer (returned). A refused message is answered with
     the refusal and ends the conversation (raised)."""
     while True:
@@ -239,7 +239,9 @@ def _converse(channel, handle, timeout: float) -> dict:
         op = header.get("op")
         if op is None:
             return header
-        if op == "abort":
+        if op in ("abort", "progress"):
+            if op == "progress" and progress is not None:
+                progress(int(header.get("done", 0)), int(header.get("total", 0)))
             channel.send({"ok": True})
             continue
         try:
@@ -253,7 +255,8 @@ def _converse(channel, handle, timeout: float) -> dict:
         channel.send(answer, data if isinstance(data, list) else [data])
 
 
-def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT) -> dict:
+def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT,
+                 progress=None) -> dict:
     """Serve one backup task's chunk messages from ``repo`` until the agent's final answer, which is
     returned (``{"ok": True, "result": ...}`` once every scope's backup is recorded, else an error
     answer). ``scopes``: the backups the task writes, in order (a server's disks). Whatever ends the
@@ -267,7 +270,7 @@ def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, time
     srv = _BackupService(cs, scopes)
     final: dict | None = None
     try:
-        final = _converse(channel, srv.handle, timeout)
+        final = _converse(channel, srv.handle, timeout, progress)
         if final.get("ok") and not srv.done:
             final = _error("not_committed", "the agent ended the backup without recording it")
         return final
@@ -278,7 +281,7 @@ def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, time
                 cs.delete_manifest(name)
 
 
-def serve_restore(repo, channel, scope: ReadScope, *, timeout: float = IDLE_TIMEOUT) -> dict:
+def serve_restore(repo, channel, scope: ReadScope, *, timeout: float = IDLE_TIMEOUT, progress=None) -> dict:
     """Serve one restore task's reads (only chunks and manifests of ``scope.readable``) until the
     agent's final answer, which is returned."""
     reads = _Reads(repo.chunks, scope.readable)
@@ -290,4 +293,4 @@ def serve_restore(repo, channel, scope: ReadScope, *, timeout: float = IDLE_TIME
             return reads.manifest(header)
         raise Refused(f"a restore may only read, not {op!r}")
 
-    return _converse(channel, handle, timeout)
+    return _converse(channel, handle, timeout, progress)

@@ -123,7 +123,7 @@ class AgentProvider:
         return final.get("result") or {}
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
-                     full: bool = False, cancel=None, bandwidth: int | None = None) -> dict:
+                     full: bool = False, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
         """Back up disks on the agent's host, one point in time for all (``server``: a server's disks)."""
         request = {"op": "backup_server" if server else "backup_disk", "project_id": project_id,
                    "vault": vault_request(repo), "full": full,
@@ -131,19 +131,19 @@ class AgentProvider:
                              for d in disks]}
         scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
                   for d in disks]
-        return self._run(connect, request, lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout),
+        return self._run(connect, request, lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
-                    meta: dict, full: bool = False, cancel=None, bandwidth: int | None = None) -> dict:
+                    meta: dict, full: bool = False, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
         request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
                    "backup_id": backup_id, "parent": parent, "meta": meta, "full": full}
         scope = BackupScope(backup_id, "tree", readable=(parent,) if parent else (), meta=meta, full=full)
-        return self._run(connect, request, lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout),
+        return self._run(connect, request, lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
-                create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None) -> dict:
+                create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
         """A disk backup onto ``target`` (an existing disk, or a new image file: ``create``), or a tree
         backup (or its ``subpath``) into directory ``target``."""
         if kind == "tree":
@@ -152,15 +152,15 @@ class AgentProvider:
             request = {"op": "restore_disk", "target": target, "create": create}
         request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
-                                                                    timeout=self.timeout),
+                                                                    timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore_files(self, repo, connect: Connect, *, project_id: str, backup_id: str, paths: list[str],
-                      target: str, cancel=None, bandwidth: int | None = None) -> dict:
+                      target: str, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
         request = {"op": "restore_files", "project_id": project_id, "vault": vault_request(repo),
                    "backup_id": backup_id, "paths": list(paths), "target": target}
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
-                                                                    timeout=self.timeout),
+                                                                    timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def create_dir(self, connect: Connect, *, project_id: str, path: str) -> dict:
