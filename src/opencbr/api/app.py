@@ -7,8 +7,8 @@ from fastapi import FastAPI, Request
 from opencbr import __version__
 from opencbr.api import errors
 from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
-from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import agent_package as agent_package_routes
+from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
