@@ -123,6 +123,8 @@ class Resource(Base):
     # when the agent is unregistered (the resource stays, in error, with its backups).
     agent_id: Mapped[str | None] = mapped_column(
         ForeignKey("agents.id", ondelete="SET NULL"), nullable=True, index=True)
+    # [{"key", "value"}] (domain.tags); a vault's bind rules pick resources by them (automatic association).
+    tags: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -253,7 +255,8 @@ class VaultResource(Base):
     project_id: Mapped[str] = mapped_column(String(36), index=True)
     # ResourceCreate.extra_info for servers: which disks to include / exclude.
     extra_info: Mapped[dict] = mapped_column(JSON, default=dict)
-    auto_protect: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whether the vault's policy backs it up (ResourceResp.auto_protect); set_vault_resource suspends it.
+    auto_protect: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
