@@ -137,16 +137,16 @@ def list_agent(limit: str | None = None, offset: int | None = None, status: str 
 
 
 @router.post("/agents/tokens")
-def create_token(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+def create_token(request: Request, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.tx() as s:
         t = agents.create_token(s, ctx, p)
     return {"token": t.token, "token_id": t.token_id, "expires_at": wire.iso(t.expires_at),
-            "install_command": agents.install_commands(ctx, p, t.token)}
+            "install_command": agents.install_commands(ctx, p, t.token, request_url=str(request.base_url))}
 
 
 @router.get("/agents/install-command")
-def install_command(p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return {"install_command": agents.install_commands(ctx, p)}
+def install_command(request: Request, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+    return {"install_command": agents.install_commands(ctx, p, request_url=str(request.base_url))}
 
 
 @router.post("/agents/enrol")

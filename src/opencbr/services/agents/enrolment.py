@@ -110,11 +110,14 @@ def enrol(s: Session, ctx: ServiceContext, project_id: str, request: dict, *, so
     return Enrolment(agent, certificate or "", registry.ca_certificate(s, ctx), secret)
 
 
-def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None) -> dict:
+def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None, *,
+                     request_url: str = "") -> dict:
     """The commands that install an agent on a Linux host and enrol it into the caller's project:
     ``install`` does it all (the service serves the script and the agent's package, docs/agents.md);
-    ``package``, ``register`` and ``start`` are the same steps by hand."""
-    url, token_text = ctx.settings.url, token or "<TOKEN>"
+    ``package``, ``register`` and ``start`` are the same steps by hand. The API's address is the
+    setting ``public_url``, else the one the caller reached it at (``request_url``)."""
+    url = ctx.settings.public_url.rstrip("/") or request_url.rstrip("/") or ctx.settings.url
+    token_text = token or "<TOKEN>"
     return {
         "install": f"curl -fsSL {url}/agent/install.sh | sudo sh -s -- --token {token_text}",
         "package": f"sudo python3 -m pip install {url}/agent/package.whl",
