@@ -45,13 +45,15 @@ def _proof(secret: str, value: dict) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def enrol(server, token: str, agent_id: str, **changes) -> httpx.Response:
-    """POST /agents/enrol as ``opencbr-agent register --token`` does: unsigned, with the HMAC proof."""
+def enrol(server, token: str, agent_id: str, *, endpoint: str = "127.0.0.1:7443", csr: str | None = None,
+          tamper: dict | None = None) -> httpx.Response:
+    """POST /agents/enrol as ``opencbr-agent register --token`` does: unsigned, with the HMAC proof
+    (``tamper``: fields changed after the proof was made)."""
     _, project_id, token_id, secret, _ = token.split(".")
-    body = {"token_id": token_id, "endpoint": "127.0.0.1:7443", "csr": certs.new_key_and_csr(agent_id)[1],
+    body = {"token_id": token_id, "endpoint": endpoint, "csr": csr or certs.new_key_and_csr(agent_id)[1],
             "agent": {"agent_id": agent_id, "host_name": "web1", "host_ip": "127.0.0.1", "host_os": "Linux"}}
     body["proof"] = _proof(secret, body)
-    body.update(changes)
+    body.update(tamper or {})
     return httpx.post(f"{server.url}/v3/{project_id}/agents/enrol", json=body, timeout=10, trust_env=False)
 
 
@@ -132,7 +134,7 @@ def test_enrol_with_a_token(server, tenants):
     assert a.get("/agents/enrolled-1")["agent"]["status"] == "offline"  # until the poll hears from it
     reused = enrol(server, token, "enrolled-2")
     assert reused.status_code == 401 and "already used" in reused.json()["error_msg"]
-    forged = enrol(server, a.post("/agents/tokens")["token"], "enrolled-3", endpoint="10.6.6.6:7443")
+    forged = enrol(server, a.post("/agents/tokens")["token"], "enrolled-3", tamper={"endpoint": "10.6.6.6:7443"})
     assert forged.status_code == 401 and forged.json()["error_code"] == "APIGW.0310"
     garbage = httpx.post(f"{server.url}/v3/{tenants[0].project_id}/agents/enrol", content=b"{", timeout=10,
                          trust_env=False)
