@@ -78,7 +78,10 @@ class PostgresHook:
             env["PGPASSFILE"] = t.password_file
         uid = gid = None
         if t.os_user is not None:
-            entry = pwd.getpwuid(t.os_user) if isinstance(t.os_user, int) else pwd.getpwnam(t.os_user)
+            try:
+                entry = pwd.getpwuid(t.os_user) if isinstance(t.os_user, int) else pwd.getpwnam(t.os_user)
+            except KeyError as e:
+                raise HookError(f"no OS user {t.os_user!r} to run psql as") from e
             uid, gid = entry.pw_uid, entry.pw_gid
             env.update(HOME=entry.pw_dir, USER=entry.pw_name)
         argv = psql_argv(self.psql, host=t.host, port=t.port, user=t.user, dbname=t.dbname)

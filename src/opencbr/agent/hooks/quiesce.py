@@ -66,6 +66,14 @@ class Quiesce:
     def outcomes(self) -> list[HookOutcome]:
         return [o for hook in self.hooks for o in _outcomes(hook)]
 
+    def record(self, *, restore_material: bool = False) -> dict:
+        """What the backup keeps: the consistency achieved and why, when, and every hook's outcome.
+        ``restore_material`` keeps the bulky details a restore needs (PostgreSQL's WAL); without it
+        the record fits a task message or ``extend_info``."""
+        return {"achieved": self.achieved, "reason": self.reason, "frozen_at": self.frozen_at,
+                "thawed_at": self.thawed_at,
+                "hooks": [o.as_dict() if restore_material else o.summary() for o in self.outcomes]}
+
     def __enter__(self) -> Quiesce:
         if not self.hooks:
             self.reason = "no application to quiesce was found or configured on this host"
