@@ -15,6 +15,7 @@ import time
 import pytest
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+SMALL = ["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"]  # small files: quick copies
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", ""))
 
 
@@ -63,7 +64,7 @@ class Postgres:
             pytest.skip("PostgreSQL server binaries are not installed")
         owner = _user("postgres")
         pg = cls(os.path.join(scratch_dir(owner, "ocbr-pg-"), "data"), owner)
-        pg._run([os.path.join(pg.bin, "initdb"), "-D", pg.data_dir, "-A", "trust", "-U", "postgres", "--no-sync",
+        pg._run([os.path.join(pg.bin, "initdb"), "-D", pg.data_dir, "-A", "trust", "-U", "postgres", "--no-sync", "--wal-segsize=1",
                  "--no-instructions"])
         return pg
 
@@ -123,7 +124,7 @@ class Mariadb:
             pytest.skip("MariaDB server binaries are not installed")
         owner = _user("mysql")
         db = cls(os.path.join(scratch_dir(owner, "ocbr-my-"), "data"), owner)
-        argv = ["mariadb-install-db", "--no-defaults", f"--datadir={db.data_dir}", "--skip-test-db",
+        argv = ["mariadb-install-db", "--no-defaults", f"--datadir={db.data_dir}", "--skip-test-db", *SMALL,
                 "--auth-root-authentication-method=normal"] + ([f"--user={owner.pw_name}"] if owner else [])
         out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -132,7 +133,7 @@ class Mariadb:
     def start(self) -> None:
         argv = [MARIADBD, "--no-defaults", f"--datadir={self.data_dir}", f"--socket={self.socket}",
                 "--skip-networking", f"--log-error={self.log}", f"--pid-file={self.base}/{os.path.basename(self.data_dir)}.pid",
-                "--log-bin=binlog", "--server-id=1", "--innodb-buffer-pool-size=32M", "--skip-name-resolve"]
+                "--log-bin=binlog", "--server-id=1", "--skip-name-resolve", *SMALL]
         argv += [f"--user={self.owner.pw_name}"] if self.owner else []
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
