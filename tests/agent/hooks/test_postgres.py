@@ -4,6 +4,7 @@ recovery; a hung session or a killed agent never leaves the backup mode on."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -70,7 +71,11 @@ def test_app_consistent_copy_starts_from_the_backup_and_holds_the_committed_rows
     (outcome,) = q.outcomes
     details = outcome.details
     assert outcome.ok and details["backup_label"].startswith("START WAL LOCATION")
-    done = prepare_restored_postgres(copy.data_dir, details)
+    # the backup keeps the whole record (JSON); extend_info and the task message get it without the WAL
+    kept = json.loads(json.dumps(q.record(restore_material=True)))
+    assert kept["achieved"] == APP_CONSISTENT and kept["hooks"][0]["details"]["wal"]
+    assert "wal" not in q.record()["hooks"][0]["details"]
+    done = prepare_restored_postgres(copy.data_dir, kept["hooks"][0]["details"])
     assert "wrote backup_label" in done
     copy.start()
     try:

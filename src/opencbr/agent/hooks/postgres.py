@@ -23,6 +23,8 @@ from .plan import PostgresTarget
 
 WAL_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept for the restore; more means a hold far too long
 WAL_READ = 4 * 1024 * 1024  # bytes per pg_read_binary_file call
+# A standby's base backup ends where its pg_control, copied last, says; a snapshot cannot copy it last.
+STANDBY = "a standby server (in recovery): quiesce its primary; its own snapshot is crash-consistent"
 
 
 def _label_text(label: str) -> str:
@@ -91,10 +93,11 @@ class PostgresHook:
         (row,) = client.execute(
             "SELECT 'ROW', current_setting('server_version_num'), current_setting('wal_level'), "
             "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), pg_backend_pid(), "
-            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user);", timeout)
+            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), pg_is_in_recovery();", timeout)
         self.version = int(row[0])
         self.segment_size = int(row[2])
-        return {"server_version": row[0], "wal_level": row[1], "pid": int(row[3]), "superuser": row[4] == "t"}
+        return {"server_version": row[0], "wal_level": row[1], "pid": int(row[3]), "superuser": row[4] == "t",
+                "standby": row[5] == "t"}
 
     # -- pre-freeze / post-thaw
 
@@ -104,6 +107,8 @@ class PostgresHook:
             self.client = c = self._connect()
             facts = self._facts(c, timeout)
             o.details.update(server_version=facts["server_version"], data_dir=self.target.data_dir)
+            if facts["standby"]:
+                raise HookError(STANDBY)
             c.execute(f"SET statement_timeout = {_ms(timeout)}; SET lock_timeout = {_ms(timeout)};", timeout)
             if self.version >= 140000:  # the server ends the session itself if the agent goes quiet
                 c.execute(f"SET idle_session_timeout = {_ms(hold_timeout + timeout)};", timeout)
@@ -179,6 +184,7 @@ class PostgresHook:
         if self.client is not None and self.client.alive:
             self.client.kill()
             self.outcome.fail("held past the hold timeout: the session was ended, the backup mode aborted")
+            self._end()
 
     def _end(self) -> None:
         if self.client is not None:
@@ -212,6 +218,8 @@ class PostgresHook:
             result["server_version"] = facts["server_version"]
             missing = [k for k in ("backup_start", "backup_stop", "read_wal") if not privileges[k]]
             problems = [f"missing EXECUTE on {', '.join(missing)}"] if missing else []
+            if facts["standby"]:
+                problems.append(STANDBY)
             if facts["wal_level"] not in ("replica", "logical"):
                 problems.append(f"wal_level is {facts['wal_level']} (an online backup needs replica)")
             result["ok"] = not problems
