@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -75,7 +77,12 @@ def test_app_consistent_copy_starts_from_the_backup_and_holds_the_committed_rows
     kept = json.loads(json.dumps(q.record(restore_material=True)))
     assert kept["achieved"] == APP_CONSISTENT and kept["hooks"][0]["details"]["wal"]
     assert "wal" not in q.record()["hooks"][0]["details"]
-    done = prepare_restored_postgres(copy.data_dir, kept["hooks"][0]["details"])
+    # by hand, as docs/app-consistent.md says: the command reads the backup's record
+    record = os.path.join(pg.socket_dir, "record.json")
+    with open(record, "w") as f:
+        json.dump(kept, f)
+    done = subprocess.run([sys.executable, "-m", "opencbr.agent.hooks", "prepare-postgres", copy.data_dir, record],
+                          capture_output=True, text=True, check=True).stdout
     assert "wrote backup_label" in done
     copy.start()
     try:
