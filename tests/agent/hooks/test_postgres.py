@@ -162,12 +162,12 @@ def test_the_hold_timeout_ends_the_backup_mode(pg):
 
 
 def test_a_killed_holder_ends_the_backup_mode(pg):
-    holder = Holder({"discover": False, "postgresql": [pg.target()]})
-    assert holder.state["achieved"] == APP_CONSISTENT, holder.state
-    assert _agent_sessions(pg) == 1
-    holder.kill()
-    # the pipe to psql closed with the holder: psql exits, the server aborts the backup
-    assert _wait_until(lambda: _agent_sessions(pg) == 0, 5) < 5
+    with Holder({"discover": False, "postgresql": [pg.target()]}) as holder:
+        assert holder.state["achieved"] == APP_CONSISTENT, holder.state
+        assert _agent_sessions(pg) == 1
+        holder.kill()
+        # the pipe to psql closed with the holder: psql exits, the server aborts the backup
+        assert _wait_until(lambda: _agent_sessions(pg) == 0, 5) < 5
 
 
 def test_check_tests_the_privileges(pg):
