@@ -45,7 +45,7 @@ class Writer:
     def __enter__(self):
         self._thread.start()
         start, deadline = self.committed, time.monotonic() + 10
-        while self.committed < start + 100 and time.monotonic() < deadline:
+        while self.committed < start + 50 and time.monotonic() < deadline:
             time.sleep(0.01)
         return self
 

@@ -41,7 +41,7 @@ class Writer:
         self._thread.start()
         deadline = time.monotonic() + 10
         start = self.committed
-        while self.committed < start + 200 and time.monotonic() < deadline:
+        while self.committed < start + 50 and time.monotonic() < deadline:
             time.sleep(0.01)
         return self
 
