@@ -69,6 +69,9 @@ def test_discovery_finds_the_running_servers(pg, mariadb):
     assert results[found.name]["ok"], results[found.name]
     assert results[servers[mariadb.socket].name]["ok"], results[servers[mariadb.socket].name]
     assert results["scripts:/nonexistent/hooks"]["message"] == "/nonexistent/hooks does not exist"
+    # the agent's check operation may hand over its configuration as it is
+    (result,) = check({"discover": False, "postgresql": [pg.target(name="configured")]})
+    assert result["name"] == "configured" and result["ok"]
 
 
 def test_a_discovered_cluster_quiesces_as_its_owner(pg):

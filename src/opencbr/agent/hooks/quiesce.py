@@ -19,7 +19,7 @@ import time
 
 from .mysql import MysqlHook
 from .outcome import HookOutcome
-from .plan import HookPlan
+from .plan import HookPlan, discover
 from .postgres import PostgresHook
 from .scripts import ScriptHook
 
@@ -141,9 +141,12 @@ class Quiesce:
                 hook.expire()
 
 
-def check(plan: HookPlan, *, timeout: float = 10.0) -> list[dict]:
+def check(plan: HookPlan | dict | None = None, *, timeout: float = 10.0) -> list[dict]:
     """Whether each application of ``plan`` can be quiesced, with the privileges actually tested
-    (a connection and the server's own privilege functions), never assumed."""
+    (a connection and the server's own privilege functions), never assumed. ``plan`` may also be an
+    ``app_consistency`` configuration (or None): what :func:`discover` finds with it."""
+    if not isinstance(plan, HookPlan):
+        plan = discover(plan)
     results = [hook.check(timeout) for hook in build_hooks(plan)]
     results += [{"name": "discovery", "kind": "note", "ok": True, "message": note} for note in plan.notes]
     return results
