@@ -271,3 +271,23 @@ def prepare_restored_postgres(data_dir: str, details: dict) -> list[str]:
         write(os.path.join(data_dir, "pg_wal", piece["file"]), data, piece["offset"], details["wal_segment_size"])
         done.append(f"wrote {len(data)} bytes of WAL into pg_wal/{piece['file']} at {piece['offset']}")
     return done
+
+
+def prepare_restored_tree(record: dict, source_path: str, target_path: str) -> list[str]:
+    """After a directory ``source_path`` of the protected host was restored to ``target_path``: ready
+    every PostgreSQL data directory of the backup's hook ``record`` (``Quiesce.record(restore_material=True)``)
+    that lay inside it (:func:`prepare_restored_postgres`). Returns what it did, per data directory."""
+    source = os.path.realpath(source_path).rstrip("/") + "/"
+    done = []
+    for hook in record.get("hooks", []):
+        details = hook.get("details") or {}
+        data_dir = details.get("data_dir")
+        if hook.get("kind") != "postgresql" or not details.get("backup_label") or not data_dir:
+            continue
+        data_dir = os.path.realpath(data_dir).rstrip("/") + "/"
+        if not data_dir.startswith(source) and data_dir != source:
+            continue
+        restored = os.path.join(target_path, data_dir[len(source):]).rstrip("/")
+        if os.path.isdir(restored):
+            done += [f"{restored}: {line}" for line in prepare_restored_postgres(restored, details)]
+    return done
