@@ -4,11 +4,15 @@ says why; post-thaw runs even when the snapshot fails; discovery finds the runni
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 
 from opencbr.agent.hooks import APP_CONSISTENT, CRASH_CONSISTENT, HookPlan, Quiesce, check, discover
 from opencbr.agent.hooks.client import MariadbClient, mariadb_argv
+
+from .holder import Holder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,3 +83,20 @@ def test_a_discovered_cluster_quiesces_as_its_owner(pg):
     with Quiesce(HookPlan(postgresql=[found]), timeout=10) as q:
         pass
     assert q.achieved == APP_CONSISTENT, q.reason
+
+
+def test_the_servers_end_the_sessions_of_a_stopped_holder(pg, mariadb):
+    """An agent stopped (not killed) keeps its pipes open: the servers' own limits (idle_session_timeout,
+    wait_timeout = hold + timeout) end the sessions."""
+    config = {"discover": False, "postgresql": [pg.target()], "mysql": [mariadb.target()]}
+    with Holder(config, timeout=1, hold=1) as holder:
+        assert holder.state["achieved"] == APP_CONSISTENT, holder.state
+        os.kill(holder.proc.pid, signal.SIGSTOP)  # its watchdog thread stops with it
+        started = time.monotonic()
+        out = mariadb.run("INSERT INTO app.journal SELECT COALESCE(MAX(id), 0) + 1, 'stopped' FROM app.journal",
+                          timeout=15)
+        assert out.returncode == 0, out.stderr
+        assert time.monotonic() - started < 5
+        while _agent_sessions(pg):
+            assert time.monotonic() - started < 5
+            time.sleep(0.05)
