@@ -21,6 +21,13 @@ class Holder:
         assert line, "the holder exited before quiescing"
         self.state = json.loads(line)
 
+    def __enter__(self) -> Holder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:  # a failed test must not leave a database held
+            self.kill()
+
     def kill(self) -> float:
         """SIGKILL the holder; the monotonic time of its death."""
         self.proc.kill()

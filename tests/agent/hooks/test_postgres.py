@@ -4,17 +4,30 @@ recovery; a hung session or a killed agent never leaves the backup mode on."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+import zlib
 
 import pytest
 
-from opencbr.agent.hooks import APP_CONSISTENT, CRASH_CONSISTENT, Quiesce, check, discover, prepare_restored_postgres
+from opencbr.agent.hooks import (
+    APP_CONSISTENT,
+    CRASH_CONSISTENT,
+    Quiesce,
+    check,
+    discover,
+    prepare_restored_postgres,
+    prepare_restored_tree,
+)
 
 from .holder import Holder
-from .servers import Postgres, log_text
+from .servers import Postgres, copy_tree, log_text
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,7 +51,7 @@ class Writer:
         self._thread.start()
         deadline = time.monotonic() + 10
         start = self.committed
-        while self.committed < start + 200 and time.monotonic() < deadline:
+        while self.committed < start + 50 and time.monotonic() < deadline:
             time.sleep(0.01)
         return self
 
@@ -60,18 +73,26 @@ def _next_id(pg: Postgres) -> int:
 
 
 def test_app_consistent_copy_starts_from_the_backup_and_holds_the_committed_rows(pg):
+    restored = os.path.join(pg.socket_dir, "restored")  # the agent restores the directory holding the cluster
+    os.mkdir(restored)
+    if pg.owner:  # the restored cluster's server writes its socket and log there
+        os.chown(restored, pg.owner.pw_uid, pg.owner.pw_gid)
     with Writer(pg, _next_id(pg)) as writer:
         with Quiesce(_plan(pg), timeout=20) as q:
             assert q.achieved == APP_CONSISTENT, q.reason
-            copy = pg.copy_to("app-copy", 5440)
+            copy_tree(pg.data_dir, os.path.join(restored, "data"))
             before_stop = writer.committed
         after_stop = writer.committed
     assert q.achieved == APP_CONSISTENT, q.reason
     (outcome,) = q.outcomes
-    details = outcome.details
-    assert outcome.ok and details["backup_label"].startswith("START WAL LOCATION")
-    done = prepare_restored_postgres(copy.data_dir, details)
-    assert "wrote backup_label" in done
+    assert outcome.ok and outcome.details["backup_label"].startswith("START WAL LOCATION")
+    # the backup keeps the whole record (JSON); extend_info and the task message get it without the WAL
+    kept = json.loads(json.dumps(q.record(restore_material=True)))
+    assert kept["achieved"] == APP_CONSISTENT and kept["hooks"][0]["details"]["wal"]
+    assert "wal" not in q.record()["hooks"][0]["details"]
+    done = prepare_restored_tree(kept, pg.socket_dir, restored)
+    assert any(line.endswith("wrote backup_label") for line in done), done
+    copy = Postgres(os.path.join(restored, "data"), pg.owner, 5440)
     copy.start()
     try:
         count, top = _rows(copy)
@@ -84,9 +105,28 @@ def test_app_consistent_copy_starts_from_the_backup_and_holds_the_committed_rows
     assert count == top
     assert amcheck.returncode == 0, amcheck.stdout + amcheck.stderr
     # recovery began at the backup's checkpoint and reached the end of the backup
-    assert f"redo starts at {details['start_lsn']}" in log, log
+    assert f"redo starts at {outcome.details['start_lsn']}" in log, log
     assert "starting backup recovery" in log and "completed backup recovery" in log, log
     assert "not properly shut down" not in log, log
+
+
+def test_the_restore_command_writes_the_label_and_the_wal(pg):
+    with Quiesce(_plan(pg), timeout=20) as q:
+        copy = pg.copy_to("by-hand-copy", 5443)
+    record = os.path.join(pg.socket_dir, "record.json")
+    with open(record, "w") as f:
+        json.dump(q.record(restore_material=True), f)
+    done = subprocess.run([sys.executable, "-m", "opencbr.agent.hooks", "prepare-postgres", copy.data_dir, record],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    details = q.outcomes[0].details
+    assert done[:2] == ["removed postmaster.pid", "wrote backup_label"], done
+    with open(os.path.join(copy.data_dir, "backup_label")) as f:
+        assert f.read() == details["backup_label"]
+    for piece in details["wal"]:
+        with open(os.path.join(copy.data_dir, "pg_wal", piece["file"]), "rb") as f:
+            f.seek(piece["offset"])
+            assert f.read(piece["length"]) == zlib.decompress(base64.b64decode(piece["zlib_base64"]))
+    assert os.stat(os.path.join(copy.data_dir, "backup_label")).st_uid == os.stat(copy.data_dir).st_uid
 
 
 def test_a_plain_live_copy_needs_crash_recovery(pg):
@@ -150,12 +190,12 @@ def test_the_hold_timeout_ends_the_backup_mode(pg):
 
 
 def test_a_killed_holder_ends_the_backup_mode(pg):
-    holder = Holder({"discover": False, "postgresql": [pg.target()]})
-    assert holder.state["achieved"] == APP_CONSISTENT, holder.state
-    assert _agent_sessions(pg) == 1
-    holder.kill()
-    # the pipe to psql closed with the holder: psql exits, the server aborts the backup
-    assert _wait_until(lambda: _agent_sessions(pg) == 0, 5) < 5
+    with Holder({"discover": False, "postgresql": [pg.target()]}) as holder:
+        assert holder.state["achieved"] == APP_CONSISTENT, holder.state
+        assert _agent_sessions(pg) == 1
+        holder.kill()
+        # the pipe to psql closed with the holder: psql exits, the server aborts the backup
+        assert _wait_until(lambda: _agent_sessions(pg) == 0, 5) < 5
 
 
 def test_check_tests_the_privileges(pg):

@@ -115,11 +115,11 @@ def _wait_for(journal, line: str, seconds: float) -> float:
 
 def test_the_guardian_runs_post_thaw_when_the_holder_is_killed(hooks):
     root, journal = hooks
-    holder = Holder({"discover": False, "script_dir": str(root)}, timeout=5, hold=60)
-    assert holder.state["achieved"] == APP_CONSISTENT
-    assert _lines(journal) == ["pre 10 pre-freeze opencbr", "pre 20"]
-    holder.kill()
-    assert _wait_for(journal, "post 10 post-thaw", 5) < 5
+    with Holder({"discover": False, "script_dir": str(root)}, timeout=5, hold=60) as holder:
+        assert holder.state["achieved"] == APP_CONSISTENT
+        assert _lines(journal) == ["pre 10 pre-freeze opencbr", "pre 20"]
+        holder.kill()
+        assert _wait_for(journal, "post 10 post-thaw", 5) < 5
 
 
 def test_the_guardian_runs_post_thaw_at_the_hold_timeout(hooks):

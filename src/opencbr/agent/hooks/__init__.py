@@ -4,8 +4,9 @@ Needs only the standard library and the databases' own command-line clients."""
 
 from .outcome import HookError, HookOutcome
 from .plan import DEFAULT_SCRIPT_DIR, HookPlan, MysqlTarget, PostgresTarget, discover
-from .postgres import prepare_restored_postgres
+from .postgres import prepare_restored_postgres, prepare_restored_tree
 from .quiesce import APP_CONSISTENT, CRASH_CONSISTENT, Quiesce, check
 
 __all__ = ["APP_CONSISTENT", "CRASH_CONSISTENT", "DEFAULT_SCRIPT_DIR", "HookError", "HookOutcome", "HookPlan",
-           "MysqlTarget", "PostgresTarget", "Quiesce", "check", "discover", "prepare_restored_postgres"]
+           "MysqlTarget", "PostgresTarget", "Quiesce", "check", "discover", "prepare_restored_postgres",
+           "prepare_restored_tree"]

@@ -63,9 +63,12 @@ class MysqlHook:
     def _binlog_position(self, c: MariadbClient, timeout: float) -> None:
         try:
             rows = c.execute("SHOW MASTER STATUS", timeout, raw=True)
-        except HookError as e:  # the lock holds; only the position is missing: say so
-            self.outcome.message += f"; binary log position unknown ({e})"
-            return
+        except HookError as e:
+            try:  # MySQL 8.4 renamed it
+                rows = c.execute("SHOW BINARY LOG STATUS", timeout, raw=True)
+            except HookError:  # the lock holds; only the position is missing: say so
+                self.outcome.message += f"; binary log position unknown ({e})"
+                return
         if rows:
             self.outcome.details.update(binlog_file=rows[0][0], binlog_position=int(rows[0][1]))
         try:

@@ -180,16 +180,26 @@ def _merge(found: list, configured: list, key) -> list:
     return configured + [t for t in found if key(t) not in mine]
 
 
+def _targets(cls, entries: list, kind: str, default_name) -> list:
+    targets = []
+    for i, entry in enumerate(entries):
+        try:
+            targets.append(cls(**{"name": default_name(entry), **entry}))
+        except TypeError as e:
+            raise ValueError(f"app_consistency.{kind}[{i}]: {e}") from e
+    return targets
+
+
 def discover(config: dict | None = None) -> HookPlan:
     """The hook plan for this host: configured servers, running ones (unless ``discover`` is false),
     and the script directory (the configured one, or the default one if it exists)."""
     config = config or {}
     plan = HookPlan(psql=config.get("psql") or shutil.which("psql") or "psql",
                     mariadb=config.get("mariadb") or shutil.which("mariadb") or shutil.which("mysql") or "mariadb")
-    pg = [PostgresTarget(**{"name": f"postgresql:{c.get('data_dir') or c.get('host')}:{c.get('port', 5432)}", **c})
-          for c in config.get("postgresql", [])]
-    my = [MysqlTarget(**{"name": f"mysql:{c.get('data_dir') or c.get('socket') or c.get('port')}", **c})
-          for c in config.get("mysql", [])]
+    pg = _targets(PostgresTarget, config.get("postgresql", []), "postgresql",
+                  lambda c: f"postgresql:{c.get('data_dir') or c.get('host')}:{c.get('port', 5432)}")
+    my = _targets(MysqlTarget, config.get("mysql", []), "mysql",
+                  lambda c: f"mysql:{c.get('data_dir') or c.get('socket') or c.get('port')}")
     if config.get("discover", True):
         pg = _merge(discover_postgresql(plan.notes), pg, lambda t: t.data_dir)
         my = _merge(discover_mysql(plan.notes), my, lambda t: t.data_dir or t.socket)

@@ -23,6 +23,8 @@ from .plan import PostgresTarget
 
 WAL_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept for the restore; more means a hold far too long
 WAL_READ = 4 * 1024 * 1024  # bytes per pg_read_binary_file call
+# A standby's base backup ends where its pg_control, copied last, says; a snapshot cannot copy it last.
+STANDBY = "a standby server (in recovery): quiesce its primary; its own snapshot is crash-consistent"
 
 
 def _label_text(label: str) -> str:
@@ -78,7 +80,10 @@ class PostgresHook:
             env["PGPASSFILE"] = t.password_file
         uid = gid = None
         if t.os_user is not None:
-            entry = pwd.getpwuid(t.os_user) if isinstance(t.os_user, int) else pwd.getpwnam(t.os_user)
+            try:
+                entry = pwd.getpwuid(t.os_user) if isinstance(t.os_user, int) else pwd.getpwnam(t.os_user)
+            except KeyError as e:
+                raise HookError(f"no OS user {t.os_user!r} to run psql as") from e
             uid, gid = entry.pw_uid, entry.pw_gid
             env.update(HOME=entry.pw_dir, USER=entry.pw_name)
         argv = psql_argv(self.psql, host=t.host, port=t.port, user=t.user, dbname=t.dbname)
@@ -88,10 +93,11 @@ class PostgresHook:
         (row,) = client.execute(
             "SELECT 'ROW', current_setting('server_version_num'), current_setting('wal_level'), "
             "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), pg_backend_pid(), "
-            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user);", timeout)
+            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), pg_is_in_recovery();", timeout)
         self.version = int(row[0])
         self.segment_size = int(row[2])
-        return {"server_version": row[0], "wal_level": row[1], "pid": int(row[3]), "superuser": row[4] == "t"}
+        return {"server_version": row[0], "wal_level": row[1], "pid": int(row[3]), "superuser": row[4] == "t",
+                "standby": row[5] == "t"}
 
     # -- pre-freeze / post-thaw
 
@@ -101,6 +107,8 @@ class PostgresHook:
             self.client = c = self._connect()
             facts = self._facts(c, timeout)
             o.details.update(server_version=facts["server_version"], data_dir=self.target.data_dir)
+            if facts["standby"]:
+                raise HookError(STANDBY)
             c.execute(f"SET statement_timeout = {_ms(timeout)}; SET lock_timeout = {_ms(timeout)};", timeout)
             if self.version >= 140000:  # the server ends the session itself if the agent goes quiet
                 c.execute(f"SET idle_session_timeout = {_ms(hold_timeout + timeout)};", timeout)
@@ -176,6 +184,7 @@ class PostgresHook:
         if self.client is not None and self.client.alive:
             self.client.kill()
             self.outcome.fail("held past the hold timeout: the session was ended, the backup mode aborted")
+            self._end()
 
     def _end(self) -> None:
         if self.client is not None:
@@ -209,6 +218,8 @@ class PostgresHook:
             result["server_version"] = facts["server_version"]
             missing = [k for k in ("backup_start", "backup_stop", "read_wal") if not privileges[k]]
             problems = [f"missing EXECUTE on {', '.join(missing)}"] if missing else []
+            if facts["standby"]:
+                problems.append(STANDBY)
             if facts["wal_level"] not in ("replica", "logical"):
                 problems.append(f"wal_level is {facts['wal_level']} (an online backup needs replica)")
             result["ok"] = not problems
@@ -259,4 +270,24 @@ def prepare_restored_postgres(data_dir: str, details: dict) -> list[str]:
         data = zlib.decompress(base64.b64decode(piece["zlib_base64"]))
         write(os.path.join(data_dir, "pg_wal", piece["file"]), data, piece["offset"], details["wal_segment_size"])
         done.append(f"wrote {len(data)} bytes of WAL into pg_wal/{piece['file']} at {piece['offset']}")
+    return done
+
+
+def prepare_restored_tree(record: dict, source_path: str, target_path: str) -> list[str]:
+    """After a directory ``source_path`` of the protected host was restored to ``target_path``: ready
+    every PostgreSQL data directory of the backup's hook ``record`` (``Quiesce.record(restore_material=True)``)
+    that lay inside it (:func:`prepare_restored_postgres`). Returns what it did, per data directory."""
+    source = os.path.realpath(source_path).rstrip("/") + "/"
+    done = []
+    for hook in record.get("hooks", []):
+        details = hook.get("details") or {}
+        data_dir = details.get("data_dir")
+        if hook.get("kind") != "postgresql" or not details.get("backup_label") or not data_dir:
+            continue
+        data_dir = os.path.realpath(data_dir).rstrip("/") + "/"
+        if not data_dir.startswith(source) and data_dir != source:
+            continue
+        restored = os.path.join(target_path, data_dir[len(source):]).rstrip("/")
+        if os.path.isdir(restored):
+            done += [f"{restored}: {line}" for line in prepare_restored_postgres(restored, details)]
     return done

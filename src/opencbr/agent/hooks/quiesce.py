@@ -19,7 +19,7 @@ import time
 
 from .mysql import MysqlHook
 from .outcome import HookOutcome
-from .plan import HookPlan
+from .plan import HookPlan, discover
 from .postgres import PostgresHook
 from .scripts import ScriptHook
 
@@ -65,6 +65,14 @@ class Quiesce:
     @property
     def outcomes(self) -> list[HookOutcome]:
         return [o for hook in self.hooks for o in _outcomes(hook)]
+
+    def record(self, *, restore_material: bool = False) -> dict:
+        """What the backup keeps: the consistency achieved and why, when, and every hook's outcome.
+        ``restore_material`` keeps the bulky details a restore needs (PostgreSQL's WAL); without it
+        the record fits a task message or ``extend_info``."""
+        return {"achieved": self.achieved, "reason": self.reason, "frozen_at": self.frozen_at,
+                "thawed_at": self.thawed_at,
+                "hooks": [o.as_dict() if restore_material else o.summary() for o in self.outcomes]}
 
     def __enter__(self) -> Quiesce:
         if not self.hooks:
@@ -133,9 +141,12 @@ class Quiesce:
                 hook.expire()
 
 
-def check(plan: HookPlan, *, timeout: float = 10.0) -> list[dict]:
+def check(plan: HookPlan | dict | None = None, *, timeout: float = 10.0) -> list[dict]:
     """Whether each application of ``plan`` can be quiesced, with the privileges actually tested
-    (a connection and the server's own privilege functions), never assumed."""
+    (a connection and the server's own privilege functions), never assumed. ``plan`` may also be an
+    ``app_consistency`` configuration (or None): what :func:`discover` finds with it."""
+    if not isinstance(plan, HookPlan):
+        plan = discover(plan)
     results = [hook.check(timeout) for hook in build_hooks(plan)]
     results += [{"name": "discovery", "kind": "note", "ok": True, "message": note} for note in plan.notes]
     return results
