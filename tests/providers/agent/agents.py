@@ -44,6 +44,7 @@ class AgentProcess:
         (workdir / "agent.key").write_text(key)
         (workdir / "ca.pem").write_text(auth.ca)
         self.cert = cert
+        (workdir / "port").unlink(missing_ok=True)  # (a restarted agent writes its own)
         cmd = [sys.executable, "-m", "tests.agent.tasks.stub", "--dir", str(workdir), "--project", project,
                "--listen", listen, *[a for r in roots for a in ("--root", str(r))]]
         if netns:
