@@ -3,6 +3,8 @@ process (listening on 127.0.0.1 or an address the test picks), and a ``connect``
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -32,25 +34,49 @@ class Authority:
         return cls(ca, ca_key, cert, key)
 
 
+def real_agent_program() -> bool:
+    """The agent program (``python -m opencbr.agent run``) is on this branch; else the stand-in runs
+    (tests/agent/tasks/stub.py: the same TLS server and data operations)."""
+    return importlib.util.find_spec("opencbr.agent.serve") is not None
+
+
 class AgentProcess:
     """One agent: its own process, roots, certificate (CN = agent_id)."""
 
     def __init__(self, auth: Authority, workdir: Path, roots: list[Path], *, agent_id: str = "agent-1",
-                 project: str = "p1", listen: str = "127.0.0.1:0", netns: str | None = None):
+                 project: str = "p1", listen: str = "127.0.0.1:0", netns: str | None = None,
+                 bandwidth_limit: int = 0):
         self.auth, self.agent_id, self.dir = auth, agent_id, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = issue(auth.ca, auth.ca_key, agent_id, server=True, client=False)
-        (workdir / "agent.pem").write_text(cert)
-        (workdir / "agent.key").write_text(key)
-        (workdir / "ca.pem").write_text(auth.ca)
         self.cert = cert
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - the agent's stderr, for its whole life
+        if real_agent_program():
+            config = workdir / "etc" / "agent.json"
+            config.parent.mkdir(mode=0o700, exist_ok=True)
+            config.write_text(json.dumps({
+                "agent_id": agent_id, "project_id": project, "api_endpoint": "http://127.0.0.1:9",
+                "listen": listen, "advertise": "", "roots": [str(r) for r in roots], "devices": [],
+                "key_pem": key, "cert_pem": cert, "ca_pem": auth.ca, "bandwidth_limit": bandwidth_limit,
+                "max_tasks": 4, "state_dir": str(workdir / "state")}))
+            config.chmod(0o600)
+            cmd = [sys.executable, "-m", "opencbr.agent", "--config", str(config), "run"]
+            self.proc = subprocess.Popen([*prefix, *cmd], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                                         stderr=self.log, text=True)
+            line = self.proc.stdout.readline()
+            if not line.startswith("listening on"):
+                self.proc.kill()
+                raise RuntimeError(f"the agent did not start: {line} (see {workdir / 'agent.log'})")
+            self.endpoint = line.split()[-1]
+            return
+        for n, pem in (("agent.pem", cert), ("agent.key", key), ("ca.pem", auth.ca)):
+            (workdir / n).write_text(pem)
         (workdir / "port").unlink(missing_ok=True)  # (a restarted agent writes its own)
         cmd = [sys.executable, "-m", "tests.agent.tasks.stub", "--dir", str(workdir), "--project", project,
                "--listen", listen, *[a for r in roots for a in ("--root", str(r))]]
-        if netns:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
-        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
-        self.proc = subprocess.Popen(cmd, env=env, cwd=str(REPO))
+        self.proc = subprocess.Popen([*prefix, *cmd], env=env, cwd=str(REPO), stderr=self.log)
         port = workdir / "port"
         deadline = time.monotonic() + 20
         while not port.exists():
@@ -82,3 +108,4 @@ class AgentProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
