@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from opencbr.agent.tasks import OPERATIONS
 from opencbr.agentlink.server import Server
 from opencbr.agentlink.tls import agent_server_context
-from opencbr.providers.local.beneath import open_at, open_below
+from opencbr.system.beneath import open_at, open_below
 
 
 class RootsConfinement:
