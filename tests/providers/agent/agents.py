@@ -1,15 +1,14 @@
-"""Agent processes for the data-path tests: certificates from a test CA, the agent started as its own
-process (listening on 127.0.0.1 or an address the test picks), and a ``connect`` for the provider."""
+"""Agent processes for the data-path tests: certificates from a test CA, the agent program
+(``python -m opencbr.agent run`` with a configuration written here, as enrolment writes it) in its own
+process, listening on 127.0.0.1 or an address the test picks, and a ``connect`` for the provider."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +33,6 @@ class Authority:
         return cls(ca, ca_key, cert, key)
 
 
-def real_agent_program() -> bool:
-    """The agent program (``python -m opencbr.agent run``) is on this branch; else the stand-in runs
-    (tests/agent/tasks/stub.py: the same TLS server and data operations)."""
-    return importlib.util.find_spec("opencbr.agent.serve") is not None
-
-
 class AgentProcess:
     """One agent: its own process, roots, certificate (CN = agent_id)."""
 
@@ -53,38 +46,22 @@ class AgentProcess:
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - the agent's stderr, for its whole life
-        if real_agent_program():
-            config = workdir / "etc" / "agent.json"
-            config.parent.mkdir(mode=0o700, exist_ok=True)
-            config.write_text(json.dumps({
-                "agent_id": agent_id, "project_id": project, "api_endpoint": "http://127.0.0.1:9",
-                "listen": listen, "advertise": "", "roots": [str(r) for r in roots], "devices": [],
-                "key_pem": key, "cert_pem": cert, "ca_pem": auth.ca, "bandwidth_limit": bandwidth_limit,
-                "max_tasks": 4, "state_dir": str(workdir / "state")}))
-            config.chmod(0o600)
-            cmd = [sys.executable, "-m", "opencbr.agent", "--config", str(config), "run"]
-            self.proc = subprocess.Popen([*prefix, *cmd], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
-                                         stderr=self.log, text=True)
-            line = self.proc.stdout.readline()
-            if not line.startswith("listening on"):
-                self.proc.kill()
-                raise RuntimeError(f"the agent did not start: {line} (see {workdir / 'agent.log'})")
-            self.endpoint = line.split()[-1]
-            return
-        for n, pem in (("agent.pem", cert), ("agent.key", key), ("ca.pem", auth.ca)):
-            (workdir / n).write_text(pem)
-        (workdir / "port").unlink(missing_ok=True)  # (a restarted agent writes its own)
-        cmd = [sys.executable, "-m", "tests.agent.tasks.stub", "--dir", str(workdir), "--project", project,
-               "--listen", listen, *[a for r in roots for a in ("--root", str(r))]]
-        self.proc = subprocess.Popen([*prefix, *cmd], env=env, cwd=str(REPO), stderr=self.log)
-        port = workdir / "port"
-        deadline = time.monotonic() + 20
-        while not port.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the agent did not start")
-            time.sleep(0.05)
-        host = listen.rsplit(":", 1)[0]
-        self.endpoint = f"{host}:{port.read_text()}"
+        config = workdir / "etc" / "agent.json"
+        config.parent.mkdir(mode=0o700, exist_ok=True)
+        config.write_text(json.dumps({
+            "agent_id": agent_id, "project_id": project, "api_endpoint": "http://127.0.0.1:9",
+            "listen": listen, "advertise": "", "roots": [str(r) for r in roots], "devices": [],
+            "key_pem": key, "cert_pem": cert, "ca_pem": auth.ca, "bandwidth_limit": bandwidth_limit,
+            "max_tasks": 4, "state_dir": str(workdir / "state")}))
+        config.chmod(0o600)
+        cmd = [sys.executable, "-m", "opencbr.agent", "--config", str(config), "run"]
+        self.proc = subprocess.Popen([*prefix, *cmd], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on"):
+            self.proc.kill()
+            raise RuntimeError(f"the agent did not start: {line} (see {workdir / 'agent.log'})")
+        self.endpoint = line.split()[-1]
 
     def connect(self, timeout: float = 10.0):
         ctx = service_client_context(self.auth.service_cert, self.auth.service_key, self.auth.ca)

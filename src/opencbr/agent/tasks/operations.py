@@ -12,6 +12,7 @@ import os
 import stat
 from typing import Callable
 
+from opencbr.agent.context import AgentError
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource
@@ -27,8 +28,15 @@ LIVE = {"method": "live", "note": "the disks were read while in use: blocks writ
 def _param(req: dict, name: str, kind: type = str):
     v = req.get(name)
     if not isinstance(v, kind) or (kind is str and not v):
-        raise BadRequest(f"the request lacks {name!r}")
+        raise AgentError("bad_request", f"the request lacks {name!r}")
     return v
+
+
+def _vault(req: dict) -> VaultAccess:
+    try:
+        return VaultAccess.of(req)
+    except (BadRequest, KeyError, TypeError, ValueError) as e:
+        raise AgentError("bad_request", f"the request's vault is not usable: {e}") from None
 
 
 @contextlib.contextmanager
@@ -52,7 +60,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """One disk (``backup_disk``) or a server's disks (``backup_server``) from one point in time:
     ``disks: [{path, backup_id, parent, meta}]``; each becomes one backup, in order."""
     disks = _param(req, "disks", list)
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     paths = [_param(d, "path") for d in disks]
     results = []
     with _point_in_time(ctx, paths) as (view, describe):
@@ -78,7 +86,7 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """A directory below the agent's roots: ``path``, ``backup_id``, ``parent``, ``meta``, ``full``.
     Files unchanged since the parent (its catalog, read from the vault) are not read again."""
     path = _param(req, "path")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     fd = ctx.confinement.open_dir(path)
     try:
         with vault.chunks(channel) as chunks:
@@ -98,7 +106,7 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     ``create``, a new image file below the roots (made at the backup's size)."""
     target = _param(req, "target")
     backup_id = _param(req, "backup_id")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     create = bool(req.get("create"))
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
     fd = ctx.confinement.open(target, flags, 0o600)
@@ -135,7 +143,7 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """Backup ``backup_id`` into directory ``target`` (created below the roots if missing), the whole
     tree or one ``subpath``; what the target holds is merged and overwritten (the original directory)."""
     target = _param(req, "target")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     fd = ctx.confinement.makedirs(target)
     try:
         with vault.chunks(channel) as chunks:
@@ -152,7 +160,7 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     target = _param(req, "target")
     paths = _param(req, "paths", list)
     backup_id = _param(req, "backup_id")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     fd = ctx.confinement.makedirs(target)
     done = []
     try:
@@ -180,7 +188,7 @@ def create_dir(ctx, _channel, req: dict, _payload: memoryview) -> dict:
     fd = ctx.confinement.makedirs(path)
     try:
         if os.listdir(fd):
-            raise BadRequest(f"{path} exists and is not empty")
+            raise AgentError("not_empty", f"{path} exists and is not empty")
     finally:
         os.close(fd)
     return {"path": path}
