@@ -32,6 +32,8 @@ from huaweicloudsdkcbr.v1 import (
 )
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
+from opencbr.catalog.models import Resource
+from opencbr.services.context import open_context
 from tests.support.clients import api, sdk, sdk_wait_backups, task_ok, wait_task
 from tests.support.databases import sqlite_url
 from tests.support.server import ServerProcess, free_port
@@ -199,3 +201,86 @@ def test_agent_disk_and_directory_through_the_sdk(server, tmp_path):
             assert task["status"] == "failed" and "agent" in task["error_info"]["message"], task
     finally:
         agent.stop()
+
+
+def _resource(client, disk_id: str) -> dict:
+    for i in client.get("/protectables/OS::Cinder::Volume/instances")["instances"]:
+        if i["id"] == disk_id:
+            return i
+    raise AssertionError(f"disk {disk_id} is not listed")
+
+
+def test_an_agent_killed_mid_restore_leaves_the_disk_in_error_and_the_next_restore_repairs_it(server, tmp_path):
+    c, client = sdk(server), api(server)
+    root = tmp_path / "host"
+    root.mkdir()
+    _make_disk(root / "big.img", 32, seed=5)
+    agent = Agent(server, tmp_path / "agent", root)
+    try:
+        disk = _protectable(client, "OS::Cinder::Volume", str(root / "big.img"))
+        vault = _vault(c, "agent-restore-fault", "disk", disk, "OS::Cinder::Volume")
+        b1 = sdk_wait_backups(c, [_checkpoint(c, client, vault.id)])[0]
+        want = _sha(root / "big.img")
+        with open(root / "big.img", "wb") as f:  # every block differs: the restore rewrites them all
+            f.write(os.urandom(32 << 20))
+        # 0.5 MB/s for this agent (its row's bandwidth_limit): the restore takes long enough to cut it
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 500_000}})
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(volume_id=disk["id"]))))
+        task = _last_task(client, "restore", vault.id)
+        started = time.time()
+        time.sleep(2.5)
+        agent.kill()
+        done = wait_task(client, task["id"], timeout=60)
+        assert done["status"] == "failed" and "agent" in done["error_info"]["message"], done
+        assert time.time() - started < 30  # failed at once, not after a long timeout
+        assert _sha(root / "big.img") != want
+        ctx = open_context(server.settings)
+        try:
+            with ctx.read() as s:
+                row = s.get(Resource, disk["id"])  # (the heartbeat may have said "offline" since)
+                assert row.status == "error" and ("restore" in row.status_reason
+                                                  or "offline" in row.status_reason), row.status_reason
+        finally:
+            ctx.close()
+        row = client.get("/backups", resource_id=disk["id"])  # the backup is usable again
+        assert all(b["status"] == "available" for b in row["backups"])
+        # the agent back (and no limit): the next restore repairs the disk
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 0}})
+        agent.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and not _resource(client, disk["id"])["protectable"]["result"]:
+            time.sleep(0.3)
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(volume_id=disk["id"]))))
+        task_ok(client, _last_task(client, "restore", vault.id)["id"])
+        assert _sha(root / "big.img") == want
+    finally:
+        agent.stop()
+
+
+def test_three_agents_back_up_at_once_on_two_workers(server, tmp_path):
+    c, client = sdk(server), api(server)
+    agents, disks, vaults = [], [], []
+    try:
+        for i in range(3):
+            root = tmp_path / f"host{i}"
+            root.mkdir()
+            _make_disk(root / f"d{i}.img", 24, seed=20 + i)
+            agents.append(Agent(server, tmp_path / f"agent{i}", root))
+            disks.append(_protectable(client, "OS::Cinder::Volume", str(root / f"d{i}.img")))
+            vaults.append(_vault(c, f"three-{i}", "disk", disks[-1], "OS::Cinder::Volume"))
+        ids = [_checkpoint(c, client, v.id) for v in vaults]  # queued together: 2 workers serve 3 agents
+        backups = sdk_wait_backups(c, ids, timeout=180)
+        assert all(b.status == "available" for b in backups)
+        for i, (b, d) in enumerate(zip(backups, disks, strict=True)):
+            want = _sha(tmp_path / f"host{i}" / f"d{i}.img")
+            with open(tmp_path / f"host{i}" / f"d{i}.img", "r+b") as f:
+                f.write(os.urandom(1 << 20))
+            c.restore_backup(RestoreBackupRequest(backup_id=b.id, body=BackupRestoreReq(
+                restore=BackupRestore(volume_id=d["id"]))))
+            task_ok(client, _last_task(client, "restore", vaults[i].id)["id"])
+            assert _sha(tmp_path / f"host{i}" / f"d{i}.img") == want
+    finally:
+        for a in agents:
+            a.stop()

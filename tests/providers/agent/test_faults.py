@@ -1,6 +1,6 @@
 """Faults on the data path, with real agent processes: an agent killed (or silent) mid-backup fails the
-task within a bounded time with nothing published, and the next backup works; several agents back up
-into one vault at once."""
+task within a bounded time with nothing published, and the next backup works (several agents at once:
+tests/services/test_agent_backup_sdk.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from opencbr.providers.agent import AgentProvider, AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.storage import open_store
 from tests.providers.agent.agents import AgentProcess, Authority
-from tests.providers.agent.test_provider import make_disk, sha
 
 
 @pytest.fixture(scope="module")
@@ -115,25 +114,3 @@ def test_a_silent_agent_fails_the_task_within_the_timeout(auth, tmp_path, repo):
     finally:
         os.kill(agent.proc.pid, signal.SIGCONT)
         agent.stop()
-
-
-def test_three_agents_back_up_into_one_vault_at_once(auth, tmp_path, repo):
-    agents = [_agent(auth, tmp_path, f"h{i}") for i in range(3)]
-    try:
-        disks = []
-        for i, a in enumerate(agents):
-            disks.append(a.root / "disk.img")
-            make_disk(disks[-1], 16 << 20, seed=10 + i)
-        p = AgentProvider()
-        runs = [_backup_in_thread(p, repo, a, d, f"c{i}") for i, (a, d) in enumerate(zip(agents, disks, strict=True))]
-        for t, out in runs:
-            t.join(60)
-            assert "result" in out, out
-        for i, (a, d) in enumerate(zip(agents, disks, strict=True)):
-            target = a.root / "restored.img"
-            p.restore(repo, a.connect, project_id="p1", backup_id=f"c{i}", kind="disk", target=str(target),
-                      create=True)
-            assert sha(target) == sha(d)
-    finally:
-        for a in agents:
-            a.stop()
