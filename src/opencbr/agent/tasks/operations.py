@@ -87,17 +87,27 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     Files unchanged since the parent (its catalog, read from the vault) are not read again."""
     path = _param(req, "path")
     vault = _vault(req)
+    exclude = [_below(path, e) for e in req.get("exclude") or []]
     fd = ctx.confinement.open_dir(path)
     try:
         with vault.chunks(channel) as chunks:
             r = engine_backup_tree(chunks, path, backup_id=_param(req, "backup_id"), meta=req.get("meta") or {},
                                    parent_backup_id=req.get("parent"), full=bool(req.get("full")), root_fd=fd,
+                                   exclude=exclude,
                                    cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
     finally:
         os.close(fd)
     out = r.to_dict()
     out["warnings"] = [w.to_dict() if hasattr(w, "to_dict") else w for w in r.warnings][:200]
     return out
+
+
+def _below(root: str, path: str) -> str:
+    """An excluded path (absolute, below the backed-up directory) relative to that directory."""
+    rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root)) if isinstance(path, str) else ".."
+    if rel == "." or rel.startswith(".."):
+        raise AgentError("bad_request", f"the excluded path {path!r} is not below {root}")
+    return rel
 
 
 # ------------------------------------------------------------------------------------------ restores
