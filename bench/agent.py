@@ -23,7 +23,6 @@ RSS < 150 MB.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
 
+from bench.disk import drop_caches  # noqa: E402
 from opencbr.engine import Repository  # noqa: E402
 from opencbr.providers.agent import AgentProvider  # noqa: E402
 from opencbr.providers.agent.provider import HostDisk  # noqa: E402
@@ -46,15 +46,6 @@ MASTER = b"\x42" * 32
 
 def sh(*args: str) -> None:
     subprocess.run([PY, str(DATASET), *args], check=True)
-
-
-def drop_caches() -> None:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError:
-        pass
 
 
 class Wire:
