@@ -24,12 +24,25 @@ from ..chunks.session import PutResult, SessionStats
 from ..errors import Damaged, Missing
 
 READ_GROUP = 64  # chunks per read message (4 MiB of 64 KiB blocks)
-MERGE_BYTES = 16 << 20  # records merged into one message up to this size
+MERGE_BYTES = 8 << 20  # records merged into one message up to this size
+POSTED_BYTES = 16 << 20  # records sent on without waiting for the vault's answer, at most this much
+WINDOW = 4  # messages sent before their answers come back (only those whose answers are small)
+SERIAL = frozenset({"read", "manifest", "commit", "abort"})  # answered big, or must see all before them
+MERGED = frozenset({"need", "known", "records"})
 LOCAL_SEEN_MAX = 1 << 20  # digests remembered to skip a question (then forgotten: the vault still dedups)
 
 
 class RemoteFailure(Exception):
     """The vault refused a message, or the channel broke."""
+
+
+class Refusal(Exception):
+    """The vault's error answer to one message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @dataclass
@@ -38,26 +51,41 @@ class _Call:
     header: dict
     parts: list
     count: int = 0  # digests (need/known) or records, for merging
+    posted: int = 0  # bytes of a posted call (nobody waits for its answer)
     done: threading.Event = field(default_factory=threading.Event)
     answer: dict | None = None
     data: memoryview | None = None
     error: BaseException | None = None
 
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
 
 class _Pump:
-    """The thread that uses the channel (a channel is for one thread at a time)."""
+    """The thread that uses the channel (a channel is for one thread at a time).
+
+    It keeps up to ``WINDOW`` messages in flight (their answers come back in order), except around
+    ``SERIAL`` ones, whose answers may be large: while one is out nothing else is sent, so neither side
+    ever blocks sending while the other does too. Records may be *posted*: the worker goes on hashing
+    while they travel and are checked (``POSTED_BYTES`` at most); a refusal of posted records fails
+    every call after it."""
 
     def __init__(self, channel, timeout: float | None):
         self.channel = channel
         self.timeout = timeout
         self.q: queue.Queue[_Call | None] = queue.Queue()
         self.error: BaseException | None = None
+        self._posted = 0
+        self._posted_cv = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="remote-chunks", daemon=True)
         self.thread.start()
 
-    def call(self, header: dict, parts: list | None = None, count: int = 0) -> tuple[dict, memoryview]:
+    def _check(self) -> None:
         if self.error is not None:
             raise RemoteFailure(str(self.error)) from self.error
+
+    def call(self, header: dict, parts: list | None = None, count: int = 0) -> tuple[dict, memoryview]:
+        self._check()
         c = _Call(header["op"], header, parts or [], count)
         self.q.put(c)
         c.done.wait()
@@ -65,62 +93,129 @@ class _Pump:
             raise RemoteFailure(str(c.error)) from c.error
         return c.answer, c.data
 
-    def post(self, header: dict) -> None:
-        """Queue a message whose answer nobody waits for (progress)."""
-        if self.error is None:
-            self.q.put(_Call(header["op"], header, []))
+    def post(self, header: dict, parts: list | None = None, count: int = 0) -> None:
+        """Queue a message whose answer nobody waits for (records, progress); blocks while
+        ``POSTED_BYTES`` are on their way already."""
+        self._check()
+        c = _Call(header["op"], header, parts or [], count)
+        c.posted = max(1, c.size())
+        with self._posted_cv:
+            while self._posted and self._posted + c.posted > POSTED_BYTES and self.error is None:
+                self._posted_cv.wait(0.5)
+            self._posted += c.posted
+        self._check()
+        self.q.put(c)
+
+    def _settled(self, c: _Call) -> None:
+        if c.posted:
+            if c.error is not None:
+                self.error = self.error or c.error
+            with self._posted_cv:
+                self._posted -= c.posted
+                self._posted_cv.notify_all()
+        c.done.set()
 
     def stop(self) -> None:
         self.q.put(None)
         self.thread.join()
 
+    # -- the pump thread ---------------------------------------------------------------------------
     def _run(self) -> None:
-        backlog: deque[_Call] = deque()
+        self._backlog: deque[_Call] = deque()
+        self._inflight: deque[list[_Call]] = deque()
+        self._stop_seen = False
         while True:
-            first = backlog.popleft() if backlog else self.q.get()
-            if first is None:
+            first = None
+            if self._may_send():
+                first = self._take(block=not self._inflight)
+                if first is not None and first.op in SERIAL and self._inflight:
+                    self._backlog.appendleft(first)  # the answers of what is out first
+                    first = None
+            if first is not None:
+                self._send(self._merge(first))
+            elif self._inflight:
+                self._receive()
+            elif self._stop_seen and not self._backlog:
                 return
-            batch = [first]
-            if first.op in ("need", "known", "records"):
-                size = sum(len(p) for p in first.parts)
-                while size < MERGE_BYTES:
-                    try:
-                        nxt = backlog.popleft() if backlog else self.q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None or nxt.op != first.op:
-                        backlog.append(nxt)  # (None too: stop after this batch)
-                        break
-                    batch.append(nxt)
-                    size += sum(len(p) for p in nxt.parts)
-            self._send(batch)
+
+    def _may_send(self) -> bool:
+        return len(self._inflight) < WINDOW and not (self._inflight and self._inflight[-1][0].op in SERIAL)
+
+    def _take(self, block: bool) -> _Call | None:
+        if self._backlog:
+            return self._backlog.popleft()
+        if self._stop_seen:
+            return None
+        try:
+            c = self.q.get() if block else self.q.get_nowait()
+        except queue.Empty:
+            return None
+        if c is None:
+            self._stop_seen = True
+        return c
+
+    def _merge(self, first: _Call) -> list[_Call]:
+        batch = [first]
+        if first.op not in MERGED:
+            return batch
+        size = first.size()
+        while size < MERGE_BYTES:
+            nxt = self._take(block=False)
+            if nxt is None:
+                break
+            if nxt.op != first.op:
+                self._backlog.appendleft(nxt)
+                break
+            batch.append(nxt)
+            size += nxt.size()
+        return batch
+
+    def _fail(self, batch: list[_Call], e: BaseException) -> None:
+        for c in batch:
+            c.error = e
+            self._settled(c)
 
     def _send(self, batch: list[_Call]) -> None:
         first = batch[0]
         header = dict(first.header)
         if first.op == "records" and len(batch) > 1:
             header["sizes"] = [n for c in batch for n in c.header["sizes"]]
-        parts = [p for c in batch for p in c.parts]
         try:
             if self.error is not None:
                 raise self.error
-            answer, data = self.channel.request(header, parts, timeout=self.timeout)
+            self.channel.send(header, [p for c in batch for p in c.parts])
         except BaseException as e:  # noqa: BLE001 - handed to the callers
-            if not hasattr(e, "code"):  # not an error answer: the channel is broken for good
-                self.error = self.error or e
-            for c in batch:
-                c.error = e
-                c.done.set()
+            self.error = self.error or e
+            self._fail(batch, e)
+            return
+        for c in batch:
+            c.parts = []  # sent: nothing more of it is kept
+        self._inflight.append(batch)
+
+    def _receive(self) -> None:
+        batch = self._inflight.popleft()
+        try:
+            if self.error is not None:
+                raise self.error
+            answer, data = self.channel.recv(self.timeout)
+        except BaseException as e:  # noqa: BLE001 - the channel is broken for good
+            self.error = self.error or e
+            self._fail(batch, e)
+            while self._inflight:
+                self._fail(self._inflight.popleft(), e)
+            return
+        if answer.get("ok") is False:
+            self._fail(batch, Refusal(str(answer.get("error") or "error"), str(answer.get("message") or "")))
             return
         at = 0
         for c in batch:
             c.answer = answer
-            if first.op in ("need", "known"):
+            if c.op in ("need", "known"):
                 c.data = data[at:at + c.count]
                 at += c.count
             else:
                 c.data = data
-            c.done.set()
+            self._settled(c)
 
 
 class RemoteSink:
@@ -186,7 +281,7 @@ class RemoteSink:
             sizes.append(n)
             total += n
         if sizes:
-            self.pump.call({"op": "records", "sizes": sizes}, parts, len(sizes))
+            self.pump.post({"op": "records", "sizes": sizes}, parts, len(sizes))  # the vault checks them
             with self._lock:
                 self.stats.new_chunks += len(sizes)
                 self.stats.written_bytes += total
