@@ -19,10 +19,8 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.engine.remote.vault import BadRequest, VaultAccess
 from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
+from opencbr.engine.tree.memory import limit_heap_growth
 
-#: Threads hashing a disk's segments: more than the engine takes locally (2 on a 2-core host), since each
-#: also waits for the vault's answer about its segment's chunks.
-DISK_WORKERS = 4
 Operation = Callable[[object, object, dict, memoryview], dict]
 LIVE = {"method": "live", "note": "the disks were read while in use: blocks written during the backup may "
                                   "come from different moments"}
@@ -64,6 +62,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
     ``disks: [{path, backup_id, parent, meta}]``; each becomes one backup, in order."""
     disks = _param(req, "disks", list)
     vault = _vault(req)
+    limit_heap_growth()  # segments and records (4 MiB) mapped and unmapped: the agent's memory stays flat
     paths = [_param(d, "path") for d in disks]
     results = []
     with _point_in_time(ctx, paths) as (view, describe):
@@ -76,8 +75,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
                         r = engine_backup_disk(chunks, src, backup_id=_param(d, "backup_id"),
                                                meta={**(d.get("meta") or {}), "consistency": describe},
                                                parent_backup_id=d.get("parent"), full=bool(req.get("full")),
-                                               block_size=vault.block_size, workers=DISK_WORKERS,
-                                               cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+                                               block_size=vault.block_size, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
                     finally:
                         src.close()
                 finally:

@@ -311,7 +311,7 @@ class RemoteChunks:
     remote = True
     fork_safe = False  # the channel's pump thread lives in this process only
 
-    def __init__(self, channel, keys, *, max_chunk: int, pack_size: int = 8 << 20, timeout: float | None = 120.0):
+    def __init__(self, channel, keys, *, max_chunk: int, pack_size: int = 0, timeout: float | None = 120.0):
         self.keys = keys
         self.codec = ChunkCodec(keys, max_chunk=max_chunk)
         self.pack_size = pack_size
