@@ -11,10 +11,12 @@ flight is bounded by the engine's own queues (a segment per worker).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..chunks.codec import ChunkCodec
@@ -29,6 +31,8 @@ POSTED_BYTES = 16 << 20  # records sent on without waiting for the vault's answe
 WINDOW = 4  # messages sent before their answers come back (only those whose answers are small)
 SERIAL = frozenset({"read", "manifest", "commit", "abort"})  # answered big, or must see all before them
 MERGED = frozenset({"need", "known", "records"})
+PENDING_BYTES = 32 << 20  # chunk data asked about and waiting for its answer, at most
+ENCODERS = max(2, min(4, os.cpu_count() or 2))  # threads compressing and encrypting what the vault needs
 LOCAL_SEEN_MAX = 1 << 20  # digests remembered to skip a question (then forgotten: the vault still dedups)
 
 
@@ -52,6 +56,7 @@ class _Call:
     parts: list
     count: int = 0  # digests (need/known) or records, for merging
     posted: int = 0  # bytes of a posted call (nobody waits for its answer)
+    on_answer: object = None  # a posted call's: called with the answer's data (in the pump's thread)
     done: threading.Event = field(default_factory=threading.Event)
     answer: dict | None = None
     data: memoryview | None = None
@@ -93,11 +98,11 @@ class _Pump:
             raise RemoteFailure(str(c.error)) from c.error
         return c.answer, c.data
 
-    def post(self, header: dict, parts: list | None = None, count: int = 0) -> None:
-        """Queue a message whose answer nobody waits for (records, progress); blocks while
-        ``POSTED_BYTES`` are on their way already."""
+    def post(self, header: dict, parts: list | None = None, count: int = 0, on_answer=None) -> None:
+        """Queue a message whose answer nobody waits for (records, progress; a question whose answer
+        goes to ``on_answer``); blocks while ``POSTED_BYTES`` are on their way already."""
         self._check()
-        c = _Call(header["op"], header, parts or [], count)
+        c = _Call(header["op"], header, parts or [], count, on_answer=on_answer)
         c.posted = max(1, c.size())
         with self._posted_cv:
             while self._posted and self._posted + c.posted > POSTED_BYTES and self.error is None:
@@ -110,6 +115,11 @@ class _Pump:
         if c.posted:
             if c.error is not None:
                 self.error = self.error or c.error
+            elif c.on_answer is not None:
+                try:
+                    c.on_answer(c.data)
+                except BaseException as e:  # noqa: BLE001 - fails the calls after it
+                    self.error = self.error or e
             with self._posted_cv:
                 self._posted -= c.posted
                 self._posted_cv.notify_all()
@@ -226,10 +236,21 @@ class RemoteSink:
     def __init__(self, chunks: "RemoteChunks"):
         self.chunks = chunks
         self.pump = chunks.pump
-        self.stats = SessionStats()
+        self._stats = SessionStats()
         self._lock = threading.Lock()
         self._seen: dict[bytes, object] = {}  # asked (or being asked) this session
         self._known: set[bytes] | None = None
+        self._error: BaseException | None = None
+        self._pending = 0  # bytes of chunk data asked about and not yet encoded
+        self._cv = threading.Condition()
+        self._tls = threading.local()
+        self._encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="remote-encode")
+
+    @property
+    def stats(self) -> SessionStats:
+        """What this backup sent (read at its end: every answer is waited for first)."""
+        self._settle()
+        return self._stats
 
     def knows(self, digest: bytes) -> bool:
         """The vault holds the chunk (asked once, for all the chunks of the backups read so far: the
@@ -258,44 +279,107 @@ class RemoteSink:
         self._put(pairs, codec or self.chunks.codec)
 
     def _put(self, pairs, codec: ChunkCodec) -> int:
+        """Ask about the chunks the vault may lack and return: the answer comes back to the encoders
+        (:meth:`_encode`), so the engine's thread goes on reading and hashing while the question
+        travels (a round trip per segment cost a third of the throughput over loopback)."""
+        self._raise()
         ask = []
         seen, tok = self._seen, object()
         for data, d in pairs:
             # setdefault is atomic under the GIL: one thread asks about a digest, the others skip it
             if d in seen or seen.setdefault(d, tok) is not tok:
                 continue
-            ask.append((data, d))
+            ask.append((data if isinstance(data, bytes) else bytes(data), d))  # (a caller's buffer is reused)
         if len(seen) > LOCAL_SEEN_MAX:
             seen.clear()
         if not ask:
             return 0
-        _a, flags = self.pump.call({"op": "need"}, [b"".join(d for _, d in ask)], len(ask))
-        parts, sizes, total = [], [], 0
-        for (data, d), f in zip(ask, bytes(flags), strict=True):
-            if not f:
-                continue
-            rec = codec.encode_parts(d, data)
-            n = sum(len(p) for p in rec)
-            parts.append(d)
-            parts.extend(rec)
-            sizes.append(n)
-            total += n
-        if sizes:
-            # one buffer: the channel sends a part at a time, and over TLS each small part (a flag
-            # byte, a nonce) would be a record and a system call of its own
-            self.pump.post({"op": "records", "sizes": sizes}, [b"".join(parts)], len(sizes))  # checked there
-            with self._lock:
-                self.stats.new_chunks += len(sizes)
-                self.stats.written_bytes += total
-                self.stats.added_bytes += total
-        return total
+        n = sum(len(data) for data, _ in ask)
+        level = codec.level
+        self._reserve(n)
+
+        def answered(flags: memoryview) -> None:
+            self._encoders.submit(self._encode, ask, bytes(flags), level, n)
+
+        try:
+            self.pump.post({"op": "need"}, [b"".join(d for _, d in ask)], len(ask), on_answer=answered)
+        except BaseException:
+            self._release(n)
+            raise
+        return 0
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RemoteFailure(str(self._error)) from self._error
+        self.pump._check()
+
+    def _reserve(self, n: int) -> None:
+        """Hold ``n`` bytes of chunk data until their answer is encoded (``PENDING_BYTES`` at most)."""
+        with self._cv:
+            while self._pending and self._pending + n > PENDING_BYTES:
+                self._raise()
+                self._cv.wait(0.5)
+            self._pending += n
+
+    def _release(self, n: int) -> None:
+        with self._cv:
+            self._pending -= n
+            self._cv.notify_all()
+
+    def _codec(self, level: int) -> ChunkCodec:
+        codecs = getattr(self._tls, "codecs", None)
+        if codecs is None:
+            codecs = self._tls.codecs = {}
+        c = codecs.get(level)
+        if c is None:
+            c = codecs[level] = ChunkCodec(self.chunks.keys, self.chunks.codec.max_chunk, level)
+        return c
+
+    def _encode(self, ask: list, flags: bytes, level: int, n: int) -> None:
+        """Compress and encrypt the chunks the vault asked for, and send them on (checked there)."""
+        try:
+            if self._error is None:
+                codec = self._codec(level)
+                parts, sizes, total = [], [], 0
+                for (data, d), f in zip(ask, flags, strict=True):
+                    if not f:
+                        continue
+                    rec = codec.encode_parts(d, data)
+                    parts.append(d)
+                    parts.extend(rec)
+                    sizes.append(sum(len(p) for p in rec))
+                    total += sizes[-1]
+                if sizes:
+                    # one buffer: the channel sends a part at a time, and over TLS each small part (a
+                    # flag byte, a nonce) would be a record and a system call of its own
+                    self.pump.post({"op": "records", "sizes": sizes}, [b"".join(parts)], len(sizes))
+                    with self._lock:
+                        self._stats.new_chunks += len(sizes)
+                        self._stats.written_bytes += total
+                        self._stats.added_bytes += total
+        except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
+            self._error = self._error or e
+        finally:
+            self._release(n)
+
+    def _settle(self) -> None:
+        """Wait until every question is answered and its records are on their way."""
+        with self._cv:
+            while self._pending:
+                self._raise()
+                self._cv.wait(0.5)
+        self._raise()
 
     def commit(self, name: str, header: dict, refs: bytes = b"", payload: bytes = b"") -> int:
+        self._settle()
+        self._encoders.shutdown(wait=True)
         answer, _ = self.pump.call({"op": "commit", "name": name, "header": header, "refs": len(refs)},
                                    [refs, payload])
         return int(answer["manifest_bytes"])
 
     def abort(self) -> None:
+        self._error = self._error or RemoteFailure("aborted")
+        self._encoders.shutdown(wait=True, cancel_futures=True)
         try:
             self.pump.call({"op": "abort"})
         except RemoteFailure:
