@@ -26,12 +26,12 @@ from ..chunks.session import PutResult, SessionStats
 from ..errors import Damaged, Missing
 
 READ_GROUP = 64  # chunks per read message (4 MiB of 64 KiB blocks)
-MERGE_BYTES = 8 << 20  # records merged into one message up to this size
-POSTED_BYTES = 16 << 20  # records sent on without waiting for the vault's answer, at most this much
+MERGE_BYTES = 4 << 20  # records merged into one message up to this size
+POSTED_BYTES = 8 << 20  # records sent on without waiting for the vault's answer, at most this much
 WINDOW = 4  # messages sent before their answers come back (only those whose answers are small)
 SERIAL = frozenset({"read", "manifest", "commit", "abort"})  # answered big, or must see all before them
 MERGED = frozenset({"need", "known", "records"})
-PENDING_BYTES = 32 << 20  # chunk data asked about and waiting for its answer, at most
+PENDING_BYTES = 12 << 20  # chunk data asked about and waiting for its answer, at most
 ENCODERS = max(2, min(4, os.cpu_count() or 2))  # threads compressing and encrypting what the vault needs
 LOCAL_SEEN_MAX = 1 << 20  # digests remembered to skip a question (then forgotten: the vault still dedups)
 
