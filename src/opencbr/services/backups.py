@@ -26,7 +26,7 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import listing, onhost, space, tasks
+from opencbr.services import agents, listing, onhost, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -486,6 +486,7 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
     link = onhost.link_to(ctx, b.resource_id)
     with ctx.tx() as s:
         paths = {part.id: s.get(Resource, part.resource_id).path for part in parts}
+        exclude = agents.exclude_paths(s, s.get(Resource, b.resource_id)) if b.resource_type == R.FILE_SYSTEM else []
     task = {"project_id": link.project_id, "cancel": progress.cancel, "bandwidth": link.bandwidth,
             "progress": progress}
     try:
@@ -493,7 +494,8 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
             consistency = {"method": "live-tree", "note": "files were read on the agent's host while the file "
                                                           "system was in use (guide 2.4.3 advises quiet times)"}
             r = provider.backup_tree(repo, link.connect, path=paths[b.id], backup_id=b.id, parent=previous[b.id],
-                                     meta=_manifest_meta(b, vault, None, consistency), full=b.full_requested, **task)
+                                     meta=_manifest_meta(b, vault, None, consistency), full=b.full_requested,
+                                     exclude=exclude, **task)
             warnings = list(r.get("warnings") or [])
             stats = {k: v for k, v in r.items() if k != "warnings"}
             return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), {

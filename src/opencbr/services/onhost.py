@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from opencbr.catalog.models import Resource
+from opencbr.catalog.models import Agent, Resource
 from opencbr.domain.errors import CBRError, NotFound
 from opencbr.services.context import ServiceContext
 
@@ -37,12 +37,11 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
         res = s.get(Resource, resource_id)
         if res is None:
             raise NotFound(f"resource {resource_id} is no longer in the inventory", code="BackupService.6423")
-        agents.require_online(s, ctx, res)
-        address = agents.address_of(s, res)
+        address = agents.require_online(s, ctx, res)
         identity = agents.authority(s, ctx)
-        project_id = res.project_id
-    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), project_id,
-                    int(getattr(address, "bandwidth_limit", 0) or 0) or None)
+        agent = s.get(Agent, address.agent_id)
+        bandwidth = int(agent.bandwidth_limit or 0) if agent is not None else 0
+    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), address.project_id, bandwidth or None)
 
 
 def agent_error(e: Exception) -> CBRError:

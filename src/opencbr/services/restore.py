@@ -48,7 +48,7 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
     if b.resource_type == R.DISK:
         target_id = body.get("volume_id") or b.resource_id
         target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
-        B.check_disk_restore_target(_status_for_restore(s, target), res_svc.size_now(ctx, target),
+        B.check_disk_restore_target(_status_for_restore(s, target), _size_now(ctx, target),
                                     b.resource_size_bytes, target.id == b.resource_id)
         plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
         server_id, power_on = None, False
@@ -67,7 +67,7 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
         target_id = body.get("resource_id")
         B.check_file_system_restore_target(b.resource_id, target_id)
         target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
-        B.check_new_file_system(_status_for_restore(s, target), res_svc.empty_now(ctx, target))
+        B.check_new_file_system(_status_for_restore(s, target), _empty_now(ctx, target))
         plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
         server_id, power_on = None, False
     b.status, b.updated_at = B.RESTORING, now
@@ -81,6 +81,17 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
                                                   "target_resource_id": server_id or plan[0]["disk_id"],
                                                   "target_resource_name": b.resource_name}})
     return task.id
+
+
+def _size_now(ctx: ServiceContext, disk: Resource) -> int:
+    """A disk's size now; an agent's disk: as its agent's last inventory found it (the API never
+    talks to agents)."""
+    return int(disk.size_bytes or 0) if onhost.on_host(ctx, disk) else res_svc.size_now(ctx, disk)
+
+
+def _empty_now(ctx: ServiceContext, fs: Resource) -> bool:
+    """Whether a file system holds nothing; an agent's: its size as its agent's last inventory found it."""
+    return not fs.size_bytes if onhost.on_host(ctx, fs) else res_svc.empty_now(ctx, fs)
 
 
 def _status_for_restore(s: Session, target: Resource) -> str:
@@ -116,7 +127,7 @@ def _server_plan(s: Session, ctx: ServiceContext, p: Principal, b: Backup, serve
         target = disks.get(target_id)
         B.check_server_mapping(kid.disk_role or "data", kid.resource_size_bytes,
                                target.disk_role if target else None,
-                               res_svc.size_now(ctx, target) if target else 0, target is not None)
+                               _size_now(ctx, target) if target else 0, target is not None)
         plan.append({"backup_id": kid.id, "path": target.path, "disk_id": target.id})
     return plan
 

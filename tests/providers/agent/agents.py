@@ -1,13 +1,14 @@
-"""Agent processes for the data-path tests: certificates from a test CA, the agent started as its own
-process (listening on 127.0.0.1 or an address the test picks), and a ``connect`` for the provider."""
+"""Agent processes for the data-path tests: certificates from a test CA, the agent program
+(``python -m opencbr.agent run`` with a configuration written here, as enrolment writes it) in its own
+process, listening on 127.0.0.1 or an address the test picks, and a ``connect`` for the provider."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,28 +37,31 @@ class AgentProcess:
     """One agent: its own process, roots, certificate (CN = agent_id)."""
 
     def __init__(self, auth: Authority, workdir: Path, roots: list[Path], *, agent_id: str = "agent-1",
-                 project: str = "p1", listen: str = "127.0.0.1:0", netns: str | None = None):
+                 project: str = "p1", listen: str = "127.0.0.1:0", netns: str | None = None,
+                 bandwidth_limit: int = 0):
         self.auth, self.agent_id, self.dir = auth, agent_id, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = issue(auth.ca, auth.ca_key, agent_id, server=True, client=False)
-        (workdir / "agent.pem").write_text(cert)
-        (workdir / "agent.key").write_text(key)
-        (workdir / "ca.pem").write_text(auth.ca)
         self.cert = cert
-        cmd = [sys.executable, "-m", "tests.agent.tasks.stub", "--dir", str(workdir), "--project", project,
-               "--listen", listen, *[a for r in roots for a in ("--root", str(r))]]
-        if netns:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
-        self.proc = subprocess.Popen(cmd, env=env, cwd=str(REPO))
-        port = workdir / "port"
-        deadline = time.monotonic() + 20
-        while not port.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the agent did not start")
-            time.sleep(0.05)
-        host = listen.rsplit(":", 1)[0]
-        self.endpoint = f"{host}:{port.read_text()}"
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - the agent's stderr, for its whole life
+        config = workdir / "etc" / "agent.json"
+        config.parent.mkdir(mode=0o700, exist_ok=True)
+        config.write_text(json.dumps({
+            "agent_id": agent_id, "project_id": project, "api_endpoint": "http://127.0.0.1:9",
+            "listen": listen, "advertise": "", "roots": [str(r) for r in roots], "devices": [],
+            "key_pem": key, "cert_pem": cert, "ca_pem": auth.ca, "bandwidth_limit": bandwidth_limit,
+            "max_tasks": 4, "state_dir": str(workdir / "state")}))
+        config.chmod(0o600)
+        cmd = [sys.executable, "-m", "opencbr.agent", "--config", str(config), "run"]
+        self.proc = subprocess.Popen([*prefix, *cmd], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on"):
+            self.proc.kill()
+            raise RuntimeError(f"the agent did not start: {line} (see {workdir / 'agent.log'})")
+        self.endpoint = line.split()[-1]
 
     def connect(self, timeout: float = 10.0):
         ctx = service_client_context(self.auth.service_cert, self.auth.service_key, self.auth.ca)
@@ -81,3 +85,4 @@ class AgentProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()

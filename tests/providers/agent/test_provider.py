@@ -111,6 +111,14 @@ def test_tree_backup_incremental_and_restores(agent, repo):
                           target=str(agent.root / "picked"))
     assert (agent.root / "picked" / "f1.txt").read_bytes() == (src / "sub" / "f1.txt").read_bytes()
     assert out["bytes_written"] == (src / "sub" / "f1.txt").stat().st_size + (5 << 20)
+    # an agent path's exclude_path: left out with what it holds
+    (src / "sub" / "cache").mkdir()
+    (src / "sub" / "cache" / "junk").write_bytes(b"x" * 1000)
+    r3 = p.backup_tree(repo, agent.connect, project_id="p1", path=str(src), backup_id="t3", parent="t2", meta={},
+                       exclude=[str(src / "sub" / "cache"), str(src / "big.bin")])
+    assert r3["files"] == 60 and r3["reused_files"] == 60
+    assert {e.name for e in repo.list_dir("t3", "/sub")} == {e.name for e in repo.list_dir("t2", "/sub")}
+    assert "big.bin" not in {e.name for e in repo.list_dir("t3", "/")}
 
 
 def test_paths_outside_the_roots_and_other_projects_are_refused(agent, repo, tmp_path):

@@ -12,12 +12,14 @@ import os
 import stat
 from typing import Callable
 
+from opencbr.agent.context import AgentError
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource
 from opencbr.engine.remote.vault import BadRequest, VaultAccess
 from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
+from opencbr.engine.tree.memory import limit_heap_growth
 
 Operation = Callable[[object, object, dict, memoryview], dict]
 LIVE = {"method": "live", "note": "the disks were read while in use: blocks written during the backup may "
@@ -27,8 +29,15 @@ LIVE = {"method": "live", "note": "the disks were read while in use: blocks writ
 def _param(req: dict, name: str, kind: type = str):
     v = req.get(name)
     if not isinstance(v, kind) or (kind is str and not v):
-        raise BadRequest(f"the request lacks {name!r}")
+        raise AgentError("bad_request", f"the request lacks {name!r}")
     return v
+
+
+def _vault(req: dict) -> VaultAccess:
+    try:
+        return VaultAccess.of(req)
+    except (BadRequest, KeyError, TypeError, ValueError) as e:
+        raise AgentError("bad_request", f"the request's vault is not usable: {e}") from None
 
 
 @contextlib.contextmanager
@@ -52,7 +61,8 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """One disk (``backup_disk``) or a server's disks (``backup_server``) from one point in time:
     ``disks: [{path, backup_id, parent, meta}]``; each becomes one backup, in order."""
     disks = _param(req, "disks", list)
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
+    limit_heap_growth()  # segments and records (4 MiB) mapped and unmapped: the agent's memory stays flat
     paths = [_param(d, "path") for d in disks]
     results = []
     with _point_in_time(ctx, paths) as (view, describe):
@@ -78,12 +88,14 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """A directory below the agent's roots: ``path``, ``backup_id``, ``parent``, ``meta``, ``full``.
     Files unchanged since the parent (its catalog, read from the vault) are not read again."""
     path = _param(req, "path")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
+    exclude = [_below(path, e) for e in req.get("exclude") or []]
     fd = ctx.confinement.open_dir(path)
     try:
         with vault.chunks(channel) as chunks:
             r = engine_backup_tree(chunks, path, backup_id=_param(req, "backup_id"), meta=req.get("meta") or {},
                                    parent_backup_id=req.get("parent"), full=bool(req.get("full")), root_fd=fd,
+                                   exclude=exclude,
                                    cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
     finally:
         os.close(fd)
@@ -92,13 +104,21 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     return out
 
 
+def _below(root: str, path: str) -> str:
+    """An excluded path (absolute, below the backed-up directory) relative to that directory."""
+    rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root)) if isinstance(path, str) else ".."
+    if rel == "." or rel.startswith(".."):
+        raise AgentError("bad_request", f"the excluded path {path!r} is not below {root}")
+    return rel
+
+
 # ------------------------------------------------------------------------------------------ restores
 def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """Backup ``backup_id`` onto ``target``: an existing disk (block device or image file) or, with
     ``create``, a new image file below the roots (made at the backup's size)."""
     target = _param(req, "target")
     backup_id = _param(req, "backup_id")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     create = bool(req.get("create"))
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
     fd = ctx.confinement.open(target, flags, 0o600)
@@ -135,7 +155,7 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """Backup ``backup_id`` into directory ``target`` (created below the roots if missing), the whole
     tree or one ``subpath``; what the target holds is merged and overwritten (the original directory)."""
     target = _param(req, "target")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     fd = ctx.confinement.makedirs(target)
     try:
         with vault.chunks(channel) as chunks:
@@ -152,7 +172,7 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     target = _param(req, "target")
     paths = _param(req, "paths", list)
     backup_id = _param(req, "backup_id")
-    vault = VaultAccess.of(req)
+    vault = _vault(req)
     fd = ctx.confinement.makedirs(target)
     done = []
     try:
@@ -180,7 +200,7 @@ def create_dir(ctx, _channel, req: dict, _payload: memoryview) -> dict:
     fd = ctx.confinement.makedirs(path)
     try:
         if os.listdir(fd):
-            raise BadRequest(f"{path} exists and is not empty")
+            raise AgentError("not_empty", f"{path} exists and is not empty")
     finally:
         os.close(fd)
     return {"path": path}

@@ -11,10 +11,12 @@ flight is bounded by the engine's own queues (a segment per worker).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..chunks.codec import ChunkCodec
@@ -24,12 +26,27 @@ from ..chunks.session import PutResult, SessionStats
 from ..errors import Damaged, Missing
 
 READ_GROUP = 64  # chunks per read message (4 MiB of 64 KiB blocks)
-MERGE_BYTES = 16 << 20  # records merged into one message up to this size
+MERGE_BYTES = 4 << 20  # records merged into one message up to this size
+POSTED_BYTES = 8 << 20  # records sent on without waiting for the vault's answer, at most this much
+WINDOW = 4  # messages sent before their answers come back (only those whose answers are small)
+SERIAL = frozenset({"read", "manifest", "commit", "abort"})  # answered big, or must see all before them
+MERGED = frozenset({"need", "known", "records"})
+PENDING_BYTES = 12 << 20  # chunk data asked about and waiting for its answer, at most
+ENCODERS = max(2, min(4, os.cpu_count() or 2))  # threads compressing and encrypting what the vault needs
 LOCAL_SEEN_MAX = 1 << 20  # digests remembered to skip a question (then forgotten: the vault still dedups)
 
 
 class RemoteFailure(Exception):
     """The vault refused a message, or the channel broke."""
+
+
+class Refusal(Exception):
+    """The vault's error answer to one message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @dataclass
@@ -38,26 +55,42 @@ class _Call:
     header: dict
     parts: list
     count: int = 0  # digests (need/known) or records, for merging
+    posted: int = 0  # bytes of a posted call (nobody waits for its answer)
+    on_answer: object = None  # a posted call's: called with the answer's data (in the pump's thread)
     done: threading.Event = field(default_factory=threading.Event)
     answer: dict | None = None
     data: memoryview | None = None
     error: BaseException | None = None
 
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
 
 class _Pump:
-    """The thread that uses the channel (a channel is for one thread at a time)."""
+    """The thread that uses the channel (a channel is for one thread at a time).
+
+    It keeps up to ``WINDOW`` messages in flight (their answers come back in order), except around
+    ``SERIAL`` ones, whose answers may be large: while one is out nothing else is sent, so neither side
+    ever blocks sending while the other does too. Records may be *posted*: the worker goes on hashing
+    while they travel and are checked (``POSTED_BYTES`` at most); a refusal of posted records fails
+    every call after it."""
 
     def __init__(self, channel, timeout: float | None):
         self.channel = channel
         self.timeout = timeout
         self.q: queue.Queue[_Call | None] = queue.Queue()
         self.error: BaseException | None = None
+        self._posted = 0
+        self._posted_cv = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="remote-chunks", daemon=True)
         self.thread.start()
 
-    def call(self, header: dict, parts: list | None = None, count: int = 0) -> tuple[dict, memoryview]:
+    def _check(self) -> None:
         if self.error is not None:
             raise RemoteFailure(str(self.error)) from self.error
+
+    def call(self, header: dict, parts: list | None = None, count: int = 0) -> tuple[dict, memoryview]:
+        self._check()
         c = _Call(header["op"], header, parts or [], count)
         self.q.put(c)
         c.done.wait()
@@ -65,62 +98,134 @@ class _Pump:
             raise RemoteFailure(str(c.error)) from c.error
         return c.answer, c.data
 
-    def post(self, header: dict) -> None:
-        """Queue a message whose answer nobody waits for (progress)."""
-        if self.error is None:
-            self.q.put(_Call(header["op"], header, []))
+    def post(self, header: dict, parts: list | None = None, count: int = 0, on_answer=None) -> None:
+        """Queue a message whose answer nobody waits for (records, progress; a question whose answer
+        goes to ``on_answer``); blocks while ``POSTED_BYTES`` are on their way already."""
+        self._check()
+        c = _Call(header["op"], header, parts or [], count, on_answer=on_answer)
+        c.posted = max(1, c.size())
+        with self._posted_cv:
+            while self._posted and self._posted + c.posted > POSTED_BYTES and self.error is None:
+                self._posted_cv.wait(0.5)
+            self._posted += c.posted
+        self._check()
+        self.q.put(c)
+
+    def _settled(self, c: _Call) -> None:
+        if c.posted:
+            if c.error is not None:
+                self.error = self.error or c.error
+            elif c.on_answer is not None:
+                try:
+                    c.on_answer(c.data)
+                except BaseException as e:  # noqa: BLE001 - fails the calls after it
+                    self.error = self.error or e
+            with self._posted_cv:
+                self._posted -= c.posted
+                self._posted_cv.notify_all()
+        c.done.set()
 
     def stop(self) -> None:
         self.q.put(None)
         self.thread.join()
 
+    # -- the pump thread ---------------------------------------------------------------------------
     def _run(self) -> None:
-        backlog: deque[_Call] = deque()
+        self._backlog: deque[_Call] = deque()
+        self._inflight: deque[list[_Call]] = deque()
+        self._stop_seen = False
         while True:
-            first = backlog.popleft() if backlog else self.q.get()
-            if first is None:
+            first = None
+            if self._may_send():
+                first = self._take(block=not self._inflight)
+                if first is not None and first.op in SERIAL and self._inflight:
+                    self._backlog.appendleft(first)  # the answers of what is out first
+                    first = None
+            if first is not None:
+                self._send(self._merge(first))
+            elif self._inflight:
+                self._receive()
+            elif self._stop_seen and not self._backlog:
                 return
-            batch = [first]
-            if first.op in ("need", "known", "records"):
-                size = sum(len(p) for p in first.parts)
-                while size < MERGE_BYTES:
-                    try:
-                        nxt = backlog.popleft() if backlog else self.q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None or nxt.op != first.op:
-                        backlog.append(nxt)  # (None too: stop after this batch)
-                        break
-                    batch.append(nxt)
-                    size += sum(len(p) for p in nxt.parts)
-            self._send(batch)
+
+    def _may_send(self) -> bool:
+        return len(self._inflight) < WINDOW and not (self._inflight and self._inflight[-1][0].op in SERIAL)
+
+    def _take(self, block: bool) -> _Call | None:
+        if self._backlog:
+            return self._backlog.popleft()
+        if self._stop_seen:
+            return None
+        try:
+            c = self.q.get() if block else self.q.get_nowait()
+        except queue.Empty:
+            return None
+        if c is None:
+            self._stop_seen = True
+        return c
+
+    def _merge(self, first: _Call) -> list[_Call]:
+        batch = [first]
+        if first.op not in MERGED:
+            return batch
+        size = first.size()
+        while size < MERGE_BYTES:
+            nxt = self._take(block=False)
+            if nxt is None:
+                break
+            if nxt.op != first.op:
+                self._backlog.appendleft(nxt)
+                break
+            batch.append(nxt)
+            size += nxt.size()
+        return batch
+
+    def _fail(self, batch: list[_Call], e: BaseException) -> None:
+        for c in batch:
+            c.error = e
+            self._settled(c)
 
     def _send(self, batch: list[_Call]) -> None:
         first = batch[0]
         header = dict(first.header)
         if first.op == "records" and len(batch) > 1:
             header["sizes"] = [n for c in batch for n in c.header["sizes"]]
-        parts = [p for c in batch for p in c.parts]
         try:
             if self.error is not None:
                 raise self.error
-            answer, data = self.channel.request(header, parts, timeout=self.timeout)
+            self.channel.send(header, [p for c in batch for p in c.parts])
         except BaseException as e:  # noqa: BLE001 - handed to the callers
-            if not hasattr(e, "code"):  # not an error answer: the channel is broken for good
-                self.error = self.error or e
-            for c in batch:
-                c.error = e
-                c.done.set()
+            self.error = self.error or e
+            self._fail(batch, e)
+            return
+        for c in batch:
+            c.parts = []  # sent: nothing more of it is kept
+        self._inflight.append(batch)
+
+    def _receive(self) -> None:
+        batch = self._inflight.popleft()
+        try:
+            if self.error is not None:
+                raise self.error
+            answer, data = self.channel.recv(self.timeout)
+        except BaseException as e:  # noqa: BLE001 - the channel is broken for good
+            self.error = self.error or e
+            self._fail(batch, e)
+            while self._inflight:
+                self._fail(self._inflight.popleft(), e)
+            return
+        if answer.get("ok") is False:
+            self._fail(batch, Refusal(str(answer.get("error") or "error"), str(answer.get("message") or "")))
             return
         at = 0
         for c in batch:
             c.answer = answer
-            if first.op in ("need", "known"):
+            if c.op in ("need", "known"):
                 c.data = data[at:at + c.count]
                 at += c.count
             else:
                 c.data = data
-            c.done.set()
+            self._settled(c)
 
 
 class RemoteSink:
@@ -131,10 +236,21 @@ class RemoteSink:
     def __init__(self, chunks: "RemoteChunks"):
         self.chunks = chunks
         self.pump = chunks.pump
-        self.stats = SessionStats()
+        self._stats = SessionStats()
         self._lock = threading.Lock()
         self._seen: dict[bytes, object] = {}  # asked (or being asked) this session
         self._known: set[bytes] | None = None
+        self._error: BaseException | None = None
+        self._pending = 0  # bytes of chunk data asked about and not yet encoded
+        self._cv = threading.Condition()
+        self._tls = threading.local()
+        self._encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="remote-encode")
+
+    @property
+    def stats(self) -> SessionStats:
+        """What this backup sent (read at its end: every answer is waited for first)."""
+        self._settle()
+        return self._stats
 
     def knows(self, digest: bytes) -> bool:
         """The vault holds the chunk (asked once, for all the chunks of the backups read so far: the
@@ -163,42 +279,107 @@ class RemoteSink:
         self._put(pairs, codec or self.chunks.codec)
 
     def _put(self, pairs, codec: ChunkCodec) -> int:
+        """Ask about the chunks the vault may lack and return: the answer comes back to the encoders
+        (:meth:`_encode`), so the engine's thread goes on reading and hashing while the question
+        travels (a round trip per segment cost a third of the throughput over loopback)."""
+        self._raise()
         ask = []
         seen, tok = self._seen, object()
         for data, d in pairs:
             # setdefault is atomic under the GIL: one thread asks about a digest, the others skip it
             if d in seen or seen.setdefault(d, tok) is not tok:
                 continue
-            ask.append((data, d))
+            ask.append((data if isinstance(data, bytes) else bytes(data), d))  # (a caller's buffer is reused)
         if len(seen) > LOCAL_SEEN_MAX:
             seen.clear()
         if not ask:
             return 0
-        _a, flags = self.pump.call({"op": "need"}, [b"".join(d for _, d in ask)], len(ask))
-        parts, sizes, total = [], [], 0
-        for (data, d), f in zip(ask, bytes(flags), strict=True):
-            if not f:
-                continue
-            rec = codec.encode_parts(d, data)
-            n = sum(len(p) for p in rec)
-            parts.append(d)
-            parts.extend(rec)
-            sizes.append(n)
-            total += n
-        if sizes:
-            self.pump.call({"op": "records", "sizes": sizes}, parts, len(sizes))
-            with self._lock:
-                self.stats.new_chunks += len(sizes)
-                self.stats.written_bytes += total
-                self.stats.added_bytes += total
-        return total
+        n = sum(len(data) for data, _ in ask)
+        level = codec.level
+        self._reserve(n)
+
+        def answered(flags: memoryview) -> None:
+            self._encoders.submit(self._encode, ask, bytes(flags), level, n)
+
+        try:
+            self.pump.post({"op": "need"}, [b"".join(d for _, d in ask)], len(ask), on_answer=answered)
+        except BaseException:
+            self._release(n)
+            raise
+        return 0
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RemoteFailure(str(self._error)) from self._error
+        self.pump._check()
+
+    def _reserve(self, n: int) -> None:
+        """Hold ``n`` bytes of chunk data until their answer is encoded (``PENDING_BYTES`` at most)."""
+        with self._cv:
+            while self._pending and self._pending + n > PENDING_BYTES:
+                self._raise()
+                self._cv.wait(0.5)
+            self._pending += n
+
+    def _release(self, n: int) -> None:
+        with self._cv:
+            self._pending -= n
+            self._cv.notify_all()
+
+    def _codec(self, level: int) -> ChunkCodec:
+        codecs = getattr(self._tls, "codecs", None)
+        if codecs is None:
+            codecs = self._tls.codecs = {}
+        c = codecs.get(level)
+        if c is None:
+            c = codecs[level] = ChunkCodec(self.chunks.keys, self.chunks.codec.max_chunk, level)
+        return c
+
+    def _encode(self, ask: list, flags: bytes, level: int, n: int) -> None:
+        """Compress and encrypt the chunks the vault asked for, and send them on (checked there)."""
+        try:
+            if self._error is None:
+                codec = self._codec(level)
+                parts, sizes, total = [], [], 0
+                for (data, d), f in zip(ask, flags, strict=True):
+                    if not f:
+                        continue
+                    rec = codec.encode_parts(d, data)
+                    parts.append(d)
+                    parts.extend(rec)
+                    sizes.append(sum(len(p) for p in rec))
+                    total += sizes[-1]
+                if sizes:
+                    # one buffer: the channel sends a part at a time, and over TLS each small part (a
+                    # flag byte, a nonce) would be a record and a system call of its own
+                    self.pump.post({"op": "records", "sizes": sizes}, [b"".join(parts)], len(sizes))
+                    with self._lock:
+                        self._stats.new_chunks += len(sizes)
+                        self._stats.written_bytes += total
+                        self._stats.added_bytes += total
+        except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
+            self._error = self._error or e
+        finally:
+            self._release(n)
+
+    def _settle(self) -> None:
+        """Wait until every question is answered and its records are on their way."""
+        with self._cv:
+            while self._pending:
+                self._raise()
+                self._cv.wait(0.5)
+        self._raise()
 
     def commit(self, name: str, header: dict, refs: bytes = b"", payload: bytes = b"") -> int:
+        self._settle()
+        self._encoders.shutdown(wait=True)
         answer, _ = self.pump.call({"op": "commit", "name": name, "header": header, "refs": len(refs)},
                                    [refs, payload])
         return int(answer["manifest_bytes"])
 
     def abort(self) -> None:
+        self._error = self._error or RemoteFailure("aborted")
+        self._encoders.shutdown(wait=True, cancel_futures=True)
         try:
             self.pump.call({"op": "abort"})
         except RemoteFailure:
@@ -214,7 +395,7 @@ class RemoteChunks:
     remote = True
     fork_safe = False  # the channel's pump thread lives in this process only
 
-    def __init__(self, channel, keys, *, max_chunk: int, pack_size: int = 8 << 20, timeout: float | None = 120.0):
+    def __init__(self, channel, keys, *, max_chunk: int, pack_size: int = 0, timeout: float | None = 120.0):
         self.keys = keys
         self.codec = ChunkCodec(keys, max_chunk=max_chunk)
         self.pack_size = pack_size

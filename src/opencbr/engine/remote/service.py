@@ -8,6 +8,7 @@ and it may only publish the one manifest its task names, whose every chunk the v
 
 from __future__ import annotations
 
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from ..errors import Conflict, Damaged, Missing
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
+SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 
 
@@ -113,7 +115,7 @@ class _Reads:
                     continue
             sizes.append(len(rec))
             parts.append(rec)
-        return {"ok": True, "sizes": sizes}, parts
+        return {"ok": True, "sizes": sizes}, [b"".join(parts)]  # (one part: see client.RemoteSink._put)
 
 
 class _BackupService:
@@ -127,6 +129,7 @@ class _BackupService:
         self.committed: list[str] = []
         self._tls = threading.local()
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="remote-verify")
+        self.packer = _Packer()
 
     @property
     def done(self) -> bool:
@@ -140,6 +143,7 @@ class _BackupService:
         return self.session
 
     def close(self) -> None:
+        self.packer.stop()
         self._pool.shutdown(wait=True)
         if self.session is not None:
             self.session.abort()
@@ -178,7 +182,10 @@ class _BackupService:
 
     def _check(self, item: tuple[bytes, memoryview]) -> None:
         d, rec = item
-        self._codec().decode(d, rec)  # raises Damaged for a record that is not chunk d
+        scratch = getattr(self._tls, "scratch", None)
+        if scratch is None:  # (decoding into reused buffers: half the time of fresh ones, measured)
+            scratch = self._tls.scratch = (bytearray(SCRATCH), bytearray(SCRATCH))
+        self._codec().decode_into(d, rec, scratch[0], 0, scratch[1])  # Damaged: not chunk d
 
     def _records(self, header: dict, payload: memoryview) -> None:
         session = self._current()
@@ -198,8 +205,7 @@ class _BackupService:
             list(self._pool.map(self._check, items)) if len(items) > 4 else [self._check(i) for i in items]
         except Damaged as e:
             raise Refused(f"a record failed its check, nothing of it was stored: {e}") from None
-        for d, rec in items:
-            session.put_record(d, (rec,))
+        self.packer.put(session, items)  # (packing waits on uploads: not while the agent waits for answers)
 
     def _commit(self, header: dict, payload: memoryview) -> dict:
         session = self._current()
@@ -222,6 +228,7 @@ class _BackupService:
         if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
             told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
             mh["meta"] = {**scope.meta, **{k: told[k] for k in AGENT_META if k in told}}
+        self.packer.drain()
         self.session = None
         size = session.commit(scope.name, mh, refs, bytes(payload[nrefs:]))
         self.committed.append(scope.name)
@@ -229,6 +236,46 @@ class _BackupService:
         return {"ok": True, "manifest_bytes": size,
                 "stats": {"new_chunks": st.new_chunks, "added_bytes": st.added_bytes,
                           "written_bytes": st.written_bytes}}
+
+
+class _Packer:
+    """Appends checked records to the write session in a thread of its own: a full pack waits for an
+    upload slot there, while the conversation goes on answering the agent."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="remote-pack", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            session, items = item
+            try:
+                if self.error is None:
+                    for d, rec in items:
+                        session.put_record(d, (rec,))
+            except BaseException as e:  # noqa: BLE001 - raised in the conversation's thread
+                self.error = e
+            finally:
+                self.q.task_done()
+        self.q.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, session, items: list) -> None:
+        self._raise()
+        self.q.put((session, items))
+
+    def drain(self) -> None:
+        self.q.join()
+        self._raise()
+
+    def stop(self) -> None:
+        self.q.put(None)
+        self.thread.join(timeout=60)
 
 
 def _converse(channel, handle, timeout: float, progress=None) -> dict:

@@ -35,8 +35,8 @@ class VaultAccess:
         return cls(keys, int(v["block_size"]), int(v["max_chunk"]), int(v.get("pack_size", 8 << 20)))
 
     def chunks(self, channel) -> RemoteChunks:
-        return RemoteChunks(channel, self.keys, max_chunk=self.max_chunk, pack_size=self.pack_size,
-                            timeout=TASK_TIMEOUT)
+        # (no pack_size: the packs are made by the vault's side; the agent's heap need not hold one)
+        return RemoteChunks(channel, self.keys, max_chunk=self.max_chunk, timeout=TASK_TIMEOUT)
 
 
 def vault_request(repo) -> dict:

@@ -165,8 +165,10 @@ class TreeBackup:
 
     def __init__(self, cs, root, *, backup_id: str, meta: dict, parent: DynamicIndex | None, parent_id: str | None,
                  full: bool, progress: Progress | None, cancel: threading.Event | None, params: ChunkParams,
-                 workers: int, one_file_system: bool, level: int = TREE_ZSTD_LEVEL):
+                 workers: int, one_file_system: bool, level: int = TREE_ZSTD_LEVEL,
+                 exclude: frozenset[bytes] = frozenset()):
         self.cs = cs
+        self.exclude = exclude
         self.level = level
         self.root = root
         self.backup_id = backup_id
@@ -470,7 +472,7 @@ class TreeBackup:
         incremental = self.parent is not None and not self.full
         return TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
                           prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
-                          adaptive=incremental, warm=incremental)
+                          adaptive=incremental, warm=incremental, exclude=self.exclude)
 
     def _walk(self, cursor: ParentCursor | None) -> None:
         """Every entry of the tree, in walk order, into the pending queue (files read by the pool)."""
@@ -627,8 +629,12 @@ def backup_tree(
     one_file_system: bool = True,
     level: int = TREE_ZSTD_LEVEL,
     root_fd: int | None = None,
+    exclude: list[str | bytes] | None = None,
 ) -> TreeBackupResult:
     """Back up the directory tree at ``root`` as backup ``backup_id``.
+
+    ``exclude``: paths relative to ``root`` left out with everything below them (an agent path's
+    ``exclude_path``).
 
     ``root_fd``: the root directory already open (checked by the caller): the walk then goes through
     it (``/proc/self/fd``), never through ``root``, which only names it -- replacing ``root`` or a
@@ -669,4 +675,5 @@ def backup_tree(
         cs, walk_root, backup_id=backup_id, meta=meta, parent=parent, parent_id=parent_backup_id if parent else None,
         full=full, progress=progress, cancel=cancel, params=params, workers=workers or default_workers(),
         one_file_system=one_file_system, level=level,
+        exclude=frozenset(os.fsencode(e).strip(b"/") for e in exclude or () if os.fsencode(e).strip(b"/")),
     ).run()

@@ -117,8 +117,10 @@ class TreeWalker:
     SLOW_LISTING = 0.001
 
     def __init__(self, root: str | bytes | os.PathLike, warn: Warn, *, one_file_system: bool = True,
-                 prefetch: int = 4, readahead_below: int = 0, adaptive: bool = False, warm: bool = False):
+                 prefetch: int = 4, readahead_below: int = 0, adaptive: bool = False, warm: bool = False,
+                 exclude: frozenset[bytes] = frozenset()):
         self.readahead_below = readahead_below  # >0: start reading regular files smaller than this
+        self.exclude = exclude  # paths (relative to the root) left out with all they hold
         self.root = os.path.abspath(os.fsencode(root))
         self.warn = warn
         self.one_file_system = one_file_system
@@ -147,8 +149,11 @@ class TreeWalker:
                 return out
             with os.scandir(fd) as it:  # (names come as str from a descriptor)
                 ents = sorted(((os.fsencode(d.name), d) for d in it), key=lambda nd: nd[0])
+            excluded = self.exclude
             for name, d in ents:
                 crel = rel + b"/" + name if rel else name
+                if excluded and crel in excluded:
+                    continue
                 try:
                     st = d.stat(follow_symlinks=False)  # (relative to fd: before it is closed)
                 except FileNotFoundError:

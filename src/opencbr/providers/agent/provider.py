@@ -131,19 +131,25 @@ class AgentProvider:
                              for d in disks]}
         scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
                   for d in disks]
-        return self._run(connect, request, lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
+        return self._run(connect, request,
+                         lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
-                    meta: dict, full: bool = False, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+                    meta: dict, full: bool = False, exclude: list[str] | None = None, cancel=None,
+                    bandwidth: int | None = None, progress=None) -> dict:
+        """A directory on the agent's host, ``exclude`` (absolute paths below it) left out."""
         request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
-                   "backup_id": backup_id, "parent": parent, "meta": meta, "full": full}
+                   "backup_id": backup_id, "parent": parent, "meta": meta, "full": full,
+                   "exclude": list(exclude or [])}
         scope = BackupScope(backup_id, "tree", readable=(parent,) if parent else (), meta=meta, full=full)
-        return self._run(connect, request, lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout, progress=progress),
+        return self._run(connect, request,
+                         lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
-                create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+                create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None,
+                progress=None) -> dict:
         """A disk backup onto ``target`` (an existing disk, or a new image file: ``create``), or a tree
         backup (or its ``subpath``) into directory ``target``."""
         if kind == "tree":

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Agent data-path benchmark: the local provider vs the same backups through an agent over loopback.
+
+    python bench/agent.py [--size 2G] [--files 30000 --total 1.5G] [--workdir /tmp/opencbr-agent-bench]
+                          [--only disk|tree] [--plain]
+
+On the bench disk (``make_dataset.py disk``, seed 1, then ``mutate --percent 5``) and the generated tree
+(``make_dataset.py tree``, then ``mutate-tree --percent 2``), into an encrypted vault (``--plain``: not):
+
+- *local*: ``Repository.backup_disk`` / ``backup_tree`` in this process, as a worker runs them for a
+  local resource;
+- *agent*: an agent process (the real TLS server and the agent's data operations, rooted at the data
+  directory) reads, cuts, hashes and encodes; this process serves the vault (``providers/agent``,
+  ``engine/remote``: verifies every record before it is stored).
+
+Per step: wall time (page cache dropped before each when root), full-backup throughput (logical bytes /
+wall), bytes on the wire (the worker's channel counters: sent + received, framing included) against
+the target ``1.2 x added + 0.5 % of logical`` for incrementals, and the agent's peak RSS (VmHWM).
+Targets (issue 14): incremental wire bytes within the target; full throughput >= 80 % of local; agent
+RSS < 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
+
+from bench.disk import drop_caches  # noqa: E402
+from opencbr.engine import Repository  # noqa: E402
+from opencbr.providers.agent import AgentProvider  # noqa: E402
+from opencbr.providers.agent.provider import HostDisk  # noqa: E402
+from opencbr.storage import open_store  # noqa: E402
+from tests.providers.agent.agents import AgentProcess, Authority  # noqa: E402
+
+PY = sys.executable
+DATASET = REPO_ROOT / "bench" / "make_dataset.py"
+MASTER = b"\x42" * 32
+
+
+def sh(*args: str) -> None:
+    subprocess.run([PY, str(DATASET), *args], check=True)
+
+
+class Wire:
+    """A ``connect`` that keeps the worker's channels, for their byte counters."""
+
+    def __init__(self, agent: AgentProcess):
+        self.agent = agent
+        self.channels: list = []
+
+    def __call__(self):
+        ch = self.agent.connect()
+        self.channels.append(ch)
+        return ch
+
+    def take(self) -> int:
+        n = sum(c.sent_bytes + c.received_bytes for c in self.channels)
+        self.channels.clear()
+        return n
+
+
+def timed(fn):
+    drop_caches()
+    t = time.monotonic()
+    r = fn()
+    return r, time.monotonic() - t
+
+
+def new_repo(work: Path, name: str, encrypted: bool) -> Repository:
+    return Repository.create(open_store((work / name).as_uri()), "v/", MASTER if encrypted else None,
+                             encrypted=encrypted)
+
+
+def bench_disk(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
+    img = data / "disk.img"
+    sh("disk", str(img), "--size", a.size, "--seed", "1")
+    size = img.stat().st_size
+    local, remote = new_repo(work, "local-disk", not a.plain), new_repo(work, "agent-disk", not a.plain)
+    wire, p = Wire(agent), AgentProvider()
+    rows = []
+    r, t = timed(lambda: local.backup_disk(str(img), backup_id="f", meta={}))
+    rows.append(dict(kind="disk", variant="local", step="full", wall=t, logical=size, added=r.added_bytes, wire=0))
+    r, t = timed(lambda: p.backup_disks(remote, wire, project_id="p1", disks=[HostDisk(str(img), "f", None, {})]))
+    rows.append(dict(kind="disk", variant="agent", step="full", wall=t, logical=size,
+                     added=r["disks"][0]["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
+    sh("mutate", str(img), "--percent", "5", "--seed", "2")
+    r, t = timed(lambda: local.backup_disk(str(img), backup_id="i", meta={}, parent_backup_id="f"))
+    rows.append(dict(kind="disk", variant="local", step="incr", wall=t, logical=size, added=r.added_bytes, wire=0))
+    r, t = timed(lambda: p.backup_disks(remote, wire, project_id="p1", disks=[HostDisk(str(img), "i", "f", {})]))
+    rows.append(dict(kind="disk", variant="agent", step="incr", wall=t, logical=size,
+                     added=r["disks"][0]["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
+    return rows
+
+
+def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
+    tree = data / "tree"
+    sh("tree", str(tree), "--files", str(a.files), "--total", a.total, "--seed", "1")
+    local, remote = new_repo(work, "local-tree", not a.plain), new_repo(work, "agent-tree", not a.plain)
+    wire, p = Wire(agent), AgentProvider()
+    rows = []
+    r, t = timed(lambda: local.backup_tree(str(tree), backup_id="f", meta={}))
+    rows.append(dict(kind="tree", variant="local", step="full", wall=t, logical=r.total_bytes, added=r.added_bytes,
+                     wire=0))
+    r, t = timed(lambda: p.backup_tree(remote, wire, project_id="p1", path=str(tree), backup_id="f", parent=None,
+                                       meta={}))
+    rows.append(dict(kind="tree", variant="agent", step="full", wall=t, logical=r["total_bytes"],
+                     added=r["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
+    sh("mutate-tree", str(tree), "--percent", "2", "--seed", "2")
+    r, t = timed(lambda: local.backup_tree(str(tree), backup_id="i", meta={}, parent_backup_id="f"))
+    rows.append(dict(kind="tree", variant="local", step="incr", wall=t, logical=r.total_bytes, added=r.added_bytes,
+                     wire=0))
+    r, t = timed(lambda: p.backup_tree(remote, wire, project_id="p1", path=str(tree), backup_id="i", parent="f",
+                                       meta={}))
+    rows.append(dict(kind="tree", variant="agent", step="incr", wall=t, logical=r["total_bytes"],
+                     added=r["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| data | variant | step | wall s | MB/s | vs local | added MB | wire MB | wire target MB | agent RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["kind"], r["variant"], r["step"]): r for r in rows}
+    for r in rows:
+        cells = [r["kind"], r["variant"], r["step"], f"{r['wall']:.2f}", f"{r['logical'] / r['wall'] / 1e6:.0f}"]
+        target = 1.2 * r["added"] + 0.005 * r["logical"]
+        if r["variant"] == "agent":
+            local = by.get((r["kind"], "local", r["step"]))
+            ok = "" if r["step"] == "full" else (" (ok)" if r["wire"] <= target else " (OVER)")
+            cells += [f"{local['wall'] / r['wall'] * 100:.0f} %" if local else "", f"{r['added'] / 1e6:.1f}",
+                      f"{r['wire'] / 1e6:.1f}{ok}", f"{target / 1e6:.1f}" if r["step"] == "incr" else "",
+                      f"{r['rss'] / 1e6:.0f}"]
+        else:
+            cells += ["", f"{r['added'] / 1e6:.1f}", "", "", ""]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="2G")
+    ap.add_argument("--files", type=int, default=30000)
+    ap.add_argument("--total", default="1.5G")
+    ap.add_argument("--workdir", default="/tmp/opencbr-agent-bench")
+    ap.add_argument("--only", choices=["disk", "tree", "all"], default="all")
+    ap.add_argument("--plain", action="store_true", help="an unencrypted vault")
+    a = ap.parse_args()
+    work = Path(a.workdir)
+    if work.exists():
+        shutil.rmtree(work)
+    data = work / "data"
+    data.mkdir(parents=True)
+    agent = AgentProcess(Authority.new(), work / "agent", [data])
+    rows: list[dict] = []
+    try:
+        if a.only in ("disk", "all"):
+            rows += bench_disk(work, data, agent, a)
+        if a.only in ("tree", "all"):
+            rows += bench_tree(work, data, agent, a)
+    finally:
+        agent.stop()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

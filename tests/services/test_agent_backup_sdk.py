@@ -1,0 +1,286 @@
+"""Agents' resources end to end through the official SDK, with a real agent: ``opencbr-agent register``
+with a token against a running server, ``opencbr-agent run`` in its own process, its image file and a
+directory (add_agent_path) found by the heartbeat; then vaults, backups (read on the agent's host, only
+what the vault lacks sent), restores onto the original disk and into a new directory on that host, and
+restore-files there, compared by SHA-256 and file by file. An offline agent's backup fails at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from huaweicloudsdkcbr.v1 import (
+    AddAgentPathRequest,
+    AgentAddPathReq,
+    BackupRestore,
+    BackupRestoreReq,
+    BillingCreate,
+    CreateCheckpointRequest,
+    CreateVaultRequest,
+    ResourceCreate,
+    RestoreBackupRequest,
+    VaultBackup,
+    VaultBackupReq,
+    VaultCreate,
+    VaultCreateReq,
+)
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+from opencbr.catalog.models import Resource
+from opencbr.services.context import open_context
+from tests.support.clients import api, sdk, sdk_wait_backups, task_ok, wait_task
+from tests.support.databases import sqlite_url
+from tests.support.server import ServerProcess, free_port
+from tests.support.trees import build_tree, snapshot
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("agent-sdk"))
+    srv = ServerProcess(d, sqlite_url(d), extra_env={"OPENCBR_AGENT_POLL_SECONDS": "1"}).start()
+    yield srv
+    srv.stop()
+
+
+def _agent_cmd(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "opencbr.agent", "--config", str(config), *args]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "NO_PROXY": "127.0.0.1,localhost"}
+
+
+class Agent:
+    """An enrolled agent (token) running as its own process, rooted at ``root``."""
+
+    def __init__(self, server, tmp: Path, root: Path):
+        client = api(server)
+        token = client.post("/agents/tokens")["token"]
+        self.config = tmp / "etc" / "agent.json"
+        port = free_port()
+        done = subprocess.run(_agent_cmd(self.config, "register", "--endpoint", server.url, "--token", token,
+                                         "--listen", f"127.0.0.1:{port}", "--advertise", f"127.0.0.1:{port}",
+                                         "--root", str(root), "--state-dir", str(tmp / "state")),
+                              capture_output=True, text=True, env=_env(), timeout=60)
+        assert done.returncode == 0, done.stderr
+        self.agent_id = json.loads(self.config.read_text())["agent_id"]
+        self.log = open(tmp / "agent.log", "ab")  # noqa: SIM115
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(_agent_cmd(self.config, "run"), stdout=subprocess.PIPE, stderr=self.log,
+                                     text=True, env=_env())
+        assert self.proc.stdout.readline().startswith("listening on")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.log.close()
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _make_disk(path: Path, mib: int, seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    with open(path, "wb") as f:
+        f.truncate(mib << 20)
+        for off in range(0, mib << 20, 1 << 20):
+            if rnd.random() < 0.6:
+                f.seek(off)
+                f.write(rnd.randbytes(256 << 10) + b"log line\n" * 20000)
+
+
+def _protectable(client, rtype: str, path: str, timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for i in client.get(f"/protectables/{rtype}/instances")["instances"]:
+            if i["detail"]["path"] == path and i["protectable"]["result"]:
+                return i
+        time.sleep(0.3)
+    raise AssertionError(f"{path} never became protectable: {client.get(f'/protectables/{rtype}/instances')}")
+
+
+def _vault(c, name: str, object_type: str, resource: dict, rtype: str):
+    billing = BillingCreate(consistent_level="crash_consistent", object_type=object_type, protect_type="backup",
+                            size=10)
+    return c.create_vault(CreateVaultRequest(body=VaultCreateReq(vault=VaultCreate(
+        name=name, billing=billing, resources=[ResourceCreate(id=resource["id"], type=rtype)])))).vault
+
+
+def _checkpoint(c, client, vault_id: str) -> str:
+    cp = c.create_checkpoint(CreateCheckpointRequest(body=VaultBackupReq(checkpoint=VaultBackup(
+        vault_id=vault_id)))).checkpoint
+    return client.get("/backups", checkpoint_id=cp.id)["backups"][0]["id"]
+
+
+def _last_task(client, operation_type: str, vault_id: str) -> dict:
+    return client.get("/operation-logs", operation_type=operation_type, vault_id=vault_id)["operation_logs"][0]
+
+
+def test_agent_disk_and_directory_through_the_sdk(server, tmp_path):
+    c, client = sdk(server), api(server)
+    root = tmp_path / "host"
+    root.mkdir()
+    _make_disk(root / "data.img", 24, seed=1)
+    www = Path(build_tree(root / "www", seed=3))
+    agent = Agent(server, tmp_path / "agent", root)
+    try:
+        c.add_agent_path(AddAgentPathRequest(agent_id=agent.agent_id, body=AgentAddPathReq(add_path=[str(www)])))
+        disk = _protectable(client, "OS::Cinder::Volume", str(root / "data.img"))
+        fs = _protectable(client, "OS::Sfs::Turbo", str(www))
+
+        # a disk: full, then an incremental that sends only what changed; restore over the original
+        dv = _vault(c, "agent-disk", "disk", disk, "OS::Cinder::Volume")
+        b1 = sdk_wait_backups(c, [_checkpoint(c, client, dv.id)])[0]
+        raw1 = client.get(f"/backups/{b1.id}")["backup"]
+        assert raw1["added_bytes"] > 0 and raw1["consistency"]["method"] in ("live", "lvm-snapshot")
+        want = _sha(root / "data.img")
+        with open(root / "data.img", "r+b") as f:
+            f.seek(3 << 20)
+            f.write(os.urandom(128 << 10))
+        b2 = sdk_wait_backups(c, [_checkpoint(c, client, dv.id)])[0]
+        raw2 = client.get(f"/backups/{b2.id}")["backup"]
+        assert raw2["incremental"] and 0 < raw2["added_bytes"] < 300 << 10
+        changed = _sha(root / "data.img")
+        with open(root / "data.img", "r+b") as f:  # damage it: the restore of b1 puts b1 back
+            f.write(os.urandom(1 << 20))
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(volume_id=disk["id"]))))
+        task_ok(client, _last_task(client, "restore", dv.id)["id"])
+        assert _sha(root / "data.img") == want
+        c.restore_backup(RestoreBackupRequest(backup_id=b2.id, body=BackupRestoreReq(
+            restore=BackupRestore(volume_id=disk["id"]))))
+        task_ok(client, _last_task(client, "restore", dv.id)["id"])
+        assert _sha(root / "data.img") == changed
+
+        # a directory: backup, restore into a new directory on the host, single files beside it
+        before = snapshot(www)
+        fv = _vault(c, "agent-fs", "turbo", fs, "OS::Sfs::Turbo")
+        t1 = sdk_wait_backups(c, [_checkpoint(c, client, fv.id)])[0]
+        new_dir = root / "restored"
+        c.add_agent_path(AddAgentPathRequest(agent_id=agent.agent_id, body=AgentAddPathReq(add_path=[str(new_dir)])))
+        new_fs = _protectable(client, "OS::Sfs::Turbo", str(new_dir))
+        c.restore_backup(RestoreBackupRequest(backup_id=t1.id, body=BackupRestoreReq(
+            restore=BackupRestore(resource_id=new_fs["id"]))))
+        task_ok(client, _last_task(client, "restore", fv.id)["id"])
+        assert snapshot(new_dir) == before
+        out = client.post(f"/backups/{t1.id}/restore-files", {"paths": ["/docs"],
+                                                               "destination_path": str(root / "picked")})
+        task_ok(client, out.get("task_id") or _last_task(client, "restore_files", fv.id)["id"])
+        assert snapshot(root / "picked" / "docs") == {k[len("docs/"):]: v for k, v in before.items()
+                                                       if k.startswith("docs/")}
+
+        # the agent gone: a backup fails with that reason, nothing is published
+        agent.kill()
+        time.sleep(3.5)  # missed polls
+        bid = None
+        try:
+            bid = _checkpoint(c, client, dv.id)
+        except ClientRequestException as e:  # refused at once: the heartbeat marked its resources
+            assert e.status_code == 409 and "error" in e.error_msg
+        if bid is not None:
+            task = wait_task(client, client.get(f"/backups/{bid}")["backup"]["task_id"])
+            assert task["status"] == "failed" and "agent" in task["error_info"]["message"], task
+    finally:
+        agent.stop()
+
+
+def _resource(client, disk_id: str) -> dict:
+    for i in client.get("/protectables/OS::Cinder::Volume/instances")["instances"]:
+        if i["id"] == disk_id:
+            return i
+    raise AssertionError(f"disk {disk_id} is not listed")
+
+
+def test_an_agent_killed_mid_restore_leaves_the_disk_in_error_and_the_next_restore_repairs_it(server, tmp_path):
+    c, client = sdk(server), api(server)
+    root = tmp_path / "host"
+    root.mkdir()
+    _make_disk(root / "big.img", 32, seed=5)
+    agent = Agent(server, tmp_path / "agent", root)
+    try:
+        disk = _protectable(client, "OS::Cinder::Volume", str(root / "big.img"))
+        vault = _vault(c, "agent-restore-fault", "disk", disk, "OS::Cinder::Volume")
+        b1 = sdk_wait_backups(c, [_checkpoint(c, client, vault.id)])[0]
+        want = _sha(root / "big.img")
+        with open(root / "big.img", "wb") as f:  # every block differs: the restore rewrites them all
+            f.write(os.urandom(32 << 20))
+        # 0.5 MB/s for this agent (its row's bandwidth_limit): the restore takes long enough to cut it
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 500_000}})
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(volume_id=disk["id"]))))
+        task = _last_task(client, "restore", vault.id)
+        started = time.time()
+        time.sleep(2.5)
+        agent.kill()
+        done = wait_task(client, task["id"], timeout=60)
+        assert done["status"] == "failed" and "agent" in done["error_info"]["message"], done
+        assert time.time() - started < 30  # failed at once, not after a long timeout
+        assert _sha(root / "big.img") != want
+        ctx = open_context(server.settings)
+        try:
+            with ctx.read() as s:
+                row = s.get(Resource, disk["id"])  # (the heartbeat may have said "offline" since)
+                assert row.status == "error" and ("restore" in row.status_reason
+                                                  or "offline" in row.status_reason), row.status_reason
+        finally:
+            ctx.close()
+        row = client.get("/backups", resource_id=disk["id"])  # the backup is usable again
+        assert all(b["status"] == "available" for b in row["backups"])
+        # the agent back (and no limit): the next restore repairs the disk
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 0}})
+        agent.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and not _resource(client, disk["id"])["protectable"]["result"]:
+            time.sleep(0.3)
+        c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
+            restore=BackupRestore(volume_id=disk["id"]))))
+        task_ok(client, _last_task(client, "restore", vault.id)["id"])
+        assert _sha(root / "big.img") == want
+    finally:
+        agent.stop()
+
+
+def test_three_agents_back_up_at_once_on_two_workers(server, tmp_path):
+    c, client = sdk(server), api(server)
+    agents, disks, vaults = [], [], []
+    try:
+        for i in range(3):
+            root = tmp_path / f"host{i}"
+            root.mkdir()
+            _make_disk(root / f"d{i}.img", 24, seed=20 + i)
+            agents.append(Agent(server, tmp_path / f"agent{i}", root))
+            disks.append(_protectable(client, "OS::Cinder::Volume", str(root / f"d{i}.img")))
+            vaults.append(_vault(c, f"three-{i}", "disk", disks[-1], "OS::Cinder::Volume"))
+        ids = [_checkpoint(c, client, v.id) for v in vaults]  # queued together: 2 workers serve 3 agents
+        backups = sdk_wait_backups(c, ids, timeout=180)
+        assert all(b.status == "available" for b in backups)
+        for i, (b, d) in enumerate(zip(backups, disks, strict=True)):
+            want = _sha(tmp_path / f"host{i}" / f"d{i}.img")
+            with open(tmp_path / f"host{i}" / f"d{i}.img", "r+b") as f:
+                f.write(os.urandom(1 << 20))
+            c.restore_backup(RestoreBackupRequest(backup_id=b.id, body=BackupRestoreReq(
+                restore=BackupRestore(volume_id=d["id"]))))
+            task_ok(client, _last_task(client, "restore", vaults[i].id)["id"])
+            assert _sha(tmp_path / f"host{i}" / f"d{i}.img") == want
+    finally:
+        for a in agents:
+            a.stop()
