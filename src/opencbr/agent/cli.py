@@ -128,6 +128,9 @@ def _status(args) -> int:
         shown["certificate_expires"] = certs.not_after(cfg.cert_pem).isoformat()
         shown["ca_fingerprint"] = certs.fingerprint(cfg.ca_pem) if cfg.ca_pem else ""
     shown["service_reachable"], shown["service"] = _reachable(cfg.api_endpoint)
+    from opencbr.agent.inventory import access
+
+    shown["access"] = access()
     print(json.dumps(shown, indent=2, sort_keys=True))
     return 0 if cfg.enrolled else 1
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 import re
 import signal
 import threading
@@ -106,6 +107,8 @@ class Agent:
         self.server.start()
         log.info("agent %s (project %s) listening on %s:%s; roots %s", self.config.agent_id, self.config.project_id,
                  *self.server.address, self.config.roots)
+        for need in inventory.access()["needs"]:
+            log.warning("running as uid %s: %s", os.geteuid(), need)
         return self.server
 
     def run(self) -> int:

@@ -45,6 +45,8 @@ Type=simple
 ExecStart=/opt/opencbr-agent/bin/opencbr-agent run
 Restart=on-failure
 RestartSec=5
+# 2: not enrolled or revoked (opencbr-agent register first): restarting would not help
+RestartPreventExitStatus=2
 # Root, because the agent reads and writes block devices (and image files of any owner below its roots).
 # What root may do is narrowed to what backups need: reading any file (CAP_DAC_READ_SEARCH), writing
 # restored files with their owners and modes (CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE, CAP_MKNOD for
