@@ -30,27 +30,30 @@ from opencbr.agentlink.server import Peer, Server
 
 log = logging.getLogger("opencbr.agent")
 
-#: Operations that read or write data (the rest answer at once and are not counted against ``max_tasks``).
-CONTROL_OPS = ("ping", "inventory", "check", "revoke")
 #: How long running tasks get to answer (cancelled) when the agent is stopped.
 STOP_GRACE_SECONDS = 10.0
 
 
+def _optional(module: str):
+    """``module`` if this agent has it; an import error inside it is an error, not an absence."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return None
+
+
 def data_operations() -> dict:
     """``agent.tasks.OPERATIONS`` (op -> fn(ctx, channel, header, payload) -> dict), or none yet."""
-    try:
-        return dict(importlib.import_module("opencbr.agent.tasks").OPERATIONS)
-    except (ImportError, AttributeError):
-        return {}
+    tasks = _optional("opencbr.agent.tasks")
+    return dict(tasks.OPERATIONS) if tasks is not None else {}
 
 
 def _hooks_check(header: dict) -> dict:
     """App-consistency readiness (``agent.hooks.check``, with the request when it takes one), when that
     module is installed: ``{"hooks": [...], ...}``."""
-    try:
-        hooks = importlib.import_module("opencbr.agent.hooks")
-    except ImportError:
-        return {"hooks": []}
+    hooks = _optional("opencbr.agent.hooks")
     check = getattr(hooks, "check", None)
     if not callable(check):
         return {"hooks": []}
