@@ -8,11 +8,14 @@ from opencbr import __version__
 from opencbr.api import errors
 from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
 from opencbr.api.routes import agent_package as agent_package_routes
+from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
 from opencbr.api.routes import resources as resource_routes
+from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
+from opencbr.api.routes import vaultops as vaultop_routes
 from opencbr.api.routes import vaults as vault_routes
 from opencbr.console import web as console_web
 from opencbr.services.context import ServiceContext
@@ -62,7 +65,12 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         return {"status": "ok", "version": __version__, "region": ctx.settings.region}
 
     app.include_router(iam_routes.auth_router)
-    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes):
+    # first: their fixed paths (/vaults/batch-update, /backups/sync) would otherwise match the id routes
+    app.include_router(vaultop_routes.router)
+    app.include_router(vaultop_routes.domain_router)
+    app.include_router(tag_routes.router)
+    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes,
+                   agent_routes):
         app.include_router(module.router)
     app.include_router(agent_package_routes.router)  # the agent's installation (docs/agents.md)
     app.include_router(console_web.router)

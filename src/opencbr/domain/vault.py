@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from opencbr.domain import tags as T
 from opencbr.domain.errors import InvalidParameter, QuotaExceeded, StateConflict
 from opencbr.domain.resource import (
     OBJECT_TYPE_OF,
@@ -32,10 +33,9 @@ MIN_CAPACITY_GB = 10
 MAX_CAPACITY_GB = 10_485_760
 MAX_RESOURCES_PER_VAULT = 256
 MAX_DESCRIPTION = 255
-MAX_TAGS = 10
+MAX_TAGS = T.MAX_TAGS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TAG_KEY_RE = re.compile(r"^[\w\-.@:/+=\u4e00-\u9fa5 ]{1,36}$")
 
 
 def check_vault_name(name: object) -> str:
@@ -150,28 +150,11 @@ def check_threshold(threshold: object) -> int:
 
 
 def check_tags(tags: object) -> list[dict[str, str]]:
-    """Tags: at most 10, unique keys, and a list that is not empty when given (SDK model docs)."""
+    """Tags at creation: at most 10, unique keys, and a list that is not empty when given (the rules of
+    ``domain.tags``)."""
     if tags is None:
         return []
-    if not isinstance(tags, list) or not tags:
-        raise InvalidParameter("tags must be a non-empty list when given", code="BackupService.6210")
-    if len(tags) > MAX_TAGS:
-        raise InvalidParameter(f"a vault has at most {MAX_TAGS} tags", code="BackupService.6210")
-    seen: set[str] = set()
-    out = []
-    for t in tags:
-        if not isinstance(t, dict) or not isinstance(t.get("key"), str) or not _TAG_KEY_RE.match(t["key"]):
-            raise InvalidParameter("each tag needs a key of 1 to 36 characters", code="BackupService.6210")
-        value = t.get("value", "")
-        if value is None:
-            value = ""
-        if not isinstance(value, str) or len(value) > 43:
-            raise InvalidParameter("a tag value has at most 43 characters", code="BackupService.6210")
-        if t["key"] in seen:
-            raise InvalidParameter(f"duplicate tag key {t['key']!r}", code="BackupService.6210")
-        seen.add(t["key"])
-        out.append({"key": t["key"], "value": value})
-    return out
+    return T.check_tag_list(tags)
 
 
 def spec_code(object_type: str, protect_type: str, consistent_level: str, cloud_type: str = "public") -> str:

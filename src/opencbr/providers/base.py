@@ -37,6 +37,9 @@ class Capabilities:
     #: It can quiesce what writes a resource (freeze, then thaw) around a read view, making it
     #: application-consistent; without, a read view is at best crash-consistent.
     freeze: bool
+    #: Its resources' data is read and written where it lives (an agent's host): the services do not
+    #: open them but hand the task to the provider with the vault (:mod:`opencbr.providers.agent`).
+    reads_on_host: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ TRACES = {
     "createProject": "iam", "createUser": "iam", "createCredential": "iam", "deleteCredential": "iam",
     "createAccount": "iam", "updateTracker": "iam",
 }
+# tags and the rest of the vault API (the public CTS trace names where it has them)
+TRACES.update({"createVaultTag": "vault", "deleteVaultTag": "vault", "bulkCreateOrDeleteVaultTags": "vault",
+               "setResourceTags": "resource", "setVaultResources": "vault", "batchUpdateVaults": "vault",
+               "updateBackupExpirationTime": "vault"})
 
 
 @dataclass

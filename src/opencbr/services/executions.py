@@ -25,7 +25,7 @@ from opencbr.domain import policy as P
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter
 from opencbr.domain.schedule import DEFAULT_START_WINDOW_MINUTES, DueDecision, Run, choose_backup_mode, decide_due
-from opencbr.services import backups, tasks
+from opencbr.services import backups, tasks, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.policies import get_policy, spec_of
 from opencbr.services.principal import Principal
@@ -285,8 +285,12 @@ def _fire_backup(ctx: ServiceContext, state: _BindingState, spec: P.PolicySpec, 
             row.decision, row.reason = SKIP, "The vault is being deleted."
             return ExecutionOutcome(state.policy.id, state.vault.id, run.execution_id, run.scheduled_at, SKIP,
                                     row.reason)
+        auto_added = vaults.associate_matching(s, ctx, vault)
         rids = [rid for (rid,) in s.execute(select(VaultResource.resource_id)
-                                            .where(VaultResource.vault_id == vault.id).order_by(VaultResource.id))]
+                                            .where(VaultResource.vault_id == vault.id, VaultResource.auto_protect)
+                                            .order_by(VaultResource.id))]
+        if auto_added:
+            row.reason = "Due. Associated automatically (bind rules): " + ", ".join(auto_added) + "."
         if not rids:
             row.decision, row.reason = SKIP, "The vault has no resources to back up."
             return ExecutionOutcome(state.policy.id, state.vault.id, run.execution_id, run.scheduled_at, SKIP,

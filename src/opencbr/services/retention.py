@@ -82,7 +82,9 @@ def expired_manual(rows, now: datetime) -> list[tuple[Backup, str]]:
     image is kept (guide 5.2, 6.2)."""
     out = []
     for b in rows:
-        if (not b.auto_trigger and b.expired_at is not None and b.expired_at <= now and b.status == B.AVAILABLE
+        # An automatic backup without a rule but with an expiry had its expiry set (update_expiration_time).
+        if ((not b.auto_trigger or not b.retention_rule) and b.expired_at is not None and b.expired_at <= now
+                and b.status == B.AVAILABLE
                 and not b.used_by_image):
             out.append((b, f"manual backup kept until {fmt(b.expired_at)} as asked when it was made "
                            "(retention_duration_days); expired"))

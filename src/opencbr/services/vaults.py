@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Resource, Task, Vault, VaultResource
 from opencbr.domain import resource as R
+from opencbr.domain import tags as T
 from opencbr.domain import vault as V
-from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
+from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.services import backups, listing, policies, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
@@ -145,7 +146,7 @@ def create_vault(s: Session, ctx: ServiceContext, p: Principal, spec: dict) -> V
         is_auto_renew=bool(billing.get("is_auto_renew")), is_auto_pay=bool(billing.get("is_auto_pay")),
         is_multi_az=bool(billing.get("is_multi_az")),
         spec_code=V.spec_code(object_type, protect_type, level, cloud_type), status="available",
-        auto_bind=bool(spec.get("auto_bind")), bind_rules=spec.get("bind_rules") or {},
+        auto_bind=bool(spec.get("auto_bind")), bind_rules=T.check_bind_rules(spec.get("bind_rules")),
         auto_expand=bool(spec.get("auto_expand")), smn_notify=spec.get("smn_notify", True) is not False,
         threshold=V.check_threshold(spec.get("threshold", 80) if spec.get("threshold") is not None else 80),
         tags=V.check_tags(spec.get("tags")),
@@ -257,7 +258,7 @@ def update_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, s
         if spec.get(key) is not None:
             setattr(vault, key, bool(spec[key]))
     if spec.get("bind_rules") is not None:
-        vault.bind_rules = spec["bind_rules"]
+        vault.bind_rules = T.check_bind_rules(spec["bind_rules"])
     if spec.get("threshold") is not None:
         vault.threshold = V.check_threshold(spec["threshold"])
     if spec.get("locked") is not None:
@@ -304,6 +305,61 @@ def remove_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: st
         s.delete(b)
     vault.updated_at = ctx.now()
     return list(bindings)
+
+
+def associate_matching(s: Session, ctx: ServiceContext, vault: Vault) -> list[str]:
+    """Automatic association (guide 2.2.1, "Automatic Association"): a vault with ``auto_bind`` takes, at
+    its next backup period, the project's resources of its type that no vault protects yet and that carry
+    one of its bind rules' tags (every such resource when it has no tag rules). A resource the vault
+    cannot take (its status, an encrypted disk, the vault's 256 resources or capacity) is left out and
+    tried again next period. Returns the ids associated now."""
+    if not vault.auto_bind or vault.protect_type != "backup" or vault.status != "available":
+        return []
+    rtype = R.RESOURCE_TYPE_OF[vault.object_type]
+    free = (select(Resource).where(Resource.project_id == vault.project_id, Resource.type == rtype,
+                                   ~Resource.id.in_(select(VaultResource.resource_id)))
+            .order_by(Resource.created_at, Resource.id))
+    added = []
+    now = ctx.now()
+    for res in s.scalars(free):
+        if not T.matches_bind_rules(vault.bind_rules, res.tags):
+            continue
+        try:
+            V.check_add_resources(vault_state(s, vault), [res_svc.resource_state(s, res)], [], [])
+        except CBRError:
+            continue
+        s.add(VaultResource(vault_id=vault.id, resource_id=res.id, project_id=vault.project_id, created_at=now))
+        s.flush()
+        added.append(res.id)
+    if added:
+        vault.updated_at = now
+    return added
+
+
+#: set_vault_resource actions: ``suspend`` stops the policy's automatic backups of the resources,
+#: ``unsuspend`` resumes them (manual backups are unaffected either way).
+PROTECTION_ACTIONS = {"suspend": False, "unsuspend": True}
+
+
+def set_resources_protection(s: Session, ctx: ServiceContext, p: Principal, vault_id: str,
+                             resource_ids: object, action: object) -> list[str]:
+    """Whether the vault's policy backs up each of the resources (``auto_protect``)."""
+    p.require_write()
+    if action not in PROTECTION_ACTIONS:
+        raise InvalidParameter("action must be suspend (no automatic backups) or unsuspend (automatic "
+                               "backups again)", code="BackupService.6001")
+    if not isinstance(resource_ids, list) or not resource_ids or not all(isinstance(i, str) for i in resource_ids):
+        raise InvalidParameter("resource_ids must be a non-empty list of resource ids")
+    vault = get_vault(s, p.project_id, vault_id, for_update=True)
+    bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(
+        VaultResource.vault_id == vault.id, VaultResource.resource_id.in_(resource_ids)))}
+    missing = [i for i in resource_ids if i not in bindings]
+    if missing:
+        raise NotFound(f"resource {missing[0]} is not associated with vault {vault_id}", code="BackupService.6108")
+    for b in bindings.values():
+        b.auto_protect = PROTECTION_ACTIONS[action]
+    vault.updated_at = ctx.now()
+    return [i for i in dict.fromkeys(resource_ids)]
 
 
 # ------------------------------------------------------------------------------------ delete
