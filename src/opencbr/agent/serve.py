@@ -10,7 +10,6 @@ operations run at once; one more is answered ``busy`` (the service retries later
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import os
 import re
@@ -50,17 +49,13 @@ def data_operations() -> dict:
     return dict(tasks.OPERATIONS) if tasks is not None else {}
 
 
-def _hooks_check(header: dict) -> dict:
-    """App-consistency readiness (``agent.hooks.check``, with the request when it takes one), when that
-    module is installed: ``{"hooks": [...], ...}``."""
+def _hooks_check(hooks_config: dict) -> dict:
+    """App-consistency readiness: ``agent.hooks.check(agent.hooks.discover(<the configuration's hooks>))``
+    when this agent has the hooks: ``{"hooks": [...]}``."""
     hooks = _optional("opencbr.agent.hooks")
-    check = getattr(hooks, "check", None)
-    if not callable(check):
+    if hooks is None or not callable(getattr(hooks, "check", None)) or not callable(getattr(hooks, "discover", None)):
         return {"hooks": []}
-    required = [p for p in inspect.signature(check).parameters.values()
-                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    found = check(header) if required else check()
-    return dict(found) if isinstance(found, dict) else {"hooks": list(found or [])}
+    return {"hooks": list(hooks.check(hooks.discover(hooks_config or {})))}
 
 
 def _snake(name: str) -> str:
@@ -177,7 +172,7 @@ class Agent:
                                         api_host=_host_of(self.config.api_endpoint))
             return {"ok": True, **found, "version": VERSION, "roots": self.config.roots}
         if op == "check":
-            return {"ok": True, **_hooks_check(header), "version": VERSION}
+            return {"ok": True, **_hooks_check(self.config.hooks), "version": VERSION}
         if op == "revoke":
             self._forget_certificate()
             return {"ok": True}
