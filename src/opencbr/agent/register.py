@@ -114,8 +114,16 @@ def _check_certificate(cert_pem: str, ca_pem: str, key_pem: str, agent_id: str) 
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         ca = x509.load_pem_x509_certificate(ca_pem.encode())
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception) as e:  # noqa: BLE001 - cryptography raises several kinds
+        if hasattr(cert, "verify_directly_issued_by"):
+            cert.verify_directly_issued_by(ca)
+        else:  # cryptography < 40 (a distribution's python3-cryptography): the CA is EC P-256 (agentlink.certs)
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            if cert.issuer != ca.subject:
+                raise ValueError("the issuer is not the CA")
+            ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                   ec.ECDSA(cert.signature_hash_algorithm))
+    except Exception as e:  # noqa: BLE001 - cryptography raises several kinds (InvalidSignature, ValueError, ...)
         raise EnrolError(f"the certificate the service sent is not issued by its CA: {e}") from None
     key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
