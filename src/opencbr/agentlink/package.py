@@ -50,18 +50,18 @@ RestartPreventExitStatus=2
 # Root, because the agent reads and writes block devices (and image files of any owner below its roots).
 # What root may do is narrowed to what backups need: reading any file (CAP_DAC_READ_SEARCH), writing
 # restored files with their owners and modes (CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE, CAP_MKNOD for
-# device nodes in restored trees), LVM snapshots and fsfreeze (CAP_SYS_ADMIN), raw block I/O
-# (CAP_SYS_RAWIO), and binding its port.
+# device nodes in restored trees), LVM snapshots and fsfreeze (CAP_SYS_ADMIN; CAP_IPC_LOCK: LVM locks
+# its memory while a volume is suspended), raw block I/O (CAP_SYS_RAWIO), and binding its port.
 User=root
-CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_MKNOD CAP_SYS_ADMIN CAP_SYS_RAWIO CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_MKNOD CAP_SYS_ADMIN CAP_IPC_LOCK CAP_SYS_RAWIO CAP_NET_BIND_SERVICE
 NoNewPrivileges=yes
-# Block devices stay visible (no PrivateDevices); the file systems stay writable where the roots are
+# Block devices stay reachable: no PrivateDevices, no DeviceAllow (and no ProtectClock, which implies
+# one and so closes every other device); the file systems stay writable where the roots are
 # (ProtectSystem would make restores into /usr or /etc fail). The rest of the hardening does not get in
 # the way of reading disks:
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectControlGroups=yes
-ProtectClock=yes
 ProtectHostname=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=no
