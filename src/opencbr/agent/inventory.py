@@ -129,7 +129,9 @@ def block_devices(confinement: Confinement) -> list[dict]:
     mounted: dict[tuple[int, int], mounts.Mount] = {}
     for m in table:  # the first mount of a device is the one it was mounted at first (bind mounts come later)
         mounted.setdefault(m.device, m)
-    fstypes = _fstypes()
+    devices = _sys_devices()
+    key = ("fstypes", tuple(d["name"] for d in devices))  # probed again when the devices change
+    fstypes = _recent.get(key) or _recent.put(key, _fstypes())  # (blkid reads every device: not at every poll)
     lvs = {}
     if lvm.available():
         try:
@@ -137,7 +139,7 @@ def block_devices(confinement: Confinement) -> list[dict]:
         except lvm.LvmError:
             lvs = {}
     found = []
-    for d in _sys_devices():
+    for d in devices:
         path = f"/dev/{d['name']}"
         lv = lvs.get(path)
         if d["kind"] == "dm":
