@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv deps-test lock clean bench-disk bench-tree
+.PHONY: run test venv deps-test lock clean bench-disk bench-tree agent-package
 
 # One line per step, so a first `make run` (about 90 s of installing) never looks stuck.
 $(STAMP): pyproject.toml constraints.txt
@@ -47,6 +47,10 @@ lock:
 	$(PIP) install -q -e '.[test]'
 	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
+## make agent-package: the agent's wheel and source package in dist/ (for hosts without access to the service)
+agent-package: venv
+	$(PY) -m opencbr.agentlink.package dist
+
 bench-disk: venv
 	$(PY) bench/disk.py
 
@@ -54,4 +58,4 @@ bench-tree: venv
 	$(PY) bench/tree.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

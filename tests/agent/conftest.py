@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,9 @@ def agent_cmd(config: Path, *args: str, timeout: float = 60) -> subprocess.Compl
 class AgentProcess:
     """``opencbr-agent run`` in the background, until stopped (SIGTERM)."""
 
-    def __init__(self, config: Path):
-        self.proc = subprocess.Popen([sys.executable, "-m", "opencbr.agent", "--config", str(config), "run"],
+    def __init__(self, config: Path, prefix: tuple[str, ...] = ()):
+        """``prefix``: a command that runs the agent somewhere else (``ip netns exec NAME``)."""
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "opencbr.agent", "--config", str(config), "run"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent_env())
         line = self.proc.stdout.readline()
         if not line.startswith("listening on"):
@@ -91,3 +93,28 @@ def mounted_loop(tmp_path, loop_device):
     yield loop_device, str(mnt)
     _run("fsfreeze", "-u", str(mnt))
     _run("umount", str(mnt))
+
+
+@pytest.fixture
+def netns():
+    """A network namespace joined to this one by a veth pair: (name, address here, address there). The
+    test's traffic stays on this machine; both are removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    n = os.getpid() % 250 + 1
+    name, here, there = f"ocbr-agent-{n}", f"10.231.{n}.1", f"10.231.{n}.2"
+    steps = [("ip", "netns", "add", name), ("ip", "link", "add", f"ocbrh{n}", "type", "veth", "peer", "name", f"ocbrn{n}"),
+             ("ip", "link", "set", f"ocbrn{n}", "netns", name), ("ip", "addr", "add", f"{here}/30", "dev", f"ocbrh{n}"),
+             ("ip", "link", "set", f"ocbrh{n}", "up"),
+             ("ip", "netns", "exec", name, "ip", "addr", "add", f"{there}/30", "dev", f"ocbrn{n}"),
+             ("ip", "netns", "exec", name, "ip", "link", "set", f"ocbrn{n}", "up"),
+             ("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")]
+    try:
+        for step in steps:
+            done = _run(*step)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make a network namespace here: {' '.join(step)}: {done.stderr.strip()}")
+        yield name, here, there
+    finally:
+        _run("ip", "link", "del", f"ocbrh{n}")
+        _run("ip", "netns", "del", name)

@@ -19,7 +19,7 @@ from opencbr.domain import signing
 
 
 def _canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _proof(secret: bytes, obj: dict) -> str:
@@ -69,9 +69,9 @@ class EnrolService:
         self.http.server_close()
 
     def new_token(self, ttl: float = 3600) -> str:
-        token_id, secret = secrets.token_hex(8), secrets.token_bytes(32)
-        self.tokens[token_id] = {"secret": secret, "expires": time.time() + ttl, "used": False}
-        b64 = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+        token_id = secrets.token_hex(8)
+        b64 = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+        self.tokens[token_id] = {"secret": b64.encode(), "expires": time.time() + ttl, "used": False}
         ca_hash = certs.fingerprint(self.ca).removeprefix("sha256:")
         return f"ocbr1.{self.project_id}.{token_id}.{b64}.{ca_hash}"
 
@@ -111,7 +111,6 @@ class EnrolService:
         want = signing.signature(self.sk, signing.string_to_sign(headers.get("x-sdk-date", ""), canonical))
         if want != auth.signature:
             return 401, {"error_code": "APIGW.0301", "error_msg": "bad signature"}
-        agent = dict(body["agent"])
-        csr, endpoint = agent.pop("csr"), agent.pop("endpoint")
-        cert, ca = self._issue(csr, agent, endpoint)
+        agent = body["agent"]
+        cert, ca = self._issue(body["csr"], agent, body["endpoint"])
         return 200, {"agent": {**agent, "certificate": cert, "ca_certificate": ca}}

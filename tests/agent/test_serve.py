@@ -101,3 +101,22 @@ def test_revoke_forgets_the_certificate_and_stops_serving(enrolled, service_cont
         _connect(enrolled, service_context)
     again = agent_cmd(enrolled["config"], "run")
     assert again.returncode == 2 and "enrol it again" in again.stderr
+
+
+def test_an_agent_in_its_own_network_namespace_serves_across_the_link(tmp_path, enrol_service, service_context, netns):
+    name, _here, there = netns
+    config, root = tmp_path / "agent.json", tmp_path / "root"
+    root.mkdir()
+    done = agent_cmd(config, "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token(),
+                     "--listen", "0.0.0.0:7443", "--advertise", f"{there}:7443", "--root", str(root),
+                     "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    cfg = json.loads(config.read_text())
+    agent = AgentProcess(config, prefix=("ip", "netns", "exec", name))
+    try:
+        with connect(f"{there}:7443", service_context, expect_common_name=cfg["agent_id"],
+                     expect_fingerprint=certs.fingerprint(cfg["cert_pem"]), timeout=5) as ch:
+            inv, _ = ch.request({"op": "inventory", "project_id": cfg["project_id"]})
+        assert inv["roots"] == [str(root)] and inv["host"]["host_name"]
+    finally:
+        agent.stop()

@@ -23,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=agent_config.DEFAULT_PATH, help="the agent's configuration file "
                    f"(default {agent_config.DEFAULT_PATH})")
     sub = p.add_subparsers(dest="command", required=True)
+    # --config is also taken after the command (opencbr-agent register --config F ...): the install
+    # script passes its arguments to register
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    r = sub.add_parser("register", help="enrol this host with an OpenCBR service (token, or AK/SK)")
+    r = sub.add_parser("register", parents=[after], help="enrol this host with an OpenCBR service (token, or AK/SK)")
     r.add_argument("--endpoint", required=True, help="the API's URL, e.g. http://backup.example:8080")
     r.add_argument("--token", help="an enrolment token (cbr agent token): valid one hour, once")
     r.add_argument("--project-id", help="with --ak/--sk: the project the agent belongs to")
@@ -48,9 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--nickname", default="", help="a name for this host in the console")
     r.add_argument("--force", action="store_true", help="replace an existing enrolment")
 
-    sub.add_parser("run", help="serve the service's requests (the systemd unit runs this)")
-    sub.add_parser("status", help="the configuration, the certificate's expiry, whether the service is reachable")
-    sub.add_parser("unregister-local", help="forget this agent's configuration and key (the service keeps its record: "
+    sub.add_parser("run", parents=[after], help="serve the service's requests (the systemd unit runs this)")
+    sub.add_parser("status", parents=[after], help="the configuration, the certificate's expiry, whether the service is reachable")
+    sub.add_parser("unregister-local", parents=[after], help="forget this agent's configuration and key (the service keeps its record: "
                    "unregister it there too)")
     return p
 
@@ -128,6 +132,9 @@ def _status(args) -> int:
         shown["certificate_expires"] = certs.not_after(cfg.cert_pem).isoformat()
         shown["ca_fingerprint"] = certs.fingerprint(cfg.ca_pem) if cfg.ca_pem else ""
     shown["service_reachable"], shown["service"] = _reachable(cfg.api_endpoint)
+    from opencbr.agent.inventory import access
+
+    shown["access"] = access()
     print(json.dumps(shown, indent=2, sort_keys=True))
     return 0 if cfg.enrolled else 1
 

@@ -41,6 +41,7 @@ class AgentConfig:
     bandwidth_limit: int = 0                # bytes per second the agent sends at most; 0 = no limit
     max_tasks: int = 2                      # data operations at once; more are answered `busy`
     state_dir: str = DEFAULT_STATE_DIR      # snapshots in flight (crash cleanup)
+    hooks: dict = field(default_factory=dict)  # app-consistency hooks' configuration (agent.hooks.discover)
 
     @property
     def enrolled(self) -> bool:

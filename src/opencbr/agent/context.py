@@ -5,7 +5,10 @@ An operation of ``opencbr.agent.tasks.OPERATIONS`` is ``fn(ctx: TaskContext, cha
 result, which the agent sends as the final answer ``{"ok": true, "result": ...}``. To refuse, it raises
 :class:`AgentError` (answered ``{"ok": false, "error": code, "message": ...}``); a
 :class:`~opencbr.system.beneath.PathSwapped` is answered ``refused``, ``FileNotFoundError``
-``not_found``, anything else ``internal`` (logged with its traceback on the agent, never sent).
+``not_found``, ``PermissionError`` ``denied``, an exception of an OpenCBR module by its class name in
+snake case (the engine's ``BadRequest`` -> ``bad_request``), anything else ``internal`` (logged with its
+traceback on the agent, never sent). ``ctx.cancel`` is set when the agent is stopping: pass it to the
+engine's ``cancel``.
 
 Opening anything on the host goes through ``ctx.confinement`` (``open``, ``open_dir``,
 ``open_device``, ``makedirs``: see :mod:`opencbr.agent.confinement`), checked on every call. A
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from opencbr.agent.config import AgentConfig
 from opencbr.agent.confinement import Confinement, PathSwapped
@@ -42,6 +46,7 @@ class TaskContext:
     log: logging.Logger              # the agent's log (journald under systemd)
     bandwidth_limit: float | None    # bytes/s the channel is limited to (already set on it), None = none
     request_id: str = ""             # the service's id for this request (for the logs)
+    cancel: threading.Event = field(default_factory=threading.Event)  # set when the agent stops: end soon
 
     @contextlib.contextmanager
     def point_in_time(self, devices: list[str], *, freeze_mounts: bool = True):

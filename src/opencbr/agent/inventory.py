@@ -4,7 +4,9 @@ Everything is read from the kernel's own tables (/sys/class/block, /proc/self/mo
 installed, ``blkid`` (file system types) and ``lvs`` (logical volumes). Only what the agent's policy
 allows is reported (devices matching its patterns, files below its roots); loop, ram and zram devices
 only when a device pattern names them (not through the catch-all ``/dev/*``). Walking the roots and
-sizing directories is bounded in time, and says when it stopped early.
+sizing directories is bounded in time (and says when it stopped early), images are looked for
+``IMAGE_DEPTH`` directories deep at most, and both are redone only every ``WALK_TTL`` seconds: the
+service polls often.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
 
 from opencbr.agent import lvm, mounts
@@ -25,6 +28,33 @@ REFUSED_SUFFIXES = {".qcow2": "qcow2 images are not supported: only raw images c
                     ".vdi": "vdi images are not supported: only raw images can be protected"}
 _VIRTUAL = ("loop", "ram", "zram")
 _CATCH_ALL = ("/dev/*", "/dev/**")
+#: Image files are looked for this many directories deep below a root, at most.
+IMAGE_DEPTH = 4
+#: The service polls the inventory every few seconds; walking the roots and sizing directories is
+#: repeated only this often (seconds).
+WALK_TTL = 120.0
+
+
+class _Recent:
+    """Results of the expensive walks, kept ``WALK_TTL`` seconds (per agent process)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: dict = {}
+
+    def get(self, key):
+        with self._lock:
+            hit = self._items.get(key)
+        return hit[1] if hit and time.monotonic() - hit[0] < WALK_TTL else None
+
+    def put(self, key, value):
+        with self._lock:
+            self._items = {k: v for k, v in self._items.items() if time.monotonic() - v[0] < WALK_TTL}
+            self._items[key] = (time.monotonic(), value)
+        return value
+
+
+_recent = _Recent()
 
 
 def _read(path: str, default: str = "") -> str:
@@ -99,7 +129,9 @@ def block_devices(confinement: Confinement) -> list[dict]:
     mounted: dict[tuple[int, int], mounts.Mount] = {}
     for m in table:  # the first mount of a device is the one it was mounted at first (bind mounts come later)
         mounted.setdefault(m.device, m)
-    fstypes = _fstypes()
+    devices = _sys_devices()
+    key = ("fstypes", tuple(d["name"] for d in devices))  # probed again when the devices change
+    fstypes = _recent.get(key) or _recent.put(key, _fstypes())  # (blkid reads every device: not at every poll)
     lvs = {}
     if lvm.available():
         try:
@@ -107,7 +139,7 @@ def block_devices(confinement: Confinement) -> list[dict]:
         except lvm.LvmError:
             lvs = {}
     found = []
-    for d in _sys_devices():
+    for d in devices:
         path = f"/dev/{d['name']}"
         lv = lvs.get(path)
         if d["kind"] == "dm":
@@ -142,7 +174,9 @@ def images(confinement: Confinement, deadline: float, limit: int = 1000) -> tupl
         except (OSError, PathSwapped):
             continue
         try:
-            for top, _dirs, files, dir_fd in os.fwalk(".", dir_fd=fd):
+            for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=fd):
+                if top.count("/") >= IMAGE_DEPTH:
+                    dirs[:] = []
                 for f in files:
                     if time.monotonic() > deadline or len(found) + len(refused) >= limit:
                         return found, refused, False
@@ -176,6 +210,11 @@ def path_report(confinement: Confinement, dir_path: str, exclude: list[str], dea
     except (OSError, PathSwapped) as e:
         return {**report, "error": str(e)}
     report["exists"] = True
+    key = ("size", dir_path, tuple(sorted(exclude or [])))
+    known = _recent.get(key)
+    if known is not None:
+        os.close(fd)
+        return {**report, **known}
     skip = {os.path.normpath(e) for e in exclude or []}
     total = 0
     try:
@@ -195,7 +234,7 @@ def path_report(confinement: Confinement, dir_path: str, exclude: list[str], dea
     finally:
         os.close(fd)
     report["size_estimate"] = total
-    return report
+    return _recent.put(key, report)  # an incomplete walk too: it would stop at the same deadline again
 
 
 def access() -> dict:
@@ -210,7 +249,8 @@ def inventory(confinement: Confinement, paths: list[dict] | None = None, *, api_
               budget_seconds: float = 10.0) -> dict:
     deadline = time.monotonic() + budget_seconds
     disks = block_devices(confinement)
-    imgs, refused, complete = images(confinement, deadline - budget_seconds / 2)
+    key = ("images", tuple(confinement.roots))
+    imgs, refused, complete = _recent.get(key) or _recent.put(key, images(confinement, deadline - budget_seconds / 2))
     reports = [path_report(confinement, p.get("dir_path", ""), p.get("exclude_paths") or [],
                            min(deadline, time.monotonic() + 2.0)) for p in paths or []]
     return {"host": host(api_host), "block_devices": disks + imgs, "refused": refused, "images_complete": complete,

@@ -9,11 +9,11 @@ Two ways (docs/agents.md):
   CA, whose SHA-256 must be the token's. The secret itself never crosses the wire, and a man in the middle
   can neither enrol with a token it saw nor slip in its own CA.
 - **AK/SK**: ``POST /v3/{project_id}/agents`` (the SDK's register_agent) signed like the SDK signs, with
-  the extension fields ``csr`` and ``endpoint``. The CA in the answer is checked against
+  the extension fields ``csr`` and ``endpoint`` beside ``agent``. The CA in the answer is checked against
   ``--ca-fingerprint`` when given, else trusted on first use.
 
-*Canonical JSON*: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-encoded as UTF-8. *The secret*: the token's fourth field, base64url-decoded (padding restored).
+*Canonical JSON*: ``json.dumps(obj, sort_keys=True, separators=(",", ":"))`` (ASCII: other characters
+escaped), as bytes. *The HMAC key*: the token's fourth field (``<secret>``, base64url text) as ASCII bytes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class EnrolError(Exception):
 class Token:
     project_id: str
     token_id: str
-    secret: bytes
+    secret: bytes   # the HMAC key: the token's secret field, as it is written (ASCII)
     ca_sha256: str  # hex
 
 
@@ -51,7 +51,8 @@ def parse_token(text: str) -> Token:
     if len(parts) != 5 or parts[0] != "ocbr1" or not all(parts[1:]):
         raise EnrolError("not an enrolment token (expected ocbr1.<project>.<id>.<secret>.<ca hash>)")
     try:
-        secret = base64.urlsafe_b64decode(parts[3] + "=" * (-len(parts[3]) % 4))
+        base64.urlsafe_b64decode(parts[3] + "=" * (-len(parts[3]) % 4))
+        secret = parts[3].encode("ascii")
     except ValueError:
         raise EnrolError("the token's secret is not base64url") from None
     return Token(parts[1], parts[2], secret, parts[4].lower().removeprefix("sha256:"))
@@ -61,7 +62,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
 def proof(secret: bytes, obj: dict) -> str:
@@ -113,8 +114,16 @@ def _check_certificate(cert_pem: str, ca_pem: str, key_pem: str, agent_id: str) 
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         ca = x509.load_pem_x509_certificate(ca_pem.encode())
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception) as e:  # noqa: BLE001 - cryptography raises several kinds
+        if hasattr(cert, "verify_directly_issued_by"):
+            cert.verify_directly_issued_by(ca)
+        else:  # cryptography < 40 (a distribution's python3-cryptography): the CA is EC P-256 (agentlink.certs)
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            if cert.issuer != ca.subject:
+                raise ValueError("the issuer is not the CA")
+            ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                   ec.ECDSA(cert.signature_hash_algorithm))
+    except Exception as e:  # noqa: BLE001 - cryptography raises several kinds (InvalidSignature, ValueError, ...)
         raise EnrolError(f"the certificate the service sent is not issued by its CA: {e}") from None
     key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -164,8 +173,7 @@ def with_keys(endpoint: str, project_id: str, ak: str, sk: str, *, advertise: st
     base = _base(endpoint)
     agent_id = agent_id or str(uuid.uuid4())
     key_pem, csr_pem = certs.new_key_and_csr(agent_id)
-    body = {"agent": {**agent_fields(agent_id, urlsplit(base).hostname, nickname), "csr": csr_pem,
-                      "endpoint": advertise}}
+    body = {"agent": agent_fields(agent_id, urlsplit(base).hostname, nickname), "csr": csr_pem, "endpoint": advertise}
     path = f"/v3/{project_id}/agents"
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json;charset=utf-8", "Host": urlsplit(base).netloc,

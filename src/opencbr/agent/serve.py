@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 
 from opencbr.agent import VERSION, consistency, inventory
@@ -21,41 +24,73 @@ from opencbr.agent.config import AgentConfig, parse_host_port
 from opencbr.agent.confinement import Confinement, PathSwapped
 from opencbr.agent.context import AgentError, TaskContext
 from opencbr.agentlink import tls
-from opencbr.agentlink.channel import Channel, LinkError, error_answer
+from opencbr.agentlink.channel import Channel, LinkError, RemoteError, error_answer
 from opencbr.agentlink.server import Peer, Server
 
 log = logging.getLogger("opencbr.agent")
 
-#: Operations that read or write data (the rest answer at once and are not counted against ``max_tasks``).
-CONTROL_OPS = ("ping", "inventory", "check", "revoke")
+#: How long running tasks get to answer (cancelled) when the agent is stopped.
+STOP_GRACE_SECONDS = 10.0
+
+
+def _optional(module: str):
+    """``module`` if this agent has it; an import error inside it is an error, not an absence."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return None
 
 
 def data_operations() -> dict:
     """``agent.tasks.OPERATIONS`` (op -> fn(ctx, channel, header, payload) -> dict), or none yet."""
-    try:
-        return dict(importlib.import_module("opencbr.agent.tasks").OPERATIONS)
-    except (ImportError, AttributeError):
-        return {}
+    tasks = _optional("opencbr.agent.tasks")
+    return dict(tasks.OPERATIONS) if tasks is not None else {}
 
 
-def _hooks_check(header: dict) -> list:
-    """App-consistency readiness (agent.hooks), when that module is installed."""
-    try:
-        hooks = importlib.import_module("opencbr.agent.hooks")
-    except ImportError:
-        return []
-    check = getattr(hooks, "check", None)
-    return list(check(header)) if callable(check) else []
+def _hooks_check(hooks_config: dict) -> dict:
+    """App-consistency readiness: ``agent.hooks.check(agent.hooks.discover(<the configuration's hooks>))``
+    when this agent has the hooks: ``{"hooks": [...]}``."""
+    hooks = _optional("opencbr.agent.hooks")
+    if hooks is None or not callable(getattr(hooks, "check", None)) or not callable(getattr(hooks, "discover", None)):
+        return {"hooks": []}
+    return {"hooks": list(hooks.check(hooks.discover(hooks_config or {})))}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def error_code(e: BaseException) -> str | None:
+    """The code an operation's exception is answered with, or None for an unexpected one (``internal``,
+    logged with its traceback): the agent's and the peer's codes, refusals, missing paths, and the
+    engine's own errors by their class name (``BadRequest`` -> ``bad_request``)."""
+    if isinstance(e, (AgentError, RemoteError)):
+        return e.code
+    if isinstance(e, PathSwapped):
+        return "refused"
+    if isinstance(e, FileNotFoundError):
+        return "not_found"
+    if isinstance(e, PermissionError):
+        return "denied"
+    if type(e).__module__.startswith("opencbr."):
+        return _snake(type(e).__name__)
+    return None
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, config_path: str):
+    def __init__(self, config: AgentConfig, config_path: str, operations: dict | None = None):
+        """``operations``: the data operations (op -> fn); by default ``agent.tasks.OPERATIONS``."""
         self.config = config
+        self._operations = operations
         self.config_path = config_path
         self.confinement = Confinement(config.roots, config.devices)
         self.consistency = consistency.Consistency(config.state_dir, log)
         self.stopped = threading.Event()
         self._slots = threading.BoundedSemaphore(max(1, config.max_tasks))
+        self._lock = threading.Lock()
+        self._running: set[threading.Event] = set()  # the cancel events of the running data operations
         self.server: Server | None = None
 
     # -- the process
@@ -70,6 +105,8 @@ class Agent:
         self.server.start()
         log.info("agent %s (project %s) listening on %s:%s; roots %s", self.config.agent_id, self.config.project_id,
                  *self.server.address, self.config.roots)
+        for need in inventory.access()["needs"]:
+            log.warning("running as uid %s: %s", os.geteuid(), need)
         return self.server
 
     def run(self) -> int:
@@ -81,8 +118,22 @@ class Agent:
         while not self.stopped.wait(1.0):
             pass
         self.server.stop()
+        self._cancel_running(grace=STOP_GRACE_SECONDS)
         log.info("agent stopped")
         return 0
+
+    def _cancel_running(self, grace: float) -> None:
+        """Ask running tasks to stop (their ``ctx.cancel``) and give them ``grace`` seconds to answer."""
+        with self._lock:
+            running = list(self._running)
+        for cancel in running:
+            cancel.set()
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._running:
+                    return
+            time.sleep(0.1)
 
     # -- one request
     def handle(self, channel: Channel, header: dict, payload: memoryview, peer: Peer) -> None:
@@ -97,17 +148,17 @@ class Agent:
             return
         try:
             answer = self._dispatch(op, channel, header, payload)
-        except AgentError as e:
-            answer = error_answer(e.code, e.message)
-        except PathSwapped as e:
-            answer = error_answer("refused", str(e))
-        except FileNotFoundError as e:
-            answer = error_answer("not_found", f"{e.filename or ''}: {e.strerror}")
         except LinkError:
             raise
-        except Exception as e:  # noqa: BLE001 - logged here with its traceback; the wire gets one line
-            log.exception("%s failed", op)
-            answer = error_answer("internal", f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - logged here; the wire gets a code and one line, never a traceback
+            code = error_code(e)
+            if code is None:
+                log.exception("%s failed", op)
+                code = "internal"
+            else:
+                log.warning("%s: %s: %s", op, code, e)
+            message = e.message if isinstance(e, (AgentError, RemoteError)) else str(e)
+            answer = error_answer(code, message if code != "internal" else f"{type(e).__name__}: {e}")
         channel.send(answer)
         if op == "revoke" and answer.get("ok"):
             self.stopped.set()
@@ -121,26 +172,31 @@ class Agent:
                                         api_host=_host_of(self.config.api_endpoint))
             return {"ok": True, **found, "version": VERSION, "roots": self.config.roots}
         if op == "check":
-            return {"ok": True, "hooks": _hooks_check(header), "version": VERSION}
+            return {"ok": True, **_hooks_check(self.config.hooks), "version": VERSION}
         if op == "revoke":
             self._forget_certificate()
             return {"ok": True}
-        fn = data_operations().get(op)
+        fn = (self._operations if self._operations is not None else data_operations()).get(op)
         if fn is None:
             raise AgentError("unknown_op", f"this agent (version {VERSION}) has no operation {op!r}")
         if not self._slots.acquire(blocking=False):
             raise AgentError("busy", f"this agent runs {self.config.max_tasks} tasks already; retry later")
+        cancel = threading.Event()
+        with self._lock:
+            self._running.add(cancel)
         try:
-            return {"ok": True, "result": fn(self._task_context(channel, header), channel, header, payload)}
+            return {"ok": True, "result": fn(self._task_context(channel, header, cancel), channel, header, payload)}
         finally:
+            with self._lock:
+                self._running.discard(cancel)
             self._slots.release()
 
-    def _task_context(self, channel: Channel, header: dict) -> TaskContext:
+    def _task_context(self, channel: Channel, header: dict, cancel: threading.Event) -> TaskContext:
         limits = [x for x in (self.config.bandwidth_limit, header.get("bandwidth_limit")) if x]
         limit = float(min(limits)) if limits else None
         channel.limit_bytes_per_second = limit
         return TaskContext(self.config, self.confinement, self.consistency, log, limit,
-                           str(header.get("request_id", "")))
+                           str(header.get("request_id", "")), cancel)
 
     def _forget_certificate(self) -> None:
         """Revoked: drop the key and certificates (the identity stays, for ``status``) and stop serving."""

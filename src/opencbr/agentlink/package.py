@@ -45,21 +45,23 @@ Type=simple
 ExecStart=/opt/opencbr-agent/bin/opencbr-agent run
 Restart=on-failure
 RestartSec=5
+# 2: not enrolled or revoked (opencbr-agent register first): restarting would not help
+RestartPreventExitStatus=2
 # Root, because the agent reads and writes block devices (and image files of any owner below its roots).
 # What root may do is narrowed to what backups need: reading any file (CAP_DAC_READ_SEARCH), writing
 # restored files with their owners and modes (CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE, CAP_MKNOD for
-# device nodes in restored trees), LVM snapshots and fsfreeze (CAP_SYS_ADMIN), raw block I/O
-# (CAP_SYS_RAWIO), and binding its port.
+# device nodes in restored trees), LVM snapshots and fsfreeze (CAP_SYS_ADMIN; CAP_IPC_LOCK: LVM locks
+# its memory while a volume is suspended), raw block I/O (CAP_SYS_RAWIO), and binding its port.
 User=root
-CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_MKNOD CAP_SYS_ADMIN CAP_SYS_RAWIO CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_MKNOD CAP_SYS_ADMIN CAP_IPC_LOCK CAP_SYS_RAWIO CAP_NET_BIND_SERVICE
 NoNewPrivileges=yes
-# Block devices stay visible (no PrivateDevices); the file systems stay writable where the roots are
+# Block devices stay reachable: no PrivateDevices, no DeviceAllow (and no ProtectClock, which implies
+# one and so closes every other device); the file systems stay writable where the roots are
 # (ProtectSystem would make restores into /usr or /etc fail). The rest of the hardening does not get in
 # the way of reading disks:
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectControlGroups=yes
-ProtectClock=yes
 ProtectHostname=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=no
@@ -179,15 +181,21 @@ def build_agent_wheel(dest_dir: str) -> str:
 def install_script(endpoint: str, token: str = "") -> str:
     """A POSIX shell script that installs the agent on a host from the service at ``endpoint``, enrols
     it (with ``token``, or a ``--token`` among the script's arguments) and starts its systemd unit.
-    Arguments are passed to ``opencbr-agent register`` (``--root DIR``, ``--advertise HOST:PORT``...)."""
+    Arguments are passed to ``opencbr-agent register`` (``--root DIR``, ``--advertise HOST:PORT``...).
+    The environment may change where it installs (``OPENCBR_AGENT_PREFIX``, ``OPENCBR_AGENT_UNIT_DIR``)
+    and how the virtual environment is made (``OPENCBR_AGENT_VENV_ARGS``, e.g. ``--system-site-packages``
+    to use the distribution's python3-cryptography); pip reads its own ``PIP_*`` variables (an offline
+    index: ``PIP_NO_INDEX=1 PIP_FIND_LINKS=/dir``)."""
     endpoint = endpoint.rstrip("/")
     token_args = f"--token {shlex.quote(token)} " if token else ""
+    unit = SYSTEMD_UNIT.replace(PREFIX, "${PREFIX}")
     return f"""#!/bin/sh
 # Installs the OpenCBR agent {__version__} from {endpoint} (docs/agents.md):
 #   curl -fsSL {endpoint}/agent/install.sh | sudo sh -s -- --token TOKEN [--root DIR ...] [--advertise HOST:PORT]
 set -eu
 ENDPOINT={shlex.quote(endpoint)}
-PREFIX={PREFIX}
+PREFIX="${{OPENCBR_AGENT_PREFIX:-{PREFIX}}}"
+UNIT_DIR="${{OPENCBR_AGENT_UNIT_DIR:-/etc/systemd/system}}"
 [ "$(id -u)" = 0 ] || {{ echo "run this as root: the agent reads and writes block devices" >&2; exit 1; }}
 command -v python3 >/dev/null || {{ echo "python3 (3.11 or later) is needed" >&2; exit 1; }}
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{ echo "python3 must be 3.11 or later" >&2; exit 1; }}
@@ -199,15 +207,15 @@ fetch() {{
   else python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$1" "$2"; fi
 }}
 echo "==> the agent's environment in $PREFIX"
-python3 -m venv "$PREFIX" || {{ echo "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }}
+python3 -m venv ${{OPENCBR_AGENT_VENV_ARGS:-}} "$PREFIX" || {{ echo "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }}
 echo "==> the agent package from $ENDPOINT and its dependencies (blake3, zstandard, cryptography, pyfastcdc)"
 fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
 "$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
 echo "==> enrolling this host"
 "$PREFIX/bin/opencbr-agent" register --endpoint "$ENDPOINT" {token_args}"$@"
-echo "==> the systemd unit opencbr-agent.service"
-cat > /etc/systemd/system/opencbr-agent.service <<'UNIT'
-{SYSTEMD_UNIT}UNIT
+echo "==> the systemd unit $UNIT_DIR/opencbr-agent.service"
+cat > "$UNIT_DIR/opencbr-agent.service" <<UNIT
+{unit}UNIT
 systemctl daemon-reload
 systemctl enable --now opencbr-agent
 systemctl --no-pager --lines=0 status opencbr-agent || true

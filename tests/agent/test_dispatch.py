@@ -1,0 +1,117 @@
+"""How the agent runs data operations (in process, with operations of the test's own over real mutual TLS):
+at most ``max_tasks`` at once, errors as codes without tracebacks, the task context they get."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from opencbr.agent.config import AgentConfig
+from opencbr.agent.context import AgentError
+from opencbr.agent.serve import Agent
+from opencbr.agentlink import certs, tls
+from opencbr.agentlink.channel import RemoteError
+from opencbr.agentlink.client import connect
+from opencbr.engine.errors import InvalidArgument
+
+PROJECT = "p" * 32
+
+
+@pytest.fixture
+def pki():
+    ca, ca_key = certs.new_authority()
+    svc_cert, svc_key = certs.issue(ca, ca_key, tls.SERVICE_CN, server=False, client=True)
+    return ca, ca_key, tls.service_client_context(svc_cert, svc_key, ca)
+
+
+def _agent(tmp_path, pki, operations, **kw):
+    ca, ca_key, _ = pki
+    cert, key = certs.issue(ca, ca_key, "agent-1", server=True, client=False)
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    cfg = AgentConfig(agent_id="agent-1", project_id=PROJECT, api_endpoint="http://127.0.0.1:9", listen="127.0.0.1:0",
+                      roots=[str(root)], key_pem=key, cert_pem=cert, ca_pem=ca, state_dir=str(tmp_path / "state"), **kw)
+    agent = Agent(cfg, str(tmp_path / "agent.json"), operations=operations)
+    agent.start()
+    return agent
+
+
+def _call(agent, pki, header, timeout=10):
+    with connect(f"127.0.0.1:{agent.server.address[1]}", pki[2], expect_common_name="agent-1",
+                 expect_fingerprint=None, timeout=5) as ch:
+        return ch.request({"project_id": PROJECT, **header}, timeout=timeout)[0]
+
+
+def test_at_most_max_tasks_run_and_the_next_is_busy(tmp_path, pki):
+    started, release = threading.Semaphore(0), threading.Event()
+
+    def slow(ctx, channel, header, payload):
+        started.release()
+        release.wait(10)
+        return {"n": header["n"]}
+
+    agent = _agent(tmp_path, pki, {"backup_disk": slow}, max_tasks=2)
+    try:
+        answers = {}
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, _call(agent, pki, {"op": "backup_disk", "n": i})))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        assert started.acquire(timeout=5) and started.acquire(timeout=5)
+        with pytest.raises(RemoteError) as e:
+            _call(agent, pki, {"op": "backup_disk", "n": 3})
+        assert e.value.code == "busy"
+        assert _call(agent, pki, {"op": "ping"})["ok"]  # control requests are not counted
+        assert isinstance(_call(agent, pki, {"op": "check"})["hooks"], list)
+        release.set()
+        for t in threads:
+            t.join(10)
+        assert {i: a["result"] for i, a in answers.items()} == {0: {"n": 0}, 1: {"n": 1}}
+    finally:
+        agent.server.stop()
+
+
+def test_errors_are_answered_as_codes_without_tracebacks(tmp_path, pki):
+    def refuse(ctx, channel, header, payload):
+        raise AgentError("target_busy", "the disk is in use")
+
+    def outside(ctx, channel, header, payload):
+        return {"fd": ctx.confinement.open("/etc/passwd")}
+
+    def engine(ctx, channel, header, payload):
+        raise InvalidArgument("the request lacks 'disks'")
+
+    def crash(ctx, channel, header, payload):
+        return {"x": 1 // 0}
+
+    agent = _agent(tmp_path, pki, {"a": refuse, "b": outside, "c": engine, "d": crash})
+    try:
+        codes = {}
+        for op in "abcd":
+            with pytest.raises(RemoteError) as e:
+                _call(agent, pki, {"op": op})
+            codes[op] = (e.value.code, e.value.message)
+        assert codes["a"] == ("target_busy", "the disk is in use")
+        assert codes["b"][0] == "refused" and "outside this agent's roots" in codes["b"][1]
+        assert codes["c"] == ("invalid_argument", "the request lacks 'disks'")
+        assert codes["d"][0] == "internal" and "Traceback" not in codes["d"][1]
+    finally:
+        agent.server.stop()
+
+
+def test_a_task_gets_its_context_and_the_bandwidth_limit(tmp_path, pki):
+    seen = {}
+
+    def probe(ctx, channel, header, payload):
+        seen.update(roots=ctx.confinement.roots, limit=ctx.bandwidth_limit, channel_limit=channel.limit_bytes_per_second,
+                    request_id=ctx.request_id, cancelled=ctx.cancel.is_set(), agent=ctx.config.agent_id)
+        return {}
+
+    agent = _agent(tmp_path, pki, {"probe": probe}, bandwidth_limit=5_000_000)
+    try:
+        _call(agent, pki, {"op": "probe", "request_id": "r1", "bandwidth_limit": 1_000_000})
+    finally:
+        agent.server.stop()
+    assert seen == {"roots": [str(tmp_path / "root")], "limit": 1_000_000.0, "channel_limit": 1_000_000.0,
+                    "request_id": "r1", "cancelled": False, "agent": "agent-1"}

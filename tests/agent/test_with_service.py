@@ -1,0 +1,106 @@
+"""The agent program against the real service: enrolment with a token from the API, the scheduler's poll
+seeing the agent online with its inventory (official SDK), unregistering revoking it at once, and the
+installation script the service serves, run as a host would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("opencbr.services.agents", reason="the service's agent routes are not in this tree yet")
+
+from huaweicloudsdkcbr.v1 import ShowAgentRequest, UnregisterAgentRequest  # noqa: E402
+
+from tests.agent.conftest import AgentProcess, agent_cmd  # noqa: E402
+from tests.support.clients import api, sdk  # noqa: E402
+from tests.support.databases import sqlite_url  # noqa: E402
+from tests.support.server import ServerProcess, free_port  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("agent-service"))
+    srv = ServerProcess(d, sqlite_url(d), workers=1, extra_env={"OPENCBR_AGENT_POLL_SECONDS": "1"}).start()
+    yield srv
+    srv.stop()
+
+
+def _wait(predicate, timeout: float = 30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.3)
+    return predicate()
+
+
+def test_enrol_with_a_token_be_polled_online_and_be_revoked_by_unregister(tmp_path, server):
+    token = api(server).post("/agents/tokens", {})["token"]
+    config, root = tmp_path / "etc" / "agent.json", tmp_path / "srv"
+    (root / "www").mkdir(parents=True)
+    port = free_port()
+    done = agent_cmd(config, "register", "--endpoint", server.url, "--token", token, "--listen", f"127.0.0.1:{port}",
+                     "--advertise", f"127.0.0.1:{port}", "--root", str(root), "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    agent_id = json.loads(config.read_text())["agent_id"]
+    client = sdk(server)
+    agent = AgentProcess(config)
+    try:
+        shown = _wait(lambda: (a := client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent).status == "online" and a)
+        assert shown, server.log()[-3000:]
+        assert shown.agent_version and shown.host_name
+
+        client.unregister_agent(UnregisterAgentRequest(agent_id=agent_id))
+        agent.proc.wait(timeout=20)  # revoked: it forgot its certificate and stopped
+        left = json.loads(config.read_text())
+        assert left["agent_id"] == agent_id and not left["cert_pem"] and not left["key_pem"]
+        assert os.stat(config).st_mode & 0o077 == 0
+    finally:
+        agent.stop()
+
+
+def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, server):
+    """``curl .../agent/install.sh | sh -s -- --token T ...`` with the system's Python, offline: pip finds no
+    index (PIP_NO_INDEX) and takes the dependencies from the distribution (python3-cryptography, through
+    --system-site-packages); systemctl is a stand-in recording its calls; the paths are the test's."""
+    python3 = shutil.which("python3", path="/usr/bin:/bin")
+    if not python3 or subprocess.run([python3, "-c", "import cryptography, setuptools, pip"], capture_output=True).returncode:
+        pytest.skip("no system Python with cryptography and pip here")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    script = opener.open(f"{server.url}/agent/install.sh", timeout=30).read().decode()
+    token = api(server).post("/agents/tokens", {})["token"]
+    bin_dir, units, calls = tmp_path / "bin", tmp_path / "units", tmp_path / "systemctl.calls"
+    bin_dir.mkdir()
+    units.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OPENCBR_AGENT_PREFIX": str(tmp_path / "opt"),
+           "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
+           "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1"}
+    config, port = tmp_path / "etc" / "agent.json", free_port()
+    (tmp_path / "srv").mkdir()
+    done = subprocess.run(["sh", "-s", "--", "--token", token, "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                           "--root", str(tmp_path / "srv"), "--state-dir", str(tmp_path / "state")],
+                          input=script, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    unit = (units / "opencbr-agent.service").read_text()
+    assert f"ExecStart={tmp_path / 'opt'}/bin/opencbr-agent run" in unit
+    assert calls.read_text().splitlines() == ["daemon-reload", "enable --now opencbr-agent",
+                                              "--no-pager --lines=0 status opencbr-agent"]
+    agent_id = json.loads(config.read_text())["agent_id"]
+    installed = subprocess.Popen([str(tmp_path / "opt" / "bin" / "opencbr-agent"), "--config", str(config), "run"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = sdk(server)
+        shown = _wait(lambda: (a := client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent).status == "online" and a)
+        assert shown, server.log()[-3000:]
+    finally:
+        installed.terminate()
+        installed.communicate(timeout=20)
