@@ -34,7 +34,7 @@ from huaweicloudsdkcbr.v1.model.change_to_period import ChangeToPeriod
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from tests.api.test_vaults_sdk import create, make_disk
-from tests.support.clients import api, new_tenant, sdk
+from tests.support.clients import new_tenant, sdk
 
 
 def refused(call, status=400) -> tuple[str, str]:
