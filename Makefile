@@ -28,7 +28,7 @@ run: venv
 
 ## Debian packages the tests need (installed only when missing; needs root or sudo).
 deps-test:
-	@missing=""; for p in e2fsprogs:mkfs.ext4 dosfstools:mkfs.vfat mtools:mcopy fdisk:sfdisk chromium:chromium; do \
+	@missing=""; for p in e2fsprogs:mkfs.ext4 dosfstools:mkfs.vfat mtools:mcopy fdisk:sfdisk chromium:chromium lvm2:lvcreate; do \
 	  cmd=$${p#*:}; pkg=$${p%%:*}; command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

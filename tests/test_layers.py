@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler": {"domain", "config", "catalog", "services"},
     "worker": {"domain", "config", "catalog", "engine", "services", "system"},
     "console": {"domain", "config"},
-    "api": {"domain", "config", "catalog", "services", "console"},
+    "api": {"domain", "config", "catalog", "services", "console", "agentlink"},  # agentlink: the agent package it serves
     # process entry points: they assemble everything but the API's client
     "server": {"domain", "config", "catalog", "services", "scheduler", "worker", "api", "console", "system"},
     # the `cbr` command is a client of the API; it starts the service processes through `server`

@@ -27,6 +27,8 @@ Settings of the data plane (workers):
 - ``task_max_attempts``: how many times a backup (or restore, GC, verify, delete) whose worker was lost
   is tried in all before it fails. An orderly stop (SIGTERM) hands tasks back without using an attempt.
 - ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read).
+- ``agent_poll_seconds``: how often the scheduler process asks every enrolled agent for its inventory
+  (default 15); an agent silent for three intervals is offline, and its resources say so.
 
 ``resource_roots``: the directories tenants' disks, file systems and restore targets must lie below.
 A path of the machine belongs to one project: registering a path at, above or below another project's
@@ -82,6 +84,9 @@ class Settings:
     # Free space (MiB) kept on the object store's and the catalog's file systems (local ones): no backup
     # starts below it and a running one stops below half of it, so deletes can still free space.
     storage_reserve_mb: int = 256
+    # Seconds between two heartbeat polls of every enrolled agent (by the scheduler process). An agent
+    # that has not answered for three of them is offline, and so are its resources.
+    agent_poll_seconds: float = 15.0
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -125,7 +130,7 @@ class Settings:
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb"}
-_FLOAT_FIELDS = {"worker_poll_seconds"}
+_FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 
 

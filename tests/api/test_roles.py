@@ -101,6 +101,19 @@ ROUTES = [
     ("DELETE", "/iam/credentials/{admin_ak}", None, ADMIN),
     ("GET", "/iam/audit-events", None, ADMIN),
     ("PUT", "/iam/tracker", {"enabled": True}, ADMIN),
+    ("GET", "/agents", None, READ),
+    ("POST", "/agents", {"agent": {"agent_id": "roles-agent", "host_name": "h", "host_ip": "10.0.0.1",
+                                   "host_os": "Linux"}}, MEMBER),
+    ("GET", "/agents/install-command", None, READ),
+    ("POST", "/agents/tokens", None, MEMBER),
+    ("POST", "/agents/enrol", None, READ),  # unsigned: a token's proof authenticates it
+    ("GET", "/agents/roles-agent", None, READ),
+    ("PUT", "/agents/roles-agent", {"agent": {"status": "uninstall"}}, MEMBER),
+    ("DELETE", "/agents/roles-agent", None, MEMBER),
+    ("POST", "/agents/roles-agent/add-path", {"add_path": ["/srv"]}, MEMBER),
+    ("POST", "/agents/roles-agent/remove-path", {"remove_path": ["/srv"]}, MEMBER),
+    ("POST", "/agent/check", {"agent_status": [{"resource_id": "{disk}", "resource_type": "OS::Cinder::Volume"}]},
+     READ),
 ]
 
 

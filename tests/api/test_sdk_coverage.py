@@ -12,10 +12,6 @@ from tools import sdk_coverage as C
 
 #: Operations that may still be missing, and the issue that delivers each. Empty is the goal.
 NOT_YET: dict[str, str] = {
-    # issue 14: agents
-    **{op: "issue 14 (agents)" for op in (
-        "register_agent", "list_agent", "show_agent", "update_agent", "unregister_agent", "add_agent_path",
-        "remove_agent_path", "check_agent")},
     # issue 16: replication
     **{op: "issue 16 (replication)" for op in ("copy_backup", "copy_checkpoint", "show_replication_capabilities")},
     # issue 17, other parts: sharing, organization policies, moving resources between vaults

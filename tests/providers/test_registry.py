@@ -9,6 +9,7 @@ import pytest
 
 from opencbr.domain import resource as R
 from opencbr.providers import registry
+from opencbr.providers.agent import AgentProvider
 from opencbr.providers.local.provider import LocalProvider
 
 
@@ -24,8 +25,10 @@ def test_the_provider_column_chooses_and_an_unknown_provider_is_named(tmp_path):
     local = installed.for_resource(Row("local"))
     assert isinstance(local, LocalProvider) and local is installed.default and local is installed.get("local")
     assert local.roots == (str(tmp_path),)
-    with pytest.raises(LookupError, match="'agent'.*installed: local"):
-        installed.for_resource(Row("agent"))
+    assert isinstance(installed.for_resource(Row("agent")), AgentProvider)
+    assert installed.for_resource(Row("agent")).capabilities.reads_on_host
+    with pytest.raises(LookupError, match="'nfs'.*installed: agent, local"):
+        installed.for_resource(Row("nfs"))
 
 
 def test_presence_needs_no_configured_provider(tmp_path):

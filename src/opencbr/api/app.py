@@ -7,6 +7,8 @@ from fastapi import FastAPI, Request
 from opencbr import __version__
 from opencbr.api import errors
 from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
+from opencbr.api.routes import agent_package as agent_package_routes
+from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
@@ -67,7 +69,9 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(vaultop_routes.router)
     app.include_router(vaultop_routes.domain_router)
     app.include_router(tag_routes.router)
-    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes):
+    for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes,
+                   agent_routes):
         app.include_router(module.router)
+    app.include_router(agent_package_routes.router)  # the agent's installation (docs/agents.md)
     app.include_router(console_web.router)
     return app

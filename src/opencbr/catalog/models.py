@@ -119,10 +119,85 @@ class Resource(Base):
     identity: Mapped[dict] = mapped_column(JSON, default=dict)
     # Why the resource is in ``error`` (e.g. its path was swapped for a symlink), shown to the user.
     status_reason: Mapped[str] = mapped_column(Text, default="")
+    # A resource of an agent's host (provider ``agent``): the agent that reads and writes it. Set to NULL
+    # when the agent is unregistered (the resource stays, in error, with its backups).
+    agent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="SET NULL"), nullable=True, index=True)
     # [{"key", "value"}] (domain.tags); a vault's bind rules pick resources by them (automatic association).
     tags: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+# -------------------------------------------------------------------------------------------- agents
+class Agent(Base):
+    """An ``opencbr-agent`` on a protected host (CBR v3 API: agents). The service connects to it at
+    ``endpoint`` over mutual TLS and accepts only the certificate whose fingerprint is pinned here;
+    ``cert_fingerprint`` is NULL until an agent enrols (a register_agent without a CSR)."""
+
+    __tablename__ = "agents"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    host_name: Mapped[str] = mapped_column(String(255), default="")
+    host_nickname: Mapped[str] = mapped_column(String(255), default="")
+    host_ip: Mapped[str] = mapped_column(String(64), default="")
+    host_os: Mapped[str] = mapped_column(String(255), default="")
+    agent_version: Mapped[str] = mapped_column(String(32), default="")
+    agent_type: Mapped[str] = mapped_column(String(16), default="native")
+    # active | uninstalled (update_agent). Online or offline is computed from last_active_time.
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    endpoint: Mapped[str] = mapped_column(String(300), default="")
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_active_time: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_poll_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    # The agent's last inventory answer (host, block devices, paths), as it sent it.
+    inventory: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Bytes per second the agent's tasks may send or receive (0: no limit).
+    bandwidth_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class AgentPath(Base):
+    """A directory of an agent's host to protect as a file system (add_agent_path)."""
+
+    __tablename__ = "agent_paths"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    dir_path: Mapped[str] = mapped_column(Text)
+    exclude_paths: Mapped[list] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="available")  # available | remove
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AgentToken(Base):
+    """A single-use enrolment token (``cbr agent token``): its secret, sealed with the master key, keys
+    the HMAC proofs of the enrolment request and answer; it never crosses the wire after it is issued."""
+
+    __tablename__ = "agent_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(36), default="")
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    agent_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AgentAuthority(Base):
+    """The installation's agent CA and the service's client certificate (one row, ``id`` 1), shared by
+    every process on every machine; the keys are sealed with the master key."""
+
+    __tablename__ = "agent_authority"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ca_cert: Mapped[str] = mapped_column(Text)
+    ca_key_sealed: Mapped[str] = mapped_column(Text)
+    service_cert: Mapped[str] = mapped_column(Text)
+    service_key_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # -------------------------------------------------------------------------------------------- vaults

@@ -7,6 +7,7 @@ import typer
 
 from opencbr import __version__
 from opencbr.cli.admin import admin_app
+from opencbr.cli.agents import agent_app
 from opencbr.cli.backups import backup_app
 from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
@@ -30,6 +31,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(fs_app, name="fs")
 app.add_typer(task_app, name="task")
 app.add_typer(admin_app, name="admin")
+app.add_typer(agent_app, name="agent")
 
 
 @app.command()

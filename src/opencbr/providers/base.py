@@ -18,10 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-
-class PathSwapped(Exception):
-    """What is at a path is not what may be opened there: a symlink on the way, a path that escapes
-    its root, another kind of object, or another object than the one registered."""
+# Defined with the confinement helpers (the agent raises it too); re-exported: the providers' error.
+from opencbr.system.beneath import PathSwapped  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,9 @@ class Capabilities:
     #: It can quiesce what writes a resource (freeze, then thaw) around a read view, making it
     #: application-consistent; without, a read view is at best crash-consistent.
     freeze: bool
+    #: Its resources' data is read and written where it lives (an agent's host): the services do not
+    #: open them but hand the task to the provider with the vault (:mod:`opencbr.providers.agent`).
+    reads_on_host: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from opencbr.providers.agent.provider import AgentProvider
 from opencbr.providers.base import Provider
 from opencbr.providers.local.provider import LocalProvider
 
 #: Every kind of provider, by the name a resource's ``provider`` column holds.
-KINDS: dict[str, type] = {LocalProvider.name: LocalProvider}
+KINDS: dict[str, type] = {LocalProvider.name: LocalProvider, AgentProvider.name: AgentProvider}
 
 
 class HeldResource(Protocol):
@@ -44,8 +45,9 @@ class Registry:
 
 
 def installed(*, resource_roots: tuple[str, ...]) -> Registry:
-    """The providers this installation has: the machines' own disks and directories (``local``)."""
-    return Registry([LocalProvider(roots=resource_roots)], default=LocalProvider.name)
+    """The providers this installation has: the machines' own disks and directories (``local``), and
+    those of the hosts its agents run on (``agent``)."""
+    return Registry([LocalProvider(roots=resource_roots), AgentProvider()], default=LocalProvider.name)
 
 
 def present(resource: HeldResource) -> bool:

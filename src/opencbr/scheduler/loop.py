@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from opencbr.services import executions, retention, tasks
+from opencbr.services import agents, executions, retention, tasks
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.scheduler")
@@ -73,6 +73,7 @@ class Scheduler:
         self._last_sweep: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._agent_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------ rounds
     def tick(self, now: datetime | None = None) -> TickReport:
@@ -130,16 +131,31 @@ class Scheduler:
                 log.exception("scheduler %s: tick failed", self.scheduler_id)
             stop.wait(self.tick_seconds)
 
+    def poll_agents_forever(self, stop: threading.Event) -> None:
+        """The agents' heartbeat (services.agents.poll_agents), every ``agent_poll_seconds``, in its own
+        thread: a slow agent never delays a policy's execution."""
+        interval = self.ctx.settings.agent_poll_seconds
+        while not stop.is_set():
+            try:
+                agents.poll_agents(self.ctx, timeout=min(5.0, interval))
+            except Exception:
+                log.exception("scheduler %s: agent poll failed", self.scheduler_id)
+            stop.wait(interval)
+
     def start(self) -> None:
         if self._thread is not None:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self.run_forever, args=(self._stop,), name="scheduler", daemon=True)
         self._thread.start()
+        self._agent_thread = threading.Thread(target=self.poll_agents_forever, args=(self._stop,), name="agent-poll",
+                                              daemon=True)
+        self._agent_thread.start()
 
     def shutdown(self, timeout: float = 10) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._agent_thread):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._agent_thread = None
 

@@ -23,8 +23,10 @@ from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, No
 from opencbr.domain.retention import RetentionRule
 from opencbr.engine import BackupCancelled, Conflict, Missing, Repository
 from opencbr.engine.disk.source import FileDiskSource
+from opencbr.providers.agent import AgentTaskFailed
+from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import listing, space, tasks
+from opencbr.services import listing, onhost, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -374,17 +376,20 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         for part in parts:
             repo.delete_backup(part.id)
     progress = TaskProgress(run, guard=lambda: space.check_reserve(ctx, fraction=0.5))
-    with ExitStack() as stack:  # every path opened and checked again (roots, symlinks, identity)
-        opened = {part.id: stack.enter_context(res_svc.open_resource(ctx, part.resource_id)) for part in parts}
-        if b.resource_type == R.FILE_SYSTEM:
-            outcome = _backup_tree(repo, b, vault, opened[b.id], previous[b.id], progress)
-        else:
-            views = provider.read_view([opened[part.id] for part in parts], server_running=running)
-            outcome = _backup_disks(repo, b, vault, parts, opened, previous, views, progress)
-        if outcome is not None:
-            for part in parts:  # what was read is the resource from now on: its identity and size
-                res_svc.record_identity(ctx, part.resource_id, opened[part.id],
-                                        outcome.logical_bytes if b.resource_type == R.FILE_SYSTEM else None)
+    if provider.capabilities.reads_on_host:  # read where it lives (an agent's host), stored here
+        outcome = _backup_on_host(ctx, provider, repo, b, vault, parts, previous, progress)
+    else:
+        with ExitStack() as stack:  # every path opened and checked again (roots, symlinks, identity)
+            opened = {part.id: stack.enter_context(res_svc.open_resource(ctx, part.resource_id)) for part in parts}
+            if b.resource_type == R.FILE_SYSTEM:
+                outcome = _backup_tree(repo, b, vault, opened[b.id], previous[b.id], progress)
+            else:
+                views = provider.read_view([opened[part.id] for part in parts], server_running=running)
+                outcome = _backup_disks(repo, b, vault, parts, opened, previous, views, progress)
+            if outcome is not None:
+                for part in parts:  # what was read is the resource from now on: its identity and size
+                    res_svc.record_identity(ctx, part.resource_id, opened[part.id],
+                                            outcome.logical_bytes if b.resource_type == R.FILE_SYSTEM else None)
     if outcome is None:  # cancelled: nothing is left of it
         if progress.stopped_by is not None:
             raise progress.stopped_by
@@ -469,6 +474,43 @@ def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: Opened, previo
     return BackupOutcome(consistency, {b.id: (r.total_bytes, r.added_bytes, {
         "consistency": consistency, "stats": stats, "partial": r.partial, "warnings": warnings[:200]})},
         partial=r.partial, warnings=warnings)
+
+
+_ON_HOST = {"method": "agent", "note": "read on the agent's host (it records how)"}  # replaced by the agent's
+
+
+def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, vault: Vault, parts: list[Backup],
+                    previous: dict, progress: TaskProgress) -> BackupOutcome | None:
+    """The agent reads the disks (one point in time) or the tree on its host; the vault answers which
+    chunks it needs and checks what it gets (providers/agent, engine/remote)."""
+    link = onhost.link_to(ctx, b.resource_id)
+    with ctx.tx() as s:
+        paths = {part.id: s.get(Resource, part.resource_id).path for part in parts}
+    task = {"project_id": link.project_id, "cancel": progress.cancel, "bandwidth": link.bandwidth,
+            "progress": progress}
+    try:
+        if b.resource_type == R.FILE_SYSTEM:
+            consistency = {"method": "live-tree", "note": "files were read on the agent's host while the file "
+                                                          "system was in use (guide 2.4.3 advises quiet times)"}
+            r = provider.backup_tree(repo, link.connect, path=paths[b.id], backup_id=b.id, parent=previous[b.id],
+                                     meta=_manifest_meta(b, vault, None, consistency), full=b.full_requested, **task)
+            warnings = list(r.get("warnings") or [])
+            stats = {k: v for k, v in r.items() if k != "warnings"}
+            return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), {
+                "consistency": consistency, "stats": stats, "partial": bool(r.get("partial")),
+                "warnings": warnings[:200]})}, partial=bool(r.get("partial")), warnings=warnings)
+        disks = [HostDisk(paths[part.id], part.id, previous[part.id],
+                          _manifest_meta(part, vault, b if part is not b else None, _ON_HOST)) for part in parts]
+        r = provider.backup_disks(repo, link.connect, disks=disks, server=b.resource_type == R.SERVER,
+                                  full=b.full_requested, **task)
+    except AgentTaskFailed as e:
+        if progress.cancel.is_set():
+            return None
+        raise onhost.agent_error(e) from None
+    consistency = r["consistency"]
+    return BackupOutcome(consistency, {d["backup_id"]: (int(d["disk_size"]), int(d["added_bytes"]),
+                                                         {"consistency": consistency, "stats": d})
+                                       for d in r["disks"]})
 
 
 def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, used: int,

@@ -13,8 +13,9 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
+from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import engine_errors, tasks
+from opencbr.services import engine_errors, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_backup
@@ -146,6 +147,12 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     if not isinstance(destination, str) or not os.path.isabs(destination):
         raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
     with ctx.tx() as s:
+        b, _vault = _browsable(s, p, backup_id)
+        source = s.get(Resource, b.resource_id)
+        host_resource = source.id if source is not None and onhost.on_host(ctx, source) else None
+    if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
+        return _restore_files_on_host(ctx, p, backup_id, paths, os.path.normpath(destination), host_resource)
+    with ctx.tx() as s:
         dest = res_svc.authorised_path(s, ctx, p, destination)
         res_svc.check_path_free(s, ctx, p, dest, target=True)
     provider = ctx.providers.default
@@ -176,6 +183,42 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         return task.id
 
 
+def _restore_files_on_host(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], dest: str,
+                           resource_id: str) -> str:
+    now = ctx.now()
+    with ctx.tx() as s:
+        b, vault = _browsable(s, p, backup_id)
+    with engine_errors.translated():
+        _check_paths_exist(repository(ctx, vault, create=False), b, paths)
+    with ctx.tx() as s:
+        task = tasks.new_task(s, project_id=p.project_id, operation_type="restore_files", now=now,
+                              vault_id=vault.id, vault_name=vault.name, resource_id=b.resource_id,
+                              resource_name=b.resource_name, resource_type=b.resource_type,
+                              provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
+                              params={"backup_id": b.id, "paths": paths, "destination": dest,
+                                      "host_resource_id": resource_id},
+                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name, "paths": paths,
+                                                      "destination_path": dest}})
+        return task.id
+
+
+def _run_restore_files_on_host(ctx: ServiceContext, run: tasks.TaskRun, repo, b: Backup) -> None:
+    link = onhost.link_to(ctx, run.params["host_resource_id"])
+    with ctx.tx() as s:
+        provider = ctx.providers.for_resource(s.get(Resource, run.params["host_resource_id"]))
+    progress = TaskProgress(run)
+    try:
+        r = provider.restore_files(repo, link.connect, project_id=link.project_id, backup_id=b.id,
+                                   paths=run.params["paths"], target=run.params["destination"],
+                                   cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)
+    except AgentTaskFailed as e:
+        if progress.cancel.is_set():
+            raise tasks.TaskCancelled(run.task_id) from None
+        raise onhost.agent_error(e) from None
+    run.set_extra(restore_result={"bytes_written": int(r.get("bytes_written", 0)),
+                                  "destination_path": run.params["destination"]})
+
+
 def _check_paths_exist(repo, b: Backup, paths: list[str]) -> None:
     """A path that is not in the backup is the caller's mistake: say so now (404), not in a failed task."""
     repo.lookup(b.id, *paths)
@@ -189,6 +232,8 @@ def run_restore_files(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
     repo = repository(ctx, vault, create=False)
+    if run.params.get("host_resource_id"):
+        return _run_restore_files_on_host(ctx, run, repo, b)
     dest = run.params["destination"]
     progress = TaskProgress(run)
     written = 0

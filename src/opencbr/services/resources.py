@@ -53,6 +53,8 @@ def disks_of_servers(s: Session, resources: list[Resource]) -> dict[str, list[Re
 def live_status(s: Session, res: Resource, *, disks: list[Resource] | None = None) -> str:
     """The status of a resource as it is now: a disk whose file vanished or a directory that is gone is
     in error; a server with a missing disk is faulty (``disks``: the server's, when already loaded)."""
+    if res.provider == "agent":
+        return res.status  # as the agents' heartbeat last found it (services.agents.poll)
     if res.type in (R.DISK, R.FILE_SYSTEM) and not hosts.is_here(res):
         return res.status  # another host's data: as its last task there found it
     if res.type in (R.DISK, R.FILE_SYSTEM):
@@ -124,7 +126,8 @@ def check_path_free(s: Session, ctx: ServiceContext, p: Principal, path: str, *,
         near.append(Resource.path.like(escaped + "/%", escape="\\"))
     rows = s.execute(select(Resource.project_id, Resource.path, Project.account_id)
                      .join(Project, Project.id == Resource.project_id)
-                     .where(or_(*near), or_(Resource.host == host, Resource.host == ""))).all()
+                     .where(or_(*near), or_(Resource.host == host, Resource.host == ""),
+                            Resource.provider != "agent")).all()  # (agents' paths are their hosts' own)
     shared = ctx.settings.allow_shared_paths_within_account
     for project_id, other, account_id in rows:
         if project_id == p.project_id:

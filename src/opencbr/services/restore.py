@@ -21,8 +21,9 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
+from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import engine_errors, tasks
+from opencbr.services import engine_errors, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, get_backup
@@ -137,6 +138,9 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     try:
         for i, step in enumerate(plan):
             span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
+            if _on_host(ctx, step["disk_id"]):
+                _restore_on_host(ctx, repo, step, span)
+                continue
             with res_svc.open_resource(ctx, step["disk_id"], write=True) as target:  # checked again
                 repo.restore(step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
                              target_fd=target.fd)
@@ -148,6 +152,28 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         _restore_done(ctx, backup_id, None, plan, unfinished=tasks.error_of(ctx, e).message)
         raise
     _restore_done(ctx, backup_id, server_id if power_on else None, plan)
+
+
+def _on_host(ctx: ServiceContext, resource_id: str) -> bool:
+    with ctx.tx() as s:
+        res = s.get(Resource, resource_id)
+        return res is not None and onhost.on_host(ctx, res)
+
+
+def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) -> None:
+    """The agent holding the target writes it (the original disk or directory, or one on another host of
+    the project), reading the backup's chunks from the vault through the task's channel."""
+    link = onhost.link_to(ctx, step["disk_id"])
+    with ctx.tx() as s:
+        provider = ctx.providers.for_resource(s.get(Resource, step["disk_id"]))
+    try:
+        provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"],
+                         kind=repo.kind(step["backup_id"]), target=step["path"], cancel=span.cancel,
+                         bandwidth=link.bandwidth, progress=span)
+    except AgentTaskFailed as e:
+        if span.cancel.is_set():
+            raise OperationCancelled("the restore was cancelled") from None
+        raise onhost.agent_error(e) from None
 
 
 def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None, plan: list[dict], *,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from opencbr.providers.local import beneath
+from opencbr.system import beneath
 
 
 @pytest.fixture(params=["openat2", "openat-walk"])

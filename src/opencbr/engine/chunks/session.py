@@ -151,17 +151,36 @@ class WriteSession:
         tok = _thread_token()
         if d in self._claimed or self._claimed.setdefault(d, tok) is not tok:
             return PutResult(d, False, 0)
-        rec = codec.encode_parts(d, data)
-        n = sum(len(p) for p in rec)
-        pack = self._writer.add(d, rec)
+        return PutResult(d, True, self.put_record(d, codec.encode_parts(d, data)))
+
+    def put_chunks(self, pairs, codec: ChunkCodec | None = None) -> None:
+        """:meth:`put_chunk` for each ``(data, digest)`` of a batch (a disk segment's blocks): one call
+        per segment, so a sink that asks a remote vault asks once per batch."""
+        for data, d in pairs:
+            self.put_chunk(data, d, codec)
+
+    def claim(self, digest: bytes) -> bool:
+        """For a writer that encodes elsewhere (the remote chunk service): True if this session
+        stores ``digest`` -- the caller must then :meth:`put_record` it -- False if the repository
+        (outside condemned packs) or this session already has it."""
+        if self.index.has(digest) and not self.force_new:
+            return False
+        tok = _thread_token()
+        return not (digest in self._claimed or self._claimed.setdefault(digest, tok) is not tok)
+
+    def put_record(self, digest: bytes, record) -> int:
+        """Append an encoded record (a sequence of parts) of a chunk this session claimed; returns
+        its size. The caller checked the record (see engine/remote/service.py)."""
+        n = sum(len(p) for p in record)
+        pack = self._writer.add(digest, record)
         with self._stats_lock:
             self.stats.new_chunks += 1
             self.stats.written_bytes += n
-            if d not in self.index:
+            if digest not in self.index:
                 self.stats.added_bytes += n
         if pack is not None:
             self._enqueue(pack)
-        return PutResult(d, True, n)
+        return n
 
     # -- end ---------------------------------------------------------------------------------------
     def _drain(self) -> None:

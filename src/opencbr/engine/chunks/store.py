@@ -164,6 +164,15 @@ class ChunkStore:
     def has_chunk(self, digest: bytes) -> bool:
         return self.reader_index().has(digest)
 
+    # -- what a backup or restore asks besides chunks (see seams.py) ------------------------------
+    @property
+    def fork_safe(self) -> bool:
+        """A restore may fork processes that read this store."""
+        return bool(self.store.capabilities.fork_safe)
+
+    def has_manifest(self, name: str) -> bool:
+        return self.store.head(self.k(MANIFESTS_DIR + name)) is not None
+
     # -- manifests ---------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> int:
         """Store a new manifest (never overwrites: Conflict if the name exists). Returns its

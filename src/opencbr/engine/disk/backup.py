@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from ..chunks import seams
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.manifests import MANIFESTS_DIR, check_name
-from ..chunks.session import WriteSession
+from ..chunks.manifests import check_name
 from ..chunks.store import ChunkStore
 from ..errors import BackupCancelled, Conflict, Missing
 from .fixed_index import FixedIndex
@@ -78,7 +78,7 @@ def backup_disk(
 ) -> DiskBackupResult:
     t0 = time.monotonic()
     check_name(backup_id)
-    if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
+    if cs.has_manifest(backup_id):
         raise Conflict(f"backup {backup_id} already exists in the repository")
     parent: FixedIndex | None = None
     if parent_backup_id is not None:
@@ -126,7 +126,7 @@ class _DiskBackup:
         self.skipped = 0  # hole bytes (known zero without reading), updated by the reader only
         self.processed = [0] * job.workers  # bytes each worker has finished
         self.read = 0
-        self.session = WriteSession(cs, force_new=job.full)
+        self.session = seams.open_session(cs, force_new=job.full)
 
     def _fail(self, e: BaseException) -> None:
         self.errors.append(e)
@@ -192,14 +192,16 @@ class _DiskBackup:
         try:
             while (item := self._next_segment()) is not None:
                 b, data = item
+                pairs = []
                 for i in range(0, len(data), bs):
                     blk = data[i:i + bs]
                     if blk == zero or (len(blk) < bs and blk == zero[:len(blk)]):
                         continue  # a zero block: left unset in the index
                     d = codec.digest(blk)
-                    self.session.put_chunk(blk, d, codec)
+                    pairs.append((blk, d))
                     j = (b + i // bs) * DIGEST_SIZE
                     digests[j:j + DIGEST_SIZE] = d
+                self.session.put_chunks(pairs, codec)  # one batch per segment (a remote sink asks once)
                 self.processed[k] += len(data)
         except BaseException as e:  # noqa: BLE001
             self._fail(e)

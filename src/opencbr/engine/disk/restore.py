@@ -18,8 +18,9 @@ from typing import Callable
 
 from ...system.libc import function as libc_function
 from ...system.sparse import data_extents
+from ..chunks import seams
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.reader import VerifyReport, check_chunks, fetch_chunks
+from ..chunks.reader import VerifyReport, check_chunks
 from ..chunks.store import ChunkStore
 from ..errors import Damaged, InvalidArgument, Missing, RestoreCancelled
 from .fixed_index import FixedIndex
@@ -272,7 +273,7 @@ class _DiskRestore:
                 self._sink(want, d, data)
                 writeback.written(self.bytes_written)
 
-            fetch_chunks(self.cs, list(want), sink, lambda d, e: self.errors.append((d, e)), workers=self.workers,
+            seams.fetch_chunks(self.cs, list(want), sink, lambda d, e: self.errors.append((d, e)), workers=self.workers,
                          cancel=self.cancel, on_span_done=span_done)
         self._cancelled()
         if self.errors:

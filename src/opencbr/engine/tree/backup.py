@@ -37,8 +37,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from ..chunks.manifests import MANIFESTS_DIR, check_name
-from ..chunks.session import WriteSession
+from ..chunks import seams
+from ..chunks.manifests import check_name
 from ..errors import BackupCancelled, Conflict, InvalidArgument, Missing
 from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
@@ -400,7 +400,8 @@ class TreeBackup:
         self._start()
         cursor = None
         if self.parent is not None and not self.full:
-            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=self.session.index).records())
+            index = getattr(self.session, "index", None)  # (a remote session has none: reads go to the vault)
+            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=index).records())
         if self.progress is not None and self.parent is None:
             # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
             self._scanner = TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
@@ -436,7 +437,7 @@ class TreeBackup:
     def _start(self) -> None:
         """The session, the reader threads, the bundler and the catalog writer of this run."""
         self._scanner: TreeScanner | None = None
-        self.session = session = WriteSession(self.cs)
+        self.session = session = seams.open_session(self.cs)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(self.cs, self.level)
         self.bundler = Bundler(self.secret)
@@ -649,7 +650,7 @@ def backup_tree(
     cs = chunkstore_of(repo_or_chunkstore)
     check_name(backup_id)
     limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
-    if cs.store.head(cs.k(MANIFESTS_DIR + backup_id)) is not None:
+    if cs.has_manifest(backup_id):
         raise Conflict(f"backup {backup_id} already exists in the repository")
     walk_root = os.path.realpath(os.fsencode(root)) if root_fd is None else os.fsencode(f"/proc/self/fd/{root_fd}")
     try:

@@ -17,8 +17,8 @@ Progress = Callable[[int, int], None]
 
 def chunkstore_of(repo_or_cs) -> ChunkStore:
     """Accept a :class:`~opencbr.engine.Repository` or a :class:`ChunkStore`."""
-    if isinstance(repo_or_cs, ChunkStore):
-        return repo_or_cs
+    if isinstance(repo_or_cs, ChunkStore) or getattr(repo_or_cs, "remote", False):
+        return repo_or_cs  # (a remote one: engine/remote/client.py, the same seams over a channel)
     cs = getattr(repo_or_cs, "chunks", None)
     if isinstance(cs, ChunkStore):
         return cs

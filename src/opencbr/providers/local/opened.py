@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 
 from opencbr.providers.base import PathSwapped
-from opencbr.providers.local import beneath
 from opencbr.providers.local.paths import normal_path, split_root
+from opencbr.system import beneath
 
 _BLKGETSIZE64 = 0x80081272
 
@@ -103,7 +103,7 @@ def open_resource_path(path: str, kind: str, roots: tuple[str, ...], identity: d
                        write: bool = False, create: bool = False) -> OpenedPath:
     """Open a disk (image file or block device) or a directory at ``path`` for a backup, a restore or
     a measurement: re-checked against ``roots`` every time, no symlink followed from the root down
-    (see :mod:`opencbr.providers.local.beneath`), of the right kind, and -- given the ``identity`` recorded
+    (see :mod:`opencbr.system.beneath`), of the right kind, and -- given the ``identity`` recorded
     at registration -- the same object. ``create`` makes a new image file (``O_EXCL``) or directory.
     Raises PathSwapped (refused), FileNotFoundError (missing), OSError (other failures)."""
     top, rel = split_root(normal_path(path), roots)

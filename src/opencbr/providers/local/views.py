@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 
 from opencbr.providers.base import PathSwapped
-from opencbr.providers.local import beneath
 from opencbr.providers.local.opened import OpenedPath
+from opencbr.system import beneath
 
 FICLONE = 0x40049409
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0007'
-down_revision = '0004'  # re-chained after 0005/0006 when merged
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

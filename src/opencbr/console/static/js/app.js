@@ -10,6 +10,7 @@ const PAGES = {
   policies: () => import("./pages/policies.js"),
   tasks: () => import("./pages/tasks.js"),
   resources: () => import("./pages/resources.js"),
+  agents: () => import("./pages/agents.js"),
   monitoring: () => import("./pages/monitoring.js"),
   audit: () => import("./pages/audit.js"),
 };
@@ -157,6 +158,7 @@ function renderShell(parts) {
     navLink("#/policies", "policy", "Policies", section === "policies"),
     navLink("#/tasks", "tasks", "Tasks", section === "tasks"),
     navLink("#/resources", "resources", "Resources", section === "resources"),
+    navLink("#/agents", "server", "Agents", section === "agents"),
     navLink("#/monitoring", "chart", "Monitoring", section === "monitoring"),
     isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null);
   const top = h("header.topbar",

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ....system.aligned import ALIGN, aligned_buffer, pwrite_split, reopen_direct
-from ...chunks.reader import Span, read_span, spans_of
+from ...chunks import seams
+from ...chunks.reader import Span
 from ...errors import RestoreCancelled
 from ..entry import Entry
 from .tally import Tally
@@ -122,7 +123,7 @@ class WindowFetcher:
         if not win.jobs:
             win.done.set()
             return
-        spans = spans_of(self.index, win.want,
+        spans = seams.plan_reads(self.cs, self.index, win.want,
                          lambda d: self._chunk_failed(win, d, "chunk is not in the repository"),
                          max_span=MAX_SPAN, max_gap=MAX_GAP)
         win.pending_spans = len(spans)
@@ -183,7 +184,7 @@ class WindowFetcher:
                 return codec.decode_into(d, rec, self._buffer("scratch", self.max_chunk),
                                          (file_off - chunk_off) % ALIGN, self._buffer("work", self.max_chunk))
 
-            for d, data, err in read_span(self.cs, codec, span, decode=decode):
+            for d, data, err in seams.read_planned(self.cs, codec, span, decode=decode):
                 if err is not None:
                     self._chunk_failed(win, d, f"chunk {d.hex()[:16]}: {err}")
                 else:

@@ -40,7 +40,7 @@ class ForkedParts:
         an S3 client's connection pool is not)."""
         if self.processes <= 1 or self.total < PARALLEL_MIN or not hasattr(os, "fork"):
             return 1
-        return self.processes if self.cs.store.capabilities.fork_safe else 1
+        return self.processes if self.cs.fork_safe else 1
 
     def _restore_parts(self, root_fd: int, parts: int) -> DirList:
         """Restore in ``parts`` processes -- this one and ``parts - 1`` forked children -- each

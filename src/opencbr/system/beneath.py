@@ -15,8 +15,13 @@ import errno
 import os
 import stat
 
-from opencbr.providers.base import PathSwapped
 from opencbr.system.libc import function as libc_function
+
+
+class PathSwapped(Exception):
+    """What is at a path is not what may be opened there: a symlink on the way, a path that escapes
+    its root, another kind of object, or another object than the one registered."""
+
 
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (the generic syscall table)
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x02, 0x04, 0x08

@@ -1,0 +1,143 @@
+"""What the agent may open: files and directories below its roots, and the block devices its policy allows.
+
+The service names paths; the operator of the host decides, in the agent's configuration, which
+directories (``roots``) and which block devices (``devices``: fnmatch patterns such as ``/dev/sd*`` or
+``/dev/vg0/*``) the service may reach. Every open is checked again, from scratch:
+
+- below a root: the root is opened as configured (the operator's own path), everything below it with
+  ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`` where the kernel has it, one ``O_NOFOLLOW`` open
+  per component otherwise (:mod:`opencbr.system.beneath`): a symlink anywhere below the root is refused
+  with :class:`PathSwapped`, so a user of the host who can write below a root cannot lead the agent out;
+- a device: the path must match a pattern, lead (through /dev's own links: ``/dev/vg0/data``,
+  ``/dev/disk/by-id/...``, which only root creates) to a block device the kernel lists in
+  /sys/class/block, and the open descriptor is checked to be that very device. Writing opens with
+  ``O_EXCL``, which the kernel refuses for a mounted or otherwise claimed device.
+
+A path that is neither is refused. Snapshots the agent made itself for the running task are allowed
+for that task only (:meth:`Confinement.granted`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import stat
+import threading
+
+from opencbr.system.beneath import PathSwapped, open_at, open_below
+
+__all__ = ["Confinement", "PathSwapped"]
+
+_WRITE = os.O_WRONLY | os.O_RDWR
+
+
+def normal_path(path: str) -> str:
+    """An absolute path without ``.``/``..``/``//`` (``..`` refused rather than resolved: it is never needed)."""
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise PathSwapped(f"{path!r} is not an absolute path")
+    if ".." in path.split("/"):
+        raise PathSwapped(f"{path} contains '..': refused")
+    return os.path.normpath(path).replace("//", "/")
+
+
+class Confinement:
+    """Opens paths for the agent's operations (see the module's docstring). Thread-safe."""
+
+    def __init__(self, roots: list[str], devices: list[str]):
+        self.roots = sorted({normal_path(r) for r in roots}, key=len, reverse=True)
+        self.devices = list(devices)
+        self._granted: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- files and directories below the roots
+    def below_root(self, path: str) -> tuple[str, str] | None:
+        """``(root, relative path)`` for a path below (or at) a root, the longest root first; else None."""
+        path = normal_path(path)
+        for root in self.roots:
+            if path == root:
+                return root, "."
+            prefix = root if root.endswith("/") else root + "/"
+            if path.startswith(prefix):
+                return root, path[len(prefix):]
+        return None
+
+    def open(self, path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+        """A descriptor for ``path``: below a root (no symlink followed), or an allowed block device.
+        Raises :class:`PathSwapped` when refused, ``FileNotFoundError`` when missing."""
+        where = self.below_root(path)
+        if where is not None:
+            return open_below(where[0], where[1], flags, mode)
+        if self.device_allowed(path):
+            return self.open_device(path, flags)
+        raise PathSwapped(f"{path} is outside this agent's roots ({', '.join(self.roots) or 'none'}) "
+                          "and not a block device it may open")
+
+    def open_dir(self, path: str) -> int:
+        """A directory below a root, as an ``O_DIRECTORY`` descriptor (for ``*at`` calls)."""
+        where = self._root_or_refuse(path)
+        return open_below(where[0], where[1], os.O_RDONLY | os.O_DIRECTORY)
+
+    def makedirs(self, path: str, mode: int = 0o755) -> int:
+        """Create the missing directories of ``path`` below its root (never through a symlink) and
+        return a descriptor of the last one."""
+        root, rel = self._root_or_refuse(path)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in [] if rel == "." else rel.split("/"):
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nxt = open_at(fd, name, os.O_RDONLY | os.O_DIRECTORY, where=root)
+                os.close(fd)
+                fd = nxt
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _root_or_refuse(self, path: str) -> tuple[str, str]:
+        where = self.below_root(path)
+        if where is None:
+            raise PathSwapped(f"{path} is outside this agent's roots ({', '.join(self.roots) or 'none'})")
+        return where
+
+    # -- block devices
+    def device_allowed(self, path: str) -> bool:
+        path = normal_path(path)
+        with self._lock:
+            if path in self._granted:
+                return True
+        return path.startswith("/dev/") and any(fnmatch.fnmatchcase(path, p) for p in self.devices)
+
+    def open_device(self, path: str, flags: int = os.O_RDONLY) -> int:
+        path = normal_path(path)
+        if not self.device_allowed(path):
+            raise PathSwapped(f"{path} is not among the devices this agent may open ({', '.join(self.devices)})")
+        real = os.path.realpath(path)
+        if not real.startswith("/dev/"):
+            raise PathSwapped(f"{path} leads to {real}, outside /dev: refused")
+        before = os.stat(real, follow_symlinks=False)
+        if not stat.S_ISBLK(before.st_mode) or not os.path.exists(f"/sys/class/block/{os.path.basename(real)}"):
+            raise PathSwapped(f"{path} is not a block device of this host")
+        extra = os.O_EXCL if flags & _WRITE else 0
+        fd = os.open(real, flags | extra | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if not stat.S_ISBLK(st.st_mode) or st.st_rdev != before.st_rdev:
+            os.close(fd)
+            raise PathSwapped(f"{path} changed while it was opened: refused")
+        return fd
+
+    @contextlib.contextmanager
+    def granted(self, paths: list[str]):
+        """Allow these device paths (the agent's own snapshots) while the block runs."""
+        paths = [normal_path(p) for p in paths]
+        with self._lock:
+            fresh = [p for p in paths if p not in self._granted]
+            self._granted.update(fresh)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._granted.difference_update(fresh)

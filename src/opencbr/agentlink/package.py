@@ -1,0 +1,224 @@
+"""The agent as an installable package, built from this installation's own source (standard library only).
+
+The service serves what a protected host installs (docs/agents.md): a wheel (``build_agent_wheel``: no
+build step on the host) and a source package (``build_agent_sdist``), both named ``opencbr-agent`` with
+the service's version, holding only the packages the agent runs (``AGENT_PACKAGES``) and depending only
+on what those import (``AGENT_DEPENDENCIES``); plus the installation script (``install_script``) and the
+systemd unit (``SYSTEMD_UNIT``, the text of packaging/opencbr-agent.service). Builds are reproducible:
+the same source gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import shlex
+import tarfile
+import zipfile
+from pathlib import Path
+
+from opencbr import __version__
+
+NAME = "opencbr-agent"
+#: The packages an agent runs: itself, the transport, the engine (it runs where the data is) and what
+#: those import (storage: the engine's store interface; system: OS helpers; domain: request signing).
+AGENT_PACKAGES = ("agent", "agentlink", "engine", "storage", "system", "domain")
+#: Pinned as in the service's pyproject.toml (tests/agentlink/test_package.py checks they agree).
+AGENT_DEPENDENCIES = ("blake3==1.0.11", "zstandard==0.25.0", "cryptography==50.0.2", "pyfastcdc==0.3.1")
+REQUIRES_PYTHON = ">=3.11"
+SUMMARY = "OpenCBR agent: lets an OpenCBR service back up and restore this host's disks and directories"
+PREFIX = "/opt/opencbr-agent"
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: reproducible archives
+_MTIME = 315532800
+
+SYSTEMD_UNIT = """\
+# The OpenCBR agent (docs/agents.md in the OpenCBR repository). Installed by the agent's install script.
+[Unit]
+Description=OpenCBR agent (backup and restore of this host for an OpenCBR service)
+After=network-online.target lvm2-monitor.service
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=/opt/opencbr-agent/bin/opencbr-agent run
+Restart=on-failure
+RestartSec=5
+# Root, because the agent reads and writes block devices (and image files of any owner below its roots).
+# What root may do is narrowed to what backups need: reading any file (CAP_DAC_READ_SEARCH), writing
+# restored files with their owners and modes (CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE, CAP_MKNOD for
+# device nodes in restored trees), LVM snapshots and fsfreeze (CAP_SYS_ADMIN), raw block I/O
+# (CAP_SYS_RAWIO), and binding its port.
+User=root
+CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_MKNOD CAP_SYS_ADMIN CAP_SYS_RAWIO CAP_NET_BIND_SERVICE
+NoNewPrivileges=yes
+# Block devices stay visible (no PrivateDevices); the file systems stay writable where the roots are
+# (ProtectSystem would make restores into /usr or /etc fail). The rest of the hardening does not get in
+# the way of reading disks:
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=no
+RestrictNamespaces=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=no
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
+SystemCallArchitectures=native
+StateDirectory=opencbr-agent
+StateDirectoryMode=0700
+ConfigurationDirectory=opencbr-agent
+ConfigurationDirectoryMode=0700
+UMask=0077
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _source_root() -> Path:
+    import opencbr
+
+    return Path(opencbr.__file__).resolve().parent
+
+
+def _files() -> list[tuple[str, bytes]]:
+    """(path below ``opencbr/``, content) of every module of the agent's packages, sorted."""
+    root = _source_root()
+    found = [("opencbr/__init__.py", (root / "__init__.py").read_bytes())]
+    for package in AGENT_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                found.append((f"opencbr/{path.relative_to(root).as_posix()}", path.read_bytes()))
+    return sorted(found)
+
+
+def _metadata() -> str:
+    lines = ["Metadata-Version: 2.1", f"Name: {NAME}", f"Version: {__version__}", f"Summary: {SUMMARY}",
+             "License: AGPL-3.0-or-later", f"Requires-Python: {REQUIRES_PYTHON}"]
+    return "\n".join(lines + [f"Requires-Dist: {d}" for d in AGENT_DEPENDENCIES]) + "\n"
+
+
+def _pyproject() -> str:
+    deps = ", ".join(f'"{d}"' for d in AGENT_DEPENDENCIES)
+    return f"""[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{NAME}"
+version = "{__version__}"
+description = "{SUMMARY}"
+requires-python = "{REQUIRES_PYTHON}"
+license = {{text = "AGPL-3.0-or-later"}}
+dependencies = [{deps}]
+
+[project.scripts]
+opencbr-agent = "opencbr.agent.cli:main"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+include = ["opencbr", {", ".join(f'"opencbr.{p}", "opencbr.{p}.*"' for p in AGENT_PACKAGES)}]
+"""
+
+
+def sdist_name() -> str:
+    return f"{NAME}-{__version__}.tar.gz"
+
+
+def wheel_name() -> str:
+    return f"{NAME.replace('-', '_')}-{__version__}-py3-none-any.whl"
+
+
+def build_agent_sdist(dest_dir: str) -> str:
+    """``<dest_dir>/opencbr-agent-<version>.tar.gz``; its path."""
+    top = f"{NAME}-{__version__}"
+    members = [(f"{top}/src/{p}", data) for p, data in _files()]
+    members += [(f"{top}/pyproject.toml", _pyproject().encode()), (f"{top}/PKG-INFO", _metadata().encode()),
+                (f"{top}/packaging/opencbr-agent.service", SYSTEMD_UNIT.encode())]
+    path = os.path.join(dest_dir, sdist_name())
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), _MTIME, 0o644, "root", "root"
+            tar.addfile(info, io.BytesIO(data))
+    import gzip
+
+    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=_MTIME, filename="") as gz:
+        gz.write(raw.getvalue())
+    return path
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def build_agent_wheel(dest_dir: str) -> str:
+    """``<dest_dir>/opencbr_agent-<version>-py3-none-any.whl`` (pure Python); its path."""
+    info = f"{NAME.replace('-', '_')}-{__version__}.dist-info"
+    members = _files() + [
+        (f"{info}/METADATA", _metadata().encode()),
+        (f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: opencbr\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
+        (f"{info}/entry_points.txt", b"[console_scripts]\nopencbr-agent = opencbr.agent.cli:main\n"),
+    ]
+    record = "".join(f"{p},{_record_hash(d)},{len(d)}\n" for p, d in members) + f"{info}/RECORD,,\n"
+    path = os.path.join(dest_dir, wheel_name())
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members + [(f"{info}/RECORD", record.encode())]:
+            entry = zipfile.ZipInfo(name, _EPOCH)
+            entry.external_attr = 0o644 << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(entry, data)
+    return path
+
+
+def install_script(endpoint: str, token: str = "") -> str:
+    """A POSIX shell script that installs the agent on a host from the service at ``endpoint``, enrols
+    it (with ``token``, or a ``--token`` among the script's arguments) and starts its systemd unit.
+    Arguments are passed to ``opencbr-agent register`` (``--root DIR``, ``--advertise HOST:PORT``...)."""
+    endpoint = endpoint.rstrip("/")
+    token_args = f"--token {shlex.quote(token)} " if token else ""
+    return f"""#!/bin/sh
+# Installs the OpenCBR agent {__version__} from {endpoint} (docs/agents.md):
+#   curl -fsSL {endpoint}/agent/install.sh | sudo sh -s -- --token TOKEN [--root DIR ...] [--advertise HOST:PORT]
+set -eu
+ENDPOINT={shlex.quote(endpoint)}
+PREFIX={PREFIX}
+[ "$(id -u)" = 0 ] || {{ echo "run this as root: the agent reads and writes block devices" >&2; exit 1; }}
+command -v python3 >/dev/null || {{ echo "python3 (3.11 or later) is needed" >&2; exit 1; }}
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{ echo "python3 must be 3.11 or later" >&2; exit 1; }}
+command -v systemctl >/dev/null || {{ echo "systemd is needed to run the agent as a service" >&2; exit 1; }}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fetch() {{
+  if command -v curl >/dev/null; then curl -fsSL "$1" -o "$2"
+  else python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$1" "$2"; fi
+}}
+echo "==> the agent's environment in $PREFIX"
+python3 -m venv "$PREFIX" || {{ echo "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }}
+echo "==> the agent package from $ENDPOINT and its dependencies (blake3, zstandard, cryptography, pyfastcdc)"
+fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
+"$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
+echo "==> enrolling this host"
+"$PREFIX/bin/opencbr-agent" register --endpoint "$ENDPOINT" {token_args}"$@"
+echo "==> the systemd unit opencbr-agent.service"
+cat > /etc/systemd/system/opencbr-agent.service <<'UNIT'
+{SYSTEMD_UNIT}UNIT
+systemctl daemon-reload
+systemctl enable --now opencbr-agent
+systemctl --no-pager --lines=0 status opencbr-agent || true
+echo "==> done: opencbr-agent status shows the agent's state"
+"""
+
+
+if __name__ == "__main__":  # python -m opencbr.agentlink.package DIR: the wheel and sdist for an offline install
+    import sys
+
+    out = sys.argv[1] if len(sys.argv) > 1 else "."
+    os.makedirs(out, exist_ok=True)
+    print(build_agent_wheel(out))
+    print(build_agent_sdist(out))

@@ -1,0 +1,23 @@
+"""The remote chunk service: the engine's backup and restore code running where the data is (an agent's
+host), with the vault staying where the service is.
+
+The two ends talk over any object with the ``Channel`` interface (``send``, ``recv``, ``request``; one
+thread at a time): ``service`` (worker side) answers from the vault's :class:`~opencbr.engine.Repository`;
+``client`` (agent side) implements the engine's chunk-sink and chunk-reader seams over it
+(:class:`RemoteChunks`). Messages (header ``op``; payloads are raw bytes)::
+
+    need      digests (32 bytes each)            -> one byte per digest: 1 = send it (claimed for you)
+    records   per record: digest | record        -> ok (each record decoded and checked before it is kept)
+    known     digests                            -> one byte per digest: 1 = the vault holds it
+    read      digests (refs of the scope only)   -> stored records (the agent decodes and checks them)
+    manifest  name (a backup the scope names)    -> header, refs | payload
+    commit    name (the scope's), header, refs | payload -> manifest size, session stats
+    abort                                        -> ok (the session's packs are deleted)
+
+and last the agent's own answer to its task, ``{"ok": ..., "result": ...}`` (no ``op``), which ends the
+conversation.
+"""
+
+from .service import BackupScope, ReadScope, serve_backup, serve_restore
+
+__all__ = ["BackupScope", "ReadScope", "serve_backup", "serve_restore"]

@@ -1,0 +1,296 @@
+"""The worker's end of the remote chunk service: answers an agent's chunk messages from a vault.
+
+The agent is trusted with the data it reads, not with the vault: every record it sends is decoded with
+the vault's codec and checked against its digest before it goes into a pack (a compromised agent cannot
+store a chunk under another chunk's name), it may only read chunks the backups of its task reference,
+and it may only publish the one manifest its task names, whose every chunk the vault holds.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.packs import pack_key
+from ..chunks.reader import spans_of
+from ..chunks.session import WriteSession
+from ..errors import Conflict, Damaged, Missing
+
+IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
+AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
+MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
+
+
+class Refused(Exception):
+    """The agent asked for something its task does not allow (or sent a record that fails its check)."""
+
+
+@dataclass(frozen=True)
+class BackupScope:
+    """What one backup task may do: write manifest ``name`` of ``kind`` ("disk"/"tree"), read the
+    backups ``readable`` (its parent), with ``meta`` recorded as the service says."""
+
+    name: str
+    kind: str
+    readable: tuple[str, ...] = ()
+    meta: dict | None = None
+    full: bool = False
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What one restore task may read: the chunks of the backups ``readable``."""
+
+    readable: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _error(code: str, message: str) -> dict:
+    return {"ok": False, "error": code, "message": message}
+
+
+def _digests(payload: memoryview) -> list[bytes]:
+    if len(payload) % DIGEST_SIZE:
+        raise Refused("a digest list must be a multiple of 32 bytes")
+    return [bytes(payload[i:i + DIGEST_SIZE]) for i in range(0, len(payload), DIGEST_SIZE)]
+
+
+class _Reads:
+    """Reads of the chunks and manifests a scope names (nothing else)."""
+
+    def __init__(self, cs, readable: tuple[str, ...]):
+        self.cs = cs
+        self.readable = set(readable)
+        self._allowed: set[bytes] | None = None
+
+    def allowed(self) -> set[bytes]:
+        if self._allowed is None:
+            refs: set[bytes] = set()
+            for name in self.readable:
+                try:
+                    refs |= self.cs.manifest_refs(name)
+                except Missing:
+                    continue
+            self._allowed = refs
+        return self._allowed
+
+    def manifest(self, header: dict) -> tuple[dict, list]:
+        name = str(header.get("name", ""))
+        if name not in self.readable:
+            raise Refused(f"backup {name!r} is not one this task may read")
+        m = self.cs.read_manifest(name)
+        return {"ok": True, "header": m.header, "refs": len(m.refs)}, [m.refs, m.payload]
+
+    def read(self, payload: memoryview) -> tuple[dict, list]:
+        wanted = _digests(payload)
+        if len(wanted) > MAX_READ:
+            raise Refused(f"at most {MAX_READ} chunks per read")
+        allowed = self.allowed()
+        for d in wanted:
+            if d not in allowed:
+                raise Refused(f"chunk {d.hex()} is not referenced by the backups this task may read")
+        records: dict[bytes, memoryview] = {}
+        for pack_id, start, end, items in spans_of(self.cs.reader_index(), wanted, lambda d: None):
+            try:
+                # (get, not read_view: a view's buffer is reused by the next read, and the answer
+                # holds the records of several spans)
+                mv = memoryview(self.cs.store.get(self.cs.k(pack_key(pack_id)), start, end))
+            except KeyError:
+                continue
+            for d, loc in items:
+                rec = mv[loc.offset - start:loc.offset - start + loc.length]
+                if len(rec) == loc.length:
+                    records[d] = rec
+        parts, sizes = [], []
+        for d in wanted:
+            rec = records.get(d)
+            if rec is None:  # not where the index says: GC may have repacked it; one verified copy
+                try:
+                    rec = memoryview(self.cs.codec.encode(d, self.cs.get_chunk(d)))
+                except (Missing, Damaged):
+                    sizes.append(-1)
+                    continue
+            sizes.append(len(rec))
+            parts.append(rec)
+        return {"ok": True, "sizes": sizes}, parts
+
+
+class _BackupService:
+    """The backups one task writes, in order (a server's disks: one write session each)."""
+
+    def __init__(self, cs, scopes: list[BackupScope]):
+        self.cs, self.scopes = cs, list(scopes)
+        self.reads = _Reads(cs, tuple(n for sc in scopes for n in sc.readable))
+        self.session = None  # the current write session (opened by the first chunk message)
+        self.pending: set[bytes] = set()  # claimed by the agent, record not received yet
+        self.committed: list[str] = []
+        self._tls = threading.local()
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="remote-verify")
+
+    @property
+    def done(self) -> bool:
+        return len(self.committed) == len(self.scopes)
+
+    def _current(self):
+        if self.done:
+            raise Refused("every backup of this task is recorded already")
+        if self.session is None:
+            self.session = WriteSession(self.cs, force_new=self.scopes[len(self.committed)].full)
+        return self.session
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self.session is not None:
+            self.session.abort()
+            self.session = None
+
+    def handle(self, op: str, header: dict, payload: memoryview) -> tuple[dict, object]:
+        if op == "need":
+            session = self._current()
+            flags = bytearray(self._claim(session, d) for d in _digests(payload))
+            return {"ok": True}, bytes(flags)
+        if op == "known":
+            session = self._current()
+            return {"ok": True}, bytes(bytearray(session.knows(d) for d in _digests(payload)))
+        if op == "records":
+            self._records(header, payload)
+            return {"ok": True}, b""
+        if op == "read":
+            return self.reads.read(payload)
+        if op == "manifest":
+            return self.reads.manifest(header)
+        if op == "commit":
+            return self._commit(header, payload), b""
+        raise Refused(f"unknown message {op!r}")
+
+    def _claim(self, session, d: bytes) -> int:
+        if session.claim(d):
+            self.pending.add(d)
+            return 1
+        return 0
+
+    def _codec(self):
+        c = getattr(self._tls, "codec", None)
+        if c is None:
+            c = self._tls.codec = self.cs.codec.clone()
+        return c
+
+    def _check(self, item: tuple[bytes, memoryview]) -> None:
+        d, rec = item
+        self._codec().decode(d, rec)  # raises Damaged for a record that is not chunk d
+
+    def _records(self, header: dict, payload: memoryview) -> None:
+        session = self._current()
+        sizes = header.get("sizes")
+        if not isinstance(sizes, list) or sum(DIGEST_SIZE + int(n) for n in sizes) != len(payload):
+            raise Refused("records: sizes do not match the payload")
+        items, at = [], 0
+        for n in sizes:
+            n = int(n)
+            d = bytes(payload[at:at + DIGEST_SIZE])
+            if d not in self.pending:
+                raise Refused(f"record for chunk {d.hex()}, which the vault did not ask for")
+            self.pending.discard(d)
+            items.append((d, payload[at + DIGEST_SIZE:at + DIGEST_SIZE + n]))
+            at += DIGEST_SIZE + n
+        try:
+            list(self._pool.map(self._check, items)) if len(items) > 4 else [self._check(i) for i in items]
+        except Damaged as e:
+            raise Refused(f"a record failed its check, nothing of it was stored: {e}") from None
+        for d, rec in items:
+            session.put_record(d, (rec,))
+
+    def _commit(self, header: dict, payload: memoryview) -> dict:
+        session = self._current()
+        scope = self.scopes[len(self.committed)]
+        if header.get("name") != scope.name:
+            raise Refused(f"this task may only write backup {scope.name!r} now")
+        mh = header.get("header")
+        if not isinstance(mh, dict) or mh.get("type") != scope.kind:
+            raise Refused(f"this task writes a {scope.kind} backup")
+        if self.pending:
+            raise Refused(f"{len(self.pending)} chunk(s) the vault asked for were never sent")
+        nrefs = int(header.get("refs", -1))
+        if nrefs < 0 or nrefs % DIGEST_SIZE or nrefs > len(payload):
+            raise Refused("commit: bad refs length")
+        refs = bytes(payload[:nrefs])
+        for d in {refs[i:i + DIGEST_SIZE] for i in range(0, nrefs, DIGEST_SIZE)}:
+            if d != ZERO_DIGEST and not session.knows(d):
+                raise Refused(f"the backup references chunk {d.hex()}, which the vault does not hold")
+        mh = dict(mh, backup_id=scope.name, encrypted=self.cs.encrypted)
+        if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
+            told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
+            mh["meta"] = {**scope.meta, **{k: told[k] for k in AGENT_META if k in told}}
+        self.session = None
+        size = session.commit(scope.name, mh, refs, bytes(payload[nrefs:]))
+        self.committed.append(scope.name)
+        st = session.stats
+        return {"ok": True, "manifest_bytes": size,
+                "stats": {"new_chunks": st.new_chunks, "added_bytes": st.added_bytes,
+                          "written_bytes": st.written_bytes}}
+
+
+def _converse(channel, handle, timeout: float, progress=None) -> dict:
+    """Answer messages until the agent's final answer (returned). A refused message is answered with
+    the refusal and ends the conversation (raised)."""
+    while True:
+        header, payload = channel.recv(timeout)
+        op = header.get("op")
+        if op is None:
+            return header
+        if op in ("abort", "progress"):
+            if op == "progress" and progress is not None:
+                progress(int(header.get("done", 0)), int(header.get("total", 0)))
+            channel.send({"ok": True})
+            continue
+        try:
+            answer, data = handle(op, header, payload)
+        except Refused as e:
+            channel.send(_error("refused", str(e)))
+            raise
+        except (Missing, Damaged) as e:
+            channel.send(_error(type(e).__name__.lower(), str(e)))
+            continue
+        channel.send(answer, data if isinstance(data, list) else [data])
+
+
+def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT,
+                 progress=None) -> dict:
+    """Serve one backup task's chunk messages from ``repo`` until the agent's final answer, which is
+    returned (``{"ok": True, "result": ...}`` once every scope's backup is recorded, else an error
+    answer). ``scopes``: the backups the task writes, in order (a server's disks). Whatever ends the
+    conversation before all are recorded (an error answer, a refusal, a broken or silent channel:
+    raised) aborts the session and withdraws what was recorded, so no partial backup is published."""
+    scopes = [scopes] if isinstance(scopes, BackupScope) else list(scopes)
+    cs = repo.chunks
+    for sc in scopes:
+        if cs.has_manifest(sc.name):
+            raise Conflict(f"backup {sc.name} already exists in the repository")
+    srv = _BackupService(cs, scopes)
+    final: dict | None = None
+    try:
+        final = _converse(channel, srv.handle, timeout, progress)
+        if final.get("ok") and not srv.done:
+            final = _error("not_committed", "the agent ended the backup without recording it")
+        return final
+    finally:
+        srv.close()
+        if final is None or not final.get("ok"):
+            for name in srv.committed:
+                cs.delete_manifest(name)
+
+
+def serve_restore(repo, channel, scope: ReadScope, *, timeout: float = IDLE_TIMEOUT, progress=None) -> dict:
+    """Serve one restore task's reads (only chunks and manifests of ``scope.readable``) until the
+    agent's final answer, which is returned."""
+    reads = _Reads(repo.chunks, scope.readable)
+
+    def handle(op: str, header: dict, payload: memoryview):
+        if op == "read":
+            return reads.read(payload)
+        if op == "manifest":
+            return reads.manifest(header)
+        raise Refused(f"a restore may only read, not {op!r}")
+
+    return _converse(channel, handle, timeout, progress)

@@ -1,0 +1,181 @@
+"""The agent provider (see the package's docstring)."""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from opencbr.domain import resource as R
+from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
+from opencbr.engine.remote.vault import vault_request
+from opencbr.providers.base import Capabilities, PathState, PathSwapped, Probe
+
+Connect = Callable[[], object]  # () -> an open Channel to the agent (providers/agent/link.py)
+TIMEOUT = 120.0  # seconds the agent may stay silent mid-task before the task fails
+
+
+class AgentTaskFailed(Exception):
+    """The agent could not do the task (its answer's code and message), or the link broke."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class HostDisk:
+    """One disk of a backup task: the path on the agent's host and the backup it becomes."""
+
+    path: str
+    backup_id: str
+    parent: str | None
+    meta: dict
+
+
+class AgentProvider:
+    """Resources of agents' hosts. Paths are the hosts' own; nothing here opens them."""
+
+    name = "agent"
+    capabilities = Capabilities(resource_types=frozenset({R.DISK, R.SERVER, R.FILE_SYSTEM}), new_disks=True,
+                                new_file_systems=True, power=False, freeze=True, reads_on_host=True)
+
+    def __init__(self, *, timeout: float = TIMEOUT):
+        self.timeout = timeout
+
+    # -------------------------------------------------------------------------------- inventory
+    def normal_path(self, path: object) -> str:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise PathSwapped(f"{path!r} is not an absolute path on the agent's host")
+        return posixpath.normpath(path).replace("//", "/")
+
+    def check_allowed(self, path: str) -> None:
+        """The agent's own roots decide (re-checked there on every open)."""
+
+    def real_path(self, path: str) -> str:
+        return path
+
+    def ancestors(self, path: str) -> list[str]:
+        out, p = [], path
+        while p not in ("/", ""):
+            p = posixpath.dirname(p)
+            out.append(p)
+        return out
+
+    def path_state(self, path: str) -> PathState:
+        return PathState(exists=False, is_directory=False, empty_directory=False, parent_is_directory=True)
+
+    @staticmethod
+    def present(rtype: str, path: str) -> bool:
+        return True  # known on the agent's host only: the heartbeat says whether the agent is there
+
+    def probe(self, rtype: str, path: str) -> Probe:
+        raise PathSwapped("an agent's resource is probed by its agent (inventory)")
+
+    def open(self, rtype: str, path: str, identity: dict | None = None, *, write: bool = False, create: bool = False):
+        raise PathSwapped(f"{path} is on an agent's host: its data is read there, not opened here")
+
+    def read_view(self, disks, *, server_running: bool):
+        raise PathSwapped("an agent's disks are read on their host")
+
+    def set_power(self, server_id: str, *, running: bool) -> None:
+        """Agents' hosts run by themselves; the catalog keeps the state."""
+
+    # -------------------------------------------------------------------------------- tasks
+    def _run(self, connect: Connect, request: dict, serve, *, cancel: threading.Event | None = None,
+             bandwidth: int | None = None) -> dict:
+        """One task: the request, the chunk conversation (``serve(channel)``), the agent's answer."""
+        try:
+            channel = connect()
+        except Exception as e:  # noqa: BLE001 - the link's own errors, said as they are
+            raise AgentTaskFailed("agent_unreachable", f"the agent cannot be reached: {e}") from None
+        stop = threading.Event()
+        if bandwidth:
+            channel.limit_bytes_per_second = bandwidth
+            request = {**request, "bandwidth_limit": bandwidth}
+
+        def watch() -> None:  # a cancelled task closes the channel: the agent stops at its next message
+            while not stop.wait(0.2):
+                if cancel is not None and cancel.is_set():
+                    channel.close()
+                    return
+
+        watcher = threading.Thread(target=watch, name="agent-task-cancel", daemon=True)
+        watcher.start()
+        try:
+            channel.send(request)
+            final = serve(channel)
+        except AgentTaskFailed:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if cancel is not None and cancel.is_set():
+                raise AgentTaskFailed("cancelled", "the task was cancelled") from None
+            raise AgentTaskFailed(getattr(e, "code", "agent_link"),
+                                  f"the agent's task failed: {e}") from None
+        finally:
+            stop.set()
+            watcher.join()
+            channel.close()
+        if not final.get("ok"):
+            raise AgentTaskFailed(str(final.get("error") or "agent_error"), str(final.get("message") or final))
+        return final.get("result") or {}
+
+    def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
+                     full: bool = False, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+        """Back up disks on the agent's host, one point in time for all (``server``: a server's disks)."""
+        request = {"op": "backup_server" if server else "backup_disk", "project_id": project_id,
+                   "vault": vault_request(repo), "full": full,
+                   "disks": [{"path": d.path, "backup_id": d.backup_id, "parent": d.parent, "meta": d.meta}
+                             for d in disks]}
+        scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
+                  for d in disks]
+        return self._run(connect, request, lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
+                         cancel=cancel, bandwidth=bandwidth)
+
+    def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
+                    meta: dict, full: bool = False, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+        request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
+                   "backup_id": backup_id, "parent": parent, "meta": meta, "full": full}
+        scope = BackupScope(backup_id, "tree", readable=(parent,) if parent else (), meta=meta, full=full)
+        return self._run(connect, request, lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout, progress=progress),
+                         cancel=cancel, bandwidth=bandwidth)
+
+    def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
+                create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+        """A disk backup onto ``target`` (an existing disk, or a new image file: ``create``), or a tree
+        backup (or its ``subpath``) into directory ``target``."""
+        if kind == "tree":
+            request = {"op": "restore_tree", "target": target, "subpath": subpath}
+        else:
+            request = {"op": "restore_disk", "target": target, "create": create}
+        request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
+        return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
+                                                                    timeout=self.timeout, progress=progress),
+                         cancel=cancel, bandwidth=bandwidth)
+
+    def restore_files(self, repo, connect: Connect, *, project_id: str, backup_id: str, paths: list[str],
+                      target: str, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+        request = {"op": "restore_files", "project_id": project_id, "vault": vault_request(repo),
+                   "backup_id": backup_id, "paths": list(paths), "target": target}
+        return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
+                                                                    timeout=self.timeout, progress=progress),
+                         cancel=cancel, bandwidth=bandwidth)
+
+    def create_dir(self, connect: Connect, *, project_id: str, path: str) -> dict:
+        def answer(ch) -> dict:
+            return ch.recv(self.timeout)[0]
+
+        return self._run(connect, {"op": "create_dir", "project_id": project_id, "path": path}, answer)
+
+    def probe_on_host(self, connect: Connect, *, project_id: str, rtype: str, path: str) -> Probe:
+        def answer(ch) -> dict:
+            return ch.recv(self.timeout)[0]
+
+        got = self._run(connect, {"op": "probe", "project_id": project_id, "path": path,
+                                  "type": "dir" if rtype == R.FILE_SYSTEM else "disk"}, answer)
+        return Probe(int(got.get("size", 0)), dict(got.get("identity") or {}))
+
+
+

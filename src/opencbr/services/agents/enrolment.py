@@ -1,0 +1,124 @@
+"""Enrolment with a short-lived token (``cbr agent token``), and the commands that install an agent.
+
+A token is ``ocbr1.<project_id>.<token_id>.<secret>.<ca sha256 hex>``: valid for one hour, for one
+enrolment. The agent proves it holds the secret without sending it: its request carries
+``proof = HMAC-SHA256(secret, canonical JSON of the request without proof)``, and the answer carries
+the same over the answer, so the agent knows the certificate it receives comes from the service that
+issued the token (and checks the CA against the token's digest). Canonical JSON is
+``json.dumps(value, sort_keys=True, separators=(",", ":"))`` (ASCII, no spaces), and the HMAC key is the
+token's ``<secret>`` field as ASCII bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+import opencbr.services.agents.ca as A
+import opencbr.services.agents.registry as registry
+from opencbr.catalog.models import Agent, AgentToken
+from opencbr.domain.errors import QuotaExceeded, Unauthorized
+from opencbr.providers.agent import link
+from opencbr.services.context import ServiceContext
+from opencbr.services.iam import seal_secret, unseal_secret
+from opencbr.services.principal import Principal
+
+TOKEN_PREFIX = "ocbr1"
+TOKEN_LIFETIME = timedelta(hours=1)
+#: Unused, unexpired tokens a project may hold at once.
+MAX_OPEN_TOKENS = 100
+#: The package that carries the agent, and its default port.
+AGENT_PACKAGE = "opencbr[agent]"
+AGENT_PORT = 7443
+_BAD_TOKEN = "APIGW.0310"
+
+
+def canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def proof(secret: str, value: dict) -> str:
+    """HMAC-SHA256 (hex) of ``value`` without its ``proof`` field, keyed by the token's secret."""
+    body = {k: v for k, v in value.items() if k != "proof"}
+    return hmac.new(secret.encode(), canonical(body), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class NewToken:
+    token: str
+    token_id: str
+    expires_at: datetime
+
+
+def create_token(s: Session, ctx: ServiceContext, p: Principal) -> NewToken:
+    """A single-use enrolment token for the caller's project (member or admin role)."""
+    p.require_write()
+    now = ctx.now()
+    open_tokens = s.scalar(select(func.count()).select_from(AgentToken).where(
+        AgentToken.project_id == p.project_id, AgentToken.used_at.is_(None), AgentToken.expires_at > now)) or 0
+    if open_tokens >= MAX_OPEN_TOKENS:
+        raise QuotaExceeded(f"a project has at most {MAX_OPEN_TOKENS} unused enrolment tokens at a time")
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    row = AgentToken(project_id=p.project_id, user_id=p.user_id, secret_sealed=seal_secret(ctx.master_key, secret),
+                     expires_at=now + TOKEN_LIFETIME, created_at=now)
+    s.add(row)
+    s.flush()
+    digest = link.ca_digest(A.authority_row(s, ctx).ca_cert)
+    return NewToken(f"{TOKEN_PREFIX}.{p.project_id}.{row.id}.{secret}.{digest}", row.id, row.expires_at)
+
+
+@dataclass
+class Enrolment:
+    agent: Agent
+    certificate: str
+    ca_certificate: str
+    secret: str
+
+
+def enrol(s: Session, ctx: ServiceContext, project_id: str, request: dict, *, source_ip: str = "") -> Enrolment:
+    """An agent enrols with a token: the proof is checked first (a caller without the secret learns
+    nothing of the token), then that the token is this project's, unused and unexpired; it is used up
+    in the same transaction that creates the agent and signs its CSR."""
+    token_id = request.get("token_id")
+    token = s.get(AgentToken, token_id) if isinstance(token_id, str) and len(token_id) <= 64 else None
+    if token is None or token.project_id != project_id:
+        raise Unauthorized("unknown enrolment token; make one with cbr agent token", code=_BAD_TOKEN)
+    secret = unseal_secret(ctx.master_key, token.secret_sealed)
+    given = request.get("proof")
+    if not isinstance(given, str) or not hmac.compare_digest(given, proof(secret, request)):
+        raise Unauthorized("the enrolment request's proof does not match the token", code=_BAD_TOKEN)
+    now = ctx.now()
+    if token.used_at is not None:
+        raise Unauthorized("this enrolment token was already used; make a new one with cbr agent token",
+                           code=_BAD_TOKEN)
+    if token.expires_at <= now:
+        raise Unauthorized("this enrolment token has expired; make a new one with cbr agent token", code=_BAD_TOKEN)
+    fields = request.get("agent") if isinstance(request.get("agent"), dict) else {}
+    agent, certificate = registry.register(s, ctx, project_id, fields, csr=request.get("csr") or "",
+                                           endpoint=request.get("endpoint") or "", source_ip=source_ip)
+    taken = s.execute(update(AgentToken).where(AgentToken.id == token.id, AgentToken.used_at.is_(None))
+                      .values(used_at=now, agent_id=agent.id))
+    if taken.rowcount != 1:  # another enrolment used it meanwhile
+        raise Unauthorized("this enrolment token was already used", code=_BAD_TOKEN)
+    return Enrolment(agent, certificate or "", registry.ca_certificate(s, ctx), secret)
+
+
+def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None) -> dict:
+    """The commands that install an agent on a Linux host and enrol it into the caller's project."""
+    token_text = token or "<TOKEN>"
+    return {
+        "install": f"python3 -m pip install '{AGENT_PACKAGE}'",
+        "register": f"sudo opencbr-agent register --endpoint {ctx.settings.url} --token {token_text} "
+                    f"--listen 0.0.0.0:{AGENT_PORT}",
+        "start": "sudo systemctl enable --now opencbr-agent",
+        "token_hint": "" if token else "make a token with `cbr agent token` (valid for one hour, one host)",
+        "project_id": p.project_id,
+    }

@@ -1,0 +1,138 @@
+"""An agent's inventory as protectable resources of its project (provider ``agent``): the host as a
+server, its whole disks and LVM logical volumes as the server's disks (the one holding ``/`` is the
+system disk), image files under its roots as disks of their own, each added path as a file system.
+
+Resources are matched by (agent, type, path) from one inventory to the next. A device that vanished
+turns ``error`` with the reason (it is never deleted: it may have backups); one that comes back is
+available again.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from opencbr.catalog.models import Agent, AgentPath, Resource
+from opencbr.domain import resource as R
+from opencbr.services.agents.state import TASK_STATUSES, label, resources_of
+from opencbr.services.context import ServiceContext
+
+PROVIDER = "agent"
+#: Kinds of block device that become disks (partitions are read as part of their disk).
+DISK_KINDS = ("disk", "lvm", "image")
+#: Kinds that are the host server's disks (an image file is a disk of its own).
+SERVER_DISK_KINDS = ("disk", "lvm")
+#: No inventory is taken beyond this many block devices (an agent is not trusted with our memory).
+MAX_DEVICES = 1024
+
+
+def _name(text: str) -> str:
+    """A resource name (no slash, 1 to 255 characters) from host and device names."""
+    clean = "".join(c for c in text.replace("/", "-") if c >= " ").strip() or "resource"
+    return clean[:255]
+
+
+def _new(ctx: ServiceContext, agent: Agent, rtype: str, path: str, name: str, status: str) -> Resource:
+    return Resource(project_id=agent.project_id, type=rtype, provider=PROVIDER, agent_id=agent.id, name=_name(name),
+                    path=path, size_bytes=0, region=ctx.settings.region,
+                    availability_zone=ctx.settings.availability_zones[0], status=status, host="", identity={})
+
+
+def _set(res: Resource, status: str, reason: str = "") -> None:
+    if res.status in TASK_STATUSES:
+        return
+    if res.status != status or res.status_reason != reason:
+        res.status, res.status_reason = status, reason
+
+
+def host_name(agent: Agent) -> str:
+    return agent.host_nickname or agent.host_name or agent.id[:8]
+
+
+def file_system(s: Session, ctx: ServiceContext, agent: Agent, dir_path: str) -> Resource:
+    """The file-system resource of an added path (made now if there is none; available again if it is)."""
+    for res in resources_of(s, agent.id):
+        if res.type == R.FILE_SYSTEM and res.path == dir_path:
+            _set(res, "available")
+            return res
+    res = _new(ctx, agent, R.FILE_SYSTEM, dir_path, f"{host_name(agent)} {dir_path.strip('/') or 'root'}",
+               "available")
+    s.add(res)
+    s.flush()
+    return res
+
+
+def _device_key(d: dict) -> set[str]:
+    return {str(d.get("name") or ""), str(d.get("path") or "")} - {""}
+
+
+def _system_device(devices: list[dict]) -> str | None:
+    """The path of the disk or logical volume holding ``/``: the LV itself, or the whole disk above the
+    partition mounted there."""
+    by_key = {k: d for d in devices for k in _device_key(d)}
+    current = next((d for d in devices if d.get("mountpoint") == "/"), None)
+    for _ in range(8):  # partition -> disk (or a device-mapper stack), never a loop
+        if current is None:
+            return None
+        if current.get("kind") in SERVER_DISK_KINDS:
+            return current.get("path")
+        current = by_key.get(str(current.get("parent") or ""))
+    return None
+
+
+def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any]) -> None:
+    """Bring the agent's resources in line with its ``inventory`` answer."""
+    devices = [d for d in (answer.get("block_devices") or [])[:MAX_DEVICES]
+               if isinstance(d, dict) and d.get("kind") in DISK_KINDS and isinstance(d.get("path"), str)]
+    existing = {(r.type, r.path): r for r in resources_of(s, agent.id)}
+    host = host_name(agent)
+    server = existing.get((R.SERVER, ""))
+    if server is None:
+        server = _new(ctx, agent, R.SERVER, "", host, "running")
+        s.add(server)
+        s.flush()
+    server.name = _name(host)
+    seen = {(R.SERVER, "")}
+    system = _system_device(devices)
+    attached = sorted((d for d in devices if d["kind"] in SERVER_DISK_KINDS), key=lambda d: d["path"] != system)
+    index = {d["path"]: i for i, d in enumerate(attached)}
+    for d in devices:
+        path = d["path"]
+        seen.add((R.DISK, path))
+        res = existing.get((R.DISK, path))
+        if res is None:
+            res = _new(ctx, agent, R.DISK, path, f"{host} {d.get('name') or posixpath.basename(path)}", "available")
+            s.add(res)
+        res.size_bytes = max(0, int(d.get("size") or 0))
+        res.identity = {k: d.get(k) for k in ("kind", "name", "fstype", "mountpoint", "vg", "lv") if d.get(k)}
+        if path in index:
+            res.server_id, res.device_index = server.id, index[path]
+            res.disk_role = "system" if path == system else "data"
+            _set(res, "in-use")
+        else:
+            res.server_id, res.device_index, res.disk_role = None, None, None
+            _set(res, "available")
+    paths = {str(p.get("dir_path")): p for p in (answer.get("paths") or [])[:MAX_DEVICES] if isinstance(p, dict)}
+    for ap in s.query(AgentPath).filter(AgentPath.agent_id == agent.id, AgentPath.status == "available"):
+        seen.add((R.FILE_SYSTEM, ap.dir_path))
+        res = existing.get((R.FILE_SYSTEM, ap.dir_path)) or file_system(s, ctx, agent, ap.dir_path)
+        reported = paths.get(ap.dir_path)
+        if reported is not None and not reported.get("exists", True):
+            _set(res, "error", f"{ap.dir_path} does not exist on host {host}")
+        else:
+            if reported is not None and isinstance(reported.get("size_estimate"), int):
+                res.size_bytes = max(0, reported["size_estimate"])
+            _set(res, "available")
+    for key, res in existing.items():
+        if key not in seen:
+            what = "path" if res.type == R.FILE_SYSTEM else "device"
+            if res.type == R.DISK:  # the host as it is now has no such disk
+                res.server_id, res.device_index, res.disk_role = None, None, None
+            _set(res, "error", f"{what} {res.path} is no longer on host {host} (agent {label(agent)})")
+    s.flush()
+    disks = [r for r in resources_of(s, agent.id) if r.server_id == server.id]
+    server.size_bytes = sum(d.size_bytes for d in disks)
+    broken = [d for d in disks if d.status == "error"]
+    _set(server, "faulty" if broken else "running", f"disk {broken[0].path}: {broken[0].status_reason}" if broken else "")

@@ -1,0 +1,178 @@
+"""PostgreSQL hooks against a real cluster: a restored app-consistent copy starts from the backup's
+checkpoint and holds exactly the rows committed before the backup's end; a plain live copy needs crash
+recovery; a hung session or a killed agent never leaves the backup mode on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from opencbr.agent.hooks import APP_CONSISTENT, CRASH_CONSISTENT, Quiesce, check, discover, prepare_restored_postgres
+
+from .holder import Holder
+from .servers import Postgres, log_text
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Writer:
+    """Commits numbered rows one by one; ``committed`` is the last id whose commit returned."""
+
+    def __init__(self, pg: Postgres, start: int):
+        self.pg = pg
+        self.committed = start - 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with self.pg.connect() as conn:
+            while not self._stop.is_set():
+                conn.execute("INSERT INTO numbered VALUES (%s, repeat('x', 300))", (self.committed + 1,))
+                self.committed += 1
+
+    def __enter__(self):
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        start = self.committed
+        while self.committed < start + 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _plan(pg: Postgres, **extra):
+    return discover({"discover": False, "postgresql": [pg.target(**extra)]})
+
+
+def _rows(server: Postgres) -> tuple[int, int]:
+    return server.sql("SELECT count(*), coalesce(max(id), 0) FROM numbered")[0]
+
+
+def _next_id(pg: Postgres) -> int:
+    return _rows(pg)[1] + 1
+
+
+def test_app_consistent_copy_starts_from_the_backup_and_holds_the_committed_rows(pg):
+    with Writer(pg, _next_id(pg)) as writer:
+        with Quiesce(_plan(pg), timeout=20) as q:
+            assert q.achieved == APP_CONSISTENT, q.reason
+            copy = pg.copy_to("app-copy", 5440)
+            before_stop = writer.committed
+        after_stop = writer.committed
+    assert q.achieved == APP_CONSISTENT, q.reason
+    (outcome,) = q.outcomes
+    details = outcome.details
+    assert outcome.ok and details["backup_label"].startswith("START WAL LOCATION")
+    done = prepare_restored_postgres(copy.data_dir, details)
+    assert "wrote backup_label" in done
+    copy.start()
+    try:
+        count, top = _rows(copy)
+        log = log_text(copy.log)
+        amcheck = copy.amcheck()
+    finally:
+        copy.stop()
+    # every row committed before the end of the backup is there, none committed after it
+    assert before_stop <= top <= after_stop, (before_stop, top, after_stop)
+    assert count == top
+    assert amcheck.returncode == 0, amcheck.stdout + amcheck.stderr
+    # recovery began at the backup's checkpoint and reached the end of the backup
+    assert f"redo starts at {details['start_lsn']}" in log, log
+    assert "starting backup recovery" in log and "completed backup recovery" in log, log
+    assert "not properly shut down" not in log, log
+
+
+def test_a_plain_live_copy_needs_crash_recovery(pg):
+    with Writer(pg, _next_id(pg)):
+        copy = pg.copy_to("crash-copy", 5441)
+    prepare_restored_postgres(copy.data_dir, {})
+    copy.start()
+    copy.stop()
+    log = log_text(copy.log)
+    assert "backup recovery" not in log, log
+    assert "database system was not properly shut down; automatic recovery in progress" in log
+
+
+def test_without_the_wal_of_the_backup_the_label_alone_does_not_start(pg):
+    """Why the hook keeps the WAL until the backup's end: the snapshot cannot contain it."""
+    with Writer(pg, _next_id(pg)):
+        with Quiesce(_plan(pg), timeout=20) as q:
+            copy = pg.copy_to("label-only-copy", 5442)
+    details = dict(q.outcomes[0].details, wal=[])
+    prepare_restored_postgres(copy.data_dir, details)
+    with pytest.raises(AssertionError, match="WAL ends before end of online backup"):
+        copy.start()
+    copy.stop()
+
+
+def _agent_sessions(pg: Postgres) -> int:
+    return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opencbr-agent'")[0][0]
+
+
+def _wait_until(predicate, seconds: float) -> float:
+    """Seconds until ``predicate()`` held; fails after ``seconds``."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < seconds, f"not within {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_hung_checkpoint_times_out_and_falls_back(pg):
+    (checkpointer,) = pg.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")[0]
+    os.kill(checkpointer, signal.SIGSTOP)  # CHECKPOINT and pg_backup_start wait for it forever
+    try:
+        started = time.monotonic()
+        with Quiesce(_plan(pg), timeout=2) as q:
+            assert q.achieved == CRASH_CONSISTENT
+        took = time.monotonic() - started
+    finally:
+        os.kill(checkpointer, signal.SIGCONT)
+    assert took < 6
+    assert q.achieved == CRASH_CONSISTENT and "pre-freeze failed" in q.reason, q.reason
+    assert "statement timeout" in q.reason or "no answer within" in q.reason, q.reason
+    _wait_until(lambda: _agent_sessions(pg) == 0, 5)
+
+
+def test_the_hold_timeout_ends_the_backup_mode(pg):
+    with Quiesce(_plan(pg), timeout=5, hold_timeout=1) as q:
+        assert _agent_sessions(pg) == 1
+        _wait_until(lambda: _agent_sessions(pg) == 0, 5)
+    assert q.achieved == CRASH_CONSISTENT and "hold timeout" in q.reason, q.reason
+    assert "backup_label" not in q.outcomes[0].details
+
+
+def test_a_killed_holder_ends_the_backup_mode(pg):
+    holder = Holder({"discover": False, "postgresql": [pg.target()]})
+    assert holder.state["achieved"] == APP_CONSISTENT, holder.state
+    assert _agent_sessions(pg) == 1
+    holder.kill()
+    # the pipe to psql closed with the holder: psql exits, the server aborts the backup
+    assert _wait_until(lambda: _agent_sessions(pg) == 0, 5) < 5
+
+
+def test_check_tests_the_privileges(pg):
+    pg.sql("DROP ROLE IF EXISTS plain; CREATE ROLE plain LOGIN")
+    pg.sql("DROP ROLE IF EXISTS operator; CREATE ROLE operator LOGIN IN ROLE pg_checkpoint")
+    pg.sql("GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean), pg_backup_stop(boolean), "
+           "pg_read_binary_file(text, bigint, bigint) TO operator")
+    results = {r["name"]: r for r in check(discover({"discover": False, "postgresql": [
+        pg.target(name="super"), pg.target(name="plain", user="plain"), pg.target(name="operator", user="operator"),
+        pg.target(name="absent", port=1)]}))}
+    assert results["super"]["ok"] and results["super"]["privileges"]["superuser"]
+    assert not results["plain"]["ok"] and "missing EXECUTE on backup_start" in results["plain"]["message"]
+    assert results["operator"]["ok"], results["operator"]
+    assert results["operator"]["privileges"] == {"superuser": False, "backup_start": True, "backup_stop": True,
+                                                 "checkpoint": True, "read_wal": True}
+    assert not results["absent"]["ok"] and "No such file" in results["absent"]["message"]
+    # and the granted role really quiesces (its CHECKPOINT and its WAL read included)
+    with Quiesce(discover({"discover": False, "postgresql": [pg.target(user="operator")]}), timeout=10) as q:
+        pass
+    assert q.achieved == APP_CONSISTENT, q.reason

@@ -1,0 +1,73 @@
+"""Enrolment from the agent's side (token and AK/SK), against the protocol's stand-in service."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from opencbr.agentlink import certs
+from tests.agent.conftest import agent_cmd
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_token_enrolment_writes_a_private_configuration_and_pins_the_ca(tmp_path, enrol_service):
+    config = tmp_path / "etc" / "agent.json"
+    root = tmp_path / "data"
+    root.mkdir()
+    done = agent_cmd(config, "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token(),
+                     "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:7443", "--root", str(root),
+                     "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    assert _mode(config) == 0o600 and _mode(config.parent) == 0o700
+    cfg = json.loads(config.read_text())
+    assert cfg["project_id"] == enrol_service.project_id and cfg["roots"] == [str(root)]
+    assert certs.fingerprint(cfg["ca_pem"]) == certs.fingerprint(enrol_service.ca)
+    assert certs.common_name(cfg["cert_pem"]) == cfg["agent_id"]
+    assert enrol_service.agents[cfg["agent_id"]]["endpoint"] == "127.0.0.1:7443"
+    assert "BEGIN PRIVATE KEY" in cfg["key_pem"]
+
+    status = agent_cmd(config, "status")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["service_reachable"] is True and shown["enrolled"] is True and shown["certificate_expires"]
+    assert "PRIVATE KEY" not in status.stdout + status.stderr
+
+    again = agent_cmd(config, "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token())
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    gone = agent_cmd(config, "unregister-local")
+    assert gone.returncode == 0 and not config.exists()
+
+
+def test_a_token_is_used_once(tmp_path, enrol_service):
+    token = enrol_service.new_token()
+    assert agent_cmd(tmp_path / "a.json", "register", "--endpoint", enrol_service.url, "--token", token).returncode == 0
+    second = agent_cmd(tmp_path / "b.json", "register", "--endpoint", enrol_service.url, "--token", token)
+    assert second.returncode == 1 and "used" in second.stderr and not (tmp_path / "b.json").exists()
+
+
+def test_a_tampered_answer_or_another_ca_is_refused(tmp_path, enrol_service):
+    enrol_service.tamper_answer = True
+    bad = agent_cmd(tmp_path / "a.json", "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token())
+    assert bad.returncode == 1 and "proof" in bad.stderr and not (tmp_path / "a.json").exists()
+    enrol_service.tamper_answer, enrol_service.other_ca = False, True
+    bad = agent_cmd(tmp_path / "b.json", "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token())
+    assert bad.returncode == 1 and "CA" in bad.stderr and not (tmp_path / "b.json").exists()
+
+
+def test_aksk_enrolment_signs_like_the_sdk_and_checks_a_given_ca_fingerprint(tmp_path, enrol_service):
+    base = ["register", "--endpoint", enrol_service.url, "--project-id", enrol_service.project_id,
+            "--ak", enrol_service.ak]
+    wrong = agent_cmd(tmp_path / "a.json", *base, "--sk", "not-the-key")
+    assert wrong.returncode == 1 and "signature" in wrong.stderr
+    other = agent_cmd(tmp_path / "a.json", *base, "--sk", enrol_service.sk, "--ca-fingerprint", "sha256:" + "0" * 64)
+    assert other.returncode == 1 and "--ca-fingerprint" in other.stderr and not (tmp_path / "a.json").exists()
+    ok = agent_cmd(tmp_path / "a.json", *base, "--sk", enrol_service.sk,
+                   "--ca-fingerprint", certs.fingerprint(enrol_service.ca))
+    assert ok.returncode == 0, ok.stderr
+    cfg = json.loads((tmp_path / "a.json").read_text())
+    assert cfg["agent_id"] in enrol_service.agents and certs.common_name(cfg["cert_pem"]) == cfg["agent_id"]

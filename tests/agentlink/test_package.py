@@ -1,0 +1,73 @@
+"""The agent's package, built from this source: what it holds, that it installs, that it is reproducible."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from opencbr.agentlink import package
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_pins_and_the_unit_agree_with_the_repository():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for dep in package.AGENT_DEPENDENCIES:
+        assert f'"{dep}"' in pyproject, f"{dep} is not pinned so in pyproject.toml"
+    assert (REPO / "packaging" / "opencbr-agent.service").read_text() == package.SYSTEMD_UNIT
+
+
+def test_the_packages_hold_the_agent_s_packages_only_and_are_reproducible(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    wheel = package.build_agent_wheel(str(tmp_path / "a"))
+    sdist = package.build_agent_sdist(str(tmp_path / "a"))
+    assert Path(wheel).read_bytes() == Path(package.build_agent_wheel(str(tmp_path / "b"))).read_bytes()
+    assert Path(sdist).read_bytes() == Path(package.build_agent_sdist(str(tmp_path / "b"))).read_bytes()
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[1] for n in names if n.startswith("opencbr/") and n.count("/") > 1}
+    assert tops == set(package.AGENT_PACKAGES)
+    assert "opencbr/agent/cli.py" in names and not any("/api/" in n or "/services/" in n for n in names)
+    with tarfile.open(sdist) as tar:
+        members = tar.getnames()
+    assert "opencbr-agent-0.1.0/pyproject.toml".replace("0.1.0", package.__version__) in members
+    assert not any(re.search(r"/(api|services|catalog|cli)/", m) for m in members)
+
+
+def _venv(where: Path) -> Path:
+    """A venv of the system's Python that sees its pip and setuptools (nothing is downloaded)."""
+    base = shutil.which("python3", path="/usr/bin:/bin") or ""
+    if not base or subprocess.run([base, "-c", "import setuptools, pip"], capture_output=True).returncode:
+        pytest.skip("no system Python with pip and setuptools here")
+    subprocess.run([base, "-m", "venv", "--without-pip", "--system-site-packages", str(where)], check=True, timeout=60)
+    return where / "bin"
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_the_package_installs_offline_and_gives_the_command(tmp_path, kind):
+    built = (package.build_agent_wheel if kind == "wheel" else package.build_agent_sdist)(str(tmp_path))
+    bin_dir = _venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", built], check=True, timeout=120, env=env, capture_output=True)
+    done = subprocess.run([str(bin_dir / "opencbr-agent"), "--help"], capture_output=True, text=True, timeout=30,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0 and "register" in done.stdout and "unregister-local" in done.stdout
+    version = subprocess.run([str(bin_dir / "opencbr-agent"), "--version"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path)
+    assert version.stdout.strip() == f"opencbr-agent {package.__version__}"
+
+
+def test_the_install_script_is_valid_shell_and_says_what_it_does():
+    script = package.install_script("http://backup.example:8080/", "ocbr1.p.t.s.h")
+    assert script.startswith("#!/bin/sh\n") and "ENDPOINT=http://backup.example:8080\n" in script
+    assert "--token ocbr1.p.t.s.h" in script and "systemctl enable --now opencbr-agent" in script
+    assert package.SYSTEMD_UNIT in script
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    assert "--token" not in package.install_script("http://x:1").split("register --endpoint")[1].split("\n")[0]

@@ -1,0 +1,42 @@
+"""``cbr agent`` as a user runs it: token, install-command, list, show, path add/remove, unregister."""
+
+from __future__ import annotations
+
+from tests.support.clients import api, cli
+from tests.support.server import sqlite_server_fixture
+
+server = sqlite_server_fixture("cli-agents")
+
+
+def ok(r):
+    assert r.code == 0, f"exit {r.code}\nstdout: {r.out}\nstderr: {r.err}"
+    return r
+
+
+def test_agent_commands(server):
+    sfx = "x"
+    token = ok(cli(server, "agent", "token", "--json")).json()
+    assert token["token"].startswith("ocbr1.") and token["token"] in token["install_command"]["register"]
+    text = ok(cli(server, "agent", "token")).out
+    assert "opencbr-agent register" in text and "--token ocbr1." in text
+    cmds = ok(cli(server, "agent", "install-command", "--json")).json()
+    assert server.url in cmds["register"] and "<TOKEN>" in cmds["register"]
+    api(server).post("/agents", {"agent": {"agent_id": f"cli-agent-{sfx}", "host_name": f"cli-host-{sfx}",
+                                           "host_ip": "10.1.1.1", "host_os": "Linux"}})
+    listed = ok(cli(server, "agent", "list", "--json")).json()
+    assert f"cli-agent-{sfx}" in [a["agent_id"] for a in listed]
+    assert f"cli-host-{sfx}" in ok(cli(server, "agent", "list")).out
+    added = ok(cli(server, "agent", "path", "add", f"cli-host-{sfx}", "/srv/www", "/data",
+                   "--exclude", "/srv/www/cache", "--json")).json()
+    assert added == {"added": ["/srv/www", "/data"], "existed": []}
+    shown = ok(cli(server, "agent", "show", f"cli-agent-{sfx}", "--json")).json()
+    assert shown["status"] == "offline" and {p["dir_path"]: p["exclude_paths"] for p in shown["paths"]} == {
+        "/srv/www": "/srv/www/cache", "/data": ""}
+    assert "/srv/www/cache" in ok(cli(server, "agent", "show", f"cli-agent-{sfx}")).out
+    removed = ok(cli(server, "agent", "path", "remove", f"cli-agent-{sfx}", "/data", "--json")).json()
+    assert removed == {"removed": ["/data"], "not_existed": []}
+    bad = cli(server, "agent", "path", "add", f"cli-agent-{sfx}", "relative")
+    assert bad.code == 1 and "absolute" in bad.err
+    ok(cli(server, "agent", "unregister", f"cli-agent-{sfx}", "--yes"))
+    missing = cli(server, "agent", "show", f"cli-agent-{sfx}")
+    assert missing.code == 1 and "no agent" in missing.err

@@ -1,0 +1,207 @@
+"""The remote chunk service over a channel pair: the engine's disk and tree backups and restores run
+against :class:`RemoteChunks` (the agent's end) while :func:`serve_backup`/:func:`serve_restore` answer
+from a real repository (the worker's end), in plain and encrypted vaults; and what the service refuses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+from opencbr.agentlink.channel import RemoteError, channel_pair
+from opencbr.engine import Repository
+from opencbr.engine.disk.backup import backup_disk
+from opencbr.engine.disk.restore import restore_disk
+from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
+from opencbr.engine.remote.client import RemoteChunks
+from opencbr.engine.remote.service import Refused
+from opencbr.engine.tree import backup_tree, restore_tree
+
+MASTER = b"k" * 32
+
+
+@pytest.fixture(params=["plain", "encrypted"])
+def repo(request, local_store):
+    return Repository.create(local_store, "v/", MASTER if request.param == "encrypted" else None,
+                             encrypted=request.param == "encrypted")
+
+
+def _disk(path, size=6 << 20, seed=1):
+    rnd = __import__("random").Random(seed)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off in range(0, size, 1 << 20):
+            if rnd.random() < 0.7:
+                f.seek(off)
+                f.write(rnd.randbytes(256 << 10) + bytes(64 << 10) + b"abc" * 1000)
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _agent(repo, fn):
+    """Run ``fn(chunks)`` as the agent would, on one end of a channel pair; returns (service end, thread,
+    outcome dict). The agent's final answer follows its chunk messages, as on a real agent."""
+    svc, agent = channel_pair(timeout=30)
+    out: dict = {}
+
+    def run():
+        chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk)
+        try:
+            out["result"] = fn(chunks)
+            chunks.close()
+            agent.send({"ok": True, "result": {}})
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+            chunks.close()
+            agent.send({"ok": False, "error": "failed", "message": str(e)})
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return svc, t, out
+
+
+def _remote_disk_backup(repo, src, name, parent=None):
+    svc, t, out = _agent(repo, lambda cs: backup_disk(cs, src, backup_id=name, meta={"m": 1}, block_size=repo.block_size,
+                                                      parent_backup_id=parent))
+    final = serve_backup(repo, svc, BackupScope(name, "disk", readable=(parent,) if parent else (), meta={"m": 1}))
+    t.join()
+    return final, out
+
+
+def test_disk_backup_and_restore_through_the_service(repo, tmp_path):
+    src = tmp_path / "disk.img"
+    _disk(src)
+    final, out = _remote_disk_backup(repo, src, "b1")
+    assert final["ok"], final
+    first = out["result"]
+    assert first.new_chunks > 0 and repo.read_manifest("b1")["type"] == "disk"
+    # an unchanged second backup sends no record: every chunk is in the vault
+    final, out = _remote_disk_backup(repo, src, "b2", parent="b1")
+    assert final["ok"] and out["result"].new_chunks == 0 and out["result"].changed_blocks == 0
+    assert repo.verify("b2").ok
+    target = tmp_path / "restored.img"
+    svc, t, out = _agent(repo, lambda cs: restore_disk(cs, "b2", str(target)))
+    final = serve_restore(repo, svc, ReadScope(("b2",)))
+    t.join()
+    assert final["ok"] and "error" not in out, out
+    assert _sha(target) == _sha(src)
+
+
+def test_tree_backup_incremental_and_restore(repo, tmp_path):
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    for i in range(40):
+        (root / "a" / f"f{i}").write_bytes(os.urandom(100 + i * 997))
+    (root / "a" / "b" / "big").write_bytes(os.urandom(3 << 20))
+    os.symlink("a/f1", root / "link")
+
+    def backup(name, parent=None):
+        svc, t, out = _agent(repo, lambda cs: backup_tree(cs, root, backup_id=name, meta={}, parent_backup_id=parent))
+        final = serve_backup(repo, svc, BackupScope(name, "tree", readable=(parent,) if parent else ()))
+        t.join()
+        assert final["ok"], (final, out)
+        return out["result"]
+
+    first = backup("t1")
+    assert first.files == 41 and first.new_chunks > 0
+    (root / "a" / "f3").write_bytes(b"changed")
+    second = backup("t2", parent="t1")
+    assert second.reused_files == 40 and second.bytes_read == len(b"changed")
+    target = tmp_path / "out"
+    svc, t, out = _agent(repo, lambda cs: restore_tree(cs, "t2", str(target)))
+    final = serve_restore(repo, svc, ReadScope(("t2",)))
+    t.join()
+    assert final["ok"] and "error" not in out, out
+    for p in root.rglob("*"):
+        q = target / p.relative_to(root)
+        if p.is_symlink():
+            assert os.readlink(q) == os.readlink(p)
+        elif p.is_file():
+            assert q.read_bytes() == p.read_bytes(), p
+
+
+def _converse_raw(repo, scope, messages, serve=serve_backup):
+    """Send raw messages as a (compromised) agent; the answers, and what the service raised."""
+    svc, agent = channel_pair(timeout=10)
+    answers, raised = [], {}
+
+    def run():
+        try:
+            raised["final"] = serve(repo, svc, scope)
+        except BaseException as e:  # noqa: BLE001
+            raised["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    for header, payload in messages:
+        try:
+            answers.append(agent.request(header, payload)[1])
+        except RemoteError as e:
+            answers.append(e)
+            break
+    else:
+        agent.send({"ok": True, "result": {}})
+    t.join(10)
+    return answers, raised
+
+
+def test_a_forged_record_is_refused_and_nothing_is_stored(repo):
+    codec = repo.chunks.codec
+    good, other = b"x" * 5000, b"y" * 5000
+    d = codec.digest(good)
+    forged = codec.encode(codec.digest(other), other)  # a real record, but of another chunk
+    answers, raised = _converse_raw(repo, BackupScope("f1", "disk"), [
+        ({"op": "need"}, d), ({"op": "records", "sizes": [len(forged)]}, [d, forged])])
+    assert bytes(answers[0]) == b"\x01"
+    assert isinstance(answers[1], RemoteError) and answers[1].code == "refused"
+    assert isinstance(raised.get("error"), Refused)
+    assert repo.list_manifests() == [] and not repo.chunks.reader_index(refresh=True).has(d)
+
+
+def test_a_commit_with_an_unknown_ref_or_another_name_is_refused(repo):
+    unknown = os.urandom(32)
+    header = {"type": "disk", "disk_size": 65536, "block_size": 65536}
+    answers, raised = _converse_raw(repo, BackupScope("c1", "disk"), [
+        ({"op": "commit", "name": "c1", "header": header, "refs": 32}, unknown)])
+    assert isinstance(answers[0], RemoteError) and "does not hold" in answers[0].message
+    answers, raised = _converse_raw(repo, BackupScope("c1", "disk"), [
+        ({"op": "commit", "name": "other", "header": header, "refs": 0}, b"")])
+    assert isinstance(answers[0], RemoteError) and "may only write backup 'c1'" in answers[0].message
+    assert repo.list_manifests() == []
+
+
+def test_a_read_outside_the_scope_is_refused(repo, tmp_path):
+    src = tmp_path / "disk.img"
+    _disk(src, seed=2)
+    assert _remote_disk_backup(repo, src, "r1")[0]["ok"]
+    _disk(tmp_path / "other.img", seed=3)
+    assert _remote_disk_backup(repo, tmp_path / "other.img", "r2")[0]["ok"]
+    refs = repo.manifest("r2").ref_set()
+    outside = next(iter(refs - repo.manifest("r1").ref_set()))
+    answers, _ = _converse_raw(repo, ReadScope(("r1",)), [({"op": "read"}, outside)], serve=serve_restore)
+    assert isinstance(answers[0], RemoteError) and answers[0].code == "refused"
+    answers, _ = _converse_raw(repo, ReadScope(("r1",)), [({"op": "manifest", "name": "r2"}, b"")],
+                               serve=serve_restore)
+    assert isinstance(answers[0], RemoteError) and answers[0].code == "refused"
+    inside = next(iter(repo.manifest("r1").ref_set()))
+    answers, _ = _converse_raw(repo, ReadScope(("r1",)), [({"op": "read"}, inside)], serve=serve_restore)
+    assert not isinstance(answers[0], RemoteError) and len(answers[0]) > 0
+
+
+def test_a_broken_channel_aborts_the_session(repo, tmp_path):
+    svc, agent = channel_pair(timeout=5)
+    d = repo.chunks.codec.digest(b"z" * 100)
+    agent.send({"op": "need"}, d)  # claims a chunk, then the agent is gone
+    agent.close()
+    with pytest.raises(Exception) as e:
+        serve_backup(repo, svc, BackupScope("k1", "disk"))
+    assert "closed" in str(e.value) or "lost" in str(e.value)
+    assert repo.list_manifests() == []
+    # the vault's lock is released: a new backup can start at once
+    src = tmp_path / "disk.img"
+    _disk(src, seed=4)
+    assert _remote_disk_backup(repo, src, "k2")[0]["ok"]

@@ -1,0 +1,201 @@
+"""Agents in the catalog: the installation's CA, enrolment with a token, paths, and an agent's inventory
+as protectable resources (services.agents)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from opencbr.agentlink import certs
+from opencbr.catalog.models import AgentAuthority, Resource
+from opencbr.domain import resource as R
+from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, Unauthorized
+from opencbr.services import agents, iam, resources
+from opencbr.services.agents import inventory
+from opencbr.services.context import open_context
+from opencbr.services.principal import Principal
+
+HOST = {"host_name": "web1", "host_ip": "10.0.0.5", "host_os": "Linux 6.1"}
+
+
+def _enrol_request(token: str, agent_id: str, *, csr: str | None = None) -> tuple[dict, str]:
+    _, project_id, token_id, secret, _ = token.split(".")
+    body = {"token_id": token_id, "agent": {"agent_id": agent_id, **HOST, "agent_version": "0.1.0"},
+            "endpoint": "127.0.0.1:7443", "csr": csr or certs.new_key_and_csr(agent_id)[1]}
+    body["proof"] = agents.proof(secret, body)
+    return body, secret
+
+
+def _enrolled(ctx, tenant, agent_id="agent-1"):
+    with ctx.tx() as s:
+        token = agents.create_token(s, ctx, tenant).token
+    body, _ = _enrol_request(token, agent_id)
+    with ctx.tx() as s:
+        return agents.enrol(s, ctx, tenant.project_id, body)
+
+
+def test_authority_is_created_once_and_shared(ctx, tmp_path):
+    """Two contexts (as two processes) creating the CA at once end with one, and both use it."""
+    other = open_context(ctx.settings)
+    got, errors = [], []
+
+    def make(c):
+        try:
+            got.append(agents.service_identity(c))
+        except Exception as e:  # pragma: no cover - the assertion shows it
+            errors.append(e)
+
+    threads = [threading.Thread(target=make, args=(c,)) for c in (ctx, other)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    other.close()
+    assert not errors and got[0] == got[1]
+    with ctx.read() as s:
+        assert len(s.scalars(select(AgentAuthority)).all()) == 1
+        row = s.get(AgentAuthority, 1)
+    assert "PRIVATE KEY" not in row.ca_key_sealed and "PRIVATE KEY" not in row.service_key_sealed
+    assert certs.common_name(got[0].service_cert) == "opencbr-service"
+
+
+def test_enrol_with_token(ctx, tenant):
+    e = _enrolled(ctx, tenant)
+    assert certs.common_name(e.certificate) == "agent-1"
+    with ctx.read() as s:
+        view = agents.show_agent(s, ctx, tenant, "agent-1")
+    assert view.agent.cert_fingerprint == certs.fingerprint(e.certificate)
+    assert view.status == "offline"  # enrolled, not polled yet
+    assert view.agent.endpoint == "127.0.0.1:7443"
+
+
+def test_enrol_refuses_forged_reused_and_expired_tokens(ctx, tenant, clock):
+    with ctx.tx() as s:
+        token = agents.create_token(s, ctx, tenant).token
+    body, _ = _enrol_request(token, "a-forged")
+    forged = {**body, "endpoint": "10.9.9.9:7443"}  # changed after the proof was made
+    with pytest.raises(Unauthorized, match="proof"), ctx.tx() as s:
+        agents.enrol(s, ctx, tenant.project_id, forged)
+    with pytest.raises(Unauthorized, match="unknown"), ctx.tx() as s:
+        agents.enrol(s, ctx, "0" * 32, body)  # another project's path
+    with ctx.tx() as s:
+        agents.enrol(s, ctx, tenant.project_id, body)
+    again, _ = _enrol_request(token, "a-second")
+    with pytest.raises(Unauthorized, match="already used"), ctx.tx() as s:
+        agents.enrol(s, ctx, tenant.project_id, again)
+    with ctx.tx() as s:
+        late = agents.create_token(s, ctx, tenant).token
+    clock.advance(hours=1, seconds=1)
+    body, _ = _enrol_request(late, "a-late")
+    with pytest.raises(Unauthorized, match="expired"), ctx.tx() as s:
+        agents.enrol(s, ctx, tenant.project_id, body)
+
+
+def test_readonly_cannot_change(ctx, tenant):
+    user = iam.create_user(ctx, tenant, "viewer", "readonly")
+    ro = Principal(tenant.account_id, tenant.project_id, user.id, "viewer", "readonly")
+    with pytest.raises(Forbidden), ctx.tx() as s:
+        agents.create_token(s, ctx, ro)
+    with pytest.raises(Forbidden), ctx.tx() as s:
+        agents.register_agent(s, ctx, ro, {"agent_id": "x", **HOST})
+    with ctx.read() as s:
+        assert agents.list_agents(s, ctx, ro) == ([], 0)
+
+
+INVENTORY = {
+    "host": {"host_name": "web1", "host_os": "Linux 6.1", "host_ip": "10.0.0.5"},
+    "version": "0.1.0",
+    "block_devices": [
+        {"path": "/dev/sda", "kind": "disk", "size": 8 << 30, "name": "sda", "parent": None},
+        {"path": "/dev/sda1", "kind": "part", "size": 1 << 30, "name": "sda1", "parent": "sda", "mountpoint": "/boot"},
+        {"path": "/dev/sda2", "kind": "part", "size": 7 << 30, "name": "sda2", "parent": "sda", "fstype": "LVM2_member"},
+        {"path": "/dev/vg0/root", "kind": "lvm", "size": 4 << 30, "name": "vg0-root", "parent": "sda2",
+         "mountpoint": "/", "vg": "vg0", "lv": "root"},
+        {"path": "/dev/sdb", "kind": "disk", "size": 2 << 30, "name": "sdb", "parent": None},
+        {"path": "/srv/images/a.img", "kind": "image", "size": 1 << 20, "name": "a.img"},
+    ],
+    "paths": [{"dir_path": "/srv/www", "exists": True, "size_estimate": 12345}],
+}
+
+
+def _answer(ctx, agent_id, answer):
+    with ctx.tx() as s:
+        agent = s.get(agents.registry.Agent, agent_id)
+        agent.last_active_time = ctx.now()
+        inventory.apply(s, ctx, agent, answer)
+
+
+def test_inventory_becomes_resources(ctx, tenant):
+    _enrolled(ctx, tenant)
+    with ctx.tx() as s:
+        assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/www/", "/srv/www"]) == (["/srv/www"], [])
+    _answer(ctx, "agent-1", INVENTORY)
+    with ctx.read() as s:
+        rows = {r.path: r for r in s.scalars(select(Resource).where(Resource.agent_id == "agent-1"))}
+        server = rows[""]
+        assert server.type == R.SERVER and server.status == "running" and server.provider == "agent"
+        assert set(rows) == {"", "/dev/sda", "/dev/vg0/root", "/dev/sdb", "/srv/images/a.img", "/srv/www"}
+        disks = resources.server_disks(s, server.id)
+        assert [d.path for d in disks][0] == "/dev/vg0/root" and disks[0].disk_role == "system"
+        assert {d.path for d in disks} == {"/dev/sda", "/dev/vg0/root", "/dev/sdb"}
+        assert rows["/srv/images/a.img"].server_id is None
+        assert rows["/srv/www"].type == R.FILE_SYSTEM and rows["/srv/www"].size_bytes == 12345
+        views, _ = resources.list_resources(s, tenant, rtype=R.DISK)
+        assert {v.status for v in views} == {"in-use", "available"}
+    gone = {**INVENTORY, "block_devices": [d for d in INVENTORY["block_devices"] if d["path"] != "/dev/sdb"]}
+    _answer(ctx, "agent-1", gone)
+    with ctx.read() as s:
+        sdb = s.scalar(select(Resource).where(Resource.path == "/dev/sdb"))
+        assert sdb.status == "error" and "no longer on host web1" in sdb.status_reason and sdb.server_id is None
+
+
+def test_offline_agent_resources_say_so(ctx, tenant, clock):
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", INVENTORY)
+    with ctx.read() as s:
+        disk = s.scalar(select(Resource).where(Resource.path == "/dev/sdb"))
+        assert agents.require_online(s, ctx, disk).endpoint == "127.0.0.1:7443"
+    clock.advance(seconds=3 * ctx.settings.agent_poll_seconds + 1)
+    report = agents.poll_agents(ctx, timeout=1)  # nothing listens there
+    assert list(report.failed) == ["agent-1"]
+    with ctx.read() as s:
+        disk = s.get(Resource, disk.id)
+        assert disk.status == "error" and "is offline" in disk.status_reason
+        with pytest.raises(CBRError, match="is offline") as e:
+            agents.require_online(s, ctx, disk)
+        assert e.value.code == agents.AGENT_OFFLINE
+        assert agents.show_agent(s, ctx, tenant, "agent-1").status == "offline"
+        check = agents.check_agent(s, ctx, tenant, [{"resource_id": disk.id}])[0]
+        assert check["installed"] is False and "offline" in check["message"]
+
+
+def test_paths_are_checked_and_removed(ctx, tenant):
+    _enrolled(ctx, tenant)
+    with ctx.tx() as s:
+        with pytest.raises(InvalidParameter, match="absolute"):
+            agents.add_agent_path(s, ctx, tenant, "agent-1", ["srv/www"])
+        agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/www", "/data"],
+                              [{"path_name": "/srv/www", "exclude_path_name": ["/srv/www/cache/"]}])
+    with ctx.tx() as s:
+        assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/data"]) == ([], ["/data"])
+        fs = s.scalar(select(Resource).where(Resource.path == "/srv/www"))
+        assert agents.exclude_paths(s, fs) == ["/srv/www/cache"]
+    with ctx.tx() as s:
+        assert agents.remove_agent_path(s, ctx, tenant, "agent-1", ["/data", "/nope"]) == (["/data"], ["/nope"])
+        assert s.scalar(select(Resource).where(Resource.path == "/data")) is None  # no backups: gone
+
+
+def test_unregister_revokes_at_once(ctx, tenant):
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", INVENTORY)
+    with ctx.tx() as s:
+        address = agents.unregister_agent(s, ctx, tenant, "agent-1")
+    assert address.agent_id == "agent-1"
+    with ctx.read() as s:
+        with pytest.raises(NotFound):
+            agents.show_agent(s, ctx, tenant, "agent-1")
+        disk = s.scalar(select(Resource).where(Resource.path == "/dev/sdb"))
+        assert disk.status == "error" and "unregistered" in disk.status_reason and disk.agent_id is None
+        with pytest.raises(CBRError, match="unregistered"):
+            agents.address_of(s, disk)
+    assert agents.poll_agents(ctx).failed == {}
