@@ -337,7 +337,7 @@ def inventory_resp(view: ResourceView) -> dict[str, Any]:
         "region": r.region,
         "availability_zone": r.availability_zone, "description": r.description,
         "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
-        "vault_id": view.vault.id if view.vault else None,
+        "vault_id": view.vault.id if view.vault else None, "tags": r.tags or [],
     }
     if r.type == R.SERVER:
         out["size_bytes"] = sum(d.size_bytes for d in view.disks)

@@ -13,12 +13,16 @@ from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
+from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
 
 app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(vault_app, name="vault")
+vault_app.add_typer(tag_app, name="tag")
+vault_app.command("auto-bind")(auto_bind)
+app.add_typer(resource_tag_app, name="resource-tags")
 app.add_typer(backup_app, name="backup")
 app.add_typer(policy_app, name="policy")
 app.command()(scheduler)

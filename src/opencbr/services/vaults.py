@@ -359,7 +359,7 @@ def set_resources_protection(s: Session, ctx: ServiceContext, p: Principal, vaul
     for b in bindings.values():
         b.auto_protect = PROTECTION_ACTIONS[action]
     vault.updated_at = ctx.now()
-    return [i for i in dict.fromkeys(resource_ids)]
+    return list(dict.fromkeys(resource_ids))
 
 
 # ------------------------------------------------------------------------------------ delete

@@ -202,6 +202,29 @@ export function expandCapacity(vault) {
   });
 }
 
+// ------------------------------------------------------------------------------------------------ tags
+// One tag per line, KEY=VALUE; the dialog sends the difference (keys removed, tags added or changed).
+export function editTags(vault) {
+  const text = h("textarea", { name: "tags", rows: "6", "aria-label": "Tags", spellcheck: "false" },
+    (vault.tags || []).map((t) => `${t.key}=${t.value}`).join("\n"));
+  return openDialog({
+    title: `Tags — ${vault.name}`, okText: "Save",
+    body: h("div.form", field("Tags", text, "One per line as KEY=VALUE (at most 10). Keys: letters, digits, - and _, up to 36 characters; values may also hold a period, up to 43.")),
+    onOk: async () => {
+      const wanted = [];
+      for (const line of text.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+        const at = line.indexOf("=");
+        if (at < 1) throw new UserError(`Write each tag as KEY=VALUE: "${line}".`);
+        wanted.push({ key: line.slice(0, at).trim(), value: line.slice(at + 1).trim() });
+      }
+      const gone = (vault.tags || []).filter((t) => !wanted.some((w) => w.key === t.key));
+      if (gone.length) await api.post(`/vault/${vault.id}/tags/action`, { action: "delete", tags: gone.map((t) => ({ key: t.key })) });
+      if (wanted.length) await api.post(`/vault/${vault.id}/tags/action`, { action: "create", tags: wanted });
+      toast(`Tags of ${vault.name} saved.`, "ok");
+    },
+  });
+}
+
 // ------------------------------------------------------------------------------------------------ policies
 export async function applyPolicy(vault) {
   const policies = await listPolicies({ operation_type: "backup" });

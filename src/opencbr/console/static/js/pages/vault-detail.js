@@ -8,7 +8,7 @@ import {
   GB, badge, clear, errorAlert, fmtBytes, fmtTime, h, loading, markNav, meter, moreMenu, openDialog, table, writeGuard,
 } from "../ui.js";
 import {
-  applyPolicy, associateResources, deleteVault, dissociateResource, expandCapacity, performBackup, removePolicy,
+  applyPolicy, associateResources, deleteVault, dissociateResource, editTags, expandCapacity, performBackup, removePolicy,
 } from "../vault-actions.js";
 import { backupTable } from "./backups.js";
 
@@ -62,6 +62,7 @@ export async function render(main, { id, tab }, ctx) {
       h("span.spacer"), backupBtn, assocBtn,
       moreMenu([
         { label: "Expand Capacity", disabled: ro || busy, title: why, onClick: () => reloadAfter(expandCapacity(vault)) },
+        { label: "Edit Tags", disabled: ro || busy, title: why, onClick: () => reloadAfter(editTags(vault)) },
         { label: pol ? "Change Backup Policy" : "Apply Backup Policy", disabled: ro || busy || repl, title: why, onClick: () => reloadAfter(applyPolicy(vault)) },
         { label: "View Monitoring Data", onClick: () => ctx.navigate(`#/monitoring?vault=${vault.id}`) },
         { label: "View Tasks", onClick: () => ctx.navigate(`#/tasks?vault_id=${vault.id}`) },
@@ -75,6 +76,7 @@ export async function render(main, { id, tab }, ctx) {
       kind.objectType === "server" ? [h("dt", "Specifications"), h("dd", vault.billing.consistent_level === "app_consistent" ? "Application-consistent backup" : "Server backup")] : null,
       h("dt", "Encryption"), h("dd", vault.encrypted ? "Encrypted (AES-256-GCM)" : "Not encrypted"),
       h("dt", "Created"), h("dd", fmtTime(vault.created_at)),
+      h("dt", "Tags"), h("dd", (vault.tags || []).length ? (vault.tags || []).map((t) => h("span.tag", `${t.key}=${t.value}`)) : "--"),
       vault.description ? [h("dt", "Description"), h("dd", vault.description)] : null));
 
     const cap = h("div.card", h("h2", "Capacity"),
