@@ -349,6 +349,15 @@ def profiled(svc: Service, out_dir: str | None, name: str, seconds: float):
         spy.wait(60)
 
 
+def server_parts() -> str:
+    """Which HTTP parser and event loop uvicorn picks in the API process (the same environment as this one):
+    the C ones (httptools, uvloop) when installed, h11 and asyncio otherwise."""
+    from importlib.util import find_spec
+
+    return (f"{'httptools' if find_spec('httptools') else 'h11'} and "
+            f"{'uvloop' if find_spec('uvloop') else 'the asyncio loop'}")
+
+
 # ------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,7 +406,8 @@ def main() -> None:
             phases.append(phase)
             if load.failed:
                 print(f"backups failed: {load.failed[:3]}")
-        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; the API served with "
+              f"{server_parts()}")
         print(f"\n{args.clients} official-SDK clients (threads of one process), list_vault / list_backups "
               f"(limit 20) alternately, {args.seconds:.0f} s per phase, {args.catalog} catalog, "
               f"{args.worker_procs} worker processes (nice {args.worker_nice})\n")

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Backup, Checkpoint, Resource, Task, Vault, VaultResource
@@ -156,13 +156,17 @@ def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None,
              "backup_bytes": int(r[4] or 0)} for r in rows]
 
 
+# Built once (every vault list runs it): the statement keeps its cache key; the ids go in one parameter.
+_USAGE_OF_VAULTS = (select(Backup.vault_id, Backup.resource_id, func.count(), func.sum(Backup.added_bytes))
+                    .where(Backup.vault_id.in_(bindparam("vault_ids", expanding=True)), Backup.parent_id.is_(None))
+                    .group_by(Backup.vault_id, Backup.resource_id))
+
+
 def enrich_vault_views(s: Session, views: list) -> None:
     """Backup count and size per associated resource, for the vaults' ResourceResp items (one query, read
     from the index ``ix_backups_vault_usage`` alone: hence ``count()``, as ``count(id)`` reads each row)."""
     stats = {(vid, rid): (n, size) for vid, rid, n, size in s.execute(
-        select(Backup.vault_id, Backup.resource_id, func.count(), func.sum(Backup.added_bytes))
-        .where(Backup.vault_id.in_([v.vault.id for v in views]), Backup.parent_id.is_(None))
-        .group_by(Backup.vault_id, Backup.resource_id))}
+        _USAGE_OF_VAULTS, {"vault_ids": [v.vault.id for v in views]})}
     for view in views:
         for r in view.resources:
             n, size = stats.get((view.vault.id, r.binding.resource_id), (0, 0))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Resource, Task, Vault, VaultResource
@@ -43,11 +43,17 @@ class VaultView:
         return sum(r.size_bytes for r in self.resources)
 
 
+# Built once: a statement object keeps its cache key, and an expanding parameter takes the page's ids
+# as they are (``in_(list)`` builds and keys one bound value per id at every call).
+_BOUND_OF_VAULTS = (select(VaultResource, Resource).join(Resource, Resource.id == VaultResource.resource_id)
+                    .where(VaultResource.vault_id.in_(bindparam("vault_ids", expanding=True)))
+                    .order_by(VaultResource.id))
+
+
 def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundResource]]:
     """The resources associated with each of the vaults, in one query (a list page is one, not one per
     vault)."""
-    rows = s.execute(select(VaultResource, Resource).join(Resource, Resource.id == VaultResource.resource_id)
-                     .where(VaultResource.vault_id.in_(vault_ids)).order_by(VaultResource.id)).all()
+    rows = s.execute(_BOUND_OF_VAULTS, {"vault_ids": vault_ids}).all()
     out: dict[str, list[BoundResource]] = {vid: [] for vid in vault_ids}
     disks_of = res_svc.disks_of_servers(s, [res for _, res in rows])
     for binding, res in rows:

@@ -12,7 +12,7 @@ from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
-from opencbr.api.routing import JSONRoute
+from opencbr.api.routing import JSONRoute, catalog_read
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
@@ -45,6 +45,7 @@ def show_checkpoint(checkpoint_id: str, p: Principal = Depends(principal), ctx: 
 
 
 @router.get("/backups")
+@catalog_read
 def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, resource_id: str | None = None,
                  resource_name: str | None = None, resource_type: str | None = None, resource_az: str | None = None,
                  name: str | None = None, status: list[str] | None = Query(None), image_type: str | None = None,
@@ -80,6 +81,7 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
 
 
 @router.get("/backups/{backup_id}")
+@catalog_read
 def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.read() as s:
         v = backups.show_backup(s, p, backup_id)

@@ -8,7 +8,7 @@ from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
-from opencbr.api.routing import JSONRoute
+from opencbr.api.routing import JSONRoute, catalog_read
 from opencbr.domain import vault as V
 from opencbr.services import audit, vaults
 from opencbr.services.context import ServiceContext
@@ -28,6 +28,7 @@ def create_vault(body: wire.VaultCreateBody, p: Principal = Depends(principal), 
 
 
 @router.get("/vaults")
+@catalog_read
 def list_vaults(limit: int | None = None, offset: int | None = None, name: str | None = None,
                 cloud_type: str | None = None, protect_type: str | None = None, object_type: str | None = None,
                 enterprise_project_id: str | None = None, id: list[str] | None = Query(None),
@@ -59,6 +60,7 @@ def show_summary(p: Principal = Depends(principal), ctx: ServiceContext = Depend
 
 
 @router.get("/vaults/{vault_id}")
+@catalog_read
 def show_vault(vault_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.read() as s:
         view = vaults.show_vault(s, p, vault_id)

@@ -1,0 +1,47 @@
+"""The catalog-read routes read plain query values themselves and leave every other value to FastAPI
+(src/opencbr/api/routing.py): what they take must be exactly what FastAPI would have made of it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from starlette.requests import Request
+
+from opencbr.api.routes import backups as backup_routes
+from opencbr.api.routes import vaults as vault_routes
+
+
+def _route(router, path: str):
+    return next(r for r in router.routes if r.path == "/v3/{project_id}" + path and "GET" in r.methods)
+
+
+def _request(pairs: list[tuple[str, str]], **path_params: str) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": [],
+                    "query_string": urlencode(pairs).encode(), "path_params": path_params})
+
+
+def test_plain_values_are_read_as_fastapi_reads_them():
+    plain = _route(backup_routes.router, "/backups").plain_parameters
+    args = plain.parse(_request([("limit", "20"), ("offset", "0"), ("name", "a b"), ("status", "available"),
+                                 ("status", "error"), ("incremental", "false"), ("id", "")]))
+    assert args["limit"] == 20 and args["offset"] == 0 and args["name"] == "a b"
+    assert args["status"] == ["available", "error"] and args["incremental"] is False and args["id"] == [""]
+    assert args["vault_id"] is None and args["dec"] is None and "p" not in args and "ctx" not in args
+
+
+@pytest.mark.parametrize("pair", [("limit", "007"), ("limit", "+5"), ("limit", "-1"), ("limit", " 5"),
+                                  ("limit", "1e3"), ("offset", "99999999999999999999"), ("dec", "True"),
+                                  ("incremental", "yes"), ("incremental", "1")])
+def test_other_values_are_left_to_fastapi(pair):
+    plain = _route(backup_routes.router, "/backups").plain_parameters
+    assert plain.parse(_request([pair])) is None
+
+
+def test_path_parameters_of_a_show_route():
+    plain = _route(vault_routes.router, "/vaults/{vault_id}").plain_parameters
+    assert plain.parse(_request([("ignored", "x")], project_id="p", vault_id="v-1")) == {"vault_id": "v-1"}
+
+
+def test_routes_that_write_are_not_plain():
+    assert all(r.plain_parameters is None for r in vault_routes.router.routes if "GET" not in r.methods)
