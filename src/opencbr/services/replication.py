@@ -132,10 +132,10 @@ def copy_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, b
     """copy_backup: replicate one backup (returns the API's ``replication``)."""
     p.require_write()
     target = _target(body)
-    region = regions.region(s, target["destination_region"])
     b = get_backup(s, p.project_id, backup_id)
     vault = s.get(Vault, b.vault_id)
     check_replicable(s, b, vault)
+    region = regions.region(s, target["destination_region"])
     rec = _queue(s, ctx, p, b, vault, region, target)
     return {"backup_id": b.id, "replication_record_id": rec.id, "project_id": p.project_id,
             "provider_id": R.PROVIDER_ID.get(b.resource_type, ""), "source_region": ctx.settings.region,
@@ -199,7 +199,7 @@ def record_wire(ctx: ServiceContext, r: ReplicationRecord) -> dict:
             "destination_backup_id": r.destination_backup_id,
             "destination_checkpoint_id": r.destination_checkpoint_id,
             "destination_project_id": r.destination_project_id, "destination_region": r.destination_region,
-            "destination_vault_id": r.destination_vault_id,
+            "destination_vault_id": r.destination_vault_id, "task_id": r.task_id, "wire_bytes": r.wire_bytes,
             "extra_info": {"progress": r.progress, "fail_code": r.fail_code, "fail_reason": r.fail_reason,
                            "auto_trigger": r.auto_trigger, "destination_vault_id": r.destination_vault_id}}
 
@@ -554,3 +554,14 @@ def _publish_replica(ctx: ServiceContext, repo, replica_id: str, task_id: str, r
             t.status, t.progress, t.ended_at, t.updated_at, t.lease_owner = tasks.SUCCESS, 100, now, now, ""
             t.extra_info = {**(t.extra_info or {}), "common": {"progress": 100}}
         return top.name
+
+
+def with_records(resp: dict, records: dict[str, list[dict]]) -> dict:
+    """A BackupResp with its replication records; a replica also says where it came from."""
+    resp["replication_records"] = records.get(resp["id"], [])
+    return resp
+
+
+def replica_source(b: Backup) -> dict | None:
+    """Where a replica came from (source region, project, backup, checkpoint), None for other backups."""
+    return (b.details or {}).get("replication") if b.image_type == "replication" else None
