@@ -60,9 +60,9 @@ def _vault(c, name, object_type, protect_type, resources=None):
         name=name, billing=billing, resources=resources or [])))).vault
 
 
-def _backup(server, c, vault_id):
+def _backup(server, c, vault_id, creds=None):
     cp = c.create_checkpoint(CreateCheckpointRequest(body=VaultBackupReq(checkpoint=VaultBackup(vault_id=vault_id))))
-    bid = api(server).get("/backups", checkpoint_id=cp.checkpoint.id)["backups"][0]["id"]
+    bid = api(server, creds).get("/backups", checkpoint_id=cp.checkpoint.id)["backups"][0]["id"]
     return sdk_wait_backups(c, [bid])[0]
 
 
@@ -174,7 +174,7 @@ def test_constraints_and_tenants(disk_setup):
     img2 = make_image(tmp / "t.img", 2 * MiB, seed=41)
     disk = api(a, t).post("/inventory/disks", {"name": "t-disk", "path": img2})["disk"]
     v = _vault(ct, "tv", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
-    tb = _backup(a, ct, v.id)
+    tb = _backup(a, ct, v.id, t)
     rep = _replicate(ct, tb.id, b.admin.project_id, dst_vault.id)  # the operator's project there
     rec = _record(a, rep.replication_record_id, t)
     assert rec["status"] == "failed" and "not a project of the source tenant's account" in rec["extra_info"]["fail_reason"]
