@@ -5,6 +5,8 @@ backup added, and the guide's constraints."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -29,7 +31,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from tests.support.clients import api, cli, new_tenant, sdk, sdk_wait_backups, wait_task
 from tests.support.databases import sqlite_url
-from tests.support.disks import MiB, make_image, mutate, sha256
+from tests.support.disks import MiB, big_random_image, make_image, mutate, sha256
 from tests.support.server import ServerProcess, free_port
 
 
@@ -40,7 +42,8 @@ def regions(tmp_path_factory):
     receiver = f"127.0.0.1:{free_port()}"
     a = ServerProcess(da, sqlite_url(da), extra_env={"OPENCBR_REGION": "region-a"}).start()
     b = ServerProcess(db, sqlite_url(db), extra_env={"OPENCBR_REGION": "region-b",
-                                                     "OPENCBR_REPLICATION_LISTEN": receiver}).start()
+                                                     "OPENCBR_REPLICATION_LISTEN": receiver,
+                                                     "OPENCBR_TASK_LEASE_SECONDS": "6"}).start()
     try:
         out = cli(b, "admin", "region", "credential", "region-a", "--json")
         assert out.code == 0, out.err
@@ -183,3 +186,43 @@ def test_constraints_and_tenants(disk_setup):
         vault_id=src_vault.id, destination_project_id=b.admin.project_id, destination_region="region-b",
         destination_vault_id=dst_vault.id)))).replication
     assert out.vault_id == src_vault.id and out.backups == []  # both are replicated already
+
+
+def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    big = big_random_image(tmp / "big.img", 160 * MiB)
+    disk = api(a).post("/inventory/disks", {"name": "big-disk", "path": big})["disk"]
+    v = _vault(ca, "src-big", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    dv = _vault(cb, "dst-big", "disk", "replication")
+    bb = _backup(a, ca, v.id)
+    rep = _replicate(ca, bb.id, b.admin.project_id, dv.id)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the receiver is writing the replica
+        logs = api(b).get("/operation-logs", operation_type="replication", vault_id=dv.id)["operation_logs"]
+        if logs and logs[0]["status"] == "running" and logs[0]["extra_info"]["common"]["progress"] >= 1:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the transfer did not start")
+    for pid in b.worker_pids():  # the destination's worker processes die (the receiver with them)
+        os.kill(pid, signal.SIGKILL)
+    rec = _record(a, rep.replication_record_id)
+    assert rec["status"] == "failed" and rec["extra_info"]["fail_reason"], rec
+    assert "region-b" in rec["extra_info"]["fail_reason"]
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the receiver's task is abandoned and its replica withdrawn
+        log = api(b).get(f"/operation-logs/{logs[0]['id']}")["operation_log"]
+        if log["status"] == "failed":
+            break
+        time.sleep(0.2)
+    assert log["status"] == "failed"
+    assert api(b).get("/backups", vault_id=dv.id)["backups"] == []
+    # replicated again (the receiver is back in a restarted worker process): a whole replica
+    deadline = time.time() + 30
+    while True:
+        rep2 = _replicate(ca, bb.id, b.admin.project_id, dv.id)
+        rec2 = _record(a, rep2.replication_record_id)
+        if rec2["status"] == "available" or time.time() > deadline:
+            break
+        time.sleep(1)  # (the restarted workers bind the receiver again within seconds)
+    assert rec2["status"] == "available", rec2

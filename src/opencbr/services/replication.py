@@ -278,9 +278,23 @@ def _fail(ctx: ServiceContext, record_id: str, code: str, message: str) -> None:
 
 
 def abandon_replication(s: Session, task: Task) -> None:
+    """A source's task whose worker was lost: its record fails. A receiver's (destination) whose process
+    was lost mid-transfer: the replica it was receiving goes (never a partial replica)."""
     rec = s.get(ReplicationRecord, (task.params or {}).get("record_id", ""))
     if rec is not None and rec.status == REPLICATING:
         rec.status, rec.fail_code, rec.fail_reason = FAILED, "BackupService.6950", "the replication's worker was lost"
+    top = s.get(Backup, (task.params or {}).get("replica_id", ""))
+    if top is not None and top.status == B.PROTECTING:
+        _delete_replica_rows(s, top)
+
+
+def _delete_replica_rows(s: Session, top: Backup) -> None:
+    cp = s.get(Checkpoint, top.checkpoint_id)
+    for c in s.scalars(select(Backup).where(Backup.parent_id == top.id)):
+        s.delete(c)
+    s.delete(top)
+    if cp is not None:
+        s.delete(cp)
 
 
 def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
@@ -337,8 +351,13 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
             for i, (pid, dest) in enumerate(zip(part_ids, answer["disks"], strict=True)):
                 image = BackupImageSource(src.chunks, pid)
                 span = progress.span(int(99 * i / len(part_ids)), int(99 * (i + 1) / len(part_ids)))
+
+                def both(done: int, total: int, span=span) -> None:  # this task's, and the receiver's
+                    span(done, total)
+                    chunks.progress(done, total)
+
                 r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
-                                cancel=span.cancel, progress=span)
+                                cancel=span.cancel, progress=both)
                 results.append(r.to_dict())
         ch.send({"ok": True, "result": {"disks": results}})
         try:
@@ -470,7 +489,8 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
                 vault_name=vault.name, resource_id=top.resource_id, resource_name=top.resource_name,
                 resource_type=top.resource_type, checkpoint_id=cp.id, created_at=now, updated_at=now,
                 started_at=now, run_after=now, lease_owner=RECEIVER_OWNER,
-                lease_expires_at=now + timedelta(days=1), attempts=1, max_attempts=1,
+                lease_expires_at=now + timedelta(seconds=ctx.settings.task_lease_seconds), attempts=1,
+                max_attempts=1,
                 params={"replica_id": top.id},
                 extra_info={"replication": {**src_info, "destination_backup_id": top.id,
                                             "destination_checkpoint_id": cp.id,
@@ -503,8 +523,9 @@ def _progress(ctx: ServiceContext, task_id: str, done: int, total: int) -> None:
     pct = int(99 * done / total) if total else 0
     with ctx.tx() as s:
         t = s.get(Task, task_id)
-        if t is not None:
+        if t is not None and t.status == tasks.RUNNING:  # (the lease is renewed by the source's progress)
             t.progress, t.updated_at = pct, ctx.now()
+            t.lease_expires_at = ctx.now() + timedelta(seconds=ctx.settings.task_lease_seconds)
             t.extra_info = {**(t.extra_info or {}), "common": {"progress": pct}}
 
 
@@ -514,12 +535,7 @@ def _withdraw(ctx: ServiceContext, replica_id: str, task_id: str, reason: str) -
     with ctx.tx() as s:
         top = s.get(Backup, replica_id)
         if top is not None:
-            cp = s.get(Checkpoint, top.checkpoint_id)
-            for c in s.scalars(select(Backup).where(Backup.parent_id == top.id)):
-                s.delete(c)
-            s.delete(top)
-            if cp is not None:
-                s.delete(cp)
+            _delete_replica_rows(s, top)
         t = s.get(Task, task_id)
         if t is not None:
             t.status, t.ended_at, t.updated_at = tasks.FAILED, now, now
