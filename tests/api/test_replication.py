@@ -188,6 +188,35 @@ def test_constraints_and_tenants(disk_setup):
     assert out.vault_id == src_vault.id and out.backups == []  # both are replicated already
 
 
+def test_a_server_backup_replicates_with_its_disks(regions, tmp_path):
+    a, b = regions
+    ca, cb = sdk(a), sdk(b)
+    client = api(a)
+    sys_img = make_image(tmp_path / "sys.img", 6 * MiB, seed=61)
+    data_img = make_image(tmp_path / "data.img", 4 * MiB, seed=62)
+    sd = client.post("/inventory/disks", {"name": "r-sys", "path": sys_img})["disk"]
+    dd = client.post("/inventory/disks", {"name": "r-data", "path": data_img})["disk"]
+    srv = client.post("/inventory/servers", {"name": "r-srv", "system_disk": sd["id"], "data_disks": [dd["id"]],
+                                             "status": "stopped"})["server"]
+    v = _vault(ca, "src-srv", "server", "backup", [ResourceCreate(id=srv["id"], type="OS::Nova::Server")])
+    dv = _vault(cb, "dst-srv", "server", "replication")
+    wrong = _vault(cb, "dst-disk-kind", "disk", "replication")
+    sb = _backup(a, ca, v.id)
+    bad = _record(a, _replicate(ca, sb.id, b.admin.project_id, wrong.id).replication_record_id)
+    assert bad["status"] == "failed" and "holds disk backups" in bad["extra_info"]["fail_reason"]
+    rec = _record(a, _replicate(ca, sb.id, b.admin.project_id, dv.id).replication_record_id)
+    assert rec["status"] == "available", rec
+    replica = api(b).get(f"/backups/{rec['destination_backup_id']}")["backup"]
+    assert replica["resource_type"] == "OS::Nova::Server" and replica["image_type"] == "replication"
+    assert [k["disk_role"] for k in replica["children"]] == ["system", "data"]
+    assert replica["extend_info"]["contain_system_disk"] is True
+    for kid, src in zip(replica["children"], (sys_img, data_img), strict=True):
+        out = api(b).post(f"/backups/{kid['id']}/create-disk", {"name": f"r-{kid['disk_role']}",
+                                                               "path": str(tmp_path / f"r-{kid['disk_role']}.img")})
+        assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+        assert sha256(tmp_path / f"r-{kid['disk_role']}.img") == sha256(src)
+
+
 def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):
     a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
     big = big_random_image(tmp / "big.img", 160 * MiB)

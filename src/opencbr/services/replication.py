@@ -24,8 +24,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import (Account, Backup, Checkpoint, Project, Region, ReplicationRecord, Task,
-                                    Vault)
+from opencbr.catalog.models import Account, Backup, Checkpoint, Project, Region, ReplicationRecord, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
