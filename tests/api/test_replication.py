@@ -186,6 +186,27 @@ def test_constraints_and_tenants(disk_setup):
         vault_id=src_vault.id, destination_project_id=b.admin.project_id, destination_region="region-b",
         destination_vault_id=dst_vault.id)))).replication
     assert out.vault_id == src_vault.id and out.backups == []  # both are replicated already
+    out = cli(a, "vault", "replicate", "src", "--region", "region-b", "--to-project", b.admin.project_id,
+              "--to-vault", dst_vault.id, "--json")
+    assert out.code == 0 and out.json()["backups"] == [], out.err
+
+
+def test_a_revoked_credential_is_refused_clearly(regions, disk_setup):
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    receiver = b.settings.replication_listen
+    cred = cli(b, "admin", "region", "credential", "region-a", "--json").json()
+    assert cli(a, "admin", "region", "add", "region-b2", "--endpoint", receiver, "--credential",
+               cred["token"]).code == 0
+    assert cli(b, "admin", "region", "revoke", cred["id"]).code == 0
+    img3 = make_image(tmp / "rv.img", 2 * MiB, seed=71)
+    disk = api(a).post("/inventory/disks", {"name": "rv-disk", "path": img3})["disk"]
+    v = _vault(ca, "src-rv", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    bb = _backup(a, ca, v.id)
+    out = cli(a, "backup", "replicate", bb.id, "--region", "region-b2", "--to-project", b.admin.project_id,
+              "--to-vault", dst_vault.id, "--json")
+    assert out.code == 0, out.err
+    rec = _record(a, out.json()["replication_record_id"])
+    assert rec["status"] == "failed" and "revoked" in rec["extra_info"]["fail_reason"], rec
 
 
 def test_a_server_backup_replicates_with_its_disks(regions, tmp_path):

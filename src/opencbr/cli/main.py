@@ -13,6 +13,7 @@ from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
+from opencbr.cli.replication import backup_replicate, vault_replicate
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
 
@@ -28,6 +29,8 @@ app.add_typer(fs_app, name="fs")
 app.add_typer(task_app, name="task")
 app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
+backup_app.command("replicate")(backup_replicate)
+vault_app.command("replicate")(vault_replicate)
 
 
 @app.command()
