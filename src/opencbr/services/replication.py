@@ -289,8 +289,9 @@ def abandon_replication(s: Session, task: Task) -> None:
 
 def _delete_replica_rows(s: Session, top: Backup) -> None:
     cp = s.get(Checkpoint, top.checkpoint_id)
-    for c in s.scalars(select(Backup).where(Backup.parent_id == top.id)):
+    for c in list(s.scalars(select(Backup).where(Backup.parent_id == top.id))):
         s.delete(c)
+    s.flush()
     s.delete(top)
     if cp is not None:
         s.delete(cp)
