@@ -446,7 +446,7 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
                                code="BackupService.6961")
     if vault.status != "available":
         raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
-    B.check_capacity_allows_backup(vault.used_bytes + int(h.get("logical_bytes", 0)) // 2, vault.size_gb)
+    B.check_capacity_allows_backup(vault.used_bytes, vault.size_gb)  # (as a backup: guide 13.3.4)
     source_id, source_region = str(h.get("source_backup_id")), str(h.get("source_region"))
     there = s.scalar(select(Backup.id).where(Backup.source_backup_id == source_id,
                                              Backup.source_region == source_region,
