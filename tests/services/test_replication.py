@@ -40,7 +40,7 @@ def test_what_cannot_be_replicated(ctx, tenant, clock, tmp_path):
     with pytest.raises(InvalidParameter, match="not a linked region"):
         _copy(ctx, tenant, whole, destination_region="elsewhere")
     # a server backup without its system disk
-    partial, _ = _server_backup(ctx, tenant, clock, tmp_path, "db")
+    partial = _server_backup(ctx, tenant, clock, tmp_path, "db")
     with ctx.tx() as s:
         for row in s.query(Backup).filter(Backup.parent_id == partial, Backup.disk_role == "system"):
             s.delete(row)  # (as a backup made with the system disk excluded)
