@@ -18,7 +18,6 @@ vault of a linked region (another OpenCBR installation, ``services.regions``).
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -29,6 +28,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
+from opencbr.engine.chunks.reader import fetch_chunks
 from opencbr.engine.disk.backup import backup_disk
 from opencbr.engine.disk.fixed_index import FixedIndex
 from opencbr.engine.remote import BackupScope, serve_backup
@@ -213,26 +213,33 @@ class BackupImageSource:
         self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
         self.size = self.index.disk_size
         self.bs = self.index.block_size
-        self._tls = threading.local()
-
-    def _codec(self):
-        c = getattr(self._tls, "codec", None)
-        if c is None:
-            c = self._tls.codec = self.cs.codec.clone()
-        return c
 
     def read(self, offset: int, length: int) -> bytes:
+        """The blocks of ``[offset, offset + length)``, their chunks fetched in pack order (one read per
+        span of a pack, as a restore reads)."""
         end = min(self.size, offset + length)
+        first, last = offset // self.bs, (end - 1) // self.bs if end > offset else offset // self.bs - 1
+        wanted = {self.index.digest(i) for i in range(first, last + 1)} - {ZERO_DIGEST}
+        got: dict[bytes, bytes] = {}
+        errors: list[BaseException] = []
+
+        def keep(d: bytes, data) -> None:
+            got[d] = bytes(data)
+
+        def fail(d: bytes, e: BaseException) -> None:
+            errors.append(e)
+
+        if wanted:
+            fetch_chunks(self.cs, wanted, keep, fail, workers=1)
+        if errors:
+            raise errors[0]
         out = bytearray()
-        i = offset // self.bs
-        while i * self.bs < end:
-            d = self.index.digest(i)
-            n = self.index.block_length(i)
-            block = bytes(n) if d == ZERO_DIGEST else self.cs.get_chunk(d, self._codec())
+        for i in range(first, last + 1):
+            d, n = self.index.digest(i), self.index.block_length(i)
+            block = bytes(n) if d == ZERO_DIGEST else got[d]
             lo = max(offset, i * self.bs) - i * self.bs
             hi = min(end, i * self.bs + n) - i * self.bs
             out += block[lo:hi]
-            i += 1
         return bytes(out)
 
     def data_extents(self):
