@@ -23,6 +23,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from opencbr.agentlink.channel import LinkError, RemoteError, error_answer
 from opencbr.catalog.models import Account, Backup, Checkpoint, Project, Region, ReplicationRecord, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
@@ -32,6 +33,7 @@ from opencbr.engine.chunks.reader import fetch_chunks
 from opencbr.engine.disk.backup import backup_disk
 from opencbr.engine.disk.fixed_index import FixedIndex
 from opencbr.engine.remote import BackupScope, serve_backup
+from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
 from opencbr.services import regions, tasks
 from opencbr.services.context import ServiceContext
@@ -305,8 +307,6 @@ def _delete_replica_rows(s: Session, top: Backup) -> None:
 
 
 def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
-    from opencbr.agentlink.channel import LinkError, RemoteError
-
     with ctx.tx() as s:
         rec = s.get(ReplicationRecord, record_id)
         if rec is None or rec.status != REPLICATING:
@@ -316,26 +316,11 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
             raise ReplicationFailed("the source backup was deleted (or is no longer Available)")
         vault = s.get(Vault, b.vault_id)
         parts = data_backups(s, b)
-        project = s.get(Project, rec.project_id)
-        account = s.get(Account, project.account_id)
         region_row = s.scalar(select(Region).where(Region.name == rec.destination_region))
         if region_row is None:
             raise ReplicationFailed(f"region {rec.destination_region} is no longer linked")
         link = regions.link_of(ctx, region_row)
-        header = {"op": "replicate", "source_region": ctx.settings.region, "source_account": account.name,
-                  "source_project_id": rec.project_id, "source_backup_id": b.id,
-                  "source_checkpoint_id": b.checkpoint_id, "source_backup_name": b.name,
-                  "destination_project_id": rec.destination_project_id,
-                  "destination_vault_id": rec.destination_vault_id,
-                  "name": run.params.get("name") or b.name, "description": run.params.get("description") or "",
-                  "resource": {"id": b.resource_id, "name": b.resource_name, "type": b.resource_type,
-                               "size_bytes": b.resource_size_bytes, "az": b.resource_az},
-                  "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
-                  "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
-                  "disks": [{"source_backup_id": d.id, "resource_id": d.resource_id, "name": d.resource_name,
-                             "size_bytes": d.resource_size_bytes, "disk_role": d.disk_role,
-                             "device_index": d.device_index, "logical_bytes": d.logical_bytes}
-                            for d in parts if d is not b] if b.resource_type == R.SERVER else []}
+        header = _request(s, ctx, run, rec, b, parts)
         part_ids = [d.id for d in parts]
     src = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
@@ -352,35 +337,14 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
             rec = s.get(ReplicationRecord, record_id)
             rec.destination_backup_id = answer["backup_id"]
             rec.destination_checkpoint_id = answer["checkpoint_id"]
-        access = VaultAccess.of(answer)
-        results = []
-        with access.chunks(ch) as chunks:
-            for i, (pid, dest) in enumerate(zip(part_ids, answer["disks"], strict=True)):
-                image = BackupImageSource(src.chunks, pid)
-                span = progress.span(int(99 * i / len(part_ids)), int(99 * (i + 1) / len(part_ids)))
-
-                def both(done: int, total: int, span=span) -> None:  # this task's, and the receiver's
-                    span(done, total)
-                    chunks.progress(done, total)
-
-                r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
-                                cancel=span.cancel, progress=both)
-                results.append(r.to_dict())
-        ch.send({"ok": True, "result": {"disks": results}})
-        try:
-            final, _ = ch.recv(timeout=120)
-        except LinkError as e:
-            raise ReplicationFailed(f"the destination region {link.name} did not confirm the replica: {e}") from None
-        if not final.get("ok"):
-            raise ReplicationFailed(f"the destination region {link.name} did not keep the replica: "
-                                    f"{final.get('message', final.get('error'))}")
+        final = _send_disks(ch, answer, src, part_ids, progress, link.name)
     except LinkError as e:
         raise ReplicationFailed(f"the link to region {link.name} broke: {e}") from None
+    except RemoteFailure as e:
+        raise ReplicationFailed(f"the destination region {link.name} stopped the transfer: {e}") from None
     except Exception as e:
         if progress.cancel.is_set() and not isinstance(e, CBRError):
             raise ReplicationFailed("the replication was cancelled") from None
-        if type(e).__name__ in ("RemoteFailure",):
-            raise ReplicationFailed(f"the destination region {link.name} stopped the transfer: {e}") from None
         raise
     finally:
         wire = ch.sent_bytes + ch.received_bytes
@@ -388,18 +352,60 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
     with ctx.tx() as s:
         rec = s.get(ReplicationRecord, record_id)
         rec.status, rec.progress, rec.wire_bytes, rec.updated_at = AVAILABLE, 100, wire, ctx.now()
-    run.set_extra(replication={**_op_info(ctx, rec, b, final.get("name", "")),
-                               "destination_backup_id": answer["backup_id"],
-                               "destination_checkpoint_id": answer["checkpoint_id"]},
-                  wire_bytes=wire, sent_bytes=wire)
+        info = _op_info(ctx, rec, b, final.get("name", ""))
+    run.set_extra(replication=info, wire_bytes=wire)
+
+
+def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: ReplicationRecord, b: Backup,
+             parts: list[Backup]) -> dict:
+    """What the destination is told: the source backup (and its disks), the tenant's account, the target."""
+    account = s.get(Account, s.get(Project, rec.project_id).account_id)
+    disks = [{"source_backup_id": d.id, "resource_id": d.resource_id, "name": d.resource_name,
+              "size_bytes": d.resource_size_bytes, "disk_role": d.disk_role, "device_index": d.device_index,
+              "logical_bytes": d.logical_bytes} for d in parts if d is not b]
+    return {"op": "replicate", "source_region": ctx.settings.region, "source_account": account.name,
+            "source_project_id": rec.project_id, "source_backup_id": b.id,
+            "source_checkpoint_id": b.checkpoint_id, "source_backup_name": b.name,
+            "destination_project_id": rec.destination_project_id, "destination_vault_id": rec.destination_vault_id,
+            "name": run.params.get("name") or b.name, "description": run.params.get("description") or "",
+            "resource": {"id": b.resource_id, "name": b.resource_name, "type": b.resource_type,
+                         "size_bytes": b.resource_size_bytes, "az": b.resource_az},
+            "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
+            "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
+            "disks": disks if b.resource_type == R.SERVER else []}
+
+
+def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgress, region: str) -> dict:
+    """The engine's disk backup of each source disk image into the destination's vault, over the
+    channel; then the destination's confirmation (returned)."""
+    access = VaultAccess.of(answer)
+    results = []
+    with access.chunks(ch) as chunks:
+        for i, (pid, dest) in enumerate(zip(part_ids, answer["disks"], strict=True)):
+            span = progress.span(int(99 * i / len(part_ids)), int(99 * (i + 1) / len(part_ids)))
+
+            def both(done: int, total: int, span=span) -> None:  # this task's progress, and the receiver's
+                span(done, total)
+                chunks.progress(done, total)
+
+            r = backup_disk(chunks, BackupImageSource(src.chunks, pid), backup_id=dest, meta={},
+                            block_size=access.block_size, cancel=span.cancel, progress=both)
+            results.append(r.to_dict())
+    ch.send({"ok": True, "result": {"disks": results}})
+    try:
+        final, _ = ch.recv(timeout=120)
+    except LinkError as e:
+        raise ReplicationFailed(f"the destination region {region} did not confirm the replica: {e}") from None
+    if not final.get("ok"):
+        raise ReplicationFailed(f"the destination region {region} did not keep the replica: "
+                                f"{final.get('message', final.get('error'))}")
+    return final
 
 
 # ------------------------------------------------------------------------------------ the receiver (destination)
 def receive(ctx: ServiceContext, channel, header: dict) -> None:
     """One replication into this installation, from its first message to the replica being published
     (or withdrawn). Answers on ``channel``; errors are answered, never raised past the channel."""
-    from opencbr.agentlink.channel import error_answer
-
     try:
         with ctx.tx() as s:
             cred = regions.check_request(s, ctx, header)
