@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     # the agent program on a protected host: the engine runs there, next to the data
     "agent": {"agentlink", "engine", "system", "domain"},
     "providers": {"domain", "system", "agentlink", "engine"},
-    "services": {"domain", "config", "catalog", "engine", "storage", "providers"},
+    "services": {"domain", "config", "catalog", "engine", "storage", "providers", "agentlink"},  # agentlink: region links
     "scheduler": {"domain", "config", "catalog", "services"},
     "worker": {"domain", "config", "catalog", "engine", "services", "system"},
     "console": {"domain", "config"},

@@ -87,6 +87,9 @@ class Settings:
     # Seconds between two heartbeat polls of every enrolled agent (by the scheduler process). An agent
     # that has not answered for three of them is offline, and so are its resources.
     agent_poll_seconds: float = 15.0
+    # Where this installation's replication receiver listens ("host:port"; empty: it receives no replicas).
+    # One worker process serves it (docs/replication.md).
+    replication_listen: str = ""
 
     # ---------------------------------------------------------------- derived values
     @property

@@ -114,6 +114,17 @@ ROUTES = [
     ("POST", "/agents/roles-agent/remove-path", {"remove_path": ["/srv"]}, MEMBER),
     ("POST", "/agent/check", {"agent_status": [{"resource_id": "{disk}", "resource_type": "OS::Cinder::Volume"}]},
      READ),
+    # cross-region replication (docs/replication.md): tenants replicate; the operator links regions
+    ("GET", "/replication-capabilities", None, READ),
+    ("POST", "/backups/{backup}/replicate", {"replicate": {"destination_project_id": "p", "destination_region": "r",
+                                                           "destination_vault_id": "v"}}, MEMBER),
+    ("POST", "/checkpoints/replicate", {"replicate": {"vault_id": "{vault}", "destination_project_id": "p",
+                                                      "destination_region": "r", "destination_vault_id": "v"}}, MEMBER),
+    ("GET", "/regions", None, OPERATOR),
+    ("POST", "/regions", {"name": "r", "endpoint": "127.0.0.1:1", "credential": "x"}, OPERATOR),
+    ("DELETE", "/regions/r", None, OPERATOR),
+    ("POST", "/regions/credentials", {"name": "r"}, OPERATOR),
+    ("DELETE", "/regions/credentials/c", None, OPERATOR),
 ]
 
 

@@ -12,8 +12,6 @@ from tools import sdk_coverage as C
 
 #: Operations that may still be missing, and the issue that delivers each. Empty is the goal.
 NOT_YET: dict[str, str] = {
-    # issue 16: replication
-    **{op: "issue 16 (replication)" for op in ("copy_backup", "copy_checkpoint", "show_replication_capabilities")},
     # issue 17, other parts: sharing, organization policies, moving resources between vaults
     **{op: "issue 17 (sharing)" for op in (
         "add_member", "show_members_detail", "show_member_detail", "update_member_status", "delete_member")},

@@ -1,7 +1,7 @@
 """The scheduler's rules, with the fake clock: an overrunning backup skips the next time (guide 5.2
 notice), a restart neither fires a time twice nor forgets one, the start window, the first run of a
-day-based cycle (5.2), full backups at most once a day (5.2), replication policies recorded as not
-available yet, failed executions as failed tasks with the cause, purges after 30 days (ch. 9)."""
+day-based cycle (5.2), full backups at most once a day (5.2), replication policies to an unlinked
+region recorded as failed, failed executions as failed tasks with the cause, purges after 30 days (ch. 9)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_full_backups_are_at_least_one_day_apart(ctx, tenant, clock, tmp_path):
     assert [mode(b) for b in top_backups(ctx, default.id)] == ["full"] + ["incr"] * 5
 
 
-def test_replication_policy_executions_are_tasks_saying_replication_is_not_available(ctx, tenant, clock, tmp_path):
+def test_replication_policy_executions_to_an_unlinked_region_are_failed_tasks_saying_so(ctx, tenant, clock, tmp_path):
     d = disk(ctx, tenant, tmp_path, "sys")
     with ctx.tx() as s:
         srv = resources.register_server(s, ctx, tenant, name="web", system_disk=d.id)
@@ -145,7 +145,7 @@ def test_replication_policy_executions_are_tasks_saying_replication_is_not_avail
     Driver(ctx, clock).run_until(MONDAY + timedelta(days=2, hours=3))
     reps = task_rows(ctx, operation_type="replication", vault_id=v.id)
     assert [(t.status, t.policy_id) for t in reps] == [("failed", rep.id)] * 2
-    assert "not available yet" in reps[0].error_message
+    assert "not a linked region" in reps[0].error_message  # (docs/replication.md links regions)
     assert reps[0].extra_info["replication"]["destination_vault_id"] == "remote-vault"
     assert [e.decision for e in executions(ctx, rep.id)] == ["fail", "fail"]
     assert top_backups(ctx, v.id) == []  # a replication policy makes no backups

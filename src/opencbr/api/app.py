@@ -12,6 +12,7 @@ from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import policies as policy_routes
+from opencbr.api.routes import replication as replication_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
@@ -69,6 +70,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(vaultop_routes.router)
     app.include_router(vaultop_routes.domain_router)
     app.include_router(tag_routes.router)
+    app.include_router(replication_routes.router)  # before the backup routes: /checkpoints/replicate
     for module in (vault_routes, backup_routes, resource_routes, task_routes, iam_routes, policy_routes,
                    agent_routes):
         app.include_router(module.router)

@@ -405,6 +405,77 @@ class Backup(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     protected_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: A replica (image_type "replication"): the backup it was replicated from, and that backup's region.
+    source_backup_id: Mapped[str] = mapped_column(String(36), default="", index=True)
+    source_region: Mapped[str] = mapped_column(String(64), default="")
+
+
+# ------------------------------------------------------------------------------------------ regions
+class Region(Base):
+    """A linked destination region (another OpenCBR installation) this one replicates into: its
+    replication receiver's endpoint, the certificate pinned there, and the link credential it issued."""
+
+    __tablename__ = "regions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(255))
+    credential_id: Mapped[str] = mapped_column(String(36))
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RegionCredential(Base):
+    """A link credential this installation issued to a source region: it allows replication traffic into
+    this installation and nothing else. ``account_map``: source account name -> account name here (the
+    accounts whose names differ; the others map by name)."""
+
+    __tablename__ = "region_credentials"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    account_map: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ReceiverIdentity(Base):
+    """The replication receiver's certificate (one row; key sealed with the master key), shared by every
+    worker process that may serve it."""
+
+    __tablename__ = "receiver_identity"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cert: Mapped[str] = mapped_column(Text)
+    key_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ReplicationRecord(Base):
+    """One replication of a source backup to a destination region (the API's replication_records)."""
+
+    __tablename__ = "replication_records"
+    __table_args__ = (Index("ix_replication_records_backup", "source_backup_id", "destination_region"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36))
+    vault_id: Mapped[str] = mapped_column(String(36), default="")
+    source_backup_id: Mapped[str] = mapped_column(String(36))
+    source_checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
+    destination_region: Mapped[str] = mapped_column(String(64))
+    destination_project_id: Mapped[str] = mapped_column(String(36))
+    destination_vault_id: Mapped[str] = mapped_column(String(36))
+    destination_backup_id: Mapped[str] = mapped_column(String(36), default="")
+    destination_checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
+    # replicating | available | failed
+    status: Mapped[str] = mapped_column(String(16), default="replicating")
+    auto_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    fail_code: Mapped[str] = mapped_column(String(64), default="")
+    fail_reason: Mapped[str] = mapped_column(Text, default="")
+    task_id: Mapped[str] = mapped_column(String(36), default="")
+    #: What crossed the link (bytes sent and received), for the operator.
+    wire_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 # ------------------------------------------------------------------------------------------ policies

@@ -8,6 +8,7 @@ from opencbr.cli import refs
 from opencbr.cli.client import ClientError
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.cli.params import LIMIT_OPTION, SINCE_OPTION, UNTIL_OPTION
+from opencbr.cli.regions import region_app
 
 admin_app = typer.Typer(help="Administration: projects, users, credentials, audit trail.", no_args_is_help=True)
 project_app = typer.Typer(help="Projects of your account.", no_args_is_help=True)
@@ -17,7 +18,7 @@ account_app = typer.Typer(help="Accounts (operator only).", no_args_is_help=True
 audit_app = typer.Typer(help="The audit trail of key operations.", no_args_is_help=True)
 vault_admin_app = typer.Typer(help="Disaster recovery of vault catalogs.", no_args_is_help=True)
 for name, sub in (("project", project_app), ("user", user_app), ("credential", cred_app),
-                  ("account", account_app), ("audit", audit_app), ("vault", vault_admin_app)):
+                  ("account", account_app), ("audit", audit_app), ("vault", vault_admin_app), ("region", region_app)):
     admin_app.add_typer(sub, name=name)
 
 

@@ -14,6 +14,7 @@ from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, prin
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
 from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
+from opencbr.cli.replication import backup_replicate, vault_replicate
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
 
@@ -32,6 +33,8 @@ app.add_typer(fs_app, name="fs")
 app.add_typer(task_app, name="task")
 app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
+backup_app.command("replicate")(backup_replicate)
+vault_app.command("replicate")(vault_replicate)
 
 
 @app.command()

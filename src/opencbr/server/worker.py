@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from opencbr.config import Settings
 from opencbr.server.process import note_stop_signals, opening_catalog, start_logging, stop_with_parent, wait_for_stop
+from opencbr.server.receiver import start_receiver
 from opencbr.services import hosts
 from opencbr.services.context import open_context
 from opencbr.worker.runner import WorkerPool
@@ -34,6 +36,9 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
         pool = WorkerPool(ctx, count)
         stopping = note_stop_signals()
         pool.start()
+        receiving = threading.Event()
+        start_receiver(ctx, receiving)
     log.info("worker stopping (%s): running tasks are handed back to the queue", wait_for_stop(stopping))
+    receiving.set()
     pool.shutdown()
     ctx.close()

@@ -32,6 +32,7 @@ TRACES = {
 TRACES.update({"createVaultTag": "vault", "deleteVaultTag": "vault", "bulkCreateOrDeleteVaultTags": "vault",
                "setResourceTags": "resource", "setVaultResources": "vault", "batchUpdateVaults": "vault",
                "updateBackupExpirationTime": "vault"})
+TRACES.update({"replicationBackup": "backup", "replicationCheckpoint": "vault"})  # cross-region replication
 
 
 @dataclass

@@ -19,7 +19,17 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
-from opencbr.catalog.models import Backup, Policy, PolicyBinding, PolicyExecution, Project, Task, Vault, VaultResource
+from opencbr.catalog.models import (
+    Backup,
+    Policy,
+    PolicyBinding,
+    PolicyExecution,
+    Project,
+    ReplicationRecord,
+    Task,
+    Vault,
+    VaultResource,
+)
 from opencbr.domain import backup as B
 from opencbr.domain import policy as P
 from opencbr.domain import resource as R
@@ -41,10 +51,6 @@ LOOKBACK = timedelta(days=7)
 #: Execution rows older than this are purged, except the newest of each policy and vault (the lower bound
 #: of the next window).
 EXECUTIONS_KEPT_DAYS = 30
-REPLICATION_UNAVAILABLE = (
-    "Replication is not available yet in this version of OpenCBR: the backups of this vault were not "
-    "replicated. The policy is kept and will replicate once replication is supported."
-)
 
 
 # ------------------------------------------------------------------------------------ preview
@@ -166,8 +172,7 @@ def run_due_executions(ctx: ServiceContext, policy_id: str, vault_id: str, *, no
             if d.fire and spec.operation_type == P.BACKUP:
                 o = _fire_backup(ctx, state, spec, d, now, scheduler_id)
             elif d.fire:
-                o = _record(ctx, state, d, now, scheduler_id, FAIL, REPLICATION_UNAVAILABLE,
-                            task=("replication", tasks.FAILED, "BackupService.6950"))
+                o = _fire_replication(ctx, state, d, now, scheduler_id)
             else:
                 task = None if not state.policy.enabled else (spec.operation_type, tasks.SKIPPED, "BackupService.6951")
                 message = d.reason
@@ -270,6 +275,36 @@ def _modes(s: Session, vault_id: str, resource_ids: list[str], spec: P.PolicySpe
                                   incrementals_since_full=since_full, full_backup_interval=spec.full_backup_interval)
         out[rid] = mode.full
     return out
+
+
+def _fire_replication(ctx: ServiceContext, state: _BindingState, d: DueDecision, now: datetime,
+                      scheduler_id: str) -> ExecutionOutcome:
+    """Fire one replication execution (guide 5.3): the vault's Available backups not replicated to the
+    destination region yet (failed ones again; each at most once automatically), one task each
+    (services/replication.py). A destination that cannot be used is a failed execution with the reason."""
+    from opencbr.services import replication
+
+    run = d.run
+    region = (state.policy.spec.get("operation_definition") or {}).get("destination_region", "")
+    target = {"vault_id": state.vault.id, "destination_project_id": state.binding.destination_project_id,
+              "destination_region": region, "destination_vault_id": state.binding.destination_vault_id,
+              "auto_trigger": True}
+    try:
+        with ctx.tx() as s:
+            row = _execution_row(state, run, now, scheduler_id, FIRE, "Due.")
+            s.add(row)
+            s.flush()  # the unique key: a second scheduler stops here
+            out = replication.copy_checkpoint(s, ctx, _system_principal(state, run), target,
+                                              policy_id=state.policy.id)
+            ids = [t.task_id for t in s.scalars(select(ReplicationRecord).where(ReplicationRecord.id.in_(
+                [b["replication_record_id"] for b in out["backups"]])))]
+            if not ids:
+                row.reason = "Due. Every backup of the vault is replicated to the destination region already."
+            return ExecutionOutcome(state.policy.id, state.vault.id, run.execution_id, run.scheduled_at, FIRE,
+                                    row.reason, task_ids=ids)
+    except CBRError as e:
+        return _record(ctx, state, d, now, scheduler_id, FAIL, e.message,
+                       task=("replication", tasks.FAILED, e.code))
 
 
 def _fire_backup(ctx: ServiceContext, state: _BindingState, spec: P.PolicySpec, d: DueDecision, now: datetime,

@@ -16,7 +16,7 @@ from opencbr.api.routing import JSONRoute, catalog_read
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files, recovery, restore
+from opencbr.services import audit, backups, files, recovery, replication, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -76,8 +76,9 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
     with ctx.read() as s:
         views, total = backups.list_backups(s, p, f, limit=limit, offset=offset, sort=order,
                                             marker=L.text(marker, "marker"))
-    return {"backups": [wire.backup_resp(v.backup, v.children) for v in views], "count": total, "limit": limit,
-            "offset": offset}
+        records = replication.records_of(s, ctx, [v.backup.id for v in views]) if show_replication else {}
+    return {"backups": [replication.with_records(wire.backup_resp(v.backup, v.children), records) for v in views],
+            "count": total, "limit": limit, "offset": offset}
 
 
 @router.get("/backups/{backup_id}")
@@ -85,7 +86,8 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
 def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.read() as s:
         v = backups.show_backup(s, p, backup_id)
-    return {"backup": wire.backup_resp(v.backup, v.children)}
+        records = replication.records_of(s, ctx, [v.backup.id])
+    return {"backup": replication.with_records(wire.backup_resp(v.backup, v.children), records)}
 
 
 @router.put("/backups/{backup_id}")

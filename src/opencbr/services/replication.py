@@ -1,0 +1,596 @@
+"""Cross-region replication (guide 3.6, 4.4): a backup of this installation copied into a replication
+vault of a linked region (another OpenCBR installation, ``services.regions``).
+
+- The API (:func:`copy_backup`, :func:`copy_checkpoint`) checks the guide's constraints and queues one
+  ``replication`` task per backup, with a replication record on the source backup.
+- A worker runs the task (:func:`run_replication`): it connects to the destination's replication
+  receiver, names the source backup and the destination vault, and gets back the destination vault's
+  keys and chunking parameters for this task only (the trust model of an agent). Then the engine's own
+  ``backup_disk`` runs over the source backup's image (:class:`BackupImageSource`) into a ``RemoteSink``:
+  the blocks are re-cut and re-encrypted under the destination's keys and only the chunks the
+  destination vault lacks travel.
+- The receiver (:func:`receive`, in a worker process of the destination) checks the link's credential
+  and the tenant's account, creates the replica rows (``protecting``), serves the chunk messages with the
+  engine's ``serve_backup`` and publishes the replica only once every disk is recorded; anything else
+  withdraws it (no partial replica is ever ``available``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr.agentlink.channel import LinkError, RemoteError, error_answer
+from opencbr.catalog.models import Account, Backup, Checkpoint, Project, Region, ReplicationRecord, Task, Vault
+from opencbr.domain import backup as B
+from opencbr.domain import resource as R
+from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
+from opencbr.engine.chunks.crypto import ZERO_DIGEST
+from opencbr.engine.chunks.reader import fetch_chunks
+from opencbr.engine.disk.backup import backup_disk
+from opencbr.engine.disk.fixed_index import FixedIndex
+from opencbr.engine.remote import BackupScope, serve_backup
+from opencbr.engine.remote.client import RemoteFailure
+from opencbr.engine.remote.vault import VaultAccess, vault_request
+from opencbr.services import regions, tasks
+from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import data_backups, get_backup, get_vault
+from opencbr.services.principal import Principal
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
+
+log = logging.getLogger("opencbr.replication")
+
+REPLICATING, AVAILABLE, FAILED = "replicating", "available", "failed"
+GB = 1024**3
+RECEIVER_OWNER = "replication-receiver"
+
+
+class ReplicationFailed(CBRError):
+    code = "BackupService.6950"
+    status = 409
+
+
+# ------------------------------------------------------------------------------------ capabilities
+def capabilities(s: Session, ctx: ServiceContext) -> dict:
+    """show_replication_capabilities: this region and the linked regions it replicates into."""
+    names = [r.name for r in regions.list_regions(s)]
+    return {"regions": [{"name": ctx.settings.region, "replication_destinations": names}]}
+
+
+# ------------------------------------------------------------------------------------ requests (API)
+def _target(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidParameter("the request body needs a replicate object")
+    for k in ("destination_project_id", "destination_region", "destination_vault_id"):
+        if not isinstance(body.get(k), str) or not body[k]:
+            raise InvalidParameter(f"replicate.{k} is required")
+    if body.get("cross_account_urn"):
+        raise InvalidParameter("cross-account replication is not supported; replicas go into the same account "
+                               "of the destination region")
+    return body
+
+
+def check_replicable(s: Session, b: Backup, vault: Vault) -> None:
+    """Guide 3.6/4.4: Available top-level backups of backup vaults; server backups with their system
+    disk; replicas (and anything in a replication vault) cannot be replicated again."""
+    if b.parent_id is not None:
+        raise InvalidParameter("replicate the server backup, not one of its disks", code="BackupService.6953")
+    if b.image_type == "replication" or vault.protect_type == "replication":
+        raise InvalidParameter("a replica, or a backup in a replication vault, cannot be replicated again",
+                               code="BackupService.6954")
+    if b.status != B.AVAILABLE:
+        raise StateConflict(f"backup {b.name} is {b.status}; only Available backups are replicated",
+                            code="BackupService.6955")
+    if b.resource_type == R.FILE_SYSTEM:
+        raise InvalidParameter("replication of SFS Turbo (file system) backups is not supported yet",
+                               code="BackupService.6956")
+    if b.resource_type == R.SERVER and not any(c.disk_role == "system" for c in data_backups(s, b)):
+        raise InvalidParameter("only server backups that contain the system disk can be replicated",
+                               code="BackupService.6957")
+
+
+def _queue(s: Session, ctx: ServiceContext, p: Principal, b: Backup, vault: Vault, region: Region, target: dict,
+           *, auto_trigger: bool = False, policy_id: str = "") -> ReplicationRecord:
+    busy = s.scalar(select(ReplicationRecord.id).where(
+        ReplicationRecord.source_backup_id == b.id, ReplicationRecord.destination_region == region.name,
+        ReplicationRecord.status == REPLICATING))
+    if busy:
+        raise StateConflict(f"backup {b.name} is being replicated to {region.name} already",
+                            code="BackupService.6958")
+    now = ctx.now()
+    rec = ReplicationRecord(project_id=p.project_id, vault_id=vault.id, source_backup_id=b.id,
+                            source_checkpoint_id=b.checkpoint_id, destination_region=region.name,
+                            destination_project_id=target["destination_project_id"],
+                            destination_vault_id=target["destination_vault_id"], status=REPLICATING,
+                            auto_trigger=auto_trigger, created_at=now, updated_at=now)
+    s.add(rec)
+    s.flush()
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="replication", now=now, vault_id=vault.id,
+                          vault_name=vault.name, resource_id=b.resource_id, resource_name=b.resource_name,
+                          resource_type=b.resource_type, checkpoint_id=b.checkpoint_id, policy_id=policy_id,
+                          provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
+                          params={"record_id": rec.id, "name": target.get("name") or "",
+                                  "description": target.get("description") or ""},
+                          extra_info={"replication": _op_info(ctx, rec, b)})
+    rec.task_id = task.id
+    return rec
+
+
+def _op_info(ctx: ServiceContext, rec: ReplicationRecord, b: Backup, dest_name: str = "") -> dict:
+    return {"source_backup_id": rec.source_backup_id, "source_checkpoint_id": rec.source_checkpoint_id,
+            "source_project_id": rec.project_id, "source_region": ctx.settings.region,
+            "source_backup_name": b.name, "destination_backup_id": rec.destination_backup_id,
+            "destination_checkpoint_id": rec.destination_checkpoint_id,
+            "destination_project_id": rec.destination_project_id, "destination_region": rec.destination_region,
+            "destination_backup_name": dest_name}
+
+
+def copy_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, body: object) -> dict:
+    """copy_backup: replicate one backup (returns the API's ``replication``)."""
+    p.require_write()
+    target = _target(body)
+    b = get_backup(s, p.project_id, backup_id)
+    vault = s.get(Vault, b.vault_id)
+    check_replicable(s, b, vault)
+    region = regions.region(s, target["destination_region"])
+    rec = _queue(s, ctx, p, b, vault, region, target)
+    return {"backup_id": b.id, "replication_record_id": rec.id, "project_id": p.project_id,
+            "provider_id": R.PROVIDER_ID.get(b.resource_type, ""), "source_region": ctx.settings.region,
+            "destination_project_id": rec.destination_project_id, "destination_region": region.name,
+            "destination_vault_id": rec.destination_vault_id}
+
+
+def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object, *, policy_id: str = "") -> dict:
+    """copy_checkpoint: replicate the vault's Available backups that have no replica in the destination
+    region yet (none replicating or replicated; failed ones again)."""
+    p.require_write()
+    target = _target(body)
+    if not isinstance(target.get("vault_id"), str):
+        raise InvalidParameter("replicate.vault_id is required")
+    auto = bool(target.get("auto_trigger"))
+    region = regions.region(s, target["destination_region"])
+    vault = get_vault(s, p.project_id, target["vault_id"])
+    if vault.protect_type == "replication":
+        raise InvalidParameter("a replication vault cannot be replicated again", code="BackupService.6954")
+    done = set(s.scalars(select(ReplicationRecord.source_backup_id).where(
+        ReplicationRecord.vault_id == vault.id, ReplicationRecord.destination_region == region.name,
+        ReplicationRecord.status.in_((REPLICATING, AVAILABLE)))))
+    if auto:  # the once-ever rule (5.3): a backup is replicated automatically at most once per region
+        done |= set(s.scalars(select(ReplicationRecord.source_backup_id).where(
+            ReplicationRecord.vault_id == vault.id, ReplicationRecord.destination_region == region.name,
+            ReplicationRecord.auto_trigger.is_(True), ReplicationRecord.status != FAILED)))
+    made = []
+    for b in s.scalars(select(Backup).where(Backup.vault_id == vault.id, Backup.parent_id.is_(None),
+                                            Backup.status == B.AVAILABLE).order_by(Backup.created_at)):
+        if b.id in done:
+            continue
+        try:
+            check_replicable(s, b, vault)
+        except CBRError:
+            continue  # (a server backup without its system disk: not replicable, skipped)
+        rec = _queue(s, ctx, p, b, vault, region, target, auto_trigger=auto, policy_id=policy_id)
+        made.append({"backup_id": b.id, "replication_record_id": rec.id})
+    return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(
+        {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER), ""),
+        "source_region": ctx.settings.region, "vault_id": vault.id,
+        "destination_project_id": target["destination_project_id"], "destination_region": region.name,
+        "destination_vault_id": target["destination_vault_id"]}
+
+
+def records_of(s: Session, ctx: ServiceContext, backup_ids: list[str]) -> dict[str, list[dict]]:
+    """The replication records of backups, in the API's ReplicationRecordGet shape."""
+    out: dict[str, list[dict]] = {i: [] for i in backup_ids}
+    if not backup_ids:
+        return out
+    for r in s.scalars(select(ReplicationRecord).where(ReplicationRecord.source_backup_id.in_(backup_ids))
+                       .order_by(ReplicationRecord.created_at)):
+        out[r.source_backup_id].append(record_wire(ctx, r))
+    return out
+
+
+def record_wire(ctx: ServiceContext, r: ReplicationRecord) -> dict:
+    stamp = r.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return {"id": r.id, "created_at": stamp, "status": r.status, "vault_id": r.vault_id,
+            "source_backup_id": r.source_backup_id, "source_checkpoint_id": r.source_checkpoint_id,
+            "source_project_id": r.project_id, "source_region": ctx.settings.region,
+            "destination_backup_id": r.destination_backup_id,
+            "destination_checkpoint_id": r.destination_checkpoint_id,
+            "destination_project_id": r.destination_project_id, "destination_region": r.destination_region,
+            "destination_vault_id": r.destination_vault_id, "task_id": r.task_id, "wire_bytes": r.wire_bytes,
+            "extra_info": {"progress": r.progress, "fail_code": r.fail_code, "fail_reason": r.fail_reason,
+                           "auto_trigger": r.auto_trigger, "destination_vault_id": r.destination_vault_id}}
+
+
+# ------------------------------------------------------------------------------------ the source backup's image
+class BackupImageSource:
+    """A disk backup of a repository as the engine's ``DiskSource``: reads decode the backup's chunks
+    (checked against their digests), zero blocks are holes."""
+
+    def __init__(self, cs, backup_id: str):
+        self.cs = cs
+        self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+        self.size = self.index.disk_size
+        self.bs = self.index.block_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The blocks of ``[offset, offset + length)``, their chunks fetched in pack order (one read per
+        span of a pack, as a restore reads)."""
+        end = min(self.size, offset + length)
+        first, last = offset // self.bs, (end - 1) // self.bs if end > offset else offset // self.bs - 1
+        wanted = {self.index.digest(i) for i in range(first, last + 1)} - {ZERO_DIGEST}
+        got: dict[bytes, bytes] = {}
+        errors: list[BaseException] = []
+
+        def keep(d: bytes, data) -> None:
+            got[d] = bytes(data)
+
+        def fail(d: bytes, e: BaseException) -> None:
+            errors.append(e)
+
+        if wanted:
+            fetch_chunks(self.cs, wanted, keep, fail, workers=1)
+        if errors:
+            raise errors[0]
+        out = bytearray()
+        for i in range(first, last + 1):
+            d, n = self.index.digest(i), self.index.block_length(i)
+            block = bytes(n) if d == ZERO_DIGEST else got[d]
+            lo = max(offset, i * self.bs) - i * self.bs
+            hi = min(end, i * self.bs + n) - i * self.bs
+            out += block[lo:hi]
+        return bytes(out)
+
+    def data_extents(self):
+        start = None
+        for i in range(self.index.block_count):
+            zero = self.index.is_zero(i)
+            if not zero and start is None:
+                start = i
+            elif zero and start is not None:
+                yield start * self.bs, (i - start) * self.bs
+                start = None
+        if start is not None:
+            yield start * self.bs, self.size - start * self.bs
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------ the task (source worker)
+def run_replication(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    """Replicate one backup; any failure marks the record failed with the reason (and fails the task)."""
+    record_id = run.params["record_id"]
+    try:
+        _replicate(ctx, run, record_id)
+    except (tasks.TaskCancelled, tasks.LeaseLost):
+        _fail(ctx, record_id, "BackupService.6950", "the replication was cancelled or its worker was lost")
+        raise
+    except CBRError as e:
+        _fail(ctx, record_id, e.code, e.message)
+        raise
+    except Exception as e:
+        err = tasks.error_of(ctx, e)
+        _fail(ctx, record_id, err.code, err.message)
+        raise
+
+
+def _fail(ctx: ServiceContext, record_id: str, code: str, message: str) -> None:
+    with ctx.tx() as s:
+        rec = s.get(ReplicationRecord, record_id)
+        if rec is not None and rec.status == REPLICATING:
+            rec.status, rec.fail_code, rec.fail_reason, rec.updated_at = FAILED, code, message[:2000], ctx.now()
+
+
+def abandon_replication(s: Session, task: Task) -> None:
+    """A source's task whose worker was lost: its record fails. A receiver's (destination) whose process
+    was lost mid-transfer: the replica it was receiving goes (never a partial replica)."""
+    rec = s.get(ReplicationRecord, (task.params or {}).get("record_id", ""))
+    if rec is not None and rec.status == REPLICATING:
+        rec.status, rec.fail_code, rec.fail_reason = FAILED, "BackupService.6950", "the replication's worker was lost"
+    top = s.get(Backup, (task.params or {}).get("replica_id", ""))
+    if top is not None and top.status == B.PROTECTING:
+        _delete_replica_rows(s, top)
+
+
+def _delete_replica_rows(s: Session, top: Backup) -> None:
+    cp = s.get(Checkpoint, top.checkpoint_id)
+    for c in list(s.scalars(select(Backup).where(Backup.parent_id == top.id))):
+        s.delete(c)
+    s.flush()
+    s.delete(top)
+    if cp is not None:
+        s.delete(cp)
+
+
+def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
+    with ctx.tx() as s:
+        rec = s.get(ReplicationRecord, record_id)
+        if rec is None or rec.status != REPLICATING:
+            return
+        b = s.get(Backup, rec.source_backup_id)
+        if b is None or b.status != B.AVAILABLE:
+            raise ReplicationFailed("the source backup was deleted (or is no longer Available)")
+        vault = s.get(Vault, b.vault_id)
+        parts = data_backups(s, b)
+        region_row = s.scalar(select(Region).where(Region.name == rec.destination_region))
+        if region_row is None:
+            raise ReplicationFailed(f"region {rec.destination_region} is no longer linked")
+        link = regions.link_of(ctx, region_row)
+        header = _request(s, ctx, run, rec, b, parts)
+        part_ids = [d.id for d in parts]
+    src = repository(ctx, vault, create=False)
+    progress = TaskProgress(run)
+    try:
+        ch, signed = regions.open_link(link, header, ctx.now().timestamp())
+    except LinkError as e:
+        raise ReplicationFailed(f"the destination region {link.name} cannot be reached: {e}") from None
+    try:
+        try:
+            answer, _ = ch.request(signed, timeout=60)
+        except RemoteError as e:
+            raise ReplicationFailed(f"the destination region {link.name} refused: {e.message}") from None
+        with ctx.tx() as s:
+            rec = s.get(ReplicationRecord, record_id)
+            rec.destination_backup_id = answer["backup_id"]
+            rec.destination_checkpoint_id = answer["checkpoint_id"]
+        final = _send_disks(ch, answer, src, part_ids, progress, link.name)
+    except LinkError as e:
+        raise ReplicationFailed(f"the link to region {link.name} broke: {e}") from None
+    except RemoteFailure as e:
+        raise ReplicationFailed(f"the destination region {link.name} stopped the transfer: {e}") from None
+    except Exception as e:
+        if progress.cancel.is_set() and not isinstance(e, CBRError):
+            raise ReplicationFailed("the replication was cancelled") from None
+        raise
+    finally:
+        wire = ch.sent_bytes + ch.received_bytes
+        ch.close()
+    with ctx.tx() as s:
+        rec = s.get(ReplicationRecord, record_id)
+        rec.status, rec.progress, rec.wire_bytes, rec.updated_at = AVAILABLE, 100, wire, ctx.now()
+        info = _op_info(ctx, rec, b, final.get("name", ""))
+    run.set_extra(replication=info, wire_bytes=wire)
+
+
+def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: ReplicationRecord, b: Backup,
+             parts: list[Backup]) -> dict:
+    """What the destination is told: the source backup (and its disks), the tenant's account, the target."""
+    account = s.get(Account, s.get(Project, rec.project_id).account_id)
+    disks = [{"source_backup_id": d.id, "resource_id": d.resource_id, "name": d.resource_name,
+              "size_bytes": d.resource_size_bytes, "disk_role": d.disk_role, "device_index": d.device_index,
+              "logical_bytes": d.logical_bytes} for d in parts if d is not b]
+    return {"op": "replicate", "source_region": ctx.settings.region, "source_account": account.name,
+            "source_project_id": rec.project_id, "source_backup_id": b.id,
+            "source_checkpoint_id": b.checkpoint_id, "source_backup_name": b.name,
+            "destination_project_id": rec.destination_project_id, "destination_vault_id": rec.destination_vault_id,
+            "name": run.params.get("name") or b.name, "description": run.params.get("description") or "",
+            "resource": {"id": b.resource_id, "name": b.resource_name, "type": b.resource_type,
+                         "size_bytes": b.resource_size_bytes, "az": b.resource_az},
+            "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
+            "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
+            "disks": disks if b.resource_type == R.SERVER else []}
+
+
+def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgress, region: str) -> dict:
+    """The engine's disk backup of each source disk image into the destination's vault, over the
+    channel; then the destination's confirmation (returned)."""
+    access = VaultAccess.of(answer)
+    results = []
+    with access.chunks(ch) as chunks:
+        for i, (pid, dest) in enumerate(zip(part_ids, answer["disks"], strict=True)):
+            span = progress.span(int(99 * i / len(part_ids)), int(99 * (i + 1) / len(part_ids)))
+
+            def both(done: int, total: int, span=span) -> None:  # this task's progress, and the receiver's
+                span(done, total)
+                chunks.progress(done, total)
+
+            r = backup_disk(chunks, BackupImageSource(src.chunks, pid), backup_id=dest, meta={},
+                            block_size=access.block_size, cancel=span.cancel, progress=both)
+            results.append(r.to_dict())
+    ch.send({"ok": True, "result": {"disks": results}})
+    try:
+        final, _ = ch.recv(timeout=120)
+    except LinkError as e:
+        raise ReplicationFailed(f"the destination region {region} did not confirm the replica: {e}") from None
+    if not final.get("ok"):
+        raise ReplicationFailed(f"the destination region {region} did not keep the replica: "
+                                f"{final.get('message', final.get('error'))}")
+    return final
+
+
+# ------------------------------------------------------------------------------------ the receiver (destination)
+def receive(ctx: ServiceContext, channel, header: dict) -> None:
+    """One replication into this installation, from its first message to the replica being published
+    (or withdrawn). Answers on ``channel``; errors are answered, never raised past the channel."""
+    try:
+        with ctx.tx() as s:
+            cred = regions.check_request(s, ctx, header)
+            if header.get("op") != "replicate":
+                raise Forbidden("a region link carries replication traffic only", code="OpenCBR.RegionLink")
+            made = _accept(s, ctx, cred, header)
+    except CBRError as e:
+        channel.send(error_answer(e.code, e.message))
+        return
+    replica_id, vault, scopes, task_id = made
+    repo = repository(ctx, vault)
+    channel.send({"ok": True, "vault": vault_request(repo), "backup_id": replica_id,
+                  "checkpoint_id": made_checkpoint(ctx, replica_id), "disks": [sc.name for sc in scopes]})
+    final = None
+    reason = "the source ended the transfer"
+    try:
+        final = serve_backup(repo, channel, scopes, progress=lambda d, t: _progress(ctx, task_id, d, t))
+        if not final.get("ok"):
+            reason = f"the source failed: {final.get('message') or final.get('error')}"
+            final = None
+    except Exception as e:  # noqa: BLE001 - a broken link, a refusal: the replica is withdrawn
+        reason = f"{type(e).__name__}: {e}"
+        final = None
+    if final is None:
+        _withdraw(ctx, replica_id, task_id, reason)
+        return
+    name = _publish_replica(ctx, repo, replica_id, task_id, final.get("result") or {})
+    channel.send({"ok": True, "backup_id": replica_id, "name": name})
+
+
+def made_checkpoint(ctx: ServiceContext, replica_id: str) -> str:
+    with ctx.read() as s:
+        return s.get(Backup, replica_id).checkpoint_id
+
+
+def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+    project = s.get(Project, str(h.get("destination_project_id", ""))[:36])
+    account = s.get(Account, project.account_id) if project is not None else None
+    if account is None or account.name != regions.mapped_account(cred, str(h.get("source_account", ""))):
+        raise Forbidden("the destination project is not a project of the source tenant's account in this region",
+                        code="BackupService.6959")
+    vault = s.get(Vault, str(h.get("destination_vault_id", ""))[:36])
+    if vault is None or vault.project_id != project.id:
+        raise NotFound("the destination vault is not in the destination project", code="BackupService.6101")
+    if vault.protect_type != "replication":
+        raise InvalidParameter(f"vault {vault.name} is not a replication vault", code="BackupService.6960")
+    res = h.get("resource") or {}
+    kind = {R.SERVER: "server", R.DISK: "disk"}.get(res.get("type"), "")
+    if vault.object_type != kind:
+        raise InvalidParameter(f"vault {vault.name} holds {vault.object_type} backups, not {kind or 'these'}",
+                               code="BackupService.6961")
+    if vault.status != "available":
+        raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
+    B.check_capacity_allows_backup(vault.used_bytes, vault.size_gb)  # (as a backup: guide 13.3.4)
+    source_id, source_region = str(h.get("source_backup_id")), str(h.get("source_region"))
+    there = s.scalar(select(Backup.id).where(Backup.source_backup_id == source_id,
+                                             Backup.source_region == source_region,
+                                             Backup.status != B.ERROR, Backup.parent_id.is_(None)))
+    if there:
+        raise StateConflict(f"backup {source_id} has a replica in this region already ({there}); delete it "
+                            f"before replicating again", code="BackupService.6962")
+    now = ctx.now()
+    cp = Checkpoint(project_id=project.id, vault_id=vault.id, status="protecting", name=str(h.get("name", ""))[:80],
+                    auto_trigger=bool(h.get("auto_trigger")), created_at=now, updated_at=now)
+    s.add(cp)
+    s.flush()
+    src_info = {k: h.get(k) for k in ("source_region", "source_project_id", "source_backup_id",
+                                      "source_checkpoint_id", "source_backup_name")}
+    common = dict(project_id=project.id, vault_id=vault.id, checkpoint_id=cp.id, image_type="replication",
+                  status=B.PROTECTING, auto_trigger=bool(h.get("auto_trigger")), encrypted=vault.encrypted,
+                  source_region=source_region, created_at=now, updated_at=now,
+                  description=str(h.get("description", ""))[:255])
+    top = Backup(name=str(h.get("name", ""))[:80], resource_id=str(res.get("id", ""))[:36],
+                 resource_name=str(res.get("name", ""))[:255], resource_type=res.get("type"),
+                 resource_size_bytes=int(res.get("size_bytes", 0)), resource_az=str(res.get("az", ""))[:64],
+                 source_backup_id=source_id, details={**(h.get("details") or {}), "replication": src_info}, **common)
+    s.add(top)
+    s.flush()
+    parts = [top]
+    if res.get("type") == R.SERVER:
+        parts = []
+        for d in h.get("disks") or []:
+            child = Backup(parent_id=top.id, name=f"{top.name}-{d.get('disk_role')}-{d.get('device_index')}",
+                           resource_id=str(d.get("resource_id", ""))[:36], resource_name=str(d.get("name", ""))[:255],
+                           resource_type=R.DISK, resource_size_bytes=int(d.get("size_bytes", 0)),
+                           disk_role=d.get("disk_role"), device_index=d.get("device_index"),
+                           source_backup_id=str(d.get("source_backup_id", ""))[:36], **common)
+            s.add(child)
+            parts.append(child)
+        s.flush()
+        if not parts:
+            raise InvalidParameter("a server backup without disks cannot be replicated")
+    task = Task(project_id=project.id, operation_type="replication", status=tasks.RUNNING, vault_id=vault.id,
+                vault_name=vault.name, resource_id=top.resource_id, resource_name=top.resource_name,
+                resource_type=top.resource_type, checkpoint_id=cp.id, created_at=now, updated_at=now,
+                started_at=now, run_after=now, lease_owner=RECEIVER_OWNER,
+                lease_expires_at=now + timedelta(seconds=ctx.settings.task_lease_seconds), attempts=1,
+                max_attempts=1,
+                params={"replica_id": top.id},
+                extra_info={"replication": {**src_info, "destination_backup_id": top.id,
+                                            "destination_checkpoint_id": cp.id,
+                                            "destination_project_id": project.id,
+                                            "destination_region": ctx.settings.region,
+                                            "destination_backup_name": top.name},
+                            "common": {"progress": 0}})
+    s.add(task)
+    s.flush()
+    top.task_id = task.id
+    scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
+    s.expunge(vault)
+    return top.id, vault, scopes, task.id
+
+
+def _replica_meta(b: Backup, vault: Vault, top: Backup, src: dict) -> dict:
+    meta = {"backup_id": b.id, "name": b.name, "project_id": b.project_id, "vault_id": vault.id,
+            "vault_name": vault.name, "checkpoint_id": b.checkpoint_id, "resource_id": b.resource_id,
+            "resource_name": b.resource_name, "resource_type": b.resource_type,
+            "resource_size_bytes": b.resource_size_bytes, "image_type": "replication", "replication": src,
+            "created_at": b.created_at.isoformat(), "encrypted": vault.encrypted}
+    if b is not top:
+        meta.update(server={"backup_id": top.id, "name": top.name, "resource_id": top.resource_id,
+                            "resource_name": top.resource_name, "layout": (top.details or {}).get("disks", [])},
+                    disk_role=b.disk_role, device_index=b.device_index)
+    return meta
+
+
+def _progress(ctx: ServiceContext, task_id: str, done: int, total: int) -> None:
+    pct = int(99 * done / total) if total else 0
+    with ctx.tx() as s:
+        t = s.get(Task, task_id)
+        if t is not None and t.status == tasks.RUNNING:  # (the lease is renewed by the source's progress)
+            t.progress, t.updated_at = pct, ctx.now()
+            t.lease_expires_at = ctx.now() + timedelta(seconds=ctx.settings.task_lease_seconds)
+            t.extra_info = {**(t.extra_info or {}), "common": {"progress": pct}}
+
+
+def _withdraw(ctx: ServiceContext, replica_id: str, task_id: str, reason: str) -> None:
+    """No partial replica: the rows go (the engine withdrew what was recorded), the task says why."""
+    now = ctx.now()
+    with ctx.tx() as s:
+        top = s.get(Backup, replica_id)
+        if top is not None:
+            _delete_replica_rows(s, top)
+        t = s.get(Task, task_id)
+        if t is not None:
+            t.status, t.ended_at, t.updated_at = tasks.FAILED, now, now
+            t.error_code, t.error_message, t.lease_owner = "BackupService.6950", reason[:2000], ""
+    log.warning("replica %s withdrawn: %s", replica_id, reason)
+
+
+def _publish_replica(ctx: ServiceContext, repo, replica_id: str, task_id: str, result: dict) -> str:
+    stats = {d.get("backup_id"): d for d in result.get("disks") or [] if isinstance(d, dict)}
+    used = repo.usage()
+    now = ctx.now()
+    with ctx.tx() as s:
+        top = s.get(Backup, replica_id)
+        parts = list(s.scalars(select(Backup).where(Backup.parent_id == top.id))) or [top]
+        for p in parts:
+            st = stats.get(p.id, {})
+            p.logical_bytes = int(st.get("disk_size", p.resource_size_bytes) or 0)
+            p.added_bytes = int(st.get("added_bytes", 0) or 0)
+            p.status, p.protected_at, p.updated_at = B.AVAILABLE, now, now
+        if parts[0] is not top:
+            top.logical_bytes = sum(p.logical_bytes for p in parts)
+            top.added_bytes = sum(p.added_bytes for p in parts)
+            top.status, top.protected_at, top.updated_at = B.AVAILABLE, now, now
+        cp = s.get(Checkpoint, top.checkpoint_id)
+        if cp is not None:
+            cp.status, cp.updated_at = "available", now
+        v = s.get(Vault, top.vault_id)
+        if v is not None:
+            v.used_bytes = used
+        t = s.get(Task, task_id)
+        if t is not None:
+            t.status, t.progress, t.ended_at, t.updated_at, t.lease_owner = tasks.SUCCESS, 100, now, now, ""
+            t.extra_info = {**(t.extra_info or {}), "common": {"progress": 100}}
+        return top.name
+
+
+def with_records(resp: dict, records: dict[str, list[dict]]) -> dict:
+    """A BackupResp with its replication records; a replica also says where it came from."""
+    resp["replication_records"] = records.get(resp["id"], [])
+    return resp
+
+
+def replica_source(b: Backup) -> dict | None:
+    """Where a replica came from (source region, project, backup, checkpoint), None for other backups."""
+    return (b.details or {}).get("replication") if b.image_type == "replication" else None

@@ -1,0 +1,279 @@
+"""Cross-region replication between two real installations on this machine (two ``opencbr serve`` with
+their own data directories, regions and ports), through the official SDK: a disk backup replicated,
+the replica restored in the destination region bit-exact, an incremental replica costing about what the
+backup added, and the guide's constraints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from huaweicloudsdkcbr.v1 import (
+    BackupReplicateReq,
+    BackupReplicateReqBody,
+    BillingCreate,
+    CheckpointReplicateParam,
+    CheckpointReplicateReq,
+    CopyBackupRequest,
+    CopyCheckpointRequest,
+    CreateCheckpointRequest,
+    CreateVaultRequest,
+    ResourceCreate,
+    ShowReplicationCapabilitiesRequest,
+    VaultBackup,
+    VaultBackupReq,
+    VaultCreate,
+    VaultCreateReq,
+)
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+from tests.support.clients import api, cli, new_tenant, sdk, sdk_wait_backups, wait_task
+from tests.support.databases import sqlite_url
+from tests.support.disks import MiB, big_random_image, make_image, mutate, sha256
+from tests.support.server import ServerProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory):
+    """region-a (source) linked to region-b (destination) with the CLI, as docs/replication.md says."""
+    da, db = str(tmp_path_factory.mktemp("region-a")), str(tmp_path_factory.mktemp("region-b"))
+    receiver = f"127.0.0.1:{free_port()}"
+    a = ServerProcess(da, sqlite_url(da), extra_env={"OPENCBR_REGION": "region-a"}).start()
+    b = ServerProcess(db, sqlite_url(db), extra_env={"OPENCBR_REGION": "region-b",
+                                                     "OPENCBR_REPLICATION_LISTEN": receiver,
+                                                     "OPENCBR_TASK_LEASE_SECONDS": "6"}).start()
+    try:
+        out = cli(b, "admin", "region", "credential", "region-a", "--json")
+        assert out.code == 0, out.err
+        token = out.json()["token"]
+        out = cli(a, "admin", "region", "add", "region-b", "--endpoint", receiver, "--credential", token)
+        assert out.code == 0, out.err + out.out
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _vault(c, name, object_type, protect_type, resources=None):
+    billing = BillingCreate(consistent_level="crash_consistent", object_type=object_type, protect_type=protect_type,
+                            size=20)
+    return c.create_vault(CreateVaultRequest(body=VaultCreateReq(vault=VaultCreate(
+        name=name, billing=billing, resources=resources or [])))).vault
+
+
+def _backup(server, c, vault_id, creds=None):
+    cp = c.create_checkpoint(CreateCheckpointRequest(body=VaultBackupReq(checkpoint=VaultBackup(vault_id=vault_id))))
+    bid = api(server, creds).get("/backups", checkpoint_id=cp.checkpoint.id)["backups"][0]["id"]
+    return sdk_wait_backups(c, [bid])[0]
+
+
+def _replicate(c, backup_id, dest_project, dest_vault):
+    return c.copy_backup(CopyBackupRequest(backup_id=backup_id, body=BackupReplicateReq(
+        replicate=BackupReplicateReqBody(destination_project_id=dest_project, destination_region="region-b",
+                                         destination_vault_id=dest_vault)))).replication
+
+
+def _task_of(server, record_id: str, creds=None) -> dict:
+    client = api(server, creds)
+    for log in client.get("/operation-logs", operation_type="replication")["operation_logs"]:
+        if log["id"] == _record(server, record_id, creds)["task_id"]:
+            return wait_task(client, log["id"])
+    raise AssertionError("no replication task")
+
+
+def _record(server, record_id: str, creds=None) -> dict:
+    client = api(server, creds)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for b in client.get("/backups", show_replication="true")["backups"]:
+            for r in b.get("replication_records") or []:
+                if r["id"] == record_id and r["status"] != "replicating":
+                    return r
+        time.sleep(0.2)
+    raise AssertionError("the replication did not finish")
+
+
+@pytest.fixture(scope="module")
+def disk_setup(regions, tmp_path_factory):
+    a, b = regions
+    tmp = tmp_path_factory.mktemp("repl-disk")
+    ca, cb = sdk(a), sdk(b)
+    img = make_image(tmp / "d.img", 16 * MiB, seed=31)
+    disk = api(a).post("/inventory/disks", {"name": "repl-disk", "path": img})["disk"]
+    src_vault = _vault(ca, "src", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    dst_vault = _vault(cb, "dst", "disk", "replication")
+    return a, b, ca, cb, img, src_vault, dst_vault, tmp
+
+
+def test_capabilities_list_the_linked_region(regions):
+    a, b = regions
+    caps = sdk(a).show_replication_capabilities(ShowReplicationCapabilitiesRequest()).regions
+    assert [(r.name, r.replication_destinations) for r in caps] == [("region-a", ["region-b"])]
+
+
+def test_a_replica_restores_bit_exact_and_an_incremental_sends_what_was_added(disk_setup):
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    h1 = sha256(img)
+    b1 = _backup(a, ca, src_vault.id)
+    rep = _replicate(ca, b1.id, b.admin.project_id, dst_vault.id)
+    assert rep.backup_id == b1.id and rep.destination_region == "region-b" and rep.source_region == "region-a"
+    rec = _record(a, rep.replication_record_id)
+    assert rec["status"] == "available", rec
+    replica = api(b).get(f"/backups/{rec['destination_backup_id']}")["backup"]
+    assert replica["image_type"] == "replication" and replica["status"] == "available"
+    assert replica["vault_id"] == dst_vault.id
+    # operation logs of type replication on both sides
+    assert api(b).get("/operation-logs", operation_type="replication")["operation_logs"][0]["status"] == "success"
+    first = _task_of(a, rep.replication_record_id)
+    # the replica makes a disk in the destination region, bit-exact
+    out = api(b).post(f"/backups/{replica['id']}/create-disk", {"name": "from-replica", "path": str(tmp / "r1.img")})
+    assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+    assert sha256(tmp / "r1.img") == h1
+
+    mutate(img, seed=5, regions=4)
+    h2 = sha256(img)
+    b2 = _backup(a, ca, src_vault.id)
+    added = api(a).get(f"/backups/{b2.id}")["backup"]["added_bytes"]
+    rep2 = _replicate(ca, b2.id, b.admin.project_id, dst_vault.id)
+    rec2 = _record(a, rep2.replication_record_id)
+    assert rec2["status"] == "available", rec2
+    second = _task_of(a, rep2.replication_record_id)
+    wire1, wire2 = first["extra_info"]["wire_bytes"], second["extra_info"]["wire_bytes"]
+    logical = 16 * MiB
+    assert wire2 <= 1.2 * added + 0.005 * logical + 64 * 1024, (wire2, added, wire1)
+    assert wire2 < wire1 / 3
+    out = api(b).post(f"/backups/{rec2['destination_backup_id']}/create-disk",
+                      {"name": "from-replica-2", "path": str(tmp / "r2.img")})
+    assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+    assert sha256(tmp / "r2.img") == h2
+
+    # one replica per backup per region: again only after the replica was deleted
+    rep3 = _replicate(ca, b1.id, b.admin.project_id, dst_vault.id)
+    rec3 = _record(a, rep3.replication_record_id)
+    assert rec3["status"] == "failed" and "replica in this region already" in rec3["extra_info"]["fail_reason"]
+    # a replica cannot be replicated again
+    with pytest.raises(ClientRequestException) as e:
+        cb.copy_backup(CopyBackupRequest(backup_id=replica["id"], body=BackupReplicateReq(
+            replicate=BackupReplicateReqBody(destination_project_id=a.admin.project_id,
+                                             destination_region="region-a", destination_vault_id=src_vault.id))))
+    assert e.value.status_code == 400 and "cannot be replicated again" in e.value.error_msg
+
+
+def test_constraints_and_tenants(disk_setup):
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    # an unlinked region
+    bid = _backup(a, ca, src_vault.id).id
+    with pytest.raises(ClientRequestException) as e:
+        ca.copy_backup(CopyBackupRequest(backup_id=bid, body=BackupReplicateReq(
+            replicate=BackupReplicateReqBody(destination_project_id=b.admin.project_id,
+                                             destination_region="nowhere", destination_vault_id=dst_vault.id))))
+    assert e.value.status_code == 400 and "not a linked region" in e.value.error_msg
+    # a tenant of region-a cannot replicate into another account's project of region-b
+    t = new_tenant(a, "tenant-x")
+    new_tenant(b, "tenant-x")
+    ct = sdk(a, t)
+    img2 = make_image(tmp / "t.img", 2 * MiB, seed=41)
+    disk = api(a, t).post("/inventory/disks", {"name": "t-disk", "path": img2})["disk"]
+    v = _vault(ct, "tv", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    tb = _backup(a, ct, v.id, t)
+    rep = _replicate(ct, tb.id, b.admin.project_id, dst_vault.id)  # the operator's project there
+    rec = _record(a, rep.replication_record_id, t)
+    assert rec["status"] == "failed" and "not a project of the source tenant's account" in rec["extra_info"]["fail_reason"]
+    # copy_checkpoint: every Available backup of the vault without a replica there yet
+    out = ca.copy_checkpoint(CopyCheckpointRequest(body=CheckpointReplicateReq(replicate=CheckpointReplicateParam(
+        vault_id=src_vault.id, destination_project_id=b.admin.project_id, destination_region="region-b",
+        destination_vault_id=dst_vault.id)))).replication
+    assert out.vault_id == src_vault.id and bid in [x.backup_id for x in out.backups]
+    # ... and again: none, every backup is replicating or replicated now
+    out = cli(a, "vault", "replicate", "src", "--region", "region-b", "--to-project", b.admin.project_id,
+              "--to-vault", dst_vault.id, "--json")
+    assert out.code == 0 and out.json()["backups"] == [], out.err
+
+
+def test_a_revoked_credential_is_refused_clearly(regions, disk_setup):
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    receiver = b.settings.replication_listen
+    cred = cli(b, "admin", "region", "credential", "region-a", "--json").json()
+    assert cli(a, "admin", "region", "add", "region-b2", "--endpoint", receiver, "--credential",
+               cred["token"]).code == 0
+    assert cli(b, "admin", "region", "revoke", cred["id"]).code == 0
+    img3 = make_image(tmp / "rv.img", 2 * MiB, seed=71)
+    disk = api(a).post("/inventory/disks", {"name": "rv-disk", "path": img3})["disk"]
+    v = _vault(ca, "src-rv", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    bb = _backup(a, ca, v.id)
+    out = cli(a, "backup", "replicate", bb.id, "--region", "region-b2", "--to-project", b.admin.project_id,
+              "--to-vault", dst_vault.id, "--json")
+    assert out.code == 0, out.err
+    rec = _record(a, out.json()["replication_record_id"])
+    assert rec["status"] == "failed" and "revoked" in rec["extra_info"]["fail_reason"], rec
+
+
+def test_a_server_backup_replicates_with_its_disks(regions, tmp_path):
+    a, b = regions
+    ca, cb = sdk(a), sdk(b)
+    client = api(a)
+    sys_img = make_image(tmp_path / "sys.img", 6 * MiB, seed=61)
+    data_img = make_image(tmp_path / "data.img", 4 * MiB, seed=62)
+    sd = client.post("/inventory/disks", {"name": "r-sys", "path": sys_img})["disk"]
+    dd = client.post("/inventory/disks", {"name": "r-data", "path": data_img})["disk"]
+    srv = client.post("/inventory/servers", {"name": "r-srv", "system_disk": sd["id"], "data_disks": [dd["id"]],
+                                             "status": "stopped"})["server"]
+    v = _vault(ca, "src-srv", "server", "backup", [ResourceCreate(id=srv["id"], type="OS::Nova::Server")])
+    dv = _vault(cb, "dst-srv", "server", "replication")
+    wrong = _vault(cb, "dst-disk-kind", "disk", "replication")
+    sb = _backup(a, ca, v.id)
+    bad = _record(a, _replicate(ca, sb.id, b.admin.project_id, wrong.id).replication_record_id)
+    assert bad["status"] == "failed" and "holds disk backups" in bad["extra_info"]["fail_reason"]
+    rec = _record(a, _replicate(ca, sb.id, b.admin.project_id, dv.id).replication_record_id)
+    assert rec["status"] == "available", rec
+    replica = api(b).get(f"/backups/{rec['destination_backup_id']}")["backup"]
+    assert replica["resource_type"] == "OS::Nova::Server" and replica["image_type"] == "replication"
+    assert [k["disk_role"] for k in replica["children"]] == ["system", "data"]
+    assert replica["extend_info"]["contain_system_disk"] is True
+    for kid, src in zip(replica["children"], (sys_img, data_img), strict=True):
+        out = api(b).post(f"/backups/{kid['id']}/create-disk", {"name": f"r-{kid['disk_role']}",
+                                                               "path": str(tmp_path / f"r-{kid['disk_role']}.img")})
+        assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+        assert sha256(tmp_path / f"r-{kid['disk_role']}.img") == sha256(src)
+
+
+def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    big = big_random_image(tmp / "big.img", 160 * MiB)
+    disk = api(a).post("/inventory/disks", {"name": "big-disk", "path": big})["disk"]
+    v = _vault(ca, "src-big", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    dv = _vault(cb, "dst-big", "disk", "replication")
+    bb = _backup(a, ca, v.id)
+    rep = _replicate(ca, bb.id, b.admin.project_id, dv.id)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the receiver is writing the replica
+        logs = api(b).get("/operation-logs", operation_type="replication", vault_id=dv.id)["operation_logs"]
+        if logs and logs[0]["status"] == "running" and logs[0]["extra_info"]["common"]["progress"] >= 1:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the transfer did not start")
+    for pid in b.worker_pids():  # the destination's worker processes die (the receiver with them)
+        os.kill(pid, signal.SIGKILL)
+    rec = _record(a, rep.replication_record_id)
+    assert rec["status"] == "failed" and rec["extra_info"]["fail_reason"], rec
+    assert "region-b" in rec["extra_info"]["fail_reason"]
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the receiver's task is abandoned and its replica withdrawn
+        log = api(b).get(f"/operation-logs/{logs[0]['id']}")["operation_log"]
+        if log["status"] == "failed":
+            break
+        time.sleep(0.2)
+    assert log["status"] == "failed"
+    assert api(b).get("/backups", vault_id=dv.id)["backups"] == []
+    # replicated again (the receiver is back in a restarted worker process): a whole replica
+    deadline = time.time() + 30
+    while True:
+        rep2 = _replicate(ca, bb.id, b.admin.project_id, dv.id)
+        rec2 = _record(a, rep2.replication_record_id)
+        if rec2["status"] == "available" or time.time() > deadline:
+            break
+        time.sleep(1)  # (the restarted workers bind the receiver again within seconds)
+    assert rec2["status"] == "available", rec2
