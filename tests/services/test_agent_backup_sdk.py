@@ -33,6 +33,7 @@ from huaweicloudsdkcbr.v1 import (
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from opencbr.catalog.models import Resource
+from opencbr.domain import resource as R
 from opencbr.services.context import open_context
 from tests.support.clients import api, sdk, sdk_wait_backups, task_ok, wait_task
 from tests.support.databases import sqlite_url
@@ -238,9 +239,8 @@ def test_an_agent_killed_mid_restore_leaves_the_disk_in_error_and_the_next_resto
         ctx = open_context(server.settings)
         try:
             with ctx.read() as s:
-                row = s.get(Resource, disk["id"])  # (the heartbeat may have said "offline" since)
-                assert row.status == "error" and ("restore" in row.status_reason
-                                                  or "offline" in row.status_reason), row.status_reason
+                row = s.get(Resource, disk["id"])  # (a heartbeat saying "offline" keeps this reason)
+                assert row.status == "error" and R.UNFINISHED_RESTORE in row.status_reason, row.status_reason
         finally:
             ctx.close()
         row = client.get("/backups", resource_id=disk["id"])  # the backup is usable again

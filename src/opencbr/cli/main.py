@@ -13,8 +13,8 @@ from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
-from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.replication import backup_replicate, vault_replicate
+from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
 

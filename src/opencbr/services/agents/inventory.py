@@ -41,7 +41,9 @@ def _new(ctx: ServiceContext, agent: Agent, rtype: str, path: str, name: str, st
 
 
 def _set(res: Resource, status: str, reason: str = "") -> None:
-    if res.status in TASK_STATUSES:
+    # a task's status is the task's; a restore that did not finish stays in error until a restore
+    # repairs it (a poll that finds the device again must not make a half-written disk look healthy)
+    if res.status in TASK_STATUSES or R.repairable_by_restore(res.status, res.status_reason):
         return
     if res.status != status or res.status_reason != reason:
         res.status, res.status_reason = status, reason

@@ -62,10 +62,12 @@ def error_status(rtype: str) -> str:
 
 def mark_resources(s: Session, agent_id: str, reason: str) -> None:
     """Every resource of the agent in error (faulty for its server) with ``reason``, except while a
-    task has one (its status is the task's)."""
+    task has one (its status is the task's) and those a restore left unfinished (that reason is kept:
+    it says the next restore must repair them)."""
     for rtype in R.RESOURCE_TYPES:
         s.execute(update(Resource).where(Resource.agent_id == agent_id, Resource.type == rtype,
-                                         Resource.status.not_in(TASK_STATUSES))
+                                         Resource.status.not_in(TASK_STATUSES),
+                                         Resource.status_reason.not_like(R.UNFINISHED_RESTORE + "%"))
                   .values(status=error_status(rtype), status_reason=reason[:2000]))
 
 
