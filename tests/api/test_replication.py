@@ -124,6 +124,8 @@ def test_a_replica_restores_bit_exact_and_an_incremental_sends_what_was_added(di
     replica = api(b).get(f"/backups/{rec['destination_backup_id']}")["backup"]
     assert replica["image_type"] == "replication" and replica["status"] == "available"
     assert replica["vault_id"] == dst_vault.id
+    assert replica["replication_source"]["source_backup_id"] == b1.id
+    assert replica["replication_source"]["source_region"] == "region-a"
     # operation logs of type replication on both sides
     assert api(b).get("/operation-logs", operation_type="replication")["operation_logs"][0]["status"] == "success"
     first = _task_of(a, rep.replication_record_id)

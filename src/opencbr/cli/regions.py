@@ -56,6 +56,7 @@ def list_(as_json: bool = JSON_OPTION):
 @region_app.command("remove")
 @handle_errors
 def remove(name: str = typer.Argument(..., help="The linked region to forget.")):
+    """Forget a linked destination region (here: the source)."""
     client().delete(f"/regions/{name}")
     typer.echo(f"region {name} removed")
 
@@ -63,5 +64,6 @@ def remove(name: str = typer.Argument(..., help="The linked region to forget."))
 @region_app.command("revoke")
 @handle_errors
 def revoke(credential_id: str = typer.Argument(..., help="A credential this installation issued.")):
+    """Revoke a link credential (here: the destination): replications with it are refused."""
     client().delete(f"/regions/credentials/{credential_id}")
     typer.echo(f"credential {credential_id} revoked")

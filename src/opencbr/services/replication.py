@@ -585,9 +585,13 @@ def _publish_replica(ctx: ServiceContext, repo, replica_id: str, task_id: str, r
         return top.name
 
 
-def with_records(resp: dict, records: dict[str, list[dict]]) -> dict:
-    """A BackupResp with its replication records; a replica also says where it came from."""
+def with_records(resp: dict, records: dict[str, list[dict]], b: Backup | None = None) -> dict:
+    """A BackupResp with its replication records; a replica also says where it came from (extension
+    ``replication_source``: source region, project, backup, checkpoint and name)."""
     resp["replication_records"] = records.get(resp["id"], [])
+    source = replica_source(b) if b is not None else None
+    if source:
+        resp["replication_source"] = source
     return resp
 
 

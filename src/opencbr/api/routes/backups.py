@@ -77,7 +77,8 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
         views, total = backups.list_backups(s, p, f, limit=limit, offset=offset, sort=order,
                                             marker=L.text(marker, "marker"))
         records = replication.records_of(s, ctx, [v.backup.id for v in views]) if show_replication else {}
-    return {"backups": [replication.with_records(wire.backup_resp(v.backup, v.children), records) for v in views],
+    return {"backups": [replication.with_records(wire.backup_resp(v.backup, v.children), records, v.backup)
+                        for v in views],
             "count": total, "limit": limit, "offset": offset}
 
 
@@ -87,7 +88,7 @@ def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceC
     with ctx.read() as s:
         v = backups.show_backup(s, p, backup_id)
         records = replication.records_of(s, ctx, [v.backup.id])
-    return {"backup": replication.with_records(wire.backup_resp(v.backup, v.children), records)}
+    return {"backup": replication.with_records(wire.backup_resp(v.backup, v.children), records, v.backup)}
 
 
 @router.put("/backups/{backup_id}")
