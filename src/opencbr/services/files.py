@@ -166,39 +166,33 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     if clashes:
         raise StateConflict(f"{os.path.join(destination, clashes[0])} already exists; choose another destination",
                             code="BackupService.6508")
-    now = ctx.now()
-    with ctx.tx() as s:
-        b, vault = _browsable(s, p, backup_id)
-    with engine_errors.translated():
-        _check_paths_exist(repository(ctx, vault, create=False), b, paths)
-    with ctx.tx() as s:
-        task = tasks.new_task(s, project_id=p.project_id, operation_type="restore_files", now=now,
-                              vault_id=vault.id, vault_name=vault.name, resource_id=b.resource_id,
-                              resource_name=b.resource_name, resource_type=b.resource_type,
-                              provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
-                              required_host=ctx.settings.host_group,  # the destination was checked here
-                              params={"backup_id": b.id, "paths": paths, "destination": dest},
-                              extra_info={"restore": {"backup_id": b.id, "backup_name": b.name, "paths": paths,
-                                                      "destination_path": dest}})
-        return task.id
+    # the destination was checked here: a worker of this host group restores
+    return _queue_restore_files(ctx, p, backup_id, paths, dest, required_host=ctx.settings.host_group)
 
 
 def _restore_files_on_host(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], dest: str,
                            resource_id: str) -> str:
+    # the agent of ``resource_id`` writes them: any worker can drive it
+    return _queue_restore_files(ctx, p, backup_id, paths, dest, params={"host_resource_id": resource_id})
+
+
+def _queue_restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], dest: str, *,
+                         required_host: str | None = None, params: dict | None = None) -> str:
+    """The restore-files task, once the backup holds every path (checked before anything is queued)."""
     now = ctx.now()
     with ctx.tx() as s:
         b, vault = _browsable(s, p, backup_id)
     with engine_errors.translated():
         _check_paths_exist(repository(ctx, vault, create=False), b, paths)
+    host = {} if required_host is None else {"required_host": required_host}
     with ctx.tx() as s:
         task = tasks.new_task(s, project_id=p.project_id, operation_type="restore_files", now=now,
                               vault_id=vault.id, vault_name=vault.name, resource_id=b.resource_id,
                               resource_name=b.resource_name, resource_type=b.resource_type,
                               provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
-                              params={"backup_id": b.id, "paths": paths, "destination": dest,
-                                      "host_resource_id": resource_id},
+                              params={"backup_id": b.id, "paths": paths, "destination": dest, **(params or {})},
                               extra_info={"restore": {"backup_id": b.id, "backup_name": b.name, "paths": paths,
-                                                      "destination_path": dest}})
+                                                      "destination_path": dest}}, **host)
         return task.id
 
 
