@@ -45,6 +45,9 @@ Type=simple
 ExecStart=/opt/opencbr-agent/bin/opencbr-agent run
 Restart=on-failure
 RestartSec=5
+# mixed: a stop ends the agent (SIGTERM) but not the hooks' post-thaw guardian it started, which
+# must still thaw the applications if the agent was stopped between pre-freeze and post-thaw
+KillMode=mixed
 # 2: not enrolled or revoked (opencbr-agent register first): restarting would not help
 RestartPreventExitStatus=2
 # Root, because the agent reads and writes block devices (and image files of any owner below its roots).
