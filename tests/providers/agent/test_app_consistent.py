@@ -14,6 +14,7 @@ import pytest
 
 from opencbr.engine import Repository
 from opencbr.providers.agent import AgentProvider
+from opencbr.providers.agent.provider import HostDisk
 from opencbr.storage import open_store
 from tests.agent.hooks.servers import Postgres, Writer, log_text
 from tests.providers.agent.agents import AgentProcess, Authority
@@ -101,3 +102,16 @@ def test_a_failing_hook_gives_a_crash_consistent_backup_that_says_why(pg, agent,
     assert "10-refuse" in r["app"]["reason"] and "exit status 1" in r["app"]["reason"], r["app"]
     # every application was released at once: no session of the agent's hooks is left on the cluster
     assert pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opencbr-agent'") == [(0,)]
+
+
+def test_a_disk_read_live_is_held_app_consistent_across_the_read(pg, agent, repo):
+    image = Path(pg.socket_dir) / "disk.img"
+    image.write_bytes(os.urandom(1 << 20))
+    try:
+        r = AgentProvider().backup_disks(repo, agent.connect, project_id="p1", app_consistent=True,
+                                         disks=[HostDisk(str(image), "d1", None, {})])
+    finally:
+        image.unlink()
+    assert r["consistency"]["method"] == "live"  # an image file: no snapshot, so held across the read
+    assert r["consistency"]["app"]["achieved"] == "app_consistent", r["consistency"]["app"]
+    assert r["app_consistency"]["hooks"][0]["details"]["backup_label"]  # kept by the service for a restore
