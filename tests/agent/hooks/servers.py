@@ -177,6 +177,14 @@ class Mariadb:
                 "data_dir": self.data_dir, **extra}
 
 
+def numbered_postgres() -> Postgres:
+    """A started cluster with the table a :class:`Writer` fills."""
+    server = Postgres.create()
+    server.start()
+    server.sql("CREATE TABLE numbered (id bigint PRIMARY KEY, pad text NOT NULL)")
+    return server
+
+
 class Writer:
     """Commits numbered rows one by one; ``committed`` is the last id whose commit returned."""
 

@@ -8,6 +8,7 @@ backed up at the provider level with the flag the service sends for an app-consi
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from opencbr.engine import Repository
 from opencbr.providers.agent import AgentProvider
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.storage import open_store
-from tests.agent.hooks.servers import Postgres, Writer, log_text
+from tests.agent.hooks.servers import Postgres, Writer, log_text, numbered_postgres
 from tests.providers.agent.agents import AgentProcess, Authority
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,11 +25,10 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def pg():
-    server = Postgres.create()
-    server.start()
-    server.sql("CREATE TABLE numbered (id bigint PRIMARY KEY, pad text NOT NULL)")
+    server = numbered_postgres()
     yield server
     server.stop()
+    shutil.rmtree(server.socket_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
