@@ -200,8 +200,9 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
         with vault.chunks(channel) as chunks:
             r = engine_restore_tree(chunks, backup_id, target, subpath=req.get("subpath"),
                                     allow_nonempty=True, target_fd=fd, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
-            record = req.get("app_consistency") or \
-                (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
+            record = req.get("app_consistency")
+            if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
+                record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
     finally:
         os.close(fd)
     out = _tree_result(r)
