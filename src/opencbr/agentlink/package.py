@@ -45,6 +45,10 @@ Type=simple
 ExecStart=/opt/opencbr-agent/bin/opencbr-agent run
 Restart=on-failure
 RestartSec=5
+# process: a stop or a crash of the agent leaves the hooks' post-thaw guardian alive, which must still
+# thaw the applications (it ends by itself within the hold timeout). Not mixed: mixed sends SIGKILL to
+# every remaining process of the unit as soon as the main process has exited.
+KillMode=process
 # 2: not enrolled or revoked (opencbr-agent register first): restarting would not help
 RestartPreventExitStatus=2
 # Root, because the agent reads and writes block devices (and image files of any owner below its roots).

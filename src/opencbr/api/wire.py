@@ -467,6 +467,12 @@ class CreateDiskFromBackup(Wire):
     availability_zone: Id | None = None
 
 
+def _app_consistency(details: dict) -> dict[str, Any]:
+    """``app_consistency`` (an extension): asked by the vault, the consistency achieved and why not."""
+    app = (details.get("consistency") or {}).get("app") if isinstance(details.get("consistency"), dict) else None
+    return {"app_consistency": {"achieved": app.get("achieved"), "reason": app.get("reason") or ""}} if app else {}
+
+
 def backup_resp(b, kids=()) -> dict[str, Any]:
     """A BackupResp. ``logical_bytes`` and ``added_bytes`` (extensions) show each backup's size and what it
     added to the vault (guide 13.2.14 says CBR cannot)."""
@@ -487,6 +493,7 @@ def backup_resp(b, kids=()) -> dict[str, Any]:
             "auto_trigger": b.auto_trigger, "bootable": system, "snapshot_id": "", "support_lld": False,
             "supported_restore_mode": "backup", "os_images_data": [], "contain_system_disk": system,
             "encrypted": b.encrypted, "system_disk": b.disk_role == "system", "is_multi_az": False,
+            **_app_consistency(details),
         },
         "logical_bytes": b.logical_bytes, "added_bytes": b.added_bytes, "full": b.full_requested,
         "consistency": details.get("consistency"), "disk_role": b.disk_role, "device_index": b.device_index,

@@ -380,8 +380,9 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         for part in parts:
             repo.delete_backup(part.id)
     progress = TaskProgress(run, guard=lambda: space.check_reserve(ctx, fraction=0.5))
+    app_consistent = vault.consistent_level == "app_consistent"  # (server vaults only: domain/vault)
     if provider.capabilities.reads_on_host:  # read where it lives (an agent's host), stored here
-        outcome = _backup_on_host(ctx, provider, repo, b, vault, parts, previous, progress)
+        outcome = _backup_on_host(ctx, provider, repo, b, vault, parts, previous, progress, app_consistent)
     else:
         with ExitStack() as stack:  # every path opened and checked again (roots, symlinks, identity)
             opened = {part.id: stack.enter_context(res_svc.open_resource(ctx, part.resource_id)) for part in parts}
@@ -402,7 +403,11 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         _discard_cancelled(ctx, b)
         _queue_gc(ctx, b.project_id, vault)
         raise tasks.TaskCancelled(run.task_id)
+    if app_consistent and outcome is not None and "app" not in outcome.consistency:  # guide 7.3
+        _with_app_record(outcome, NO_AGENT)
     _publish(ctx, run, b, vault, repo.usage(), outcome)
+    if app_consistent:
+        _say_app_consistency(ctx, run, outcome.consistency["app"])
     if run.attempt > 1:  # what the lost attempt stored and never indexed goes at the next GC
         _queue_gc(ctx, b.project_id, vault)
     # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
@@ -411,6 +416,36 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                           "logical_bytes": outcome.logical_bytes, "added_bytes": outcome.added_bytes,
                           "consistency": outcome.consistency["method"], "partial": outcome.partial,
                           "warnings": outcome.warnings[:50]})
+
+
+NO_AGENT = {"achieved": "crash_consistent", "hooks": [],
+            "reason": "no agent runs on the resource's host: nothing quiesced its applications (guide 7.3); "
+                      "install the agent there for application-consistent backups"}
+
+
+def app_summary(app: dict) -> dict:
+    """What the backup and its task show of the application consistency: achieved, and why not."""
+    return {"achieved": app.get("achieved"), "reason": app.get("reason") or ""}
+
+
+def _with_app_record(outcome: BackupOutcome, app: dict) -> None:
+    """The vault asked for application consistency and nothing could give it: the record says so."""
+    outcome.consistency = {**outcome.consistency, "app": app}
+    for _logical, _added, details in outcome.parts.values():
+        if isinstance(details.get("consistency"), dict):
+            details["consistency"] = outcome.consistency
+
+
+def _say_app_consistency(ctx: ServiceContext, run: tasks.TaskRun, app: dict) -> None:
+    """Never a silent downgrade: the task says which consistency was achieved, and why not the asked one."""
+    summary = app_summary(app)
+    with ctx.tx() as s:
+        task = s.get(Task, run.task_id)
+        if task is None:
+            return
+        task.extra_info = {**(task.extra_info or {}), "app_consistency": summary}
+        if summary["achieved"] != "app_consistent":
+            task.error_message = f"taken crash-consistent, not application-consistent: {summary['reason']}"
 
 
 @dataclass
@@ -484,7 +519,7 @@ _ON_HOST = {"method": "agent", "note": "read on the agent's host (it records how
 
 
 def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, vault: Vault, parts: list[Backup],
-                    previous: dict, progress: TaskProgress) -> BackupOutcome | None:
+                    previous: dict, progress: TaskProgress, app_consistent: bool = False) -> BackupOutcome | None:
     """The agent reads the disks (one point in time) or the tree on its host; the vault answers which
     chunks it needs and checks what it gets (providers/agent, engine/remote)."""
     link = onhost.link_to(ctx, b.resource_id)
@@ -492,7 +527,7 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
         paths = {part.id: s.get(Resource, part.resource_id).path for part in parts}
         exclude = agents.exclude_paths(s, s.get(Resource, b.resource_id)) if b.resource_type == R.FILE_SYSTEM else []
     task = {"project_id": link.project_id, "cancel": progress.cancel, "bandwidth": link.bandwidth,
-            "progress": progress}
+            "progress": progress, "app_consistent": app_consistent}
     try:
         if b.resource_type == R.FILE_SYSTEM:
             consistency = {"method": "live-tree", "note": "files were read on the agent's host while the file "
@@ -501,10 +536,15 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
                                      meta=_manifest_meta(b, vault, None, consistency), full=b.full_requested,
                                      exclude=exclude, **task)
             warnings = list(r.get("warnings") or [])
-            stats = {k: v for k, v in r.items() if k != "warnings"}
-            return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), {
-                "consistency": consistency, "stats": stats, "partial": bool(r.get("partial")),
-                "warnings": warnings[:200]})}, partial=bool(r.get("partial")), warnings=warnings)
+            stats = {k: v for k, v in r.items() if k not in ("warnings", "app", "app_consistency")}
+            if r.get("app"):
+                consistency["app"] = r["app"]
+            details = {"consistency": consistency, "stats": stats, "partial": bool(r.get("partial")),
+                       "warnings": warnings[:200]}
+            if r.get("app_consistency"):  # what a restore needs (the manifest was written before post-thaw)
+                details["app_consistency"] = r["app_consistency"]
+            return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), details)},
+                                 partial=bool(r.get("partial")), warnings=warnings)
         disks = [HostDisk(paths[part.id], part.id, previous[part.id],
                           _manifest_meta(part, vault, b if part is not b else None, _ON_HOST)) for part in parts]
         r = provider.backup_disks(repo, link.connect, disks=disks, server=b.resource_type == R.SERVER,
@@ -514,8 +554,9 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
             return None
         raise onhost.agent_error(e) from None
     consistency = r["consistency"]
+    kept = {"app_consistency": r["app_consistency"]} if r.get("app_consistency") else {}
     return BackupOutcome(consistency, {d["backup_id"]: (int(d["disk_size"]), int(d["added_bytes"]),
-                                                         {"consistency": consistency, "stats": d})
+                                                         {"consistency": consistency, "stats": d, **kept})
                                        for d in r["disks"]})
 
 

@@ -177,10 +177,17 @@ def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) 
     link = onhost.link_to(ctx, step["disk_id"])
     with ctx.tx() as s:
         provider = ctx.providers.for_resource(s.get(Resource, step["disk_id"]))
+        kind = repo.kind(step["backup_id"])
+        app = {}
+        backup = s.get(Backup, step["backup_id"])
+        if kind == "tree" and backup is not None and (backup.details or {}).get("app_consistency"):
+            source = s.get(Resource, backup.resource_id)  # (data directories inside it are readied)
+            app = {"app_consistency": backup.details["app_consistency"],
+                   "source_path": source.path if source is not None else None}
     try:
         provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"],
-                         kind=repo.kind(step["backup_id"]), target=step["path"], cancel=span.cancel,
-                         bandwidth=link.bandwidth, progress=span)
+                         kind=kind, target=step["path"], cancel=span.cancel,
+                         bandwidth=link.bandwidth, progress=span, **app)
     except AgentTaskFailed as e:
         if span.cancel.is_set():
             raise OperationCancelled("the restore was cancelled") from None

@@ -6,14 +6,12 @@ import shutil
 
 import pytest
 
-from .servers import Mariadb, Postgres
+from .servers import Mariadb, numbered_postgres
 
 
 @pytest.fixture(scope="package")
 def pg():
-    server = Postgres.create()
-    server.start()
-    server.sql("CREATE TABLE numbered (id bigint PRIMARY KEY, pad text NOT NULL)")
+    server = numbered_postgres()
     yield server
     server.stop()
     shutil.rmtree(server.socket_dir, ignore_errors=True)

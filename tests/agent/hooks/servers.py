@@ -10,6 +10,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -174,3 +175,39 @@ class Mariadb:
     def target(self, **extra) -> dict:
         return {"name": f"mariadb-test:{self.data_dir}", "socket": self.socket, "user": "root",
                 "data_dir": self.data_dir, **extra}
+
+
+def numbered_postgres() -> Postgres:
+    """A started cluster with the table a :class:`Writer` fills."""
+    server = Postgres.create()
+    server.start()
+    server.sql("CREATE TABLE numbered (id bigint PRIMARY KEY, pad text NOT NULL)")
+    return server
+
+
+class Writer:
+    """Commits numbered rows one by one; ``committed`` is the last id whose commit returned."""
+
+    def __init__(self, pg: Postgres, start: int):
+        self.pg = pg
+        self.committed = start - 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with self.pg.connect() as conn:
+            while not self._stop.is_set():
+                conn.execute("INSERT INTO numbered VALUES (%s, repeat('x', 300))", (self.committed + 1,))
+                self.committed += 1
+
+    def __enter__(self):
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        start = self.committed
+        while self.committed < start + 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)

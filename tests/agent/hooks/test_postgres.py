@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
@@ -27,37 +26,9 @@ from opencbr.agent.hooks import (
 )
 
 from .holder import Holder
-from .servers import Postgres, copy_tree, log_text
+from .servers import Postgres, Writer, copy_tree, log_text
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Writer:
-    """Commits numbered rows one by one; ``committed`` is the last id whose commit returned."""
-
-    def __init__(self, pg: Postgres, start: int):
-        self.pg = pg
-        self.committed = start - 1
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        with self.pg.connect() as conn:
-            while not self._stop.is_set():
-                conn.execute("INSERT INTO numbered VALUES (%s, repeat('x', 300))", (self.committed + 1,))
-                self.committed += 1
-
-    def __enter__(self):
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        start = self.committed
-        while self.committed < start + 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _plan(pg: Postgres, **extra):

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opencbr.agent.hooks")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="what would be quiesced, and whether it can be")
-    c.add_argument("--config", help="the agent's configuration file (its app_consistency key)")
+    c.add_argument("--config", help="the agent's configuration file (its hooks key)")
     p = sub.add_parser("prepare-postgres", help="ready a restored PostgreSQL data directory")
     p.add_argument("data_dir")
     p.add_argument("record", help="JSON: the backup's hook record, or one hook's outcome")
@@ -51,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         config = {}
         if args.config:
             with open(args.config) as f:
-                config = json.load(f).get("app_consistency", {})
+                raw = json.load(f)
+            config = raw.get("hooks") or raw.get("app_consistency") or {}  # (the agent reads "hooks")
         results = check(discover(config))
         json.dump(results, sys.stdout, indent=2)
         print()

@@ -12,6 +12,7 @@ import os
 import stat
 from typing import Callable
 
+from opencbr.agent import hooks
 from opencbr.agent.context import AgentError
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
@@ -51,6 +52,30 @@ def _point_in_time(ctx, devices: list[str]):
         yield {d: view[d] for d in devices}, view.describe
 
 
+@contextlib.contextmanager
+def _quiesced(ctx, req: dict, backup_id: str):
+    """The host's applications held still (``hooks.Quiesce``, docs/app-consistent.md) when the service
+    asks ``app_consistent``; yields the Quiesce (read ``achieved``/``reason`` after the block), or None."""
+    if not req.get("app_consistent"):
+        yield None
+        return
+    label = f"opencbr {backup_id}"
+    try:
+        plan = hooks.discover(getattr(ctx.config, "hooks", None) or {})
+    except ValueError as e:  # a bad hooks configuration: said in the record, never a silent downgrade
+        q = hooks.Quiesce(hooks.HookPlan(), label=label)
+        q.reason = f"the agent's hooks configuration is not usable: {e}"
+        yield q
+        return
+    with hooks.Quiesce(plan, timeout=30, hold_timeout=60, label=label, log=getattr(ctx, "log", None)) as q:
+        yield q
+
+
+def _with_app(consistency: dict, q) -> dict:
+    """The consistency record with what the hooks achieved (``app``: achieved, reason, hooks)."""
+    return consistency if q is None else {**consistency, "app": q.record()}
+
+
 def _granted(ctx, paths: list[str]):
     grant = getattr(ctx.confinement, "granted", None)
     return grant(paths) if grant is not None and paths else contextlib.nullcontext()
@@ -65,7 +90,13 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
     limit_heap_growth()  # segments and records (4 MiB) mapped and unmapped: the agent's memory stays flat
     paths = [_param(d, "path") for d in disks]
     results = []
-    with _point_in_time(ctx, paths) as (view, describe):
+    with contextlib.ExitStack() as snapshot, contextlib.ExitStack() as held:
+        q = held.enter_context(_quiesced(ctx, req, _param(disks[0], "backup_id")))
+        view, describe = snapshot.enter_context(_point_in_time(ctx, paths))
+        app_meta = {}
+        if describe.get("method") != "live":  # held across the snapshot only; across the read when live
+            held.close()
+            app_meta = {} if q is None else {"app_consistency": q.record(restore_material=True)}
         with _granted(ctx, [view[p] for p in paths if view[p] != p]), vault.chunks(channel) as chunks:
             for d in disks:
                 fd = ctx.confinement.open(view[d["path"]], os.O_RDONLY)
@@ -73,7 +104,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
                     src = FileDiskSource(d["path"], fd=fd)
                     try:
                         r = engine_backup_disk(chunks, src, backup_id=_param(d, "backup_id"),
-                                               meta={**(d.get("meta") or {}), "consistency": describe},
+                                               meta={**(d.get("meta") or {}), "consistency": describe, **app_meta},
                                                parent_backup_id=d.get("parent"), full=bool(req.get("full")),
                                                block_size=vault.block_size, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
                     finally:
@@ -81,7 +112,10 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
                 finally:
                     os.close(fd)
                 results.append(r.to_dict())
-    return {"disks": results, "consistency": describe}
+    out = {"disks": results, "consistency": _with_app(describe, q)}
+    if q is not None and not app_meta:  # read live: the restore material exists only now (after post-thaw)
+        out["app_consistency"] = q.record(restore_material=True)
+    return out
 
 
 def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
@@ -92,7 +126,8 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     exclude = [_below(path, e) for e in req.get("exclude") or []]
     fd = ctx.confinement.open_dir(path)
     try:
-        with vault.chunks(channel) as chunks:
+        # no snapshot of a tree: the applications are held across the whole read
+        with _quiesced(ctx, req, _param(req, "backup_id")) as q, vault.chunks(channel) as chunks:
             r = engine_backup_tree(chunks, path, backup_id=_param(req, "backup_id"), meta=req.get("meta") or {},
                                    parent_backup_id=req.get("parent"), full=bool(req.get("full")), root_fd=fd,
                                    exclude=exclude,
@@ -101,6 +136,9 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
         os.close(fd)
     out = r.to_dict()
     out["warnings"] = [w.to_dict() if hasattr(w, "to_dict") else w for w in r.warnings][:200]
+    if q is not None:  # final only after post-thaw, when the manifest is written: the service keeps it
+        out["app"] = q.record()
+        out["app_consistency"] = q.record(restore_material=True)
     return out
 
 
@@ -156,14 +194,22 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     tree or one ``subpath``; what the target holds is merged and overwritten (the original directory)."""
     target = _param(req, "target")
     vault = _vault(req)
+    backup_id = _param(req, "backup_id")
     fd = ctx.confinement.makedirs(target)
     try:
         with vault.chunks(channel) as chunks:
-            r = engine_restore_tree(chunks, _param(req, "backup_id"), target, subpath=req.get("subpath"),
+            r = engine_restore_tree(chunks, backup_id, target, subpath=req.get("subpath"),
                                     allow_nonempty=True, target_fd=fd, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+            record = req.get("app_consistency")
+            if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
+                record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
     finally:
         os.close(fd)
-    return _tree_result(r)
+    out = _tree_result(r)
+    if record and req.get("source_path") and not req.get("subpath"):
+        # data directories that start as base backups (PostgreSQL: backup_label and the backup's WAL)
+        out["prepared"] = hooks.prepare_restored_tree(record, req["source_path"], target)
+    return out
 
 
 def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:

@@ -123,10 +123,12 @@ class AgentProvider:
         return final.get("result") or {}
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
-                     full: bool = False, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
-        """Back up disks on the agent's host, one point in time for all (``server``: a server's disks)."""
+                     full: bool = False, cancel=None, bandwidth: int | None = None, progress=None,
+                     app_consistent: bool = False) -> dict:
+        """Back up disks on the agent's host, one point in time for all (``server``: a server's disks);
+        ``app_consistent``: its applications quiesced around that point (the result says if they were)."""
         request = {"op": "backup_server" if server else "backup_disk", "project_id": project_id,
-                   "vault": vault_request(repo), "full": full,
+                   "vault": vault_request(repo), "full": full, "app_consistent": app_consistent,
                    "disks": [{"path": d.path, "backup_id": d.backup_id, "parent": d.parent, "meta": d.meta}
                              for d in disks]}
         scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
@@ -137,10 +139,12 @@ class AgentProvider:
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
                     meta: dict, full: bool = False, exclude: list[str] | None = None, cancel=None,
-                    bandwidth: int | None = None, progress=None) -> dict:
-        """A directory on the agent's host, ``exclude`` (absolute paths below it) left out."""
+                    bandwidth: int | None = None, progress=None, app_consistent: bool = False) -> dict:
+        """A directory on the agent's host, ``exclude`` (absolute paths below it) left out;
+        ``app_consistent``: its applications quiesced across the read (the result's ``app`` says if)."""
         request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
                    "backup_id": backup_id, "parent": parent, "meta": meta, "full": full,
+                   "app_consistent": app_consistent,
                    "exclude": list(exclude or [])}
         scope = BackupScope(backup_id, "tree", readable=(parent,) if parent else (), meta=meta, full=full)
         return self._run(connect, request,
@@ -149,11 +153,13 @@ class AgentProvider:
 
     def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
                 create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None,
-                progress=None) -> dict:
+                progress=None, app_consistency: dict | None = None, source_path: str | None = None) -> dict:
         """A disk backup onto ``target`` (an existing disk, or a new image file: ``create``), or a tree
-        backup (or its ``subpath``) into directory ``target``."""
+        backup (or its ``subpath``) into directory ``target``. A tree backed up app-consistent from
+        ``source_path``: its ``app_consistency`` record readies the restored data directories."""
         if kind == "tree":
-            request = {"op": "restore_tree", "target": target, "subpath": subpath}
+            request = {"op": "restore_tree", "target": target, "subpath": subpath,
+                       "app_consistency": app_consistency, "source_path": source_path}
         else:
             request = {"op": "restore_disk", "target": target, "create": create}
         request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
