@@ -110,7 +110,8 @@ def disk_setup(regions, tmp_path_factory):
 def test_capabilities_list_the_linked_region(regions):
     a, b = regions
     caps = sdk(a).show_replication_capabilities(ShowReplicationCapabilitiesRequest()).regions
-    assert [(r.name, r.replication_destinations) for r in caps] == [("region-a", ["region-b"])]
+    # (other tests of this module may link more regions to the same installations)
+    assert [r.name for r in caps] == ["region-a"] and "region-b" in caps[0].replication_destinations
 
 
 def test_a_replica_restores_bit_exact_and_an_incremental_sends_what_was_added(disk_setup):
