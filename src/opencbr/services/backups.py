@@ -667,7 +667,8 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     _queue_gc(ctx, run.project_id, vault)
 
 
-def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault, *, after_seconds: float = 0.0) -> None:
+def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault, *, after_seconds: float = 0.0,
+              follow_up: int = 0) -> None:
     """Ask for a GC of the vault unless one is already waiting (deletes come in bursts); not before
     ``after_seconds`` from now."""
     with ctx.tx() as s:
@@ -675,7 +676,8 @@ def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault, *, after_secon
                                                  Task.status == tasks.WAITING).limit(1))
         if waiting is None:
             task = tasks.new_task(s, project_id=project_id, operation_type="gc", now=ctx.now(), vault_id=vault.id,
-                                  vault_name=vault.name, params={"vault_id": vault.id}, max_attempts=3)
+                                  vault_name=vault.name, params={"vault_id": vault.id, **({"follow_up": follow_up} if follow_up else {})},
+                                  max_attempts=3)
             task.run_after = ctx.now() + timedelta(seconds=after_seconds)
 
 
@@ -707,8 +709,33 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         v = s.get(Vault, vault.id)
         if v is not None:
             v.used_bytes = used
-    run.set_extra(gc={"packs_deleted": result.packs_deleted, "bytes_freed": result.bytes_freed,
-                      "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs})
+    extra = {"packs_deleted": result.packs_deleted, "bytes_freed": result.bytes_freed,
+             "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs}
+    if result.packs_condemned_pending:
+        extra["pending"] = _follow_up_pending(ctx, run, vault, result.packs_condemned_pending)
+    run.set_extra(gc=extra)
+
+
+#: How many GCs in a row may queue a follow-up for packs held back by writer locks (a bound: a lock that
+#: keeps being refreshed belongs to a live writer, and its own end is no reason to GC again).
+GC_FOLLOW_UPS = 2
+
+
+def _follow_up_pending(ctx: ServiceContext, run: tasks.TaskRun, vault: Vault, pending: int) -> str:
+    """Condemned packs wait until every writer that may use them has seen the condemnation. When no
+    task of the vault is running, the writer locks that held them back belong to dead writers (a backup
+    killed with its worker): look again once those locks have gone stale, or what the dead writer left
+    (its packs, its lock) would stay until some later delete happens to queue a GC."""
+    with ctx.read() as s:
+        writing = s.scalar(select(Task.id).where(Task.vault_id == vault.id, Task.status == tasks.RUNNING,
+                                                 Task.id != run.task_id).limit(1))
+    round_ = int(run.params.get("follow_up") or 0)
+    if writing is not None or round_ >= GC_FOLLOW_UPS:
+        return f"{pending} condemned pack(s) wait for running writers; the next GC sweeps them"
+    stale_after = lock_timing(ctx).stale_after
+    _queue_gc(ctx, run.project_id, vault, after_seconds=stale_after, follow_up=round_ + 1)
+    return (f"{pending} condemned pack(s) wait for writer locks no running task owns; another GC is queued "
+            f"for {stale_after:.0f} s from now, when such a lock has gone stale")
 
 
 def _discard_interrupted(ctx: ServiceContext, repo: Repository, backup_ids: list[str]) -> None:
