@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ import httpx  # noqa: E402
 from huaweicloudsdkcbr.v1 import CbrClient, ListBackupsRequest, ListVaultRequest  # noqa: E402
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # noqa: E402
 from huaweicloudsdkcore.http.http_config import HttpConfig  # noqa: E402
+from huaweicloudsdkcore.http.http_handler import HttpHandler  # noqa: E402
 
 from opencbr.cli.client import ApiClient, ClientConfig  # noqa: E402
 from opencbr.config import load_settings  # noqa: E402
@@ -153,12 +155,14 @@ class Service:
     def client(self) -> ApiClient:
         return ApiClient(ClientConfig(self.url, self.project_id, self.ak, self.sk), timeout=120)
 
-    def sdk(self) -> CbrClient:
+    def sdk(self, handler: HttpHandler | None = None) -> CbrClient:
         cfg = HttpConfig.get_default_config()
         cfg.timeout = (10, 60)
-        return (CbrClient.new_builder().with_http_config(cfg)
-                .with_credentials(BasicCredentials(self.ak, self.sk, self.project_id))
-                .with_endpoint(self.url).build())
+        builder = (CbrClient.new_builder().with_http_config(cfg)
+                   .with_credentials(BasicCredentials(self.ak, self.sk, self.project_id)).with_endpoint(self.url))
+        if handler is not None:
+            builder = builder.with_http_handler(handler)
+        return builder.build()
 
 
 # ------------------------------------------------------------------------------------ catalog content
@@ -225,6 +229,7 @@ class Phase:
     name: str
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)  # the API's own time per request (Server-Timing)
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     backups_done: int = 0
@@ -235,6 +240,16 @@ class Phase:
         xs = sorted(self.latencies)
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
 
+    def server_pct(self, q: float) -> float:
+        xs = sorted(self.server_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+    def client_ceiling(self) -> float:
+        """Requests/s one client process can issue at most: its threads share one interpreter lock, so its
+        CPU time per request bounds its rate whatever the server does."""
+        n = len(self.latencies)
+        return n / self.client_cpu if self.client_cpu else float("nan")
+
     def row(self) -> str:
         n = len(self.latencies)
         rate = n / self.seconds if self.seconds else 0
@@ -244,11 +259,29 @@ class Phase:
 
         return (f"| {self.name:<22} | {rate:6.0f} | {self.pct(0.50):6.0f} | {self.pct(0.95):6.0f} | "
                 f"{self.pct(0.99):6.0f} | {max(self.latencies, default=0) * 1000:6.0f} | {self.errors:6d} | "
+                f"{self.server_pct(0.50):6.1f} | {self.server_pct(0.99):6.1f} | "
                 f"{per(self.api_cpu)} | {per(self.client_cpu)} |")
 
 
+def server_time_ms(response) -> float | None:
+    """The API's own time for a request, from its ``Server-Timing: app;dur=<ms>`` header."""
+    value = response.headers.get("Server-Timing", "")
+    _, _, dur = value.partition("dur=")
+    try:
+        return float(dur.split(",")[0])
+    except ValueError:
+        return None
+
+
 def client_loop(svc: Service, stop: threading.Event, phase: Phase, lock: threading.Lock) -> None:
-    c = svc.sdk()
+    server: list[float] = []
+
+    def note_server_time(**kwargs) -> None:
+        ms = server_time_ms(kwargs["response"])
+        if ms is not None:
+            server.append(ms)
+
+    c = svc.sdk(HttpHandler().add_response_handler(note_server_time))
     calls = (lambda: c.list_vault(ListVaultRequest(limit=20)), lambda: c.list_backups(ListBackupsRequest(limit=20)))
     i = 0
     while not stop.is_set():
@@ -267,6 +300,8 @@ def client_loop(svc: Service, stop: threading.Event, phase: Phase, lock: threadi
                 if len(phase.error_samples) < 5:
                     phase.error_samples.append(err)
         i += 1
+    with lock:
+        phase.server_ms.extend(server)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,20 +311,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_phase(svc: Service, phase: Phase, clients: int, seconds: float) -> Phase:
+def _threads_phase(svc: Service, phase: Phase, clients: int, seconds: float) -> None:
     stop, lock = threading.Event(), threading.Lock()
     threads = [threading.Thread(target=client_loop, args=(svc, stop, phase, lock), daemon=True)
                for _ in range(clients)]
-    t0, api0, me0 = time.perf_counter(), cpu_seconds(svc.api_pid()), cpu_seconds(os.getpid())
     for t in threads:
         t.start()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join(120)
+
+
+def _client_process(svc: Service, clients: int, seconds: float, out) -> None:
+    """One of several client processes (``--client-procs``): its threads, then what they measured."""
+    part = Phase("part")
+    t0 = time.process_time()
+    _threads_phase(svc, part, clients, seconds)
+    out.send((part.latencies, part.server_ms, part.errors, part.error_samples, time.process_time() - t0))
+    out.close()
+
+
+def run_phase(svc: Service, phase: Phase, clients: int, seconds: float, procs: int = 1) -> Phase:
+    """``clients`` SDK clients for ``seconds``: threads of this process, or spread over ``procs`` processes
+    (then the clients' interpreter lock no longer caps the rate; they still share the machine's CPUs)."""
+    t0, api0, me0 = time.perf_counter(), cpu_seconds(svc.api_pid()), cpu_seconds(os.getpid())
+    if procs <= 1:
+        _threads_phase(svc, phase, clients, seconds)
+        phase.client_cpu = cpu_seconds(os.getpid()) - me0
+    else:
+        ctx = multiprocessing.get_context("fork")
+        pipes, children = [], []
+        for i in range(procs):
+            mine = clients // procs + (1 if i < clients % procs else 0)
+            recv, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_client_process, args=(svc, mine, seconds, send), daemon=True)
+            child.start()
+            pipes.append(recv)
+            children.append(child)
+        for recv, child in zip(pipes, children):
+            lat, server, errors, samples, cpu = recv.recv()
+            phase.latencies += lat
+            phase.server_ms += server
+            phase.errors += errors
+            phase.error_samples += samples[: 5 - len(phase.error_samples)]
+            phase.client_cpu += cpu
+            child.join(60)
     phase.seconds = time.perf_counter() - t0
     phase.api_cpu = cpu_seconds(svc.api_pid()) - api0
-    phase.client_cpu = cpu_seconds(os.getpid()) - me0
     return phase
 
 
@@ -363,6 +432,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalog", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--client-procs", type=int, default=1,
+                    help="spread the clients over this many processes (default 1: threads of this process, "
+                         "as the target is stated; more shows what the API serves when one client "
+                         "process's interpreter lock is not the limit)")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--disk-size", default="1G")
     ap.add_argument("--vaults", type=int, default=20)
@@ -390,7 +463,7 @@ def main() -> None:
         print(f"catalog: {args.vaults} vaults, {n} backups ({time.time() - t0:.0f} s)", flush=True)
         phases = []
         with profiled(svc, args.profile, "alone", args.seconds):
-            phases.append(run_phase(svc, Phase("alone"), args.clients, args.seconds))
+            phases.append(run_phase(svc, Phase("alone"), args.clients, args.seconds, args.client_procs))
         print(phases[-1].row(), flush=True)
         if not args.skip_backups_phase:
             c, big = svc.client(), []
@@ -401,23 +474,33 @@ def main() -> None:
             with BackupLoad(svc, big) as load:
                 wait_running(svc, len(big))
                 with profiled(svc, args.profile, "backups", args.seconds):
-                    phase = run_phase(svc, Phase("while full backups run"), args.clients, args.seconds)
+                    phase = run_phase(svc, Phase("while full backups run"), args.clients, args.seconds,
+                                      args.client_procs)
                 phase.backups_done = load.done
             phases.append(phase)
             if load.failed:
                 print(f"backups failed: {load.failed[:3]}")
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; the API served with "
               f"{server_parts()}")
-        print(f"\n{args.clients} official-SDK clients (threads of one process), list_vault / list_backups "
+        spread = "threads of one process" if args.client_procs <= 1 else f"over {args.client_procs} processes"
+        print(f"\n{args.clients} official-SDK clients ({spread}), list_vault / list_backups "
               f"(limit 20) alternately, {args.seconds:.0f} s per phase, {args.catalog} catalog, "
               f"{args.worker_procs} worker processes (nice {args.worker_nice})\n")
-        print("| phase                  |  req/s | p50 ms | p95 ms | p99 ms | max ms | errors | API CPU ms/req | "
-              "client CPU ms/req |")
-        print("|------------------------|-------:|-------:|-------:|-------:|-------:|-------:|------:|------:|")
+        print("| phase                  |  req/s | p50 ms | p95 ms | p99 ms | max ms | errors | API p50 ms | "
+              "API p99 ms | API CPU ms/req | client CPU ms/req |")
+        print("|------------------------|-------:|-------:|-------:|-------:|-------:|-------:|------:|------:|"
+              "------:|------:|")
         for ph in phases:
             print(ph.row())
             for e in ph.error_samples:
                 print(f"    error sample: {e}")
+        print("\nlatencies (p50 ... max) are the clients' (sending, queueing in the client, the API, reading and "
+              "parsing the answer); API p50/p99 are the API's own time per request (its Server-Timing header).")
+        if args.client_procs <= 1:
+            for ph in phases:
+                print(f"{ph.name}: one client process at {ph.client_cpu / max(1, len(ph.latencies)) * 1000:.1f} ms "
+                      f"of CPU per request can issue at most {ph.client_ceiling():.0f} requests/s (its threads "
+                      "share one interpreter lock)")
         if len(phases) > 1:
             print(f"\nfull backups of {args.disk_size} finished during the load phase: {phases[1].backups_done}")
     finally:

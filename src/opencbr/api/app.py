@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI, Request
 
 from opencbr import __version__
@@ -41,11 +43,16 @@ class RequestIds:
                                              "bytes", Request(scope))
             return await response(scope, receive, send)
 
+        started = time.perf_counter()
+
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in headers):
                     headers.append((b"x-request-id", rid.encode()))
+                # The API's own time for the request (W3C Server-Timing): what a client's latency is made
+                # of besides the network and itself (bench/api.py reports both).
+                headers.append((b"server-timing", b"app;dur=%.1f" % ((time.perf_counter() - started) * 1000)))
                 message = {**message, "headers": headers}
             await send(message)
 

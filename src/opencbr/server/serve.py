@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import socket
@@ -90,6 +91,11 @@ class Service:
             self.workers.start()
         if self.scheduler:
             self.scheduler.start()
+        # Everything loaded so far (modules, the app, SQLAlchemy's mappers) lives as long as the process:
+        # out of the collector's sight, a full collection walks only what requests allocate. Measured on
+        # list requests: bench/api.py reports the API's CPU per request).
+        gc.collect()
+        gc.freeze()
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         if on_ready is not None:
