@@ -12,6 +12,8 @@ import pytest
 from huaweicloudsdkcbr.v1 import (
     AddMemberRequest,
     AddMembersReq,
+    BackupRestore,
+    BackupRestoreReq,
     DeleteBackupRequest,
     DeleteMemberRequest,
     ListBackupsRequest,
@@ -26,7 +28,6 @@ from huaweicloudsdkcbr.v1 import (
     UpdateMember,
     UpdateMemberStatusRequest,
 )
-from huaweicloudsdkcbr.v1 import BackupRestore, BackupRestoreReq
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from opencbr.cli.client import ClientError
