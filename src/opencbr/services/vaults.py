@@ -231,9 +231,9 @@ def show_vault(s: Session, p: Principal, vault_id: str) -> VaultView:
 
 
 def summary(s: Session, p: Principal) -> tuple[int, int]:
-    """Project totals: capacity (GB) and used (bytes) of all vaults."""
+    """Project totals: capacity (GB) and used (bytes) of all vaults (accepted shared backups count: 4.2)."""
     size, used = s.execute(select(func.coalesce(func.sum(Vault.size_gb), 0),
-                                  func.coalesce(func.sum(Vault.used_bytes), 0))
+                                  func.coalesce(func.sum(Vault.used_bytes + Vault.shared_bytes), 0))
                            .where(Vault.project_id == p.project_id)).one()
     return int(size), int(used)
 
