@@ -169,6 +169,8 @@ def test_refusals(world, server):
     refused(lambda: answer(rc, large, me, "accepted"), 400, "vault_id is required")
     refused(lambda: answer(c, large, me, "accepted", w["inbox"]), 404, "not found")  # the sharer cannot answer
     refused(lambda: answer(rc, large, me, "maybe"), 400, "accepted or rejected")
+    refused(lambda: rc.list_backups(ListBackupsRequest(own_type="everything")), 400, "own_type")
+    refused(lambda: rc.list_backups(ListBackupsRequest(own_type="shared", member_status="maybe")), 400, "member_status")
     peers = [client.post("/iam/projects", {"name": f"peer-{server.backend}-{i}"})["project"]["id"] for i in range(10)]
     share(c, large, *peers[:9])  # 10 with the recipient
     refused(lambda: share(c, large, peers[9]), 400, "at most 10")
