@@ -129,6 +129,8 @@ class World:
     region: str
     disk_ids: list[str] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)
+    #: The operations a client of another project calls (a recipient answers a share: guide 4.2).
+    clients: dict[str, CbrClient] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> str:
         return self.ids.get(key, NOBODY)
@@ -171,7 +173,7 @@ PLANS: dict[str, Plan] = {
         "policy_trigger": {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=00"]}}}}),
     "register_agent": lambda w: ({}, {"agent": {"agent_id": NOBODY, "host_name": "coverage-host",
                                                 "host_ip": "127.0.0.1", "host_os": "linux"}}),
-    "add_member": lambda w: ({"backup_id": w["backup"]}, {"members": [w.project_id]}),
+    "add_member": lambda w: ({"backup_id": w["backup"]}, {"members": [w["peer_project"]]}),
     # reads
     "list_vault": lambda w: ({"limit": 10}, None),
     "show_vault": lambda w: ({"vault_id": w["vault"]}, None),
@@ -199,7 +201,7 @@ PLANS: dict[str, Plan] = {
     "show_agent": lambda w: ({"agent_id": NOBODY}, None),
     "check_agent": lambda w: ({}, {"agent_status": [{"resource_id": w.disk_ids[0], "resource_type": DISK}]}),
     "show_members_detail": lambda w: ({"backup_id": w["backup"]}, None),
-    "show_member_detail": lambda w: ({"backup_id": w["backup"], "member_id": w.project_id}, None),
+    "show_member_detail": lambda w: ({"backup_id": w["backup"], "member_id": w["peer_project"]}, None),
     "list_organization_policies": lambda w: ({"operation_type": "backup"}, None),
     "show_organization_policy": lambda w: ({"organization_policy_id": w["organization_policy"]}, None),
     "list_organization_policy_detail": lambda w: ({"organization_policy_id": w["organization_policy"]}, None),
@@ -229,8 +231,8 @@ PLANS: dict[str, Plan] = {
     "import_checkpoint": lambda w: ({}, {"sync": {"vault_id": w["vault"], "auto_trigger": False}}),
     "migrate_vault_resource": lambda w: ({"vault_id": w["vault"]}, {"destination_vault_id": w["order_vault"],
                                                                     "resource_ids": [w.disk_ids[1]]}),
-    "update_member_status": lambda w: ({"backup_id": w["backup"], "member_id": w.project_id},
-                                       {"status": "rejected"}),
+    "update_member_status": lambda w: ({"backup_id": w["backup"], "member_id": w["peer_project"]},
+                                       {"status": "rejected"}),  # (called by the peer project: World.clients)
     "add_agent_path": lambda w: ({"agent_id": NOBODY}, {"add_path": ["/tmp"]}),
     "remove_agent_path": lambda w: ({"agent_id": NOBODY}, {"remove_path": ["/tmp"]}),
     "update_agent": lambda w: ({"agent_id": NOBODY}, {"agent": {"status": "uninstall"}}),
@@ -243,7 +245,7 @@ PLANS: dict[str, Plan] = {
     "migrate_domain": lambda w: ({}, {"all_regions": False, "reservation": 1.0}),
     # deletions, last
     "delete_vault_tag": lambda w: ({"vault_id": w["vault"], "key": "owner"}, None),
-    "delete_member": lambda w: ({"backup_id": w["backup"], "member_id": w.project_id}, None),
+    "delete_member": lambda w: ({"backup_id": w["backup"], "member_id": w["peer_project"]}, None),
     "remove_vault_resource": lambda w: ({"vault_id": w["vault"]}, {"resource_ids": [w.disk_ids[1]]}),
     "disassociate_vault_policy": lambda w: ({"vault_id": w["vault"]}, {"policy_id": w["policy"]}),
     "unregister_agent": lambda w: ({"agent_id": NOBODY}, None),
@@ -307,6 +309,13 @@ def _prepare_world(cfg: ClientConfig, workdir: str) -> World:
             f.write(os.urandom(64 * 1024))
             f.truncate(1 << 20)
         w.disk_ids.append(api.post("/inventory/disks", {"name": f"coverage-{tag}-{i}", "path": path})["disk"]["id"])
+    # A second project of the caller's account, for sharing: the backup is shared with it and it answers.
+    try:
+        peer = api.post("/iam/projects", {"name": f"coverage-peer-{tag}"})["project"]["id"]
+    except Exception:  # noqa: BLE001 - a caller who may not add projects: the share names nobody (a 404)
+        peer = NOBODY
+    w.ids["peer_project"] = peer
+    w.clients["update_member_status"] = sdk_client(cfg.endpoint, peer, cfg.ak, cfg.sk)
     return w
 
 
@@ -316,6 +325,7 @@ def call(client: CbrClient, op: str, w: World) -> Row:
     if plan is None:
         return Row(op, method, path, 0, MISSING, "no call plan in tools/sdk_coverage.py for this operation")
     params, body = plan(w)
+    client = w.clients.get(op, client)
     try:
         answer = getattr(client, op)(build_request(op, params, body))
     except ServiceResponseException as e:

@@ -298,7 +298,7 @@ def vault_resp(view: VaultView) -> dict[str, Any]:
             "spec_code": v.spec_code,
             "status": v.status,
             "storage_unit": "",
-            "used": -(-v.used_bytes // MB),
+            "used": -(-(v.used_bytes + (v.shared_bytes or 0)) // MB),
             "frozen_scene": "",
             "is_multi_az": v.is_multi_az,
         },
@@ -318,7 +318,8 @@ def vault_resp(view: VaultView) -> dict[str, Any]:
         "cbc_delete_count": 0,
         "frozen": False,
         "encrypted": v.encrypted,
-        "used_bytes": v.used_bytes,
+        "used_bytes": v.used_bytes + (v.shared_bytes or 0),
+        "shared_bytes": v.shared_bytes or 0,
         "policy_ids": view.policy_ids,
     }
 
@@ -616,3 +617,37 @@ def retention_resp(r: policies.ResourceRetention) -> dict[str, Any]:
             "policy_id": r.policy_id, "prune_count": len(r.plan.prune_ids), "backups": backups,
             "deleted": [{"backup_id": bid, "delete_task_id": tid} for bid, tid in r.deleted],
             "retention_task_id": r.task_id}
+
+
+# ------------------------------------------------------------------------------------ sharing (guide 4.2)
+class MembersAdd(Wire):
+    members: Items(Id, 100) | None = None
+    domains: Items(Id, 100) | None = None
+
+
+class MemberUpdate(Wire):
+    status: Id
+    vault_id: Id | None = None
+
+
+def member_resp(m) -> dict[str, Any]:
+    """A Member: its ``id`` is the project the backup is shared with (the ``member_id`` of its routes)."""
+    return {"id": m.dest_project_id, "backup_id": m.backup_id, "dest_project_id": m.dest_project_id,
+            "status": m.status, "vault_id": m.vault_id, "image_id": m.image_id or None,
+            "created_at": iso(m.created_at), "updated_at": iso(m.updated_at)}
+
+
+def shared_backup_resp(b, kids, member) -> dict[str, Any]:
+    """A backup shared with the caller, as the recipient sees it: the backup, in the recipient's vault that
+    accepted it (none while pending or rejected); nothing that names the sharer's vault, checkpoint,
+    policy or tasks. ``member_status`` (an extension) is the recipient's answer."""
+    vault_id = member.vault_id if member.status == "accepted" else None
+
+    def hide(out: dict) -> dict:
+        out.update(vault_id=vault_id, checkpoint_id="", scheduled_operation_id=None, task_id="", error_info=None)
+        return out
+
+    out = hide(backup_resp(b, kids))
+    out["children"] = [hide(k) for k in out["children"]]
+    out["member_status"] = member.status
+    return out

@@ -242,6 +242,9 @@ class Vault(Base):
     encrypted: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    #: Sizes of the backups shared with this project and accepted into this vault (guide 4.2): their data
+    #: stays in the sharer's vault, but they count against this vault's capacity (services/memberships.py).
+    shared_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class VaultResource(Base):
@@ -529,3 +532,25 @@ class PolicyExecution(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
     scheduler_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+# ------------------------------------------------------------------------------------------- sharing
+class BackupMember(Base):
+    """A backup shared with another project (guide 4.2; the API's members). ``dest_project_id`` is also the
+    member's id on the wire. Accepted, it names the recipient's vault that holds it and its size counted
+    there; the data stays in the sharer's vault."""
+
+    __tablename__ = "backup_members"
+    __table_args__ = (UniqueConstraint("backup_id", "dest_project_id", name="uq_backup_members_backup_dest"),
+                      Index("ix_backup_members_dest", "dest_project_id", "status"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(36))  # the sharer's
+    dest_project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | accepted | rejected
+    vault_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vaults.id", ondelete="SET NULL"), nullable=True, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    image_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -14,6 +14,14 @@ from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, prin
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
 from opencbr.cli.replication import backup_replicate, vault_replicate
+from opencbr.cli.sharing import (
+    backup_accept,
+    backup_members,
+    backup_reject,
+    backup_share,
+    backup_shared,
+    backup_unshare,
+)
 from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
@@ -35,6 +43,9 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
 backup_app.command("replicate")(backup_replicate)
 vault_app.command("replicate")(vault_replicate)
+for _name, _command in (("share", backup_share), ("members", backup_members), ("unshare", backup_unshare),
+                        ("shared", backup_shared), ("accept", backup_accept), ("reject", backup_reject)):
+    backup_app.command(_name)(_command)
 
 
 @app.command()

@@ -33,6 +33,7 @@ TRACES.update({"createVaultTag": "vault", "deleteVaultTag": "vault", "bulkCreate
                "setResourceTags": "resource", "setVaultResources": "vault", "batchUpdateVaults": "vault",
                "updateBackupExpirationTime": "vault"})
 TRACES.update({"replicationBackup": "backup", "replicationCheckpoint": "vault"})  # cross-region replication
+TRACES.update({"addMember": "backup", "updateMemberStatus": "backup", "deleteMember": "backup"})  # sharing (4.2)
 
 
 @dataclass

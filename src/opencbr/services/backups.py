@@ -26,7 +26,7 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import agents, listing, onhost, space, tasks
+from opencbr.services import agents, listing, memberships, onhost, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -70,11 +70,13 @@ SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "
 
 
 def list_backups(s: Session, p: Principal, f: BackupFilter, *, limit: int = 1000, offset: int = 0,
-                 sort: listing.Sort | None = None, marker: str | None = None) -> tuple[list[BackupView], int]:
+                 sort: listing.Sort | None = None, marker: str | None = None,
+                 scope=None) -> tuple[list[BackupView], int]:
     """Guide 4.1: search by status, name, id, vault, resource name/id/type, replica or not, and date.
     Disk backups inside a server backup are shown as its ``children``, not on their own, unless asked
-    for by ``parent_id``. With ``marker`` the page starts ``offset`` rows after that backup."""
-    conds = [Backup.project_id == p.project_id]
+    for by ``parent_id``. With ``marker`` the page starts ``offset`` rows after that backup. ``scope``
+    replaces "the project's own backups" (services/sharing.py adds the ones shared with it)."""
+    conds = [Backup.project_id == p.project_id if scope is None else scope]
     if f.parent_id:
         conds.append(Backup.parent_id == f.parent_id)
     else:
@@ -256,9 +258,10 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
 
 def _ensure_capacity(vault: Vault) -> None:
     """Guide 13.3.4 (none starts once usage exceeds capacity), with the vault's auto-expansion."""
-    if vault.auto_expand and vault.used_bytes > vault.size_gb * GB:
-        vault.size_gb = min(-(-vault.used_bytes * 5 // (4 * GB)), 10_485_760)
-    B.check_capacity_allows_backup(vault.used_bytes, vault.size_gb)
+    used = memberships.counted_bytes(vault)  # (accepted shared backups count too: guide 4.2)
+    if vault.auto_expand and used > vault.size_gb * GB:
+        vault.size_gb = min(-(-used * 5 // (4 * GB)), 10_485_760)
+    B.check_capacity_allows_backup(used, vault.size_gb)
 
 
 def _expiry(created: datetime, retention_days: int | None, retention_rule: str) -> datetime | None:
@@ -656,6 +659,7 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         b = s.get(Backup, backup_id)
         if b is not None:
             cp_id = b.checkpoint_id
+            memberships.withdraw(s, b.id)  # guide 4.2: gone from the recipients' accounts too
             s.delete(b)
             s.flush()
             cp = s.get(Checkpoint, cp_id)
@@ -764,6 +768,7 @@ def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) ->
     with ctx.tx() as s:
         count = 0
         for b in s.scalars(select(Backup).where(Backup.vault_id == vault_id, Backup.parent_id.is_(None))):
+            memberships.withdraw(s, b.id)  # guide 4.2: gone from the recipients' accounts too
             s.delete(b)
             count += 1
         for cp in s.scalars(select(Checkpoint).where(Checkpoint.vault_id == vault_id)):

@@ -23,7 +23,7 @@ from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, St
 from opencbr.engine import OperationCancelled
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import engine_errors, onhost, tasks
+from opencbr.services import engine_errors, memberships, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, get_backup
@@ -246,7 +246,8 @@ def create_disk_from_backup(s: Session, ctx: ServiceContext, p: Principal, backu
     if not there.parent_is_directory:
         raise InvalidParameter(f"the directory of {path} does not exist")
     now = ctx.now()
-    b = get_backup(s, p.project_id, backup_id)
+    # Its own backup, or one shared with it and accepted (guide 4.2): the task names the project's vault.
+    b, shown = memberships.readable_backup(s, p.project_id, backup_id)
     vault = s.get(Vault, b.vault_id)
     B.check_restorable(b.status, vault.status, "backup")
     if b.resource_type != R.DISK:
@@ -263,8 +264,8 @@ def create_disk_from_backup(s: Session, ctx: ServiceContext, p: Principal, backu
                     host=ctx.settings.host_group)  # the path was checked on this machine
     s.add(disk)
     s.flush()
-    task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=vault.id,
-                          vault_name=vault.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
+    task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=shown.id,
+                          vault_name=shown.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
                           provider_id=R.PROVIDER_ID[R.DISK], request_id=p.request_id,
                           params={"backup_id": b.id, "disk_id": disk.id, "size": size},
                           extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,

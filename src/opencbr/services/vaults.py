@@ -14,7 +14,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import tags as T
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import backups, listing, policies, tasks
+from opencbr.services import backups, listing, memberships, policies, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault
@@ -231,9 +231,9 @@ def show_vault(s: Session, p: Principal, vault_id: str) -> VaultView:
 
 
 def summary(s: Session, p: Principal) -> tuple[int, int]:
-    """Project totals: capacity (GB) and used (bytes) of all vaults."""
+    """Project totals: capacity (GB) and used (bytes) of all vaults (accepted shared backups count: 4.2)."""
     size, used = s.execute(select(func.coalesce(func.sum(Vault.size_gb), 0),
-                                  func.coalesce(func.sum(Vault.used_bytes), 0))
+                                  func.coalesce(func.sum(Vault.used_bytes + Vault.shared_bytes), 0))
                            .where(Vault.project_id == p.project_id)).one()
     return int(size), int(used)
 
@@ -252,7 +252,8 @@ def update_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, s
         vault.description = V.check_description(spec["description"])
     billing = spec.get("billing") or {}
     if billing.get("size") is not None:
-        vault.size_gb = V.check_capacity_change(vault.size_gb, billing["size"], vault.used_bytes, vault.status)
+        vault.size_gb = V.check_capacity_change(vault.size_gb, billing["size"], memberships.counted_bytes(vault),
+                                                vault.status)
     if billing.get("consistent_level") is not None:
         level = billing["consistent_level"]
         V.check_billing_enums(vault.object_type, vault.protect_type, level)
@@ -395,6 +396,7 @@ def run_vault_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     with ctx.tx() as s:
         vault = s.get(Vault, vault_id)
         if vault is not None:
+            memberships.release_vault(s, vault_id)  # shared backups accepted into it wait to be accepted again
             s.delete(vault)
 
 

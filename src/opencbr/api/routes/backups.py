@@ -16,7 +16,7 @@ from opencbr.api.routing import JSONRoute, catalog_read
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files, recovery, replication, restore
+from opencbr.services import audit, backups, files, recovery, replication, restore, sharing
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -60,9 +60,6 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
     parameters follow the same rules as on every list (routes/common.py)."""
     limit, offset = page(limit, offset)
     order = L.parse_sort(sort, backups.SORT_KEYS)
-    if own_type not in (None, "private"):
-        # Shared backups arrive with sharing; nothing is shared with this project yet.
-        return {"backups": [], "count": 0, "limit": limit, "offset": offset}
     if resource_type:
         R.check_resource_type(resource_type)
     start, end = L.time_window(start_time, end_time)
@@ -74,21 +71,27 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
                              parent_id=L.text(parent_id, "parent_id"), start_time=start, end_time=end,
                              incremental=incremental, ids=L.texts(id, "id"))
     with ctx.read() as s:
-        views, total = backups.list_backups(s, p, f, limit=limit, offset=offset, sort=order,
-                                            marker=L.text(marker, "marker"))
-        records = replication.records_of(s, ctx, [v.backup.id for v in views]) if show_replication else {}
-    return {"backups": [replication.with_records(wire.backup_resp(v.backup, v.children), records, v.backup)
-                        for v in views],
-            "count": total, "limit": limit, "offset": offset}
+        views, total = sharing.list_backups(s, p, f, own_type, member_status, limit=limit, offset=offset,
+                                            sort=order, marker=L.text(marker, "marker"))
+        records = replication.records_of(s, ctx, [v.view.backup.id for v in views if v.member is None]) \
+            if show_replication else {}
+    return {"backups": [_backup_resp(v, records) for v in views], "count": total, "limit": limit, "offset": offset}
+
+
+def _backup_resp(v: sharing.SharedView, records: dict) -> dict:
+    """The caller's own backup with its replication records, or one shared with it (guide 4.2)."""
+    if v.member is not None:
+        return wire.shared_backup_resp(v.view.backup, v.view.children, v.member)
+    return replication.with_records(wire.backup_resp(v.view.backup, v.view.children), records, v.view.backup)
 
 
 @router.get("/backups/{backup_id}")
 @catalog_read
 def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.read() as s:
-        v = backups.show_backup(s, p, backup_id)
-        records = replication.records_of(s, ctx, [v.backup.id])
-    return {"backup": replication.with_records(wire.backup_resp(v.backup, v.children), records, v.backup)}
+        v = sharing.show_backup(s, p, backup_id)
+        records = replication.records_of(s, ctx, [v.view.backup.id]) if v.member is None else {}
+    return {"backup": _backup_resp(v, records)}
 
 
 @router.put("/backups/{backup_id}")

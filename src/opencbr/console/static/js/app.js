@@ -13,6 +13,7 @@ const PAGES = {
   agents: () => import("./pages/agents.js"),
   monitoring: () => import("./pages/monitoring.js"),
   audit: () => import("./pages/audit.js"),
+  shared: () => import("./pages/shared.js"),
 };
 const DEFAULT = "#/servers/vaults";
 const app = document.getElementById("app");
@@ -156,6 +157,7 @@ function renderShell(parts) {
     Object.values(KINDS).map((k) => navLink(`#/${k.path}/vaults`, k.icon, k.title, activeKind === k.key)),
     h("h2", "Management"),
     navLink("#/policies", "policy", "Policies", section === "policies"),
+    navLink("#/shared", "resources", "Shared with Me", section === "shared"),
     navLink("#/tasks", "tasks", "Tasks", section === "tasks"),
     navLink("#/resources", "resources", "Resources", section === "resources"),
     navLink("#/agents", "server", "Agents", section === "agents"),

@@ -273,3 +273,49 @@ export function backupDetails(b, vaultName) {
       ], b.children)] : null),
   });
 }
+
+// ------------------------------------------------------------------------------------------------ sharing
+// Guide 4.2 (sharer): share a server or disk backup with other projects of the region (at most 10), see
+// their answers, cancel sharing. The recipients answer on their "Shared with Me" page (pages/shared.js).
+export function shareBackup(b) {
+  const list = h("div", loading());
+  const projects = h("textarea", { name: "share-projects", rows: "2", spellcheck: "false", placeholder: "Project IDs, one per line" });
+  const draw = async () => {
+    try {
+      const members = (await api.get(`/backups/${b.id}/members`)).members || [];
+      clear(list, table([
+        { title: "Project", render: (m) => h("span.mono", m.dest_project_id) },
+        { title: "Status", render: (m) => badge(m.status) },
+        { title: "Shared", render: (m) => fmtTime(m.created_at) },
+        { title: "", render: (m) => writeGuard(h("button.link", { type: "button", onclick: () => unshare(m) }, "Cancel Sharing")) },
+      ], members, { empty: "Not shared with any project yet.", rowAttrs: (m) => ({ dataset: { memberId: m.dest_project_id } }) }));
+    } catch (e) {
+      clear(list, errorAlert(e));
+    }
+  };
+  const unshare = async (m) => {
+    try {
+      await api.del(`/backups/${b.id}/members/${m.dest_project_id}`);
+      toast(`Sharing with project ${m.dest_project_id.slice(0, 8)} cancelled.`, "ok");
+    } catch (e) {
+      toast(e.message, "error");
+    }
+    draw();
+  };
+  draw();
+  return openDialog({
+    title: `Share Backup ${b.name}`, okText: "Share", wide: true,
+    body: h("div",
+      h("p.hint", `${b.resource_name} · backup ${b.id}. Each project accepts the backup into one of its vaults (where it counts ` +
+        "against the capacity) or rejects it; it can then create disks from it. A backup is shared with at most 10 projects; " +
+        "encrypted backups cannot be shared. Deleting the backup removes it from their accounts too; disks they made stay."),
+      h("h3", "Shared with"), list,
+      h("div.form", field("Add projects", projects, "The IDs of projects of this region, one per line."))),
+    onOk: async () => {
+      const ids = projects.value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
+      if (!ids.length) throw new UserError("Enter the ID of at least one project.");
+      await api.post(`/backups/${b.id}/members`, { members: ids });
+      toast(`Backup ${b.name} shared with ${ids.length} project${ids.length === 1 ? "" : "s"}.`, "ok");
+    },
+  });
+}

@@ -3,7 +3,7 @@
 import { api } from "../api.js";
 import { listVaults } from "../data.js";
 import {
-  backupDetails, browseFiles, createDisk, deleteBackups, downloadBackup, restoreBackup, verifyBackup,
+  backupDetails, browseFiles, createDisk, deleteBackups, downloadBackup, restoreBackup, shareBackup, verifyBackup,
 } from "../backup-actions.js";
 import {
   badge, clear, errorAlert, fmtBytes, h, icon, loading, localDayToUtc, moreMenu, select, table, timeCell, writeGuard, zoneName,
@@ -58,6 +58,7 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
           browsable ? { label: "Browse Files", disabled: !ok, title: ok ? undefined : why, onClick: () => after(browseFiles(b)) } : null,
           { label: "Verify", disabled: ro || !ok, title: why, onClick: () => after(verifyBackup(b)) },
           kind.objectType === "disk" ? { label: "Download Image", disabled: !ok, onClick: () => downloadBackup(b) } : null,
+          kind.objectType !== "turbo" ? { label: "Share", disabled: ro || !ok, title: why, onClick: () => after(shareBackup(b)) } : null,
           "-",
           { label: "Delete", danger: true, disabled: ro || !["available", "error"].includes(b.status), title: ro ? why : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
         ]));
