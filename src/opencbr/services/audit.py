@@ -33,6 +33,8 @@ TRACES.update({"createVaultTag": "vault", "deleteVaultTag": "vault", "bulkCreate
                "setResourceTags": "resource", "setVaultResources": "vault", "batchUpdateVaults": "vault",
                "updateBackupExpirationTime": "vault"})
 TRACES.update({"replicationBackup": "backup", "replicationCheckpoint": "vault"})  # cross-region replication
+TRACES.update({"createOrganizationPolicy": "policy", "updateOrganizationPolicy": "policy",
+               "deleteOrganizationPolicy": "policy"})
 
 
 @dataclass
