@@ -167,10 +167,8 @@ def _deploy(s: Session, ctx: ServiceContext, org: OrganizationPolicy, project: P
     """Create the project's policy from the organization policy; a rule of the project that refuses it
     (guide 1.6: 32 policies of a type) is recorded as a failed deployment. ``create_policy`` checks its
     rules before it writes anything, so a refusal leaves nothing behind."""
-    if dep is None:
-        dep = OrganizationPolicyDeployment(organization_policy_id=org.id, account_id=project.account_id,
-                                           project_id=project.id)
-        s.add(dep)
+    dep = dep or OrganizationPolicyDeployment(organization_policy_id=org.id, account_id=project.account_id,
+                                              project_id=project.id)
     acting = Principal(account_id=project.account_id, project_id=project.id, user_id="",
                        user_name="organization-policy", role="admin", is_operator=True)
     try:
@@ -180,6 +178,7 @@ def _deploy(s: Session, ctx: ServiceContext, org: OrganizationPolicy, project: P
     else:
         dep.status, dep.policy_id, dep.reason = SUCCESS, view.policy.id, ""
     dep.updated_at = ctx.now()
+    s.add(dep)  # after create_policy: its queries would flush a half-filled row
     s.flush()
     return dep
 
