@@ -78,6 +78,8 @@ def test_deployed_to_a_managed_there_invisible_to_b_and_operator_only(server, wo
 
     # A's project has it as an ordinary policy, applies it to a vault, but cannot change or delete it
     [deployed] = [p for p in policies_of(a) if p.name == f"org-{sfx}-policy"]
+    raw = api(server, world["a_creds"]).get(f"/policies/{deployed.id}")["policy"]
+    assert raw["organization_policy_id"] == org.id  # OpenCBR's field: the tenant sees who manages it
     v = make_vault(a, f"org-vault-{sfx}")
     a.associate_vault_policy(AssociateVaultPolicyRequest(vault_id=v.id, body=VaultAssociate(policy_id=deployed.id)))
     assert [x.id for x in a.list_vault(ListVaultRequest(policy_id=deployed.id)).vaults] == [v.id]

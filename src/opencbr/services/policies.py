@@ -68,12 +68,20 @@ class PolicyView:
     policy: Policy
     spec: P.PolicySpec
     bindings: list[PolicyBinding] = field(default_factory=list)
+    #: The organization policy that deployed it ("" for the project's own policies).
+    organization_policy_id: str = ""
 
 
 def _view(s: Session, policy: Policy) -> PolicyView:
     bindings = list(s.scalars(select(PolicyBinding).where(PolicyBinding.policy_id == policy.id)
                               .order_by(PolicyBinding.created_at, PolicyBinding.id)))
-    return PolicyView(policy, spec_of(policy), bindings)
+    return PolicyView(policy, spec_of(policy), bindings, managing_organization_policy(s, policy.id))
+
+
+def managing_organization_policy(s: Session, policy_id: str) -> str:
+    """The id of the organization policy that deployed this policy, or ""."""
+    return s.scalar(select(OrganizationPolicyDeployment.organization_policy_id)
+                    .where(OrganizationPolicyDeployment.policy_id == policy_id).limit(1)) or ""
 
 
 def _count(s: Session, project_id: str, operation_type: str) -> int:
@@ -119,8 +127,7 @@ def show_policy(s: Session, p: Principal, policy_id: str) -> PolicyView:
 def refuse_managed(s: Session, policy: Policy) -> None:
     """A policy an organization policy deployed (``services.org_policies``) belongs to the operator: its
     project may apply it to vaults and remove it from them, but not change or delete it (403)."""
-    org_id = s.scalar(select(OrganizationPolicyDeployment.organization_policy_id)
-                      .where(OrganizationPolicyDeployment.policy_id == policy.id).limit(1))
+    org_id = managing_organization_policy(s, policy.id)
     if org_id:
         raise Forbidden(f"policy {policy.id} is managed by organization policy {org_id} of the operator of this "
                         "installation: it can be applied to vaults but not changed or deleted here",
