@@ -156,6 +156,13 @@ def _scope(s: Session, value: object) -> tuple[bool, list[str]]:
 
 # ================================================================================================ deploying
 def _target_projects(s: Session, org: OrganizationPolicy) -> list[Project]:
+    """The projects of the target accounts. The accounts are locked first: a project being created in one
+    of them (its insert holds a key-share lock on the account on PostgreSQL) is either waited for and
+    seen here, or waits and then sees this organization policy in ``deploy_to_new_project``."""
+    accounts = select(Account.id)
+    if not org.all_accounts:
+        accounts = accounts.where(Account.id.in_(org.account_ids or []))
+    s.execute(accounts.with_for_update())
     q = select(Project)
     if not org.all_accounts:
         q = q.where(Project.account_id.in_(org.account_ids or []))
