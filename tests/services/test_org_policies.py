@@ -182,3 +182,22 @@ def test_bad_bodies_are_refused_before_anything_is_deployed(ctx, tenant):
         assert org_policies.list_org_policies(s, tenant) == ([], 0)
         assert list(s.scalars(select(Policy))) == []
         assert s.scalar(select(User).where(User.is_operator.is_(True))).account_id == tenant.account_id
+
+
+def test_a_replication_organization_policy_deploys_a_replication_policy(ctx, tenant):
+    a = tenant_of(ctx, "acct-a")
+    view = create(ctx, tenant, name="org-repl", operation_type="replication", policy_name="to-remote",
+                  policy_operation_definition={"max_backups": 3, "destination_region": "remote-1",
+                                               "destination_project_id": "remote-project"},
+                  effective_scope="acct-a")
+    [pol] = project_policies(ctx, a.project_id)
+    spec = policies.spec_of(pol)
+    assert (pol.operation_type, spec.destination_region, spec.destination_project_id) == (
+        "replication", "remote-1", "remote-project")
+    with ctx.read() as s:
+        assert org_policies.list_org_policies(s, tenant, operation_type="replication")[1] == 1
+        assert org_policies.list_org_policies(s, tenant, operation_type="backup") == ([], 0)
+    with pytest.raises(InvalidParameter), ctx.tx() as s:  # the rules of an ordinary update: not to this region
+        org_policies.update_org_policy(s, ctx, tenant, view.org.id, {"policy_operation_definition": {
+            "destination_region": ctx.settings.region}})
+    assert policies.spec_of(project_policies(ctx, a.project_id)[0]).destination_region == "remote-1"
