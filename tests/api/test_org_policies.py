@@ -146,3 +146,7 @@ def test_update_status_later_projects_and_delete(server, world):
     refused(lambda: op.show_organization_policy(ShowOrganizationPolicyRequest(organization_policy_id=org.id)), 404)
     assert org.id not in [o.id for o in op.list_organization_policies(ListOrganizationPoliciesRequest(
         operation_type="backup")).policies]
+    # the operator's audit trail has the three changes (guide ch. 11)
+    events = api(server).get("/iam/audit-events", resource_id=org.id)["events"]
+    assert sorted(e["trace_name"] for e in events) == [
+        "createOrganizationPolicy", "deleteOrganizationPolicy", "updateOrganizationPolicy"]
