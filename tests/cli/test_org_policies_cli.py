@@ -24,6 +24,8 @@ def test_org_policy_commands(server):
     # the tenant has the policy, cannot delete it, and cannot create organization policies
     [deployed] = ok(cli(server, "policy", "list", "--json", creds=tenant)).json()
     assert deployed["name"] == "nightly"
+    shown = ok(cli(server, "policy", "show", "nightly", creds=tenant)).out
+    assert "Managed by" in shown and org["id"] in shown
     refused = cli(server, "policy", "delete", deployed["id"], "--yes", creds=tenant)
     assert refused.code != 0 and "organization policy" in " ".join((refused.out + refused.err).split())
     mine = cli(server, "admin", "org-policy", "create", "mine", "--pattern", "FREQ=DAILY;INTERVAL=1;BYHOUR=3;BYMINUTE=00",
