@@ -269,7 +269,7 @@ def update_org_policy(s: Session, ctx: ServiceContext, p: Principal, org_id: str
     new = P.apply_policy_update(old, _policy_body(body, operation_type=org.operation_type),
                                 current_region=ctx.settings.region)
     org.spec = new.to_document()
-    if "effective_scope" in body:
+    if body.get("effective_scope") is not None:  # a null scope changes nothing (it never widens to all)
         org.all_accounts, org.account_ids = _scope(s, body["effective_scope"])
     org.updated_at = ctx.now()
     s.flush()
