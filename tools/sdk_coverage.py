@@ -170,7 +170,8 @@ PLANS: dict[str, Plan] = {
     "create_organization_policy": lambda w: ({}, {"policy": {
         "name": "coverage-org", "operation_type": "backup", "policy_name": "coverage-org-policy",
         "policy_enabled": True, "policy_operation_definition": {"max_backups": 5},
-        "policy_trigger": {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=00"]}}}}),
+        "policy_trigger": {"properties": {"pattern": ["FREQ=DAILY;INTERVAL=1;BYHOUR=2;BYMINUTE=00"]}},
+        "effective_scope": w["account_name"]}}),  # the caller's own account (whoami's account_id)
     "register_agent": lambda w: ({}, {"agent": {"agent_id": NOBODY, "host_name": "coverage-host",
                                                 "host_ip": "127.0.0.1", "host_os": "linux"}}),
     "add_member": lambda w: ({"backup_id": w["backup"]}, {"members": [w["peer_project"]]}),

@@ -125,6 +125,13 @@ ROUTES = [
     ("DELETE", "/regions/r", None, OPERATOR),
     ("POST", "/regions/credentials", {"name": "r"}, OPERATOR),
     ("DELETE", "/regions/credentials/c", None, OPERATOR),
+    # organization policies (docs/organization-policies.md): the operator deploys; tenants read those of their account
+    ("GET", "/organization-policies", None, READ),
+    ("POST", "/organization-policies", {"policy": {"name": "roles-org"}}, OPERATOR),
+    ("GET", "/organization-policies/none", None, READ),
+    ("PUT", "/organization-policies/none", {"policy": {"name": "renamed"}}, OPERATOR),
+    ("DELETE", "/organization-policies/none", None, OPERATOR),
+    ("GET", "/organization-policies/none/policy-detail", None, READ),
 ]
 
 

@@ -577,6 +577,8 @@ def policy_resp(view: policies.PolicyView) -> dict[str, Any]:
                               for b in view.bindings],
         "created_at": iso(pol.created_at),
         "updated_at": iso(pol.updated_at),
+        # OpenCBR's: set when an organization policy deployed it (the project cannot change or delete it)
+        "organization_policy_id": view.organization_policy_id or None,
     }
 
 

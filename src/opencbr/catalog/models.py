@@ -554,3 +554,37 @@ class BackupMember(Base):
     image_id: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+# ------------------------------------------------------------------------------ organization policies
+class OrganizationPolicy(Base):
+    """A backup or replication policy the operator deploys to every project of chosen accounts (or of all
+    accounts): ``spec`` is the policy document each project receives; ``account_ids`` the target accounts
+    when ``all_accounts`` is false. ``account_id`` is the operator's account (the API's ``domain_id``)."""
+
+    __tablename__ = "organization_policies"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    operation_type: Mapped[str] = mapped_column(String(16))  # backup | replication
+    spec: Mapped[dict] = mapped_column(JSON, default=dict)
+    all_accounts: Mapped[bool] = mapped_column(Boolean, default=True)
+    account_ids: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OrganizationPolicyDeployment(Base):
+    """An organization policy in one project: the project's policy it made (``policy_id``), or why it
+    could not (``status`` failed, ``reason``). A policy named here is managed: its project may apply it to
+    vaults but not change or delete it."""
+
+    __tablename__ = "organization_policy_deployments"
+    __table_args__ = (UniqueConstraint("organization_policy_id", "project_id", name="uq_org_policy_deployments"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_policy_id: Mapped[str] = mapped_column(ForeignKey("organization_policies.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    policy_id: Mapped[str] = mapped_column(String(36), default="", index=True)
+    status: Mapped[str] = mapped_column(String(16))  # success | failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

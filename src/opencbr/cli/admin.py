@@ -6,11 +6,12 @@ import typer
 
 from opencbr.cli import refs
 from opencbr.cli.client import ClientError
+from opencbr.cli.org_policies import org_policy_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.cli.params import LIMIT_OPTION, SINCE_OPTION, UNTIL_OPTION
 from opencbr.cli.regions import region_app
 
-admin_app = typer.Typer(help="Administration: projects, users, credentials, audit trail.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administration: projects, users, credentials, audit trail, organization policies.", no_args_is_help=True)
 project_app = typer.Typer(help="Projects of your account.", no_args_is_help=True)
 user_app = typer.Typer(help="Users of your account.", no_args_is_help=True)
 cred_app = typer.Typer(help="AK/SK credentials.", no_args_is_help=True)
@@ -18,7 +19,8 @@ account_app = typer.Typer(help="Accounts (operator only).", no_args_is_help=True
 audit_app = typer.Typer(help="The audit trail of key operations.", no_args_is_help=True)
 vault_admin_app = typer.Typer(help="Disaster recovery of vault catalogs.", no_args_is_help=True)
 for name, sub in (("project", project_app), ("user", user_app), ("credential", cred_app),
-                  ("account", account_app), ("audit", audit_app), ("vault", vault_admin_app), ("region", region_app)):
+                  ("account", account_app), ("audit", audit_app), ("vault", vault_admin_app), ("region", region_app),
+                  ("org-policy", org_policy_app)):
     admin_app.add_typer(sub, name=name)
 
 

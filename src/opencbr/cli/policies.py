@@ -169,11 +169,12 @@ def _show(p: dict, as_json: bool) -> None:
            "full": f"after {full} incremental backups" if full and full > 0 else "never (always incremental)",
            "dest": f"{od.get('destination_region')} / {od.get('destination_project_id')}"
            if p["operation_type"] == "replication" else ""}
+    managed = [("organization_policy_id", "Managed by (organization policy)")] if p.get("organization_policy_id") else []
     details(row, [("id", "ID"), ("name", "Name"), ("operation_type", "Type"), ("enabled", "Enabled"),
                   ("local", f"Execution times ({tz})"), ("times", "Execution times (UTC)"), ("tz", "Time zone"),
                   ("start_at", "Trigger start"), ("window", "Start window (min)"),
                   ("retention", "Retention"), ("full", "Full backup"),
-                  ("dest", "Destination"), ("vaults", "Vaults")])
+                  ("dest", "Destination"), ("vaults", "Vaults"), *managed])
 
 
 def _definition(keep, days, months, permanent, timezone, daily, weekly, monthly, yearly, full_every,

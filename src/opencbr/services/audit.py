@@ -34,6 +34,8 @@ TRACES.update({"createVaultTag": "vault", "deleteVaultTag": "vault", "bulkCreate
                "updateBackupExpirationTime": "vault"})
 TRACES.update({"replicationBackup": "backup", "replicationCheckpoint": "vault"})  # cross-region replication
 TRACES.update({"addMember": "backup", "updateMemberStatus": "backup", "deleteMember": "backup"})  # sharing (4.2)
+TRACES.update({"createOrganizationPolicy": "policy", "updateOrganizationPolicy": "policy",
+               "deleteOrganizationPolicy": "policy"})
 
 
 @dataclass

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from opencbr.catalog.models import Account, Credential, Project, User
 from opencbr.domain import signing
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict, Unauthorized
+from opencbr.services import org_policies
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import ROLES, Principal
 
@@ -102,6 +103,7 @@ def create_account(ctx: ServiceContext, name: str, *, admin_name: str = "admin",
                     is_operator=operator)
         s.add_all([project, user])
         s.flush()
+        org_policies.deploy_to_new_project(s, ctx, project)
         cred = _new_credential(ctx, s, user, "created with the account")
     return account, project, user, cred
 
@@ -133,7 +135,8 @@ def bootstrap(ctx: ServiceContext, account_name: str = "admin") -> BootstrapInfo
 
 
 def create_project(ctx: ServiceContext, p: Principal, name: str, account_id: str | None = None) -> Project:
-    """Admins add projects to their own account; the operator to any account."""
+    """Admins add projects to their own account; the operator to any account. The new project receives
+    the organization policies that cover its account."""
     p.require_admin()
     account_id = account_id or p.account_id
     if account_id != p.account_id:
@@ -146,6 +149,8 @@ def create_project(ctx: ServiceContext, p: Principal, name: str, account_id: str
             raise StateConflict(f"project {name!r} already exists in this account")
         project = Project(id=new_project_id(), account_id=account_id, name=name, region=ctx.settings.region)
         s.add(project)
+        s.flush()
+        org_policies.deploy_to_new_project(s, ctx, project)
     return project
 
 

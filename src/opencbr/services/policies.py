@@ -13,9 +13,16 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Policy, PolicyBinding, PolicyExecution, Project, Vault
+from opencbr.catalog.models import (
+    OrganizationPolicyDeployment,
+    Policy,
+    PolicyBinding,
+    PolicyExecution,
+    Project,
+    Vault,
+)
 from opencbr.domain import policy as P
-from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
+from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault, project_row
 from opencbr.services.principal import Principal
@@ -61,12 +68,20 @@ class PolicyView:
     policy: Policy
     spec: P.PolicySpec
     bindings: list[PolicyBinding] = field(default_factory=list)
+    #: The organization policy that deployed it ("" for the project's own policies).
+    organization_policy_id: str = ""
 
 
 def _view(s: Session, policy: Policy) -> PolicyView:
     bindings = list(s.scalars(select(PolicyBinding).where(PolicyBinding.policy_id == policy.id)
                               .order_by(PolicyBinding.created_at, PolicyBinding.id)))
-    return PolicyView(policy, spec_of(policy), bindings)
+    return PolicyView(policy, spec_of(policy), bindings, managing_organization_policy(s, policy.id))
+
+
+def managing_organization_policy(s: Session, policy_id: str) -> str:
+    """The id of the organization policy that deployed this policy, or ""."""
+    return s.scalar(select(OrganizationPolicyDeployment.organization_policy_id)
+                    .where(OrganizationPolicyDeployment.policy_id == policy_id).limit(1)) or ""
 
 
 def _count(s: Session, project_id: str, operation_type: str) -> int:
@@ -109,29 +124,52 @@ def show_policy(s: Session, p: Principal, policy_id: str) -> PolicyView:
     return _view(s, get_policy(s, p.project_id, policy_id))
 
 
+def refuse_managed(s: Session, policy: Policy) -> None:
+    """A policy an organization policy deployed (``services.org_policies``) belongs to the operator: its
+    project may apply it to vaults and remove it from them, but not change or delete it (403)."""
+    org_id = managing_organization_policy(s, policy.id)
+    if org_id:
+        raise Forbidden(f"policy {policy.id} is managed by organization policy {org_id} of the operator of this "
+                        "installation: it can be applied to vaults but not changed or deleted here",
+                        code="BackupService.6307")
+
+
 def update_policy(s: Session, ctx: ServiceContext, p: Principal, policy_id: str, body: object) -> PolicyView:
-    """Guide 5.4: change a policy. The merge and its rules are ``domain.policy.apply_policy_update``. When
-    the execution times change, the trigger restarts now (its start time is the new schedule's anchor: a
-    day-based cycle counts from the day of the change, guide 5.2). A new retention rule applies from the
-    next backup or sweep on, with the semantics of guide 13.5.2 (``domain.retention``)."""
+    """Guide 5.4: change a policy. The merge and its rules are ``domain.policy.apply_policy_update``; storing
+    the result is ``replace_spec``. A policy deployed by an organization policy is refused (``refuse_managed``)."""
     p.require_write()
-    now = ctx.now()
     policy = get_policy(s, p.project_id, policy_id, for_update=True)
-    old = spec_of(policy)
-    new = P.apply_policy_update(old, body, current_region=ctx.settings.region)
-    if not new.same_trigger(old):
+    refuse_managed(s, policy)
+    new = P.apply_policy_update(spec_of(policy), body, current_region=ctx.settings.region)
+    replace_spec(s, ctx, policy, new)
+    return _view(s, policy)
+
+
+def replace_spec(s: Session, ctx: ServiceContext, policy: Policy, new: P.PolicySpec) -> None:
+    """Store a policy's new spec. When the execution times change, the trigger restarts now (its start time
+    is the new schedule's anchor: a day-based cycle counts from the day of the change, guide 5.2). A new
+    retention rule applies from the next backup or sweep on, with the semantics of guide 13.5.2
+    (``domain.retention``)."""
+    now = ctx.now()
+    if not new.same_trigger(spec_of(policy)):
         policy.trigger_start = now
     policy.name, policy.enabled, policy.spec = new.name, new.enabled, new.to_document()
     policy.updated_at = now
     s.flush()
-    return _view(s, policy)
 
 
 def delete_policy(s: Session, p: Principal, policy_id: str) -> PolicyView:
-    """Guide 5.5: delete a policy. It is removed from every vault it was applied to; no backup is deleted
-    ("Deleting a policy will not delete the backups or replicas generated based on the policy")."""
+    """Guide 5.5: delete a policy (``remove_policy``). A policy deployed by an organization policy is
+    refused (``refuse_managed``)."""
     p.require_write()
     policy = get_policy(s, p.project_id, policy_id, for_update=True)
+    refuse_managed(s, policy)
+    return remove_policy(s, policy)
+
+
+def remove_policy(s: Session, policy: Policy) -> PolicyView:
+    """Guide 5.5: a policy is removed from every vault it was applied to; no backup is deleted ("Deleting a
+    policy will not delete the backups or replicas generated based on the policy")."""
     view = _view(s, policy)
     s.execute(delete(PolicyBinding).where(PolicyBinding.policy_id == policy.id))
     s.execute(delete(PolicyExecution).where(PolicyExecution.policy_id == policy.id))
