@@ -31,7 +31,7 @@ def test_a_gc_behind_a_dead_gc_lock_comes_back_when_the_lock_is_stale(ctx, tenan
     # the lock of a GC killed mid-run: written, never refreshed, never released
     assert RepoLock(repo.chunks.store, repo.prefix, "gc", lock_timing(ctx), name=GC_LOCK_NAME).acquire(exclusive=True)
 
-    backups._queue_gc(ctx, tenant.project_id, vault)
+    backups.queue_gc(ctx, tenant.project_id, vault)
     assert Worker(ctx, "w1").run_once()
     first, follow_up = _gc_tasks(ctx, vault.id)
     assert first.status == "success" and "skipped" in first.extra_info["gc"]
@@ -40,7 +40,7 @@ def test_a_gc_behind_a_dead_gc_lock_comes_back_when_the_lock_is_stale(ctx, tenan
     assert follow_up.run_after == ctx.now() + timedelta(seconds=stale_after)
     assert not Worker(ctx, "w2").run_once()  # not due yet
 
-    backups._queue_gc(ctx, tenant.project_id, vault)  # a delete's request joins the waiting one
+    backups.queue_gc(ctx, tenant.project_id, vault)  # a delete's request joins the waiting one
     assert len(_gc_tasks(ctx, vault.id)) == 2
     clock.advance(seconds=stale_after + 1)
     lock_file = os.path.join(repo.chunks.store.capabilities.local_root, repo.prefix + "locks/" + GC_LOCK_NAME)

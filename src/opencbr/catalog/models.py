@@ -529,3 +529,17 @@ class PolicyExecution(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
     scheduler_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+# -------------------------------------------------------------------------------------------- quotas
+class ProjectQuota(Base):
+    """The operator's limit on one counted thing of one project (guide ch. 12: tenants see their quotas,
+    the operator adjusts them), overriding the installation's default (``quota_*`` settings)."""
+
+    __tablename__ = "project_quotas"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    #: vault | backup | capacity | policy (services/quotas.py)
+    quota_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: the limit; -1 for none
+    limit: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
