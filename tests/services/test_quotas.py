@@ -42,7 +42,7 @@ def test_settings_give_every_project_its_default(ctx, tenant):
     assert "vault quota is 1 vaults" in e.value.message and "it has 1" in e.value.message
 
 
-def test_vault_quota_of_one_project_and_reset(ctx, tenant):
+def test_vault_and_policy_quotas_of_one_project_and_reset(ctx, tenant):
     assert limits(ctx, tenant, vault=2)
     S.vault(ctx, tenant, "v1")
     S.vault(ctx, tenant, "v2")
@@ -53,6 +53,10 @@ def test_vault_quota_of_one_project_and_reset(ctx, tenant):
         quotas.admin_reset(s, ctx, tenant, tenant.project_id, ["vault"])
     S.vault(ctx, tenant, "v3")
     assert shown(ctx, tenant)["vault"] == (3, -1)
+    limits(ctx, tenant, policy=1)
+    S.policy(ctx, tenant, "p1")
+    with pytest.raises(quotas.ProjectQuotaExceeded, match="policy quota is 1 policies"):
+        S.policy(ctx, tenant, "p2")
 
 
 def test_capacity_quota_covers_creation_and_expansion(ctx, tenant):
@@ -65,13 +69,6 @@ def test_capacity_quota_covers_creation_and_expansion(ctx, tenant):
     with ctx.tx() as s:
         vaults.update_vault(s, ctx, tenant, v.id, {"billing": {"size": 25}})
     assert shown(ctx, tenant)["capacity"] == (25, 25)
-
-
-def test_policy_quota(ctx, tenant):
-    limits(ctx, tenant, policy=1)
-    S.policy(ctx, tenant, "p1")
-    with pytest.raises(quotas.ProjectQuotaExceeded, match="policy quota is 1 policies"):
-        S.policy(ctx, tenant, "p2")
 
 
 def test_backup_quota_refuses_manual_and_fails_policy_backups(ctx, tenant, tmp_path, clock):
@@ -125,12 +122,13 @@ def test_only_the_operator_sets_quotas(ctx, tenant):
         S.vault(ctx, other, "v")
 
 
-@pytest.mark.parametrize("bad", [{}, {"vaults": 1}, {"vault": -2}, {"vault": True}, {"vault": "3"},
-                                 {"capacity": quotas.MAX_LIMIT + 1}])
-def test_limits_are_checked(ctx, tenant, bad):
-    with ctx.tx() as s, pytest.raises(CBRError) as e:
-        quotas.admin_set(s, ctx, tenant, tenant.project_id, bad)
-    assert e.value.status == 400
+def test_limits_are_checked():
+    for bad in ({}, [], {"vaults": 1}, {"vault": -2}, {"vault": True}, {"vault": "3"},
+                {"capacity": quotas.MAX_LIMIT + 1}):
+        with pytest.raises(CBRError) as e:
+            quotas.check_limits(bad)
+        assert e.value.status == 400, bad
+    assert quotas.check_limits({"vault": -1, "capacity": 0}) == {"vault": -1, "capacity": 0}
 
 
 def test_concurrent_creations_never_pass_the_quota(ctx, tenant):
