@@ -84,7 +84,7 @@ def check_all_restorable(ctx, setup) -> dict[str, str]:
 
 def migrate(ctx, p, setup, resource_ids) -> list[str]:
     with ctx.tx() as s:
-        return migration.migrate_resources(s, ctx, p, setup["a"], setup["b"], resource_ids)
+        return migration.migrate_resources(s, ctx, p, setup["a"], setup["b"], resource_ids)[0]
 
 
 def test_resources_and_their_backups_move_with_the_data(ctx, tenant, setup):

@@ -13,6 +13,7 @@ from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
+from opencbr.cli.quotas import quota, quota_admin_app, vault_migrate_resources
 from opencbr.cli.replication import backup_replicate, vault_replicate
 from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
@@ -35,6 +36,9 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
 backup_app.command("replicate")(backup_replicate)
 vault_app.command("replicate")(vault_replicate)
+app.command("quota")(quota)
+admin_app.add_typer(quota_admin_app, name="quota")
+vault_app.command("migrate-resources")(vault_migrate_resources)
 
 
 @app.command()

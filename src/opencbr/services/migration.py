@@ -91,9 +91,9 @@ def _check_vaults(src: Vault, dest: Vault) -> None:
 
 
 def migrate_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, destination_vault_id: object,
-                      resource_ids: object) -> list[str]:
+                      resource_ids: object) -> tuple[list[str], str]:
     """Move resources and their backups from vault ``vault_id`` to the destination; returns the resource
-    ids. A resource already moved whose backups are still partly in the source (an interrupted or failed
+    ids and the task that moves the backups. A resource already moved whose backups are still partly in the source (an interrupted or failed
     migration) may be named again: its remaining backups move."""
     p.require_write()
     ids = _check_request(destination_vault_id, resource_ids)
@@ -120,11 +120,11 @@ def migrate_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     now = ctx.now()
     src.updated_at = dest.updated_at = now
     info = {"source_vault_id": src.id, "destination_vault_id": dest.id, "resource_ids": ids}
-    tasks.new_task(s, project_id=p.project_id, operation_type=OPERATION, now=now, vault_id=src.id,
-                   vault_name=src.name, request_id=p.request_id, params=dict(info),
-                   extra_info={"migrate": {**info, "destination_vault_name": dest.name}},
-                   max_attempts=ctx.settings.task_max_attempts)
-    return ids
+    task = tasks.new_task(s, project_id=p.project_id, operation_type=OPERATION, now=now, vault_id=src.id,
+                          vault_name=src.name, request_id=p.request_id, params=dict(info),
+                          extra_info={"migrate": {**info, "destination_vault_name": dest.name}},
+                          max_attempts=ctx.settings.task_max_attempts)
+    return ids, task.id
 
 
 def _check_not_busy(s: Session, p: Principal, src: Vault, ids: list[str]) -> None:

@@ -25,5 +25,6 @@ class MigrateBody(Wire):
 def migrate_vault_resource(vault_id: str, body: MigrateBody, p: Principal = Depends(principal),
                            ctx: ServiceContext = Depends(get_ctx)):
     with audit.trace(ctx, p, "migrateResources", wire.dump(body), resource_id=vault_id), ctx.tx() as s:
-        ids = migration.migrate_resources(s, ctx, p, vault_id, body.destination_vault_id, body.resource_ids)
-    return {"migrated_resources": ids}
+        ids, task_id = migration.migrate_resources(s, ctx, p, vault_id, body.destination_vault_id,
+                                                   body.resource_ids)
+    return {"migrated_resources": ids, "operation_log_id": task_id}  # (extension: the task moving the backups)
