@@ -125,6 +125,13 @@ ROUTES = [
     ("DELETE", "/regions/r", None, OPERATOR),
     ("POST", "/regions/credentials", {"name": "r"}, OPERATOR),
     ("DELETE", "/regions/credentials/c", None, OPERATOR),
+    # quotas (docs/quotas.md): tenants see theirs, the operator sets them; moving resources between vaults
+    ("GET", "/quotas", None, READ),
+    ("GET", "/admin/quotas/{vault}", None, OPERATOR),
+    ("PUT", "/admin/quotas/{vault}", {"quotas": {"vault": 1}}, OPERATOR),
+    ("DELETE", "/admin/quotas/{vault}", None, OPERATOR),
+    ("POST", "/vaults/{vault}/migrateresources", {"destination_vault_id": "{vault}", "resource_ids": ["{disk}"]},
+     MEMBER),
 ]
 
 
