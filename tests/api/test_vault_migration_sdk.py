@@ -18,6 +18,8 @@ from huaweicloudsdkcbr.v1 import (
     VaultMigrateResourceReq,
 )
 
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
 from tests.support.clients import api, new_tenant, restore_and_check, sdk, sdk_wait_backups, task_ok
 from tests.support.disks import MiB, make_image, mutate, sha256
 from tests.support.server import sqlite_server_fixture
@@ -66,3 +68,22 @@ def test_migrated_backups_restore_bit_exact_from_the_new_vault(server, tmp_path)
     assert 0 < used_b <= used_a * 1.1  # the same data, re-encrypted under the destination's key
     for backup_id, digest in expected.items():
         restore_and_check(client, backup_id, disk, img, digest)
+
+
+def test_another_projects_vaults_are_unknown(server, tmp_path):
+    owner, intruder = new_tenant(server, "migrate-owner"), new_tenant(server, "migrate-intruder")
+    mine = api(server, owner)
+    img = make_image(tmp_path / "o.img", MiB, seed=22)
+    disk = mine.post("/inventory/disks", {"name": "o", "path": img})["disk"]["id"]
+    theirs = vault(sdk(server, owner), "owned", [ResourceCreate(id=disk, type="OS::Cinder::Volume")])
+    own = vault(sdk(server, intruder), "intruder")
+    c = sdk(server, intruder)
+    for source, destination in ((theirs.id, own.id), (own.id, theirs.id)):
+        try:
+            c.migrate_vault_resource(MigrateVaultResourceRequest(
+                vault_id=source, body=VaultMigrateResourceReq(destination_vault_id=destination, resource_ids=[disk])))
+        except ClientRequestException as e:
+            assert (e.status_code, e.error_code) == (404, "BackupService.6101"), e.error_msg
+        else:
+            raise AssertionError("another project's vault was used")
+    assert [r["id"] for r in mine.get(f"/vaults/{theirs.id}")["vault"]["resources"]] == [disk]
