@@ -227,3 +227,32 @@ def _tenant(ctx):
     with ctx.tx() as s:
         user = s.scalar(select(User).where(User.account_id == info.account_id))
     return iam.principal_for_user(ctx, user.id, info.project_id)
+
+
+def test_a_server_backup_moves_with_its_disks(ctx, tenant, tmp_path):
+    from opencbr.services import resources
+
+    imgs = [make_image(tmp_path / f"s{i}.img", 2 * MiB, seed=40 + i) for i in range(2)]
+    with ctx.tx() as s:
+        sys_disk = resources.register_disk(s, ctx, tenant, name="sys", path=imgs[0])
+        data_disk = resources.register_disk(s, ctx, tenant, name="data", path=imgs[1])
+    with ctx.tx() as s:
+        server = resources.register_server(s, ctx, tenant, name="web", system_disk=sys_disk.id,
+                                           data_disks=[data_disk.id], status="stopped")
+    kw = dict(object_type="server", rtype="OS::Nova::Server")
+    a, b = S.vault(ctx, tenant, "SA", [server.id], **kw), S.vault(ctx, tenant, "SB", **kw)
+    top = S.backup_now(ctx, tenant, a.id).backups[0]
+    drain(ctx)
+    with ctx.tx() as s:
+        migration.migrate_resources(s, ctx, tenant, a.id, b.id, [server.id])
+    drain(ctx)
+    with ctx.read() as s:
+        rows = [s.get(Backup, top.id), *s.scalars(select(Backup).where(Backup.parent_id == top.id))]
+        assert len(rows) == 3 and {r.vault_id for r in rows} == {b.id} and {r.status for r in rows} == {"available"}
+        disks = {r.resource_id: r.id for r in rows[1:]}
+    repo_b = repo_of(ctx, b.id)
+    assert set(repo_b.list_manifests()) == set(disks.values()) and repo_of(ctx, a.id).list_manifests() == []
+    for disk_id, img in ((sys_disk.id, imgs[0]), (data_disk.id, imgs[1])):
+        out = tmp_path / f"{disk_id}.raw"
+        repo_b.export_disk(disks[disk_id], str(out))
+        assert sha256(out) == sha256(img)

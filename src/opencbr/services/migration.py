@@ -214,8 +214,11 @@ def _move_one(ctx: ServiceContext, run: tasks.TaskRun, src: Vault, dest: Vault, 
         if not tasks.still_owned(s, run):
             raise tasks.LeaseLost(run.task_id)
         b = s.get(Backup, top_id, with_for_update=True)
+        target = s.get(Vault, dest.id, with_for_update=True)
         if b is None or b.vault_id != src.id or b.status != status:  # deleted, restoring... meanwhile
             reason = f"backup {name} changed while it was copied ({b.status if b else 'deleted'})"
+        elif target is None or target.status not in ("available", "locked"):
+            reason = f"backup {name} stays: the destination vault is {target.status if target else 'deleted'}"
         else:
             reason = None
             _switch(s, ctx, b, src, dest, used)
