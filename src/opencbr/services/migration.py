@@ -213,8 +213,8 @@ def _move_one(ctx: ServiceContext, run: tasks.TaskRun, src: Vault, dest: Vault, 
     with ctx.tx() as s:
         if not tasks.still_owned(s, run):
             raise tasks.LeaseLost(run.task_id)
+        target = s.get(Vault, dest.id, with_for_update=True)  # (vault, then backup: the order of the others)
         b = s.get(Backup, top_id, with_for_update=True)
-        target = s.get(Vault, dest.id, with_for_update=True)
         if b is None or b.vault_id != src.id or b.status != status:  # deleted, restoring... meanwhile
             reason = f"backup {name} changed while it was copied ({b.status if b else 'deleted'})"
         elif target is None or target.status not in ("available", "locked"):
