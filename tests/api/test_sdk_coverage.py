@@ -54,3 +54,8 @@ def test_what_the_operations_of_this_issue_answer(rows):
                "migrate_domain", "show_migrate_status"):
         r = by_op[op]
         assert r.outcome == C.DOCUMENTED_4XX and r.status == 400 and "not supported" in r.detail, r
+
+
+def test_migrate_vault_resource_moves_the_resource(rows):
+    row = {r.op: r for r in rows}["migrate_vault_resource"]
+    assert row.outcome == C.IMPLEMENTED, row
