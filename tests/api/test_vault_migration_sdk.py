@@ -17,7 +17,6 @@ from huaweicloudsdkcbr.v1 import (
     VaultCreateReq,
     VaultMigrateResourceReq,
 )
-
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from tests.support.clients import api, new_tenant, restore_and_check, sdk, sdk_wait_backups, task_ok
