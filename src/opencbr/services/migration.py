@@ -93,8 +93,8 @@ def _check_vaults(src: Vault, dest: Vault) -> None:
 def migrate_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, destination_vault_id: object,
                       resource_ids: object) -> tuple[list[str], str]:
     """Move resources and their backups from vault ``vault_id`` to the destination; returns the resource
-    ids and the task that moves the backups. A resource already moved whose backups are still partly in the source (an interrupted or failed
-    migration) may be named again: its remaining backups move."""
+    ids and the task that moves the backups. A resource moved already whose backups are still partly in
+    the source (an interrupted or failed migration) may be named again: its remaining backups move."""
     p.require_write()
     ids = _check_request(destination_vault_id, resource_ids)
     first, second = sorted([vault_id, destination_vault_id])  # one lock order: A->B and B->A never deadlock
@@ -104,14 +104,12 @@ def migrate_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.resource_id.in_(ids)))}
     left_in_source = set(s.scalars(select(Backup.resource_id).where(Backup.vault_id == src.id,
                                                                     Backup.resource_id.in_(ids))))
-    moving, resuming = [], []
+    moving = []
     for rid in ids:
         b = bindings.get(rid)
         if b is not None and b.vault_id == src.id:
             moving.append(rid)
-        elif b is not None and b.vault_id == dest.id and rid in left_in_source:
-            resuming.append(rid)
-        else:
+        elif not (b is not None and b.vault_id == dest.id and rid in left_in_source):  # (not resuming either)
             raise NotFound(f"resource {rid} is not associated with vault {vault_id}", code="BackupService.6108")
     _check_not_busy(s, p, src, ids)
     _check_room(s, src, dest, moving, ids)
