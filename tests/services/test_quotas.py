@@ -153,3 +153,22 @@ def test_concurrent_creations_never_pass_the_quota(ctx, tenant):
         t.join()
     assert sorted(outcomes) == ["ok"] * 3 + ["refused"] * 5
     assert shown(ctx, tenant)["vault"] == (3, 3)
+
+
+def test_a_replica_arriving_counts_as_a_backup(ctx, tenant):
+    """The replication receiver (services/replication.py) refuses a replica over the backup quota before
+    it records anything."""
+    from opencbr.catalog.models import Account, Backup, RegionCredential
+    from opencbr.services import replication
+
+    dest = S.vault(ctx, tenant, "replicas", protect_type="replication")
+    limits(ctx, tenant, backup=0)
+    with ctx.tx() as s:
+        account = s.get(Account, tenant.account_id).name
+        header = {"destination_project_id": tenant.project_id, "destination_vault_id": dest.id,
+                  "source_account": account, "source_region": "far-1", "source_backup_id": "b1", "name": "r",
+                  "resource": {"id": "d1", "name": "d1", "type": "OS::Cinder::Volume", "size_bytes": 1}}
+        with pytest.raises(quotas.ProjectQuotaExceeded, match="backup quota is 0"):
+            replication._accept(s, ctx, RegionCredential(name="far-1", secret_sealed="", account_map={}), header)
+    with ctx.read() as s:
+        assert s.query(Backup).count() == 0
