@@ -247,7 +247,8 @@ PLANS: dict[str, Plan] = {
     # deletions, last
     "delete_vault_tag": lambda w: ({"vault_id": w["vault"], "key": "owner"}, None),
     "delete_member": lambda w: ({"backup_id": w["backup"], "member_id": w["peer_project"]}, None),
-    "remove_vault_resource": lambda w: ({"vault_id": w["vault"]}, {"resource_ids": [w.disk_ids[1]]}),
+    # (migrate_vault_resource moved the disk into the second vault)
+    "remove_vault_resource": lambda w: ({"vault_id": w["order_vault"]}, {"resource_ids": [w.disk_ids[1]]}),
     "disassociate_vault_policy": lambda w: ({"vault_id": w["vault"]}, {"policy_id": w["policy"]}),
     "unregister_agent": lambda w: ({"agent_id": NOBODY}, None),
     "delete_organization_policy": lambda w: ({"organization_policy_id": w["organization_policy"]}, None),

@@ -35,6 +35,10 @@ A path of the machine belongs to one project: registering a path at, above or be
 resource is refused, and so is a restore target inside one; ``allow_shared_paths_within_account``
 (default false) lets the projects of one account share paths (other accounts stay refused).
 
+Quotas (``quota_vaults``, ``quota_backups``, ``quota_capacity_gb``, ``quota_policies``; -1, the default,
+is no limit): what every project may have unless the operator gives it its own (``cbr admin quota set``,
+docs/quotas.md).
+
 The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
 start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
 """
@@ -90,6 +94,13 @@ class Settings:
     # Where this installation's replication receiver listens ("host:port"; empty: it receives no replicas).
     # One worker process serves it (docs/replication.md).
     replication_listen: str = ""
+    # Quotas every project has unless the operator set its own (cbr admin quota set; guide ch. 12); -1:
+    # no limit. Vaults, top-level backups, total vault capacity (GB) and policies of a project.
+    # Guide 13.7.1: the public service puts no quota on vaults, hence no limit by default.
+    quota_vaults: int = -1
+    quota_backups: int = -1
+    quota_capacity_gb: int = -1
+    quota_policies: int = -1
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -132,7 +143,8 @@ class Settings:
 
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
-_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb"}
+_INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
+               "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 

@@ -132,6 +132,13 @@ ROUTES = [
     ("PUT", "/organization-policies/none", {"policy": {"name": "renamed"}}, OPERATOR),
     ("DELETE", "/organization-policies/none", None, OPERATOR),
     ("GET", "/organization-policies/none/policy-detail", None, READ),
+    # quotas (docs/quotas.md): tenants see theirs, the operator sets them; moving resources between vaults
+    ("GET", "/quotas", None, READ),
+    ("GET", "/admin/quotas/{vault}", None, OPERATOR),
+    ("PUT", "/admin/quotas/{vault}", {"quotas": {"vault": 1}}, OPERATOR),
+    ("DELETE", "/admin/quotas/{vault}", None, OPERATOR),
+    ("POST", "/vaults/{vault}/migrateresources", {"destination_vault_id": "{vault}", "resource_ids": ["{disk}"]},
+     MEMBER),
 ]
 
 

@@ -31,7 +31,7 @@ def test_a_gc_behind_a_dead_gc_lock_comes_back_when_the_lock_is_stale(ctx, tenan
     # the lock of a GC killed mid-run: written, never refreshed, never released
     assert RepoLock(repo.chunks.store, repo.prefix, "gc", lock_timing(ctx), name=GC_LOCK_NAME).acquire(exclusive=True)
 
-    backups._queue_gc(ctx, tenant.project_id, vault)
+    backups.queue_gc(ctx, tenant.project_id, vault)
     assert Worker(ctx, "w1").run_once()
     first, follow_up = _gc_tasks(ctx, vault.id)
     assert first.status == "success" and "skipped" in first.extra_info["gc"]
@@ -40,7 +40,7 @@ def test_a_gc_behind_a_dead_gc_lock_comes_back_when_the_lock_is_stale(ctx, tenan
     assert follow_up.run_after == ctx.now() + timedelta(seconds=stale_after)
     assert not Worker(ctx, "w2").run_once()  # not due yet
 
-    backups._queue_gc(ctx, tenant.project_id, vault)  # a delete's request joins the waiting one
+    backups.queue_gc(ctx, tenant.project_id, vault)  # a delete's request joins the waiting one
     assert len(_gc_tasks(ctx, vault.id)) == 2
     clock.advance(seconds=stale_after + 1)
     lock_file = os.path.join(repo.chunks.store.capabilities.local_root, repo.prefix + "locks/" + GC_LOCK_NAME)
@@ -65,7 +65,7 @@ def test_packs_held_back_by_a_dead_writer_are_swept_once_its_lock_is_stale(ctx, 
     orphan = f"{prefix}data/ab/ab{'0' * 62}"
     store.put(orphan, os.urandom(4096))  # a pack the dead writer stored before its index
 
-    backups._queue_gc(ctx, tenant.project_id, vault)
+    backups.queue_gc(ctx, tenant.project_id, vault)
     assert Worker(ctx, "w1").run_once()
     first, follow_up = _gc_tasks(ctx, vault.id)
     assert first.status == "success" and "another GC is queued" in first.extra_info["gc"]["pending"]
@@ -96,7 +96,7 @@ def test_no_follow_up_while_a_task_of_the_vault_runs(ctx, tenant, clock, tmp_pat
         running = tasks.new_task(s, project_id=tenant.project_id, operation_type="backup", now=ctx.now(),
                                  vault_id=vault.id)
         running.status = tasks.RUNNING
-    backups._queue_gc(ctx, tenant.project_id, vault)
+    backups.queue_gc(ctx, tenant.project_id, vault)
     assert Worker(ctx, "w1").run_once()
     (gc,) = _gc_tasks(ctx, vault.id)
     assert gc.status == "success" and "the next GC sweeps them" in gc.extra_info["gc"]["pending"]

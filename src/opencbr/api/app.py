@@ -14,8 +14,10 @@ from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import members as member_routes
+from opencbr.api.routes import migration as migration_routes
 from opencbr.api.routes import org_policies as org_policy_routes
 from opencbr.api.routes import policies as policy_routes
+from opencbr.api.routes import quotas as quota_routes
 from opencbr.api.routes import replication as replication_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tags as tag_routes
@@ -86,5 +88,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(agent_package_routes.router)  # the agent's installation (docs/agents.md)
     app.include_router(member_routes.router)  # sharing backups (guide 4.2)
     app.include_router(org_policy_routes.router)
+    app.include_router(quota_routes.router)
+    app.include_router(migration_routes.router)
     app.include_router(console_web.router)
     return app

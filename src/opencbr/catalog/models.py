@@ -554,6 +554,8 @@ class BackupMember(Base):
     image_id: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
 # ------------------------------------------------------------------------------ organization policies
 class OrganizationPolicy(Base):
     """A backup or replication policy the operator deploys to every project of chosen accounts (or of all
@@ -588,3 +590,17 @@ class OrganizationPolicyDeployment(Base):
     status: Mapped[str] = mapped_column(String(16))  # success | failed
     reason: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# -------------------------------------------------------------------------------------------- quotas
+class ProjectQuota(Base):
+    """The operator's limit on one counted thing of one project (guide ch. 12: tenants see their quotas,
+    the operator adjusts them), overriding the installation's default (``quota_*`` settings)."""
+
+    __tablename__ = "project_quotas"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    #: vault | backup | capacity | policy (services/quotas.py)
+    quota_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: the limit; -1 for none
+    limit: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -13,6 +13,7 @@ from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
+from opencbr.cli.quotas import quota, quota_admin_app, vault_migrate_resources
 from opencbr.cli.replication import backup_replicate, vault_replicate
 from opencbr.cli.sharing import (
     backup_accept,
@@ -46,6 +47,9 @@ vault_app.command("replicate")(vault_replicate)
 for _name, _command in (("share", backup_share), ("members", backup_members), ("unshare", backup_unshare),
                         ("shared", backup_shared), ("accept", backup_accept), ("reject", backup_reject)):
     backup_app.command(_name)(_command)
+app.command("quota")(quota)
+admin_app.add_typer(quota_admin_app, name="quota")
+vault_app.command("migrate-resources")(vault_migrate_resources)
 
 
 @app.command()

@@ -137,3 +137,5 @@ def set_tracker(s: Session, p: Principal, enabled: bool) -> None:
     if account is None:
         raise NotFound("account not found")
     account.audit_enabled = bool(enabled)
+TRACES.update({"setProjectQuotas": "iam", "resetProjectQuotas": "iam",  # quotas (operator)
+               "migrateResources": "vault"})  # moving resources and their backups to another vault

@@ -26,7 +26,7 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import agents, listing, memberships, onhost, space, tasks
+from opencbr.services import agents, listing, memberships, onhost, quotas, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -216,7 +216,7 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
                                code="BackupService.6419")
     if vault.status not in ("available", "locked"):
         raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
-    _ensure_capacity(vault)
+    _ensure_capacity(s, ctx, vault)
     bound = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.vault_id == vault.id))}
     ids = list(dict.fromkeys(wanted)) if wanted else list(bound)
     if not ids:
@@ -234,6 +234,7 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
                                                 Backup.status == B.PROTECTING))
         if busy:
             raise StateConflict(f"a backup of {res.name} is already running", code="BackupService.6422")
+    quotas.check_room(s, ctx.settings, p.project_id, quotas.BACKUP, len(resources))
     cp = Checkpoint(project_id=p.project_id, vault_id=vault.id, status="protecting", name=base,
                     description=description, retention_duration_days=retention_days, auto_trigger=auto_trigger,
                     policy_id=policy_id, created_at=now, updated_at=now)
@@ -256,12 +257,20 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     return CheckpointView(cp, vault, made, task_ids)
 
 
-def _ensure_capacity(vault: Vault) -> None:
+def _ensure_capacity(s: Session, ctx: ServiceContext, vault: Vault) -> None:
     """Guide 13.3.4 (none starts once usage exceeds capacity), with the vault's auto-expansion."""
     used = memberships.counted_bytes(vault)  # (accepted shared backups count too: guide 4.2)
-    if vault.auto_expand and used > vault.size_gb * GB:
-        vault.size_gb = min(-(-used * 5 // (4 * GB)), 10_485_760)
+    auto_expand(s, ctx, vault, used)
     B.check_capacity_allows_backup(used, vault.size_gb)
+
+
+def auto_expand(s: Session, ctx: ServiceContext, vault: Vault, used: int) -> None:
+    """An auto-expanding vault over its capacity grows to 125 % of its usage, as far as the project's
+    capacity quota allows."""
+    if vault.auto_expand and used > vault.size_gb * GB:
+        wanted = min(-(-used * 5 // (4 * GB)), 10_485_760)
+        room = quotas.capacity_headroom(s, ctx.settings, vault.project_id)
+        vault.size_gb = max(vault.size_gb, wanted if room is None else min(wanted, vault.size_gb + room))
 
 
 def _expiry(created: datetime, retention_days: int | None, retention_rule: str) -> datetime | None:
@@ -404,7 +413,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         if progress.lease_lost or run.released.is_set():  # (a span may have seen it): leave it to the next run
             raise tasks.LeaseLost(run.task_id)
         _discard_cancelled(ctx, b)
-        _queue_gc(ctx, b.project_id, vault)
+        queue_gc(ctx, b.project_id, vault)
         raise tasks.TaskCancelled(run.task_id)
     if app_consistent and outcome is not None and "app" not in outcome.consistency:  # guide 7.3
         _with_app_record(outcome, NO_AGENT)
@@ -412,7 +421,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     if app_consistent:
         _say_app_consistency(ctx, run, outcome.consistency["app"])
     if run.attempt > 1:  # what the lost attempt stored and never indexed goes at the next GC
-        _queue_gc(ctx, b.project_id, vault)
+        queue_gc(ctx, b.project_id, vault)
     # Guide 13.5.2: after every backup, automatic or manual, the latest retention rule is applied.
     apply_retention_after_backup(ctx, b.vault_id, b.resource_id)
     run.set_extra(backup={"backup_id": b.id, "backup_name": b.name, "incremental": b.incremental,
@@ -584,8 +593,7 @@ def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, u
         v = s.get(Vault, vault.id)
         if v is not None:
             v.used_bytes = used
-            if v.auto_expand and used > v.size_gb * GB:
-                v.size_gb = min(-(-used * 5 // (4 * GB)), 10_485_760)
+            auto_expand(s, ctx, v, used)
         _settle_checkpoint(s, b.checkpoint_id, now)
 
 
@@ -668,11 +676,11 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         v = s.get(Vault, vault.id)
         if v is not None:
             v.used_bytes = used
-    _queue_gc(ctx, run.project_id, vault)
+    queue_gc(ctx, run.project_id, vault)
 
 
-def _queue_gc(ctx: ServiceContext, project_id: str, vault: Vault, *, after_seconds: float = 0.0,
-              follow_up: int = 0) -> None:
+def queue_gc(ctx: ServiceContext, project_id: str, vault: Vault, *, after_seconds: float = 0.0,
+             follow_up: int = 0) -> None:
     """Ask for a GC of the vault unless one is already waiting (deletes come in bursts); not before
     ``after_seconds`` from now."""
     with ctx.tx() as s:
@@ -704,7 +712,7 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         # Another GC holds the vault's lock. A live one does the same work; one that was killed holds it
         # until the lock goes stale, and then nothing else would sweep what it left: look again then.
         stale_after = lock_timing(ctx).stale_after
-        _queue_gc(ctx, run.project_id, vault, after_seconds=stale_after)
+        queue_gc(ctx, run.project_id, vault, after_seconds=stale_after)
         run.set_extra(gc={"skipped": "another garbage collection holds the vault's lock; another one is queued "
                                      f"for {stale_after:.0f} s from now, when a dead one's lock has gone stale"})
         return
@@ -737,7 +745,7 @@ def _follow_up_pending(ctx: ServiceContext, run: tasks.TaskRun, vault: Vault, pe
     if writing is not None or round_ >= GC_FOLLOW_UPS:
         return f"{pending} condemned pack(s) wait for running writers; the next GC sweeps them"
     stale_after = lock_timing(ctx).stale_after
-    _queue_gc(ctx, run.project_id, vault, after_seconds=stale_after, follow_up=round_ + 1)
+    queue_gc(ctx, run.project_id, vault, after_seconds=stale_after, follow_up=round_ + 1)
     return (f"{pending} condemned pack(s) wait for writer locks no running task owns; another GC is queued "
             f"for {stale_after:.0f} s from now, when such a lock has gone stale")
 

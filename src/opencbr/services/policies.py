@@ -23,6 +23,7 @@ from opencbr.catalog.models import (
 )
 from opencbr.domain import policy as P
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
+from opencbr.services import quotas
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault, project_row
 from opencbr.services.principal import Principal
@@ -98,6 +99,7 @@ def create_policy(s: Session, ctx: ServiceContext, p: Principal, body: object) -
     now = ctx.now()
     s.get(Project, p.project_id, with_for_update=True)  # serialises creations in the project (PostgreSQL)
     P.check_policy_count(spec.operation_type, _count(s, p.project_id, spec.operation_type))
+    quotas.check_room(s, ctx.settings, p.project_id, quotas.POLICY)
     policy = Policy(project_id=p.project_id, name=spec.name, operation_type=spec.operation_type,
                     enabled=spec.enabled, spec=spec.to_document(), trigger_start=now, created_at=now, updated_at=now)
     s.add(policy)

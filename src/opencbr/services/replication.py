@@ -35,7 +35,7 @@ from opencbr.engine.disk.fixed_index import FixedIndex
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
-from opencbr.services import memberships, regions, tasks
+from opencbr.services import memberships, quotas, regions, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import data_backups, get_backup, get_vault
 from opencbr.services.principal import Principal
@@ -460,6 +460,7 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     if vault.status != "available":
         raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
     B.check_capacity_allows_backup(memberships.counted_bytes(vault), vault.size_gb)  # (as a backup: guide 13.3.4)
+    quotas.check_room(s, ctx.settings, project.id, quotas.BACKUP)  # a replica is a backup of its project
     source_id, source_region = str(h.get("source_backup_id")), str(h.get("source_region"))
     there = s.scalar(select(Backup.id).where(Backup.source_backup_id == source_id,
                                              Backup.source_region == source_region,

@@ -14,7 +14,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import tags as T
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import backups, listing, memberships, policies, tasks
+from opencbr.services import backups, listing, memberships, policies, quotas, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault
@@ -142,6 +142,8 @@ def create_vault(s: Session, ctx: ServiceContext, p: Principal, spec: dict) -> V
     encrypted = spec.get("encrypted", True)
     if not isinstance(encrypted, bool):
         raise InvalidParameter("encrypted must be true or false")
+    quotas.check_room(s, ctx.settings, p.project_id, quotas.VAULT)
+    quotas.check_capacity(s, ctx.settings, p.project_id, size)
     now = ctx.now()
     vault = Vault(
         project_id=p.project_id, user_id=p.user_id, name=name,
@@ -252,8 +254,10 @@ def update_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str, s
         vault.description = V.check_description(spec["description"])
     billing = spec.get("billing") or {}
     if billing.get("size") is not None:
-        vault.size_gb = V.check_capacity_change(vault.size_gb, billing["size"], memberships.counted_bytes(vault),
-                                                vault.status)
+        size = V.check_capacity_change(vault.size_gb, billing["size"], memberships.counted_bytes(vault),
+                                       vault.status)
+        quotas.check_capacity(s, ctx.settings, p.project_id, size - vault.size_gb)
+        vault.size_gb = size
     if billing.get("consistent_level") is not None:
         level = billing["consistent_level"]
         V.check_billing_enums(vault.object_type, vault.protect_type, level)

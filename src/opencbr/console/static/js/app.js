@@ -14,6 +14,7 @@ const PAGES = {
   monitoring: () => import("./pages/monitoring.js"),
   audit: () => import("./pages/audit.js"),
   shared: () => import("./pages/shared.js"),
+  quotas: () => import("./pages/quotas.js"),
 };
 const DEFAULT = "#/servers/vaults";
 const app = document.getElementById("app");
@@ -162,7 +163,8 @@ function renderShell(parts) {
     navLink("#/resources", "resources", "Resources", section === "resources"),
     navLink("#/agents", "server", "Agents", section === "agents"),
     navLink("#/monitoring", "chart", "Monitoring", section === "monitoring"),
-    isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null);
+    isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null,
+    navLink("#/quotas", "chart", "Quotas", section === "quotas"));
   const top = h("header.topbar",
     h("a.brand", { href: DEFAULT }, h("img", { src: "favicon.svg", alt: "" }), "OpenCBR",
       h("small", "Cloud Backup and Recovery")),
