@@ -11,6 +11,7 @@ from opencbr.api.routes import agent_package as agent_package_routes
 from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
+from opencbr.api.routes import images as image_routes
 from opencbr.api.routes import policies as policy_routes
 from opencbr.api.routes import replication as replication_routes
 from opencbr.api.routes import resources as resource_routes
@@ -75,5 +76,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
                    agent_routes):
         app.include_router(module.router)
     app.include_router(agent_package_routes.router)  # the agent's installation (docs/agents.md)
+    app.include_router(image_routes.router)  # images (docs/images.md)
     app.include_router(console_web.router)
     return app

@@ -33,6 +33,7 @@ TRACES.update({"createVaultTag": "vault", "deleteVaultTag": "vault", "bulkCreate
                "setResourceTags": "resource", "setVaultResources": "vault", "batchUpdateVaults": "vault",
                "updateBackupExpirationTime": "vault"})
 TRACES.update({"replicationBackup": "backup", "replicationCheckpoint": "vault"})  # cross-region replication
+TRACES.update({"createImage": "image", "deleteImage": "image", "createServerFromImage": "image"})  # guide 6.2
 
 
 @dataclass

@@ -1,0 +1,269 @@
+"""The image catalog (guide 6.2, 13.1.4, 13.7.3): full-server images made from server backups (replicas
+too), and new servers made from them. The rules are in ``domain/image.py``.
+
+An image is a catalog row that points at its backup's disk backups; it copies no data. A server made
+from an image is a ``create_server`` task: each disk of the image becomes a new disk-image file at a path
+the caller names (checked like every tenant path, and again when the task opens it), and once every disk
+is written the server is registered with them (stopped, or running when asked). If the task fails or is
+cancelled, the disks it made are removed, files and rows, and no server is registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from opencbr.catalog.models import Backup, Image, Resource, Task, Vault, new_id
+from opencbr.domain import image as I
+from opencbr.domain import resource as R
+from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
+from opencbr.engine import OperationCancelled
+from opencbr.providers.base import Opened
+from opencbr.services import listing, tasks
+from opencbr.services import resources as res_svc
+from opencbr.services.context import ServiceContext
+from opencbr.services.lookups import children, project_row, readable_backup
+from opencbr.services.principal import Principal
+from opencbr.services.progress import TaskProgress
+from opencbr.services.repositories import repository
+
+OPERATION = "create_server"
+
+
+# ------------------------------------------------------------------------------------ the catalog
+def get_image(s: Session, project_id: str, image_id: str) -> Image:
+    """An image of the project, or 404 (another project's image is indistinguishable from none)."""
+    return project_row(s, Image, project_id, image_id, what="image", code="BackupService.6713")
+
+
+def create_image(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, name: object,
+                 description: object = None) -> Image:
+    """Guide 6.2: a full-server image of a server backup (or replica) that holds the system disk; one per
+    backup. The backup is then ``used_by_image``: it cannot be deleted and retention neither deletes
+    nor counts it (guide 5.2, 6.2)."""
+    p.require_write()
+    name = I.check_image_name(name)
+    description = I.check_image_description(description)
+    b = readable_backup(s, ctx, p.project_id, backup_id)
+    b = s.get(Backup, b.id, with_for_update=True, populate_existing=True)  # against a deletion meanwhile
+    vault = s.get(Vault, b.vault_id)
+    kids = children(s, b.id)
+    taken = b.used_by_image or s.scalar(select(Image.id).where(Image.backup_id == b.id)) is not None
+    I.check_image_source(resource_type=b.resource_type, is_disk_of_server=b.parent_id is not None,
+                         status=b.status, vault_status=vault.status,
+                         has_system_disk=any(k.disk_role == "system" for k in kids), has_image=taken)
+    disks = [{"backup_id": k.id, "disk_role": k.disk_role or "data", "device_index": k.device_index or 0,
+              "size_bytes": int(k.resource_size_bytes or 0), "resource_name": k.resource_name} for k in kids]
+    now = ctx.now()
+    image = Image(project_id=p.project_id, name=name, description=description, status=I.ACTIVE, backup_id=b.id,
+                  vault_id=b.vault_id, source_resource_id=b.resource_id, source_resource_name=b.resource_name,
+                  source_image_type=b.image_type, region=ctx.settings.region,
+                  size_bytes=sum(d["size_bytes"] for d in disks), disks=disks, created_at=now, updated_at=now)
+    s.add(image)
+    b.used_by_image = True
+    s.flush()
+    return image
+
+
+SORT_KEYS = {"created_at": Image.created_at, "name": Image.name, "id": Image.id}
+
+
+def list_images(s: Session, p: Principal, *, name: str | None = None, backup_id: str | None = None,
+                limit: int | None = None, offset: int = 0,
+                sort: listing.Sort | None = None) -> tuple[list[Image], int]:
+    q = select(Image).where(Image.project_id == p.project_id)
+    if name:
+        q = q.where(listing.contains(Image.name, name))
+    if backup_id:
+        q = q.where(Image.backup_id == backup_id)
+    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    order = listing.order_by(sort, SORT_KEYS, [Image.created_at.desc(), Image.id], Image.id)
+    return list(s.scalars(q.order_by(*order).limit(limit).offset(offset))), total
+
+
+def show_image(s: Session, p: Principal, image_id: str) -> Image:
+    return get_image(s, p.project_id, image_id)
+
+
+def delete_image(s: Session, ctx: ServiceContext, p: Principal, image_id: str) -> Image:
+    """Delete an image; its backup can be deleted again (guide 6.2, 13.7.3) and retention treats it as any
+    other. Servers made from the image are theirs and stay (13.1.4). Refused while a server is being made
+    from it (its backup must stay readable until then)."""
+    p.require_write()
+    image = get_image(s, p.project_id, image_id)
+    if _servers_in_progress(s, image):
+        raise StateConflict("a server is being created from this image; delete it when that task has finished",
+                            code="BackupService.6714")
+    b = s.get(Backup, image.backup_id, with_for_update=True)
+    if b is not None:
+        b.used_by_image = False
+    s.delete(image)
+    return image
+
+
+def _servers_in_progress(s: Session, image: Image) -> bool:
+    rows = s.scalars(select(Task).where(Task.project_id == image.project_id, Task.operation_type == OPERATION,
+                                        Task.status.in_((tasks.WAITING, tasks.RUNNING))))
+    return any((t.params or {}).get("image_id") == image.id for t in rows)
+
+
+def check_vault_without_images(s: Session, vault_id: str) -> None:
+    """Deleting a vault deletes its backups; one that an image was made from cannot be (guide 6.2), so
+    neither can the vault until that image is deleted."""
+    image = s.scalar(select(Image).join(Backup, Backup.id == Image.backup_id).where(Backup.vault_id == vault_id)
+                     .limit(1))
+    if image is not None:
+        raise StateConflict(f"image {image.name} ({image.id}) was created from a backup of this vault; delete the "
+                            "image before the vault", code="BackupService.6715")
+
+
+# ------------------------------------------------------------------------------------ new servers
+def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, image_id: str, *, name: object,
+                             paths: list | None = None, directory: object = None, az: str | None = None,
+                             power_on: object = False) -> tuple[str, str, list[str]]:
+    """A new server from an image (guide 6.2 step 5, 13.1.4: one image, many servers). Each disk of the
+    image becomes a new disk-image file (``paths``, one per disk, system first; or in ``directory``), as
+    large as the disk that was backed up; the disks are ``restoring`` until the task has written them,
+    then the server is registered with them. Returns (task id, the server's id to be, the disk ids)."""
+    p.require_write()
+    R.check_resource_name(name)
+    if not isinstance(power_on, bool):
+        raise InvalidParameter("power_on must be true or false")
+    image = get_image(s, p.project_id, image_id)
+    b = s.get(Backup, image.backup_id)
+    vault = s.get(Vault, b.vault_id) if b is not None else None
+    if b is None or vault is None:
+        raise StateConflict("this image's backup is gone; delete the image", code="BackupService.6710")
+    I.check_image_usable(b.status, vault.status)
+    wanted = I.new_disk_paths(len(image.disks), paths=paths, directory=directory, server_name=name)
+    reals = [_new_disk_path(s, ctx, p, path) for path in wanted]
+    if len(set(reals)) != len(reals):
+        raise InvalidParameter("each new disk needs a path of its own", code="BackupService.6712")
+    zone = az or b.resource_az or ctx.settings.availability_zones[0]
+    if zone not in ctx.settings.availability_zones:
+        raise InvalidParameter(f"availability zone {zone!r} does not exist")
+    server_id = new_id()
+    steps = []
+    for i, (disk, real) in enumerate(zip(image.disks, reals, strict=True)):
+        row = Resource(project_id=p.project_id, type=R.DISK, name=f"{name}-{i + 1}", path=real,
+                       size_bytes=disk["size_bytes"], region=ctx.settings.region, availability_zone=zone,
+                       encrypted=b.encrypted, status="restoring", host=ctx.settings.host_group,
+                       description=f"disk {i + 1} of server {name}, from image {image.name} ({image.id})")
+        s.add(row)
+        s.flush()
+        steps.append({"backup_id": disk["backup_id"], "disk_id": row.id, "size": disk["size_bytes"],
+                      "disk_role": disk["disk_role"]})
+    task = tasks.new_task(s, project_id=p.project_id, operation_type=OPERATION, now=ctx.now(), vault_id=vault.id,
+                          vault_name=vault.name, resource_id=server_id, resource_name=name, resource_type=R.SERVER,
+                          provider_id=R.PROVIDER_ID[R.SERVER], request_id=p.request_id,
+                          required_host=ctx.settings.host_group,  # the paths were checked on this machine
+                          params={"image_id": image.id, "server_id": server_id, "name": name, "az": zone,
+                                  "description": f"created from image {image.name} ({image.id})",
+                                  "power_on": power_on, "disks": steps},
+                          extra_info={"create_server": {"image_id": image.id, "image_name": image.name,
+                                                        "server_id": server_id, "server_name": name}})
+    return task.id, server_id, [st["disk_id"] for st in steps]
+
+
+def _new_disk_path(s: Session, ctx: ServiceContext, p: Principal, path: str) -> str:
+    """A path for a new disk: allowed to the caller, free, its directory there (guide 6.4's rules for a
+    new disk, as ``restore.create_disk_from_backup`` applies them)."""
+    real = res_svc.authorised_path(s, ctx, p, path)
+    there = ctx.providers.default.path_state(real)
+    if there.exists:
+        raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
+    if not there.parent_is_directory:
+        raise InvalidParameter(f"the directory of {path} does not exist")
+    res_svc.check_path_free(s, ctx, p, real)
+    return real
+
+
+def run_create_server(ctx: ServiceContext, run: tasks.TaskRun) -> None:
+    params = run.params
+    steps = params["disks"]
+    with ctx.tx() as s:
+        vault = s.get(Vault, s.get(Backup, steps[0]["backup_id"]).vault_id)
+        s.expunge(vault)
+    repo = repository(ctx, vault, create=False)
+    progress = TaskProgress(run)
+    made: list[Opened] = []  # the new images, each created (O_EXCL) through a checked open
+    try:
+        for i, step in enumerate(steps):
+            span = progress.span(int(99 * i / len(steps)), int(99 * (i + 1) / len(steps)))
+            made.append(res_svc.open_resource(ctx, step["disk_id"], create=True))
+            new = made[-1]
+            new.set_size(max(step["size"], repo.disk_image(step["backup_id"]).disk_size))
+            repo.restore_disk(step["backup_id"], new.path, progress=span, cancel=progress.cancel, truncate=False,
+                              target_fd=new.fd)
+            new.copy_permissions(None)  # 0600: the source server's files are not ours to look at
+            res_svc.record_identity(ctx, step["disk_id"], new)
+    except BaseException as e:
+        if run.released.is_set():  # handed back or taken over: the next run owns what was made
+            raise
+        _remove_made(ctx, steps, made)
+        if isinstance(e, OperationCancelled):
+            raise tasks.TaskCancelled(run.task_id) from None
+        raise
+    finally:
+        for new in made:
+            new.close()
+    _register_server(ctx, params)
+
+
+def _remove_made(ctx: ServiceContext, steps: list[dict], made: list[Opened]) -> None:
+    """A failed or cancelled task leaves nothing: the files it created and the rows of its disks."""
+    for new in made:
+        new.remove_created()
+    with ctx.tx() as s:
+        for step in steps:
+            row = s.get(Resource, step["disk_id"])
+            if row is not None and row.status == "restoring":
+                s.delete(row)
+
+
+def _register_server(ctx: ServiceContext, params: dict) -> None:
+    """Every disk is written: the server is registered with them (``register_server``'s shape: the system
+    disk first, attached disks ``in-use``), stopped unless ``power_on``."""
+    with ctx.tx() as s:
+        disks = [s.get(Resource, step["disk_id"]) for step in params["disks"]]
+        if any(d is None for d in disks):
+            raise CBRError("a disk of the new server was removed from the inventory while it was being made",
+                           code="BackupService.6716")
+        server = Resource(id=params["server_id"], project_id=disks[0].project_id, type=R.SERVER,
+                          name=params["name"], region=ctx.settings.region, availability_zone=params["az"],
+                          status="running" if params.get("power_on") else "stopped", host=disks[0].host,
+                          size_bytes=sum(d.size_bytes for d in disks),
+                          description=params.get("description", ""))
+        s.add(server)
+        s.flush()
+        for i, (d, step) in enumerate(zip(disks, params["disks"], strict=True)):
+            d.server_id, d.disk_role, d.device_index = server.id, step["disk_role"], i
+            d.status, d.status_reason = "in-use", ""
+        image = s.get(Image, params["image_id"])
+        if image is not None:
+            image.servers_created = (image.servers_created or 0) + 1
+    if params.get("power_on"):
+        with ctx.tx() as s:
+            ctx.providers.for_resource(s.get(Resource, params["server_id"])).set_power(params["server_id"],
+                                                                                      running=True)
+
+
+def abandon_create_server(s: Session, task: Task) -> None:
+    """A create-server task whose worker died: the half-made disks go, rows and files (as a failed one's)."""
+    for step in (task.params or {}).get("disks") or []:
+        d = s.get(Resource, step.get("disk_id"))
+        if d is not None and d.status == "restoring":
+            path = d.path
+            s.delete(d)
+            s.flush()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def image_of_backup(s: Session, backup_id: str) -> Image | None:
+    """The image made from a backup, if any (shown with the backup)."""
+    return s.scalar(select(Image).where(Image.backup_id == backup_id))
+
