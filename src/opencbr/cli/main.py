@@ -9,6 +9,7 @@ from opencbr import __version__
 from opencbr.cli.admin import admin_app
 from opencbr.cli.agents import agent_app
 from opencbr.cli.backups import backup_app
+from opencbr.cli.images import image_app
 from opencbr.cli.inventory import disk_app, fs_app, server_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
@@ -35,6 +36,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
 backup_app.command("replicate")(backup_replicate)
 vault_app.command("replicate")(vault_replicate)
+app.add_typer(image_app, name="image")
 
 
 @app.command()
