@@ -496,6 +496,7 @@ def backup_resp(b, kids=()) -> dict[str, Any]:
             **_app_consistency(details),
         },
         "logical_bytes": b.logical_bytes, "added_bytes": b.added_bytes, "full": b.full_requested,
+        "used_by_image": bool(b.used_by_image),  # an image was made from it (guide 6.2: it cannot be deleted)
         "consistency": details.get("consistency"), "disk_role": b.disk_role, "device_index": b.device_index,
         "error_info": {"code": b.error_code, "message": b.error_message} if b.error_code or b.error_message else None,
         "task_id": b.task_id,

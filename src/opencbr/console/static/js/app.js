@@ -13,6 +13,7 @@ const PAGES = {
   agents: () => import("./pages/agents.js"),
   monitoring: () => import("./pages/monitoring.js"),
   audit: () => import("./pages/audit.js"),
+  images: () => import("./pages/images.js"),
 };
 const DEFAULT = "#/servers/vaults";
 const app = document.getElementById("app");
@@ -160,7 +161,8 @@ function renderShell(parts) {
     navLink("#/resources", "resources", "Resources", section === "resources"),
     navLink("#/agents", "server", "Agents", section === "agents"),
     navLink("#/monitoring", "chart", "Monitoring", section === "monitoring"),
-    isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null);
+    isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null,
+    navLink("#/images", "file", "Images", section === "images"));
   const top = h("header.topbar",
     h("a.brand", { href: DEFAULT }, h("img", { src: "favicon.svg", alt: "" }), "OpenCBR",
       h("small", "Cloud Backup and Recovery")),
