@@ -10,7 +10,17 @@ import typer
 from opencbr.cli import refs
 from opencbr.cli.backups import resolve_backup
 from opencbr.cli.client import ClientError
-from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, human, print_json, table
+from opencbr.cli.output import (
+    JSON_OPTION,
+    YES_OPTION,
+    client,
+    confirm,
+    details,
+    handle_errors,
+    human,
+    print_json,
+    table,
+)
 from opencbr.cli.params import WAIT_OPTION
 from opencbr.cli.tasks import raise_if_failed, wait_for
 
