@@ -6,7 +6,7 @@ image is; another project sees and uses nothing."""
 from __future__ import annotations
 
 import pytest
-from huaweicloudsdkcbr.v1 import DeleteBackupRequest
+from huaweicloudsdkcbr.v1 import DeleteBackupRequest, ShowBackupRequest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from opencbr.cli.client import ClientError
@@ -67,6 +67,10 @@ def test_an_image_makes_servers_bit_exact(server, imaged):
         assert [d["id"] for d in got["disks"]] == out["disk_ids"]
     assert client.get(f"/images/{image['id']}")["image"]["servers_created"] == 2
 
+    # the SDK sees the image on its backup (extend_info.os_images_data)
+    shown = sdk(server).show_backup(ShowBackupRequest(backup_id=backup_id)).backup
+    assert [d.image_id for d in shown.extend_info.os_images_data] == [image["id"]]
+    assert client.get("/backups", checkpoint_id=shown.checkpoint_id)["backups"][0]["used_by_image"] is True
     # guide 6.2: the backup cannot be deleted while its image exists; then it can
     with pytest.raises(ClientRequestException) as e:
         sdk(server).delete_backup(DeleteBackupRequest(backup_id=backup_id))

@@ -263,7 +263,11 @@ def abandon_create_server(s: Session, task: Task) -> None:
                 os.unlink(path)
 
 
-def image_of_backup(s: Session, backup_id: str) -> Image | None:
-    """The image made from a backup, if any (shown with the backup)."""
-    return s.scalar(select(Image).where(Image.backup_id == backup_id))
+def image_ids(s: Session, rows: list[Backup]) -> dict[str, str]:
+    """backup id -> the id of the image made from it, for the backups among ``rows`` that have one (one
+    query, none when no row is ``used_by_image``)."""
+    ids = [b.id for b in rows if b.used_by_image]
+    if not ids:
+        return {}
+    return dict(s.execute(select(Image.backup_id, Image.id).where(Image.backup_id.in_(ids))).all())
 

@@ -16,7 +16,7 @@ from opencbr.api.routing import JSONRoute, catalog_read
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files, recovery, replication, restore
+from opencbr.services import audit, backups, files, images, recovery, replication, restore
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -77,7 +77,9 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
         views, total = backups.list_backups(s, p, f, limit=limit, offset=offset, sort=order,
                                             marker=L.text(marker, "marker"))
         records = replication.records_of(s, ctx, [v.backup.id for v in views]) if show_replication else {}
-    return {"backups": [replication.with_records(wire.backup_resp(v.backup, v.children), records, v.backup)
+        imaged = images.image_ids(s, [v.backup for v in views])
+    return {"backups": [replication.with_records(wire.backup_resp(v.backup, v.children, imaged.get(v.backup.id)),
+                                                 records, v.backup)
                         for v in views],
             "count": total, "limit": limit, "offset": offset}
 
@@ -88,7 +90,9 @@ def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceC
     with ctx.read() as s:
         v = backups.show_backup(s, p, backup_id)
         records = replication.records_of(s, ctx, [v.backup.id])
-    return {"backup": replication.with_records(wire.backup_resp(v.backup, v.children), records, v.backup)}
+        imaged = images.image_ids(s, [v.backup])
+    return {"backup": replication.with_records(wire.backup_resp(v.backup, v.children, imaged.get(v.backup.id)),
+                                               records, v.backup)}
 
 
 @router.put("/backups/{backup_id}")
