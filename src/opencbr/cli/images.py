@@ -111,6 +111,9 @@ def image_create_server(image: str = IMAGE_ARG,
                                                            "...), instead of --path."),
                         az: str = typer.Option(None, "--az", help="Availability zone (default: the backup's)."),
                         power_on: bool = typer.Option(False, "--power-on", help="Register the server running."),
+                        agent: str = typer.Option(None, "--agent", help="Make the disks on this agent's host "
+                                                                        "(its paths, .img or .raw files below "
+                                                                        "its roots) instead of this machine."),
                         wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
     """Create a server from an image: each disk of the image becomes a new disk-image file, then the server
     is registered with them. Any number of servers can be made from one image.
@@ -122,7 +125,10 @@ def image_create_server(image: str = IMAGE_ARG,
         raise ClientError("give --directory, or one --path per disk of the image")
     c = client()
     body: dict = {"name": name, "power_on": power_on}
-    body.update({"paths": [os.path.abspath(x) for x in path]} if path else {"directory": os.path.abspath(directory)})
+    here = os.path.abspath if agent is None else (lambda x: x)  # an agent's paths are its host's own
+    body.update({"paths": [here(x) for x in path]} if path else {"directory": here(directory)})
+    if agent:
+        body["agent_id"] = agent
     if az:
         body["availability_zone"] = az
     out = c.post(f"/images/{resolve_image(c, image)}/servers", {"server": body})

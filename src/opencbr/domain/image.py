@@ -22,6 +22,8 @@ MAX_DESCRIPTION = 255
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\- ]{1,128}$")
 #: What a new server's disk files are called inside the directory a caller names: ``<server>-<n>.img``.
 DISK_SUFFIX = ".img"
+#: A new disk on an agent's host is an image file its inventory reports: one of these suffixes.
+HOST_DISK_SUFFIXES = (".img", ".raw")
 
 
 def check_image_name(name: object) -> str:

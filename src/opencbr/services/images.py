@@ -11,19 +11,24 @@ cancelled, the disks it made are removed, files and rows, and no server is regis
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import posixpath
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, Image, Resource, Task, Vault, new_id
+from opencbr.catalog.models import Agent, Backup, Image, Resource, Task, Vault, new_id
 from opencbr.domain import image as I
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
 from opencbr.engine import OperationCancelled
+from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import listing, tasks
+from opencbr.services import listing, onhost, tasks
 from opencbr.services import resources as res_svc
+from opencbr.services.agents import state as agent_state
+from opencbr.services.agents.registry import get_agent
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, project_row, readable_backup
 from opencbr.services.principal import Principal
@@ -31,6 +36,7 @@ from opencbr.services.progress import TaskProgress
 from opencbr.services.repositories import repository
 
 OPERATION = "create_server"
+log = logging.getLogger("opencbr.images")
 
 
 # ------------------------------------------------------------------------------------ the catalog
@@ -123,11 +129,12 @@ def check_vault_without_images(s: Session, vault_id: str) -> None:
 # ------------------------------------------------------------------------------------ new servers
 def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, image_id: str, *, name: object,
                              paths: list | None = None, directory: object = None, az: str | None = None,
-                             power_on: object = False) -> tuple[str, str, list[str]]:
+                             power_on: object = False, agent_id: str | None = None) -> tuple[str, str, list[str]]:
     """A new server from an image (guide 6.2 step 5, 13.1.4: one image, many servers). Each disk of the
     image becomes a new disk-image file (``paths``, one per disk, system first; or in ``directory``), as
-    large as the disk that was backed up; the disks are ``restoring`` until the task has written them,
-    then the server is registered with them. Returns (task id, the server's id to be, the disk ids)."""
+    large as the disk that was backed up, on this machine or, with ``agent_id``, on that agent's host
+    (its roots decide there); the disks are ``restoring`` until the task has written them, then the
+    server is registered with them. Returns (task id, the server's id to be, the disk ids)."""
     p.require_write()
     R.check_resource_name(name)
     if not isinstance(power_on, bool):
@@ -139,7 +146,8 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
         raise StateConflict("this image's backup is gone; delete the image", code="BackupService.6710")
     I.check_image_usable(b.status, vault.status)
     wanted = I.new_disk_paths(len(image.disks), paths=paths, directory=directory, server_name=name)
-    reals = [_new_disk_path(s, ctx, p, path) for path in wanted]
+    agent = _online_agent(s, ctx, p, agent_id) if agent_id is not None else None
+    reals = [_agent_disk_path(s, agent, path) if agent else _new_disk_path(s, ctx, p, path) for path in wanted]
     if len(set(reals)) != len(reals):
         raise InvalidParameter("each new disk needs a path of its own", code="BackupService.6712")
     zone = az or b.resource_az or ctx.settings.availability_zones[0]
@@ -150,16 +158,18 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
     for i, (disk, real) in enumerate(zip(image.disks, reals, strict=True)):
         row = Resource(project_id=p.project_id, type=R.DISK, name=f"{name}-{i + 1}", path=real,
                        size_bytes=disk["size_bytes"], region=ctx.settings.region, availability_zone=zone,
-                       encrypted=b.encrypted, status="restoring", host=ctx.settings.host_group,
+                       encrypted=b.encrypted, status="restoring", host="" if agent else ctx.settings.host_group,
+                       provider="agent" if agent else "local", agent_id=agent.id if agent else None,
                        description=f"disk {i + 1} of server {name}, from image {image.name} ({image.id})")
         s.add(row)
         s.flush()
         steps.append({"backup_id": disk["backup_id"], "disk_id": row.id, "size": disk["size_bytes"],
-                      "disk_role": disk["disk_role"]})
+                      "disk_role": disk["disk_role"], "on_host": agent is not None})
     task = tasks.new_task(s, project_id=p.project_id, operation_type=OPERATION, now=ctx.now(), vault_id=vault.id,
                           vault_name=vault.name, resource_id=server_id, resource_name=name, resource_type=R.SERVER,
                           provider_id=R.PROVIDER_ID[R.SERVER], request_id=p.request_id,
-                          required_host=ctx.settings.host_group,  # the paths were checked on this machine
+                          # local paths were checked on this machine; any worker can drive an agent
+                          required_host="" if agent else ctx.settings.host_group,
                           params={"image_id": image.id, "server_id": server_id, "name": name, "az": zone,
                                   "description": f"created from image {image.name} ({image.id})",
                                   "power_on": power_on, "disks": steps},
@@ -181,6 +191,28 @@ def _new_disk_path(s: Session, ctx: ServiceContext, p: Principal, path: str) -> 
     return real
 
 
+def _online_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: object) -> Agent:
+    """The project's agent that will write the new disks on its host, online now (else 409, not a task
+    that hangs on it)."""
+    agent = get_agent(s, p.project_id, agent_id)
+    if not agent_state.is_online(ctx, agent):
+        raise StateConflict(f"agent {agent_id}: {agent_state.offline_reason(agent)}", code="BackupService.6717")
+    return agent
+
+
+def _agent_disk_path(s: Session, agent: Agent, path: str) -> str:
+    """A new disk on an agent's host: an image file (``.img`` or ``.raw``, what its inventory reports) that
+    is not a resource of that agent yet; the agent refuses paths outside its roots when it creates it."""
+    normal = posixpath.normpath(path)
+    if not normal.endswith(I.HOST_DISK_SUFFIXES):
+        raise InvalidParameter(f"{path}: a new disk on an agent's host is an image file ending in "
+                               f"{' or '.join(I.HOST_DISK_SUFFIXES)}", code="BackupService.6711")
+    taken = s.scalar(select(Resource.id).where(Resource.agent_id == agent.id, Resource.path == normal).limit(1))
+    if taken is not None:
+        raise StateConflict(f"{path} is already a resource of agent {agent.id}", code="BackupService.6432")
+    return normal
+
+
 def run_create_server(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     params = run.params
     steps = params["disks"]
@@ -190,9 +222,13 @@ def run_create_server(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
     made: list[Opened] = []  # the new images, each created (O_EXCL) through a checked open
+    on_host: list[dict] = []  # the new images an agent made on its host: (disk id, path)
     try:
         for i, step in enumerate(steps):
             span = progress.span(int(99 * i / len(steps)), int(99 * (i + 1) / len(steps)))
+            if step.get("on_host"):
+                on_host.append(_write_on_host(ctx, repo, step, span))
+                continue
             made.append(res_svc.open_resource(ctx, step["disk_id"], create=True))
             new = made[-1]
             new.set_size(max(step["size"], repo.disk_image(step["backup_id"]).disk_size))
@@ -203,7 +239,7 @@ def run_create_server(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     except BaseException as e:
         if run.released.is_set():  # handed back or taken over: the next run owns what was made
             raise
-        _remove_made(ctx, steps, made)
+        _remove_made(ctx, steps, made, on_host)
         if isinstance(e, OperationCancelled):
             raise tasks.TaskCancelled(run.task_id) from None
         raise
@@ -213,10 +249,34 @@ def run_create_server(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     _register_server(ctx, params)
 
 
-def _remove_made(ctx: ServiceContext, steps: list[dict], made: list[Opened]) -> None:
-    """A failed or cancelled task leaves nothing: the files it created and the rows of its disks."""
+def _write_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) -> dict:
+    """The agent of the new disk creates its image file (O_EXCL, below its roots) and writes the disk backup
+    into it, reading the chunks from the vault through the task's channel, as restores to agents' hosts do."""
+    link = onhost.link_to(ctx, step["disk_id"])
+    with ctx.tx() as s:
+        row = s.get(Resource, step["disk_id"])
+        provider, path = ctx.providers.for_resource(row), row.path
+    try:
+        provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"], kind="disk",
+                         target=path, create=True, cancel=span.cancel, bandwidth=link.bandwidth, progress=span)
+    except AgentTaskFailed as e:
+        if span.cancel.is_set():
+            raise OperationCancelled("the server creation was cancelled") from None
+        raise onhost.agent_error(e) from None
+    return {"disk_id": step["disk_id"], "path": path}
+
+
+def _remove_made(ctx: ServiceContext, steps: list[dict], made: list[Opened], on_host: list[dict]) -> None:
+    """A failed or cancelled task leaves nothing: the files it created (here, or on the agent's host: the
+    agent removes the one that failed itself) and the rows of its disks."""
     for new in made:
         new.remove_created()
+    for done in on_host:
+        try:
+            link = onhost.link_to(ctx, done["disk_id"])
+            ctx.providers.get("agent").remove_disk(link.connect, project_id=link.project_id, path=done["path"])
+        except (CBRError, AgentTaskFailed) as e:  # (the agent went away meanwhile: said, not hidden)
+            log.warning("could not remove %s from the agent's host: %s", done["path"], e)
     with ctx.tx() as s:
         for step in steps:
             row = s.get(Resource, step["disk_id"])
@@ -232,9 +292,12 @@ def _register_server(ctx: ServiceContext, params: dict) -> None:
         if any(d is None for d in disks):
             raise CBRError("a disk of the new server was removed from the inventory while it was being made",
                            code="BackupService.6716")
+        on_host = disks[0].provider == "agent"  # (the path tells the agent's inventory it is not the host's)
         server = Resource(id=params["server_id"], project_id=disks[0].project_id, type=R.SERVER,
                           name=params["name"], region=ctx.settings.region, availability_zone=params["az"],
                           status="running" if params.get("power_on") else "stopped", host=disks[0].host,
+                          provider=disks[0].provider, agent_id=disks[0].agent_id,
+                          path=disks[0].path if on_host else "",
                           size_bytes=sum(d.size_bytes for d in disks),
                           description=params.get("description", ""))
         s.add(server)
@@ -256,11 +319,12 @@ def abandon_create_server(s: Session, task: Task) -> None:
     for step in (task.params or {}).get("disks") or []:
         d = s.get(Resource, step.get("disk_id"))
         if d is not None and d.status == "restoring":
-            path = d.path
+            path, here = d.path, d.provider != "agent"  # (an agent's file is its host's, not this machine's)
             s.delete(d)
             s.flush()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            if here:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
 
 def image_ids(s: Session, rows: list[Backup]) -> dict[str, str]:

@@ -37,6 +37,7 @@ class ServerCreate(Wire):
     directory: PathText | None = None
     availability_zone: Id | None = None
     power_on: bool = False
+    agent_id: Id | None = None
 
 
 class ServerCreateBody(Wire):
@@ -99,5 +100,5 @@ def create_server(image_id: str, body: ServerCreateBody, p: Principal = Depends(
     with audit.trace(ctx, p, "createServerFromImage", wire.dump(spec), resource_id=image_id), ctx.tx() as s:
         task_id, server_id, disk_ids = images.create_server_from_image(
             s, ctx, p, image_id, name=spec.name, paths=spec.paths, directory=spec.directory,
-            az=spec.availability_zone, power_on=spec.power_on)
+            az=spec.availability_zone, power_on=spec.power_on, agent_id=spec.agent_id)
     return {"operation_log_id": task_id, "server_id": server_id, "disk_ids": disk_ids}
