@@ -268,3 +268,33 @@ def test_retention_neither_deletes_nor_counts_a_backup_with_an_image(ctx, tenant
         got = [s.get(Backup, i).status for i in ids]
     # the three most recent backups *without* an image stay, and the imaged one with them
     assert got == ["deleting", "deleting", "available", "available", "available", "available"]
+
+
+class WorkerDied(BaseException):
+    """Stands for a worker killed mid-task: nothing of the handler's own clean-up runs."""
+
+
+def test_a_server_creation_whose_worker_died_is_cleaned_up_when_abandoned(rctx, owner, roots, clock, server_backup,
+                                                                          monkeypatch):
+    from opencbr.services import tasks
+    from opencbr.worker.runner import task_handlers
+
+    _vault_id, backup_id, _ = server_backup
+    image = _image(rctx, owner, backup_id)
+    task_id, server_id, disk_ids = _new_server(rctx, owner, image.id, "dies",
+                                               paths=[str(roots / "d-1.img"), str(roots / "d-2.img")])
+
+    def die(*args, **kwargs):
+        raise WorkerDied()
+
+    monkeypatch.setattr(images, "_register_server", die)  # both disks are written; the server never registered
+    with pytest.raises(WorkerDied):
+        Worker(rctx, "w-dies").run_once()
+    monkeypatch.undo()
+    assert (roots / "d-1.img").exists() and (roots / "d-2.img").exists()
+    clock.advance(seconds=120)
+    assert tasks.expire_leases(rctx, task_handlers().abandoned) == 1
+    assert not (roots / "d-1.img").exists() and not (roots / "d-2.img").exists()
+    with rctx.read() as s:
+        assert s.get(Resource, server_id) is None and all(s.get(Resource, d) is None for d in disk_ids)
+        assert s.get(Task, task_id).status == "failed"
