@@ -125,6 +125,12 @@ ROUTES = [
     ("DELETE", "/regions/r", None, OPERATOR),
     ("POST", "/regions/credentials", {"name": "r"}, OPERATOR),
     ("DELETE", "/regions/credentials/c", None, OPERATOR),
+    # images (docs/images.md)
+    ("GET", "/images", None, READ),
+    ("POST", "/images", {"image": {"backup_id": "{backup}", "name": "roles-image"}}, MEMBER),
+    ("GET", "/images/no-such-image", None, READ),
+    ("DELETE", "/images/no-such-image", None, MEMBER),
+    ("POST", "/images/no-such-image/servers", {"server": {"name": "roles-srv", "directory": "/tmp"}}, MEMBER),
 ]
 
 
