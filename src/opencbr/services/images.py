@@ -154,17 +154,7 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
     if zone not in ctx.settings.availability_zones:
         raise InvalidParameter(f"availability zone {zone!r} does not exist")
     server_id = new_id()
-    steps = []
-    for i, (disk, real) in enumerate(zip(image.disks, reals, strict=True)):
-        row = Resource(project_id=p.project_id, type=R.DISK, name=f"{name}-{i + 1}", path=real,
-                       size_bytes=disk["size_bytes"], region=ctx.settings.region, availability_zone=zone,
-                       encrypted=b.encrypted, status="restoring", host="" if agent else ctx.settings.host_group,
-                       provider="agent" if agent else "local", agent_id=agent.id if agent else None,
-                       description=f"disk {i + 1} of server {name}, from image {image.name} ({image.id})")
-        s.add(row)
-        s.flush()
-        steps.append({"backup_id": disk["backup_id"], "disk_id": row.id, "size": disk["size_bytes"],
-                      "disk_role": disk["disk_role"], "on_host": agent is not None})
+    steps = _new_disk_rows(s, ctx, p, image, name, reals, zone=zone, encrypted=b.encrypted, agent=agent)
     task = tasks.new_task(s, project_id=p.project_id, operation_type=OPERATION, now=ctx.now(), vault_id=vault.id,
                           vault_name=vault.name, resource_id=server_id, resource_name=name, resource_type=R.SERVER,
                           provider_id=R.PROVIDER_ID[R.SERVER], request_id=p.request_id,
@@ -176,6 +166,23 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
                           extra_info={"create_server": {"image_id": image.id, "image_name": image.name,
                                                         "server_id": server_id, "server_name": name}})
     return task.id, server_id, [st["disk_id"] for st in steps]
+
+
+def _new_disk_rows(s: Session, ctx: ServiceContext, p: Principal, image: Image, name: str, paths: list[str], *,
+                   zone: str, encrypted: bool, agent: Agent | None) -> list[dict]:
+    """The new server's disks, ``restoring`` until the task has written them; the task's steps."""
+    steps = []
+    for i, (disk, path) in enumerate(zip(image.disks, paths, strict=True)):
+        row = Resource(project_id=p.project_id, type=R.DISK, name=f"{name}-{i + 1}", path=path,
+                       size_bytes=disk["size_bytes"], region=ctx.settings.region, availability_zone=zone,
+                       encrypted=encrypted, status="restoring", host="" if agent else ctx.settings.host_group,
+                       provider="agent" if agent else "local", agent_id=agent.id if agent else None,
+                       description=f"disk {i + 1} of server {name}, from image {image.name} ({image.id})")
+        s.add(row)
+        s.flush()
+        steps.append({"backup_id": disk["backup_id"], "disk_id": row.id, "size": disk["size_bytes"],
+                      "disk_role": disk["disk_role"], "on_host": agent is not None})
+    return steps
 
 
 def _new_disk_path(s: Session, ctx: ServiceContext, p: Principal, path: str) -> str:
