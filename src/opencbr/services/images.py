@@ -244,9 +244,10 @@ def run_create_server(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             new.copy_permissions(None)  # 0600: the source server's files are not ours to look at
             res_svc.record_identity(ctx, step["disk_id"], new)
     except BaseException as e:
-        if run.released.is_set():  # handed back or taken over: the next run owns what was made
+        _remove_files(ctx, made, on_host)  # (only what this run created: the next run, if any, makes them anew)
+        if run.released.is_set():  # handed back or taken over: the disk rows are the next run's
             raise
-        _remove_made(ctx, steps, made, on_host)
+        _remove_rows(ctx, steps)
         if isinstance(e, OperationCancelled):
             raise tasks.TaskCancelled(run.task_id) from None
         raise
@@ -273,9 +274,9 @@ def _write_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) ->
     return {"disk_id": step["disk_id"], "path": path}
 
 
-def _remove_made(ctx: ServiceContext, steps: list[dict], made: list[Opened], on_host: list[dict]) -> None:
-    """A failed or cancelled task leaves nothing: the files it created (here, or on the agent's host: the
-    agent removes the one that failed itself) and the rows of its disks."""
+def _remove_files(ctx: ServiceContext, made: list[Opened], on_host: list[dict]) -> None:
+    """A failed or cancelled task leaves nothing: the files it created, here or on the agent's host (the
+    agent removes the one that failed itself)."""
     for new in made:
         new.remove_created()
     for done in on_host:
@@ -284,6 +285,10 @@ def _remove_made(ctx: ServiceContext, steps: list[dict], made: list[Opened], on_
             ctx.providers.get("agent").remove_disk(link.connect, project_id=link.project_id, path=done["path"])
         except (CBRError, AgentTaskFailed) as e:  # (the agent went away meanwhile: said, not hidden)
             log.warning("could not remove %s from the agent's host: %s", done["path"], e)
+
+
+def _remove_rows(ctx: ServiceContext, steps: list[dict]) -> None:
+    """The rows of the disks a failed or cancelled task was making go with their files."""
     with ctx.tx() as s:
         for step in steps:
             row = s.get(Resource, step["disk_id"])
