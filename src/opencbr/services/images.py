@@ -15,7 +15,7 @@ import logging
 import os
 import posixpath
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Agent, Backup, Image, Resource, Task, Vault, new_id
@@ -317,9 +317,9 @@ def _register_server(ctx: ServiceContext, params: dict) -> None:
         for i, (d, step) in enumerate(zip(disks, params["disks"], strict=True)):
             d.server_id, d.disk_role, d.device_index = server.id, step["disk_role"], i
             d.status, d.status_reason = "in-use", ""
-        image = s.get(Image, params["image_id"])
-        if image is not None:
-            image.servers_created = (image.servers_created or 0) + 1
+        # one UPDATE, not read-then-write: servers made from one image at once on several workers all count
+        s.execute(update(Image).where(Image.id == params["image_id"])
+                  .values(servers_created=Image.servers_created + 1))
     if params.get("power_on"):
         with ctx.tx() as s:
             ctx.providers.for_resource(s.get(Resource, params["server_id"])).set_power(params["server_id"],
