@@ -240,6 +240,13 @@ def test_a_server_backup_replicates_with_its_disks(regions, tmp_path):
                                                                "path": str(tmp_path / f"r-{kid['disk_role']}.img")})
         assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
         assert sha256(tmp_path / f"r-{kid['disk_role']}.img") == sha256(src)
+    # a replica can be used to create an image (guide 1.6, 6.2), and the image a server in region-b
+    image = api(b).post("/images", {"image": {"backup_id": replica["id"], "name": "from-replica"}})["image"]
+    assert image["source_image_type"] == "replication" and len(image["disks"]) == 2
+    (tmp_path / "vms").mkdir()
+    out = api(b).post(f"/images/{image['id']}/servers", {"server": {"name": "r-new", "directory": str(tmp_path / "vms")}})
+    assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+    assert [sha256(tmp_path / "vms" / f"r-new-{i}.img") for i in (1, 2)] == [sha256(sys_img), sha256(data_img)]
 
 
 def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):

@@ -139,6 +139,12 @@ ROUTES = [
     ("DELETE", "/admin/quotas/{vault}", None, OPERATOR),
     ("POST", "/vaults/{vault}/migrateresources", {"destination_vault_id": "{vault}", "resource_ids": ["{disk}"]},
      MEMBER),
+    # images (docs/images.md)
+    ("GET", "/images", None, READ),
+    ("POST", "/images", {"image": {"backup_id": "{backup}", "name": "roles-image"}}, MEMBER),
+    ("GET", "/images/no-such-image", None, READ),
+    ("DELETE", "/images/no-such-image", None, MEMBER),
+    ("POST", "/images/no-such-image/servers", {"server": {"name": "roles-srv", "directory": "/tmp"}}, MEMBER),
 ]
 
 

@@ -73,7 +73,7 @@ class TestAlways:
 
     def test_backup_used_by_an_image_is_never_pruned(self):
         """5.2: "If a backup is used to create an image, the backup will not be deleted by the retention
-        rule." It still takes one of the N places while it is among the most recent."""
+        rule." 6.2: such a backup "will not be counted as a retained backup": it takes none of the N places."""
         backups = autos(5, RetentionRule.quantity(2))
         backups[0] = BackupRecord("a0000", day(0), True, used_by_image=True, rule=RetentionRule.of_days(2))
         plan = plan_retention(backups, count(2), day(10))
@@ -82,8 +82,8 @@ class TestAlways:
         assert plan.prune_ids == ["a0002", "a0001"]
         backups[4] = BackupRecord("a0004", day(4), True, used_by_image=True, rule=RetentionRule.quantity(2))
         plan = plan_retention(backups, count(2), day(10))
-        assert plan.verdict("a0004").codes == ("latest", "image")
-        assert plan.prune_ids == ["a0002", "a0001"]
+        assert plan.verdict("a0004").codes == ("image",)
+        assert plan.prune_ids == ["a0001"]  # the two most recent without an image are a0003 and a0002
 
     def test_failed_backups_at_most_ten_for_one_month(self):
         """5.2: "A maximum of 10 backups are retained for failed periodic backup tasks. They are retained
@@ -262,8 +262,10 @@ def test_quantity_rule_keeps_at_most_n_plain_automatic_backups(backups, n, now):
     plan = plan_retention(backups, count(n), now)
     plain = [v for v in plan.to_keep if v.backup.automatic and v.backup.status == "available" and not v.backup.used_by_image]
     assert len(plain) <= n
-    # and the ones it keeps are the newest of the counted automatic backups
-    counted = sorted((b for b in backups if b.automatic and b.status in ("available", "restoring")), key=lambda b: (b.created_at, b.id), reverse=True)
+    # and the ones it keeps are the newest of the counted automatic backups (those with an image are not
+    # counted, guide 6.2)
+    counted = sorted((b for b in backups if b.automatic and b.status in ("available", "restoring")
+                      and not b.used_by_image), key=lambda b: (b.created_at, b.id), reverse=True)
     for v in plain:
         assert v.backup in counted[:n]
 

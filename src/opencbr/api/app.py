@@ -13,6 +13,7 @@ from opencbr.api.routes import agent_package as agent_package_routes
 from opencbr.api.routes import agents as agent_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
+from opencbr.api.routes import images as image_routes
 from opencbr.api.routes import members as member_routes
 from opencbr.api.routes import migration as migration_routes
 from opencbr.api.routes import org_policies as org_policy_routes
@@ -90,5 +91,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(org_policy_routes.router)
     app.include_router(quota_routes.router)
     app.include_router(migration_routes.router)
+    app.include_router(image_routes.router)  # images (docs/images.md)
     app.include_router(console_web.router)
     return app

@@ -474,9 +474,9 @@ def _app_consistency(details: dict) -> dict[str, Any]:
     return {"app_consistency": {"achieved": app.get("achieved"), "reason": app.get("reason") or ""}} if app else {}
 
 
-def backup_resp(b, kids=()) -> dict[str, Any]:
+def backup_resp(b, kids=(), image_id: str | None = None) -> dict[str, Any]:
     """A BackupResp. ``logical_bytes`` and ``added_bytes`` (extensions) show each backup's size and what it
-    added to the vault (guide 13.2.14 says CBR cannot)."""
+    added to the vault (guide 13.2.14 says CBR cannot). ``image_id``: the image made from it (guide 6.2)."""
     details = b.details or {}
     system = b.disk_role == "system" or any(k.disk_role == "system" for k in kids)
     return {
@@ -492,11 +492,13 @@ def backup_resp(b, kids=()) -> dict[str, Any]:
         "children": [backup_resp(k) for k in kids],
         "extend_info": {
             "auto_trigger": b.auto_trigger, "bootable": system, "snapshot_id": "", "support_lld": False,
-            "supported_restore_mode": "backup", "os_images_data": [], "contain_system_disk": system,
+            "supported_restore_mode": "backup",
+            "os_images_data": [{"image_id": image_id}] if image_id else [], "contain_system_disk": system,
             "encrypted": b.encrypted, "system_disk": b.disk_role == "system", "is_multi_az": False,
             **_app_consistency(details),
         },
         "logical_bytes": b.logical_bytes, "added_bytes": b.added_bytes, "full": b.full_requested,
+        "used_by_image": bool(b.used_by_image),  # an image was made from it (guide 6.2: it cannot be deleted)
         "consistency": details.get("consistency"), "disk_role": b.disk_role, "device_index": b.device_index,
         "error_info": {"code": b.error_code, "message": b.error_message} if b.error_code or b.error_message else None,
         "task_id": b.task_id,

@@ -603,4 +603,32 @@ class ProjectQuota(Base):
     quota_type: Mapped[str] = mapped_column(String(16), primary_key=True)
     #: the limit; -1 for none
     limit: Mapped[int] = mapped_column(BigInteger)
+
+
+# -------------------------------------------------------------------------------------------- images
+class Image(Base):
+    """A full-server image (guide 6.2): made from one server backup that holds the system disk, one image
+    per backup. It copies nothing: its disks are the backup's disk backups, which is why that backup
+    cannot be deleted while the image exists. ``disks``: [{backup_id, disk_role, device_index,
+    size_bytes, resource_name}], the system disk first. ``project_id`` is the image's owner (the backup
+    may be another project's, shared with it)."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("backup_id", name="uq_images_backup"),
+                      Index("ix_images_project_created", "project_id", "created_at"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    backup_id: Mapped[str] = mapped_column(String(36))
+    vault_id: Mapped[str] = mapped_column(String(36))
+    source_resource_id: Mapped[str] = mapped_column(String(36), default="")
+    source_resource_name: Mapped[str] = mapped_column(String(255), default="")
+    source_image_type: Mapped[str] = mapped_column(String(16), default="backup")  # backup | replication
+    region: Mapped[str] = mapped_column(String(64), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disks: Mapped[list] = mapped_column(JSON, default=list)
+    servers_created: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

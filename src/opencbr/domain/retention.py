@@ -420,7 +420,8 @@ def plan_retention(
     for v in _failed_verdicts(failed, now):
         verdicts[v.backup.id] = v
 
-    counted = [b for b in ordered if b.automatic and b.status in COUNTED_STATUSES]
+    # guide 6.2: a backup used to create an image "will not be counted as a retained backup"
+    counted = [b for b in ordered if b.automatic and b.status in COUNTED_STATUSES and not b.used_by_image]
     disabled = current is not None and not current.enabled
     count_rule = current.rule if current is not None and current.rule.kind == COUNT else None
     window = {b.id for b in counted[: count_rule.count]} if count_rule is not None else set()

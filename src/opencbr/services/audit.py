@@ -36,6 +36,7 @@ TRACES.update({"replicationBackup": "backup", "replicationCheckpoint": "vault"})
 TRACES.update({"addMember": "backup", "updateMemberStatus": "backup", "deleteMember": "backup"})  # sharing (4.2)
 TRACES.update({"createOrganizationPolicy": "policy", "updateOrganizationPolicy": "policy",
                "deleteOrganizationPolicy": "policy"})
+TRACES.update({"createImage": "image", "deleteImage": "image", "createServerFromImage": "image"})  # guide 6.2
 
 
 @dataclass

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from opencbr.services import backups, files, hosts, migration, replication, resources, restore, vaults
+from opencbr.services import backups, files, hosts, images, migration, replication, resources, restore, vaults
 from opencbr.services.tasks import TaskHandlers
 
 
@@ -22,4 +22,5 @@ def register_handlers(registry: TaskHandlers) -> TaskHandlers:
     registry.register("probe", hosts.run_probe)
     registry.register("replication", replication.run_replication, abandon=replication.abandon_replication)
     registry.register("migrate", migration.run_migrate, abandon=migration.abandon_migrate)
+    registry.register(images.OPERATION, images.run_create_server, abandon=images.abandon_create_server)
     return registry

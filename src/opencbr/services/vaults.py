@@ -14,7 +14,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import tags as T
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import backups, listing, memberships, policies, quotas, tasks
+from opencbr.services import backups, images, listing, memberships, policies, quotas, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault
@@ -381,6 +381,7 @@ def delete_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str) -
     now = ctx.now()
     vault = get_vault(s, p.project_id, vault_id, for_update=True)
     V.check_vault_deletable(vault.status)
+    images.check_vault_without_images(s, vault.id)
     vault.status = "deleting"
     vault.updated_at = now
     task = tasks.new_task(s, project_id=p.project_id, operation_type="vault_delete", now=now,

@@ -252,6 +252,13 @@ def create_dir(ctx, _channel, req: dict, _payload: memoryview) -> dict:
     return {"path": path}
 
 
+def remove_disk(ctx, _channel, req: dict, _payload: memoryview) -> dict:
+    """Remove a disk-image file the service made here that it no longer wants (a server made from an image
+    whose later disks failed): by name below the roots; a directory is never removed."""
+    _remove_created(ctx, _param(req, "path"))
+    return {}
+
+
 def probe(ctx, _channel, req: dict, _payload: memoryview) -> dict:
     """What is at ``path``: ``kind`` (disk/dir), ``size`` (a disk's), and its identity."""
     path = _param(req, "path")
@@ -279,4 +286,5 @@ OPERATIONS: dict[str, Operation] = {
     "restore_files": restore_files,
     "create_dir": create_dir,
     "probe": probe,
+    "remove_disk": remove_disk,
 }

@@ -16,7 +16,7 @@ from opencbr.api.routing import JSONRoute, catalog_read
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter
-from opencbr.services import audit, backups, files, recovery, replication, restore, sharing
+from opencbr.services import audit, backups, files, images, recovery, replication, restore, sharing
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -73,16 +73,19 @@ def list_backups(checkpoint_id: str | None = None, vault_id: str | None = None, 
     with ctx.read() as s:
         views, total = sharing.list_backups(s, p, f, own_type, member_status, limit=limit, offset=offset,
                                             sort=order, marker=L.text(marker, "marker"))
-        records = replication.records_of(s, ctx, [v.view.backup.id for v in views if v.member is None]) \
-            if show_replication else {}
-    return {"backups": [_backup_resp(v, records) for v in views], "count": total, "limit": limit, "offset": offset}
+        own = [v.view.backup for v in views if v.member is None]
+        records = replication.records_of(s, ctx, [b.id for b in own]) if show_replication else {}
+        imaged = images.image_ids(s, own)
+    return {"backups": [_backup_resp(v, records, imaged) for v in views], "count": total, "limit": limit,
+            "offset": offset}
 
 
-def _backup_resp(v: sharing.SharedView, records: dict) -> dict:
-    """The caller's own backup with its replication records, or one shared with it (guide 4.2)."""
+def _backup_resp(v: sharing.SharedView, records: dict, imaged: dict) -> dict:
+    """The caller's own backup with its replication records and image, or one shared with it (guide 4.2)."""
     if v.member is not None:
         return wire.shared_backup_resp(v.view.backup, v.view.children, v.member)
-    return replication.with_records(wire.backup_resp(v.view.backup, v.view.children), records, v.view.backup)
+    b = v.view.backup
+    return replication.with_records(wire.backup_resp(b, v.view.children, imaged.get(b.id)), records, b)
 
 
 @router.get("/backups/{backup_id}")
@@ -90,8 +93,10 @@ def _backup_resp(v: sharing.SharedView, records: dict) -> dict:
 def show_backup(backup_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.read() as s:
         v = sharing.show_backup(s, p, backup_id)
-        records = replication.records_of(s, ctx, [v.view.backup.id]) if v.member is None else {}
-    return {"backup": _backup_resp(v, records)}
+        own = v.member is None
+        records = replication.records_of(s, ctx, [v.view.backup.id]) if own else {}
+        imaged = images.image_ids(s, [v.view.backup]) if own else {}
+    return {"backup": _backup_resp(v, records, imaged)}
 
 
 @router.put("/backups/{backup_id}")

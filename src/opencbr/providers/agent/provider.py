@@ -181,6 +181,13 @@ class AgentProvider:
 
         return self._run(connect, {"op": "create_dir", "project_id": project_id, "path": path}, answer)
 
+    def remove_disk(self, connect: Connect, *, project_id: str, path: str) -> dict:
+        """Remove a disk-image file the service made on the host (``restore(create=True)``)."""
+        def answer(ch) -> dict:
+            return ch.recv(self.timeout)[0]
+
+        return self._run(connect, {"op": "remove_disk", "project_id": project_id, "path": path}, answer)
+
     def probe_on_host(self, connect: Connect, *, project_id: str, rtype: str, path: str) -> Probe:
         def answer(ch) -> dict:
             return ch.recv(self.timeout)[0]

@@ -88,7 +88,11 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
     """Bring the agent's resources in line with its ``inventory`` answer."""
     devices = [d for d in (answer.get("block_devices") or [])[:MAX_DEVICES]
                if isinstance(d, dict) and d.get("kind") in DISK_KINDS and isinstance(d.get("path"), str)]
-    existing = {(r.type, r.path): r for r in resources_of(s, agent.id)}
+    rows = resources_of(s, agent.id)
+    # Servers made from images on this host (services/images.py; their path is their system disk's): the
+    # host's inventory does not describe them, it only says whether their disk files are still there.
+    made = {r.id: r for r in rows if r.type == R.SERVER and r.path}
+    existing = {(r.type, r.path): r for r in rows if r.id not in made}
     host = host_name(agent)
     server = existing.get((R.SERVER, ""))
     if server is None:
@@ -109,7 +113,9 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
             s.add(res)
         res.size_bytes = max(0, int(d.get("size") or 0))
         res.identity = {k: d.get(k) for k in ("kind", "name", "fstype", "mountpoint", "vg", "lv") if d.get(k)}
-        if path in index:
+        if res.server_id in made:
+            _set(res, "in-use")
+        elif path in index:
             res.server_id, res.device_index = server.id, index[path]
             res.disk_role = "system" if path == system else "data"
             _set(res, "in-use")
@@ -129,6 +135,11 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
             _set(res, "available")
     for key, res in existing.items():
         if key not in seen:
+            if res.server_id in made:
+                # A made server's disk file that is not in this answer may simply be newer than the agent's
+                # list of image files (redone every few minutes): its absence proves nothing; a task that
+                # opens it says if it is gone.
+                continue
             what = "path" if res.type == R.FILE_SYSTEM else "device"
             if res.type == R.DISK:  # the host as it is now has no such disk
                 res.server_id, res.device_index, res.disk_role = None, None, None
@@ -138,3 +149,9 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
     server.size_bytes = sum(d.size_bytes for d in disks)
     broken = [d for d in disks if d.status == "error"]
     _set(server, "faulty" if broken else "running", f"disk {broken[0].path}: {broken[0].status_reason}" if broken else "")
+    for m in made.values():
+        broken = [d for d in rows if d.server_id == m.id and d.status == "error"]
+        if broken:
+            _set(m, "faulty", f"disk {broken[0].path}: {broken[0].status_reason}")
+        elif m.status == "faulty":
+            _set(m, "stopped")

@@ -1,7 +1,7 @@
 """per-project quotas set by the operator (the defaults are settings)
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-03 22:40:00
 """
 import sqlalchemy as sa

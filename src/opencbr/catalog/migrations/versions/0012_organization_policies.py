@@ -2,7 +2,7 @@
 each one was deployed (or why not)
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0011
 Create Date: 2026-12-03 22:30:00
 """
 import sqlalchemy as sa

@@ -15,6 +15,7 @@ const PAGES = {
   audit: () => import("./pages/audit.js"),
   shared: () => import("./pages/shared.js"),
   quotas: () => import("./pages/quotas.js"),
+  images: () => import("./pages/images.js"),
 };
 const DEFAULT = "#/servers/vaults";
 const app = document.getElementById("app");
@@ -164,6 +165,7 @@ function renderShell(parts) {
     navLink("#/agents", "server", "Agents", section === "agents"),
     navLink("#/monitoring", "chart", "Monitoring", section === "monitoring"),
     isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null,
+    navLink("#/images", "file", "Images", section === "images"),
     navLink("#/quotas", "chart", "Quotas", section === "quotas"));
   const top = h("header.topbar",
     h("a.brand", { href: DEFAULT }, h("img", { src: "favicon.svg", alt: "" }), "OpenCBR",

@@ -8,6 +8,7 @@ import {
 import {
   badge, clear, errorAlert, fmtBytes, h, icon, loading, localDayToUtc, moreMenu, select, table, timeCell, writeGuard, zoneName,
 } from "../ui.js";
+import { createImage } from "./images.js";
 import { kindTabs } from "./vaults.js";
 
 const STATUSES = [["", "All statuses"], ["available", "Available"], ["protecting", "Creating"], ["restoring", "Restoring"],
@@ -59,8 +60,13 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
           { label: "Verify", disabled: ro || !ok, title: why, onClick: () => after(verifyBackup(b)) },
           kind.objectType === "disk" ? { label: "Download Image", disabled: !ok, onClick: () => downloadBackup(b) } : null,
           kind.objectType !== "turbo" ? { label: "Share", disabled: ro || !ok, title: why, onClick: () => after(shareBackup(b)) } : null,
+          kind.objectType === "server" ? {
+            label: "Create Image", disabled: ro || !ok || b.used_by_image || !(b.extend_info || {}).contain_system_disk,
+            title: ro ? why : b.used_by_image ? "An image was already created from this backup" : !ok ? why : undefined,
+            onClick: () => after(createImage(b)),
+          } : null,
           "-",
-          { label: "Delete", danger: true, disabled: ro || !["available", "error"].includes(b.status), title: ro ? why : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
+          { label: "Delete", danger: true, disabled: ro || !["available", "error"].includes(b.status) || b.used_by_image, title: ro ? why : b.used_by_image ? "An image was created from this backup: delete the image first" : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
         ]));
       },
     },
