@@ -465,6 +465,7 @@ class CreateDiskFromBackup(Wire):
     path: PathText
     size_bytes: Bytes | None = None
     availability_zone: Id | None = None
+    agent_id: Id | None = None  # the new image on this agent's host (an extension)
 
 
 def _app_consistency(details: dict) -> dict[str, Any]:
@@ -523,6 +524,7 @@ class CreateFileSystemFromBackup(Wire):
     name: Text
     path: PathText
     availability_zone: Id | None = None
+    agent_id: Id | None = None  # the new directory on this agent's host (an extension)
 
 
 #: Paths one restore-files request may name: a directory brings everything below it, so a long list is

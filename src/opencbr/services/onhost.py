@@ -47,3 +47,65 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
 def agent_error(e: Exception) -> CBRError:
     """An agent task's failure (its code and message) as the task's error."""
     return CBRError(f"the agent could not do it: {getattr(e, 'message', e)}", code="BackupService.6424")
+
+
+# ------------------------------------------------------------------------------------ new resources
+def _agent_task(ctx: ServiceContext, resource_id: str, cancel, call: Callable[[object, HostLink], dict]) -> dict:
+    """``call(provider, link)`` on the agent of ``resource_id``; its failure as the task's error."""
+    from opencbr.engine import OperationCancelled
+    from opencbr.providers.agent import AgentTaskFailed
+
+    link = link_to(ctx, resource_id)
+    with ctx.tx() as s:
+        provider = ctx.providers.for_resource(s.get(Resource, resource_id))
+    try:
+        return call(provider, link)
+    except AgentTaskFailed as e:
+        if cancel.is_set():
+            raise OperationCancelled("the task was cancelled") from None
+        raise agent_error(e) from None
+
+
+def fill_new_disk(ctx: ServiceContext, run, repo, backup_id: str, disk_id: str, size: int) -> None:
+    """Guide 6.4 on an agent's host: the agent creates the image (exclusively, at least ``size`` bytes)
+    and writes the backup into it; a failed or cancelled one is removed there and here."""
+    from opencbr.services import resources as res_svc
+    from opencbr.services.progress import TaskProgress
+
+    progress = TaskProgress(run)
+    with ctx.tx() as s:
+        path = s.get(Resource, disk_id).path
+    made: dict = {}
+    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: int(made.get("size") or size),
+                                  remove=lambda: None):  # (the agent removes an image it did not finish)
+        made.update(_agent_task(ctx, disk_id, progress.cancel, lambda provider, link: provider.restore(
+            repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="disk", target=path,
+            create=True, size=size, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)))
+
+
+def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: str) -> None:
+    """Guide 6.5 on an agent's host: the agent makes the directory (it must be new or empty) and restores
+    the tree into it. One that fails goes from the catalog with its agent path; what was written stays."""
+    from opencbr.services import resources as res_svc
+    from opencbr.services.agents import targets
+    from opencbr.services.progress import TaskProgress
+
+    progress = TaskProgress(run)
+    with ctx.tx() as s:
+        fs = s.get(Resource, fs_id)
+        path, logical, agent_id = fs.path, int(fs.size_bytes or 0), fs.agent_id
+    done: dict = {}
+
+    def forget() -> None:
+        with ctx.tx() as s:
+            targets.forget_path(s, agent_id, path)
+
+    def fill(provider, link) -> dict:
+        provider.create_dir(link.connect, project_id=link.project_id, path=path)
+        return provider.restore(repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="tree",
+                                target=path, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)
+
+    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: int(done.get("bytes_written") or logical),
+                                  remove=forget):
+        done.update(_agent_task(ctx, fs_id, progress.cancel, fill))
+    run.set_extra(restore_result={k: done.get(k) for k in ("files", "dirs", "bytes_written") if k in done})

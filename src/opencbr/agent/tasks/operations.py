@@ -13,6 +13,7 @@ import stat
 from typing import Callable
 
 from opencbr.agent import hooks
+from opencbr.agent.inventory import forget_walks
 from opencbr.agent.context import AgentError
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
@@ -153,7 +154,7 @@ def _below(root: str, path: str) -> str:
 # ------------------------------------------------------------------------------------------ restores
 def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """Backup ``backup_id`` onto ``target``: an existing disk (block device or image file) or, with
-    ``create``, a new image file below the roots (made at the backup's size)."""
+    ``create``, a new image file below the roots (made at the backup's size, or ``size`` if larger)."""
     target = _param(req, "target")
     backup_id = _param(req, "backup_id")
     vault = _vault(req)
@@ -163,16 +164,20 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     try:
         with vault.chunks(channel) as chunks:
             if create:
-                os.ftruncate(fd, int(chunks.read_manifest(backup_id).header["disk_size"]))
+                size = req.get("size") if isinstance(req.get("size"), int) else 0
+                os.ftruncate(fd, max(size, int(chunks.read_manifest(backup_id).header["disk_size"])))
             r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=not create,
                                     cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+        out = {**r.to_dict(), "size": os.fstat(fd).st_size} if create else r.to_dict()
     except BaseException:
         os.close(fd)
         if create:
             _remove_created(ctx, target)
         raise
     os.close(fd)
-    return r.to_dict()
+    if create:
+        forget_walks()
+    return out
 
 
 def _remove_created(ctx, path: str) -> None:
@@ -205,6 +210,7 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
                 record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
     finally:
         os.close(fd)
+    forget_walks()
     out = _tree_result(r)
     if record and req.get("source_path") and not req.get("subpath"):
         # data directories that start as base backups (PostgreSQL: backup_label and the backup's WAL)
