@@ -20,7 +20,7 @@ class HostLink:
 
     connect: Callable[[], object]  # () -> an open channel (mutual TLS, the agent's pinned certificate)
     project_id: str
-    bandwidth: int | None  # bytes per second (the agent's limit), None for none
+    bandwidth: object  # the agent's limit (bytes per second, None for none), or a ProjectShare of the project's
 
 
 def on_host(ctx: ServiceContext, resource: Resource) -> bool:
@@ -40,8 +40,37 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
         address = agents.require_online(s, ctx, res)
         identity = agents.authority(s, ctx)
         agent = s.get(Agent, address.agent_id)
-        bandwidth = int(agent.bandwidth_limit or 0) if agent is not None else 0
-    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), address.project_id, bandwidth or None)
+        bandwidth = (int(agent.bandwidth_limit or 0) if agent is not None else 0) or None
+    if ctx.settings.agent_project_bandwidth > 0:
+        bandwidth = ProjectShare(ctx, address.project_id, bandwidth)
+    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), address.project_id, bandwidth)
+
+
+class ProjectShare:
+    """Setting ``agent_project_bandwidth``: what one project's agent tasks move together, per second, is
+    shared equally by those running now (on any worker: counted in the catalog), and never more than the
+    agent's own limit. Asked again every second by the running task (providers/agent)."""
+
+    def __init__(self, ctx: ServiceContext, project_id: str, agent_limit: int | None):
+        self.ctx, self.project_id, self.agent_limit = ctx, project_id, agent_limit
+
+    def __call__(self) -> int:
+        with self.ctx.read() as s:
+            running = running_agent_tasks(s, self.project_id)
+        share = max(1, self.ctx.settings.agent_project_bandwidth // max(1, running))
+        return min(share, self.agent_limit) if self.agent_limit else share
+
+
+def running_agent_tasks(s, project_id: str) -> int:
+    """The project's running tasks on resources of agents' hosts (each moves data over one channel)."""
+    from sqlalchemy import func, select
+
+    from opencbr.catalog.models import Task
+    from opencbr.services.tasks import RUNNING
+
+    return int(s.scalar(select(func.count()).select_from(Task).join(Resource, Resource.id == Task.resource_id)
+                        .where(Task.project_id == project_id, Task.status == RUNNING,
+                               Resource.agent_id.is_not(None))) or 0)
 
 
 def agent_error(e: Exception) -> CBRError:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import posixpath
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from opencbr.domain import resource as R
 from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
@@ -13,6 +14,20 @@ from opencbr.engine.remote.vault import vault_request
 from opencbr.providers.base import Capabilities, PathState, PathSwapped, Probe
 
 Connect = Callable[[], object]  # () -> an open Channel to the agent (providers/agent/link.py)
+RESHARE_SECONDS = 1.0  # how often a shared bandwidth limit is asked again while a task runs
+
+
+class SharedBandwidth(Protocol):
+    """A limit that changes while a task runs (one project's limit shared by its running tasks):
+    ``agent_limit`` is the agent's own fixed limit (told to the agent), calling it gives the task's
+    share now (bytes per second both ways, None for none)."""
+
+    agent_limit: int | None
+
+    def __call__(self) -> int | None: ...
+
+
+Bandwidth = int | SharedBandwidth | None
 TIMEOUT = 120.0  # seconds the agent may stay silent mid-task before the task fails
 
 
@@ -85,22 +100,31 @@ class AgentProvider:
 
     # -------------------------------------------------------------------------------- tasks
     def _run(self, connect: Connect, request: dict, serve, *, cancel: threading.Event | None = None,
-             bandwidth: int | None = None) -> dict:
+             bandwidth: Bandwidth = None) -> dict:
         """One task: the request, the chunk conversation (``serve(channel)``), the agent's answer."""
         try:
             channel = connect()
         except Exception as e:  # noqa: BLE001 - the link's own errors, said as they are
             raise AgentTaskFailed("agent_unreachable", f"the agent cannot be reached: {e}") from None
         stop = threading.Event()
-        if bandwidth:
-            channel.limit_bytes_per_second = bandwidth
-            request = {**request, "bandwidth_limit": bandwidth}
+        shared = bandwidth if callable(bandwidth) else None
+        fixed = shared.agent_limit if shared is not None else bandwidth
+        channel.limit_bytes_per_second = shared() if shared is not None else fixed
+        if fixed:
+            request = {**request, "bandwidth_limit": fixed}
 
         def watch() -> None:  # a cancelled task closes the channel: the agent stops at its next message
+            asked = time.monotonic()
             while not stop.wait(0.2):
                 if cancel is not None and cancel.is_set():
                     channel.close()
                     return
+                if shared is not None and time.monotonic() - asked >= RESHARE_SECONDS:
+                    asked = time.monotonic()
+                    try:
+                        channel.limit_bytes_per_second = shared()
+                    except Exception:  # noqa: BLE001 - the share could not be asked: keep the last one
+                        pass
 
         watcher = threading.Thread(target=watch, name="agent-task-cancel", daemon=True)
         watcher.start()
@@ -123,7 +147,7 @@ class AgentProvider:
         return final.get("result") or {}
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
-                     full: bool = False, cancel=None, bandwidth: int | None = None, progress=None,
+                     full: bool = False, cancel=None, bandwidth: Bandwidth = None, progress=None,
                      app_consistent: bool = False) -> dict:
         """Back up disks on the agent's host, one point in time for all (``server``: a server's disks);
         ``app_consistent``: its applications quiesced around that point (the result says if they were)."""
@@ -139,7 +163,7 @@ class AgentProvider:
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
                     meta: dict, full: bool = False, exclude: list[str] | None = None, cancel=None,
-                    bandwidth: int | None = None, progress=None, app_consistent: bool = False) -> dict:
+                    bandwidth: Bandwidth = None, progress=None, app_consistent: bool = False) -> dict:
         """A directory on the agent's host, ``exclude`` (absolute paths below it) left out;
         ``app_consistent``: its applications quiesced across the read (the result's ``app`` says if)."""
         request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
@@ -153,7 +177,7 @@ class AgentProvider:
 
     def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
                 create: bool = False, size: int = 0, subpath: str | None = None, cancel=None,
-                bandwidth: int | None = None, progress=None, app_consistency: dict | None = None,
+                bandwidth: Bandwidth = None, progress=None, app_consistency: dict | None = None,
                 source_path: str | None = None) -> dict:
         """A disk backup onto ``target`` (an existing disk, or a new image file of at least ``size``
         bytes: ``create``), or a tree
@@ -170,7 +194,7 @@ class AgentProvider:
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore_files(self, repo, connect: Connect, *, project_id: str, backup_id: str, paths: list[str],
-                      target: str, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+                      target: str, cancel=None, bandwidth: Bandwidth = None, progress=None) -> dict:
         request = {"op": "restore_files", "project_id": project_id, "vault": vault_request(repo),
                    "backup_id": backup_id, "paths": list(paths), "target": target}
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
