@@ -37,7 +37,7 @@ def hosts(server, tmp_path_factory):
         r.mkdir()
     _make_disk(roots[0] / "src.img", 8, seed=11)  # (there when the agent first walks its roots)
     agents = [Agent(server, base / f"agent-{i}", r) for i, r in enumerate(roots)]
-    yield list(zip(agents, roots))
+    yield list(zip(agents, roots, strict=True))
     for a in agents:
         a.stop()
 

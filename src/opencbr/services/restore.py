@@ -24,8 +24,8 @@ from opencbr.engine import OperationCancelled
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
 from opencbr.services import engine_errors, onhost, tasks
-from opencbr.services.agents import targets as agent_targets
 from opencbr.services import resources as res_svc
+from opencbr.services.agents import targets as agent_targets
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, get_backup
 from opencbr.services.principal import Principal

@@ -13,8 +13,8 @@ import stat
 from typing import Callable
 
 from opencbr.agent import hooks
-from opencbr.agent.inventory import forget_walks
 from opencbr.agent.context import AgentError
+from opencbr.agent.inventory import forget_walks
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource

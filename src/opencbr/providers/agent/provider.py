@@ -144,7 +144,10 @@ class AgentProvider:
             channel.close()
         if not final.get("ok"):
             raise AgentTaskFailed(str(final.get("error") or "agent_error"), str(final.get("message") or final))
-        return final.get("result") or {}
+        result = final.get("result") or {}
+        if isinstance(result, dict):  # what the task moved over the network, both ways (kept in stats)
+            result["wire_bytes"] = int(channel.sent_bytes + channel.received_bytes)
+        return result
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
                      full: bool = False, cancel=None, bandwidth: Bandwidth = None, progress=None,
@@ -157,9 +160,13 @@ class AgentProvider:
                              for d in disks]}
         scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
                   for d in disks]
-        return self._run(connect, request,
-                         lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
-                         cancel=cancel, bandwidth=bandwidth)
+        result = self._run(connect, request,
+                           lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
+                           cancel=cancel, bandwidth=bandwidth)
+        for d in result.get("disks") or []:  # (a server's disks share one channel)
+            if isinstance(d, dict):
+                d["task_wire_bytes"] = result["wire_bytes"]
+        return result
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
                     meta: dict, full: bool = False, exclude: list[str] | None = None, cancel=None,
