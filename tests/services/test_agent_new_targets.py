@@ -14,7 +14,7 @@ import pytest
 
 from opencbr.cli.client import ClientError
 from tests.services.test_agent_backup_sdk import Agent, _checkpoint, _make_disk, _protectable, _sha, _vault
-from tests.support.clients import api, new_tenant, sdk, sdk_wait_backups, task_ok, wait_task
+from tests.support.clients import api, cli, new_tenant, sdk, sdk_wait_backups, task_ok, wait_task
 from tests.support.databases import sqlite_url
 from tests.support.server import ServerProcess
 from tests.support.trees import build_tree, snapshot
@@ -65,6 +65,11 @@ def test_a_new_disk_on_the_same_and_on_another_agent_host(server, hosts):
     assert len(grown) == 12 << 20 and grown[8 << 20:] == bytes(4 << 20)
     assert _sha(root_a / "src.img") == want
     assert hashlib.sha256(grown[:8 << 20]).hexdigest() == want
+    shown = cli(server, "agent", "show", a.agent_id)  # the host's last backup, as the CLI shows it
+    assert shown.code == 0 and "Last backup" in shown.out, shown.err
+    last = client.get(f"/agents/{a.agent_id}")["agent"]["last_backup_time"]
+    line = next(x for x in shown.out.splitlines() if x.strip().startswith("Last backup"))
+    assert last and any(ch.isdigit() for ch in line), shown.out  # a time, not empty
     made = client.get(f"/inventory/disks/{other['disk_id']}")["resource"]
     assert made["status"] == "available" and made["size_bytes"] == 12 << 20 and made["path"] == str(root_b / "copy.img")
     time.sleep(2.5)  # the agents' next inventories find the images: the disks stay available, nothing doubles

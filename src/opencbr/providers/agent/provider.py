@@ -15,6 +15,8 @@ from opencbr.providers.base import Capabilities, PathState, PathSwapped, Probe
 
 Connect = Callable[[], object]  # () -> an open Channel to the agent (providers/agent/link.py)
 RESHARE_SECONDS = 1.0  # how often a shared bandwidth limit is asked again while a task runs
+BUSY_WAIT = 600.0  # seconds a task waits, in all, for a busy agent to take it
+BUSY_FIRST_PAUSE, BUSY_MAX_PAUSE = 0.5, 10.0  # between two asks (doubling)
 
 
 class SharedBandwidth(Protocol):
@@ -57,8 +59,9 @@ class AgentProvider:
     capabilities = Capabilities(resource_types=frozenset({R.DISK, R.SERVER, R.FILE_SYSTEM}), new_disks=True,
                                 new_file_systems=True, power=False, freeze=True, reads_on_host=True)
 
-    def __init__(self, *, timeout: float = TIMEOUT):
+    def __init__(self, *, timeout: float = TIMEOUT, busy_wait: float = BUSY_WAIT):
         self.timeout = timeout
+        self.busy_wait = busy_wait
 
     # -------------------------------------------------------------------------------- inventory
     def normal_path(self, path: object) -> str:
@@ -101,6 +104,24 @@ class AgentProvider:
     # -------------------------------------------------------------------------------- tasks
     def _run(self, connect: Connect, request: dict, serve, *, cancel: threading.Event | None = None,
              bandwidth: Bandwidth = None) -> dict:
+        """One task; while the agent answers ``busy`` (it runs its ``max_tasks`` already, or serves as many
+        connections as it may: said before any work), asked again after a pause, for ``busy_wait``
+        seconds at most."""
+        deadline, pause = time.monotonic() + self.busy_wait, BUSY_FIRST_PAUSE
+        while True:
+            try:
+                return self._run_once(connect, request, serve, cancel=cancel, bandwidth=bandwidth)
+            except AgentTaskFailed as e:
+                if e.code != "busy" or time.monotonic() + pause > deadline:
+                    raise
+            if cancel is not None and cancel.wait(pause):
+                raise AgentTaskFailed("cancelled", "the task was cancelled")
+            if cancel is None:
+                time.sleep(pause)
+            pause = min(pause * 2, BUSY_MAX_PAUSE)
+
+    def _run_once(self, connect: Connect, request: dict, serve, *, cancel: threading.Event | None = None,
+                  bandwidth: Bandwidth = None) -> dict:
         """One task: the request, the chunk conversation (``serve(channel)``), the agent's answer."""
         try:
             channel = connect()
