@@ -124,6 +124,13 @@ def test_a_new_file_system_on_another_agent_host(server, hosts):
     listed = client.get(f"/agents/{b.agent_id}")["agent"]
     assert str(root_b / "www") in [p["dir_path"] for p in listed["paths"]]
 
+    # single files onto the other host, with the CLI (13.4.8: data to another server)
+    picked = cli(server, "backup", "restore-files", backup.id, "/docs", "--to", str(root_b / "picked"),
+                 "--agent", b.agent_id, "--wait")
+    assert picked.code == 0, picked.err
+    assert snapshot(root_b / "picked" / "docs") == {k[len("docs/"):]: v for k, v in before.items()
+                                                     if k.startswith("docs/")}
+
     # a directory that holds something is not a new file system: the task fails, no row, no agent path
     (root_b / "busy").mkdir()
     (root_b / "busy" / "mine.txt").write_text("mine")

@@ -535,6 +535,7 @@ MAX_RESTORE_PATHS = 100
 class RestoreFiles(Wire):
     paths: Items(PathText, MAX_RESTORE_PATHS, unique=True) = Field(min_length=1)
     destination_path: PathText
+    agent_id: Id | None = None  # the destination is on this agent's host (an extension)
 
 
 # ------------------------------------------------------------------------------------ policies

@@ -146,10 +146,12 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
 
 
 # ------------------------------------------------------------------------------------ single files
-def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str) -> str:
-    """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``),
-    leaving the original resource alone. Refuses to overwrite what is there. Its own transactions, short
-    ones: none is held while the object store is read (services/context.py)."""
+def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str,
+                  agent_id: str | None = None) -> str:
+    """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``;
+    with ``agent_id``, on that agent's host), leaving the original resource alone. Refuses to overwrite
+    what is there. Its own transactions, short ones: none is held while the object store is read
+    (services/context.py)."""
     p.require_write()
     if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
         raise InvalidParameter("paths must be a non-empty list of paths inside the backup", code="BackupService.6507")
@@ -159,6 +161,8 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         b, _vault = _browsable(s, p, backup_id)
         source = s.get(Resource, b.resource_id)
         host_resource = source.id if source is not None and onhost.on_host(ctx, source) else None
+        if agent_id is not None:  # onto another host (13.4.8): that agent writes them
+            host_resource = agent_targets.host_resource(s, ctx, p, agent_id)
     if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
         return _restore_files_on_host(ctx, p, backup_id, paths, os.path.normpath(destination), host_resource)
     with ctx.tx() as s:

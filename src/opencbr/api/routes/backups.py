@@ -218,5 +218,5 @@ def restore_files(backup_id: str, body: wire.RestoreFiles, p: Principal = Depend
                   ctx: ServiceContext = Depends(get_ctx)):
     """Extension: restore single files or directories of a file-system or disk backup to a directory."""
     with audit.trace(ctx, p, "restoreBackup", wire.dump(body), resource_id=backup_id):
-        task_id = files.restore_files(ctx, p, backup_id, body.paths, body.destination_path)
+        task_id = files.restore_files(ctx, p, backup_id, body.paths, body.destination_path, agent_id=body.agent_id)
     return {"operation_log_id": task_id}

@@ -88,3 +88,14 @@ def forget_path(s, agent_id: str | None, path: str) -> None:
     stays on the host: the agent never deletes a tree)."""
     for ap in s.scalars(select(AgentPath).where(AgentPath.agent_id == agent_id, AgentPath.dir_path == path)):
         s.delete(ap)
+
+
+def host_resource(s, ctx: ServiceContext, p: Principal, agent_id: str) -> str:
+    """The id of ``agent_id``'s host (its server resource): what a task restoring files onto that host
+    reaches the agent through."""
+    agent = _usable_agent(s, ctx, p, agent_id)
+    for res in state.resources_of(s, agent.id):
+        if res.type == R.SERVER:
+            return res.id
+    raise StateConflict(f"agent {state.label(agent)} has not reported its host yet; retry in a moment",
+                        code="BackupService.6463")
