@@ -15,7 +15,9 @@ On the bench disk (``make_dataset.py disk``, seed 1, then ``mutate --percent 5``
 
 Per step: wall time (page cache dropped before each when root), full-backup throughput (logical bytes /
 wall), bytes on the wire (the worker's channel counters: sent + received, framing included) against
-the target ``1.2 x added + 0.5 % of logical`` for incrementals, and the agent's peak RSS (VmHWM).
+the target ``1.2 x added + 0.5 % of logical`` for incrementals, the agent's peak RSS (VmHWM), the CPU
+seconds the step used (this process, plus the agent's for agent steps) and the machine's load average
+after it (on a shared machine the wall times say more about the others than about us).
 Targets (issue 14): incremental wire bytes within the target; full throughput >= 80 % of local; agent
 RSS < 150 MB.
 """
@@ -23,6 +25,7 @@ RSS < 150 MB.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -66,11 +69,28 @@ class Wire:
         return n
 
 
+LOADS: list[float] = []  # the machine's 1-minute load average after each step (others share it)
+CPU: list[float] = []  # CPU seconds of this process (the worker's side) and of the agent, per step
+AGENT_PID = [0]
+
+
+def _cpu_seconds() -> float:
+    own = os.times()
+    total = own.user + own.system
+    if AGENT_PID[0]:
+        fields = Path(f"/proc/{AGENT_PID[0]}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def timed(fn):
     drop_caches()
-    t = time.monotonic()
+    c, t = _cpu_seconds(), time.monotonic()
     r = fn()
-    return r, time.monotonic() - t
+    wall = time.monotonic() - t
+    CPU.append(_cpu_seconds() - c)
+    LOADS.append(os.getloadavg()[0])
+    return r, wall
 
 
 def new_repo(work: Path, name: str, encrypted: bool) -> Repository:
@@ -124,11 +144,12 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| data | variant | step | wall s | MB/s | vs local | added MB | wire MB | wire target MB | agent RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| data | variant | step | wall s | CPU s | load | MB/s | vs local | added MB | wire MB | wire target MB "
+           "| agent RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["kind"], r["variant"], r["step"]): r for r in rows}
-    for r in rows:
-        cells = [r["kind"], r["variant"], r["step"], f"{r['wall']:.2f}", f"{r['logical'] / r['wall'] / 1e6:.0f}"]
+    for r, cpu, load in zip(rows, CPU, LOADS, strict=True):
+        cells = [r["kind"], r["variant"], r["step"], f"{r['wall']:.2f}", f"{cpu:.2f}", f"{load:.1f}",
+                 f"{r['logical'] / r['wall'] / 1e6:.0f}"]
         target = 1.2 * r["added"] + 0.005 * r["logical"]
         if r["variant"] == "agent":
             local = by.get((r["kind"], "local", r["step"]))
@@ -157,6 +178,7 @@ def main() -> None:
     data = work / "data"
     data.mkdir(parents=True)
     agent = AgentProcess(Authority.new(), work / "agent", [data])
+    AGENT_PID[0] = agent.proc.pid
     rows: list[dict] = []
     try:
         if a.only in ("disk", "all"):

@@ -29,6 +29,8 @@ Settings of the data plane (workers):
 - ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read).
 - ``agent_poll_seconds``: how often the scheduler process asks every enrolled agent for its inventory
   (default 15); an agent silent for three intervals is offline, and its resources say so.
+- ``agent_project_bandwidth``: bytes per second one project's agent backups and restores move together
+  (0, the default: no limit); shared equally by the project's running agent tasks on every worker.
 
 ``resource_roots``: the directories tenants' disks, file systems and restore targets must lie below.
 A path of the machine belongs to one project: registering a path at, above or below another project's
@@ -91,6 +93,9 @@ class Settings:
     # Seconds between two heartbeat polls of every enrolled agent (by the scheduler process). An agent
     # that has not answered for three of them is offline, and so are its resources.
     agent_poll_seconds: float = 15.0
+    # Bytes per second all of one project's agent tasks move together, in both directions, across all
+    # workers (0: no limit): each running task gets an equal share, recomputed every second.
+    agent_project_bandwidth: int = 0
     # Where this installation's replication receiver listens ("host:port"; empty: it receives no replicas).
     # One worker process serves it (docs/replication.md).
     replication_listen: str = ""
@@ -144,7 +149,7 @@ class Settings:
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
-               "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies"}
+               "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 

@@ -63,14 +63,14 @@ def _env() -> dict:
 class Agent:
     """An enrolled agent (token) running as its own process, rooted at ``root``."""
 
-    def __init__(self, server, tmp: Path, root: Path):
+    def __init__(self, server, tmp: Path, root: Path, *register_args: str):
         client = api(server)
         token = client.post("/agents/tokens")["token"]
         self.config = tmp / "etc" / "agent.json"
         port = free_port()
         done = subprocess.run(_agent_cmd(self.config, "register", "--endpoint", server.url, "--token", token,
                                          "--listen", f"127.0.0.1:{port}", "--advertise", f"127.0.0.1:{port}",
-                                         "--root", str(root), "--state-dir", str(tmp / "state")),
+                                         "--root", str(root), "--state-dir", str(tmp / "state"), *register_args),
                               capture_output=True, text=True, env=_env(), timeout=60)
         assert done.returncode == 0, done.stderr
         self.agent_id = json.loads(self.config.read_text())["agent_id"]

@@ -47,6 +47,10 @@ class _Recent:
             hit = self._items.get(key)
         return hit[1] if hit and time.monotonic() - hit[0] < WALK_TTL else None
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items = {}
+
     def put(self, key, value):
         with self._lock:
             self._items = {k: v for k, v in self._items.items() if time.monotonic() - v[0] < WALK_TTL}
@@ -55,6 +59,12 @@ class _Recent:
 
 
 _recent = _Recent()
+
+
+def forget_walks() -> None:
+    """After the agent made an image or filled a directory itself: the next inventory walks again (a
+    new disk must not look gone, nor a restored directory keep its old size, for ``WALK_TTL``)."""
+    _recent.clear()
 
 
 def _read(path: str, default: str = "") -> str:

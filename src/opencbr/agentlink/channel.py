@@ -38,20 +38,29 @@ class RemoteError(Exception):
 
 
 class _TokenBucket:
-    """Bytes per second with a one-second burst: ``take(n)`` sleeps as long as sending n needs."""
+    """Bytes per second with a one-second burst: ``take(n)`` sleeps as long as moving n needs. Both
+    directions of a channel draw on it (two threads); its rate can change while it is used."""
 
     def __init__(self, rate: float):
         self.rate = float(rate)
         self.tokens = self.rate
         self.t = time.monotonic()
+        self._lock = threading.Lock()
+
+    def set_rate(self, rate: float) -> None:
+        with self._lock:
+            self.rate = float(rate)
+            self.tokens = min(self.tokens, self.rate)  # a lower rate applies at once, no new burst
 
     def take(self, n: int) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        self.tokens -= n
-        if self.tokens < 0:
-            time.sleep(-self.tokens / self.rate)
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.t) * self.rate)
+            self.t = now
+            self.tokens -= n
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait:
+            time.sleep(wait)
 
 
 class Channel:
@@ -72,7 +81,13 @@ class Channel:
 
     @limit_bytes_per_second.setter
     def limit_bytes_per_second(self, rate: float | None) -> None:
-        self._bucket = _TokenBucket(rate) if rate and rate > 0 else None
+        """Bytes per second sent and received together (None or 0: no limit); may change mid-transfer."""
+        if not rate or rate <= 0:
+            self._bucket = None
+        elif self._bucket is None:
+            self._bucket = _TokenBucket(rate)
+        else:
+            self._bucket.set_rate(rate)
 
     # -- frames -------------------------------------------------------------------------------------
     def send(self, header: dict, payload=b"") -> None:
@@ -111,6 +126,9 @@ class Channel:
             if k == 0:
                 raise LinkError("the peer closed the connection")
             got += k
+            bucket = self._bucket
+            if bucket is not None:  # reading slower slows the sender (TCP's own backpressure)
+                bucket.take(k)
         return view
 
     def recv(self, timeout: float | None = -1) -> tuple[dict, memoryview]:

@@ -466,6 +466,7 @@ class CreateDiskFromBackup(Wire):
     path: PathText
     size_bytes: Bytes | None = None
     availability_zone: Id | None = None
+    agent_id: Id | None = None  # the new image on this agent's host (an extension)
 
 
 def _app_consistency(details: dict) -> dict[str, Any]:
@@ -526,6 +527,7 @@ class CreateFileSystemFromBackup(Wire):
     name: Text
     path: PathText
     availability_zone: Id | None = None
+    agent_id: Id | None = None  # the new directory on this agent's host (an extension)
 
 
 #: Paths one restore-files request may name: a directory brings everything below it, so a long list is
@@ -536,6 +538,7 @@ MAX_RESTORE_PATHS = 100
 class RestoreFiles(Wire):
     paths: Items(PathText, MAX_RESTORE_PATHS, unique=True) = Field(min_length=1)
     destination_path: PathText
+    agent_id: Id | None = None  # the destination is on this agent's host (an extension)
 
 
 # ------------------------------------------------------------------------------------ policies

@@ -14,7 +14,8 @@ agent_app.add_typer(path_app, name="path")
 
 AGENT_ARG = typer.Argument(..., help="The agent: its id, host name or nickname, or a unique id prefix.")
 _COLS = [("agent_id", "ID"), ("host", "Host"), ("host_ip", "IP"), ("status", "Status"),
-         ("agent_version", "Version"), ("last_active_time", "Last active"), ("npaths", "Paths")]
+         ("agent_version", "Version"), ("last_active_time", "Last active"), ("last_backup_time", "Last backup"),
+         ("npaths", "Paths")]
 
 
 def resolve(c: ApiClient, ref: str) -> str:
@@ -57,7 +58,7 @@ def agent_list(status: str = typer.Option(None, "--status", help="Only agents on
 @agent_app.command("show")
 @handle_errors
 def agent_show(agent: str = AGENT_ARG, as_json: bool = JSON_OPTION):
-    """An agent: where it listens, its status and last error, and its protected paths."""
+    """An agent: where it listens, its status, last backup and last error, and its protected paths."""
     c = client()
     a = c.get(f"/agents/{resolve(c, agent)}")["agent"]
     if as_json:
@@ -66,7 +67,7 @@ def agent_show(agent: str = AGENT_ARG, as_json: bool = JSON_OPTION):
     details(_row(a), [("agent_id", "ID"), ("host_name", "Host"), ("host_nickname", "Nickname"), ("host_ip", "IP"),
                       ("host_os", "OS"), ("endpoint", "Endpoint"), ("status", "Status"), ("enrolled", "Enrolled"),
                       ("agent_version", "Version"), ("last_active_time", "Last active"),
-                      ("last_error", "Last error"), ("created_at", "Registered")])
+                      ("last_backup_time", "Last backup"), ("last_error", "Last error"), ("created_at", "Registered")])
     if a["paths"]:
         table(a["paths"], [("dir_path", "Path"), ("exclude_paths", "Excluded"), ("status", "Status")])
 

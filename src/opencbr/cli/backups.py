@@ -379,15 +379,20 @@ def _list_disk_backups(backup: dict, path: str, as_json: bool) -> None:
 @handle_errors
 def backup_restore_files(backup_id: str = BACKUP_ARG, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
                          to: str = typer.Option(..., "--to", help="Directory to restore into (on the service's "
-                                                                  "machine)."),
+                                                                  "machine, or on the --agent's host)."),
+                         agent: str = typer.Option(None, "--agent", help="Restore onto this agent's host (id or "
+                                                                         "host name); --to is a path there."),
                          wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
     """Restore single files or directories of a backup into a directory, leaving the resource alone.
 
     Example: cbr backup restore-files DISK_BACKUP /etc/hosts --to /tmp/out --wait"""
+    from opencbr.cli import agents
+
     c = client()
-    task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/restore-files",
-                     {"paths": list(paths), "destination_path": os.path.abspath(to)})["operation_log_id"]
+    dest = to if agent else os.path.abspath(to)
+    body = {"paths": list(paths), "destination_path": dest, "agent_id": agents.resolve(c, agent) if agent else None}
+    task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/restore-files", body)["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))
-    print_json({"backup_id": backup_id, "task_id": task_id, "destination_path": os.path.abspath(to)}) if as_json \
+    print_json({"backup_id": backup_id, "task_id": task_id, "destination_path": dest}) if as_json \
         else typer.echo(f"restore of {len(paths)} path(s) {'finished' if wait else 'started'} (task {task_id})")

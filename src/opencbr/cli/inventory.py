@@ -107,17 +107,33 @@ def _create_from_backup(backup_id: str, action: str, body: dict, *, made: tuple[
                            ("size_bytes", "Size (bytes)"), ("availability_zone", "AZ")])
 
 
+AGENT_OPTION = typer.Option(None, "--agent", help="Create it on this agent's host (id or host name); --path "
+                                                    "is then a path on that host.")
+
+
+def _target_path(path: str, agent: str | None) -> str:
+    return path if agent else os.path.abspath(path)  # a path on the agent's host is taken as written
+
+
+def _agent_id(agent: str | None) -> str | None:
+    from opencbr.cli import agents
+
+    return agents.resolve(client(), agent) if agent else None
+
+
 @disk_app.command("create-from-backup")
 @handle_errors
 def disk_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Option(..., "--name", help="Its name."),
                             path: str = typer.Option(..., "--path", help="The new disk image file."),
                             size: int = typer.Option(None, "--size", help="Bytes; at least the source disk's size."),
-                            az: str = AZ_OPTION, wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+                            az: str = AZ_OPTION, agent: str = AGENT_OPTION, wait: bool = WAIT_OPTION,
+                            as_json: bool = JSON_OPTION):
     """Create a new disk from a disk backup (a server backup's disk backups too: see cbr backup ls).
 
     Example: cbr disk create-from-backup DISK_BACKUP --name copy --path /srv/images/copy.img --wait"""
-    _create_from_backup(backup_id, "create-disk", {"name": name, "path": os.path.abspath(path), "size_bytes": size,
-                                                   "availability_zone": az},
+    _create_from_backup(backup_id, "create-disk", {"name": name, "path": _target_path(path, agent),
+                                                   "size_bytes": size, "availability_zone": az,
+                                                   "agent_id": _agent_id(agent)},
                         made=("disk_id", "disks", "Disk ID"), wait=wait, as_json=as_json)
 
 
@@ -213,12 +229,14 @@ def fs_register(name: str = typer.Option(..., "--name", help="A name for the fil
 @handle_errors
 def fs_create_from_backup(backup_id: str = BACKUP_ARG, name: str = typer.Option(..., "--name", help="Its name."),
                           path: str = typer.Option(..., "--path", help="The new directory."),
-                          az: str = AZ_OPTION, wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):
+                          az: str = AZ_OPTION, agent: str = AGENT_OPTION, wait: bool = WAIT_OPTION,
+                          as_json: bool = JSON_OPTION):
     """Create a new file system from a file-system backup (this is how file-system backups are restored).
 
     Example: cbr fs create-from-backup FS_BACKUP --name restored --path /srv/restored --wait"""
     _create_from_backup(backup_id, "create-file-system",
-                        {"name": name, "path": os.path.abspath(path), "availability_zone": az},
+                        {"name": name, "path": _target_path(path, agent), "availability_zone": az,
+                         "agent_id": _agent_id(agent)},
                         made=("file_system_id", "file-systems", "File system ID"), wait=wait, as_json=as_json)
 
 

@@ -17,6 +17,7 @@ from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
 from opencbr.services import engine_errors, onhost, tasks
 from opencbr.services import resources as res_svc
+from opencbr.services.agents import targets as agent_targets
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_backup
 from opencbr.services.principal import Principal
@@ -48,26 +49,31 @@ def _new_directory(s: Session, ctx: ServiceContext, p: Principal, path: object, 
 
 # ------------------------------------------------------------------------------------ new file system
 def create_file_system_from_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, name: str,
-                                   path: str, az: str | None = None) -> tuple[str, str]:
-    """Guide 6.5: a new file system (directory ``path``) with the backup's data, registered as a
-    resource; it is ``restoring`` until the data is in, then ``available``. Returns (task id, fs id)."""
+                                   path: str, az: str | None = None, agent_id: str | None = None) -> tuple[str, str]:
+    """Guide 6.5: a new file system (directory ``path``; with ``agent_id``, on that agent's host) with the
+    backup's data, registered as a resource; it is ``restoring`` until the data is in, then ``available``.
+    Returns (task id, fs id)."""
     p.require_write()
     R.check_resource_name(name)
-    real = _new_directory(s, ctx, p, path)
+    real = _new_directory(s, ctx, p, path) if agent_id is None else None
     now = ctx.now()
     b, vault = _usable_backup(s, p, backup_id)
     if b.resource_type != R.FILE_SYSTEM:
         raise InvalidParameter("a new file system is created from a file-system backup", code="BackupService.6504")
-    res_svc.check_path_free(s, ctx, p, real)
     zone = az or b.resource_az or ctx.settings.availability_zones[0]
     if zone not in ctx.settings.availability_zones:
         raise InvalidParameter(f"availability zone {zone!r} does not exist")
-    fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
-                  region=ctx.settings.region, availability_zone=zone, status="restoring",
-                  description=f"created from backup {b.name} ({b.id})",
-                  host=ctx.settings.host_group)  # the path was checked on this machine
-    s.add(fs)
-    s.flush()
+    description = f"created from backup {b.name} ({b.id})"
+    if agent_id is not None:  # the agent makes the directory (13.4.8: on the same or another host)
+        fs = agent_targets.new_file_system(s, ctx, p, agent_id, path, name=name, size=b.logical_bytes, zone=zone,
+                                           description=description)
+    else:
+        res_svc.check_path_free(s, ctx, p, real)
+        fs = Resource(project_id=p.project_id, type=R.FILE_SYSTEM, name=name, path=real, size_bytes=b.logical_bytes,
+                      region=ctx.settings.region, availability_zone=zone, status="restoring",
+                      description=description, host=ctx.settings.host_group)  # the path was checked on this machine
+        s.add(fs)
+        s.flush()
     task = tasks.new_task(s, project_id=p.project_id, operation_type="create_fs", now=now, vault_id=vault.id,
                           vault_name=vault.name, resource_id=fs.id, resource_name=name,
                           resource_type=R.FILE_SYSTEM, provider_id=R.PROVIDER_ID[R.FILE_SYSTEM],
@@ -85,6 +91,9 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             raise CBRError("the backup or the new file system no longer exists", code="BackupService.6505")
         vault = s.get(Vault, b.vault_id)
         s.expunge(vault)
+        agent_fs = onhost.on_host(ctx, fs)
+    if agent_fs:
+        return onhost.fill_new_file_system(ctx, run, repository(ctx, vault, create=False), backup_id, fs_id)
     progress = TaskProgress(run)
     made: list[Opened] = []  # the directory, made (or found empty) through a checked open
 
@@ -137,10 +146,12 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
 
 
 # ------------------------------------------------------------------------------------ single files
-def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str) -> str:
-    """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``),
-    leaving the original resource alone. Refuses to overwrite what is there. Its own transactions, short
-    ones: none is held while the object store is read (services/context.py)."""
+def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], destination: str,
+                  agent_id: str | None = None) -> str:
+    """Restore files or directories of a backup into ``destination`` (each as ``destination/<name>``;
+    with ``agent_id``, on that agent's host), leaving the original resource alone. Refuses to overwrite
+    what is there. Its own transactions, short ones: none is held while the object store is read
+    (services/context.py)."""
     p.require_write()
     if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
         raise InvalidParameter("paths must be a non-empty list of paths inside the backup", code="BackupService.6507")
@@ -150,6 +161,8 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         b, _vault = _browsable(s, p, backup_id)
         source = s.get(Resource, b.resource_id)
         host_resource = source.id if source is not None and onhost.on_host(ctx, source) else None
+        if agent_id is not None:  # onto another host (13.4.8): that agent writes them
+            host_resource = agent_targets.host_resource(s, ctx, p, agent_id)
     if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
         return _restore_files_on_host(ctx, p, backup_id, paths, os.path.normpath(destination), host_resource)
     with ctx.tx() as s:

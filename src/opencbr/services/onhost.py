@@ -20,7 +20,7 @@ class HostLink:
 
     connect: Callable[[], object]  # () -> an open channel (mutual TLS, the agent's pinned certificate)
     project_id: str
-    bandwidth: int | None  # bytes per second (the agent's limit), None for none
+    bandwidth: object  # the agent's limit (bytes per second, None for none), or a ProjectShare of the project's
 
 
 def on_host(ctx: ServiceContext, resource: Resource) -> bool:
@@ -40,10 +40,101 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
         address = agents.require_online(s, ctx, res)
         identity = agents.authority(s, ctx)
         agent = s.get(Agent, address.agent_id)
-        bandwidth = int(agent.bandwidth_limit or 0) if agent is not None else 0
-    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), address.project_id, bandwidth or None)
+        bandwidth = (int(agent.bandwidth_limit or 0) if agent is not None else 0) or None
+    if ctx.settings.agent_project_bandwidth > 0:
+        bandwidth = ProjectShare(ctx, address.project_id, bandwidth)
+    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), address.project_id, bandwidth)
+
+
+class ProjectShare:
+    """Setting ``agent_project_bandwidth``: what one project's agent tasks move together, per second, is
+    shared equally by those running now (on any worker: counted in the catalog), and never more than the
+    agent's own limit. Asked again every second by the running task (providers/agent)."""
+
+    def __init__(self, ctx: ServiceContext, project_id: str, agent_limit: int | None):
+        self.ctx, self.project_id, self.agent_limit = ctx, project_id, agent_limit
+
+    def __call__(self) -> int:
+        with self.ctx.read() as s:
+            running = running_agent_tasks(s, self.project_id)
+        share = max(1, self.ctx.settings.agent_project_bandwidth // max(1, running))
+        return min(share, self.agent_limit) if self.agent_limit else share
+
+
+def running_agent_tasks(s, project_id: str) -> int:
+    """The project's running tasks on resources of agents' hosts (each moves data over one channel)."""
+    from sqlalchemy import func, select
+
+    from opencbr.catalog.models import Task
+    from opencbr.services.tasks import RUNNING
+
+    return int(s.scalar(select(func.count()).select_from(Task).join(Resource, Resource.id == Task.resource_id)
+                        .where(Task.project_id == project_id, Task.status == RUNNING,
+                               Resource.agent_id.is_not(None))) or 0)
 
 
 def agent_error(e: Exception) -> CBRError:
     """An agent task's failure (its code and message) as the task's error."""
     return CBRError(f"the agent could not do it: {getattr(e, 'message', e)}", code="BackupService.6424")
+
+
+# ------------------------------------------------------------------------------------ new resources
+def _agent_task(ctx: ServiceContext, resource_id: str, cancel, call: Callable[[object, HostLink], dict]) -> dict:
+    """``call(provider, link)`` on the agent of ``resource_id``; its failure as the task's error."""
+    from opencbr.engine import OperationCancelled
+    from opencbr.providers.agent import AgentTaskFailed
+
+    link = link_to(ctx, resource_id)
+    with ctx.tx() as s:
+        provider = ctx.providers.for_resource(s.get(Resource, resource_id))
+    try:
+        return call(provider, link)
+    except AgentTaskFailed as e:
+        if cancel.is_set():
+            raise OperationCancelled("the task was cancelled") from None
+        raise agent_error(e) from None
+
+
+def fill_new_disk(ctx: ServiceContext, run, repo, backup_id: str, disk_id: str, size: int) -> None:
+    """Guide 6.4 on an agent's host: the agent creates the image (exclusively, at least ``size`` bytes)
+    and writes the backup into it; a failed or cancelled one is removed there and here."""
+    from opencbr.services import resources as res_svc
+    from opencbr.services.progress import TaskProgress
+
+    progress = TaskProgress(run)
+    with ctx.tx() as s:
+        path = s.get(Resource, disk_id).path
+    made: dict = {}
+    with res_svc.made_from_backup(ctx, run, disk_id, size=lambda: int(made.get("size") or size),
+                                  remove=lambda: None):  # (the agent removes an image it did not finish)
+        made.update(_agent_task(ctx, disk_id, progress.cancel, lambda provider, link: provider.restore(
+            repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="disk", target=path,
+            create=True, size=size, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)))
+
+
+def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: str) -> None:
+    """Guide 6.5 on an agent's host: the agent makes the directory (it must be new or empty) and restores
+    the tree into it. One that fails goes from the catalog with its agent path; what was written stays."""
+    from opencbr.services import resources as res_svc
+    from opencbr.services.agents import targets
+    from opencbr.services.progress import TaskProgress
+
+    progress = TaskProgress(run)
+    with ctx.tx() as s:
+        fs = s.get(Resource, fs_id)
+        path, logical, agent_id = fs.path, int(fs.size_bytes or 0), fs.agent_id
+    done: dict = {}
+
+    def forget() -> None:
+        with ctx.tx() as s:
+            targets.forget_path(s, agent_id, path)
+
+    def fill(provider, link) -> dict:
+        provider.create_dir(link.connect, project_id=link.project_id, path=path)
+        return provider.restore(repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="tree",
+                                target=path, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)
+
+    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: int(done.get("bytes_written") or logical),
+                                  remove=forget):
+        done.update(_agent_task(ctx, fs_id, progress.cancel, fill))
+    run.set_extra(restore_result={k: done.get(k) for k in ("files", "dirs", "bytes_written") if k in done})

@@ -25,6 +25,7 @@ from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
 from opencbr.services import engine_errors, memberships, onhost, tasks
 from opencbr.services import resources as res_svc
+from opencbr.services.agents import targets as agent_targets
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, get_backup
 from opencbr.services.principal import Principal
@@ -234,17 +235,21 @@ def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: 
 
 # ------------------------------------------------------------------------------------ new disks
 def create_disk_from_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, *, name: str, path: str,
-                            size_bytes: int | None = None, az: str | None = None) -> tuple[str, str]:
-    """Guide 6.4: a new disk (an image file at ``path``) with the backup's data, at least as large as
-    the source disk, in any AZ, registered as a resource. Returns (task id, disk id)."""
+                            size_bytes: int | None = None, az: str | None = None,
+                            agent_id: str | None = None) -> tuple[str, str]:
+    """Guide 6.4: a new disk (an image file at ``path``; with ``agent_id``, on that agent's host) with the
+    backup's data, at least as large as the source disk, in any AZ, registered as a resource. Returns
+    (task id, disk id)."""
     p.require_write()
     R.check_resource_name(name)
-    real = res_svc.authorised_path(s, ctx, p, path)
-    there = ctx.providers.default.path_state(real)
-    if there.exists:
-        raise StateConflict(f"{path} already exists; choose a new path for the new disk", code="BackupService.6432")
-    if not there.parent_is_directory:
-        raise InvalidParameter(f"the directory of {path} does not exist")
+    if agent_id is None:
+        real = res_svc.authorised_path(s, ctx, p, path)
+        there = ctx.providers.default.path_state(real)
+        if there.exists:
+            raise StateConflict(f"{path} already exists; choose a new path for the new disk",
+                                code="BackupService.6432")
+        if not there.parent_is_directory:
+            raise InvalidParameter(f"the directory of {path} does not exist")
     now = ctx.now()
     # Its own backup, or one shared with it and accepted (guide 4.2): the task names the project's vault.
     b, shown = memberships.readable_backup(s, p.project_id, backup_id)
@@ -254,16 +259,21 @@ def create_disk_from_backup(s: Session, ctx: ServiceContext, p: Principal, backu
         raise InvalidParameter("create a disk from a disk backup, or from one disk of a server backup "
                                "(see its children)", code="BackupService.6433")
     size = B.check_new_disk_size(size_bytes, b.resource_size_bytes)
-    res_svc.check_path_free(s, ctx, p, real)
     zone = az or b.resource_az or ctx.settings.availability_zones[0]
     if zone not in ctx.settings.availability_zones:
         raise InvalidParameter(f"availability zone {zone!r} does not exist")
-    disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
-                    region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
-                    status="restoring", description=f"created from backup {b.name} ({b.id})",
-                    host=ctx.settings.host_group)  # the path was checked on this machine
-    s.add(disk)
-    s.flush()
+    description = f"created from backup {b.name} ({b.id})"
+    if agent_id is not None:  # the agent creates the image (13.4.8: a new disk on the same or another host)
+        disk = agent_targets.new_disk(s, ctx, p, agent_id, path, name=name, size=size, zone=zone,
+                                      encrypted=b.encrypted, description=description)
+    else:
+        res_svc.check_path_free(s, ctx, p, real)
+        disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
+                        region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
+                        status="restoring", description=description,
+                        host=ctx.settings.host_group)  # the path was checked on this machine
+        s.add(disk)
+        s.flush()
     task = tasks.new_task(s, project_id=p.project_id, operation_type="create_disk", now=now, vault_id=shown.id,
                           vault_name=shown.name, resource_id=disk.id, resource_name=name, resource_type=R.DISK,
                           provider_id=R.PROVIDER_ID[R.DISK], request_id=p.request_id,
@@ -284,7 +294,10 @@ def run_create_disk(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         s.expunge(vault)
         source = s.get(Resource, b.resource_id)
         source_path = source.path if source is not None else None
+        agent_disk = onhost.on_host(ctx, disk)
     repo = repository(ctx, vault, create=False)
+    if agent_disk:
+        return onhost.fill_new_disk(ctx, run, repo, backup_id, disk_id, size)
     progress = TaskProgress(run)
     made: list[Opened] = []  # the new image, created (O_EXCL) through a checked open
 
@@ -361,6 +374,12 @@ def abandon_restore(s: Session, task: Task) -> None:
                         "its worker stopped (crashed or was killed) part-way")
         return
     d = s.get(Resource, params.get("disk_id"))
+    if d is not None and d.status == "restoring" and d.agent_id is not None:
+        # its image is on the agent's host, half written: in error until a restore repairs it
+        d.status = "error"
+        d.status_reason = R.unfinished_restore_reason(params.get("backup_id", ""),
+                                                      "its worker stopped (crashed or was killed) part-way", d.type)
+        return
     if d is not None and d.status == "restoring":
         path = d.path
         s.delete(d)

@@ -151,10 +151,12 @@ def verify_backup(backup_id: str, p: Principal = Depends(principal), ctx: Servic
 @router.post("/backups/{backup_id}/create-disk", status_code=202)
 def create_disk(backup_id: str, body: wire.CreateDiskFromBackup, p: Principal = Depends(principal),
                 ctx: ServiceContext = Depends(get_ctx)):
-    """Guide 6.4: a new disk from a disk backup (an image file at ``path`` on the service's machine)."""
+    """Guide 6.4: a new disk from a disk backup (an image file at ``path`` on the service's machine, or on
+    the host of agent ``agent_id``)."""
     with ctx.tx() as s:
         task_id, disk_id = restore.create_disk_from_backup(s, ctx, p, backup_id, name=body.name, path=body.path,
-                                                           size_bytes=body.size_bytes, az=body.availability_zone)
+                                                           size_bytes=body.size_bytes, az=body.availability_zone,
+                                                           agent_id=body.agent_id)
     return {"operation_log_id": task_id, "disk_id": disk_id}
 
 
@@ -204,10 +206,11 @@ def stored_vaults(p: Principal = Depends(principal), ctx: ServiceContext = Depen
 @router.post("/backups/{backup_id}/create-file-system", status_code=202)
 def create_file_system(backup_id: str, body: wire.CreateFileSystemFromBackup, p: Principal = Depends(principal),
                        ctx: ServiceContext = Depends(get_ctx)):
-    """Guide 6.5: a new file system (a directory on the service's machine) from a file-system backup."""
+    """Guide 6.5: a new file system (a directory on the service's machine, or on the host of agent
+    ``agent_id``) from a file-system backup."""
     with ctx.tx() as s:
         task_id, fs_id = files.create_file_system_from_backup(s, ctx, p, backup_id, name=body.name, path=body.path,
-                                                              az=body.availability_zone)
+                                                              az=body.availability_zone, agent_id=body.agent_id)
     return {"operation_log_id": task_id, "file_system_id": fs_id}
 
 
@@ -223,5 +226,5 @@ def restore_files(backup_id: str, body: wire.RestoreFiles, p: Principal = Depend
                   ctx: ServiceContext = Depends(get_ctx)):
     """Extension: restore single files or directories of a file-system or disk backup to a directory."""
     with audit.trace(ctx, p, "restoreBackup", wire.dump(body), resource_id=backup_id):
-        task_id = files.restore_files(ctx, p, backup_id, body.paths, body.destination_path)
+        task_id = files.restore_files(ctx, p, backup_id, body.paths, body.destination_path, agent_id=body.agent_id)
     return {"operation_log_id": task_id}

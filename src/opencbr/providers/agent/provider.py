@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import posixpath
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from opencbr.domain import resource as R
 from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
@@ -13,6 +14,22 @@ from opencbr.engine.remote.vault import vault_request
 from opencbr.providers.base import Capabilities, PathState, PathSwapped, Probe
 
 Connect = Callable[[], object]  # () -> an open Channel to the agent (providers/agent/link.py)
+RESHARE_SECONDS = 1.0  # how often a shared bandwidth limit is asked again while a task runs
+BUSY_WAIT = 600.0  # seconds a task waits, in all, for a busy agent to take it
+BUSY_FIRST_PAUSE, BUSY_MAX_PAUSE = 0.5, 10.0  # between two asks (doubling)
+
+
+class SharedBandwidth(Protocol):
+    """A limit that changes while a task runs (one project's limit shared by its running tasks):
+    ``agent_limit`` is the agent's own fixed limit (told to the agent), calling it gives the task's
+    share now (bytes per second both ways, None for none)."""
+
+    agent_limit: int | None
+
+    def __call__(self) -> int | None: ...
+
+
+Bandwidth = int | SharedBandwidth | None
 TIMEOUT = 120.0  # seconds the agent may stay silent mid-task before the task fails
 
 
@@ -42,8 +59,9 @@ class AgentProvider:
     capabilities = Capabilities(resource_types=frozenset({R.DISK, R.SERVER, R.FILE_SYSTEM}), new_disks=True,
                                 new_file_systems=True, power=False, freeze=True, reads_on_host=True)
 
-    def __init__(self, *, timeout: float = TIMEOUT):
+    def __init__(self, *, timeout: float = TIMEOUT, busy_wait: float = BUSY_WAIT):
         self.timeout = timeout
+        self.busy_wait = busy_wait
 
     # -------------------------------------------------------------------------------- inventory
     def normal_path(self, path: object) -> str:
@@ -85,22 +103,49 @@ class AgentProvider:
 
     # -------------------------------------------------------------------------------- tasks
     def _run(self, connect: Connect, request: dict, serve, *, cancel: threading.Event | None = None,
-             bandwidth: int | None = None) -> dict:
+             bandwidth: Bandwidth = None) -> dict:
+        """One task; while the agent answers ``busy`` (it runs its ``max_tasks`` already, or serves as many
+        connections as it may: said before any work), asked again after a pause, for ``busy_wait``
+        seconds at most."""
+        deadline, pause = time.monotonic() + self.busy_wait, BUSY_FIRST_PAUSE
+        while True:
+            try:
+                return self._run_once(connect, request, serve, cancel=cancel, bandwidth=bandwidth)
+            except AgentTaskFailed as e:
+                if e.code != "busy" or time.monotonic() + pause > deadline:
+                    raise
+            if cancel is not None and cancel.wait(pause):
+                raise AgentTaskFailed("cancelled", "the task was cancelled")
+            if cancel is None:
+                time.sleep(pause)
+            pause = min(pause * 2, BUSY_MAX_PAUSE)
+
+    def _run_once(self, connect: Connect, request: dict, serve, *, cancel: threading.Event | None = None,
+                  bandwidth: Bandwidth = None) -> dict:
         """One task: the request, the chunk conversation (``serve(channel)``), the agent's answer."""
         try:
             channel = connect()
         except Exception as e:  # noqa: BLE001 - the link's own errors, said as they are
             raise AgentTaskFailed("agent_unreachable", f"the agent cannot be reached: {e}") from None
         stop = threading.Event()
-        if bandwidth:
-            channel.limit_bytes_per_second = bandwidth
-            request = {**request, "bandwidth_limit": bandwidth}
+        shared = bandwidth if callable(bandwidth) else None
+        fixed = shared.agent_limit if shared is not None else bandwidth
+        channel.limit_bytes_per_second = shared() if shared is not None else fixed
+        if fixed:
+            request = {**request, "bandwidth_limit": fixed}
 
         def watch() -> None:  # a cancelled task closes the channel: the agent stops at its next message
+            asked = time.monotonic()
             while not stop.wait(0.2):
                 if cancel is not None and cancel.is_set():
                     channel.close()
                     return
+                if shared is not None and time.monotonic() - asked >= RESHARE_SECONDS:
+                    asked = time.monotonic()
+                    try:
+                        channel.limit_bytes_per_second = shared()
+                    except Exception:  # noqa: BLE001 - the share could not be asked: keep the last one
+                        pass
 
         watcher = threading.Thread(target=watch, name="agent-task-cancel", daemon=True)
         watcher.start()
@@ -120,10 +165,13 @@ class AgentProvider:
             channel.close()
         if not final.get("ok"):
             raise AgentTaskFailed(str(final.get("error") or "agent_error"), str(final.get("message") or final))
-        return final.get("result") or {}
+        result = final.get("result") or {}
+        if isinstance(result, dict):  # what the task moved over the network, both ways (kept in stats)
+            result["wire_bytes"] = int(channel.sent_bytes + channel.received_bytes)
+        return result
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
-                     full: bool = False, cancel=None, bandwidth: int | None = None, progress=None,
+                     full: bool = False, cancel=None, bandwidth: Bandwidth = None, progress=None,
                      app_consistent: bool = False) -> dict:
         """Back up disks on the agent's host, one point in time for all (``server``: a server's disks);
         ``app_consistent``: its applications quiesced around that point (the result says if they were)."""
@@ -133,13 +181,17 @@ class AgentProvider:
                              for d in disks]}
         scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
                   for d in disks]
-        return self._run(connect, request,
-                         lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
-                         cancel=cancel, bandwidth=bandwidth)
+        result = self._run(connect, request,
+                           lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
+                           cancel=cancel, bandwidth=bandwidth)
+        for d in result.get("disks") or []:  # (a server's disks share one channel)
+            if isinstance(d, dict):
+                d["task_wire_bytes"] = result["wire_bytes"]
+        return result
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
                     meta: dict, full: bool = False, exclude: list[str] | None = None, cancel=None,
-                    bandwidth: int | None = None, progress=None, app_consistent: bool = False) -> dict:
+                    bandwidth: Bandwidth = None, progress=None, app_consistent: bool = False) -> dict:
         """A directory on the agent's host, ``exclude`` (absolute paths below it) left out;
         ``app_consistent``: its applications quiesced across the read (the result's ``app`` says if)."""
         request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
@@ -152,23 +204,25 @@ class AgentProvider:
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
-                create: bool = False, subpath: str | None = None, cancel=None, bandwidth: int | None = None,
-                progress=None, app_consistency: dict | None = None, source_path: str | None = None) -> dict:
-        """A disk backup onto ``target`` (an existing disk, or a new image file: ``create``), or a tree
+                create: bool = False, size: int = 0, subpath: str | None = None, cancel=None,
+                bandwidth: Bandwidth = None, progress=None, app_consistency: dict | None = None,
+                source_path: str | None = None) -> dict:
+        """A disk backup onto ``target`` (an existing disk, or a new image file of at least ``size``
+        bytes: ``create``), or a tree
         backup (or its ``subpath``) into directory ``target``. A tree backed up app-consistent from
         ``source_path``: its ``app_consistency`` record readies the restored data directories."""
         if kind == "tree":
             request = {"op": "restore_tree", "target": target, "subpath": subpath,
                        "app_consistency": app_consistency, "source_path": source_path}
         else:
-            request = {"op": "restore_disk", "target": target, "create": create}
+            request = {"op": "restore_disk", "target": target, "create": create, "size": int(size)}
         request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
                                                                     timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore_files(self, repo, connect: Connect, *, project_id: str, backup_id: str, paths: list[str],
-                      target: str, cancel=None, bandwidth: int | None = None, progress=None) -> dict:
+                      target: str, cancel=None, bandwidth: Bandwidth = None, progress=None) -> dict:
         request = {"op": "restore_files", "project_id": project_id, "vault": vault_request(repo),
                    "backup_id": backup_id, "paths": list(paths), "target": target}
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),

@@ -1,0 +1,64 @@
+"""An agent that runs its ``max_tasks`` already answers ``busy`` before doing anything; the provider asks
+again after a pause (for ``busy_wait`` seconds at most), so a second task waits for the first instead of
+failing."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from opencbr.engine import Repository
+from opencbr.providers.agent import AgentProvider, AgentTaskFailed
+from opencbr.providers.agent.provider import HostDisk
+from opencbr.storage import open_store
+from tests.providers.agent.agents import AgentProcess, Authority
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    work = tmp_path_factory.mktemp("busy")
+    root = work / "host"
+    root.mkdir()
+    for name in ("one.img", "two.img"):
+        (root / name).write_bytes(os.urandom(4 << 20))
+    # one task at a time, 2 MB/s: a backup of 4 MiB of random data takes about 2 s
+    a = AgentProcess(Authority.new(), work / "agent", [root], max_tasks=1, bandwidth_limit=2_000_000)
+    a.root = root
+    yield a
+    a.stop()
+
+
+def _repo(path):
+    return Repository.create(open_store(path.as_uri()), "v/", b"k" * 32, encrypted=True)
+
+
+def _two_at_once(agent, provider, tmp_path) -> dict:
+    out: dict = {}
+
+    def run(name: str) -> None:
+        try:
+            out[name] = provider.backup_disks(_repo(tmp_path / name), agent.connect, project_id="p1",
+                                              disks=[HostDisk(str(agent.root / f"{name}.img"), name, None, {})])
+        except AgentTaskFailed as e:
+            out[name] = e
+
+    first = threading.Thread(target=run, args=("one",))
+    first.start()
+    # the second starts while the first holds the agent's only slot (it runs ~2 s)
+    threading.Event().wait(0.7)
+    run("two")
+    first.join()
+    return out
+
+
+def test_a_busy_agent_is_asked_again(agent, tmp_path):
+    out = _two_at_once(agent, AgentProvider(), tmp_path)
+    assert all(isinstance(out[n], dict) and out[n]["disks"][0]["added_bytes"] > 0 for n in ("one", "two")), out
+
+
+def test_without_waiting_the_second_task_is_refused_busy(agent, tmp_path):
+    out = _two_at_once(agent, AgentProvider(busy_wait=0), tmp_path)
+    assert isinstance(out["one"], dict), out
+    assert isinstance(out["two"], AgentTaskFailed) and out["two"].code == "busy", out
