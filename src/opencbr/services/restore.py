@@ -23,7 +23,7 @@ from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, St
 from opencbr.engine import OperationCancelled
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import engine_errors, onhost, tasks
+from opencbr.services import app_consistency, engine_errors, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children, get_backup
@@ -178,12 +178,13 @@ def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) 
     with ctx.tx() as s:
         provider = ctx.providers.for_resource(s.get(Resource, step["disk_id"]))
         kind = repo.kind(step["backup_id"])
-        app = {}
+        app, details = {}, None
         backup = s.get(Backup, step["backup_id"])
         if kind == "tree" and backup is not None and (backup.details or {}).get("app_consistency"):
             source = s.get(Resource, backup.resource_id)  # (data directories inside it are readied)
-            app = {"app_consistency": backup.details["app_consistency"],
-                   "source_path": source.path if source is not None else None}
+            app, details = {"source_path": source.path if source is not None else None}, dict(backup.details)
+    if details is not None:  # (read from the vault outside the transaction: up to 64 MiB)
+        app["app_consistency"] = app_consistency.material(repo, step["backup_id"], details)
     try:
         provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"],
                          kind=kind, target=step["path"], cancel=span.cancel,

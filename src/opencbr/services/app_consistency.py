@@ -1,0 +1,58 @@
+"""Where an application-consistent backup's restore material lives (docs/app-consistent.md).
+
+The agent's record of a quiesced backup (``achieved``, ``reason``, each hook's outcome) holds, for
+PostgreSQL, the backup label and the WAL a restored data directory replays (up to 64 MiB). When the
+agent read the data live (a disk without snapshot, a directory tree) that record exists only after
+post-thaw, so after the backup's manifest was written: it is kept as an *attachment* of the backup in
+the vault (``attachments/<backup id>/app-consistency``), encrypted like the rest, counted in the vault's
+used capacity, removed with the backup, and found by a catalog rebuild from the backup id alone. The
+catalog row keeps only a reference: ``details.app_consistency = {"attachment": ..., "stored_bytes": ...}``.
+
+With LVM snapshots the record is in the manifest's meta already (the agent reads it there at restore).
+"""
+
+from __future__ import annotations
+
+import json
+
+from opencbr.engine import Missing, Repository
+
+ATTACHMENT = "app-consistency"
+#: details a restore needs but which no answer shows (PostgreSQL's WAL)
+_BULKY = ("wal",)
+
+
+def keep(repo: Repository, backup_id: str, record: dict) -> dict:
+    """Store the full record with the backup; the reference its catalog row keeps."""
+    stored = repo.put_attachment(backup_id, ATTACHMENT, json.dumps(record, separators=(",", ":")).encode())
+    return {"attachment": ATTACHMENT, "stored_bytes": stored}
+
+
+def material(repo: Repository, backup_id: str, details: dict | None) -> dict | None:
+    """The full record a restore hands to the agent, from the backup row's ``details`` (its reference,
+    or the record itself in rows written before attachments existed); None if the backup has none."""
+    kept = (details or {}).get("app_consistency")
+    if not isinstance(kept, dict):
+        return None
+    if "attachment" not in kept:
+        return kept  # an older row: the record inline
+    return json.loads(repo.get_attachment(backup_id, kept["attachment"]))
+
+
+def rebuilt(repo: Repository, backup_id: str) -> dict:
+    """What a catalog rebuild adds to a backup row's details from its attachment: the reference, and
+    the consistency achieved (``app``, without the bulky material); nothing if it has none."""
+    if ATTACHMENT not in repo.attachment_names(backup_id):
+        return {}
+    try:
+        raw = repo.get_attachment(backup_id, ATTACHMENT)
+    except Missing:
+        return {}
+    return {"app_consistency": {"attachment": ATTACHMENT}, "app": summary(json.loads(raw))}
+
+
+def summary(record: dict) -> dict:
+    """The record without the restore material (what ``consistency.app`` holds)."""
+    hooks = [{**h, "details": {k: v for k, v in (h.get("details") or {}).items() if k not in _BULKY}}
+             for h in record.get("hooks") or [] if isinstance(h, dict)]
+    return {**record, "hooks": hooks}
