@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy.orm import Session
+
+from opencbr.catalog.models import Backup, Resource
 from opencbr.engine import Missing, Repository
 
 ATTACHMENT = "app-consistency"
@@ -56,3 +59,27 @@ def summary(record: dict) -> dict:
     hooks = [{**h, "details": {k: v for k, v in (h.get("details") or {}).items() if k not in _BULKY}}
              for h in record.get("hooks") or [] if isinstance(h, dict)]
     return {**record, "hooks": hooks}
+
+
+def restore_args(s: Session, backup: Backup | None, kind: str) -> dict | None:
+    """What an agent needs to ready the databases of a restored backup, if it was app-consistent:
+    ``source_path`` (the backed-up directory; for a disk, where it was mounted: its inventory's
+    mount point) and the row's ``details`` (read the material with :func:`with_material`, outside the
+    transaction). None when there is nothing to ready."""
+    details = (backup.details or {}) if backup is not None else {}
+    app = (details.get("consistency") or {}).get("app") if isinstance(details.get("consistency"), dict) else None
+    if not details.get("app_consistency") and not (app and app.get("achieved") == "app_consistent"):
+        return None
+    source = s.get(Resource, backup.resource_id)
+    if source is None:
+        return None
+    path = source.path if kind == "tree" else (source.identity or {}).get("mountpoint")
+    return {"source_path": path or None, "details": dict(details)} if path else None
+
+
+def with_material(repo: Repository, backup_id: str, args: dict | None) -> dict:
+    """The restore request's ``app_consistency`` and ``source_path`` (without a record the agent looks
+    in the manifest's meta, where a snapshot's record is)."""
+    if not args:
+        return {}
+    return {"source_path": args["source_path"], "app_consistency": material(repo, backup_id, args["details"])}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from typing import Callable
 
 from opencbr.agent import hooks
@@ -166,13 +167,25 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
                 os.ftruncate(fd, int(chunks.read_manifest(backup_id).header["disk_size"]))
             r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=not create,
                                     cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+            record = req.get("app_consistency")
+            if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
+                record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
     except BaseException:
         os.close(fd)
         if create:
             _remove_created(ctx, target)
         raise
     os.close(fd)
-    return r.to_dict()
+    out = r.to_dict()
+    if record and req.get("source_path"):  # its data directories start as base backups (docs/app-consistent.md)
+        out["prepared"] = hooks.prepare_restored_disk(record, req["source_path"], target,
+                                                      _mount_dir(ctx))
+    return out
+
+
+def _mount_dir(ctx) -> str:
+    state_dir = getattr(getattr(ctx, "config", None), "state_dir", None)
+    return os.path.join(state_dir, "mnt") if state_dir else tempfile.mkdtemp(prefix="opencbr-mnt-")
 
 
 def _remove_created(ctx, path: str) -> None:

@@ -156,12 +156,14 @@ class AgentProvider:
                 progress=None, app_consistency: dict | None = None, source_path: str | None = None) -> dict:
         """A disk backup onto ``target`` (an existing disk, or a new image file: ``create``), or a tree
         backup (or its ``subpath``) into directory ``target``. A tree backed up app-consistent from
-        ``source_path``: its ``app_consistency`` record readies the restored data directories."""
+        ``source_path`` (for a disk: where it was mounted): its ``app_consistency`` record readies the
+        restored data directories."""
         if kind == "tree":
             request = {"op": "restore_tree", "target": target, "subpath": subpath,
                        "app_consistency": app_consistency, "source_path": source_path}
         else:
-            request = {"op": "restore_disk", "target": target, "create": create}
+            request = {"op": "restore_disk", "target": target, "create": create,
+                       "app_consistency": app_consistency, "source_path": source_path}
         request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
                                                                     timeout=self.timeout, progress=progress),
