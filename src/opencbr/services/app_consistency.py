@@ -83,3 +83,46 @@ def with_material(repo: Repository, backup_id: str, args: dict | None) -> dict:
     if not args:
         return {}
     return {"source_path": args["source_path"], "app_consistency": material(repo, backup_id, args["details"])}
+
+
+# ------------------------------------------------------------------------ check_agent for server resources
+_MAX_HOOKS = 32
+
+
+def _text(value: object, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def readiness(answer: object) -> dict:
+    """A bounded copy of the agent's readiness answer (an agent is not trusted with our memory): what the
+    heartbeat keeps with the agent's inventory."""
+    if not isinstance(answer, dict):
+        return {"state": "unsupported", "hooks": []}
+    hooks = [{"name": _text(h.get("name"), 300), "kind": _text(h.get("kind"), 16), "ok": h.get("ok") is True,
+              "message": _text(h.get("message"), 1000)}
+             for h in (answer.get("hooks") if isinstance(answer.get("hooks"), list) else [])[:_MAX_HOOKS]
+             if isinstance(h, dict)]
+    out = {"state": _text(answer.get("state"), 16) or "unsupported", "hooks": hooks}
+    for key, limit in (("checked_at", 40), ("error", 1000)):
+        if _text(answer.get(key), limit):
+            out[key] = _text(answer.get(key), limit)
+    return out
+
+
+def check_message(ready: dict | None) -> str:
+    """check_agent's message for a server (guide 7.3): whether the applications the agent found or was
+    configured with can be quiesced, as its last check (a real connection to each) found."""
+    ready = ready or {"state": "unsupported", "hooks": []}
+    if ready.get("state") == "checking":
+        return "application consistency: the agent is checking its applications; ask again in a few seconds"
+    if ready.get("state") != "checked":
+        return "application consistency: this agent does not check its applications (update it)"
+    if ready.get("error"):
+        return f"application consistency: {ready['error']}"
+    apps = [h for h in ready.get("hooks") or [] if h.get("kind") != "note"]
+    notes = [h["message"] for h in ready.get("hooks") or [] if h.get("kind") == "note"]
+    said = [f"{h['name']} {'can be quiesced' if h['ok'] else 'cannot be quiesced'}: {h['message']}" for h in apps]
+    if not apps:
+        said = ["no database or script to quiesce was found or configured: an app_consistent vault's backups of "
+                "this server are crash-consistent"]
+    return "application consistency: " + "; ".join(said + [f"noted: {n}" for n in notes])

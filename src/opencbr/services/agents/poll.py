@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import opencbr.services.agents.ca as A
 import opencbr.services.agents.inventory as inventory
 import opencbr.services.agents.state as state
+from opencbr.services import app_consistency
 from opencbr.catalog.models import Agent, AgentPath, Resource
 from opencbr.domain.errors import CBRError, StateConflict
 from opencbr.providers.agent import link
@@ -101,6 +102,7 @@ def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer:
             if isinstance(host.get(name), str) and host[name]:
                 setattr(agent, name, host[name][:limit])
         agent.inventory = {k: answer.get(k) for k in ("host", "block_devices", "paths", "roots", "version")}
+        agent.inventory["app_consistency"] = app_consistency.readiness(answer.get("app_consistency"))
         inventory.apply(s, ctx, agent, answer)
 
 
