@@ -29,8 +29,8 @@ from huaweicloudsdkcbr.v1 import (
     VaultCreateReq,
 )
 
-from tests.agent.conftest import AgentProcess, agent_cmd
 from opencbr.catalog.db import make_engine
+from tests.agent.conftest import AgentProcess, agent_cmd
 from tests.agent.hooks.servers import PG_BIN, Postgres, Writer, _user, log_text, scratch_dir
 from tests.support.clients import api, cli, sdk, sdk_task_ok, sdk_wait_backups, task_ok
 from tests.support.databases import BACKENDS, make_catalog_url, release_catalog_url

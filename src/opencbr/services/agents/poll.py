@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 import opencbr.services.agents.ca as A
 import opencbr.services.agents.inventory as inventory
 import opencbr.services.agents.state as state
-from opencbr.services import app_consistency
 from opencbr.catalog.models import Agent, AgentPath, Resource
 from opencbr.domain.errors import CBRError, StateConflict
 from opencbr.providers.agent import link
+from opencbr.services import app_consistency
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.agents")

@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 import opencbr.services.agents.ca as A
 import opencbr.services.agents.inventory as inventory
 import opencbr.services.agents.state as state
-from opencbr.services import app_consistency
 from opencbr import __version__
 from opencbr.catalog.models import Agent, AgentPath, Backup, Resource, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter, NotFound, QuotaExceeded, StateConflict
 from opencbr.providers.agent import link
+from opencbr.services import app_consistency
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
