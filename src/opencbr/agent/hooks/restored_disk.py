@@ -73,7 +73,8 @@ def prepare_restored_disk(record: dict, source_mountpoint: str | None, target: s
                               timeout=MOUNT_TIMEOUT)
         if done.returncode != 0:
             return _by_hand(data_dirs, f"{target} holds no file system the agent can mount "
-                                       f"({done.stderr.strip() or done.returncode})")
+                                       f"({done.stderr.strip() or done.returncode}); a disk read live while its "
+                                       "file system was written may need fsck before it mounts")
         try:
             return prepare_restored_tree(record, source_mountpoint, point)
         finally:
