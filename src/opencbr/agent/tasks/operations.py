@@ -102,6 +102,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
             for d in disks:
                 fd = ctx.confinement.open(view[d["path"]], os.O_RDONLY)
                 try:
+                    _drop_cached(fd)
                     src = FileDiskSource(d["path"], fd=fd)
                     try:
                         r = engine_backup_disk(chunks, src, backup_id=_param(d, "backup_id"),
@@ -117,6 +118,14 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
     if q is not None and not app_meta:  # read live: the restore material exists only now (after post-thaw)
         out["app_consistency"] = q.record(restore_material=True)
     return out
+
+
+def _drop_cached(fd: int) -> None:
+    """A mounted file system writes its files' data to the device without going through the device's
+    own page cache: pages of it cached by an earlier read (the previous backup) are stale. Drop them
+    so the read gets what the device holds now."""
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
