@@ -58,6 +58,13 @@ def _hooks_check(hooks_config: dict) -> dict:
     return {"hooks": list(hooks.check(hooks.discover(hooks_config or {})))}
 
 
+def _hooks_readiness(hooks_config: dict) -> dict:
+    """Whether the applications can be quiesced, as last checked (``agent.hooks.readiness``: checked in
+    the background, the heartbeat never waits for a database)."""
+    readiness = _optional("opencbr.agent.hooks.readiness")
+    return readiness.readiness(hooks_config) if readiness is not None else {"state": "unsupported"}
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -170,7 +177,8 @@ class Agent:
         if op == "inventory":
             found = inventory.inventory(self.confinement, header.get("paths") or [],
                                         api_host=_host_of(self.config.api_endpoint))
-            return {"ok": True, **found, "version": VERSION, "roots": self.config.roots}
+            return {"ok": True, **found, "version": VERSION, "roots": self.config.roots,
+                    "app_consistency": _hooks_readiness(self.config.hooks)}
         if op == "check":
             return {"ok": True, **_hooks_check(self.config.hooks), "version": VERSION}
         if op == "revoke":

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from ..storage import ObjectStore
+from .chunks import attachments
 from .chunks.crypto import RepoKeys
 from .chunks.locks import LockTiming
 from .chunks.manifests import Manifest
@@ -288,9 +289,21 @@ class Repository:
         return int(self.read_manifest(backup_id)["stats"]["added_bytes"])
 
     def delete_backup(self, backup_id: str) -> None:
-        """Remove the backup's manifest (idempotent). Its chunks go at the next gc() unless other
-        backups use them (guide 13.2.11)."""
+        """Remove the backup's manifest and attachments (idempotent). Its chunks go at the next gc()
+        unless other backups use them (guide 13.2.11)."""
         self.chunks.delete_manifest(backup_id)
+        attachments.delete_all(self.chunks, backup_id)
+
+    def put_attachment(self, backup_id: str, name: str, data: bytes) -> int:
+        """Store a small object with a backup (sealed like its manifest; see chunks/attachments.py)."""
+        return attachments.put(self.chunks, backup_id, name, data)
+
+    def get_attachment(self, backup_id: str, name: str) -> bytes:
+        """A backup's attachment (Missing if it has none of that name)."""
+        return attachments.get(self.chunks, backup_id, name)
+
+    def attachment_names(self, backup_id: str) -> list[str]:
+        return attachments.names(self.chunks, backup_id)
 
     def gc(self, progress: Progress | None = None) -> GCResult:
         """Remove chunks no backup references and repack partly dead packs; safe with backups running
@@ -300,8 +313,9 @@ class Repository:
         return run_gc(self.chunks, progress)
 
     def usage(self) -> int:
-        """Exact stored bytes of the distinct chunks the repository's backups reference (guide 13.3.3)."""
-        return self.chunks.usage()
+        """Exact stored bytes of the distinct chunks the repository's backups reference, and of their
+        attachments (guide 13.3.3)."""
+        return self.chunks.usage() + attachments.stored_bytes(self.chunks)
 
     def stored_bytes(self) -> int:
         """Bytes of all objects under the prefix (physical footprint, including garbage not yet

@@ -26,7 +26,7 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import agents, listing, memberships, onhost, quotas, space, tasks
+from opencbr.services import agents, app_consistency, listing, memberships, onhost, quotas, space, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -554,7 +554,7 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
             details = {"consistency": consistency, "stats": stats, "partial": bool(r.get("partial")),
                        "warnings": warnings[:200]}
             if r.get("app_consistency"):  # what a restore needs (the manifest was written before post-thaw)
-                details["app_consistency"] = r["app_consistency"]
+                details["app_consistency"] = app_consistency.keep(repo, b.id, r["app_consistency"])
             return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), details)},
                                  partial=bool(r.get("partial")), warnings=warnings)
         disks = [HostDisk(paths[part.id], part.id, previous[part.id],
@@ -566,9 +566,12 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
             return None
         raise onhost.agent_error(e) from None
     consistency = r["consistency"]
-    kept = {"app_consistency": r["app_consistency"]} if r.get("app_consistency") else {}
+    kept = {}  # read live: the restore material, known after the manifests, goes with each disk's backup
+    for d in r["disks"] if r.get("app_consistency") else ():
+        kept[d["backup_id"]] = {"app_consistency": app_consistency.keep(repo, d["backup_id"], r["app_consistency"])}
     return BackupOutcome(consistency, {d["backup_id"]: (int(d["disk_size"]), int(d["added_bytes"]),
-                                                         {"consistency": consistency, "stats": d, **kept})
+                                                         {"consistency": consistency, "stats": d,
+                                                          **kept.get(d["backup_id"], {})})
                                        for d in r["disks"]})
 
 

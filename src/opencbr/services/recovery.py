@@ -18,7 +18,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine import Missing, Repository
-from opencbr.services import engine_errors
+from opencbr.services import app_consistency, engine_errors
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -142,7 +142,7 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
                          retention_rule=m.get("retention_rule", ""), incremental=bool(h.get("parent")),
                          full_requested=bool(h.get("full")), encrypted=repo.encrypted,
                          logical_bytes=int(h.get("disk_size") or 0), added_bytes=int(stats.get("added_bytes", 0)),
-                         details={"consistency": m.get("consistency"), "stats": stats, "rebuilt_at": now.isoformat()},
+                         details=_details(repo, bid, m.get("consistency"), stats, now),
                          created_at=created, updated_at=now, protected_at=created)
             s.add(row)
             report.backups_added.append(bid)
@@ -154,3 +154,13 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
         vault = s.get(Vault, vault_id)
         vault.used_bytes = repo.usage()
     return report
+
+
+def _details(repo: Repository, backup_id: str, consistency: dict | None, stats: dict, now: datetime) -> dict:
+    """A rebuilt backup's details; an application-consistent one read live has its record (what it
+    achieved, and the restore material's reference) in an attachment, not in its manifest."""
+    app = app_consistency.rebuilt(repo, backup_id)
+    if app:
+        consistency = {**(consistency or {}), "app": app["app"]}
+    return {"consistency": consistency, "stats": stats, "rebuilt_at": now.isoformat(),
+            **({"app_consistency": app["app_consistency"]} if app else {})}

@@ -23,7 +23,7 @@ from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, St
 from opencbr.engine import OperationCancelled
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import engine_errors, memberships, onhost, tasks
+from opencbr.services import app_consistency, engine_errors, memberships, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.agents import targets as agent_targets
 from opencbr.services.context import ServiceContext
@@ -147,11 +147,12 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             server.status = "stopped"
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
+    prepared: list[str] = []
     try:
         for i, step in enumerate(plan):
             span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
             if _on_host(ctx, step["disk_id"]):
-                _restore_on_host(ctx, repo, step, span)
+                prepared += _restore_on_host(ctx, repo, step, span)
                 continue
             with res_svc.open_resource(ctx, step["disk_id"], write=True) as target:  # checked again
                 repo.restore(step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
@@ -163,6 +164,8 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     except Exception as e:
         _restore_done(ctx, backup_id, None, plan, unfinished=tasks.error_of(ctx, e).message)
         raise
+    if prepared:  # the restored databases readied (or what the user does): docs/app-consistent.md
+        run.set_extra(app_consistency={"prepared": prepared[:100]})
     _restore_done(ctx, backup_id, server_id if power_on else None, plan)
 
 
@@ -172,23 +175,21 @@ def _on_host(ctx: ServiceContext, resource_id: str) -> bool:
         return res is not None and onhost.on_host(ctx, res)
 
 
-def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) -> None:
+def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) -> list[str]:
     """The agent holding the target writes it (the original disk or directory, or one on another host of
-    the project), reading the backup's chunks from the vault through the task's channel."""
+    the project), reading the backup's chunks from the vault through the task's channel; what it did to
+    ready the databases of an app-consistent backup (or why it could not)."""
     link = onhost.link_to(ctx, step["disk_id"])
     with ctx.tx() as s:
         provider = ctx.providers.for_resource(s.get(Resource, step["disk_id"]))
         kind = repo.kind(step["backup_id"])
-        app = {}
-        backup = s.get(Backup, step["backup_id"])
-        if kind == "tree" and backup is not None and (backup.details or {}).get("app_consistency"):
-            source = s.get(Resource, backup.resource_id)  # (data directories inside it are readied)
-            app = {"app_consistency": backup.details["app_consistency"],
-                   "source_path": source.path if source is not None else None}
+        ready = app_consistency.restore_args(s, s.get(Backup, step["backup_id"]), kind)  # databases to ready
+    app = app_consistency.with_material(repo, step["backup_id"], ready)  # (outside the transaction: 64 MiB)
     try:
-        provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"],
-                         kind=kind, target=step["path"], cancel=span.cancel,
-                         bandwidth=link.bandwidth, progress=span, **app)
+        out = provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"],
+                               kind=kind, target=step["path"], cancel=span.cancel,
+                               bandwidth=link.bandwidth, progress=span, **app)
+        return list(out.get("prepared") or []) if isinstance(out, dict) else []
     except AgentTaskFailed as e:
         if span.cancel.is_set():
             raise OperationCancelled("the restore was cancelled") from None

@@ -53,7 +53,17 @@ def test_nothing_to_quiesce_is_crash_consistent_and_says_so():
     with Quiesce(HookPlan(), timeout=5) as q:
         pass
     assert q.achieved == CRASH_CONSISTENT and "no application to quiesce" in q.reason
+    assert "no running PostgreSQL or MariaDB/MySQL server was found" in q.reason
     assert q.outcomes == []
+
+
+def test_with_discovery_off_the_fallback_and_check_say_so():
+    plan = discover({"discover": False})
+    with Quiesce(plan, timeout=5) as q:
+        pass
+    assert "discovery is off (hooks.discover is false)" in q.reason and "none is configured" in q.reason
+    assert {"name": "discovery", "kind": "note", "ok": True,
+            "message": "discovery is off (hooks.discover is false)"} in check(plan)
 
 
 def test_discovery_finds_the_running_servers(pg, mariadb):
@@ -74,8 +84,9 @@ def test_discovery_finds_the_running_servers(pg, mariadb):
     assert results[servers[mariadb.socket].name]["ok"], results[servers[mariadb.socket].name]
     assert results["scripts:/nonexistent/hooks"]["message"] == "/nonexistent/hooks does not exist"
     # the agent's check operation may hand over its configuration as it is
-    (result,) = check({"discover": False, "postgresql": [pg.target(name="configured")]})
+    result, note = check({"discover": False, "postgresql": [pg.target(name="configured")]})
     assert result["name"] == "configured" and result["ok"]
+    assert note["message"] == "discovery is off (hooks.discover is false)"
 
 
 def test_a_discovered_cluster_quiesces_as_its_owner(pg):

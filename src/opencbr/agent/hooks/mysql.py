@@ -13,17 +13,18 @@ import math
 import os
 
 from .client import MariadbClient, mariadb_argv
-from .outcome import HookError, HookOutcome
+from .database import DatabaseHook
+from .outcome import HookError
 from .plan import MysqlTarget
 
 
-class MysqlHook:
+class MysqlHook(DatabaseHook):
     kind = "mysql"
+    READY = "can be quiesced (FLUSH TABLES WITH READ LOCK)"
 
     def __init__(self, target: MysqlTarget, client: str):
-        self.target = target
+        super().__init__(target)
         self.program = client
-        self.outcome = HookOutcome(name=target.name, kind=self.kind)
         self.client: MariadbClient | None = None
         self.connection_id: str | None = None
 
@@ -117,35 +118,14 @@ class MysqlHook:
             self.connection_id = None
         self._end()
 
-    def _end(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.outcome.add_output(self.client.transcript)
-            self.client = None
-
-    def check(self, timeout: float) -> dict:
-        result = {"name": self.target.name, "kind": self.kind, "ok": False, "message": "",
-                  "data_dir": self.target.data_dir, "privileges": {}}
-        client = None
-        try:
-            client = self._connect()
-            facts = self._facts(client, timeout)
-            rows = client.execute("SELECT 'ROW', PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
-                                  "WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
-                                  "'''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')", timeout)
-            held = {r[0].upper() for r in rows}
-            binlog = bool(held & {"BINLOG MONITOR", "REPLICATION CLIENT", "SUPER"})
-            privileges = {"reload": "RELOAD" in held, "binlog_monitor": binlog}
-            result.update(privileges=privileges, server_version=facts["version"], log_bin=facts["log_bin"])
-            problems = [] if privileges["reload"] else [f"{facts['user']} lacks RELOAD (FLUSH TABLES WITH READ LOCK)"]
-            result["ok"] = not problems
-            notes = []
-            if facts["log_bin"] and not binlog:
-                notes.append("the binary log position will not be recorded (needs BINLOG MONITOR)")
-            result["message"] = "; ".join(problems + notes) or "can be quiesced (FLUSH TABLES WITH READ LOCK)"
-        except HookError as e:
-            result["message"] = str(e)
-        finally:
-            if client is not None:
-                client.close()
-        return result
+    def _readiness(self, client: MariadbClient, facts: dict, timeout: float) -> tuple[dict, list[str], list[str], dict]:
+        rows = client.execute("SELECT 'ROW', PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
+                              "WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
+                              "'''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')", timeout)
+        held = {r[0].upper() for r in rows}
+        binlog = bool(held & {"BINLOG MONITOR", "REPLICATION CLIENT", "SUPER"})
+        privileges = {"reload": "RELOAD" in held, "binlog_monitor": binlog}
+        problems = [] if privileges["reload"] else [f"{facts['user']} lacks RELOAD (FLUSH TABLES WITH READ LOCK)"]
+        notes = (["the binary log position will not be recorded (needs BINLOG MONITOR)"]
+                 if facts["log_bin"] and not binlog else [])
+        return privileges, problems, notes, {"server_version": facts["version"], "log_bin": facts["log_bin"]}

@@ -1,7 +1,7 @@
 """What to quiesce on this host: the PostgreSQL clusters and MariaDB/MySQL servers that run here (found
 from ``/proc``) or are configured, and the custom script directory.
 
-The agent's configuration (``agent.json``, key ``app_consistency``) may hold::
+The agent's configuration (``agent.json``, key ``hooks``) may hold::
 
     {"discover": true,                      # look for running servers (default true)
      "postgresql": [{"name", "host", "port", "user", "dbname", "os_user", "data_dir", "password_file"}],
@@ -55,10 +55,19 @@ class HookPlan:
     psql: str = "psql"
     mariadb: str = "mariadb"
     notes: list[str] = field(default_factory=list)  # what discovery saw but could not use
+    discovered: bool = True  # whether running servers were looked for (``discover``)
 
     @property
     def empty(self) -> bool:
         return not (self.postgresql or self.mysql or self.script_dir)
+
+    def nothing_found(self) -> str:
+        """Why there is nothing to quiesce: what was looked for, and where (the fallback's reason)."""
+        looked = ("no running PostgreSQL or MariaDB/MySQL server was found" if self.discovered
+                  else "discovery is off (hooks.discover is false)")
+        said = (f"no application to quiesce on this host: {looked}, none is configured (the agent's "
+                f"'hooks' key) and there is no script directory ({DEFAULT_SCRIPT_DIR} does not exist)")
+        return said + "".join(f"; noted: {n}" for n in self.notes)
 
 
 # -- /proc
@@ -200,7 +209,8 @@ def discover(config: dict | None = None) -> HookPlan:
                   lambda c: f"postgresql:{c.get('data_dir') or c.get('host')}:{c.get('port', 5432)}")
     my = _targets(MysqlTarget, config.get("mysql", []), "mysql",
                   lambda c: f"mysql:{c.get('data_dir') or c.get('socket') or c.get('port')}")
-    if config.get("discover", True):
+    plan.discovered = bool(config.get("discover", True))  # on by default: docs/app-consistent.md says why
+    if plan.discovered:
         pg = _merge(discover_postgresql(plan.notes), pg, lambda t: t.data_dir)
         my = _merge(discover_mysql(plan.notes), my, lambda t: t.data_dir or t.socket)
     plan.postgresql, plan.mysql = pg, my

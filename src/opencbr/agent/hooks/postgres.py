@@ -18,7 +18,8 @@ import re
 import zlib
 
 from .client import PsqlClient, psql_argv
-from .outcome import HookError, HookOutcome
+from .database import DatabaseHook
+from .outcome import HookError
 from .plan import PostgresTarget
 
 WAL_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept for the restore; more means a hold far too long
@@ -61,14 +62,14 @@ def wal_pieces(timeline: int, start: int, stop: int, segment_size: int) -> list[
     return pieces
 
 
-class PostgresHook:
+class PostgresHook(DatabaseHook):
     kind = "postgresql"
+    READY = "can be quiesced (pg_backup_start / pg_backup_stop)"
 
     def __init__(self, target: PostgresTarget, psql: str, label: str = "opencbr"):
-        self.target = target
+        super().__init__(target)
         self.psql = psql
         self.label = _label_text(label)
-        self.outcome = HookOutcome(name=target.name, kind=self.kind)
         self.client: PsqlClient | None = None
         self.version = 0
         self.segment_size = 16 * 1024 * 1024
@@ -186,50 +187,29 @@ class PostgresHook:
             self.outcome.fail("held past the hold timeout: the session was ended, the backup mode aborted")
             self._end()
 
-    def _end(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.outcome.add_output(self.client.transcript)
-            self.client = None
-
     # -- readiness
 
-    def check(self, timeout: float) -> dict:
-        result = {"name": self.target.name, "kind": self.kind, "ok": False, "message": "",
-                  "data_dir": self.target.data_dir, "privileges": {}}
-        client = None
-        try:
-            client = self._connect()
-            facts = self._facts(client, timeout)
-            if self.version >= 150000:
-                fns = ("pg_backup_start(text,boolean)", "pg_backup_stop(boolean)")
-                checkpoint = "pg_has_role('pg_checkpoint', 'MEMBER')"
-            else:
-                fns = ("pg_start_backup(text,boolean,boolean)", "pg_stop_backup(boolean,boolean)")
-                checkpoint = "false"
-            (row,) = client.execute(
-                f"SELECT 'ROW', has_function_privilege('{fns[0]}', 'EXECUTE'), "
-                f"has_function_privilege('{fns[1]}', 'EXECUTE'), {checkpoint}, "
-                "has_function_privilege('pg_read_binary_file(text,bigint,bigint)', 'EXECUTE');", timeout)
-            privileges = {"superuser": facts["superuser"], "backup_start": row[0] == "t",
-                          "backup_stop": row[1] == "t", "checkpoint": facts["superuser"] or row[2] == "t",
-                          "read_wal": row[3] == "t"}
-            result["privileges"] = privileges
-            result["server_version"] = facts["server_version"]
-            missing = [k for k in ("backup_start", "backup_stop", "read_wal") if not privileges[k]]
-            problems = [f"missing EXECUTE on {', '.join(missing)}"] if missing else []
-            if facts["standby"]:
-                problems.append(STANDBY)
-            if facts["wal_level"] not in ("replica", "logical"):
-                problems.append(f"wal_level is {facts['wal_level']} (an online backup needs replica)")
-            result["ok"] = not problems
-            result["message"] = "; ".join(problems) or "can be quiesced (pg_backup_start / pg_backup_stop)"
-        except HookError as e:
-            result["message"] = str(e)
-        finally:
-            if client is not None:
-                client.close()
-        return result
+    def _readiness(self, client: PsqlClient, facts: dict, timeout: float) -> tuple[dict, list[str], list[str], dict]:
+        if self.version >= 150000:
+            fns = ("pg_backup_start(text,boolean)", "pg_backup_stop(boolean)")
+            checkpoint = "pg_has_role('pg_checkpoint', 'MEMBER')"
+        else:
+            fns = ("pg_start_backup(text,boolean,boolean)", "pg_stop_backup(boolean,boolean)")
+            checkpoint = "false"
+        (row,) = client.execute(
+            f"SELECT 'ROW', has_function_privilege('{fns[0]}', 'EXECUTE'), "
+            f"has_function_privilege('{fns[1]}', 'EXECUTE'), {checkpoint}, "
+            "has_function_privilege('pg_read_binary_file(text,bigint,bigint)', 'EXECUTE');", timeout)
+        privileges = {"superuser": facts["superuser"], "backup_start": row[0] == "t",
+                      "backup_stop": row[1] == "t", "checkpoint": facts["superuser"] or row[2] == "t",
+                      "read_wal": row[3] == "t"}
+        missing = [k for k in ("backup_start", "backup_stop", "read_wal") if not privileges[k]]
+        problems = [f"missing EXECUTE on {', '.join(missing)}"] if missing else []
+        if facts["standby"]:
+            problems.append(STANDBY)
+        if facts["wal_level"] not in ("replica", "logical"):
+            problems.append(f"wal_level is {facts['wal_level']} (an online backup needs replica)")
+        return privileges, problems, [], {"server_version": facts["server_version"]}
 
 
 def prepare_restored_postgres(data_dir: str, details: dict) -> list[str]:

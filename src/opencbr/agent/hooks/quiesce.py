@@ -50,6 +50,7 @@ class Quiesce:
     def __init__(self, plan: HookPlan, *, timeout: float = 30.0, hold_timeout: float | None = None,
                  log: logging.Logger | None = None, label: str = "opencbr"):
         self.hooks = build_hooks(plan, label)
+        self._nothing_found = plan.nothing_found()
         self.timeout = timeout
         self.hold_timeout = hold_timeout if hold_timeout is not None else max(timeout, 60.0)
         self.log = log or logging.getLogger("opencbr.agent.hooks")
@@ -76,7 +77,7 @@ class Quiesce:
 
     def __enter__(self) -> Quiesce:
         if not self.hooks:
-            self.reason = "no application to quiesce was found or configured on this host"
+            self.reason = self._nothing_found
             return self
         try:
             for hook in self.hooks:
@@ -148,5 +149,6 @@ def check(plan: HookPlan | dict | None = None, *, timeout: float = 10.0) -> list
     if not isinstance(plan, HookPlan):
         plan = discover(plan)
     results = [hook.check(timeout) for hook in build_hooks(plan)]
-    results += [{"name": "discovery", "kind": "note", "ok": True, "message": note} for note in plan.notes]
+    notes = plan.notes if plan.discovered else ["discovery is off (hooks.discover is false)", *plan.notes]
+    results += [{"name": "discovery", "kind": "note", "ok": True, "message": note} for note in notes]
     return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from typing import Callable
 
 from opencbr.agent import hooks
@@ -126,6 +127,7 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
             for d in disks:
                 fd = ctx.confinement.open(view[d["path"]], os.O_RDONLY)
                 try:
+                    _drop_cached(fd)
                     src = FileDiskSource(d["path"], fd=fd)
                     try:
                         r = engine_backup_disk(chunks, src, backup_id=_param(d, "backup_id"),
@@ -141,6 +143,14 @@ def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
     if q is not None and not app_meta:  # read live: the restore material exists only now (after post-thaw)
         out["app_consistency"] = q.record(restore_material=True)
     return out
+
+
+def _drop_cached(fd: int) -> None:
+    """A mounted file system writes its files' data to the device without going through the device's
+    own page cache: pages of it cached by an earlier read (the previous backup) are stale. Drop them
+    so the read gets what the device holds now."""
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
@@ -192,6 +202,9 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
                 os.ftruncate(fd, max(size, int(chunks.read_manifest(backup_id).header["disk_size"])))
             r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=not create,
                                     cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+            record = req.get("app_consistency")
+            if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
+                record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
         out = {**r.to_dict(), "size": os.fstat(fd).st_size} if create else r.to_dict()
     except BaseException:
         os.close(fd)
@@ -201,7 +214,15 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     os.close(fd)
     if create:
         forget_walks()
+    if record and req.get("source_path"):  # its data directories start as base backups (docs/app-consistent.md)
+        out["prepared"] = hooks.prepare_restored_disk(record, req["source_path"], target,
+                                                      _mount_dir(ctx))
     return out
+
+
+def _mount_dir(ctx) -> str:
+    state_dir = getattr(getattr(ctx, "config", None), "state_dir", None)
+    return os.path.join(state_dir, "mnt") if state_dir else tempfile.mkdtemp(prefix="opencbr-mnt-")
 
 
 def _remove_created(ctx, path: str) -> None:

@@ -210,12 +210,14 @@ class AgentProvider:
         """A disk backup onto ``target`` (an existing disk, or a new image file of at least ``size``
         bytes: ``create``), or a tree
         backup (or its ``subpath``) into directory ``target``. A tree backed up app-consistent from
-        ``source_path``: its ``app_consistency`` record readies the restored data directories."""
+        ``source_path`` (for a disk: where it was mounted): its ``app_consistency`` record readies the
+        restored data directories."""
         if kind == "tree":
             request = {"op": "restore_tree", "target": target, "subpath": subpath,
                        "app_consistency": app_consistency, "source_path": source_path}
         else:
-            request = {"op": "restore_disk", "target": target, "create": create, "size": int(size)}
+            request = {"op": "restore_disk", "target": target, "create": create, "size": int(size),
+                       "app_consistency": app_consistency, "source_path": source_path}
         request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
                                                                     timeout=self.timeout, progress=progress),

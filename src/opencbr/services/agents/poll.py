@@ -21,6 +21,7 @@ import opencbr.services.agents.state as state
 from opencbr.catalog.models import Agent, AgentPath, Resource
 from opencbr.domain.errors import CBRError, StateConflict
 from opencbr.providers.agent import link
+from opencbr.services import app_consistency
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.agents")
@@ -101,6 +102,7 @@ def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer:
             if isinstance(host.get(name), str) and host[name]:
                 setattr(agent, name, host[name][:limit])
         agent.inventory = {k: answer.get(k) for k in ("host", "block_devices", "paths", "roots", "version")}
+        agent.inventory["app_consistency"] = app_consistency.readiness(answer.get("app_consistency"))
         inventory.apply(s, ctx, agent, answer)
 
 

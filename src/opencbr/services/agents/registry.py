@@ -20,6 +20,7 @@ from opencbr.catalog.models import Agent, AgentPath, Backup, Resource, VaultReso
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter, NotFound, QuotaExceeded, StateConflict
 from opencbr.providers.agent import link
+from opencbr.services import app_consistency
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -348,7 +349,11 @@ def check_agent(s: Session, ctx: ServiceContext, p: Principal, items: list[dict]
         else:
             version = agent.agent_version or ""
             entry.update(version=version, is_old=_version_key(version) < _version_key(CURRENT_AGENT_VERSION))
-            if state.is_online(ctx, agent):
+            if state.is_online(ctx, agent) and res.type == R.SERVER:  # and its applications (guide 7.3)
+                ready = (agent.inventory or {}).get("app_consistency")
+                out.append({**entry, "installed": True, "code": 0, "message": app_consistency.check_message(ready),
+                            "app_consistency": (ready or {}).get("hooks") or []})
+            elif state.is_online(ctx, agent):
                 out.append({**entry, "installed": True, "code": 0, "message": ""})
             else:
                 out.append({**entry, "code": 3, "message": state.offline_reason(agent)})

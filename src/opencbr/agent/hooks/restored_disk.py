@@ -1,0 +1,86 @@
+"""Ready the databases of a restored disk (docs/app-consistent.md, "Restore").
+
+A disk backed up application-consistent holds PostgreSQL data directories that start as base backups
+only with their backup label and the backup's WAL written back (:func:`prepare_restored_postgres`). After
+restoring such a disk the agent mounts the restored file system (a block device, or an image file
+through a loop device) in a private directory, readies every cluster whose data directory lay on the
+source disk (``source_mountpoint``: where that disk was mounted when backed up), and unmounts it.
+
+It does nothing, and says what the user does instead, when the target is in use (mounted: the agent
+never writes below a live file system's users), or holds no file system ``mount`` recognises (a
+partition table, LVM, an encrypted volume): then the steps are those of
+``python -m opencbr.agent.hooks prepare-postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+from opencbr.agent import mounts
+from opencbr.agent.hooks.postgres import prepare_restored_tree
+
+MOUNT_TIMEOUT = 120.0
+
+
+def clusters_on(record: dict, source_mountpoint: str) -> list[str]:
+    """The PostgreSQL data directories of the record (with restore material) below ``source_mountpoint``."""
+    source = os.path.realpath(source_mountpoint).rstrip("/") + "/"
+    found = []
+    for hook in (record or {}).get("hooks") or []:
+        details = hook.get("details") or {}
+        data_dir = details.get("data_dir")
+        if hook.get("kind") == "postgresql" and details.get("backup_label") and data_dir:
+            if (os.path.realpath(data_dir).rstrip("/") + "/").startswith(source):
+                found.append(data_dir)
+    return found
+
+
+def _by_hand(data_dirs: list[str], why: str) -> list[str]:
+    return [f"not prepared: {why}; mount the restored file system and run, for each data directory, "
+            f"'python -m opencbr.agent.hooks prepare-postgres <mount point>/<data directory below it> record.json' "
+            f"(data directories: {', '.join(data_dirs)})"]
+
+
+def _in_use(target: str) -> str | None:
+    st = os.stat(target)
+    if stat.S_ISBLK(st.st_mode) and mounts.mounts_of(st.st_rdev):
+        return f"{target} is mounted"
+    return None
+
+
+def prepare_restored_disk(record: dict, source_mountpoint: str | None, target: str, work_dir: str) -> list[str]:
+    """After ``target`` (a block device or raw image file) was restored from a disk backed up with the
+    hooks' ``record``: ready its PostgreSQL clusters. Returns what was done, or why not and what to do."""
+    if not source_mountpoint:
+        return []
+    data_dirs = clusters_on(record, source_mountpoint)
+    if not data_dirs:
+        return []
+    busy = _in_use(target)
+    if busy:
+        return _by_hand(data_dirs, busy)
+    if shutil.which("mount") is None:
+        return _by_hand(data_dirs, "mount is not installed on the agent's host")
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    point = tempfile.mkdtemp(prefix="restored-", dir=work_dir)
+    try:
+        options = ["-o", "loop"] if stat.S_ISREG(os.stat(target).st_mode) else []
+        done = subprocess.run(["mount", *options, target, point], capture_output=True, text=True,
+                              timeout=MOUNT_TIMEOUT)
+        if done.returncode != 0:
+            return _by_hand(data_dirs, f"{target} holds no file system the agent can mount "
+                                       f"({done.stderr.strip() or done.returncode}); a disk read live while its "
+                                       "file system was written may need fsck before it mounts")
+        try:
+            return prepare_restored_tree(record, source_mountpoint, point)
+        finally:
+            subprocess.run(["umount", point], capture_output=True, timeout=MOUNT_TIMEOUT)
+    finally:
+        try:
+            os.rmdir(point)
+        except OSError:
+            pass
