@@ -349,7 +349,7 @@ def run_phase(svc: Service, phase: Phase, clients: int, seconds: float, procs: i
             child.start()
             pipes.append(recv)
             children.append(child)
-        for recv, child in zip(pipes, children):
+        for recv, child in zip(pipes, children, strict=True):
             lat, server, errors, samples, cpu = recv.recv()
             phase.latencies += lat
             phase.server_ms += server

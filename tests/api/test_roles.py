@@ -49,6 +49,12 @@ ROUTES = [
     ("GET", "/backups/{backup}/files", None, MEMBER),
     ("POST", "/backups/{backup}/restore-files", {"paths": ["/a"], "destination_path": "/tmp/roles-dst"}, MEMBER),
     ("GET", "/storage_usage", None, READ),
+    # sharing (docs/sharing.md): the sharer adds and removes members; the recipient updates its own
+    ("POST", "/backups/{backup}/members", {"members": ["no-such-project"]}, MEMBER),
+    ("GET", "/backups/{backup}/members", None, READ),
+    ("GET", "/backups/{backup}/members/no-such-member", None, READ),
+    ("PUT", "/backups/{backup}/members/no-such-member", {"status": "rejected"}, MEMBER),
+    ("DELETE", "/backups/{backup}/members/no-such-member", None, MEMBER),
     ("GET", "/protectables/OS::Cinder::Volume/instances", None, READ),
     ("GET", "/protectables/OS::Cinder::Volume/instances/{disk}", None, READ),
     ("POST", "/inventory/disks", {"name": "roles-d2", "path": "{img}"}, MEMBER),

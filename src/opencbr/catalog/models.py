@@ -603,6 +603,7 @@ class ProjectQuota(Base):
     quota_type: Mapped[str] = mapped_column(String(16), primary_key=True)
     #: the limit; -1 for none
     limit: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 # -------------------------------------------------------------------------------------------- images
