@@ -18,16 +18,17 @@ vault of a linked region (another OpenCBR installation, ``services.regions``).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr.agentlink.channel import LinkError, RemoteError, error_answer
-from opencbr.catalog.models import Account, Backup, Checkpoint, Project, Region, ReplicationRecord, Task, Vault
+from opencbr.catalog.models import Account, Backup, Checkpoint, Policy, Project, Region, ReplicationRecord, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
+from opencbr.domain.retention import RetentionRule
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
 from opencbr.engine.chunks.reader import fetch_chunks
 from opencbr.engine.disk.backup import backup_disk
@@ -35,9 +36,10 @@ from opencbr.engine.disk.fixed_index import FixedIndex
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
-from opencbr.services import regions, tasks
+from opencbr.services import regions, retention, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import data_backups, get_backup, get_vault
+from opencbr.services.policies import spec_of
 from opencbr.services.principal import Principal
 from opencbr.services.progress import TaskProgress
 from opencbr.services.repositories import repository
@@ -114,10 +116,18 @@ def _queue(s: Session, ctx: ServiceContext, p: Principal, b: Backup, vault: Vaul
                           resource_type=b.resource_type, checkpoint_id=b.checkpoint_id, policy_id=policy_id,
                           provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
                           params={"record_id": rec.id, "name": target.get("name") or "",
-                                  "description": target.get("description") or ""},
+                                  "description": target.get("description") or "",
+                                  "retention_rule": _policy_rule(s, policy_id) if auto_trigger else ""},
                           extra_info={"replication": _op_info(ctx, rec, b)})
     rec.task_id = task.id
     return rec
+
+
+def _policy_rule(s: Session, policy_id: str) -> str:
+    """The replication policy's retention rule (guide 5.3: "how backup replicas will be retained in the
+    destination region"), encoded; it travels with the replica, and the destination prunes by it."""
+    policy = s.get(Policy, policy_id) if policy_id else None
+    return spec_of(policy).retention.encode() if policy is not None else ""
 
 
 def _op_info(ctx: ServiceContext, rec: ReplicationRecord, b: Backup, dest_name: str = "") -> dict:
@@ -371,6 +381,7 @@ def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: Replicati
             "resource": {"id": b.resource_id, "name": b.resource_name, "type": b.resource_type,
                          "size_bytes": b.resource_size_bytes, "az": b.resource_az},
             "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
+            "retention_rule": run.params.get("retention_rule") or "",
             "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
             "disks": disks if b.resource_type == R.SERVER else []}
 
@@ -434,6 +445,8 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
         return
     name = _publish_replica(ctx, repo, replica_id, task_id, final.get("result") or {})
     channel.send({"ok": True, "backup_id": replica_id, "name": name})
+    # (guide 5.3: the replication policy's retention applies to the replicas here; 13.5.2: after each one)
+    retention.apply_retention_after_backup(ctx, vault.id, str((header.get("resource") or {}).get("id", ""))[:36])
 
 
 def made_checkpoint(ctx: ServiceContext, replica_id: str) -> str:
@@ -468,6 +481,7 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
         raise StateConflict(f"backup {source_id} has a replica in this region already ({there}); delete it "
                             f"before replicating again", code="BackupService.6962")
     now = ctx.now()
+    rule = _carried_rule(h)
     cp = Checkpoint(project_id=project.id, vault_id=vault.id, status="protecting", name=str(h.get("name", ""))[:80],
                     auto_trigger=bool(h.get("auto_trigger")), created_at=now, updated_at=now)
     s.add(cp)
@@ -481,7 +495,9 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     top = Backup(name=str(h.get("name", ""))[:80], resource_id=str(res.get("id", ""))[:36],
                  resource_name=str(res.get("name", ""))[:255], resource_type=res.get("type"),
                  resource_size_bytes=int(res.get("size_bytes", 0)), resource_az=str(res.get("az", ""))[:64],
-                 source_backup_id=source_id, details={**(h.get("details") or {}), "replication": src_info}, **common)
+                 source_backup_id=source_id, details={**(h.get("details") or {}), "replication": src_info},
+                 retention_rule=rule.encode() if rule else "",
+                 expired_at=_naive(rule.expires_at(now.replace(tzinfo=UTC))) if rule else None, **common)
     s.add(top)
     s.flush()
     parts = [top]
@@ -517,6 +533,21 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
     s.expunge(vault)
     return top.id, vault, scopes, task.id
+
+
+def _carried_rule(h: dict) -> RetentionRule | None:
+    """The replication policy's retention rule an automatic replica carries (guide 5.3); None for a
+    manual replica ("manual backup replicas need to be deleted manually") or an unreadable rule."""
+    if not h.get("auto_trigger") or not isinstance(h.get("retention_rule"), str) or not h["retention_rule"]:
+        return None
+    try:
+        return RetentionRule.decode(h["retention_rule"][:64])
+    except ValueError:
+        return None
+
+
+def _naive(when):
+    return when.replace(tzinfo=None) if when is not None else None
 
 
 def _replica_meta(b: Backup, vault: Vault, top: Backup, src: dict) -> dict:
