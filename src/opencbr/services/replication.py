@@ -433,7 +433,9 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
     final = None
     reason = "the source ended the transfer"
     try:
-        final = serve_backup(repo, channel, scopes, progress=lambda d, t: _progress(ctx, task_id, d, t))
+        # keep_partial: what arrived before a broken link stays (uncommitted) for the next attempt
+        final = serve_backup(repo, channel, scopes, progress=lambda d, t: _progress(ctx, task_id, d, t),
+                             keep_partial=True)
         if not final.get("ok"):
             reason = f"the source failed: {final.get('message') or final.get('error')}"
             final = None
