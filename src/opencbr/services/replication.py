@@ -49,6 +49,8 @@ log = logging.getLogger("opencbr.replication")
 REPLICATING, AVAILABLE, FAILED = "replicating", "available", "failed"
 GB = 1024**3
 RECEIVER_OWNER = "replication-receiver"
+MAX_CHECKED = 1000  # source backups one check asks about
+CHECK_TIMEOUT = 10.0  # seconds the API waits for the destination's answer to a check
 
 
 class ReplicationFailed(CBRError):
@@ -147,6 +149,10 @@ def copy_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, b
     vault = s.get(Vault, b.vault_id)
     check_replicable(s, b, vault)
     region = regions.region(s, target["destination_region"])
+    there = _ask_destination(s, ctx, p, region, target, b.resource_type, [b.id])
+    if b.id in there:
+        raise StateConflict(f"backup {b.name} has a replica in region {region.name} already; a backup is replicated "
+                            "again only after its replica there was deleted", code="BackupService.6962")
     rec = _queue(s, ctx, p, b, vault, region, target)
     return {"backup_id": b.id, "replication_record_id": rec.id, "project_id": p.project_id,
             "provider_id": R.PROVIDER_ID.get(b.resource_type, ""), "source_region": ctx.settings.region,
@@ -173,7 +179,7 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
         done |= set(s.scalars(select(ReplicationRecord.source_backup_id).where(
             ReplicationRecord.vault_id == vault.id, ReplicationRecord.destination_region == region.name,
             ReplicationRecord.auto_trigger.is_(True), ReplicationRecord.status != FAILED)))
-    made = []
+    todo = []
     for b in s.scalars(select(Backup).where(Backup.vault_id == vault.id, Backup.parent_id.is_(None),
                                             Backup.status == B.AVAILABLE).order_by(Backup.created_at)):
         if b.id in done:
@@ -182,6 +188,13 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
             check_replicable(s, b, vault)
         except CBRError:
             continue  # (a server backup without its system disk: not replicable, skipped)
+        todo.append(b)
+    kind = {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER)
+    there = _ask_destination(s, ctx, p, region, target, kind, [b.id for b in todo])
+    made = []
+    for b in todo:
+        if b.id in there:
+            continue  # (one replica per backup per region: it has one there)
         rec = _queue(s, ctx, p, b, vault, region, target, auto_trigger=auto, policy_id=policy_id)
         made.append({"backup_id": b.id, "replication_record_id": rec.id})
     return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(
@@ -189,6 +202,39 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
         "source_region": ctx.settings.region, "vault_id": vault.id,
         "destination_project_id": target["destination_project_id"], "destination_region": region.name,
         "destination_vault_id": target["destination_vault_id"]}
+
+
+def _ask_destination(s: Session, ctx: ServiceContext, p: Principal, region: Region, target: dict, kind: str,
+                     backup_ids: list[str]) -> set[str]:
+    """Guide 3.6/4.4 rules only the destination can check, answered before anything is queued: the
+    destination vault (a replication vault of this kind, with room, in a project of the tenant's
+    account) -- a refusal is raised with the destination's code and status -- and which of
+    ``backup_ids`` have a replica there already (returned). A destination that cannot be reached, or a
+    link it does not accept, is no answer (an empty set): the task then fails with the reason."""
+    account = s.get(Account, s.get(Project, p.project_id).account_id)
+    header = {"op": "check", "source_region": ctx.settings.region, "source_account": account.name,
+              "destination_project_id": target["destination_project_id"],
+              "destination_vault_id": target["destination_vault_id"], "resource": {"type": kind},
+              "source_backup_ids": backup_ids[:MAX_CHECKED]}
+    link = regions.link_of(ctx, region)
+    try:
+        ch, signed = regions.open_link(link, header, ctx.now().timestamp(), timeout=CHECK_TIMEOUT)
+    except LinkError:
+        return set()
+    try:
+        ch.send(signed)
+        answer, _ = ch.recv(timeout=CHECK_TIMEOUT)
+    except LinkError:
+        return set()
+    finally:
+        ch.close()
+    if answer.get("ok"):
+        return set(answer.get("replicated") or [])
+    status, code = answer.get("status"), str(answer.get("error") or "BackupService.6950")
+    if code == "OpenCBR.RegionLink" or status not in (400, 403, 404, 409):
+        return set()
+    raise CBRError(f"the destination region {region.name} refused: {answer.get('message')}", code=code,
+                   status=status)
 
 
 def records_of(s: Session, ctx: ServiceContext, backup_ids: list[str]) -> dict[str, list[dict]]:
@@ -417,14 +463,21 @@ def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgre
 def receive(ctx: ServiceContext, channel, header: dict) -> None:
     """One replication into this installation, from its first message to the replica being published
     (or withdrawn). Answers on ``channel``; errors are answered, never raised past the channel."""
+    op = header.get("op")
     try:
         with ctx.tx() as s:
             cred = regions.check_request(s, ctx, header)
-            if header.get("op") != "replicate":
+            if op == "check":
+                checked = _check(s, cred, header)
+            elif op == "replicate":
+                made = _accept(s, ctx, cred, header)
+            else:
                 raise Forbidden("a region link carries replication traffic only", code="OpenCBR.RegionLink")
-            made = _accept(s, ctx, cred, header)
     except CBRError as e:
-        channel.send(error_answer(e.code, e.message))
+        channel.send({**error_answer(e.code, e.message), "status": e.status})
+        return
+    if op == "check":
+        channel.send(checked)
         return
     replica_id, vault, scopes, task_id = made
     repo = repository(ctx, vault)
@@ -456,7 +509,9 @@ def made_checkpoint(ctx: ServiceContext, replica_id: str) -> str:
         return s.get(Backup, replica_id).checkpoint_id
 
 
-def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+def _target_vault(s: Session, cred, h: dict) -> tuple[Project, Vault]:
+    """Guide 3.6/4.4 in the destination: a replication vault of the right kind with room, in a project of
+    the source tenant's account."""
     project = s.get(Project, str(h.get("destination_project_id", ""))[:36])
     account = s.get(Account, project.account_id) if project is not None else None
     if account is None or account.name != regions.mapped_account(cred, str(h.get("source_account", ""))):
@@ -475,10 +530,28 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     if vault.status != "available":
         raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
     B.check_capacity_allows_backup(vault.used_bytes, vault.size_gb)  # (as a backup: guide 13.3.4)
+    return project, vault
+
+
+def _replicas_of(s: Session, source_region: str, source_ids: list[str]) -> dict[str, str]:
+    """{source backup id: its replica here} (guide 3.6: one replica per backup per region)."""
+    return dict(s.execute(select(Backup.source_backup_id, Backup.id).where(
+        Backup.source_backup_id.in_(source_ids), Backup.source_region == source_region,
+        Backup.status != B.ERROR, Backup.parent_id.is_(None))).all())
+
+
+def _check(s: Session, cred, h: dict) -> dict:
+    """The ``check`` request: the source's API asks before it queues anything (the refusals up front)."""
+    _target_vault(s, cred, h)
+    ids = [str(i)[:36] for i in (h.get("source_backup_ids") or [])[:MAX_CHECKED]]
+    return {"ok": True, "replicated": sorted(_replicas_of(s, str(h.get("source_region")), ids))}
+
+
+def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+    project, vault = _target_vault(s, cred, h)
+    res = h.get("resource") or {}
     source_id, source_region = str(h.get("source_backup_id")), str(h.get("source_region"))
-    there = s.scalar(select(Backup.id).where(Backup.source_backup_id == source_id,
-                                             Backup.source_region == source_region,
-                                             Backup.status != B.ERROR, Backup.parent_id.is_(None)))
+    there = _replicas_of(s, source_region, [source_id]).get(source_id)
     if there:
         raise StateConflict(f"backup {source_id} has a replica in this region already ({there}); delete it "
                             f"before replicating again", code="BackupService.6962")
