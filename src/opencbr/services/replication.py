@@ -18,6 +18,7 @@ vault of a linked region (another OpenCBR installation, ``services.regions``).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, timedelta
 
 from sqlalchemy import select
@@ -264,40 +265,61 @@ def record_wire(ctx: ServiceContext, r: ReplicationRecord) -> dict:
 # ------------------------------------------------------------------------------------ the source backup's image
 class BackupImageSource:
     """A disk backup of a repository as the engine's ``DiskSource``: reads decode the backup's chunks
-    (checked against their digests), zero blocks are holes."""
+    (checked against their digests), zero blocks are holes.
 
-    def __init__(self, cs, backup_id: str):
+    The engine's reader reads the data extents in order, one segment at a time; decoding (decrypt,
+    decompress, verify) is most of the work, so it runs ahead of the reader in ``workers`` threads, a
+    batch of ``BATCH`` blocks each, at most ``AHEAD`` batches ahead (their plaintext is what this holds:
+    ``(AHEAD + 1) * BATCH`` blocks)."""
+
+    BATCH, AHEAD = 64, 6
+
+    def __init__(self, cs, backup_id: str, workers: int = 3):
         self.cs = cs
         self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
         self.size = self.index.disk_size
         self.bs = self.index.block_size
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="replica-read")
+        self._batches: dict[int, Future] = {}
 
-    def read(self, offset: int, length: int) -> bytes:
-        """The blocks of ``[offset, offset + length)``, their chunks fetched in pack order (one read per
-        span of a pack, as a restore reads)."""
-        end = min(self.size, offset + length)
-        first, last = offset // self.bs, (end - 1) // self.bs if end > offset else offset // self.bs - 1
-        wanted = {self.index.digest(i) for i in range(first, last + 1)} - {ZERO_DIGEST}
+    def _decode(self, k: int) -> dict[bytes, bytes]:
+        first, last = k * self.BATCH, min(self.index.block_count, (k + 1) * self.BATCH)
+        wanted = {self.index.digest(i) for i in range(first, last)} - {ZERO_DIGEST}
         got: dict[bytes, bytes] = {}
         errors: list[BaseException] = []
-
-        def keep(d: bytes, data) -> None:
-            got[d] = bytes(data)
-
-        def fail(d: bytes, e: BaseException) -> None:
-            errors.append(e)
-
         if wanted:
-            fetch_chunks(self.cs, wanted, keep, fail, workers=1)
+            fetch_chunks(self.cs, wanted, lambda d, data: got.__setitem__(d, bytes(data)),
+                         lambda d, e: errors.append(e), workers=1)
         if errors:
             raise errors[0]
+        return got
+
+    def _batch(self, k: int) -> dict[bytes, bytes]:
+        """Batch ``k``'s plaintext; batches before it are dropped and the next ``AHEAD`` started."""
+        for old in [j for j in self._batches if j < k]:
+            self._batches.pop(old).cancel()
+        last = -(-self.index.block_count // self.BATCH)
+        for j in range(k, min(last, k + self.AHEAD + 1)):
+            if j not in self._batches:
+                self._batches[j] = self._pool.submit(self._decode, j)
+        return self._batches[k].result()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The blocks of ``[offset, offset + length)``."""
+        end = min(self.size, offset + length)
+        if end <= offset:
+            return b""
+        first, last = offset // self.bs, (end - 1) // self.bs
         out = bytearray()
+        got: dict[bytes, bytes] = {}
+        for k in range(first // self.BATCH, last // self.BATCH + 1):
+            got.update(self._batch(k))
         for i in range(first, last + 1):
             d, n = self.index.digest(i), self.index.block_length(i)
             block = bytes(n) if d == ZERO_DIGEST else got[d]
             lo = max(offset, i * self.bs) - i * self.bs
             hi = min(end, i * self.bs + n) - i * self.bs
-            out += block[lo:hi]
+            out += block[lo:hi] if (lo, hi) != (0, n) else block
         return bytes(out)
 
     def data_extents(self):
@@ -313,7 +335,9 @@ class BackupImageSource:
             yield start * self.bs, self.size - start * self.bs
 
     def close(self) -> None:
-        pass
+        for f in self._batches.values():
+            f.cancel()
+        self._pool.shutdown(wait=True)
 
 
 # ------------------------------------------------------------------------------------ the task (source worker)
@@ -445,8 +469,12 @@ def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgre
                 span(done, total)
                 chunks.progress(done, total)
 
-            r = backup_disk(chunks, BackupImageSource(src.chunks, pid), backup_id=dest, meta={},
-                            block_size=access.block_size, cancel=span.cancel, progress=both)
+            image = BackupImageSource(src.chunks, pid)
+            try:
+                r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
+                                cancel=span.cancel, progress=both)
+            finally:
+                image.close()
             results.append(r.to_dict())
     ch.send({"ok": True, "result": {"disks": results}})
     try:

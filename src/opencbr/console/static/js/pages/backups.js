@@ -3,7 +3,8 @@
 import { api } from "../api.js";
 import { listVaults } from "../data.js";
 import {
-  backupDetails, browseFiles, createDisk, deleteBackups, downloadBackup, restoreBackup, verifyBackup,
+  backupDetails, browseFiles, createDisk, deleteBackups, downloadBackup, replicable, replicateBackup, restoreBackup,
+  verifyBackup,
 } from "../backup-actions.js";
 import {
   badge, clear, errorAlert, fmtBytes, h, icon, loading, localDayToUtc, moreMenu, select, table, timeCell, writeGuard, zoneName,
@@ -58,6 +59,7 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
           browsable ? { label: "Browse Files", disabled: !ok, title: ok ? undefined : why, onClick: () => after(browseFiles(b)) } : null,
           { label: "Verify", disabled: ro || !ok, title: why, onClick: () => after(verifyBackup(b)) },
           kind.objectType === "disk" ? { label: "Download Image", disabled: !ok, onClick: () => downloadBackup(b) } : null,
+          kind.objectType !== "turbo" ? { label: "Create Replica", disabled: ro || !replicable(b), title: ro ? why : replicable(b) ? undefined : "Available backups of backup vaults are replicated (not replicas)", onClick: () => after(replicateBackup(b)) } : null,
           "-",
           { label: "Delete", danger: true, disabled: ro || !["available", "error"].includes(b.status), title: ro ? why : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
         ]));
@@ -112,7 +114,7 @@ export async function render(main, { kind, query }, ctx) {
   }
 
   const params = () => {
-    const p = { resource_type: kind.rtype, limit: PAGE, offset, status: status.value, name: name.value.trim(), vault_id: vaultSel.value };
+    const p = { resource_type: kind.rtype, limit: PAGE, offset, status: status.value, name: name.value.trim(), vault_id: vaultSel.value, show_replication: "true" };
     if (bid.value.trim()) p.id = bid.value.trim();
     const r = resource.value.trim();
     if (r) p[UUID.test(r) ? "resource_id" : "resource_name"] = r;
