@@ -1,8 +1,10 @@
 """Cross-region replication (guide 3.6, 4.4): a backup of this installation copied into a replication
 vault of a linked region (another OpenCBR installation, ``services.regions``).
 
-- The API (:func:`copy_backup`, :func:`copy_checkpoint`) checks the guide's constraints and queues one
-  ``replication`` task per backup, with a replication record on the source backup.
+- The API (:func:`copy_backup`, :func:`copy_checkpoint`) checks the guide's constraints -- those only
+  the destination knows with a ``check`` request over the region link (:func:`_ask_destination`) -- and
+  queues one ``replication`` task per backup, with a replication record on the source backup. A policy's
+  replication carries the policy's retention rule to the destination, which prunes its replicas by it.
 - A worker runs the task (:func:`run_replication`): it connects to the destination's replication
   receiver, names the source backup and the destination vault, and gets back the destination vault's
   keys and chunking parameters for this task only (the trust model of an agent). Then the engine's own
@@ -12,7 +14,8 @@ vault of a linked region (another OpenCBR installation, ``services.regions``).
 - The receiver (:func:`receive`, in a worker process of the destination) checks the link's credential
   and the tenant's account, creates the replica rows (``protecting``), serves the chunk messages with the
   engine's ``serve_backup`` and publishes the replica only once every disk is recorded; anything else
-  withdraws it (no partial replica is ever ``available``).
+  withdraws it (no partial replica is ever ``available``) but keeps the chunks that arrived, so that a
+  retry sends only what is missing (``keep_partial``).
 """
 
 from __future__ import annotations
@@ -273,9 +276,9 @@ class BackupImageSource:
     batch of ``BATCH`` blocks each, at most ``AHEAD`` batches ahead (their plaintext is what this holds:
     ``(AHEAD + 1) * BATCH`` blocks)."""
 
-    BATCH, AHEAD = 64, 6
+    BATCH, AHEAD = 64, 2
 
-    def __init__(self, cs, backup_id: str, workers: int = 3):
+    def __init__(self, cs, backup_id: str, workers: int = 2):
         self.cs = cs
         self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
         self.size = self.index.disk_size
