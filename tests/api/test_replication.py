@@ -152,10 +152,10 @@ def test_a_replica_restores_bit_exact_and_an_incremental_sends_what_was_added(di
     assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
     assert sha256(tmp / "r2.img") == h2
 
-    # one replica per backup per region: again only after the replica was deleted
-    rep3 = _replicate(ca, b1.id, b.admin.project_id, dst_vault.id)
-    rec3 = _record(a, rep3.replication_record_id)
-    assert rec3["status"] == "failed" and "replica in this region already" in rec3["extra_info"]["fail_reason"]
+    # one replica per backup per region: again only after the replica was deleted (refused up front)
+    with pytest.raises(ClientRequestException) as e:
+        _replicate(ca, b1.id, b.admin.project_id, dst_vault.id)
+    assert e.value.status_code == 409 and "has a replica in region region-b already" in e.value.error_msg
     # a replica cannot be replicated again
     with pytest.raises(ClientRequestException) as e:
         cb.copy_backup(CopyBackupRequest(backup_id=replica["id"], body=BackupReplicateReq(
@@ -181,9 +181,9 @@ def test_constraints_and_tenants(disk_setup):
     disk = api(a, t).post("/inventory/disks", {"name": "t-disk", "path": img2})["disk"]
     v = _vault(ct, "tv", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
     tb = _backup(a, ct, v.id, t)
-    rep = _replicate(ct, tb.id, b.admin.project_id, dst_vault.id)  # the operator's project there
-    rec = _record(a, rep.replication_record_id, t)
-    assert rec["status"] == "failed" and "not a project of the source tenant's account" in rec["extra_info"]["fail_reason"]
+    with pytest.raises(ClientRequestException) as e:  # the operator's project there: refused up front
+        _replicate(ct, tb.id, b.admin.project_id, dst_vault.id)
+    assert e.value.status_code == 403 and "not a project of the source tenant's account" in e.value.error_msg
     # copy_checkpoint: every Available backup of the vault without a replica there yet
     out = ca.copy_checkpoint(CopyCheckpointRequest(body=CheckpointReplicateReq(replicate=CheckpointReplicateParam(
         vault_id=src_vault.id, destination_project_id=b.admin.project_id, destination_region="region-b",
@@ -227,8 +227,9 @@ def test_a_server_backup_replicates_with_its_disks(regions, tmp_path):
     dv = _vault(cb, "dst-srv", "server", "replication")
     wrong = _vault(cb, "dst-disk-kind", "disk", "replication")
     sb = _backup(a, ca, v.id)
-    bad = _record(a, _replicate(ca, sb.id, b.admin.project_id, wrong.id).replication_record_id)
-    assert bad["status"] == "failed" and "holds disk backups" in bad["extra_info"]["fail_reason"]
+    with pytest.raises(ClientRequestException) as e:
+        _replicate(ca, sb.id, b.admin.project_id, wrong.id)
+    assert e.value.status_code == 400 and "holds disk backups" in e.value.error_msg
     rec = _record(a, _replicate(ca, sb.id, b.admin.project_id, dv.id).replication_record_id)
     assert rec["status"] == "available", rec
     replica = api(b).get(f"/backups/{rec['destination_backup_id']}")["backup"]
@@ -249,7 +250,7 @@ def test_a_server_backup_replicates_with_its_disks(regions, tmp_path):
     assert [sha256(tmp_path / "vms" / f"r-new-{i}.img") for i in (1, 2)] == [sha256(sys_img), sha256(data_img)]
 
 
-def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):
+def test_destination_killed_mid_transfer_leaves_no_partial_replica_and_the_retry_resumes(disk_setup):
     a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
     big = big_random_image(tmp / "big.img", 160 * MiB)
     disk = api(a).post("/inventory/disks", {"name": "big-disk", "path": big})["disk"]
@@ -260,7 +261,7 @@ def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):
     deadline = time.time() + 60
     while time.time() < deadline:  # the receiver is writing the replica
         logs = api(b).get("/operation-logs", operation_type="replication", vault_id=dv.id)["operation_logs"]
-        if logs and logs[0]["status"] == "running" and logs[0]["extra_info"]["common"]["progress"] >= 1:
+        if logs and logs[0]["status"] == "running" and logs[0]["extra_info"]["common"]["progress"] >= 60:
             break
         time.sleep(0.05)
     else:
@@ -287,3 +288,5 @@ def test_destination_killed_mid_transfer_leaves_no_partial_replica(disk_setup):
             break
         time.sleep(1)  # (the restarted workers bind the receiver again within seconds)
     assert rec2["status"] == "available", rec2
+    # what the destination indexed before it was killed (its packs, every few of them) is not sent again
+    assert rec2["wire_bytes"] < 0.8 * 160 * MiB, rec2["wire_bytes"]

@@ -11,27 +11,17 @@ import pytest
 from sqlalchemy import select
 
 from opencbr.catalog.models import Backup, ReplicationRecord
-from opencbr.config import load_settings
-from opencbr.services import iam, regions, replication, resources
-from opencbr.services.context import open_context
-from tests.support.databases import sqlite_url
+from opencbr.services import iam, regions, resources
+from tests.support.regions import start_destination
 from tests.support.scheduler import MONDAY, Driver, associate, backup_now, disk, policy, vault
-from tests.support.server import free_port
 
 
 @pytest.fixture()
 def destination(tmp_path, clock):
-    d = tmp_path / "region-b"
-    d.mkdir()
-    listen = f"127.0.0.1:{free_port()}"
-    settings = load_settings(env={}, data_dir=str(d), catalog_url=sqlite_url(str(d)), region="region-b",
-                             replication_listen=listen)
-    dctx = open_context(settings, clock=clock)
-    info = iam.bootstrap(dctx)  # the account "admin", as in the source: tenants map by account name
-    server = regions.receiver_server(dctx, replication.receive).start()
-    yield dctx, info, listen
+    dest, server = start_destination(tmp_path, clock)
+    yield dest.ctx, dest.info, dest.listen
     server.stop()
-    dctx.close()
+    dest.ctx.close()
 
 
 def _replicas(dctx) -> list[Backup]:

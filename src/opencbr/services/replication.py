@@ -1,8 +1,10 @@
 """Cross-region replication (guide 3.6, 4.4): a backup of this installation copied into a replication
 vault of a linked region (another OpenCBR installation, ``services.regions``).
 
-- The API (:func:`copy_backup`, :func:`copy_checkpoint`) checks the guide's constraints and queues one
-  ``replication`` task per backup, with a replication record on the source backup.
+- The API (:func:`copy_backup`, :func:`copy_checkpoint`) checks the guide's constraints -- those only
+  the destination knows with a ``check`` request over the region link (:func:`_ask_destination`) -- and
+  queues one ``replication`` task per backup, with a replication record on the source backup. A policy's
+  replication carries the policy's retention rule to the destination, which prunes its replicas by it.
 - A worker runs the task (:func:`run_replication`): it connects to the destination's replication
   receiver, names the source backup and the destination vault, and gets back the destination vault's
   keys and chunking parameters for this task only (the trust model of an agent). Then the engine's own
@@ -12,32 +14,37 @@ vault of a linked region (another OpenCBR installation, ``services.regions``).
 - The receiver (:func:`receive`, in a worker process of the destination) checks the link's credential
   and the tenant's account, creates the replica rows (``protecting``), serves the chunk messages with the
   engine's ``serve_backup`` and publishes the replica only once every disk is recorded; anything else
-  withdraws it (no partial replica is ever ``available``).
+  withdraws it (no partial replica is ever ``available``) but keeps the chunks that arrived, so that a
+  retry sends only what is missing (``keep_partial``).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr.agentlink.channel import LinkError, RemoteError, error_answer
-from opencbr.catalog.models import Account, Backup, Checkpoint, Project, Region, ReplicationRecord, Task, Vault
+from opencbr.catalog.models import Account, Backup, Checkpoint, Policy, Project, Region, ReplicationRecord, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
+from opencbr.domain.retention import RetentionRule
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
-from opencbr.engine.chunks.reader import fetch_chunks
+from opencbr.engine.chunks.reader import read_span, spans_of
 from opencbr.engine.disk.backup import backup_disk
 from opencbr.engine.disk.fixed_index import FixedIndex
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
-from opencbr.services import memberships, quotas, regions, tasks
+from opencbr.services import memberships, quotas, regions, retention, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import data_backups, get_backup, get_vault
+from opencbr.services.policies import spec_of
 from opencbr.services.principal import Principal
 from opencbr.services.progress import TaskProgress
 from opencbr.services.repositories import repository
@@ -47,6 +54,8 @@ log = logging.getLogger("opencbr.replication")
 REPLICATING, AVAILABLE, FAILED = "replicating", "available", "failed"
 GB = 1024**3
 RECEIVER_OWNER = "replication-receiver"
+MAX_CHECKED = 1000  # source backups one check asks about
+CHECK_TIMEOUT = 10.0  # seconds the API waits for the destination's answer to a check
 
 
 class ReplicationFailed(CBRError):
@@ -114,10 +123,18 @@ def _queue(s: Session, ctx: ServiceContext, p: Principal, b: Backup, vault: Vaul
                           resource_type=b.resource_type, checkpoint_id=b.checkpoint_id, policy_id=policy_id,
                           provider_id=R.PROVIDER_ID.get(b.resource_type, ""), request_id=p.request_id,
                           params={"record_id": rec.id, "name": target.get("name") or "",
-                                  "description": target.get("description") or ""},
+                                  "description": target.get("description") or "",
+                                  "retention_rule": _policy_rule(s, policy_id) if auto_trigger else ""},
                           extra_info={"replication": _op_info(ctx, rec, b)})
     rec.task_id = task.id
     return rec
+
+
+def _policy_rule(s: Session, policy_id: str) -> str:
+    """The replication policy's retention rule (guide 5.3: "how backup replicas will be retained in the
+    destination region"), encoded; it travels with the replica, and the destination prunes by it."""
+    policy = s.get(Policy, policy_id) if policy_id else None
+    return spec_of(policy).retention.encode() if policy is not None else ""
 
 
 def _op_info(ctx: ServiceContext, rec: ReplicationRecord, b: Backup, dest_name: str = "") -> dict:
@@ -137,6 +154,10 @@ def copy_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, b
     vault = s.get(Vault, b.vault_id)
     check_replicable(s, b, vault)
     region = regions.region(s, target["destination_region"])
+    there = _ask_destination(s, ctx, p, region, target, b.resource_type, [b.id])
+    if b.id in there:
+        raise StateConflict(f"backup {b.name} has a replica in region {region.name} already; a backup is replicated "
+                            "again only after its replica there was deleted", code="BackupService.6962")
     rec = _queue(s, ctx, p, b, vault, region, target)
     return {"backup_id": b.id, "replication_record_id": rec.id, "project_id": p.project_id,
             "provider_id": R.PROVIDER_ID.get(b.resource_type, ""), "source_region": ctx.settings.region,
@@ -163,7 +184,7 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
         done |= set(s.scalars(select(ReplicationRecord.source_backup_id).where(
             ReplicationRecord.vault_id == vault.id, ReplicationRecord.destination_region == region.name,
             ReplicationRecord.auto_trigger.is_(True), ReplicationRecord.status != FAILED)))
-    made = []
+    todo = []
     for b in s.scalars(select(Backup).where(Backup.vault_id == vault.id, Backup.parent_id.is_(None),
                                             Backup.status == B.AVAILABLE).order_by(Backup.created_at)):
         if b.id in done:
@@ -172,6 +193,13 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
             check_replicable(s, b, vault)
         except CBRError:
             continue  # (a server backup without its system disk: not replicable, skipped)
+        todo.append(b)
+    kind = {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER)
+    there = _ask_destination(s, ctx, p, region, target, kind, [b.id for b in todo])
+    made = []
+    for b in todo:
+        if b.id in there:
+            continue  # (one replica per backup per region: it has one there)
         rec = _queue(s, ctx, p, b, vault, region, target, auto_trigger=auto, policy_id=policy_id)
         made.append({"backup_id": b.id, "replication_record_id": rec.id})
     return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(
@@ -179,6 +207,39 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
         "source_region": ctx.settings.region, "vault_id": vault.id,
         "destination_project_id": target["destination_project_id"], "destination_region": region.name,
         "destination_vault_id": target["destination_vault_id"]}
+
+
+def _ask_destination(s: Session, ctx: ServiceContext, p: Principal, region: Region, target: dict, kind: str,
+                     backup_ids: list[str]) -> set[str]:
+    """Guide 3.6/4.4 rules only the destination can check, answered before anything is queued: the
+    destination vault (a replication vault of this kind, with room, in a project of the tenant's
+    account) -- a refusal is raised with the destination's code and status -- and which of
+    ``backup_ids`` have a replica there already (returned). A destination that cannot be reached, or a
+    link it does not accept, is no answer (an empty set): the task then fails with the reason."""
+    account = s.get(Account, s.get(Project, p.project_id).account_id)
+    header = {"op": "check", "source_region": ctx.settings.region, "source_account": account.name,
+              "destination_project_id": target["destination_project_id"],
+              "destination_vault_id": target["destination_vault_id"], "resource": {"type": kind},
+              "source_backup_ids": backup_ids[:MAX_CHECKED]}
+    link = regions.link_of(ctx, region)
+    try:
+        ch, signed = regions.open_link(link, header, ctx.now().timestamp(), timeout=CHECK_TIMEOUT)
+    except LinkError:
+        return set()
+    try:
+        ch.send(signed)
+        answer, _ = ch.recv(timeout=CHECK_TIMEOUT)
+    except LinkError:
+        return set()
+    finally:
+        ch.close()
+    if answer.get("ok"):
+        return set(answer.get("replicated") or [])
+    status, code = answer.get("status"), str(answer.get("error") or "BackupService.6950")
+    if code == "OpenCBR.RegionLink" or status not in (400, 403, 404, 409):
+        return set()
+    raise CBRError(f"the destination region {region.name} refused: {answer.get('message')}", code=code,
+                   status=status)
 
 
 def records_of(s: Session, ctx: ServiceContext, backup_ids: list[str]) -> dict[str, list[dict]]:
@@ -208,40 +269,68 @@ def record_wire(ctx: ServiceContext, r: ReplicationRecord) -> dict:
 # ------------------------------------------------------------------------------------ the source backup's image
 class BackupImageSource:
     """A disk backup of a repository as the engine's ``DiskSource``: reads decode the backup's chunks
-    (checked against their digests), zero blocks are holes."""
+    (checked against their digests), zero blocks are holes.
 
-    def __init__(self, cs, backup_id: str):
+    The engine's reader reads the data extents in order, one segment at a time; the next batch of
+    ``BATCH`` blocks is decoded (decrypt, decompress, verify) in ``workers`` threads while the engine
+    works on the current one, at most ``AHEAD`` batches ahead (their plaintext is what this holds:
+    ``(AHEAD + 1) * BATCH`` blocks). One thread one batch ahead measured best on 2 cores (bench/replicate.py:
+    more threads compete with the engine's hashing and encoding and raise the peak RSS past 200 MB)."""
+
+    BATCH, AHEAD = 64, 1
+
+    def __init__(self, cs, backup_id: str, workers: int = 1):
         self.cs = cs
         self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
         self.size = self.index.disk_size
         self.bs = self.index.block_size
+        # where the chunks are: loaded once (a record not found where it says falls back to
+        # get_chunk, which looks again); loading it per batch cost more than the decoding, measured
+        self._where = cs.reader_index(refresh=True)
+        self._tls = threading.local()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="replica-read")
+        self._batches: dict[int, Future] = {}
+
+    def _decode(self, k: int) -> dict[bytes, bytes]:
+        first, last = k * self.BATCH, min(self.index.block_count, (k + 1) * self.BATCH)
+        wanted = {self.index.digest(i) for i in range(first, last)} - {ZERO_DIGEST}
+        codec = getattr(self._tls, "codec", None)
+        if codec is None:
+            codec = self._tls.codec = self.cs.codec.clone()
+        got: dict[bytes, bytes] = {}
+        for span in spans_of(self._where, wanted, lambda d: got.setdefault(d, self.cs.get_chunk(d, codec))):
+            for d, data, err in read_span(self.cs, codec, span):
+                if err is not None:
+                    raise err
+                got[d] = data if isinstance(data, bytes) else bytes(data)
+        return got
+
+    def _batch(self, k: int) -> dict[bytes, bytes]:
+        """Batch ``k``'s plaintext; batches before it are dropped and the next ``AHEAD`` started."""
+        for old in [j for j in self._batches if j < k]:
+            self._batches.pop(old).cancel()
+        last = -(-self.index.block_count // self.BATCH)
+        for j in range(k, min(last, k + self.AHEAD + 1)):
+            if j not in self._batches:
+                self._batches[j] = self._pool.submit(self._decode, j)
+        return self._batches[k].result()
 
     def read(self, offset: int, length: int) -> bytes:
-        """The blocks of ``[offset, offset + length)``, their chunks fetched in pack order (one read per
-        span of a pack, as a restore reads)."""
+        """The blocks of ``[offset, offset + length)``."""
         end = min(self.size, offset + length)
-        first, last = offset // self.bs, (end - 1) // self.bs if end > offset else offset // self.bs - 1
-        wanted = {self.index.digest(i) for i in range(first, last + 1)} - {ZERO_DIGEST}
-        got: dict[bytes, bytes] = {}
-        errors: list[BaseException] = []
-
-        def keep(d: bytes, data) -> None:
-            got[d] = bytes(data)
-
-        def fail(d: bytes, e: BaseException) -> None:
-            errors.append(e)
-
-        if wanted:
-            fetch_chunks(self.cs, wanted, keep, fail, workers=1)
-        if errors:
-            raise errors[0]
+        if end <= offset:
+            return b""
+        first, last = offset // self.bs, (end - 1) // self.bs
         out = bytearray()
+        got: dict[bytes, bytes] = {}
+        for k in range(first // self.BATCH, last // self.BATCH + 1):
+            got.update(self._batch(k))
         for i in range(first, last + 1):
             d, n = self.index.digest(i), self.index.block_length(i)
             block = bytes(n) if d == ZERO_DIGEST else got[d]
             lo = max(offset, i * self.bs) - i * self.bs
             hi = min(end, i * self.bs + n) - i * self.bs
-            out += block[lo:hi]
+            out += block[lo:hi] if (lo, hi) != (0, n) else block
         return bytes(out)
 
     def data_extents(self):
@@ -257,7 +346,9 @@ class BackupImageSource:
             yield start * self.bs, self.size - start * self.bs
 
     def close(self) -> None:
-        pass
+        for f in self._batches.values():
+            f.cancel()
+        self._pool.shutdown(wait=True)
 
 
 # ------------------------------------------------------------------------------------ the task (source worker)
@@ -371,6 +462,7 @@ def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: Replicati
             "resource": {"id": b.resource_id, "name": b.resource_name, "type": b.resource_type,
                          "size_bytes": b.resource_size_bytes, "az": b.resource_az},
             "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
+            "retention_rule": run.params.get("retention_rule") or "",
             "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
             "disks": disks if b.resource_type == R.SERVER else []}
 
@@ -388,8 +480,12 @@ def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgre
                 span(done, total)
                 chunks.progress(done, total)
 
-            r = backup_disk(chunks, BackupImageSource(src.chunks, pid), backup_id=dest, meta={},
-                            block_size=access.block_size, cancel=span.cancel, progress=both)
+            image = BackupImageSource(src.chunks, pid)
+            try:
+                r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
+                                cancel=span.cancel, progress=both)
+            finally:
+                image.close()
             results.append(r.to_dict())
     ch.send({"ok": True, "result": {"disks": results}})
     try:
@@ -406,14 +502,21 @@ def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgre
 def receive(ctx: ServiceContext, channel, header: dict) -> None:
     """One replication into this installation, from its first message to the replica being published
     (or withdrawn). Answers on ``channel``; errors are answered, never raised past the channel."""
+    op = header.get("op")
     try:
         with ctx.tx() as s:
             cred = regions.check_request(s, ctx, header)
-            if header.get("op") != "replicate":
+            if op == "check":
+                checked = _check(s, cred, header)
+            elif op == "replicate":
+                made = _accept(s, ctx, cred, header)
+            else:
                 raise Forbidden("a region link carries replication traffic only", code="OpenCBR.RegionLink")
-            made = _accept(s, ctx, cred, header)
     except CBRError as e:
-        channel.send(error_answer(e.code, e.message))
+        channel.send({**error_answer(e.code, e.message), "status": e.status})
+        return
+    if op == "check":
+        channel.send(checked)
         return
     replica_id, vault, scopes, task_id = made
     repo = repository(ctx, vault)
@@ -422,7 +525,9 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
     final = None
     reason = "the source ended the transfer"
     try:
-        final = serve_backup(repo, channel, scopes, progress=lambda d, t: _progress(ctx, task_id, d, t))
+        # keep_partial: what arrived before a broken link stays (uncommitted) for the next attempt
+        final = serve_backup(repo, channel, scopes, progress=lambda d, t: _progress(ctx, task_id, d, t),
+                             keep_partial=True)
         if not final.get("ok"):
             reason = f"the source failed: {final.get('message') or final.get('error')}"
             final = None
@@ -434,6 +539,8 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
         return
     name = _publish_replica(ctx, repo, replica_id, task_id, final.get("result") or {})
     channel.send({"ok": True, "backup_id": replica_id, "name": name})
+    # (guide 5.3: the replication policy's retention applies to the replicas here; 13.5.2: after each one)
+    retention.apply_retention_after_backup(ctx, vault.id, str((header.get("resource") or {}).get("id", ""))[:36])
 
 
 def made_checkpoint(ctx: ServiceContext, replica_id: str) -> str:
@@ -441,7 +548,9 @@ def made_checkpoint(ctx: ServiceContext, replica_id: str) -> str:
         return s.get(Backup, replica_id).checkpoint_id
 
 
-def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+def _target_vault(s: Session, cred, h: dict) -> tuple[Project, Vault]:
+    """Guide 3.6/4.4 in the destination: a replication vault of the right kind with room, in a project of
+    the source tenant's account."""
     project = s.get(Project, str(h.get("destination_project_id", ""))[:36])
     account = s.get(Account, project.account_id) if project is not None else None
     if account is None or account.name != regions.mapped_account(cred, str(h.get("source_account", ""))):
@@ -460,15 +569,34 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     if vault.status != "available":
         raise StateConflict(f"vault {vault.name} is {vault.status}", code="BackupService.6211")
     B.check_capacity_allows_backup(memberships.counted_bytes(vault), vault.size_gb)  # (as a backup: guide 13.3.4)
+    return project, vault
+
+
+def _replicas_of(s: Session, source_region: str, source_ids: list[str]) -> dict[str, str]:
+    """{source backup id: its replica here} (guide 3.6: one replica per backup per region)."""
+    return dict(s.execute(select(Backup.source_backup_id, Backup.id).where(
+        Backup.source_backup_id.in_(source_ids), Backup.source_region == source_region,
+        Backup.status != B.ERROR, Backup.parent_id.is_(None))).all())
+
+
+def _check(s: Session, cred, h: dict) -> dict:
+    """The ``check`` request: the source's API asks before it queues anything (the refusals up front)."""
+    _target_vault(s, cred, h)
+    ids = [str(i)[:36] for i in (h.get("source_backup_ids") or [])[:MAX_CHECKED]]
+    return {"ok": True, "replicated": sorted(_replicas_of(s, str(h.get("source_region")), ids))}
+
+
+def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+    project, vault = _target_vault(s, cred, h)
     quotas.check_room(s, ctx.settings, project.id, quotas.BACKUP)  # a replica is a backup of its project
+    res = h.get("resource") or {}
     source_id, source_region = str(h.get("source_backup_id")), str(h.get("source_region"))
-    there = s.scalar(select(Backup.id).where(Backup.source_backup_id == source_id,
-                                             Backup.source_region == source_region,
-                                             Backup.status != B.ERROR, Backup.parent_id.is_(None)))
+    there = _replicas_of(s, source_region, [source_id]).get(source_id)
     if there:
         raise StateConflict(f"backup {source_id} has a replica in this region already ({there}); delete it "
                             f"before replicating again", code="BackupService.6962")
     now = ctx.now()
+    rule = _carried_rule(h)
     cp = Checkpoint(project_id=project.id, vault_id=vault.id, status="protecting", name=str(h.get("name", ""))[:80],
                     auto_trigger=bool(h.get("auto_trigger")), created_at=now, updated_at=now)
     s.add(cp)
@@ -482,7 +610,9 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     top = Backup(name=str(h.get("name", ""))[:80], resource_id=str(res.get("id", ""))[:36],
                  resource_name=str(res.get("name", ""))[:255], resource_type=res.get("type"),
                  resource_size_bytes=int(res.get("size_bytes", 0)), resource_az=str(res.get("az", ""))[:64],
-                 source_backup_id=source_id, details={**(h.get("details") or {}), "replication": src_info}, **common)
+                 source_backup_id=source_id, details={**(h.get("details") or {}), "replication": src_info},
+                 retention_rule=rule.encode() if rule else "",
+                 expired_at=_naive(rule.expires_at(now.replace(tzinfo=UTC))) if rule else None, **common)
     s.add(top)
     s.flush()
     parts = [top]
@@ -518,6 +648,21 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
     s.expunge(vault)
     return top.id, vault, scopes, task.id
+
+
+def _carried_rule(h: dict) -> RetentionRule | None:
+    """The replication policy's retention rule an automatic replica carries (guide 5.3); None for a
+    manual replica ("manual backup replicas need to be deleted manually") or an unreadable rule."""
+    if not h.get("auto_trigger") or not isinstance(h.get("retention_rule"), str) or not h["retention_rule"]:
+        return None
+    try:
+        return RetentionRule.decode(h["retention_rule"][:64])
+    except ValueError:
+        return None
+
+
+def _naive(when):
+    return when.replace(tzinfo=None) if when is not None else None
 
 
 def _replica_meta(b: Backup, vault: Vault, top: Backup, src: dict) -> dict:

@@ -55,6 +55,20 @@ def _current(s: Session, vault_id: str) -> tuple[CurrentRetention | None, Policy
     return spec_of(policy).current_retention(), policy
 
 
+def _carried(s: Session, vault_id: str, resource_id: str) -> CurrentRetention | None:
+    """Guide 5.3: a replication policy's retention rule says "how backup replicas will be retained in the
+    destination region". A replication vault has no policy of its own here: each automatic replica
+    carries the rule of the policy that made it (services/replication.py), and the newest one's rule is
+    the one that applies to the resource's replicas (as a policy's current rule does in a backup vault)."""
+    rule = s.scalar(select(Backup.retention_rule).where(
+        Backup.vault_id == vault_id, Backup.resource_id == resource_id, Backup.parent_id.is_(None),
+        Backup.auto_trigger.is_(True), Backup.retention_rule != "").order_by(Backup.created_at.desc()).limit(1))
+    try:
+        return CurrentRetention(RetentionRule.decode(rule)) if rule else None
+    except ValueError:
+        return None
+
+
 def _record_of(b: Backup) -> BackupRecord:
     rule = None
     if b.auto_trigger and b.retention_rule:
@@ -103,6 +117,8 @@ def apply_retention(s: Session, ctx: ServiceContext, vault_id: str, resource_id:
     if vault is None or vault.status == "deleting":
         return None
     current, policy = _current(s, vault_id)
+    if current is None and vault.protect_type == "replication":
+        current = _carried(s, vault_id, resource_id)
     plan, rows = _plan(s, vault_id, resource_id, current, now, lock=True)
     name = next((b.resource_name for b in rows.values()), "")
     out = ResourceRetention(vault_id, resource_id, name, policy.id if policy else None, plan,

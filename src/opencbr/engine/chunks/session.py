@@ -15,6 +15,12 @@ Order of a session (crash safety by ordering):
 ``abort`` (cancel, error) deletes the packs this session wrote: no index references them yet, so no
 other writer can depend on them. If the process dies instead, they stay as unindexed packs, which GC
 condemns and later removes.
+
+A session that may be resumed (``keep_partial``: a replication into this repository, whose next attempt
+should not send again what arrived) indexes its packs as it goes (every ``CHECKPOINT_PACKS``) and, when it
+ends without a manifest, :meth:`keep` indexes the rest instead of deleting them: the chunks are then known
+to the next session (which does not ask for them again) but referenced by no manifest, so the next GC
+condemns and removes them unless a backup referenced them by then. ``abort`` never deletes indexed packs.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .store import ChunkStore
 
 _ENTRY = struct.Struct("<32sII")  # digest, offset, length: the record form of locations.py
 _tls = threading.local()
+CHECKPOINT_PACKS = 4  # a resumable session indexes its packs at least this often (packs)
 
 
 def _thread_token() -> object:
@@ -64,9 +71,12 @@ class SessionStats:
 
 
 class WriteSession:
-    def __init__(self, cs: ChunkStore, *, force_new: bool = False):
+    def __init__(self, cs: ChunkStore, *, force_new: bool = False, keep_partial: bool = False):
         self.cs = cs
         self.force_new = force_new
+        self.keep_partial = keep_partial
+        self._indexed = 0  # packs of self._written already in an index object (keep_partial)
+        self._index_lock = threading.Lock()
         self.lock = RepoLock(cs.store, cs.prefix, "backup", cs.lock_timing)
         self.lock.acquire()
         try:
@@ -116,8 +126,20 @@ class WriteSession:
                 with self._stats_lock:
                     self.stats.packs += 1
                     self.stats.pack_bytes += size
+                if self.keep_partial:
+                    self._index_written(CHECKPOINT_PACKS)
             except BaseException as e:  # noqa: BLE001 - re-raised in the producer
                 self._error = e
+
+    def _index_written(self, at_least: int = 1) -> None:
+        """One index object for the uploaded packs not indexed yet (when there are ``at_least``)."""
+        with self._index_lock:
+            with self._written_lock:
+                todo = self._written[self._indexed:]
+            if todo and len(todo) >= at_least:
+                self.cs.store.flush()
+                self.cs.write_index(todo)
+                self._indexed += len(todo)
 
     def _enqueue(self, pack: FinishedPack) -> None:
         while True:
@@ -200,8 +222,7 @@ class WriteSession:
         try:
             self._drain()
             self.cs.store.flush()
-            if self._written:
-                self.cs.write_index(self._written)  # already in the index object's packed form
+            self._index_written()  # (the entries are in the index object's packed form already)
             if not self.lock.still_held():
                 raise Conflict("the backup lost its repository lock (stalled longer than the stale "
                                "timeout); no backup was recorded, retry it")
@@ -217,8 +238,22 @@ class WriteSession:
         self.lock.release()
         return size
 
+    def keep(self) -> None:
+        """End without a manifest, keeping what was stored (``keep_partial``): the last pack is written
+        and every pack indexed, so a later session reuses the chunks. Falls back to :meth:`abort`."""
+        if self._closed:
+            return
+        try:
+            self._drain()
+            self._index_written()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self.lock.release()
+
     def abort(self) -> None:
-        """Drop everything this session wrote (best effort) and release the lock."""
+        """Drop everything this session wrote and did not index (best effort) and release the lock."""
         if self._closed:
             return
         self._closed = True
@@ -231,8 +266,8 @@ class WriteSession:
         deadline = time.monotonic() + 30
         for t in self._uploaders:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
-        with self._written_lock:
-            written = list(self._written)
+        with self._index_lock, self._written_lock:
+            written = list(self._written[self._indexed:])
         for pack_id, _ in written:
             try:
                 self.cs.store.delete(self.cs.k(pack_key(pack_id)))

@@ -121,8 +121,8 @@ class _Reads:
 class _BackupService:
     """The backups one task writes, in order (a server's disks: one write session each)."""
 
-    def __init__(self, cs, scopes: list[BackupScope]):
-        self.cs, self.scopes = cs, list(scopes)
+    def __init__(self, cs, scopes: list[BackupScope], keep_partial: bool = False):
+        self.cs, self.scopes, self.keep_partial = cs, list(scopes), keep_partial
         self.reads = _Reads(cs, tuple(n for sc in scopes for n in sc.readable))
         self.session = None  # the current write session (opened by the first chunk message)
         self.pending: set[bytes] = set()  # claimed by the agent, record not received yet
@@ -139,14 +139,20 @@ class _BackupService:
         if self.done:
             raise Refused("every backup of this task is recorded already")
         if self.session is None:
-            self.session = WriteSession(self.cs, force_new=self.scopes[len(self.committed)].full)
+            self.session = WriteSession(self.cs, force_new=self.scopes[len(self.committed)].full,
+                                        keep_partial=self.keep_partial)
         return self.session
 
     def close(self) -> None:
+        """The end: a session still open (the conversation ended before its commit) is aborted, or,
+        ``keep_partial``, kept with every record that arrived and passed its check (a resumable transfer)."""
         self.packer.stop()
         self._pool.shutdown(wait=True)
         if self.session is not None:
-            self.session.abort()
+            if self.keep_partial and self.packer.error is None:
+                self.session.keep()
+            else:
+                self.session.abort()
             self.session = None
 
     def handle(self, op: str, header: dict, payload: memoryview) -> tuple[dict, object]:
@@ -303,18 +309,20 @@ def _converse(channel, handle, timeout: float, progress=None) -> dict:
 
 
 def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT,
-                 progress=None) -> dict:
+                 progress=None, keep_partial: bool = False) -> dict:
     """Serve one backup task's chunk messages from ``repo`` until the agent's final answer, which is
     returned (``{"ok": True, "result": ...}`` once every scope's backup is recorded, else an error
     answer). ``scopes``: the backups the task writes, in order (a server's disks). Whatever ends the
     conversation before all are recorded (an error answer, a refusal, a broken or silent channel:
-    raised) aborts the session and withdraws what was recorded, so no partial backup is published."""
+    raised) aborts the session and withdraws what was recorded, so no partial backup is published;
+    ``keep_partial`` keeps the chunks that arrived (indexed, referenced by no manifest) for a retry to
+    reuse (``WriteSession.keep``)."""
     scopes = [scopes] if isinstance(scopes, BackupScope) else list(scopes)
     cs = repo.chunks
     for sc in scopes:
         if cs.has_manifest(sc.name):
             raise Conflict(f"backup {sc.name} already exists in the repository")
-    srv = _BackupService(cs, scopes)
+    srv = _BackupService(cs, scopes, keep_partial)
     final: dict | None = None
     try:
         final = _converse(channel, srv.handle, timeout, progress)

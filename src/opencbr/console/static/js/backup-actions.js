@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { listInventory, taskLink } from "./data.js";
 import { byResourceType } from "./kinds.js";
+import { replicaSourceRows, replicationRecords } from "./replicas.js";
 import {
   GB, UserError, badge, clear, confirmDialog, errorAlert, field, fmtBytes, fmtTime, h, loading, openDialog, select,
   switchControl, table, toast, writeGuard,
@@ -261,7 +262,9 @@ export function backupDetails(b, vaultName) {
         ["Expires", b.expired_at ? fmtTime(b.expired_at) : "Never (kept until deleted)"],
         ["Description", b.description || "--"], ["Availability zone", b.resource_az || "--"],
         b.task_id ? ["Task", h("a", { href: `#/tasks?task_id=${b.task_id}` }, b.task_id)] : null,
+        ...replicaSourceRows(b),
       ]),
+      replicationRecords(b),
       b.children && b.children.length ? [h("h3", { style: { marginTop: "16px" } }, "Disks in this server backup"), table([
         { title: "Disk", render: (k) => h("div", k.resource_name, h("span.sub", k.resource_id)) },
         { title: "Role", render: (k) => k.disk_role || "data" },
@@ -319,3 +322,4 @@ export function shareBackup(b) {
     },
   });
 }
+export { replicable, replicateBackup } from "./replicas.js";

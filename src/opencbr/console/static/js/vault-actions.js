@@ -287,3 +287,5 @@ export function deleteVault(vault) {
 }
 
 export const vaultUsedPct = (v) => (v.billing.size > 0 ? (v.used_bytes / (v.billing.size * GB)) * 100 : 0);
+
+export { replicateVault } from "./replicas.js";

@@ -3,7 +3,8 @@
 import { api } from "../api.js";
 import { listVaults } from "../data.js";
 import {
-  backupDetails, browseFiles, createDisk, deleteBackups, downloadBackup, restoreBackup, shareBackup, verifyBackup,
+  backupDetails, browseFiles, createDisk, deleteBackups, downloadBackup, replicable, replicateBackup, restoreBackup,
+  shareBackup, verifyBackup,
 } from "../backup-actions.js";
 import {
   badge, clear, errorAlert, fmtBytes, h, icon, loading, localDayToUtc, moreMenu, select, table, timeCell, writeGuard, zoneName,
@@ -65,6 +66,7 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
             title: ro ? why : b.used_by_image ? "An image was already created from this backup" : !ok ? why : undefined,
             onClick: () => after(createImage(b)),
           } : null,
+          kind.objectType !== "turbo" ? { label: "Create Replica", disabled: ro || !replicable(b), title: ro ? why : replicable(b) ? undefined : "Available backups of backup vaults are replicated (not replicas)", onClick: () => after(replicateBackup(b)) } : null,
           "-",
           { label: "Delete", danger: true, disabled: ro || !["available", "error"].includes(b.status) || b.used_by_image, title: ro ? why : b.used_by_image ? "An image was created from this backup: delete the image first" : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
         ]));
@@ -119,7 +121,7 @@ export async function render(main, { kind, query }, ctx) {
   }
 
   const params = () => {
-    const p = { resource_type: kind.rtype, limit: PAGE, offset, status: status.value, name: name.value.trim(), vault_id: vaultSel.value };
+    const p = { resource_type: kind.rtype, limit: PAGE, offset, status: status.value, name: name.value.trim(), vault_id: vaultSel.value, show_replication: "true" };
     if (bid.value.trim()) p.id = bid.value.trim();
     const r = resource.value.trim();
     if (r) p[UUID.test(r) ? "resource_id" : "resource_name"] = r;
