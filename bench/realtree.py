@@ -276,7 +276,7 @@ def fixed(a) -> int:
         start = time.time() - t0
     finally:
         svc.stop()
-    med = [statistics.median(c) for c in zip(*rows)]
+    med = [statistics.median(c) for c in zip(*rows, strict=True)]
     print(f"\n`cbr backup create --wait`, unchanged tree of {a.files} files, {a.runs} runs, medians "
           f"(load {os.getloadavg()[0]:.1f}); `cbr --help` alone: {start:.2f} s")
     print("| wall s | submit -> queued s | queued -> started s | task s | ended -> CLI exit s |")
