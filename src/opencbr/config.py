@@ -26,7 +26,9 @@ Settings of the data plane (workers):
   renew it every quarter of that); a killed worker's task is taken over after at most about 1.3x this.
 - ``task_max_attempts``: how many times a backup (or restore, GC, verify, delete) whose worker was lost
   is tried in all before it fails. An orderly stop (SIGTERM) hands tasks back without using an attempt.
-- ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read).
+- ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read) when nothing
+  wakes it sooner: queuing a task rings a doorbell that wakes idle workers at once (see
+  ``services/doorbell.py``); polling is the fallback.
 - ``agent_poll_seconds``: how often the scheduler process asks every enrolled agent for its inventory
   (default 15); an agent silent for three intervals is offline, and its resources say so.
 - ``agent_project_bandwidth``: bytes per second one project's agent backups and restores move together

@@ -1,13 +1,17 @@
-"""Idle workers notice new tasks with a cheap read, not a write-locking claim (SQLite)."""
+"""Idle workers notice new tasks with a cheap read, not a write-locking claim (SQLite), and are woken
+by the doorbell when one is queued."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 from opencbr.catalog.db import is_sqlite
-from opencbr.services import tasks
+from opencbr.services import doorbell, tasks
 from opencbr.worker import wakeup
-from opencbr.worker.wakeup import TaskPoller
+from opencbr.worker.runner import Worker
+from opencbr.worker.wakeup import DoorbellListener, TaskPoller
 
 
 def test_poller_sees_waiting_tasks_for_its_host_only(ctx, tenant, monkeypatch):  # noqa: F811
@@ -25,3 +29,63 @@ def test_poller_sees_waiting_tasks_for_its_host_only(ctx, tenant, monkeypatch): 
         tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now())
     assert poller.maybe_work()
     poller.close()
+
+
+def test_queuing_a_task_rings_the_doorbell_at_commit_only(ctx, tenant):  # noqa: F811
+    """An idle worker is woken by the commit that queues a task (both catalogs), not by a rolled-back
+    one, and not without a task."""
+    bell = DoorbellListener(ctx.settings.effective_catalog_url)
+    try:
+        assert bell._sock is not None or bell._pg is not None  # it listens (no silent fallback to polling)
+        assert not bell.wait(0.05)
+        try:
+            with ctx.tx() as s:
+                tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now())
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        assert not bell.wait(0.3)
+        with ctx.tx() as s:
+            tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now())
+            assert not bell.wait(0.05)  # (not before the commit)
+        t0 = time.monotonic()
+        assert bell.wait(5)
+        assert time.monotonic() - t0 < 1
+        assert not bell.wait(0.05)  # one ring, consumed
+    finally:
+        bell.close()
+
+
+def test_a_worker_gone_is_forgotten_by_the_doorbell(tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    directory = doorbell.doorbell_dir(url)
+    bell = DoorbellListener(url)
+    assert len(os.listdir(directory)) == 1
+    bell._sock.close()  # died without cleaning up: its marker stays until the next ring
+    bell._sock = None
+    doorbell.ring(directory)
+    assert os.listdir(directory) == []
+    bell.close()
+
+
+def test_an_idle_worker_starts_a_queued_task_at_once(ctx, tenant):  # noqa: F811
+    """With a long poll interval, only the doorbell can start the task quickly."""
+    started = threading.Event()
+    handlers = tasks.TaskHandlers()
+    handlers.register("gc", lambda c, run: started.set())
+    worker = Worker(ctx, "w:1:x:0", poll_interval=30, handlers=handlers)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)  # (idle, waiting on the doorbell)
+        t0 = time.monotonic()
+        with ctx.tx() as s:
+            tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now(),
+                           required_host=worker.host)
+        assert started.wait(10)
+        assert time.monotonic() - t0 < 2
+    finally:
+        stop.set()
+        worker.stop()
+        thread.join(40)

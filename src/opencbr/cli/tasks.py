@@ -29,10 +29,19 @@ _COLS = [("id", "ID"), ("operation_type", "Type"), ("status", "Status"), ("extra
          ("error_info.message", "Error")]
 
 
+def next_look(waited: float, longest: float = 0.5) -> float:
+    """Seconds until the next look at a task followed for ``waited`` seconds: a tenth of that, between
+    20 ms and ``longest``. Most tasks a user waits on end within a second (an unchanged backup), so the
+    wait ends within ~10 % of the task's time instead of up to half a second after it; a long task costs
+    two requests a second, as before."""
+    return min(longest, max(0.02, waited / 10))
+
+
 def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: float = 0.5) -> list[dict]:
     """Follow tasks to the end with a progress bar each, labelled with what the task works on; returns
     their final operation logs. Ctrl-C stops following, not the tasks: it says how to follow them again."""
     done: dict[str, dict] = {}
+    started = time.monotonic()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
@@ -49,7 +58,7 @@ def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: fl
                     if log["status"] in FINISHED:
                         done[tid] = log
                 if len(done) < len(task_ids):
-                    time.sleep(poll)
+                    time.sleep(next_look(time.monotonic() - started, poll))
     except KeyboardInterrupt:
         running = [t for t in task_ids if t not in done]
         err_console.print(f"\nstopped waiting; {'the task keeps' if len(running) == 1 else 'the tasks keep'} "

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from opencbr.catalog.db import is_sqlite
 from opencbr.catalog.models import Resource, Task
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import engine_errors, listing, space
+from opencbr.services import doorbell, engine_errors, listing, space
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -82,6 +82,7 @@ def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime,
                 max_attempts=max_attempts, **fields)
     s.add(task)
     s.flush()
+    doorbell.ring_on_commit(s)
     return task
 
 

@@ -26,7 +26,7 @@ from opencbr.engine.errors import OperationCancelled
 from opencbr.services import engine_errors, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.handlers import register_handlers
-from opencbr.worker.wakeup import TaskPoller
+from opencbr.worker.wakeup import DoorbellListener, TaskPoller
 
 log = logging.getLogger("opencbr.worker")
 
@@ -135,15 +135,19 @@ class Worker:
             run.stopping.set()
 
     def run_forever(self, stop: threading.Event) -> None:
-        while not stop.is_set() and not self.stopping.is_set():
-            try:
-                busy = self._poller.maybe_work() and self.run_once()
-            except Exception:  # the catalog went away for a moment: wait and retry
-                log.exception("worker %s: cannot claim tasks", self.worker_id)
-                busy = False
-            if not busy:
-                stop.wait(self.poll_interval)
-        self._poller.close()
+        bell = DoorbellListener(self.ctx.settings.effective_catalog_url)
+        try:
+            while not stop.is_set() and not self.stopping.is_set():
+                try:
+                    busy = self._poller.maybe_work() and self.run_once()
+                except Exception:  # the catalog went away for a moment: wait and retry
+                    log.exception("worker %s: cannot claim tasks", self.worker_id)
+                    busy = False
+                if not busy:  # until a task is queued (the doorbell), or the next poll
+                    bell.wait(self.poll_interval, lambda: stop.is_set() or self.stopping.is_set())
+        finally:
+            bell.close()
+            self._poller.close()
 
     def hand_back_now(self) -> None:
         """At the end of the stop grace: a handler still running (it reports no progress) loses its task

@@ -5,16 +5,30 @@ On SQLite every transaction of the service takes the write lock up front (``BEGI
 poller instead asks a read-only connection, which never blocks a writer in WAL mode, whether a task this
 worker may serve is waiting, and only then does the worker try to claim. On PostgreSQL the claim itself
 (``FOR UPDATE SKIP LOCKED``) is already cheap, so the worker always tries.
+
+Between looks an idle worker waits on the doorbell (``services/doorbell.py``): a queued task wakes it at
+once; the poll interval is only the fallback.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import select
+import socket
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
+from sqlalchemy.engine import make_url
+
 from opencbr.catalog.db import is_sqlite
+from opencbr.services import doorbell
 from opencbr.services.context import ServiceContext
+
+log = logging.getLogger("opencbr.worker")
 
 #: Even when the cheap check says "nothing", try a real claim this often (a safety net).
 CLAIM_AT_LEAST_EVERY = 5.0
@@ -54,3 +68,98 @@ class TaskPoller:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+#: How often a worker waiting on the doorbell looks whether it should stop.
+STOP_CHECK_SECONDS = 0.25
+
+
+class DoorbellListener:
+    """Waits until a task is queued (the doorbell rings) or a timeout passes; see ``services/doorbell.py``.
+    When it cannot listen (an unwritable directory, PostgreSQL unreachable), ``wait`` just sleeps."""
+
+    def __init__(self, catalog_url: str):
+        self._sock: socket.socket | None = None
+        self._marker = ""
+        self._pg = None
+        try:
+            if make_url(catalog_url).get_backend_name() == "postgresql":
+                self._listen_postgresql(catalog_url)
+            elif (directory := doorbell.doorbell_dir(catalog_url)) is not None:
+                self._listen_socket(directory)
+        except Exception as e:  # polling still works
+            log.warning("the task doorbell is off (%s); idle workers poll", e)
+            self.close()
+
+    def _listen_postgresql(self, catalog_url: str) -> None:
+        import psycopg
+
+        url = make_url(catalog_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        self._pg.execute(f"LISTEN {doorbell.CHANNEL}")
+
+    def _listen_socket(self, directory: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        name = f"{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(doorbell.ABSTRACT_PREFIX + name)
+        self._sock.setblocking(False)
+        self._marker = os.path.join(directory, name)
+        with open(self._marker, "x"):
+            pass
+
+    def wait(self, timeout: float, stopping: Callable[[], bool] = lambda: False) -> bool:
+        """True when the doorbell rang within ``timeout`` seconds (every ring so far is consumed); the
+        wait also ends within a quarter of a second of ``stopping()`` turning true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self._wait_once(min(left, STOP_CHECK_SECONDS)):
+                return True
+            if left <= STOP_CHECK_SECONDS or stopping():
+                return False
+
+    def _wait_once(self, timeout: float) -> bool:
+        timeout = max(0.0, timeout)
+        if self._pg is not None:
+            return self._wait_postgresql(timeout)
+        if self._sock is None:
+            time.sleep(timeout)
+            return False
+        ready, _, _ = select.select([self._sock], [], [], timeout)
+        rang = False
+        while ready:
+            try:
+                self._sock.recv(16)
+                rang = True
+            except BlockingIOError:
+                break
+        return rang
+
+    def _wait_postgresql(self, timeout: float) -> bool:
+        try:
+            rang = any(True for _ in self._pg.notifies(timeout=timeout, stop_after=1))
+            while any(True for _ in self._pg.notifies(timeout=0, stop_after=1)):
+                pass
+            return rang
+        except Exception as e:  # the connection broke: poll from now on
+            log.warning("the task doorbell is off (%s); idle workers poll", e)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._marker:
+            try:
+                os.unlink(self._marker)
+            except OSError:
+                pass
+            self._marker = ""
+        if self._pg is not None:
+            try:
+                self._pg.close()
+            except Exception:
+                pass
+            self._pg = None

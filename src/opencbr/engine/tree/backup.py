@@ -67,6 +67,7 @@ from .memory import MMAP_THRESHOLD, limit_heap_growth, trim
 from .results import TreeBackupResult, TreeWarning
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
 from .walker import TreeScanner, TreeWalker
+from .xattrs import read_xattrs
 
 MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
@@ -122,23 +123,6 @@ def _same_node(h: tuple, st: os.stat_result, typ: int) -> bool:
 
 
 _COUNTER = {DIR: "dirs", SYMLINK: "symlinks", CHR: "specials", BLK: "specials", FIFO: "specials", SOCK: "specials"}
-
-
-def _read_xattrs(abspath: bytes, warn, rel: bytes) -> list[tuple[bytes, bytes]]:
-    try:
-        names = os.listxattr(abspath, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in (95, 61):  # EOPNOTSUPP, ENODATA
-            warn(rel, f"cannot list xattrs: {e.strerror or e}", False)
-        return []
-    out = []
-    for n in sorted(names):
-        try:
-            out.append((os.fsencode(n), os.getxattr(abspath, n, follow_symlinks=False)))
-        except OSError as e:
-            if e.errno != 61:
-                warn(rel, f"cannot read xattr {n}: {e.strerror or e}", False)
-    return out
 
 
 class _Pending:
@@ -266,7 +250,10 @@ class TreeBackup:
             # in every backup (measured at 300k files: 843 of 977 catalog chunks re-stored by an
             # unchanged re-backup). Restore uses the mtime. borg stores no atimes by default at all.
             e.atime_ns = 0
-        e.xattrs = _read_xattrs(item.abspath, self.warn, item.path)
+        if typ != FILE:  # (a regular file's come with its content: FileData.xattrs)
+            e.xattrs, problems = read_xattrs(item.abspath)
+            for msg in problems:
+                self.warn(item.path, msg, False)
         return e
 
     def _emit(self, p: _Pending) -> None:
@@ -288,10 +275,12 @@ class TreeBackup:
                 except FileUnreadable as exc:
                     self.warn(e.path, str(exc), not exc.vanished)
                     return
-                e.extents, e.size = data.extents, data.size
+                e.extents, e.size, e.xattrs = data.extents, data.size, data.xattrs
                 self.bytes_read += data.bytes_read
                 if data.warning:
                     self.warn(e.path, data.warning, False)
+                for msg in data.xattr_problems:
+                    self.warn(e.path, msg, False)
                 if data.data is not None:
                     off, cut = self.bundler.add(data.data)
                     self._held.append((p, off, len(data.data)))

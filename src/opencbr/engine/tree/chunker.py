@@ -63,6 +63,7 @@ from pyfastcdc import FastCDC
 from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
 from ...system.sparse import data_extents
 from ..errors import BackupCancelled
+from .xattrs import read_xattrs
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class FileData:
     bytes_read: int = 0
     size: int = 0
     warning: str | None = None
+    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)  # read through the open descriptor
+    xattr_problems: list[str] = field(default_factory=list)
 
 
 class FileUnreadable(Exception):
@@ -297,6 +300,7 @@ class FileChunker:
                 out = self._read(fd, fst, small_limit)
             except OSError as e:
                 raise FileUnreadable(f"read error: {e.strerror or e}") from None
+            out.xattrs, out.xattr_problems = read_xattrs(fd)
             end = os.fstat(fd)
             if (end.st_mtime_ns, end.st_size) != (st.st_mtime_ns, st.st_size) and out.warning is None:
                 out.warning = "changed while it was being read (stored as read)"

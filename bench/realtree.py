@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""File-system backups on a tree shaped like a real one: OpenCBR vs restic vs the machine's floors (issue 20).
+
+Data: ``bench/realtree_data.py make`` (deterministic; ~62,000 entries, ~0.9 GB, median file ~3 KB, a long
+tail of files of tens of MB, symlink chains, hard links, text mixed with binaries), then ``upgrade`` (a
+package upgrade: appends to 3 % of the files, 2,000 new, 1,000 removed).
+
+Every timed operation runs as its own process under ``/usr/bin/time -v`` after ``sync`` + dropping the
+page cache. In one run, on the same tree:
+
+- floors of this machine: **read** one sequential read of every file (``tar c . | cat >/dev/null``),
+  **stat walk** a cold walk that stats every entry (``find . -printf '%s %T@'``, after the upgrade),
+  **cp -a+sync** a copy of the upgraded tree made durable (what a restore competes with);
+- **restic** (``restic backup``, ``restic restore`` followed by ``sync``);
+- **opencbr** the engine alone (``python -m opencbr.engine tree ...``, encrypted; restore with its own
+  ``syncfs``);
+- **opencbr-cli** end to end as a user waits: ``cbr backup create VAULT --wait`` against ``opencbr serve``
+  (SQLite catalog, its default worker processes, an encrypted turbo vault protecting the tree), and the
+  restore as ``cbr fs create-from-backup BACKUP --path DIR --wait``.
+
+Ops: first backup, unchanged re-backup, changed re-backup (after the upgrade), restore of the changed
+backup (checked with ``diff -r --no-dereference``). Ratios: restic / OpenCBR (higher is better) and
+OpenCBR / floor.
+
+    python bench/realtree.py                          # everything, table at the end
+    python bench/realtree.py --scale 0.1 --variants "opencbr restic"   # a quick look
+    python bench/realtree.py fixed [--runs 10]        # fixed cost of `cbr backup create --wait` (small tree)
+
+Measured figures and where the time goes: bench/README.md ("bench/realtree.py").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO_ROOT = BENCH.parent
+sys.path[:0] = [str(BENCH), str(REPO_ROOT / "src")]
+
+import tree as treebench  # noqa: E402  (bench/tree.py: timing, peers)
+
+PY = sys.executable
+OPS = ["first", "unchanged", "changed", "restore"]
+
+
+def make_tree(data: Path, scale: float, trash: Path) -> None:
+    if (data / "tree").exists():
+        (data / "tree").rename(trash / f"tree-{time.time_ns()}")
+    data.mkdir(parents=True, exist_ok=True)
+    treebench.sh([PY, str(BENCH / "realtree_data.py"), "make", str(data / "tree"), "--scale", str(scale)])
+    treebench.sh(["find", str(data / "tree"), "-printf", ""])  # (relatime: a first walk updates atimes)
+
+
+def floor(name: str, script: str, *, cwd: Path, work: Path) -> dict:
+    r = treebench.timed(["sh", "-c", script], cwd=cwd, env=dict(os.environ), drop=True, log=work / "logs" / f"floor-{name}.log")
+    r.update(tool="floor", op=name, repo_bytes=0)
+    print(f"  floor {name:14s} wall {r['wall']:7.2f}s", flush=True)
+    return r
+
+
+# ------------------------------------------------------------------------------ the service, as a user runs it
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """``opencbr serve`` (API + its default worker processes) on a fresh SQLite catalog in ``workdir``, and
+    the ``cbr`` command line pointed at it."""
+
+    def __init__(self, workdir: Path):
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        self.workdir = workdir
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "OPENCBR_DATA_DIR": str(workdir / "data"),
+                    "OPENCBR_CATALOG_URL": f"sqlite:///{workdir / 'catalog.db'}", "OPENCBR_LISTEN": f"127.0.0.1:{port}",
+                    "OPENCBR_CLIENT_CONFIG": str(workdir / "client.toml"), "OPENCBR_MASTER_KEY": treebench.KEY_HEX,
+                    "PYTHONPATH": str(REPO_ROOT / "src"), "NO_COLOR": "1"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Service:
+        log = open(self.workdir / "serve.log", "ab")
+        self.proc = subprocess.Popen([PY, "-m", "opencbr.cli.main", "serve"], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"opencbr serve exited; see {self.workdir / 'serve.log'}")
+            if (self.workdir / "client.toml").exists() and self.cbr_ok("vault", "list"):
+                return self
+            time.sleep(0.3)
+        raise SystemExit("opencbr serve did not start in 90 s")
+
+    def cbr_cmd(self, *args: str) -> list[str]:
+        return [PY, "-m", "opencbr.cli.main", *args]
+
+    def cbr_ok(self, *args: str) -> bool:
+        return subprocess.run(self.cbr_cmd(*args), env=self.env, capture_output=True).returncode == 0
+
+    def cbr_json(self, *args: str):
+        p = subprocess.run(self.cbr_cmd(*args, "--json"), env=self.env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"cbr {' '.join(args)} failed:\n{p.stdout}\n{p.stderr}")
+        return json.loads(p.stdout)
+
+    def protect(self, path: Path, name: str) -> str:
+        """A file system registered at ``path`` and an encrypted turbo vault protecting it; the vault's name."""
+        self.cbr_json("fs", "register", "--name", name, "--path", str(path))
+        self.cbr_json("vault", "create", "--name", f"v-{name}", "--type", "turbo", "--size", "100", "--resource", name)
+        return f"v-{name}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class CliTool:
+    """OpenCBR end to end: the timed command is the ``cbr`` process a user waits on."""
+
+    v = "opencbr-cli"
+
+    def __init__(self, work: Path, data: Path):
+        self.svc = Service(work / "service")
+        self.data = data
+        self.repo = self.svc.workdir / "data"
+        self.env = self.svc.env
+        self.vault = ""
+
+    def init(self) -> None:
+        self.svc.start()
+        self.vault = self.svc.protect(self.data / "tree", "realtree")
+
+    def backup_cmd(self, name: str) -> list[str]:
+        return self.svc.cbr_cmd("backup", "create", self.vault, "--name", name, "--wait")
+
+    def restore_cmd(self, name: str, dst: Path) -> tuple[list[str], Path]:
+        return self.svc.cbr_cmd("fs", "create-from-backup", name, "--name", f"restored-{dst.name}",
+                                "--path", str(dst / "tree"), "--wait"), dst / "tree"
+
+
+# ------------------------------------------------------------------------------------------ the run
+def run(a) -> int:
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    variants = a.variants.split()
+    treebench.ensure_tools([v for v in variants if v == "restic"])
+    trash = work / "trash"
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    data = work / "data"
+    make_tree(data, a.scale, trash)
+    tree_dir = data / "tree"
+    input_bytes = treebench.du(tree_dir)
+    print(f"== realtree: {input_bytes} bytes, scale {a.scale}; variants: {' '.join(variants)}; {os.getloadavg()}")
+    results: list[dict] = []
+    tools = []
+    for v in variants:
+        tools.append(CliTool(work, data) if v == "opencbr-cli" else treebench.Tool(v, work, data))
+    results.append(floor("read", "tar c . | cat >/dev/null", cwd=tree_dir, work=work))
+    try:
+        for t in tools:
+            rec = treebench.recorder(t, results)
+            t.init()
+            for op, name in (("first", "first"), ("unchanged", "unchanged")):
+                if op in a.ops:
+                    rec(op, treebench.timed(t.backup_cmd(name), cwd=data, env=t.env, drop=True,
+                                            log=work / "logs" / f"{t.v}-{op}.log"))
+                    t.prev = name
+        treebench.sh([PY, str(BENCH / "realtree_data.py"), "upgrade", str(tree_dir)])
+        treebench.sh(["find", str(tree_dir), "-printf", ""])
+        results.append(floor("stat walk", "find . -printf '%s %T@\\n' >/dev/null", cwd=tree_dir, work=work))
+        dst = work / "restore" / "cp"
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        results.append(floor("cp -a+sync", f"cp -a '{tree_dir}' '{dst}' && sync", cwd=work, work=work))
+        for t in tools:
+            rec = treebench.recorder(t, results)
+            if "changed" in a.ops:
+                rec("changed", treebench.timed(t.backup_cmd("incr"), cwd=data, env=t.env, drop=True,
+                                               log=work / "logs" / f"{t.v}-changed.log"))
+                t.prev = "incr"
+            if "restore" in a.ops:
+                restore_one(t, work, tree_dir, rec)
+    finally:
+        for t in tools:
+            if isinstance(t, CliTool):
+                t.svc.stop()
+    if (work / "restore").exists():
+        (work / "restore").rename(trash / "restore-done")
+    shutil.rmtree(trash, ignore_errors=True)
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nload average at the end: {os.getloadavg()}\n")
+    print(table(results))
+    return 0
+
+
+def restore_one(t, work: Path, tree_dir: Path, rec) -> None:
+    dst = work / "restore" / t.v
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    if isinstance(t, CliTool):
+        cmd, got = t.restore_cmd("incr", dst)
+        cwd = dst
+    else:
+        cmd, cwd, got = t.restore_cmd("incr", dst, durable=True)
+    rec("restore", treebench.timed(cmd, cwd=cwd, env=t.env, drop=True, log=work / "logs" / f"{t.v}-restore.log"))
+    diff = subprocess.run(["diff", "-rq", "--no-dereference", str(tree_dir), str(got)], capture_output=True, text=True)
+    print(f"  {t.v:14s} verify     {'OK (diff -r)' if diff.returncode == 0 else 'DIFFERENCES'}")
+    if diff.returncode != 0:
+        print(diff.stdout[:2000])
+
+
+FLOOR_OF = {"first": "read", "changed": "stat walk", "restore": "cp -a+sync"}
+
+
+def table(results: list[dict]) -> str:
+    by = {(r["tool"], r["op"]): r for r in results}
+    floors = {r["op"]: r["wall"] for r in results if r["tool"] == "floor"}
+    lines = [" | ".join(f"{k} {v:.2f} s" for k, v in floors.items()), "",
+             "| tool | op | wall s | cpu s | peak RSS MB | repo MB | restic / this | this / floor |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if r["tool"] == "floor":
+            continue
+        peer = by.get(("restic", r["op"]))
+        ratio = f"{peer['wall'] / r['wall']:.2f}x" if peer and r["tool"] != "restic" else ""
+        fl = floors.get(FLOOR_OF.get(r["op"], ""))
+        vs_floor = f"{r['wall'] / fl:.2f}" if fl else ""
+        lines.append(f"| {r['tool']} | {r['op']} | {r['wall']:.2f} | {r['user'] + r['sys']:.2f} | {r['rss_mb']:.0f} | "
+                     f"{r['repo_bytes'] / 1e6:.1f} | {ratio} | {vs_floor} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ fixed costs
+def fixed(a) -> int:
+    """The fixed cost of ``cbr backup create --wait``: unchanged re-backups of a small tree, and where
+    their time goes (CLI start, queue -> start, the task, end -> the CLI noticing)."""
+    work = Path(a.work) / "fixed"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tree").mkdir(parents=True)
+    for i in range(a.files):
+        (work / "tree" / f"f{i}.txt").write_text(f"file {i}\n" * 20)
+    svc = Service(work / "service").start()
+    try:
+        vault = svc.protect(work / "tree", "small")
+        svc.cbr_json("backup", "create", vault, "--name", "first", "--wait")
+        rows = []
+        for i in range(a.runs):
+            t0 = time.time()
+            p = subprocess.run(svc.cbr_cmd("backup", "create", vault, "--name", f"b{i}", "--wait", "--json"),
+                               env=svc.env, capture_output=True, text=True, check=True)
+            wall = time.time() - t0
+            task_id = json.loads(p.stdout)["backups"][0]["task_id"]
+            rows.append((wall, *task_phases(svc, task_id, t0, t0 + wall)))
+        t0 = time.time()
+        subprocess.run(svc.cbr_cmd("--help"), env=svc.env, capture_output=True, check=True)
+        start = time.time() - t0
+    finally:
+        svc.stop()
+    med = [statistics.median(c) for c in zip(*rows, strict=True)]
+    print(f"\n`cbr backup create --wait`, unchanged tree of {a.files} files, {a.runs} runs, medians "
+          f"(load {os.getloadavg()[0]:.1f}); `cbr --help` alone: {start:.2f} s")
+    print("| wall s | submit -> queued s | queued -> started s | task s | ended -> CLI exit s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print("| " + " | ".join(f"{x:.3f}" for x in med) + " |")
+    return 0
+
+
+def task_phases(svc: Service, task_id: str, t0: float, t1: float) -> tuple[float, float, float, float]:
+    """(submit -> queued, queued -> started, the task, ended -> the CLI's exit), from the catalog's
+    microsecond timestamps (the API shows seconds)."""
+    import sqlite3
+    from datetime import datetime, timezone
+
+    with sqlite3.connect(svc.workdir / "catalog.db") as db:
+        row = db.execute("SELECT created_at, started_at, ended_at FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    created, started, ended = (datetime.fromisoformat(x).replace(tzinfo=timezone.utc).timestamp() for x in row)
+    return created - t0, started - created, ended - started, t1 - ended
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="run", choices=["run", "fixed"])
+    ap.add_argument("--work", default=os.environ.get("B", "/tmp/bench-realtree"))
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--variants", default="opencbr opencbr-cli restic")
+    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--runs", type=int, default=10, help="fixed: how many backups")
+    ap.add_argument("--files", type=int, default=100, help="fixed: files in the small tree")
+    a = ap.parse_args()
+    a.ops = a.ops.split(",")
+    return fixed(a) if a.what == "fixed" else run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
