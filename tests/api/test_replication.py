@@ -20,6 +20,8 @@ from huaweicloudsdkcbr.v1 import (
     CopyCheckpointRequest,
     CreateCheckpointRequest,
     CreateVaultRequest,
+    ListExternalVaultRequest,
+    ListFeaturesRequest,
     ResourceCreate,
     ShowReplicationCapabilitiesRequest,
     VaultBackup,
@@ -113,6 +115,25 @@ def test_capabilities_list_the_linked_region(regions):
     # (other tests of this module may link more regions to the same installations)
     assert [r.name for r in caps] == ["region-a"] and "region-b" in caps[0].replication_destinations
 
+
+
+def test_features_and_external_vaults_come_from_the_linked_region(disk_setup):
+    """list_features says replication is on, into the linked region; list_external_vault lists the
+    replication vaults of the caller's account there (asked of that region over the link), and nothing
+    to another account."""
+    a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup
+    features = ca.list_features(ListFeaturesRequest()).body
+    assert features["replication.enable"] is True and "region-b" in features["replication.destination_regions"]
+    ext = ca.list_external_vault(ListExternalVaultRequest(external_project_id=b.admin.project_id,
+                                                          region_id="region-b", limit=100))
+    ids = {v.id for v in ext.vaults}
+    assert dst_vault.id in ids and ext.count == len(ids)
+    assert all(v.billing.protect_type == "replication" and v.project_id == b.admin.project_id for v in ext.vaults)
+    assert ca.list_external_vault(ListExternalVaultRequest(external_project_id=b.admin.project_id,
+                                                           region_id="region-x")).vaults == []
+    stranger = new_tenant(a, "ext-stranger")
+    assert sdk(a, stranger).list_external_vault(ListExternalVaultRequest(
+        external_project_id=b.admin.project_id, region_id="region-b")).vaults == []
 
 def test_a_replica_restores_bit_exact_and_an_incremental_sends_what_was_added(disk_setup):
     a, b, ca, cb, img, src_vault, dst_vault, tmp = disk_setup

@@ -324,6 +324,21 @@ def vault_resp(view: VaultView) -> dict[str, Any]:
     }
 
 
+
+def external_vault_resp(v: dict, region: str) -> dict[str, Any]:
+    """A vault of a linked region as list_external_vault shows it (a Vault; the destination region said
+    what it holds: ``services.replication.external_vaults``). ``region`` (an extension) names the region."""
+    return {
+        "id": v.get("id"), "name": v.get("name"), "project_id": v.get("project_id"), "description": "",
+        "provider_id": R.PROVIDER_ID.get(R.RESOURCE_TYPE_OF.get(v.get("object_type"), ""), ""),
+        "created_at": v.get("created_at"), "resources": [], "tags": [], "auto_bind": False, "auto_expand": False,
+        "billing": {"object_type": v.get("object_type"), "protect_type": v.get("protect_type"),
+                    "size": v.get("size_gb"), "used": -(-int(v.get("used_bytes") or 0) // MB),
+                    "status": v.get("status"), "consistent_level": v.get("consistent_level"),
+                    "cloud_type": "public", "charging_mode": "post_paid", "allocated": 0},
+        "region": v.get("region") or region,
+    }
+
 def _disk_info(d: Resource) -> dict[str, Any]:
     return {"id": d.id, "name": d.name, "path": d.path, "size": R.size_gb(d.size_bytes), "size_bytes": d.size_bytes,
             "role": d.disk_role, "device_index": d.device_index, "availability_zone": d.availability_zone,

@@ -508,6 +508,8 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
             cred = regions.check_request(s, ctx, header)
             if op == "check":
                 checked = _check(s, cred, header)
+            elif op == "vaults":
+                checked = _replication_vaults(s, cred, header)
             elif op == "replicate":
                 made = _accept(s, ctx, cred, header)
             else:
@@ -515,7 +517,7 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
     except CBRError as e:
         channel.send({**error_answer(e.code, e.message), "status": e.status})
         return
-    if op == "check":
+    if op in ("check", "vaults"):
         channel.send(checked)
         return
     replica_id, vault, scopes, task_id = made
@@ -584,6 +586,60 @@ def _check(s: Session, cred, h: dict) -> dict:
     _target_vault(s, cred, h)
     ids = [str(i)[:36] for i in (h.get("source_backup_ids") or [])[:MAX_CHECKED]]
     return {"ok": True, "replicated": sorted(_replicas_of(s, str(h.get("source_region")), ids))}
+
+
+#: Vaults one ``vaults`` answer lists at most (list_external_vault pages over them at the source).
+MAX_EXTERNAL_VAULTS = 1000
+
+
+def _replication_vaults(s: Session, cred, h: dict) -> dict:
+    """The ``vaults`` request (list_external_vault at the source): the replication vaults of the projects of
+    the source tenant's account here, the only vaults it may replicate into; ``project_id`` narrows them
+    to one of those projects. Nothing of other accounts is ever listed."""
+    account = s.scalar(select(Account).where(Account.name == regions.mapped_account(
+        cred, str(h.get("source_account", "")))))
+    if account is None:
+        return {"ok": True, "vaults": []}
+    q = (select(Vault, Project).join(Project, Project.id == Vault.project_id)
+         .where(Project.account_id == account.id, Vault.protect_type == "replication")
+         .order_by(Vault.created_at, Vault.id).limit(MAX_EXTERNAL_VAULTS))
+    if h.get("project_id"):
+        q = q.where(Project.id == str(h["project_id"])[:36])
+    return {"ok": True, "vaults": [
+        {"id": v.id, "name": v.name, "project_id": v.project_id, "region": v.region, "object_type": v.object_type,
+         "protect_type": v.protect_type, "size_gb": v.size_gb, "used_bytes": memberships.counted_bytes(v),
+         "status": v.status, "consistent_level": v.consistent_level, "created_at": v.created_at.isoformat()}
+        for v, _project in s.execute(q)]}
+
+
+def external_vaults(s: Session, ctx: ServiceContext, p: Principal, region_id: object,
+                    project_id: str | None = None) -> list[dict]:
+    """list_external_vault: the vaults of linked region ``region_id`` this project could replicate into
+    (replication vaults of its account's projects there), as that region answers them. A region this
+    installation is not linked to has none; one that cannot be reached now is a 503 saying so."""
+    if not isinstance(region_id, str) or not region_id:
+        raise InvalidParameter("region_id is required")
+    row = s.scalar(select(Region).where(Region.name == region_id))
+    if row is None:
+        return []
+    account = s.get(Account, s.get(Project, p.project_id).account_id)
+    header = {"op": "vaults", "source_region": ctx.settings.region, "source_account": account.name,
+              "project_id": project_id or ""}
+    try:
+        ch, signed = regions.open_link(regions.link_of(ctx, row), header, ctx.now().timestamp(),
+                                       timeout=CHECK_TIMEOUT)
+        try:
+            ch.send(signed)
+            answer, _ = ch.recv(timeout=CHECK_TIMEOUT)
+        finally:
+            ch.close()
+    except LinkError as e:
+        raise CBRError(f"region {row.name} cannot be reached now: {e}", code="BackupService.6963",
+                       status=503) from None
+    if not answer.get("ok"):
+        raise CBRError(f"region {row.name} refused to list its vaults: {answer.get('message')}",
+                       code="BackupService.6963", status=503)
+    return list(answer.get("vaults") or [])
 
 
 def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:

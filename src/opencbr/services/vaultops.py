@@ -14,7 +14,7 @@ from opencbr.catalog.models import Account, Backup, Project, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound
-from opencbr.services import tasks, vaults
+from opencbr.services import regions, tasks, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault
 from opencbr.services.principal import Principal
@@ -97,33 +97,25 @@ def update_expiration_time(s: Session, ctx: ServiceContext, p: Principal, vault_
 
 
 # ------------------------------------------------------------------------------------ features
-def features(ctx: ServiceContext) -> dict[str, object]:
-    """What this installation can do, under the public service's feature keys: no replication yet (one
-    region, no linked regions), no double-AZ vault storage."""
+def features(s: Session, ctx: ServiceContext) -> dict[str, object]:
+    """What this installation can do, under the public service's feature keys: replication when it is
+    linked to other regions (``cbr admin region add``), into those; no double-AZ vault storage."""
+    linked = [r.name for r in regions.list_regions(s)]
     return {
-        "replication.enable": False,
+        "replication.enable": bool(linked),
         "replication.source_region": ctx.settings.region,
-        "replication.destination_regions": [],
+        "replication.destination_regions": linked,
         "replication.destination_dgw_regions": [],
         "features.backup_double_az": False,
     }
 
 
-def feature(ctx: ServiceContext, key: str) -> dict[str, object]:
-    values = features(ctx)
+def feature(s: Session, ctx: ServiceContext, key: str) -> dict[str, object]:
+    values = features(s, ctx)
     if key not in values:
         raise InvalidParameter(f"feature key {key[:64]!r} is not supported; the keys are "
                                + ", ".join(sorted(values)), code="BackupService.6901")
     return {key: values[key]}
-
-
-# ------------------------------------------------------------------------------------ linked regions
-def external_vaults(ctx: ServiceContext, p: Principal, region_id: object) -> list:
-    """Vaults of linked regions that this project could replicate into: this installation is linked to
-    no region, so there are none (its own region is not "external")."""
-    if not isinstance(region_id, str) or not region_id:
-        raise InvalidParameter("region_id is required")
-    return []
 
 
 # ------------------------------------------------------------------------------------ projects

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
+from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
 from opencbr.api.routing import JSONRoute
 from opencbr.api.wire import Id, Int, Items, JsonObject, Wire
-from opencbr.services import audit, vaultops, vaults
+from opencbr.services import audit, replication, vaultops, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -72,8 +73,12 @@ def list_external_vaults(external_project_id: str | None = None, region_id: str 
                          objcet_type: str | None = None, cloud_type: str | None = None, vault_id: str | None = None,
                          p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     limit, offset = page(limit, offset)
-    found = vaultops.external_vaults(ctx, p, region_id)
-    return {"vaults": found, "count": len(found), "limit": limit, "offset": offset}
+    with ctx.read() as s:
+        found = replication.external_vaults(s, ctx, p, region_id, L.text(external_project_id, "external_project_id"))
+    found = [v for v in found if (not protect_type or v["protect_type"] == protect_type)
+             and (not objcet_type or v["object_type"] == objcet_type) and (not vault_id or v["id"] == vault_id)]
+    return {"vaults": [wire.external_vault_resp(v, region_id) for v in found[offset:offset + limit]],
+            "count": len(found), "limit": limit, "offset": offset}
 
 
 @router.post("/vaults/order")
@@ -113,13 +118,15 @@ def update_expiration_time(vault_id: str, body: ExpirationBody, p: Principal = D
 @router.get("/cbr-features")
 def list_features(limit: int | None = None, offset: int | None = None, p: Principal = Depends(principal),
                   ctx: ServiceContext = Depends(get_ctx)):
-    return vaultops.features(ctx)
+    with ctx.read() as s:
+        return vaultops.features(s, ctx)
 
 
 @router.get("/cbr-features/{feature_key}")
 def show_feature(feature_key: str, limit: int | None = None, offset: int | None = None,
                  p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return vaultops.feature(ctx, feature_key)
+    with ctx.read() as s:
+        return vaultops.feature(s, ctx, feature_key)
 
 
 # ------------------------------------------------------------------------------------ documented 4xx
