@@ -35,6 +35,11 @@ from tests.api.test_backups_e2e import checkpoint, create_vault
 from tests.support.clients import api, new_tenant, sdk, sdk_wait_backups, task_ok
 from tests.support.disks import MiB, make_image, sha256
 
+# The SDK end to end on one catalog (the suite's time budget); the same rules run on both catalogs in
+# tests/services/test_sharing.py.
+pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+
+
 DISK, SERVER = "OS::Cinder::Volume", "OS::Nova::Server"
 GB = 1024**3
 

@@ -36,6 +36,11 @@ from tests.api.test_policies_sdk import PATTERN, make_vault
 from tests.support.clients import api, new_tenant, sdk
 from tests.support.server import Creds
 
+# The SDK end to end on one catalog (the suite's time budget); the same rules run on both catalogs in
+# tests/services/test_org_policies.py.
+pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+
+
 
 def org_create(c, name, scope, op="backup"):
     body = OrganizationPolicyCreate(

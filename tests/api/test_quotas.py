@@ -23,6 +23,11 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from opencbr.cli.client import ClientError
 from tests.support.clients import api, new_tenant, sdk, sdk_wait_backups
 
+# The SDK end to end on one catalog (the suite's time budget); the same rules run on both catalogs in
+# tests/services/test_quotas.py.
+pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+
+
 
 def vault(c, name: str, size: int = 10, resources=None):
     billing = BillingCreate(consistent_level="crash_consistent", object_type="disk", protect_type="backup", size=size)

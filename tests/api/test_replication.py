@@ -167,7 +167,8 @@ def test_a_replica_restores_bit_exact_and_an_incremental_sends_what_was_added(di
     wire1, wire2 = first["extra_info"]["wire_bytes"], second["extra_info"]["wire_bytes"]
     logical = 16 * MiB
     assert wire2 <= 1.2 * added + 0.005 * logical + 64 * 1024, (wire2, added, wire1)
-    assert wire2 < wire1 / 3
+    # (not compared with wire1: a test of this module that cut a transfer may have left chunks the first reused)
+    assert wire2 < logical / 3, (wire2, wire1)
     out = api(b).post(f"/backups/{rec2['destination_backup_id']}/create-disk",
                       {"name": "from-replica-2", "path": str(tmp / "r2.img")})
     assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
