@@ -21,30 +21,6 @@ from tests.support.disks import make_image, sha256
 SECRET = b"OUTSIDE-SECRET\n" * 1000
 
 
-@pytest.fixture()
-def roots(tmp_path) -> Path:
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "roots").mkdir()
-    return tmp_path / "roots"
-
-
-@pytest.fixture()
-def rctx(catalog_url, tmp_path, roots, clock):
-    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), catalog_url=catalog_url,
-                             task_lease_seconds=30, resource_roots=(str(roots),))
-    c = open_context(settings, clock=clock)
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def owner(rctx):
-    info = iam.bootstrap(rctx)
-    with rctx.tx() as s:
-        user = s.scalar(select(User).where(User.account_id == info.account_id))
-    return iam.principal_for_user(rctx, user.id, info.project_id)
-
-
 def _drain(ctx) -> None:
     worker = Worker(ctx, "w-paths")
     while worker.run_once():

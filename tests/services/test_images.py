@@ -7,42 +7,15 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Backup, Image, Resource, Task, User
-from opencbr.config import load_settings
+from opencbr.catalog.models import Backup, Image, Resource, Task
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
 from opencbr.services import backups, iam, images, policies, resources, retention, vaults
-from opencbr.services.context import open_context
 from opencbr.worker.runner import Worker
 from tests.support.disks import MiB, make_image, sha256
-
-
-@pytest.fixture()
-def roots(tmp_path) -> Path:
-    (tmp_path / "roots").mkdir()
-    (tmp_path / "outside").mkdir()
-    return tmp_path / "roots"
-
-
-@pytest.fixture()
-def rctx(catalog_url, tmp_path, roots, clock):
-    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), catalog_url=catalog_url,
-                             task_lease_seconds=30, resource_roots=(str(roots),))
-    c = open_context(settings, clock=clock)
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def owner(rctx):
-    info = iam.bootstrap(rctx)
-    with rctx.tx() as s:
-        user = s.scalar(select(User).where(User.account_id == info.account_id))
-    return iam.principal_for_user(rctx, user.id, info.project_id)
 
 
 @pytest.fixture()
