@@ -37,10 +37,22 @@ def hosts(server, tmp_path_factory):
         r.mkdir()
     _make_disk(roots[0] / "src.img", 8, seed=11)  # (there when the agent first walks its roots)
     agents = [Agent(server, base / f"agent-{i}", r) for i, r in enumerate(roots)]
+    _wait_online(server, agents)
     yield list(zip(agents, roots, strict=True))
     for a in agents:
         a.stop()
 
+
+
+def _wait_online(server, agents, timeout: float = 60) -> None:
+    """Until the service has heard from every agent (as a user waits for "online" before using a host):
+    a request right after enrolment may otherwise meet the state of the poll that ran before ``run``."""
+    client, deadline = api(server), time.time() + timeout
+    while time.time() < deadline:
+        if all(client.get(f"/agents/{a.agent_id}")["agent"]["status"] == "online" for a in agents):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"agents not online: {[client.get(f'/agents/{a.agent_id}')['agent'] for a in agents]}")
 
 def _fs(client, fs_id: str) -> dict:
     return client.get(f"/inventory/file-systems/{fs_id}")["resource"]
