@@ -289,3 +289,19 @@ def test_13_5_2_stamps(backups, current, now):
             assert v.prune
         if disabled:
             assert not v.prune
+
+
+def test_a_current_retention_encodes_its_long_term_levels_and_reads_back():
+    from datetime import timedelta, timezone
+
+    from opencbr.domain.retention import CurrentRetention, LongTermRetention, RetentionRule
+    plain = CurrentRetention(RetentionRule.of_days(30))
+    assert plain.encode() == "days:30" and CurrentRetention.decode("days:30") == plain
+    gfs = CurrentRetention(RetentionRule.quantity(99999),
+                           LongTermRetention(99999, 99999, 99999, 99999, timezone(timedelta(hours=-5, minutes=-30))))
+    text = gfs.encode()
+    assert text == "count:99999;gfs:99999,99999,99999,99999,-0530" and len(text) <= 64
+    assert CurrentRetention.decode(text) == gfs
+    for bad in ("count:2;gfs:1,2,3", "count:2;x", "count:2;gfs:1,2,3,4,0800", "count:2;gfs:a,2,3,4,+0800"):
+        with pytest.raises(ValueError):
+            CurrentRetention.decode(bad)

@@ -63,6 +63,27 @@ def test_the_policy_keeps_its_count_of_replicas_in_the_destination(ctx, tenant, 
     assert len(dest.replicas()) == 2
 
 
+
+def test_the_long_term_levels_travel_with_the_replicas(ctx, tenant, clock, tmp_path, dest):
+    """A replication policy's long-term levels (day/week/month/year_backups with its timezone) are part
+    of its retention: the replicas carry them, and the destination keeps a replica a day beyond the count."""
+    dest.link_from(ctx)
+    dest_vault = vault(dest.ctx, dest.principal(), "dr", object_type="server", protect_type="replication")
+    v = _source_vault(ctx, tenant, tmp_path)
+    rep = policy(ctx, tenant, "rep", op="replication", destination_region="region-b",
+                 destination_project_id=dest.info.project_id, max_backups=2, day_backups=3, timezone="UTC+08:00")
+    associate(ctx, tenant, v.id, rep.id, destination_vault_id=dest_vault.id)
+    src, there = Driver(ctx, clock), Driver(dest.ctx, clock)
+    for day in range(4):
+        backup_now(ctx, tenant, v.id)
+        src.drain()
+        src.run_until(MONDAY + timedelta(days=day + 1, hours=3))
+        there.drain()
+    replicas = dest.replicas()
+    # count 2 keeps the two newest; the daily level keeps the newest of each of the last 3 days: 3 stay
+    assert len(replicas) == 3, [(r.created_at, r.retention_rule) for r in replicas]
+    assert {r.retention_rule for r in replicas} == {"count:2;gfs:3,0,0,0,+0800"}
+
 def test_a_duration_rule_expires_replicas_and_manual_replicas_stay(ctx, tenant, clock, tmp_path, dest):
     dest.link_from(ctx)
     dest_vault = vault(dest.ctx, dest.principal(), "dr", object_type="server", protect_type="replication")

@@ -217,6 +217,36 @@ class CurrentRetention:
     long_term: LongTermRetention | None = None
     enabled: bool = True
 
+    def encode(self) -> str:
+        """The rule, with the long-term levels when they are on, as one short text (at most 45
+        characters, for a 64-character column): ``count:3`` or ``count:3;gfs:7,4,12,1,+0800``. A replica
+        carries it to its destination (guide 5.3), which prunes by it as a policy would."""
+        text = self.rule.encode()
+        lt = self.long_term
+        if lt is None or not lt.active:
+            return text
+        minutes = int(lt.tz.utcoffset(None).total_seconds()) // 60
+        sign = "-" if minutes < 0 else "+"
+        offset = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+        return f"{text};gfs:{lt.daily},{lt.weekly},{lt.monthly},{lt.yearly},{offset}"
+
+    @classmethod
+    def decode(cls, text: str) -> "CurrentRetention":
+        """The inverse of :meth:`encode`; also reads a plain :meth:`RetentionRule.encode` text."""
+        rule_text, _, rest = text.partition(";")
+        rule = RetentionRule.decode(rule_text)
+        if not rest:
+            return cls(rule)
+        fields = rest.removeprefix("gfs:").split(",") if rest.startswith("gfs:") else []
+        if len(fields) != 5 or not all(f.isdigit() for f in fields[:4]):
+            raise ValueError(f"not an encoded retention: {text!r}")
+        off = fields[4]
+        if len(off) != 5 or off[0] not in "+-" or not off[1:].isdigit():
+            raise ValueError(f"not an encoded retention: {text!r}")
+        minutes = (int(off[1:3]) * 60 + int(off[3:])) * (-1 if off[0] == "-" else 1)
+        daily, weekly, monthly, yearly = (int(f) for f in fields[:4])
+        return cls(rule, LongTermRetention(daily, weekly, monthly, yearly, timezone(timedelta(minutes=minutes))))
+
 
 @dataclass(frozen=True)
 class BackupRecord:

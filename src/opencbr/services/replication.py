@@ -33,7 +33,7 @@ from opencbr.catalog.models import Account, Backup, Checkpoint, Policy, Project,
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
-from opencbr.domain.retention import RetentionRule
+from opencbr.domain.retention import CurrentRetention
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
 from opencbr.engine.chunks.reader import read_span, spans_of
 from opencbr.engine.disk.backup import backup_disk
@@ -131,10 +131,11 @@ def _queue(s: Session, ctx: ServiceContext, p: Principal, b: Backup, vault: Vaul
 
 
 def _policy_rule(s: Session, policy_id: str) -> str:
-    """The replication policy's retention rule (guide 5.3: "how backup replicas will be retained in the
-    destination region"), encoded; it travels with the replica, and the destination prunes by it."""
+    """The replication policy's retention (guide 5.3: "how backup replicas will be retained in the
+    destination region"), encoded with its long-term levels; it travels with the replica, and the
+    destination prunes by it."""
     policy = s.get(Policy, policy_id) if policy_id else None
-    return spec_of(policy).retention.encode() if policy is not None else ""
+    return spec_of(policy).current_retention().encode() if policy is not None else ""
 
 
 def _op_info(ctx: ServiceContext, rec: ReplicationRecord, b: Backup, dest_name: str = "") -> dict:
@@ -652,7 +653,8 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
         raise StateConflict(f"backup {source_id} has a replica in this region already ({there}); delete it "
                             f"before replicating again", code="BackupService.6962")
     now = ctx.now()
-    rule = _carried_rule(h)
+    carried = _carried_retention(h)
+    rule = carried.rule if carried else None
     cp = Checkpoint(project_id=project.id, vault_id=vault.id, status="protecting", name=str(h.get("name", ""))[:80],
                     auto_trigger=bool(h.get("auto_trigger")), created_at=now, updated_at=now)
     s.add(cp)
@@ -667,7 +669,7 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
                  resource_name=str(res.get("name", ""))[:255], resource_type=res.get("type"),
                  resource_size_bytes=int(res.get("size_bytes", 0)), resource_az=str(res.get("az", ""))[:64],
                  source_backup_id=source_id, details={**(h.get("details") or {}), "replication": src_info},
-                 retention_rule=rule.encode() if rule else "",
+                 retention_rule=carried.encode() if carried else "",
                  expired_at=_naive(rule.expires_at(now.replace(tzinfo=UTC))) if rule else None, **common)
     s.add(top)
     s.flush()
@@ -706,13 +708,13 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     return top.id, vault, scopes, task.id
 
 
-def _carried_rule(h: dict) -> RetentionRule | None:
-    """The replication policy's retention rule an automatic replica carries (guide 5.3); None for a
-    manual replica ("manual backup replicas need to be deleted manually") or an unreadable rule."""
+def _carried_retention(h: dict) -> CurrentRetention | None:
+    """The replication policy's retention an automatic replica carries (guide 5.3); None for a manual
+    replica ("manual backup replicas need to be deleted manually") or an unreadable rule."""
     if not h.get("auto_trigger") or not isinstance(h.get("retention_rule"), str) or not h["retention_rule"]:
         return None
     try:
-        return RetentionRule.decode(h["retention_rule"][:64])
+        return CurrentRetention.decode(h["retention_rule"][:64])
     except ValueError:
         return None
 

@@ -20,7 +20,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import policy as P
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter, StateConflict
-from opencbr.domain.retention import BackupRecord, CurrentRetention, RetentionPlan, RetentionRule, plan_retention
+from opencbr.domain.retention import BackupRecord, CurrentRetention, RetentionPlan, plan_retention
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete_for_system
@@ -58,13 +58,14 @@ def _current(s: Session, vault_id: str) -> tuple[CurrentRetention | None, Policy
 def _carried(s: Session, vault_id: str, resource_id: str) -> CurrentRetention | None:
     """Guide 5.3: a replication policy's retention rule says "how backup replicas will be retained in the
     destination region". A replication vault has no policy of its own here: each automatic replica
-    carries the rule of the policy that made it (services/replication.py), and the newest one's rule is
-    the one that applies to the resource's replicas (as a policy's current rule does in a backup vault)."""
+    carries the rule of the policy that made it, with its long-term levels (services/replication.py), and
+    the newest one's is the one that applies to the resource's replicas (as a policy's current rule does
+    in a backup vault)."""
     rule = s.scalar(select(Backup.retention_rule).where(
         Backup.vault_id == vault_id, Backup.resource_id == resource_id, Backup.parent_id.is_(None),
         Backup.auto_trigger.is_(True), Backup.retention_rule != "").order_by(Backup.created_at.desc()).limit(1))
     try:
-        return CurrentRetention(RetentionRule.decode(rule)) if rule else None
+        return CurrentRetention.decode(rule) if rule else None
     except ValueError:
         return None
 
@@ -73,7 +74,7 @@ def _record_of(b: Backup) -> BackupRecord:
     rule = None
     if b.auto_trigger and b.retention_rule:
         try:
-            rule = RetentionRule.decode(b.retention_rule)
+            rule = CurrentRetention.decode(b.retention_rule).rule  # a replica's text also has long-term levels
         except ValueError:
             rule = None  # unknown encoding: treated as permanent, i.e. never expires by itself
     return BackupRecord(b.id, aware(b.created_at), bool(b.auto_trigger), b.status, bool(b.used_by_image), rule)
