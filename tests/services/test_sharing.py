@@ -90,6 +90,9 @@ def test_share_accept_create_disk_then_the_sharer_deletes(ctx, tenant, clock, tm
     with ctx.tx() as s:
         made = s.get(Resource, disk_id)
         assert made.project_id == other.project_id and made.status == "available"
+        # the backed-up disk was not encrypted: its vault's encryption at rest does not make the new one so
+        # (it could then never be shared again, nor go into an unencrypted vault)
+        assert made.encrypted is False and s.get(Backup, bid).encrypted is True
         assert memberships.may_read(s, other.project_id, bid) and not memberships.may_read(s, "nobody", bid)
 
     with ctx.tx() as s:
@@ -204,3 +207,14 @@ def test_a_vault_without_room_refuses_and_counts_accepted_backups(ctx, tenant, c
         s.get(Vault, inbox.id).used_bytes = 5 * GB  # its own backups, as a finished backup records them
     with pytest.raises(CBRError, match="capacity"):
         backup_now(ctx, other, inbox.id)
+
+
+def test_a_disk_made_from_an_encrypted_disks_backup_is_encrypted(ctx, tenant, clock, tmp_path):
+    disk, _v, bid, digest = shared_disk_backup(ctx, tenant, tmp_path, clock, seed=8, encrypted=True)
+    target = tmp_path / "secret-copy.img"
+    with ctx.tx() as s:
+        _task, disk_id = restore.create_disk_from_backup(s, ctx, tenant, bid, name="copy", path=str(target))
+    Driver(ctx, clock).drain()
+    with ctx.tx() as s:
+        assert s.get(Resource, disk_id).encrypted is True
+    assert sha256(target) == digest

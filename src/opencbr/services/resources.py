@@ -30,6 +30,15 @@ def get_resource(s: Session, project_id: str, resource_id: str, rtype: str | Non
     return res
 
 
+def made_from_encrypted_disk(s: Session, disk_id: str) -> bool:
+    """Whether data backed up from disk ``disk_id`` is an encrypted disk's: the disk's own flag. A
+    vault's at-rest encryption says nothing about it (every default vault is encrypted at rest), so a
+    disk made from a backup takes the backed-up disk's flag, not the backup's. When the disk is gone,
+    assume it was encrypted: never weaken a protection."""
+    res = s.get(Resource, disk_id)
+    return bool(res.encrypted) if res is not None else True
+
+
 def server_disks(s: Session, server_id: str) -> list[Resource]:
     """The disks of a server: the system disk first, then data disks in attachment order."""
     return sorted(s.scalars(select(Resource).where(Resource.server_id == server_id)), key=_attachment_order)

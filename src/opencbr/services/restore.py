@@ -264,13 +264,14 @@ def create_disk_from_backup(s: Session, ctx: ServiceContext, p: Principal, backu
     if zone not in ctx.settings.availability_zones:
         raise InvalidParameter(f"availability zone {zone!r} does not exist")
     description = f"created from backup {b.name} ({b.id})"
+    encrypted = res_svc.made_from_encrypted_disk(s, b.resource_id)
     if agent_id is not None:  # the agent creates the image (13.4.8: a new disk on the same or another host)
         disk = agent_targets.new_disk(s, ctx, p, agent_id, path, name=name, size=size, zone=zone,
-                                      encrypted=b.encrypted, description=description)
+                                      encrypted=encrypted, description=description)
     else:
         res_svc.check_path_free(s, ctx, p, real)
         disk = Resource(project_id=p.project_id, type=R.DISK, name=name, path=real, size_bytes=size,
-                        region=ctx.settings.region, availability_zone=zone, encrypted=b.encrypted,
+                        region=ctx.settings.region, availability_zone=zone, encrypted=encrypted,
                         status="restoring", description=description,
                         host=ctx.settings.host_group)  # the path was checked on this machine
         s.add(disk)
