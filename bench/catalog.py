@@ -22,6 +22,7 @@ It is a benchmark, not a test: the numbers depend on the machine and on whatever
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -42,6 +43,12 @@ from opencbr.catalog.models import Backup, Checkpoint, Resource, Vault, VaultRes
 BATCH = 20_000
 
 
+def ordered_id(major: int, minor: int, rng: random.Random) -> str:
+    """A UUID-shaped id that sorts in insertion order (as a time-ordered UUID does): the tables' B-trees
+    grow at their end instead of at random places, which makes generating millions of rows fast."""
+    return str(uuid.UUID(int=(major << 96) | (minor << 64) | rng.getrandbits(64)))
+
+
 def now_naive() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
@@ -50,6 +57,13 @@ def now_naive() -> datetime:
 def generate(url: str, project_id: str, workdir: Path, n_vaults: int, n_resources: int, n_backups: int) -> dict:
     """Rows straight into the tables, in big batches (the API would take hours to make 2 M backups)."""
     eng = create_engine(url)
+    if eng.dialect.name == "sqlite":
+        from sqlalchemy import event
+
+        @event.listens_for(eng, "connect")
+        def _big_cache(dbapi_conn, _record):
+            dbapi_conn.execute("PRAGMA cache_size = -1000000")
+            dbapi_conn.execute("PRAGMA synchronous = OFF")
     rng = random.Random(18)
     now = now_naive()
     per_resource = max(1, n_backups // n_resources)
@@ -91,7 +105,7 @@ def generate(url: str, project_id: str, workdir: Path, n_vaults: int, n_resource
                 used[vid] += added
                 created = at + timedelta(seconds=i % 3600)
                 rows.append(dict(
-                    id=str(uuid.uuid4()), project_id=project_id, vault_id=vid, checkpoint_id=cps[vid],
+                    id=ordered_id(day + 1, i, rng), project_id=project_id, vault_id=vid, checkpoint_id=cps[vid],
                     parent_id=None, name=f"autobk_{day:04d}_{i:05d}", description="", resource_id=rid,
                     resource_name=f"disk-{i:05d}", resource_type="OS::Cinder::Volume",
                     resource_size_bytes=(10 + i % 90) << 30, resource_az="", image_type="backup",
@@ -117,7 +131,7 @@ def generate(url: str, project_id: str, workdir: Path, n_vaults: int, n_resource
         else:
             c.execute(text("ANALYZE"))
     eng.dispose()
-    return {"vault_ids": vault_ids, "resource_ids": res_ids, "per_resource": per_resource, "now": now}
+    return {"vault_ids": vault_ids, "resource_ids": res_ids, "per_resource": per_resource, "now": now.isoformat()}
 
 
 # ------------------------------------------------------------------------------------ measuring
@@ -150,7 +164,7 @@ def measure(svc: Service, name: str, route: str, params_of, n: int, rows: list) 
 
 def run_queries(svc: Service, gen: dict, n: int) -> list:
     rng = random.Random(7)
-    vids, rids, now = gen["vault_ids"], gen["resource_ids"], gen["now"]
+    vids, rids, now = gen["vault_ids"], gen["resource_ids"], datetime.fromisoformat(gen["now"])
     c = svc.client()
     first = c.get("/backups", limit=20)["backups"]
     marker = first[-1]["id"]
@@ -223,6 +237,30 @@ def time_passes(svc: Service, gen: dict, sample_size: int = 200) -> list:
     return out
 
 
+class ReusedCatalog(Catalog):
+    def __init__(self, kind: str, workdir: Path, gen: dict):
+        self.kind, self.url, self.db = kind, gen["url"], gen["db"]
+
+
+class ReusedService(Service):
+    """The API over a kept catalog, with the credentials the generating run bootstrapped."""
+
+    def __init__(self, workdir: Path, gen: dict):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.workdir, self.url = workdir, f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "OPENCBR_DATA_DIR": str(workdir / "data"), "OPENCBR_CATALOG_URL": gen["url"],
+                    "OPENCBR_LISTEN": f"127.0.0.1:{self.port}", "OPENCBR_WORKERS": "0",
+                    "OPENCBR_CLIENT_CONFIG": str(workdir / "client.toml"),
+                    "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                   os.environ.get("PYTHONPATH", "")])}
+        self.worker_procs, self.worker_nice, self.procs = 0, 0, []
+        self.ak, self.sk, self.project_id = gen["ak"], gen["sk"], gen["project_id"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalog", choices=("sqlite", "postgresql"), default="sqlite")
@@ -232,25 +270,39 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=60)
     ap.add_argument("--skip-passes", action="store_true", help="do not time the scheduler and retention passes")
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (and the PostgreSQL database)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure the catalog a --keep run generated in --workdir (e.g. before and after a change)")
     args = ap.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="opencbr-bench-catalog-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(args.catalog, workdir)
-    svc = Service(workdir, catalog, worker_procs=0)
+    saved = workdir / "generated.json"
+    if args.reuse:  # the catalog of an earlier --keep run, brought to this code's schema by the API's start
+        gen = json.loads(saved.read_text())
+        catalog, svc = ReusedCatalog(args.catalog, workdir, gen), ReusedService(workdir, gen)
+    else:
+        catalog = Catalog(args.catalog, workdir)
+        svc = Service(workdir, catalog, worker_procs=0)
     try:
+        if not args.reuse:
+            t0 = time.time()
+            gen = generate(catalog.url, svc.project_id, workdir, args.vaults, args.resources, args.backups)
+            gen.update(project_id=svc.project_id, ak=svc.ak, sk=svc.sk, url=catalog.url,
+                       db=getattr(catalog, "db", ""))
+            saved.write_text(json.dumps(gen))
+            print(f"generated {args.vaults} vaults, {args.resources} resources, {args.backups:,} backups in "
+                  f"{time.time() - t0:.0f} s ({args.catalog})", flush=True)
         t0 = time.time()
-        gen = generate(catalog.url, svc.project_id, workdir, args.vaults, args.resources, args.backups)
-        print(f"generated {args.vaults} vaults, {args.resources} resources, {args.backups:,} backups in "
-              f"{time.time() - t0:.0f} s ({args.catalog})", flush=True)
         c = svc.start().client()
-        policy = c.post("/policies", {"policy": {
-            "name": "bench", "operation_type": "backup", "enabled": True,
-            "operation_definition": {"max_backups": gen["per_resource"] + 10},
-            "trigger": {"properties": {"pattern": ["FREQ=WEEKLY;BYDAY=MO;BYHOUR=03;BYMINUTE=00"]}}}})["policy"]
-        for vid in gen["vault_ids"]:
-            c.post(f"/vaults/{vid}/associatepolicy", {"policy_id": policy["id"]})
+        print(f"the API started in {time.time() - t0:.0f} s (migrations included)", flush=True)
+        if not args.reuse:
+            policy = c.post("/policies", {"policy": {
+                "name": "bench", "operation_type": "backup", "enabled": True,
+                "operation_definition": {"max_backups": gen["per_resource"] + 10},
+                "trigger": {"properties": {"pattern": ["FREQ=WEEKLY;BYDAY=MO;BYHOUR=03;BYMINUTE=00"]}}}})["policy"]
+            for vid in gen["vault_ids"]:
+                c.post(f"/vaults/{vid}/associatepolicy", {"policy_id": policy["id"]})
         rows = run_queries(svc, gen, args.requests)
         passes = [] if args.skip_passes else time_passes(svc, gen)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
@@ -266,8 +318,8 @@ def main() -> None:
                 print(f"| {name} | {sec * 1000:.0f} |")
     finally:
         svc.stop()
-        catalog.drop()
         if not args.keep:
+            catalog.drop()
             shutil.rmtree(workdir, ignore_errors=True)
 
 
