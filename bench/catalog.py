@@ -35,7 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api import Catalog, Service, server_time_ms  # noqa: E402
-
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
 from opencbr.catalog.models import Backup, Checkpoint, Resource, Vault, VaultResource  # noqa: E402
