@@ -271,6 +271,8 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_project_created", "project_id", "created_at"),
         Index("ix_tasks_claim", "status", "run_after"),
+        # The claim's fair order counts each vault's tasks started since the backlog began (migration 0016).
+        Index("ix_tasks_started", "started_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))

@@ -177,11 +177,12 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
     """Claim the next runnable task, or return None. Safe with many workers on one catalog.
     ``host``: the worker's host (group); it claims only tasks that need no host or need that one.
 
-    Order: the task of the vault with the fewest running tasks, then the oldest. A fleet's policies
-    queue thousands of tasks at one minute, vault after vault; taken oldest first, the first vaults would
-    hold every worker while the last ones wait. Taken this way the vaults take turns, and no task starves:
-    one waits at most until its vault has nothing running, and then only for older tasks. A task whose
-    vault or agent is at its cap (``_room``) is passed over until room frees."""
+    Order: the task of the vault that has started the fewest tasks since the oldest waiting task was
+    queued, then the oldest (fair queuing by vault). A fleet's policies queue thousands of tasks at one
+    minute, vault after vault; taken oldest first, the first vaults would hold every worker while the
+    last ones wait. Taken this way the vaults take turns, and no task starves: every vault served before
+    it is served again only after its own turn. A task whose vault or agent is at its cap (``_room``) is
+    passed over until room frees."""
     now = ctx.now()
     lease_until = now + timedelta(seconds=ctx.settings.task_lease_seconds)
     sqlite = is_sqlite(ctx.settings.effective_catalog_url)
@@ -192,13 +193,18 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
                 .where(Task.status == RUNNING, Task.operation_type.in_(CAPPED)).group_by(Task.vault_id)
                 .subquery("busy"))
         running_in_vault = func.coalesce(busy.c.n, 0)
+        backlog_since = select(func.min(Task.created_at)).where(Task.status == WAITING).scalar_subquery()
+        served = (select(Task.vault_id, func.count().label("n"))
+                  .where(Task.started_at >= backlog_since, Task.operation_type.in_(CAPPED)).group_by(Task.vault_id)
+                  .subquery("served"))
         q = (select(Task).outerjoin(busy, busy.c.vault_id == Task.vault_id)
+             .outerjoin(served, served.c.vault_id == Task.vault_id)
              .where(Task.status == WAITING, Task.run_after <= now, *_room(ctx, running_in_vault)))
         if types:
             q = q.where(Task.operation_type.in_(types))
         if host is not None:
             q = q.where(Task.required_host.in_(("", host)))
-        q = q.order_by(running_in_vault, Task.run_after, Task.created_at, Task.id).limit(1)
+        q = q.order_by(func.coalesce(served.c.n, 0), Task.run_after, Task.created_at, Task.id).limit(1)
         if not sqlite:
             q = q.with_for_update(of=Task, skip_locked=True)
         task = s.scalar(q)

@@ -1,5 +1,5 @@
 """a catalog of millions: backup counts and sizes per (vault, resource, status) kept by the database, and
-the indexes the filtered and sorted backup lists walk
+the indexes the filtered and sorted backup lists walk (and the task claim's fair order)
 
 ``backup_usage`` is kept by triggers on ``backups`` (one per dialect below), so every writer -- the API,
 the workers, the scheduler, replication, a catalog rebuild, a cascade from a deleted vault -- keeps it
@@ -81,6 +81,7 @@ def upgrade() -> None:
     op.create_index('ix_backup_usage_project_resource', 'backup_usage', ['project_id', 'resource_id'])
     for name, cols in _INDEXES:
         op.create_index(name, 'backups', cols)
+    op.create_index('ix_tasks_started', 'tasks', ['started_at'])
     op.execute(_BACKFILL)
     for statement in _POSTGRESQL if op.get_bind().dialect.name == 'postgresql' else _SQLITE:
         op.execute(statement)
@@ -96,5 +97,6 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER {name}")
     for name, _ in reversed(_INDEXES):
         op.drop_index(name, table_name='backups')
+    op.drop_index('ix_tasks_started', table_name='tasks')
     op.drop_index('ix_backup_usage_project_resource', table_name='backup_usage')
     op.drop_table('backup_usage')
