@@ -85,6 +85,11 @@ def upgrade() -> None:
     op.execute(_BACKFILL)
     for statement in _POSTGRESQL if op.get_bind().dialect.name == 'postgresql' else _SQLITE:
         op.execute(statement)
+    # A SQLite catalog analysed before has statistics for the old indexes only, and its planner then takes
+    # a new index without them over the right one (measured: a 2 M-row sort instead of a 20-row seek).
+    if op.get_bind().dialect.name == 'sqlite' and op.get_bind().exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first():
+        op.execute("ANALYZE backups")
 
 
 def downgrade() -> None:
