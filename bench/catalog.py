@@ -292,10 +292,16 @@ def main() -> None:
             saved.write_text(json.dumps(gen))
             print(f"generated {args.vaults} vaults, {args.resources} resources, {args.backups:,} backups in "
                   f"{time.time() - t0:.0f} s ({args.catalog})", flush=True)
+        # The API without its scheduler: its passes run over the whole catalog and are timed on their own
+        # below; the migrations run here first (on a reused catalog: this code's, over 2 M rows).
+        svc.env["OPENCBR_SCHEDULER"] = "false"
         t0 = time.time()
+        from opencbr.catalog.db import upgrade
+
+        upgrade(catalog.url)
+        print(f"catalog migrations: {time.time() - t0:.0f} s", flush=True)
         c = svc.start().client()
-        print(f"the API started in {time.time() - t0:.0f} s (migrations included)", flush=True)
-        if not args.reuse:
+        if not c.get("/policies")["policies"]:
             policy = c.post("/policies", {"policy": {
                 "name": "bench", "operation_type": "backup", "enabled": True,
                 "operation_definition": {"max_backups": gen["per_resource"] + 10},
