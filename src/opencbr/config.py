@@ -33,6 +33,9 @@ Settings of the data plane (workers):
   (default 15); an agent silent for three intervals is offline, and its resources say so.
 - ``agent_project_bandwidth``: bytes per second one project's agent backups and restores move together
   (0, the default: no limit); shared equally by the project's running agent tasks on every worker.
+- ``max_tasks_per_vault`` and ``max_tasks_per_agent``: how many backups, restores, new disks and
+  verifies may run at once on one vault (default 4) and on one agent's host (default 2), over all
+  workers; more wait in the queue, in order (0: no limit). See docs/catalog-scale.md.
 
 ``resource_roots``: the directories tenants' disks, file systems and restore targets must lie below.
 A path of the machine belongs to one project: registering a path at, above or below another project's
@@ -98,6 +101,10 @@ class Settings:
     # Bytes per second all of one project's agent tasks move together, in both directions, across all
     # workers (0: no limit): each running task gets an equal share, recomputed every second.
     agent_project_bandwidth: int = 0
+    # Data-plane tasks (services.tasks.CAPPED) running at once on one vault, and on one agent's host, over
+    # all workers (0: no limit); the others wait in the queue in order.
+    max_tasks_per_vault: int = 4
+    max_tasks_per_agent: int = 2
     # Where this installation's replication receiver listens ("host:port"; empty: it receives no replicas).
     # One worker process serves it (docs/replication.md).
     replication_listen: str = ""
@@ -151,7 +158,8 @@ class Settings:
 
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
-               "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth"}
+               "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth",
+               "max_tasks_per_vault", "max_tasks_per_agent"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
 

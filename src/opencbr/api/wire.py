@@ -264,17 +264,16 @@ def vault_resp(view: VaultView) -> dict[str, Any]:
     v = view.vault
     resources = []
     for b in view.resources:
-        res = b.resource
         resources.append({
-            "id": b.binding.resource_id,
-            "name": res.name if res else "",
-            "type": res.type if res else "",
+            "id": b.resource_id,
+            "name": b.name,
+            "type": b.type,
             "protect_status": "available" if b.status not in ("error", "faulty") else "error",
             "size": R.size_gb(b.size_bytes),
             "backup_size": R.size_gb(b.backup_bytes),
             "backup_count": b.backup_count,
-            "auto_protect": b.binding.auto_protect,
-            "extra_info": b.binding.extra_info or None,
+            "auto_protect": b.auto_protect,
+            "extra_info": b.extra_info or None,
         })
     return {
         "id": v.id,

@@ -271,6 +271,8 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_project_created", "project_id", "created_at"),
         Index("ix_tasks_claim", "status", "run_after"),
+        # The claim's fair order counts each vault's tasks started since the backlog began (migration 0016).
+        Index("ix_tasks_started", "started_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))
@@ -368,6 +370,12 @@ class Backup(Base):
         # them every list request read every backup row of the project (bench/README.md, API section).
         Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at"),
         Index("ix_backups_vault_usage", "vault_id", "parent_id", "resource_id", "added_bytes"),
+        # The list filtered by vault, by resource or by status, newest first, and sorted by name, at
+        # millions of rows (migration 0016, bench/catalog.py).
+        Index("ix_backups_vault_parent_created", "vault_id", "parent_id", "created_at"),
+        Index("ix_backups_resource_parent_created", "resource_id", "parent_id", "created_at"),
+        Index("ix_backups_project_parent_status_created", "project_id", "parent_id", "status", "created_at"),
+        Index("ix_backups_project_parent_name", "project_id", "parent_id", "name"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))
@@ -412,6 +420,24 @@ class Backup(Base):
     source_backup_id: Mapped[str] = mapped_column(String(36), default="", index=True)
     source_region: Mapped[str] = mapped_column(String(64), default="")
 
+
+
+class BackupUsage(Base):
+    """How many top-level backups, and how many stored bytes they added, per vault, resource and status.
+    The database keeps it (triggers on ``backups``, migration 0016): nothing writes it but them. Counts,
+    storage usage and the vault list read it instead of counting millions of backup rows per request."""
+
+    __tablename__ = "backup_usage"
+    __table_args__ = (Index("ix_backup_usage_project_resource", "project_id", "resource_id"),)
+    vault_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(36))
+    #: As the newest backup counted here named them.
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_name: Mapped[str] = mapped_column(String(255))
+    backup_count: Mapped[int] = mapped_column(BigInteger)
+    backup_bytes: Mapped[int] = mapped_column(BigInteger)
 
 # ------------------------------------------------------------------------------------------ regions
 class Region(Base):

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, Checkpoint, Resource, Task, Vault, VaultResource
+from opencbr.catalog.models import Backup, BackupUsage, Checkpoint, Resource, Task, Vault, VaultResource
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
@@ -101,22 +101,47 @@ def list_backups(s: Session, p: Principal, f: BackupFilter, *, limit: int = 1000
     if f.incremental is not None:
         conds.append(Backup.incremental.is_(f.incremental))
     # Newest first by default, as the public API lists backups.
-    order = listing.order_by(sort, SORT_KEYS, [Backup.created_at.desc(), Backup.id], Backup.id)
+    keys = listing.order_keys(sort, SORT_KEYS, [(Backup.created_at, True), (Backup.id, False)], Backup.id)
+    order = listing.clauses(keys)
+    total = _count(s, p, f, conds, scope)
     if marker:
-        offset += _position(s, conds, order, marker)
-    total = s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
+        conds = _after_marker(s, conds, keys, order, marker)
     rows = list(s.scalars(select(Backup).where(and_(*conds)).order_by(*order).limit(limit).offset(offset)))
     return [BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else []) for b in rows], total
 
 
-def _position(s: Session, conds: list, order: list, marker: str) -> int:
-    """How many rows of the list come up to and including ``marker`` (counted by the database, not by
-    loading the list)."""
-    ranked = select(Backup.id, func.row_number().over(order_by=order).label("n")).where(and_(*conds)).subquery()
-    n = s.scalar(select(ranked.c.n).where(ranked.c.id == marker))
-    if n is None:
+def _count(s: Session, p: Principal, f: BackupFilter, conds: list, scope) -> int:
+    """The list's total. The filters the database keeps counts for (vault, resource, resource type,
+    status: table ``backup_usage``) are answered from those counts, whatever the number of backups; the
+    others count the matching rows."""
+    kept = scope is None and not any((f.parent_id, f.checkpoint_id, f.resource_name, f.resource_az, f.name,
+                                      f.image_type, f.ids, f.start_time, f.end_time, f.incremental is not None))
+    if not kept:
+        return s.scalar(select(func.count()).select_from(Backup).where(and_(*conds))) or 0
+    q = select(func.coalesce(func.sum(BackupUsage.backup_count), 0)).where(BackupUsage.project_id == p.project_id)
+    for col, val in ((BackupUsage.vault_id, f.vault_id), (BackupUsage.resource_id, f.resource_id),
+                     (BackupUsage.resource_type, f.resource_type)):
+        if val:
+            q = q.where(col == val)
+    if f.statuses:
+        q = q.where(BackupUsage.status.in_(f.statuses))
+    return int(s.scalar(q) or 0)
+
+
+def _after_marker(s: Session, conds: list, keys: list, order: list, marker: str) -> list:
+    """``conds`` narrowed to the rows after ``marker`` in the list's order: a seek in the index from the
+    marker's sort keys, not a count of the rows before it."""
+    values = s.execute(select(*(col for col, _ in keys)).where(and_(*conds), Backup.id == marker)).first()
+    if values is None:
         raise InvalidParameter(f"marker {marker} is not a backup of this list")
-    return int(n)
+    seek = listing.after(keys, list(values))
+    if seek is not None:
+        return [*conds, seek]
+    # A NULL sort key (protected_at of a backup never made): the marker's position, counted.
+    ranked = select(Backup.id, func.row_number().over(order_by=order).label("n")).where(and_(*conds)).subquery()
+    n = int(s.scalar(select(ranked.c.n).where(ranked.c.id == marker)))
+    after_ids = select(ranked.c.id).where(ranked.c.n > n)
+    return [*conds, Backup.id.in_(after_ids)]
 
 
 def show_backup(s: Session, p: Principal, backup_id: str) -> BackupView:
@@ -142,36 +167,41 @@ def update_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str,
     return BackupView(b, children(s, b.id) if b.resource_type == R.SERVER else [])
 
 
-def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None,
-                   resource_type: str | None = None) -> list[dict]:
-    """Per resource: backup count and the stored bytes its backups added (show_storage_usage)."""
-    conds = [Backup.project_id == p.project_id, Backup.parent_id.is_(None)]
+def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None, resource_type: str | None = None,
+                   limit: int = 1000, offset: int = 0) -> tuple[list[dict], int]:
+    """Per resource: backup count and the stored bytes its backups added (show_storage_usage), a page of
+    them in resource id order, and how many resources there are. Read from the counts the database keeps
+    (``backup_usage``), not from the backups."""
+    conds = [BackupUsage.project_id == p.project_id, BackupUsage.backup_count > 0]
     if resource_id:
-        conds.append(Backup.resource_id == resource_id)
+        conds.append(BackupUsage.resource_id == resource_id)
     if resource_type:
-        conds.append(Backup.resource_type == resource_type)
-    rows = s.execute(select(Backup.resource_id, Backup.resource_name, Backup.resource_type,
-                            func.count(Backup.id), func.sum(Backup.added_bytes))
-                     .where(and_(*conds)).group_by(Backup.resource_id, Backup.resource_name,
-                                                   Backup.resource_type)).all()
+        conds.append(BackupUsage.resource_type == resource_type)
+    total = s.scalar(select(func.count(func.distinct(BackupUsage.resource_id))).where(*conds)) or 0
+    rows = s.execute(select(BackupUsage.resource_id, func.max(BackupUsage.resource_name),
+                            func.max(BackupUsage.resource_type), func.sum(BackupUsage.backup_count),
+                            func.sum(BackupUsage.backup_bytes))
+                     .where(*conds).group_by(BackupUsage.resource_id).order_by(BackupUsage.resource_id)
+                     .limit(limit).offset(offset)).all()
     return [{"resource_id": r[0], "resource_name": r[1], "resource_type": r[2], "backup_count": int(r[3]),
-             "backup_bytes": int(r[4] or 0)} for r in rows]
+             "backup_bytes": int(r[4] or 0)} for r in rows], int(total)
 
 
 # Built once (every vault list runs it): the statement keeps its cache key; the ids go in one parameter.
-_USAGE_OF_VAULTS = (select(Backup.vault_id, Backup.resource_id, func.count(), func.sum(Backup.added_bytes))
-                    .where(Backup.vault_id.in_(bindparam("vault_ids", expanding=True)), Backup.parent_id.is_(None))
-                    .group_by(Backup.vault_id, Backup.resource_id))
+_USAGE_OF_VAULTS = (select(BackupUsage.vault_id, BackupUsage.resource_id, func.sum(BackupUsage.backup_count),
+                           func.sum(BackupUsage.backup_bytes))
+                    .where(BackupUsage.vault_id.in_(bindparam("vault_ids", expanding=True)))
+                    .group_by(BackupUsage.vault_id, BackupUsage.resource_id))
 
 
 def enrich_vault_views(s: Session, views: list) -> None:
-    """Backup count and size per associated resource, for the vaults' ResourceResp items (one query, read
-    from the index ``ix_backups_vault_usage`` alone: hence ``count()``, as ``count(id)`` reads each row)."""
+    """Backup count and size per associated resource, for the vaults' ResourceResp items (one query over
+    the counts the database keeps, a few rows per resource whatever its number of backups)."""
     stats = {(vid, rid): (n, size) for vid, rid, n, size in s.execute(
         _USAGE_OF_VAULTS, {"vault_ids": [v.vault.id for v in views]})}
     for view in views:
         for r in view.resources:
-            n, size = stats.get((view.vault.id, r.binding.resource_id), (0, 0))
+            n, size = stats.get((view.vault.id, r.resource_id), (0, 0))
             r.backup_count, r.backup_bytes = int(n), int(size or 0)
 
 

@@ -1,8 +1,10 @@
-"""Ordering and text matching shared by the list functions of the services."""
+"""Ordering, paging and text matching shared by the list functions of the services."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+from sqlalchemy import and_, or_
 
 #: (key, descending) pairs, as the API's ``sort`` parameter is parsed (``api.routes.common.parse_sort``).
 Sort = Sequence[tuple[str, bool]]
@@ -14,6 +16,32 @@ def order_by(sort: Sort | None, columns: Mapping[str, object], default: list, ti
     if not sort:
         return default
     return [columns[key].desc() if desc else columns[key].asc() for key, desc in sort] + [tiebreak]
+
+
+def order_keys(sort: Sort | None, columns: Mapping[str, object], default: list[tuple[object, bool]],
+               tiebreak) -> list[tuple[object, bool]]:
+    """``order_by`` as (column, descending) pairs, for lists that page by keyset (``after``)."""
+    if not sort:
+        return default
+    return [(columns[key], desc) for key, desc in sort] + [(tiebreak, False)]
+
+
+def clauses(keys: list[tuple[object, bool]]) -> list:
+    """The ORDER BY clauses of ``order_keys``."""
+    return [col.desc() if desc else col.asc() for col, desc in keys]
+
+
+def after(keys: list[tuple[object, bool]], values: Sequence) -> object | None:
+    """Rows that come after the row whose sort-key ``values`` are given (keyset paging: the database
+    seeks in an index instead of counting its way to the marker). None when a value is NULL (NULLs sort
+    differently on each database): the caller counts the position instead."""
+    if any(v is None for v in values):
+        return None
+    terms = []
+    for i, ((col, desc), value) in enumerate(zip(keys, values, strict=True)):
+        equal = [c == v for (c, _), v in zip(keys[:i], values[:i], strict=True)]
+        terms.append(and_(*equal, col < value if desc else col > value))
+    return or_(*terms)
 
 
 def contains(column, value: str):

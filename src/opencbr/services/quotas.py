@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, Policy, Project, ProjectQuota, Vault
+from opencbr.catalog.models import BackupUsage, Policy, Project, ProjectQuota, Vault
 from opencbr.config import Settings
 from opencbr.domain.errors import InvalidParameter, NotFound, QuotaExceeded
 from opencbr.services.context import ServiceContext
@@ -72,9 +72,8 @@ def used(s: Session, project_id: str, quota_type: str) -> int:
     of its vaults, its backup and replication policies."""
     if quota_type == VAULT:
         q = select(func.count()).select_from(Vault).where(Vault.project_id == project_id)
-    elif quota_type == BACKUP:
-        q = select(func.count()).select_from(Backup).where(Backup.project_id == project_id,
-                                                           Backup.parent_id.is_(None))
+    elif quota_type == BACKUP:  # the counts the database keeps (migration 0016), not millions of rows
+        q = select(func.coalesce(func.sum(BackupUsage.backup_count), 0)).where(BackupUsage.project_id == project_id)
     elif quota_type == CAPACITY:
         q = select(func.coalesce(func.sum(Vault.size_gb), 0)).where(Vault.project_id == project_id)
     else:

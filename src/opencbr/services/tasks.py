@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from opencbr.catalog.db import is_sqlite
 from opencbr.catalog.models import Resource, Task
@@ -163,22 +163,50 @@ class TaskRun:
                 task.extra_info = {**(task.extra_info or {}), **extra}
 
 
+#: Operations that read or write a resource's data through its vault's repository: at most
+#: ``max_tasks_per_vault`` of them run at once on one vault and ``max_tasks_per_agent`` on one agent's host
+#: (a fleet's policies firing at the same minute queue thousands; the rest wait their turn in order).
+CAPPED = ("backup", "restore", "create_disk", "create_fs", "verify")
+#: Claims take this PostgreSQL transaction lock, so two workers never both see room under a cap and both
+#: take it (on SQLite, BEGIN IMMEDIATE already serialises them). A claim holds it for a few milliseconds.
+_CLAIM_LOCK = 0x0C8C1A1
+
+
 def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | None = None,
                host: str | None = None) -> TaskRun | None:
-    """Claim the oldest runnable task, or return None. Safe with many workers on one catalog.
-    ``host``: the worker's host (group); it claims only tasks that need no host or need that one."""
+    """Claim the next runnable task, or return None. Safe with many workers on one catalog.
+    ``host``: the worker's host (group); it claims only tasks that need no host or need that one.
+
+    Order: the task of the vault that has started the fewest tasks since the oldest waiting task was
+    queued, then the oldest (fair queuing by vault). A fleet's policies queue thousands of tasks at one
+    minute, vault after vault; taken oldest first, the first vaults would hold every worker while the
+    last ones wait. Taken this way the vaults take turns, and no task starves: every vault served before
+    it is served again only after its own turn. A task whose vault or agent is at its cap (``_room``) is
+    passed over until room frees."""
     now = ctx.now()
     lease_until = now + timedelta(seconds=ctx.settings.task_lease_seconds)
     sqlite = is_sqlite(ctx.settings.effective_catalog_url)
     with ctx.tx() as s:
-        q = select(Task).where(Task.status == WAITING, Task.run_after <= now)
+        if not sqlite:
+            s.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+        busy = (select(Task.vault_id, func.count().label("n"))
+                .where(Task.status == RUNNING, Task.operation_type.in_(CAPPED)).group_by(Task.vault_id)
+                .subquery("busy"))
+        running_in_vault = func.coalesce(busy.c.n, 0)
+        backlog_since = select(func.min(Task.created_at)).where(Task.status == WAITING).scalar_subquery()
+        served = (select(Task.vault_id, func.count().label("n"))
+                  .where(Task.started_at >= backlog_since, Task.operation_type.in_(CAPPED)).group_by(Task.vault_id)
+                  .subquery("served"))
+        q = (select(Task).outerjoin(busy, busy.c.vault_id == Task.vault_id)
+             .outerjoin(served, served.c.vault_id == Task.vault_id)
+             .where(Task.status == WAITING, Task.run_after <= now, *_room(ctx, running_in_vault)))
         if types:
             q = q.where(Task.operation_type.in_(types))
         if host is not None:
             q = q.where(Task.required_host.in_(("", host)))
-        q = q.order_by(Task.run_after, Task.created_at).limit(1)
+        q = q.order_by(func.coalesce(served.c.n, 0), Task.run_after, Task.created_at, Task.id).limit(1)
         if not sqlite:
-            q = q.with_for_update(skip_locked=True)
+            q = q.with_for_update(of=Task, skip_locked=True)
         task = s.scalar(q)
         if task is None:
             return None
@@ -194,6 +222,25 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
             s.execute(update(Task).where(Task.id == task.id).values(error_message=""))
         return TaskRun(ctx, task.id, task.operation_type, task.project_id, dict(task.params or {}), worker_id,
                        attempt)
+
+
+def _room(ctx: ServiceContext, running_in_vault) -> list:
+    """Conditions on a waiting task: its vault and its agent are below their caps of running CAPPED tasks
+    (``running_in_vault``: the count of the task's vault)."""
+    capped = Task.operation_type.in_(CAPPED)
+    conds = []
+    per_vault, per_agent = ctx.settings.max_tasks_per_vault, ctx.settings.max_tasks_per_agent
+    if per_vault > 0:
+        conds.append(or_(~capped, Task.vault_id == "", running_in_vault < per_vault))
+    if per_agent > 0:
+        held, running = aliased(Resource), aliased(Task)
+        busy = (select(held.agent_id).join(running, running.resource_id == held.id)
+                .where(running.status == RUNNING, running.operation_type.in_(CAPPED), held.agent_id.is_not(None))
+                .group_by(held.agent_id).having(func.count() >= per_agent))
+        on_busy_agent = (select(Resource.id).where(Resource.id == Task.resource_id, Resource.agent_id.in_(busy))
+                         .correlate(Task))
+        conds.append(or_(~capped, ~on_busy_agent.exists()))
+    return conds
 
 
 def _owned(s: Session, run: TaskRun) -> Task | None:

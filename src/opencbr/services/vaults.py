@@ -24,8 +24,15 @@ from opencbr.services.principal import Principal
 # ------------------------------------------------------------------------------------ views
 @dataclass
 class BoundResource:
-    binding: VaultResource
-    resource: Resource | None
+    """A resource associated with a vault, as the vault's views show it: plain values read as columns
+    (a vault list page has thousands of them; loading each as an ORM entity with its JSON columns cost
+    more than the rest of the request)."""
+
+    resource_id: str
+    name: str
+    type: str
+    auto_protect: bool
+    extra_info: dict
     status: str
     size_bytes: int
     backup_count: int = 0
@@ -44,8 +51,13 @@ class VaultView:
 
 
 # Built once: a statement object keeps its cache key, and an expanding parameter takes the page's ids
-# as they are (``in_(list)`` builds and keys one bound value per id at every call).
-_BOUND_OF_VAULTS = (select(VaultResource, Resource).join(Resource, Resource.id == VaultResource.resource_id)
+# as they are (``in_(list)`` builds and keys one bound value per id at every call). The resource columns
+# are the ones ``resources.resource_state`` reads.
+_BOUND_OF_VAULTS = (select(VaultResource.vault_id, VaultResource.auto_protect, VaultResource.extra_info,
+                           Resource.id, Resource.name, Resource.type, Resource.provider, Resource.path,
+                           Resource.host, Resource.status, Resource.size_bytes, Resource.encrypted,
+                           Resource.region)
+                    .join(Resource, Resource.id == VaultResource.resource_id)
                     .where(VaultResource.vault_id.in_(bindparam("vault_ids", expanding=True)))
                     .order_by(VaultResource.id))
 
@@ -55,10 +67,12 @@ def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundRes
     vault)."""
     rows = s.execute(_BOUND_OF_VAULTS, {"vault_ids": vault_ids}).all()
     out: dict[str, list[BoundResource]] = {vid: [] for vid in vault_ids}
-    disks_of = res_svc.disks_of_servers(s, [res for _, res in rows])
-    for binding, res in rows:
-        st = res_svc.resource_state(s, res, disks=disks_of.get(res.id))
-        out[binding.vault_id].append(BoundResource(binding, res, st.status, st.size_bytes))
+    disks_of = res_svc.disks_of_servers(s, rows)
+    for row in rows:
+        # A row has the attributes of a Resource that resource_state reads.
+        st = res_svc.resource_state(s, row, disks=disks_of.get(row.id))
+        out[row.vault_id].append(BoundResource(row.id, row.name, row.type, row.auto_protect, row.extra_info or {},
+                                               st.status, st.size_bytes))
     return out
 
 

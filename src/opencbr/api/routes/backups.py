@@ -178,13 +178,13 @@ def storage_usage(limit: int | None = None, offset: int | None = None, resource_
     if resource_type:
         R.check_resource_type(resource_type)
     with ctx.read() as s:
-        rows = backups.resource_usage(s, p, resource_id=L.text(resource_id, "resource_id"),
-                                      resource_type=resource_type)
+        rows, total = backups.resource_usage(s, p, resource_id=L.text(resource_id, "resource_id"),
+                                             resource_type=resource_type, limit=limit, offset=offset)
     items = [{"resource_id": r["resource_id"], "resource_name": r["resource_name"],
               "resource_type": r["resource_type"], "backup_count": r["backup_count"],
               "backup_size": -(-r["backup_bytes"] // wire.MB), "backup_size_multiaz": 0}
-             for r in rows[offset:offset + limit]]
-    return {"resource_count": len(rows), "storage_usage": items}
+             for r in rows]
+    return {"resource_count": total, "storage_usage": items}
 
 
 
