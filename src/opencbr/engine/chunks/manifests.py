@@ -11,6 +11,7 @@ manifest cannot be swapped for another.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
@@ -55,8 +56,16 @@ def encode_manifest(sealer: Sealer, m: Manifest) -> bytes:
     if len(m.refs) % DIGEST_SIZE:
         raise InvalidArgument("manifest refs must be whole 32-byte digests")
     hdr = json.dumps(m.header, separators=(",", ":"), sort_keys=True).encode()
-    raw = b"".join((_MAGIC, _LENS.pack(len(hdr), len(m.refs), len(m.payload)), hdr, m.refs, m.payload))
-    return sealer.seal(zstandard.ZstdCompressor(level=3).compress(raw), _purpose(m.name))
+    # compressed piece by piece, not joined first: the refs of a large disk are the biggest object a
+    # backup holds (32 bytes per block), and each whole copy of them adds to its peak memory
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as z:
+        for part in (_MAGIC, _LENS.pack(len(hdr), len(m.refs), len(m.payload)), hdr):
+            z.write(part)
+        for part in m.refs.pieces() if hasattr(m.refs, "pieces") else (m.refs,):  # (SpooledDigests)
+            z.write(part)
+        z.write(m.payload)
+    return sealer.seal_large(out.getbuffer(), _purpose(m.name))
 
 
 def decode_manifest(sealer: Sealer, name: str, blob: bytes) -> Manifest:

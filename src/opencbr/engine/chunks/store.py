@@ -25,6 +25,7 @@ from ...storage import ObjectStore
 from ..errors import Conflict, Damaged, Missing
 from .codec import ChunkCodec
 from .crypto import RepoKeys, Sealer
+from .digestset import DEFAULT_MEMORY_ENTRIES
 from .locations import ChunkIndex, Location, decode_index, encode_index, new_index_name
 from .locks import LockTiming
 from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
@@ -59,6 +60,9 @@ class ChunkStore:
         self.pack_size = pack_size
         self.lock_timing = lock_timing or LockTiming()
         self.upload_threads = upload_threads
+        # the memory bound of a write session's dedup set (entries) and where it spills (digestset.py)
+        self.memory_entries = DEFAULT_MEMORY_ENTRIES
+        self.spill_dir: str | None = None
         self._index_cache: dict[str, list[tuple[str, bytes]]] = {}
         self._cache_lock = threading.Lock()
         self._reader_index: ChunkIndex | None = None

@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ..chunks import seams
-from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.crypto import DIGEST_SIZE
 from ..chunks.manifests import check_name
 from ..chunks.store import ChunkStore
 from ..errors import BackupCancelled, Conflict, Missing
-from .fixed_index import FixedIndex
+from .fixed_index import FixedIndex, SpooledDigests
 from .source import DiskSource, FileDiskSource
 
 SEGMENT_SIZE = 4 << 20
@@ -119,7 +119,6 @@ class _DiskBackup:
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.size, self.bs = src.size, job.block_size
-        self.index = FixedIndex.empty(self.size, self.bs)
         self.stop = threading.Event()  # set on cancel or on any thread's error
         self.errors: list[BaseException] = []
         self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers * 2)
@@ -127,6 +126,7 @@ class _DiskBackup:
         self.processed = [0] * job.workers  # bytes each worker has finished
         self.read = 0
         self.session = seams.open_session(cs, force_new=job.full)
+        self.digests = SpooledDigests(FixedIndex.count_blocks(self.size, self.bs), cs_spill_dir(cs))
 
     def _fail(self, e: BaseException) -> None:
         self.errors.append(e)
@@ -187,21 +187,23 @@ class _DiskBackup:
 
     def _worker(self, k: int) -> None:
         codec = self.cs.codec.clone()
-        bs, digests = self.bs, self.index.digests
+        bs = self.bs
         zero = bytes(bs)
         try:
             while (item := self._next_segment()) is not None:
                 b, data = item
                 pairs = []
+                seg_digests = bytearray(-(-len(data) // bs) * DIGEST_SIZE)
                 for i in range(0, len(data), bs):
                     blk = data[i:i + bs]
                     if blk == zero or (len(blk) < bs and blk == zero[:len(blk)]):
-                        continue  # a zero block: left unset in the index
+                        continue  # a zero block: left unset (ZERO_DIGEST) in the index
                     d = codec.digest(blk)
                     pairs.append((blk, d))
-                    j = (b + i // bs) * DIGEST_SIZE
-                    digests[j:j + DIGEST_SIZE] = d
+                    j = i // bs * DIGEST_SIZE
+                    seg_digests[j:j + DIGEST_SIZE] = d
                 self.session.put_chunks(pairs, codec)  # one batch per segment (a remote sink asks once)
+                self.digests.write(b, seg_digests)
                 self.processed[k] += len(data)
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
@@ -229,18 +231,25 @@ class _DiskBackup:
         return threads
 
     def _stats(self, t0: float) -> dict:
-        digests, st = self.index.digests, self.session.stats
-        data_blocks = sum(1 for i in range(0, len(digests), DIGEST_SIZE) if digests[i:i + DIGEST_SIZE] != ZERO_DIGEST)
+        st = self.session.stats
+        data_blocks = self.digests.data_blocks()
         return {
             "bytes_read": self.read,
-            "zero_blocks": self.index.block_count - data_blocks,  # blocks never set: holes and detected zeros
+            "zero_blocks": self.digests.block_count - data_blocks,  # blocks never set: holes and detected zeros
             "data_blocks": data_blocks,
             "new_chunks": st.new_chunks,
             "added_bytes": st.added_bytes,
             "written_bytes": st.written_bytes,
-            "changed_blocks": None if self.job.parent is None else _count_changed(self.job.parent, self.index),
+            "changed_blocks": None if self.job.parent is None else self.digests.changed_from(self.job.parent, self.bs),
             "duration": round(time.monotonic() - t0, 3),
         }
+
+    def _refs(self):
+        """The manifest's refs: streamed from the spooled digests into a local store's manifest, whole
+        bytes for a vault over a channel (which sends a buffer)."""
+        if getattr(self.cs, "remote", False):
+            return b"".join(self.digests.pieces())
+        return self.digests
 
     def run(self, t0: float) -> DiskBackupResult:
         job = self.job
@@ -254,13 +263,15 @@ class _DiskBackup:
                 "parent": job.parent_id, "full": bool(job.full), "encrypted": self.cs.encrypted, "meta": job.meta,
                 "stats": stats,
             }
-            manifest_bytes = self.session.commit(job.backup_id, header, bytes(self.index.digests))
+            manifest_bytes = self.session.commit(job.backup_id, header, self._refs())
         except BaseException:
             self.stop.set()
             for t in self.threads:
                 t.join(timeout=30)
             self.session.abort()
             raise
+        finally:
+            self.digests.close()
         return DiskBackupResult(
             backup_id=job.backup_id, disk_size=self.size, block_size=self.bs, bytes_read=stats["bytes_read"],
             zero_blocks=stats["zero_blocks"], data_blocks=stats["data_blocks"], new_chunks=stats["new_chunks"],
@@ -269,10 +280,6 @@ class _DiskBackup:
         )
 
 
-def _count_changed(parent: FixedIndex, cur: FixedIndex) -> int:
-    if parent.block_size != cur.block_size:
-        return cur.block_count
-    a, b = parent.digests, cur.digests
-    n = min(len(a), len(b))
-    changed = sum(1 for i in range(0, n, DIGEST_SIZE) if a[i:i + DIGEST_SIZE] != b[i:i + DIGEST_SIZE])
-    return changed + (len(b) - n) // DIGEST_SIZE
+def cs_spill_dir(cs) -> str | None:
+    """Where the chunk store puts a backup's temporary files (None: the system's temporary directory)."""
+    return getattr(cs, "spill_dir", None)
