@@ -59,8 +59,10 @@ def encode_manifest(sealer: Sealer, m: Manifest) -> bytes:
     # compressed piece by piece, not joined first: the refs of a large disk are the biggest object a
     # backup holds (32 bytes per block), and each whole copy of them adds to its peak memory
     out = io.BytesIO()
-    with zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as z:
-        for part in (_MAGIC, _LENS.pack(len(hdr), len(m.refs), len(m.payload)), hdr):
+    head = _MAGIC + _LENS.pack(len(hdr), len(m.refs), len(m.payload)) + hdr
+    size = len(head) + len(m.refs) + len(m.payload)  # in the frame header, as one-shot compress puts it
+    with zstandard.ZstdCompressor(level=3).stream_writer(out, size=size, closefd=False) as z:
+        for part in (head,):
             z.write(part)
         for part in m.refs.pieces() if hasattr(m.refs, "pieces") else (m.refs,):  # (SpooledDigests)
             z.write(part)
