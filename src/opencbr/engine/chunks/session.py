@@ -80,7 +80,7 @@ class WriteSession:
         try:
             gens = cs.condemned_lists()
             excluded = {p for packs in gens.values() for p in packs}
-            self.index = cs.load_index(excluded)
+            self.known = cs.load_known_digests(excluded)  # (bounded memory: digestset.py)
             self.lock.set_seen(sorted(gens))
             self.lock.start_refresh()
         except BaseException:
@@ -165,7 +165,7 @@ class WriteSession:
     # -- chunks ------------------------------------------------------------------------------------
     def knows(self, digest: bytes) -> bool:
         """True if the chunk is in the repository (outside condemned packs) or in this session."""
-        return self.index.has(digest) or digest in self._claimed
+        return digest in self.known or digest in self._claimed
 
     def put_chunk(self, data, digest: bytes | None = None, codec: ChunkCodec | None = None) -> PutResult:
         """Store one chunk unless the repository or this session has it (``force_new`` stores it
@@ -173,7 +173,7 @@ class WriteSession:
         (``chunk_store.codec.clone()``) when calling from several threads."""
         codec = codec or self.cs.codec
         d = digest if digest is not None else codec.digest(data)
-        in_repo = self.index.has(d)
+        in_repo = d in self.known
         if in_repo and not self.force_new:
             return PutResult(d, False, 0)
         if not self._claimed.add(d):  # atomic: exactly one thread claims a new digest
@@ -190,7 +190,7 @@ class WriteSession:
         """For a writer that encodes elsewhere (the remote chunk service): True if this session
         stores ``digest`` -- the caller must then :meth:`put_record` it -- False if the repository
         (outside condemned packs) or this session already has it."""
-        if self.index.has(digest) and not self.force_new:
+        if digest in self.known and not self.force_new:
             return False
         return self._claimed.add(digest)
 
@@ -202,7 +202,7 @@ class WriteSession:
         with self._stats_lock:
             self.stats.new_chunks += 1
             self.stats.written_bytes += n
-            if digest not in self.index:
+            if digest not in self.known:  # (a chunk only in condemned packs counts as added)
                 self.stats.added_bytes += n
         if pack is not None:
             self._enqueue(pack)
@@ -256,6 +256,7 @@ class WriteSession:
     def _finish(self) -> None:
         self._closed = True
         self._claimed.close()
+        self.known.close()
         self.lock.release()
 
     def abort(self) -> None:
@@ -280,4 +281,5 @@ class WriteSession:
             except Exception:
                 pass  # left for GC
         self._claimed.close()
+        self.known.close()
         self.lock.release()

@@ -25,8 +25,8 @@ from ...storage import ObjectStore
 from ..errors import Conflict, Damaged, Missing
 from .codec import ChunkCodec
 from .crypto import RepoKeys, Sealer
-from .digestset import DEFAULT_MEMORY_ENTRIES
-from .locations import ChunkIndex, Location, decode_index, encode_index, new_index_name
+from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
+from .locations import ENTRY_SIZE, ChunkIndex, Location, decode_index, encode_index, new_index_name
 from .locks import LockTiming
 from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
 from .packs import pack_key
@@ -107,6 +107,33 @@ class ChunkStore:
                 for stale in set(self._index_cache) - set(names):
                     del self._index_cache[stale]
             return idx
+        raise Conflict("the repository index kept changing while it was loaded; retry")
+
+    def load_known_digests(self, excluded: Iterable[str] = ()) -> DigestSet:
+        """The digests a writer may deduplicate against (those outside ``excluded`` packs), in a
+        :class:`DigestSet` -- bounded memory whatever the vault's size -- rather than a whole
+        :class:`ChunkIndex`: a writer only asks "is it there?". Objects read here are not cached
+        (the cache would hold 40 bytes per chunk of the vault)."""
+        excluded = set(excluded)
+        for _attempt in range(5):
+            known = DigestSet(self.memory_entries, self.spill_dir)
+            try:
+                for rel in self.list_index_objects():
+                    with self._cache_lock:
+                        parsed = self._index_cache.get(rel)
+                    if parsed is None:
+                        parsed = decode_index(self.sealer, self.store.get(self.k(rel)), rel)
+                    for pack_id, entries in parsed:
+                        if pack_id not in excluded:
+                            for at in range(0, len(entries), ENTRY_SIZE):
+                                known.add(entries[at:at + 32])
+            except KeyError:
+                known.close()
+                continue  # an index object was consolidated away between list and get
+            except BaseException:
+                known.close()
+                raise
+            return known
         raise Conflict("the repository index kept changing while it was loaded; retry")
 
     def write_index(self, packs: Iterable[tuple[str, Iterable[tuple[bytes, int, int]]]]) -> str:
