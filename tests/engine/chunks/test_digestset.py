@@ -45,3 +45,17 @@ def test_threads_claim_each_digest_exactly_once(tmp_path):
         t.join()
     assert sum(wins) == len(digests) == len(s)
     s.close()
+
+
+def test_batches_agree_with_single_adds_including_overflow_and_wrap(tmp_path):
+    s = DigestSet(memory_entries=10, spill_dir=str(tmp_path))
+    spread = [os.urandom(32) for _ in range(SLOTS * 8)]
+    s.add_many(spread)
+    pages = s._pages
+    last_page = (pages - 1).to_bytes(8, "little")
+    crowded = [last_page + os.urandom(24) for _ in range(SLOTS + 30)]  # the last page overflows: wraps
+    s.add_many(crowded + crowded[:40])
+    assert s._pages == pages  # (no doubling moved them elsewhere)
+    assert len(s) == len(spread) + len(crowded)
+    assert all(d in s for d in spread + crowded) and not any(s.add(d) for d in spread + crowded)
+    s.close()

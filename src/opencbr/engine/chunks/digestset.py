@@ -69,6 +69,20 @@ class DigestSet:
                 self._grow()
             return True
 
+    def add_many(self, digests: list[bytes]) -> None:
+        """Add a batch (a vault's index as it loads): grouped by page, one read and one write per page
+        touched instead of three system calls per digest."""
+        with self._lock:
+            if self._mem is not None:
+                self._mem.update(digests)
+                self._count = len(self._mem)
+                if self._count > self.memory_entries:
+                    self._spill()
+                return
+            while (self._count + len(digests)) * 4 > self._pages * SLOTS * 3:
+                self._grow()
+            self._count += self._insert_batch(digests)
+
     def close(self) -> None:
         with self._lock:
             self._mem = set()
@@ -107,11 +121,51 @@ class DigestSet:
         os.ftruncate(fd, pages * PAGE)
         self._fd, self._pages = fd, pages
 
-    def _bulk_insert(self, digests) -> None:
+    def _insert_batch(self, digests) -> int:
+        """Insert those of ``digests`` not present, page by page in ascending order; a digest whose page
+        is full moves on to the next page (linear probing), the rare wrap past the last page is done one
+        by one. Returns how many were new."""
+        last = self._pages - 1
+        by_page: dict[int, list[bytes]] = {}
         for d in digests:
+            by_page.setdefault(self._home(d), []).append(d)
+        pages = sorted(by_page)
+        added, carry, carry_page, i = 0, [], None, 0
+        while i < len(pages) or carry:
+            if carry and carry_page is None:
+                break  # wrapped past the last page
+            if carry and (i == len(pages) or carry_page < pages[i]):
+                page_no, todo = carry_page, carry
+            else:
+                page_no, i = pages[i], i + 1
+                todo = carry + by_page[page_no] if carry else by_page[page_no]
+            added, carry, carry_page = self._fill_page(page_no, todo, added, last)
+        for d in carry:  # wrapped past the last page
             found, page_no, page = self._find(d)
             if not found:
                 self._insert_at(page_no, page, d)
+                added += 1
+        return added
+
+    def _fill_page(self, page_no: int, todo: list[bytes], added: int, last: int):
+        """Put ``todo`` into page ``page_no``: (added so far, what did not fit or was not found, its page)."""
+        page = bytearray(os.pread(self._fd, PAGE, page_no * PAGE))
+        n = _COUNT.unpack_from(page)[0]
+        rest = []
+        for d in todo:
+            if _in_page(page, d):
+                continue
+            if n < SLOTS:
+                n += 1
+                page[n * DIGEST_SIZE:(n + 1) * DIGEST_SIZE] = d
+                added += 1
+            else:
+                rest.append(d)  # full: may be in, or goes to, a later page
+        _COUNT.pack_into(page, 0, n)
+        os.pwrite(self._fd, page, page_no * PAGE)
+        if page_no == last:
+            return added, rest, None  # (the caller inserts these one by one)
+        return added, rest, page_no + 1
 
     def _spill(self) -> None:
         mem, self._mem = self._mem, None
@@ -119,7 +173,7 @@ class DigestSet:
         while pages * SLOTS < 4 * len(mem):
             pages *= 2
         self._new_table(pages)
-        self._bulk_insert(mem)
+        self._insert_batch(list(mem))
 
     def _grow(self) -> None:
         old_fd, old_pages = self._fd, self._pages
@@ -128,8 +182,19 @@ class DigestSet:
         try:
             for first in range(0, old_pages, step):
                 block = os.pread(old_fd, step * PAGE, first * PAGE)
+                batch = []
                 for p in range(0, len(block), PAGE):
                     n = _COUNT.unpack_from(block, p)[0]
-                    self._bulk_insert(block[p + (i + 1) * DIGEST_SIZE:p + (i + 2) * DIGEST_SIZE] for i in range(n))
+                    batch += [block[p + (i + 1) * DIGEST_SIZE:p + (i + 2) * DIGEST_SIZE] for i in range(n)]
+                self._insert_batch(batch)
         finally:
             os.close(old_fd)
+
+
+def _in_page(page, digest: bytes) -> bool:
+    at = page.find(digest, DIGEST_SIZE)
+    while at > 0:
+        if at % DIGEST_SIZE == 0:
+            return True
+        at = page.find(digest, at + 1)
+    return False

@@ -123,10 +123,8 @@ class ChunkStore:
                         parsed = self._index_cache.get(rel)
                     if parsed is None:
                         parsed = decode_index(self.sealer, self.store.get(self.k(rel)), rel)
-                    for pack_id, entries in parsed:
-                        if pack_id not in excluded:
-                            for at in range(0, len(entries), ENTRY_SIZE):
-                                known.add(entries[at:at + 32])
+                    known.add_many([entries[at:at + 32] for pack_id, entries in parsed if pack_id not in excluded
+                                    for at in range(0, len(entries), ENTRY_SIZE)])
             except KeyError:
                 known.close()
                 continue  # an index object was consolidated away between list and get
