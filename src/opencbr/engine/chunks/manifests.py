@@ -16,6 +16,7 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import zstandard
 
@@ -87,3 +88,32 @@ def decode_manifest(sealer: Sealer, name: str, blob: bytes) -> Manifest:
     refs = raw[p + hl:p + hl + rl]
     payload = raw[p + hl + rl:]
     return Manifest(name, header, refs, payload, len(blob))
+
+
+def stream_refs(sealer: Sealer, name: str, blob: bytes, piece: int = 1 << 20) -> tuple[dict, Iterator[bytes]]:
+    """A manifest's header and its refs a piece at a time (decompressed as read, not whole: a large
+    disk's refs are its biggest object). The blob must still be unsealed whole (one AES-GCM tag)."""
+    what = f"manifest {name}"
+    reader = zstandard.ZstdDecompressor().stream_reader(sealer.unseal(blob, _purpose(name), what))
+    try:
+        head = reader.read(8 + _LENS.size)
+        if head[:8] != _MAGIC or len(head) < 8 + _LENS.size:
+            raise Damaged(f"{what}: bad magic")
+        hl, rl, _pl = _LENS.unpack_from(head, 8)
+        header = json.loads(reader.read(hl))
+    except zstandard.ZstdError as e:
+        raise Damaged(f"{what}: {e}") from None
+
+    def pieces() -> Iterator[bytes]:
+        left = rl
+        while left:
+            try:
+                data = reader.read(min(piece, left))
+            except zstandard.ZstdError as e:
+                raise Damaged(f"{what}: {e}") from None
+            if not data:
+                raise Damaged(f"{what}: truncated")
+            left -= len(data)
+            yield data
+
+    return header, pieces()

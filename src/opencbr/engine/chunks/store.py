@@ -28,7 +28,7 @@ from .crypto import RepoKeys, Sealer
 from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
 from .locations import ENTRY_SIZE, ChunkIndex, Location, decode_index, encode_index, new_index_name
 from .locks import LockTiming
-from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
+from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest, stream_refs
 from .packs import pack_key
 
 INDEX_DIR = "index/"
@@ -219,6 +219,16 @@ class ChunkStore:
         except KeyError:
             raise Missing(f"backup {name} is not in the repository") from None
         return decode_manifest(self.sealer, name, blob)
+
+    def manifest_refs_streamed(self, name: str):
+        """``(header, refs pieces)`` of a manifest, its refs decompressed as they are read (see
+        :func:`~opencbr.engine.chunks.manifests.stream_refs`). Missing if there is none."""
+        check_name(name)
+        try:
+            blob = self.store.get(self.k(MANIFESTS_DIR + name))
+        except KeyError:
+            raise Missing(f"backup {name} is not in the repository") from None
+        return stream_refs(self.sealer, name, blob)
 
     def list_manifests(self) -> list[str]:
         n = len(self.k(MANIFESTS_DIR))

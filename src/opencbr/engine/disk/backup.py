@@ -27,7 +27,7 @@ from ..chunks import seams
 from ..chunks.crypto import DIGEST_SIZE
 from ..chunks.manifests import check_name
 from ..chunks.store import ChunkStore
-from ..errors import BackupCancelled, Conflict, Missing
+from ..errors import BackupCancelled, Conflict, Damaged, Missing
 from .fixed_index import FixedIndex, SpooledDigests
 from .source import DiskSource, FileDiskSource
 
@@ -80,15 +80,9 @@ def backup_disk(
     check_name(backup_id)
     if cs.has_manifest(backup_id):
         raise Conflict(f"backup {backup_id} already exists in the repository")
-    parent: FixedIndex | None = None
-    if parent_backup_id is not None:
-        try:
-            parent = FixedIndex.from_manifest(cs.read_manifest(parent_backup_id))
-        except Missing:
-            parent = None  # deleted meanwhile: every backup is a virtual full, so nothing depends on it
     src, owned = _open_source(source)
     try:
-        job = _Job(backup_id=backup_id, meta=meta, parent_id=parent_backup_id, parent=parent, full=full,
+        job = _Job(backup_id=backup_id, meta=meta, parent_id=parent_backup_id, full=full,
                    block_size=block_size, workers=workers or max(2, min(4, os.cpu_count() or 2)))
         return _DiskBackup(cs, src, job, progress=progress, cancel=cancel).run(t0)
     finally:
@@ -103,7 +97,6 @@ class _Job:
     backup_id: str
     meta: dict
     parent_id: str | None
-    parent: FixedIndex | None  # the parent's index (None: no parent, or it was deleted meanwhile)
     full: bool
     block_size: int
     workers: int
@@ -240,9 +233,29 @@ class _DiskBackup:
             "new_chunks": st.new_chunks,
             "added_bytes": st.added_bytes,
             "written_bytes": st.written_bytes,
-            "changed_blocks": None if self.job.parent is None else self.digests.changed_from(self.job.parent, self.bs),
+            "changed_blocks": self._changed_blocks(),
             "duration": round(time.monotonic() - t0, 3),
         }
+
+    def _changed_blocks(self) -> int | None:
+        """Blocks whose digest differs from the parent backup's, its index streamed (read here, at the
+        end, not held through the backup); None without a parent or if it was deleted meanwhile (every
+        backup is a virtual full, so nothing depends on it)."""
+        if self.job.parent_id is None:
+            return None
+        try:
+            if getattr(self.cs, "remote", False):
+                parent = FixedIndex.from_manifest(self.cs.read_manifest(self.job.parent_id))
+                header, pieces = {"type": "disk", "block_size": parent.block_size}, iter((bytes(parent.digests),))
+            else:
+                header, pieces = self.cs.manifest_refs_streamed(self.job.parent_id)
+        except Missing:
+            return None
+        if header.get("type") != "disk":
+            raise Damaged(f"backup {self.job.parent_id} is not a disk backup", backup_id=self.job.parent_id)
+        if int(header["block_size"]) != self.bs:
+            return self.digests.block_count
+        return self.digests.changed_from(pieces)
 
     def _refs(self):
         """The manifest's refs: streamed from the spooled digests into a local store's manifest, whole

@@ -96,17 +96,22 @@ class SpooledDigests:
         """Blocks with a digest (not zero blocks)."""
         return sum(len(p) // DIGEST_SIZE - _zero_slots(p) for p in self.pieces())
 
-    def changed_from(self, parent: FixedIndex, block_size: int) -> int:
-        """Blocks whose digest differs from ``parent``'s (all of them if the block sizes differ)."""
-        if parent.block_size != block_size:
-            return self.block_count
-        changed, at = 0, 0
-        for piece in self.pieces():
-            old = parent.digests[at:at + len(piece)]
-            for i in range(0, len(piece), DIGEST_SIZE):
-                changed += piece[i:i + DIGEST_SIZE] != old[i:i + DIGEST_SIZE]  # (past the parent's end: changed)
-            at += len(piece)
-        return changed
+    def changed_from(self, parent_pieces: Iterator[bytes]) -> int:
+        """Blocks whose digest differs from the parent's, given the parent's digests in pieces (blocks
+        past the parent's end count as changed)."""
+        changed, mine = 0, self.pieces()
+        have = b""
+        for old in parent_pieces:
+            while len(have) < len(old):
+                more = next(mine, None)
+                if more is None:
+                    old = old[:len(have)]
+                    break
+                have += more
+            changed += sum(have[i:i + DIGEST_SIZE] != old[i:i + DIGEST_SIZE] for i in range(0, len(old), DIGEST_SIZE))
+            have = have[len(old):]
+        rest = len(have) + sum(len(p) for p in mine)
+        return changed + rest // DIGEST_SIZE
 
     def close(self) -> None:
         if self.fd >= 0:
