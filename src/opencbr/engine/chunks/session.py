@@ -9,8 +9,12 @@ Order of a session (crash safety by ordering):
    queue (memory stays flat) and are written with fsync each (measured: fsync per 8 MiB pack in the
    uploader threads overlaps with hashing/compression and was not slower than deferring every sync to
    one barrier at the end, see bench/README.md);
-3. ``commit``: last pack, wait for uploads, one index object for our packs, check our lock is still
-   ours, the manifest (put-if-absent), check the lock again, release the lock.
+3. ``commit``: last pack, wait for uploads, an index object for our packs not indexed yet (a long session
+   writes one every ``INDEX_EVERY_RECORDS`` records as it goes, so what it holds stays bounded), check our
+   lock is still ours, the manifest (put-if-absent), check the lock again, release the lock.
+
+What it holds does not grow with the backup: the vault's digests it may deduplicate against and the ones
+it stored live in :class:`~opencbr.engine.chunks.digestset.DigestSet` s (on disk past a bound).
 
 ``abort`` (cancel, error) deletes the packs this session wrote: no index references them yet, so no
 other writer can depend on them. If the process dies instead, they stay as unindexed packs, which GC
