@@ -11,7 +11,6 @@ manifest cannot be swapped for another.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct
@@ -53,22 +52,39 @@ def _purpose(name: str) -> bytes:
     return b"opencbr-manifest:" + name.encode()
 
 
-def encode_manifest(sealer: Sealer, m: Manifest) -> bytes:
+def encode_manifest(sealer: Sealer, m: Manifest) -> memoryview:
     if len(m.refs) % DIGEST_SIZE:
         raise InvalidArgument("manifest refs must be whole 32-byte digests")
     hdr = json.dumps(m.header, separators=(",", ":"), sort_keys=True).encode()
-    # compressed piece by piece, not joined first: the refs of a large disk are the biggest object a
-    # backup holds (32 bytes per block), and each whole copy of them adds to its peak memory
-    out = io.BytesIO()
+    # compressed piece by piece straight into the buffer it is then sealed in (one copy of the refs, not
+    # five): the refs of a large disk are the biggest object a backup holds (32 bytes per block)
     head = _MAGIC + _LENS.pack(len(hdr), len(m.refs), len(m.payload)) + hdr
     size = len(head) + len(m.refs) + len(m.payload)  # in the frame header, as one-shot compress puts it
+    out = _BufferWriter(sealer.seal_head, size + (size >> 7) + (64 << 10) + 16)  # > zstd's worst case
     with zstandard.ZstdCompressor(level=3).stream_writer(out, size=size, closefd=False) as z:
-        for part in (head,):
-            z.write(part)
+        z.write(head)
         for part in m.refs.pieces() if hasattr(m.refs, "pieces") else (m.refs,):  # (SpooledDigests)
             z.write(part)
         z.write(m.payload)
-    return sealer.seal_large(out.getbuffer(), _purpose(m.name))
+    return sealer.seal_in_place(out.buf, out.pos - sealer.seal_head, _purpose(m.name))
+
+
+class _BufferWriter:
+    """A file-like sink filling a preallocated buffer from ``start``."""
+
+    def __init__(self, start: int, capacity: int):
+        self.buf, self.pos = bytearray(capacity), start
+
+    def write(self, data) -> int:
+        end = self.pos + len(data)
+        if end > len(self.buf):
+            self.buf.extend(bytes(end - len(self.buf) + (1 << 20)))  # (never for a valid bound)
+        self.buf[self.pos:end] = data
+        self.pos = end
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def decode_manifest(sealer: Sealer, name: str, blob: bytes) -> Manifest:
