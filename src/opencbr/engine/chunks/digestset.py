@@ -111,9 +111,11 @@ class DigestSet:
 
     def _insert_at(self, page_no: int, page: bytes, digest: bytes) -> None:
         n = _COUNT.unpack_from(page)[0]
-        base = page_no * PAGE
-        os.pwrite(self._fd, digest, base + (n + 1) * DIGEST_SIZE)
-        os.pwrite(self._fd, _COUNT.pack(n + 1), base)
+        # the slot and the count through one write (the first n + 2 slots of the page)
+        head = bytearray(page[:(n + 1) * DIGEST_SIZE])
+        _COUNT.pack_into(head, 0, n + 1)
+        head += digest
+        os.pwrite(self._fd, head, page_no * PAGE)
 
     def _new_table(self, pages: int) -> None:
         fd, path = tempfile.mkstemp(prefix="opencbr-digests-", dir=self.spill_dir)
