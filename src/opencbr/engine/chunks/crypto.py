@@ -100,6 +100,27 @@ class Sealer:
             return nonce + self._aes.encrypt(nonce, payload, purpose)
         return payload + blake3.blake3(purpose + payload).digest(_CHECKSUM_SIZE)
 
+    @property
+    def seal_head(self) -> int:
+        """Bytes a sealed blob has before its payload (the nonce when encrypted)."""
+        return NONCE_SIZE if self._aes is not None else 0
+
+    def seal_in_place(self, buf: bytearray, n: int, purpose: bytes) -> memoryview:
+        """:meth:`seal` (same bytes) of the ``n`` payload bytes at ``buf[seal_head:]``, in ``buf``
+        itself, which has 16 bytes of room after them: for blobs as large as a big disk's manifest,
+        which ``nonce + ciphertext`` would copy twice. Returns the sealed blob (a view of ``buf``)."""
+        mv = memoryview(buf)
+        head = self.seal_head
+        if self._aes is not None:
+            nonce = os.urandom(NONCE_SIZE)
+            mv[:NONCE_SIZE] = nonce
+            self._aes.encrypt_into(nonce, mv[head:head + n], purpose, mv[head:head + n + TAG_SIZE])  # (in place)
+            return mv[:head + n + TAG_SIZE]
+        check = blake3.blake3(purpose)
+        check.update(mv[:n])
+        mv[n:n + _CHECKSUM_SIZE] = check.digest(_CHECKSUM_SIZE)
+        return mv[:n + _CHECKSUM_SIZE]
+
     def unseal(self, blob: bytes, purpose: bytes, what: str) -> bytes:
         if self._aes is not None:
             if len(blob) < NONCE_SIZE + TAG_SIZE:

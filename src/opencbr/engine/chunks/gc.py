@@ -42,7 +42,7 @@ from .locks import (
     is_stale,
     list_locks,
 )
-from .packs import PackWriter, pack_key
+from .packs import MAX_PACK_RECORDS, PackWriter, pack_key
 from .store import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
 
 REPACK_DEAD_FRACTION = 0.25
@@ -223,8 +223,8 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
             condemn.add(p)
         elif dead_bytes / size >= REPACK_DEAD_FRACTION:
             repack.append(p)
-        elif size < cs.pack_size * SMALL_PACK_FRACTION:
-            small.append(p)
+        elif size < cs.pack_size * SMALL_PACK_FRACTION and len(entries) < MAX_PACK_RECORDS:
+            small.append(p)  # (a pack cut at the record cap is full: merging would cut it again)
     if len(small) >= SMALL_PACK_MIN_COUNT:
         repack += small
     if repack:

@@ -28,6 +28,7 @@ INDEX_PURPOSE = b"opencbr-index"
 _PACK_HDR = struct.Struct("<16sI")
 _ENTRY = struct.Struct(f"<{DIGEST_SIZE}sII")
 _MASK32 = 0xFFFFFFFF
+ENTRY_SIZE = _ENTRY.size  # bytes of one packed record (digest first)
 
 
 def new_index_name() -> str:

@@ -26,6 +26,10 @@ PACK_MAGIC = b"OCBRPAK1"
 _FOOTER = struct.Struct("<I8s")
 _ENTRY = struct.Struct(f"<{DIGEST_SIZE}sI")
 TRAILER_PURPOSE = b"opencbr-pack-trailer"
+# A pack is also cut at this many records: what a writer holds per pack in flight (its entries) and
+# a trailer stay bounded when records are tiny (highly compressible blocks, small files); real 64 KiB
+# blocks fill a pack by size long before (a few hundred records).
+MAX_PACK_RECORDS = 8192
 
 
 def new_pack_id() -> str:
@@ -143,7 +147,7 @@ class PackWriter:
         with self._lock:
             lane = self._pick()
             self._append(lane, digest, parts, n)
-            if lane.size < self.target_size:
+            if lane.size < self.target_size and len(lane.entries) < MAX_PACK_RECORDS:
                 return None
             return self._cut(lane)
 

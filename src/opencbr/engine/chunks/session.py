@@ -9,8 +9,12 @@ Order of a session (crash safety by ordering):
    queue (memory stays flat) and are written with fsync each (measured: fsync per 8 MiB pack in the
    uploader threads overlaps with hashing/compression and was not slower than deferring every sync to
    one barrier at the end, see bench/README.md);
-3. ``commit``: last pack, wait for uploads, one index object for our packs, check our lock is still
-   ours, the manifest (put-if-absent), check the lock again, release the lock.
+3. ``commit``: last pack, wait for uploads, an index object for our packs not indexed yet (a long session
+   writes one every ``INDEX_EVERY_RECORDS`` records as it goes, so what it holds stays bounded), check our
+   lock is still ours, the manifest (put-if-absent), check the lock again, release the lock.
+
+What it holds does not grow with the backup: the vault's digests it may deduplicate against and the ones
+it stored live in :class:`~opencbr.engine.chunks.digestset.DigestSet` s (on disk past a bound).
 
 ``abort`` (cancel, error) deletes the packs this session wrote: no index references them yet, so no
 other writer can depend on them. If the process dies instead, they stay as unindexed packs, which GC
@@ -34,21 +38,19 @@ from dataclasses import dataclass
 from ...system.aligned import BufferPool
 from ..errors import Conflict
 from .codec import ChunkCodec
+from .digestset import DigestSet
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
 from .store import ChunkStore
 
 _ENTRY = struct.Struct("<32sII")  # digest, offset, length: the record form of locations.py
-_tls = threading.local()
 CHECKPOINT_PACKS = 4  # a resumable session indexes its packs at least this often (packs)
-
-
-def _thread_token() -> object:
-    tok = getattr(_tls, "token", None)
-    if tok is None:
-        tok = _tls.token = object()
-    return tok
+# Any session writes an index object once this many records wait for one: what it keeps of its packs
+# stays bounded (40 bytes a record) whatever the backup's size. Safe before the manifest: the packs are
+# durable, and until a manifest references them they are like a resumable session's (GC condemns them
+# only for a later sweep, which waits for this session's lock; abort leaves indexed packs to GC).
+INDEX_EVERY_RECORDS = 1 << 15  # (1.3 MB)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class WriteSession:
         try:
             gens = cs.condemned_lists()
             excluded = {p for packs in gens.values() for p in packs}
-            self.index = cs.load_index(excluded)
+            self.known = cs.load_known_digests(excluded)  # (bounded memory: digestset.py)
             self.lock.set_seen(sorted(gens))
             self.lock.start_refresh()
         except BaseException:
@@ -90,7 +92,9 @@ class WriteSession:
             raise
         self.stats = SessionStats()
         self._stats_lock = threading.Lock()
-        self._claimed: dict[bytes, object] = {}
+        # what this session stored: on disk past a bounded number of entries (digestset.py)
+        self._claimed = DigestSet(cs.memory_entries, cs.spill_dir)
+        self._unindexed_records = 0
         # Packs in flight: the one being filled, the queue, one per uploader -> as many pooled buffers.
         self._pool = BufferPool(cs.pack_size + cs.codec.max_chunk + (64 << 10), keep=2 * max(1, cs.upload_threads) + 2)
         self._writer = PackWriter(cs.sealer, cs.pack_size, self._pool)
@@ -123,11 +127,15 @@ class WriteSession:
                 packed = b"".join(_ENTRY.pack(e.digest, e.offset, e.length) for e in pack.entries)
                 with self._written_lock:
                     self._written.append((pack.pack_id, packed))
+                    self._unindexed_records += len(pack.entries)
+                    due = self._unindexed_records >= INDEX_EVERY_RECORDS
                 with self._stats_lock:
                     self.stats.packs += 1
                     self.stats.pack_bytes += size
                 if self.keep_partial:
                     self._index_written(CHECKPOINT_PACKS)
+                elif due:
+                    self._index_written()
             except BaseException as e:  # noqa: BLE001 - re-raised in the producer
                 self._error = e
 
@@ -139,7 +147,11 @@ class WriteSession:
             if todo and len(todo) >= at_least:
                 self.cs.store.flush()
                 self.cs.write_index(todo)
-                self._indexed += len(todo)
+                with self._written_lock:
+                    # keep only the ids (abort must not delete indexed packs), not their records
+                    self._written[self._indexed:self._indexed + len(todo)] = [(pid, b"") for pid, _ in todo]
+                    self._indexed += len(todo)
+                    self._unindexed_records -= sum(len(e) for _, e in todo) // _ENTRY.size
 
     def _enqueue(self, pack: FinishedPack) -> None:
         while True:
@@ -157,7 +169,7 @@ class WriteSession:
     # -- chunks ------------------------------------------------------------------------------------
     def knows(self, digest: bytes) -> bool:
         """True if the chunk is in the repository (outside condemned packs) or in this session."""
-        return self.index.has(digest) or digest in self._claimed
+        return digest in self.known or digest in self._claimed
 
     def put_chunk(self, data, digest: bytes | None = None, codec: ChunkCodec | None = None) -> PutResult:
         """Store one chunk unless the repository or this session has it (``force_new`` stores it
@@ -165,13 +177,10 @@ class WriteSession:
         (``chunk_store.codec.clone()``) when calling from several threads."""
         codec = codec or self.cs.codec
         d = digest if digest is not None else codec.digest(data)
-        in_repo = self.index.has(d)
+        in_repo = d in self.known
         if in_repo and not self.force_new:
             return PutResult(d, False, 0)
-        # dict.setdefault is atomic under the GIL: exactly one thread claims a new digest
-        # (the token is per thread: one thread never races itself, and `in` catches its repeats)
-        tok = _thread_token()
-        if d in self._claimed or self._claimed.setdefault(d, tok) is not tok:
+        if not self._claimed.add(d):  # atomic: exactly one thread claims a new digest
             return PutResult(d, False, 0)
         return PutResult(d, True, self.put_record(d, codec.encode_parts(d, data)))
 
@@ -185,10 +194,9 @@ class WriteSession:
         """For a writer that encodes elsewhere (the remote chunk service): True if this session
         stores ``digest`` -- the caller must then :meth:`put_record` it -- False if the repository
         (outside condemned packs) or this session already has it."""
-        if self.index.has(digest) and not self.force_new:
+        if digest in self.known and not self.force_new:
             return False
-        tok = _thread_token()
-        return not (digest in self._claimed or self._claimed.setdefault(digest, tok) is not tok)
+        return self._claimed.add(digest)
 
     def put_record(self, digest: bytes, record) -> int:
         """Append an encoded record (a sequence of parts) of a chunk this session claimed; returns
@@ -198,7 +206,7 @@ class WriteSession:
         with self._stats_lock:
             self.stats.new_chunks += 1
             self.stats.written_bytes += n
-            if digest not in self.index:
+            if digest not in self.known:  # (a chunk only in condemned packs counts as added)
                 self.stats.added_bytes += n
         if pack is not None:
             self._enqueue(pack)
@@ -231,11 +239,9 @@ class WriteSession:
                 self.cs.delete_manifest(name)
                 raise Conflict("the backup lost its repository lock while it was being recorded; retry")
         except BaseException:
-            self._closed = True
-            self.lock.release()
+            self._finish()
             raise
-        self._closed = True
-        self.lock.release()
+        self._finish()
         return size
 
     def keep(self) -> None:
@@ -249,7 +255,12 @@ class WriteSession:
         except BaseException:
             self.abort()
             raise
+        self._finish()
+
+    def _finish(self) -> None:
         self._closed = True
+        self._claimed.close()
+        self.known.close()
         self.lock.release()
 
     def abort(self) -> None:
@@ -273,4 +284,6 @@ class WriteSession:
                 self.cs.store.delete(self.cs.k(pack_key(pack_id)))
             except Exception:
                 pass  # left for GC
+        self._claimed.close()
+        self.known.close()
         self.lock.release()

@@ -25,9 +25,10 @@ from ...storage import ObjectStore
 from ..errors import Conflict, Damaged, Missing
 from .codec import ChunkCodec
 from .crypto import RepoKeys, Sealer
-from .locations import ChunkIndex, Location, decode_index, encode_index, new_index_name
+from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
+from .locations import ENTRY_SIZE, ChunkIndex, Location, decode_index, encode_index, new_index_name
 from .locks import LockTiming
-from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest
+from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest, stream_refs
 from .packs import pack_key
 
 INDEX_DIR = "index/"
@@ -59,6 +60,9 @@ class ChunkStore:
         self.pack_size = pack_size
         self.lock_timing = lock_timing or LockTiming()
         self.upload_threads = upload_threads
+        # the memory bound of a write session's dedup set (entries) and where it spills (digestset.py)
+        self.memory_entries = DEFAULT_MEMORY_ENTRIES
+        self.spill_dir: str | None = None
         self._index_cache: dict[str, list[tuple[str, bytes]]] = {}
         self._cache_lock = threading.Lock()
         self._reader_index: ChunkIndex | None = None
@@ -103,6 +107,31 @@ class ChunkStore:
                 for stale in set(self._index_cache) - set(names):
                     del self._index_cache[stale]
             return idx
+        raise Conflict("the repository index kept changing while it was loaded; retry")
+
+    def load_known_digests(self, excluded: Iterable[str] = ()) -> DigestSet:
+        """The digests a writer may deduplicate against (those outside ``excluded`` packs), in a
+        :class:`DigestSet` -- bounded memory whatever the vault's size -- rather than a whole
+        :class:`ChunkIndex`: a writer only asks "is it there?". Objects read here are not cached
+        (the cache would hold 40 bytes per chunk of the vault)."""
+        excluded = set(excluded)
+        for _attempt in range(5):
+            known = DigestSet(self.memory_entries, self.spill_dir)
+            try:
+                for rel in self.list_index_objects():
+                    with self._cache_lock:
+                        parsed = self._index_cache.get(rel)
+                    if parsed is None:
+                        parsed = decode_index(self.sealer, self.store.get(self.k(rel)), rel)
+                    known.add_many([entries[at:at + 32] for pack_id, entries in parsed if pack_id not in excluded
+                                    for at in range(0, len(entries), ENTRY_SIZE)])
+            except KeyError:
+                known.close()
+                continue  # an index object was consolidated away between list and get
+            except BaseException:
+                known.close()
+                raise
+            return known
         raise Conflict("the repository index kept changing while it was loaded; retry")
 
     def write_index(self, packs: Iterable[tuple[str, Iterable[tuple[bytes, int, int]]]]) -> str:
@@ -190,6 +219,16 @@ class ChunkStore:
         except KeyError:
             raise Missing(f"backup {name} is not in the repository") from None
         return decode_manifest(self.sealer, name, blob)
+
+    def manifest_refs_streamed(self, name: str):
+        """``(header, refs pieces)`` of a manifest, its refs decompressed as they are read (see
+        :func:`~opencbr.engine.chunks.manifests.stream_refs`). Missing if there is none."""
+        check_name(name)
+        try:
+            blob = self.store.get(self.k(MANIFESTS_DIR + name))
+        except KeyError:
+            raise Missing(f"backup {name} is not in the repository") from None
+        return stream_refs(self.sealer, name, blob)
 
     def list_manifests(self) -> list[str]:
         n = len(self.k(MANIFESTS_DIR))

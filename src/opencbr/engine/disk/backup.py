@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ..chunks import seams
-from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.crypto import DIGEST_SIZE
 from ..chunks.manifests import check_name
 from ..chunks.store import ChunkStore
-from ..errors import BackupCancelled, Conflict, Missing
-from .fixed_index import FixedIndex
+from ..errors import BackupCancelled, Conflict, Damaged, Missing
+from .fixed_index import FixedIndex, SpooledDigests
 from .source import DiskSource, FileDiskSource
 
 SEGMENT_SIZE = 4 << 20
@@ -80,15 +80,9 @@ def backup_disk(
     check_name(backup_id)
     if cs.has_manifest(backup_id):
         raise Conflict(f"backup {backup_id} already exists in the repository")
-    parent: FixedIndex | None = None
-    if parent_backup_id is not None:
-        try:
-            parent = FixedIndex.from_manifest(cs.read_manifest(parent_backup_id))
-        except Missing:
-            parent = None  # deleted meanwhile: every backup is a virtual full, so nothing depends on it
     src, owned = _open_source(source)
     try:
-        job = _Job(backup_id=backup_id, meta=meta, parent_id=parent_backup_id, parent=parent, full=full,
+        job = _Job(backup_id=backup_id, meta=meta, parent_id=parent_backup_id, full=full,
                    block_size=block_size, workers=workers or max(2, min(4, os.cpu_count() or 2)))
         return _DiskBackup(cs, src, job, progress=progress, cancel=cancel).run(t0)
     finally:
@@ -103,7 +97,6 @@ class _Job:
     backup_id: str
     meta: dict
     parent_id: str | None
-    parent: FixedIndex | None  # the parent's index (None: no parent, or it was deleted meanwhile)
     full: bool
     block_size: int
     workers: int
@@ -119,7 +112,6 @@ class _DiskBackup:
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.size, self.bs = src.size, job.block_size
-        self.index = FixedIndex.empty(self.size, self.bs)
         self.stop = threading.Event()  # set on cancel or on any thread's error
         self.errors: list[BaseException] = []
         self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers * 2)
@@ -127,6 +119,7 @@ class _DiskBackup:
         self.processed = [0] * job.workers  # bytes each worker has finished
         self.read = 0
         self.session = seams.open_session(cs, force_new=job.full)
+        self.digests = SpooledDigests(FixedIndex.count_blocks(self.size, self.bs), cs_spill_dir(cs))
 
     def _fail(self, e: BaseException) -> None:
         self.errors.append(e)
@@ -187,21 +180,23 @@ class _DiskBackup:
 
     def _worker(self, k: int) -> None:
         codec = self.cs.codec.clone()
-        bs, digests = self.bs, self.index.digests
+        bs = self.bs
         zero = bytes(bs)
         try:
             while (item := self._next_segment()) is not None:
                 b, data = item
                 pairs = []
+                seg_digests = bytearray(-(-len(data) // bs) * DIGEST_SIZE)
                 for i in range(0, len(data), bs):
                     blk = data[i:i + bs]
                     if blk == zero or (len(blk) < bs and blk == zero[:len(blk)]):
-                        continue  # a zero block: left unset in the index
+                        continue  # a zero block: left unset (ZERO_DIGEST) in the index
                     d = codec.digest(blk)
                     pairs.append((blk, d))
-                    j = (b + i // bs) * DIGEST_SIZE
-                    digests[j:j + DIGEST_SIZE] = d
+                    j = i // bs * DIGEST_SIZE
+                    seg_digests[j:j + DIGEST_SIZE] = d
                 self.session.put_chunks(pairs, codec)  # one batch per segment (a remote sink asks once)
+                self.digests.write(b, seg_digests)
                 self.processed[k] += len(data)
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
@@ -229,18 +224,45 @@ class _DiskBackup:
         return threads
 
     def _stats(self, t0: float) -> dict:
-        digests, st = self.index.digests, self.session.stats
-        data_blocks = sum(1 for i in range(0, len(digests), DIGEST_SIZE) if digests[i:i + DIGEST_SIZE] != ZERO_DIGEST)
+        st = self.session.stats
+        data_blocks = self.digests.data_blocks()
         return {
             "bytes_read": self.read,
-            "zero_blocks": self.index.block_count - data_blocks,  # blocks never set: holes and detected zeros
+            "zero_blocks": self.digests.block_count - data_blocks,  # blocks never set: holes and detected zeros
             "data_blocks": data_blocks,
             "new_chunks": st.new_chunks,
             "added_bytes": st.added_bytes,
             "written_bytes": st.written_bytes,
-            "changed_blocks": None if self.job.parent is None else _count_changed(self.job.parent, self.index),
+            "changed_blocks": self._changed_blocks(),
             "duration": round(time.monotonic() - t0, 3),
         }
+
+    def _changed_blocks(self) -> int | None:
+        """Blocks whose digest differs from the parent backup's, its index streamed (read here, at the
+        end, not held through the backup); None without a parent or if it was deleted meanwhile (every
+        backup is a virtual full, so nothing depends on it)."""
+        if self.job.parent_id is None:
+            return None
+        try:
+            if getattr(self.cs, "remote", False):
+                parent = FixedIndex.from_manifest(self.cs.read_manifest(self.job.parent_id))
+                header, pieces = {"type": "disk", "block_size": parent.block_size}, iter((bytes(parent.digests),))
+            else:
+                header, pieces = self.cs.manifest_refs_streamed(self.job.parent_id)
+        except Missing:
+            return None
+        if header.get("type") != "disk":
+            raise Damaged(f"backup {self.job.parent_id} is not a disk backup", backup_id=self.job.parent_id)
+        if int(header["block_size"]) != self.bs:
+            return self.digests.block_count
+        return self.digests.changed_from(pieces)
+
+    def _refs(self):
+        """The manifest's refs: streamed from the spooled digests into a local store's manifest, whole
+        bytes for a vault over a channel (which sends a buffer)."""
+        if getattr(self.cs, "remote", False):
+            return b"".join(self.digests.pieces())
+        return self.digests
 
     def run(self, t0: float) -> DiskBackupResult:
         job = self.job
@@ -254,13 +276,15 @@ class _DiskBackup:
                 "parent": job.parent_id, "full": bool(job.full), "encrypted": self.cs.encrypted, "meta": job.meta,
                 "stats": stats,
             }
-            manifest_bytes = self.session.commit(job.backup_id, header, bytes(self.index.digests))
+            manifest_bytes = self.session.commit(job.backup_id, header, self._refs())
         except BaseException:
             self.stop.set()
             for t in self.threads:
                 t.join(timeout=30)
             self.session.abort()
             raise
+        finally:
+            self.digests.close()
         return DiskBackupResult(
             backup_id=job.backup_id, disk_size=self.size, block_size=self.bs, bytes_read=stats["bytes_read"],
             zero_blocks=stats["zero_blocks"], data_blocks=stats["data_blocks"], new_chunks=stats["new_chunks"],
@@ -269,10 +293,6 @@ class _DiskBackup:
         )
 
 
-def _count_changed(parent: FixedIndex, cur: FixedIndex) -> int:
-    if parent.block_size != cur.block_size:
-        return cur.block_count
-    a, b = parent.digests, cur.digests
-    n = min(len(a), len(b))
-    changed = sum(1 for i in range(0, n, DIGEST_SIZE) if a[i:i + DIGEST_SIZE] != b[i:i + DIGEST_SIZE])
-    return changed + (len(b) - n) // DIGEST_SIZE
+def cs_spill_dir(cs) -> str | None:
+    """Where the chunk store puts a backup's temporary files (None: the system's temporary directory)."""
+    return getattr(cs, "spill_dir", None)

@@ -13,7 +13,10 @@ chunk count, per-chunk CPU and the index (32 bytes per block: 1 MiB per 2 GiB of
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from typing import Iterator
 
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.manifests import Manifest
@@ -62,3 +65,59 @@ class FixedIndex:
             raise Damaged(f"backup {m.name}: index has {idx.block_count} blocks, expected "
                           f"{cls.count_blocks(idx.disk_size, idx.block_size)}", backup_id=m.name)
         return idx
+
+
+class SpooledDigests:
+    """The per-block digests of a disk backup being written, in an unlinked temporary file rather than
+    in memory (32 bytes per block is the one part of a backup's memory that grows with the disk: 512 MB
+    at 1 TiB). Workers write a segment's digests with one ``pwrite``; the file starts sparse, so a block
+    never written reads as :data:`ZERO_DIGEST`. :meth:`pieces` streams it into the manifest."""
+
+    PIECE = 1 << 20
+
+    def __init__(self, block_count: int, spill_dir: str | None = None):
+        fd, path = tempfile.mkstemp(prefix="opencbr-fixed-index-", dir=spill_dir)
+        os.unlink(path)  # gone with the process, whatever happens
+        os.ftruncate(fd, block_count * DIGEST_SIZE)
+        self.fd, self.block_count = fd, block_count
+
+    def __len__(self) -> int:
+        return self.block_count * DIGEST_SIZE
+
+    def write(self, first_block: int, digests: bytes | bytearray) -> None:
+        os.pwrite(self.fd, digests, first_block * DIGEST_SIZE)
+
+    def pieces(self) -> Iterator[bytes]:
+        """The digests in block order, a MiB at a time."""
+        for at in range(0, len(self), self.PIECE):
+            yield os.pread(self.fd, min(self.PIECE, len(self) - at), at)
+
+    def data_blocks(self) -> int:
+        """Blocks with a digest (not zero blocks)."""
+        return sum(len(p) // DIGEST_SIZE - _zero_slots(p) for p in self.pieces())
+
+    def changed_from(self, parent_pieces: Iterator[bytes]) -> int:
+        """Blocks whose digest differs from the parent's, given the parent's digests in pieces (blocks
+        past the parent's end count as changed)."""
+        changed, mine = 0, self.pieces()
+        have = b""
+        for old in parent_pieces:
+            while len(have) < len(old):
+                more = next(mine, None)
+                if more is None:
+                    old = old[:len(have)]
+                    break
+                have += more
+            changed += sum(have[i:i + DIGEST_SIZE] != old[i:i + DIGEST_SIZE] for i in range(0, len(old), DIGEST_SIZE))
+            have = have[len(old):]
+        rest = len(have) + sum(len(p) for p in mine)
+        return changed + rest // DIGEST_SIZE
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _zero_slots(piece: bytes) -> int:
+    return sum(1 for i in range(0, len(piece), DIGEST_SIZE) if piece[i:i + DIGEST_SIZE] == ZERO_DIGEST)
