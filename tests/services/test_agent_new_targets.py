@@ -113,17 +113,24 @@ def test_a_new_disk_on_the_same_and_on_another_agent_host(server, hosts):
     assert e.value.status == 404
 
 
-def test_a_new_file_system_on_another_agent_host(server, hosts):
+@pytest.fixture(scope="module")
+def www_backup(server, hosts):
+    """A file-system backup of directory www on agent a's host, and what www held."""
     c, client = sdk(server), api(server)
-    (a, root_a), (b, root_b) = hosts
+    (a, root_a), _ = hosts
     www = Path(build_tree(root_a / "www", seed=7))
     from huaweicloudsdkcbr.v1 import AddAgentPathRequest, AgentAddPathReq
 
     c.add_agent_path(AddAgentPathRequest(agent_id=a.agent_id, body=AgentAddPathReq(add_path=[str(www)])))
     fs = _protectable(client, "OS::Sfs::Turbo", str(www))
     vault = _vault(c, "targets-fs", "turbo", fs, "OS::Sfs::Turbo")
-    backup = sdk_wait_backups(c, [_checkpoint(c, client, vault.id)])[0]
-    before = snapshot(www)
+    return sdk_wait_backups(c, [_checkpoint(c, client, vault.id)])[0], snapshot(www)
+
+
+def test_a_new_file_system_on_another_agent_host(server, hosts, www_backup):
+    client = api(server)
+    _, (b, root_b) = hosts
+    backup, before = www_backup
 
     out = client.post(f"/backups/{backup.id}/create-file-system", {"name": "www-copy", "path": str(root_b / "www"),
                                                                    "agent_id": b.agent_id})
@@ -156,3 +163,31 @@ def test_a_new_file_system_on_another_agent_host(server, hosts):
     assert e.value.status == 404
     listed = client.get(f"/agents/{b.agent_id}")["agent"]
     assert str(root_b / "busy") not in [p["dir_path"] for p in listed["paths"]]
+
+
+def test_a_failed_new_file_system_leaves_nothing_on_the_host(server, hosts, www_backup):
+    """Cancelled mid-restore (slowed by the agent's bandwidth limit): the row and agent path go, and the
+    agent removes the directories it made and what the restore wrote there."""
+    client = api(server)
+    _, (b, root_b) = hosts
+    backup, _ = www_backup
+    client.put(f"/agents/{b.agent_id}", {"agent": {"bandwidth_limit": 400_000}})  # ~10 s for the tree
+    try:
+        target = root_b / "made" / "slow"
+        out = client.post(f"/backups/{backup.id}/create-file-system", {"name": "slow", "path": str(target),
+                                                                       "agent_id": b.agent_id})
+        deadline = time.time() + 30
+        while not (target.is_dir() and any(target.iterdir())) and time.time() < deadline:
+            time.sleep(0.1)
+        assert any(target.iterdir()), "the restore never started writing"
+        client.post(f"/operation-logs/{out['operation_log_id']}/cancel")
+        done = wait_task(client, out["operation_log_id"])
+    finally:
+        client.put(f"/agents/{b.agent_id}", {"agent": {"bandwidth_limit": 0}})
+    assert done["status"] in ("cancelled", "failed"), done
+    assert "left_on_host" not in (done.get("extra_info") or {}), done
+    assert not (root_b / "made").exists()
+    with pytest.raises(ClientError) as e:
+        _fs(client, out["file_system_id"])
+    assert e.value.status == 404
+    assert str(target) not in [p["dir_path"] for p in client.get(f"/agents/{b.agent_id}")["agent"]["paths"]]
