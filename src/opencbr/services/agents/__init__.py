@@ -18,6 +18,7 @@ from opencbr.services.agents.poll import (
     poll_agents,
     require_online,
 )
+from opencbr.services.agents.state import offline_after, poll_timeout
 from opencbr.services.agents.registry import (
     CURRENT_AGENT_VERSION,
     AgentView,
@@ -37,6 +38,6 @@ from opencbr.services.agents.registry import (
 __all__ = [
     "AGENT_OFFLINE", "CURRENT_AGENT_VERSION", "AgentView", "add_agent_path", "address_of", "authority", "ca_certificate", "check_agent",
     "create_token", "enrol", "exclude_paths", "install_commands", "link_error", "list_agents", "notify_revoked",
-    "poll_agents", "proof", "register_agent", "remove_agent_path", "require_online", "service_identity", "show_agent",
+    "offline_after", "poll_agents", "poll_timeout", "proof", "register_agent", "remove_agent_path", "require_online", "service_identity", "show_agent",
     "unregister_agent", "update_agent", "view",
 ]
