@@ -18,7 +18,6 @@ from opencbr.services.agents.poll import (
     poll_agents,
     require_online,
 )
-from opencbr.services.agents.state import offline_after, poll_timeout
 from opencbr.services.agents.registry import (
     CURRENT_AGENT_VERSION,
     AgentView,
@@ -34,6 +33,7 @@ from opencbr.services.agents.registry import (
     update_agent,
     view,
 )
+from opencbr.services.agents.state import offline_after, poll_timeout
 
 __all__ = [
     "AGENT_OFFLINE", "CURRENT_AGENT_VERSION", "AgentView", "add_agent_path", "address_of", "authority", "ca_certificate", "check_agent",
