@@ -166,25 +166,21 @@ def test_a_new_file_system_on_another_agent_host(server, hosts, www_backup):
 
 
 def test_a_failed_new_file_system_leaves_nothing_on_the_host(server, hosts, www_backup):
-    """Cancelled mid-restore (slowed by the agent's bandwidth limit): the row and agent path go, and the
-    agent removes the directories it made and what the restore wrote there."""
-    client = api(server)
+    """The restore fails after the agent made the directories (the backup's manifest is gone from the
+    vault): the row and agent path go, and the agent removes the directories it made for the task
+    (tests/providers/agent/test_made_and_disk_files.py: with what a restore wrote in them)."""
+    c, client = sdk(server), api(server)
     _, (b, root_b) = hosts
-    backup, _ = www_backup
-    client.put(f"/agents/{b.agent_id}", {"agent": {"bandwidth_limit": 400_000}})  # ~10 s for the tree
-    try:
-        target = root_b / "made" / "slow"
-        out = client.post(f"/backups/{backup.id}/create-file-system", {"name": "slow", "path": str(target),
-                                                                       "agent_id": b.agent_id})
-        deadline = time.time() + 30
-        while not (target.is_dir() and any(target.iterdir())) and time.time() < deadline:
-            time.sleep(0.1)
-        assert any(target.iterdir()), "the restore never started writing"
-        client.post(f"/operation-logs/{out['operation_log_id']}/cancel")
-        done = wait_task(client, out["operation_log_id"])
-    finally:
-        client.put(f"/agents/{b.agent_id}", {"agent": {"bandwidth_limit": 0}})
-    assert done["status"] in ("cancelled", "failed"), done
+    first, _ = www_backup
+    vault_id = client.get(f"/backups/{first.id}")["backup"]["vault_id"]
+    backup = sdk_wait_backups(c, [_checkpoint(c, client, vault_id)])[0]  # (nothing changed: quick)
+    (manifest,) = Path(server.data_dir).rglob(f"manifests/{backup.id}")
+    manifest.unlink()
+    target = root_b / "made" / "gone"
+    out = client.post(f"/backups/{backup.id}/create-file-system", {"name": "gone", "path": str(target),
+                                                                   "agent_id": b.agent_id})
+    done = wait_task(client, out["operation_log_id"])
+    assert done["status"] == "failed", done
     assert "left_on_host" not in (done.get("extra_info") or {}), done
     assert not (root_b / "made").exists()
     with pytest.raises(ClientError) as e:
