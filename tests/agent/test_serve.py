@@ -56,6 +56,10 @@ def test_the_service_pings_and_takes_the_inventory(enrolled, service_context):
     assert not missing["exists"] and "error" not in missing
     assert "outside this agent's roots" in outside["error"]
     assert "symbolic link" in escape["error"]  # the symlink out of the root is not followed
+    assert inv["app_consistency"]["state"] in ("checking", "checked")  # (asked, as an older service does)
+    with _connect(enrolled, service_context) as ch:  # not asked: no database is connected to
+        inv, _ = ch.request({"op": "inventory", "project_id": cfg["project_id"], "readiness": False})
+    assert inv["app_consistency"] == {"state": "not_asked"}
 
 
 def test_a_client_of_another_ca_is_refused(enrolled):

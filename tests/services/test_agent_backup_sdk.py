@@ -273,6 +273,10 @@ def test_three_agents_back_up_at_once_on_two_workers(server, tmp_path):
         ids = [_checkpoint(c, client, v.id) for v in vaults]  # queued together: 2 workers serve 3 agents
         backups = sdk_wait_backups(c, ids, timeout=180)
         assert all(b.status == "available" for b in backups)
+        task_ids = [client.get(f"/backups/{b.id}")["backup"]["task_id"] for b in backups]
+        for t in task_ids:  # (a backup is published before its task is closed)
+            task_ok(client, t)
+        _two_worker_processes_ran_them(server, task_ids)
         for i, (b, d) in enumerate(zip(backups, disks, strict=True)):
             want = _sha(tmp_path / f"host{i}" / f"d{i}.img")
             with open(tmp_path / f"host{i}" / f"d{i}.img", "r+b") as f:
@@ -284,3 +288,25 @@ def test_three_agents_back_up_at_once_on_two_workers(server, tmp_path):
     finally:
         for a in agents:
             a.stop()
+
+
+def _two_worker_processes_ran_them(server, task_ids: list[str]) -> None:
+    """Issue 14 item 8: the server's two worker processes (one task at a time each: the per-worker bound)
+    ran the agents' tasks, any worker any agent's: never more than two at once, and not all on one."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from opencbr.catalog.models import Task
+
+    engine = create_engine(server.catalog_url)
+    try:
+        with Session(engine) as s:
+            rows = list(s.scalars(select(Task).where(Task.id.in_(task_ids))))
+    finally:
+        engine.dispose()
+    assert len(rows) == 3 and all(r.started_at and r.ended_at for r in rows)
+    for r in rows:  # at any task's start, at most two were running (itself included)
+        running = [o for o in rows if o.started_at <= r.started_at < o.ended_at]
+        assert len(running) <= 2, [(o.lease_owner, o.started_at, o.ended_at) for o in rows]
+    processes = {r.lease_owner.rsplit(":", 1)[0] for r in rows}  # <host>:<pid>:<random>:<thread>
+    assert len(processes) == 2, [r.lease_owner for r in rows]

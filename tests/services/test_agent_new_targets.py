@@ -113,17 +113,24 @@ def test_a_new_disk_on_the_same_and_on_another_agent_host(server, hosts):
     assert e.value.status == 404
 
 
-def test_a_new_file_system_on_another_agent_host(server, hosts):
+@pytest.fixture(scope="module")
+def www_backup(server, hosts):
+    """A file-system backup of directory www on agent a's host, and what www held."""
     c, client = sdk(server), api(server)
-    (a, root_a), (b, root_b) = hosts
+    (a, root_a), _ = hosts
     www = Path(build_tree(root_a / "www", seed=7))
     from huaweicloudsdkcbr.v1 import AddAgentPathRequest, AgentAddPathReq
 
     c.add_agent_path(AddAgentPathRequest(agent_id=a.agent_id, body=AgentAddPathReq(add_path=[str(www)])))
     fs = _protectable(client, "OS::Sfs::Turbo", str(www))
     vault = _vault(c, "targets-fs", "turbo", fs, "OS::Sfs::Turbo")
-    backup = sdk_wait_backups(c, [_checkpoint(c, client, vault.id)])[0]
-    before = snapshot(www)
+    return sdk_wait_backups(c, [_checkpoint(c, client, vault.id)])[0], snapshot(www)
+
+
+def test_a_new_file_system_on_another_agent_host(server, hosts, www_backup):
+    client = api(server)
+    _, (b, root_b) = hosts
+    backup, before = www_backup
 
     out = client.post(f"/backups/{backup.id}/create-file-system", {"name": "www-copy", "path": str(root_b / "www"),
                                                                    "agent_id": b.agent_id})
@@ -156,3 +163,27 @@ def test_a_new_file_system_on_another_agent_host(server, hosts):
     assert e.value.status == 404
     listed = client.get(f"/agents/{b.agent_id}")["agent"]
     assert str(root_b / "busy") not in [p["dir_path"] for p in listed["paths"]]
+
+
+def test_a_failed_new_file_system_leaves_nothing_on_the_host(server, hosts, www_backup):
+    """The restore fails after the agent made the directories (the backup's manifest is gone from the
+    vault): the row and agent path go, and the agent removes the directories it made for the task
+    (tests/providers/agent/test_made_and_disk_files.py: with what a restore wrote in them)."""
+    c, client = sdk(server), api(server)
+    _, (b, root_b) = hosts
+    first, _ = www_backup
+    vault_id = client.get(f"/backups/{first.id}")["backup"]["vault_id"]
+    backup = sdk_wait_backups(c, [_checkpoint(c, client, vault_id)])[0]  # (nothing changed: quick)
+    (manifest,) = Path(server.data_dir).rglob(f"manifests/{backup.id}")
+    manifest.unlink()
+    target = root_b / "made" / "gone"
+    out = client.post(f"/backups/{backup.id}/create-file-system", {"name": "gone", "path": str(target),
+                                                                   "agent_id": b.agent_id})
+    done = wait_task(client, out["operation_log_id"])
+    assert done["status"] == "failed", done
+    assert "left_on_host" not in (done.get("extra_info") or {}), done
+    assert not (root_b / "made").exists()
+    with pytest.raises(ClientError) as e:
+        _fs(client, out["file_system_id"])
+    assert e.value.status == 404
+    assert str(target) not in [p["dir_path"] for p in client.get(f"/agents/{b.agent_id}")["agent"]["paths"]]

@@ -155,7 +155,7 @@ def test_offline_agent_resources_say_so(ctx, tenant, clock):
     with ctx.read() as s:
         disk = s.scalar(select(Resource).where(Resource.path == "/dev/sdb"))
         assert agents.require_online(s, ctx, disk).endpoint == "127.0.0.1:7443"
-    clock.advance(seconds=3 * ctx.settings.agent_poll_seconds + 1)
+    clock.advance(seconds=agents.offline_after(ctx) + 1)
     report = agents.poll_agents(ctx, timeout=1)  # nothing listens there
     assert list(report.failed) == ["agent-1"]
     with ctx.read() as s:

@@ -48,7 +48,8 @@ class Listener:
             channel.send({"ok": False, "error": "wrong_project", "message": "not my project"})
         elif header.get("op") == "inventory":
             paths = [{"dir_path": p["dir_path"], "exists": True, "size_estimate": 4096} for p in header["paths"]]
-            channel.send({"ok": True, **INVENTORY, "paths": paths})
+            ready = {"state": "checked", "hooks": []} if header.get("readiness", True) else {"state": "not_asked"}
+            channel.send({"ok": True, **INVENTORY, "paths": paths, "app_consistency": ready})
         else:
             channel.send({"ok": True})
 
@@ -108,3 +109,32 @@ def test_unregistered_agent_is_told_and_never_called_again(ctx, tenant, listener
     calls = len(agent.calls)
     assert agents.poll_agents(ctx, timeout=5).answered == []
     assert len(agent.calls) == calls
+
+
+def test_applications_are_checked_only_on_hosts_that_need_it(ctx, tenant, listeners):
+    """The heartbeat asks an agent about its databases (each ask connects to them) only for a host in an
+    app_consistent vault, or one check_agent asked about lately (docs/app-consistent.md)."""
+    from opencbr.services import app_consistency, vaults
+
+    agent = Listener(ctx, tenant, "ready-1")
+    listeners.append(agent)
+
+    def asked() -> bool:
+        agents.poll_agents(ctx, timeout=5)
+        return next(h for op, _, h in reversed(agent.calls) if op == "inventory")["readiness"]
+
+    assert asked() is False
+    with ctx.tx() as s:
+        server = s.scalar(select(Resource).where(Resource.agent_id == "ready-1", Resource.type == "OS::Nova::Server"))
+        assert "checking" in agents.check_agent(s, ctx, tenant, [{"resource_id": server.id}])[0]["message"]
+    assert asked() is True and asked() is True  # asked while check_agent's wish lasts
+    with ctx.tx() as s:
+        a = s.get(agents.registry.Agent, "ready-1")
+        a.inventory = {k: v for k, v in a.inventory.items() if k != "readiness_wanted_at"}
+    assert asked() is False
+    with ctx.tx() as s:  # its host in an app_consistent vault: asked on every heartbeat
+        vaults.create_vault(s, ctx, tenant, {"name": "app", "resources": [{"id": server.id, "type": server.type}],
+                                             "billing": {"object_type": "server", "consistent_level": "app_consistent",
+                                                         "protect_type": "backup", "size": 100}})
+    assert asked() is True
+    assert app_consistency.READINESS_WANTED_SECONDS >= 60

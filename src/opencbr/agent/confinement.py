@@ -78,15 +78,19 @@ class Confinement:
         where = self._root_or_refuse(path)
         return open_below(where[0], where[1], os.O_RDONLY | os.O_DIRECTORY)
 
-    def makedirs(self, path: str, mode: int = 0o755) -> int:
+    def makedirs(self, path: str, mode: int = 0o755, created: list[str] | None = None) -> int:
         """Create the missing directories of ``path`` below its root (never through a symlink) and
-        return a descriptor of the last one."""
+        return a descriptor of the last one; the paths of those it created are appended to ``created``."""
         root, rel = self._root_or_refuse(path)
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            at = root
             for name in [] if rel == "." else rel.split("/"):
+                at = os.path.join(at, name)
                 try:
                     os.mkdir(name, mode, dir_fd=fd)
+                    if created is not None:
+                        created.append(at)
                 except FileExistsError:
                     pass
                 nxt = open_at(fd, name, os.O_RDONLY | os.O_DIRECTORY, where=root)

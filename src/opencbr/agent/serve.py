@@ -178,7 +178,9 @@ class Agent:
             found = inventory.inventory(self.confinement, header.get("paths") or [],
                                         api_host=_host_of(self.config.api_endpoint))
             return {"ok": True, **found, "version": VERSION, "roots": self.config.roots,
-                    "app_consistency": _hooks_readiness(self.config.hooks)}
+                    # asked only where the service needs it (an older service does not say: asked)
+                    "app_consistency": (_hooks_readiness(self.config.hooks) if header.get("readiness", True)
+                                        else {"state": "not_asked"})}
         if op == "check":
             return {"ok": True, **_hooks_check(self.config.hooks), "version": VERSION}
         if op == "revoke":

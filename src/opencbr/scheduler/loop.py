@@ -137,7 +137,7 @@ class Scheduler:
         interval = self.ctx.settings.agent_poll_seconds
         while not stop.is_set():
             try:
-                agents.poll_agents(self.ctx, timeout=min(5.0, interval))
+                agents.poll_agents(self.ctx, timeout=agents.poll_timeout(self.ctx))
             except Exception:
                 log.exception("scheduler %s: agent poll failed", self.scheduler_id)
             stop.wait(interval)

@@ -14,10 +14,13 @@ With LVM snapshots the record is in the manifest's meta already (the agent reads
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, Resource
+from opencbr.catalog.models import Agent, Backup, Resource, Vault, VaultResource
+from opencbr.domain import resource as R
 from opencbr.engine import Missing, Repository
 
 ATTACHMENT = "app-consistency"
@@ -109,11 +112,47 @@ def readiness(answer: object) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------ readiness polls
+#: How long the heartbeat keeps asking an agent about its applications after a check_agent on its host.
+READINESS_WANTED_SECONDS = 15 * 60
+_WANTED_AT = "readiness_wanted_at"
+
+
+def readiness_wanted(s: Session, now: datetime, agents: list[Agent]) -> set[str]:
+    """The agents whose heartbeat asks whether their applications can be quiesced (each ask connects to
+    every database the agent finds): those whose host is in an app_consistent vault, and those whose
+    host check_agent asked about in the last :data:`READINESS_WANTED_SECONDS`. Others are not asked."""
+    ids = {a.id for a in agents}
+    wanted = set(s.scalars(select(Resource.agent_id).join(VaultResource, VaultResource.resource_id == Resource.id)
+                           .join(Vault, Vault.id == VaultResource.vault_id)
+                           .where(Resource.type == R.SERVER, Resource.agent_id.in_(ids),
+                                  Vault.consistent_level == "app_consistent")))
+    since = now - timedelta(seconds=READINESS_WANTED_SECONDS)
+    for a in agents:
+        asked = (a.inventory or {}).get(_WANTED_AT)
+        try:
+            if isinstance(asked, str) and datetime.fromisoformat(asked) >= since:
+                wanted.add(a.id)
+        except ValueError:
+            pass
+    return wanted
+
+
+def want_readiness(agent: Agent, now: datetime) -> None:
+    """check_agent asked about this agent's host: the heartbeat asks about its applications for a while."""
+    agent.inventory = {**(agent.inventory or {}), _WANTED_AT: now.isoformat()}
+
+
+def kept_with_inventory(old: dict | None) -> dict:
+    """What a new inventory answer keeps of the old one (the readiness wish)."""
+    return {_WANTED_AT: old[_WANTED_AT]} if isinstance(old, dict) and _WANTED_AT in old else {}
+
+
 def check_message(ready: dict | None) -> str:
     """check_agent's message for a server (guide 7.3): whether the applications the agent found or was
     configured with can be quiesced, as its last check (a real connection to each) found."""
     ready = ready or {"state": "unsupported", "hooks": []}
-    if ready.get("state") == "checking":
+    if ready.get("state") in ("checking", "not_asked"):  # not_asked: it is asked from the next heartbeat on
         return "application consistency: the agent is checking its applications; ask again in a few seconds"
     if ready.get("state") != "checked":
         return "application consistency: this agent does not check its applications (update it)"

@@ -114,7 +114,8 @@ def fill_new_disk(ctx: ServiceContext, run, repo, backup_id: str, disk_id: str, 
 
 def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: str) -> None:
     """Guide 6.5 on an agent's host: the agent makes the directory (it must be new or empty) and restores
-    the tree into it. One that fails goes from the catalog with its agent path; what was written stays."""
+    the tree into it. One that fails goes from the catalog with its agent path, and the agent removes
+    what the task wrote (the directory was recorded there as made for this task)."""
     from opencbr.services import resources as res_svc
     from opencbr.services.agents import targets
     from opencbr.services.progress import TaskProgress
@@ -125,12 +126,17 @@ def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: 
         path, logical, agent_id = fs.path, int(fs.size_bytes or 0), fs.agent_id
     done: dict = {}
 
+    made: list = []  # (provider, link) once the agent made the directory for this task
+
     def forget() -> None:
         with ctx.tx() as s:
             targets.forget_path(s, agent_id, path)
+        for provider, link in made:
+            _remove_made(ctx, run, provider, link, path)
 
     def fill(provider, link) -> dict:
-        provider.create_dir(link.connect, project_id=link.project_id, path=path)
+        provider.create_dir(link.connect, project_id=link.project_id, path=path, made_by=run.task_id)
+        made.append((provider, link))
         return provider.restore(repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="tree",
                                 target=path, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)
 
@@ -138,3 +144,15 @@ def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: 
                                   remove=forget):
         done.update(_agent_task(ctx, fs_id, progress.cancel, fill))
     run.set_extra(restore_result={k: done.get(k) for k in ("files", "dirs", "bytes_written") if k in done})
+
+
+def _remove_made(ctx: ServiceContext, run, provider, link: HostLink, path: str) -> None:
+    """What a failed new file system wrote on the host, removed by the agent; when the agent cannot
+    (it is the failure), the task says what is left where."""
+    import logging
+
+    try:
+        provider.remove_made(link.connect, project_id=link.project_id, path=path, made_by=run.task_id)
+    except Exception as e:  # noqa: BLE001 - the task's own error is the one to report; this is said beside it
+        logging.getLogger("opencbr.agents").warning("task %s: %s was not removed: %s", run.task_id, path, e)
+        run.set_extra(left_on_host={"path": path, "reason": str(getattr(e, "message", e))[:500]})

@@ -99,3 +99,31 @@ def test_a_mounted_target_is_left_alone(restored_image, tmp_path):
     finally:
         _run("umount", str(point))
         _run("losetup", "-d", dev)
+
+
+def test_a_partitioned_image_has_the_partition_holding_the_clusters_readied(tmp_path):
+    """GPT with two partitions, the data directory on the second: found, readied, unmounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    image = tmp_path / "parted.img"
+    with open(image, "wb") as f:
+        f.truncate(40 << 20)
+    table = "label: gpt\nstart=2048, size=16384\nstart=20480, size=40960\n"  # sectors: 8 MiB at 1, 20 MiB at 10
+    if subprocess.run(["sfdisk", "-q", str(image)], input=table, capture_output=True, text=True).returncode:
+        pytest.skip("sfdisk is not installed")
+    empty, seed = tmp_path / "empty", tmp_path / "seed"
+    empty.mkdir()
+    (seed / "15" / "main" / "pg_wal").mkdir(parents=True)
+    for offset, size, content in ((1 << 20, 8 << 20, empty), (10 << 20, 20 << 20, seed)):
+        made = _run("mkfs.ext4", "-q", "-d", str(content), "-E", f"offset={offset}", str(image), f"{size >> 10}k")
+        assert made.returncode == 0, made.stderr
+    done = prepare_restored_disk(_record(), SOURCE, str(image), str(tmp_path / "mnt"))
+    assert any(line.endswith("wrote backup_label") for line in done), done
+    assert not [m for m in mounts.mounts() if m.mountpoint.startswith(str(tmp_path / "mnt"))]
+    point = tmp_path / "check"
+    point.mkdir()
+    assert _run("mount", "-o", f"loop,ro,offset={10 << 20}", str(image), str(point)).returncode == 0
+    try:
+        assert (point / "15" / "main" / "backup_label").read_bytes() == LABEL.encode()
+    finally:
+        _run("umount", str(point))

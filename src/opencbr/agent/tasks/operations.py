@@ -16,9 +16,11 @@ from typing import Callable
 from opencbr.agent import hooks
 from opencbr.agent.context import AgentError
 from opencbr.agent.inventory import forget_walks
+from opencbr.agent.made import clear_dir, made_dirs
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource
+from opencbr.engine.diskfs.browse import restore_disk_path
 from opencbr.engine.remote.vault import BadRequest, VaultAccess
 from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
@@ -264,8 +266,9 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
 
 
 def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
-    """Single files or directories ``paths`` of a tree backup into directory ``target`` (beside what
-    it holds)."""
+    """Single files or directories ``paths`` of a backup into directory ``target`` (beside what it
+    holds): of a tree backup, or of the file systems inside a disk backup (``/p1/etc/hosts``, as
+    browsing names them), read from the disk's blocks as the service's own restore-files does."""
     target = _param(req, "target")
     paths = _param(req, "paths", list)
     backup_id = _param(req, "backup_id")
@@ -274,9 +277,14 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     done = []
     try:
         with vault.chunks(channel) as chunks:
+            disk = chunks.read_manifest(backup_id).header.get("type") != "tree"
             for p in paths:
-                r = engine_restore_tree(chunks, backup_id, target, subpath=p, allow_nonempty=True, target_fd=fd,
-                                        cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+                if disk:
+                    r = restore_disk_path(chunks, backup_id, p, target, target_fd=fd)
+                else:
+                    r = engine_restore_tree(chunks, backup_id, target, subpath=p, allow_nonempty=True,
+                                            target_fd=fd, cancel=getattr(ctx, "cancel", None),
+                                            progress=chunks.progress)
                 done.append({"path": p, **_tree_result(r)})
     finally:
         os.close(fd)
@@ -292,15 +300,69 @@ def _tree_result(r) -> dict:
 
 # ------------------------------------------------------------------------------------------ paths
 def create_dir(ctx, _channel, req: dict, _payload: memoryview) -> dict:
-    """A new directory below the roots (a new file system to restore into); refused if it holds anything."""
+    """A new directory below the roots (a new file system to restore into); refused if it holds anything,
+    unless it is the one made for this very task (``made_by``: a retry). Recorded as made for
+    ``made_by`` so that ``remove_made`` can take it away if the task fails (agent/made.py)."""
     path = _param(req, "path")
-    fd = ctx.confinement.makedirs(path)
+    task = req.get("made_by") if isinstance(req.get("made_by"), str) and req.get("made_by") else None
+    made = made_dirs(_state_dir(ctx))
+    created: list[str] = []
+    fd = ctx.confinement.makedirs(path, created=created)
     try:
-        if os.listdir(fd):
+        mine = task is not None and (made.made_by(path) or {}).get("task") == task
+        if os.listdir(fd) and not mine:
             raise AgentError("not_empty", f"{path} exists and is not empty")
     finally:
         os.close(fd)
-    return {"path": path}
+    if task is not None and not mine:
+        made.record(path, task, created[0] if created else None)
+    return {"path": path, "created": bool(created)}
+
+
+def remove_made(ctx, _channel, req: dict, _payload: memoryview) -> dict:
+    """Take away directory ``path`` made by ``create_dir`` for task ``made_by`` and what was written in
+    it (the task failed): its contents, then the directories ``create_dir`` created; a directory that
+    was there, empty, stays. Refused for a path not recorded as made for that task."""
+    path = _param(req, "path")
+    task = _param(req, "made_by")
+    made = made_dirs(_state_dir(ctx))
+    record = made.made_by(path)
+    if record is None or record.get("task") != task:
+        raise AgentError("refused", f"{path} was not made by this agent for task {task}: nothing removed")
+    try:
+        fd = ctx.confinement.open_dir(path)
+    except FileNotFoundError:
+        made.forget(path)
+        return {"removed": 0}
+    try:
+        removed = clear_dir(fd)
+    finally:
+        os.close(fd)
+    top = record.get("top")
+    if isinstance(top, str) and (top == path or path.startswith(top.rstrip("/") + "/")):
+        at = path
+        while True:  # the directories create_dir made, innermost first, each only if empty
+            _remove_empty_dir(ctx, at)
+            if at == top:
+                break
+            at = os.path.dirname(at)
+    made.forget(path)
+    return {"removed": removed}
+
+
+def _remove_empty_dir(ctx, path: str) -> None:
+    parent, name = os.path.split(path)
+    dfd = ctx.confinement.open_dir(parent)
+    try:
+        os.rmdir(name, dir_fd=dfd)
+    except OSError:
+        pass  # not empty (someone else's now) or gone: left as it is
+    finally:
+        os.close(dfd)
+
+
+def _state_dir(ctx) -> str | None:
+    return getattr(getattr(ctx, "config", None), "state_dir", None)
 
 
 def remove_disk(ctx, _channel, req: dict, _payload: memoryview) -> dict:
@@ -338,4 +400,5 @@ OPERATIONS: dict[str, Operation] = {
     "create_dir": create_dir,
     "probe": probe,
     "remove_disk": remove_disk,
+    "remove_made": remove_made,
 }

@@ -217,5 +217,5 @@ def remove_agent_path(agent_id: str, body: RemovePathBody, p: Principal = Depend
 
 @router.post("/agent/check")
 def check_agent(body: CheckBody, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    with ctx.read() as s:
+    with ctx.tx() as s:  # (it notes the hosts asked about: their heartbeat then checks their applications)
         return {"agent_status": agents.check_agent(s, ctx, p, [wire.dump(x) for x in body.agent_status])}

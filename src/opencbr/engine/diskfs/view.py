@@ -137,6 +137,9 @@ class DiskBackupView(io.RawIOBase):
         by_digest: dict[bytes, list[int]] = {}
         for i in blocks:
             by_digest.setdefault(self.index.digest(i), []).append(i)
+        if idx is None:  # a remote store (engine/remote, on an agent): the vault's index stays with the vault
+            self._fetch_remote(by_digest)
+            return
         locs = []
         for d, bl in by_digest.items():
             loc = idx.lookup(d)
@@ -173,6 +176,17 @@ class DiskBackupView(io.RawIOBase):
                     self._store_block(i, data)
                 self.blocks_fetched += len(by_digest[d])
             j = k
+
+    def _fetch_remote(self, by_digest: dict[bytes, list[int]]) -> None:
+        """The blocks' chunks asked for in groups over the remote store's channel."""
+        for group in self.cs.plan_reads(None, list(by_digest), None):
+            for d, data, err in self.cs.read_planned(self._codec, group):
+                if err is not None:
+                    raise Damaged(f"disk backup {self.backup_id}: block data {d.hex()[:16]} cannot be read "
+                                  f"intact: {err}", backup_id=self.backup_id)
+                for i in by_digest[d]:
+                    self._store_block(i, data)
+                self.blocks_fetched += len(by_digest[d])
 
     def _get_chunk(self, d: bytes) -> bytes:
         try:

@@ -231,11 +231,23 @@ class AgentProvider:
                                                                     timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
 
-    def create_dir(self, connect: Connect, *, project_id: str, path: str) -> dict:
+    def create_dir(self, connect: Connect, *, project_id: str, path: str, made_by: str | None = None) -> dict:
+        """A new, empty directory on the host; ``made_by`` (a task's id) records it as made for that task
+        (which may then fill it again, or have it removed with :meth:`remove_made`)."""
         def answer(ch) -> dict:
             return ch.recv(self.timeout)[0]
 
-        return self._run(connect, {"op": "create_dir", "project_id": project_id, "path": path}, answer)
+        return self._run(connect, {"op": "create_dir", "project_id": project_id, "path": path,
+                                   "made_by": made_by}, answer)
+
+    def remove_made(self, connect: Connect, *, project_id: str, path: str, made_by: str) -> dict:
+        """Remove a directory :meth:`create_dir` made for task ``made_by``, and what was written in it
+        (the agent refuses any other directory)."""
+        def answer(ch) -> dict:
+            return ch.recv(self.timeout)[0]
+
+        return self._run(connect, {"op": "remove_made", "project_id": project_id, "path": path,
+                                   "made_by": made_by}, answer)
 
     def remove_disk(self, connect: Connect, *, project_id: str, path: str) -> dict:
         """Remove a disk-image file the service made on the host (``restore(create=True)``)."""

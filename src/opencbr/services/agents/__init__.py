@@ -33,10 +33,11 @@ from opencbr.services.agents.registry import (
     update_agent,
     view,
 )
+from opencbr.services.agents.state import offline_after, poll_timeout
 
 __all__ = [
     "AGENT_OFFLINE", "CURRENT_AGENT_VERSION", "AgentView", "add_agent_path", "address_of", "authority", "ca_certificate", "check_agent",
     "create_token", "enrol", "exclude_paths", "install_commands", "link_error", "list_agents", "notify_revoked",
-    "poll_agents", "proof", "register_agent", "remove_agent_path", "require_online", "service_identity", "show_agent",
+    "offline_after", "poll_agents", "poll_timeout", "proof", "register_agent", "remove_agent_path", "require_online", "service_identity", "show_agent",
     "unregister_agent", "update_agent", "view",
 ]

@@ -45,9 +45,9 @@ def _address(agent: Agent) -> link.AgentAddress:
 
 
 def _ask(identity: link.ServiceIdentity, address: link.AgentAddress, paths: list[dict],
-         timeout: float) -> tuple[dict | None, str]:
+         timeout: float, readiness: bool) -> tuple[dict | None, str]:
     try:
-        return link.call(identity, address, "inventory", timeout=timeout, paths=paths), ""
+        return link.call(identity, address, "inventory", timeout=timeout, paths=paths, readiness=readiness), ""
     except link.RemoteError as e:
         return None, f"the agent refused: {e.code}: {e.message}"[:_MAX_ERROR_CHARS]
     except (link.LinkError, OSError) as e:
@@ -63,11 +63,12 @@ def poll_agents(ctx: ServiceContext, *, timeout: float = 5) -> PollReport:
         for ap in s.scalars(select(AgentPath).where(AgentPath.status == "available")):
             if ap.agent_id in paths:
                 paths[ap.agent_id].append({"dir_path": ap.dir_path, "exclude_paths": list(ap.exclude_paths or [])})
+        readiness = app_consistency.readiness_wanted(s, ctx.now(), agents)
     if not agents:
         return report
     identity = A.service_identity(ctx)
     with ThreadPoolExecutor(max_workers=min(MAX_POLL_THREADS, len(agents)), thread_name_prefix="agent-poll") as pool:
-        asked = {pool.submit(_ask, identity, _address(a), paths[a.id], timeout): a for a in agents}
+        asked = {pool.submit(_ask, identity, _address(a), paths[a.id], timeout, a.id in readiness): a for a in agents}
         for future in as_completed(asked):
             agent = asked[future]
             answer, error = future.result()
@@ -101,7 +102,8 @@ def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer:
         for name, limit in (("host_name", 255), ("host_os", 255), ("host_ip", 64)):
             if isinstance(host.get(name), str) and host[name]:
                 setattr(agent, name, host[name][:limit])
-        agent.inventory = {k: answer.get(k) for k in ("host", "block_devices", "paths", "roots", "version")}
+        agent.inventory = {**app_consistency.kept_with_inventory(agent.inventory),
+                           **{k: answer.get(k) for k in ("host", "block_devices", "paths", "roots", "version")}}
         agent.inventory["app_consistency"] = app_consistency.readiness(answer.get("app_consistency"))
         inventory.apply(s, ctx, agent, answer)
 

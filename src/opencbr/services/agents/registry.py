@@ -351,6 +351,7 @@ def check_agent(s: Session, ctx: ServiceContext, p: Principal, items: list[dict]
             entry.update(version=version, is_old=_version_key(version) < _version_key(CURRENT_AGENT_VERSION))
             if state.is_online(ctx, agent) and res.type == R.SERVER:  # and its applications (guide 7.3)
                 ready = (agent.inventory or {}).get("app_consistency")
+                app_consistency.want_readiness(agent, ctx.now())
                 out.append({**entry, "installed": True, "code": 0, "message": app_consistency.check_message(ready),
                             "app_consistency": (ready or {}).get("hooks") or []})
             elif state.is_online(ctx, agent):

@@ -15,15 +15,28 @@ from opencbr.services.context import ServiceContext
 ONLINE, OFFLINE, UNINSTALLED = "online", "offline", "uninstalled"
 #: The statuses list_agent shows and filters by.
 WIRE_STATUSES = (ONLINE, OFFLINE, UNINSTALLED)
-#: An agent is online while its last answer is at most this many poll intervals old.
+#: An agent is online while its last answer is at most this many heartbeats old.
 MISSED_POLLS = 3
+#: The longest one heartbeat waits for an agent's answer (at most the poll interval).
+POLL_TIMEOUT_SECONDS = 5.0
 #: Resource statuses a running task set; the poll leaves them alone (the task sets them back).
 TASK_STATUSES = ("restoring", "creating")
 
 
+def poll_timeout(ctx: ServiceContext) -> float:
+    return min(POLL_TIMEOUT_SECONDS, ctx.settings.agent_poll_seconds)
+
+
+def offline_after(ctx: ServiceContext) -> float:
+    """Seconds without an answer after which an agent is offline: :data:`MISSED_POLLS` heartbeats, each
+    the interval *plus* the heartbeat's own time (the interval is waited after a poll ends; a poll of a
+    loaded service took longer than the interval, and agents that had answered every poll showed offline)."""
+    return MISSED_POLLS * (ctx.settings.agent_poll_seconds + poll_timeout(ctx))
+
+
 def online_since(ctx: ServiceContext, now: datetime | None = None) -> datetime:
     """An agent that answered at or after this time is online."""
-    return (now or ctx.now()) - timedelta(seconds=MISSED_POLLS * ctx.settings.agent_poll_seconds)
+    return (now or ctx.now()) - timedelta(seconds=offline_after(ctx))
 
 
 def is_enrolled(agent: Agent) -> bool:

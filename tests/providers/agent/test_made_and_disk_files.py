@@ -1,0 +1,100 @@
+"""Two things an agent writes for the service, against a real agent process: the directory of a new file
+system, which the agent takes away again (with what was written in it) for the task it was made for and
+for no one else; and single files of a disk backup's file system restored onto the host."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from opencbr.engine import Repository
+from opencbr.providers.agent import AgentProvider, AgentTaskFailed
+from opencbr.providers.agent.provider import HostDisk
+from opencbr.storage import open_store
+from tests.providers.agent.agents import AgentProcess, Authority
+from tests.support.trees import build_tree, snapshot
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    work = tmp_path_factory.mktemp("made")
+    root = work / "host"
+    root.mkdir()
+    a = AgentProcess(Authority.new(), work / "agent", [root])
+    a.root = root
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    store = tmp_path_factory.mktemp("made-store")
+    return Repository.create(open_store(store.as_uri()), "v/", b"k" * 32, encrypted=True)
+
+
+@pytest.fixture(scope="module")
+def tree_backup(agent, repo):
+    src = build_tree(agent.root / "src", seed=3)
+    AgentProvider().backup_tree(repo, agent.connect, project_id="p1", path=str(src), backup_id="t1", parent=None,
+                                meta={})
+    return snapshot(src)
+
+
+def test_a_made_directory_is_removed_with_what_was_written_for_its_task_only(agent, repo, tree_backup, tmp_path):
+    p, root = AgentProvider(), agent.root
+    target = root / "new" / "deep" / "fs"
+    outside = tmp_path / "outside"  # a symlink in the made tree leads here: the link goes, not its target
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    assert p.create_dir(agent.connect, project_id="p1", path=str(target), made_by="task-1")["created"]
+    p.restore(repo, agent.connect, project_id="p1", backup_id="t1", kind="tree", target=str(target))
+    assert snapshot(target) == tree_backup
+    (target / "escape").symlink_to(outside)
+    # a retry of the same task may use its own directory again; another task may not
+    p.create_dir(agent.connect, project_id="p1", path=str(target), made_by="task-1")
+    with pytest.raises(AgentTaskFailed) as e:
+        p.create_dir(agent.connect, project_id="p1", path=str(target), made_by="task-2")
+    assert e.value.code == "not_empty"
+    for who, path in (("task-2", target), ("task-1", root / "src"), ("task-1", root / "new")):
+        with pytest.raises(AgentTaskFailed) as e:
+            p.remove_made(agent.connect, project_id="p1", path=str(path), made_by=who)
+        assert e.value.code == "refused", e.value
+    assert snapshot(target) == {**tree_backup, "escape": snapshot(target)["escape"]}
+
+    assert p.remove_made(agent.connect, project_id="p1", path=str(target), made_by="task-1")["removed"] > 0
+    assert not (root / "new").exists()  # the directories it made, up to the first, are gone
+    assert (outside / "keep.txt").read_text() == "keep" and (root / "src").is_dir()
+    with pytest.raises(AgentTaskFailed):  # done once: the record is gone
+        p.remove_made(agent.connect, project_id="p1", path=str(target), made_by="task-1")
+
+
+def test_an_empty_directory_that_was_there_stays(agent, repo, tree_backup):
+    p, there = AgentProvider(), agent.root / "empty"
+    there.mkdir()
+    assert not p.create_dir(agent.connect, project_id="p1", path=str(there), made_by="task-3")["created"]
+    p.restore(repo, agent.connect, project_id="p1", backup_id="t1", kind="tree", target=str(there))
+    p.remove_made(agent.connect, project_id="p1", path=str(there), made_by="task-3")
+    assert there.is_dir() and not list(there.iterdir())
+
+
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="mkfs.ext4 (e2fsprogs) is not installed")
+def test_files_of_a_disk_backup_restored_onto_the_host(agent, repo, tmp_path):
+    content = build_tree(tmp_path / "content", seed=5)
+    image = agent.root / "ext4.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(image), "32M"], check=True,
+                   capture_output=True)
+    p = AgentProvider()
+    p.backup_disks(repo, agent.connect, project_id="p1", disks=[HostDisk(str(image), "d1", None, {})])
+    out = p.restore_files(repo, agent.connect, project_id="p1", backup_id="d1", paths=["/docs"],
+                          target=str(agent.root / "picked"))
+    want = {k[len("docs/"):]: v for k, v in snapshot(content).items() if k.startswith("docs/")}
+    for e in want.values():
+        e.pop("links", None)  # (f1.txt's other name is outside /docs)
+    assert snapshot(agent.root / "picked" / "docs") == want
+    assert out["bytes_written"] > 0
+    with pytest.raises(AgentTaskFailed) as e:  # never over what is there
+        p.restore_files(repo, agent.connect, project_id="p1", backup_id="d1", paths=["/docs"],
+                        target=str(agent.root / "picked"))
+    assert e.value.code == "conflict", e.value
