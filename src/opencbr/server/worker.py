@@ -36,6 +36,9 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
         pool = WorkerPool(ctx, count)
         stopping = note_stop_signals()
         pool.start()
+        # the line an operator (and the scale-out test) looks for: this machine takes tasks now
+        log.info("workers %s running (host group %s)", ", ".join(w.worker_id for w in pool.workers),
+                 settings.host_group)
         receiving = threading.Event()
         start_receiver(ctx, receiving)
     log.info("worker stopping (%s): running tasks are handed back to the queue", wait_for_stop(stopping))
