@@ -90,6 +90,7 @@ class Machine:
     ip: str
     data_dir: str
     procs: list[subprocess.Popen] = field(default_factory=list)
+    starts: int = 0
 
     @property
     def log_path(self) -> str:
@@ -149,9 +150,12 @@ class Fleet:
             self._database()
             self._s3()
             self._bootstrap()
-            self.start_api()
+            self.spawn_api()
+            for name in self.worker_names():  # all at once: each takes seconds to import and connect
+                self.spawn_worker(name)
+            self._wait_http(self.url + "/health", "api")
             for name in self.worker_names():
-                self.start_worker(name)
+                self._wait_worker(name)
             return self
         except BaseException:
             self.close()
@@ -237,18 +241,27 @@ class Fleet:
             ctx.close()
         self.admin = Creds(info.access_key, info.secret_key, info.project_id)
 
-    def start_api(self) -> None:
+    def spawn_api(self) -> None:
         self.spawn("api", [sys.executable, "-m", "opencbr.cli.main", "serve", "--no-write-config"],
                    env={"OPENCBR_LISTEN": f"{self.ip('api')}:{API_PORT}", "OPENCBR_WORKERS": "0"})
-        self._wait_http(self.url + "/health", "api")
 
-    def start_worker(self, name: str) -> None:
+    def spawn_worker(self, name: str) -> None:
+        self.machines[name].starts += 1
         self.spawn(name, [sys.executable, "-m", "opencbr.cli.main", "worker", "--count",
                           str(self.threads_per_worker)])
-        deadline = time.monotonic() + 30
-        while " running (host group " not in self.machines[name].log():
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.machines[name].procs):
-                raise RuntimeError(f"worker machine {name} did not start:\n{self.machines[name].log()[-3000:]}")
+
+    def start_worker(self, name: str) -> None:
+        """(Re)start a worker machine's process and wait until it takes tasks."""
+        self.spawn_worker(name)
+        self._wait_worker(name)
+
+    def _wait_worker(self, name: str, timeout: float = 60) -> None:
+        """Until the machine's latest worker process says it runs (each start logs one such line)."""
+        m = self.machines[name]
+        deadline = time.monotonic() + timeout
+        while m.log().count(" running (host group ") < m.starts:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in m.procs):
+                raise RuntimeError(f"worker machine {name} did not start:\n{m.log()[-3000:]}")
             time.sleep(0.1)
 
     def _wait_http(self, url: str, machine: str, timeout: float = 30) -> None:
@@ -287,7 +300,10 @@ class Fleet:
 
     # ------------------------------------------------------------------ tearing down
     def close(self) -> None:
-        """Stop everything and remove every namespace, whatever state the fleet is in."""
+        """Stop everything and remove every namespace, whatever state the fleet is in. The machines' logs
+        end on stdout (pytest shows them when a test failed)."""
+        for m in self.machines.values():
+            print(f"----- {m.name} ({m.ip}) log, last 4000 characters -----\n{m.log()[-4000:]}")
         pgdata = os.path.join(self.machines["db"].data_dir, "pgdata")
         if os.path.exists(os.path.join(pgdata, "postmaster.pid")) and self.machines["db"].ns in self.namespaces:
             subprocess.run(["ip", "netns", "exec", self.machines["db"].ns, "runuser", "-u", "postgres", "--",

@@ -61,7 +61,7 @@ def new_vault(c: ApiClient, name: str, disks: list[dict]) -> dict:
 
 def test_tasks_run_on_either_worker_machine(fleet, tmp_path):
     c, sdk_client = client(fleet), sdk(fleet)
-    images = [make_image(tmp_path / f"d{i}.img", 24 * MiB, seed=70 + i) for i in range(6)]
+    images = [make_image(tmp_path / f"d{i}.img", 8 * MiB, seed=70 + i) for i in range(4)]
     disks = [c.post("/inventory/disks", {"name": f"shared-{i}", "path": p})["disk"] for i, p in enumerate(images)]
     v = new_vault(c, "spread", disks)
     body = VaultBackupReq(checkpoint=VaultBackup(vault_id=v["id"]))
@@ -81,7 +81,7 @@ def test_tasks_run_on_either_worker_machine(fleet, tmp_path):
 def test_worker_machine_killed_mid_backup(fleet, tmp_path):
     c = client(fleet)
     small = make_image(tmp_path / "small.img", 4 * MiB, seed=81)
-    big = big_random_image(tmp_path / "big.img", 384 * MiB)  # about 5 s to back up over the bridge to S3
+    big = big_random_image(tmp_path / "big.img", 128 * MiB)  # a few seconds over the bridge to S3
     d_small = c.post("/inventory/disks", {"name": "kill-small", "path": small})["disk"]
     d_big = c.post("/inventory/disks", {"name": "kill-big", "path": big})["disk"]
     v = new_vault(c, "crash", [d_small, d_big])
@@ -91,7 +91,7 @@ def test_worker_machine_killed_mid_backup(fleet, tmp_path):
 
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"], "parameters": {"resources": [d_big["id"]]}}})
     doomed = c.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
-    wait_running(c, doomed["task_id"], min_progress=5)
+    wait_running(c, doomed["task_id"], min_progress=3)
     victim = lease_owner(fleet, doomed["task_id"]).split(":", 1)[0]
     survivor = next(n for n in fleet.worker_names() if n != victim)
     assert fleet.kill_machine(victim) >= 1
@@ -100,7 +100,7 @@ def test_worker_machine_killed_mid_backup(fleet, tmp_path):
         assert log["status"] == "success", log
         assert log["extra_info"]["attempts"][0]["outcome"] == "lost"
         assert f"worker {victim}:" in log["extra_info"]["attempts"][0]["reason"], log["extra_info"]["attempts"]
-        assert claims(fleet)[doomed["task_id"]] == [(victim, 1), (survivor, 2)]
+        assert sorted(claims(fleet)[doomed["task_id"]], key=lambda c: c[1]) == [(victim, 1), (survivor, 2)]
         # no Available backup that cannot be restored: both restore bit-exact (on the surviving machine)
         listed = c.get("/backups", vault_id=v["id"])["backups"]
         assert sorted(b["status"] for b in listed) == ["available", "available"], listed
