@@ -73,7 +73,7 @@ def test_tasks_run_on_either_worker_machine(fleet, tmp_path):
     ran_on = {machine for b in backups for machine, _ in claims(fleet)[c.get(f"/backups/{b.id}")["backup"]["task_id"]]}
     assert ran_on == {"w1", "w2"}, claims(fleet)
     # the restores run on the worker machines too, writing the shared disks
-    by_id = {d["id"]: p for d, p in zip(disks, images)}
+    by_id = {d["id"]: p for d, p in zip(disks, images, strict=True)}
     for b in backups[:2]:
         restore_and_check(c, b.id, b.resource_id, by_id[b.resource_id], sha256(by_id[b.resource_id]))
 

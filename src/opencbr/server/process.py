@@ -1,8 +1,12 @@
-"""What every OpenCBR process does the same way: set up logging, stop in order on SIGINT/SIGTERM, and
-turn a catalog that cannot be opened into a message an operator can act on."""
+"""What every OpenCBR process does the same way: set up logging, stop in order on SIGINT/SIGTERM, turn a
+catalog that cannot be opened into a message an operator can act on, and refuse to run with a master key
+that is not the installation's."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import os
 import signal
@@ -14,11 +18,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
+from opencbr.services.context import ServiceContext
 from opencbr.system import processes
 
 
 class CatalogTrouble(CBRError):
     code = "OpenCBR.Catalog"
+
+
+class ForeignMasterKey(CBRError):
+    code = "OpenCBR.MasterKey"
+
+
+#: In the object store: a check value of the installation's master key, written by the first process.
+MASTER_KEY_CHECK = "installation/master-key-check"
 
 
 def start_logging() -> None:
@@ -72,3 +85,25 @@ def stop_with_parent() -> None:
     """A worker process of ``opencbr serve`` stops in order (SIGTERM) when the API process dies."""
     if not processes.stop_with_parent(os.getppid(), signal.SIGTERM):
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def check_master_key(ctx: ServiceContext) -> None:
+    """Every process of an installation must hold the one master key. A process on another machine that
+    was not given it would otherwise make a new ``<data_dir>/master.key`` of its own and create vault
+    repositories nobody else can open (their backups Available, yet unrestorable elsewhere). The first
+    process to start writes an HMAC of a constant under the key (it reveals nothing of the key) into the
+    object store; every later start compares and stops, saying why, before it touches anything."""
+    path = os.path.join(ctx.settings.data_dir, "master.key")
+    made_now = not ctx.settings.master_key_hex and not os.path.exists(path)
+    mine = hmac.new(ctx.master_key, b"opencbr/master-key-check/v1", hashlib.sha256).hexdigest()
+    ctx.store.put_if_absent(MASTER_KEY_CHECK, json.dumps({"hmac_sha256": mine}).encode())
+    if hmac.compare_digest(json.loads(ctx.store.get(MASTER_KEY_CHECK))["hmac_sha256"], mine):
+        return
+    source = "OPENCBR_MASTER_KEY" if ctx.settings.master_key_hex else path
+    extra = f" ({path} was created just now by this process: remove it)" if made_now else ""
+    raise ForeignMasterKey(
+        f"the master key of this process ({source}) is not the installation's: the object store "
+        f"{ctx.settings.effective_object_store.split('?', 1)[0]} was set up with another one{extra}. Give every "
+        f"process of the installation (serve, worker, scheduler, on every machine) the same key: copy "
+        f"master.key from the machine that first ran `opencbr serve`, or set OPENCBR_MASTER_KEY to the same "
+        f"64 hex digits (docs/operations.md)")

@@ -8,7 +8,14 @@ import os
 import threading
 
 from opencbr.config import Settings
-from opencbr.server.process import note_stop_signals, opening_catalog, start_logging, stop_with_parent, wait_for_stop
+from opencbr.server.process import (
+    check_master_key,
+    note_stop_signals,
+    opening_catalog,
+    start_logging,
+    stop_with_parent,
+    wait_for_stop,
+)
 from opencbr.server.receiver import start_receiver
 from opencbr.services import hosts
 from opencbr.services.context import open_context
@@ -33,6 +40,7 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     hosts.set_local_group(settings.host_group)
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)
+        check_master_key(ctx)
         pool = WorkerPool(ctx, count)
         stopping = note_stop_signals()
         pool.start()
