@@ -11,17 +11,17 @@ import sqlalchemy as sa
 
 from opencbr.services import doorbell
 from opencbr.worker import wakeup
-from tests.support.databases import PG_URL, create_pg_database, drop_pg_database, pg_unavailable_reason
+from tests.support.databases import PG_URL, pg_unavailable_reason
 
 
 @pytest.fixture()
 def pg_catalog():
+    """The test server's own database: the listener needs no schema, and notifications stay within a
+    database (the catalogs of other tests are databases of their own)."""
     reason = pg_unavailable_reason()
     if reason:
         pytest.skip(f"PostgreSQL at {PG_URL} is unreachable ({reason}); PG doorbell test NOT RUN")
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
+    return PG_URL
 
 
 def ring(url: str) -> None:
