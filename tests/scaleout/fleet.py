@@ -136,6 +136,7 @@ class Fleet:
             "OPENCBR_TASK_LEASE_SECONDS": str(lease_seconds), "OPENCBR_RESOURCE_ROOTS": "/tmp",
             "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", **(extra_env or {})}
         self.admin: Creds | None = None
+        self.show_logs = True  # print the machines' logs when closing (for a failed test's report)
 
     def ip(self, machine: str) -> str:
         return self.machines[machine].ip
@@ -302,7 +303,7 @@ class Fleet:
     def close(self) -> None:
         """Stop everything and remove every namespace, whatever state the fleet is in. The machines' logs
         end on stdout (pytest shows them when a test failed)."""
-        for m in self.machines.values():
+        for m in self.machines.values() if self.show_logs else ():
             print(f"----- {m.name} ({m.ip}) log, last 4000 characters -----\n{m.log()[-4000:]}")
         pgdata = os.path.join(self.machines["db"].data_dir, "pgdata")
         if os.path.exists(os.path.join(pgdata, "postmaster.pid")) and self.machines["db"].ns in self.namespaces:
