@@ -30,8 +30,14 @@ class ForeignMasterKey(CBRError):
     code = "OpenCBR.MasterKey"
 
 
+class UnsafeObjectStore(CBRError):
+    code = "OpenCBR.ObjectStore"
+
+
 #: In the object store: a check value of the installation's master key, written by the first process.
 MASTER_KEY_CHECK = "installation/master-key-check"
+#: In the object store: where each start writes (and removes) its create-only probe.
+WRITE_PROBES = "installation/write-probes/"
 
 
 def start_logging() -> None:
@@ -85,6 +91,32 @@ def stop_with_parent() -> None:
     """A worker process of ``opencbr serve`` stops in order (SIGTERM) when the API process dies."""
     if not processes.stop_with_parent(os.getppid(), signal.SIGTERM):
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def check_installation(ctx: ServiceContext) -> None:
+    """What a service process checks before it serves: the object store refuses to overwrite, and the
+    master key is the installation's."""
+    check_create_only_writes(ctx.store)
+    check_master_key(ctx)
+
+
+def check_create_only_writes(store) -> None:
+    """Two workers creating one vault's repository, the exclusive GC lock and publishing a backup's
+    manifest rely on a create-only write (S3: ``PUT`` with ``If-None-Match: *``) failing when the object
+    exists. An S3 implementation that ignores the header would let a second writer silently replace the
+    first one's object (a repository's keys, a lock): the process stops instead."""
+    probe = WRITE_PROBES + os.urandom(8).hex()
+    try:
+        created = store.put_if_absent(probe, b"1")
+        replaced = store.put_if_absent(probe, b"2")
+    finally:
+        store.delete(probe)
+    if created and not replaced:
+        return
+    raise UnsafeObjectStore(
+        "the object store does not refuse to overwrite an existing object on a create-only write (S3: PUT "
+        "with If-None-Match: *); OpenCBR needs it to keep two workers from replacing each other's repository "
+        "keys and locks. Use an S3 implementation that honours conditional writes (docs/operations.md)")
 
 
 def check_master_key(ctx: ServiceContext) -> None:

@@ -16,7 +16,7 @@ from opencbr.api.app import create_app
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
-from opencbr.server.process import check_master_key, note_stop_signals, opening_catalog, start_logging
+from opencbr.server.process import check_installation, note_stop_signals, opening_catalog, start_logging
 from opencbr.services import hosts, iam
 from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.supervisor import WorkerProcesses
@@ -36,7 +36,7 @@ def run_service(settings: Settings, *, on_ready: Callable[[iam.BootstrapInfo], N
     with opening_catalog(settings):
         service = Service(settings)
         try:
-            check_master_key(service.ctx)
+            check_installation(service.ctx)
         except CBRError:
             service.shutdown()
             raise

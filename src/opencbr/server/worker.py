@@ -9,7 +9,7 @@ import threading
 
 from opencbr.config import Settings
 from opencbr.server.process import (
-    check_master_key,
+    check_installation,
     note_stop_signals,
     opening_catalog,
     start_logging,
@@ -40,7 +40,7 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     hosts.set_local_group(settings.host_group)
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)
-        check_master_key(ctx)
+        check_installation(ctx)
         pool = WorkerPool(ctx, count)
         stopping = note_stop_signals()
         pool.start()

@@ -1,5 +1,6 @@
-"""Every process of an installation holds the one master key (``server/process.py``): a process on
-another machine that was not given it stops at start, saying why, instead of making a key of its own."""
+"""What every service process checks at start (``server/process.py``): the object store refuses to
+overwrite on a create-only write, and the process holds the installation's master key (a process on
+another machine that was not given it stops, saying why, instead of making a key of its own)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import secrets
 import pytest
 
 from opencbr.config import load_settings
-from opencbr.server.process import MASTER_KEY_CHECK, ForeignMasterKey, check_master_key
+from opencbr.server.process import (
+    MASTER_KEY_CHECK,
+    WRITE_PROBES,
+    ForeignMasterKey,
+    UnsafeObjectStore,
+    check_create_only_writes,
+    check_master_key,
+)
 from opencbr.services.context import open_context
+from opencbr.storage import open_store
+from opencbr.storage.local import LocalStore
+from tests.support.s3 import s3_store_url
 
 
 def process_context(tmp_path, machine: str, **env: str):
@@ -47,3 +58,25 @@ def test_a_wrong_key_in_the_environment_is_refused(tmp_path):
         check_master_key(process_context(tmp_path, "worker", OPENCBR_MASTER_KEY=secrets.token_hex(32)))
     assert "(OPENCBR_MASTER_KEY) is not the installation's" in e.value.message
     assert "created just now" not in e.value.message
+
+
+class OverwritingStore(LocalStore):
+    """Stands for an S3 server that ignores ``If-None-Match: *`` (it overwrites and answers 200)."""
+
+    def put_if_absent(self, key: str, data, *, sync: bool = True) -> bool:
+        self.put(key, data)
+        return True
+
+
+def test_stores_that_refuse_to_overwrite_pass_and_leave_nothing(tmp_path, moto_url):
+    for store in (open_store(s3_store_url(moto_url)), LocalStore(tmp_path / "local")):
+        check_create_only_writes(store)
+        assert list(store.list(WRITE_PROBES)) == []
+
+
+def test_a_store_that_overwrites_is_refused(tmp_path):
+    store = OverwritingStore(tmp_path / "overwrites")
+    with pytest.raises(UnsafeObjectStore) as e:
+        check_create_only_writes(store)
+    assert "If-None-Match: *" in e.value.message
+    assert list(store.list(WRITE_PROBES)) == []
