@@ -75,14 +75,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="opencbr-scaleout-", dir=args.workdir) as d:
         size = size_arg(args.size)
         images = [big_random_image(Path(d) / f"disk{i}.img", size) for i in range(args.disks)]
-        results = [run(n, images, args.threads) for n in (1, 2)]
+        results = []
+        for n in (1, 2):
+            load_before = os.getloadavg()[0]
+            results.append({**run(n, images, args.threads), "load": (load_before, os.getloadavg()[0])})
     print(f"\n{args.disks} disks x {args.size} random, {args.threads} worker thread(s) per machine, "
           f"{os.cpu_count()} cores on the host\n")
-    print("| worker machines | time (s) | throughput (MiB/s) | backups per machine |")
-    print("|---|---|---|---|")
+    print("| worker machines | time (s) | throughput (MiB/s) | backups per machine | host load before/after |")
+    print("|---|---|---|---|---|")
     for r in results:
         spread = ", ".join(f"{m}: {n}" for m, n in sorted(r["ran_on"].items()))
-        print(f"| {r['workers']} | {r['seconds']:.1f} | {r['mb_s']:.1f} | {spread} |")
+        print(f"| {r['workers']} | {r['seconds']:.1f} | {r['mb_s']:.1f} | {spread} | "
+              f"{r['load'][0]:.1f} / {r['load'][1]:.1f} |")
     print(f"\nratio 2 machines / 1 machine: {results[1]['mb_s'] / results[0]['mb_s']:.2f}")
 
 
