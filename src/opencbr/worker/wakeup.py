@@ -111,7 +111,7 @@ class DoorbellListener:
 
     def _listen_socket(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        name = f"{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+        name = f"{doorbell.namespace_tag()}-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(doorbell.ABSTRACT_PREFIX + name)
         self._sock.setblocking(False)
