@@ -1,6 +1,6 @@
 """What every OpenCBR process does the same way: set up logging, stop in order on SIGINT/SIGTERM, turn a
-catalog that cannot be opened into a message an operator can act on, and refuse to run with a master key
-that is not the installation's."""
+catalog that cannot be opened into a message an operator can act on, and refuse to run on an object store
+that overwrites on create-only writes or with a master key that is not the installation's."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from opencbr.catalog.models import Vault
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
+from opencbr.engine import InvalidArgument, Missing, Repository
 from opencbr.services.context import ServiceContext
 from opencbr.system import processes
 
@@ -128,9 +131,10 @@ def check_master_key(ctx: ServiceContext) -> None:
     path = os.path.join(ctx.settings.data_dir, "master.key")
     made_now = not ctx.settings.master_key_hex and not os.path.exists(path)
     mine = hmac.new(ctx.master_key, b"opencbr/master-key-check/v1", hashlib.sha256).hexdigest()
-    ctx.store.put_if_absent(MASTER_KEY_CHECK, json.dumps({"hmac_sha256": mine}).encode())
-    if hmac.compare_digest(json.loads(ctx.store.get(MASTER_KEY_CHECK))["hmac_sha256"], mine):
-        return
+    if ctx.store.stat(MASTER_KEY_CHECK) is not None or _opens_a_vault(ctx):
+        ctx.store.put_if_absent(MASTER_KEY_CHECK, json.dumps({"hmac_sha256": mine}).encode())
+        if hmac.compare_digest(json.loads(ctx.store.get(MASTER_KEY_CHECK))["hmac_sha256"], mine):
+            return
     source = "OPENCBR_MASTER_KEY" if ctx.settings.master_key_hex else path
     extra = f" ({path} was created just now by this process: remove it)" if made_now else ""
     raise ForeignMasterKey(
@@ -139,3 +143,20 @@ def check_master_key(ctx: ServiceContext) -> None:
         f"process of the installation (serve, worker, scheduler, on every machine) the same key: copy "
         f"master.key from the machine that first ran `opencbr serve`, or set OPENCBR_MASTER_KEY to the same "
         f"64 hex digits (docs/operations.md)")
+
+
+def _opens_a_vault(ctx: ServiceContext) -> bool:
+    """Before the first check value is written (an installation made before the check existed): the
+    key must open an encrypted vault's repository if there is one, so that the first process to start
+    after an upgrade cannot make its wrong key the reference."""
+    with ctx.read() as s:
+        vault_ids = list(s.scalars(select(Vault.id).where(Vault.encrypted.is_(True)).limit(5)))
+    for vault_id in vault_ids:
+        try:
+            Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
+            return True
+        except Missing:  # no backup yet: its repository does not exist
+            continue
+        except InvalidArgument:
+            return False
+    return True
