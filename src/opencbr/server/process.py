@@ -14,13 +14,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from opencbr.catalog.models import Vault
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
-from opencbr.engine import InvalidArgument, Missing, Repository
+from opencbr.services import repositories
 from opencbr.services.context import ServiceContext
 from opencbr.system import processes
 
@@ -127,11 +125,13 @@ def check_master_key(ctx: ServiceContext) -> None:
     was not given it would otherwise make a new ``<data_dir>/master.key`` of its own and create vault
     repositories nobody else can open (their backups Available, yet unrestorable elsewhere). The first
     process to start writes an HMAC of a constant under the key (it reveals nothing of the key) into the
-    object store; every later start compares and stops, saying why, before it touches anything."""
+    object store; every later start compares and stops, saying why, before it touches anything. Until a
+    check value exists (an installation made before this check), the key must first open the vaults, so
+    that the first process to start after an upgrade cannot make its wrong key the reference."""
     path = os.path.join(ctx.settings.data_dir, "master.key")
     made_now = not ctx.settings.master_key_hex and not os.path.exists(path)
     mine = hmac.new(ctx.master_key, b"opencbr/master-key-check/v1", hashlib.sha256).hexdigest()
-    if ctx.store.stat(MASTER_KEY_CHECK) is not None or _opens_a_vault(ctx):
+    if ctx.store.stat(MASTER_KEY_CHECK) is not None or repositories.master_key_opens_vaults(ctx):
         ctx.store.put_if_absent(MASTER_KEY_CHECK, json.dumps({"hmac_sha256": mine}).encode())
         if hmac.compare_digest(json.loads(ctx.store.get(MASTER_KEY_CHECK))["hmac_sha256"], mine):
             return
@@ -144,19 +144,3 @@ def check_master_key(ctx: ServiceContext) -> None:
         f"master.key from the machine that first ran `opencbr serve`, or set OPENCBR_MASTER_KEY to the same "
         f"64 hex digits (docs/operations.md)")
 
-
-def _opens_a_vault(ctx: ServiceContext) -> bool:
-    """Before the first check value is written (an installation made before the check existed): the
-    key must open an encrypted vault's repository if there is one, so that the first process to start
-    after an upgrade cannot make its wrong key the reference."""
-    with ctx.read() as s:
-        vault_ids = list(s.scalars(select(Vault.id).where(Vault.encrypted.is_(True)).limit(5)))
-    for vault_id in vault_ids:
-        try:
-            Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
-            return True
-        except Missing:  # no backup yet: its repository does not exist
-            continue
-        except InvalidArgument:
-            return False
-    return True
