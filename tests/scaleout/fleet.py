@@ -155,8 +155,7 @@ class Fleet:
             for name in self.worker_names():  # all at once: each takes seconds to import and connect
                 self.spawn_worker(name)
             self._wait_http(self.url + "/health", "api")
-            for name in self.worker_names():
-                self._wait_worker(name)
+            self.wait_workers()
             return self
         except BaseException:
             self.close()
@@ -255,6 +254,11 @@ class Fleet:
         """(Re)start a worker machine's process and wait until it takes tasks."""
         self.spawn_worker(name)
         self._wait_worker(name)
+
+    def wait_workers(self) -> None:
+        """Until every worker machine's latest process takes tasks."""
+        for name in self.worker_names():
+            self._wait_worker(name)
 
     def _wait_worker(self, name: str, timeout: float = 60) -> None:
         """Until the machine's latest worker process says it runs (each start logs one such line)."""

@@ -60,6 +60,7 @@ def new_vault(c: ApiClient, name: str, disks: list[dict]) -> dict:
 
 
 def test_tasks_run_on_either_worker_machine(fleet, tmp_path):
+    fleet.wait_workers()
     c, sdk_client = client(fleet), sdk(fleet)
     images = [make_image(tmp_path / f"d{i}.img", 8 * MiB, seed=70 + i) for i in range(4)]
     disks = [c.post("/inventory/disks", {"name": f"shared-{i}", "path": p})["disk"] for i, p in enumerate(images)]
@@ -107,7 +108,7 @@ def test_worker_machine_killed_mid_backup(fleet, tmp_path):
         restore_and_check(c, good["id"], d_small["id"], small, sha256(small))
         restore_and_check(c, doomed["id"], d_big["id"], big, sha256(big))
     finally:
-        fleet.start_worker(victim)  # the machine comes back for whatever runs next
+        fleet.spawn_worker(victim)  # the machine comes back for whatever runs next (not waited for here)
 
 
 def lease_owner(fleet: Fleet, task_id: str) -> str:
