@@ -7,7 +7,7 @@ import logging
 
 from opencbr.config import Settings
 from opencbr.scheduler import Scheduler
-from opencbr.server.process import note_stop_signals, opening_catalog, start_logging, wait_for_stop
+from opencbr.server.process import check_installation, note_stop_signals, opening_catalog, start_logging, wait_for_stop
 from opencbr.services.context import open_context
 
 log = logging.getLogger("opencbr.scheduler")
@@ -18,6 +18,7 @@ def run_scheduler(settings: Settings) -> None:
     start_logging()
     with opening_catalog(settings):
         ctx = open_context(settings)
+        check_installation(ctx)
     scheduler = Scheduler(ctx)
     stopping = note_stop_signals()
     scheduler.start()

@@ -16,7 +16,7 @@ from opencbr.api.app import create_app
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
-from opencbr.server.process import note_stop_signals, opening_catalog, start_logging
+from opencbr.server.process import check_installation, note_stop_signals, opening_catalog, start_logging
 from opencbr.services import hosts, iam
 from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.supervisor import WorkerProcesses
@@ -35,6 +35,11 @@ def run_service(settings: Settings, *, on_ready: Callable[[iam.BootstrapInfo], N
     start_logging()
     with opening_catalog(settings):
         service = Service(settings)
+        try:
+            check_installation(service.ctx)
+        except CBRError:
+            service.shutdown()
+            raise
         info = service.bootstrap()
     try:
         service.run(on_ready=lambda: on_ready(info))

@@ -8,7 +8,14 @@ import os
 import threading
 
 from opencbr.config import Settings
-from opencbr.server.process import note_stop_signals, opening_catalog, start_logging, stop_with_parent, wait_for_stop
+from opencbr.server.process import (
+    check_installation,
+    note_stop_signals,
+    opening_catalog,
+    start_logging,
+    stop_with_parent,
+    wait_for_stop,
+)
 from opencbr.server.receiver import start_receiver
 from opencbr.services import hosts
 from opencbr.services.context import open_context
@@ -33,9 +40,13 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     hosts.set_local_group(settings.host_group)
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)
+        check_installation(ctx)
         pool = WorkerPool(ctx, count)
         stopping = note_stop_signals()
         pool.start()
+        # the line an operator (and the scale-out test) looks for: this machine takes tasks now
+        log.info("workers %s running (host group %s)", ", ".join(w.worker_id for w in pool.workers),
+                 settings.host_group)
         receiving = threading.Event()
         start_receiver(ctx, receiving)
     log.info("worker stopping (%s): running tasks are handed back to the queue", wait_for_stop(stopping))

@@ -6,6 +6,9 @@
   socket in Linux's abstract namespace (no path-length limit, nothing left behind when it dies) and leaves
   an empty file of the same name in a directory beside the catalog (``<catalog>.doorbell/``); committing
   a transaction that queued a task sends one byte to each. A name nobody answers any more is removed.
+  Abstract names exist per network namespace, so each name starts with its namespace's id and a ring
+  reaches (and removes) only names of its own namespace: workers in other containers sharing the
+  catalog file are not rung, and not forgotten either (they poll).
 
 Polling stays the fallback: a lost ring (a full socket queue, another network namespace, an unwritable
 directory) costs at most one poll interval (``worker_poll_seconds``).
@@ -51,15 +54,26 @@ def ring_on_commit(s: Session) -> None:
     event.listen(s, "after_commit", after_commit, once=True)
 
 
+def namespace_tag() -> str:
+    """The id of this process's network namespace, which starts every listener's name."""
+    try:
+        return str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        return "0"
+
+
 def ring(directory: str) -> None:
-    """One byte to every worker listening beside this catalog."""
+    """One byte to every worker listening beside this catalog in this network namespace."""
     try:
         names = os.listdir(directory)
     except OSError:
         return
+    ours = namespace_tag() + "-"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         for name in names:
+            if not name.startswith(ours):  # another namespace: unreachable from here, maybe alive
+                continue
             try:
                 sock.sendto(b"!", ABSTRACT_PREFIX + name)
             except BlockingIOError:  # its queue is full: it has been rung already

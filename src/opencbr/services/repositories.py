@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 
+from sqlalchemy import select
+
 from opencbr.catalog.models import Vault
-from opencbr.engine import Conflict, LockTiming, Missing, Repository
+from opencbr.engine import Conflict, InvalidArgument, LockTiming, Missing, Repository
 from opencbr.services.context import ServiceContext
 
 _repo_lock = threading.Lock()
@@ -34,3 +36,19 @@ def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Rep
             return Repository.create(store, prefix, ctx.master_key, encrypted=vault.encrypted, lock_timing=timing)
         except Conflict:  # another worker created it meanwhile
             return Repository.open(store, prefix, ctx.master_key, lock_timing=timing)
+
+
+def master_key_opens_vaults(ctx: ServiceContext, sample: int = 5) -> bool:
+    """Whether the context's master key opens the repositories of (a few of) the encrypted vaults; True
+    when none exists yet. For the start-up check of the master key (``server/process.py``)."""
+    with ctx.read() as s:
+        vault_ids = list(s.scalars(select(Vault.id).where(Vault.encrypted.is_(True)).limit(sample)))
+    for vault_id in vault_ids:
+        try:
+            Repository.open(ctx.store, f"vaults/{vault_id}/", ctx.master_key)
+            return True
+        except Missing:  # no backup yet: its repository does not exist
+            continue
+        except InvalidArgument:
+            return False
+    return True

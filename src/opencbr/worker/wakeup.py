@@ -72,6 +72,14 @@ class TaskPoller:
 
 #: How often a worker waiting on the doorbell looks whether it should stop.
 STOP_CHECK_SECONDS = 0.25
+#: After its PostgreSQL connection broke, a listener polls this long before it listens again.
+PG_RELISTEN_SECONDS = 5.0
+
+
+def psycopg_connect(url: str, timeout: int = 10):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=timeout)
 
 
 class DoorbellListener:
@@ -82,25 +90,28 @@ class DoorbellListener:
         self._sock: socket.socket | None = None
         self._marker = ""
         self._pg = None
+        self._pg_url = ""  # set while listening on PostgreSQL: a broken connection is made again
+        self._pg_retry_at = 0.0
         try:
             if make_url(catalog_url).get_backend_name() == "postgresql":
                 self._listen_postgresql(catalog_url)
             elif (directory := doorbell.doorbell_dir(catalog_url)) is not None:
                 self._listen_socket(directory)
-        except Exception as e:  # polling still works
+        except Exception as e:  # polling still works (and a PostgreSQL listener tries again later)
             log.warning("the task doorbell is off (%s); idle workers poll", e)
-            self.close()
+            if self._pg_url:
+                self._drop_postgresql()
+            else:
+                self.close()
 
     def _listen_postgresql(self, catalog_url: str) -> None:
-        import psycopg
-
-        url = make_url(catalog_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        self._pg_url = make_url(catalog_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pg = psycopg_connect(self._pg_url)
         self._pg.execute(f"LISTEN {doorbell.CHANNEL}")
 
     def _listen_socket(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        name = f"{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+        name = f"{doorbell.namespace_tag()}-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(doorbell.ABSTRACT_PREFIX + name)
         self._sock.setblocking(False)
@@ -121,6 +132,8 @@ class DoorbellListener:
 
     def _wait_once(self, timeout: float) -> bool:
         timeout = max(0.0, timeout)
+        if self._pg is None and self._pg_url and time.monotonic() >= self._pg_retry_at:
+            self._relisten_postgresql()
         if self._pg is not None:
             return self._wait_postgresql(timeout)
         if self._sock is None:
@@ -142,10 +155,28 @@ class DoorbellListener:
             while any(True for _ in self._pg.notifies(timeout=0, stop_after=1)):
                 pass
             return rang
-        except Exception as e:  # the connection broke: poll from now on
-            log.warning("the task doorbell is off (%s); idle workers poll", e)
-            self.close()
+        except Exception as e:  # the connection broke (the database restarted, the network between
+            # machines failed): poll, and listen again a few seconds later
+            log.warning("the task doorbell is off (%s); idle workers poll until it is back", e)
+            self._drop_postgresql()
             return False
+
+    def _relisten_postgresql(self) -> None:
+        try:
+            self._pg = psycopg_connect(self._pg_url, timeout=2)  # (a wait is short: so is a retry)
+            self._pg.execute(f"LISTEN {doorbell.CHANNEL}")
+            log.info("the task doorbell is back")
+        except Exception:  # still down: poll, and try again later
+            self._drop_postgresql()
+
+    def _drop_postgresql(self) -> None:
+        if self._pg is not None:
+            try:
+                self._pg.close()
+            except Exception:
+                pass
+            self._pg = None
+        self._pg_retry_at = time.monotonic() + PG_RELISTEN_SECONDS
 
     def close(self) -> None:
         if self._sock is not None:
@@ -157,9 +188,5 @@ class DoorbellListener:
             except OSError:
                 pass
             self._marker = ""
-        if self._pg is not None:
-            try:
-                self._pg.close()
-            except Exception:
-                pass
-            self._pg = None
+        self._pg_url = ""
+        self._drop_postgresql()
