@@ -26,7 +26,7 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import agents, app_consistency, listing, memberships, onhost, quotas, space, tasks
+from opencbr.services import agents, app_consistency, listing, memberships, onhost, quotas, space, tasks, vault_locks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -193,9 +193,11 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     ``name``, ``description``, ``incremental`` (false forces a full backup), ``retention_duration_days``
     (manual backups). Automatic backups (the scheduler) pass ``auto_trigger``, ``policy_id`` and the
     retention rule in force. Returns at once; one ``backup`` task per resource does the work."""
-    p.require_write()
-    space.check_reserve(ctx)
+    p.require_backup()
     params = params or {}
+    if params.get("retention_duration_days") is not None:
+        p.require_write()  # when a backup goes is a retention decision, not the backup-only role's (docs/roles.md)
+    space.check_reserve(ctx)
     description = B.check_backup_description(params.get("description"))
     base = params.get("name")
     base = B.default_backup_name(auto_trigger) if base in (None, "") else B.check_backup_name(base)
@@ -649,6 +651,7 @@ def delete_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str,
                                code="BackupService.6425")
     vault = s.get(Vault, b.vault_id)
     B.check_deletable(b.status, vault.status, b.used_by_image)
+    vault_locks.check_backup_deletable(s, ctx, b)
     return queue_delete(s, p.project_id, b, vault, now, request_id=p.request_id, reason=reason)
 
 
@@ -760,7 +763,10 @@ def _discard_interrupted(ctx: ServiceContext, repo: Repository, backup_ids: list
         still = [bid for bid in backup_ids
                  if (b := s.get(Backup, bid)) is None or (b.status == B.ERROR and b.error_code == INTERRUPTED)]
     for bid in still:
-        repo.delete_backup(bid)
+        try:
+            repo.delete_backup(bid)
+        except Conflict:  # the vault's lock protects it in the store too: it stays until the lock ends
+            log.info("interrupted backup %s is kept: the vault's lock protects it", bid)
 
 
 def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) -> None:

@@ -30,7 +30,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, QuotaExceeded, StateConflict
 from opencbr.engine import BackupCancelled, Missing, Repository
-from opencbr.services import backups, tasks
+from opencbr.services import backups, tasks, vault_locks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import data_backups, get_vault
@@ -101,6 +101,7 @@ def migrate_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     locked = {i: get_vault(s, p.project_id, i, for_update=True) for i in (first, second) if isinstance(i, str)}
     src, dest = locked[vault_id], locked[destination_vault_id]
     _check_vaults(src, dest)
+    vault_locks.check_migration(s, ctx, src.id, ids)
     bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.resource_id.in_(ids)))}
     left_in_source = set(s.scalars(select(Backup.resource_id).where(Backup.vault_id == src.id,
                                                                     Backup.resource_id.in_(ids))))
