@@ -19,7 +19,7 @@ from opencbr.services import backups, iam, migration, policies, recovery, retent
 from opencbr.services.repositories import repository
 from opencbr.worker.runner import Worker
 from tests.support import scheduler as S
-from tests.support.disks import make_image, mutate, sha256
+from tests.support.disks import mutate, sha256
 from tests.support.services import protected_disk
 
 GOVERNANCE = {"mode": "governance", "retention_days": 30, "lock_days": 60}

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Callable
 
 from ..domain.vault_lock import VaultLock
 from ..storage import ObjectStore
-
 from .chunks import attachments, retention_lock
 from .chunks.crypto import RepoKeys
 from .chunks.locks import LockTiming
