@@ -661,9 +661,16 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         b = s.get(Backup, backup_id)
         if b is None:
             return
+        protected = vault_locks.protects(s, ctx, b)
+        if protected:  # the vault was locked after the deletion was asked: the backup stays (docs/vault-lock.md)
+            for row in [b, *children(s, b.id)]:
+                row.status, row.updated_at = B.AVAILABLE, ctx.now()
         vault = s.get(Vault, b.vault_id)
         part_ids = [x.id for x in data_backups(s, b)]
         s.expunge(vault)
+    if protected:
+        run.set_extra(delete={"skipped": "the vault's lock protects this backup; it was not deleted"})
+        return
     repo = repository(ctx, vault)
     for pid in part_ids:
         repo.delete_backup(pid)
