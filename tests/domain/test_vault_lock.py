@@ -29,6 +29,7 @@ def test_a_backup_is_protected_for_its_retention_but_no_longer_than_the_lock():
     ({"mode": "governance", "retention_days": 1, "lock_days": 1, "until": "2027-01-01"}, "not both"),
     ({"mode": "governance", "retention_days": 1, "until": "2026-05-01T00:00:00Z"}, "future"),
     ({"mode": "governance", "retention_days": 1, "until": "soon"}, "ISO"),
+    ({"mode": "governance", "retention_days": 1, "until": "0001-01-01T00:00:00+01:00"}, "range"),
 ])
 def test_bad_locks_are_refused(spec, fragment):
     with pytest.raises(CBRError) as e:

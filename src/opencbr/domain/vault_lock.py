@@ -101,7 +101,10 @@ def _until(spec: dict, now: datetime) -> datetime:
     if parsed is None:
         raise InvalidParameter("lock.lock_days (days) or lock.until (an ISO 8601 time) is required", code=BAD_LOCK)
     if parsed.tzinfo is not None:
-        parsed = (parsed - parsed.utcoffset()).replace(tzinfo=None)
+        try:
+            parsed = (parsed - parsed.utcoffset()).replace(tzinfo=None)
+        except OverflowError:
+            raise InvalidParameter("lock.until is out of range", code=BAD_LOCK) from None
     return parsed
 
 
