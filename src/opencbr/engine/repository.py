@@ -307,11 +307,14 @@ class Repository:
         """Stored bytes this backup added to the repository when it was made."""
         return int(self.read_manifest(backup_id)["stats"]["added_bytes"])
 
-    def delete_backup(self, backup_id: str) -> None:
+    def delete_backup(self, backup_id: str, *, unfinished: bool = False) -> None:
         """Remove the backup's manifest and attachments (idempotent). Its chunks go at the next gc()
         unless other backups use them (guide 13.2.11). Conflict when the vault's lock protects it: the
-        store itself refuses, whatever a catalog says (docs/vault-lock.md)."""
-        self._check_unlocked(backup_id)
+        store itself refuses, whatever a catalog says (docs/vault-lock.md). ``unfinished``: the caller
+        withdraws what an attempt that never completed stored (failed, cancelled, interrupted, a copy
+        never used), which no lock protects."""
+        if not unfinished:
+            self._check_unlocked(backup_id)
         self.chunks.delete_manifest(backup_id)
         attachments.delete_all(self.chunks, backup_id)
 

@@ -392,7 +392,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     repo = repository(ctx, vault)
     if run.attempt > 1:  # an earlier attempt's worker was lost, maybe after it stored a manifest: start clean
         for part in parts:
-            repo.delete_backup(part.id)
+            repo.delete_backup(part.id, unfinished=True)
     progress = TaskProgress(run, guard=lambda: space.check_reserve(ctx, fraction=0.5))
     app_consistent = vault.consistent_level == "app_consistent"  # (server vaults only: domain/vault)
     if provider.capabilities.reads_on_host:  # read where it lives (an agent's host), stored here
@@ -499,7 +499,7 @@ def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup]
             done += size
     except BaseException as e:
         for part_id in results:  # published disks of an unfinished server backup: withdraw them too
-            repo.delete_backup(part_id)
+            repo.delete_backup(part_id, unfinished=True)
         if isinstance(e, BackupCancelled):
             return None
         raise
@@ -770,10 +770,7 @@ def _discard_interrupted(ctx: ServiceContext, repo: Repository, backup_ids: list
         still = [bid for bid in backup_ids
                  if (b := s.get(Backup, bid)) is None or (b.status == B.ERROR and b.error_code == INTERRUPTED)]
     for bid in still:
-        try:
-            repo.delete_backup(bid)
-        except Conflict:  # the vault's lock protects it in the store too: it stays until the lock ends
-            log.info("interrupted backup %s is kept: the vault's lock protects it", bid)
+        repo.delete_backup(bid, unfinished=True)
 
 
 def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) -> None:

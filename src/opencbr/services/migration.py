@@ -223,7 +223,7 @@ def _move_one(ctx: ServiceContext, run: tasks.TaskRun, src: Vault, dest: Vault, 
             _switch(s, ctx, b, src, dest, used)
     if reason is not None:
         for pid in part_ids:  # the copy would never be used
-            dest_repo.delete_backup(pid)
+            dest_repo.delete_backup(pid, unfinished=True)
         return reason
     if src_repo is not None and status == B.AVAILABLE:
         for pid in part_ids:
@@ -307,7 +307,7 @@ def _reconcile(ctx: ServiceContext, src: Vault, dest: Vault, src_repo: Repositor
         if vault_id == dest.id and src_repo is not None and src_repo.chunks.has_manifest(pid):
             src_repo.delete_backup(pid)
         elif vault_id == src.id and cleanup and dest_repo.chunks.has_manifest(pid):
-            dest_repo.delete_backup(pid)
+            dest_repo.delete_backup(pid, unfinished=True)
 
 
 def abandon_migrate(s: Session, task: Task) -> None:
