@@ -151,7 +151,17 @@ ROUTES = [
     ("GET", "/images/no-such-image", None, READ),
     ("DELETE", "/images/no-such-image", None, MEMBER),
     ("POST", "/images/no-such-image/servers", {"server": {"name": "roles-srv", "directory": "/tmp"}}, MEMBER),
+    # vault locks (docs/vault-lock.md): administrators lock; the operator grants the governor permission
+    ("GET", "/vaults/{vault}/lock", None, READ),
+    ("PUT", "/vaults/{vault}/lock", {"lock": {"mode": "governance", "retention_days": 1, "lock_days": 1}}, ADMIN),
+    ("DELETE", "/vaults/{vault}/lock", None, ADMIN),
+    ("PUT", "/admin/vault-lock-governors/no-such-user", {"granted": True}, OPERATOR),
 ]
+
+#: The backup-only role (docs/roles.md) may call the routes anybody may (catalog reads: least READ) and
+#: these; every other route refuses it with 403. A new route is refused to it unless added here.
+BACKUP = "backup"
+BACKUP_MAY = {("POST", "/checkpoints"), ("POST", "/agents/tokens"), ("POST", "/agents")}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +185,7 @@ def tenant(server, tmp_path_factory):
     task_ok(admin, task)
     policy = admin.post("/policies", {"policy": POLICY})["policy"]
     users = {}
-    for role in (READ, MEMBER):
+    for role in (READ, MEMBER, BACKUP):
         admin.post("/iam/users", {"name": f"roles-{role}", "role": role})
         c = admin.post("/iam/credentials", {"user_name": f"roles-{role}"})["credential"]
         users[role] = api(server, Creds(c["access_key"], c["secret_key"], admin_creds.project_id))
@@ -227,3 +237,45 @@ def test_refusals_change_nothing(server, tenant):
     assert admin.get(f"/backups/{ids['backup']}")["backup"]["status"] == "available"
     assert admin.get(f"/inventory/disks/{ids['disk']}")["resource"]["id"] == ids["disk"]
     assert admin.get(f"/policies/{ids['policy']}")["policy"]["name"] == POLICY["name"]
+
+
+#: The role decides in the service, whatever the catalog: the backup-only tests run on SQLite only (time budget).
+ON_SQLITE = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+
+
+@ON_SQLITE
+@pytest.mark.parametrize("method,path,body,least", ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+def test_backup_only_role_table(server, tenant, method, path, body, least):
+    """The backup-only role, route by route: refused with 403 and the CBR error body on every route that
+    deletes, restores, exports, browses, changes retention, policies or anything else; the reads of the
+    catalog answer it."""
+    users, ids = tenant
+    if (method, path) in BACKUP_MAY:
+        return  # exercised below, with what they make
+    r = signed(users[BACKUP], method, fill_ids(path, ids), body=fill_ids(body, ids))
+    if least == READ:
+        assert r.status_code != 403 and r.status_code < 500, (r.status_code, r.text[:300])
+    else:
+        assert r.status_code == 403, (r.status_code, r.text[:300])
+        assert r.json()["error_code"].startswith("APIGW.03") and r.json()["error_msg"]
+
+
+@ON_SQLITE
+def test_backup_only_role_makes_backups_and_enrols_agents(server, tenant):
+    """What the role is for: a backup it starts runs and it sees it; it makes an enrolment token and
+    registers an agent (an agent's host holds this role's credential, docs/roles.md); it cannot pick when
+    its backup expires."""
+    users, ids = tenant
+    bot = users[BACKUP]
+    cp = bot.post("/checkpoints", {"checkpoint": {"vault_id": ids["vault"]}})["checkpoint"]
+    backup_id = cp["vault"]["resources"][0]["backup_id"]
+    task_ok(bot, bot.get(f"/backups/{backup_id}")["backup"]["task_id"])
+    assert bot.get(f"/backups/{backup_id}")["backup"]["status"] == "available"
+    assert bot.post("/agents/tokens", None)["token"].startswith("ocbr1.")
+    agent = {"agent": {"agent_id": "roles-bot-agent", "host_name": "h", "host_ip": "10.0.0.2", "host_os": "Linux"}}
+    assert signed(bot, "POST", "/agents", body=agent).status_code == 200
+    r = signed(bot, "POST", "/checkpoints", body={"checkpoint": {"vault_id": ids["vault"],
+                                                                 "parameters": {"retention_duration_days": 1}}})
+    assert r.status_code == 403 and r.json()["error_code"] == "APIGW.0303"
+    r = signed(bot, "DELETE", f"/backups/{backup_id}")
+    assert r.status_code == 403 and r.json()["error_code"] == "APIGW.0303"

@@ -23,6 +23,7 @@ from opencbr.api.routes import replication as replication_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
+from opencbr.api.routes import vault_locks as vault_lock_routes
 from opencbr.api.routes import vaultops as vaultop_routes
 from opencbr.api.routes import vaults as vault_routes
 from opencbr.console import web as console_web
@@ -92,5 +93,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(quota_routes.router)
     app.include_router(migration_routes.router)
     app.include_router(image_routes.router)  # images (docs/images.md)
+    app.include_router(vault_lock_routes.router)  # vault locks (docs/vault-lock.md)
     app.include_router(console_web.router)
     return app

@@ -659,3 +659,29 @@ class Image(Base):
     servers_created: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+# -------------------------------------------------------------------------------------------- vault locks
+class VaultLockRow(Base):
+    """A vault's lock (WORM; docs/vault-lock.md, ``domain.vault_lock``): while ``until`` has not come,
+    every backup of the vault is kept ``retention_days`` after it was made. The vault's repository keeps
+    the same record, so a catalog rebuild restores it. ``mode``: governance | compliance."""
+
+    __tablename__ = "vault_locks"
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    retention_days: Mapped[int] = mapped_column(Integer)
+    until: Mapped[datetime] = mapped_column(DateTime)
+    set_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class VaultLockGovernor(Base):
+    """An administrator the operator allowed to lift or shorten governance locks (docs/vault-lock.md)."""
+
+    __tablename__ = "vault_lock_governors"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    granted_by: Mapped[str] = mapped_column(String(64), default="")
+    granted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -43,7 +43,7 @@ def project_list(as_json: bool = JSON_OPTION):
 
 @user_app.command("create")
 @handle_errors
-def user_create(name: str = typer.Argument(..., help="The user's name."), role: str = typer.Option("member", "--role", help="admin, member or readonly."),
+def user_create(name: str = typer.Argument(..., help="The user's name."), role: str = typer.Option("member", "--role", help="admin, member, readonly or backup (backup-only: makes backups, deletes and reads nothing; docs/roles.md)."),
                 as_json: bool = JSON_OPTION):
     """Create a user in your account; give it credentials with cbr admin credential create --user NAME."""
     u = client().post("/iam/users", {"name": name, "role": role})["user"]

@@ -26,6 +26,7 @@ from opencbr.cli.sharing import (
 )
 from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
+from opencbr.cli.vault_locks import lock_app
 from opencbr.cli.vaults import vault_app
 
 app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", no_args_is_help=True,
@@ -52,6 +53,7 @@ app.command("quota")(quota)
 admin_app.add_typer(quota_admin_app, name="quota")
 vault_app.command("migrate-resources")(vault_migrate_resources)
 app.add_typer(image_app, name="image")
+vault_app.add_typer(lock_app, name="lock")  # vault locks (docs/vault-lock.md)
 
 
 @app.command()

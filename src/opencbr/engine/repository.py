@@ -29,8 +29,9 @@ import threading
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
+from ..domain.vault_lock import VaultLock
 from ..storage import ObjectStore
-from .chunks import attachments
+from .chunks import attachments, retention_lock
 from .chunks.crypto import RepoKeys
 from .chunks.locks import LockTiming
 from .chunks.manifests import Manifest
@@ -55,6 +56,18 @@ DEFAULT_PACK_SIZE = 8 << 20  # measured: 8 MiB ~ as fast as 16/32 MiB, ~60 MB le
 Progress = Callable[[int, int], None]
 
 
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _created(header: dict) -> datetime:
+    """When a backup was made, naive UTC: the catalog's time its ``meta`` carries (the one the services'
+    lock checks use), else the engine's own."""
+    meta = header.get("meta") or {}
+    created = datetime.fromisoformat(meta.get("created_at") or header["created"])
+    return created.astimezone(timezone.utc).replace(tzinfo=None) if created.tzinfo else created
+
+
 def _norm_prefix(prefix: str) -> str:
     prefix = prefix.strip("/")
     return prefix + "/" if prefix else ""
@@ -72,6 +85,8 @@ class Repository:
         self.id: str = config["id"]
         self.block_size: int = int(config["block_size"])
         self.workers = workers
+        #: Naive-UTC "now" for the vault lock's checks; the services set their own clock.
+        self.clock: Callable[[], datetime] = _utcnow
         self.chunks = ChunkStore(
             store, prefix, keys,
             pack_size=int(config["pack_size"]),
@@ -144,7 +159,11 @@ class Repository:
         return bool(self.config.get("encrypted"))
 
     def destroy(self) -> int:
-        """Delete every object under the prefix (the vault and all its backups). Returns the count."""
+        """Delete every object under the prefix (the vault and all its backups). Returns the count.
+        Conflict while the vault's lock holds (docs/vault-lock.md)."""
+        lock = self.retention_lock()
+        if lock is not None and lock.active(self.clock()):
+            raise Conflict(f"the vault is under a {lock.mode} lock until {lock.until.isoformat()}Z")
         n = 0
         for key, _ in list(self.store.list(self.prefix)):
             if key == self.prefix + CONFIG_KEY:
@@ -288,11 +307,43 @@ class Repository:
         """Stored bytes this backup added to the repository when it was made."""
         return int(self.read_manifest(backup_id)["stats"]["added_bytes"])
 
-    def delete_backup(self, backup_id: str) -> None:
+    def delete_backup(self, backup_id: str, *, unfinished: bool = False) -> None:
         """Remove the backup's manifest and attachments (idempotent). Its chunks go at the next gc()
-        unless other backups use them (guide 13.2.11)."""
+        unless other backups use them (guide 13.2.11). Conflict when the vault's lock protects it: the
+        store itself refuses, whatever a catalog says (docs/vault-lock.md). ``unfinished``: the caller
+        withdraws what an attempt that never completed stored (failed, cancelled, interrupted, a copy
+        never used), which no lock protects."""
+        if not unfinished:
+            self._check_unlocked(backup_id)
         self.chunks.delete_manifest(backup_id)
         attachments.delete_all(self.chunks, backup_id)
+
+    def _check_unlocked(self, backup_id: str) -> None:
+        lock = self.retention_lock()
+        now = self.clock()
+        if lock is None or not lock.active(now):
+            return
+        try:
+            created = _created(self.read_manifest(backup_id))
+        except Missing:
+            return  # already gone: deleting is idempotent
+        except (Damaged, KeyError, TypeError, ValueError):
+            created = now  # its age cannot be told: it is protected for the lock's whole retention
+        if lock.protects(created, now):
+            raise Conflict(f"backup {backup_id} is protected by the vault's {lock.mode} lock")
+
+    # -- the vault lock (docs/vault-lock.md) -------------------------------------------------------
+    def retention_lock(self) -> VaultLock | None:
+        """The vault's lock as the store records it (None: never locked, or lifted)."""
+        record = retention_lock.get(self.chunks)
+        return VaultLock.from_record(record) if record else None
+
+    def set_retention_lock(self, lock: VaultLock | None) -> None:
+        """Record the lock in the store (None: remove it). The services decide who may change it."""
+        if lock is None:
+            retention_lock.remove(self.chunks)
+        else:
+            retention_lock.put(self.chunks, lock.to_record())
 
     def put_attachment(self, backup_id: str, name: str, data: bytes) -> int:
         """Store a small object with a backup (sealed like its manifest; see chunks/attachments.py)."""

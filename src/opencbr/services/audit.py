@@ -140,3 +140,5 @@ def set_tracker(s: Session, p: Principal, enabled: bool) -> None:
     account.audit_enabled = bool(enabled)
 TRACES.update({"setProjectQuotas": "iam", "resetProjectQuotas": "iam",  # quotas (operator)
                "migrateResources": "vault"})  # moving resources and their backups to another vault
+TRACES.update({"setVaultLock": "vault", "deleteVaultLock": "vault",  # docs/vault-lock.md
+               "grantVaultLockGovernor": "iam"})

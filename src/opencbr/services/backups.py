@@ -26,7 +26,7 @@ from opencbr.engine.disk.source import FileDiskSource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.providers.base import Opened, ReadView
-from opencbr.services import agents, app_consistency, listing, memberships, onhost, quotas, space, tasks
+from opencbr.services import agents, app_consistency, listing, memberships, onhost, quotas, space, tasks, vault_locks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.deletion import queue_delete, queue_delete_for_system
@@ -223,9 +223,11 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     ``name``, ``description``, ``incremental`` (false forces a full backup), ``retention_duration_days``
     (manual backups). Automatic backups (the scheduler) pass ``auto_trigger``, ``policy_id`` and the
     retention rule in force. Returns at once; one ``backup`` task per resource does the work."""
-    p.require_write()
-    space.check_reserve(ctx)
+    p.require_backup()
     params = params or {}
+    if params.get("retention_duration_days") is not None:
+        p.require_write()  # when a backup goes is a retention decision, not the backup-only role's (docs/roles.md)
+    space.check_reserve(ctx)
     description = B.check_backup_description(params.get("description"))
     base = params.get("name")
     base = B.default_backup_name(auto_trigger) if base in (None, "") else B.check_backup_name(base)
@@ -420,7 +422,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     repo = repository(ctx, vault)
     if run.attempt > 1:  # an earlier attempt's worker was lost, maybe after it stored a manifest: start clean
         for part in parts:
-            repo.delete_backup(part.id)
+            repo.delete_backup(part.id, unfinished=True)
     progress = TaskProgress(run, guard=lambda: space.check_reserve(ctx, fraction=0.5))
     app_consistent = vault.consistent_level == "app_consistent"  # (server vaults only: domain/vault)
     if provider.capabilities.reads_on_host:  # read where it lives (an agent's host), stored here
@@ -527,7 +529,7 @@ def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup]
             done += size
     except BaseException as e:
         for part_id in results:  # published disks of an unfinished server backup: withdraw them too
-            repo.delete_backup(part_id)
+            repo.delete_backup(part_id, unfinished=True)
         if isinstance(e, BackupCancelled):
             return None
         raise
@@ -679,6 +681,7 @@ def delete_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str,
                                code="BackupService.6425")
     vault = s.get(Vault, b.vault_id)
     B.check_deletable(b.status, vault.status, b.used_by_image)
+    vault_locks.check_backup_deletable(s, ctx, b)
     return queue_delete(s, p.project_id, b, vault, now, request_id=p.request_id, reason=reason)
 
 
@@ -688,9 +691,16 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         b = s.get(Backup, backup_id)
         if b is None:
             return
+        protected = vault_locks.protects(s, ctx, b)
+        if protected:  # the vault was locked after the deletion was asked: the backup stays (docs/vault-lock.md)
+            for row in [b, *children(s, b.id)]:
+                row.status, row.updated_at = B.AVAILABLE, ctx.now()
         vault = s.get(Vault, b.vault_id)
         part_ids = [x.id for x in data_backups(s, b)]
         s.expunge(vault)
+    if protected:
+        run.set_extra(delete={"skipped": "the vault's lock protects this backup; it was not deleted"})
+        return
     repo = repository(ctx, vault)
     for pid in part_ids:
         repo.delete_backup(pid)
@@ -790,7 +800,7 @@ def _discard_interrupted(ctx: ServiceContext, repo: Repository, backup_ids: list
         still = [bid for bid in backup_ids
                  if (b := s.get(Backup, bid)) is None or (b.status == B.ERROR and b.error_code == INTERRUPTED)]
     for bid in still:
-        repo.delete_backup(bid)
+        repo.delete_backup(bid, unfinished=True)
 
 
 def delete_vault_data(ctx: ServiceContext, run: tasks.TaskRun, vault_id: str) -> None:

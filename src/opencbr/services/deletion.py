@@ -12,7 +12,7 @@ from opencbr.catalog.models import Backup, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import StateConflict
-from opencbr.services import tasks
+from opencbr.services import tasks, vault_locks
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import children
 
@@ -31,10 +31,13 @@ def queue_delete(s: Session, project_id: str, b: Backup, vault: Vault, now: date
 
 
 def queue_delete_for_system(s: Session, ctx: ServiceContext, b: Backup, reason: str) -> str | None:
-    """Delete a backup on the system's behalf (retention, dissociation). Skips ones not deletable now."""
+    """Delete a backup on the system's behalf (retention, dissociation). Skips ones not deletable now,
+    and ones the vault's lock protects (retention never prunes them; docs/vault-lock.md)."""
     vault = s.get(Vault, b.vault_id)
     try:
         B.check_deletable(b.status, vault.status, b.used_by_image)
     except StateConflict:
+        return None
+    if vault_locks.protects(s, ctx, b):
         return None
     return queue_delete(s, b.project_id, b, vault, ctx.now(), reason=reason)

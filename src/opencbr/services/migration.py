@@ -30,7 +30,7 @@ from opencbr.domain import backup as B
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, QuotaExceeded, StateConflict
 from opencbr.engine import BackupCancelled, Missing, Repository
-from opencbr.services import backups, tasks
+from opencbr.services import backups, tasks, vault_locks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import data_backups, get_vault
@@ -101,6 +101,7 @@ def migrate_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
     locked = {i: get_vault(s, p.project_id, i, for_update=True) for i in (first, second) if isinstance(i, str)}
     src, dest = locked[vault_id], locked[destination_vault_id]
     _check_vaults(src, dest)
+    vault_locks.check_migration(s, ctx, src.id, ids)
     bindings = {b.resource_id: b for b in s.scalars(select(VaultResource).where(VaultResource.resource_id.in_(ids)))}
     left_in_source = set(s.scalars(select(Backup.resource_id).where(Backup.vault_id == src.id,
                                                                     Backup.resource_id.in_(ids))))
@@ -222,7 +223,7 @@ def _move_one(ctx: ServiceContext, run: tasks.TaskRun, src: Vault, dest: Vault, 
             _switch(s, ctx, b, src, dest, used)
     if reason is not None:
         for pid in part_ids:  # the copy would never be used
-            dest_repo.delete_backup(pid)
+            dest_repo.delete_backup(pid, unfinished=True)
         return reason
     if src_repo is not None and status == B.AVAILABLE:
         for pid in part_ids:
@@ -306,7 +307,7 @@ def _reconcile(ctx: ServiceContext, src: Vault, dest: Vault, src_repo: Repositor
         if vault_id == dest.id and src_repo is not None and src_repo.chunks.has_manifest(pid):
             src_repo.delete_backup(pid)
         elif vault_id == src.id and cleanup and dest_repo.chunks.has_manifest(pid):
-            dest_repo.delete_backup(pid)
+            dest_repo.delete_backup(pid, unfinished=True)
 
 
 def abandon_migrate(s: Session, task: Task) -> None:

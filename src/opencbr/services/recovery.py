@@ -18,7 +18,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import vault as V
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine import Missing, Repository
-from opencbr.services import app_consistency, engine_errors
+from opencbr.services import app_consistency, engine_errors, vault_locks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
 
@@ -153,6 +153,7 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
             parent.added_bytes = sum(k.added_bytes for k in kids)
         vault = s.get(Vault, vault_id)
         vault.used_bytes = repo.usage()
+        vault_locks.restore_from_store(s, repo, vault, now)  # the lock outlives the catalog (docs/vault-lock.md)
     return report
 
 

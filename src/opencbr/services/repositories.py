@@ -22,7 +22,14 @@ def lock_timing(ctx: ServiceContext) -> LockTiming:
 
 
 def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Repository:
-    """The engine repository of a vault, created on first use (encrypted unless the vault is not)."""
+    """The engine repository of a vault, created on first use (encrypted unless the vault is not). Its
+    vault lock checks use the services' clock (docs/vault-lock.md)."""
+    repo = _open_or_create(ctx, vault, create)
+    repo.clock = ctx.now
+    return repo
+
+
+def _open_or_create(ctx: ServiceContext, vault: Vault, create: bool) -> Repository:
     prefix = f"vaults/{vault.id}/"
     store = ctx.store
     timing = lock_timing(ctx)

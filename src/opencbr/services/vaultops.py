@@ -14,7 +14,7 @@ from opencbr.catalog.models import Account, Backup, Project, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound
-from opencbr.services import regions, tasks, vaults
+from opencbr.services import regions, tasks, vault_locks, vaults
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault
 from opencbr.services.principal import Principal
@@ -84,6 +84,7 @@ def update_expiration_time(s: Session, ctx: ServiceContext, p: Principal, vault_
     V.check_vault_accepts_changes(vaults.vault_state(s, vault))
     changed = list(s.scalars(select(Backup).where(Backup.vault_id == vault.id, Backup.parent_id.is_(None),
                                                   Backup.auto_trigger.is_(True), Backup.status == B.AVAILABLE)))
+    vault_locks.check_expiry(s, ctx, vault.id, changed, when)
     for b in changed:
         b.expired_at, b.retention_rule, b.updated_at = when, "", now
     task = tasks.new_task(s, project_id=p.project_id, operation_type="update_expiration", now=now,

@@ -14,7 +14,7 @@ from opencbr.domain import resource as R
 from opencbr.domain import tags as T
 from opencbr.domain import vault as V
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
-from opencbr.services import backups, images, listing, memberships, policies, quotas, tasks
+from opencbr.services import backups, images, listing, memberships, policies, quotas, tasks, vault_locks
 from opencbr.services import resources as res_svc
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_vault
@@ -325,6 +325,7 @@ def remove_resources(s: Session, ctx: ServiceContext, p: Principal, vault_id: st
     if missing:
         raise NotFound(f"resource {missing[0]} is not associated with vault {vault_id}",
                        code="BackupService.6108")
+    vault_locks.check_dissociation(s, ctx, vault.id, list(bindings))
     backups.delete_resource_backups(s, ctx, vault, list(bindings))
     for b in bindings.values():
         s.delete(b)
@@ -395,6 +396,7 @@ def delete_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str) -
     now = ctx.now()
     vault = get_vault(s, p.project_id, vault_id, for_update=True)
     V.check_vault_deletable(vault.status)
+    vault_locks.check_vault_deletable(s, ctx, vault.id)
     images.check_vault_without_images(s, vault.id)
     vault.status = "deleting"
     vault.updated_at = now

@@ -58,8 +58,9 @@ class NewToken:
 
 
 def create_token(s: Session, ctx: ServiceContext, p: Principal) -> NewToken:
-    """A single-use enrolment token for the caller's project (member or admin role)."""
-    p.require_write()
+    """A single-use enrolment token for the caller's project (member, admin or backup-only role: an
+    agent enrolled with it can make backups, never delete them; docs/roles.md)."""
+    p.require_backup()
     now = ctx.now()
     open_tokens = s.scalar(select(func.count()).select_from(AgentToken).where(
         AgentToken.project_id == p.project_id, AgentToken.used_at.is_(None), AgentToken.expires_at > now)) or 0

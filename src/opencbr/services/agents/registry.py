@@ -135,8 +135,9 @@ def register_agent(s: Session, ctx: ServiceContext, p: Principal, fields: dict, 
                    endpoint: str | None = None, source_ip: str = "") -> tuple[Agent, str | None]:
     """register_agent: the agent's record, and with a CSR its certificate (it is enrolled: the service
     will connect to ``endpoint`` and accept that certificate only). Without one the agent is registered
-    but not enrolled until an ``opencbr-agent register`` with this ``agent_id`` brings a CSR."""
-    p.require_write()
+    but not enrolled until an ``opencbr-agent register`` with this ``agent_id`` brings a CSR. The
+    backup-only role may: it is the credential to enrol a host with (docs/roles.md)."""
+    p.require_backup()
     return register(s, ctx, p.project_id, fields, csr=csr, endpoint=endpoint, source_ip=source_ip)
 
 

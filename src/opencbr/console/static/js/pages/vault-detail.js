@@ -10,6 +10,7 @@ import {
 import {
   applyPolicy, associateResources, deleteVault, dissociateResource, editTags, expandCapacity, performBackup, removePolicy,
 } from "../vault-actions.js";
+import { lockCard } from "../vault-lock.js";
 import { backupTable } from "./backups.js";
 
 const BUSY = new Set(["protecting", "restoring", "deleting", "waiting_protect", "waiting_delete", "waiting_restore"]);
@@ -38,6 +39,7 @@ export async function render(main, { id, tab }, ctx) {
   let vault = null;
   let policies = [];
   let backups = [];
+  let lock = {};
   let active = tab === "backups" ? "backups" : "resources";
 
   const draw = () => {
@@ -127,14 +129,18 @@ export async function render(main, { id, tab }, ctx) {
     } else {
       panel = backupTable(backups, { kind, vaultNames: { [vault.id]: vault.name }, onChange: () => reload(), empty: "This vault has no backups yet." });
     }
-    clear(main, head, h("div.grid.cols-3", info, cap, polCard), h("div", { style: { marginTop: "20px" } }, tabs, panel));
+    const lockBox = lockCard(vault, lock, reloadAfter);
+    clear(main, head, h("div.grid.cols-3", info, cap, polCard), h("div.grid.cols-3", { style: { marginTop: "20px" } }, lockBox),
+      h("div", { style: { marginTop: "20px" } }, tabs, panel));
   };
 
   const load = async () => {
     try {
-      const [v, p, b] = await Promise.all([
-        api.get(`/vaults/${id}`), listPolicies(), api.get("/backups", { vault_id: id, limit: 1000 })]);
+      const [v, p, b, l] = await Promise.all([
+        api.get(`/vaults/${id}`), listPolicies(), api.get("/backups", { vault_id: id, limit: 1000 }),
+        api.get(`/vaults/${id}/lock`)]);
       if (!ctx.alive) return false;
+      lock = l.lock;
       vault = v.vault;
       policies = p;
       backups = b.backups || [];
