@@ -1,7 +1,8 @@
 """Sharing backups between projects (guide 4.2; the API's members): the sharer shares a server or disk
 backup with up to 10 other projects of the region and may cancel a share; a recipient sees the backups
 shared with it, accepts one into one of its vaults (where it counts against the capacity) or rejects it,
-and creates disks from an accepted one.
+and creates disks from an accepted one, or an image of an accepted server backup and servers from that
+(``services/images.py``).
 
 The data is not copied: a recipient's restores read the sharer's vault (``services/memberships.py``
 says why that is safe, and what happens when the sharer deletes the backup). A recipient sees the shared
@@ -99,6 +100,7 @@ def delete_member(s: Session, ctx: ServiceContext, p: Principal, backup_id: str,
     if m is None:
         raise NotFound(f"backup {backup_id} is not shared with project {member_id}", code=MEMBER_NOT_FOUND)
     vault_id = m.vault_id
+    memberships.images_follow(s, m, None)
     s.delete(m)
     memberships.recount(s, {vault_id})
 
@@ -146,6 +148,7 @@ def update_member_status(s: Session, ctx: ServiceContext, p: Principal, backup_i
     else:
         m.vault_id = None
     m.status, m.updated_at = status, ctx.now()
+    memberships.images_follow(s, m, m.vault_id)
     memberships.recount(s, {before, m.vault_id})
     return m
 
