@@ -357,10 +357,12 @@ def abandon_create_server(s: Session, task: Task) -> None:
 
 
 def image_ids(s: Session, rows: list[Backup]) -> dict[str, str]:
-    """backup id -> the id of the image made from it, for the backups among ``rows`` that have one (one
-    query, none when no row is ``used_by_image``)."""
+    """backup id -> the id of the image its owner made from it, for the backups among ``rows`` that have one
+    (one query, none when no row is ``used_by_image``). A recipient's image of a shared backup is the
+    recipient's, not shown to the sharer."""
     ids = [b.id for b in rows if b.used_by_image]
     if not ids:
         return {}
-    return dict(s.execute(select(Image.backup_id, Image.id).where(Image.backup_id.in_(ids))).all())
+    return dict(s.execute(select(Image.backup_id, Image.id).join(Backup, Backup.id == Image.backup_id)
+                          .where(Image.backup_id.in_(ids), Image.project_id == Backup.project_id)).all())
 
