@@ -168,6 +168,8 @@ def test_refusals(world, server):
     refused(lambda: share(c, tree, me), 400, "only server and disk backups")
     refused(lambda: share(c, large, server.admin.project_id), 400, "own project")
     refused(lambda: share(c, large, "0" * 32), 404, "not found")
+    refused(lambda: c.add_member(AddMemberRequest(backup_id=large, body=AddMembersReq(domains=["no-such-account"]))),
+            404, "account no-such-account not found")  # sharing with a whole account (its projects)
     refused(lambda: share(rc, large, me), 404, "not found")  # not the recipient's to share
     share(c, large, me)
     refused(lambda: answer(rc, large, me, "accepted", w["inbox"]), 400, "remaining space")
