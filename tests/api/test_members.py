@@ -168,6 +168,8 @@ def test_refusals(world, server):
     refused(lambda: share(c, tree, me), 400, "only server and disk backups")
     refused(lambda: share(c, large, server.admin.project_id), 400, "own project")
     refused(lambda: share(c, large, "0" * 32), 404, "not found")
+    refused(lambda: c.add_member(AddMemberRequest(backup_id=large, body=AddMembersReq(domains=["no-such-account"]))),
+            404, "account no-such-account not found")  # sharing with a whole account (its projects)
     refused(lambda: share(rc, large, me), 404, "not found")  # not the recipient's to share
     share(c, large, me)
     refused(lambda: answer(rc, large, me, "accepted", w["inbox"]), 400, "remaining space")
@@ -209,3 +211,32 @@ def test_the_recipient_sees_nothing_else_of_the_sharer(world):
     assert rc.show_member_detail(ShowMemberDetailRequest(backup_id=shared, member_id=me)).member.status == "pending"
     refused(lambda: rc.show_member_detail(ShowMemberDetailRequest(backup_id=other, member_id=me)), 404, "not found")
     assert c.show_backup(ShowBackupRequest(backup_id=shared)).backup.status == "available"  # untouched
+
+
+def test_an_accepted_server_backup_makes_an_image_and_a_server(world):
+    """Guide 4.2: the recipient makes a server from an accepted server backup, through an image of its own
+    (6.2); the member names the image (image_id); the sharer's deletion takes the image, not the server."""
+    w = world
+    c, client, rc, rclient, me = w["c"], w["client"], w["rc"], w["rclient"], w["recipient"]
+    sid = backed_up(c, client, w["sv"].id)
+    share(c, sid, me)
+    with pytest.raises(ClientError) as e:  # not accepted yet: not the recipient's to read
+        rclient.post("/images", {"image": {"backup_id": sid, "name": "early"}})
+    assert e.value.status == 404
+    answer(rc, sid, me, "accepted", w["sinbox"])
+    image = rclient.post("/images", {"image": {"backup_id": sid, "name": "from-shared"}})["image"]
+    for caller in (c, rc):  # both sides see which image the recipient made
+        assert caller.show_member_detail(ShowMemberDetailRequest(backup_id=sid, member_id=me)).member.image_id \
+            == image["id"]
+    assert image["id"] not in {i["id"] for i in client.get("/images")["images"]}  # the recipient's, not the sharer's
+    assert not c.show_backup(ShowBackupRequest(backup_id=sid)).backup.extend_info.os_images_data
+    path = str(w["dir"] / "shared-server-sys.img")
+    out = rclient.post(f"/images/{image['id']}/servers", {"server": {"name": "from-shared", "paths": [path]}})
+    assert task_ok(rclient, out["operation_log_id"])["vault_id"] == w["sinbox"]
+    assert sha256(path) == sha256(w["sys_img"])
+    task_ok(client, client.delete(f"/backups/{sid}")["operation_log_id"])
+    with pytest.raises(ClientError) as e:
+        rclient.get(f"/images/{image['id']}")
+    assert e.value.status == 404
+    got = rclient.get(f"/inventory/servers/{out['server_id']}")["resource"]
+    assert [d["id"] for d in got["disks"]] == out["disk_ids"] and sha256(path) == sha256(w["sys_img"])

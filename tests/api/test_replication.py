@@ -312,3 +312,22 @@ def test_destination_killed_mid_transfer_leaves_no_partial_replica_and_the_retry
     assert rec2["status"] == "available", rec2
     # what the destination indexed before it was killed (its packs, every few of them) is not sent again
     assert rec2["wire_bytes"] < 0.8 * 160 * MiB, rec2["wire_bytes"]
+
+
+
+def test_a_replica_over_the_destination_backup_quota_is_refused_naming_it(regions, tmp_path):
+    """Guide ch. 12: a replica is a backup of its destination project and meets that project's backup quota;
+    the receiver refuses it before recording anything, and the source's record says which quota. (A
+    tenant of its own in both regions: no other test's replication meets the quota.)"""
+    a, b = regions
+    src, dst = new_tenant(a, "quota-r"), new_tenant(b, "quota-r")
+    api(b).put(f"/admin/quotas/{dst.project_id}", {"quotas": {"backup": 0}})
+    disk = api(a, src).post("/inventory/disks", {"name": "q-disk", "path": make_image(tmp_path / "q.img", MiB,
+                                                                                       seed=81)})["disk"]
+    ca = sdk(a, src)
+    v = _vault(ca, "q-src", "disk", "backup", [ResourceCreate(id=disk["id"], type="OS::Cinder::Volume")])
+    dv = _vault(sdk(b, dst), "q-dst", "disk", "replication")
+    bid = _backup(a, ca, v.id, src).id
+    rec = _record(a, _replicate(ca, bid, dst.project_id, dv.id).replication_record_id, src)
+    assert rec["status"] == "failed" and "backup quota is 0" in rec["extra_info"]["fail_reason"], rec
+    assert api(b, dst).get("/backups")["count"] == 0

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Backup, Image, Resource, Task
+from opencbr.catalog.models import Backup, BackupMember, Image, Resource, Task
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
-from opencbr.services import backups, iam, images, policies, resources, retention, vaults
+from opencbr.services import backups, iam, images, policies, resources, retention, sharing, vaults
 from opencbr.worker.runner import Worker
 from tests.support.disks import MiB, make_image, sha256
 
@@ -271,3 +271,64 @@ def test_a_server_creation_whose_worker_died_is_cleaned_up_when_abandoned(rctx, 
     with rctx.read() as s:
         assert s.get(Resource, server_id) is None and all(s.get(Resource, d) is None for d in disk_ids)
         assert s.get(Task, task_id).status == "failed"
+
+
+def test_a_shared_server_backup_makes_an_image_and_servers_for_the_recipient(rctx, owner, stranger, roots,
+                                                                             server_backup):
+    """Guide 4.2: an accepted server backup makes servers (through an image of the recipient's own, 6.2);
+    when the sharer deletes the backup the image goes, the servers made from it stay."""
+    _vault_id, backup_id, hashes = server_backup
+    with rctx.tx() as s:
+        sharing.add_members(s, rctx, owner, backup_id, [stranger.project_id])
+    with pytest.raises(NotFound):  # shared but not accepted yet: not readable
+        _image(rctx, stranger, backup_id, "too-early")
+    with rctx.tx() as s:
+        inbox = vaults.create_vault(s, rctx, stranger, {"name": "inbox", "billing": {
+            "object_type": "server", "size": 10, "consistent_level": "crash_consistent",
+            "protect_type": "backup"}}).vault.id
+    # the recipient's image lives as long as the share stands accepted: rejected or cancelled, it goes
+    for undo in ("rejected", "cancelled"):
+        with rctx.tx() as s:
+            sharing.update_member_status(s, rctx, stranger, backup_id, stranger.project_id, "accepted", inbox)
+        gone = _image(rctx, stranger, backup_id, f"before-{undo}")
+        with rctx.tx() as s:
+            if undo == "rejected":
+                sharing.update_member_status(s, rctx, stranger, backup_id, stranger.project_id, "rejected")
+            else:
+                sharing.delete_member(s, rctx, owner, backup_id, stranger.project_id)
+                sharing.add_members(s, rctx, owner, backup_id, [stranger.project_id])
+        with rctx.read() as s:
+            assert s.get(Image, gone.id) is None
+    with rctx.tx() as s:
+        sharing.update_member_status(s, rctx, stranger, backup_id, stranger.project_id, "accepted", inbox)
+    mine = _image(rctx, owner, backup_id, "sharers-image")  # one image per backup *and project*
+    theirs = _image(rctx, stranger, backup_id, "recipients-image")
+    assert theirs.vault_id == inbox and [d["disk_role"] for d in theirs.disks] == ["system", "data"]
+    with pytest.raises(StateConflict, match="one image per backup"):
+        _image(rctx, stranger, backup_id, "again")
+    with rctx.read() as s:
+        assert sharing.show_member(s, owner, backup_id, stranger.project_id).image_id == theirs.id
+        assert images.list_images(s, owner)[0][0].id == mine.id  # each sees its own image only
+        assert [i.id for i in images.list_images(s, stranger)[0]] == [theirs.id]
+    (roots / "r").mkdir()
+    task_id, server_id, disk_ids = _new_server(rctx, stranger, theirs.id, "copy", directory=str(roots / "r"))
+    _drain(rctx)
+    task = _task(rctx, task_id)
+    assert task.status == "success", task.error_message
+    assert task.project_id == stranger.project_id and task.vault_id == inbox  # nothing of the sharer's vault
+    assert [sha256(roots / "r" / "copy-1.img"), sha256(roots / "r" / "copy-2.img")] == hashes
+    with pytest.raises(StateConflict, match="delete the image before the vault"), rctx.tx() as s:
+        vaults.delete_vault(s, rctx, stranger, inbox)  # guide 13.7.5
+    # the sharer deletes its backup (its own image first); the recipient's image does not stop it
+    with rctx.tx() as s:
+        images.delete_image(s, rctx, owner, mine.id)
+    with rctx.tx() as s:
+        backups.delete_backup(s, rctx, owner, backup_id)
+    _drain(rctx)
+    with rctx.read() as s:
+        assert s.get(Backup, backup_id) is None and s.get(Image, theirs.id) is None
+        assert s.scalar(select(BackupMember).where(BackupMember.backup_id == backup_id)) is None
+        server = resources.get_resource(s, stranger.project_id, server_id, "OS::Nova::Server")
+        assert [d.id for d in resources.server_disks(s, server.id)] == disk_ids
+    assert sha256(roots / "r" / "copy-1.img") == hashes[0]
+

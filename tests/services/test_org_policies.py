@@ -6,6 +6,7 @@ it, and deleting it deletes the deployed policies (unbinding their vaults)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -201,3 +202,24 @@ def test_a_replication_organization_policy_deploys_a_replication_policy(ctx, ten
         org_policies.update_org_policy(s, ctx, tenant, view.org.id, {"policy_operation_definition": {
             "destination_region": ctx.settings.region}})
     assert policies.spec_of(project_policies(ctx, a.project_id)[0]).destination_region == "remote-1"
+
+
+# SQLite runs one writing transaction at a time, so the race is PostgreSQL's (and so is the test's time)
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_an_account_created_while_an_all_scope_policy_is_created_receives_it(ctx, tenant):
+    """The race of an account created at the same moment as an ``all``-scope organization policy: neither
+    transaction sees the other's new row. Here the policy's transaction is held open (not committed)
+    while another thread creates an account; the account must end up with the policy, whichever commits
+    first. (Before the fix the account was created at once and missed it.)"""
+    created: list = []
+    with ctx.tx() as s:
+        org_id = org_policies.create_org_policy(s, ctx, tenant, org_body()).org.id
+        worker = threading.Thread(target=lambda: created.append(tenant_of(ctx, "born-meanwhile")))
+        worker.start()
+        worker.join(0.5)  # it waits for this transaction (the fix); without it, it is done by now
+    worker.join(30)
+    (late,) = created
+    with ctx.read() as s:
+        (dep,) = [d for d in org_policies.deployment_status(s, tenant, org_id) if d.project_id == late.project_id]
+    assert dep.status == "success"
+    assert [x.id for x in project_policies(ctx, late.project_id)] == [dep.policy_id]

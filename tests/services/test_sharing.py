@@ -9,7 +9,7 @@ import os
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Backup, BackupMember, Resource, Vault
+from opencbr.catalog.models import Backup, BackupMember, Project, Resource, Vault
 from opencbr.config import load_settings
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, QuotaExceeded
 from opencbr.services import backups, iam, memberships, resources, restore, sharing, vaults
@@ -218,3 +218,29 @@ def test_a_disk_made_from_an_encrypted_disks_backup_is_encrypted(ctx, tenant, cl
     with ctx.tx() as s:
         assert s.get(Resource, disk_id).encrypted is True
     assert sha256(target) == digest
+
+
+def test_sharing_with_a_whole_account(ctx, tenant, clock, tmp_path):
+    """Guide 4.2, sharer step 3: the sharer names the recipient's account (the API's ``domains``); each of
+    its projects in the region becomes a member, and counts towards the 10."""
+    _disk, _v, bid, _ = shared_disk_backup(ctx, tenant, tmp_path, clock)
+    acme = other_tenant(ctx, "acme")
+    second = iam.create_project(ctx, acme, "acme-second")
+    with ctx.read() as s:
+        account_id = s.get(Project, acme.project_id).account_id
+    with ctx.tx() as s:
+        named = sharing.add_members(s, ctx, tenant, bid, [], [account_id])
+        assert [m.dest_project_id for m in named] == [acme.project_id, second.id]
+    with ctx.tx() as s:  # by its name too; sharing again changes nothing
+        assert len(sharing.add_members(s, ctx, tenant, bid, [acme.project_id], ["acme"])) == 2
+    assert listed(ctx, acme) == [(bid, "pending")]
+    with pytest.raises(NotFound) as e, ctx.tx() as s:
+        sharing.add_members(s, ctx, tenant, bid, [], ["no-such-account"])
+    assert e.value.code == "BackupService.6719"
+    with ctx.read() as s:
+        own_account = s.get(Project, tenant.project_id).account_id
+    with pytest.raises(InvalidParameter) as e, ctx.tx() as s:  # its own account has no other project
+        sharing.add_members(s, ctx, tenant, bid, [], [own_account])
+    assert e.value.code == "BackupService.6720"
+    with pytest.raises(InvalidParameter, match="at least one"), ctx.tx() as s:
+        sharing.add_members(s, ctx, tenant, bid, [], [])

@@ -635,13 +635,14 @@ class ProjectQuota(Base):
 # -------------------------------------------------------------------------------------------- images
 class Image(Base):
     """A full-server image (guide 6.2): made from one server backup that holds the system disk, one image
-    per backup. It copies nothing: its disks are the backup's disk backups, which is why that backup
-    cannot be deleted while the image exists. ``disks``: [{backup_id, disk_role, device_index,
+    per backup and project (a server backup shared with other projects may have one in each). It copies
+    nothing: its disks are the backup's disk backups, which is why the owner's backup cannot be deleted
+    while the owner's image exists (a recipient's image goes with the share, guide 4.2). ``disks``: [{backup_id, disk_role, device_index,
     size_bytes, resource_name}], the system disk first. ``project_id`` is the image's owner (the backup
     may be another project's, shared with it)."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("backup_id", name="uq_images_backup"),
+    __table_args__ = (UniqueConstraint("backup_id", "project_id", name="uq_images_backup_project"),
                       Index("ix_images_project_created", "project_id", "created_at"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))

@@ -15,22 +15,22 @@ import logging
 import os
 import posixpath
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Agent, Backup, Image, Resource, Task, Vault, new_id
 from opencbr.domain import image as I
 from opencbr.domain import resource as R
-from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
+from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.engine import OperationCancelled
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
-from opencbr.services import listing, onhost, tasks
+from opencbr.services import listing, memberships, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.agents import state as agent_state
 from opencbr.services.agents.registry import get_agent
 from opencbr.services.context import ServiceContext
-from opencbr.services.lookups import children, project_row, readable_backup
+from opencbr.services.lookups import children, project_row
 from opencbr.services.principal import Principal
 from opencbr.services.progress import TaskProgress
 from opencbr.services.repositories import repository
@@ -49,15 +49,19 @@ def create_image(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, 
                  description: object = None) -> Image:
     """Guide 6.2: a full-server image of a server backup (or replica) that holds the system disk; one per
     backup. The backup is then ``used_by_image``: it cannot be deleted and retention neither deletes
-    nor counts it (guide 5.2, 6.2)."""
+    nor counts it (guide 5.2, 6.2). Guide 4.2: a server backup shared with the project and accepted makes
+    an image too, one per recipient, in the vault it was accepted into; the sharer may still delete the
+    backup, and the image goes with it (``memberships.images_follow``)."""
     p.require_write()
     name = I.check_image_name(name)
     description = I.check_image_description(description)
-    b = readable_backup(s, ctx, p.project_id, backup_id)
+    b, shown = memberships.readable_backup(s, p.project_id, backup_id)
     b = s.get(Backup, b.id, with_for_update=True, populate_existing=True)  # against a deletion meanwhile
     vault = s.get(Vault, b.vault_id)
     kids = children(s, b.id)
-    taken = b.used_by_image or s.scalar(select(Image.id).where(Image.backup_id == b.id)) is not None
+    shared = b.project_id != p.project_id
+    taken = (b.used_by_image and not shared) or s.scalar(
+        select(Image.id).where(Image.backup_id == b.id, Image.project_id == p.project_id)) is not None
     I.check_image_source(resource_type=b.resource_type, is_disk_of_server=b.parent_id is not None,
                          status=b.status, vault_status=vault.status,
                          has_system_disk=any(k.disk_role == "system" for k in kids), has_image=taken)
@@ -65,12 +69,15 @@ def create_image(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, 
               "size_bytes": int(k.resource_size_bytes or 0), "resource_name": k.resource_name} for k in kids]
     now = ctx.now()
     image = Image(project_id=p.project_id, name=name, description=description, status=I.ACTIVE, backup_id=b.id,
-                  vault_id=b.vault_id, source_resource_id=b.resource_id, source_resource_name=b.resource_name,
+                  vault_id=shown.id, source_resource_id=b.resource_id, source_resource_name=b.resource_name,
                   source_image_type=b.image_type, region=ctx.settings.region,
                   size_bytes=sum(d["size_bytes"] for d in disks), disks=disks, created_at=now, updated_at=now)
     s.add(image)
-    b.used_by_image = True
     s.flush()
+    if shared:  # the member's image_id (CBR v3 API: the image made from the accepted backup)
+        memberships.member_of(s, b.id, p.project_id).image_id = image.id
+    else:
+        b.used_by_image = True
     return image
 
 
@@ -104,8 +111,12 @@ def delete_image(s: Session, ctx: ServiceContext, p: Principal, image_id: str) -
         raise StateConflict("a server is being created from this image; delete it when that task has finished",
                             code="BackupService.6814")
     b = s.get(Backup, image.backup_id, with_for_update=True)
-    if b is not None:
+    if b is not None and b.project_id == image.project_id:
         b.used_by_image = False
+    elif b is not None:
+        m = memberships.member_of(s, b.id, image.project_id)
+        if m is not None:
+            m.image_id = ""
     s.delete(image)
     return image
 
@@ -118,9 +129,11 @@ def _servers_in_progress(s: Session, image: Image) -> bool:
 
 def check_vault_without_images(s: Session, vault_id: str) -> None:
     """Deleting a vault deletes its backups; one that an image was made from cannot be (guide 6.2), so
-    neither can the vault until that image is deleted."""
-    image = s.scalar(select(Image).join(Backup, Backup.id == Image.backup_id).where(Backup.vault_id == vault_id)
-                     .limit(1))
+    neither can the vault until that image is deleted. A vault holding an accepted shared backup with the
+    recipient's image of it stays too (guide 13.7.5: servers are made from the image through it)."""
+    own = and_(Backup.vault_id == vault_id, Image.project_id == Backup.project_id)
+    accepted = and_(Image.vault_id == vault_id, Image.project_id != Backup.project_id)  # guide 13.7.5
+    image = s.scalar(select(Image).join(Backup, Backup.id == Image.backup_id).where(or_(own, accepted)).limit(1))
     if image is not None:
         raise StateConflict(f"image {image.name} ({image.id}) was created from a backup of this vault; delete the "
                             "image before the vault", code="BackupService.6815")
@@ -140,11 +153,15 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
     if not isinstance(power_on, bool):
         raise InvalidParameter("power_on must be true or false")
     image = get_image(s, p.project_id, image_id)
-    b = s.get(Backup, image.backup_id)
+    try:  # the project's own backup, or a shared one still accepted (guide 4.2)
+        b, shown = memberships.readable_backup(s, p.project_id, image.backup_id)
+    except NotFound:
+        b = shown = None
     vault = s.get(Vault, b.vault_id) if b is not None else None
     if b is None or vault is None:
         raise StateConflict("this image's backup is gone; delete the image", code="BackupService.6810")
     I.check_image_usable(b.status, vault.status)
+    vault = shown  # the task is the project's, in its own vault (a sharer's vault is not the recipient's to see)
     wanted = I.new_disk_paths(len(image.disks), paths=paths, directory=directory, server_name=name)
     agent = _online_agent(s, ctx, p, agent_id) if agent_id is not None else None
     reals = [_agent_disk_path(s, agent, path) if agent else _new_disk_path(s, ctx, p, path) for path in wanted]
@@ -340,10 +357,12 @@ def abandon_create_server(s: Session, task: Task) -> None:
 
 
 def image_ids(s: Session, rows: list[Backup]) -> dict[str, str]:
-    """backup id -> the id of the image made from it, for the backups among ``rows`` that have one (one
-    query, none when no row is ``used_by_image``)."""
+    """backup id -> the id of the image its owner made from it, for the backups among ``rows`` that have one
+    (one query, none when no row is ``used_by_image``). A recipient's image of a shared backup is the
+    recipient's, not shown to the sharer."""
     ids = [b.id for b in rows if b.used_by_image]
     if not ids:
         return {}
-    return dict(s.execute(select(Image.backup_id, Image.id).where(Image.backup_id.in_(ids))).all())
+    return dict(s.execute(select(Image.backup_id, Image.id).join(Backup, Backup.id == Image.backup_id)
+                          .where(Image.backup_id.in_(ids), Image.project_id == Backup.project_id)).all())
 

@@ -45,9 +45,3 @@ def data_backups(s: Session, b: Backup) -> list[Backup]:
     """The backups whose data the engine holds: a server backup's disk children, else itself."""
     return children(s, b.id) if b.resource_type == R.SERVER else [b]
 
-
-def readable_backup(s: Session, ctx: object, project_id: str, backup_id: str) -> Backup:
-    """A backup whose data the project may read to make something new from it (an image, guide 6.2): its
-    own backups and replicas in its vaults. The one place where accepted shared backups (guide 4.4
-    sharing) are to be let in too; anything else is reported as not found, like ``get_backup``."""
-    return get_backup(s, project_id, backup_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, BackupMember, Vault
+from opencbr.catalog.models import Backup, BackupMember, Image, Vault
 from opencbr.domain import sharing as S
 from opencbr.domain.errors import NotFound
 
@@ -64,14 +64,29 @@ def withdraw(s: Session, backup_id: str) -> None:
     (their vaults no longer count it). Called before the backup's row goes."""
     members = list(s.scalars(select(BackupMember).where(BackupMember.backup_id == backup_id)))
     for m in members:
+        images_follow(s, m, None)
         s.delete(m)
     recount(s, {m.vault_id for m in members})
+
+
+def images_follow(s: Session, m: BackupMember, vault_id: str | None) -> None:
+    """The recipient's image of a shared backup (guide 4.2: an accepted backup can make servers, through an
+    image, 6.2) lives as long as the share stands accepted: it moves with the backup to the vault it is
+    accepted into (``vault_id``), and goes when the share is rejected, cancelled or withdrawn (``None``).
+    Servers already made from it are the recipient's and stay."""
+    for image in s.scalars(select(Image).where(Image.backup_id == m.backup_id, Image.project_id == m.dest_project_id)):
+        if vault_id is None:
+            s.delete(image)
+            m.image_id = ""
+        else:
+            image.vault_id = vault_id
 
 
 def release_vault(s: Session, vault_id: str) -> None:
     """A recipient deleted the vault holding accepted shares: they are no longer accepted anywhere, and
     wait again (pending) for the recipient to accept them into another vault or reject them."""
     for m in s.scalars(select(BackupMember).where(BackupMember.vault_id == vault_id)):
+        images_follow(s, m, None)
         m.status, m.vault_id = S.PENDING, None
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import (
@@ -156,17 +156,25 @@ def _scope(s: Session, value: object) -> tuple[bool, list[str]]:
 
 # ================================================================================================ deploying
 def _target_projects(s: Session, org: OrganizationPolicy) -> list[Project]:
-    """The projects of the target accounts. The accounts are locked first: a project being created in one
-    of them (its insert holds a key-share lock on the account on PostgreSQL) is either waited for and
-    seen here, or waits and then sees this organization policy in ``deploy_to_new_project``."""
-    accounts = select(Account.id)
-    if not org.all_accounts:
-        accounts = accounts.where(Account.id.in_(org.account_ids or []))
-    s.execute(accounts.with_for_update())
+    """The projects of the target accounts, with no project being created meanwhile: a project (of a new
+    account too) is either committed before and seen here, or created after this transaction commits,
+    and then sees this organization policy in ``deploy_to_new_project``."""
+    _hold_project_creation(s)
     q = select(Project)
     if not org.all_accounts:
         q = q.where(Project.account_id.in_(org.account_ids or []))
     return list(s.scalars(q.order_by(Project.created_at, Project.id)))
+
+
+def _hold_project_creation(s: Session) -> None:
+    """Why a table lock: a project inserted by a transaction still open (an account being created at this
+    moment) has no row to lock yet, and neither transaction would see the other's row, so the new project
+    would miss an ``all``-scope policy until its next update. PostgreSQL's SHARE mode waits for every open
+    insert into ``projects`` to commit and holds off new ones until this transaction ends (it does not
+    stop row locks or reads); it is taken before any other lock here, so a project insert waiting behind
+    it holds nothing this transaction needs. SQLite runs one writing transaction at a time already."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("LOCK TABLE projects IN SHARE MODE"))
 
 
 def _deploy(s: Session, ctx: ServiceContext, org: OrganizationPolicy, project: Project,

@@ -1,7 +1,8 @@
 """Sharing backups between projects (guide 4.2; the API's members): the sharer shares a server or disk
 backup with up to 10 other projects of the region and may cancel a share; a recipient sees the backups
 shared with it, accepts one into one of its vaults (where it counts against the capacity) or rejects it,
-and creates disks from an accepted one.
+and creates disks from an accepted one, or an image of an accepted server backup and servers from that
+(``services/images.py``).
 
 The data is not copied: a recipient's restores read the sharer's vault (``services/memberships.py``
 says why that is safe, and what happens when the sharer deletes the backup). A recipient sees the shared
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, BackupMember, Project, Resource
+from opencbr.catalog.models import Account, Backup, BackupMember, Project, Resource
 from opencbr.domain import resource as R
 from opencbr.domain import sharing as S
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound, StateConflict
@@ -33,15 +34,15 @@ SORT_KEYS = {"created_at": BackupMember.created_at, "updated_at": BackupMember.u
 # ------------------------------------------------------------------------------------ the sharer
 def add_members(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, project_ids: list[str],
                 domains: list[str] | None = None) -> list[BackupMember]:
-    """Share a backup with projects (guide 4.2, sharer step 3). Sharing again with a member changes
-    nothing. Returns the members named."""
+    """Share a backup with projects (guide 4.2, sharer step 3), named in ``project_ids`` or through their
+    accounts in ``domains`` (the API's domain ids; an account's name too, as the guide's console asks
+    for). Sharing again with a member changes nothing. Returns the members named."""
     p.require_write()
-    if domains:
-        raise InvalidParameter("sharing with whole accounts (domains) is not supported; name the projects in members",
-                               code="BackupService.6713")
-    if not project_ids:
-        raise InvalidParameter("members must name at least one project", code="BackupService.6713")
     b = get_backup(s, p.project_id, backup_id, for_update=True)
+    project_ids = list(project_ids) + _account_projects(s, p, domains or [])
+    if not project_ids:
+        raise InvalidParameter("members or domains must name at least one project or account",
+                               code="BackupService.6713")
     S.check_shareable(b.resource_type, b.status, _encrypted(s, b), b.parent_id is not None)
     sharer = s.get(Project, p.project_id)
     existing = {m.dest_project_id: m for m in s.scalars(select(BackupMember).where(BackupMember.backup_id == b.id))}
@@ -60,6 +61,28 @@ def add_members(s: Session, ctx: ServiceContext, p: Principal, backup_id: str, p
         s.add(existing[pid])
     s.flush()
     return [existing[pid] for pid in wanted]
+
+
+def _account_projects(s: Session, p: Principal, domains: object) -> list[str]:
+    """Guide 4.2, sharer step 3: the sharer names the recipient's account, and the account's projects (in
+    the backup's region) become the members, each counting towards the 10. The sharer's own project is
+    left out when it names its own account."""
+    if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
+        raise InvalidParameter("domains must be a list of account ids or names", code="BackupService.6718")
+    region = s.get(Project, p.project_id).region
+    found = []
+    for ref in dict.fromkeys(domains):
+        account = s.get(Account, ref) or s.scalar(select(Account).where(Account.name == ref))
+        if account is None:
+            raise NotFound(f"account {ref} not found", code="BackupService.6719")
+        projects = list(s.scalars(select(Project.id).where(Project.account_id == account.id, Project.region == region,
+                                                           Project.id != p.project_id).order_by(Project.created_at,
+                                                                                                Project.id)))
+        if not projects:
+            raise InvalidParameter(f"account {ref} has no other project in region {region} to share with (guide 4.2: "
+                                   "backups are shared within one region)", code="BackupService.6720")
+        found += projects
+    return found
 
 
 @dataclass
@@ -99,6 +122,7 @@ def delete_member(s: Session, ctx: ServiceContext, p: Principal, backup_id: str,
     if m is None:
         raise NotFound(f"backup {backup_id} is not shared with project {member_id}", code=MEMBER_NOT_FOUND)
     vault_id = m.vault_id
+    memberships.images_follow(s, m, None)
     s.delete(m)
     memberships.recount(s, {vault_id})
 
@@ -146,6 +170,7 @@ def update_member_status(s: Session, ctx: ServiceContext, p: Principal, backup_i
     else:
         m.vault_id = None
     m.status, m.updated_at = status, ctx.now()
+    memberships.images_follow(s, m, m.vault_id)
     memberships.recount(s, {before, m.vault_id})
     return m
 

@@ -146,9 +146,12 @@ NO_BILLING = ("this installation has no billing: vaults are not bought, ordered 
               "at once)")
 NO_DOMAIN_MIGRATION = ("domain migration moves an account's CBR resources between the public cloud's billing "
                        "systems; a self-hosted installation has one, so there is nothing to migrate")
-NO_IMPORT = ("importing backups synchronises hybrid-cloud backups (OceanStor BCManager, VMware) or another "
-             "OpenCBR installation's backups into this one; this version has no link to another installation "
-             "or to a hybrid-cloud gateway to import from, so nothing can be imported yet")
+NO_IMPORT = ("import_backup and import_checkpoint synchronise a hybrid-cloud vault: they register backups that an "
+             "on-premises backup appliance (OceanStor BCManager, eBackup for VMware) wrote to an object-storage "
+             "bucket (bucket_name, image_path). OpenCBR has no hybrid-cloud vaults and reads no other product's "
+             "backup format; the backups of another OpenCBR installation come into this one by replication over a "
+             "region link (copy_backup, copy_checkpoint, replication policies), which moves the data, re-encrypts "
+             "it with this installation's keys and records the replicas")
 
 
 def not_supported(reason: str) -> None:

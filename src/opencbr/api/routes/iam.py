@@ -120,4 +120,4 @@ def console_login(body: wire.ConsoleLogin, request: Request, ctx: ServiceContext
     token, p, expires = iam.issue_token(ctx, body.access_key, body.secret_key, body.project_id,
                                         request.client.host if request.client else "")
     return {"token": token, "expires_at": wire.iso(expires), "project_id": p.project_id, "user_name": p.user_name,
-            "role": p.role, "account_id": p.account_id}
+            "role": p.role, "account_id": p.account_id, "is_operator": p.is_operator}

@@ -23,8 +23,9 @@ router = APIRouter(prefix="/v3/{project_id}", route_class=JSONRoute)
 @router.post("/backups/{backup_id}/members")
 def add_member(backup_id: str, body: wire.MembersAdd, p: Principal = Depends(principal),
                ctx: ServiceContext = Depends(get_ctx)):
-    """Share a backup with projects (at most 10 in all)."""
-    with audit.trace(ctx, p, "addMember", {"members": body.members or []}, resource_id=backup_id), \
+    """Share a backup with projects, named or through their accounts (at most 10 in all)."""
+    with audit.trace(ctx, p, "addMember", {"members": body.members or [], "domains": body.domains or []},
+                     resource_id=backup_id), \
             ctx.tx() as s:
         members = sharing.add_members(s, ctx, p, backup_id, body.members or [], body.domains)
         return {"members": [wire.member_resp(m) for m in members]}

@@ -16,6 +16,7 @@ const PAGES = {
   shared: () => import("./pages/shared.js"),
   quotas: () => import("./pages/quotas.js"),
   images: () => import("./pages/images.js"),
+  "org-policies": () => import("./pages/org-policies.js"),
 };
 const DEFAULT = "#/servers/vaults";
 const app = document.getElementById("app");
@@ -166,7 +167,8 @@ function renderShell(parts) {
     navLink("#/monitoring", "chart", "Monitoring", section === "monitoring"),
     isAdmin() ? navLink("#/audit", "audit", "Audit", section === "audit") : null,
     navLink("#/images", "file", "Images", section === "images"),
-    navLink("#/quotas", "chart", "Quotas", section === "quotas"));
+    navLink("#/quotas", "chart", "Quotas", section === "quotas"),
+    s.is_operator ? navLink("#/org-policies", "policy", "Organization Policies", section === "org-policies") : null);
   const top = h("header.topbar",
     h("a.brand", { href: DEFAULT }, h("img", { src: "favicon.svg", alt: "" }), "OpenCBR",
       h("small", "Cloud Backup and Recovery")),
