@@ -31,7 +31,7 @@ def target_list(all_projects: bool = _ALL, as_json: bool = JSON_OPTION):
 @handle_errors
 def target_add(kind: str = typer.Argument(..., help="webhook or email."),
                address: str = typer.Argument(..., help="The webhook's URL or the email address."),
-               description: str = typer.Option("", "--description"), all_projects: bool = _ALL,
+               description: str = typer.Option("", "--description", help="A note shown in the target list."), all_projects: bool = _ALL,
                as_json: bool = JSON_OPTION):
     """Send alarms (a vault above its threshold, a failed backup, replication, verify or restore test) here.
     A webhook's signing secret is printed once: keep it to verify the X-OpenCBR-Signature header.
@@ -50,13 +50,14 @@ def target_add(kind: str = typer.Argument(..., help="webhook or email."),
 @target_app.command("delete")
 @handle_errors
 def target_delete(target_id: str = typer.Argument(..., help="The target's id."), all_projects: bool = _ALL):
+    """Stop sending alarms to a target (its pending deliveries are dropped)."""
     client().request("DELETE", f"{_base(all_projects)}/{target_id}")
     typer.echo(f"alarm target {target_id} deleted")
 
 
 @alarm_app.command("deliveries")
 @handle_errors
-def deliveries(limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPTION):
+def deliveries(limit: int = typer.Option(50, "--limit", help="How many, newest first (at most 1000)."), as_json: bool = JSON_OPTION):
     """The newest alarm deliveries of your project: what was sent where, and whether it arrived."""
     rows = client().get("/alarm-deliveries", limit=limit)["alarm_deliveries"]
     if as_json:
