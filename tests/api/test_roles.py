@@ -151,6 +151,16 @@ ROUTES = [
     ("GET", "/images/no-such-image", None, READ),
     ("DELETE", "/images/no-such-image", None, MEMBER),
     ("POST", "/images/no-such-image/servers", {"server": {"name": "roles-srv", "directory": "/tmp"}}, MEMBER),
+    # metrics and alarms (docs/monitoring.md): anyone reads the series; admins manage the project's targets,
+    # the operator those for all projects
+    ("GET", "/vaults/{vault}/metrics", None, READ),
+    ("GET", "/alarm-targets", None, ADMIN),
+    ("POST", "/alarm-targets", {"alarm_target": {"kind": "webhook", "address": "http://127.0.0.1:9/roles"}}, ADMIN),
+    ("DELETE", "/alarm-targets/no-such-target", None, ADMIN),
+    ("GET", "/alarm-deliveries", None, ADMIN),
+    ("GET", "/admin/alarm-targets", None, OPERATOR),
+    ("POST", "/admin/alarm-targets", {"alarm_target": {"kind": "webhook", "address": "http://127.0.0.1:9/r"}}, OPERATOR),
+    ("DELETE", "/admin/alarm-targets/no-such-target", None, OPERATOR),
 ]
 
 

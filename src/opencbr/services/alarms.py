@@ -86,8 +86,13 @@ def _scope(p: Principal, operator: bool) -> str:
 
 def _check_address(ctx: ServiceContext, kind: str, address: str) -> None:
     if kind == WEBHOOK:
-        url = urlsplit(address)
-        if url.scheme not in ("http", "https") or not url.hostname or len(address) > 512:
+        try:
+            url = urlsplit(address)
+            host = url.hostname
+        except ValueError:  # e.g. a malformed IPv6 literal
+            host = None
+        if host is None or url.scheme not in ("http", "https") or len(address) > 512 or any(
+                ch.isspace() for ch in address):
             raise InvalidParameter("a webhook target needs an http:// or https:// URL of at most 512 characters",
                                    code=INVALID_TARGET)
     elif kind == EMAIL:
