@@ -153,3 +153,7 @@ def test_retries_with_backoff_targets_per_project_and_for_the_operator(ctx, tena
         assert sorted(r.status for r in s.scalars(select(AlarmDelivery))) == ["delivered"] * 3 + ["failed"] * 2
         audits = [a.outcome for a in s.scalars(select(AuditEvent).where(AuditEvent.trace_name == "deliverAlarm"))]
     assert (audits.count("success"), audits.count("failure")) == (3, 12)
+    clock.advance(days=31)  # kept as long as tasks are
+    with ctx.tx() as s:
+        assert alarms.purge_old(s, ctx.now()) == 3
+        assert list(s.scalars(select(AlarmDelivery))) == []

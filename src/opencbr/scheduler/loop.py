@@ -137,6 +137,7 @@ class Scheduler:
         if samples:  # once per period, by the scheduler that sampled it
             with self.ctx.tx() as s:
                 metrics.prune(s, now)
+                alarms.purge_old(s, now)
         return fired
 
     # ------------------------------------------------------------------------------------ thread

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,8 @@ SCAN_WINDOW = timedelta(days=1)
 #: How long one sender holds a delivery it is trying (another scheduler leaves it alone meanwhile).
 SENDING_LEASE = timedelta(minutes=2)
 MAX_TARGETS = 20
+#: Events and their deliveries are kept as long as tasks are (guide ch. 9: the past 30 days).
+KEEP = timedelta(days=30)
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 TARGET_NOT_FOUND = "BackupService.6603"
@@ -220,6 +222,13 @@ def record_failed_tasks(ctx: ServiceContext, now: datetime | None = None) -> int
         except IntegrityError:
             continue
     return fired
+
+
+def purge_old(s: Session, now: datetime) -> int:
+    """Drop the events (and their deliveries) older than ``KEEP``; the number of events dropped."""
+    old = select(AlarmEvent.id).where(AlarmEvent.created_at < now - KEEP).scalar_subquery()
+    s.execute(delete(AlarmDelivery).where(AlarmDelivery.event_id.in_(old)))
+    return s.execute(delete(AlarmEvent).where(AlarmEvent.created_at < now - KEEP)).rowcount or 0
 
 
 # ------------------------------------------------------------------------------------ sending
