@@ -1,10 +1,15 @@
 """Vault metrics, alarm targets and the Prometheus listener of a real ``opencbr serve`` (SQLite only, the
 suite's time budget; the rules run on both catalogs in tests/services): the routes and their refusals,
-tenant isolation, the CLI, and an alarm that the server's scheduler delivers to a loopback webhook."""
+tenant isolation, the CLI, and an alarm that the server's scheduler delivers to a loopback webhook. The
+console's Monitoring page is tested here too, in a real headless Chromium, on the same server (one server
+start less for the suite)."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -52,7 +57,7 @@ def test_series_targets_prometheus_and_delivery_by_the_server(server, ctx):
     v = tenant.post("/vaults", {"vault": {"name": "watched", "billing": BILLING}})["vault"]
     with ctx.tx() as s:
         s.get(Vault, v["id"]).used_bytes = 2 * GB
-    assert [smp.vault_id for smp in metrics.sample_vaults(ctx)] == [v["id"]]
+    assert v["id"] in [smp.vault_id for smp in metrics.sample_vaults(ctx)]
 
     out = tenant.get(f"/vaults/{v['id']}/metrics", metric_name="vault_util", period=900)
     assert out["metric"]["display_name"] == "Vault Usage" and out["metric"]["unit"] == "%"
@@ -101,3 +106,57 @@ def test_series_targets_prometheus_and_delivery_by_the_server(server, ctx):
     assert values[("opencbr_vault_used_bytes", (("project_id", creds.project_id), ("vault_id", v["id"]),
                                                 ("vault_name", "watched")))] == 2 * GB
     assert values[("opencbr_tasks", (("operation_type", "backup"), ("status", "failed")))] == 1
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def test_console_draws_usage_and_manages_alarm_targets(server, ctx, tmp_path):
+    """The Monitoring page: a vault's usage over time drawn from the series; a webhook target added (its
+    secret shown once) and deleted."""
+    if not os.path.exists(CHROMIUM):  # pragma: no cover - depends on the machine
+        pytest.skip(f"CONSOLE TEST NOT RUN: {CHROMIUM} is missing")
+    from playwright.sync_api import expect, sync_playwright
+    creds = new_tenant(server, "watcher")
+    c = api(server, creds)
+    v = c.post("/vaults", {"vault": {"name": "charted", "billing": {
+        "consistent_level": "crash_consistent", "object_type": "disk", "protect_type": "backup", "size": 10}}})["vault"]
+    for i, used in enumerate((1, 2, 3, 4)):  # four 15-minute samples of a growing vault, up to now
+        with ctx.tx() as s:
+            s.get(Vault, v["id"]).used_bytes = used * GB
+        metrics.sample_vaults(ctx, ctx.now() - timedelta(minutes=15 * (3 - i)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000}, base_url=server.url)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto("/console/")
+        page.fill("#ak", creds.ak)
+        page.fill("#sk", creds.sk)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto("/console/#/monitoring")
+        history = page.locator("#metric-history")
+        expect(history.locator("svg.metric-chart circle")).to_have_count(4)
+        expect(history).to_contain_text("Used Vault Size (used_vault_size) of vault charted")
+        expect(history).to_contain_text("latest 4 GB")
+        page.select_option("#metric-name", "vault_util")
+        expect(history).to_contain_text("latest 40 %")
+        page.screenshot(path=str(tmp_path / "monitoring.png"), full_page=True)
+
+        page.locator("#alarm-target-add").click()
+        page.fill("#alarm-address", "https://hooks.example.com/cbr")
+        page.locator("dialog[open]").get_by_role("button", name="Add").click()
+        expect(page.locator("dialog[open]")).to_contain_text("Shown once")
+        secret = page.locator("dialog[open]").text_content()
+        page.locator("dialog[open] footer").get_by_role("button", name="Close").click()
+        targets = c.get("/alarm-targets")["alarm_targets"]
+        assert [t["address"] for t in targets] == ["https://hooks.example.com/cbr"]
+        assert re.search(r"[0-9a-f]{64}", secret)
+        page.get_by_role("button", name="Delete target https://hooks.example.com/cbr").click()
+        page.locator("dialog[open]").get_by_role("button", name="Delete").click()
+        expect(page.locator("#alarm-targets")).to_contain_text("No targets")
+        assert c.get("/alarm-targets")["alarm_targets"] == []
+        browser.close()
+    assert not errors, errors

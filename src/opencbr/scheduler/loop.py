@@ -186,7 +186,11 @@ class Scheduler:
         if self.ctx.settings.metrics_listen:
             from opencbr.services import prometheus
 
-            self._metrics_server = prometheus.serve(self.ctx, self.ctx.settings.metrics_listen)
+            try:
+                self._metrics_server = prometheus.serve(self.ctx, self.ctx.settings.metrics_listen)
+            except (OSError, ValueError) as e:  # a busy port or a bad address: the backups go on without it
+                log.error("cannot serve Prometheus metrics on %s (setting metrics_listen): %s",
+                          self.ctx.settings.metrics_listen, e)
 
     def shutdown(self, timeout: float = 10) -> None:
         self._stop.set()
