@@ -139,7 +139,8 @@ def test_console_draws_usage_and_manages_alarm_targets(server, ctx, tmp_path):
         page.goto("/console/#/monitoring")
         history = page.locator("#metric-history")
         expect(history.locator("svg.metric-chart circle")).to_have_count(4)
-        expect(history).to_contain_text("Used Vault Size (used_vault_size) of vault charted")
+        expect(history).to_contain_text("Used Vault Size of vault charted")  # readable names, ids in titles
+        expect(history).not_to_contain_text("used_vault_size")
         expect(history).to_contain_text("latest 4 GB")
         page.select_option("#metric-name", "vault_util")
         expect(history).to_contain_text("latest 40 %")

@@ -167,7 +167,7 @@ function usageOverTime(card, vaultsNow, focus) {
       const points = answer.datapoints;
       const last = points.length ? points[points.length - 1][filter] : null;
       clear(body,
-        h("p.hint", `${m.display_name} (${m.metric_name}) of vault ${vaultSel.selectedOptions[0].textContent}, `,
+        h("p.hint", { title: `metric ${m.metric_name}` }, `${m.display_name} of vault ${vaultSel.selectedOptions[0].textContent}, `,
           `${FILTERS.find((f) => f[0] === filter)[1].toLowerCase()} per ${period / 60} minutes`,
           last === null ? "" : ` · latest ${last} ${m.unit}`),
         points.length ? lineChart(points, { key: filter, unit: m.unit, from, to, maxValue: metric === "vault_util" ? 100 : undefined,
