@@ -25,7 +25,8 @@ def _time(ms: int | None, default: datetime) -> datetime:
 
 
 @router.get("/vaults/{vault_id}/metrics")
-def show_vault_metrics(vault_id: Id, metric_name: Id = Query(metrics.USED), period: int = Query(metrics.RAW, ge=1, le=86400),
+def show_vault_metrics(vault_id: Id, metric_name: Id = Query(metrics.USED),
+                       period: int = Query(metrics.RAW, ge=1, le=86400),
                        filter: Id = Query("average"),  # noqa: A002 - Cloud Eye's name
                        from_: int | None = Query(None, alias="from", **_MS), to: int | None = Query(None, **_MS),
                        p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
