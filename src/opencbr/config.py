@@ -46,6 +46,10 @@ Quotas (``quota_vaults``, ``quota_backups``, ``quota_capacity_gb``, ``quota_poli
 is no limit): what every project may have unless the operator gives it its own (``cbr admin quota set``,
 docs/quotas.md).
 
+Monitoring (docs/monitoring.md): ``metrics_listen`` (Prometheus, operator only), ``smtp_host``,
+``smtp_port``, ``smtp_from``, ``smtp_starttls``, ``smtp_user``, ``smtp_password`` (alarm emails),
+``alarm_max_attempts``.
+
 The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
 start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
 """
@@ -115,6 +119,18 @@ class Settings:
     quota_backups: int = -1
     quota_capacity_gb: int = -1
     quota_policies: int = -1
+    # Where the scheduler process serves Prometheus metrics ("host:port"; empty: not served). Operator
+    # only: bind it to 127.0.0.1 (or a network only the monitoring system reaches); docs/monitoring.md.
+    metrics_listen: str = ""
+    # The SMTP server alarm emails go through (empty host: no email targets), and the sender's address.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "opencbr@localhost"
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: str = ""
+    # How many times an alarm delivery is tried (with growing pauses) before it is given up.
+    alarm_max_attempts: int = 6
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -159,9 +175,9 @@ class Settings:
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
                "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth",
-               "max_tasks_per_vault", "max_tasks_per_agent"}
+               "max_tasks_per_vault", "max_tasks_per_agent", "smtp_port", "alarm_max_attempts"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
-_BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account"}
+_BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account", "smtp_starttls"}
 
 
 def _coerce(name: str, value: object) -> object:

@@ -156,6 +156,16 @@ ROUTES = [
     ("PUT", "/vaults/{vault}/lock", {"lock": {"mode": "governance", "retention_days": 1, "lock_days": 1}}, ADMIN),
     ("DELETE", "/vaults/{vault}/lock", None, ADMIN),
     ("PUT", "/admin/vault-lock-governors/no-such-user", {"granted": True}, OPERATOR),
+    # metrics and alarms (docs/monitoring.md): anyone reads the series; admins manage the project's targets,
+    # the operator those for all projects
+    ("GET", "/vaults/{vault}/metrics", None, READ),
+    ("GET", "/alarm-targets", None, ADMIN),
+    ("POST", "/alarm-targets", {"alarm_target": {"kind": "webhook", "address": "http://127.0.0.1:9/roles"}}, ADMIN),
+    ("DELETE", "/alarm-targets/no-such-target", None, ADMIN),
+    ("GET", "/alarm-deliveries", None, ADMIN),
+    ("GET", "/admin/alarm-targets", None, OPERATOR),
+    ("POST", "/admin/alarm-targets", {"alarm_target": {"kind": "webhook", "address": "http://127.0.0.1:9/r"}}, OPERATOR),
+    ("DELETE", "/admin/alarm-targets/no-such-target", None, OPERATOR),
 ]
 
 #: The backup-only role (docs/roles.md) may call the routes anybody may (catalog reads: least READ) and

@@ -11,10 +11,12 @@ from opencbr.api import errors
 from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
 from opencbr.api.routes import agent_package as agent_package_routes
 from opencbr.api.routes import agents as agent_routes
+from opencbr.api.routes import alarms as alarm_routes
 from opencbr.api.routes import backups as backup_routes
 from opencbr.api.routes import iam as iam_routes
 from opencbr.api.routes import images as image_routes
 from opencbr.api.routes import members as member_routes
+from opencbr.api.routes import metrics as metric_routes
 from opencbr.api.routes import migration as migration_routes
 from opencbr.api.routes import org_policies as org_policy_routes
 from opencbr.api.routes import policies as policy_routes
@@ -94,5 +96,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(migration_routes.router)
     app.include_router(image_routes.router)  # images (docs/images.md)
     app.include_router(vault_lock_routes.router)  # vault locks (docs/vault-lock.md)
+    app.include_router(metric_routes.router)  # vault metrics (docs/monitoring.md)
+    app.include_router(alarm_routes.router)  # alarm targets (docs/monitoring.md)
     app.include_router(console_web.router)
     return app

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -686,3 +687,83 @@ class VaultLockGovernor(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     granted_by: Mapped[str] = mapped_column(String(64), default="")
     granted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+# ------------------------------------------------------------------------------------------- metrics
+class VaultMetricPoint(Base):
+    """One point of a vault's usage series (guide 10.1: used_vault_size, vault_util, raw period 15 min).
+    ``period`` is the point's resolution in seconds: 900 (raw samples), 3600 and 86400 (aggregated as
+    samples arrive); ``at`` the start of its period. Each resolution keeps a bounded history
+    (services/metrics.py)."""
+
+    __tablename__ = "vault_metric_points"
+    __table_args__ = (UniqueConstraint("vault_id", "period", "at", name="uq_vault_metric_points"),
+                      Index("ix_vault_metric_points_period_at", "period", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(String(36))
+    period: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    samples: Mapped[int] = mapped_column(Integer, default=1)
+    used_avg: Mapped[float] = mapped_column(Float)
+    used_min: Mapped[int] = mapped_column(BigInteger)
+    used_max: Mapped[int] = mapped_column(BigInteger)
+    util_avg: Mapped[float] = mapped_column(Float)
+    util_min: Mapped[float] = mapped_column(Float)
+    util_max: Mapped[float] = mapped_column(Float)
+
+
+# -------------------------------------------------------------------------------------------- alarms
+class AlarmTarget(Base):
+    """Where alarms go: a webhook (``address`` a URL; the body signed with ``secret_sealed``) or an
+    email address (sent through the operator's SMTP server). A tenant's target (``project_id`` set)
+    receives its project's alarms; an operator's (``project_id`` empty) those of every project."""
+
+    __tablename__ = "alarm_targets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36), default="", index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # webhook | email
+    address: Mapped[str] = mapped_column(String(512))
+    secret_sealed: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AlarmEvent(Base):
+    """Something worth an alarm, recorded once (``key`` is unique: a crossing, a failed task)."""
+
+    __tablename__ = "alarm_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(96), unique=True)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    vault_id: Mapped[str] = mapped_column(String(36), default="")
+    kind: Mapped[str] = mapped_column(String(32))  # vault_threshold | task_failed
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AlarmDelivery(Base):
+    """One event to one target, retried with backoff until delivered or out of attempts."""
+
+    __tablename__ = "alarm_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "target_id", name="uq_alarm_deliveries"),
+                      Index("ix_alarm_deliveries_due", "status", "next_attempt_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("alarm_events.id", ondelete="CASCADE"))
+    target_id: Mapped[str] = mapped_column(ForeignKey("alarm_targets.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(36), default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class VaultAlarmState(Base):
+    """Whether a vault's usage was at or above its threshold at the last sample: an alarm fires on the
+    crossing upwards only, once per crossing."""
+
+    __tablename__ = "vault_alarm_states"
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True)
+    above: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

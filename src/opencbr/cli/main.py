@@ -8,9 +8,11 @@ import typer
 from opencbr import __version__
 from opencbr.cli.admin import admin_app
 from opencbr.cli.agents import agent_app
+from opencbr.cli.alarms import alarm_app
 from opencbr.cli.backups import backup_app
 from opencbr.cli.images import image_app
 from opencbr.cli.inventory import disk_app, fs_app, server_app
+from opencbr.cli.metrics import metrics_app
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.policies import policy_app
 from opencbr.cli.processes import scheduler, serve, worker
@@ -54,6 +56,8 @@ admin_app.add_typer(quota_admin_app, name="quota")
 vault_app.command("migrate-resources")(vault_migrate_resources)
 app.add_typer(image_app, name="image")
 vault_app.add_typer(lock_app, name="lock")  # vault locks (docs/vault-lock.md)
+app.add_typer(metrics_app, name="metrics")
+app.add_typer(alarm_app, name="alarm")
 
 
 @app.command()

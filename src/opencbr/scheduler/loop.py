@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from opencbr.services import agents, executions, retention, tasks
+from opencbr.services import agents, alarms, executions, metrics, retention, tasks
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.scheduler")
@@ -74,6 +74,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._agent_thread: threading.Thread | None = None
+        self._alarm_thread: threading.Thread | None = None
+        self._metrics_server = None
 
     # ------------------------------------------------------------------------------------ rounds
     def tick(self, now: datetime | None = None) -> TickReport:
@@ -119,7 +121,24 @@ class Scheduler:
                 self.sweep(now)
             except Exception:
                 log.exception("scheduler: sweep failed; retried later")
+        try:
+            self.monitor(now)
+        except Exception:
+            log.exception("scheduler: monitoring round failed; retried next tick")
         return report
+
+    def monitor(self, now: datetime | None = None) -> int:
+        """Vault usage sampled once per 15-minute period (guide 10.1) and compared with the thresholds,
+        failed tasks turned into alarms, points past their resolution's history dropped. The alarms recorded."""
+        now = now or self.ctx.now()
+        samples = metrics.sample_vaults(self.ctx, now)
+        fired = alarms.record_threshold_crossings(self.ctx, samples, now)
+        fired += alarms.record_failed_tasks(self.ctx, now)
+        if samples:  # once per period, by the scheduler that sampled it
+            with self.ctx.tx() as s:
+                metrics.prune(s, now)
+                alarms.purge_old(s, now)
+        return fired
 
     # ------------------------------------------------------------------------------------ thread
     def run_forever(self, stop: threading.Event | None = None) -> None:
@@ -142,6 +161,16 @@ class Scheduler:
                 log.exception("scheduler %s: agent poll failed", self.scheduler_id)
             stop.wait(interval)
 
+    def deliver_alarms_forever(self, stop: threading.Event) -> None:
+        """Alarm deliveries (services.alarms.deliver_due) in their own thread: a slow webhook or mail
+        server never delays a policy's execution."""
+        while not stop.is_set():
+            try:
+                alarms.deliver_due(self.ctx)
+            except Exception:
+                log.exception("scheduler %s: alarm delivery failed", self.scheduler_id)
+            stop.wait(min(self.tick_seconds, 5.0))
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -151,11 +180,26 @@ class Scheduler:
         self._agent_thread = threading.Thread(target=self.poll_agents_forever, args=(self._stop,), name="agent-poll",
                                               daemon=True)
         self._agent_thread.start()
+        self._alarm_thread = threading.Thread(target=self.deliver_alarms_forever, args=(self._stop,),
+                                              name="alarm-delivery", daemon=True)
+        self._alarm_thread.start()
+        if self.ctx.settings.metrics_listen:
+            from opencbr.services import prometheus
+
+            try:
+                self._metrics_server = prometheus.serve(self.ctx, self.ctx.settings.metrics_listen)
+            except (OSError, ValueError) as e:  # a busy port or a bad address: the backups go on without it
+                log.error("cannot serve Prometheus metrics on %s (setting metrics_listen): %s",
+                          self.ctx.settings.metrics_listen, e)
 
     def shutdown(self, timeout: float = 10) -> None:
         self._stop.set()
-        for thread in (self._thread, self._agent_thread):
+        for thread in (self._thread, self._agent_thread, self._alarm_thread):
             if thread is not None:
                 thread.join(timeout)
-        self._thread = self._agent_thread = None
+        self._thread = self._agent_thread = self._alarm_thread = None
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 

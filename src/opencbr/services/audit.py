@@ -37,6 +37,7 @@ TRACES.update({"addMember": "backup", "updateMemberStatus": "backup", "deleteMem
 TRACES.update({"createOrganizationPolicy": "policy", "updateOrganizationPolicy": "policy",
                "deleteOrganizationPolicy": "policy"})
 TRACES.update({"createImage": "image", "deleteImage": "image", "createServerFromImage": "image"})  # guide 6.2
+TRACES.update({"createAlarmTarget": "alarm", "deleteAlarmTarget": "alarm", "deliverAlarm": "alarm"})  # alarms
 
 
 @dataclass
