@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from ...system.aligned import BufferPool
 from ..errors import Conflict
 from .codec import ChunkCodec
+from .damage import damaged_digests
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
@@ -83,6 +84,7 @@ class WriteSession:
             gens = cs.condemned_lists()
             excluded = {p for packs in gens.values() for p in packs}
             self.index = cs.load_index(excluded)
+            self.damaged = damaged_digests(cs)  # stored again, never deduplicated against (damage.py)
             self.lock.set_seen(sorted(gens))
             self.lock.start_refresh()
         except BaseException:
@@ -157,7 +159,11 @@ class WriteSession:
     # -- chunks ------------------------------------------------------------------------------------
     def knows(self, digest: bytes) -> bool:
         """True if the chunk is in the repository (outside condemned packs) or in this session."""
-        return self.index.has(digest) or digest in self._claimed
+        return self._present(digest) or digest in self._claimed
+
+    def _present(self, digest: bytes) -> bool:
+        """The repository has an intact copy to deduplicate against (as far as verify knows)."""
+        return self.index.has(digest) and digest not in self.damaged
 
     def put_chunk(self, data, digest: bytes | None = None, codec: ChunkCodec | None = None) -> PutResult:
         """Store one chunk unless the repository or this session has it (``force_new`` stores it
@@ -165,7 +171,7 @@ class WriteSession:
         (``chunk_store.codec.clone()``) when calling from several threads."""
         codec = codec or self.cs.codec
         d = digest if digest is not None else codec.digest(data)
-        in_repo = self.index.has(d)
+        in_repo = self._present(d)
         if in_repo and not self.force_new:
             return PutResult(d, False, 0)
         # dict.setdefault is atomic under the GIL: exactly one thread claims a new digest
@@ -185,7 +191,7 @@ class WriteSession:
         """For a writer that encodes elsewhere (the remote chunk service): True if this session
         stores ``digest`` -- the caller must then :meth:`put_record` it -- False if the repository
         (outside condemned packs) or this session already has it."""
-        if self.index.has(digest) and not self.force_new:
+        if self._present(digest) and not self.force_new:
             return False
         tok = _thread_token()
         return not (digest in self._claimed or self._claimed.setdefault(digest, tok) is not tok)
