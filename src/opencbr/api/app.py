@@ -24,6 +24,7 @@ from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
 from opencbr.api.routes import vaultops as vaultop_routes
+from opencbr.api.routes import vault_checks as vault_check_routes
 from opencbr.api.routes import vaults as vault_routes
 from opencbr.console import web as console_web
 from opencbr.services.context import ServiceContext
@@ -92,5 +93,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(quota_routes.router)
     app.include_router(migration_routes.router)
     app.include_router(image_routes.router)  # images (docs/images.md)
+    app.include_router(vault_check_routes.router)  # verify and restore-test policies (docs/verification.md)
     app.include_router(console_web.router)
     return app

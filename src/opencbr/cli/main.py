@@ -27,6 +27,7 @@ from opencbr.cli.sharing import (
 from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vaults import vault_app
+from opencbr.cli.verification import restore_test_app, verify_policy_app
 
 app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -52,6 +53,8 @@ app.command("quota")(quota)
 admin_app.add_typer(quota_admin_app, name="quota")
 vault_app.command("migrate-resources")(vault_migrate_resources)
 app.add_typer(image_app, name="image")
+app.add_typer(verify_policy_app, name="verify-policy")
+app.add_typer(restore_test_app, name="restore-test")
 
 
 @app.command()

@@ -140,3 +140,4 @@ def set_tracker(s: Session, p: Principal, enabled: bool) -> None:
     account.audit_enabled = bool(enabled)
 TRACES.update({"setProjectQuotas": "iam", "resetProjectQuotas": "iam",  # quotas (operator)
                "migrateResources": "vault"})  # moving resources and their backups to another vault
+TRACES.update({"setVaultCheck": "vault", "deleteVaultCheck": "vault", "runVaultCheck": "vault"})  # verification

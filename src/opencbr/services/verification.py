@@ -148,6 +148,11 @@ def get_check(s: Session, p: Principal, vault_id: str, kind: str) -> VaultCheck:
     return check
 
 
+def list_checks(s: Session, p: Principal, vault_id: str) -> list[VaultCheck]:
+    vault = get_vault(s, p.project_id, vault_id)
+    return list(s.scalars(select(VaultCheck).where(VaultCheck.vault_id == vault.id).order_by(VaultCheck.kind)))
+
+
 def delete_check(s: Session, p: Principal, vault_id: str, kind: str) -> None:
     p.require_write()
     s.delete(get_check(s, p, vault_id, kind))
