@@ -10,6 +10,7 @@ import {
 import {
   applyPolicy, associateResources, deleteVault, dissociateResource, editTags, expandCapacity, performBackup, removePolicy,
 } from "../vault-actions.js";
+import { checksCard } from "../vault-checks.js";
 import { backupTable } from "./backups.js";
 
 const BUSY = new Set(["protecting", "restoring", "deleting", "waiting_protect", "waiting_delete", "waiting_restore"]);
@@ -39,6 +40,7 @@ export async function render(main, { id, tab }, ctx) {
   let policies = [];
   let backups = [];
   let active = tab === "backups" ? "backups" : "resources";
+  let checks = null;  // verify and restore-test policies (vault-checks.js), loaded once per visit
 
   const draw = () => {
     const kind = byObjectType(vault.billing.object_type);
@@ -127,7 +129,9 @@ export async function render(main, { id, tab }, ctx) {
     } else {
       panel = backupTable(backups, { kind, vaultNames: { [vault.id]: vault.name }, onChange: () => reload(), empty: "This vault has no backups yet." });
     }
-    clear(main, head, h("div.grid.cols-3", info, cap, polCard), h("div", { style: { marginTop: "20px" } }, tabs, panel));
+    checks = checks || checksCard(vault);
+    clear(main, head, h("div.grid.cols-3", info, cap, polCard), h("div", { style: { marginTop: "20px" } }, checks),
+      h("div", { style: { marginTop: "20px" } }, tabs, panel));
   };
 
   const load = async () => {
