@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from opencbr.catalog.models import Backup, Task, Vault, VaultCheck
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine.chunks.damage import damaged_digests
 from opencbr.scheduler.loop import Scheduler
-from opencbr.services import backups, iam, resources, vaults, verification
+from opencbr.services import backups, iam, resources, retention, vaults, verification
 from opencbr.services.repositories import repository
 from opencbr.worker.runner import Worker
 from tests.support.disks import MiB, flip_byte, make_image
@@ -108,6 +109,12 @@ def test_scheduled_verify_finds_damage_and_the_next_backup_repairs_it(rctx, owne
     vault = _row(rctx, Vault, vault_id)
     assert bytes.fromhex(bad) in damaged_digests(repository(rctx, vault, create=False).chunks)
 
+    with rctx.tx() as s:  # an automatic backup two months old: guide 5.2's rule for failed ones must not apply
+        row = s.get(Backup, first)
+        row.auto_trigger, row.created_at = True, clock.now - timedelta(days=60)
+    retention.retention_sweep(rctx, now=clock.now)
+    assert _row(rctx, Backup, first).status == "error"
+
     second = _backup(rctx, owner, vault_id)  # the live source still holds the data: stored anew
     assert _row(rctx, Backup, second).status == "available"
     with rctx.tx() as s:
@@ -120,7 +127,7 @@ def test_scheduled_verify_finds_damage_and_the_next_backup_repairs_it(rctx, owne
     assert damaged_digests(repository(rctx, vault, create=False).chunks) == set()
 
 
-def test_a_share_of_backups_takes_turns(rctx, owner, disk_vault, clock):
+def test_share_takes_turns_policy_rules_and_tenant_isolation(rctx, owner, stranger, disk_vault, clock):
     vault_id, first = disk_vault
     clock.advance(minutes=1)
     second = _backup(rctx, owner, vault_id)
@@ -134,9 +141,6 @@ def test_a_share_of_backups_takes_turns(rctx, owner, disk_vault, clock):
         clock.advance(days=1)
     assert sorted(seen) == sorted([first, second])
 
-
-def test_policy_rules_and_tenant_isolation(rctx, owner, stranger, disk_vault):
-    vault_id, _ = disk_vault
     with rctx.tx() as s:
         with pytest.raises(InvalidParameter):
             verification.set_check(s, rctx, owner, vault_id, "verify", {"share_percent": 0})

@@ -45,7 +45,7 @@ from opencbr.services.utc import naive
 VERIFY, RESTORE_TEST = "verify", "restore_test"
 KINDS = (VERIFY, RESTORE_TEST)
 #: A backup a verify found damaged (its status is ``error`` until a verify finds it whole again).
-DAMAGED = "BackupService.6630"
+DAMAGED = B.DAMAGED_BY_VERIFY
 VERIFY_FOUND_DAMAGE = "BackupService.6631"
 BAD_POLICY = "BackupService.6632"
 NO_POLICY = "BackupService.6633"
