@@ -115,8 +115,11 @@ def test_tree_restore_test_and_failing_checks(rctx, owner, roots):
     vault_id = _vault_with_backup(rctx, owner, fs, "turbo", "OS::Sfs::Turbo")
     with rctx.tx() as s:
         verification.set_check(s, rctx, owner, vault_id, "restore_test", {})
+    stale = os.path.join(rctx.settings.data_dir, "restore-tests", "left-by-a-killed-worker")
+    os.makedirs(stale)
     task = _run_now(rctx, owner, vault_id)
     assert task.status == "success", task.error_message
+    assert not os.path.exists(stale)
     [part] = task.extra_info["restore_test"]["parts"]
     assert part["kind"] == "tree" and part["checked"] == 5 and part["bytes_checked"] == 306_000
 
@@ -133,4 +136,8 @@ def test_tree_restore_test_and_failing_checks(rctx, owner, roots):
     task = _run_now(rctx, owner, vault_id)
     assert task.status == "failed" and task.error_code == restore_tests.TEST_FAILED
     assert _check(rctx, vault_id).last_status == "failed"
+
+    with rctx.tx() as s:  # a worker that died mid-test: the policy says so
+        restore_tests.abandon_restore_test(s, s.get(Task, task.id))
+    assert "interrupted" in _check(rctx, vault_id).last_message
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opencbr.services import backups, files, hosts, images, migration, replication, resources, restore, vaults
 from opencbr.services.restore_tests import OPERATION as RESTORE_TEST
-from opencbr.services.restore_tests import run_restore_test
+from opencbr.services.restore_tests import abandon_restore_test, run_restore_test
 from opencbr.services.tasks import TaskHandlers
 from opencbr.services.verification import run_verify_task
 
@@ -26,5 +26,5 @@ def register_handlers(registry: TaskHandlers) -> TaskHandlers:
     registry.register("replication", replication.run_replication, abandon=replication.abandon_replication)
     registry.register("migrate", migration.run_migrate, abandon=migration.abandon_migrate)
     registry.register(images.OPERATION, images.run_create_server, abandon=images.abandon_create_server)
-    registry.register(RESTORE_TEST, run_restore_test)
+    registry.register(RESTORE_TEST, run_restore_test, abandon=abandon_restore_test)
     return registry

@@ -61,6 +61,24 @@ def scratch_dir(ctx: ServiceContext, task_id: str) -> str:
     return os.path.join(ctx.settings.data_dir, "restore-tests", task_id)
 
 
+def remove_stale_scratch(ctx: ServiceContext) -> None:
+    """Scratch places of restore tests that no longer run here (a worker killed mid-test left them)."""
+    top = os.path.join(ctx.settings.data_dir, "restore-tests")
+    names = os.listdir(top) if os.path.isdir(top) else []
+    with ctx.read() as s:
+        live = set(s.scalars(select(Task.id).where(Task.id.in_(names), Task.status.in_((tasks.WAITING, tasks.RUNNING)))))
+    for name in set(names) - live:
+        shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+
+
+def abandon_restore_test(s: Session, task: Task) -> None:
+    """A restore test whose worker died: its policy says so (the next run removes the scratch place)."""
+    check = s.get(VaultCheck, (task.params or {}).get("vault_check_id"))
+    if check is not None and check.last_task_id == task.id:
+        check.last_status, check.last_finished_at = "failed", task.ended_at or task.updated_at
+        check.last_message = "the restore test was interrupted (its worker stopped)"
+
+
 def run_restore_test(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     check_id = run.params["vault_check_id"]
     with ctx.tx() as s:
@@ -73,6 +91,7 @@ def run_restore_test(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         command, timeout = list(check.check_command or []), check.check_timeout_seconds
         check.last_task_id, check.last_status, check.last_started_at = run.task_id, "running", ctx.now()
         s.expunge(vault)
+    remove_stale_scratch(ctx)
     scratch = scratch_dir(ctx, run.task_id)
     try:
         result = _restore_and_check(ctx, run, vault, b.id, parts, scratch, command, timeout)
