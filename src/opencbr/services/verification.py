@@ -185,6 +185,8 @@ def fire_due_checks(ctx: ServiceContext, now: datetime | None = None) -> list[Fi
     for check_id, due_at in due:
         with ctx.tx() as s:
             check = s.get(VaultCheck, check_id)
+            if check is None:
+                continue  # removed meanwhile
             nxt = _next_run(due_at, check.interval_days, now)
             won = s.execute(update(VaultCheck).where(VaultCheck.id == check_id, VaultCheck.next_run_at == due_at)
                             .values(next_run_at=nxt).execution_options(synchronize_session=False)).rowcount
