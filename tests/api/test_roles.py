@@ -49,6 +49,12 @@ ROUTES = [
     ("GET", "/backups/{backup}/files", None, MEMBER),
     ("POST", "/backups/{backup}/restore-files", {"paths": ["/a"], "destination_path": "/tmp/roles-dst"}, MEMBER),
     ("GET", "/storage_usage", None, READ),
+    # a vault's verify and restore-test policies (docs/verification.md)
+    ("GET", "/vaults/{vault}/checks", None, READ),
+    ("GET", "/vaults/{vault}/checks/verify", None, READ),
+    ("PUT", "/vaults/{vault}/checks/verify", {"check": {"interval_days": 7}}, MEMBER),
+    ("DELETE", "/vaults/{vault}/checks/verify", None, MEMBER),
+    ("POST", "/vaults/{vault}/checks/verify/run", None, MEMBER),
     # sharing (docs/sharing.md): the sharer adds and removes members; the recipient updates its own
     ("POST", "/backups/{backup}/members", {"members": ["no-such-project"]}, MEMBER),
     ("GET", "/backups/{backup}/members", None, READ),

@@ -26,6 +26,7 @@ from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
 from opencbr.api.routes import vault_locks as vault_lock_routes
+from opencbr.api.routes import vault_checks as vault_check_routes
 from opencbr.api.routes import vaultops as vaultop_routes
 from opencbr.api.routes import vaults as vault_routes
 from opencbr.console import web as console_web
@@ -98,5 +99,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.include_router(vault_lock_routes.router)  # vault locks (docs/vault-lock.md)
     app.include_router(metric_routes.router)  # vault metrics (docs/monitoring.md)
     app.include_router(alarm_routes.router)  # alarm targets (docs/monitoring.md)
+    app.include_router(vault_check_routes.router)  # verify and restore-test policies (docs/verification.md)
     app.include_router(console_web.router)
     return app

@@ -767,3 +767,42 @@ class VaultAlarmState(Base):
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True)
     above: Mapped[bool] = mapped_column(Boolean, default=False)
     changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+# -------------------------------------------------------------------------------- vault checks
+class VaultCheck(Base):
+    """A vault's scheduled check (services/verification.py, services/restore_tests.py): ``kind`` ``verify``
+    (re-read a share of the backups' chunks) or ``restore_test`` (restore one backup to a scratch place and
+    check it), every ``interval_days`` from ``next_run_at``. The ``last_*`` fields are the last run's
+    outcome, kept here so a metrics collector reads one row per vault and kind instead of the task list."""
+
+    __tablename__ = "vault_checks"
+    __table_args__ = (UniqueConstraint("vault_id", "kind", name="uq_vault_checks_vault_kind"),
+                      Index("ix_vault_checks_due", "enabled", "next_run_at"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # verify | restore_test
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    interval_days: Mapped[int] = mapped_column(Integer, default=7)
+    #: verify: the share of the vault's backups each run re-reads (100: all)
+    share_percent: Mapped[int] = mapped_column(Integer, default=100)
+    #: restore_test: which backup (latest | oldest), of which resource ("" for any)
+    backup_rule: Mapped[str] = mapped_column(String(16), default="latest")
+    resource_id: Mapped[str] = mapped_column(String(36), default="")
+    #: restore_test: the operator's own check, run in the scratch place (argv list), and its time limit
+    check_command: Mapped[list] = mapped_column(JSON, default=list)
+    check_timeout_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    next_run_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    last_task_id: Mapped[str] = mapped_column(String(36), default="")
+    last_started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_status: Mapped[str] = mapped_column(String(16), default="")  # "" | running | success | failed | skipped
+    last_message: Mapped[str] = mapped_column(Text, default="")
+    last_backup_ids: Mapped[list] = mapped_column(JSON, default=list)
+    last_backups_checked: Mapped[int] = mapped_column(Integer, default=0)
+    last_damaged_backups: Mapped[int] = mapped_column(Integer, default=0)
+    last_damaged_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    #: restore_test: seconds the restore itself took (a measured recovery time), and the check after it
+    last_recovery_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_check_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -30,6 +30,7 @@ from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
 from opencbr.cli.tasks import task_app
 from opencbr.cli.vault_locks import lock_app
 from opencbr.cli.vaults import vault_app
+from opencbr.cli.verification import restore_test_app, verify_policy_app
 
 app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -58,6 +59,8 @@ app.add_typer(image_app, name="image")
 vault_app.add_typer(lock_app, name="lock")  # vault locks (docs/vault-lock.md)
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(alarm_app, name="alarm")
+app.add_typer(verify_policy_app, name="verify-policy")
+app.add_typer(restore_test_app, name="restore-test")
 
 
 @app.command()

@@ -14,6 +14,9 @@ from opencbr.domain.errors import InvalidParameter, QuotaExceeded, StateConflict
 PROTECTING, AVAILABLE, RESTORING, DELETING, ERROR = "protecting", "available", "restoring", "deleting", "error"
 STATUSES = (PROTECTING, AVAILABLE, RESTORING, DELETING, ERROR, "waiting_protect", "waiting_delete",
             "waiting_restore")
+#: The error code of a backup a verify found damaged (services/verification.py): ``error`` until a verify
+#: finds it whole again; retention leaves it alone meanwhile (services/retention.py).
+DAMAGED_BY_VERIFY = "BackupService.6630"
 
 MANUAL_PREFIX = "manualbk_"
 AUTO_PREFIX = "autobk_"

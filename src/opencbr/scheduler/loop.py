@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from opencbr.services import agents, alarms, executions, metrics, retention, tasks
+from opencbr.services import agents, alarms, executions, metrics, retention, tasks, verification
 from opencbr.services.context import ServiceContext
 
 log = logging.getLogger("opencbr.scheduler")
@@ -26,6 +26,7 @@ class TickReport:
     now: datetime
     outcomes: list[executions.ExecutionOutcome] = field(default_factory=list)
     errors: int = 0
+    checks: list[verification.FiredCheck] = field(default_factory=list)  # verify and restore-test policies
 
     @property
     def fired(self) -> list[executions.ExecutionOutcome]:
@@ -91,6 +92,11 @@ class Scheduler:
             except Exception:  # one broken policy or vault must not stop the others
                 report.errors += 1
                 log.exception("scheduler: policy %s on vault %s failed; retried next tick", policy_id, vault_id)
+        try:
+            report.checks = verification.fire_due_checks(self.ctx, now)
+        except Exception:
+            report.errors += 1
+            log.exception("scheduler: vault checks failed; retried next tick")
         for o in report.outcomes:
             log.info("policy %s on vault %s, execution %s: %s (%s)", o.policy_id, o.vault_id, o.execution_id,
                      o.decision, o.reason)

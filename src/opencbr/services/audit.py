@@ -143,3 +143,4 @@ TRACES.update({"setProjectQuotas": "iam", "resetProjectQuotas": "iam",  # quotas
                "migrateResources": "vault"})  # moving resources and their backups to another vault
 TRACES.update({"setVaultLock": "vault", "deleteVaultLock": "vault",  # docs/vault-lock.md
                "grantVaultLockGovernor": "iam"})
+TRACES.update({"setVaultCheck": "vault", "deleteVaultCheck": "vault", "runVaultCheck": "vault"})  # verification

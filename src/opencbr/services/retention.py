@@ -77,7 +77,10 @@ def _record_of(b: Backup) -> BackupRecord:
             rule = CurrentRetention.decode(b.retention_rule).rule  # a replica's text also has long-term levels
         except ValueError:
             rule = None  # unknown encoding: treated as permanent, i.e. never expires by itself
-    return BackupRecord(b.id, aware(b.created_at), bool(b.auto_trigger), b.status, bool(b.used_by_image), rule)
+    # A backup a verify found damaged is neither a failed backup (guide 5.2's rule for those would delete it
+    # a month after it was made, before the next backup could repair it) nor a copy retention may count on.
+    status = "damaged" if b.status == B.ERROR and b.error_code == B.DAMAGED_BY_VERIFY else b.status
+    return BackupRecord(b.id, aware(b.created_at), bool(b.auto_trigger), status, bool(b.used_by_image), rule)
 
 
 def _plan(s: Session, vault_id: str, resource_id: str, current: CurrentRetention | None, now: datetime, *,

@@ -35,7 +35,7 @@ STATUSES = (WAITING, RUNNING, SUCCESS, FAILED, SKIPPED, TIMEOUT)
 FINISHED = (SUCCESS, FAILED, SKIPPED, TIMEOUT)
 OPERATION_TYPES = ("backup", "copy", "replication", "restore", "delete", "sync", "vault_delete",
                    "remove_resource", "retention", "gc", "verify", "export", "create_disk", "create_fs",
-                   "restore_files", "probe", "measure", "migrate", "create_server")
+                   "restore_files", "probe", "measure", "migrate", "create_server", "restore_test")
 #: Operations that run again safely after their worker was lost: a backup publishes nothing until its
 #: manifest and index are written, and its re-run deduplicates against what the vault holds; a restore
 #: rewrites its target whole. They get ``task_max_attempts`` attempts; the others the count they were

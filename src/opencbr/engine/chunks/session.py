@@ -39,6 +39,7 @@ from ...system.aligned import BufferPool
 from ..errors import Conflict
 from .codec import ChunkCodec
 from .digestset import DigestSet
+from .damage import damaged_digests
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
@@ -85,6 +86,7 @@ class WriteSession:
             gens = cs.condemned_lists()
             excluded = {p for packs in gens.values() for p in packs}
             self.known = cs.load_known_digests(excluded)  # (bounded memory: digestset.py)
+            self.damaged = damaged_digests(cs)  # stored again, never deduplicated against (damage.py)
             self.lock.set_seen(sorted(gens))
             self.lock.start_refresh()
         except BaseException:
@@ -169,7 +171,11 @@ class WriteSession:
     # -- chunks ------------------------------------------------------------------------------------
     def knows(self, digest: bytes) -> bool:
         """True if the chunk is in the repository (outside condemned packs) or in this session."""
-        return digest in self.known or digest in self._claimed
+        return self._present(digest) or digest in self._claimed
+
+    def _present(self, digest: bytes) -> bool:
+        """The repository has an intact copy to deduplicate against (as far as verify knows)."""
+        return digest in self.known and digest not in self.damaged
 
     def put_chunk(self, data, digest: bytes | None = None, codec: ChunkCodec | None = None) -> PutResult:
         """Store one chunk unless the repository or this session has it (``force_new`` stores it
@@ -177,7 +183,7 @@ class WriteSession:
         (``chunk_store.codec.clone()``) when calling from several threads."""
         codec = codec or self.cs.codec
         d = digest if digest is not None else codec.digest(data)
-        in_repo = d in self.known
+        in_repo = self._present(d)
         if in_repo and not self.force_new:
             return PutResult(d, False, 0)
         if not self._claimed.add(d):  # atomic: exactly one thread claims a new digest
@@ -194,7 +200,7 @@ class WriteSession:
         """For a writer that encodes elsewhere (the remote chunk service): True if this session
         stores ``digest`` -- the caller must then :meth:`put_record` it -- False if the repository
         (outside condemned packs) or this session already has it."""
-        if digest in self.known and not self.force_new:
+        if self._present(digest) and not self.force_new:
             return False
         return self._claimed.add(digest)
 

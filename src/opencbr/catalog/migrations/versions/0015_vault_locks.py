@@ -1,14 +1,14 @@
 """vault locks (WORM): a vault's lock, and the administrators allowed to lift governance locks
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-04 02:45:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0015'
-down_revision = '0012'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 

@@ -7,14 +7,14 @@ exact without knowing about it. Counts, storage usage and the vault list's per-r
 instead of counting millions of rows per request (docs/catalog-scale.md).
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-04 02:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0016'
-down_revision = '0012'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 

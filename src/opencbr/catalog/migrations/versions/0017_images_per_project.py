@@ -2,13 +2,13 @@
 its own image of it (guide 4.2, 6.2)
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0016
 Create Date: 2026-12-04 02:30:00
 """
 from alembic import op
 
 revision = '0017'
-down_revision = '0012'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

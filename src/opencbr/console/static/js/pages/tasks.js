@@ -13,6 +13,7 @@ export const TASK_TYPES = {
   remove_resource: "Dissociate resource", retention: "Retention (expired backups)", verify: "Verify backup",
   export: "Export", create_disk: "Create disk", create_fs: "Create file system", restore_files: "Restore files",
   copy: "Copy", replication: "Replication", sync: "Sync", gc: "Garbage collection",
+  restore_test: "Restore test",
 };
 const STATUSES = [["", "All statuses"], ["running", "Running"], ["waiting", "Waiting"], ["success", "Successful"],
   ["failed", "Failed"], ["skipped", "Skipped"], ["timeout", "Timed out"]];

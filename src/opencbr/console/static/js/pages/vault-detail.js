@@ -11,6 +11,7 @@ import {
   applyPolicy, associateResources, deleteVault, dissociateResource, editTags, expandCapacity, performBackup, removePolicy,
 } from "../vault-actions.js";
 import { lockCard } from "../vault-lock.js";
+import { checksCard } from "../vault-checks.js";
 import { backupTable } from "./backups.js";
 
 const BUSY = new Set(["protecting", "restoring", "deleting", "waiting_protect", "waiting_delete", "waiting_restore"]);
@@ -41,6 +42,7 @@ export async function render(main, { id, tab }, ctx) {
   let backups = [];
   let lock = {};
   let active = tab === "backups" ? "backups" : "resources";
+  let checks = null;  // verify and restore-test policies (vault-checks.js), loaded once per visit
 
   const draw = () => {
     const kind = byObjectType(vault.billing.object_type);
@@ -130,7 +132,9 @@ export async function render(main, { id, tab }, ctx) {
       panel = backupTable(backups, { kind, vaultNames: { [vault.id]: vault.name }, onChange: () => reload(), empty: "This vault has no backups yet." });
     }
     const lockBox = lockCard(vault, lock, reloadAfter);
+    checks = checks || checksCard(vault);
     clear(main, head, h("div.grid.cols-3", info, cap, polCard), h("div.grid.cols-3", { style: { marginTop: "20px" } }, lockBox),
+      h("div", { style: { marginTop: "20px" } }, checks),
       h("div", { style: { marginTop: "20px" } }, tabs, panel));
   };
 
