@@ -25,8 +25,8 @@ from opencbr.api.routes import replication as replication_routes
 from opencbr.api.routes import resources as resource_routes
 from opencbr.api.routes import tags as tag_routes
 from opencbr.api.routes import tasks as task_routes
-from opencbr.api.routes import vault_locks as vault_lock_routes
 from opencbr.api.routes import vault_checks as vault_check_routes
+from opencbr.api.routes import vault_locks as vault_lock_routes
 from opencbr.api.routes import vaultops as vaultop_routes
 from opencbr.api.routes import vaults as vault_routes
 from opencbr.console import web as console_web

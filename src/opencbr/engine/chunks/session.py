@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from ...system.aligned import BufferPool
 from ..errors import Conflict
 from .codec import ChunkCodec
-from .digestset import DigestSet
 from .damage import damaged_digests
+from .digestset import DigestSet
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
