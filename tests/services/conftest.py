@@ -37,3 +37,10 @@ def owner(rctx):
     with rctx.tx() as s:
         user = s.scalar(select(User).where(User.account_id == info.account_id))
     return iam.principal_for_user(rctx, user.id, info.project_id)
+
+
+@pytest.fixture()
+def stranger(rctx, owner):
+    """The admin of another account: for the tests that another tenant sees and touches nothing."""
+    _account, project, user, _cred = iam.create_account(rctx, "stranger")
+    return iam.principal_for_user(rctx, user.id, project.id)

@@ -10,28 +10,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Resource, Task, User
+from opencbr.catalog.models import Resource, User
 from opencbr.config import load_settings
 from opencbr.domain.errors import StateConflict
 from opencbr.services import backups, files, iam, resources, restore, vaults
 from opencbr.services.context import open_context
-from opencbr.worker.runner import Worker
 from tests.support.disks import make_image, sha256
+from tests.support.scheduler import drain, read_task
 
 SECRET = b"OUTSIDE-SECRET\n" * 1000
 
 
-def _drain(ctx) -> None:
-    worker = Worker(ctx, "w-paths")
-    while worker.run_once():
-        pass
-
-
-def _task(ctx, task_id: str) -> Task:
-    with ctx.tx() as s:
-        task = s.get(Task, task_id)
-        s.expunge(task)
-        return task
 
 
 def _backed_up(ctx, p, resource, object_type: str) -> str:
@@ -43,7 +32,7 @@ def _backed_up(ctx, p, resource, object_type: str) -> str:
             "resources": [{"id": resource.id, "type": rtype}]})
     with ctx.tx() as s:
         cp = backups.create_checkpoint(s, ctx, p, view.vault.id)
-    _drain(ctx)
+    drain(ctx)
     with ctx.read() as s:
         assert backups.show_backup(s, p, cp.backups[0].id).backup.status == "available"
     return cp.backups[0].id
@@ -65,8 +54,8 @@ def test_a_restore_accepted_before_the_disk_was_swapped_writes_nothing_through_i
     with rctx.tx() as s:
         task_id = restore.restore_backup(s, rctx, owner, backup_id, {"volume_id": disk.id})
     _swap_for_symlink(img, secret)
-    _drain(rctx)
-    task = _task(rctx, task_id)
+    drain(rctx)
+    task = read_task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert "symbolic link" in task.error_message
     assert sha256(secret) == before
@@ -93,8 +82,8 @@ def test_files_restored_after_the_destination_was_swapped_land_nowhere_outside(r
     decoy.mkdir()
     task_id = files.restore_files(rctx, owner, backup_id, ["/note.txt"], str(roots / "b" / "out"))
     _swap_for_symlink(roots / "b", decoy)
-    _drain(rctx)
-    task = _task(rctx, task_id)
+    drain(rctx)
+    task = read_task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert os.listdir(decoy) == []
 
@@ -107,8 +96,8 @@ def test_a_new_file_system_whose_parent_was_swapped_is_not_made_outside(rctx, ow
     with rctx.tx() as s:
         task_id, fs_id = files.create_file_system_from_backup(s, rctx, owner, backup_id, name="new", path=str(roots / "c" / "new"))
     _swap_for_symlink(roots / "c", decoy)
-    _drain(rctx)
-    task = _task(rctx, task_id)
+    drain(rctx)
+    task = read_task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert os.listdir(decoy) == []
     with rctx.tx() as s:
@@ -126,16 +115,16 @@ def test_a_new_disk_whose_parent_was_swapped_is_not_made_outside(rctx, owner, ro
         task_id, disk_id = restore.create_disk_from_backup(s, rctx, owner, backup_id, name="copy",
                                                               path=str(roots / "d" / "copy.img"))
     _swap_for_symlink(roots / "d", decoy)
-    _drain(rctx)
-    task = _task(rctx, task_id)
+    drain(rctx)
+    task = read_task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert os.listdir(decoy) == []
     # and where nothing was swapped, the new disk is made, with its identity recorded
     with rctx.tx() as s:
         task_id, disk_id = restore.create_disk_from_backup(s, rctx, owner, backup_id, name="copy2",
                                                               path=str(roots / "copy2.img"))
-    _drain(rctx)
-    assert _task(rctx, task_id).status == "success"
+    drain(rctx)
+    assert read_task(rctx, task_id).status == "success"
     assert sha256(roots / "copy2.img") == sha256(roots / "bd.img")
     with rctx.tx() as s:
         assert s.get(Resource, disk_id).identity["ino"] == os.stat(roots / "copy2.img").st_ino

@@ -13,28 +13,10 @@ from sqlalchemy import select
 
 from opencbr.catalog.models import Backup, BackupMember, Image, Resource, Task
 from opencbr.domain.errors import InvalidParameter, NotFound, StateConflict
-from opencbr.services import backups, iam, images, policies, resources, retention, sharing, vaults
+from opencbr.services import backups, images, policies, resources, retention, sharing, vaults
 from opencbr.worker.runner import Worker
 from tests.support.disks import MiB, make_image, sha256
-
-
-@pytest.fixture()
-def stranger(rctx, owner):
-    _account, project, user, _cred = iam.create_account(rctx, "stranger")
-    return iam.principal_for_user(rctx, user.id, project.id)
-
-
-def _drain(ctx) -> None:
-    worker = Worker(ctx, "w-images")
-    while worker.run_once():
-        pass
-
-
-def _task(ctx, task_id: str) -> Task:
-    with ctx.read() as s:
-        task = s.get(Task, task_id)
-        s.expunge(task)
-        return task
+from tests.support.scheduler import drain, read_task
 
 
 def _backed_up(ctx, p, resource, object_type: str, rtype: str) -> tuple[str, str]:
@@ -45,7 +27,7 @@ def _backed_up(ctx, p, resource, object_type: str, rtype: str) -> tuple[str, str
             "protect_type": "backup"}, "resources": [{"id": resource.id, "type": rtype}]}).vault
     with ctx.tx() as s:
         cp = backups.create_checkpoint(s, ctx, p, vault.id)
-    _drain(ctx)
+    drain(ctx)
     with ctx.read() as s:
         assert backups.show_backup(s, p, cp.backups[0].id).backup.status == "available"
     return vault.id, cp.backups[0].id
@@ -92,8 +74,8 @@ def test_one_image_many_servers_bit_exact(rctx, owner, roots, server_backup):
     (roots / "b").mkdir()
     t1, s1, d1 = _new_server(rctx, owner, image.id, "web-a", paths=[str(roots / "a-sys.img"), str(roots / "a-data.img")])
     t2, s2, d2 = _new_server(rctx, owner, image.id, "web-b", directory=str(roots / "b"), power_on=True)
-    _drain(rctx)
-    assert _task(rctx, t1).status == "success" and _task(rctx, t2).status == "success", _task(rctx, t2).error_message
+    drain(rctx)
+    assert read_task(rctx, t1).status == "success" and read_task(rctx, t2).status == "success", read_task(rctx, t2).error_message
     assert [sha256(roots / "a-sys.img"), sha256(roots / "a-data.img")] == hashes
     assert [sha256(roots / "b" / "web-b-1.img"), sha256(roots / "b" / "web-b-2.img")] == hashes
     with rctx.read() as s:
@@ -127,7 +109,7 @@ def test_a_backup_with_an_image_stays_until_the_image_goes(rctx, owner, server_b
         assert s.get(Backup, backup_id).used_by_image is False
     with rctx.tx() as s:
         backups.delete_backup(s, rctx, owner, backup_id)
-    _drain(rctx)
+    drain(rctx)
     with rctx.read() as s:
         assert s.get(Backup, backup_id) is None
 
@@ -141,7 +123,7 @@ def test_what_cannot_become_an_image(rctx, owner, roots, server_backup):
     (roots / "fs" / "f.txt").write_text("hello")
     with rctx.tx() as s:
         fs = resources.register_file_system(s, rctx, owner, name="fs", path=str(roots / "fs"))
-    _drain(rctx)  # (its measure task)
+    drain(rctx)  # (its measure task)
     _v, fs_backup = _backed_up(rctx, owner, fs, "turbo", "OS::Sfs::Turbo")
     for bid in (disk_backup, fs_backup):
         with pytest.raises(InvalidParameter, match="cloud server backups only"):
@@ -180,8 +162,8 @@ def test_server_paths_are_checked_and_a_failed_server_leaves_nothing(rctx, owner
         assert [s.get(Resource, d).status for d in disk_ids] == ["restoring", "restoring"]
     (roots / "c").rename(roots / "c.orig")
     (roots / "c").symlink_to(decoy)
-    _drain(rctx)
-    task = _task(rctx, task_id)
+    drain(rctx)
+    task = read_task(rctx, task_id)
     assert task.status == "failed" and task.error_code == resources.PATH_REFUSED, task.error_message
     assert not (roots / "half-sys.img").exists() and os.listdir(decoy) == []
     with rctx.read() as s:
@@ -312,8 +294,8 @@ def test_a_shared_server_backup_makes_an_image_and_servers_for_the_recipient(rct
         assert [i.id for i in images.list_images(s, stranger)[0]] == [theirs.id]
     (roots / "r").mkdir()
     task_id, server_id, disk_ids = _new_server(rctx, stranger, theirs.id, "copy", directory=str(roots / "r"))
-    _drain(rctx)
-    task = _task(rctx, task_id)
+    drain(rctx)
+    task = read_task(rctx, task_id)
     assert task.status == "success", task.error_message
     assert task.project_id == stranger.project_id and task.vault_id == inbox  # nothing of the sharer's vault
     assert [sha256(roots / "r" / "copy-1.img"), sha256(roots / "r" / "copy-2.img")] == hashes
@@ -324,7 +306,7 @@ def test_a_shared_server_backup_makes_an_image_and_servers_for_the_recipient(rct
         images.delete_image(s, rctx, owner, mine.id)
     with rctx.tx() as s:
         backups.delete_backup(s, rctx, owner, backup_id)
-    _drain(rctx)
+    drain(rctx)
     with rctx.read() as s:
         assert s.get(Backup, backup_id) is None and s.get(Image, theirs.id) is None
         assert s.scalar(select(BackupMember).where(BackupMember.backup_id == backup_id)) is None

@@ -14,23 +14,12 @@ from sqlalchemy import select
 from opencbr.catalog.models import Task, VaultCheck
 from opencbr.scheduler.loop import Scheduler
 from opencbr.services import backups, resources, restore_tests, vaults, verification
-from opencbr.worker.runner import Worker
 from tests.support.disks import MiB, flip_byte
+from tests.support.scheduler import drain, read_task
 
 BILLING = {"size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"}
 
 
-def _drain(ctx) -> None:
-    worker = Worker(ctx, "w-restore-test")
-    while worker.run_once():
-        pass
-
-
-def _task(ctx, task_id: str) -> Task:
-    with ctx.read() as s:
-        task = s.get(Task, task_id)
-        s.expunge(task)
-        return task
 
 
 def _check(ctx, vault_id: str) -> VaultCheck:
@@ -46,7 +35,7 @@ def _vault_with_backup(ctx, p, resource, object_type: str, rtype: str) -> str:
             **BILLING, "object_type": object_type}, "resources": [{"id": resource.id, "type": rtype}]}).vault
     with ctx.tx() as s:
         backups.create_checkpoint(s, ctx, p, vault.id)
-    _drain(ctx)
+    drain(ctx)
     return vault.id
 
 
@@ -60,8 +49,8 @@ def _packs(ctx, vault_id: str) -> list[str]:
 def _run_now(ctx, p, vault_id: str) -> Task:
     with ctx.tx() as s:
         task_id = verification.run_check_now(s, ctx, p, vault_id, "restore_test").id
-    _drain(ctx)
-    return _task(ctx, task_id)
+    drain(ctx)
+    return read_task(ctx, task_id)
 
 
 def test_disk_restore_test_passes_then_fails_on_damage(rctx, owner, roots, clock):
@@ -81,8 +70,8 @@ def test_disk_restore_test_passes_then_fails_on_damage(rctx, owner, roots, clock
                                                                           'ls "$OPENCBR_RESTORE_DIR"/*.img']})
     [fired] = Scheduler(rctx).tick().checks
     assert Scheduler(rctx).tick().checks == []
-    _drain(rctx)
-    task = _task(rctx, fired.task_id)
+    drain(rctx)
+    task = read_task(rctx, fired.task_id)
     assert task.status == "success" and task.operation_type == "restore_test", task.error_message
     result = task.extra_info["restore_test"]
     [part] = result["parts"]
@@ -96,8 +85,8 @@ def test_disk_restore_test_passes_then_fails_on_damage(rctx, owner, roots, clock
     flip_byte(max(_packs(rctx, vault_id), key=os.path.getsize))
     clock.advance(days=1)
     [fired] = Scheduler(rctx).tick().checks
-    _drain(rctx)
-    task = _task(rctx, fired.task_id)
+    drain(rctx)
+    task = read_task(rctx, fired.task_id)
     assert task.status == "failed" and task.error_code == restore_tests.TEST_FAILED
     assert "could not run" in task.error_message or "differs" in task.error_message
     assert _check(rctx, vault_id).last_status == "failed"

@@ -13,39 +13,20 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Backup, Task, Vault, VaultCheck
+from opencbr.catalog.models import Backup, Vault, VaultCheck
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine.chunks.damage import damaged_digests
 from opencbr.scheduler.loop import Scheduler
-from opencbr.services import backups, iam, resources, retention, vaults, verification
+from opencbr.services import backups, resources, retention, vaults, verification
 from opencbr.services.repositories import repository
-from opencbr.worker.runner import Worker
 from tests.support.disks import MiB, flip_byte, make_image
-
-
-@pytest.fixture()
-def stranger(rctx, owner):
-    _account, project, user, _cred = iam.create_account(rctx, "stranger")
-    return iam.principal_for_user(rctx, user.id, project.id)
-
-
-def _drain(ctx) -> None:
-    worker = Worker(ctx, "w-verify")
-    while worker.run_once():
-        pass
-
-
-def _task(ctx, task_id: str) -> Task:
-    with ctx.read() as s:
-        task = s.get(Task, task_id)
-        s.expunge(task)
-        return task
+from tests.support.scheduler import drain, read_task
 
 
 def _backup(ctx, p, vault_id: str) -> str:
     with ctx.tx() as s:
         cp = backups.create_checkpoint(s, ctx, p, vault_id)
-    _drain(ctx)
+    drain(ctx)
     return cp.backups[0].id
 
 
@@ -84,15 +65,15 @@ def test_scheduled_verify_finds_damage_and_the_next_backup_repairs_it(rctx, owne
     fired = sched.tick().checks
     assert [c.kind for c in fired] == ["verify"] and fired[0].task_id
     assert sched.tick().checks == [] and Scheduler(rctx, "other").tick().checks == []  # exactly once
-    _drain(rctx)
-    assert _task(rctx, fired[0].task_id).status == "success"
+    drain(rctx)
+    assert read_task(rctx, fired[0].task_id).status == "success"
 
     [pack] = _packs(rctx, vault_id)
     flip_byte(pack)
     clock.advance(days=7)
     [again] = Scheduler(rctx, "another").tick().checks  # any scheduler, once per due time
-    _drain(rctx)
-    task = _task(rctx, again.task_id)
+    drain(rctx)
+    task = read_task(rctx, again.task_id)
     assert task.status == "failed" and task.operation_type == "verify"
     assert task.error_code == verification.VERIFY_FOUND_DAMAGE
     report = task.extra_info["verify"]
@@ -119,11 +100,11 @@ def test_scheduled_verify_finds_damage_and_the_next_backup_repairs_it(rctx, owne
     assert _row(rctx, Backup, second).status == "available"
     with rctx.tx() as s:
         repair = verification.run_check_now(s, rctx, owner, vault_id, "verify")
-    _drain(rctx)
-    assert _task(rctx, repair.id).status == "success", _task(rctx, repair.id).error_message
+    drain(rctx)
+    assert read_task(rctx, repair.id).status == "success", read_task(rctx, repair.id).error_message
     b = _row(rctx, Backup, first)
     assert (b.status, b.error_code, b.error_message) == ("available", "", "")
-    assert _task(rctx, repair.id).extra_info["verify"]["chunks_repaired"] >= 1
+    assert read_task(rctx, repair.id).extra_info["verify"]["chunks_repaired"] >= 1
     assert damaged_digests(repository(rctx, vault, create=False).chunks) == set()
 
 
@@ -136,8 +117,8 @@ def test_share_takes_turns_policy_rules_and_tenant_isolation(rctx, owner, strang
     seen = []
     for _ in range(2):
         [fired] = Scheduler(rctx).tick().checks
-        _drain(rctx)
-        seen += _task(rctx, fired.task_id).params["backup_ids"]
+        drain(rctx)
+        seen += read_task(rctx, fired.task_id).params["backup_ids"]
         clock.advance(days=1)
     assert sorted(seen) == sorted([first, second])
 

@@ -117,3 +117,19 @@ class Driver:
         if self.clock.now < until:
             self.clock.now = until
             self.step()
+
+
+def drain(ctx, worker_id: str = "worker-1") -> int:
+    """Run every queued task of ``ctx`` on one in-process worker until none is left; how many ran."""
+    worker, n = Worker(ctx, worker_id), 0
+    while worker.run_once():
+        n += 1
+    return n
+
+
+def read_task(ctx, task_id: str) -> Task:
+    """The task row as it is now, detached from its session."""
+    with ctx.read() as s:
+        task = s.get(Task, task_id)
+        s.expunge(task)
+        return task
