@@ -131,30 +131,36 @@ def check_expiry(s: Session, ctx: ServiceContext, vault_id: str, backups: list[B
         L.check_expiry(lock, b.created_at, expiry, ctx.now())
 
 
-def check_dissociation(s: Session, ctx: ServiceContext, vault_id: str, resource_ids: list[str]) -> None:
-    """Dissociating a resource deletes its backups (guide 3.3): refused while any of them is protected
-    (the binding stays; dissociate once the protection has ended)."""
+def _first_protected(s: Session, ctx: ServiceContext, vault_id: str, resource_ids: list[str]):
+    """(the lock, the first backup of these resources it protects now), or None."""
     lock = lock_of(s, vault_id)
     if lock is None or not lock.active(ctx.now()):
-        return
+        return None
     for b in s.scalars(select(Backup).where(Backup.vault_id == vault_id, Backup.resource_id.in_(resource_ids),
                                             Backup.parent_id.is_(None))):
         if lock.protects(b.created_at, ctx.now()):
-            raise StateConflict(f"backup {b.name} of {b.resource_name} is protected by the vault's {lock.mode} "
-                                  f"lock until {lock.protected_until(b.created_at).isoformat()}Z; dissociating "
-                                  "the resource would delete it", code=L.DISSOCIATION_PROTECTED)
+            return lock, b
+    return None
+
+
+def check_dissociation(s: Session, ctx: ServiceContext, vault_id: str, resource_ids: list[str]) -> None:
+    """Dissociating a resource deletes its backups (guide 3.3): refused while any of them is protected
+    (the binding stays; dissociate once the protection has ended)."""
+    found = _first_protected(s, ctx, vault_id, resource_ids)
+    if found:
+        lock, b = found
+        raise StateConflict(f"backup {b.name} of {b.resource_name} is protected by the vault's {lock.mode} "
+                            f"lock until {lock.protected_until(b.created_at).isoformat()}Z; dissociating "
+                            "the resource would delete it", code=L.DISSOCIATION_PROTECTED)
 
 
 def check_migration(s: Session, ctx: ServiceContext, vault_id: str, resource_ids: list[str]) -> None:
     """Moving backups to another vault deletes them from this one: refused while any is protected."""
-    lock = lock_of(s, vault_id)
-    if lock is None or not lock.active(ctx.now()):
-        return
-    for b in s.scalars(select(Backup).where(Backup.vault_id == vault_id, Backup.resource_id.in_(resource_ids),
-                                            Backup.parent_id.is_(None))):
-        if lock.protects(b.created_at, ctx.now()):
-            raise StateConflict(f"backup {b.name} is protected by the vault's {lock.mode} lock; it cannot leave "
-                                  "the vault before the protection ends", code=L.MIGRATION_PROTECTED)
+    found = _first_protected(s, ctx, vault_id, resource_ids)
+    if found:
+        lock, b = found
+        raise StateConflict(f"backup {b.name} is protected by the vault's {lock.mode} lock; it cannot leave "
+                            "the vault before the protection ends", code=L.MIGRATION_PROTECTED)
 
 
 # ---------------------------------------------------------------------------- rebuild
