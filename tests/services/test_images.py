@@ -95,6 +95,22 @@ def test_one_image_many_servers_bit_exact(rctx, owner, roots, server_backup):
     _image(rctx, owner, backup2, "second-generation")
 
 
+def test_each_new_disk_is_encrypted_as_the_disk_it_was_backed_up_from(rctx, owner, roots, server_backup):
+    """Not as the vault stores data: the backup of an unencrypted disk in an encrypted vault makes a plain
+    disk, the encrypted system disk's backup an encrypted one."""
+    _vault_id, backup_id, _ = server_backup
+    with rctx.tx() as s:
+        kids = s.scalars(select(Backup).where(Backup.parent_id == backup_id)).all()
+        system = next(k for k in kids if k.disk_role == "system")
+        s.get(Resource, system.resource_id).encrypted = True
+    image = _image(rctx, owner, backup_id)
+    task_id, _server, disk_ids = _new_server(rctx, owner, image.id, "enc", directory=str(roots))
+    drain(rctx)
+    assert read_task(rctx, task_id).status == "success"
+    with rctx.read() as s:
+        assert [s.get(Resource, d).encrypted for d in disk_ids] == [True, False]
+
+
 def test_a_backup_with_an_image_stays_until_the_image_goes(rctx, owner, server_backup):
     vault_id, backup_id, _ = server_backup
     image = _image(rctx, owner, backup_id)

@@ -171,7 +171,7 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
     if zone not in ctx.settings.availability_zones:
         raise InvalidParameter(f"availability zone {zone!r} does not exist")
     server_id = new_id()
-    steps = _new_disk_rows(s, ctx, p, image, name, reals, zone=zone, encrypted=b.encrypted, agent=agent)
+    steps = _new_disk_rows(s, ctx, p, image, name, reals, zone=zone, agent=agent)
     task = tasks.new_task(s, project_id=p.project_id, operation_type=OPERATION, now=ctx.now(), vault_id=vault.id,
                           vault_name=vault.name, resource_id=server_id, resource_name=name, resource_type=R.SERVER,
                           provider_id=R.PROVIDER_ID[R.SERVER], request_id=p.request_id,
@@ -186,10 +186,13 @@ def create_server_from_image(s: Session, ctx: ServiceContext, p: Principal, imag
 
 
 def _new_disk_rows(s: Session, ctx: ServiceContext, p: Principal, image: Image, name: str, paths: list[str], *,
-                   zone: str, encrypted: bool, agent: Agent | None) -> list[dict]:
-    """The new server's disks, ``restoring`` until the task has written them; the task's steps."""
+                   zone: str, agent: Agent | None) -> list[dict]:
+    """The new server's disks, ``restoring`` until the task has written them; the task's steps. Each
+    new disk is encrypted as the disk it was backed up from was (not as the vault stores data)."""
     steps = []
     for i, (disk, path) in enumerate(zip(image.disks, paths, strict=True)):
+        disk_backup = s.get(Backup, disk["backup_id"])
+        encrypted = res_svc.made_from_encrypted_disk(s, disk_backup.resource_id) if disk_backup else True
         row = Resource(project_id=p.project_id, type=R.DISK, name=f"{name}-{i + 1}", path=path,
                        size_bytes=disk["size_bytes"], region=ctx.settings.region, availability_zone=zone,
                        encrypted=encrypted, status="restoring", host="" if agent else ctx.settings.host_group,
