@@ -137,7 +137,7 @@ def test_an_agent_runs_at_most_its_cap_and_the_next_task_is_the_oldest_waiting(c
             s.execute(update(Task).where(Task.status == tasks.WAITING).values(status=tasks.SKIPPED))  # the above
             # distinct creation times: with equal ones the order falls to the random task ids
             ids = [tasks.new_task(s, project_id=tenant.project_id, operation_type="backup",
-                                  now=clock.now + timedelta(seconds=i), vault_id=v).id
+                                  now=clock.now - timedelta(seconds=3 - i), vault_id=v).id
                    for i, v in enumerate(("vx", "vx", "vy"))]
         assert tasks.claim_next(one, "w7").task_id in ids[:2]
         assert tasks.claim_next(one, "w8").task_id == ids[2]
