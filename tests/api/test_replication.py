@@ -34,7 +34,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from tests.support.clients import api, cli, new_tenant, sdk, sdk_wait_backups, wait_task
 from tests.support.databases import sqlite_url
 from tests.support.disks import MiB, big_random_image, make_image, mutate, sha256
-from tests.support.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port, wait_listening
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def regions(tmp_path_factory):
         token = out.json()["token"]
         out = cli(a, "admin", "region", "add", "region-b", "--endpoint", receiver, "--credential", token)
         assert out.code == 0, out.err + out.out
+        wait_listening(receiver)  # a worker process of region-b binds it after the API is up
         yield a, b
     finally:
         a.stop()
@@ -312,6 +313,7 @@ def test_destination_killed_mid_transfer_leaves_no_partial_replica_and_the_retry
     assert rec2["status"] == "available", rec2
     # what the destination indexed before it was killed (its packs, every few of them) is not sent again
     assert rec2["wire_bytes"] < 0.8 * 160 * MiB, rec2["wire_bytes"]
+    wait_listening(b.env["OPENCBR_REPLICATION_LISTEN"])  # the module's other tests find the receiver as they found it
 
 
 

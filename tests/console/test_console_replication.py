@@ -12,7 +12,7 @@ from tests.console.test_console import ARGS, CHROMIUM, T, browser, dialog, expec
 from tests.support.clients import api, cli
 from tests.support.databases import sqlite_url
 from tests.support.disks import MiB, make_image
-from tests.support.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port, wait_listening
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def two_regions(tmp_path_factory):
     try:
         token = cli(b, "admin", "region", "credential", "region-a", "--json").json()["token"]
         assert cli(a, "admin", "region", "add", "region-b", "--endpoint", receiver, "--credential", token).code == 0
+        wait_listening(receiver)  # a worker process of region-b binds it after the API is up
         yield a, b
     finally:
         a.stop()

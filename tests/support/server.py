@@ -23,6 +23,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(endpoint: str, timeout: float = 60) -> None:
+    """Wait until something accepts connections at ``host:port`` (e.g. a replication receiver, which a
+    worker process binds some time after the API answers /health)."""
+    host, port = endpoint.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens at {endpoint} after {timeout} s") from None
+            time.sleep(0.05)
+
+
 @dataclass
 class Creds:
     ak: str
