@@ -37,10 +37,11 @@ deps-test:
 	fi
 
 ## make test: everything the tests need, then the whole suite, in random order (pytest-randomly prints
-## the seed: PYTEST_ARGS=--randomly-seed=N repeats an order, -p no:randomly turns it off) on two worker
-## processes (pytest-xdist), each test file kept on one worker so its module-scoped servers start once.
+## the seed: PYTEST_ARGS=--randomly-seed=N repeats an order, -p no:randomly turns it off) on three worker
+## processes (pytest-xdist; more than the two cores, because much of the suite waits on subprocesses,
+## disks and sockets), each test file kept on one worker so its module-scoped servers start once.
 test: venv deps-test
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n 3 --dist loadfile $(PYTEST_ARGS)
 
 ## make lock: re-pin the transitive dependencies after changing pyproject.toml.
 lock:
