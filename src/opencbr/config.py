@@ -46,6 +46,9 @@ Quotas (``quota_vaults``, ``quota_backups``, ``quota_capacity_gb``, ``quota_poli
 is no limit): what every project may have unless the operator gives it its own (``cbr admin quota set``,
 docs/quotas.md).
 
+Memory (docs/scale.md): ``dedup_memory_entries`` (chunk digests of one backup's dedup set kept in memory
+before it moves to disk) and ``scratch_dir`` (where such tables go; default ``<data_dir>/tmp``).
+
 Monitoring (docs/monitoring.md): ``metrics_listen`` (Prometheus, operator only), ``smtp_host``,
 ``smtp_port``, ``smtp_from``, ``smtp_starttls``, ``smtp_user``, ``smtp_password`` (alarm emails),
 ``alarm_max_attempts``.
@@ -109,6 +112,11 @@ class Settings:
     # all workers (0: no limit); the others wait in the queue in order.
     max_tasks_per_vault: int = 4
     max_tasks_per_agent: int = 2
+    # Memory of the data plane (docs/scale.md): how many chunk digests one backup's dedup set keeps in
+    # memory (~130 bytes each) before it moves to an on-disk table, and the directory those tables (and
+    # a disk backup's block index) go to; empty: <data_dir>/tmp. Keep it off tmpfs, where "on disk" is RAM.
+    dedup_memory_entries: int = 1 << 14
+    scratch_dir: str = ""
     # Where this installation's replication receiver listens ("host:port"; empty: it receives no replicas).
     # One worker process serves it (docs/replication.md).
     replication_listen: str = ""
@@ -153,6 +161,10 @@ class Settings:
         return self.catalog_url or f"sqlite:///{os.path.join(self.data_dir, 'catalog.db')}"
 
     @property
+    def effective_scratch_dir(self) -> str:
+        return self.scratch_dir or os.path.join(self.data_dir, "tmp")
+
+    @property
     def effective_object_store(self) -> str:
         return self.object_store or f"file://{os.path.join(self.data_dir, 'objects')}"
 
@@ -175,7 +187,8 @@ class Settings:
 _LIST_FIELDS = {"availability_zones", "resource_roots"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
                "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth",
-               "max_tasks_per_vault", "max_tasks_per_agent", "smtp_port", "alarm_max_attempts"}
+               "max_tasks_per_vault", "max_tasks_per_agent", "smtp_port", "alarm_max_attempts",
+               "dedup_memory_entries"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account", "smtp_starttls"}
 

@@ -3,6 +3,7 @@ for the tasks that read and write backup data."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 from sqlalchemy import select
@@ -26,7 +27,16 @@ def repository(ctx: ServiceContext, vault: Vault, *, create: bool = True) -> Rep
     vault lock checks use the services' clock (docs/vault-lock.md)."""
     repo = _open_or_create(ctx, vault, create)
     repo.clock = ctx.now
+    # the data plane's memory bound and where what exceeds it goes (config.py: dedup_memory_entries)
+    repo.chunks.memory_entries = max(1, ctx.settings.dedup_memory_entries)
+    repo.chunks.spill_dir = _scratch_dir(ctx)
     return repo
+
+
+def _scratch_dir(ctx: ServiceContext) -> str:
+    path = ctx.settings.effective_scratch_dir
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 def _open_or_create(ctx: ServiceContext, vault: Vault, create: bool) -> Repository:
