@@ -101,6 +101,8 @@ def _check_address(ctx: ServiceContext, kind: str, address: str, *, tenant: bool
         if tenant:  # the operator's own targets may point anywhere; a tenant's only at public addresses
             try:
                 notify_webhook.checked_addresses(address, notify_webhook.Reach.of(ctx.settings))
+            except notify_webhook.Unresolved:
+                pass  # (a name not in DNS yet, or DNS down): judged at each delivery, where it must resolve
             except notify_webhook.ForbiddenAddress as e:
                 raise InvalidParameter(str(e), code=FORBIDDEN_WEBHOOK) from None
     elif kind == EMAIL:

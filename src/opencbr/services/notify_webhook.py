@@ -43,6 +43,10 @@ class ForbiddenAddress(ValueError):
     """A webhook URL whose host is, or resolves to, an address a tenant may not make the service call."""
 
 
+class Unresolved(ForbiddenAddress):
+    """The host does not resolve (now): nothing can be sent to it, nor judged."""
+
+
 @dataclass(frozen=True)
 class Reach:
     """Where a tenant's webhook may point: public addresses, plus ``allowed`` networks (the operator's
@@ -99,7 +103,7 @@ def checked_addresses(url: str, reach: Reach) -> list[str]:
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:
-        raise ForbiddenAddress(f"the webhook's host {host!r} does not resolve: {e}") from None
+        raise Unresolved(f"the webhook's host {host!r} does not resolve: {e}") from None
     addresses = list(dict.fromkeys(info[4][0].split("%")[0] for info in found))
     for text in addresses:
         why = _refusal(ipaddress.ip_address(text), port, reach)
