@@ -23,7 +23,6 @@ from huaweicloudsdkcbr.v1 import ShowAgentRequest, UnregisterAgentRequest  # noq
 
 from opencbr.agent.config import AgentConfig  # noqa: E402
 from opencbr.agentlink import tls  # noqa: E402
-
 from tests.agent.conftest import AgentProcess, agent_cmd, agent_env  # noqa: E402
 from tests.support.clients import api, sdk  # noqa: E402
 from tests.support.databases import sqlite_url  # noqa: E402

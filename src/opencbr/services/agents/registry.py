@@ -16,10 +16,10 @@ import opencbr.services.agents.ca as A
 import opencbr.services.agents.inventory as inventory
 import opencbr.services.agents.state as state
 from opencbr import __version__
+from opencbr.agentlink.tls import SERVICE_CN
 from opencbr.catalog.models import Agent, AgentPath, Backup, Resource, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter, NotFound, QuotaExceeded, StateConflict
-from opencbr.agentlink.tls import SERVICE_CN
 from opencbr.providers.agent import link
 from opencbr.services import app_consistency
 from opencbr.services.context import ServiceContext
