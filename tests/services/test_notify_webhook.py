@@ -64,7 +64,8 @@ def _failed_task(ctx, p):
 
 
 def test_the_address_is_checked_again_at_delivery_and_redirects_are_not_followed(ctx, tenant, clock, webhook):
-    ctx.settings = replace(ctx.settings, alarm_webhook_allowed_networks=("127.0.0.0/8",), alarm_max_attempts=5)
+    loopback = ("127.0.0.0/8", "::1/128")  # ("localhost" may resolve to both)
+    ctx.settings = replace(ctx.settings, alarm_webhook_allowed_networks=loopback, alarm_max_attempts=5)
     _create(ctx, tenant, webhook.url.replace("127.0.0.1", "localhost"))
     _failed_task(ctx, tenant)
     assert alarms.record_failed_tasks(ctx) == 1
@@ -74,7 +75,7 @@ def test_the_address_is_checked_again_at_delivery_and_redirects_are_not_followed
         d = s.scalar(select(AlarmDelivery))
         assert d.status == "pending" and "this machine" in d.last_error
 
-    ctx.settings = replace(ctx.settings, alarm_webhook_allowed_networks=("127.0.0.0/8",))
+    ctx.settings = replace(ctx.settings, alarm_webhook_allowed_networks=loopback)
     webhook.answers = [302]  # a redirect is an answer that is not 2xx: nothing follows it
     clock.advance(minutes=5)
     assert alarms.deliver_due(ctx) == 0 and len(webhook.requests) == 1

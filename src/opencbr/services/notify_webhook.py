@@ -120,16 +120,28 @@ def send(url: str, secret: str, body: bytes, reach: Reach | None = None) -> None
     connected to (a name that changed to a forbidden address since creation is refused)."""
     headers = {"Content-Type": "application/json", HEADER: signature(secret, body, int(time.time())),
                "User-Agent": "OpenCBR-alarms"}
-    extensions = {}
-    if reach is not None:
-        parts = urlsplit(url)
-        ip = checked_addresses(url, reach)[0]
-        headers["Host"] = parts.netloc.rpartition("@")[2]
-        if parts.scheme == "https":
-            extensions["sni_hostname"] = parts.hostname  # the certificate is still checked for the name
-        pinned = f"[{ip}]" if ":" in ip else ip
-        url = parts._replace(netloc=f"{pinned}:{parts.port}" if parts.port else pinned).geturl()
     with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False) as client:
-        answer = client.post(url, content=body, headers=headers, extensions=extensions)
+        if reach is None:
+            answer = client.post(url, content=body, headers=headers)
+        else:
+            answer = _post_pinned(client, url, body, headers, checked_addresses(url, reach))
     if not 200 <= answer.status_code < 300:
         raise OSError(f"the webhook answered HTTP {answer.status_code}")
+
+
+def _post_pinned(client: httpx.Client, url: str, body: bytes, headers: dict, addresses: list[str]) -> httpx.Response:
+    """POST to the checked addresses in turn (the next one only when one cannot be connected to), the URL's
+    own name in ``Host`` and, for https, in the TLS handshake (the certificate is checked for the name)."""
+    parts = urlsplit(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    for i, ip in enumerate(addresses):
+        pinned = f"[{ip}]" if ":" in ip else ip
+        netloc = (f"{userinfo}@" if userinfo else "") + (f"{pinned}:{parts.port}" if parts.port else pinned)
+        try:
+            return client.post(parts._replace(netloc=netloc).geturl(), content=body,
+                               headers={**headers, "Host": hostport}, extensions=extensions)
+        except httpx.ConnectError:
+            if i == len(addresses) - 1:
+                raise
+    raise AssertionError("checked_addresses returns at least one address")
