@@ -101,6 +101,10 @@ def _register(args) -> int:
     try:
         if args.token:
             cfg = register.with_token(args.endpoint, args.token, advertise=advertise, nickname=args.nickname)
+        elif args.sk == "-" and not sk:
+            print("opencbr-agent: --sk -: no secret key on standard input (the install script gives none: use "
+                  "$OPENCBR_AGENT_SK, or a token)", file=sys.stderr)
+            return 2
         elif args.ak and sk and args.project_id:
             cfg = register.with_keys(args.endpoint, args.project_id, args.ak, sk, advertise=advertise,
                                      ca_fingerprint=args.ca_fingerprint, nickname=args.nickname, agent_id=args.agent_id)
