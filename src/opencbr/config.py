@@ -51,7 +51,7 @@ before it moves to disk) and ``scratch_dir`` (where such tables go; default ``<d
 
 Monitoring (docs/monitoring.md): ``metrics_listen`` (Prometheus, operator only), ``smtp_host``,
 ``smtp_port``, ``smtp_from``, ``smtp_starttls``, ``smtp_user``, ``smtp_password`` (alarm emails),
-``alarm_max_attempts``.
+``alarm_max_attempts``, ``alarm_webhook_allowed_networks`` (non-public networks tenants' webhooks may reach).
 
 The master key that wraps every vault's data key lives in ``<data_dir>/master.key`` (created on first
 start, mode 0600) unless ``OPENCBR_MASTER_KEY`` gives it as 64 hex digits.
@@ -139,6 +139,10 @@ class Settings:
     smtp_password: str = ""
     # How many times an alarm delivery is tried (with growing pauses) before it is given up.
     alarm_max_attempts: int = 6
+    # Networks (CIDR) a tenant's webhook target may reach although they are not public: loopback,
+    # link-local, private and this machine's own addresses are refused otherwise (SSRF; docs/monitoring.md).
+    # The service's own listening ports on this machine stay refused even when allowed here.
+    alarm_webhook_allowed_networks: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -184,7 +188,7 @@ class Settings:
         return bytes.fromhex(path.read_text().strip())
 
 
-_LIST_FIELDS = {"availability_zones", "resource_roots"}
+_LIST_FIELDS = {"availability_zones", "resource_roots", "alarm_webhook_allowed_networks"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
                "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth",
                "max_tasks_per_vault", "max_tasks_per_agent", "smtp_port", "alarm_max_attempts",

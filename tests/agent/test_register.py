@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 from opencbr.agentlink import certs
-from tests.agent.conftest import agent_cmd
+from tests.agent.conftest import agent_cmd, agent_env
 
 
 def _mode(path) -> int:
@@ -71,3 +73,16 @@ def test_aksk_enrolment_signs_like_the_sdk_and_checks_a_given_ca_fingerprint(tmp
     assert ok.returncode == 0, ok.stderr
     cfg = json.loads((tmp_path / "a.json").read_text())
     assert cfg["agent_id"] in enrol_service.agents and certs.common_name(cfg["cert_pem"]) == cfg["agent_id"]
+
+
+def test_the_secret_key_comes_from_standard_input_or_the_environment(tmp_path, enrol_service):
+    """Off the command line (the process list, the shell's history); never written (docs/agents.md)."""
+    base = [sys.executable, "-m", "opencbr.agent", "--config", str(tmp_path / "a.json"), "register", "--endpoint",
+            enrol_service.url, "--project-id", enrol_service.project_id, "--ak", enrol_service.ak]
+    empty = subprocess.run([*base, "--sk", "-"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60, env=agent_env())
+    assert empty.returncode == 2 and "no secret key on standard input" in empty.stderr
+    env = {**agent_env(), "OPENCBR_AGENT_SK": enrol_service.sk}
+    ok = subprocess.run(base, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert enrol_service.sk not in (tmp_path / "a.json").read_text()

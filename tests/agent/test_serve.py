@@ -80,6 +80,19 @@ def test_a_certificate_that_is_not_the_service_s_is_refused(enrolled, enrol_serv
     assert e.value.code == "forbidden"
 
 
+def test_what_another_enrolled_host_holds_cannot_drive_this_agent(tmp_path, enrolled, enrol_service):
+    """A compromised host has its own key and certificate (docs/roles.md, "Agents"): same CA, but issued for
+    serving only, so no agent accepts it as a client, whatever name it bears."""
+    other = tmp_path / "other" / "agent.json"
+    done = agent_cmd(other, "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token())
+    assert done.returncode == 0, done.stderr
+    held = json.loads(other.read_text())
+    ctx = tls.service_client_context(held["cert_pem"], held["key_pem"], held["ca_pem"])
+    with pytest.raises(LinkError):
+        with _connect(enrolled, ctx) as ch:
+            ch.request({"op": "inventory", "project_id": enrolled["cfg"]["project_id"]})
+
+
 def test_another_project_and_unknown_ops_are_refused(enrolled, service_context):
     with _connect(enrolled, service_context) as ch, pytest.raises(RemoteError) as e:
         ch.request({"op": "inventory", "project_id": "another-project"})

@@ -4,10 +4,12 @@ installation script the service serves, run as a host would run it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -15,12 +17,16 @@ import pytest
 
 pytest.importorskip("opencbr.services.agents", reason="the service's agent routes are not in this tree yet")
 
+from cryptography import x509  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 from huaweicloudsdkcbr.v1 import ShowAgentRequest, UnregisterAgentRequest  # noqa: E402
 
-from tests.agent.conftest import AgentProcess, agent_cmd  # noqa: E402
+from opencbr.agent.config import AgentConfig  # noqa: E402
+from opencbr.agentlink import tls  # noqa: E402
+from tests.agent.conftest import AgentProcess, agent_cmd, agent_env  # noqa: E402
 from tests.support.clients import api, sdk  # noqa: E402
 from tests.support.databases import sqlite_url  # noqa: E402
-from tests.support.server import ServerProcess, free_port  # noqa: E402
+from tests.support.server import Creds, ServerProcess, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +110,36 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     finally:
         installed.terminate()
         installed.communicate(timeout=20)
+
+
+def _backup_only_keys(server, name: str) -> Creds:
+    admin = api(server)
+    admin.post("/iam/users", {"name": name, "role": "backup"})
+    c = admin.post("/iam/credentials", {"user_name": name})["credential"]
+    return Creds(c["access_key"], c["secret_key"], server.admin.project_id)
+
+
+def test_a_host_enrolled_with_backup_only_keys_keeps_no_api_credential(tmp_path, server):
+    """docs/roles.md, "Agents": what stays on the host after ``register --ak --sk`` is its key and
+    certificate (server usage only), never the keys it enrolled with; a host cannot take the service's name."""
+    keys = _backup_only_keys(server, "host-enrol")
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    done = subprocess.run([sys.executable, "-m", "opencbr.agent", "--config", str(etc / "agent.json"), "register",
+                           "--endpoint", server.url, "--project-id", keys.project_id, "--ak", keys.ak, "--sk", "-",
+                           "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:7443", "--state-dir", str(state)],
+                          input=keys.sk + "\n", capture_output=True, text=True, timeout=60, env=agent_env())
+    assert done.returncode == 0, done.stderr  # (the SK came on standard input: not in the process list)
+    cfg = json.loads((etc / "agent.json").read_text())
+    assert set(cfg) == {f.name for f in dataclasses.fields(AgentConfig)}  # nothing but the agent's own settings
+    for d in (etc, state):
+        for f in (p for p in d.rglob("*") if p.is_file()) if d.exists() else ():
+            text = f.read_text(errors="replace")
+            assert keys.ak not in text and keys.sk not in text, f
+    cert = x509.load_pem_x509_certificate(cfg["cert_pem"].encode())
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]  # it cannot be presented as a client, to any agent
+
+    reserved = agent_cmd(tmp_path / "other.json", "register", "--endpoint", server.url, "--project-id",
+                         keys.project_id, "--ak", keys.ak, "--sk", keys.sk, "--agent-id", tls.SERVICE_CN)
+    assert reserved.returncode == 1 and "BackupService.6612" in reserved.stderr
+    assert not (tmp_path / "other.json").exists()

@@ -79,6 +79,10 @@ def test_series_targets_prometheus_and_delivery_by_the_server(server, ctx):
         refused(lambda: tenant.get("/admin/alarm-targets"), 403)  # the operator's targets
         refused(lambda: tenant.post("/alarm-targets", {"alarm_target": {"kind": "webhook", "address": "file:///x"}}),
                 400, "BackupService.6604")
+        for inside in ("http://169.254.169.254/latest/meta-data", f"http://127.0.0.1:{server.port}/v3"):
+            # a cloud's metadata service; the service's own API (on loopback, which the tests allow)
+            refused(lambda a=inside: tenant.post("/alarm-targets", {"alarm_target": {"kind": "webhook", "address": a}}),
+                    400, "BackupService.6611")
         refused(lambda: operator.delete(f"/alarm-targets/{listed[0]['id']}"), 404)
 
         with ctx.tx() as s:

@@ -305,6 +305,58 @@ def test_read_only_user_cannot_create(page, server):
     assert api(server).get("/vaults", name=dlg.locator("input[name=name]").input_value())["count"] == 0
 
 
+def test_backup_only_user_backs_up_and_sees_no_destructive_action(page, server, tmp_path):
+    """The backup-only role (docs/roles.md): Perform Backup and enrolment tokens, usable; restore, delete,
+    download, browse, verify, share, policies and the vault's settings: not shown at all."""
+    admin = api(server)
+    img = make_image(tmp_path / "bo.img", size=4 * MiB, seed=3)
+    disk = admin.post("/inventory/disks", {"name": "bo-disk", "path": img})["disk"]
+    vault = admin.post("/vaults", {"vault": {"name": "bo-vault", "billing": {"object_type": "disk", "size": 10},
+                                             "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = admin.post("/checkpoints", {"checkpoint": {"vault_id": vault["id"], "parameters": {"name": "bo-first"}}})
+    task_ok(admin, admin.get(f"/backups/{cp['checkpoint']['vault']['resources'][0]['backup_id']}")["backup"]["task_id"])
+    admin.post("/iam/users", {"name": "host-bo", "role": "backup"})
+    cred = admin.post("/iam/credentials", {"user_name": "host-bo"})["credential"]
+    sign_in(page, Creds(cred["access_key"], cred["secret_key"], server.admin.project_id))
+    expect(page.locator("#whoami")).to_contain_text("backup")
+
+    nav(page, "Cloud Disk Backups")
+    vrow = row(page, "vault-name", "bo-vault")
+    expect(vrow.get_by_role("button", name="Perform Backup")).to_be_enabled()
+    expect(vrow.get_by_role("button", name="Associate Disk")).to_have_count(0)
+    expect(page.get_by_role("button", name="Create Disk Backup Vault")).to_have_count(0)
+    vrow.get_by_role("button", name="More ▾").click()
+    expect(page.get_by_role("menuitem")).to_have_text(["View Monitoring Data", "View Backups"])
+    page.keyboard.press("Escape")
+    vrow.get_by_role("button", name="Perform Backup").click()
+    dlg = dialog(page)
+    dlg.locator("input[name=backup-name]").fill("bo-second")
+    dlg.get_by_role("button", name="OK").click()
+    expect(dialog(page)).to_have_count(0)
+    expect(page.locator(".toast").filter(has_text="Backup of 1 disk started")).to_be_visible()
+
+    page.get_by_role("tab", name="Backups").click()
+    brow = row(page, "backup-name", "bo-first")
+    expect(brow).to_contain_text("Available")
+    for hidden in ("Restore Disk", "Create Disk"):
+        expect(brow.get_by_role("button", name=hidden)).to_have_count(0)
+    expect(page.get_by_role("button", name="Delete", exact=True)).to_have_count(0)
+    brow.get_by_role("button", name="More ▾").click()
+    expect(page.get_by_role("menuitem")).to_have_text(["View Details"])
+    page.keyboard.press("Escape")
+
+    page.goto(f"/console/#/vault/{vault['id']}")
+    expect(page.get_by_role("button", name="Perform Backup").first).to_be_enabled()
+    for hidden in ("Associate Disk", "Apply Backup Policy", "Dissociate"):
+        expect(page.get_by_role("button", name=hidden)).to_have_count(0)
+    nav(page, "Policies")
+    expect(page.get_by_role("button", name="Create Policy")).to_have_count(0)
+    nav(page, "Agents")
+    expect(page.get_by_role("button", name="Create enrolment token")).to_be_enabled()
+    backups = admin.get("/backups", vault_id=vault["id"])["backups"]
+    assert {b["name"] for b in backups} == {"bo-first", "bo-second"}
+
+
 def test_invalid_session_returns_to_sign_in(page, server):
     sign_in(page, server.admin)
     nav(page, "Tasks")

@@ -17,8 +17,9 @@ from opencbr.catalog.models import Backup, Vault, VaultCheck
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine.chunks.damage import damaged_digests
 from opencbr.scheduler.loop import Scheduler
-from opencbr.services import backups, resources, retention, vaults, verification
+from opencbr.services import backups, resources, retention, tasks, vaults, verification
 from opencbr.services.repositories import repository
+from opencbr.worker.runner import Worker, task_handlers
 from tests.support.disks import MiB, flip_byte, make_image
 from tests.support.scheduler import drain, read_task
 
@@ -140,3 +141,43 @@ def test_share_takes_turns_policy_rules_and_tenant_isolation(rctx, owner, strang
     tenant_admin = dataclasses.replace(owner, is_operator=False)  # the command runs on the service's machines
     with rctx.tx() as s, pytest.raises(Forbidden):
         verification.set_check(s, rctx, tenant_admin, vault_id, "restore_test", {"check_command": ["true"]})
+
+
+class WorkerDied(BaseException):
+    """Stands for a worker killed mid-task: nothing of the handler's own clean-up runs."""
+
+
+def test_missed_runs_are_caught_up_once_and_a_dead_workers_verify_fails_the_policy(rctx, owner, disk_vault, clock,
+                                                                                  monkeypatch):
+    vault_id, _ = disk_vault
+    with rctx.tx() as s:
+        check_id = verification.set_check(s, rctx, owner, vault_id, "verify", {"interval_days": 1}).id
+    assert len(Scheduler(rctx).tick().checks) == 1
+    drain(rctx)
+    clock.advance(days=5, hours=3)  # the scheduler was down for five periods: one run at the next start
+    sched = Scheduler(rctx)
+    assert len(sched.tick().checks) == 1 and sched.tick().checks == []
+    drain(rctx)
+    check = _row(rctx, VaultCheck, check_id)
+    assert check.last_status == "success" and clock.now < check.next_run_at <= clock.now + timedelta(days=1)
+
+    rctx.settings = dataclasses.replace(rctx.settings, task_max_attempts=1)
+    clock.advance(days=1)
+    [fired] = Scheduler(rctx).tick().checks
+
+    def die(*args, **kwargs):
+        raise WorkerDied()
+
+    monkeypatch.setattr(verification, "_bad_chunks", die)
+    with pytest.raises(WorkerDied):
+        Worker(rctx, "w-dies").run_once()
+    monkeypatch.undo()
+    assert _row(rctx, VaultCheck, check_id).last_status == "running"
+    clock.advance(seconds=120)  # past the lease: the janitor abandons the task
+    assert tasks.expire_leases(rctx, task_handlers().abandoned) == 1
+    check = _row(rctx, VaultCheck, check_id)
+    assert read_task(rctx, fired.task_id).status == "failed"
+    assert check.last_status == "failed" and check.last_finished_at == clock.now
+    assert "interrupted" in check.last_message and "stopped responding" in check.last_message
+    clock.advance(days=1)  # the next run is not held back by the dead one
+    assert Scheduler(rctx).tick().checks[0].task_id

@@ -59,7 +59,9 @@ class ServerProcess:
                     "OPENCBR_CLIENT_CONFIG": os.path.join(data_dir, "client.toml"),
                     "NO_PROXY": "127.0.0.1,localhost",
                     # tenants other than the operator may only use paths below these (tests live in /tmp)
-                    "OPENCBR_RESOURCE_ROOTS": "/tmp", **(extra_env or {})}
+                    "OPENCBR_RESOURCE_ROOTS": "/tmp",
+                    # the tests' alarm receivers listen on loopback, which tenants' webhooks may not reach unless allowed
+                    "OPENCBR_ALARM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "server.log")
         self.settings = load_settings(env=self.env)

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--token", help="an enrolment token (cbr agent token): valid one hour, once")
     r.add_argument("--project-id", help="with --ak/--sk: the project the agent belongs to")
     r.add_argument("--ak", help="the project's access key (instead of a token)")
-    r.add_argument("--sk", help="the project's secret key (instead of a token)")
+    r.add_argument("--sk", help="the project's secret key (instead of a token); '-' reads it from standard input, "
+                   "and without --sk it is taken from $OPENCBR_AGENT_SK (either keeps it out of the process list "
+                   "and the shell's history; it is never written on this host)")
     r.add_argument("--ca-fingerprint", default="", help="with --ak/--sk: the service CA's sha256:... "
                    "(cbr agent install-command shows it); without it the CA is trusted on first use")
     r.add_argument("--agent-id", default="", help="with --ak/--sk: enrol an agent registered before (register_agent)")
@@ -95,11 +97,16 @@ def _register(args) -> int:
     from urllib.parse import urlsplit
 
     advertise = args.advertise or f"{primary_ip(urlsplit(args.endpoint).hostname or '192.0.2.1')}:{port}"
+    sk = _secret_key(args.sk)
     try:
         if args.token:
             cfg = register.with_token(args.endpoint, args.token, advertise=advertise, nickname=args.nickname)
-        elif args.ak and args.sk and args.project_id:
-            cfg = register.with_keys(args.endpoint, args.project_id, args.ak, args.sk, advertise=advertise,
+        elif args.sk == "-" and not sk:
+            print("opencbr-agent: --sk -: no secret key on standard input (the install script gives none: use "
+                  "$OPENCBR_AGENT_SK, or a token)", file=sys.stderr)
+            return 2
+        elif args.ak and sk and args.project_id:
+            cfg = register.with_keys(args.endpoint, args.project_id, args.ak, sk, advertise=advertise,
                                      ca_fingerprint=args.ca_fingerprint, nickname=args.nickname, agent_id=args.agent_id)
         else:
             print("opencbr-agent: give --token, or --project-id with --ak and --sk", file=sys.stderr)
@@ -115,6 +122,13 @@ def _register(args) -> int:
     print(f"configuration written to {args.config}; start the agent with: opencbr-agent run "
           "(or systemctl enable --now opencbr-agent)")
     return 0
+
+
+def _secret_key(given: str | None) -> str:
+    """The SK for an AK/SK enrolment: given, read from standard input (``-``), or from the environment."""
+    if given == "-":
+        return sys.stdin.readline().strip()
+    return given or os.environ.get("OPENCBR_AGENT_SK", "")
 
 
 def _run(args) -> int:

@@ -216,7 +216,7 @@ echo "==> the agent package from $ENDPOINT and its dependencies (blake3, zstanda
 fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
 "$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
 echo "==> enrolling this host"
-"$PREFIX/bin/opencbr-agent" register --endpoint "$ENDPOINT" {token_args}"$@"
+"$PREFIX/bin/opencbr-agent" register --endpoint "$ENDPOINT" {token_args}"$@" </dev/null
 echo "==> the systemd unit $UNIT_DIR/opencbr-agent.service"
 cat > "$UNIT_DIR/opencbr-agent.service" <<UNIT
 {unit}UNIT

@@ -61,6 +61,7 @@ INVALID_TARGET = "BackupService.6604"
 NO_SMTP = "BackupService.6605"
 TOO_MANY_TARGETS = "BackupService.6606"
 DELIVERY_FAILED = "BackupService.6610"
+FORBIDDEN_WEBHOOK = "BackupService.6611"
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
@@ -86,7 +87,7 @@ def _scope(p: Principal, operator: bool) -> str:
     return p.project_id
 
 
-def _check_address(ctx: ServiceContext, kind: str, address: str) -> None:
+def _check_address(ctx: ServiceContext, kind: str, address: str, *, tenant: bool) -> None:
     if kind == WEBHOOK:
         try:
             url = urlsplit(address)
@@ -97,6 +98,13 @@ def _check_address(ctx: ServiceContext, kind: str, address: str) -> None:
                 ch.isspace() for ch in address):
             raise InvalidParameter("a webhook target needs an http:// or https:// URL of at most 512 characters",
                                    code=INVALID_TARGET)
+        if tenant:  # the operator's own targets may point anywhere; a tenant's only at public addresses
+            try:
+                notify_webhook.checked_addresses(address, notify_webhook.Reach.of(ctx.settings))
+            except notify_webhook.Unresolved:
+                pass  # (a name not in DNS yet, or DNS down): judged at each delivery, where it must resolve
+            except notify_webhook.ForbiddenAddress as e:
+                raise InvalidParameter(str(e), code=FORBIDDEN_WEBHOOK) from None
     elif kind == EMAIL:
         if not _EMAIL.match(address) or len(address) > 254:
             raise InvalidParameter(f"{address!r} is not an email address", code=INVALID_TARGET)
@@ -110,7 +118,7 @@ def _check_address(ctx: ServiceContext, kind: str, address: str) -> None:
 def create_target(s: Session, ctx: ServiceContext, p: Principal, *, kind: str, address: str, description: str = "",
                   operator: bool = False) -> NewTarget:
     project_id = _scope(p, operator)
-    _check_address(ctx, kind, address)
+    _check_address(ctx, kind, address, tenant=bool(project_id))
     count = s.scalar(select(func.count()).select_from(AlarmTarget).where(
         AlarmTarget.project_id == project_id, AlarmTarget.account_id == p.account_id))
     if count >= MAX_TARGETS:
@@ -248,7 +256,8 @@ def _send(ctx: ServiceContext, target: AlarmTarget, event: AlarmEvent, delivery_
     message = _message(event, delivery_id)
     if target.kind == WEBHOOK:
         secret = iam.unseal_secret(ctx.master_key, target.secret_sealed)
-        notify_webhook.send(target.address, secret, json.dumps(message, sort_keys=True).encode())
+        reach = notify_webhook.Reach.of(ctx.settings) if target.project_id else None  # checked again: DNS changes
+        notify_webhook.send(target.address, secret, json.dumps(message, sort_keys=True).encode(), reach)
     else:
         notify_email.send(ctx.settings, target.address, _subject(event), json.dumps(message, indent=2, sort_keys=True))
 

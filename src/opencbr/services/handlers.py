@@ -7,7 +7,7 @@ from opencbr.services import backups, files, hosts, images, migration, replicati
 from opencbr.services.restore_tests import OPERATION as RESTORE_TEST
 from opencbr.services.restore_tests import abandon_restore_test, run_restore_test
 from opencbr.services.tasks import TaskHandlers
-from opencbr.services.verification import run_verify_task
+from opencbr.services.verification import abandon_verify_task, run_verify_task
 
 
 def register_handlers(registry: TaskHandlers) -> TaskHandlers:
@@ -15,7 +15,7 @@ def register_handlers(registry: TaskHandlers) -> TaskHandlers:
     registry.register("backup", backups.run_backup, abandon=backups.abandon_task)
     registry.register("delete", backups.run_delete, abandon=backups.abandon_task)
     registry.register("gc", backups.run_gc)
-    registry.register("verify", run_verify_task)  # one backup, or a vault's verify policy
+    registry.register("verify", run_verify_task, abandon=abandon_verify_task)  # one backup, or a vault's verify policy
     registry.register("vault_delete", vaults.run_vault_delete, abandon=vaults.abandon_vault_delete)
     registry.register("restore", restore.run_restore, abandon=restore.abandon_restore)
     registry.register("create_disk", restore.run_create_disk, abandon=restore.abandon_restore)

@@ -258,6 +258,15 @@ def run_verify_task(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         backups.run_verify(ctx, run)
 
 
+def abandon_verify_task(s: Session, task: Task) -> None:
+    """A policy's verify whose worker died (its lease ran out, no attempt left): the policy says it failed,
+    and why, instead of showing ``running`` until the next run (a single backup's verify leaves nothing)."""
+    check_id = (task.params or {}).get("vault_check_id")
+    check = s.get(VaultCheck, check_id) if check_id else None
+    if check is not None and check.last_task_id == task.id:
+        record_error(s, check.id, task.ended_at or task.updated_at, f"the verify was interrupted: {task.error_message}")
+
+
 def run_vault_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     now = ctx.now()
     with ctx.tx() as s:

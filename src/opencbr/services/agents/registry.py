@@ -16,6 +16,7 @@ import opencbr.services.agents.ca as A
 import opencbr.services.agents.inventory as inventory
 import opencbr.services.agents.state as state
 from opencbr import __version__
+from opencbr.agentlink.tls import SERVICE_CN
 from opencbr.catalog.models import Agent, AgentPath, Backup, Resource, VaultResource
 from opencbr.domain import resource as R
 from opencbr.domain.errors import InvalidParameter, NotFound, QuotaExceeded, StateConflict
@@ -30,6 +31,7 @@ MAX_AGENTS_PER_PROJECT = 1000
 MAX_PATHS_PER_AGENT = 64
 MAX_EXCLUDES_PER_PATH = 64
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RESERVED_AGENT_ID = "BackupService.6612"
 _ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(\d{1,5})$")
 AGENT_TYPES = ("native", "cloud")
 
@@ -92,6 +94,10 @@ def list_agents(s: Session, ctx: ServiceContext, p: Principal, *, status: str | 
 def check_agent_id(agent_id: object) -> str:
     if not isinstance(agent_id, str) or not _AGENT_ID.match(agent_id):
         raise InvalidParameter("agent_id must be 1 to 64 letters, digits, '.', '_' or '-'")
+    if agent_id.lower() == SERVICE_CN:
+        # An agent's certificate names its agent_id, and agents serve only the service's name: never
+        # issue that name to a host (its certificate also lacks the client usage; docs/roles.md)
+        raise InvalidParameter(f"agent_id {agent_id!r} is reserved", code=RESERVED_AGENT_ID)
     return agent_id
 
 

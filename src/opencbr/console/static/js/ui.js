@@ -200,18 +200,34 @@ export function progress(pct, status) {
 export function role() { return (session.get() || {}).role || ""; }
 export function canWrite() { return ["admin", "member"].includes(role()); }
 export function isAdmin() { return role() === "admin"; }
+/** The backup-only role (docs/roles.md): may back up and make enrolment tokens, nothing else that changes,
+ * restores or reads data. Its console shows no button it may not use (hidden, not disabled). */
+export function backupOnly() { return role() === "backup"; }
+export function canBackup() { return canWrite() || backupOnly(); }
 export const READONLY_REASON =
   "Your role is read-only: you can view everything but not change it. Ask an administrator for the member role.";
 
-/** Disable a write action for read-only users, saying why. */
+function refuse(el) {
+  el.disabled = true;
+  el.title = READONLY_REASON;
+  el.setAttribute("aria-disabled", "true");
+  el.dataset.readonly = "1";
+  return el;
+}
+
+/** A write action (change, delete, restore, read data): disabled for read-only users, saying why;
+ * not shown at all to the backup-only role. */
 export function writeGuard(el) {
   if (!canWrite()) {
-    el.disabled = true;
-    el.title = READONLY_REASON;
-    el.setAttribute("aria-disabled", "true");
-    el.dataset.readonly = "1";
+    refuse(el);
+    if (backupOnly()) el.hidden = true;
   }
   return el;
+}
+
+/** A backup action (Perform Backup, an enrolment token): every role but read-only. */
+export function backupGuard(el) {
+  return canBackup() ? el : refuse(el);
 }
 
 // ---------------------------------------------------------------------------------------- toasts
@@ -335,13 +351,16 @@ window.addEventListener("hashchange", closeMenu);
 
 /** A "More ▾" button with a pop-up menu: items [{label, onClick, disabled, danger, title}] or "-". */
 export function moreMenu(items, label = "More") {
+  // (items marked ``write`` are write actions: the backup-only role does not see them)
+  const shown = items.filter((x) => x && !(x.write && backupOnly()));
   const button = h("button.link", { type: "button", "aria-haspopup": "menu", "aria-expanded": "false" }, `${label} ▾`);
+  if (!shown.some((x) => x !== "-")) button.hidden = true;
   button.addEventListener("click", (ev) => {
     ev.stopPropagation();
     if (openMenu && openMenu.button === button) { closeMenu(); return; }
     closeMenu();
     const menu = h("div.menu", { role: "menu" });
-    for (const it of items.filter(Boolean)) {
+    for (const it of shown) {
       if (it === "-") { menu.append(h("hr")); continue; }
       const b = h(`button${it.danger ? ".danger" : ""}`, {
         type: "button", role: "menuitem", disabled: !!it.disabled, title: it.title || undefined,

@@ -3,7 +3,7 @@
 import { api } from "../api.js";
 import {
   UserError, badge, clear, confirmDialog, copyable, errorAlert, field, h, icon, loading, openDialog, table, timeCell,
-  toast, writeGuard,
+  backupGuard, toast, writeGuard,
 } from "../ui.js";
 
 const TONE = { online: "green", offline: "red", uninstalled: "plain" };
@@ -45,7 +45,7 @@ function addPathDialog(agent) {
 
 export async function render(main, _params, ctx) {
   document.title = "Agents · OpenCBR";
-  const tokenBtn = writeGuard(h("button.btn.primary", { type: "button" }, icon("plus"), "Create enrolment token"));
+  const tokenBtn = backupGuard(h("button.btn.primary", { type: "button" }, icon("plus"), "Create enrolment token"));
   const refresh = h("button.btn", { type: "button", title: "Refresh", "aria-label": "Refresh" }, icon("refresh"));
   const install = h("div.card#agent-install", loading());
   const holder = h("div", loading());

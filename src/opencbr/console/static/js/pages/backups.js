@@ -7,7 +7,8 @@ import {
   shareBackup, verifyBackup,
 } from "../backup-actions.js";
 import {
-  badge, clear, errorAlert, fmtBytes, h, icon, loading, localDayToUtc, moreMenu, select, table, timeCell, writeGuard, zoneName,
+  READONLY_REASON, badge, canWrite, clear, errorAlert, fmtBytes, h, icon, loading, localDayToUtc, moreMenu, select, table,
+  timeCell, writeGuard, zoneName,
 } from "../ui.js";
 import { createImage } from "./images.js";
 import { kindTabs } from "./vaults.js";
@@ -50,25 +51,25 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
       title: "Operation", render: (b) => {
         const ok = b.status === "available";
         const restore = writeGuard(h("button.link", { type: "button", disabled: !ok, title: ok ? undefined : "Only Available backups can be used", onclick: () => after(restoreBackup(b)) }, restoreLabel(kind)));
-        const ro = !!restore.dataset.readonly;
-        const why = ro ? restore.title : ok ? undefined : "Only Available backups can be used";
+        const ro = !canWrite();
+        const why = ro ? READONLY_REASON : ok ? undefined : "Only Available backups can be used";
         const second = kind.objectType === "disk"
           ? writeGuard(h("button.link", { type: "button", disabled: !ok, onclick: () => after(createDisk(b)) }, "Create Disk")) : null;
         const browsable = kind.objectType !== "server";
         return h("div.ops", restore, second, moreMenu([
           { label: "View Details", onClick: () => backupDetails(b, vaultNames[b.vault_id]) },
-          browsable ? { label: "Browse Files", disabled: !ok, title: ok ? undefined : why, onClick: () => after(browseFiles(b)) } : null,
-          { label: "Verify", disabled: ro || !ok, title: why, onClick: () => after(verifyBackup(b)) },
-          kind.objectType === "disk" ? { label: "Download Image", disabled: !ok, onClick: () => downloadBackup(b) } : null,
-          kind.objectType !== "turbo" ? { label: "Share", disabled: ro || !ok, title: why, onClick: () => after(shareBackup(b)) } : null,
+          browsable ? { label: "Browse Files", write: true, disabled: !ok, title: ok ? undefined : why, onClick: () => after(browseFiles(b)) } : null,
+          { label: "Verify", write: true, disabled: ro || !ok, title: why, onClick: () => after(verifyBackup(b)) },
+          kind.objectType === "disk" ? { label: "Download Image", write: true, disabled: !ok, onClick: () => downloadBackup(b) } : null,
+          kind.objectType !== "turbo" ? { label: "Share", write: true, disabled: ro || !ok, title: why, onClick: () => after(shareBackup(b)) } : null,
           kind.objectType === "server" ? {
-            label: "Create Image", disabled: ro || !ok || b.used_by_image || !(b.extend_info || {}).contain_system_disk,
+            label: "Create Image", write: true, disabled: ro || !ok || b.used_by_image || !(b.extend_info || {}).contain_system_disk,
             title: ro ? why : b.used_by_image ? "An image was already created from this backup" : !ok ? why : undefined,
             onClick: () => after(createImage(b)),
           } : null,
-          kind.objectType !== "turbo" ? { label: "Create Replica", disabled: ro || !replicable(b), title: ro ? why : replicable(b) ? undefined : "Available backups of backup vaults are replicated (not replicas)", onClick: () => after(replicateBackup(b)) } : null,
+          kind.objectType !== "turbo" ? { label: "Create Replica", write: true, disabled: ro || !replicable(b), title: ro ? why : replicable(b) ? undefined : "Available backups of backup vaults are replicated (not replicas)", onClick: () => after(replicateBackup(b)) } : null,
           "-",
-          { label: "Delete", danger: true, disabled: ro || !["available", "error"].includes(b.status) || b.used_by_image, title: ro ? why : b.used_by_image ? "An image was created from this backup: delete the image first" : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
+          { label: "Delete", danger: true, write: true, disabled: ro || !["available", "error"].includes(b.status) || b.used_by_image, title: ro ? why : b.used_by_image ? "An image was created from this backup: delete the image first" : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
         ]));
       },
     },

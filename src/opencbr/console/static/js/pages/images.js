@@ -104,7 +104,7 @@ export async function render(main, _params, ctx) {
         { title: "Created", cls: "nowrap", render: (i) => timeCell(i.created_at) },
         { title: "Operation", render: (i) => h("div.ops",
           writeGuard(h("button.link", { type: "button", onclick: () => after(createServer(i)) }, "Create Server")),
-          moreMenu([{ label: "Delete", danger: true, onClick: () => after(deleteImage(i)) }])) },
+          moreMenu([{ label: "Delete", danger: true, write: true, onClick: () => after(deleteImage(i)) }])) },
       ], out.images || [], {
         caption: "Images",
         empty: h("div", h("b", "No images"), "Create one from a server backup: Backups tab, More › Create Image."),

@@ -88,8 +88,8 @@ export async function render(main, { query }, ctx) {
       writeGuard(h("button.link", { type: "button", disabled: b.member_status === "accepted" || b.status !== "available", onclick: () => after(accept(b, me).catch((e) => toast(e.message, "error"))) }, "Accept")),
       writeGuard(h("button.link", { type: "button", disabled: b.member_status === "rejected", onclick: () => after(reject(b, me)) }, "Reject")),
       moreMenu([
-        { label: "Accept into another vault", disabled: b.member_status !== "accepted", onClick: () => after(accept(b, me).catch((e) => toast(e.message, "error"))) },
-        ...disks.map((d) => ({ label: `Create Disk${disks.length > 1 || d !== b ? ` from ${d.resource_name}` : ""}`, disabled: !usable,
+        { label: "Accept into another vault", write: true, disabled: b.member_status !== "accepted", onClick: () => after(accept(b, me).catch((e) => toast(e.message, "error"))) },
+        ...disks.map((d) => ({ write: true, label: `Create Disk${disks.length > 1 || d !== b ? ` from ${d.resource_name}` : ""}`, disabled: !usable,
           title: usable ? undefined : "Accept the backup first", onClick: () => createDisk({ ...d, name: d === b ? b.name : `${b.name}/${d.resource_name}` }) })),
       ]));
   };

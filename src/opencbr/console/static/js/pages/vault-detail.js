@@ -5,7 +5,8 @@ import { listPolicies, policyOf } from "../data.js";
 import { byObjectType } from "../kinds.js";
 import { describePatterns, describeRetention } from "../schedule.js";
 import {
-  GB, badge, clear, errorAlert, fmtBytes, fmtTime, h, loading, markNav, meter, moreMenu, openDialog, table, writeGuard,
+  GB, READONLY_REASON, backupGuard, badge, canWrite, clear, errorAlert, fmtBytes, fmtTime, h, loading, markNav, meter,
+  moreMenu, openDialog, table, writeGuard,
 } from "../ui.js";
 import {
   applyPolicy, associateResources, deleteVault, dissociateResource, editTags, expandCapacity, performBackup, removePolicy,
@@ -53,10 +54,10 @@ export async function render(main, { id, tab }, ctx) {
     const busy = vault.billing.status === "deleting";
     const repl = vault.billing.protect_type === "replication";
     const reloadAfter = (p) => Promise.resolve(p).then((ok) => { if (ok) reload(); });
-    const backupBtn = writeGuard(h("button.btn.primary", { type: "button", disabled: busy || repl, onclick: () => reloadAfter(performBackup(vault, kind)) }, "Perform Backup"));
+    const backupBtn = backupGuard(h("button.btn.primary", { type: "button", disabled: busy || repl, onclick: () => reloadAfter(performBackup(vault, kind)) }, "Perform Backup"));
     const assocBtn = writeGuard(h("button.btn", { type: "button", disabled: busy || repl, onclick: () => reloadAfter(associateResources(vault, kind)) }, `Associate ${kind.Noun}`));
-    const ro = !!backupBtn.dataset.readonly;
-    const why = ro ? backupBtn.title : undefined;
+    const ro = !canWrite();
+    const why = ro ? READONLY_REASON : undefined;
     const assocSize = (vault.resources || []).reduce((s, r) => s + (r.size || 0), 0);
     const totalBackups = (vault.resources || []).reduce((s, r) => s + (r.backup_count || 0), 0);
 
@@ -65,13 +66,13 @@ export async function render(main, { id, tab }, ctx) {
         h("div.inline", h("h1", vault.name), badge(vault.billing.status))),
       h("span.spacer"), backupBtn, assocBtn,
       moreMenu([
-        { label: "Expand Capacity", disabled: ro || busy, title: why, onClick: () => reloadAfter(expandCapacity(vault)) },
-        { label: "Edit Tags", disabled: ro || busy, title: why, onClick: () => reloadAfter(editTags(vault)) },
-        { label: pol ? "Change Backup Policy" : "Apply Backup Policy", disabled: ro || busy || repl, title: why, onClick: () => reloadAfter(applyPolicy(vault)) },
+        { label: "Expand Capacity", write: true, disabled: ro || busy, title: why, onClick: () => reloadAfter(expandCapacity(vault)) },
+        { label: "Edit Tags", write: true, disabled: ro || busy, title: why, onClick: () => reloadAfter(editTags(vault)) },
+        { label: pol ? "Change Backup Policy" : "Apply Backup Policy", write: true, disabled: ro || busy || repl, title: why, onClick: () => reloadAfter(applyPolicy(vault)) },
         { label: "View Monitoring Data", onClick: () => ctx.navigate(`#/monitoring?vault=${vault.id}`) },
         { label: "View Tasks", onClick: () => ctx.navigate(`#/tasks?vault_id=${vault.id}`) },
         "-",
-        { label: "Delete", danger: true, disabled: ro || busy, title: why, onClick: async () => { if (await deleteVault(vault)) ctx.navigate(`#/${kind.path}/vaults`); } },
+        { label: "Delete", danger: true, write: true, disabled: ro || busy, title: why, onClick: async () => { if (await deleteVault(vault)) ctx.navigate(`#/${kind.path}/vaults`); } },
       ]));
 
     const info = h("div.card", h("h2", "Basic Information"), h("dl.kv",
@@ -123,7 +124,7 @@ export async function render(main, { id, tab }, ctx) {
         { title: "Backup size", cls: "num", tip: "Rounded to whole GB, as the API reports it", render: (r) => `${r.backup_size} GB` },
         {
           title: "Operation", render: (r) => h("div.ops",
-            writeGuard(h("button.link", { type: "button", disabled: busy, onclick: () => reloadAfter(performBackup(vault, kind, r.id)) }, "Perform Backup")),
+            backupGuard(h("button.link", { type: "button", disabled: busy, onclick: () => reloadAfter(performBackup(vault, kind, r.id)) }, "Perform Backup")),
             h("button.link", { type: "button", onclick: () => { active = "backups"; draw(); } }, "View Backups"),
             writeGuard(h("button.link", { type: "button", disabled: busy, onclick: () => reloadAfter(dissociateResource(vault, r, kind)) }, "Dissociate"))),
         },

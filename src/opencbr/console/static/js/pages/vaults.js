@@ -2,7 +2,8 @@
 // operations of each vault.
 import { listPolicies, listVaults, policyOf } from "../data.js";
 import {
-  GB, badge, clear, debounce, errorAlert, fmtBytes, h, icon, loading, meter, moreMenu, select, table, writeGuard,
+  GB, READONLY_REASON, backupGuard, badge, canWrite, clear, debounce, errorAlert, fmtBytes, h, icon, loading, meter,
+  moreMenu, select, table, writeGuard,
 } from "../ui.js";
 import {
   applyPolicy, associateResources, createVault, deleteVault, expandCapacity, performBackup, removePolicy, replicateVault,
@@ -51,19 +52,19 @@ export async function render(main, { kind, query }, ctx) {
           const busy = ["deleting"].includes(v.billing.status);
           const repl = v.billing.protect_type === "replication";
           const pol = policyOf(v, policies);
-          const backupBtn = writeGuard(h("button.link", { type: "button", disabled: busy || repl, onclick: () => after(performBackup(v, kind)) }, "Perform Backup"));
+          const backupBtn = backupGuard(h("button.link", { type: "button", disabled: busy || repl, onclick: () => after(performBackup(v, kind)) }, "Perform Backup"));
           const assocBtn = writeGuard(h("button.link", { type: "button", disabled: busy || repl, onclick: () => after(associateResources(v, kind)) }, `Associate ${kind.Noun}`));
-          const ro = !!backupBtn.dataset.readonly;
-          const why = ro ? backupBtn.title : undefined;
+          const ro = !canWrite();
+          const why = ro ? READONLY_REASON : undefined;
           return h("div.ops", backupBtn, assocBtn, moreMenu([
-            { label: "Expand Capacity", disabled: ro || busy || v.billing.status === "locked", title: why, onClick: () => after(expandCapacity(v)) },
-            { label: pol ? "Change Backup Policy" : "Apply Backup Policy", disabled: ro || busy || repl, title: why, onClick: () => after(applyPolicy(v)) },
-            pol ? { label: "Remove Policy", disabled: ro || busy, title: why, onClick: () => after(removePolicy(v, pol)) } : null,
-            kind.objectType !== "turbo" ? { label: "Create Replica", disabled: ro || busy || repl, title: why, onClick: () => after(replicateVault(v)) } : null,
+            { label: "Expand Capacity", write: true, disabled: ro || busy || v.billing.status === "locked", title: why, onClick: () => after(expandCapacity(v)) },
+            { label: pol ? "Change Backup Policy" : "Apply Backup Policy", write: true, disabled: ro || busy || repl, title: why, onClick: () => after(applyPolicy(v)) },
+            pol ? { label: "Remove Policy", write: true, disabled: ro || busy, title: why, onClick: () => after(removePolicy(v, pol)) } : null,
+            kind.objectType !== "turbo" ? { label: "Create Replica", write: true, disabled: ro || busy || repl, title: why, onClick: () => after(replicateVault(v)) } : null,
             { label: "View Monitoring Data", onClick: () => ctx.navigate(`#/monitoring?vault=${v.id}`) },
             { label: "View Backups", onClick: () => ctx.navigate(`#/${kind.path}/backups?vault_id=${v.id}`) },
             "-",
-            { label: "Delete", danger: true, disabled: ro || busy, title: why, onClick: () => after(deleteVault(v)) },
+            { label: "Delete", danger: true, write: true, disabled: ro || busy, title: why, onClick: () => after(deleteVault(v)) },
           ]));
         },
       },
