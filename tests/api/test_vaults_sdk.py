@@ -86,8 +86,13 @@ def test_vault_crud(server, tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("vault was not deleted")
-    logs = c.list_op_logs(ListOpLogsRequest(vault_id=v.id, operation_type="vault_delete"))
-    assert logs.count == 1 and logs.operation_logs[0].status == "success"
+    while True:  # the task ends just after the vault has gone
+        logs = c.list_op_logs(ListOpLogsRequest(vault_id=v.id, operation_type="vault_delete"))
+        assert logs.count == 1
+        if logs.operation_logs[0].status != "running" or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert logs.operation_logs[0].status == "success"
     log = c.show_op_log(ShowOpLogRequest(operation_log_id=logs.operation_logs[0].id)).operation_log
     assert log.extra_info.common.progress == 100
 
