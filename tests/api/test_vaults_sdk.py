@@ -86,6 +86,7 @@ def test_vault_crud(server, tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("vault was not deleted")
+    deadline = time.time() + 20
     while True:  # the task ends just after the vault has gone
         logs = c.list_op_logs(ListOpLogsRequest(vault_id=v.id, operation_type="vault_delete"))
         assert logs.count == 1
