@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, timedelta
 
@@ -34,10 +35,12 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import CurrentRetention
+from opencbr.engine import tree as engine_tree
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
 from opencbr.engine.chunks.reader import read_span, spans_of
 from opencbr.engine.disk.backup import backup_disk
 from opencbr.engine.disk.fixed_index import FixedIndex
+from opencbr.engine.errors import EngineError
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
@@ -63,6 +66,16 @@ class ReplicationFailed(CBRError):
     status = 409
 
 
+class SourceDeleted(ReplicationFailed):
+    """The source backup was deleted (or began to be) while its replica was being made."""
+
+    code = "BackupService.6964"
+
+
+#: What each kind of vault holds (guide 3.6, 4.4: server, disk and SFS Turbo replication vaults).
+_KIND_OF_VAULT = {"server": R.SERVER, "disk": R.DISK, "turbo": R.FILE_SYSTEM}
+
+
 # ------------------------------------------------------------------------------------ capabilities
 def capabilities(s: Session, ctx: ServiceContext) -> dict:
     """show_replication_capabilities: this region and the linked regions it replicates into."""
@@ -84,8 +97,9 @@ def _target(body: object) -> dict:
 
 
 def check_replicable(s: Session, b: Backup, vault: Vault) -> None:
-    """Guide 3.6/4.4: Available top-level backups of backup vaults; server backups with their system
-    disk; replicas (and anything in a replication vault) cannot be replicated again."""
+    """Guide 3.6/4.4 (and 4.4's SFS Turbo rules): Available top-level backups of backup vaults; server
+    backups with their system disk; replicas (and anything in a replication vault) cannot be replicated
+    again."""
     if b.parent_id is not None:
         raise InvalidParameter("replicate the server backup, not one of its disks", code="BackupService.6953")
     if b.image_type == "replication" or vault.protect_type == "replication":
@@ -94,9 +108,6 @@ def check_replicable(s: Session, b: Backup, vault: Vault) -> None:
     if b.status != B.AVAILABLE:
         raise StateConflict(f"backup {b.name} is {b.status}; only Available backups are replicated",
                             code="BackupService.6955")
-    if b.resource_type == R.FILE_SYSTEM:
-        raise InvalidParameter("replication of SFS Turbo (file system) backups is not supported yet",
-                               code="BackupService.6956")
     if b.resource_type == R.SERVER and not any(c.disk_role == "system" for c in data_backups(s, b)):
         raise InvalidParameter("only server backups that contain the system disk can be replicated",
                                code="BackupService.6957")
@@ -195,7 +206,7 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
         except CBRError:
             continue  # (a server backup without its system disk: not replicable, skipped)
         todo.append(b)
-    kind = {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER)
+    kind = _KIND_OF_VAULT.get(vault.object_type, R.SERVER)
     there = _ask_destination(s, ctx, p, region, target, kind, [b.id for b in todo])
     made = []
     for b in todo:
@@ -203,8 +214,7 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
             continue  # (one replica per backup per region: it has one there)
         rec = _queue(s, ctx, p, b, vault, region, target, auto_trigger=auto, policy_id=policy_id)
         made.append({"backup_id": b.id, "replication_record_id": rec.id})
-    return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(
-        {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER), ""),
+    return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(kind, ""),
         "source_region": ctx.settings.region, "vault_id": vault.id,
         "destination_project_id": target["destination_project_id"], "destination_region": region.name,
         "destination_vault_id": target["destination_vault_id"]}
@@ -414,6 +424,7 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
         link = regions.link_of(ctx, region_row)
         header = _request(s, ctx, run, rec, b, parts)
         part_ids = [d.id for d in parts]
+        source_id, tree = b.id, b.resource_type == R.FILE_SYSTEM
     src = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
     try:
@@ -429,11 +440,18 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
             rec = s.get(ReplicationRecord, record_id)
             rec.destination_backup_id = answer["backup_id"]
             rec.destination_checkpoint_id = answer["checkpoint_id"]
-        final = _send_disks(ch, answer, src, part_ids, progress, link.name)
+        final = _send(ch, answer, src, part_ids, tree, progress, link.name, lambda: _source_left(ctx, source_id))
     except LinkError as e:
         raise ReplicationFailed(f"the link to region {link.name} broke: {e}") from None
     except RemoteFailure as e:
         raise ReplicationFailed(f"the destination region {link.name} stopped the transfer: {e}") from None
+    except EngineError:
+        if progress.cancel.is_set():
+            raise ReplicationFailed("the replication was cancelled") from None
+        gone = _source_left(ctx, source_id)  # its data went with it: say so, not what the reader met
+        if gone:
+            raise SourceDeleted(gone) from None
+        raise
     except Exception as e:
         if progress.cancel.is_set() and not isinstance(e, CBRError):
             raise ReplicationFailed("the replication was cancelled") from None
@@ -446,6 +464,16 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
         rec.status, rec.progress, rec.wire_bytes, rec.updated_at = AVAILABLE, 100, wire, ctx.now()
         info = _op_info(ctx, rec, b, final.get("name", ""))
     run.set_extra(replication=info, wire_bytes=wire)
+
+
+def _source_left(ctx: ServiceContext, backup_id: str) -> str:
+    """Why the source backup cannot be replicated any more ("" while it is Available)."""
+    with ctx.read() as s:
+        b = s.get(Backup, backup_id)
+        if b is not None and b.status == B.AVAILABLE:
+            return ""
+        return (f"the source backup {b.name if b is not None else backup_id} was deleted while it was being "
+                "replicated; nothing of it was kept in the destination region")
 
 
 def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: ReplicationRecord, b: Backup,
@@ -464,30 +492,41 @@ def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: Replicati
                          "size_bytes": b.resource_size_bytes, "az": b.resource_az},
             "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
             "retention_rule": run.params.get("retention_rule") or "",
-            "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
+            "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency", "partial")},
             "disks": disks if b.resource_type == R.SERVER else []}
 
 
-def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgress, region: str) -> dict:
-    """The engine's disk backup of each source disk image into the destination's vault, over the
-    channel; then the destination's confirmation (returned)."""
+def _send(ch, answer: dict, src, part_ids: list[str], tree: bool, progress: TaskProgress, region: str,
+          source_left: Callable[[], str]) -> dict:
+    """The engine's backup of each source disk image -- or of the source file system's stored tree --
+    into the destination's vault, over the channel; then, unless the source backup went meanwhile
+    (``source_left``: why, or ""), the destination's confirmation (returned)."""
     access = VaultAccess.of(answer)
     results = []
+    parents = answer.get("parents") or [None] * len(part_ids)
     with access.chunks(ch) as chunks:
-        for i, (pid, dest) in enumerate(zip(part_ids, answer["disks"], strict=True)):
+        for i, (pid, dest, parent) in enumerate(zip(part_ids, answer["disks"], parents, strict=True)):
             span = progress.span(int(99 * i / len(part_ids)), int(99 * (i + 1) / len(part_ids)))
 
             def both(done: int, total: int, span=span) -> None:  # this task's progress, and the receiver's
                 span(done, total)
                 chunks.progress(done, total)
 
-            image = BackupImageSource(src.chunks, pid)
-            try:
-                r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
-                                cancel=span.cancel, progress=both)
-            finally:
-                image.close()
-            results.append(r.to_dict())
+            if tree:  # (its chunks are cut by the destination's keyed chunker: the tree is backed up again)
+                r = engine_tree.backup_tree_from(chunks, engine_tree.StoredTreeSource(src.chunks, pid), backup_id=dest,
+                                                 meta={}, parent_backup_id=parent, cancel=span.cancel, progress=both)
+            else:
+                image = BackupImageSource(src.chunks, pid)
+                try:
+                    r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
+                                    cancel=span.cancel, progress=both)
+                finally:
+                    image.close()
+            results.append({**r.to_dict(), "warnings": []} if tree else r.to_dict())
+    gone = source_left()
+    if gone:  # the destination withdraws what it recorded: no replica of a deleted backup
+        ch.send(error_answer(SourceDeleted.code, gone))
+        raise SourceDeleted(gone)
     ch.send({"ok": True, "result": {"disks": results}})
     try:
         final, _ = ch.recv(timeout=120)
@@ -524,7 +563,8 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
     replica_id, vault, scopes, task_id = made
     repo = repository(ctx, vault)
     channel.send({"ok": True, "vault": vault_request(repo), "backup_id": replica_id,
-                  "checkpoint_id": made_checkpoint(ctx, replica_id), "disks": [sc.name for sc in scopes]})
+                  "checkpoint_id": made_checkpoint(ctx, replica_id), "disks": [sc.name for sc in scopes],
+                  "parents": [sc.readable[0] if sc.readable else None for sc in scopes]})
     final = None
     reason = "the source ended the transfer"
     try:
@@ -565,7 +605,7 @@ def _target_vault(s: Session, cred, h: dict) -> tuple[Project, Vault]:
     if vault.protect_type != "replication":
         raise InvalidParameter(f"vault {vault.name} is not a replication vault", code="BackupService.6960")
     res = h.get("resource") or {}
-    kind = {R.SERVER: "server", R.DISK: "disk"}.get(res.get("type"), "")
+    kind = {t: k for k, t in _KIND_OF_VAULT.items()}.get(res.get("type"), "")
     if vault.object_type != kind:
         raise InvalidParameter(f"vault {vault.name} holds {vault.object_type} backups, not {kind or 'these'}",
                                code="BackupService.6961")
@@ -703,9 +743,24 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     s.add(task)
     s.flush()
     top.task_id = task.id
-    scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
+    if top.resource_type == R.FILE_SYSTEM:  # a tree: incremental over the previous replica of the file system
+        parent = _previous_replica(s, top)
+        scopes = [BackupScope(name=top.id, kind="tree", readable=(parent,) if parent else (),
+                              meta=_replica_meta(top, vault, top, src_info))]
+    else:
+        scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
     s.expunge(vault)
     return top.id, vault, scopes, task.id
+
+
+def _previous_replica(s: Session, top: Backup) -> str | None:
+    """The newest Available replica of the same file system from the same region in this vault: the new
+    replica's parent (files whose recorded metadata did not change keep its records, unread)."""
+    return s.scalar(select(Backup.id).where(
+        Backup.vault_id == top.vault_id, Backup.resource_id == top.resource_id,
+        Backup.source_region == top.source_region, Backup.resource_type == R.FILE_SYSTEM,
+        Backup.image_type == "replication", Backup.parent_id.is_(None), Backup.status == B.AVAILABLE,
+        Backup.id != top.id).order_by(Backup.created_at.desc()).limit(1))
 
 
 def _carried_retention(h: dict) -> CurrentRetention | None:
@@ -768,8 +823,8 @@ def _publish_replica(ctx: ServiceContext, repo, replica_id: str, task_id: str, r
         top = s.get(Backup, replica_id)
         parts = list(s.scalars(select(Backup).where(Backup.parent_id == top.id))) or [top]
         for p in parts:
-            st = stats.get(p.id, {})
-            p.logical_bytes = int(st.get("disk_size", p.resource_size_bytes) or 0)
+            st = stats.get(p.id, {})  # (a disk's BackupResult, a file system's TreeBackupResult)
+            p.logical_bytes = int(st.get("disk_size", st.get("total_bytes", p.resource_size_bytes)) or 0)
             p.added_bytes = int(st.get("added_bytes", 0) or 0)
             p.status, p.protected_at, p.updated_at = B.AVAILABLE, now, now
         if parts[0] is not top:
