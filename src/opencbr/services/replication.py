@@ -39,8 +39,9 @@ from opencbr.engine import tree as engine_tree
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
 from opencbr.engine.chunks.reader import read_span, spans_of
 from opencbr.engine.disk.backup import backup_disk
+from opencbr.engine.disk.copy import copy_disk_backup
 from opencbr.engine.disk.fixed_index import FixedIndex
-from opencbr.engine.errors import EngineError
+from opencbr.engine.errors import EngineError, InvalidArgument
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
@@ -466,6 +467,23 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
     run.set_extra(replication=info, wire_bytes=wire)
 
 
+def _copy_disk(src, chunks, pid: str, dest: str, block_size: int, previous, cancel, progress):
+    """A source disk backup into the destination: block for block where the block sizes agree (records
+    sealed again without a second compression, unchanged blocks since ``previous`` not read:
+    engine/disk/copy.py), else the image backed up again."""
+    try:
+        return copy_disk_backup(src.chunks, pid, chunks, backup_id=dest, meta={}, block_size=block_size,
+                                previous=previous, cancel=cancel, progress=progress)
+    except InvalidArgument:
+        pass
+    image = BackupImageSource(src.chunks, pid)
+    try:
+        return backup_disk(chunks, image, backup_id=dest, meta={}, block_size=block_size, cancel=cancel,
+                           progress=progress)
+    finally:
+        image.close()
+
+
 def _source_left(ctx: ServiceContext, backup_id: str) -> str:
     """Why the source backup cannot be replicated any more ("" while it is Available)."""
     with ctx.read() as s:
@@ -512,16 +530,13 @@ def _send(ch, answer: dict, src, part_ids: list[str], tree: bool, progress: Task
                 span(done, total)
                 chunks.progress(done, total)
 
+            previous = tuple(parent) if isinstance(parent, list) and len(parent) == 2 else None
             if tree:  # (its chunks are cut by the destination's keyed chunker: the tree is backed up again)
                 r = engine_tree.backup_tree_from(chunks, engine_tree.StoredTreeSource(src.chunks, pid), backup_id=dest,
-                                                 meta={}, parent_backup_id=parent, cancel=span.cancel, progress=both)
+                                                 meta={}, parent_backup_id=previous[0] if previous else None,
+                                                 cancel=span.cancel, progress=both)
             else:
-                image = BackupImageSource(src.chunks, pid)
-                try:
-                    r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
-                                    cancel=span.cancel, progress=both)
-                finally:
-                    image.close()
+                r = _copy_disk(src, chunks, pid, dest, access.block_size, previous, span.cancel, both)
             results.append({**r.to_dict(), "warnings": []} if tree else r.to_dict())
     gone = source_left()
     if gone:  # the destination withdraws what it recorded: no replica of a deleted backup
@@ -560,11 +575,11 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
     if op in ("check", "vaults"):
         channel.send(checked)
         return
-    replica_id, vault, scopes, task_id = made
+    replica_id, vault, scopes, task_id, previous = made
     repo = repository(ctx, vault)
     channel.send({"ok": True, "vault": vault_request(repo), "backup_id": replica_id,
                   "checkpoint_id": made_checkpoint(ctx, replica_id), "disks": [sc.name for sc in scopes],
-                  "parents": [sc.readable[0] if sc.readable else None for sc in scopes]})
+                  "parents": previous})
     final = None
     reason = "the source ended the transfer"
     try:
@@ -743,24 +758,25 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     s.add(task)
     s.flush()
     top.task_id = task.id
-    if top.resource_type == R.FILE_SYSTEM:  # a tree: incremental over the previous replica of the file system
-        parent = _previous_replica(s, top)
-        scopes = [BackupScope(name=top.id, kind="tree", readable=(parent,) if parent else (),
-                              meta=_replica_meta(top, vault, top, src_info))]
-    else:
-        scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
+    # each part's previous replica (of the same disk or file system), which the new one is made over
+    previous = [_previous_replica(s, p) for p in parts]
+    kind = "tree" if top.resource_type == R.FILE_SYSTEM else "disk"
+    scopes = [BackupScope(name=p.id, kind=kind, readable=(prev[0],) if prev else (),
+                          meta=_replica_meta(p, vault, top, src_info)) for p, prev in zip(parts, previous, strict=True)]
     s.expunge(vault)
-    return top.id, vault, scopes, task.id
+    return top.id, vault, scopes, task.id, previous
 
 
-def _previous_replica(s: Session, top: Backup) -> str | None:
-    """The newest Available replica of the same file system from the same region in this vault: the new
-    replica's parent (files whose recorded metadata did not change keep its records, unread)."""
-    return s.scalar(select(Backup.id).where(
-        Backup.vault_id == top.vault_id, Backup.resource_id == top.resource_id,
-        Backup.source_region == top.source_region, Backup.resource_type == R.FILE_SYSTEM,
-        Backup.image_type == "replication", Backup.parent_id.is_(None), Backup.status == B.AVAILABLE,
-        Backup.id != top.id).order_by(Backup.created_at.desc()).limit(1))
+def _previous_replica(s: Session, part: Backup) -> tuple[str, str] | None:
+    """The newest Available replica of the same disk or file system from the same region in this vault,
+    and the source backup it was made from: the new replica is made over it (a file whose recorded
+    metadata, a block whose source digest, did not change is not read again)."""
+    row = s.execute(select(Backup.id, Backup.source_backup_id).where(
+        Backup.vault_id == part.vault_id, Backup.resource_id == part.resource_id,
+        Backup.source_region == part.source_region, Backup.resource_type == part.resource_type,
+        Backup.image_type == "replication", Backup.status == B.AVAILABLE, Backup.id != part.id)
+        .order_by(Backup.created_at.desc()).limit(1)).first()
+    return (row[0], row[1]) if row is not None and row[1] else None
 
 
 def _carried_retention(h: dict) -> CurrentRetention | None:
