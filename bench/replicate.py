@@ -11,7 +11,9 @@ What it does:
   3. ``make_dataset.py mutate --percent 5 --seed 2``; region-a backs up again (incremental) and
      replicates it: bytes on the link vs the bytes the source backup added;
   4. restic: backup of the same image into repository 1, then ``restic copy`` into repository 2, timed;
-  5. peak RSS (VmHWM) of region-a's worker processes (which run the source side).
+  5. peak RSS (VmHWM) of region-a's worker processes (which run the source side);
+  6. CPU seconds (user + system) of both installations' worker processes during each replication
+     (the source's reading and sealing, the destination's checking and storing).
 Not a timed test: run it by hand, paste the table into docs/replication.md.
 """
 
@@ -75,6 +77,27 @@ def _seconds(task: dict) -> float:
     return max((end - start).total_seconds(), 0.001)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes (and their finished children) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def timed_replication(a, b, backup_id: str, dest_vault: str) -> dict:
+    pids = a.worker_pids() + b.worker_pids()
+    before = cpu_seconds(pids)
+    rec = replicate(a, b, backup_id, dest_vault)
+    rec["cpu"] = cpu_seconds(pids) - before
+    return rec
+
+
 def peak_rss_mb(pids: list[int]) -> float:
     best = 0
     for pid in pids:
@@ -96,10 +119,11 @@ def restic_copy(work: Path, image: Path) -> float | None:
         shutil.rmtree(r, ignore_errors=True)
         sh(["restic", "init", "-q", "--repo", str(r)], env=env)
     sh(["restic", "backup", "-q", "--repo", str(r1), str(image)], env=env)
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), os.times()
     sh(["restic", "copy", "-q", "--from-repo", str(r1), "--repo", str(r2)],
        env={**env, "RESTIC_FROM_PASSWORD": "bench"})
-    return time.monotonic() - t0
+    c1 = os.times()
+    return time.monotonic() - t0, (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
 
 
 def main() -> None:
@@ -133,10 +157,10 @@ def main() -> None:
             "object_type": "disk", "protect_type": "replication", "size": size_gb,
             "consistent_level": "crash_consistent"}}})["vault"]
         b1 = backup(a, src["id"])
-        r1 = replicate(a, b, b1["id"], dst["id"])
+        r1 = timed_replication(a, b, b1["id"], dst["id"])
         sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "mutate", str(image), "--percent", "5", "--seed", "2"])
         b2 = backup(a, src["id"])
-        r2 = replicate(a, b, b2["id"], dst["id"])
+        r2 = timed_replication(a, b, b2["id"], dst["id"])
         rss = peak_rss_mb(a.worker_pids())
     finally:
         a.stop()
@@ -147,12 +171,17 @@ def main() -> None:
     print(f"\nlogical size {logical / 1024**2:.0f} MiB\n")
     print("| measure | value |")
     print("|---|---|")
-    print(f"| first replication | {r1['seconds']:.1f} s, {mb / r1['seconds']:.0f} MB/s, {r1['wire_bytes'] / 1e6:.1f} MB on the link |")
-    print(f"| restic copy of the same data | {'not run' if restic is None else f'{restic:.1f} s, {mb / restic:.0f} MB/s'} |")
+    print(f"| first replication | {r1['seconds']:.1f} s, {mb / r1['seconds']:.0f} MB/s, {r1['wire_bytes'] / 1e6:.1f} MB "
+          f"on the link, {r1['cpu']:.1f} CPU s |")
+    print(f"| restic copy of the same data | "
+          f"{'not run' if restic is None else f'{restic[0]:.1f} s, {mb / restic[0]:.0f} MB/s, {restic[1]:.1f} CPU s'} |")
+    if restic is not None:
+        print(f"| first replication vs restic copy | {restic[0] / r1['seconds']:.2f}x |")
     print(f"| second source backup added | {b2['added_bytes'] / 1e6:.1f} MB |")
-    print(f"| second replication | {r2['seconds']:.1f} s, {r2['wire_bytes'] / 1e6:.1f} MB on the link "
+    print(f"| second replication | {r2['seconds']:.1f} s, {r2['cpu']:.1f} CPU s, {r2['wire_bytes'] / 1e6:.1f} MB on the link "
           f"(bound 1.2 x added + 0.5 % = {bound / 1e6:.1f} MB: {'met' if r2['wire_bytes'] <= bound else 'NOT met'}) |")
     print(f"| peak RSS of a source worker process | {rss:.0f} MB |")
+    print(f"| load average (1, 5, 15 min) at the end | {' '.join(f'{x:.1f}' for x in os.getloadavg())} |")
 
 
 if __name__ == "__main__":
