@@ -78,3 +78,21 @@ def test_a_copy_to_another_block_size_is_refused(local_store, tmp_path):
     dst = new_repo(local_store, True, "vaults/b/", block_size=2 * BS)
     with pytest.raises(InvalidArgument):
         copy_disk_backup(src.chunks, "s1", dst.chunks, backup_id="c1", meta={}, block_size=dst.block_size)
+
+
+def test_a_copy_that_forgets_names_on_the_way_opens_them_again(local_store, tmp_path, monkeypatch):
+    """(A big disk: the names of repeated blocks are remembered up to MAPPED_MAX; batches asked for ahead
+    while a name was remembered open it again once it is forgotten.)"""
+    from opencbr.engine.disk import copy as copy_module
+
+    monkeypatch.setattr(copy_module, "MAPPED_MAX", 4)
+    src = new_repo(local_store, True, "vaults/a/")
+    dst = new_repo(local_store, True, "vaults/b/")
+    block = {c: bytes([c]) * BS for c in b"ABCDEF"}
+    batches = [b"AB", b"CDE", b"F", b"A"]  # A is remembered when batch 3 is asked for, forgotten after batch 1
+    img = tmp_path / "d.img"
+    img.write_bytes(b"".join(block[names[i % len(names)]] for names in batches for i in range(copy_module.BATCH)))
+    src.backup_disk(img, backup_id="s1", meta={})
+    _copy(src, dst, "s1", "c1")
+    restore_disk(dst.chunks, "c1", str(tmp_path / "out.img"))
+    assert sha256_file(tmp_path / "out.img") == sha256_file(img)

@@ -90,6 +90,9 @@ class _Copy:
                 self._batches[j] = self._pool.submit(self._open, wanted_of(j))
         return self._batches.pop(k).result()
 
+    def open_now(self, wanted: set[bytes]) -> dict[bytes, tuple]:
+        return self._open(wanted) if wanted else {}
+
     def close(self) -> None:
         for f in self._batches.values():
             f.cancel()
@@ -147,6 +150,8 @@ def copy_disk_backup(src_cs, source_id: str, sink_cs, *, backup_id: str, meta: d
             if cancel.is_set():
                 raise BackupCancelled(f"backup {backup_id} was cancelled")
             got = copy.batch(k, wanted_of)
+            # (asked for ahead, while ``mapped`` still held names it has forgotten since: opened now)
+            got.update(copy.open_now(wanted_of(k) - got.keys()))
             sealed, plain = [], []
             for s, (d, what, n) in got.items():
                 (sealed if isinstance(what, Sealable) else plain).append((what, d))
