@@ -698,7 +698,8 @@ def external_vaults(s: Session, ctx: ServiceContext, p: Principal, region_id: ob
     return list(answer.get("vaults") or [])
 
 
-def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+def _accept(s: Session, ctx: ServiceContext, cred, h: dict,
+            ) -> tuple[str, Vault, list[BackupScope], str, list[tuple[str, str] | None]]:
     project, vault = _target_vault(s, cred, h)
     quotas.check_room(s, ctx.settings, project.id, quotas.BACKUP)  # a replica is a backup of its project
     res = h.get("resource") or {}
