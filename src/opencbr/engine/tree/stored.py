@@ -24,7 +24,7 @@ from .chunker import FileChunker, FileData
 from .common import load_index
 from .entry import FILE, Entry, RecordError, decode
 
-CACHED_CHUNKS = 8  # decoded chunks kept: bundles hold many small files, read one after another
+CACHED_CHUNKS = 8  # decoded bundles kept (2 MiB at most each): they hold many small files, read in turn
 
 
 class RecordStat:
@@ -131,7 +131,6 @@ class StoredTreeSource:
         e = item.entry
         if e.size == 0:
             return FileData(xattrs=list(e.xattrs))
-        src = _SliceReader(e.chunks, self._chunk)
         if e.size < small_limit:  # (the backup bundles it): its content, holes as zeros
             data = bytearray(e.size)
             for d, ln, file_off, chunk_off in e.chunk_offsets():
@@ -139,7 +138,9 @@ class StoredTreeSource:
                 data[file_off:file_off + len(piece)] = piece
             chunker.on_bytes(len(data))
             return FileData(data=bytes(data), size=e.size, bytes_read=e.size, xattrs=list(e.xattrs))
-        out = chunker.read_stream(src, e.size, e.extents)
+        # (a big file's chunks are read once, in order: not kept, they would only push bundles out)
+        out = chunker.read_stream(_SliceReader(e.chunks, lambda d: self.cs.get_chunk(d, self._codec())),
+                                  e.size, e.extents)
         recorded = sum(ln for _d, ln, _o in e.chunks)
         if out.bytes_read != recorded:
             raise Damaged(f"backup {self.backup_id}: file /{e.path.decode(errors='replace')} has "
