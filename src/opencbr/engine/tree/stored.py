@@ -5,8 +5,8 @@ A tree backup's chunks are cut with its vault's own keyed chunker (chunker.py) a
 keys, so another vault cannot take them as they are. Instead the engine's tree backup runs over the
 stored backup: its catalog gives the entries in catalog order, with their recorded metadata (modes,
 owners and their names, times, inode numbers, link counts, xattrs, symlink targets, sparse maps), and
-a regular file's content is decoded from the source vault (every chunk checked against its digest) and
-cut, hashed, compressed and sealed by the destination's chunker. What the destination holds already is
+a regular file's content is decoded from the source vault (every chunk authenticated: by AES-GCM, or
+by its digest in a plain vault) and cut, hashed, compressed and sealed by the destination's chunker. What the destination holds already is
 not sent (its sink asks), and with a parent (the previous replica of the same file system) an entry
 whose recorded metadata did not change keeps the parent's record without its content being read at
 all -- the incremental-by-metadata rule of backup.py, over recorded instead of live metadata.
