@@ -3,6 +3,7 @@
 of the same data between two restic repositories in the same run.
 
     python bench/replicate.py [--size 2G] [--workdir /tmp/opencbr-bench-repl] [--no-restic]
+    python bench/replicate.py --tree [--files 30000] [--size 1.5G]     # an SFS Turbo (file system) backup
 
 What it does:
   1. ``make_dataset.py disk`` builds the bench disk (seed 1); region-a backs it up;
@@ -11,7 +12,11 @@ What it does:
   3. ``make_dataset.py mutate --percent 5 --seed 2``; region-a backs up again (incremental) and
      replicates it: bytes on the link vs the bytes the source backup added;
   4. restic: backup of the same image into repository 1, then ``restic copy`` into repository 2, timed;
-  5. peak RSS (VmHWM) of region-a's worker processes (which run the source side).
+  5. peak RSS (VmHWM) of region-a's worker processes (which run the source side);
+  6. CPU seconds (user + system) of both installations' worker processes during each replication
+     (the source's reading and sealing, the destination's checking and storing).
+With ``--tree`` the same steps run on a file tree (``make_dataset.py tree``, then ``mutate-tree --percent
+2``) registered as a file system, in SFS Turbo vaults.
 Not a timed test: run it by hand, paste the table into docs/replication.md.
 """
 
@@ -75,6 +80,27 @@ def _seconds(task: dict) -> float:
     return max((end - start).total_seconds(), 0.001)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes (and their finished children) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def timed_replication(a, b, backup_id: str, dest_vault: str) -> dict:
+    pids = a.worker_pids() + b.worker_pids()
+    before = cpu_seconds(pids)
+    rec = replicate(a, b, backup_id, dest_vault)
+    rec["cpu"] = cpu_seconds(pids) - before
+    return rec
+
+
 def peak_rss_mb(pids: list[int]) -> float:
     best = 0
     for pid in pids:
@@ -87,7 +113,7 @@ def peak_rss_mb(pids: list[int]) -> float:
     return best / 1024
 
 
-def restic_copy(work: Path, image: Path) -> float | None:
+def restic_copy(work: Path, image: Path) -> tuple[float, float] | None:
     if not shutil.which("restic"):
         return None
     env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=str(work / "cache/restic"))
@@ -96,10 +122,11 @@ def restic_copy(work: Path, image: Path) -> float | None:
         shutil.rmtree(r, ignore_errors=True)
         sh(["restic", "init", "-q", "--repo", str(r)], env=env)
     sh(["restic", "backup", "-q", "--repo", str(r1), str(image)], env=env)
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), os.times()
     sh(["restic", "copy", "-q", "--from-repo", str(r1), "--repo", str(r2)],
        env={**env, "RESTIC_FROM_PASSWORD": "bench"})
-    return time.monotonic() - t0
+    c1 = os.times()
+    return time.monotonic() - t0, (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
 
 
 def main() -> None:
@@ -107,13 +134,22 @@ def main() -> None:
     ap.add_argument("--size", default="2G")
     ap.add_argument("--workdir", default="/tmp/opencbr-bench-repl")
     ap.add_argument("--no-restic", action="store_true")
+    ap.add_argument("--tree", action="store_true", help="a file tree (SFS Turbo) instead of a disk")
+    ap.add_argument("--files", default="30000", help="files of the tree (--tree)")
     a_ = ap.parse_args()
     work = Path(a_.workdir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    image = work / "disk.img"
-    sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "disk", str(image), "--size", a_.size, "--seed", "1"])
-    logical = image.stat().st_size
+    data = work / ("tree" if a_.tree else "disk.img")
+    if a_.tree:
+        sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "tree", str(data), "--files", a_.files, "--total",
+            a_.size, "--seed", "1"])
+        logical = sum(f.stat().st_size for f in data.rglob("*") if f.is_file() and not f.is_symlink())
+    else:
+        sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "disk", str(data), "--size", a_.size, "--seed", "1"])
+        logical = data.stat().st_size
+    kind = ("turbo", "OS::Sfs::Turbo", "file-systems", "file_system") if a_.tree else \
+        ("disk", "OS::Cinder::Volume", "disks", "disk")
     receiver = f"127.0.0.1:{free_port()}"
     (work / "a").mkdir()
     (work / "b").mkdir()
@@ -124,35 +160,45 @@ def main() -> None:
     try:
         token = cli(b, "admin", "region", "credential", "region-a", "--json").json()["token"]
         assert cli(a, "admin", "region", "add", "region-b", "--endpoint", receiver, "--credential", token).code == 0
-        disk = api(a).post("/inventory/disks", {"name": "bench", "path": str(image)})["disk"]
+        res = api(a).post(f"/inventory/{kind[2]}", {"name": "bench", "path": str(data)})[kind[3]]
         size_gb = max(10, 4 * logical // 1024**3)
         src = api(a).post("/vaults", {"vault": {"name": "src", "billing": {
-            "object_type": "disk", "protect_type": "backup", "size": size_gb, "consistent_level": "crash_consistent"},
-            "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+            "object_type": kind[0], "protect_type": "backup", "size": size_gb, "consistent_level": "crash_consistent"},
+            "resources": [{"id": res["id"], "type": kind[1]}]}})["vault"]
         dst = api(b).post("/vaults", {"vault": {"name": "dst", "billing": {
-            "object_type": "disk", "protect_type": "replication", "size": size_gb,
+            "object_type": kind[0], "protect_type": "replication", "size": size_gb,
             "consistent_level": "crash_consistent"}}})["vault"]
         b1 = backup(a, src["id"])
-        r1 = replicate(a, b, b1["id"], dst["id"])
-        sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "mutate", str(image), "--percent", "5", "--seed", "2"])
+        rss_backup = peak_rss_mb(a.worker_pids())  # (the source backup's own peak, in the same processes)
+        r1 = timed_replication(a, b, b1["id"], dst["id"])
+        if a_.tree:
+            sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "mutate-tree", str(data), "--percent", "2", "--seed", "2"])
+        else:
+            sh([PY, str(REPO_ROOT / "bench/make_dataset.py"), "mutate", str(data), "--percent", "5", "--seed", "2"])
         b2 = backup(a, src["id"])
-        r2 = replicate(a, b, b2["id"], dst["id"])
+        r2 = timed_replication(a, b, b2["id"], dst["id"])
         rss = peak_rss_mb(a.worker_pids())
     finally:
         a.stop()
         b.stop()
-    restic = None if a_.no_restic else restic_copy(work, image)
+    restic = None if a_.no_restic else restic_copy(work, data)
     mb = logical / 1e6
     bound = 1.2 * b2["added_bytes"] + 0.005 * logical
     print(f"\nlogical size {logical / 1024**2:.0f} MiB\n")
     print("| measure | value |")
     print("|---|---|")
-    print(f"| first replication | {r1['seconds']:.1f} s, {mb / r1['seconds']:.0f} MB/s, {r1['wire_bytes'] / 1e6:.1f} MB on the link |")
-    print(f"| restic copy of the same data | {'not run' if restic is None else f'{restic:.1f} s, {mb / restic:.0f} MB/s'} |")
+    print(f"| first replication | {r1['seconds']:.1f} s, {mb / r1['seconds']:.0f} MB/s, {r1['wire_bytes'] / 1e6:.1f} MB "
+          f"on the link, {r1['cpu']:.1f} CPU s |")
+    print(f"| restic copy of the same data | "
+          f"{'not run' if restic is None else f'{restic[0]:.1f} s, {mb / restic[0]:.0f} MB/s, {restic[1]:.1f} CPU s'} |")
+    if restic is not None:
+        print(f"| first replication vs restic copy | {restic[0] / r1['seconds']:.2f}x |")
     print(f"| second source backup added | {b2['added_bytes'] / 1e6:.1f} MB |")
-    print(f"| second replication | {r2['seconds']:.1f} s, {r2['wire_bytes'] / 1e6:.1f} MB on the link "
+    print(f"| second replication | {r2['seconds']:.1f} s, {r2['cpu']:.1f} CPU s, {r2['wire_bytes'] / 1e6:.1f} MB on the link "
           f"(bound 1.2 x added + 0.5 % = {bound / 1e6:.1f} MB: {'met' if r2['wire_bytes'] <= bound else 'NOT met'}) |")
-    print(f"| peak RSS of a source worker process | {rss:.0f} MB |")
+    print(f"| peak RSS of a source worker process | {rss:.0f} MB (after the first backup, before any "
+          f"replication: {rss_backup:.0f} MB) |")
+    print(f"| load average (1, 5, 15 min) at the end | {' '.join(f'{x:.1f}' for x in os.getloadavg())} |")
 
 
 if __name__ == "__main__":

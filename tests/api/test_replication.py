@@ -35,6 +35,7 @@ from tests.support.clients import api, cli, new_tenant, sdk, sdk_wait_backups, w
 from tests.support.databases import sqlite_url
 from tests.support.disks import MiB, big_random_image, make_image, mutate, sha256
 from tests.support.server import ServerProcess, free_port, wait_listening
+from tests.support.trees import build_tree, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +334,45 @@ def test_a_replica_over_the_destination_backup_quota_is_refused_naming_it(region
     rec = _record(a, _replicate(ca, bid, dst.project_id, dv.id).replication_record_id, src)
     assert rec["status"] == "failed" and "backup quota is 0" in rec["extra_info"]["fail_reason"], rec
     assert api(b, dst).get("/backups")["count"] == 0
+
+
+def test_an_sfs_turbo_backup_replicates_and_the_replica_makes_a_file_system(regions, tmp_path):
+    """Guide 4.4: an SFS Turbo backup replicated by the SDK into an SFS Turbo replication vault; the replica
+    creates a new file system in region-b, file by file identical; the vault's replication (copy_checkpoint)
+    then sends only the next backup."""
+    a, b = regions
+    ca, cb = sdk(a), sdk(b)
+    src = build_tree(tmp_path / "share", seed=17)
+    before = snapshot(src)
+    fs = api(a).post("/inventory/file-systems", {"name": "repl-share", "path": src})["file_system"]
+    v = _vault(ca, "src-turbo", "turbo", "backup", [ResourceCreate(id=fs["id"], type="OS::Sfs::Turbo")])
+    dv = _vault(cb, "dst-turbo", "turbo", "replication")
+    wrong = _vault(cb, "dst-turbo-wrong", "disk", "replication")
+    b1 = _backup(a, ca, v.id)
+    with pytest.raises(ClientRequestException) as e:  # (the destination vault must hold SFS Turbo replicas)
+        _replicate(ca, b1.id, b.admin.project_id, wrong.id)
+    assert e.value.status_code == 400 and "holds disk backups" in e.value.error_msg
+    rec = _record(a, _replicate(ca, b1.id, b.admin.project_id, dv.id).replication_record_id)
+    assert rec["status"] == "available", rec
+    replica = api(b).get(f"/backups/{rec['destination_backup_id']}")["backup"]
+    assert replica["resource_type"] == "OS::Sfs::Turbo" and replica["image_type"] == "replication"
+    assert replica["replication_source"]["source_backup_id"] == b1.id
+    out = api(b).post(f"/backups/{replica['id']}/create-file-system", {"name": "from-replica",
+                                                                       "path": str(tmp_path / "r1")})
+    assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+    assert snapshot(tmp_path / "r1") == before
+
+    with open(os.path.join(src, "docs", "added.txt"), "w") as f:
+        f.write("added after the first replica\n")
+    b2 = _backup(a, ca, v.id)
+    out = ca.copy_checkpoint(CopyCheckpointRequest(body=CheckpointReplicateReq(replicate=CheckpointReplicateParam(
+        vault_id=v.id, destination_project_id=b.admin.project_id, destination_region="region-b",
+        destination_vault_id=dv.id)))).replication
+    assert [x.backup_id for x in out.backups] == [b2.id]  # (b1 has its replica there)
+    rec2 = _record(a, out.backups[0].replication_record_id)
+    assert rec2["status"] == "available", rec2
+    assert rec2["wire_bytes"] < rec["wire_bytes"] / 4, (rec2["wire_bytes"], rec["wire_bytes"])
+    out = api(b).post(f"/backups/{rec2['destination_backup_id']}/create-file-system",
+                      {"name": "from-replica-2", "path": str(tmp_path / "r2")})
+    assert wait_task(api(b), out["operation_log_id"])["status"] == "success"
+    assert snapshot(tmp_path / "r2") == snapshot(src)

@@ -121,3 +121,43 @@ def test_create_replica_dialogs_and_the_replica_with_its_source(browser, two_reg
     expect(dialog(page).locator(".replica-source")).to_contain_text("region-a")
     expect(dialog(page).locator(".replica-source")).to_contain_text(backup["id"])
     ctx.close()
+
+
+def test_sfs_turbo_backups_and_vaults_offer_create_replica(browser, two_regions, tmp_path):  # noqa: F811
+    """Guide 4.4: an SFS Turbo backup is replicated from its More menu, into an SFS Turbo replication vault;
+    the vault's More menu offers Create Replica too."""
+    a, b = two_regions
+    client = api(a)
+    share = tmp_path / "share"
+    (share / "docs").mkdir(parents=True)
+    (share / "docs" / "readme.txt").write_text("replicated from the console\n")
+    fs = client.post("/inventory/file-systems", {"name": "c-share", "path": str(share)})["file_system"]
+    v = client.post("/vaults", {"vault": {"name": "c-turbo", "billing": {"object_type": "turbo", "size": 10},
+                                          "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
+    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})["checkpoint"]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        bs = client.get("/backups", checkpoint_id=cp["id"])["backups"]
+        if bs and bs[0]["status"] == "available":
+            break
+        time.sleep(0.2)
+    backup = bs[0]
+    dest = api(b).post("/vaults", {"vault": {"name": "c-dr-turbo", "billing": {
+        "object_type": "turbo", "protect_type": "replication", "size": 10}}})["vault"]
+    ctx, page = _page(browser, a)
+    sign_in(page, a.admin)
+    page.goto("/console/#/sfs-turbo/vaults")
+    row(page, "vault-name", "c-turbo").get_by_role("button", name="More ▾").click()
+    expect(page.get_by_role("menuitem", name="Create Replica")).to_be_enabled()
+    page.keyboard.press("Escape")
+    page.goto("/console/#/sfs-turbo/backups")
+    row(page, "backup-name", backup["name"]).get_by_role("button", name="More ▾").click()
+    page.get_by_role("menuitem", name="Create Replica").click()
+    dlg = dialog(page)
+    dlg.locator("input[name=destination-project]").fill(b.admin.project_id)
+    dlg.locator("input[name=destination-vault]").fill(dest["id"])
+    dlg.get_by_role("button", name="OK").click()
+    expect(dialog(page)).to_have_count(0)
+    rec = _record(a, backup["id"])
+    assert rec["status"] == "available", rec
+    ctx.close()

@@ -59,7 +59,8 @@ def start_destination(tmp_path, clock):
 class LinkProxy:
     """A TCP relay between a source and a destination's receiver that counts the bytes each way and
     cuts every connection once ``cut_after`` bytes went from the source to the destination: a link cut
-    mid-transfer, as the network does it."""
+    mid-transfer, as the network does it. ``hold_after``: once that many bytes went up, it forwards
+    nothing more until :meth:`release` (a transfer paused at a known point; ``held`` is set then)."""
 
     def __init__(self, target: str):
         host, port = target.rsplit(":", 1)
@@ -67,15 +68,23 @@ class LinkProxy:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"127.0.0.1:{self.server.getsockname()[1]}"
         self.cut_after: int | None = None
+        self.hold_after: int | None = None
+        self.held = threading.Event()
+        self._released = threading.Event()
         self.up = self.down = 0  # bytes source -> destination, destination -> source
         self.cuts = 0
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def reset(self, cut_after: int | None = None) -> None:
+    def reset(self, cut_after: int | None = None, hold_after: int | None = None) -> None:
         with self._lock:
             self.up = self.down = 0
-            self.cut_after = cut_after
+            self.cut_after, self.hold_after = cut_after, hold_after
+            self.held.clear()
+            self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     def close(self) -> None:
         self.server.close()
@@ -93,6 +102,9 @@ class LinkProxy:
     def _pipe(self, a, b, up: bool, both) -> None:
         try:
             while data := a.recv(1 << 16):
+                if up and self.hold_after is not None and self.up + len(data) > self.hold_after:
+                    self.held.set()
+                    self._released.wait(30)
                 with self._lock:
                     if up and self.cut_after is not None and self.up + len(data) > self.cut_after:
                         data = data[:max(0, self.cut_after - self.up)]

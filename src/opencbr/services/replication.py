@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, timedelta
 
@@ -34,10 +35,13 @@ from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, Forbidden, InvalidParameter, NotFound, StateConflict
 from opencbr.domain.retention import CurrentRetention
+from opencbr.engine import tree as engine_tree
 from opencbr.engine.chunks.crypto import ZERO_DIGEST
 from opencbr.engine.chunks.reader import read_span, spans_of
 from opencbr.engine.disk.backup import backup_disk
+from opencbr.engine.disk.copy import copy_disk_backup
 from opencbr.engine.disk.fixed_index import FixedIndex
+from opencbr.engine.errors import EngineError, InvalidArgument
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote.client import RemoteFailure
 from opencbr.engine.remote.vault import VaultAccess, vault_request
@@ -63,6 +67,16 @@ class ReplicationFailed(CBRError):
     status = 409
 
 
+class SourceDeleted(ReplicationFailed):
+    """The source backup was deleted (or began to be) while its replica was being made."""
+
+    code = "BackupService.6964"
+
+
+#: What each kind of vault holds (guide 3.6, 4.4: server, disk and SFS Turbo replication vaults).
+_KIND_OF_VAULT = {"server": R.SERVER, "disk": R.DISK, "turbo": R.FILE_SYSTEM}
+
+
 # ------------------------------------------------------------------------------------ capabilities
 def capabilities(s: Session, ctx: ServiceContext) -> dict:
     """show_replication_capabilities: this region and the linked regions it replicates into."""
@@ -84,8 +98,9 @@ def _target(body: object) -> dict:
 
 
 def check_replicable(s: Session, b: Backup, vault: Vault) -> None:
-    """Guide 3.6/4.4: Available top-level backups of backup vaults; server backups with their system
-    disk; replicas (and anything in a replication vault) cannot be replicated again."""
+    """Guide 3.6/4.4 (and 4.4's SFS Turbo rules): Available top-level backups of backup vaults; server
+    backups with their system disk; replicas (and anything in a replication vault) cannot be replicated
+    again."""
     if b.parent_id is not None:
         raise InvalidParameter("replicate the server backup, not one of its disks", code="BackupService.6953")
     if b.image_type == "replication" or vault.protect_type == "replication":
@@ -94,9 +109,6 @@ def check_replicable(s: Session, b: Backup, vault: Vault) -> None:
     if b.status != B.AVAILABLE:
         raise StateConflict(f"backup {b.name} is {b.status}; only Available backups are replicated",
                             code="BackupService.6955")
-    if b.resource_type == R.FILE_SYSTEM:
-        raise InvalidParameter("replication of SFS Turbo (file system) backups is not supported yet",
-                               code="BackupService.6956")
     if b.resource_type == R.SERVER and not any(c.disk_role == "system" for c in data_backups(s, b)):
         raise InvalidParameter("only server backups that contain the system disk can be replicated",
                                code="BackupService.6957")
@@ -195,7 +207,7 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
         except CBRError:
             continue  # (a server backup without its system disk: not replicable, skipped)
         todo.append(b)
-    kind = {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER)
+    kind = _KIND_OF_VAULT.get(vault.object_type, R.SERVER)
     there = _ask_destination(s, ctx, p, region, target, kind, [b.id for b in todo])
     made = []
     for b in todo:
@@ -203,8 +215,7 @@ def copy_checkpoint(s: Session, ctx: ServiceContext, p: Principal, body: object,
             continue  # (one replica per backup per region: it has one there)
         rec = _queue(s, ctx, p, b, vault, region, target, auto_trigger=auto, policy_id=policy_id)
         made.append({"backup_id": b.id, "replication_record_id": rec.id})
-    return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(
-        {"server": R.SERVER, "disk": R.DISK}.get(vault.object_type, R.SERVER), ""),
+    return {"backups": made, "project_id": p.project_id, "provider_id": R.PROVIDER_ID.get(kind, ""),
         "source_region": ctx.settings.region, "vault_id": vault.id,
         "destination_project_id": target["destination_project_id"], "destination_region": region.name,
         "destination_vault_id": target["destination_vault_id"]}
@@ -414,6 +425,7 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
         link = regions.link_of(ctx, region_row)
         header = _request(s, ctx, run, rec, b, parts)
         part_ids = [d.id for d in parts]
+        source_id, tree = b.id, b.resource_type == R.FILE_SYSTEM
     src = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
     try:
@@ -429,11 +441,18 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
             rec = s.get(ReplicationRecord, record_id)
             rec.destination_backup_id = answer["backup_id"]
             rec.destination_checkpoint_id = answer["checkpoint_id"]
-        final = _send_disks(ch, answer, src, part_ids, progress, link.name)
+        final = _send(ch, answer, src, part_ids, tree, progress, link.name, lambda: _source_left(ctx, source_id))
     except LinkError as e:
         raise ReplicationFailed(f"the link to region {link.name} broke: {e}") from None
     except RemoteFailure as e:
         raise ReplicationFailed(f"the destination region {link.name} stopped the transfer: {e}") from None
+    except EngineError:
+        if progress.cancel.is_set():
+            raise ReplicationFailed("the replication was cancelled") from None
+        gone = _source_left(ctx, source_id)  # its data went with it: say so, not what the reader met
+        if gone:
+            raise SourceDeleted(gone) from None
+        raise
     except Exception as e:
         if progress.cancel.is_set() and not isinstance(e, CBRError):
             raise ReplicationFailed("the replication was cancelled") from None
@@ -446,6 +465,33 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
         rec.status, rec.progress, rec.wire_bytes, rec.updated_at = AVAILABLE, 100, wire, ctx.now()
         info = _op_info(ctx, rec, b, final.get("name", ""))
     run.set_extra(replication=info, wire_bytes=wire)
+
+
+def _copy_disk(src, chunks, pid: str, dest: str, block_size: int, previous, cancel, progress):
+    """A source disk backup into the destination: block for block where the block sizes agree (records
+    sealed again without a second compression, unchanged blocks since ``previous`` not read:
+    engine/disk/copy.py), else the image backed up again."""
+    try:
+        return copy_disk_backup(src.chunks, pid, chunks, backup_id=dest, meta={}, block_size=block_size,
+                                previous=previous, cancel=cancel, progress=progress)
+    except InvalidArgument:
+        pass
+    image = BackupImageSource(src.chunks, pid)
+    try:
+        return backup_disk(chunks, image, backup_id=dest, meta={}, block_size=block_size, cancel=cancel,
+                           progress=progress)
+    finally:
+        image.close()
+
+
+def _source_left(ctx: ServiceContext, backup_id: str) -> str:
+    """Why the source backup cannot be replicated any more ("" while it is Available)."""
+    with ctx.read() as s:
+        b = s.get(Backup, backup_id)
+        if b is not None and b.status == B.AVAILABLE:
+            return ""
+        return (f"the source backup {b.name if b is not None else backup_id} was deleted while it was being "
+                "replicated; nothing of it was kept in the destination region")
 
 
 def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: ReplicationRecord, b: Backup,
@@ -464,30 +510,38 @@ def _request(s: Session, ctx: ServiceContext, run: tasks.TaskRun, rec: Replicati
                          "size_bytes": b.resource_size_bytes, "az": b.resource_az},
             "logical_bytes": b.logical_bytes, "auto_trigger": rec.auto_trigger,
             "retention_rule": run.params.get("retention_rule") or "",
-            "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency")},
+            "details": {k: v for k, v in (b.details or {}).items() if k in ("disks", "consistency", "partial")},
             "disks": disks if b.resource_type == R.SERVER else []}
 
 
-def _send_disks(ch, answer: dict, src, part_ids: list[str], progress: TaskProgress, region: str) -> dict:
-    """The engine's disk backup of each source disk image into the destination's vault, over the
-    channel; then the destination's confirmation (returned)."""
+def _send(ch, answer: dict, src, part_ids: list[str], tree: bool, progress: TaskProgress, region: str,
+          source_left: Callable[[], str]) -> dict:
+    """The engine's backup of each source disk image -- or of the source file system's stored tree --
+    into the destination's vault, over the channel; then, unless the source backup went meanwhile
+    (``source_left``: why, or ""), the destination's confirmation (returned)."""
     access = VaultAccess.of(answer)
     results = []
+    parents = answer.get("parents") or [None] * len(part_ids)
     with access.chunks(ch) as chunks:
-        for i, (pid, dest) in enumerate(zip(part_ids, answer["disks"], strict=True)):
+        for i, (pid, dest, parent) in enumerate(zip(part_ids, answer["disks"], parents, strict=True)):
             span = progress.span(int(99 * i / len(part_ids)), int(99 * (i + 1) / len(part_ids)))
 
             def both(done: int, total: int, span=span) -> None:  # this task's progress, and the receiver's
                 span(done, total)
                 chunks.progress(done, total)
 
-            image = BackupImageSource(src.chunks, pid)
-            try:
-                r = backup_disk(chunks, image, backup_id=dest, meta={}, block_size=access.block_size,
-                                cancel=span.cancel, progress=both)
-            finally:
-                image.close()
-            results.append(r.to_dict())
+            previous = tuple(parent) if isinstance(parent, list) and len(parent) == 2 else None
+            if tree:  # (its chunks are cut by the destination's keyed chunker: the tree is backed up again)
+                r = engine_tree.backup_tree_from(chunks, engine_tree.StoredTreeSource(src.chunks, pid), backup_id=dest,
+                                                 meta={}, parent_backup_id=previous[0] if previous else None,
+                                                 cancel=span.cancel, progress=both)
+            else:
+                r = _copy_disk(src, chunks, pid, dest, access.block_size, previous, span.cancel, both)
+            results.append({**r.to_dict(), "warnings": []} if tree else r.to_dict())
+    gone = source_left()
+    if gone:  # the destination withdraws what it recorded: no replica of a deleted backup
+        ch.send(error_answer(SourceDeleted.code, gone))
+        raise SourceDeleted(gone)
     ch.send({"ok": True, "result": {"disks": results}})
     try:
         final, _ = ch.recv(timeout=120)
@@ -521,10 +575,11 @@ def receive(ctx: ServiceContext, channel, header: dict) -> None:
     if op in ("check", "vaults"):
         channel.send(checked)
         return
-    replica_id, vault, scopes, task_id = made
+    replica_id, vault, scopes, task_id, previous = made
     repo = repository(ctx, vault)
     channel.send({"ok": True, "vault": vault_request(repo), "backup_id": replica_id,
-                  "checkpoint_id": made_checkpoint(ctx, replica_id), "disks": [sc.name for sc in scopes]})
+                  "checkpoint_id": made_checkpoint(ctx, replica_id), "disks": [sc.name for sc in scopes],
+                  "parents": previous})
     final = None
     reason = "the source ended the transfer"
     try:
@@ -565,7 +620,7 @@ def _target_vault(s: Session, cred, h: dict) -> tuple[Project, Vault]:
     if vault.protect_type != "replication":
         raise InvalidParameter(f"vault {vault.name} is not a replication vault", code="BackupService.6960")
     res = h.get("resource") or {}
-    kind = {R.SERVER: "server", R.DISK: "disk"}.get(res.get("type"), "")
+    kind = {t: k for k, t in _KIND_OF_VAULT.items()}.get(res.get("type"), "")
     if vault.object_type != kind:
         raise InvalidParameter(f"vault {vault.name} holds {vault.object_type} backups, not {kind or 'these'}",
                                code="BackupService.6961")
@@ -643,7 +698,8 @@ def external_vaults(s: Session, ctx: ServiceContext, p: Principal, region_id: ob
     return list(answer.get("vaults") or [])
 
 
-def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault, list[BackupScope], str]:
+def _accept(s: Session, ctx: ServiceContext, cred, h: dict,
+            ) -> tuple[str, Vault, list[BackupScope], str, list[tuple[str, str] | None]]:
     project, vault = _target_vault(s, cred, h)
     quotas.check_room(s, ctx.settings, project.id, quotas.BACKUP)  # a replica is a backup of its project
     res = h.get("resource") or {}
@@ -703,9 +759,25 @@ def _accept(s: Session, ctx: ServiceContext, cred, h: dict) -> tuple[str, Vault,
     s.add(task)
     s.flush()
     top.task_id = task.id
-    scopes = [BackupScope(name=p.id, kind="disk", meta=_replica_meta(p, vault, top, src_info)) for p in parts]
+    # each part's previous replica (of the same disk or file system), which the new one is made over
+    previous = [_previous_replica(s, p) for p in parts]
+    kind = "tree" if top.resource_type == R.FILE_SYSTEM else "disk"
+    scopes = [BackupScope(name=p.id, kind=kind, readable=(prev[0],) if prev else (),
+                          meta=_replica_meta(p, vault, top, src_info)) for p, prev in zip(parts, previous, strict=True)]
     s.expunge(vault)
-    return top.id, vault, scopes, task.id
+    return top.id, vault, scopes, task.id, previous
+
+
+def _previous_replica(s: Session, part: Backup) -> tuple[str, str] | None:
+    """The newest Available replica of the same disk or file system from the same region in this vault,
+    and the source backup it was made from: the new replica is made over it (a file whose recorded
+    metadata, a block whose source digest, did not change is not read again)."""
+    row = s.execute(select(Backup.id, Backup.source_backup_id).where(
+        Backup.vault_id == part.vault_id, Backup.resource_id == part.resource_id,
+        Backup.source_region == part.source_region, Backup.resource_type == part.resource_type,
+        Backup.image_type == "replication", Backup.status == B.AVAILABLE, Backup.id != part.id)
+        .order_by(Backup.created_at.desc()).limit(1)).first()
+    return (row[0], row[1]) if row is not None and row[1] else None
 
 
 def _carried_retention(h: dict) -> CurrentRetention | None:
@@ -768,8 +840,8 @@ def _publish_replica(ctx: ServiceContext, repo, replica_id: str, task_id: str, r
         top = s.get(Backup, replica_id)
         parts = list(s.scalars(select(Backup).where(Backup.parent_id == top.id))) or [top]
         for p in parts:
-            st = stats.get(p.id, {})
-            p.logical_bytes = int(st.get("disk_size", p.resource_size_bytes) or 0)
+            st = stats.get(p.id, {})  # (a disk's BackupResult, a file system's TreeBackupResult)
+            p.logical_bytes = int(st.get("disk_size", st.get("total_bytes", p.resource_size_bytes)) or 0)
             p.added_bytes = int(st.get("added_bytes", 0) or 0)
             p.status, p.protected_at, p.updated_at = B.AVAILABLE, now, now
         if parts[0] is not top:

@@ -19,7 +19,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..chunks.codec import ChunkCodec
+from ..chunks.codec import ChunkCodec, Sealable
 from ..chunks.crypto import DIGEST_SIZE
 from ..chunks.manifests import Manifest
 from ..chunks.session import PutResult, SessionStats
@@ -278,6 +278,10 @@ class RemoteSink:
     def put_chunks(self, pairs, codec: ChunkCodec | None = None) -> None:
         self._put(pairs, codec or self.chunks.codec)
 
+    def put_sealable(self, items: list[tuple[Sealable, bytes]]) -> None:
+        """``(Sealable, digest)`` pairs: stored like :meth:`put_chunks`, their bodies only encrypted."""
+        self._put(items, self.chunks.codec)
+
     def _put(self, pairs, codec: ChunkCodec) -> int:
         """Ask about the chunks the vault may lack and return: the answer comes back to the encoders
         (:meth:`_encode`), so the engine's thread goes on reading and hashing while the question
@@ -289,7 +293,7 @@ class RemoteSink:
             # setdefault is atomic under the GIL: one thread asks about a digest, the others skip it
             if d in seen or seen.setdefault(d, tok) is not tok:
                 continue
-            ask.append((data if isinstance(data, bytes) else bytes(data), d))  # (a caller's buffer is reused)
+            ask.append((data if isinstance(data, (bytes, Sealable)) else bytes(data), d))  # (a caller's buffer is reused)
         if len(seen) > LOCAL_SEEN_MAX:
             seen.clear()
         if not ask:
@@ -344,7 +348,8 @@ class RemoteSink:
                 for (data, d), f in zip(ask, flags, strict=True):
                     if not f:
                         continue
-                    rec = codec.encode_parts(d, data)
+                    rec = (codec.seal_parts(d, data.flags, data.body) if isinstance(data, Sealable)
+                           else codec.encode_parts(d, data))
                     parts.append(d)
                     parts.extend(rec)
                     sizes.append(sum(len(p) for p in rec))

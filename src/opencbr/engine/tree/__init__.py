@@ -8,6 +8,8 @@ Public API (every function takes a :class:`~opencbr.engine.Repository` or its ``
 
     backup_tree(repo, root, *, backup_id, meta, parent_backup_id=None, full=False, progress=None,
                 cancel=None) -> TreeBackupResult
+    backup_tree_from(repo, StoredTreeSource(other_repo.chunks, backup_id), *, backup_id, meta, ...)
+                -> TreeBackupResult  # a stored tree backup backed up again: a replica (stored.py)
     restore_tree(repo, backup_id, target_dir, *, subpath=None, progress=None, cancel=None,
                  allow_nonempty=False, owners=None, sync=True) -> TreeRestoreResult
     list_tree(repo, backup_id, path="/") -> list[ListEntry]        # tree backups
@@ -30,7 +32,7 @@ from ..lazy import lazy_getattr
 
 # Loaded on first use (PEP 562), as in ``opencbr.engine``: a backup does not import the restorer.
 _WHERE = {
-    "backup_tree": "backup", "list_backup": "browse", "list_tree": "browse", "stat_path": "browse",
+    "backup_tree": "backup", "backup_tree_from": "backup", "StoredTreeSource": "stored", "list_backup": "browse", "list_tree": "browse", "stat_path": "browse",
     "ChunkParams": "chunker", "DEFAULT_PARAMS": "chunker", "Entry": "entry", "restore_tree": "restore",
     "ListEntry": "results", "TreeBackupResult": "results", "TreeRestoreResult": "results",
     "TreeWarning": "results", "verify_tree": "verify",

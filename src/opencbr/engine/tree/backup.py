@@ -42,8 +42,8 @@ from ..chunks.manifests import check_name
 from ..errors import BackupCancelled, Conflict, InvalidArgument, Missing
 from .bundle import SMALL_FILE, Bundler
 from .catalog import CatalogReader, CatalogWriter
-from .chunker import DEFAULT_PARAMS, DIRECT_MIN, ChunkParams, FileChunker, FileData, FileUnreadable
-from .common import Names, Progress, chunkstore_of, load_index
+from .chunker import DEFAULT_PARAMS, ChunkParams, FileChunker, FileData, FileUnreadable
+from .common import Progress, chunkstore_of, load_index
 from .cutting import chunking_secret, cut_name
 from .dynamic_index import FORMAT, DynamicIndex
 from .entry import (
@@ -65,9 +65,8 @@ from .entry import (
 )
 from .memory import MMAP_THRESHOLD, limit_heap_growth, trim
 from .results import TreeBackupResult, TreeWarning
+from .sources import DirectorySource, TreeSource
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
-from .walker import TreeScanner, TreeWalker
-from .xattrs import read_xattrs
 
 MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
@@ -147,14 +146,12 @@ class TreeBackup:
 
     _NODE = Entry(b"", DIR, 0)  # marks a reused non-file record in the pending queue (counted already)
 
-    def __init__(self, cs, root, *, backup_id: str, meta: dict, parent: DynamicIndex | None, parent_id: str | None,
-                 full: bool, progress: Progress | None, cancel: threading.Event | None, params: ChunkParams,
-                 workers: int, one_file_system: bool, level: int = TREE_ZSTD_LEVEL,
-                 exclude: frozenset[bytes] = frozenset()):
+    def __init__(self, cs, source: TreeSource, *, backup_id: str, meta: dict, parent: DynamicIndex | None,
+                 parent_id: str | None, full: bool, progress: Progress | None, cancel: threading.Event | None,
+                 params: ChunkParams, workers: int, level: int = TREE_ZSTD_LEVEL):
         self.cs = cs
-        self.exclude = exclude
         self.level = level
-        self.root = root
+        self.source = source
         self.backup_id = backup_id
         self.meta = meta
         self.parent = parent
@@ -165,8 +162,6 @@ class TreeBackup:
         self.params = params
         self.secret = chunking_secret(cs.codec.keys)  # encrypted vaults cut where only the key tells
         self.workers = workers
-        self.one_file_system = one_file_system
-        self.names = Names()
         self.warnings: list[TreeWarning] = []
         self.warnings_dropped = 0
         self.partial = False
@@ -177,7 +172,8 @@ class TreeBackup:
         self.bytes_read = 0  # file bytes read (the progress counters also count holes)
         self._tls = threading.local()
         self._worker_bytes: dict[int, int] = {}
-        self._estimate = int(parent.stats.get("total_bytes", 0)) if parent is not None else 0
+        self._estimate = max(int(parent.stats.get("total_bytes", 0)) if parent is not None else 0,
+                             int(getattr(source, "size_hint", 0)))
         self._last_report = 0.0
 
     # -- warnings & progress ----------------------------------------------------------------------
@@ -226,35 +222,15 @@ class TreeBackup:
             ch = self._tls.chunker = FileChunker(self.params, put, self.cancel, on_bytes, gear)
         return ch
 
-    def _read(self, abspath: bytes, st: os.stat_result) -> FileData:
+    def _read(self, item) -> FileData:
         if self.cancel.is_set():
             raise BackupCancelled(f"backup {self.backup_id} was cancelled")
         # Hard-linked files are never bundled: every member must point at the same chunk.
-        return self._chunker().read_file(abspath, st, SMALL_FILE if st.st_nlink == 1 else 0)
+        return self.source.read_file(self._chunker(), item, SMALL_FILE if item.st.st_nlink == 1 else 0)
 
     # -- main side ----------------------------------------------------------------------------------
     def _entry(self, item, typ: int) -> Entry:
-        st = item.st
-        e = Entry(item.path, typ, st.st_mode, st.st_uid, st.st_gid, 0, st.st_mtime_ns, st.st_ctime_ns,
-                  st.st_atime_ns, st.st_ino, st.st_nlink, 0, self.names.user(st.st_uid), self.names.group(st.st_gid))
-        if typ == FILE:
-            e.size = st.st_size
-            # rdev is meaningless for a regular file: it carries st_dev, so that hard-link groups are
-            # told apart by (dev, ino) when a backup spans several file systems (one_file_system=False).
-            e.rdev = st.st_dev
-        elif typ in (CHR, BLK):
-            e.rdev = st.st_rdev
-        elif typ in (DIR, SYMLINK):
-            # Not recorded: listing a directory or reading a symlink (this very backup does both)
-            # changes its atime, so those records -- and the catalog chunks holding them -- would differ
-            # in every backup (measured at 300k files: 843 of 977 catalog chunks re-stored by an
-            # unchanged re-backup). Restore uses the mtime. borg stores no atimes by default at all.
-            e.atime_ns = 0
-        if typ != FILE:  # (a regular file's come with its content: FileData.xattrs)
-            e.xattrs, problems = read_xattrs(item.abspath)
-            for msg in problems:
-                self.warn(item.path, msg, False)
-        return e
+        return self.source.entry(item, typ, self.warn)
 
     def _emit(self, p: _Pending) -> None:
         """Take the head of the pending queue: finish its record, then write it to the catalog -- or
@@ -365,19 +341,19 @@ class TreeBackup:
         if not self._batch:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
-        fut = self._pool.submit(self._read_batch, [(ap, st) for ap, st, _p in batch])
-        for i, (_ap, _st, p) in enumerate(batch):
+        fut = self._pool.submit(self._read_batch, [item for item, _p in batch])
+        for i, (_item, p) in enumerate(batch):
             p.fut, p.idx = fut, i
 
-    def _read_batch(self, items: list[tuple[bytes, os.stat_result]]) -> list:
+    def _read_batch(self, items: list) -> list:
         """Read small files; per file a FileData or the FileUnreadable it raised."""
         if self.cancel.is_set():
             raise BackupCancelled(f"backup {self.backup_id} was cancelled")
         ch = self._chunker()
         out: list = []
-        for ap, st in items:
+        for item in items:
             try:
-                out.append(ch.read_file(ap, st, SMALL_FILE))
+                out.append(self.source.read_file(ch, item, SMALL_FILE))
             except FileUnreadable as e:
                 out.append(e)
         return out
@@ -395,7 +371,7 @@ class TreeBackup:
             cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=index).records())
         if self.progress is not None and self.parent is None:
             # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
-            self._scanner = TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
+            self._scanner = self.source.scanner()
         try:
             self._walk(cursor)
             cat = self._finish_catalog()
@@ -427,7 +403,7 @@ class TreeBackup:
 
     def _start(self) -> None:
         """The session, the reader threads, the bundler and the catalog writer of this run."""
-        self._scanner: TreeScanner | None = None
+        self._scanner = None
         self.session = session = seams.open_session(self.cs)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(self.cs, self.level)
@@ -437,7 +413,7 @@ class TreeBackup:
         self._last_ref = b""
         self.bundles = 0
         self._small_inflight = 0
-        self._batch: list[tuple[bytes, os.stat_result, _Pending]] = []
+        self._batch: list[tuple[object, _Pending]] = []
         self._batch_bytes = 0
         self._pending: deque[_Pending] = deque()
         self._known = b""  # last chunk digest found in the repository (reuse path)
@@ -451,22 +427,10 @@ class TreeBackup:
         self.catalog = CatalogWriter(put_catalog, self.secret)
         self.refs = bytearray()
 
-    def _walker(self) -> TreeWalker:
-        # A first (or full) backup reads every file: its listing threads start the kernel reading the
-        # files read through the page cache (below DIRECT_MIN) ahead of the workers (30k-file tree:
-        # 4.9-5.1 -> 4.3-4.7 s). An incremental backup reads few files, which are not known ahead;
-        # its walk is mostly metadata reads: a helper process reads them ahead (``warm``, see
-        # MetadataWarmer: 30k-file tree, unchanged 0.85 -> 0.65 s, changed 1.1 -> 0.76 s), and it
-        # lists ahead in threads only where listings wait on the device (``adaptive``).
-        incremental = self.parent is not None and not self.full
-        return TreeWalker(self.root, self.warn, one_file_system=self.one_file_system,
-                          prefetch=4 if incremental else 2, readahead_below=0 if incremental else DIRECT_MIN,
-                          adaptive=incremental, warm=incremental, exclude=self.exclude)
-
     def _walk(self, cursor: ParentCursor | None) -> None:
         """Every entry of the tree, in walk order, into the pending queue (files read by the pool)."""
         pending = self._pending
-        for n, item in enumerate(self._walker()):
+        for n, item in enumerate(self.source.walk(self.warn, self.parent is not None and not self.full)):
             if n % 256 == 0:
                 self._check_cancel()
                 self._report()
@@ -511,14 +475,14 @@ class TreeBackup:
                 self._submit_batch()
                 self._drain(pending, block=True, until_small=MAX_SMALL_INFLIGHT // 2)
             p = _Pending(item.path, e, None, small=st.st_size)
-            self._batch.append((item.abspath, st, p))
+            self._batch.append((item, p))
             self._batch_bytes += st.st_size
             pending.append(p)
             if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
                 self._submit_batch()
             return
         else:
-            fut = self._pool.submit(self._read, item.abspath, st)
+            fut = self._pool.submit(self._read, item)
             if st.st_nlink > 1:
                 self._links[ident] = fut
         pending.append(_Pending(item.path, e, fut))
@@ -537,7 +501,7 @@ class TreeBackup:
         e = self._entry(item, typ)
         if typ == SYMLINK:
             try:
-                e.link = os.readlink(item.abspath)
+                e.link = self.source.readlink(item)
             except OSError as exc:
                 self.warn(item.path, f"cannot read symlink: {exc.strerror or exc}", True)
                 return False
@@ -642,11 +606,6 @@ def backup_tree(
     recorded. Raises Missing (no ``root``), InvalidArgument (``root`` not a directory, bad id,
     parent not a tree backup), Conflict (``backup_id`` exists).
     """
-    cs = chunkstore_of(repo_or_chunkstore)
-    check_name(backup_id)
-    limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
-    if cs.has_manifest(backup_id):
-        raise Conflict(f"backup {backup_id} already exists in the repository")
     walk_root = os.path.realpath(os.fsencode(root)) if root_fd is None else os.fsencode(f"/proc/self/fd/{root_fd}")
     try:
         st = os.stat(walk_root)
@@ -654,15 +613,35 @@ def backup_tree(
         raise Missing(f"directory {os.fsdecode(root)} does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument(f"{os.fsdecode(root)} is not a directory")
-    parent = None
-    if parent_backup_id is not None:
-        try:
-            parent = load_index(cs, parent_backup_id)
-        except Missing:
-            parent = None  # deleted meanwhile: every backup is a virtual full, nothing depends on it
-    return TreeBackup(
-        cs, walk_root, backup_id=backup_id, meta=meta, parent=parent, parent_id=parent_backup_id if parent else None,
-        full=full, progress=progress, cancel=cancel, params=params, workers=workers or default_workers(),
-        one_file_system=one_file_system, level=level,
-        exclude=frozenset(os.fsencode(e).strip(b"/") for e in exclude or () if os.fsencode(e).strip(b"/")),
-    ).run()
+    source = DirectorySource(walk_root, one_file_system=one_file_system, exclude=frozenset(
+        os.fsencode(e).strip(b"/") for e in exclude or () if os.fsencode(e).strip(b"/")))
+    return backup_tree_from(repo_or_chunkstore, source, backup_id=backup_id, meta=meta,
+                            parent_backup_id=parent_backup_id, full=full, progress=progress, cancel=cancel,
+                            params=params, workers=workers, level=level)
+
+
+def backup_tree_from(repo_or_chunkstore, source: TreeSource, *, backup_id: str, meta: dict,
+                     parent_backup_id: str | None = None, full: bool = False, progress: Progress | None = None,
+                     cancel: threading.Event | None = None, params: ChunkParams = DEFAULT_PARAMS,
+                     workers: int | None = None, level: int = TREE_ZSTD_LEVEL) -> TreeBackupResult:
+    """:func:`backup_tree` of any :class:`~opencbr.engine.tree.sources.TreeSource` (a directory, or a
+    stored tree backup for a replica: ``stored.StoredTreeSource``). The source is closed at the end."""
+    try:
+        cs = chunkstore_of(repo_or_chunkstore)
+        check_name(backup_id)
+        limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
+        if cs.has_manifest(backup_id):
+            raise Conflict(f"backup {backup_id} already exists in the repository")
+        parent = None
+        if parent_backup_id is not None:
+            try:
+                parent = load_index(cs, parent_backup_id)
+            except Missing:
+                parent = None  # deleted meanwhile: every backup is a virtual full, nothing depends on it
+        return TreeBackup(
+            cs, source, backup_id=backup_id, meta=meta, parent=parent,
+            parent_id=parent_backup_id if parent else None, full=full, progress=progress, cancel=cancel,
+            params=params, workers=workers or default_workers(), level=level,
+        ).run()
+    finally:
+        source.close()

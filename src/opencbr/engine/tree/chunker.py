@@ -283,6 +283,16 @@ class FileChunker:
             ctypes.memmove(self._addr + nb, self._addr + pos, tail)  # (regions may overlap)
             base, end = nb, nb + tail
 
+    def read_stream(self, src, size: int, extents: list[tuple[int, int]] | None = None) -> FileData:
+        """Store content that is not a file of this machine (a stored backup's file, for a replica):
+        ``src.readinto`` yields the file's data -- its ``extents`` laid end to end when it is sparse --
+        and it is cut exactly as :meth:`read_file` cuts a file of that content."""
+        out = FileData(size=size, extents=extents)
+        self._chunk_stream(src, out)
+        if extents is not None:
+            self.on_bytes(max(0, size - out.bytes_read))  # holes count as done for progress
+        return out
+
     def read_file(self, abspath: bytes, st: os.stat_result, small_limit: int = 0) -> FileData:
         """Read and store one file. A file of fewer than ``small_limit`` bytes (at ``lstat`` time and
         still when read) is not stored: its content is returned in ``FileData.data`` for a bundle."""

@@ -3,10 +3,9 @@
 import { api } from "./api.js";
 import { UserError, badge, field, fmtBytes, fmtTime, h, openDialog, select, table, toast } from "./ui.js";
 
-// Server and disk backups of backup vaults are replicated (SFS Turbo: not yet, the API says why).
+// Server, disk and SFS Turbo backups of backup vaults are replicated (guide 3.6, 4.4); replicas are not.
 export const replicable = (b, vaultProtectType) =>
-  b.status === "available" && b.image_type !== "replication" && vaultProtectType !== "replication"
-  && b.resource_type !== "OS::Sfs::Turbo";
+  b.status === "available" && b.image_type !== "replication" && vaultProtectType !== "replication";
 
 async function destinations() {
   const caps = await api.get("/replication-capabilities");
@@ -21,7 +20,7 @@ function targetFields(regions) {
   const rows = [
     ...field("Destination region", region, regions.length ? "A region linked by the operator (cbr admin region add)." : "No region is linked: the operator links one with cbr admin region add."),
     ...field("Destination project", project, "A project of your account in the destination region."),
-    ...field("Destination vault", vault, "A replication vault of the same kind (server or disk) with room, in that project."),
+    ...field("Destination vault", vault, "A replication vault of the same kind (server, disk or SFS Turbo) with room, in that project."),
   ];
   const value = () => {
     if (!region.value) throw new UserError("No destination region is linked to this region.");

@@ -67,7 +67,7 @@ export function backupTable(backups, { kind, vaultNames = {}, onChange, selected
             title: ro ? why : b.used_by_image ? "An image was already created from this backup" : !ok ? why : undefined,
             onClick: () => after(createImage(b)),
           } : null,
-          kind.objectType !== "turbo" ? { label: "Create Replica", write: true, disabled: ro || !replicable(b), title: ro ? why : replicable(b) ? undefined : "Available backups of backup vaults are replicated (not replicas)", onClick: () => after(replicateBackup(b)) } : null,
+          { label: "Create Replica", write: true, disabled: ro || !replicable(b), title: ro ? why : replicable(b) ? undefined : "Available backups of backup vaults are replicated (not replicas)", onClick: () => after(replicateBackup(b)) },
           "-",
           { label: "Delete", danger: true, write: true, disabled: ro || !["available", "error"].includes(b.status) || b.used_by_image, title: ro ? why : b.used_by_image ? "An image was created from this backup: delete the image first" : "Available or Error backups can be deleted", onClick: () => after(deleteBackups([b])) },
         ]));

@@ -60,7 +60,7 @@ export async function render(main, { kind, query }, ctx) {
             { label: "Expand Capacity", write: true, disabled: ro || busy || v.billing.status === "locked", title: why, onClick: () => after(expandCapacity(v)) },
             { label: pol ? "Change Backup Policy" : "Apply Backup Policy", write: true, disabled: ro || busy || repl, title: why, onClick: () => after(applyPolicy(v)) },
             pol ? { label: "Remove Policy", write: true, disabled: ro || busy, title: why, onClick: () => after(removePolicy(v, pol)) } : null,
-            kind.objectType !== "turbo" ? { label: "Create Replica", write: true, disabled: ro || busy || repl, title: why, onClick: () => after(replicateVault(v)) } : null,
+            { label: "Create Replica", write: true, disabled: ro || busy || repl, title: why, onClick: () => after(replicateVault(v)) },
             { label: "View Monitoring Data", onClick: () => ctx.navigate(`#/monitoring?vault=${v.id}`) },
             { label: "View Backups", onClick: () => ctx.navigate(`#/${kind.path}/backups?vault_id=${v.id}`) },
             "-",
