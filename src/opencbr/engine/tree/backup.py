@@ -466,7 +466,7 @@ class TreeBackup:
     def _start(self) -> None:
         """The session, the reader threads, the bundler and the catalog writer of this run."""
         self._scanner: TreeScanner | None = None
-        self.session = session = seams.open_session(self.cs)
+        self.session = seams.open_session(self.cs)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
         self._main_codec = main_codec = tree_codec(self.cs, self.level)
         self.bundler = Bundler(self.secret)

@@ -16,6 +16,7 @@ from ..entry import Entry
 from .paths import DIR_FLAGS
 from .tally import Tally
 
+
 class BackgroundFlush:
     """Writes back what a restore has written so far, in batches: ``kick()`` asks a thread of its own
     to run ``syncfs`` (coalesced: one at a time, at most one more asked for meanwhile), so the final

@@ -22,7 +22,6 @@ from .parts import ForkedParts
 from .paths import DIR_FLAGS, FILE_FLAGS, check_components, make_room, open_target
 from .tally import Tally
 
-
 FLUSH_BYTES = 8 << 20  # with ``sync``: written back in the background every this many bytes (BackgroundFlush)
 
 
