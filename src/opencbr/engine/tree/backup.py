@@ -6,9 +6,11 @@ Threads:
   parent backup's catalog (:class:`ParentCursor`, streamed in the same order), builds entry records
   and writes the catalog in order;
 - ``workers`` threads read, chunk (FastCDC), hash, compress and encrypt the files that must be read
-  (new or changed); files under 64 KiB come back as data and the calling thread packs them, in walk
-  order, into content-defined *bundle* chunks (bundle.py) that the workers compress and store; the
-  session's uploader threads write full packs. Results are consumed in walk order from a bounded deque
+  (new or changed); files under 64 KiB come back as data and the calling thread decides, in walk
+  order, where they go in content-defined *bundle* chunks (bundle.py) that the workers join, hash,
+  compress and store (the calling thread is the serial part of a backup of small files: it makes no
+  system call per entry on a first backup, see walker.py ``node_meta``); the session's uploader
+  threads write full packs. Results are consumed in walk order from a bounded deque
   of futures, so memory is bounded (``MAX_PENDING`` results, ``MAX_SMALL_INFLIGHT`` bytes of small
   files, ``MAX_BUNDLES_IN_FLIGHT`` bundles, one CDC buffer per worker) whatever the tree size;
 - a :class:`TreeScanner` lstat's the tree ahead in a few threads (warm inode cache, progress total).
