@@ -46,8 +46,7 @@ from huaweicloudsdkcore.http.http_config import HttpConfig  # noqa: E402
 from huaweicloudsdkcore.http.http_handler import HttpHandler  # noqa: E402
 
 from opencbr.cli.client import ApiClient, ClientConfig  # noqa: E402
-from opencbr.config import load_settings  # noqa: E402
-from opencbr.server.worker import WORKER_NICE  # noqa: E402
+from opencbr.config import Settings, load_settings  # noqa: E402
 from opencbr.services import iam  # noqa: E402
 from opencbr.services.context import open_context  # noqa: E402
 
@@ -441,8 +440,9 @@ def main() -> None:
     ap.add_argument("--vaults", type=int, default=20)
     ap.add_argument("--backups-per-vault", type=int, default=5)
     ap.add_argument("--worker-procs", type=int, default=2)
-    ap.add_argument("--worker-nice", type=int, default=WORKER_NICE,
-                    help=f"start the worker processes with this nice value (default {WORKER_NICE}, what "
+    default_nice = Settings().worker_nice
+    ap.add_argument("--worker-nice", type=int, default=default_nice,
+                    help=f"start the worker processes with this nice value (default {default_nice}, what "
                          "`opencbr serve` gives its own worker processes; 0: the API's priority)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from opencbr.config import load_settings
 from opencbr.server.serve import listen_socket
-from opencbr.server.worker import WORKER_NICE
 from opencbr.services.context import open_context
 from tests.support.server import free_port
 
@@ -50,17 +51,21 @@ def _nice(pid: int) -> int:
         return int(f.read().rpartition(")")[2].split()[16])
 
 
-def test_supervised_worker_runs_at_a_lower_priority_than_the_api(tmp_path):
+@pytest.mark.parametrize("setting, lowered_by", [(None, 10), ("3", 3)])
+def test_supervised_worker_runs_at_a_lower_priority_than_the_api(tmp_path, setting, lowered_by):
     env = {**os.environ, "OPENCBR_DATA_DIR": str(tmp_path)}
+    env.pop("OPENCBR_WORKER_NICE", None)
+    if setting is not None:
+        env["OPENCBR_WORKER_NICE"] = setting  # worker_nice: a setting (default 10)
     open_context(load_settings(env=env)).close()  # the catalog the worker expects (it does not migrate)
     worker = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", "worker", "--count", "1", "--supervised"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 30
-        while _nice(worker.pid) != os.nice(0) + WORKER_NICE and time.time() < deadline:
+        while _nice(worker.pid) != os.nice(0) + lowered_by and time.time() < deadline:
             assert worker.poll() is None, "the worker exited"
             time.sleep(0.1)
-        assert _nice(worker.pid) == os.nice(0) + WORKER_NICE
+        assert _nice(worker.pid) == os.nice(0) + lowered_by
     finally:
         worker.terminate()
         worker.wait(20)

@@ -23,12 +23,6 @@ from opencbr.worker.runner import WorkerPool
 
 log = logging.getLogger("opencbr")
 
-#: The worker processes ``opencbr serve`` starts beside the API run at this lower CPU priority (and, as
-#: Linux derives it from the nice value, a lower I/O priority): a backup can wait a few milliseconds, a
-#: request cannot. Measured in bench/README.md (API under load).
-WORKER_NICE = 10
-
-
 def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
     """Run ``count`` worker threads until SIGTERM/SIGINT, then stop in order (running tasks are handed
     back to the queue). ``supervised``: a worker process of ``cbr serve``, which stops when it stops and
@@ -36,7 +30,11 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     start_logging()
     if supervised:
         stop_with_parent()
-        os.nice(WORKER_NICE)
+        # Lower CPU (and, as Linux derives it from the nice value, I/O) priority than the API beside
+        # them: a backup can wait a few milliseconds, a request cannot (``worker_nice``, default 10;
+        # measured in bench/README.md, API under load).
+        if settings.worker_nice:
+            os.nice(settings.worker_nice)
     hosts.set_local_group(settings.host_group)
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
+from opencbr.engine.tree import backup as tree_backup
 from opencbr.engine.tree import backup_tree, restore_tree
 from tests.support.engine_tree import SMALL_CHUNKS, assert_same_tree, build_tree, new_repo
 
@@ -141,3 +144,25 @@ def test_small_files_share_bundle_chunks(tmp_path):
     # the same files backed up again without a parent (a full re-read) give the same bundles: no new data
     r3 = backup_tree(repo, src, backup_id="b3", meta={}, full=True)
     assert r3.bytes_read > 5 << 20 and r3.added_bytes < r1.added_bytes / 4
+
+
+@pytest.mark.parametrize("in_flight,held", [(1, 5), (4, 8192)])
+def test_records_wait_in_walk_order_for_bundles_stored_by_workers(enc_repo, tmp_path, monkeypatch, in_flight, held):
+    """Bundles are joined, hashed and stored by the workers; their files' records (and the records
+    between them: directories, big files, symlinks) reach the catalog in walk order once the digest is
+    known -- also when the bundles in flight or the records held behind one are at their limits."""
+    monkeypatch.setattr(tree_backup, "MAX_BUNDLES_IN_FLIGHT", in_flight)
+    monkeypatch.setattr(tree_backup, "MAX_HELD", held)
+    src = tmp_path / "src"
+    rnd = random.Random(5)
+    for d in range(12):
+        (src / f"d{d:02d}").mkdir(parents=True)
+        for f in range(60):
+            (src / f"d{d:02d}" / f"f{f:03d}").write_bytes(rnd.randbytes(rnd.randrange(1, 60_000)))
+        (src / f"d{d:02d}" / "big").write_bytes(rnd.randbytes(200_000))
+        os.symlink(f"f{d:03d}", src / f"d{d:02d}" / "link")
+    r = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    assert r.files == 12 * 61 and r.symlinks == 12
+    out = tmp_path / "out"
+    restore_tree(enc_repo, "b1", out)
+    assert_same_tree(src, out)  # (a record out of walk order fails the restore: no parent directory)

@@ -159,3 +159,17 @@ def test_a_directory_swapped_during_the_walk_is_not_listed(tmp_path):
     seen, warnings = _walk_swapping(root, b"a/b", swap_a)  # the directory above a/b
     assert seen == [b"", b"a", b"a/b"] and warnings == [
         (b"a/b", "replaced by another directory during the backup: not listed")]
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_node_meta_reads_xattrs_and_link_targets_of_everything_but_regular_files(tmp_path, prefetch):
+    root = _deep_tree(tmp_path / "t")
+    d = next(p for p in root.iterdir() if p.is_dir())
+    os.setxattr(d, "user.note", b"on a directory")
+    got = {it.path: it.meta for it in TreeWalker(root, lambda *a: None, prefetch=prefetch, node_meta=True)}
+    name = os.fsencode(d.name)
+    assert got[name].xattrs == [(b"user.note", b"on a directory")] and got[name].link is None
+    assert got[b"a-link"].link == b"d" and got[b"a-link"].link_error is None
+    files = [p for p in got if (root / os.fsdecode(p)).is_file() and not (root / os.fsdecode(p)).is_symlink()]
+    assert files and all(got[p] is None for p in files)  # (read with the file, by its reader)
+    assert all(m is None for m in (it.meta for it in TreeWalker(root, lambda *a: None, prefetch=prefetch)))

@@ -35,26 +35,34 @@ CUT_MODULUS = 8
 
 
 class Bundler:
-    """Accumulates small files; the caller asks ``add`` where a file landed and whether to cut."""
+    """Accumulates small files; the caller asks ``add`` where a file landed and whether to cut. The
+    bundle is kept as its files' parts (``take``): whoever stores it joins them, off the walking thread."""
 
     def __init__(self, secret: ChunkingSecret | None = None) -> None:
-        self.buf = bytearray()
-        self.files = 0
+        self.parts: list[bytes] = []
+        self.size = 0
         self._cut = secret.cut_here if secret is not None else public_cut
 
     def __len__(self) -> int:
-        return len(self.buf)
+        return self.size
 
-    def add(self, data: bytes) -> tuple[int, bool]:
-        """Append one file; returns ``(offset in the bundle, cut now)``."""
-        off = len(self.buf)
-        self.buf += data
-        self.files += 1
-        n = len(self.buf)
-        return off, n >= BUNDLE_MAX or (n >= BUNDLE_MIN and self._cut(zlib.crc32(data), CUT_MODULUS))
+    @property
+    def files(self) -> int:
+        return len(self.parts)
 
-    def take(self) -> bytes:
-        data = bytes(self.buf)
-        self.buf = bytearray()
-        self.files = 0
-        return data
+    def add(self, data: bytes, crc: int | None = None) -> tuple[int, bool]:
+        """Append one file (``crc``: its CRC-32 if already known); returns ``(offset in the bundle,
+        cut now)``."""
+        off = self.size
+        self.parts.append(data)
+        n = self.size = off + len(data)
+        if n >= BUNDLE_MAX:
+            return off, True
+        if n < BUNDLE_MIN:
+            return off, False
+        return off, self._cut(zlib.crc32(data) if crc is None else crc, CUT_MODULUS)
+
+    def take(self) -> list[bytes]:
+        """The bundle's parts (their concatenation is the bundle); the bundler starts a new one."""
+        parts, self.parts, self.size = self.parts, [], 0
+        return parts

@@ -137,6 +137,7 @@ class FileData:
     chunks: list[tuple[bytes, int, int]] = field(default_factory=list)
     extents: list[tuple[int, int]] | None = None
     data: bytes | None = None  # small files: the content, to be packed into a bundle by the caller
+    crc: int | None = None  # CRC-32 of ``data`` when the reader computed it (bundle cut points)
     bytes_read: int = 0
     size: int = 0
     warning: str | None = None
@@ -311,7 +312,10 @@ class FileChunker:
             except OSError as e:
                 raise FileUnreadable(f"read error: {e.strerror or e}") from None
             out.xattrs, out.xattr_problems = read_xattrs(fd)
-            end = os.fstat(fd)
+            # A small file came in one read (FileData.data): the descriptor's stat before it tells as
+            # much as one after it, and a second fstat per small file is a system call less for
+            # trees of small files (a change after the read shows in the next backup's ctime anyway).
+            end = fst if out.data is not None else os.fstat(fd)
             if (end.st_mtime_ns, end.st_size) != (st.st_mtime_ns, st.st_size) and out.warning is None:
                 out.warning = "changed while it was being read (stored as read)"
             return out

@@ -17,10 +17,12 @@ from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
 from ..memory import limit_heap_growth, trim
 from ..results import TreeRestoreResult
 from .fetch import WINDOW_FILES, FileJob, Window, WindowFetcher
-from .metadata import DirList, MetadataWriter, start_writeback, syncfs
+from .metadata import BackgroundFlush, DirList, MetadataWriter, syncfs
 from .parts import ForkedParts
 from .paths import DIR_FLAGS, FILE_FLAGS, check_components, make_room, open_target
 from .tally import Tally
+
+FLUSH_BYTES = 8 << 20  # with ``sync``: written back in the background every this many bytes (BackgroundFlush)
 
 
 @dataclass
@@ -54,6 +56,9 @@ class RestoreOptions:
 
 
 class TreeRestore(ForkedParts):
+    _flush: BackgroundFlush | None = None  # this process's (each part has its own)
+    _unflushed = 0  # bytes finished since the last kick (approximate: files finish in several threads)
+
     def __init__(self, cs, backup_id: str, target: str, subpath: bytes, *, options: RestoreOptions,
                  progress: Progress | None = None, cancel: threading.Event | None = None,
                  target_fd: int | None = None):
@@ -162,6 +167,8 @@ class TreeRestore(ForkedParts):
         st = _Part(root_fd=root_fd, lead=part == 0, shared_dirs=parts > 1 or self.allow_nonempty, fetcher=fetcher,
                    mine=self._claim(0), stack=[(b"", root_fd)])
         records = CatalogReader(self.cs, self._dix).entries(self.sub_key)
+        self._flush = BackgroundFlush(root_fd) if self.sync else None
+        self._unflushed = 0
         try:
             for n, e in enumerate(records):
                 if not in_subtree(path_key(e.path), self.sub_key):
@@ -181,6 +188,8 @@ class TreeRestore(ForkedParts):
             fetcher.abort(st.inflight + [st.win])
             raise
         finally:
+            if self._flush is not None:
+                self._flush.stop()
             records.close()
             while len(st.stack) > 1:
                 fd = st.stack.pop()[1]
@@ -321,8 +330,11 @@ class TreeRestore(ForkedParts):
     def _finish_job(self, job: FileJob) -> None:
         try:
             if job.failed is None:
-                if self.sync:
-                    start_writeback(job.fd)
+                if self._flush is not None:
+                    self._unflushed += job.entry.size
+                    if self._unflushed >= FLUSH_BYTES:
+                        self._unflushed = 0
+                        self._flush.kick()
                 self.meta.finish_fd(job.fd, job.entry, job.rel, job.mode != 0o600)
         finally:
             job.close()
