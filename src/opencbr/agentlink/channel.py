@@ -13,6 +13,7 @@ A channel is used by one thread at a time (an SSL socket must not be read and wr
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import threading
@@ -181,6 +182,17 @@ class Channel:
                 self.sock.settimeout(self.timeout)
         self.received_bytes += 12 + hl + pl
         return header, payload
+
+    def readable(self) -> bool:
+        """Something has arrived: reading now does not wait for the peer (TLS: decrypted bytes kept,
+        or bytes on the socket)."""
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True  # closed: the read says how
 
     def request(self, header: dict, payload=b"", timeout: float | None = -1) -> tuple[dict, memoryview]:
         """Send a message and wait for the answer; an error answer raises :class:`RemoteError`."""
