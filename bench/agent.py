@@ -70,17 +70,17 @@ class Wire:
 
 
 LOADS: list[float] = []  # the machine's 1-minute load average after each step (others share it)
-CPU: list[float] = []  # CPU seconds of this process (the worker's side) and of the agent, per step
+CPU: list[tuple[float, float]] = []  # CPU seconds of this process (the worker's side) and of the agent, per step
 AGENT_PID = [0]
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds() -> tuple[float, float]:
     own = os.times()
-    total = own.user + own.system
+    agent = 0.0
     if AGENT_PID[0]:
         fields = Path(f"/proc/{AGENT_PID[0]}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        agent = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own.user + own.system, agent
 
 
 def timed(fn):
@@ -88,7 +88,8 @@ def timed(fn):
     c, t = _cpu_seconds(), time.monotonic()
     r = fn()
     wall = time.monotonic() - t
-    CPU.append(_cpu_seconds() - c)
+    c2 = _cpu_seconds()
+    CPU.append((c2[0] - c[0], c2[1] - c[1]))
     LOADS.append(os.getloadavg()[0])
     return r, wall
 
@@ -144,11 +145,13 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| data | variant | step | wall s | CPU s | load | MB/s | vs local | added MB | wire MB | wire target MB "
-           "| agent RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| data | variant | step | wall s | CPU s (worker + agent) | load | MB/s | vs local | added MB | wire MB "
+           "| wire target MB | agent RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["kind"], r["variant"], r["step"]): r for r in rows}
     for r, cpu, load in zip(rows, CPU, LOADS, strict=True):
-        cells = [r["kind"], r["variant"], r["step"], f"{r['wall']:.2f}", f"{cpu:.2f}", f"{load:.1f}",
+        own, agent = cpu
+        cpu_cell = f"{own + agent:.2f} ({own:.2f} + {agent:.2f})" if r["variant"] == "agent" else f"{own:.2f}"
+        cells = [r["kind"], r["variant"], r["step"], f"{r['wall']:.2f}", cpu_cell, f"{load:.1f}",
                  f"{r['logical'] / r['wall'] / 1e6:.0f}"]
         target = 1.2 * r["added"] + 0.005 * r["logical"]
         if r["variant"] == "agent":

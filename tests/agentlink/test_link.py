@@ -120,3 +120,33 @@ def test_bandwidth_limit_paces_sends():
             a.send({}, bytes(1 << 20))  # 3 MiB at 1 MiB/s with a 1 MiB burst: >= ~2 s
         t.join()
         assert time.monotonic() - t0 >= 1.8
+
+
+def test_closing_a_limited_channel_ends_its_send_and_receive_at_once():
+    """A cancelled task closes its channel: a send or a receive paced by a low limit stops within a
+    fraction of a second, not after the frame's bytes have trickled through (4 MiB at 64 KiB/s: a minute)."""
+    import time
+    a, b = channel_pair(timeout=30)
+    a.limit_bytes_per_second = 64 << 10
+    b.limit_bytes_per_second = 64 << 10
+    errors: dict = {}
+
+    def run(name, fn):
+        try:
+            fn()
+        except LinkError as e:
+            errors[name] = (e, time.monotonic())
+
+    sender = threading.Thread(target=run, args=("send", lambda: a.send({}, bytes(4 << 20))))
+    receiver = threading.Thread(target=run, args=("recv", b.recv))
+    sender.start()
+    receiver.start()
+    threading.Event().wait(1.5)  # both are pacing by now (the one-second burst is spent)
+    assert sender.is_alive() and receiver.is_alive()
+    closed = time.monotonic()
+    a.close()
+    b.close()
+    sender.join(5)
+    receiver.join(5)
+    assert set(errors) == {"send", "recv"}
+    assert max(t for _e, t in errors.values()) - closed < 0.5, errors

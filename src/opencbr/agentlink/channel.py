@@ -13,6 +13,7 @@ A channel is used by one thread at a time (an SSL socket must not be read and wr
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import threading
@@ -38,13 +39,16 @@ class RemoteError(Exception):
 
 
 class _TokenBucket:
-    """Bytes per second with a one-second burst: ``take(n)`` sleeps as long as moving n needs. Both
-    directions of a channel draw on it (two threads); its rate can change while it is used."""
+    """Bytes per second with a one-second burst: ``take(n)`` waits as long as moving n needs. Both
+    directions of a channel draw on it (two threads); its rate can change while it is used. A wait
+    ends early when ``stop`` is set (the channel closed: a cancelled task stops at once, not after
+    the bytes it had started to move at the limit)."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, stop: threading.Event):
         self.rate = float(rate)
         self.tokens = self.rate
         self.t = time.monotonic()
+        self.stop = stop
         self._lock = threading.Lock()
 
     def set_rate(self, rate: float) -> None:
@@ -52,15 +56,20 @@ class _TokenBucket:
             self.rate = float(rate)
             self.tokens = min(self.tokens, self.rate)  # a lower rate applies at once, no new burst
 
-    def take(self, n: int) -> None:
+    def slice(self) -> int:
+        """How many bytes to move between two ``take``s: a quarter second's worth (16 KiB at least),
+        so no single wait is long and a new rate applies within a quarter second."""
+        return max(16 << 10, int(self.rate / 4))
+
+    def take(self, n: int) -> bool:
+        """False when the wait was cut short by ``stop``."""
         with self._lock:
             now = time.monotonic()
             self.tokens = min(self.rate, self.tokens + (now - self.t) * self.rate)
             self.t = now
             self.tokens -= n
             wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
-        if wait:
-            time.sleep(wait)
+        return not (wait and self.stop.wait(wait))
 
 
 class Channel:
@@ -71,6 +80,7 @@ class Channel:
         self.received_bytes = 0
         self._bucket: _TokenBucket | None = None
         self._closed = False
+        self._closing = threading.Event()  # set by close(): ends a bandwidth wait at once
         self._lock = threading.Lock()  # guards misuse: two threads sending at once corrupt frames
         sock.settimeout(timeout)
 
@@ -85,7 +95,7 @@ class Channel:
         if not rate or rate <= 0:
             self._bucket = None
         elif self._bucket is None:
-            self._bucket = _TokenBucket(rate)
+            self._bucket = _TokenBucket(rate, self._closing)
         else:
             self._bucket.set_rate(rate)
 
@@ -100,25 +110,43 @@ class Channel:
             raise LinkError(f"message payload too large ({size} bytes)")
         frame = [_HLEN.pack(len(head)), head, _PLEN.pack(size), *parts]
         total = 12 + len(head) + size
-        if self._bucket is not None:
-            self._bucket.take(total)
         with self._lock:
             try:
-                self.sock.sendall(b"".join(frame) if size < (256 << 10) else b"".join(frame[:3]))
-                if size >= (256 << 10):
+                if self._bucket is not None:
+                    self._send_paced([b"".join(frame[:3]), *parts])
+                elif size < (256 << 10):
+                    self.sock.sendall(b"".join(frame))
+                else:
+                    self.sock.sendall(b"".join(frame[:3]))
                     for p in parts:
                         self.sock.sendall(p)
             except (OSError, ValueError) as e:
                 raise LinkError(f"connection lost while sending: {e}") from None
         self.sent_bytes += total
 
+    def _send_paced(self, frame: list) -> None:  # (the header in one piece: over TLS each is a record)
+        """The frame in slices of a quarter second's worth each, the limit's wait before each: a
+        cancelled task's close ends the wait, and a lower rate applies, within a quarter second
+        whatever the frame's size (waiting for a whole 4 MiB frame at 64 KiB/s took a minute)."""
+        for part in frame:
+            view = memoryview(part).cast("B")
+            at = 0
+            while at < len(view):
+                bucket = self._bucket
+                step = bucket.slice() if bucket is not None else len(view)
+                if bucket is not None and not bucket.take(min(step, len(view) - at)):
+                    raise LinkError("the channel was closed")
+                self.sock.sendall(view[at:at + step])
+                at += step
+
     def _read_exact(self, n: int) -> memoryview:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
         while got < n:
+            bucket = self._bucket
             try:
-                k = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
+                k = self.sock.recv_into(view[got:], min(n - got, bucket.slice() if bucket is not None else 1 << 20))
             except socket.timeout:
                 raise LinkError("the peer did not answer in time") from None
             except (OSError, ValueError) as e:
@@ -126,9 +154,8 @@ class Channel:
             if k == 0:
                 raise LinkError("the peer closed the connection")
             got += k
-            bucket = self._bucket
-            if bucket is not None:  # reading slower slows the sender (TCP's own backpressure)
-                bucket.take(k)
+            if bucket is not None and not bucket.take(k):  # reading slower slows the sender (TCP's backpressure)
+                raise LinkError("the channel was closed")
         return view
 
     def recv(self, timeout: float | None = -1) -> tuple[dict, memoryview]:
@@ -156,6 +183,17 @@ class Channel:
         self.received_bytes += 12 + hl + pl
         return header, payload
 
+    def readable(self) -> bool:
+        """Something has arrived: reading now does not wait for the peer (TLS: decrypted bytes kept,
+        or bytes on the socket)."""
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True  # closed: the read says how
+
     def request(self, header: dict, payload=b"", timeout: float | None = -1) -> tuple[dict, memoryview]:
         """Send a message and wait for the answer; an error answer raises :class:`RemoteError`."""
         self.send(header, payload)
@@ -167,6 +205,7 @@ class Channel:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

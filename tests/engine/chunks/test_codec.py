@@ -25,6 +25,20 @@ def test_roundtrip(encrypted, data):
 
 
 @pytest.mark.parametrize("encrypted", [True, False])
+@pytest.mark.parametrize("data", [b"a" * 65536, os.urandom(65536), b"x"])
+def test_a_record_sealed_into_a_buffer_is_the_one_encode_makes(encrypted, data):
+    codec = ChunkCodec(RepoKeys.generate() if encrypted else None)
+    d = codec.digest(data)
+    flags, body = codec.compress(data)
+    size = codec.record_size(len(body))
+    buf = bytearray(b"#" * (size + 3))
+    assert codec.seal_into(d, flags, body, memoryview(buf)[2:]) == size
+    assert buf[:2] == b"##" and buf[-1:] == b"#"  # nothing written outside the record
+    assert codec.decode(d, buf[2:2 + size]) == data
+    assert size == len(codec.encode(d, data))
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
 def test_every_flipped_byte_is_detected(encrypted):
     codec = ChunkCodec(RepoKeys.generate() if encrypted else None)
     data = (b"some text that compresses " * 300)[:4096]

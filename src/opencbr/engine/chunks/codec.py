@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import Damaged
-from .crypto import NONCE_SIZE, RepoKeys
+from .crypto import NONCE_SIZE, TAG_SIZE, RepoKeys
 
 FLAG_ZSTD = 0x01
 _FLAG_BYTES = (b"\x00", b"\x01")
@@ -75,11 +75,7 @@ class ChunkCodec:
         """The record as consecutive parts (their concatenation is :meth:`encode`'s result), so the
         pack writer copies them straight into its buffer: no joined copy of every chunk. An
         incompressible ``data`` (a memoryview of the reader's buffer) goes into AES as it is."""
-        comp = self._zc.compress(data)
-        if len(comp) < len(data):
-            flags, body = 1, comp
-        else:
-            flags, body = 0, data
+        flags, body = self.compress(data)
         fb = _FLAG_BYTES[flags]
         if self._aes is None:
             return (fb, body)
@@ -123,6 +119,32 @@ class ChunkCodec:
         if self._aes is None and self.digest(data) != digest:
             raise Damaged(f"chunk {digest.hex()}: digest mismatch", digest=digest)
         return flags, body, data
+
+    def compress(self, data) -> tuple[int, object]:
+        """``(flags, body)``: the zstd frame of ``data`` when that is smaller, else ``data``."""
+        comp = self._zc.compress(data)
+        return (FLAG_ZSTD, comp) if len(comp) < len(data) else (0, data)
+
+    def record_size(self, body_size: int) -> int:
+        """The size of the record of a :meth:`compress` body of ``body_size`` bytes."""
+        return 1 + body_size + (NONCE_SIZE + TAG_SIZE if self._aes is not None else 0)
+
+    def seal_into(self, digest: bytes, flags: int, body, out) -> int:
+        """Write the record of a :meth:`compress` result at the start of ``out`` (a writable buffer of
+        at least :meth:`record_size` bytes) and return its size: what :meth:`encode_parts` makes,
+        encrypted straight into the caller's buffer (a message of many records is built without a
+        copy of each)."""
+        out = memoryview(out)
+        fb = _FLAG_BYTES[flags]
+        out[0] = flags
+        if self._aes is None:
+            out[1:1 + len(body)] = body
+            return 1 + len(body)
+        nonce = os.urandom(NONCE_SIZE)
+        out[1:1 + NONCE_SIZE] = nonce
+        end = 1 + NONCE_SIZE + len(body) + TAG_SIZE
+        self._aes.encrypt_into(nonce, body, fb + digest, out[1 + NONCE_SIZE:end])
+        return end
 
     def decode(self, digest: bytes, record) -> bytes:
         """Record -> plaintext, verified against ``digest`` (raises Damaged)."""

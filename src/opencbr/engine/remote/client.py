@@ -19,7 +19,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..chunks.codec import ChunkCodec, Sealable
+from ..chunks.codec import FLAG_ZSTD, ChunkCodec, Sealable
 from ..chunks.crypto import DIGEST_SIZE
 from ..chunks.manifests import Manifest
 from ..chunks.session import PutResult, SessionStats
@@ -344,24 +344,26 @@ class RemoteSink:
         try:
             if self._error is None:
                 codec = self._codec(level)
-                parts, sizes, total = [], [], 0
-                for (data, d), f in zip(ask, flags, strict=True):
-                    if not f:
-                        continue
-                    rec = (codec.seal_parts(d, data.flags, data.body) if isinstance(data, Sealable)
-                           else codec.encode_parts(d, data))
-                    parts.append(d)
-                    parts.extend(rec)
-                    sizes.append(sum(len(p) for p in rec))
-                    total += sizes[-1]
-                if sizes:
-                    # one buffer: the channel sends a part at a time, and over TLS each small part (a
-                    # flag byte, a nonce) would be a record and a system call of its own
-                    self.pump.post({"op": "records", "sizes": sizes}, [b"".join(parts)], len(sizes))
+                # a replica's records come in their stored form (Sealable: only sealed again), the
+                # others are compressed here
+                bodies = [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *codec.compress(data))
+                          for (data, d), f in zip(ask, flags, strict=True) if f]
+                if bodies:
+                    # one buffer, each record encrypted straight into it: the channel sends a part at
+                    # a time, and over TLS each small part (a flag byte, a nonce) would be a record and
+                    # a system call of its own; joining parts cost a copy of all that is sent
+                    sizes = [codec.record_size(len(body)) for _d, _f, body in bodies]
+                    message = bytearray(DIGEST_SIZE * len(sizes) + sum(sizes))
+                    view, at = memoryview(message), 0
+                    for d, fl, body in bodies:
+                        view[at:at + DIGEST_SIZE] = d
+                        at += DIGEST_SIZE
+                        at += codec.seal_into(d, fl, body, view[at:])
+                    self.pump.post({"op": "records", "sizes": sizes}, [message], len(sizes))
                     with self._lock:
                         self._stats.new_chunks += len(sizes)
-                        self._stats.written_bytes += total
-                        self._stats.added_bytes += total
+                        self._stats.written_bytes += sum(sizes)
+                        self._stats.added_bytes += sum(sizes)
         except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
             self._error = self._error or e
         finally:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
@@ -23,6 +24,8 @@ IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
+CHECKERS = 2  # threads checking records
+CHECKING = 4  # records messages being checked while the next messages are read (their payloads held)
 
 
 class Refused(Exception):
@@ -50,6 +53,23 @@ class ReadScope:
 
 def _error(code: str, message: str) -> dict:
     return {"ok": False, "error": code, "message": message}
+
+
+class Deferred:
+    """The answer to a message whose work goes on after it was read (the check of a records message):
+    :func:`_converse` reads the next messages meanwhile and sends this answer, in its turn, once
+    ``futures`` are done; ``then`` runs after they succeeded (the records go to the packs)."""
+
+    def __init__(self, futures: list[Future], then):
+        self.futures, self.then = futures, then
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def result(self) -> None:
+        for f in self.futures:
+            f.result()
+        self.then()
 
 
 def _digests(payload: memoryview) -> list[bytes]:
@@ -128,7 +148,7 @@ class _BackupService:
         self.pending: set[bytes] = set()  # claimed by the agent, record not received yet
         self.committed: list[str] = []
         self._tls = threading.local()
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="remote-verify")
+        self._pool = ThreadPoolExecutor(CHECKERS, thread_name_prefix="remote-verify")
         self.packer = _Packer()
 
     @property
@@ -164,8 +184,7 @@ class _BackupService:
             session = self._current()
             return {"ok": True}, bytes(bytearray(session.knows(d) for d in _digests(payload)))
         if op == "records":
-            self._records(header, payload)
-            return {"ok": True}, b""
+            return {"ok": True}, self._records(header, payload)
         if op == "read":
             return self.reads.read(payload)
         if op == "manifest":
@@ -186,14 +205,22 @@ class _BackupService:
             c = self._tls.codec = self.cs.codec.clone()
         return c
 
-    def _check(self, item: tuple[bytes, memoryview]) -> None:
-        d, rec = item
+    def _check(self, items: list[tuple[bytes, memoryview]]) -> None:
         scratch = getattr(self._tls, "scratch", None)
         if scratch is None:  # (decoding into reused buffers: half the time of fresh ones, measured)
             scratch = self._tls.scratch = (bytearray(SCRATCH), bytearray(SCRATCH))
-        self._codec().decode_into(d, rec, scratch[0], 0, scratch[1])  # Damaged: not chunk d
+        codec = self._codec()
+        for d, rec in items:
+            try:
+                codec.decode_into(d, rec, scratch[0], 0, scratch[1])  # Damaged: not chunk d
+            except Damaged as e:
+                raise Refused(f"a record failed its check, nothing of it was stored: {e}") from None
 
-    def _records(self, header: dict, payload: memoryview) -> None:
+    def _records(self, header: dict, payload: memoryview) -> Deferred:
+        """The records are checked in the pool while the conversation reads on (the agent's next
+        records arrive during the check: checking in the conversation's thread left the pool idle
+        while it read, and the reading idle while it checked); every record of the message passed its
+        check before any of them goes into a pack."""
         session = self._current()
         sizes = header.get("sizes")
         if not isinstance(sizes, list) or sum(DIGEST_SIZE + int(n) for n in sizes) != len(payload):
@@ -207,11 +234,10 @@ class _BackupService:
             self.pending.discard(d)
             items.append((d, payload[at + DIGEST_SIZE:at + DIGEST_SIZE + n]))
             at += DIGEST_SIZE + n
-        try:
-            list(self._pool.map(self._check, items)) if len(items) > 4 else [self._check(i) for i in items]
-        except Damaged as e:
-            raise Refused(f"a record failed its check, nothing of it was stored: {e}") from None
-        self.packer.put(session, items)  # (packing waits on uploads: not while the agent waits for answers)
+        parts = [items[i::CHECKERS] for i in range(CHECKERS)] if len(items) > 4 else [items]
+        # (packing waits on uploads: in the packer's thread, not while the agent waits for answers)
+        return Deferred([self._pool.submit(self._check, part) for part in parts],
+                        lambda: self.packer.put(session, items))
 
     def _commit(self, header: dict, payload: memoryview) -> dict:
         session = self._current()
@@ -284,28 +310,69 @@ class _Packer:
         self.thread.join(timeout=60)
 
 
+class _Answers:
+    """Answers not sent yet, in the order of their messages (the agent matches them so); a
+    :class:`Deferred` one holds back those after it until its work is done."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.queued: deque = deque()  # (header, data or Deferred)
+        self.deferred = 0
+
+    def add(self, answer: dict, data) -> None:
+        self.queued.append((answer, data))
+        self.deferred += isinstance(data, Deferred)
+
+    def flush(self, keep: int = 0) -> None:
+        """Send what can be sent, waiting for the work of every deferred answer but the last ``keep``.
+        A deferred answer whose work was refused is sent as the refusal, and raised."""
+        while self.queued:
+            answer, data = self.queued[0]
+            if isinstance(data, Deferred):
+                if self.deferred <= keep and not data.done():
+                    return
+                try:
+                    data.result()
+                except Refused as e:
+                    self.queued.clear()
+                    self.channel.send(_error("refused", str(e)))
+                    raise
+                self.deferred -= 1
+                data = b""
+            self.queued.popleft()
+            self.channel.send(answer, data if isinstance(data, list) else [data])
+
+
 def _converse(channel, handle, timeout: float, progress=None) -> dict:
     """Answer messages until the agent's final answer (returned). A refused message is answered with
-    the refusal and ends the conversation (raised)."""
+    the refusal and ends the conversation (raised). Records are checked while the next messages are
+    read (``CHECKING`` messages at most); their answers go out in order once checked, and before
+    anything that must see them (a commit, a read, the end)."""
+    answers = _Answers(channel)
     while True:
+        # waiting for checks only when there is nothing to read meanwhile (or too many are out)
+        answers.flush(keep=CHECKING - 1 if channel.readable() else 0)
         header, payload = channel.recv(timeout)
         op = header.get("op")
+        if op not in ("need", "known", "records", "progress", "abort"):
+            answers.flush()
         if op is None:
             return header
         if op in ("abort", "progress"):
             if op == "progress" and progress is not None:
                 progress(int(header.get("done", 0)), int(header.get("total", 0)))
-            channel.send({"ok": True})
+            answers.add({"ok": True}, b"")
             continue
         try:
             answer, data = handle(op, header, payload)
         except Refused as e:
+            answers.flush()
             channel.send(_error("refused", str(e)))
             raise
         except (Missing, Damaged) as e:
-            channel.send(_error(type(e).__name__.lower(), str(e)))
+            answers.add(_error(type(e).__name__.lower(), str(e)), b"")
             continue
-        channel.send(answer, data if isinstance(data, list) else [data])
+        answers.add(answer, data)
 
 
 def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT,
