@@ -35,7 +35,7 @@ ZSTD_LEVEL = 1  # level 3 saves <1% on the benchmark disk at 64 KiB chunks and c
 @dataclass(frozen=True)
 class Sealable:
     """A chunk in its stored form, opened from another vault's record (:meth:`ChunkCodec.open_body`):
-    sealed again under other keys (:meth:`ChunkCodec.seal_parts`) without being compressed again."""
+    sealed again under other keys (:meth:`ChunkCodec.seal_into`) without being compressed again."""
 
     flags: int
     body: bytes
@@ -82,18 +82,9 @@ class ChunkCodec:
         nonce = os.urandom(NONCE_SIZE)
         return (fb, nonce, self._aes.encrypt(nonce, body, fb + digest))
 
-    def seal_parts(self, digest: bytes, flags: int, body) -> tuple:
-        """A record from a body that is already in its stored form (``flags``: compressed or not), e.g.
-        another vault's record opened with :meth:`open_body`: only encrypted, never compressed again."""
-        fb = _FLAG_BYTES[flags & FLAG_ZSTD]
-        if self._aes is None:
-            return (fb, body)
-        nonce = os.urandom(NONCE_SIZE)
-        return (fb, nonce, self._aes.encrypt(nonce, body, fb + digest))
-
     def open_body(self, digest: bytes, record) -> tuple[int, bytes, bytes]:
         """Record -> ``(flags, stored body, plaintext)``: decrypted and decompressed, the body kept as
-        stored (compressed) for :meth:`seal_parts`. In an encrypted vault the record is authenticated
+        stored (compressed) for :meth:`seal_into`. In an encrypted vault the record is authenticated
         (AES-GCM, the digest in its associated data) and the plaintext is not hashed again; in an
         unencrypted one the digest is the only guard and is checked. Raises Damaged."""
         record = memoryview(record)
