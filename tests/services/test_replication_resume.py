@@ -8,32 +8,16 @@ from __future__ import annotations
 import hashlib
 import time
 
-import pytest
 from sqlalchemy import select
 
 from opencbr.catalog.models import Backup, ReplicationRecord, Task, Vault
 from opencbr.engine.disk.restore import restore_disk
-from opencbr.services import regions, replication, resources
+from opencbr.services import replication, resources
 from opencbr.services.repositories import repository
-from tests.support.regions import LinkProxy, start_destination
 from tests.support.scheduler import Driver, backup_now, vault
 
 MiB = 1 << 20
 SIZE = 24 * MiB
-
-
-@pytest.fixture()
-def linked(ctx, tmp_path, clock):
-    dest, server = start_destination(tmp_path, clock)
-    proxy = LinkProxy(dest.listen)
-    with dest.ctx.tx() as s:
-        token = regions.issue_credential(s, dest.ctx, "local-1").token
-    with ctx.tx() as s:
-        regions.add_region(s, ctx, "region-b", proxy.endpoint, token)
-    yield dest, proxy
-    proxy.close()
-    server.stop()
-    dest.ctx.close()
 
 
 def _sha(path) -> str:

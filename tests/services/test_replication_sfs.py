@@ -9,31 +9,14 @@ import os
 import threading
 from datetime import timedelta
 
-import pytest
-
 from opencbr.catalog.models import Backup, ReplicationRecord, Vault
-from opencbr.services import backups, files, regions, replication, resources
+from opencbr.services import backups, files, replication, resources
 from opencbr.services.repositories import repository
 from tests.support.engine_tree import assert_same_tree, build_tree
-from tests.support.regions import LinkProxy, start_destination
 from tests.support.scheduler import MONDAY, Driver, associate, backup_now, policy, vault
 
 MiB = 1 << 20
 FS = "OS::Sfs::Turbo"
-
-
-@pytest.fixture()
-def linked(ctx, tmp_path, clock):
-    dest, server = start_destination(tmp_path, clock)
-    proxy = LinkProxy(dest.listen)
-    with dest.ctx.tx() as s:
-        token = regions.issue_credential(s, dest.ctx, "local-1").token
-    with ctx.tx() as s:
-        regions.add_region(s, ctx, "region-b", proxy.endpoint, token)
-    yield dest, proxy
-    proxy.close()
-    server.stop()
-    dest.ctx.close()
 
 
 def _file_system(ctx, tenant, tree, name: str = "share"):
