@@ -45,12 +45,17 @@ def _source_backup(a, tmp_path) -> tuple[dict, dict]:
     disk = client.post("/inventory/disks", {"name": "c-disk", "path": img})["disk"]
     v = client.post("/vaults", {"vault": {"name": "c-src", "billing": {"object_type": "disk", "size": 10},
                                           "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
-    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})["checkpoint"]
+    return v, _backed_up(client, v["id"])
+
+
+def _backed_up(client, vault_id: str) -> dict:
+    """A new checkpoint of the vault, waited for: its (first) backup, available."""
+    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": vault_id}})["checkpoint"]
     deadline = time.time() + 120
     while time.time() < deadline:
         bs = client.get("/backups", checkpoint_id=cp["id"])["backups"]
         if bs and bs[0]["status"] == "available":
-            return v, bs[0]
+            return bs[0]
         time.sleep(0.2)
     raise AssertionError("the backup did not complete")
 
@@ -134,14 +139,7 @@ def test_sfs_turbo_backups_and_vaults_offer_create_replica(browser, two_regions,
     fs = client.post("/inventory/file-systems", {"name": "c-share", "path": str(share)})["file_system"]
     v = client.post("/vaults", {"vault": {"name": "c-turbo", "billing": {"object_type": "turbo", "size": 10},
                                           "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
-    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})["checkpoint"]
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        bs = client.get("/backups", checkpoint_id=cp["id"])["backups"]
-        if bs and bs[0]["status"] == "available":
-            break
-        time.sleep(0.2)
-    backup = bs[0]
+    backup = _backed_up(client, v["id"])
     dest = api(b).post("/vaults", {"vault": {"name": "c-dr-turbo", "billing": {
         "object_type": "turbo", "protect_type": "replication", "size": 10}}})["vault"]
     ctx, page = _page(browser, a)
