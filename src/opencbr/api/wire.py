@@ -251,8 +251,14 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ responses
 def iso(dt: datetime | None) -> str | None:
-    """ISO-8601 with microseconds, as the public service sends (CBR v3 API 1)."""
-    return dt.isoformat(timespec="microseconds") if dt else None
+    """ISO-8601 in UTC with microseconds and no zone designator (``2020-02-05T10:38:34.209782``), as
+    the public service sends (CBR v3 API 1). The official SDK appends ``Z`` before parsing, so a time
+    carrying ``+00:00`` would reach its users as an unparsed string: an aware time is converted here."""
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt.isoformat(timespec="microseconds")
 
 
 def iso_z(dt: datetime | None) -> str | None:
