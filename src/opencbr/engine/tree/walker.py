@@ -118,7 +118,10 @@ class TreeWalker:
     in walk order (:class:`_Lister`), so by the time the depth-first walk enters a directory its
     entries are usually in hand: on a cold cache the walk otherwise waits for one inode-table read
     after another (it was ~60% of an unchanged re-backup of the 30k-file tree). At most
-    ``MAX_PREFETCH`` listings are submitted and not yet taken by the walk.
+    ``MAX_PREFETCH`` listings are submitted and not yet taken by the walk, and no new one once the
+    listings done and not yet taken hold ``MAX_PREFETCH_ENTRIES`` entries: an entry costs ~500 bytes
+    (its paths and ``stat_result``), and a first backup's listing threads outrun the workers that read
+    the files, so 512 listings of 1,000-file directories held ~250 MB (1 M-file tree: 375 MB peak).
 
     With ``adaptive``, the threads start only once listings are seen to *wait* on the device: after
     ``PROBE_LISTINGS`` listings, if their wall time minus this thread's CPU time averages more than
@@ -128,6 +131,7 @@ class TreeWalker:
     with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s)."""
 
     MAX_PREFETCH = 512
+    MAX_PREFETCH_ENTRIES = 16384
     PROBE_LISTINGS = 32
     SLOW_LISTING = 0.001
 
@@ -229,6 +233,7 @@ class TreeWalker:
 
     def _walk(self, dev: int) -> Iterator[WalkItem]:
         ahead: dict[bytes, Future] = {}  # listings submitted and not yet taken by the walk
+        held = [0]  # entries in the listings done and not yet taken by the walk
         lock = threading.Lock()
 
         def descend(cst: os.stat_result) -> bool:
@@ -241,13 +246,15 @@ class TreeWalker:
             for crel, cap, cst, _m in kids:
                 if descend(cst):
                     with lock:
-                        if len(ahead) >= self.MAX_PREFETCH:
+                        if len(ahead) >= self.MAX_PREFETCH or held[0] >= self.MAX_PREFETCH_ENTRIES:
                             return
                         if cap not in ahead:
                             ahead[cap] = pool.submit(crel, cap, crel, cst)
 
         def list_ahead(ap: bytes, rel: bytes, want: os.stat_result) -> list:
             kids = self._children(ap, rel, want)
+            with lock:
+                held[0] += len(kids)
             prefetch(kids)
             return kids
 
@@ -261,6 +268,8 @@ class TreeWalker:
                 fut = ahead.pop(ap, None)
             if fut is not None:
                 kids = fut.result()
+                with lock:
+                    held[0] -= len(kids)
             elif pool is None and self.prefetch and probe[0] < self.PROBE_LISTINGS:
                 t0, c0 = time.perf_counter(), time.thread_time()
                 kids = self._children(ap, rel, want)
