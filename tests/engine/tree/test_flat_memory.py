@@ -20,7 +20,11 @@ _CHILD = """
 import json, sys
 from opencbr.engine import Repository
 from opencbr.storage import open_store
+from opencbr.engine.tree import backup, walker
 store, op, src, dst = sys.argv[1:5]
+# small bounds (the defaults hold up to ~60 k entries, which would need far bigger trees to show)
+walker.TreeWalker.MAX_PREFETCH_ENTRIES = 1024
+backup.MAX_HELD = 256
 if op == "backup":
     repo = Repository.create(open_store(store), "v/", bytes(32))
     res = repo.backup_tree(src, backup_id="t1", meta={})

@@ -254,6 +254,8 @@ class TreeBackup:
                 except FileUnreadable as exc:
                     self.warn(e.path, str(exc), not exc.vanished)
                     return
+                finally:
+                    p.fut = None  # (a held record would keep its whole batch's results, data and all)
                 e.extents, e.size, e.xattrs = data.extents, data.size, data.xattrs
                 self.bytes_read += data.bytes_read
                 if data.warning:
