@@ -165,7 +165,8 @@ class TreeRestore(ForkedParts):
         fetcher = WindowFetcher(self.cs, self._index, self.tally, workers=self.workers, cancel=self.cancel,
                                 backup_id=self.backup_id, on_file_done=self._finish_job)
         st = _Part(root_fd=root_fd, lead=part == 0, shared_dirs=parts > 1 or self.allow_nonempty, fetcher=fetcher,
-                   mine=self._claim(0), stack=[(b"", root_fd)])
+                   mine=self._claim(0), stack=[(b"", root_fd)],
+                   dirs=DirList(getattr(self.cs, "spill_dir", None)))  # (a remote store may have none)
         records = CatalogReader(self.cs, self._dix).entries(self.sub_key)
         self._flush = BackgroundFlush(root_fd) if self.sync else None
         self._unflushed = 0
