@@ -21,10 +21,13 @@ import json, sys
 from opencbr.engine import Repository
 from opencbr.storage import open_store
 from opencbr.engine.tree import backup, walker
+from opencbr.engine.tree.restore.metadata import DirList
 store, op, src, dst = sys.argv[1:5]
-# small bounds (the defaults hold up to ~60 k entries, which would need far bigger trees to show)
+# small bounds (the defaults hold up to ~60 k entries, which would need far bigger trees to show;
+# the store's spill_dir is unset: the system's temporary directory)
 walker.TreeWalker.MAX_PREFETCH_ENTRIES = 1024
 backup.MAX_HELD = 256
+DirList.SPILL_BYTES = 4096
 if op == "backup":
     repo = Repository.create(open_store(store), "v/", bytes(32))
     res = repo.backup_tree(src, backup_id="t1", meta={})
