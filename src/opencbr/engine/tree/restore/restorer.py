@@ -127,7 +127,7 @@ class TreeRestore(ForkedParts):
         t = self.tally
         if t.errors:
             first_rel, first_msg = t.errors[0]
-            raise Damaged(f"restore of {self.backup_id}: {len(t.errors)} file(s) could not be restored "
+            raise Damaged(f"restore of {self.backup_id}: {t.error_count} file(s) could not be restored "
                           f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}",
                           backup_id=self.backup_id)
         if self.progress is not None:
