@@ -3,7 +3,7 @@
 
     python bench/scale.py disk  [--sizes 64G,256G,1T] [--workdir DIR] [--unencrypted]
     python bench/scale.py vault [--chunks 1M,4M,20M] [--workdir DIR]
-    python bench/scale.py tree  [--files 100k,1M] [--workdir DIR]
+    python bench/scale.py tree  [--files 100k,1M] [--workdir DIR] [--keep-tree]
 
 Every operation runs in its own process (``_child``) through the real engine path, and is reported with
 its wall time, throughput and peak RSS (``wait4``'s ru_maxrss of that process alone); each table ends
@@ -100,7 +100,8 @@ def run_op(repo: Path, op: str, *, unencrypted: bool = False, **kw) -> dict:
     wall = time.monotonic() - t0
     if proc.returncode:
         raise SystemExit(f"{op} failed ({proc.returncode})")
-    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, **json.loads(out.decode().strip().splitlines()[-1])}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+            **json.loads(out.decode().strip().splitlines()[-1])}
 
 
 # -- the benchmarks ---------------------------------------------------------------------------------------
@@ -177,26 +178,29 @@ def _make_tree(root: Path, files: int) -> None:
         (d / f"f{i:07d}").write_bytes(b"file %d\n" % i)
 
 
-def bench_tree(work: Path, counts: list[str], unencrypted: bool) -> None:
+def bench_tree(work: Path, counts: list[str], unencrypted: bool, keep_tree: bool = False) -> None:
     rows, prev = [], {}
     for label in counts:
         n = parse_size(label)
         src, repo, dst = work / f"tree-{label}", work / f"tree-repo-{label}", work / f"tree-out-{label}"
-        for p in (src, repo, dst):
+        for p in (repo, dst) if keep_tree and src.exists() else (src, repo, dst):
             shutil.rmtree(p, ignore_errors=True)
-        _make_tree(src, n)
+        if not src.exists():
+            _make_tree(src, n)
         run_op(repo, "init", unencrypted=unencrypted)
         ops = (("first backup", "tree", {"root": src, "backup_id": "t1"}),
                ("unchanged re-backup", "tree", {"root": src, "backup_id": "t2", "parent": "t1"}),
                ("restore", "restore", {"root": dst, "backup_id": "t2"}))
         for name, op, kw in ops:
             r = run_op(repo, op, unencrypted=unencrypted, **kw)
-            rows.append([label, name, f"{r['wall']:.1f}", f"{r['rss_mb']:.0f}", _growth(prev.get(name), r, "rss_mb")])
+            rows.append([label, name, f"{r['wall']:.1f}", f"{r['cpu']:.1f}", f"{r['rss_mb']:.0f}",
+                         _growth(prev.get(name), r, "rss_mb")])
             prev[name] = r
             print(rows[-1], flush=True)
-        for p in (src, repo, dst):
+        for p in (repo, dst) if keep_tree else (src, repo, dst):
             shutil.rmtree(p, ignore_errors=True)
-    _table("File trees by number of files", ["files", "op", "wall s", "peak RSS MB", "RSS vs previous"], rows)
+    _table("File trees by number of files", ["files", "op", "wall s", "cpu s", "peak RSS MB", "RSS vs previous"],
+           rows)
 
 
 def main() -> None:
@@ -207,6 +211,7 @@ def main() -> None:
     ap.add_argument("--files", default="100k,1M")
     ap.add_argument("--workdir", default="/tmp/opencbr-scale")
     ap.add_argument("--unencrypted", action="store_true")
+    ap.add_argument("--keep-tree", action="store_true", help="tree: keep (and reuse) the generated source trees")
     # (_child only)
     ap.add_argument("--repo")
     ap.add_argument("--op")
@@ -224,7 +229,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     {"disk": lambda: bench_disk(work, args.sizes.split(","), args.unencrypted),
      "vault": lambda: bench_vault(work, args.chunks.split(","), args.unencrypted),
-     "tree": lambda: bench_tree(work, args.files.split(","), args.unencrypted)}[args.what]()
+     "tree": lambda: bench_tree(work, args.files.split(","), args.unencrypted, args.keep_tree)}[args.what]()
 
 
 if __name__ == "__main__":

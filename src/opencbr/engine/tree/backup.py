@@ -254,6 +254,8 @@ class TreeBackup:
                 except FileUnreadable as exc:
                     self.warn(e.path, str(exc), not exc.vanished)
                     return
+                finally:
+                    p.fut = None  # (a held record would keep its whole batch's results, data and all)
                 e.extents, e.size, e.xattrs = data.extents, data.size, data.xattrs
                 self.bytes_read += data.bytes_read
                 if data.warning:
@@ -457,7 +459,9 @@ class TreeBackup:
         self._batch_bytes = 0
         self._pending: deque[_Pending] = deque()
         self._known = b""  # last chunk digest found in the repository (reuse path)
-        self._links: dict[tuple[int, int], Future] = {}  # (dev, ino) -> read of a hard-link group's first member
+        # (dev, ino) -> [read of a hard-link group's first member, names seen]; dropped once every name
+        # of the inode was seen (a tree of many hard-linked files would otherwise keep them all)
+        self._links: dict[tuple[int, int], list] = {}
 
         def put_catalog(data: bytes) -> bytes:
             # Hashed here (the catalog needs the digest now), compressed and encrypted by a worker.
@@ -508,7 +512,11 @@ class TreeBackup:
         e = self._entry(item, FILE)
         ident = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and ident in self._links:
-            fut = self._links[ident]  # same inode read once; every member gets its chunk list
+            link = self._links[ident]
+            fut = link[0]  # same inode read once; every member gets its chunk list
+            link[1] += 1
+            if link[1] >= st.st_nlink:
+                del self._links[ident]
         elif st.st_size < SMALL_FILE and st.st_nlink == 1:
             # Small files come back as data (for a bundle) and are read in batches (one task per
             # BATCH_FILES files: fewer futures and thread hand-offs); what is read ahead of the
@@ -527,7 +535,7 @@ class TreeBackup:
         else:
             fut = self._pool.submit(self._read, item)
             if st.st_nlink > 1:
-                self._links[ident] = fut
+                self._links[ident] = [fut, 1]
         pending.append(_Pending(item.path, e, fut))
 
     def _walk_node(self, item, typ: int, prec) -> bool:

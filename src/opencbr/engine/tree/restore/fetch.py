@@ -162,7 +162,7 @@ class WindowFetcher:
             with self.tally.lock:
                 if job.failed is None:
                     job.failed = msg
-                    self.tally.errors.append((job.rel, msg))
+                    self.tally.error(job.rel, msg)
             self._job_step(job)
 
     def _job_step(self, job: FileJob) -> None:
@@ -213,7 +213,7 @@ class WindowFetcher:
                 except OSError as exc:
                     with self.tally.lock:
                         job.failed = f"write error: {exc.strerror or exc}"
-                        self.tally.errors.append((job.rel, job.failed))
+                        self.tally.error(job.rel, job.failed)
             self._job_step(job)
         with self.tally.lock:
             self.tally.written += n

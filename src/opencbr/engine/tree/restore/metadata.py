@@ -7,8 +7,8 @@ import ctypes
 import os
 import stat
 import struct
+import tempfile
 import threading
-from array import array
 from typing import Iterator, NamedTuple
 
 from ....system.libc import function as libc_function
@@ -91,33 +91,96 @@ class DirMeta(NamedTuple):
 
 class DirList:
     """The directories restored, in catalog order, with what finishing them needs, kept until the
-    end (their metadata is applied last, deepest first). Packed into one buffer: a Python object per
-    directory, made between thousands of short-lived catalog entries, pins the interpreter's memory
-    pools (restoring 300k files in one process grew by ~18 MB during the run; the records are
-    ~50 bytes each here). Pickles small, for a forked part to hand to its parent."""
+    end (their metadata is applied last, deepest first). Packed records in one buffer: a Python object
+    per directory, made between thousands of short-lived catalog entries, pins the interpreter's memory
+    pools (restoring 300k files in one process grew by ~18 MB during the run; the records are ~50
+    bytes each here). Past ``spill_bytes`` the buffer moves to an unlinked temporary file in
+    ``spill_dir`` (the chunk store's, i.e. the service's ``scratch_dir``) and is read back from its end
+    in blocks: memory stays bounded whatever the number of directories (a million directories would
+    otherwise hold ~60 MB to the end of the restore).
 
-    _HEAD = struct.Struct("<IIIqqI")  # mode, uid, gid, atime_ns, mtime_ns, len(rel); then rel
+    A record: mode, uid, gid, atime, mtime, len(rel), xattr count | rel | per xattr (u16 name length,
+    u32 value length, name, value) | u32 length of all before it (so the list reads backwards)."""
 
-    def __init__(self) -> None:
+    _HEAD = struct.Struct("<IIIqqII")
+    _XATTR = struct.Struct("<HI")
+    _LEN = struct.Struct("<I")
+    SPILL_BYTES = 4 << 20
+    READ_BLOCK = 1 << 20
+
+    def __init__(self, spill_dir: str | None = None, spill_bytes: int | None = None) -> None:
         self._buf = bytearray()
-        self._offs = array("Q")
-        self._xattrs: dict[int, list] = {}  # index -> xattrs, for the few directories that have any
+        self._file = None  # the spilled records (unlinked temporary file), oldest first
+        self.spill_dir = spill_dir
+        self.spill_bytes = self.SPILL_BYTES if spill_bytes is None else spill_bytes
+        self.count = 0
 
     def append(self, rel: bytes, e: Entry) -> None:
-        if e.xattrs:
-            self._xattrs[len(self._offs)] = e.xattrs
-        self._offs.append(len(self._buf))
-        self._buf += self._HEAD.pack(e.mode, e.uid, e.gid, e.atime_ns or 0, e.mtime_ns, len(rel))
+        start = len(self._buf)
+        self._buf += self._HEAD.pack(e.mode, e.uid, e.gid, e.atime_ns or 0, e.mtime_ns, len(rel), len(e.xattrs))
         self._buf += rel
+        for name, value in e.xattrs:
+            self._buf += self._XATTR.pack(len(name), len(value))
+            self._buf += name
+            self._buf += value
+        self._buf += self._LEN.pack(len(self._buf) - start)
+        self.count += 1
+        if len(self._buf) >= self.spill_bytes:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="opencbr-restore-dirs-", dir=self.spill_dir)
+            self._file.write(self._buf)
+            self._buf = bytearray()
+
+    def __len__(self) -> int:
+        return self.count
 
     def deepest_first(self) -> Iterator[tuple[bytes, DirMeta]]:
         """Catalog order reversed: every directory after everything below it."""
-        head = self._HEAD
-        for i in reversed(range(len(self._offs))):
-            o = self._offs[i]
-            mode, uid, gid, atime, mtime, n = head.unpack_from(self._buf, o)
-            rel = bytes(self._buf[o + head.size:o + head.size + n])
-            yield rel, DirMeta(mode, uid, gid, self._xattrs.get(i, []), atime, mtime)
+        yield from self._backwards(self._buf)
+        if self._file is None:
+            return
+        pos = self._file.seek(0, os.SEEK_END)
+        tail = bytearray()  # records not complete in the block read so far (their start is before it)
+        while pos > 0:
+            n = min(self.READ_BLOCK, pos)
+            pos -= n
+            self._file.seek(pos)
+            block = bytearray(self._file.read(n)) + tail
+            cut = self._first_whole(block) if pos > 0 else 0
+            tail = block[:cut]
+            yield from self._backwards(memoryview(block)[cut:])
+        self._file.close()
+        self._file = None
+
+    def _first_whole(self, block: bytearray) -> int:
+        """Where the first record that lies whole in ``block`` (which ends at a record's end) starts."""
+        end = len(block)
+        while end >= self._LEN.size:
+            (n,) = self._LEN.unpack_from(block, end - self._LEN.size)
+            start = end - self._LEN.size - n
+            if start < 0:
+                break
+            end = start
+        return end
+
+    def _backwards(self, buf) -> Iterator[tuple[bytes, DirMeta]]:
+        head, xh = self._HEAD, self._XATTR
+        end = len(buf)
+        while end > 0:
+            (n,) = self._LEN.unpack_from(buf, end - self._LEN.size)
+            o = end - self._LEN.size - n
+            end = o
+            mode, uid, gid, atime, mtime, rlen, nx = head.unpack_from(buf, o)
+            o += head.size
+            rel = bytes(buf[o:o + rlen])
+            o += rlen
+            xattrs = []
+            for _ in range(nx):
+                kl, vl = xh.unpack_from(buf, o)
+                o += xh.size
+                xattrs.append((bytes(buf[o:o + kl]), bytes(buf[o + kl:o + kl + vl])))
+                o += kl + vl
+            yield rel, DirMeta(mode, uid, gid, xattrs, atime, mtime)
 
 
 class MetadataWriter:

@@ -36,7 +36,8 @@ class _Part:
     mine: bool  # whether the current group of entries is this part's
     stack: list[tuple[bytes, int]] = field(default_factory=list)  # (rel, fd); fd -1: not restored
     dirs: DirList = field(default_factory=DirList)
-    links: dict[tuple[int, int], tuple[bytes, bool]] = field(default_factory=dict)
+    # (inode, device) -> [first name, restored by this part, names seen]: dropped once all were seen
+    links: dict[tuple[int, int], list] = field(default_factory=dict)
     win: Window = field(default_factory=Window)
     inflight: list[Window] = field(default_factory=list)
     group: int = 0
@@ -126,7 +127,7 @@ class TreeRestore(ForkedParts):
         t = self.tally
         if t.errors:
             first_rel, first_msg = t.errors[0]
-            raise Damaged(f"restore of {self.backup_id}: {len(t.errors)} file(s) could not be restored "
+            raise Damaged(f"restore of {self.backup_id}: {t.error_count} file(s) could not be restored "
                           f"intact (damaged or missing chunks); first: {show(first_rel)}: {first_msg}",
                           backup_id=self.backup_id)
         if self.progress is not None:
@@ -165,7 +166,8 @@ class TreeRestore(ForkedParts):
         fetcher = WindowFetcher(self.cs, self._index, self.tally, workers=self.workers, cancel=self.cancel,
                                 backup_id=self.backup_id, on_file_done=self._finish_job)
         st = _Part(root_fd=root_fd, lead=part == 0, shared_dirs=parts > 1 or self.allow_nonempty, fetcher=fetcher,
-                   mine=self._claim(0), stack=[(b"", root_fd)])
+                   mine=self._claim(0), stack=[(b"", root_fd)],
+                   dirs=DirList(getattr(self.cs, "spill_dir", None)))  # (a remote store may have none)
         records = CatalogReader(self.cs, self._dix).entries(self.sub_key)
         self._flush = BackgroundFlush(root_fd) if self.sync else None
         self._unflushed = 0
@@ -268,14 +270,18 @@ class TreeRestore(ForkedParts):
 
     def _make_file(self, st: _Part, name: bytes, dfd: int, rel: bytes, e: Entry) -> None:
         if e.hardlinked and (e.ino, e.rdev) in st.links:
-            src, ours = st.links[(e.ino, e.rdev)]
+            link = st.links[(e.ino, e.rdev)]
+            src, ours = link[0], link[1]
+            link[2] += 1
+            if link[2] >= e.nlink:
+                del st.links[(e.ino, e.rdev)]
             if ours:
                 self._make_room(name, dfd, rel)
                 os.link(src, name, src_dir_fd=st.root_fd, dst_dir_fd=dfd, follow_symlinks=False)
                 self.tally.counts["hardlinks"] += 1
             return
         if e.hardlinked:
-            st.links[(e.ino, e.rdev)] = (rel, st.mine)  # (inode, device) of the source: see backup.py
+            st.links[(e.ino, e.rdev)] = [rel, st.mine, 1]  # (inode, device) of the source: see backup.py
         if not st.mine:
             return
         self._make_room(name, dfd, rel)

@@ -18,12 +18,21 @@ class Tally:
         self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
         self.written = 0
         self.warnings: list[TreeWarning] = []
-        self.errors: list[tuple[bytes, str]] = []  # (path, why): files not restored intact
+        # (path, why): files not restored intact, the first MAX_WARNINGS of them (a restore reports
+        # their number and the first); error_count counts them all
+        self.errors: list[tuple[bytes, str]] = []
+        self.error_count = 0
 
     def warn(self, rel: bytes, msg: str, partial: bool = True) -> None:
         with self.lock:
             if len(self.warnings) < MAX_WARNINGS:
                 self.warnings.append(TreeWarning(show(rel), msg, partial))
+
+    def error(self, rel: bytes, msg: str) -> None:
+        """A file not restored intact (the caller holds ``lock``)."""
+        self.error_count += 1
+        if len(self.errors) < MAX_WARNINGS:
+            self.errors.append((rel, msg))
 
     def add(self, other: dict) -> None:
         """Add what another part of the restore did (its :meth:`result`)."""
@@ -31,7 +40,9 @@ class Tally:
             self.counts[k] += v
         self.written += other["written"]
         self.warnings += other["warnings"][:MAX_WARNINGS - len(self.warnings)]
-        self.errors += other["errors"]
+        self.errors += other["errors"][:MAX_WARNINGS - len(self.errors)]
+        self.error_count += other["error_count"]
 
     def result(self) -> dict:
-        return {"counts": self.counts, "written": self.written, "warnings": self.warnings, "errors": self.errors}
+        return {"counts": self.counts, "written": self.written, "warnings": self.warnings, "errors": self.errors,
+                "error_count": self.error_count}
