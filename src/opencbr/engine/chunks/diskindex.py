@@ -23,7 +23,8 @@ Files in the directory (``lock`` serialises updates between processes; readers t
 Updates happen in place under the lock (a reader in another process ignores slots of packs it does not
 know: pack numbers only grow within a generation); growing the table or a rebuild writes a new
 generation and renames nothing a reader has open (its old files stay readable until it refreshes).
-In memory: the pack table (one entry per pack, ~20 bytes per MiB of stored data) and the object list.
+In memory: the pack table (one entry per pack, ~20 bytes per MiB of stored data), the object list, and
+per snapshot the table pages read last (``cache_pages``, 4 MiB by default).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import struct
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -50,6 +52,7 @@ _FORMAT = 1
 _FIRST_PAGES = 256  # 1 MiB
 _SCAN_PAGES = 256  # pages read at a time by a sequential pass (1 MiB)
 _REBUILD_MIN_DEAD = 1 << 16  # dead slots before a compaction is considered
+DEFAULT_CACHE_PAGES = 1024  # pages of the table a snapshot keeps in memory (4 MiB)
 
 
 def _boot_id() -> str:
@@ -101,21 +104,41 @@ class _State:
 class Snapshot:
     """The index as of one sync: lock-free look-ups (``pread`` of a page), consistent for its packs."""
 
-    def __init__(self, files: _Files, state: _State):
+    def __init__(self, files: _Files, state: _State, cache_pages: int = 0):
         self.files = files
         self.pages = state.pages
         self.packs = [tuple(p) for p in state.packs]
         self.pack_no = {p[0]: n for n, p in enumerate(self.packs) if p[3]}
         self.live_records = sum(p[2] for p in self.packs if p[3])
+        # The pages read last (a small vault's whole table): a page another process changes later only
+        # gains slots of packs this snapshot does not know, which it ignores anyway.
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_pages = cache_pages
+        self._cache_lock = threading.Lock()
+
+    def _page(self, page_no: int) -> bytes:
+        if not self._cache_pages:
+            return os.pread(self.files.table, PAGE, page_no * PAGE)
+        with self._cache_lock:
+            page = self._cache.get(page_no)
+            if page is not None:
+                self._cache.move_to_end(page_no)
+                return page
+        page = os.pread(self.files.table, PAGE, page_no * PAGE)
+        with self._cache_lock:
+            self._cache[page_no] = page
+            if len(self._cache) > self._cache_pages:
+                self._cache.popitem(last=False)
+        return page
 
     def matches(self, digest: bytes) -> list[tuple[int, int, int]]:
         """``(pack number, offset, length)`` of every copy in a pack alive in this snapshot."""
         out = []
-        fd, mask = self.files.table, self.pages - 1
+        mask = self.pages - 1
         first = page_no = int.from_bytes(digest[:8], "little") & mask
         known = len(self.packs)
         while True:
-            page = os.pread(fd, PAGE, page_no * PAGE)
+            page = self._page(page_no)
             at = page.find(digest, SLOT_SIZE)
             while at > 0:
                 if at % SLOT_SIZE == 0:
@@ -231,7 +254,8 @@ class DiskChunkIndex:
     """The persistent index of one vault in ``directory`` (see the module's docstring). ``directory``
     None: a private temporary one, removed with this object (the engine alone, tests)."""
 
-    def __init__(self, directory: str | None):
+    def __init__(self, directory: str | None, cache_pages: int = DEFAULT_CACHE_PAGES):
+        self.cache_pages = cache_pages
         self._tmp = None
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="opencbr-chunk-index-")
@@ -319,7 +343,7 @@ class DiskChunkIndex:
                     if state.dead_slots > _REBUILD_MIN_DEAD and state.dead_slots * 2 > state.slots:
                         self._grow(state, state.pages)  # compaction: the live slots into a new generation
                     self._write_state(state, dirty=False)
-                self._snap = Snapshot(self._open_files(state.gen), state)
+                self._snap = Snapshot(self._open_files(state.gen), state, self.cache_pages)
                 return None if vanished else self._snap
             finally:
                 os.close(lock_fd)  # (releases the flock)

@@ -95,7 +95,8 @@ class ChunkStore:
     def _disk(self) -> DiskChunkIndex:
         with self._cache_lock:
             if self._disk_index is None:
-                self._disk_index = DiskChunkIndex(self._index_dir())
+                # the pages it caches follow the memory setting (16,384 entries -> 1,024 pages, 4 MiB)
+                self._disk_index = DiskChunkIndex(self._index_dir(), max(64, self.memory_entries // 16))
             return self._disk_index
 
     def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
