@@ -368,24 +368,26 @@ class DiskChunkIndex:
 
     def _add_object(self, state: _State, name: str, packs: list[tuple[str, bytes]]) -> None:
         known = state.alive_numbers()
-        listed, new_slots = [], []
-        files = self._open_files(state.gen)
+        listed = []
         for pack_id, blob in packs:
             pno = known.get(pack_id)
             if pno is None:  # a pack not seen yet (an old and a consolidated object list the same packs)
-                blob = bytes(blob)
                 pno = known[pack_id] = len(state.packs)
-                state.packs.append([pack_id, state.records_end, len(blob) // ENTRY_SIZE, 1])
-                os.pwrite(files.records, blob, state.records_end)
-                state.records_end += len(blob)
-                new_slots += [SLOT.pack(d, pno, off, ln) for d, off, ln in _ENTRY.iter_unpack(blob)]
+                self._add_pack(state, pno, pack_id, bytes(blob))
             listed.append(pno)
-        if new_slots:
-            while (state.slots + len(new_slots)) * 4 > state.pages * SLOTS * 3:
-                self._grow(state, state.pages * 2)
-            _insert(self._open_files(state.gen).table, state.pages, new_slots)
-            state.slots += len(new_slots)
         state.objects[name] = listed
+
+    def _add_pack(self, state: _State, pno: int, pack_id: str, blob: bytes) -> None:
+        """One pack's records and slots (a pack at a time: at most 8,192 records in flight)."""
+        files = self._open_files(state.gen)
+        state.packs.append([pack_id, state.records_end, len(blob) // ENTRY_SIZE, 1])
+        os.pwrite(files.records, blob, state.records_end)
+        state.records_end += len(blob)
+        new_slots = [SLOT.pack(d, pno, off, ln) for d, off, ln in _ENTRY.iter_unpack(blob)]
+        while (state.slots + len(new_slots)) * 4 > state.pages * SLOTS * 3:
+            self._grow(state, state.pages * 2)
+        _insert(self._open_files(state.gen).table, state.pages, new_slots)
+        state.slots += len(new_slots)
 
     def _drop_objects(self, state: _State, gone: list[str]) -> None:
         """Forget objects no longer in the store; their packs no remaining object lists are dead."""
@@ -407,7 +409,7 @@ class DiskChunkIndex:
         # the records are copied as they are (offsets unchanged): one sequential pass
         at = 0
         while at < state.records_end:
-            block = os.pread(old.records, min(8 << 20, state.records_end - at), at)
+            block = os.pread(old.records, min(1 << 20, state.records_end - at), at)
             os.pwrite(new.records, block, at)
             at += len(block)
         alive = [p[3] for p in state.packs]
@@ -418,7 +420,7 @@ class DiskChunkIndex:
             pno = _COUNT.unpack_from(slot, DIGEST_SIZE)[0]
             if pno < len(alive) and alive[pno]:
                 batch.append(slot)
-                if len(batch) >= 1 << 16:
+                if len(batch) >= 1 << 13:
                     _insert(new.table, pages, batch)
                     kept, batch = kept + len(batch), []
         _insert(new.table, pages, batch)

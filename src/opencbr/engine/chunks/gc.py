@@ -50,7 +50,7 @@ from .store import CONDEMNED_PREFIX, DATA_DIR, INDEX_DIR, ChunkStore
 REPACK_DEAD_FRACTION = 0.25
 SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...
 SMALL_PACK_MIN_COUNT = 8  # ... when at least this many exist
-CONSOLIDATED_RECORDS = 1 << 16  # records per index object GC writes (2.6 MB): what a reader decodes at once
+CONSOLIDATED_RECORDS = 1 << 15  # records per index object GC writes (1.3 MB, as a backup's): what a sync decodes at once
 
 Progress = Callable[[int, int], None]
 
