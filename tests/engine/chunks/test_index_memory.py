@@ -16,7 +16,7 @@ from opencbr.engine import Repository
 from opencbr.engine.chunks.session import WriteSession
 from opencbr.storage import open_store
 
-N = 25_000
+N = 16_000
 MEMORY_ENTRIES = 1024  # the memory setting: a few thousand digests, then to disk
 
 _CHILD = textwrap.dedent("""
@@ -56,6 +56,7 @@ def _peak_rss_kib(root: Path, op: str, scratch: Path) -> int:
 
 def test_open_and_gc_peak_rss_do_not_grow_with_the_vault(tmp_path):
     root, scratch = tmp_path / "store", tmp_path / "scratch"
+    scratch.mkdir()
     repo = Repository.create(open_store(root.as_uri()), "v/", None, encrypted=False)
     repo.chunks.spill_dir = str(scratch)  # the backups run on this machine: the index learns their objects
     peaks = {}
