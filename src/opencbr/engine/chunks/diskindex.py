@@ -324,12 +324,15 @@ class DiskChunkIndex:
         with self._lock:
             lock_fd = self._flock()
             try:
-                state = self._read_state() or self._fresh_state()
+                state = self._read_state()
+                fresh = state is None
+                if state is None:
+                    state = self._fresh_state()
                 listed = set(names)
                 new = [n for n in names if n not in state.objects]
                 gone = [n for n in state.objects if n not in listed]
                 vanished = False
-                if new or gone:
+                if new or gone or fresh:
                     self._write_state(state, dirty=True)
                     for name in new:
                         try:
@@ -347,6 +350,18 @@ class DiskChunkIndex:
                 return None if vanished else self._snap
             finally:
                 os.close(lock_fd)  # (releases the flock)
+
+    def discard(self) -> None:
+        """Have the next sync rebuild the index from the store (a reader found no intact copy where it
+        said: it may be stale or damaged)."""
+        with self._lock:
+            lock_fd = self._flock()
+            try:
+                state = self._read_state()
+                if state is not None:
+                    self._write_state(state, dirty=True)
+            finally:
+                os.close(lock_fd)
 
     def note_object(self, name: str, packs: list[tuple[str, bytes]]) -> None:
         """An index object this process just wrote: add it without reading it back (GC's consolidated

@@ -330,7 +330,7 @@ def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
     kept = [p for p in idx.pack_ids if p in present]
     records = sum(idx.record_count(p) for p in kept)
     needed = max(1, -(-records // CONSOLIDATED_RECORDS))
-    too_big = any(size > CONSOLIDATED_RECORDS * ENTRY_SIZE * 2 for size in listing.values())
+    too_big = any(size > CONSOLIDATED_RECORDS * ENTRY_SIZE * 3 // 2 for size in listing.values())
     if len(kept) == len(idx.pack_ids) and len(names) <= needed and not too_big:
         return  # already few objects describing exactly the packs that exist
     batch: list[tuple[str, bytes]] = []

@@ -68,6 +68,7 @@ class ChunkStore:
         self.spill_dir: str | None = None
         self._cache_lock = threading.Lock()
         self._disk_index: DiskChunkIndex | None = None  # the vault's chunk index on local disk
+        self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
         self._reader_index: IndexView | None = None
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
 
@@ -156,11 +157,20 @@ class ChunkStore:
 
     def get_chunk(self, digest: bytes, codec: ChunkCodec | None = None) -> bytes:
         """The plaintext of chunk ``digest``, verified. Tries every known copy; refreshes the index
-        once if none works (GC may have repacked it). Raises Missing or Damaged."""
+        once if none works (GC may have repacked it), and if still none does, rebuilds the local index
+        from the store once per ChunkStore (it may be stale or damaged: never trusted over the store).
+        Raises Missing or Damaged."""
         codec = codec or self.codec
         last_err: Exception | None = None
-        for refresh in (False, True):
-            idx = self.reader_index(refresh=refresh)
+        for attempt in ("as known", "refreshed", "rebuilt"):
+            if attempt == "refreshed" and isinstance(last_err, Damaged):
+                continue  # a copy is there but damaged: the chunk did not move
+            if attempt == "rebuilt":
+                if self._index_rebuilt:
+                    break
+                self._index_rebuilt = True
+                self._disk().discard()
+            idx = self.reader_index(refresh=attempt != "as known")
             for loc in idx.locations(digest):
                 try:
                     rec = self.read_record(loc)
@@ -171,8 +181,6 @@ class ChunkStore:
                     last_err = Missing(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
                 except Damaged as e:
                     last_err = e
-            if isinstance(last_err, Damaged):
-                break
         if last_err is None:
             last_err = Missing(f"chunk {digest.hex()} is not in the repository")
         raise last_err
