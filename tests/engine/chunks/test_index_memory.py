@@ -16,7 +16,7 @@ from opencbr.engine import Repository
 from opencbr.engine.chunks.session import WriteSession
 from opencbr.storage import open_store
 
-N = 16_000
+N = 16_384  # two full packs per backup (8,192 records each): no small packs for GC to merge
 MEMORY_ENTRIES = 1024  # the memory setting: a few thousand digests, then to disk
 
 _CHILD = textwrap.dedent("""

@@ -101,34 +101,48 @@ class _State:
         return {p[0]: n for n, p in enumerate(self.packs) if p[3]}
 
 
+class _PageCache:
+    """The table pages read last, for the snapshots of one version of the table (its generation and slot
+    count): pages only change when slots are added, which makes a new version. A page another process
+    changes meanwhile only gains slots of packs those snapshots do not know, which they ignore."""
+
+    def __init__(self, version: tuple, limit: int):
+        self.version = version
+        self.limit = limit
+        self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, page_no: int) -> bytes | None:
+        with self._lock:
+            page = self._pages.get(page_no)
+            if page is not None:
+                self._pages.move_to_end(page_no)
+            return page
+
+    def put(self, page_no: int, page: bytes) -> None:
+        with self._lock:
+            self._pages[page_no] = page
+            if len(self._pages) > self.limit:
+                self._pages.popitem(last=False)
+
+
 class Snapshot:
     """The index as of one sync: lock-free look-ups (``pread`` of a page), consistent for its packs."""
 
-    def __init__(self, files: _Files, state: _State, cache_pages: int = 0):
+    def __init__(self, files: _Files, state: _State, cache: _PageCache | None = None):
         self.files = files
         self.pages = state.pages
         self.packs = [tuple(p) for p in state.packs]
         self.pack_no = {p[0]: n for n, p in enumerate(self.packs) if p[3]}
         self.live_records = sum(p[2] for p in self.packs if p[3])
-        # The pages read last (a small vault's whole table): a page another process changes later only
-        # gains slots of packs this snapshot does not know, which it ignores anyway.
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self._cache_pages = cache_pages
-        self._cache_lock = threading.Lock()
+        self._cache = cache
 
     def _page(self, page_no: int) -> bytes:
-        if not self._cache_pages:
-            return os.pread(self.files.table, PAGE, page_no * PAGE)
-        with self._cache_lock:
-            page = self._cache.get(page_no)
-            if page is not None:
-                self._cache.move_to_end(page_no)
-                return page
-        page = os.pread(self.files.table, PAGE, page_no * PAGE)
-        with self._cache_lock:
-            self._cache[page_no] = page
-            if len(self._cache) > self._cache_pages:
-                self._cache.popitem(last=False)
+        page = self._cache.get(page_no) if self._cache is not None else None
+        if page is None:
+            page = os.pread(self.files.table, PAGE, page_no * PAGE)
+            if self._cache is not None:
+                self._cache.put(page_no, page)
         return page
 
     def matches(self, digest: bytes) -> list[tuple[int, int, int]]:
@@ -266,6 +280,7 @@ class DiskChunkIndex:
         self._snap: Snapshot | None = None
         self._files: _Files | None = None
         self._files_gen: str | None = None
+        self._pages: _PageCache | None = None
 
     # -- the lock and meta.json -------------------------------------------------------------------
     def _flock(self):
@@ -346,7 +361,10 @@ class DiskChunkIndex:
                     if state.dead_slots > _REBUILD_MIN_DEAD and state.dead_slots * 2 > state.slots:
                         self._grow(state, state.pages)  # compaction: the live slots into a new generation
                     self._write_state(state, dirty=False)
-                self._snap = Snapshot(self._open_files(state.gen), state, self.cache_pages)
+                version = (state.gen, state.slots)
+                if self._pages is None or self._pages.version != version:
+                    self._pages = _PageCache(version, self.cache_pages) if self.cache_pages else None
+                self._snap = Snapshot(self._open_files(state.gen), state, self._pages)
                 return None if vanished else self._snap
             finally:
                 os.close(lock_fd)  # (releases the flock)

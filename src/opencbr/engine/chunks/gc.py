@@ -36,7 +36,7 @@ from typing import Callable
 from ..errors import Conflict, Damaged
 from .digestset import DigestSet
 from .diskindex import IndexView
-from .locations import ENTRY_SIZE, new_index_name
+from .locations import ENTRY_SIZE, new_index_name, pack_entries
 from .locks import (
     GC_LOCK_NAME,
     LockInfo,
@@ -284,16 +284,26 @@ def _live_test(idx: IndexView, refs: DigestSet, present: dict[str, int], deleted
 
 
 def _repack(cs: ChunkStore, packs: list[str], idx: IndexView, live_at: LiveTest, result: GCResult) -> None:
+    """Copy the live records of ``packs`` into new packs, indexed as they go (an index object per
+    ``CONSOLIDATED_RECORDS`` records, after its packs are durable), not all at the end."""
     writer = PackWriter(cs.sealer, cs.pack_size)
-    written: list[tuple[str, list[tuple[bytes, int, int]]]] = []
+    written: list[tuple[str, bytes]] = []  # new packs not indexed yet, their records packed
     codec = cs.codec.clone()
+
+    def index_written() -> None:
+        if written:
+            cs.store.flush()
+            cs.write_index(written)
+            written.clear()
 
     def emit(fp) -> None:
         if fp is None:
             return
         cs.store.put(cs.k(pack_key(fp.pack_id)), fp.data, sync=True)
-        written.append((fp.pack_id, [(e.digest, e.offset, e.length) for e in fp.entries]))
+        written.append((fp.pack_id, pack_entries((e.digest, e.offset, e.length) for e in fp.entries)))
         result.repack_bytes_written += len(fp.data)
+        if sum(len(e) for _p, e in written) >= CONSOLIDATED_RECORDS * ENTRY_SIZE:
+            index_written()
 
     for p in packs:
         live = [(d, off, ln) for d, off, ln in idx.entries(p) if live_at(p, d, off)]
@@ -312,9 +322,7 @@ def _repack(cs: ChunkStore, packs: list[str], idx: IndexView, live_at: LiveTest,
                 continue
             emit(writer.add(d, rec))
     emit(writer.finish())
-    cs.store.flush()
-    if written:
-        cs.write_index(written)
+    index_written()
 
 
 def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
