@@ -35,7 +35,7 @@ from typing import Callable
 
 from ..errors import Conflict, Damaged
 from .digestset import DigestSet
-from .diskindex import IndexView
+from .diskindex import DiskChunkIndex, IndexView
 from .locations import ENTRY_SIZE, new_index_name, pack_entries
 from .locks import (
     GC_LOCK_NAME,
@@ -155,11 +155,11 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
     return deleted
 
 
-def _load_all(cs: ChunkStore, excluded: set[str]) -> tuple[list[str], IndexView, dict[str, int]]:
+def _load_all(cs: ChunkStore, excluded: set[str], disk: DiskChunkIndex) -> tuple[list[str], IndexView, dict[str, int]]:
     """Index (from the objects listed now), then the pack listing (packs are written before their index,
     so an indexed pack missing from the listing was deleted)."""
     names = cs.list_index_objects()
-    idx = cs.load_index(excluded)
+    idx = cs.load_index(excluded, disk)
     present = _pack_listing(cs)
     return names, idx, present
 
@@ -186,17 +186,19 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     result.abandoned_writes_removed = cs.store.remove_abandoned_writes(cs.prefix, cs.lock_timing.stale_after)
     gens = cs.condemned_lists()
     pending_all = {p for ps in gens.values() for p in ps}
-    # 2. index, packs, refs (the refs on disk past the memory bound: digestset.py)
-    _names, idx, present = _load_all(cs, pending_all)
+    # 2. index (GC's own, from the store: diskindex.py), packs, refs (on disk past the memory bound)
+    disk = cs.private_index()
+    _names, idx, present = _load_all(cs, pending_all, disk)
     refs = cs.referenced()
     try:
-        _gc_with_refs(cs, gc_lock, result, report, live, gens, idx, present, refs)
+        _gc_with_refs(cs, gc_lock, result, report, live, gens, disk, idx, present, refs)
     finally:
         refs.close()
 
 
 def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: Progress, live: list[LockInfo],
-                  gens: dict[str, list[str]], idx: IndexView, present: dict[str, int], refs: DigestSet) -> None:
+                  gens: dict[str, list[str]], disk: DiskChunkIndex, idx: IndexView, present: dict[str, int],
+                  refs: DigestSet) -> None:
     report(1, 6)
     # 3. sweep older condemned lists every live writer has seen
     swept_gens: list[str] = []
@@ -246,7 +248,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
                      json.dumps({"gen": new_gen, "packs": sorted(condemn), "created": time.time()}).encode())
         live = _live_writers(cs, gc_lock, result)
         if _all_seen(live, new_gen):
-            _names2, idx2, present2 = _load_all(cs, still_pending | condemn)
+            _names2, idx2, present2 = _load_all(cs, still_pending | condemn, disk)
             refs2 = cs.referenced()
             try:
                 deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result)
@@ -258,7 +260,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     result.packs_condemned_pending += len(still_pending)
     report(4, 6)
     # 6. consolidate the index, then forget swept lists
-    _consolidate_index(cs, result)
+    _consolidate_index(cs, result, disk)
     for g in swept_gens:
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
     report(6, 6)
@@ -325,7 +327,7 @@ def _repack(cs: ChunkStore, packs: list[str], idx: IndexView, live_at: LiveTest,
     index_written()
 
 
-def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
+def _consolidate_index(cs: ChunkStore, result: GCResult, disk: DiskChunkIndex) -> None:
     """Rewrite the index as objects of at most ``CONSOLIDATED_RECORDS`` records describing exactly the
     packs that exist (a reader decodes one object at a time: its size bounds the memory a sync needs),
     then delete the objects replaced. Streams the records pack by pack from the on-disk index."""
@@ -333,7 +335,7 @@ def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
     names = sorted(listing)
     if not names:
         return
-    idx = cs.load_index()
+    idx = cs.load_index((), disk)
     present = _pack_listing(cs)
     kept = [p for p in idx.pack_ids if p in present]
     records = sum(idx.record_count(p) for p in kept)

@@ -103,11 +103,17 @@ class ChunkStore:
     def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
         return decode_index(self.sealer, self.store.get(self.k(rel)), rel)
 
-    def load_index(self, excluded: Iterable[str] = ()) -> IndexView:
+    def private_index(self) -> DiskChunkIndex:
+        """An index of this process alone, built from the store at its first sync (GC's: what it deletes
+        is decided from the store's objects, never from a cache another process could have left wrong)."""
+        return DiskChunkIndex(None, max(64, self.memory_entries // 16))
+
+    def load_index(self, excluded: Iterable[str] = (), disk: DiskChunkIndex | None = None) -> IndexView:
         """The index as the store's index objects say now, on local disk (diskindex.py: only objects not
         seen before are read; bounded memory whatever the vault's size), ``excluded`` packs (condemned)
-        kept only as fallbacks. Retries if GC replaced objects while they were read."""
-        disk = self._disk()
+        kept only as fallbacks. ``disk``: that index instead of the vault's shared one. Retries if GC
+        replaced objects while they were read."""
+        disk = disk or self._disk()
         for _attempt in range(5):
             snap = disk.sync_with(self.list_index_objects(), self._read_index_packs)
             if snap is not None:
