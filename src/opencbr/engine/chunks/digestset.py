@@ -83,6 +83,22 @@ class DigestSet:
                 self._grow()
             self._count += self._insert_batch(digests)
 
+    def __iter__(self):
+        """Each digest once: a copy of the in-memory set, or a sequential pass over the table (1 MiB at a
+        time). Not to be mixed with adds."""
+        with self._lock:
+            if self._mem is not None:
+                yield from list(self._mem)
+                return
+            fd, pages = self._fd, self._pages
+        step = 256
+        for first in range(0, pages, step):
+            block = os.pread(fd, step * PAGE, first * PAGE)
+            for p in range(0, len(block), PAGE):
+                n = _COUNT.unpack_from(block, p)[0]
+                for i in range(1, n + 1):
+                    yield block[p + i * DIGEST_SIZE:p + (i + 1) * DIGEST_SIZE]
+
     def close(self) -> None:
         with self._lock:
             self._mem = set()

@@ -34,7 +34,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from ..errors import Conflict, Damaged
-from .locations import ChunkIndex, new_index_name
+from .digestset import DigestSet
+from .diskindex import DiskChunkIndex, IndexView
+from .locations import ENTRY_SIZE, new_index_name, pack_entries
 from .locks import (
     GC_LOCK_NAME,
     LockInfo,
@@ -43,11 +45,12 @@ from .locks import (
     list_locks,
 )
 from .packs import MAX_PACK_RECORDS, PackWriter, pack_key
-from .store import CONDEMNED_PREFIX, DATA_DIR, ChunkStore
+from .store import CONDEMNED_PREFIX, DATA_DIR, INDEX_DIR, ChunkStore
 
 REPACK_DEAD_FRACTION = 0.25
 SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...
 SMALL_PACK_MIN_COUNT = 8  # ... when at least this many exist
+CONSOLIDATED_RECORDS = 1 << 15  # records per index object GC writes (1.3 MB, as a backup's): what a sync decodes at once
 
 Progress = Callable[[int, int], None]
 
@@ -125,7 +128,7 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
     return live
 
 
-def _sweep(cs: ChunkStore, packs: set[str], *, idx: ChunkIndex, present: dict[str, int], refs: set[bytes],
+def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str, int], refs: DigestSet,
            result: GCResult) -> set[str]:
     """Delete the packs of a condemned list unless they hold a referenced chunk with no other copy.
     Returns the packs deleted."""
@@ -152,11 +155,11 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: ChunkIndex, present: dict[st
     return deleted
 
 
-def _load_all(cs: ChunkStore, excluded: set[str]) -> tuple[list[str], ChunkIndex, dict[str, int]]:
+def _load_all(cs: ChunkStore, excluded: set[str], disk: DiskChunkIndex) -> tuple[list[str], IndexView, dict[str, int]]:
     """Index (from the objects listed now), then the pack listing (packs are written before their index,
     so an indexed pack missing from the listing was deleted)."""
     names = cs.list_index_objects()
-    idx = cs.load_index(excluded)
+    idx = cs.load_index(excluded, disk)
     present = _pack_listing(cs)
     return names, idx, present
 
@@ -183,9 +186,19 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     result.abandoned_writes_removed = cs.store.remove_abandoned_writes(cs.prefix, cs.lock_timing.stale_after)
     gens = cs.condemned_lists()
     pending_all = {p for ps in gens.values() for p in ps}
-    # 2. index, packs, refs
-    _names, idx, present = _load_all(cs, pending_all)
+    # 2. index (GC's own, from the store: diskindex.py), packs, refs (on disk past the memory bound)
+    disk = cs.private_index()
+    _names, idx, present = _load_all(cs, pending_all, disk)
     refs = cs.referenced()
+    try:
+        _gc_with_refs(cs, gc_lock, result, report, live, gens, disk, idx, present, refs)
+    finally:
+        refs.close()
+
+
+def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: Progress, live: list[LockInfo],
+                  gens: dict[str, list[str]], disk: DiskChunkIndex, idx: IndexView, present: dict[str, int],
+                  refs: DigestSet) -> None:
     report(1, 6)
     # 3. sweep older condemned lists every live writer has seen
     swept_gens: list[str] = []
@@ -199,13 +212,8 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
             swept_gens.append(gen)
     still_pending = {p for g, ps in gens.items() if g not in swept_gens for p in ps}
     report(2, 6)
-    # 4. plan
-    canonical: dict[bytes, tuple[str, int]] = {}
-    for d in refs:
-        for loc in idx.locations(d):  # preferred copy first; skip copies that no longer exist
-            if loc.pack_id in present and loc.pack_id not in deleted:
-                canonical[d] = (loc.pack_id, loc.offset)
-                break
+    # 4. plan, pack by pack (its records read from the on-disk index, never all at once)
+    live_at = _live_test(idx, refs, present, deleted)
     condemn: set[str] = set()
     repack: list[str] = []
     small: list[str] = []
@@ -217,7 +225,7 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
             result.orphan_packs += 1
             continue
         entries = idx.entries(p)
-        live_bytes = sum(ln for d, off, ln in entries if canonical.get(d) == (p, off))
+        live_bytes = sum(ln for d, off, ln in entries if live_at(p, d, off))
         dead_bytes = sum(ln for _d, _off, ln in entries) - live_bytes  # trailer overhead is not "dead"
         if live_bytes == 0:
             condemn.add(p)
@@ -228,7 +236,7 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     if len(small) >= SMALL_PACK_MIN_COUNT:
         repack += small
     if repack:
-        _repack(cs, repack, idx, canonical, result)
+        _repack(cs, repack, idx, live_at, result)
         condemn |= set(repack)
         result.packs_repacked = len(repack)
     report(3, 6)
@@ -240,36 +248,67 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
                      json.dumps({"gen": new_gen, "packs": sorted(condemn), "created": time.time()}).encode())
         live = _live_writers(cs, gc_lock, result)
         if _all_seen(live, new_gen):
-            _names2, idx2, present2 = _load_all(cs, still_pending | condemn)
+            _names2, idx2, present2 = _load_all(cs, still_pending | condemn, disk)
             refs2 = cs.referenced()
-            deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result)
+            try:
+                deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result)
+            finally:
+                refs2.close()
             swept_gens.append(new_gen)
         else:
             result.packs_condemned_pending += len(condemn)
     result.packs_condemned_pending += len(still_pending)
     report(4, 6)
     # 6. consolidate the index, then forget swept lists
-    _consolidate_index(cs, result)
+    _consolidate_index(cs, result, disk)
     for g in swept_gens:
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
     report(6, 6)
 
 
-def _repack(cs: ChunkStore, packs: list[str], idx: ChunkIndex, canonical: dict[bytes, tuple[str, int]],
-            result: GCResult) -> None:
+LiveTest = Callable[[str, bytes, int], bool]
+
+
+def _live_test(idx: IndexView, refs: DigestSet, present: dict[str, int], deleted: set[str]) -> LiveTest:
+    """``live_at(pack, digest, offset)``: whether that record is the copy GC keeps of a referenced chunk
+    (its preferred copy among those that still exist), asked record by record instead of a dict of
+    every referenced chunk's copy."""
+
+    def live_at(pack_id: str, digest: bytes, offset: int) -> bool:
+        if digest not in refs:
+            return False
+        for loc in idx.locations(digest):  # preferred copy first; skip copies that no longer exist
+            if loc.pack_id in present and loc.pack_id not in deleted:
+                return loc.pack_id == pack_id and loc.offset == offset
+        return False
+
+    return live_at
+
+
+def _repack(cs: ChunkStore, packs: list[str], idx: IndexView, live_at: LiveTest, result: GCResult) -> None:
+    """Copy the live records of ``packs`` into new packs, indexed as they go (an index object per
+    ``CONSOLIDATED_RECORDS`` records, after its packs are durable), not all at the end."""
     writer = PackWriter(cs.sealer, cs.pack_size)
-    written: list[tuple[str, list[tuple[bytes, int, int]]]] = []
+    written: list[tuple[str, bytes]] = []  # new packs not indexed yet, their records packed
     codec = cs.codec.clone()
+
+    def index_written() -> None:
+        if written:
+            cs.store.flush()
+            cs.write_index(written)
+            written.clear()
 
     def emit(fp) -> None:
         if fp is None:
             return
         cs.store.put(cs.k(pack_key(fp.pack_id)), fp.data, sync=True)
-        written.append((fp.pack_id, [(e.digest, e.offset, e.length) for e in fp.entries]))
+        written.append((fp.pack_id, pack_entries((e.digest, e.offset, e.length) for e in fp.entries)))
         result.repack_bytes_written += len(fp.data)
+        if sum(len(e) for _p, e in written) >= CONSOLIDATED_RECORDS * ENTRY_SIZE:
+            index_written()
 
     for p in packs:
-        live = [(d, off, ln) for d, off, ln in idx.entries(p) if canonical.get(d) == (p, off)]
+        live = [(d, off, ln) for d, off, ln in idx.entries(p) if live_at(p, d, off)]
         if not live:
             continue
         try:
@@ -285,22 +324,35 @@ def _repack(cs: ChunkStore, packs: list[str], idx: ChunkIndex, canonical: dict[b
                 continue
             emit(writer.add(d, rec))
     emit(writer.finish())
-    cs.store.flush()
-    if written:
-        cs.write_index(written)
+    index_written()
 
 
-def _consolidate_index(cs: ChunkStore, result: GCResult) -> None:
-    names = cs.list_index_objects()
+def _consolidate_index(cs: ChunkStore, result: GCResult, disk: DiskChunkIndex) -> None:
+    """Rewrite the index as objects of at most ``CONSOLIDATED_RECORDS`` records describing exactly the
+    packs that exist (a reader decodes one object at a time: its size bounds the memory a sync needs),
+    then delete the objects replaced. Streams the records pack by pack from the on-disk index."""
+    listing = {key[len(cs.k("")):]: size for key, size in cs.store.list(cs.k(INDEX_DIR))}
+    names = sorted(listing)
     if not names:
         return
-    idx = cs.load_index()
+    idx = cs.load_index((), disk)
     present = _pack_listing(cs)
-    packs = [(p, idx.entries(p)) for p in idx.pack_ids if p in present]
-    if len(names) == 1 and len(packs) == len(idx.pack_ids):
-        return  # already one object describing exactly the packs that exist
-    if packs:
-        cs.write_index(packs)
+    kept = [p for p in idx.pack_ids if p in present]
+    records = sum(idx.record_count(p) for p in kept)
+    needed = max(1, -(-records // CONSOLIDATED_RECORDS))
+    too_big = any(size > CONSOLIDATED_RECORDS * ENTRY_SIZE * 3 // 2 for size in listing.values())
+    if len(kept) == len(idx.pack_ids) and len(names) <= needed and not too_big:
+        return  # already few objects describing exactly the packs that exist
+    batch: list[tuple[str, bytes]] = []
+    in_batch = 0
+    for p in kept:
+        batch.append((p, idx.packed_entries(p)))
+        in_batch += idx.record_count(p)
+        if in_batch >= CONSOLIDATED_RECORDS:
+            cs.write_index(batch)
+            batch, in_batch = [], 0
+    if batch:
+        cs.write_index(batch)
     for n in names:
         cs.store.delete(cs.k(n))
     result.index_objects_replaced += len(names)

@@ -17,16 +17,19 @@ fall back to another copy of the chunk if one is damaged or gone.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 from typing import Iterable
 
 from ...storage import ObjectStore
 from ..errors import Conflict, Damaged, Missing
 from .codec import ChunkCodec
-from .crypto import RepoKeys, Sealer
+from .crypto import DIGEST_SIZE, ZERO_DIGEST, RepoKeys, Sealer
 from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
-from .locations import ENTRY_SIZE, ChunkIndex, Location, decode_index, encode_index, new_index_name
+from .diskindex import DiskChunkIndex, IndexView, KnownDigests
+from .locations import Location, decode_index, encode_index, new_index_name, pack_entries
 from .locks import LockTiming
 from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest, stream_refs
 from .packs import pack_key
@@ -63,9 +66,10 @@ class ChunkStore:
         # the memory bound of a write session's dedup set (entries) and where it spills (digestset.py)
         self.memory_entries = DEFAULT_MEMORY_ENTRIES
         self.spill_dir: str | None = None
-        self._index_cache: dict[str, list[tuple[str, bytes]]] = {}
         self._cache_lock = threading.Lock()
-        self._reader_index: ChunkIndex | None = None
+        self._disk_index: DiskChunkIndex | None = None  # the vault's chunk index on local disk
+        self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
+        self._reader_index: IndexView | None = None
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
 
     @property
@@ -81,65 +85,55 @@ class ChunkStore:
         n = len(self.prefix)
         return sorted(key[n:] for key, _ in self.store.list(self.k(INDEX_DIR)))
 
-    def _read_index_object(self, rel: str):
-        with self._cache_lock:
-            cached = self._index_cache.get(rel)
-        if cached is not None:
-            return cached
-        parsed = decode_index(self.sealer, self.store.get(self.k(rel)), rel)
-        with self._cache_lock:
-            self._index_cache[rel] = parsed
-        return parsed
+    def _index_dir(self) -> str | None:
+        """Where this vault's chunk index is kept: under ``spill_dir`` (the service's scratch directory)
+        one directory per store and prefix; None (a private temporary one) when there is no spill_dir."""
+        if self.spill_dir is None:
+            return None
+        key = hashlib.sha256(f"{self.store.url()}\0{self.prefix}".encode()).hexdigest()[:32]
+        return os.path.join(self.spill_dir, "chunk-index", key)
 
-    def load_index(self, excluded: Iterable[str] = ()) -> ChunkIndex:
-        """Build a fresh :class:`ChunkIndex` from the index objects in the store now (parsed objects
-        are cached: they are immutable). Retries if GC replaced objects while we were reading."""
+    def _disk(self) -> DiskChunkIndex:
+        with self._cache_lock:
+            if self._disk_index is None:
+                # the pages it caches follow the memory setting (16,384 entries -> 1,024 pages, 4 MiB)
+                self._disk_index = DiskChunkIndex(self._index_dir(), max(64, self.memory_entries // 16))
+            return self._disk_index
+
+    def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
+        return decode_index(self.sealer, self.store.get(self.k(rel)), rel)
+
+    def private_index(self) -> DiskChunkIndex:
+        """An index of this process alone, built from the store at its first sync (GC's: what it deletes
+        is decided from the store's objects, never from a cache another process could have left wrong)."""
+        return DiskChunkIndex(None, max(64, self.memory_entries // 16))
+
+    def load_index(self, excluded: Iterable[str] = (), disk: DiskChunkIndex | None = None) -> IndexView:
+        """The index as the store's index objects say now, on local disk (diskindex.py: only objects not
+        seen before are read; bounded memory whatever the vault's size), ``excluded`` packs (condemned)
+        kept only as fallbacks. ``disk``: that index instead of the vault's shared one. Retries if GC
+        replaced objects while they were read."""
+        disk = disk or self._disk()
         for _attempt in range(5):
-            names = self.list_index_objects()
-            idx = ChunkIndex(excluded)
-            try:
-                for rel in names:
-                    for pack_id, entries in self._read_index_object(rel):
-                        idx.add_pack(pack_id, entries)
-            except KeyError:
-                continue  # an index object was consolidated away between list and get
-            with self._cache_lock:
-                for stale in set(self._index_cache) - set(names):
-                    del self._index_cache[stale]
-            return idx
+            snap = disk.sync_with(self.list_index_objects(), self._read_index_packs)
+            if snap is not None:
+                return IndexView(snap, excluded)
         raise Conflict("the repository index kept changing while it was loaded; retry")
 
-    def load_known_digests(self, excluded: Iterable[str] = ()) -> DigestSet:
-        """The digests a writer may deduplicate against (those outside ``excluded`` packs), in a
-        :class:`DigestSet` -- bounded memory whatever the vault's size -- rather than a whole
-        :class:`ChunkIndex`: a writer only asks "is it there?". Objects read here are not cached
-        (the cache would hold 40 bytes per chunk of the vault)."""
-        excluded = set(excluded)
-        for _attempt in range(5):
-            known = DigestSet(self.memory_entries, self.spill_dir)
-            try:
-                for rel in self.list_index_objects():
-                    with self._cache_lock:
-                        parsed = self._index_cache.get(rel)
-                    if parsed is None:
-                        parsed = decode_index(self.sealer, self.store.get(self.k(rel)), rel)
-                    known.add_many([entries[at:at + 32] for pack_id, entries in parsed if pack_id not in excluded
-                                    for at in range(0, len(entries), ENTRY_SIZE)])
-            except KeyError:
-                known.close()
-                continue  # an index object was consolidated away between list and get
-            except BaseException:
-                known.close()
-                raise
-            return known
-        raise Conflict("the repository index kept changing while it was loaded; retry")
+    def load_known_digests(self, excluded: Iterable[str] = ()) -> KnownDigests:
+        """The digests a writer may deduplicate against (those outside ``excluded`` packs): ``in`` looks
+        the on-disk index up (bounded memory whatever the vault's size)."""
+        return KnownDigests(self.load_index(excluded))
 
-    def write_index(self, packs: Iterable[tuple[str, Iterable[tuple[bytes, int, int]]]]) -> str:
+    def write_index(self, packs: Iterable[tuple[str, bytes | Iterable[tuple[bytes, int, int]]]]) -> str:
+        packed = [(p, e if isinstance(e, (bytes, bytearray)) else pack_entries(e)) for p, e in packs]
         rel = INDEX_DIR + new_index_name()
-        self.store.put(self.k(rel), encode_index(self.sealer, packs))
+        self.store.put(self.k(rel), encode_index(self.sealer, packed))
+        if self._disk_index is not None:
+            self._disk_index.note_object(rel, packed)  # (what this process wrote need not be read back)
         return rel
 
-    def reader_index(self, refresh: bool = False) -> ChunkIndex:
+    def reader_index(self, refresh: bool = False) -> IndexView:
         """The index readers use (cached; refreshed on demand when a chunk is not where expected)."""
         if refresh or self._reader_index is None:
             self._reader_index = self.load_index(self.condemned_packs())
@@ -169,11 +163,20 @@ class ChunkStore:
 
     def get_chunk(self, digest: bytes, codec: ChunkCodec | None = None) -> bytes:
         """The plaintext of chunk ``digest``, verified. Tries every known copy; refreshes the index
-        once if none works (GC may have repacked it). Raises Missing or Damaged."""
+        once if none works (GC may have repacked it), and if still none does, rebuilds the local index
+        from the store once per ChunkStore (it may be stale or damaged: never trusted over the store).
+        Raises Missing or Damaged."""
         codec = codec or self.codec
         last_err: Exception | None = None
-        for refresh in (False, True):
-            idx = self.reader_index(refresh=refresh)
+        for attempt in ("as known", "refreshed", "rebuilt"):
+            if attempt == "refreshed" and isinstance(last_err, Damaged):
+                continue  # a copy is there but damaged: the chunk did not move
+            if attempt == "rebuilt":
+                if self._index_rebuilt:
+                    break
+                self._index_rebuilt = True
+                self._disk().discard()
+            idx = self.reader_index(refresh=attempt != "as known")
             for loc in idx.locations(digest):
                 try:
                     rec = self.read_record(loc)
@@ -184,8 +187,6 @@ class ChunkStore:
                     last_err = Missing(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
                 except Damaged as e:
                     last_err = e
-            if isinstance(last_err, Damaged):
-                break
         if last_err is None:
             last_err = Missing(f"chunk {digest.hex()} is not in the repository")
         raise last_err
@@ -252,23 +253,33 @@ class ChunkStore:
             self._manifest_refs_cache[key] = refs
         return refs
 
-    def referenced(self) -> set[bytes]:
-        """Union of the refs of every manifest in the store now."""
-        s: set[bytes] = set()
-        for name in self.list_manifests():
-            try:
-                s |= self.manifest_refs(name)
-            except Missing:
-                continue  # deleted while we listed
-        return s
+    def referenced(self) -> DigestSet:
+        """Union of the refs of every manifest in the store now, on disk past ``memory_entries``
+        (digestset.py), fed manifest by manifest as its refs are read. The caller closes it."""
+        refs = DigestSet(self.memory_entries, self.spill_dir)
+        try:
+            for name in self.list_manifests():
+                try:
+                    _header, pieces = self.manifest_refs_streamed(name)
+                    rest = b""
+                    for piece in pieces:
+                        buf = rest + piece if rest else piece
+                        whole = len(buf) - len(buf) % DIGEST_SIZE
+                        refs.add_many([d for i in range(0, whole, DIGEST_SIZE)
+                                       if (d := bytes(buf[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
+                        rest = bytes(buf[whole:])
+                except Missing:
+                    continue  # deleted while we listed
+        except BaseException:
+            refs.close()
+            raise
+        return refs
 
     def usage(self) -> int:
         """Stored bytes of the distinct chunks the manifests reference (the vault's used capacity)."""
         refs = self.referenced()
-        idx = self.reader_index(refresh=True)
-        total = 0
-        for d in refs:
-            sz = idx.stored_size(d)
-            if sz is not None:
-                total += sz
-        return total
+        try:
+            idx = self.reader_index(refresh=True)
+            return sum(idx.stored_size(d) or 0 for d in refs)
+        finally:
+            refs.close()

@@ -1,0 +1,116 @@
+"""The vault's chunk index on local disk (chunks/diskindex.py): shared between the processes of a
+machine, synchronised with the store by index-object name, never trusted over the store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from opencbr.engine import Repository
+from opencbr.engine.chunks.session import WriteSession
+from opencbr.engine.errors import Missing
+from opencbr.storage import open_store
+
+
+def _open(root: Path, scratch: Path) -> Repository:
+    repo = Repository.open(open_store(root.as_uri()), "v/", None)
+    repo.chunks.spill_dir = str(scratch)
+    return repo
+
+
+def _backup(repo: Repository, name: str, chunks: list[bytes]) -> list[bytes]:
+    session = WriteSession(repo.chunks)
+    digests = [session.put_chunk(c).digest for c in chunks]
+    session.commit(name, {"type": "generated"}, b"".join(digests))
+    return digests
+
+
+@pytest.fixture()
+def vault(tmp_path):
+    root, scratch = tmp_path / "store", tmp_path / "scratch"
+    scratch.mkdir()
+    Repository.create(open_store(root.as_uri()), "v/", None, encrypted=False)
+    return root, scratch
+
+
+def _meta(scratch: Path) -> dict:
+    (path,) = scratch.glob("chunk-index/*/meta.json")
+    return json.loads(path.read_text())
+
+
+def test_a_second_opener_reuses_the_index_and_follows_gc(vault):
+    root, scratch = vault
+    a = _open(root, scratch)
+    kept = _backup(a, "kept", [b"kept %d" % i for i in range(9000)])
+    gone = _backup(a, "gone", [b"gone %d" % i for i in range(9000)])
+    b = _open(root, scratch)  # another worker on this machine: the objects a wrote are known already
+    assert set(_meta(scratch)["objects"]) == set(b.chunks.list_index_objects())
+    assert b.chunks.reader_index().has(gone[0])
+    a.delete_backup("gone")
+    a.gc()
+    # GC replaced every index object: b, on its next refresh, drops what only the old ones listed
+    idx = b.chunks.reader_index(refresh=True)
+    assert set(_meta(scratch)["objects"]) == set(b.chunks.list_index_objects())
+    assert not idx.has(gone[0]) and gone[0] not in idx and idx.lookup(gone[-1]) is None
+    assert all(idx.has(d) for d in kept[::97])
+    assert b.chunks.get_chunk(kept[1234]) == b"kept 1234"
+    with pytest.raises(Missing):
+        b.chunks.get_chunk(gone[5])
+
+
+def test_an_update_cut_short_is_rebuilt_from_the_store(vault):
+    root, scratch = vault
+    a = _open(root, scratch)
+    digests = _backup(a, "b1", [b"chunk %d" % i for i in range(3000)])
+    (meta,) = scratch.glob("chunk-index/*/meta.json")
+    state = json.loads(meta.read_text())
+    state["dirty"] = True  # a process killed between its two writes of meta.json
+    meta.write_text(json.dumps(state))
+    table = meta.parent / f"table-{state['gen']}"
+    with open(table, "r+b") as f:
+        f.write(os.urandom(table.stat().st_size))  # and whatever it left in the table
+    b = _open(root, scratch)
+    idx = b.chunks.reader_index()
+    assert all(idx.has(d) for d in digests) and not _meta(scratch)["dirty"]
+    assert b.chunks.get_chunk(digests[17]) == b"chunk 17"
+
+
+def test_a_wrong_location_in_the_index_never_returns_wrong_bytes(vault):
+    root, scratch = vault
+    a = _open(root, scratch)
+    digests = _backup(a, "b1", [b"chunk %d" % i for i in range(3000)])
+    state = _meta(scratch)
+    # a damaged table that still parses: every slot's offset moved by one record's worth
+    (table,) = scratch.glob(f"chunk-index/*/table-{state['gen']}")
+    data = bytearray(table.read_bytes())
+    for page in range(0, len(data), 4096):
+        n = int.from_bytes(data[page:page + 4], "little")
+        for i in range(1, n + 1):
+            at = page + i * 48 + 36
+            off = int.from_bytes(data[at:at + 4], "little")
+            data[at:at + 4] = (off + 40 if off else 40).to_bytes(4, "little")
+    table.write_bytes(bytes(data))
+    b = _open(root, scratch)
+    assert b.chunks.get_chunk(digests[100]) == b"chunk 100"  # (rebuilt from the store, once)
+    assert b.chunks.get_chunk(digests[2000]) == b"chunk 2000"
+
+
+def test_one_large_index_object_as_gc_wrote_it_before_is_read_and_split(vault):
+    root, scratch = vault
+    a = _open(root, scratch)
+    digests = _backup(a, "b1", [b"old %d" % i for i in range(70_000)])
+    cs = a.chunks
+    # what GC's consolidation wrote before this change: one object listing every pack
+    names = cs.list_index_objects()
+    idx = cs.load_index()
+    cs.write_index([(p, idx.entries(p)) for p in idx.pack_ids])
+    for n in names:
+        cs.store.delete(cs.k(n))
+    b = _open(root, scratch)
+    assert b.chunks.get_chunk(digests[65_000]) == b"old 65000"
+    b.gc()  # rewrites it as objects a sync decodes one at a time (32,768 records each)
+    assert len(b.chunks.list_index_objects()) == 3
+    assert _open(root, scratch).chunks.get_chunk(digests[3]) == b"old 3"
