@@ -78,7 +78,7 @@ def check_restored(cs: ChunkStore, backup_id: str, path: str, *, scratch: str) -
 
 # ------------------------------------------------------------------------------------ disks
 def check_restored_disk(cs: ChunkStore, backup_id: str, image: str) -> CheckReport:
-    index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+    index = FixedIndex.read(cs, backup_id)
     report = CheckReport(backup_id, "disk")
     whole = hashlib.sha256()
     size = os.path.getsize(image)

@@ -36,11 +36,11 @@ class DiskImage:
     """The raw image of one disk backup, read as a stream."""
 
     def __init__(self, cs: ChunkStore, backup_id: str):
-        manifest = cs.read_manifest(backup_id)
-        if manifest.header.get("type") != "disk":
+        header, _refs = cs.manifest_refs_streamed(backup_id)  # (the header; refs not read)
+        if header.get("type") != "disk":
             raise InvalidArgument(f"backup {backup_id} is not a disk backup: only disks have an image")
         self.cs = cs
-        self.index = FixedIndex.from_manifest(manifest)
+        self.index = FixedIndex.read(cs, backup_id)
 
     @property
     def disk_size(self) -> int:

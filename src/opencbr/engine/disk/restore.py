@@ -127,7 +127,7 @@ def restore_disk(
     """``target_fd``: the target already open read-write (checked by the caller); ``target_path`` then
     only names it."""
     t0 = time.monotonic()
-    index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+    index = FixedIndex.read(cs, backup_id)
     size = index.disk_size
     exists = target_fd is not None or os.path.exists(target_path)
     if not exists and not create:
@@ -336,7 +336,7 @@ class _Writeback:
 
 def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:
     t0 = time.monotonic()
-    index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+    index = FixedIndex.read(cs, backup_id)
     pos = block_positions(index)
     bs = index.block_size
     report = VerifyReport(backup_id, 0, 0)
