@@ -163,3 +163,27 @@ def test_segments_of_a_writer_killed_before_its_manifest_are_collected_once_it_i
     assert _segments(repo, "killed") == [] and len(_segments(repo, "kept")) == 4
     repo.restore_disk("kept", str(tmp_path / "out.img"))
     assert sha256_file(tmp_path / "out.img") == sha256_file(img)
+
+
+def test_verify_in_windows_names_every_block_of_a_bad_chunk(local_store, tmp_path, monkeypatch):
+    from opencbr.engine.disk import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "VERIFY_WINDOW_BLOCKS", 16)  # (the windows of a 16 GiB disk, small)
+    repo = _repo(local_store)
+    img = make_image(tmp_path / "d.img", 200, seed=8, pool=20)  # repeated blocks, across windows
+    repo.backup_disk(img, backup_id="b1", meta={})
+    seen = []
+    report = repo.verify("b1", progress=lambda done, total: seen.append((done, total)))
+    assert report.ok and report.chunks_checked == len(repo.chunks.manifest_refs("b1"))  # each chunk once
+    assert seen[-1] == (200, 200) and seen == sorted(seen)
+    index = repo.chunks.read_manifest("b1").refs
+    where: dict[bytes, list[int]] = {}
+    for k in range(200):
+        where.setdefault(index[k * 32:(k + 1) * 32], []).append(k)
+    victim, blocks = max(((d, ks) for d, ks in where.items() if d != bytes(32)), key=lambda dk: len(dk[1]))
+    assert len({k // 16 for k in blocks}) >= 3  # (in several windows)
+    for pack_key, _ in list(local_store.list(repo.prefix + "data/")):
+        local_store.delete(pack_key)
+    report = repo.verify("b1")
+    bad = {c.digest: c for c in report.missing}
+    assert sorted(bad[victim.hex()].offsets) == [k * BS for k in blocks]

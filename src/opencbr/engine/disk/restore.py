@@ -20,6 +20,7 @@ from ...system.libc import function as libc_function
 from ...system.sparse import data_extents
 from ..chunks import seams
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.digestset import DigestSet
 from ..chunks.reader import VerifyReport, check_chunks
 from ..chunks.store import ChunkStore
 from ..errors import Damaged, InvalidArgument, Missing, RestoreCancelled
@@ -93,10 +94,11 @@ class BlockPositions:
         return len(self._m)
 
 
-def block_positions(index: FixedIndex) -> BlockPositions:
+def block_positions(index: FixedIndex, first: int = 0, last: int | None = None) -> BlockPositions:
+    """Where each chunk of blocks ``first`` to ``last`` (default: all) is."""
     pos = BlockPositions()
     dg = index.digests
-    for i in range(index.block_count):
+    for i in range(first, index.block_count if last is None else last):
         d = bytes(dg[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
         if d != ZERO_DIGEST:
             pos.add(d, i)
@@ -334,18 +336,46 @@ class _Writeback:
             self._thread.join()
 
 
+#: blocks whose chunks verify checks at a time (their positions in memory: 8 MiB of refs, 16 GiB of disk)
+VERIFY_WINDOW_BLOCKS = 1 << 18
+
+
 def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:
+    """Read and check every chunk of a disk backup once, a window of blocks at a time (the positions of
+    a window's chunks in memory, the chunks already checked in a :class:`DigestSet`: bounded memory
+    whatever the disk's size). A bad chunk lists every block that uses it."""
     t0 = time.monotonic()
     index = FixedIndex.read(cs, backup_id)
-    pos = block_positions(index)
-    bs = index.block_size
+    bs, nblocks = index.block_size, index.block_count
     report = VerifyReport(backup_id, 0, 0)
+    checked = DigestSet(cs.memory_entries, cs.spill_dir)
+    bad: dict[bytes, DamagedChunk] = {}  # (few: its blocks in later windows are added to it)
+    try:
+        for first in range(0, nblocks, VERIFY_WINDOW_BLOCKS):
+            last = min(nblocks, first + VERIFY_WINDOW_BLOCKS)
+            pos = block_positions(index, first, last)
+            todo = []
+            for d in pos:
+                if d in bad:
+                    bad[d].offsets.extend(k * bs for k in pos[d])
+                elif checked.add(d):
+                    todo.append(d)
 
-    def on_bad(d: bytes, e: Exception) -> None:
-        item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
-        (report.missing if isinstance(e, Missing) else report.damaged).append(item)
+            def on_bad(d: bytes, e: Exception, pos=pos) -> None:
+                bad[d] = item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
+                (report.missing if isinstance(e, Missing) else report.damaged).append(item)
 
-    totals = check_chunks(cs, list(pos), on_bad, progress=progress, workers=workers)
-    report.chunks_checked, report.bytes_checked = totals.chunks_checked, totals.bytes_checked
+            def window_progress(done: int, total: int, first=first, last=last) -> None:
+                if progress is not None:
+                    progress(first + (last - first) * done // max(total, 1), nblocks)
+
+            totals = check_chunks(cs, todo, on_bad, progress=window_progress, workers=workers)
+            report.chunks_checked += totals.chunks_checked
+            report.bytes_checked += totals.bytes_checked
+    finally:
+        checked.close()
+        index.close()
+    if progress is not None:
+        progress(nblocks, nblocks)
     report.duration = time.monotonic() - t0
     return report
