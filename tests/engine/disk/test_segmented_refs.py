@@ -187,3 +187,23 @@ def test_verify_in_windows_names_every_block_of_a_bad_chunk(local_store, tmp_pat
     report = repo.verify("b1")
     bad = {c.digest: c for c in report.missing}
     assert sorted(bad[victim.hex()].offsets) == [k * BS for k in blocks]
+
+
+def test_restore_in_windows_writes_only_differences_bit_exact(local_store, tmp_path, monkeypatch):
+    from opencbr.engine.disk import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "RESTORE_WINDOW_BLOCKS", 16)  # (the windows of a 16 GiB disk, small)
+    repo = _repo(local_store)
+    img = make_image(tmp_path / "d.img", 200, seed=9, pool=20)  # repeated blocks, across windows
+    repo.backup_disk(img, backup_id="b1", meta={})
+    out = tmp_path / "out.img"
+    res = repo.restore_disk("b1", str(out))
+    assert sha256_file(out) == sha256_file(img)
+    data = bytearray(out.read_bytes())
+    for block in (1, 40, 150):
+        data[block * BS + 9] ^= 0xFF
+    out.write_bytes(data)
+    seen = []
+    res = repo.restore_disk("b1", str(out), progress=lambda done, total: seen.append(done))
+    assert sha256_file(out) == sha256_file(img)
+    assert res.blocks_written + res.blocks_zeroed == 3 and seen == sorted(seen) and seen[-1] == 200 * BS
