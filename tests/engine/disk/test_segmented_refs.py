@@ -186,7 +186,9 @@ def test_verify_in_windows_names_every_block_of_a_bad_chunk(local_store, tmp_pat
         local_store.delete(pack_key)
     report = repo.verify("b1")
     bad = {c.digest: c for c in report.missing}
-    assert sorted(bad[victim.hex()].offsets) == [k * BS for k in blocks]
+    assert bad[victim.hex()].offsets == [k * BS for k in blocks]
+    unreadable = {c.digest: c for c in repo.disk_image("b1").unreadable_chunks()}
+    assert unreadable.keys() == bad.keys() and unreadable[victim.hex()].offsets == [k * BS for k in blocks]
 
 
 def test_restore_in_windows_writes_only_differences_bit_exact(local_store, tmp_path, monkeypatch):
