@@ -21,7 +21,7 @@ from opencbr.engine import Repository
 from opencbr.engine.chunks.manifests import MANIFESTS_DIR
 from opencbr.engine.disk.copy import copy_disk_backup
 from opencbr.engine.diskfs.view import DiskBackupView
-from opencbr.engine.errors import Damaged
+from opencbr.engine.errors import Damaged, Missing
 from tests.support.engine import BS, FAST_LOCKS, child_env, make_image, new_repo, sha256_file
 
 SEGMENT = 32 * 32  # refs bytes per segment: 32 blocks
@@ -209,3 +209,15 @@ def test_restore_in_windows_writes_only_differences_bit_exact(local_store, tmp_p
     res = repo.restore_disk("b1", str(out), progress=lambda done, total: seen.append(done))
     assert sha256_file(out) == sha256_file(img)
     assert res.blocks_written + res.blocks_zeroed == 3 and seen == sorted(seen) and seen[-1] == 200 * BS
+
+
+def test_a_backup_deleted_while_its_refs_are_read_is_missing_not_damaged(local_store, tmp_path):
+    repo = _repo(local_store)
+    repo.backup_disk(make_image(tmp_path / "d.img", 100, seed=10), backup_id="b1", meta={})
+    repo.backup_disk(make_image(tmp_path / "e.img", 100, seed=11), backup_id="b2", meta={})
+    _header, pieces = repo.chunks.manifest_refs_streamed("b1")
+    next(pieces)
+    repo.delete_backup("b1")
+    with pytest.raises(Missing):
+        list(pieces)
+    assert repo.chunks.referenced() == repo.chunks.manifest_refs("b2")

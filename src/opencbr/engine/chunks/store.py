@@ -261,6 +261,8 @@ class ChunkStore:
         try:
             blob = self.store.get(self.k(seg.rel))
         except KeyError:
+            if not self.has_manifest(seg.name):  # deleted while it was read (its segments go after it)
+                raise Missing(f"backup {seg.name} is not in the repository") from None
             raise Damaged(f"{seg.what} is missing") from None
         return decode_refs_segment(self.sealer, seg, blob)
 
