@@ -256,16 +256,21 @@ def _segment_pieces(segs: list[RefsSegment], read_segment: Callable[[RefsSegment
             yield bytes(refs[at:at + piece])
 
 
-def split_refs(refs, size: int) -> Iterator[bytes]:
+def split_refs(refs, size: int) -> Iterator[memoryview]:
     """``refs`` (bytes, or an object with ``pieces()`` such as the disk's spooled digests) in pieces of
-    ``size`` bytes (the last shorter), holding one piece at a time."""
-    pieces = refs.pieces() if hasattr(refs, "pieces") else (memoryview(refs)[at:at + size]
-                                                           for at in range(0, len(refs), size))
-    buf = bytearray()
-    for part in pieces:
-        buf += part
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+    ``size`` bytes (the last shorter), holding one piece at a time: each piece is valid until the next
+    is asked for (one buffer, refilled)."""
+    if not hasattr(refs, "pieces"):
+        yield from (memoryview(refs)[at:at + size] for at in range(0, len(refs), size))
+        return
+    buf, fill = bytearray(size), 0
+    for part in refs.pieces():
+        part = memoryview(part)
+        while part:
+            n = min(size - fill, len(part))
+            buf[fill:fill + n], part, fill = part[:n], part[n:], fill + n
+            if fill == size:
+                yield memoryview(buf)
+                fill = 0
+    if fill:
+        yield memoryview(buf)[:fill]
