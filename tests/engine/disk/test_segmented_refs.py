@@ -21,7 +21,7 @@ from opencbr.engine import Repository
 from opencbr.engine.chunks.manifests import MANIFESTS_DIR
 from opencbr.engine.disk.copy import copy_disk_backup
 from opencbr.engine.diskfs.view import DiskBackupView
-from opencbr.engine.errors import Damaged, Missing
+from opencbr.engine.errors import Conflict, Damaged, Missing
 from tests.support.engine import BS, FAST_LOCKS, child_env, make_image, new_repo, sha256_file
 
 SEGMENT = 32 * 32  # refs bytes per segment: 32 blocks
@@ -221,3 +221,16 @@ def test_a_backup_deleted_while_its_refs_are_read_is_missing_not_damaged(local_s
     with pytest.raises(Missing):
         list(pieces)
     assert repo.chunks.referenced() == repo.chunks.manifest_refs("b2")
+
+
+def test_a_second_backup_under_the_same_name_leaves_the_first_and_no_segments_of_its_own(local_store, tmp_path):
+    repo = _repo(local_store)
+    img = make_image(tmp_path / "d.img", 100, seed=12)
+    repo.backup_disk(img, backup_id="b1", meta={})
+    before = _segments(repo, "b1")
+    assert len(before) == 4
+    with pytest.raises(Conflict):
+        repo.backup_disk(make_image(tmp_path / "e.img", 100, seed=13), backup_id="b1", meta={})
+    assert _segments(repo, "b1") == before
+    repo.restore_disk("b1", str(tmp_path / "out.img"))
+    assert sha256_file(tmp_path / "out.img") == sha256_file(img)

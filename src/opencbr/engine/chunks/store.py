@@ -227,17 +227,16 @@ class ChunkStore:
         segments. Prefer :meth:`WriteSession.commit`, which orders it after the data."""
         check_name(manifest.name)
         written: list[RefsSegment] = []
-        try:
-            if len(manifest.refs) > self.refs_segment_size:
-                written = self._put_refs_segments(manifest.name, manifest.refs)
-                manifest = Manifest(manifest.name, manifest.header, b"", manifest.payload, segments=written)
-            blob = encode_manifest(self.sealer, manifest)
-            if not self.store.put_if_absent(self.k(MANIFESTS_DIR + manifest.name), blob):
-                raise Conflict(f"backup {manifest.name} already exists in the repository")
-        except BaseException:
-            for seg in written:  # (a kill -9 here leaves them to GC: orphans without a manifest)
+        if len(manifest.refs) > self.refs_segment_size:
+            written = self._put_refs_segments(manifest.name, manifest.refs)
+            manifest = Manifest(manifest.name, manifest.header, b"", manifest.payload, segments=written)
+        blob = encode_manifest(self.sealer, manifest)
+        # (if this put fails, the segments stay: it may have stored the manifest; if not, GC removes them
+        # as after a kill -9)
+        if not self.store.put_if_absent(self.k(MANIFESTS_DIR + manifest.name), blob):
+            for seg in written:  # another write's manifest has the name: ours are orphans
                 self.store.delete(self.k(seg.rel))
-            raise
+            raise Conflict(f"backup {manifest.name} already exists in the repository")
         return len(blob) + sum(seg.stored_length for seg in written)
 
     def _put_refs_segments(self, name: str, refs) -> list[RefsSegment]:
