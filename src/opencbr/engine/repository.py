@@ -228,7 +228,7 @@ class Repository:
     # -- either kind -----------------------------------------------------------------------------
     def kind(self, backup_id: str) -> str:
         """``"disk"`` or ``"tree"``: what the backup's manifest holds (Missing if there is none)."""
-        return self.chunks.read_manifest(backup_id).header.get("type", "disk")
+        return self.chunks.manifest_header(backup_id).get("type", "disk")
 
     def restore(self, backup_id: str, target_path: str, *, progress: Progress | None = None,
                 cancel: threading.Event | None = None,
@@ -297,8 +297,9 @@ class Repository:
 
     def read_manifest(self, backup_id: str) -> dict:
         """The manifest header of a backup: type, disk_size, block_size, parent, full, created,
-        meta (verbatim), stats (bytes_read, zero_blocks, new_chunks, added_bytes, ...)."""
-        return self.chunks.read_manifest(backup_id).header
+        meta (verbatim), stats (bytes_read, zero_blocks, new_chunks, added_bytes, ...). Its refs are not
+        read (a large disk's are in segment objects)."""
+        return self.chunks.manifest_header(backup_id)
 
     def manifest(self, backup_id: str) -> Manifest:
         return self.chunks.read_manifest(backup_id)

@@ -69,7 +69,7 @@ class CheckReport:
 def check_restored(cs: ChunkStore, backup_id: str, path: str, *, scratch: str) -> CheckReport:
     """Check the restored copy at ``path`` (an image file, or a directory) of backup ``backup_id``.
     ``scratch``: a directory for copies of partitions the file-system tools need as files."""
-    if cs.read_manifest(backup_id).header.get("type") == "tree":
+    if cs.manifest_header(backup_id).get("type") == "tree":
         return check_restored_tree(cs, backup_id, path)
     report = check_restored_disk(cs, backup_id, path)
     check_filesystems(path, report, scratch)
@@ -78,7 +78,7 @@ def check_restored(cs: ChunkStore, backup_id: str, path: str, *, scratch: str) -
 
 # ------------------------------------------------------------------------------------ disks
 def check_restored_disk(cs: ChunkStore, backup_id: str, image: str) -> CheckReport:
-    index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+    index = FixedIndex.read(cs, backup_id)
     report = CheckReport(backup_id, "disk")
     whole = hashlib.sha256()
     size = os.path.getsize(image)

@@ -293,7 +293,7 @@ class BackupImageSource:
 
     def __init__(self, cs, backup_id: str, workers: int = 1):
         self.cs = cs
-        self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+        self.index = FixedIndex.read(cs, backup_id)
         self.size = self.index.disk_size
         self.bs = self.index.block_size
         # where the chunks are: loaded once (a record not found where it says falls back to

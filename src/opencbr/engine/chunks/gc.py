@@ -67,6 +67,7 @@ class GCResult:
     packs_resurrected: int = 0
     stale_locks_removed: int = 0
     abandoned_writes_removed: int = 0  # temporaries of writers that died mid-write
+    orphan_refs_segments_removed: int = 0  # refs segment objects without their manifest
     index_objects_replaced: int = 0
     damaged_chunks: list[str] = field(default_factory=list)
     duration: float = 0.0
@@ -263,7 +264,27 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     _consolidate_index(cs, result, disk)
     for g in swept_gens:
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
+    _remove_orphan_refs_segments(cs, gc_lock, result)
     report(6, 6)
+
+
+def _remove_orphan_refs_segments(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> None:
+    """Delete the refs segment objects (manifests.py) whose manifest does not exist: what a writer
+    killed between its segments and its manifest, or a deletion cut short, left. Never a running
+    writer's: the segments are listed *before* the locks, and a writer writes its lock before its
+    segments and publishes its manifest before releasing its lock, so a segment listed here whose
+    writer holds no live lock afterwards has its manifest published or never will. While any writer
+    is live nothing is removed (a lock does not say which backup it writes); a later GC does it."""
+    by_name = cs.refs_segment_names()
+    if not by_name or _live_writers(cs, gc_lock, result):
+        return
+    manifests = set(cs.list_manifests())  # (after the locks)
+    for name, keys in sorted(by_name.items()):
+        if name in manifests:
+            continue
+        for key in keys:
+            cs.store.delete(key)
+        result.orphan_refs_segments_removed += len(keys)
 
 
 LiveTest = Callable[[str, bytes, int], bool]

@@ -7,6 +7,7 @@ repository prefix::
     data/<xx>/<pack id>         packs of chunk records (packs.py)
     index/<time>-<rand>         which chunk is where (locations.py)
     manifests/<name>            backups (manifests.py)
+    refs/<name>/<nonce>-<n>     segments of a large manifest's refs, written before it (manifests.py)
     locks/...                   writer and GC locks (locks.py)
     gc/condemned-<gen>          packs GC has condemned but not yet deleted (gc.py)
 
@@ -31,14 +32,28 @@ from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
 from .diskindex import DiskChunkIndex, IndexView, KnownDigests
 from .locations import Location, decode_index, encode_index, new_index_name, pack_entries
 from .locks import LockTiming
-from .manifests import MANIFESTS_DIR, Manifest, check_name, decode_manifest, encode_manifest, stream_refs
+from .manifests import (
+    MANIFESTS_DIR,
+    REFS_DIR,
+    Manifest,
+    RefsSegment,
+    check_name,
+    decode_manifest,
+    decode_refs_segment,
+    encode_manifest,
+    encode_refs_segment,
+    refs_prefix,
+    split_refs,
+    stream_refs,
+)
 from .packs import pack_key
 
 INDEX_DIR = "index/"
 DATA_DIR = "data/"
 GC_DIR = "gc/"
 CONDEMNED_PREFIX = "gc/condemned-"
-
+#: refs longer than this go to segment objects (manifests.py): 8 MiB, 16 GiB of disk at 64 KiB blocks
+REFS_SEGMENT_SIZE = 8 << 20
 
 
 class ChunkStore:
@@ -71,6 +86,7 @@ class ChunkStore:
         self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
         self._reader_index: IndexView | None = None
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
+        self.refs_segment_size = REFS_SEGMENT_SIZE
 
     @property
     def encrypted(self) -> bool:
@@ -205,39 +221,94 @@ class ChunkStore:
 
     # -- manifests ---------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> int:
-        """Store a new manifest (never overwrites: Conflict if the name exists). Returns its
-        stored size. Prefer :meth:`WriteSession.commit`, which orders it after the data."""
+        """Store a new manifest (never overwrites: Conflict if the name exists); refs longer than
+        ``refs_segment_size`` go to segment objects first (read from ``manifest.refs`` a segment at a
+        time: it may be the disk's spooled digests). Returns the stored size of the manifest and its
+        segments. Prefer :meth:`WriteSession.commit`, which orders it after the data."""
         check_name(manifest.name)
+        written: list[RefsSegment] = []
+        if len(manifest.refs) > self.refs_segment_size:
+            written = self._put_refs_segments(manifest.name, manifest.refs)
+            manifest = Manifest(manifest.name, manifest.header, b"", manifest.payload, segments=written)
         blob = encode_manifest(self.sealer, manifest)
+        # (if this put fails, the segments stay: it may have stored the manifest; if not, GC removes them
+        # as after a kill -9)
         if not self.store.put_if_absent(self.k(MANIFESTS_DIR + manifest.name), blob):
+            for seg in written:  # another write's manifest has the name: ours are orphans
+                self.store.delete(self.k(seg.rel))
             raise Conflict(f"backup {manifest.name} already exists in the repository")
-        return len(blob)
+        return len(blob) + sum(seg.stored_length for seg in written)
+
+    def _put_refs_segments(self, name: str, refs) -> list[RefsSegment]:
+        """Write ``refs`` as segment objects under a fresh nonce (never over another write's), durable
+        before the manifest that lists them."""
+        nonce, segs = os.urandom(8), []
+        size = self.refs_segment_size - self.refs_segment_size % 32
+        try:
+            for number, part in enumerate(split_refs(refs, size)):
+                blob, seg = encode_refs_segment(self.sealer, name, nonce, number, part)
+                self.store.put(self.k(seg.rel), blob, sync=False)
+                segs.append(seg)
+            self.store.flush()
+        except BaseException:
+            for seg in segs:
+                self.store.delete(self.k(seg.rel))
+            raise
+        return segs
+
+    def _read_refs_segment(self, seg: RefsSegment) -> bytes:
+        try:
+            blob = self.store.get(self.k(seg.rel))
+        except KeyError:
+            if not self.has_manifest(seg.name):  # deleted while it was read (its segments go after it)
+                raise Missing(f"backup {seg.name} is not in the repository") from None
+            raise Damaged(f"{seg.what} is missing") from None
+        return decode_refs_segment(self.sealer, seg, blob)
+
+    def _manifest_blob(self, name: str) -> bytes:
+        check_name(name)
+        try:
+            return self.store.get(self.k(MANIFESTS_DIR + name))
+        except KeyError:
+            raise Missing(f"backup {name} is not in the repository") from None
 
     def read_manifest(self, name: str) -> Manifest:
-        check_name(name)
-        try:
-            blob = self.store.get(self.k(MANIFESTS_DIR + name))
-        except KeyError:
-            raise Missing(f"backup {name} is not in the repository") from None
-        return decode_manifest(self.sealer, name, blob)
+        """The whole manifest, its refs read in (all segments: callers with a large disk's refs stream
+        them with :meth:`manifest_refs_streamed`, or use :meth:`manifest_header`)."""
+        m = decode_manifest(self.sealer, name, self._manifest_blob(name))
+        if m.segments:
+            m.refs = b"".join(self._read_refs_segment(seg) for seg in m.segments)
+        return m
+
+    def manifest_header(self, name: str) -> dict:
+        """A manifest's header, without reading its refs segments."""
+        header, _pieces = self.manifest_refs_streamed(name)
+        return header
 
     def manifest_refs_streamed(self, name: str):
-        """``(header, refs pieces)`` of a manifest, its refs decompressed as they are read (see
-        :func:`~opencbr.engine.chunks.manifests.stream_refs`). Missing if there is none."""
-        check_name(name)
-        try:
-            blob = self.store.get(self.k(MANIFESTS_DIR + name))
-        except KeyError:
-            raise Missing(f"backup {name} is not in the repository") from None
-        return stream_refs(self.sealer, name, blob)
+        """``(header, refs pieces)`` of a manifest, its refs decompressed as they are read, a segment
+        at a time (see :func:`~opencbr.engine.chunks.manifests.stream_refs`). Missing if there is
+        none; Damaged (naming the segment) if a segment is missing, truncated or not the one listed."""
+        return stream_refs(self.sealer, name, self._manifest_blob(name), self._read_refs_segment)
 
     def list_manifests(self) -> list[str]:
         n = len(self.k(MANIFESTS_DIR))
         return sorted(key[n:] for key, _ in self.store.list(self.k(MANIFESTS_DIR)))
 
     def delete_manifest(self, name: str) -> None:
+        """Delete a manifest, then its refs segments (a crash between leaves orphans GC removes)."""
         check_name(name)
         self.store.delete(self.k(MANIFESTS_DIR + name))
+        for key, _size in list(self.store.list(self.k(refs_prefix(name)))):
+            self.store.delete(key)
+
+    def refs_segment_names(self) -> dict[str, list[str]]:
+        """The keys of every refs segment object in the store, by the name of their manifest."""
+        out: dict[str, list[str]] = {}
+        n = len(self.k(REFS_DIR))
+        for key, _size in self.store.list(self.k(REFS_DIR)):
+            out.setdefault(key[n:].split("/", 1)[0], []).append(key)
+        return out
 
     def manifest_refs(self, name: str) -> set[bytes]:
         """Distinct digests a manifest references (cached per name and object size)."""
@@ -247,7 +318,10 @@ class ChunkStore:
         key = (name, size)
         refs = self._manifest_refs_cache.get(key)
         if refs is None:
-            refs = self.read_manifest(name).ref_set()
+            refs = set()
+            for piece in self.manifest_refs_streamed(name)[1]:  # (a segment at a time)
+                refs.update(piece[i:i + DIGEST_SIZE] for i in range(0, len(piece), DIGEST_SIZE))
+            refs.discard(ZERO_DIGEST)
             if len(self._manifest_refs_cache) > 256:
                 self._manifest_refs_cache.clear()
             self._manifest_refs_cache[key] = refs

@@ -27,12 +27,12 @@ from datetime import datetime, timezone
 
 from ..chunks import seams
 from ..chunks.codec import Sealable
-from ..chunks.crypto import ZERO_DIGEST
+from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.manifests import check_name
 from ..chunks.reader import read_span, spans_of
 from ..errors import BackupCancelled, InvalidArgument, Missing
 from .backup import DiskBackupResult, Progress
-from .fixed_index import FixedIndex
+from .fixed_index import FixedIndex, SpooledDigests
 
 BATCH = 64  # blocks decoded together (4 MiB at 64 KiB)
 AHEAD = 2  # batches decoded ahead of the one being sent
@@ -104,8 +104,8 @@ def _previous(src_cs, sink_cs, previous: tuple[str, str] | None, index: FixedInd
     if previous is None:
         return None
     try:
-        before = FixedIndex.from_manifest(src_cs.read_manifest(previous[0]))
-        copy = FixedIndex.from_manifest(sink_cs.read_manifest(previous[1]))
+        before = FixedIndex.read(src_cs, previous[0])
+        copy = FixedIndex.read(sink_cs, previous[1])
     except Missing:
         return None  # deleted meanwhile: every backup is a virtual full, the copy is made in full
     if before.block_size != index.block_size or copy.block_size != index.block_size or \
@@ -125,11 +125,11 @@ def copy_disk_backup(src_cs, source_id: str, sink_cs, *, backup_id: str, meta: d
     t0 = time.monotonic()
     check_name(backup_id)
     cancel = cancel or threading.Event()
-    index = FixedIndex.from_manifest(src_cs.read_manifest(source_id))
+    index = FixedIndex.read(src_cs, source_id)
     if index.block_size != block_size:
         raise InvalidArgument(f"backup {source_id} has {index.block_size}-byte blocks, the copy {block_size}")
     prev = _previous(src_cs, sink_cs, previous, index)
-    out = FixedIndex.empty(index.disk_size, block_size)
+    out = SpooledDigests(index.block_count, getattr(sink_cs, "spill_dir", None))  # (not in memory: 32 B a block)
     mapped: dict[bytes, bytes] = {}
     reused = 0
 
@@ -161,21 +161,25 @@ def copy_disk_backup(src_cs, source_id: str, sink_cs, *, backup_id: str, meta: d
                 session.put_sealable(sealed)
             if plain:
                 session.put_chunks(plain)
-            for i in range(k * BATCH, min(index.block_count, (k + 1) * BATCH)):
+            first = k * BATCH
+            batch = bytearray((min(index.block_count, first + BATCH) - first) * DIGEST_SIZE)
+            for i in range(first, min(index.block_count, first + BATCH)):
                 s = index.digest(i)
                 if s == ZERO_DIGEST:
                     continue
+                at = (i - first) * DIGEST_SIZE
                 if prev and i < prev[0].block_count and prev[0].digest(i) == s:
-                    out.set(i, prev[1].digest(i))
+                    batch[at:at + DIGEST_SIZE] = prev[1].digest(i)
                     reused += 1
                 else:
-                    out.set(i, mapped[s])
+                    batch[at:at + DIGEST_SIZE] = mapped[s]
+            out.write(first, batch)
             if len(mapped) > MAPPED_MAX:
                 mapped.clear()
             if progress is not None:
                 progress(min(index.disk_size, (k + 1) * BATCH * block_size), index.disk_size)
         st = session.stats
-        data_blocks = sum(1 for i in range(out.block_count) if not out.is_zero(i))
+        data_blocks = out.data_blocks()
         stats = {"bytes_read": bytes_read, "zero_blocks": out.block_count - data_blocks,
                  "data_blocks": data_blocks, "new_chunks": st.new_chunks, "added_bytes": st.added_bytes,
                  "written_bytes": st.written_bytes, "changed_blocks": None if prev is None else data_blocks - reused,
@@ -184,12 +188,17 @@ def copy_disk_backup(src_cs, source_id: str, sink_cs, *, backup_id: str, meta: d
                   "created": datetime.now(timezone.utc).isoformat(), "disk_size": index.disk_size,
                   "block_size": block_size, "parent": previous[1] if prev else None, "full": False,
                   "encrypted": sink_cs.encrypted, "meta": meta, "stats": stats}
-        manifest_bytes = session.commit(backup_id, header, bytes(out.digests))
+        # streamed from the spooled digests into a local store's manifest; whole bytes over a channel
+        manifest_bytes = session.commit(backup_id, header, bytes(out) if getattr(sink_cs, "remote", False) else out)
     except BaseException:
         session.abort()
         raise
     finally:
         copy.close()
+        out.close()
+        index.close()
+        for prev_index in prev or ():
+            prev_index.close()
     return DiskBackupResult(
         backup_id=backup_id, disk_size=index.disk_size, block_size=block_size, bytes_read=stats["bytes_read"],
         zero_blocks=stats["zero_blocks"], data_blocks=data_blocks, new_chunks=stats["new_chunks"],

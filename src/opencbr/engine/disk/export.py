@@ -8,9 +8,11 @@ import threading
 from typing import Generator
 
 from ..chunks.crypto import ZERO_DIGEST
+from ..chunks.digestset import DigestSet
 from ..chunks.packs import pack_key
 from ..chunks.store import ChunkStore
 from ..errors import Damaged, InvalidArgument, Missing
+from . import restore as disk_restore
 from .fixed_index import FixedIndex
 from .restore import DamagedChunk, Progress, RestoreResult, block_positions, restore_disk
 
@@ -36,11 +38,11 @@ class DiskImage:
     """The raw image of one disk backup, read as a stream."""
 
     def __init__(self, cs: ChunkStore, backup_id: str):
-        manifest = cs.read_manifest(backup_id)
-        if manifest.header.get("type") != "disk":
+        header, _refs = cs.manifest_refs_streamed(backup_id)  # (the header; refs not read)
+        if header.get("type") != "disk":
             raise InvalidArgument(f"backup {backup_id} is not a disk backup: only disks have an image")
         self.cs = cs
-        self.index = FixedIndex.from_manifest(manifest)
+        self.index = FixedIndex.read(cs, backup_id)
 
     @property
     def disk_size(self) -> int:
@@ -53,17 +55,26 @@ class DiskImage:
         cs, index = self.cs, self.index
         idx = cs.reader_index(refresh=True)
         sizes = dict(cs.store.list(cs.k("data/")))
-        pos = block_positions(index)
-        bad = []
-        for d in pos:
-            locs = idx.locations(d)
-            if any(sizes.get(cs.k(pack_key(loc.pack_id)), -1) >= loc.offset + loc.length for loc in locs):
-                continue
-            reason = f"pack {locs[0].pack_id} is missing or short" if locs else "it is not in the repository index"
-            offsets = sorted(k * index.block_size for k in pos[d])
-            bad.append(DamagedChunk(d.hex(), f"chunk {d.hex()}: {reason}", offsets))
-        bad.sort(key=lambda c: c.offsets[0])
-        return bad
+        bad: dict[bytes, DamagedChunk] = {}
+        checked = DigestSet(cs.memory_entries, cs.spill_dir)
+        try:
+            window = disk_restore.VERIFY_WINDOW_BLOCKS  # (the positions of a window's blocks at a time)
+            for first in range(0, index.block_count, window):
+                pos = block_positions(index, first, min(index.block_count, first + window))
+                for d in pos:
+                    if d in bad:
+                        bad[d].offsets.extend(k * index.block_size for k in pos[d])
+                        continue
+                    if not checked.add(d):
+                        continue
+                    locs = idx.locations(d)
+                    if any(sizes.get(cs.k(pack_key(loc.pack_id)), -1) >= loc.offset + loc.length for loc in locs):
+                        continue
+                    reason = f"pack {locs[0].pack_id} is missing or short" if locs else "it is not in the repository index"
+                    bad[d] = DamagedChunk(d.hex(), f"chunk {d.hex()}: {reason}", [k * index.block_size for k in pos[d]])
+        finally:
+            checked.close()
+        return sorted(bad.values(), key=lambda c: c.offsets[0])
 
     def blocks(self) -> Generator[bytes, None, DamagedChunk | None]:
         """The raw image of a disk backup, block by block, every chunk checked as it is read. Stops at the

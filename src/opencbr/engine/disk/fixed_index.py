@@ -29,7 +29,7 @@ DEFAULT_BLOCK_SIZE = 64 << 10
 class FixedIndex:
     disk_size: int
     block_size: int
-    digests: bytearray  # block_count * 32 bytes
+    digests: "bytearray | SpooledDigests"  # block_count * 32 bytes (spooled when read from a store)
 
     @classmethod
     def empty(cls, disk_size: int, block_size: int) -> "FixedIndex":
@@ -55,6 +55,18 @@ class FixedIndex:
     def is_zero(self, i: int) -> bool:
         return self.digest(i) == ZERO_DIGEST
 
+    def pieces(self) -> Iterator[bytes]:
+        """The digests in block order, a MiB at a time."""
+        if isinstance(self.digests, SpooledDigests):
+            yield from self.digests.pieces()
+        else:
+            for at in range(0, len(self.digests), SpooledDigests.PIECE):
+                yield bytes(self.digests[at:at + SpooledDigests.PIECE])
+
+    def close(self) -> None:
+        if isinstance(self.digests, SpooledDigests):
+            self.digests.close()
+
     @classmethod
     def from_manifest(cls, m: Manifest) -> "FixedIndex":
         h = m.header
@@ -65,6 +77,33 @@ class FixedIndex:
             raise Damaged(f"backup {m.name}: index has {idx.block_count} blocks, expected "
                           f"{cls.count_blocks(idx.disk_size, idx.block_size)}", backup_id=m.name)
         return idx
+
+    @classmethod
+    def read(cls, cs, backup_id: str) -> "FixedIndex":
+        """The index of a stored disk backup, its refs streamed a segment at a time into a spooled
+        file (not memory: 32 bytes per block, 512 MB at 1 TiB). A chunk store over a channel (remote)
+        sends the manifest whole."""
+        if not hasattr(cs, "manifest_refs_streamed"):
+            return cls.from_manifest(cs.read_manifest(backup_id))
+        h, pieces = cs.manifest_refs_streamed(backup_id)
+        if h.get("type") != "disk":
+            raise Damaged(f"backup {backup_id} is not a disk backup", backup_id=backup_id)
+        disk_size, block_size = int(h["disk_size"]), int(h["block_size"])
+        expected = cls.count_blocks(disk_size, block_size)
+        spool = SpooledDigests(expected, getattr(cs, "spill_dir", None))
+        try:
+            at = 0
+            for piece in pieces:
+                if at + len(piece) <= len(spool):
+                    spool.write_at(at, piece)
+                at += len(piece)
+            if at != len(spool) or at % DIGEST_SIZE:
+                raise Damaged(f"backup {backup_id}: index has {at // DIGEST_SIZE} blocks, expected {expected}",
+                              backup_id=backup_id)
+        except BaseException:
+            spool.close()
+            raise
+        return cls(disk_size, block_size, spool)
 
 
 class SpooledDigests:
@@ -80,12 +119,41 @@ class SpooledDigests:
         os.unlink(path)  # gone with the process, whatever happens
         os.ftruncate(fd, block_count * DIGEST_SIZE)
         self.fd, self.block_count = fd, block_count
+        self._window: tuple[int, bytes] = (0, b"")
 
     def __len__(self) -> int:
         return self.block_count * DIGEST_SIZE
 
     def write(self, first_block: int, digests: bytes | bytearray) -> None:
         os.pwrite(self.fd, digests, first_block * DIGEST_SIZE)
+
+    def write_at(self, offset: int, data: bytes | bytearray) -> None:
+        os.pwrite(self.fd, data, offset)
+
+    # byte slices, as of the bytearray a FixedIndex held before (reads go through a small window: the
+    # readers walk the blocks in order)
+    WINDOW = 64 << 10
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _step = s.indices(len(self))
+        at, window = self._window
+        if at <= start and stop <= at + len(window):
+            return window[start - at:stop - at]
+        if stop - start > self.WINDOW:
+            return os.pread(self.fd, stop - start, start)
+        window = os.pread(self.fd, min(self.WINDOW, len(self) - start), start)
+        self._window = (start, window)  # (one assignment: threads see the old or the new window)
+        return window[:stop - start]
+
+    def __setitem__(self, s: slice, data: bytes | bytearray) -> None:
+        start, stop, _step = s.indices(len(self))
+        if len(data) != stop - start:
+            raise ValueError("a digest slice keeps its length")
+        os.pwrite(self.fd, data, start)
+        self._window = (0, b"")
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.pieces())
 
     def pieces(self) -> Iterator[bytes]:
         """The digests in block order, a MiB at a time."""
@@ -117,6 +185,9 @@ class SpooledDigests:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _zero_slots(piece: bytes) -> int:

@@ -20,6 +20,7 @@ from ...system.libc import function as libc_function
 from ...system.sparse import data_extents
 from ..chunks import seams
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.digestset import DigestSet
 from ..chunks.reader import VerifyReport, check_chunks
 from ..chunks.store import ChunkStore
 from ..errors import Damaged, InvalidArgument, Missing, RestoreCancelled
@@ -93,10 +94,11 @@ class BlockPositions:
         return len(self._m)
 
 
-def block_positions(index: FixedIndex) -> BlockPositions:
+def block_positions(index: FixedIndex, first: int = 0, last: int | None = None) -> BlockPositions:
+    """Where each chunk of blocks ``first`` to ``last`` (default: all) is."""
     pos = BlockPositions()
     dg = index.digests
-    for i in range(index.block_count):
+    for i in range(first, index.block_count if last is None else last):
         d = bytes(dg[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
         if d != ZERO_DIGEST:
             pos.add(d, i)
@@ -127,7 +129,7 @@ def restore_disk(
     """``target_fd``: the target already open read-write (checked by the caller); ``target_path`` then
     only names it."""
     t0 = time.monotonic()
-    index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+    index = FixedIndex.read(cs, backup_id)
     size = index.disk_size
     exists = target_fd is not None or os.path.exists(target_path)
     if not exists and not create:
@@ -153,6 +155,11 @@ def restore_disk(
                             workers=workers).run(target_path, t0)
     finally:
         os.close(fd)
+        index.close()
+
+
+#: blocks a restore plans at a time (their positions in memory: 16 GiB of disk at 64 KiB blocks)
+RESTORE_WINDOW_BLOCKS = 1 << 18
 
 
 @dataclass
@@ -166,7 +173,9 @@ class _Plan:
 
 
 class _DiskRestore:
-    """One restore onto an open target: compare (pass 1), zero (pass 2), fetch what differs (pass 3)."""
+    """One restore onto an open target, a window of blocks at a time (the plan of a window in memory,
+    not of the disk): compare (pass 1), zero (pass 2), fetch what differs (pass 3). A chunk used in
+    several windows is fetched once per window."""
 
     def __init__(self, cs: ChunkStore, index: FixedIndex, backup_id: str, *, fd: int, is_blk: bool,
                  progress: Progress | None, cancel: threading.Event | None, workers: int):
@@ -191,18 +200,23 @@ class _DiskRestore:
             self._last_report = time.monotonic()
             self.progress(done, self.size)
 
-    def compare(self) -> _Plan:
-        """Pass 1: decide per block what to do (reads the target only where it may hold data)."""
-        index, bs, nblocks = self.index, self.bs, self.index.block_count
-        holes = bytearray(nblocks) if self.is_blk else _hole_blocks(self.fd, self.size, bs, nblocks)
+    def _window_done(self, first: int, last: int, frac: float) -> None:
+        """Progress: blocks before ``first`` done, ``frac`` of the window up to ``last``."""
+        at = min(self.size, first * self.bs)
+        self._report(at + int(frac * (min(self.size, last * self.bs) - at)))
+
+    def compare(self, holes: bytearray, first: int, last: int) -> _Plan:
+        """Pass 1: decide per block of ``first`` to ``last`` what to do (reads the target only where it
+        may hold data)."""
+        index, bs = self.index, self.bs
         codec = self.cs.codec.clone()
         zero = bytes(bs)
         dg = index.digests
         plan = _Plan()
         seg_blocks = max(1, (4 << 20) // bs)
-        for i in range(0, nblocks, seg_blocks):
+        for i in range(first, last, seg_blocks):
             self._cancelled()
-            j = min(nblocks, i + seg_blocks)
+            j = min(last, i + seg_blocks)
             data = None
             if any(holes[k] == 0 for k in range(i, j)):
                 data = os.pread(self.fd, min(self.size, j * bs) - i * bs, i * bs)
@@ -225,7 +239,7 @@ class _DiskRestore:
                     plan.zero_out.append(k)
                 else:
                     plan.want.add(want, k)
-            self._report(min(j * bs, self.size) // 4)  # comparing counts as the first quarter
+            self._window_done(first, last, (j - first) / (last - first) / 4)  # comparing: a quarter
         return plan
 
     def zero(self, blocks: list[int]) -> None:
@@ -259,14 +273,13 @@ class _DiskRestore:
             self.blocks_written += n
             self.bytes_written += n * len(data)
 
-    def fetch(self, want: BlockPositions) -> None:
+    def fetch(self, want: BlockPositions, first: int, last: int) -> None:
         """Pass 3: fetch and write the chunks that differ."""
-        total_blocks = want.blocks
-        size = self.size
+        total_blocks, before = want.blocks, self.blocks_written
 
         def span_done(_n: int) -> None:
-            frac = self.blocks_written / total_blocks if total_blocks else 1.0
-            self._report(size // 4 + int(frac * (size - size // 4)) - 1)
+            frac = (self.blocks_written - before) / total_blocks if total_blocks else 1.0
+            self._window_done(first, last, 0.25 + 0.75 * min(1.0, frac) * 0.999)
 
         with _Writeback(self.fd) as writeback:
             def sink(d: bytes, data: bytes) -> None:
@@ -283,16 +296,23 @@ class _DiskRestore:
                           f"intact; first: {e} (disk offsets {offs})", backup_id=self.backup_id)
 
     def run(self, target_path: str, t0: float) -> RestoreResult:
-        plan = self.compare()
-        self.zero(plan.zero_out)
-        self.fetch(plan.want)
+        nblocks = self.index.block_count
+        holes = bytearray(nblocks) if self.is_blk else _hole_blocks(self.fd, self.size, self.bs, nblocks)
+        zeroed = unchanged = read_target = 0
+        for first in range(0, nblocks, RESTORE_WINDOW_BLOCKS):
+            last = min(nblocks, first + RESTORE_WINDOW_BLOCKS)
+            plan = self.compare(holes, first, last)
+            self.zero(plan.zero_out)
+            self.fetch(plan.want, first, last)
+            zeroed, unchanged, read_target = (zeroed + len(plan.zero_out), unchanged + plan.unchanged,
+                                              read_target + plan.read_target)
         os.fsync(self.fd)
         if self.progress is not None:
             self.progress(self.size, self.size)
         return RestoreResult(
-            backup_id=self.backup_id, target=target_path, disk_size=self.size, blocks_total=self.index.block_count,
-            blocks_written=self.blocks_written, blocks_zeroed=len(plan.zero_out), blocks_unchanged=plan.unchanged,
-            bytes_written=self.bytes_written, bytes_read_target=plan.read_target, duration=time.monotonic() - t0,
+            backup_id=self.backup_id, target=target_path, disk_size=self.size, blocks_total=nblocks,
+            blocks_written=self.blocks_written, blocks_zeroed=zeroed, blocks_unchanged=unchanged,
+            bytes_written=self.bytes_written, bytes_read_target=read_target, duration=time.monotonic() - t0,
         )
 
 
@@ -334,18 +354,46 @@ class _Writeback:
             self._thread.join()
 
 
+#: blocks whose chunks verify checks at a time (their positions in memory: 8 MiB of refs, 16 GiB of disk)
+VERIFY_WINDOW_BLOCKS = 1 << 18
+
+
 def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:
+    """Read and check every chunk of a disk backup once, a window of blocks at a time (the positions of
+    a window's chunks in memory, the chunks already checked in a :class:`DigestSet`: bounded memory
+    whatever the disk's size). A bad chunk lists every block that uses it."""
     t0 = time.monotonic()
-    index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
-    pos = block_positions(index)
-    bs = index.block_size
+    index = FixedIndex.read(cs, backup_id)
+    bs, nblocks = index.block_size, index.block_count
     report = VerifyReport(backup_id, 0, 0)
+    checked = DigestSet(cs.memory_entries, cs.spill_dir)
+    bad: dict[bytes, DamagedChunk] = {}  # (few: its blocks in later windows are added to it)
+    try:
+        for first in range(0, nblocks, VERIFY_WINDOW_BLOCKS):
+            last = min(nblocks, first + VERIFY_WINDOW_BLOCKS)
+            pos = block_positions(index, first, last)
+            todo = []
+            for d in pos:
+                if d in bad:
+                    bad[d].offsets.extend(k * bs for k in pos[d])
+                elif checked.add(d):
+                    todo.append(d)
 
-    def on_bad(d: bytes, e: Exception) -> None:
-        item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
-        (report.missing if isinstance(e, Missing) else report.damaged).append(item)
+            def on_bad(d: bytes, e: Exception, pos=pos) -> None:
+                bad[d] = item = DamagedChunk(d.hex(), str(e), [k * bs for k in pos.get(d, [])])
+                (report.missing if isinstance(e, Missing) else report.damaged).append(item)
 
-    totals = check_chunks(cs, list(pos), on_bad, progress=progress, workers=workers)
-    report.chunks_checked, report.bytes_checked = totals.chunks_checked, totals.bytes_checked
+            def window_progress(done: int, total: int, first=first, last=last) -> None:
+                if progress is not None:
+                    progress(first + (last - first) * done // max(total, 1), nblocks)
+
+            totals = check_chunks(cs, todo, on_bad, progress=window_progress, workers=workers)
+            report.chunks_checked += totals.chunks_checked
+            report.bytes_checked += totals.bytes_checked
+    finally:
+        checked.close()
+        index.close()
+    if progress is not None:
+        progress(nblocks, nblocks)
     report.duration = time.monotonic() - t0
     return report

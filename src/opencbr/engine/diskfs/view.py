@@ -35,7 +35,7 @@ class DiskBackupView(io.RawIOBase):
         super().__init__()
         self.cs = cs
         self.backup_id = backup_id
-        self.index = FixedIndex.from_manifest(cs.read_manifest(backup_id))
+        self.index = FixedIndex.read(cs, backup_id)
         self.size = self.index.disk_size
         self.block_size = self.index.block_size
         self._cache: OrderedDict[int, bytes] = OrderedDict()
