@@ -215,27 +215,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     report(2, 6)
     # 4. plan, pack by pack (its records read from the on-disk index, never all at once)
     live_at = _live_test(idx, refs, present, deleted)
-    condemn: set[str] = set()
-    repack: list[str] = []
-    small: list[str] = []
-    for p, size in present.items():
-        if p in deleted or p in still_pending:
-            continue
-        if not idx.has_pack(p):
-            condemn.add(p)
-            result.orphan_packs += 1
-            continue
-        entries = idx.entries(p)
-        live_bytes = sum(ln for d, off, ln in entries if live_at(p, d, off))
-        dead_bytes = sum(ln for _d, _off, ln in entries) - live_bytes  # trailer overhead is not "dead"
-        if live_bytes == 0:
-            condemn.add(p)
-        elif dead_bytes / size >= REPACK_DEAD_FRACTION:
-            repack.append(p)
-        elif size < cs.pack_size * SMALL_PACK_FRACTION and len(entries) < MAX_PACK_RECORDS:
-            small.append(p)  # (a pack cut at the record cap is full: merging would cut it again)
-    if len(small) >= SMALL_PACK_MIN_COUNT:
-        repack += small
+    condemn, repack = _plan(cs, idx, present, deleted | still_pending, live_at, result)
     if repack:
         _repack(cs, repack, idx, live_at, result)
         condemn |= set(repack)
@@ -266,6 +246,34 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
     _remove_orphan_refs_segments(cs, gc_lock, result)
     report(6, 6)
+
+
+def _plan(cs: ChunkStore, idx: IndexView, present: dict[str, int], skip: set[str], live_at: LiveTest,
+          result: GCResult) -> tuple[set[str], list[str]]:
+    """The packs to condemn (nothing live, or not indexed) and to repack (mostly dead, or small and
+    numerous), among those ``present`` and not in ``skip`` (swept or pending)."""
+    condemn: set[str] = set()
+    repack: list[str] = []
+    small: list[str] = []
+    for p, size in present.items():
+        if p in skip:
+            continue
+        if not idx.has_pack(p):
+            condemn.add(p)
+            result.orphan_packs += 1
+            continue
+        entries = idx.entries(p)
+        live_bytes = sum(ln for d, off, ln in entries if live_at(p, d, off))
+        dead_bytes = sum(ln for _d, _off, ln in entries) - live_bytes  # trailer overhead is not "dead"
+        if live_bytes == 0:
+            condemn.add(p)
+        elif dead_bytes / size >= REPACK_DEAD_FRACTION:
+            repack.append(p)
+        elif size < cs.pack_size * SMALL_PACK_FRACTION and len(entries) < MAX_PACK_RECORDS:
+            small.append(p)  # (a pack cut at the record cap is full: merging would cut it again)
+    if len(small) >= SMALL_PACK_MIN_COUNT:
+        repack += small
+    return condemn, repack
 
 
 def _remove_orphan_refs_segments(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> None:
