@@ -62,6 +62,7 @@ class SqlClient:
             self.proc.stdin.write(self._framed(sql).encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError, OSError) as e:
+            self._drain(time.monotonic() + 2.0)  # why it exited (e.g. "Can't connect") is in its output
             self.kill()
             raise HookError(f"{self.name}: the client is gone ({e}); {self._last_words()}") from e
         lines, status = self._read_until_marker(time.monotonic() + timeout, timeout)
@@ -93,6 +94,19 @@ class SqlClient:
                     self.kill()
                     raise HookError(f"{self.name}: the client exited: {self._last_words()}")
                 self._buffer += data
+
+    def _drain(self, deadline: float) -> None:
+        """Read what a client that stopped reading its input still wrote, until it closes its output."""
+        try:
+            fd = self.proc.stdout.fileno()
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([fd], [], [], left)
+                data = os.read(fd, 65536) if ready else b""
+                if not data:
+                    return
+                self._buffer += data
+        except (ValueError, OSError):
+            return  # its output is closed already: what was read is all there is
 
     def _last_words(self) -> str:
         text = self._buffer.decode(errors="replace").strip()
