@@ -259,7 +259,9 @@ class Repository:
 
     def verify(self, backup_id: str, progress: Progress | None = None) -> VerifyReport:
         """Re-read and check every chunk of a backup; report damaged/missing ones (and, for disks, the
-        offsets they affect). ``progress(chunks_done, chunks_total)``."""
+        offsets they affect). ``progress(chunks_done, chunks_total)``. The vault's index objects are
+        checked too (Damaged naming a bad one: the backup's chunks cannot be found without them)."""
+        self.chunks.check_index_objects()
         if self.kind(backup_id) == "tree":
             from .tree import verify_tree
 

@@ -119,6 +119,18 @@ class ChunkStore:
     def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
         return decode_index(self.sealer, self.store.get(self.k(rel)), rel)
 
+    def check_index_objects(self) -> None:
+        """Read and check every index object in the store now, one at a time (Damaged naming the first
+        bad one). The local index (diskindex.py) reads an object once, when it first sees its name, so a
+        verify must look at the store's copies itself: a damaged object would otherwise go unnoticed
+        until another machine, or a rebuild of the local index, needs it. Linear in the vault's index
+        objects (~1.3 MB each per 32,768 records), bounded in memory."""
+        for rel in self.list_index_objects():
+            try:
+                self._read_index_packs(rel)
+            except KeyError:
+                continue  # consolidated away by GC meanwhile
+
     def private_index(self) -> DiskChunkIndex:
         """An index of this process alone, built from the store at its first sync (GC's: what it deletes
         is decided from the store's objects, never from a cache another process could have left wrong)."""
