@@ -104,3 +104,10 @@ def test_a_disk_export_stream_is_never_compressed(server, tmp_path):
 ])
 def test_accept_encoding_is_read_as_rfc_9110_says(header, expected):
     assert accepts_gzip([(b"accept-encoding", header.encode())]) is expected
+
+
+@on_sqlite
+def test_answers_carry_no_server_banner(server, vaults):
+    resp = _raw_get(api(server), "/vaults", "gzip", limit=100)
+    assert "server" not in resp.headers
+    assert resp.headers["date"] and resp.headers["x-request-id"]
