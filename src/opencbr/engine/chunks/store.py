@@ -286,11 +286,37 @@ class ChunkStore:
 
     def read_manifest(self, name: str) -> Manifest:
         """The whole manifest, its refs read in (all segments: callers with a large disk's refs stream
-        them with :meth:`manifest_refs_streamed`, or use :meth:`manifest_header`)."""
-        m = decode_manifest(self.sealer, name, self._manifest_blob(name))
+        them with :meth:`manifest_refs_streamed`, or use :meth:`manifest_head`)."""
+        m = self.manifest_head(name)
         if m.segments:
             m.refs = b"".join(self._read_refs_segment(seg) for seg in m.segments)
         return m
+
+    def manifest_head(self, name: str) -> Manifest:
+        """A manifest without its refs segments read: header, payload, the segment table (format 2;
+        ``refs`` empty) or the inline refs (format 1). :meth:`refs_range` reads a part of its refs."""
+        return decode_manifest(self.sealer, name, self._manifest_blob(name))
+
+    @staticmethod
+    def refs_length(m: Manifest) -> int:
+        """Bytes of refs of a manifest from :meth:`manifest_head`."""
+        return sum(seg.refs_length for seg in m.segments) if m.segments else len(m.refs)
+
+    def refs_range(self, m: Manifest, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of the refs of ``m`` (from :meth:`manifest_head`), reading only the
+        segments that hold them (each checked, as :meth:`manifest_refs_streamed` does)."""
+        if not m.segments:
+            return bytes(m.refs[start:end])
+        out, at = [], 0
+        for seg in m.segments:
+            seg_end = at + seg.refs_length
+            if at < end and seg_end > start:
+                refs = self._read_refs_segment(seg)
+                out.append(refs[max(0, start - at):min(end, seg_end) - at])
+            if seg_end >= end:
+                break
+            at = seg_end
+        return b"".join(out)
 
     def manifest_header(self, name: str) -> dict:
         """A manifest's header, without reading its refs segments."""
