@@ -25,6 +25,7 @@ IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 REFS_WINDOW = 8 << 20  # refs bytes per refs answer: 262,144 blocks, a restore's window (16 GiB of disk)
+FEED_BATCH = 8192  # refs added to the allowed set at a time
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 CHECKERS = 2  # threads checking records
 CHECKING = 4  # records messages being checked while the next messages are read (their payloads held)
@@ -111,8 +112,11 @@ class _Reads:
             return
         if self._allowed is None:
             self._allowed = DigestSet(self.cs.memory_entries, self.cs.spill_dir)
-        self._allowed.add_many([d for i in range(0, len(refs), DIGEST_SIZE)
-                                if (d := bytes(refs[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
+        view = memoryview(refs)
+        for first in range(0, len(view), FEED_BATCH * DIGEST_SIZE):  # (a list of 32-byte objects each)
+            part = view[first:first + FEED_BATCH * DIGEST_SIZE]
+            self._allowed.add_many([d for i in range(0, len(part), DIGEST_SIZE)
+                                    if (d := bytes(part[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
         self._fed[name] = at + len(refs)
 
     def allowed(self) -> DigestSet:
