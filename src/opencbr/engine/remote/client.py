@@ -454,12 +454,12 @@ class RemoteChunks:
         answer, data = self._manifest_call(name, {"op": "manifest_head"})
         return Manifest(name, answer["header"], b"", bytes(data)), int(answer["refs"])
 
-    def read_manifest_head(self, name: str) -> Manifest:
+    def manifest_head(self, name: str) -> Manifest:
         """A manifest's header and payload, its refs not read (protocol 1 sends them all the same)."""
         return self._head(name)[0] if self.protocol >= 2 else self.read_manifest(name)
 
     def manifest_header(self, name: str) -> dict:
-        return self.read_manifest_head(name).header
+        return self.manifest_head(name).header
 
     def manifest_refs_streamed(self, name: str):
         """``(header, refs pieces)`` as the chunk store's: a window of ``REFS_WINDOW`` bytes per
