@@ -25,7 +25,7 @@ IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 REFS_WINDOW = 8 << 20  # refs bytes per refs answer: 262,144 blocks, a restore's window (16 GiB of disk)
-FEED_BATCH = 8192  # refs added to the allowed set at a time
+FEED_BATCH = 1 << 16  # refs added to the allowed set at a time (~4.5 MB of 32-byte objects; 8,192: twice the time)
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 CHECKERS = 2  # threads checking records
 CHECKING = 4  # records messages being checked while the next messages are read (their payloads held)
@@ -110,12 +110,10 @@ class _Reads:
         """Add refs ``at:at + len(refs)`` of ``name`` to the allowed set if they follow those added."""
         if self._fed.get(name, 0) != at or not refs:
             return
-        if self._allowed is None:
-            self._allowed = DigestSet(self.cs.memory_entries, self.cs.spill_dir)
         view = memoryview(refs)
         for first in range(0, len(view), FEED_BATCH * DIGEST_SIZE):  # (a list of 32-byte objects each)
             part = view[first:first + FEED_BATCH * DIGEST_SIZE]
-            self._allowed.add_many([d for i in range(0, len(part), DIGEST_SIZE)
+            self._set().add_many([d for i in range(0, len(part), DIGEST_SIZE)
                                     if (d := bytes(part[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
         self._fed[name] = at + len(refs)
 
@@ -130,8 +128,19 @@ class _Reads:
             except Missing:
                 self._fed[name] = 0
                 continue
+        return self._set()
+
+    def _set(self) -> DigestSet:
+        """The allowed set, sized at its creation for every ref of the readable backups."""
         if self._allowed is None:
             self._allowed = DigestSet(self.cs.memory_entries, self.cs.spill_dir)
+            total = 0
+            for name in self.readable:
+                try:
+                    total += self.cs.refs_length(self._head(name)) // DIGEST_SIZE
+                except Missing:
+                    continue
+            self._allowed.reserve(total)
         return self._allowed
 
     def manifest(self, header: dict) -> tuple[dict, list]:
