@@ -119,13 +119,15 @@ class ChunkStore:
     def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
         return decode_index(self.sealer, self.store.get(self.k(rel)), rel)
 
-    def check_index_objects(self) -> None:
-        """Read and check every index object in the store now, one at a time (Damaged naming the first
-        bad one). The local index (diskindex.py) reads an object once, when it first sees its name, so a
-        verify must look at the store's copies itself: a damaged object would otherwise go unnoticed
-        until another machine, or a rebuild of the local index, needs it. Linear in the vault's index
-        objects (~1.3 MB each per 32,768 records), bounded in memory."""
-        for rel in self.list_index_objects():
+    def check_index_objects(self, packs: Iterable[str] | None = None) -> None:
+        """Read and check the index objects in the store now that list any of ``packs`` (None: every
+        one), one at a time (Damaged naming the first bad one). The local index (diskindex.py) reads an
+        object once, when it first sees its name, so a verify must look at the store's copies itself: a
+        damaged object would otherwise go unnoticed until another machine, or a rebuild of the local
+        index, needs it. A backup's verify checks those listing its packs (time linear in the backup,
+        not in the vault; ~1.3 MB each per 32,768 records), bounded in memory."""
+        rels = self.list_index_objects() if packs is None else self.reader_index().objects_listing(packs)
+        for rel in rels:
             try:
                 self._read_index_packs(rel)
             except KeyError:

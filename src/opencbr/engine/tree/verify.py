@@ -27,8 +27,9 @@ class BadChunk:
 
 
 def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None = None,
-                workers: int = 3) -> VerifyReport:
-    """Check every chunk of tree backup ``backup_id``. ``progress(refs_done, refs_total)``."""
+                workers: int = 3, packs: set[str] | None = None) -> VerifyReport:
+    """Check every chunk of tree backup ``backup_id``. ``progress(refs_done, refs_total)``; ``packs``:
+    the packs read are added."""
     t0 = time.monotonic()
     cs = chunkstore_of(repo_or_chunkstore)
     dix = load_index(cs, backup_id, refs=False)
@@ -39,7 +40,7 @@ def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None
         item = bad[d] = BadChunk(d.hex(), str(e))
         (report.missing if isinstance(e, Missing) else report.damaged).append(item)
 
-    _check_refs(cs, backup_id, on_bad, report, progress, workers)
+    _check_refs(cs, backup_id, on_bad, report, progress, workers, packs)
     if bad:
         catalog_digests = {c.digest for c in dix.catalog}
         if not (catalog_digests & bad.keys()):  # the catalog is readable: name the files
@@ -58,7 +59,8 @@ def verify_tree(repo_or_chunkstore, backup_id: str, *, progress: Progress | None
 VERIFY_WINDOW_REFS = 1 << 18
 
 
-def _check_refs(cs, backup_id: str, on_bad, report: VerifyReport, progress: Progress | None, workers: int) -> None:
+def _check_refs(cs, backup_id: str, on_bad, report: VerifyReport, progress: Progress | None, workers: int,
+                packs: set[str] | None) -> None:
     """Check each chunk the manifest references once, its refs streamed a window at a time and the
     chunks already checked in a :class:`DigestSet` (bounded memory: a Python set of a large tree's refs
     was ~100 bytes a chunk). ``progress(refs done, refs total)``."""
@@ -75,7 +77,7 @@ def _check_refs(cs, backup_id: str, on_bad, report: VerifyReport, progress: Prog
                 if progress is not None:
                     progress(base + (size * n // of if of else size), max(total, base + size))  # (none new: done)
 
-            totals = check_chunks(cs, todo, on_bad, progress=window_progress, workers=workers)
+            totals = check_chunks(cs, todo, on_bad, progress=window_progress, workers=workers, packs=packs)
             report.chunks_checked += totals.chunks_checked
             report.bytes_checked += totals.bytes_checked
             done += len(window) // DIGEST_SIZE
