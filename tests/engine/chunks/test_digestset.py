@@ -59,17 +59,3 @@ def test_batches_agree_with_single_adds_including_overflow_and_wrap(tmp_path):
     assert len(s) == len(spread) + len(crowded)
     assert all(d in s for d in spread + crowded) and not any(s.add(d) for d in spread + crowded)
     s.close()
-
-
-def test_reserve_sizes_the_table_once_for_what_is_added(tmp_path):
-    s = DigestSet(memory_entries=16, spill_dir=str(tmp_path))
-    early = [os.urandom(32) for _ in range(10)]
-    s.add_many(early)
-    s.reserve(5000)  # (the digests in memory go to the table)
-    pages = s._pages
-    later = [os.urandom(32) for _ in range(4990)]
-    for i in range(0, len(later), 1000):
-        s.add_many(later[i:i + 1000])
-    assert s._pages == pages and len(s) == 5000  # never grown
-    assert all(d in s for d in early + later) and os.urandom(32) not in s
-    s.close()

@@ -15,17 +15,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
-from ..chunks.digestset import DigestSet
 from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
 from ..chunks.session import WriteSession
 from ..errors import Conflict, Damaged, Missing
+from .allowed import AllowedRefs
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 REFS_WINDOW = 8 << 20  # refs bytes per refs answer: 262,144 blocks, a restore's window (16 GiB of disk)
-FEED_BATCH = 1 << 16  # refs added to the allowed set at a time (~4.5 MB of 32-byte objects; 8,192: twice the time)
+FEED_BATCH = 1 << 16  # refs added to the allowed set at a time (~4.5 MB of 32-byte objects)
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 CHECKERS = 2  # threads checking records
 CHECKING = 4  # records messages being checked while the next messages are read (their payloads held)
@@ -83,14 +83,14 @@ def _digests(payload: memoryview) -> list[bytes]:
 
 class _Reads:
     """Reads of the chunks and manifests a scope names (nothing else), in bounded memory whatever the
-    size of the backups: the chunks a task may read are an on-disk :class:`DigestSet` (a Python set of
+    size of the backups: the chunks a task may read are on disk (:class:`AllowedRefs`; a Python set of
     a 1 TiB disk's 16 M refs took GBs), fed with each window of refs the agent is sent, and a manifest's
     refs go to the agent a window at a time (``refs``)."""
 
     def __init__(self, cs, readable: tuple[str, ...]):
         self.cs = cs
         self.readable = set(readable)
-        self._allowed: DigestSet | None = None
+        self._allowed: AllowedRefs | None = None
         self._fed: dict[str, int] = {}  # refs bytes of each readable manifest in the set, from its start
         self._heads: dict[str, object] = {}  # name -> Manifest of manifest_head (a header and a table)
 
@@ -117,7 +117,7 @@ class _Reads:
                                     if (d := bytes(part[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
         self._fed[name] = at + len(refs)
 
-    def allowed(self) -> DigestSet:
+    def allowed(self) -> AllowedRefs:
         """Every ref of the readable backups: those the agent was not sent yet are read in now."""
         for name in sorted(self.readable):
             try:
@@ -130,17 +130,16 @@ class _Reads:
                 continue
         return self._set()
 
-    def _set(self) -> DigestSet:
+    def _set(self) -> AllowedRefs:
         """The allowed set, sized at its creation for every ref of the readable backups."""
         if self._allowed is None:
-            self._allowed = DigestSet(self.cs.memory_entries, self.cs.spill_dir)
             total = 0
             for name in self.readable:
                 try:
                     total += self.cs.refs_length(self._head(name)) // DIGEST_SIZE
                 except Missing:
                     continue
-            self._allowed.reserve(total)
+            self._allowed = AllowedRefs(total, self.cs.spill_dir)
         return self._allowed
 
     def manifest(self, header: dict) -> tuple[dict, list]:
