@@ -8,8 +8,10 @@ standard deviations more, in an unlinked temporary file. Adding a batch groups i
 each bucket's share with one ``pwrite`` (no look-up per digest: a ref listed twice takes two slots,
 which only costs room); a look-up reads its bucket (one ``pread``, usually from the page cache) and
 searches it in C. Measured against the :class:`~opencbr.engine.chunks.digestset.DigestSet` (a page
-hash table that looks every digest up as it adds it): ~25x less time to add a disk's refs
-(docs/scale.md, "Remote reads through an agent").
+hash table that looks every digest up as it adds it), at a load average of ~6.5 on 2 cores: adding 1 M
+refs 1.9 µs each instead of 12 (the reads of a 256 GiB disk's refs through the service 6.7 s instead
+of 97), a look-up 12-16 µs instead of 4-8 (~3.5 ms per read message of 256 chunks, 16 MiB); see
+docs/scale.md, "Remote reads through an agent".
 """
 
 from __future__ import annotations
