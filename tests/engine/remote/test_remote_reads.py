@@ -21,6 +21,7 @@ from opencbr.engine.remote import ReadScope, serve_restore
 from opencbr.engine.remote import service as remote_service
 from opencbr.engine.remote.client import RemoteChunks
 from opencbr.engine.remote.service import Refused, _Reads
+from opencbr.engine.remote.vault import PROTOCOL, VaultAccess, vault_request
 from opencbr.engine.tree import backup_tree, restore_tree
 from tests.support.engine import BS, make_image, new_repo, sha256_file
 
@@ -176,3 +177,12 @@ def test_the_allowed_set_does_not_grow_with_the_refs(repo, tmp_path, monkeypatch
     # once, and a window of refs: < 1 MB (what grows is the manifest's table of segments: a few bytes
     # per segment of 2,048 refs here, of 262,144 in a vault)
     assert large < 1 << 20 and large - small < 512 << 10, (small, large)
+
+
+def test_the_task_request_says_which_protocol_the_service_speaks(repo):
+    request = {"vault": vault_request(repo)}
+    assert request["vault"]["protocol"] == PROTOCOL == 2 and VaultAccess.of(request).protocol == 2
+    older = {"vault": {k: v for k, v in request["vault"].items() if k != "protocol"}}  # a worker before 2
+    assert VaultAccess.of(older).protocol == 1
+    newer = {"vault": {**request["vault"], "protocol": 3}}  # a newer worker: what this agent speaks
+    assert VaultAccess.of(newer).protocol == 2
