@@ -16,9 +16,9 @@ of:
   flipped, another vault/resource/type named, or another size.
 
 **The rule.** A fault is *used* by a backup when restoring that backup reads the damaged bytes: a
-record of a chunk the backup references that has no other intact copy, an index object (a damaged one
-cannot be read at all, so it is used by every backup of the vault; a deleted one by the backups that
-reference a chunk only it locates), the backup's manifest, or the backup's catalog row. Every backup
+record of a chunk the backup references that has no other intact copy, an index object (damaged or
+deleted: by the backups that reference a chunk only it locates; a verify checks the index objects that
+list the packs it read, not every one of the vault), the backup's manifest, or the backup's catalog row. Every backup
 that uses a fault must fail ``verify``, and the failure (its message or ``extra_info.verify``) must name
 what is damaged: the chunk's digest or its pack's id, the index object, the backup's manifest/id, or
 the catalog field. Faults no backup uses (a pack trailer, a record no backup references) may go
@@ -203,10 +203,12 @@ class CorruptionCampaign(Campaign):
         if f.target == "index":
             rel = self.rng.choice(sorted(m.index_digests))
             f.kind, f.where = self.rng.choice(("flip", "truncate", "delete")), rel
+            # used by the backups that reference a chunk only it locates (a verify checks the index
+            # objects that list the packs it read, not every one of the vault)
+            others = set().union(*(v for k, v in m.index_digests.items() if k != rel))
+            users = self.name_users(m, m.index_digests[rel] - others, {rel.rsplit("/", 1)[1]})
             if f.kind == "delete":
-                others = set().union(*(v for k, v in m.index_digests.items() if k != rel))
-                undo = self.delete(m, rel)
-                return undo, self.name_users(m, m.index_digests[rel] - others, {rel.rsplit("/", 1)[1]})
+                return self.delete(m, rel), users
             size = os.path.getsize(os.path.join(m.root, rel))
             if f.kind == "flip":
                 at = self.rng.randrange(size)
@@ -216,7 +218,7 @@ class CorruptionCampaign(Campaign):
                 keep = self.rng.randrange(size)
                 f.detail = f"to {keep} of {size} bytes"
                 undo = self.truncate(m, rel, keep)
-            return undo, {b: {rel.rsplit("/", 1)[1]} for b in m.refs}  # an unreadable index stops every read
+            return undo, users
         bid = self.rng.choice(sorted(m.refs))
         rel = f"manifests/{bid}"
         f.kind, f.where = self.rng.choice(("flip", "truncate", "delete")), rel

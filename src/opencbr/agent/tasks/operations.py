@@ -201,12 +201,12 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
         with vault.chunks(channel) as chunks:
             if create:
                 size = req.get("size") if isinstance(req.get("size"), int) else 0
-                os.ftruncate(fd, max(size, int(chunks.read_manifest(backup_id).header["disk_size"])))
+                os.ftruncate(fd, max(size, int(chunks.manifest_header(backup_id)["disk_size"])))
             r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=not create,
                                     cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
             record = req.get("app_consistency")
             if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
-                record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
+                record = (chunks.manifest_header(backup_id).get("meta") or {}).get("app_consistency")
         out = {**r.to_dict(), "size": os.fstat(fd).st_size} if create else r.to_dict()
     except BaseException:
         os.close(fd)
@@ -254,7 +254,7 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
                                     allow_nonempty=True, target_fd=fd, cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
             record = req.get("app_consistency")
             if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
-                record = (chunks.read_manifest(backup_id).header.get("meta") or {}).get("app_consistency")
+                record = (chunks.manifest_header(backup_id).get("meta") or {}).get("app_consistency")
     finally:
         os.close(fd)
     forget_walks()
@@ -277,7 +277,7 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     done = []
     try:
         with vault.chunks(channel) as chunks:
-            disk = chunks.read_manifest(backup_id).header.get("type") != "tree"
+            disk = chunks.manifest_header(backup_id).get("type") != "tree"
             for p in paths:
                 if disk:
                     r = restore_disk_path(chunks, backup_id, p, target, target_fd=fd)

@@ -135,6 +135,7 @@ class Snapshot:
         self.packs = [tuple(p) for p in state.packs]
         self.pack_no = {p[0]: n for n, p in enumerate(self.packs) if p[3]}
         self.live_records = sum(p[2] for p in self.packs if p[3])
+        self.objects = {name: tuple(pnos) for name, pnos in state.objects.items()}  # -> pack numbers listed
         self._cache = cache
 
     def _page(self, page_no: int) -> bytes:
@@ -205,6 +206,11 @@ class IndexView:
     def packed_entries(self, pack_id: str) -> bytes:
         """The records of one pack as in its index object (40 bytes each; empty if unknown)."""
         return self.snap.records(pack_id)
+
+    def objects_listing(self, pack_ids: Iterable[str]) -> list[str]:
+        """The index objects that list any of ``pack_ids`` (those a read of their chunks depends on)."""
+        pnos = {self.snap.pack_no[p] for p in pack_ids if p in self.snap.pack_no}
+        return sorted(name for name, listed in self.snap.objects.items() if not pnos.isdisjoint(listed))
 
     def record_count(self, pack_id: str) -> int:
         pno = self.snap.pack_no.get(pack_id)

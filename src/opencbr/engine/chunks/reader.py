@@ -104,10 +104,13 @@ def fetch_chunks(
     workers: int = 3,
     cancel: threading.Event | None = None,
     on_span_done: Callable[[int], None] | None = None,
+    packs: set[str] | None = None,
 ) -> None:
     """Call ``sink(digest, plaintext)`` once per wanted digest (from worker threads), or
-    ``on_error(digest, exc)`` if no copy of it can be read intact."""
+    ``on_error(digest, exc)`` if no copy of it can be read intact. ``packs``: the packs read are added."""
     spans = plan_spans(cs, digests, on_error)
+    if packs is not None:
+        packs.update(s[0] for s in spans)
     q: queue.Queue = queue.Queue()
     for s in spans:
         q.put(s)
@@ -176,11 +179,12 @@ class VerifyReport:
 
 
 def check_chunks(cs: ChunkStore, digests: list[bytes], on_bad: OnError, *,
-                 progress: Callable[[int, int], None] | None = None, workers: int = 3) -> CheckTotals:
+                 progress: Callable[[int, int], None] | None = None, workers: int = 3,
+                 packs: set[str] | None = None) -> CheckTotals:
     """Read and verify every chunk of ``digests`` (the verify of a backup of either kind):
     ``on_bad(digest, error)`` (called under a lock) for each of which no copy is intact -- Missing
     when it is missing, Damaged when damaged. ``progress(checked, total)`` every 256 chunks and
-    at the end."""
+    at the end. ``packs``: the packs read are added (their index objects are checked after)."""
     totals = CheckTotals()
     lock = threading.Lock()
     total = len(digests)
@@ -197,7 +201,7 @@ def check_chunks(cs: ChunkStore, digests: list[bytes], on_bad: OnError, *,
             totals.chunks_checked += 1
             on_bad(d, e)
 
-    fetch_chunks(cs, digests, sink, on_error, workers=workers)
+    fetch_chunks(cs, digests, sink, on_error, workers=workers, packs=packs)
     if progress is not None:
         progress(total, total)
     return totals

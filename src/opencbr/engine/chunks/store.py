@@ -119,13 +119,15 @@ class ChunkStore:
     def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
         return decode_index(self.sealer, self.store.get(self.k(rel)), rel)
 
-    def check_index_objects(self) -> None:
-        """Read and check every index object in the store now, one at a time (Damaged naming the first
-        bad one). The local index (diskindex.py) reads an object once, when it first sees its name, so a
-        verify must look at the store's copies itself: a damaged object would otherwise go unnoticed
-        until another machine, or a rebuild of the local index, needs it. Linear in the vault's index
-        objects (~1.3 MB each per 32,768 records), bounded in memory."""
-        for rel in self.list_index_objects():
+    def check_index_objects(self, packs: Iterable[str] | None = None) -> None:
+        """Read and check the index objects in the store now that list any of ``packs`` (None: every
+        one), one at a time (Damaged naming the first bad one). The local index (diskindex.py) reads an
+        object once, when it first sees its name, so a verify must look at the store's copies itself: a
+        damaged object would otherwise go unnoticed until another machine, or a rebuild of the local
+        index, needs it. A backup's verify checks those listing its packs (time linear in the backup,
+        not in the vault; ~1.3 MB each per 32,768 records), bounded in memory."""
+        rels = self.list_index_objects() if packs is None else self.reader_index().objects_listing(packs)
+        for rel in rels:
             try:
                 self._read_index_packs(rel)
             except KeyError:
@@ -286,11 +288,37 @@ class ChunkStore:
 
     def read_manifest(self, name: str) -> Manifest:
         """The whole manifest, its refs read in (all segments: callers with a large disk's refs stream
-        them with :meth:`manifest_refs_streamed`, or use :meth:`manifest_header`)."""
-        m = decode_manifest(self.sealer, name, self._manifest_blob(name))
+        them with :meth:`manifest_refs_streamed`, or use :meth:`manifest_head`)."""
+        m = self.manifest_head(name)
         if m.segments:
             m.refs = b"".join(self._read_refs_segment(seg) for seg in m.segments)
         return m
+
+    def manifest_head(self, name: str) -> Manifest:
+        """A manifest without its refs segments read: header, payload, the segment table (format 2;
+        ``refs`` empty) or the inline refs (format 1). :meth:`refs_range` reads a part of its refs."""
+        return decode_manifest(self.sealer, name, self._manifest_blob(name))
+
+    @staticmethod
+    def refs_length(m: Manifest) -> int:
+        """Bytes of refs of a manifest from :meth:`manifest_head`."""
+        return sum(seg.refs_length for seg in m.segments) if m.segments else len(m.refs)
+
+    def refs_range(self, m: Manifest, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of the refs of ``m`` (from :meth:`manifest_head`), reading only the
+        segments that hold them (each checked, as :meth:`manifest_refs_streamed` does)."""
+        if not m.segments:
+            return bytes(m.refs[start:end])
+        out, at = [], 0
+        for seg in m.segments:
+            seg_end = at + seg.refs_length
+            if at < end and seg_end > start:
+                refs = self._read_refs_segment(seg)
+                out.append(refs[max(0, start - at):min(end, seg_end) - at])
+            if seg_end >= end:
+                break
+            at = seg_end
+        return b"".join(out)
 
     def manifest_header(self, name: str) -> dict:
         """A manifest's header, without reading its refs segments."""

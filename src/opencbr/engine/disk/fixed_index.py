@@ -81,8 +81,8 @@ class FixedIndex:
     @classmethod
     def read(cls, cs, backup_id: str) -> "FixedIndex":
         """The index of a stored disk backup, its refs streamed a segment at a time into a spooled
-        file (not memory: 32 bytes per block, 512 MB at 1 TiB). A chunk store over a channel (remote)
-        sends the manifest whole."""
+        file (not memory: 32 bytes per block, 512 MB at 1 TiB); a chunk store over a channel (remote)
+        sends them a window at a time (or whole, to a service of protocol 1)."""
         if not hasattr(cs, "manifest_refs_streamed"):
             return cls.from_manifest(cs.read_manifest(backup_id))
         h, pieces = cs.manifest_refs_streamed(backup_id)

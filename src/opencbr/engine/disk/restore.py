@@ -358,10 +358,12 @@ class _Writeback:
 VERIFY_WINDOW_BLOCKS = 1 << 18
 
 
-def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3) -> VerifyReport:
+def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = None, workers: int = 3,
+                packs: set[str] | None = None) -> VerifyReport:
     """Read and check every chunk of a disk backup once, a window of blocks at a time (the positions of
     a window's chunks in memory, the chunks already checked in a :class:`DigestSet`: bounded memory
-    whatever the disk's size). A bad chunk lists every block that uses it."""
+    whatever the disk's size). A bad chunk lists every block that uses it. ``packs``: the packs read
+    are added."""
     t0 = time.monotonic()
     index = FixedIndex.read(cs, backup_id)
     bs, nblocks = index.block_size, index.block_count
@@ -387,7 +389,7 @@ def verify_disk(cs: ChunkStore, backup_id: str, *, progress: Progress | None = N
                 if progress is not None:
                     progress(first + (last - first) * done // max(total, 1), nblocks)
 
-            totals = check_chunks(cs, todo, on_bad, progress=window_progress, workers=workers)
+            totals = check_chunks(cs, todo, on_bad, progress=window_progress, workers=workers, packs=packs)
             report.chunks_checked += totals.chunks_checked
             report.bytes_checked += totals.bytes_checked
     finally:

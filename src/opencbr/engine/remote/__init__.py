@@ -11,10 +11,16 @@ thread at a time): ``service`` (worker side) answers from the vault's :class:`~o
     known     digests                            -> one byte per digest: 1 = the vault holds it
     read      digests (refs of the scope only)   -> stored records (the agent decodes and checks them)
     manifest  name (a backup the scope names)    -> header, refs | payload
+    manifest_head  name (protocol 2)             -> header, refs length; payload
+    refs      name, at, length (protocol 2)      -> refs at:at + length (8 MiB at most: a restore's window)
     commit    name (the scope's), header, refs | payload -> manifest size, session stats
     abort                                        -> ok (the session's packs are deleted)
 
-and last the agent's own answer to its task, ``{"ok": ..., "result": ...}`` (no ``op``), which ends the
+Protocol versions: the task request's ``vault`` says which the service speaks (``protocol``; none: 1).
+Version 2 adds ``manifest_head`` and ``refs``, so an agent reads a large disk's refs a window at a time
+(``manifest`` sent them all in one answer); the service still answers ``manifest`` for older agents.
+
+And last the agent's own answer to its task, ``{"ok": ..., "result": ...}`` (no ``op``), which ends the
 conversation.
 """
 

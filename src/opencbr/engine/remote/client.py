@@ -29,10 +29,11 @@ READ_GROUP = 64  # chunks per read message (4 MiB of 64 KiB blocks)
 MERGE_BYTES = 4 << 20  # records merged into one message up to this size
 POSTED_BYTES = 8 << 20  # records sent on without waiting for the vault's answer, at most this much
 WINDOW = 4  # messages sent before their answers come back (only those whose answers are small)
-SERIAL = frozenset({"read", "manifest", "commit", "abort"})  # answered big, or must see all before them
+SERIAL = frozenset({"read", "manifest", "manifest_head", "refs", "commit", "abort"})  # answered big, or must see all before them
 MERGED = frozenset({"need", "known", "records"})
 PENDING_BYTES = 12 << 20  # chunk data asked about and waiting for its answer, at most
 ENCODERS = max(2, min(4, os.cpu_count() or 2))  # threads compressing and encrypting what the vault needs
+REFS_WINDOW = 8 << 20  # refs bytes asked per message: 262,144 blocks, a restore's window
 LOCAL_SEEN_MAX = 1 << 20  # digests remembered to skip a question (then forgotten: the vault still dedups)
 
 
@@ -402,8 +403,10 @@ class RemoteChunks:
     remote = True
     fork_safe = False  # the channel's pump thread lives in this process only
 
-    def __init__(self, channel, keys, *, max_chunk: int, pack_size: int = 0, timeout: float | None = 120.0):
+    def __init__(self, channel, keys, *, max_chunk: int, pack_size: int = 0, timeout: float | None = 120.0,
+                 protocol: int = 1):
         self.keys = keys
+        self.protocol = protocol  # the service's (remote/__init__.py): 2 sends a manifest's refs in windows
         self.codec = ChunkCodec(keys, max_chunk=max_chunk)
         self.pack_size = pack_size
         self.pump = _Pump(channel, timeout)
@@ -438,18 +441,56 @@ class RemoteChunks:
         return False  # the service checked before the task started, and checks again at commit
 
     # -- reading ---------------------------------------------------------------------------------
-    def read_manifest(self, name: str) -> Manifest:
+    def _manifest_call(self, name: str, header: dict, parts: list | None = None) -> tuple[dict, memoryview]:
         try:
-            answer, data = self.pump.call({"op": "manifest", "name": name})
+            return self.pump.call({**header, "name": name}, parts)
         except RemoteFailure as e:
             if getattr(e.__cause__, "code", "") == "missing":
                 raise Missing(f"backup {name} is not in the repository") from None
             raise
-        n = int(answer["refs"])
-        refs = bytes(data[:n])
-        if answer["header"].get("type") == "tree":
-            self.refs_read.update(refs[i:i + DIGEST_SIZE] for i in range(0, n, DIGEST_SIZE))
-        return Manifest(name, answer["header"], refs, bytes(data[n:]))
+
+    def _head(self, name: str) -> tuple[Manifest, int]:
+        """(the manifest without refs, the length of its refs) (protocol 2)."""
+        answer, data = self._manifest_call(name, {"op": "manifest_head"})
+        return Manifest(name, answer["header"], b"", bytes(data)), int(answer["refs"])
+
+    def manifest_head(self, name: str) -> Manifest:
+        """A manifest's header and payload, its refs not read (protocol 1 sends them all the same)."""
+        return self._head(name)[0] if self.protocol >= 2 else self.read_manifest(name)
+
+    def manifest_header(self, name: str) -> dict:
+        return self.manifest_head(name).header
+
+    def manifest_refs_streamed(self, name: str):
+        """``(header, refs pieces)`` as the chunk store's: a window of ``REFS_WINDOW`` bytes per
+        message (a restore's window of blocks), never the whole refs of a large disk at once."""
+        if self.protocol < 2:
+            m = self.read_manifest(name)
+            return m.header, iter((m.refs,))
+        head, total = self._head(name)
+        return head.header, self._refs_windows(name, total)
+
+    def _refs_windows(self, name: str, total: int):
+        at = 0
+        while at < total:
+            answer, data = self._manifest_call(name, {"op": "refs", "at": at, "length": min(REFS_WINDOW, total - at)})
+            if not len(data) or len(data) % DIGEST_SIZE or int(answer.get("at", -1)) != at:
+                raise Damaged(f"backup {name}: the vault sent a bad window of refs at {at}")
+            at += len(data)
+            yield bytes(data)
+
+    def read_manifest(self, name: str) -> Manifest:
+        if self.protocol < 2:
+            answer, data = self._manifest_call(name, {"op": "manifest"})
+            n = int(answer["refs"])
+            header, refs, payload = answer["header"], bytes(data[:n]), bytes(data[n:])
+        else:
+            head, total = self._head(name)
+            header, payload = head.header, head.payload
+            refs = b"".join(self._refs_windows(name, total))
+        if header.get("type") == "tree":
+            self.refs_read.update(refs[i:i + DIGEST_SIZE] for i in range(0, len(refs), DIGEST_SIZE))
+        return Manifest(name, header, refs, payload)
 
     def reader_index(self, refresh: bool = False):
         return None  # the vault's index stays with the vault

@@ -19,10 +19,13 @@ from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
 from ..chunks.session import WriteSession
 from ..errors import Conflict, Damaged, Missing
+from .allowed import AllowedRefs
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
+REFS_WINDOW = 8 << 20  # refs bytes per refs answer: 262,144 blocks, a restore's window (16 GiB of disk)
+FEED_BATCH = 1 << 16  # refs added to the allowed set at a time (~4.5 MB of 32-byte objects)
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 CHECKERS = 2  # threads checking records
 CHECKING = 4  # records messages being checked while the next messages are read (their payloads held)
@@ -79,30 +82,92 @@ def _digests(payload: memoryview) -> list[bytes]:
 
 
 class _Reads:
-    """Reads of the chunks and manifests a scope names (nothing else)."""
+    """Reads of the chunks and manifests a scope names (nothing else), in bounded memory whatever the
+    size of the backups: the chunks a task may read are on disk (:class:`AllowedRefs`; a Python set of
+    a 1 TiB disk's 16 M refs took GBs), fed with each window of refs the agent is sent, and a manifest's
+    refs go to the agent a window at a time (``refs``)."""
 
     def __init__(self, cs, readable: tuple[str, ...]):
         self.cs = cs
         self.readable = set(readable)
-        self._allowed: set[bytes] | None = None
+        self._allowed: AllowedRefs | None = None
+        self._fed: dict[str, int] = {}  # refs bytes of each readable manifest in the set, from its start
+        self._heads: dict[str, object] = {}  # name -> Manifest of manifest_head (a header and a table)
 
-    def allowed(self) -> set[bytes]:
+    def close(self) -> None:
+        if self._allowed is not None:
+            self._allowed.close()
+
+    def _head(self, name: str):
+        if name not in self.readable:
+            raise Refused(f"backup {name!r} is not one this task may read")
+        m = self._heads.get(name)
+        if m is None:
+            m = self._heads[name] = self.cs.manifest_head(name)
+        return m
+
+    def _feed(self, name: str, at: int, refs: bytes) -> None:
+        """Add refs ``at:at + len(refs)`` of ``name`` to the allowed set if they follow those added."""
+        if self._fed.get(name, 0) != at or not refs:
+            return
+        view = memoryview(refs)
+        for first in range(0, len(view), FEED_BATCH * DIGEST_SIZE):  # (a list of 32-byte objects each)
+            part = view[first:first + FEED_BATCH * DIGEST_SIZE]
+            self._set().add_many([d for i in range(0, len(part), DIGEST_SIZE)
+                                    if (d := bytes(part[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
+        self._fed[name] = at + len(refs)
+
+    def allowed(self) -> AllowedRefs:
+        """Every ref of the readable backups: those the agent was not sent yet are read in now."""
+        for name in sorted(self.readable):
+            try:
+                m = self._head(name)
+                total = self.cs.refs_length(m)
+                while (at := self._fed.get(name, 0)) < total:
+                    self._feed(name, at, self.cs.refs_range(m, at, min(total, at + REFS_WINDOW)))
+            except Missing:
+                self._fed[name] = 0
+                continue
+        return self._set()
+
+    def _set(self) -> AllowedRefs:
+        """The allowed set, sized at its creation for every ref of the readable backups."""
         if self._allowed is None:
-            refs: set[bytes] = set()
+            total = 0
             for name in self.readable:
                 try:
-                    refs |= self.cs.manifest_refs(name)
+                    total += self.cs.refs_length(self._head(name)) // DIGEST_SIZE
                 except Missing:
                     continue
-            self._allowed = refs
+            self._allowed = AllowedRefs(total, self.cs.spill_dir)
         return self._allowed
 
     def manifest(self, header: dict) -> tuple[dict, list]:
+        """The whole manifest in one answer (protocol 1: agents that do not ask for windows)."""
         name = str(header.get("name", ""))
-        if name not in self.readable:
-            raise Refused(f"backup {name!r} is not one this task may read")
-        m = self.cs.read_manifest(name)
-        return {"ok": True, "header": m.header, "refs": len(m.refs)}, [m.refs, m.payload]
+        m = self._head(name)
+        refs = self.cs.refs_range(m, 0, self.cs.refs_length(m))
+        self._feed(name, 0, refs)
+        return {"ok": True, "header": m.header, "refs": len(refs)}, [refs, m.payload]
+
+    def manifest_head(self, header: dict) -> tuple[dict, list]:
+        """A manifest's header and payload, and the length of its refs (read with ``refs``)."""
+        m = self._head(str(header.get("name", "")))
+        return {"ok": True, "header": m.header, "refs": self.cs.refs_length(m)}, [m.payload]
+
+    def refs(self, header: dict) -> tuple[dict, list]:
+        """Refs ``at`` to ``at + length`` of a manifest, ``REFS_WINDOW`` bytes at most."""
+        name = str(header.get("name", ""))
+        m = self._head(name)
+        try:
+            at, length = int(header.get("at", -1)), int(header.get("length", -1))
+        except (TypeError, ValueError):
+            raise Refused("refs: bad window") from None
+        if at < 0 or length < 0 or at % DIGEST_SIZE:
+            raise Refused("refs: bad window")
+        refs = self.cs.refs_range(m, at, min(self.cs.refs_length(m), at + min(length, REFS_WINDOW)))
+        self._feed(name, at, refs)
+        return {"ok": True, "at": at}, [refs]
 
     def read(self, payload: memoryview) -> tuple[dict, list]:
         wanted = _digests(payload)
@@ -138,6 +203,9 @@ class _Reads:
         return {"ok": True, "sizes": sizes}, [b"".join(parts)]  # (one part: see client.RemoteSink._put)
 
 
+_READ_OPS = ("manifest", "manifest_head", "refs")  # (each a method of _Reads, taking the header)
+
+
 class _BackupService:
     """The backups one task writes, in order (a server's disks: one write session each)."""
 
@@ -168,6 +236,7 @@ class _BackupService:
         ``keep_partial``, kept with every record that arrived and passed its check (a resumable transfer)."""
         self.packer.stop()
         self._pool.shutdown(wait=True)
+        self.reads.close()
         if self.session is not None:
             if self.keep_partial and self.packer.error is None:
                 self.session.keep()
@@ -187,8 +256,8 @@ class _BackupService:
             return {"ok": True}, self._records(header, payload)
         if op == "read":
             return self.reads.read(payload)
-        if op == "manifest":
-            return self.reads.manifest(header)
+        if op in _READ_OPS:
+            return getattr(self.reads, op)(header)
         if op == "commit":
             return self._commit(header, payload), b""
         raise Refused(f"unknown message {op!r}")
@@ -411,8 +480,11 @@ def serve_restore(repo, channel, scope: ReadScope, *, timeout: float = IDLE_TIME
     def handle(op: str, header: dict, payload: memoryview):
         if op == "read":
             return reads.read(payload)
-        if op == "manifest":
-            return reads.manifest(header)
+        if op in _READ_OPS:
+            return getattr(reads, op)(header)
         raise Refused(f"a restore may only read, not {op!r}")
 
-    return _converse(channel, handle, timeout, progress)
+    try:
+        return _converse(channel, handle, timeout, progress)
+    finally:
+        reads.close()

@@ -10,6 +10,7 @@ from ..chunks.crypto import RepoKeys
 from .client import RemoteChunks
 
 TASK_TIMEOUT = 120.0  # seconds the vault may stay silent before the task fails
+PROTOCOL = 2  # of the chunk messages this side serves (remote/__init__.py); a request without it: 1
 
 
 class BadRequest(ValueError):
@@ -22,6 +23,7 @@ class VaultAccess:
     block_size: int
     max_chunk: int
     pack_size: int
+    protocol: int = 1
 
     @classmethod
     def of(cls, request: dict) -> "VaultAccess":
@@ -32,18 +34,20 @@ class VaultAccess:
         raw = v.get("keys")
         if raw:
             keys = RepoKeys(base64.b64decode(raw["data_key"]), base64.b64decode(raw["id_key"]))
-        return cls(keys, int(v["block_size"]), int(v["max_chunk"]), int(v.get("pack_size", 8 << 20)))
+        return cls(keys, int(v["block_size"]), int(v["max_chunk"]), int(v.get("pack_size", 8 << 20)),
+                   min(PROTOCOL, int(v.get("protocol", 1))))
 
     def chunks(self, channel) -> RemoteChunks:
         # (no pack_size: the packs are made by the vault's side; the agent's heap need not hold one)
-        return RemoteChunks(channel, self.keys, max_chunk=self.max_chunk, timeout=TASK_TIMEOUT)
+        return RemoteChunks(channel, self.keys, max_chunk=self.max_chunk, timeout=TASK_TIMEOUT,
+                            protocol=self.protocol)
 
 
 def vault_request(repo) -> dict:
     """The ``vault`` part of a task request, from the worker's :class:`~opencbr.engine.Repository`."""
     keys = repo.chunks.keys
     return {
-        "id": repo.id, "block_size": repo.block_size, "pack_size": repo.chunks.pack_size,
+        "id": repo.id, "block_size": repo.block_size, "pack_size": repo.chunks.pack_size, "protocol": PROTOCOL,
         "max_chunk": repo.chunks.codec.max_chunk, "encrypted": keys is not None,
         "keys": None if keys is None else {"data_key": base64.b64encode(keys.data_key).decode(),
                                            "id_key": base64.b64encode(keys.id_key).decode()},

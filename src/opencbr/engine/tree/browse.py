@@ -30,7 +30,7 @@ def to_list_entry(e: Entry) -> ListEntry:
 def stat_path(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> Entry:
     """The catalog entry of one path (Missing if the backup has no such path)."""
     cs = chunkstore_of(repo_or_chunkstore)
-    dix = load_index(cs, backup_id)
+    dix = load_index(cs, backup_id, refs=False)
     p = parse_path(path)
     k = path_key(p)
     for e in CatalogReader(cs, dix).entries(k):
@@ -44,7 +44,7 @@ def list_tree(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> li
     """Entries directly inside directory ``path`` of tree backup ``backup_id``, in name order (a
     file path lists just that file). Missing if the path is not in the backup."""
     cs = chunkstore_of(repo_or_chunkstore)
-    dix = load_index(cs, backup_id)
+    dix = load_index(cs, backup_id, refs=False)
     reader = CatalogReader(cs, dix)
     p = parse_path(path)
     key = path_key(p)
@@ -95,7 +95,7 @@ def list_backup(repo_or_chunkstore, backup_id: str, path: str | bytes = "/") -> 
     """List ``path`` in any backup: a tree backup's catalog, or the file systems inside a disk backup
     (see :func:`opencbr.engine.diskfs.list_disk_tree`)."""
     cs = chunkstore_of(repo_or_chunkstore)
-    typ = cs.read_manifest(backup_id).header.get("type")
+    typ = cs.manifest_header(backup_id).get("type")  # (not the refs: a disk's are 32 bytes per block)
     if typ == "disk":
         from ..diskfs import list_disk_tree
 

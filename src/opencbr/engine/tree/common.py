@@ -25,10 +25,12 @@ def chunkstore_of(repo_or_cs) -> ChunkStore:
     raise TypeError("expected a Repository or a ChunkStore")
 
 
-def load_index(cs: ChunkStore, backup_id: str) -> DynamicIndex:
-    """The dynamic index of a tree backup (Missing; InvalidArgument if it is a disk backup)."""
+def load_index(cs: ChunkStore, backup_id: str, *, refs: bool = True) -> DynamicIndex:
+    """The dynamic index of a tree backup (Missing; InvalidArgument if it is a disk backup). Not
+    ``refs``: the manifest's refs segments are not read (a restore, browse or verify needs only its
+    catalog; an incremental over a channel reads the parent's refs, the chunks the vault holds)."""
     check_name(backup_id)
-    m = cs.read_manifest(backup_id)
+    m = cs.read_manifest(backup_id) if refs else cs.manifest_head(backup_id)
     if m.header.get("type") != "tree":
         raise InvalidArgument(f"backup {backup_id} is a {m.header.get('type')} backup, not a file-system backup")
     return DynamicIndex.from_manifest(m)

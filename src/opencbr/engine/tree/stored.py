@@ -82,7 +82,7 @@ class StoredTreeSource:
     def __init__(self, cs, backup_id: str):
         self.cs = cs
         self.backup_id = backup_id
-        self.index = load_index(cs, backup_id)
+        self.index = load_index(cs, backup_id, refs=False)
         self.size_hint = int(self.index.stats.get("total_bytes", 0))
         self._tls = threading.local()
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()

@@ -99,7 +99,7 @@ class TreeRestore(ForkedParts):
 
     def run(self) -> TreeRestoreResult:
         t0 = time.monotonic()
-        self._dix = load_index(self.cs, self.backup_id)
+        self._dix = load_index(self.cs, self.backup_id, refs=False)
         reader = CatalogReader(self.cs, self._dix)
         records = reader.entries(self.sub_key)
         try:
