@@ -16,3 +16,10 @@ def test_worker_nice_defaults_to_10_and_comes_from_the_environment(tmp_path):
 def test_worker_nice_outside_0_to_19_is_refused(tmp_path, value):
     with pytest.raises(ValueError, match="worker_nice"):
         load_settings(env={"OPENCBR_DATA_DIR": str(tmp_path), "OPENCBR_WORKER_NICE": value})
+
+
+def test_restore_nice_defaults_to_0_and_is_checked(tmp_path):
+    assert load_settings(env={"OPENCBR_DATA_DIR": str(tmp_path)}).restore_nice == 0
+    assert load_settings(env={"OPENCBR_DATA_DIR": str(tmp_path), "OPENCBR_RESTORE_NICE": "5"}).restore_nice == 5
+    with pytest.raises(ValueError, match="restore_nice"):
+        load_settings(env={"OPENCBR_DATA_DIR": str(tmp_path), "OPENCBR_RESTORE_NICE": "20"})

@@ -33,6 +33,10 @@ Settings of the data plane (workers):
   lower themselves by, 0-19 (default 10): the API stays responsive while backups run. On a machine
   whose cores are busy with other work, backups then get a small share of them (bench/README.md); 0
   runs them at the API's priority. ``cbr worker`` processes run at the priority they are started with.
+- ``restore_nice``: the same for restores (restoring a backup, a new file system or disk from one,
+  restoring files), default 0: a restore is what a user waits on, often to recover from an outage,
+  so it runs at the API's priority (bench/README.md, realtree: at nice 10 a restore through the
+  service took 1.5-2x the engine's time whenever anything else wanted the CPU).
 - ``agent_poll_seconds``: how often the scheduler process asks every enrolled agent for its inventory
   (default 15); an agent silent for three intervals is offline, and its resources say so.
 - ``agent_project_bandwidth``: bytes per second one project's agent backups and restores move together
@@ -96,6 +100,8 @@ class Settings:
     worker_poll_seconds: float = 0.2
     # How much the worker processes of `opencbr serve` lower their priority (nice increment, 0-19).
     worker_nice: int = 10
+    # How much restores (which a user waits on) lower it in those workers (0-19).
+    restore_nice: int = 0
     # Maximum clock skew accepted on signed requests (CBR v3 API 2: 15 minutes).
     max_clock_skew_seconds: int = 900
     master_key_hex: str = ""
@@ -198,7 +204,7 @@ _LIST_FIELDS = {"availability_zones", "resource_roots", "alarm_webhook_allowed_n
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
                "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth",
                "max_tasks_per_vault", "max_tasks_per_agent", "smtp_port", "alarm_max_attempts",
-               "dedup_memory_entries", "worker_nice"}
+               "dedup_memory_entries", "worker_nice", "restore_nice"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account", "smtp_starttls"}
 
@@ -241,8 +247,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: object) -> Set
     for k, v in overrides.items():
         if v is not None:
             values[k] = _coerce(k, v)
-    if not 0 <= int(values.get("worker_nice", 0)) <= 19:  # type: ignore[call-overload]
-        raise ValueError(f"worker_nice must be between 0 and 19, got {values['worker_nice']}")
+    for name in ("worker_nice", "restore_nice"):
+        if not 0 <= int(values.get(name, 0)) <= 19:  # type: ignore[call-overload]
+            raise ValueError(f"{name} must be between 0 and 19, got {values[name]}")
     values.setdefault("data_dir", data_dir)
     values["data_dir"] = os.path.abspath(str(values["data_dir"]))
     return replace(Settings(), **values)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from opencbr.server.process import (
 from opencbr.server.receiver import start_receiver
 from opencbr.services import hosts
 from opencbr.services.context import open_context
-from opencbr.worker.runner import WorkerPool
+from opencbr.worker.runner import TaskPriority, WorkerPool
 
 log = logging.getLogger("opencbr")
 
@@ -30,18 +30,20 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     start_logging()
     if supervised:
         stop_with_parent()
-        # Lower CPU (and, as Linux derives it from the nice value, I/O) priority than the API beside
-        # them: a backup can wait a few milliseconds, a request cannot (``worker_nice``, default 10;
-        # measured in bench/README.md, API under load).
-        if settings.worker_nice:
-            os.nice(settings.worker_nice)
     hosts.set_local_group(settings.host_group)
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)
         check_installation(ctx)
-        pool = WorkerPool(ctx, count)
+        # Lower CPU (and, as Linux derives it from the nice value, I/O) priority than the API beside
+        # them: a backup can wait a few milliseconds, a request cannot (``worker_nice``, default 10;
+        # measured in bench/README.md, API under load). Restores, which a user waits on, by
+        # ``restore_nice`` (default 0). Per task thread: the worker threads stay at this priority.
+        priority = TaskPriority(other=settings.worker_nice, restore=settings.restore_nice) if supervised else None
+        pool = WorkerPool(ctx, count, priority=priority)
         stopping = note_stop_signals()
         pool.start()
+        if supervised and settings.worker_nice:
+            os.nice(settings.worker_nice)  # this thread and the ones it starts from now on (the receiver)
         # the line an operator (and the scale-out test) looks for: this machine takes tasks now
         log.info("workers %s running (host group %s)", ", ".join(w.worker_id for w in pool.workers),
                  settings.host_group)

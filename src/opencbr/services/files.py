@@ -96,17 +96,19 @@ def run_create_fs(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         return onhost.fill_new_file_system(ctx, run, repository(ctx, vault, create=False), backup_id, fs_id)
     progress = TaskProgress(run)
     made: list[Opened] = []  # the directory, made (or found empty) through a checked open
+    restored: list[int] = []  # the restore's count of the bytes its files hold (no walk of the new tree)
 
     def remove() -> None:
         for new in made:
             new.remove_created()
             new.close()
 
-    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: made[0].measure()[0],
+    with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: restored[0] if restored else made[0].measure()[0],
                                   remove=remove):
         made.append(res_svc.open_resource(ctx, fs_id, create=True))
         result = repository(ctx, vault, create=False).restore(backup_id, made[0].path, progress=progress,
                                                               cancel=progress.cancel, target_fd=made[0].fd)
+        restored.append(result.file_bytes)
         res_svc.record_identity(ctx, fs_id, made[0])
     for new in made:
         new.close()

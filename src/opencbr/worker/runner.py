@@ -34,6 +34,35 @@ log = logging.getLogger("opencbr.worker")
 STOP_GRACE_SECONDS = 20.0
 
 
+#: Tasks a user waits on to get data back: in ``opencbr serve``'s workers they run at ``restore_nice``,
+#: everything else (backups, verification, GC, ...) at ``worker_nice`` (see :class:`TaskPriority`).
+RESTORES = frozenset({"restore", "create_fs", "create_disk", "restore_files"})
+
+
+class TaskPriority:
+    """How much a task's thread lowers its CPU (and, derived from it, I/O) priority: by ``restore``
+    for restores, by ``other`` for the rest. Each task runs in a thread of its own that lowers itself
+    (Linux priorities are per thread, a new thread inherits its creator's, and an unprivileged thread
+    can lower its priority but never raise it again), so a worker that ran a backup at nice 10 still
+    runs the next restore at full priority; what the task forks (a restore's parts) inherits it."""
+
+    def __init__(self, *, other: int, restore: int):
+        self.other = other
+        self.restore = restore
+
+    def lower_by(self, operation_type: str) -> int:
+        return self.restore if operation_type in RESTORES else self.other
+
+
+def lower_thread_priority(by: int) -> None:
+    """Lower the calling thread's priority (only this thread's: ``setpriority`` on its thread id)."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError:  # (not Linux-like: the task runs at the worker's priority)
+        log.warning("cannot lower the priority of a task thread", exc_info=True)
+
+
 def new_worker_base() -> str:
     """``<host>:<pid>:<random>``: unique per process, readable by people (ids fit the catalog's 64 chars)."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -47,8 +76,9 @@ def task_handlers() -> tasks.TaskHandlers:
 class Worker:
     def __init__(self, ctx: ServiceContext, worker_id: str, *, poll_interval: float | None = None,
                  types: tuple[str, ...] | None = None, host: str | None = None,
-                 handlers: tasks.TaskHandlers | None = None):
+                 handlers: tasks.TaskHandlers | None = None, priority: TaskPriority | None = None):
         self.ctx = ctx
+        self.priority = priority  # None: tasks run in this thread, at its priority
         self.worker_id = worker_id
         self.handlers = task_handlers() if handlers is None else handlers
         self.poll_interval = ctx.settings.worker_poll_seconds if poll_interval is None else poll_interval
@@ -80,12 +110,26 @@ class Worker:
                                   daemon=True)
         beater.start()
         try:
-            self._run(fn, run)
+            self._run_at_priority(fn, run)
         finally:
             beat.set()
             self.current = None
             beater.join(5)
         return True
+
+    def _run_at_priority(self, fn, run: tasks.TaskRun) -> None:
+        by = self.priority.lower_by(run.operation_type) if self.priority is not None else 0
+        if by <= 0:
+            self._run(fn, run)
+            return
+
+        def lowered() -> None:
+            lower_thread_priority(by)
+            self._run(fn, run)
+
+        t = threading.Thread(target=lowered, name=f"{self.worker_id}-task", daemon=True)
+        t.start()
+        t.join()
 
     def _run(self, fn, run: tasks.TaskRun) -> None:
         try:
@@ -161,13 +205,14 @@ class Worker:
 class WorkerPool:
     """N worker threads and one janitor thread in this process."""
 
-    def __init__(self, ctx: ServiceContext, count: int, *, poll_interval: float | None = None):
+    def __init__(self, ctx: ServiceContext, count: int, *, poll_interval: float | None = None,
+                 priority: TaskPriority | None = None):
         self.ctx = ctx
         self.stop = threading.Event()
         base = new_worker_base()
         self.handlers = task_handlers()
-        self.workers = [Worker(ctx, f"{base}:{i}", poll_interval=poll_interval, handlers=self.handlers)
-                        for i in range(count)]
+        self.workers = [Worker(ctx, f"{base}:{i}", poll_interval=poll_interval, handlers=self.handlers,
+                               priority=priority) for i in range(count)]
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:

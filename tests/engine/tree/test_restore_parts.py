@@ -16,6 +16,7 @@ from opencbr.engine.errors import Damaged
 from opencbr.engine.tree import backup_tree, restore_tree
 from opencbr.engine.tree.restore import parts as parts_mod
 from opencbr.engine.tree.restore import restorer as restore_mod
+from opencbr.providers.local.opened import tree_size
 from tests.support.engine_tree import SMALL_CHUNKS, assert_same_tree, build_tree, flip_byte_in_chunk_of
 
 
@@ -81,6 +82,8 @@ def test_parts_restore_the_same_tree(enc_repo, tmp_path, tiny_groups, monkeypatc
     assert many.files + many.hardlinks == res.files and many.warnings == []
     assert seen[-1] == (res.total_bytes, res.total_bytes)
     assert os.stat(tmp_path / "many" / "zz-late-link-to-g05").st_ino == os.stat(tmp_path / "many" / "many" / "g05.bin").st_ino
+    # what a walk of the restored tree counts (a new file system's size), known without the walk
+    assert many.file_bytes == one.file_bytes == tree_size(str(tmp_path / "many"))[0] > 0
 
 
 @pytest.mark.parametrize("who", ["child", "parent"])

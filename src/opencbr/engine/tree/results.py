@@ -58,6 +58,9 @@ class TreeRestoreResult:
     duration: float = 0.0
     processes: int = 1  # how many processes restored (see restore/parts.py)
     parts_peak_rss: list[int] = field(default_factory=list)  # bytes, each forked process's peak
+    # the apparent size of the regular files restored, each hard-linked one once: what walking the
+    # restored tree would count (a new file system's size, without that walk)
+    file_bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

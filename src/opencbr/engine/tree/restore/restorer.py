@@ -136,7 +136,7 @@ class TreeRestore(ForkedParts):
             backup_id=self.backup_id, target=self.target, files=t.counts["files"], dirs=t.counts["dirs"],
             symlinks=t.counts["symlinks"], specials=t.counts["specials"], hardlinks=t.counts["hardlinks"],
             bytes_written=t.written, warnings=t.warnings, duration=duration,
-            processes=self.processes_used, parts_peak_rss=self.parts_peak_rss,
+            processes=self.processes_used, parts_peak_rss=self.parts_peak_rss, file_bytes=t.file_bytes,
         )
 
     def _subtree_bytes(self, reader: CatalogReader) -> int:
@@ -288,6 +288,7 @@ class TreeRestore(ForkedParts):
         mode = self.meta.create_mode(e)
         fd = os.open(name, FILE_FLAGS, mode, dir_fd=dfd)
         self.tally.counts["files"] += 1
+        self.tally.file_bytes += e.size
         if e.extents is not None:
             os.ftruncate(fd, e.size)
         pieces = list(e.chunk_offsets())

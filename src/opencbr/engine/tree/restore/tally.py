@@ -17,6 +17,7 @@ class Tally:
         self.lock = threading.Lock()
         self.counts = {"files": 0, "dirs": 0, "symlinks": 0, "specials": 0, "hardlinks": 0}
         self.written = 0
+        self.file_bytes = 0  # sizes of the regular files created (not of hard links to them)
         self.warnings: list[TreeWarning] = []
         # (path, why): files not restored intact, the first MAX_WARNINGS of them (a restore reports
         # their number and the first); error_count counts them all
@@ -39,10 +40,11 @@ class Tally:
         for k, v in other["counts"].items():
             self.counts[k] += v
         self.written += other["written"]
+        self.file_bytes += other["file_bytes"]
         self.warnings += other["warnings"][:MAX_WARNINGS - len(self.warnings)]
         self.errors += other["errors"][:MAX_WARNINGS - len(self.errors)]
         self.error_count += other["error_count"]
 
     def result(self) -> dict:
         return {"counts": self.counts, "written": self.written, "warnings": self.warnings, "errors": self.errors,
-                "error_count": self.error_count}
+                "error_count": self.error_count, "file_bytes": self.file_bytes}

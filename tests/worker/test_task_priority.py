@@ -1,0 +1,50 @@
+"""Task priorities in ``opencbr serve``'s workers: restores at ``restore_nice``, the rest at ``worker_nice``,
+whatever ran before on the same worker thread (an unprivileged thread can lower its priority, never raise it)."""
+
+from __future__ import annotations
+
+import threading
+
+from opencbr.services import tasks
+from opencbr.worker.runner import TaskPriority, Worker
+
+
+def _thread_nice() -> int:
+    with open(f"/proc/self/task/{threading.get_native_id()}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[16])
+
+
+def _queue(ctx, tenant, op: str) -> str:
+    with ctx.tx() as s:
+        return tasks.new_task(s, project_id=tenant.project_id, operation_type=op, now=ctx.now()).id
+
+
+def test_restores_run_at_restore_nice_after_a_backup_ran_at_worker_nice(ctx, tenant):
+    seen: dict[str, int] = {}
+
+    def note(ctx_, run):
+        seen[run.operation_type] = _thread_nice()
+
+    handlers = tasks.TaskHandlers(runs={op: note for op in ("backup", "create_fs", "restore", "verify")})
+    w = Worker(ctx, "w-nice", handlers=handlers, priority=TaskPriority(other=7, restore=2))
+    base = _thread_nice()
+    for op in ("backup", "create_fs", "verify", "restore"):  # one after another on this one worker
+        _queue(ctx, tenant, op)
+        assert w.run_once()
+    assert seen == {"backup": base + 7, "create_fs": base + 2, "verify": base + 7, "restore": base + 2}
+    assert _thread_nice() == base  # the worker's own thread is never lowered
+
+
+def test_restore_nice_0_runs_restores_at_the_workers_priority(ctx, tenant):
+    seen: dict[str, int] = {}
+
+    def note(ctx_, run):
+        seen[run.operation_type] = _thread_nice()
+
+    handlers = tasks.TaskHandlers(runs={"backup": note, "create_fs": note})
+    w = Worker(ctx, "w-nice0", handlers=handlers, priority=TaskPriority(other=10, restore=0))
+    base = _thread_nice()
+    for op in ("backup", "create_fs"):
+        _queue(ctx, tenant, op)
+        assert w.run_once()
+    assert seen == {"backup": min(19, base + 10), "create_fs": base}
