@@ -150,16 +150,44 @@ def _converse_raw(repo, scope, messages, serve=serve_backup):
 
 
 def test_a_forged_record_is_refused_and_nothing_is_stored(repo):
+    """A records message is answered once it is read (its check runs while the next messages are read
+    and answered); a record that fails its check refuses the task at the latest when the agent asks to
+    commit, and nothing of the message -- nor anything after it -- is stored."""
     codec = repo.chunks.codec
     good, other = b"x" * 5000, b"y" * 5000
     d = codec.digest(good)
     forged = codec.encode(codec.digest(other), other)  # a real record, but of another chunk
+    header = {"type": "disk", "disk_size": 65536, "block_size": 65536}
     answers, raised = _converse_raw(repo, BackupScope("f1", "disk"), [
-        ({"op": "need"}, d), ({"op": "records", "sizes": [len(forged)]}, [d, forged])])
+        ({"op": "need"}, d), ({"op": "records", "sizes": [len(forged)]}, [d, forged]),
+        ({"op": "commit", "name": "f1", "header": header, "refs": 32}, d)])
     assert bytes(answers[0]) == b"\x01"
-    assert isinstance(answers[1], RemoteError) and answers[1].code == "refused"
+    assert not isinstance(answers[1], RemoteError)  # read, not yet checked
+    assert isinstance(answers[2], RemoteError) and answers[2].code == "refused"
+    assert "failed its check" in answers[2].message
     assert isinstance(raised.get("error"), Refused)
     assert repo.list_manifests() == [] and not repo.chunks.reader_index(refresh=True).has(d)
+
+
+def test_a_forged_record_among_many_refuses_the_whole_task(repo):
+    """Records split among the checking threads, the forged one in the middle of the first message,
+    good ones in the next: the agent's final answer is refused and no record of either is kept."""
+    codec = repo.chunks.codec
+    blocks = [bytes([i]) * 3000 for i in range(12)]
+    digests = [codec.digest(b) for b in blocks]
+    records = [codec.encode(d, b) for d, b in zip(digests, blocks, strict=True)]
+    records[3] = codec.encode(digests[3], b"not the chunk")  # sealed under the right name, wrong data
+    first, second = range(0, 8), range(8, 12)
+    answers, raised = _converse_raw(repo, BackupScope("f2", "disk"), [
+        ({"op": "need"}, b"".join(digests)),
+        ({"op": "records", "sizes": [len(records[i]) for i in first]},
+         [part for i in first for part in (digests[i], records[i])]),
+        ({"op": "records", "sizes": [len(records[i]) for i in second]},
+         [part for i in second for part in (digests[i], records[i])])])
+    assert bytes(answers[0]) == b"\x01" * 12
+    assert isinstance(raised.get("error"), Refused) and "failed its check" in str(raised["error"])
+    index = repo.chunks.reader_index(refresh=True)
+    assert repo.list_manifests() == [] and not any(index.has(d) for d in digests)
 
 
 def test_a_commit_with_an_unknown_ref_or_another_name_is_refused(repo):

@@ -154,14 +154,16 @@ class Snapshot:
         known = len(self.packs)
         while True:
             page = self._page(page_no)
-            at = page.find(digest, SLOT_SIZE)
+            used = _COUNT.unpack_from(page)[0] if len(page) == PAGE else 0
+            end = (min(used, SLOTS) + 1) * SLOT_SIZE  # (slots 1..used are filled: search those only)
+            at = page.find(digest, SLOT_SIZE, end)
             while at > 0:
                 if at % SLOT_SIZE == 0:
                     _d, pno, off, ln = SLOT.unpack_from(page, at)
                     if pno < known and self.packs[pno][3] and (pno, off, ln) not in out:
                         out.append((pno, off, ln))
-                at = page.find(digest, at + 1)
-            if len(page) < PAGE or _COUNT.unpack_from(page)[0] < SLOTS:
+                at = page.find(digest, at + 1, end)
+            if used < SLOTS:
                 return out
             page_no = (page_no + 1) & mask
             if page_no == first:

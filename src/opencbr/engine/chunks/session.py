@@ -171,7 +171,7 @@ class WriteSession:
     # -- chunks ------------------------------------------------------------------------------------
     def knows(self, digest: bytes) -> bool:
         """True if the chunk is in the repository (outside condemned packs) or in this session."""
-        return self._present(digest) or digest in self._claimed
+        return digest in self._claimed or self._present(digest)  # (this session's own: no index look-up)
 
     def _present(self, digest: bytes) -> bool:
         """The repository has an intact copy to deduplicate against (as far as verify knows)."""
@@ -209,10 +209,14 @@ class WriteSession:
         its size. The caller checked the record (see engine/remote/service.py)."""
         n = sum(len(p) for p in record)
         pack = self._writer.add(digest, record)
+        # Claimed without force_new, the chunk is new unless only a damaged copy is held; otherwise the
+        # index says (a chunk only in condemned packs counts as added). (One index look-up less per
+        # chunk stored: claim() made it already.)
+        added = (not self.force_new and digest not in self.damaged) or digest not in self.known
         with self._stats_lock:
             self.stats.new_chunks += 1
             self.stats.written_bytes += n
-            if digest not in self.known:  # (a chunk only in condemned packs counts as added)
+            if added:
                 self.stats.added_bytes += n
         if pack is not None:
             self._enqueue(pack)

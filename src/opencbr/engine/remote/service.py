@@ -8,7 +8,6 @@ and it may only publish the one manifest its task names, whose every chunk the v
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,21 +57,36 @@ def _error(code: str, message: str) -> dict:
     return {"ok": False, "error": code, "message": message}
 
 
-class Deferred:
-    """The answer to a message whose work goes on after it was read (the check of a records message):
-    :func:`_converse` reads the next messages meanwhile and sends this answer, in its turn, once
-    ``futures`` are done; ``then`` runs after they succeeded (the records go to the packs)."""
+class _Checks:
+    """The records messages being checked, in ``CHECKERS`` pool threads, while the conversation reads
+    on and answers the next messages (the agent's questions are not held up behind a check: an answer
+    waiting for the check of the records before it capped how far ahead the agent could read). Each
+    part of a message is checked, and only then packed, in its pool thread; a part whose check fails
+    packs nothing. :meth:`wait` raises the first failure (``Refused``, or the packing's error), and the
+    conversation calls it with ``keep=0`` before anything that must see every record checked (a
+    commit, a read, the end)."""
 
-    def __init__(self, futures: list[Future], then):
-        self.futures, self.then = futures, then
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(CHECKERS, thread_name_prefix="remote-verify")
+        self.out: deque[list[Future]] = deque()  # per message, oldest first
 
-    def done(self) -> bool:
-        return all(f.done() for f in self.futures)
+    def add(self, futures: list[Future]) -> None:
+        self.out.append(futures)
 
-    def result(self) -> None:
-        for f in self.futures:
-            f.result()
-        self.then()
+    def wait(self, keep: int = 0) -> None:
+        """Drop the messages whose checks are done, waiting for the oldest while more than ``keep``
+        are out; the first failure is raised (the messages after it stay out: the task ends)."""
+        while self.out:
+            futures = self.out[0]
+            if len(self.out) <= keep and not all(f.done() for f in futures):
+                return
+            for f in futures:
+                f.result()
+            self.out.popleft()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.out.clear()
 
 
 def _digests(payload: memoryview) -> list[bytes]:
@@ -216,8 +230,8 @@ class _BackupService:
         self.pending: set[bytes] = set()  # claimed by the agent, record not received yet
         self.committed: list[str] = []
         self._tls = threading.local()
-        self._pool = ThreadPoolExecutor(CHECKERS, thread_name_prefix="remote-verify")
-        self.packer = _Packer()
+        self.checks = _Checks()
+        self.pack_error: BaseException | None = None  # a checked record that could not be packed
 
     @property
     def done(self) -> bool:
@@ -234,11 +248,10 @@ class _BackupService:
     def close(self) -> None:
         """The end: a session still open (the conversation ended before its commit) is aborted, or,
         ``keep_partial``, kept with every record that arrived and passed its check (a resumable transfer)."""
-        self.packer.stop()
-        self._pool.shutdown(wait=True)
+        self.checks.close()
         self.reads.close()
         if self.session is not None:
-            if self.keep_partial and self.packer.error is None:
+            if self.keep_partial and self.pack_error is None:
                 self.session.keep()
             else:
                 self.session.abort()
@@ -253,7 +266,8 @@ class _BackupService:
             session = self._current()
             return {"ok": True}, bytes(bytearray(session.knows(d) for d in _digests(payload)))
         if op == "records":
-            return {"ok": True}, self._records(header, payload)
+            self._records(header, payload)
+            return {"ok": True}, b""
         if op == "read":
             return self.reads.read(payload)
         if op in _READ_OPS:
@@ -285,11 +299,20 @@ class _BackupService:
             except Damaged as e:
                 raise Refused(f"a record failed its check, nothing of it was stored: {e}") from None
 
-    def _records(self, header: dict, payload: memoryview) -> Deferred:
-        """The records are checked in the pool while the conversation reads on (the agent's next
-        records arrive during the check: checking in the conversation's thread left the pool idle
-        while it read, and the reading idle while it checked); every record of the message passed its
-        check before any of them goes into a pack."""
+    def _check_and_pack(self, session, items: list[tuple[bytes, memoryview]]) -> None:
+        """(A pool thread.) Every record of ``items`` passed its check before any of them is packed; a
+        full pack waits for an upload slot here, not in the conversation."""
+        self._check(items)
+        try:
+            for d, rec in items:
+                session.put_record(d, (rec,))
+        except BaseException as e:
+            self.pack_error = self.pack_error or e
+            raise
+
+    def _records(self, header: dict, payload: memoryview) -> None:
+        """The records are matched against what was claimed at once, then checked and packed in the
+        pool (see :class:`_Checks`): the message is answered as soon as it is read."""
         session = self._current()
         sizes = header.get("sizes")
         if not isinstance(sizes, list) or sum(DIGEST_SIZE + int(n) for n in sizes) != len(payload):
@@ -304,11 +327,10 @@ class _BackupService:
             items.append((d, payload[at + DIGEST_SIZE:at + DIGEST_SIZE + n]))
             at += DIGEST_SIZE + n
         parts = [items[i::CHECKERS] for i in range(CHECKERS)] if len(items) > 4 else [items]
-        # (packing waits on uploads: in the packer's thread, not while the agent waits for answers)
-        return Deferred([self._pool.submit(self._check, part) for part in parts],
-                        lambda: self.packer.put(session, items))
+        self.checks.add([self.checks.pool.submit(self._check_and_pack, session, part) for part in parts])
 
     def _commit(self, header: dict, payload: memoryview) -> dict:
+        self.checks.wait()  # every record checked and packed (the conversation waited for it already)
         session = self._current()
         scope = self.scopes[len(self.committed)]
         if header.get("name") != scope.name:
@@ -329,7 +351,6 @@ class _BackupService:
         if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
             told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
             mh["meta"] = {**scope.meta, **{k: told[k] for k in AGENT_META if k in told}}
-        self.packer.drain()
         self.session = None
         size = session.commit(scope.name, mh, refs, bytes(payload[nrefs:]))
         self.committed.append(scope.name)
@@ -339,109 +360,47 @@ class _BackupService:
                           "written_bytes": st.written_bytes}}
 
 
-class _Packer:
-    """Appends checked records to the write session in a thread of its own: a full pack waits for an
-    upload slot there, while the conversation goes on answering the agent."""
-
-    def __init__(self) -> None:
-        self.q: queue.Queue = queue.Queue(maxsize=4)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="remote-pack", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (item := self.q.get()) is not None:
-            session, items = item
-            try:
-                if self.error is None:
-                    for d, rec in items:
-                        session.put_record(d, (rec,))
-            except BaseException as e:  # noqa: BLE001 - raised in the conversation's thread
-                self.error = e
-            finally:
-                self.q.task_done()
-        self.q.task_done()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def put(self, session, items: list) -> None:
-        self._raise()
-        self.q.put((session, items))
-
-    def drain(self) -> None:
-        self.q.join()
-        self._raise()
-
-    def stop(self) -> None:
-        self.q.put(None)
-        self.thread.join(timeout=60)
+STREAMED = frozenset({"need", "known", "records", "progress", "abort"})  # need not see the checks done
 
 
-class _Answers:
-    """Answers not sent yet, in the order of their messages (the agent matches them so); a
-    :class:`Deferred` one holds back those after it until its work is done."""
-
-    def __init__(self, channel):
-        self.channel = channel
-        self.queued: deque = deque()  # (header, data or Deferred)
-        self.deferred = 0
-
-    def add(self, answer: dict, data) -> None:
-        self.queued.append((answer, data))
-        self.deferred += isinstance(data, Deferred)
-
-    def flush(self, keep: int = 0) -> None:
-        """Send what can be sent, waiting for the work of every deferred answer but the last ``keep``.
-        A deferred answer whose work was refused is sent as the refusal, and raised."""
-        while self.queued:
-            answer, data = self.queued[0]
-            if isinstance(data, Deferred):
-                if self.deferred <= keep and not data.done():
-                    return
-                try:
-                    data.result()
-                except Refused as e:
-                    self.queued.clear()
-                    self.channel.send(_error("refused", str(e)))
-                    raise
-                self.deferred -= 1
-                data = b""
-            self.queued.popleft()
-            self.channel.send(answer, data if isinstance(data, list) else [data])
-
-
-def _converse(channel, handle, timeout: float, progress=None) -> dict:
-    """Answer messages until the agent's final answer (returned). A refused message is answered with
-    the refusal and ends the conversation (raised). Records are checked while the next messages are
-    read (``CHECKING`` messages at most); their answers go out in order once checked, and before
-    anything that must see them (a commit, a read, the end)."""
-    answers = _Answers(channel)
+def _converse(channel, handle, timeout: float, progress=None, checks: _Checks | None = None) -> dict:
+    """Answer messages, in order, until the agent's final answer (returned). A refused message is
+    answered with the refusal and ends the conversation (raised). Records are checked while the next
+    messages are read and answered (``CHECKING`` messages at most, see :class:`_Checks`); every check
+    is done before a message other than ``STREAMED`` ones is handled, and a failed one is answered as
+    the refusal of the message read when it is found (the task ends)."""
     while True:
-        # waiting for checks only when there is nothing to read meanwhile (or too many are out)
-        answers.flush(keep=CHECKING - 1 if channel.readable() else 0)
+        if checks is not None:
+            _refusing(channel, checks.wait, CHECKING - 1)
         header, payload = channel.recv(timeout)
         op = header.get("op")
-        if op not in ("need", "known", "records", "progress", "abort"):
-            answers.flush()
+        if checks is not None and op not in STREAMED:
+            _refusing(channel, checks.wait, 0)
         if op is None:
             return header
         if op in ("abort", "progress"):
             if op == "progress" and progress is not None:
                 progress(int(header.get("done", 0)), int(header.get("total", 0)))
-            answers.add({"ok": True}, b"")
+            channel.send({"ok": True})
             continue
         try:
             answer, data = handle(op, header, payload)
         except Refused as e:
-            answers.flush()
             channel.send(_error("refused", str(e)))
             raise
         except (Missing, Damaged) as e:
-            answers.add(_error(type(e).__name__.lower(), str(e)), b"")
+            channel.send(_error(type(e).__name__.lower(), str(e)))
             continue
-        answers.add(answer, data)
+        channel.send(answer, data)
+
+
+def _refusing(channel, fn, *args) -> None:
+    """``fn(*args)``; a refusal it raises is told to the agent first."""
+    try:
+        fn(*args)
+    except Refused as e:
+        channel.send(_error("refused", str(e)))
+        raise
 
 
 def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, timeout: float = IDLE_TIMEOUT,
@@ -461,7 +420,7 @@ def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, time
     srv = _BackupService(cs, scopes, keep_partial)
     final: dict | None = None
     try:
-        final = _converse(channel, srv.handle, timeout, progress)
+        final = _converse(channel, srv.handle, timeout, progress, srv.checks)
         if final.get("ok") and not srv.done:
             final = _error("not_committed", "the agent ended the backup without recording it")
         return final
