@@ -258,10 +258,8 @@ class _DiskBackup:
         return self.digests.changed_from(pieces)
 
     def _refs(self):
-        """The manifest's refs: streamed from the spooled digests into a local store's manifest, whole
-        bytes for a vault over a channel (which sends a buffer)."""
-        if getattr(self.cs, "remote", False):
-            return b"".join(self.digests.pieces())
+        """The manifest's refs: the spooled digests, streamed into a local store's manifest or sent over
+        a channel in pieces (remote/client.py: ``RemoteSink.commit``)."""
         return self.digests
 
     def run(self, t0: float) -> DiskBackupResult:

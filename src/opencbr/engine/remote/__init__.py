@@ -13,12 +13,16 @@ thread at a time): ``service`` (worker side) answers from the vault's :class:`~o
     manifest  name (a backup the scope names)    -> header, refs | payload
     manifest_head  name (protocol 2)             -> header, refs length; payload
     refs      name, at, length (protocol 2)      -> refs at:at + length (8 MiB at most: a restore's window)
+    commit_refs  name, at, total (protocol 2)    -> ok (refs at:at + 8 MiB at most, in order, checked and spooled)
     commit    name (the scope's), header, refs | payload -> manifest size, session stats
+              (protocol 2: refs_sent = the total sent by commit_refs, no refs in the message)
     abort                                        -> ok (the session's packs are deleted)
 
 Protocol versions: the task request's ``vault`` says which the service speaks (``protocol``; none: 1).
 Version 2 adds ``manifest_head`` and ``refs``, so an agent reads a large disk's refs a window at a time
-(``manifest`` sent them all in one answer); the service still answers ``manifest`` for older agents.
+(``manifest`` sent them all in one answer), and ``commit_refs``, so it sends them the same way before its
+``commit`` (one message of a disk's refs passed the channel's 256 MiB limit at 512 GiB of disk);
+the service still answers ``manifest`` and takes refs in ``commit`` from older agents.
 
 And last the agent's own answer to its task, ``{"ok": ..., "result": ...}`` (no ``op``), which ends the
 conversation.

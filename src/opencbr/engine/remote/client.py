@@ -29,7 +29,7 @@ READ_GROUP = 64  # chunks per read message (4 MiB of 64 KiB blocks)
 MERGE_BYTES = 4 << 20  # records merged into one message up to this size
 POSTED_BYTES = 8 << 20  # records sent on without waiting for the vault's answer, at most this much
 WINDOW = 4  # messages sent before their answers come back (only those whose answers are small)
-SERIAL = frozenset({"read", "manifest", "manifest_head", "refs", "commit", "abort"})  # answered big, or must see all before them
+SERIAL = frozenset({"read", "manifest", "manifest_head", "refs", "commit_refs", "commit", "abort"})  # answered big, or must see all before them
 MERGED = frozenset({"need", "known", "records"})
 PENDING_BYTES = 12 << 20  # chunk data asked about and waiting for its answer, at most
 ENCODERS = max(2, min(4, os.cpu_count() or 2))  # threads compressing and encrypting what the vault needs
@@ -229,6 +229,26 @@ class _Pump:
             self._settled(c)
 
 
+REFS_PUT = 8 << 20  # refs bytes per commit_refs message (the service's limit: remote/service.py)
+
+
+def refs_pieces(refs, size: int):
+    """``refs`` (bytes, or a spool's ``pieces()``) in pieces of at most ``size`` bytes, whole digests."""
+    if isinstance(refs, (bytes, bytearray, memoryview)):
+        view = memoryview(refs)
+        for at in range(0, len(view), size):
+            yield view[at:at + size]
+        return
+    held = bytearray()
+    for piece in refs.pieces():
+        held += piece
+        while len(held) >= size:
+            yield bytes(held[:size])
+            del held[:size]
+    if held:
+        yield bytes(held)
+
+
 class RemoteSink:
     """A write session's interface (``knows``, ``put_chunk``, ``put_chunks``, ``stats``, ``commit``,
     ``abort``) over the channel: the vault is asked which chunks it needs, only those are encoded and
@@ -378,11 +398,25 @@ class RemoteSink:
                 self._cv.wait(0.5)
         self._raise()
 
-    def commit(self, name: str, header: dict, refs: bytes = b"", payload: bytes = b"") -> int:
+    def commit(self, name: str, header: dict, refs=b"", payload: bytes = b"") -> int:
+        """Publish the manifest. ``refs``: bytes, or a spool with ``pieces()`` (a disk's digests). A
+        service of protocol 2 takes the refs ahead of the commit in pieces of ``REFS_PUT`` bytes (no
+        message, and nothing on either side, holds a multi-terabyte disk's refs whole); protocol 1 in
+        the commit message itself."""
         self._settle()
         self._encoders.shutdown(wait=True)
-        answer, _ = self.pump.call({"op": "commit", "name": name, "header": header, "refs": len(refs)},
-                                   [refs, payload])
+        if self.chunks.protocol >= 2 and len(refs):
+            total = len(refs)
+            at = 0
+            for piece in refs_pieces(refs, REFS_PUT):
+                self.pump.call({"op": "commit_refs", "name": name, "at": at, "total": total}, [piece])
+                at += len(piece)
+            answer, _ = self.pump.call({"op": "commit", "name": name, "header": header, "refs": 0,
+                                        "refs_sent": total}, [b"", payload])
+        else:
+            whole = refs if isinstance(refs, (bytes, bytearray, memoryview)) else b"".join(refs.pieces())
+            answer, _ = self.pump.call({"op": "commit", "name": name, "header": header, "refs": len(whole)},
+                                       [whole, payload])
         return int(answer["manifest_bytes"])
 
     def abort(self) -> None:

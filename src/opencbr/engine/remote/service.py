@@ -17,6 +17,7 @@ from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
 from ..chunks.session import WriteSession
+from ..disk.fixed_index import SpooledDigests
 from ..errors import Conflict, Damaged, Missing
 from .allowed import AllowedRefs
 
@@ -24,6 +25,7 @@ IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 REFS_WINDOW = 8 << 20  # refs bytes per refs answer: 262,144 blocks, a restore's window (16 GiB of disk)
+REFS_PUT = 8 << 20  # refs bytes per commit_refs message at most (protocol 2), the same window
 FEED_BATCH = 1 << 16  # refs added to the allowed set at a time (~4.5 MB of 32-byte objects)
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 CHECKERS = 2  # threads checking records
@@ -232,6 +234,8 @@ class _BackupService:
         self._tls = threading.local()
         self.checks = _Checks()
         self.pack_error: BaseException | None = None  # a checked record that could not be packed
+        self.refs_spool: SpooledDigests | None = None  # the refs sent ahead of the commit (protocol 2)
+        self.refs_received = 0
 
     @property
     def done(self) -> bool:
@@ -250,6 +254,7 @@ class _BackupService:
         ``keep_partial``, kept with every record that arrived and passed its check (a resumable transfer)."""
         self.checks.close()
         self.reads.close()
+        self._drop_refs()
         if self.session is not None:
             if self.keep_partial and self.pack_error is None:
                 self.session.keep()
@@ -272,6 +277,8 @@ class _BackupService:
             return self.reads.read(payload)
         if op in _READ_OPS:
             return getattr(self.reads, op)(header)
+        if op == "commit_refs":
+            return self._commit_refs(header, payload), b""
         if op == "commit":
             return self._commit(header, payload), b""
         raise Refused(f"unknown message {op!r}")
@@ -343,21 +350,58 @@ class _BackupService:
         nrefs = int(header.get("refs", -1))
         if nrefs < 0 or nrefs % DIGEST_SIZE or nrefs > len(payload):
             raise Refused("commit: bad refs length")
-        refs = bytes(payload[:nrefs])
-        for d in {refs[i:i + DIGEST_SIZE] for i in range(0, nrefs, DIGEST_SIZE)}:
-            if d != ZERO_DIGEST and not session.knows(d):
-                raise Refused(f"the backup references chunk {d.hex()}, which the vault does not hold")
+        if "refs_sent" in header:  # protocol 2: sent ahead by commit_refs, spooled and checked
+            if nrefs or self.refs_spool is None or self.refs_received != len(self.refs_spool) \
+                    or int(header["refs_sent"]) != self.refs_received:
+                raise Refused("commit: the refs sent ahead are incomplete")
+            refs = self.refs_spool
+        else:
+            refs = bytes(payload[:nrefs])
+            for at in range(0, nrefs, REFS_PUT):
+                _check_known(session, memoryview(refs)[at:at + REFS_PUT])
         mh = dict(mh, backup_id=scope.name, encrypted=self.cs.encrypted)
         if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
             told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
             mh["meta"] = {**scope.meta, **{k: told[k] for k in AGENT_META if k in told}}
         self.session = None
         size = session.commit(scope.name, mh, refs, bytes(payload[nrefs:]))
+        self._drop_refs()
         self.committed.append(scope.name)
         st = session.stats
         return {"ok": True, "manifest_bytes": size,
                 "stats": {"new_chunks": st.new_chunks, "added_bytes": st.added_bytes,
                           "written_bytes": st.written_bytes}}
+
+
+    def _commit_refs(self, header: dict, payload: memoryview) -> dict:
+        """Protocol 2: a backup's refs ahead of its commit, in order, ``REFS_PUT`` bytes at most a message,
+        each piece checked (every chunk held by the vault) and spooled to an unlinked local file, so
+        that neither a message nor the worker's memory grows with the disk (a 1 TiB disk has 512 MB)."""
+        session = self._current()
+        if header.get("name") != self.scopes[len(self.committed)].name:
+            raise Refused(f"this task may only write backup {self.scopes[len(self.committed)].name!r} now")
+        at, total = int(header.get("at", -1)), int(header.get("total", -1))
+        if self.refs_spool is None and at == 0 and total >= 0 and total % DIGEST_SIZE == 0:
+            self.refs_spool = SpooledDigests(total // DIGEST_SIZE, getattr(self.cs, "spill_dir", None))
+        if (self.refs_spool is None or total != len(self.refs_spool) or at != self.refs_received
+                or len(payload) % DIGEST_SIZE or len(payload) > REFS_PUT or at + len(payload) > total):
+            raise Refused("commit_refs: refs out of order, or of the wrong length")
+        _check_known(session, payload)
+        self.refs_spool.write_at(at, payload)
+        self.refs_received += len(payload)
+        return {"ok": True}
+
+    def _drop_refs(self) -> None:
+        if self.refs_spool is not None:
+            self.refs_spool.close()
+        self.refs_spool, self.refs_received = None, 0
+
+
+def _check_known(session, refs: memoryview) -> None:
+    """Every chunk a piece of refs names is held by the vault (or is the zero block)."""
+    for d in {bytes(refs[i:i + DIGEST_SIZE]) for i in range(0, len(refs), DIGEST_SIZE)}:
+        if d != ZERO_DIGEST and not session.knows(d):
+            raise Refused(f"the backup references chunk {d.hex()}, which the vault does not hold")
 
 
 STREAMED = frozenset({"need", "known", "records", "progress", "abort"})  # need not see the checks done
