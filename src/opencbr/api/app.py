@@ -8,7 +8,6 @@ from fastapi import FastAPI, Request
 
 from opencbr import __version__
 from opencbr.api import errors
-from opencbr.api.compression import CompressJSON
 from opencbr.api.deps import MAX_BODY_BYTES, new_request_id
 from opencbr.api.routes import agent_package as agent_package_routes
 from opencbr.api.routes import agents as agent_routes
@@ -76,7 +75,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     app.state.ctx = ctx
     errors.install(app)
 
-    app.add_middleware(CompressJSON)  # inside RequestIds: its Server-Timing includes compressing
     app.add_middleware(RequestIds)
 
     @app.get("/health", include_in_schema=False)
