@@ -18,6 +18,7 @@ from opencbr.engine.remote import client as remote_client
 from opencbr.engine.remote import service as remote_service
 from opencbr.engine.remote.client import RemoteChunks
 from tests.support.engine import BS, make_image, new_repo
+from tests.support.remote import converse_raw
 
 PIECE = 10 * 32  # refs bytes per commit_refs message in these tests: 10 blocks
 
@@ -82,28 +83,6 @@ def test_a_disk_backups_refs_travel_in_pieces_and_restore_bit_exact(repo, tmp_pa
     assert os.path.getsize(out) == 96 * BS - BS + 100
 
 
-def _raw(repo, messages):
-    svc, agent = channel_pair(timeout=10)
-    answers, raised = [], {}
-
-    def run():
-        try:
-            raised["final"] = serve_backup(repo, svc, BackupScope("r1", "disk"))
-        except BaseException as e:  # noqa: BLE001
-            raised["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    for header, payload in messages:
-        try:
-            answers.append(agent.request(header, payload)[1])
-        except RemoteError as e:
-            answers.append(e)
-            break
-    t.join(10)
-    return answers
-
-
 HEADER = {"type": "disk", "disk_size": 2 * BS, "block_size": BS}
 
 
@@ -120,6 +99,6 @@ def test_refs_out_of_order_unknown_or_short_are_refused(repo):
          ({"op": "commit", "name": "r1", "header": HEADER, "refs": 0, "refs_sent": 64}, b"")],
     ]
     for messages in cases:
-        answers = _raw(repo, messages)
+        answers, _ = converse_raw(repo, BackupScope("r1", "disk"), messages)
         assert isinstance(answers[-1], RemoteError) and answers[-1].code == "refused", messages
     assert repo.list_manifests() == []

@@ -18,6 +18,7 @@ from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_re
 from opencbr.engine.remote.client import RemoteChunks
 from opencbr.engine.remote.service import Refused
 from opencbr.engine.tree import backup_tree, restore_tree
+from tests.support.remote import converse_raw
 
 MASTER = b"k" * 32
 
@@ -124,31 +125,6 @@ def test_tree_backup_incremental_and_restore(repo, tmp_path):
             assert q.read_bytes() == p.read_bytes(), p
 
 
-def _converse_raw(repo, scope, messages, serve=serve_backup):
-    """Send raw messages as a (compromised) agent; the answers, and what the service raised."""
-    svc, agent = channel_pair(timeout=10)
-    answers, raised = [], {}
-
-    def run():
-        try:
-            raised["final"] = serve(repo, svc, scope)
-        except BaseException as e:  # noqa: BLE001
-            raised["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    for header, payload in messages:
-        try:
-            answers.append(agent.request(header, payload)[1])
-        except RemoteError as e:
-            answers.append(e)
-            break
-    else:
-        agent.send({"ok": True, "result": {}})
-    t.join(10)
-    return answers, raised
-
-
 def test_a_forged_record_is_refused_and_nothing_is_stored(repo):
     """A records message is answered once it is read (its check runs while the next messages are read
     and answered); a record that fails its check refuses the task at the latest when the agent asks to
@@ -158,7 +134,7 @@ def test_a_forged_record_is_refused_and_nothing_is_stored(repo):
     d = codec.digest(good)
     forged = codec.encode(codec.digest(other), other)  # a real record, but of another chunk
     header = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-    answers, raised = _converse_raw(repo, BackupScope("f1", "disk"), [
+    answers, raised = converse_raw(repo, BackupScope("f1", "disk"), [
         ({"op": "need"}, d), ({"op": "records", "sizes": [len(forged)]}, [d, forged]),
         ({"op": "commit", "name": "f1", "header": header, "refs": 32}, d)])
     assert bytes(answers[0]) == b"\x01"
@@ -178,7 +154,7 @@ def test_a_forged_record_among_many_refuses_the_whole_task(repo):
     records = [codec.encode(d, b) for d, b in zip(digests, blocks, strict=True)]
     records[3] = codec.encode(digests[3], b"not the chunk")  # sealed under the right name, wrong data
     first, second = range(0, 8), range(8, 12)
-    answers, raised = _converse_raw(repo, BackupScope("f2", "disk"), [
+    answers, raised = converse_raw(repo, BackupScope("f2", "disk"), [
         ({"op": "need"}, b"".join(digests)),
         ({"op": "records", "sizes": [len(records[i]) for i in first]},
          [part for i in first for part in (digests[i], records[i])]),
@@ -193,10 +169,10 @@ def test_a_forged_record_among_many_refuses_the_whole_task(repo):
 def test_a_commit_with_an_unknown_ref_or_another_name_is_refused(repo):
     unknown = os.urandom(32)
     header = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-    answers, raised = _converse_raw(repo, BackupScope("c1", "disk"), [
+    answers, raised = converse_raw(repo, BackupScope("c1", "disk"), [
         ({"op": "commit", "name": "c1", "header": header, "refs": 32}, unknown)])
     assert isinstance(answers[0], RemoteError) and "does not hold" in answers[0].message
-    answers, raised = _converse_raw(repo, BackupScope("c1", "disk"), [
+    answers, raised = converse_raw(repo, BackupScope("c1", "disk"), [
         ({"op": "commit", "name": "other", "header": header, "refs": 0}, b"")])
     assert isinstance(answers[0], RemoteError) and "may only write backup 'c1'" in answers[0].message
     assert repo.list_manifests() == []
@@ -210,13 +186,13 @@ def test_a_read_outside_the_scope_is_refused(repo, tmp_path):
     assert _remote_disk_backup(repo, tmp_path / "other.img", "r2")[0]["ok"]
     refs = repo.manifest("r2").ref_set()
     outside = next(iter(refs - repo.manifest("r1").ref_set()))
-    answers, _ = _converse_raw(repo, ReadScope(("r1",)), [({"op": "read"}, outside)], serve=serve_restore)
+    answers, _ = converse_raw(repo, ReadScope(("r1",)), [({"op": "read"}, outside)], serve=serve_restore)
     assert isinstance(answers[0], RemoteError) and answers[0].code == "refused"
-    answers, _ = _converse_raw(repo, ReadScope(("r1",)), [({"op": "manifest", "name": "r2"}, b"")],
+    answers, _ = converse_raw(repo, ReadScope(("r1",)), [({"op": "manifest", "name": "r2"}, b"")],
                                serve=serve_restore)
     assert isinstance(answers[0], RemoteError) and answers[0].code == "refused"
     inside = next(iter(repo.manifest("r1").ref_set()))
-    answers, _ = _converse_raw(repo, ReadScope(("r1",)), [({"op": "read"}, inside)], serve=serve_restore)
+    answers, _ = converse_raw(repo, ReadScope(("r1",)), [({"op": "read"}, inside)], serve=serve_restore)
     assert not isinstance(answers[0], RemoteError) and len(answers[0]) > 0
 
 

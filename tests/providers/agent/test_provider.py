@@ -13,22 +13,6 @@ from opencbr.engine import Repository
 from opencbr.providers.agent import AgentProvider, AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.storage import open_store
-from tests.providers.agent.agents import AgentProcess, Authority
-
-
-@pytest.fixture(scope="module")
-def auth():
-    return Authority.new()
-
-
-@pytest.fixture
-def agent(auth, tmp_path):
-    root = tmp_path / "host"
-    root.mkdir()
-    a = AgentProcess(auth, tmp_path / "agent", [root])
-    a.root = root
-    yield a
-    a.stop()
 
 
 @pytest.fixture(params=["plain", "encrypted"])

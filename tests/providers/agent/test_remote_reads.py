@@ -14,26 +14,10 @@ from opencbr.engine.remote import service as remote_service
 from opencbr.providers.agent import AgentProvider
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.storage import open_store
-from tests.providers.agent.agents import AgentProcess, Authority
 
 BS = 4096
 SEGMENT = 32 * 32  # refs bytes per segment: 32 blocks
 WINDOW = 7 * 32  # refs bytes per answer (the agent asks for 8 MiB: it gets these and asks on)
-
-
-@pytest.fixture(scope="module")
-def auth():
-    return Authority.new()
-
-
-@pytest.fixture
-def agent(auth, tmp_path):
-    root = tmp_path / "host"
-    root.mkdir()
-    a = AgentProcess(auth, tmp_path / "agent", [root])
-    a.root = root
-    yield a
-    a.stop()
 
 
 @pytest.fixture(params=["plain", "encrypted"])
