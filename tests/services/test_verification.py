@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Backup, Vault, VaultCheck
+from opencbr.catalog.models import Backup, Task, Vault, VaultCheck
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine.chunks.damage import damaged_digests
 from opencbr.scheduler.loop import Scheduler
@@ -208,7 +208,13 @@ def test_a_verify_names_a_damaged_index_object_no_backup_uses_and_gc_rewrites_th
     check = _row(rctx, VaultCheck, check_id)
     assert check.last_status == "failed" and rel in check.last_message
 
-    assert repo.gc().index_objects_damaged == [rel]  # every pack it could list is known: replaced
+    backups.queue_gc(rctx, owner.project_id, _row(rctx, Vault, vault_id))  # (as a deleted backup does)
+    drain(rctx)
+    with rctx.read() as s:
+        gc = s.scalar(select(Task).where(Task.operation_type == "gc", Task.vault_id == vault_id))
+        assert gc.status == "success"
+        assert gc.extra_info["gc"]["index_objects_damaged"] == [rel]  # every pack it could list is known: replaced
+        assert gc.extra_info["gc"]["packs_unreadable"] == []
     with rctx.tx() as s:
         again = verification.run_check_now(s, rctx, owner, vault_id, "verify")
     drain(rctx)

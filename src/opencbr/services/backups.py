@@ -768,6 +768,9 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
              "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs}
     if result.packs_condemned_pending:
         extra["pending"] = _follow_up_pending(ctx, run, vault, result.packs_condemned_pending)
+    if result.index_objects_damaged:  # (docs/verification.md, "Damaged index objects")
+        extra.update(index_objects_damaged=result.index_objects_damaged, packs_recovered=result.packs_recovered,
+                     packs_unreadable=result.packs_unreadable)
     run.set_extra(gc=extra)
 
 
@@ -914,7 +917,7 @@ def damage_message(reports: list[dict]) -> str:
     if first is None:  # the vault's index, not this backup's data
         return (f"the vault's index is damaged: {len(index)} index object(s) cannot be read; first: "
                 f"{index[0]['object']}: {index[0]['reason']}. The backup's chunks read intact (found from their "
-                f"packs); a garbage collection of the vault rewrites the index; see extra_info.verify")
+                f"packs); the vault's next garbage collection rewrites the index; see extra_info.verify")
     disk, chunk = first
     also = f"; damaged index object {index[0]['object']}" if index else ""
     return (f"the backup is damaged: {damaged + missing} chunk(s) failed verification ({damaged} damaged, "

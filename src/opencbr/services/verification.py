@@ -308,7 +308,7 @@ def run_vault_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     if index_damaged:
         raise DataCorruption(f"verify found {len(index_damaged)} damaged index object(s) in vault {vault.name}: "
                              f"first {index_damaged[0]['object']} ({index_damaged[0]['reason']}); the backups' "
-                             f"chunks read intact; a garbage collection of the vault rewrites the index; "
+                             f"chunks read intact; the vault's next garbage collection rewrites the index; "
                              f"see extra_info.verify", code=VERIFY_FOUND_DAMAGE)
 
 

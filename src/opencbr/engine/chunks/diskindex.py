@@ -392,9 +392,18 @@ class DiskChunkIndex:
                 retry = [n for n in names if n in state.damaged]
                 gone = [n for n in state.objects if n not in listed]
                 vanished = False
-                if new or gone or fresh or retry:
+                healed = []  # damaged objects that read now (put back): the state changes only then
+                for name in retry:
+                    try:
+                        healed.append((name, read_object(name)))
+                    except KeyError:
+                        vanished = True
+                    except Damaged:
+                        pass
+                unrecovered = recover is not None and any(n not in state.objects for n in state.damaged)
+                if new or gone or fresh or healed or unrecovered:
                     self._write_state(state, dirty=True)
-                    for name in new + retry:
+                    for name in new:
                         try:
                             packs = read_object(name)
                         except KeyError:
@@ -403,7 +412,9 @@ class DiskChunkIndex:
                         except Damaged as e:
                             state.damaged[name] = str(e)
                             continue
-                        state.damaged.pop(name, None)
+                        self._add_object(state, name, packs)
+                    for name, packs in healed:
+                        del state.damaged[name]
                         self._add_object(state, name, packs)
                     for name in [n for n in state.damaged if n not in listed]:
                         del state.damaged[name]
