@@ -14,6 +14,7 @@ from opencbr.engine import Repository
 from opencbr.engine.chunks.diskindex import DiskChunkIndex
 from opencbr.engine.chunks.locations import decode_index
 from opencbr.engine.chunks.packs import pack_key
+from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.errors import Damaged
 from tests.support.engine import MASTER_KEY, make_image, new_repo, sha256_file
 
@@ -175,3 +176,22 @@ def test_a_sync_skips_a_damaged_object_remembers_it_and_retries_it(tmp_path):
     assert snap.damaged == {} and set(snap.pack_no) == {good[0][0], lost[0][0]}
     snap = idx.sync_with(["index/1"], read, recover)  # and once it is gone, its packs go with it
     assert set(snap.pack_no) == {good[0][0]}
+
+
+def test_gc_repairs_the_index_only_while_no_writer_is_live(local_store, tmp_path):
+    """The packs recovered from trailers may be a running writer's, not indexed yet (it deletes them if
+    it aborts): GC lists them in the index only when no writer is live."""
+    repo, _img_a, img_b, of_b = _two_backups(local_store, tmp_path)
+    for rel in of_b:
+        _flip(local_store, repo.prefix + rel, 100)
+    writer = WriteSession(_fresh(local_store).chunks)
+    try:
+        result = _fresh(local_store).gc()
+        assert sorted(result.index_objects_damaged) == of_b and result.packs_deleted == 0
+        assert set(of_b) <= set(repo.chunks.list_index_objects())  # not replaced while the writer runs
+        assert _restored(_fresh(local_store), "b", tmp_path, "b.out") == sha256_file(img_b)
+    finally:
+        writer.abort()
+    _fresh(local_store).gc()
+    assert not set(of_b) & set(repo.chunks.list_index_objects())
+    assert _fresh(local_store).verify("b").ok

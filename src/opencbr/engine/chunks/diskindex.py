@@ -223,6 +223,11 @@ class IndexView:
         return dict(self.snap.damaged)
 
     @property
+    def recovered_packs(self) -> list[str]:
+        """Packs known only from their trailers (no readable index object lists them)."""
+        return [self.snap.packs[n][0] for n in sorted(self.snap.recovered_no)]
+
+    @property
     def unreadable_packs(self) -> list[str]:
         """Packs no readable index object lists whose trailer could not be read either."""
         return list(self.snap.unreadable)
@@ -413,9 +418,12 @@ class DiskChunkIndex:
                             state.damaged[name] = str(e)
                             continue
                         self._add_object(state, name, packs)
-                    for name, packs in healed:
+                    for name, packs in healed:  # (what was recovered under its name: listed again or dead)
                         del state.damaged[name]
+                        state.objects.pop(name, None)
                         self._add_object(state, name, packs)
+                    if healed:
+                        self._drop_objects(state, [])
                     for name in [n for n in state.damaged if n not in listed]:
                         del state.damaged[name]
                     if gone:
@@ -493,8 +501,7 @@ class DiskChunkIndex:
                 pno = known[pack_id] = len(state.packs)
                 self._add_pack(state, pno, pack_id, bytes(blob))
             listed.append(pno)
-        # (an object read again after it was damaged keeps the packs recovered under its name)
-        state.objects[name] = sorted(set(listed) | set(state.objects.get(name, ())))
+        state.objects[name] = listed
 
     def _add_pack(self, state: _State, pno: int, pack_id: str, blob: bytes) -> None:
         """One pack's records and slots (a pack at a time: at most 8,192 records in flight)."""

@@ -24,7 +24,8 @@ lock objects telling GC which condemnations each running writer has seen.
 **A damaged index object** (diskindex.py skips it) does not hide packs from GC: the packs no readable
 object lists are recovered from their own trailers, and those whose trailer cannot be read either are
 neither condemned nor swept while the damage lasts (``packs_unreadable``). When every pack could be read,
-the consolidation (step 6) lists them all and deletes the damaged objects: that is the index's repair.
+the consolidation (step 6) lists them all and deletes the damaged objects, if no writer is live: that is
+the index's repair.
 
 Every step is ordered so a crash (SIGKILL) at any point leaves only extra objects that the next GC
 removes: new packs before their index, index before condemnation, deletions last.
@@ -201,7 +202,7 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     disk = cs.private_index()
     _names, idx, present = _load_all(cs, pending_all, disk)
     result.index_objects_damaged = sorted(idx.damaged_objects)
-    result.packs_recovered = len(idx.snap.recovered_no)
+    result.packs_recovered = len(idx.recovered_packs)
     result.packs_unreadable = idx.unreadable_packs
     refs = cs.referenced()
     try:
@@ -254,7 +255,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     result.packs_condemned_pending += len(still_pending)
     report(4, 6)
     # 6. consolidate the index, then forget swept lists
-    _consolidate_index(cs, result, disk)
+    _consolidate_index(cs, gc_lock, result, disk)
     for g in swept_gens:
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
     _remove_orphan_refs_segments(cs, gc_lock, result)
@@ -369,26 +370,33 @@ def _repack(cs: ChunkStore, packs: list[str], idx: IndexView, live_at: LiveTest,
     index_written()
 
 
-def _consolidate_index(cs: ChunkStore, result: GCResult, disk: DiskChunkIndex) -> None:
+def _consolidate_index(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, disk: DiskChunkIndex) -> None:
     """Rewrite the index as objects of at most ``CONSOLIDATED_RECORDS`` records describing exactly the
     packs that exist (a reader decodes one object at a time: its size bounds the memory a sync needs),
-    then delete the objects replaced. Streams the records pack by pack from the on-disk index. Damaged
-    objects are replaced too once every pack they could have listed is known (recovered from its
-    trailer); while a pack's trailer cannot be read they stay, and verify keeps naming them."""
+    then delete the objects replaced. Streams the records pack by pack from the on-disk index.
+
+    Damaged objects are replaced too (the index's repair) once every pack they could have listed is
+    known from its trailer, and only when no writer is live: the packs recovered from trailers include
+    a running writer's packs it has not indexed yet, which it deletes itself if it aborts; listed in the
+    index, another writer could deduplicate against them first. Otherwise the damaged objects stay (and
+    verify keeps naming them), and the recovered packs stay out of the objects written here."""
     listing = {key[len(cs.k("")):]: size for key, size in cs.store.list(cs.k(INDEX_DIR))}
     names = sorted(listing)
     if not names:
         return
     idx = cs.load_index((), disk)
     damaged = idx.damaged_objects
-    if idx.unreadable_packs:
+    candidates = idx.pack_ids
+    if damaged and (idx.unreadable_packs or _live_writers(cs, gc_lock, result)):
         names = [n for n in names if n not in damaged]
+        recovered = set(idx.recovered_packs)
+        candidates = [p for p in candidates if p not in recovered]
     present = _pack_listing(cs)
-    kept = [p for p in idx.pack_ids if p in present]
+    kept = [p for p in candidates if p in present]
     records = sum(idx.record_count(p) for p in kept)
     needed = max(1, -(-records // CONSOLIDATED_RECORDS))
     too_big = any(size > CONSOLIDATED_RECORDS * ENTRY_SIZE * 3 // 2 for size in listing.values())
-    if len(kept) == len(idx.pack_ids) and len(names) <= needed and not too_big and not set(names) & set(damaged):
+    if len(kept) == len(candidates) and len(names) <= needed and not too_big and not set(names) & set(damaged):
         return  # already few objects describing exactly the packs that exist
     batch: list[tuple[str, bytes]] = []
     in_batch = 0
