@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from opencbr.catalog.models import Backup, Vault, VaultCheck
+from opencbr.catalog.models import Backup, Task, Vault, VaultCheck
 from opencbr.domain.errors import Forbidden, InvalidParameter, NotFound
 from opencbr.engine.chunks.damage import damaged_digests
 from opencbr.scheduler.loop import Scheduler
@@ -181,3 +181,41 @@ def test_missed_runs_are_caught_up_once_and_a_dead_workers_verify_fails_the_poli
     assert "interrupted" in check.last_message and "stopped responding" in check.last_message
     clock.advance(days=1)  # the next run is not held back by the dead one
     assert Scheduler(rctx).tick().checks[0].task_id
+
+
+def test_a_verify_names_a_damaged_index_object_no_backup_uses_and_gc_rewrites_the_index(rctx, owner, disk_vault):
+    """docs/verification.md, "Damaged index objects": the backups stay available (their chunks read), the
+    verify tasks fail naming the object, and the GC that rewrites the index clears it."""
+    vault_id, first = disk_vault
+    repo = repository(rctx, _row(rctx, Vault, vault_id), create=False)
+    rel = repo.chunks.write_index([(os.urandom(16).hex(), [(os.urandom(32), 0, 100)])])  # lists a pack long gone
+    key = os.path.join(rctx.settings.data_dir, "objects", "vaults", vault_id, rel)
+    with open(key, "r+b") as fh:
+        fh.truncate(os.path.getsize(key) // 2)
+    with rctx.tx() as s:
+        check_id = verification.set_check(s, rctx, owner, vault_id, "verify", {"interval_days": 7}).id
+    with rctx.tx() as s:
+        run = verification.run_check_now(s, rctx, owner, vault_id, "verify")
+        single = backups.verify_backup(s, rctx, owner, first)
+    drain(rctx)
+    for task_id in (run.id, single):
+        task = read_task(rctx, task_id)
+        assert task.status == "failed" and rel in task.error_message, task.error_message
+    report = read_task(rctx, run.id).extra_info["verify"]
+    assert [d["object"] for d in report["damaged_index_objects"]] == [rel] and report["damaged_backups"] == 0
+    assert [d["object"] for d in read_task(rctx, single).extra_info["verify"]["disks"][0]["index_damaged"]] == [rel]
+    assert _row(rctx, Backup, first).status == "available"
+    check = _row(rctx, VaultCheck, check_id)
+    assert check.last_status == "failed" and rel in check.last_message
+
+    backups.queue_gc(rctx, owner.project_id, _row(rctx, Vault, vault_id))  # (as a deleted backup does)
+    drain(rctx)
+    with rctx.read() as s:
+        gc = s.scalar(select(Task).where(Task.operation_type == "gc", Task.vault_id == vault_id))
+        assert gc.status == "success"
+        assert gc.extra_info["gc"]["index_objects_damaged"] == [rel]  # every pack it could list is known: replaced
+        assert gc.extra_info["gc"]["packs_unreadable"] == []
+    with rctx.tx() as s:
+        again = verification.run_check_now(s, rctx, owner, vault_id, "verify")
+    drain(rctx)
+    assert read_task(rctx, again.id).status == "success", read_task(rctx, again.id).error_message

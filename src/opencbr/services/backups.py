@@ -768,6 +768,9 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
              "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs}
     if result.packs_condemned_pending:
         extra["pending"] = _follow_up_pending(ctx, run, vault, result.packs_condemned_pending)
+    if result.index_objects_damaged:  # (docs/verification.md, "Damaged index objects")
+        extra.update(index_objects_damaged=result.index_objects_damaged, packs_recovered=result.packs_recovered,
+                     packs_unreadable=result.packs_unreadable)
     run.set_extra(gc=extra)
 
 
@@ -896,6 +899,7 @@ def verify_summary(rep) -> dict:
 
     return {"ok": rep.ok, "chunks_checked": rep.chunks_checked, "bytes_checked": rep.bytes_checked,
             "damaged_count": len(rep.damaged), "missing_count": len(rep.missing),
+            "index_damaged": list(rep.index_damaged),
             "damaged": listed(rep.damaged), "missing": listed(rep.missing),
             "damaged_not_listed": max(0, len(rep.damaged) - VERIFY_LISTED),
             "missing_not_listed": max(0, len(rep.missing) - VERIFY_LISTED)}
@@ -908,11 +912,22 @@ def _where_sort_key(chunk: dict) -> tuple:
 def damage_message(reports: list[dict]) -> str:
     damaged = sum(r["damaged_count"] for r in reports)
     missing = sum(r["missing_count"] for r in reports)
-    first = next((r, c) for r in reports for c in r["damaged"] + r["missing"])
+    index = index_damage(reports)
+    first = next(((r, c) for r in reports for c in r["damaged"] + r["missing"]), None)
+    if first is None:  # the vault's index, not this backup's data
+        return (f"the vault's index is damaged: {len(index)} index object(s) cannot be read; first: "
+                f"{index[0]['object']}: {index[0]['reason']}. The backup's chunks read intact (found from their "
+                f"packs); the vault's next garbage collection rewrites the index; see extra_info.verify")
     disk, chunk = first
+    also = f"; damaged index object {index[0]['object']}" if index else ""
     return (f"the backup is damaged: {damaged + missing} chunk(s) failed verification ({damaged} damaged, "
             f"{missing} missing); first: chunk {chunk['digest']} {B.damaged_chunk_where(chunk)} of {disk['disk']}: "
-            f"{chunk['reason']}; see extra_info.verify")
+            f"{chunk['reason']}{also}; see extra_info.verify")
+
+
+def index_damage(reports: list[dict]) -> list[dict]:
+    """The damaged index objects the reports name, each once."""
+    return list({d["object"]: d for r in reports for d in r.get("index_damaged", ())}.values())
 
 
 def _row_identity(b: Backup) -> dict:

@@ -286,13 +286,14 @@ def run_vault_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         bad = {bytes.fromhex(c["digest"]) for chunks in found.values() for c in chunks if c["digest"]}
         record_damaged(repo.chunks, bad, {"task_id": run.task_id, "at": now.isoformat()})
         healed = _clear_healed(repo.chunks, bad)
+        index_damaged = repo.verify_index()  # every index object of the vault, used or not
     except Exception as e:
         with ctx.tx() as s:
             record_error(s, run.params["vault_check_id"], ctx.now(), f"the verify could not run: {e}")
         raise
     damaged = {bid: chunks for bid, chunks in found.items() if chunks}
     outcome = {"vault_id": vault.id, "backups_checked": len(targets), "damaged_backups": len(damaged),
-               "damaged_chunks": len(bad), "chunks_repaired": len(healed),
+               "damaged_chunks": len(bad), "chunks_repaired": len(healed), "damaged_index_objects": index_damaged,
                "backups": [{"backup_id": bid, "ok": not chunks, "damaged": chunks[:backups.VERIFY_LISTED]}
                            for bid, chunks in found.items()]}
     with ctx.tx() as s:
@@ -303,6 +304,11 @@ def run_vault_verify(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         first = next(iter(damaged.values()))[0]
         raise DataCorruption(f"verify found {len(bad)} damaged chunk(s) in {len(damaged)} of {len(targets)} "
                              f"backup(s) of vault {vault.name}: first chunk {first['digest']} ({first['reason']}); "
+                             f"see extra_info.verify", code=VERIFY_FOUND_DAMAGE)
+    if index_damaged:
+        raise DataCorruption(f"verify found {len(index_damaged)} damaged index object(s) in vault {vault.name}: "
+                             f"first {index_damaged[0]['object']} ({index_damaged[0]['reason']}); the backups' "
+                             f"chunks read intact; the vault's next garbage collection rewrites the index; "
                              f"see extra_info.verify", code=VERIFY_FOUND_DAMAGE)
 
 
@@ -363,10 +369,13 @@ def _finished(s: Session, check_id: str, now: datetime, outcome: dict, backup_id
     if check is None:
         return
     damaged = outcome["damaged_backups"]
-    check.last_status = "failed" if damaged else "success"
+    index = outcome.get("damaged_index_objects") or []
+    check.last_status = "failed" if damaged or index else "success"
     check.last_finished_at, check.last_backup_ids = now, backup_ids
     check.last_backups_checked, check.last_damaged_backups = outcome["backups_checked"], damaged
     check.last_damaged_chunks = outcome["damaged_chunks"]
     check.last_message = (f"{damaged} of {outcome['backups_checked']} backup(s) damaged, "
                           f"{outcome['damaged_chunks']} chunk(s)" if damaged else
                           f"{outcome['backups_checked']} backup(s) intact")
+    if index:
+        check.last_message += f"; {len(index)} damaged index object(s), first {index[0]['object']}"

@@ -72,8 +72,10 @@ def test_damaged_metadata_is_detected(local_store, tmp_path, what):
         return
     _flip(local_store, key, 20)
     fresh = Repository.open(local_store, repo.prefix, MASTER_KEY)
+    if what == "index/":  # the restore finds the chunks from the packs' trailers; verify names the object
+        fresh.restore_disk("b1", str(tmp_path / "o.img"))
+        assert sha256_file(tmp_path / "o.img") == sha256_file(img)
+        assert [d["object"] for d in fresh.verify("b1").index_damaged] == [key[len(repo.prefix):]]
+        return
     with pytest.raises(Damaged):
-        if what == "index/":
-            fresh.restore_disk("b1", str(tmp_path / "o.img"))
-        else:
-            fresh.read_manifest("b1")
+        fresh.read_manifest("b1")

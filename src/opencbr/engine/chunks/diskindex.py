@@ -12,6 +12,7 @@ read, so a wrong location costs a fallback, never wrong bytes.
 Files in the directory (``lock`` serialises updates between processes; readers take no lock)::
 
     meta.json           packs (id, record offset, record count, alive), objects -> pack numbers,
+                        the damaged objects (name -> why) and the packs no trailer could be read of,
                         table geometry, generation, a dirty flag and the boot id
     table-<gen>         the page hash table: pages of 4 KiB, slot 0 the page's fill count, slots 1-84
                         ``digest, pack number, offset, length`` (48 bytes); a digest's home page is its
@@ -19,6 +20,14 @@ Files in the directory (``lock`` serialises updates between processes; readers t
                         copy of a digest is a slot of its own, all in the probe run from its home page
     records-<gen>       each pack's records as in its index object (40 bytes each), appended: what GC
                         walks pack by pack
+
+**A damaged object** (it fails its seal or checksum, or is truncated) does not fail the sync: it is
+recorded in ``damaged`` and read again at every sync (an operator may put it back), and the packs no
+readable object lists are recovered from their own trailers (``recover``, given by the store: every pack
+lists its records in a sealed trailer, packs.py), once per damaged object, under its name. Those packs
+serve readers; :meth:`IndexView.has` ignores them, so a writer stores their chunks again rather than
+depend on a listing the store's index does not hold. Packs whose trailer cannot be read either are kept
+in ``unreadable``: GC must not delete them (gc.py).
 
 Updates happen in place under the lock (a reader in another process ignores slots of packs it does not
 know: pack numbers only grow within a generation); growing the table or a rebuild writes a new
@@ -39,6 +48,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from ..errors import Damaged
 from .crypto import DIGEST_SIZE
 from .locations import ENTRY_SIZE, Location
 
@@ -92,10 +102,14 @@ class _State:
     records_end: int = 0
     packs: list = None  # type: ignore[assignment]
     objects: dict = None  # type: ignore[assignment]
+    damaged: dict = None  # type: ignore[assignment]  # object name -> why it could not be read
+    unreadable: list = None  # type: ignore[assignment]  # packs listed nowhere readable, trailer unreadable
 
     def __post_init__(self) -> None:
         self.packs = self.packs if self.packs is not None else []
         self.objects = self.objects if self.objects is not None else {}
+        self.damaged = self.damaged if self.damaged is not None else {}
+        self.unreadable = self.unreadable if self.unreadable is not None else []
 
     def alive_numbers(self) -> dict[str, int]:
         return {p[0]: n for n, p in enumerate(self.packs) if p[3]}
@@ -136,6 +150,13 @@ class Snapshot:
         self.pack_no = {p[0]: n for n, p in enumerate(self.packs) if p[3]}
         self.live_records = sum(p[2] for p in self.packs if p[3])
         self.objects = {name: tuple(pnos) for name, pnos in state.objects.items()}  # -> pack numbers listed
+        self.damaged = dict(state.damaged)
+        self.unreadable = tuple(state.unreadable)
+        # the packs known only from their trailers (listed under a damaged object's name)
+        self.recovered_no = {pno for name in self.damaged for pno in self.objects.get(name, ())}
+        for name, pnos in self.objects.items():
+            if name not in self.damaged:
+                self.recovered_no.difference_update(pnos)
         self._cache = cache
 
     def _page(self, page_no: int) -> bytes:
@@ -188,12 +209,28 @@ class Snapshot:
 
 class IndexView:
     """The :class:`~opencbr.engine.chunks.locations.ChunkIndex` interface over a :class:`Snapshot`, with
-    the packs GC condemned (``excluded``) kept only as fallbacks: :meth:`has` ignores them."""
+    the packs GC condemned (``excluded``) and those known only from their trailers (a damaged index
+    object listed them) kept only as fallbacks: :meth:`has` ignores them."""
 
     def __init__(self, snap: Snapshot, excluded: Iterable[str] = ()):
         self.snap = snap
         self.excluded = set(excluded)
-        self._excluded_no = {snap.pack_no[p] for p in self.excluded if p in snap.pack_no}
+        self._excluded_no = {snap.pack_no[p] for p in self.excluded if p in snap.pack_no} | snap.recovered_no
+
+    @property
+    def damaged_objects(self) -> dict[str, str]:
+        """The index objects the last sync could not read (name -> why)."""
+        return dict(self.snap.damaged)
+
+    @property
+    def recovered_packs(self) -> list[str]:
+        """Packs known only from their trailers (no readable index object lists them)."""
+        return [self.snap.packs[n][0] for n in sorted(self.snap.recovered_no)]
+
+    @property
+    def unreadable_packs(self) -> list[str]:
+        """Packs no readable index object lists whose trailer could not be read either."""
+        return list(self.snap.unreadable)
 
     @property
     def pack_ids(self) -> list[str]:
@@ -308,7 +345,7 @@ class DiskChunkIndex:
             if meta.get("format") != _FORMAT or meta.get("dirty") or meta.get("boot") != _boot_id():
                 return None
             state = _State(meta["gen"], meta["pages"], meta["slots"], meta["dead_slots"], meta["records_end"],
-                           meta["packs"], meta["objects"])
+                           meta["packs"], meta["objects"], meta.get("damaged"), meta.get("unreadable"))
             if os.path.getsize(os.path.join(self.directory, f"table-{state.gen}")) != state.pages * PAGE:
                 return None
             return state
@@ -318,7 +355,8 @@ class DiskChunkIndex:
     def _write_state(self, state: _State, dirty: bool) -> None:
         meta = {"format": _FORMAT, "dirty": dirty, "boot": _boot_id(), "gen": state.gen, "pages": state.pages,
                 "slots": state.slots, "dead_slots": state.dead_slots, "records_end": state.records_end,
-                "packs": state.packs, "objects": state.objects}
+                "packs": state.packs, "objects": state.objects, "damaged": state.damaged,
+                "unreadable": state.unreadable}
         tmp = f"{self._meta_path()}.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "w") as f:
             json.dump(meta, f, separators=(",", ":"))
@@ -339,11 +377,14 @@ class DiskChunkIndex:
         return state
 
     # -- synchronising with the store -------------------------------------------------------------
-    def sync_with(self, names: list[str], read_object) -> Snapshot | None:
+    def sync_with(self, names: list[str], read_object, recover=None) -> Snapshot | None:
         """Bring the index to the objects ``names`` (the store's listing now); ``read_object(name)``
-        returns an object's ``[(pack id, packed records)]`` (KeyError if it disappeared). None if an
-        object disappeared meanwhile (GC replaced it: list again and retry); what was read is kept. An
-        error (a damaged object) leaves the state dirty: the next sync rebuilds it."""
+        returns an object's ``[(pack id, packed records)]`` (KeyError if it disappeared, Damaged if it
+        cannot be read). None if an object disappeared meanwhile (GC replaced it: list again and retry);
+        what was read is kept. A damaged object is skipped and remembered (``Snapshot.damaged``), and
+        read again at the next sync. ``recover(known pack ids)`` yields ``(pack id, packed records or
+        None if unreadable)`` for the packs in the store outside ``known``, from their trailers: called
+        once per damaged object (None: not now; a writer's start, which would not use them)."""
         with self._lock:
             lock_fd = self._flock()
             try:
@@ -352,10 +393,20 @@ class DiskChunkIndex:
                 if state is None:
                     state = self._fresh_state()
                 listed = set(names)
-                new = [n for n in names if n not in state.objects]
+                new = [n for n in names if n not in state.objects and n not in state.damaged]
+                retry = [n for n in names if n in state.damaged]
                 gone = [n for n in state.objects if n not in listed]
                 vanished = False
-                if new or gone or fresh:
+                healed = []  # damaged objects that read now (put back): the state changes only then
+                for name in retry:
+                    try:
+                        healed.append((name, read_object(name)))
+                    except KeyError:
+                        vanished = True
+                    except Damaged:
+                        pass
+                unrecovered = recover is not None and any(n not in state.objects for n in state.damaged)
+                if new or gone or fresh or healed or unrecovered:
                     self._write_state(state, dirty=True)
                     for name in new:
                         try:
@@ -363,9 +414,24 @@ class DiskChunkIndex:
                         except KeyError:
                             vanished = True
                             continue
+                        except Damaged as e:
+                            state.damaged[name] = str(e)
+                            continue
                         self._add_object(state, name, packs)
+                    for name, packs in healed:  # (what was recovered under its name: listed again or dead)
+                        del state.damaged[name]
+                        state.objects.pop(name, None)
+                        self._add_object(state, name, packs)
+                    if healed:
+                        self._drop_objects(state, [])
+                    for name in [n for n in state.damaged if n not in listed]:
+                        del state.damaged[name]
                     if gone:
                         self._drop_objects(state, gone)
+                    if recover is not None and any(n not in state.objects for n in state.damaged):
+                        self._recover(state, recover)
+                    if not state.damaged:
+                        state.unreadable = []
                     if state.dead_slots > _REBUILD_MIN_DEAD and state.dead_slots * 2 > state.slots:
                         self._grow(state, state.pages)  # compaction: the live slots into a new generation
                     self._write_state(state, dirty=False)
@@ -376,6 +442,25 @@ class DiskChunkIndex:
                 return None if vanished else self._snap
             finally:
                 os.close(lock_fd)  # (releases the flock)
+
+    def _recover(self, state: _State, recover) -> None:
+        """The packs no readable object lists, from their trailers, under the name of each damaged
+        object not recovered yet (which of them listed which pack cannot be told)."""
+        known = state.alive_numbers()
+        pnos, unreadable = [], []
+        for pack_id, blob in recover(set(known)):
+            if blob is None:
+                unreadable.append(pack_id)
+                continue
+            pno = known.get(pack_id)
+            if pno is None:
+                pno = known[pack_id] = len(state.packs)
+                self._add_pack(state, pno, pack_id, bytes(blob))
+            pnos.append(pno)
+        for name in state.damaged:
+            if name not in state.objects:
+                state.objects[name] = pnos
+        state.unreadable = sorted(unreadable)
 
     def discard(self) -> None:
         """Have the next sync rebuild the index from the store (a reader found no intact copy where it

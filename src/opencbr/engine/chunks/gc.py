@@ -21,6 +21,12 @@ lock objects telling GC which condemnations each running writer has seen.
      case: a GC with no backup running frees everything in one call), else leaves it for the next GC;
   6. writes one consolidated index object and deletes the ones it replaces, then the swept lists.
 
+**A damaged index object** (diskindex.py skips it) does not hide packs from GC: the packs no readable
+object lists are recovered from their own trailers, and those whose trailer cannot be read either are
+neither condemned nor swept while the damage lasts (``packs_unreadable``). When every pack could be read,
+the consolidation (step 6) lists them all and deletes the damaged objects, if no writer is live: that is
+the index's repair.
+
 Every step is ordered so a crash (SIGKILL) at any point leaves only extra objects that the next GC
 removes: new packs before their index, index before condemnation, deletions last.
 """
@@ -70,6 +76,9 @@ class GCResult:
     orphan_refs_segments_removed: int = 0  # refs segment objects without their manifest
     index_objects_replaced: int = 0
     damaged_chunks: list[str] = field(default_factory=list)
+    index_objects_damaged: list[str] = field(default_factory=list)  # unreadable index objects met
+    packs_recovered: int = 0  # packs known only from their trailers (a damaged index object listed them)
+    packs_unreadable: list[str] = field(default_factory=list)  # ... and those whose trailer failed too: kept
     duration: float = 0.0
 
     @property
@@ -131,14 +140,16 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
 
 def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str, int], refs: DigestSet,
            result: GCResult) -> set[str]:
-    """Delete the packs of a condemned list unless they hold a referenced chunk with no other copy.
-    Returns the packs deleted."""
+    """Delete the packs of a condemned list unless they hold a referenced chunk with no other copy, or
+    what they hold cannot be told (no readable index object lists them and their trailer is unreadable,
+    while an index object is damaged). Returns the packs deleted."""
     deleted: set[str] = set()
+    unknowable = set(idx.unreadable_packs)
     for p in sorted(packs):
         if p not in present:
             deleted.add(p)  # already gone (an earlier, interrupted sweep)
             continue
-        needed = False
+        needed = p in unknowable
         for d, _off, _ln in idx.entries(p):
             if d not in refs:
                 continue
@@ -190,6 +201,9 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     # 2. index (GC's own, from the store: diskindex.py), packs, refs (on disk past the memory bound)
     disk = cs.private_index()
     _names, idx, present = _load_all(cs, pending_all, disk)
+    result.index_objects_damaged = sorted(idx.damaged_objects)
+    result.packs_recovered = len(idx.recovered_packs)
+    result.packs_unreadable = idx.unreadable_packs
     refs = cs.referenced()
     try:
         _gc_with_refs(cs, gc_lock, result, report, live, gens, disk, idx, present, refs)
@@ -215,7 +229,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     report(2, 6)
     # 4. plan, pack by pack (its records read from the on-disk index, never all at once)
     live_at = _live_test(idx, refs, present, deleted)
-    condemn, repack = _plan(cs, idx, present, deleted | still_pending, live_at, result)
+    condemn, repack = _plan(cs, idx, present, deleted | still_pending | set(idx.unreadable_packs), live_at, result)
     if repack:
         _repack(cs, repack, idx, live_at, result)
         condemn |= set(repack)
@@ -241,7 +255,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     result.packs_condemned_pending += len(still_pending)
     report(4, 6)
     # 6. consolidate the index, then forget swept lists
-    _consolidate_index(cs, result, disk)
+    _consolidate_index(cs, gc_lock, result, disk)
     for g in swept_gens:
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))
     _remove_orphan_refs_segments(cs, gc_lock, result)
@@ -356,21 +370,33 @@ def _repack(cs: ChunkStore, packs: list[str], idx: IndexView, live_at: LiveTest,
     index_written()
 
 
-def _consolidate_index(cs: ChunkStore, result: GCResult, disk: DiskChunkIndex) -> None:
+def _consolidate_index(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, disk: DiskChunkIndex) -> None:
     """Rewrite the index as objects of at most ``CONSOLIDATED_RECORDS`` records describing exactly the
     packs that exist (a reader decodes one object at a time: its size bounds the memory a sync needs),
-    then delete the objects replaced. Streams the records pack by pack from the on-disk index."""
+    then delete the objects replaced. Streams the records pack by pack from the on-disk index.
+
+    Damaged objects are replaced too (the index's repair) once every pack they could have listed is
+    known from its trailer, and only when no writer is live: the packs recovered from trailers include
+    a running writer's packs it has not indexed yet, which it deletes itself if it aborts; listed in the
+    index, another writer could deduplicate against them first. Otherwise the damaged objects stay (and
+    verify keeps naming them), and the recovered packs stay out of the objects written here."""
     listing = {key[len(cs.k("")):]: size for key, size in cs.store.list(cs.k(INDEX_DIR))}
     names = sorted(listing)
     if not names:
         return
     idx = cs.load_index((), disk)
+    damaged = idx.damaged_objects
+    candidates = idx.pack_ids
+    if damaged and (idx.unreadable_packs or _live_writers(cs, gc_lock, result)):
+        names = [n for n in names if n not in damaged]
+        recovered = set(idx.recovered_packs)
+        candidates = [p for p in candidates if p not in recovered]
     present = _pack_listing(cs)
-    kept = [p for p in idx.pack_ids if p in present]
+    kept = [p for p in candidates if p in present]
     records = sum(idx.record_count(p) for p in kept)
     needed = max(1, -(-records // CONSOLIDATED_RECORDS))
     too_big = any(size > CONSOLIDATED_RECORDS * ENTRY_SIZE * 3 // 2 for size in listing.values())
-    if len(kept) == len(idx.pack_ids) and len(names) <= needed and not too_big:
+    if len(kept) == len(candidates) and len(names) <= needed and not too_big and not set(names) & set(damaged):
         return  # already few objects describing exactly the packs that exist
     batch: list[tuple[str, bytes]] = []
     in_batch = 0

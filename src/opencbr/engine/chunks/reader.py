@@ -91,8 +91,7 @@ def read_span(cs: ChunkStore, codec: ChunkCodec, span: Span, *, decode: Decode |
 
 def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> list[Span]:
     """:func:`spans_of` over a freshly loaded reader index; missing chunks are reported as Missing."""
-    return spans_of(cs.reader_index(refresh=True), digests,
-                    lambda d: on_error(d, Missing(f"chunk {d.hex()} is not in the repository index")))
+    return spans_of(cs.reader_index(refresh=True), digests, lambda d: on_error(d, cs.missing_chunk(d)))
 
 
 def fetch_chunks(
@@ -159,7 +158,10 @@ class CheckTotals:
 class VerifyReport:
     """What the verify of one backup found, for either kind: ``damaged`` (a copy exists but fails its
     check) and ``missing`` (no copy found) hold the kind's own account of each bad chunk (a disk's: the
-    blocks that use it; a tree's: the files)."""
+    blocks that use it; a tree's: the files). ``index_damaged``: the vault's damaged index objects the
+    verify knows of (``{"object", "reason"}``): those listing the packs it read, and those the local
+    index could not read, whether this backup needs them or not; the vault's damage, not the backup's
+    (its chunks were found from the packs' trailers, or are in ``missing``)."""
 
     backup_id: str
     chunks_checked: int
@@ -167,10 +169,11 @@ class VerifyReport:
     damaged: list = field(default_factory=list)
     missing: list = field(default_factory=list)
     duration: float = 0.0
+    index_damaged: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.damaged and not self.missing
+        return not self.damaged and not self.missing and not self.index_damaged
 
     def to_dict(self) -> dict:
         d = asdict(self)

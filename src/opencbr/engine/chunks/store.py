@@ -46,7 +46,7 @@ from .manifests import (
     split_refs,
     stream_refs,
 )
-from .packs import pack_key
+from .packs import FOOTER_SIZE, pack_key, read_trailer, trailer_length
 
 INDEX_DIR = "index/"
 DATA_DIR = "data/"
@@ -119,41 +119,85 @@ class ChunkStore:
     def _read_index_packs(self, rel: str) -> list[tuple[str, bytes]]:
         return decode_index(self.sealer, self.store.get(self.k(rel)), rel)
 
-    def check_index_objects(self, packs: Iterable[str] | None = None) -> None:
-        """Read and check the index objects in the store now that list any of ``packs`` (None: every
-        one), one at a time (Damaged naming the first bad one). The local index (diskindex.py) reads an
-        object once, when it first sees its name, so a verify must look at the store's copies itself: a
-        damaged object would otherwise go unnoticed until another machine, or a rebuild of the local
-        index, needs it. A backup's verify checks those listing its packs (time linear in the backup,
-        not in the vault; ~1.3 MB each per 32,768 records), bounded in memory."""
-        rels = self.list_index_objects() if packs is None else self.reader_index().objects_listing(packs)
+    def damaged_index_objects(self, packs: Iterable[str] | None = None) -> dict[str, str]:
+        """The damaged index objects (name -> why): those the local index could not read at its last
+        sync, and, read and checked now one at a time, the store's copies of those that list any of
+        ``packs`` (None: every object of the vault). The local index (diskindex.py) reads an object once,
+        when it first sees its name, so a verify must look at the store's copies itself: a damaged
+        object would otherwise go unnoticed until another machine, or a rebuild of the local index,
+        needs it. A backup's verify checks those listing its packs (time linear in the backup, not in
+        the vault; ~1.3 MB each per 32,768 records), a vault's verify every one; bounded in memory."""
+        idx = self.reader_index()
+        found = idx.damaged_objects
+        rels = self.list_index_objects() if packs is None else idx.objects_listing(packs)
         for rel in rels:
+            if rel in found:
+                continue
             try:
                 self._read_index_packs(rel)
             except KeyError:
                 continue  # consolidated away by GC meanwhile
+            except Damaged as e:
+                found[rel] = str(e)
+        return dict(sorted(found.items()))
+
+    def _recover_packs(self, known: set[str]):
+        """``(pack id, packed records)`` of every pack in the store outside ``known``, read from its
+        trailer (``None`` for records when the trailer cannot be read): what a damaged index object
+        listed (diskindex.py). One listing of the packs, then the tail of each pack outside ``known``."""
+        n = len(self.k(DATA_DIR))
+        for key, size in list(self.store.list(self.k(DATA_DIR))):
+            pack_id = key[n:].rsplit("/", 1)[-1]
+            if pack_id in known:
+                continue
+            try:
+                if size < FOOTER_SIZE:
+                    raise Damaged(f"pack {pack_id}: too short")
+                tail = trailer_length(self.store.get(key, size - FOOTER_SIZE, size))
+                if tail > size:
+                    raise Damaged(f"pack {pack_id}: bad footer")
+                entries = read_trailer(self.sealer, self.store.get(key, size - tail, size), size, f"pack {pack_id}")
+            except KeyError:
+                continue  # deleted meanwhile (GC)
+            except Damaged:
+                yield pack_id, None
+                continue
+            yield pack_id, pack_entries((e.digest, e.offset, e.length) for e in entries)
+
+    def missing_chunk(self, digest: bytes) -> Missing:
+        """The error for a chunk no known copy of exists, naming the damaged index objects that may have
+        listed it (their packs' trailers did not: the pack is unreadable or gone)."""
+        damaged = sorted(self.reader_index().damaged_objects)
+        if not damaged:
+            return Missing(f"chunk {digest.hex()} is not in the repository")
+        return Missing(f"chunk {digest.hex()} is not in the repository index: the damaged index object(s) "
+                       f"{', '.join(damaged[:3])} may have listed it, and no readable pack trailer does")
 
     def private_index(self) -> DiskChunkIndex:
         """An index of this process alone, built from the store at its first sync (GC's: what it deletes
         is decided from the store's objects, never from a cache another process could have left wrong)."""
         return DiskChunkIndex(None, max(64, self.memory_entries // 16))
 
-    def load_index(self, excluded: Iterable[str] = (), disk: DiskChunkIndex | None = None) -> IndexView:
+    def load_index(self, excluded: Iterable[str] = (), disk: DiskChunkIndex | None = None, *,
+                   recover: bool = True) -> IndexView:
         """The index as the store's index objects say now, on local disk (diskindex.py: only objects not
         seen before are read; bounded memory whatever the vault's size), ``excluded`` packs (condemned)
         kept only as fallbacks. ``disk``: that index instead of the vault's shared one. Retries if GC
-        replaced objects while they were read."""
+        replaced objects while they were read. A damaged object is skipped (the view names it); the
+        packs no readable object lists are then recovered from their trailers (``recover``)."""
         disk = disk or self._disk()
         for _attempt in range(5):
-            snap = disk.sync_with(self.list_index_objects(), self._read_index_packs)
+            snap = disk.sync_with(self.list_index_objects(), self._read_index_packs,
+                                  self._recover_packs if recover else None)
             if snap is not None:
                 return IndexView(snap, excluded)
         raise Conflict("the repository index kept changing while it was loaded; retry")
 
     def load_known_digests(self, excluded: Iterable[str] = ()) -> KnownDigests:
         """The digests a writer may deduplicate against (those outside ``excluded`` packs): ``in`` looks
-        the on-disk index up (bounded memory whatever the vault's size)."""
-        return KnownDigests(self.load_index(excluded))
+        the on-disk index up (bounded memory whatever the vault's size). A writer never deduplicates
+        against packs recovered from their trailers, so its start does not recover them."""
+        return KnownDigests(self.load_index(excluded, recover=False))
 
     def write_index(self, packs: Iterable[tuple[str, bytes | Iterable[tuple[bytes, int, int]]]]) -> str:
         packed = [(p, e if isinstance(e, (bytes, bytearray)) else pack_entries(e)) for p, e in packs]
@@ -218,7 +262,7 @@ class ChunkStore:
                 except Damaged as e:
                     last_err = e
         if last_err is None:
-            last_err = Missing(f"chunk {digest.hex()} is not in the repository")
+            last_err = self.missing_chunk(digest)
         raise last_err
 
     def has_chunk(self, digest: bytes) -> bool:
