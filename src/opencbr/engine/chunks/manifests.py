@@ -8,7 +8,7 @@ refs themselves (block order), a file-tree index would store its catalog in the 
 digests in refs. The object is zstd-compressed and sealed with the name as associated data, so a
 manifest cannot be swapped for another.
 
-Refs longer than a segment (the chunk store's ``refs_segment_size``, 8 MiB: 16 GiB of a disk at 64 KiB
+Refs longer than a segment (the chunk store's ``refs_segment_size``, 2 MiB: 4 GiB of a disk at 64 KiB
 blocks) are not inline but in *segment objects* ``refs/<name>/<nonce>-<number>`` (format 2, magic
 ``OCBRMAN2``): each a piece of the refs, compressed and sealed with the manifest's name, a random nonce
 per write and its number as associated data, so a segment cannot stand in for another one or for
