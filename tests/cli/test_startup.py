@@ -3,6 +3,7 @@ groups' modules, rich (unless it prints a table or a bar) or an HTTP library's c
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -70,6 +71,20 @@ def test_a_group_imports_its_own_modules_only(group, own):
     proc, modules = imported([group, "--help"])
     assert proc.returncode == 0
     assert cli_modules(modules) <= SHARED | own, cli_modules(modules) - SHARED - own
+
+
+def test_completion_lists_commands_of_groups_loaded_for_it():
+    proc, _ = imported([], env={**os.environ, "_CBR_COMPLETE": "complete_bash", "COMP_WORDS": "cbr vault ",
+                                "COMP_CWORD": "2"})
+    assert {"create", "list", "tag", "lock", "replicate"} <= set(proc.stdout.split())
+    proc, modules = imported([], env={**os.environ, "_CBR_COMPLETE": "complete_bash", "COMP_WORDS": "cbr ba",
+                                      "COMP_CWORD": "1"})
+    assert proc.stdout.split() == ["backup"] and cli_modules(modules) <= SHARED
+
+
+def test_python_m_opencbr_cli_is_cbr():
+    proc = subprocess.run([sys.executable, "-m", "opencbr.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Usage: cbr " in proc.stdout and "restore-test" in proc.stdout
 
 
 def test_registry_help_is_the_loaded_commands_help():

@@ -99,11 +99,17 @@ class Response:
     def iter_bytes(self, size: int = 1 << 16) -> Iterator[bytes]:
         """The body as it arrives. A body cut short (the server stopped, the connection broke) raises
         ClientError, as it did through httpx."""
+        got = 0
         try:
             while chunk := self._raw.read1(size):
+                got += len(chunk)
                 yield chunk
             if self._raw.length:  # read1 ends quietly where read() would raise
-                raise http.client.IncompleteRead(b"", self._raw.length)
+                raise ClientError(f"cannot reach {self._endpoint}: peer closed connection without sending complete "
+                                  f"message body: received {got} bytes, expected {got + self._raw.length}")
+        except http.client.IncompleteRead:
+            raise ClientError(f"cannot reach {self._endpoint}: peer closed connection without sending complete "
+                              "message body") from None
         except (OSError, http.client.HTTPException) as e:
             raise ClientError(f"cannot reach {self._endpoint}: {e}") from None
         finally:
