@@ -48,7 +48,7 @@ def build(entry: Lazy) -> _click.Command:
 
 class LazyGroup(TyperGroup):
     """A TyperGroup whose entries from ``registry`` are loaded on first use. ``order`` is the listing
-    order of every command, the group's own (defined eagerly) and the lazy ones."""
+    order of the commands, the group's own (defined eagerly) and the lazy ones; any not in it follow."""
 
     registry: tuple[Lazy, ...] = ()
     order: tuple[str, ...] = ()
@@ -69,7 +69,8 @@ class LazyGroup(TyperGroup):
             self._listing = False
 
     def list_commands(self, ctx: _click.Context | None) -> list[str]:
-        return [n for n in self.order if n in self.commands]
+        unordered = [n for n in self.commands if n not in self.order]  # none is ever hidden
+        return [n for n in self.order if n in self.commands] + unordered
 
     def get_command(self, ctx: _click.Context | None, cmd_name: str) -> _click.Command | None:
         entry = self._lazy.pop(cmd_name, None) if not self._listing else None
