@@ -87,6 +87,25 @@ def test_a_connection_the_server_closed_is_opened_again(http_server):
     assert len({port for _, _, port in http_server.seen}) == 2
 
 
+def test_threads_may_share_a_client(http_server):
+    c = client_of(f"http://127.0.0.1:{http_server.server_port}")
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(30):
+                assert c.get(f"/t{n}-{i}")["path"] == f"/v3/p1/t{n}-{i}"
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 def test_endpoint_path_prefix_is_kept(http_server):
     c = client_of(f"http://127.0.0.1:{http_server.server_port}/cbr/")
     assert c.get("/vaults")["path"] == "/cbr/v3/p1/vaults"

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import select
+import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,13 +131,22 @@ def _readable(sock) -> bool:
 
 
 class Connection:
-    """One kept-alive HTTP/1.1 connection to the endpoint, opened again when the server closed it."""
+    """One kept-alive HTTP/1.1 connection to the endpoint per thread (an ApiClient may be shared by
+    threads, as an httpx client could), opened again when the server closed it."""
 
     def __init__(self, endpoint: str, timeout: float):
         url = urlsplit(endpoint)
         self.endpoint, self.timeout = endpoint, timeout
         self.https, self.host, self.port, self.prefix = url.scheme == "https", url.hostname, url.port, url.path.rstrip("/")
-        self._conn: http.client.HTTPConnection | None = None
+        self._local = threading.local()
+
+    @property
+    def _conn(self) -> http.client.HTTPConnection | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: http.client.HTTPConnection | None) -> None:
+        self._local.conn = conn
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = self._conn
