@@ -1,6 +1,6 @@
 """The CLI's API client: configuration, request signing, errors.
 
-Requests go through the standard library's ``http.client`` on one kept-alive connection, not httpx:
+Requests go through the standard library's ``http.client`` on a kept-alive connection, not httpx:
 importing httpx costs ~0.1 s (more with a cold page cache; its package also imports its own command
 line, with click, rich and pygments), a fixed cost of every ``cbr`` command. The behaviour is httpx's
 as the CLI used it: a 60 s timeout on connecting and on each read, TLS verified against certifi's CA
