@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import select
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -128,3 +131,25 @@ def test_error_answers_and_network_failures_are_client_errors(http_server):
         with pytest.raises(ClientError) as e:
             client_of(f"http://127.0.0.1:{closed}").get("/vaults")
     assert e.value.message == f"cannot reach http://127.0.0.1:{closed}: [Errno 111] Connection refused"
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
+def test_https_verifies_the_server_certificate(tmp_path):
+    """A self-signed certificate is refused, as httpx refused it: verification is on."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days",
+                    "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.seen = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ClientError) as e:
+            client_of(f"https://127.0.0.1:{srv.server_port}").get("/vaults")
+        assert "CERTIFICATE_VERIFY_FAILED" in e.value.message and not srv.seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
