@@ -25,6 +25,7 @@ OpenCBR / floor.
     python bench/realtree.py                          # everything, table at the end
     python bench/realtree.py --scale 0.1 --variants "opencbr restic"   # a quick look
     python bench/realtree.py fixed [--runs 10]        # fixed cost of `cbr backup create --wait` (small tree)
+    python bench/realtree.py fixed --alternate ../old/src   # ... and another checkout's cbr in turn
 
 Measured figures and where the time goes: bench/README.md ("bench/realtree.py").
 """
@@ -263,25 +264,29 @@ def fixed(a) -> int:
     try:
         vault = svc.protect(work / "tree", "small")
         svc.cbr_json("backup", "create", vault, "--name", "first", "--wait")
-        rows = []
+        # --alternate: the same backups with the cbr of another source tree, in turn, against this service
+        codes = {"this": svc.env["PYTHONPATH"], **({"alternate": a.alternate} if a.alternate else {})}
+        rows: dict[str, list] = {code: [] for code in codes}
         for i in range(a.runs):
-            t0 = time.time()
-            p = subprocess.run(svc.cbr_cmd("backup", "create", vault, "--name", f"b{i}", "--wait", "--json"),
-                               env=svc.env, capture_output=True, text=True, check=True)
-            wall = time.time() - t0
-            task_id = json.loads(p.stdout)["backups"][0]["task_id"]
-            rows.append((wall, *task_phases(svc, task_id, t0, t0 + wall)))
+            for code, src in (codes.items() if i % 2 == 0 else reversed(codes.items())):
+                t0 = time.time()
+                p = subprocess.run(svc.cbr_cmd("backup", "create", vault, "--name", f"b{i}-{code}", "--wait", "--json"),
+                                   env={**svc.env, "PYTHONPATH": src}, capture_output=True, text=True, check=True)
+                wall = time.time() - t0
+                task_id = json.loads(p.stdout)["backups"][0]["task_id"]
+                rows[code].append((wall, *task_phases(svc, task_id, t0, t0 + wall)))
         t0 = time.time()
         subprocess.run(svc.cbr_cmd("--help"), env=svc.env, capture_output=True, check=True)
         start = time.time() - t0
     finally:
         svc.stop()
-    med = [statistics.median(c) for c in zip(*rows, strict=True)]
     print(f"\n`cbr backup create --wait`, unchanged tree of {a.files} files, {a.runs} runs, medians "
           f"(load {os.getloadavg()[0]:.1f}); `cbr --help` alone: {start:.2f} s")
-    print("| wall s | submit -> queued s | queued -> started s | task s | ended -> CLI exit s |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    print("| " + " | ".join(f"{x:.3f}" for x in med) + " |")
+    print("| cbr | wall s | submit -> queued s | queued -> started s | task s | ended -> CLI exit s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for code, src in codes.items():
+        med = [statistics.median(c) for c in zip(*rows[code], strict=True)]
+        print(f"| {src} | " + " | ".join(f"{x:.3f}" for x in med) + " |")
     return 0
 
 
@@ -306,6 +311,8 @@ def main() -> int:
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--runs", type=int, default=10, help="fixed: how many backups")
     ap.add_argument("--files", type=int, default=100, help="fixed: files in the small tree")
+    ap.add_argument("--alternate", metavar="SRC", help="fixed: also run the cbr of this source tree (another "
+                    "checkout's src/), in turn with this one's, against the same service")
     a = ap.parse_args()
     a.ops = a.ops.split(",")
     return fixed(a) if a.what == "fixed" else run(a)

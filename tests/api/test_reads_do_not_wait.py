@@ -8,7 +8,6 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import httpx
 import pytest
 
 from tests.support.clients import api, new_tenant
@@ -27,8 +26,8 @@ def test_lists_answer_while_a_writer_holds_the_lock(server):
     holder = sqlite3.connect(_sqlite_path(server), timeout=30, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # what a worker's transaction holds while it commits
     try:
-        client.http.timeout = httpx.Timeout(10)
-        fresh.http.timeout = httpx.Timeout(10)
+        client.timeout = 10
+        fresh.timeout = 10
         t0 = time.monotonic()
         for c in (client, fresh):  # a cached key, and one whose first use is recorded
             assert "vaults" in c.get("/vaults")

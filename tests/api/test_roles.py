@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 
 from tests.support.clients import api, fill_ids, signed, task_ok
@@ -215,7 +216,7 @@ def tenant(server, tmp_path_factory):
 def test_every_route_is_in_the_table(server, tenant):
     """A route missing here has no decided role."""
     _, ids = tenant
-    spec = api(server).http.get(server.url + "/openapi.json").json()
+    spec = httpx.get(server.url + "/openapi.json", trust_env=False).json()
     prefix = "/v3/{project_id}"
     table = [(m, fill_ids(p, ids)) for m, p, _, _ in ROUTES]
     missing = []

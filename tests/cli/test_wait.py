@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opencbr.cli.tasks import next_look
+from opencbr.cli.waiting import next_look
 
 
 def test_short_tasks_are_looked_at_often_long_ones_twice_a_second():

@@ -135,10 +135,9 @@ def sdk_task_ok(c: CbrClient, task_id: str, timeout: float = 120):
 
 
 def signed(client: ApiClient, method: str, path: str, *, params: dict | None = None, body=None):
-    """One signed request through ``client``'s credentials, returning the raw ``httpx.Response`` (for
-    status checks and routes the SDK has no call for)."""
-    url, headers, data = client._prepare(method, path, params, body)
-    return client.http.request(method, url, content=data or None, headers=headers)
+    """One signed request through ``client``'s credentials, returning the raw response (for status checks
+    and routes the SDK has no call for)."""
+    return client.send(method, path, params=params, body=body)
 
 
 def fill_ids(value, ids: dict):

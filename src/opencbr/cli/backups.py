@@ -7,9 +7,8 @@ import contextlib
 import os
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from opencbr.cli import refs
+from opencbr.cli import output, refs
 from opencbr.cli.client import ApiClient, ClientError
 from opencbr.cli.messages import explain_backup_error, explain_restore_error
 from opencbr.cli.output import (
@@ -18,7 +17,6 @@ from opencbr.cli.output import (
     client,
     confirm,
     details,
-    err_console,
     handle_errors,
     human,
     print_json,
@@ -36,8 +34,7 @@ from opencbr.cli.params import (
     VAULT_FILTER,
     WAIT_OPTION,
 )
-from opencbr.cli.tasks import raise_if_failed, wait_for
-from opencbr.cli.vaults import resolve as resolve_vault
+from opencbr.cli.waiting import raise_if_failed, wait_for
 from opencbr.domain.backup import damaged_chunk_where, find_export_damage
 
 #: Zero runs at least this long become holes in an exported image (the engine's block size).
@@ -110,7 +107,7 @@ def backup_create(vault: str = VAULT_ARG,
       cbr backup create servers --wait
       cbr backup create servers --resource web1 --name before-upgrade"""
     c = client()
-    vid = resolve_vault(vault, c)
+    vid = refs.resolve(c, refs.VAULT, vault)
     resource = [refs.resolve_resource(c, r)["id"] for r in resource or []]
     params = {k: v for k, v in (("resources", resource or None), ("name", name), ("description", description),
                                 ("incremental", False if full else None)) if v is not None}
@@ -151,7 +148,7 @@ def backup_list(vault: str = VAULT_FILTER, resource: str = RESOURCE_FILTER,
 
     Example: cbr backup list --vault servers --disks"""
     c = client()
-    data = c.get("/backups", vault_id=resolve_vault(vault, c) if vault else None,
+    data = c.get("/backups", vault_id=refs.resolve(c, refs.VAULT, vault) if vault else None,
                  resource_id=refs.resolve_resource(c, resource)["id"] if resource else None,
                         status=status, name=name, start_time=since, end_time=until, limit=limit)
     if as_json:
@@ -250,14 +247,14 @@ def _print_verified_disk(d: dict, shown: int = 10) -> None:
     """One disk (or tree) of a verify report: counts of everything, the first few damaged chunks."""
     damaged, missing = d.get("damaged_count", len(d["damaged"])), d.get("missing_count", len(d["missing"]))
     state = "[green]ok[/green]" if d["ok"] else f"[red]{damaged} damaged, {missing} missing[/red]"
-    err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}",
+    output.err_console.print(f"{d['disk']}: {d['chunks_checked']} chunks, {human(d['bytes_checked'])}: {state}",
                       highlight=False)
     bad = [("damaged", c) for c in d["damaged"]] + [("missing", c) for c in d["missing"]]
     for kind, c in bad[:shown]:
-        err_console.print(f"  {kind} chunk {c['digest']} {damaged_chunk_where(c)}: {c['reason']}",
+        output.err_console.print(f"  {kind} chunk {c['digest']} {damaged_chunk_where(c)}: {c['reason']}",
                           highlight=False, markup=False)
     if damaged + missing > shown:
-        err_console.print(f"  ... and {damaged + missing - shown} more (--json lists up to 100 of each kind)",
+        output.err_console.print(f"  ... and {damaged + missing - shown} more (--json lists up to 100 of each kind)",
                           highlight=False)
 
 
@@ -288,12 +285,14 @@ def backup_export(backup_id: str = BACKUP_ARG, output: str = typer.Option(..., "
 def _download_image(c, backup_id: str, tmp: str, as_json: bool) -> int:
     """Stream the image into ``tmp``; the byte count. A stream the server ended early because of a
     damaged chunk (see ``find_export_damage``) is reported as damage, not as a network failure."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     written, total, token, tail = 0, 0, "", bytearray()
     try:
         with c.stream(f"/backups/{backup_id}/export") as resp:
             total, token = int(resp.headers.get("Content-Length", 0)), resp.headers.get("X-Export-Token", "")
             with open(tmp, "wb") as f, Progress(TextColumn("export"), BarColumn(), DownloadColumn(),
-                                                TransferSpeedColumn(), console=err_console, disable=as_json) as bar:
+                                                TransferSpeedColumn(), console=output.err_console, disable=as_json) as bar:
                 t = bar.add_task("export", total=total)
                 pending = bytearray()  # written in 1 MiB pieces; read as it arrives, so a cut keeps the tail
                 for chunk in resp.iter_bytes():
@@ -371,7 +370,7 @@ def _list_disk_backups(backup: dict, path: str, as_json: bool) -> None:
     table([_row(c) for c in backup["children"]],
           [("id", "Disk backup"), ("resource_name", "Disk"), ("disk_role", "Role"), ("size", "Size"),
            ("added", "Added")], title=f"server backup {backup['name']}: one backup per disk")
-    err_console.print(f"browse one with: cbr backup ls DISK_BACKUP {path if path != '/' else '[PATH]'}",
+    output.err_console.print(f"browse one with: cbr backup ls DISK_BACKUP {path if path != '/' else '[PATH]'}",
                       highlight=False)
 
 

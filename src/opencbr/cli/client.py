@@ -1,5 +1,11 @@
 """The CLI's API client: configuration, request signing, errors.
 
+Requests go through the standard library's ``http.client`` on a kept-alive connection, not httpx:
+importing httpx costs ~0.1 s (more with a cold page cache; its package also imports its own command
+line, with click, rich and pygments), a fixed cost of every ``cbr`` command. The behaviour is httpx's
+as the CLI used it: a 60 s timeout on connecting and on each read, TLS verified against certifi's CA
+bundle, no proxies or other settings from the environment.
+
 Configuration comes from ``OPENCBR_ENDPOINT``, ``OPENCBR_PROJECT_ID``, ``OPENCBR_AK`` and ``OPENCBR_SK``,
 else from the TOML file ``$OPENCBR_CLIENT_CONFIG`` or ``~/.config/opencbr/config.toml`` (keys
 ``endpoint``, ``project_id``, ``ak``, ``sk``), which ``make run`` writes on first start.
@@ -7,8 +13,11 @@ else from the TOML file ``$OPENCBR_CLIENT_CONFIG`` or ``~/.config/opencbr/config
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import select
+import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import tomli_w
 
 from opencbr.domain import signing
@@ -78,12 +86,119 @@ class ClientConfig:
         return cls(values["endpoint"].rstrip("/"), values["project_id"], values["ak"], values["sk"])
 
 
+class Response:
+    """An answer: status, headers (case-insensitive ``get``) and, once read, the body."""
+
+    def __init__(self, raw: http.client.HTTPResponse, endpoint: str):
+        self.status_code, self.headers, self._raw, self._endpoint = raw.status, raw.headers, raw, endpoint
+        self.content = b""
+
+    def read(self) -> bytes:
+        self.content = b"".join(self.iter_bytes())
+        return self.content
+
+    def iter_bytes(self, size: int = 1 << 16) -> Iterator[bytes]:
+        """The body as it arrives. A body cut short (the server stopped, the connection broke) raises
+        ClientError, as it did through httpx."""
+        got = 0
+        try:
+            while chunk := self._raw.read1(size):
+                got += len(chunk)
+                yield chunk
+            if self._raw.length:  # read1 ends quietly where read() would raise
+                raise ClientError(f"cannot reach {self._endpoint}: peer closed connection without sending complete "
+                                  f"message body: received {got} bytes, expected {got + self._raw.length}")
+        except http.client.IncompleteRead:
+            raise ClientError(f"cannot reach {self._endpoint}: peer closed connection without sending complete "
+                              "message body") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise ClientError(f"cannot reach {self._endpoint}: {e}") from None
+        finally:
+            self._raw.close()  # the connection takes the next request only once this answer is closed
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.headers.get_content_charset() or "utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def _readable(sock) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection to the endpoint per thread (an ApiClient may be shared by
+    threads, as an httpx client could), opened again when the server closed it."""
+
+    def __init__(self, endpoint: str, timeout: float):
+        url = urlsplit(endpoint)
+        self.endpoint, self.timeout = endpoint, timeout
+        self.https, self.host, self.port, self.prefix = url.scheme == "https", url.hostname, url.port, url.path.rstrip("/")
+        self._local = threading.local()
+
+    @property
+    def _conn(self) -> http.client.HTTPConnection | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: http.client.HTTPConnection | None) -> None:
+        self._local.conn = conn
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = self._conn
+        if conn is not None and conn.sock is not None and _readable(conn.sock):
+            conn.close()  # readable while idle: the server closed it (its keep-alive ended)
+            conn = None
+        if conn is None:
+            if self.https:
+                import ssl
+
+                import certifi
+
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                   context=ssl.create_default_context(cafile=certifi.where()))
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._conn = conn
+        conn.timeout = self.timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(self.timeout)
+        return conn
+
+    def open(self, method: str, url: str, headers: dict[str, str], data: bytes | None) -> Response:
+        """Send a request; the answer with its body still to read."""
+        conn = self._connection()
+        try:
+            conn.request(method, self.prefix + url, body=data, headers=headers)
+            return Response(conn.getresponse(), self.endpoint)
+        except (OSError, http.client.HTTPException) as e:
+            self.close()
+            raise ClientError(f"cannot reach {self.endpoint}: {e}") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class ApiClient:
     """Signs every request as the official SDK does and turns error bodies into ClientError."""
 
     def __init__(self, cfg: ClientConfig, timeout: float = 60):
         self.cfg = cfg
-        self.http = httpx.Client(base_url=cfg.endpoint, timeout=timeout, trust_env=False)
+        self.http = Connection(cfg.endpoint, timeout)
+
+    @property
+    def timeout(self) -> float:
+        return self.http.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.http.timeout = seconds
 
     def _prepare(self, method: str, path: str, params: dict[str, Any] | None, body: Any) -> tuple[str, dict, bytes]:
         """The URL, signed headers and body bytes of a request. ``path`` is relative to
@@ -106,8 +221,15 @@ class ApiClient:
         headers = signing.sign_headers(method, full, query, headers, data, self.cfg.ak, self.cfg.sk)
         return full + (f"?{query}" if query else ""), headers, data
 
+    def send(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Response:
+        """One signed request and its whole answer, whatever its status."""
+        url, headers, data = self._prepare(method, path, params, body)
+        resp = self.http.open(method, url, headers, data or None)
+        resp.read()
+        return resp
+
     @staticmethod
-    def _raise_for(resp: httpx.Response) -> None:
+    def _raise_for(resp: Response) -> None:
         if resp.status_code < 400:
             return
         try:
@@ -117,28 +239,24 @@ class ApiClient:
         raise ClientError(err.get("error_msg") or resp.text, code=err.get("error_code", ""), status=resp.status_code)
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
-        url, headers, data = self._prepare(method, path, params, body)
-        try:
-            resp = self.http.request(method, url, content=data or None, headers=headers)
-        except httpx.HTTPError as e:
-            raise ClientError(f"cannot reach {self.cfg.endpoint}: {e}") from None
+        resp = self.send(method, path, params=params, body=body)
         self._raise_for(resp)
         if not resp.content:
             return None
         return resp.json()
 
     @contextmanager
-    def stream(self, route: str, /, **params: Any) -> Iterator[httpx.Response]:
+    def stream(self, route: str, /, **params: Any) -> Iterator[Response]:
         """A signed GET whose body is read as a stream (downloads)."""
         url, headers, _ = self._prepare("GET", route, params, None)
+        resp = self.http.open("GET", url, headers, None)
         try:
-            with self.http.stream("GET", url, headers=headers) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                self._raise_for(resp)
-                yield resp
-        except httpx.HTTPError as e:
-            raise ClientError(f"cannot reach {self.cfg.endpoint}: {e}") from None
+            if resp.status_code >= 400:
+                resp.read()
+            self._raise_for(resp)
+            yield resp
+        finally:
+            self.http.close()  # a body left unread would be read as the next answer
 
     # The route is positional-only so that a query parameter may be called ``path``.
     def get(self, route: str, /, **params: Any) -> Any:

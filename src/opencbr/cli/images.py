@@ -8,7 +8,6 @@ import os
 import typer
 
 from opencbr.cli import refs
-from opencbr.cli.backups import resolve_backup
 from opencbr.cli.client import ClientError
 from opencbr.cli.output import (
     JSON_OPTION,
@@ -22,7 +21,7 @@ from opencbr.cli.output import (
     table,
 )
 from opencbr.cli.params import WAIT_OPTION
-from opencbr.cli.tasks import raise_if_failed, wait_for
+from opencbr.cli.waiting import raise_if_failed, wait_for
 
 image_app = typer.Typer(help="Full-server images made from server backups, and new servers made from them.",
                         no_args_is_help=True)
@@ -59,7 +58,7 @@ def image_create(backup: str = typer.Argument(..., metavar="BACKUP", help="Serve
 
     Example: cbr image create manualbk_a1b2 --name web-golden"""
     c = client()
-    body = {"backup_id": resolve_backup(c, backup), "name": name}
+    body = {"backup_id": refs.resolve(c, refs.BACKUP, backup), "name": name}
     if description is not None:
         body["description"] = description
     _show(c.post("/images", {"image": body})["image"], as_json)

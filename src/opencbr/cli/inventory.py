@@ -9,7 +9,7 @@ import typer
 from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.cli.params import AZ_OPTION, BACKUP_ARG, DISK_ARG, FS_ARG, NAME_FILTER, SERVER_ARG, WAIT_OPTION
-from opencbr.cli.tasks import raise_if_failed, wait_for
+from opencbr.cli.waiting import raise_if_failed, wait_for
 from opencbr.domain import resource as R
 
 disk_app = typer.Typer(help="Disks: disk-image files and block devices.", no_args_is_help=True)

@@ -1,66 +1,113 @@
 """The ``cbr`` command (also installed as ``opencbr``): an API client, plus ``serve``, ``worker`` and
-``scheduler``, which start the service processes (cli/processes.py)."""
+``scheduler``, which start the service processes (cli/processes.py).
+
+Each command group's module is imported only when the group is used (cli/lazy.py): the registry below
+names every top-level command with the help ``cbr --help`` shows for it, and a loader that imports it.
+Groups that other modules add commands to are put together in their loader."""
 
 from __future__ import annotations
+
+import functools
 
 import typer
 
 from opencbr import __version__
-from opencbr.cli.admin import admin_app
-from opencbr.cli.agents import agent_app
-from opencbr.cli.alarms import alarm_app
-from opencbr.cli.backups import backup_app
-from opencbr.cli.images import image_app
-from opencbr.cli.inventory import disk_app, fs_app, server_app
-from opencbr.cli.metrics import metrics_app
+from opencbr.cli.lazy import Lazy, LazyGroup
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
-from opencbr.cli.policies import policy_app
-from opencbr.cli.processes import scheduler, serve, worker
-from opencbr.cli.quotas import quota, quota_admin_app, vault_migrate_resources
-from opencbr.cli.replication import backup_replicate, vault_replicate
-from opencbr.cli.sharing import (
-    backup_accept,
-    backup_members,
-    backup_reject,
-    backup_share,
-    backup_shared,
-    backup_unshare,
+
+
+@functools.cache
+def _vault() -> typer.Typer:
+    from opencbr.cli.quotas import vault_migrate_resources
+    from opencbr.cli.replication import vault_replicate
+    from opencbr.cli.tags import auto_bind, tag_app
+    from opencbr.cli.vault_locks import lock_app
+    from opencbr.cli.vaults import vault_app
+
+    vault_app.add_typer(tag_app, name="tag")
+    vault_app.command("auto-bind")(auto_bind)
+    vault_app.command("replicate")(vault_replicate)
+    vault_app.command("migrate-resources")(vault_migrate_resources)
+    vault_app.add_typer(lock_app, name="lock")  # vault locks (docs/vault-lock.md)
+    return vault_app
+
+
+@functools.cache
+def _backup() -> typer.Typer:
+    from opencbr.cli import sharing
+    from opencbr.cli.backups import backup_app
+    from opencbr.cli.replication import backup_replicate
+
+    backup_app.command("replicate")(backup_replicate)
+    for name, command in (("share", sharing.backup_share), ("members", sharing.backup_members),
+                          ("unshare", sharing.backup_unshare), ("shared", sharing.backup_shared),
+                          ("accept", sharing.backup_accept), ("reject", sharing.backup_reject)):
+        backup_app.command(name)(command)
+    return backup_app
+
+
+@functools.cache
+def _admin() -> typer.Typer:
+    from opencbr.cli.admin import admin_app
+    from opencbr.cli.quotas import quota_admin_app
+
+    admin_app.add_typer(quota_admin_app, name="quota")
+    return admin_app
+
+
+def _attr(module: str, name: str):
+    """A loader of ``name`` from ``opencbr.cli.<module>``."""
+    def load():
+        import importlib
+
+        return getattr(importlib.import_module(f"opencbr.cli.{module}"), name)
+    return load
+
+
+COMMANDS = (
+    Lazy("scheduler", "Run the scheduler only (another machine sharing the catalog; several schedulers fire each\n"
+         "execution once).", _attr("processes", "scheduler")),
+    Lazy("quota", "Your project's quotas: what it has and what it may have (ask the operator for more).",
+         _attr("quotas", "quota")),
+    Lazy("serve", "Start the service: the API, console and scheduler in this process, and `workers` worker "
+         "processes\nbeside it (restarted if they die; SIGTERM or Ctrl-C hands their running tasks back to "
+         "the queue).", _attr("processes", "serve")),
+    Lazy("worker", "Run workers only (on another machine sharing the catalog and the object store, with its own\n"
+         "`host_group`). SIGTERM or Ctrl-C hands the running tasks back to the queue.",
+         _attr("processes", "worker")),
+    Lazy("vault", "Vaults: where backups are stored.", _vault),
+    Lazy("resource-tags", "Tags of disks, servers and file systems (automatic association picks resources by them).",
+         _attr("tags", "resource_tag_app")),
+    Lazy("backup", "Backups: create, list, restore, verify, export.", _backup),
+    Lazy("policy", "Policies: automatic backups at set times, and how long they are kept.",
+         _attr("policies", "policy_app")),
+    Lazy("disk", "Disks: disk-image files and block devices.", _attr("inventory", "disk_app")),
+    Lazy("server", "Servers: a system disk and data disks with a power state.", _attr("inventory", "server_app")),
+    Lazy("fs", "File systems: directory trees.", _attr("inventory", "fs_app")),
+    Lazy("task", "Tasks (operation logs): backups, restores, deletions and other long work.",
+         _attr("tasks", "task_app")),
+    Lazy("admin", "Administration: projects, users, credentials, audit trail, organization policies.", _admin),
+    Lazy("agent", "Agents: the opencbr-agent on each protected host.", _attr("agents", "agent_app")),
+    Lazy("image", "Full-server images made from server backups, and new servers made from them.",
+         _attr("images", "image_app")),
+    Lazy("metrics", "Vault metrics over time: used_vault_size (GB) and vault_util (%).",
+         _attr("metrics", "metrics_app")),
+    Lazy("alarm", "Alarm targets (webhook, email) and deliveries.", _attr("alarms", "alarm_app")),
+    Lazy("verify-policy", "A vault's verify policy: re-read a share of its backups every N days.",
+         _attr("verification", "verify_policy_app")),
+    Lazy("restore-test", "A vault's restore tests: restore a backup to a scratch place every N days and check it.",
+         _attr("verification", "restore_test_app")),
 )
-from opencbr.cli.tags import auto_bind, resource_tag_app, tag_app
-from opencbr.cli.tasks import task_app
-from opencbr.cli.vault_locks import lock_app
-from opencbr.cli.vaults import vault_app
-from opencbr.cli.verification import restore_test_app, verify_policy_app
+
+
+class CbrGroup(LazyGroup):
+    registry = COMMANDS
+    # The order `cbr --help` has always listed them in: commands, then groups.
+    order = ("scheduler", "quota", "version", "whoami", "serve", "worker", *(e.name for e in COMMANDS[4:]))
+
 
 app = typer.Typer(help="OpenCBR: Cloud Backup and Recovery you run yourself.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-app.add_typer(vault_app, name="vault")
-vault_app.add_typer(tag_app, name="tag")
-vault_app.command("auto-bind")(auto_bind)
-app.add_typer(resource_tag_app, name="resource-tags")
-app.add_typer(backup_app, name="backup")
-app.add_typer(policy_app, name="policy")
-app.command()(scheduler)
-app.add_typer(disk_app, name="disk")
-app.add_typer(server_app, name="server")
-app.add_typer(fs_app, name="fs")
-app.add_typer(task_app, name="task")
-app.add_typer(admin_app, name="admin")
-app.add_typer(agent_app, name="agent")
-backup_app.command("replicate")(backup_replicate)
-vault_app.command("replicate")(vault_replicate)
-for _name, _command in (("share", backup_share), ("members", backup_members), ("unshare", backup_unshare),
-                        ("shared", backup_shared), ("accept", backup_accept), ("reject", backup_reject)):
-    backup_app.command(_name)(_command)
-app.command("quota")(quota)
-admin_app.add_typer(quota_admin_app, name="quota")
-vault_app.command("migrate-resources")(vault_migrate_resources)
-app.add_typer(image_app, name="image")
-vault_app.add_typer(lock_app, name="lock")  # vault locks (docs/vault-lock.md)
-app.add_typer(metrics_app, name="metrics")
-app.add_typer(alarm_app, name="alarm")
-app.add_typer(verify_policy_app, name="verify-policy")
-app.add_typer(restore_test_app, name="restore-test")
+                  pretty_exceptions_enable=False, cls=CbrGroup)
 
 
 @app.command()
@@ -77,9 +124,6 @@ def whoami(as_json: bool = JSON_OPTION):
     print_json(me) if as_json else details(me, [("user_name", "User"), ("role", "Role"), ("project_id", "Project"),
                                                 ("account_id", "Account"), ("access_key", "AK")])
 
-
-app.command()(serve)
-app.command()(worker)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

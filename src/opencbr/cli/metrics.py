@@ -7,8 +7,8 @@ import time
 
 import typer
 
+from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, client, handle_errors, print_json, table
-from opencbr.cli.vaults import resolve as resolve_vault
 
 metrics_app = typer.Typer(help="Vault metrics over time: used_vault_size (GB) and vault_util (%).",
                           no_args_is_help=True)
@@ -31,7 +31,7 @@ def metrics_show(vault: str = typer.Argument(..., help="The vault: id, name or i
     if period not in PERIODS:
         raise typer.BadParameter(f"--period must be one of {', '.join(PERIODS)}")
     c = client()
-    vault_id = resolve_vault(vault, c)
+    vault_id = refs.resolve(c, refs.VAULT, vault)
     to = int(time.time() * 1000)
     answer = c.request("GET", f"/vaults/{vault_id}/metrics", params={
         "metric_name": metric, "period": PERIODS[period], "filter": filter_, "from": to - int(hours * 3600_000),

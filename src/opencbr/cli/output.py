@@ -8,23 +8,42 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.measure import Measurement
-from rich.table import Table
 
 from opencbr.cli.client import ApiClient, ClientConfig, ClientError
 from opencbr.cli.messages import for_cli
 from opencbr.cli.refs import looks_like_id, short_ids
 
-# Piped output is read by scripts and people alike: do not squeeze tables into 80 columns (unless COLUMNS
-# says how wide to be).
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240)
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+def __getattr__(name: str) -> Console:
+    """``console`` (stdout) and ``err_console`` (stderr) are made on first use: rich costs ~50 ms of
+    imports (far more with a cold page cache), and many commands print JSON or a line of text."""
+    if name not in ("console", "err_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    made = globals()
+    if "console" not in made:
+        from rich.console import Console
+
+        # Piped output is read by scripts and people alike: do not squeeze tables into 80 columns (unless
+        # COLUMNS says how wide to be).
+        made["console"] = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240)
+        made["err_console"] = Console(stderr=True)
+    return made[name]
+
+
+def _out() -> Console:
+    return __getattr__("console")
+
+
+def _err() -> Console:
+    return __getattr__("err_console")
+
 
 #: The API's resource types in the words the CLI uses for them (``--json`` keeps the API's).
 RESOURCE_TYPE_WORDS = {"OS::Nova::Server": "server", "OS::Cinder::Volume": "disk", "OS::Sfs::Turbo": "file system"}
@@ -41,7 +60,7 @@ def confirm(question: str, yes: bool) -> None:
         raise ClientError(f"{question.rstrip('?')}: this cannot be undone, so it needs confirmation; "
                           "add --yes to run it without a terminal")
     if not typer.confirm(question, default=False, err=True):
-        err_console.print("nothing was changed")
+        _err().print("nothing was changed")
         raise typer.Exit(1)
 
 
@@ -65,6 +84,9 @@ def table(rows: Iterable[dict], columns: Sequence[tuple[str, str]], title: str |
     cells = [[_local(_cell(row, key), seconds=False) if _is_time(key) else _cell(row, key) for key, _ in columns]
              for row in rows]
     id_cols = {n for n in range(len(columns)) if any(looks_like_id(r[n]) for r in cells)}
+    from rich.measure import Measurement
+
+    console = _out()
     t = _table(cells, columns, id_cols, title)
     natural = Measurement.get(console, console.options.update(max_width=10**6), t).maximum
     if id_cols and natural > console.width:
@@ -76,6 +98,9 @@ def table(rows: Iterable[dict], columns: Sequence[tuple[str, str]], title: str |
 
 def _table(cells: list[list[str]], columns: Sequence[tuple[str, str]], id_cols: set[int],
            title: str | None) -> Table:
+    from rich import box
+    from rich.table import Table
+
     t = Table(title=title, show_lines=False, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True, padding=(0, 1))
     for n, (key, header) in enumerate(columns):
@@ -131,12 +156,14 @@ def _cell(row: dict, key: str) -> str:
 
 
 def details(obj: dict, fields: Sequence[tuple[str, str]], title: str | None = None) -> None:
+    from rich.table import Table
+
     t = Table(show_header=False, title=title, box=None)
     t.add_column(style="bold")
     t.add_column()
     for key, label in fields:
         t.add_row(label, _local(_cell(obj, key)) if _is_time(key) else _cell(obj, key))
-    console.print(t)
+    _out().print(t)
 
 
 def client() -> ApiClient:
@@ -150,7 +177,9 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ClientError as e:
+            from rich.markup import escape
+
             code = f" [dim]({e.code})[/dim]" if e.code else ""
-            err_console.print(f"[red]error:[/red] {escape(for_cli(e.message))}{code}", highlight=False)
+            _err().print(f"[red]error:[/red] {escape(for_cli(e.message))}{code}", highlight=False)
             raise typer.Exit(1) from None
     return wrapper

@@ -47,9 +47,7 @@ def resolve(ref: str) -> str:
 
 
 def _vault(ref: str) -> str:
-    from opencbr.cli.vaults import resolve as resolve_vault
-
-    return resolve_vault(ref)
+    return refs.resolve(client(), refs.VAULT, ref)
 
 
 def _offset_minutes(tz: str) -> int:

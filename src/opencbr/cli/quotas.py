@@ -9,8 +9,7 @@ import typer
 from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, client, handle_errors, print_json, table
 from opencbr.cli.params import WAIT_OPTION
-from opencbr.cli.tasks import raise_if_failed, wait_for
-from opencbr.cli.vaults import resolve as resolve_vault
+from opencbr.cli.waiting import raise_if_failed, wait_for
 
 quota_admin_app = typer.Typer(help="Quotas of projects (operator): vaults, backups, capacity, policies.",
                               no_args_is_help=True)
@@ -79,7 +78,7 @@ def vault_migrate_resources(vault: str = typer.Argument(..., help="The source va
 
     Example: cbr vault migrate-resources old-vault web1 db1 --to new-vault --wait"""
     c = client()
-    src, dest = resolve_vault(vault, c), resolve_vault(to, c)
+    src, dest = refs.resolve(c, refs.VAULT, vault), refs.resolve(c, refs.VAULT, to)
     ids = [refs.resolve_resource(c, r)["id"] for r in resources]
     out = c.post(f"/vaults/{src}/migrateresources", {"destination_vault_id": dest, "resource_ids": ids})
     if wait:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from opencbr.cli.backups import resolve_backup
+from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, client, handle_errors, print_json
-from opencbr.cli.vaults import resolve as resolve_vault
 
 REGION = typer.Option(..., "--region", help="The destination region (see `cbr admin region list`).")
 DEST_PROJECT = typer.Option(..., "--to-project", help="Your project's id in the destination region.")
@@ -28,7 +27,7 @@ def backup_replicate(backup: str = typer.Argument(..., help="Backup: id, name or
     body = _target(region, to_project, to_vault)
     if name:
         body["name"] = name
-    out = c.post(f"/backups/{resolve_backup(c, backup)}/replicate", {"replicate": body})["replication"]
+    out = c.post(f"/backups/{refs.resolve(c, refs.BACKUP, backup)}/replicate", {"replicate": body})["replication"]
     print_json(out) if as_json else typer.echo(
         f"replicating backup {out['backup_id']} to {out['destination_region']} "
         f"(record {out['replication_record_id']})")
@@ -40,7 +39,7 @@ def vault_replicate(vault: str = typer.Argument(..., help="Vault: id, name or id
                     as_json: bool = JSON_OPTION):
     """Replicate every Available backup of a vault that has no replica in that region yet."""
     c = client()
-    body = {"vault_id": resolve_vault(vault, c), **_target(region, to_project, to_vault)}
+    body = {"vault_id": refs.resolve(c, refs.VAULT, vault), **_target(region, to_project, to_vault)}
     out = c.post("/checkpoints/replicate", {"replicate": body})["replication"]
     print_json(out) if as_json else typer.echo(
         f"replicating {len(out['backups'])} backup(s) to {out['destination_region']}")

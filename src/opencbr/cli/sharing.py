@@ -7,11 +7,9 @@ from __future__ import annotations
 import typer
 
 from opencbr.cli import refs
-from opencbr.cli.backups import resolve_backup
 from opencbr.cli.client import ApiClient
 from opencbr.cli.output import JSON_OPTION, client, handle_errors, human, print_json, table
 from opencbr.cli.params import BACKUP_ARG
-from opencbr.cli.vaults import resolve as resolve_vault
 
 SHARED = refs.Kind("shared backup", "backups shared with you", "/backups", "backups", "cbr backup shared",
                    named=True)
@@ -54,7 +52,7 @@ def backup_share(backup: str = BACKUP_ARG,
 
     Example: cbr backup share manualbk_1a2b --project 5f0c...e1 --project 77ab...02"""
     c = client()
-    out = c.post(f"/backups/{resolve_backup(c, backup)}/members", {"members": projects})["members"]
+    out = c.post(f"/backups/{refs.resolve(c, refs.BACKUP, backup)}/members", {"members": projects})["members"]
     _print_members(out, as_json)
 
 
@@ -62,7 +60,7 @@ def backup_share(backup: str = BACKUP_ARG,
 def backup_members(backup: str = BACKUP_ARG, as_json: bool = JSON_OPTION):
     """The projects a backup of yours is shared with, and their answers."""
     c = client()
-    _print_members(c.get(f"/backups/{resolve_backup(c, backup)}/members")["members"], as_json)
+    _print_members(c.get(f"/backups/{refs.resolve(c, refs.BACKUP, backup)}/members")["members"], as_json)
 
 
 @handle_errors
@@ -72,7 +70,7 @@ def backup_unshare(backup: str = BACKUP_ARG,
                    as_json: bool = JSON_OPTION):
     """Cancel sharing with projects: the backup leaves their accounts (disks they made from it stay)."""
     c = client()
-    bid = resolve_backup(c, backup)
+    bid = refs.resolve(c, refs.BACKUP, backup)
     for project in projects:
         c.delete(f"/backups/{bid}/members/{project}")
     _print_members(c.get(f"/backups/{bid}/members")["members"], as_json)
@@ -98,7 +96,7 @@ def backup_shared(status: str = typer.Option("", "--status", help="Only those pe
 def _answer(backup: str, status: str, vault: str | None, as_json: bool) -> None:
     c = client()
     bid = _resolve_shared(c, backup)
-    body = {"status": status, **({"vault_id": resolve_vault(vault, c)} if vault else {})}
+    body = {"status": status, **({"vault_id": refs.resolve(c, refs.VAULT, vault)} if vault else {})}
     m = c.put(f"/backups/{bid}/members/{c.cfg.project_id}", body)["member"]
     print_json({"member": m}) if as_json else typer.echo(
         f"backup {bid} {status}" + (f" into vault {m['vault_id']}" if m.get("vault_id") else ""))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from opencbr.cli import refs
 from opencbr.cli.client import ApiClient, ClientError
-from opencbr.cli.output import JSON_OPTION, client, details, err_console, handle_errors, print_json, table
+from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json, table
 from opencbr.cli.params import (
     LIMIT_OPTION,
     RESOURCE_FILTER,
@@ -19,67 +16,14 @@ from opencbr.cli.params import (
     UNTIL_OPTION,
     VAULT_FILTER,
 )
+from opencbr.cli.waiting import raise_if_failed, wait_for
 
 task_app = typer.Typer(help="Tasks (operation logs): backups, restores, deletions and other long work.",
                        no_args_is_help=True)
 
-FINISHED = ("success", "failed", "skipped", "timeout")
 _COLS = [("id", "ID"), ("operation_type", "Type"), ("status", "Status"), ("extra_info.common.progress", "%"),
          ("vault_name", "Vault"), ("extra_info.resource.name", "Resource"), ("created_at", "Created"),
          ("error_info.message", "Error")]
-
-
-def next_look(waited: float, longest: float = 0.5) -> float:
-    """Seconds until the next look at a task followed for ``waited`` seconds: a tenth of that, between
-    20 ms and ``longest``. Most tasks a user waits on end within a second (an unchanged backup), so the
-    wait ends within ~10 % of the task's time instead of up to half a second after it; a long task costs
-    two requests a second, as before."""
-    return min(longest, max(0.02, waited / 10))
-
-
-def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: float = 0.5) -> list[dict]:
-    """Follow tasks to the end with a progress bar each, labelled with what the task works on; returns
-    their final operation logs. Ctrl-C stops following, not the tasks: it says how to follow them again."""
-    done: dict[str, dict] = {}
-    started = time.monotonic()
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bar:
-            bars: dict[str, int] = {}
-            while len(done) < len(task_ids):
-                for tid in task_ids:
-                    if tid in done:
-                        continue
-                    log = c.get(f"/operation-logs/{tid}")["operation_log"]
-                    if tid not in bars:
-                        bars[tid] = bar.add_task(task_label(log), total=100)
-                    bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
-                               description=f"{task_label(log)} [{log['status']}]")
-                    if log["status"] in FINISHED:
-                        done[tid] = log
-                if len(done) < len(task_ids):
-                    time.sleep(next_look(time.monotonic() - started, poll))
-    except KeyboardInterrupt:
-        running = [t for t in task_ids if t not in done]
-        err_console.print(f"\nstopped waiting; {'the task keeps' if len(running) == 1 else 'the tasks keep'} "
-                          f"running on the service: {', '.join(running)}\n"
-                          f"follow with: cbr task watch {' '.join(running)}", highlight=False)
-        raise typer.Exit(130) from None
-    return [done[t] for t in task_ids]
-
-
-def task_label(log: dict) -> str:
-    """``backup web1``: the kind of work and what it works on."""
-    target = (log.get("extra_info") or {}).get("resource", {}).get("name") or log.get("vault_name") or log["id"][:8]
-    return f"{log['operation_type'].replace('_', ' ')} {target}"
-
-
-def raise_if_failed(logs: list[dict]) -> None:
-    failed = [lg for lg in logs if lg["status"] != "success"]
-    if failed:
-        lg = failed[0]
-        raise ClientError(f"task {lg['id']} {lg['status']}: {lg['error_info']['message']}",
-                          code=lg["error_info"]["code"])
 
 
 def resolve_task(c: ApiClient, ref: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
+from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json
 from opencbr.cli.params import VAULT_ARG
-from opencbr.cli.vaults import resolve as resolve_vault
 
 lock_app = typer.Typer(help="Vault locks (WORM): backups no one can delete before their time.",
                        no_args_is_help=True)
@@ -42,7 +42,7 @@ def _spec(mode: str | None, retention_days: int | None, lock_days: int | None, u
 def lock_show(vault: str = VAULT_ARG, as_json: bool = JSON_OPTION):
     """The vault's lock: its mode, how long it keeps backups, when it ends."""
     c = client()
-    _print(c.get(f"/vaults/{resolve_vault(vault, c)}/lock"), as_json)
+    _print(c.get(f"/vaults/{refs.resolve(c, refs.VAULT, vault)}/lock"), as_json)
 
 
 @lock_app.command("set")
@@ -59,7 +59,7 @@ def lock_set(vault: str = VAULT_ARG,
         confirm("A compliance lock cannot be lifted or shortened by anybody, the operator included, until it "
                 "ends. Lock the vault?", yes)
     c = client()
-    _print(c.put(f"/vaults/{resolve_vault(vault, c)}/lock", {"lock": _spec(mode, retention_days, lock_days, until)}),
+    _print(c.put(f"/vaults/{refs.resolve(c, refs.VAULT, vault)}/lock", {"lock": _spec(mode, retention_days, lock_days, until)}),
            as_json)
 
 
@@ -69,7 +69,7 @@ def lock_extend(vault: str = VAULT_ARG, retention_days: int = _RETENTION, lock_d
                 until: str = _UNTIL, as_json: bool = JSON_OPTION):
     """Make the lock last longer or keep backups longer; what is not given stays as it is."""
     c = client()
-    vault_id = resolve_vault(vault, c)
+    vault_id = refs.resolve(c, refs.VAULT, vault)
     current = c.get(f"/vaults/{vault_id}/lock")["lock"]
     if not current["mode"]:
         raise typer.BadParameter("the vault has no lock; set one with cbr vault lock set")
@@ -85,7 +85,7 @@ def lock_extend(vault: str = VAULT_ARG, retention_days: int = _RETENTION, lock_d
 def lock_lift(vault: str = VAULT_ARG, yes: bool = YES_OPTION):
     """Remove the lock: one that has ended, or a governance lock (governors only)."""
     c = client()
-    vault_id = resolve_vault(vault, c)
+    vault_id = refs.resolve(c, refs.VAULT, vault)
     confirm(f"Lift the lock of vault {vault_id}?", yes)
     c.delete(f"/vaults/{vault_id}/lock")
     typer.echo(f"the lock of vault {vault_id} is lifted")

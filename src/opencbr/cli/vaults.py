@@ -8,7 +8,7 @@ from opencbr.cli import output, refs
 from opencbr.cli.client import ApiClient
 from opencbr.cli.output import JSON_OPTION, YES_OPTION, client, confirm, details, handle_errors, print_json, table
 from opencbr.cli.params import DESCRIPTION_OPTION, NAME_FILTER, VAULT_ARG
-from opencbr.cli.tasks import raise_if_failed, wait_for
+from opencbr.cli.waiting import raise_if_failed, wait_for
 
 vault_app = typer.Typer(help="Vaults: where backups are stored.", no_args_is_help=True)
 

@@ -10,8 +10,7 @@ import typer
 from opencbr.cli import refs
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
 from opencbr.cli.params import WAIT_OPTION
-from opencbr.cli.tasks import raise_if_failed, wait_for
-from opencbr.cli.vaults import resolve as resolve_vault
+from opencbr.cli.waiting import raise_if_failed, wait_for
 
 verify_policy_app = typer.Typer(help="A vault's verify policy: re-read a share of its backups every N days.",
                                 no_args_is_help=True)
@@ -42,12 +41,12 @@ def _show(check: dict, as_json: bool) -> None:
 
 def _put(vault: str, kind: str, spec: dict, as_json: bool) -> None:
     c = client()
-    _show(c.put(f"/vaults/{resolve_vault(vault, c)}/checks/{kind}", {"check": spec})["check"], as_json)
+    _show(c.put(f"/vaults/{refs.resolve(c, refs.VAULT, vault)}/checks/{kind}", {"check": spec})["check"], as_json)
 
 
 def _run(vault: str, kind: str, wait: bool, as_json: bool) -> None:
     c = client()
-    out = c.post(f"/vaults/{resolve_vault(vault, c)}/checks/{kind}/run", {})
+    out = c.post(f"/vaults/{refs.resolve(c, refs.VAULT, vault)}/checks/{kind}/run", {})
     if out["task_id"] and wait:
         raise_if_failed(wait_for(c, [out["task_id"]], quiet=as_json))
     print_json(out) if as_json else typer.echo(f"task {out['task_id']} {'done' if wait else 'queued'}"
@@ -106,13 +105,13 @@ def _register(app: typer.Typer, kind: str, what: str) -> None:
     @handle_errors
     def show(vault: str = _VAULT, as_json: bool = JSON_OPTION):
         c = client()
-        _show(c.get(f"/vaults/{resolve_vault(vault, c)}/checks/{kind}")["check"], as_json)
+        _show(c.get(f"/vaults/{refs.resolve(c, refs.VAULT, vault)}/checks/{kind}")["check"], as_json)
 
     @app.command("delete", help=f"Remove the vault's {what} policy (past tasks stay in the task list).")
     @handle_errors
     def delete(vault: str = _VAULT):
         c = client()
-        c.request("DELETE", f"/vaults/{resolve_vault(vault, c)}/checks/{kind}")
+        c.request("DELETE", f"/vaults/{refs.resolve(c, refs.VAULT, vault)}/checks/{kind}")
         typer.echo(f"{what} policy deleted")
 
     @app.command("run", help=f"Run the vault's {what} now, outside its schedule (--wait: follow it; exit 1 if "
