@@ -17,14 +17,11 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
-import mmap
 import os
 import queue
 import stat
-import struct
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -148,16 +145,12 @@ class TreeWalker:
 
     def __init__(self, root: str | bytes | os.PathLike, warn: Warn, *, one_file_system: bool = True,
                  prefetch: int = 4, readahead_below: int = 0, adaptive: bool = False, warm: bool = False,
-                 exclude: frozenset[bytes] = frozenset(), node_meta: bool = False, readahead_helper: bool = True):
+                 exclude: frozenset[bytes] = frozenset(), node_meta: bool = False):
         # node_meta: read the xattrs of directories, symlinks and special files and the targets of
         # symlinks while listing (WalkItem.meta), on the listing threads when they run: on the walking
         # thread each of those calls cost 0.2-1.7 ms of waiting for the GIL back (bench/README.md).
         self.node_meta = node_meta
         self.readahead_below = readahead_below  # >0: start reading regular files smaller than this
-        # ... in a helper process (FileReadahead) running ahead of the walk; else (or when it cannot be
-        # started) on the listing threads
-        self.readahead_helper = readahead_helper
-        self._ra_threads = readahead_below
         self.exclude = exclude  # paths (relative to the root) left out with all they hold
         self.root = os.path.abspath(os.fsencode(root))
         self.warn = warn
@@ -166,7 +159,6 @@ class TreeWalker:
         self.adaptive = adaptive
         self.warm = warm  # run a MetadataWarmer ahead of the walk
         self.prefetching = False  # whether listing threads ran (for tests and the curious)
-        self.readahead: FileReadahead | None = None  # the helper reading files ahead, while the walk runs
 
     def _children(self, abspath: bytes, rel: bytes, want: os.stat_result | None = None,
                   ) -> list[tuple[bytes, bytes, os.stat_result]]:
@@ -211,7 +203,7 @@ class TreeWalker:
             for i, (crel, ap, st, _m) in enumerate(out):
                 if not stat.S_ISREG(st.st_mode):
                     out[i] = (crel, ap, st, _node_meta(ap, st))
-        if self._ra_threads:
+        if self.readahead_below:
             self._readahead(out)
         return out
 
@@ -220,37 +212,32 @@ class TreeWalker:
         read runs in the background). The listing threads run ahead of the walk, so the backup's
         workers later find those files in the page cache instead of each waiting for one small random
         read after another."""
-        lim = self._ra_threads
+        lim = self.readahead_below
         for _crel, ap, st, _m in kids:
             if stat.S_ISREG(st.st_mode) and 0 < st.st_size < lim:
-                _willneed(ap, st.st_size)
+                try:
+                    fd = os.open(ap, _RA_FLAGS)
+                except OSError:
+                    continue  # e.g. not ours (O_NOATIME) or unreadable: the real read will say so
+                try:
+                    os.posix_fadvise(fd, 0, st.st_size, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
 
     def __iter__(self) -> Iterator[WalkItem]:
         st = os.stat(self.root)  # (the root may be given as /proc/self/fd/N: followed, only the root)
         if not stat.S_ISDIR(st.st_mode):
             raise NotADirectoryError(f"{os.fsdecode(self.root)} is not a directory")
         dev = st.st_dev
-        fs_dev = dev if self.one_file_system else None
-        warmer = MetadataWarmer(self.root, fs_dev).start() if self.warm else None
-        ahead = None
-        if self.readahead_below and self.readahead_helper:
-            ahead = self.readahead = FileReadahead(self.root, fs_dev, self.readahead_below, self.exclude).start()
-        # The listing threads read files ahead only where no helper process could be started.
-        self._ra_threads = self.readahead_below if ahead is None or not ahead.pid else 0
+        warmer = MetadataWarmer(self.root, dev if self.one_file_system else None).start() if self.warm else None
         try:
             yield WalkItem(b"", self.root, st)
-            if ahead is None or not ahead.pid:
-                yield from self._walk(dev)
-                return
-            for n, item in enumerate(self._walk(dev), 1):
-                if not n & 31:
-                    ahead.walked(n)
-                yield item
+            yield from self._walk(dev)
         finally:
             if warmer is not None:
                 warmer.stop()
-            if ahead is not None:
-                ahead.stop()
 
     def _walk(self, dev: int) -> Iterator[WalkItem]:
         ahead: dict[bytes, Future] = {}  # listings submitted and not yet taken by the walk
@@ -395,102 +382,6 @@ class MetadataWarmer:
         if self.pid:
             kill_and_reap(self.pid)
             self.pid = 0
-
-
-class FileReadahead(MetadataWarmer):
-    """A forked helper process that walks the tree in the walk's order, like :class:`MetadataWarmer`,
-    and starts the kernel reading every regular file smaller than ``below`` (``open`` +
-    ``fadvise(WILLNEED)`` + ``close``: the read runs in the background), a bounded distance ahead of
-    the walk: at most ``MAX_AHEAD_ENTRIES`` entries and ``MAX_AHEAD_BYTES`` of files read ahead beyond
-    the position the walk last reported (:meth:`walked`).
-
-    Why a process: on the listing threads, the three system calls per small file each handed the GIL
-    over and waited to get it back, in the process whose threads also walk, read, compress and store
-    (bench/README.md, "bench/realtree.py"). Here they run beside it with their own GIL, and the listing
-    threads and the walk then find the directories and inodes already read as well.
-    Why bounded: the page cache holds what was read ahead until the backup's readers take it; a
-    helper far ahead would read a big tree's files only for them to be evicted before they are read.
-    Nothing depends on the helper: it may lag or die; it is killed when the walk ends, or with its
-    parent."""
-
-    MAX_AHEAD_ENTRIES = 32768
-    MAX_AHEAD_BYTES = 128 << 20
-    WAIT = 0.002  # seconds between looks at the walk's position while too far ahead
-
-    def __init__(self, root: bytes, dev: int | None, below: int, exclude: frozenset[bytes] = frozenset()):
-        super().__init__(root, dev)
-        self.below = below
-        self.exclude = exclude
-        # Shared with the helper (MAP_SHARED, inherited by fork): the walk's position, then the helper's.
-        self._shared = mmap.mmap(-1, 16)
-
-    def walked(self, n: int) -> None:
-        """The walk has yielded ``n`` entries (the root not counted)."""
-        struct.pack_into("q", self._shared, 0, n)
-
-    @property
-    def position(self) -> int:
-        """Entries the helper has gone through (for tests and the curious)."""
-        return struct.unpack_from("q", self._shared, 8)[0]
-
-    def _list(self, abspath: bytes, rel: bytes) -> list:
-        try:
-            with os.scandir(abspath) as it:
-                ents = sorted(it, key=lambda e: e.name)  # (bytes names: the walk's order)
-        except OSError:
-            return []
-        out = []
-        for e in ents:
-            crel = rel + b"/" + e.name if rel else e.name
-            if self.exclude and crel in self.exclude:
-                continue
-            try:
-                out.append((crel, e.path, e.stat(follow_symlinks=False)))
-            except OSError:
-                continue
-        return out
-
-    def _run(self) -> None:
-        shared, below, dev = self._shared, self.below, self.dev
-        ahead: deque[tuple[int, int]] = deque()  # (position, size) of the files read ahead of the walk
-        ahead_bytes = 0
-        n = 0
-        stack = [iter(self._list(self.root, b""))]
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            n += 1
-            struct.pack_into("q", shared, 8, n)
-            crel, path, st = item
-            while True:
-                walked = struct.unpack_from("q", shared, 0)[0]
-                while ahead and ahead[0][0] <= walked:
-                    ahead_bytes -= ahead.popleft()[1]
-                if n - walked <= self.MAX_AHEAD_ENTRIES and ahead_bytes <= self.MAX_AHEAD_BYTES:
-                    break
-                time.sleep(self.WAIT)
-            if stat.S_ISREG(st.st_mode):
-                if 0 < st.st_size < below:
-                    _willneed(path, st.st_size)
-                    ahead.append((n, st.st_size))
-                    ahead_bytes += st.st_size
-            elif stat.S_ISDIR(st.st_mode) and (dev is None or st.st_dev == dev):
-                stack.append(iter(self._list(path, crel)))
-
-
-def _willneed(path: bytes, size: int) -> None:
-    try:
-        fd = os.open(path, _RA_FLAGS)
-    except OSError:
-        return  # e.g. not ours (O_NOATIME) or unreadable: the real read will say so
-    try:
-        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class TreeScanner:
