@@ -15,7 +15,7 @@ On the bench disk (``make_dataset.py disk``, seed 1, then ``mutate --percent 5``
 
 Per step: wall time (page cache dropped before each when root), full-backup throughput (logical bytes /
 wall), bytes on the wire (the worker's channel counters: sent + received, framing included) against
-the target ``1.2 x added + 0.5 % of logical`` for incrementals, the agent's peak RSS (VmHWM), the CPU
+the target ``1.2 x added + 0.5 % of logical`` for incrementals, the agent's peak RSS during the step (VmHWM, reset before it), the CPU
 seconds the step used (this process, plus the agent's for agent steps) and the machine's load average
 after it (on a shared machine the wall times say more about the others than about us).
 Targets (issue 14): incremental wire bytes within the target; full throughput >= 80 % of local; agent
@@ -83,8 +83,10 @@ def _cpu_seconds() -> tuple[float, float]:
     return own.user + own.system, agent
 
 
-def timed(fn):
+def timed(fn, agent: AgentProcess | None = None):
     drop_caches()
+    if agent is not None:  # the step's own peak, not the process's since it started
+        agent.reset_peak_rss()
     c, t = _cpu_seconds(), time.monotonic()
     r = fn()
     wall = time.monotonic() - t
@@ -108,13 +110,15 @@ def bench_disk(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
     rows = []
     r, t = timed(lambda: local.backup_disk(str(img), backup_id="f", meta={}))
     rows.append(dict(kind="disk", variant="local", step="full", wall=t, logical=size, added=r.added_bytes, wire=0))
-    r, t = timed(lambda: p.backup_disks(remote, wire, project_id="p1", disks=[HostDisk(str(img), "f", None, {})]))
+    r, t = timed(lambda: p.backup_disks(remote, wire, project_id="p1", disks=[HostDisk(str(img), "f", None, {})]),
+                 agent)
     rows.append(dict(kind="disk", variant="agent", step="full", wall=t, logical=size,
                      added=r["disks"][0]["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
     sh("mutate", str(img), "--percent", "5", "--seed", "2")
     r, t = timed(lambda: local.backup_disk(str(img), backup_id="i", meta={}, parent_backup_id="f"))
     rows.append(dict(kind="disk", variant="local", step="incr", wall=t, logical=size, added=r.added_bytes, wire=0))
-    r, t = timed(lambda: p.backup_disks(remote, wire, project_id="p1", disks=[HostDisk(str(img), "i", "f", {})]))
+    r, t = timed(lambda: p.backup_disks(remote, wire, project_id="p1", disks=[HostDisk(str(img), "i", "f", {})]),
+                 agent)
     rows.append(dict(kind="disk", variant="agent", step="incr", wall=t, logical=size,
                      added=r["disks"][0]["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
     return rows
@@ -130,7 +134,7 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
     rows.append(dict(kind="tree", variant="local", step="full", wall=t, logical=r.total_bytes, added=r.added_bytes,
                      wire=0))
     r, t = timed(lambda: p.backup_tree(remote, wire, project_id="p1", path=str(tree), backup_id="f", parent=None,
-                                       meta={}))
+                                       meta={}), agent)
     rows.append(dict(kind="tree", variant="agent", step="full", wall=t, logical=r["total_bytes"],
                      added=r["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
     sh("mutate-tree", str(tree), "--percent", "2", "--seed", "2")
@@ -138,7 +142,7 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
     rows.append(dict(kind="tree", variant="local", step="incr", wall=t, logical=r.total_bytes, added=r.added_bytes,
                      wire=0))
     r, t = timed(lambda: p.backup_tree(remote, wire, project_id="p1", path=str(tree), backup_id="i", parent="f",
-                                       meta={}))
+                                       meta={}), agent)
     rows.append(dict(kind="tree", variant="agent", step="incr", wall=t, logical=r["total_bytes"],
                      added=r["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
     return rows

@@ -26,6 +26,7 @@ from opencbr.agent.context import AgentError, TaskContext
 from opencbr.agentlink import tls
 from opencbr.agentlink.channel import Channel, LinkError, RemoteError, error_answer
 from opencbr.agentlink.server import Peer, Server
+from opencbr.engine.tree.memory import limit_arenas
 
 log = logging.getLogger("opencbr.agent")
 
@@ -224,7 +225,13 @@ def _host_of(url: str) -> str | None:
         return None
 
 
+#: glibc malloc arenas of the agent process (docs/agents.md, "Memory"): its task threads share them
+#: instead of taking one each; a disk backup's peak RSS went from ~135 to ~125 MB.
+MALLOC_ARENAS = 2
+
+
 def serve(config_path: str) -> int:
     cfg = agent_config.load(config_path)
+    limit_arenas(MALLOC_ARENAS)  # before any task thread
     return Agent(cfg, config_path).run()
 

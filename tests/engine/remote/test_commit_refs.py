@@ -13,6 +13,7 @@ import pytest
 
 from opencbr.agentlink.channel import RemoteError, channel_pair
 from opencbr.engine.disk.backup import backup_disk
+from opencbr.engine.disk.fixed_index import SpooledDigests
 from opencbr.engine.remote import BackupScope, serve_backup
 from opencbr.engine.remote import client as remote_client
 from opencbr.engine.remote import service as remote_service
@@ -30,8 +31,9 @@ def repo(local_store, monkeypatch):
     return new_repo(local_store)
 
 
-def _backup(repo, img, name, protocol):
-    """A disk backup run as an agent of ``protocol``; the messages the agent sent (op, payload bytes)."""
+def _backup(repo, img, name, protocol, parent=None, result=None):
+    """A disk backup run as an agent of ``protocol`` (its result into ``result``); the messages the agent
+    sent (op, payload bytes)."""
     svc, agent = channel_pair(timeout=30)
     sent: list[tuple[str, int]] = []
     send = agent.send
@@ -47,7 +49,8 @@ def _backup(repo, img, name, protocol):
     def run():
         chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk, protocol=protocol)
         try:
-            out["result"] = backup_disk(chunks, str(img), backup_id=name, meta={}, block_size=repo.block_size)
+            out["result"] = backup_disk(chunks, str(img), backup_id=name, meta={}, block_size=repo.block_size,
+                                        parent_backup_id=parent)
         except BaseException as e:  # noqa: BLE001
             out["error"] = e
         chunks.close()
@@ -55,9 +58,11 @@ def _backup(repo, img, name, protocol):
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    final = serve_backup(repo, svc, BackupScope(name, "disk"))
+    final = serve_backup(repo, svc, BackupScope(name, "disk", readable=(parent,) if parent else ()))
     t.join()
     assert final["ok"] and "error" not in out, out
+    if result is not None:
+        result.update(out["result"].to_dict())
     return sent
 
 
@@ -81,6 +86,26 @@ def test_a_disk_backups_refs_travel_in_pieces_and_restore_bit_exact(repo, tmp_pa
     repo.restore_disk("b1", str(out))
     assert _sha(out) == _sha(img)
     assert os.path.getsize(out) == 96 * BS - BS + 100
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_an_incrementals_changed_blocks_through_parent_refs_in_pieces(repo, tmp_path, monkeypatch, protocol):
+    """The parent's refs come in windows (protocol 2) or whole (1), and are compared a piece at a time
+    whatever their size: windows and pieces that straddle each other, a changed block in each."""
+    monkeypatch.setattr(remote_service, "REFS_WINDOW", 7 * 32)
+    monkeypatch.setattr(SpooledDigests, "PIECE", 3 * 32)
+    img = make_image(tmp_path / "d.img", 95, seed=7, extra=100)
+    _backup(repo, img, "b1", protocol)
+    with open(img, "r+b") as f:
+        for block in (0, 6, 7, 50, 95):  # (95: the short last block)
+            f.seek(block * BS)
+            f.write(os.urandom(100 if block == 95 else BS))
+    got: dict = {}
+    _backup(repo, img, "b2", protocol, parent="b1", result=got)
+    assert got["changed_blocks"] == 5
+    out = tmp_path / "out.img"
+    repo.restore_disk("b2", str(out))
+    assert _sha(out) == _sha(img)
 
 
 HEADER = {"type": "disk", "disk_size": 2 * BS, "block_size": BS}

@@ -74,6 +74,18 @@ class AgentProcess:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def rss(self) -> int:
+        """The agent process's resident set now (VmRSS), in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def reset_peak_rss(self) -> None:
+        """Start VmHWM again from the current RSS (``clear_refs`` 5, Linux 4.0+): the next
+        :meth:`peak_rss` is the peak since now."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()

@@ -114,7 +114,9 @@ class _DiskBackup:
         self.size, self.bs = src.size, job.block_size
         self.stop = threading.Event()  # set on cancel or on any thread's error
         self.errors: list[BaseException] = []
-        self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers * 2)
+        # segments read ahead: a remote sink's workers wait for room in its questions in flight (its
+        # encoders are the slower end), so a longer queue there only held 4 MiB segments idle
+        self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers if getattr(cs, "remote", False) else job.workers * 2)
         self.skipped = 0  # hole bytes (known zero without reading), updated by the reader only
         self.processed = [0] * job.workers  # bytes each worker has finished
         self.read = 0
@@ -185,12 +187,17 @@ class _DiskBackup:
         try:
             while (item := self._next_segment()) is not None:
                 b, data = item
+                # blocks are views of the segment (immutable bytes), not copies: a remote sink keeps
+                # the blocks it asked about until they are encoded, and copies doubled the segments'
+                # memory (two 4 MiB copies per segment in flight, docs/agents.md "Memory")
+                view = memoryview(data)
                 pairs = []
                 seg_digests = bytearray(-(-len(data) // bs) * DIGEST_SIZE)
                 for i in range(0, len(data), bs):
-                    blk = data[i:i + bs]
-                    if blk == zero or (len(blk) < bs and blk == zero[:len(blk)]):
+                    n = min(bs, len(data) - i)
+                    if data.startswith(zero if n == bs else zero[:n], i):
                         continue  # a zero block: left unset (ZERO_DIGEST) in the index
+                    blk = view[i:i + n]
                     d = codec.digest(blk)
                     pairs.append((blk, d))
                     j = i // bs * DIGEST_SIZE
@@ -244,11 +251,13 @@ class _DiskBackup:
         if self.job.parent_id is None:
             return None
         try:
-            if getattr(self.cs, "remote", False):
-                parent = FixedIndex.from_manifest(self.cs.read_manifest(self.job.parent_id))
-                header, pieces = {"type": "disk", "block_size": parent.block_size}, iter((bytes(parent.digests),))
-            else:
+            # a window at a time, also through an agent (protocol 2: 8 MiB windows of refs): the whole
+            # index of a 1 TiB parent is 512 MB, and the agent held it three times over
+            if hasattr(self.cs, "manifest_refs_streamed"):
                 header, pieces = self.cs.manifest_refs_streamed(self.job.parent_id)
+            else:
+                m = self.cs.read_manifest(self.job.parent_id)
+                header, pieces = m.header, iter((m.refs,))
         except Missing:
             return None
         if header.get("type") != "disk":

@@ -165,21 +165,19 @@ class SpooledDigests:
         return sum(len(p) // DIGEST_SIZE - _zero_slots(p) for p in self.pieces())
 
     def changed_from(self, parent_pieces: Iterator[bytes]) -> int:
-        """Blocks whose digest differs from the parent's, given the parent's digests in pieces (blocks
-        past the parent's end count as changed)."""
-        changed, mine = 0, self.pieces()
-        have = b""
+        """Blocks whose digest differs from the parent's, given the parent's digests in pieces of any
+        size (whole digests; blocks past the parent's end count as changed). Compared a ``PIECE`` at a
+        time, whatever the pieces' size: nothing but the piece in hand is held."""
+        changed = at = 0
         for old in parent_pieces:
-            while len(have) < len(old):
-                more = next(mine, None)
-                if more is None:
-                    old = old[:len(have)]
-                    break
-                have += more
-            changed += sum(have[i:i + DIGEST_SIZE] != old[i:i + DIGEST_SIZE] for i in range(0, len(old), DIGEST_SIZE))
-            have = have[len(old):]
-        rest = len(have) + sum(len(p) for p in mine)
-        return changed + rest // DIGEST_SIZE
+            view = memoryview(old)
+            for lo in range(0, len(view), self.PIECE):
+                if at >= len(self):
+                    break  # the parent was longer: its extra blocks are not ours
+                part = bytes(view[lo:lo + min(self.PIECE, len(self) - at)])
+                changed += _differing_slots(os.pread(self.fd, len(part), at), part)
+                at += len(part)
+        return changed + (len(self) - min(at, len(self))) // DIGEST_SIZE
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -192,3 +190,16 @@ class SpooledDigests:
 
 def _zero_slots(piece: bytes) -> int:
     return sum(1 for i in range(0, len(piece), DIGEST_SIZE) if piece[i:i + DIGEST_SIZE] == ZERO_DIGEST)
+
+
+def _differing_slots(mine: bytes, old: bytes) -> int:
+    """Digests that differ between two runs of digests of one length: equal stretches (most of an
+    incremental's) are compared 4 KiB at a time, only differing ones digest by digest."""
+    if mine == old:
+        return 0
+    step, n = 128 * DIGEST_SIZE, 0
+    for lo in range(0, len(mine), step):
+        if mine[lo:lo + step] != old[lo:lo + step]:
+            n += sum(mine[i:i + DIGEST_SIZE] != old[i:i + DIGEST_SIZE]
+                     for i in range(lo, min(len(mine), lo + step), DIGEST_SIZE))
+    return n

@@ -249,6 +249,12 @@ def refs_pieces(refs, size: int):
         yield bytes(held)
 
 
+def _kept_as_is(data) -> bool:
+    """Chunk data that cannot change until it is encoded: bytes, a Sealable, or a view of bytes (a disk
+    segment's blocks); anything else (a reader's reused buffer) is copied when asked about."""
+    return isinstance(data, (bytes, Sealable)) or (isinstance(data, memoryview) and isinstance(data.obj, bytes))
+
+
 class RemoteSink:
     """A write session's interface (``knows``, ``put_chunk``, ``put_chunks``, ``stats``, ``commit``,
     ``abort``) over the channel: the vault is asked which chunks it needs, only those are encoded and
@@ -314,7 +320,7 @@ class RemoteSink:
             # setdefault is atomic under the GIL: one thread asks about a digest, the others skip it
             if d in seen or seen.setdefault(d, tok) is not tok:
                 continue
-            ask.append((data if isinstance(data, (bytes, Sealable)) else bytes(data), d))  # (a caller's buffer is reused)
+            ask.append((data if _kept_as_is(data) else bytes(data), d))  # (a caller's buffer is reused)
         if len(seen) > LOCAL_SEEN_MAX:
             seen.clear()
         if not ask:
