@@ -43,15 +43,15 @@ def start_backup(c, tmp_path, size=1024 * MiB):
 
 
 @contextmanager
-def running_backup(tmp_path, backend, *, workers, lease):
-    """A service with ``workers`` worker processes, and a 1 GiB backup running in one of them."""
+def running_backup(tmp_path, backend, *, workers, lease, size=1024 * MiB):
+    """A service with ``workers`` worker processes, and a backup of ``size`` running in one of them."""
     url = make_catalog_url(backend, str(tmp_path))
     srv = ServerProcess(str(tmp_path / "srv"), url, workers=workers,
                         extra_env={"OPENCBR_TASK_LEASE_SECONDS": str(lease)})
     srv.start()
     try:
         c = api(srv)
-        img, disk, v, b = start_backup(c, tmp_path)
+        img, disk, v, b = start_backup(c, tmp_path, size)
         wait_running(c, b["task_id"])
         yield srv, c, img, disk, v, b
     finally:
@@ -61,7 +61,9 @@ def running_backup(tmp_path, backend, *, workers, lease):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigterm_hands_back_the_running_backup_and_the_next_start_finishes_it(tmp_path, backend):
-    with running_backup(tmp_path, backend, workers=1, lease=6) as (srv, c, img, disk, v, b):
+    # 3 GiB: a 1 GiB backup (~1 s on a fast machine) once reached its commit, which no stop interrupts,
+    # before the signal did, and rightly finished
+    with running_backup(tmp_path, backend, workers=1, lease=6, size=3072 * MiB) as (srv, c, img, disk, v, b):
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(30) == 0, "an orderly stop ends the service cleanly"
         task, row = catalog_rows(srv, b["task_id"], b["id"])
