@@ -5,6 +5,7 @@ another worker and comes out exact. Real servers, real kills, both catalogs."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -57,6 +58,9 @@ def running_backup(tmp_path, backend, *, workers, lease, size=1024 * MiB):
     finally:
         srv.stop()
         release_catalog_url(url)
+        # gigabytes of random image and store: gone now, not when pytest prunes its old runs
+        shutil.rmtree(tmp_path / "srv" / "objects", ignore_errors=True)
+        (tmp_path / "big.img").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
