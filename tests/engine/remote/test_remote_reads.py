@@ -20,10 +20,11 @@ from opencbr.engine.diskfs.view import DiskBackupView
 from opencbr.engine.remote import ReadScope, serve_restore
 from opencbr.engine.remote import service as remote_service
 from opencbr.engine.remote.client import RemoteChunks
-from opencbr.engine.remote.service import Refused, _Reads
+from opencbr.engine.remote.service import _Reads
 from opencbr.engine.remote.vault import PROTOCOL, VaultAccess, vault_request
 from opencbr.engine.tree import backup_tree, restore_tree
 from tests.support.engine import BS, make_image, new_repo, sha256_file
+from tests.support.remote import converse_raw
 
 SEGMENT = 32 * 32  # refs bytes per segment: 32 blocks
 WINDOW = 7 * 32  # refs bytes per answer: windows that straddle segments
@@ -111,28 +112,8 @@ def test_an_agent_of_protocol_1_gets_the_manifest_whole(repo, tmp_path):
 
 
 def _converse(repo, scope, messages):
-    svc, agent = channel_pair(timeout=10)
-    raised: dict = {}
-
-    def run():
-        try:
-            serve_restore(repo, svc, scope)
-        except Refused as e:
-            raised["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    answers = []
-    for header, payload in messages:
-        try:
-            answers.append(agent.request(header, payload))
-        except RemoteError as e:
-            answers.append(e)
-            break
-    else:
-        agent.send({"ok": True, "result": {}})
-    t.join(10)
-    return answers
+    """The answers' payloads (or the RemoteError that ended them) of a raw conversation with the read service."""
+    return converse_raw(repo, scope, messages, serve=serve_restore)[0]
 
 
 def test_windows_of_another_backup_or_bad_windows_are_refused(repo, tmp_path):
@@ -142,7 +123,7 @@ def test_windows_of_another_backup_or_bad_windows_are_refused(repo, tmp_path):
     scope = ReadScope(("b1",))
     answers = _converse(repo, scope, [({"op": "refs", "name": "b1", "at": 0, "length": 64}, b""),
                                       ({"op": "read"}, other)])
-    assert answers[0][1] == repo.chunks.read_manifest("b1").refs[:64]
+    assert answers[0] == repo.chunks.read_manifest("b1").refs[:64]
     assert isinstance(answers[1], RemoteError) and answers[1].code == "refused"
     for bad in ({"op": "refs", "name": "b2", "at": 0, "length": 64}, {"op": "manifest_head", "name": "b2"},
                 {"op": "refs", "name": "b1", "at": 5, "length": 64}, {"op": "refs", "name": "b1", "at": "x"}):
