@@ -25,7 +25,7 @@ from opencbr.engine.diskfs.browse import restore_disk_path
 from opencbr.engine.remote.vault import BadRequest, VaultAccess
 from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
-from opencbr.engine.tree.memory import limit_heap_growth
+from opencbr.engine.tree.memory import limit_heap_growth, trim
 from opencbr.system.libc import function as libc_function
 
 Operation = Callable[[object, object, dict, memoryview], dict]
@@ -132,16 +132,7 @@ def _heap_for_segments():
             _segment_tasks -= 1
             if _segment_tasks == 0:
                 keep_free_heap(DEFAULT_HEAP_TRIM)
-                release_free_heap()
-
-
-def release_free_heap() -> None:
-    """``malloc_trim(0)``: the free pages of every arena go back to the system."""
-    import ctypes
-
-    malloc_trim = libc_function("malloc_trim", (ctypes.c_size_t,))
-    if malloc_trim is not None:
-        malloc_trim(0)
+                trim(min_interval=0)  # the free pages of every arena go back to the system now
 
 
 def backup_disks(ctx, channel, req: dict, _payload: memoryview) -> dict:
