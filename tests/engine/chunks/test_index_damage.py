@@ -15,6 +15,7 @@ from opencbr.engine.chunks.diskindex import DiskChunkIndex
 from opencbr.engine.chunks.locations import decode_index
 from opencbr.engine.chunks.packs import pack_key
 from opencbr.engine.chunks.session import WriteSession
+from opencbr.engine.chunks.store import UNLISTED_PACKS
 from opencbr.engine.errors import Damaged
 from tests.support.engine import MASTER_KEY, make_image, new_repo, sha256_file
 
@@ -195,3 +196,64 @@ def test_gc_repairs_the_index_only_while_no_writer_is_live(local_store, tmp_path
     _fresh(local_store).gc()
     assert not set(of_b) & set(repo.chunks.list_index_objects())
     assert _fresh(local_store).verify("b").ok
+
+
+def _delete(store, repo: Repository, rels: list[str]) -> None:
+    for rel in rels:
+        store.delete(repo.prefix + rel)
+
+
+def test_a_deleted_index_object_loses_nothing_readers_use_the_trailers_and_gc_lists_its_packs_again(
+        local_store, tmp_path):
+    """A deleted index object looks exactly like one GC replaced: its packs are listed nowhere, like a
+    crashed writer's. Readers find its chunks from the packs' trailers (verify says the index lacks
+    them), and GC keeps the packs backups need and lists them in the index again."""
+    repo, img_a, img_b, of_b = _two_backups(local_store, tmp_path)
+    packs = _packs_listed(repo, of_b)
+    _delete(local_store, repo, of_b)
+    fresh = _fresh(local_store)
+    assert _restored(fresh, "b", tmp_path, "b.out") == sha256_file(img_b)
+    report = fresh.verify("b")
+    assert not report.damaged and not report.missing
+    assert [d["object"] for d in report.index_damaged] == [UNLISTED_PACKS]  # the index lacks them: said
+    result = _fresh(local_store).gc()
+    assert result.packs_deleted == 0
+    assert result.packs_unlisted_kept == result.packs_relisted == len(packs) > 0
+    assert all(local_store.head(repo.prefix + pack_key(p)) is not None for p in packs)
+    later = _fresh(local_store)
+    assert packs <= set(later.chunks.reader_index().pack_ids)  # listed again: the index is whole
+    for bid, img in (("a", img_a), ("b", img_b)):
+        assert _restored(later, bid, tmp_path, f"{bid}.later") == sha256_file(img)
+        assert later.verify(bid).ok
+    assert _fresh(local_store).gc().packs_unlisted_kept == 0  # nothing left to repair
+
+
+def test_gc_keeps_a_deleted_index_objects_packs_while_a_writer_is_live_and_lists_them_after(local_store, tmp_path):
+    repo, _img_a, img_b, of_b = _two_backups(local_store, tmp_path)
+    packs = _packs_listed(repo, of_b)
+    _delete(local_store, repo, of_b)
+    writer = WriteSession(_fresh(local_store).chunks)
+    try:
+        result = _fresh(local_store).gc()
+        assert result.packs_deleted == 0 and result.packs_unlisted_kept == len(packs)
+        assert result.packs_relisted == 0  # a running writer's unindexed packs look the same: not yet
+        result = _fresh(local_store).gc()  # (and a second GC, the condemned lists swept, still keeps them)
+        assert result.packs_deleted == 0
+    finally:
+        writer.abort()
+    assert _fresh(local_store).gc().packs_relisted == len(packs)
+    later = _fresh(local_store)
+    assert _restored(later, "b", tmp_path, "b.out") == sha256_file(img_b)
+    assert later.verify("b").ok
+
+
+def test_gc_still_deletes_the_unlisted_packs_no_backup_needs(local_store, tmp_path):
+    """What a deleted index object listed for a deleted backup is garbage like a crashed writer's packs."""
+    repo, img_a, _img_b, of_b = _two_backups(local_store, tmp_path)
+    packs = _packs_listed(repo, of_b)
+    repo.delete_backup("b")
+    _delete(local_store, repo, of_b)
+    result = _fresh(local_store).gc()
+    assert result.packs_unlisted_kept == 0 and result.packs_deleted >= len(packs)
+    assert not any(local_store.head(repo.prefix + pack_key(p)) for p in packs)
+    assert _restored(_fresh(local_store), "a", tmp_path, "a.out") == sha256_file(img_a)

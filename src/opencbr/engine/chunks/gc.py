@@ -21,6 +21,12 @@ lock objects telling GC which condemnations each running writer has seen.
      case: a GC with no backup running frees everything in one call), else leaves it for the next GC;
   6. writes one consolidated index object and deletes the ones it replaces, then the swept lists.
 
+**A deleted index object** cannot be told from one GC replaced: its packs look like a crashed writer's.
+So before condemning a pack no index object lists, GC reads its trailer, and keeps it if it holds a chunk
+that backups reference and no listed pack holds (``packs_unlisted_kept``; one whose trailer cannot be
+read is kept too); when no writer is live it lists those packs in the index again (``packs_relisted``).
+Readers find their chunks from the trailers meanwhile (ChunkStore.unlisted_index).
+
 **A damaged index object** (diskindex.py skips it) does not hide packs from GC: the packs no readable
 object lists are recovered from their own trailers, and those whose trailer cannot be read either are
 neither condemned nor swept while the damage lasts (``packs_unreadable``). When every pack could be read,
@@ -42,7 +48,7 @@ from typing import Callable
 from ..errors import Conflict, Damaged
 from .digestset import DigestSet
 from .diskindex import DiskChunkIndex, IndexView
-from .locations import ENTRY_SIZE, new_index_name, pack_entries
+from .locations import ENTRY_SIZE, new_index_name, pack_entries, unpack_entries
 from .locks import (
     GC_LOCK_NAME,
     LockInfo,
@@ -79,6 +85,8 @@ class GCResult:
     index_objects_damaged: list[str] = field(default_factory=list)  # unreadable index objects met
     packs_recovered: int = 0  # packs known only from their trailers (a damaged index object listed them)
     packs_unreadable: list[str] = field(default_factory=list)  # ... and those whose trailer failed too: kept
+    packs_unlisted_kept: int = 0  # no index object lists them, but they hold chunks backups need: kept
+    packs_relisted: int = 0  # ... and listed in the index again (no writer was live)
     duration: float = 0.0
 
     @property
@@ -149,13 +157,9 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
         if p not in present:
             deleted.add(p)  # already gone (an earlier, interrupted sweep)
             continue
-        needed = p in unknowable
-        for d, _off, _ln in idx.entries(p):
-            if d not in refs:
-                continue
-            if not any(loc.pack_id not in packs and loc.pack_id in present for loc in idx.locations(d)):
-                needed = True
-                break
+        needed = p in unknowable or _holds_needed(idx.entries(p), idx, refs, present, packs)
+        if not needed and not idx.has_pack(p):  # listed nowhere: its trailer says what it holds
+            needed = _unlisted_needed(cs, p, present[p], idx, refs, present, packs) is not False
         if needed:
             result.packs_resurrected += 1
             continue
@@ -165,6 +169,68 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
         result.chunks_removed += idx.record_count(p)
         deleted.add(p)
     return deleted
+
+
+def _holds_needed(entries, idx: IndexView, refs: DigestSet, present: dict[str, int], gone: set[str]) -> bool:
+    """Whether any of a pack's ``entries`` is a referenced chunk with no indexed copy outside ``gone``."""
+    for d, _off, _ln in entries:
+        if d in refs and not any(loc.pack_id not in gone and loc.pack_id in present for loc in idx.locations(d)):
+            return True
+    return False
+
+
+def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, refs: DigestSet,
+                     present: dict[str, int], gone: set[str]) -> bytes | bool | None:
+    """For a pack no index object lists: its listing (from its trailer) if it holds a chunk that backups
+    reference and no listed pack outside ``gone`` holds, which happens when the index object that listed
+    it was deleted (nothing else tells a deleted object from one GC replaced); False if it holds none
+    (a crashed writer's leftovers, a running writer's packs: GC's two phases cover those); None if its
+    trailer cannot be read (what it holds cannot be told: kept)."""
+    try:
+        listing = cs.pack_listing(pack_id, size)
+    except KeyError:
+        return False  # gone meanwhile
+    if listing is None:
+        return None
+    return listing if _holds_needed(unpack_entries(listing), idx, refs, present, gone) else False
+
+
+def _keep_unlisted(cs: ChunkStore, condemn: set[str], idx: IndexView, refs: DigestSet, present: dict[str, int],
+                   gone: set[str], result: GCResult) -> dict[str, bytes]:
+    """Take out of ``condemn`` the packs no index object lists that backups still need (or that cannot
+    be read); returns the listings of those to list again. Orphans are few (crashed or running writers'
+    packs), so reading their trailers (two small range reads each) costs little."""
+    relist: dict[str, bytes] = {}
+    for p in sorted(p for p in condemn if not idx.has_pack(p)):
+        listing = _unlisted_needed(cs, p, present[p], idx, refs, present, gone)
+        if listing is False:
+            continue
+        condemn.discard(p)
+        result.packs_unlisted_kept += 1
+        if listing is None:
+            result.packs_unreadable.append(p)
+        else:
+            relist[p] = listing
+    return relist
+
+
+def _relist(cs: ChunkStore, gc_lock: RepoLock, relist: dict[str, bytes], result: GCResult) -> None:
+    """List the kept unlisted packs in the index again (the repair of a deleted index object), only when
+    no writer is live: a running writer's packs are not indexed yet, and one that aborts deletes them."""
+    if not relist or _live_writers(cs, gc_lock, result):
+        return
+    items = sorted(relist.items())
+    batch: list[tuple[str, bytes]] = []
+    size = 0
+    for p, listing in items:
+        batch.append((p, listing))
+        size += len(listing)
+        if size >= CONSOLIDATED_RECORDS * ENTRY_SIZE:
+            cs.write_index(batch)
+            batch, size = [], 0
+    if batch:
+        cs.write_index(batch)
+    result.packs_relisted = len(items)
 
 
 def _load_all(cs: ChunkStore, excluded: set[str], disk: DiskChunkIndex) -> tuple[list[str], IndexView, dict[str, int]]:
@@ -230,6 +296,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     # 4. plan, pack by pack (its records read from the on-disk index, never all at once)
     live_at = _live_test(idx, refs, present, deleted)
     condemn, repack = _plan(cs, idx, present, deleted | still_pending | set(idx.unreadable_packs), live_at, result)
+    relist = _keep_unlisted(cs, condemn, idx, refs, present, deleted, result)
     if repack:
         _repack(cs, repack, idx, live_at, result)
         condemn |= set(repack)
@@ -254,7 +321,8 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
             result.packs_condemned_pending += len(condemn)
     result.packs_condemned_pending += len(still_pending)
     report(4, 6)
-    # 6. consolidate the index, then forget swept lists
+    # 6. list the unlisted packs backups need again, consolidate the index, then forget swept lists
+    _relist(cs, gc_lock, relist, result)
     _consolidate_index(cs, gc_lock, result, disk)
     for g in swept_gens:
         cs.store.delete(cs.k(CONDEMNED_PREFIX + g))

@@ -139,6 +139,11 @@ class ChunkIndex:
                 yield d
 
 
+def unpack_entries(packed: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """``(digest, offset, length)`` of each record of :func:`pack_entries`'s output."""
+    return _ENTRY.iter_unpack(packed)
+
+
 def pack_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
     """Records ``(digest, offset, length)`` in the index object's binary form."""
     return b"".join(_ENTRY.pack(d, off, ln) for d, off, ln in entries)

@@ -90,8 +90,16 @@ def read_span(cs: ChunkStore, codec: ChunkCodec, span: Span, *, decode: Decode |
 
 
 def plan_spans(cs: ChunkStore, digests: Iterable[bytes], on_error: OnError) -> list[Span]:
-    """:func:`spans_of` over a freshly loaded reader index; missing chunks are reported as Missing."""
-    return spans_of(cs.reader_index(refresh=True), digests, lambda d: on_error(d, cs.missing_chunk(d)))
+    """:func:`spans_of` over a freshly loaded reader index; the chunks it does not know are looked for
+    in the packs no index object lists (an index object was deleted? ChunkStore.unlisted_index), and
+    those not there either are reported as Missing."""
+    unknown: list[bytes] = []
+    spans = spans_of(cs.reader_index(refresh=True), digests, unknown.append)
+    if unknown:
+        unlisted = spans_of(cs.unlisted_index(), unknown, lambda d: on_error(d, cs.missing_chunk(d)))
+        cs.note_unlisted_read({s[0]: len(s[3]) for s in unlisted})
+        spans += unlisted
+    return spans
 
 
 def fetch_chunks(

@@ -30,7 +30,7 @@ from .codec import ChunkCodec
 from .crypto import DIGEST_SIZE, ZERO_DIGEST, RepoKeys, Sealer
 from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
 from .diskindex import DiskChunkIndex, IndexView, KnownDigests
-from .locations import Location, decode_index, encode_index, new_index_name, pack_entries
+from .locations import ENTRY_SIZE, Location, decode_index, encode_index, new_index_name, pack_entries
 from .locks import LockTiming
 from .manifests import (
     MANIFESTS_DIR,
@@ -56,6 +56,9 @@ CONDEMNED_PREFIX = "gc/condemned-"
 #: Writing or reading a segment holds about four copies of it at once (the refs, compressed, sealed, the
 #: object): with 8 MiB segments that was a 41 MB step in a large disk backup's peak RSS at its commit.
 REFS_SEGMENT_SIZE = 2 << 20
+#: what verify names, among the damaged index objects, when it needed packs no index object lists
+UNLISTED_PACKS = "index/ (no object lists some packs)"
+UNLISTED_BATCH_RECORDS = 1 << 15  # records of unlisted packs decoded at once (as an index object's)
 
 
 class ChunkStore:
@@ -87,6 +90,8 @@ class ChunkStore:
         self._disk_index: DiskChunkIndex | None = None  # the vault's chunk index on local disk
         self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
         self._reader_index: IndexView | None = None
+        self._unlisted: IndexView | None = None  # packs no index object lists (unlisted_index)
+        self._unlisted_read: dict[str, int] = {}  # ... those a reader needed -> chunks read from each
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
         self.refs_segment_size = REFS_SEGMENT_SIZE
 
@@ -131,6 +136,12 @@ class ChunkStore:
         the vault; ~1.3 MB each per 32,768 records), a vault's verify every one; bounded in memory."""
         idx = self.reader_index()
         found = idx.damaged_objects
+        unlisted = self.unlisted_packs_read()
+        if unlisted and (packs is None or not unlisted.keys().isdisjoint(packs)):
+            found[UNLISTED_PACKS] = (
+                f"{len(unlisted)} pack(s) hold chunks that no index object lists (was an index object "
+                f"deleted?), e.g. {min(unlisted)}: read from their own trailers; the vault's next GC lists "
+                f"them in the index again")
         rels = self.list_index_objects() if packs is None else idx.objects_listing(packs)
         for rel in rels:
             if rel in found:
@@ -153,18 +164,68 @@ class ChunkStore:
             if pack_id in known:
                 continue
             try:
-                if size < FOOTER_SIZE:
-                    raise Damaged(f"pack {pack_id}: too short")
-                tail = trailer_length(self.store.get(key, size - FOOTER_SIZE, size))
-                if tail > size:
-                    raise Damaged(f"pack {pack_id}: bad footer")
-                entries = read_trailer(self.sealer, self.store.get(key, size - tail, size), size, f"pack {pack_id}")
+                yield pack_id, self.pack_listing(pack_id, size)
             except KeyError:
                 continue  # deleted meanwhile (GC)
-            except Damaged:
-                yield pack_id, None
+
+    def pack_listing(self, pack_id: str, size: int) -> bytes | None:
+        """A pack's records as an index object lists them (40 bytes each), read from the pack's own sealed
+        trailer: two small range reads. None if the trailer cannot be read; KeyError if the pack is gone."""
+        key = self.k(pack_key(pack_id))
+        try:
+            if size < FOOTER_SIZE:
+                raise Damaged(f"pack {pack_id}: too short")
+            tail = trailer_length(self.store.get(key, size - FOOTER_SIZE, size))
+            if tail > size:
+                raise Damaged(f"pack {pack_id}: bad footer")
+            entries = read_trailer(self.sealer, self.store.get(key, size - tail, size), size, f"pack {pack_id}")
+        except Damaged:
+            return None
+        return pack_entries((e.digest, e.offset, e.length) for e in entries)
+
+    def unlisted_index(self) -> IndexView:
+        """The packs in the store that no index object lists, from their trailers, as an index of their
+        own (a private one on local disk: bounded memory): built once per ChunkStore, when a reader meets
+        a chunk the index does not know. What they are: a crashed or running writer's packs (not indexed
+        yet), or the packs of an index object that was *deleted* (which nothing else can tell from one
+        GC replaced). Readers use them as a last resort, never writers (get_chunk); a verify that needed
+        them says so (damaged_index_objects); GC lists them again in the index (gc.py)."""
+        with self._cache_lock:
+            if self._unlisted is not None:
+                return self._unlisted
+        known = set(self.reader_index().pack_ids)
+        disk = DiskChunkIndex(None, 64)
+        names: list[str] = []  # every batch so far (a sync drops the packs of names not given)
+        pending: dict[str, list[tuple[str, bytes]]] = {}  # ... the one not read yet
+        batch: list[tuple[str, bytes]] = []
+        records = 0
+        for pack_id, listing in self._recover_packs(known):
+            if listing is None:
                 continue
-            yield pack_id, pack_entries((e.digest, e.offset, e.length) for e in entries)
+            batch.append((pack_id, listing))
+            records += len(listing) // ENTRY_SIZE
+            if records >= UNLISTED_BATCH_RECORDS:
+                names.append(f"unlisted/{len(names)}")
+                pending[names[-1]], batch, records = batch, [], 0
+                disk.sync_with(names, pending.pop)
+        names.append(f"unlisted/{len(names)}")
+        pending[names[-1]] = batch
+        snap = disk.sync_with(names, pending.pop)
+        view = IndexView(snap)
+        with self._cache_lock:
+            if self._unlisted is None:
+                self._unlisted = view
+            return self._unlisted
+
+    def note_unlisted_read(self, chunks_by_pack: dict[str, int]) -> None:
+        with self._cache_lock:
+            for pack_id, n in chunks_by_pack.items():
+                self._unlisted_read[pack_id] = self._unlisted_read.get(pack_id, 0) + n
+
+    def unlisted_packs_read(self) -> dict[str, int]:
+        """The packs no index object lists that readers of this ChunkStore needed (pack id -> chunks)."""
+        with self._cache_lock:
+            return dict(self._unlisted_read)
 
     def missing_chunk(self, digest: bytes) -> Missing:
         """The error for a chunk no known copy of exists, naming the damaged index objects that may have
@@ -263,9 +324,26 @@ class ChunkStore:
                     last_err = Missing(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
                 except Damaged as e:
                     last_err = e
+        if last_err is None or isinstance(last_err, Missing):
+            found = self._read_unlisted(digest, codec)
+            if found is not None:
+                return found
         if last_err is None:
             last_err = self.missing_chunk(digest)
         raise last_err
+
+    def _read_unlisted(self, digest: bytes, codec: ChunkCodec) -> bytes | None:
+        """The chunk from a pack no index object lists (see unlisted_index), or None."""
+        for loc in self.unlisted_index().locations(digest):
+            try:
+                rec = self.read_record(loc)
+                if len(rec) == loc.length:
+                    data = codec.decode(digest, rec)
+                    self.note_unlisted_read({loc.pack_id: 1})
+                    return data
+            except (KeyError, Damaged):
+                continue
+        return None
 
     def has_chunk(self, digest: bytes) -> bool:
         return self.reader_index().has(digest)
