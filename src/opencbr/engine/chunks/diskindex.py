@@ -41,9 +41,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import struct
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -309,6 +311,48 @@ class KnownDigests:
         self.view = None  # type: ignore[assignment]
 
 
+PRIVATE_PREFIX = "opencbr-chunk-index-"
+
+
+def _private_directory() -> tempfile.TemporaryDirectory:
+    """A private index's directory, removed with its object, its ``owner`` file share-locked for as long
+    as the directory is in use: one whose owner lock can be taken exclusively was left by a process
+    killed before it could remove it (SIGKILL, OOM), and is removed here first. A lock, not a pid: it
+    holds across pid namespaces sharing /tmp and against reused pids. The lock is taken on a file of
+    another name, renamed to ``owner`` once held, so a directory is never seen unlocked while created."""
+    remove_abandoned_private_directories(tempfile.gettempdir())
+    tmp = tempfile.TemporaryDirectory(prefix=PRIVATE_PREFIX)
+    fd = os.open(os.path.join(tmp.name, "owner.new"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    os.rename(os.path.join(tmp.name, "owner.new"), os.path.join(tmp.name, "owner"))
+    weakref.finalize(tmp, os.close, fd)
+    return tmp
+
+
+def remove_abandoned_private_directories(parent: str) -> int:
+    """Remove the private index directories under ``parent`` that no live process holds; returns how many."""
+    removed = 0
+    try:
+        names = [e.name for e in os.scandir(parent) if e.name.startswith(PRIVATE_PREFIX) and e.is_dir()]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(parent, name)
+        try:
+            fd = os.open(os.path.join(path, "owner"), os.O_RDONLY)
+        except OSError:
+            continue  # being created, or not ours to judge
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 class DiskChunkIndex:
     """The persistent index of one vault in ``directory`` (see the module's docstring). ``directory``
     None: a private temporary one, removed with this object (the engine alone, tests)."""
@@ -317,7 +361,7 @@ class DiskChunkIndex:
         self.cache_pages = cache_pages
         self._tmp = None
         if directory is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="opencbr-chunk-index-")
+            self._tmp = _private_directory()
             directory = self._tmp.name
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.directory = directory
