@@ -126,10 +126,9 @@ class _CountingOs:
         return getattr(os, name)
 
 
-def test_new_digests_cost_far_less_than_a_read_and_a_write_each(tmp_path, monkeypatch):
+def test_new_digests_cost_far_less_than_a_write_each(tmp_path, monkeypatch):
     """The table is written page by page for a batch of new digests, not once per digest: at 4,096 digests
-    pending and a table of a few hundred pages, about one write per ten digests, doublings included; and
-    the filter spares the look-up of almost every new digest (the reads are those of the flushes)."""
+    pending and a table of a few hundred pages, about one write per ten digests, doublings included."""
     from opencbr.engine.chunks import digestset
 
     s = DigestSet(memory_entries=1024, spill_dir=str(tmp_path))  # (4,096 pending at most)
@@ -141,5 +140,5 @@ def test_new_digests_cost_far_less_than_a_read_and_a_write_each(tmp_path, monkey
     for _ in range(n):
         s.add(os.urandom(32))
     assert counted.pwrites < n / 5
-    assert counted.preads < n / 5
+    assert counted.preads < 1.5 * n  # (the look-up before each add: one read, rarely two)
     s.close()

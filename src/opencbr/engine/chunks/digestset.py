@@ -21,9 +21,6 @@ exact (the buffer is consulted first; a digest is in the buffer or in the table,
 flat: the table is read without readahead (``POSIX_FADV_RANDOM``: readahead filled the page cache with
 large folios, and a 4 KiB write into one walks every block of the folio, in the kernel), and a page is
 searched in its filled slots only (a search through the zeros of the empty slots took ~15 µs).
-A Bloom filter of the members (``filter_bytes``: 512 bytes per ``memory_entries``, 8 MiB by default, two
-bits a digest) spares the look-up of a new digest, the common case of a full backup, unless it answers
-"maybe" (1.4 % of them at 4 M members, 15 % at 16 M).
 """
 
 from __future__ import annotations
@@ -50,9 +47,6 @@ class DigestSet:
         self.spill_dir = spill_dir
         # past the spill: new digests not in the table yet (at most this many, then one grouped flush)
         self.pending_entries = max(1, 4 * memory_entries if pending_entries is None else pending_entries)
-        # past the spill: a Bloom filter of the members (two bits each), a power of two of bytes
-        self.filter_bytes = 1 << max(10, (512 * memory_entries).bit_length() - 1)
-        self._filter = bytearray()
         self._mem: set[bytes] | None = set()
         self._pending: set[bytes] = set()
         self._lock = threading.Lock()
@@ -67,7 +61,7 @@ class DigestSet:
         with self._lock:
             if self._mem is not None:
                 return digest in self._mem
-            return digest in self._pending or (self._maybe(digest) and self._find(digest)[0])
+            return digest in self._pending or self._find(digest)[0]
 
     def add(self, digest: bytes) -> bool:
         with self._lock:
@@ -79,9 +73,8 @@ class DigestSet:
                 if len(self._mem) > self.memory_entries:
                     self._spill()
                 return True
-            if digest in self._pending or (self._maybe(digest) and self._find(digest)[0]):
+            if digest in self._pending or self._find(digest)[0]:
                 return False
-            self._mark(digest)
             self._pending.add(digest)
             self._count += 1
             if len(self._pending) >= self.pending_entries:
@@ -102,8 +95,6 @@ class DigestSet:
             while (self._count + len(digests)) * 4 > self._pages * SLOTS * 3:
                 self._grow()
             self._count += self._insert_batch(digests)
-            for d in digests:
-                self._mark(d)
 
     def __iter__(self):
         """Each digest once: a copy of the in-memory set, or a sequential pass over the table (1 MiB at a
@@ -126,27 +117,10 @@ class DigestSet:
         with self._lock:
             self._mem = set()
             self._pending = set()
-            self._filter = bytearray()
             self._count = 0
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    # -- the filter: most new digests need no look-up in the table -----------------------------------
-    def _maybe(self, digest: bytes) -> bool:
-        """False: not a member (no read needed); True: look in the table (at 4 M members and 8 MiB of
-        filter, 1.4 % of the absent digests; 16 M: 15 %)."""
-        f, mask = self._filter, len(self._filter) * 8 - 1
-        a = int.from_bytes(digest[8:16], "little") & mask
-        b = int.from_bytes(digest[16:24], "little") & mask
-        return bool(f[a >> 3] >> (a & 7) & 1 and f[b >> 3] >> (b & 7) & 1)
-
-    def _mark(self, digest: bytes) -> None:
-        f, mask = self._filter, len(self._filter) * 8 - 1
-        a = int.from_bytes(digest[8:16], "little") & mask
-        b = int.from_bytes(digest[16:24], "little") & mask
-        f[a >> 3] |= 1 << (a & 7)
-        f[b >> 3] |= 1 << (b & 7)
 
     # -- the on-disk table ---------------------------------------------------------------------------
     def _home(self, digest: bytes) -> int:
@@ -236,9 +210,6 @@ class DigestSet:
 
     def _spill(self) -> None:
         mem, self._mem = self._mem, None
-        self._filter = bytearray(self.filter_bytes)
-        for d in mem:
-            self._mark(d)
         pages = 1
         while pages * SLOTS < 4 * len(mem):
             pages *= 2
