@@ -17,8 +17,8 @@ Past the spill, new digests wait in a bounded in-memory buffer (``pending_entrie
 ``memory_entries`` by default: 65,536 digests, ~8 MB) and go to the table together, sorted by home page:
 one ``pread`` and one ``pwrite`` per page touched instead of a ``pwrite`` per digest. Membership stays
 exact (the buffer is consulted first; a digest is in the buffer or in the table, never both). Measured
-(docs/scale.md): the per-digest ``pwrite`` was what grew with the table. Two more things kept its cost
-flat: the table is read without readahead (``POSIX_FADV_RANDOM``: readahead filled the page cache with
+(docs/scale.md): what grew with the table was the kernel's cost of each page write and the page search.
+Two more things for that: the table is read without readahead (``POSIX_FADV_RANDOM``: readahead filled the page cache with
 large folios, and a 4 KiB write into one walks every block of the folio, in the kernel), and a page is
 searched in its filled slots only (a search through the zeros of the empty slots took ~15 µs).
 """
