@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 KEY = bytes(range(32))
 _UNITS = {"k": 10**3, "M": 10**6, "G": 2**30, "T": 2**40}
+DISK_OPS = ("full", "incr", "sync")  # disk: the full backup, the 1 % incremental, a fresh worker's first sync
 
 
 def parse_size(text: str) -> int:
@@ -154,7 +155,7 @@ def _growth(prev: dict | None, cur: dict, key: str) -> str:
     return "-" if prev is None else f"{(cur[key] / prev[key] - 1) * 100:+.1f} %"
 
 
-def bench_disk(work: Path, sizes: list[str], unencrypted: bool) -> None:
+def bench_disk(work: Path, sizes: list[str], unencrypted: bool, ops: tuple[str, ...] = DISK_OPS) -> None:
     rows, prev = [], {}
     for label in sizes:
         size = parse_size(label)
@@ -166,6 +167,8 @@ def bench_disk(work: Path, sizes: list[str], unencrypted: bool) -> None:
         # vault's size, paid once per worker, measured apart below as "first sync").
         run_op(repo, "init", unencrypted=unencrypted, spill_dir=scratch)
         for kind, kw in (("full", {"generation": 0}), ("incr 1 %", {"generation": 1, "parent": "full"})):
+            if kind.split()[0] not in ops:
+                continue
             r = run_op(repo, "disk", unencrypted=unencrypted, size=size, backup_id=kind.split()[0],
                        spill_dir=scratch, **kw)
             r["mibs"] = size / r["wall"] / 2**20
@@ -180,12 +183,13 @@ def bench_disk(work: Path, sizes: list[str], unencrypted: bool) -> None:
             print(rows[-1], flush=True)
         # A fresh worker's first look at this vault: its chunk index built from every index object.
         fresh = work / f"scratch-{label}-fresh"
-        shutil.rmtree(fresh, ignore_errors=True)
-        r = run_op(repo, "open", unencrypted=unencrypted, spill_dir=fresh)
-        rows.append([label, "first sync", f"{r['wall']:.1f}", "", f"{r['cpu']:.0f}", "", f"{r['load']:.1f}",
-                     f"{r['rss_mb']:.0f}", _growth(prev.get("first sync"), r, "rss_mb"), "", "", ""])
-        prev["first sync"] = r
-        print(rows[-1], flush=True)
+        if "sync" in ops:
+            shutil.rmtree(fresh, ignore_errors=True)
+            r = run_op(repo, "open", unencrypted=unencrypted, spill_dir=fresh)
+            rows.append([label, "first sync", f"{r['wall']:.1f}", "", f"{r['cpu']:.0f}", "", f"{r['load']:.1f}",
+                         f"{r['rss_mb']:.0f}", _growth(prev.get("first sync"), r, "rss_mb"), "", "", ""])
+            prev["first sync"] = r
+            print(rows[-1], flush=True)
         for p in (repo, scratch, fresh):
             shutil.rmtree(p, ignore_errors=True)
     _table("Disk backups of generated disks (64 KiB blocks, every block unique)",
@@ -271,6 +275,8 @@ def main() -> None:
     ap.add_argument("--files", default="100k,1M")
     ap.add_argument("--workdir", default="/tmp/opencbr-scale")
     ap.add_argument("--unencrypted", action="store_true")
+    ap.add_argument("--ops", default=",".join(DISK_OPS), help="disk: which of full,incr,sync to run "
+                    "(incr needs full)")
     ap.add_argument("--keep-tree", action="store_true", help="tree: keep (and reuse) the generated source trees")
     # (_child only)
     ap.add_argument("--repo")
@@ -288,7 +294,7 @@ def main() -> None:
         return
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    {"disk": lambda: bench_disk(work, args.sizes.split(","), args.unencrypted),
+    {"disk": lambda: bench_disk(work, args.sizes.split(","), args.unencrypted, tuple(args.ops.split(","))),
      "vault": lambda: bench_vault(work, args.chunks.split(","), args.unencrypted),
      "tree": lambda: bench_tree(work, args.files.split(","), args.unencrypted, args.keep_tree)}[args.what]()
 

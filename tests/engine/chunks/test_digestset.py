@@ -59,3 +59,86 @@ def test_batches_agree_with_single_adds_including_overflow_and_wrap(tmp_path):
     assert len(s) == len(spread) + len(crowded)
     assert all(d in s for d in spread + crowded) and not any(s.add(d) for d in spread + crowded)
     s.close()
+
+
+def test_pending_digests_are_members_before_and_after_their_flush(tmp_path):
+    s = DigestSet(memory_entries=16, spill_dir=str(tmp_path), pending_entries=50)
+    first = [os.urandom(32) for _ in range(40)]
+    assert all(s.add(d) for d in first)  # spilled at 17, the rest still pending (below 50)
+    assert s._mem is None and s._pending
+    assert all(d in s for d in first) and not any(s.add(d) for d in first)
+    more = [os.urandom(32) for _ in range(SLOTS * 30)]  # many flushes and doublings
+    assert all(s.add(d) for d in more)
+    everything = first + more
+    assert len(s) == len(everything)
+    assert all(d in s for d in everything) and not any(s.add(d) for d in everything)
+    assert not any(os.urandom(32) in s for _ in range(500))
+    s.close()
+
+
+def test_iteration_and_batches_see_the_pending_digests_once(tmp_path):
+    s = DigestSet(memory_entries=8, spill_dir=str(tmp_path), pending_entries=1000)
+    digests = [os.urandom(32) for _ in range(300)]
+    for d in digests:
+        s.add(d)
+    assert s._pending
+    s.add_many(digests[:100] + [os.urandom(32) for _ in range(50)])  # some already pending
+    assert len(s) == 350
+    listed = list(s)
+    assert len(listed) == len(set(listed)) == 350 and set(digests) <= set(listed)
+    s.close()
+
+
+def test_threads_claim_each_digest_exactly_once_across_flushes(tmp_path):
+    s = DigestSet(memory_entries=32, spill_dir=str(tmp_path), pending_entries=97)
+    digests = [os.urandom(32) for _ in range(SLOTS * 40)]
+    wins = [0] * 4
+
+    def claim(k):
+        order = digests[k::4] + digests  # each thread starts elsewhere, then races for all
+        wins[k] = sum(s.add(d) for d in order)
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(wins) == len(digests) == len(s)
+    assert all(d in s for d in digests)
+    s.close()
+
+
+class _CountingOs:
+    """The module's ``os`` with its page reads and writes counted."""
+
+    def __init__(self):
+        self.preads = self.pwrites = 0
+
+    def pread(self, *a):
+        self.preads += 1
+        return os.pread(*a)
+
+    def pwrite(self, *a):
+        self.pwrites += 1
+        return os.pwrite(*a)
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def test_new_digests_cost_far_less_than_a_write_each(tmp_path, monkeypatch):
+    """The table is written page by page for a batch of new digests, not once per digest: at 4,096 digests
+    pending and a table of a few hundred pages, about one write per ten digests, doublings included."""
+    from opencbr.engine.chunks import digestset
+
+    s = DigestSet(memory_entries=1024, spill_dir=str(tmp_path))  # (4,096 pending at most)
+    for _ in range(2048):
+        s.add(os.urandom(32))  # spilled
+    counted = _CountingOs()
+    monkeypatch.setattr(digestset, "os", counted)
+    n = 40_000
+    for _ in range(n):
+        s.add(os.urandom(32))
+    assert counted.pwrites < n / 5
+    assert counted.preads < 1.5 * n  # (the look-up before each add: one read, rarely two)
+    s.close()

@@ -12,6 +12,15 @@ Layout: ``2**k`` pages of 4 KiB; slot 0 of a page holds its fill count, slots 1-
 home page is its first 8 bytes modulo the page count (digests are uniformly random), a full page
 overflows to the next one (linear probing over pages). Past 3/4 full the table is rebuilt at twice the
 size, one sequential pass (amortised O(1) per insert).
+
+Past the spill, new digests wait in a bounded in-memory buffer (``pending_entries``, 4x
+``memory_entries`` by default: 65,536 digests, ~8 MB) and go to the table together, sorted by home page:
+one ``pread`` and one ``pwrite`` per page touched instead of a ``pwrite`` per digest. Membership stays
+exact (the buffer is consulted first; a digest is in the buffer or in the table, never both). Measured
+(docs/scale.md): what grew with the table was the kernel's cost of each page write and the page search.
+Two more things for that: the table is read without readahead (``POSIX_FADV_RANDOM``: readahead filled the page cache with
+large folios, and a 4 KiB write into one walks every block of the folio, in the kernel), and a page is
+searched in its filled slots only (a search through the zeros of the empty slots took ~15 µs).
 """
 
 from __future__ import annotations
@@ -32,10 +41,14 @@ DEFAULT_MEMORY_ENTRIES = 1 << 14  # ~2 MB of set entries before the table goes t
 class DigestSet:
     """Thread-safe set of 32-byte digests: :meth:`add` (True if it was new) and ``in``."""
 
-    def __init__(self, memory_entries: int = DEFAULT_MEMORY_ENTRIES, spill_dir: str | None = None):
+    def __init__(self, memory_entries: int = DEFAULT_MEMORY_ENTRIES, spill_dir: str | None = None,
+                 pending_entries: int | None = None):
         self.memory_entries = memory_entries
         self.spill_dir = spill_dir
+        # past the spill: new digests not in the table yet (at most this many, then one grouped flush)
+        self.pending_entries = max(1, 4 * memory_entries if pending_entries is None else pending_entries)
         self._mem: set[bytes] | None = set()
+        self._pending: set[bytes] = set()
         self._lock = threading.Lock()
         self._fd = -1
         self._pages = 0
@@ -48,7 +61,7 @@ class DigestSet:
         with self._lock:
             if self._mem is not None:
                 return digest in self._mem
-            return self._find(digest)[0]
+            return digest in self._pending or self._find(digest)[0]
 
     def add(self, digest: bytes) -> bool:
         with self._lock:
@@ -60,13 +73,12 @@ class DigestSet:
                 if len(self._mem) > self.memory_entries:
                     self._spill()
                 return True
-            found, page_no, page = self._find(digest)
-            if found:
+            if digest in self._pending or self._find(digest)[0]:
                 return False
-            self._insert_at(page_no, page, digest)
+            self._pending.add(digest)
             self._count += 1
-            if self._count * 4 > self._pages * SLOTS * 3:
-                self._grow()
+            if len(self._pending) >= self.pending_entries:
+                self._flush()
             return True
 
     def add_many(self, digests: list[bytes]) -> None:
@@ -79,6 +91,7 @@ class DigestSet:
                 if self._count > self.memory_entries:
                     self._spill()
                 return
+            self._flush()
             while (self._count + len(digests)) * 4 > self._pages * SLOTS * 3:
                 self._grow()
             self._count += self._insert_batch(digests)
@@ -90,6 +103,7 @@ class DigestSet:
             if self._mem is not None:
                 yield from list(self._mem)
                 return
+            self._flush()
             fd, pages = self._fd, self._pages
         step = 256
         for first in range(0, pages, step):
@@ -102,6 +116,7 @@ class DigestSet:
     def close(self) -> None:
         with self._lock:
             self._mem = set()
+            self._pending = set()
             self._count = 0
             if self._fd >= 0:
                 os.close(self._fd)
@@ -116,11 +131,8 @@ class DigestSet:
         page_no = self._home(digest)
         while True:
             page = os.pread(self._fd, PAGE, page_no * PAGE)
-            at = page.find(digest, DIGEST_SIZE)
-            while at > 0:
-                if at % DIGEST_SIZE == 0:
-                    return True, page_no, page
-                at = page.find(digest, at + 1)
+            if _in_page(page, digest):
+                return True, page_no, page
             if _COUNT.unpack_from(page)[0] < SLOTS:
                 return False, page_no, page
             page_no = (page_no + 1) & (self._pages - 1)
@@ -137,6 +149,8 @@ class DigestSet:
         fd, path = tempfile.mkstemp(prefix="opencbr-digests-", dir=self.spill_dir)
         os.unlink(path)  # gone with the process, whatever happens
         os.ftruncate(fd, pages * PAGE)
+        # no readahead: its large folios made every 4 KiB write walk the whole folio (module docstring)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         self._fd, self._pages = fd, pages
 
     def _insert_batch(self, digests) -> int:
@@ -176,14 +190,23 @@ class DigestSet:
             if n < SLOTS:
                 n += 1
                 page[n * DIGEST_SIZE:(n + 1) * DIGEST_SIZE] = d
+                _COUNT.pack_into(page, 0, n)  # (_in_page searches the filled slots: a batch may repeat one)
                 added += 1
             else:
                 rest.append(d)  # full: may be in, or goes to, a later page
-        _COUNT.pack_into(page, 0, n)
         os.pwrite(self._fd, page, page_no * PAGE)
         if page_no == last:
             return added, rest, None  # (the caller inserts these one by one)
         return added, rest, page_no + 1
+
+    def _flush(self) -> None:
+        """The pending digests into the table, grouped by page (none of them is in it: add checked)."""
+        if not self._pending:
+            return
+        while self._count * 4 > self._pages * SLOTS * 3:  # (_count includes the pending ones)
+            self._grow()
+        pending, self._pending = self._pending, set()
+        self._insert_batch(list(pending))
 
     def _spill(self) -> None:
         mem, self._mem = self._mem, None
@@ -210,9 +233,11 @@ class DigestSet:
 
 
 def _in_page(page, digest: bytes) -> bool:
-    at = page.find(digest, DIGEST_SIZE)
+    """Whether a filled slot of ``page`` holds ``digest`` (the empty slots are not searched)."""
+    end = (_COUNT.unpack_from(page)[0] + 1) * DIGEST_SIZE
+    at = page.find(digest, DIGEST_SIZE, end)
     while at > 0:
         if at % DIGEST_SIZE == 0:
             return True
-        at = page.find(digest, at + 1)
+        at = page.find(digest, at + 1, end)
     return False

@@ -81,6 +81,9 @@ class _Files:
     def __init__(self, directory: str, gen: str, create: bool):
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.table = os.open(os.path.join(directory, f"table-{gen}"), flags, 0o600)
+        # read a page at a time, never ahead: readahead put the table in large page-cache folios, and a
+        # 4 KiB write into one costs the kernel a walk over every block of the folio (docs/scale.md)
+        os.posix_fadvise(self.table, 0, 0, os.POSIX_FADV_RANDOM)
         try:
             self.records = os.open(os.path.join(directory, f"records-{gen}"), flags, 0o600)
         except BaseException:
