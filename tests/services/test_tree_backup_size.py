@@ -1,6 +1,6 @@
 """A file system's first backup takes its progress total from the size the catalog knows (the
 registration's measure) instead of scanning the whole tree beside the backup; with no size known it
-still scans, and either way the backup is complete and its progress ends at 100."""
+still scans. The registration's measure leaves the count to a backup asked before or while it counts."""
 
 from __future__ import annotations
 
@@ -86,3 +86,39 @@ def test_with_no_size_known_the_first_backup_still_sizes_the_tree_itself(rctx, o
     assert len(scans) == 1 and scans[0].startswith(b"/proc/self/fd/")
     assert read_task(rctx, task_id).status == "success"
     assert _size_of(rctx, fs.id) == 20 * 1000 + sum(range(20)) + 256 * 400  # the backup's own count
+
+
+def test_a_backup_asked_before_the_measure_ran_leaves_the_count_to_the_backup(rctx, owner, roots, monkeypatch):
+    from opencbr.providers.local import opened
+
+    walked: list[str] = []
+    real = opened.tree_size
+    monkeypatch.setattr(opened, "tree_size", lambda root, **kw: walked.append(root) or real(root, **kw))
+    tree = _tree(roots)
+    with rctx.tx() as s:
+        fs = resources.register_file_system(s, rctx, owner, name="tree", path=str(tree))
+    backup_id, task_id = _first_backup(rctx, owner, fs)  # (the measure, queued first, runs first)
+    assert walked == []
+    with rctx.read() as s:
+        b = backups.show_backup(s, owner, backup_id).backup
+    assert b.status == "available" and _size_of(rctx, fs.id) == b.logical_bytes == 20 * 1000 + sum(range(20)) + 256 * 400
+
+
+def test_the_count_stops_when_asked_and_says_it_is_not_complete(tmp_path, monkeypatch):
+    from opencbr.providers.local import opened
+
+    for d in range(30):
+        (tmp_path / f"d{d}").mkdir()
+        (tmp_path / f"d{d}" / "f").write_bytes(b"y" * 10)
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 0.1  # each directory looked at takes a tenth of a second
+        return clock[0]
+
+    monkeypatch.setattr(opened.time, "monotonic", tick)
+    asked: list[float] = []
+    total, complete = opened.tree_size(str(tmp_path), stop=lambda: asked.append(clock[0]) or len(asked) >= 2)
+    assert not complete and 0 < total < 300
+    assert len(asked) == 2 and asked[1] - asked[0] >= opened.STOP_CHECK_SECONDS
+    assert opened.tree_size(str(tmp_path), stop=lambda: False) == (300, True)
