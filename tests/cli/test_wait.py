@@ -16,3 +16,50 @@ def test_short_tasks_are_looked_at_often_long_ones_twice_a_second():
         waited += next_look(waited)
         looks += 1
     assert 15 <= looks <= 30
+
+
+def test_near_its_end_by_its_pace_a_task_is_looked_at_sooner():
+    from opencbr.cli.waiting import Pace
+
+    pace = Pace()
+    assert pace.left(100.0, 10) is None  # first look: no pace yet
+    assert pace.left(104.0, 10) is None  # no progress since: none either
+    left = pace.left(105.0, 90)  # 80 points in 5 s: 10 points need ~0.6 s
+    assert abs(left - 0.625) < 1e-9
+    assert next_look(5.0, left=left) == 0.15625  # instead of 0.5
+    assert next_look(5.0, left=0.01) == 0.05  # never closer together than 50 ms
+    assert next_look(5.0, left=60.0) == 0.5  # far from its end: as before
+    assert next_look(0.1, left=60.0) == 0.02
+
+
+def test_a_task_whose_progress_stands_still_is_not_looked_at_more_often():
+    from opencbr.cli.waiting import Pace
+
+    pace = Pace()
+    assert pace.left(0.0, 99) is None
+    assert all(pace.left(t, 99) is None for t in (1.0, 5.0, 30.0))
+    assert pace.left(31.0, 100) is None  # (done: its status says so)
+
+
+def test_the_end_of_a_first_backup_is_noticed_within_a_tenth_of_a_second(monkeypatch):
+    """A task of 6.2 s reporting its progress once a second, as a worker does: `--wait` sees its end
+    within 0.1 s (it looked every 0.5 s by then: 0.38 s late here), with a request or two more."""
+    from opencbr.cli import waiting
+
+    now = [0.0]
+    monkeypatch.setattr(waiting.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(waiting.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    end, looks = 6.23, []
+
+    class Client:
+        def get(self, _path):
+            looks.append(now[0])
+            t = now[0]
+            status = "success" if t >= end else "running"
+            progress = 100 if t >= end else min(99, int(int(t) / 6.0 * 99))  # reported each whole second
+            return {"operation_log": {"id": "t1", "status": status, "extra_info": {"common": {"progress": progress}}}}
+
+    logs = waiting.wait_for(Client(), ["t1"], quiet=True)
+    assert logs[0]["status"] == "success"
+    assert looks[-1] - end <= 0.1
+    assert len(looks) <= 52  # (48 before: the first second is most of them)

@@ -14,12 +14,37 @@ from opencbr.cli.client import ApiClient, ClientError
 FINISHED = ("success", "failed", "skipped", "timeout")
 
 
-def next_look(waited: float, longest: float = 0.5) -> float:
+def next_look(waited: float, longest: float = 0.5, left: float | None = None) -> float:
     """Seconds until the next look at a task followed for ``waited`` seconds: a tenth of that, between
     20 ms and ``longest``. Most tasks a user waits on end within a second (an unchanged backup), so the
     wait ends within ~10 % of the task's time instead of up to half a second after it; a long task costs
-    two requests a second, as before."""
-    return min(longest, max(0.02, waited / 10))
+    two requests a second, as before.
+
+    ``left``: the seconds its pace says the task still needs (:class:`Pace`); near its end the looks
+    come sooner, a quarter of that (at least 50 ms apart). A first backup of a few seconds otherwise
+    ended on average a quarter of a second before ``--wait`` looked (up to half a second); a long task
+    reaches that pace in its last seconds only, so it costs a few requests more, at its end."""
+    look = min(longest, max(0.02, waited / 10))
+    if left is not None:
+        look = min(look, max(0.05, left / 4))
+    return look
+
+
+class Pace:
+    """How long a task still needs, from the progress seen since it was first looked at (nothing is
+    known until its progress moved: a task watched at 99 % for a while is not looked at more often)."""
+
+    def __init__(self):
+        self.first: tuple[float, int] | None = None
+
+    def left(self, now: float, progress: int) -> float | None:
+        if self.first is None:
+            self.first = (now, progress)
+            return None
+        t0, p0 = self.first
+        if progress <= p0 or progress >= 100:
+            return None
+        return (now - t0) * (100 - progress) / (progress - p0)
 
 
 def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: float = 0.5) -> list[dict]:
@@ -57,7 +82,9 @@ def _follow(c: ApiClient, task_ids: list[str], done: dict[str, dict], poll: floa
             show: Callable[[str, dict], None]) -> None:
     """Look at each unfinished task and ``show`` it (its id, its log) until all have finished (into ``done``)."""
     started = time.monotonic()
+    paces = {tid: Pace() for tid in task_ids}
     while len(done) < len(task_ids):
+        left = None  # the seconds the unfinished task closest to its end still needs, as far as known
         for tid in task_ids:
             if tid in done:
                 continue
@@ -65,8 +92,17 @@ def _follow(c: ApiClient, task_ids: list[str], done: dict[str, dict], poll: floa
             show(tid, log)
             if log["status"] in FINISHED:
                 done[tid] = log
+            elif (need := paces[tid].left(time.monotonic(), _progress(log))) is not None:
+                left = need if left is None else min(left, need)
         if len(done) < len(task_ids):
-            time.sleep(next_look(time.monotonic() - started, poll))
+            time.sleep(next_look(time.monotonic() - started, poll, left))
+
+
+def _progress(log: dict) -> int:
+    try:
+        return int((log.get("extra_info") or {}).get("common", {}).get("progress") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def task_label(log: dict) -> str:

@@ -15,6 +15,7 @@ engine reads and writes without knowing where they came from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -76,8 +77,10 @@ class Opened(Protocol):
     def size(self) -> int | None:
         """A disk's capacity; None for a directory tree (see :meth:`measure`)."""
 
-    def measure(self, *, budget_seconds: float | None = None) -> tuple[int, bool]:
-        """The bytes a tree's files hold, and whether all were counted within ``budget_seconds``."""
+    def measure(self, *, budget_seconds: float | None = None,
+                stop: Callable[[], bool] | None = None) -> tuple[int, bool]:
+        """The bytes a tree's files hold, and whether all were counted within ``budget_seconds`` (and
+        before ``stop()``, asked a few times a second, turned true)."""
 
     def is_empty(self) -> bool:
         """A directory holds nothing."""

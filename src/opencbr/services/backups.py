@@ -415,7 +415,9 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             disk = s.get(Resource, b.resource_id)
             host = s.get(Resource, disk.server_id) if disk is not None and disk.server_id else None
             running = host is not None and host.status == "running"
-        provider = ctx.providers.for_resource(s.get(Resource, b.resource_id))  # (a server's disks: its own)
+        res = s.get(Resource, b.resource_id)
+        provider = ctx.providers.for_resource(res)  # (a server's disks: its own)
+        known_size = res.size_bytes or b.resource_size_bytes or 0  # (a file system's: measured, or the last backup's)
         for obj in {id(o): o for o in (*parts, b, vault)}.values():
             s.expunge(obj)
     space.check_reserve(ctx)  # queued while there was room; there may be none now
@@ -431,7 +433,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         with ExitStack() as stack:  # every path opened and checked again (roots, symlinks, identity)
             opened = {part.id: stack.enter_context(res_svc.open_resource(ctx, part.resource_id)) for part in parts}
             if b.resource_type == R.FILE_SYSTEM:
-                outcome = _backup_tree(repo, b, vault, opened[b.id], previous[b.id], progress)
+                outcome = _backup_tree(repo, b, vault, opened[b.id], previous[b.id], progress, known_size)
             else:
                 views = provider.read_view([opened[part.id] for part in parts], server_running=running)
                 outcome = _backup_disks(repo, b, vault, parts, opened, previous, views, progress)
@@ -541,15 +543,19 @@ def _backup_disks(repo: Repository, b: Backup, vault: Vault, parts: list[Backup]
 
 
 def _backup_tree(repo: Repository, b: Backup, vault: Vault, root: Opened, previous: str | None,
-                 progress: TaskProgress) -> BackupOutcome | None:
+                 progress: TaskProgress, known_size: int = 0) -> BackupOutcome | None:
     """A file system (guide 2.4.3): the tree as it is while it is read; unchanged files are not read
     again. Unreadable files make the backup partial, never failed (the warnings say which)."""
     consistency = {"method": "live-tree",
                    "note": "files were read while the file system was in use (guide 2.4.3 advises quiet times)"}
     meta = _manifest_meta(b, vault, None, consistency)
+    from opencbr.engine.tree import backup_tree_from  # (the tree engine loads with the first tree backup)
+    from opencbr.services.tree_source import ResourceTree
+
     try:
-        r = repo.backup_tree(root.path, backup_id=b.id, meta=meta, parent_backup_id=previous, full=b.full_requested,
-                             progress=progress, cancel=progress.cancel, root_fd=root.fd)
+        r = backup_tree_from(repo, ResourceTree(root.fd, known_size), backup_id=b.id, meta=meta,
+                             parent_backup_id=previous, full=b.full_requested, progress=progress,
+                             cancel=progress.cancel)
     except BackupCancelled:
         return None
     warnings = [w.to_dict() for w in r.warnings]

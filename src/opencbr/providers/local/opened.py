@@ -15,6 +15,7 @@ import shutil
 import stat
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opencbr.providers.base import PathSwapped
@@ -50,10 +51,11 @@ class OpenedPath:
         """A disk's capacity; None for a directory (counting a tree is :meth:`measure`)."""
         return size_of(self.fd) if self.kind == DISK else None
 
-    def measure(self, *, budget_seconds: float | None = None) -> tuple[int, bool]:
+    def measure(self, *, budget_seconds: float | None = None,
+                stop: Callable[[], bool] | None = None) -> tuple[int, bool]:
         """The tree below the opened directory, through its descriptor (not the path, which may have
         been swapped since): see :func:`tree_size`."""
-        return tree_size(self.fd_path(), budget_seconds=budget_seconds)
+        return tree_size(self.fd_path(), budget_seconds=budget_seconds, stop=stop)
 
     def is_empty(self) -> bool:
         return not os.listdir(self.fd)
@@ -201,16 +203,28 @@ def size_of(fd: int) -> int:
     return st.st_size
 
 
-def tree_size(root: str, *, budget_seconds: float | None = None) -> tuple[int, bool]:
+#: How often :func:`tree_size` asks its ``stop`` whether to go on.
+STOP_CHECK_SECONDS = 0.25
+
+
+def tree_size(root: str, *, budget_seconds: float | None = None,
+              stop: Callable[[], bool] | None = None) -> tuple[int, bool]:
     """The bytes a directory tree's regular files hold (apparent sizes, each hard-linked file once),
-    and whether the whole tree was counted within ``budget_seconds``. Symlinks are not followed."""
+    and whether the whole tree was counted within ``budget_seconds`` and before ``stop()`` (asked
+    every ``STOP_CHECK_SECONDS``) said to give up. Symlinks are not followed."""
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    next_check = time.monotonic() + STOP_CHECK_SECONDS
     total = 0
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
-        if deadline is not None and time.monotonic() > deadline:
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
             return total, False
+        if stop is not None and now >= next_check:
+            if stop():
+                return total, False
+            next_check = now + STOP_CHECK_SECONDS
         d = stack.pop()
         try:
             with os.scandir(d) as it:
