@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...system.aligned import BufferPool, aligned_buffer
 from ..errors import Damaged
@@ -25,6 +25,8 @@ from .crypto import DIGEST_SIZE, Sealer
 PACK_MAGIC = b"OCBRPAK1"
 _FOOTER = struct.Struct("<I8s")
 _ENTRY = struct.Struct(f"<{DIGEST_SIZE}sI")
+# A record in flight, packed as the index object stores it (locations.py): digest, offset, length.
+_RECORD = struct.Struct(f"<{DIGEST_SIZE}sII")
 TRAILER_PURPOSE = b"opencbr-pack-trailer"
 # A pack is also cut at this many records: what a writer holds per pack in flight (its entries) and
 # a trailer stay bounded when records are tiny (highly compressible blocks, small files); real 64 KiB
@@ -54,9 +56,17 @@ class FinishedPack:
 
     pack_id: str
     data: bytes | memoryview
-    entries: list[PackEntry] = field(default_factory=list)
+    records: bytes | bytearray = b""  # (digest, offset, length) of each record, in the index object's form
     buffer: object = None
     pool: BufferPool | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.records) // _RECORD.size
+
+    @property
+    def entries(self) -> list[PackEntry]:
+        return [PackEntry(d, off, ln) for d, off, ln in _RECORD.iter_unpack(self.records)]
 
     def release(self) -> None:
         if self.pool is not None and self.buffer is not None:
@@ -66,15 +76,24 @@ class FinishedPack:
 
 
 class _Lane:
-    """One pack being filled: its records (joined at the cut) or pooled buffer, entries and size."""
+    """One pack being filled: its records (joined at the cut) or pooled buffer, entries and size.
+
+    The entries are packed (40 bytes each, the form the index object stores), not a ``PackEntry`` per
+    record: a pack holds up to ``MAX_PACK_RECORDS`` records and a backup session has about six packs in
+    flight, whose ~50k entries as objects (~150 bytes with their digests) were ~7 MB that built up over
+    the first gigabytes of a disk of small records and were freed out of order afterwards."""
 
     __slots__ = ("records", "buf", "entries", "size")
 
     def __init__(self) -> None:
         self.records: list[bytes] = []
         self.buf = None
-        self.entries: list[PackEntry] = []
+        self.entries = bytearray()
         self.size = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.entries) // _RECORD.size
 
 
 class PackWriter:
@@ -129,7 +148,7 @@ class PackWriter:
             lane.buf = bigger
 
     def _append(self, lane: _Lane, digest: bytes, parts: tuple, n: int) -> None:
-        lane.entries.append(PackEntry(digest, lane.size, n))
+        lane.entries += _RECORD.pack(digest, lane.size, n)
         if self._pool is None:  # (kept until the cut: views of a caller's buffer are copied)
             lane.records.extend(bytes(p) if isinstance(p, memoryview) else p for p in parts)
         else:
@@ -147,7 +166,7 @@ class PackWriter:
         with self._lock:
             lane = self._pick()
             self._append(lane, digest, parts, n)
-            if lane.size < self.target_size and len(lane.entries) < MAX_PACK_RECORDS:
+            if lane.size < self.target_size and lane.count < MAX_PACK_RECORDS:
                 return None
             return self._cut(lane)
 
@@ -156,27 +175,24 @@ class PackWriter:
             first = self._lanes[0]
             for other in self._lanes[1:]:
                 self._merge(first, other)
-            if not first.entries:
+            if not first.count:
                 return None
             return self._cut(first)
 
     def _merge(self, into: _Lane, other: _Lane) -> None:
         """Move ``other``'s records to the end of ``into`` (and hand its buffer back)."""
+        data = memoryview(other.buf) if other.buf is not None else b"".join(other.records)
+        for digest, off, ln in _RECORD.iter_unpack(other.entries):
+            self._append(into, digest, (data[off:off + ln],), ln)
         if other.buf is not None:
-            mv = memoryview(other.buf)
-            for e in other.entries:
-                self._append(into, e.digest, (mv[e.offset:e.offset + e.length],), e.length)
             self._pool.give(other.buf)
-        else:
-            joined = b"".join(other.records)
-            for e in other.entries:
-                self._append(into, e.digest, (joined[e.offset:e.offset + e.length],), e.length)
         other.__init__()
 
     def _cut(self, lane: _Lane) -> FinishedPack:
         """Seal the trailer and take the lane's pack (under the lock: a pooled buffer is filled in place)."""
         records, entries, size = lane.records, lane.entries, lane.size
-        trailer = self._sealer.seal(b"".join(_ENTRY.pack(e.digest, e.length) for e in entries), TRAILER_PURPOSE)
+        trailer = self._sealer.seal(b"".join(_ENTRY.pack(d, ln) for d, _off, ln in _RECORD.iter_unpack(entries)),
+                                    TRAILER_PURPOSE)
         tail = trailer + _FOOTER.pack(len(trailer), PACK_MAGIC)
         if self._pool is None:
             lane.__init__()

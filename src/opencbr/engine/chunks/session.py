@@ -124,12 +124,11 @@ class WriteSession:
                 self.cs.store.put(self.cs.k(pack_key(pack.pack_id)), pack.data, sync=True)
                 size = len(pack.data)
                 pack.release()
-                # packed (40 bytes per chunk) rather than tuples (~130): this list lives as long as
-                # the backup and is the part of its memory that grows with the disk
-                packed = b"".join(_ENTRY.pack(e.digest, e.offset, e.length) for e in pack.entries)
+                # packed (40 bytes per chunk, as the pack writer keeps them) rather than tuples (~130):
+                # kept until the next index object
                 with self._written_lock:
-                    self._written.append((pack.pack_id, packed))
-                    self._unindexed_records += len(pack.entries)
+                    self._written.append((pack.pack_id, pack.records))
+                    self._unindexed_records += pack.count
                     due = self._unindexed_records >= INDEX_EVERY_RECORDS
                 with self._stats_lock:
                     self.stats.packs += 1

@@ -116,7 +116,13 @@ class _DiskBackup:
         self.errors: list[BaseException] = []
         # segments read ahead: a remote sink's workers wait for room in its questions in flight (its
         # encoders are the slower end), so a longer queue there only held 4 MiB segments idle
-        self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers if getattr(cs, "remote", False) else job.workers * 2)
+        remote = getattr(cs, "remote", False)
+        self.seg_q: queue.Queue = queue.Queue(maxsize=job.workers if remote else job.workers * 2)
+        # A local session has encoded a segment's blocks when put_chunks returns, so its segments are
+        # read into a fixed set of buffers (queue + workers + reader) handed round: no 4 MiB allocation
+        # and free per segment, which raised glibc's mmap and trim thresholds and left each thread's
+        # arena keeping what it freed. A remote sink keeps blocks until they are encoded: bytes there.
+        self.segments = _Segments(job.workers * 3 + 1, max(SEGMENT_SIZE, job.block_size)) if not remote and _reads_into(src) else None
         self.skipped = 0  # hole bytes (known zero without reading), updated by the reader only
         self.processed = [0] * job.workers  # bytes each worker has finished
         self.read = 0
@@ -151,7 +157,9 @@ class _DiskBackup:
                     if self.stop.is_set() or self.cancel.is_set():
                         return
                     n = min(seg_blocks, b1 - b)
-                    data = self.src.read(b * bs, min(n * bs, size - b * bs))
+                    data = self._read(b * bs, min(n * bs, size - b * bs))
+                    if data is None:
+                        return
                     self.read += len(data)
                     if not self._put((b, data)):
                         return
@@ -163,6 +171,15 @@ class _DiskBackup:
         finally:
             for _ in range(self.job.workers):
                 self._put(None)
+
+    def _read(self, offset: int, length: int):
+        """The segment at ``offset``: bytes, or a view of a pooled buffer (None if we stop meanwhile)."""
+        if self.segments is None:
+            return self.src.read(offset, length)
+        buf = self.segments.take(self.stop)
+        if buf is None:
+            return None
+        return memoryview(buf)[:self.src.read_into(offset, memoryview(buf)[:length])]
 
     def _next_segment(self):
         """The next (first block, data) to chunk, or None when there is no more (or we stop)."""
@@ -187,6 +204,7 @@ class _DiskBackup:
         try:
             while (item := self._next_segment()) is not None:
                 b, data = item
+                whole = data.obj if isinstance(data, memoryview) else data  # (bytes, or a pooled buffer)
                 # blocks are views of the segment (immutable bytes), not copies: a remote sink keeps
                 # the blocks it asked about until they are encoded, and copies doubled the segments'
                 # memory (two 4 MiB copies per segment in flight, docs/agents.md "Memory")
@@ -195,7 +213,7 @@ class _DiskBackup:
                 seg_digests = bytearray(-(-len(data) // bs) * DIGEST_SIZE)
                 for i in range(0, len(data), bs):
                     n = min(bs, len(data) - i)
-                    if data.startswith(zero if n == bs else zero[:n], i):
+                    if whole.startswith(zero if n == bs else zero[:n], i):
                         continue  # a zero block: left unset (ZERO_DIGEST) in the index
                     blk = view[i:i + n]
                     d = codec.digest(blk)
@@ -205,6 +223,8 @@ class _DiskBackup:
                 self.session.put_chunks(pairs, codec)  # one batch per segment (a remote sink asks once)
                 self.digests.write(b, seg_digests)
                 self.processed[k] += len(data)
+                if self.segments is not None:
+                    self.segments.give(data.obj)
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
 
@@ -298,6 +318,40 @@ class _DiskBackup:
             added_bytes=stats["added_bytes"], written_bytes=stats["written_bytes"], manifest_bytes=manifest_bytes,
             changed_blocks=stats["changed_blocks"], duration=time.monotonic() - t0,
         )
+
+
+def _reads_into(src) -> bool:
+    """The source reads into a caller's buffer, and ``read_into`` is that of the class that defines its
+    ``read`` (a subclass that changes ``read`` -- to watch or alter what is read -- keeps being used)."""
+    def owner(name: str):
+        return next((c for c in type(src).__mro__ if name in c.__dict__), None)
+    return owner("read_into") is not None and owner("read_into") is owner("read")
+
+
+class _Segments:
+    """Segment buffers, made as needed up to ``count`` (the most the reader and the workers can hold at
+    once) and then handed round: the read-ahead's memory is the same from the first seconds on."""
+
+    def __init__(self, count: int, size: int):
+        self.count, self.size, self.made = count, size, 0
+        self.free: queue.Queue = queue.Queue()
+
+    def take(self, stop: threading.Event) -> bytearray | None:
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            if self.made < self.count:  # (the reader is the only taker)
+                self.made += 1
+                return bytearray(self.size)
+        while not stop.is_set():
+            try:
+                return self.free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        return None
+
+    def give(self, buf: bytearray) -> None:
+        self.free.put(buf)
 
 
 def cs_spill_dir(cs) -> str | None:

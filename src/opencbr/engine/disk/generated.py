@@ -24,6 +24,7 @@ class GeneratedDisk:
                  changed_per_mille: int = 10):
         self.size, self.block_size, self.seed = size, block_size, seed
         self.generation, self.changed_per_mille = generation, changed_per_mille
+        self._zeros = bytes(4 << 20)  # (what a reused buffer is cleared from)
 
     def _generation_of(self, block: int) -> int:
         if not self.generation:
@@ -32,15 +33,20 @@ class GeneratedDisk:
         return self.generation if hashed % 1000 < self.changed_per_mille else 0
 
     def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - offset))
-        buf = bytearray(length)
+        buf = bytearray(max(0, min(length, self.size - offset)))
+        self.read_into(offset, memoryview(buf))
+        return bytes(buf)
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        length = max(0, min(len(buf), self.size - offset))
+        buf[:length] = bytes(length) if length > len(self._zeros) else self._zeros[:length]
         bs = self.block_size
         first = -(-offset // bs)
         for block in range(first, -(-(offset + length) // bs)):
             at = block * bs - offset
             if at + _STAMP.size <= length:
                 _STAMP.pack_into(buf, at, block + 1, self.seed, self._generation_of(block))
-        return bytes(buf)
+        return length
 
     def data_extents(self) -> Iterator[tuple[int, int]]:
         if self.size:

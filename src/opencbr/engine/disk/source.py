@@ -22,6 +22,9 @@ class DiskSource(Protocol):
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (short only at the end of the disk)."""
 
+    # Optional: ``read_into(offset, buf) -> int`` reads into a caller's buffer (the backup then reuses
+    # a fixed set of segment buffers instead of a new ``bytes`` per read).
+
     def data_extents(self) -> Iterator[tuple[int, int]]:
         """Ascending, non-overlapping ``(offset, length)`` ranges that may hold non-zero data;
         everything outside them reads as zeros."""
@@ -63,6 +66,17 @@ class FileDiskSource:
                 got += len(more)
             data = b"".join(parts)
         return data
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        """Read up to ``len(buf)`` bytes at ``offset`` into ``buf``; returns how many (short only at the
+        end of the disk)."""
+        got = 0
+        while got < len(buf):
+            n = os.preadv(self.fd, [buf[got:]], offset + got)
+            if not n:
+                break
+            got += n
+        return got
 
     def data_extents(self) -> Iterator[tuple[int, int]]:
         if self.is_block_device or not hasattr(os, "SEEK_DATA"):
