@@ -131,7 +131,7 @@ def test_new_digests_cost_far_less_than_a_write_each(tmp_path, monkeypatch):
     pending and a table of a few hundred pages, about one write per ten digests, doublings included."""
     from opencbr.engine.chunks import digestset
 
-    s = DigestSet(memory_entries=1024, spill_dir=str(tmp_path))  # (4,096 pending at most)
+    s = DigestSet(memory_entries=1024, spill_dir=str(tmp_path), pending_entries=4096)
     for _ in range(2048):
         s.add(os.urandom(32))  # spilled
     counted = _CountingOs()
