@@ -82,19 +82,25 @@ MAX_SMALL_INFLIGHT = 8 << 20  # bytes of small files read (or being read) but no
 
 class ParentCursor:
     """Merge-join cursor over the parent catalog: ``find(key)`` returns the parent's record for that
-    key or None. Keys must be asked in increasing order (the walk order)."""
+    key or None. Keys must be asked in increasing order (the walk order). ``records``: records, or
+    ``(key, record)`` pairs with ``keyed`` (``CatalogReader.records(keyed=True)``: no second key)."""
 
-    def __init__(self, records):
+    def __init__(self, records, keyed: bool = False):
         self._it = iter(records)
+        self._keyed = keyed
         self._cur = None
         self._key = None
         self._advance()
 
     def _advance(self) -> None:
-        rec = next(self._it, None)
-        self._cur = rec
-        if rec is not None:
-            self._key = path_key(record_path(rec))
+        nxt = next(self._it, None)
+        if nxt is None:
+            self._cur = None
+        elif self._keyed:
+            self._key, self._cur = nxt
+        else:
+            self._cur = nxt
+            self._key = path_key(record_path(nxt))
 
     def find(self, key: bytes):
         while self._cur is not None and self._key < key:
@@ -409,7 +415,7 @@ class TreeBackup:
         cursor = None
         if self.parent is not None and not self.full:
             index = getattr(self.session, "index", None)  # (a remote session has none: reads go to the vault)
-            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=index).records())
+            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=index).records(keyed=True), keyed=True)
         if self.progress is not None and self.parent is None:
             # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
             self._scanner = self.source.scanner()

@@ -133,9 +133,10 @@ class CatalogReader:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def records(self, start_key: bytes = b"") -> Iterator[memoryview]:
-        """Records whose key is >= ``start_key``, in order. Checks the per-chunk entry counts and
-        that keys strictly increase (a crafted or buggy catalog is refused, never half-used)."""
+    def records(self, start_key: bytes = b"", *, keyed: bool = False) -> Iterator:
+        """Records whose key is >= ``start_key``, in order (``keyed``: ``(key, record)`` pairs, the key
+        this check computes anyway). Checks the per-chunk entry counts and that keys strictly increase
+        (a crafted or buggy catalog is refused, never half-used)."""
         start = self.dix.start_chunk(start_key) if start_key else 0
         last = None
         for i, data in self.chunk_data(start):
@@ -150,7 +151,7 @@ class CatalogReader:
                     last = k
                     if k < start_key:
                         continue
-                    yield rec
+                    yield (k, rec) if keyed else rec
             except RecordError as e:
                 raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i}: {e}",
                               backup_id=self.dix.backup_id) from None

@@ -259,6 +259,8 @@ def record_digests(rec) -> list[bytes]:
         pos += 4 + n * _EXT.size
     (n,) = _U32.unpack_from(rec, pos)
     pos += 4
+    if n == 1:  # (most files: one chunk or one slice of a bundle)
+        return [bytes(rec[pos:pos + DIGEST_SIZE])]
     step = _SLICE.size if flags & F_SLICES else _CHUNK.size
     return [bytes(rec[pos + i * step:pos + i * step + DIGEST_SIZE]) for i in range(n)]
 
