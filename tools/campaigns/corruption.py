@@ -45,6 +45,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from opencbr.engine.chunks.locations import decode_index
+from opencbr.engine.chunks.store import UNLISTED_PACKS
 from opencbr.engine.tree.common import load_index as load_tree_index
 from tests.support.disks import MiB
 from tools.campaigns import harness
@@ -208,6 +209,9 @@ class CorruptionCampaign(Campaign):
             others = set().union(*(v for k, v in m.index_digests.items() if k != rel))
             users = self.name_users(m, m.index_digests[rel] - others, {rel.rsplit("/", 1)[1]})
             if f.kind == "delete":
+                # a deleted object looks like one GC replaced, so nothing can name it: verify reads its
+                # chunks from the packs' trailers and says that no index object lists some packs
+                users = {b: names | {UNLISTED_PACKS} for b, names in users.items()}
                 return self.delete(m, rel), users
             size = os.path.getsize(os.path.join(m.root, rel))
             if f.kind == "flip":

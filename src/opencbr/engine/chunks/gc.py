@@ -23,8 +23,7 @@ lock objects telling GC which condemnations each running writer has seen.
 
 **A deleted index object** cannot be told from one GC replaced: its packs look like a crashed writer's.
 So before condemning a pack no index object lists, GC reads its trailer, and keeps it if it holds a chunk
-that backups reference and no listed pack holds (``packs_unlisted_kept``; one whose trailer cannot be
-read is kept too); when no writer is live it lists those packs in the index again (``packs_relisted``).
+that backups reference and no listed pack holds (``packs_unlisted_kept``); when no writer is live it lists those packs in the index again (``packs_relisted``).
 Readers find their chunks from the trailers meanwhile (ChunkStore.unlisted_index).
 
 **A damaged index object** (diskindex.py skips it) does not hide packs from GC: the packs no readable
@@ -159,7 +158,7 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
             continue
         needed = p in unknowable or _holds_needed(idx.entries(p), idx, refs, present, packs)
         if not needed and not idx.has_pack(p):  # listed nowhere: its trailer says what it holds
-            needed = _unlisted_needed(cs, p, present[p], idx, refs, present, packs) is not False
+            needed = bool(_unlisted_needed(cs, p, present[p], idx, refs, present, packs))
         if needed:
             result.packs_resurrected += 1
             continue
@@ -185,7 +184,9 @@ def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, re
     reference and no listed pack outside ``gone`` holds, which happens when the index object that listed
     it was deleted (nothing else tells a deleted object from one GC replaced); False if it holds none
     (a crashed writer's leftovers, a running writer's packs: GC's two phases cover those); None if its
-    trailer cannot be read (what it holds cannot be told: kept)."""
+    trailer cannot be read: without an index object or a trailer its records cannot be found anyway, so
+    it is condemned like any orphan (while an index object is *damaged*, such packs are kept instead:
+    ``IndexView.unreadable_packs``)."""
     try:
         listing = cs.pack_listing(pack_id, size)
     except KeyError:
@@ -197,20 +198,17 @@ def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, re
 
 def _keep_unlisted(cs: ChunkStore, condemn: set[str], idx: IndexView, refs: DigestSet, present: dict[str, int],
                    gone: set[str], result: GCResult) -> dict[str, bytes]:
-    """Take out of ``condemn`` the packs no index object lists that backups still need (or that cannot
-    be read); returns the listings of those to list again. Orphans are few (crashed or running writers'
+    """Take out of ``condemn`` the packs no index object lists that backups still need; returns their
+    listings, to list them again. Orphans are few (crashed or running writers'
     packs), so reading their trailers (two small range reads each) costs little."""
     relist: dict[str, bytes] = {}
     for p in sorted(p for p in condemn if not idx.has_pack(p)):
         listing = _unlisted_needed(cs, p, present[p], idx, refs, present, gone)
-        if listing is False:
-            continue
+        if not listing:
+            continue  # nothing a backup needs, or what it holds cannot be told: condemned as before
         condemn.discard(p)
         result.packs_unlisted_kept += 1
-        if listing is None:
-            result.packs_unreadable.append(p)
-        else:
-            relist[p] = listing
+        relist[p] = listing
     return relist
 
 
