@@ -33,16 +33,7 @@ def test_a_page_that_overflows_spills_to_the_next(tmp_path):
 def test_threads_claim_each_digest_exactly_once(tmp_path):
     s = DigestSet(memory_entries=100, spill_dir=str(tmp_path))
     digests = [os.urandom(32) for _ in range(3000)]
-    wins = [0] * 4
-
-    def claim(k):
-        wins[k] = sum(s.add(d) for d in digests)
-
-    threads = [threading.Thread(target=claim, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = _claims_in_threads(s, [digests] * 4)
     assert sum(wins) == len(digests) == len(s)
     s.close()
 
@@ -92,17 +83,7 @@ def test_iteration_and_batches_see_the_pending_digests_once(tmp_path):
 def test_threads_claim_each_digest_exactly_once_across_flushes(tmp_path):
     s = DigestSet(memory_entries=32, spill_dir=str(tmp_path), pending_entries=97)
     digests = [os.urandom(32) for _ in range(SLOTS * 40)]
-    wins = [0] * 4
-
-    def claim(k):
-        order = digests[k::4] + digests  # each thread starts elsewhere, then races for all
-        wins[k] = sum(s.add(d) for d in order)
-
-    threads = [threading.Thread(target=claim, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = _claims_in_threads(s, [digests[k::4] + digests for k in range(4)])  # (each starts elsewhere)
     assert sum(wins) == len(digests) == len(s)
     assert all(d in s for d in digests)
     s.close()
@@ -142,3 +123,18 @@ def test_new_digests_cost_far_less_than_a_write_each(tmp_path, monkeypatch):
     assert counted.pwrites < n / 5
     assert counted.preads < 1.5 * n  # (the look-up before each add: one read, rarely two)
     s.close()
+
+
+def _claims_in_threads(s: DigestSet, orders: list[list[bytes]]) -> list[int]:
+    """One thread per order adds its digests to ``s`` at once; how many each claimed (add returned True)."""
+    wins = [0] * len(orders)
+
+    def claim(k):
+        wins[k] = sum(s.add(d) for d in orders[k])
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in range(len(orders))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return wins
