@@ -109,7 +109,9 @@ def _make_disk(path: Path, mib: int, seed: int) -> None:
                 f.write(rnd.randbytes(256 << 10) + b"log line\n" * 20000)
 
 
-def _protectable(client, rtype: str, path: str, timeout: float = 30) -> dict:
+def _protectable(client, rtype: str, path: str, timeout: float = 90) -> dict:
+    # (90 s: a new agent's inventory reaches the catalog in a few seconds alone, but the whole suite on
+    # two loaded cores once took over 30 s)
     deadline = time.time() + timeout
     while time.time() < deadline:
         for i in client.get(f"/protectables/{rtype}/instances")["instances"]:
