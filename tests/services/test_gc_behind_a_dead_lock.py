@@ -100,3 +100,40 @@ def test_no_follow_up_while_a_task_of_the_vault_runs(ctx, tenant, clock, tmp_pat
     assert Worker(ctx, "w1").run_once()
     (gc,) = _gc_tasks(ctx, vault.id)
     assert gc.status == "success" and "the next GC sweeps them" in gc.extra_info["gc"]["pending"]
+
+
+def test_a_dead_writers_lock_alone_is_swept_by_a_follow_up(ctx, tenant, clock, tmp_path):
+    """A backup killed after taking its lock and before storing its first pack leaves the lock alone:
+    nothing is condemned, yet the lock must not outlive the follow-up GC (the crash campaign found one
+    left behind when recovery's GC ran before the lock had gone stale)."""
+    _, vault = protected_disk(ctx, tenant, tmp_path, seed=8)
+    repo = repository(ctx, vault)
+    store, prefix = repo.chunks.store, repo.prefix
+    dead = RepoLock(store, prefix, "writer", lock_timing(ctx))
+    dead.seen = []
+    assert dead.acquire()
+
+    backups.queue_gc(ctx, tenant.project_id, vault)
+    assert Worker(ctx, "w1").run_once()
+    first, follow_up = _gc_tasks(ctx, vault.id)
+    assert first.status == "success" and "another GC is queued" in first.extra_info["gc"]["pending"]
+    assert store.head(dead.key) is not None, "a lock that still looked alive was removed"
+    assert follow_up.status == tasks.WAITING and follow_up.params["follow_up"] == 1
+
+    stale_after = lock_timing(ctx).stale_after
+    clock.advance(seconds=stale_after + 1)
+    then = time.time() - stale_after - 5
+    os.utime(os.path.join(store.capabilities.local_root, dead.key), (then, then))
+    assert Worker(ctx, "w2").run_once()
+    assert _gc_tasks(ctx, vault.id)[1].status == "success"
+    assert not list(store.list(prefix + "locks/"))
+    assert len(_gc_tasks(ctx, vault.id)) == 2, "no lock was left: no further GC"
+
+
+def test_no_follow_up_when_no_writer_lock_is_left(ctx, tenant, clock, tmp_path):
+    _, vault = protected_disk(ctx, tenant, tmp_path, seed=9)
+    repository(ctx, vault)
+    backups.queue_gc(ctx, tenant.project_id, vault)
+    assert Worker(ctx, "w1").run_once()
+    (gc,) = _gc_tasks(ctx, vault.id)
+    assert gc.status == "success" and "pending" not in gc.extra_info["gc"]

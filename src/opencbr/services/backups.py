@@ -772,8 +772,9 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             v.used_bytes = used
     extra = {"packs_deleted": result.packs_deleted, "bytes_freed": result.bytes_freed,
              "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs}
-    if result.packs_condemned_pending:
-        extra["pending"] = _follow_up_pending(ctx, run, vault, result.packs_condemned_pending)
+    pending = _follow_up_pending(ctx, run, vault, result.packs_condemned_pending, result.writers_live)
+    if pending:
+        extra["pending"] = pending
     if result.index_objects_damaged:  # (docs/verification.md, "Damaged index objects")
         extra.update(index_objects_damaged=result.index_objects_damaged, packs_recovered=result.packs_recovered,
                      packs_unreadable=result.packs_unreadable)
@@ -785,20 +786,25 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
 GC_FOLLOW_UPS = 2
 
 
-def _follow_up_pending(ctx: ServiceContext, run: tasks.TaskRun, vault: Vault, pending: int) -> str:
+def _follow_up_pending(ctx: ServiceContext, run: tasks.TaskRun, vault: Vault, pending: int,
+                       writers_live: int) -> str | None:
     """Condemned packs wait until every writer that may use them has seen the condemnation. When no
     task of the vault is running, the writer locks that held them back belong to dead writers (a backup
     killed with its worker): look again once those locks have gone stale, or what the dead writer left
-    (its packs, its lock) would stay until some later delete happens to queue a GC."""
+    (its packs, its lock) would stay until some later delete happens to queue a GC. A writer killed
+    before it stored its first pack left only its lock, which is looked at again the same way."""
+    if not pending and not writers_live:
+        return None
     with ctx.read() as s:
         writing = s.scalar(select(Task.id).where(Task.vault_id == vault.id, Task.status == tasks.RUNNING,
                                                  Task.id != run.task_id).limit(1))
     round_ = int(run.params.get("follow_up") or 0)
     if writing is not None or round_ >= GC_FOLLOW_UPS:
-        return f"{pending} condemned pack(s) wait for running writers; the next GC sweeps them"
+        return f"{pending} condemned pack(s) wait for running writers; the next GC sweeps them" if pending else None
     stale_after = lock_timing(ctx).stale_after
     queue_gc(ctx, run.project_id, vault, after_seconds=stale_after, follow_up=round_ + 1)
-    return (f"{pending} condemned pack(s) wait for writer locks no running task owns; another GC is queued "
+    held = f"{pending} condemned pack(s) wait for" if pending else "the vault holds"
+    return (f"{held} writer locks no running task owns; another GC is queued "
             f"for {stale_after:.0f} s from now, when such a lock has gone stale")
 
 

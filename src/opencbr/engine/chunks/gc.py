@@ -86,6 +86,7 @@ class GCResult:
     packs_unreadable: list[str] = field(default_factory=list)  # ... and those whose trailer failed too: kept
     packs_unlisted_kept: int = 0  # no index object lists them, but they hold chunks backups need: kept
     packs_relisted: int = 0  # ... and listed in the index again (no writer was live)
+    writers_live: int = 0  # writer locks not stale at GC's last look (running writers, or dead ones' locks)
     duration: float = 0.0
 
     @property
@@ -142,6 +143,7 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
             result.stale_locks_removed += 1
         else:
             live.append(lk)
+    result.writers_live = len(live)
     return live
 
 
