@@ -17,9 +17,20 @@ from opencbr.services.principal import Principal
 from tests.support.clock import FakeClock
 from tests.support.databases import BACKENDS, PG_URL, make_catalog_url, pg_unavailable_reason, release_catalog_url
 from tests.support.s3 import start_moto_server
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, stop_leftover_servers
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_server_outlives_its_module():
+    """Servers a module started are stopped when it ends, even those a failed set-up or test left: a
+    leaked server and its workers keep polling the catalog and made a loaded run slower and slower."""
+    yield
+    left = stop_leftover_servers()
+    if left:
+        import warnings
+        warnings.warn(f"{left} server process(es) outlived the test module that started them; killed", stacklevel=1)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 import httpx
@@ -36,6 +37,20 @@ def wait_listening(endpoint: str, timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"nothing listens at {endpoint} after {timeout} s") from None
             time.sleep(0.05)
+
+
+#: Every server a test started, so that the session's end stops any a failed fixture or test left running:
+#: a leaked server's worker processes poll the catalog for ever, and on a loaded machine (a start that
+#: timed out) each leak made the next start slower, until PostgreSQL ran out of connections.
+_STARTED: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
+
+
+def stop_leftover_servers() -> int:
+    """Kill the servers still running (called when the test session ends); returns how many."""
+    left = [srv for srv in list(_STARTED) if srv.proc is not None and srv.proc.poll() is None]
+    for srv in left:
+        srv.kill()
+    return len(left)
 
 
 @dataclass
@@ -70,21 +85,33 @@ class ServerProcess:
         ctx.close()
         self.admin = Creds(info.access_key, info.secret_key, info.project_id)
 
-    def start(self, timeout: float = 30) -> ServerProcess:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", "serve", "--no-write-config"],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+    def start(self, timeout: float = 90) -> ServerProcess:
+        """Start the server and wait for its /health. A server that does not answer in ``timeout`` is
+        killed with its workers before the error is raised (a fixture whose set-up fails never tears
+        down: the process would outlive the test)."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "opencbr.cli.main", "serve", "--no-write-config"],
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        _STARTED.add(self)
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(self.url + "/health", timeout=1, trust_env=False).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
