@@ -291,7 +291,9 @@ class CorruptionCampaign(Campaign):
         elif col == "resource_type":
             new = {DISK_TYPE: FS_TYPE, FS_TYPE: DISK_TYPE}[old] if self.rng.random() < 0.5 else flip_char(self.rng, old)
         elif col == "resource_size_bytes":
-            new = max(0, old + self.rng.choice((-1, 1)) * self.rng.randrange(1, 1 << 20) * 4096)
+            step = self.rng.randrange(1, 1 << 20) * 4096
+            # (a file system backed up before its size was counted has 0: a step down would change nothing)
+            new = old - step if self.rng.random() < 0.5 and old >= step else old + step
         else:
             new = flip_char(self.rng, old)
         f.kind, f.where, f.detail = col, f"backups.{col} of {bid}", f"{old!r} -> {new!r}"
