@@ -26,7 +26,10 @@ NAME = "opencbr-agent"
 #: those import (storage: the engine's store interface; system: OS helpers; domain: request signing).
 AGENT_PACKAGES = ("agent", "agentlink", "engine", "storage", "system", "domain")
 #: Pinned as in the service's pyproject.toml (tests/agentlink/test_package.py checks they agree).
-AGENT_DEPENDENCIES = ("blake3==1.0.11", "zstandard==0.25.0", "cryptography==50.0.2", "pyfastcdc==0.3.1")
+#: The dissect parsers are for single files restored from a disk backup onto the host (the agent's tasks
+#: import the disk-file browser; tests/agentlink/test_package.py imports the agent with nothing else).
+AGENT_DEPENDENCIES = ("blake3==1.0.11", "zstandard==0.25.0", "cryptography==50.0.2", "pyfastcdc==0.3.1",
+                      "dissect.extfs==3.15", "dissect.fat==3.13", "dissect.volume==3.18")
 REQUIRES_PYTHON = ">=3.11"
 SUMMARY = "OpenCBR agent: lets an OpenCBR service back up and restore this host's disks and directories"
 PREFIX = "/opt/opencbr-agent"
@@ -212,7 +215,7 @@ fetch() {{
 }}
 echo "==> the agent's environment in $PREFIX"
 python3 -m venv ${{OPENCBR_AGENT_VENV_ARGS:-}} "$PREFIX" || {{ echo "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }}
-echo "==> the agent package from $ENDPOINT and its dependencies (blake3, zstandard, cryptography, pyfastcdc)"
+echo "==> the agent package from $ENDPOINT and its dependencies ({", ".join(d.split("==")[0] for d in AGENT_DEPENDENCIES)})"
 fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
 "$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
 echo "==> enrolling this host"
