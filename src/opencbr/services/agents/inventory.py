@@ -128,7 +128,10 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
         res = existing.get((R.FILE_SYSTEM, ap.dir_path)) or file_system(s, ctx, agent, ap.dir_path)
         reported = paths.get(ap.dir_path)
         if reported is not None and not reported.get("exists", True):
-            _set(res, "error", f"{ap.dir_path} does not exist on host {host}")
+            # the agent's refusal (outside its roots, a symbolic link on the way), else it is missing
+            refused = reported.get("error")
+            _set(res, "error", f"refused by host {host}: {str(refused)[:300]}" if refused and isinstance(refused, str)
+                 else f"{ap.dir_path} does not exist on host {host}")
         else:
             if reported is not None and isinstance(reported.get("size_estimate"), int):
                 res.size_bytes = max(0, reported["size_estimate"])
