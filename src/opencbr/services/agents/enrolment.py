@@ -26,6 +26,7 @@ import opencbr.services.agents.ca as A
 import opencbr.services.agents.registry as registry
 from opencbr.catalog.models import Agent, AgentToken
 from opencbr.domain.errors import QuotaExceeded, Unauthorized
+from opencbr.agentlink import package
 from opencbr.providers.agent import link
 from opencbr.services.context import ServiceContext
 from opencbr.services.iam import seal_secret, unseal_secret
@@ -119,12 +120,17 @@ def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None
     setting ``public_url``, else the one the caller reached it at (``request_url``)."""
     url = ctx.settings.public_url.rstrip("/") or request_url.rstrip("/") or ctx.settings.url
     token_text = token or "<TOKEN>"
+    # By hand, the same as the script: a virtual environment in the script's prefix (a distribution's
+    # Python refuses `pip install` into itself, PEP 668), the wheel under its own file name (pip refuses
+    # any other), and the unit the script would write (its ExecStart is that prefix's opencbr-agent).
+    agent = f"{package.PREFIX}/bin/opencbr-agent"
     return {
         "install": f"curl -fsSL {url}/agent/install.sh | sudo sh -s -- --token {token_text}",
-        "package": f"sudo python3 -m pip install {url}/agent/package.whl",
-        "register": f"sudo opencbr-agent register --endpoint {url} --token {token_text} "
-                    f"--listen 0.0.0.0:{AGENT_PORT}",
-        "start": "sudo systemctl enable --now opencbr-agent",
+        "package": f"sudo python3 -m venv {package.PREFIX} && "
+                   f"sudo {package.PREFIX}/bin/pip install {url}/agent/{package.wheel_name()}",
+        "register": f"sudo {agent} register --endpoint {url} --token {token_text} --listen 0.0.0.0:{AGENT_PORT}",
+        "start": f"curl -fsSL {url}/agent/opencbr-agent.service | sudo tee /etc/systemd/system/opencbr-agent.service "
+                 ">/dev/null && sudo systemctl daemon-reload && sudo systemctl enable --now opencbr-agent",
         "token_hint": "" if token else "make a token with `cbr agent token` (valid for one hour, one host)",
         "project_id": p.project_id,
     }
