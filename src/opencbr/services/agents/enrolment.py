@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 import opencbr.services.agents.ca as A
 import opencbr.services.agents.registry as registry
+from opencbr.agentlink import package
 from opencbr.catalog.models import Agent, AgentToken
 from opencbr.domain.errors import QuotaExceeded, Unauthorized
-from opencbr.agentlink import package
 from opencbr.providers.agent import link
 from opencbr.services.context import ServiceContext
 from opencbr.services.iam import seal_secret, unseal_secret
