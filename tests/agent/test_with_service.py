@@ -143,3 +143,17 @@ def test_a_host_enrolled_with_backup_only_keys_keeps_no_api_credential(tmp_path,
                          keys.project_id, "--ak", keys.ak, "--sk", keys.sk, "--agent-id", tls.SERVICE_CN)
     assert reserved.returncode == 1 and "BackupService.6612" in reserved.stderr
     assert not (tmp_path / "other.json").exists()
+
+
+def test_an_aksk_enrolment_the_agent_refuses_leaves_no_agent_in_the_service(tmp_path, server):
+    """A wrong ``--ca-fingerprint`` (or a certificate that is not for the agent) is found only in the
+    service's answer, after register_agent created the agent there: the agent refuses and removes that
+    agent again. (It stayed, enrolled and offline for ever, with a certificate whose key was dropped.)"""
+    creds = server.admin
+    before = {a["agent_id"] for a in api(server).get("/agents")["agents"]}
+    done = agent_cmd(tmp_path / "a.json", "register", "--endpoint", server.url, "--project-id", creds.project_id,
+                     "--ak", creds.ak, "--sk", creds.sk, "--ca-fingerprint", "sha256:" + "0" * 64,
+                     "--listen", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 1 and "--ca-fingerprint" in done.stderr and not (tmp_path / "a.json").exists()
+    assert "removed again" in done.stderr, done.stderr
+    assert {a["agent_id"] for a in api(server).get("/agents")["agents"]} == before
