@@ -89,6 +89,7 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     (bin_dir / "systemctl").chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OPENCBR_AGENT_PREFIX": str(tmp_path / "opt"),
            "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
+           "OPENCBR_AGENT_BIN_DIR": str(bin_dir),
            "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1"}
     config, port = tmp_path / "etc" / "agent.json", free_port()
     (tmp_path / "srv").mkdir()
@@ -97,7 +98,12 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
                           input=script, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     unit = (units / "opencbr-agent.service").read_text()
-    assert f"ExecStart={tmp_path / 'opt'}/bin/opencbr-agent run" in unit
+    # the unit runs the agent with the configuration register wrote (--config was among the arguments:
+    # the unit ran the default /etc/opencbr-agent/agent.json, which did not exist); `opencbr-agent status`
+    # works as the script and docs/agents.md say (the command is linked into OPENCBR_AGENT_BIN_DIR)
+    assert f"ExecStart={tmp_path / 'opt'}/bin/opencbr-agent --config {config} run" in unit
+    assert os.readlink(bin_dir / "opencbr-agent") == str(tmp_path / "opt" / "bin" / "opencbr-agent")
+    assert f"opencbr-agent --config {config} status" in done.stdout
     assert calls.read_text().splitlines() == ["daemon-reload", "enable --now opencbr-agent",
                                               "--no-pager --lines=0 status opencbr-agent"]
     agent_id = json.loads(config.read_text())["agent_id"]

@@ -189,13 +189,15 @@ def install_script(endpoint: str, token: str = "") -> str:
     """A POSIX shell script that installs the agent on a host from the service at ``endpoint``, enrols
     it (with ``token``, or a ``--token`` among the script's arguments) and starts its systemd unit.
     Arguments are passed to ``opencbr-agent register`` (``--root DIR``, ``--advertise HOST:PORT``...).
-    The environment may change where it installs (``OPENCBR_AGENT_PREFIX``, ``OPENCBR_AGENT_UNIT_DIR``)
+    The environment may change where it installs (``OPENCBR_AGENT_PREFIX``, ``OPENCBR_AGENT_UNIT_DIR``;
+    ``OPENCBR_AGENT_BIN_DIR``, default /usr/local/bin, gets a link to the ``opencbr-agent`` command)
     and how the virtual environment is made (``OPENCBR_AGENT_VENV_ARGS``, e.g. ``--system-site-packages``
     to use the distribution's python3-cryptography); pip reads its own ``PIP_*`` variables (an offline
     index: ``PIP_NO_INDEX=1 PIP_FIND_LINKS=/dir``)."""
     endpoint = endpoint.rstrip("/")
     token_args = f"--token {shlex.quote(token)} " if token else ""
-    unit = SYSTEMD_UNIT.replace(PREFIX, "${PREFIX}")
+    # the unit runs the configuration register writes: the default, or a --config among the arguments
+    unit = SYSTEMD_UNIT.replace(PREFIX, "${PREFIX}").replace("/bin/opencbr-agent run", "/bin/opencbr-agent${CONFIG_ARG} run")
     return f"""#!/bin/sh
 # Installs the OpenCBR agent {__version__} from {endpoint} (docs/agents.md):
 #   curl -fsSL {endpoint}/agent/install.sh | sudo sh -s -- --token TOKEN [--root DIR ...] [--advertise HOST:PORT]
@@ -203,6 +205,14 @@ set -eu
 ENDPOINT={shlex.quote(endpoint)}
 PREFIX="${{OPENCBR_AGENT_PREFIX:-{PREFIX}}}"
 UNIT_DIR="${{OPENCBR_AGENT_UNIT_DIR:-/etc/systemd/system}}"
+BIN_DIR="${{OPENCBR_AGENT_BIN_DIR:-/usr/local/bin}}"
+CONFIG_ARG=""
+prev=""
+for a in "$@"; do
+  [ "$prev" = --config ] && CONFIG_ARG=" --config $a"
+  case "$a" in --config=*) CONFIG_ARG=" --config ${{a#--config=}}";; esac
+  prev="$a"
+done
 [ "$(id -u)" = 0 ] || {{ echo "run this as root: the agent reads and writes block devices" >&2; exit 1; }}
 command -v python3 >/dev/null || {{ echo "python3 (3.11 or later) is needed" >&2; exit 1; }}
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{ echo "python3 must be 3.11 or later" >&2; exit 1; }}
@@ -226,7 +236,8 @@ cat > "$UNIT_DIR/opencbr-agent.service" <<UNIT
 systemctl daemon-reload
 systemctl enable --now opencbr-agent
 systemctl --no-pager --lines=0 status opencbr-agent || true
-echo "==> done: opencbr-agent status shows the agent's state"
+if [ -d "$BIN_DIR" ]; then ln -sf "$PREFIX/bin/opencbr-agent" "$BIN_DIR/opencbr-agent"; fi
+echo "==> done: opencbr-agent$CONFIG_ARG status shows the agent's state"
 """
 
 
