@@ -227,3 +227,22 @@ def test_a_path_the_agent_refuses_says_why(ctx, tenant, tmp_path):
     assert "outside this agent's roots" in rows["/etc"].status_reason
     assert rows[str(root / "gone")].status_reason == f"{root / 'gone'} does not exist on host web1"
     assert all(rows[p].status == "error" for p in wanted[1:])
+
+
+def test_an_image_missing_from_an_unfinished_walk_is_not_gone(ctx, tenant):
+    """The agent walks its roots for image files within a time budget and says when it stopped early
+    (``images_complete``: false, e.g. on a loaded host, or an agent paused and resumed mid-walk); an
+    image the walk did not reach is not "no longer on host" (backups of it were refused for up to the
+    agent's two-minute walk cache). A finished walk without it still retires it."""
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", INVENTORY)
+    partial = {**INVENTORY, "images_complete": False,
+               "block_devices": [d for d in INVENTORY["block_devices"] if d["kind"] != "image"]}
+    _answer(ctx, "agent-1", partial)
+    with ctx.read() as s:
+        image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
+        assert image.status == "available", image.status_reason
+    _answer(ctx, "agent-1", {**partial, "images_complete": True})
+    with ctx.read() as s:
+        image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
+        assert image.status == "error" and "no longer on host" in image.status_reason
