@@ -89,6 +89,7 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     (bin_dir / "systemctl").chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OPENCBR_AGENT_PREFIX": str(tmp_path / "opt"),
            "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
+           "OPENCBR_AGENT_BIN_DIR": str(bin_dir),
            "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1"}
     config, port = tmp_path / "etc" / "agent.json", free_port()
     (tmp_path / "srv").mkdir()
@@ -97,7 +98,12 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
                           input=script, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     unit = (units / "opencbr-agent.service").read_text()
-    assert f"ExecStart={tmp_path / 'opt'}/bin/opencbr-agent run" in unit
+    # the unit runs the agent with the configuration register wrote (--config was among the arguments:
+    # the unit ran the default /etc/opencbr-agent/agent.json, which did not exist); `opencbr-agent status`
+    # works as the script and docs/agents.md say (the command is linked into OPENCBR_AGENT_BIN_DIR)
+    assert f"ExecStart={tmp_path / 'opt'}/bin/opencbr-agent --config {config} run" in unit
+    assert os.readlink(bin_dir / "opencbr-agent") == str(tmp_path / "opt" / "bin" / "opencbr-agent")
+    assert f"opencbr-agent --config {config} status" in done.stdout
     assert calls.read_text().splitlines() == ["daemon-reload", "enable --now opencbr-agent",
                                               "--no-pager --lines=0 status opencbr-agent"]
     agent_id = json.loads(config.read_text())["agent_id"]
@@ -143,3 +149,17 @@ def test_a_host_enrolled_with_backup_only_keys_keeps_no_api_credential(tmp_path,
                          keys.project_id, "--ak", keys.ak, "--sk", keys.sk, "--agent-id", tls.SERVICE_CN)
     assert reserved.returncode == 1 and "BackupService.6612" in reserved.stderr
     assert not (tmp_path / "other.json").exists()
+
+
+def test_an_aksk_enrolment_the_agent_refuses_leaves_no_agent_in_the_service(tmp_path, server):
+    """A wrong ``--ca-fingerprint`` (or a certificate that is not for the agent) is found only in the
+    service's answer, after register_agent created the agent there: the agent refuses and removes that
+    agent again. (It stayed, enrolled and offline for ever, with a certificate whose key was dropped.)"""
+    creds = server.admin
+    before = {a["agent_id"] for a in api(server).get("/agents")["agents"]}
+    done = agent_cmd(tmp_path / "a.json", "register", "--endpoint", server.url, "--project-id", creds.project_id,
+                     "--ak", creds.ak, "--sk", creds.sk, "--ca-fingerprint", "sha256:" + "0" * 64,
+                     "--listen", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 1 and "--ca-fingerprint" in done.stderr and not (tmp_path / "a.json").exists()
+    assert "removed again" in done.stderr, done.stderr
+    assert {a["agent_id"] for a in api(server).get("/agents")["agents"]} == before

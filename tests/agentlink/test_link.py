@@ -80,8 +80,14 @@ def test_mutual_tls_with_pinned_fingerprint(pki):
         assert seen[0].fingerprint == certs.fingerprint(pki["service"][0])
         with pytest.raises(LinkError, match="another certificate"):
             connect(ep, ctx, expect_common_name="agent-1", expect_fingerprint="sha256:" + "0" * 64)
-        with pytest.raises(LinkError, match="not the agent"):
+        with pytest.raises(LinkError, match="not the agent") as refused:
             connect(ep, ctx, expect_common_name="agent-2", expect_fingerprint=None)
+        # the message becomes the enrolled agent's last_error, which its project reads: the agent found
+        # at that address may be another project's, whose id and certificate are none of its business
+        assert "agent-1" not in str(refused.value) and "sha256" not in str(refused.value)
+        with pytest.raises(LinkError, match="another certificate") as refused:
+            connect(ep, ctx, expect_common_name="agent-1", expect_fingerprint="sha256:" + "1" * 64)
+        assert certs.fingerprint(pki["agent"][0]) not in str(refused.value)
     finally:
         srv.stop()
 

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -68,6 +69,42 @@ def test_the_install_script_is_valid_shell_and_says_what_it_does():
     script = package.install_script("http://backup.example:8080/", "ocbr1.p.t.s.h")
     assert script.startswith("#!/bin/sh\n") and "ENDPOINT=http://backup.example:8080\n" in script
     assert "--token ocbr1.p.t.s.h" in script and "systemctl enable --now opencbr-agent" in script
-    assert package.SYSTEMD_UNIT.replace(package.PREFIX, "${PREFIX}") in script
+    assert package.SYSTEMD_UNIT.replace(package.PREFIX, "${PREFIX}").replace(
+        "/bin/opencbr-agent run", "/bin/opencbr-agent${CONFIG_ARG} run") in script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     assert "--token" not in package.install_script("http://x:1").split("register --endpoint")[1].split("\n")[0]
+
+
+_AGENT_ENTRY_MODULES = ("opencbr.agent.cli", "opencbr.agent.serve", "opencbr.agent.tasks", "opencbr.agent.tasks.operations")
+
+
+def test_what_the_agent_imports_is_among_its_package_s_dependencies():
+    """A host installs the agent's package with AGENT_DEPENDENCIES only: every module the running agent
+    imports (its tasks included) must import with the service's other dependencies absent. (The
+    agent's tasks imported the disk-file browser, which needs dissect, while the package did not
+    declare it: every backup and restore on a packaged agent failed with ModuleNotFoundError.)"""
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    declared = {re.split(r"[=<>\[ ]", d)[0].lower().replace("_", "-") for d in package.AGENT_DEPENDENCIES}
+    service = {re.split(r"[=<>\[ ]", d)[0].lower().replace("_", "-")
+               for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    modules_of = packages_distributions()
+    absent = sorted({top for top, dists in modules_of.items()
+                     if {d.lower().replace("_", "-") for d in dists} & (service - declared)
+                     and not {d.lower().replace("_", "-") for d in dists} & declared})
+    assert "fastapi" in absent and "blake3" not in absent
+    probe = f"""
+import importlib.abc, sys
+ABSENT = set({absent!r})
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ABSENT:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not a dependency of the agent's package)")
+sys.meta_path.insert(0, Absent())
+for m in {_AGENT_ENTRY_MODULES!r}:
+    __import__(m)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -28,3 +28,37 @@ def test_the_service_serves_the_install_script_and_the_packages_unsigned(server)
     assert "opencbr/agent/cli.py" in zipfile.ZipFile(io.BytesIO(wheel)).namelist()
     sdist, headers = _get(f"{server.url}/agent/package")
     assert package.sdist_name() in headers["content-disposition"] and sdist[:2] == b"\x1f\x8b"
+
+
+def test_the_step_by_step_install_commands_work_as_printed(server, tmp_path):
+    """``cbr agent install-command``'s three steps, run as printed (``sudo`` dropped, the prefix and the
+    unit directory moved into tmp_path, no package index: only the agent's own wheel is installed).
+    They installed ``{url}/agent/package.whl``, a name pip refuses ("not a valid wheel filename"), into
+    the system's Python, and started a systemd unit nothing had written."""
+    import os
+    import subprocess
+
+    from tests.support.clients import api
+
+    cmds = api(server).get("/agents/install-command")["install_command"]
+    prefix, unit_dir, fake = tmp_path / "opt", tmp_path / "units", tmp_path / "bin"
+    unit_dir.mkdir(), fake.mkdir()
+    (fake / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/systemctl.log\n")
+    (fake / "systemctl").chmod(0o755)
+
+    def run(cmd: str) -> subprocess.CompletedProcess:
+        cmd = cmd.replace("sudo ", "").replace(package.PREFIX, str(prefix)).replace("/etc/systemd/system", str(unit_dir))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(PATH=f"{fake}:{env['PATH']}", PIP_NO_DEPS="1", PIP_NO_INDEX="1", NO_PROXY="*",
+                   PIP_DISABLE_PIP_VERSION_CHECK="1")
+        return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=300, env=env)
+
+    done = run(cmds["package"])
+    assert done.returncode == 0, done.stderr[-1500:]
+    version = subprocess.run([str(prefix / "bin" / "opencbr-agent"), "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"opencbr-agent {package.__version__}"
+    assert cmds["register"].startswith(f"sudo {package.PREFIX}/bin/opencbr-agent register --endpoint {server.url}")
+    done = run(cmds["start"])
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert (unit_dir / "opencbr-agent.service").read_text() == package.SYSTEMD_UNIT
+    assert "enable --now opencbr-agent" in (tmp_path / "systemctl.log").read_text()

@@ -23,6 +23,9 @@ def test_agent_commands(server):
     assert "opencbr-agent register" in text and "--token ocbr1." in text
     cmds = ok(cli(server, "agent", "install-command", "--json")).json()
     assert server.url in cmds["register"] and "<TOKEN>" in cmds["register"]
+    # docs/agents.md: register --ca-fingerprint sha256:... "(cbr agent install-command shows it)"
+    assert cmds["ca_fingerprint"] == "sha256:" + token["token"].split(".")[4]
+    assert cmds["ca_fingerprint"] in ok(cli(server, "agent", "install-command")).out
     api(server).post("/agents", {"agent": {"agent_id": f"cli-agent-{sfx}", "host_name": f"cli-host-{sfx}",
                                            "host_ip": "10.1.1.1", "host_os": "Linux"}})
     listed = ok(cli(server, "agent", "list", "--json")).json()

@@ -199,3 +199,50 @@ def test_unregister_revokes_at_once(ctx, tenant):
         with pytest.raises(CBRError, match="unregistered"):
             agents.address_of(s, disk)
     assert agents.poll_agents(ctx).failed == {}
+
+
+def test_a_path_the_agent_refuses_says_why(ctx, tenant, tmp_path):
+    """The agent's own report of a path outside its roots, or reached through a symbolic link, becomes
+    the file system's status reason (it said "does not exist" for /etc and for a link to it, which
+    sends the user looking for a missing directory instead of at the roots)."""
+    import time
+
+    from opencbr.agent import inventory as agent_inventory
+    from opencbr.agent.confinement import Confinement
+
+    root = tmp_path / "root"
+    (root / "www").mkdir(parents=True)
+    (root / "etclink").symlink_to("/etc")
+    confinement = Confinement([str(root)], [])
+    wanted = [str(root / "www"), str(root / "etclink"), "/etc", str(root / "gone")]
+    _enrolled(ctx, tenant)
+    with ctx.tx() as s:
+        agents.add_agent_path(s, ctx, tenant, "agent-1", wanted)
+    reports = [agent_inventory.path_report(confinement, p, [], time.monotonic() + 5) for p in wanted]
+    _answer(ctx, "agent-1", {**INVENTORY, "paths": reports})
+    with ctx.read() as s:
+        rows = {r.path: r for r in s.scalars(select(Resource).where(Resource.type == R.FILE_SYSTEM))}
+    assert rows[str(root / "www")].status == "available"
+    assert "symbolic link" in rows[str(root / "etclink")].status_reason
+    assert "outside this agent's roots" in rows["/etc"].status_reason
+    assert rows[str(root / "gone")].status_reason == f"{root / 'gone'} does not exist on host web1"
+    assert all(rows[p].status == "error" for p in wanted[1:])
+
+
+def test_an_image_missing_from_an_unfinished_walk_is_not_gone(ctx, tenant):
+    """The agent walks its roots for image files within a time budget and says when it stopped early
+    (``images_complete``: false, e.g. on a loaded host, or an agent paused and resumed mid-walk); an
+    image the walk did not reach is not "no longer on host" (backups of it were refused for up to the
+    agent's two-minute walk cache). A finished walk without it still retires it."""
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", INVENTORY)
+    partial = {**INVENTORY, "images_complete": False,
+               "block_devices": [d for d in INVENTORY["block_devices"] if d["kind"] != "image"]}
+    _answer(ctx, "agent-1", partial)
+    with ctx.read() as s:
+        image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
+        assert image.status == "available", image.status_reason
+    _answer(ctx, "agent-1", {**partial, "images_complete": True})
+    with ctx.read() as s:
+        image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
+        assert image.status == "error" and "no longer on host" in image.status_reason

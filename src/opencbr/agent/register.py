@@ -171,22 +171,39 @@ def with_keys(endpoint: str, project_id: str, ak: str, sk: str, *, advertise: st
     """Enrol with the project's AK/SK (register_agent with a CSR). ``agent_id``: enrol an agent
     registered before without a certificate."""
     base = _base(endpoint)
-    agent_id = agent_id or str(uuid.uuid4())
+    registered_before, agent_id = bool(agent_id), agent_id or str(uuid.uuid4())
     key_pem, csr_pem = certs.new_key_and_csr(agent_id)
     body = {"agent": agent_fields(agent_id, urlsplit(base).hostname, nickname), "csr": csr_pem, "endpoint": advertise}
     path = f"/v3/{project_id}/agents"
+
+    def signed(method: str, route: str, data: bytes) -> dict:
+        headers = {"Content-Type": "application/json;charset=utf-8", "Host": urlsplit(base).netloc,
+                   "X-Project-Id": project_id}
+        return signing.sign_headers(method, urlsplit(base).path + route, "", headers, data, ak, sk)
+
     data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json;charset=utf-8", "Host": urlsplit(base).netloc,
-               "X-Project-Id": project_id}
-    headers = signing.sign_headers("POST", urlsplit(base).path + path, "", headers, data, ak, sk)
-    answer = (http_json("POST", base + path, body, headers, data=data) or {}).get("agent") or {}
-    cert_pem, ca_pem = answer.get("certificate") or "", answer.get("ca_certificate") or ""
-    if not cert_pem or not ca_pem:
-        raise EnrolError("the service registered the agent but sent no certificate (does it know agents' CSRs?)")
-    want = ca_fingerprint.lower().removeprefix("sha256:")
-    if want and not hmac.compare_digest(_ca_hash(ca_pem), want):
-        raise EnrolError(f"the service's CA is sha256:{_ca_hash(ca_pem)}, not the --ca-fingerprint given: refused")
+    answer = (http_json("POST", base + path, body, signed("POST", path, data), data=data) or {}).get("agent") or {}
     agent_id = answer.get("agent_id") or agent_id
-    _check_certificate(cert_pem, ca_pem, key_pem, agent_id)
+    try:
+        cert_pem, ca_pem = answer.get("certificate") or "", answer.get("ca_certificate") or ""
+        if not cert_pem or not ca_pem:
+            raise EnrolError("the service registered the agent but sent no certificate (does it know agents' CSRs?)")
+        want = ca_fingerprint.lower().removeprefix("sha256:")
+        if want and not hmac.compare_digest(_ca_hash(ca_pem), want):
+            raise EnrolError(f"the service's CA is sha256:{_ca_hash(ca_pem)}, not the --ca-fingerprint given: refused")
+        _check_certificate(cert_pem, ca_pem, key_pem, agent_id)
+    except EnrolError as e:
+        # register_agent created the agent before its answer could be checked: remove it again (the
+        # service would otherwise list an enrolled agent whose key is gone; unregister_agent, signed)
+        if registered_before:  # (its record, paths included, is the user's: not removed from here)
+            raise EnrolError(f"{e}; the agent {agent_id} now holds a certificate whose key this host dropped: "
+                             "unregister it there (cbr agent unregister) and register it again") from None
+        gone = f"{path}/{agent_id}"
+        try:
+            http_json("DELETE", base + gone, None, signed("DELETE", gone, b""), data=b"")
+        except EnrolError as cleanup:
+            raise EnrolError(f"{e}; the agent {agent_id} it registered could not be removed ({cleanup}): "
+                             "unregister it there (cbr agent unregister)") from None
+        raise EnrolError(f"{e} (the agent {agent_id} it registered was removed again)") from None
     return AgentConfig(agent_id=agent_id, project_id=project_id, api_endpoint=base, advertise=advertise,
                        key_pem=key_pem, cert_pem=cert_pem, ca_pem=ca_pem)

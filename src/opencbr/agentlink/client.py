@@ -38,9 +38,12 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
     cn, fp = (common_name(der), fingerprint(der)) if der else ("", "")
     if expect_common_name is not None and cn != expect_common_name:
         sock.close()
-        raise LinkError(f"the agent at {endpoint} is {cn!r}, not the agent {expect_common_name!r} enrolled there")
+        # (which agent answers instead is not said: the message reaches the enrolled agent's project as
+        # its last_error, and the one at that address may be another project's)
+        raise LinkError(f"the agent at {endpoint} is not the agent {expect_common_name!r} enrolled there "
+                        "(its certificate names another agent)")
     if expect_fingerprint is not None and fp != expect_fingerprint:
         sock.close()
         raise LinkError(f"the agent at {endpoint} presents another certificate than the one enrolled "
-                        f"({fp} != {expect_fingerprint})")
+                        f"({expect_fingerprint})")
     return Channel(sock, timeout=io_timeout)

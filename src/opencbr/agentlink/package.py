@@ -26,7 +26,10 @@ NAME = "opencbr-agent"
 #: those import (storage: the engine's store interface; system: OS helpers; domain: request signing).
 AGENT_PACKAGES = ("agent", "agentlink", "engine", "storage", "system", "domain")
 #: Pinned as in the service's pyproject.toml (tests/agentlink/test_package.py checks they agree).
-AGENT_DEPENDENCIES = ("blake3==1.0.11", "zstandard==0.25.0", "cryptography==50.0.2", "pyfastcdc==0.3.1")
+#: The dissect parsers are for single files restored from a disk backup onto the host (the agent's tasks
+#: import the disk-file browser; tests/agentlink/test_package.py imports the agent with nothing else).
+AGENT_DEPENDENCIES = ("blake3==1.0.11", "zstandard==0.25.0", "cryptography==50.0.2", "pyfastcdc==0.3.1",
+                      "dissect.extfs==3.15", "dissect.fat==3.13", "dissect.volume==3.18")
 REQUIRES_PYTHON = ">=3.11"
 SUMMARY = "OpenCBR agent: lets an OpenCBR service back up and restore this host's disks and directories"
 PREFIX = "/opt/opencbr-agent"
@@ -186,13 +189,15 @@ def install_script(endpoint: str, token: str = "") -> str:
     """A POSIX shell script that installs the agent on a host from the service at ``endpoint``, enrols
     it (with ``token``, or a ``--token`` among the script's arguments) and starts its systemd unit.
     Arguments are passed to ``opencbr-agent register`` (``--root DIR``, ``--advertise HOST:PORT``...).
-    The environment may change where it installs (``OPENCBR_AGENT_PREFIX``, ``OPENCBR_AGENT_UNIT_DIR``)
+    The environment may change where it installs (``OPENCBR_AGENT_PREFIX``, ``OPENCBR_AGENT_UNIT_DIR``;
+    ``OPENCBR_AGENT_BIN_DIR``, default /usr/local/bin, gets a link to the ``opencbr-agent`` command)
     and how the virtual environment is made (``OPENCBR_AGENT_VENV_ARGS``, e.g. ``--system-site-packages``
     to use the distribution's python3-cryptography); pip reads its own ``PIP_*`` variables (an offline
     index: ``PIP_NO_INDEX=1 PIP_FIND_LINKS=/dir``)."""
     endpoint = endpoint.rstrip("/")
     token_args = f"--token {shlex.quote(token)} " if token else ""
-    unit = SYSTEMD_UNIT.replace(PREFIX, "${PREFIX}")
+    # the unit runs the configuration register writes: the default, or a --config among the arguments
+    unit = SYSTEMD_UNIT.replace(PREFIX, "${PREFIX}").replace("/bin/opencbr-agent run", "/bin/opencbr-agent${CONFIG_ARG} run")
     return f"""#!/bin/sh
 # Installs the OpenCBR agent {__version__} from {endpoint} (docs/agents.md):
 #   curl -fsSL {endpoint}/agent/install.sh | sudo sh -s -- --token TOKEN [--root DIR ...] [--advertise HOST:PORT]
@@ -200,6 +205,14 @@ set -eu
 ENDPOINT={shlex.quote(endpoint)}
 PREFIX="${{OPENCBR_AGENT_PREFIX:-{PREFIX}}}"
 UNIT_DIR="${{OPENCBR_AGENT_UNIT_DIR:-/etc/systemd/system}}"
+BIN_DIR="${{OPENCBR_AGENT_BIN_DIR:-/usr/local/bin}}"
+CONFIG_ARG=""
+prev=""
+for a in "$@"; do
+  [ "$prev" = --config ] && CONFIG_ARG=" --config $a"
+  case "$a" in --config=*) CONFIG_ARG=" --config ${{a#--config=}}";; esac
+  prev="$a"
+done
 [ "$(id -u)" = 0 ] || {{ echo "run this as root: the agent reads and writes block devices" >&2; exit 1; }}
 command -v python3 >/dev/null || {{ echo "python3 (3.11 or later) is needed" >&2; exit 1; }}
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{ echo "python3 must be 3.11 or later" >&2; exit 1; }}
@@ -212,7 +225,7 @@ fetch() {{
 }}
 echo "==> the agent's environment in $PREFIX"
 python3 -m venv ${{OPENCBR_AGENT_VENV_ARGS:-}} "$PREFIX" || {{ echo "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }}
-echo "==> the agent package from $ENDPOINT and its dependencies (blake3, zstandard, cryptography, pyfastcdc)"
+echo "==> the agent package from $ENDPOINT and its dependencies ({", ".join(d.split("==")[0] for d in AGENT_DEPENDENCIES)})"
 fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
 "$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
 echo "==> enrolling this host"
@@ -223,7 +236,8 @@ cat > "$UNIT_DIR/opencbr-agent.service" <<UNIT
 systemctl daemon-reload
 systemctl enable --now opencbr-agent
 systemctl --no-pager --lines=0 status opencbr-agent || true
-echo "==> done: opencbr-agent status shows the agent's state"
+if [ -d "$BIN_DIR" ]; then ln -sf "$PREFIX/bin/opencbr-agent" "$BIN_DIR/opencbr-agent"; fi
+echo "==> done: opencbr-agent$CONFIG_ARG status shows the agent's state"
 """
 
 

@@ -41,6 +41,8 @@ def _commands(cmds: dict) -> None:
         typer.echo(f"  {cmds[key]}")
     if cmds.get("token_hint"):
         typer.echo(f"({cmds['token_hint']})")
+    if cmds.get("ca_fingerprint"):
+        typer.echo(f"The service's CA (opencbr-agent register --ca-fingerprint, with AK/SK): {cmds['ca_fingerprint']}")
 
 
 @agent_app.command("list")

@@ -95,7 +95,7 @@ def _why(dir_fd: int, rel: str, e: OSError, where: str) -> str:
         except OSError:
             break
         if stat.S_ISLNK(st.st_mode):
-            return f"{os.path.join(where, sub)} is a symbolic link (it was not when registered): refused"
+            return f"{os.path.join(where, sub)} is a symbolic link: refused (no link is followed below a root)"
         if not stat.S_ISDIR(st.st_mode) and (i < len(parts) or e.errno == errno.ENOTDIR):
             return f"{os.path.join(where, sub)} is not a directory"
     return f"{os.path.join(where, rel)} cannot be opened without leaving its directory ({e.strerror})"

@@ -2,7 +2,9 @@
 
 - ``GET /agent/install.sh``: the installation script for this service (the enrolment token is an
   argument of the script, never part of a URL: ``curl -fsSL .../agent/install.sh | sudo sh -s -- --token T``);
-- ``GET /agent/package.whl``: the agent's wheel (what the script installs; no build step on the host);
+- ``GET /agent/package.whl``, or under its own file name (``/agent/opencbr_agent-<version>-py3-none-any.whl``,
+  which ``pip install URL`` needs): the agent's wheel (what the script installs; no build step on the host);
+- ``GET /agent/opencbr-agent.service``: the systemd unit (for an installation by hand);
 - ``GET /agent/package``: the agent's source package (``pip install`` builds it with setuptools).
 
 Both packages are built once per process from the service's own source (reproducibly).
@@ -34,8 +36,14 @@ def _file(kind: str, media_type: str) -> Response:
 
 
 @router.get("/agent/package.whl")
+@router.get(f"/agent/{package.wheel_name()}")  # (pip installs a wheel from a URL only under its own name)
 def agent_wheel():
     return _file("wheel", "application/zip")
+
+
+@router.get("/agent/opencbr-agent.service")
+def agent_unit():
+    return Response(package.SYSTEMD_UNIT, media_type="text/plain")
 
 
 @router.get("/agent/package")

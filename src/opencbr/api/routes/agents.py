@@ -140,13 +140,18 @@ def list_agent(limit: str | None = None, offset: int | None = None, status: str 
 def create_token(request: Request, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     with ctx.tx() as s:
         t = agents.create_token(s, ctx, p)
+        fingerprint = agents.ca_fingerprint(s, ctx)
     return {"token": t.token, "token_id": t.token_id, "expires_at": wire.iso(t.expires_at),
-            "install_command": agents.install_commands(ctx, p, t.token, request_url=str(request.base_url))}
+            "install_command": agents.install_commands(ctx, p, t.token, request_url=str(request.base_url),
+                                                       ca_fingerprint=fingerprint)}
 
 
 @router.get("/agents/install-command")
 def install_command(request: Request, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
-    return {"install_command": agents.install_commands(ctx, p, request_url=str(request.base_url))}
+    with ctx.tx() as s:  # (the CA is created on first use, here too)
+        fingerprint = agents.ca_fingerprint(s, ctx)
+    return {"install_command": agents.install_commands(ctx, p, request_url=str(request.base_url),
+                                                       ca_fingerprint=fingerprint)}
 
 
 @router.post("/agents/enrol")

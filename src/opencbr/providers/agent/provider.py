@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from opencbr.agentlink.channel import LinkError
 from opencbr.domain import resource as R
 from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
 from opencbr.engine.remote.vault import vault_request
@@ -157,6 +158,9 @@ class AgentProvider:
         except Exception as e:  # noqa: BLE001
             if cancel is not None and cancel.is_set():
                 raise AgentTaskFailed("cancelled", "the task was cancelled") from None
+            if isinstance(e, LinkError):  # the agent died, was stopped or the network failed under the task
+                raise AgentTaskFailed("agent_link", f"the connection to the agent was lost during the task ({e}): "
+                                      "the agent stopped or the network failed") from None
             raise AgentTaskFailed(getattr(e, "code", "agent_link"),
                                   f"the agent's task failed: {e}") from None
         finally:

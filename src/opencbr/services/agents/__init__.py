@@ -9,7 +9,7 @@
 """
 
 from opencbr.services.agents.ca import authority, service_identity
-from opencbr.services.agents.enrolment import create_token, enrol, install_commands, proof
+from opencbr.services.agents.enrolment import ca_fingerprint, create_token, enrol, install_commands, proof
 from opencbr.services.agents.poll import (
     AGENT_OFFLINE,
     address_of,
@@ -36,7 +36,8 @@ from opencbr.services.agents.registry import (
 from opencbr.services.agents.state import offline_after, poll_timeout
 
 __all__ = [
-    "AGENT_OFFLINE", "CURRENT_AGENT_VERSION", "AgentView", "add_agent_path", "address_of", "authority", "ca_certificate", "check_agent",
+    "AGENT_OFFLINE", "CURRENT_AGENT_VERSION", "AgentView", "add_agent_path", "address_of", "authority", "ca_certificate",
+    "ca_fingerprint", "check_agent",
     "create_token", "enrol", "exclude_paths", "install_commands", "link_error", "list_agents", "notify_revoked",
     "offline_after", "poll_agents", "poll_timeout", "proof", "register_agent", "remove_agent_path", "require_online", "service_identity", "show_agent",
     "unregister_agent", "update_agent", "view",

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 import opencbr.services.agents.ca as A
 import opencbr.services.agents.registry as registry
+from opencbr.agentlink import package
 from opencbr.catalog.models import Agent, AgentToken
 from opencbr.domain.errors import QuotaExceeded, Unauthorized
 from opencbr.providers.agent import link
@@ -112,19 +113,32 @@ def enrol(s: Session, ctx: ServiceContext, project_id: str, request: dict, *, so
 
 
 def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None, *,
-                     request_url: str = "") -> dict:
+                     request_url: str = "", ca_fingerprint: str = "") -> dict:
     """The commands that install an agent on a Linux host and enrol it into the caller's project:
     ``install`` does it all (the service serves the script and the agent's package, docs/agents.md);
     ``package``, ``register`` and ``start`` are the same steps by hand. The API's address is the
-    setting ``public_url``, else the one the caller reached it at (``request_url``)."""
+    setting ``public_url``, else the one the caller reached it at (``request_url``).
+    ``ca_fingerprint``: the agents' CA (``ca_fingerprint``), for an enrolment with AK/SK."""
     url = ctx.settings.public_url.rstrip("/") or request_url.rstrip("/") or ctx.settings.url
     token_text = token or "<TOKEN>"
+    # By hand, the same as the script: a virtual environment in the script's prefix (a distribution's
+    # Python refuses `pip install` into itself, PEP 668), the wheel under its own file name (pip refuses
+    # any other), and the unit the script would write (its ExecStart is that prefix's opencbr-agent).
+    agent = f"{package.PREFIX}/bin/opencbr-agent"
     return {
         "install": f"curl -fsSL {url}/agent/install.sh | sudo sh -s -- --token {token_text}",
-        "package": f"sudo python3 -m pip install {url}/agent/package.whl",
-        "register": f"sudo opencbr-agent register --endpoint {url} --token {token_text} "
-                    f"--listen 0.0.0.0:{AGENT_PORT}",
-        "start": "sudo systemctl enable --now opencbr-agent",
+        "package": f"sudo python3 -m venv {package.PREFIX} && "
+                   f"sudo {package.PREFIX}/bin/pip install {url}/agent/{package.wheel_name()}",
+        "register": f"sudo {agent} register --endpoint {url} --token {token_text} --listen 0.0.0.0:{AGENT_PORT}",
+        "start": f"curl -fsSL {url}/agent/opencbr-agent.service | sudo tee /etc/systemd/system/opencbr-agent.service "
+                 ">/dev/null && sudo systemctl daemon-reload && sudo systemctl enable --now opencbr-agent",
         "token_hint": "" if token else "make a token with `cbr agent token` (valid for one hour, one host)",
         "project_id": p.project_id,
+        # what `opencbr-agent register --ca-fingerprint` checks when enrolling with AK/SK
+        "ca_fingerprint": ca_fingerprint,
     }
+
+
+def ca_fingerprint(s: Session, ctx: ServiceContext) -> str:
+    """``sha256:<hex>`` of the agents' CA (created now if there is none yet), as agents pin it."""
+    return "sha256:" + link.ca_digest(A.authority_row(s, ctx).ca_cert)

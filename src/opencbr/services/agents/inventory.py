@@ -128,13 +128,19 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
         res = existing.get((R.FILE_SYSTEM, ap.dir_path)) or file_system(s, ctx, agent, ap.dir_path)
         reported = paths.get(ap.dir_path)
         if reported is not None and not reported.get("exists", True):
-            _set(res, "error", f"{ap.dir_path} does not exist on host {host}")
+            # the agent's refusal (outside its roots, a symbolic link on the way), else it is missing
+            refused = reported.get("error")
+            _set(res, "error", f"refused by host {host}: {str(refused)[:300]}" if refused and isinstance(refused, str)
+                 else f"{ap.dir_path} does not exist on host {host}")
         else:
             if reported is not None and isinstance(reported.get("size_estimate"), int):
                 res.size_bytes = max(0, reported["size_estimate"])
             _set(res, "available")
+    walked = answer.get("images_complete") is not False  # the agent's walk for image files finished
     for key, res in existing.items():
         if key not in seen:
+            if not walked and res.type == R.DISK and (res.identity or {}).get("kind") == "image":
+                continue  # an image the walk did not reach in its time budget is not gone
             if res.server_id in made:
                 # A made server's disk file that is not in this answer may simply be newer than the agent's
                 # list of image files (redone every few minutes): its absence proves nothing; a task that
