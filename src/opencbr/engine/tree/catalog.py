@@ -57,6 +57,24 @@ class CatalogWriter:
         if self._size >= MAX_CHUNK or (self._size >= MIN_CHUNK and self._cut_here(zlib.crc32(path), CUT_MODULUS)):
             self._cut()
 
+    def add_run(self, run) -> None:
+        """:meth:`add` of every ``(path, rec, ...)`` of ``run`` in order (the incremental backup's
+        records reused from the parent: the same chunks, cut at the same records, as one by one)."""
+        buf, size, count = self._buf, self._size, self._count
+        cut_here, crc32 = self._cut_here, zlib.crc32
+        for item in run:
+            path, rec = item[0], item[1]
+            if not count:
+                self._first = path_key(path)
+            buf.append(rec)
+            size += len(rec)
+            count += 1
+            if size >= MAX_CHUNK or (size >= MIN_CHUNK and cut_here(crc32(path), CUT_MODULUS)):
+                self._size, self._count = size, count
+                self._cut()
+                buf, size, count = self._buf, 0, 0
+        self._size, self._count = size, count
+
     def _cut(self) -> None:
         if not self._buf:
             return
