@@ -91,31 +91,26 @@ class ParentCursor:
     ``(key, record)`` pairs with ``keyed`` (``CatalogReader.records(keyed=True)``: no second key)."""
 
     def __init__(self, records, keyed: bool = False):
-        self._it = iter(records)
-        self._keyed = keyed
-        self._cur = None
-        self._key = None
-        self._advance()
-
-    def _advance(self) -> None:
-        nxt = next(self._it, None)
-        if nxt is None:
-            self._cur = None
-        elif self._keyed:
-            self._key, self._cur = nxt
-        else:
-            self._cur = nxt
-            self._key = path_key(record_path(nxt))
+        self._records = records
+        self._it = iter(records) if keyed else ((path_key(record_path(r)), r) for r in records)
+        first = next(self._it, None)
+        self._key, self._cur = first if first is not None else (None, None)
 
     def find(self, key: bytes):
-        while self._cur is not None and self._key < key:
-            self._advance()
-        if self._cur is not None and self._key == key:
-            return self._cur
-        return None
+        k = self._key
+        if k is not None and k < key:
+            # (one parent record per walked entry, mostly: a plain loop over the pairs, no call each)
+            for k, rec in self._it:
+                if k >= key:
+                    self._key, self._cur = k, rec
+                    break
+            else:
+                self._key = self._cur = None
+                return None
+        return self._cur if k == key else None
 
     def close(self) -> None:
-        close = getattr(self._it, "close", None)
+        close = getattr(self._records, "close", None)
         if close is not None:
             close()
 
@@ -314,7 +309,7 @@ class TreeBackup:
         :meth:`_write` does per entry, with the counters and the catalog writer's state kept in locals."""
         files = size = 0
         last, refs = self._last_ref, self.refs
-        for path, rec, digests, sz in run:
+        for _path, _rec, digests, sz in run:
             if digests is not None:  # (a regular file; None: a directory, symlink or special file)
                 files += 1
                 size += sz

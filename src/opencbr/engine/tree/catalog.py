@@ -26,7 +26,7 @@ from ..chunks.store import ChunkStore
 from ..errors import Damaged
 from .cutting import ChunkingSecret, public_cut
 from .dynamic_index import CatalogChunk, DynamicIndex
-from .entry import Entry, RecordError, decode, iter_records, path_key, record_path
+from .entry import PATH_OFFSET, Entry, RecordError, decode, iter_records, path_key, record_path
 
 MIN_CHUNK = 16 << 10
 MAX_CHUNK = 256 << 10
@@ -162,7 +162,8 @@ class CatalogReader:
             try:
                 for rec in iter_records(data):
                     count += 1
-                    k = path_key(record_path(rec))
+                    n = rec[PATH_OFFSET] | rec[PATH_OFFSET + 1] << 8  # (record_path, path_key inline)
+                    k = bytes(rec[PATH_OFFSET + 2:PATH_OFFSET + 2 + n]).replace(b"/", b"\0")
                     if last is not None and k <= last:
                         raise Damaged(f"backup {self.dix.backup_id}: catalog out of order at "
                                       f"{record_path(rec)!r}", backup_id=self.dix.backup_id)
