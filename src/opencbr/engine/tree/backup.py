@@ -546,8 +546,10 @@ class TreeBackup:
     def _walk(self, cursor: ParentCursor | None) -> None:
         """Every entry of the tree, in walk order, into the pending queue (files read by the pool)."""
         pending = self._pending
+        find = cursor.find if cursor is not None else None
+        walk_file, walk_node, drain = self._walk_file, self._walk_node, self._drain  # (62k calls each)
         for n, item in enumerate(self.source.walk(self.warn, self.parent is not None and not self.full)):
-            if n % 256 == 0:
+            if not n & 255:
                 self._check_cancel()
                 self._report()
             st = item.st
@@ -555,12 +557,12 @@ class TreeBackup:
             if typ is None:
                 self.warn(item.path, f"unsupported file type {stat.S_IFMT(st.st_mode):o}: skipped", False)
                 continue
-            prec = cursor.find(path_key(item.path)) if cursor is not None else None
+            prec = find(item.path.replace(b"/", b"\0")) if find is not None else None  # (path_key inline)
             if typ == FILE:
-                self._walk_file(item, prec)
-            elif not self._walk_node(item, typ, prec):
+                walk_file(item, prec)
+            elif not walk_node(item, typ, prec):
                 continue
-            self._drain(pending, block=False)
+            drain(pending, block=False)
         self._submit_batch()
         self._drain(pending, block=True)
 
