@@ -26,7 +26,7 @@ from ..chunks.store import ChunkStore
 from ..errors import Damaged
 from .cutting import ChunkingSecret, public_cut
 from .dynamic_index import CatalogChunk, DynamicIndex
-from .entry import Entry, RecordError, decode, iter_records, path_key, record_path
+from .entry import PATH_OFFSET, Entry, RecordError, decode, iter_records, path_key, record_path
 
 MIN_CHUNK = 16 << 10
 MAX_CHUNK = 256 << 10
@@ -56,6 +56,24 @@ class CatalogWriter:
         self._count += 1
         if self._size >= MAX_CHUNK or (self._size >= MIN_CHUNK and self._cut_here(zlib.crc32(path), CUT_MODULUS)):
             self._cut()
+
+    def add_run(self, run) -> None:
+        """:meth:`add` of every ``(path, rec, ...)`` of ``run`` in order (the incremental backup's
+        records reused from the parent: the same chunks, cut at the same records, as one by one)."""
+        buf, size, count = self._buf, self._size, self._count
+        cut_here, crc32 = self._cut_here, zlib.crc32
+        for item in run:
+            path, rec = item[0], item[1]
+            if not count:
+                self._first = path_key(path)
+            buf.append(rec)
+            size += len(rec)
+            count += 1
+            if size >= MAX_CHUNK or (size >= MIN_CHUNK and cut_here(crc32(path), CUT_MODULUS)):
+                self._size, self._count = size, count
+                self._cut()
+                buf, size, count = self._buf, 0, 0
+        self._size, self._count = size, count
 
     def _cut(self) -> None:
         if not self._buf:
@@ -144,7 +162,8 @@ class CatalogReader:
             try:
                 for rec in iter_records(data):
                     count += 1
-                    k = path_key(record_path(rec))
+                    n = rec[PATH_OFFSET] | rec[PATH_OFFSET + 1] << 8  # (record_path, path_key inline)
+                    k = bytes(rec[PATH_OFFSET + 2:PATH_OFFSET + 2 + n]).replace(b"/", b"\0")
                     if last is not None and k <= last:
                         raise Damaged(f"backup {self.dix.backup_id}: catalog out of order at "
                                       f"{record_path(rec)!r}", backup_id=self.dix.backup_id)

@@ -243,9 +243,15 @@ def record_digests(rec) -> list[bytes]:
     path: one call per unchanged file)."""
     flags = rec[5]
     pos = PATH_OFFSET
-    for _ in range(4):  # path, user, group, link
-        (n,) = _U16.unpack_from(rec, pos)
-        pos += 2 + n
+    # path, user, group, link: u16 lengths, little-endian, read byte by byte (cheaper than unpack_from)
+    pos += 2 + (rec[pos] | rec[pos + 1] << 8)
+    pos += 2 + (rec[pos] | rec[pos + 1] << 8)
+    pos += 2 + (rec[pos] | rec[pos + 1] << 8)
+    pos += 2 + (rec[pos] | rec[pos + 1] << 8)
+    if not flags & (F_XATTRS | F_SPARSE):  # (most files)
+        step = _SLICE.size if flags & F_SLICES else _CHUNK.size
+        if len(rec) == pos + 4 + step and _U32.unpack_from(rec, pos)[0] == 1:  # one chunk or slice
+            return [bytes(rec[pos + 4:pos + 4 + DIGEST_SIZE])]
     if flags & F_XATTRS:
         (n,) = _U16.unpack_from(rec, pos)
         pos += 2
