@@ -59,7 +59,7 @@ class DirectorySource:
                                node_meta=not incremental))
 
     def scanner(self) -> TreeScanner:
-        return TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
+        return TreeScanner(self.root, one_file_system=self.one_file_system).start()
 
     def entry(self, item, typ: int, warn: Warn) -> Entry:
         st = item.st
