@@ -153,3 +153,11 @@ def test_the_service_processes_end_through_the_whole_teardown(command):
     proc = _ended([command, "--help"])
     assert proc.returncode == 0 and "Usage:" in proc.stdout
     assert "ATEXIT" in proc.stderr and "TEARDOWN" in proc.stderr
+
+
+def test_a_command_run_inside_another_program_returns_to_it():
+    """(typer's CliRunner, as a program embedding cbr would: the output is not the process's own.)"""
+    code = ("from typer.testing import CliRunner\nfrom opencbr.cli.main import app\n"
+            "r = CliRunner().invoke(app, ['version'])\nprint('BACK', r.exit_code, r.stdout.strip())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("BACK 0 "), proc.stdout + proc.stderr

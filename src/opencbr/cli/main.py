@@ -115,9 +115,12 @@ def quick_exit(code) -> None:
     rich, http.client) took 0.03-0.2 s after the output was written (0.2-0.3 s for ``cbr backup create
     --help`` on a loaded machine; bench/README.md, realtree), time a user or script waits for nothing.
     Does nothing (the caller exits as usual) if another thread that is not a daemon still runs, if the
-    code is a message rather than a number, or if the output cannot be flushed (the usual teardown
-    reports that)."""
+    code is a message rather than a number, if the output is not the process's own (a test runner or
+    another program running the command in its process: ``CliRunner``), or if the output cannot be
+    flushed (the usual teardown reports that)."""
     if code is not None and not isinstance(code, int):
+        return
+    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
         return
     main = threading.main_thread()
     if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
