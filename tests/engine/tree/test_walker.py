@@ -181,49 +181,6 @@ def _regular_bytes(root) -> int:
                if os.path.isfile(os.path.join(d, n)) and not os.path.islink(os.path.join(d, n)))
 
 
-def test_the_scanner_sizes_the_tree_in_a_helper_process_and_reaps_it(tmp_path):
-    """The progress total of a first backup: counted by a forked helper (its system calls never wait for
-    this process's GIL, nor make the walk wait for it), no thread of this process."""
-    import threading
-    import time
-
-    from opencbr.engine.tree.walker import TreeScanner
-
-    root = _deep_tree(tmp_path / "t")
-    (root / "big").write_bytes(b"z" * 100_000)
-    threads = {t.ident for t in threading.enumerate()}
-    scanner = TreeScanner(os.fsencode(root)).start()
-    assert {t.ident for t in threading.enumerate()} == threads
-    assert scanner.pid > 0 and scanner.pid != os.getpid()
-    deadline = time.monotonic() + 30
-    while not scanner.done.is_set() and time.monotonic() < deadline:
-        _ = scanner.total
-        time.sleep(0.01)
-    assert scanner.done.is_set() and scanner.total == _regular_bytes(root) > 100_000
-    pid = scanner.pid
-    scanner.stop()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def test_a_scanner_stopped_midway_is_killed_and_reaped(tmp_path, monkeypatch):
-    import time
-
-    from opencbr.engine.tree import walker as walker_mod
-
-    root = _deep_tree(tmp_path / "t")
-    monkeypatch.setattr(walker_mod.os, "scandir", lambda d, _real=os.scandir: time.sleep(60) or _real(d))
-    scanner = walker_mod.TreeScanner(os.fsencode(root)).start()  # (the helper sleeps in its first listing)
-    time.sleep(0.2)
-    pid = scanner.pid
-    assert not scanner.done.is_set() and scanner.total == 0
-    t0 = time.monotonic()
-    scanner.stop()
-    assert time.monotonic() - t0 < 10 and scanner.pid == 0
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 @pytest.mark.parametrize("prefetch,entries", [(0, 16384), (2, 16384), (2, 3)])
 def test_a_tally_adds_up_every_listed_regular_file_once_and_is_done_when_the_walk_ends(tmp_path, monkeypatch,
                                                                                      prefetch, entries):

@@ -60,7 +60,7 @@ class DirectorySource:
                                node_meta=not incremental, tally=None if incremental else self.tally))
 
     def scanner(self) -> TreeScanner:
-        return TreeScanner(self.root, one_file_system=self.one_file_system).start()
+        return TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
 
     def entry(self, item, typ: int, warn: Warn) -> Entry:
         st = item.st

@@ -17,10 +17,9 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
-import mmap
 import os
+import queue
 import stat
-import struct
 import threading
 import time
 from concurrent.futures import Future
@@ -415,78 +414,67 @@ class ListingTally:
 
 class TreeScanner:
     """Sizes the tree for the progress bar of a first backup (later backups use the parent's size):
-    ``lstat`` of everything, adding up regular file sizes into ``total``; ``done`` is set when the scan
-    is complete. It also warms the inode cache for the ordered walk.
+    a few threads ``lstat`` everything in no particular order and add up regular file sizes into
+    ``total``; ``done`` is set when the scan is complete. The threads spend their time in system calls
+    (which release the GIL) and also warm the inode cache for the ordered walk. On the 30k-file tree
+    the total is known after ~1 s of a ~6 s first backup."""
 
-    The scan runs in a forked helper process (like :class:`MetadataWarmer`) that publishes its running
-    total in a shared page: threads of the backup's own process (as before) wanted the GIL back after
-    every one of their ~2 system calls per entry, which is what the walking thread -- the serial part of
-    a backup of small files -- waits for (bench/README.md, realtree: 62,000 entries, cold). Nothing
-    depends on the helper: it may lag or die (the total then stays an estimate), and ``stop`` kills it."""
-
-    def __init__(self, root: bytes, *, one_file_system: bool = True):
+    def __init__(self, root: bytes, *, one_file_system: bool = True, threads: int = 4):
         self.root = root
         self.one_file_system = one_file_system
+        self.total = 0  # bytes of regular files seen so far
         self.done = threading.Event()
-        self.pid = 0
-        self._shared = mmap.mmap(-1, 16)  # (anonymous and shared with the helper: its total, then "done")
-        self._total = 0
-
-    @property
-    def total(self) -> int:
-        """Bytes of regular files seen so far."""
-        if not self.done.is_set():
-            finished = _WORD.unpack_from(self._shared, 8)[0]  # (the flag first: written after the total)
-            self._total = _WORD.unpack_from(self._shared, 0)[0]
-            if finished:
-                self.done.set()
-        return self._total
+        self._stop = threading.Event()
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, name=f"tree-scan-{i}", daemon=True) for i in range(threads)]
 
     def start(self) -> "TreeScanner":
         try:
-            dev = os.stat(self.root).st_dev
+            self._dev = os.stat(self.root).st_dev
         except OSError:
             self.done.set()
             return self
-        parent = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError:
-            return self  # no helper: no total, the progress goes by the estimate and what was read
-        if pid == 0:
-            try:
-                die_with_parent(parent)
-                self._run(dev)
-            finally:
-                os._exit(0)
-        self.pid = pid
+        self._busy = 1
+        self._q.put(self.root)
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self) -> None:
-        if self.pid:
-            kill_and_reap(self.pid)
-            self.pid = 0
+        self._stop.set()
+        for _ in self._threads:
+            self._q.put(None)
 
-    def _run(self, dev: int) -> None:
-        total = 0
-        stack = [self.root]
-        while stack:
-            d = stack.pop()
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            d = self._q.get()
+            if d is None:
+                return
+            subtotal = 0
             try:
                 with os.scandir(d) as it:
                     for e in it:
+                        if self._stop.is_set():
+                            break
                         try:
                             st = e.stat(follow_symlinks=False)
                         except OSError:
                             continue
                         if stat.S_ISREG(st.st_mode):
-                            total += st.st_size
-                        elif stat.S_ISDIR(st.st_mode) and (not self.one_file_system or st.st_dev == dev):
-                            stack.append(e.path)
+                            subtotal += st.st_size
+                        elif stat.S_ISDIR(st.st_mode) and (not self.one_file_system or st.st_dev == self._dev):
+                            with self._lock:
+                                self._busy += 1
+                            self._q.put(e.path)
             except OSError:
                 pass
-            _WORD.pack_into(self._shared, 0, total)
-        _WORD.pack_into(self._shared, 8, 1)
-
-
-_WORD = struct.Struct("=Q")  # a TreeScanner's shared page: the total so far at 0, "finished" at 8
+            with self._lock:
+                self.total += subtotal
+                self._busy -= 1
+                finished = self._busy == 0
+            if finished:
+                self.done.set()
+                self.stop()
+                return
