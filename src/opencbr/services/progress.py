@@ -26,7 +26,6 @@ class TaskProgress:
         self.lease_lost = False
         self._stops: list[CBRError] = []  # what the guard raised, shared with the spans
         self._last = 0.0
-        self._reported = 0  # the highest percentage reported
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
@@ -44,10 +43,8 @@ class TaskProgress:
                 return
             self._last = now
             pct = self.lo + (self.hi - self.lo) * (done / total if total else 1)
-            # never back: a first backup's total may grow as its walk lists more (ListingTally)
-            pct = self._reported = max(int(pct), self._reported)
             try:
-                self.run.progress(pct)
+                self.run.progress(int(pct))
             except tasks.TaskCancelled:
                 self.cancel.set()
             except tasks.LeaseLost:

@@ -18,7 +18,9 @@ class ResourceTree(DirectorySource):
     the walk's listings have seen so far. Never a ``TreeScanner`` (listing and stat'ing the whole tree
     a second time beside the backup, ~1 CPU s and up to 1.5 s of a 6-11 s first backup of 62,000
     entries on 2 cores; bench/README.md, realtree). The total is an estimate either way: the engine
-    never lets it fall below what was already read, and the task's percentage never goes back."""
+    never lets it fall below what was already read. (From the listings it trails the truth by what is
+    not listed yet: up to ``TreeWalker.MAX_PREFETCH_ENTRIES`` entries ahead of the reads, so the
+    percentage of a large tree runs high until its last directories are listed.)"""
 
     def __init__(self, root_fd: int, size_hint: int):
         super().__init__(os.fsencode(f"/proc/self/fd/{root_fd}"))
