@@ -127,8 +127,9 @@ def quick_exit(code) -> None:
         return
     atexit._run_exitfuncs()  # (logging's flush, and whatever a command registered)
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
     except (OSError, ValueError):
         return
     os._exit(code or 0)
