@@ -152,6 +152,28 @@ class CliTool:
     def backup_cmd(self, name: str) -> list[str]:
         return self.svc.cbr_cmd("backup", "create", self.vault, "--name", name, "--wait")
 
+    def service_cpu(self) -> float:
+        """CPU seconds (user + system, with reaped helpers) of ``opencbr serve`` and all its processes so far."""
+        tck = os.sysconf("SC_CLK_TCK")
+        total, todo = 0, [self.svc.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                total += sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15])
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+            except OSError:
+                continue  # (gone meanwhile)
+        return total / tck
+
+
+def timed_op(t, cmd: list[str], **kw) -> dict:
+    """treebench.timed; for the service, also the CPU its processes used meanwhile (``service_cpu``)."""
+    before = t.service_cpu() if isinstance(t, CliTool) else 0.0
+    r = treebench.timed(cmd, **kw)
+    r["service_cpu"] = t.service_cpu() - before if isinstance(t, CliTool) else 0.0
+    return r
+
     def restore_cmd(self, name: str, dst: Path) -> tuple[list[str], Path]:
         return self.svc.cbr_cmd("fs", "create-from-backup", name, "--name", f"restored-{dst.name}",
                                 "--path", str(dst / "tree"), "--wait"), dst / "tree"
@@ -183,7 +205,7 @@ def run(a) -> int:
             t.init()
             for op, name in (("first", "first"), ("unchanged", "unchanged")):
                 if op in a.ops:
-                    rec(op, treebench.timed(t.backup_cmd(name), cwd=data, env=t.env, drop=True,
+                    rec(op, timed_op(t, t.backup_cmd(name), cwd=data, env=t.env, drop=True,
                                             log=work / "logs" / f"{t.v}-{op}.log"))
                     t.prev = name
         treebench.sh([PY, str(BENCH / "realtree_data.py"), "upgrade", str(tree_dir)])
@@ -196,7 +218,7 @@ def run(a) -> int:
         for t in tools:
             rec = treebench.recorder(t, results)
             if "changed" in a.ops:
-                rec("changed", treebench.timed(t.backup_cmd("incr"), cwd=data, env=t.env, drop=True,
+                rec("changed", timed_op(t, t.backup_cmd("incr"), cwd=data, env=t.env, drop=True,
                                                log=work / "logs" / f"{t.v}-changed.log"))
                 t.prev = "incr"
             if "restore" in a.ops:
@@ -223,7 +245,7 @@ def restore_one(t, work: Path, tree_dir: Path, rec) -> None:
         cwd = dst
     else:
         cmd, cwd, got = t.restore_cmd("incr", dst, durable=True)
-    rec("restore", treebench.timed(cmd, cwd=cwd, env=t.env, drop=True, log=work / "logs" / f"{t.v}-restore.log"))
+    rec("restore", timed_op(t, cmd, cwd=cwd, env=t.env, drop=True, log=work / "logs" / f"{t.v}-restore.log"))
     diff = subprocess.run(["diff", "-rq", "--no-dereference", str(tree_dir), str(got)], capture_output=True, text=True)
     print(f"  {t.v:14s} verify     {'OK (diff -r)' if diff.returncode == 0 else 'DIFFERENCES'}")
     if diff.returncode != 0:
@@ -237,8 +259,8 @@ def table(results: list[dict]) -> str:
     by = {(r["tool"], r["op"]): r for r in results}
     floors = {r["op"]: r["wall"] for r in results if r["tool"] == "floor"}
     lines = [" | ".join(f"{k} {v:.2f} s" for k, v in floors.items()), "",
-             "| tool | op | wall s | cpu s | peak RSS MB | repo MB | restic / this | this / floor |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| tool | op | wall s | cpu s | service cpu s | peak RSS MB | repo MB | restic / this | this / floor |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         if r["tool"] == "floor":
             continue
@@ -246,7 +268,8 @@ def table(results: list[dict]) -> str:
         ratio = f"{peer['wall'] / r['wall']:.2f}x" if peer and r["tool"] != "restic" else ""
         fl = floors.get(FLOOR_OF.get(r["op"], ""))
         vs_floor = f"{r['wall'] / fl:.2f}" if fl else ""
-        lines.append(f"| {r['tool']} | {r['op']} | {r['wall']:.2f} | {r['user'] + r['sys']:.2f} | {r['rss_mb']:.0f} | "
+        lines.append(f"| {r['tool']} | {r['op']} | {r['wall']:.2f} | {r['user'] + r['sys']:.2f} | "
+                     f"{r.get('service_cpu', 0):.2f} | {r['rss_mb']:.0f} | "
                      f"{r['repo_bytes'] / 1e6:.1f} | {ratio} | {vs_floor} |")
     return "\n".join(lines)
 

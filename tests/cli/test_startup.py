@@ -116,3 +116,48 @@ def test_backup_create_wait_json_imports_the_backup_group_only(server, tmp_path)
     own = {"opencbr.cli.backups", "opencbr.cli.replication", "opencbr.cli.sharing"}
     assert cli_modules(modules) <= SHARED | own, cli_modules(modules) - SHARED - own
     assert not heavy(modules), heavy(modules)
+
+
+_TEARDOWN = """
+import sys
+
+class _Witness:
+    def __del__(self):
+        print("TEARDOWN", file=sys.__stderr__, flush=True)
+
+witness = _Witness()  # freed by the interpreter's teardown of its modules, if there is one
+import atexit
+atexit.register(lambda: print("ATEXIT", file=sys.__stderr__, flush=True))
+from opencbr.cli.main import app
+app(prog_name="cbr")
+"""
+
+
+def _ended(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _TEARDOWN, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,code", [(["version"], 0), (["backup", "create", "--help"], 0),
+                                       (["backup", "no-such-command"], 2)])
+def test_a_client_command_ends_without_the_interpreters_teardown(args, code):
+    """Its output and exit status as always, its atexit handlers run, the modules are not freed one by one."""
+    proc = _ended(args)
+    assert proc.returncode == code
+    assert ("Usage:" in proc.stdout + proc.stderr) if code else proc.stdout.strip()
+    assert "ATEXIT" in proc.stderr
+    assert "TEARDOWN" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "scheduler"])
+def test_the_service_processes_end_through_the_whole_teardown(command):
+    proc = _ended([command, "--help"])
+    assert proc.returncode == 0 and "Usage:" in proc.stdout
+    assert "ATEXIT" in proc.stderr and "TEARDOWN" in proc.stderr
+
+
+def test_a_command_run_inside_another_program_returns_to_it():
+    """(typer's CliRunner, as a program embedding cbr would: the output is not the process's own.)"""
+    code = ("from typer.testing import CliRunner\nfrom opencbr.cli.main import app\n"
+            "r = CliRunner().invoke(app, ['version'])\nprint('BACK', r.exit_code, r.stdout.strip())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("BACK 0 "), proc.stdout + proc.stderr

@@ -1,6 +1,6 @@
 """A file system's first backup takes its progress total from the size the catalog knows (the
-registration's measure) instead of scanning the whole tree beside the backup; with no size known it
-still scans. The registration's measure leaves the count to a backup asked before or while it counts."""
+registration's measure) instead of scanning the whole tree beside the backup; with no size known, from
+what its own walk has listed. The registration's measure leaves the count to a backup asked before or while it counts."""
 
 from __future__ import annotations
 
@@ -76,15 +76,16 @@ def test_a_first_backup_of_a_measured_file_system_scans_nothing_beside_it(rctx, 
     assert b.details["stats"]["files"] == 21
 
 
-def test_with_no_size_known_the_first_backup_still_sizes_the_tree_itself(rctx, owner, roots, scans):
-    """(A regression guard: the scan is what gives the progress bar a total then.)"""
+def test_with_no_size_known_the_first_backup_sizes_the_tree_from_its_own_listings(rctx, owner, roots, scans):
+    """No second walk of the tree beside the backup: its listings give the progress total (ListingTally)."""
     tree = _tree(roots)
     fs = _register(rctx, owner, tree)
     with rctx.tx() as s:
         s.get(Resource, fs.id).size_bytes = 0  # e.g. its measure has not run yet
     backup_id, task_id = _first_backup(rctx, owner, fs)
-    assert len(scans) == 1 and scans[0].startswith(b"/proc/self/fd/")
-    assert read_task(rctx, task_id).status == "success"
+    assert scans == []
+    task = read_task(rctx, task_id)
+    assert task.status == "success" and task.progress == 100
     assert _size_of(rctx, fs.id) == 20 * 1000 + sum(range(20)) + 256 * 400  # the backup's own count
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import stat
 
 import pytest
 
@@ -173,3 +174,30 @@ def test_node_meta_reads_xattrs_and_link_targets_of_everything_but_regular_files
     files = [p for p in got if (root / os.fsdecode(p)).is_file() and not (root / os.fsdecode(p)).is_symlink()]
     assert files and all(got[p] is None for p in files)  # (read with the file, by its reader)
     assert all(m is None for m in (it.meta for it in TreeWalker(root, lambda *a: None, prefetch=prefetch)))
+
+
+def _regular_bytes(root) -> int:
+    return sum(os.lstat(os.path.join(d, n)).st_size for d, _dirs, names in os.walk(root) for n in names
+               if os.path.isfile(os.path.join(d, n)) and not os.path.islink(os.path.join(d, n)))
+
+
+@pytest.mark.parametrize("prefetch,entries", [(0, 16384), (2, 16384), (2, 3)])
+def test_a_tally_adds_up_every_listed_regular_file_once_and_is_done_when_the_walk_ends(tmp_path, monkeypatch,
+                                                                                     prefetch, entries):
+    """A first backup's progress total with no size known: what the listings saw (with listing threads,
+    and with their window so small that the walk lists most directories itself)."""
+    from opencbr.engine.tree.walker import ListingTally
+
+    root = _deep_tree(tmp_path / "t")
+    (root / "big").write_bytes(b"z" * 100_000)
+    os.link(root / "big", root / "big-link")
+    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH_ENTRIES", entries)
+    tally = ListingTally()
+    walk = TreeWalker(root, lambda *a: None, prefetch=prefetch, tally=tally)
+    it = iter(walk)
+    next(it)
+    assert not tally.done.is_set()
+    rest = list(it)
+    assert tally.done.is_set()
+    assert tally.total == sum(item.st.st_size for item in rest if stat.S_ISREG(item.st.st_mode))
+    assert tally.total == _regular_bytes(root) > 200_000  # (each name of a hard link, as read)

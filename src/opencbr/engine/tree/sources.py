@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Protocol
 from .chunker import DIRECT_MIN, FileChunker, FileData
 from .common import Names
 from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry
-from .walker import TreeScanner, TreeWalker
+from .walker import ListingTally, TreeScanner, TreeWalker
 from .xattrs import read_xattrs
 
 Warn = Callable[[bytes, str, bool], None]
@@ -37,6 +37,7 @@ class DirectorySource:
     """A directory tree of this machine (``root``: a path, or ``/proc/self/fd/N`` of one opened)."""
 
     size_hint = 0  # (the backup sizes a first backup with a TreeScanner instead)
+    tally: ListingTally | None = None  # the walk adds up what it lists here (see ListingTally)
 
     def __init__(self, root: bytes, *, one_file_system: bool = True, exclude: frozenset[bytes] = frozenset()):
         self.root = root
@@ -56,7 +57,7 @@ class DirectorySource:
                                adaptive=incremental, warm=incremental, exclude=self.exclude,
                                # a first backup's listing threads read nodes' xattrs and symlinks'
                                # targets (item.meta): no system call per entry on the walking thread
-                               node_meta=not incremental))
+                               node_meta=not incremental, tally=None if incremental else self.tally))
 
     def scanner(self) -> TreeScanner:
         return TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
