@@ -15,7 +15,14 @@ from opencbr.services import iam
 from opencbr.services.context import open_context
 from opencbr.services.principal import Principal
 from tests.support.clock import FakeClock
-from tests.support.databases import BACKENDS, PG_URL, make_catalog_url, pg_unavailable_reason, release_catalog_url
+from tests.support.databases import (
+    BACKENDS,
+    PG_URL,
+    drop_templates,
+    make_catalog_url,
+    pg_unavailable_reason,
+    release_catalog_url,
+)
 from tests.support.s3 import start_moto_server
 from tests.support.server import ServerProcess
 
@@ -24,8 +31,16 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 @pytest.fixture(params=BACKENDS)
 def catalog_url(request, tmp_path):
-    """A fresh, empty catalog on each backend."""
+    """A fresh catalog on each backend: the newest schema, no rows (a copy of one migrated catalog)."""
     url = make_catalog_url(request.param, str(tmp_path))
+    yield url
+    release_catalog_url(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_catalog_url(request, tmp_path):
+    """A fresh catalog on each backend without any table: what a first start migrates."""
+    url = make_catalog_url(request.param, str(tmp_path), migrated=False)
     yield url
     release_catalog_url(url)
 
@@ -72,6 +87,10 @@ def tenant(ctx) -> Principal:
     with ctx.tx() as s:
         user = s.scalar(select(User).where(User.account_id == info.account_id))
     return iam.principal_for_user(ctx, user.id, info.project_id)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    drop_templates()  # the migrated catalogs this process copied fresh ones from
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
