@@ -5,6 +5,7 @@ loudly."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from tests.support.clock import FakeClock
 from tests.support.databases import (
     BACKENDS,
     PG_URL,
-    drop_templates,
+    finish_releases,
     make_catalog_url,
     pg_unavailable_reason,
     release_catalog_url,
@@ -90,7 +91,9 @@ def tenant(ctx) -> Principal:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    drop_templates()  # the migrated catalogs this process copied fresh ones from
+    # the PostgreSQL databases released in the background, then the migrated catalogs fresh ones copied
+    for failure in finish_releases():
+        print(f"could not drop the test database {failure}", file=sys.stderr)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

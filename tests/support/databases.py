@@ -8,9 +8,11 @@ themselves ask for an empty catalog (``migrated=False``)."""
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import tempfile
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -107,6 +109,38 @@ def make_catalog_url(backend: str, tmp_dir: str, *, migrated: bool = True) -> st
     return create_pg_database(_template("postgresql") if migrated else None)
 
 
+# PostgreSQL databases that tests are done with, dropped by one background thread: DROP DATABASE waits for a
+# checkpoint (1-3 s on a loaded machine), which no test needs to wait for.
+_to_drop: queue.Queue[str] = queue.Queue()
+_dropper: threading.Thread | None = None
+_drop_errors: list[str] = []
+
+
+def _drop_loop() -> None:
+    while True:
+        url = _to_drop.get()
+        try:
+            drop_pg_database(url)
+        except Exception as e:  # noqa: BLE001 - reported at the end of the session
+            _drop_errors.append(f"{url}: {type(e).__name__}: {e}".splitlines()[0])
+        finally:
+            _to_drop.task_done()
+
+
 def release_catalog_url(url: str) -> None:
+    """The test is done with the catalog at ``url``: a PostgreSQL database is dropped in the background
+    (``finish_releases`` waits for those drops)."""
+    global _dropper
     if url.startswith("postgresql"):
-        drop_pg_database(url)
+        if _dropper is None:
+            _dropper = threading.Thread(target=_drop_loop, name="drop-test-databases", daemon=True)
+            _dropper.start()
+        _to_drop.put(url)
+
+
+def finish_releases() -> list[str]:
+    """Wait until every released database is dropped, then drop this process's template catalogs; returns
+    the drops that failed."""
+    _to_drop.join()
+    drop_templates()
+    return list(_drop_errors)
