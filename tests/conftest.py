@@ -4,6 +4,7 @@ loudly."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -88,6 +89,25 @@ def tenant(ctx) -> Principal:
     with ctx.tx() as s:
         user = s.scalar(select(User).where(User.account_id == info.account_id))
     return iam.principal_for_user(ctx, user.id, info.project_id)
+
+
+def _file_weights() -> dict[str, float]:
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "file_weights.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers (``make test``), the test files that took longest (``tests/file_weights.json``,
+    written by ``tools/test_weights.py``) come first: xdist hands files out in this order, so the heaviest
+    no longer start last and run alone at the end. A stable sort: each file's tests, and the files
+    without a weight, stay in pytest-randomly's order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    weights = _file_weights()
+    items.sort(key=lambda item: -weights.get(item.nodeid.split("::", 1)[0], 0))
 
 
 def pytest_sessionfinish(session, exitstatus):
