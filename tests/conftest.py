@@ -4,7 +4,9 @@ loudly."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +17,14 @@ from opencbr.services import iam
 from opencbr.services.context import open_context
 from opencbr.services.principal import Principal
 from tests.support.clock import FakeClock
-from tests.support.databases import BACKENDS, PG_URL, make_catalog_url, pg_unavailable_reason, release_catalog_url
+from tests.support.databases import (
+    BACKENDS,
+    PG_URL,
+    finish_releases,
+    make_catalog_url,
+    pg_unavailable_reason,
+    release_catalog_url,
+)
 from tests.support.s3 import start_moto_server
 from tests.support.server import ServerProcess, stop_leftover_servers
 
@@ -35,8 +44,16 @@ def _no_server_outlives_its_module():
 
 @pytest.fixture(params=BACKENDS)
 def catalog_url(request, tmp_path):
-    """A fresh, empty catalog on each backend."""
+    """A fresh catalog on each backend: the newest schema, no rows (a copy of one migrated catalog)."""
     url = make_catalog_url(request.param, str(tmp_path))
+    yield url
+    release_catalog_url(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_catalog_url(request, tmp_path):
+    """A fresh catalog on each backend without any table: what a first start migrates."""
+    url = make_catalog_url(request.param, str(tmp_path), migrated=False)
     yield url
     release_catalog_url(url)
 
@@ -83,6 +100,31 @@ def tenant(ctx) -> Principal:
     with ctx.tx() as s:
         user = s.scalar(select(User).where(User.account_id == info.account_id))
     return iam.principal_for_user(ctx, user.id, info.project_id)
+
+
+def _file_weights() -> dict[str, float]:
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "file_weights.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers (``make test``), the test files that took longest (``tests/file_weights.json``,
+    written by ``tools/test_weights.py``) come first: xdist hands files out in this order, so the heaviest
+    no longer start last and run alone at the end. A stable sort: each file's tests, and the files
+    without a weight, stay in pytest-randomly's order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    weights = _file_weights()
+    items.sort(key=lambda item: -weights.get(item.nodeid.split("::", 1)[0], 0))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # the PostgreSQL databases released in the background, then the migrated catalogs fresh ones copied
+    for failure in finish_releases():
+        print(f"could not drop the test database {failure}", file=sys.stderr)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
