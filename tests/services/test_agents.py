@@ -246,3 +246,25 @@ def test_an_image_missing_from_an_unfinished_walk_is_not_gone(ctx, tenant):
     with ctx.read() as s:
         image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
         assert image.status == "error" and "no longer on host" in image.status_reason
+
+
+def test_an_answer_asked_for_before_a_disk_changed_does_not_retire_it(ctx, tenant):
+    """A poll's answer can be put together before a task made a disk file on the host and arrive after
+    the task ended (the disk's row then says available): such an answer proves nothing about that disk.
+    An answer asked for after the change still retires a disk that is gone."""
+    from opencbr.catalog.models import utcnow
+
+    _enrolled(ctx, tenant)
+    asked_before = utcnow()
+    _answer(ctx, "agent-1", INVENTORY)  # the image's row is made (changed) after the next answer was asked for
+    without = {**INVENTORY, "block_devices": [d for d in INVENTORY["block_devices"] if d["kind"] != "image"]}
+    with ctx.tx() as s:
+        inventory.apply(s, ctx, s.get(agents.registry.Agent, "agent-1"), without, asked_at=asked_before)
+    with ctx.read() as s:
+        image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
+        assert image.status == "available", image.status_reason
+    with ctx.tx() as s:
+        inventory.apply(s, ctx, s.get(agents.registry.Agent, "agent-1"), without, asked_at=utcnow())
+    with ctx.read() as s:
+        image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
+        assert image.status == "error" and "no longer on host" in image.status_reason

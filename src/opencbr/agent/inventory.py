@@ -41,6 +41,11 @@ class _Recent:
     def __init__(self):
         self._lock = threading.Lock()
         self._items: dict = {}
+        self._generation = 0  # moved on by clear()
+
+    def generation(self) -> int:
+        """Pass it to ``put`` for a result computed from now on."""
+        return self._generation
 
     def get(self, key):
         with self._lock:
@@ -50,9 +55,14 @@ class _Recent:
     def clear(self) -> None:
         with self._lock:
             self._items = {}
+            self._generation += 1
 
-    def put(self, key, value):
+    def put(self, key, value, generation: int | None = None):
+        """Keep ``value``, unless the walks were forgotten while it was computed (since ``generation``):
+        a walk that began before a task made an image would otherwise bring back the list without it."""
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return value
             self._items = {k: v for k, v in self._items.items() if time.monotonic() - v[0] < WALK_TTL}
             self._items[key] = (time.monotonic(), value)
         return value
@@ -221,6 +231,7 @@ def path_report(confinement: Confinement, dir_path: str, exclude: list[str], dea
         return {**report, "error": str(e)}
     report["exists"] = True
     key = ("size", dir_path, tuple(sorted(exclude or [])))
+    generation = _recent.generation()
     known = _recent.get(key)
     if known is not None:
         os.close(fd)
@@ -244,7 +255,7 @@ def path_report(confinement: Confinement, dir_path: str, exclude: list[str], dea
     finally:
         os.close(fd)
     report["size_estimate"] = total
-    return _recent.put(key, report)  # an incomplete walk too: it would stop at the same deadline again
+    return _recent.put(key, report, generation)  # an incomplete walk too: it would stop at the same deadline again
 
 
 def access() -> dict:
@@ -260,7 +271,9 @@ def inventory(confinement: Confinement, paths: list[dict] | None = None, *, api_
     deadline = time.monotonic() + budget_seconds
     disks = block_devices(confinement)
     key = ("images", tuple(confinement.roots))
-    imgs, refused, complete = _recent.get(key) or _recent.put(key, images(confinement, deadline - budget_seconds / 2))
+    generation = _recent.generation()
+    imgs, refused, complete = _recent.get(key) or _recent.put(key, images(confinement, deadline - budget_seconds / 2),
+                                                              generation)
     reports = [path_report(confinement, p.get("dir_path", ""), p.get("exclude_paths") or [],
                            min(deadline, time.monotonic() + 2.0)) for p in paths or []]
     return {"host": host(api_host), "block_devices": disks + imgs, "refused": refused, "images_complete": complete,

@@ -10,6 +10,7 @@ available again.
 from __future__ import annotations
 
 import posixpath
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -84,8 +85,10 @@ def _system_device(devices: list[dict]) -> str | None:
     return None
 
 
-def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any]) -> None:
-    """Bring the agent's resources in line with its ``inventory`` answer."""
+def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any], *,
+          asked_at: datetime | None = None) -> None:
+    """Bring the agent's resources in line with its ``inventory`` answer, asked for at ``asked_at`` (the
+    catalog's clock, as rows' ``updated_at``)."""
     devices = [d for d in (answer.get("block_devices") or [])[:MAX_DEVICES]
                if isinstance(d, dict) and d.get("kind") in DISK_KINDS and isinstance(d.get("path"), str)]
     rows = resources_of(s, agent.id)
@@ -141,6 +144,10 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any])
         if key not in seen:
             if not walked and res.type == R.DISK and (res.identity or {}).get("kind") == "image":
                 continue  # an image the walk did not reach in its time budget is not gone
+            if asked_at is not None and res.updated_at is not None and res.updated_at >= asked_at:
+                # changed while the agent answered (a task made this disk and ended): an answer the
+                # agent may have put together before the file existed proves nothing about it
+                continue
             if res.server_id in made:
                 # A made server's disk file that is not in this answer may simply be newer than the agent's
                 # list of image files (redone every few minutes): its absence proves nothing; a task that

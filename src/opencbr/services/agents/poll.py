@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 import opencbr.services.agents.ca as A
 import opencbr.services.agents.inventory as inventory
 import opencbr.services.agents.state as state
-from opencbr.catalog.models import Agent, AgentPath, Resource
+from opencbr.catalog.models import Agent, AgentPath, Resource, utcnow
 from opencbr.domain.errors import CBRError, StateConflict
 from opencbr.providers.agent import link
 from opencbr.services import app_consistency
@@ -67,13 +68,14 @@ def poll_agents(ctx: ServiceContext, *, timeout: float = 5) -> PollReport:
     if not agents:
         return report
     identity = A.service_identity(ctx)
+    asked_at = utcnow()
     with ThreadPoolExecutor(max_workers=min(MAX_POLL_THREADS, len(agents)), thread_name_prefix="agent-poll") as pool:
         asked = {pool.submit(_ask, identity, _address(a), paths[a.id], timeout, a.id in readiness): a for a in agents}
         for future in as_completed(asked):
             agent = asked[future]
             answer, error = future.result()
             try:
-                _record(ctx, agent.id, agent.cert_fingerprint, answer, error)
+                _record(ctx, agent.id, agent.cert_fingerprint, answer, error, asked_at)
             except Exception:  # one agent's odd answer must not stop the others
                 log.exception("agent %s: recording its answer failed", agent.id)
                 error = error or "its inventory could not be recorded"
@@ -84,7 +86,8 @@ def poll_agents(ctx: ServiceContext, *, timeout: float = 5) -> PollReport:
     return report
 
 
-def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer: dict | None, error: str) -> None:
+def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer: dict | None, error: str,
+            asked_at: datetime | None = None) -> None:
     with ctx.tx() as s:
         agent = s.get(Agent, agent_id)
         if agent is None or agent.cert_fingerprint != fingerprint or agent.status != "active":
@@ -105,7 +108,7 @@ def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer:
         agent.inventory = {**app_consistency.kept_with_inventory(agent.inventory),
                            **{k: answer.get(k) for k in ("host", "block_devices", "paths", "roots", "version")}}
         agent.inventory["app_consistency"] = app_consistency.readiness(answer.get("app_consistency"))
-        inventory.apply(s, ctx, agent, answer)
+        inventory.apply(s, ctx, agent, answer, asked_at=asked_at)
 
 
 # ------------------------------------------------------------------------------------ for the data path
