@@ -152,6 +152,10 @@ class CliTool:
     def backup_cmd(self, name: str) -> list[str]:
         return self.svc.cbr_cmd("backup", "create", self.vault, "--name", name, "--wait")
 
+    def restore_cmd(self, name: str, dst: Path) -> tuple[list[str], Path]:
+        return self.svc.cbr_cmd("fs", "create-from-backup", name, "--name", f"restored-{dst.name}",
+                                "--path", str(dst / "tree"), "--wait"), dst / "tree"
+
     def service_cpu(self) -> float:
         """CPU seconds (user + system, with reaped helpers) of ``opencbr serve`` and all its processes so far."""
         tck = os.sysconf("SC_CLK_TCK")
@@ -173,10 +177,6 @@ def timed_op(t, cmd: list[str], **kw) -> dict:
     r = treebench.timed(cmd, **kw)
     r["service_cpu"] = t.service_cpu() - before if isinstance(t, CliTool) else 0.0
     return r
-
-    def restore_cmd(self, name: str, dst: Path) -> tuple[list[str], Path]:
-        return self.svc.cbr_cmd("fs", "create-from-backup", name, "--name", f"restored-{dst.name}",
-                                "--path", str(dst / "tree"), "--wait"), dst / "tree"
 
 
 # ------------------------------------------------------------------------------------------ the run
