@@ -305,7 +305,7 @@ class TreeBackup:
                     self._last_ref = d
 
     def _write_reused(self, run) -> None:
-        """Write a run of records reused from the parent (``_Reused`` tuples) to the catalog: what
+        """Write a run of records reused from the parent (the pending queue's plain tuples) to the catalog: what
         :meth:`_write` does per entry, with the counters and the catalog writer's state kept in locals."""
         files = size = 0
         last, refs = self._last_ref, self.refs
