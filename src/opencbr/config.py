@@ -193,11 +193,41 @@ class Settings:
             return key
         path = Path(self.data_dir) / "master.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-        return bytes.fromhex(path.read_text().strip())
+            _create_key_file(path)
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"{path} must hold 64 hex digits (32 bytes): restore it from its copy, or set "
+                             "OPENCBR_MASTER_KEY")
+        return key
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new master key to ``path`` unless another process got there first. The file appears
+    whole or not at all (written aside, then hard-linked into place, which fails if the name exists):
+    processes starting together on a fresh data directory must not read a half-written key, nor make
+    two keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.unlink(aside)
 
 
 _LIST_FIELDS = {"availability_zones", "resource_roots", "alarm_webhook_allowed_networks"}
