@@ -103,6 +103,11 @@ def test_a_backup_asked_before_the_measure_ran_leaves_the_count_to_the_backup(rc
     with rctx.read() as s:
         b = backups.show_backup(s, owner, backup_id).backup
     assert b.status == "available" and _size_of(rctx, fs.id) == b.logical_bytes == 20 * 1000 + sum(range(20)) + 256 * 400
+    assert b.resource_size_bytes == b.logical_bytes  # not the 0 known when it was asked
+    with rctx.tx() as s:
+        verify_id = backups.verify_backup(s, rctx, owner, backup_id)
+    drain(rctx)
+    assert read_task(rctx, verify_id).status == "success"  # the row still matches its stored manifest
 
 
 def test_the_count_stops_when_asked_and_says_it_is_not_complete(tmp_path, monkeypatch):

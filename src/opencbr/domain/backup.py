@@ -196,3 +196,11 @@ def find_export_damage(tail: bytes, token: str) -> dict | None:
     except ValueError:
         return {}
     return detail if isinstance(detail, dict) else {}
+
+
+def stored_resource_size(header: dict) -> int:
+    """The resource's size as a backup's manifest says it: a disk's size, else the size recorded when the
+    backup was asked, else (a tree measured by the backup itself) the bytes it read."""
+    meta = header.get("meta") or {}
+    return int(header.get("disk_size") or meta.get("resource_size_bytes")
+               or (header.get("stats") or {}).get("total_bytes") or 0)

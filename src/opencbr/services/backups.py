@@ -626,6 +626,8 @@ def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, u
             row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
             row.logical_bytes, row.added_bytes = logical, added
             row.details = {**(row.details or {}), **details}
+            if row.resource_type == R.FILE_SYSTEM and not row.resource_size_bytes:
+                row.resource_size_bytes = logical  # asked before the tree was measured: what was read
         if b.id not in outcome.parts:  # a server backup: its disks are the parts
             row = s.get(Backup, b.id)
             row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
@@ -963,7 +965,7 @@ def check_row_matches_manifest(repo: Repository, rows: dict[str, dict]) -> None:
                            f"backup {backup_id} is not in the repository", code="BackupService.6010") from None
         meta = header.get("meta") or {}
         stored = {k: meta.get(k) for k in row}
-        sizes = {meta.get("resource_size_bytes"), header.get("disk_size")}  # a rebuilt row has the latter
+        sizes = {meta.get("resource_size_bytes"), B.stored_resource_size(header)}  # a rebuilt row has the latter
         bad = [f"{k} is {row[k]!r} in the catalog but {stored[k]!r} in the stored manifest" for k in row
                if k in meta and row[k] != stored[k] and not (k == "resource_size_bytes" and row[k] in sizes)]
         if bad:

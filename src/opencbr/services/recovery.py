@@ -135,7 +135,7 @@ def rebuild_vault(ctx: ServiceContext, p: Principal, vault_id: str) -> RebuildRe
                          name=m.get("name", bid), description=m.get("description", ""),
                          resource_id=m.get("resource_id", ""), resource_name=m.get("resource_name", ""),
                          resource_type=R.DISK if h.get("type") == "disk" else m.get("resource_type", R.DISK),
-                         resource_size_bytes=int(h.get("disk_size") or m.get("resource_size_bytes") or 0),
+                         resource_size_bytes=B.stored_resource_size(h),
                          resource_az=m.get("resource_az", ""), disk_role=m.get("disk_role"),
                          device_index=m.get("device_index"), status=B.AVAILABLE,
                          auto_trigger=bool(m.get("auto_trigger")), policy_id=m.get("policy_id", ""),
