@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
            "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
            "OPENCBR_AGENT_BIN_DIR": str(bin_dir),
            "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1"}
-    config, port = tmp_path / "etc" / "agent.json", free_port()
+    config, port = tmp_path / "etc dir %i" / "agent.json", free_port()  # (a unit needs such a path quoted)
     (tmp_path / "srv").mkdir()
     done = subprocess.run(["sh", "-s", "--", "--token", token, "--config", str(config), "--listen", f"127.0.0.1:{port}",
                            "--root", str(tmp_path / "srv"), "--state-dir", str(tmp_path / "state")],
@@ -101,9 +102,11 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     # the unit runs the agent with the configuration register wrote (--config was among the arguments:
     # the unit ran the default /etc/opencbr-agent/agent.json, which did not exist); `opencbr-agent status`
     # works as the script and docs/agents.md say (the command is linked into OPENCBR_AGENT_BIN_DIR)
-    assert f"ExecStart={tmp_path / 'opt'}/bin/opencbr-agent --config {config} run" in unit
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    words = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(exec_start[len("ExecStart="):])]
+    assert words == [f"{tmp_path / 'opt'}/bin/opencbr-agent", "--config", str(config), "run"]
     assert os.readlink(bin_dir / "opencbr-agent") == str(tmp_path / "opt" / "bin" / "opencbr-agent")
-    assert f"opencbr-agent --config {config} status" in done.stdout
+    assert f"opencbr-agent --config '{config}' status" in done.stdout
     assert calls.read_text().splitlines() == ["daemon-reload", "enable --now opencbr-agent",
                                               "--no-pager --lines=0 status opencbr-agent"]
     agent_id = json.loads(config.read_text())["agent_id"]

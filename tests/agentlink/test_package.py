@@ -69,8 +69,7 @@ def test_the_install_script_is_valid_shell_and_says_what_it_does():
     script = package.install_script("http://backup.example:8080/", "ocbr1.p.t.s.h")
     assert script.startswith("#!/bin/sh\n") and "ENDPOINT=http://backup.example:8080\n" in script
     assert "--token ocbr1.p.t.s.h" in script and "systemctl enable --now opencbr-agent" in script
-    assert package.SYSTEMD_UNIT.replace(package.PREFIX, "${PREFIX}").replace(
-        "/bin/opencbr-agent run", "/bin/opencbr-agent${CONFIG_ARG} run") in script
+    assert package.SYSTEMD_UNIT.replace(f"{package.PREFIX}/bin/opencbr-agent run", "${AGENT_WORD}${CONFIG_ARG} run") in script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     assert "--token" not in package.install_script("http://x:1").split("register --endpoint")[1].split("\n")[0]
 

@@ -197,7 +197,8 @@ def install_script(endpoint: str, token: str = "") -> str:
     endpoint = endpoint.rstrip("/")
     token_args = f"--token {shlex.quote(token)} " if token else ""
     # the unit runs the configuration register writes: the default, or a --config among the arguments
-    unit = SYSTEMD_UNIT.replace(PREFIX, "${PREFIX}").replace("/bin/opencbr-agent run", "/bin/opencbr-agent${CONFIG_ARG} run")
+    # (both as systemd words: a path with spaces, quotes, % or $ in it stays one argument)
+    unit = SYSTEMD_UNIT.replace(f"{PREFIX}/bin/opencbr-agent run", "${AGENT_WORD}${CONFIG_ARG} run")
     return f"""#!/bin/sh
 # Installs the OpenCBR agent {__version__} from {endpoint} (docs/agents.md):
 #   curl -fsSL {endpoint}/agent/install.sh | sudo sh -s -- --token TOKEN [--root DIR ...] [--advertise HOST:PORT]
@@ -206,11 +207,17 @@ ENDPOINT={shlex.quote(endpoint)}
 PREFIX="${{OPENCBR_AGENT_PREFIX:-{PREFIX}}}"
 UNIT_DIR="${{OPENCBR_AGENT_UNIT_DIR:-/etc/systemd/system}}"
 BIN_DIR="${{OPENCBR_AGENT_BIN_DIR:-/usr/local/bin}}"
+# one word of a systemd ExecStart line: in double quotes, with backslash, double quote, % and $ escaped
+unit_word() {{
+  printf '"%s"' "$(printf '%s' "$1" | sed -e 's/[\\\\"]/\\\\&/g' -e 's/%/%%/g' -e 's/\\$/$$/g')"
+}}
+AGENT_WORD=$(unit_word "$PREFIX/bin/opencbr-agent")
 CONFIG_ARG=""
+CONFIG_SAY=""
 prev=""
 for a in "$@"; do
-  [ "$prev" = --config ] && CONFIG_ARG=" --config $a"
-  case "$a" in --config=*) CONFIG_ARG=" --config ${{a#--config=}}";; esac
+  case "$prev" in --config) CONFIG_ARG=" --config $(unit_word "$a")"; CONFIG_SAY=" --config '$a'";; esac
+  case "$a" in --config=*) CONFIG_ARG=" --config $(unit_word "${{a#--config=}}")"; CONFIG_SAY=" --config '${{a#--config=}}'";; esac
   prev="$a"
 done
 [ "$(id -u)" = 0 ] || {{ echo "run this as root: the agent reads and writes block devices" >&2; exit 1; }}
@@ -237,7 +244,7 @@ systemctl daemon-reload
 systemctl enable --now opencbr-agent
 systemctl --no-pager --lines=0 status opencbr-agent || true
 if [ -d "$BIN_DIR" ]; then ln -sf "$PREFIX/bin/opencbr-agent" "$BIN_DIR/opencbr-agent"; fi
-echo "==> done: opencbr-agent$CONFIG_ARG status shows the agent's state"
+echo "==> done: opencbr-agent$CONFIG_SAY status shows the agent's state"
 """
 
 
