@@ -1,11 +1,14 @@
 """The tests' server harness (tests/support/server.py) leaves no process behind: a server whose start
-failed is killed with its workers, and one a test forgot is killed when its module ends."""
+failed is killed with its workers, and one a test forgot is killed when its module ends; a new SQLite
+catalog is a copy of the migrated template, not migrated again for every server."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from tests.support.databases import sqlite_url
+from tests.support.databases import make_catalog_url, sqlite_url
 from tests.support.server import ServerProcess, stop_leftover_servers
 
 
@@ -28,3 +31,11 @@ def test_a_server_left_running_is_stopped_by_the_sweep(tmp_path):
         except FileNotFoundError:
             pass
     assert stop_leftover_servers() == 0
+
+
+def test_a_server_on_a_new_sqlite_catalog_runs_no_migration(tmp_path, caplog):
+    make_catalog_url("sqlite", str(tmp_path / "warm-up"))  # this process's template exists
+    caplog.set_level(logging.INFO, logger="alembic.runtime.migration")
+    srv = ServerProcess(str(tmp_path / "srv"), sqlite_url(str(tmp_path / "srv")))
+    assert srv.admin.ak  # bootstrapped on the copied catalog
+    assert not [r for r in caplog.records if "Running upgrade" in r.getMessage()], caplog.text

@@ -4,17 +4,29 @@ One test per catalog backend fuzzes every route, so the guard on what the run re
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+
 import requests
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from requests.auth import AuthBase
 
-from opencbr.api.app import create_app
 from opencbr.domain import signing
 
-# The schema is the app's own; building it needs no catalog.
-schema = schemathesis.openapi.from_dict(create_app(None).openapi())  # type: ignore[arg-type]
-OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+@functools.cache
+def operations() -> list:
+    """Every route of the app's own schema (building it needs no catalog). Built when the test runs, not
+    when the module is imported: every xdist worker collects every module, and the build (the app's
+    OpenAPI document, schemathesis's loader) cost each of them seconds of CPU for a test only one runs."""
+    import schemathesis
+
+    from opencbr.api.app import create_app
+
+    schema = schemathesis.openapi.from_dict(create_app(None).openapi())  # type: ignore[arg-type]
+    return [result.ok() for result in schema.get_all_operations()]
 
 
 class SignedAuth(AuthBase):
@@ -61,7 +73,17 @@ def fuzz_operation(operation, server) -> set[int]:
 
 def test_no_server_errors_and_the_fuzzing_reached_the_handlers(server):
     seen: set[int] = set()
-    for operation in OPERATIONS:
+    for operation in operations():
         seen |= fuzz_operation(operation, server)
     # guard against a run that proves nothing: signed requests got through to the handlers
     assert 200 in seen and 400 in seen and 404 in seen, seen
+
+
+def test_collecting_this_module_builds_no_schema():
+    """Importing the module (what collection does on every worker) neither loads schemathesis's OpenAPI
+    loader nor builds the app's schema."""
+    probe = ("import sys, tests.api.test_fuzz; "
+             "print(sorted(m for m in ('schemathesis.specs.openapi.schemas', 'opencbr.api.app') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert out.stdout.strip() == "[]", out.stdout

@@ -7,6 +7,7 @@ themselves ask for an empty catalog (``migrated=False``)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import secrets
@@ -70,7 +71,9 @@ def _template(backend: str) -> str:
         from opencbr.catalog.db import upgrade
 
         if backend == "sqlite":
-            url = sqlite_url(tempfile.mkdtemp(prefix="opencbr-catalog-template-"))
+            directory = tempfile.mkdtemp(prefix="opencbr-catalog-template-")
+            atexit.register(shutil.rmtree, directory, True)  # (a campaign run outside pytest, too)
+            url = sqlite_url(directory)
             upgrade(url)  # closes its connections: the WAL is checkpointed into the file and removed
             path = url.split("///", 1)[1]
             assert not os.path.exists(path + "-wal"), "the template catalog still has a write-ahead log"
@@ -98,15 +101,24 @@ def make_catalog_url(backend: str, tmp_dir: str, *, migrated: bool = True) -> st
     PostgreSQL is unreachable. (On SQLite an existing ``catalog.db`` in ``tmp_dir`` is left as it is.)"""
     if backend == "sqlite":
         url = sqlite_url(tmp_dir)
-        path = url.split("///", 1)[1]
-        if migrated and not os.path.exists(path):
-            os.makedirs(tmp_dir, exist_ok=True)
-            shutil.copyfile(_template("sqlite"), path)
+        if migrated:
+            fresh_sqlite_catalog(url)
         return url
     reason = pg_unavailable_reason()
     if reason:
         pytest.skip(f"PostgreSQL at {PG_URL} is unreachable ({reason}); PG catalog tests NOT RUN")
     return create_pg_database(_template("postgresql") if migrated else None)
+
+
+def fresh_sqlite_catalog(url: str) -> None:
+    """A SQLite catalog at ``url`` that does not exist yet is made a copy of the migrated template (any other
+    URL, or an existing file, is left as it is): what a server's first start would otherwise migrate."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = url.split("///", 1)[1]
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        shutil.copyfile(_template("sqlite"), path)
 
 
 # PostgreSQL databases that tests are done with, dropped by one background thread: DROP DATABASE waits for a

@@ -6,6 +6,8 @@ import hashlib
 import os
 import random
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
 MiB = 1024 * 1024
 MARKER = b"OPENCBR-PLAINTEXT-MARKER-7f3a9c"
 
@@ -59,10 +61,21 @@ def flip_byte(path, offset: int | None = None) -> None:
         f.write(bytes([byte[0] ^ 0x40]))
 
 
+def random_stream(size: int, block: int = 16 * MiB):
+    """``size`` bytes that no compressor or deduplicator can shrink, in blocks of ``block``: a ChaCha20
+    keystream under a fresh key, so no two calls repeat. Several times cheaper than ``os.urandom`` (about
+    2.4 GB/s of CPU against 0.27 GB/s on the 2-core CI machine), where the gigabyte images of the crash
+    tests spent ~50 s of the suite's CPU."""
+    keystream = Cipher(algorithms.ChaCha20(os.urandom(32), os.urandom(16)), mode=None).encryptor()
+    zeros = bytes(block)
+    for off in range(0, size, block):
+        yield keystream.update(zeros[:min(block, size - off)])
+
+
 def big_random_image(path, size: int) -> str:
     """All random (nothing to compress or deduplicate), written 16 MiB at a time: for backups that must
     run long enough to be interrupted."""
     with open(path, "wb") as f:
-        for _ in range(size // (16 * MiB)):
-            f.write(os.urandom(16 * MiB))
+        for data in random_stream(size):
+            f.write(data)
     return str(path)

@@ -16,6 +16,7 @@ import httpx
 from opencbr.config import load_settings
 from opencbr.services import iam
 from opencbr.services.context import open_context
+from tests.support.databases import fresh_sqlite_catalog
 
 
 def free_port() -> int:
@@ -79,6 +80,10 @@ class ServerProcess:
                     "OPENCBR_ALARM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "server.log")
+        # the catalog is migrated here, before the server starts (open_context below): a new SQLite one is
+        # a copy of this process's migrated template instead, like the catalog_url fixture's (the Alembic
+        # chain cost 1-2 s of CPU for each of the ~60 servers a run starts on a new SQLite file)
+        fresh_sqlite_catalog(catalog_url)
         self.settings = load_settings(env=self.env)
         ctx = open_context(self.settings)
         info = iam.bootstrap(ctx)

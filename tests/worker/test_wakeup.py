@@ -84,7 +84,7 @@ def test_an_idle_worker_starts_a_queued_task_at_once(ctx, tenant):  # noqa: F811
             tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now(),
                            required_host=worker.host)
         assert started.wait(10)
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 10  # far below the 30 s poll; slack for a loaded machine
     finally:
         stop.set()
         worker.stop()

@@ -124,7 +124,7 @@ def test_a_blocked_lock_request_times_out_and_falls_back(mariadb):
         took = time.monotonic() - started
     finally:
         blocker.close()
-    assert took < 8
+    assert took < 30  # not forever (the table stays locked); slack for a loaded machine
     assert "pre-freeze failed" in q.reason and any(why in q.reason for why in (
         "Lock wait timeout", "no answer", "max_statement_time"))  # whichever of the server's limits fires first, q.reason
     assert _write_within(mariadb, 5) < 2

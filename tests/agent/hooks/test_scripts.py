@@ -66,7 +66,7 @@ def test_a_script_past_its_timeout_is_killed_and_post_thaw_still_runs(hooks):
     with Quiesce(_plan(root), timeout=1) as q:
         assert q.achieved == CRASH_CONSISTENT
         assert _lines(journal)[-1] == "post 10 post-thaw"  # released at once, before the snapshot
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # the script hangs for 60 s; slack for a loaded machine
     assert "pre-freeze.d/15-hangs: timed out after 1 s" in q.reason, q.reason
     assert "pre 20" not in _lines(journal)
     hung = [o for o in q.outcomes if o.name == "pre-freeze.d/15-hangs"][0]
