@@ -4,9 +4,10 @@ the agent's host (:class:`RemoteChunks` stands where they take a chunk store).
 
 One thread (:class:`_Pump`) owns the channel; the engine's threads queue their calls to it, and it
 merges what is queued together (several workers' ``need`` questions, several batches of records) into
-one message each. The engine's worker threads hash, and encode (zstd, AES-GCM with the task's keys) only
-the chunks the vault answers it needs, in parallel; every call waits for its answer, so what is in
-flight is bounded by the engine's own queues (a segment per worker).
+one message each. The engine's worker threads hash and ask; encoder threads compress (zstd) and a sender
+thread encrypts (AES-GCM with the task's keys) only the chunks the vault answers it needs -- in a full
+backup compressing them while the question travels (:meth:`RemoteSink._compress_ahead`). What is in
+flight is bounded (``PENDING_BYTES``, ``POSTED_BYTES``, ``WINDOW``).
 """
 
 from __future__ import annotations
