@@ -6,7 +6,8 @@ One thread (:class:`_Pump`) owns the channel; the engine's threads queue their c
 merges what is queued together (several workers' ``need`` questions, several batches of records) into
 one message each. The engine's worker threads hash and ask; encoder threads compress (zstd) and a sender
 thread encrypts (AES-GCM with the task's keys) only the chunks the vault answers it needs -- in a full
-backup compressing them while the question travels (:meth:`RemoteSink._compress_ahead`). What is in
+backup compressing them while the question travels (:meth:`RemoteSink._compress_ahead`; otherwise an
+encoder also encrypts, after the answer). What is in
 flight is bounded (``PENDING_BYTES``, ``POSTED_BYTES``, ``WINDOW``).
 """
 
