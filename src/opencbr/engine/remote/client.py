@@ -7,8 +7,8 @@ merges what is queued together (several workers' ``need`` questions, several bat
 one message each. The engine's worker threads hash and ask; encoder threads compress (zstd) and a sender
 thread encrypts (AES-GCM with the task's keys) only the chunks the vault answers it needs -- in a full
 backup compressing them while the question travels (:meth:`RemoteSink._compress_ahead`; otherwise an
-encoder also encrypts, after the answer). What is in
-flight is bounded (``PENDING_BYTES``, ``POSTED_BYTES``, ``WINDOW``).
+encoder also encrypts, after the answer). What is in flight is bounded (``PENDING_BYTES``,
+``POSTED_BYTES``, ``WINDOW``).
 """
 
 from __future__ import annotations
