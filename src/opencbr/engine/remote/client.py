@@ -156,9 +156,8 @@ class _Pump:
         return len(self._inflight) < WINDOW and not (self._inflight and self._inflight[-1][0].op in SERIAL)
 
     def _take(self, block: bool) -> _Call | None:
-        self._drain()
         if self._backlog:
-            return self._next_of_backlog()
+            return self._backlog.popleft()
         if self._stop_seen:
             return None
         try:
@@ -168,33 +167,6 @@ class _Pump:
         if c is None:
             self._stop_seen = True
         return c
-
-    def _drain(self) -> None:
-        """What is queued, into the backlog (without waiting)."""
-        while not self._stop_seen:
-            try:
-                c = self.q.get_nowait()
-            except queue.Empty:
-                return
-            if c is None:
-                self._stop_seen = True
-            else:
-                self._backlog.append(c)
-
-    def _next_of_backlog(self) -> _Call:
-        """The oldest call, except that a ``need`` question goes before the ``records`` queued ahead of
-        it: its answer is what lets the encoders and the reading threads go on, and records answer
-        earlier questions only (the vault claimed their chunks already), so the order between them
-        does not matter to the vault."""
-        for i, c in enumerate(self._backlog):
-            if c.op == "need":
-                if i:
-                    del self._backlog[i]
-                    return c
-                break
-            if c.op != "records":
-                break
-        return self._backlog.popleft()
 
     def _merge(self, first: _Call) -> list[_Call]:
         batch = [first]
