@@ -4,9 +4,11 @@ the agent's host (:class:`RemoteChunks` stands where they take a chunk store).
 
 One thread (:class:`_Pump`) owns the channel; the engine's threads queue their calls to it, and it
 merges what is queued together (several workers' ``need`` questions, several batches of records) into
-one message each. The engine's worker threads hash, and encode (zstd, AES-GCM with the task's keys) only
-the chunks the vault answers it needs, in parallel; every call waits for its answer, so what is in
-flight is bounded by the engine's own queues (a segment per worker).
+one message each. The engine's worker threads hash and ask; encoder threads compress (zstd) and a sender
+thread encrypts (AES-GCM with the task's keys) only the chunks the vault answers it needs -- in a full
+backup compressing them while the question travels (:meth:`RemoteSink._compress_ahead`; otherwise an
+encoder also encrypts, after the answer). What is in flight is bounded (``PENDING_BYTES``,
+``POSTED_BYTES``, ``WINDOW``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ MERGED = frozenset({"need", "known", "records"})
 PENDING_BYTES = 12 << 20  # chunk data asked about and waiting for its answer, at most
 ENCODERS = max(2, min(4, os.cpu_count() or 2))  # threads compressing and encrypting what the vault needs
 REFS_WINDOW = 8 << 20  # refs bytes asked per message: 262,144 blocks, a restore's window
+SPECULATE_SHARE = 0.9  # compress ahead of the vault's answer while at least this share of recent chunks was needed
 LOCAL_SEEN_MAX = 1 << 20  # digests remembered to skip a question (then forgotten: the vault still dedups)
 
 
@@ -255,6 +258,28 @@ def _kept_as_is(data) -> bool:
     return isinstance(data, (bytes, Sealable)) or (isinstance(data, memoryview) and isinstance(data.obj, bytes))
 
 
+class _Asked:
+    """One question's chunks, from the ``need`` question to their records. With speculation
+    (``ahead``) the encoders compress them while the question travels; the answer's ``flags`` and
+    the compressed ``bodies`` meet here, and the second to arrive has the records sent."""
+
+    def __init__(self, ask: list, level: int, reserved: int):
+        self.ask: list | None = ask  # (data, digest) pairs
+        self.level = level
+        self.reserved = reserved  # bytes of chunk data held against PENDING_BYTES until the records are posted
+        self.flags: bytes | None = None
+        self.bodies: list | None = None  # (digest, flags, body) of every chunk asked about
+        self.ahead = False
+        self._arrivals = 0
+        self._lock = threading.Lock()
+
+    def arrived(self) -> bool:
+        """One of the two (the answer, the bodies) is in: True for the second."""
+        with self._lock:
+            self._arrivals += 1
+            return self._arrivals == 2
+
+
 class RemoteSink:
     """A write session's interface (``knows``, ``put_chunk``, ``put_chunks``, ``stats``, ``commit``,
     ``abort``) over the channel: the vault is asked which chunks it needs, only those are encoded and
@@ -272,6 +297,10 @@ class RemoteSink:
         self._cv = threading.Condition()
         self._tls = threading.local()
         self._encoders = ThreadPoolExecutor(ENCODERS, thread_name_prefix="remote-encode")
+        # sends the records of chunks compressed ahead: the encoders go on compressing while it waits
+        # for room among the records on their way
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="remote-send")
+        self._needed_share = 1.0  # of the chunks recently asked about (see _compress_ahead)
 
     @property
     def stats(self) -> SessionStats:
@@ -325,19 +354,32 @@ class RemoteSink:
             seen.clear()
         if not ask:
             return 0
-        n = sum(len(data) for data, _ in ask)
-        level = codec.level
-        self._reserve(n)
+        asked = _Asked(ask, codec.level, sum(len(data) for data, _ in ask))
+        self._reserve(asked.reserved)
+        if self._needed_share >= SPECULATE_SHARE:  # compress while the question travels
+            asked.ahead = True
+            self._encoders.submit(self._compress_ahead, asked)
 
-        def answered(flags: memoryview) -> None:
-            self._encoders.submit(self._encode, ask, bytes(flags), level, n)
+        def answered(flags: memoryview) -> None:  # (the pump's thread: it must not block here)
+            asked.flags = bytes(flags)
+            self._learn(asked.flags)
+            if not asked.ahead:
+                self._encoders.submit(self._encode, asked)
+            elif asked.arrived():
+                self._sender.submit(self._send_records, asked)
 
         try:
             self.pump.post({"op": "need"}, [b"".join(d for _, d in ask)], len(ask), on_answer=answered)
         except BaseException:
-            self._release(n)
+            self._release(asked.reserved)
             raise
         return 0
+
+    def _learn(self, flags: bytes) -> None:
+        """The share of recently asked chunks the vault needed (a moving average over the answers)."""
+        if flags:
+            share = sum(flags) / len(flags)
+            self._needed_share += (share - self._needed_share) / 4
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -366,35 +408,70 @@ class RemoteSink:
             c = codecs[level] = ChunkCodec(self.chunks.keys, self.chunks.codec.max_chunk, level)
         return c
 
-    def _encode(self, ask: list, flags: bytes, level: int, n: int) -> None:
+    def _compressed(self, asked: "_Asked", codec: ChunkCodec, flags: bytes | None) -> list:
+        """``(digest, flags, body)`` of the chunks ``flags`` marks (None: all of them). A replica's
+        records come in their stored form (Sealable: only sealed again), the others are compressed."""
+        return [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *codec.compress(data))
+                for i, (data, d) in enumerate(asked.ask) if flags is None or flags[i]]
+
+    def _encode(self, asked: "_Asked") -> None:
         """Compress and encrypt the chunks the vault asked for, and send them on (checked there)."""
         try:
             if self._error is None:
-                codec = self._codec(level)
-                # a replica's records come in their stored form (Sealable: only sealed again), the
-                # others are compressed here
-                bodies = [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *codec.compress(data))
-                          for (data, d), f in zip(ask, flags, strict=True) if f]
-                if bodies:
-                    # one buffer, each record encrypted straight into it: the channel sends a part at
-                    # a time, and over TLS each small part (a flag byte, a nonce) would be a record and
-                    # a system call of its own; joining parts cost a copy of all that is sent
-                    sizes = [codec.record_size(len(body)) for _d, _f, body in bodies]
-                    message = bytearray(DIGEST_SIZE * len(sizes) + sum(sizes))
-                    view, at = memoryview(message), 0
-                    for d, fl, body in bodies:
-                        view[at:at + DIGEST_SIZE] = d
-                        at += DIGEST_SIZE
-                        at += codec.seal_into(d, fl, body, view[at:])
-                    self.pump.post({"op": "records", "sizes": sizes}, [message], len(sizes))
-                    with self._lock:
-                        self._stats.new_chunks += len(sizes)
-                        self._stats.written_bytes += sum(sizes)
-                        self._stats.added_bytes += sum(sizes)
+                asked.bodies = self._compressed(asked, self._codec(asked.level), asked.flags)
+                asked.flags = None  # the bodies are those of the needed chunks only
+                self._seal_and_post(asked)
         except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
             self._error = self._error or e
         finally:
-            self._release(n)
+            self._release(asked.reserved)
+
+    def _compress_ahead(self, asked: "_Asked") -> None:
+        """Speculative: compress every chunk asked about before the answer is in (a full backup's
+        chunks are nearly all needed), so the answer's round trip is off the encoders' path; the
+        records of the chunks the vault does not need are dropped unsent. The second of this and the
+        answer to arrive sends the records."""
+        try:
+            if self._error is None:
+                asked.bodies = self._compressed(asked, self._codec(asked.level), None)
+                asked.ask = None  # the chunk data (views of the reader's segments) is not needed any more
+        except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
+            self._error = self._error or e
+        if asked.arrived():
+            self._sender.submit(self._send_records, asked)
+
+    def _send_records(self, asked: "_Asked") -> None:
+        try:
+            if self._error is None:
+                self._seal_and_post(asked)
+        except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
+            self._error = self._error or e
+        finally:
+            self._release(asked.reserved)
+
+    def _seal_and_post(self, asked: "_Asked") -> None:
+        """Encrypt the needed bodies straight into one records message and post it."""
+        codec = self._codec(asked.level)
+        flags = asked.flags
+        bodies = asked.bodies if flags is None else [b for b, f in zip(asked.bodies, flags, strict=True) if f]
+        asked.bodies = asked.ask = None
+        if not bodies:
+            return
+        # one buffer, each record encrypted straight into it: the channel sends a part at a time,
+        # and over TLS each small part (a flag byte, a nonce) would be a record and a system call of
+        # its own; joining parts cost a copy of all that is sent
+        sizes = [codec.record_size(len(body)) for _d, _f, body in bodies]
+        message = bytearray(DIGEST_SIZE * len(sizes) + sum(sizes))
+        view, at = memoryview(message), 0
+        for d, fl, body in bodies:
+            view[at:at + DIGEST_SIZE] = d
+            at += DIGEST_SIZE
+            at += codec.seal_into(d, fl, body, view[at:])
+        self.pump.post({"op": "records", "sizes": sizes}, [message], len(sizes))
+        with self._lock:
+            self._stats.new_chunks += len(sizes)
+            self._stats.written_bytes += sum(sizes)
+            self._stats.added_bytes += sum(sizes)
 
     def _settle(self) -> None:
         """Wait until every question is answered and its records are on their way."""
@@ -411,6 +488,7 @@ class RemoteSink:
         the commit message itself."""
         self._settle()
         self._encoders.shutdown(wait=True)
+        self._sender.shutdown(wait=True)
         if self.chunks.protocol >= 2 and len(refs):
             total = len(refs)
             at = 0
@@ -428,6 +506,7 @@ class RemoteSink:
     def abort(self) -> None:
         self._error = self._error or RemoteFailure("aborted")
         self._encoders.shutdown(wait=True, cancel_futures=True)
+        self._sender.shutdown(wait=True, cancel_futures=True)
         try:
             self.pump.call({"op": "abort"})
         except RemoteFailure:
