@@ -16,9 +16,10 @@ from tests.support.clients import cli
 
 #: Modules every API command may import: the entry point and the helpers every group shares.
 SHARED = {"opencbr.cli", "opencbr.cli.main", "opencbr.cli.lazy", "opencbr.cli.client", "opencbr.cli.output",
-          "opencbr.cli.refs", "opencbr.cli.messages", "opencbr.cli.params", "opencbr.cli.waiting"}
-#: Never on the path of a command that prints JSON.
-HEAVY = ("rich", "httpx", "click", "pygments")
+          "opencbr.cli.refs", "opencbr.cli.messages", "opencbr.cli.params", "opencbr.cli.waiting",
+          "opencbr.cli.coercion"}
+#: Never on the path of a command that prints JSON (pydantic: cli/coercion.py).
+HEAVY = ("rich", "httpx", "click", "pygments", "pydantic", "pydantic_core", "annotated_types")
 
 _RUN = """
 import atexit, sys

@@ -51,8 +51,8 @@ def test_the_end_of_a_first_backup_is_noticed_within_a_tenth_of_a_second(monkeyp
     monkeypatch.setattr(waiting.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
     end, looks = 6.23, []
 
-    class Client:
-        def get(self, _path):
+    class Client:  # a service before `?wait=`: it answers at once
+        def get(self, _path, **_params):
             looks.append(now[0])
             t = now[0]
             status = "success" if t >= end else "running"
@@ -63,3 +63,50 @@ def test_the_end_of_a_first_backup_is_noticed_within_a_tenth_of_a_second(monkeyp
     assert logs[0]["status"] == "success"
     assert looks[-1] - end <= 0.1
     assert len(looks) <= 52  # (48 before: the first second is most of them)
+
+
+def test_the_last_task_followed_is_held_by_the_service_until_its_end(monkeypatch):
+    """The service answers `?wait=` when the task ends (or after the wait): the end of a task of 6.23 s is
+    seen when it comes, with one request a second, no sleeping in between."""
+    from opencbr.cli import waiting
+
+    now = [0.0]
+    monkeypatch.setattr(waiting.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(waiting.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    end, looks = 6.23, []
+
+    class Client:
+        def get(self, _path, wait=None):
+            looks.append((now[0], wait))
+            now[0] = min(end, now[0] + float(wait)) if wait and now[0] < end else now[0]
+            status = "success" if now[0] >= end else "running"
+            return {"operation_log": {"id": "t1", "status": status, "extra_info": {"common": {"progress": 0}}}}
+
+    logs = waiting.wait_for(Client(), ["t1"], quiet=True)
+    assert logs[0]["status"] == "success"
+    assert now[0] == end  # not a moment later
+    assert [w for _, w in looks] == ["1"] * 7 and len(looks) == 7
+
+
+def test_several_tasks_are_looked_at_in_turn_without_holding(monkeypatch):
+    from opencbr.cli import waiting
+
+    now = [0.0]
+    monkeypatch.setattr(waiting.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(waiting.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    ends, asked = {"a": 0.5, "b": 2.0}, []
+
+    class Client:
+        def get(self, path, wait=None):
+            tid = path.rsplit("/", 1)[1]
+            asked.append((tid, wait))
+            if wait:
+                now[0] = min(ends[tid], now[0] + float(wait))
+            status = "success" if now[0] >= ends[tid] else "running"
+            return {"operation_log": {"id": tid, "status": status, "extra_info": {}}}
+
+    waiting.wait_for(Client(), ["a", "b"], quiet=True)
+    first_b_held = next(i for i, (tid, w) in enumerate(asked) if w)
+    assert all(w is None for _, w in asked[:first_b_held])  # both followed: plain looks
+    assert all(tid == "b" for tid, _ in asked[first_b_held:])  # a ended: b alone, held
+    assert now[0] == 2.0

@@ -16,8 +16,11 @@ import threading
 import typer
 
 from opencbr import __version__
+from opencbr.cli import coercion
 from opencbr.cli.lazy import Lazy, LazyGroup
 from opencbr.cli.output import JSON_OPTION, client, details, handle_errors, print_json
+
+coercion.install()  # parameters converted without importing pydantic (cli/coercion.py)
 
 
 @functools.cache

@@ -12,6 +12,9 @@ from opencbr.cli import output
 from opencbr.cli.client import ApiClient, ClientError
 
 FINISHED = ("success", "failed", "skipped", "timeout")
+#: The last task still followed is asked with ``?wait=`` (the service answers when it ends, or after
+#: this long: the bar moves at least this often); with several, each is looked at in turn as before.
+HOLD_SECONDS = 1.0
 
 
 def next_look(waited: float, longest: float = 0.5, left: float | None = None) -> float:
@@ -85,16 +88,19 @@ def _follow(c: ApiClient, task_ids: list[str], done: dict[str, dict], poll: floa
     paces = {tid: Pace() for tid in task_ids}
     while len(done) < len(task_ids):
         left = None  # the seconds the unfinished task closest to its end still needs, as far as known
+        hold = HOLD_SECONDS if len(task_ids) - len(done) == 1 else 0.0
+        asked = time.monotonic()
         for tid in task_ids:
             if tid in done:
                 continue
-            log = c.get(f"/operation-logs/{tid}")["operation_log"]
+            log = c.get(f"/operation-logs/{tid}", **({"wait": f"{hold:g}"} if hold else {}))["operation_log"]
             show(tid, log)
             if log["status"] in FINISHED:
                 done[tid] = log
             elif (need := paces[tid].left(time.monotonic(), _progress(log))) is not None:
                 left = need if left is None else min(left, need)
-        if len(done) < len(task_ids):
+        held = hold and time.monotonic() - asked >= hold * 0.9  # (a service before `wait` answers at once)
+        if len(done) < len(task_ids) and not held:
             time.sleep(next_look(time.monotonic() - started, poll, left))
 
 

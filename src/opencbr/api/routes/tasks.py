@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 
 from opencbr.api import wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
-from opencbr.api.routing import JSONRoute
+from opencbr.api.routing import JSONRoute, RenderedJSON
+from opencbr.domain.errors import InvalidParameter
 from opencbr.services import tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
@@ -38,11 +43,32 @@ def list_op_logs(limit: int | None = None, offset: int | None = None, operation_
     return {"operation_logs": [wire.oplog_resp(t) for t in rows], "count": total, "limit": limit, "offset": offset}
 
 
+#: The longest ``GET /operation-logs/{id}?wait=`` holds its answer (seconds), and how often it looks meanwhile.
+MAX_WAIT_SECONDS = 10.0
+WAIT_LOOK_SECONDS = 0.02
+
+
 @router.get("/operation-logs/{operation_log_id}")
-def show_op_log(operation_log_id: str, p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
+async def show_op_log(operation_log_id: str, wait: float | None = None, p: Principal = Depends(principal),
+                      ctx: ServiceContext = Depends(get_ctx)):
+    """``wait`` (extension, seconds, 0-10): answer as soon as the task has finished, or after ``wait``
+    seconds with its state then. ``cbr ... --wait`` follows a task this way: it learns of the end within
+    ``WAIT_LOOK_SECONDS`` instead of at its next look (a tenth of the time waited so far, up to 0.5 s).
+    The catalog is read in a worker thread each time and no thread is held in between."""
+    if wait is not None and not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise InvalidParameter(f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
+    deadline = time.monotonic() + (wait or 0.0)
+    while True:
+        status, answer = await run_in_threadpool(_show_op_log, ctx, p, operation_log_id)
+        if status in tasks.FINISHED or time.monotonic() + WAIT_LOOK_SECONDS > deadline:
+            return RenderedJSON(answer)
+        await asyncio.sleep(WAIT_LOOK_SECONDS)
+
+
+def _show_op_log(ctx: ServiceContext, p: Principal, operation_log_id: str) -> tuple[str, dict]:
     with ctx.read() as s:
         task = tasks.show_task(s, p, operation_log_id)
-    return {"operation_log": wire.oplog_resp(task)}
+        return task.status, {"operation_log": wire.oplog_resp(task)}
 
 
 @router.post("/operation-logs/{operation_log_id}/cancel")

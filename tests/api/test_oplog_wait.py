@@ -1,0 +1,75 @@
+"""``GET /operation-logs/{id}?wait=`` (extension): the answer comes when the task has finished, or after
+``wait`` seconds; bad values are refused with the CBR error body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from opencbr.api.routes import tasks as task_routes
+from opencbr.domain.errors import InvalidParameter
+from tests.support.clients import api, signed, task_ok
+
+
+def _states(monkeypatch, *statuses: str) -> list[float]:
+    """The task's status at each read of the catalog, in turn (the last one from then on); the times read."""
+    reads: list[float] = []
+
+    def show(_ctx, _p, _tid):
+        reads.append(time.monotonic())
+        status = statuses[min(len(reads), len(statuses)) - 1]
+        return status, {"operation_log": {"id": "t1", "status": status}}
+
+    monkeypatch.setattr(task_routes, "_show_op_log", show)
+    return reads
+
+
+def _answer(wait):
+    resp = asyncio.run(task_routes.show_op_log("t1", wait=wait, p=None, ctx=None))
+    return json.loads(resp.body)["operation_log"]["status"]
+
+
+def test_a_wait_answers_when_the_task_ends(monkeypatch):
+    reads = _states(monkeypatch, "waiting", "running", "running", "success")
+    t0 = time.monotonic()
+    assert _answer(5.0) == "success"
+    assert len(reads) == 4 and time.monotonic() - t0 < 2.0  # looked every 20 ms, not for 5 s
+
+
+def test_without_wait_the_state_is_answered_at_once(monkeypatch):
+    reads = _states(monkeypatch, "running", "success")
+    assert _answer(None) == "running" and len(reads) == 1
+
+
+def test_a_wait_ends_with_the_state_at_its_end(monkeypatch):
+    reads = _states(monkeypatch, "running")
+    t0 = time.monotonic()
+    assert _answer(0.2) == "running"
+    assert 0.15 <= time.monotonic() - t0 < 1.5 and len(reads) >= 3
+
+
+@pytest.mark.parametrize("wait", [-1.0, 10.5, float("nan"), float("inf")])
+def test_a_wait_out_of_bounds_is_refused(wait):
+    with pytest.raises(InvalidParameter, match="wait must be between 0 and 10 seconds"):
+        _answer(wait)
+
+
+def test_the_service_answers_a_waited_look_and_refuses_bad_waits(server, tmp_path):
+    c = api(server)
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"wait" * 50_000)
+    disk = c.post("/inventory/disks", {"name": f"oplog-wait-{server.backend}", "path": str(img)})["disk"]
+    vault = c.post("/vaults", {"vault": {"name": f"oplog-wait-{server.backend}", "billing": {
+        "object_type": "disk", "size": 10}, "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
+    cp = c.post("/checkpoints", {"checkpoint": {"vault_id": vault["id"]}})["checkpoint"]
+    task_id = c.get(f"/backups/{cp['vault']['resources'][0]['backup_id']}")["backup"]["task_id"]
+    log = c.get(f"/operation-logs/{task_id}", wait=10)["operation_log"]
+    assert log["status"] == "success", log
+    assert log == task_ok(c, task_id)  # the same answer as without wait
+    for bad in ("abc", "11", "-1", "nan"):
+        r = signed(c, "GET", f"/operation-logs/{task_id}", params={"wait": bad})
+        assert r.status_code == 400, (bad, r.status_code, r.text[:300])
+        assert set(r.json()) == {"error_code", "error_msg"} and "wait" in r.json()["error_msg"]
