@@ -45,7 +45,11 @@ def list_op_logs(limit: int | None = None, offset: int | None = None, operation_
 
 #: The longest ``GET /operation-logs/{id}?wait=`` holds its answer (seconds), and how often it looks meanwhile.
 MAX_WAIT_SECONDS = 10.0
-WAIT_LOOK_SECONDS = 0.02
+WAIT_LOOK_SECONDS = 0.05
+#: Answers held at once in this process; past it a wait is answered at once (the client looks again on
+#: its own pace), so that many held looks cannot fill the catalog's connections or the thread pool.
+MAX_HELD_WAITS = 32
+_held = 0
 
 
 @router.get("/operation-logs/{operation_log_id}")
@@ -57,12 +61,17 @@ async def show_op_log(operation_log_id: str, wait: float | None = None, p: Princ
     The catalog is read in a worker thread each time and no thread is held in between."""
     if wait is not None and not 0 <= wait <= MAX_WAIT_SECONDS:
         raise InvalidParameter(f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
-    deadline = time.monotonic() + (wait or 0.0)
-    while True:
-        status, answer = await run_in_threadpool(_show_op_log, ctx, p, operation_log_id)
-        if status in tasks.FINISHED or time.monotonic() + WAIT_LOOK_SECONDS > deadline:
-            return RenderedJSON(answer)
-        await asyncio.sleep(WAIT_LOOK_SECONDS)
+    global _held
+    deadline = time.monotonic() + (wait if wait and _held < MAX_HELD_WAITS else 0.0)
+    _held += 1  # (one event loop: no lock)
+    try:
+        while True:
+            status, answer = await run_in_threadpool(_show_op_log, ctx, p, operation_log_id)
+            if status in tasks.FINISHED or time.monotonic() + WAIT_LOOK_SECONDS > deadline:
+                return RenderedJSON(answer)
+            await asyncio.sleep(WAIT_LOOK_SECONDS)
+    finally:
+        _held -= 1
 
 
 def _show_op_log(ctx: ServiceContext, p: Principal, operation_log_id: str) -> tuple[str, dict]:
