@@ -110,3 +110,26 @@ def test_several_tasks_are_looked_at_in_turn_without_holding(monkeypatch):
     assert all(w is None for _, w in asked[:first_b_held])  # both followed: plain looks
     assert all(tid == "b" for tid, _ in asked[first_b_held:])  # a ended: b alone, held
     assert now[0] == 2.0
+
+
+def test_following_with_bars_runs_no_thread_beside_the_main_one(monkeypatch):
+    """A Ctrl-C can land while the main thread holds the bars' lock; with a refresh thread waiting for
+    that lock, leaving the bars would join it forever (a `--wait` that hung at Ctrl-C)."""
+    import threading
+
+    from opencbr.cli import waiting
+
+    monkeypatch.setattr(waiting.time, "sleep", lambda s: None)
+    threads: list[int] = []
+
+    class Client:
+        def get(self, _path, **_params):
+            threads.append(threading.active_count())
+            status = "success" if len(threads) >= 3 else "running"
+            return {"operation_log": {"id": "t1", "status": status, "operation_type": "backup",
+                                      "extra_info": {"common": {"progress": 40 * len(threads)}}}}
+
+    before = threading.active_count()
+    (log,) = waiting.wait_for(Client(), ["t1"])
+    assert log["status"] == "success" and len(threads) == 3
+    assert set(threads) == {before}

@@ -61,15 +61,19 @@ def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: fl
         else:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # no refresh thread (auto_refresh): the bars are drawn at each look. A Ctrl-C that lands while
+            # the main thread holds rich's lock would leave the exit joining a thread that waits for it:
+            # `--wait` then hung instead of saying how to follow the task
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TimeElapsedColumn(), console=output.err_console, transient=False) as bar:
+                          TimeElapsedColumn(), console=output.err_console, transient=False,
+                          auto_refresh=False) as bar:
                 bars: dict[str, int] = {}
 
                 def show(tid: str, log: dict) -> None:
                     if tid not in bars:
                         bars[tid] = bar.add_task(task_label(log), total=100)
                     bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
-                               description=f"{task_label(log)} [{log['status']}]")
+                               description=f"{task_label(log)} [{log['status']}]", refresh=True)
 
                 _follow(c, task_ids, done, poll, show)
     except KeyboardInterrupt:
