@@ -48,7 +48,7 @@ def test_a_wait_ends_with_the_state_at_its_end(monkeypatch):
     reads = _states(monkeypatch, "running")
     t0 = time.monotonic()
     assert _answer(0.2) == "running"
-    assert 0.15 <= time.monotonic() - t0 < 1.5 and len(reads) >= 3
+    assert 0.15 <= time.monotonic() - t0 < 4.0 and len(reads) >= 3
 
 
 @pytest.mark.parametrize("wait", [-1.0, 10.5, float("nan"), float("inf")])
@@ -82,12 +82,12 @@ def test_past_the_held_waits_a_wait_is_answered_at_once(monkeypatch):
 
     async def many():
         t0 = time.monotonic()
-        held = [asyncio.create_task(task_routes.show_op_log("t1", wait=0.5, p=None, ctx=None)) for _ in range(2)]
+        held = [asyncio.create_task(task_routes.show_op_log("t1", wait=2.0, p=None, ctx=None)) for _ in range(2)]
         await asyncio.sleep(0.1)  # both are holding now
         await task_routes.show_op_log("t1", wait=5.0, p=None, ctx=None)
         at_once = time.monotonic() - t0
         await asyncio.gather(*held)
         return at_once
 
-    assert asyncio.run(many()) < 0.45
+    assert asyncio.run(many()) < 1.5  # (held, it would take 5 s)
     assert task_routes._held == 0 and len(reads) >= 3
