@@ -15,7 +15,7 @@ from opencbr.engine.chunks.crypto import DIGEST_SIZE
 from opencbr.engine.remote.client import RemoteChunks
 
 MASTER = b"s" * 32
-PATIENCE = 2.0  # seconds the vault waits for a compression before answering anyway
+PATIENCE = 10.0  # seconds the vault waits for a compression before answering anyway
 
 
 @pytest.fixture
