@@ -50,8 +50,10 @@ class _Vault:
     ``watched`` only once a chunk was compressed (or after ``PATIENCE``), noting whether one was.
     Records are collected."""
 
-    def __init__(self, channel, answers: list[bytes], compressions: threading.Event, watched: set[int]):
+    def __init__(self, channel, answers: list[bytes], compressions: threading.Event, watched: set[int],
+                 patience: float = PATIENCE):
         self.channel, self.answers, self.compressions = channel, list(answers), compressions
+        self.patience = patience
         self.watched, self.asked = watched, 0
         self.compressed_before_answer: list[bool] = []
         self.records: dict[bytes, memoryview] = {}
@@ -63,7 +65,7 @@ class _Vault:
             header, payload = self.channel.recv(10)
             if header.get("op") == "need":
                 if self.asked in self.watched:
-                    self.compressed_before_answer.append(self.compressions.wait(PATIENCE))
+                    self.compressed_before_answer.append(self.compressions.wait(self.patience))
                 self.asked += 1
                 self.channel.send({"ok": True}, self.answers.pop(0))
             elif header.get("op") == "records":
@@ -108,7 +110,8 @@ def test_no_compression_ahead_once_the_vault_holds_most_chunks(repo, compression
     answer before compressing (no CPU spent on chunks that are not sent)."""
     svc, agent = channel_pair(timeout=10)
     rounds = 8
-    vault = _Vault(svc, [b"\x00" * 4] * rounds + [b"\x01" * 4], compressions, watched={rounds})
+    # (a short patience: a compression slower than it would only let broken code pass)
+    vault = _Vault(svc, [b"\x00" * 4] * rounds + [b"\x01" * 4], compressions, watched={rounds}, patience=1.0)
     chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk)
     sink = chunks.open_session()
     for r in range(rounds):
