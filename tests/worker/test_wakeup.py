@@ -9,7 +9,7 @@ import time
 
 from opencbr.catalog.db import is_sqlite
 from opencbr.services import doorbell, tasks
-from opencbr.worker import wakeup
+from opencbr.worker import runner, wakeup
 from opencbr.worker.runner import Worker
 from opencbr.worker.wakeup import DoorbellListener, TaskPoller
 
@@ -89,3 +89,59 @@ def test_an_idle_worker_starts_a_queued_task_at_once(ctx, tenant):  # noqa: F811
         stop.set()
         worker.stop()
         thread.join(40)
+
+
+def test_a_worker_whose_claim_failed_tries_again_soon(ctx, tenant, monkeypatch):  # noqa: F811
+    """The doorbell rang for a task while the worker's claim failed (the catalog unreachable for a
+    moment): the worker looks again within seconds, not at its next poll (here 30 s)."""
+    failures = []
+    real_claim = runner.tasks.claim_next
+
+    def claim_failing_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OSError("the catalog went away for a moment")
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(runner.tasks, "claim_next", claim_failing_once)
+    started = threading.Event()
+    handlers = tasks.TaskHandlers()
+    handlers.register("gc", lambda c, run: started.set())
+    worker = Worker(ctx, "w:1:x:0", poll_interval=30, handlers=handlers)
+    with ctx.tx() as s:  # (queued before the worker listens: its ring reaches nobody)
+        tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now(),
+                       required_host=worker.host)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(15)
+        assert failures == [1]
+    finally:
+        stop.set()
+        worker.stop()
+        thread.join(40)
+
+
+def test_a_listener_that_listens_again_says_a_ring_may_be_missed(catalog_url, monkeypatch):
+    """PostgreSQL: while the listener's connection was down, a queued task's NOTIFY reached nobody; when
+    it listens again, its wait returns at once so that the worker looks for that task."""
+    if is_sqlite(catalog_url):
+        return  # (the socket doorbell has no connection to lose)
+    monkeypatch.setattr(wakeup, "PG_RELISTEN_SECONDS", 0.1)
+    real_connect = wakeup.psycopg_connect
+
+    def refused(url, timeout=10):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(wakeup, "psycopg_connect", refused)
+    bell = DoorbellListener(catalog_url)
+    try:
+        assert bell._pg is None  # deaf: it polls
+        assert not bell.wait(0.3)  # (retries fail: still deaf, nothing says a ring was missed)
+        monkeypatch.setattr(wakeup, "psycopg_connect", real_connect)
+        assert bell.wait(5)
+        assert bell._pg is not None
+        assert not bell.wait(0.3)  # listening: no ring, no wake-up
+    finally:
+        bell.close()

@@ -32,6 +32,9 @@ log = logging.getLogger("opencbr.worker")
 
 #: Seconds an orderly stop waits for running handlers to notice it before handing their tasks back anyway.
 STOP_GRACE_SECONDS = 20.0
+#: After a failed claim (the catalog unreachable for a moment) an idle worker tries again this soon, not
+#: at its next poll: the doorbell that rang for the missed task does not ring twice.
+CLAIM_RETRY_SECONDS = 1.0
 
 
 #: Tasks a user waits on to get data back: in ``opencbr serve``'s workers they run at ``restore_nice``,
@@ -182,13 +185,15 @@ class Worker:
         bell = DoorbellListener(self.ctx.settings.effective_catalog_url)
         try:
             while not stop.is_set() and not self.stopping.is_set():
+                idle = self.poll_interval
                 try:
                     busy = self._poller.maybe_work() and self.run_once()
-                except Exception:  # the catalog went away for a moment: wait and retry
+                except Exception:  # the catalog went away for a moment: retry soon, since the doorbell
+                    # may already have rung for the task this claim missed
                     log.exception("worker %s: cannot claim tasks", self.worker_id)
-                    busy = False
+                    busy, idle = False, min(idle, CLAIM_RETRY_SECONDS)
                 if not busy:  # until a task is queued (the doorbell), or the next poll
-                    bell.wait(self.poll_interval, lambda: stop.is_set() or self.stopping.is_set())
+                    bell.wait(idle, lambda: stop.is_set() or self.stopping.is_set())
         finally:
             bell.close()
             self._poller.close()

@@ -120,8 +120,9 @@ class DoorbellListener:
             pass
 
     def wait(self, timeout: float, stopping: Callable[[], bool] = lambda: False) -> bool:
-        """True when the doorbell rang within ``timeout`` seconds (every ring so far is consumed); the
-        wait also ends within a quarter of a second of ``stopping()`` turning true."""
+        """True when the doorbell rang within ``timeout`` seconds (every ring so far is consumed), or when
+        a listener that had lost its connection listens again (it may have missed a ring); the wait also
+        ends within a quarter of a second of ``stopping()`` turning true."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -133,7 +134,8 @@ class DoorbellListener:
     def _wait_once(self, timeout: float) -> bool:
         timeout = max(0.0, timeout)
         if self._pg is None and self._pg_url and time.monotonic() >= self._pg_retry_at:
-            self._relisten_postgresql()
+            if self._relisten_postgresql():
+                return True  # a task queued while this listener was deaf rang for nobody: look now
         if self._pg is not None:
             return self._wait_postgresql(timeout)
         if self._sock is None:
@@ -161,13 +163,16 @@ class DoorbellListener:
             self._drop_postgresql()
             return False
 
-    def _relisten_postgresql(self) -> None:
+    def _relisten_postgresql(self) -> bool:
+        """True when listening again."""
         try:
             self._pg = psycopg_connect(self._pg_url, timeout=2)  # (a wait is short: so is a retry)
             self._pg.execute(f"LISTEN {doorbell.CHANNEL}")
             log.info("the task doorbell is back")
+            return True
         except Exception:  # still down: poll, and try again later
             self._drop_postgresql()
+            return False
 
     def _drop_postgresql(self) -> None:
         if self._pg is not None:
