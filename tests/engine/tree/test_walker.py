@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import random
 import stat
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -67,6 +70,58 @@ def test_adaptive_walk_lists_ahead_only_when_listings_wait(tmp_path, monkeypatch
     w = TreeWalker(root, lambda *a: None, prefetch=4, adaptive=True)
     assert [it.path for it in w] == plain
     assert w.prefetching is slow
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat") or os.geteuid() != 0,
+                    reason="needs Linux schedstat, and root to give this thread its priority back")
+def test_adaptive_walk_does_not_take_a_busy_cpu_for_a_slow_device(tmp_path, monkeypatch):
+    """Listings that wait for a CPU (the machine busy with other work) are not listings that wait on the
+    device: on a CPU shared with busy processes of higher priority, the walk starts no listing threads."""
+    import time
+
+    root = _deep_tree(tmp_path / "t")
+    real = TreeWalker._children
+
+    busy, probed = [], []
+
+    def children(self, abspath, rel, *want):
+        probed.append(abspath)
+        if len(probed) <= TreeWalker.PROBE_LISTINGS:  # the probe's listings take 2 ms of CPU: preempted
+            until = time.thread_time() + 0.002
+            while time.thread_time() < until:
+                pass
+        elif busy:  # (the rest of the walk need not crawl)
+            _stop(busy)
+        return real(self, abspath, rel, *want)
+
+    monkeypatch.setattr(TreeWalker, "_children", children)
+    monkeypatch.setattr(TreeWalker, "PROBE_LISTINGS", 8)
+    tid, cpu = threading.get_native_id(), min(os.sched_getaffinity(0))
+    affinity, nice = os.sched_getaffinity(0), os.getpriority(os.PRIO_PROCESS, tid)
+
+    def on_our_cpu():
+        os.sched_setaffinity(0, {cpu})
+
+    busy += [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=on_our_cpu)
+             for _ in range(2)]
+    try:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.5)  # (they are past their start, spinning)
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+        w = TreeWalker(root, lambda *a: None, prefetch=4, adaptive=True)
+        assert len(list(w)) > 120
+        assert w.prefetching is False
+    finally:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        os.sched_setaffinity(0, affinity)
+        _stop(busy)
+
+
+def _stop(processes: list) -> None:
+    while processes:
+        p = processes.pop()
+        p.kill()
+        p.wait()
 
 
 def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
