@@ -20,7 +20,13 @@ pytest.importorskip("opencbr.services.agents", reason="the service's agent route
 
 from cryptography import x509  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
-from huaweicloudsdkcbr.v1 import ShowAgentRequest, UnregisterAgentRequest  # noqa: E402
+from huaweicloudsdkcbr.v1 import (  # noqa: E402
+    AgentUpdate,
+    AgentUpdateReq,
+    ShowAgentRequest,
+    UnregisterAgentRequest,
+    UpdateAgentRequest,
+)
 
 from opencbr.agent.config import AgentConfig  # noqa: E402
 from opencbr.agentlink import tls  # noqa: E402
@@ -48,7 +54,10 @@ def _wait(predicate, timeout: float = 30.0):
     return predicate()
 
 
-def test_enrol_with_a_token_be_polled_online_and_be_revoked_by_unregister(tmp_path, server):
+@pytest.mark.parametrize("how", ["unregister", "uninstall"])
+def test_enrol_with_a_token_be_polled_online_and_be_revoked(tmp_path, server, how):
+    """Unregistering the agent, or update_agent saying it was uninstalled, revokes it at once: a running
+    agent is told, forgets its certificate and stops."""
     token = api(server).post("/agents/tokens", {})["token"]
     config, root = tmp_path / "etc" / "agent.json", tmp_path / "srv"
     (root / "www").mkdir(parents=True)
@@ -64,7 +73,12 @@ def test_enrol_with_a_token_be_polled_online_and_be_revoked_by_unregister(tmp_pa
         assert shown, server.log()[-3000:]
         assert shown.agent_version and shown.host_name
 
-        client.unregister_agent(UnregisterAgentRequest(agent_id=agent_id))
+        if how == "unregister":
+            client.unregister_agent(UnregisterAgentRequest(agent_id=agent_id))
+        else:
+            client.update_agent(UpdateAgentRequest(agent_id=agent_id, body=AgentUpdateReq(
+                agent=AgentUpdate(status="uninstall"))))
+            assert client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent.status == "uninstalled"
         agent.proc.wait(timeout=20)  # revoked: it forgot its certificate and stopped
         left = json.loads(config.read_text())
         assert left["agent_id"] == agent_id and not left["cert_pem"] and not left["key_pem"]

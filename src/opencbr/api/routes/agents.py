@@ -190,9 +190,10 @@ def update_agent(agent_id: str, body: AgentUpdateBody, p: Principal = Depends(pr
                  ctx: ServiceContext = Depends(get_ctx)):
     a = body.agent
     with ctx.tx() as s:
-        view = agents.update_agent(s, ctx, p, agent_id, status=a.status, host_nickname=a.host_nickname,
-                                   bandwidth_limit=a.bandwidth_limit)
-        return {"agent": agent_resp(view)}
+        view, uninstalled_at = agents.update_agent(s, ctx, p, agent_id, status=a.status,
+                                                   host_nickname=a.host_nickname, bandwidth_limit=a.bandwidth_limit)
+    agents.notify_revoked(ctx, uninstalled_at)  # after the commit, as for unregister
+    return {"agent": agent_resp(view)}
 
 
 @router.delete("/agents/{agent_id}")

@@ -190,15 +190,19 @@ def ca_certificate(s: Session, ctx: ServiceContext) -> str:
 
 
 def update_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: str, *, status: str | None = None,
-                 host_nickname: str | None = None, bandwidth_limit: int | None = None) -> AgentView:
+                 host_nickname: str | None = None,
+                 bandwidth_limit: int | None = None) -> tuple[AgentView, link.AgentAddress | None]:
     """update_agent: ``status`` ``uninstall`` (the agent was removed from its host: the service stops
     using it, as unregister does, but keeps its record); the extensions ``host_nickname`` and
-    ``bandwidth_limit`` (bytes per second its tasks may move, 0 for none)."""
+    ``bandwidth_limit`` (bytes per second its tasks may move, 0 for none). Returns the agent, and where it
+    was when this call uninstalled it: an agent still running there is told (``notify_revoked``)."""
     p.require_write()
     agent = get_agent(s, p.project_id, agent_id)
+    address = None
     if status is not None:
         if status not in ("uninstall", "uninstalled"):
             raise InvalidParameter("agent.status can only be uninstall")
+        address = _address(agent)
         agent.status, agent.cert_fingerprint = "uninstalled", None
         state.mark_resources(s, agent.id, f"agent {state.label(agent)} was uninstalled")
     if host_nickname is not None:
@@ -209,7 +213,13 @@ def update_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: str, *
         agent.bandwidth_limit = bandwidth_limit
     agent.updated_at = ctx.now()
     s.flush()
-    return show_agent(s, ctx, p, agent_id)
+    return show_agent(s, ctx, p, agent_id), address
+
+
+def _address(agent: Agent) -> link.AgentAddress | None:
+    """Where the service reaches ``agent`` (None when it has no certificate or endpoint any more)."""
+    return (link.AgentAddress(agent.id, agent.project_id, agent.endpoint, agent.cert_fingerprint)
+            if agent.cert_fingerprint and agent.endpoint else None)
 
 
 def unregister_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: str) -> link.AgentAddress | None:
@@ -217,8 +227,7 @@ def unregister_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: st
     (with their backups) in error. Returns where it was, for a best-effort ``revoke`` (``notify_revoked``)."""
     p.require_write()
     agent = get_agent(s, p.project_id, agent_id)
-    address = (link.AgentAddress(agent.id, agent.project_id, agent.endpoint, agent.cert_fingerprint)
-               if agent.cert_fingerprint and agent.endpoint else None)
+    address = _address(agent)
     state.mark_resources(s, agent.id, f"agent {state.label(agent)} was unregistered")
     s.execute(update(Resource).where(Resource.agent_id == agent.id).values(agent_id=None))
     s.execute(delete(AgentPath).where(AgentPath.agent_id == agent.id))
@@ -228,7 +237,8 @@ def unregister_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: st
 
 
 def notify_revoked(ctx: ServiceContext, address: link.AgentAddress | None, timeout: float = 3) -> bool:
-    """Tell an unregistered agent to forget its certificate (best effort: it is refused anyway)."""
+    """Tell an unregistered (or uninstalled) agent to forget its certificate (best effort: it is refused
+    anyway)."""
     if address is None:
         return False
     try:
