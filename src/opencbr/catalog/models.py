@@ -531,7 +531,8 @@ class PolicyBinding(Base):
     """A policy applied to a vault; one policy per operation type per vault (guide 1.6)."""
 
     __tablename__ = "policy_bindings"
-    __table_args__ = (UniqueConstraint("vault_id", "operation_type", name="uq_policy_bindings_vault_op"),)
+    __table_args__ = (UniqueConstraint("vault_id", "operation_type", name="uq_policy_bindings_vault_op"),
+                      Index("ix_policy_bindings_next_due", "next_due_at"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(String(36), index=True)
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
@@ -540,6 +541,10 @@ class PolicyBinding(Base):
     destination_vault_id: Mapped[str] = mapped_column(String(36), default="")
     destination_project_id: Mapped[str] = mapped_column(String(36), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: No execution of this binding is due before this time (services/executions.py); NULL: not known
+    #: yet. The tick reads only the bindings due by this index, not every binding's state. Never later
+    #: than the true next execution: a policy's new execution times set it back to NULL.
+    next_due_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class PolicyExecution(Base):
@@ -559,6 +564,17 @@ class PolicyExecution(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     checkpoint_id: Mapped[str] = mapped_column(String(36), default="")
     scheduler_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+class SweepCursor(Base):
+    """Where a pass-by-pass sweep stopped (services/retention.py): the next pass continues after this
+    (vault, resource) pair, so each pass does a bounded share of the catalog and a restart loses nothing."""
+
+    __tablename__ = "sweep_cursors"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vault_id: Mapped[str] = mapped_column(String(36), default="")
+    resource_id: Mapped[str] = mapped_column(String(36), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # ------------------------------------------------------------------------------------------- sharing
