@@ -295,21 +295,30 @@ def _modes(s: Session, vault_id: str, resource_ids: list[str], spec: P.PolicySpe
     """Full (True) or incremental for each resource's next automatic backup (``choose_backup_mode``:
     guide 5.2, the first backup is full and two full backups are at least a day apart;
     ``full_backup_interval``)."""
-    out = {}
-    for rid in resource_ids:
-        rows = list(s.execute(select(Backup.created_at, Backup.incremental).where(
-            Backup.vault_id == vault_id, Backup.resource_id == rid, Backup.parent_id.is_(None),
-            Backup.status == B.AVAILABLE).order_by(Backup.created_at.desc())))
-        last_full, since_full = None, 0
-        for created, incremental in rows:
-            if not incremental:
-                last_full = aware(created)
-                break
-            since_full += 1
-        mode = choose_backup_mode(now=aware(now), has_previous_backup=bool(rows), last_full_at=last_full,
-                                  incrementals_since_full=since_full, full_backup_interval=spec.full_backup_interval)
-        out[rid] = mode.full
-    return out
+    return {rid: _next_is_full(s, vault_id, rid, spec, now) for rid in resource_ids}
+
+
+def _next_is_full(s: Session, vault_id: str, resource_id: str, spec: P.PolicySpec, now: datetime) -> bool:
+    """Reads the newest backups only as far as the rule can look: one when the policy never forces a full
+    backup, ``full_backup_interval`` + 1 otherwise (and then the newest full one, if older): not the
+    resource's whole history."""
+    interval = -1 if spec.full_backup_interval is None else spec.full_backup_interval
+    available = (Backup.vault_id == vault_id, Backup.resource_id == resource_id, Backup.parent_id.is_(None),
+                 Backup.status == B.AVAILABLE)
+    rows = list(s.execute(select(Backup.created_at, Backup.incremental).where(*available)
+                          .order_by(Backup.created_at.desc()).limit(max(interval, 0) + 1)))
+    last_full, since_full = None, 0
+    for created, incremental in rows:
+        if not incremental:
+            last_full = aware(created)
+            break
+        since_full += 1
+    if last_full is None and interval >= 0 and len(rows) > interval:
+        newest_full = s.scalar(select(func.max(Backup.created_at)).where(*available, Backup.incremental.is_(False)))
+        last_full = aware(newest_full) if newest_full is not None else None
+    mode = choose_backup_mode(now=aware(now), has_previous_backup=bool(rows), last_full_at=last_full,
+                              incrementals_since_full=since_full, full_backup_interval=spec.full_backup_interval)
+    return mode.full
 
 
 def _fire_replication(ctx: ServiceContext, state: _BindingState, d: DueDecision, now: datetime,

@@ -2,8 +2,8 @@
 ``apply_retention`` plans with ``domain.retention.plan_retention`` over the top-level backups of one
 resource in one vault and deletes what the plan prunes through ``deletion.queue_delete_for_system``,
 recording a ``retention`` task. The backup task calls :func:`apply_retention_after_backup` after every
-successful backup (guide 13.5.2) and the scheduler sweeps every vault periodically
-(:func:`retention_sweep`; guide 5.2, Retention Rule notes).
+successful backup (guide 13.5.2) and the scheduler sweeps every vault periodically, in bounded passes
+(:func:`sweep_pass`; :func:`retention_sweep` for a whole round at once; guide 5.2, Retention Rule notes).
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ def _has_work(s: Session, vault_id: str, resource_id: str, vaults: dict, now: da
     return bool(plan.to_prune) or bool(expired_manual(rows, now))
 
 
-def _read_cursor(ctx: ServiceContext) -> tuple[str, str] | None:
+def sweep_cursor(ctx: ServiceContext) -> tuple[str, str] | None:
+    """The pair the last pass stopped at (None: the next pass starts a round)."""
     with ctx.read() as s:
         row = s.get(SweepCursor, CURSOR)
         return (row.vault_id, row.resource_id) if row is not None and row.vault_id else None
@@ -246,13 +247,14 @@ def sweep_pass(ctx: ServiceContext, *, now: datetime | None = None, limit: int =
     previous pass stopped at (the ``SweepCursor`` row, kept in the catalog: a restarted scheduler goes
     on where it was). After the last pair the next pass starts again from the first."""
     now = naive(now or ctx.now())
-    out = _pass_after(ctx, _read_cursor(ctx), limit, now)
+    out = sweep_pass_after(ctx, sweep_cursor(ctx), limit, now)
     _save_cursor(ctx, None if out.round_done else out.last, now)
     return out
 
 
-def _pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: int, now: datetime) -> SweepPass:
-    """Pairs are checked in short read transactions (``_has_work``); only a pair with something to delete
+def sweep_pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: int, now: datetime) -> SweepPass:
+    """A pass over the ``limit`` pairs after ``start`` (None: from the first), the cursor untouched.
+    Pairs are checked in short read transactions (``_has_work``); only a pair with something to delete
     gets a write transaction of its own (``apply_retention``), so SQLite's one writer lock is released
     between pairs and the API is never held up for more than one pair's deletions."""
     out = SweepPass()
@@ -286,7 +288,7 @@ def retention_sweep(ctx: ServiceContext, *, now: datetime | None = None,
     out: list[ResourceRetention] = []
     after: tuple[str, str] | None = None
     while True:
-        p = _pass_after(ctx, after, limit, now)
+        p = sweep_pass_after(ctx, after, limit, now)
         out += p.pruned
         if p.round_done:
             return out
