@@ -146,9 +146,8 @@ def measure(svc: Service, name: str, route: str, params_of, n: int, rows: list) 
     c = svc.client()
     wall, own = [], []
     for i in range(n + 2):
-        url, headers, _ = c._prepare("GET", route, params_of(i), None)
         t0 = time.perf_counter()
-        r = c.http.get(url, headers=headers)
+        r = c.send("GET", route, params=params_of(i))
         dt = (time.perf_counter() - t0) * 1000
         if r.status_code != 200:
             raise RuntimeError(f"{name}: HTTP {r.status_code} {r.text[:300]}")
@@ -227,7 +226,8 @@ def time_passes(svc: Service, gen: dict, sample_size: int = 200, budget: float =
 
 
 def _sweep_passes(ctx, budget: float) -> list:
-    """Sweep passes from the scheduler's cursor until the round is done or ``budget`` seconds are spent;
+    """Sweep passes (at most SWEEP_PAIRS pairs or SWEEP_PASS_SECONDS each) from the scheduler's cursor
+    until the round is done or ``budget`` seconds are spent;
     then the same pairs again (nothing left to delete: the pure cost of checking them). The generated
     failed backups older than a month are what the first passes delete (guide 5.2)."""
     from opencbr.services import retention
@@ -246,11 +246,11 @@ def _sweep_passes(ctx, budget: float) -> list:
     checked, after, now = [], start, naive(ctx.now())
     for _ in took:
         t0 = time.perf_counter()
-        after = retention.sweep_pass_after(ctx, after, n, now).last
+        after = retention.sweep_pass_after(ctx, after, n, now, seconds=float("inf")).last
         checked.append(time.perf_counter() - t0)
-    return [(f"sweep pass of {n} pairs, deleting (mean of {len(took)}; {pruned} of {pairs} pairs pruned)",
+    return [(f"sweep pass, deleting (mean of {len(took)}; {pruned} of {pairs} pairs pruned)",
              sum(took) / len(took)), ("sweep pass, deleting, slowest", max(took)),
-            (f"sweep pass of {n} pairs, nothing to delete (mean of {len(checked)})", sum(checked) / len(checked)),
+            (f"sweep pass, nothing to delete (mean of {len(checked)}, the same pairs)", sum(checked) / len(checked)),
             ("sweep pass, nothing to delete, slowest", max(checked))]
 
 
@@ -344,7 +344,7 @@ def main() -> None:
                 "trigger": {"properties": {"pattern": ["FREQ=WEEKLY;BYDAY=MO;BYHOUR=03;BYMINUTE=00"]}}}})["policy"]
             for vid in gen["vault_ids"]:
                 c.post(f"/vaults/{vid}/associatepolicy", {"policy_id": policy["id"]})
-        rows = run_queries(svc, gen, args.requests)
+        rows = run_queries(svc, gen, args.requests) if args.requests else []
         passes = [] if args.skip_passes else time_passes(svc, gen)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
         print(f"{args.catalog}: {args.vaults} vaults, {args.resources} resources, {args.backups:,} backups, "

@@ -106,6 +106,14 @@ def test_a_sweep_pass_handles_at_most_n_pairs_and_the_next_continues(ctx, tenant
     assert again.pairs == 2 and again.pruned == [] and not again.round_done
 
 
+def test_a_sweep_pass_past_its_time_stops_after_the_pair_it_is_on(ctx, tenant, clock):
+    vid, rids = _pairs_with_too_many_backups(ctx, tenant, 3)
+    passes = [retention.sweep_pass(ctx, limit=10, seconds=0) for _ in range(3)]
+    assert [p.pairs for p in passes] == [1, 1, 1]
+    assert [p.round_done for p in passes] == [False, False, True]
+    assert [r.resource_id for p in passes for r in p.pruned] == rids
+
+
 def test_the_scheduler_runs_passes_tick_after_tick_until_the_round_is_done(ctx, tenant, clock):
     vid, rids = _pairs_with_too_many_backups(ctx, tenant, 5)
     sched = Scheduler(ctx, "s1", sweep_pairs=2)

@@ -9,6 +9,7 @@ successful backup (guide 13.5.2) and the scheduler sweeps every vault periodical
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -176,6 +177,9 @@ def apply_retention_after_backup(ctx: ServiceContext, vault_id: str, resource_id
 #: (vault, resource) pairs one sweep pass looks at (``sweep_pass``); the scheduler runs passes until a
 #: round is complete, one per tick.
 SWEEP_PAIRS = 500
+#: A pass also stops after the pair that took it past this many seconds (pairs with many deletions, a
+#: slow catalog): the scheduler's thread is back to its ticks within about this time.
+SWEEP_PASS_SECONDS = 10.0
 #: The ``SweepCursor`` row of the retention sweep.
 CURSOR = "retention"
 
@@ -241,19 +245,22 @@ def _save_cursor(ctx: ServiceContext, last: tuple[str, str] | None, now: datetim
         row.updated_at = now
 
 
-def sweep_pass(ctx: ServiceContext, *, now: datetime | None = None, limit: int = SWEEP_PAIRS) -> SweepPass:
+def sweep_pass(ctx: ServiceContext, *, now: datetime | None = None, limit: int = SWEEP_PAIRS,
+               seconds: float = SWEEP_PASS_SECONDS) -> SweepPass:
     """Guide 5.2 (Retention Rule notes: "The system automatically deletes the earliest and expired
     backups ...", in batches): retention for at most ``limit`` (vault, resource) pairs, after the pair the
     previous pass stopped at (the ``SweepCursor`` row, kept in the catalog: a restarted scheduler goes
     on where it was). After the last pair the next pass starts again from the first."""
     now = naive(now or ctx.now())
-    out = sweep_pass_after(ctx, sweep_cursor(ctx), limit, now)
+    out = sweep_pass_after(ctx, sweep_cursor(ctx), limit, now, seconds=seconds)
     _save_cursor(ctx, None if out.round_done else out.last, now)
     return out
 
 
-def sweep_pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: int, now: datetime) -> SweepPass:
-    """A pass over the ``limit`` pairs after ``start`` (None: from the first), the cursor untouched.
+def sweep_pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: int, now: datetime, *,
+                     seconds: float = SWEEP_PASS_SECONDS) -> SweepPass:
+    """A pass over the ``limit`` pairs after ``start`` (None: from the first), the cursor untouched; it
+    stops early after the pair that takes it past ``seconds`` (at least one pair is done).
     Pairs are checked in short read transactions (``_has_work``); only a pair with something to delete
     gets a write transaction of its own (``apply_retention``), so SQLite's one writer lock is released
     between pairs and the API is never held up for more than one pair's deletions."""
@@ -261,8 +268,12 @@ def sweep_pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: 
     with ctx.read() as s:
         pairs = _pairs_after(s, start, limit)
     vaults: dict = {}
+    stop_at = time.monotonic() + seconds
     for vault_id, resource_id in pairs:
+        if out.pairs and time.monotonic() >= stop_at:
+            break
         out.pairs += 1
+        out.last = (vault_id, resource_id)
         try:
             with ctx.read() as s:
                 if not _has_work(s, vault_id, resource_id, vaults, now):
@@ -274,8 +285,8 @@ def sweep_pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: 
             continue
         if r is not None and r.deleted:
             out.pruned.append(r)
-    out.last = pairs[-1] if pairs else start
-    out.round_done = len(pairs) < limit
+    out.round_done = out.pairs == len(pairs) < limit
+    out.last = out.last or start
     return out
 
 
