@@ -47,6 +47,9 @@ class SweepReport:
     pruned: list[retention.ResourceRetention] = field(default_factory=list)
     tasks_purged: int = 0
     executions_purged: int = 0
+    #: (vault, resource) pairs the retention pass looked at, and whether it finished the round.
+    pairs: int = 0
+    round_done: bool = True
 
     @property
     def deleted_backup_ids(self) -> list[str]:
@@ -66,12 +69,14 @@ class Scheduler:
     """
 
     def __init__(self, ctx: ServiceContext, scheduler_id: str | None = None, *, tick_seconds: float = TICK_SECONDS,
-                 sweep_seconds: float = SWEEP_SECONDS):
+                 sweep_seconds: float = SWEEP_SECONDS, sweep_pairs: int = retention.SWEEP_PAIRS):
         self.ctx = ctx
         self.scheduler_id = scheduler_id or default_scheduler_id()
         self.tick_seconds = tick_seconds
         self.sweep_seconds = sweep_seconds
+        self.sweep_pairs = sweep_pairs
         self._last_sweep: datetime | None = None
+        self._round_open = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._agent_thread: threading.Thread | None = None
@@ -83,12 +88,13 @@ class Scheduler:
         """Decide and record every due execution of every applied policy, once."""
         now = now or self.ctx.now()
         report = TickReport(now)
-        with self.ctx.tx() as s:
-            bindings = executions.scheduled_bindings(s)
+        with self.ctx.read() as s:
+            bindings = executions.due_bindings(s, now)
         for policy_id, vault_id in bindings:
             try:
                 report.outcomes += executions.run_due_executions(self.ctx, policy_id, vault_id, now=now,
                                                                  scheduler_id=self.scheduler_id)
+                executions.remember_next_due(self.ctx, policy_id, vault_id, now)
             except Exception:  # one broken policy or vault must not stop the others
                 report.errors += 1
                 log.exception("scheduler: policy %s on vault %s failed; retried next tick", policy_id, vault_id)
@@ -103,16 +109,21 @@ class Scheduler:
         return report
 
     def sweep(self, now: datetime | None = None) -> SweepReport:
-        """Retention on every resource with automatic backups; tasks and execution records older than 30
-        days purged (guide ch. 9: the task list shows the past 30 days)."""
+        """One pass of the retention sweep: at most ``sweep_pairs`` (vault, resource) pairs, after where the
+        previous pass stopped (``retention.sweep_pass``); ``run_once`` runs passes tick after tick until
+        the round is done. A round's first pass also purges tasks and execution records older than 30 days
+        (guide ch. 9: the task list shows the past 30 days)."""
         now = now or self.ctx.now()
         report = SweepReport(now)
-        report.pruned = retention.retention_sweep(self.ctx, now=now)
-        with self.ctx.tx() as s:
-            report.tasks_purged = tasks.purge_old(s, self.ctx)
-        with self.ctx.tx() as s:
-            report.executions_purged = executions.purge_executions(s, self.ctx)
-        self._last_sweep = now
+        done = retention.sweep_pass(self.ctx, now=now, limit=self.sweep_pairs)
+        report.pruned, report.pairs, report.round_done = done.pruned, done.pairs, done.round_done
+        if not self._round_open:
+            with self.ctx.tx() as s:
+                report.tasks_purged = tasks.purge_old(s, self.ctx)
+            with self.ctx.tx() as s:
+                report.executions_purged = executions.purge_executions(s, self.ctx)
+            self._last_sweep = now
+        self._round_open = not done.round_done
         if report.pruned or report.tasks_purged:
             log.info("sweep: %d backups to delete by retention, %d old tasks purged",
                      len(report.deleted_backup_ids), report.tasks_purged)
@@ -122,7 +133,8 @@ class Scheduler:
         """One tick, and a sweep when one is due."""
         report = self.tick()
         now = self.ctx.now()
-        if self._last_sweep is None or (now - self._last_sweep).total_seconds() >= self.sweep_seconds:
+        if (self._round_open or self._last_sweep is None
+                or (now - self._last_sweep).total_seconds() >= self.sweep_seconds):
             try:
                 self.sweep(now)
             except Exception:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from opencbr.catalog.models import (
     Backup,
+    BackupUsage,
     Policy,
     PolicyBinding,
     PolicyExecution,
@@ -101,16 +102,46 @@ class _BindingState:
     busy: set[str]
 
 
-def scheduled_bindings(s: Session) -> list[tuple[str, str]]:
-    """Every (policy id, vault id) a scheduler must look at: all applied policies, enabled or not (a
-    disabled policy's executions are recorded as skipped, so enabling it later does not resurrect them)."""
-    return [(pid, vid) for pid, vid in s.execute(
-        select(PolicyBinding.policy_id, PolicyBinding.vault_id).order_by(PolicyBinding.id))]
+def due_bindings(s: Session, now: datetime) -> list[tuple[str, str]]:
+    """The (policy id, vault id) a tick must look at now: those whose next execution time
+    (``PolicyBinding.next_due_at``) has come, and those whose next time is not known yet. Every applied
+    policy counts, enabled or not (a disabled policy's executions are recorded as skipped, so enabling it
+    later does not resurrect them). One indexed query: bindings with nothing due cost the tick nothing,
+    however many there are."""
+    rows = s.execute(select(PolicyBinding.id, PolicyBinding.policy_id, PolicyBinding.vault_id).where(
+        or_(PolicyBinding.next_due_at.is_(None), PolicyBinding.next_due_at <= naive(now))))
+    return [(pid, vid) for _, pid, vid in sorted(rows)]
+
+
+#: ``next_due_at`` of a binding whose schedule has no execution left.
+NEVER = datetime(9999, 1, 1)
+
+
+def remember_next_due(ctx: ServiceContext, policy_id: str, vault_id: str, now: datetime) -> datetime | None:
+    """Store the binding's next execution time: the first one after the window a tick at ``now`` looked
+    at (``due_window``), all read from the catalog again. A time not recorded yet (a busy catalog) is
+    still inside that window, so the next tick looks again. The binding row is locked first: a policy
+    update that resets the time (``policies.replace_spec``) either waits for this and overwrites it, or
+    commits before and is read here."""
+    with ctx.tx() as s:
+        binding = s.scalar(select(PolicyBinding).where(PolicyBinding.policy_id == policy_id,
+                                                       PolicyBinding.vault_id == vault_id).with_for_update())
+        policy = s.get(Policy, policy_id)
+        if binding is None or policy is None:
+            return None
+        last = s.scalar(select(func.max(PolicyExecution.scheduled_at)).where(
+            PolicyExecution.policy_id == policy_id, PolicyExecution.vault_id == vault_id))
+        since = _window_start(policy, binding, last, now)
+        runs = spec_of(policy).schedule(aware(policy.trigger_start)).next_runs(since, 1)
+        binding.next_due_at = naive(runs[0].scheduled_at) if runs else NEVER
+        return binding.next_due_at
 
 
 def _busy_resources(s: Session, vault_id: str) -> set[str]:
-    return {rid for (rid,) in s.execute(select(Backup.resource_id).where(
-        Backup.vault_id == vault_id, Backup.parent_id.is_(None), Backup.status == B.PROTECTING))}
+    """The resources of the vault with a backup running, from the per-status counts the database keeps
+    (``backup_usage``, top-level backups only): not a scan of the vault's backups."""
+    return {rid for (rid,) in s.execute(select(BackupUsage.resource_id).where(
+        BackupUsage.vault_id == vault_id, BackupUsage.status == B.PROTECTING, BackupUsage.backup_count > 0))}
 
 
 def _load_state(s: Session, policy_id: str, vault_id: str) -> _BindingState | None:
@@ -135,10 +166,14 @@ def due_window(state: _BindingState, now: datetime) -> tuple[datetime, datetime]
     """The window ``(since, now]`` of execution times to decide on: after the newest recorded execution,
     the trigger's start (its anchor) and the moment the policy was applied to the vault — all read from
     the catalog, so any scheduler process, restarted or not, computes the same window."""
-    bounds = [aware(state.policy.trigger_start), aware(state.binding.created_at), aware(now) - LOOKBACK]
-    if state.last_scheduled is not None:
-        bounds.append(aware(state.last_scheduled))
-    return max(bounds), aware(now)
+    return _window_start(state.policy, state.binding, state.last_scheduled, now), aware(now)
+
+
+def _window_start(policy: Policy, binding: PolicyBinding, last_scheduled: datetime | None, now: datetime) -> datetime:
+    bounds = [aware(policy.trigger_start), aware(binding.created_at), aware(now) - LOOKBACK]
+    if last_scheduled is not None:
+        bounds.append(aware(last_scheduled))
+    return max(bounds)
 
 
 def run_due_executions(ctx: ServiceContext, policy_id: str, vault_id: str, *, now: datetime | None = None,
@@ -260,21 +295,30 @@ def _modes(s: Session, vault_id: str, resource_ids: list[str], spec: P.PolicySpe
     """Full (True) or incremental for each resource's next automatic backup (``choose_backup_mode``:
     guide 5.2, the first backup is full and two full backups are at least a day apart;
     ``full_backup_interval``)."""
-    out = {}
-    for rid in resource_ids:
-        rows = list(s.execute(select(Backup.created_at, Backup.incremental).where(
-            Backup.vault_id == vault_id, Backup.resource_id == rid, Backup.parent_id.is_(None),
-            Backup.status == B.AVAILABLE).order_by(Backup.created_at.desc())))
-        last_full, since_full = None, 0
-        for created, incremental in rows:
-            if not incremental:
-                last_full = aware(created)
-                break
-            since_full += 1
-        mode = choose_backup_mode(now=aware(now), has_previous_backup=bool(rows), last_full_at=last_full,
-                                  incrementals_since_full=since_full, full_backup_interval=spec.full_backup_interval)
-        out[rid] = mode.full
-    return out
+    return {rid: _next_is_full(s, vault_id, rid, spec, now) for rid in resource_ids}
+
+
+def _next_is_full(s: Session, vault_id: str, resource_id: str, spec: P.PolicySpec, now: datetime) -> bool:
+    """Reads the newest backups only as far as the rule can look: one when the policy never forces a full
+    backup, ``full_backup_interval`` + 1 otherwise (and then the newest full one, if older): not the
+    resource's whole history."""
+    interval = -1 if spec.full_backup_interval is None else spec.full_backup_interval
+    available = (Backup.vault_id == vault_id, Backup.resource_id == resource_id, Backup.parent_id.is_(None),
+                 Backup.status == B.AVAILABLE)
+    rows = list(s.execute(select(Backup.created_at, Backup.incremental).where(*available)
+                          .order_by(Backup.created_at.desc()).limit(max(interval, 0) + 1)))
+    last_full, since_full = None, 0
+    for created, incremental in rows:
+        if not incremental:
+            last_full = aware(created)
+            break
+        since_full += 1
+    if last_full is None and interval >= 0 and len(rows) > interval:
+        newest_full = s.scalar(select(func.max(Backup.created_at)).where(*available, Backup.incremental.is_(False)))
+        last_full = aware(newest_full) if newest_full is not None else None
+    mode = choose_backup_mode(now=aware(now), has_previous_backup=bool(rows), last_full_at=last_full,
+                              incrementals_since_full=since_full, full_backup_interval=spec.full_backup_interval)
+    return mode.full
 
 
 def _fire_replication(ctx: ServiceContext, state: _BindingState, d: DueDecision, now: datetime,

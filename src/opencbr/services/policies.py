@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import (
@@ -157,6 +157,9 @@ def replace_spec(s: Session, ctx: ServiceContext, policy: Policy, new: P.PolicyS
         policy.trigger_start = now
     policy.name, policy.enabled, policy.spec = new.name, new.enabled, new.to_document()
     policy.updated_at = now
+    # The next tick computes each binding's next execution time again (services/executions.py): the one
+    # stored may be later than the new schedule's first time.
+    s.execute(update(PolicyBinding).where(PolicyBinding.policy_id == policy.id).values(next_due_at=None))
     s.flush()
 
 

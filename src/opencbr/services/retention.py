@@ -2,20 +2,21 @@
 ``apply_retention`` plans with ``domain.retention.plan_retention`` over the top-level backups of one
 resource in one vault and deletes what the plan prunes through ``deletion.queue_delete_for_system``,
 recording a ``retention`` task. The backup task calls :func:`apply_retention_after_backup` after every
-successful backup (guide 13.5.2) and the scheduler sweeps every vault periodically
-(:func:`retention_sweep`; guide 5.2, Retention Rule notes).
+successful backup (guide 13.5.2) and the scheduler sweeps every vault periodically, in bounded passes
+(:func:`sweep_pass`; :func:`retention_sweep` for a whole round at once; guide 5.2, Retention Rule notes).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, Policy, PolicyBinding, Vault
+from opencbr.catalog.models import Backup, BackupUsage, Policy, PolicyBinding, SweepCursor, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import policy as P
 from opencbr.domain import resource as R
@@ -70,7 +71,8 @@ def _carried(s: Session, vault_id: str, resource_id: str) -> CurrentRetention | 
         return None
 
 
-def _record_of(b: Backup) -> BackupRecord:
+def _record_of(b) -> BackupRecord:
+    """``b``: a Backup, or a row of the columns ``_PLAN_COLUMNS`` names."""
     rule = None
     if b.auto_trigger and b.retention_rule:
         try:
@@ -81,6 +83,11 @@ def _record_of(b: Backup) -> BackupRecord:
     # a month after it was made, before the next backup could repair it) nor a copy retention may count on.
     status = "damaged" if b.status == B.ERROR and b.error_code == B.DAMAGED_BY_VERIFY else b.status
     return BackupRecord(b.id, aware(b.created_at), bool(b.auto_trigger), status, bool(b.used_by_image), rule)
+
+
+#: What planning reads of a backup (``_record_of``, ``expired_manual``): not the JSON details.
+_PLAN_COLUMNS = (Backup.id, Backup.created_at, Backup.auto_trigger, Backup.status, Backup.error_code,
+                 Backup.used_by_image, Backup.retention_rule, Backup.expired_at)
 
 
 def _plan(s: Session, vault_id: str, resource_id: str, current: CurrentRetention | None, now: datetime, *,
@@ -167,25 +174,136 @@ def apply_retention_after_backup(ctx: ServiceContext, vault_id: str, resource_id
                       vault_id)
 
 
-def retention_sweep(ctx: ServiceContext, *, now: datetime | None = None) -> list[ResourceRetention]:
-    """Guide 5.2 (Retention Rule notes: "The system automatically deletes the earliest and expired
-    backups ..."): apply retention to every resource that has automatic backups (or manual ones with an
-    expiry) in a vault. Returns the plans that pruned something."""
+#: (vault, resource) pairs one sweep pass looks at (``sweep_pass``); the scheduler runs passes until a
+#: round is complete, one per tick.
+SWEEP_PAIRS = 500
+#: A pass also stops after the pair that took it past this many seconds (pairs with many deletions, a
+#: slow catalog): the scheduler's thread is back to its ticks within about this time.
+SWEEP_PASS_SECONDS = 10.0
+#: The ``SweepCursor`` row of the retention sweep.
+CURSOR = "retention"
+
+
+@dataclass
+class SweepPass:
+    """One bounded pass of the retention sweep: what it pruned, how many pairs it looked at, where it
+    stopped (the next pass starts after it) and whether it reached the end of the pairs (a round done)."""
+
+    pruned: list[ResourceRetention] = field(default_factory=list)
+    pairs: int = 0
+    last: tuple[str, str] | None = None
+    round_done: bool = False
+
+
+def _pairs_after(s: Session, after: tuple[str, str] | None, limit: int) -> list[tuple[str, str]]:
+    """The next ``limit`` (vault, resource) pairs with top-level backups, in order, after ``after``: a
+    keyset walk of ``backup_usage``'s primary key (one row per pair and status), not of the backups."""
+    q = select(BackupUsage.vault_id, BackupUsage.resource_id).distinct()
+    if after is not None:
+        v, r = after
+        q = q.where(or_(BackupUsage.vault_id > v, and_(BackupUsage.vault_id == v, BackupUsage.resource_id > r)))
+    q = q.order_by(BackupUsage.vault_id, BackupUsage.resource_id).limit(limit)
+    return [(v, r) for v, r in s.execute(q)]
+
+
+def _has_work(s: Session, vault_id: str, resource_id: str, vaults: dict, now: datetime) -> bool:
+    """Whether ``apply_retention`` would delete something of this pair now: the same plan, made from the
+    few columns it needs (no entities, no JSON, no lock). Only such pairs get a write transaction.
+    ``vaults`` caches each vault's (status, protect type, current rule) for the pass."""
+    if vault_id not in vaults:
+        vault = s.get(Vault, vault_id)
+        vaults[vault_id] = None if vault is None else (vault.status, vault.protect_type, _current(s, vault_id)[0])
+    if vaults[vault_id] is None or vaults[vault_id][0] == "deleting":
+        return False
+    _, protect_type, current = vaults[vault_id]
+    rows = list(s.execute(select(*_PLAN_COLUMNS).where(
+        Backup.vault_id == vault_id, Backup.resource_id == resource_id, Backup.parent_id.is_(None))
+        .order_by(Backup.created_at, Backup.id)))
+    # The pairs the sweep has always covered: automatic backups, or manual ones with an expiry.
+    if not any(b.auto_trigger or b.expired_at is not None for b in rows):
+        return False
+    if current is None and protect_type == "replication":
+        current = _carried(s, vault_id, resource_id)
+    plan = plan_retention([_record_of(b) for b in rows], current, aware(now))
+    return bool(plan.to_prune) or bool(expired_manual(rows, now))
+
+
+def sweep_cursor(ctx: ServiceContext) -> tuple[str, str] | None:
+    """The pair the last pass stopped at (None: the next pass starts a round)."""
+    with ctx.read() as s:
+        row = s.get(SweepCursor, CURSOR)
+        return (row.vault_id, row.resource_id) if row is not None and row.vault_id else None
+
+
+def _save_cursor(ctx: ServiceContext, last: tuple[str, str] | None, now: datetime) -> None:
     with ctx.tx() as s:
-        pairs = list(s.execute(select(Backup.vault_id, Backup.resource_id).distinct().where(
-            Backup.parent_id.is_(None), or_(Backup.auto_trigger.is_(True), Backup.expired_at.is_not(None)))
-            .order_by(Backup.vault_id, Backup.resource_id)))
-    out = []
+        row = s.get(SweepCursor, CURSOR, with_for_update=True)
+        if row is None:
+            row = SweepCursor(name=CURSOR)
+            s.add(row)
+        row.vault_id, row.resource_id = last or ("", "")
+        row.updated_at = now
+
+
+def sweep_pass(ctx: ServiceContext, *, now: datetime | None = None, limit: int = SWEEP_PAIRS,
+               seconds: float = SWEEP_PASS_SECONDS) -> SweepPass:
+    """Guide 5.2 (Retention Rule notes: "The system automatically deletes the earliest and expired
+    backups ...", in batches): retention for at most ``limit`` (vault, resource) pairs, after the pair the
+    previous pass stopped at (the ``SweepCursor`` row, kept in the catalog: a restarted scheduler goes
+    on where it was). After the last pair the next pass starts again from the first."""
+    now = naive(now or ctx.now())
+    out = sweep_pass_after(ctx, sweep_cursor(ctx), limit, now, seconds=seconds)
+    _save_cursor(ctx, None if out.round_done else out.last, now)
+    return out
+
+
+def sweep_pass_after(ctx: ServiceContext, start: tuple[str, str] | None, limit: int, now: datetime, *,
+                     seconds: float = SWEEP_PASS_SECONDS) -> SweepPass:
+    """A pass over the ``limit`` pairs after ``start`` (None: from the first), the cursor untouched; it
+    stops early after the pair that takes it past ``seconds`` (at least one pair is done).
+    Pairs are checked in short read transactions (``_has_work``); only a pair with something to delete
+    gets a write transaction of its own (``apply_retention``), so SQLite's one writer lock is released
+    between pairs and the API is never held up for more than one pair's deletions."""
+    out = SweepPass()
+    with ctx.read() as s:
+        pairs = _pairs_after(s, start, limit)
+    vaults: dict = {}
+    stop_at = time.monotonic() + seconds
     for vault_id, resource_id in pairs:
+        if out.pairs and time.monotonic() >= stop_at:
+            break
+        out.pairs += 1
+        out.last = (vault_id, resource_id)
         try:
+            with ctx.read() as s:
+                if not _has_work(s, vault_id, resource_id, vaults, now):
+                    continue
             with ctx.tx() as s:
                 r = apply_retention(s, ctx, vault_id, resource_id, now=now, source="sweep")
         except Exception:  # noqa: BLE001 - one bad vault must not stop the sweep
             log.exception("retention sweep of %s in vault %s failed", resource_id, vault_id)
             continue
         if r is not None and r.deleted:
-            out.append(r)
+            out.pruned.append(r)
+    out.round_done = out.pairs == len(pairs) < limit
+    out.last = out.last or start
     return out
+
+
+def retention_sweep(ctx: ServiceContext, *, now: datetime | None = None,
+                    limit: int = SWEEP_PAIRS) -> list[ResourceRetention]:
+    """A whole round of the sweep at once, from the first pair to the last (``sweep_pass`` after
+    ``sweep_pass``, each bounded; the scheduler's own cursor is left alone). Returns the plans that pruned
+    something."""
+    now = naive(now or ctx.now())
+    out: list[ResourceRetention] = []
+    after: tuple[str, str] | None = None
+    while True:
+        p = sweep_pass_after(ctx, after, limit, now)
+        out += p.pruned
+        if p.round_done:
+            return out
+        after = p.last
 
 
 def retention_preview(s: Session, ctx: ServiceContext, p: Principal, policy_id: str, *,
