@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 
 import pytest
 
@@ -70,37 +69,6 @@ def test_changed_files_are_read_even_with_the_same_mtime(enc_repo, tmp_path):
     old = tmp_path / "old"
     restore_tree(enc_repo, "b1", old, subpath="docs/text.md")
     assert b"CHANGED!" not in (old / "text.md").read_bytes()
-
-
-def test_changed_directories_xattrs_are_read_off_the_walking_thread(enc_repo, tmp_path, monkeypatch):
-    """A changed directory's xattrs are read by a worker (the walking thread makes no listxattr for
-    it), and its record -- xattrs, mode, in walk order among the files around it -- is what it is."""
-    src = build_tree(tmp_path / "src")
-    first = backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
-    os.setxattr(src / "docs", "user.dirattr", b"changed on the directory")
-    os.chmod(src / "deep" / "a", 0o711)
-    (src / "deep" / "a" / "new.txt").write_text("new\n")
-    (src / "many" / "new-subdir").mkdir()
-    os.setxattr(src / "many" / "new-subdir", "user.fresh", b"x" * 100)
-    listed_by = {}
-    real_listxattr = os.listxattr
-
-    def listxattr(target, *a, **kw):
-        if not isinstance(target, int):  # (a file's are read through its descriptor)
-            listed_by[os.fsencode(target)] = threading.current_thread().name
-        return real_listxattr(target, *a, **kw)
-
-    monkeypatch.setattr(os, "listxattr", listxattr)
-    res = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
-    monkeypatch.undo()
-    changed = [os.path.realpath(os.fsencode(d)) for d in (src / "docs", src / "deep" / "a", src / "many" / "new-subdir")]
-    assert all(listed_by[d] != threading.current_thread().name for d in changed), listed_by
-    assert res.dirs == first.dirs + 1
-    out = tmp_path / "out"
-    restore_tree(enc_repo, "b2", out)
-    assert_same_tree(src, out)
-    assert os.getxattr(out / "docs", "user.dirattr") == b"changed on the directory"
-    assert os.getxattr(out / "many" / "new-subdir", "user.fresh") == b"x" * 100
 
 
 def test_parent_chunks_gone_means_read_again(enc_repo, tmp_path):

@@ -147,12 +147,11 @@ _COUNTER = {DIR: "dirs", SYMLINK: "symlinks", CHR: "specials", BLK: "specials", 
 class _Pending:
     """A walked entry whose record is complete (``rec``) or waits for a file read (``fut``)."""
 
-    __slots__ = ("path", "entry", "fut", "rec", "digests", "size", "small", "idx", "item")
+    __slots__ = ("path", "entry", "fut", "rec", "digests", "size", "small", "idx")
 
     def __init__(self, path: bytes, entry: Entry | None, fut: Future | None = None, rec: bytes | None = None,
                  digests: list[bytes] | None = None, size: int = 0, small: int = 0):
         self.path = path
-        self.item = None  # entry None: a changed directory whose metadata a worker reads (item.meta)
         self.idx: int | None = None  # position in a batched read's result list (small files)
         self.small = small  # bytes counted in TreeBackup._small_inflight until emitted
         self.entry = entry
@@ -191,8 +190,6 @@ class TreeBackup:
         self.bytes_read = 0  # file bytes read (the progress counters also count holes)
         self._tls = threading.local()
         self._worker_bytes: dict[int, int] = {}
-        # reads a directory's metadata by its path (NodeMeta); None: the source's entry() has it at hand
-        self._node_meta = getattr(source, "node_meta", None)
         self._estimate = max(int(parent.stats.get("total_bytes", 0)) if parent is not None else 0,
                              int(getattr(source, "size_hint", 0)))
         self._last_report = 0.0
@@ -258,11 +255,6 @@ class TreeBackup:
         hold it while a bundle is open (records stay in walk order; bundled files learn their chunk
         digest only when their bundle is cut)."""
         self._small_inflight -= p.small
-        if p.entry is None and p.rec is None:
-            p.item.meta = p.fut.result()[p.idx]  # (read by a worker: _read_batch)
-            p.fut = None
-            p.entry = self._entry(p.item, DIR)
-            p.rec = encode(p.entry)
         if p.rec is None:
             e = p.entry
             if p.fut is not None:
@@ -471,9 +463,6 @@ class TreeBackup:
         ch = self._chunker()
         out: list = []
         for item in items:
-            if stat.S_ISDIR(item.st.st_mode):  # (a changed directory: its xattrs, see _walk_node)
-                out.append(self._node_meta(item))
-                continue
             try:
                 got = self.source.read_file(ch, item, SMALL_FILE)
             except FileUnreadable as e:
@@ -645,19 +634,6 @@ class TreeBackup:
             self.counts[_COUNTER[typ]] += 1
             rec = bytes(prec) if typ in (DIR, SYMLINK) else with_atime(prec, st.st_atime_ns)
             self._pending.append((item.path, rec, None, 0))
-            return True
-        if typ == DIR and self._node_meta is not None and item.meta is None:
-            # A changed directory's xattrs are read by a worker with the next batch of small files
-            # (its record waits in the pending queue like theirs): on the walking thread each
-            # listxattr waited for the GIL back, ~60 us (1,500 changed directories in the realtree
-            # benchmark's upgrade). (A changed symlink's target and xattrs are still read here.)
-            self.counts["dirs"] += 1
-            p = _Pending(item.path, None)
-            p.item = item
-            self._batch.append((item, p))
-            self._pending.append(p)
-            if len(self._batch) >= BATCH_FILES:
-                self._submit_batch()
             return True
         e = self._entry(item, typ)
         if typ == SYMLINK:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Protocol
 from .chunker import DIRECT_MIN, FileChunker, FileData
 from .common import Names
 from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry
-from .walker import ListingTally, NodeMeta, TreeScanner, TreeWalker, node_meta
+from .walker import ListingTally, TreeScanner, TreeWalker
 from .xattrs import read_xattrs
 
 Warn = Callable[[bytes, str, bool], None]
@@ -85,11 +85,6 @@ class DirectorySource:
             for msg in problems:
                 warn(item.path, msg, False)
         return e
-
-    def node_meta(self, item) -> NodeMeta:
-        """What ``entry`` and ``readlink`` read of a directory, symlink or special file, read now (by a
-        worker of the backup: ``entry`` then takes it from ``item.meta``)."""
-        return node_meta(item.abspath, item.st)
 
     def readlink(self, item) -> bytes:
         if item.meta is None:

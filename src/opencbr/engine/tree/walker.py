@@ -213,7 +213,7 @@ class TreeWalker:
         if self.node_meta:
             for i, (crel, ap, st, _m) in enumerate(out):
                 if not stat.S_ISREG(st.st_mode):
-                    out[i] = (crel, ap, st, node_meta(ap, st))
+                    out[i] = (crel, ap, st, _node_meta(ap, st))
         if self.readahead_below:
             self._readahead(out)
         return out
@@ -330,7 +330,7 @@ class TreeWalker:
                 pool.shutdown()
 
 
-def node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
+def _node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
     xattrs, problems = read_xattrs(abspath)
     meta = NodeMeta(xattrs, problems)
     if stat.S_ISLNK(st.st_mode):
