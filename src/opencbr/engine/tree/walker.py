@@ -17,9 +17,11 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
+import operator
 import os
 import queue
 import stat
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -69,6 +71,10 @@ def _on_cpu_or_runnable() -> float:
         return (int(ran_ns) + int(queued_ns)) / 1e9
     except (OSError, ValueError):
         return time.thread_time()
+
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_by_name = operator.itemgetter(0)  # (a sort key: a listing sorted by the names alone)
 
 
 def _show(path: bytes) -> str:
@@ -194,11 +200,12 @@ class TreeWalker:
             if want is not None and (fst.st_dev, fst.st_ino) != (want.st_dev, want.st_ino):
                 self.warn(rel, "replaced by another directory during the backup: not listed", True)
                 return out
-            with os.scandir(fd) as it:  # (names come as str from a descriptor)
-                ents = sorted(((os.fsencode(d.name), d) for d in it), key=lambda nd: nd[0])
+            with os.scandir(fd) as it:  # (names come as str from a descriptor: os.fsencode's encoding)
+                ents = sorted([(d.name.encode(_FS_ENCODING, "surrogateescape"), d) for d in it], key=_by_name)
             excluded = self.exclude
+            prefix, apfx = (rel + b"/" if rel else b""), abspath + b"/"
             for name, d in ents:
-                crel = rel + b"/" + name if rel else name
+                crel = prefix + name
                 if excluded and crel in excluded:
                     continue
                 try:
@@ -209,7 +216,7 @@ class TreeWalker:
                 except OSError as e:
                     self.warn(crel, f"cannot stat: {e.strerror or e}", True)
                     continue
-                out.append((crel, abspath + b"/" + name, st, None))
+                out.append((crel, apfx + name, st, None))
         except OSError as e:
             self.warn(rel, f"cannot list directory: {e.strerror or e}", True)
             return out
