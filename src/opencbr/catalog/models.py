@@ -366,10 +366,11 @@ class Backup(Base):
     __table_args__ = (
         Index("ix_backups_project_created", "project_id", "created_at"),
         Index("ix_backups_vault_resource", "vault_id", "resource_id", "created_at"),
-        # The backup list's count and default order (top-level backups of a project, newest first), and
-        # the vault list's backup count and size per resource, each read from the index alone: without
-        # them every list request read every backup row of the project (bench/README.md, API section).
-        Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at"),
+        # The backup list's default order (top-level backups of a project, newest first, ties by id: one
+        # backward walk, migration 0018), and the vault list's backup count and size per resource, each
+        # read from the index alone: without them every list request read every backup row of the project
+        # (bench/README.md, API section).
+        Index("ix_backups_project_parent_created_id", "project_id", "parent_id", "created_at", "id"),
         Index("ix_backups_vault_usage", "vault_id", "parent_id", "resource_id", "added_bytes"),
         # The list filtered by vault, by resource or by status, newest first, and sorted by name, at
         # millions of rows (migration 0016, bench/catalog.py).
@@ -377,6 +378,9 @@ class Backup(Base):
         Index("ix_backups_resource_parent_created", "resource_id", "parent_id", "created_at"),
         Index("ix_backups_project_parent_status_created", "project_id", "parent_id", "status", "created_at"),
         Index("ix_backups_project_parent_name", "project_id", "parent_id", "name"),
+        # The sort by name of one status, to its tie-break (migration 0018; PostgreSQL walked the status
+        # index and sorted all that status's backups).
+        Index("ix_backups_project_parent_status_name", "project_id", "parent_id", "status", "name", "id"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))
