@@ -144,9 +144,9 @@ def measure(svc: Service, name: str, route: str, params_of, n: int, rows: list) 
     c = svc.client()
     wall, own = [], []
     for i in range(n + 2):
-        url, headers, _ = c._prepare("GET", route, params_of(i), None)
+        params = params_of(i)
         t0 = time.perf_counter()
-        r = c.http.get(url, headers=headers)
+        r = c.send("GET", route, params=params)
         dt = (time.perf_counter() - t0) * 1000
         if r.status_code != 200:
             raise RuntimeError(f"{name}: HTTP {r.status_code} {r.text[:300]}")
