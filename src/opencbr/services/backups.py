@@ -188,17 +188,22 @@ def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None, 
     """Per resource: backup count and the stored bytes its backups added (show_storage_usage), a page of
     them in resource id order, and how many resources there are. Read from the counts the database keeps
     (``backup_usage``), not from the backups."""
-    conds = [BackupUsage.project_id == p.project_id, BackupUsage.backup_count > 0]
+    # No ``backup_count > 0``: the triggers delete a row whose count reaches 0, and without it the count
+    # and the page's resource ids are read from ix_backup_usage_project_resource alone.
+    conds = [BackupUsage.project_id == p.project_id]
     if resource_id:
         conds.append(BackupUsage.resource_id == resource_id)
     if resource_type:
         conds.append(BackupUsage.resource_type == resource_type)
     total = s.scalar(select(func.count(func.distinct(BackupUsage.resource_id))).where(*conds)) or 0
+    # The page's resource ids first (an offset skips index entries, not table rows), then their figures.
+    page = (select(BackupUsage.resource_id).where(*conds).group_by(BackupUsage.resource_id)
+            .order_by(BackupUsage.resource_id).limit(limit).offset(offset))
     rows = s.execute(select(BackupUsage.resource_id, func.max(BackupUsage.resource_name),
                             func.max(BackupUsage.resource_type), func.sum(BackupUsage.backup_count),
                             func.sum(BackupUsage.backup_bytes))
-                     .where(*conds).group_by(BackupUsage.resource_id).order_by(BackupUsage.resource_id)
-                     .limit(limit).offset(offset)).all()
+                     .where(*conds, BackupUsage.resource_id.in_(page)).group_by(BackupUsage.resource_id)
+                     .order_by(BackupUsage.resource_id)).all()
     return [{"resource_id": r[0], "resource_name": r[1], "resource_type": r[2], "backup_count": int(r[3]),
              "backup_bytes": int(r[4] or 0)} for r in rows], int(total)
 
