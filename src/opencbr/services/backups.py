@@ -68,8 +68,9 @@ class BackupFilter:
 SORT_KEYS = {"created_at": Backup.created_at, "updated_at": Backup.updated_at, "name": Backup.name,
              "status": Backup.status, "protected_at": Backup.protected_at, "id": Backup.id}
 #: Newest first, as the public API lists backups. Ties (one microsecond) by id in the same direction: one
-#: backward walk of ix_backups_project_parent_created_id gives the whole order, where ``created_at DESC,
-#: id ASC`` made SQLite sort all the project's backups for every page (bench/README.md, catalog of millions).
+#: backward walk of ix_backups_project_parent_created_id gives the whole order; with ``created_at DESC,
+#: id ASC`` SQLite's planner could choose to sort all the project's backups for every page (it did at
+#: 2 M backups on 2026-12-04, and does on a small analysed catalog: bench/README.md, catalog of millions).
 DEFAULT_ORDER = [(Backup.created_at, True), (Backup.id, True)]
 
 

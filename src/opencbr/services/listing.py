@@ -22,8 +22,8 @@ def order_keys(sort: Sort | None, columns: Mapping[str, object], default: list[t
                tiebreak) -> list[tuple[object, bool]]:
     """``order_by`` as (column, descending) pairs, for lists that page by keyset (``after``). The
     ``tiebreak`` runs in the direction of the last key: an order in one direction is one walk of an index
-    ending in (key, tiebreak), forwards or backwards; a mixed one (``created_at DESC, id``) makes SQLite
-    sort every matching row."""
+    ending in (key, tiebreak), forwards or backwards; for a mixed one (``created_at DESC, id``) SQLite's
+    planner may sort every matching row instead."""
     if not sort:
         return default
     return [(columns[key], desc) for key, desc in sort] + [(tiebreak, sort[-1][1])]

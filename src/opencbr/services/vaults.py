@@ -58,8 +58,7 @@ class VaultView:
 _BOUND_OF_VAULTS = (select(VaultResource.vault_id, VaultResource.auto_protect,
                            cast(VaultResource.extra_info, Text).label("extra_info"),
                            Resource.id, Resource.name, Resource.type, Resource.provider, Resource.path,
-                           Resource.host, Resource.status, Resource.size_bytes, Resource.encrypted,
-                           Resource.region)
+                           Resource.host, Resource.status, Resource.size_bytes)
                     .join(Resource, Resource.id == VaultResource.resource_id)
                     .where(VaultResource.vault_id.in_(bindparam("vault_ids", expanding=True)))
                     .order_by(VaultResource.id))

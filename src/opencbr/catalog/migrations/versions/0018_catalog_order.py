@@ -1,9 +1,9 @@
 """the backup list's default order and its sort by name of one status, each one walk of an index
 
 The default order is now ``created_at DESC, id DESC`` (one direction): (project_id, parent_id,
-created_at, id) walked backwards gives it, where ``created_at DESC, id ASC`` over (project_id,
-parent_id, created_at) made SQLite sort all the project's backups for every page. The new index
-replaces that one (a prefix of it). (project_id, parent_id, status, name, id) gives the sort by name
+created_at, id) walked backwards gives it; for ``created_at DESC, id ASC`` over (project_id,
+parent_id, created_at) SQLite's planner could choose to sort all the project's backups for every page
+(with ANALYZE statistics). The new index replaces that one (a prefix of it). (project_id, parent_id, status, name, id) gives the sort by name
 of one status (PostgreSQL walked the status index and sorted that status's backups).
 
 Revision ID: 0018_catalog_order
