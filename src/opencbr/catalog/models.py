@@ -367,10 +367,11 @@ class Backup(Base):
     __table_args__ = (
         Index("ix_backups_project_created", "project_id", "created_at"),
         Index("ix_backups_vault_resource", "vault_id", "resource_id", "created_at"),
-        # The backup list's count and default order (top-level backups of a project, newest first), and
-        # the vault list's backup count and size per resource, each read from the index alone: without
-        # them every list request read every backup row of the project (bench/README.md, API section).
-        Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at"),
+        # The backup list's default order (top-level backups of a project, newest first, ties by id: one
+        # backward walk, migration 0018), and the vault list's backup count and size per resource, each
+        # read from the index alone: without them every list request read every backup row of the project
+        # (bench/README.md, API section).
+        Index("ix_backups_project_parent_created_id", "project_id", "parent_id", "created_at", "id"),
         Index("ix_backups_vault_usage", "vault_id", "parent_id", "resource_id", "added_bytes"),
         # The list filtered by vault, by resource or by status, newest first, and sorted by name, at
         # millions of rows (migration 0016, bench/catalog.py).
@@ -383,6 +384,9 @@ class Backup(Base):
         # backups for each backup deleted (migration 0019_sched; bench/README.md).
         Index("ix_backups_parent", "parent_id", sqlite_where=text("parent_id IS NOT NULL"),
               postgresql_where=text("parent_id IS NOT NULL")),
+        # The sort by name of one status, to its tie-break (migration 0018; PostgreSQL walked the status
+        # index and sorted all that status's backups).
+        Index("ix_backups_project_parent_status_name", "project_id", "parent_id", "status", "name", "id"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(36))

@@ -5,14 +5,14 @@ every top-level backup's NULL counted as one value, made it scan every backup to
 children, once per backup deleted
 
 Revision ID: 0019_sched
-Revises: 0017
+Revises: 0018_catalog_order
 Create Date: 2026-12-05 09:00:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0019_sched'
-down_revision = '0017'
+down_revision = '0018_catalog_order'
 branch_labels = None
 depends_on = None
 

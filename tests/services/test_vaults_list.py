@@ -1,0 +1,30 @@
+"""A vault list page reads its resources as columns (services/vaults.py ``_bound_by_vault``): what it shows
+of each is what the resource's own view shows, on both catalogs."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from opencbr.catalog.models import VaultResource
+from opencbr.services import resources, vaults
+
+
+def test_a_vault_page_shows_each_resources_live_status_size_and_extra_info(ctx, tenant, tmp_path):
+    disks = []
+    for name in ("gone", "here"):
+        path = tmp_path / f"{name}.img"
+        path.write_bytes(b"\0" * 8192)
+        with ctx.tx() as s:
+            disks.append(resources.register_disk(s, ctx, tenant, name=name, path=str(path)))
+    with ctx.tx() as s:
+        view = vaults.create_vault(s, ctx, tenant, {"name": "v", "billing": {
+            "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+            "resources": [{"id": d.id, "type": "OS::Cinder::Volume"} for d in disks]})
+        s.execute(update(VaultResource).where(VaultResource.resource_id == disks[1].id)
+                  .values(extra_info={"exclude_volumes": ["x"]}))
+    (tmp_path / "gone.img").unlink()
+    with ctx.read() as s:
+        views, total = vaults.list_vaults(s, tenant, vaults.VaultFilter(), limit=20)
+    assert total == 1 and views[0].vault.id == view.vault.id
+    shown = {r.name: (r.status, r.size_bytes, r.extra_info) for r in views[0].resources}
+    assert shown == {"gone": ("error", 8192, {}), "here": ("available", 8192, {"exclude_volumes": ["x"]})}
