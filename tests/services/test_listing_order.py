@@ -10,23 +10,17 @@ import pytest
 from sqlalchemy import event
 
 from opencbr.catalog.models import Backup
-from opencbr.services import backups, resources, vaults
+from opencbr.services import backups
+from tests.support.services import protected_disk
 
 
 @pytest.fixture()
 def listed(ctx, tenant, tmp_path) -> list[Backup]:
     """Ten backups: six created in one microsecond, the others one second apart around them; three in error."""
-    path = tmp_path / "d.img"
-    path.write_bytes(b"\0" * 4096)
-    with ctx.tx() as s:
-        disk = resources.register_disk(s, ctx, tenant, name="d", path=str(path))
-    with ctx.tx() as s:
-        view = vaults.create_vault(s, ctx, tenant, {"name": "v", "billing": {
-            "object_type": "disk", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
-            "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]})
+    disk, vault = protected_disk(ctx, tenant, tmp_path, seed=1, size=4096)
     at = ctx.now()
     times = [at - timedelta(seconds=2), at - timedelta(seconds=1)] + [at] * 6 + [at + timedelta(seconds=1)] * 2
-    rows = [Backup(project_id=tenant.project_id, vault_id=view.vault.id, name=f"b{i % 3}", resource_id=disk.id,
+    rows = [Backup(project_id=tenant.project_id, vault_id=vault.id, name=f"b{i % 3}", resource_id=disk.id,
                    resource_type="OS::Cinder::Volume", status="error" if i % 4 == 0 else "available", created_at=t)
             for i, t in enumerate(times)]
     with ctx.tx() as s:
