@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import event, select
 
-from opencbr.catalog.models import Backup, Task
+from opencbr.catalog.models import Backup, SweepCursor, Task
 from opencbr.scheduler import Scheduler
 from opencbr.services import retention
 from tests.support.scheduler import MONDAY, associate, disk, executions, policy, update_policy, vault
@@ -137,3 +137,24 @@ def test_a_pass_over_pairs_with_nothing_to_delete_reads_few_columns_and_writes_o
     assert writes and all("sweep_cursors" in st for st in writes)
     reads_of_backups = [st for st, _ in seen if "FROM backups" in st]
     assert len(reads_of_backups) == 4 and not [st for st in reads_of_backups if "details" in st]
+
+
+def test_the_sweep_cursor_exists_from_the_migration_so_schedulers_only_update_it(ctx, tenant, clock):
+    """Two schedulers' first passes at one moment must not both insert the cursor (on PostgreSQL one
+    insert would fail): the migration made it, and passes update that one row."""
+    with ctx.read() as s:
+        assert s.scalars(select(SweepCursor)).all()[0].name == retention.CURSOR
+    inserts = []
+
+    def note(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO SWEEP_CURSORS"):
+            inserts.append(statement)
+
+    event.listen(ctx.engine, "before_cursor_execute", note)
+    try:
+        retention.sweep_pass(ctx, now=clock.now, limit=2)
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", note)
+    assert inserts == []
+    with ctx.read() as s:
+        assert len(s.scalars(select(SweepCursor)).all()) == 1

@@ -8,6 +8,8 @@ Revision ID: 0019_sched
 Revises: 0018_catalog_order
 Create Date: 2026-12-05 09:00:00
 """
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,13 +24,17 @@ def upgrade() -> None:
     with op.batch_alter_table('policy_bindings', schema=None) as batch_op:
         batch_op.add_column(sa.Column('next_due_at', sa.DateTime(), nullable=True))
         batch_op.create_index('ix_policy_bindings_next_due', ['next_due_at'])
-    op.create_table(
+    cursors = op.create_table(
         'sweep_cursors',
         sa.Column('name', sa.String(32), primary_key=True),
         sa.Column('vault_id', sa.String(36), nullable=False),
         sa.Column('resource_id', sa.String(36), nullable=False),
         sa.Column('updated_at', sa.DateTime(), nullable=False),
     )
+    # The retention sweep's cursor exists from the start (services/retention.py, CURSOR): two schedulers
+    # starting together update one row, neither inserts it (one of the two inserts would fail).
+    op.bulk_insert(cursors, [{'name': 'retention', 'vault_id': '', 'resource_id': '',
+                              'updated_at': datetime(1970, 1, 1)}])
     # Dropping the index drops its statistics too; the new one has none until the next ANALYZE, and
     # SQLite's default estimate for an equality on an index is selective.
     op.drop_index('ix_backups_parent_id', table_name='backups')
