@@ -5,6 +5,7 @@ things.)"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 
@@ -21,3 +22,18 @@ def test_big_random_image_is_exact_unique_and_incompressible(tmp_path):
     blocks = {data[off:off + 4096] for off in range(0, len(data), 4096)}
     assert len(blocks) == len(data) // 4096, "a 4 KiB block repeats: a backup would deduplicate it"
     assert len(zlib.compress(data[:MiB], 1)) > MiB, "the image compresses"
+
+
+def test_sha256_hashes_holes_as_the_zeros_they_read_as(tmp_path):
+    # holes at the start, between data and at the end, none of them a whole number of MiB
+    path = tmp_path / "sparse.img"
+    with open(path, "wb") as f:
+        for offset in (3 * MiB + 100, 7 * MiB + 4096 * 3):
+            f.seek(offset)
+            f.write(os.urandom(MiB + 12345))
+        f.truncate(12 * MiB + 7)
+    with open(path, "rb") as f:
+        assert sha256(path) == hashlib.sha256(f.read()).hexdigest()
+    empty = tmp_path / "empty.img"
+    empty.touch()
+    assert sha256(empty) == hashlib.sha256(b"").hexdigest()
