@@ -37,3 +37,4 @@ def test_sha256_hashes_holes_as_the_zeros_they_read_as(tmp_path):
     empty = tmp_path / "empty.img"
     empty.touch()
     assert sha256(empty) == hashlib.sha256(b"").hexdigest()
+    assert sha256("/dev/null") == hashlib.sha256(b"").hexdigest()  # not a regular file: read, not sized

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import stat
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
@@ -53,8 +54,10 @@ def sha256(path) -> str:
     kernel filling pages with zeros) cost as much CPU as hashing them."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        pos = 0
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):  # a device or a pipe: no holes to find, and no size
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        size, pos = st.st_size, 0
         for start, length in [*data_extents(f.fileno(), size), (size, 0)]:
             _hash_zeros(h, start - pos)
             f.seek(start)
