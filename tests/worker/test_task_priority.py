@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import event
 
 from opencbr.server.worker import worker_pool
 from opencbr.services import tasks
@@ -79,3 +80,31 @@ def test_every_worker_pool_runs_tasks_at_worker_nice(ctx, tenant):
         assert w.run_once()
     assert seen == {"backup": base + ctx.settings.worker_nice, "restore": base + ctx.settings.restore_nice}
     assert ctx.settings.worker_nice > ctx.settings.restore_nice  # (the defaults, 10 and 0: a difference seen)
+
+
+def test_a_worker_claims_at_worker_nice_and_stays_able_to_restore_at_restore_nice(ctx, tenant):
+    # A claim's query (fair queuing over every waiting task) costs milliseconds of CPU; while a fleet's
+    # queue drained, the claims were the workers' only work left at the API's priority.
+    claims: list[int] = []
+    seen: dict[str, int] = {}
+
+    def note_claim(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "ORDER BY" in statement and "served" in statement:
+            claims.append(_thread_nice())
+
+    def note(ctx_, run):
+        seen[run.operation_type] = _thread_nice()
+
+    w = Worker(ctx, "w-claim", handlers=tasks.TaskHandlers(runs={"backup": note, "restore": note}),
+               priority=TaskPriority(other=10, restore=0))
+    base = _room_below(10)
+    event.listen(ctx.engine, "before_cursor_execute", note_claim)
+    try:
+        for op in ("backup", "restore"):
+            _queue(ctx, tenant, op)
+            assert w.run_once()
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", note_claim)
+    assert claims == [base + 10, base + 10]
+    assert seen == {"backup": base + 10, "restore": base}
+    assert _thread_nice() == base
