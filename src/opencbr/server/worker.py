@@ -30,7 +30,7 @@ def worker_pool(ctx: ServiceContext, count: int) -> WorkerPool:
     cannot (``worker_nice``, default 10; bench/README.md, API under load and Fleet). Standalone workers
     (``cbr worker``) too: beside an API they took the cores from its requests while a fleet's queue
     drained; on a machine of their own, nice costs them nothing. Restores, which a user waits on, by
-    ``restore_nice`` (default 0). Per task thread: the worker threads (claims) keep their priority."""
+    ``restore_nice`` (default 0). Per task (and per claim) thread: the worker threads keep their priority."""
     settings = ctx.settings
     return WorkerPool(ctx, count, priority=TaskPriority(other=settings.worker_nice, restore=settings.restore_nice))
 
