@@ -14,7 +14,9 @@ What it does:
      records the latency; the catalog is sampled every 0.2 s for the tasks running per vault and per worker;
   4. prints: executions fired (each once?), tasks queued, succeeded and failed, the drain time, the most
      tasks seen running per vault and per worker, the longest wait of a task from queued to started and
-     how the first starts spread over the vaults, and the API's latency before and during the drain.
+     how the first starts spread over the vaults, and the API's latency before, during and after the drain
+     (after: the catalog as it is at the end, the workers idle; it separates the cost of the grown catalog
+     from the drain's competition for the cores).
 It is a benchmark, not a test (tests/worker/test_fleet.py checks the same rules at small scale).
 """
 
@@ -182,6 +184,7 @@ def main() -> None:
               f"max_tasks_per_vault {args.per_vault}", flush=True)
         during = ApiProbe(svc)
         r = drain(catalog.url, during, len(vault_ids) * max(1, args.resources // args.vaults), args.timeout)
+        after = ApiProbe(svc).run_for(10)  # the same catalog, workers idle: what the drain itself costs
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
         print(f"{args.catalog}: {args.resources} disks in {len(vault_ids)} vaults, one policy firing at one minute\n")
         print("| figure | value |\n|---|--:|")
@@ -202,6 +205,7 @@ def main() -> None:
         print("|---|--:|--:|--:|--:|--:|")
         print(before.row("before the policy fires"))
         print(during.row("while the queue drains"))
+        print(after.row("after it drained (workers idle)"))
     finally:
         svc.stop()
         catalog.drop()

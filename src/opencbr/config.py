@@ -29,10 +29,11 @@ Settings of the data plane (workers):
 - ``worker_poll_seconds``: how often an idle worker looks for new tasks (a cheap read) when nothing
   wakes it sooner: queuing a task rings a doorbell that wakes idle workers at once (see
   ``services/doorbell.py``); polling is the fallback.
-- ``worker_nice``: the CPU (and, derived from it, I/O) priority the worker processes of ``opencbr serve``
-  lower themselves by, 0-19 (default 10): the API stays responsive while backups run. On a machine
+- ``worker_nice``: the CPU (and, derived from it, I/O) priority worker processes run their tasks at,
+  lowered by 0-19 (default 10), those of ``opencbr serve`` and standalone ``cbr worker`` processes alike:
+  an API on the same machine stays responsive while backups run (bench/README.md, Fleet). On a machine
   whose cores are busy with other work, backups then get a small share of them (bench/README.md); 0
-  runs them at the API's priority. ``cbr worker`` processes run at the priority they are started with.
+  runs them at the priority the worker was started with.
 - ``restore_nice``: the same for restores (restoring a backup, a new file system or disk from one,
   restoring files), default 0: a restore is what a user waits on, often to recover from an outage,
   so it runs at the API's priority (bench/README.md, realtree: at nice 10 a restore through the

@@ -18,10 +18,22 @@ from opencbr.server.process import (
 )
 from opencbr.server.receiver import start_receiver
 from opencbr.services import hosts
-from opencbr.services.context import open_context
+from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.runner import TaskPriority, WorkerPool
 
 log = logging.getLogger("opencbr")
+
+
+def worker_pool(ctx: ServiceContext, count: int) -> WorkerPool:
+    """``count`` workers whose tasks run at a lower CPU (and, as Linux derives it from the nice value,
+    I/O) priority than an API on the same machine: a backup can wait a few milliseconds, a request
+    cannot (``worker_nice``, default 10; bench/README.md, API under load and Fleet). Standalone workers
+    (``cbr worker``) too: beside an API they took the cores from its requests while a fleet's queue
+    drained; on a machine of their own, nice costs them nothing. Restores, which a user waits on, by
+    ``restore_nice`` (default 0). Per task (and per claim) thread: the worker threads keep their priority."""
+    settings = ctx.settings
+    return WorkerPool(ctx, count, priority=TaskPriority(other=settings.worker_nice, restore=settings.restore_nice))
+
 
 def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
     """Run ``count`` worker threads until SIGTERM/SIGINT, then stop in order (running tasks are handed
@@ -34,15 +46,10 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
     with opening_catalog(settings):
         ctx = open_context(settings, migrate=not supervised)
         check_installation(ctx)
-        # Lower CPU (and, as Linux derives it from the nice value, I/O) priority than the API beside
-        # them: a backup can wait a few milliseconds, a request cannot (``worker_nice``, default 10;
-        # measured in bench/README.md, API under load). Restores, which a user waits on, by
-        # ``restore_nice`` (default 0). Per task thread: the worker threads stay at this priority.
-        priority = TaskPriority(other=settings.worker_nice, restore=settings.restore_nice) if supervised else None
-        pool = WorkerPool(ctx, count, priority=priority)
+        pool = worker_pool(ctx, count)
         stopping = note_stop_signals()
         pool.start()
-        if supervised and settings.worker_nice:
+        if settings.worker_nice:
             os.nice(settings.worker_nice)  # this thread and the ones it starts from now on (the receiver)
         # the line an operator (and the scale-out test) looks for: this machine takes tasks now
         log.info("workers %s running (host group %s)", ", ".join(w.worker_id for w in pool.workers),

@@ -37,7 +37,7 @@ STOP_GRACE_SECONDS = 20.0
 CLAIM_RETRY_SECONDS = 1.0
 
 
-#: Tasks a user waits on to get data back: in ``opencbr serve``'s workers they run at ``restore_nice``,
+#: Tasks a user waits on to get data back: in the worker processes they run at ``restore_nice``,
 #: everything else (backups, verification, GC, ...) at ``worker_nice`` (see :class:`TaskPriority`).
 RESTORES = frozenset({"restore", "create_fs", "create_disk", "restore_files"})
 
@@ -95,7 +95,7 @@ class Worker:
         """Claim and run one task; False when there was nothing to do."""
         if self.stopping.is_set():
             return False
-        run = tasks.claim_next(self.ctx, self.worker_id, self.types, host=self.host)
+        run = self._claim()
         if run is None:
             return False
         fn = self.handlers.runs.get(run.operation_type)
@@ -119,6 +119,32 @@ class Worker:
             self.current = None
             beater.join(5)
         return True
+
+    def _claim(self) -> tasks.TaskRun | None:
+        """Claim at ``worker_nice``, in a thread of its own (this thread must stay able to start a
+        restore at ``restore_nice``): the claim's query (fair queuing over every waiting task) costs
+        milliseconds of CPU, and while a fleet's queue drained the claims were the workers' only work
+        left at the API's priority (bench/README.md, Fleet). A claim preempted while it holds SQLite's
+        write lock delays other writers, as a task's own writes at ``worker_nice`` already can; the
+        API's reads never wait for it (WAL)."""
+        by = self.priority.other if self.priority is not None else 0
+        if by <= 0:
+            return tasks.claim_next(self.ctx, self.worker_id, self.types, host=self.host)
+        out: list = []
+
+        def lowered() -> None:
+            lower_thread_priority(by)
+            try:
+                out.append(tasks.claim_next(self.ctx, self.worker_id, self.types, host=self.host))
+            except BaseException as e:  # noqa: BLE001 - raised again in the worker thread
+                out.append(e)
+
+        t = threading.Thread(target=lowered, name=f"{self.worker_id}-claim", daemon=True)
+        t.start()
+        t.join()
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
 
     def _run_at_priority(self, fn, run: tasks.TaskRun) -> None:
         by = self.priority.lower_by(run.operation_type) if self.priority is not None else 0
