@@ -6,10 +6,10 @@ bench/catalog.py)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event
 
 from opencbr.catalog.models import Backup
 from opencbr.services import backups, resources, vaults
+from tests.support.services import statements_reading_backups
 
 
 @pytest.fixture()
@@ -19,17 +19,7 @@ def catalog_url(tmp_path):
 
 def _plans(ctx, run) -> list[tuple[str, list[str]]]:
     """Each statement ``run`` sends that reads the backups table, with SQLite's plan for it."""
-    seen: list[tuple[str, object]] = []
-
-    def note(_conn, _cursor, statement, parameters, *_args):
-        if "FROM backups" in statement and not statement.startswith("EXPLAIN"):
-            seen.append((statement, parameters))
-
-    event.listen(ctx.engine, "before_cursor_execute", note)
-    try:
-        run()
-    finally:
-        event.remove(ctx.engine, "before_cursor_execute", note)
+    seen = statements_reading_backups(ctx, run)
     with ctx.engine.connect() as conn:
         return [(st, [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + st, params)])
                 for st, params in seen]

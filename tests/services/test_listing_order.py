@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
 
 from opencbr.catalog.models import Backup
 from opencbr.services import backups
-from tests.support.services import protected_disk
+from tests.support.services import protected_disk, statements_reading_backups
 
 
 @pytest.fixture()
@@ -73,17 +72,7 @@ def test_a_requested_sort_breaks_ties_by_id_in_its_direction(ctx, tenant, listed
 def _sorts_in_postgresql_plans(ctx, run) -> list[str]:
     """The statements ``run`` sends that PostgreSQL answers with a Sort node even with sorting made as dear
     as it can be (no index gives their order): the planner's choice on a table of a few rows is no guide."""
-    seen = []
-
-    def note(_conn, _cursor, statement, parameters, *_args):
-        if "FROM backups" in statement and not statement.startswith(("EXPLAIN", "SET")):
-            seen.append((statement, parameters))
-
-    event.listen(ctx.engine, "before_cursor_execute", note)
-    try:
-        run()
-    finally:
-        event.remove(ctx.engine, "before_cursor_execute", note)
+    seen = statements_reading_backups(ctx, run)
     sorted_ = []
     with ctx.engine.connect() as conn:
         conn.exec_driver_sql("SET enable_seqscan = off")

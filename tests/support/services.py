@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import event
+
 from opencbr.services import resources, vaults
 from tests.support.disks import MiB, make_image
 
@@ -16,3 +18,20 @@ def protected_disk(ctx, tenant, tmp_path, *, seed: int, size: int = 2 * MiB):
             "name": "v", "billing": {"object_type": "disk", "protect_type": "backup", "size": 10},
             "resources": [{"id": disk.id, "type": "OS::Cinder::Volume"}]}).vault
     return disk, vault
+
+
+def statements_reading_backups(ctx, run) -> list[tuple[str, object]]:
+    """The statements (with their parameters) that ``run()`` sends reading the backups table, for a test to
+    ask the database how it plans them."""
+    seen: list[tuple[str, object]] = []
+
+    def note(_conn, _cursor, statement, parameters, *_args):
+        if "FROM backups" in statement and not statement.startswith(("EXPLAIN", "SET")):
+            seen.append((statement, parameters))
+
+    event.listen(ctx.engine, "before_cursor_execute", note)
+    try:
+        run()
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", note)
+    return seen
