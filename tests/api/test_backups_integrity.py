@@ -11,7 +11,7 @@ import pytest
 from opencbr.cli.client import ClientError
 from tests.support.clients import api, cli, new_tenant
 from tests.support.clients import wait_task as wait
-from tests.support.disks import MiB, flip_byte, make_image, sha256
+from tests.support.disks import MiB, big_random_image, flip_byte, make_image, sha256
 
 BILLING = {"object_type": "disk", "size": 50, "consistent_level": "crash_consistent", "protect_type": "backup"}
 
@@ -69,11 +69,15 @@ def test_flipped_byte_is_detected(server, tmp_path):
 
 def test_cancel_running_backup(server, tmp_path):
     c = api(server)
-    big = tmp_path / "cancel.img"
-    with open(big, "wb") as f:
-        for _ in range(32):
-            f.write(os.urandom(16 * MiB))
-    disk = c.post("/inventory/disks", {"name": f"cancel-{server.backend}", "path": str(big)})["disk"]
+    big = big_random_image(tmp_path / "cancel.img", 512 * MiB)
+    try:
+        _cancel_a_running_backup(c, server, big)
+    finally:
+        os.unlink(big)  # (512 MiB: gone now, not when pytest prunes its old runs)
+
+
+def _cancel_a_running_backup(c, server, big: str) -> None:
+    disk = c.post("/inventory/disks", {"name": f"cancel-{server.backend}", "path": big})["disk"]
     v = c.post("/vaults", {"vault": {"name": f"cancel-{server.backend}", "billing": BILLING,
                                      "resources": [{"id": disk["id"], "type": "OS::Cinder::Volume"}]}})["vault"]
     cp = c.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})

@@ -108,3 +108,4 @@ def test_workers_in_other_pid_namespaces_do_not_kill_each_others_work(tmp_path):
                 p.send_signal(signal.SIGKILL if p is a else signal.SIGTERM)
                 p.wait(30)
         srv.stop()
+        (tmp_path / "big.img").unlink(missing_ok=True)  # (1.5 GiB: gone now, not when pytest prunes its runs)
