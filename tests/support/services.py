@@ -20,13 +20,13 @@ def protected_disk(ctx, tenant, tmp_path, *, seed: int, size: int = 2 * MiB):
     return disk, vault
 
 
-def statements_reading_backups(ctx, run) -> list[tuple[str, object]]:
-    """The statements (with their parameters) that ``run()`` sends reading the backups table, for a test to
-    ask the database how it plans them."""
+def statements_reading_backups(ctx, run, *, table: str = "backups") -> list[tuple[str, object]]:
+    """The statements (with their parameters) that ``run()`` sends reading the backups table (or
+    ``table``), for a test to ask the database how it plans them."""
     seen: list[tuple[str, object]] = []
 
     def note(_conn, _cursor, statement, parameters, *_args):
-        if "FROM backups" in statement and not statement.startswith(("EXPLAIN", "SET")):
+        if f"FROM {table}" in statement and not statement.startswith(("EXPLAIN", "SET")):
             seen.append((statement, parameters))
 
     event.listen(ctx.engine, "before_cursor_execute", note)

@@ -53,4 +53,9 @@ def installed(*, resource_roots: tuple[str, ...]) -> Registry:
 def present(resource: HeldResource) -> bool:
     """For a resource's live status, computed on every listing: the cheap look of its kind of provider,
     which needs no configuration (``Provider.present``)."""
-    return KINDS[resource.provider].present(resource.type, resource.path)
+    return present_at(resource.provider, resource.type, resource.path)
+
+
+def present_at(provider: str, rtype: str, path: str) -> bool:
+    """``present`` of a resource's columns (lists of thousands read them as plain values)."""
+    return KINDS[provider].present(rtype, path)

@@ -46,7 +46,12 @@ def local_group() -> str:
 
 def is_here(res: Resource) -> bool:
     """Whether this machine can see the resource's data (resources from before host groups: yes)."""
-    return not res.host or res.host == _local_group
+    return host_is_here(res.host)
+
+
+def host_is_here(host: str | None) -> bool:
+    """``is_here`` of a resource's ``host`` column."""
+    return not host or host == _local_group
 
 
 def check_group_name(host: str) -> str:

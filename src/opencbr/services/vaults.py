@@ -23,7 +23,7 @@ from opencbr.services.principal import Principal
 
 
 # ------------------------------------------------------------------------------------ views
-@dataclass
+@dataclass(slots=True)
 class BoundResource:
     """A resource associated with a vault, as the vault's views show it: plain values read as columns
     (a vault list page has thousands of them; loading each as an ORM entity with its JSON columns cost
@@ -54,14 +54,16 @@ class VaultView:
 # Built once: a statement object keeps its cache key, and an expanding parameter takes the page's ids
 # as they are (``in_(list)`` builds and keys one bound value per id at every call). The resource columns
 # are the ones ``resources.live_status`` reads. ``extra_info`` as its text: nearly always ``{}``, which
-# need not be decoded thousands of times per page.
+# need not be decoded thousands of times per page. Ordered by vault first: the vault_id index then yields
+# the rows in order; ordered by the association's id alone, SQLite scanned every association of the
+# catalog to avoid a sort (a list page's cost grew with the catalog, not with the page).
 _BOUND_OF_VAULTS = (select(VaultResource.vault_id, VaultResource.auto_protect,
                            cast(VaultResource.extra_info, Text).label("extra_info"),
                            Resource.id, Resource.name, Resource.type, Resource.provider, Resource.path,
                            Resource.host, Resource.status, Resource.size_bytes)
                     .join(Resource, Resource.id == VaultResource.resource_id)
                     .where(VaultResource.vault_id.in_(bindparam("vault_ids", expanding=True)))
-                    .order_by(VaultResource.id))
+                    .order_by(VaultResource.vault_id, VaultResource.id))
 
 
 def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundResource]]:
@@ -70,14 +72,19 @@ def _bound_by_vault(s: Session, vault_ids: list[str]) -> dict[str, list[BoundRes
     rows = s.execute(_BOUND_OF_VAULTS, {"vault_ids": vault_ids}).all()
     out: dict[str, list[BoundResource]] = {vid: [] for vid in vault_ids}
     disks_of = res_svc.disks_of_servers(s, rows)
+    empty = (None, "{}", "null")
+    # Only the status and size are shown: the whole resource_state of each of a page's thousands of
+    # resources cost as much again. The rows are unpacked: reading a row's columns by name cost as much
+    # as the rest of the loop.
     for row in rows:
-        # A row has the attributes of a Resource that live_status reads. Only the status and size are
-        # shown: the whole resource_state of each of a page's thousands of resources cost as much again.
-        disks = disks_of.get(row.id)
-        size = sum(d.size_bytes for d in disks) if disks is not None else row.size_bytes
-        extra = json.loads(row.extra_info) if row.extra_info not in (None, "{}", "null") else None
-        out[row.vault_id].append(BoundResource(row.id, row.name, row.type, row.auto_protect, extra or {},
-                                               res_svc.live_status(s, row, disks=disks), size))
+        vault_id, auto_protect, extra_info, rid, name, rtype, provider, path, host, status, size = row
+        disks = disks_of.get(rid)
+        if disks is None:
+            status = res_svc.live_status_of(provider, rtype, host, path, status)
+        else:  # a server: its disks' (the row has the attributes of a Resource that live_status reads)
+            status, size = res_svc.live_status(s, row, disks=disks), sum(d.size_bytes for d in disks)
+        extra = json.loads(extra_info) or {} if extra_info not in empty else {}
+        out[vault_id].append(BoundResource(rid, name, rtype, auto_protect, extra, status, size))
     return out
 
 
