@@ -45,3 +45,30 @@ def test_path_parameters_of_a_show_route():
 
 def test_routes_that_write_are_not_plain():
     assert all(r.plain_parameters is None for r in vault_routes.router.routes if "GET" not in r.methods)
+
+
+def test_answers_render_as_json_renders_them():
+    """orjson renders the answers; what it cannot encode itself goes through jsonable_encoder, and what
+    it refuses (an integer beyond 64 bits, a key that is not a string) through ``json``: the bytes are
+    the ones ``json`` with FastAPI's encoder would give, whichever way they took."""
+    import json
+    from datetime import datetime
+    from enum import Enum
+
+    from fastapi.encoders import jsonable_encoder
+    from pydantic import BaseModel
+
+    from opencbr.api.routing import RenderedJSON
+
+    class Color(str, Enum):
+        RED = "red"
+
+    class Item(BaseModel):
+        name: str
+        at: datetime
+
+    for content in ({"name": "sauvegarde é 日本 \u2028", "n": 2**63 - 1, "x": 1.5, "none": None, "l": [True]},
+                    {"big": 2**70}, {1: "int key"}, {"color": Color.RED, "at": datetime(2026, 12, 5, 11, 0, 1, 5)},
+                    {"model": Item(name="a", at=datetime(2026, 1, 2, 3, 4, 5))}):
+        expected = json.dumps(jsonable_encoder(content), ensure_ascii=False, separators=(",", ":")).encode()
+        assert RenderedJSON(content).body == expected, content
