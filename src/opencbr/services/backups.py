@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import BigInteger, and_, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Backup, BackupUsage, Checkpoint, Resource, Task, Vault, VaultResource
@@ -210,8 +210,11 @@ def resource_usage(s: Session, p: Principal, *, resource_id: str | None = None, 
 
 
 # Built once (every vault list runs it): the statement keeps its cache key; the ids go in one parameter.
-_USAGE_OF_VAULTS = (select(BackupUsage.vault_id, BackupUsage.resource_id, func.sum(BackupUsage.backup_count),
-                           func.sum(BackupUsage.backup_bytes))
+# The sums as integers: PostgreSQL's sum of a bigint is a numeric, which arrives as a Decimal per value
+# (thousands per page).
+_USAGE_OF_VAULTS = (select(BackupUsage.vault_id, BackupUsage.resource_id,
+                           cast(func.sum(BackupUsage.backup_count), BigInteger),
+                           cast(func.sum(BackupUsage.backup_bytes), BigInteger))
                     .where(BackupUsage.vault_id.in_(bindparam("vault_ids", expanding=True)))
                     .group_by(BackupUsage.vault_id, BackupUsage.resource_id))
 
@@ -219,12 +222,11 @@ _USAGE_OF_VAULTS = (select(BackupUsage.vault_id, BackupUsage.resource_id, func.s
 def enrich_vault_views(s: Session, views: list) -> None:
     """Backup count and size per associated resource, for the vaults' ResourceResp items (one query over
     the counts the database keeps, a few rows per resource whatever its number of backups)."""
-    stats = {(vid, rid): (n, size) for vid, rid, n, size in s.execute(
+    stats = {(vid, rid): (n, size or 0) for vid, rid, n, size in s.execute(
         _USAGE_OF_VAULTS, {"vault_ids": [v.vault.id for v in views]})}
     for view in views:
         for r in view.resources:
-            n, size = stats.get((view.vault.id, r.resource_id), (0, 0))
-            r.backup_count, r.backup_bytes = int(n), int(size or 0)
+            r.backup_count, r.backup_bytes = stats.get((view.vault.id, r.resource_id), (0, 0))
 
 
 # ------------------------------------------------------------------------------------ create
