@@ -156,9 +156,10 @@ class TreeRestore(ForkedParts):
 
         Shares are consecutive groups of entries (GROUP_BYTES of file data or GROUP_FILES entries,
         in catalog order, so each process reads its own runs of packs), each taken by the first
-        process to reach it (:meth:`_claim`); every process walks the whole catalog and creates the
-        directories it passes through (another one may have made them already), only share 0
-        reports on them. A hard link is made by the process that restored its first name."""
+        process to reach it (:meth:`_claim`); every process walks the whole catalog, decoding only
+        the records it restores (and directories and hard-linked files), share 0 makes every directory
+        and reports on them, the others make (or find) a directory only when they restore something
+        in it. A hard link is made by the process that restored its first name."""
         try:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         except (OSError, ValueError):
