@@ -212,7 +212,7 @@ def run(a) -> int:
         treebench.sh(["find", str(tree_dir), "-printf", ""])
         results.append(floor("stat walk", "find . -printf '%s %T@\\n' >/dev/null", cwd=tree_dir, work=work))
         dst = work / "restore" / "cp"
-        shutil.rmtree(dst, ignore_errors=True)
+        set_aside(dst, trash)
         dst.parent.mkdir(parents=True, exist_ok=True)
         results.append(floor("cp -a+sync", f"cp -a '{tree_dir}' '{dst}' && sync", cwd=work, work=work))
         for t in tools:
@@ -222,7 +222,7 @@ def run(a) -> int:
                                                log=work / "logs" / f"{t.v}-changed.log"))
                 t.prev = "incr"
             if "restore" in a.ops:
-                restore_one(t, work, tree_dir, rec)
+                restore_one(t, work, tree_dir, rec, trash)
     finally:
         for t in tools:
             if isinstance(t, CliTool):
@@ -236,9 +236,19 @@ def run(a) -> int:
     return 0
 
 
-def restore_one(t, work: Path, tree_dir: Path, rec) -> None:
+def set_aside(path: Path, trash: Path) -> None:
+    """Move a previous run's tree out of the way, to be deleted at the end of this run. Deleting it here
+    would slow the timed command that follows: this machine's ext4 has no journal, and then every inode
+    it allocates is first checked against the inode table for a deletion in the last seconds, skipping
+    over recently freed ones (``recently_deleted`` in the kernel's profile): a restore right after an
+    ``rm -rf`` of a restored tree took 6.1 s (3.5 s system time) against 3.9 s (1.3 s) without."""
+    if path.exists():
+        path.rename(trash / f"{path.name}-{time.time_ns()}")
+
+
+def restore_one(t, work: Path, tree_dir: Path, rec, trash: Path) -> None:
     dst = work / "restore" / t.v
-    shutil.rmtree(dst, ignore_errors=True)
+    set_aside(dst, trash)
     dst.mkdir(parents=True)
     if isinstance(t, CliTool):
         cmd, got = t.restore_cmd("incr", dst)

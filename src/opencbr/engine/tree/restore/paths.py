@@ -13,13 +13,13 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def check_components(path: bytes) -> None:
-    """Refuse a catalog path with an empty, ``.`` or ``..`` component or a NUL: it could escape the target."""
-    if path == b"":
-        return
-    for c in path.split(b"/"):
-        if c in (b"", b".", b"..") or b"\0" in c:
-            raise Damaged(f"refusing catalog path {path!r}: it could escape the target")
+def check_entry_name(name: bytes, path: bytes, *, leading_slash: bool = False) -> None:
+    """Refuse an entry whose name (last component of catalog path ``path``) is empty, ``.`` or ``..``
+    or holds a NUL, or whose path starts with ``/`` (``leading_slash``): it could escape the target.
+    A restore checks each entry's name only, its parent being the directory restored (and checked)
+    just before it on the way down."""
+    if leading_slash or name in (b"", b".", b"..") or b"\0" in name:
+        raise Damaged(f"refusing catalog path {path!r}: it could escape the target")
 
 
 def open_target(target: str, *, target_fd: int | None, allow_nonempty: bool) -> int:

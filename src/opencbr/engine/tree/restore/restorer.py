@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from ...errors import Damaged, InvalidArgument, RestoreCancelled
 from ..catalog import CatalogReader
 from ..common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
-from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, path_key
+from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, RecordError, decode, path_key, record_header
 from ..memory import limit_heap_growth, trim
 from ..results import TreeRestoreResult
 from .fetch import WINDOW_FILES, FileJob, Window, WindowFetcher
 from .metadata import BackgroundFlush, DirList, MetadataWriter, syncfs
 from .parts import ForkedParts
-from .paths import DIR_FLAGS, FILE_FLAGS, check_components, make_room, open_target
+from .paths import DIR_FLAGS, FILE_FLAGS, check_entry_name, make_room, open_target
 from .tally import Tally
 
 FLUSH_BYTES = 8 << 20  # with ``sync``: written back in the background every this many bytes (BackgroundFlush)
+LAZY = -2  # a directory on the stack of a part other than the lead, not made or opened until it needs it
 
 
 @dataclass
@@ -34,7 +35,7 @@ class _Part:
     shared_dirs: bool  # directories may exist already (made by another part, or in a non-empty target)
     fetcher: WindowFetcher
     mine: bool  # whether the current group of entries is this part's
-    stack: list[tuple[bytes, int]] = field(default_factory=list)  # (rel, fd); fd -1: not restored
+    stack: list[tuple[bytes, int]] = field(default_factory=list)  # (rel, fd); fd -1: not restored, LAZY
     dirs: DirList = field(default_factory=DirList)
     # (inode, device) -> [first name, restored by this part, names seen]: dropped once all were seen
     links: dict[tuple[int, int], list] = field(default_factory=dict)
@@ -155,9 +156,10 @@ class TreeRestore(ForkedParts):
 
         Shares are consecutive groups of entries (GROUP_BYTES of file data or GROUP_FILES entries,
         in catalog order, so each process reads its own runs of packs), each taken by the first
-        process to reach it (:meth:`_claim`); every process walks the whole catalog and creates the
-        directories it passes through (another one may have made them already), only share 0
-        reports on them. A hard link is made by the process that restored its first name."""
+        process to reach it (:meth:`_claim`); every process walks the whole catalog, decoding only
+        the records it restores (and directories and hard-linked files), share 0 makes every directory
+        and reports on them, the others make (or find) a directory only when they restore something
+        in it. A hard link is made by the process that restored its first name."""
         try:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         except (OSError, ValueError):
@@ -168,18 +170,18 @@ class TreeRestore(ForkedParts):
         st = _Part(root_fd=root_fd, lead=part == 0, shared_dirs=parts > 1 or self.allow_nonempty, fetcher=fetcher,
                    mine=self._claim(0), stack=[(b"", root_fd)],
                    dirs=DirList(getattr(self.cs, "spill_dir", None)))  # (a remote store may have none)
-        records = CatalogReader(self.cs, self._dix).entries(self.sub_key)
+        records = CatalogReader(self.cs, self._dix).records(self.sub_key, keyed=True)
         self._flush = BackgroundFlush(root_fd) if self.sync else None
         self._unflushed = 0
         try:
-            for n, e in enumerate(records):
-                if not in_subtree(path_key(e.path), self.sub_key):
+            for n, (key, rec) in enumerate(records):
+                if not in_subtree(key, self.sub_key):
                     break
                 if n % 256 == 0:
                     if self.cancel.is_set():
                         raise RestoreCancelled(f"restore of {self.backup_id} was cancelled")
                     self._report()
-                self._restore_entry(st, e)
+                self._restore_record(st, rec)
             fetcher.submit(st.win)
             st.inflight.append(st.win)
             for w in st.inflight:
@@ -199,8 +201,23 @@ class TreeRestore(ForkedParts):
                     os.close(fd)
         return st.dirs
 
+    def _restore_record(self, st: _Part, rec) -> None:
+        """Count a catalog record into its group and restore it -- unless it is another part's: a
+        file, symlink or special file of a group another process claimed is passed over from its
+        fixed header alone (every process walks the whole catalog, and decoding every record in each
+        cost as much CPU as the Python of creating their own shares)."""
+        typ, _fl, _r, _mode, _uid, _gid, size, _mt, _ct, _at, _ino, nlink, _rdev = record_header(rec)
+        if typ != DIR:
+            self._next_in_group(st, typ, size)
+            if not st.mine and (typ != FILE or nlink <= 1):  # (hard links: every part tracks the groups)
+                return
+        try:
+            e = decode(rec)
+        except RecordError as exc:
+            raise Damaged(f"backup {self.backup_id}: {exc}", backup_id=self.backup_id) from None
+        self._restore_entry(st, e)
+
     def _restore_entry(self, st: _Part, e: Entry) -> None:
-        check_components(e.path)
         rel = e.path[self.cut:]
         if rel == b"":
             if e.type != DIR:
@@ -209,7 +226,10 @@ class TreeRestore(ForkedParts):
                 st.dirs.append(rel, e)
                 self.tally.counts["dirs"] += 1
             return
-        parent, _, name = rel.rpartition(b"/")
+        parent, sep, name = rel.rpartition(b"/")
+        # Only the last component needs checking: the parent must be the directory on top of the
+        # stack, whose own name was checked when it was pushed (and so on up to the target).
+        check_entry_name(name, e.path, leading_slash=bool(sep) and not parent)
         while st.stack and st.stack[-1][0] != parent:
             _p, fd = st.stack.pop()
             if fd != st.root_fd and fd >= 0:
@@ -218,12 +238,15 @@ class TreeRestore(ForkedParts):
             raise Damaged(f"backup {self.backup_id}: {show(e.path)} has no parent directory in the catalog",
                           backup_id=self.backup_id)
         dfd = st.stack[-1][1]
+        if dfd == LAZY:
+            if e.type == DIR:
+                st.stack.append((rel, LAZY))
+                return
+            dfd = self._open_lazy(st)
         if dfd < 0:
             if e.type == DIR:
                 st.stack.append((rel, -1))  # inside a directory we could not create: skipped
             return
-        if e.type != DIR:
-            self._next_in_group(st, e)
         try:
             if e.type == DIR:
                 self._make_dir(st, name, dfd, rel, e)
@@ -236,37 +259,64 @@ class TreeRestore(ForkedParts):
         except OSError as exc:
             self.tally.warn(rel, f"cannot restore: {exc.strerror or exc}", True)
 
-    def _next_in_group(self, st: _Part, e: Entry) -> None:
-        """Count ``e`` into the current group of entries; a full group ends and the next is claimed."""
+    def _next_in_group(self, st: _Part, typ: int, size: int) -> None:
+        """Count an entry (not a directory) into the current group of entries; a full group ends and
+        the next is claimed. Every entry counts, restored or not (one inside a directory this part
+        could not create too), so that every part cuts the groups at the same entries."""
         if self._group_full(st.group_bytes, st.group_n):
             st.group += 1
             st.group_bytes = st.group_n = 0
             st.mine = self._claim(st.group)
         st.group_n += 1
-        if e.type == FILE:
-            st.group_bytes += e.size
+        if typ == FILE:
+            st.group_bytes += size
 
     def _make_room(self, name: bytes, dfd: int, rel: bytes) -> None:
         if self.allow_nonempty:
             make_room(name, dfd, rel)
 
     def _make_dir(self, st: _Part, name: bytes, dfd: int, rel: bytes, e: Entry) -> None:
+        """Make and open a directory -- in the lead part. The others make (or find) a directory only
+        when they restore something in it (:meth:`_open_lazy`): each made and opened every directory
+        of the tree, the lead's work over again (a third of their system calls on small files)."""
+        if not st.lead:
+            st.stack.append((rel, LAZY))
+            return
+        try:
+            fd = self._mkdir_open(st, name, dfd)
+        except OSError as exc:
+            st.stack.append((rel, -1))
+            self.tally.warn(rel, f"cannot restore directory (and its contents): {exc.strerror or exc}")
+            return
+        st.stack.append((rel, fd))
+        st.dirs.append(rel, e)
+        self.tally.counts["dirs"] += 1
+
+    @staticmethod
+    def _mkdir_open(st: _Part, name: bytes, dfd: int) -> int:
         try:
             os.mkdir(name, 0o700, dir_fd=dfd)
         except FileExistsError:
             if not st.shared_dirs:
                 raise
-        try:
-            fd = os.open(name, DIR_FLAGS, dir_fd=dfd)  # O_NOFOLLOW: never a symlink
-        except OSError as exc:
-            st.stack.append((rel, -1))
-            if st.lead:
-                self.tally.warn(rel, f"cannot restore directory (and its contents): {exc.strerror or exc}")
-            return
-        st.stack.append((rel, fd))
-        if st.lead:
-            st.dirs.append(rel, e)
-            self.tally.counts["dirs"] += 1
+        return os.open(name, DIR_FLAGS, dir_fd=dfd)  # O_NOFOLLOW: never a symlink
+
+    def _open_lazy(self, st: _Part) -> int:
+        """Make (or find, made by another part) and open the directories on the stack left LAZY, top
+        down; the descriptor of the deepest, -1 if one could not be (the lead warns about it)."""
+        i = len(st.stack) - 1
+        while st.stack[i][1] == LAZY:
+            i -= 1
+        for j in range(i + 1, len(st.stack)):
+            rel, parent_fd = st.stack[j][0], st.stack[j - 1][1]
+            fd = -1
+            if parent_fd >= 0:
+                try:
+                    fd = self._mkdir_open(st, rel.rpartition(b"/")[2], parent_fd)
+                except OSError:
+                    pass
+            st.stack[j] = (rel, fd)
+        return st.stack[-1][1]
 
     def _make_file(self, st: _Part, name: bytes, dfd: int, rel: bytes, e: Entry) -> None:
         if e.hardlinked and (e.ino, e.rdev) in st.links:
