@@ -186,3 +186,15 @@ def test_the_extension_is_built_where_it_can_be():
     """`make venv` (pip install -e) builds it in place next to walker.py where a compiler and the Python
     headers are: the tests and `make run` then use it."""
     assert NATIVE is not None
+
+
+@needs_native
+def test_the_warmers_walk_in_c_is_the_walks_order(tmp_path):
+    """MetadataWarmer's walk in C lists the directories in the order the walk enters them (never through
+    a symlink, not into another device's) and lstat's every entry."""
+    root = _odd_tree(tmp_path / "t")
+    walk = list(TreeWalker(root, lambda *a: None, prefetch=0))
+    dirs = [it.path for it in walk if stat.S_ISDIR(it.st.st_mode)]
+    entries, visited = NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev, True)
+    assert visited == dirs and entries == len(walk) - 1
+    assert NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev + 1, True) == (len(os.listdir(root)), [b""])

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 1
+#define LISTING_ABI 2
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -362,6 +362,132 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     return out;
 }
 
+
+/* ---------------------------------------------------------------------------- the metadata warmer's walk */
+
+#define WARM_MAX_DEPTH 256 /* (one descriptor open per level: deeper directories are left to the walk) */
+
+typedef struct {
+    int one_dev;
+    dev_t dev;
+    long long entries;
+    char *visited; /* with record: the directories' relative paths, NUL-terminated, in the order listed */
+    size_t visited_len, visited_cap;
+    int record, failed;
+} Warm;
+
+static void warm_note(Warm *w, const char *rel, size_t len) {
+    if (!w->record || w->failed)
+        return;
+    if (w->visited_len + len + 1 > w->visited_cap) {
+        size_t cap = w->visited_cap ? w->visited_cap * 2 : 4096;
+        while (cap < w->visited_len + len + 1)
+            cap *= 2;
+        char *p = realloc(w->visited, cap);
+        if (!p) {
+            w->failed = 1;
+            return;
+        }
+        w->visited = p;
+        w->visited_cap = cap;
+    }
+    memcpy(w->visited + w->visited_len, rel, len + 1);
+    w->visited_len += len + 1;
+}
+
+/* Lists and lstat's the open directory fd (closed here), then its subdirectories on the device, in the walk's
+ * order: depth-first pre-order, siblings by name. rel: its path below the root (for the record only). */
+static void warm_dir(Warm *w, int fd, char *rel, size_t rel_len, int depth) {
+    Listing l = {0};
+    warm_note(w, rel, rel_len);
+    if (read_names(fd, &l) != 0 || !l.n) {
+        close(fd);
+        listing_free(&l);
+        return;
+    }
+    qsort_r(l.offsets, l.n, sizeof *l.offsets, by_name, l.names);
+    unsigned char *sub = calloc(l.n, 1);
+    for (size_t i = 0; sub && i < l.n; i++) {
+        struct stat st;
+        if (fstatat(fd, l.names + l.offsets[i], &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            w->entries++;
+            sub[i] = S_ISDIR(st.st_mode) && (!w->one_dev || st.st_dev == w->dev);
+        }
+    }
+    for (size_t i = 0; sub && depth < WARM_MAX_DEPTH && i < l.n; i++) {
+        if (!sub[i])
+            continue;
+        const char *name = l.names + l.offsets[i];
+        int cfd = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (cfd < 0)
+            continue;
+        size_t nlen = strlen(name), clen = rel_len + (rel_len ? 1 : 0) + nlen;
+        char *crel = w->record ? malloc(clen + 1) : NULL;
+        if (crel) {
+            memcpy(crel, rel, rel_len);
+            if (rel_len)
+                crel[rel_len] = '/';
+            memcpy(crel + clen - nlen, name, nlen + 1);
+        }
+        warm_dir(w, cfd, crel ? crel : "", crel ? clen : 0, depth + 1);
+        free(crel);
+    }
+    free(sub);
+    close(fd);
+    listing_free(&l);
+}
+
+PyDoc_STRVAR(warm_doc,
+"warm(root, dev, record=False) -> (entries, visited)\n"
+"\n"
+"lstat every entry of the tree at ``root`` (bytes, followed) in the walk's order, entering directories on\n"
+"device ``dev`` only (None: all), without the GIL and without building any Python object: the metadata\n"
+"warmer's walk (walker.MetadataWarmer). ``entries``: how many were stat'ed; ``visited`` (with ``record``):\n"
+"the directories listed, by path below the root, in order (else None).");
+
+static PyObject *py_warm(PyObject *self, PyObject *args) {
+    const char *root;
+    PyObject *dev;
+    int record = 0;
+    if (!PyArg_ParseTuple(args, "yO|p", &root, &dev, &record))
+        return NULL;
+    Warm w = {0};
+    w.record = record;
+    if (dev != Py_None) {
+        unsigned long long d = PyLong_AsUnsignedLongLong(dev);
+        if (d == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        w.one_dev = 1;
+        w.dev = (dev_t)d;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0)
+        warm_dir(&w, fd, "", 0, 0);
+    Py_END_ALLOW_THREADS
+    PyObject *visited = Py_None;
+    Py_INCREF(visited);
+    if (record && !w.failed) {
+        Py_DECREF(visited);
+        visited = PyList_New(0);
+        for (size_t pos = 0; visited && pos < w.visited_len;) {
+            size_t len = strlen(w.visited + pos);
+            PyObject *b = PyBytes_FromStringAndSize(w.visited + pos, len);
+            if (!b || PyList_Append(visited, b) < 0) {
+                Py_XDECREF(b);
+                Py_CLEAR(visited);
+                break;
+            }
+            Py_DECREF(b);
+            pos += len + 1;
+        }
+    }
+    free(w.visited);
+    if (!visited)
+        return NULL;
+    return Py_BuildValue("(LN)", w.entries, visited);
+}
+
 PyDoc_STRVAR(lstat_doc, "lstat(path) -> os.stat_result built as list_dir builds its entries' (for the check).");
 
 static PyObject *py_lstat(PyObject *self, PyObject *args) {
@@ -381,6 +507,7 @@ static PyObject *py_lstat(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"list_dir", list_dir, METH_VARARGS, list_dir_doc},
     {"lstat", py_lstat, METH_VARARGS, lstat_doc},
+    {"warm", py_warm, METH_VARARGS, warm_doc},
     {NULL, NULL, 0, NULL},
 };
 

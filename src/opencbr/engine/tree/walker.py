@@ -85,7 +85,7 @@ _LIST_PROBLEMS = {
     _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
     _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
 }
-_LISTING_ABI = 1  # the interface of _listing.c this file calls (a stale build of another one is not used)
+_LISTING_ABI = 2  # the interface of _listing.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_listing():
@@ -464,6 +464,10 @@ class MetadataWarmer:
         return self
 
     def _run(self) -> None:
+        native = native_listing()
+        if native is not None:  # (in C: the same order and calls, without ~1 CPU s of Python per 60k entries)
+            native.warm(self.root, self.dev)
+            return
         stack = [self.root]
         while stack:
             d = stack.pop()
