@@ -207,7 +207,9 @@ class TreeWalker:
     with other work is not a slow device). Where metadata reads are quick
     the threads cost more than they save: every listing thread wants the GIL back after each
     system call, and so does the walk (measured here, cold cache, 30k files: the walk alone 0.32 s,
-    with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s)."""
+    with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s). With the C listing
+    (``native``: one GIL hand-off per directory) threads always on were still slower for a changed
+    re-backup (bench/README.md, realtree, 2026-12-05 noon): building the entries takes the GIL too."""
 
     MAX_PREFETCH = 512
     MAX_PREFETCH_ENTRIES = 16384
@@ -434,7 +436,7 @@ def _node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
 
 class MetadataWarmer:
     """A forked helper process that walks the tree in the walk's own order (depth-first, siblings by
-    name) doing nothing but ``scandir`` and ``lstat``, so that the walk finds directory blocks and
+    name) doing nothing but list and ``lstat`` (in C where the extension is built), so that the walk finds directory blocks and
     inodes already in the kernel's caches.
 
     Why a process: an incremental backup of an unchanged tree is the walk plus a little Python per
