@@ -3,12 +3,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+# (setup.py and the C sources too: an install builds the optional C extension in place, src/**/*.so)
+BUILT  := pyproject.toml constraints.txt setup.py src/opencbr/engine/tree/_listing.c
+STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | sha1sum | cut -c1-12)
 
 .PHONY: run test venv deps-test lock clean bench-disk bench-tree agent-package
 
 # One line per step, so a first `make run` (about 90 s of installing) never looks stuck.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): $(BUILT)
 	@echo "==> [1/3] creating the virtual environment $(VENV) (with $(PYTHON))"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "==> [2/3] updating pip, setuptools and wheel"
@@ -62,3 +64,4 @@ bench-tree: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	find src -name '*.so' -delete

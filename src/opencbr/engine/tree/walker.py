@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import importlib
 import itertools
 import operator
 import os
@@ -74,6 +75,56 @@ def _on_cpu_or_runnable() -> float:
 
 
 _FS_ENCODING = sys.getfilesystemencoding()
+
+# What _listing.list_dir says of a directory it did not list, and the warning for it (the same from the
+# Python listing, which sees the same errors).
+_LIST_OK, _LIST_OPEN_FAILED, _LIST_OTHER_DIRECTORY, _LIST_FAILED = range(4)
+_LIST_PROBLEMS = {
+    _LIST_OPEN_FAILED: lambda err: ("replaced during the backup (a symbolic link or a file is there now): not listed"
+                                    if err in (errno.ELOOP, errno.ENOTDIR) else f"cannot list directory: {os.strerror(err)}"),
+    _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
+    _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
+}
+_LISTING_ABI = 2  # the interface of _listing.c this file calls (a stale build of another one is not used)
+
+
+def _load_native_listing():
+    """The C listing if it is built, is the version this file expects, and builds the same
+    ``os.stat_result`` as ``os.lstat`` (checked once, on this file's directory); else None."""
+    if os.environ.get("OPENCBR_LISTING") == "python":  # (to compare, or to rule it out)
+        return None
+    try:
+        _listing = importlib.import_module(f"{__package__}._listing")
+    except ImportError:
+        return None
+    if getattr(_listing, "ABI", None) != _LISTING_ABI:
+        return None
+    here = os.fsencode(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        mine, theirs = _listing.lstat(here), os.lstat(here)
+    except OSError:
+        return None
+    fields = [f for f in dir(theirs) if f.startswith("st_")]
+    if tuple(mine) != tuple(theirs) or any(getattr(mine, f) != getattr(theirs, f) for f in fields):
+        return None
+    return _listing
+
+
+_native_listing = _load_native_listing()
+
+
+def native_listing():
+    """The C extension that lists a directory in one call (``_listing``), or None where it is not built
+    (the walker then lists in Python, with the same results)."""
+    return _native_listing
+
+
+def _names_by_parent(paths: frozenset[bytes]) -> dict[bytes, tuple[bytes, ...]]:
+    by_parent: dict[bytes, list[bytes]] = {}
+    for p in paths:
+        parent, _, name = p.rpartition(b"/")
+        by_parent.setdefault(parent, []).append(name)
+    return {parent: tuple(names) for parent, names in by_parent.items()}
 _by_name = operator.itemgetter(0)  # (a sort key: a listing sorted by the names alone)
 
 
@@ -156,7 +207,9 @@ class TreeWalker:
     with other work is not a slow device). Where metadata reads are quick
     the threads cost more than they save: every listing thread wants the GIL back after each
     system call, and so does the walk (measured here, cold cache, 30k files: the walk alone 0.32 s,
-    with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s)."""
+    with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s). With the C listing
+    (``native``: one GIL hand-off per directory) threads always on were still slower for a changed
+    re-backup (bench/README.md, realtree, 2026-12-05 noon): building the entries takes the GIL too."""
 
     MAX_PREFETCH = 512
     MAX_PREFETCH_ENTRIES = 16384
@@ -174,6 +227,8 @@ class TreeWalker:
         self.node_meta = node_meta
         self.readahead_below = readahead_below  # >0: start reading regular files smaller than this
         self.exclude = exclude  # paths (relative to the root) left out with all they hold
+        self._excluded_in = _names_by_parent(exclude)  # (the same, for the C listing: names by directory)
+        self.native = native_listing()  # the C listing (one call per directory), or None: in Python
         self.root = os.path.abspath(os.fsencode(root))
         self.warn = warn
         self.one_file_system = one_file_system
@@ -183,22 +238,54 @@ class TreeWalker:
         self.prefetching = False  # whether listing threads ran (for tests and the curious)
 
     def _children(self, abspath: bytes, rel: bytes, want: os.stat_result | None = None,
-                  ) -> list[tuple[bytes, bytes, os.stat_result]]:
+                  ) -> list[tuple[bytes, bytes, os.stat_result, NodeMeta | None]]:
         """The entries of a directory, listed through a descriptor of it that is checked to be the
         directory its parent's listing saw (``want``): one swapped for a symlink, or a directory above
         it swapped since, is not listed (a backup never reads outside the tree it was given)."""
+        if self.native is not None:
+            out = self._list_native(abspath, rel, want)
+        else:
+            out = self._list_python(abspath, rel, want)
+            if self.tally is not None:
+                self.tally.add(sum(st.st_size for _c, _a, st, _m in out if stat.S_ISREG(st.st_mode)))
+            if self.readahead_below:
+                self._readahead(out)
+        if self.node_meta:
+            for i, (crel, ap, st, _m) in enumerate(out):
+                if not stat.S_ISREG(st.st_mode):
+                    out[i] = (crel, ap, st, _node_meta(ap, st))
+        return out
+
+    def _list_native(self, abspath: bytes, rel: bytes, want: os.stat_result | None) -> list:
+        """_children's listing in one call to the C extension (``_listing.list_dir``): its system calls
+        with the GIL released, the regular files' total and their readahead done there too."""
+        status, got, problems, regular = self.native.list_dir(
+            abspath, not rel, None if want is None else (want.st_dev, want.st_ino), rel + b"/" if rel else b"",
+            abspath + b"/", self._excluded_in.get(rel, ()), self.readahead_below)
+        if status != _LIST_OK:
+            self.warn(rel, _LIST_PROBLEMS[status](got), True)
+            return []
+        for crel, err in problems:
+            if err == errno.ENOENT:
+                self.warn(crel, "vanished during the backup", False)
+            else:
+                self.warn(crel, f"cannot stat: {os.strerror(err)}", True)
+        if self.tally is not None:
+            self.tally.add(regular)
+        return got
+
+    def _list_python(self, abspath: bytes, rel: bytes, want: os.stat_result | None) -> list:
+        """_children's listing where the C extension is not built: the same entries and warnings."""
         out = []
         try:
             fd = os.open(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)  # (the root may be a /proc link)
         except OSError as e:
-            why = ("replaced during the backup (a symbolic link or a file is there now): not listed"
-                   if e.errno in (errno.ELOOP, errno.ENOTDIR) else f"cannot list directory: {e.strerror or e}")
-            self.warn(rel, why, True)
+            self.warn(rel, _LIST_PROBLEMS[_LIST_OPEN_FAILED](e.errno), True)
             return out
         try:
             fst = os.fstat(fd)
             if want is not None and (fst.st_dev, fst.st_ino) != (want.st_dev, want.st_ino):
-                self.warn(rel, "replaced by another directory during the backup: not listed", True)
+                self.warn(rel, _LIST_PROBLEMS[_LIST_OTHER_DIRECTORY](0), True)
                 return out
             with os.scandir(fd) as it:  # (names come as str from a descriptor: os.fsencode's encoding)
                 ents = sorted([(d.name.encode(_FS_ENCODING, "surrogateescape"), d) for d in it], key=_by_name)
@@ -218,18 +305,10 @@ class TreeWalker:
                     continue
                 out.append((crel, apfx + name, st, None))
         except OSError as e:
-            self.warn(rel, f"cannot list directory: {e.strerror or e}", True)
-            return out
+            self.warn(rel, _LIST_PROBLEMS[_LIST_FAILED](e.errno), True)
+            return []
         finally:
             os.close(fd)
-        if self.tally is not None:
-            self.tally.add(sum(st.st_size for _c, _a, st, _m in out if stat.S_ISREG(st.st_mode)))
-        if self.node_meta:
-            for i, (crel, ap, st, _m) in enumerate(out):
-                if not stat.S_ISREG(st.st_mode):
-                    out[i] = (crel, ap, st, _node_meta(ap, st))
-        if self.readahead_below:
-            self._readahead(out)
         return out
 
     def _readahead(self, kids: list) -> None:
@@ -357,7 +436,7 @@ def _node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
 
 class MetadataWarmer:
     """A forked helper process that walks the tree in the walk's own order (depth-first, siblings by
-    name) doing nothing but ``scandir`` and ``lstat``, so that the walk finds directory blocks and
+    name) doing nothing but list and ``lstat`` (in C where the extension is built), so that the walk finds directory blocks and
     inodes already in the kernel's caches.
 
     Why a process: an incremental backup of an unchanged tree is the walk plus a little Python per
@@ -387,6 +466,10 @@ class MetadataWarmer:
         return self
 
     def _run(self) -> None:
+        native = native_listing()
+        if native is not None:  # (in C: the same order and calls, without ~1 CPU s of Python per 60k entries)
+            native.warm(self.root, self.dev)
+            return
         stack = [self.root]
         while stack:
             d = stack.pop()

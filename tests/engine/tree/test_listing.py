@@ -1,0 +1,200 @@
+"""The walker's two listings of a directory -- the C extension's one call (``_listing.list_dir``) and the
+Python fallback used where it is not built -- give the same entries, ``stat`` fields, metadata and
+warnings, on trees with what real trees hold (symlinks, hard links, names that are not UTF-8, special
+files) and what goes wrong (directories that cannot be opened or whose entries cannot be stat'ed,
+directories swapped or removed during the walk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+from opencbr.engine.tree import walker
+from opencbr.engine.tree.walker import ListingTally, TreeWalker
+
+NATIVE = walker.native_listing()
+needs_native = pytest.mark.skipif(NATIVE is None, reason="the C listing is not built here")
+IS_ROOT = os.geteuid() == 0
+STAT_FIELDS = sorted(f for f in dir(os.lstat(".")) if f.startswith("st_"))
+
+
+def _odd_tree(root):
+    """Names that are not UTF-8, symlinks of every kind, hard links, a fifo, empty and deep directories."""
+    root.mkdir()
+    top = os.fsencode(root)
+    for d in (b"a/b/c", b"caf\xe9/\xff\xfe", b"empty", b"zz"):
+        os.makedirs(os.path.join(top, d))
+    for i, f in enumerate((b"a/one", b"a/b/two", b"caf\xe9/\xff\xfe/\x80bad", b"zz/big", b"A", b"a b")):
+        with open(os.path.join(top, f), "wb") as fh:
+            fh.write(b"x" * (i * 1000 + (200_000 if f.endswith(b"big") else 0)))
+    os.link(os.path.join(top, b"a/one"), os.path.join(top, b"zz/one-link"))
+    os.symlink(b"a/one", os.path.join(top, b"to-file"))
+    os.symlink(b"a", os.path.join(top, b"to-dir"))
+    os.symlink(b"nowhere", os.path.join(top, b"dangling"))
+    os.symlink(b"/etc", os.path.join(top, b"a/out-of-tree"))
+    os.symlink(b"\xe9\xe9", os.path.join(top, b"caf\xe9/odd-target"))
+    os.mkfifo(os.path.join(top, b"a/fifo"))
+    os.setxattr(os.path.join(top, b"a/b"), "user.note", b"kept")
+    return root
+
+
+def _walk(root, native: bool, **kw) -> tuple[list, list, int]:
+    warnings, tally = [], ListingTally()
+    w = TreeWalker(root, lambda *a: warnings.append(a), tally=tally, **kw)
+    if not native:
+        w.native = None
+    assert (w.native is not None) is native
+    items = [(it.path, it.abspath, {f: getattr(it.st, f) for f in STAT_FIELDS if f not in ("st_atime", "st_atime_ns")},
+              tuple(it.st), None if it.meta is None else vars(it.meta)) for it in w]
+    return items, warnings, tally.total
+
+
+@needs_native
+@pytest.mark.parametrize("kw", [{"prefetch": 0}, {"prefetch": 2, "node_meta": True, "readahead_below": 1 << 20},
+                                {"prefetch": 0, "exclude": frozenset({b"a/b", b"zz/big", b"caf\xe9/\xff\xfe/\x80bad"})}])
+def test_both_listings_walk_the_same(tmp_path, kw):
+    root = _odd_tree(tmp_path / "t")
+    native, python = _walk(root, True, **kw), _walk(root, False, **kw)
+    assert native == python
+    items, warnings, total = native
+    paths = [p for p, *_ in items]
+    assert b"caf\xe9/\xff\xfe/\x80bad" in paths or "exclude" in kw
+    assert warnings == [] and total == sum(st["st_size"] for _p, _a, st, _t, _m in items if stat.S_ISREG(st["st_mode"]))
+    for path, abspath, st, _t, _m in items[1:]:  # every field as os.lstat gives it (atime: read meanwhile)
+        assert {f: getattr(os.lstat(abspath), f) for f in st} == st and abspath == os.path.join(os.fsencode(root), path)
+
+
+def _walk_changing(root, outside, native: bool) -> tuple[list, list]:
+    for d in ("a/b", "c", "d/e"):
+        (root / d).mkdir(parents=True)
+    (root / "a" / "b" / "mine").write_bytes(b"mine")
+    swaps = {b"a": lambda: ((root / "a").rename(root / "a.orig"), (root / "a").symlink_to(outside)),
+             b"c": lambda: ((root / "c2").mkdir(), os.rmdir(root / "c"), (root / "c2").rename(root / "c")),
+             b"d/e": lambda: os.rmdir(root / "d" / "e")}
+    warnings, seen = [], []
+    w = TreeWalker(root, lambda *a: warnings.append(a), prefetch=0)
+    w.native = NATIVE if native else None
+    for item in w:
+        seen.append(item.path)
+        if item.path in swaps:
+            swaps[item.path]()
+    return seen, warnings
+
+
+@needs_native
+def test_both_listings_warn_alike_when_directories_change_during_the_walk(tmp_path):
+    """A directory swapped for a symlink out of the tree, one swapped for another directory, one removed:
+    neither listing lists what is there now, and both say so in the same words."""
+    outside = tmp_path / "outside"
+    (outside / "b").mkdir(parents=True)
+    (outside / "b" / "shadow").write_bytes(b"SECRET")
+    native, python = (_walk_changing(tmp_path / f"t{n}", outside, n) for n in (True, False))
+    assert native == python
+    seen, warnings = native
+    assert seen == [b"", b"a", b"c", b"d", b"d/e"]  # (nothing of what a symlink "a" leads to)
+    assert warnings == [
+        (b"a", "replaced during the backup (a symbolic link or a file is there now): not listed", True),
+        (b"c", "replaced by another directory during the backup: not listed", True),
+        (b"d/e", "cannot list directory: No such file or directory", True)]
+
+
+_WALK_BOTH = """
+import json, sys
+from opencbr.engine.tree import walker
+out = []
+for native in (True, False):
+    warnings = []
+    w = walker.TreeWalker(sys.argv[1], lambda *a: warnings.append([a[0].decode(), a[1], a[2]]), prefetch=0)
+    if not native:
+        w.native = None
+    out.append([[it.path.decode() for it in w], warnings])
+print(json.dumps(out))
+"""
+
+
+@needs_native
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root and setpriv (util-linux)")
+def test_both_listings_warn_alike_without_permission(tmp_path):
+    """As a process without the capabilities that bypass file permissions: a directory it cannot open,
+    and one it can list but whose entries it cannot stat (read without search permission)."""
+    root = tmp_path / "t"
+    for d in ("closed", "no-search", "open"):
+        (root / d).mkdir(parents=True)
+        (root / d / "f").write_bytes(b"f")
+    os.chmod(root / "closed", 0o000)
+    os.chmod(root / "no-search", 0o644)
+    drop = "-dac_override,-dac_read_search"
+    try:
+        proc = subprocess.run(["setpriv", "--bounding-set", drop, "--inh-caps", drop, sys.executable, "-c", _WALK_BOTH,
+                               str(root)], capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    finally:
+        os.chmod(root / "closed", 0o755)
+        os.chmod(root / "no-search", 0o755)
+    assert proc.returncode == 0, proc.stderr
+    native, python = json.loads(proc.stdout)
+    assert native == python
+    assert native[0] == ["", "closed", "no-search", "open", "open/f"]
+    assert native[1] == [["closed", "cannot list directory: Permission denied", True],
+                         ["no-search/f", "cannot stat: Permission denied", True]]
+
+
+def test_a_listing_that_is_not_the_expected_build_is_not_used(monkeypatch):
+    """A .so of another version of _listing.c (left by an older install), or one whose stat results
+    differ from os.lstat's, is not used: the walker lists in Python."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "opencbr.engine.tree._listing", types.SimpleNamespace(ABI=0))
+    assert walker._load_native_listing() is None
+    wrong = types.SimpleNamespace(ABI=walker._LISTING_ABI, lstat=lambda p: os.lstat(b"/"))
+    monkeypatch.setitem(sys.modules, "opencbr.engine.tree._listing", wrong)
+    assert walker._load_native_listing() is None
+    monkeypatch.setenv("OPENCBR_LISTING", "python")
+    monkeypatch.delitem(sys.modules, "opencbr.engine.tree._listing")
+    assert walker._load_native_listing() is None
+
+
+def test_without_the_extension_a_backup_runs_with_the_python_listing(tmp_path):
+    """A clean clone without the .so (or a machine without a compiler): importing it fails, the walker
+    lists in Python and a backup of the tree works."""
+    root = _odd_tree(tmp_path / "t")
+    code = ("import sys; sys.modules['opencbr.engine.tree._listing'] = None\n"
+            "from opencbr.engine.tree import walker\n"
+            "assert walker.native_listing() is None\n"
+            "from tests.support.engine_tree import new_repo\n"
+            "from opencbr.engine.tree import backup_tree\n"
+            "import pathlib\n"
+            "res = backup_tree(new_repo(pathlib.Path(sys.argv[2]), True), sys.argv[1], backup_id='b1', meta={})\n"
+            "print(res.partial, len(res.warnings))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "0"]
+
+
+@pytest.mark.skipif(not (shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc")
+                         and os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))),
+                    reason="no C compiler or Python headers here: the optional extension is not built")
+def test_the_extension_is_built_where_it_can_be():
+    """`make venv` (pip install -e) builds it in place next to walker.py where a compiler and the Python
+    headers are: the tests and `make run` then use it."""
+    assert NATIVE is not None
+
+
+@needs_native
+def test_the_warmers_walk_in_c_is_the_walks_order(tmp_path):
+    """MetadataWarmer's walk in C lists the directories in the order the walk enters them (never through
+    a symlink, not into another device's) and lstat's every entry."""
+    root = _odd_tree(tmp_path / "t")
+    walk = list(TreeWalker(root, lambda *a: None, prefetch=0))
+    dirs = [it.path for it in walk if stat.S_ISDIR(it.st.st_mode)]
+    entries, visited = NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev, True)
+    assert visited == dirs and entries == len(walk) - 1
+    assert NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev + 1, True) == (len(os.listdir(root)), [b""])
