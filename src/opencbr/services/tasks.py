@@ -24,7 +24,7 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from opencbr.catalog.db import is_sqlite
-from opencbr.catalog.models import Resource, Task
+from opencbr.catalog.models import Resource, Task, new_id
 from opencbr.domain.errors import CBRError, InvalidParameter, NotFound, StateConflict
 from opencbr.services import doorbell, engine_errors, listing, space
 from opencbr.services.context import ServiceContext
@@ -72,16 +72,18 @@ class TaskHandlers:
 
 
 def new_task(s: Session, *, project_id: str, operation_type: str, now: datetime, params: dict | None = None,
-             extra_info: dict | None = None, max_attempts: int = 1, **fields: str) -> Task:
+             extra_info: dict | None = None, max_attempts: int = 1, flush: bool = True, **fields: str) -> Task:
     """Queue a task in the caller's transaction, so it exists exactly when the change that needs it
-    is committed."""
+    is committed. ``flush=False``: the caller flushes (one flush for many tasks inserts them in batches);
+    the task's id is set either way."""
     if "required_host" not in fields and operation_type in LOCAL_DATA and fields.get("resource_id"):
         fields["required_host"] = resource_host(s, fields["resource_id"])
-    task = Task(project_id=project_id, operation_type=operation_type, status=WAITING, params=params or {},
-                extra_info=extra_info or {}, created_at=now, updated_at=now, run_after=now,
+    task = Task(id=new_id(), project_id=project_id, operation_type=operation_type, status=WAITING,
+                params=params or {}, extra_info=extra_info or {}, created_at=now, updated_at=now, run_after=now,
                 max_attempts=max_attempts, **fields)
     s.add(task)
-    s.flush()
+    if flush:
+        s.flush()
     doorbell.ring_on_commit(s)
     return task
 
