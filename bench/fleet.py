@@ -9,10 +9,12 @@ What it does:
      processes of ``--threads`` threads each, over a fresh catalog (SQLite, or a new PostgreSQL database);
   2. registers ``--resources`` small disks (64 KiB) through the API, in ``--vaults`` vaults, and applies one
      backup policy to every vault whose only execution time is two minutes ahead: at that minute the
-     scheduler fires every vault's execution and queues one backup task per disk;
+     scheduler fires every vault's execution and queues one backup task per disk (on PostgreSQL,
+     ``VACUUM ANALYZE`` first: what autovacuum would have done since the set-up);
   3. while the queue drains: one client lists vaults and backups (limit 20) one request after another and
      records the latency; the catalog is sampled every 0.2 s for the tasks running per vault and per worker;
-  4. prints: executions fired (each once?), tasks queued, succeeded and failed, the drain time, the most
+  4. prints: executions fired (each once?), tasks queued and how long the firing took (from the minute,
+     and the scheduler's own figure for its tick), succeeded and failed, the drain time, the most
      tasks seen running per vault and per worker, the longest wait of a task from queued to started and
      how the first starts spread over the vaults, and the API's latency before, during and after the drain
      (after: the catalog as it is at the end, the workers idle; it separates the cost of the grown catalog
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api import Catalog, Service  # noqa: E402
-from sqlalchemy import create_engine, func, select  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from opencbr.catalog.models import PolicyExecution, Task  # noqa: E402
 
@@ -107,7 +110,7 @@ def drain(url: str, probe: ApiProbe, n_tasks: int, timeout: float) -> dict:
     eng = create_engine(url)
     peak_vault, peak_worker, peak_total = Counter(), Counter(), 0
     t0 = time.time()
-    first_seen = None
+    first_seen = all_queued = None
     finished = 0
     try:
         while time.time() - t0 < timeout:
@@ -120,6 +123,8 @@ def drain(url: str, probe: ApiProbe, n_tasks: int, timeout: float) -> dict:
             if queued and first_seen is None:
                 first_seen = time.time()
                 probe.thread.start()
+            if queued >= n_tasks and all_queued is None:
+                all_queued = time.time()
             for key, n in Counter(v for v, _ in rows).items():
                 peak_vault[key] = max(peak_vault[key], n)
             for key, n in Counter(w for _, w in rows).items():
@@ -140,11 +145,31 @@ def drain(url: str, probe: ApiProbe, n_tasks: int, timeout: float) -> dict:
     eng.dispose()
     waits = [(t.started_at - t.created_at).total_seconds() for t in tasks if t.started_at]
     first_vaults = [t.vault_id for t in tasks if t.started_at][: len({t.vault_id for t in tasks})]
-    return {"drain_s": time.time() - (first_seen or t0), "finished": finished, "tasks": len(tasks),
+    return {"drain_s": time.time() - (first_seen or t0), "first_queued": first_seen, "all_queued": all_queued,
+            "finished": finished, "tasks": len(tasks),
             "status": Counter(t.status for t in tasks), "fired": len(fired), "fired_unique": len(set(fired)),
             "peak_vault": max(peak_vault.values(), default=0), "peak_worker": max(peak_worker.values(), default=0),
             "peak_total": peak_total, "wait_max": max(waits, default=0), "wait_p50": percentile(waits, 0.5),
             "first_vaults_distinct": len(set(first_vaults)), "vaults": len({t.vault_id for t in tasks})}
+
+
+def firing_tick(api_log: Path) -> str:
+    """The scheduler's own timing of the tick that fired the fleet (its log line), e.g. "200 fired in 6.93 s"."""
+    ticks = re.findall(r"tick: \d+ executions decided \((\d+) fired, \d+ tasks\) in ([\d.]+) s", api_log.read_text())
+    fired, seconds = max(ticks, key=lambda m: int(m[0]), default=("0", "nan"))
+    return f"{fired} fired in {float(seconds):.2f} s"
+
+
+def analyze(catalog: Catalog) -> None:
+    """What autovacuum keeps up with on a live PostgreSQL server (the test server here may run without it):
+    the tables' statistics and visibility maps as of the fleet's set-up, before the policy fires."""
+    if catalog.kind != "postgresql":
+        return
+    eng = create_engine(catalog.url)
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        print(f"autovacuum on the server: {c.execute(text('SHOW autovacuum')).scalar()}; VACUUM ANALYZE after set-up")
+        c.execute(text("VACUUM ANALYZE"))
+    eng.dispose()
 
 
 def main() -> None:
@@ -170,6 +195,7 @@ def main() -> None:
         t0 = time.time()
         vault_ids = make_fleet(svc, args.resources, args.vaults)
         print(f"{args.resources} disks in {len(vault_ids)} vaults registered in {time.time() - t0:.0f} s", flush=True)
+        analyze(catalog)
         before = ApiProbe(svc).run_for(10)
         c = svc.client()
         at = datetime.now(UTC) + timedelta(minutes=2)
@@ -184,6 +210,7 @@ def main() -> None:
               f"max_tasks_per_vault {args.per_vault}", flush=True)
         during = ApiProbe(svc)
         r = drain(catalog.url, during, len(vault_ids) * max(1, args.resources // args.vaults), args.timeout)
+        minute = at.replace(second=0, microsecond=0).timestamp()
         after = ApiProbe(svc).run_for(10)  # the same catalog, workers idle: what the drain itself costs
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
         print(f"{args.catalog}: {args.resources} disks in {len(vault_ids)} vaults, one policy firing at one minute\n")
@@ -191,6 +218,9 @@ def main() -> None:
         for name, value in [
             ("executions fired (unique)", f"{r['fired']} ({r['fired_unique']})"),
             ("backup tasks queued", r["tasks"]),
+            ("firing s: the minute to the first task queued / to the last (polled every 0.2 s)",
+             f"{r['first_queued'] - minute:.1f} / {r['all_queued'] - minute:.1f}"),
+            ("the scheduler's tick that fired them (its log)", firing_tick(workdir / "api.log")),
             ("finished: success / failed", f"{r['status'].get('success', 0)} / {r['status'].get('failed', 0)}"),
             ("drain time s (first task queued to last finished)", f"{r['drain_s']:.0f}"),
             ("backups per second", f"{r['tasks'] / max(r['drain_s'], 1e-9):.1f}"),

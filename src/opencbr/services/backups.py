@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import BigInteger, and_, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, BackupUsage, Checkpoint, Resource, Task, Vault, VaultResource
+from opencbr.catalog.models import Backup, BackupUsage, Checkpoint, Resource, Task, Vault, VaultResource, new_id
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
@@ -282,35 +282,63 @@ def create_checkpoint(s: Session, ctx: ServiceContext, p: Principal, vault_id: s
         if rid not in bound:
             raise InvalidParameter(f"resource {rid} is not associated with vault {vault.name}",
                                    code="BackupService.6421")
-    resources = [res_svc.get_resource(s, p.project_id, rid) for rid in ids]
-    for res in resources:
-        R.check_protectable(res_svc.resource_state(s, res))
-        busy = s.scalar(select(Backup.id).where(Backup.vault_id == vault.id, Backup.resource_id == res.id,
-                                                Backup.parent_id.is_(None),
-                                                Backup.status == B.PROTECTING))
-        if busy:
-            raise StateConflict(f"a backup of {res.name} is already running", code="BackupService.6422")
+    resources, states = _protectable_resources(s, p, vault, ids)
     quotas.check_room(s, ctx.settings, p.project_id, quotas.BACKUP, len(resources))
-    cp = Checkpoint(project_id=p.project_id, vault_id=vault.id, status="protecting", name=base,
+    with_previous = _with_available_backup(s, vault.id, ids)
+    cp = Checkpoint(id=new_id(), project_id=p.project_id, vault_id=vault.id, status="protecting", name=base,
                     description=description, retention_duration_days=retention_days, auto_trigger=auto_trigger,
                     policy_id=policy_id, created_at=now, updated_at=now)
     s.add(cp)
-    s.flush()
     made, task_ids = [], []
     for res, name in zip(resources, B.backup_names(base, len(resources)), strict=True):
-        b = _new_backup(s, p, vault, cp, res, name, description, full, auto_trigger, policy_id, retention_rule,
-                        retention_days, now, bound[res.id].extra_info or {})
+        b = _new_backup(s, p, vault, cp, res, states[res.id], name, description, not full and res.id in with_previous,
+                        full, auto_trigger, policy_id, retention_rule, retention_days, now,
+                        bound[res.id].extra_info or {})
         task = tasks.new_task(s, project_id=p.project_id, operation_type="backup", now=now, vault_id=vault.id,
                               vault_name=vault.name, resource_id=res.id, resource_name=res.name,
                               resource_type=res.type, checkpoint_id=cp.id, policy_id=policy_id,
                               provider_id=R.PROVIDER_ID[res.type], request_id=p.request_id,
-                              params={"backup_id": b.id},
+                              params={"backup_id": b.id}, flush=False,
                               extra_info={"backup": {"backup_id": b.id, "backup_name": b.name,
                                                      "incremental": b.incremental}})
         b.task_id = task.id
         made.append(b)
         task_ids.append(task.id)
+    # One flush for the checkpoint, its backups and their tasks: the inserts go in batches (a fleet's fire
+    # minute queues thousands; a flush per row was most of the scheduler's time, bench/README.md)
+    s.flush()
     return CheckpointView(cp, vault, made, task_ids)
+
+
+def _protectable_resources(s: Session, p: Principal, vault: Vault,
+                           ids: list[str]) -> tuple[list[Resource], dict[str, R.ResourceState]]:
+    """The resources ``ids`` of the project in that order, and their states, after the rules that stop a
+    backup (guide 2.4: a resource in error, one whose backup in this vault is running); one query for each
+    kind of row, not one per resource."""
+    found = {r.id: r for r in s.scalars(select(Resource).where(Resource.id.in_(ids),
+                                                               Resource.project_id == p.project_id))}
+    # (get_resource: the 404 of a resource not found, or another project's)
+    resources = [found.get(rid) or res_svc.get_resource(s, p.project_id, rid) for rid in ids]
+    running = set(s.scalars(select(Backup.resource_id).where(
+        Backup.vault_id == vault.id, Backup.resource_id.in_(ids), Backup.parent_id.is_(None),
+        Backup.status == B.PROTECTING)))
+    states = {}
+    for res in resources:
+        states[res.id] = res_svc.resource_state(s, res)
+        R.check_protectable(states[res.id])
+        if res.id in running:
+            raise StateConflict(f"a backup of {res.name} is already running", code="BackupService.6422")
+    return resources, states
+
+
+def _with_available_backup(s: Session, vault_id: str, ids: list[str]) -> set[str]:
+    """Those of the resources ``ids`` with an available backup in the vault (their next one can be
+    incremental): for each, the first such backup found in the index by vault and resource, not its
+    history."""
+    available = (select(Backup.id).where(Backup.vault_id == vault_id, Backup.resource_id == VaultResource.resource_id,
+                                         Backup.status == B.AVAILABLE).exists())
+    return set(s.scalars(select(VaultResource.resource_id).where(
+        VaultResource.vault_id == vault_id, VaultResource.resource_id.in_(ids), available)))
 
 
 def _ensure_capacity(s: Session, ctx: ServiceContext, vault: Vault) -> None:
@@ -342,22 +370,17 @@ def _expiry(created: datetime, retention_days: int | None, retention_rule: str) 
     return None
 
 
-def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Resource, name: str, description: str,
-                full: bool, auto_trigger: bool, policy_id: str, retention_rule: str, retention_days: int | None,
-                now: datetime, extra_info: dict) -> Backup:
-    def previous(resource_id: str) -> Backup | None:
-        return s.scalar(select(Backup).where(Backup.vault_id == vault.id, Backup.resource_id == resource_id,
-                                             Backup.status == B.AVAILABLE).order_by(Backup.created_at.desc()).limit(1))
-
-    state = res_svc.resource_state(s, res)
-    b = Backup(project_id=p.project_id, vault_id=vault.id, checkpoint_id=cp.id, name=name, description=description,
-               resource_id=res.id, resource_name=res.name, resource_type=res.type, resource_size_bytes=state.size_bytes,
-               resource_az=res.availability_zone, status=B.PROTECTING, auto_trigger=auto_trigger, policy_id=policy_id,
-               retention_rule=retention_rule, full_requested=full, encrypted=vault.encrypted,
-               incremental=not full and previous(res.id) is not None, created_at=now, updated_at=now,
+def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Resource, state: R.ResourceState,
+                name: str, description: str, incremental: bool, full: bool, auto_trigger: bool, policy_id: str,
+                retention_rule: str, retention_days: int | None, now: datetime, extra_info: dict) -> Backup:
+    """The backup row of one resource (and of a server's disks), not flushed yet: its id is set here."""
+    b = Backup(id=new_id(), project_id=p.project_id, vault_id=vault.id, checkpoint_id=cp.id, name=name,
+               description=description, resource_id=res.id, resource_name=res.name, resource_type=res.type,
+               resource_size_bytes=state.size_bytes, resource_az=res.availability_zone, status=B.PROTECTING,
+               auto_trigger=auto_trigger, policy_id=policy_id, retention_rule=retention_rule, full_requested=full,
+               encrypted=vault.encrypted, incremental=incremental, created_at=now, updated_at=now,
                expired_at=_expiry(now, retention_days, retention_rule))
     s.add(b)
-    s.flush()
     if res.type == R.SERVER:
         disks = res_svc.server_disks(s, res.id)
         include = {v["id"] for v in extra_info.get("include_volumes") or []}
@@ -372,7 +395,6 @@ def _new_backup(s: Session, p: Principal, vault: Vault, cp: Checkpoint, res: Res
                          encrypted=vault.encrypted, incremental=b.incremental, created_at=now, updated_at=now))
         b.details = {"disks": [{"id": d.id, "name": d.name, "role": d.disk_role, "device_index": d.device_index,
                                 "size_bytes": d.size_bytes} for d in chosen]}
-        s.flush()
     return b
 
 

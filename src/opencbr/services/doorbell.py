@@ -38,12 +38,20 @@ def doorbell_dir(catalog_url: str) -> str | None:
 
 def ring_on_commit(s: Session) -> None:
     """Have the idle workers woken when the caller's transaction commits (nothing if it rolls back)."""
+    if s.info.get("doorbell"):  # once per transaction, however many tasks it queues
+        return
     bind = s.get_bind()
     if bind.dialect.name == "postgresql":
-        s.execute(text(f"NOTIFY {CHANNEL}"))  # (queued by PostgreSQL until the commit)
+        s.info["doorbell"] = True
+
+        def notify(session: Session) -> None:  # (PostgreSQL delivers it when, and if, the commit succeeds)
+            session.info.pop("doorbell", None)
+            session.execute(text(f"NOTIFY {CHANNEL}"))
+
+        event.listen(s, "before_commit", notify, once=True)
         return
     directory = doorbell_dir(bind.url.render_as_string(hide_password=False))
-    if directory is None or s.info.get("doorbell"):
+    if directory is None:
         return
     s.info["doorbell"] = True
 
