@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from opencbr.catalog.models import Backup, Task
 from opencbr.services import backups
 from tests.support.scheduler import disk, vault
+from tests.support.services import on_each_statement
 
 
 def _statements(ctx, run) -> Counter:
@@ -22,11 +23,7 @@ def _statements(ctx, run) -> Counter:
         words = statement.split()
         seen[" ".join(words[:3] if words[0] == "INSERT" else words[:2])] += 1
 
-    event.listen(ctx.engine, "before_cursor_execute", note)
-    try:
-        run()
-    finally:
-        event.remove(ctx.engine, "before_cursor_execute", note)
+    on_each_statement(ctx, run, note)
     return seen
 
 

@@ -6,11 +6,11 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
 
 from opencbr.catalog.models import Task
 from opencbr.services import tasks
 from opencbr.worker.runner import Worker, task_handlers
+from tests.support.services import on_each_statement
 
 
 def queue(ctx, tenant, n=1, op="vault_delete", **kw):
@@ -279,11 +279,7 @@ def _claim_plans(ctx, run) -> list[list[str]]:
                 c.execute("EXPLAIN (COSTS OFF) " + statement, parameters)
                 plans.append([row[0] for row in c.fetchall()])
 
-    event.listen(ctx.engine, "before_cursor_execute", explain)
-    try:
-        run()
-    finally:
-        event.remove(ctx.engine, "before_cursor_execute", explain)
+    on_each_statement(ctx, run, explain)
     return plans
 
 

@@ -29,9 +29,15 @@ def statements_reading_backups(ctx, run, *, table: str = "backups") -> list[tupl
         if f"FROM {table}" in statement and not statement.startswith(("EXPLAIN", "SET")):
             seen.append((statement, parameters))
 
+    on_each_statement(ctx, run, note)
+    return seen
+
+
+def on_each_statement(ctx, run, note) -> None:
+    """``run()``, with ``note(conn, cursor, statement, parameters, context, executemany)`` called before
+    each statement it sends to the catalog."""
     event.listen(ctx.engine, "before_cursor_execute", note)
     try:
         run()
     finally:
         event.remove(ctx.engine, "before_cursor_execute", note)
-    return seen
