@@ -24,6 +24,7 @@ OpenCBR / floor.
 
     python bench/realtree.py                          # everything, table at the end
     python bench/realtree.py --scale 0.1 --variants "opencbr restic"   # a quick look
+    python bench/realtree.py --copy-from /usr/share --copy-from /usr/include   # a copy of a real tree
     python bench/realtree.py fixed [--runs 10]        # fixed cost of `cbr backup create --wait` (small tree)
     python bench/realtree.py fixed --alternate ../old/src   # ... and another checkout's cbr in turn
 
@@ -54,11 +55,20 @@ PY = sys.executable
 OPS = ["first", "unchanged", "changed", "restore"]
 
 
-def make_tree(data: Path, scale: float, trash: Path) -> None:
+def make_tree(data: Path, scale: float, trash: Path, copy_from: list[str] | None = None) -> None:
+    """The generated tree, or with ``copy_from`` a copy of real directories (each as a top-level directory
+    of the tree, named by its path): a real tree of another shape, mutated by the same ``upgrade``."""
     if (data / "tree").exists():
         (data / "tree").rename(trash / f"tree-{time.time_ns()}")
     data.mkdir(parents=True, exist_ok=True)
-    treebench.sh([PY, str(BENCH / "realtree_data.py"), "make", str(data / "tree"), "--scale", str(scale)])
+    if copy_from:
+        (data / "tree").mkdir()
+        for src in copy_from:
+            name = os.path.abspath(src).strip("/").replace("/", "_") or "root"
+            # (-x: one file system, like the backups; --no-preserve=... not: owners, modes and links kept)
+            treebench.sh(["cp", "-ax", os.path.abspath(src), str(data / "tree" / name)])
+    else:
+        treebench.sh([PY, str(BENCH / "realtree_data.py"), "make", str(data / "tree"), "--scale", str(scale)])
     treebench.sh(["find", str(data / "tree"), "-printf", ""])  # (relatime: a first walk updates atimes)
 
 
@@ -190,7 +200,7 @@ def run(a) -> int:
     shutil.rmtree(trash, ignore_errors=True)
     trash.mkdir()
     data = work / "data"
-    make_tree(data, a.scale, trash)
+    make_tree(data, a.scale, trash, a.copy_from)
     tree_dir = data / "tree"
     input_bytes = treebench.du(tree_dir)
     print(f"== realtree: {input_bytes} bytes, scale {a.scale}; variants: {' '.join(variants)}; {os.getloadavg()}")
@@ -342,6 +352,9 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--variants", default="opencbr opencbr-cli restic")
     ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--copy-from", metavar="DIR", action="append",
+                    help="instead of the generated tree, a copy of this real directory (repeatable; e.g. "
+                    "--copy-from /usr/share --copy-from /usr/include); the upgrade mutates the copy")
     ap.add_argument("--runs", type=int, default=10, help="fixed: how many backups")
     ap.add_argument("--files", type=int, default=100, help="fixed: files in the small tree")
     ap.add_argument("--alternate", metavar="SRC", help="fixed: also run the cbr of this source tree (another "
