@@ -243,4 +243,6 @@ def test_a_reader_that_is_not_the_expected_build_is_not_used(monkeypatch):
                          and os.path.exists("/usr/include/zlib.h")),
                     reason="no C compiler, Python or zlib headers here: the optional extension is not built")
 def test_the_extension_is_built_where_it_can_be():
-    assert NATIVE is not None
+    """`make venv` builds it in place next to sources.py where a compiler and the headers are (and it is
+    used unless ruled out)."""
+    assert NATIVE is not None or os.environ.get("OPENCBR_READING") == "python"
