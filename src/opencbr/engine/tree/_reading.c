@@ -149,8 +149,9 @@ static int read_xattrs(int fd, File *f) {
         if (vl < 0) {
             f->value_err[i] = errno;
             free(v);
-        } else {
-            f->values[i] = v;
+        } else { /* (kept at its size: a batch of files with many xattrs holds them all until built) */
+            char *fit = realloc(v, vl ? (size_t)vl : 1);
+            f->values[i] = fit ? fit : v;
             f->value_len[i] = vl;
         }
     }
@@ -278,6 +279,16 @@ static long long attr_ll(PyObject *o, const char *name) {
     return r;
 }
 
+/* (st_dev and st_ino are unsigned: an inode number may use all 64 bits) */
+static unsigned long long attr_ull(PyObject *o, const char *name) {
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (!v)
+        return (unsigned long long)-1;
+    unsigned long long r = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    return r;
+}
+
 PyDoc_STRVAR(read_small_doc,
 "read_small(items, limit) -> list: each item (with .abspath and the walk's .st) read as sources.py's\n"
 "DirectorySource.read_small describes: (data or None, crc32, warning, xattrs), (status, errno), or None.");
@@ -312,8 +323,8 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
             goto done;
         File *f = &files[i];
         f->path = PyBytes_AS_STRING(paths[i]);
-        f->dev = (dev_t)attr_ll(st, "st_dev");
-        f->ino = (ino_t)attr_ll(st, "st_ino");
+        f->dev = (dev_t)attr_ull(st, "st_dev");
+        f->ino = (ino_t)attr_ull(st, "st_ino");
         f->size = attr_ll(st, "st_size");
         f->mtime_ns = attr_ll(st, "st_mtime_ns");
         Py_DECREF(st);
