@@ -3,7 +3,8 @@
 A source gives the backup its entries in catalog order (``walk``: items with a relative ``path`` and a
 ``st`` that has the ``os.stat_result`` fields the backup compares with its parent's records), each
 entry's metadata (``entry``: an :class:`Entry` without content), a symlink's target (``readlink``) and a
-regular file's content cut by the backup's own chunker (``read_file``). Two kinds:
+regular file's content cut by the backup's own chunker (``read_file``; small files, which the backup
+bundles, in batches: ``read_small``). Two kinds:
 
 - :class:`DirectorySource`: a directory of this machine (a file system being backed up);
 - :class:`~opencbr.engine.tree.stored.StoredTreeSource`: a tree backup already in a repository (a
@@ -188,8 +189,8 @@ def _load_native_reading():
         return None
     if getattr(reading, "ABI", None) != _READING_ABI:
         return None
-    here = _Here(os.fsencode(os.path.abspath(__file__)))
     try:
+        here = _Here(os.fsencode(os.path.abspath(__file__)))
         with open(here.abspath, "rb") as f:
             mine = f.read()
         got = reading.read_small([here], 1 << 20)
