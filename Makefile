@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # (setup.py and the C sources too: an install builds the optional C extension in place, src/**/*.so)
-BUILT  := pyproject.toml constraints.txt setup.py src/opencbr/engine/tree/_listing.c
+BUILT  := pyproject.toml constraints.txt setup.py src/opencbr/engine/tree/_listing.c src/opencbr/engine/tree/_reading.c
 STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | sha1sum | cut -c1-12)
 
 .PHONY: run test venv deps-test lock clean bench-disk bench-tree agent-package

@@ -117,8 +117,9 @@ def test_make_run_says_what_it_is_doing(tmp_path):
     import shutil
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # (what the Makefile's install step depends on: the C extension's sources too)
-    for name in ("Makefile", "pyproject.toml", "constraints.txt", "setup.py", "src/opencbr/engine/tree/_listing.c"):
+    # (what the Makefile's install step depends on: the C extensions' sources too)
+    sources = [f"src/opencbr/engine/tree/{c}" for c in os.listdir(os.path.join(root, "src/opencbr/engine/tree")) if c.endswith(".c")]
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "setup.py", *sources):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(os.path.join(root, name), tmp_path / name)
     out = subprocess.run(["make", "-n", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=60)

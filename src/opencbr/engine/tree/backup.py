@@ -35,7 +35,6 @@ import os
 import stat
 import threading
 import time
-import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -457,21 +456,11 @@ class TreeBackup:
             p.fut, p.idx = fut, i
 
     def _read_batch(self, items: list) -> list:
-        """Read small files; per file a FileData or the FileUnreadable it raised."""
+        """Read small files; per file a FileData (with the CRC-32 of its data, for the bundle's cut test:
+        off the walking thread) or the FileUnreadable it raised."""
         if self.cancel.is_set():
             raise BackupCancelled(f"backup {self.backup_id} was cancelled")
-        ch = self._chunker()
-        out: list = []
-        for item in items:
-            try:
-                got = self.source.read_file(ch, item, SMALL_FILE)
-            except FileUnreadable as e:
-                out.append(e)
-                continue
-            if got.data is not None:
-                got.crc = zlib.crc32(got.data)  # (for the bundle's cut test: off the walking thread)
-            out.append(got)
-        return out
+        return self.source.read_small(self._chunker(), items, SMALL_FILE)
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():

@@ -145,6 +145,21 @@ class FileData:
     xattr_problems: list[str] = field(default_factory=list)
 
 
+# What a read tells of a file (also the C reader's words for its codes, sources.py).
+VANISHED = "vanished during the backup"
+REPLACED = "replaced by another file during the backup"
+SIZE_CHANGED = "changed size while it was being read (stored as read)"
+CHANGED = "changed while it was being read (stored as read)"
+
+
+def cannot_open(strerror: str) -> str:
+    return f"cannot open: {strerror}"
+
+
+def read_error(strerror: str) -> str:
+    return f"read error: {strerror}"
+
+
 class FileUnreadable(Exception):
     """The file could not be opened or read (permission, I/O error, vanished, replaced)."""
 
@@ -154,7 +169,9 @@ class FileUnreadable(Exception):
 
 
 def open_noatime(path: bytes) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NONBLOCK: a fifo (or a device) put where the walk saw a regular file opens at once, and the
+    # fstat check then says so, instead of the open waiting for a writer; regular files ignore it.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     if _O_NOATIME:
         try:
             return os.open(path, flags | _O_NOATIME)
@@ -300,24 +317,24 @@ class FileChunker:
         try:
             fd = open_noatime(abspath)
         except FileNotFoundError:
-            raise FileUnreadable("vanished during the backup", vanished=True) from None
+            raise FileUnreadable(VANISHED, vanished=True) from None
         except OSError as e:
-            raise FileUnreadable(f"cannot open: {e.strerror or e}") from None
+            raise FileUnreadable(cannot_open(e.strerror or str(e))) from None
         try:
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                raise FileUnreadable("replaced by another file during the backup", vanished=True)
+                raise FileUnreadable(REPLACED, vanished=True)
             try:
                 out = self._read(fd, fst, small_limit)
             except OSError as e:
-                raise FileUnreadable(f"read error: {e.strerror or e}") from None
+                raise FileUnreadable(read_error(e.strerror or str(e))) from None
             out.xattrs, out.xattr_problems = read_xattrs(fd)
             # A small file came in one read (FileData.data): the descriptor's stat before it tells as
             # much as one after it, and a second fstat per small file is a system call less for
             # trees of small files (a change after the read shows in the next backup's ctime anyway).
             end = fst if out.data is not None else os.fstat(fd)
             if (end.st_mtime_ns, end.st_size) != (st.st_mtime_ns, st.st_size) and out.warning is None:
-                out.warning = "changed while it was being read (stored as read)"
+                out.warning = CHANGED
             return out
         finally:
             os.close(fd)
@@ -346,7 +363,7 @@ class FileChunker:
                     out.data, out.size, out.bytes_read = data, len(data), len(data)
                     self.on_bytes(len(data))
                     if len(data) != size:
-                        out.warning = "changed size while it was being read (stored as read)"
+                        out.warning = SIZE_CHANGED
                     return out
             os.lseek(fd, 0, os.SEEK_SET)  # grew past the limit: store it on its own
         sparse = st.st_blocks * 512 < size
@@ -381,5 +398,5 @@ class FileChunker:
         self._chunk_stream(_FdSource(fd, size >= DIRECT_MIN and _try_direct(fd)), out)
         out.size = out.bytes_read
         if out.size != size:
-            out.warning = "changed size while it was being read (stored as read)"
+            out.warning = SIZE_CHANGED
         return out

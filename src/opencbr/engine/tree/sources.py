@@ -3,7 +3,8 @@
 A source gives the backup its entries in catalog order (``walk``: items with a relative ``path`` and a
 ``st`` that has the ``os.stat_result`` fields the backup compares with its parent's records), each
 entry's metadata (``entry``: an :class:`Entry` without content), a symlink's target (``readlink``) and a
-regular file's content cut by the backup's own chunker (``read_file``). Two kinds:
+regular file's content cut by the backup's own chunker (``read_file``; small files, which the backup
+bundles, in batches: ``read_small``). Two kinds:
 
 - :class:`DirectorySource`: a directory of this machine (a file system being backed up);
 - :class:`~opencbr.engine.tree.stored.StoredTreeSource`: a tree backup already in a repository (a
@@ -12,14 +13,27 @@ regular file's content cut by the backup's own chunker (``read_file``). Two kind
 
 from __future__ import annotations
 
+import importlib
 import os
+import zlib
 from typing import Callable, Iterator, Protocol
 
-from .chunker import DIRECT_MIN, FileChunker, FileData
+from .chunker import (
+    CHANGED,
+    DIRECT_MIN,
+    REPLACED,
+    SIZE_CHANGED,
+    VANISHED,
+    FileChunker,
+    FileData,
+    FileUnreadable,
+    cannot_open,
+    read_error,
+)
 from .common import Names
 from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry
 from .walker import ListingTally, TreeScanner, TreeWalker
-from .xattrs import read_xattrs
+from .xattrs import listing_failed, read_xattrs, sorted_xattrs
 
 Warn = Callable[[bytes, str, bool], None]
 
@@ -30,6 +44,7 @@ class TreeSource(Protocol):
     def entry(self, item, typ: int, warn: Warn) -> Entry: ...
     def readlink(self, item) -> bytes: ...
     def read_file(self, chunker: FileChunker, item, small_limit: int) -> FileData: ...
+    def read_small(self, chunker: FileChunker, items: list, small_limit: int) -> list: ...
     def close(self) -> None: ...
 
 
@@ -96,5 +111,106 @@ class DirectorySource:
     def read_file(self, chunker: FileChunker, item, small_limit: int) -> FileData:
         return chunker.read_file(item.abspath, item.st, small_limit)
 
+    def read_small(self, chunker: FileChunker, items: list, small_limit: int) -> list:
+        """A batch of small files (below ``small_limit`` when walked; see :func:`read_each`), read by the C
+        reader where it is built: the same results, warnings and errors as :meth:`read_file` gives."""
+        if _native_reading is None:
+            return read_each(self, chunker, items, small_limit)
+        out: list = []
+        total = 0
+        for item, got in zip(items, _native_reading.read_small(items, small_limit), strict=True):
+            if got is None:  # no longer small: read on its own, as a big file
+                out.extend(read_each(self, chunker, [item], small_limit))
+            elif len(got) == 2:
+                out.append(_unreadable(*got))
+            else:
+                data, crc, warning, xa = got
+                xattrs, problems = ([], []) if xa is None else _xattrs(xa)
+                if data is None:  # (an empty file)
+                    out.append(FileData(warning=_WARNINGS[warning], xattrs=xattrs, xattr_problems=problems))
+                    continue
+                n = len(data)
+                total += n
+                out.append(FileData(data=data, crc=crc, bytes_read=n, size=n, warning=_WARNINGS[warning],
+                                    xattrs=xattrs, xattr_problems=problems))
+        chunker.on_bytes(total)
+        return out
+
     def close(self) -> None:
         pass
+
+
+def read_each(source: TreeSource, chunker: FileChunker, items: list, small_limit: int) -> list:
+    """A batch of small files read one by one (``source.read_file``): per file its FileData (the content
+    in ``data``, with its CRC-32 for the bundle's cut test) or the FileUnreadable it raised."""
+    out: list = []
+    for item in items:
+        try:
+            got = source.read_file(chunker, item, small_limit)
+        except FileUnreadable as e:
+            out.append(e)
+            continue
+        if got.data is not None:
+            got.crc = zlib.crc32(got.data)
+        out.append(got)
+    return out
+
+
+# The C reader's codes (_reading.c), in read_file's words.
+_WARNINGS = (None, SIZE_CHANGED, CHANGED)
+_VANISHED, _OPEN_FAILED, _REPLACED, _READ_FAILED = 1, 2, 3, 4
+
+
+def _unreadable(status: int, err: int) -> FileUnreadable:
+    if status == _VANISHED:
+        return FileUnreadable(VANISHED, vanished=True)
+    if status == _REPLACED:
+        return FileUnreadable(REPLACED, vanished=True)
+    return FileUnreadable((cannot_open if status == _OPEN_FAILED else read_error)(os.strerror(err)))
+
+
+def _xattrs(got) -> tuple[list, list[str]]:
+    if got.__class__ is int:  # (listing the names failed)
+        return listing_failed(got)
+    return sorted_xattrs([(os.fsdecode(n), v) for n, v in got])
+
+
+_READING_ABI = 1  # the interface of _reading.c this file calls (a stale build of another one is not used)
+
+
+def _load_native_reading():
+    """The C reader if it is built, is the version this file expects and reads this file as Python
+    does (content and CRC-32); else None (``OPENCBR_READING=python``: None, to compare or rule it out)."""
+    if os.environ.get("OPENCBR_READING") == "python":
+        return None
+    try:
+        reading = importlib.import_module(f"{__package__}._reading")
+    except ImportError:
+        return None
+    if getattr(reading, "ABI", None) != _READING_ABI:
+        return None
+    try:
+        here = _Here(os.fsencode(os.path.abspath(__file__)))
+        with open(here.abspath, "rb") as f:
+            mine = f.read()
+        got = reading.read_small([here], 1 << 20)
+    except OSError:
+        return None
+    if not (len(got) == 1 and got[0] is not None and len(got[0]) == 4 and got[0][:2] == (mine, zlib.crc32(mine))):
+        return None
+    return reading
+
+
+class _Here:
+    def __init__(self, abspath: bytes):
+        self.abspath = abspath
+        self.st = os.lstat(abspath)
+
+
+_native_reading = _load_native_reading()
+
+
+def native_reading():
+    """The C extension that reads a batch of small files in one call (``_reading``), or None where it is
+    not built (they are then read one by one in Python, with the same results)."""
+    return _native_reading

@@ -23,6 +23,7 @@ from .catalog import CatalogReader
 from .chunker import FileChunker, FileData
 from .common import load_index
 from .entry import FILE, Entry, RecordError, decode
+from .sources import read_each
 
 CACHED_CHUNKS = 8  # decoded bundles kept (2 MiB at most each): they hold many small files, read in turn
 
@@ -140,6 +141,9 @@ class StoredTreeSource:
             while len(self._cache) > CACHED_CHUNKS:
                 self._cache.popitem(last=False)
         return data
+
+    def read_small(self, chunker: FileChunker, items: list, small_limit: int) -> list:
+        return read_each(self, chunker, items, small_limit)
 
     def read_file(self, chunker: FileChunker, item: StoredItem, small_limit: int) -> FileData:
         e = item.entry

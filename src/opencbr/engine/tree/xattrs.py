@@ -19,15 +19,36 @@ def read_xattrs(target: bytes | int) -> tuple[Xattrs, list[str]]:
     try:
         names = os.listxattr(target, **by_path)
     except OSError as e:
-        if e.errno in (errno.EOPNOTSUPP, errno.ENODATA):
-            return [], []
-        return [], [f"cannot list xattrs: {e.strerror or e}"]
+        return listing_failed(e.errno)
+    got: list[tuple[str, bytes | int]] = []
+    for n in names:
+        try:
+            got.append((n, os.getxattr(target, n, **by_path)))
+        except OSError as e:
+            got.append((n, e.errno))
+    return sorted_xattrs(got)
+
+
+def listing_failed(err: int) -> tuple[Xattrs, list[str]]:
+    """What :func:`read_xattrs` gives when listing the names failed with ``err`` (none where the file
+    system has no xattrs)."""
+    if err in (errno.EOPNOTSUPP, errno.ENODATA):
+        return [], []
+    return [], [f"cannot list xattrs: {os.strerror(err)}"]
+
+
+def sorted_xattrs(got: list[tuple[str, bytes | int]]) -> tuple[Xattrs, list[str]]:
+    """:func:`read_xattrs`'s answer from the names as listed (``str``, as ``os.listxattr`` gives them) and
+    each one's value, or the errno reading it failed with (also the C reader's, sources.py)."""
     out: Xattrs = []
     problems: list[str] = []
-    for n in sorted(names):
-        try:
-            out.append((os.fsencode(n), os.getxattr(target, n, **by_path)))
-        except OSError as e:
-            if e.errno != errno.ENODATA:  # (removed meanwhile)
-                problems.append(f"cannot read xattr {n}: {e.strerror or e}")
+    for n, v in sorted(got, key=_by_name):
+        if v.__class__ is not int:
+            out.append((os.fsencode(n), v))
+        elif v != errno.ENODATA:  # (removed meanwhile)
+            problems.append(f"cannot read xattr {n}: {os.strerror(v)}")
     return out, problems
+
+
+def _by_name(pair: tuple) -> str:
+    return pair[0]

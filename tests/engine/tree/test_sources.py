@@ -1,0 +1,248 @@
+"""A backup's two readers of small files -- the C extension's one call per batch (``_reading.read_small``)
+and the Python reader used where it is not built -- give the same contents, CRC-32s, xattrs, warnings and
+errors, on what trees hold (empty files, names that are not UTF-8, xattrs) and on what goes wrong between
+the walk and the read (files that change, vanish, grow past the small-file limit, or are swapped for a
+symlink, a fifo, a directory or another file; files the backup may not read)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+from opencbr.engine import Repository
+from opencbr.engine.tree import backup_tree, sources
+from opencbr.engine.tree.bundle import SMALL_FILE
+from opencbr.engine.tree.catalog import CatalogReader
+from opencbr.engine.tree.chunker import DEFAULT_PARAMS, FileChunker, FileUnreadable
+from opencbr.engine.tree.common import load_index
+from opencbr.engine.tree.sources import DirectorySource
+from opencbr.engine.tree.walker import WalkItem
+from opencbr.storage import open_store
+from tests.support.engine import MASTER_KEY
+from tests.support.engine_tree import new_repo
+
+NATIVE = sources.native_reading()
+needs_native = pytest.mark.skipif(NATIVE is None, reason="the C reader is not built here")
+LIMIT = 4096  # (a small-file limit the test files can grow past)
+
+
+def _chunker() -> FileChunker:
+    return FileChunker(DEFAULT_PARAMS, lambda data: hashlib.sha256(bytes(data)).digest())
+
+
+def _item(root: bytes, name: bytes) -> WalkItem:
+    ap = os.path.join(root, name)
+    return WalkItem(name, ap, os.lstat(ap))
+
+
+def _result(got) -> tuple:
+    if isinstance(got, FileUnreadable):
+        return ("unreadable", str(got), got.vanished)
+    return ("read", dataclasses.asdict(got))
+
+
+def _read_both(monkeypatch, items: list, limit: int = LIMIT) -> tuple[list, list]:
+    native = [_result(r) for r in DirectorySource(b"/").read_small(_chunker(), items, limit)]
+    with monkeypatch.context() as m:
+        m.setattr(sources, "_native_reading", None)
+        python = [_result(r) for r in DirectorySource(b"/").read_small(_chunker(), items, limit)]
+    return native, python
+
+
+def _set_xattrs(path: bytes, pairs: dict) -> bool:
+    try:
+        for k, v in pairs.items():
+            os.setxattr(path, k, v)
+    except OSError:
+        return False
+    return True
+
+
+def _hostile(tmp_path) -> tuple[list, dict]:
+    """Items walked (lstat'ed) before the files were changed under them; what each should read as."""
+    root = os.fsencode(tmp_path)
+    files = {b"plain": b"hello" * 100, b"empty": b"", b"caf\xe9-\xff": b"not UTF-8", b"xattrs": b"with xattrs",
+             b"shrinks": b"x" * 3000, b"grows": b"y" * 100, b"emptied": b"z" * 50, b"outgrows": b"w" * 100,
+             b"vanishes": b"v", b"to-symlink": b"s", b"to-fifo": b"f", b"to-dir": b"d", b"to-other": b"o"}
+    for name, data in files.items():
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(data)
+    many = {f"user.{c * 60}": c.encode() * 10 for c in "abcdefgh"}  # (names longer than a first 256-byte list)
+    has_xattrs = _set_xattrs(os.path.join(root, b"xattrs"), {"user.zeta": b"1", "user.alpha": b"", **many})
+    items = [_item(root, name) for name in files]
+    p = lambda n: os.path.join(root, n)  # noqa: E731
+    with open(p(b"shrinks"), "r+b") as f:
+        f.truncate(1000)
+    with open(p(b"grows"), "ab") as f:
+        f.write(b"more")
+    with open(p(b"emptied"), "r+b") as f:
+        f.truncate(0)
+    with open(p(b"outgrows"), "ab") as f:
+        f.write(b"W" * LIMIT)
+    os.unlink(p(b"vanishes"))
+    os.unlink(p(b"to-symlink"))
+    os.symlink(b"plain", p(b"to-symlink"))
+    os.unlink(p(b"to-fifo"))
+    os.mkfifo(p(b"to-fifo"))
+    os.unlink(p(b"to-dir"))
+    os.mkdir(p(b"to-dir"))
+    os.rename(p(b"plain"), p(b"to-other.tmp"))  # (keeps "plain"'s inode busy: "to-other" gets another)
+    os.unlink(p(b"to-other"))
+    with open(p(b"to-other"), "wb") as f:
+        f.write(b"o")
+    os.rename(p(b"to-other.tmp"), p(b"plain"))
+    for name in (b"shrinks", b"grows", b"emptied", b"outgrows"):  # (whatever the clock's resolution)
+        st = os.lstat(p(name))
+        os.utime(p(name), ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    return items, {"has_xattrs": has_xattrs, "many": many}
+
+
+@needs_native
+def test_both_readers_read_a_hostile_batch_alike(tmp_path, monkeypatch):
+    items, info = _hostile(tmp_path)
+    native, python = _read_both(monkeypatch, items)
+    assert native == python
+    by_name = dict(zip([it.path for it in items], native, strict=True))
+    changed = "changed while it was being read (stored as read)"
+
+    def read(name):
+        kind, d = by_name[name]
+        assert kind == "read", (name, d)
+        return d
+
+    assert read(b"plain")["data"] == b"hello" * 100 and read(b"plain")["warning"] is None
+    assert read(b"caf\xe9-\xff")["data"] == b"not UTF-8"
+    assert read(b"empty")["data"] is None and read(b"empty")["size"] == 0 and read(b"empty")["crc"] is None
+    assert read(b"shrinks")["data"] == b"x" * 1000 and read(b"shrinks")["warning"] == changed
+    assert read(b"grows")["data"] == b"y" * 100 + b"more" and read(b"grows")["warning"] == changed
+    assert read(b"emptied")["data"] is None and read(b"emptied")["warning"] == changed
+    outgrown = read(b"outgrows")  # (stored on its own, as a file past the limit)
+    assert outgrown["data"] is None and outgrown["size"] == 100 + LIMIT and len(outgrown["chunks"]) == 1
+    if info["has_xattrs"]:
+        want = sorted([(b"user.zeta", b"1"), (b"user.alpha", b""), *((k.encode(), v) for k, v in info["many"].items())])
+        assert read(b"xattrs")["xattrs"] == want and read(b"xattrs")["xattr_problems"] == []
+    assert by_name[b"vanishes"] == ("unreadable", "vanished during the backup", True)
+    assert by_name[b"to-symlink"] == ("unreadable", f"cannot open: {os.strerror(40)}", False)  # ELOOP
+    for name in (b"to-fifo", b"to-dir", b"to-other"):
+        assert by_name[name] == ("unreadable", "replaced by another file during the backup", True)
+
+
+@needs_native
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"), reason="no such sysfs file")
+def test_both_readers_warn_alike_when_a_read_is_short_of_the_size(monkeypatch):
+    """A sysfs attribute says 4,096 bytes and reads as fewer: the short read's warning, the same from both."""
+    item = WalkItem(b"enabled", b"/sys/kernel/mm/transparent_hugepage/enabled",
+                    os.lstat("/sys/kernel/mm/transparent_hugepage/enabled"))
+    native, python = _read_both(monkeypatch, [item], SMALL_FILE)
+    assert native == python
+    kind, d = native[0]
+    assert kind == "read" and 0 < len(d["data"]) < 4096
+    assert d["warning"] == "changed size while it was being read (stored as read)"
+
+
+@pytest.mark.timeout(60)
+def test_a_file_swapped_for_a_fifo_is_reported_not_waited_on(tmp_path):
+    """Opening a fifo for reading waits for a writer: the reader opens without blocking, and the check
+    that it is still the file the walk saw says it was replaced."""
+    root = os.fsencode(tmp_path)
+    with open(os.path.join(root, b"f"), "wb") as f:
+        f.write(b"data")
+    item = _item(root, b"f")
+    os.unlink(item.abspath)
+    os.mkfifo(item.abspath)
+    with pytest.raises(FileUnreadable, match="replaced by another file"):
+        _chunker().read_file(item.abspath, item.st, SMALL_FILE)
+
+
+_UNREADABLE = """
+import json, os, sys
+from opencbr.engine.tree import sources
+from opencbr.engine.tree.chunker import DEFAULT_PARAMS, FileChunker
+from opencbr.engine.tree.sources import DirectorySource
+from opencbr.engine.tree.walker import WalkItem
+items = [WalkItem(n.encode(), n.encode(), os.lstat(n)) for n in sys.argv[1:]]
+out = {}
+for name, native in (("c", sources.native_reading()), ("python", None)):
+    sources._native_reading = native
+    got = DirectorySource(b"/").read_small(FileChunker(DEFAULT_PARAMS, lambda d: b""), items, 65536)
+    out[name] = [str(g) if isinstance(g, Exception) else g.data.decode() for g in got]
+print(json.dumps(out))
+"""
+
+
+@needs_native
+def test_both_readers_report_files_they_may_not_read_alike(tmp_path):
+    """As root without the capabilities that bypass file permissions (a subprocess under setpriv): a file
+    it may not read is "cannot open: Permission denied" from both readers."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv")
+    (tmp_path / "ok").write_text("readable")
+    (tmp_path / "secret").write_text("not for you")
+    os.chmod(tmp_path / "secret", 0o000)
+    drop = "-dac_override,-dac_read_search"
+    proc = subprocess.run(["setpriv", "--bounding-set", drop, "--inh-caps", drop, sys.executable, "-c", _UNREADABLE,
+                           str(tmp_path / "ok"), str(tmp_path / "secret")], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["c"] == out["python"] == ["readable", f"cannot open: {os.strerror(13)}"]  # EACCES
+
+
+def _records_and_refs(repo, backup_id: str) -> tuple[list[bytes], bytes]:
+    cs = repo.chunks
+    return [bytes(r) for r in CatalogReader(cs, load_index(cs, backup_id)).records()], bytes(cs.read_manifest(backup_id).refs)
+
+
+@needs_native
+def test_a_backup_is_the_same_with_either_reader(tmp_path, monkeypatch):
+    """The same tree backed up into two copies of one repository (same keys), once with each reader: the
+    same catalog records and the same chunks."""
+    src = tmp_path / "src"
+    for i in range(300):
+        d = src / f"d{i % 7}" / ("caf\xe9" if i % 11 == 0 else "sub")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(hashlib.sha256(b"%d" % i).digest() * (i * 7 % 400) + (b"tail" if i % 5 else b""))
+    (src / "empty").write_bytes(b"")
+    (src / "big").write_bytes(os.urandom(SMALL_FILE * 3))
+    _set_xattrs(os.fsencode(src / "d0" / "sub" / "f7"), {"user.k": b"v"})
+    repo = new_repo(tmp_path, True, "one")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    twin = Repository.open(open_store((tmp_path / "two").as_uri()), "vaults/v1", MASTER_KEY)
+    res = backup_tree(repo, src, backup_id="b1", meta={})
+    monkeypatch.setattr(sources, "_native_reading", None)
+    res2 = backup_tree(twin, src, backup_id="b1", meta={})
+    assert not res.partial and res.warnings == res2.warnings == [] and res.files == res2.files == 302
+    assert _records_and_refs(repo, "b1") == _records_and_refs(twin, "b1")
+
+
+def test_a_reader_that_is_not_the_expected_build_is_not_used(monkeypatch):
+    """A .so of another version of _reading.c (left by an older install), or one that does not read as
+    Python does, is not used: small files are read in Python."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "opencbr.engine.tree._reading", types.SimpleNamespace(ABI=0))
+    assert sources._load_native_reading() is None
+    wrong = types.SimpleNamespace(ABI=sources._READING_ABI, read_small=lambda items, limit: [(b"", 0, 0, None)])
+    monkeypatch.setitem(sys.modules, "opencbr.engine.tree._reading", wrong)
+    assert sources._load_native_reading() is None
+    monkeypatch.setenv("OPENCBR_READING", "python")
+    monkeypatch.delitem(sys.modules, "opencbr.engine.tree._reading")
+    assert sources._load_native_reading() is None
+
+
+@pytest.mark.skipif(not (shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc")
+                         and os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+                         and os.path.exists("/usr/include/zlib.h")),
+                    reason="no C compiler, Python or zlib headers here: the optional extension is not built")
+def test_the_extension_is_built_where_it_can_be():
+    """`make venv` builds it in place next to sources.py where a compiler and the headers are (and it is
+    used unless ruled out)."""
+    assert NATIVE is not None or os.environ.get("OPENCBR_READING") == "python"
