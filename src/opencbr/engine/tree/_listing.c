@@ -727,6 +727,76 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(keyed_records_doc,
+"keyed_records(data, last) -> (pairs, problem, at)\n"
+"\n"
+"catalog.CatalogReader.records(keyed=True) of one catalog chunk's plaintext ``data`` (bytes) in one call:\n"
+"``pairs`` [(key, memoryview of the record)] (key: the path with \"/\" -> NUL) while each key is greater than\n"
+"the one before (``last``: the previous chunk's last key, or None); ``problem`` None, or where they stop:\n"
+"\"truncated\" / \"length\" (entry.iter_records' RecordError) or \"order\" (the record at ``at`` is out of order).");
+
+static PyObject *py_keyed_records(PyObject *self, PyObject *args) {
+    PyObject *data, *last;
+    if (!PyArg_ParseTuple(args, "SO", &data, &last))
+        return NULL;
+    if (last != Py_None && !PyBytes_Check(last)) {
+        PyErr_SetString(PyExc_TypeError, "last must be bytes or None");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t end = PyBytes_GET_SIZE(data), pos = 0;
+    PyObject *view = PyMemoryView_FromObject(data), *pairs = PyList_New(0), *prev = Py_NewRef(last);
+    const char *problem = NULL;
+    Py_ssize_t at = 0;
+    if (!view || !pairs)
+        goto fail;
+    while (pos < end) {
+        if (end - pos < 4) {
+            problem = "truncated";
+            break;
+        }
+        Py_ssize_t ln = (Py_ssize_t)le(buf + pos, 4);
+        if (ln < REC_PATH + 2 || pos + ln > end) {
+            problem = "length";
+            break;
+        }
+        Py_ssize_t n = (Py_ssize_t)le(buf + pos + REC_PATH, 2), avail = ln - REC_PATH - 2;
+        if (n > avail) /* (as the Python slice: what the record holds) */
+            n = avail;
+        PyObject *key = PyBytes_FromStringAndSize((const char *)buf + pos + REC_PATH + 2, n);
+        if (!key)
+            goto fail;
+        char *k = PyBytes_AS_STRING(key);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (k[i] == '/')
+                k[i] = 0;
+        if (prev != Py_None && keycmp(prev, k, n) >= 0) {
+            Py_DECREF(key);
+            problem = "order";
+            at = pos;
+            break;
+        }
+        PyObject *rec = PySequence_GetSlice(view, pos, pos + ln);
+        PyObject *pair = rec ? PyTuple_Pack(2, key, rec) : NULL;
+        Py_XDECREF(rec);
+        Py_SETREF(prev, key);
+        if (!pair || PyList_Append(pairs, pair) < 0) {
+            Py_XDECREF(pair);
+            goto fail;
+        }
+        Py_DECREF(pair);
+        pos += ln;
+    }
+    Py_DECREF(view);
+    Py_DECREF(prev);
+    return Py_BuildValue("(Nzn)", pairs, problem, at);
+fail:
+    Py_XDECREF(view);
+    Py_XDECREF(pairs);
+    Py_DECREF(prev);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------------------- the metadata warmer's walk */
 
 #define WARM_MAX_DEPTH 256 /* (one descriptor open per level: deeper directories are left to the walk) */
@@ -873,6 +943,7 @@ static PyMethodDef methods[] = {
     {"lstat", py_lstat, METH_VARARGS, lstat_doc},
     {"warm", py_warm, METH_VARARGS, warm_doc},
     {"reuse", py_reuse, METH_VARARGS, reuse_doc},
+    {"keyed_records", py_keyed_records, METH_VARARGS, keyed_records_doc},
     {NULL, NULL, 0, NULL},
 };
 
