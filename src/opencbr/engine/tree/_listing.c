@@ -7,6 +7,11 @@
  * one fstatat per entry, the optional readahead of small files -- and then builds the entries with it:
  * one hand-off per directory.
  *
+ * For an incremental backup, list_dir can keep a directory's non-directories as packed runs, and reuse()
+ * compares them with the parent's records (backup.py's _same_file / _same_node, in C) so that the unchanged
+ * ones -- most of a re-backup -- never become Python objects but their pending-queue tuples; keyed_records()
+ * reads the parent's catalog chunks for it.
+ *
  * The safety is walker.py's: the directory is opened by its path with O_NOFOLLOW (the root: may be a
  * /proc/self/fd link, followed) and O_DIRECTORY, and it is listed only if its (st_dev, st_ino) are the ones
  * its parent's listing saw; every entry is then stat'ed, and read ahead, relative to that descriptor
