@@ -68,8 +68,11 @@ def test_the_c_runs_and_the_python_walk_write_the_same_catalog(enc_repo, tmp_pat
     in_python = backup_tree(enc_repo, src, backup_id="py", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
     records, digests = _catalog(enc_repo, "c")
     assert (records, digests) == _catalog(enc_repo, "py")
+    refs = chunkstore_of(enc_repo).manifest_refs
+    assert refs("c") == refs("py")  # (the chunks each backup keeps from garbage collection)
     assert len(records) == in_c.files + in_c.dirs + in_c.symlinks + in_c.specials
-    for field in ("files", "dirs", "symlinks", "specials", "total_bytes", "bytes_read", "reused_files", "partial"):
+    for field in ("files", "dirs", "symlinks", "specials", "total_bytes", "bytes_read", "reused_files", "partial",
+                  "catalog_bytes"):
         assert getattr(in_c, field) == getattr(in_python, field), field
     assert [w.to_dict() for w in in_c.warnings] == [w.to_dict() for w in in_python.warnings]
     assert 0 < in_c.reused_files < in_c.files
@@ -91,3 +94,15 @@ def test_a_run_holds_a_directorys_non_directories_in_order(tmp_path, monkeypatch
             assert it.path == b"" or stat.S_ISDIR(it.st.st_mode)
             walked.append(it.path)
     assert walked == plain
+
+
+@needs_native
+def test_the_reused_runs_references_are_listed_once_in_a_row():
+    """``_listing.refs_of`` (TreeBackup._write_reused in C): files counted, each digest listed unless it is the one
+    listed just before (the files of one bundle)."""
+    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
+    run = [(b"f1", b"", [a], 10), (b"d", b"", None, 0), (b"f2", b"", [a], 5), (b"f3", b"", [b, b, c], 7),
+           (b"empty", b"", [], 0)]
+    refs = bytearray(b"x")
+    assert walker.native_listing().refs_of(run, refs, c) == (4, 22, c)
+    assert refs == b"x" + a + b + c
