@@ -95,14 +95,3 @@ def test_a_run_holds_a_directorys_non_directories_in_order(tmp_path, monkeypatch
             walked.append(it.path)
     assert walked == plain
 
-
-@needs_native
-def test_the_reused_runs_references_are_listed_once_in_a_row():
-    """``_listing.refs_of`` (TreeBackup._write_reused in C): files counted, each digest listed unless it is the one
-    listed just before (the files of one bundle)."""
-    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
-    run = [(b"f1", b"", [a], 10), (b"d", b"", None, 0), (b"f2", b"", [a], 5), (b"f3", b"", [b, b, c], 7),
-           (b"empty", b"", [], 0)]
-    refs = bytearray(b"x")
-    assert walker.native_listing().refs_of(run, refs, c) == (4, 22, c)
-    assert refs == b"x" + a + b + c

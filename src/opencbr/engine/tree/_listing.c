@@ -802,130 +802,6 @@ fail:
     return NULL;
 }
 
-/* zlib.crc32 (the catalog's cut test hashes each record's path with it) */
-static unsigned long crc_table[256];
-
-static void crc_init(void) {
-    for (unsigned long n = 0; n < 256; n++) {
-        unsigned long c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xEDB88320UL ^ (c >> 1) : c >> 1;
-        crc_table[n] = c;
-    }
-}
-
-static unsigned long crc32_of(const unsigned char *p, Py_ssize_t n) {
-    unsigned long c = 0xFFFFFFFFUL;
-    for (Py_ssize_t i = 0; i < n; i++)
-        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFUL;
-}
-
-PyDoc_STRVAR(catalog_add_doc,
-"catalog_add(run, start, buf, size, count, cut_here, min_chunk, max_chunk, modulus)\n"
-"    -> (next, size, count, first, cut)\n"
-"\n"
-"catalog.CatalogWriter.add_run's loop from ``run[start]`` ((path, record, ...) items): each record appended to\n"
-"``buf`` until one ends a catalog chunk (``size`` >= ``max_chunk``, or >= ``min_chunk`` and\n"
-"``cut_here(zlib.crc32(path), modulus)``): ``cut`` then tells the writer to cut before it goes on at ``next``.\n"
-"``first``: the key of the record that started a chunk here (``count`` was 0), else None.");
-
-static PyObject *py_catalog_add(PyObject *self, PyObject *args) {
-    PyObject *run, *buf, *cut_here, *first = Py_None;
-    Py_ssize_t start, size, count, min_chunk, max_chunk, modulus, i;
-    if (!PyArg_ParseTuple(args, "O!nO!nnOnnn", &PyList_Type, &run, &start, &PyList_Type, &buf, &size, &count,
-                          &cut_here, &min_chunk, &max_chunk, &modulus))
-        return NULL;
-    Py_INCREF(first);
-    int cut = 0;
-    for (i = start; i < PyList_GET_SIZE(run) && !cut; i++) { /* (cut_here may run any Python: sized each time) */
-        PyObject *item = PyList_GET_ITEM(run, i), *path, *rec;
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2 || !PyBytes_Check(path = PyTuple_GET_ITEM(item, 0)) ||
-            !PyBytes_Check(rec = PyTuple_GET_ITEM(item, 1))) {
-            PyErr_SetString(PyExc_TypeError, "catalog_add: (path, record, ...) items of bytes");
-            goto fail;
-        }
-        if (!count) {
-            Py_ssize_t pl = PyBytes_GET_SIZE(path);
-            PyObject *key = PyBytes_FromStringAndSize(PyBytes_AS_STRING(path), pl);
-            if (!key)
-                goto fail;
-            char *k = PyBytes_AS_STRING(key);
-            for (Py_ssize_t j = 0; j < pl; j++)
-                if (k[j] == '/')
-                    k[j] = 0;
-            Py_SETREF(first, key);
-        }
-        if (PyList_Append(buf, rec) < 0)
-            goto fail;
-        size += PyBytes_GET_SIZE(rec);
-        count++;
-        if (size >= max_chunk) {
-            cut = 1;
-        } else if (size >= min_chunk) {
-            unsigned long crc = crc32_of((const unsigned char *)PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path));
-            PyObject *r = PyObject_CallFunction(cut_here, "kn", crc, modulus);
-            cut = r ? PyObject_IsTrue(r) : -1;
-            Py_XDECREF(r);
-            if (cut < 0)
-                goto fail;
-        }
-    }
-    return Py_BuildValue("(nnnNi)", i, size, count, first, cut);
-fail:
-    Py_DECREF(first);
-    return NULL;
-}
-
-PyDoc_STRVAR(refs_of_doc,
-"refs_of(run, refs, last) -> (files, bytes, last)\n"
-"\n"
-"backup.TreeBackup._write_reused's loop over (path, record, digests or None, size) items: the regular files\n"
-"(digests not None) and their bytes counted, each digest that differs from the one before (``last``)\n"
-"appended to the bytearray ``refs``; ``last``: the last digest appended.");
-
-static PyObject *py_refs_of(PyObject *self, PyObject *args) {
-    PyObject *run, *refs, *last;
-    if (!PyArg_ParseTuple(args, "O!O!S", &PyList_Type, &run, &PyByteArray_Type, &refs, &last))
-        return NULL;
-    long long files = 0, bytes = 0;
-    Py_INCREF(last);
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(run); i++) {
-        PyObject *item = PyList_GET_ITEM(run, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4)
-            goto bad;
-        PyObject *digests = PyTuple_GET_ITEM(item, 2);
-        if (digests == Py_None)
-            continue;
-        long long sz = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 3));
-        if (sz == -1 && PyErr_Occurred())
-            goto fail;
-        if (!PyList_Check(digests))
-            goto bad;
-        files++;
-        bytes += sz;
-        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(digests); j++) {
-            PyObject *d = PyList_GET_ITEM(digests, j);
-            if (!PyBytes_Check(d))
-                goto bad;
-            Py_ssize_t dl = PyBytes_GET_SIZE(d);
-            if (dl == PyBytes_GET_SIZE(last) && memcmp(PyBytes_AS_STRING(d), PyBytes_AS_STRING(last), dl) == 0)
-                continue;
-            Py_ssize_t at = PyByteArray_GET_SIZE(refs);
-            if (PyByteArray_Resize(refs, at + dl) < 0)
-                goto fail;
-            memcpy(PyByteArray_AS_STRING(refs) + at, PyBytes_AS_STRING(d), dl);
-            Py_SETREF(last, Py_NewRef(d));
-        }
-    }
-    return Py_BuildValue("(LLN)", files, bytes, last);
-bad:
-    PyErr_SetString(PyExc_TypeError, "refs_of: (path, record, digests or None, size) items");
-fail:
-    Py_DECREF(last);
-    return NULL;
-}
-
 /* ---------------------------------------------------------------------------- the metadata warmer's walk */
 
 #define WARM_MAX_DEPTH 256 /* (one descriptor open per level: deeper directories are left to the walk) */
@@ -1073,8 +949,6 @@ static PyMethodDef methods[] = {
     {"warm", py_warm, METH_VARARGS, warm_doc},
     {"reuse", py_reuse, METH_VARARGS, reuse_doc},
     {"keyed_records", py_keyed_records, METH_VARARGS, keyed_records_doc},
-    {"catalog_add", py_catalog_add, METH_VARARGS, catalog_add_doc},
-    {"refs_of", py_refs_of, METH_VARARGS, refs_of_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1100,7 +974,6 @@ PyMODINIT_FUNC PyInit__listing(void) {
         return NULL;
     }
     stat_result_type = (PyTypeObject *)t; /* (kept for the life of the process) */
-    crc_init();
     PyObject *m = PyModule_Create(&module);
     if (m && PyModule_AddIntConstant(m, "ABI", LISTING_ABI) < 0) {
         Py_DECREF(m);

@@ -73,7 +73,7 @@ from .memory import MMAP_THRESHOLD, limit_heap_growth, trim
 from .results import TreeBackupResult, TreeWarning
 from .sources import DirectorySource, TreeSource
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
-from .walker import WalkItem, WalkRun, native_listing
+from .walker import WalkItem, WalkRun
 
 MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)
 # An incremental backup reads few files, scattered (a batch of 32 changed files spans hundreds of
@@ -302,7 +302,7 @@ class TreeBackup:
 
     def _write(self, p) -> None:
         if p.__class__ is tuple:
-            self._write_reused([p])
+            self._write_reused((p,))
             return
         if p.entry.type == FILE:
             self.counts["files"] += 1
@@ -316,23 +316,18 @@ class TreeBackup:
 
     def _write_reused(self, run) -> None:
         """Write a run of records reused from the parent (the pending queue's plain tuples) to the catalog: what
-        :meth:`_write` does per entry, with the counters and the catalog writer's state kept in locals (in C
-        where the extension is built: ``_listing.refs_of``)."""
-        native = native_listing()
-        if native is not None:
-            files, size, self._last_ref = native.refs_of(run, self.refs, self._last_ref)
-        else:
-            files = size = 0
-            last, refs = self._last_ref, self.refs
-            for _path, _rec, digests, sz in run:
-                if digests is not None:  # (a regular file; None: a directory, symlink or special file)
-                    files += 1
-                    size += sz
-                    for d in digests:
-                        if d != last:
-                            refs += d
-                            last = d
-            self._last_ref = last
+        :meth:`_write` does per entry, with the counters and the catalog writer's state kept in locals."""
+        files = size = 0
+        last, refs = self._last_ref, self.refs
+        for _path, _rec, digests, sz in run:
+            if digests is not None:  # (a regular file; None: a directory, symlink or special file)
+                files += 1
+                size += sz
+                for d in digests:
+                    if d != last:
+                        refs += d
+                        last = d
+        self._last_ref = last
         self.counts["files"] += files
         self.total_bytes += size
         self.catalog.add_run(run)

@@ -60,19 +60,7 @@ class CatalogWriter:
 
     def add_run(self, run) -> None:
         """:meth:`add` of every ``(path, rec, ...)`` of ``run`` in order (the incremental backup's
-        records reused from the parent: the same chunks, cut at the same records, as one by one; in C where
-        the extension is built, ``_listing.catalog_add``)."""
-        native = native_listing()
-        if native is not None and run.__class__ is list:
-            i, n = 0, len(run)
-            while i < n:
-                i, self._size, self._count, first, cut = native.catalog_add(
-                    run, i, self._buf, self._size, self._count, self._cut_here, MIN_CHUNK, MAX_CHUNK, CUT_MODULUS)
-                if first is not None:
-                    self._first = first
-                if cut:
-                    self._cut()
-            return
+        records reused from the parent: the same chunks, cut at the same records, as one by one)."""
         buf, size, count = self._buf, self._size, self._count
         cut_here, crc32 = self._cut_here, zlib.crc32
         for item in run:
