@@ -79,13 +79,16 @@ def test_the_c_runs_and_the_python_walk_write_the_same_catalog(enc_repo, tmp_pat
 
 
 @needs_native
-def test_a_run_holds_a_directorys_non_directories_in_order(tmp_path, monkeypatch):
-    """Directories break runs (the walk enters them in order); a run never exceeds RUN_MAX entries."""
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_run_holds_a_directorys_non_directories_in_order(tmp_path, monkeypatch, prefetch):
+    """Directories break runs (the walk enters them in order, listed ahead or not); a run never exceeds
+    RUN_MAX entries."""
     src = build_tree(tmp_path / "src")
     monkeypatch.setattr(TreeWalker, "RUN_MAX", 16)
+    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH_ENTRIES", 40)  # (the gate counts a run's entries)
     plain = [it.path for it in TreeWalker(src, lambda *a: None, prefetch=0)]
     walked = []
-    for it in TreeWalker(src, lambda *a: None, prefetch=0, runs=True):
+    for it in TreeWalker(src, lambda *a: None, prefetch=prefetch, runs=True):
         if it.__class__ is WalkRun:
             prefix, _apfx, names, _stats, count = it.listing
             assert 0 < count <= 16

@@ -85,7 +85,7 @@ MAX_PENDING_INCREMENTAL = 16384
 # incremental backup's entries are mostly reused from the parent and finished at once, and taking them
 # one at a time (a run of one: _drain, _emit_reused, _write_reused, CatalogWriter.add_run per entry)
 # was the walking thread's busiest call chain after the walk itself. (The queue may then exceed its
-# bound by up to 63 entries.)
+# bound by up to 63 entries, and by a run of TreeWalker.RUN_MAX entries more: a WalkRun is queued whole.)
 DRAIN_EVERY = 64
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
 MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)

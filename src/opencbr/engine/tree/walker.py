@@ -147,6 +147,11 @@ def _names_by_parent(paths: frozenset[bytes]) -> dict[bytes, tuple[bytes, ...]]:
 _by_name = operator.itemgetter(0)  # (a sort key: a listing sorted by the names alone)
 
 
+def _entries(kids: list) -> int:
+    """Entries in a listing (a run of ``runs`` counts its entries: what the prefetch gate bounds is memory)."""
+    return sum(k[4] if len(k) == 5 else 1 for k in kids)
+
+
 def _show(path: bytes) -> str:
     return os.fsdecode(path) if path else "."
 
@@ -393,7 +398,7 @@ class TreeWalker:
         def list_ahead(ap: bytes, rel: bytes, want: os.stat_result) -> list:
             kids = self._children(ap, rel, want)
             with lock:
-                held[0] += len(kids)
+                held[0] += _entries(kids)
             prefetch(kids)
             return kids
 
@@ -413,7 +418,7 @@ class TreeWalker:
             if fut is not None:
                 kids = fut.result()
                 with lock:
-                    held[0] -= len(kids)
+                    held[0] -= _entries(kids)
                 pool.wake()
             elif pool is None and self.prefetch and probe[0] < self.PROBE_LISTINGS:
                 t0, c0 = time.perf_counter(), _on_cpu_or_runnable()
