@@ -12,7 +12,11 @@ from pathlib import Path
 
 from opencbr.engine import Repository
 from opencbr.engine.chunks.packs import pack_key
+from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.tree import ChunkParams, stat_path
+from opencbr.engine.tree.catalog import CatalogWriter
+from opencbr.engine.tree.dynamic_index import FORMAT, DynamicIndex
+from opencbr.engine.tree.entry import FILE, Entry, encode
 from opencbr.storage import open_store
 from tests.support.engine import FAST_LOCKS, MASTER_KEY
 
@@ -168,3 +172,29 @@ def flip_byte_in_chunk_of(repo, path_in_backup: str, backup_id: str, store_root:
     raw = bytearray(p.read_bytes())
     raw[loc.offset + loc.length // 2] ^= 0x40
     p.write_bytes(bytes(raw))
+
+
+def forge_tree_backup(repo, backup_id: str, entries: list[Entry]) -> None:
+    """Write a tree backup whose catalog holds exactly ``entries`` (a hand-made hostile catalog)."""
+    session = WriteSession(repo.chunks)
+    codec = repo.chunks.codec.clone()
+
+    def put(data: bytes) -> bytes:
+        d = codec.digest(data)
+        session.put_chunk(data, d, codec)
+        return d
+
+    refs = bytearray()
+    for e in entries:
+        if e.type == FILE and e.size:
+            data = b"x" * e.size
+            e.chunks = [(put(data), e.size, 0)]
+            refs += e.chunks[0][0]
+    w = CatalogWriter(put)
+    for e in entries:
+        w.add(encode(e), e.path)
+    cat = w.finish()
+    for c in cat:
+        refs += c.digest
+    header = {"type": "tree", "format": FORMAT, "backup_id": backup_id, "meta": {}, "stats": {"total_bytes": 0}}
+    session.commit(backup_id, header, bytes(refs), DynamicIndex(backup_id, header, cat).encode_payload())

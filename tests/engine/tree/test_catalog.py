@@ -1,5 +1,6 @@
 """CatalogWriter: records added in runs (an incremental backup's records reused from the parent) are cut
-into the same catalog chunks as records added one by one."""
+into the same catalog chunks as records added one by one. CatalogReader: the keyed records read in C are
+the Python reader's."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import random
 
 import pytest
 
-from opencbr.engine.tree import catalog
-from opencbr.engine.tree.catalog import CatalogWriter
+from opencbr.engine.errors import Damaged
+from opencbr.engine.tree import backup_tree, catalog, walker
+from opencbr.engine.tree.catalog import CatalogReader, CatalogWriter
+from opencbr.engine.tree.common import chunkstore_of, load_index
 from opencbr.engine.tree.cutting import ChunkingSecret
-from opencbr.engine.tree.entry import FILE, Entry, encode
+from opencbr.engine.tree.entry import DIR, FILE, Entry, encode, iter_records, path_key, record_path
+from tests.support.engine_tree import SMALL_CHUNKS, build_tree, forge_tree_backup
 
 
 def _records(n: int, seed: int) -> list[tuple[bytes, bytes]]:
@@ -57,3 +61,40 @@ def test_records_added_in_runs_are_cut_like_records_added_one_by_one(keyed, monk
     assert len(one[0]) > 50 and any(c.raw_len >= 32 << 10 for c in one[0])  # (both kinds of cut happened)
     for seed in range(3):
         assert _write(records, True, secret, seed) == one
+
+
+def _keyed(repo, backup_id: str, start_key: bytes = b"") -> list:
+    cs = chunkstore_of(repo)
+    return [(k, bytes(r)) for k, r in CatalogReader(cs, load_index(cs, backup_id)).records(start_key, keyed=True)]
+
+
+@pytest.mark.skipif(walker.native_listing() is None, reason="the C listing is not built here")
+def test_keyed_records_in_c_are_the_python_readers(enc_repo, tmp_path, monkeypatch):
+    """An incremental backup reads its parent's records through ``_listing.keyed_records`` where it is built:
+    the same (key, record) pairs, from any start key, and the same refusal of a catalog out of order."""
+    backup_tree(enc_repo, build_tree(tmp_path / "src"), backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    forge_tree_backup(enc_repo, "bad", [Entry(b"", DIR, 0o40755), Entry(b"b", FILE, 0o100644), Entry(b"a", FILE, 0o100644)])
+    starts = (b"", b"docs", b"many\0f020.txt", b"zzz")
+    native = [_keyed(enc_repo, "b1", s) for s in starts]
+    with pytest.raises(Damaged) as in_c:
+        _keyed(enc_repo, "bad")
+    monkeypatch.setattr(walker, "_native_listing", None)
+    assert native == [_keyed(enc_repo, "b1", s) for s in starts]
+    assert len(native[0]) > 60 and native[0] == sorted(native[0]) and native[3] == []
+    with pytest.raises(Damaged) as in_python:
+        _keyed(enc_repo, "bad")
+    assert str(in_c.value) == str(in_python.value) and "out of order at b'a'" in str(in_c.value)
+
+
+def test_keyed_records_in_c_say_where_a_chunk_stops_parsing():
+    native = walker.native_listing()
+    if native is None:
+        pytest.skip("the C listing is not built here")
+    recs = [r for _p, r in _records(50, 3)]
+    data = b"".join(recs)
+    pairs, problem, _at = native.keyed_records(data, None)
+    assert problem is None and [(k, bytes(r)) for k, r in pairs] == [
+        (path_key(record_path(r)), bytes(r)) for r in iter_records(data)]
+    assert native.keyed_records(data, pairs[3][0])[1:] == ("order", 0)
+    assert native.keyed_records(data + b"\1\0", None)[1] == "truncated"
+    assert native.keyed_records(data[:-1], None)[1] == "length"

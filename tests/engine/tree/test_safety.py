@@ -14,14 +14,18 @@ from pathlib import Path
 import pytest
 
 from opencbr.engine import BackupCancelled, RestoreCancelled
-from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.errors import Conflict, Damaged, InvalidArgument
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
-from opencbr.engine.tree.catalog import CatalogWriter
-from opencbr.engine.tree.dynamic_index import FORMAT, DynamicIndex
-from opencbr.engine.tree.entry import DIR, FILE, SYMLINK, Entry, encode
+from opencbr.engine.tree.entry import DIR, FILE, SYMLINK, Entry
 from tests.support.engine import MASTER_KEY
-from tests.support.engine_tree import IS_ROOT, SMALL_CHUNKS, build_tree, flip_byte_in_chunk_of, new_repo
+from tests.support.engine_tree import (
+    IS_ROOT,
+    SMALL_CHUNKS,
+    build_tree,
+    flip_byte_in_chunk_of,
+    forge_tree_backup,
+    new_repo,
+)
 
 MARKER = b"OPENCBR-MARKER-7f3a9c1e-do-not-leak"
 
@@ -89,32 +93,6 @@ def test_cancel_publishes_nothing(enc_repo, tmp_path):
         restore_tree(enc_repo, "b1", tmp_path / "out", cancel=cancel2)
 
 
-def _forge(repo, backup_id: str, entries: list[Entry]) -> None:
-    """Write a tree backup whose catalog holds exactly ``entries`` (a hand-made hostile catalog)."""
-    session = WriteSession(repo.chunks)
-    codec = repo.chunks.codec.clone()
-
-    def put(data: bytes) -> bytes:
-        d = codec.digest(data)
-        session.put_chunk(data, d, codec)
-        return d
-
-    refs = bytearray()
-    for e in entries:
-        if e.type == FILE and e.size:
-            data = b"x" * e.size
-            e.chunks = [(put(data), e.size, 0)]
-            refs += e.chunks[0][0]
-    w = CatalogWriter(put)
-    for e in entries:
-        w.add(encode(e), e.path)
-    cat = w.finish()
-    for c in cat:
-        refs += c.digest
-    header = {"type": "tree", "format": FORMAT, "backup_id": backup_id, "meta": {}, "stats": {"total_bytes": 0}}
-    session.commit(backup_id, header, bytes(refs), DynamicIndex(backup_id, header, cat).encode_payload())
-
-
 def _d(path: bytes) -> Entry:
     return Entry(path, DIR, 0o40755)
 
@@ -139,7 +117,7 @@ def test_hostile_catalog_cannot_escape_target(enc_repo, tmp_path, name, entries)
     for e in entries:
         if e.type == SYMLINK:
             e.link = os.fsencode(outside)
-    _forge(enc_repo, "evil", entries)
+    forge_tree_backup(enc_repo, "evil", entries)
     with pytest.raises(Damaged):
         restore_tree(enc_repo, "evil", target)
     assert list(outside.iterdir()) == []
@@ -257,7 +235,7 @@ def test_hostile_entry_is_refused_by_whichever_part_restores_it(enc_repo, tmp_pa
     monkeypatch.setattr(parts_mod, "GROUP_FILES", 2)
     monkeypatch.setattr(restore_mod.TreeRestore, "_claim", lambda self, g: self._in_child == (who == "child"))
     entries = [_d(b""), _d(b"d"), *(_f(b"d/f%d" % i) for i in range(6)), bad]
-    _forge(enc_repo, "evil", sorted(entries, key=lambda e: path_key(e.path)))
+    forge_tree_backup(enc_repo, "evil", sorted(entries, key=lambda e: path_key(e.path)))
     target = tmp_path / "box" / "target"
     target.parent.mkdir()
     with pytest.raises(Damaged, match="escape the target|no parent directory"):

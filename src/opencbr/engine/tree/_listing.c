@@ -7,6 +7,11 @@
  * one fstatat per entry, the optional readahead of small files -- and then builds the entries with it:
  * one hand-off per directory.
  *
+ * For an incremental backup, list_dir can keep a directory's non-directories as packed runs, and reuse()
+ * compares them with the parent's records (backup.py's _same_file / _same_node, in C) so that the unchanged
+ * ones -- most of a re-backup -- never become Python objects but their pending-queue tuples; keyed_records()
+ * reads the parent's catalog chunks for it.
+ *
  * The safety is walker.py's: the directory is opened by its path with O_NOFOLLOW (the root: may be a
  * /proc/self/fd link, followed) and O_DIRECTORY, and it is listed only if its (st_dev, st_ino) are the ones
  * its parent's listing saw; every entry is then stat'ed, and read ahead, relative to that descriptor
@@ -16,6 +21,7 @@
 #include <Python.h>
 
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -24,7 +30,7 @@
 #include <unistd.h>
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 2
+#define LISTING_ABI 3
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -254,14 +260,60 @@ static PyObject *joined(const char *a, Py_ssize_t alen, const char *b, size_t bl
 
 /* (entries, problems, regular_bytes) of a listed directory: entries (prefix+name, apfx+name, stat_result,
  * None) in name order, problems (prefix+name, errno) of the entries that could not be stat'ed. */
-static PyObject *build(const Listing *l, const char *prefix, Py_ssize_t plen, const char *apfx, Py_ssize_t alen) {
+/* A run of non-directory entries i..j-1 of a listing (runs): (prefix, apfx, names, stats, count), the names
+ * NUL-terminated one after the other and their struct stat packed (opaque to Python: reuse() reads them). */
+static PyObject *run_tuple(const Listing *l, const size_t *idx, size_t n, PyObject *prefix, PyObject *apfx) {
+    size_t len = 0;
+    for (size_t k = 0; k < n; k++)
+        len += strlen(l->names + l->offsets[idx[k]]) + 1;
+    PyObject *names = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+    PyObject *stats = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(struct stat)));
+    if (!names || !stats) {
+        Py_XDECREF(names);
+        Py_XDECREF(stats);
+        return NULL;
+    }
+    char *np = PyBytes_AS_STRING(names);
+    struct stat *sp = (struct stat *)PyBytes_AS_STRING(stats);
+    for (size_t k = 0; k < n; k++) {
+        const char *name = l->names + l->offsets[idx[k]];
+        size_t nlen = strlen(name) + 1;
+        memcpy(np, name, nlen);
+        np += nlen;
+        sp[k] = l->st[idx[k]];
+    }
+    return Py_BuildValue("(OONNn)", prefix, apfx, names, stats, (Py_ssize_t)n);
+}
+
+static PyObject *build(const Listing *l, const char *prefix, Py_ssize_t plen, const char *apfx, Py_ssize_t alen,
+                       Py_ssize_t run_max, PyObject *prefix_obj, PyObject *apfx_obj) {
     PyObject *entries = PyList_New(0), *problems = PyList_New(0);
     long long regular = 0;
+    size_t *run = NULL, in_run = 0; /* (runs) the non-directories not yet put in a run */
     if (!entries || !problems)
         goto fail;
-    for (size_t i = 0; i < l->n; i++) {
+    if (run_max > 0 && l->n && !(run = malloc(l->n * sizeof *run)))
+        goto fail;
+    for (size_t i = 0; i <= l->n; i++) {
+        if (run && in_run && (i == l->n || in_run == (size_t)run_max || (!l->err[i] && S_ISDIR(l->st[i].st_mode)))) {
+            PyObject *r = run_tuple(l, run, in_run, prefix_obj, apfx_obj);
+            if (!r || PyList_Append(entries, r) < 0) {
+                Py_XDECREF(r);
+                goto fail;
+            }
+            Py_DECREF(r);
+            in_run = 0;
+        }
+        if (i == l->n)
+            break;
         if (l->err[i] < 0)
             continue;
+        if (run && !l->err[i] && !S_ISDIR(l->st[i].st_mode)) {
+            if (S_ISREG(l->st[i].st_mode))
+                regular += l->st[i].st_size;
+            run[in_run++] = i;
+            continue;
+        }
         const char *name = l->names + l->offsets[i];
         size_t nlen = strlen(name);
         PyObject *rel = joined(prefix, plen, name, nlen);
@@ -295,15 +347,17 @@ static PyObject *build(const Listing *l, const char *prefix, Py_ssize_t plen, co
         }
         Py_DECREF(item);
     }
+    free(run);
     return Py_BuildValue("(iNNL)", LIST_OK, entries, problems, regular);
 fail:
+    free(run);
     Py_XDECREF(entries);
     Py_XDECREF(problems);
     return NULL;
 }
 
 PyDoc_STRVAR(list_dir_doc,
-"list_dir(path, follow, want, prefix, apfx, excluded, readahead_below)\n"
+"list_dir(path, follow, want, prefix, apfx, excluded, readahead_below, runs=0)\n"
 "\n"
 "List the directory ``path`` (bytes; ``follow``: False opens it with O_NOFOLLOW) if its (st_dev, st_ino)\n"
 "are ``want`` (None: any), stat'ing every entry but the names in ``excluded`` (a tuple of bytes)\n"
@@ -311,17 +365,22 @@ PyDoc_STRVAR(list_dir_doc,
 "Returns (0, entries, problems, regular_bytes): entries (prefix+name, apfx+name, os.stat_result, None)\n"
 "sorted by name, problems (prefix+name, errno) of entries whose lstat failed, and the regular files'\n"
 "total size; or (1, errno, None, 0) when the open failed, (2, 0, None, 0) when it is another directory,\n"
-"(3, errno, None, 0) when the listing failed.");
+"(3, errno, None, 0) when the listing failed. With ``runs`` > 0, consecutive entries that are not directories\n"
+"(up to ``runs`` of them) come as one run instead, a tuple (prefix, apfx, names, stats, count) for reuse().");
 
 static PyObject *list_dir(PyObject *self, PyObject *args) {
     const char *path, *prefix, *apfx;
-    Py_ssize_t path_len, plen, alen;
+    Py_ssize_t path_len, plen, alen, run_max = 0;
     int follow;
-    PyObject *want, *excluded_names;
+    PyObject *want, *excluded_names, *prefix_obj, *apfx_obj;
     long long readahead_below;
-    if (!PyArg_ParseTuple(args, "y#pOy#y#O!L", &path, &path_len, &follow, &want, &prefix, &plen, &apfx, &alen,
-                          &PyTuple_Type, &excluded_names, &readahead_below))
+    if (!PyArg_ParseTuple(args, "y#pOSSO!L|n", &path, &path_len, &follow, &want, &prefix_obj, &apfx_obj,
+                          &PyTuple_Type, &excluded_names, &readahead_below, &run_max))
         return NULL;
+    prefix = PyBytes_AS_STRING(prefix_obj);
+    plen = PyBytes_GET_SIZE(prefix_obj);
+    apfx = PyBytes_AS_STRING(apfx_obj);
+    alen = PyBytes_GET_SIZE(apfx_obj);
     if ((Py_ssize_t)strlen(path) != path_len) {
         PyErr_SetString(PyExc_ValueError, "embedded null byte");
         return NULL;
@@ -355,13 +414,393 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     PyMem_Free(excluded);
     PyObject *out;
     if (status == LIST_OK)
-        out = build(&l, prefix, plen, apfx, alen);
+        out = build(&l, prefix, plen, apfx, alen, run_max, prefix_obj, apfx_obj);
     else
         out = Py_BuildValue("(iiOi)", status, error, Py_None, 0);
     listing_free(&l);
     return out;
 }
 
+
+/* ---------------------------------------------------- an incremental backup's runs, reused from the parent */
+
+/* The record format of entry.py (a rule of its own there; checked against it by the tests: both paths
+ * write the same catalog). */
+enum { T_FILE = 1, T_DIR = 2, T_SYMLINK = 3, T_CHR = 4, T_BLK = 5, T_FIFO = 6, T_SOCK = 7 };
+enum { F_XATTRS = 1, F_SPARSE = 2, F_SLICES = 4 };
+#define REC_PATH 72  /* u32 length + the 68-byte header */
+#define REC_ATIME 44
+#define DIGEST 32
+
+typedef struct {
+    unsigned type, flags, mode, uid, gid, nlink;
+    unsigned long long size, ino, rdev;
+    long long mtime, ctime, atime;
+} Header;
+
+static unsigned long long le(const unsigned char *p, int n) {
+    unsigned long long v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void header(const unsigned char *r, Header *h) {
+    h->type = r[4];
+    h->flags = r[5];
+    h->mode = (unsigned)le(r + 8, 4);
+    h->uid = (unsigned)le(r + 12, 4);
+    h->gid = (unsigned)le(r + 16, 4);
+    h->size = le(r + 20, 8);
+    h->mtime = (long long)le(r + 28, 8);
+    h->ctime = (long long)le(r + 36, 8);
+    h->atime = (long long)le(r + 44, 8);
+    h->ino = le(r + 52, 8);
+    h->nlink = (unsigned)le(r + 60, 4);
+    h->rdev = le(r + 64, 8);
+}
+
+static int type_of(mode_t m) {
+    switch (m & S_IFMT) {
+    case S_IFREG: return T_FILE;
+    case S_IFDIR: return T_DIR;
+    case S_IFLNK: return T_SYMLINK;
+    case S_IFCHR: return T_CHR;
+    case S_IFBLK: return T_BLK;
+    case S_IFIFO: return T_FIFO;
+    case S_IFSOCK: return T_SOCK;
+    }
+    return 0;
+}
+
+/* A timestamp in ns as os.stat_result's st_*_time_ns; 0 if it does not fit a record's i64. */
+static int ns_of(struct timespec t, long long *out) {
+    long long v;
+    return !__builtin_mul_overflow((long long)t.tv_sec, 1000000000LL, &v) &&
+           !__builtin_add_overflow(v, (long long)t.tv_nsec, out);
+}
+
+/* backup.py's _same_file / _same_node: the fields the parent's record must still hold (ids of -1, sizes
+ * or times beyond the record's ranges never match, as they do not in Python). */
+static int same(const Header *h, const struct stat *st, int typ, long long *atime) {
+    long long mt, ct;
+    if ((int)h->type != typ || !ns_of(st->st_mtim, &mt) || !ns_of(st->st_ctim, &ct) || !ns_of(st->st_atim, atime))
+        return 0;
+    if (h->mtime != mt || h->ctime != ct || h->ino != (unsigned long long)st->st_ino || h->mode != st->st_mode ||
+        st->st_uid == (uid_t)-1 || st->st_gid == (gid_t)-1 || h->uid != st->st_uid || h->gid != st->st_gid ||
+        h->nlink != (unsigned long long)st->st_nlink)
+        return 0;
+    if (typ != T_DIR && (st->st_size < 0 || h->size != (unsigned long long)st->st_size))
+        return 0;
+    return (typ != T_CHR && typ != T_BLK) || h->rdev == (unsigned long long)st->st_rdev;
+}
+
+/* entry.record_digests: where a FILE record's chunk list starts, its count and step; -1 if it does not
+ * parse (then the Python path meets the same record and says so). */
+static Py_ssize_t chunk_list(const unsigned char *r, Py_ssize_t len, unsigned flags, Py_ssize_t *n, Py_ssize_t *step) {
+    Py_ssize_t pos = REC_PATH;
+    for (int i = 0; i < 4; i++) {
+        if (pos + 2 > len)
+            return -1;
+        pos += 2 + (Py_ssize_t)le(r + pos, 2);
+    }
+    if (flags & F_XATTRS) {
+        if (pos + 2 > len)
+            return -1;
+        Py_ssize_t count = (Py_ssize_t)le(r + pos, 2);
+        pos += 2;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (pos + 2 > len)
+                return -1;
+            pos += 2 + (Py_ssize_t)le(r + pos, 2);
+            if (pos + 4 > len)
+                return -1;
+            pos += 4 + (Py_ssize_t)le(r + pos, 4);
+        }
+    }
+    if (flags & F_SPARSE) {
+        if (pos + 4 > len)
+            return -1;
+        pos += 4 + 16 * (Py_ssize_t)le(r + pos, 4);
+    }
+    if (pos + 4 > len)
+        return -1;
+    *n = (Py_ssize_t)le(r + pos, 4);
+    *step = flags & F_SLICES ? DIGEST + 8 : DIGEST + 4;
+    pos += 4;
+    return pos + *n * *step <= len ? pos : -1;
+}
+
+/* The parent cursor (backup.ParentCursor: _it yields (key, record) in key order; _key, _cur its head):
+ * find(key) as its find does. Returns a borrowed record or NULL (with *err set on an exception). */
+typedef struct {
+    PyObject *it, *key, *cur; /* owned (key, cur: NULL when the parent's records are done) */
+} Cursor;
+
+static int keycmp(PyObject *k, const char *key, Py_ssize_t klen) {
+    Py_ssize_t n = PyBytes_GET_SIZE(k);
+    int c = memcmp(PyBytes_AS_STRING(k), key, n < klen ? n : klen);
+    return c ? c : (n < klen ? -1 : n > klen);
+}
+
+static PyObject *cursor_find(Cursor *c, const char *key, Py_ssize_t klen, int *err) {
+    if (c->key && keycmp(c->key, key, klen) < 0) {
+        for (;;) {
+            PyObject *pair = PyIter_Next(c->it);
+            if (!pair) {
+                Py_CLEAR(c->key);
+                Py_CLEAR(c->cur);
+                *err = PyErr_Occurred() != NULL;
+                return NULL;
+            }
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(pair, 0))) {
+                Py_DECREF(pair);
+                PyErr_SetString(PyExc_TypeError, "the parent's records must be (bytes key, record) pairs");
+                *err = 1;
+                return NULL;
+            }
+            int cmp = keycmp(PyTuple_GET_ITEM(pair, 0), key, klen);
+            if (cmp >= 0) {
+                Py_SETREF(c->key, Py_NewRef(PyTuple_GET_ITEM(pair, 0)));
+                Py_SETREF(c->cur, Py_NewRef(PyTuple_GET_ITEM(pair, 1)));
+                Py_DECREF(pair);
+                return cmp == 0 ? c->cur : NULL;
+            }
+            Py_DECREF(pair);
+        }
+    }
+    return c->key && keycmp(c->key, key, klen) == 0 ? c->cur : NULL;
+}
+
+/* The reused entry (path, record, digests or None, size) of an unchanged one, or Py_None if it must go the
+ * Python way (changed, new, a chunk no longer known, a record that does not parse); NULL on an exception.
+ * known: the last digest found known (backup.TreeBackup._known), updated. */
+static PyObject *reuse_one(PyObject *path, const struct stat *st, const Py_buffer *b, PyObject *knows,
+                           PyObject **known, long long *counts) {
+    const unsigned char *r = b->buf;
+    Py_ssize_t len = b->len;
+    int typ = type_of(st->st_mode);
+    long long atime;
+    if (len < REC_PATH + 8 || !typ || typ == T_DIR)
+        Py_RETURN_NONE;
+    Header h;
+    header(r, &h);
+    if (!same(&h, st, typ, &atime))
+        Py_RETURN_NONE;
+    PyObject *digests = Py_None;
+    if (typ == T_FILE) {
+        Py_ssize_t n, step, pos = chunk_list(r, len, h.flags, &n, &step);
+        if (pos < 0 || !(digests = PyList_New(n)))
+            return pos < 0 ? Py_NewRef(Py_None) : NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const char *d = (const char *)r + pos + i * step;
+            PyObject *dig = PyBytes_FromStringAndSize(d, DIGEST);
+            if (!dig)
+                goto fail;
+            PyList_SET_ITEM(digests, i, dig);
+            if (PyBytes_GET_SIZE(*known) == DIGEST && memcmp(PyBytes_AS_STRING(*known), d, DIGEST) == 0)
+                continue;
+            PyObject *ok = PyObject_CallOneArg(knows, dig);
+            int yes = ok ? PyObject_IsTrue(ok) : -1;
+            Py_XDECREF(ok);
+            if (yes < 0)
+                goto fail;
+            if (!yes) { /* (read again: its parent was collected meanwhile) */
+                Py_DECREF(digests);
+                Py_RETURN_NONE;
+            }
+        }
+        if (n)
+            Py_SETREF(*known, Py_NewRef(PyList_GET_ITEM(digests, n - 1)));
+    } else {
+        Py_INCREF(digests);
+    }
+    PyObject *rec = PyBytes_FromStringAndSize((const char *)r, len);
+    if (!rec)
+        goto fail;
+    /* the access time: a file's where it moved, a special file's always (directories and symlinks record none) */
+    if ((typ == T_FILE && h.atime != atime) || (typ != T_FILE && typ != T_SYMLINK)) {
+        unsigned char *w = (unsigned char *)PyBytes_AS_STRING(rec) + REC_ATIME;
+        for (int i = 0; i < 8; i++)
+            w[i] = (unsigned char)((unsigned long long)atime >> (8 * i));
+    }
+    if (typ == T_FILE) {
+        counts[0]++;
+        counts[1] += st->st_size;
+    } else {
+        counts[typ == T_SYMLINK ? 2 : 3]++;
+    }
+    return Py_BuildValue("(NNNL)", Py_NewRef(path), rec, digests, (long long)(typ == T_FILE ? st->st_size : 0));
+fail:
+    Py_DECREF(digests);
+    return NULL;
+}
+
+PyDoc_STRVAR(reuse_doc,
+"reuse(run, cursor, knows, known) -> (out, slow, known, counts)\n"
+"\n"
+"An incremental backup's run of entries (list_dir with runs) against the parent's records (cursor: a\n"
+"backup.ParentCursor, advanced as its find() would): ``out`` in walk order holds, for each entry the parent's\n"
+"record still describes, what TreeBackup._walk_file / _walk_node put in the pending queue -- (path, record\n"
+"with the access time patched, digests or None, size) -- after ``knows(digest)`` said its chunks are there\n"
+"(``known``: the last digest known, returned updated); and for the others (positions in ``slow``)\n"
+"(path, abspath, os.stat_result, the parent's record or None) for the Python path. ``counts``: files reused,\n"
+"their bytes, symlinks and special files reused.");
+
+static PyObject *py_reuse(PyObject *self, PyObject *args) {
+    PyObject *run, *cursor, *knows, *known, *prefix, *apfx, *names, *stats;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "O!OOS", &PyTuple_Type, &run, &cursor, &knows, &known) ||
+        !PyArg_ParseTuple(run, "SSSSn", &prefix, &apfx, &names, &stats, &count))
+        return NULL;
+    if (PyBytes_GET_SIZE(stats) != count * (Py_ssize_t)sizeof(struct stat)) {
+        PyErr_SetString(PyExc_ValueError, "not a run of list_dir");
+        return NULL;
+    }
+    Cursor c = {PyObject_GetAttrString(cursor, "_it"), PyObject_GetAttrString(cursor, "_key"),
+                PyObject_GetAttrString(cursor, "_cur")};
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix), alen = PyBytes_GET_SIZE(apfx);
+    char *key = NULL;
+    PyObject *out = PyList_New(count), *slow = PyList_New(0), *result = NULL;
+    long long counts[4] = {0, 0, 0, 0};
+    Py_INCREF(known);
+    if (!c.it || !c.key || !c.cur || !out || !slow)
+        goto done;
+    if (c.key == Py_None)
+        Py_CLEAR(c.key);
+    if (c.key && !PyBytes_Check(c.key)) {
+        PyErr_SetString(PyExc_TypeError, "the parent cursor's key must be bytes");
+        goto done;
+    }
+    if (!(key = PyMem_Malloc(plen + PyBytes_GET_SIZE(names) + 1))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < plen; i++) /* (path_key: "/" -> NUL) */
+        key[i] = PyBytes_AS_STRING(prefix)[i] == '/' ? 0 : PyBytes_AS_STRING(prefix)[i];
+    const char *name = PyBytes_AS_STRING(names);
+    const struct stat *st = (const struct stat *)PyBytes_AS_STRING(stats);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        size_t nlen = strlen(name);
+        memcpy(key + plen, name, nlen);
+        PyObject *path = joined(PyBytes_AS_STRING(prefix), plen, name, nlen);
+        int err = 0;
+        PyObject *prec = path ? cursor_find(&c, key, plen + (Py_ssize_t)nlen, &err) : NULL;
+        if (!path || err) {
+            Py_XDECREF(path);
+            goto done;
+        }
+        PyObject *item = Py_None;
+        Py_INCREF(item);
+        if (prec) {
+            Py_buffer b;
+            if (PyObject_GetBuffer(prec, &b, PyBUF_SIMPLE) < 0) {
+                Py_DECREF(path);
+                goto done;
+            }
+            Py_SETREF(item, reuse_one(path, &st[i], &b, knows, &known, counts));
+            PyBuffer_Release(&b);
+        }
+        if (item == Py_None) {
+            PyObject *ap = joined(PyBytes_AS_STRING(apfx), alen, name, nlen), *sr = ap ? stat_result(&st[i]) : NULL;
+            PyObject *pos = PyLong_FromSsize_t(i);
+            Py_SETREF(item, sr && pos ? PyTuple_Pack(4, path, ap, sr, prec ? prec : Py_None) : NULL);
+            if (item && PyList_Append(slow, pos) < 0)
+                Py_CLEAR(item);
+            Py_XDECREF(ap);
+            Py_XDECREF(sr);
+            Py_XDECREF(pos);
+        }
+        Py_DECREF(path);
+        if (!item)
+            goto done;
+        PyList_SET_ITEM(out, i, item);
+        name += nlen + 1;
+    }
+    if (PyObject_SetAttrString(cursor, "_key", c.key ? c.key : Py_None) < 0 ||
+        PyObject_SetAttrString(cursor, "_cur", c.cur ? c.cur : Py_None) < 0)
+        goto done;
+    result = Py_BuildValue("(OOO(LLLL))", out, slow, known, counts[0], counts[1], counts[2], counts[3]);
+done:
+    PyMem_Free(key);
+    Py_XDECREF(c.it);
+    Py_XDECREF(c.key);
+    Py_XDECREF(c.cur);
+    Py_XDECREF(out);
+    Py_XDECREF(slow);
+    Py_DECREF(known);
+    return result;
+}
+
+PyDoc_STRVAR(keyed_records_doc,
+"keyed_records(data, last) -> (pairs, problem, at)\n"
+"\n"
+"catalog.CatalogReader.records(keyed=True) of one catalog chunk's plaintext ``data`` (bytes) in one call:\n"
+"``pairs`` [(key, memoryview of the record)] (key: the path with \"/\" -> NUL) while each key is greater than\n"
+"the one before (``last``: the previous chunk's last key, or None); ``problem`` None, or where they stop:\n"
+"\"truncated\" / \"length\" (entry.iter_records' RecordError) or \"order\" (the record at ``at`` is out of order).");
+
+static PyObject *py_keyed_records(PyObject *self, PyObject *args) {
+    PyObject *data, *last;
+    if (!PyArg_ParseTuple(args, "SO", &data, &last))
+        return NULL;
+    if (last != Py_None && !PyBytes_Check(last)) {
+        PyErr_SetString(PyExc_TypeError, "last must be bytes or None");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t end = PyBytes_GET_SIZE(data), pos = 0;
+    PyObject *view = PyMemoryView_FromObject(data), *pairs = PyList_New(0), *prev = Py_NewRef(last);
+    const char *problem = NULL;
+    Py_ssize_t at = 0;
+    if (!view || !pairs)
+        goto fail;
+    while (pos < end) {
+        if (end - pos < 4) {
+            problem = "truncated";
+            break;
+        }
+        Py_ssize_t ln = (Py_ssize_t)le(buf + pos, 4);
+        if (ln < REC_PATH + 2 || pos + ln > end) {
+            problem = "length";
+            break;
+        }
+        Py_ssize_t n = (Py_ssize_t)le(buf + pos + REC_PATH, 2), avail = ln - REC_PATH - 2;
+        if (n > avail) /* (as the Python slice: what the record holds) */
+            n = avail;
+        PyObject *key = PyBytes_FromStringAndSize((const char *)buf + pos + REC_PATH + 2, n);
+        if (!key)
+            goto fail;
+        char *k = PyBytes_AS_STRING(key);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (k[i] == '/')
+                k[i] = 0;
+        if (prev != Py_None && keycmp(prev, k, n) >= 0) {
+            Py_DECREF(key);
+            problem = "order";
+            at = pos;
+            break;
+        }
+        PyObject *rec = PySequence_GetSlice(view, pos, pos + ln);
+        PyObject *pair = rec ? PyTuple_Pack(2, key, rec) : NULL;
+        Py_XDECREF(rec);
+        Py_SETREF(prev, key);
+        if (!pair || PyList_Append(pairs, pair) < 0) {
+            Py_XDECREF(pair);
+            goto fail;
+        }
+        Py_DECREF(pair);
+        pos += ln;
+    }
+    Py_DECREF(view);
+    Py_DECREF(prev);
+    return Py_BuildValue("(Nzn)", pairs, problem, at);
+fail:
+    Py_XDECREF(view);
+    Py_XDECREF(pairs);
+    Py_DECREF(prev);
+    return NULL;
+}
 
 /* ---------------------------------------------------------------------------- the metadata warmer's walk */
 
@@ -508,6 +947,8 @@ static PyMethodDef methods[] = {
     {"list_dir", list_dir, METH_VARARGS, list_dir_doc},
     {"lstat", py_lstat, METH_VARARGS, lstat_doc},
     {"warm", py_warm, METH_VARARGS, warm_doc},
+    {"reuse", py_reuse, METH_VARARGS, reuse_doc},
+    {"keyed_records", py_keyed_records, METH_VARARGS, keyed_records_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,7 +23,10 @@ inode change (content, chmod, chown, xattrs, links), which is why xattrs need no
 such a file. A reused chunk must still be in the repository outside packs condemned by GC
 (``session.knows``): if the parent was deleted and collected meanwhile, the file is simply read again.
 The parent's catalog *is* the files cache: no local cache file is needed, and any machine can
-continue the incremental chain.
+continue the incremental chain. Where the C listing is built, the walk hands a directory's non-directories
+over in runs (``walker.WalkRun``) and this comparison, the reuse and the reading of the parent's records
+are done in C (``_listing.reuse``, ``_listing.keyed_records``) for the ~90 % of entries that are unchanged;
+the rest take the Python path below, and the catalog is the same byte for byte.
 
 Cancellation (``cancel`` event): checked per file and per chunk; the session is aborted (its packs
 deleted, no manifest) and :class:`~opencbr.engine.errors.BackupCancelled` is raised.
@@ -69,6 +72,7 @@ from .memory import MMAP_THRESHOLD, limit_heap_growth, trim
 from .results import TreeBackupResult, TreeWarning
 from .sources import DirectorySource, TreeSource
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
+from .walker import WalkItem, WalkRun
 
 MAX_PENDING = 1024  # walked entries waiting for their file to be read (results only, no data)
 # An incremental backup reads few files, scattered (a batch of 32 changed files spans hundreds of
@@ -80,8 +84,8 @@ MAX_PENDING_INCREMENTAL = 16384
 # incremental backup's entries are mostly reused from the parent and finished at once, and taking them
 # one at a time (a run of one: _drain, _emit_reused, _write_reused, CatalogWriter.add_run per entry)
 # was the walking thread's busiest call chain after the walk itself. (The queue may then exceed its
-# bound by up to 63 entries.)
-DRAIN_MASK = 63
+# bound by up to 63 entries, and by a run of TreeWalker.RUN_MAX entries more: a WalkRun is queued whole.)
+DRAIN_EVERY = 64
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
 MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)
 MAX_BUNDLES_IN_FLIGHT = 4
@@ -542,25 +546,55 @@ class TreeBackup:
         """Every entry of the tree, in walk order, into the pending queue (files read by the pool)."""
         pending = self._pending
         find = cursor.find if cursor is not None else None
-        walk_file, walk_node, drain = self._walk_file, self._walk_node, self._drain  # (62k calls each)
-        for n, item in enumerate(self.source.walk(self.warn, self.parent is not None and not self.full)):
-            if not n & 255:
+        walk_entry, drain = self._walk_entry, self._drain  # (62k calls each)
+        n = next_check = next_drain = 0  # entries walked; when to check for cancellation, to drain
+        for item in self.source.walk(self.warn, self.parent is not None and not self.full):
+            if n >= next_check:
                 self._check_cancel()
                 self._report()
-            st = item.st
-            typ = type_of_mode(st.st_mode)
-            if typ is None:
-                self.warn(item.path, f"unsupported file type {stat.S_IFMT(st.st_mode):o}: skipped", False)
-                continue
-            prec = find(item.path.replace(b"/", b"\0")) if find is not None else None  # (path_key inline)
-            if typ == FILE:
-                walk_file(item, prec)
-            elif not walk_node(item, typ, prec):
-                continue
-            if not n & DRAIN_MASK:
+                next_check = n + 256
+            if item.__class__ is WalkRun:  # (an incremental walk's run of non-directories: compared in C)
+                self._walk_run(item, cursor)
+                n += item.count
+            else:
+                n += 1
+                walk_entry(item, find(item.path.replace(b"/", b"\0")) if find is not None else None)  # (path_key inline)
+            if n > next_drain:
                 drain(pending, block=False)
+                next_drain = n - 1 + DRAIN_EVERY
         self._submit_batch()
         self._drain(pending, block=True)
+
+    def _walk_entry(self, item, prec) -> None:
+        """One walked entry (``prec``: the parent's record of its path, or None) into the pending queue."""
+        typ = type_of_mode(item.st.st_mode)
+        if typ is None:
+            self.warn(item.path, f"unsupported file type {stat.S_IFMT(item.st.st_mode):o}: skipped", False)
+        elif typ == FILE:
+            self._walk_file(item, prec)
+        else:
+            self._walk_node(item, typ, prec)
+
+    def _walk_run(self, run: WalkRun, cursor: ParentCursor) -> None:
+        """A run of non-directories: the entries whose parent's record still describes them go to the pending
+        queue as _walk_file / _walk_node would put them (decided in C, no Python object per entry but the
+        queue's tuple); the others, in their place in the run, the Python way."""
+        out, slow, self._known, (files, size, symlinks, specials) = run.reuse(cursor, self.session.knows, self._known)
+        self.reused_files += files
+        self.reused_bytes += size
+        self.counts["symlinks"] += symlinks
+        self.counts["specials"] += specials
+        pending = self._pending
+        if not slow:
+            pending.extend(out)
+            return
+        i = 0
+        for j in slow:
+            pending.extend(out[i:j])
+            path, abspath, st, prec = out[j]
+            self._walk_entry(WalkItem(path, abspath, st), prec)
+            i = j + 1
+        pending.extend(out[i:])
 
     def _walk_file(self, item, prec) -> None:
         """A regular file: the parent's record if it is unchanged and its chunks are all still there;

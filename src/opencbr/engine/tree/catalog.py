@@ -27,6 +27,7 @@ from ..errors import Damaged
 from .cutting import ChunkingSecret, public_cut
 from .dynamic_index import CatalogChunk, DynamicIndex
 from .entry import PATH_OFFSET, Entry, RecordError, decode, iter_records, path_key, record_path
+from .walker import native_listing
 
 MIN_CHUNK = 16 << 10
 MAX_CHUNK = 256 << 10
@@ -156,6 +157,10 @@ class CatalogReader:
         this check computes anyway). Checks the per-chunk entry counts and that keys strictly increase
         (a crafted or buggy catalog is refused, never half-used)."""
         start = self.dix.start_chunk(start_key) if start_key else 0
+        native = native_listing() if keyed else None
+        if native is not None:
+            yield from self._keyed_records(start, start_key, native)
+            return
         last = None
         for i, data in self.chunk_data(start):
             count = 0
@@ -177,6 +182,31 @@ class CatalogReader:
             if count != self.dix.catalog[i].entries:
                 raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i} holds {count} entries, "
                               f"expected {self.dix.catalog[i].entries}", backup_id=self.dix.backup_id)
+
+    def _keyed_records(self, start: int, start_key: bytes, native) -> Iterator[tuple[bytes, memoryview]]:
+        """:meth:`records` (keyed) with each chunk's records, keys and order check in one call to the C
+        extension (``_listing.keyed_records``): an incremental backup's parent cursor reads every record."""
+        last = None
+        for i, data in self.chunk_data(start):
+            pairs, problem, at = native.keyed_records(bytes(data), last)
+            if problem == "order":
+                raise Damaged(f"backup {self.dix.backup_id}: catalog out of order at "
+                              f"{record_path(memoryview(data)[at:])!r}", backup_id=self.dix.backup_id)
+            if problem is not None:
+                try:  # (the Python reader says what is wrong)
+                    for _rec in iter_records(data):
+                        pass
+                except RecordError as e:
+                    raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i}: {e}",
+                                  backup_id=self.dix.backup_id) from None
+            if len(pairs) != self.dix.catalog[i].entries:
+                raise Damaged(f"backup {self.dix.backup_id}: catalog chunk {i} holds {len(pairs)} entries, "
+                              f"expected {self.dix.catalog[i].entries}", backup_id=self.dix.backup_id)
+            if pairs:
+                last = pairs[-1][0]
+                if pairs[0][0] < start_key:
+                    pairs = [p for p in pairs if p[0] >= start_key]
+            yield from pairs
 
     def entries(self, start_key: bytes = b"") -> Iterator[Entry]:
         for rec in self.records(start_key):

@@ -39,6 +39,7 @@ Warn = Callable[[bytes, str, bool], None]
 
 
 class TreeSource(Protocol):
+    # (incremental: the backup has a parent; a DirectorySource then yields WalkRuns too, see walker.WalkRun)
     def walk(self, warn: Warn, incremental: bool) -> Iterator: ...
     def scanner(self): ...
     def entry(self, item, typ: int, warn: Warn) -> Entry: ...
@@ -72,7 +73,9 @@ class DirectorySource:
                                adaptive=incremental, warm=incremental, exclude=self.exclude,
                                # a first backup's listing threads read nodes' xattrs and symlinks'
                                # targets (item.meta): no system call per entry on the walking thread
-                               node_meta=not incremental, tally=None if incremental else self.tally))
+                               node_meta=not incremental, tally=None if incremental else self.tally,
+                               # an incremental walk's non-directories come in runs compared in C (WalkRun)
+                               runs=incremental))
 
     def scanner(self) -> TreeScanner:
         return TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()

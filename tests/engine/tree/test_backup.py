@@ -1,0 +1,100 @@
+"""An incremental backup's walk with the C listing takes a directory's non-directories in runs
+(``walker.WalkRun``) and decides in C which the parent's records still describe (``_listing.reuse``);
+without the extension every entry goes the Python way. Both must write the same catalog, byte for byte,
+whatever changed between the backups."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+import pytest
+
+from opencbr.engine.tree import backup_tree, walker
+from opencbr.engine.tree.catalog import CatalogReader
+from opencbr.engine.tree.common import chunkstore_of, load_index
+from opencbr.engine.tree.walker import TreeWalker, WalkRun
+from tests.support.engine_tree import SMALL_CHUNKS, build_tree
+
+needs_native = pytest.mark.skipif(walker.native_listing() is None, reason="the C listing is not built here")
+
+
+def _catalog(repo, backup_id: str) -> tuple[list[bytes], list[bytes]]:
+    """The backup's catalog: its records and its catalog chunks' digests."""
+    cs = chunkstore_of(repo)
+    dix = load_index(cs, backup_id)
+    return [bytes(r) for r in CatalogReader(cs, dix).records()], [c.digest for c in dix.catalog]
+
+
+def _change(src) -> None:
+    """What happens to a tree between two backups: contents, names, types, links, xattrs, access times."""
+    (src / "docs" / "text.md").write_bytes(b"new content\n" * 100)  # changed (size, mtime, ctime)
+    for i in range(0, 40, 7):  # some of a directory's many unchanged files changed
+        p = src / "many" / f"f{i:03d}.txt"
+        p.write_bytes(p.read_bytes() + b"appended\n")
+    for i in range(40, 45):
+        (src / "many" / f"f{i:03d}.txt").write_bytes(b"new %d\n" % i)  # new, at the end of a run
+    (src / "many" / "a-new-first.txt").write_bytes(b"new, first of its run\n")
+    os.unlink(src / "many" / "f003.txt")  # removed from the middle of a run
+    os.unlink(src / "bin" / "ro.dat")
+    os.setxattr(src / "small.txt", "user.comment", b"another comment")  # only ctime tells
+    with open(src / "many" / "f010.txt", "rb") as f:  # only the access time moves (read)
+        f.read()
+    os.link(src / "links" / "orig.txt", src / "links" / "fourth.txt")  # nlink and ctime of the group
+    os.unlink(src / "rel-link")
+    os.symlink("bin/random.bin", src / "rel-link")  # a symlink replaced
+    shutil.rmtree(src / "deep" / "a" / "b")
+    (src / "deep" / "a" / "b").write_bytes(b"a directory replaced by a file\n")
+    os.unlink(src / "empty.txt")
+    os.mkdir(src / "empty.txt")  # a file replaced by a directory
+    (src / "empty.txt" / "inside").write_bytes(b"x")
+    (src / os.fsdecode(b"\xff\xfe-not-utf8")).write_bytes(b"a new name that is not UTF-8\n")
+    os.chmod(src / os.fsdecode(b"caf\xe9-latin1.txt"), 0o600)
+    os.mkfifo(src / "many" / "zz-fifo")
+
+
+@needs_native
+@pytest.mark.parametrize("run_max", [2, 256])
+def test_the_c_runs_and_the_python_walk_write_the_same_catalog(enc_repo, tmp_path, monkeypatch, run_max):
+    src = build_tree(tmp_path / "src")
+    backup_tree(enc_repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    _change(src)
+    monkeypatch.setattr(TreeWalker, "RUN_MAX", run_max)
+    runs = [it for it in TreeWalker(src, lambda *a: None, prefetch=0, runs=True) if it.__class__ is WalkRun]
+    assert runs and max(r.count for r in runs) == min(run_max, 46)  # (the C path is taken; 46: many/)
+    in_c = backup_tree(enc_repo, src, backup_id="c", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
+    monkeypatch.setattr(walker, "_native_listing", None)
+    in_python = backup_tree(enc_repo, src, backup_id="py", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
+    records, digests = _catalog(enc_repo, "c")
+    assert (records, digests) == _catalog(enc_repo, "py")
+    refs = chunkstore_of(enc_repo).manifest_refs
+    assert refs("c") == refs("py")  # (the chunks each backup keeps from garbage collection)
+    assert len(records) == in_c.files + in_c.dirs + in_c.symlinks + in_c.specials
+    for field in ("files", "dirs", "symlinks", "specials", "total_bytes", "bytes_read", "reused_files", "partial",
+                  "catalog_bytes"):
+        assert getattr(in_c, field) == getattr(in_python, field), field
+    assert [w.to_dict() for w in in_c.warnings] == [w.to_dict() for w in in_python.warnings]
+    assert 0 < in_c.reused_files < in_c.files
+
+
+@needs_native
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_run_holds_a_directorys_non_directories_in_order(tmp_path, monkeypatch, prefetch):
+    """Directories break runs (the walk enters them in order, listed ahead or not); a run never exceeds
+    RUN_MAX entries."""
+    src = build_tree(tmp_path / "src")
+    monkeypatch.setattr(TreeWalker, "RUN_MAX", 16)
+    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH_ENTRIES", 40)  # (the gate counts a run's entries)
+    plain = [it.path for it in TreeWalker(src, lambda *a: None, prefetch=0)]
+    walked = []
+    for it in TreeWalker(src, lambda *a: None, prefetch=prefetch, runs=True):
+        if it.__class__ is WalkRun:
+            prefix, _apfx, names, _stats, count = it.listing
+            assert 0 < count <= 16
+            walked += [prefix + n for n in names.split(b"\0")[:-1]]
+        else:
+            assert it.path == b"" or stat.S_ISDIR(it.st.st_mode)
+            walked.append(it.path)
+    assert walked == plain
+
