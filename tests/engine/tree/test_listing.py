@@ -184,8 +184,8 @@ def test_without_the_extension_a_backup_runs_with_the_python_listing(tmp_path):
                     reason="no C compiler or Python headers here: the optional extension is not built")
 def test_the_extension_is_built_where_it_can_be():
     """`make venv` (pip install -e) builds it in place next to walker.py where a compiler and the Python
-    headers are: the tests and `make run` then use it."""
-    assert NATIVE is not None
+    headers are: the tests and `make run` then use it (unless ruled out)."""
+    assert NATIVE is not None or os.environ.get("OPENCBR_LISTING") == "python"
 
 
 @needs_native
