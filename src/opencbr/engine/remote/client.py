@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -86,6 +87,11 @@ class _Pump:
         self.error: BaseException | None = None
         self._posted = 0
         self._posted_cv = threading.Condition()
+        # a call queued while the pump waits for an answer wakes it (see _answer_first)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._waiting = False
         self.thread = threading.Thread(target=self._run, name="remote-chunks", daemon=True)
         self.thread.start()
 
@@ -96,7 +102,7 @@ class _Pump:
     def call(self, header: dict, parts: list | None = None, count: int = 0) -> tuple[dict, memoryview]:
         self._check()
         c = _Call(header["op"], header, parts or [], count)
-        self.q.put(c)
+        self._queue(c)
         c.done.wait()
         if c.error is not None:
             raise RemoteFailure(str(c.error)) from c.error
@@ -113,7 +119,15 @@ class _Pump:
                 self._posted_cv.wait(0.5)
             self._posted += c.posted
         self._check()
+        self._queue(c)
+
+    def _queue(self, c: _Call | None) -> None:
         self.q.put(c)
+        if self._waiting:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass  # full: the pump has a wake-up waiting already
 
     def _settled(self, c: _Call) -> None:
         if c.posted:
@@ -130,8 +144,10 @@ class _Pump:
         c.done.set()
 
     def stop(self) -> None:
-        self.q.put(None)
+        self._queue(None)
         self.thread.join()
+        self._wake_r.close()
+        self._wake_w.close()
 
     # -- the pump thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -148,9 +164,34 @@ class _Pump:
             if first is not None:
                 self._send(self._merge(first))
             elif self._inflight:
+                if self._may_send() and not self._backlog and not self._stop_seen and not self._answer_first():
+                    continue  # a call came before the answer: it goes out first
                 self._receive()
             elif self._stop_seen and not self._backlog:
                 return
+
+    def _answer_first(self) -> bool:
+        """Wait for the next answer (True) or a call queued meanwhile (False), whichever comes first:
+        blocked in a receive, the pump held back the questions and records that came while it waited
+        (and the vault idled between messages); a channel that cannot be waited on so: True."""
+        wait = getattr(self.channel, "wait_readable", None)
+        if wait is None:
+            return True
+        self._waiting = True
+        try:
+            if not self.q.empty():
+                return False
+            return wait(self._wake_r, self.timeout)
+        except BaseException as e:  # noqa: BLE001 - the receive fails with it
+            self.error = self.error or e
+            return True
+        finally:
+            self._waiting = False
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass  # (nothing left)
 
     def _may_send(self) -> bool:
         return len(self._inflight) < WINDOW and not (self._inflight and self._inflight[-1][0].op in SERIAL)
