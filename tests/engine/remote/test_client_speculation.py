@@ -124,3 +124,33 @@ def test_no_compression_ahead_once_the_vault_holds_most_chunks(repo, compression
     _end(vault, agent, chunks)
     assert vault.compressed_before_answer == [False]
     assert set(vault.records) == set(digests)
+
+
+def test_a_reused_buffers_chunks_are_compressed_before_put_returns(repo, monkeypatch):
+    """A tree reader's chunk is a view of a buffer it reuses: in a full backup the calling thread
+    compresses it before ``put_chunk`` returns (before, it was copied and an encoder compressed the
+    copy: a copy, fresh pages and a hand-off per chunk); its record is the chunk as it was then."""
+    compressing: list[threading.Thread] = []
+    compress = codec_module.ChunkCodec.compress
+
+    def noted(self, data):
+        compressing.append(threading.current_thread())
+        return compress(self, data)
+
+    monkeypatch.setattr(codec_module.ChunkCodec, "compress", noted)
+    svc, agent = channel_pair(timeout=10)
+    vault = _Vault(svc, [b"\x01", b"\x01"], threading.Event(), watched=set())
+    chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk)
+    sink = chunks.open_session()
+    buf, blocks = bytearray(40000), {}
+    for i in range(2):
+        buf[:] = bytes([i + 1]) * len(buf)  # (the reader's next chunk, in the same buffer)
+        d = chunks.codec.digest(buf)
+        sink.put_chunk(memoryview(buf), d)
+        assert compressing == [threading.current_thread()] * (i + 1)
+        blocks[d] = bytes(buf)
+    stats = sink.stats
+    _end(vault, agent, chunks)
+    assert set(vault.records) == set(blocks) and stats.new_chunks == 2
+    for d, block in blocks.items():
+        assert repo.chunks.codec.decode(d, vault.records[d]) == block

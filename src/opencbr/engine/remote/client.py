@@ -384,22 +384,33 @@ class RemoteSink:
         (:meth:`_encode`), so the engine's thread goes on reading and hashing while the question
         travels (a round trip per segment cost a third of the throughput over loopback)."""
         self._raise()
-        ask = []
+        ahead = self._needed_share >= SPECULATE_SHARE  # compress while the question travels
+        ask, reused = [], False
         seen, tok = self._seen, object()
         for data, d in pairs:
             # setdefault is atomic under the GIL: one thread asks about a digest, the others skip it
             if d in seen or seen.setdefault(d, tok) is not tok:
                 continue
-            ask.append((data if _kept_as_is(data) else bytes(data), d))  # (a caller's buffer is reused)
+            if not _kept_as_is(data):  # a caller's buffer, reused once this returns
+                reused = True
+                if not ahead:
+                    data = bytes(data)
+            ask.append((data, d))
         if len(seen) > LOCAL_SEEN_MAX:
             seen.clear()
         if not ask:
             return 0
         asked = _Asked(ask, codec.level, sum(len(data) for data, _ in ask))
         self._reserve(asked.reserved)
-        if self._needed_share >= SPECULATE_SHARE:  # compress while the question travels
+        if ahead:
             asked.ahead = True
-            self._encoders.submit(self._compress_ahead, asked)
+            if reused:
+                # compressed here, before the caller's buffer is reused, rather than copied for an
+                # encoder: a tree's chunks (the reader's buffer) cost a copy and the page faults of a
+                # fresh buffer each, and a hand-off, for work the reading thread can do as locally
+                self._compress_ahead(asked)
+            else:
+                self._encoders.submit(self._compress_ahead, asked)
 
         def answered(flags: memoryview) -> None:  # (the pump's thread: it must not block here)
             asked.flags = bytes(flags)
@@ -475,9 +486,10 @@ class RemoteSink:
         try:
             if self._error is None:
                 asked.bodies = self._compressed(asked, self._codec(asked.level), None)
-                asked.ask = None  # the chunk data (views of the reader's segments) is not needed any more
         except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
             self._error = self._error or e
+        finally:
+            asked.ask = None  # the chunk data (views of the reader's segments, a caller's buffer) is not needed any more
         if asked.arrived():
             self._sender.submit(self._send_records, asked)
 
