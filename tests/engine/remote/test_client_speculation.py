@@ -4,6 +4,7 @@ answered it needs, and stops compressing ahead once the vault answers that it ho
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -139,18 +140,23 @@ def test_a_reused_buffers_chunks_are_compressed_before_put_returns(repo, monkeyp
 
     monkeypatch.setattr(codec_module.ChunkCodec, "compress", noted)
     svc, agent = channel_pair(timeout=10)
-    vault = _Vault(svc, [b"\x01", b"\x01"], threading.Event(), watched=set())
+    reused = threading.Event()  # the vault answers once the buffer holds something else
+    vault = _Vault(svc, [b"\x01"] * 3, reused, watched={0, 1, 2})
     chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk)
     sink = chunks.open_session()
     buf, blocks = bytearray(40000), {}
-    for i in range(2):
-        buf[:] = bytes([i + 1]) * len(buf)  # (the reader's next chunk, in the same buffer)
+    # (the reader's next chunk, in the same buffer; the last does not compress: its record is sealed
+    # from the chunk itself, after the buffer was reused)
+    for i, content in enumerate([b"\x01" * len(buf), b"\x02" * len(buf), random.randbytes(len(buf))]):
+        buf[:] = content
         d = chunks.codec.digest(buf)
         sink.put_chunk(memoryview(buf), d)
         assert compressing == [threading.current_thread()] * (i + 1)
         blocks[d] = bytes(buf)
+    buf[:] = bytes(len(buf))
+    reused.set()
     stats = sink.stats
     _end(vault, agent, chunks)
-    assert set(vault.records) == set(blocks) and stats.new_chunks == 2
+    assert set(vault.records) == set(blocks) and stats.new_chunks == 3
     for d, block in blocks.items():
         assert repo.chunks.codec.decode(d, vault.records[d]) == block

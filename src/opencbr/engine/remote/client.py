@@ -299,6 +299,13 @@ def _kept_as_is(data) -> bool:
     return isinstance(data, (bytes, Sealable)) or (isinstance(data, memoryview) and isinstance(data.obj, bytes))
 
 
+def _compress(codec: ChunkCodec, data) -> tuple[int, object]:
+    """``codec.compress(data)``, whose body is ``data`` itself when it does not compress: then a copy
+    of it unless it cannot change (a caller's reused buffer changes before the record is sealed)."""
+    flags, body = codec.compress(data)
+    return (flags, body) if flags or _kept_as_is(data) else (flags, bytes(body))
+
+
 class _Asked:
     """One question's chunks, from the ``need`` question to their records. With speculation
     (``ahead``) the encoders compress them while the question travels; the answer's ``flags`` and
@@ -463,7 +470,7 @@ class RemoteSink:
     def _compressed(self, asked: "_Asked", codec: ChunkCodec, flags: bytes | None) -> list:
         """``(digest, flags, body)`` of the chunks ``flags`` marks (None: all of them). A replica's
         records come in their stored form (Sealable: only sealed again), the others are compressed."""
-        return [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *codec.compress(data))
+        return [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *_compress(codec, data))
                 for i, (data, d) in enumerate(asked.ask) if flags is None or flags[i]]
 
     def _encode(self, asked: "_Asked") -> None:
