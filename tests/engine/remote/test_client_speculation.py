@@ -141,7 +141,8 @@ def test_a_reused_buffers_chunks_are_compressed_before_put_returns(repo, monkeyp
     monkeypatch.setattr(codec_module.ChunkCodec, "compress", noted)
     svc, agent = channel_pair(timeout=10)
     reused = threading.Event()  # the vault answers once the buffer holds something else
-    vault = _Vault(svc, [b"\x01"] * 3, reused, watched={0, 1, 2})
+    # (each answer long enough for questions merged into one message while the vault waits)
+    vault = _Vault(svc, [b"\x01" * 3] * 3, reused, watched={0, 1, 2})
     chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk)
     sink = chunks.open_session()
     buf, blocks = bytearray(40000), {}
