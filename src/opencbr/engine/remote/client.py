@@ -496,7 +496,7 @@ class RemoteSink:
         except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
             self._error = self._error or e
         finally:
-            asked.ask = None  # the chunk data (views of the reader's segments, a caller's buffer) is not needed any more
+            asked.ask = None  # the chunk data (views of a segment or of a caller's buffer): not needed now
         if asked.arrived():
             self._sender.submit(self._send_records, asked)
 
