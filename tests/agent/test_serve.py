@@ -137,3 +137,10 @@ def test_an_agent_in_its_own_network_namespace_serves_across_the_link(tmp_path, 
         assert inv["roots"] == [str(root)] and inv["host"]["host_name"]
     finally:
         agent.stop()
+
+
+def test_the_engine_is_loaded_before_the_agent_listens(enrolled):
+    """A backup's code is imported at start, not by the first task (whose wall time it was)."""
+    with open(f"/proc/{enrolled['agent'].proc.pid}/maps") as f:
+        maps = f.read()
+    assert "zstandard" in maps and "pyfastcdc" in maps  # (the engine's codec and chunker, mapped)

@@ -107,6 +107,15 @@ class Agent:
             raise agent_config.ConfigError("this agent has no certificate (not enrolled, or revoked): "
                                            "enrol it again with opencbr-agent register")
         consistency.clean_leftovers(self.config.state_dir)
+        if self._operations is None:
+            # the engine's modules now, not on the first task: compiled from source where no bytecode is
+            # written, they cost ~0.2 s of CPU before that task read anything (its wall time). One that
+            # cannot be imported (a dependency missing) leaves the agent serving pings and inventories;
+            # each data task then fails with the import's error, as before.
+            try:
+                data_operations()
+            except ImportError as e:
+                log.warning("the data operations cannot be loaded: %s", e)
         context = tls.agent_server_context(self.config.cert_pem, self.config.key_pem, self.config.ca_pem)
         self.server = Server(parse_host_port(self.config.listen), context, self.handle,
                              max_connections=max(16, 4 * self.config.max_tasks))

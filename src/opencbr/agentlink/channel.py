@@ -194,6 +194,24 @@ class Channel:
         except (OSError, ValueError):
             return True  # closed: the read says how
 
+    def wait_readable(self, other: socket.socket, timeout: float | None) -> bool:
+        """Wait until a message can be read (True) or, before that, ``other`` can (False): a reader
+        that also has something to send learns of it while it waits. Nothing from the peer for
+        ``timeout`` seconds (None: no limit) is :class:`LinkError`, as in :meth:`recv`."""
+        if self.readable():
+            return True
+        poll = select.poll()
+        try:
+            poll.register(self.sock, select.POLLIN)
+            poll.register(other, select.POLLIN)
+            ready = {fd for fd, _ev in poll.poll(None if timeout is None else timeout * 1000)}
+            mine = self.sock.fileno()
+        except (OSError, ValueError):
+            return True  # closed: the read says how
+        if not ready:
+            raise LinkError("the peer did not answer in time")
+        return mine in ready
+
     def request(self, header: dict, payload=b"", timeout: float | None = -1) -> tuple[dict, memoryview]:
         """Send a message and wait for the answer; an error answer raises :class:`RemoteError`."""
         self.send(header, payload)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from opencbr.engine.tree.sources import DirectorySource
-from opencbr.engine.tree.walker import ListingTally
 
 
 class ResourceTree(DirectorySource):
@@ -23,13 +22,10 @@ class ResourceTree(DirectorySource):
     percentage of a large tree runs high until its last directories are listed.)"""
 
     def __init__(self, root_fd: int, size_hint: int):
-        super().__init__(os.fsencode(f"/proc/self/fd/{root_fd}"))
+        super().__init__(os.fsencode(f"/proc/self/fd/{root_fd}"), listing_total=True)
         self.size_hint = max(0, size_hint)
 
     def scanner(self):
         """With no size known (a backup asked before the registration's count ended): the total of what
         the walk has listed so far (``ListingTally``), not a second walk of the tree beside it."""
-        if self.size_hint:
-            return None
-        self.tally = ListingTally()
-        return self.tally
+        return None if self.size_hint else super().scanner()

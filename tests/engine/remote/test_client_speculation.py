@@ -4,6 +4,7 @@ answered it needs, and stops compressing ahead once the vault answers that it ho
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -124,3 +125,39 @@ def test_no_compression_ahead_once_the_vault_holds_most_chunks(repo, compression
     _end(vault, agent, chunks)
     assert vault.compressed_before_answer == [False]
     assert set(vault.records) == set(digests)
+
+
+def test_a_reused_buffers_chunks_are_compressed_before_put_returns(repo, monkeypatch):
+    """A tree reader's chunk is a view of a buffer it reuses: in a full backup the calling thread
+    compresses it before ``put_chunk`` returns (before, it was copied and an encoder compressed the
+    copy: a copy, fresh pages and a hand-off per chunk); its record is the chunk as it was then."""
+    compressing: list[threading.Thread] = []
+    compress = codec_module.ChunkCodec.compress
+
+    def noted(self, data):
+        compressing.append(threading.current_thread())
+        return compress(self, data)
+
+    monkeypatch.setattr(codec_module.ChunkCodec, "compress", noted)
+    svc, agent = channel_pair(timeout=10)
+    reused = threading.Event()  # the vault answers once the buffer holds something else
+    # (each answer long enough for questions merged into one message while the vault waits)
+    vault = _Vault(svc, [b"\x01" * 3] * 3, reused, watched={0, 1, 2})
+    chunks = RemoteChunks(agent, repo.chunks.keys, max_chunk=repo.chunks.codec.max_chunk)
+    sink = chunks.open_session()
+    buf, blocks = bytearray(40000), {}
+    # (the reader's next chunk, in the same buffer; the last does not compress: its record is sealed
+    # from the chunk itself, after the buffer was reused)
+    for i, content in enumerate([b"\x01" * len(buf), b"\x02" * len(buf), random.randbytes(len(buf))]):
+        buf[:] = content
+        d = chunks.codec.digest(buf)
+        sink.put_chunk(memoryview(buf), d)
+        assert compressing == [threading.current_thread()] * (i + 1)
+        blocks[d] = bytes(buf)
+    buf[:] = bytes(len(buf))
+    reused.set()
+    stats = sink.stats
+    _end(vault, agent, chunks)
+    assert set(vault.records) == set(blocks) and stats.new_chunks == 3
+    for d, block in blocks.items():
+        assert repo.chunks.codec.decode(d, vault.records[d]) == block

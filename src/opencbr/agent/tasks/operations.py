@@ -186,7 +186,10 @@ TREE_READERS = 2
 
 def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """A directory below the agent's roots: ``path``, ``backup_id``, ``parent``, ``meta``, ``full``.
-    Files unchanged since the parent (its catalog, read from the vault) are not read again."""
+    Files unchanged since the parent (its catalog, read from the vault) are not read again. A first
+    backup's progress total is what its walk has listed so far, as on the service (``ResourceTree``):
+    no second walk of the tree beside it (~0.6 CPU s of a full backup of 30k files; the agent's CPU
+    is what holds its throughput back)."""
     path = _param(req, "path")
     vault = _vault(req)
     exclude = [_below(path, e) for e in req.get("exclude") or []]
@@ -196,7 +199,7 @@ def backup_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
         with _quiesced(ctx, req, _param(req, "backup_id")) as q, vault.chunks(channel) as chunks:
             r = engine_backup_tree(chunks, path, backup_id=_param(req, "backup_id"), meta=req.get("meta") or {},
                                    parent_backup_id=req.get("parent"), full=bool(req.get("full")), root_fd=fd,
-                                   exclude=exclude, workers=TREE_READERS,
+                                   exclude=exclude, workers=TREE_READERS, listing_total=True,
                                    cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
     finally:
         os.close(fd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -86,6 +87,11 @@ class _Pump:
         self.error: BaseException | None = None
         self._posted = 0
         self._posted_cv = threading.Condition()
+        # a call queued while the pump waits for an answer wakes it (see _answer_first)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._waiting = False
         self.thread = threading.Thread(target=self._run, name="remote-chunks", daemon=True)
         self.thread.start()
 
@@ -96,7 +102,7 @@ class _Pump:
     def call(self, header: dict, parts: list | None = None, count: int = 0) -> tuple[dict, memoryview]:
         self._check()
         c = _Call(header["op"], header, parts or [], count)
-        self.q.put(c)
+        self._queue(c)
         c.done.wait()
         if c.error is not None:
             raise RemoteFailure(str(c.error)) from c.error
@@ -113,7 +119,15 @@ class _Pump:
                 self._posted_cv.wait(0.5)
             self._posted += c.posted
         self._check()
+        self._queue(c)
+
+    def _queue(self, c: _Call | None) -> None:
         self.q.put(c)
+        if self._waiting:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass  # full: the pump has a wake-up waiting already
 
     def _settled(self, c: _Call) -> None:
         if c.posted:
@@ -130,8 +144,10 @@ class _Pump:
         c.done.set()
 
     def stop(self) -> None:
-        self.q.put(None)
+        self._queue(None)
         self.thread.join()
+        self._wake_r.close()
+        self._wake_w.close()
 
     # -- the pump thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -148,9 +164,34 @@ class _Pump:
             if first is not None:
                 self._send(self._merge(first))
             elif self._inflight:
+                if self._may_send() and not self._backlog and not self._stop_seen and not self._answer_first():
+                    continue  # a call came before the answer: it goes out first
                 self._receive()
             elif self._stop_seen and not self._backlog:
                 return
+
+    def _answer_first(self) -> bool:
+        """Wait for the next answer (True) or a call queued meanwhile (False), whichever comes first:
+        blocked in a receive, the pump held back the questions and records that came while it waited
+        (and the vault idled between messages); a channel that cannot be waited on so: True."""
+        wait = getattr(self.channel, "wait_readable", None)
+        if wait is None:
+            return True
+        self._waiting = True
+        try:
+            if not self.q.empty():
+                return False
+            return wait(self._wake_r, self.timeout)
+        except BaseException as e:  # noqa: BLE001 - the receive fails with it
+            self.error = self.error or e
+            return True
+        finally:
+            self._waiting = False
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass  # (nothing left)
 
     def _may_send(self) -> bool:
         return len(self._inflight) < WINDOW and not (self._inflight and self._inflight[-1][0].op in SERIAL)
@@ -258,6 +299,13 @@ def _kept_as_is(data) -> bool:
     return isinstance(data, (bytes, Sealable)) or (isinstance(data, memoryview) and isinstance(data.obj, bytes))
 
 
+def _compress(codec: ChunkCodec, data) -> tuple[int, object]:
+    """``codec.compress(data)``, whose body is ``data`` itself when it does not compress: then a copy
+    of it unless it cannot change (a caller's reused buffer changes before the record is sealed)."""
+    flags, body = codec.compress(data)
+    return (flags, body) if flags or _kept_as_is(data) else (flags, bytes(body))
+
+
 class _Asked:
     """One question's chunks, from the ``need`` question to their records. With speculation
     (``ahead``) the encoders compress them while the question travels; the answer's ``flags`` and
@@ -343,22 +391,33 @@ class RemoteSink:
         (:meth:`_encode`), so the engine's thread goes on reading and hashing while the question
         travels (a round trip per segment cost a third of the throughput over loopback)."""
         self._raise()
-        ask = []
+        ahead = self._needed_share >= SPECULATE_SHARE  # compress while the question travels
+        ask, reused = [], False
         seen, tok = self._seen, object()
         for data, d in pairs:
             # setdefault is atomic under the GIL: one thread asks about a digest, the others skip it
             if d in seen or seen.setdefault(d, tok) is not tok:
                 continue
-            ask.append((data if _kept_as_is(data) else bytes(data), d))  # (a caller's buffer is reused)
+            if not _kept_as_is(data):  # a caller's buffer, reused once this returns
+                reused = True
+                if not ahead:
+                    data = bytes(data)
+            ask.append((data, d))
         if len(seen) > LOCAL_SEEN_MAX:
             seen.clear()
         if not ask:
             return 0
         asked = _Asked(ask, codec.level, sum(len(data) for data, _ in ask))
         self._reserve(asked.reserved)
-        if self._needed_share >= SPECULATE_SHARE:  # compress while the question travels
+        if ahead:
             asked.ahead = True
-            self._encoders.submit(self._compress_ahead, asked)
+            if reused:
+                # compressed here, before the caller's buffer is reused, rather than copied for an
+                # encoder: a tree's chunks (the reader's buffer) cost a copy and the page faults of a
+                # fresh buffer each, and a hand-off, for work the reading thread can do as locally
+                self._compress_ahead(asked)
+            else:
+                self._encoders.submit(self._compress_ahead, asked)
 
         def answered(flags: memoryview) -> None:  # (the pump's thread: it must not block here)
             asked.flags = bytes(flags)
@@ -411,7 +470,7 @@ class RemoteSink:
     def _compressed(self, asked: "_Asked", codec: ChunkCodec, flags: bytes | None) -> list:
         """``(digest, flags, body)`` of the chunks ``flags`` marks (None: all of them). A replica's
         records come in their stored form (Sealable: only sealed again), the others are compressed."""
-        return [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *codec.compress(data))
+        return [(d, data.flags & FLAG_ZSTD, data.body) if isinstance(data, Sealable) else (d, *_compress(codec, data))
                 for i, (data, d) in enumerate(asked.ask) if flags is None or flags[i]]
 
     def _encode(self, asked: "_Asked") -> None:
@@ -434,9 +493,10 @@ class RemoteSink:
         try:
             if self._error is None:
                 asked.bodies = self._compressed(asked, self._codec(asked.level), None)
-                asked.ask = None  # the chunk data (views of the reader's segments) is not needed any more
         except BaseException as e:  # noqa: BLE001 - raised in the engine's threads
             self._error = self._error or e
+        finally:
+            asked.ask = None  # the chunk data (views of a segment or of a caller's buffer): not needed now
         if asked.arrived():
             self._sender.submit(self._send_records, asked)
 

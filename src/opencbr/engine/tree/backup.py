@@ -744,6 +744,7 @@ def backup_tree(
     level: int = TREE_ZSTD_LEVEL,
     root_fd: int | None = None,
     exclude: list[str | bytes] | None = None,
+    listing_total: bool = False,
 ) -> TreeBackupResult:
     """Back up the directory tree at ``root`` as backup ``backup_id``.
 
@@ -759,7 +760,8 @@ def backup_tree(
     ``parent_backup_id`` (a tree backup of the same resource; ignored if it no longer exists),
     unchanged files are not read again; ``full=True`` reads every file (chunks are still
     deduplicated). ``progress(done_bytes, total_bytes)`` is called from the calling thread (total is
-    an estimate: the parent's size, or a concurrent scan); ``cancel`` (a ``threading.Event``) stops
+    an estimate: the parent's size, or a concurrent scan; ``listing_total``: what the walk has listed,
+    see ``DirectorySource``); ``cancel`` (a ``threading.Event``) stops
     the backup promptly with nothing published and raises ``BackupCancelled``.
 
     Unreadable files and directories do not fail the backup: they are listed in ``warnings`` and
@@ -774,7 +776,7 @@ def backup_tree(
         raise Missing(f"directory {os.fsdecode(root)} does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument(f"{os.fsdecode(root)} is not a directory")
-    source = DirectorySource(walk_root, one_file_system=one_file_system, exclude=frozenset(
+    source = DirectorySource(walk_root, one_file_system=one_file_system, listing_total=listing_total, exclude=frozenset(
         os.fsencode(e).strip(b"/") for e in exclude or () if os.fsencode(e).strip(b"/")))
     return backup_tree_from(repo_or_chunkstore, source, backup_id=backup_id, meta=meta,
                             parent_backup_id=parent_backup_id, full=full, progress=progress, cancel=cancel,

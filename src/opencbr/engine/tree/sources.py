@@ -55,10 +55,15 @@ class DirectorySource:
     size_hint = 0  # (the backup sizes a first backup with a TreeScanner instead)
     tally: ListingTally | None = None  # the walk adds up what it lists here (see ListingTally)
 
-    def __init__(self, root: bytes, *, one_file_system: bool = True, exclude: frozenset[bytes] = frozenset()):
+    def __init__(self, root: bytes, *, one_file_system: bool = True, exclude: frozenset[bytes] = frozenset(),
+                 listing_total: bool = False):
+        """``listing_total``: a first backup's progress total comes from what its walk lists
+        (:class:`ListingTally`), not from a :class:`TreeScanner` listing and ``lstat``'ing the whole
+        tree a second time beside it."""
         self.root = root
         self.one_file_system = one_file_system
         self.exclude = exclude
+        self.listing_total = listing_total
         self.names = Names()
 
     def walk(self, warn: Warn, incremental: bool) -> Iterator:
@@ -77,7 +82,10 @@ class DirectorySource:
                                # an incremental walk's non-directories come in runs compared in C (WalkRun)
                                runs=incremental))
 
-    def scanner(self) -> TreeScanner:
+    def scanner(self) -> TreeScanner | ListingTally:
+        if self.listing_total:
+            self.tally = ListingTally()
+            return self.tally
         return TreeScanner(self.root, one_file_system=self.one_file_system, threads=2).start()
 
     def entry(self, item, typ: int, warn: Warn) -> Entry:
