@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 BUILT  := pyproject.toml constraints.txt setup.py src/opencbr/engine/tree/_listing.c src/opencbr/engine/tree/_reading.c
 STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | sha1sum | cut -c1-12)
 
-.PHONY: run test venv deps-test lock clean bench-disk bench-tree agent-package
+.PHONY: run test venv bytecode deps-test lock clean bench-disk bench-tree agent-package
 
 # One line per step, so a first `make run` (about 90 s of installing) never looks stuck.
 $(STAMP): $(BUILT)
@@ -21,14 +21,21 @@ $(STAMP): $(BUILT)
 	@$(PIP) install -q --no-build-isolation -c constraints.txt -e '.[test]'
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 	@echo "==> installed"
+	@$(MAKE) -s bytecode
 
 venv: $(STAMP)
 
 ## make run: install, initialise the data directory, start the API + console + scheduler and the
 ## worker processes (setting `workers`). Ctrl-C stops it in order: running tasks are handed back.
-run: venv
+run: venv bytecode
 	@echo "==> starting OpenCBR (the first start creates ./data: catalog, master key, the admin's keys)"
 	@$(VENV)/bin/opencbr serve
+
+## Our modules compiled ahead (only what changed since the last time). An editable install leaves them
+## as sources, and where PYTHONDONTWRITEBYTECODE is set every `cbr`, `opencbr` and worker start compiled
+## them again (~0.1 s of CPU before the engine does anything); written ahead, they are read, not compiled.
+bytecode:
+	@$(PY) -m compileall -q -j 0 src/opencbr >/dev/null
 
 ## Debian packages the tests need (installed only when missing; needs root or sudo).
 deps-test:
