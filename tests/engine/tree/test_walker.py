@@ -257,3 +257,39 @@ def test_a_tally_adds_up_every_listed_regular_file_once_and_is_done_when_the_wal
     assert tally.done.is_set()
     assert tally.total == sum(item.st.st_size for item in rest if stat.S_ISREG(item.st.st_mode))
     assert tally.total == _regular_bytes(root) > 200_000  # (each name of a hard link, as read)
+
+
+def test_the_warmer_runs_ahead_of_the_backup_where_permitted(tmp_path):
+    """The warmer (an incremental walk's critical path) runs 5 nice levels ahead of the backup where the
+    process may lower a nice value (root here), and at the backup's own where it may not."""
+    from opencbr.engine.tree import walker as walker_mod
+
+    def nice_of_warmer(as_user: bool) -> int:
+        r, w = os.pipe()
+
+        class Probe(walker_mod.MetadataWarmer):
+            def _run(self):
+                os.write(w, str(os.getpriority(os.PRIO_PROCESS, 0)).encode())
+
+        pid = os.fork()
+        if pid == 0:  # (a child process whose nice and privileges the test may change)
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 10)
+                if as_user:
+                    os.setgroups([])
+                    os.setresgid(65534, 65534, 65534)
+                    os.setresuid(65534, 65534, 65534)
+                warmer = Probe(os.fsencode(tmp_path), None).start()
+                os.waitpid(warmer.pid, 0)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            return int(f.read())
+
+    if os.geteuid() == 0:
+        assert nice_of_warmer(as_user=False) == 5
+        assert nice_of_warmer(as_user=True) == 10  # (unprivileged, RLIMIT_NICE 0: not permitted)
+    else:
+        assert nice_of_warmer(as_user=False) == 10
