@@ -137,3 +137,26 @@ def test_a_page_is_searched_in_its_filled_slots_only(vault):
     index = b.chunks.reader_index()
     assert not index.has(stranger) and stranger not in index
     assert all(index.has(d) for d in digests)
+
+
+def test_a_table_that_fits_the_page_cache_is_read_in_one_call(vault, monkeypatch):
+    """A snapshot's look-ups read no page of their own when the table fits the page cache: the sync
+    read it whole (an incremental tree backup checks every reused file's chunks on its walking thread,
+    and each ``pread`` there was a random read when the index was cold, and a GIL hand-off always)."""
+    from opencbr.engine.chunks import diskindex
+
+    root, scratch = vault
+    digests = _backup(_open(root, scratch), "b1", [b"chunk %d" % i for i in range(3000)])
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd, n, offset):
+        reads.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(diskindex.os, "pread", counting_pread)
+    index = _open(root, scratch).chunks.reader_index()
+    at_sync = len(reads)
+    assert all(index.has(d) for d in digests) and not index.has(os.urandom(32))
+    assert at_sync >= 1 and len(reads) == at_sync, "look-ups read pages the sync had read"
+    assert any(n >= 256 * 4096 for n in reads[:at_sync])  # (the whole table: 256 pages at first)
