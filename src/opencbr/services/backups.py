@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import BigInteger, and_, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
-from opencbr.catalog.models import Backup, BackupUsage, Checkpoint, Resource, Task, Vault, VaultResource, new_id
+from opencbr.catalog.models import Backup, BackupUsage, Checkpoint, Resource, Task, Vault, VaultResource, new_id, utcnow
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, DataCorruption, InvalidParameter, NotFound, StateConflict
@@ -497,7 +497,7 @@ def _run_backup(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         raise tasks.TaskCancelled(run.task_id)
     if app_consistent and outcome is not None and "app" not in outcome.consistency:  # guide 7.3
         _with_app_record(outcome, NO_AGENT)
-    _publish(ctx, run, b, vault, repo.usage(), outcome)
+    _publish(ctx, run, b, vault, UsageReading.of(repo), outcome)
     if app_consistent:
         _say_app_consistency(ctx, run, outcome.consistency["app"])
     if run.attempt > 1:  # what the lost attempt stored and never indexed goes at the next GC
@@ -659,7 +659,40 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
                                        for d in r["disks"]})
 
 
-def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, used: int,
+@dataclass
+class UsageReading:
+    """A vault's used capacity as read from its repository (guide 13.3.3), and when the reading began.
+
+    Backups, deletions and GCs of one vault run at once, each reads the usage after its own change and
+    writes it in its own transaction: a reading that began before another task's change committed can
+    reach the catalog after that task's (newer) one, and the vault would show the older figure until
+    the next change. So a reading is written under the vault row's lock, and read again there when the
+    vault was written since it began (rare: only then is the repository read with the lock held)."""
+
+    repo: Repository
+    used: int
+    began: datetime
+
+    # (a vault written this long before a reading began counts as written after it: workers' clocks)
+    CLOCK_SLACK = timedelta(seconds=2)
+
+    @classmethod
+    def of(cls, repo: Repository) -> "UsageReading":
+        began = utcnow()
+        return cls(repo, repo.usage(), began)
+
+    def settle(self, s: Session, vault_id: str) -> Vault | None:
+        """The vault, locked, with its used bytes set to a reading no older than any written before."""
+        v = s.get(Vault, vault_id, with_for_update=True)
+        if v is None:
+            return None
+        if v.updated_at is not None and v.updated_at > self.began - self.CLOCK_SLACK:
+            self.used = self.repo.usage()
+        v.used_bytes = self.used
+        return v
+
+
+def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, usage: UsageReading,
              outcome: BackupOutcome) -> None:
     """Make the backup available (its data and manifest are in the store already) and account for it;
     only while this worker still holds the task (a later attempt may have withdrawn this one's manifest)."""
@@ -679,10 +712,9 @@ def _publish(ctx: ServiceContext, run: tasks.TaskRun, b: Backup, vault: Vault, u
             row.status, row.protected_at, row.updated_at = B.AVAILABLE, now, now
             row.logical_bytes, row.added_bytes = outcome.logical_bytes, outcome.added_bytes
             row.details = {**(row.details or {}), "consistency": outcome.consistency}
-        v = s.get(Vault, vault.id)
+        v = usage.settle(s, vault.id)
         if v is not None:
-            v.used_bytes = used
-            auto_expand(s, ctx, v, used)
+            auto_expand(s, ctx, v, usage.used)
         _settle_checkpoint(s, b.checkpoint_id, now)
 
 
@@ -759,7 +791,7 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     for pid in part_ids:
         repo.delete_backup(pid)
     run.progress(60)
-    used = repo.usage()
+    usage = UsageReading.of(repo)
     with ctx.tx() as s:
         b = s.get(Backup, backup_id)
         if b is not None:
@@ -770,9 +802,7 @@ def run_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
             cp = s.get(Checkpoint, cp_id)
             if cp is not None and not s.scalar(select(Backup.id).where(Backup.checkpoint_id == cp_id).limit(1)):
                 s.delete(cp)
-        v = s.get(Vault, vault.id)
-        if v is not None:
-            v.used_bytes = used
+        usage.settle(s, vault.id)
     queue_gc(ctx, run.project_id, vault)
 
 
@@ -813,11 +843,9 @@ def run_gc(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         run.set_extra(gc={"skipped": "another garbage collection holds the vault's lock; another one is queued "
                                      f"for {stale_after:.0f} s from now, when a dead one's lock has gone stale"})
         return
-    used = repo.usage()
+    usage = UsageReading.of(repo)
     with ctx.tx() as s:
-        v = s.get(Vault, vault.id)
-        if v is not None:
-            v.used_bytes = used
+        usage.settle(s, vault.id)
     extra = {"packs_deleted": result.packs_deleted, "bytes_freed": result.bytes_freed,
              "packs_repacked": result.packs_repacked, "orphan_packs": result.orphan_packs}
     pending = _follow_up_pending(ctx, run, vault, result.packs_condemned_pending, result.writers_live)
