@@ -10,23 +10,15 @@ import pytest
 from sqlalchemy import select
 
 from opencbr.catalog.models import Resource
-from opencbr.engine.tree import walker
 from opencbr.services import backups, resources, vaults
+from tests.support.engine_tree import record_tree_scans
 from tests.support.scheduler import drain, read_task
 
 
 @pytest.fixture()
 def scans(monkeypatch) -> list[bytes]:
     """The roots every TreeScanner started on, in this process."""
-    started: list[bytes] = []
-    real_start = walker.TreeScanner.start
-
-    def start(self):
-        started.append(self.root)
-        return real_start(self)
-
-    monkeypatch.setattr(walker.TreeScanner, "start", start)
-    return started
+    return record_tree_scans(monkeypatch)
 
 
 def _tree(roots: Path) -> Path:

@@ -198,3 +198,18 @@ def forge_tree_backup(repo, backup_id: str, entries: list[Entry]) -> None:
         refs += c.digest
     header = {"type": "tree", "format": FORMAT, "backup_id": backup_id, "meta": {}, "stats": {"total_bytes": 0}}
     session.commit(backup_id, header, bytes(refs), DynamicIndex(backup_id, header, cat).encode_payload())
+
+
+def record_tree_scans(monkeypatch) -> list[bytes]:
+    """The roots every TreeScanner starts on in this process from now on (the test's monkeypatch undoes it)."""
+    from opencbr.engine.tree import walker
+
+    started: list[bytes] = []
+    real_start = walker.TreeScanner.start
+
+    def start(self):
+        started.append(self.root)
+        return real_start(self)
+
+    monkeypatch.setattr(walker.TreeScanner, "start", start)
+    return started

@@ -11,9 +11,9 @@ from opencbr.agent.serve import Agent
 from opencbr.agentlink import certs, tls
 from opencbr.agentlink.client import connect
 from opencbr.engine import Repository
-from opencbr.engine.tree import walker
 from opencbr.providers.agent import AgentProvider
 from opencbr.storage import open_store
+from tests.support.engine_tree import record_tree_scans
 
 PROJECT = "p" * 32
 
@@ -21,15 +21,7 @@ PROJECT = "p" * 32
 @pytest.fixture()
 def scans(monkeypatch) -> list[bytes]:
     """The roots every TreeScanner started on, in this process (the agent runs in it here)."""
-    started: list[bytes] = []
-    real_start = walker.TreeScanner.start
-
-    def start(self):
-        started.append(self.root)
-        return real_start(self)
-
-    monkeypatch.setattr(walker.TreeScanner, "start", start)
-    return started
+    return record_tree_scans(monkeypatch)
 
 
 @pytest.fixture()
