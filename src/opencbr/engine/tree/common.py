@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import importlib
 import os
 import pwd
 from typing import Callable
@@ -90,3 +91,17 @@ class Names:
 
 def not_found(backup_id: str, path: bytes) -> Missing:
     return Missing(f"path {show(path)} is not in backup {backup_id}")
+
+
+def built_extension(name: str, abi: int, ruled_out_by: str):
+    """One of this package's optional C extensions (``_listing``, ``_reading``) if it is built and
+    speaks interface ``abi`` (a stale build of another version is not used), unless the environment
+    variable ``ruled_out_by`` is ``python`` (to compare, or to rule it out); else None. The caller then
+    checks that it agrees with the Python code on this machine before using it."""
+    if os.environ.get(ruled_out_by) == "python":
+        return None
+    try:
+        module = importlib.import_module(f"{__package__}.{name}")
+    except ImportError:
+        return None
+    return module if getattr(module, "ABI", None) == abi else None

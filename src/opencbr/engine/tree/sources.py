@@ -13,7 +13,6 @@ bundles, in batches: ``read_small``). Two kinds:
 
 from __future__ import annotations
 
-import importlib
 import os
 import zlib
 from typing import Callable, Iterator, Protocol
@@ -30,7 +29,7 @@ from .chunker import (
     cannot_open,
     read_error,
 )
-from .common import Names
+from .common import Names, built_extension
 from .entry import BLK, CHR, DIR, FILE, SYMLINK, Entry
 from .walker import ListingTally, TreeScanner, TreeWalker
 from .xattrs import listing_failed, read_xattrs, sorted_xattrs
@@ -192,13 +191,8 @@ _READING_ABI = 1  # the interface of _reading.c this file calls (a stale build o
 def _load_native_reading():
     """The C reader if it is built, is the version this file expects and reads this file as Python
     does (content and CRC-32); else None (``OPENCBR_READING=python``: None, to compare or rule it out)."""
-    if os.environ.get("OPENCBR_READING") == "python":
-        return None
-    try:
-        reading = importlib.import_module(f"{__package__}._reading")
-    except ImportError:
-        return None
-    if getattr(reading, "ABI", None) != _READING_ABI:
+    reading = built_extension("_reading", _READING_ABI, "OPENCBR_READING")
+    if reading is None:
         return None
     try:
         here = _Here(os.fsencode(os.path.abspath(__file__)))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import heapq
-import importlib
 import itertools
 import operator
 import os
@@ -29,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from .common import built_extension
 from .forked import die_with_parent, kill_and_reap
 from .xattrs import read_xattrs
 
@@ -110,13 +110,8 @@ _LISTING_ABI = 3  # the interface of _listing.c this file calls (a stale build o
 def _load_native_listing():
     """The C listing if it is built, is the version this file expects, and builds the same
     ``os.stat_result`` as ``os.lstat`` (checked once, on this file's directory); else None."""
-    if os.environ.get("OPENCBR_LISTING") == "python":  # (to compare, or to rule it out)
-        return None
-    try:
-        _listing = importlib.import_module(f"{__package__}._listing")
-    except ImportError:
-        return None
-    if getattr(_listing, "ABI", None) != _LISTING_ABI:
+    _listing = built_extension("_listing", _LISTING_ABI, "OPENCBR_LISTING")
+    if _listing is None:
         return None
     here = os.fsencode(os.path.dirname(os.path.abspath(__file__)))
     try:
