@@ -673,8 +673,10 @@ class UsageReading:
     used: int
     began: datetime
 
-    # (a vault written this long before a reading began counts as written after it: workers' clocks)
-    CLOCK_SLACK = timedelta(seconds=2)
+    # A vault written this long before a reading began counts as written after it: the workers' clocks
+    # (one machine's on SQLite; NTP-close ones on PostgreSQL). Small, since every write within it reads
+    # the usage again with the vault locked, which on SQLite holds the catalog's write lock meanwhile.
+    CLOCK_SLACK = timedelta(seconds=0.5)
 
     @classmethod
     def of(cls, repo: Repository) -> "UsageReading":
