@@ -51,8 +51,10 @@ def _walk(root, native: bool, **kw) -> tuple[list, list, int]:
     if not native:
         w.native = None
     assert (w.native is not None) is native
+    # (never the access time: the first walk's listings and reads move it, and the second walk sees that)
     items = [(it.path, it.abspath, {f: getattr(it.st, f) for f in STAT_FIELDS if f not in ("st_atime", "st_atime_ns")},
-              tuple(it.st), None if it.meta is None else vars(it.meta)) for it in w]
+              tuple(v for i, v in enumerate(it.st) if i != stat.ST_ATIME), None if it.meta is None else vars(it.meta))
+             for it in w]
     return items, warnings, tally.total
 
 
