@@ -200,3 +200,20 @@ def test_the_warmers_walk_in_c_is_the_walks_order(tmp_path):
     entries, visited = NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev, True)
     assert visited == dirs and entries == len(walk) - 1
     assert NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev + 1, True) == (len(os.listdir(root)), [b""])
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [2, 8])
+def test_the_warmers_threads_list_every_directory_once_and_no_other(tmp_path, threads):
+    """With threads, the warmer lists each directory of the walk exactly once (the order is the walk's
+    only as far as the threads keep pace), lstat's every entry, and enters no symlink and no other device."""
+    root = _odd_tree(tmp_path / "t")
+    for i in range(40):  # (wide and deep enough that the threads overlap)
+        os.makedirs(root / f"w{i:02d}" / "x" / "y")
+        (root / f"w{i:02d}" / "x" / "f").write_bytes(b"f")
+    walk = list(TreeWalker(root, lambda *a: None, prefetch=0))
+    dirs = [it.path for it in walk if stat.S_ISDIR(it.st.st_mode)]
+    entries, visited = NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev, True, threads)
+    assert sorted(visited) == sorted(dirs) and len(visited) == len(set(visited)) and entries == len(walk) - 1
+    assert visited[0] == b""
+    assert NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev + 1, True, threads) == (len(os.listdir(root)), [b""])

@@ -24,13 +24,16 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 3
+#define LISTING_ABI 4
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -876,19 +879,208 @@ static void warm_dir(Warm *w, int fd, char *rel, size_t rel_len, int depth) {
     listing_free(&l);
 }
 
+/* The warmer's walk on several threads. One thread waits for one inode-table or directory block after
+ * another, as `find` does; the device serves several at once (cold cache, realtree's 62k entries: one thread
+ * 0.94 s, four 0.59 s, in Python). The threads take the pending directory that comes first in the walk's
+ * order (a heap keyed by the path with '/' as NUL: the byte order of that key is depth-first pre-order,
+ * as walker._Lister), so the backup's walk, one step behind, finds what it needs next already read. */
+
+typedef struct {
+    char *key; /* the path below the root, '/' written as NUL; "" for the root */
+    size_t len;
+} WarmDir;
+
+typedef struct {
+    Warm *w;
+    int rootfd;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    WarmDir *heap;
+    size_t n, cap;
+    int busy;     /* directories being listed (their subdirectories not pushed yet) */
+    long long entries;
+} WarmPool;
+
+static int warm_key_less(const WarmDir *a, const WarmDir *b) {
+    size_t m = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->key, b->key, m);
+    return c < 0 || (c == 0 && a->len < b->len);
+}
+
+static int warm_push(WarmPool *p, char *key, size_t len) { /* (under mu) */
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 256;
+        WarmDir *h = realloc(p->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        p->heap = h;
+        p->cap = cap;
+    }
+    size_t i = p->n++;
+    p->heap[i] = (WarmDir){key, len};
+    while (i && warm_key_less(&p->heap[i], &p->heap[(i - 1) / 2])) {
+        WarmDir t = p->heap[i];
+        p->heap[i] = p->heap[(i - 1) / 2];
+        p->heap[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+static WarmDir warm_pop(WarmPool *p) { /* (under mu, n > 0) */
+    WarmDir top = p->heap[0];
+    p->heap[0] = p->heap[--p->n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < p->n && warm_key_less(&p->heap[l], &p->heap[m]))
+            m = l;
+        if (r < p->n && warm_key_less(&p->heap[r], &p->heap[m]))
+            m = r;
+        if (m == i)
+            break;
+        WarmDir t = p->heap[i];
+        p->heap[i] = p->heap[m];
+        p->heap[m] = t;
+        i = m;
+    }
+    return top;
+}
+
+/* Opens the directory at key below the root without following any symlink and without leaving the root
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS; before Linux 5.6, one O_NOFOLLOW openat per component). */
+static int warm_open(int rootfd, const WarmDir *d) {
+    if (!d->len)
+        return openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char *path = malloc(d->len + 1);
+    if (!path)
+        return -1;
+    for (size_t i = 0; i < d->len; i++)
+        path[i] = d->key[i] ? d->key[i] : '/';
+    path[d->len] = 0;
+    struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS) {
+        fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        for (char *part = path, *next; fd >= 0 && part; part = next) {
+            next = strchr(part, '/');
+            if (next)
+                *next++ = 0;
+            int cfd = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            close(fd);
+            fd = cfd;
+        }
+    }
+    free(path);
+    return fd;
+}
+
+/* Lists and lstat's one directory; returns its subdirectories on the device as keys (a NULL-ended array). */
+static WarmDir *warm_list(WarmPool *p, const WarmDir *d, long long *entries) {
+    int fd = warm_open(p->rootfd, d);
+    if (fd < 0)
+        return NULL;
+    Listing l = {0};
+    WarmDir *subs = NULL;
+    size_t n = 0;
+    if (read_names(fd, &l) == 0 && l.n && (subs = calloc(l.n + 1, sizeof *subs))) {
+        for (size_t i = 0; i < l.n; i++) {
+            const char *name = l.names + l.offsets[i];
+            struct stat st;
+            if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                continue;
+            (*entries)++;
+            if (!S_ISDIR(st.st_mode) || (p->w->one_dev && st.st_dev != p->w->dev) || d->len > 4000)
+                continue;
+            size_t nlen = strlen(name), clen = d->len + (d->len ? 1 : 0) + nlen;
+            char *key = malloc(clen + 1);
+            if (!key)
+                continue;
+            key[clen] = 0;
+            memcpy(key, d->key, d->len);
+            if (d->len)
+                key[d->len] = 0;
+            memcpy(key + clen - nlen, name, nlen);
+            subs[n++] = (WarmDir){key, clen};
+        }
+    }
+    close(fd);
+    listing_free(&l);
+    return subs;
+}
+
+static void *warm_worker(void *arg) {
+    WarmPool *p = arg;
+    long long entries = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->n && p->busy)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (!p->n)
+            break; /* nothing pending and nobody listing: the walk is over */
+        WarmDir d = warm_pop(p);
+        p->busy++;
+        if (p->w->record) {
+            for (size_t i = 0; i < d.len; i++)
+                d.key[i] = d.key[i] ? d.key[i] : '/';
+            warm_note(p->w, d.key, d.len); /* (the key is NUL-terminated here: its buffer holds len + 1) */
+            for (size_t i = 0; i < d.len; i++)
+                d.key[i] = d.key[i] == '/' ? 0 : d.key[i];
+        }
+        pthread_mutex_unlock(&p->mu);
+        WarmDir *subs = warm_list(p, &d, &entries);
+        free(d.key);
+        pthread_mutex_lock(&p->mu);
+        for (WarmDir *s = subs; s && s->key; s++)
+            if (warm_push(p, s->key, s->len) < 0)
+                free(s->key);
+        free(subs);
+        p->busy--;
+        pthread_cond_broadcast(&p->cv);
+    }
+    p->entries += entries;
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void warm_parallel(Warm *w, int rootfd, int threads) {
+    WarmPool p = {.w = w, .rootfd = rootfd};
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    pthread_t tids[64];
+    int started = 0;
+    char *root = calloc(1, 1);
+    if (root && warm_push(&p, root, 0) == 0) {
+        for (; started < threads && started < 64; started++)
+            if (pthread_create(&tids[started], NULL, warm_worker, &p) != 0)
+                break;
+        if (!started)
+            warm_worker(&p);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    while (p.n)
+        free(warm_pop(&p).key);
+    free(p.heap);
+    w->entries = p.entries;
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cv);
+}
+
 PyDoc_STRVAR(warm_doc,
-"warm(root, dev, record=False) -> (entries, visited)\n"
+"warm(root, dev, record=False, threads=1) -> (entries, visited)\n"
 "\n"
 "lstat every entry of the tree at ``root`` (bytes, followed) in the walk's order, entering directories on\n"
 "device ``dev`` only (None: all), without the GIL and without building any Python object: the metadata\n"
 "warmer's walk (walker.MetadataWarmer). ``entries``: how many were stat'ed; ``visited`` (with ``record``):\n"
-"the directories listed, by path below the root, in order (else None).");
+"the directories listed, by path below the root, in the order they were taken (else None). With ``threads``\n"
+"> 1, as many threads list the directories that come first in the walk's order, in parallel.");
 
 static PyObject *py_warm(PyObject *self, PyObject *args) {
     const char *root;
     PyObject *dev;
-    int record = 0;
-    if (!PyArg_ParseTuple(args, "yO|p", &root, &dev, &record))
+    int record = 0, threads = 1;
+    if (!PyArg_ParseTuple(args, "yO|pi", &root, &dev, &record, &threads))
         return NULL;
     Warm w = {0};
     w.record = record;
@@ -901,7 +1093,10 @@ static PyObject *py_warm(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0)
+    if (fd >= 0 && threads > 1) {
+        warm_parallel(&w, fd, threads);
+        close(fd);
+    } else if (fd >= 0)
         warm_dir(&w, fd, "", 0, 0);
     Py_END_ALLOW_THREADS
     PyObject *visited = Py_None;
