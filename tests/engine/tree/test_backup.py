@@ -98,3 +98,27 @@ def test_a_run_holds_a_directorys_non_directories_in_order(tmp_path, monkeypatch
             walked.append(it.path)
     assert walked == plain
 
+
+
+@needs_native
+def test_a_re_backup_asks_the_index_once_per_chunk_its_unchanged_files_share(enc_repo, tmp_path, monkeypatch):
+    """Unchanged files that name the same chunks, not one after the other (two contents alternating), are
+    reused after one index look-up per chunk, not one per file; a chunk gone from the vault is still noticed."""
+    from opencbr.engine.chunks.session import WriteSession
+
+    src = tmp_path / "src"
+    src.mkdir()
+    contents = [os.urandom(80 << 10), os.urandom(80 << 10)]  # (over the small-file limit: a chunk of their own)
+    for i in range(40):
+        (src / f"f{i:03d}").write_bytes(contents[i % 2])
+    backup_tree(enc_repo, src, backup_id="b1", meta={})
+    asked: list[bytes] = []
+    knows = WriteSession.knows
+    monkeypatch.setattr(WriteSession, "knows", lambda self, d: asked.append(d) or knows(self, d))
+    again = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1")
+    assert again.reused_files == 40 and again.bytes_read == 0
+    assert len(asked) == len(set(asked)) and 2 <= len(asked) <= 4  # (each content: one chunk, or two CDC cuts)
+    asked.clear()
+    monkeypatch.setattr(WriteSession, "knows", lambda self, d: asked.append(d) or d not in asked[:1])
+    third = backup_tree(enc_repo, src, backup_id="b3", meta={}, parent_backup_id="b2")
+    assert third.reused_files < 40 and third.bytes_read > 0  # (the first chunk "gone": its files read again)

@@ -527,6 +527,7 @@ class TreeBackup:
         self._pending: deque[_Pending] = deque()
         self._max_pending = MAX_PENDING_INCREMENTAL if self.parent is not None and not self.full else MAX_PENDING
         self._known = b""  # last chunk digest found in the repository (reuse path)
+        self._confirmed: set[bytes] = set()  # digests found there before (the C reuse path; bounded there)
         # (dev, ino) -> [read of a hard-link group's first member, names seen]; dropped once every name
         # of the inode was seen (a tree of many hard-linked files would otherwise keep them all)
         self._links: dict[tuple[int, int], list] = {}
@@ -579,7 +580,8 @@ class TreeBackup:
         """A run of non-directories: the entries whose parent's record still describes them go to the pending
         queue as _walk_file / _walk_node would put them (decided in C, no Python object per entry but the
         queue's tuple); the others, in their place in the run, the Python way."""
-        out, slow, self._known, (files, size, symlinks, specials) = run.reuse(cursor, self.session.knows, self._known)
+        out, slow, self._known, (files, size, symlinks, specials) = run.reuse(cursor, self.session.knows, self._known,
+                                                                            self._confirmed)
         self.reused_files += files
         self.reused_bytes += size
         self.counts["symlinks"] += symlinks

@@ -66,11 +66,11 @@ class WalkRun:
         self.listing = listing  # _listing.list_dir's (prefix, apfx, names, stats, count)
         self.count = listing[4]
 
-    def reuse(self, cursor, knows: Callable[[bytes], bool], known: bytes) -> tuple:
+    def reuse(self, cursor, knows: Callable[[bytes], bool], known: bytes, confirmed: set[bytes]) -> tuple:
         """``_listing.reuse`` of this run (see its docstring): the entries' pending-queue tuples where the
         parent's record (``cursor``, a ``backup.ParentCursor``) still describes them, else what the
-        Python path needs."""
-        return _native_listing.reuse(self.listing, cursor, knows, known)
+        Python path needs. ``confirmed``: digests ``knows`` said yes to (kept across runs, bounded)."""
+        return _native_listing.reuse(self.listing, cursor, knows, known, confirmed)
 
 
 Warn = Callable[[bytes, str, bool], None]
