@@ -51,8 +51,15 @@ def _write(records, runs: bool, secret, seed: int):
     return w.finish(), w.entries, w.raw_bytes, stored
 
 
+@pytest.mark.parametrize("in_c", [True, False])
 @pytest.mark.parametrize("keyed", [False, True])
-def test_records_added_in_runs_are_cut_like_records_added_one_by_one(keyed, monkeypatch):
+def test_records_added_in_runs_are_cut_like_records_added_one_by_one(keyed, in_c, monkeypatch):
+    """Runs are cut in C (``_listing.run_cuts``) where the extension is built, else in Python: either way
+    exactly where records added one by one are."""
+    if in_c and walker.native_listing() is None:
+        pytest.skip("the C listing is not built here")
+    if not in_c:
+        monkeypatch.setattr(walker, "_native_listing", None)
     monkeypatch.setattr(catalog, "MIN_CHUNK", 4 << 10)  # (many cuts: both the content test and MAX_CHUNK)
     monkeypatch.setattr(catalog, "MAX_CHUNK", 32 << 10)
     secret = ChunkingSecret(tuple(range(256)), random.Random(7).randbytes(1 << 16)) if keyed else None
@@ -98,3 +105,33 @@ def test_keyed_records_in_c_say_where_a_chunk_stops_parsing():
     assert native.keyed_records(data, pairs[3][0])[1:] == ("order", 0)
     assert native.keyed_records(data + b"\1\0", None)[1] == "truncated"
     assert native.keyed_records(data[:-1], None)[1] == "length"
+
+
+@pytest.mark.skipif(walker.native_listing() is None, reason="the C listing is not built here")
+def test_a_reused_runs_refs_in_c_are_the_python_loops():
+    """``_listing.run_refs`` (backup._write_reused in C): each file's digests in order, one left out where it
+    repeats the one before (across files and from the run before), directories and links (None) skipped."""
+    rnd = random.Random(5)
+    pool = [rnd.randbytes(32) for _ in range(6)]
+    runs = [[(b"p", b"r", None if rnd.random() < 0.2 else [rnd.choice(pool) for _ in range(rnd.choice((0, 1, 1, 3)))],
+              rnd.randrange(1 << 30)) for _ in range(rnd.choice((1, 5, 200)))] for _ in range(50)]
+
+    def in_python(run, last):
+        refs, files, size = bytearray(), 0, 0
+        for _p, _r, digests, sz in run:
+            if digests is not None:
+                files, size = files + 1, size + sz
+                for d in digests:
+                    if d != last:
+                        refs += d
+                        last = d
+        return bytes(refs), last, files, size
+
+    last_c = last_py = b""
+    for run in runs:
+        got = walker.native_listing().run_refs(run, last_c)
+        want = in_python(run, last_py)
+        assert got == want
+        last_c, last_py = got[1], want[1]
+    with pytest.raises(TypeError):
+        walker.native_listing().run_refs([(b"p", b"r", [b"short"], 1)], b"")

@@ -31,9 +31,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 4
+#define LISTING_ABI 5
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -820,6 +821,127 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------------------- writing a reused run */
+
+PyDoc_STRVAR(run_refs_doc,
+"run_refs(run, last) -> (refs, last, files, size)\n"
+"\n"
+"backup.TreeBackup._write_reused's count of a run of reused entries (``(path, record, digests or None, size)``):\n"
+"``refs`` the digests of its files' chunks joined, each left out where it repeats the one before (``last``:\n"
+"the digest before the run, returned updated: the files of a bundle share it), ``files`` how many are\n"
+"regular files (digests not None) and ``size`` their bytes.");
+
+static PyObject *py_run_refs(PyObject *self, PyObject *args) {
+    PyObject *run, *last;
+    if (!PyArg_ParseTuple(args, "O!S", &PyList_Type, &run, &last))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(run), cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* (an upper bound: every digest of every file) */
+        PyObject *item = PyList_GET_ITEM(run, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a run holds (path, record, digests, size) tuples");
+            return NULL;
+        }
+        PyObject *digests = PyTuple_GET_ITEM(item, 2);
+        if (digests != Py_None && !PyList_Check(digests)) {
+            PyErr_SetString(PyExc_TypeError, "digests must be a list or None");
+            return NULL;
+        }
+        cap += digests == Py_None ? 0 : PyList_GET_SIZE(digests) * DIGEST;
+    }
+    PyObject *refs = PyBytes_FromStringAndSize(NULL, cap);
+    if (!refs)
+        return NULL;
+    char *out = PyBytes_AS_STRING(refs);
+    Py_ssize_t at = 0;
+    long long files = 0, size = 0;
+    const char *prev = PyBytes_GET_SIZE(last) == DIGEST ? PyBytes_AS_STRING(last) : NULL;
+    PyObject *prev_obj = last;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(run, i), *digests = PyTuple_GET_ITEM(item, 2);
+        if (digests == Py_None)
+            continue;
+        files++;
+        long long sz = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 3));
+        if (sz == -1 && PyErr_Occurred())
+            goto fail;
+        size += sz;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(digests); j++) {
+            PyObject *d = PyList_GET_ITEM(digests, j);
+            if (!PyBytes_Check(d) || PyBytes_GET_SIZE(d) != DIGEST) {
+                PyErr_SetString(PyExc_TypeError, "a digest must be 32 bytes");
+                goto fail;
+            }
+            if (prev && memcmp(prev, PyBytes_AS_STRING(d), DIGEST) == 0)
+                continue;
+            memcpy(out + at, PyBytes_AS_STRING(d), DIGEST);
+            at += DIGEST;
+            prev = PyBytes_AS_STRING(d);
+            prev_obj = d;
+        }
+    }
+    if (_PyBytes_Resize(&refs, at) < 0)
+        return NULL;
+    return Py_BuildValue("(NOLL)", refs, prev_obj, files, size);
+fail:
+    Py_DECREF(refs);
+    return NULL;
+}
+
+PyDoc_STRVAR(run_cuts_doc,
+"run_cuts(run, size, count, table, modulus, min_chunk, max_chunk) -> (cuts, size, count)\n"
+"\n"
+"catalog.CatalogWriter.add_run's cut test over a run of ``(path, record, ...)`` tuples, the writer's open chunk\n"
+"holding ``size`` bytes of ``count`` records: ``cuts`` the positions in the run after which a chunk is cut\n"
+"(``size >= max_chunk``, or ``size >= min_chunk`` and the CRC-32 of the path says so: ``table[crc & 0xFFFF] %\n"
+"modulus == 0`` with an encrypted vault's cut table, ``crc % modulus == 0`` with ``table`` None), and the\n"
+"open chunk's size and count after the run.");
+
+static PyObject *py_run_cuts(PyObject *self, PyObject *args) {
+    PyObject *run, *table;
+    long long size, count, modulus, min_chunk, max_chunk;
+    if (!PyArg_ParseTuple(args, "O!LLOLLL", &PyList_Type, &run, &size, &count, &table, &modulus, &min_chunk,
+                          &max_chunk))
+        return NULL;
+    if (modulus <= 0 || (table != Py_None && (!PyBytes_Check(table) || PyBytes_GET_SIZE(table) != 65536))) {
+        PyErr_SetString(PyExc_ValueError, "the cut table must be 65,536 bytes (or None), the modulus positive");
+        return NULL;
+    }
+    const unsigned char *t = table == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(table);
+    PyObject *cuts = PyList_New(0);
+    if (!cuts)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(run); i++) {
+        PyObject *item = PyList_GET_ITEM(run, i);
+        PyObject *path = PyTuple_Check(item) && PyTuple_GET_SIZE(item) >= 2 ? PyTuple_GET_ITEM(item, 0) : NULL;
+        PyObject *rec = path ? PyTuple_GET_ITEM(item, 1) : NULL;
+        if (!path || !PyBytes_Check(path) || !PyBytes_Check(rec)) {
+            PyErr_SetString(PyExc_TypeError, "a run holds (path, record, ...) tuples of bytes");
+            goto fail;
+        }
+        size += PyBytes_GET_SIZE(rec);
+        count++;
+        int cut = size >= max_chunk;
+        if (!cut && size >= min_chunk) {
+            unsigned long crc = crc32(0L, (const Bytef *)PyBytes_AS_STRING(path), (uInt)PyBytes_GET_SIZE(path));
+            cut = (t ? t[crc & 0xFFFF] : crc) % (unsigned long long)modulus == 0;
+        }
+        if (cut) {
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (!at || PyList_Append(cuts, at) < 0) {
+                Py_XDECREF(at);
+                goto fail;
+            }
+            Py_DECREF(at);
+            size = count = 0;
+        }
+    }
+    return Py_BuildValue("(NLL)", cuts, size, count);
+fail:
+    Py_DECREF(cuts);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------------------- the metadata warmer's walk */
 
 #define WARM_MAX_DEPTH 256 /* (one descriptor open per level: deeper directories are left to the walk) */
@@ -1154,6 +1276,8 @@ static PyObject *py_lstat(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"run_refs", py_run_refs, METH_VARARGS, run_refs_doc},
+    {"run_cuts", py_run_cuts, METH_VARARGS, run_cuts_doc},
     {"list_dir", list_dir, METH_VARARGS, list_dir_doc},
     {"lstat", py_lstat, METH_VARARGS, lstat_doc},
     {"warm", py_warm, METH_VARARGS, warm_doc},

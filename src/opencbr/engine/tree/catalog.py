@@ -41,6 +41,7 @@ class CatalogWriter:
     def __init__(self, put, secret: ChunkingSecret | None = None):
         self._put = put
         self._cut_here = secret.cut_here if secret is not None else public_cut
+        self._cut_table = secret.cut_table if secret is not None else None  # (for the C cut test)
         self._buf: list[bytes] = []
         self._size = 0
         self._count = 0
@@ -58,9 +59,30 @@ class CatalogWriter:
         if self._size >= MAX_CHUNK or (self._size >= MIN_CHUNK and self._cut_here(zlib.crc32(path), CUT_MODULUS)):
             self._cut()
 
-    def add_run(self, run) -> None:
+    def add_run(self, run: list) -> None:
         """:meth:`add` of every ``(path, rec, ...)`` of ``run`` in order (the incremental backup's
         records reused from the parent: the same chunks, cut at the same records, as one by one)."""
+        native = native_listing()
+        if native is None:
+            return self._add_run_python(run)
+        cuts, size, count = native.run_cuts(run, self._size, self._count, self._cut_table, CUT_MODULUS, MIN_CHUNK,
+                                            MAX_CHUNK)
+        at = 0
+        for end in cuts:  # (a chunk is cut after run[end])
+            self._extend(run, at, end + 1)
+            self._cut()
+            at = end + 1
+        if at < len(run):
+            self._extend(run, at, len(run))
+        self._size, self._count = size, count
+
+    def _extend(self, run: list, start: int, stop: int) -> None:
+        if not self._count:
+            self._first = path_key(run[start][0])
+        self._buf.extend([item[1] for item in run[start:stop]])
+        self._count += stop - start
+
+    def _add_run_python(self, run: list) -> None:
         buf, size, count = self._buf, self._size, self._count
         cut_here, crc32 = self._cut_here, zlib.crc32
         for item in run:

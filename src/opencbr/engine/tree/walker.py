@@ -104,7 +104,7 @@ _LIST_PROBLEMS = {
     _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
     _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
 }
-_LISTING_ABI = 4  # the interface of _listing.c this file calls (a stale build of another one is not used)
+_LISTING_ABI = 5  # the interface of _listing.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_listing():
