@@ -1084,7 +1084,8 @@ static WarmDir warm_pop(WarmPool *p) { /* (under mu, n > 0) */
 }
 
 /* Opens the directory at key below the root without following any symlink and without leaving the root
- * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS; before Linux 5.6, one O_NOFOLLOW openat per component). */
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS; before Linux 5.6 or where seccomp refuses it, one O_NOFOLLOW
+ * openat per component). */
 static int warm_open(int rootfd, const WarmDir *d) {
     if (!d->len)
         return openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1097,7 +1098,7 @@ static int warm_open(int rootfd, const WarmDir *d) {
     struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
     int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS) {
+    if (fd < 0 && (errno == ENOSYS || errno == EPERM)) { /* (EPERM: a seccomp filter that refuses openat2) */
         fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         for (char *part = path, *next; fd >= 0 && part; part = next) {
             next = strchr(part, '/');
