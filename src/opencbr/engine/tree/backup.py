@@ -70,7 +70,7 @@ from .entry import (
     type_of_mode,
     with_atime,
 )
-from .memory import MMAP_THRESHOLD, limit_heap_growth, trim
+from .memory import MMAP_THRESHOLD, fewer_collections, limit_heap_growth, trim
 from .results import TreeBackupResult, TreeWarning
 from .sources import DirectorySource, TreeSource
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
@@ -489,7 +489,8 @@ class TreeBackup:
             # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
             self._scanner = self.source.scanner()
         try:
-            self._walk(cursor)
+            with fewer_collections():
+                self._walk(cursor)
             cat = self._finish_catalog()
             stats = self._stats(cat, t0)
             payload = DynamicIndex(self.backup_id, {}, cat).encode_payload()
