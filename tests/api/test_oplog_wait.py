@@ -91,3 +91,41 @@ def test_past_the_held_waits_a_wait_is_answered_at_once(monkeypatch):
 
     assert asyncio.run(many()) < 1.5  # (held, it would take 5 s)
     assert task_routes._held == 0 and len(reads) >= 3
+
+
+def test_a_held_answer_is_woken_by_the_end_of_a_task_not_by_its_next_look(monkeypatch, tmp_path):
+    """A task's end rings the bell the held answers wait on (api/task_ends.py): the answer comes at once,
+    although its next look is seconds away."""
+    from types import SimpleNamespace
+
+    from opencbr.api import task_ends
+    from opencbr.services import doorbell
+
+    monkeypatch.setattr(task_ends, "LOOK_SECONDS", 30.0)
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    ctx = SimpleNamespace(settings=SimpleNamespace(effective_catalog_url=url))
+    state = {"status": "running"}
+    reads: list[float] = []
+
+    def show(_ctx, _p, _tid):
+        reads.append(time.monotonic())
+        return state["status"], {"operation_log": {"id": "t1", "status": state["status"]}}
+
+    monkeypatch.setattr(task_routes, "_show_op_log", show)
+
+    async def held() -> tuple[str, float]:
+        answer = asyncio.create_task(task_routes.show_op_log("t1", wait=10.0, p=None, ctx=ctx))
+        for _ in range(100):  # until the listener hears (its thread has started and bound its socket)
+            await asyncio.sleep(0.05)
+            if task_ends.task_ends(url).listening and reads:
+                break
+        assert task_ends.task_ends(url).listening
+        state["status"] = "success"
+        t0 = time.monotonic()
+        doorbell.ring(doorbell.doorbell_dir(url, doorbell.TASK_ENDS))
+        resp = await answer
+        return json.loads(resp.body)["operation_log"]["status"], time.monotonic() - t0
+
+    status, took = asyncio.run(held())
+    assert status == "success" and took < 2.0  # (without the ring: 30 s, past the wait's 10)
+    assert len(reads) == 2

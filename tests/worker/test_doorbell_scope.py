@@ -36,7 +36,7 @@ def ring(url: str) -> None:
 
 
 def test_the_listener_listens_again_after_its_connection_broke(pg_catalog, monkeypatch):
-    monkeypatch.setattr(wakeup, "PG_RELISTEN_SECONDS", 0.2)
+    monkeypatch.setattr(doorbell, "PG_RELISTEN_SECONDS", 0.2)
     listener = wakeup.DoorbellListener(pg_catalog)
     try:
         ring(pg_catalog)

@@ -128,20 +128,41 @@ def test_a_listener_that_listens_again_says_a_ring_may_be_missed(catalog_url, mo
     it listens again, its wait returns at once so that the worker looks for that task."""
     if is_sqlite(catalog_url):
         return  # (the socket doorbell has no connection to lose)
-    monkeypatch.setattr(wakeup, "PG_RELISTEN_SECONDS", 0.1)
-    real_connect = wakeup.psycopg_connect
+    monkeypatch.setattr(doorbell, "PG_RELISTEN_SECONDS", 0.1)
+    real_connect = doorbell.psycopg_connect
 
     def refused(url, timeout=10):
         raise OSError("connection refused")
 
-    monkeypatch.setattr(wakeup, "psycopg_connect", refused)
+    monkeypatch.setattr(doorbell, "psycopg_connect", refused)
     bell = DoorbellListener(catalog_url)
     try:
         assert bell._pg is None  # deaf: it polls
         assert not bell.wait(0.3)  # (retries fail: still deaf, nothing says a ring was missed)
-        monkeypatch.setattr(wakeup, "psycopg_connect", real_connect)
+        monkeypatch.setattr(doorbell, "psycopg_connect", real_connect)
         assert bell.wait(5)
         assert bell._pg is not None
         assert not bell.wait(0.3)  # listening: no ring, no wake-up
     finally:
         bell.close()
+
+
+def test_a_task_ending_rings_the_task_ends_bell_and_not_the_workers(ctx, tenant):  # noqa: F811
+    """The end of a task (both catalogs) wakes who waits for ends (the API's held answers), at commit;
+    the workers' doorbell stays quiet, and queuing a task does not ring the ends' bell."""
+    url = ctx.settings.effective_catalog_url
+    ends, queued = DoorbellListener(url, doorbell.TASK_ENDS), DoorbellListener(url)
+    try:
+        assert ends.listening and queued.listening
+        with ctx.tx() as s:
+            tasks.new_task(s, project_id=tenant.project_id, operation_type="gc", now=ctx.now())
+        assert queued.wait(5) and not ends.wait(0.3)
+        run = tasks.claim_next(ctx, "w1")
+        tasks.finish(ctx, run, tasks.SUCCESS)
+        t0 = time.monotonic()
+        assert ends.wait(5)
+        assert time.monotonic() - t0 < 1
+        assert not queued.wait(0.3)
+    finally:
+        ends.close()
+        queued.close()

@@ -292,6 +292,7 @@ def finish(ctx: ServiceContext, run: TaskRun, status: str, *, error: CBRError | 
         task.ended_at = now
         task.updated_at = now
         task.lease_expires_at = None
+        doorbell.ring_on_commit(s, doorbell.TASK_ENDS)  # (held ``?wait`` answers learn of it at once)
         if status == SUCCESS:
             task.progress = 100
             common = dict((task.extra_info or {}).get("common", {}))
@@ -363,6 +364,7 @@ def expire_leases(ctx: ServiceContext, on_abandoned: AbandonHandler | None) -> i
                 task.error_message = f"{lost}; retrying (attempt {task.attempts + 1} of {allowed})"
             else:
                 task.status, task.ended_at, task.lease_expires_at = FAILED, now, None
+                doorbell.ring_on_commit(s, doorbell.TASK_ENDS)
                 task.error_code = "BackupService.6901"
                 task.error_message = (f"the worker running this task stopped responding (it crashed or was "
                                       f"killed) and the task was abandoned after {task.attempts} of {allowed} "

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from opencbr.api import wire
+from opencbr.api import task_ends, wire
 from opencbr.api.deps import get_ctx, principal
 from opencbr.api.routes import common as L
 from opencbr.api.routes.common import page
@@ -43,9 +43,8 @@ def list_op_logs(limit: int | None = None, offset: int | None = None, operation_
     return {"operation_logs": [wire.oplog_resp(t) for t in rows], "count": total, "limit": limit, "offset": offset}
 
 
-#: The longest ``GET /operation-logs/{id}?wait=`` holds its answer (seconds), and how often it looks meanwhile.
+#: The longest ``GET /operation-logs/{id}?wait=`` holds its answer (seconds).
 MAX_WAIT_SECONDS = 10.0
-WAIT_LOOK_SECONDS = 0.05
 #: Answers held at once in this process; past it a wait is answered at once (the client looks again on
 #: its own pace), so that many held looks cannot fill the catalog's connections or the thread pool.
 MAX_HELD_WAITS = 32
@@ -56,20 +55,31 @@ _held = 0
 async def show_op_log(operation_log_id: str, wait: float | None = None, p: Principal = Depends(principal),
                       ctx: ServiceContext = Depends(get_ctx)):
     """``wait`` (extension, seconds, 0-10): answer as soon as the task has finished, or after ``wait``
-    seconds with its state then. ``cbr ... --wait`` follows a task this way: it learns of the end within
-    ``WAIT_LOOK_SECONDS`` instead of at its next look (a tenth of the time waited so far, up to 0.5 s).
-    The catalog is read in a worker thread each time and no thread is held in between."""
+    seconds with its state then. ``cbr ... --wait`` follows a task this way. The end of a task rings a bell
+    that wakes the held answers (``api/task_ends.py``); they also look every ``task_ends.LOOK_SECONDS``
+    (every 50 ms where the bell cannot be heard). The catalog is read in a worker thread each time and no
+    thread is held in between."""
     if wait is not None and not 0 <= wait <= MAX_WAIT_SECONDS:
         raise InvalidParameter(f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
     global _held
     deadline = time.monotonic() + (wait if wait and _held < MAX_HELD_WAITS else 0.0)
+    ends = task_ends.task_ends(ctx.settings.effective_catalog_url) if ctx is not None and wait else None
     _held += 1  # (one event loop: no lock)
     try:
         while True:
+            rang = ends.event() if ends is not None else None  # (taken before the read: no ring is missed)
             status, answer = await run_in_threadpool(_show_op_log, ctx, p, operation_log_id)
-            if status in tasks.FINISHED or time.monotonic() + WAIT_LOOK_SECONDS > deadline:
+            look = ends.look_seconds() if ends is not None else task_ends.LOOK_SECONDS_DEAF
+            left = deadline - time.monotonic()
+            if status in tasks.FINISHED or left <= 0:
                 return RenderedJSON(answer)
-            await asyncio.sleep(WAIT_LOOK_SECONDS)
+            if rang is None:
+                await asyncio.sleep(min(look, left))
+                continue
+            try:
+                await asyncio.wait_for(rang.wait(), min(look, left))
+            except asyncio.TimeoutError:
+                pass
     finally:
         _held -= 1
 
