@@ -18,13 +18,19 @@ CHURN = textwrap.dedent("""
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
 
-    def churn():
-        # buffers below the mmap threshold: served from this thread's arena, all freed at the end
+    def churn(together):
+        # buffers below the mmap threshold: served from this thread's arena, all freed at the end; the four
+        # threads allocate while all of them are alive, so that each has an arena of its own (one after
+        # another, as a loaded machine may run them, they would share one: the later round then never
+        # touches the others, and what the disk backup left in them stays)
+        together.wait()
         held = [bytearray(2 << 20) for _ in range(12)]
+        together.wait()
         del held
 
     def four_threads():
-        ts = [threading.Thread(target=churn) for _ in range(4)]
+        together = threading.Barrier(4)
+        ts = [threading.Thread(target=churn, args=(together,)) for _ in range(4)]
         for t in ts:
             t.start()
         for t in ts:
