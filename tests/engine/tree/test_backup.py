@@ -122,3 +122,39 @@ def test_a_re_backup_asks_the_index_once_per_chunk_its_unchanged_files_share(enc
     monkeypatch.setattr(WriteSession, "knows", lambda self, d: asked.append(d) or d not in asked[:1])
     third = backup_tree(enc_repo, src, backup_id="b3", meta={}, parent_backup_id="b2")
     assert third.reused_files < 40 and third.bytes_read > 0  # (the first chunk "gone": its files read again)
+
+
+def test_a_backup_walks_with_fewer_collections_and_gives_the_threshold_back(enc_repo, tmp_path, monkeypatch):
+    """The walk runs with the collector's raised young threshold (engine/tree/memory.py); the one before is
+    back when the backup ends, whether it succeeded or not."""
+    import gc
+
+    from opencbr.engine.tree import memory
+    from opencbr.engine.tree.sources import DirectorySource
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    before = gc.get_threshold()
+    seen: list[int] = []
+    walk = DirectorySource.walk
+
+    def watched(self, warn, incremental):
+        for item in walk(self, warn, incremental):
+            seen.append(gc.get_threshold()[0])
+            yield item
+
+    monkeypatch.setattr(DirectorySource, "walk", watched)
+    backup_tree(enc_repo, src, backup_id="b1", meta={})
+    assert seen and set(seen) == {max(memory.WALK_GEN0_THRESHOLD, before[0])}
+    assert gc.get_threshold() == before
+    monkeypatch.setattr(DirectorySource, "walk", lambda self, warn, inc: _failing_walk())
+    with pytest.raises(RuntimeError, match="walk failed"):
+        backup_tree(enc_repo, src, backup_id="b2", meta={})
+    assert gc.get_threshold() == before
+
+
+def _failing_walk():
+    raise RuntimeError("walk failed")
+    yield  # (a generator)
