@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from opencbr.services import doorbell
-from opencbr.worker import wakeup
 from tests.support.databases import PG_URL, pg_unavailable_reason
 
 
@@ -37,7 +36,7 @@ def ring(url: str) -> None:
 
 def test_the_listener_listens_again_after_its_connection_broke(pg_catalog, monkeypatch):
     monkeypatch.setattr(doorbell, "PG_RELISTEN_SECONDS", 0.2)
-    listener = wakeup.DoorbellListener(pg_catalog)
+    listener = doorbell.DoorbellListener(pg_catalog)
     try:
         ring(pg_catalog)
         assert listener.wait(5), "the doorbell does not ring at all"
@@ -64,13 +63,13 @@ def test_a_worker_in_another_network_namespace_is_not_forgotten(tmp_path):
     directory = doorbell.doorbell_dir(url)
     elsewhere = subprocess.Popen(
         ["unshare", "--net", sys.executable, "-c",
-         "import sys; from opencbr.worker.wakeup import DoorbellListener; b = DoorbellListener(sys.argv[1]); "
+         "import sys; from opencbr.services.doorbell import DoorbellListener; b = DoorbellListener(sys.argv[1]); "
          "print('listening', flush=True); sys.stdin.read(); b.close()", url],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert elsewhere.stdout.readline().strip() == "listening"
         [theirs] = os.listdir(directory)
-        here = wakeup.DoorbellListener(url)
+        here = doorbell.DoorbellListener(url)
         try:
             doorbell.ring(directory)
             assert here.wait(5), "the listener of this namespace was not rung"

@@ -9,9 +9,10 @@ import time
 
 from opencbr.catalog.db import is_sqlite
 from opencbr.services import doorbell, tasks
+from opencbr.services.doorbell import DoorbellListener
 from opencbr.worker import runner, wakeup
 from opencbr.worker.runner import Worker
-from opencbr.worker.wakeup import DoorbellListener, TaskPoller
+from opencbr.worker.wakeup import TaskPoller
 
 
 def test_poller_sees_waiting_tasks_for_its_host_only(ctx, tenant, monkeypatch):  # noqa: F811

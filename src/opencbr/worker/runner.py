@@ -25,8 +25,9 @@ from opencbr.domain.errors import CBRError
 from opencbr.engine.errors import OperationCancelled
 from opencbr.services import engine_errors, tasks
 from opencbr.services.context import ServiceContext
+from opencbr.services.doorbell import DoorbellListener
 from opencbr.services.handlers import register_handlers
-from opencbr.worker.wakeup import DoorbellListener, TaskPoller
+from opencbr.worker.wakeup import TaskPoller
 
 log = logging.getLogger("opencbr.worker")
 

@@ -6,8 +6,8 @@ poller instead asks a read-only connection, which never blocks a writer in WAL m
 worker may serve is waiting, and only then does the worker try to claim. On PostgreSQL the claim itself
 (``FOR UPDATE SKIP LOCKED``) is already cheap, so the worker always tries.
 
-Between looks an idle worker waits on the doorbell (``services/doorbell.py``): a queued task wakes it at
-once; the poll interval is only the fallback.
+Between looks an idle worker waits on the doorbell (``services/doorbell.py``'s ``DoorbellListener``): a
+queued task wakes it at once; the poll interval is only the fallback.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from urllib.parse import quote
 
 from opencbr.catalog.db import is_sqlite
 from opencbr.services.context import ServiceContext
-from opencbr.services.doorbell import DoorbellListener
-
-__all__ = ["DoorbellListener", "TaskPoller"]  # (the listener lives beside the bells: the API listens too)
 
 log = logging.getLogger("opencbr.worker")
 

@@ -62,8 +62,9 @@ async def show_op_log(operation_log_id: str, wait: float | None = None, p: Princ
     if wait is not None and not 0 <= wait <= MAX_WAIT_SECONDS:
         raise InvalidParameter(f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
     global _held
-    deadline = time.monotonic() + (wait if wait and _held < MAX_HELD_WAITS else 0.0)
-    ends = task_ends.task_ends(ctx.settings.effective_catalog_url) if ctx is not None and wait else None
+    held = bool(wait) and _held < MAX_HELD_WAITS
+    deadline = time.monotonic() + (wait if held else 0.0)
+    ends = task_ends.task_ends(ctx.settings.effective_catalog_url) if ctx is not None and held else None
     _held += 1  # (one event loop: no lock)
     try:
         while True:
