@@ -8,6 +8,7 @@ import ssl
 
 from .certs import common_name, fingerprint
 from .channel import Channel, LinkError
+from .tls import wrap
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -30,7 +31,7 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
     if context is None:
         return Channel(raw, timeout=io_timeout)
     try:
-        sock = context.wrap_socket(raw)
+        sock = wrap(raw, context, server_side=False)
     except (ssl.SSLError, OSError) as e:
         raw.close()
         raise LinkError(f"TLS handshake with the agent at {endpoint} failed: {e}") from None

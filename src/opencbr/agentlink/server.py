@@ -15,6 +15,7 @@ from typing import Callable
 
 from .certs import common_name, fingerprint
 from .channel import Channel, LinkError, error_answer
+from .tls import TLSStream, wrap
 
 log = logging.getLogger("opencbr.agentlink")
 
@@ -112,7 +113,7 @@ class Server:
             return conn
         conn.settimeout(self.handshake_timeout)
         try:
-            return self.context.wrap_socket(conn, server_side=True)
+            return wrap(conn, self.context, server_side=True)
         except (ssl.SSLError, OSError) as e:
             log.warning("TLS handshake with %s refused: %s", peer_addr, e)
             conn.close()
@@ -120,7 +121,7 @@ class Server:
 
     @staticmethod
     def _peer(sock, peer_addr: str) -> Peer:
-        if not isinstance(sock, ssl.SSLSocket):
+        if not isinstance(sock, TLSStream):
             return Peer(peer_addr, "", "")
         der = sock.getpeercert(binary_form=True)
         return Peer(peer_addr, common_name(der) if der else "", fingerprint(der) if der else "")
