@@ -3,10 +3,12 @@
 one over loopback mutual TLS (``agentlink``'s contexts and ``Channel``, as a backup's records travel),
 and the CPU seconds each end used.
 
-    python bench/agent_tls.py [--gib 1]
+    python bench/agent_tls.py [--gib 1] [--rounds 5]
 
-Prints the negotiated suite and ``sender`` / ``receiver`` CPU (user + system). On the 2-core bench VM
-(load 6-7): receiver 1.1-1.5 s, sender 0.7-1.0 s per GiB (docs/agents.md, *Throughput*).
+Each round moves the data twice, in turn: over the link's ``TLSStream`` (what agents and workers use:
+records encrypted into memory, 256 KiB per system call) and over ``ssl.SSLSocket`` (a system call per
+16 KiB record, the link before 2026-12-06). Prints the negotiated suite, each transfer's ``sender`` /
+``receiver`` CPU (user + system) and wall time, and the medians per variant.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import multiprocessing as mp
 import os
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,36 +38,38 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-def _sender(listener: socket.socket, auth: Authority, cert: str, key: str, total: int) -> None:
+def _wrap(sock: socket.socket, ctx, *, server_side: bool, variant: str):
+    if variant == "sslsocket":
+        return ctx.wrap_socket(sock, server_side=server_side)
+    return tls.wrap(sock, ctx, server_side=server_side)
+
+
+def _sender(listener: socket.socket, auth: Authority, cert: str, key: str, total: int, variant: str, out) -> None:
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ctx = tls.agent_server_context(cert, key, auth.ca)
-    ch = Channel(ctx.wrap_socket(conn, server_side=True), timeout=120)
+    ch = Channel(_wrap(conn, ctx, server_side=True, variant=variant), timeout=120)
     payload = bytearray(os.urandom(FRAME))
     c = _cpu()
     for _ in range(total // FRAME):
         ch.send({"op": "records", "sizes": [len(payload) - 32]}, [payload])
     ch.send({"op": "end"})
     ch.recv()
-    print(f"sender   CPU {_cpu() - c:.2f} s", flush=True)
+    out.put(_cpu() - c)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gib", type=float, default=1.0)
-    a = ap.parse_args()
-    total = int(a.gib * (1 << 30))
-    auth = Authority.new()
-    cert, key = issue(auth.ca, auth.ca_key, "agent-1", server=True, client=False)
+def transfer(auth: Authority, cert: str, key: str, total: int, variant: str) -> dict:
+    """One transfer of ``total`` bytes; the CPU seconds of both ends and the wall time."""
     listener = socket.create_server(("127.0.0.1", 0))
-    p = mp.get_context("fork").Process(target=_sender, args=(listener, auth, cert, key, total))
+    out = mp.get_context("fork").Queue()
+    p = mp.get_context("fork").Process(target=_sender, args=(listener, auth, cert, key, total, variant, out))
     p.start()
     raw = socket.create_connection(listener.getsockname())
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ctx = tls.service_client_context(auth.service_cert, auth.service_key, auth.ca)
-    sock = ctx.wrap_socket(raw)
+    sock = _wrap(raw, ctx, server_side=False, variant=variant)
     ch = Channel(sock, timeout=120)
-    print(f"suite    {sock.cipher()[0]}")
+    suite = sock.cipher()[0]
     c, t = _cpu(), time.monotonic()
     held: list = []  # a few payloads alive at once, as the worker's checks hold them
     while True:
@@ -72,10 +77,35 @@ def main() -> None:
         if header.get("op") == "end":
             break
         held = [*held[-2:], payload]
-    print(f"receiver CPU {_cpu() - c:.2f} s (wall {time.monotonic() - t:.2f} s, load {os.getloadavg()[0]:.1f})",
-          flush=True)
+    receiver, wall = _cpu() - c, time.monotonic() - t
     ch.send({"ok": True})
+    sender = out.get()
     p.join()
+    ch.close()
+    listener.close()
+    return {"suite": suite, "sender": sender, "receiver": receiver, "wall": wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args()
+    total = int(a.gib * (1 << 30))
+    auth = Authority.new()
+    cert, key = issue(auth.ca, auth.ca_key, "agent-1", server=True, client=False)
+    runs: dict[str, list[dict]] = {"tlsstream": [], "sslsocket": []}
+    for i in range(a.rounds):
+        for variant, got in runs.items():
+            r = transfer(auth, cert, key, total, variant)
+            got.append(r)
+            print(f"round {i + 1} {variant:9s} {r['suite']}: sender CPU {r['sender']:.2f} s, receiver CPU "
+                  f"{r['receiver']:.2f} s, wall {r['wall']:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"\nmedians of {a.rounds}, {a.gib:g} GiB each:")
+    print("| variant | sender CPU s | receiver CPU s | wall s |\n|---|--:|--:|--:|")
+    for variant, got in runs.items():
+        print(f"| {variant} | " + " | ".join(f"{statistics.median(r[k] for r in got):.2f}"
+                                            for k in ("sender", "receiver", "wall")) + " |")
 
 
 if __name__ == "__main__":

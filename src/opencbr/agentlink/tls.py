@@ -127,6 +127,9 @@ class TLSStream:
     def getpeercert(self, binary_form: bool = False):
         return self._ssl.getpeercert(binary_form)
 
+    def cipher(self):
+        return self._ssl.cipher()
+
     def settimeout(self, timeout: float | None) -> None:
         self._sock.settimeout(timeout)
 
