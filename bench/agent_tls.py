@@ -7,7 +7,7 @@ and the CPU seconds each end used.
 
 Each round moves the data twice, in turn: over the link's ``TLSStream`` (what agents and workers use:
 records encrypted into memory, 256 KiB per system call) and over ``ssl.SSLSocket`` (a system call per
-16 KiB record, the link before 2026-12-06). Prints the negotiated suite, each transfer's ``sender`` /
+16 KiB record, the link until 2026-12-05). Prints the negotiated suite, each transfer's ``sender`` /
 ``receiver`` CPU (user + system) and wall time, and the medians per variant.
 """
 
