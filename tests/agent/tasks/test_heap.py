@@ -10,7 +10,9 @@ import sys
 import textwrap
 
 CHURN = textwrap.dedent("""
+    import os
     import threading
+    import time
     from opencbr.agent.tasks import operations as op
 
     def rss_mb():
@@ -28,13 +30,23 @@ CHURN = textwrap.dedent("""
         together.wait()
         del held
 
+    def os_threads():
+        return len(os.listdir("/proc/self/task"))
+
     def four_threads():
         together = threading.Barrier(4)
+        before = os_threads()
         ts = [threading.Thread(target=churn, args=(together,)) for _ in range(4)]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
+        # join() returns when a thread's Python state is gone; the thread itself hands its arena back to
+        # glibc's free list a moment later, as it exits. A later round started before that (a loaded
+        # machine) gets new arenas, and the old ones, never used again, keep their tops.
+        deadline = time.monotonic() + 10
+        while os_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     base = rss_mb()
     with op._heap_for_segments():
