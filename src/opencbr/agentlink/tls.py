@@ -59,9 +59,9 @@ class TLSStream:
 
     ``SSLSocket`` writes each TLS record (16 KiB of data at most) with a system call of its own, and
     over ``TCP_NODELAY`` each became a TCP segment; it reads each record in two calls (header, body).
-    A backup moves gigabytes this way: the system calls cost the agent and the worker more CPU than
-    TLS's encryption. Here the records are encrypted into a memory buffer and sent ``IO_BYTES`` at a
-    time, and read the same way (``ssl.MemoryBIO``, as asyncio's TLS does)."""
+    A backup moves gigabytes this way. Here the records are encrypted into a memory buffer and sent
+    ``IO_BYTES`` at a time, and read the same way (``ssl.MemoryBIO``, as asyncio's TLS does): the
+    sending end's CPU per GiB 0.78 -> 0.68 s, the receiving end's unchanged (``bench/agent_tls.py``)."""
 
     IO_BYTES = 256 << 10
 
