@@ -206,13 +206,6 @@ def test_agent_disk_and_directory_through_the_sdk(server, tmp_path):
         agent.stop()
 
 
-def _resource(client, disk_id: str) -> dict:
-    for i in client.get("/protectables/OS::Cinder::Volume/instances")["instances"]:
-        if i["id"] == disk_id:
-            return i
-    raise AssertionError(f"disk {disk_id} is not listed")
-
-
 def test_an_agent_killed_mid_restore_leaves_the_disk_in_error_and_the_next_restore_repairs_it(server, tmp_path):
     c, client = sdk(server), api(server)
     root = tmp_path / "host"
@@ -249,10 +242,11 @@ def test_an_agent_killed_mid_restore_leaves_the_disk_in_error_and_the_next_resto
         assert all(b["status"] == "available" for b in row["backups"])
         # the agent back (and no limit): the next restore repairs the disk
         client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 0}})
-        agent.start()
-        deadline = time.time() + 30
-        while time.time() < deadline and not _resource(client, disk["id"])["protectable"]["result"]:
-            time.sleep(0.3)
+        agent.start()  # (returns once it listens)
+        deadline = time.time() + 30  # and the service knows it is back, as a user would wait to see
+        while client.get(f"/agents/{agent.agent_id}")["agent"]["status"] != "online":
+            assert time.time() < deadline, client.get(f"/agents/{agent.agent_id}")
+            time.sleep(0.2)
         c.restore_backup(RestoreBackupRequest(backup_id=b1.id, body=BackupRestoreReq(
             restore=BackupRestore(volume_id=disk["id"]))))
         task_ok(client, _last_task(client, "restore", vault.id)["id"])
