@@ -82,7 +82,8 @@ def test_service_restarted_mid_transfer(server, tmp_path, how):
         else:
             server.kill()
         server.start()
-        # the cut is made: what runs after the restart need not crawl (a new rate reaches a running task)
+        # the cut is made: the run after the restart need not crawl (a task takes the agent's limit when it
+        # starts; one started before this still passes, only slower)
         client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 0}})
         task = _task_end(client, first["task_id"], first["id"])
         status = client.get(f"/backups/{first['id']}")["backup"]["status"]
