@@ -166,3 +166,13 @@ def test_records_wait_in_walk_order_for_bundles_stored_by_workers(enc_repo, tmp_
     out = tmp_path / "out"
     restore_tree(enc_repo, "b1", out)
     assert_same_tree(src, out)  # (a record out of walk order fails the restore: no parent directory)
+    # An incremental backup: new small files in every other directory keep a bundle open through most
+    # of the walk, so the runs of records reused from the parent are held behind it (split where
+    # MAX_HELD cuts) and must still reach the catalog whole and in walk order.
+    for d in range(0, 12, 2):
+        (src / f"d{d:02d}" / "f030-new").write_bytes(rnd.randbytes(rnd.randrange(1, 60_000)))
+    r2 = backup_tree(enc_repo, src, backup_id="b2", meta={}, parent_backup_id="b1", params=SMALL_CHUNKS)
+    assert r2.files == 12 * 61 + 6 and r2.reused_files == 12 * 61
+    out2 = tmp_path / "out2"
+    restore_tree(enc_repo, "b2", out2)
+    assert_same_tree(src, out2)
