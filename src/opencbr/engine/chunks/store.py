@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import threading
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ...storage import ObjectStore
 from ...system.libc import function as libc_function
@@ -32,6 +32,7 @@ from .codec import ChunkCodec
 from .crypto import DIGEST_SIZE, ZERO_DIGEST, RepoKeys, Sealer
 from .digestset import DEFAULT_MEMORY_ENTRIES, DigestSet
 from .diskindex import DiskChunkIndex, IndexView, KnownDigests
+from .distinct import DistinctDigests
 from .locations import ENTRY_SIZE, Location, decode_index, encode_index, new_index_name, pack_entries
 from .locks import LockTiming
 from .manifests import (
@@ -510,28 +511,35 @@ class ChunkStore:
         (digestset.py), fed manifest by manifest as its refs are read. The caller closes it."""
         refs = DigestSet(self.memory_entries, self.spill_dir)
         try:
-            for name in self.list_manifests():
-                try:
-                    _header, pieces = self.manifest_refs_streamed(name)
-                    rest = b""
-                    for piece in pieces:
-                        buf = rest + piece if rest else piece
-                        whole = len(buf) - len(buf) % DIGEST_SIZE
-                        refs.add_many([d for i in range(0, whole, DIGEST_SIZE)
-                                       if (d := bytes(buf[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
-                        rest = bytes(buf[whole:])
-                except Missing:
-                    continue  # deleted while we listed
+            for buf in self._every_manifests_refs():
+                refs.add_many([d for i in range(0, len(buf), DIGEST_SIZE)
+                               if (d := bytes(buf[i:i + DIGEST_SIZE])) != ZERO_DIGEST])
         except BaseException:
             refs.close()
             raise
         return refs
 
+    def _every_manifests_refs(self) -> Iterator:
+        """The refs of every manifest in the store now, manifest by manifest as they are read, in buffers
+        of whole digests (a manifest deleted while they are listed is left out)."""
+        for name in self.list_manifests():
+            try:
+                _header, pieces = self.manifest_refs_streamed(name)
+                rest = b""
+                for piece in pieces:
+                    buf = rest + piece if rest else piece
+                    whole = len(buf) - len(buf) % DIGEST_SIZE
+                    yield buf[:whole]
+                    rest = bytes(buf[whole:])
+            except Missing:
+                continue  # deleted while we listed
+
     def usage(self) -> int:
-        """Stored bytes of the distinct chunks the manifests reference (the vault's used capacity)."""
-        refs = self.referenced()
-        try:
+        """Stored bytes of the distinct chunks the manifests reference (the vault's used capacity).
+        Counted with a :class:`DistinctDigests`, not :meth:`referenced`'s set: nothing here asks whether
+        one digest is in, and past ``memory_entries`` that set cost ~4 µs per ref (distinct.py)."""
+        with DistinctDigests(self.memory_entries * DIGEST_SIZE * 2, self.spill_dir) as refs:
+            for buf in self._every_manifests_refs():
+                refs.add_buffer(buf)
             idx = self.reader_index(refresh=True)
-            return sum(idx.stored_size(d) or 0 for d in refs)
-        finally:
-            refs.close()
+            return sum(idx.stored_size(d) or 0 for d in refs if d != ZERO_DIGEST)
