@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from array import array
 from collections.abc import Iterator
 
 from .crypto import DIGEST_SIZE
@@ -34,7 +35,9 @@ class DistinctDigests:
         self._limit = max(MIN_BUFFER, buffer_bytes)
         self._buffers = [bytearray() for _ in range(BUCKETS)]
         self._buffered = 0
-        self._runs: list[list[tuple[int, int]]] = [[] for _ in range(BUCKETS)]  # (offset, length) spilled
+        # Per spill, where each bucket's run starts in the file and where the last one ends (BUCKETS + 1
+        # offsets): 2 KiB a spill, where a list of (offset, length) pairs per bucket took ~70 bytes a run.
+        self._marks = array("Q")
         self._fd = -1
         self._end = 0
 
@@ -59,14 +62,17 @@ class DistinctDigests:
     def __iter__(self) -> Iterator[bytes]:
         for b in range(BUCKETS):
             seen: set[bytes] = set()
-            for at, length in self._runs[b]:
-                self._add_to(seen, os.pread(self._fd, length, at))
+            marks = self._marks
+            for base in range(0, len(marks), BUCKETS + 1):
+                at, end = marks[base + b], marks[base + b + 1]
+                if end > at:
+                    self._add_to(seen, os.pread(self._fd, end - at, at))
             self._add_to(seen, bytes(self._buffers[b]))
             yield from seen
 
     def close(self) -> None:
         self._buffers = [bytearray() for _ in range(BUCKETS)]
-        self._runs = [[] for _ in range(BUCKETS)]
+        self._marks = array("Q")
         self._buffered = 0
         if self._fd >= 0:
             os.close(self._fd)
@@ -81,13 +87,15 @@ class DistinctDigests:
             fd, path = tempfile.mkstemp(prefix="distinct-", dir=self.spill_dir)
             os.unlink(path)  # (nothing left behind by a crash)
             self._fd = fd
-        full = [(b, buf) for b, buf in enumerate(self._buffers) if buf]
-        data = b"".join(buf for _b, buf in full)  # (one write per spill, not one per bucket)
+        data = b"".join(self._buffers)  # (one write per spill, not one per bucket)
         written = 0
         while written < len(data):
             written += os.pwrite(self._fd, memoryview(data)[written:], self._end + written)
-        for b, buf in full:
-            self._runs[b].append((self._end, len(buf)))
-            self._end += len(buf)
+        at = self._end
+        for buf in self._buffers:
+            self._marks.append(at)
+            at += len(buf)
             buf.clear()
+        self._marks.append(at)
+        self._end = at
         self._buffered = 0
