@@ -5,7 +5,7 @@ needs (every chunk the backups reference, counted once), without the membership 
 Why not a ``DigestSet``: past ``memory_entries`` its table is on disk, and a batch of adds reads and writes
 every page it touches, ~4 µs per digest here. A usage reading adds every ref of every backup, most of them
 repeats: ten backups of a 100 GiB disk (16 M refs, 2.3 M distinct) took 62-64 s per reading at the default
-bound, 11.0 s with this (docs/scale.md, "What still grows").
+bound, 9.4-11.4 s with this (docs/scale.md, "What still grows").
 
 Here the digests are spread over ``BUCKETS`` buckets by their first byte (digests are uniformly random) and
 appended, once ``buffer_bytes`` are buffered, to an unlinked temporary file in large sequential writes;
