@@ -87,8 +87,9 @@ def _on_cpu_or_runnable() -> float:
     from Linux ``schedstat`` (exact while the thread runs: it grows when the thread gets a CPU). Not
     ``schedstat``'s run time: that lags by up to a scheduler tick while the thread runs (up to 3.3 ms
     against the CPU clock over a 2 ms spin here). The queue time can be booked late too, on a busy CPU
-    (see ``TreeWalker``: why the probe also counts voluntary context switches). Without ``schedstat``, the CPU time alone: on
-    a machine whose CPUs are all busy, waiting for one then looks like waiting on the device."""
+    (see ``TreeWalker``: why the probe also counts voluntary context switches). Without ``schedstat``,
+    the CPU time alone: on a machine whose CPUs are all busy, waiting for one then looks like waiting
+    on the device."""
     ran = time.thread_time()
     try:
         with open("/proc/thread-self/schedstat", "rb") as f:
@@ -98,13 +99,13 @@ def _on_cpu_or_runnable() -> float:
         return ran
 
 
-def _voluntary_switches() -> int:
-    """Times this thread gave up its CPU to wait (for the device, a lock): a thread that is only
-    preempted, or waits in the run queue, makes none."""
-    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw if _RUSAGE_THREAD is not None else 1
-
-
 _RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None)
+
+
+def _voluntary_switches() -> int | None:
+    """Times this thread gave up its CPU to wait (for the device, a lock): a thread that is only
+    preempted, or waits in the run queue, makes none. None where the system does not count them."""
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw if _RUSAGE_THREAD is not None else None
 
 
 _FS_ENCODING = sys.getfilesystemencoding()
@@ -420,7 +421,7 @@ class TreeWalker:
 
         pool = _Lister(list_ahead, self.prefetch, gate) if self.prefetch and not self.adaptive else None
         self.prefetching = pool is not None
-        waits: list[float] = []  # seconds each probed listing waited (the first PROBE_LISTINGS)
+        probe = [0, 0.0]  # listings timed, seconds they waited
 
         def listing(ap: bytes, rel: bytes, want: os.stat_result | None) -> list:
             nonlocal pool
@@ -433,12 +434,13 @@ class TreeWalker:
                 with lock:
                     held[0] -= _entries(kids)
                 pool.wake()
-            elif pool is None and self.prefetch and len(waits) < self.PROBE_LISTINGS:
+            elif pool is None and self.prefetch and probe[0] < self.PROBE_LISTINGS:
                 t0, c0, v0 = time.perf_counter(), _on_cpu_or_runnable(), _voluntary_switches()
                 kids = self._children(ap, rel, want)
-                waited = (time.perf_counter() - t0) - (_on_cpu_or_runnable() - c0)
-                waits.append(waited if _voluntary_switches() != v0 else 0.0)
-                if len(waits) == self.PROBE_LISTINGS and sum(waits) / len(waits) > self.SLOW_LISTING:
+                probe[0] += 1
+                if v0 is None or _voluntary_switches() != v0:  # (else it never waited, whatever the clocks say)
+                    probe[1] += (time.perf_counter() - t0) - (_on_cpu_or_runnable() - c0)
+                if probe[0] == self.PROBE_LISTINGS and probe[1] / probe[0] > self.SLOW_LISTING:
                     pool = _Lister(list_ahead, self.prefetch, gate)
                     self.prefetching = True
             else:
