@@ -39,6 +39,14 @@ _COUNT = struct.Struct("<I")
 DEFAULT_MEMORY_ENTRIES = 1 << 14  # ~2 MB of set entries before the table goes to disk
 
 
+def unlinked_file(directory: str | None, prefix: str) -> int:
+    """A descriptor of a new temporary file in ``directory`` (None: the system's) that has no name: it is
+    gone with the process, whatever happens (a crash leaves nothing behind)."""
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=directory)
+    os.unlink(path)
+    return fd
+
+
 class DigestSet:
     """Thread-safe set of 32-byte digests: :meth:`add` (True if it was new) and ``in``."""
 
@@ -147,8 +155,7 @@ class DigestSet:
         os.pwrite(self._fd, head, page_no * PAGE)
 
     def _new_table(self, pages: int) -> None:
-        fd, path = tempfile.mkstemp(prefix="opencbr-digests-", dir=self.spill_dir)
-        os.unlink(path)  # gone with the process, whatever happens
+        fd = unlinked_file(self.spill_dir, "opencbr-digests-")
         os.ftruncate(fd, pages * PAGE)
         # no readahead: its large folios made every 4 KiB write walk the whole folio (module docstring)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)

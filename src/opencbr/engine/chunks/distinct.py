@@ -16,11 +16,11 @@ alone: about 1/256 of the distinct digests in memory at a time.
 from __future__ import annotations
 
 import os
-import tempfile
 from array import array
 from collections.abc import Iterator
 
 from .crypto import DIGEST_SIZE
+from .digestset import unlinked_file
 
 BUCKETS = 256
 MIN_BUFFER = 64 << 10
@@ -84,9 +84,7 @@ class DistinctDigests:
 
     def _spill(self) -> None:
         if self._fd < 0:
-            fd, path = tempfile.mkstemp(prefix="distinct-", dir=self.spill_dir)
-            os.unlink(path)  # (nothing left behind by a crash)
-            self._fd = fd
+            self._fd = unlinked_file(self.spill_dir, "opencbr-distinct-")
         data = b"".join(self._buffers)  # (one write per spill, not one per bucket)
         written = 0
         while written < len(data):
