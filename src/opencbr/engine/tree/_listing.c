@@ -10,7 +10,8 @@
  * For an incremental backup, list_dir can keep a directory's non-directories as packed runs, and reuse()
  * compares them with the parent's records (backup.py's _same_file / _same_node, in C) so that the unchanged
  * ones -- most of a re-backup -- never become Python objects but their pending-queue tuples; keyed_records()
- * reads the parent's catalog chunks for it.
+ * reads the parent's catalog chunks for it. A Lister lists an incremental walk's next directories ahead of it on
+ * threads of its own that never take the GIL (below: "listings ahead of the walk").
  *
  * The safety is walker.py's: the directory is opened by its path with O_NOFOLLOW (the root: may be a
  * /proc/self/fd link, followed) and O_DIRECTORY, and it is listed only if its (st_dev, st_ino) are the ones
@@ -26,6 +27,8 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,7 +37,7 @@
 #include <zlib.h>
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 5
+#define LISTING_ABI 6
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -424,6 +427,531 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     listing_free(&l);
     return out;
 }
+
+
+/* ------------------------------------------------------------ listings ahead of the walk, on C threads */
+
+/* A Lister lists directories ahead of an incremental walk on threads of its own that never take the GIL:
+ * list_nogil into C memory, in walk order (a heap keyed by the directory's path with '/' as NUL, as
+ * walker._Lister), each listed directory's subdirectories queued in turn. The walking thread takes a
+ * listing with take(), which builds its Python objects as list_dir does, and waits (GIL released) only for
+ * a listing already running. Why C threads: the walking thread of a changed re-backup is the serial part,
+ * and its listings' system calls were a third of its CPU (kernel dentry look-ups for every fstatat); Python
+ * listing threads moved them off but took the GIL for every listing they built, which cost more than it
+ * saved (walker.TreeWalker). The same checks as list_dir: a queued directory is opened by its path with
+ * O_NOFOLLOW and listed only if its (st_dev, st_ino) are those its parent's listing saw. */
+
+enum { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2, JOB_DROPPED = 3 };
+#define LISTER_BUCKETS 4096 /* (a power of two; jobs in the table: at most max_jobs) */
+#define LISTER_THREADS_MAX 16
+
+typedef struct LJob {
+    char *ap;            /* the directory's absolute path, NUL-terminated */
+    char *rel;           /* its path below the root, NUL-terminated */
+    size_t ap_len, rel_len;
+    dev_t dev;           /* what its parent's listing saw */
+    ino_t ino;
+    int state, status, error;
+    Listing l;
+    struct LJob *next;   /* in its bucket */
+} LJob;
+
+typedef struct {
+    char *rel;
+    const char **names;
+    Py_ssize_t n;
+} Excluded;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a job was queued, the gate may have opened, or stop */
+    pthread_cond_t done; /* a job is done */
+    LJob **heap;         /* queued jobs by walk order (dropped ones stay until popped) */
+    size_t heap_n, heap_cap;
+    LJob *table[LISTER_BUCKETS]; /* every job not yet taken nor dropped, by ap */
+    size_t live, max_jobs;
+    long long held, max_held;    /* entries of done jobs not yet taken; the gate */
+    int one_dev;
+    dev_t dev;
+    long long readahead_below;
+    Excluded *excluded;
+    Py_ssize_t n_excluded;
+    int stop, closed, nthreads;
+    int idle;            /* threads waiting for work */
+    int walk_waits;      /* the walk waits for a listing being made */
+    pthread_t tids[LISTER_THREADS_MAX];
+    long long listed;   /* listings the threads made */
+    long long taken_done, taken_waited, taken_queued, taken_missing; /* what take() found (stats) */
+} Lister;
+
+static size_t ap_hash(const char *s, size_t n) { /* FNV-1a */
+    size_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h & (LISTER_BUCKETS - 1);
+}
+
+static LJob **job_slot(Lister *L, const char *ap, size_t len) { /* (under mu) */
+    LJob **p = &L->table[ap_hash(ap, len)];
+    while (*p && !((*p)->ap_len == len && memcmp((*p)->ap, ap, len) == 0))
+        p = &(*p)->next;
+    return p;
+}
+
+/* Walk order: the paths below the root compared with '/' as the smallest byte (depth-first pre-order). */
+static int job_less(const LJob *a, const LJob *b) {
+    size_t m = a->rel_len < b->rel_len ? a->rel_len : b->rel_len;
+    for (size_t i = 0; i < m; i++) {
+        unsigned char x = a->rel[i] == '/' ? 0 : (unsigned char)a->rel[i];
+        unsigned char y = b->rel[i] == '/' ? 0 : (unsigned char)b->rel[i];
+        if (x != y)
+            return x < y;
+    }
+    return a->rel_len < b->rel_len;
+}
+
+static void job_free(LJob *j) {
+    listing_free(&j->l);
+    free(j->ap);
+    free(j->rel);
+    free(j);
+}
+
+static int heap_push(Lister *L, LJob *j) { /* (under mu) */
+    if (L->heap_n == L->heap_cap) {
+        size_t cap = L->heap_cap ? L->heap_cap * 2 : 256;
+        LJob **h = realloc(L->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        L->heap = h;
+        L->heap_cap = cap;
+    }
+    size_t i = L->heap_n++;
+    L->heap[i] = j;
+    while (i && job_less(L->heap[i], L->heap[(i - 1) / 2])) {
+        LJob *t = L->heap[i];
+        L->heap[i] = L->heap[(i - 1) / 2];
+        L->heap[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+static LJob *heap_pop(Lister *L) { /* (under mu, heap_n > 0) */
+    LJob *top = L->heap[0];
+    L->heap[0] = L->heap[--L->heap_n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < L->heap_n && job_less(L->heap[l], L->heap[m]))
+            m = l;
+        if (r < L->heap_n && job_less(L->heap[r], L->heap[m]))
+            m = r;
+        if (m == i)
+            break;
+        LJob *t = L->heap[i];
+        L->heap[i] = L->heap[m];
+        L->heap[m] = t;
+        i = m;
+    }
+    return top;
+}
+
+/* Queue the listing of directory ``name`` of the directory at (ap, rel), unless it is queued or listed
+ * already or the window is full. (under mu) */
+static void queue_child(Lister *L, const char *ap, size_t ap_len, const char *rel, size_t rel_len,
+                        const char *name, dev_t dev, ino_t ino) {
+    if (L->live >= L->max_jobs || L->stop)
+        return;
+    size_t nlen = strlen(name), cap_len = ap_len + 1 + nlen, crel_len = rel_len + (rel_len ? 1 : 0) + nlen;
+    LJob *j = calloc(1, sizeof *j);
+    char *cap = malloc(cap_len + 1), *crel = malloc(crel_len + 1);
+    if (!j || !cap || !crel)
+        goto fail;
+    memcpy(cap, ap, ap_len);
+    cap[ap_len] = '/';
+    memcpy(cap + ap_len + 1, name, nlen + 1);
+    memcpy(crel, rel, rel_len);
+    if (rel_len)
+        crel[rel_len] = '/';
+    memcpy(crel + crel_len - nlen, name, nlen + 1);
+    LJob **slot = job_slot(L, cap, cap_len);
+    if (*slot)
+        goto fail; /* (queued or listed already) */
+    *j = (LJob){.ap = cap, .rel = crel, .ap_len = cap_len, .rel_len = crel_len, .dev = dev, .ino = ino};
+    if (heap_push(L, j) < 0)
+        goto fail;
+    *slot = j;
+    L->live++;
+    if (L->idle)
+        pthread_cond_signal(&L->work);
+    return;
+fail:
+    free(j);
+    free(cap);
+    free(crel);
+}
+
+/* The subdirectories of a listed directory that the walk will enter (on the root's device if one_dev). */
+static void queue_children(Lister *L, const LJob *j) { /* (under mu) */
+    for (size_t i = 0; i < j->l.n; i++)
+        if (!j->l.err[i] && S_ISDIR(j->l.st[i].st_mode) && (!L->one_dev || j->l.st[i].st_dev == L->dev))
+            queue_child(L, j->ap, j->ap_len, j->rel, j->rel_len, j->l.names + j->l.offsets[i],
+                        j->l.st[i].st_dev, j->l.st[i].st_ino);
+}
+
+static const Excluded *excluded_in(const Lister *L, const char *rel) {
+    for (Py_ssize_t i = 0; i < L->n_excluded; i++)
+        if (strcmp(L->excluded[i].rel, rel) == 0)
+            return &L->excluded[i];
+    return NULL;
+}
+
+static void *lister_thread(void *arg) {
+    Lister *L = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* (signals go to Python's threads) */
+    /* SCHED_BATCH: a thread woken for a listing does not preempt the walk that queued it (at the default
+     * policy the walk lost its CPU at every take(): ~2,700 times in a changed re-backup of 60k entries,
+     * and the threads' work saved it nothing). */
+    struct sched_param batch = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
+    pthread_mutex_lock(&L->mu);
+    for (;;) {
+        while (!L->stop && (!L->heap_n || L->held >= L->max_held)) {
+            L->idle++;
+            pthread_cond_wait(&L->work, &L->mu);
+            L->idle--;
+        }
+        if (L->stop)
+            break;
+        LJob *j = heap_pop(L);
+        if (j->state == JOB_DROPPED) { /* (the walk listed it itself meanwhile) */
+            job_free(j);
+            continue;
+        }
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&L->mu);
+        const Excluded *ex = excluded_in(L, j->rel);
+        j->status = list_nogil(j->ap, 0, 1, j->dev, j->ino, ex ? ex->names : NULL, ex ? ex->n : 0,
+                               L->readahead_below, &j->l, &j->error);
+        pthread_mutex_lock(&L->mu);
+        j->state = JOB_DONE;
+        L->listed++;
+        L->held += (long long)j->l.n;
+        if (j->status == LIST_OK)
+            queue_children(L, j);
+        if (L->walk_waits)
+            pthread_cond_broadcast(&L->done);
+    }
+    pthread_mutex_unlock(&L->mu);
+    return NULL;
+}
+
+static void lister_stop(Lister *L) { /* (GIL held: released while the threads are joined) */
+    if (L->closed)
+        return;
+    L->closed = 1;
+    pthread_mutex_lock(&L->mu);
+    L->stop = 1;
+    pthread_cond_broadcast(&L->work);
+    pthread_mutex_unlock(&L->mu);
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < L->nthreads; i++)
+        pthread_join(L->tids[i], NULL);
+    Py_END_ALLOW_THREADS
+    for (size_t i = 0; i < L->heap_n; i++)
+        if (L->heap[i]->state == JOB_DROPPED)
+            job_free(L->heap[i]); /* (the others are in the table too: freed below) */
+    free(L->heap);
+    L->heap = NULL;
+    L->heap_n = 0;
+    for (size_t b = 0; b < LISTER_BUCKETS; b++)
+        for (LJob *j = L->table[b], *next; j; j = next) {
+            next = j->next;
+            job_free(j);
+        }
+    memset(L->table, 0, sizeof L->table);
+    for (Py_ssize_t i = 0; i < L->n_excluded; i++) {
+        free(L->excluded[i].rel);
+        for (Py_ssize_t k = 0; k < L->excluded[i].n; k++)
+            free((char *)L->excluded[i].names[k]);
+        free(L->excluded[i].names);
+    }
+    free(L->excluded);
+    L->excluded = NULL;
+    L->n_excluded = 0;
+    pthread_mutex_destroy(&L->mu);
+    pthread_cond_destroy(&L->work);
+    pthread_cond_destroy(&L->done);
+}
+
+static char *bytes_dup(PyObject *b) {
+    if (!PyBytes_Check(b)) {
+        PyErr_SetString(PyExc_TypeError, "expected bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(b)) != n) {
+        PyErr_SetString(PyExc_ValueError, "embedded null byte");
+        return NULL;
+    }
+    char *s = malloc(n + 1);
+    if (!s) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(s, PyBytes_AS_STRING(b), n + 1);
+    return s;
+}
+
+/* excluded: {rel: (name, ...)} (walker._names_by_parent) copied into C memory, read by the threads. */
+static int copy_excluded(Lister *L, PyObject *excluded) {
+    Py_ssize_t n = PyDict_Size(excluded), pos = 0, i = 0;
+    PyObject *k, *v;
+    if (!n)
+        return 0;
+    if (!(L->excluded = calloc(n, sizeof *L->excluded))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (PyDict_Next(excluded, &pos, &k, &v)) {
+        Excluded *e = &L->excluded[i];
+        L->n_excluded = ++i;
+        if (!PyTuple_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "excluded names must be a tuple");
+            return -1;
+        }
+        if (!(e->rel = bytes_dup(k)))
+            return -1;
+        Py_ssize_t m = PyTuple_GET_SIZE(v);
+        if (m && !(e->names = calloc(m, sizeof *e->names))) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t t = 0; t < m; t++) {
+            if (!(e->names[t] = bytes_dup(PyTuple_GET_ITEM(v, t))))
+                return -1;
+            e->n = t + 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *lister_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    int threads;
+    Py_ssize_t max_jobs;
+    long long max_held, readahead_below;
+    PyObject *dev, *excluded;
+    static char *kwlist[] = {"threads", "max_jobs", "max_held", "dev", "excluded", "readahead_below", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "inLOO!L", kwlist, &threads, &max_jobs, &max_held, &dev,
+                                     &PyDict_Type, &excluded, &readahead_below))
+        return NULL;
+    Lister *L = (Lister *)type->tp_alloc(type, 0);
+    if (!L)
+        return NULL;
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->work, NULL);
+    pthread_cond_init(&L->done, NULL);
+    L->max_jobs = max_jobs > 0 ? (size_t)max_jobs : 1;
+    L->max_held = max_held;
+    L->readahead_below = readahead_below;
+    if (dev != Py_None) {
+        unsigned long long d = PyLong_AsUnsignedLongLong(dev);
+        if (d == (unsigned long long)-1 && PyErr_Occurred())
+            goto fail;
+        L->one_dev = 1;
+        L->dev = (dev_t)d;
+    }
+    if (copy_excluded(L, excluded) < 0)
+        goto fail;
+    for (int i = 0; i < threads && i < LISTER_THREADS_MAX; i++) {
+        if (pthread_create(&L->tids[i], NULL, lister_thread, L) != 0)
+            break; /* (fewer threads; none: every listing is the walk's own, as without a lister) */
+        L->nthreads = i + 1;
+    }
+    return (PyObject *)L;
+fail:
+    Py_DECREF(L);
+    return NULL;
+}
+
+static void lister_dealloc(Lister *L) {
+    lister_stop(L);
+    Py_TYPE(L)->tp_free((PyObject *)L);
+}
+
+PyDoc_STRVAR(lister_take_doc,
+"take(path, dev, ino, prefix, apfx, runs) -> list_dir's answer for the directory at ``path``, or None\n"
+"\n"
+"The listing a thread made of ``path`` (which the walk saw as (``dev``, ``ino``)), built as list_dir\n"
+"builds it (``prefix``, ``apfx``, ``runs`` as there), waiting for it if it is being made; None if no thread\n"
+"listed it or will (the walk lists it with list_dir, then queues its subdirectories with queue()).");
+
+static PyObject *lister_take(Lister *L, PyObject *args) {
+    const char *path, *prefix, *apfx;
+    Py_ssize_t path_len, run_max;
+    unsigned long long dev, ino;
+    PyObject *prefix_obj, *apfx_obj;
+    if (!PyArg_ParseTuple(args, "y#KKSSn", &path, &path_len, &dev, &ino, &prefix_obj, &apfx_obj, &run_max))
+        return NULL;
+    if (L->closed) {
+        PyErr_SetString(PyExc_ValueError, "the lister is closed");
+        return NULL;
+    }
+    prefix = PyBytes_AS_STRING(prefix_obj);
+    apfx = PyBytes_AS_STRING(apfx_obj);
+    /* The lock is taken with the GIL held (the threads hold it briefly and never want the GIL): the GIL
+     * is given up only to wait for a listing being made, not for every directory. */
+    pthread_mutex_lock(&L->mu);
+    LJob **slot = job_slot(L, path, (size_t)path_len);
+    LJob *j = *slot;
+    if (!j)
+        L->taken_missing++;
+    else if (j->state == JOB_QUEUED)
+        L->taken_queued++;
+    else if (j->state == JOB_DONE)
+        L->taken_done++;
+    else
+        L->taken_waited++;
+    if (j && j->state == JOB_QUEUED) { /* not started: the walk lists it now rather than wait */
+        *slot = j->next;
+        j->state = JOB_DROPPED; /* (freed by the thread that pops it, or at close) */
+        L->live--;
+        j = NULL;
+    } else if (j) {
+        if (j->state != JOB_DONE) {
+            pthread_mutex_unlock(&L->mu);
+            Py_BEGIN_ALLOW_THREADS
+            pthread_mutex_lock(&L->mu);
+            L->walk_waits = 1;
+            while (j->state != JOB_DONE)
+                pthread_cond_wait(&L->done, &L->mu);
+            L->walk_waits = 0;
+            pthread_mutex_unlock(&L->mu);
+            Py_END_ALLOW_THREADS
+            pthread_mutex_lock(&L->mu);
+        }
+        /* (slot still leads to j: jobs are added at the end of a bucket, and only take() -- only the walk
+         * calls it -- unlinks one) */
+        *slot = j->next;
+        L->live--;
+        int gated = L->held >= L->max_held;
+        L->held -= (long long)j->l.n;
+        if (j->status == LIST_OK)
+            queue_children(L, j); /* (again: some may have been left out while the window was full) */
+        if (gated && L->held < L->max_held && L->idle)
+            pthread_cond_broadcast(&L->work); /* (the gate opened) */
+    }
+    pthread_mutex_unlock(&L->mu);
+    if (!j)
+        Py_RETURN_NONE;
+    PyObject *out;
+    if ((unsigned long long)j->dev != dev || (unsigned long long)j->ino != ino) {
+        out = Py_None; /* (listed as another directory than the walk saw: the walk lists it itself) */
+        Py_INCREF(out);
+    } else if (j->status == LIST_OK) {
+        out = build(&j->l, prefix, PyBytes_GET_SIZE(prefix_obj), apfx, PyBytes_GET_SIZE(apfx_obj), run_max,
+                    prefix_obj, apfx_obj);
+    } else {
+        out = Py_BuildValue("(iiOi)", j->status, j->error, Py_None, 0);
+    }
+    job_free(j);
+    return out;
+}
+
+PyDoc_STRVAR(lister_queue_doc,
+"queue(path, rel, names, devs, inos) -> None: queue the listings of the subdirectories ``names`` of the\n"
+"directory at ``path`` (``rel`` below the root), which the walk listed itself, as (``devs[i]``, ``inos[i]``).");
+
+static PyObject *lister_queue(Lister *L, PyObject *args) {
+    const char *path, *rel;
+    Py_ssize_t path_len, rel_len;
+    PyObject *names, *devs, *inos;
+    if (!PyArg_ParseTuple(args, "y#y#O!O!O!", &path, &path_len, &rel, &rel_len, &PyList_Type, &names,
+                          &PyList_Type, &devs, &PyList_Type, &inos))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    if (PyList_GET_SIZE(devs) != n || PyList_GET_SIZE(inos) != n) {
+        PyErr_SetString(PyExc_ValueError, "names, devs and inos differ in length");
+        return NULL;
+    }
+    if (L->closed) {
+        PyErr_SetString(PyExc_ValueError, "the lister is closed");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *nm = PyList_GET_ITEM(names, i);
+        unsigned long long d = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(devs, i));
+        unsigned long long o = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(inos, i));
+        if (PyErr_Occurred())
+            return NULL;
+        if (!PyBytes_Check(nm) || (Py_ssize_t)strlen(PyBytes_AS_STRING(nm)) != PyBytes_GET_SIZE(nm)) {
+            PyErr_SetString(PyExc_ValueError, "names must be bytes without a null byte");
+            return NULL;
+        }
+        pthread_mutex_lock(&L->mu);
+        queue_child(L, path, (size_t)path_len, rel, (size_t)rel_len, PyBytes_AS_STRING(nm), (dev_t)d, (ino_t)o);
+        pthread_mutex_unlock(&L->mu);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *lister_close(Lister *L, PyObject *noargs) {
+    lister_stop(L);
+    Py_RETURN_NONE;
+}
+
+static PyObject *lister_threads(Lister *L, void *closure) {
+    return PyLong_FromLong(L->nthreads);
+}
+
+static PyMethodDef lister_methods[] = {
+    {"take", (PyCFunction)lister_take, METH_VARARGS, lister_take_doc},
+    {"queue", (PyCFunction)lister_queue, METH_VARARGS, lister_queue_doc},
+    {"close", (PyCFunction)lister_close, METH_NOARGS, "Stop the threads and free what they listed."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *lister_stats(Lister *L, void *closure) {
+    long long listed;
+    if (L->closed) {
+        listed = L->listed;
+    } else {
+        pthread_mutex_lock(&L->mu);
+        listed = L->listed;
+        pthread_mutex_unlock(&L->mu);
+    }
+    return Py_BuildValue("{sLsLsLsLsL}", "listed", listed, "done", L->taken_done, "waited", L->taken_waited,
+                         "queued", L->taken_queued, "missing", L->taken_missing);
+}
+
+static PyGetSetDef lister_getset[] = {
+    {"threads", (getter)lister_threads, NULL, "Threads that list (0: the walk lists everything itself).", NULL},
+    {"stats", (getter)lister_stats, NULL, "Listings the threads made; what take() found: listings done, being "
+                                          "made (waited for), not started (listed by the walk), not queued.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(lister_doc,
+"Lister(threads, max_jobs, max_held, dev, excluded, readahead_below): lists directories ahead of the walk\n"
+"on ``threads`` C threads (see take()); at most ``max_jobs`` directories queued or listed and not taken, no\n"
+"listing started while those not taken hold ``max_held`` entries; subdirectories on ``dev`` only (None:\n"
+"any); ``excluded``: {rel: (name, ...)} left out as list_dir leaves them out. close() when done. One walk's:\n"
+"take() and queue() are called from one thread (the walking one).");
+
+static PyTypeObject ListerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "opencbr.engine.tree._listing.Lister",
+    .tp_basicsize = sizeof(Lister),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = lister_doc,
+    .tp_new = lister_new,
+    .tp_dealloc = (destructor)lister_dealloc,
+    .tp_methods = lister_methods,
+    .tp_getset = lister_getset,
+};
 
 
 /* ---------------------------------------------------- an incremental backup's runs, reused from the parent */
@@ -1309,8 +1837,11 @@ PyMODINIT_FUNC PyInit__listing(void) {
         return NULL;
     }
     stat_result_type = (PyTypeObject *)t; /* (kept for the life of the process) */
+    if (PyType_Ready(&ListerType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "ABI", LISTING_ABI) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "ABI", LISTING_ABI) < 0 ||
+              PyModule_AddObjectRef(m, "Lister", (PyObject *)&ListerType) < 0)) {
         Py_DECREF(m);
         return NULL;
     }
