@@ -6,7 +6,6 @@ directories swapped or removed during the walk)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ import stat
 import subprocess
 import sys
 import sysconfig
-import time
 
 import pytest
 
@@ -219,115 +217,3 @@ def test_the_warmers_threads_list_every_directory_once_and_no_other(tmp_path, th
     assert sorted(visited) == sorted(dirs) and len(visited) == len(set(visited)) and entries == len(walk) - 1
     assert visited[0] == b""
     assert NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev + 1, True, threads) == (len(os.listdir(root)), [b""])
-
-
-# -------------------------------------------------------------- listings ahead of the walk on C threads
-
-
-def _bushy_tree(root):
-    """The odd tree, plus enough directories (wide and deep) that the listing threads run ahead of the walk."""
-    _odd_tree(root)
-    for i in range(12):
-        for j in range(4):
-            d = root / f"w{i:02d}" / f"d{j}" / "deep" / "er"
-            d.mkdir(parents=True)
-            for k in range(3):
-                (d.parent / f"f{k}").write_bytes(b"y" * k)
-            (d / "leaf").write_bytes(b"z")
-    return root
-
-
-def _until(done, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "the listing threads did not get there"
-        time.sleep(0.005)
-
-
-def _run_walk(root, **kw) -> tuple[list, list, TreeWalker]:
-    """Every item of a walk with ``runs`` (a WalkRun as its packed listing), and the warnings."""
-    warnings = []
-    w = TreeWalker(root, lambda *a: warnings.append(a), runs=True, **kw)
-    items = []
-    for it in w:
-        if isinstance(it, walker.WalkRun):
-            prefix, apfx, names, stats, count = it.listing
-            items.append(("run", prefix, apfx, names, count))
-        else:
-            items.append((it.path, it.abspath, tuple(v for i, v in enumerate(it.st) if i != stat.ST_ATIME)))
-    return items, warnings, w
-
-
-@needs_native
-@pytest.mark.parametrize("window", [(512, 16384), (3, 8)])
-@pytest.mark.parametrize("exclude", [frozenset(), frozenset({b"a/b", b"w03", b"w05/d1/deep", b"zz/big"})])
-def test_listing_threads_walk_as_the_walk_lists_alone(tmp_path, monkeypatch, window, exclude):
-    """An incremental walk (``runs``) lists ahead on the C listing's threads (_listing.Lister): the same items,
-    in the same order, with the same exclusions, as the walk listing every directory itself -- with room to
-    run ahead, and with a window (directories, entries) so small that most listings are the walk's own."""
-    root = _bushy_tree(tmp_path / "t")
-    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH", window[0])
-    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH_ENTRIES", window[1])
-    alone, alone_warnings, _w = _run_walk(root, prefetch=0, exclude=exclude)
-    ahead, ahead_warnings, w = _run_walk(root, prefetch=4, exclude=exclude)
-    assert w.prefetching
-    assert ahead == alone and ahead_warnings == alone_warnings == []
-    paths = [x[0] for x in ahead]
-    assert b"w11/d3/deep/er" in paths and (b"w03" in paths) is not bool(exclude)
-
-
-@needs_native
-def test_a_listing_thread_lists_only_the_directory_its_parent_saw(tmp_path):
-    """The threads open a queued directory by its path without following a symlink, and list it only if it is
-    the directory (st_dev, st_ino) its parent's listing saw; what the walk takes says why not, in list_dir's
-    words; a directory nobody queued, or one queued and not started, is the walk's to list (None)."""
-    root = tmp_path / "t"
-    for d in ("same", "other", "gone", "outside/secret"):  # (the link leads outside the tree)
-        (root / d).mkdir(parents=True)
-    (root / "same" / "f").write_bytes(b"f")
-    (root / "link").symlink_to(root / "outside")
-    top, st = os.fsencode(root), {n: os.lstat(root / n) for n in ("same", "other", "outside")}
-    os.rmdir(root / "gone")  # (after its parent's listing saw it)
-    lister = NATIVE.Lister(2, 16, 1000, None, {}, 0)
-    try:
-        lister.queue(top, b"", [b"same", b"other", b"link", b"gone"],
-                     [st["same"].st_dev, st["other"].st_dev, st["outside"].st_dev, st["same"].st_dev],
-                     [st["same"].st_ino, st["same"].st_ino, st["outside"].st_ino, st["other"].st_ino])
-        _until(lambda: lister.stats["listed"] == 4)  # (a listing not started yet would be the walk's: None)
-        take = {n: lister.take(top + b"/" + n, st["same"].st_dev, ino, n + b"/", top + b"/" + n + b"/", 0)
-                for n, ino in ((b"same", st["same"].st_ino), (b"other", st["same"].st_ino),
-                               (b"link", st["outside"].st_ino), (b"gone", st["other"].st_ino))}
-        assert lister.take(top + b"/nobody", 0, 0, b"nobody/", top + b"/nobody/", 0) is None
-    finally:
-        lister.close()
-    status, entries, problems, regular = take[b"same"]
-    assert (status, [e[0] for e in entries], problems, regular) == (0, [b"same/f"], [], 1)
-    assert take[b"other"] == (2, 0, None, 0)  # another directory than the one its parent saw
-    assert take[b"link"][:2] in ((1, errno.ELOOP), (1, errno.ENOTDIR))  # a symlink: never followed
-    assert take[b"gone"] == (1, errno.ENOENT, None, 0)
-    assert lister.stats["done"] == 4 and lister.stats["missing"] == 1
-
-
-@needs_native
-def test_a_lister_keeps_to_its_window_and_closes_once(tmp_path):
-    """No more directories queued than ``max_jobs`` (the others are the walk's to list); without threads
-    nothing is listed ahead; after close() the lister refuses work, and closing again is harmless."""
-    root = tmp_path / "t"
-    names = [f"d{i}".encode() for i in range(6)]
-    for n in names:
-        (root / n.decode()).mkdir(parents=True)
-    top = os.fsencode(root)
-    sts = [os.lstat(root / n.decode()) for n in names]
-    for threads, queued in ((2, 3), (0, 0)):
-        lister = NATIVE.Lister(threads, 3, 1000, None, {}, 0)
-        assert lister.threads == threads
-        lister.queue(top, b"", names, [s.st_dev for s in sts], [s.st_ino for s in sts])
-        _until(lambda lister=lister, queued=queued: lister.stats["listed"] == queued)
-        got = [lister.take(top + b"/" + n, s.st_dev, s.st_ino, n + b"/", top + b"/" + n + b"/", 0)
-               for n, s in zip(names, sts, strict=True)]
-        lister.close()
-        lister.close()
-        assert sum(g is not None for g in got) == queued
-        assert all(g == (0, [], [], 0) for g in got if g is not None)
-        with pytest.raises(ValueError):
-            lister.take(top + b"/d0", 0, 0, b"d0/", top + b"/d0/", 0)

@@ -119,7 +119,7 @@ _LIST_PROBLEMS = {
     _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
     _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
 }
-_LISTING_ABI = 6  # the interface of _listing.c this file calls (a stale build of another one is not used)
+_LISTING_ABI = 5  # the interface of _listing.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_listing():
@@ -247,13 +247,7 @@ class TreeWalker:
     system call, and so does the walk (measured here, cold cache, 30k files: the walk alone 0.32 s,
     with 4 listing threads 0.45 s; the unchanged re-backup 0.78 s against 0.89 s). With the C listing
     (``native``: one GIL hand-off per directory) threads always on were still slower for a changed
-    re-backup (bench/README.md, realtree, 2026-12-05 noon): building the entries takes the GIL too.
-
-    So a walk with ``runs`` (an incremental backup's) lists ahead on threads of the C listing itself
-    (``_listing.Lister``: no GIL, no probe needed) and the walking thread only builds what it takes: the
-    listings' system calls were a third of its CPU (kernel look-ups for every ``fstatat``). Changed
-    re-backup of realtree's ``/usr`` copy, ten alternated pairs each: warm 0.648 s against 0.690 s (median),
-    cold 0.75 s against 0.80 s (bench/README.md, realtree, 2026-12-06 morning, second VM)."""
+    re-backup (bench/README.md, realtree, 2026-12-05 noon): building the entries takes the GIL too."""
 
     MAX_PREFETCH = 512
     RUN_MAX = 256
@@ -308,13 +302,9 @@ class TreeWalker:
     def _list_native(self, abspath: bytes, rel: bytes, want: os.stat_result | None) -> list:
         """_children's listing in one call to the C extension (``_listing.list_dir``): its system calls
         with the GIL released, the regular files' total and their readahead done there too."""
-        return self._listed(rel, self.native.list_dir(
+        status, got, problems, regular = self.native.list_dir(
             abspath, not rel, None if want is None else (want.st_dev, want.st_ino), rel + b"/" if rel else b"",
-            abspath + b"/", self._excluded_in.get(rel, ()), self.readahead_below, self.RUN_MAX if self.runs else 0))
-
-    def _listed(self, rel: bytes, answer: tuple) -> list:
-        """The entries of a C listing's answer (``list_dir``'s, or a ``Lister``'s); its problems warned."""
-        status, got, problems, regular = answer
+            abspath + b"/", self._excluded_in.get(rel, ()), self.readahead_below, self.RUN_MAX if self.runs else 0)
         if status != _LIST_OK:
             self.warn(rel, _LIST_PROBLEMS[status](got), True)
             return []
@@ -429,18 +419,12 @@ class TreeWalker:
         def gate() -> bool:
             return held[0] < self.MAX_PREFETCH_ENTRIES
 
-        # An incremental walk lists ahead on the C listing's own threads (_listing.Lister): no GIL taken
-        # there, so no adaptive probe is needed (below: Python threads, which take it for every listing).
-        c_ahead = self._c_lister(dev) if self.runs and self.prefetch and self.native is not None else None
-        pool = (_Lister(list_ahead, self.prefetch, gate)
-                if self.prefetch and not self.adaptive and c_ahead is None else None)
-        self.prefetching = pool is not None or (c_ahead is not None and c_ahead.threads > 0)
+        pool = _Lister(list_ahead, self.prefetch, gate) if self.prefetch and not self.adaptive else None
+        self.prefetching = pool is not None
         probe = [0, 0.0]  # listings timed, seconds they waited
 
         def listing(ap: bytes, rel: bytes, want: os.stat_result | None) -> list:
             nonlocal pool
-            if c_ahead is not None:
-                return self._take_or_list(c_ahead, ap, rel, want, descend)
             with lock:
                 fut = ahead.pop(ap, None)
             if fut is not None and fut.cancel():
@@ -485,31 +469,6 @@ class TreeWalker:
         finally:
             if pool is not None:
                 pool.shutdown()
-            if c_ahead is not None:
-                c_ahead.close()
-
-    def _c_lister(self, dev: int):
-        """Threads of the C listing that list the walk's next directories (see ``_listing.Lister``), as the
-        Python listing threads do, within the same bounds (``MAX_PREFETCH``, ``MAX_PREFETCH_ENTRIES``)."""
-        return self.native.Lister(self.prefetch, self.MAX_PREFETCH, self.MAX_PREFETCH_ENTRIES,
-                                  dev if self.one_file_system else None, self._excluded_in, self.readahead_below)
-
-    def _take_or_list(self, ahead, ap: bytes, rel: bytes, want: os.stat_result | None,
-                      descend: Callable[[os.stat_result], bool]) -> list:
-        """A directory's entries as a C listing thread listed them, or listed here (then its subdirectories
-        are queued for those threads: they queue the subdirectories of what they list themselves)."""
-        prefix = rel + b"/" if rel else b""
-        if want is not None:
-            got = ahead.take(ap, want.st_dev, want.st_ino, prefix, ap + b"/", self.RUN_MAX)
-            if got is not None:
-                return self._listed(rel, got)
-        kids = self._children(ap, rel, want)
-        subdirs = [k for k in kids if len(k) == 4 and descend(k[2])]
-        if subdirs:
-            cut = len(prefix)
-            ahead.queue(ap, rel, [k[0][cut:] for k in subdirs], [k[2].st_dev for k in subdirs],
-                        [k[2].st_ino for k in subdirs])
-        return kids
 
 
 def _node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
