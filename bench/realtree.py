@@ -217,10 +217,14 @@ class RestoreVolume:
         self.mnt.mkdir(parents=True, exist_ok=True)
         if any(self.mnt.iterdir()):
             raise SystemExit(f"{self.mnt} is not empty: move it away first")
-        subprocess.run(["truncate", "-s", self.size, str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(self.image)],
-                       check=True)
-        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mnt)], check=True)
+        try:
+            subprocess.run(["truncate", "-s", self.size, str(self.image)], check=True)
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                            str(self.image)], check=True)
+            subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mnt)], check=True)
+        except BaseException:
+            self.image.unlink(missing_ok=True)
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -267,8 +271,7 @@ def _run(a, fresh_restore: bool) -> int:
         treebench.sh(["find", str(tree_dir), "-printf", ""])
         results.append(floor("stat walk", "find . -printf '%s %T@\\n' >/dev/null", cwd=tree_dir, work=work))
         dst = work / "restore" / "cp"
-        if not fresh_restore:
-            set_aside(dst, trash)
+        set_aside(dst, trash)
         dst.parent.mkdir(parents=True, exist_ok=True)
         results.append(floor("cp -a+sync", f"cp -a '{tree_dir}' '{dst}' && sync", cwd=work, work=work))
         for t in tools:
@@ -278,12 +281,12 @@ def _run(a, fresh_restore: bool) -> int:
                                                log=work / "logs" / f"{t.v}-changed.log"))
                 t.prev = "incr"
             if "restore" in a.ops:
-                restore_one(t, work, tree_dir, rec, None if fresh_restore else trash)
+                restore_one(t, work, tree_dir, rec, trash)
     finally:
         for t in tools:
             if isinstance(t, CliTool):
                 t.svc.stop()
-    if (work / "restore").exists() and not fresh_restore:
+    if (work / "restore").exists() and not fresh_restore:  # (a volume's mount point is unmounted by its owner)
         (work / "restore").rename(trash / "restore-done")
     shutil.rmtree(trash, ignore_errors=True)
     (work / "results.json").write_text(json.dumps(results, indent=1))
@@ -302,11 +305,9 @@ def set_aside(path: Path, trash: Path) -> None:
         path.rename(trash / f"{path.name}-{time.time_ns()}")
 
 
-def restore_one(t, work: Path, tree_dir: Path, rec, trash: Path | None) -> None:
-    """``trash`` None: the restores go to a fresh file system (``--restore-volume``), nothing to set aside."""
+def restore_one(t, work: Path, tree_dir: Path, rec, trash: Path) -> None:
     dst = work / "restore" / t.v
-    if trash is not None:
-        set_aside(dst, trash)
+    set_aside(dst, trash)  # (nothing there on a fresh --restore-volume)
     dst.mkdir(parents=True)
     if isinstance(t, CliTool):
         cmd, got = t.restore_cmd("incr", dst)
