@@ -361,6 +361,7 @@ def fixed(a) -> int:
         rows: dict[str, list] = {code: [] for code in codes}
         for i in range(a.runs):
             for code, src in (codes.items() if i % 2 == 0 else reversed(codes.items())):
+                treebench.drop_caches(a.drop_caches)  # (as the run's timed steps: the CLI starts cold too)
                 t0 = time.time()
                 p = subprocess.run(svc.cbr_cmd("backup", "create", vault, "--name", f"b{i}-{code}", "--wait", "--json"),
                                    env={**svc.env, "PYTHONPATH": src}, capture_output=True, text=True, check=True)
@@ -373,6 +374,7 @@ def fixed(a) -> int:
     finally:
         svc.stop()
     print(f"\n`cbr backup create --wait`, unchanged tree of {a.files} files, {a.runs} runs, medians "
+          f"{'(page cache dropped before each) ' if a.drop_caches else ''}"
           f"(load {os.getloadavg()[0]:.1f}); `cbr --help` alone: {start:.2f} s")
     print("| cbr | wall s | submit -> queued s | queued -> started s | task s | ended -> CLI exit s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -408,6 +410,8 @@ def main() -> int:
                     "size, loop-mounted at WORK/restore (root; e.g. 8G)")
     ap.add_argument("--runs", type=int, default=10, help="fixed: how many backups")
     ap.add_argument("--files", type=int, default=100, help="fixed: files in the small tree")
+    ap.add_argument("--drop-caches", action="store_true", help="fixed: drop the page cache before each backup "
+                    "(root), as before the run's timed steps: the CLI and the service start from a cold cache")
     ap.add_argument("--alternate", metavar="SRC", help="fixed: also run the cbr of this source tree (another "
                     "checkout's src/), in turn with this one's, against the same service")
     a = ap.parse_args()
