@@ -5,7 +5,8 @@ output, received payloads, packs. Once a process has fixed its mmap threshold (t
 engine/tree/memory.py), glibc's trim threshold stays at 128 KiB: each such buffer freed at the top of
 its arena's heap goes back to the system, and the next one is faulted in and zeroed again, page by
 page. Through an agent (bench/agent.py, the 30k-file tree) that was ~250k page faults in the agent and
-~180k in the service's worker per 1.1 GB sent; with 16 MiB kept, ~130k and ~20k.
+~180k in the service's worker per 1.1 GB sent; with 16 MiB kept, ~145k and ~20k (the rest in the agent
+is the tree walk's periodic ``malloc_trim``, which bounds its memory).
 
 The setting is process-wide and the processes are long-lived (a worker, an agent): it holds while at
 least one operation asked for it, the largest asked for wins, and when the last ends the default comes

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ...system.heap import release_free_pages
 from ...system.libc import function as libc_function
 
 _last = 0.0
@@ -70,9 +71,7 @@ def trim(min_interval: float = 0.25) -> None:
     if now - _last < min_interval:
         return
     _last = now
-    malloc_trim = libc_function("malloc_trim", (ctypes.c_size_t,))
-    if malloc_trim is not None:
-        malloc_trim(0)
+    release_free_pages()
 
 
 #: Container allocations (net of frees) between two young-generation collections while a walk runs:
