@@ -25,18 +25,15 @@ SCENARIO = textwrap.dedent("""
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
 
-    def churn():
-        # resident after 16 MiB were allocated, written and freed again
-        base = rss_mb()
+    def held_now():
+        # what stays resident after 16 MiB were allocated, written and freed again
+        before = rss_mb()
         held = [bytearray(1 << 20) for _ in range(16)]
         while held:
             held.pop()
-        return rss_mb() - base
+        return round(rss_mb() - before)
 
-    def held_now():
-        # what a churn left resident, seen from the next allocation's point of view
-        return round(churn())
-
+    BASE = rss_mb()  # before any churn: what stays after a block shows against it
     out = []
     if sys.argv[1] == "alone":
         out.append(held_now())
@@ -56,9 +53,7 @@ SCENARIO = textwrap.dedent("""
 
 
 def run(scenario: str) -> list[int]:
-    # BASE: the resident size before any churn, so that what stays after the block shows
-    code = SCENARIO.replace("out = []", "out = []\nBASE = rss_mb()", 1)
-    done = subprocess.run([sys.executable, "-c", code, scenario], capture_output=True, text=True, check=True,
+    done = subprocess.run([sys.executable, "-c", SCENARIO, scenario], capture_output=True, text=True, check=True,
                           timeout=60)
     return [int(x) for x in done.stdout.split()]
 
