@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import os
 import socket
@@ -16,7 +15,13 @@ from opencbr.api.app import create_app
 from opencbr.config import Settings
 from opencbr.domain.errors import CBRError
 from opencbr.scheduler import Scheduler
-from opencbr.server.process import check_installation, note_stop_signals, opening_catalog, start_logging
+from opencbr.server.process import (
+    check_installation,
+    keep_for_life,
+    note_stop_signals,
+    opening_catalog,
+    start_logging,
+)
 from opencbr.services import hosts, iam
 from opencbr.services.context import ServiceContext, open_context
 from opencbr.worker.supervisor import WorkerProcesses
@@ -96,11 +101,7 @@ class Service:
             self.workers.start()
         if self.scheduler:
             self.scheduler.start()
-        # Everything loaded so far (modules, the app, SQLAlchemy's mappers) lives as long as the process:
-        # out of the collector's sight, a full collection walks only what requests allocate. Measured on
-        # list requests: bench/api.py reports the API's CPU per request).
-        gc.collect()
-        gc.freeze()
+        keep_for_life()
         # No `Server: uvicorn` banner: it tells a prober what to try and costs every client a header to parse.
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                                 server_header=False)
