@@ -5,17 +5,27 @@ needs (every chunk the backups reference, counted once), without the membership 
 Why not a ``DigestSet``: past ``memory_entries`` its table is on disk, and a batch of adds reads and writes
 every page it touches, ~4 µs per digest here. A usage reading adds every ref of every backup, most of them
 repeats: ten backups of a 100 GiB disk (16 M refs, 2.3 M distinct) took 62-64 s per reading at the default
-bound, 9.4-11.4 s with this (docs/scale.md, "What still grows").
+bound, 9.4-11.4 s with this, 4.6-5.8 s with its spans below when the changes come in extents
+(docs/scale.md, "What still grows"; ``bench/usage.py``).
 
 Here the digests are spread over ``BUCKETS`` buckets by their first byte (digests are uniformly random) and
 appended, once ``buffer_bytes`` are buffered, to an unlinked temporary file in large sequential writes;
 nothing is looked up while they come in. Iteration then reads one bucket's runs back and deduplicates it
 alone: about 1/256 of the distinct digests in memory at a time.
+
+Consecutive backups reference mostly the same chunks in the same order (a tree's unchanged files, a disk's
+unchanged blocks), so most refs come again in the same company: a buffer is cut into *spans* where content
+decides (after each digest whose first byte is below ``SPAN_CUT``: ~64 refs a span; a ref inserted or
+removed moves no other cut), and a span met before is not fed again. Spans are remembered by a 128-bit
+BLAKE2b of their bytes (16 bytes each, ``SPANS_MAX`` of them, then forgotten: a span fed twice only costs
+time), so a collision, which would leave a span's digests out, is as likely as one of the digests'.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from array import array
 from collections.abc import Iterator
 
@@ -24,6 +34,9 @@ from .digestset import unlinked_file
 
 BUCKETS = 256
 MIN_BUFFER = 64 << 10
+SPAN_CUT = 4  # a span of refs ends after a digest whose first byte is below this (1 in 64)
+_SPAN_END = re.compile(b"[\\x00-\\x%02x]" % (SPAN_CUT - 1))
+SPANS_MAX = 1 << 17  # spans remembered (~12 MB: 8 M refs of history)
 
 
 class DistinctDigests:
@@ -40,6 +53,7 @@ class DistinctDigests:
         self._marks = array("Q")
         self._fd = -1
         self._end = 0
+        self._spans: set[bytes] = set()  # BLAKE2b of the spans fed so far
 
     def __enter__(self) -> "DistinctDigests":
         return self
@@ -51,11 +65,27 @@ class DistinctDigests:
         """Every digest of ``buf``: a whole number of digests, one after the other."""
         if len(buf) % DIGEST_SIZE:
             raise ValueError("a buffer of digests must hold a whole number of them")
-        buffers = self._buffers
         buf = bytes(buf)  # (slices of bytes are cheaper than a memoryview's)
-        for i in range(0, len(buf), DIGEST_SIZE):
+        view = memoryview(buf)  # (what is hashed: no copy)
+        start = 0
+        for m in _SPAN_END.finditer(buf[::DIGEST_SIZE]):  # (each digest's first byte)
+            end = (m.start() + 1) * DIGEST_SIZE
+            self._add_span(buf, view, start, end)
+            start = end
+        if start < len(buf):
+            self._add_span(buf, view, start, len(buf))
+
+    def _add_span(self, buf: bytes, view: memoryview, start: int, end: int) -> None:
+        key = hashlib.blake2b(view[start:end], digest_size=16).digest()
+        if key in self._spans:
+            return
+        if len(self._spans) >= SPANS_MAX:
+            self._spans.clear()
+        self._spans.add(key)
+        buffers = self._buffers
+        for i in range(start, end, DIGEST_SIZE):
             buffers[buf[i]] += buf[i:i + DIGEST_SIZE]
-        self._buffered += len(buf)
+        self._buffered += end - start
         if self._buffered >= self._limit:
             self._spill()
 
@@ -71,6 +101,7 @@ class DistinctDigests:
             yield from seen
 
     def close(self) -> None:
+        self._spans = set()
         self._buffers = [bytearray() for _ in range(BUCKETS)]
         self._marks = array("Q")
         self._buffered = 0
