@@ -8,7 +8,6 @@ import os
 import threading
 
 from opencbr.config import Settings
-from opencbr.engine import load_operations
 from opencbr.server.process import (
     check_installation,
     keep_for_life,
@@ -21,7 +20,7 @@ from opencbr.server.process import (
 from opencbr.server.receiver import start_receiver
 from opencbr.services import hosts
 from opencbr.services.context import ServiceContext, open_context
-from opencbr.worker.runner import TaskPriority, WorkerPool
+from opencbr.worker.runner import TaskPriority, WorkerPool, load_task_modules
 
 log = logging.getLogger("opencbr")
 
@@ -37,13 +36,6 @@ def worker_pool(ctx: ServiceContext, count: int) -> WorkerPool:
     return WorkerPool(ctx, count, priority=TaskPriority(other=settings.worker_nice, restore=settings.restore_nice))
 
 
-def _load_task_modules() -> None:
-    """The data plane's modules, which the service layer imports inside the tasks that use them (an API
-    process never needs them): a worker takes them at its start, not in its first task of each kind."""
-    load_operations()
-    import opencbr.services.tree_source  # noqa: F401 - (a file system's backup)
-
-
 def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> None:
     """Run ``count`` worker threads until SIGTERM/SIGINT, then stop in order (running tasks are handed
     back to the queue). ``supervised``: a worker process of ``cbr serve``, which stops when it stops and
@@ -57,7 +49,7 @@ def run_workers(settings: Settings, count: int, *, supervised: bool = False) -> 
         check_installation(ctx)
         pool = worker_pool(ctx, count)
         stopping = note_stop_signals()
-        _load_task_modules()
+        load_task_modules()
         keep_for_life()
         pool.start()
         if settings.worker_nice:

@@ -22,6 +22,7 @@ import time
 import traceback
 
 from opencbr.domain.errors import CBRError
+from opencbr.engine import load_operations
 from opencbr.engine.errors import OperationCancelled
 from opencbr.services import engine_errors, tasks
 from opencbr.services.context import ServiceContext
@@ -70,6 +71,13 @@ def lower_thread_priority(by: int) -> None:
 def new_worker_base() -> str:
     """``<host>:<pid>:<random>``: unique per process, readable by people (ids fit the catalog's 64 chars)."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def load_task_modules() -> None:
+    """The data plane's modules, which the services import inside the tasks that use them (an API process
+    never needs them): a worker process takes them at its start, not in its first task of each kind."""
+    load_operations()
+    import opencbr.services.tree_source  # noqa: F401 - (a file system's backup)
 
 
 def task_handlers() -> tasks.TaskHandlers:
