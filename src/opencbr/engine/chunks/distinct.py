@@ -16,9 +16,9 @@ alone: about 1/256 of the distinct digests in memory at a time.
 Consecutive backups reference mostly the same chunks in the same order (a tree's unchanged files, a disk's
 unchanged blocks), so most refs come again in the same company: a buffer is cut into *spans* where content
 decides (after each digest whose first byte is below ``SPAN_CUT``: ~64 refs a span; a ref inserted or
-removed moves no other cut), and a span met before is not fed again. Spans are remembered by a 128-bit
-BLAKE2b of their bytes (16 bytes each, ``SPANS_MAX`` of them, then forgotten: a span fed twice only costs
-time), so a collision, which would leave a span's digests out, is as likely as one of the digests'.
+removed moves no other cut), and a span met before is not fed again. Spans are remembered by a 256-bit
+BLAKE2b of their bytes (32 bytes each, ``SPANS_MAX`` of them, then forgotten: a span fed twice only costs
+time), so a collision, which would leave a span's digests out, is as unlikely as one of the digests'.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ BUCKETS = 256
 MIN_BUFFER = 64 << 10
 SPAN_CUT = 4  # a span of refs ends after a digest whose first byte is below this (1 in 64)
 _SPAN_END = re.compile(b"[\\x00-\\x%02x]" % (SPAN_CUT - 1))
-SPANS_MAX = 1 << 17  # spans remembered (~12 MB: 8 M refs of history)
+SPANS_MAX = 1 << 17  # spans remembered (~17 MB: 8 M refs of history)
 
 
 class DistinctDigests:
@@ -76,7 +76,7 @@ class DistinctDigests:
             self._add_span(buf, view, start, len(buf))
 
     def _add_span(self, buf: bytes, view: memoryview, start: int, end: int) -> None:
-        key = hashlib.blake2b(view[start:end], digest_size=16).digest()
+        key = hashlib.blake2b(view[start:end]).digest()
         if key in self._spans:
             return
         if len(self._spans) >= SPANS_MAX:
