@@ -439,7 +439,9 @@ class TreeWalker:
                 kids = self._children(ap, rel, want)
                 probe[0] += 1
                 if v0 is None or _voluntary_switches() != v0:  # (else it never waited, whatever the clocks say)
-                    probe[1] += (time.perf_counter() - t0) - (_on_cpu_or_runnable() - c0)
+                    # never below zero: queue time booked late (a wait from before t0) would otherwise
+                    # cancel the real waits of other listings
+                    probe[1] += max(0.0, (time.perf_counter() - t0) - (_on_cpu_or_runnable() - c0))
                 if probe[0] == self.PROBE_LISTINGS and probe[1] / probe[0] > self.SLOW_LISTING:
                     pool = _Lister(list_ahead, self.prefetch, gate)
                     self.prefetching = True
