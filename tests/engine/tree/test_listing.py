@@ -60,7 +60,10 @@ def _walk(root, native: bool, **kw) -> tuple[list, list, int]:
 
 @needs_native
 @pytest.mark.parametrize("kw", [{"prefetch": 0}, {"prefetch": 2, "node_meta": True, "readahead_below": 1 << 20},
-                                {"prefetch": 0, "exclude": frozenset({b"a/b", b"zz/big", b"caf\xe9/\xff\xfe/\x80bad"})}])
+                                {"prefetch": 0, "exclude": frozenset({b"a/b", b"zz/big", b"caf\xe9/\xff\xfe/\x80bad"})},
+                                # an incremental walk's: the C listing takes its listings from an Ahead
+                                {"prefetch": 4, "adaptive": True, "warm": True},
+                                {"prefetch": 4, "adaptive": True, "warm": True, "exclude": frozenset({b"a/b", b"zz/big"})}])
 def test_both_listings_walk_the_same(tmp_path, kw):
     root = _odd_tree(tmp_path / "t")
     native, python = _walk(root, True, **kw), _walk(root, False, **kw)
@@ -217,3 +220,150 @@ def test_the_warmers_threads_list_every_directory_once_and_no_other(tmp_path, th
     assert sorted(visited) == sorted(dirs) and len(visited) == len(set(visited)) and entries == len(walk) - 1
     assert visited[0] == b""
     assert NATIVE.warm(os.fsencode(root), os.lstat(root).st_dev + 1, True, threads) == (len(os.listdir(root)), [b""])
+
+
+def _ahead_walk(root, **kw) -> tuple[list, TreeWalker]:
+    """An incremental walk (warm: an Ahead) whose threads have kept a listing before the walk asks for
+    its first: at nice 19 on a busy machine they may otherwise start after a small tree's walk is over."""
+    import time
+
+    w = TreeWalker(root, lambda *a: None, prefetch=4, adaptive=True, warm=True, **kw)
+    it = iter(w)
+    items = [next(it)]  # (the root: the Ahead runs from here)
+    deadline = time.monotonic() + 10
+    while w._ahead.stats()[3] == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    items += list(it)
+    return [(i.path, i.abspath, tuple(v for n, v in enumerate(i.st) if n != stat.ST_ATIME)) for i in items], w
+
+
+@needs_native
+@pytest.mark.parametrize("threads,held", [(1, 16384), (8, 16384), (3, 2)])
+def test_an_incremental_walk_takes_its_listings_from_its_ahead(tmp_path, monkeypatch, threads, held):
+    """The listings an Ahead makes on its threads are the walk's own (the same walk as without it), taken
+    by the walk, each directory once; with room for only a couple of entries kept, the threads wait for
+    the walk instead of running away from it (what is kept stays bounded)."""
+    root = _odd_tree(tmp_path / "t")
+    for i in range(30):
+        os.makedirs(root / f"w{i:02d}" / "x" / "y")
+        (root / f"w{i:02d}" / "x" / "f").write_bytes(b"f" * i)
+    monkeypatch.setattr(TreeWalker, "AHEAD_THREADS", threads)
+    monkeypatch.setattr(TreeWalker, "MAX_PREFETCH_ENTRIES", held)
+    plain = [(it.path, it.abspath, tuple(v for i, v in enumerate(it.st) if i != stat.ST_ATIME))
+             for it in TreeWalker(root, lambda *a: None, prefetch=0)]
+    got, w = _ahead_walk(root)
+    assert got == plain
+    dirs = sum(1 for _p, a, st in plain if stat.S_ISDIR(st[stat.ST_MODE]))
+    hits, misses, dropped, peak, waits, waited = w.ahead_stats
+    assert hits + misses == dirs and hits > 0
+    largest = max(len(os.listdir(os.path.join(root, os.fsdecode(p)))) for p, a, st in plain if stat.S_ISDIR(st[stat.ST_MODE]))
+    assert peak <= held + threads * largest  # (the limit, and the listings the threads had started then)
+    if held < largest:
+        assert peak < len(plain) - 1  # (not the whole tree: the threads waited for the walk)
+
+
+def _kept(ahead, entries: int) -> None:
+    """Wait until ``ahead`` has kept ``entries`` entries' listings (its threads list a small tree at once)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while ahead.stats()[3] < entries and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ahead.stats()[3] >= entries
+
+
+@needs_native
+def test_a_listing_kept_ahead_serves_only_the_directory_the_walk_checked(tmp_path):
+    """A directory swapped for another one after the Ahead listed it: asked for the new one (its device
+    and inode, as the parent's listing now says), the walk does not get the old listing but lists it
+    itself; asked for the one listed, it gets that listing (of a directory that is still in the tree)."""
+    root = tmp_path / "t"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "old").write_bytes(b"old")
+    (root / "b").mkdir()
+
+    def names(want, ahead):
+        status, got, _problems, _n = NATIVE.list_dir(os.fsencode(root / "a"), False, (want.st_dev, want.st_ino),
+                                                     b"a/", os.fsencode(root / "a") + b"/", (), 0, 0, ahead)
+        return status, [p for p, *_ in got or []]
+
+    ahead = NATIVE.Ahead(os.fsencode(root), os.lstat(root).st_dev, 2, 100)
+    try:
+        _kept(ahead, 3)  # (root: a, b; a: old)
+        (root / "a").rename(root / "a.orig")
+        (root / "a").mkdir()
+        (root / "a" / "new").write_bytes(b"new")
+        assert names(os.lstat(root / "a"), ahead) == (0, [b"a/new"])
+        assert ahead.stats()[:2] == (0, 1)  # (a miss: the kept listing was of another directory)
+    finally:
+        ahead.close()
+    ahead = NATIVE.Ahead(os.fsencode(root), os.lstat(root).st_dev, 2, 100)
+    try:
+        _kept(ahead, 5)  # (root: a, a.orig, b; a: new; a.orig: old)
+        listed = os.lstat(root / "a")
+        (root / "a").rename(root / "a.new")
+        (root / "a").symlink_to(root / "a.orig")
+        assert names(listed, ahead) == (0, [b"a/new"])  # (the one listed, which is a.new in the tree now)
+        assert ahead.stats()[:2] == (1, 0)
+    finally:
+        ahead.close()
+    with pytest.raises(TypeError):
+        NATIVE.list_dir(os.fsencode(root), True, None, b"", os.fsencode(root) + b"/", (), 0, 0, object())
+
+
+@needs_native
+def test_an_ahead_never_lists_through_a_symlink_or_out_of_the_tree(tmp_path):
+    """Directories swapped for symlinks out of the tree while an incremental walk runs: nothing out of the
+    tree is ever listed (the Ahead opens directories beneath the root without following symlinks), and a
+    symlink to a directory in the tree is not entered either."""
+    outside = tmp_path / "outside"
+    (outside / "b").mkdir(parents=True)
+    (outside / "b" / "shadow").write_bytes(b"SECRET")
+    (outside / "shadow").write_bytes(b"SECRET")
+    root = tmp_path / "t"
+    for d in ("a/b", "c/d", "e"):
+        (root / d).mkdir(parents=True)
+    (root / "a" / "b" / "mine").write_bytes(b"mine")
+    (root / "e" / "to-outside").symlink_to(outside)
+    (root / "to-a").symlink_to("a")
+    seen = []
+    w = TreeWalker(root, lambda *a: None, prefetch=4, adaptive=True, warm=True)
+    for item in w:
+        seen.append(item.path)
+        while item.path == b"" and w._ahead.stats()[3] == 0:  # (its threads have started: see _ahead_walk)
+            os.sched_yield()
+        if item.path == b"a":  # (the Ahead may have listed a and a/b already, or not)
+            (root / "a").rename(root / "a.orig")
+            (root / "a").symlink_to(outside)
+    assert not [p for p in seen if b"shadow" in p or p.startswith(b"to-a/") or p.startswith(b"e/to-outside/")]
+    assert {b"", b"a", b"c", b"c/d", b"e", b"e/to-outside", b"to-a"} <= set(seen)
+    assert w.ahead_stats is not None and w.ahead_stats[0] > 0
+
+
+@needs_native
+def test_an_aheads_threads_run_behind_the_backup(tmp_path):
+    """As the warmer they replace, an Ahead's threads run at nice 19 (only on a core the backup leaves
+    idle), and close() ends them."""
+    import time
+
+    def nice_19_threads() -> int:
+        n = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    n += f.read().rsplit(")", 1)[1].split()[16] == "19"  # (field 19: nice)
+            except FileNotFoundError:
+                pass
+        return n
+
+    root = _odd_tree(tmp_path / "t")
+    before = nice_19_threads()
+    ahead = NATIVE.Ahead(os.fsencode(root), None, 3)
+    try:
+        deadline = time.monotonic() + 10
+        while nice_19_threads() < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert nice_19_threads() == before + 3
+    finally:
+        ahead.close()
+    assert nice_19_threads() == before

@@ -206,9 +206,16 @@ def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
     assert sorted(os.fsencode(p) for p in statted) == sorted(it.abspath for it in walk[1:])
 
 
-def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("native", [False, True])
+def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypatch, native):
+    """A warm walk: with the C listing, an Ahead's threads in this process list ahead (no helper process);
+    without it, a forked MetadataWarmer does, and is reaped when the walk ends."""
     from opencbr.engine.tree import walker as walker_mod
 
+    if native and walker_mod.native_listing() is None:
+        pytest.skip("the C listing is not built here")
+    if not native:
+        monkeypatch.setattr(walker_mod, "_native_listing", None)
     root = _deep_tree(tmp_path / "t")
     started = []
     real_start = walker_mod.MetadataWarmer.start
@@ -221,8 +228,13 @@ def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypat
     monkeypatch.setattr(walker_mod.MetadataWarmer, "start", start)
     plain = [it.path for it in TreeWalker(root, lambda *a: None, prefetch=0)]
     assert started == []
-    warm = [it.path for it in TreeWalker(root, lambda *a: None, prefetch=0, warm=True)]
-    assert warm == plain and len(started) == 1 and started[0] > 0
+    w = TreeWalker(root, lambda *a: None, prefetch=0, warm=True)
+    warm = [it.path for it in w]
+    assert warm == plain
+    if native:
+        assert started == [] and w.ahead_stats[0] > 0
+        return
+    assert len(started) == 1 and started[0] > 0 and w.ahead_stats is None
     with pytest.raises(ChildProcessError):
         os.waitpid(started[0], os.WNOHANG)
 

@@ -12,6 +12,9 @@
  * ones -- most of a re-backup -- never become Python objects but their pending-queue tuples; keyed_records()
  * reads the parent's catalog chunks for it.
  *
+ * For an incremental backup too, an Ahead lists the tree on threads of its own ahead of the walk, and list_dir
+ * takes a directory's listing from it (see the comment above struct Ahead).
+ *
  * The safety is walker.py's: the directory is opened by its path with O_NOFOLLOW (the root: may be a
  * /proc/self/fd link, followed) and O_DIRECTORY, and it is listed only if its (st_dev, st_ino) are the ones
  * its parent's listing saw; every entry is then stat'ed, and read ahead, relative to that descriptor
@@ -28,13 +31,15 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 5
+#define LISTING_ABI 6
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -360,6 +365,25 @@ fail:
     return NULL;
 }
 
+typedef struct Ahead Ahead;
+static PyTypeObject AheadType;
+static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out);
+static void ahead_note(Ahead *a, const char *key, size_t len, const Listing *l);
+
+/* The names of a listing taken from an Ahead marked excluded (not returned), as stat_entries does. */
+static void exclude_entries(Listing *l, const char *const *excluded, Py_ssize_t n_excluded) {
+    for (size_t i = 0; n_excluded && i < l->n; i++)
+        if (is_excluded(l->names + l->offsets[i], excluded, n_excluded))
+            l->err[i] = -1;
+}
+
+/* A relative path ("a/b") as the key of the walk's order ("a\0b"), in buf (len + 1 bytes). */
+static void key_of(const char *rel, size_t len, char *buf) {
+    for (size_t i = 0; i < len; i++)
+        buf[i] = rel[i] == '/' ? 0 : rel[i];
+    buf[len] = 0;
+}
+
 PyDoc_STRVAR(list_dir_doc,
 "list_dir(path, follow, want, prefix, apfx, excluded, readahead_below, runs=0)\n"
 "\n"
@@ -370,17 +394,24 @@ PyDoc_STRVAR(list_dir_doc,
 "sorted by name, problems (prefix+name, errno) of entries whose lstat failed, and the regular files'\n"
 "total size; or (1, errno, None, 0) when the open failed, (2, 0, None, 0) when it is another directory,\n"
 "(3, errno, None, 0) when the listing failed. With ``runs`` > 0, consecutive entries that are not directories\n"
-"(up to ``runs`` of them) come as one run instead, a tuple (prefix, apfx, names, stats, count) for reuse().");
+"(up to ``runs`` of them) come as one run instead, a tuple (prefix, apfx, names, stats, count) for reuse().\n"
+"With ``ahead`` (an Ahead of the same tree, given by the walking thread only, in walk order), the listing is\n"
+"taken from those kept ahead when it is there and is the directory ``want`` names; else it is made here.");
 
 static PyObject *list_dir(PyObject *self, PyObject *args) {
     const char *path, *prefix, *apfx;
     Py_ssize_t path_len, plen, alen, run_max = 0;
     int follow;
-    PyObject *want, *excluded_names, *prefix_obj, *apfx_obj;
+    PyObject *want, *excluded_names, *prefix_obj, *apfx_obj, *ahead_obj = Py_None;
     long long readahead_below;
-    if (!PyArg_ParseTuple(args, "y#pOSSO!L|n", &path, &path_len, &follow, &want, &prefix_obj, &apfx_obj,
-                          &PyTuple_Type, &excluded_names, &readahead_below, &run_max))
+    if (!PyArg_ParseTuple(args, "y#pOSSO!L|nO", &path, &path_len, &follow, &want, &prefix_obj, &apfx_obj,
+                          &PyTuple_Type, &excluded_names, &readahead_below, &run_max, &ahead_obj))
         return NULL;
+    if (ahead_obj != Py_None && !PyObject_TypeCheck(ahead_obj, &AheadType)) {
+        PyErr_SetString(PyExc_TypeError, "ahead must be an Ahead or None");
+        return NULL;
+    }
+    Ahead *ahead = ahead_obj == Py_None ? NULL : (Ahead *)ahead_obj;
     prefix = PyBytes_AS_STRING(prefix_obj);
     plen = PyBytes_GET_SIZE(prefix_obj);
     apfx = PyBytes_AS_STRING(apfx_obj);
@@ -411,10 +442,28 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     }
     Listing l = {0};
     int error = 0, status;
+    size_t klen = plen ? (size_t)plen - 1 : 0; /* (prefix is rel + "/", or empty for the root) */
+    if (readahead_below > 0)
+        ahead = NULL; /* (an Ahead reads no file ahead: only walks that read none take from it) */
+    char *key = ahead ? PyMem_Malloc(klen + 1) : NULL;
+    if (ahead && !key) {
+        PyMem_Free(excluded);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
-    status = list_nogil(path, follow, check, (dev_t)want_dev, (ino_t)want_ino, excluded, n_excluded,
-                        readahead_below, &l, &error);
+    if (key)
+        key_of(prefix, klen, key);
+    if (key && ahead_take(ahead, key, klen, check, (dev_t)want_dev, (ino_t)want_ino, &l)) {
+        exclude_entries(&l, excluded, n_excluded);
+        status = LIST_OK;
+    } else {
+        status = list_nogil(path, follow, check, (dev_t)want_dev, (ino_t)want_ino, excluded, n_excluded,
+                            readahead_below, &l, &error);
+        if (key && status == LIST_OK)
+            ahead_note(ahead, key, klen, &l);
+    }
     Py_END_ALLOW_THREADS
+    PyMem_Free(key);
     PyMem_Free(excluded);
     PyObject *out;
     if (status == LIST_OK)
@@ -1260,6 +1309,405 @@ static PyObject *py_warm(PyObject *self, PyObject *args) {
     return Py_BuildValue("(LN)", w.entries, visited);
 }
 
+/* ------------------------------------------------------------ listings made ahead of an incremental walk */
+
+/* An incremental backup's walk is mostly metadata: one listing and one lstat per entry. The metadata
+ * warmer (a forked process) read it all into the kernel's caches ahead of the walk on several threads, and
+ * the walk then made every one of those system calls a second time, on the walking thread -- the serial
+ * part of the backup (realtree's changed re-backup: ~0.2 s of its CPU in fstatat and getdents64 on cached
+ * metadata). An Ahead makes the same listings on threads of this process, in the walk's order, and keeps
+ * them: the walk takes a directory's listing from it instead of making it. No Python object is touched by
+ * its threads (they never take the GIL); what they keep is bounded (max_held entries, the rest is listed
+ * for the caches only and dropped), and what the walk has passed is dropped.
+ *
+ * Safety: a directory is opened beneath the root without following any symlink (warm_open), and a kept
+ * listing is used only for the directory (st_dev, st_ino) that the walk's check names (list_dir): one
+ * swapped meanwhile is listed again by the walk itself, which then says what it is. */
+
+struct Kept {
+    char *key; /* the directory below the root, '/' written as NUL (as WarmDir) */
+    size_t len;
+    dev_t dev;
+    ino_t ino;
+    Listing l;
+};
+typedef struct Kept Kept;
+
+#define AHEAD_MAX_THREADS 64
+
+struct Ahead {
+    PyObject_HEAD
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rootfd, one_dev, stop, started, busy_n;
+    dev_t dev;
+    WarmPool pending;          /* directories to list (only its heap is used) */
+    Kept **kept;               /* listings made and not taken: a heap by key */
+    size_t kept_n, kept_cap;
+    WarmDir busy[AHEAD_MAX_THREADS]; /* being listed by the threads */
+    char *cursor;              /* the key the walk asked for last (NULL before its first) */
+    size_t cursor_len, cursor_cap;
+    long long held, max_held, peak_held, hits, misses, dropped, waits, waited_ns;
+    pthread_t tids[AHEAD_MAX_THREADS];
+};
+
+static int key_cmp(const char *a, size_t alen, const char *b, size_t blen) {
+    size_t m = alen < blen ? alen : blen;
+    int c = memcmp(a, b, m);
+    return c ? c : (alen < blen ? -1 : alen > blen);
+}
+
+static void kept_free(Kept *k) {
+    if (k) {
+        free(k->key);
+        listing_free(&k->l);
+        free(k);
+    }
+}
+
+static int kept_less(const Kept *a, const Kept *b) { return key_cmp(a->key, a->len, b->key, b->len) < 0; }
+
+static int kept_push(Ahead *a, Kept *k) { /* (under mu) */
+    if (a->kept_n == a->kept_cap) {
+        size_t cap = a->kept_cap ? a->kept_cap * 2 : 64;
+        Kept **h = realloc(a->kept, cap * sizeof *h);
+        if (!h)
+            return -1;
+        a->kept = h;
+        a->kept_cap = cap;
+    }
+    size_t i = a->kept_n++;
+    a->kept[i] = k;
+    while (i && kept_less(a->kept[i], a->kept[(i - 1) / 2])) {
+        Kept *t = a->kept[i];
+        a->kept[i] = a->kept[(i - 1) / 2];
+        a->kept[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+static Kept *kept_pop(Ahead *a) { /* (under mu, kept_n > 0) */
+    Kept *top = a->kept[0];
+    a->kept[0] = a->kept[--a->kept_n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < a->kept_n && kept_less(a->kept[l], a->kept[m]))
+            m = l;
+        if (r < a->kept_n && kept_less(a->kept[r], a->kept[m]))
+            m = r;
+        if (m == i)
+            break;
+        Kept *t = a->kept[i];
+        a->kept[i] = a->kept[m];
+        a->kept[m] = t;
+        i = m;
+    }
+    a->held -= (long long)top->l.n;
+    return top;
+}
+
+/* Whether the walk has reached key (it will not ask for it, or is listing it itself). (under mu) */
+static int passed(const Ahead *a, const char *key, size_t len) {
+    return a->cursor && key_cmp(key, len, a->cursor, a->cursor_len) <= 0;
+}
+
+/* Queue the subdirectories of a listing (the device's only, with one_dev) below key. (under mu) */
+static void push_subdirs(Ahead *a, const char *key, size_t len, const Listing *l) {
+    if (len > 4000)
+        return; /* (deeper directories are left to the walk, as the warmer's) */
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->err[i] || !S_ISDIR(l->st[i].st_mode) || (a->one_dev && l->st[i].st_dev != a->dev))
+            continue;
+        const char *name = l->names + l->offsets[i];
+        size_t nlen = strlen(name), clen = len + (len ? 1 : 0) + nlen;
+        char *ck = malloc(clen + 1);
+        if (!ck)
+            return;
+        memcpy(ck, key, len);
+        if (len)
+            ck[len] = 0;
+        memcpy(ck + clen - nlen, name, nlen + 1);
+        if (warm_push(&a->pending, ck, clen) < 0) {
+            free(ck);
+            return;
+        }
+    }
+}
+
+/* One directory listed as list_nogil lists it (names sorted, every entry lstat'ed), opened beneath the root. */
+static Kept *ahead_list(Ahead *a, WarmDir d) {
+    Kept *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    k->key = d.key;
+    k->len = d.len;
+    int fd = warm_open(a->rootfd, &d), ok = 0;
+    struct stat dst;
+    if (fd >= 0 && fstat(fd, &dst) == 0 && read_names(fd, &k->l) == 0) {
+        k->dev = dst.st_dev;
+        k->ino = dst.st_ino;
+        ok = 1;
+        if (k->l.n) {
+            k->l.st = malloc(k->l.n * sizeof *k->l.st);
+            k->l.err = malloc(k->l.n * sizeof *k->l.err);
+            ok = k->l.st && k->l.err;
+            if (ok) {
+                qsort_r(k->l.offsets, k->l.n, sizeof *k->l.offsets, by_name, k->l.names);
+                stat_entries(fd, &k->l, NULL, 0, 0);
+            }
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!ok) { /* (the walk lists it itself and says why it could not) */
+        k->key = NULL;
+        kept_free(k);
+        free(d.key);
+        return NULL;
+    }
+    return k;
+}
+
+static void *ahead_worker(void *arg) {
+    Ahead *a = arg;
+    /* Behind the backup: these threads only take a core its own threads leave idle (a nice value is per
+     * thread on Linux; raising it is always permitted). */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        /* (waits while the listings kept reach max_held: the walk takes them in order, and one it asks for
+         * that nobody has started it lists itself, so nothing waits for these threads then) */
+        while (!a->stop && (!a->pending.n || a->held >= a->max_held))
+            pthread_cond_wait(&a->cv, &a->mu);
+        if (a->stop)
+            break;
+        WarmDir d = warm_pop(&a->pending);
+        if (passed(a, d.key, d.len)) { /* (the walk lists it itself, and queues what is below) */
+            free(d.key);
+            continue;
+        }
+        int slot = 0;
+        while (a->busy[slot].key)
+            slot++; /* (a free one: at most one per thread is taken) */
+        a->busy[slot] = d;
+        a->busy_n++;
+        pthread_mutex_unlock(&a->mu);
+        Kept *k = ahead_list(a, d);
+        pthread_mutex_lock(&a->mu);
+        a->busy[slot] = (WarmDir){NULL, 0};
+        a->busy_n--;
+        if (k) {
+            push_subdirs(a, k->key, k->len, &k->l);
+            /* Kept while the walk has not passed it (one it waits for is at the cursor). What is kept may exceed
+             * max_held by the listings the threads had started when it was reached. */
+            int ahead_of_walk = !a->cursor || key_cmp(k->key, k->len, a->cursor, a->cursor_len) >= 0;
+            if (!a->stop && ahead_of_walk && kept_push(a, k) == 0) {
+                a->held += (long long)k->l.n;
+                if (a->held > a->peak_held)
+                    a->peak_held = a->held;
+            } else {
+                a->dropped++;
+                kept_free(k);
+            }
+        }
+        pthread_cond_broadcast(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static int busy_with(const Ahead *a, const char *key, size_t len) { /* (under mu) */
+    for (int i = 0; i < AHEAD_MAX_THREADS; i++)
+        if (a->busy[i].key && !key_cmp(a->busy[i].key, a->busy[i].len, key, len))
+            return 1;
+    return 0;
+}
+
+/* The walk asks for the listing of key (walk order: keys only increase): 1 and *out filled (the caller frees
+ * it) if one was kept -- after waiting for a thread that is listing it -- and is of the directory (dev, ino)
+ * with check; 0 if the walk must list it itself (then it also says what is there now, if it changed). */
+static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out) {
+    pthread_mutex_lock(&a->mu);
+    if (len + 1 > a->cursor_cap) {
+        char *c = realloc(a->cursor, len + 1);
+        if (!c) {
+            pthread_mutex_unlock(&a->mu);
+            return 0;
+        }
+        a->cursor = c;
+        a->cursor_cap = len + 1;
+    }
+    memcpy(a->cursor, key, len + 1);
+    a->cursor_len = len;
+    int found = 0;
+    for (;;) {
+        while (a->kept_n && key_cmp(a->kept[0]->key, a->kept[0]->len, key, len) < 0)
+            kept_free(kept_pop(a)); /* passed: the walk will not ask for it */
+        if (a->kept_n && !key_cmp(a->kept[0]->key, a->kept[0]->len, key, len)) {
+            Kept *k = kept_pop(a);
+            if ((found = !check || (k->dev == dev && k->ino == ino))) {
+                *out = k->l;
+                k->l = (Listing){0};
+            }
+            kept_free(k);
+            break;
+        }
+        if (a->stop || !busy_with(a, key, len))
+            break;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        pthread_cond_wait(&a->cv, &a->mu);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        a->waits++;
+        a->waited_ns += (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    }
+    if (found)
+        a->hits++;
+    else
+        a->misses++;
+    pthread_cond_broadcast(&a->cv); /* (room may have been made for the threads) */
+    pthread_mutex_unlock(&a->mu);
+    return found;
+}
+
+/* The walk listed key itself: the threads go on below it. */
+static void ahead_note(Ahead *a, const char *key, size_t len, const Listing *l) {
+    pthread_mutex_lock(&a->mu);
+    if (!a->stop && a->started) {
+        push_subdirs(a, key, len, l);
+        pthread_cond_broadcast(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void ahead_stop(Ahead *a) {
+    if (!a->started && a->rootfd < 0)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    for (int i = 0; i < a->started; i++)
+        pthread_join(a->tids[i], NULL);
+    Py_END_ALLOW_THREADS
+    a->started = 0;
+    while (a->pending.n)
+        free(warm_pop(&a->pending).key);
+    free(a->pending.heap);
+    a->pending.heap = NULL;
+    a->pending.cap = 0;
+    while (a->kept_n)
+        kept_free(kept_pop(a));
+    free(a->kept);
+    a->kept = NULL;
+    a->kept_cap = 0;
+    free(a->cursor);
+    a->cursor = NULL;
+    a->cursor_len = a->cursor_cap = 0;
+    if (a->rootfd >= 0)
+        close(a->rootfd);
+    a->rootfd = -1;
+}
+
+PyDoc_STRVAR(ahead_doc,
+"Ahead(root, dev, threads=8, max_held=16384)\n"
+"\n"
+"Threads (at nice 19) that list and lstat the directories of the tree at ``root`` (bytes, followed) in the\n"
+"walk's order, entering directories on device ``dev`` only (None: all), and keep up to ``max_held`` entries\n"
+"of those listings for list_dir(..., ahead=this) to take (see the comment above struct Ahead). ``close()``\n"
+"stops them (the walk's end); ``stats()`` -> (hits, misses, dropped, peak_held, waits, seconds waited).");
+
+static PyObject *ahead_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"root", "dev", "threads", "max_held", NULL};
+    const char *root;
+    PyObject *dev;
+    int threads = 8;
+    long long max_held = 16384;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "yO|iL", kwlist, &root, &dev, &threads, &max_held))
+        return NULL;
+    Ahead *a = (Ahead *)type->tp_alloc(type, 0);
+    if (!a)
+        return NULL;
+    a->rootfd = -1;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->max_held = max_held;
+    if (dev != Py_None) {
+        unsigned long long d = PyLong_AsUnsignedLongLong(dev);
+        if (d == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(a);
+            return NULL;
+        }
+        a->one_dev = 1;
+        a->dev = (dev_t)d;
+    }
+    int fd;
+    Py_BEGIN_ALLOW_THREADS
+    fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    Py_END_ALLOW_THREADS
+    if (fd < 0) {
+        Py_DECREF(a);
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, root);
+    }
+    a->rootfd = fd;
+    char *rk = calloc(1, 1);
+    if (!rk || warm_push(&a->pending, rk, 0) < 0) {
+        free(rk);
+        Py_DECREF(a);
+        return PyErr_NoMemory();
+    }
+    for (; a->started < threads && a->started < AHEAD_MAX_THREADS; a->started++)
+        if (pthread_create(&a->tids[a->started], NULL, ahead_worker, a) != 0)
+            break; /* (fewer threads, or none: the walk lists what is not kept) */
+    return (PyObject *)a;
+}
+
+static void ahead_dealloc(Ahead *a) {
+    ahead_stop(a);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    Py_TYPE(a)->tp_free((PyObject *)a);
+}
+
+static PyObject *ahead_close(Ahead *a, PyObject *unused) {
+    ahead_stop(a);
+    Py_RETURN_NONE;
+}
+
+static PyObject *ahead_stats(Ahead *a, PyObject *unused) {
+    long long hits, misses, dropped, peak, waits, waited_ns;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&a->mu);
+    waits = a->waits;
+    waited_ns = a->waited_ns;
+    hits = a->hits;
+    misses = a->misses;
+    dropped = a->dropped;
+    peak = a->peak_held;
+    pthread_mutex_unlock(&a->mu);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(LLLLLd)", hits, misses, dropped, peak, waits, waited_ns / 1e9);
+}
+
+static PyMethodDef ahead_methods[] = {
+    {"close", (PyCFunction)ahead_close, METH_NOARGS, "Stop the threads and drop what is kept."},
+    {"stats", (PyCFunction)ahead_stats, METH_NOARGS, "(hits, misses, dropped, peak_held, waits, seconds waited)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AheadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_listing.Ahead",
+    .tp_basicsize = sizeof(Ahead),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = ahead_doc,
+    .tp_new = ahead_new,
+    .tp_dealloc = (destructor)ahead_dealloc,
+    .tp_methods = ahead_methods,
+};
+
 PyDoc_STRVAR(lstat_doc, "lstat(path) -> os.stat_result built as list_dir builds its entries' (for the check).");
 
 static PyObject *py_lstat(PyObject *self, PyObject *args) {
@@ -1310,7 +1758,8 @@ PyMODINIT_FUNC PyInit__listing(void) {
     }
     stat_result_type = (PyTypeObject *)t; /* (kept for the life of the process) */
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "ABI", LISTING_ABI) < 0) {
+    if (m && (PyType_Ready(&AheadType) < 0 || PyModule_AddType(m, &AheadType) < 0 ||
+              PyModule_AddIntConstant(m, "ABI", LISTING_ABI) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -14,8 +14,9 @@ Threads:
   of futures, so memory is bounded (``MAX_PENDING`` results, ``MAX_SMALL_INFLIGHT`` bytes of small
   files, ``MAX_BUNDLES_IN_FLIGHT`` bundles, one CDC buffer per worker) whatever the tree size;
 - a first backup with progress sizes the tree for it (a :class:`TreeScanner`, or the walk's own listings:
-  ``ListingTally``); an incremental one forks a ``MetadataWarmer`` (walker.py) that lists and lstat's the
-  tree ahead of the walk on several threads at the lowest priority, so the walk finds the metadata cached.
+  ``ListingTally``); an incremental one lists and lstat's the tree ahead of the walk on several threads at
+  the lowest priority and keeps those listings for the walk (``_listing.Ahead``; a forked
+  ``MetadataWarmer`` warms the caches instead where the C listing is not built; walker.py).
 
 Incremental by metadata: a regular file whose ``(type, size, mtime_ns, ctime_ns, inode)`` -- and mode,
 owner and link count -- equal its record in the parent backup is not opened; its record (chunk list,
