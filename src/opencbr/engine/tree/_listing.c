@@ -34,7 +34,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -367,6 +366,7 @@ fail:
 
 typedef struct Ahead Ahead;
 static PyTypeObject AheadType;
+enum { AHEAD_LIST_AND_QUEUE = 0, AHEAD_TAKEN = 1, AHEAD_LIST = 2 }; /* (what ahead_take says) */
 static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out);
 static void ahead_note(Ahead *a, const char *key, size_t len, const Listing *l);
 
@@ -453,13 +453,14 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (key)
         key_of(prefix, klen, key);
-    if (key && ahead_take(ahead, key, klen, check, (dev_t)want_dev, (ino_t)want_ino, &l)) {
+    int took = key ? ahead_take(ahead, key, klen, check, (dev_t)want_dev, (ino_t)want_ino, &l) : AHEAD_LIST;
+    if (took == AHEAD_TAKEN) {
         exclude_entries(&l, excluded, n_excluded);
         status = LIST_OK;
     } else {
         status = list_nogil(path, follow, check, (dev_t)want_dev, (ino_t)want_ino, excluded, n_excluded,
                             readahead_below, &l, &error);
-        if (key && status == LIST_OK)
+        if (took == AHEAD_LIST_AND_QUEUE && status == LIST_OK)
             ahead_note(ahead, key, klen, &l);
     }
     Py_END_ALLOW_THREADS
@@ -1342,12 +1343,13 @@ struct Ahead {
     int rootfd, one_dev, stop, started, busy_n;
     dev_t dev;
     WarmPool pending;          /* directories to list (only its heap is used) */
+    WarmPool listed;           /* directories listed ahead of the walk and not kept (no room): their keys */
     Kept **kept;               /* listings made and not taken: a heap by key */
     size_t kept_n, kept_cap;
     WarmDir busy[AHEAD_MAX_THREADS]; /* being listed by the threads */
     char *cursor;              /* the key the walk asked for last (NULL before its first) */
     size_t cursor_len, cursor_cap;
-    long long held, max_held, peak_held, hits, misses, dropped, waits, waited_ns;
+    long long held, max_held, peak_held, hits, misses, dropped;
     pthread_t tids[AHEAD_MAX_THREADS];
 };
 
@@ -1407,7 +1409,7 @@ static Kept *kept_pop(Ahead *a) { /* (under mu, kept_n > 0) */
     return top;
 }
 
-/* Whether the walk has reached key (it will not ask for it, or is listing it itself). (under mu) */
+/* Whether the walk has reached key: it will not ask for it, or it has asked and lists it itself. (under mu) */
 static int passed(const Ahead *a, const char *key, size_t len) {
     return a->cursor && key_cmp(key, len, a->cursor, a->cursor_len) <= 0;
 }
@@ -1476,9 +1478,7 @@ static void *ahead_worker(void *arg) {
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        /* (waits while the listings kept reach max_held: the walk takes them in order, and one it asks for
-         * that nobody has started it lists itself, so nothing waits for these threads then) */
-        while (!a->stop && (!a->pending.n || a->held >= a->max_held))
+        while (!a->stop && !a->pending.n)
             pthread_cond_wait(&a->cv, &a->mu);
         if (a->stop)
             break;
@@ -1499,15 +1499,19 @@ static void *ahead_worker(void *arg) {
         a->busy_n--;
         if (k) {
             push_subdirs(a, k->key, k->len, &k->l);
-            /* Kept while the walk has not passed it (one it waits for is at the cursor). What is kept may exceed
-             * max_held by the listings the threads had started when it was reached. */
-            int ahead_of_walk = !a->cursor || key_cmp(k->key, k->len, a->cursor, a->cursor_len) >= 0;
-            if (!a->stop && ahead_of_walk && kept_push(a, k) == 0) {
+            /* Kept while the walk has not reached it and fewer than max_held
+             * entries are kept. Past that the threads go on listing for the kernel's caches only, as the
+             * warmer did: the walk, one step behind, finds those metadata reads done, and a device that
+             * takes long to answer is kept busy far enough ahead of it. */
+            int ahead_of_walk = !passed(a, k->key, k->len);
+            if (!a->stop && ahead_of_walk && a->held < a->max_held && kept_push(a, k) == 0) {
                 a->held += (long long)k->l.n;
                 if (a->held > a->peak_held)
                     a->peak_held = a->held;
             } else {
                 a->dropped++;
+                if (!a->stop && ahead_of_walk && warm_push(&a->listed, k->key, k->len) == 0)
+                    k->key = NULL; /* (what is below it is queued: the walk, listing it itself, queues none) */
                 kept_free(k);
             }
         }
@@ -1524,49 +1528,52 @@ static int busy_with(const Ahead *a, const char *key, size_t len) { /* (under mu
     return 0;
 }
 
-/* The walk asks for the listing of key (walk order: keys only increase): 1 and *out filled (the caller frees
- * it) if one was kept -- after waiting for a thread that is listing it -- and is of the directory (dev, ino)
- * with check; 0 if the walk must list it itself (then it also says what is there now, if it changed). */
+/* The walk asks for the listing of key (walk order: keys only increase): AHEAD_TAKEN and *out filled (the
+ * caller frees it) if one was kept and is of the directory (dev, ino) with check. Else the walk lists it
+ * itself (then it also says what is there now, if it changed): AHEAD_LIST_AND_QUEUE if no thread has listed
+ * it or is listing it (the walk queues its subdirectories for them: ahead_note), else AHEAD_LIST (they are
+ * or will be queued). The walk does not wait for a thread that is listing it: on a busy machine that thread,
+ * at nice 19, may wait long for a core (realtree, two cores: ~1,300 such waits, 0.24-0.30 s of a 0.75 s
+ * re-backup), and where it waits on the device the walk's own listing waits for the same reads. */
 static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out) {
     pthread_mutex_lock(&a->mu);
+    if (a->stop) { /* (closed: what it kept is gone) */
+        pthread_mutex_unlock(&a->mu);
+        return AHEAD_LIST;
+    }
     if (len + 1 > a->cursor_cap) {
         char *c = realloc(a->cursor, len + 1);
         if (!c) {
             pthread_mutex_unlock(&a->mu);
-            return 0;
+            return AHEAD_LIST; /* (the cursor stays behind: nothing is dropped too early) */
         }
         a->cursor = c;
         a->cursor_cap = len + 1;
     }
     memcpy(a->cursor, key, len + 1);
     a->cursor_len = len;
-    int found = 0;
-    for (;;) {
-        while (a->kept_n && key_cmp(a->kept[0]->key, a->kept[0]->len, key, len) < 0)
-            kept_free(kept_pop(a)); /* passed: the walk will not ask for it */
-        if (a->kept_n && !key_cmp(a->kept[0]->key, a->kept[0]->len, key, len)) {
-            Kept *k = kept_pop(a);
-            if ((found = !check || (k->dev == dev && k->ino == ino))) {
-                *out = k->l;
-                k->l = (Listing){0};
-            }
-            kept_free(k);
-            break;
+    while (a->kept_n && key_cmp(a->kept[0]->key, a->kept[0]->len, key, len) < 0)
+        kept_free(kept_pop(a)); /* passed: the walk will not ask for it */
+    while (a->listed.n && key_cmp(a->listed.heap[0].key, a->listed.heap[0].len, key, len) < 0)
+        free(warm_pop(&a->listed).key);
+    int found = AHEAD_LIST_AND_QUEUE;
+    if (a->kept_n && !key_cmp(a->kept[0]->key, a->kept[0]->len, key, len)) {
+        Kept *k = kept_pop(a);
+        found = !check || (k->dev == dev && k->ino == ino) ? AHEAD_TAKEN : AHEAD_LIST;
+        if (found == AHEAD_TAKEN) {
+            *out = k->l;
+            k->l = (Listing){0};
         }
-        if (a->stop || !busy_with(a, key, len))
-            break;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        pthread_cond_wait(&a->cv, &a->mu);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        a->waits++;
-        a->waited_ns += (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-    }
-    if (found)
+        kept_free(k);
+    } else if (a->listed.n && !key_cmp(a->listed.heap[0].key, a->listed.heap[0].len, key, len)) {
+        free(warm_pop(&a->listed).key);
+        found = AHEAD_LIST;
+    } else if (busy_with(a, key, len))
+        found = AHEAD_LIST;
+    if (found == AHEAD_TAKEN)
         a->hits++;
     else
         a->misses++;
-    pthread_cond_broadcast(&a->cv); /* (room may have been made for the threads) */
     pthread_mutex_unlock(&a->mu);
     return found;
 }
@@ -1593,11 +1600,15 @@ static void ahead_stop(Ahead *a) {
         pthread_join(a->tids[i], NULL);
     Py_END_ALLOW_THREADS
     a->started = 0;
-    while (a->pending.n)
-        free(warm_pop(&a->pending).key);
-    free(a->pending.heap);
-    a->pending.heap = NULL;
-    a->pending.cap = 0;
+    pthread_mutex_lock(&a->mu); /* (a list_dir of another thread may look in meanwhile: it finds it stopped) */
+    WarmPool *pools[] = {&a->pending, &a->listed};
+    for (int i = 0; i < 2; i++) {
+        while (pools[i]->n)
+            free(warm_pop(pools[i]).key);
+        free(pools[i]->heap);
+        pools[i]->heap = NULL;
+        pools[i]->cap = 0;
+    }
     while (a->kept_n)
         kept_free(kept_pop(a));
     free(a->kept);
@@ -1609,15 +1620,17 @@ static void ahead_stop(Ahead *a) {
     if (a->rootfd >= 0)
         close(a->rootfd);
     a->rootfd = -1;
+    pthread_mutex_unlock(&a->mu);
 }
 
 PyDoc_STRVAR(ahead_doc,
 "Ahead(root, dev, threads=8, max_held=16384)\n"
 "\n"
 "Threads (at nice 19) that list and lstat the directories of the tree at ``root`` (bytes, followed) in the\n"
-"walk's order, entering directories on device ``dev`` only (None: all), and keep up to ``max_held`` entries\n"
+"walk's order, entering directories on device ``dev`` only (None: all), and keep about ``max_held`` entries\n"
 "of those listings for list_dir(..., ahead=this) to take (see the comment above struct Ahead). ``close()``\n"
-"stops them (the walk's end); ``stats()`` -> (hits, misses, dropped, peak_held, waits, seconds waited).");
+"stops them (the walk's end); ``stats()`` -> (hits, misses, dropped, peak_held): listings taken by the walk, made by it,\n"
+"made ahead and not kept (no room, or passed by the walk), and the most entries kept at once.");
 
 static PyObject *ahead_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"root", "dev", "threads", "max_held", NULL};
@@ -1677,23 +1690,21 @@ static PyObject *ahead_close(Ahead *a, PyObject *unused) {
 }
 
 static PyObject *ahead_stats(Ahead *a, PyObject *unused) {
-    long long hits, misses, dropped, peak, waits, waited_ns;
+    long long hits, misses, dropped, peak;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&a->mu);
-    waits = a->waits;
-    waited_ns = a->waited_ns;
     hits = a->hits;
     misses = a->misses;
     dropped = a->dropped;
     peak = a->peak_held;
     pthread_mutex_unlock(&a->mu);
     Py_END_ALLOW_THREADS
-    return Py_BuildValue("(LLLLLd)", hits, misses, dropped, peak, waits, waited_ns / 1e9);
+    return Py_BuildValue("(LLLL)", hits, misses, dropped, peak);
 }
 
 static PyMethodDef ahead_methods[] = {
     {"close", (PyCFunction)ahead_close, METH_NOARGS, "Stop the threads and drop what is kept."},
-    {"stats", (PyCFunction)ahead_stats, METH_NOARGS, "(hits, misses, dropped, peak_held, waits, seconds waited)"},
+    {"stats", (PyCFunction)ahead_stats, METH_NOARGS, "(hits, misses, dropped, peak_held)"},
     {NULL, NULL, 0, NULL},
 };
 

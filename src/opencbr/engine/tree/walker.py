@@ -285,7 +285,7 @@ class TreeWalker:
         self.warm = warm
         self.prefetching = False  # whether listing threads ran (for tests and the curious)
         self._ahead = None  # a warm walk's _listing.Ahead while it runs
-        # its (hits, misses, dropped, peak entries held, waits, seconds waited) once the walk is over
+        # its (hits, misses, dropped, peak entries held) once the walk is over
         self.ahead_stats: tuple | None = None
 
     def _children(self, abspath: bytes, rel: bytes, want: os.stat_result | None = None, ahead=None,
