@@ -257,9 +257,11 @@ def test_an_incremental_walk_takes_its_listings_from_its_ahead(tmp_path, monkeyp
     hits, misses, dropped, peak = w.ahead_stats
     assert hits + misses == dirs and hits > 0
     largest = max(len(os.listdir(os.path.join(root, os.fsdecode(p)))) for p, a, st in plain if stat.S_ISDIR(st[stat.ST_MODE]))
-    assert peak < held + largest  # (a listing is kept while fewer than `held` entries are)
+    # (a listing is kept while fewer than `held` entries are, and only one of `held` entries at most: a
+    # bigger directory is listed for the caches only, the walk lists it again itself)
+    assert peak < 2 * held
     if held < largest:
-        assert peak < len(plain) - 1  # (not the whole tree)
+        assert misses > 0
 
 
 def _kept(ahead, entries: int) -> None:

@@ -1330,7 +1330,9 @@ struct Kept {
     size_t len;
     dev_t dev;
     ino_t ino;
-    Listing l;
+    Listing l;          /* (with cache_only: names only) */
+    unsigned char *sub; /* sub[i]: entry i is a subdirectory to queue */
+    int cache_only;     /* listed for the caches only: too big to keep (more than max_held entries) */
 };
 typedef struct Kept Kept;
 
@@ -1362,6 +1364,7 @@ static int key_cmp(const char *a, size_t alen, const char *b, size_t blen) {
 static void kept_free(Kept *k) {
     if (k) {
         free(k->key);
+        free(k->sub);
         listing_free(&k->l);
         free(k);
     }
@@ -1414,12 +1417,17 @@ static int passed(const Ahead *a, const char *key, size_t len) {
     return a->cursor && key_cmp(key, len, a->cursor, a->cursor_len) <= 0;
 }
 
-/* Queue the subdirectories of a listing (the device's only, with one_dev) below key. (under mu) */
-static void push_subdirs(Ahead *a, const char *key, size_t len, const Listing *l) {
+/* Whether an entry lstat'ed is a subdirectory the walk enters (the device's only, with one_dev). */
+static int is_subdir(const Ahead *a, const struct stat *st) {
+    return S_ISDIR(st->st_mode) && (!a->one_dev || st->st_dev == a->dev);
+}
+
+/* Queue the subdirectories of a listing (sub[i]: entry i is one; NULL: from its lstats) below key. (under mu) */
+static void push_subdirs(Ahead *a, const char *key, size_t len, const Listing *l, const unsigned char *sub) {
     if (len > 4000)
         return; /* (deeper directories are left to the walk, as the warmer's) */
     for (size_t i = 0; i < l->n; i++) {
-        if (l->err[i] || !S_ISDIR(l->st[i].st_mode) || (a->one_dev && l->st[i].st_dev != a->dev))
+        if (sub ? !sub[i] : (l->err[i] || !is_subdir(a, &l->st[i])))
             continue;
         const char *name = l->names + l->offsets[i];
         size_t nlen = strlen(name), clen = len + (len ? 1 : 0) + nlen;
@@ -1437,7 +1445,9 @@ static void push_subdirs(Ahead *a, const char *key, size_t len, const Listing *l
     }
 }
 
-/* One directory listed as list_nogil lists it (names sorted, every entry lstat'ed), opened beneath the root. */
+/* One directory listed as list_nogil lists it (names sorted, every entry lstat'ed), opened beneath the root.
+ * One of more than max_held entries is only lstat'ed (for the caches, as the warmer did), its lstats not kept:
+ * a directory of a million entries would otherwise hold ~150 MB of them on each thread listing one. */
 static Kept *ahead_list(Ahead *a, WarmDir d) {
     Kept *k = calloc(1, sizeof *k);
     if (!k)
@@ -1449,14 +1459,28 @@ static Kept *ahead_list(Ahead *a, WarmDir d) {
     if (fd >= 0 && fstat(fd, &dst) == 0 && read_names(fd, &k->l) == 0) {
         k->dev = dst.st_dev;
         k->ino = dst.st_ino;
+        k->cache_only = (long long)k->l.n > a->max_held;
         ok = 1;
         if (k->l.n) {
-            k->l.st = malloc(k->l.n * sizeof *k->l.st);
-            k->l.err = malloc(k->l.n * sizeof *k->l.err);
-            ok = k->l.st && k->l.err;
-            if (ok) {
-                qsort_r(k->l.offsets, k->l.n, sizeof *k->l.offsets, by_name, k->l.names);
+            k->sub = calloc(k->l.n, 1);
+            if (!k->cache_only) {
+                k->l.st = malloc(k->l.n * sizeof *k->l.st);
+                k->l.err = malloc(k->l.n * sizeof *k->l.err);
+            }
+            ok = k->sub && (k->cache_only || (k->l.st && k->l.err));
+        }
+        if (ok && k->l.n) {
+            qsort_r(k->l.offsets, k->l.n, sizeof *k->l.offsets, by_name, k->l.names);
+            if (k->cache_only) {
+                for (size_t i = 0; i < k->l.n; i++) {
+                    struct stat st;
+                    k->sub[i] = fstatat(fd, k->l.names + k->l.offsets[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                is_subdir(a, &st);
+                }
+            } else {
                 stat_entries(fd, &k->l, NULL, 0, 0);
+                for (size_t i = 0; i < k->l.n; i++)
+                    k->sub[i] = !k->l.err[i] && is_subdir(a, &k->l.st[i]);
             }
         }
     }
@@ -1498,13 +1522,15 @@ static void *ahead_worker(void *arg) {
         a->busy[slot] = (WarmDir){NULL, 0};
         a->busy_n--;
         if (k) {
-            push_subdirs(a, k->key, k->len, &k->l);
+            push_subdirs(a, k->key, k->len, &k->l, k->sub);
+            free(k->sub);
+            k->sub = NULL;
             /* Kept while the walk has not reached it and fewer than max_held
              * entries are kept. Past that the threads go on listing for the kernel's caches only, as the
              * warmer did: the walk, one step behind, finds those metadata reads done, and a device that
              * takes long to answer is kept busy far enough ahead of it. */
             int ahead_of_walk = !passed(a, k->key, k->len);
-            if (!a->stop && ahead_of_walk && a->held < a->max_held && kept_push(a, k) == 0) {
+            if (!a->stop && ahead_of_walk && !k->cache_only && a->held < a->max_held && kept_push(a, k) == 0) {
                 a->held += (long long)k->l.n;
                 if (a->held > a->peak_held)
                     a->peak_held = a->held;
@@ -1582,7 +1608,7 @@ static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t de
 static void ahead_note(Ahead *a, const char *key, size_t len, const Listing *l) {
     pthread_mutex_lock(&a->mu);
     if (!a->stop && a->started) {
-        push_subdirs(a, key, len, l);
+        push_subdirs(a, key, len, l, NULL);
         pthread_cond_broadcast(&a->cv);
     }
     pthread_mutex_unlock(&a->mu);
