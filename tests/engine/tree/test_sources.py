@@ -95,9 +95,12 @@ def _hostile(tmp_path) -> tuple[list, dict]:
     os.unlink(p(b"to-dir"))
     os.mkdir(p(b"to-dir"))
     os.rename(p(b"plain"), p(b"to-other.tmp"))  # (keeps "plain"'s inode busy: "to-other" gets another)
-    os.unlink(p(b"to-other"))
+    # (the old "to-other" is kept until the new one exists: unlinked first, its inode number could be the
+    # new file's, and a file of the same inode, type and size is not one that was replaced -- seen once)
+    os.rename(p(b"to-other"), p(b"to-other.old"))
     with open(p(b"to-other"), "wb") as f:
         f.write(b"o")
+    os.unlink(p(b"to-other.old"))
     os.rename(p(b"to-other.tmp"), p(b"plain"))
     for name in (b"shrinks", b"grows", b"emptied", b"outgrows"):  # (whatever the clock's resolution)
         st = os.lstat(p(name))

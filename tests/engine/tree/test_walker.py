@@ -231,8 +231,8 @@ def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypat
     w = TreeWalker(root, lambda *a: None, prefetch=0, warm=True)
     warm = [it.path for it in w]
     assert warm == plain
-    if native:
-        assert started == [] and w.ahead_stats[0] > 0
+    if native:  # (whether its threads listed anything before this small walk was over: test_listing.py)
+        assert started == [] and w.ahead_stats is not None
         return
     assert len(started) == 1 and started[0] > 0 and w.ahead_stats is None
     with pytest.raises(ChildProcessError):
