@@ -1077,13 +1077,18 @@ typedef struct {
     size_t len;
 } WarmDir;
 
+/* Directories waiting, a heap by key: the one that comes first in the walk's order on top. */
+typedef struct {
+    WarmDir *heap;
+    size_t n, cap;
+} DirHeap;
+
 typedef struct {
     Warm *w;
     int rootfd;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    WarmDir *heap;
-    size_t n, cap;
+    DirHeap pending;
     int busy;     /* directories being listed (their subdirectories not pushed yet) */
     long long entries;
 } WarmPool;
@@ -1094,7 +1099,7 @@ static int warm_key_less(const WarmDir *a, const WarmDir *b) {
     return c < 0 || (c == 0 && a->len < b->len);
 }
 
-static int warm_push(WarmPool *p, char *key, size_t len) { /* (under mu) */
+static int warm_push(DirHeap *p, char *key, size_t len) { /* (under the lock of whoever owns it) */
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 256;
         WarmDir *h = realloc(p->heap, cap * sizeof *h);
@@ -1114,7 +1119,7 @@ static int warm_push(WarmPool *p, char *key, size_t len) { /* (under mu) */
     return 0;
 }
 
-static WarmDir warm_pop(WarmPool *p) { /* (under mu, n > 0) */
+static WarmDir warm_pop(DirHeap *p) { /* (the same, n > 0) */
     WarmDir top = p->heap[0];
     p->heap[0] = p->heap[--p->n];
     for (size_t i = 0;;) {
@@ -1202,11 +1207,11 @@ static void *warm_worker(void *arg) {
     long long entries = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->n && p->busy)
+        while (!p->pending.n && p->busy)
             pthread_cond_wait(&p->cv, &p->mu);
-        if (!p->n)
+        if (!p->pending.n)
             break; /* nothing pending and nobody listing: the walk is over */
-        WarmDir d = warm_pop(p);
+        WarmDir d = warm_pop(&p->pending);
         p->busy++;
         if (p->w->record) {
             for (size_t i = 0; i < d.len; i++)
@@ -1220,7 +1225,7 @@ static void *warm_worker(void *arg) {
         free(d.key);
         pthread_mutex_lock(&p->mu);
         for (WarmDir *s = subs; s && s->key; s++)
-            if (warm_push(p, s->key, s->len) < 0)
+            if (warm_push(&p->pending, s->key, s->len) < 0)
                 free(s->key);
         free(subs);
         p->busy--;
@@ -1238,7 +1243,7 @@ static void warm_parallel(Warm *w, int rootfd, int threads) {
     pthread_t tids[64];
     int started = 0;
     char *root = calloc(1, 1);
-    if (root && warm_push(&p, root, 0) == 0) {
+    if (root && warm_push(&p.pending, root, 0) == 0) {
         for (; started < threads && started < 64; started++)
             if (pthread_create(&tids[started], NULL, warm_worker, &p) != 0)
                 break;
@@ -1247,9 +1252,9 @@ static void warm_parallel(Warm *w, int rootfd, int threads) {
     }
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
-    while (p.n)
-        free(warm_pop(&p).key);
-    free(p.heap);
+    while (p.pending.n)
+        free(warm_pop(&p.pending).key);
+    free(p.pending.heap);
     w->entries = p.entries;
     pthread_mutex_destroy(&p.mu);
     pthread_cond_destroy(&p.cv);
@@ -1344,8 +1349,8 @@ struct Ahead {
     pthread_cond_t cv;
     int rootfd, one_dev, stop, started, busy_n;
     dev_t dev;
-    WarmPool pending;          /* directories to list (only its heap is used) */
-    WarmPool listed;           /* directories listed ahead of the walk and not kept (no room): their keys */
+    DirHeap pending;           /* directories to list */
+    DirHeap listed;            /* directories listed ahead of the walk and not kept (no room): their keys */
     Kept **kept;               /* listings made and not taken: a heap by key */
     size_t kept_n, kept_cap;
     WarmDir busy[AHEAD_MAX_THREADS]; /* being listed by the threads */
@@ -1627,7 +1632,7 @@ static void ahead_stop(Ahead *a) {
     Py_END_ALLOW_THREADS
     a->started = 0;
     pthread_mutex_lock(&a->mu); /* (a list_dir of another thread may look in meanwhile: it finds it stopped) */
-    WarmPool *pools[] = {&a->pending, &a->listed};
+    DirHeap *pools[] = {&a->pending, &a->listed};
     for (int i = 0; i < 2; i++) {
         while (pools[i]->n)
             free(warm_pop(pools[i]).key);
