@@ -526,8 +526,9 @@ class MetadataWarmer:
     taking the directories the walk needs first), so that the walk finds directory blocks and inodes
     already in the kernel's caches. Where the C listing is built a warm walk uses ``_listing.Ahead``
     instead, which makes the same listings on threads of the backup's process and hands them to the walk:
-    the walk then makes none of those system calls a second time (realtree's changed re-backup, 81k
-    files, cold, eight alternating runs each: CPU 2.16 -> 2.03 s median, wall 1.15 -> 1.10 s; bench/README.md).
+    the walk then makes none of those system calls a second time, and the backup's process is not forked
+    (realtree's changed re-backup of the ``/usr`` copy, cold, six alternating runs each: the walking thread's
+    CPU 0.54-0.60 -> 0.43-0.53 s; on two cores the wall time did not move; bench/README.md, a fifth VM).
 
     Why a process: an incremental backup of an unchanged tree is the walk plus a little Python per
     entry, one core busy and the walk waiting for one metadata read after another on a cold cache.
