@@ -1075,6 +1075,7 @@ static void warm_dir(Warm *w, int fd, char *rel, size_t rel_len, int depth) {
 typedef struct {
     char *key; /* the path below the root, '/' written as NUL; "" for the root */
     size_t len;
+    void *item; /* (an Ahead's heap of kept listings: the Kept whose key this is) */
 } WarmDir;
 
 /* Directories waiting, a heap by key: the one that comes first in the walk's order on top. */
@@ -1099,7 +1100,7 @@ static int warm_key_less(const WarmDir *a, const WarmDir *b) {
     return c < 0 || (c == 0 && a->len < b->len);
 }
 
-static int warm_push(DirHeap *p, char *key, size_t len) { /* (under the lock of whoever owns it) */
+static int warm_push_item(DirHeap *p, char *key, size_t len, void *item) { /* (under its owner's lock) */
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 256;
         WarmDir *h = realloc(p->heap, cap * sizeof *h);
@@ -1109,7 +1110,7 @@ static int warm_push(DirHeap *p, char *key, size_t len) { /* (under the lock of 
         p->cap = cap;
     }
     size_t i = p->n++;
-    p->heap[i] = (WarmDir){key, len};
+    p->heap[i] = (WarmDir){key, len, item};
     while (i && warm_key_less(&p->heap[i], &p->heap[(i - 1) / 2])) {
         WarmDir t = p->heap[i];
         p->heap[i] = p->heap[(i - 1) / 2];
@@ -1118,6 +1119,8 @@ static int warm_push(DirHeap *p, char *key, size_t len) { /* (under the lock of 
     }
     return 0;
 }
+
+static int warm_push(DirHeap *p, char *key, size_t len) { return warm_push_item(p, key, len, NULL); }
 
 static WarmDir warm_pop(DirHeap *p) { /* (the same, n > 0) */
     WarmDir top = p->heap[0];
@@ -1351,8 +1354,7 @@ struct Ahead {
     dev_t dev;
     DirHeap pending;           /* directories to list */
     DirHeap listed;            /* directories listed ahead of the walk and not kept (no room): their keys */
-    Kept **kept;               /* listings made and not taken: a heap by key */
-    size_t kept_n, kept_cap;
+    DirHeap kept;              /* listings made and not taken (each WarmDir's item: its Kept) */
     WarmDir busy[AHEAD_MAX_THREADS]; /* being listed by the threads */
     char *cursor;              /* the key the walk asked for last (NULL before its first) */
     size_t cursor_len, cursor_cap;
@@ -1375,44 +1377,12 @@ static void kept_free(Kept *k) {
     }
 }
 
-static int kept_less(const Kept *a, const Kept *b) { return key_cmp(a->key, a->len, b->key, b->len) < 0; }
-
 static int kept_push(Ahead *a, Kept *k) { /* (under mu) */
-    if (a->kept_n == a->kept_cap) {
-        size_t cap = a->kept_cap ? a->kept_cap * 2 : 64;
-        Kept **h = realloc(a->kept, cap * sizeof *h);
-        if (!h)
-            return -1;
-        a->kept = h;
-        a->kept_cap = cap;
-    }
-    size_t i = a->kept_n++;
-    a->kept[i] = k;
-    while (i && kept_less(a->kept[i], a->kept[(i - 1) / 2])) {
-        Kept *t = a->kept[i];
-        a->kept[i] = a->kept[(i - 1) / 2];
-        a->kept[(i - 1) / 2] = t;
-        i = (i - 1) / 2;
-    }
-    return 0;
+    return warm_push_item(&a->kept, k->key, k->len, k);
 }
 
-static Kept *kept_pop(Ahead *a) { /* (under mu, kept_n > 0) */
-    Kept *top = a->kept[0];
-    a->kept[0] = a->kept[--a->kept_n];
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < a->kept_n && kept_less(a->kept[l], a->kept[m]))
-            m = l;
-        if (r < a->kept_n && kept_less(a->kept[r], a->kept[m]))
-            m = r;
-        if (m == i)
-            break;
-        Kept *t = a->kept[i];
-        a->kept[i] = a->kept[m];
-        a->kept[m] = t;
-        i = m;
-    }
+static Kept *kept_pop(Ahead *a) { /* (under mu, kept.n > 0) */
+    Kept *top = warm_pop(&a->kept).item;
     a->held -= (long long)top->l.n;
     return top;
 }
@@ -1583,12 +1553,12 @@ static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t de
     }
     memcpy(a->cursor, key, len + 1);
     a->cursor_len = len;
-    while (a->kept_n && key_cmp(a->kept[0]->key, a->kept[0]->len, key, len) < 0)
+    while (a->kept.n && key_cmp(a->kept.heap[0].key, a->kept.heap[0].len, key, len) < 0)
         kept_free(kept_pop(a)); /* passed: the walk will not ask for it */
     while (a->listed.n && key_cmp(a->listed.heap[0].key, a->listed.heap[0].len, key, len) < 0)
         free(warm_pop(&a->listed).key);
     int found = AHEAD_LIST_AND_QUEUE;
-    if (a->kept_n && !key_cmp(a->kept[0]->key, a->kept[0]->len, key, len)) {
+    if (a->kept.n && !key_cmp(a->kept.heap[0].key, a->kept.heap[0].len, key, len)) {
         Kept *k = kept_pop(a);
         found = !check || (k->dev == dev && k->ino == ino) ? AHEAD_TAKEN : AHEAD_LIST;
         if (found == AHEAD_TAKEN) {
@@ -1640,11 +1610,11 @@ static void ahead_stop(Ahead *a) {
         pools[i]->heap = NULL;
         pools[i]->cap = 0;
     }
-    while (a->kept_n)
+    while (a->kept.n)
         kept_free(kept_pop(a));
-    free(a->kept);
-    a->kept = NULL;
-    a->kept_cap = 0;
+    free(a->kept.heap);
+    a->kept.heap = NULL;
+    a->kept.cap = 0;
     free(a->cursor);
     a->cursor = NULL;
     a->cursor_len = a->cursor_cap = 0;
