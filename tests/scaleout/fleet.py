@@ -282,6 +282,16 @@ class Fleet:
             time.sleep(0.1)
 
     # ------------------------------------------------------------------ failures
+    def limit_uplink(self, machine: str, mbit: int | None) -> None:
+        """What ``machine`` sends goes out at ``mbit`` megabits per second at most (a token bucket on its
+        link), so that work over the link takes a known time whatever this host's speed; None: no limit."""
+        inside = ("ip", "netns", "exec", self.machines[machine].ns)
+        if mbit is None:
+            subprocess.run([*inside, "tc", "qdisc", "del", "dev", "eth0", "root"], capture_output=True)
+            return
+        _run(*inside, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", f"{mbit}mbit",
+             "burst", "256kb", "latency", "200ms")
+
     def pids(self, machine: str) -> list[int]:
         out = subprocess.run(["ip", "netns", "pids", self.machines[machine].ns], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
