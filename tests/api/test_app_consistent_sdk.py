@@ -32,7 +32,7 @@ from huaweicloudsdkcbr.v1 import (
 
 from opencbr.catalog.db import make_engine
 from tests.agent.conftest import AgentProcess, agent_cmd
-from tests.agent.hooks.servers import PG_BIN, Postgres, Writer, _user, log_text, scratch_dir
+from tests.agent.hooks.servers import PG_BIN, Postgres, Writer, _user, log_text, scratch_dir, unmount
 from tests.support.clients import api, cli, sdk, sdk_task_ok, sdk_wait_backups, task_ok
 from tests.support.databases import make_catalog_url, release_catalog_url
 from tests.support.server import ServerProcess, free_port
@@ -95,7 +95,7 @@ def pg_on_disk(tmp_path_factory):
     finally:
         if pg is not None:
             pg.stop()
-        _run("umount", mnt)
+        unmount(mnt)
         disk.close()
         spare.close()
         os.rmdir(mnt)
@@ -256,7 +256,7 @@ def test_a_restored_disk_holds_a_cluster_that_starts_with_the_committed_rows(ser
         checked = copy.amcheck()
     finally:
         copy.stop()
-        _run("umount", mnt)
+        unmount(mnt)
         os.rmdir(mnt)
     # every row committed before the backup was asked for is there, none the writer had not committed at its end
     assert before <= top <= after and count == top, (before, top, after, count)

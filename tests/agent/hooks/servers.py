@@ -35,6 +35,20 @@ def _user(name: str) -> pwd.struct_passwd | None:
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
+def unmount(point: str, timeout: float = 15.0) -> None:
+    """Unmount ``point``, waiting while something still has files open there: ``pg_ctl -m immediate -w
+    stop`` returns once the postmaster is gone, and its backends may still be exiting (the unmount then
+    failed with "target is busy", and removing the mount point with EBUSY)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(["umount", point], capture_output=True, text=True)
+        if r.returncode == 0 or not os.path.ismount(point):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cannot unmount {point}: {r.stderr.strip()}")
+        time.sleep(0.1)
+
+
 def scratch_dir(owner: pwd.struct_passwd | None, prefix: str) -> str:
     path = tempfile.mkdtemp(prefix=prefix, dir=SCRATCH)
     os.chmod(path, 0o755)
