@@ -54,6 +54,20 @@ def test_errors_exit_non_zero_naming_the_engine_error(tmp_path):
     assert p.returncode == 1 and json.loads(p.stderr)["error"] == "Missing"
 
 
+def test_a_parent_that_is_not_in_the_repository_is_an_error_not_a_full_backup(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    img = make_image(tmp_path / "d.img", 64, seed=8)
+    src = build_tree(tmp_path / "src")
+    cli(url, "init")
+    for args in (("disk", "backup", img), ("tree", "backup", str(src))):
+        p = cli(url, *args, "--id", "b1", "--parent", "no-such-backup", check=False)
+        assert p.returncode == 1 and json.loads(p.stderr)["error"] == "Missing", p.stderr
+        assert "no-such-backup" in json.loads(p.stderr)["error_msg"]
+        p = cli(url, *args, "--id", "b1", "--parent", "../elsewhere", check=False)
+        assert p.returncode == 1 and json.loads(p.stderr)["error"] == "InvalidArgument", p.stderr
+    assert json.loads(cli(url, "list").stdout) == {"backups": []}
+
+
 def test_a_verify_that_finds_damage_exits_3(tmp_path):
     store = tmp_path / "store"
     img = make_image(tmp_path / "d.img", 64, seed=7)

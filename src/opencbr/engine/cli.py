@@ -40,7 +40,8 @@ from collections.abc import Callable
 
 from ..storage import open_store
 from . import Repository
-from .errors import EngineError
+from .chunks.manifests import check_name
+from .errors import EngineError, Missing
 
 #: Exit code of a verify that found damaged or missing data.
 EXIT_DAMAGED = 3
@@ -215,8 +216,18 @@ def _ls(a, repo: Repository, prog) -> dict:
     return {"entries": [e.to_dict() for e in list_backup(repo, a.id, a.path)]}
 
 
+def _named_parent(a, repo: Repository) -> str | None:
+    """``--parent``, which must name a backup of the repository: the engine reads a missing parent as one
+    deleted meanwhile (the service's retention may do that) and backs everything up again, which a
+    mistyped id on this command line should not do without a word."""
+    if a.parent is not None and not repo.chunks.has_manifest(check_name(a.parent)):
+        raise Missing(f"--parent {a.parent}: no such backup in the repository")
+    return a.parent
+
+
 # ------------------------------------------------------------------------------------ disk images
 def _disk_backup(a, repo: Repository, prog) -> dict:
+    _named_parent(a, repo)
     return repo.backup_disk(a.disk, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=a.parent,
                             full=a.full, progress=prog).to_dict()
 
@@ -250,6 +261,7 @@ def _tree_backup(a, repo: Repository, prog) -> dict:
         tuning["params"] = ChunkParams(avg, low, high)
     if a.zstd_level is not None:
         tuning["level"] = a.zstd_level
+    _named_parent(a, repo)
     return backup_tree(repo, a.dir, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=a.parent,
                        full=a.full, progress=prog, workers=a.workers, **tuning).to_dict()
 
