@@ -227,8 +227,7 @@ def _named_parent(a, repo: Repository) -> str | None:
 
 # ------------------------------------------------------------------------------------ disk images
 def _disk_backup(a, repo: Repository, prog) -> dict:
-    _named_parent(a, repo)
-    return repo.backup_disk(a.disk, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=a.parent,
+    return repo.backup_disk(a.disk, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=_named_parent(a, repo),
                             full=a.full, progress=prog).to_dict()
 
 
@@ -261,8 +260,7 @@ def _tree_backup(a, repo: Repository, prog) -> dict:
         tuning["params"] = ChunkParams(avg, low, high)
     if a.zstd_level is not None:
         tuning["level"] = a.zstd_level
-    _named_parent(a, repo)
-    return backup_tree(repo, a.dir, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=a.parent,
+    return backup_tree(repo, a.dir, backup_id=a.id, meta=json.loads(a.meta), parent_backup_id=_named_parent(a, repo),
                        full=a.full, progress=prog, workers=a.workers, **tuning).to_dict()
 
 
