@@ -75,6 +75,8 @@ def open_at(dir_fd: int, rel: str, flags: int, mode: int = 0o600, *, where: str 
             try:
                 return _openat2(dir_fd, rel, flags, mode)
             except OSError as e:
+                if e.errno == errno.ENAMETOOLONG:  # (PATH_MAX or more: one component at a time has no limit)
+                    return _walk(dir_fd, rel, flags, mode)
                 if e.errno not in (errno.ENOSYS, errno.EPERM):  # (seccomp filters answer EPERM)
                     raise
                 _openat2_missing = True
@@ -111,6 +113,21 @@ def open_below(top: str, rel: str, flags: int, mode: int = 0o600) -> int:
         return open_at(top_fd, rel, flags, mode, where=top)
     finally:
         os.close(top_fd)
+
+
+def chmod_entry(name: str | bytes, mode: int, dir_fd: int) -> None:
+    """Set the mode of the entry ``name`` of directory ``dir_fd`` -- of that entry itself. ``chmod``
+    follows a symlink (Linux has no ``lchmod``), so whoever swaps the entry for a symlink between its
+    creation and this call would have the mode set on what the link names, anywhere on the machine.
+    Here the entry is opened with ``O_PATH | O_NOFOLLOW`` (a symlink opens as itself, and is refused) and
+    its mode set through that descriptor."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.ELOOP, "replaced by a symbolic link: its mode is left alone", os.fsdecode(name))
+        os.chmod(fd_path(fd), mode)
+    finally:
+        os.close(fd)
 
 
 def fd_path(fd: int) -> str:

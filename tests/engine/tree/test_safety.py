@@ -3,9 +3,11 @@ cannot write outside the restore target, unreadable files make a partial backup,
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from opencbr.engine import BackupCancelled, RestoreCancelled
 from opencbr.engine.errors import Conflict, Damaged, InvalidArgument
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
 from opencbr.engine.tree.entry import DIR, FILE, SYMLINK, Entry
+from opencbr.engine.tree.restore.paths import link_restored
 from tests.support.engine import MASTER_KEY
 from tests.support.engine_tree import (
     IS_ROOT,
@@ -138,6 +141,114 @@ def test_preexisting_symlink_in_target_is_not_followed(enc_repo, tmp_path):
     res = restore_tree(enc_repo, "b1", target, allow_nonempty=True)
     assert [w.path for w in res.warnings] == ["/sub"] and res.warnings[0].partial
     assert list(outside.iterdir()) == []
+
+
+def _swap_for_symlink(target: Path, name: str, made: str, outside: Path, stop: threading.Event, swapped: list) -> None:
+    """What a tenant who can write in a restore target may do: as soon as ``name/made`` was restored,
+    move directory ``name`` away and put a symlink to ``outside`` in its place."""
+    while not stop.is_set():
+        if (target / name / made).exists() and not (target / name).is_symlink():
+            os.rename(target / name, target / f"{name}.moved")
+            os.symlink(outside, target / name)
+            swapped.append(name)
+            return
+        stop.wait(0.0002)
+
+
+def test_a_directory_swapped_for_a_symlink_during_the_restore_gets_no_metadata_outside(enc_repo, tmp_path):
+    """Directories get their metadata last, by path: a directory swapped for a symlink meanwhile must not
+    have the restore (often root) set a mode, owner or times on what the symlink names."""
+    src = tmp_path / "src"
+    (src / "x" / "victim").mkdir(parents=True)
+    os.chmod(src / "x" / "victim", 0o777)
+    (src / "z").mkdir()
+    for i in range(2000):  # (time for the swap before the directories are finished)
+        (src / "z" / f"f{i}").write_bytes(b"%d" % i * 100)
+    (src / "z" / "big").write_bytes(os.urandom(32 << 20))
+    backup_tree(enc_repo, src, backup_id="b1", meta={})
+    outside = tmp_path / "outside"
+    (outside / "victim").mkdir(parents=True)
+    os.chmod(outside / "victim", 0o700)
+    before = os.stat(outside / "victim")
+    target, stop, swapped = tmp_path / "target", threading.Event(), []
+    watcher = threading.Thread(target=_swap_for_symlink, args=(target, "x", "victim", outside, stop, swapped))
+    watcher.start()
+    try:
+        res = restore_tree(enc_repo, "b1", target, processes=1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert swapped == ["x"], "the swap came after the restore: nothing was tested"
+    after = os.stat(outside / "victim")
+    assert (stat.S_IMODE(after.st_mode), after.st_mtime_ns) == (0o700, before.st_mtime_ns)
+    assert {w.path for w in res.warnings} >= {"/x", "/x/victim"}
+    assert (target / "x.moved" / "victim").is_dir() and (target / "z" / "f1999").read_bytes() == b"1999" * 100
+
+
+def test_a_hard_link_group_split_by_a_swap_during_the_restore_links_nothing_outside(enc_repo, tmp_path):
+    src = tmp_path / "src"
+    for d in ("a", "m", "n"):
+        (src / d).mkdir(parents=True)
+    (src / "a" / "f").write_text("tenant data")
+    for i in range(3000):  # (time for the swap between the group's first name and its second)
+        (src / "m" / f"f{i}").write_bytes(b"%d" % i)
+    os.link(src / "a" / "f", src / "n" / "g")
+    backup_tree(enc_repo, src, backup_id="b1", meta={})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_text("someone else's")
+    target, stop, swapped = tmp_path / "target", threading.Event(), []
+    watcher = threading.Thread(target=_swap_for_symlink, args=(target, "a", "f", outside, stop, swapped))
+    watcher.start()
+    try:
+        res = restore_tree(enc_repo, "b1", target, processes=1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert swapped == ["a"], "the swap came after the restore: nothing was tested"
+    assert os.stat(outside / "f").st_nlink == 1 and not (target / "n" / "g").exists()
+    assert "/n/g" in {w.path for w in res.warnings}
+    assert (target / "a.moved" / "f").read_text() == "tenant data"
+
+
+def test_a_hard_link_is_made_to_the_file_the_restore_made_only(tmp_path):
+    """The later names of a hard-link group are linked to the file restored for the first, reopened by
+    path: a directory on that path swapped for a symlink, or the file swapped for another, or for a
+    symlink, links nothing."""
+    target, outside = tmp_path / "target", tmp_path / "outside"
+    (target / "a").mkdir(parents=True)
+    (target / "b").mkdir()
+    outside.mkdir()
+    (outside / "f").write_text("someone else's")
+    (target / "a" / "f").write_text("restored")
+    made = os.stat(target / "a" / "f")
+    ident = (made.st_dev, made.st_ino)
+    root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    dfd = os.open(target / "b", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        link_restored(root_fd, b"a/f", ident, b"g", dfd)  # the file as made: linked
+        assert os.stat(target / "b" / "g").st_ino == made.st_ino
+        os.rename(target / "a", target / "a.moved")
+        os.symlink(outside, target / "a")
+        with pytest.raises(OSError) as ei:
+            link_restored(root_fd, b"a/f", ident, b"h", dfd)
+        assert ei.value.errno == errno.ELOOP
+        os.unlink(target / "a")
+        (target / "a").mkdir()
+        (target / "a" / "f").write_text("another file")
+        with pytest.raises(OSError) as ei:
+            link_restored(root_fd, b"a/f", ident, b"h", dfd)
+        assert ei.value.errno == errno.ESTALE
+        os.unlink(target / "a" / "f")
+        os.symlink(outside / "f", target / "a" / "f")
+        with pytest.raises(OSError):
+            link_restored(root_fd, b"a/f", ident, b"h", dfd)
+        with pytest.raises(OSError):
+            link_restored(root_fd, b"a/f", None, b"h", dfd)  # its first name could not be made
+    finally:
+        os.close(dfd)
+        os.close(root_fd)
+    assert sorted(os.listdir(target / "b")) == ["g"] and os.stat(outside / "f").st_nlink == 1
 
 
 def test_user_paths_with_dotdot_are_refused(enc_repo, tmp_path):

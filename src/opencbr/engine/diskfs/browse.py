@@ -17,6 +17,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field
 
+from ...system.beneath import chmod_entry
 from ..errors import Conflict, InvalidArgument, Missing
 from ..tree.common import chunkstore_of
 from ..tree.results import ListEntry, TreeWarning
@@ -141,7 +142,7 @@ class _Extractor:
                 if fd is not None:
                     os.fchmod(fd, stat.S_IMODE(n.mode))
                 else:
-                    os.chmod(name, stat.S_IMODE(n.mode), dir_fd=dfd)
+                    chmod_entry(name, stat.S_IMODE(n.mode), dfd)  # (not through a symlink swapped in)
             if fd is not None and self.fs.kind == "ext":
                 for k, v in self.fs.xattrs(n):
                     try:

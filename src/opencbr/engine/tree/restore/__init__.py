@@ -5,7 +5,12 @@ are checked component by component (no ``..``, ``.``, empty or absolute componen
 increasing; every entry's parent restored as a directory before it), and everything is created
 relative to open directory descriptors with ``O_NOFOLLOW`` (``openat``/``mkdirat``/``symlinkat``/
 ``linkat``), so no symlink -- restored or pre-existing -- is ever followed, and nothing can land outside
-the target. Symlinks themselves are restored verbatim (an absolute or ``..`` target is the user's data).
+the target. What is reopened by its path later -- a directory to give its metadata at the end, the first
+name of a hard-link group -- may have been swapped meanwhile by whoever can write in the target: it is
+opened below the target with no symlink followed on the way (``paths.open_restored``), a hard link is
+made to the very file restored (``paths.link_restored``), and a special file's mode is set on the entry
+itself, never through a symlink (``chmod_entry``). Symlinks themselves are restored verbatim (an absolute
+or ``..`` target is the user's data).
 
 Pipeline (``restorer``): the calling thread streams the catalog (in order) and creates directories,
 symlinks, special files, hard links and empty regular files; file contents are gathered into *windows*

@@ -11,9 +11,10 @@ import tempfile
 import threading
 from typing import Iterator, NamedTuple
 
+from ....system.beneath import chmod_entry
 from ....system.libc import function as libc_function
 from ..entry import Entry
-from .paths import DIR_FLAGS
+from .paths import DIR_FLAGS, open_restored
 from .tally import Tally
 
 
@@ -239,7 +240,7 @@ class MetadataWriter:
             if self.owners:
                 os.chown(name, e.uid, e.gid, dir_fd=dfd, follow_symlinks=False)
             if not symlink:
-                os.chmod(name, stat.S_IMODE(e.mode), dir_fd=dfd)
+                chmod_entry(name, stat.S_IMODE(e.mode), dfd)
         except OSError as exc:
             self.tally.warn(rel, f"cannot set owner/mode: {exc.strerror or exc}", False)
         if e.xattrs:
@@ -251,7 +252,7 @@ class MetadataWriter:
 
     def finish_dir(self, root_fd: int, rel: bytes, e: DirMeta) -> None:
         try:
-            fd = os.open(rel, DIR_FLAGS, dir_fd=root_fd) if rel else os.dup(root_fd)
+            fd = open_restored(root_fd, rel, DIR_FLAGS) if rel else os.dup(root_fd)
         except OSError as exc:
             self.tally.warn(rel, f"cannot set directory metadata: {exc.strerror or exc}", False)
             return

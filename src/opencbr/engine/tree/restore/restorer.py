@@ -19,7 +19,7 @@ from ..results import TreeRestoreResult
 from .fetch import WINDOW_FILES, FileJob, Window, WindowFetcher
 from .metadata import BackgroundFlush, DirList, MetadataWriter, syncfs
 from .parts import ForkedParts
-from .paths import DIR_FLAGS, FILE_FLAGS, check_entry_name, make_room, open_target
+from .paths import DIR_FLAGS, FILE_FLAGS, check_entry_name, link_restored, make_room, open_target
 from .tally import Tally
 
 FLUSH_BYTES = 8 << 20  # with ``sync``: written back in the background every this many bytes (BackgroundFlush)
@@ -37,7 +37,8 @@ class _Part:
     mine: bool  # whether the current group of entries is this part's
     stack: list[tuple[bytes, int]] = field(default_factory=list)  # (rel, fd); fd -1: not restored, LAZY
     dirs: DirList = field(default_factory=DirList)
-    # (inode, device) -> [first name, restored by this part, names seen]: dropped once all were seen
+    # (inode, device) -> [first name, restored by this part, names seen, (st_dev, st_ino) of the file
+    # made for it]: dropped once all were seen
     links: dict[tuple[int, int], list] = field(default_factory=dict)
     win: Window = field(default_factory=Window)
     inflight: list[Window] = field(default_factory=list)
@@ -327,16 +328,19 @@ class TreeRestore(ForkedParts):
                 del st.links[(e.ino, e.rdev)]
             if ours:
                 self._make_room(name, dfd, rel)
-                os.link(src, name, src_dir_fd=st.root_fd, dst_dir_fd=dfd, follow_symlinks=False)
+                link_restored(st.root_fd, src, link[3], name, dfd)
                 self.tally.counts["hardlinks"] += 1
             return
-        if e.hardlinked:
-            st.links[(e.ino, e.rdev)] = [rel, st.mine, 1]  # (inode, device) of the source: see backup.py
+        if e.hardlinked:  # (inode, device) of the source: see backup.py; later names link to the file made
+            link = st.links[(e.ino, e.rdev)] = [rel, st.mine, 1, None]
         if not st.mine:
             return
         self._make_room(name, dfd, rel)
         mode = self.meta.create_mode(e)
         fd = os.open(name, FILE_FLAGS, mode, dir_fd=dfd)
+        if e.hardlinked:
+            made = os.fstat(fd)
+            link[3] = (made.st_dev, made.st_ino)
         self.tally.counts["files"] += 1
         self.tally.file_bytes += e.size
         if e.extents is not None:
