@@ -36,9 +36,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <zlib.h>
+#include "longpath.h"
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 6
+#define LISTING_ABI 7
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -159,10 +160,7 @@ static void stat_entries(int fd, Listing *l, const char *const *excluded, Py_ssi
 static int list_nogil(const char *path, int follow, int check, dev_t want_dev, ino_t want_ino,
                       const char *const *excluded, Py_ssize_t n_excluded, long long readahead_below,
                       Listing *l, int *error) {
-    int fd;
-    do
-        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
-    while (fd < 0 && errno == EINTR);
+    int fd = open_long(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         *error = errno;
         return LIST_OPEN_FAILED;

@@ -23,9 +23,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <zlib.h>
+#include "longpath.h"
 
 /* sources.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define READING_ABI 1
+#define READING_ABI 2
 
 /* How a file's read ended (the first item of a failure's tuple; sources.py words them). */
 enum { READ_OK = 0, READ_VANISHED = 1, READ_OPEN_FAILED = 2, READ_REPLACED = 3, READ_FAILED = 4, READ_NOT_SMALL = 5 };
@@ -76,14 +77,10 @@ static int arena_room(Arena *a, size_t need) {
 }
 
 static int open_noatime(const char *path) {
-    int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, fd;
-    do
-        fd = open(path, flags | O_NOATIME);
-    while (fd < 0 && errno == EINTR);
+    int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+    int fd = open_long(path, flags | O_NOATIME);
     if (fd < 0 && (errno == EPERM || errno == EACCES)) /* (Python's PermissionError: chunker.open_noatime) */
-        do
-            fd = open(path, flags);
-        while (fd < 0 && errno == EINTR);
+        fd = open_long(path, flags);
     return fd;
 }
 

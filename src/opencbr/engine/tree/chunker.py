@@ -61,6 +61,7 @@ from typing import Callable
 from pyfastcdc import FastCDC
 
 from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
+from ...system.longpaths import open_long
 from ...system.sparse import data_extents
 from ..errors import BackupCancelled
 from .xattrs import read_xattrs
@@ -174,10 +175,10 @@ def open_noatime(path: bytes) -> int:
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     if _O_NOATIME:
         try:
-            return os.open(path, flags | _O_NOATIME)
+            return open_long(path, flags | _O_NOATIME)
         except PermissionError:
             pass  # EPERM: not the owner and not privileged; open without O_NOATIME
-    return os.open(path, flags)
+    return open_long(path, flags)
 
 
 class _ExtentSource:

@@ -54,6 +54,7 @@ _LEN = struct.Struct("<I")
 HDR = struct.Struct("<BBHIIIQqqqQIQ")
 _LEN_HDR = struct.Struct("<I" + HDR.format[1:])  # the length word and the header in one unpack
 _U16 = struct.Struct("<H")
+MAX_PATH = 0xFFFF  # bytes of a recorded path (its length is a u16)
 _U32 = struct.Struct("<I")
 _EXT = struct.Struct("<QQ")
 _CHUNK = struct.Struct(f"<{DIGEST_SIZE}sI")

@@ -17,6 +17,7 @@ import os
 import zlib
 from typing import Callable, Iterator, Protocol
 
+from ...system.longpaths import PATH_MAX, short_path
 from .chunker import (
     CHANGED,
     DIRECT_MIN,
@@ -107,14 +108,17 @@ class DirectorySource:
             e.rdev = st.st_rdev
         if typ != FILE:  # (a regular file's come with its content: FileData.xattrs)
             meta = item.meta
-            e.xattrs, problems = (meta.xattrs, meta.xattr_problems) if meta else read_xattrs(item.abspath)
+            e.xattrs, problems = (meta.xattrs, meta.xattr_problems) if meta else _xattrs_at(item.abspath)
             for msg in problems:
                 warn(item.path, msg, False)
         return e
 
     def readlink(self, item) -> bytes:
         if item.meta is None:
-            return os.readlink(item.abspath)
+            if len(item.abspath) < PATH_MAX:
+                return os.readlink(item.abspath)
+            with short_path(item.abspath) as path:
+                return os.readlink(path)
         if item.meta.link_error is not None:
             raise item.meta.link_error
         return item.meta.link
@@ -186,7 +190,7 @@ def _xattrs(got) -> tuple[list, list[str]]:
     return sorted_xattrs([(os.fsdecode(n), v) for n, v in got])
 
 
-_READING_ABI = 1  # the interface of _reading.c this file calls (a stale build of another one is not used)
+_READING_ABI = 2  # the interface of _reading.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_reading():
@@ -205,6 +209,16 @@ def _load_native_reading():
     if not (len(got) == 1 and got[0] is not None and len(got[0]) == 4 and got[0][:2] == (mine, zlib.crc32(mine))):
         return None
     return reading
+
+
+def _xattrs_at(abspath: bytes):
+    if len(abspath) < PATH_MAX:
+        return read_xattrs(abspath)
+    try:
+        with short_path(abspath) as path:
+            return read_xattrs(path)
+    except OSError as e:  # (its directories could not be opened)
+        return listing_failed(e.errno)
 
 
 class _Here:

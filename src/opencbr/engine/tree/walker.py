@@ -29,9 +29,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from ...system.longpaths import PATH_MAX, open_long, short_path
 from .common import built_extension
+from .entry import MAX_PATH
 from .forked import die_with_parent, kill_and_reap
-from .xattrs import read_xattrs
+from .xattrs import listing_failed, read_xattrs
 
 
 @dataclass
@@ -119,7 +121,7 @@ _LIST_PROBLEMS = {
     _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
     _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
 }
-_LISTING_ABI = 6  # the interface of _listing.c this file calls (a stale build of another one is not used)
+_LISTING_ABI = 7  # the interface of _listing.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_listing():
@@ -294,6 +296,9 @@ class TreeWalker:
         directory its parent's listing saw (``want``): one swapped for a symlink, or a directory above
         it swapped since, is not listed (a backup never reads outside the tree it was given).
         ``ahead``: the walk's ``_listing.Ahead``, given by the walking thread only (it asks in walk order)."""
+        if len(rel) > MAX_PATH - 256:  # (a child's path, up to 256 bytes longer, might not fit in its record)
+            self.warn(rel, f"too deep: what it holds is not recorded (a path holds at most {MAX_PATH:,} bytes)", True)
+            return []
         if self.native is not None:
             out = self._list_native(abspath, rel, want, ahead)
         else:
@@ -332,7 +337,7 @@ class TreeWalker:
         """_children's listing where the C extension is not built: the same entries and warnings."""
         out = []
         try:
-            fd = os.open(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)  # (the root may be a /proc link)
+            fd = open_long(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)  # (the root may be a /proc link)
         except OSError as e:
             self.warn(rel, _LIST_PROBLEMS[_LIST_OPEN_FAILED](e.errno), True)
             return out
@@ -496,6 +501,14 @@ class TreeWalker:
 
 
 def _node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
+    if len(abspath) >= PATH_MAX:  # (deeper than a system call takes a path: through its directory's descriptor)
+        try:
+            with short_path(abspath) as path:
+                return _node_meta(path, st)
+        except OSError as e:  # (its directories could not be opened)
+            meta = NodeMeta(*listing_failed(e.errno))
+            meta.link_error = e
+            return meta
     xattrs, problems = read_xattrs(abspath)
     meta = NodeMeta(xattrs, problems)
     if stat.S_ISLNK(st.st_mode):
