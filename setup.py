@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("opencbr.engine.tree._listing", ["src/opencbr/engine/tree/_listing.c"], libraries=["z"],
-              depends=["src/opencbr/engine/tree/longpath.h"], optional=True),
+              depends=["src/opencbr/engine/tree/opening.h"], optional=True),
     Extension("opencbr.engine.tree._reading", ["src/opencbr/engine/tree/_reading.c"], libraries=["z"],
-              depends=["src/opencbr/engine/tree/longpath.h"], optional=True),
+              depends=["src/opencbr/engine/tree/opening.h"], optional=True),
 ])

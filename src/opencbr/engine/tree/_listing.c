@@ -36,7 +36,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <zlib.h>
-#include "longpath.h"
+#include "opening.h"
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
 #define LISTING_ABI 7

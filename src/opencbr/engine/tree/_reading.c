@@ -6,8 +6,9 @@
  * call of a batch with the GIL released and takes the GIL back once, to build the results.
  *
  * The checks are chunker.py's FileChunker.read_file and xattrs.py's, one for one (sources.py turns the
- * codes returned here into the same FileData, warnings and FileUnreadable messages): open by path with
- * O_NOFOLLOW (and O_NOATIME, without it where refused), fstat and the same regular file (st_dev, st_ino) the
+ * codes returned here into the same FileData, warnings and FileUnreadable messages): open below the tree's
+ * root with no symlink followed (opening.h: open_beneath; O_NOATIME, without it where refused; a symlink on
+ * the way is a replaced file), fstat and the same regular file (st_dev, st_ino) the
  * walk saw, one read of up to `limit` bytes (finished where a read came short of the size), the xattrs
  * through the descriptor, the size and mtime against the walk's. A file that is no longer small when read is
  * left to the Python reader (None), which stores it as chunks of its own.
@@ -23,10 +24,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <zlib.h>
-#include "longpath.h"
+#include "opening.h"
 
 /* sources.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define READING_ABI 2
+#define READING_ABI 3
 
 /* How a file's read ended (the first item of a failure's tuple; sources.py words them). */
 enum { READ_OK = 0, READ_VANISHED = 1, READ_OPEN_FAILED = 2, READ_REPLACED = 3, READ_FAILED = 4, READ_NOT_SMALL = 5 };
@@ -39,7 +40,7 @@ enum { W_NONE = 0, W_SIZE_CHANGED = 1, W_CHANGED = 2 };
 
 typedef struct {
     /* in (copied with the GIL) */
-    const char *path;
+    const char *path;         /* relative to the tree's root */
     dev_t dev;
     ino_t ino;
     long long size, mtime_ns;
@@ -76,11 +77,11 @@ static int arena_room(Arena *a, size_t need) {
     return 0;
 }
 
-static int open_noatime(const char *path) {
+static int open_noatime(int rootfd, const char *path) {
     int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
-    int fd = open_long(path, flags | O_NOATIME);
+    int fd = open_beneath(rootfd, path, flags | O_NOATIME);
     if (fd < 0 && (errno == EPERM || errno == EACCES)) /* (Python's PermissionError: chunker.open_noatime) */
-        fd = open_long(path, flags);
+        fd = open_beneath(rootfd, path, flags);
     return fd;
 }
 
@@ -162,10 +163,12 @@ oom:
 }
 
 /* The GIL-free part for one file. Returns 0, or -1 when out of memory. */
-static int read_one(File *f, Arena *a, long long limit) {
-    int fd = open_noatime(f->path);
+static int read_one(int rootfd, File *f, Arena *a, long long limit) {
+    int fd = open_noatime(rootfd, f->path);
     if (fd < 0) {
-        f->status = errno == ENOENT ? READ_VANISHED : READ_OPEN_FAILED;
+        /* (a symlink on the way, or the file one now: what the walk saw was replaced, as chunker.py says) */
+        f->status = errno == ENOENT ? READ_VANISHED
+                    : errno == ELOOP || errno == EXDEV || errno == ENOTDIR ? READ_REPLACED : READ_OPEN_FAILED;
         f->err = errno;
         return 0;
     }
@@ -287,13 +290,14 @@ static unsigned long long attr_ull(PyObject *o, const char *name) {
 }
 
 PyDoc_STRVAR(read_small_doc,
-"read_small(items, limit) -> list: each item (with .abspath and the walk's .st) read as sources.py's\n"
-"DirectorySource.read_small describes: (data or None, crc32, warning, xattrs), (status, errno), or None.");
+"read_small(items, limit, root_fd) -> list: each item (with .path below root_fd and the walk's .st)\n"
+"read as sources.py's DirectorySource.read_small describes: (data or None, crc32, warning, xattrs), (status, errno), or None.");
 
 static PyObject *read_small(PyObject *self, PyObject *args) {
     PyObject *items;
     long long limit;
-    if (!PyArg_ParseTuple(args, "O!L", &PyList_Type, &items, &limit))
+    int rootfd;
+    if (!PyArg_ParseTuple(args, "O!Li", &PyList_Type, &items, &limit, &rootfd))
         return NULL;
     if (limit <= 0) {
         PyErr_SetString(PyExc_ValueError, "limit must be positive");
@@ -310,10 +314,10 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(items, i), *st;
-        paths[i] = PyObject_GetAttrString(item, "abspath");
-        if (!paths[i] || !PyBytes_Check(paths[i])) {
+        paths[i] = PyObject_GetAttrString(item, "path");
+        if (!paths[i] || !PyBytes_Check(paths[i]) || !PyBytes_GET_SIZE(paths[i])) {
             if (paths[i])
-                PyErr_SetString(PyExc_TypeError, "abspath must be bytes");
+                PyErr_SetString(PyExc_TypeError, "path must be bytes (a file below the root)");
             goto done;
         }
         if (!(st = PyObject_GetAttrString(item, "st")))
@@ -331,7 +335,7 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
     int oom = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n && !oom; i++)
-        oom = read_one(&files[i], &arena, limit) < 0;
+        oom = read_one(rootfd, &files[i], &arena, limit) < 0;
     Py_END_ALLOW_THREADS
     if (oom) {
         PyErr_NoMemory();

@@ -61,6 +61,7 @@ from typing import Callable
 from pyfastcdc import FastCDC
 
 from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
+from ...system.beneath import PathSwapped, open_at
 from ...system.longpaths import open_long
 from ...system.sparse import data_extents
 from ..errors import BackupCancelled
@@ -169,16 +170,26 @@ class FileUnreadable(Exception):
         self.vanished = vanished
 
 
-def open_noatime(path: bytes) -> int:
+def open_noatime(where: bytes | tuple[int, bytes]) -> int:
+    """``where``: a path, or (a descriptor of a tree's root, a path below it). Below a root nothing is
+    followed out of it and no symlink on the way (``beneath.open_at``; a symlink there is PathSwapped):
+    the walk's entry may have been swapped meanwhile, and an open is itself an action -- a device node's
+    driver acts on open -- so it must not be led elsewhere, not merely be checked afterwards."""
     # O_NONBLOCK: a fifo (or a device) put where the walk saw a regular file opens at once, and the
     # fstat check then says so, instead of the open waiting for a writer; regular files ignore it.
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     if _O_NOATIME:
         try:
-            return open_long(path, flags | _O_NOATIME)
+            return _open(where, flags | _O_NOATIME)
         except PermissionError:
             pass  # EPERM: not the owner and not privileged; open without O_NOATIME
-    return open_long(path, flags)
+    return _open(where, flags)
+
+
+def _open(where: bytes | tuple[int, bytes], flags: int) -> int:
+    if isinstance(where, tuple):
+        return open_at(where[0], os.fsdecode(where[1]), flags)
+    return open_long(where, flags)
 
 
 class _ExtentSource:
@@ -312,13 +323,16 @@ class FileChunker:
             self.on_bytes(max(0, size - out.bytes_read))  # holes count as done for progress
         return out
 
-    def read_file(self, abspath: bytes, st: os.stat_result, small_limit: int = 0) -> FileData:
-        """Read and store one file. A file of fewer than ``small_limit`` bytes (at ``lstat`` time and
-        still when read) is not stored: its content is returned in ``FileData.data`` for a bundle."""
+    def read_file(self, where: bytes | tuple[int, bytes], st: os.stat_result, small_limit: int = 0) -> FileData:
+        """Read and store one file (``where``: as :func:`open_noatime` takes it). A file of fewer than
+        ``small_limit`` bytes (at ``lstat`` time and still when read) is not stored: its content is
+        returned in ``FileData.data`` for a bundle."""
         try:
-            fd = open_noatime(abspath)
+            fd = open_noatime(where)
         except FileNotFoundError:
             raise FileUnreadable(VANISHED, vanished=True) from None
+        except PathSwapped:  # (a symlink on the way, or the file one now: not what the walk saw)
+            raise FileUnreadable(REPLACED, vanished=True) from None
         except OSError as e:
             raise FileUnreadable(cannot_open(e.strerror or str(e))) from None
         try:

@@ -65,6 +65,10 @@ class DirectorySource:
         self.exclude = exclude
         self.listing_total = listing_total
         self.names = Names()
+        # Files are opened below this descriptor of the root, by their path in the walk, and nothing on
+        # the way is followed (chunker.open_noatime): never by their absolute path, which a directory
+        # swapped for a symlink after the listing would lead elsewhere -- to a device node, say.
+        self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def walk(self, warn: Warn, incremental: bool) -> Iterator:
         # A first (or full) backup reads every file: its listing threads start the kernel reading the
@@ -124,7 +128,7 @@ class DirectorySource:
         return item.meta.link
 
     def read_file(self, chunker: FileChunker, item, small_limit: int) -> FileData:
-        return chunker.read_file(item.abspath, item.st, small_limit)
+        return chunker.read_file((self.root_fd, item.path), item.st, small_limit)
 
     def read_small(self, chunker: FileChunker, items: list, small_limit: int) -> list:
         """A batch of small files (below ``small_limit`` when walked; see :func:`read_each`), read by the C
@@ -133,7 +137,7 @@ class DirectorySource:
             return read_each(self, chunker, items, small_limit)
         out: list = []
         total = 0
-        for item, got in zip(items, _native_reading.read_small(items, small_limit), strict=True):
+        for item, got in zip(items, _native_reading.read_small(items, small_limit, self.root_fd), strict=True):
             if got is None:  # no longer small: read on its own, as a big file
                 out.extend(read_each(self, chunker, [item], small_limit))
             elif len(got) == 2:
@@ -152,7 +156,9 @@ class DirectorySource:
         return out
 
     def close(self) -> None:
-        pass
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
 
 
 def read_each(source: TreeSource, chunker: FileChunker, items: list, small_limit: int) -> list:
@@ -190,7 +196,7 @@ def _xattrs(got) -> tuple[list, list[str]]:
     return sorted_xattrs([(os.fsdecode(n), v) for n, v in got])
 
 
-_READING_ABI = 2  # the interface of _reading.c this file calls (a stale build of another one is not used)
+_READING_ABI = 3  # the interface of _reading.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_reading():
@@ -203,7 +209,11 @@ def _load_native_reading():
         here = _Here(os.fsencode(os.path.abspath(__file__)))
         with open(here.abspath, "rb") as f:
             mine = f.read()
-        got = reading.read_small([here], 1 << 20)
+        root_fd = os.open(os.path.dirname(here.abspath), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            got = reading.read_small([here], 1 << 20, root_fd)
+        finally:
+            os.close(root_fd)
     except OSError:
         return None
     if not (len(got) == 1 and got[0] is not None and len(got[0]) == 4 and got[0][:2] == (mine, zlib.crc32(mine))):
@@ -224,6 +234,7 @@ def _xattrs_at(abspath: bytes):
 class _Here:
     def __init__(self, abspath: bytes):
         self.abspath = abspath
+        self.path = os.path.basename(abspath)
         self.st = os.lstat(abspath)
 
 

@@ -305,8 +305,6 @@ class TreeWalker:
             out = self._list_python(abspath, rel, want)
             if self.tally is not None:
                 self.tally.add(sum(st.st_size for _c, _a, st, _m in out if stat.S_ISREG(st.st_mode)))
-            if self.readahead_below:
-                self._readahead(out)
         if self.node_meta:
             for i, (crel, ap, st, _m) in enumerate(out):
                 if not stat.S_ISREG(st.st_mode):
@@ -363,6 +361,8 @@ class TreeWalker:
                     self.warn(crel, f"cannot stat: {e.strerror or e}", True)
                     continue
                 out.append((crel, apfx + name, st, None))
+            if self.readahead_below:
+                self._readahead(fd, out, len(prefix))
         except OSError as e:
             self.warn(rel, _LIST_PROBLEMS[_LIST_FAILED](e.errno), True)
             return []
@@ -370,16 +370,18 @@ class TreeWalker:
             os.close(fd)
         return out
 
-    def _readahead(self, kids: list) -> None:
+    def _readahead(self, dir_fd: int, kids: list, cut: int) -> None:
         """Ask the kernel to start reading the small regular files of a listing (``WILLNEED``: the
         read runs in the background). The listing threads run ahead of the walk, so the backup's
         workers later find those files in the page cache instead of each waiting for one small random
-        read after another."""
+        read after another. Opened by name in the directory just listed (``dir_fd``, ``cut``: the length
+        of the names' prefix in the paths), never by a path that a directory swapped meanwhile would lead
+        elsewhere: an open is itself an action (a device node's driver acts on it)."""
         lim = self.readahead_below
-        for _crel, ap, st, _m in kids:
+        for crel, _ap, st, _m in kids:
             if stat.S_ISREG(st.st_mode) and 0 < st.st_size < lim:
                 try:
-                    fd = os.open(ap, _RA_FLAGS)
+                    fd = os.open(crel[cut:], _RA_FLAGS, dir_fd=dir_fd)
                 except OSError:
                     continue  # e.g. not ours (O_NOATIME) or unreadable: the real read will say so
                 try:

@@ -1,0 +1,147 @@
+/* How the tree engine's extensions (_listing.c, _reading.c) open what a walk names.
+ *
+ * open_long: open(2) of a path of any length. A path of PATH_MAX (4096) bytes or more fails with
+ * ENAMETOOLONG, but nothing limits how deep a tree goes. Such a path is opened a piece at a time, each piece
+ * under PATH_MAX and cut at a '/', relative to an O_PATH descriptor of the directory the piece before it
+ * named. Symlinks on the way are followed as in the whole path: the callers check what they opened, as they
+ * do for a short path. A short path costs nothing more (the plain open is made first).
+ * opencbr/system/longpaths.py does the same in Python.
+ *
+ * open_beneath: a path relative to the tree's root, no symlink followed anywhere on the way and nothing
+ * outside the root reached (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, else one O_NOFOLLOW openat per
+ * component): what the walk listed may be swapped meanwhile by whoever writes in the tree, and opening is
+ * itself an action -- a device node's driver acts on open (a watchdog arms, a tape rewinds) -- so a
+ * file's open must not be led out of the tree, not merely be checked afterwards.
+ * opencbr/system/beneath.py does the same in Python. */
+#ifndef OPENCBR_OPENING_H
+#define OPENCBR_OPENING_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static inline int open_long(const char *path, int flags) {
+    int fd;
+    do
+        fd = open(path, flags);
+    while (fd < 0 && errno == EINTR);
+    if (fd >= 0 || errno != ENAMETOOLONG || strlen(path) < PATH_MAX)
+        return fd;
+    char *copy = strdup(path), *rest = copy;
+    if (!copy) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int dir = AT_FDCWD;
+    fd = -1;
+    while (strlen(rest) >= PATH_MAX) {
+        char *cut = NULL;
+        for (char *c = rest + PATH_MAX - 2; c > rest; c--)
+            if (*c == '/') {
+                cut = c;
+                break;
+            }
+        if (!cut) { /* (no file system takes a name that long) */
+            errno = ENAMETOOLONG;
+            goto out;
+        }
+        *cut = 0;
+        int next;
+        do
+            next = openat(dir, rest, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        while (next < 0 && errno == EINTR);
+        int err = errno;
+        if (dir >= 0)
+            close(dir);
+        errno = err;
+        dir = next;
+        if (dir < 0)
+            goto out;
+        rest = cut + 1;
+    }
+    do
+        fd = openat(dir, rest, flags);
+    while (fd < 0 && errno == EINTR);
+out:;
+    int err = errno;
+    if (dir >= 0)
+        close(dir);
+    free(copy);
+    errno = err;
+    return fd;
+}
+
+/* One openat per component, O_NOFOLLOW each (a directory on the way with O_DIRECTORY too): a symlink
+ * anywhere fails (ENOTDIR on the way, ELOOP last), and a path of any length works. */
+static inline int open_by_components(int rootfd, const char *rel, int flags) {
+    char *copy = strdup(rel), *part = copy, *slash;
+    if (!copy) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int dir = rootfd, fd = -1;
+    while ((slash = strchr(part, '/'))) {
+        *slash = 0;
+        int next;
+        do
+            next = openat(dir, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        while (next < 0 && errno == EINTR);
+        int err = errno;
+        if (dir != rootfd)
+            close(dir);
+        errno = err;
+        dir = next;
+        if (dir < 0)
+            goto out;
+        part = slash + 1;
+    }
+    do
+        fd = openat(dir, part, flags | O_NOFOLLOW | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+out:;
+    int err = errno;
+    if (dir >= 0 && dir != rootfd)
+        close(dir);
+    free(copy);
+    errno = err;
+    return fd;
+}
+
+/* 0: not known yet; 1: openat2 works; 2: it does not (Linux before 5.6, or a seccomp filter refusing it).
+ * (Threads may race to set it: each sets the same value.) */
+static int beneath_openat2 = 0;
+
+static inline int open_beneath(int rootfd, const char *rel, int flags) {
+    if (beneath_openat2 != 2) {
+        struct open_how how = {.flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC),
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+        int fd;
+        do
+            fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
+        while (fd < 0 && errno == EINTR);
+        if (fd >= 0 || errno == ENAMETOOLONG || beneath_openat2 == 1 || (errno != ENOSYS && errno != EPERM)) {
+            if (fd >= 0)
+                beneath_openat2 = 1;
+            return fd >= 0 || errno != ENAMETOOLONG ? fd : open_by_components(rootfd, rel, flags);
+        }
+        /* ENOSYS, or EPERM: no openat2, or O_NOATIME on a file not ours? asked once */
+        int err = errno;
+        struct open_how probe = {.flags = O_PATH | O_CLOEXEC};
+        int pfd = (int)syscall(SYS_openat2, rootfd, ".", &probe, sizeof probe);
+        if (pfd >= 0) {
+            close(pfd);
+            beneath_openat2 = 1;
+            errno = err;
+            return -1;
+        }
+        beneath_openat2 = 2;
+    }
+    return open_by_components(rootfd, rel, flags);
+}
+
+#endif
