@@ -3,6 +3,7 @@ entry the engine handles, and a file-by-file comparison of two trees."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import random
@@ -213,3 +214,19 @@ def record_tree_scans(monkeypatch) -> list[bytes]:
 
     monkeypatch.setattr(walker.TreeScanner, "start", start)
     return started
+
+
+def opens_seen(directory: bytes):
+    """An inotify watch on ``directory``'s entries being opened; calling the result says whether one was."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0 and libc.inotify_add_watch(fd, directory, 0x20) >= 0  # IN_OPEN
+
+    def seen() -> bool:
+        try:
+            return bool(os.read(fd, 4096))
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+    return seen

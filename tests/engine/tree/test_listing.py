@@ -105,7 +105,8 @@ def test_both_listings_warn_alike_when_directories_change_during_the_walk(tmp_pa
     seen, warnings = native
     assert seen == [b"", b"a", b"c", b"d", b"d/e"]  # (nothing of what a symlink "a" leads to)
     assert warnings == [
-        (b"a", "replaced during the backup (a symbolic link or a file is there now): not listed", True),
+        (b"a", "replaced during the backup (a symbolic link or a file is there now, or in place of a directory "
+               "above it): not listed", True),
         (b"c", "replaced by another directory during the backup: not listed", True),
         (b"d/e", "cannot list directory: No such file or directory", True)]
 

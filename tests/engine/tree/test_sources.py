@@ -6,7 +6,6 @@ symlink, a fifo, a directory or another file; files the backup may not read)."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import hashlib
 import json
@@ -28,7 +27,7 @@ from opencbr.engine.tree.sources import DirectorySource
 from opencbr.engine.tree.walker import WalkItem
 from opencbr.storage import open_store
 from tests.support.engine import MASTER_KEY
-from tests.support.engine_tree import new_repo
+from tests.support.engine_tree import new_repo, opens_seen
 
 NATIVE = sources.native_reading()
 needs_native = pytest.mark.skipif(NATIVE is None, reason="the C reader is not built here")
@@ -255,22 +254,6 @@ def test_the_extension_is_built_where_it_can_be():
     assert NATIVE is not None or os.environ.get("OPENCBR_READING") == "python"
 
 
-def _opens_seen(directory: bytes):
-    """An inotify watch on ``directory``'s entries being opened; calling the result says whether one was."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    assert fd >= 0 and libc.inotify_add_watch(fd, directory, 0x20) >= 0  # IN_OPEN
-
-    def seen() -> bool:
-        try:
-            return bool(os.read(fd, 4096))
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-    return seen
-
-
 @pytest.mark.parametrize("reader", ["c", "python"])
 def test_a_directory_swapped_for_a_symlink_after_the_listing_leads_no_open_out_of_the_tree(tmp_path, reader,
                                                                                           monkeypatch):
@@ -289,7 +272,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_listing_leads_no_open_out_o
     items = [_item(os.fsencode(root), b"d/small"), _item(os.fsencode(root), b"d/big")]
     os.rename(root / "d", root / "d.moved")
     os.symlink(outside, root / "d")
-    seen = _opens_seen(os.fsencode(outside))
+    seen = opens_seen(os.fsencode(outside))
     source = DirectorySource(os.fsencode(root))
     try:
         got = [_result(r) for r in source.read_small(_chunker(), items[:1], SMALL_FILE)]

@@ -13,6 +13,7 @@ import pytest
 
 from opencbr.engine.tree.entry import path_key
 from opencbr.engine.tree.walker import TreeWalker
+from tests.support.engine_tree import opens_seen
 
 
 def _deep_tree(root, seed=3):
@@ -239,20 +240,29 @@ def test_warm_walk_is_the_same_walk_and_its_helper_is_reaped(tmp_path, monkeypat
         os.waitpid(started[0], os.WNOHANG)
 
 
-def _walk_swapping(root, when: bytes, swap) -> tuple[list[bytes], list[tuple[bytes, str]]]:
-    """Walk ``root`` (no listing threads), calling ``swap()`` once the walk has yielded ``when``."""
+def _walk_swapping(root, when: bytes, swap, native: bool = True) -> tuple[list[bytes], list[tuple[bytes, str]]]:
+    """Walk ``root`` (no listing threads; ``native``: with the C listing where it is built, else in Python),
+    calling ``swap()`` once the walk has yielded ``when``."""
     warnings: list[tuple[bytes, str]] = []
     seen = []
-    for item in TreeWalker(str(root), lambda rel, msg, partial: warnings.append((rel, msg)), prefetch=0):
+    w = TreeWalker(str(root), lambda rel, msg, partial: warnings.append((rel, msg)), prefetch=0)
+    if not native:
+        w.native = None
+    for item in w:
         seen.append(item.path)
         if item.path == when:
             swap()
     return seen, warnings
 
 
-def test_a_directory_swapped_during_the_walk_is_not_listed(tmp_path):
+REPLACED = "replaced during the backup (a symbolic link or a file is there now, or in place of a directory above it): " \
+           "not listed"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_a_directory_swapped_during_the_walk_is_not_listed(tmp_path, native):
     """Between a directory's listing and its own, a directory of the tree (or one above it) is swapped
-    for a symlink out of the tree: what it leads to is never listed (so never read)."""
+    for a symlink out of the tree: what it leads to is never listed (so never read), nor even opened."""
     root, outside = tmp_path / "tree", tmp_path / "outside"
     (root / "a" / "b").mkdir(parents=True)
     (root / "a" / "b" / "mine").write_bytes(b"mine")
@@ -264,14 +274,14 @@ def test_a_directory_swapped_during_the_walk_is_not_listed(tmp_path):
         (root / "a").rename(root / "a.orig")
         (root / "a").symlink_to(outside)
 
-    seen, warnings = _walk_swapping(root, b"a", swap_a)  # a itself
-    assert seen == [b"", b"a"] and warnings == [
-        (b"a", "replaced during the backup (a symbolic link or a file is there now): not listed")]
+    seen, warnings = _walk_swapping(root, b"a", swap_a, native)  # a itself
+    assert seen == [b"", b"a"] and warnings == [(b"a", REPLACED)]
     (root / "a").unlink()
     (root / "a.orig").rename(root / "a")
-    seen, warnings = _walk_swapping(root, b"a/b", swap_a)  # the directory above a/b
-    assert seen == [b"", b"a", b"a/b"] and warnings == [
-        (b"a/b", "replaced by another directory during the backup: not listed")]
+    opened = opens_seen(os.fsencode(outside / "b"))
+    seen, warnings = _walk_swapping(root, b"a/b", swap_a, native)  # the directory above a/b
+    assert seen == [b"", b"a", b"a/b"] and warnings == [(b"a/b", REPLACED)]
+    assert not opened(), "a directory out of the tree was opened"
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])

@@ -39,7 +39,7 @@
 #include "opening.h"
 
 /* walker.py checks this: a .so left from another version of this file is not used (the fallback is). */
-#define LISTING_ABI 7
+#define LISTING_ABI 8
 
 /* What list_dir returns first. */
 enum { LIST_OK = 0, LIST_OPEN_FAILED = 1, LIST_OTHER_DIRECTORY = 2, LIST_FAILED = 3 };
@@ -157,10 +157,12 @@ static void stat_entries(int fd, Listing *l, const char *const *excluded, Py_ssi
 }
 
 /* Open, check and list a directory, then stat its entries. Returns LIST_* and sets *error. */
-static int list_nogil(const char *path, int follow, int check, dev_t want_dev, ino_t want_ino,
-                      const char *const *excluded, Py_ssize_t n_excluded, long long readahead_below,
-                      Listing *l, int *error) {
-    int fd = open_long(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+static int list_nogil(const char *path, int follow, int rootfd, const char *rel, int check, dev_t want_dev,
+                      ino_t want_ino, const char *const *excluded, Py_ssize_t n_excluded,
+                      long long readahead_below, Listing *l, int *error) {
+    /* below the root (rootfd >= 0, not the root itself): no symlink followed on the way (opening.h) */
+    int fd = rootfd >= 0 && !follow ? open_beneath(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                                    : open_long(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         *error = errno;
         return LIST_OPEN_FAILED;
@@ -383,9 +385,11 @@ static void key_of(const char *rel, size_t len, char *buf) {
 }
 
 PyDoc_STRVAR(list_dir_doc,
-"list_dir(path, follow, want, prefix, apfx, excluded, readahead_below, runs=0)\n"
+"list_dir(path, follow, want, prefix, apfx, excluded, readahead_below, runs=0, ahead=None, root_fd=-1)\n"
 "\n"
-"List the directory ``path`` (bytes; ``follow``: False opens it with O_NOFOLLOW) if its (st_dev, st_ino)\n"
+"List the directory ``path`` (bytes; ``follow``: False opens it with O_NOFOLLOW; with ``root_fd``, a\n"
+"descriptor of the tree's root, it is opened below that by ``prefix`` with no symlink followed on the way)\n"
+"if its (st_dev, st_ino)\n"
 "are ``want`` (None: any), stat'ing every entry but the names in ``excluded`` (a tuple of bytes)\n"
 "relative to it, and starting the read of regular files smaller than ``readahead_below`` (0: none).\n"
 "Returns (0, entries, problems, regular_bytes): entries (prefix+name, apfx+name, os.stat_result, None)\n"
@@ -402,8 +406,9 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     int follow;
     PyObject *want, *excluded_names, *prefix_obj, *apfx_obj, *ahead_obj = Py_None;
     long long readahead_below;
-    if (!PyArg_ParseTuple(args, "y#pOSSO!L|nO", &path, &path_len, &follow, &want, &prefix_obj, &apfx_obj,
-                          &PyTuple_Type, &excluded_names, &readahead_below, &run_max, &ahead_obj))
+    int rootfd = -1;
+    if (!PyArg_ParseTuple(args, "y#pOSSO!L|nOi", &path, &path_len, &follow, &want, &prefix_obj, &apfx_obj,
+                          &PyTuple_Type, &excluded_names, &readahead_below, &run_max, &ahead_obj, &rootfd))
         return NULL;
     if (ahead_obj != Py_None && !PyObject_TypeCheck(ahead_obj, &AheadType)) {
         PyErr_SetString(PyExc_TypeError, "ahead must be an Ahead or None");
@@ -444,9 +449,15 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
     if (readahead_below > 0)
         ahead = NULL; /* (an Ahead reads no file ahead: only walks that read none take from it) */
     char *key = ahead ? PyMem_Malloc(klen + 1) : NULL;
-    if (ahead && !key) {
+    char *rel = rootfd >= 0 && klen ? PyMem_Malloc(klen + 1) : NULL; /* (prefix without its '/') */
+    if ((ahead && !key) || (rootfd >= 0 && klen && !rel)) {
+        PyMem_Free(key);
         PyMem_Free(excluded);
         return PyErr_NoMemory();
+    }
+    if (rel) {
+        memcpy(rel, prefix, klen);
+        rel[klen] = 0;
     }
     Py_BEGIN_ALLOW_THREADS
     if (key)
@@ -456,13 +467,14 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
         exclude_entries(&l, excluded, n_excluded);
         status = LIST_OK;
     } else {
-        status = list_nogil(path, follow, check, (dev_t)want_dev, (ino_t)want_ino, excluded, n_excluded,
-                            readahead_below, &l, &error);
+        status = list_nogil(path, follow, rel ? rootfd : -1, rel, check, (dev_t)want_dev,
+                            (ino_t)want_ino, excluded, n_excluded, readahead_below, &l, &error);
         if (took == AHEAD_LIST_AND_QUEUE && status == LIST_OK)
             ahead_note(ahead, key, klen, &l);
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(key);
+    PyMem_Free(rel);
     PyMem_Free(excluded);
     PyObject *out;
     if (status == LIST_OK)

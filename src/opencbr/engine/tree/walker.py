@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from ...system.beneath import PathSwapped, open_at
 from ...system.longpaths import PATH_MAX, open_long, short_path
 from .common import built_extension
 from .entry import MAX_PATH
@@ -116,12 +117,13 @@ _FS_ENCODING = sys.getfilesystemencoding()
 # Python listing, which sees the same errors).
 _LIST_OK, _LIST_OPEN_FAILED, _LIST_OTHER_DIRECTORY, _LIST_FAILED = range(4)
 _LIST_PROBLEMS = {
-    _LIST_OPEN_FAILED: lambda err: ("replaced during the backup (a symbolic link or a file is there now): not listed"
-                                    if err in (errno.ELOOP, errno.ENOTDIR) else f"cannot list directory: {os.strerror(err)}"),
+    _LIST_OPEN_FAILED: lambda err: ("replaced during the backup (a symbolic link or a file is there now, or in place "
+                                    "of a directory above it): not listed" if err in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV)
+                                    else f"cannot list directory: {os.strerror(err)}"),
     _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
     _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
 }
-_LISTING_ABI = 7  # the interface of _listing.c this file calls (a stale build of another one is not used)
+_LISTING_ABI = 8  # the interface of _listing.c this file calls (a stale build of another one is not used)
 
 
 def _load_native_listing():
@@ -287,6 +289,10 @@ class TreeWalker:
         self.warm = warm
         self.prefetching = False  # whether listing threads ran (for tests and the curious)
         self._ahead = None  # a warm walk's _listing.Ahead while it runs
+        # While the walk runs, an O_PATH descriptor of the root: directories below it are opened below it
+        # by their path in the tree, no symlink followed on the way (a directory swapped for one after
+        # its parent's listing leads no open out of the tree); -1: by their absolute path, checked after.
+        self._root_fd = -1
         # its (hits, misses, dropped, peak entries held) once the walk is over
         self.ahead_stats: tuple | None = None
 
@@ -318,7 +324,7 @@ class TreeWalker:
         status, got, problems, regular = self.native.list_dir(
             abspath, not rel, None if want is None else (want.st_dev, want.st_ino), rel + b"/" if rel else b"",
             abspath + b"/", self._excluded_in.get(rel, ()), self.readahead_below, self.RUN_MAX if self.runs else 0,
-            ahead)
+            ahead, self._root_fd)
         if status != _LIST_OK:
             self.warn(rel, _LIST_PROBLEMS[status](got), True)
             return []
@@ -335,7 +341,13 @@ class TreeWalker:
         """_children's listing where the C extension is not built: the same entries and warnings."""
         out = []
         try:
-            fd = open_long(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)  # (the root may be a /proc link)
+            if rel and self._root_fd >= 0:
+                fd = open_at(self._root_fd, os.fsdecode(rel), _DIR_FLAGS)
+            else:  # (the root may be a /proc link)
+                fd = open_long(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)
+        except PathSwapped:
+            self.warn(rel, _LIST_PROBLEMS[_LIST_OPEN_FAILED](errno.ELOOP), True)
+            return out
         except OSError as e:
             self.warn(rel, _LIST_PROBLEMS[_LIST_OPEN_FAILED](e.errno), True)
             return out
@@ -392,9 +404,18 @@ class TreeWalker:
                     os.close(fd)
 
     def __iter__(self) -> Iterator[WalkItem]:
-        st = os.stat(self.root)  # (the root may be given as /proc/self/fd/N: followed, only the root)
-        if not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(f"{os.fsdecode(self.root)} is not a directory")
+        try:  # (the root may be given as /proc/self/fd/N: followed, only the root)
+            self._root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except NotADirectoryError:
+            raise NotADirectoryError(f"{os.fsdecode(self.root)} is not a directory") from None
+        try:
+            yield from self._from_root()
+        finally:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    def _from_root(self) -> Iterator[WalkItem]:
+        st = os.fstat(self._root_fd)
         dev = st.st_dev
         warmer = self._ahead = None
         if self.warm and self.native is not None and not self.readahead_below:
