@@ -4,16 +4,15 @@ A system call given a path of ``PATH_MAX`` (4096) bytes or more fails with ``ENA
 Linux limits how deep a tree goes: a backup must still reach what lies below. Such a path is reached a
 piece at a time, each piece under ``PATH_MAX`` and cut at a ``/``, relative to a descriptor (``O_PATH``) of
 the directory the piece before it named. Symlinks on the way are followed exactly as they would be in the
-whole path, so callers keep the checks they make for a short path (a listing or a read checks it opened
-the object the walk saw). A short path costs nothing more: the ordinary call is made first.
+whole path, so callers keep the checks they make for a short path (a listing checks it opened the
+directory the walk saw). A short path costs nothing more: the ordinary call is made first. (Opening below
+a root with no symlink followed -- ``beneath.open_at`` -- takes long paths too.)
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 PATH_MAX = 4096
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -29,21 +28,6 @@ def open_long(path: bytes, flags: int, mode: int = 0o777) -> int:
     dfd, name = directory_of(path)
     try:
         return os.open(name, flags, mode, dir_fd=dfd)
-    finally:
-        os.close(dfd)
-
-
-@contextmanager
-def short_path(path: bytes) -> Iterator[bytes]:
-    """``path`` itself, or, for a long one, a path under ``PATH_MAX`` that names the same entry while the
-    block runs: ``/proc/self/fd/N/NAME``, N a descriptor of its directory. Its last component is resolved
-    as in ``path`` (an ``lstat``, ``readlink`` or ``llistxattr`` of it sees a symlink itself)."""
-    if len(path) < PATH_MAX:
-        yield path
-        return
-    dfd, name = directory_of(path)
-    try:
-        yield b"/proc/self/fd/%d/%s" % (dfd, name)
     finally:
         os.close(dfd)
 

@@ -23,6 +23,7 @@ from opencbr.engine.tree.bundle import SMALL_FILE
 from opencbr.engine.tree.catalog import CatalogReader
 from opencbr.engine.tree.chunker import DEFAULT_PARAMS, FileChunker, FileUnreadable
 from opencbr.engine.tree.common import load_index
+from opencbr.engine.tree.entry import DIR
 from opencbr.engine.tree.sources import DirectorySource
 from opencbr.engine.tree.walker import WalkItem
 from opencbr.storage import open_store
@@ -172,6 +173,7 @@ _UNREADABLE = """
 import json, os, sys
 from opencbr.engine.tree import sources
 from opencbr.engine.tree.chunker import DEFAULT_PARAMS, FileChunker
+from opencbr.engine.tree.entry import DIR
 from opencbr.engine.tree.sources import DirectorySource
 from opencbr.engine.tree.walker import WalkItem
 items = [WalkItem(n.encode(), n.encode(), os.lstat(n)) for n in sys.argv[1:]]
@@ -284,3 +286,29 @@ def test_a_directory_swapped_for_a_symlink_after_the_listing_leads_no_open_out_o
         source.close()
     assert not seen(), "a file out of the tree was opened"
     assert got == [("unreadable", "replaced by another file during the backup", True)] * 2
+
+
+def test_an_entry_whose_directory_was_swapped_has_nothing_read_out_of_the_tree(tmp_path):
+    """An incremental walk reads a changed symlink's target and a directory's xattrs when it records
+    them: by name in their directory reopened below the root, so a directory above swapped for a symlink
+    since the listing gives an error, never the target or xattrs of what lies out of the tree."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    os.symlink("mine", root / "d" / "link")
+    (root / "d" / "sub").mkdir()
+    (outside / "sub").mkdir(parents=True)
+    os.symlink("/secret/target", outside / "link")
+    os.setxattr(outside / "sub", "user.secret", b"out of the tree")
+    link, sub = _item(os.fsencode(root), b"d/link"), _item(os.fsencode(root), b"d/sub")
+    source = DirectorySource(os.fsencode(root))
+    try:
+        assert source.readlink(link) == b"mine"
+        os.rename(root / "d", root / "d.moved")
+        os.symlink(outside, root / "d")
+        with pytest.raises(OSError, match="replaced during the backup"):
+            source.readlink(link)
+        warnings = []
+        e = source.entry(sub, DIR, lambda *w: warnings.append(w))
+    finally:
+        source.close()
+    assert e.xattrs == [] and len(warnings) == 1 and "replaced during the backup" in warnings[0][1]

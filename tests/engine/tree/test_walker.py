@@ -356,3 +356,30 @@ def test_the_warmer_runs_behind_the_backup(tmp_path):
 
     assert nice_of_warmer(as_user=False) == 19
     assert nice_of_warmer(as_user=True) == 19
+
+
+def test_node_meta_is_read_in_the_directory_listed_only(tmp_path):
+    """A first backup's listings read the xattrs and link targets of what is not a regular file by name in
+    the directory just listed, reopened below the root and checked: a directory swapped meanwhile (here
+    between the listing and that read) gives an error, never what lies out of the tree."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    os.symlink("mine", root / "d" / "link")
+    (outside / "d").mkdir(parents=True)
+    os.symlink("/secret/target", outside / "d" / "link")
+    w = TreeWalker(str(root), lambda *a: None, prefetch=0, node_meta=True)
+    walk = iter(w)
+    assert next(walk).path == b""  # (the walk has the root open)
+    d_st = os.lstat(root / "d")
+    listed = w._list_python(os.fsencode(root / "d"), b"d", d_st)
+    kept = [tuple(k) for k in listed]
+    w._node_metas(os.fsencode(root / "d"), b"d", d_st, kept)
+    assert kept[0][3].link == b"mine"
+    os.rename(root / "d", root / "d.moved")
+    os.symlink(outside / "d", root / "d")
+    swapped = [tuple(k) for k in listed]
+    w._node_metas(os.fsencode(root / "d"), b"d", d_st, swapped)
+    walk.close()
+    meta = swapped[0][3]
+    assert meta.link is None and isinstance(meta.link_error, OSError)
+    assert meta.xattr_problems == ["cannot list xattrs: its directory was replaced during the backup"]

@@ -13,11 +13,13 @@ bundles, in batches: ``read_small``). Two kinds:
 
 from __future__ import annotations
 
+import errno
 import os
 import zlib
+from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol
 
-from ...system.longpaths import PATH_MAX, short_path
+from ...system.beneath import PathSwapped, open_at
 from .chunker import (
     CHANGED,
     DIRECT_MIN,
@@ -112,20 +114,42 @@ class DirectorySource:
             e.rdev = st.st_rdev
         if typ != FILE:  # (a regular file's come with its content: FileData.xattrs)
             meta = item.meta
-            e.xattrs, problems = (meta.xattrs, meta.xattr_problems) if meta else _xattrs_at(item.abspath)
+            e.xattrs, problems = (meta.xattrs, meta.xattr_problems) if meta else self._xattrs_of(item)
             for msg in problems:
                 warn(item.path, msg, False)
         return e
 
     def readlink(self, item) -> bytes:
         if item.meta is None:
-            if len(item.abspath) < PATH_MAX:
-                return os.readlink(item.abspath)
-            with short_path(item.abspath) as path:
+            with self._at(item) as path:
                 return os.readlink(path)
         if item.meta.link_error is not None:
             raise item.meta.link_error
         return item.meta.link
+
+    @contextmanager
+    def _at(self, item) -> Iterator[bytes]:
+        """A path of the entry while the block runs: its name in its directory, reopened below the root
+        with no symlink followed (``/proc/self/fd/N/NAME``), never its absolute path, which a directory
+        swapped since the walk listed it would lead out of the tree. OSError if that directory cannot be
+        reached so."""
+        parent, _, name = item.path.rpartition(b"/")
+        try:
+            dfd = open_at(self.root_fd, os.fsdecode(parent), os.O_PATH | os.O_DIRECTORY) if parent \
+                else os.dup(self.root_fd)
+        except PathSwapped as e:
+            raise OSError(errno.ESTALE, f"its directory was replaced during the backup ({e})") from None
+        try:
+            yield b"/proc/self/fd/%d/%s" % (dfd, name)
+        finally:
+            os.close(dfd)
+
+    def _xattrs_of(self, item):
+        try:
+            with self._at(item) as path:
+                return read_xattrs(path)
+        except OSError as e:
+            return [], [f"cannot list xattrs: {e.strerror or e}"]
 
     def read_file(self, chunker: FileChunker, item, small_limit: int) -> FileData:
         return chunker.read_file((self.root_fd, item.path), item.st, small_limit)
@@ -219,16 +243,6 @@ def _load_native_reading():
     if not (len(got) == 1 and got[0] is not None and len(got[0]) == 4 and got[0][:2] == (mine, zlib.crc32(mine))):
         return None
     return reading
-
-
-def _xattrs_at(abspath: bytes):
-    if len(abspath) < PATH_MAX:
-        return read_xattrs(abspath)
-    try:
-        with short_path(abspath) as path:
-            return read_xattrs(path)
-    except OSError as e:  # (its directories could not be opened)
-        return listing_failed(e.errno)
 
 
 class _Here:

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ...system.beneath import PathSwapped, open_at
-from ...system.longpaths import PATH_MAX, open_long, short_path
+from ...system.longpaths import open_long
 from .common import built_extension
 from .entry import MAX_PATH
 from .forked import die_with_parent, kill_and_reap
-from .xattrs import listing_failed, read_xattrs
+from .xattrs import read_xattrs
 
 
 @dataclass
@@ -123,6 +123,7 @@ _LIST_PROBLEMS = {
     _LIST_OTHER_DIRECTORY: lambda _err: "replaced by another directory during the backup: not listed",
     _LIST_FAILED: lambda err: f"cannot list directory: {os.strerror(err)}",
 }
+_REOPEN_FAILED = "its directory was replaced during the backup"
 _LISTING_ABI = 8  # the interface of _listing.c this file calls (a stale build of another one is not used)
 
 
@@ -312,10 +313,48 @@ class TreeWalker:
             if self.tally is not None:
                 self.tally.add(sum(st.st_size for _c, _a, st, _m in out if stat.S_ISREG(st.st_mode)))
         if self.node_meta:
-            for i, (crel, ap, st, _m) in enumerate(out):
-                if not stat.S_ISREG(st.st_mode):
-                    out[i] = (crel, ap, st, _node_meta(ap, st))
+            self._node_metas(abspath, rel, want, out)
         return out
+
+    def _node_metas(self, abspath: bytes, rel: bytes, want: os.stat_result | None, out: list) -> None:
+        """The xattrs (and symlinks' targets) of a listing's entries that are not regular files, read by
+        name in the directory listed -- reopened below the root with no symlink followed, and checked to
+        be the one listed -- never by absolute path, which a directory above swapped meanwhile would lead
+        out of the tree (another object's xattrs and link target would be recorded)."""
+        todo = [i for i, kid in enumerate(out) if not stat.S_ISREG(kid[2].st_mode)]
+        if not todo:
+            return
+        dfd = self._reopen(abspath, rel, want)
+        cut = len(rel) + 1 if rel else 0
+        try:
+            for i in todo:
+                crel, ap, st, _m = out[i]
+                if dfd is None:
+                    meta = NodeMeta([], [f"cannot list xattrs: {_REOPEN_FAILED}"])
+                    meta.link_error = OSError(errno.ESTALE, _REOPEN_FAILED)
+                else:
+                    meta = _node_meta(b"/proc/self/fd/%d/%s" % (dfd, crel[cut:]), st)
+                out[i] = (crel, ap, st, meta)
+        finally:
+            if dfd is not None:
+                os.close(dfd)
+
+    def _reopen(self, abspath: bytes, rel: bytes, want: os.stat_result | None) -> int | None:
+        """An O_PATH descriptor of the directory just listed, if it is still that directory (else None)."""
+        try:
+            if not rel and self._root_fd >= 0:
+                fd = os.dup(self._root_fd)
+            elif self._root_fd >= 0:
+                fd = open_at(self._root_fd, os.fsdecode(rel), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+            else:  # (a walker used without iterating it: its listings by absolute path, as they are)
+                fd = open_long(abspath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if rel else 0))
+        except (OSError, PathSwapped):
+            return None
+        st = os.fstat(fd)
+        if want is not None and (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino):
+            os.close(fd)
+            return None
+        return fd
 
     def _list_native(self, abspath: bytes, rel: bytes, want: os.stat_result | None, ahead=None) -> list:
         """_children's listing in one call to the C extension (``_listing.list_dir``): its system calls
@@ -523,20 +562,13 @@ class TreeWalker:
                 pool.shutdown()
 
 
-def _node_meta(abspath: bytes, st: os.stat_result) -> NodeMeta:
-    if len(abspath) >= PATH_MAX:  # (deeper than a system call takes a path: through its directory's descriptor)
-        try:
-            with short_path(abspath) as path:
-                return _node_meta(path, st)
-        except OSError as e:  # (its directories could not be opened)
-            meta = NodeMeta(*listing_failed(e.errno))
-            meta.link_error = e
-            return meta
-    xattrs, problems = read_xattrs(abspath)
+def _node_meta(path: bytes, st: os.stat_result) -> NodeMeta:
+    """``path``: the entry's name in a descriptor of its directory (``/proc/self/fd/N/NAME``)."""
+    xattrs, problems = read_xattrs(path)
     meta = NodeMeta(xattrs, problems)
     if stat.S_ISLNK(st.st_mode):
         try:
-            meta.link = os.readlink(abspath)
+            meta.link = os.readlink(path)
         except OSError as e:
             meta.link_error = e
     return meta
