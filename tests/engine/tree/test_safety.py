@@ -155,6 +155,20 @@ def _swap_for_symlink(target: Path, name: str, made: str, outside: Path, stop: t
         stop.wait(0.0002)
 
 
+def _restore_swapping(repo, target: Path, name: str, made: str, outside: Path):
+    """Restore backup b1 into ``target`` (one process) while :func:`_swap_for_symlink` swaps ``name``."""
+    stop, swapped = threading.Event(), []
+    watcher = threading.Thread(target=_swap_for_symlink, args=(target, name, made, outside, stop, swapped))
+    watcher.start()
+    try:
+        res = restore_tree(repo, "b1", target, processes=1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert swapped == [name], "the swap came after the restore: nothing was tested"
+    return res
+
+
 def test_a_directory_swapped_for_a_symlink_during_the_restore_gets_no_metadata_outside(enc_repo, tmp_path):
     """Directories get their metadata last, by path: a directory swapped for a symlink meanwhile must not
     have the restore (often root) set a mode, owner or times on what the symlink names."""
@@ -170,15 +184,8 @@ def test_a_directory_swapped_for_a_symlink_during_the_restore_gets_no_metadata_o
     (outside / "victim").mkdir(parents=True)
     os.chmod(outside / "victim", 0o700)
     before = os.stat(outside / "victim")
-    target, stop, swapped = tmp_path / "target", threading.Event(), []
-    watcher = threading.Thread(target=_swap_for_symlink, args=(target, "x", "victim", outside, stop, swapped))
-    watcher.start()
-    try:
-        res = restore_tree(enc_repo, "b1", target, processes=1)
-    finally:
-        stop.set()
-        watcher.join()
-    assert swapped == ["x"], "the swap came after the restore: nothing was tested"
+    target = tmp_path / "target"
+    res = _restore_swapping(enc_repo, target, "x", "victim", outside)
     after = os.stat(outside / "victim")
     assert (stat.S_IMODE(after.st_mode), after.st_mtime_ns) == (0o700, before.st_mtime_ns)
     assert {w.path for w in res.warnings} >= {"/x", "/x/victim"}
@@ -197,15 +204,8 @@ def test_a_hard_link_group_split_by_a_swap_during_the_restore_links_nothing_outs
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "f").write_text("someone else's")
-    target, stop, swapped = tmp_path / "target", threading.Event(), []
-    watcher = threading.Thread(target=_swap_for_symlink, args=(target, "a", "f", outside, stop, swapped))
-    watcher.start()
-    try:
-        res = restore_tree(enc_repo, "b1", target, processes=1)
-    finally:
-        stop.set()
-        watcher.join()
-    assert swapped == ["a"], "the swap came after the restore: nothing was tested"
+    target = tmp_path / "target"
+    res = _restore_swapping(enc_repo, target, "a", "f", outside)
     assert os.stat(outside / "f").st_nlink == 1 and not (target / "n" / "g").exists()
     assert "/n/g" in {w.path for w in res.warnings}
     assert (target / "a.moved" / "f").read_text() == "tenant data"

@@ -161,8 +161,9 @@ static int list_nogil(const char *path, int follow, int rootfd, const char *rel,
                       ino_t want_ino, const char *const *excluded, Py_ssize_t n_excluded,
                       long long readahead_below, Listing *l, int *error) {
     /* below the root (rootfd >= 0, not the root itself): no symlink followed on the way (opening.h) */
-    int fd = rootfd >= 0 && !follow ? open_beneath(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                                    : open_long(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    int fd = rootfd >= 0 && !follow ? open_beneath(rootfd, rel, flags)
+                                    : step_into(AT_FDCWD, AT_FDCWD, path, flags | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         *error = errno;
         return LIST_OPEN_FAILED;

@@ -62,7 +62,6 @@ from pyfastcdc import FastCDC
 
 from ...system.aligned import ALIGN, O_DIRECT, address_of, aligned_buffer
 from ...system.beneath import PathSwapped, open_at
-from ...system.longpaths import open_long
 from ...system.sparse import data_extents
 from ..errors import BackupCancelled
 from .xattrs import read_xattrs
@@ -189,7 +188,7 @@ def open_noatime(where: bytes | tuple[int, bytes]) -> int:
 def _open(where: bytes | tuple[int, bytes], flags: int) -> int:
     if isinstance(where, tuple):
         return open_at(where[0], os.fsdecode(where[1]), flags)
-    return open_long(where, flags)
+    return os.open(where, flags)
 
 
 class _ExtentSource:

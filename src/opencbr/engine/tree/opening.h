@@ -1,79 +1,36 @@
 /* How the tree engine's extensions (_listing.c, _reading.c) open what a walk names.
  *
- * open_long: open(2) of a path of any length. A path of PATH_MAX (4096) bytes or more fails with
- * ENAMETOOLONG, but nothing limits how deep a tree goes. Such a path is opened a piece at a time, each piece
- * under PATH_MAX and cut at a '/', relative to an O_PATH descriptor of the directory the piece before it
- * named. Symlinks on the way are followed as in the whole path: the callers check what they opened, as they
- * do for a short path. A short path costs nothing more (the plain open is made first).
- * opencbr/system/longpaths.py does the same in Python.
- *
  * open_beneath: a path relative to the tree's root, no symlink followed anywhere on the way and nothing
  * outside the root reached (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, else one O_NOFOLLOW openat per
  * component): what the walk listed may be swapped meanwhile by whoever writes in the tree, and opening is
  * itself an action -- a device node's driver acts on open (a watchdog arms, a tape rewinds) -- so a
- * file's open must not be led out of the tree, not merely be checked afterwards.
- * opencbr/system/beneath.py does the same in Python. */
+ * file's open must not be led out of the tree, not merely be checked afterwards. A path of PATH_MAX (4096)
+ * bytes or more, which openat2 refuses (ENAMETOOLONG) though nothing limits how deep a tree goes, is opened
+ * one component at a time. opencbr/system/beneath.py does the same in Python. */
 #ifndef OPENCBR_OPENING_H
 #define OPENCBR_OPENING_H
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static inline int open_long(const char *path, int flags) {
-    int fd;
+/* openat(dir, name, flags), EINTR retried, then `dir` closed unless it is `keep` (errno kept): one step of a
+ * walk down by descriptors. */
+static inline int step_into(int dir, int keep, const char *name, int flags) {
+    int next;
     do
-        fd = open(path, flags);
-    while (fd < 0 && errno == EINTR);
-    if (fd >= 0 || errno != ENAMETOOLONG || strlen(path) < PATH_MAX)
-        return fd;
-    char *copy = strdup(path), *rest = copy;
-    if (!copy) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int dir = AT_FDCWD;
-    fd = -1;
-    while (strlen(rest) >= PATH_MAX) {
-        char *cut = NULL;
-        for (char *c = rest + PATH_MAX - 2; c > rest; c--)
-            if (*c == '/') {
-                cut = c;
-                break;
-            }
-        if (!cut) { /* (no file system takes a name that long) */
-            errno = ENAMETOOLONG;
-            goto out;
-        }
-        *cut = 0;
-        int next;
-        do
-            next = openat(dir, rest, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        while (next < 0 && errno == EINTR);
+        next = openat(dir, name, flags);
+    while (next < 0 && errno == EINTR);
+    if (dir >= 0 && dir != keep) {
         int err = errno;
-        if (dir >= 0)
-            close(dir);
-        errno = err;
-        dir = next;
-        if (dir < 0)
-            goto out;
-        rest = cut + 1;
-    }
-    do
-        fd = openat(dir, rest, flags);
-    while (fd < 0 && errno == EINTR);
-out:;
-    int err = errno;
-    if (dir >= 0)
         close(dir);
-    free(copy);
-    errno = err;
-    return fd;
+        errno = err;
+    }
+    return next;
 }
 
 /* One openat per component, O_NOFOLLOW each (a directory on the way with O_DIRECTORY too): a symlink
@@ -84,29 +41,14 @@ static inline int open_by_components(int rootfd, const char *rel, int flags) {
         errno = ENOMEM;
         return -1;
     }
-    int dir = rootfd, fd = -1;
-    while ((slash = strchr(part, '/'))) {
+    int dir = rootfd;
+    while (dir != -1 && (slash = strchr(part, '/'))) {
         *slash = 0;
-        int next;
-        do
-            next = openat(dir, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        while (next < 0 && errno == EINTR);
-        int err = errno;
-        if (dir != rootfd)
-            close(dir);
-        errno = err;
-        dir = next;
-        if (dir < 0)
-            goto out;
+        dir = step_into(dir, rootfd, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         part = slash + 1;
     }
-    do
-        fd = openat(dir, part, flags | O_NOFOLLOW | O_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
-out:;
+    int fd = dir == -1 ? -1 : step_into(dir, rootfd, part, flags | O_NOFOLLOW | O_CLOEXEC);
     int err = errno;
-    if (dir >= 0 && dir != rootfd)
-        close(dir);
     free(copy);
     errno = err;
     return fd;

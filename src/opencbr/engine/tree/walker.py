@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ...system.beneath import PathSwapped, open_at
-from ...system.longpaths import open_long
 from .common import built_extension
 from .entry import MAX_PATH
 from .forked import die_with_parent, kill_and_reap
@@ -347,7 +346,7 @@ class TreeWalker:
             elif self._root_fd >= 0:
                 fd = open_at(self._root_fd, os.fsdecode(rel), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
             else:  # (a walker used without iterating it: its listings by absolute path, as they are)
-                fd = open_long(abspath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if rel else 0))
+                fd = os.open(abspath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if rel else 0))
         except (OSError, PathSwapped):
             return None
         st = os.fstat(fd)
@@ -383,7 +382,7 @@ class TreeWalker:
             if rel and self._root_fd >= 0:
                 fd = open_at(self._root_fd, os.fsdecode(rel), _DIR_FLAGS)
             else:  # (the root may be a /proc link)
-                fd = open_long(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)
+                fd = os.open(abspath, _DIR_FLAGS if rel else _DIR_FLAGS & ~os.O_NOFOLLOW)
         except PathSwapped:
             self.warn(rel, _LIST_PROBLEMS[_LIST_OPEN_FAILED](errno.ELOOP), True)
             return out
