@@ -171,40 +171,54 @@ def _stop(processes: list) -> None:
 
 def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
     """The helper lists directories in the order the walk will enter them (so it stays ahead of
-    the walk where the walk is about to go) and lstat's every entry."""
+    the walk where the walk is about to go) and lstat's every entry -- each directory opened below the
+    root with no symlink followed (open_at), never by a path a swapped directory would lead elsewhere."""
     from opencbr.engine.tree import walker as walker_mod
 
     root = _deep_tree(tmp_path / "t")
-    listed, statted = [], []
-    real_scandir = os.scandir
+    listed, statted = [os.fsencode(root)], []
+    real_open_at, real_stat = walker_mod.open_at, os.stat
 
-    class Entry:
-        def __init__(self, e):
-            self._e, self.name, self.path = e, e.name, e.path
+    def open_at(dir_fd, rel, flags, *a, **kw):
+        listed.append(os.path.join(os.fsencode(root), os.fsencode(rel)))
+        return real_open_at(dir_fd, rel, flags, *a, **kw)
 
-        def stat(self, follow_symlinks=True):
-            statted.append(self.path)
-            return self._e.stat(follow_symlinks=follow_symlinks)
+    def lstat_spy(name, *, dir_fd=None, follow_symlinks=True):
+        if sys._getframe(1).f_code.co_filename == walker_mod.__file__:
+            assert dir_fd is not None and not follow_symlinks and b"/" not in name
+            statted.append(name)
+        return real_stat(name, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
-    class Scandir:
-        def __init__(self, d):
-            listed.append(os.fsencode(d))
-            self._it = real_scandir(d)
-
-        def __enter__(self):
-            return (Entry(e) for e in self._it)
-
-        def __exit__(self, *exc):
-            self._it.close()
-
-    monkeypatch.setattr(walker_mod.os, "scandir", Scandir)
+    monkeypatch.setattr(walker_mod, "open_at", open_at)
     monkeypatch.setattr(walker_mod, "_native_listing", None)  # (the Python walk; the C one: test_listing.py)
-    walker_mod.MetadataWarmer(os.fsencode(root), os.lstat(root).st_dev)._run()
+    monkeypatch.setattr(walker_mod.os, "stat", lstat_spy)
+    walker_mod.MetadataWarmer(os.fsencode(root), real_stat(root).st_dev)._run()
     monkeypatch.undo()
     walk = [it for it in TreeWalker(root, lambda *a: None, prefetch=0)]
     dirs = [it.abspath for it in walk if os.path.isdir(it.abspath) and not os.path.islink(it.abspath)]
     assert listed == dirs
-    assert sorted(os.fsencode(p) for p in statted) == sorted(it.abspath for it in walk[1:])
+    assert sorted(statted) == sorted(os.path.basename(it.abspath) for it in walk[1:])
+
+
+def test_the_warmer_never_lists_through_a_symlink(tmp_path, monkeypatch):
+    """A directory of the tree that is a symlink out of it (swapped in after its parent's listing, or
+    there all along): the Python warmer neither opens nor lists what it leads to."""
+    from opencbr.engine.tree import walker as walker_mod
+
+    root, outside = tmp_path / "t", tmp_path / "outside"
+    (root / "a").mkdir(parents=True)
+    (outside / "b").mkdir(parents=True)
+    warmer = walker_mod.MetadataWarmer(os.fsencode(root), None)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert warmer._subdirs(root_fd, b"") == [b"a"]
+        os.rename(root / "a", root / "a.moved")
+        os.symlink(outside, root / "a")  # swapped after the root's listing
+        opened = opens_seen(os.fsencode(outside))
+        assert warmer._subdirs(root_fd, b"a") == []
+        assert not opened(), "a directory out of the tree was opened"
+    finally:
+        os.close(root_fd)
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -383,3 +397,21 @@ def test_node_meta_is_read_in_the_directory_listed_only(tmp_path):
     meta = swapped[0][3]
     assert meta.link is None and isinstance(meta.link_error, OSError)
     assert meta.xattr_problems == ["cannot list xattrs: its directory was replaced during the backup"]
+
+
+def test_a_scan_adds_up_the_regular_files_below_the_root_only(tmp_path):
+    """TreeScanner (a first backup's progress total in the engine's own CLI): every regular file once,
+    nothing a symlink leads to, and its threads close the root's descriptor when they end."""
+    from opencbr.engine.tree.walker import TreeScanner
+
+    root = _deep_tree(tmp_path / "t")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "big").write_bytes(b"x" * 100_000)
+    (root / "out").symlink_to(tmp_path / "outside")
+    fds = len(os.listdir("/proc/self/fd"))
+    scan = TreeScanner(os.fsencode(root), threads=3).start()
+    assert scan.done.wait(30)
+    for t in scan._threads:
+        t.join(10)
+    assert scan.total == _regular_bytes(root) > 0
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -634,23 +634,37 @@ class MetadataWarmer:
         if native is not None:  # (in C: the same order and calls, without ~1 CPU s of Python per 60k entries)
             native.warm(self.root, self.dev, False, self.THREADS)
             return
-        stack = [self.root]
-        while stack:
-            d = stack.pop()
-            try:
-                with os.scandir(d) as it:
-                    ents = sorted(it, key=lambda e: e.name)
-            except OSError:
-                continue
-            subdirs = []
-            for e in ents:
+        # Each directory opened below the root by its path in the tree, no symlink followed on the way
+        # (beneath.open_at): one swapped for a symlink meanwhile is neither opened nor listed.
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            stack = [b""]
+            while stack:
+                rel = stack.pop()
+                stack.extend(reversed(self._subdirs(root_fd, rel)))
+        finally:
+            os.close(root_fd)
+
+    def _subdirs(self, root_fd: int, rel: bytes) -> list[bytes]:
+        """List and lstat directory ``rel``; its subdirectories (on the device), by name."""
+        try:
+            fd = open_at(root_fd, os.fsdecode(rel), os.O_RDONLY | os.O_DIRECTORY) if rel else os.dup(root_fd)
+        except (OSError, PathSwapped):
+            return []
+        subdirs = []
+        try:
+            for name in sorted(map(os.fsencode, os.listdir(fd))):
                 try:
-                    st = e.stat(follow_symlinks=False)
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except OSError:
                     continue
                 if stat.S_ISDIR(st.st_mode) and (self.dev is None or st.st_dev == self.dev):
-                    subdirs.append(e.path)
-            stack.extend(reversed(subdirs))
+                    subdirs.append(rel + b"/" + name if rel else name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return subdirs
 
     def stop(self) -> None:
         if self.pid:
@@ -700,12 +714,15 @@ class TreeScanner:
 
     def start(self) -> "TreeScanner":
         try:
-            self._dev = os.stat(self.root).st_dev
+            # (directories opened below this by their path in the tree, no symlink followed on the way)
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._dev = os.fstat(self._root_fd).st_dev
         except OSError:
             self.done.set()
             return self
         self._busy = 1
-        self._q.put(self.root)
+        self._alive = len(self._threads)  # (the last thread to end closes the root's descriptor)
+        self._q.put(b"")
         for t in self._threads:
             t.start()
         return self
@@ -716,33 +733,57 @@ class TreeScanner:
             self._q.put(None)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            d = self._q.get()
-            if d is None:
-                return
-            subtotal = 0
-            try:
-                with os.scandir(d) as it:
+        try:
+            while not self._stop.is_set():
+                rel = self._q.get()
+                if rel is None or self._scan(rel):
+                    return
+        finally:
+            with self._lock:
+                self._alive -= 1
+                last = self._alive == 0
+            if last:
+                os.close(self._root_fd)
+
+    def _scan(self, rel: bytes) -> bool:
+        """Add up directory ``rel``'s regular files and queue its subdirectories; True once the scan is done."""
+        subtotal = 0
+        try:
+            fd = open_at(self._root_fd, os.fsdecode(rel), os.O_RDONLY | os.O_DIRECTORY) if rel else os.dup(self._root_fd)
+        except (OSError, PathSwapped):
+            fd = -1
+        try:
+            if fd >= 0:
+                with os.scandir(fd) as it:
                     for e in it:
                         if self._stop.is_set():
                             break
-                        try:
-                            st = e.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if stat.S_ISREG(st.st_mode):
-                            subtotal += st.st_size
-                        elif stat.S_ISDIR(st.st_mode) and (not self.one_file_system or st.st_dev == self._dev):
-                            with self._lock:
-                                self._busy += 1
-                            self._q.put(e.path)
-            except OSError:
-                pass
+                        subtotal += self._entry(rel, e)
+        except OSError:
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        with self._lock:
+            self.total += subtotal
+            self._busy -= 1
+            finished = self._busy == 0
+        if finished:
+            self.done.set()
+            self.stop()
+        return finished
+
+    def _entry(self, rel: bytes, e: os.DirEntry) -> int:
+        """A regular file's size; a subdirectory (on the device) queued."""
+        try:
+            st = e.stat(follow_symlinks=False)  # (relative to the directory's descriptor)
+        except OSError:
+            return 0
+        if stat.S_ISREG(st.st_mode):
+            return st.st_size
+        if stat.S_ISDIR(st.st_mode) and (not self.one_file_system or st.st_dev == self._dev):
             with self._lock:
-                self.total += subtotal
-                self._busy -= 1
-                finished = self._busy == 0
-            if finished:
-                self.done.set()
-                self.stop()
-                return
+                self._busy += 1
+            name = os.fsencode(e.name)
+            self._q.put(rel + b"/" + name if rel else name)
+        return 0
