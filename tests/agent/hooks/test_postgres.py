@@ -187,3 +187,35 @@ def test_check_tests_the_privileges(pg):
     with Quiesce(discover({"discover": False, "postgresql": [pg.target(user="operator")]}), timeout=10) as q:
         pass
     assert q.achieved == APP_CONSISTENT, q.reason
+
+
+def _fake_record(source: str) -> dict:
+    wal = b"\x01" * 100
+    return {"achieved": APP_CONSISTENT, "hooks": [{"name": "pg", "kind": "postgresql", "details": {
+        "data_dir": f"{source}/main", "backup_label": "START WAL LOCATION: 0/2000028\n", "wal_segment_size": 1 << 20,
+        "wal": [{"file": "000000010000000000000002", "offset": 40, "length": len(wal),
+                 "zlib_base64": base64.b64encode(zlib.compress(wal)).decode()}]}}]}
+
+
+def test_readying_a_restored_cluster_writes_nothing_through_a_symlink(tmp_path):
+    """What readying a restored data directory writes lands in the restored tree only: a backup_label
+    planted as a link to a file of the host, a pg_wal that is a link (as `initdb --waldir` makes it: to
+    the original server's live WAL), a data directory reached through a link -- nothing written through
+    them, and the result says so."""
+    victim, live_wal = tmp_path / "victim", tmp_path / "live-wal"
+    victim.write_text("root's file")
+    live_wal.mkdir()
+    restored = tmp_path / "restored"
+    (restored / "main").mkdir(parents=True)
+    (restored / "main" / "backup_label").symlink_to(victim)
+    (restored / "main" / "pg_wal").symlink_to(live_wal)
+    done = prepare_restored_tree(_fake_record("/srv/pg"), "/srv/pg", str(restored))
+    assert victim.read_text() == "root's file" and os.listdir(live_wal) == []
+    assert not (restored / "main" / "backup_label").is_symlink()
+    assert (restored / "main" / "backup_label").read_text().startswith("START WAL LOCATION")
+    assert any("WAL not written: pg_wal is a symbolic link to " + str(live_wal) in line for line in done), done
+
+    (restored / "main").rename(restored / "main.moved")
+    (restored / "main").symlink_to(restored / "main.moved")  # the data directory itself, through a link
+    done = prepare_restored_tree(_fake_record("/srv/pg"), "/srv/pg", str(restored))
+    assert len(done) == 1 and "not prepared" in done[0] and "symbolic link" in done[0], done

@@ -127,3 +127,27 @@ def test_a_partitioned_image_has_the_partition_holding_the_clusters_readied(tmp_
         assert (point / "15" / "main" / "backup_label").read_bytes() == LABEL.encode()
     finally:
         _run("umount", str(point))
+
+
+def test_links_in_a_restored_file_system_lead_nothing_onto_the_host(tmp_path):
+    """The restored file system is the tenant's data, mounted by root on the host: a backup_label and a
+    pg_wal that are links to the host's files get nothing written through them."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    victim, live_wal = tmp_path / "victim", tmp_path / "live-wal"
+    victim.write_text("the host's file")
+    live_wal.mkdir()
+    seed = tmp_path / "seed"
+    (seed / "15" / "main").mkdir(parents=True)
+    (seed / "15" / "main" / "backup_label").symlink_to(victim)
+    (seed / "15" / "main" / "pg_wal").symlink_to(live_wal)
+    image = tmp_path / "crafted.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    if _run("mkfs.ext4", "-q", "-d", str(seed), str(image)).returncode:
+        pytest.skip("cannot make an ext4 image here")
+    done = prepare_restored_disk(_record(), SOURCE, str(image), str(tmp_path / "mnt"))
+    assert victim.read_text() == "the host's file" and os.listdir(live_wal) == []
+    assert any("WAL not written: pg_wal is a symbolic link" in line for line in done), done
+    got = _read_back(str(image), tmp_path, "15/main/backup_label")
+    assert got["15/main/backup_label"] == LABEL.encode()  # (a file of its own now, in the restored tree)

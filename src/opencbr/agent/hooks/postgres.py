@@ -12,10 +12,14 @@ does: consistent even if the "snapshot" was a live copy that took minutes, not o
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import pwd
 import re
+import stat
 import zlib
+
+from opencbr.system.beneath import PathSwapped, open_at
 
 from .client import PsqlClient, psql_argv
 from .database import DatabaseHook
@@ -216,14 +220,35 @@ def prepare_restored_postgres(data_dir: str, details: dict) -> list[str]:
     """Make a data directory restored from an app-consistent backup start as a base backup: write
     ``backup_label`` (and ``tablespace_map``), put back the WAL written until the end of the backup,
     remove the copied ``postmaster.pid``. Files get the data directory's owner and mode 0600. Returns
-    what it did. Without a label in ``details`` (a crash-consistent backup) only the pid file goes."""
-    st = os.stat(data_dir)
+    what it did. Without a label in ``details`` (a crash-consistent backup) only the pid file goes.
+    ``data_dir``: a path the operator gives (``python -m opencbr.agent.hooks prepare-postgres``)."""
+    dfd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _prepare_data_dir(dfd, details)
+    finally:
+        os.close(dfd)
+
+
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _prepare_data_dir(dfd: int, details: dict) -> list[str]:
+    """:func:`prepare_restored_postgres` in the directory open on ``dfd``. What it writes is restored
+    data, which whoever wrote the backed-up tree (or can write in the restore's target) controls, and the
+    agent runs as root: every name is opened in its directory by descriptor, no symlink is followed
+    (a ``backup_label`` planted as a link to /etc/shadow, a ``pg_wal`` that is a link -- as ``initdb
+    --waldir`` makes it, to the original server's live WAL -- get nothing written through them)."""
+    st = os.fstat(dfd)
     done = []
 
-    def write(path: str, data: bytes, offset: int = 0, size: int | None = None) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    def write(at: int, name: str, data: bytes, offset: int = 0, size: int | None = None, fresh: bool = False) -> None:
+        fd = os.open(name, _NEW | (os.O_EXCL if fresh else 0), 0o600, dir_fd=at)
         try:
-            if size is not None and os.fstat(fd).st_size < size:
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode):
+                raise OSError(errno.EINVAL, f"{name} is not a regular file")
+            if size is not None and fst.st_size < size:
                 os.ftruncate(fd, size)
             os.pwrite(fd, data, offset)
             os.fsync(fd)
@@ -231,43 +256,82 @@ def prepare_restored_postgres(data_dir: str, details: dict) -> list[str]:
         finally:
             os.close(fd)
 
-    pid_file = os.path.join(data_dir, "postmaster.pid")
-    if os.path.exists(pid_file):
-        os.unlink(pid_file)
+    try:
+        os.unlink("postmaster.pid", dir_fd=dfd)
         done.append("removed postmaster.pid")
+    except FileNotFoundError:
+        pass
     label = details.get("backup_label")
     if not label:
         return done
-    path = os.path.join(data_dir, "backup_label")
-    if os.path.exists(path):
-        os.unlink(path)
-    write(path, label.encode())
-    done.append("wrote backup_label")
-    if details.get("tablespace_map"):
-        write(os.path.join(data_dir, "tablespace_map"), details["tablespace_map"].encode())
-        done.append("wrote tablespace_map")
-    for piece in details.get("wal", []):
-        data = zlib.decompress(base64.b64decode(piece["zlib_base64"]))
-        write(os.path.join(data_dir, "pg_wal", piece["file"]), data, piece["offset"], details["wal_segment_size"])
-        done.append(f"wrote {len(data)} bytes of WAL into pg_wal/{piece['file']} at {piece['offset']}")
+    for name, text in (("backup_label", label), ("tablespace_map", details.get("tablespace_map"))):
+        if not text:
+            continue
+        try:
+            os.unlink(name, dir_fd=dfd)  # (a file or a link of that name, itself: unlink follows nothing)
+        except FileNotFoundError:
+            pass
+        write(dfd, name, text.encode(), fresh=True)
+        done.append(f"wrote {name}")
+    if not details.get("wal"):
+        return done
+    try:
+        wal = os.open("pg_wal", _DIR, dir_fd=dfd)
+    except OSError as e:
+        link = _link_target(dfd, "pg_wal")
+        return done + [f"WAL not written: pg_wal is {'a symbolic link to ' + link if link else e.strerror} "
+                       "(the restore writes nothing through a link); copy the backup's WAL in by hand"]
+    try:
+        for piece in details["wal"]:
+            data = zlib.decompress(base64.b64decode(piece["zlib_base64"]))
+            if "/" in piece["file"] or piece["file"] in ("", ".", ".."):
+                raise OSError(errno.EINVAL, f"not a WAL file name: {piece['file']!r}")
+            write(wal, piece["file"], data, piece["offset"], details["wal_segment_size"])
+            done.append(f"wrote {len(data)} bytes of WAL into pg_wal/{piece['file']} at {piece['offset']}")
+    finally:
+        os.close(wal)
     return done
 
 
-def prepare_restored_tree(record: dict, source_path: str, target_path: str) -> list[str]:
-    """After a directory ``source_path`` of the protected host was restored to ``target_path``: ready
-    every PostgreSQL data directory of the backup's hook ``record`` (``Quiesce.record(restore_material=True)``)
-    that lay inside it (:func:`prepare_restored_postgres`). Returns what it did, per data directory."""
+def _link_target(dfd: int, name: str) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dfd)
+    except OSError:
+        return None
+
+
+def prepare_restored_tree(record: dict, source_path: str, target_path: str, target_fd: int | None = None) -> list[str]:
+    """After a directory ``source_path`` of the protected host was restored to ``target_path`` (open on
+    ``target_fd`` where the caller has it): ready every PostgreSQL data directory of the backup's hook
+    ``record`` (``Quiesce.record(restore_material=True)``) that lay inside it (:func:`_prepare_data_dir`),
+    each reached below the target with no symlink followed. Returns what it did, per data directory."""
     source = os.path.realpath(source_path).rstrip("/") + "/"
     done = []
-    for hook in record.get("hooks", []):
-        details = hook.get("details") or {}
-        data_dir = details.get("data_dir")
-        if hook.get("kind") != "postgresql" or not details.get("backup_label") or not data_dir:
-            continue
-        data_dir = os.path.realpath(data_dir).rstrip("/") + "/"
-        if not data_dir.startswith(source) and data_dir != source:
-            continue
-        restored = os.path.join(target_path, data_dir[len(source):]).rstrip("/")
-        if os.path.isdir(restored):
-            done += [f"{restored}: {line}" for line in prepare_restored_postgres(restored, details)]
+    top = os.dup(target_fd) if target_fd is not None else os.open(target_path, _DIR & ~os.O_NOFOLLOW)
+    try:
+        for hook in record.get("hooks", []):
+            details = hook.get("details") or {}
+            data_dir = details.get("data_dir")
+            if hook.get("kind") != "postgresql" or not details.get("backup_label") or not data_dir:
+                continue
+            data_dir = os.path.realpath(data_dir).rstrip("/") + "/"
+            if not data_dir.startswith(source) and data_dir != source:
+                continue
+            rel = data_dir[len(source):].rstrip("/")
+            restored = os.path.join(target_path, rel).rstrip("/")
+            try:
+                dfd = open_at(top, rel, _DIR) if rel else os.dup(top)
+            except FileNotFoundError:
+                continue
+            except (OSError, PathSwapped) as e:
+                done.append(f"{restored}: not prepared: {e}")
+                continue
+            try:
+                done += [f"{restored}: {line}" for line in _prepare_data_dir(dfd, details)]
+            except OSError as e:  # (the data is restored: said, not a failed restore)
+                done.append(f"{restored}: not prepared: {e}")
+            finally:
+                os.close(dfd)
+    finally:
+        os.close(top)
     return done

@@ -86,10 +86,13 @@ def _mount_and_prepare(record: dict, source_mountpoint: str, target: str, point:
                        part: tuple[int, int] | None) -> list[str] | None:
     """Mount ``target`` (or its partition ``part``) on ``point`` and ready the clusters found there; None
     when a partition does not hold them."""
-    options = ["loop"] if stat.S_ISREG(os.stat(target).st_mode) or part is not None else []
+    # (the file system is the tenant's data: its device nodes, setuid files and programs mean nothing here)
+    options = ["nodev", "nosuid", "noexec"]
+    if stat.S_ISREG(os.stat(target).st_mode) or part is not None:
+        options.append("loop")
     if part is not None:  # (no sizelimit: the file system knows its size; the table's may be a sector short)
         options.append(f"offset={part[0]}")
-    done = subprocess.run(["mount", *(["-o", ",".join(options)] if options else []), target, point],
+    done = subprocess.run(["mount", "-o", ",".join(options), target, point],
                           capture_output=True, text=True, timeout=MOUNT_TIMEOUT)
     if done.returncode != 0:
         if part is not None:

@@ -263,13 +263,14 @@ def restore_tree(ctx, channel, req: dict, _payload: memoryview) -> dict:
             record = req.get("app_consistency")
             if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
                 record = (chunks.manifest_header(backup_id).get("meta") or {}).get("app_consistency")
+        forget_walks()
+        out = _tree_result(r)
+        if record and req.get("source_path") and not req.get("subpath"):
+            # data directories that start as base backups (PostgreSQL: backup_label and the backup's WAL),
+            # reached below the target's descriptor
+            out["prepared"] = hooks.prepare_restored_tree(record, req["source_path"], target, target_fd=fd)
     finally:
         os.close(fd)
-    forget_walks()
-    out = _tree_result(r)
-    if record and req.get("source_path") and not req.get("subpath"):
-        # data directories that start as base backups (PostgreSQL: backup_label and the backup's WAL)
-        out["prepared"] = hooks.prepare_restored_tree(record, req["source_path"], target)
     return out
 
 
