@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from opencbr.system.beneath import PathSwapped, chmod_entry, open_at
+from opencbr.system.beneath import PathSwapped, chmod_entry, open_at, walk_below
 
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
 
@@ -93,3 +93,44 @@ def test_chmod_entry_never_sets_a_mode_through_a_symlink(tmp_path):
         os.close(dfd)
     assert ei.value.errno == errno.ELOOP
     assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
+
+
+def test_walk_below_walks_as_fwalk_does(tmp_path):
+    for d in ("a/b/c", "a/d", "e"):
+        (tmp_path / d).mkdir(parents=True)
+    for f in ("a/f1", "a/b/c/f2", "e/f3", "f4"):
+        (tmp_path / f).write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ours = sorted((top, sorted(dirs), sorted(files)) for top, dirs, files, _fd in walk_below(root))
+        theirs = sorted((top, sorted(d for d in dirs if d != "link"), sorted(files + ["link"] * ("link" in dirs)))
+                        for top, dirs, files, _fd in os.fwalk(".", dir_fd=root))
+        assert ours == theirs and ("./a/b/c", [], ["f2"]) in ours  # (a link is not a subdirectory here)
+        pruned = []
+        for top, dirs, _files, _fd in walk_below(root):
+            pruned.append(top)
+            dirs[:] = [d for d in dirs if d != "a"]
+        assert sorted(pruned) == [".", "./e"]
+    finally:
+        os.close(root)
+
+
+def test_walk_below_opens_nothing_through_a_directory_swapped_for_a_symlink(tmp_path):
+    from tests.support.engine_tree import opens_seen
+
+    root_dir, outside = tmp_path / "root", tmp_path / "outside"
+    (root_dir / "a").mkdir(parents=True)
+    (outside / "secret").mkdir(parents=True)
+    root = os.open(root_dir, os.O_RDONLY | os.O_DIRECTORY)
+    seen = []
+    try:
+        for top, dirs, _files, _fd in walk_below(root):
+            seen.append((top, list(dirs)))
+            if top == ".":  # listed: now "a" becomes a link out of the tree
+                os.rename(root_dir / "a", root_dir / "a.moved")
+                os.symlink(outside, root_dir / "a")
+                opened = opens_seen(os.fsencode(outside))
+    finally:
+        os.close(root)
+    assert seen == [(".", ["a"])] and not opened(), "a directory out of the tree was opened"

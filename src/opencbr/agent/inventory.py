@@ -21,6 +21,7 @@ import time
 
 from opencbr.agent import lvm, mounts
 from opencbr.agent.confinement import Confinement, PathSwapped
+from opencbr.system.beneath import walk_below
 
 IMAGE_SUFFIXES = (".img", ".raw")
 REFUSED_SUFFIXES = {".qcow2": "qcow2 images are not supported: only raw images can be protected",
@@ -194,7 +195,7 @@ def images(confinement: Confinement, deadline: float, limit: int = 1000) -> tupl
         except (OSError, PathSwapped):
             continue
         try:
-            for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=fd):
+            for top, dirs, files, dir_fd in walk_below(fd):
                 if top.count("/") >= IMAGE_DEPTH:
                     dirs[:] = []
                 for f in files:
@@ -239,7 +240,7 @@ def path_report(confinement: Confinement, dir_path: str, exclude: list[str], dea
     skip = {os.path.normpath(e) for e in exclude or []}
     total = 0
     try:
-        for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=fd):
+        for top, dirs, files, dir_fd in walk_below(fd):
             here = os.path.normpath(os.path.join(dir_path, top))
             dirs[:] = [d for d in dirs if os.path.join(here, d) not in skip]
             for f in files:

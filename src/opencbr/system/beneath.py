@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import stat
+from collections.abc import Iterator
 
 from opencbr.system.libc import function as libc_function
 
@@ -113,6 +114,36 @@ def open_below(top: str, rel: str, flags: int, mode: int = 0o600) -> int:
         return open_at(top_fd, rel, flags, mode, where=top)
     finally:
         os.close(top_fd)
+
+
+def walk_below(root_fd: int) -> Iterator[tuple[str, list[str], list[str], int]]:
+    """``os.fwalk(".", dir_fd=root_fd)``, top-down: (``.``-relative top, its subdirectories -- prune them in
+    place --, its other entries -- symlinks among them, whatever they point to --, a descriptor of it,
+    valid until the next step). Each directory is opened
+    below ``root_fd`` with no symlink followed (:func:`open_at`): ``os.fwalk`` opens a subdirectory
+    following a link and only then checks it is the one it listed, so a directory swapped for a link
+    meanwhile had it open one elsewhere. Iterative, one descriptor at a time: any depth, any breadth."""
+    stack = ["."]
+    while stack:
+        top = stack.pop()
+        try:
+            fd = os.dup(root_fd) if top == "." else open_at(root_fd, top[2:], os.O_RDONLY | os.O_DIRECTORY)
+        except (OSError, PathSwapped):
+            continue  # (gone, or swapped since its parent was listed)
+        try:
+            dirs, others = [], []
+            with os.scandir(fd) as it:
+                for e in it:
+                    try:
+                        (dirs if e.is_dir(follow_symlinks=False) else others).append(e.name)
+                    except OSError:
+                        others.append(e.name)
+            yield top, dirs, others, fd
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        stack.extend(f"{top}/{d}" for d in reversed(dirs))
 
 
 def chmod_entry(name: str | bytes, mode: int, dir_fd: int) -> None:
