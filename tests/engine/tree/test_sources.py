@@ -312,3 +312,24 @@ def test_an_entry_whose_directory_was_swapped_has_nothing_read_out_of_the_tree(t
     finally:
         source.close()
     assert e.xattrs == [] and len(warnings) == 1 and "replaced during the backup" in warnings[0][1]
+
+
+def test_a_long_path_that_climbs_out_of_the_root_is_refused_by_both_readers(tmp_path, monkeypatch):
+    """A path too long for openat2 is opened a component at a time: a ".." among them must not climb out
+    of the root there either (the walk never makes one; the readers refuse it all the same)."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    down = "d" * 200
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(21):
+        os.mkdir(down, dir_fd=fd)
+        fd, up = os.open(down, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(up)
+    os.close(fd)
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not below the root")
+    rel = "/".join([down] * 21 + [".."] * 22) + "/outside/secret"
+    assert len(rel) > 4096
+    item = WalkItem(os.fsencode(rel), os.fsencode(outside / "secret"), os.lstat(outside / "secret"))
+    native, python = _read_both(monkeypatch, os.fsencode(root), [item])
+    assert native == python == [("unreadable", "replaced by another file during the backup", True)]

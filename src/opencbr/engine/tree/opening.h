@@ -33,8 +33,17 @@ static inline int step_into(int dir, int keep, const char *name, int flags) {
     return next;
 }
 
+/* ".." as a component would leave the directory it is looked up in (RESOLVE_BENEATH refuses it too):
+ * `dir` closed unless it is `keep`, EXDEV. */
+static inline int refuse_up(int dir, int keep) {
+    if (dir >= 0 && dir != keep)
+        close(dir);
+    errno = EXDEV;
+    return -1;
+}
+
 /* One openat per component, O_NOFOLLOW each (a directory on the way with O_DIRECTORY too): a symlink
- * anywhere fails (ENOTDIR on the way, ELOOP last), and a path of any length works. */
+ * anywhere fails (ENOTDIR on the way, ELOOP last), ".." fails (EXDEV), and a path of any length works. */
 static inline int open_by_components(int rootfd, const char *rel, int flags) {
     char *copy = strdup(rel), *part = copy, *slash;
     if (!copy) {
@@ -44,9 +53,12 @@ static inline int open_by_components(int rootfd, const char *rel, int flags) {
     int dir = rootfd;
     while (dir != -1 && (slash = strchr(part, '/'))) {
         *slash = 0;
-        dir = step_into(dir, rootfd, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        dir = strcmp(part, "..") ? step_into(dir, rootfd, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                                 : refuse_up(dir, rootfd);
         part = slash + 1;
     }
+    if (dir != -1 && !strcmp(part, ".."))
+        dir = refuse_up(dir, rootfd);
     int fd = dir == -1 ? -1 : step_into(dir, rootfd, part, flags | O_NOFOLLOW | O_CLOEXEC);
     int err = errno;
     free(copy);
