@@ -219,3 +219,16 @@ def test_readying_a_restored_cluster_writes_nothing_through_a_symlink(tmp_path):
     (restored / "main").symlink_to(restored / "main.moved")  # the data directory itself, through a link
     done = prepare_restored_tree(_fake_record("/srv/pg"), "/srv/pg", str(restored))
     assert len(done) == 1 and "not prepared" in done[0] and "symbolic link" in done[0], done
+
+
+@pytest.mark.timeout(30)
+def test_readying_a_restored_cluster_opens_no_fifo_or_device_in_it(tmp_path):
+    """A WAL file name that is a fifo (or a device node: the restored tree is its owner's data) in the
+    restored pg_wal is never opened -- a fifo would hang the agent, a device's driver act on the open --
+    and the result says it was not prepared."""
+    restored = tmp_path / "restored"
+    (restored / "main" / "pg_wal").mkdir(parents=True)
+    os.mkfifo(restored / "main" / "pg_wal" / "000000010000000000000002")
+    done = prepare_restored_tree(_fake_record("/srv/pg"), "/srv/pg", str(restored))
+    assert any("not prepared" in line and "not a regular file" in line for line in done), done
+    assert (restored / "main" / "backup_label").read_text().startswith("START WAL LOCATION")

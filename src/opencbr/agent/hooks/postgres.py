@@ -242,12 +242,10 @@ def _prepare_data_dir(dfd: int, details: dict) -> list[str]:
     st = os.fstat(dfd)
     done = []
 
-    def write(at: int, name: str, data: bytes, offset: int = 0, size: int | None = None, fresh: bool = False) -> None:
-        fd = os.open(name, _NEW | (os.O_EXCL if fresh else 0), 0o600, dir_fd=at)
+    def write(at: int, name: str, data: bytes, offset: int = 0, size: int | None = None) -> None:
+        fd = _open_regular(at, name)
         try:
             fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode):
-                raise OSError(errno.EINVAL, f"{name} is not a regular file")
             if size is not None and fst.st_size < size:
                 os.ftruncate(fd, size)
             os.pwrite(fd, data, offset)
@@ -271,7 +269,7 @@ def _prepare_data_dir(dfd: int, details: dict) -> list[str]:
             os.unlink(name, dir_fd=dfd)  # (a file or a link of that name, itself: unlink follows nothing)
         except FileNotFoundError:
             pass
-        write(dfd, name, text.encode(), fresh=True)
+        write(dfd, name, text.encode())
         done.append(f"wrote {name}")
     if not details.get("wal"):
         return done
@@ -291,6 +289,24 @@ def _prepare_data_dir(dfd: int, details: dict) -> list[str]:
     finally:
         os.close(wal)
     return done
+
+
+def _open_regular(at: int, name: str) -> int:
+    """``name`` in directory ``at`` for writing: made anew (``O_EXCL``), or, if there, opened only when it
+    is a regular file -- looked at through an ``O_PATH`` descriptor and reopened through it, so a device
+    node or a fifo in the restored tree (its owner's data) is never opened: its driver would act on the
+    open, and a fifo would hang it."""
+    try:
+        return os.open(name, _NEW | os.O_EXCL, 0o600, dir_fd=at)
+    except FileExistsError:
+        pass
+    seen = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=at)
+    try:
+        if not stat.S_ISREG(os.fstat(seen).st_mode):
+            raise OSError(errno.EINVAL, f"{name} is not a regular file: left alone")
+        return os.open(f"/proc/self/fd/{seen}", os.O_WRONLY | os.O_CLOEXEC)
+    finally:
+        os.close(seen)
 
 
 def _link_target(dfd: int, name: str) -> str | None:
