@@ -13,6 +13,7 @@ import pytest
 
 from opencbr.engine.tree.entry import path_key
 from opencbr.engine.tree.walker import TreeWalker
+from opencbr.system import beneath
 from tests.support.engine_tree import opens_seen
 
 
@@ -177,7 +178,7 @@ def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
 
     root = _deep_tree(tmp_path / "t")
     listed, statted = [os.fsencode(root)], []
-    real_open_at, real_stat = walker_mod.open_at, os.stat
+    real_open_at, real_stat = beneath.open_at, os.stat
 
     def open_at(dir_fd, rel, flags, *a, **kw):
         listed.append(os.path.join(os.fsencode(root), os.fsencode(rel)))
@@ -185,11 +186,12 @@ def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
 
     def lstat_spy(name, *, dir_fd=None, follow_symlinks=True):
         if sys._getframe(1).f_code.co_filename == walker_mod.__file__:
+            name = os.fsencode(name)
             assert dir_fd is not None and not follow_symlinks and b"/" not in name
             statted.append(name)
         return real_stat(name, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
-    monkeypatch.setattr(walker_mod, "open_at", open_at)
+    monkeypatch.setattr(beneath, "open_at", open_at)
     monkeypatch.setattr(walker_mod, "_native_listing", None)  # (the Python walk; the C one: test_listing.py)
     monkeypatch.setattr(walker_mod.os, "stat", lstat_spy)
     walker_mod.MetadataWarmer(os.fsencode(root), real_stat(root).st_dev)._run()
@@ -201,24 +203,30 @@ def test_warmer_reads_the_tree_in_walk_order(tmp_path, monkeypatch):
 
 
 def test_the_warmer_never_lists_through_a_symlink(tmp_path, monkeypatch):
-    """A directory of the tree that is a symlink out of it (swapped in after its parent's listing, or
-    there all along): the Python warmer neither opens nor lists what it leads to."""
+    """A directory of the tree swapped for a symlink out of it after its parent's listing: the Python
+    warmer neither opens nor lists what it leads to."""
     from opencbr.engine.tree import walker as walker_mod
 
     root, outside = tmp_path / "t", tmp_path / "outside"
     (root / "a").mkdir(parents=True)
     (outside / "b").mkdir(parents=True)
-    warmer = walker_mod.MetadataWarmer(os.fsencode(root), None)
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        assert warmer._subdirs(root_fd, b"") == [b"a"]
-        os.rename(root / "a", root / "a.moved")
-        os.symlink(outside, root / "a")  # swapped after the root's listing
-        opened = opens_seen(os.fsencode(outside))
-        assert warmer._subdirs(root_fd, b"a") == []
-        assert not opened(), "a directory out of the tree was opened"
-    finally:
-        os.close(root_fd)
+    real_stat, swapped = os.stat, []
+
+    def lstat_then_swap(name, *, dir_fd=None, follow_symlinks=True):
+        st = real_stat(name, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+        if name == "a" and not swapped:  # listed and lstat'ed as a directory: now a link out of the tree
+            os.rename(root / "a", root / "a.moved")
+            os.symlink(outside, root / "a")
+            swapped.append(name)
+        return st
+
+    monkeypatch.setattr(walker_mod, "_native_listing", None)
+    opened = opens_seen(os.fsencode(outside))
+    monkeypatch.setattr(walker_mod.os, "stat", lstat_then_swap)
+    walker_mod.MetadataWarmer(os.fsencode(root), None)._run()
+    monkeypatch.undo()
+    assert swapped == ["a"]
+    assert not opened(), "a directory out of the tree was opened"
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -408,6 +416,7 @@ def test_a_scan_adds_up_the_regular_files_below_the_root_only(tmp_path):
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "big").write_bytes(b"x" * 100_000)
     (root / "out").symlink_to(tmp_path / "outside")
+    (root / "out-big").symlink_to(tmp_path / "outside" / "big")
     fds = len(os.listdir("/proc/self/fd"))
     scan = TreeScanner(os.fsencode(root), threads=3).start()
     assert scan.done.wait(30)

@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ...system.beneath import PathSwapped, open_at
+from ...system.beneath import PathSwapped, open_at, walk_below
 from .common import built_extension
 from .entry import MAX_PATH
 from .forked import die_with_parent, kill_and_reap
@@ -635,35 +635,24 @@ class MetadataWarmer:
             native.warm(self.root, self.dev, False, self.THREADS)
             return
         # Each directory opened below the root by its path in the tree, no symlink followed on the way
-        # (beneath.open_at): one swapped for a symlink meanwhile is neither opened nor listed.
+        # (beneath.walk_below): one swapped for a symlink meanwhile is neither opened nor listed.
         root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            stack = [b""]
-            while stack:
-                rel = stack.pop()
-                stack.extend(reversed(self._subdirs(root_fd, rel)))
+            for _top, dirs, others, fd in walk_below(root_fd):
+                dirs[:] = self._lstat_all(sorted(dirs + others, key=os.fsencode), fd)  # (the walk's order)
         finally:
             os.close(root_fd)
 
-    def _subdirs(self, root_fd: int, rel: bytes) -> list[bytes]:
-        """List and lstat directory ``rel``; its subdirectories (on the device), by name."""
-        try:
-            fd = open_at(root_fd, os.fsdecode(rel), os.O_RDONLY | os.O_DIRECTORY) if rel else os.dup(root_fd)
-        except (OSError, PathSwapped):
-            return []
+    def _lstat_all(self, names: list[str], dir_fd: int) -> list[str]:
+        """``lstat`` every entry (what warms the inodes); the subdirectories on the device, in order."""
         subdirs = []
-        try:
-            for name in sorted(map(os.fsencode, os.listdir(fd))):
-                try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(st.st_mode) and (self.dev is None or st.st_dev == self.dev):
-                    subdirs.append(rel + b"/" + name if rel else name)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and (self.dev is None or st.st_dev == self.dev):
+                subdirs.append(name)
         return subdirs
 
     def stop(self) -> None:
