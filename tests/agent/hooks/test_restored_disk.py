@@ -151,3 +151,21 @@ def test_links_in_a_restored_file_system_lead_nothing_onto_the_host(tmp_path):
     assert any("WAL not written: pg_wal is a symbolic link" in line for line in done), done
     got = _read_back(str(image), tmp_path, "15/main/backup_label")
     assert got["15/main/backup_label"] == LABEL.encode()  # (a file of its own now, in the restored tree)
+
+
+def test_a_mount_held_busy_is_still_unmounted(restored_image, tmp_path, monkeypatch):
+    """Something of the agent's may be inside its mount of a restored file system when it unmounts it (the
+    inventory walking the roots): the mount does not stay on the host -- asked again, then detached."""
+    from opencbr.agent.hooks import restored_disk
+
+    monkeypatch.setattr(restored_disk, "UNMOUNT_PAUSE", 0.01)
+    point = tmp_path / "point"
+    point.mkdir()
+    assert _run("mount", "-o", "loop", restored_image, str(point)).returncode == 0
+    held = os.open(point / "15", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _run("umount", str(point)).returncode != 0  # (busy: the situation under test)
+        restored_disk.unmount(str(point))
+        assert not os.path.ismount(point)
+    finally:
+        os.close(held)

@@ -23,6 +23,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 
 from opencbr.agent import mounts
 from opencbr.agent.hooks.postgres import prepare_restored_tree
@@ -106,7 +107,23 @@ def _mount_and_prepare(record: dict, source_mountpoint: str, target: str, point:
             return None
         return prepare_restored_tree(record, source_mountpoint, point)
     finally:
-        subprocess.run(["umount", point], capture_output=True, timeout=MOUNT_TIMEOUT)
+        unmount(point)
+
+
+UNMOUNT_TRIES, UNMOUNT_PAUSE = 10, 0.3
+
+
+def unmount(point: str) -> None:
+    """Unmount the agent's own mount of a restored file system. Another thread of the agent may be in it
+    for a moment (the inventory walking the roots, say): "target is busy" is asked again, and after
+    ~3 s the mount is detached lazily (``umount -l``: gone from the host's tree at once, released when
+    the last user lets go) -- a tenant's file system never stays mounted on the host because of it."""
+    for _ in range(UNMOUNT_TRIES):
+        done = subprocess.run(["umount", point], capture_output=True, text=True, timeout=MOUNT_TIMEOUT)
+        if done.returncode == 0 or not os.path.ismount(point):
+            return
+        time.sleep(UNMOUNT_PAUSE)
+    subprocess.run(["umount", "-l", point], capture_output=True, timeout=MOUNT_TIMEOUT)
 
 
 def prepare_restored_disk(record: dict, source_mountpoint: str | None, target: str, work_dir: str) -> list[str]:
