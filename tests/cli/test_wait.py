@@ -112,24 +112,54 @@ def test_several_tasks_are_looked_at_in_turn_without_holding(monkeypatch):
     assert now[0] == 2.0
 
 
-def test_following_with_bars_runs_no_thread_beside_the_main_one(monkeypatch):
+def test_following_with_bars_runs_no_refresh_thread(monkeypatch):
     """A Ctrl-C can land while the main thread holds the bars' lock; with a refresh thread waiting for
-    that lock, leaving the bars would join it forever (a `--wait` that hung at Ctrl-C)."""
+    that lock, leaving the bars would join it forever (a `--wait` that hung at Ctrl-C). The only thread
+    beside the main one is the daemon that imports rich meanwhile, which takes no lock of rich's."""
     import threading
 
     from opencbr.cli import waiting
 
     monkeypatch.setattr(waiting.time, "sleep", lambda s: None)
-    threads: list[int] = []
+    threads: list[set[str]] = []
+    main = threading.current_thread().name
 
     class Client:
         def get(self, _path, **_params):
-            threads.append(threading.active_count())
+            threads.append({t.name for t in threading.enumerate()})
             status = "success" if len(threads) >= 3 else "running"
             return {"operation_log": {"id": "t1", "status": status, "operation_type": "backup",
                                       "extra_info": {"common": {"progress": 40 * len(threads)}}}}
 
-    before = threading.active_count()
+    before = {t.name for t in threading.enumerate()}
     (log,) = waiting.wait_for(Client(), ["t1"])
     assert log["status"] == "success" and len(threads) == 3
-    assert set(threads) == {before}
+    assert all(names - before <= {"cbr-load-rich"} for names in threads)
+    assert main in before
+
+
+def test_rich_is_imported_while_the_first_look_waits_on_the_service():
+    """The bars' and the table's imports (~50 ms of a cold start) run while the service holds the first
+    look, not after it: checked in a fresh interpreter, where nothing imported rich before."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, time
+from opencbr.cli import waiting
+assert "rich" not in sys.modules
+seen = []
+class Client:
+    def get(self, _path, **_params):
+        deadline = time.monotonic() + 10  # (the service holding the look until the task ends)
+        while "rich.table" not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append("rich.table" in sys.modules)
+        return {"operation_log": {"id": "t1", "status": "success", "operation_type": "backup",
+                                  "extra_info": {"common": {"progress": 100}}}}
+waiting.wait_for(Client(), ["t1"])
+print(seen)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[True]"

@@ -3,6 +3,7 @@ uses this, so it lives apart from the ``cbr task`` commands."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -55,27 +56,16 @@ def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: fl
     their final operation logs. Ctrl-C stops following, not the tasks: it says how to follow them again.
     ``quiet`` (``--json``) shows no bars, and then does not import rich at all."""
     done: dict[str, dict] = {}
+    bars = _Bars()
     try:
         if quiet:
             _follow(c, task_ids, done, poll, lambda tid, log: None)
         else:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            # no refresh thread (auto_refresh): the bars are drawn at each look. A Ctrl-C that lands while
-            # the main thread holds rich's lock would leave the exit joining a thread that waits for it:
-            # `--wait` then hung instead of saying how to follow the task
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TimeElapsedColumn(), console=output.err_console, transient=False,
-                          auto_refresh=False) as bar:
-                bars: dict[str, int] = {}
-
-                def show(tid: str, log: dict) -> None:
-                    if tid not in bars:
-                        bars[tid] = bar.add_task(task_label(log), total=100)
-                    bar.update(bars[tid], completed=log["extra_info"]["common"]["progress"],
-                               description=f"{task_label(log)} [{log['status']}]", refresh=True)
-
-                _follow(c, task_ids, done, poll, show)
+            bars.load_meanwhile()
+            try:
+                _follow(c, task_ids, done, poll, bars.show)
+            finally:
+                bars.close()
     except KeyboardInterrupt:
         running = [t for t in task_ids if t not in done]
         output.err_console.print(f"\nstopped waiting; {'the task keeps' if len(running) == 1 else 'the tasks keep'} "
@@ -83,6 +73,51 @@ def wait_for(c: ApiClient, task_ids: list[str], *, quiet: bool = False, poll: fl
                                  f"follow with: cbr task watch {' '.join(running)}", highlight=False)
         raise typer.Exit(130) from None
     return [done[t] for t in task_ids]
+
+
+class _Bars:
+    """The bars of the tasks followed, made at the first look's answer. rich is imported on a thread of its
+    own meanwhile (:meth:`load_meanwhile`): the first look is held by the service until the task ends or a
+    second passed, and the GIL is free while it waits, so the ~50 ms rich costs a cold start (the bars,
+    then the table of the result) no longer add to the time a user waits for a task.
+
+    No refresh thread (``auto_refresh``): the bars are drawn at each look. A Ctrl-C that lands while the
+    main thread holds rich's lock would leave the exit joining a thread that waits for it: ``--wait`` then
+    hung instead of saying how to follow the task. (The loading thread takes no lock of rich's, and is a
+    daemon: an exit does not wait for it.)"""
+
+    def __init__(self):
+        self.progress = None
+        self.ids: dict[str, int] = {}
+
+    def load_meanwhile(self) -> None:
+        threading.Thread(target=_import_rich, name="cbr-load-rich", daemon=True).start()
+
+    def show(self, tid: str, log: dict) -> None:
+        if self.progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                                     console=output.err_console, transient=False, auto_refresh=False)
+            self.progress.start()
+        if tid not in self.ids:
+            self.ids[tid] = self.progress.add_task(task_label(log), total=100)
+        self.progress.update(self.ids[tid], completed=log["extra_info"]["common"]["progress"],
+                             description=f"{task_label(log)} [{log['status']}]", refresh=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _import_rich() -> None:
+    """What the bars and the result's table import (their own imports wait for this one, or find it done)."""
+    try:
+        import rich.progress  # noqa: F401
+        import rich.table  # noqa: F401
+    except Exception:  # (imported again where needed, which then says what is wrong)
+        pass
 
 
 def _follow(c: ApiClient, task_ids: list[str], done: dict[str, dict], poll: float,
