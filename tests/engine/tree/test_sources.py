@@ -314,6 +314,100 @@ def test_an_entry_whose_directory_was_swapped_has_nothing_read_out_of_the_tree(t
     assert e.xattrs == [] and len(warnings) == 1 and "replaced during the backup" in warnings[0][1]
 
 
+_DIR_XATTRS = """
+import json, os, sys
+from opencbr.engine.tree import sources
+from opencbr.engine.tree.entry import DIR
+from opencbr.engine.tree.sources import DirectorySource
+from opencbr.engine.tree.walker import WalkItem
+items = [WalkItem(n.encode(), n.encode(), os.lstat(n)) for n in sys.argv[1:]]
+out = {}
+for name, native in (("c", sources.native_reading()), ("python", None)):
+    sources._native_reading = native
+    source = DirectorySource(b".")
+    got = []
+    for item in items:
+        warnings = []
+        e = source.entry(item, DIR, lambda *w: warnings.append(w[1]))
+        got.append([[k.decode(), v.hex()] for k, v in e.xattrs] + warnings)
+    source.close()
+    out[name] = got
+print(json.dumps(out))
+"""
+
+
+def _dir_xattrs_both(cwd, names: list[str], drop_caps: bool = False) -> dict:
+    """Each directory's record (its xattrs, then its warnings) as sources.entry makes it with each reader, in a
+    fresh interpreter (``drop_caps``: root without the capabilities that bypass file permissions)."""
+    cmd = [sys.executable, "-c", _DIR_XATTRS, *names]
+    if drop_caps:
+        drop = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@needs_native
+def test_a_changed_directorys_xattrs_are_read_alike_by_both_readers(tmp_path):
+    """An incremental backup records a changed directory's xattrs anew: the C reader reads them in one call
+    (through a descriptor of the directory), with the same names, values and order as Python."""
+    (tmp_path / "d" / "deeper").mkdir(parents=True)
+    (tmp_path / "plain").mkdir()
+    if not _set_xattrs(os.fsencode(tmp_path / "d" / "deeper"), {"user.zeta": b"z", "user.alpha": b"", "user.b": b"\x00\xff"}):
+        pytest.skip("no user xattrs on this file system")
+    out = _dir_xattrs_both(tmp_path, ["d/deeper", "plain"])
+    assert out["c"] == out["python"]
+    assert out["c"][0] == [["user.alpha", ""], ["user.b", "00ff"], ["user.zeta", "7a"]]
+    assert out["c"][1] == []
+
+
+@needs_native
+def test_a_directory_that_is_not_the_one_listed_has_no_xattrs_read(tmp_path, monkeypatch):
+    """A directory replaced by another one, or by a symlink to one, after the listing: nothing of what is
+    there now is recorded (the C reader checks the directory it opened is the one the walk saw)."""
+    def by_path(*_a):
+        raise AssertionError("a directory's xattrs read in Python where the C reader is built")
+
+    monkeypatch.setattr(DirectorySource, "_xattrs_of", by_path)
+    root = tmp_path / "root"
+    for name in ("swapped", "linked"):
+        (root / name).mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    items = {n: _item(os.fsencode(root), n.encode()) for n in ("swapped", "linked")}
+    os.rename(root / "swapped", root / "old")
+    (root / "swapped").mkdir()
+    os.rmdir(root / "linked")
+    os.symlink(tmp_path / "elsewhere", root / "linked")
+    for d in (root / "swapped", tmp_path / "elsewhere"):
+        if not _set_xattrs(os.fsencode(d), {"user.secret": b"not the listed directory"}):
+            pytest.skip("no user xattrs on this file system")
+    source = DirectorySource(os.fsencode(root))
+    try:
+        for item in items.values():
+            warnings: list = []
+            e = source.entry(item, DIR, lambda *w, out=warnings: out.append(w))
+            assert e.xattrs == [] and len(warnings) == 1 and "replaced during the backup" in warnings[0][1]
+    finally:
+        source.close()
+
+
+@needs_native
+def test_a_directory_that_may_be_searched_not_read_has_its_xattrs_read_as_in_python(tmp_path):
+    """Without read permission on a directory (root without its capabilities, under setpriv) the C reader
+    cannot open it to read its xattrs: it reads them by path as Python does, with the same outcome."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv")
+    (tmp_path / "closed").mkdir()
+    if not _set_xattrs(os.fsencode(tmp_path / "closed"), {"user.k": b"v"}):
+        pytest.skip("no user xattrs on this file system")
+    os.chmod(tmp_path / "closed", 0o311)
+    out = _dir_xattrs_both(tmp_path, ["closed"], drop_caps=True)
+    assert out["c"] == out["python"]
+    assert out["c"][0] == [f"cannot read xattr user.k: {os.strerror(13)}"]  # listed, its value refused
+
+
 def test_a_long_path_that_climbs_out_of_the_root_is_refused_by_both_readers(tmp_path, monkeypatch):
     """A path too long for openat2 is opened a component at a time: a ".." among them must not climb out
     of the root there either (the walk never makes one; the readers refuse it all the same)."""
