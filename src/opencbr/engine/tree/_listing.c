@@ -367,8 +367,10 @@ fail:
 
 typedef struct Ahead Ahead;
 static PyTypeObject AheadType;
-enum { AHEAD_LIST_AND_QUEUE = 0, AHEAD_TAKEN = 1, AHEAD_LIST = 2 }; /* (what ahead_take says) */
+/* (what ahead_take says; AHEAD_BUSY: ahead_try_take found the lock taken, and did nothing) */
+enum { AHEAD_LIST_AND_QUEUE = 0, AHEAD_TAKEN = 1, AHEAD_LIST = 2, AHEAD_BUSY = 3 };
 static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out);
+static int ahead_try_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out);
 static void ahead_note(Ahead *a, const char *key, size_t len, const Listing *l);
 
 /* The names of a listing taken from an Ahead marked excluded (not returned), as stat_entries does. */
@@ -460,20 +462,33 @@ static PyObject *list_dir(PyObject *self, PyObject *args) {
         memcpy(rel, prefix, klen);
         rel[klen] = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    if (key)
+    /* A listing the threads made is taken with the GIL held: taking it is a lookup under their lock, and
+     * giving up the GIL for that cost the walking thread a wait to get it back behind the readers, ~4,000
+     * times in realtree's changed re-backup. The GIL is given up only to list here, or to wait for the
+     * lock (held by a thread at nice 19, which may wait for a core: not with the GIL held). */
+    int took = AHEAD_LIST;
+    if (key) {
         key_of(prefix, klen, key);
-    int took = key ? ahead_take(ahead, key, klen, check, (dev_t)want_dev, (ino_t)want_ino, &l) : AHEAD_LIST;
+        took = ahead_try_take(ahead, key, klen, check, (dev_t)want_dev, (ino_t)want_ino, &l);
+    }
     if (took == AHEAD_TAKEN) {
         exclude_entries(&l, excluded, n_excluded);
         status = LIST_OK;
     } else {
-        status = list_nogil(path, follow, rel ? rootfd : -1, rel, check, (dev_t)want_dev,
-                            (ino_t)want_ino, excluded, n_excluded, readahead_below, &l, &error);
-        if (took == AHEAD_LIST_AND_QUEUE && status == LIST_OK)
-            ahead_note(ahead, key, klen, &l);
+        Py_BEGIN_ALLOW_THREADS
+        if (took == AHEAD_BUSY)
+            took = ahead_take(ahead, key, klen, check, (dev_t)want_dev, (ino_t)want_ino, &l);
+        if (took == AHEAD_TAKEN) {
+            exclude_entries(&l, excluded, n_excluded);
+            status = LIST_OK;
+        } else {
+            status = list_nogil(path, follow, rel ? rootfd : -1, rel, check, (dev_t)want_dev,
+                                (ino_t)want_ino, excluded, n_excluded, readahead_below, &l, &error);
+            if (took == AHEAD_LIST_AND_QUEUE && status == LIST_OK)
+                ahead_note(ahead, key, klen, &l);
+        }
+        Py_END_ALLOW_THREADS
     }
-    Py_END_ALLOW_THREADS
     PyMem_Free(key);
     PyMem_Free(rel);
     PyMem_Free(excluded);
@@ -1547,8 +1562,24 @@ static int busy_with(const Ahead *a, const char *key, size_t len) { /* (under mu
  * or will be queued). The walk does not wait for a thread that is listing it: on a busy machine that thread,
  * at nice 19, may wait long for a core (realtree, two cores: ~1,300 such waits, 0.24-0.30 s of a 0.75 s
  * re-backup), and where it waits on the device the walk's own listing waits for the same reads. */
+static int ahead_take_locked(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino,
+                             Listing *out);
+
 static int ahead_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out) {
     pthread_mutex_lock(&a->mu);
+    return ahead_take_locked(a, key, len, check, dev, ino, out);
+}
+
+/* ahead_take if the lock is free now, else AHEAD_BUSY (for a caller holding the GIL: see list_dir). */
+static int ahead_try_take(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino, Listing *out) {
+    if (pthread_mutex_trylock(&a->mu) != 0)
+        return AHEAD_BUSY;
+    return ahead_take_locked(a, key, len, check, dev, ino, out);
+}
+
+/* (called with mu held; releases it) */
+static int ahead_take_locked(Ahead *a, const char *key, size_t len, int check, dev_t dev, ino_t ino,
+                             Listing *out) {
     if (a->stop) { /* (closed: what it kept is gone) */
         pthread_mutex_unlock(&a->mu);
         return AHEAD_LIST;
