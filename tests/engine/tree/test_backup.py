@@ -158,3 +158,28 @@ def test_a_backup_walks_with_fewer_collections_and_gives_the_threshold_back(enc_
 def _failing_walk():
     raise RuntimeError("walk failed")
     yield  # (a generator)
+
+
+def test_bundles_and_catalog_chunks_are_stored_by_threads_of_their_own(enc_repo, tmp_path, monkeypatch):
+    """Storing a bundle or a catalog chunk is what the walking thread waits for when too many are in flight;
+    on the readers' threads those waited behind batches of small files to read (the walk with them)."""
+    from opencbr.engine.tree import backup as tree_backup
+
+    seen: dict[str, set[str]] = {"read": set(), "bundle": set(), "catalog": set()}
+
+    def on_thread(kind, fn):
+        def call(self, *args):
+            import threading
+
+            seen[kind].add(threading.current_thread().name.rsplit("_", 1)[0])
+            return fn(self, *args)
+        return call
+
+    for kind, name in (("read", "_read_batch"), ("bundle", "_store_bundle"), ("catalog", "_put_catalog")):
+        monkeypatch.setattr(tree_backup.TreeBackup, name, on_thread(kind, getattr(tree_backup.TreeBackup, name)))
+    src = tmp_path / "src"
+    for i in range(600):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"file-with-a-long-name-{i:05d}.txt").write_bytes(b"%d\n" % i * (i % 50 + 1))
+    backup_tree(enc_repo, src, backup_id="b1", meta={})
+    assert seen == {"read": {"tree-read"}, "bundle": {"tree-store"}, "catalog": {"tree-store"}}

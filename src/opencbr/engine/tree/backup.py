@@ -7,12 +7,13 @@ Threads:
   and writes the catalog in order;
 - ``workers`` threads read, chunk (FastCDC), hash, compress and encrypt the files that must be read
   (new or changed); files under 64 KiB come back as data and the calling thread decides, in walk
-  order, where they go in content-defined *bundle* chunks (bundle.py) that the workers join, hash,
-  compress and store (the calling thread is the serial part of a backup of small files: it makes no
-  system call per entry on a first backup, see walker.py ``node_meta``); the session's uploader
-  threads write full packs. Results are consumed in walk order from a bounded deque
-  of futures, so memory is bounded (``MAX_PENDING`` results, ``MAX_SMALL_INFLIGHT`` bytes of small
-  files, ``MAX_BUNDLES_IN_FLIGHT`` bundles, one CDC buffer per worker) whatever the tree size;
+  order, where they go in content-defined *bundle* chunks (bundle.py) that ``STORE_THREADS`` threads
+  join, hash, compress and store, with the catalog's chunks (the calling thread is the serial part of a
+  backup of small files: it makes no system call per entry on a first backup, see walker.py
+  ``node_meta``); the session's uploader threads write full packs. Results are consumed in walk order
+  from a bounded deque of futures, so memory is bounded (``MAX_PENDING`` results, ``MAX_SMALL_INFLIGHT``
+  bytes of small files, ``MAX_BUNDLES_IN_FLIGHT`` bundles, ``MAX_CATALOG_IN_FLIGHT`` catalog chunks,
+  ``PARENT_LOOKAHEAD`` of the parent's, one CDC buffer per worker) whatever the tree size;
 - a first backup with progress sizes the tree for it (a :class:`TreeScanner`, or the walk's own listings:
   ``ListingTally``); an incremental one lists and lstat's the tree ahead of the walk on several threads at
   the lowest priority and keeps those listings for the walk (``_listing.Ahead``; a forked
@@ -92,6 +93,16 @@ DRAIN_EVERY = 64
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
 MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)
 MAX_BUNDLES_IN_FLIGHT = 4
+# Catalog chunks (~54 KiB each) handed to the workers and not yet stored: they queue behind the workers'
+# batches of small files, and the walking thread waited for the fourth ~40 times in realtree's changed
+# re-backup (0.03-0.045 s) at a limit of four
+MAX_CATALOG_IN_FLIGHT = 16
+STORE_THREADS = 2
+# The parent's catalog chunks (~54 KiB each) fetched ahead of the walk that merges with them, and by how
+# many threads: with 4 on 2 threads, realtree's changed re-backup walked ~60 times into one not fetched
+# yet (0.06-0.08 s; cold pack reads queue behind the listing threads' on the device)
+PARENT_LOOKAHEAD = 32
+PARENT_READERS = 4
 HELD_RUN = -2  # (in TreeBackup._held: the item is a slice of records reused from the parent)
 BATCH_FILES = 32  # small files read per worker task
 BATCH_BYTES = 1 << 20
@@ -380,7 +391,7 @@ class TreeBackup:
         if len(self.bundler):
             while len(self._closed) >= MAX_BUNDLES_IN_FLIGHT:
                 self._flush_closed(block=True, limit=1)
-            fut = self._pool.submit(self._store_bundle, self.bundler.take())
+            fut = self._stores.submit(self._store_bundle, self.bundler.take())
             self.bundles += 1
         if fut is not None or self._closed:
             self._closed.append((fut, self._held))
@@ -498,7 +509,8 @@ class TreeBackup:
         cursor = None
         if self.parent is not None and not self.full:
             index = getattr(self.session, "index", None)  # (a remote session has none: reads go to the vault)
-            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=index).records(keyed=True), keyed=True)
+            cursor = ParentCursor(CatalogReader(self.cs, self.parent, index=index, lookahead=PARENT_LOOKAHEAD,
+                                                threads=PARENT_READERS).records(keyed=True), keyed=True)
         if self.progress is not None and self.parent is None:
             # Sizes the tree for the progress bar of a first backup (later ones use the parent's size).
             self._scanner = self.source.scanner()
@@ -513,11 +525,13 @@ class TreeBackup:
             if self._scanner is not None:
                 self._scanner.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._stores.shutdown(wait=True, cancel_futures=True)
             self.session.abort()
             if cursor is not None:
                 cursor.close()
             raise
         self._pool.shutdown(wait=True)
+        self._stores.shutdown(wait=True)
         if cursor is not None:
             cursor.close()
         if self.progress is not None:
@@ -537,6 +551,10 @@ class TreeBackup:
         self._scanner = None
         self.session = seams.open_session(self.cs)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tree-read")
+        # Bundles and catalog chunks are stored (compressed, encrypted, packed) by threads of their own: in
+        # the readers' queue they waited behind batches of small files to read, and the walking thread,
+        # which holds at most MAX_BUNDLES_IN_FLIGHT / MAX_CATALOG_IN_FLIGHT of them, waited with them
+        self._stores = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="tree-store")
         self._main_codec = main_codec = tree_codec(self.cs, self.level)
         self.bundler = Bundler(self.secret)
         # Records behind an open bundle: (pending entry, offset in the bundle or -1, length), or a
@@ -561,9 +579,9 @@ class TreeBackup:
         def put_catalog(data: bytes) -> bytes:
             # Hashed here (the catalog needs the digest now), compressed and encrypted by a worker.
             d = main_codec.digest(data)
-            while len(self._puts) >= MAX_BUNDLES_IN_FLIGHT:
+            while len(self._puts) >= MAX_CATALOG_IN_FLIGHT:
                 self._puts.popleft().result()
-            self._puts.append(self._pool.submit(self._put_catalog, data, d))
+            self._puts.append(self._stores.submit(self._put_catalog, data, d))
             return d
 
         self.catalog = CatalogWriter(put_catalog, self.secret)
