@@ -93,9 +93,9 @@ DRAIN_EVERY = 64
 MAX_WARNINGS = 1000  # warnings kept in the result and manifest (the rest are counted)
 MAX_HELD = 8192  # records held behind an open bundle before it is cut anyway (bounds memory)
 MAX_BUNDLES_IN_FLIGHT = 4
-# Catalog chunks (~54 KiB each) handed to the workers and not yet stored: they queue behind the workers'
-# batches of small files, and the walking thread waited for the fourth ~40 times in realtree's changed
-# re-backup (0.03-0.045 s) at a limit of four
+# Catalog chunks (~54 KiB each) handed to the store threads and not yet stored (at a limit of four, shared
+# with the readers' queue then, the walking thread waited for the fourth ~40 times in realtree's changed
+# re-backup: 0.03-0.045 s)
 MAX_CATALOG_IN_FLIGHT = 16
 STORE_THREADS = 2
 # The parent's catalog chunks (~54 KiB each) fetched ahead of the walk that merges with them, and by how

@@ -222,7 +222,8 @@ _WARNINGS = (None, SIZE_CHANGED, CHANGED)
 _VANISHED, _OPEN_FAILED, _REPLACED, _READ_FAILED = 1, 2, 3, 4
 
 
-_DIR_REPLACED = "replaced during the backup (a symbolic link or a file is there now, or in place of a directory above it)"
+_DIR_REPLACED = ("replaced during the backup (another directory, a symbolic link or a file is there now, or in place "
+                 "of a directory above it)")
 
 
 def _unreadable(status: int, err: int) -> FileUnreadable:
