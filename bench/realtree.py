@@ -28,6 +28,12 @@ OpenCBR / floor.
     python bench/realtree.py fixed [--runs 10]        # fixed cost of `cbr backup create --wait` (small tree)
     python bench/realtree.py fixed --alternate ../old/src   # ... and another checkout's cbr in turn
     python bench/realtree.py --restore-volume 8G      # restores (and cp -a) onto a file system of their own
+    python bench/realtree.py --settle 10              # 10 s (page cache synced) before each timed step
+
+``--settle SECONDS``: wait that long before each timed step, after a ``sync``. On a VM the host may still be
+writing what a step wrote when the guest's ``sync`` returned: a step timed right after a restore (~0.7 GB
+written, then read back by its check) ran slower than after a backup -- the changed re-backup through
+``cbr``, which follows the engine's restore, by ~0.1 s of ~0.7 s (bench/README.md, realtree, an eighth VM).
 
 ``--restore-volume SIZE`` (root): the restores and the ``cp -a`` floor write to a fresh ext4 of that size
 (an image file, loop-mounted, with a journal, its inode tables written by ``mkfs``) instead of the work
@@ -81,7 +87,23 @@ def make_tree(data: Path, scale: float, trash: Path, copy_from: list[str] | None
     treebench.sh(["find", str(data / "tree"), "-printf", ""])  # (relatime: a first walk updates atimes)
 
 
+#: Seconds to wait before each timed step (``--settle``), after the writes of the step before are synced
+SETTLE = 0.0
+
+
+def settle() -> None:
+    """Wait ``SETTLE`` seconds with the page cache synced. On a VM the host may still be writing what the
+    guest's ``sync`` returned for: a step right after a restore (~0.7 GB written) ran slower than the same
+    step after a backup (the changed re-backup through ``cbr``, which the benchmark times right after the
+    engine's restore and its check: the service's own backup 0.80-0.89 s there, 0.65-0.67 s when nothing
+    was restored before it; bench/README.md, realtree, an eighth VM)."""
+    if SETTLE > 0:
+        os.sync()
+        time.sleep(SETTLE)
+
+
 def floor(name: str, script: str, *, cwd: Path, work: Path) -> dict:
+    settle()
     r = treebench.timed(["sh", "-c", script], cwd=cwd, env=dict(os.environ), drop=True, log=work / "logs" / f"floor-{name}.log")
     r.update(tool="floor", op=name, repo_bytes=0)
     print(f"  floor {name:14s} wall {r['wall']:7.2f}s", flush=True)
@@ -194,6 +216,7 @@ class CliTool:
 
 def timed_op(t, cmd: list[str], **kw) -> dict:
     """treebench.timed; for the service, also the CPU its processes used meanwhile (``service_cpu``)."""
+    settle()
     before = t.service_cpu() if isinstance(t, CliTool) else 0.0
     r = treebench.timed(cmd, **kw)
     r["service_cpu"] = t.service_cpu() - before if isinstance(t, CliTool) else 0.0
@@ -414,8 +437,12 @@ def main() -> int:
                     "(root), as before the run's timed steps: the CLI and the service start from a cold cache")
     ap.add_argument("--alternate", metavar="SRC", help="fixed: also run the cbr of this source tree (another "
                     "checkout's src/), in turn with this one's, against the same service")
+    ap.add_argument("--settle", type=float, default=0.0, metavar="SECONDS", help="wait this long (page cache "
+                    "synced) before each timed step: on a VM the host may still be writing the step before's data")
     a = ap.parse_args()
     a.ops = a.ops.split(",")
+    global SETTLE
+    SETTLE = a.settle
     return fixed(a) if a.what == "fixed" else run(a)
 
 
