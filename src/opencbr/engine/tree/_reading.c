@@ -109,20 +109,14 @@ static ssize_t read_content(int fd, Arena *a, long long size, long long limit) {
     return got;
 }
 
-/* The file's xattrs as xattrs.read_xattrs reads them by descriptor (names in listing order: sorted in
- * Python, by the names as str, as read_xattrs sorts them). Returns 0, or -1 when out of memory. */
 static ssize_t list_names(int fd, const char *path, char *list, size_t size) {
     return path ? listxattr(path, list, size) : flistxattr(fd, list, size);
 }
 
-static int read_xattrs_of(int fd, const char *path, File *f);
-
-static int read_xattrs(int fd, File *f) {
-    return read_xattrs_of(fd, NULL, f);
-}
-
-/* (through `path` when it is not NULL: an O_PATH descriptor's /proc/self/fd/N, which f*xattr refuse) */
-static int read_xattrs_of(int fd, const char *path, File *f) {
+/* The file's xattrs as xattrs.read_xattrs reads them by descriptor (names in listing order: sorted in
+ * Python, by the names as str, as read_xattrs sorts them); through `path` instead when it is not NULL (an
+ * O_PATH descriptor's /proc/self/fd/N, which f*xattr refuse). Returns 0, or -1 when out of memory. */
+static int read_xattrs(int fd, const char *path, File *f) {
     char small[LIST_FIRST];
     char *list = small;
     ssize_t n = list_names(fd, path, small, sizeof small);
@@ -217,7 +211,7 @@ static int read_one(int rootfd, File *f, Arena *a, long long limit) {
         if ((long long)got != (long long)fst.st_size)
             f->warning = W_SIZE_CHANGED;
     }
-    if (read_xattrs(fd, f) < 0) {
+    if (read_xattrs(fd, NULL, f) < 0) {
         rc = -1;
         goto out;
     }
@@ -416,13 +410,12 @@ static PyObject *dir_xattrs(PyObject *self, PyObject *args) {
     } else if (by_path) {
         char proc[64];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        oom = read_xattrs_of(fd, proc, &f) < 0;
+        oom = read_xattrs(fd, proc, &f) < 0;
     } else {
-        oom = read_xattrs(fd, &f) < 0;
+        oom = read_xattrs(fd, NULL, &f) < 0;
     }
     if (fd >= 0)
         close(fd);
-    
     PyObject *out = NULL;
     if (oom)
         PyErr_NoMemory();
