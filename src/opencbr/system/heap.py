@@ -1,12 +1,19 @@
 """Keeping freed heap memory for reuse while an operation that churns large buffers runs (glibc).
 
 A backup's data path allocates and frees buffers of 0.25-8 MiB all the time: records messages, TLS
-output, received payloads, packs. Once a process has fixed its mmap threshold (the backups do, see
-engine/tree/memory.py), glibc's trim threshold stays at 128 KiB: each such buffer freed at the top of
+output, received payloads, packs. Once a process has fixed its mmap threshold (the backups do, with
+:func:`limit_heap_growth`), glibc's trim threshold stays at 128 KiB: each such buffer freed at the top of
 its arena's heap goes back to the system, and the next one is faulted in and zeroed again, page by
 page. Through an agent (bench/agent.py, the 30k-file tree) that was ~250k page faults in the agent and
 ~180k in the service's worker per 1.1 GB sent; with 16 MiB kept, ~145k and ~20k (the rest in the agent
 is the tree walk's periodic ``malloc_trim``, which bounds its memory).
+
+Setting the trim threshold also stops glibc's adaptive mmap threshold where it is. In a process that
+has not fixed it (a service worker that has only received from agents) it is still 128 KiB, and every
+buffer above that is mapped afresh and faulted in page by page, the kept heap notwithstanding: a worker
+receiving the bench tree's full backup used ~0.4 CPU s more than one that had run a local backup first
+(2.6-2.8 against 3.0-3.4 s, bench/README.md). :func:`free_heap_kept` therefore fixes it first where
+nothing has (:func:`limit_heap_growth`).
 
 The setting is process-wide and the processes are long-lived (a worker, an agent): it holds while at
 least one operation asked for it, the largest asked for wins, and when the last ends the default comes
@@ -24,11 +31,39 @@ from collections.abc import Iterator
 from opencbr.system.libc import function as libc_function
 
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 #: glibc's trim threshold once the mmap threshold is fixed (what a process runs with between operations).
 DEFAULT_TRIM = 128 << 10
 
 _held: Counter[int] = Counter()  # the thresholds asked for by the operations running now
 _lock = threading.Lock()
+
+
+#: The mmap threshold fixed when an operation asks for none larger: buffers below it come from the heap.
+MMAP_THRESHOLD = 4 << 20
+_tuned = 0  # the mmap threshold set so far (0: glibc's adaptive default)
+
+
+def limit_heap_growth(threshold: int = MMAP_THRESHOLD, *, above: int = 0) -> None:
+    """Serve allocations of ``threshold`` bytes and more by mmap (returned to the system on free); the
+    largest threshold asked for in the process stays. ``above``: a buffer size that must still come from
+    the heap (a pack's): the threshold is then at least 1 MiB more.
+
+    glibc's default threshold adapts upwards after the first large free (up to 32 MiB), after which even
+    8 MiB packs come from the arenas and the resident size grew to about twice the live data (the 30k-file
+    backup: 187 MB peak RSS for ~85 MB live; 147 MB with the threshold at 4 MiB). Backups pass a threshold
+    just above their pack size: 8 MiB packs then come from (and return to) the arenas instead of being
+    mapped afresh, which saved ~200k page faults and ~0.6 s of the 30k-file first backup (5.9 -> 5.3 s)
+    for ~10 MB more peak RSS (156 -> 165 MB), engine/tree/memory.py's ``trim`` still bounding it."""
+    global _tuned
+    threshold = max(threshold, above + (1 << 20) if above else 0)
+    with _lock:
+        if threshold <= _tuned:
+            return
+        _tuned = threshold
+        mallopt = libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+        if mallopt is not None:
+            mallopt(M_MMAP_THRESHOLD, threshold)
 
 
 def set_trim_threshold(nbytes: int) -> None:
@@ -50,6 +85,7 @@ def free_heap_kept(nbytes: int) -> Iterator[None]:
     """Keep up to ``nbytes`` of freed memory at the top of each heap while this block runs (see the
     module's text). glibc trims a heap's top only on a free in that heap, so what an arena kept goes back
     as it is used again after the block, and its free pages inside at once."""
+    limit_heap_growth()  # (where nothing fixed the mmap threshold yet: see the module's text)
     with _lock:
         _held[nbytes] += 1
         set_trim_threshold(max(_held))

@@ -24,8 +24,7 @@ from opencbr.engine.diskfs.browse import restore_disk_path
 from opencbr.engine.remote.vault import BadRequest, VaultAccess
 from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
-from opencbr.engine.tree.memory import limit_heap_growth
-from opencbr.system.heap import free_heap_kept
+from opencbr.system.heap import free_heap_kept, limit_heap_growth
 
 Operation = Callable[[object, object, dict, memoryview], dict]
 LIVE = {"method": "live", "note": "the disks were read while in use: blocks written during the backup may "

@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ...system.heap import free_heap_kept
+from ...system.heap import free_heap_kept, limit_heap_growth
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
@@ -448,9 +448,10 @@ def _refusing(channel, fn, *args) -> None:
         raise
 
 
-#: Each records message arrives in a buffer of its own (~0.7 MB on the bench tree), is checked, and is
-#: copied into 8 MiB packs: kept in the heap between uses, they are not faulted in again each time
-#: (~180k page faults -> ~20k per 1.1 GB received; system/heap.py).
+#: Each records message arrives in a buffer of its own (~0.7 MB on the bench tree, 4 MiB at most), is
+#: checked, and is copied into 8 MiB packs: kept in the heap between uses, they are not faulted in again
+#: each time (~180k page faults -> ~20k per 1.1 GB received; system/heap.py). Both sizes must be below
+#: the mmap threshold for that, which serve_backup fixes above a pack, as a local backup does.
 RECEIVE_HEAP_TRIM = 16 << 20
 
 
@@ -470,6 +471,7 @@ def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, time
             raise Conflict(f"backup {sc.name} already exists in the repository")
     srv = _BackupService(cs, scopes, keep_partial)
     final: dict | None = None
+    limit_heap_growth(above=cs.pack_size)
     try:
         with free_heap_kept(RECEIVE_HEAP_TRIM):
             final = _converse(channel, srv.handle, timeout, progress, srv.checks)

@@ -46,6 +46,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
+from ...system.heap import limit_heap_growth
 from ..chunks import seams
 from ..chunks.manifests import check_name
 from ..errors import BackupCancelled, Conflict, InvalidArgument, Missing
@@ -72,7 +73,7 @@ from .entry import (
     type_of_mode,
     with_atime,
 )
-from .memory import MMAP_THRESHOLD, fewer_collections, limit_heap_growth, trim
+from .memory import fewer_collections, trim
 from .results import TreeBackupResult, TreeWarning
 from .sources import DirectorySource, TreeSource
 from .tree_codec import TREE_ZSTD_LEVEL, tree_codec
@@ -838,7 +839,7 @@ def backup_tree_from(repo_or_chunkstore, source: TreeSource, *, backup_id: str, 
     try:
         cs = chunkstore_of(repo_or_chunkstore)
         check_name(backup_id)
-        limit_heap_growth(max(MMAP_THRESHOLD, cs.pack_size + (1 << 20)))
+        limit_heap_growth(above=cs.pack_size)
         if cs.has_manifest(backup_id):
             raise Conflict(f"backup {backup_id} already exists in the repository")
         parent = None

@@ -8,9 +8,9 @@ the 30k-file benchmark: 187 MB peak RSS for ~85 MB live Python allocations).
 
 Two remedies, both process-wide and harmless for other code (glibc only; no-ops elsewhere):
 
-- :func:`limit_heap_growth` fixes ``M_MMAP_THRESHOLD`` at 4 MiB (which also stops the adaptation),
-  so packs and CDC buffers are mapped and unmapped, i.e. returned at once (187 -> 147 MB peak RSS on the
-  30k-file backup; each 8 MiB pack then costs fresh page faults, ~0.3 s of system time per GB);
+- ``system.heap.limit_heap_growth`` fixes ``M_MMAP_THRESHOLD`` (which also stops the adaptation), so
+  buffers above it are mapped and unmapped, i.e. returned at once (187 -> 147 MB peak RSS on the
+  30k-file backup at 4 MiB; backups fix it just above their pack size);
 - :func:`trim` calls ``malloc_trim(0)`` a few times a second, returning the free pages inside every
   arena (``MADV_DONTNEED``) for well under 1 ms per call.
 
@@ -30,27 +30,6 @@ from ...system.heap import release_free_pages
 from ...system.libc import function as libc_function
 
 _last = 0.0
-_tuned = 0  # the mmap threshold set so far (0: glibc's adaptive default)
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 4 << 20
-
-
-def limit_heap_growth(threshold: int = MMAP_THRESHOLD) -> None:
-    """Serve allocations of ``threshold`` bytes and more by mmap (returned to the system on free). Once
-    per process.
-
-    Backups pass a threshold just above their pack size: 8 MiB packs then come from (and return to) the
-    arenas instead of being mapped afresh, which saved ~200k page faults and ~0.6 s of the 30k-file
-    first backup (5.9 -> 5.3 s) for ~10 MB more peak RSS (156 -> 165 MB), trim() still bounding it."""
-    global _tuned
-    if threshold <= _tuned:  # the largest threshold asked for in this process stays
-        return
-    _tuned = threshold
-    mallopt = libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, threshold)
-
-
 M_ARENA_MAX = -8
 
 

@@ -10,11 +10,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ....system.heap import limit_heap_growth
 from ...errors import Damaged, InvalidArgument, RestoreCancelled
 from ..catalog import CatalogReader
 from ..common import Progress, chunkstore_of, in_subtree, load_index, not_found, parse_path, show
 from ..entry import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry, RecordError, decode, path_key, record_header
-from ..memory import limit_heap_growth, trim
+from ..memory import trim
 from ..results import TreeRestoreResult
 from .fetch import WINDOW_FILES, FileJob, Window, WindowFetcher
 from .metadata import BackgroundFlush, DirList, MetadataWriter, syncfs
