@@ -182,6 +182,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def verdicts(rows: list[dict]) -> list[str]:
+    """Issue 14's three targets, one line each per data set: met or not, with the figure."""
+    by = {(r["kind"], r["variant"], r["step"]): r for r in rows}
+    out = []
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        full, local = by.get((kind, "agent", "full")), by.get((kind, "local", "full"))
+        incr = by.get((kind, "agent", "incr"))
+        if full and local:
+            share = local["wall"] / full["wall"]
+            out.append(f"{kind}: full throughput through the agent {share * 100:.0f} % of local (target >= 80 %): "
+                       + ("met" if share >= 0.8 else "NOT met"))
+        if incr:
+            target = 1.2 * incr["added"] + 0.005 * incr["logical"]
+            out.append(f"{kind}: incremental wire {incr['wire'] / 1e6:.1f} MB (target <= {target / 1e6:.1f}): "
+                       + ("met" if incr["wire"] <= target else "NOT met"))
+        peak = max((r.get("rss", 0) for r in rows if r["kind"] == kind and r["variant"] == "agent"), default=0)
+        if peak:
+            out.append(f"{kind}: agent peak RSS {peak / 1e6:.0f} MB (target < 150): " + ("met" if peak < 150e6 else "NOT met"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="2G")
@@ -219,6 +240,7 @@ def main() -> None:
     if a.core_per_host:
         print("one core per host: the agent on CPU 0, the service's side and the local provider on CPU 1")
     print(table(rows))
+    print("\n".join(verdicts(rows)))
 
 
 if __name__ == "__main__":
