@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from opencbr.agentlink import package
 
 REPO = Path(__file__).resolve().parents[2]
+_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's, e.g. .cpython-311-x86_64-linux-gnu.so
 
 
 def test_the_pins_and_the_unit_agree_with_the_repository():
@@ -35,6 +38,9 @@ def test_the_packages_hold_the_agent_s_packages_only_and_are_reproducible(tmp_pa
     tops = {n.split("/")[1] for n in names if n.startswith("opencbr/") and n.count("/") > 1}
     assert tops == set(package.AGENT_PACKAGES)
     assert "opencbr/agent/cli.py" in names and not any("/api/" in n or "/services/" in n for n in names)
+    # the C extensions built here go along (an agent reads small files and lists directories with them)
+    built = sorted(p.relative_to(REPO / "src").as_posix() for p in (REPO / "src" / "opencbr").rglob(f"*{_SUFFIX}"))
+    assert sorted(n for n in names if n.endswith(_SUFFIX)) == built
     with tarfile.open(sdist) as tar:
         members = tar.getnames()
     assert "opencbr-agent-0.1.0/pyproject.toml".replace("0.1.0", package.__version__) in members
@@ -63,6 +69,29 @@ def test_the_package_installs_offline_and_gives_the_command(tmp_path, kind):
     version = subprocess.run([str(bin_dir / "opencbr-agent"), "--version"], capture_output=True, text=True, env=env,
                              cwd=tmp_path)
     assert version.stdout.strip() == f"opencbr-agent {package.__version__}"
+    if kind == "wheel":
+        _installed_agent_reads_with_c_where_it_can(bin_dir, env, tmp_path)
+
+
+def _installed_agent_reads_with_c_where_it_can(bin_dir: Path, env: dict, cwd: Path) -> None:
+    """The installed agent uses the C listing and reader when the venv's Python can load the ones this
+    checkout built (the same extension suffix), and its Python code otherwise. (The venv was installed
+    without dependencies: they come from this interpreter's site-packages, after the venv's own.)"""
+    deps = sysconfig.get_paths()["purelib"]
+    probe = (f"import importlib.machinery, sys; sys.path.append({deps!r}); "
+             "from opencbr.engine.tree.sources import native_reading; "
+             "from opencbr.engine.tree.walker import native_listing; "
+             "print(importlib.machinery.EXTENSION_SUFFIXES[0], native_reading() is not None, "
+             "native_listing() is not None, native_reading().__file__ if native_reading() else '')")
+    done = subprocess.run([str(bin_dir / "python"), "-c", probe], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    suffix, reading, listing, where = done.stdout.split(" ", 3)
+    built_here = any((REPO / "src" / "opencbr" / "engine" / "tree").glob(f"_reading{_SUFFIX}"))
+    expected = str(built_here and suffix == _SUFFIX)
+    assert (reading, listing) == (expected, expected), done.stdout
+    if expected == "True":
+        assert str(bin_dir.parent) in where  # the venv's copy, not this checkout's
 
 
 def test_the_install_script_is_valid_shell_and_says_what_it_does():
