@@ -11,7 +11,7 @@ The wheel also carries the tree engine's C extensions as this installation built
 A host whose Python has the same extension suffix (version, architecture) loads them; the engine checks
 each against its Python code on first use and falls back to the Python readers where a module does not
 load (another glibc) or does not agree. Without them a full backup through an agent took 12 % longer
-on the bench tree and 30-45 % longer on a tree of small files (bench/README.md).
+on the bench tree and 30-50 % longer on a tree of small files (bench/README.md).
 """
 
 from __future__ import annotations
