@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 from opencbr.agentlink import certs
+from opencbr.engine.tree.sources import native_reading
+from opencbr.engine.tree.walker import native_listing
 from tests.agent.conftest import agent_cmd, agent_env
 
 
@@ -37,6 +39,13 @@ def test_token_enrolment_writes_a_private_configuration_and_pins_the_ca(tmp_path
     shown = json.loads(status.stdout)
     assert shown["service_reachable"] is True and shown["enrolled"] is True and shown["certificate_expires"]
     assert "PRIVATE KEY" not in status.stdout + status.stderr
+    # which readers a tree backup uses here: the C extensions where built, else Python, said so
+    built = native_listing() is not None and native_reading() is not None
+    assert shown["tree_readers"].startswith("C extensions" if built else "Python for the"), shown["tree_readers"]
+    ruled_out = subprocess.run([sys.executable, "-m", "opencbr.agent", "--config", str(config), "status"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**agent_env(), "OPENCBR_READING": "python"})
+    assert json.loads(ruled_out.stdout)["tree_readers"].startswith("Python for the small-file reader:")
 
     again = agent_cmd(config, "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token())
     assert again.returncode == 2 and "--force" in again.stderr
