@@ -69,14 +69,21 @@ def test_the_package_installs_offline_and_gives_the_command(tmp_path, kind):
     version = subprocess.run([str(bin_dir / "opencbr-agent"), "--version"], capture_output=True, text=True, env=env,
                              cwd=tmp_path)
     assert version.stdout.strip() == f"opencbr-agent {package.__version__}"
-    if kind == "wheel":
-        _installed_agent_reads_with_c_where_it_can(bin_dir, env, tmp_path)
+    _installed_agent_reads_with_c_where_it_can(bin_dir, env, tmp_path, kind)
 
 
-def _installed_agent_reads_with_c_where_it_can(bin_dir: Path, env: dict, cwd: Path) -> None:
-    """The installed agent uses the C listing and reader when the venv's Python can load the ones this
-    checkout built (the same extension suffix), and its Python code otherwise. (The venv was installed
-    without dependencies: they come from this interpreter's site-packages, after the venv's own.)"""
+def _can_build_extensions(python: Path) -> bool:
+    """A compiler, and the headers of ``python`` and zlib: what building the extensions from source needs."""
+    has_headers = subprocess.run([str(python), "-c", "import os, sys, sysconfig; sys.exit(not os.path.exists("
+                                  "os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"]).returncode == 0
+    return bool(shutil.which("cc") or shutil.which("gcc")) and has_headers and os.path.exists("/usr/include/zlib.h")
+
+
+def _installed_agent_reads_with_c_where_it_can(bin_dir: Path, env: dict, cwd: Path, kind: str) -> None:
+    """The installed agent uses the C listing and reader: from the wheel when the venv's Python can load
+    the ones this checkout built (the same extension suffix), from the source package when this host can
+    build them; its Python code otherwise. (The venv was installed without dependencies: they come from
+    this interpreter's site-packages, after the venv's own.)"""
     deps = sysconfig.get_paths()["purelib"]
     probe = (f"import importlib.machinery, sys; sys.path.append({deps!r}); "
              "from opencbr.engine.tree.sources import native_reading; "
@@ -87,8 +94,11 @@ def _installed_agent_reads_with_c_where_it_can(bin_dir: Path, env: dict, cwd: Pa
                           timeout=60)
     assert done.returncode == 0, done.stderr
     suffix, reading, listing, where = done.stdout.split(" ", 3)
-    built_here = any((REPO / "src" / "opencbr" / "engine" / "tree").glob(f"_reading{_SUFFIX}"))
-    expected = str(built_here and suffix == _SUFFIX)
+    if kind == "wheel":
+        built_here = any((REPO / "src" / "opencbr" / "engine" / "tree").glob(f"_reading{_SUFFIX}"))
+        expected = str(built_here and suffix == _SUFFIX)
+    else:
+        expected = str(_can_build_extensions(bin_dir / "python"))
     assert (reading, listing) == (expected, expected), done.stdout
     if expected == "True":
         assert str(bin_dir.parent) in where  # the venv's copy, not this checkout's

@@ -28,6 +28,13 @@ def test_the_service_serves_the_install_script_and_the_packages_unsigned(server)
     assert "opencbr/agent/cli.py" in zipfile.ZipFile(io.BytesIO(wheel)).namelist()
     sdist, headers = _get(f"{server.url}/agent/package")
     assert package.sdist_name() in headers["content-disposition"] and sdist[:2] == b"\x1f\x8b"
+    # under its own name too (pip tells an archive by its URL), with the C sources a host may build
+    named, _ = _get(f"{server.url}/agent/{package.sdist_name()}")
+    assert named == sdist
+    import tarfile
+    names = tarfile.open(fileobj=io.BytesIO(named)).getnames()
+    top = package.sdist_name().removesuffix(".tar.gz")
+    assert f"{top}/setup.py" in names and f"{top}/src/opencbr/engine/tree/_reading.c" in names
 
 
 def test_the_step_by_step_install_commands_work_as_printed(server, tmp_path):

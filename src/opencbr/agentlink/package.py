@@ -11,7 +11,9 @@ The wheel also carries the tree engine's C extensions as this installation built
 A host whose Python has the same extension suffix (version, architecture) loads them; the engine checks
 each against its Python code on first use and falls back to the Python readers where a module does not
 load (another glibc) or does not agree. Without them a full backup through an agent took 12 % longer
-on the bench tree and 30-50 % longer on a tree of small files (bench/README.md).
+on the bench tree and 30-50 % longer on a tree of small files (bench/README.md). The source package
+carries their C sources and the repository's ``setup.py`` (``_c_sources``), so a host with a compiler and
+its Python's headers builds them for its own Python; without, the install goes on without them.
 """
 
 from __future__ import annotations
@@ -121,6 +123,19 @@ def _extensions() -> list[tuple[str, bytes]]:
                   for package in AGENT_PACKAGES for path in (root / package).rglob(f"*{suffix}"))
 
 
+def _c_sources() -> list[tuple[str, bytes]]:
+    """(path in the source package, content) of the agent's packages' C sources and the ``setup.py`` that
+    builds them as optional extensions, where this installation has them (a checkout, an editable
+    install); none otherwise."""
+    root = _source_root()
+    setup_py = root.parents[1] / "setup.py"
+    found = sorted((f"src/opencbr/{path.relative_to(root).as_posix()}", path.read_bytes())
+                   for package in AGENT_PACKAGES for pattern in ("*.c", "*.h") for path in (root / package).rglob(pattern))
+    if not found or not setup_py.is_file():
+        return []
+    return found + [("setup.py", setup_py.read_bytes())]
+
+
 def _metadata() -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {NAME}", f"Version: {__version__}", f"Summary: {SUMMARY}",
              "License: AGPL-3.0-or-later", f"Requires-Python: {REQUIRES_PYTHON}"]
@@ -162,6 +177,7 @@ def build_agent_sdist(dest_dir: str) -> str:
     """``<dest_dir>/opencbr-agent-<version>.tar.gz``; its path."""
     top = f"{NAME}-{__version__}"
     members = [(f"{top}/src/{p}", data) for p, data in _files()]
+    members += [(f"{top}/{p}", data) for p, data in _c_sources()]
     members += [(f"{top}/pyproject.toml", _pyproject().encode()), (f"{top}/PKG-INFO", _metadata().encode()),
                 (f"{top}/packaging/opencbr-agent.service", SYSTEMD_UNIT.encode())]
     path = os.path.join(dest_dir, sdist_name())

@@ -5,7 +5,9 @@
 - ``GET /agent/package.whl``, or under its own file name (``/agent/opencbr_agent-<version>-py3-none-any.whl``,
   which ``pip install URL`` needs): the agent's wheel (what the script installs; no build step on the host);
 - ``GET /agent/opencbr-agent.service``: the systemd unit (for an installation by hand);
-- ``GET /agent/package``: the agent's source package (``pip install`` builds it with setuptools).
+- ``GET /agent/package``, or under its own file name (``/agent/opencbr-agent-<version>.tar.gz``, which
+  ``pip install URL`` needs to know it is an archive): the agent's source package (``pip install`` builds it
+  with setuptools, and the C extensions for the host's own Python where it has a compiler and headers).
 
 Both packages are built once per process from the service's own source (reproducibly).
 """
@@ -47,6 +49,7 @@ def agent_unit():
 
 
 @router.get("/agent/package")
+@router.get(f"/agent/{package.sdist_name()}")
 def agent_sdist():
     return _file("sdist", "application/gzip")
 
