@@ -10,10 +10,10 @@ is the tree walk's periodic ``malloc_trim``, which bounds its memory).
 
 Setting the trim threshold also stops glibc's adaptive mmap threshold where it is. In a process that
 has not fixed it (a service worker that has only received from agents) it is still 128 KiB, and every
-buffer above that is mapped afresh and faulted in page by page, the kept heap notwithstanding: a worker
-receiving the bench tree's full backup used ~0.4 CPU s more than one that had run a local backup first
-(2.60-2.76 against 2.93-3.17 s, bench/README.md). :func:`free_heap_kept` therefore fixes it first where
-nothing has (:func:`limit_heap_growth`).
+buffer above that is mapped afresh and faulted in page by page, the kept heap notwithstanding: a fresh
+worker receiving the bench tree's full backup used 2.93-3.17 CPU s, and 2.60-2.76 s with the threshold
+fixed (bench/README.md). :func:`free_heap_kept` therefore fixes it first where nothing has
+(:func:`limit_heap_growth`).
 
 The setting is process-wide and the processes are long-lived (a worker, an agent): it holds while at
 least one operation asked for it, the largest asked for wins, and when the last ends the default comes
