@@ -103,34 +103,31 @@ def _source_root() -> Path:
     return Path(opencbr.__file__).resolve().parent
 
 
+def _agent_files(*patterns: str) -> list[tuple[str, bytes]]:
+    """(path below ``opencbr/``, content) of the agent's packages' files matching ``patterns``, sorted."""
+    root = _source_root()
+    return sorted((f"opencbr/{path.relative_to(root).as_posix()}", path.read_bytes())
+                  for package in AGENT_PACKAGES for pattern in patterns for path in (root / package).rglob(pattern)
+                  if "__pycache__" not in path.parts)
+
+
 def _files() -> list[tuple[str, bytes]]:
     """(path below ``opencbr/``, content) of every module of the agent's packages, sorted."""
-    root = _source_root()
-    found = [("opencbr/__init__.py", (root / "__init__.py").read_bytes())]
-    for package in AGENT_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                found.append((f"opencbr/{path.relative_to(root).as_posix()}", path.read_bytes()))
-    return sorted(found)
+    return sorted([("opencbr/__init__.py", (_source_root() / "__init__.py").read_bytes()), *_agent_files("*.py")])
 
 
 def _extensions() -> list[tuple[str, bytes]]:
-    """(path below ``opencbr/``, content) of the agent's packages' C extensions built for this interpreter
-    (its most specific suffix, e.g. ``.cpython-311-x86_64-linux-gnu.so``), sorted; none where none is built."""
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    root = _source_root()
-    return sorted((f"opencbr/{path.relative_to(root).as_posix()}", path.read_bytes())
-                  for package in AGENT_PACKAGES for path in (root / package).rglob(f"*{suffix}"))
+    """The agent's packages' C extensions built for this interpreter (its most specific suffix, e.g.
+    ``.cpython-311-x86_64-linux-gnu.so``), as :func:`_files`; none where none is built."""
+    return _agent_files(f"*{importlib.machinery.EXTENSION_SUFFIXES[0]}")
 
 
 def _c_sources() -> list[tuple[str, bytes]]:
     """(path in the source package, content) of the agent's packages' C sources and the ``setup.py`` that
     builds them as optional extensions, where this installation has them (a checkout, an editable
     install); none otherwise."""
-    root = _source_root()
-    setup_py = root.parents[1] / "setup.py"
-    found = sorted((f"src/opencbr/{path.relative_to(root).as_posix()}", path.read_bytes())
-                   for package in AGENT_PACKAGES for pattern in ("*.c", "*.h") for path in (root / package).rglob(pattern))
+    setup_py = _source_root().parents[1] / "setup.py"
+    found = [(f"src/{path}", data) for path, data in _agent_files("*.c", "*.h")]
     if not found or not setup_py.is_file():
         return []
     return found + [("setup.py", setup_py.read_bytes())]
