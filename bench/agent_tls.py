@@ -5,10 +5,12 @@ and the CPU seconds each end used.
 
     python bench/agent_tls.py [--gib 1] [--rounds 5]
 
-Each round moves the data twice, in turn: over the link's ``TLSStream`` (what agents and workers use:
-records encrypted into memory, 256 KiB per system call) and over ``ssl.SSLSocket`` (a system call per
-16 KiB record, the link until 2026-12-05). Prints the negotiated suite, each transfer's ``sender`` /
-``receiver`` CPU (user + system) and wall time, and the medians per variant.
+Each round moves the data three times, in turn: in ``sealed`` frames (``agentlink/seal.py``: what a
+data connection moves on to after the TLS handshake, since 2026-12-07), over the link's ``TLSStream``
+(records encrypted into memory, 256 KiB per system call: control calls, and data connections to older
+agents) and over ``ssl.SSLSocket`` (a system call per 16 KiB record, the link until 2026-12-05). Prints
+the negotiated suite, each transfer's ``sender`` / ``receiver`` CPU (user + system) and wall time, and
+the medians per variant.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
 
-from opencbr.agentlink import tls  # noqa: E402
+from opencbr.agentlink import seal, tls  # noqa: E402
 from opencbr.agentlink.certs import issue  # noqa: E402
 from opencbr.agentlink.channel import Channel  # noqa: E402
 from tests.providers.agent.agents import Authority  # noqa: E402
@@ -44,11 +46,23 @@ def _wrap(sock: socket.socket, ctx, *, server_side: bool, variant: str):
     return tls.wrap(sock, ctx, server_side=server_side)
 
 
+def _channel(sock: socket.socket, ctx, *, server_side: bool, variant: str) -> Channel:
+    """The variant's channel; ``sealed``: the exchange inside TLS, as ``Server`` and ``client.connect`` do."""
+    ch = Channel(_wrap(sock, ctx, server_side=server_side, variant=variant), timeout=120)
+    if variant == "sealed":
+        if server_side:
+            offer, secret = ch.recv()
+            assert seal.accept(ch, offer, secret)
+        else:
+            assert seal.offer(ch)
+    return ch
+
+
 def _sender(listener: socket.socket, auth: Authority, cert: str, key: str, total: int, variant: str, out) -> None:
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ctx = tls.agent_server_context(cert, key, auth.ca)
-    ch = Channel(_wrap(conn, ctx, server_side=True, variant=variant), timeout=120)
+    ch = _channel(conn, ctx, server_side=True, variant=variant)
     payload = bytearray(os.urandom(FRAME))
     c = _cpu()
     for _ in range(total // FRAME):
@@ -67,9 +81,8 @@ def transfer(auth: Authority, cert: str, key: str, total: int, variant: str) -> 
     raw = socket.create_connection(listener.getsockname())
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ctx = tls.service_client_context(auth.service_cert, auth.service_key, auth.ca)
-    sock = _wrap(raw, ctx, server_side=False, variant=variant)
-    ch = Channel(sock, timeout=120)
-    suite = sock.cipher()[0]
+    ch = _channel(raw, ctx, server_side=False, variant=variant)
+    suite = ch.sock.cipher()[0]
     c, t = _cpu(), time.monotonic()
     held: list = []  # a few payloads alive at once, as the worker's checks hold them
     while True:
@@ -94,7 +107,7 @@ def main() -> None:
     total = int(a.gib * (1 << 30))
     auth = Authority.new()
     cert, key = issue(auth.ca, auth.ca_key, "agent-1", server=True, client=False)
-    runs: dict[str, list[dict]] = {"tlsstream": [], "sslsocket": []}
+    runs: dict[str, list[dict]] = {"sealed": [], "tlsstream": [], "sslsocket": []}
     for i in range(a.rounds):
         for variant, got in runs.items():
             r = transfer(auth, cert, key, total, variant)

@@ -10,6 +10,7 @@ import pytest
 from opencbr.agentlink import certs, tls
 from opencbr.agentlink.channel import LinkError, RemoteError
 from opencbr.agentlink.client import connect
+from opencbr.agentlink.seal import SealedStream
 from tests.agent.conftest import AgentProcess, agent_cmd
 
 
@@ -32,10 +33,28 @@ def enrolled(tmp_path, enrol_service):
     agent.stop()
 
 
-def _connect(enrolled, context):
+def _connect(enrolled, context, seal: dict | None = None):
     cfg = enrolled["cfg"]
     return connect(enrolled["agent"].endpoint, context, expect_common_name=cfg["agent_id"],
-                   expect_fingerprint=certs.fingerprint(cfg["cert_pem"]), timeout=5)
+                   expect_fingerprint=certs.fingerprint(cfg["cert_pem"]), timeout=5, seal=seal)
+
+
+def test_a_data_connection_is_sealed_and_its_requests_are_checked_as_before(enrolled, service_context, enrol_service):
+    """The agent takes a worker's offer to seal (agentlink/seal.py); who may drive it is still decided
+    by the request that follows: the service's certificate and the agent's project."""
+    project = enrolled["cfg"]["project_id"]
+    with _connect(enrolled, service_context, seal={"project_id": project}) as ch:
+        assert isinstance(ch.sock, SealedStream)
+        pong, _ = ch.request({"op": "ping", "project_id": project})
+        assert pong["agent_id"] == enrolled["cfg"]["agent_id"]
+    with _connect(enrolled, service_context, seal={"project_id": project}) as ch, pytest.raises(RemoteError) as e:
+        ch.request({"op": "inventory", "project_id": "another-project"})
+    assert isinstance(ch.sock, SealedStream) and e.value.code == "wrong_project"
+    cert, key = certs.issue(enrol_service.ca, enrol_service.ca_key, "another-agent", server=True, client=True)
+    ctx = tls.service_client_context(cert, key, enrol_service.ca)
+    with _connect(enrolled, ctx, seal={"project_id": project}) as ch, pytest.raises(RemoteError) as e:
+        ch.request({"op": "ping", "project_id": project})
+    assert isinstance(ch.sock, SealedStream) and e.value.code == "forbidden"
 
 
 def test_the_service_pings_and_takes_the_inventory(enrolled, service_context):

@@ -84,6 +84,11 @@ class Channel:
         self._lock = threading.Lock()  # guards misuse: two threads sending at once corrupt frames
         sock.settimeout(timeout)
 
+    def rewrap(self, stream) -> None:
+        """Go on over ``stream`` (the same connection, read and written another way: ``seal.py``)."""
+        stream.settimeout(self.timeout)
+        self.sock = stream
+
     # -- limits -------------------------------------------------------------------------------------
     @property
     def limit_bytes_per_second(self) -> float | None:

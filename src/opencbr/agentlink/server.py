@@ -1,7 +1,8 @@
 """A threaded TLS server for the agent: one thread per connection, a bounded number of connections.
 
 ``handle(channel, request, payload, peer)`` gets the first message of a connection (the request) and
-answers on the channel; whatever it raises is logged and answered as an error (never a traceback on the
+answers on the channel (a client's offer to seal the connection comes before it, and is answered here:
+``seal.py``); whatever it raises is logged and answered as an error (never a traceback on the
 wire). Connections beyond ``max_connections`` are answered ``busy`` and closed."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from . import seal
 from .certs import common_name, fingerprint
 from .channel import Channel, LinkError, error_answer
 from .tls import TLSStream, wrap
@@ -32,8 +34,10 @@ Handler = Callable[[Channel, dict, memoryview, Peer], None]
 
 class Server:
     def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None, handle: Handler, *,
-                 max_connections: int = 16, timeout: float = 120.0, handshake_timeout: float = 15.0):
+                 max_connections: int = 16, timeout: float = 120.0, handshake_timeout: float = 15.0,
+                 sealing: bool = True):
         self.context = context
+        self.sealing = sealing  # False: an offer to seal reaches ``handle`` (as it reaches an older peer's)
         self.handle = handle
         self.timeout = timeout
         self.handshake_timeout = handshake_timeout
@@ -90,6 +94,9 @@ class Server:
                     ch.send(error_answer("busy", "the agent is serving as many connections as it may; retry"))
                     return
                 request, payload = ch.recv()
+                if self.sealing and request.get("op") == seal.OP:
+                    seal.accept(ch, request, payload)
+                    request, payload = ch.recv()
                 try:
                     self.handle(ch, request, payload, peer)
                 except LinkError as e:

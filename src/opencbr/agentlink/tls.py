@@ -45,7 +45,9 @@ def _base(purpose: int, cert_pem: str, key_pem: str, ca_pem: str) -> ssl.SSLCont
 def agent_server_context(cert_pem: str, key_pem: str, ca_pem: str) -> ssl.SSLContext:
     """The agent's side: serves with its certificate, requires a client certificate from ``ca_pem``
     (the server checks the client's common name is :data:`SERVICE_CN`)."""
-    return _base(ssl.Purpose.CLIENT_AUTH, cert_pem, key_pem, ca_pem)
+    ctx = _base(ssl.Purpose.CLIENT_AUTH, cert_pem, key_pem, ca_pem)
+    ctx.num_tickets = 0  # no session is resumed; and after a seal exchange TLS must send nothing (seal.py)
+    return ctx
 
 
 def service_client_context(cert_pem: str, key_pem: str, ca_pem: str) -> ssl.SSLContext:
@@ -123,6 +125,15 @@ class TLSStream:
     def pending(self) -> int:
         """Bytes that have arrived and are not read yet (decrypted, or still encrypted in the buffer)."""
         return self._ssl.pending() + self._in.pending
+
+    def detach(self) -> tuple[socket.socket, bytes]:
+        """The connection, for the sealed frames that follow a seal exchange (``seal.py``), and the bytes
+        read from it beyond the last TLS record (the frames' first). Data TLS decrypted and nobody read
+        would be lost: that is refused."""
+        if self._ssl.pending():
+            raise ssl.SSLError("TLS data is pending where the sealed frames begin")
+        self._flush()
+        return self._sock, self._in.read()
 
     def getpeercert(self, binary_form: bool = False):
         return self._ssl.getpeercert(binary_form)

@@ -43,7 +43,8 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
         bandwidth = (int(agent.bandwidth_limit or 0) if agent is not None else 0) or None
     if ctx.settings.agent_project_bandwidth > 0:
         bandwidth = ProjectShare(ctx, address.project_id, bandwidth)
-    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT), address.project_id, bandwidth)
+    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT, seal=True), address.project_id,
+                    bandwidth)
 
 
 class ProjectShare:

@@ -193,10 +193,13 @@ def link_of(ctx: ServiceContext, row: Region) -> Link:
                 row.fingerprint)
 
 
-def open_link(link: Link, header: dict, now: float, timeout: float = 10.0) -> tuple[Channel, dict]:
-    """Connect to the destination's receiver, send the signed request; (channel, the signed header)."""
+def open_link(link: Link, header: dict, now: float, timeout: float = 10.0, *,
+              seal: bool = False) -> tuple[Channel, dict]:
+    """Connect to the destination's receiver, send the signed request; (channel, the signed header).
+    ``seal``: a replication's channel, carried on in sealed frames once the receiver is authenticated
+    (agentlink/seal.py; a receiver too old to seal is connected to again, over TLS)."""
     ch = client.connect(link.endpoint, _client_context(), expect_common_name=None,
-                        expect_fingerprint=link.fingerprint, timeout=timeout)
+                        expect_fingerprint=link.fingerprint, timeout=timeout, seal={} if seal else None)
     signed = dict(header, credential_id=link.credential_id, time=now, nonce=secrets.token_hex(16))
     signed["proof"] = proof(link.secret, signed)
     return ch, signed

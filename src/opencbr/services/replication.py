@@ -429,7 +429,7 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
     src = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
     try:
-        ch, signed = regions.open_link(link, header, ctx.now().timestamp())
+        ch, signed = regions.open_link(link, header, ctx.now().timestamp(), seal=True)
     except LinkError as e:
         raise ReplicationFailed(f"the destination region {link.name} cannot be reached: {e}") from None
     try:

@@ -39,7 +39,7 @@ class AgentProcess:
     def __init__(self, auth: Authority, workdir: Path, roots: list[Path], *, agent_id: str = "agent-1",
                  project: str = "p1", listen: str = "127.0.0.1:0", netns: str | None = None,
                  bandwidth_limit: int = 0, hooks: dict | None = None, max_tasks: int = 4):
-        self.auth, self.agent_id, self.dir = auth, agent_id, workdir
+        self.auth, self.agent_id, self.project, self.dir = auth, agent_id, project, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = issue(auth.ca, auth.ca_key, agent_id, server=True, client=False)
         self.cert = cert
@@ -63,9 +63,11 @@ class AgentProcess:
             raise RuntimeError(f"the agent did not start: {line} (see {workdir / 'agent.log'})")
         self.endpoint = line.split()[-1]
 
-    def connect(self, timeout: float = 10.0):
+    def connect(self, timeout: float = 10.0, *, seal: bool = True):
+        """A data task's channel to the agent, as a worker opens one (sealed once authenticated)."""
         ctx = service_client_context(self.auth.service_cert, self.auth.service_key, self.auth.ca)
-        return connect(self.endpoint, ctx, expect_common_name=self.agent_id, expect_fingerprint=None, timeout=timeout)
+        return connect(self.endpoint, ctx, expect_common_name=self.agent_id, expect_fingerprint=None, timeout=timeout,
+                       seal={"project_id": self.project} if seal else None)
 
     def peak_rss(self) -> int:
         """The agent process's peak resident set (VmHWM), in bytes."""
