@@ -218,16 +218,30 @@ def test_a_replayed_frame_fails_its_check():
             b.recv()
 
 
+def test_a_frame_whose_length_was_altered_fails_its_check():
+    a, b, raw_a = _stream_pair()
+    with a, b:
+        a.send({"op": "one"}, b"payload")
+        assert bytes(b.recv()[1]) == b"payload"
+        sealed = raw_a.log  # that frame as it crossed; now as if it were the next one, its length altered
+        b.sock._rx.counter = 0
+        n = int.from_bytes(sealed[:4], "big")
+        socket.socket.sendall(raw_a, (n - 1).to_bytes(4, "big") + bytes(sealed[4:]))  # one byte less, same bytes
+        with pytest.raises(LinkError, match="failed its check"):
+            b.recv()
+
+
 def test_keys_are_renewed_as_the_bytes_add_up():
     """Both ends renew each direction's key every ``rekey_bytes``: a receiver that did not renew (here:
     one set to renew later) fails on the first frame under the new key."""
     a, b, _ = _stream_pair(rekey_a=64 << 10, rekey_b=64 << 10)
     with a, b:
+        first = a.sock._tx.key
         t = _send_in_thread(a, *[({"op": "m"}, bytes([i]) * (40 << 10)) for i in range(8)])
         for i in range(8):  # 320 KiB: five keys
             assert bytes(b.recv()[1]) == bytes([i]) * (40 << 10)
         t.join()
-        assert a.sock._tx.key != b.sock._tx.key and a.sock._tx.key == b.sock._rx.key
+        assert a.sock._tx.key != first and a.sock._tx.key == b.sock._rx.key
     a, b, _ = _stream_pair(rekey_a=64 << 10, rekey_b=1 << 30)
     with a, b:
         t = _send_in_thread(a, *[({"op": "m"}, bytes(40 << 10)) for _ in range(3)])
