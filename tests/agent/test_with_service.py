@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +30,9 @@ from huaweicloudsdkcbr.v1 import (  # noqa: E402
 )
 
 from opencbr.agent.config import AgentConfig  # noqa: E402
-from opencbr.agentlink import tls  # noqa: E402
+from opencbr.agentlink import package, tls  # noqa: E402
 from tests.agent.conftest import AgentProcess, agent_cmd, agent_env  # noqa: E402
+from tests.support.building import can_build_extensions  # noqa: E402
 from tests.support.clients import api, sdk  # noqa: E402
 from tests.support.databases import sqlite_url  # noqa: E402
 from tests.support.server import Creds, ServerProcess, free_port  # noqa: E402
@@ -87,10 +89,14 @@ def test_enrol_with_a_token_be_polled_online_and_be_revoked(tmp_path, server, ho
         agent.stop()
 
 
-def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, server):
+@pytest.mark.parametrize("build", ["auto", "always"])
+def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, server, build):
     """``curl .../agent/install.sh | sh -s -- --token T ...`` with the system's Python, offline: pip finds no
     index (PIP_NO_INDEX) and takes the dependencies from the distribution (python3-cryptography, through
-    --system-site-packages); systemctl is a stand-in recording its calls; the paths are the test's."""
+    --system-site-packages); systemctl is a stand-in recording its calls; the paths are the test's.
+    ``OPENCBR_AGENT_BUILD``: ``auto`` keeps the wheel's C extensions, which load with this Python;
+    ``always`` builds them from the source package, as on a host with another Python (where this host
+    can: a compiler and Python's headers), and the installed agent reads with what it built."""
     python3 = shutil.which("python3", path="/usr/bin:/bin")
     if not python3 or subprocess.run([python3, "-c", "import cryptography, setuptools, pip"], capture_output=True).returncode:
         pytest.skip("no system Python with cryptography and pip here")
@@ -105,7 +111,8 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OPENCBR_AGENT_PREFIX": str(tmp_path / "opt"),
            "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
            "OPENCBR_AGENT_BIN_DIR": str(bin_dir),
-           "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1"}
+           "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1", "OPENCBR_AGENT_BUILD": build,
+           "PIP_NO_BUILD_ISOLATION": "0"}  # (offline: the build uses the system's setuptools; pip's env reads "0" as "no isolation")
     config, port = tmp_path / "etc dir %i" / "agent.json", free_port()  # (a unit needs such a path quoted)
     (tmp_path / "srv").mkdir()
     done = subprocess.run(["sh", "-s", "--", "--token", token, "--config", str(config), "--listen", f"127.0.0.1:{port}",
@@ -123,6 +130,14 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     assert f"opencbr-agent --config '{config}' status" in done.stdout
     assert calls.read_text().splitlines() == ["daemon-reload", "enable --now opencbr-agent",
                                               "--no-pager --lines=0 status opencbr-agent"]
+    building = "building the tree engine's C extensions" in done.stdout
+    assert building == (build == "always" and can_build_extensions(Path(python3))), done.stdout + done.stderr
+    # both extensions load with the agent's Python (the wheel's, or those built here where this host can)
+    probe = subprocess.run([str(tmp_path / "opt" / "bin" / "python"), "-I", "-c", package.EXTENSIONS_PROBE], env=env)
+    assert probe.returncode == 0 or (building is False and build == "always")
+    # what is installed: the service's wheel, or one pip built here from the source package
+    wheel_file = next((tmp_path / "opt").rglob("opencbr_agent-*.dist-info/WHEEL")).read_text()
+    assert ("Generator: opencbr\n" in wheel_file) == (not building), wheel_file
     agent_id = json.loads(config.read_text())["agent_id"]
     installed = subprocess.Popen([str(tmp_path / "opt" / "bin" / "opencbr-agent"), "--config", str(config), "run"],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from opencbr.agentlink import package
+from tests.support.building import can_build_extensions
 
 REPO = Path(__file__).resolve().parents[2]
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's, e.g. .cpython-311-x86_64-linux-gnu.so
@@ -72,13 +73,6 @@ def test_the_package_installs_offline_and_gives_the_command(tmp_path, kind):
     _installed_agent_reads_with_c_where_it_can(bin_dir, env, tmp_path, kind)
 
 
-def _can_build_extensions(python: Path) -> bool:
-    """A compiler, and the headers of ``python`` and zlib: what building the extensions from source needs."""
-    has_headers = subprocess.run([str(python), "-c", "import os, sys, sysconfig; sys.exit(not os.path.exists("
-                                  "os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"]).returncode == 0
-    return bool(shutil.which("cc") or shutil.which("gcc")) and has_headers and os.path.exists("/usr/include/zlib.h")
-
-
 def _installed_agent_reads_with_c_where_it_can(bin_dir: Path, env: dict, cwd: Path, kind: str) -> None:
     """The installed agent uses the C listing and reader: from the wheel when the venv's Python can load
     the ones this checkout built (the same extension suffix), from the source package when this host can
@@ -98,7 +92,7 @@ def _installed_agent_reads_with_c_where_it_can(bin_dir: Path, env: dict, cwd: Pa
         built_here = any((REPO / "src" / "opencbr" / "engine" / "tree").glob(f"_reading{_SUFFIX}"))
         expected = str(built_here and suffix == _SUFFIX)
     else:
-        expected = str(_can_build_extensions(bin_dir / "python"))
+        expected = str(can_build_extensions(bin_dir / "python"))
     assert (reading, listing) == (expected, expected), done.stdout
     if expected == "True":
         assert str(bin_dir.parent) in where  # the venv's copy, not this checkout's
@@ -110,6 +104,7 @@ def test_the_install_script_is_valid_shell_and_says_what_it_does():
     assert "--token ocbr1.p.t.s.h" in script and "systemctl enable --now opencbr-agent" in script
     assert package.SYSTEMD_UNIT.replace(f"{package.PREFIX}/bin/opencbr-agent run", "${AGENT_WORD}${CONFIG_ARG} run") in script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    assert "'" not in package.EXTENSIONS_PROBE  # (it is one single-quoted word of the script)
     assert "--token" not in package.install_script("http://x:1").split("register --endpoint")[1].split("\n")[0]
 
 
