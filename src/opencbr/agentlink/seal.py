@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .channel import Channel, LinkError, error_answer
-from .tls import TLSStream
+from .tls import OverSocket, TLSStream
 
 OP = "seal"  # the offer's op, the first message of a connection that seals
 SUITE = "aes-256-gcm+hkdf-sha256/1"  # what an offer asks for and an acceptance names
@@ -88,7 +88,7 @@ class _Direction:
             self.counter = self.moved = 0
 
 
-class SealedStream:
+class SealedStream(OverSocket):
     """The methods of a socket a :class:`~opencbr.agentlink.channel.Channel` uses, over sealed frames.
 
     ``recv_into`` decrypts a frame straight into the caller's buffer when the caller asks for all of it
@@ -174,24 +174,12 @@ class SealedStream:
         """Bytes that have arrived and are not read yet (a frame's plaintext, or bytes of the exchange's)."""
         return len(self._plain) - self._plain_at + len(self._early)
 
-    # -- the socket's other methods -------------------------------------------------------------------
+    # -- the rest of a socket's methods: OverSocket's ---------------------------------------------------
     def getpeercert(self, binary_form: bool = False):
         return self._peercert if binary_form else None
 
     def cipher(self):
         return (SUITE, "TLSv1.3 then sealed frames", 256)
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._sock.settimeout(timeout)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def new_secret() -> bytes:

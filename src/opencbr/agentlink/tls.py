@@ -55,7 +55,25 @@ def service_client_context(cert_pem: str, key_pem: str, ca_pem: str) -> ssl.SSLC
     return _base(ssl.Purpose.SERVER_AUTH, cert_pem, key_pem, ca_pem)
 
 
-class TLSStream:
+class OverSocket:
+    """The methods of a socket a channel uses besides reading and writing, of a stream over ``_sock``."""
+
+    _sock: socket.socket
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class TLSStream(OverSocket):
     """A TLS connection over a connected socket, with the records buffered in memory: the methods of
     ``ssl.SSLSocket`` a :class:`~opencbr.agentlink.channel.Channel` uses, in far fewer system calls.
 
@@ -140,18 +158,6 @@ class TLSStream:
 
     def cipher(self):
         return self._ssl.cipher()
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._sock.settimeout(timeout)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def wrap(sock: socket.socket, context: ssl.SSLContext, *, server_side: bool) -> TLSStream:
