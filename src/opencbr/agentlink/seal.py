@@ -1,7 +1,7 @@
 """The bulk stream of a data connection: AES-256-GCM frames on the TCP connection, keyed inside its TLS.
 
-A backup's records cross the link at a gigabyte or more per task, and TLS costs its two ends ~1.7 CPU
-seconds per GiB here (OpenSSL's 16 KiB records, each a Python call, and its memory buffers' copies):
+A backup's records cross the link at a gigabyte or more per task, and TLS costs its two ends ~1.2-1.7
+CPU seconds per GiB here (OpenSSL's 16 KiB records, each a Python call, and its memory buffers' copies):
 on one machine's two shared cores that alone held the agent path to ~75 % of a local backup. Sealed
 frames of up to 1 MiB cost ~0.7 s per GiB for both ends (``bench/agent_tls.py``): one AEAD call per
 frame, with the ciphertext read and written by the kernel in place.
@@ -16,7 +16,9 @@ from then on the connection carries only frames::
 
 with the length as associated data and a 96-bit nonce counting the frames of that direction from 0. A
 frame altered, dropped, replayed or reordered fails its tag (its nonce is not the one expected), and the
-connection ends (``ConnectionError``: the channel's ``LinkError``). Every ``REKEY_BYTES`` a direction
+connection ends (``ConnectionError``: the channel's ``LinkError``). A connection cut after a frame ends
+as any broken connection does: what the peers do never rests on the end of the stream, only on the
+answers of the conversation. Every ``REKEY_BYTES`` a direction
 moves to a new key derived from its last one (as TLS 1.3's key update, far within AES-GCM's limits),
 its counter from 0 again. The secrets are never kept: only the keys, in this process's memory for the
 life of the connection. TLS sends nothing after the exchange: the agent's context issues no session
@@ -75,13 +77,14 @@ class _Direction:
         self.rekey_bytes = rekey_bytes
 
     def nonce(self, n: int) -> bytes:
-        """The next frame's nonce (``n`` plaintext bytes): the counter, then the key renewed if due."""
+        """The next frame's nonce (``n`` plaintext bytes): its number under this key."""
         nonce = self.counter.to_bytes(12, "big")
         self.counter += 1
         self.moved += n
         return nonce
 
     def after_frame(self) -> None:
+        """The next key, once this one moved ``rekey_bytes``: both ends renew at the same frame."""
         if self.moved >= self.rekey_bytes:
             self.key = _derive(self.key, b"next key")
             self.aead = AESGCM(self.key)

@@ -60,6 +60,7 @@ def receiver_context(cert_pem: str, key_pem: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.verify_mode = ssl.CERT_NONE
+    ctx.num_tickets = 0  # no session is resumed; after a seal exchange TLS sends nothing (agentlink/seal.py)
     tls._load_chain(ctx, cert_pem, key_pem)
     return ctx
 
