@@ -277,7 +277,7 @@ def test_a_limited_channel_reads_frames_in_slices():
         assert a.sent_bytes == b.received_bytes
 
 
-def test_an_older_peer_that_does_not_seal_gets_a_second_connection_over_tls(pki):
+def test_an_older_peer_that_does_not_seal_gets_a_second_connection_over_tls(pki, caplog):
     srv, streams, requests = _server(pki, sealing=False)
     try:
         with connect(f"127.0.0.1:{srv.address[1]}", pki["client_ctx"], expect_common_name="agent-1",
@@ -285,6 +285,7 @@ def test_an_older_peer_that_does_not_seal_gets_a_second_connection_over_tls(pki)
             assert isinstance(ch.sock, tls.TLSStream)
             assert _exchange(ch, MARKER) == MARKER
         assert requests == [seal.OP, "x"] and streams == ["TLSStream", "TLSStream"]
+        assert "does not seal data connections" in caplog.text  # (the operator learns to upgrade it)
     finally:
         srv.stop()
 

@@ -3,6 +3,7 @@ the agent is the one enrolled (its certificate's common name and pinned fingerpr
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 
@@ -10,6 +11,8 @@ from . import seal as sealing
 from .certs import common_name, fingerprint
 from .channel import Channel, LinkError
 from .tls import wrap
+
+log = logging.getLogger("opencbr.agentlink")
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -36,6 +39,8 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
     except LinkError:
         pass  # (an older peer may close the connection without answering: connect again)
     channel.close()
+    log.warning("the peer at %s does not seal data connections (an older version: upgrade it); "
+                "going on over TLS alone", endpoint)
     return _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout)
 
 
