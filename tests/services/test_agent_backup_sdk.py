@@ -191,6 +191,10 @@ def test_agent_disk_and_directory_through_the_sdk(server, tmp_path):
         assert snapshot(root / "picked" / "docs") == {k[len("docs/"):]: v for k, v in before.items()
                                                        if k.startswith("docs/")}
 
+        # every data connection the workers opened was sealed once authenticated (agentlink/seal.py)
+        logged = (tmp_path / "agent" / "agent.log").read_text()
+        assert logged.count(": sealed (") >= 7, logged[-3000:]  # 2 + 2 disk tasks, 3 directory tasks
+
         # the agent gone: a backup fails with that reason, nothing is published
         agent.kill()
         time.sleep(3.5)  # missed polls

@@ -95,7 +95,8 @@ class Server:
                     return
                 request, payload = ch.recv()
                 if self.sealing and request.get("op") == seal.OP:
-                    seal.accept(ch, request, payload)
+                    if seal.accept(ch, request, payload):
+                        log.info("connection from %s: sealed (%s)", peer_addr, seal.SUITE)
                     request, payload = ch.recv()
                 try:
                     self.handle(ch, request, payload, peer)
