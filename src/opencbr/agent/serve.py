@@ -9,6 +9,7 @@ operations run at once; one more is answered ``busy`` (the service retries later
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -32,6 +33,19 @@ log = logging.getLogger("opencbr.agent")
 
 #: How long running tasks get to answer (cancelled) when the agent is stopped.
 STOP_GRACE_SECONDS = 10.0
+
+#: The requests that run no task (the service's heartbeat and checks: small, frequent).
+CONTROL_OPS = frozenset({"ping", "inventory", "check", "revoke"})
+
+
+def collect_task_garbage() -> None:
+    """Free what a finished task left in reference cycles. A backup leaves its threads' and pools'
+    structures in cycles, which only a full collection frees, and Python runs one only once the number
+    of long-lived objects has grown by a quarter: across the bench tree's full backups, one after another
+    in one agent, its resting RSS grew ~3 MB a backup (57 -> 84 MB in ten), and its peak with it, to
+    152 MB at the eleventh, before such a collection brought it back to 61 MB. Collected after each
+    task: 56-57 MB at rest and a peak of 119-126 MB over ten backups."""
+    gc.collect()
 
 
 def _optional(module: str):
@@ -163,6 +177,13 @@ class Agent:
             log.warning("refused %s from %s: project %r is not this agent's", op, peer.address, header.get("project_id"))
             channel.send(error_answer("wrong_project", "this agent belongs to another project"))
             return
+        try:
+            self._answer(op, channel, header, payload)
+        finally:
+            if op not in CONTROL_OPS:
+                collect_task_garbage()  # (once answered: the service does not wait for it)
+
+    def _answer(self, op: str, channel: Channel, header: dict, payload: memoryview) -> None:
         try:
             answer = self._dispatch(op, channel, header, payload)
         except LinkError:
