@@ -9,7 +9,6 @@ operations run at once; one more is answered ``busy`` (the service retries later
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import os
@@ -28,6 +27,7 @@ from opencbr.agentlink import tls
 from opencbr.agentlink.channel import Channel, LinkError, RemoteError, error_answer
 from opencbr.agentlink.server import Peer, Server
 from opencbr.engine.tree.memory import limit_arenas
+from opencbr.system.heap import collect_task_garbage
 
 log = logging.getLogger("opencbr.agent")
 
@@ -36,16 +36,6 @@ STOP_GRACE_SECONDS = 10.0
 
 #: The requests that run no task (the service's heartbeat and checks: small, frequent).
 CONTROL_OPS = frozenset({"ping", "inventory", "check", "revoke"})
-
-
-def collect_task_garbage() -> None:
-    """Free what a finished task left in reference cycles. A backup leaves its threads' and pools'
-    structures in cycles, which only a full collection frees, and Python runs one only once the number
-    of long-lived objects has grown by a quarter: across the bench tree's full backups, one after another
-    in one agent, its resting RSS grew ~3 MB a backup (57 -> 84 MB in ten), and its peak with it, to
-    152 MB at the eleventh, before such a collection brought it back to 61 MB. Collected after each
-    task: 56-57 MB at rest and a peak of 119-126 MB over ten backups."""
-    gc.collect()
 
 
 def _optional(module: str):

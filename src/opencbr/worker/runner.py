@@ -14,7 +14,6 @@ tasks back to the queue, where the next worker runs them again without using up 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from opencbr.services import engine_errors, tasks
 from opencbr.services.context import ServiceContext
 from opencbr.services.doorbell import DoorbellListener
 from opencbr.services.handlers import register_handlers
+from opencbr.system.heap import collect_task_garbage
 from opencbr.worker.wakeup import TaskPoller
 
 log = logging.getLogger("opencbr.worker")
@@ -67,17 +67,6 @@ def lower_thread_priority(by: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
     except OSError:  # (not Linux-like: the task runs at the worker's priority)
         log.warning("cannot lower the priority of a task thread", exc_info=True)
-
-
-def collect_task_garbage() -> None:
-    """Free what a finished task left in reference cycles. A tree backup leaves its threads', pools' and
-    write session's structures in cycles, with their buffers (the bench tree's full backup: ~50 MB), and
-    Python frees cycles only in a full collection, which it runs once the long-lived objects have grown by
-    a quarter: rare in a worker, whose catalog and web objects are many. Five full backups of the bench
-    tree in one process took its RSS from 104 to 307 MB; collected after each, it stayed at 55-60 MB, for
-    ~20 ms a collection (the process's start-up objects are frozen out of it: server/process.py). The
-    agent does the same after its tasks (agent/serve.py)."""
-    gc.collect()
 
 
 def new_worker_base() -> str:
@@ -139,7 +128,7 @@ class Worker:
             beat.set()
             self.current = None
             beater.join(5)
-            collect_task_garbage()
+            collect_task_garbage()  # (system/heap.py: a tree backup's cycles held ~50 MB)
         return True
 
     def _claim(self) -> tasks.TaskRun | None:

@@ -54,8 +54,8 @@ def test_an_agents_disk_backup_peaks_under_the_bound(agent, tmp_path):
 
 def test_an_agent_comes_back_to_the_same_memory_after_each_backup(agent, tmp_path):
     """An agent serves task after task for months: what a backup leaves in reference cycles is freed once
-    it has answered (agent/serve.py, ``collect_task_garbage``). Without that, its resting RSS grew by
-    ~3 MB a bench-tree backup until Python's own full collection, and its peak past 150 MB."""
+    it has answered (agent/serve.py, system/heap.py's ``collect_task_garbage``). Without that, its resting
+    RSS grew by ~3 MB a bench-tree backup until Python's own full collection, and its peak past 150 MB."""
     tree = agent.root / "garbage-tree"
     subprocess.run([sys.executable, str(REPO / "bench" / "make_dataset.py"), "tree", str(tree), "--files", "3000",
                     "--total", "60M", "--seed", "2"], check=True, stdout=subprocess.DEVNULL)
