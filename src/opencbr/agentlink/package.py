@@ -215,12 +215,6 @@ def build_agent_wheel(dest_dir: str) -> str:
     return path
 
 
-#: The install script's step after the wheel: the tree engine's C extensions in the wheel are the service's
-#: build, which load only where the host's Python has the same extension suffix (3.11 on x86-64 Linux, say).
-#: Elsewhere (Ubuntu 24.04's 3.12) the agent would list and read trees in Python, 30-50 % slower on small
-#: files; so the script builds them from the source package where a C compiler and Python's headers are
-#: present, and otherwise says what to install. ``OPENCBR_AGENT_BUILD``: ``auto`` (that), ``always`` (build
-#: even where the wheel's load), ``never``. A failed build leaves the wheel's install as it was.
 #: Whether both extensions the agent installed load with its Python (exit status 0): each opened as
 #: the file it is, so the check needs neither the engine's dependencies nor its package imported. (The
 #: engine itself then checks each against its Python code when it loads it.)
@@ -239,6 +233,12 @@ def loads(name):
     return False
 sys.exit(not (loads("_listing") and loads("_reading")))"""
 
+#: The install script's step after the wheel: the tree engine's C extensions in the wheel are the service's
+#: build, which load only where the host's Python has the same extension suffix (3.11 on x86-64 Linux, say).
+#: Elsewhere (Ubuntu 24.04's 3.12) the agent would list and read trees in Python, 30-50 % slower on small
+#: files; so the script builds them from the source package where a C compiler and Python's headers are
+#: present, and otherwise says what to install. ``OPENCBR_AGENT_BUILD``: ``auto`` (that), ``always`` (build
+#: even where the wheel's load), ``never``. A failed build leaves the wheel's install as it was.
 _BUILD_EXTENSIONS = """BUILD="${OPENCBR_AGENT_BUILD:-auto}"
 native_ok() {
   "$PREFIX/bin/python" -I -c 'PROBE' 2>/dev/null

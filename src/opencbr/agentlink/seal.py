@@ -18,9 +18,8 @@ with the length as associated data and a 96-bit nonce counting the frames of tha
 frame altered, dropped, replayed or reordered fails its tag (its nonce is not the one expected), and the
 connection ends (``ConnectionError``: the channel's ``LinkError``). A connection cut after a frame ends
 as any broken connection does: what the peers do never rests on the end of the stream, only on the
-answers of the conversation. Every ``REKEY_BYTES`` a direction
-moves to a new key derived from its last one (as TLS 1.3's key update, far within AES-GCM's limits),
-its counter from 0 again. The secrets are never kept: only the keys, in this process's memory for the
+answers of the conversation. Every ``REKEY_BYTES`` a direction moves to a new key derived from its last
+one (as TLS 1.3's key update, far within AES-GCM's limits), its counter from 0 again. The secrets are never kept: only the keys, in this process's memory for the
 life of the connection. TLS sends nothing after the exchange: the agent's context issues no session
 tickets (``tls.agent_server_context``), and a byte TLS had buffered beyond the exchange is refused.
 
