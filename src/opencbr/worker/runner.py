@@ -40,6 +40,13 @@ STOP_GRACE_SECONDS = 20.0
 CLAIM_RETRY_SECONDS = 1.0
 
 
+#: A task that ran at least this long is followed by a collection of what it left in reference cycles
+#: (system/heap.py, ``collect_task_garbage``): a backup of real data leaves tens of MB there. A shorter
+#: one leaves little, which Python's own collections take, and is not made to pay for a collection
+#: (~20 ms in a worker process, whose start-up objects are frozen; ~160 ms in a test process).
+COLLECT_AFTER_SECONDS = 1.0
+
+
 #: Tasks a user waits on to get data back: in the worker processes they run at ``restore_nice``,
 #: everything else (backups, verification, GC, ...) at ``worker_nice`` (see :class:`TaskPriority`).
 RESTORES = frozenset({"restore", "create_fs", "create_disk", "restore_files"})
@@ -122,13 +129,15 @@ class Worker:
         beater = threading.Thread(target=self._heartbeat, args=(run, beat), name=f"{self.worker_id}-lease",
                                   daemon=True)
         beater.start()
+        started = time.monotonic()
         try:
             self._run_at_priority(fn, run)
         finally:
             beat.set()
             self.current = None
             beater.join(5)
-            collect_task_garbage()  # (system/heap.py: a tree backup's cycles held ~50 MB)
+            if time.monotonic() - started >= COLLECT_AFTER_SECONDS:
+                collect_task_garbage()  # (system/heap.py: a tree backup's cycles held ~50 MB)
         return True
 
     def _claim(self) -> tasks.TaskRun | None:
