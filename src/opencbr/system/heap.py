@@ -107,9 +107,9 @@ def collect_task_garbage() -> None:
     ends each task. A tree backup leaves its threads', pools' and write session's structures in cycles,
     with their buffers, and Python frees cycles only in a full collection, which it runs once the
     long-lived objects have grown by a quarter: rarely, in a process with many of them. Measured with
-    the bench tree's full backup, one after another in one process: a worker's RSS went 104 -> 307 MB
-    over five (55-60 MB collected after each, ~20 ms a collection: the process's start-up objects are
-    frozen out of it, server/process.py); an agent's resting RSS grew ~3 MB a backup (57 -> 84 MB over
-    ten) and its peak to 152 MB at the eleventh before Python's own collection (collected: 56-57 MB at
-    rest, peaks of 119-126 MB)."""
+    the bench tree's full backup, one after another in one process: one running them as a worker does
+    went 104 -> 307 MB over five (55-60 MB collected after each, ~20 ms a collection there; a worker
+    process freezes its start-up objects out of it, server/process.py); an agent's resting RSS grew
+    ~3 MB a backup (57 -> 84 MB over ten) and its peak to 152 MB at the eleventh before Python's own
+    collection (collected: 56-57 MB at rest, peaks of 119-126 MB)."""
     gc.collect()

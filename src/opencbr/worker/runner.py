@@ -43,7 +43,8 @@ CLAIM_RETRY_SECONDS = 1.0
 #: A task that ran at least this long is followed by a collection of what it left in reference cycles
 #: (system/heap.py, ``collect_task_garbage``): a backup of real data leaves tens of MB there. A shorter
 #: one leaves little, which Python's own collections take, and is not made to pay for a collection
-#: (~20 ms in a worker process, whose start-up objects are frozen; ~160 ms in a test process).
+#: (~20 ms in the bench's process, which holds the engine and little else; a worker process freezes its
+#: start-up objects out of it; ~160 ms in a test process).
 COLLECT_AFTER_SECONDS = 1.0
 
 
