@@ -10,7 +10,7 @@ import time
 import pytest
 
 from opencbr.agentlink import certs, seal, tls
-from opencbr.agentlink.channel import Channel, LinkError, error_answer
+from opencbr.agentlink.channel import Channel, LinkError, RemoteError, error_answer
 from opencbr.agentlink.client import connect
 from opencbr.agentlink.server import Server
 
@@ -288,6 +288,38 @@ def test_an_older_peer_that_does_not_seal_gets_a_second_connection_over_tls(pki,
         assert "does not seal data connections" in caplog.text  # (the operator learns to upgrade it)
     finally:
         srv.stop()
+
+
+def test_a_busy_peer_is_said_busy_not_taken_for_one_that_does_not_seal(pki, caplog):
+    """A peer at its connection limit answers ``busy`` before it reads the offer: that is for the caller to
+    retry later (RemoteError ``busy``), not a reason to connect again without sealing."""
+    srv = Server(("127.0.0.1", 0), tls.agent_server_context(*pki["agent"], pki["ca"]),
+                 lambda ch, req, payload, peer: _echo_until_closed(ch, req, payload), max_connections=1).start()
+    endpoint = f"127.0.0.1:{srv.address[1]}"
+    try:
+        with connect(endpoint, pki["client_ctx"], expect_common_name="agent-1", expect_fingerprint=None,
+                     seal={"project_id": "p1"}) as first:
+            assert _exchange(first, b"one") == b"one"  # (it holds the only slot)
+            with pytest.raises(RemoteError) as busy:
+                connect(endpoint, pki["client_ctx"], expect_common_name="agent-1", expect_fingerprint=None,
+                        seal={"project_id": "p1"})
+            assert busy.value.code == "busy"
+        assert "does not seal" not in caplog.text
+        time.sleep(0.2)  # (the server lets the first slot go once that connection ended)
+        with connect(endpoint, pki["client_ctx"], expect_common_name="agent-1", expect_fingerprint=None,
+                     seal={"project_id": "p1"}) as again:
+            assert isinstance(again.sock, seal.SealedStream) and _exchange(again, b"two") == b"two"
+    finally:
+        srv.stop()
+
+
+def _echo_until_closed(ch, req, payload) -> None:
+    while True:
+        ch.send({"ok": True, "echo": req}, payload)
+        try:
+            req, payload = ch.recv()
+        except LinkError:
+            return
 
 
 def test_without_seal_a_connection_stays_tls(pki):

@@ -9,7 +9,7 @@ import ssl
 
 from . import seal as sealing
 from .certs import common_name, fingerprint
-from .channel import Channel, LinkError
+from .channel import Channel, LinkError, RemoteError
 from .tls import wrap
 
 log = logging.getLogger("opencbr.agentlink")
@@ -29,13 +29,17 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
     connection is plain TCP and nothing is checked. ``seal`` (the fields the peer's request checks want,
     as ``{"project_id": ...}``): once the peer is authenticated, offer to carry the connection in sealed
     frames (``seal.py``: a data connection's bulk costs less than half the CPU); a peer that declines (an
-    older agent) is connected to again, over TLS alone."""
+    older agent) is connected to again, over TLS alone; one that answers ``busy`` raises
+    :class:`RemoteError` (code ``busy``)."""
     channel = _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout)
     if seal is None or context is None:
         return channel
     try:
         if sealing.offer(channel, seal):
             return channel
+    except RemoteError:  # busy: for the caller to retry later, not a reason to connect without sealing
+        channel.close()
+        raise
     except LinkError:
         pass  # (an older peer may close the connection without answering: connect again)
     channel.close()

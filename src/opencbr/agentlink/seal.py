@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .channel import Channel, LinkError, error_answer
+from .channel import Channel, LinkError, RemoteError, error_answer
 from .tls import OverSocket, TLSStream
 
 OP = "seal"  # the offer's op, the first message of a connection that seals
@@ -200,10 +200,14 @@ def new_secret() -> bytes:
 def offer(channel: Channel, header: dict | None = None) -> bool:
     """The client's side: offer to seal ``channel`` (a TLS channel just authenticated; ``header``: fields
     the peer's request checks want, as a project). True when sealed; False when the peer declined (an
-    older peer: it answered the offer as an unknown request, and may have closed the connection)."""
+    older peer: it answered the offer as an unknown request, and may have closed the connection).
+    :class:`RemoteError` ``busy`` when the peer answered that it serves as many connections as it may:
+    that says nothing of sealing, and a connection without it would be answered the same."""
     mine = new_secret()
     channel.send({**(header or {}), "op": OP, "suite": SUITE}, mine)
     answer, theirs = channel.recv()
+    if answer.get("error") == "busy":  # (the peer serves as many connections as it may: it read no offer)
+        raise RemoteError("busy", str(answer.get("message") or "the peer is busy; retry"))
     if answer.get("ok") is not True or answer.get("suite") != SUITE:
         return False
     if len(theirs) != SECRET_BYTES:

@@ -430,6 +430,8 @@ def _replicate(ctx: ServiceContext, run: tasks.TaskRun, record_id: str) -> None:
     progress = TaskProgress(run)
     try:
         ch, signed = regions.open_link(link, header, ctx.now().timestamp(), seal=True)
+    except RemoteError as e:  # busy: it serves as many transfers as it may
+        raise ReplicationFailed(f"the destination region {link.name} refused: {e.message}") from None
     except LinkError as e:
         raise ReplicationFailed(f"the destination region {link.name} cannot be reached: {e}") from None
     try:

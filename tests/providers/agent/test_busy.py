@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -62,3 +63,37 @@ def test_without_waiting_the_second_task_is_refused_busy(agent, tmp_path):
     out = _two_at_once(agent, AgentProvider(busy_wait=0), tmp_path)
     assert isinstance(out["one"], dict), out
     assert isinstance(out["two"], AgentTaskFailed) and out["two"].code == "busy", out
+
+
+def _hold_every_connection(agent) -> list:
+    """Connections holding all of the agent's connection slots (16 at this ``max_tasks``), each waiting
+    for its first request: the next connection is answered ``busy`` before the agent reads anything, an
+    offer to seal included."""
+    tried = [agent.connect(seal=False) for _ in range(24)]
+    time.sleep(0.5)  # (an agent with no slot left answers busy at once)
+    busy = [ch for ch in tried if ch.readable()]
+    assert busy and busy[0].recv()[0]["error"] == "busy"
+    for ch in busy:
+        ch.close()
+    return [ch for ch in tried if ch not in busy]
+
+
+def test_an_agent_at_its_connection_limit_is_asked_again_over_a_sealed_connection(agent, tmp_path):
+    held = _hold_every_connection(agent)
+    assert len(held) >= 16
+    with pytest.raises(AgentTaskFailed) as busy:  # not asked again: the reason, as the agent gave it
+        AgentProvider(busy_wait=0).backup_disks(_repo(tmp_path / "a"), agent.connect, project_id="p1",
+                                                disks=[HostDisk(str(agent.root / "one.img"), "a", None, {})])
+    assert busy.value.code == "busy", busy.value
+    threading.Timer(1.0, lambda: [ch.close() for ch in held]).start()
+    seen = []
+
+    def connect():  # (the channel each try got)
+        ch = agent.connect()
+        seen.append(type(ch.sock).__name__)
+        return ch
+
+    out = AgentProvider().backup_disks(_repo(tmp_path / "b"), connect, project_id="p1",
+                                       disks=[HostDisk(str(agent.root / "one.img"), "b", None, {})])
+    assert out["disks"][0]["added_bytes"] > 0
+    assert set(seen) == {"SealedStream"}, seen  # busy was no reason to connect without sealing

@@ -13,6 +13,7 @@ from opencbr.engine import Repository
 from opencbr.providers.agent import AgentProvider, AgentTaskFailed
 from opencbr.providers.agent.provider import HostDisk
 from opencbr.storage import open_store
+from tests.support.engine_tree import assert_same_tree, build_tree
 
 
 @pytest.fixture(params=["plain", "encrypted"])
@@ -103,6 +104,27 @@ def test_tree_backup_incremental_and_restores(agent, repo):
     assert r3["files"] == 60 and r3["reused_files"] == 60
     assert {e.name for e in repo.list_dir("t3", "/sub")} == {e.name for e in repo.list_dir("t2", "/sub")}
     assert "big.bin" not in {e.name for e in repo.list_dir("t3", "/")}
+
+
+def test_every_kind_of_entry_comes_back_through_the_agent(agent, repo):
+    """Sparse files, hard links, symlinks (dangling, absolute), a fifo, a socket, xattrs, a name that is
+    not UTF-8, odd modes and times (as root: other owners, setuid, a device node): backed up and restored
+    on the agent's host as the local provider keeps them, after an incremental backup too."""
+    src = build_tree(agent.root / "src")
+    p = AgentProvider()
+    p.backup_tree(repo, agent.connect, project_id="p1", path=str(src), backup_id="t1", parent=None, meta={})
+    p.restore(repo, agent.connect, project_id="p1", backup_id="t1", kind="tree", target=str(agent.root / "copy"))
+    assert_same_tree(src, agent.root / "copy")
+    r2 = p.backup_tree(repo, agent.connect, project_id="p1", path=str(src), backup_id="t2", parent="t1", meta={})
+    assert r2["bytes_read"] == 0
+    p.restore(repo, agent.connect, project_id="p1", backup_id="t2", kind="tree", target=str(agent.root / "copy2"))
+    assert_same_tree(src, agent.root / "copy2")
+    latin1 = os.fsdecode(b"caf\xe9-latin1.txt")
+    p.restore_files(repo, agent.connect, project_id="p1", backup_id="t2", paths=["/" + latin1, "/sparse.img"],
+                    target=str(agent.root / "picked"))
+    assert (agent.root / "picked" / latin1).read_bytes() == (src / latin1).read_bytes()
+    picked = os.stat(agent.root / "picked" / "sparse.img")
+    assert picked.st_size == 8 << 20 and picked.st_blocks * 512 < picked.st_size
 
 
 def test_paths_outside_the_roots_and_other_projects_are_refused(agent, repo, tmp_path):

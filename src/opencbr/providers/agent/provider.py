@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from opencbr.agentlink.channel import LinkError
+from opencbr.agentlink.channel import LinkError, RemoteError
 from opencbr.domain import resource as R
 from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
 from opencbr.engine.remote.vault import vault_request
@@ -126,6 +126,8 @@ class AgentProvider:
         """One task: the request, the chunk conversation (``serve(channel)``), the agent's answer."""
         try:
             channel = connect()
+        except RemoteError as e:  # busy: the agent serves as many connections as it may (``_run`` asks again)
+            raise AgentTaskFailed(e.code, e.message) from None
         except Exception as e:  # noqa: BLE001 - the link's own errors, said as they are
             raise AgentTaskFailed("agent_unreachable", f"the agent cannot be reached: {e}") from None
         stop = threading.Event()
