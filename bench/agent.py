@@ -2,7 +2,7 @@
 """Agent data-path benchmark: the local provider vs the same backups through an agent over loopback.
 
     python bench/agent.py [--size 2G] [--files 30000 --total 1.5G] [--workdir /tmp/opencbr-agent-bench]
-                          [--only disk|tree] [--plain] [--core-per-host] [--runs N]
+                          [--only disk|tree] [--plain] [--core-per-host] [--runs N] [--pause-page-reporting]
 
 On the bench disk (``make_dataset.py disk``, seed 1, then ``mutate --percent 5``) and the generated tree
 (``make_dataset.py tree``, then ``mutate-tree --percent 2``), into an encrypted vault (``--plain``: not):
@@ -26,6 +26,12 @@ then N pairs of incrementals, each after changes of its own (seeds 2, 3, ...) an
 table has a row per backup, and the throughput verdict is the median of the pairs' ratios, with each
 (one run on a shared VM moves by 5-10 points from the next). The wire verdict is the worst run's.
 
+On a VM whose balloon device reports free pages to the host, the cold reads after each dropped page cache
+cost a step 0.3 s or 2.5 s of kernel CPU at random (``bench/page_reporting.py``): the table's *reported
+MiB* column says how much was reported during each step, and ``--pause-page-reporting`` (root) pauses
+reporting for the run and puts it back after it. With it paused, three runs of the same code gave the
+same ratio to a point; without it they spread by 10-20 points.
+
 By default the agent and this process share every core of the machine, which two hosts never do: the
 agent path's second half (the service checking and storing every record) then takes CPU from the agent
 itself. ``--core-per-host`` models two machines of one core each (the agent pinned to CPU 0; this
@@ -47,6 +53,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "src"), str(REPO_ROOT)]
 
+from bench import page_reporting  # noqa: E402
 from bench.disk import drop_caches  # noqa: E402
 from opencbr.engine import Repository  # noqa: E402
 from opencbr.providers.agent import AgentProvider  # noqa: E402
@@ -83,6 +90,7 @@ class Wire:
 
 LOADS: list[float] = []  # the machine's 1-minute load average after each step (others share it)
 CPU: list[tuple[float, float]] = []  # CPU seconds of this process (the worker's side) and of the agent, per step
+REPORTED: list[float | None] = []  # MiB of free memory reported to the host during each step (None: not counted)
 AGENT_PID = [0]
 
 
@@ -102,6 +110,7 @@ def pin(pid: int, cpu: int) -> None:
 
 
 def timed(fn, agent: AgentProcess | None = None):
+    reported = page_reporting.reported_kib()  # (before the drop: what it frees is reported during the step)
     drop_caches()
     if agent is not None:  # the step's own peak, not the process's since it started
         agent.reset_peak_rss()
@@ -110,6 +119,8 @@ def timed(fn, agent: AgentProcess | None = None):
     wall = time.monotonic() - t
     c2 = _cpu_seconds()
     CPU.append((c2[0] - c[0], c2[1] - c[1]))
+    after = page_reporting.reported_kib()
+    REPORTED.append(None if reported is None or after is None else (after - reported) / 1024)
     LOADS.append(os.getloadavg()[0])
     return r, wall
 
@@ -190,10 +201,10 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
 def table(rows: list[dict]) -> str:
     runs = max(r["run"] for r in rows) > 1
     out = ["| data | variant | step |" + (" run |" if runs else "") + " wall s | CPU s (worker + agent) | load | MB/s "
-           "| vs local | added MB | wire MB | wire target MB | agent RSS MB |",
-           "|---|---|---|" + ("---|" if runs else "") + "---|---|---|---|---|---|---|---|---|"]
+           "| vs local | added MB | wire MB | wire target MB | agent RSS MB | reported MiB |",
+           "|---|---|---|" + ("---|" if runs else "") + "---|---|---|---|---|---|---|---|---|---|"]
     by = {(r["kind"], r["variant"], r["step"], r["run"]): r for r in rows}
-    for r, cpu, load in zip(rows, CPU, LOADS, strict=True):
+    for r, cpu, load, reported in zip(rows, CPU, LOADS, REPORTED, strict=True):
         own, agent = cpu
         cpu_cell = f"{own + agent:.2f} ({own:.2f} + {agent:.2f})" if r["variant"] == "agent" else f"{own:.2f}"
         cells = [r["kind"], r["variant"], r["step"], *([str(r["run"])] if runs else []), f"{r['wall']:.2f}", cpu_cell,
@@ -207,6 +218,7 @@ def table(rows: list[dict]) -> str:
                       f"{r['rss'] / 1e6:.0f}"]
         else:
             cells += ["", f"{r['added'] / 1e6:.1f}", "", "", ""]
+        cells.append("" if reported is None else f"{reported:.0f}")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -253,6 +265,9 @@ def main() -> None:
                     help="pairs of full backups (local, then agent, each into new vaults), then as many pairs of "
                     "incrementals of the last ones, each after changes of its own (mutate with seeds 2, 3, ...): "
                     "the verdict is the median of the pairs' ratios (a shared VM's runs spread by 5-10 points)")
+    ap.add_argument("--pause-page-reporting", action="store_true",
+                    help="pause the VM's free page reporting for the run (root; put back after it): with it on, "
+                    "each cold read costs 0.3 or 2.5 s of kernel CPU at random (bench/page_reporting.py)")
     ap.add_argument("--core-per-host", action="store_true",
                     help="model the protected host and the service's host as two machines of one core each: "
                     "the agent on CPU 0; this process (the service's side, and the local provider's backup, which "
@@ -273,16 +288,31 @@ def main() -> None:
         pin(os.getpid(), 1)
     rows: list[dict] = []
     try:
-        if a.only in ("disk", "all"):
-            rows += bench_disk(work, data, agent, a)
-        if a.only in ("tree", "all"):
-            rows += bench_tree(work, data, agent, a)
+        with page_reporting.paused(a.pause_page_reporting) as paused:
+            if a.only in ("disk", "all"):
+                rows += bench_disk(work, data, agent, a)
+            if a.only in ("tree", "all"):
+                rows += bench_tree(work, data, agent, a)
     finally:
         agent.stop()
     if a.core_per_host:
         print("one core per host: the agent on CPU 0, the service's side and the local provider on CPU 1")
     print(table(rows))
     print("\n".join(verdicts(rows)))
+    print(reporting_note(paused, a.pause_page_reporting))
+
+
+def reporting_note(paused: bool, asked: bool) -> str:
+    """How far the VM's free page reporting may have moved the figures (bench/page_reporting.py)."""
+    counted = [m for m in REPORTED if m is not None]
+    if paused:
+        return "free page reporting: paused for the run (put back after it)"
+    if not page_reporting.active():
+        return "free page reporting: off on this machine"
+    moved = sum(counted)
+    why = " (not root?)" if asked else ""
+    return (f"free page reporting: ON{why}, {moved:.0f} MiB reported to the host during the timed steps: a cold "
+            "read after it costs up to ~7 times the kernel CPU, at random; --pause-page-reporting steadies the runs")
 
 
 if __name__ == "__main__":
