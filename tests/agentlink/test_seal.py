@@ -69,6 +69,15 @@ class Relay:
         self._listener.close()
 
 
+def _echo_until_closed(ch, req, payload) -> None:
+    while True:
+        ch.send({"ok": True, "echo": req}, payload)
+        try:
+            req, payload = ch.recv()
+        except LinkError:
+            return
+
+
 def _server(pki, *, sealing: bool = True, handle=None):
     """An agent-like server: echoes each request's header and payload until the client closes; records
     the stream each connection's channel ended on."""
@@ -81,12 +90,7 @@ def _server(pki, *, sealing: bool = True, handle=None):
         if req.get("op") == seal.OP:  # as an older agent answers an operation it does not know
             ch.send(error_answer("unknown_op", "no operation 'seal'"))
             return
-        while True:
-            ch.send({"ok": True, "echo": req}, payload)
-            try:
-                req, payload = ch.recv()
-            except LinkError:
-                return
+        _echo_until_closed(ch, req, payload)
 
     ctx = tls.agent_server_context(*pki["agent"], pki["ca"])
     return Server(("127.0.0.1", 0), ctx, handle or echo, sealing=sealing).start(), streams, requests
@@ -311,15 +315,6 @@ def test_a_busy_peer_is_said_busy_not_taken_for_one_that_does_not_seal(pki, capl
             assert isinstance(again.sock, seal.SealedStream) and _exchange(again, b"two") == b"two"
     finally:
         srv.stop()
-
-
-def _echo_until_closed(ch, req, payload) -> None:
-    while True:
-        ch.send({"ok": True, "echo": req}, payload)
-        try:
-            req, payload = ch.recv()
-        except LinkError:
-            return
 
 
 def test_without_seal_a_connection_stays_tls(pki):
