@@ -299,20 +299,8 @@ def main() -> None:
         print("one core per host: the agent on CPU 0, the service's side and the local provider on CPU 1")
     print(table(rows))
     print("\n".join(verdicts(rows)))
-    print(reporting_note(paused, a.pause_page_reporting))
-
-
-def reporting_note(paused: bool, asked: bool) -> str:
-    """How far the VM's free page reporting may have moved the figures (bench/page_reporting.py)."""
     counted = [m for m in REPORTED if m is not None]
-    if paused:
-        return "free page reporting: paused for the run (put back after it)"
-    if not page_reporting.active():
-        return "free page reporting: off on this machine"
-    moved = sum(counted)
-    why = " (not root?)" if asked else ""
-    return (f"free page reporting: ON{why}, {moved:.0f} MiB reported to the host during the timed steps: a cold "
-            "read after it costs up to ~7 times the kernel CPU, at random; --pause-page-reporting steadies the runs")
+    print(page_reporting.summary(paused, a.pause_page_reporting, sum(counted) if counted else None))
 
 
 if __name__ == "__main__":

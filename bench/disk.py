@@ -137,6 +137,9 @@ def main() -> None:
     ap.add_argument("--only", choices=["opencbr", "all"], default="all")
     ap.add_argument("--keep", action="store_true", help="keep repositories and data afterwards")
     ap.add_argument("--repeat", type=int, default=1, help="run everything N times, report medians")
+    ap.add_argument("--pause-page-reporting", action="store_true",
+                    help="pause the VM's free page reporting for the run (root; put back after it): with it on, "
+                    "each cold read costs 0.3 or 2.5 s of kernel CPU at random (bench/page_reporting.py)")
     a = ap.parse_args()
     work = Path(a.workdir)
     data = work / "data"
@@ -146,13 +149,20 @@ def main() -> None:
         return memchild(a)
     if a.what == "memcheck":
         return memcheck(work, a.size, a.copies)
+    import page_reporting  # (bench/, beside this script)
+
     runs = []
-    for r in range(a.repeat):
-        if a.repeat > 1:
-            print(f"==== run {r + 1} of {a.repeat}", flush=True)
-        tools, size = run_once(a, work, data)
-        runs.append(tools)
+    before = page_reporting.reported_kib()
+    with page_reporting.paused(a.pause_page_reporting) as paused:
+        for r in range(a.repeat):
+            if a.repeat > 1:
+                print(f"==== run {r + 1} of {a.repeat}", flush=True)
+            tools, size = run_once(a, work, data)
+            runs.append(tools)
+    after = page_reporting.reported_kib()
     print_table(median_tools(runs), size, a.size + (f", median of {a.repeat} runs" if a.repeat > 1 else ""))
+    print(page_reporting.summary(paused, a.pause_page_reporting,
+                                 None if before is None or after is None else (after - before) / 1024))
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
 

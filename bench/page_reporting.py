@@ -57,3 +57,14 @@ def paused(enabled: bool = True):
         yield True
     finally:
         ORDER.write_text(f"{before}\n")
+
+
+def summary(paused_now: bool, asked: bool, moved_mib: float | None) -> str:
+    """One line for a benchmark's output: whether reporting was paused, or how much was reported."""
+    if paused_now:
+        return "free page reporting: paused for the run (put back after it)"
+    if not active():
+        return "free page reporting: off on this machine"
+    moved = "" if moved_mib is None else f", {moved_mib:.0f} MiB reported to the host while it ran"
+    return (f"free page reporting: ON{' (not root?)' if asked else ''}{moved}: a cold read after it costs up to "
+            "~7 times the kernel CPU, at random; --pause-page-reporting steadies the runs")

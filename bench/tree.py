@@ -353,6 +353,9 @@ def main() -> int:
     ap.add_argument("--variants", default="opencbr opencbr-plain restic borg-blake2 borg-none")
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--no-drop", action="store_true", help="do not drop the page cache before each op")
+    ap.add_argument("--pause-page-reporting", action="store_true",
+                    help="pause the VM's free page reporting for the run (root; put back after it): with it on, "
+                    "each cold read costs 0.3 or 2.5 s of kernel CPU at random (bench/page_reporting.py)")
     ap.add_argument("--reuse", action="store_true", help="reuse an unmutated data dir from an earlier --keep run")
     ap.add_argument("--scale", help="comma-separated file counts for the RSS-vs-files check (e.g. 30000,300000)")
     ap.add_argument("--scale-bytes-per-file", type=int, default=50_000)
@@ -384,18 +387,23 @@ def main() -> int:
     for t in ("restic", "borg"):
         if shutil.which(t):
             print(f"   {subprocess.run([t, '--version' if t == 'borg' else 'version'], capture_output=True, text=True).stdout.strip()}")
+    import page_reporting  # (bench/, beside this script)
+
     results: list[dict] = []
-    tools = [Tool(v, work, data) for v in variants]
-    for tool in tools:
-        run_tool(tool, work, data, drop, results, ops)
-    if "changed" in ops or "restore" in ops or "restore+sync" in ops:
-        sh([PY, str(DATASET_DIR / "make_dataset.py"), "mutate-tree", str(data / "tree"), "--percent", "2", "--seed", "2"])
-        # One untimed walk: the first listing of a directory whose mtime the mutation changed updates
-        # its atime (relatime), which would be charged to whichever tool's changed backup ran first.
-        sh(["find", str(data / "tree"), "-printf", ""])
-        input_bytes = du(data / "tree")
+    before = page_reporting.reported_kib()
+    with page_reporting.paused(a.pause_page_reporting) as paused:
+        tools = [Tool(v, work, data) for v in variants]
         for tool in tools:
-            run_after_mutation(tool, work, data, drop, results, ops)
+            run_tool(tool, work, data, drop, results, ops)
+        if "changed" in ops or "restore" in ops or "restore+sync" in ops:
+            sh([PY, str(DATASET_DIR / "make_dataset.py"), "mutate-tree", str(data / "tree"), "--percent", "2", "--seed", "2"])
+            # One untimed walk: the first listing of a directory whose mtime the mutation changed updates
+            # its atime (relatime), which would be charged to whichever tool's changed backup ran first.
+            sh(["find", str(data / "tree"), "-printf", ""])
+            input_bytes = du(data / "tree")
+            for tool in tools:
+                run_after_mutation(tool, work, data, drop, results, ops)
+    after = page_reporting.reported_kib()
     if (work / "restore").exists():
         (work / "restore").rename(trash / "restore-done")
     shutil.rmtree(trash, ignore_errors=True)
@@ -406,6 +414,8 @@ def main() -> int:
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print()
     print(table(results, input_bytes))
+    print(page_reporting.summary(paused, a.pause_page_reporting,
+                                 None if before is None or after is None else (after - before) / 1024))
     return 0
 
 
