@@ -63,6 +63,7 @@ BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO_ROOT / "src")]
 
+import page_reporting  # noqa: E402  (bench/page_reporting.py)
 import tree as treebench  # noqa: E402  (bench/tree.py: timing, peers)
 
 PY = sys.executable
@@ -439,11 +440,20 @@ def main() -> int:
                     "checkout's src/), in turn with this one's, against the same service")
     ap.add_argument("--settle", type=float, default=0.0, metavar="SECONDS", help="wait this long (page cache "
                     "synced) before each timed step: on a VM the host may still be writing the step before's data")
+    ap.add_argument("--pause-page-reporting", action="store_true",
+                    help="pause the VM's free page reporting for the run (root; put back after it): with it on, "
+                    "each cold read costs 0.3 or 2.5 s of kernel CPU at random (bench/page_reporting.py)")
     a = ap.parse_args()
     a.ops = a.ops.split(",")
     global SETTLE
     SETTLE = a.settle
-    return fixed(a) if a.what == "fixed" else run(a)
+    before = page_reporting.reported_kib()
+    with page_reporting.paused(a.pause_page_reporting) as paused:
+        code = fixed(a) if a.what == "fixed" else run(a)
+    after = page_reporting.reported_kib()
+    print(page_reporting.summary(paused, a.pause_page_reporting,
+                                 None if before is None or after is None else (after - before) / 1024))
+    return code
 
 
 if __name__ == "__main__":
