@@ -3,7 +3,9 @@ at most ``max_tasks`` at once, errors as codes without tracebacks, the task cont
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 
 import pytest
 
@@ -115,3 +117,36 @@ def test_a_task_gets_its_context_and_the_bandwidth_limit(tmp_path, pki):
         agent.server.stop()
     assert seen == {"roots": [str(tmp_path / "root")], "limit": 1_000_000.0, "channel_limit": 1_000_000.0,
                     "request_id": "r1", "cancelled": False, "agent": "agent-1"}
+
+
+def test_a_tasks_garbage_in_cycles_is_collected_once_it_has_answered(tmp_path, pki):
+    """Python frees reference cycles only in a full collection, which a long-running process seldom
+    runs: the agent collects after each data operation once it has answered (agent/serve.py,
+    system/heap.py); a control call such as ``ping`` does not."""
+
+    class Node:
+        pass
+
+    def cyclic(ctx, channel, header, payload):
+        for _ in range(2000):  # (as a backup's threads, pools and session leave theirs)
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+        return {}
+
+    gc.collect()
+    gc.disable()  # (no automatic collection: what is freed is what the agent frees)
+    agent = _agent(tmp_path, pki, {"backup_disk": cyclic})
+    try:
+        full = gc.get_stats()[2]["collections"]
+        assert _call(agent, pki, {"op": "ping"})["ok"] is True
+        time.sleep(0.3)
+        assert gc.get_stats()[2]["collections"] == full
+        assert _call(agent, pki, {"op": "backup_disk"})["ok"] is True
+        deadline = time.monotonic() + 10
+        while gc.get_stats()[2]["collections"] == full and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = gc.collect()  # what the operation left in cycles, had the agent not collected it
+        assert left < 100, left
+    finally:
+        gc.enable()
+        agent.server.stop()

@@ -55,7 +55,10 @@ def test_an_agents_disk_backup_peaks_under_the_bound(agent, tmp_path):
 def test_an_agent_comes_back_to_the_same_memory_after_each_backup(agent, tmp_path):
     """An agent serves task after task for months: what a backup leaves in reference cycles is freed once
     it has answered (agent/serve.py, system/heap.py's ``collect_task_garbage``). Without that, its resting
-    RSS grew by ~3 MB a bench-tree backup until Python's own full collection, and its peak past 150 MB."""
+    RSS grew by ~3 MB a bench-tree backup until Python's own full collection, and its peak past 150 MB.
+    On this small tree the growth without it is ~0.3 MB a backup, which this bound lets through: that the
+    agent collects is shown exactly by tests/agent/test_dispatch.py (the objects a task leaves in
+    cycles); this one holds the real process's resting memory flat, task after task."""
     tree = agent.root / "garbage-tree"
     subprocess.run([sys.executable, str(REPO / "bench" / "make_dataset.py"), "tree", str(tree), "--files", "3000",
                     "--total", "60M", "--seed", "2"], check=True, stdout=subprocess.DEVNULL)
@@ -64,7 +67,21 @@ def test_an_agent_comes_back_to_the_same_memory_after_each_backup(agent, tmp_pat
         repo = Repository.create(open_store((tmp_path / f"store-{i}").as_uri()), "v/", b"m" * 32, encrypted=True)
         AgentProvider().backup_tree(repo, agent.connect, project_id="p1", path=str(tree), backup_id="f", parent=None,
                                     meta={})
-        time.sleep(1)  # (the agent answered, then collects: at rest after that)
-        resting.append(agent.rss())
+        resting.append(_at_rest(agent))
     print("agent RSS after each backup (MB):", [round(r / 1e6, 1) for r in resting])
-    assert resting[-1] - resting[0] < 2e6, [round(r / 1e6, 1) for r in resting]
+    # A task's garbage kept grows the resting RSS backup after backup (~3 MB each: 9 MB or more by the
+    # fourth); one backup's allocator left-overs show once (a single step of 11 MB at the fifth, once, in
+    # a full suite's run): the lower of the last two says which.
+    assert min(resting[-2:]) - resting[0] < 2e6, [round(r / 1e6, 1) for r in resting]
+
+
+def _at_rest(agent, timeout: float = 10.0) -> int:
+    """The agent's RSS once it stops falling: it answered, then collects (slower on a busy machine)."""
+    last, deadline = agent.rss(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = agent.rss()
+        if abs(now - last) < 200_000:
+            return now
+        last = now
+    return last
