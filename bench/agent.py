@@ -288,7 +288,7 @@ def main() -> None:
         pin(os.getpid(), 1)
     rows: list[dict] = []
     try:
-        with page_reporting.paused(a.pause_page_reporting) as paused:
+        with page_reporting.watched(a.pause_page_reporting) as reporting:
             if a.only in ("disk", "all"):
                 rows += bench_disk(work, data, agent, a)
             if a.only in ("tree", "all"):
@@ -299,8 +299,7 @@ def main() -> None:
         print("one core per host: the agent on CPU 0, the service's side and the local provider on CPU 1")
     print(table(rows))
     print("\n".join(verdicts(rows)))
-    counted = [m for m in REPORTED if m is not None]
-    print(page_reporting.summary(paused, a.pause_page_reporting, sum(counted) if counted else None))
+    print(reporting.summary())
 
 
 if __name__ == "__main__":

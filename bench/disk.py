@@ -152,17 +152,14 @@ def main() -> None:
     import page_reporting  # (bench/, beside this script)
 
     runs = []
-    before = page_reporting.reported_kib()
-    with page_reporting.paused(a.pause_page_reporting) as paused:
+    with page_reporting.watched(a.pause_page_reporting) as reporting:
         for r in range(a.repeat):
             if a.repeat > 1:
                 print(f"==== run {r + 1} of {a.repeat}", flush=True)
             tools, size = run_once(a, work, data)
             runs.append(tools)
-    after = page_reporting.reported_kib()
     print_table(median_tools(runs), size, a.size + (f", median of {a.repeat} runs" if a.repeat > 1 else ""))
-    print(page_reporting.summary(paused, a.pause_page_reporting,
-                                 None if before is None or after is None else (after - before) / 1024))
+    print(reporting.summary())
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -59,12 +59,32 @@ def paused(enabled: bool = True):
         ORDER.write_text(f"{before}\n")
 
 
-def summary(paused_now: bool, asked: bool, moved_mib: float | None) -> str:
-    """One line for a benchmark's output: whether reporting was paused, or how much was reported."""
-    if paused_now:
-        return "free page reporting: paused for the run (put back after it)"
-    if not active():
-        return "free page reporting: off on this machine"
-    moved = "" if moved_mib is None else f", {moved_mib:.0f} MiB reported to the host while it ran"
-    return (f"free page reporting: ON{' (not root?)' if asked else ''}{moved}: a cold read after it costs up to "
-            "~7 times the kernel CPU, at random; --pause-page-reporting steadies the runs")
+class Run:
+    """What :func:`watched` saw: whether reporting was paused, else how much was reported meanwhile."""
+
+    def __init__(self, asked: bool):
+        self.asked = asked  # --pause-page-reporting was given
+        self.paused = False
+        self.moved_mib: float | None = None
+
+    def summary(self) -> str:
+        """One line for a benchmark's output."""
+        if self.paused:
+            return "free page reporting: paused for the run (put back after it)"
+        if not active():
+            return "free page reporting: off on this machine"
+        moved = "" if self.moved_mib is None else f", {self.moved_mib:.0f} MiB reported to the host while it ran"
+        return (f"free page reporting: ON{' (not root?)' if self.asked else ''}{moved}: a cold read after it costs "
+                "up to ~7 times the kernel CPU, at random; --pause-page-reporting steadies the runs")
+
+
+@contextlib.contextmanager
+def watched(pause: bool):
+    """A benchmark's run: reporting paused inside the block when ``pause`` (and it can be); yields a
+    :class:`Run` whose ``summary()`` says so, or how much was reported while the block ran."""
+    run = Run(pause)
+    before = reported_kib()
+    with paused(pause) as run.paused:
+        yield run
+    after = reported_kib()
+    run.moved_mib = None if before is None or after is None else (after - before) / 1024

@@ -447,12 +447,9 @@ def main() -> int:
     a.ops = a.ops.split(",")
     global SETTLE
     SETTLE = a.settle
-    before = page_reporting.reported_kib()
-    with page_reporting.paused(a.pause_page_reporting) as paused:
+    with page_reporting.watched(a.pause_page_reporting) as reporting:
         code = fixed(a) if a.what == "fixed" else run(a)
-    after = page_reporting.reported_kib()
-    print(page_reporting.summary(paused, a.pause_page_reporting,
-                                 None if before is None or after is None else (after - before) / 1024))
+    print(reporting.summary())
     return code
 
 

@@ -390,8 +390,7 @@ def main() -> int:
     import page_reporting  # (bench/, beside this script)
 
     results: list[dict] = []
-    before = page_reporting.reported_kib()
-    with page_reporting.paused(a.pause_page_reporting) as paused:
+    with page_reporting.watched(a.pause_page_reporting) as reporting:
         tools = [Tool(v, work, data) for v in variants]
         for tool in tools:
             run_tool(tool, work, data, drop, results, ops)
@@ -403,7 +402,6 @@ def main() -> int:
             input_bytes = du(data / "tree")
             for tool in tools:
                 run_after_mutation(tool, work, data, drop, results, ops)
-    after = page_reporting.reported_kib()
     if (work / "restore").exists():
         (work / "restore").rename(trash / "restore-done")
     shutil.rmtree(trash, ignore_errors=True)
@@ -414,8 +412,7 @@ def main() -> int:
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print()
     print(table(results, input_bytes))
-    print(page_reporting.summary(paused, a.pause_page_reporting,
-                                 None if before is None or after is None else (after - before) / 1024))
+    print(reporting.summary())
     return 0
 
 
