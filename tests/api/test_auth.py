@@ -190,3 +190,33 @@ def test_revoked_key_stops_at_once_despite_the_cache(server):
     with pytest.raises(ClientError) as e:
         mine.get("/vaults")
     assert e.value.status == 401
+
+
+@pytest.mark.parametrize("vault_id", ["%2e%2e", "a%20b", "%41"])
+def test_an_id_with_percent_escapes_is_not_found_rather_than_a_bad_signature(server, vault_id):
+    """The SDK sends such an id percent-encoded once more, and its signer decodes the path it sends once:
+    the service must too (it had decoded twice: 401 ``APIGW.0301``)."""
+    from huaweicloudsdkcbr.v1 import ShowAgentRequest, ShowVaultRequest
+
+    client = sdk(server, server.admin)
+    for call in (lambda: client.show_vault(ShowVaultRequest(vault_id=vault_id)),
+                 lambda: client.show_agent(ShowAgentRequest(agent_id=vault_id))):
+        with pytest.raises(ClientRequestException) as e:
+            call()
+        assert e.value.status_code == 404, (e.value.error_code, e.value.error_msg)
+
+
+@pytest.mark.parametrize("vault_id", ["", "."])
+def test_an_empty_id_is_not_found_rather_than_redirected(server, vault_id):
+    """The SDK's client turns ``/vaults/.`` and ``/vaults/`` into ``/vaults/``; a redirect to ``/vaults``
+    is a 3xx without a body, which the SDK takes for success: a delete that deleted nothing said done."""
+    from huaweicloudsdkcbr.v1 import DeleteVaultRequest, UnregisterAgentRequest
+
+    client = sdk(server, server.admin)
+    for call in (lambda: client.delete_vault(DeleteVaultRequest(vault_id=vault_id)),
+                 lambda: client.unregister_agent(UnregisterAgentRequest(agent_id=vault_id))):
+        with pytest.raises(ClientRequestException) as e:
+            call()
+        assert e.value.status_code == 404
+    a = server.admin
+    assert_error(raw(server, "GET", f"/v3/{a.project_id}/vaults/", ak=a.ak, sk=a.sk), 404, "APIGW")

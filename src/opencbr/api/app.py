@@ -69,7 +69,10 @@ class RequestIds:
 
 
 def create_app(ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title="OpenCBR", version=__version__,
+    # redirect_slashes off: an id the SDK's client leaves empty (``""``, or ``"."``, which it drops) makes
+    # ``/agents/``, and a redirect there is a 3xx with no body, which the SDK takes for success (a delete
+    # that deleted nothing); without it such a path is the 404 of an unknown route
+    app = FastAPI(title="OpenCBR", version=__version__, redirect_slashes=False,
                   description="Cloud Backup and Recovery, wire-compatible with the CBR v3 API. Requests are "
                               "signed with SDK-HMAC-SHA256 (AK/SK).")
     app.state.ctx = ctx

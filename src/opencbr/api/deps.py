@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 import typing
 import uuid
+from urllib.parse import quote
 
 from fastapi import Path, Request
 from starlette.concurrency import run_in_threadpool
@@ -44,7 +45,7 @@ async def principal(request: Request, project_id: str = Path(description="The ca
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:  # sent without a Content-Length (chunked)
             raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-        args = dict(method=request.method, path=request.scope["path"],
+        args = dict(method=request.method, path=_raw_path(request),
                     raw_query=request.scope.get("query_string", b"").decode("latin-1"),
                     headers=dict(request.headers), body=body, path_project_id=project_id,
                     source_ip=request.client.host if request.client else "",
@@ -55,6 +56,14 @@ async def principal(request: Request, project_id: str = Path(description="The ca
             p = await run_in_threadpool(lambda: iam.authenticate(ctx, **args))
     check_query(request)
     return p
+
+
+def _raw_path(request: Request) -> str:
+    """The path as the client sent it, still percent-encoded: the signature's canonical URI decodes it
+    once, as the SDK's signer does with the path it sends (``scope["path"]`` is decoded already, so an
+    id with ``%2e`` or ``%20`` in it was decoded twice and its signature never matched)."""
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(request.scope["path"], safe="/")
 
 
 def check_query(request: Request) -> None:
