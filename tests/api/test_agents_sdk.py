@@ -115,6 +115,14 @@ def test_bad_input_is_a_400(server, tenants):
         assert r.status_code == 400, (body, r.text)
     assert signed(a, "GET", "/agents", params={"limit": "x"}).status_code == 400
     assert signed(a, "GET", "/agents", params={"status": "sleeping"}).status_code == 400
+    # an update that changes nothing, a check of nothing or of no known type: said, not answered "ready"
+    for call in (lambda: c.update_agent(UpdateAgentRequest(agent_id="bounds", body=AgentUpdateReq(agent=AgentUpdate()))),
+                 lambda: c.check_agent(CheckAgentRequest(body=ProtectableAgentReq(agent_status=[]))),
+                 lambda: c.check_agent(CheckAgentRequest(body=ProtectableAgentReq(agent_status=[
+                     ProtectableAgentStatusResource(resource_id="x", resource_type="OS::Bogus")])))):
+        with pytest.raises(ClientRequestException) as e:
+            call()
+        assert e.value.status_code == 400 and e.value.error_code.startswith("BackupService."), e.value.error_msg
 
 
 def test_enrol_with_a_token(server, tenants):

@@ -229,6 +229,38 @@ def test_a_path_the_agent_refuses_says_why(ctx, tenant, tmp_path):
     assert all(rows[p].status == "error" for p in wanted[1:])
 
 
+def _roots_told(ctx, agent_id, roots):
+    """As a heartbeat keeps the agent's answer (services/agents/poll.py)."""
+    with ctx.tx() as s:
+        agent = s.get(agents.registry.Agent, agent_id)
+        agent.inventory = {**(agent.inventory or {}), "roots": roots}
+
+
+def test_a_path_outside_the_roots_the_agent_told_is_refused_at_once(ctx, tenant):
+    """Once the agent has said its roots, a path outside them is a 400 when it is added, instead of a
+    file system that turns to error at the next heartbeat and can never be backed up (the trial's
+    ``/etc``, and ``root/../../etc``, were taken and listed available until then)."""
+    _enrolled(ctx, tenant)
+    _roots_told(ctx, "agent-1", ["/srv/data/", "/home"])
+    for outside in ("/etc", "/srv/data/../../etc", "/srv", "/srv/database", "/"):
+        with ctx.tx() as s, pytest.raises(InvalidParameter, match="outside the roots of agent"):
+            agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/data/www", outside])
+    with ctx.tx() as s:
+        assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/data/www", "/home", "/srv/data"]) == \
+            (["/srv/data/www", "/home", "/srv/data"], [])
+    _roots_told(ctx, "agent-1", ["/"])
+    with ctx.tx() as s:
+        assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/etc"]) == (["/etc"], [])
+
+
+def test_a_name_no_file_system_takes_is_refused(ctx, tenant):
+    _enrolled(ctx, tenant)
+    with ctx.tx() as s, pytest.raises(InvalidParameter, match="longer than 255 bytes"):
+        agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/" + "é" * 128])
+    with ctx.tx() as s:
+        assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/" + "a" * 255]) == (["/srv/" + "a" * 255], [])
+
+
 def test_an_image_missing_from_an_unfinished_walk_is_not_gone(ctx, tenant):
     """The agent walks its roots for image files within a time budget and says when it stopped early
     (``images_complete``: false, e.g. on a loaded host, or an agent paused and resumed mid-walk); an

@@ -197,6 +197,8 @@ def update_agent(s: Session, ctx: ServiceContext, p: Principal, agent_id: str, *
     ``bandwidth_limit`` (bytes per second its tasks may move, 0 for none). Returns the agent, and where it
     was when this call uninstalled it: an agent still running there is told (``notify_revoked``)."""
     p.require_write()
+    if status is None and host_nickname is None and bandwidth_limit is None:
+        raise InvalidParameter("agent names nothing to change: status (uninstall), host_nickname or bandwidth_limit")
     agent = get_agent(s, p.project_id, agent_id)
     address = None
     if status is not None:
@@ -249,12 +251,39 @@ def notify_revoked(ctx: ServiceContext, address: link.AgentAddress | None, timeo
 
 
 # ------------------------------------------------------------------------------------ paths
+#: The longest name a Linux file system takes for one component of a path (``NAME_MAX``), in bytes.
+NAME_MAX = 255
+
+
 def normal_path(path: object, what: str = "path") -> str:
-    """An absolute path, made normal (``/srv/www/`` is ``/srv/www``); no NUL, at most 4096 characters."""
+    """An absolute path, made normal (``/srv/www/`` is ``/srv/www``); no NUL, at most 4096 characters,
+    no component longer than a file system takes (the agent could never open it)."""
     if not isinstance(path, str) or not path.startswith("/") or "\x00" in path or len(path) > 4096:
         raise InvalidParameter(f"{what} must be an absolute path on the agent's host: {str(path)[:80]!r}")
     normal = posixpath.normpath(path)
+    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in normal.split("/")):
+        raise InvalidParameter(f"{what} has a name longer than {NAME_MAX} bytes: {normal[:80]!r}")
     return "/" if normal == "//" else normal
+
+
+def known_roots(agent: Agent) -> list[str] | None:
+    """The directories the agent said at its last heartbeat it may read and write below (its ``roots``),
+    or None before it said (a path is then taken, and the agent's heartbeat says if it refuses it)."""
+    roots = (agent.inventory or {}).get("roots")
+    if not isinstance(roots, list) or not roots or not all(isinstance(r, str) and r.startswith("/") for r in roots):
+        return None
+    return [posixpath.normpath(r) for r in roots]
+
+
+def _check_below_roots(agent: Agent, path: str) -> None:
+    """A path outside the agent's roots is refused at once, not one heartbeat later (the agent refuses it
+    on every open anyway: this only spares a file system that can never be backed up)."""
+    roots = known_roots(agent)
+    if roots is None or any(r == "/" or path == r or path.startswith(r + "/") for r in roots):
+        return
+    raise InvalidParameter(f"{path} is outside the roots of agent {state.label(agent)} ({', '.join(roots)[:300]}): "
+                           "add the directory as a root on the host (opencbr-agent register --root, or roots in its "
+                           "configuration, then restart it), or name a directory below one")
 
 
 def _excludes(dir_path: str, names: list) -> list[str]:
@@ -282,6 +311,8 @@ def add_agent_path(s: Session, ctx: ServiceContext, p: Principal, agent_id: str,
     wanted = list(dict.fromkeys(normal_path(x) for x in add_path))
     if not wanted:
         raise InvalidParameter("add_path names at least one path")
+    for path in wanted:
+        _check_below_roots(agent, path)
     current = {ap.dir_path: ap for ap in s.scalars(select(AgentPath).where(AgentPath.agent_id == agent.id))}
     added, existed = [], []
     for path in wanted:
@@ -350,13 +381,18 @@ def check_agent(s: Session, ctx: ServiceContext, p: Principal, items: list[dict]
     """check_agent: for each resource, whether an agent serves it (installed: enrolled and online),
     its version, and whether that is older than this service's agent (``is_old``). Code 0 is
     ready; otherwise ``message`` says why not."""
+    if not items:
+        raise InvalidParameter("agent_status names at least one resource")
     out = []
     for item in items:
         rid = item.get("resource_id")
+        rtype = item.get("resource_type")  # (the API requires it; None here: of any type)
+        if rtype is not None:
+            R.check_resource_type(rtype)
         res = s.get(Resource, rid) if isinstance(rid, str) else None
         entry = {"resource_id": rid, "installed": False, "version": "", "is_old": False}
-        if res is None or res.project_id != p.project_id:
-            out.append({**entry, "code": 404, "message": f"resource {rid} not found"})
+        if res is None or res.project_id != p.project_id or rtype not in (None, res.type):
+            out.append({**entry, "code": 404, "message": f"resource {rid} not found" + (f" among {rtype}" if rtype else "")})
             continue
         agent = s.get(Agent, res.agent_id) if res.agent_id else None
         if res.provider != inventory.PROVIDER:
