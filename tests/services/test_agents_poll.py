@@ -11,6 +11,7 @@ from sqlalchemy import select
 from opencbr.agentlink import certs, tls
 from opencbr.agentlink.server import Server
 from opencbr.catalog.models import Resource
+from opencbr.domain.errors import InvalidParameter
 from opencbr.providers.agent import link
 from opencbr.services import agents
 from tests.services.test_agents import INVENTORY
@@ -23,6 +24,7 @@ class Listener:
 
     def __init__(self, ctx, tenant, agent_id: str, *, cert_for: str | None = None):
         self.calls: list[tuple[str, str, dict]] = []
+        self.extra_devices: list[dict] = []
         self.project_id = tenant.project_id
         port = free_port()
         key, csr = certs.new_key_and_csr(agent_id)
@@ -49,7 +51,8 @@ class Listener:
         elif header.get("op") == "inventory":
             paths = [{"dir_path": p["dir_path"], "exists": True, "size_estimate": 4096} for p in header["paths"]]
             ready = {"state": "checked", "hooks": []} if header.get("readiness", True) else {"state": "not_asked"}
-            channel.send({"ok": True, **INVENTORY, "paths": paths, "app_consistency": ready})
+            channel.send({"ok": True, **INVENTORY, "block_devices": INVENTORY["block_devices"] + self.extra_devices,
+                          "paths": paths, "app_consistency": ready})
         else:
             channel.send({"ok": True})
 
@@ -138,3 +141,43 @@ def test_applications_are_checked_only_on_hosts_that_need_it(ctx, tenant, listen
                                                          "protect_type": "backup", "size": 100}})
     assert asked() is True
     assert app_consistency.READINESS_WANTED_SECONDS >= 60
+
+
+def test_an_agent_whose_endpoint_cannot_be_connected_to_fails_alone(ctx, tenant, listeners):
+    """A host name a connection refuses before any network (an empty label: ``UnicodeError``, not an
+    ``OSError``) failed the whole heartbeat, every round: any tenant could take every tenant's agents
+    offline with one registration. The API refuses such an endpoint now; a row that has one (an older
+    catalog) fails only its own agent, and unregistering it is not a 500."""
+    good = Listener(ctx, tenant, "polled-good")
+    listeners.append(good)
+    with pytest.raises(InvalidParameter, match="not a host name"):
+        agents.registry.check_endpoint("a..b:7443")
+    bad = Listener(ctx, tenant, "polled-bad")
+    listeners.append(bad)
+    with ctx.tx() as s:
+        s.get(agents.registry.Agent, "polled-bad").endpoint = "a..b:7443"
+    report = agents.poll_agents(ctx, timeout=5)
+    assert report.answered == ["polled-good"] and list(report.failed) == ["polled-bad"]
+    assert "UnicodeError" in report.failed["polled-bad"]
+    with ctx.read() as s:
+        assert agents.show_agent(s, ctx, tenant, "polled-good").status == "online"
+    with ctx.tx() as s:
+        address = agents.unregister_agent(s, ctx, tenant, "polled-bad")
+    assert agents.notify_revoked(ctx, address, timeout=2) is False
+
+
+def test_a_name_in_bytes_that_are_not_utf8_is_left_out_of_the_inventory(ctx, tenant, listeners):
+    """An image file below a root named ``\\xff.img`` comes as a string with a lone surrogate: storing
+    it failed the inventory's transaction every heartbeat, and the agent looked offline until the file
+    went. Now that entry is left out, said in the agent's last error, and the rest is recorded."""
+    agent = Listener(ctx, tenant, "polled-bytes")
+    listeners.append(agent)
+    agent.extra_devices = [{"path": "/srv/images/\udcff.img", "kind": "image", "size": 1 << 20, "name": "\udcff.img"},
+                           {"path": "/srv/images/b.img", "kind": "image", "size": 1 << 20, "name": "b.img"}]
+    report = agents.poll_agents(ctx, timeout=5)
+    assert report.answered == ["polled-bytes"] and not report.failed
+    with ctx.read() as s:
+        view = agents.show_agent(s, ctx, tenant, "polled-bytes")
+        assert view.status == "online" and "not UTF-8" in view.agent.last_error
+        paths = {r.path for r in s.scalars(select(Resource).where(Resource.agent_id == "polled-bytes"))}
+    assert "/srv/images/b.img" in paths and "/dev/sdb" in paths and not any("\udcff" in p for p in paths)

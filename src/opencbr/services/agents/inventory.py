@@ -29,6 +29,53 @@ SERVER_DISK_KINDS = ("disk", "lvm")
 MAX_DEVICES = 1024
 
 
+#: How deep an agent's answer may nest before the rest of it is left out (its inventory is a few levels).
+MAX_ANSWER_DEPTH = 16
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate: a name that was not UTF-8 on the host (surrogateescape)
+        return False
+
+
+def _storable(value: Any, depth: int = 0) -> bool:
+    if depth > MAX_ANSWER_DEPTH:
+        return False
+    if isinstance(value, str):
+        return _utf8(value)
+    if isinstance(value, list):
+        return all(_storable(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _utf8(k) and _storable(v, depth + 1) for k, v in value.items())
+    return True
+
+
+def storable_answer(answer: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The agent's answer without what the catalog cannot keep as text, and how many entries that left out.
+
+    A file below a root named in bytes that are not UTF-8 (``\\xff.img``) comes as a string with lone
+    surrogates; writing it failed the whole inventory's transaction, every heartbeat, and the agent
+    looked offline until the file went. Such an entry of a list (a device, a path) is left out: the catalog
+    names resources by text. Any other such string keeps what it can say (``?`` for the rest)."""
+    dropped = [0]
+
+    def clean(value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            return value if _utf8(value) else value.encode("utf-8", "replace").decode("utf-8")
+        if isinstance(value, list):
+            kept = [v for v in value if _storable(v, depth + 1)]
+            dropped[0] += len(value) - len(kept)
+            return [clean(v, depth + 1) for v in kept]
+        if isinstance(value, dict):
+            return {k: clean(v, depth + 1) for k, v in value.items() if isinstance(k, str) and _utf8(k)}
+        return value
+
+    return clean(answer, 0), dropped[0]
+
+
 def _name(text: str) -> str:
     """A resource name (no slash, 1 to 255 characters) from host and device names."""
     clean = "".join(c for c in text.replace("/", "-") if c >= " ").strip() or "resource"

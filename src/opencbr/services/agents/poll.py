@@ -53,6 +53,9 @@ def _ask(identity: link.ServiceIdentity, address: link.AgentAddress, paths: list
         return None, f"the agent refused: {e.code}: {e.message}"[:_MAX_ERROR_CHARS]
     except (link.LinkError, OSError) as e:
         return None, (str(e) or type(e).__name__)[:_MAX_ERROR_CHARS]
+    except Exception as e:  # noqa: BLE001 - one agent's failure is that agent's, never the whole poll's
+        log.warning("agent %s: asking it failed", address.agent_id, exc_info=True)
+        return None, f"{type(e).__name__}: {e}"[:_MAX_ERROR_CHARS]
 
 
 def poll_agents(ctx: ServiceContext, *, timeout: float = 5) -> PollReport:
@@ -99,7 +102,10 @@ def _record(ctx: ServiceContext, agent_id: str, fingerprint: str | None, answer:
             if not state.is_online(ctx, agent, now):
                 state.mark_resources(s, agent.id, state.offline_reason(agent))
             return
-        agent.last_active_time, agent.last_error = now, ""
+        answer, dropped = inventory.storable_answer(answer)
+        agent.last_active_time = now
+        agent.last_error = f"{dropped} entries of its inventory named in bytes that are not UTF-8 were left out" \
+            if dropped else ""
         agent.agent_version = str(answer.get("version") or agent.agent_version)[:32]
         host = answer.get("host") if isinstance(answer.get("host"), dict) else {}
         for name, limit in (("host_name", 255), ("host_os", 255), ("host_ip", 64)):

@@ -4,6 +4,7 @@ project: another project's agent is not found."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from opencbr.providers.agent import link
 from opencbr.services import app_consistency
 from opencbr.services.context import ServiceContext
 from opencbr.services.principal import Principal
+
+log = logging.getLogger("opencbr.agents")
 
 #: The agent version this service ships; an agent reporting an older one ``is_old`` (check_agent).
 CURRENT_AGENT_VERSION = __version__
@@ -109,6 +112,11 @@ def check_endpoint(endpoint: object, source_ip: str = "") -> str:
     host, port = _ENDPOINT.match(endpoint.strip()).groups()
     if not 1 <= int(port) <= 65535:
         raise InvalidParameter("endpoint port must be between 1 and 65535")
+    try:  # what a connection does with the name first: an empty or 64-letter label fails there, not here
+        host.strip("[]").encode("idna")
+    except UnicodeError:
+        raise InvalidParameter(f"endpoint host {host[:80]!r} is not a host name (empty label, or one over 63 "
+                               "characters)") from None
     if host in ("0.0.0.0", "[::]", "") and source_ip:
         host = f"[{source_ip}]" if ":" in source_ip else source_ip
     return f"{host}:{int(port)}"
@@ -246,7 +254,8 @@ def notify_revoked(ctx: ServiceContext, address: link.AgentAddress | None, timeo
     try:
         link.call(A.service_identity(ctx), address, "revoke", timeout=timeout)
         return True
-    except (link.LinkError, link.RemoteError, OSError):
+    except Exception:  # noqa: BLE001 - best effort, after the catalog has revoked it: never the caller's error
+        log.warning("agent %s could not be told it was revoked", address.agent_id, exc_info=True)
         return False
 
 
