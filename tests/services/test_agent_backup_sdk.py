@@ -259,6 +259,44 @@ def test_an_agent_killed_mid_restore_leaves_the_disk_in_error_and_the_next_resto
         agent.stop()
 
 
+def test_an_agent_unregistered_mid_backup_makes_no_backup(server, tmp_path):
+    """Unregistering revokes at once, even when the agent cannot hear it (paused here, as a host under
+    load or behind a cut link would be): the worker asks the catalog while it moves the data, ends the
+    task with the reason within seconds, and nothing of it becomes a backup. (It went on, and was
+    published available 16 s after the unregister was answered.)"""
+    import signal
+
+    c, client = sdk(server), api(server)
+    root = tmp_path / "host"
+    root.mkdir()
+    (root / "big.img").write_bytes(os.urandom(24 << 20))  # (incompressible: 24 MB to send at 0.5 MB/s)
+    agent = Agent(server, tmp_path / "agent", root)
+    try:
+        disk = _protectable(client, "OS::Cinder::Volume", str(root / "big.img"))
+        vault = _vault(c, "agent-revoked", "disk", disk, "OS::Cinder::Volume")
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 500_000}})
+        backup_id = _checkpoint(c, client, vault.id)
+        task = _last_task(client, "backup", vault.id)
+        deadline = time.time() + 30
+        while client.get(f"/operation-logs/{task['id']}")["operation_log"]["status"] != "running":
+            assert time.time() < deadline
+            time.sleep(0.2)
+        time.sleep(2)  # data on its way
+        agent.proc.send_signal(signal.SIGSTOP)  # it cannot hear the revocation
+        try:
+            client.delete(f"/agents/{agent.agent_id}")
+            unregistered = time.time()
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
+        done = wait_task(client, task["id"], timeout=60)
+        assert time.time() - unregistered < 20, "the task went on after its agent was revoked"
+        assert done["status"] == "failed" and "unregistered" in done["error_info"]["message"], done
+        assert client.get(f"/backups/{backup_id}")["backup"]["status"] == "error"
+        assert not [b for b in client.get("/backups", vault_id=vault.id)["backups"] if b["status"] == "available"]
+    finally:
+        agent.stop()
+
+
 def test_three_agents_back_up_at_once_on_two_workers(server, tmp_path):
     c, client = sdk(server), api(server)
     agents, disks, vaults = [], [], []

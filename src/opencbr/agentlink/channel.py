@@ -224,6 +224,10 @@ class Channel:
         raise_for_error(answer)
         return answer, data
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`close` was called, ``timeout`` seconds at most: whether it was."""
+        return self._closing.wait(timeout)
+
     def close(self) -> None:
         if self._closed:
             return

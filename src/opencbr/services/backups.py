@@ -637,6 +637,7 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
                 consistency["app"] = r["app"]
             details = {"consistency": consistency, "stats": stats, "partial": bool(r.get("partial")),
                        "warnings": warnings[:200]}
+            _refuse_if_revoked(ctx, link, repo, parts)
             if r.get("app_consistency"):  # what a restore needs (the manifest was written before post-thaw)
                 details["app_consistency"] = app_consistency.keep(repo, b.id, r["app_consistency"])
             return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), details)},
@@ -648,7 +649,9 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
     except AgentTaskFailed as e:
         if progress.cancel.is_set():
             return None
+        link.refuse_if_revoked(ctx)
         raise onhost.agent_error(e) from None
+    _refuse_if_revoked(ctx, link, repo, parts)
     consistency = r["consistency"]
     kept = {}  # read live: the restore material, known after the manifests, goes with each disk's backup
     for d in r["disks"] if r.get("app_consistency") else ():
@@ -657,6 +660,18 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
                                                          {"consistency": consistency, "stats": d,
                                                           **kept.get(d["backup_id"], {})})
                                        for d in r["disks"]})
+
+
+def _refuse_if_revoked(ctx: ServiceContext, link, repo: Repository, parts: list[Backup]) -> None:
+    """An agent revoked while it sent a backup (docs/agents.md: unregistering revokes at once) does not
+    make one: its manifests go, and the task says why (the worker's own check of the catalog; the API's
+    word to the agent is best effort, and an unreachable or paused agent never hears it)."""
+    try:
+        link.refuse_if_revoked(ctx)
+    except CBRError:
+        for part in parts:
+            repo.delete_backup(part.id, unfinished=True)
+        raise
 
 
 @dataclass

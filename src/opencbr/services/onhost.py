@@ -4,6 +4,7 @@ what a failed agent task means for the caller."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,6 +13,7 @@ from opencbr.domain.errors import CBRError, NotFound
 from opencbr.services.context import ServiceContext
 
 CONNECT_TIMEOUT = 10.0
+REVOKED = "BackupService.6465"  # (services/agents NO_AGENT: the resource's agent was unregistered)
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,15 @@ class HostLink:
     connect: Callable[[], object]  # () -> an open channel (mutual TLS, the agent's pinned certificate)
     project_id: str
     bandwidth: object  # the agent's limit (bytes per second, None for none), or a ProjectShare of the project's
+    agent_id: str = ""
+    fingerprint: str = ""  # the certificate pinned when the link was made (a new enrolment has another)
+
+    def refuse_if_revoked(self, ctx: ServiceContext) -> None:
+        """The task's agent was unregistered, uninstalled or enrolled again while it ran: say so, as the
+        task's error (what it sent must not become a backup)."""
+        reason = revoked(ctx, self.agent_id, self.fingerprint) if self.agent_id else None
+        if reason:
+            raise CBRError(f"{reason} while the task ran: nothing it sent is kept", code=REVOKED)
 
 
 def on_host(ctx: ServiceContext, resource: Resource) -> bool:
@@ -43,8 +54,43 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
         bandwidth = (int(agent.bandwidth_limit or 0) if agent is not None else 0) or None
     if ctx.settings.agent_project_bandwidth > 0:
         bandwidth = ProjectShare(ctx, address.project_id, bandwidth)
-    return HostLink(lambda: open_channel(identity, address, CONNECT_TIMEOUT, seal=True), address.project_id,
-                    bandwidth)
+    return HostLink(lambda: _watched(ctx, address, open_channel(identity, address, CONNECT_TIMEOUT, seal=True)),
+                    address.project_id, bandwidth, address.agent_id, address.fingerprint)
+
+
+#: How often a running agent task asks the catalog whether its agent was revoked meanwhile.
+REVOCATION_CHECK_SECONDS = 2.0
+
+
+def revoked(ctx: ServiceContext, agent_id: str, fingerprint: str) -> str | None:
+    """Why the agent enrolled with the certificate ``fingerprint`` may no longer be used (unregistered,
+    uninstalled, or enrolled again with another certificate), or None while it may."""
+    with ctx.read() as s:
+        agent = s.get(Agent, agent_id)
+        if agent is None:
+            return f"agent {agent_id} was unregistered"
+        if agent.status != "active" or agent.cert_fingerprint != fingerprint:
+            return f"agent {agent.host_nickname or agent.host_name or agent_id} ({agent_id}) was uninstalled or " \
+                   "enrolled again"
+    return None
+
+
+def _watched(ctx: ServiceContext, address, channel):
+    """The task's channel, closed within ``REVOCATION_CHECK_SECONDS`` of its agent being revoked. The API
+    revokes in the catalog and tells the agent best effort (it may be unreachable, or paused): the worker
+    moving the data must stop by itself, or the task would go on, and publish, after "unregistered" was
+    answered. The caller says why (:func:`revoked`) and keeps nothing of it."""
+    def watch() -> None:
+        while not channel.wait_closed(REVOCATION_CHECK_SECONDS):
+            try:
+                if revoked(ctx, address.agent_id, address.fingerprint):
+                    channel.close()
+                    return
+            except Exception:  # noqa: BLE001 - the catalog unreachable for a moment: ask again later
+                continue
+
+    threading.Thread(target=watch, name="agent-revocation", daemon=True).start()
+    return channel
 
 
 class ProjectShare:
@@ -93,6 +139,7 @@ def _agent_task(ctx: ServiceContext, resource_id: str, cancel, call: Callable[[o
     except AgentTaskFailed as e:
         if cancel.is_set():
             raise OperationCancelled("the task was cancelled") from None
+        link.refuse_if_revoked(ctx)
         raise agent_error(e) from None
 
 
