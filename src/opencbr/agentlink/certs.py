@@ -11,8 +11,9 @@ import hashlib
 import os
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
@@ -62,12 +63,32 @@ def sign_csr(ca_cert_pem: str, ca_key_pem: str, csr_pem: str, *, common_name: st
     for (the issuer decides who the holder is), and the CSR's signature must be valid."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
-    except ValueError as e:
-        raise ValueError(f"not a certificate signing request: {e}") from None
-    if not csr.is_signature_valid:
+        key = _acceptable_key(csr.public_key())
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # (a curve OpenSSL cannot use: not a ValueError)
+        raise ValueError(f"not a certificate signing request we sign: {e}") from None
+    if not valid:
         raise ValueError("the certificate signing request's signature is not valid")
-    return _issue_for(ca_cert_pem, ca_key_pem, csr.public_key(), common_name, server=server, client=client,
-                      days=days)
+    return _issue_for(ca_cert_pem, ca_key_pem, key, common_name, server=server, client=client, days=days)
+
+
+#: The keys an agent's certificate may have: what ``new_key_and_csr`` makes (P-256), and the other strong
+#: ones a host's own tooling might (the installation's CA signs no key weaker than its own).
+ACCEPTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+MIN_RSA_BITS = 2048
+
+
+def _acceptable_key(key):
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in ACCEPTED_CURVES:
+        return key
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    raise ValueError(f"its key must be EC ({', '.join(ACCEPTED_CURVES)}), RSA of {MIN_RSA_BITS} bits or more, or "
+                     f"Ed25519, not {type(key).__name__.removeprefix('_')}"
+                     + (f" on {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else "")
+                     + (f" of {key.key_size} bits" if isinstance(key, rsa.RSAPublicKey) else ""))
 
 
 def issue(ca_cert_pem: str, ca_key_pem: str, common_name: str, *, server: bool, client: bool,
