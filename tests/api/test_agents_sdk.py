@@ -147,6 +147,9 @@ def test_enrol_with_a_token(server, tenants):
     garbage = httpx.post(f"{server.url}/v3/{tenants[0].project_id}/agents/enrol", content=b"{", timeout=10,
                          trust_env=False)
     assert garbage.status_code == 400
+    deep = httpx.post(f"{server.url}/v3/{tenants[0].project_id}/agents/enrol", content=b'{"a":' * 5000 + b"1" +
+                      b"}" * 5000, timeout=10, trust_env=False)  # (json.loads: RecursionError, a 500 before)
+    assert deep.status_code == 400 and deep.json()["error_code"].startswith("BackupService."), deep.text
 
 
 def test_register_with_a_csr_answers_certificates(server, tenants):

@@ -150,6 +150,17 @@ def test_a_new_file_system_on_another_agent_host(server, hosts, www_backup):
     assert snapshot(root_b / "picked" / "docs") == {k[len("docs/"):]: v for k, v in before.items()
                                                      if k.startswith("docs/")}
 
+    # a destination no agent could ever write is refused at once, not queued to fail on the host
+    for dest in (str(root_b / "nul\x00here"), str(root_b / ("n" * 256))):
+        with pytest.raises(ClientError) as e:
+            client.post(f"/backups/{backup.id}/restore-files", {"paths": ["/docs"], "destination_path": dest,
+                                                                 "agent_id": b.agent_id})
+        assert e.value.status == 400, e.value
+        with pytest.raises(ClientError) as e:
+            client.post(f"/backups/{backup.id}/create-disk", {"name": "x", "path": dest + ".img",
+                                                               "agent_id": b.agent_id})
+        assert e.value.status == 400, e.value
+
     # a directory that holds something is not a new file system: the task fails, no row, no agent path
     (root_b / "busy").mkdir()
     (root_b / "busy" / "mine.txt").write_text("mine")

@@ -17,6 +17,7 @@ from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
 from opencbr.services import engine_errors, onhost, tasks
 from opencbr.services import resources as res_svc
+from opencbr.services.agents import registry as agent_registry
 from opencbr.services.agents import targets as agent_targets
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_backup
@@ -166,7 +167,9 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         if agent_id is not None:  # onto another host (13.4.8): that agent writes them
             host_resource = agent_targets.host_resource(s, ctx, p, agent_id)
     if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
-        return _restore_files_on_host(ctx, p, backup_id, paths, os.path.normpath(destination), host_resource)
+        # (said here, not by the agent: a NUL or a 256-byte name was a queued task that failed there)
+        destination = agent_registry.normal_path(destination, "destination_path")
+        return _restore_files_on_host(ctx, p, backup_id, paths, destination, host_resource)
     with ctx.tx() as s:
         dest = res_svc.authorised_path(s, ctx, p, destination)
         res_svc.check_path_free(s, ctx, p, dest, target=True)

@@ -163,7 +163,7 @@ async def enrol(project_id: str, request: Request, ctx: ServiceContext = Depends
     try:
         data = json.loads(raw)
         EnrolBody.model_validate(data)
-    except (ValueError, ValidationError) as e:
+    except (ValueError, ValidationError, RecursionError) as e:  # (RecursionError: JSON nested 5,000 deep)
         raise InvalidParameter(f"the enrolment request is malformed: {str(e)[:300]}") from None
     if not isinstance(data, dict):
         raise InvalidParameter("the enrolment request must be a JSON object")
