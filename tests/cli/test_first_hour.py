@@ -226,6 +226,9 @@ def test_errors_speak_of_options_and_commands(server, web, tmp_path):
         assert "is error" not in r.err and "detach" not in r.err
     assert "cbr disk create-from-backup" in flat(r.err)
     assert "its image file is missing" in flat(ok(cli(server, "disk", "show", "gone")).out)
+    r = cli(server, "backup", "create", "gone-vault")  # the command it gives works as printed (an id: no quoting)
+    gone_id = ok(cli(server, "disk", "show", "gone", "--json")).json()["id"]
+    assert f"put it back, or remove it from the inventory (cbr disk remove {gone_id})" in flat(r.err), r.err
 
 
 # ------------------------------------------------------------------------------------ item 8: confirmations

@@ -185,6 +185,40 @@ def test_paths_are_checked_and_removed(ctx, tenant):
         assert s.scalar(select(Resource).where(Resource.path == "/data")) is None  # no backups: gone
 
 
+def test_a_path_added_again_is_the_same_file_system(ctx, tenant):
+    """A removed path kept for its vault comes back as that resource when the path is added again (it
+    was a second one of the same name: the vault kept the first, in error, and its backups failed)."""
+    from opencbr.services import vaults
+
+    _enrolled(ctx, tenant)
+    _enrolled(ctx, tenant, "agent-2")
+    with ctx.tx() as s:
+        agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/www"])
+        agents.add_agent_path(s, ctx, tenant, "agent-2", ["/srv/www"])
+    _answer(ctx, "agent-1", INVENTORY)
+    with ctx.tx() as s:
+        fs = s.scalar(select(Resource).where(Resource.agent_id == "agent-1", Resource.path == "/srv/www"))
+        vaults.create_vault(s, ctx, tenant, {"name": "www", "resources": [{"id": fs.id, "type": fs.type}],
+                                             "billing": {"object_type": "turbo", "protect_type": "backup", "size": 10}})
+    with ctx.tx() as s:
+        agents.remove_agent_path(s, ctx, tenant, "agent-1", ["/srv/www"])
+        agents.remove_agent_path(s, ctx, tenant, "agent-2", ["/srv/www"])  # (no vault: it goes)
+    with ctx.read() as s:
+        kept = s.get(Resource, fs.id)
+        assert kept.status == "error" and "was removed from agent" in kept.status_reason and kept.agent_id is None
+    with ctx.tx() as s:  # the other host's same path is not this one
+        agents.add_agent_path(s, ctx, tenant, "agent-2", ["/srv/www"])
+    with ctx.read() as s:
+        assert s.get(Resource, fs.id).agent_id is None
+    with ctx.tx() as s:
+        agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/www"])
+    with ctx.read() as s:
+        back = s.get(Resource, fs.id)
+        assert (back.agent_id, back.status, back.status_reason) == ("agent-1", "available", "")
+        assert len(s.scalars(select(Resource).where(Resource.agent_id == "agent-1",
+                                                    Resource.type == R.FILE_SYSTEM)).all()) == 1
+
+
 def test_unregister_revokes_at_once(ctx, tenant):
     _enrolled(ctx, tenant)
     _answer(ctx, "agent-1", INVENTORY)

@@ -37,9 +37,10 @@ def _show(obj: dict, as_json: bool) -> None:
               ("size_bytes", "Size (bytes)"), ("path", "Path"), ("availability_zone", "AZ"),
               ("encrypted", "Encrypted"), ("server_id", "Server"), ("vault_id", "Vault"),
               ("created_at", "Created")]
-    if obj.get("status") == "error":  # say why, in words: a missing file is the usual cause
-        what = "directory" if obj.get("type") == "OS::Sfs::Turbo" else "image file"
-        obj = {**obj, "status": f"error: {obj.get('status_reason') or f'its {what} is missing or cannot be read'}"}
+    if obj.get("status") in ("error", "faulty"):  # say why, in words: a missing file is the usual cause
+        what = {"OS::Sfs::Turbo": "directory", "OS::Nova::Server": "disks"}.get(obj.get("type"), "image file")
+        default = f"its {what} {'are' if what == 'disks' else 'is'} missing or cannot be read"
+        obj = {**obj, "status": f"{obj['status']}: {obj.get('status_reason') or default}"}
     details(obj, [f for f in fields if f[0] in obj])
     if obj.get("disks"):
         table(obj["disks"], [("id", "Disk ID"), ("name", "Name"), ("role", "Role"), ("size", "GB"), ("path", "Path")])

@@ -35,18 +35,36 @@ def for_cli(message: str) -> str:
     return _GUIDE.sub("", message).strip()
 
 
+_CLI_KIND = {"disks": "disk", "file-systems": "fs", "servers": "server"}
+
+
 def missing_resource(c: ApiClient, resource_id: str) -> str | None:
-    """Why a resource cannot be used, when the reason is that its image file or directory is gone."""
-    for kind, what in (("disks", "disk image"), ("file-systems", "directory")):
+    """Why a resource cannot be used (its image file or directory gone, its agent offline or gone), and
+    what to do about it."""
+    for kind, what in (("disks", "disk image"), ("file-systems", "directory"), ("servers", "disks")):
         try:
             res = c.get(f"/inventory/{kind}/{resource_id}")["resource"]
         except ClientError:
             continue
-        if res.get("status") == "error":
-            reason = res.get("status_reason") or f"the {what} {res.get('path')} is missing or cannot be read"
-            return (f"{res['name']}: {reason}; put it back, or remove it from the inventory "
-                    f"(cbr {'disk' if kind == 'disks' else 'fs'} remove {res['name']})")
+        if res.get("status") in ("error", "faulty"):
+            reason = res.get("status_reason") or f"the {what} {res.get('path', '')} is missing or cannot be read"
+            return f"{res['name']}: {reason}; {_remedy(reason, _CLI_KIND[kind], res['id'])}"
     return None
+
+
+def _remedy(reason: str, kind: str, resource_id: str) -> str:
+    """What to do, by the service's reason (services/agents: state.offline_reason, the unregistered,
+    uninstalled and removed-path reasons); the remove command names the id, which needs no quoting."""
+    remove = f"cbr {kind} remove {resource_id}"
+    if " is offline " in reason or " is not enrolled" in reason:
+        return "start the agent on its host (systemctl start opencbr-agent), and back up once cbr agent list " \
+               "shows it online"
+    if " was unregistered" in reason or " was uninstalled" in reason:
+        return f"enrol the host again (opencbr-agent register --force on it) and protect its new resources; or " \
+               f"remove this one from the inventory ({remove})"
+    if " was removed from agent " in reason:
+        return f"add the path again (cbr agent path add HOST PATH: it is this resource again); or remove it ({remove})"
+    return f"put it back, or remove it from the inventory ({remove})"
 
 
 def explain_backup_error(c: ApiClient, e: ClientError) -> ClientError:

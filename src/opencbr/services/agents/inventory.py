@@ -13,6 +13,7 @@ import posixpath
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr.catalog.models import Agent, AgentPath, Resource
@@ -101,11 +102,25 @@ def host_name(agent: Agent) -> str:
     return agent.host_nickname or agent.host_name or agent.id[:8]
 
 
+#: In a removed path's kept file system (``identity``): the agent it was a path of (registry._retire).
+RETIRED_FROM = "retired_from_agent"
+
+
 def file_system(s: Session, ctx: ServiceContext, agent: Agent, dir_path: str) -> Resource:
-    """The file-system resource of an added path (made now if there is none; available again if it is)."""
+    """The file-system resource of an added path: the agent's, or the one this path had before it was
+    removed (kept for its vault and backups: the user who adds the path again means that one), made now
+    if there is neither; available again."""
     for res in resources_of(s, agent.id):
         if res.type == R.FILE_SYSTEM and res.path == dir_path:
             _set(res, "available")
+            return res
+    for res in s.scalars(select(Resource).where(Resource.project_id == agent.project_id, Resource.agent_id.is_(None),
+                                                Resource.type == R.FILE_SYSTEM, Resource.path == dir_path,
+                                                Resource.provider == PROVIDER)):
+        if (res.identity or {}).get(RETIRED_FROM) == agent.id:
+            res.agent_id = agent.id
+            res.identity = {k: v for k, v in res.identity.items() if k != RETIRED_FROM}
+            res.status, res.status_reason = "available", ""
             return res
     res = _new(ctx, agent, R.FILE_SYSTEM, dir_path, f"{host_name(agent)} {dir_path.strip('/') or 'root'}",
                "available")

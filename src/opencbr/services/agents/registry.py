@@ -367,16 +367,20 @@ def remove_agent_path(s: Session, ctx: ServiceContext, p: Principal, agent_id: s
         removed.append(path)
         for res in state.resources_of(s, agent.id):
             if res.type == R.FILE_SYSTEM and res.path == path:
-                _retire(s, res, f"path {path} was removed from agent {state.label(agent)}")
+                _retire(s, res, f"path {path} was removed from agent {state.label(agent)}", agent)
     s.flush()
     return removed, not_existed
 
 
-def _retire(s: Session, res: Resource, reason: str) -> None:
+def _retire(s: Session, res: Resource, reason: str, agent: Agent) -> None:
+    """A removed path's file system: gone, or, with backups or a vault, kept in error, remembering whose it
+    was, so that adding the path again brings back this resource (its vault, its backups' chain) rather
+    than a new one beside it (inventory.file_system)."""
     kept = s.scalar(select(func.count()).select_from(Backup).where(Backup.resource_id == res.id)) or \
         s.scalar(select(func.count()).select_from(VaultResource).where(VaultResource.resource_id == res.id))
     if kept:
         res.status, res.status_reason, res.agent_id = "error", reason, None
+        res.identity = {**(res.identity or {}), inventory.RETIRED_FROM: agent.id}
     else:
         s.delete(res)
 
