@@ -54,8 +54,26 @@ def link_to(ctx: ServiceContext, resource_id: str) -> HostLink:
         bandwidth = (int(agent.bandwidth_limit or 0) if agent is not None else 0) or None
     if ctx.settings.agent_project_bandwidth > 0:
         bandwidth = ProjectShare(ctx, address.project_id, bandwidth)
-    return HostLink(lambda: _watched(ctx, address, open_channel(identity, address, CONNECT_TIMEOUT, seal=True)),
-                    address.project_id, bandwidth, address.agent_id, address.fingerprint)
+
+    def connect():
+        _refuse_if_offline(ctx, address.agent_id)  # (a task asks an unreachable agent again, until this says)
+        return _watched(ctx, address, open_channel(identity, address, CONNECT_TIMEOUT, seal=True))
+
+    return HostLink(connect, address.project_id, bandwidth, address.agent_id, address.fingerprint)
+
+
+def _refuse_if_offline(ctx: ServiceContext, agent_id: str) -> None:
+    """A task asks an agent that cannot be reached again for a while (providers/agent UNREACHABLE_WAIT: it
+    may be restarting); once the heartbeat calls it offline, the next ask ends the task with that reason."""
+    from opencbr.agentlink.channel import RemoteError
+    from opencbr.services.agents import state
+
+    with ctx.read() as s:
+        agent = s.get(Agent, agent_id)
+        if agent is None:
+            raise RemoteError("agent_unregistered", f"agent {agent_id} was unregistered")
+        if not state.is_online(ctx, agent):
+            raise RemoteError("agent_offline", state.offline_reason(agent))
 
 
 #: How often a running agent task asks the catalog whether its agent was revoked meanwhile.

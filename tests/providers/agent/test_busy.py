@@ -97,3 +97,37 @@ def test_an_agent_at_its_connection_limit_is_asked_again_over_a_sealed_connectio
                                        disks=[HostDisk(str(agent.root / "one.img"), "b", None, {})])
     assert out["disks"][0]["added_bytes"] > 0
     assert set(seen) == {"SealedStream"}, seen  # busy was no reason to connect without sealing
+
+
+def test_an_agent_restarting_is_asked_again_until_it_is_back(tmp_path):
+    """A connection refused before any work (the agent restarting: an upgrade, systemd bringing it back)
+    is asked again for ``unreachable_wait`` seconds: a scheduled backup in that moment waits, instead of
+    turning into an error before the heartbeat has even called the agent offline."""
+    auth, root = Authority.new(), tmp_path / "host"
+    root.mkdir()
+    (root / "d.img").write_bytes(os.urandom(1 << 20))
+    first = AgentProcess(auth, tmp_path / "a1", [root])
+    first.stop()  # (its address now refuses connections)
+    disks = [HostDisk(str(root / "d.img"), "r1", None, {})]
+    with pytest.raises(AgentTaskFailed) as e:
+        AgentProvider(unreachable_wait=0).backup_disks(_repo(tmp_path / "v0"), first.connect, project_id="p1",
+                                                       disks=disks)
+    assert e.value.code == "agent_unreachable"
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["r"] = AgentProvider().backup_disks(_repo(tmp_path / "v1"), first.connect, project_id="p1",
+                                                    disks=disks)
+        except AgentTaskFailed as exc:
+            out["r"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(1.5)  # refused meanwhile, and asked again
+    again = AgentProcess(auth, tmp_path / "a2", [root], listen=first.endpoint)
+    try:
+        t.join(60)
+        assert isinstance(out["r"], dict) and out["r"]["disks"][0]["added_bytes"] > 0, out
+    finally:
+        again.stop()

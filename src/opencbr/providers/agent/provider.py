@@ -17,6 +17,10 @@ from opencbr.providers.base import Capabilities, PathState, PathSwapped, Probe
 Connect = Callable[[], object]  # () -> an open Channel to the agent (providers/agent/link.py)
 RESHARE_SECONDS = 1.0  # how often a shared bandwidth limit is asked again while a task runs
 BUSY_WAIT = 600.0  # seconds a task waits, in all, for a busy agent to take it
+#: Seconds a task goes on asking an agent that refuses its connection or cannot be reached: an agent
+#: restarting (an upgrade, systemd bringing it back) is away for seconds, and the heartbeat has not
+#: called it offline yet; failing at once turned a scheduled backup in that moment into an error.
+UNREACHABLE_WAIT = 60.0
 BUSY_FIRST_PAUSE, BUSY_MAX_PAUSE = 0.5, 10.0  # between two asks (doubling)
 
 
@@ -60,9 +64,11 @@ class AgentProvider:
     capabilities = Capabilities(resource_types=frozenset({R.DISK, R.SERVER, R.FILE_SYSTEM}), new_disks=True,
                                 new_file_systems=True, power=False, freeze=True, reads_on_host=True)
 
-    def __init__(self, *, timeout: float = TIMEOUT, busy_wait: float = BUSY_WAIT):
+    def __init__(self, *, timeout: float = TIMEOUT, busy_wait: float = BUSY_WAIT,
+                 unreachable_wait: float = UNREACHABLE_WAIT):
         self.timeout = timeout
         self.busy_wait = busy_wait
+        self.unreachable_wait = unreachable_wait
 
     # -------------------------------------------------------------------------------- inventory
     def normal_path(self, path: object) -> str:
@@ -107,13 +113,14 @@ class AgentProvider:
              bandwidth: Bandwidth = None) -> dict:
         """One task; while the agent answers ``busy`` (it runs its ``max_tasks`` already, or serves as many
         connections as it may: said before any work), asked again after a pause, for ``busy_wait``
-        seconds at most."""
-        deadline, pause = time.monotonic() + self.busy_wait, BUSY_FIRST_PAUSE
+        seconds at most; while it cannot be reached (before any work), for ``unreachable_wait``."""
+        started, pause = time.monotonic(), BUSY_FIRST_PAUSE
+        waits = {"busy": self.busy_wait, "agent_unreachable": self.unreachable_wait}
         while True:
             try:
                 return self._run_once(connect, request, serve, cancel=cancel, bandwidth=bandwidth)
             except AgentTaskFailed as e:
-                if e.code != "busy" or time.monotonic() + pause > deadline:
+                if e.code not in waits or time.monotonic() + pause > started + waits[e.code]:
                     raise
             if cancel is not None and cancel.wait(pause):
                 raise AgentTaskFailed("cancelled", "the task was cancelled")
