@@ -25,7 +25,10 @@ def test_agent_commands(server):
     assert server.url in cmds["register"] and "<TOKEN>" in cmds["register"]
     # docs/agents.md: register --ca-fingerprint sha256:... "(cbr agent install-command shows it)"
     assert cmds["ca_fingerprint"] == "sha256:" + token["token"].split(".")[4]
-    assert cmds["ca_fingerprint"] in ok(cli(server, "agent", "install-command")).out
+    shown = ok(cli(server, "agent", "install-command")).out
+    assert cmds["ca_fingerprint"] in shown
+    # the hint is printed in parentheses (the console shows it bare): it has none of its own
+    assert f"({cmds['token_hint']})" in shown and "((" not in shown and "))" not in shown
     api(server).post("/agents", {"agent": {"agent_id": f"cli-agent-{sfx}", "host_name": f"cli-host-{sfx}",
                                            "host_ip": "10.1.1.1", "host_os": "Linux"}})
     listed = ok(cli(server, "agent", "list", "--json")).json()

@@ -377,8 +377,9 @@ def _list_disk_backups(backup: dict, path: str, as_json: bool) -> None:
 @backup_app.command("restore-files")
 @handle_errors
 def backup_restore_files(backup_id: str = BACKUP_ARG, paths: list[str] = typer.Argument(..., help="Paths inside the backup."),
-                         to: str = typer.Option(..., "--to", help="Directory to restore into (on the service's "
-                                                                  "machine, or on the --agent's host)."),
+                         to: str = typer.Option(..., "--to", help="Directory to restore into: on the --agent's "
+                                                                  "host; without --agent, on the host of the agent "
+                                                                  "that read the backup, or on the service's machine."),
                          agent: str = typer.Option(None, "--agent", help="Restore onto this agent's host (id or "
                                                                          "host name); --to is a path there."),
                          wait: bool = WAIT_OPTION, as_json: bool = JSON_OPTION):

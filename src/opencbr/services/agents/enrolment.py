@@ -132,7 +132,7 @@ def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None
         "register": f"sudo {agent} register --endpoint {url} --token {token_text} --listen 0.0.0.0:{AGENT_PORT}",
         "start": f"curl -fsSL {url}/agent/opencbr-agent.service | sudo tee /etc/systemd/system/opencbr-agent.service "
                  ">/dev/null && sudo systemctl daemon-reload && sudo systemctl enable --now opencbr-agent",
-        "token_hint": "" if token else "make a token with `cbr agent token` (valid for one hour, one host)",
+        "token_hint": "" if token else "replace <TOKEN> with a token from `cbr agent token`: valid for one hour, for one host",
         "project_id": p.project_id,
         # what `opencbr-agent register --ca-fingerprint` checks when enrolling with AK/SK
         "ca_fingerprint": ca_fingerprint,
