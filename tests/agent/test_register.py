@@ -33,6 +33,10 @@ def test_token_enrolment_writes_a_private_configuration_and_pins_the_ca(tmp_path
     assert certs.common_name(cfg["cert_pem"]) == cfg["agent_id"]
     assert enrol_service.agents[cfg["agent_id"]]["endpoint"] == "127.0.0.1:7443"
     assert "BEGIN PRIVATE KEY" in cfg["key_pem"]
+    # the hint starts the agent with the configuration just written (`opencbr-agent run` alone read
+    # /etc/opencbr-agent/agent.json, which did not exist); with roots given, no note about them
+    assert f"start the agent with: opencbr-agent --config {config} run\n" in done.stdout, done.stdout
+    assert "no --root" not in done.stderr
 
     status = agent_cmd(config, "status")
     assert status.returncode == 0, status.stderr
@@ -52,6 +56,19 @@ def test_token_enrolment_writes_a_private_configuration_and_pins_the_ca(tmp_path
 
     gone = agent_cmd(config, "unregister-local")
     assert gone.returncode == 0 and not config.exists()
+
+
+def test_an_enrolment_without_roots_says_what_cannot_be_protected(tmp_path, enrol_service):
+    """An agent enrolled as `cbr agent token` printed it (no --root) served no directory and no image
+    file, and nothing said so until a path added in the service was refused."""
+    config = tmp_path / "agent.json"
+    done = agent_cmd(config, "register", "--endpoint", enrol_service.url, "--token", enrol_service.new_token(),
+                     "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:7443")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(config.read_text())["roots"] == []
+    note = " ".join(done.stderr.split())
+    assert "no --root given" in note and "no directory and no image file" in note, done.stderr
+    assert f'"roots" in {config} and restart the agent' in note and "--force and --root DIR" in note
 
 
 def test_a_token_is_used_once(tmp_path, enrol_service):

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 
 from opencbr.agent import VERSION
@@ -119,8 +120,18 @@ def _register(args) -> int:
     cfg.bandwidth_limit, cfg.max_tasks, cfg.state_dir = args.bandwidth_limit, args.max_tasks, args.state_dir
     agent_config.save(cfg, args.config)
     print(f"enrolled: agent {cfg.agent_id} in project {cfg.project_id}; the service will connect to {advertise}")
-    print(f"configuration written to {args.config}; start the agent with: opencbr-agent run "
-          "(or systemctl enable --now opencbr-agent)")
+    # `run` reads the default configuration unless told otherwise (and so does the packaged unit)
+    default = args.config == agent_config.DEFAULT_PATH
+    start = f"opencbr-agent{'' if default else ' --config ' + shlex.quote(args.config)} run"
+    print(f"configuration written to {args.config}; start the agent with: {start}"
+          + (" (or systemctl enable --now opencbr-agent)" if default else ""))
+    if not roots:
+        # an agent without roots opens no path at all (confinement): directories and image files the
+        # user then adds in the service are refused until the host's operator gives roots
+        print("opencbr-agent: note: no --root given: the service can protect this host's block devices and the "
+              "host as a whole, but no directory and no image file. To allow some, list them under \"roots\" in "
+              f"{args.config} and restart the agent (or register again with --force and --root DIR, repeated)",
+              file=sys.stderr)
     return 0
 
 
