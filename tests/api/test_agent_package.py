@@ -69,3 +69,20 @@ def test_the_step_by_step_install_commands_work_as_printed(server, tmp_path):
     assert done.returncode == 0, done.stderr[-1500:]
     assert (unit_dir / "opencbr-agent.service").read_text() == package.SYSTEMD_UNIT
     assert "enable --now opencbr-agent" in (tmp_path / "systemctl.log").read_text()
+
+
+def test_the_one_line_install_fails_loudly_when_the_service_cannot_be_reached(server, tmp_path):
+    """The printed one-line installation, run where the service's address does not answer, fails with
+    curl's error. (`curl URL | sudo sh -s -- ...` ran an empty script then, and the line exited 0.)"""
+    import subprocess
+
+    from tests.support.clients import api
+    from tests.support.server import free_port
+
+    line = api(server).post("/agents/tokens", {})["install_command"]["install"]
+    line = line.replace(server.url, f"http://127.0.0.1:{free_port()}").replace("sudo ", "")
+    line = line.replace("<DIRECTORY>", str(tmp_path))
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "NO_PROXY": "*"})
+    assert done.returncode != 0 and "curl: (7)" in done.stderr, (done.returncode, done.stderr)
+    assert not (tmp_path / package.INSTALL_FILE).exists()

@@ -17,10 +17,14 @@ def test_agent_commands(server):
     sfx = "x"
     token = ok(cli(server, "agent", "token", "--json")).json()
     assert token["token"].startswith("ocbr1.") and token["token"] in token["install_command"]["register"]
-    assert token["install_command"]["install"] == (f"curl -fsSL {server.url}/agent/install.sh | sudo sh -s -- "
-                                                   f"--token {token['token']}")
+    assert token["install_command"]["install"] == (
+        f"curl -fsSLo opencbr-agent-install.sh {server.url}/agent/install.sh && sudo sh opencbr-agent-install.sh "
+        f"--token {token['token']} --root <DIRECTORY>")
     text = ok(cli(server, "agent", "token")).out
     assert "opencbr-agent register" in text and "--token ocbr1." in text
+    # a directory to fill in, like the token (an agent enrolled without --root served no directory)
+    assert token["install_command"]["register"].endswith(f"--token {token['token']} --root <DIRECTORY>")
+    assert f"({token['install_command']['root_hint']})" in text and "<DIRECTORY>" in token["install_command"]["root_hint"]
     cmds = ok(cli(server, "agent", "install-command", "--json")).json()
     assert server.url in cmds["register"] and "<TOKEN>" in cmds["register"]
     # docs/agents.md: register --ca-fingerprint sha256:... "(cbr agent install-command shows it)"
@@ -48,3 +52,4 @@ def test_agent_commands(server):
     ok(cli(server, "agent", "unregister", f"cli-agent-{sfx}", "--yes"))
     missing = cli(server, "agent", "show", f"cli-agent-{sfx}")
     assert missing.code == 1 and "no agent" in missing.err
+

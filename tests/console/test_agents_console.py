@@ -35,6 +35,7 @@ def test_agents_page(server):
         sign_in(page, server.admin)
         page.locator(".sidenav").get_by_role("link", name="Agents", exact=True).click()
         expect(page.locator("#agent-install")).to_contain_text("opencbr-agent register --endpoint")
+        expect(page.locator("#agent-install")).to_contain_text("replace <DIRECTORY> with a directory")
         row = page.locator("tr[data-agent-id='console-agent']")
         expect(row).to_contain_text("web7")
         expect(row).to_contain_text("/srv/www")

@@ -42,6 +42,8 @@ AGENT_DEPENDENCIES = ("blake3==1.0.11", "zstandard==0.25.0", "cryptography==50.0
 REQUIRES_PYTHON = ">=3.11"
 SUMMARY = "OpenCBR agent: lets an OpenCBR service back up and restore this host's disks and directories"
 PREFIX = "/opt/opencbr-agent"
+#: The file the one-line installation saves the install script as, in the current directory.
+INSTALL_FILE = "opencbr-agent-install.sh"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: reproducible archives
 _MTIME = 315532800
 
@@ -262,6 +264,13 @@ fi
 """
 
 
+def install_line(endpoint: str, args: str) -> str:
+    """The one line that installs the agent on a host from the service at ``endpoint``; ``args`` are the
+    script's (``--token T --root DIR``...). The script is saved to a file and run only if that worked:
+    ``curl URL | sh`` ran an empty script when curl could not connect, and the line succeeded silently."""
+    return f"curl -fsSLo {INSTALL_FILE} {endpoint.rstrip('/')}/agent/install.sh && sudo sh {INSTALL_FILE} {args}"
+
+
 def install_script(endpoint: str, token: str = "") -> str:
     """A POSIX shell script that installs the agent on a host from the service at ``endpoint``, enrols
     it (with ``token``, or a ``--token`` among the script's arguments) and starts its systemd unit.
@@ -279,7 +288,7 @@ def install_script(endpoint: str, token: str = "") -> str:
     unit = SYSTEMD_UNIT.replace(f"{PREFIX}/bin/opencbr-agent run", "${AGENT_WORD}${CONFIG_ARG} run")
     return f"""#!/bin/sh
 # Installs the OpenCBR agent {__version__} from {endpoint} (docs/agents.md):
-#   curl -fsSL {endpoint}/agent/install.sh | sudo sh -s -- --token TOKEN [--root DIR ...] [--advertise HOST:PORT]
+#   {install_line(endpoint, "--token TOKEN --root DIR [--root DIR ...] [--advertise HOST:PORT]")}
 set -eu
 ENDPOINT={shlex.quote(endpoint)}
 PREFIX="${{OPENCBR_AGENT_PREFIX:-{PREFIX}}}"

@@ -39,8 +39,9 @@ def _commands(cmds: dict) -> None:
     typer.echo(f"On the Linux host to protect:\n  {cmds['install']}\nor step by step:")
     for key in ("package", "register", "start"):
         typer.echo(f"  {cmds[key]}")
-    if cmds.get("token_hint"):
-        typer.echo(f"({cmds['token_hint']})")
+    for key in ("token_hint", "root_hint"):
+        if cmds.get(key):
+            typer.echo(f"({cmds[key]})")
     if cmds.get("ca_fingerprint"):
         typer.echo(f"The service's CA (opencbr-agent register --ca-fingerprint, with AK/SK): {cmds['ca_fingerprint']}")
 

@@ -1,7 +1,7 @@
 """What a host downloads to install the agent (docs/agents.md): public, unsigned, no secret in them.
 
 - ``GET /agent/install.sh``: the installation script for this service (the enrolment token is an
-  argument of the script, never part of a URL: ``curl -fsSL .../agent/install.sh | sudo sh -s -- --token T``);
+  argument of the script, never part of a URL: ``package.install_line``);
 - ``GET /agent/package.whl``, or under its own file name (``/agent/opencbr_agent-<version>-py3-none-any.whl``,
   which ``pip install URL`` needs): the agent's wheel (what the script installs; no build step on the host);
 - ``GET /agent/opencbr-agent.service``: the systemd unit (for an installation by hand);

@@ -121,22 +121,32 @@ def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None
     ``ca_fingerprint``: the agents' CA (``ca_fingerprint``), for an enrolment with AK/SK."""
     url = ctx.settings.public_url.rstrip("/") or request_url.rstrip("/") or ctx.settings.url
     token_text = token or "<TOKEN>"
+    # an agent without roots opens no directory and no image file (docs/agents.md, "Roots"): the user
+    # chooses them; left unfilled, `<DIRECTORY>` ends the line, where the shell refuses it as a syntax
+    # error before anything runs (the token is not used up)
+    enrol_args = f"--token {token_text} --root {ROOT_PLACEHOLDER}"
     # By hand, the same as the script: a virtual environment in the script's prefix (a distribution's
     # Python refuses `pip install` into itself, PEP 668), the wheel under its own file name (pip refuses
     # any other), and the unit the script would write (its ExecStart is that prefix's opencbr-agent).
     agent = f"{package.PREFIX}/bin/opencbr-agent"
     return {
-        "install": f"curl -fsSL {url}/agent/install.sh | sudo sh -s -- --token {token_text}",
+        "install": package.install_line(url, enrol_args),
         "package": f"sudo python3 -m venv {package.PREFIX} && "
                    f"sudo {package.PREFIX}/bin/pip install {url}/agent/{package.wheel_name()}",
-        "register": f"sudo {agent} register --endpoint {url} --token {token_text} --listen 0.0.0.0:{AGENT_PORT}",
+        "register": f"sudo {agent} register --endpoint {url} --listen 0.0.0.0:{AGENT_PORT} {enrol_args}",
         "start": f"curl -fsSL {url}/agent/opencbr-agent.service | sudo tee /etc/systemd/system/opencbr-agent.service "
                  ">/dev/null && sudo systemctl daemon-reload && sudo systemctl enable --now opencbr-agent",
         "token_hint": "" if token else "replace <TOKEN> with a token from `cbr agent token`: valid for one hour, for one host",
+        "root_hint": f"replace {ROOT_PLACEHOLDER} with a directory of the host to protect, and add --root DIR for "
+                     "each other one; without any --root, only the host's disks and the host as a whole can be protected",
         "project_id": p.project_id,
         # what `opencbr-agent register --ca-fingerprint` checks when enrolling with AK/SK
         "ca_fingerprint": ca_fingerprint,
     }
+
+
+#: What the user replaces with a directory in the printed commands (shown like ``<TOKEN>``).
+ROOT_PLACEHOLDER = "<DIRECTORY>"
 
 
 def ca_fingerprint(s: Session, ctx: ServiceContext) -> str:

@@ -13,7 +13,7 @@ function commandsBox(cmds) {
     h("p.hint", "On the Linux host to protect:"), h("div", copyable(cmds.install)),
     h("p.hint", "or step by step:"),
     ["package", "register", "start"].map((k) => h("div", copyable(cmds[k]))),
-    cmds.token_hint ? h("p.hint", cmds.token_hint) : null);
+    ["token_hint", "root_hint"].map((k) => (cmds[k] ? h("p.hint", cmds[k]) : null)));
 }
 
 function addPathDialog(agent) {
