@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.support.clients import api, cli
-from tests.support.server import sqlite_server_fixture
+from tests.support.databases import sqlite_url
+from tests.support.server import ServerProcess, sqlite_server_fixture
 
 server = sqlite_server_fixture("cli-agents")
 
@@ -53,3 +54,26 @@ def test_agent_commands(server):
     missing = cli(server, "agent", "show", f"cli-agent-{sfx}")
     assert missing.code == 1 and "no agent" in missing.err
 
+
+def test_commands_with_a_loopback_address_say_so_and_what_to_set(server, tmp_path):
+    """With the default listen address (127.0.0.1) and no public_url, the printed commands fetched the
+    script from http://127.0.0.1:PORT on the host to protect, and nothing said why that fails."""
+    for args in (("agent", "token"), ("agent", "install-command")):
+        done = ok(cli(server, *args))
+        warning = " ".join(done.err.split())
+        assert warning.startswith(f"WARNING: {server.url} is this machine's own loopback address"), done.err
+        assert f'listen = "0.0.0.0:{server.port}"' in warning and f'public_url = "http://HOST:{server.port}"' in warning
+        assert "WARNING" not in done.out  # (stdout: the commands alone)
+    # the same text in the API's answer, which the console shows
+    answer = api(server).get("/agents/install-command")["install_command"]
+    assert " ".join(answer["address_warning"].split()) in " ".join(done.err.split())
+
+    # with public_url naming an address other hosts reach, no warning (whatever the caller reached)
+    other = ServerProcess(str(tmp_path), sqlite_url(str(tmp_path)), workers=0,
+                          extra_env={"OPENCBR_PUBLIC_URL": "http://backup.example:8080"}).start()
+    try:
+        done = ok(cli(other, "agent", "install-command"))
+        assert "WARNING" not in done.err and "http://backup.example:8080/agent/install.sh" in done.out
+        assert api(other).get("/agents/install-command")["install_command"]["address_warning"] == ""
+    finally:
+        other.stop()

@@ -35,6 +35,9 @@ def test_agents_page(server):
         sign_in(page, server.admin)
         page.locator(".sidenav").get_by_role("link", name="Agents", exact=True).click()
         expect(page.locator("#agent-install")).to_contain_text("opencbr-agent register --endpoint")
+        # the test's server listens on loopback only: the page says the commands work on no other host
+        expect(page.locator("#agent-address-warning")).to_contain_text("own loopback address")
+        expect(page.locator("#agent-address-warning")).to_contain_text('listen = "0.0.0.0:')
         expect(page.locator("#agent-install")).to_contain_text("replace <DIRECTORY> with a directory")
         row = page.locator("tr[data-agent-id='console-agent']")
         expect(row).to_contain_text("web7")
@@ -42,6 +45,7 @@ def test_agents_page(server):
         expect(row.locator(".badge")).to_have_text("Offline")
         page.get_by_role("button", name="Create enrolment token").click()
         expect(page.locator("#agent-install")).to_contain_text("--token ocbr1.")
+        expect(page.locator("#agent-address-warning")).to_contain_text("own loopback address")
         row.get_by_role("button", name="Add path").click()
         dialog(page).locator("textarea[name=agent-paths]").fill("/var/lib/app")
         dialog(page).get_by_role("button", name="Add").click()

@@ -36,6 +36,8 @@ def _row(a: dict) -> dict:
 
 
 def _commands(cmds: dict) -> None:
+    if cmds.get("address_warning"):  # before the commands, where it is read before they are copied
+        typer.echo(f"WARNING: {cmds['address_warning']}\n", err=True)
     typer.echo(f"On the Linux host to protect:\n  {cmds['install']}\nor step by step:")
     for key in ("package", "register", "start"):
         typer.echo(f"  {cmds[key]}")

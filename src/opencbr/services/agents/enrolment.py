@@ -14,10 +14,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -117,7 +119,8 @@ def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None
     """The commands that install an agent on a Linux host and enrol it into the caller's project:
     ``install`` does it all (the service serves the script and the agent's package, docs/agents.md);
     ``package``, ``register`` and ``start`` are the same steps by hand. The API's address is the
-    setting ``public_url``, else the one the caller reached it at (``request_url``).
+    setting ``public_url``, else the one the caller reached it at (``request_url``);
+    ``address_warning`` says when that address is this machine's loopback, which no host can use.
     ``ca_fingerprint``: the agents' CA (``ca_fingerprint``), for an enrolment with AK/SK."""
     url = ctx.settings.public_url.rstrip("/") or request_url.rstrip("/") or ctx.settings.url
     token_text = token or "<TOKEN>"
@@ -139,6 +142,7 @@ def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None
         "token_hint": "" if token else "replace <TOKEN> with a token from `cbr agent token`: valid for one hour, for one host",
         "root_hint": f"replace {ROOT_PLACEHOLDER} with a directory of the host to protect, and add --root DIR for "
                      "each other one; without any --root, only the host's disks and the host as a whole can be protected",
+        "address_warning": address_warning(ctx, url),
         "project_id": p.project_id,
         # what `opencbr-agent register --ca-fingerprint` checks when enrolling with AK/SK
         "ca_fingerprint": ca_fingerprint,
@@ -147,6 +151,29 @@ def install_commands(ctx: ServiceContext, p: Principal, token: str | None = None
 
 #: What the user replaces with a directory in the printed commands (shown like ``<TOKEN>``).
 ROOT_PLACEHOLDER = "<DIRECTORY>"
+
+
+def address_warning(ctx: ServiceContext, url: str) -> str:
+    """Why the commands with ``url`` in them work on no other host, if its host is a loopback address
+    (127.0.0.0/8, ::1, localhost): the service listens only there, or is reached there and has no
+    ``public_url``. Empty otherwise."""
+    if not _loopback(urlsplit(url).hostname or ""):
+        return ""
+    port = ctx.settings.port
+    todo = (f'set listen = "0.0.0.0:{port}" (now it answers only on this machine) and '
+            if _loopback(ctx.settings.host) else "set ")
+    return (f"{url} is this machine's own loopback address: these commands do not work on another host. In the "
+            f"service's configuration (opencbr.toml, or OPENCBR_* variables; docs/operations.md), {todo}"
+            f'public_url = "http://HOST:{port}" (HOST: the name or address other hosts reach this machine at), '
+            "restart the service, and print the commands again.")
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
 
 
 def ca_fingerprint(s: Session, ctx: ServiceContext) -> str:

@@ -54,6 +54,7 @@ export async function render(main, _params, ctx) {
     install, holder);
 
   const showCommands = (cmds, token) => clear(install, h("h2", token ? "Install with this token" : "Agent installation"),
+    cmds.address_warning ? h("div.alert.warn#agent-address-warning", { role: "alert" }, cmds.address_warning) : null,
     token ? h("div.alert.info", "The token enrols one host and expires at ", timeCell(token.expires_at), ". It is shown once.") : null,
     commandsBox(cmds));
   let agents = [];
