@@ -97,22 +97,14 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     ``OPENCBR_AGENT_BUILD``: ``auto`` keeps the wheel's C extensions, which load with this Python;
     ``always`` builds them from the source package, as on a host with another Python (where this host
     can: a compiler and Python's headers), and the installed agent reads with what it built."""
-    python3 = shutil.which("python3", path="/usr/bin:/bin")
-    if not python3 or subprocess.run([python3, "-c", "import cryptography, setuptools, pip"], capture_output=True).returncode:
-        pytest.skip("no system Python with cryptography and pip here")
+    python3 = _system_python()
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     script = opener.open(f"{server.url}/agent/install.sh", timeout=30).read().decode()
     token = api(server).post("/agents/tokens", {})["token"]
     bin_dir, units, calls = tmp_path / "bin", tmp_path / "units", tmp_path / "systemctl.calls"
-    bin_dir.mkdir()
-    units.mkdir()
-    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "systemctl").chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OPENCBR_AGENT_PREFIX": str(tmp_path / "opt"),
-           "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
-           "OPENCBR_AGENT_BIN_DIR": str(bin_dir),
-           "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1", "OPENCBR_AGENT_BUILD": build,
-           "PIP_NO_BUILD_ISOLATION": "0"}  # (offline: the build uses the system's setuptools; pip's env reads "0" as "no isolation")
+    env = _offline_host(tmp_path, f'echo "$@" >> {calls}')
+    # systemctl is the stand-in: the unit is installed as on a host that systemd runs
+    env.update(OPENCBR_AGENT_BUILD=build, OPENCBR_AGENT_SYSTEMD="yes")
     config, port = tmp_path / "etc dir %i" / "agent.json", free_port()  # (a unit needs such a path quoted)
     (tmp_path / "srv").mkdir()
     done = subprocess.run(["sh", "-s", "--", "--token", token, "--config", str(config), "--listen", f"127.0.0.1:{port}",
@@ -141,6 +133,64 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     agent_id = json.loads(config.read_text())["agent_id"]
     installed = subprocess.Popen([str(tmp_path / "opt" / "bin" / "opencbr-agent"), "--config", str(config), "run"],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = sdk(server)
+        shown = _wait(lambda: (a := client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent).status == "online" and a)
+        assert shown, server.log()[-3000:]
+    finally:
+        installed.terminate()
+        installed.communicate(timeout=20)
+
+
+def _system_python() -> str:
+    python3 = shutil.which("python3", path="/usr/bin:/bin")
+    if not python3 or subprocess.run([python3, "-c", "import cryptography, setuptools, pip"], capture_output=True).returncode:
+        pytest.skip("no system Python with cryptography and pip here")
+    return python3
+
+
+def _offline_host(tmp_path: Path, systemctl: str) -> dict:
+    """The environment of the install script on a host without a package index: pip takes the agent's
+    dependencies from the distribution (python3-cryptography, through --system-site-packages); ``systemctl``
+    (the body of a stand-in for it in tmp_path/bin) and the paths are the test's."""
+    bin_dir, units = tmp_path / "bin", tmp_path / "units"
+    bin_dir.mkdir()
+    units.mkdir()
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\n{systemctl}\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OPENCBR_AGENT_PREFIX": str(tmp_path / "opt"),
+            "OPENCBR_AGENT_UNIT_DIR": str(units), "OPENCBR_AGENT_VENV_ARGS": "--system-site-packages",
+            "OPENCBR_AGENT_BIN_DIR": str(bin_dir), "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "NO_PROXY": "127.0.0.1",
+            "PIP_NO_BUILD_ISOLATION": "0"}  # (offline: a build uses the system's setuptools; pip's env reads "0" as "no isolation")
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="systemd runs this machine")
+def test_the_printed_install_line_on_a_host_that_systemd_does_not_run(tmp_path, server):
+    """The one line `cbr agent token` prints, run as printed (``sudo`` dropped, ``<DIRECTORY>`` filled in)
+    in a container: systemctl is there but refuses, as systemd is not PID 1. The script enrolled the host
+    (using up the token), then failed at systemctl, before linking the command; run again, it said
+    "enrolled already". Now it installs and enrols, links the command, says how to run the agent, and
+    succeeds; and the agent it installed runs."""
+    _system_python()
+    calls = tmp_path / "systemctl.calls"
+    env = _offline_host(tmp_path, f'echo "$@" >> {calls}\necho "System has not been booted with systemd" >&2; exit 1')
+    env.update(OPENCBR_AGENT_BUILD="never")
+    config, root, port = tmp_path / "etc" / "agent.json", tmp_path / "srv", free_port()
+    root.mkdir()
+    line = api(server).post("/agents/tokens", {})["install_command"]["install"].replace("sudo ", "")
+    assert line.endswith(" --root <DIRECTORY>")
+    line = line.replace("<DIRECTORY>", shlex.join([str(root), "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                                                   "--state-dir", str(tmp_path / "state")]))
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not calls.exists() and not list((tmp_path / "units").iterdir())  # systemd was left alone
+    agent = tmp_path / "opt" / "bin" / "opencbr-agent"
+    assert os.readlink(tmp_path / "bin" / "opencbr-agent") == str(agent)
+    assert "systemd does not run this host" in done.stderr and "nothing starts the agent" in done.stdout
+    assert f"{agent} --config '{config}' run\n" in done.stdout, done.stdout
+    agent_id = json.loads(config.read_text())["agent_id"]
+    installed = subprocess.Popen([str(agent), "--config", str(config), "run"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
     try:
         client = sdk(server)
         shown = _wait(lambda: (a := client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent).status == "online" and a)

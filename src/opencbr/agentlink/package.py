@@ -278,7 +278,8 @@ def install_script(endpoint: str, token: str = "") -> str:
     The environment may change where it installs (``OPENCBR_AGENT_PREFIX``, ``OPENCBR_AGENT_UNIT_DIR``;
     ``OPENCBR_AGENT_BIN_DIR``, default /usr/local/bin, gets a link to the ``opencbr-agent`` command),
     whether it builds the tree engine's C extensions for the host (``OPENCBR_AGENT_BUILD``, see
-    ``_BUILD_EXTENSIONS``) and how the virtual environment is made (``OPENCBR_AGENT_VENV_ARGS``, e.g. ``--system-site-packages``
+    ``_BUILD_EXTENSIONS``), whether it installs and starts the systemd unit (``OPENCBR_AGENT_SYSTEMD``: ``auto``,
+    where systemd runs the host, ``yes``, ``no``) and how the virtual environment is made (``OPENCBR_AGENT_VENV_ARGS``, e.g. ``--system-site-packages``
     to use the distribution's python3-cryptography); pip reads its own ``PIP_*`` variables (an offline
     index: ``PIP_NO_INDEX=1 PIP_FIND_LINKS=/dir``)."""
     endpoint = endpoint.rstrip("/")
@@ -310,7 +311,18 @@ done
 [ "$(id -u)" = 0 ] || {{ echo "run this as root: the agent reads and writes block devices" >&2; exit 1; }}
 command -v python3 >/dev/null || {{ echo "python3 (3.11 or later) is needed" >&2; exit 1; }}
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{ echo "python3 must be 3.11 or later" >&2; exit 1; }}
-command -v systemctl >/dev/null || {{ echo "systemd is needed to run the agent as a service" >&2; exit 1; }}
+# systemd runs the host's services only where it is PID 1, which makes /run/systemd/system: in a container
+# systemctl may be installed and refuse ("System has not been booted with systemd"), which it said only
+# after the one-time token was used up. Without it the agent is installed and enrolled, not started.
+SYSTEMD="${{OPENCBR_AGENT_SYSTEMD:-auto}}"
+if [ "$SYSTEMD" = auto ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then SYSTEMD=yes; else SYSTEMD=no; fi
+fi
+if [ "$SYSTEMD" = yes ]; then
+  command -v systemctl >/dev/null || {{ echo "OPENCBR_AGENT_SYSTEMD=yes, but there is no systemctl" >&2; exit 1; }}
+else
+  echo "==> note: systemd does not run this host (a container?): the agent is installed and enrolled, not started" >&2
+fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 fetch() {{
@@ -324,13 +336,19 @@ fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
 "$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
 {_BUILD_EXTENSIONS.replace("SDIST", sdist_name()).replace("PROBE", EXTENSIONS_PROBE)}echo "==> enrolling this host"
 "$PREFIX/bin/opencbr-agent" register --endpoint "$ENDPOINT" {token_args}"$@" </dev/null
+if [ -d "$BIN_DIR" ]; then ln -sf "$PREFIX/bin/opencbr-agent" "$BIN_DIR/opencbr-agent"; fi
+if [ "$SYSTEMD" = no ]; then
+  echo "==> done, but nothing starts the agent: systemd does not run this host. Run it in the foreground with"
+  echo "    $PREFIX/bin/opencbr-agent$CONFIG_SAY run"
+  echo "    or under the host's own supervisor (it runs until SIGTERM), as root; opencbr-agent$CONFIG_SAY status shows its state"
+  exit 0
+fi
 echo "==> the systemd unit $UNIT_DIR/opencbr-agent.service"
 cat > "$UNIT_DIR/opencbr-agent.service" <<UNIT
 {unit}UNIT
 systemctl daemon-reload
 systemctl enable --now opencbr-agent
 systemctl --no-pager --lines=0 status opencbr-agent || true
-if [ -d "$BIN_DIR" ]; then ln -sf "$PREFIX/bin/opencbr-agent" "$BIN_DIR/opencbr-agent"; fi
 echo "==> done: opencbr-agent$CONFIG_SAY status shows the agent's state"
 """
 
