@@ -200,6 +200,28 @@ def test_the_printed_install_line_on_a_host_that_systemd_does_not_run(tmp_path, 
         installed.communicate(timeout=20)
 
 
+def test_the_install_script_without_a_package_index_says_how_to_install_offline(tmp_path, server):
+    """pip failing for want of an index (``No matching distribution found for blake3==...``) was the
+    script's last word. It now says how to bring the packages over, before the token is used."""
+    python3 = _system_python()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    script = opener.open(f"{server.url}/agent/install.sh", timeout=30).read().decode()
+    env = _offline_host(tmp_path, "exit 0")
+    del env["OPENCBR_AGENT_VENV_ARGS"], env["PIP_NO_DEPS"]  # (the dependencies are nowhere to be found)
+    config = tmp_path / "agent.json"
+    done = subprocess.run(["sh", "-s", "--", "--token", api(server).post("/agents/tokens", {})["token"],
+                           "--config", str(config)], input=script, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1 and not config.exists(), done.stdout + done.stderr  # not enrolled
+    said = done.stderr.split("pip could not install the agent", 1)[-1]
+    assert " ".join(package.AGENT_DEPENDENCIES) in said, done.stderr
+    download = f"pip download -d DIR {server.url}/agent/{package.wheel_name()}"
+    assert download in said and "PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR" in said and "docs/agents.md" in said
+    # the download as printed takes the agent's wheel from the service (here without its dependencies)
+    got = subprocess.run([python3, "-m", *download.replace("DIR", str(tmp_path / "dl")).split()], capture_output=True,
+                         text=True, timeout=120, env={**env, "PIP_NO_DEPS": "1"})
+    assert got.returncode == 0 and (tmp_path / "dl" / package.wheel_name()).exists(), got.stderr
+
+
 def _backup_only_keys(server, name: str) -> Creds:
     admin = api(server)
     admin.post("/iam/users", {"name": name, "role": "backup"})

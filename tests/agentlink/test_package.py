@@ -24,8 +24,11 @@ _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's, e.g. 
 
 def test_the_pins_and_the_unit_agree_with_the_repository():
     pyproject = (REPO / "pyproject.toml").read_text()
+    agents_md = " ".join((REPO / "docs" / "agents.md").read_text().split())
     for dep in package.AGENT_DEPENDENCIES:
         assert f'"{dep}"' in pyproject, f"{dep} is not pinned so in pyproject.toml"
+        # (a host without a package index needs them at exactly these versions)
+        assert f"`{dep}`" in agents_md, f"docs/agents.md, Installing, does not give the pin {dep}"
     assert (REPO / "packaging" / "opencbr-agent.service").read_text() == package.SYSTEMD_UNIT
 
 

@@ -333,7 +333,15 @@ echo "==> the agent's environment in $PREFIX"
 python3 -m venv ${{OPENCBR_AGENT_VENV_ARGS:-}} "$PREFIX" || {{ echo "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }}
 echo "==> the agent package from $ENDPOINT and its dependencies ({", ".join(d.split("==")[0] for d in AGENT_DEPENDENCIES)})"
 fetch "$ENDPOINT/agent/package.whl" "$TMP/{wheel_name()}"
-"$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}"
+"$PREFIX/bin/pip" install -q --disable-pip-version-check --upgrade "$TMP/{wheel_name()}" || {{
+  # (before enrolling: the token is still unused)
+  echo "pip could not install the agent with its dependencies ({" ".join(AGENT_DEPENDENCIES)})." >&2
+  echo "Without access to a package index, on a machine with one (and this host's Python version and architecture):" >&2
+  echo "  pip download -d DIR $ENDPOINT/agent/{wheel_name()}" >&2
+  echo "then copy DIR to this host and run this script again with PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR in its" >&2
+  echo 'environment (sudo env PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR sh ...; docs/agents.md, "A host without a package index")' >&2
+  exit 1
+}}
 {_BUILD_EXTENSIONS.replace("SDIST", sdist_name()).replace("PROBE", EXTENSIONS_PROBE)}echo "==> enrolling this host"
 "$PREFIX/bin/opencbr-agent" register --endpoint "$ENDPOINT" {token_args}"$@" </dev/null
 if [ -d "$BIN_DIR" ]; then ln -sf "$PREFIX/bin/opencbr-agent" "$BIN_DIR/opencbr-agent"; fi
