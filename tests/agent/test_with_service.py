@@ -91,9 +91,10 @@ def test_enrol_with_a_token_be_polled_online_and_be_revoked(tmp_path, server, ho
 
 @pytest.mark.parametrize("build", ["auto", "always"])
 def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, server, build):
-    """``curl .../agent/install.sh | sh -s -- --token T ...`` with the system's Python, offline: pip finds no
-    index (PIP_NO_INDEX) and takes the dependencies from the distribution (python3-cryptography, through
-    --system-site-packages); systemctl is a stand-in recording its calls; the paths are the test's.
+    """The install script piped to ``sh -s -- --token T ...`` (it may still be run so) with the system's
+    Python, offline: pip finds no index (PIP_NO_INDEX) and takes the dependencies from the distribution
+    (python3-cryptography, through --system-site-packages); systemctl is a stand-in recording its calls
+    (OPENCBR_AGENT_SYSTEMD=yes: as where systemd runs the host); the paths are the test's.
     ``OPENCBR_AGENT_BUILD``: ``auto`` keeps the wheel's C extensions, which load with this Python;
     ``always`` builds them from the source package, as on a host with another Python (where this host
     can: a compiler and Python's headers), and the installed agent reads with what it built."""
