@@ -82,6 +82,8 @@ def test_register_list_show_update_unregister(server, tenants):
     paths = c.show_agent(ShowAgentRequest(agent_id="sdk-agent-1")).agent.paths
     assert {(p.dir_path, p.status, p.exclude_paths) for p in paths} == {("/srv/db", "available", "/srv/db/tmp"),
                                                                        ("/etc", "available", "")}
+    shown = {p["dir_path"]: p for p in api(server, tenants[0]).get("/agents/sdk-agent-1")["agent"]["paths"]}
+    assert shown["/etc"]["file_system_status"] == "error" and "not enrolled" in shown["/etc"]["file_system_status_reason"]
     fs = api(server, tenants[0]).get("/protectables/OS::Sfs::Turbo/instances")["instances"]
     etc = next(i for i in fs if i["detail"]["path"] == "/etc")
     assert etc["protectable"]["result"] is False and "not enrolled" in etc["protectable"]["reason"]

@@ -43,6 +43,8 @@ def test_agents_page(server):
         expect(row).to_contain_text("web7")
         expect(row).to_contain_text("/srv/www")
         expect(row.locator(".badge")).to_have_text("Offline")
+        # the path's file system says why it cannot be backed up (here: its agent was never enrolled)
+        expect(row.locator(".agent-path .error-text")).to_contain_text("is not enrolled")
         page.get_by_role("button", name="Create enrolment token").click()
         expect(page.locator("#agent-install")).to_contain_text("--token ocbr1.")
         expect(page.locator("#agent-address-warning")).to_contain_text("own loopback address")

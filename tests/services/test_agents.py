@@ -261,6 +261,10 @@ def test_a_path_the_agent_refuses_says_why(ctx, tenant, tmp_path):
     assert "outside this agent's roots" in rows["/etc"].status_reason
     assert rows[str(root / "gone")].status_reason == f"{root / 'gone'} does not exist on host web1"
     assert all(rows[p].status == "error" for p in wanted[1:])
+    with ctx.read() as s:  # the agent's own view says it too, path by path (it listed them all available)
+        shown = agents.show_agent(s, ctx, tenant, "agent-1").file_systems
+    assert shown[str(root / "www")] == ("available", "")
+    assert shown["/etc"][0] == "error" and "outside this agent's roots" in shown["/etc"][1]
 
 
 def _roots_told(ctx, agent_id, roots):

@@ -73,8 +73,12 @@ def agent_show(agent: str = AGENT_ARG, as_json: bool = JSON_OPTION):
                       ("host_os", "OS"), ("endpoint", "Endpoint"), ("status", "Status"), ("enrolled", "Enrolled"),
                       ("agent_version", "Version"), ("last_active_time", "Last active"),
                       ("last_backup_time", "Last backup"), ("last_error", "Last error"), ("created_at", "Registered")])
-    if a["paths"]:
-        table(a["paths"], [("dir_path", "Path"), ("exclude_paths", "Excluded"), ("status", "Status")])
+    if a["paths"]:  # (the file system's state: a path the agent refuses is registered all the same)
+        rows = [{**p, "state": p.get("file_system_status", "") + (f": {p['file_system_status_reason']}"
+                                                                   if p.get("file_system_status_reason") else "")}
+                for p in a["paths"]]
+        table(rows, [("dir_path", "Path"), ("exclude_paths", "Excluded"), ("status", "Status"),
+                     ("state", "File system")])
 
 
 @agent_app.command("token")

@@ -89,9 +89,13 @@ class EnrolBody(Wire):
 
 
 # ------------------------------------------------------------------------------------ answers
-def _path(ap) -> dict[str, Any]:
+def _path(ap, file_system: tuple[str, str] | None) -> dict[str, Any]:
+    """A Path (``status``: the path's, available or removed, as CBR's), and the OpenCBR extensions: its file
+    system's status and why (the agent refusing the path, outside its roots or through a link)."""
+    fs_status, fs_reason = file_system or ("", "")
     return {"id": ap.id, "status": ap.status, "agent_id": ap.agent_id, "dir_path": ap.dir_path,
-            "exclude_paths": ",".join(ap.exclude_paths or [])}
+            "exclude_paths": ",".join(ap.exclude_paths or []), "file_system_status": fs_status,
+            "file_system_status_reason": fs_reason}
 
 
 def agent_resp(view: agents.AgentView) -> dict[str, Any]:
@@ -101,7 +105,8 @@ def agent_resp(view: agents.AgentView) -> dict[str, Any]:
         "agent_id": a.id, "agent_version": a.agent_version, "agent_type": a.agent_type, "host_name": a.host_name,
         "host_nickname": a.host_nickname, "host_ip": a.host_ip, "host_os": a.host_os, "status": view.status,
         "created_at": wire.iso(a.created_at), "updated_at": wire.iso(a.updated_at),
-        "last_active_time": wire.iso(a.last_active_time), "paths": [_path(ap) for ap in view.paths],
+        "last_active_time": wire.iso(a.last_active_time),
+        "paths": [_path(ap, view.file_systems.get(ap.dir_path)) for ap in view.paths],
         "endpoint": a.endpoint, "enrolled": bool(a.cert_fingerprint), "last_error": a.last_error,
         "bandwidth_limit": a.bandwidth_limit, "last_backup_time": wire.iso(view.last_backup_at),
     }

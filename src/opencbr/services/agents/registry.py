@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -46,6 +46,9 @@ class AgentView:
     paths: list[AgentPath]
     #: When the newest available backup of one of its resources was made (None: none yet).
     last_backup_at: datetime | None = None
+    #: Each path's file system as the heartbeat left it: (status, reason) by path (a path the agent
+    #: refuses is registered all the same; its file system says why).
+    file_systems: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def get_agent(s: Session, project_id: str, agent_id: str) -> Agent:
@@ -65,7 +68,14 @@ def _views(s: Session, ctx: ServiceContext, agents: list[Agent]) -> list[AgentVi
         select(Resource.agent_id, func.max(Backup.created_at)).join(Backup, Backup.resource_id == Resource.id)
         .where(Resource.agent_id.in_(list(paths)), Backup.status == "available").group_by(Resource.agent_id)).all()) \
         if paths else {}
-    return [AgentView(a, state.wire_status(ctx, a), paths[a.id], last_backup.get(a.id)) for a in agents]
+    file_systems: dict[str, dict[str, tuple[str, str]]] = {a.id: {} for a in agents}
+    if paths:
+        for agent_id, path, status, reason in s.execute(
+                select(Resource.agent_id, Resource.path, Resource.status, Resource.status_reason)
+                .where(Resource.agent_id.in_(list(paths)), Resource.type == R.FILE_SYSTEM)).all():
+            file_systems[agent_id][path] = (status, reason or "")
+    return [AgentView(a, state.wire_status(ctx, a), paths[a.id], last_backup.get(a.id), file_systems[a.id])
+            for a in agents]
 
 
 def view(s: Session, ctx: ServiceContext, agent: Agent) -> AgentView:

@@ -68,7 +68,9 @@ export async function render(main, _params, ctx) {
       { title: "Last active", cls: "nowrap", render: (a) => (a.last_active_time ? timeCell(a.last_active_time) : h("span.hint", "never")) },
       {
         title: "Paths", render: (a) => h("div", a.paths.length ? a.paths.map((p) => h("div.agent-path", h("span.mono", p.dir_path),
-          p.exclude_paths ? h("span.sub", `without ${p.exclude_paths}`) : null, " ",
+          p.exclude_paths ? h("span.sub", `without ${p.exclude_paths}`) : null,
+          // (a path the agent refuses is registered all the same: its file system says why)
+          p.file_system_status === "error" ? h("span.sub.error-text", p.file_system_status_reason || "error") : null, " ",
           writeGuard(h("button.link", { type: "button", "aria-label": `Remove ${p.dir_path}`, onclick: () => after(confirmDialog({
             title: "Remove path", message: [h("p", "Stop protecting ", h("b.mono", p.dir_path), "?"), h("p.hint", "Its backups are kept.")],
             onOk: async () => { await api.post(`/agents/${encodeURIComponent(a.agent_id)}/remove-path`, { remove_path: [p.dir_path] }); toast(`${p.dir_path} removed.`, "ok"); },
