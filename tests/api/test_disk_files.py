@@ -54,6 +54,9 @@ def test_files_from_disk_backup(server, tmp_path, partitioned):
     root = cli(server, "backup", "ls", b["id"], "--json")
     assert root.code == 0, root.err
     vol = "/" if not partitioned else "/" + root.json()[0]["name"] + "/"
+    if partitioned:  # a partition is listed as a directory with no time of its own: not "1970-01-01"
+        shown = cli(server, "backup", "ls", b["id"])
+        assert shown.code == 0 and "1970" not in shown.out and "--" in shown.out, shown.out
     etc = cli(server, "backup", "ls", b["id"], vol + "etc", "--json").json()
     assert [e["name"] for e in etc] == ["resolv.conf"] and etc[0]["size"] == len(payload)
 

@@ -356,7 +356,8 @@ def backup_ls(backup_id: str = BACKUP_ARG, path: str = typer.Argument("/", help=
     from datetime import datetime
 
     rows = [{**e, "perm": st.filemode(e["mode"]), "size_h": human(e["size"]) if e["type"] == "file" else "",
-             "when": datetime.fromtimestamp(e["mtime"]).strftime("%Y-%m-%d %H:%M"),
+             # (a disk's partitions are listed as directories with no time of their own: mtime 0)
+             "when": datetime.fromtimestamp(e["mtime"]).strftime("%Y-%m-%d %H:%M") if e.get("mtime") else "--",
              "shown": e["name"] + ("/" if e["type"] == "dir" else "") +
              (f" -> {e['link_target']}" if e.get("link_target") else "")} for e in entries]
     table(rows, [("perm", "Mode"), ("size_h", "Size"), ("when", "Modified"), ("shown", "Name")], title=path)
