@@ -146,7 +146,8 @@ def test_inventory_becomes_resources(ctx, tenant):
     _answer(ctx, "agent-1", gone)
     with ctx.read() as s:
         sdb = s.scalar(select(Resource).where(Resource.path == "/dev/sdb"))
-        assert sdb.status == "error" and "no longer on host web1" in sdb.status_reason and sdb.server_id is None
+        assert sdb.status == "error" and "no longer on host web1 or not allowed by the agent's --device patterns" \
+            in sdb.status_reason and sdb.server_id is None
 
 
 def test_offline_agent_resources_say_so(ctx, tenant, clock):

@@ -218,7 +218,10 @@ def apply(s: Session, ctx: ServiceContext, agent: Agent, answer: dict[str, Any],
             what = "path" if res.type == R.FILE_SYSTEM else "device"
             if res.type == R.DISK:  # the host as it is now has no such disk
                 res.server_id, res.device_index, res.disk_role = None, None, None
-            _set(res, "error", f"{what} {res.path} is no longer on host {host} (agent {label(agent)})")
+            # (a block device the agent stops listing may still be there: its --device patterns changed)
+            why = " or not allowed by the agent's --device patterns any more" \
+                if res.type == R.DISK and res.path.startswith("/dev/") else ""
+            _set(res, "error", f"{what} {res.path} is no longer on host {host}{why} (agent {label(agent)})")
     s.flush()
     disks = [r for r in resources_of(s, agent.id) if r.server_id == server.id]
     server.size_bytes = sum(d.size_bytes for d in disks)
