@@ -33,6 +33,7 @@ from huaweicloudsdkcbr.v1 import (
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 from opencbr.catalog.models import Resource
+from opencbr.cli.client import ClientError
 from opencbr.domain import resource as R
 from opencbr.services.context import open_context
 from tests.support.clients import api, sdk, sdk_wait_backups, task_ok, wait_task
@@ -206,6 +207,13 @@ def test_agent_disk_and_directory_through_the_sdk(server, tmp_path):
         if bid is not None:
             task = wait_task(client, client.get(f"/backups/{bid}")["backup"]["task_id"])
             assert task["status"] == "failed" and "agent" in task["error_info"]["message"], task
+
+        # unregistered: its backups' files can go onto another host, and a restore-files without one says so
+        # at once (it queued a task that failed on "was unregistered", naming no way out)
+        client.delete(f"/agents/{agent.agent_id}")
+        with pytest.raises(ClientError) as e:
+            client.post(f"/backups/{t1.id}/restore-files", {"paths": ["/docs"], "destination_path": str(root / "x")})
+        assert e.value.status == 409 and "was unregistered" in str(e.value) and "--agent" in str(e.value), e.value
     finally:
         agent.stop()
 

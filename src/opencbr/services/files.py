@@ -166,6 +166,10 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         host_resource = source.id if source is not None and onhost.on_host(ctx, source) else None
         if agent_id is not None:  # onto another host (13.4.8): that agent writes them
             host_resource = agent_targets.host_resource(s, ctx, p, agent_id)
+        elif host_resource is not None and source.agent_id is None:  # said now, with the way out, not by a task
+            raise StateConflict(f"{source.name}: {source.status_reason or 'its agent was unregistered'}; restore the "
+                                "files onto another agent's host (agent_id; cbr backup restore-files --agent AGENT)",
+                                code=onhost.REVOKED)
     if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
         # (said here, not by the agent: a NUL or a 256-byte name was a queued task that failed there)
         destination = agent_registry.normal_path(destination, "destination_path")
