@@ -131,9 +131,14 @@ def test_the_install_script_installs_enrols_and_starts_the_agent(tmp_path, serve
     # what is installed: the service's wheel, or one pip built here from the source package
     wheel_file = next((tmp_path / "opt").rglob("opencbr_agent-*.dist-info/WHEEL")).read_text()
     assert ("Generator: opencbr\n" in wheel_file) == (not building), wheel_file
+    _runs_and_comes_online(server, tmp_path / "opt" / "bin" / "opencbr-agent", config, env)
+
+
+def _runs_and_comes_online(server, agent: Path, config: Path, env: dict) -> None:
+    """The installed agent, run as its unit would, answers the service's heartbeat (online)."""
     agent_id = json.loads(config.read_text())["agent_id"]
-    installed = subprocess.Popen([str(tmp_path / "opt" / "bin" / "opencbr-agent"), "--config", str(config), "run"],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    installed = subprocess.Popen([str(agent), "--config", str(config), "run"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
     try:
         client = sdk(server)
         shown = _wait(lambda: (a := client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent).status == "online" and a)
@@ -189,16 +194,7 @@ def test_the_printed_install_line_on_a_host_that_systemd_does_not_run(tmp_path, 
     assert os.readlink(tmp_path / "bin" / "opencbr-agent") == str(agent)
     assert "systemd does not run this host" in done.stderr and "nothing starts the agent" in done.stdout
     assert f"{agent} --config '{config}' run\n" in done.stdout, done.stdout
-    agent_id = json.loads(config.read_text())["agent_id"]
-    installed = subprocess.Popen([str(agent), "--config", str(config), "run"], env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    try:
-        client = sdk(server)
-        shown = _wait(lambda: (a := client.show_agent(ShowAgentRequest(agent_id=agent_id)).agent).status == "online" and a)
-        assert shown, server.log()[-3000:]
-    finally:
-        installed.terminate()
-        installed.communicate(timeout=20)
+    _runs_and_comes_online(server, agent, config, env)
 
 
 def test_the_install_script_without_a_package_index_says_how_to_install_offline(tmp_path, server):
