@@ -631,8 +631,9 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
             r = provider.backup_tree(repo, link.connect, path=paths[b.id], backup_id=b.id, parent=previous[b.id],
                                      meta=_manifest_meta(b, vault, None, consistency), full=b.full_requested,
                                      exclude=exclude, **task)
-            warnings = list(r.get("warnings") or [])
-            stats = {k: v for k, v in r.items() if k not in ("warnings", "app", "app_consistency")}
+            recorded = _recorded_by_worker(r, [b])[b.id]
+            warnings = list(r.get("warnings") or [])[:200]
+            stats = _figures(r)
             if r.get("app"):
                 consistency["app"] = r["app"]
             details = {"consistency": consistency, "stats": stats, "partial": bool(r.get("partial")),
@@ -640,7 +641,7 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
             _refuse_if_revoked(ctx, link, repo, parts)
             if r.get("app_consistency"):  # what a restore needs (the manifest was written before post-thaw)
                 details["app_consistency"] = app_consistency.keep(repo, b.id, r["app_consistency"])
-            return BackupOutcome(consistency, {b.id: (int(r["total_bytes"]), int(r["added_bytes"]), details)},
+            return BackupOutcome(consistency, {b.id: (_size(r.get("total_bytes")), recorded["added_bytes"], details)},
                                  partial=bool(r.get("partial")), warnings=warnings)
         disks = [HostDisk(paths[part.id], part.id, previous[part.id],
                           _manifest_meta(part, vault, b if part is not b else None, _ON_HOST)) for part in parts]
@@ -652,14 +653,40 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
         link.refuse_if_revoked(ctx)
         raise onhost.agent_error(e) from None
     _refuse_if_revoked(ctx, link, repo, parts)
-    consistency = r["consistency"]
+    recorded = _recorded_by_worker(r, parts)
+    consistency = r["consistency"] if isinstance(r.get("consistency"), dict) else dict(_ON_HOST)
+    said = {d.get("backup_id"): d for d in r.get("disks") or [] if isinstance(d, dict)}
     kept = {}  # read live: the restore material, known after the manifests, goes with each disk's backup
-    for d in r["disks"] if r.get("app_consistency") else ():
-        kept[d["backup_id"]] = {"app_consistency": app_consistency.keep(repo, d["backup_id"], r["app_consistency"])}
-    return BackupOutcome(consistency, {d["backup_id"]: (int(d["disk_size"]), int(d["added_bytes"]),
-                                                         {"consistency": consistency, "stats": d,
-                                                          **kept.get(d["backup_id"], {})})
-                                       for d in r["disks"]})
+    for part in parts if r.get("app_consistency") else ():
+        kept[part.id] = {"app_consistency": app_consistency.keep(repo, part.id, r["app_consistency"])}
+    return BackupOutcome(consistency, {part.id: (recorded[part.id]["logical_bytes"], recorded[part.id]["added_bytes"],
+                                                 {"consistency": consistency, "stats": _figures(said.get(part.id) or {}),
+                                                  **kept.get(part.id, {})})
+                                       for part in parts})
+
+
+def _recorded_by_worker(r: dict, parts: list[Backup]) -> dict[str, dict]:
+    """Each backup of the task as the worker recorded it (serve_backup): the agent's answer names the
+    backups it made and their sizes, and a compromised agent named others (another resource's backup,
+    then published, and given restore material of its choosing) and any size. Only this task's parts, each
+    committed, are published; their sizes are the worker's."""
+    recorded = r.get("recorded") if isinstance(r.get("recorded"), dict) else {}
+    missing = [part.id for part in parts if part.id not in recorded]
+    if missing or set(recorded) - {part.id for part in parts}:
+        raise CBRError(f"the agent's task did not record backup(s) {', '.join(missing) or '?'} of this task",
+                       code="BackupService.6424")
+    return recorded
+
+
+def _figures(said: dict) -> dict:
+    """The numbers of an agent's answer, kept as the backup's stats (what it read, sent, skipped): nothing
+    else of it goes into the catalog as it is."""
+    return {k: v for k, v in said.items() if isinstance(k, str) and len(k) <= 64 and type(v) in (int, float, bool)}
+
+
+def _size(value) -> int:
+    """A size the agent says (a tree's logical bytes: the worker cannot add them up without the catalog)."""
+    return value if type(value) is int and 0 <= value <= 1 << 62 else 0
 
 
 def _refuse_if_revoked(ctx: ServiceContext, link, repo: Repository, parts: list[Backup]) -> None:

@@ -209,3 +209,75 @@ def test_a_broken_channel_aborts_the_session(repo, tmp_path):
     src = tmp_path / "disk.img"
     _disk(src, seed=4)
     assert _remote_disk_backup(repo, src, "k2")[0]["ok"]
+
+
+def _one_block(repo):
+    """A block the vault asked for and received, as a commit would name it."""
+    codec = repo.chunks.codec
+    data = b"q" * 7000
+    d = codec.digest(data)
+    return d, [({"op": "need"}, d), ({"op": "records", "sizes": [len(rec := codec.encode(d, data))]}, [d, rec])]
+
+
+@pytest.mark.parametrize("lie, said", [
+    ({"disk_size": 65536 * 1000}, "refs do not cover"),  # 1,000 times what the refs cover
+    ({"block_size": 4096}, "block_size must be the vault's"),
+    ({"disk_size": None}, "disk_size must be"),
+    ({"disk_size": 65536.0}, "disk_size must be"),
+    ({"format": 7}, "unknown disk backup format"),
+], ids=["size", "block-size", "no-size", "float-size", "format"])
+def test_a_disk_header_that_no_restore_could_use_is_refused(repo, lie, said):
+    """A compromised agent's commit was recorded whatever its header said of the disk, and the backup
+    failed its first verify or restore (an Available backup that cannot be restored)."""
+    d, sent = _one_block(repo)
+    header = {"type": "disk", "disk_size": 65536, "block_size": repo.block_size, **lie}
+    answers, raised = converse_raw(repo, BackupScope("h1", "disk"), [
+        *sent, ({"op": "commit", "name": "h1", "header": header, "refs": 32}, d)])
+    assert isinstance(answers[-1], RemoteError) and said in answers[-1].message, answers[-1]
+    assert repo.list_manifests() == []
+
+
+def test_the_worker_records_what_it_committed_not_what_the_agent_says(repo):
+    """serve_backup's answer carries the worker's own record of each backup (its checked size and what the
+    vault added), over anything the agent's final answer says: the service publishes from it."""
+    d, sent = _one_block(repo)
+    header = {"type": "disk", "disk_size": 65536, "block_size": repo.block_size}
+    svc, agent = channel_pair(timeout=10)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("final", serve_backup(repo, svc, BackupScope("w1", "disk"))))
+    t.start()
+    for h, payload in [*sent, ({"op": "commit", "name": "w1", "header": header, "refs": 32}, d)]:
+        agent.request(h, payload)
+    agent.send({"ok": True, "result": {"disks": [{"backup_id": "someone-elses", "disk_size": 1 << 50}]},
+                "recorded": {"someone-elses": {"logical_bytes": 1 << 50}}})
+    t.join(10)
+    recorded = out["final"]["recorded"]
+    assert set(recorded) == {"w1"} and recorded["w1"]["logical_bytes"] == 65536
+    assert recorded["w1"]["added_bytes"] > 0 and recorded["w1"]["new_chunks"] == 1
+
+
+def test_claims_past_the_bound_are_refused(repo, monkeypatch):
+    """An agent that only asks (never sends) held ~140 bytes of the worker per digest, without end."""
+    from opencbr.engine.remote import service
+
+    monkeypatch.setattr(service, "MAX_PENDING", 3)
+    digests = [os.urandom(32) for _ in range(5)]
+    answers, raised = converse_raw(repo, BackupScope("p1", "disk"), [({"op": "need"}, b"".join(digests[:3])),
+                                                                     ({"op": "need"}, b"".join(digests[3:]))])
+    assert bytes(answers[0]) == b"\x01" * 3
+    assert isinstance(answers[1], RemoteError) and "asked for and not sent" in answers[1].message
+    monkeypatch.setattr(service, "MAX_DIGESTS", 2)
+    answers, _ = converse_raw(repo, BackupScope("p2", "disk"), [({"op": "known"}, b"".join(digests[:3]))])
+    assert isinstance(answers[0], RemoteError) and "chunks at most" in answers[0].message
+
+
+@pytest.mark.parametrize("message", [
+    ({"op": "records", "sizes": [float("inf")]}, b""),
+    ({"op": "commit_refs", "name": "g1", "at": 0, "total": 1 << 62}, b""),
+    ({"op": "commit_refs", "name": "g1", "at": "0", "total": "32"}, b""),
+], ids=["infinity", "huge-total", "strings"])
+def test_odd_numbers_are_a_refusal_not_a_crash(repo, message):
+    """(OverflowError from int(inf); a 2^62-byte spool file: EFBIG; a 1 TiB sparse one was made at 2^40.)"""
+    answers, raised = converse_raw(repo, BackupScope("g1", "disk"), [message])
+    assert isinstance(answers[0], RemoteError) and answers[0].code == "refused", answers
+    assert isinstance(raised.get("error"), Refused), raised

@@ -18,7 +18,7 @@ from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
 from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
 from ..chunks.session import WriteSession
-from ..disk.fixed_index import SpooledDigests
+from ..disk.fixed_index import FixedIndex, SpooledDigests
 from ..errors import Conflict, Damaged, Missing
 from .allowed import AllowedRefs
 
@@ -31,6 +31,12 @@ FEED_BATCH = 1 << 16  # refs added to the allowed set at a time (~4.5 MB of 32-b
 MAX_READ = 256  # chunks per read message (16 MiB of 64 KiB blocks; tree chunks reach 4 MiB)
 CHECKERS = 2  # threads checking records
 CHECKING = 4  # records messages being checked while the next messages are read (their payloads held)
+#: Chunks the vault asked for and has not received yet, at most: an agent sends what it was asked for
+#: within its window (tens of MiB ahead); one that only asks held ~140 bytes of the worker per digest,
+#: without end (3 M asked: +390 MB).
+MAX_PENDING = 1 << 20
+MAX_DIGESTS = 1 << 18  # digests in one need/known/read message (8 MiB): a list is built of each
+MAX_DISK_BYTES = 1 << 50  # a disk backup's size at most (1 PiB)
 
 
 class Refused(Exception):
@@ -95,6 +101,8 @@ class _Checks:
 def _digests(payload: memoryview) -> list[bytes]:
     if len(payload) % DIGEST_SIZE:
         raise Refused("a digest list must be a multiple of 32 bytes")
+    if len(payload) > MAX_DIGESTS * DIGEST_SIZE:
+        raise Refused(f"a message names {MAX_DIGESTS} chunks at most")
     return [bytes(payload[i:i + DIGEST_SIZE]) for i in range(0, len(payload), DIGEST_SIZE)]
 
 
@@ -226,8 +234,11 @@ _READ_OPS = ("manifest", "manifest_head", "refs")  # (each a method of _Reads, t
 class _BackupService:
     """The backups one task writes, in order (a server's disks: one write session each)."""
 
-    def __init__(self, cs, scopes: list[BackupScope], keep_partial: bool = False):
-        self.cs, self.scopes, self.keep_partial = cs, list(scopes), keep_partial
+    def __init__(self, cs, scopes: list[BackupScope], keep_partial: bool = False, block_size: int = 0):
+        self.cs, self.scopes, self.keep_partial, self.block_size = cs, list(scopes), keep_partial, block_size
+        #: What the worker itself recorded of each committed backup (not what the agent says it did):
+        #: its logical size (a disk's, from the checked header) and what the vault added for it.
+        self.recorded: dict[str, dict] = {}
         self.reads = _Reads(cs, tuple(n for sc in scopes for n in sc.readable))
         self.session = None  # the current write session (opened by the first chunk message)
         self.pending: set[bytes] = set()  # claimed by the agent, record not received yet
@@ -286,6 +297,8 @@ class _BackupService:
 
     def _claim(self, session, d: bytes) -> int:
         if session.claim(d):
+            if len(self.pending) >= MAX_PENDING:
+                raise Refused(f"{MAX_PENDING} chunks asked for and not sent: send them before asking for more")
             self.pending.add(d)
             return 1
         return 0
@@ -323,7 +336,8 @@ class _BackupService:
         pool (see :class:`_Checks`): the message is answered as soon as it is read."""
         session = self._current()
         sizes = header.get("sizes")
-        if not isinstance(sizes, list) or sum(DIGEST_SIZE + int(n) for n in sizes) != len(payload):
+        if not isinstance(sizes, list) or not all(type(n) is int and n >= 0 for n in sizes) \
+                or sum(DIGEST_SIZE + n for n in sizes) != len(payload):  # (not int(): Infinity, 1e400 overflowed)
             raise Refused("records: sizes do not match the payload")
         items, at = [], 0
         for n in sizes:
@@ -360,6 +374,8 @@ class _BackupService:
             refs = bytes(payload[:nrefs])
             for at in range(0, nrefs, REFS_PUT):
                 _check_known(session, memoryview(refs)[at:at + REFS_PUT])
+        refs_bytes = self.refs_received if "refs_sent" in header else nrefs
+        logical = _checked_disk_header(mh, refs_bytes, self.block_size) if scope.kind == "disk" else None
         mh = dict(mh, backup_id=scope.name, encrypted=self.cs.encrypted)
         if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
             told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
@@ -369,6 +385,8 @@ class _BackupService:
         self._drop_refs()
         self.committed.append(scope.name)
         st = session.stats
+        self.recorded[scope.name] = {"logical_bytes": logical, "added_bytes": st.added_bytes,
+                                     "new_chunks": st.new_chunks}
         return {"ok": True, "manifest_bytes": size,
                 "stats": {"new_chunks": st.new_chunks, "added_bytes": st.added_bytes,
                           "written_bytes": st.written_bytes}}
@@ -381,7 +399,9 @@ class _BackupService:
         session = self._current()
         if header.get("name") != self.scopes[len(self.committed)].name:
             raise Refused(f"this task may only write backup {self.scopes[len(self.committed)].name!r} now")
-        at, total = int(header.get("at", -1)), int(header.get("total", -1))
+        at, total = header.get("at", -1), header.get("total", -1)
+        if type(at) is not int or type(total) is not int or total > _MAX_REFS_BYTES:
+            raise Refused("commit_refs: refs out of order, or of the wrong length")
         if self.refs_spool is None and at == 0 and total >= 0 and total % DIGEST_SIZE == 0:
             self.refs_spool = SpooledDigests(total // DIGEST_SIZE, getattr(self.cs, "spill_dir", None))
         if (self.refs_spool is None or total != len(self.refs_spool) or at != self.refs_received
@@ -396,6 +416,27 @@ class _BackupService:
         if self.refs_spool is not None:
             self.refs_spool.close()
         self.refs_spool, self.refs_received = None, 0
+
+
+#: A backup's refs at most: a disk of MAX_DISK_BYTES in the smallest blocks a vault has (4 KiB).
+_MAX_REFS_BYTES = MAX_DISK_BYTES // 4096 * DIGEST_SIZE
+
+
+def _checked_disk_header(mh: dict, refs_bytes: int, block_size: int) -> int:
+    """A disk backup's header as the agent sends it, checked against what makes it restorable: the
+    vault's block size, a size, and one ref per block of it (a header saying 1,000 times the disk, or
+    another block size, was recorded, and the backup failed its first verify or restore). Its size."""
+    size = mh.get("disk_size")
+    if type(size) is not int or not 0 <= size <= MAX_DISK_BYTES:
+        raise Refused("commit: disk_size must be the disk's size in bytes")
+    bs = mh.get("block_size")
+    if type(bs) is not int or bs <= 0 or (block_size and bs != block_size):
+        raise Refused(f"commit: block_size must be the vault's ({block_size})")
+    if mh.get("format", 1) != 1:
+        raise Refused("commit: unknown disk backup format")
+    if refs_bytes != FixedIndex.count_blocks(size, bs) * DIGEST_SIZE:
+        raise Refused("commit: the refs do not cover disk_size, one per block")
+    return size
 
 
 def _check_known(session, refs: memoryview) -> None:
@@ -469,7 +510,7 @@ def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, time
     for sc in scopes:
         if cs.has_manifest(sc.name):
             raise Conflict(f"backup {sc.name} already exists in the repository")
-    srv = _BackupService(cs, scopes, keep_partial)
+    srv = _BackupService(cs, scopes, keep_partial, block_size=getattr(repo, "block_size", 0))
     final: dict | None = None
     limit_heap_growth(above=cs.pack_size)
     try:
@@ -477,7 +518,8 @@ def serve_backup(repo, channel, scopes: BackupScope | list[BackupScope], *, time
             final = _converse(channel, srv.handle, timeout, progress, srv.checks)
         if final.get("ok") and not srv.done:
             final = _error("not_committed", "the agent ended the backup without recording it")
-        return final
+        # what the worker recorded, whatever the agent's answer says (it names the backups and their sizes)
+        return {**final, "recorded": dict(srv.recorded)}
     finally:
         srv.close()
         if final is None or not final.get("ok"):

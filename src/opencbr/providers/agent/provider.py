@@ -181,6 +181,8 @@ class AgentProvider:
         result = final.get("result") or {}
         if isinstance(result, dict):  # what the task moved over the network, both ways (kept in stats)
             result["wire_bytes"] = int(channel.sent_bytes + channel.received_bytes)
+            # a backup's: what the worker recorded of each backup (serve_backup sets it over the agent's word)
+            result["recorded"] = final.get("recorded") if isinstance(final.get("recorded"), dict) else {}
         return result
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
