@@ -47,6 +47,12 @@ def test_garbage_is_a_link_error_not_a_crash():
     s1.sendall(b"\xff\xff\xff\xff" + b"x" * 10)
     with pytest.raises(LinkError):
         ch.recv()
+    s1, s2 = socket.socketpair()  # a header nested 100,000 deep: RecursionError, which ended the task unanswered
+    ch = Channel(s2, timeout=5)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    s1.sendall(len(deep).to_bytes(4, "big") + deep + bytes(8))
+    with pytest.raises(LinkError, match="not JSON"):
+        ch.recv()
 
 
 @pytest.fixture(scope="module")

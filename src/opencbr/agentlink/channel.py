@@ -174,7 +174,7 @@ class Channel:
                 raise LinkError(f"message header too large ({hl} bytes): not an OpenCBR peer?")
             try:
                 header = json.loads(bytes(self._read_exact(hl)))
-            except ValueError:
+            except (ValueError, RecursionError):  # (RecursionError: nested thousands deep)
                 raise LinkError("message header is not JSON") from None
             if not isinstance(header, dict):
                 raise LinkError("message header is not an object")
