@@ -281,3 +281,22 @@ def test_odd_numbers_are_a_refusal_not_a_crash(repo, message):
     answers, raised = converse_raw(repo, BackupScope("g1", "disk"), [message])
     assert isinstance(answers[0], RemoteError) and answers[0].code == "refused", answers
     assert isinstance(raised.get("error"), Refused), raised
+
+
+def test_a_tree_commit_whose_catalog_list_no_restore_could_use_is_refused(repo):
+    """The payload of a tree backup lists its catalog's chunks: garbage there was recorded, and the
+    Available backup failed its first browse ("bad catalog list")."""
+    from opencbr.engine.tree.dynamic_index import CatalogChunk, DynamicIndex
+
+    d, sent = _one_block(repo)
+    header = {"type": "tree", "format": 1}
+    unknown = DynamicIndex("t", header, [CatalogChunk(os.urandom(32), 1, 10, b"a")]).encode_payload()
+    held = DynamicIndex("t", header, [CatalogChunk(d, 1, 7000, b"a")]).encode_payload()
+    for payload, said in ((b"garbage!" * 4, "bad catalog list"), (unknown, "which the vault does not hold")):
+        answers, _ = converse_raw(repo, BackupScope("t1", "tree"), [
+            *sent, ({"op": "commit", "name": "t1", "header": header, "refs": 32}, [d, payload])])
+        assert isinstance(answers[-1], RemoteError) and said in answers[-1].message, answers[-1]
+    assert repo.list_manifests() == []
+    answers, raised = converse_raw(repo, BackupScope("t2", "tree"), [
+        *sent, ({"op": "commit", "name": "t2", "header": header, "refs": 32}, [d, held])])
+    assert not isinstance(answers[-1], RemoteError) and repo.list_manifests() == ["t2"], answers

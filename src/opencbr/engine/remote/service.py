@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 from ...system.heap import free_heap_kept, limit_heap_growth
 from ..chunks.crypto import DIGEST_SIZE, ZERO_DIGEST
+from ..chunks.manifests import Manifest
 from ..chunks.packs import pack_key
 from ..chunks.reader import spans_of
 from ..chunks.session import WriteSession
 from ..disk.fixed_index import FixedIndex, SpooledDigests
 from ..errors import Conflict, Damaged, Missing
+from ..tree.dynamic_index import DynamicIndex
 from .allowed import AllowedRefs
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
@@ -376,6 +378,8 @@ class _BackupService:
                 _check_known(session, memoryview(refs)[at:at + REFS_PUT])
         refs_bytes = self.refs_received if "refs_sent" in header else nrefs
         logical = _checked_disk_header(mh, refs_bytes, self.block_size) if scope.kind == "disk" else None
+        if scope.kind == "tree":
+            _check_catalog_list(session, scope.name, mh, payload[nrefs:])
         mh = dict(mh, backup_id=scope.name, encrypted=self.cs.encrypted)
         if scope.meta is not None:  # the service's record; the agent says only how it read (consistency)
             told = mh.get("meta") if isinstance(mh.get("meta"), dict) else {}
@@ -437,6 +441,18 @@ def _checked_disk_header(mh: dict, refs_bytes: int, block_size: int) -> int:
     if refs_bytes != FixedIndex.count_blocks(size, bs) * DIGEST_SIZE:
         raise Refused("commit: the refs do not cover disk_size, one per block")
     return size
+
+
+def _check_catalog_list(session, name: str, mh: dict, payload: memoryview) -> None:
+    """A tree backup's payload is the list of its catalog's chunks, each held by the vault: a garbage list
+    was recorded, and the Available backup failed its first browse or restore ("bad catalog list")."""
+    try:
+        index = DynamicIndex.from_manifest(Manifest(name, mh, b"", bytes(payload)))
+    except Damaged as e:
+        raise Refused(f"commit: {e}") from None
+    for chunk in index.catalog:
+        if not session.knows(chunk.digest):
+            raise Refused(f"commit: the catalog names chunk {chunk.digest.hex()}, which the vault does not hold")
 
 
 def _check_known(session, refs: memoryview) -> None:
