@@ -104,13 +104,14 @@ def test_register_list_show_update_unregister(server, tenants):
 
 def test_bad_input_is_a_400(server, tenants):
     c = sdk(server, tenants[0])
-    for reg in (AgentRegister(agent_id="bad id!", host_name="h", host_ip="1", host_os="L"),
-                AgentRegister(agent_id="ok", host_name="h" * 300, host_ip="1", host_os="L")):
+    for reg in (AgentRegister(agent_id="bad id!", host_name="h", host_ip="10.0.0.1", host_os="L"),
+                AgentRegister(agent_id="ok", host_name="h" * 300, host_ip="10.0.0.1", host_os="L"),
+                AgentRegister(agent_id="ok", host_name="h", host_ip="not-an-ip", host_os="L")):
         with pytest.raises(ClientRequestException) as e:
             c.register_agent(RegisterAgentRequest(body=AgentRegisterReq(agent=reg)))
         assert e.value.status_code == 400 and e.value.error_code.startswith("BackupService.")
     a = api(server, tenants[0])
-    a.post("/agents", {"agent": {"agent_id": "bounds", "host_name": "h", "host_ip": "1", "host_os": "L"}})
+    a.post("/agents", {"agent": {"agent_id": "bounds", "host_name": "h", "host_ip": "10.0.0.1", "host_os": "L"}})
     for body in ({"add_path": ["relative/dir"]}, {"add_path": ["/x"] * 65}, {"add_path": ["/" + "a" * 5000]},
                  {"add_path": ["/x"], "exclude_path": [{"path_name": "/x", "exclude_path_name": ["/elsewhere"]}]}):
         r = signed(a, "POST", "/agents/bounds/add-path", body=body)
@@ -166,7 +167,7 @@ def test_register_with_a_csr_answers_certificates(server, tenants):
 
 def test_tenant_isolation(server, tenants):
     a, b = api(server, tenants[0]), api(server, tenants[1])
-    a.post("/agents", {"agent": {"agent_id": "iso-agent", "host_name": "h", "host_ip": "1", "host_os": "L"}})
+    a.post("/agents", {"agent": {"agent_id": "iso-agent", "host_name": "h", "host_ip": "10.0.0.1", "host_os": "L"}})
     assert b.get("/agents")["count"] == 0 and b.get("/agents", agent_id="iso-agent")["count"] == 0
     for method, path, body in (("GET", "/agents/iso-agent", None), ("PUT", "/agents/iso-agent",
                                                                      {"agent": {"status": "uninstall"}}),
@@ -177,7 +178,7 @@ def test_tenant_isolation(server, tenants):
         assert r.status_code == 404, (method, path, r.text)
     # B cannot take A's agent id either way, nor enrol with A's token into its own project
     with pytest.raises(ClientError) as e:
-        b.post("/agents", {"agent": {"agent_id": "iso-agent", "host_name": "h", "host_ip": "1", "host_os": "L"}})
+        b.post("/agents", {"agent": {"agent_id": "iso-agent", "host_name": "h", "host_ip": "10.0.0.1", "host_os": "L"}})
     assert e.value.status == 409
     token = a.post("/agents/tokens")["token"]
     parts = token.split(".")

@@ -4,6 +4,7 @@ project: another project's agent is not found."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import posixpath
 import re
@@ -146,6 +147,10 @@ def _text(fields: dict, name: str, *, required: bool = False, max_chars: int = 2
 def _describe(agent: Agent, fields: dict) -> None:
     agent.host_name = _text(fields, "host_name", required=True)
     agent.host_ip = _text(fields, "host_ip", required=True, max_chars=64)
+    try:
+        ipaddress.ip_address(agent.host_ip)
+    except ValueError:
+        raise InvalidParameter(f"agent.host_ip must be the host's IP address, not {agent.host_ip[:64]!r}") from None
     agent.host_os = _text(fields, "host_os", required=True)
     agent.host_nickname = _text(fields, "host_nickname") or agent.host_nickname or ""
     agent.agent_version = _text(fields, "agent_version", max_chars=32) or agent.agent_version or ""
