@@ -3,7 +3,9 @@
 The agent is trusted with the data it reads, not with the vault: every record it sends is decoded with
 the vault's codec and checked against its digest before it goes into a pack (a compromised agent cannot
 store a chunk under another chunk's name), it may only read chunks the backups of its task reference,
-and it may only publish the one manifest its task names, whose every chunk the vault holds.
+and it may only publish the one manifest its task names, whose every chunk the vault holds and whose
+header describes what its refs cover. What the service publishes of it is the worker's record
+(``serve_backup``'s ``recorded``), not the agent's word.
 """
 
 from __future__ import annotations
@@ -448,7 +450,7 @@ def _check_catalog_list(session, name: str, mh: dict, payload: memoryview) -> No
     was recorded, and the Available backup failed its first browse or restore ("bad catalog list")."""
     try:
         index = DynamicIndex.from_manifest(Manifest(name, mh, b"", bytes(payload)))
-    except Damaged as e:
+    except (Damaged, ValueError, TypeError) as e:  # (a "format" that is no number)
         raise Refused(f"commit: {e}") from None
     for chunk in index.catalog:
         if not session.knows(chunk.digest):
