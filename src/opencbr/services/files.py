@@ -19,6 +19,7 @@ from opencbr.services import engine_errors, onhost, tasks
 from opencbr.services import resources as res_svc
 from opencbr.services.agents import registry as agent_registry
 from opencbr.services.agents import targets as agent_targets
+from opencbr.services.agents.poll import NO_AGENT
 from opencbr.services.context import ServiceContext
 from opencbr.services.lookups import get_backup
 from opencbr.services.principal import Principal
@@ -169,7 +170,7 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         elif host_resource is not None and source.agent_id is None:  # said now, with the way out, not by a task
             raise StateConflict(f"{source.name}: {source.status_reason or 'its agent was unregistered'}; restore the "
                                 "files onto another agent's host (agent_id; cbr backup restore-files --agent AGENT)",
-                                code=onhost.REVOKED)
+                                code=NO_AGENT)
     if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
         # (said here, not by the agent: a NUL or a 256-byte name was a queued task that failed there)
         destination = agent_registry.normal_path(destination, "destination_path")

@@ -13,7 +13,6 @@ from opencbr.domain.errors import CBRError, NotFound
 from opencbr.services.context import ServiceContext
 
 CONNECT_TIMEOUT = 10.0
-REVOKED = "BackupService.6465"  # (services/agents NO_AGENT: the resource's agent was unregistered)
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,11 @@ class HostLink:
     def refuse_if_revoked(self, ctx: ServiceContext) -> None:
         """The task's agent was unregistered, uninstalled or enrolled again while it ran: say so, as the
         task's error (what it sent must not become a backup)."""
+        from opencbr.services.agents.poll import NO_AGENT
+
         reason = revoked(ctx, self.agent_id, self.fingerprint) if self.agent_id else None
         if reason:
-            raise CBRError(f"{reason} while the task ran: nothing it sent is kept", code=REVOKED)
+            raise CBRError(f"{reason} while the task ran: nothing it sent is kept", code=NO_AGENT)
 
 
 def on_host(ctx: ServiceContext, resource: Resource) -> bool:
@@ -83,13 +84,14 @@ REVOCATION_CHECK_SECONDS = 2.0
 def revoked(ctx: ServiceContext, agent_id: str, fingerprint: str) -> str | None:
     """Why the agent enrolled with the certificate ``fingerprint`` may no longer be used (unregistered,
     uninstalled, or enrolled again with another certificate), or None while it may."""
+    from opencbr.services.agents import state
+
     with ctx.read() as s:
         agent = s.get(Agent, agent_id)
         if agent is None:
             return f"agent {agent_id} was unregistered"
         if agent.status != "active" or agent.cert_fingerprint != fingerprint:
-            return f"agent {agent.host_nickname or agent.host_name or agent_id} ({agent_id}) was uninstalled or " \
-                   "enrolled again"
+            return f"agent {state.label(agent)} was uninstalled or enrolled again"
     return None
 
 
