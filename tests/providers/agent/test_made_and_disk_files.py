@@ -4,6 +4,7 @@ for no one else; and single files of a disk backup's file system restored onto t
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -98,3 +99,34 @@ def test_files_of_a_disk_backup_restored_onto_the_host(agent, repo, tmp_path):
         p.restore_files(repo, agent.connect, project_id="p1", backup_id="d1", paths=["/docs"],
                         target=str(agent.root / "picked"))
     assert e.value.code == "conflict", e.value
+
+
+def test_files_of_a_tree_backup_never_replace_what_is_on_the_host(agent, repo, tree_backup):
+    """restore-files of a file-system backup onto a host: a file, link or directory already at a restored
+    name is a conflict, as for a disk backup and as the service's own restore-files says; it used to be
+    replaced (a file, a link) or merged into (a directory, whose files were replaced) without a word."""
+    p, target = AgentProvider(), agent.root / "picked-tree"
+    target.mkdir()
+    (target / "hardlink").write_text("mine")
+    (target / "docs").mkdir()
+    (target / "docs" / "f1.txt").write_text("mine too")
+    os.symlink("elsewhere", target / "link-to-docs")
+    for path in ("/hardlink", "/docs", "link-to-docs", "/"):
+        with pytest.raises(AgentTaskFailed) as e:
+            p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=[path], target=str(target))
+        assert e.value.code == "conflict", (path, e.value)
+    # nothing of a refused request is written, not even its paths that were free
+    with pytest.raises(AgentTaskFailed) as e:
+        p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=["/data", "/hardlink"],
+                        target=str(target))
+    assert e.value.code == "conflict"
+    assert (target / "hardlink").read_text() == "mine" and (target / "docs" / "f1.txt").read_text() == "mine too"
+    assert os.readlink(target / "link-to-docs") == "elsewhere"
+    assert sorted(os.listdir(target)) == ["docs", "hardlink", "link-to-docs"]
+    # a free name is restored as before
+    p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=["/data"], target=str(target))
+    want = {k[len("data/"):]: dict(v) for k, v in tree_backup.items() if k.startswith("data/")}
+    got = snapshot(target / "data")
+    for e in (*want.values(), *got.values()):
+        e.pop("links", None)  # (a hard link's other name may be outside /data)
+    assert got == want

@@ -21,9 +21,11 @@ from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource
 from opencbr.engine.diskfs.browse import restore_disk_path
+from opencbr.engine.errors import Conflict, InvalidArgument
 from opencbr.engine.remote.vault import BadRequest, VaultAccess
 from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
+from opencbr.engine.tree.common import parse_path
 from opencbr.system.heap import free_heap_kept, limit_heap_growth
 
 Operation = Callable[[object, object, dict, memoryview], dict]
@@ -286,6 +288,8 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     try:
         with vault.chunks(channel) as chunks:
             disk = chunks.manifest_header(backup_id).get("type") != "tree"
+            if not disk:  # (a disk backup's file is refused by restore_disk_path itself)
+                _tree_names_free(fd, target, paths)
             for p in paths:
                 if disk:
                     r = restore_disk_path(chunks, backup_id, p, target, target_fd=fd)
@@ -297,6 +301,28 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     finally:
         os.close(fd)
     return {"files": done, "bytes_written": sum(int(d.get("bytes_written", 0)) for d in done)}
+
+
+def _tree_names_free(fd: int, target: str, paths: list) -> None:
+    """Nothing restored file by file lands on what the host holds: each path of a tree backup goes to
+    ``target/<its name>`` (the whole tree, ``/``, straight into ``target``), and the engine, asked to
+    restore beside what is there, would replace a file or link at that name and merge into a directory.
+    Checked for every path before anything is written, as the service checks its own destinations."""
+    for p in paths:
+        try:
+            name = parse_path(p).rsplit(b"/", 1)[-1]
+        except InvalidArgument as e:
+            raise AgentError("bad_request", str(e)) from None
+        if not name:
+            if os.listdir(fd):
+                raise Conflict(f"{target} is not empty: the whole backup (/) is restored only into an empty "
+                               "directory")
+            continue
+        try:
+            os.lstat(name, dir_fd=fd)
+        except FileNotFoundError:
+            continue
+        raise Conflict(f"{os.path.join(target, os.fsdecode(name))} already exists")
 
 
 def _tree_result(r) -> dict:
