@@ -94,3 +94,16 @@ def test_granted_snapshots_are_allowed_for_the_block_only():
     with c.granted(["/dev/vg0/opencbr-snap-1"]):
         assert c.device_allowed("/dev/vg0/opencbr-snap-1")
     assert not c.device_allowed("/dev/vg0/opencbr-snap-1")
+
+
+def test_makedirs_names_the_component_that_stopped_it_by_its_whole_path(tree):
+    """A refusal deeper than the root's first level named the component as if it were right below the
+    root (``ROOT/f is not a directory`` for ``ROOT/a/b/f/x``): the path the user gave, cut short."""
+    root, _ = tree
+    c = Confinement([str(root)], [])
+    with pytest.raises(PathSwapped) as e:
+        c.makedirs(f"{root}/a/b/f/x")
+    assert str(e.value) == f"{root}/a/b/f is not a directory"
+    with pytest.raises(PathSwapped) as e:
+        c.makedirs(f"{root}/a/link_in/made")
+    assert str(e.value).startswith(f"{root}/a/link_in is a symbolic link")

@@ -93,7 +93,7 @@ class Confinement:
                         created.append(at)
                 except FileExistsError:
                     pass
-                nxt = open_at(fd, name, os.O_RDONLY | os.O_DIRECTORY, where=root)
+                nxt = open_at(fd, name, os.O_RDONLY | os.O_DIRECTORY, where=os.path.dirname(at))
                 os.close(fd)
                 fd = nxt
             return fd
