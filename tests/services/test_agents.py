@@ -339,3 +339,28 @@ def test_an_answer_asked_for_before_a_disk_changed_does_not_retire_it(ctx, tenan
     with ctx.read() as s:
         image = s.scalar(select(Resource).where(Resource.path == "/srv/images/a.img"))
         assert image.status == "error" and "no longer on host" in image.status_reason
+
+
+def test_a_restore_target_outside_the_roots_the_agent_told_is_refused_at_once(ctx, tenant):
+    """A new disk, a new file system or single files restored onto an agent's host outside its roots were
+    accepted and queued, and the task then failed on the host ("... is outside this agent's roots"): a
+    400 now, as for ``add_agent_path``."""
+    from opencbr.services.agents import targets
+
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", INVENTORY)
+    _roots_told(ctx, "agent-1", ["/srv/data"])
+    kw = {"size": 1 << 20, "zone": "local-1a", "description": ""}
+    for outside in ("/tmp/x", "/srv/data/../x", "/srv/database/x"):
+        with ctx.tx() as s, pytest.raises(InvalidParameter, match="outside the roots of agent"):
+            targets.new_disk(s, ctx, tenant, "agent-1", outside + ".img", name="d", encrypted=False, **kw)
+        with ctx.tx() as s, pytest.raises(InvalidParameter, match="outside the roots of agent"):
+            targets.new_file_system(s, ctx, tenant, "agent-1", outside, name="f", **kw)
+        with ctx.tx() as s, pytest.raises(InvalidParameter, match="outside the roots of agent"):
+            targets.check_destination(s, targets.host_resource(s, ctx, tenant, "agent-1"), outside)
+    with ctx.tx() as s:
+        assert targets.new_disk(s, ctx, tenant, "agent-1", "/srv/data/new.img", name="d", encrypted=False,
+                                **kw).path == "/srv/data/new.img"
+        assert targets.new_file_system(s, ctx, tenant, "agent-1", "/srv/data/new", name="f", **kw).path == \
+            "/srv/data/new"
+        targets.check_destination(s, targets.host_resource(s, ctx, tenant, "agent-1"), "/srv/data/out")

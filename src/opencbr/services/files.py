@@ -174,6 +174,8 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     if host_resource is not None:  # onto the agent's host the backup was read on: its roots decide there
         # (said here, not by the agent: a NUL or a 256-byte name was a queued task that failed there)
         destination = agent_registry.normal_path(destination, "destination_path")
+        with ctx.tx() as s:
+            agent_targets.check_destination(s, host_resource, destination)
         return _restore_files_on_host(ctx, p, backup_id, paths, destination, host_resource)
     with ctx.tx() as s:
         dest = res_svc.authorised_path(s, ctx, p, destination)

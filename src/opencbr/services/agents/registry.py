@@ -299,9 +299,10 @@ def known_roots(agent: Agent) -> list[str] | None:
     return [posixpath.normpath(r) for r in roots]
 
 
-def _check_below_roots(agent: Agent, path: str) -> None:
+def check_below_roots(agent: Agent, path: str) -> None:
     """A path outside the agent's roots is refused at once, not one heartbeat later (the agent refuses it
-    on every open anyway: this only spares a file system that can never be backed up)."""
+    on every open anyway: this only spares a file system that can never be backed up, or a restore
+    task that can only fail on the host)."""
     roots = known_roots(agent)
     if roots is None or any(r == "/" or path == r or path.startswith(r + "/") for r in roots):
         return
@@ -336,7 +337,7 @@ def add_agent_path(s: Session, ctx: ServiceContext, p: Principal, agent_id: str,
     if not wanted:
         raise InvalidParameter("add_path names at least one path")
     for path in wanted:
-        _check_below_roots(agent, path)
+        check_below_roots(agent, path)
     current = {ap.dir_path: ap for ap in s.scalars(select(AgentPath).where(AgentPath.agent_id == agent.id))}
     added, existed = [], []
     for path in wanted:

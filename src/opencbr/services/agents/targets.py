@@ -50,6 +50,7 @@ def new_disk(s, ctx: ServiceContext, p: Principal, agent_id: str, path: object, 
     if not path.endswith(IMAGE_SUFFIXES):
         raise InvalidParameter("a new disk on an agent's host is a raw image file: its name ends with .img or "
                                ".raw (the agent's inventory lists those)")
+    registry.check_below_roots(agent, path)
     _check_free(s, agent, path)
     disk = Resource(project_id=p.project_id, type=R.DISK, provider=inventory.PROVIDER, agent_id=agent.id, name=name,
                     path=path, size_bytes=size, region=ctx.settings.region, availability_zone=zone,
@@ -67,6 +68,7 @@ def new_file_system(s, ctx: ServiceContext, p: Principal, agent_id: str, path: o
     path = registry.normal_path(path)
     if path == "/":
         raise InvalidParameter("a new file system needs a directory of its own, not /", code="BackupService.6501")
+    registry.check_below_roots(agent, path)
     _check_free(s, agent, path)
     paths = list(s.scalars(select(AgentPath).where(AgentPath.agent_id == agent.id)))
     if sum(ap.status == "available" for ap in paths) >= registry.MAX_PATHS_PER_AGENT:
@@ -88,6 +90,15 @@ def forget_path(s, agent_id: str | None, path: str) -> None:
     stays on the host: the agent never deletes a tree)."""
     for ap in s.scalars(select(AgentPath).where(AgentPath.agent_id == agent_id, AgentPath.dir_path == path)):
         s.delete(ap)
+
+
+def check_destination(s, resource_id: str, path: str) -> None:
+    """A restore target on the host of ``resource_id`` (an agent's resource) outside that agent's roots is
+    a 400 now, not a task that fails on the host."""
+    res = s.get(Resource, resource_id)
+    agent = s.get(Agent, res.agent_id) if res is not None and res.agent_id else None
+    if agent is not None:
+        registry.check_below_roots(agent, registry.normal_path(path))
 
 
 def host_resource(s, ctx: ServiceContext, p: Principal, agent_id: str) -> str:
