@@ -130,3 +130,24 @@ def test_files_of_a_tree_backup_never_replace_what_is_on_the_host(agent, repo, t
     for e in (*want.values(), *got.values()):
         e.pop("links", None)  # (a hard link's other name may be outside /data)
     assert got == want
+
+
+def test_a_disk_restored_where_a_directory_is_missing_says_which_path(agent, repo):
+    """A new disk image in a directory that does not exist, or a restore onto an image that is gone, failed
+    with the bare ``[Errno 2] No such file or directory: 'nodir/x.img'``: a path relative to a root the
+    user never sees. The answer names the path the user gave."""
+    image = agent.root / "small.img"
+    image.write_bytes(os.urandom(1 << 20))
+    p = AgentProvider()
+    p.backup_disks(repo, agent.connect, project_id="p1", disks=[HostDisk(str(image), "d-small", None, {})])
+    target = agent.root / "nodir" / "x.img"
+    with pytest.raises(AgentTaskFailed) as e:
+        p.restore(repo, agent.connect, project_id="p1", backup_id="d-small", kind="disk", target=str(target),
+                  create=True)
+    assert e.value.code == "not_found"
+    assert e.value.message == f"the directory {agent.root / 'nodir'} does not exist on this host"
+    with pytest.raises(AgentTaskFailed) as e:
+        p.restore(repo, agent.connect, project_id="p1", backup_id="d-small", kind="disk",
+                  target=str(agent.root / "gone.img"))
+    assert e.value.code == "not_found" and e.value.message == f"{agent.root / 'gone.img'} does not exist on this host"
+    assert not (agent.root / "nodir").exists() and not (agent.root / "gone.img").exists()

@@ -205,7 +205,11 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     vault = _vault(req)
     create = bool(req.get("create"))
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
-    fd = ctx.confinement.open(target, flags, 0o600)
+    try:
+        fd = ctx.confinement.open(target, flags, 0o600)
+    except FileNotFoundError:  # (its own message names the path relative to the root)
+        missing = f"the directory {os.path.dirname(target)}" if create else target
+        raise AgentError("not_found", f"{missing} does not exist on this host") from None
     try:
         with vault.chunks(channel) as chunks:
             if create:
