@@ -148,6 +148,7 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     repo = repository(ctx, vault, create=False)
     progress = TaskProgress(run)
     prepared: list[str] = []
+    i = 0
     try:
         for i, step in enumerate(plan):
             span = progress.span(int(99 * i / len(plan)), int(99 * (i + 1) / len(plan)))
@@ -162,7 +163,11 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
         _restore_done(ctx, backup_id, None, plan, unfinished="the restore was cancelled")
         raise tasks.TaskCancelled(run.task_id) from None
     except Exception as e:
-        _restore_done(ctx, backup_id, None, plan, unfinished=tasks.error_of(ctx, e).message)
+        # the disks before the failing one were written; the failing one too, unless the agent refused
+        # it before writing (in use: mounted); the ones after it were not touched and stay as they were
+        touched = plan[:i] if getattr(e, "nothing_written", False) else plan[:i + 1]
+        _restore_done(ctx, backup_id, None if touched else (server_id if power_on else None), plan,
+                      unfinished=tasks.error_of(ctx, e).message, touched=touched)
         raise
     if prepared:  # the restored databases readied (or what the user does): docs/app-consistent.md
         run.set_extra(app_consistency={"prepared": prepared[:100]})
@@ -193,16 +198,25 @@ def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) 
     except AgentTaskFailed as e:
         if span.cancel.is_set():
             raise OperationCancelled("the restore was cancelled") from None
-        raise onhost.agent_error(e) from None
+        raise _agent_failure(e) from None
+
+
+def _agent_failure(e: AgentTaskFailed) -> Exception:
+    """An agent's refusal or failure as the task's error; ``nothing_written`` when the agent refused the
+    target at its open, before writing (``in_use``: a device mounted or held), so the target keeps its
+    status instead of turning ``error`` with a mix of old and restored data it does not have."""
+    err = onhost.agent_error(e)
+    err.nothing_written = e.code == "in_use"
+    return err
 
 
 def _restore_done(ctx: ServiceContext, backup_id: str, start_server: str | None, plan: list[dict], *,
-                  unfinished: str | None = None) -> None:
+                  unfinished: str | None = None, touched: list[dict] | None = None) -> None:
     with ctx.tx() as s:
         b = s.get(Backup, backup_id)
         if b is not None and b.status == B.RESTORING:
             b.status, b.updated_at = B.AVAILABLE, ctx.now()
-        _settle_targets(s, plan, b.name if b is not None else backup_id, unfinished)
+        _settle_targets(s, plan, b.name if b is not None else backup_id, unfinished, touched)
         if start_server:
             server = s.get(Resource, start_server)
             if server is not None:
@@ -219,12 +233,19 @@ def _hold_targets(s: Session, plan: list[dict]) -> None:
             target.status = "restoring"
 
 
-def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: str | None) -> None:
+def _settle_targets(s: Session, plan: list[dict], backup_name: str, unfinished: str | None,
+                    touched: list[dict] | None = None) -> None:
     """After a restore: its targets are usable again (a repaired one loses its error), or, when it did
-    not finish, in error saying so (their data is a mix; restoring again repairs them)."""
+    not finish, in error saying so (their data is a mix; restoring again repairs them). ``touched``: the
+    steps that may have written their target (default: all); the others are settled as they were."""
     for step in plan:
         target = s.get(Resource, step["disk_id"])
         if target is None:
+            continue
+        if unfinished is not None and touched is not None and step not in touched:
+            if target.status == "restoring":  # untouched: as it was (still to repair, if it was)
+                target.status = "error" if R.repairable_by_restore("error", target.status_reason) else \
+                    R.settled_status(target.type, bool(target.server_id))
             continue
         if unfinished is None:
             target.status = R.settled_status(target.type, bool(target.server_id))

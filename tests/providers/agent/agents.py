@@ -38,7 +38,8 @@ class AgentProcess:
 
     def __init__(self, auth: Authority, workdir: Path, roots: list[Path], *, agent_id: str = "agent-1",
                  project: str = "p1", listen: str = "127.0.0.1:0", netns: str | None = None,
-                 bandwidth_limit: int = 0, hooks: dict | None = None, max_tasks: int = 4):
+                 bandwidth_limit: int = 0, hooks: dict | None = None, max_tasks: int = 4,
+                 devices: list[str] | None = None):
         self.auth, self.agent_id, self.project, self.dir = auth, agent_id, project, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         cert, key = issue(auth.ca, auth.ca_key, agent_id, server=True, client=False)
@@ -50,7 +51,7 @@ class AgentProcess:
         config.parent.mkdir(mode=0o700, exist_ok=True)
         config.write_text(json.dumps({
             "agent_id": agent_id, "project_id": project, "api_endpoint": "http://127.0.0.1:9",
-            "listen": listen, "advertise": "", "roots": [str(r) for r in roots], "devices": [],
+            "listen": listen, "advertise": "", "roots": [str(r) for r in roots], "devices": devices or [],
             "key_pem": key, "cert_pem": cert, "ca_pem": auth.ca, "bandwidth_limit": bandwidth_limit,
             "max_tasks": max_tasks, "state_dir": str(workdir / "state"), "hooks": hooks or {}}))
         config.chmod(0o600)

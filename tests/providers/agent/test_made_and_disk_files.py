@@ -151,3 +151,37 @@ def test_a_disk_restored_where_a_directory_is_missing_says_which_path(agent, rep
                   target=str(agent.root / "gone.img"))
     assert e.value.code == "not_found" and e.value.message == f"{agent.root / 'gone.img'} does not exist on this host"
     assert not (agent.root / "nodir").exists() and not (agent.root / "gone.img").exists()
+
+
+def test_a_device_in_use_is_refused_as_in_use_with_nothing_written(tmp_path, repo):
+    """Restoring onto a block device that is mounted (or opened exclusively by another program): the
+    agent's exclusive open fails with EBUSY, which was answered as ``internal``, ``OSError: [Errno 16]
+    Device or resource busy``; it is ``in_use`` now, which tells the service that nothing was written."""
+    from tests.agent.conftest import _run
+
+    if os.geteuid() != 0:
+        pytest.skip("loop devices need root")
+    image = tmp_path / "loop.img"
+    image.write_bytes(os.urandom(1 << 20))
+    done = _run("losetup", "-f", "--show", str(image))
+    if done.returncode != 0:
+        pytest.skip(f"no loop device here: {done.stderr.strip()}")
+    dev = done.stdout.strip()
+    a = AgentProcess(Authority.new(), tmp_path / "agent", [tmp_path], devices=[dev])
+    held = None
+    try:
+        p = AgentProvider()
+        p.backup_disks(repo, a.connect, project_id="p1", disks=[HostDisk(dev, "d-dev", None, {})])
+        with open(dev, "r+b") as f:
+            f.write(b"\0" * 4096)  # changed after the backup: a restore would put the first block back
+        before = image.read_bytes()
+        held = os.open(dev, os.O_RDONLY | os.O_EXCL)  # as a mount holds it
+        with pytest.raises(AgentTaskFailed) as e:
+            p.restore(repo, a.connect, project_id="p1", backup_id="d-dev", kind="disk", target=dev)
+        assert e.value.code == "in_use" and "nothing was written" in e.value.message, e.value
+        assert image.read_bytes() == before
+    finally:
+        if held is not None:
+            os.close(held)
+        a.stop()
+        _run("losetup", "-d", dev)

@@ -8,6 +8,7 @@ only the descriptors opened here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -210,6 +211,12 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     except FileNotFoundError:  # (its own message names the path relative to the root)
         missing = f"the directory {os.path.dirname(target)}" if create else target
         raise AgentError("not_found", f"{missing} does not exist on this host") from None
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+        # a device opened exclusively: the kernel refuses while it is mounted or claimed; nothing written
+        raise AgentError("in_use", f"{target} is in use on this host (mounted, or held by another program): "
+                         "unmount it or stop what holds it, then restore again; nothing was written to it") from None
     try:
         with vault.chunks(channel) as chunks:
             if create:

@@ -1,0 +1,71 @@
+"""A server restore whose agent refuses a disk at its open (``in_use``: a device mounted or held by
+another program) wrote nothing to that disk nor to those after it. They used to turn ``error``, "a
+restore into it did not finish ... it holds a mix of old and restored data: restore it again", the
+server stayed stopped, and its backups were refused until a restore overwrote the data the user had
+kept by mounting the disk (services/restore.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from opencbr.catalog.models import Resource
+from opencbr.providers.agent import AgentTaskFailed
+from opencbr.services import resources, restore
+from tests.services.test_images import _backed_up
+from tests.support.disks import MiB, make_image, sha256
+from tests.support.scheduler import drain, read_task
+
+
+@pytest.fixture()
+def web(rctx, owner, roots):
+    sys_img = make_image(roots / "sys.img", 2 * MiB, seed=81)
+    data_img = make_image(roots / "data.img", 1 * MiB, seed=82)
+    with rctx.tx() as s:
+        sd = resources.register_disk(s, rctx, owner, name="sys", path=sys_img)
+        dd = resources.register_disk(s, rctx, owner, name="data", path=data_img)
+    with rctx.tx() as s:
+        srv = resources.register_server(s, rctx, owner, name="web", system_disk=sd.id, data_disks=[dd.id])
+    _, backup_id = _backed_up(rctx, owner, srv, "server", "OS::Nova::Server")
+    return srv.id, sd.id, dd.id, backup_id
+
+
+def _refusing(monkeypatch, disk_id: str) -> None:
+    """``disk_id`` is on a host whose agent answers the restore ``in_use``."""
+    real = restore._on_host
+    monkeypatch.setattr(restore, "_on_host", lambda ctx, rid: rid == disk_id or real(ctx, rid))
+
+    def refuse(ctx, repo, step, span):
+        raise restore._agent_failure(AgentTaskFailed("in_use", f"{step['path']} is in use on this host"))
+
+    monkeypatch.setattr(restore, "_restore_on_host", refuse)
+
+
+def _statuses(ctx, *ids):
+    with ctx.read() as s:
+        return [(s.get(Resource, i).status, s.get(Resource, i).status_reason) for i in ids]
+
+
+def test_a_disk_refused_first_leaves_every_disk_and_the_server_as_they_were(rctx, owner, web, monkeypatch):
+    server_id, sys_id, data_id, backup_id = web
+    _refusing(monkeypatch, sys_id)
+    with rctx.tx() as s:
+        task_id = restore.restore_backup(s, rctx, owner, backup_id, {"server_id": server_id})
+    drain(rctx)
+    task = read_task(rctx, task_id)
+    assert task.status == "failed" and "is in use" in task.error_message
+    assert _statuses(rctx, sys_id, data_id) == [("in-use", ""), ("in-use", "")]
+    assert _statuses(rctx, server_id)[0][0] == "running"
+
+
+def test_a_disk_refused_after_one_was_written_marks_only_the_written_one(rctx, owner, roots, web, monkeypatch):
+    server_id, sys_id, data_id, backup_id = web
+    before = sha256(roots / "data.img")
+    _refusing(monkeypatch, data_id)
+    with rctx.tx() as s:
+        task_id = restore.restore_backup(s, rctx, owner, backup_id, {"server_id": server_id})
+    drain(rctx)
+    assert read_task(rctx, task_id).status == "failed"
+    (sys_status, sys_reason), data = _statuses(rctx, sys_id, data_id)
+    assert sys_status == "error" and sys_reason.startswith("a restore into it did not finish")
+    assert data == ("in-use", "") and sha256(roots / "data.img") == before
+    assert _statuses(rctx, server_id)[0][0] == "stopped"
