@@ -69,3 +69,31 @@ def test_a_disk_refused_after_one_was_written_marks_only_the_written_one(rctx, o
     assert sys_status == "error" and sys_reason.startswith("a restore into it did not finish")
     assert data == ("in-use", "") and sha256(roots / "data.img") == before
     assert _statuses(rctx, server_id)[0][0] == "stopped"
+
+
+@pytest.mark.parametrize("on_agent", [False, True], ids=["local", "agent"])
+def test_a_server_left_faulty_by_an_unfinished_restore_is_restored_again(rctx, owner, roots, web, monkeypatch,
+                                                                         on_agent):
+    """Its disks say "restore it again"; the server restore refused that with 6413 (data cannot be restored
+    to a faulty server), and its backups with 6102: nothing but removing the server was left. (An agent's
+    server is faulty as its heartbeat sets it; a local one as its disks make it.)"""
+    server_id, sys_id, data_id, backup_id = web
+    with monkeypatch.context() as m:
+        _refusing(m, data_id)
+        with rctx.tx() as s:
+            task_id = restore.restore_backup(s, rctx, owner, backup_id, {"server_id": server_id})
+        drain(rctx)
+    assert read_task(rctx, task_id).status == "failed"
+    if on_agent:
+        with rctx.tx() as s:
+            server = s.get(Resource, server_id)
+            server.provider, server.status = "agent", "faulty"
+            monkeypatch.setattr(restore.res_svc, "live_status", lambda s, res, disks=None: res.status)
+    with rctx.tx() as s:
+        task_id = restore.restore_backup(s, rctx, owner, backup_id, {"server_id": server_id})
+    if on_agent:
+        return  # accepted: the agent's host is not here to restore onto
+    drain(rctx)
+    assert read_task(rctx, task_id).status == "success"
+    assert _statuses(rctx, sys_id, data_id) == [("in-use", ""), ("in-use", "")]
+    assert _statuses(rctx, server_id)[0][0] == "running"

@@ -59,7 +59,7 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
             raise InvalidParameter("a server backup is restored to its own server; create an image to make a "
                                    "new one", code="BackupService.6428")
         server = res_svc.get_resource(s, p.project_id, server_id, R.SERVER)
-        B.check_server_restore(res_svc.live_status(s, server))
+        B.check_server_restore(_server_status_for_restore(s, server))
         power_on = body.get("power_on", True)
         if not isinstance(power_on, bool):
             raise InvalidParameter("power_on must be true or false")
@@ -100,6 +100,18 @@ def _status_for_restore(s: Session, target: Resource) -> str:
     restoring it again, so it counts as available."""
     status = res_svc.live_status(s, target)
     return "available" if R.repairable_by_restore(status, target.status_reason) else status
+
+
+def _server_status_for_restore(s: Session, server: Resource) -> str:
+    """A server's status as a restore sees it: faulty only because a restore into some of its disks did
+    not finish, it is repaired by restoring it again (as those disks say), so it is not refused as faulty."""
+    disks = res_svc.server_disks(s, server.id)
+    others = [d for d in disks if not R.repairable_by_restore(d.status, d.status_reason)]
+    status = res_svc.live_status(s, server, disks=others)
+    if status == "faulty" and server.provider == "agent" and len(others) < len(disks) \
+            and not any(d.status == "error" for d in others):
+        return "stopped"  # (an agent's server: faulty as its heartbeat found the disks)
+    return status
 
 
 def _server_plan(s: Session, ctx: ServiceContext, p: Principal, b: Backup, server: Resource,
