@@ -157,3 +157,24 @@ def test_projects_of_one_account_share_paths_only_when_the_operator_says_so(cata
                     s.delete(r)
         finally:
             ctx.close()
+
+
+def test_the_whole_tree_restored_as_files_never_replaces_what_the_destination_holds(rctx, owner, roots):
+    """restore-files of ``/`` from a file-system backup puts the tree straight into the destination (a disk
+    backup's ``/`` goes to ``destination/root``); the clash check looked for ``destination/root`` only, so
+    ``note.txt`` already in the destination was replaced by the backup's, and the task succeeded."""
+    backup_id = _fs_backup(rctx, owner, roots)
+    dest = roots / "dest"
+    dest.mkdir()
+    (dest / "note.txt").write_bytes(b"mine\n")
+    for path in ("/", "/.", "//"):
+        with pytest.raises(StateConflict, match="is not empty"):
+            files.restore_files(rctx, owner, backup_id, [path], str(dest))
+    assert (dest / "note.txt").read_bytes() == b"mine\n"
+    empty = roots / "empty"
+    empty.mkdir()
+    for target in (empty, roots / "new"):
+        task_id = files.restore_files(rctx, owner, backup_id, ["/"], str(target))
+        drain(rctx)
+        assert read_task(rctx, task_id).status == "success"
+        assert (target / "note.txt").read_bytes() == b"a note\n"

@@ -163,6 +163,7 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         raise InvalidParameter("destination_path must be an absolute directory path", code="BackupService.6501")
     with ctx.tx() as s:
         b, _vault = _browsable(s, p, backup_id)
+        tree = b.resource_type == R.FILE_SYSTEM
         source = s.get(Resource, b.resource_id)
         host_resource = source.id if source is not None and onhost.on_host(ctx, source) else None
         if agent_id is not None:  # onto another host (13.4.8): that agent writes them
@@ -186,6 +187,11 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         raise StateConflict(f"{destination} exists and is not a directory", code="BackupService.6502")
     if not there.exists and not there.parent_is_directory:
         raise InvalidParameter(f"the parent directory of {destination} does not exist", code="BackupService.6503")
+    if tree and there.exists and not there.empty_directory and any(_whole_tree(x) for x in paths):
+        # (the whole tree of a file-system backup goes straight into the destination, not into
+        # destination/root as a disk backup's /: a file there of the same name was replaced)
+        raise StateConflict(f"{destination} is not empty: the whole backup (/) is restored only into an empty or "
+                            "new directory", code="BackupService.6508")
     names = [os.path.basename(x.rstrip("/")) or "root" for x in paths]
     clashes = [n for n in names if provider.path_state(os.path.join(dest, n)).exists]
     if clashes:
@@ -193,6 +199,11 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
                             code="BackupService.6508")
     # the destination was checked here: a worker of this host group restores
     return _queue_restore_files(ctx, p, backup_id, paths, dest, required_host=ctx.settings.host_group)
+
+
+def _whole_tree(path: str) -> bool:
+    """Whether a path inside a backup names its root (``/``, ``/.``, ``//``)."""
+    return not [c for c in path.split("/") if c not in ("", ".")]
 
 
 def _restore_files_on_host(ctx: ServiceContext, p: Principal, backup_id: str, paths: list[str], dest: str,
