@@ -185,3 +185,43 @@ def test_a_device_in_use_is_refused_as_in_use_with_nothing_written(tmp_path, rep
             os.close(held)
         a.stop()
         _run("losetup", "-d", dev)
+
+
+def test_an_image_attached_to_a_loop_device_is_refused_as_in_use(tmp_path, repo):
+    """Restoring onto an image file that a loop device is attached to (mounted, perhaps): opening the
+    file never fails with EBUSY, so the restore wrote under the loop device's file system. The agent
+    finds the loop device by the file's device and inode and refuses (``in_use``), nothing written;
+    detached, the same restore goes through."""
+    from tests.agent.conftest import _run
+
+    if os.geteuid() != 0:
+        pytest.skip("loop devices need root")
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(1 << 20))
+    a = AgentProcess(Authority.new(), tmp_path / "agent", [tmp_path])
+    dev = None
+    try:
+        p = AgentProvider()
+        p.backup_disks(repo, a.connect, project_id="p1", disks=[HostDisk(str(image), "d-img", None, {})])
+        backed_up = image.read_bytes()
+        with open(image, "r+b") as f:
+            f.write(b"\0" * 4096)
+        done = _run("losetup", "-f", "--show", str(image))
+        if done.returncode != 0:
+            pytest.skip(f"no loop device here: {done.stderr.strip()}")
+        dev = done.stdout.strip()
+        moved = tmp_path / "moved.img"
+        image.rename(moved)  # (matched by inode, not by the name it was attached under)
+        before = moved.read_bytes()
+        with pytest.raises(AgentTaskFailed) as e:
+            p.restore(repo, a.connect, project_id="p1", backup_id="d-img", kind="disk", target=str(moved))
+        assert e.value.code == "in_use" and dev in e.value.message and "nothing was written" in e.value.message
+        assert moved.read_bytes() == before
+        _run("losetup", "-d", dev)
+        dev = None
+        p.restore(repo, a.connect, project_id="p1", backup_id="d-img", kind="disk", target=str(moved))
+        assert moved.read_bytes() == backed_up
+    finally:
+        a.stop()
+        if dev is not None:
+            _run("losetup", "-d", dev)

@@ -18,6 +18,7 @@ from opencbr.agent import hooks
 from opencbr.agent.context import AgentError
 from opencbr.agent.inventory import forget_walks
 from opencbr.agent.made import clear_dir, made_dirs
+from opencbr.agent.mounts import loop_devices_backed_by
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource
@@ -217,6 +218,11 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
         # a device opened exclusively: the kernel refuses while it is mounted or claimed; nothing written
         raise AgentError("in_use", f"{target} is in use on this host (mounted, or held by another program): "
                          "unmount it or stop what holds it, then restore again; nothing was written to it") from None
+    loops = [] if create else loop_devices_backed_by(fd)
+    if loops:  # an image attached (and maybe mounted): writing under its file system corrupts it
+        os.close(fd)
+        raise AgentError("in_use", f"{target} is attached to {', '.join(loops)} on this host: detach it "
+                         "(umount, losetup -d), then restore again; nothing was written to it")
     try:
         with vault.chunks(channel) as chunks:
             if create:
