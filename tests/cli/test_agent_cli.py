@@ -46,6 +46,11 @@ def test_agent_commands(server):
     assert shown["status"] == "offline" and {p["dir_path"]: p["exclude_paths"] for p in shown["paths"]} == {
         "/srv/www": "/srv/www/cache", "/data": ""}
     assert "/srv/www/cache" in ok(cli(server, "agent", "show", f"cli-agent-{sfx}")).out
+    again = ok(cli(server, "agent", "path", "add", f"cli-host-{sfx}", "/srv/www", "--exclude", "/srv/www/tmp")).out
+    # (said only "already there" while it replaced the path's exclusions)
+    assert "already there: /srv/www" in again and "/srv/www: leaves out /srv/www/tmp" in again
+    shown = ok(cli(server, "agent", "show", f"cli-agent-{sfx}", "--json")).json()
+    assert {p["dir_path"]: p["exclude_paths"] for p in shown["paths"]}["/srv/www"] == "/srv/www/tmp"
     removed = ok(cli(server, "agent", "path", "remove", f"cli-agent-{sfx}", "/data", "--json")).json()
     assert removed == {"removed": ["/data"], "not_existed": []}
     bad = cli(server, "agent", "path", "add", f"cli-agent-{sfx}", "relative")

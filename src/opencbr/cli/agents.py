@@ -138,8 +138,12 @@ def path_add(agent: str = AGENT_ARG,
     body = {"add_path": list(path),
             "exclude_path": [{"path_name": p, "exclude_path_name": xs} for p, xs in excludes.items()]}
     out = c.post(f"/agents/{resolve(c, agent)}/add-path", body)
-    print_json(out) if as_json else typer.echo(f"added: {', '.join(out['added']) or '-'}; "
-                                               f"already there: {', '.join(out['existed']) or '-'}")
+    if as_json:
+        print_json(out)
+        return
+    typer.echo(f"added: {', '.join(out['added']) or '-'}; already there: {', '.join(out['existed']) or '-'}")
+    for owner, xs in excludes.items():  # (set on a path already there too: its exclusions are replaced)
+        typer.echo(f"{owner}: leaves out {', '.join(xs)}")
 
 
 @path_app.command("remove")
