@@ -141,9 +141,16 @@ def test_add_statuses_table_2_1():
 
 
 def test_server_needs_a_disk():
-    with pytest.raises(StateConflict, match="no disk"):
+    with pytest.raises(StateConflict, match="no disk") as e:
         V.check_add_resources(vault(object_type="server"),
                               [ResourceState("s", SERVER, "s", "running", "r1", 0, disk_count=0)], [], [])
+    assert "--device" not in str(e.value)
+    # an agent's host without disks: its device patterns allowed none, and nothing said so
+    with pytest.raises(StateConflict, match="no disk") as e:
+        V.check_add_resources(vault(object_type="server"),
+                              [ResourceState("s", SERVER, "s", "running", "r1", 0, disk_count=0, provider="agent")],
+                              [], [])
+    assert "--device PATTERN" in str(e.value)
 
 
 def test_one_backup_vault_per_resource():

@@ -364,3 +364,20 @@ def test_a_restore_target_outside_the_roots_the_agent_told_is_refused_at_once(ct
         assert targets.new_file_system(s, ctx, tenant, "agent-1", "/srv/data/new", name="f", **kw).path == \
             "/srv/data/new"
         targets.check_destination(s, targets.host_resource(s, ctx, tenant, "agent-1"), "/srv/data/out")
+
+
+def test_a_host_whose_device_patterns_allow_no_disk_says_what_to_do(ctx, tenant):
+    """An agent whose --device patterns match none of its host's disks makes a server of no disk: it was
+    not protectable with 6103 "the server has no disk attached" and no word of the patterns."""
+    from opencbr.api import wire
+
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", {**INVENTORY, "block_devices": []})
+    with ctx.read() as s:
+        views, _ = resources.list_resources(s, tenant, rtype=R.SERVER)
+        (view,) = [v for v in views if v.resource.agent_id == "agent-1"]
+        shown = wire.protectable_resp(view, None)
+        assert shown["protectable"]["code"] == "BackupService.6103", shown
+        assert "--device PATTERN" in shown["protectable"]["reason"]
+        with pytest.raises(CBRError, match="--device PATTERN"):
+            R.check_protectable(resources.resource_state(s, view.resource))

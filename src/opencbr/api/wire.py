@@ -382,7 +382,8 @@ def protectable_resp(view: ResourceView, vault_view: VaultView | None) -> dict[s
         result, code, reason = False, "BackupService.6102", f"the resource is {view.status}" + (
             f": {r.status_reason}" if r.status_reason else "")
     elif r.type == R.SERVER and not view.disks:
-        result, code, reason = False, "BackupService.6103", "the server has no disk attached"
+        result, code, reason = False, "BackupService.6103", "the server has no disk attached" + (
+            f": {R.AGENT_NO_DISK_HINT}" if r.provider == "agent" else "")
     else:
         result, code, reason = True, "", ""
     vault = None

@@ -87,6 +87,13 @@ class ResourceState:
     size_bytes: int
     encrypted: bool = False
     disk_count: int = 0  # servers: number of attached disks
+    provider: str = ""  # "agent": a host an agent serves
+
+
+#: Why an agent's host is a server without disks, and what to do: its agent opens only the block devices its
+#: ``--device`` patterns allow (loop, ram and zram devices only when a pattern names them).
+AGENT_NO_DISK_HINT = ("its agent found no block device its device patterns allow: register the agent again "
+                      "with --device PATTERN for each disk it may read (e.g. --device '/dev/vd*')")
 
 
 def check_protectable(res: ResourceState) -> None:
@@ -101,7 +108,8 @@ def check_protectable(res: ResourceState) -> None:
         )
     if res.type == SERVER and res.disk_count < 1:
         raise StateConflict(
-            f"server {res.name} ({res.id}) has no disk attached; a server needs at least one disk",
+            f"server {res.name} ({res.id}) has no disk attached; a server needs at least one disk"
+            + (f" ({AGENT_NO_DISK_HINT})" if res.provider == "agent" else ""),
             code="BackupService.6103",
         )
 

@@ -88,7 +88,7 @@ def resource_state(s: Session, res: Resource, *, disks: list[Resource] | None = 
     size = sum(d.size_bytes for d in disks) if res.type == R.SERVER else res.size_bytes
     encrypted = any(d.encrypted for d in disks) if res.type == R.SERVER else res.encrypted
     return R.ResourceState(res.id, res.type, res.name, live_status(s, res, disks=disks), res.region, size, encrypted,
-                           len(disks))
+                           len(disks), res.provider or "")
 
 
 # ------------------------------------------------------------------------------------ host paths
