@@ -82,3 +82,23 @@ def test_commands_with_a_loopback_address_say_so_and_what_to_set(server, tmp_pat
         assert api(other).get("/agents/install-command")["install_command"]["address_warning"] == ""
     finally:
         other.stop()
+
+
+def test_agent_show_says_whether_the_agent_is_old(server):
+    """check_agent answers is_old for a resource's agent; the agent itself (GET /agents/{id}, cbr agent
+    show) said only its version, and nothing whether it needed an upgrade."""
+    from opencbr import __version__
+
+    a = api(server)
+    for agent_id, version in (("cli-old", "0.0.9"), ("cli-new", __version__)):
+        a.post("/agents", {"agent": {"agent_id": agent_id, "host_name": f"host-{agent_id}", "host_ip": "10.1.1.2",
+                                     "host_os": "Linux", "agent_version": version}})
+    old = ok(cli(server, "agent", "show", "cli-old", "--json")).json()
+    new = ok(cli(server, "agent", "show", "cli-new", "--json")).json()
+    assert (old["agent_version"], old["is_old"]) == ("0.0.9", True)
+    assert (new["agent_version"], new["is_old"]) == (__version__, False)
+    text = ok(cli(server, "agent", "show", "cli-old")).out
+    assert "Outdated" in text and "yes: upgrade it" in text
+    assert "yes: upgrade it" not in ok(cli(server, "agent", "show", "cli-new")).out
+    for agent_id in ("cli-old", "cli-new"):
+        ok(cli(server, "agent", "unregister", agent_id, "--yes"))

@@ -69,9 +69,11 @@ def agent_show(agent: str = AGENT_ARG, as_json: bool = JSON_OPTION):
     if as_json:
         print_json(a)
         return
-    details(_row(a), [("agent_id", "ID"), ("host_name", "Host"), ("host_nickname", "Nickname"), ("host_ip", "IP"),
+    row = {**_row(a), "outdated": ("yes: upgrade it (cbr agent install-command)" if a.get("is_old") else "no")
+           if "is_old" in a else ""}
+    details(row, [("agent_id", "ID"), ("host_name", "Host"), ("host_nickname", "Nickname"), ("host_ip", "IP"),
                       ("host_os", "OS"), ("endpoint", "Endpoint"), ("status", "Status"), ("enrolled", "Enrolled"),
-                      ("agent_version", "Version"), ("last_active_time", "Last active"),
+                      ("agent_version", "Version"), ("outdated", "Outdated"), ("last_active_time", "Last active"),
                       ("last_backup_time", "Last backup"), ("last_error", "Last error"), ("created_at", "Registered")])
     if a["paths"]:  # (the file system's state: a path the agent refuses is registered all the same)
         rows = [{**p, "state": p.get("file_system_status", "") + (f": {p['file_system_status_reason']}"

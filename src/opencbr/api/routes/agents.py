@@ -99,7 +99,8 @@ def _path(ap, file_system: tuple[str, str] | None) -> dict[str, Any]:
 
 
 def agent_resp(view: agents.AgentView) -> dict[str, Any]:
-    """An Agent, and the OpenCBR extensions: where it listens, whether it is enrolled, its last error."""
+    """An Agent, and the OpenCBR extensions: where it listens, whether it is enrolled, its last error,
+    whether its version is older than this service's agent (``is_old``, as check_agent answers)."""
     a = view.agent
     return {
         "agent_id": a.id, "agent_version": a.agent_version, "agent_type": a.agent_type, "host_name": a.host_name,
@@ -109,6 +110,7 @@ def agent_resp(view: agents.AgentView) -> dict[str, Any]:
         "paths": [_path(ap, view.file_systems.get(ap.dir_path)) for ap in view.paths],
         "endpoint": a.endpoint, "enrolled": bool(a.cert_fingerprint), "last_error": a.last_error,
         "bandwidth_limit": a.bandwidth_limit, "last_backup_time": wire.iso(view.last_backup_at),
+        "is_old": bool(a.agent_version) and agents.is_old(a.agent_version),  # (as check_agent says it)
     }
 
 

@@ -24,6 +24,7 @@ from opencbr.services.agents.registry import (
     add_agent_path,
     ca_certificate,
     check_agent,
+    is_old,
     list_agents,
     notify_revoked,
     register_agent,
@@ -37,7 +38,7 @@ from opencbr.services.agents.state import offline_after, poll_timeout
 
 __all__ = [
     "AGENT_OFFLINE", "CURRENT_AGENT_VERSION", "AgentView", "add_agent_path", "address_of", "authority", "ca_certificate",
-    "ca_fingerprint", "check_agent",
+    "ca_fingerprint", "check_agent", "is_old",
     "create_token", "enrol", "exclude_paths", "install_commands", "link_error", "list_agents", "notify_revoked",
     "offline_after", "poll_agents", "poll_timeout", "proof", "register_agent", "remove_agent_path", "require_online", "service_identity", "show_agent",
     "unregister_agent", "update_agent", "view",

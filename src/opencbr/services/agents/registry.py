@@ -406,6 +406,11 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version or "")[:4])
 
 
+def is_old(version: str | None) -> bool:
+    """Whether an agent of ``version`` is older than this service's agent (check_agent's ``is_old``)."""
+    return _version_key(version or "") < _version_key(CURRENT_AGENT_VERSION)
+
+
 def check_agent(s: Session, ctx: ServiceContext, p: Principal, items: list[dict]) -> list[dict]:
     """check_agent: for each resource, whether an agent serves it (installed: enrolled and online),
     its version, and whether that is older than this service's agent (``is_old``). Code 0 is
@@ -430,7 +435,7 @@ def check_agent(s: Session, ctx: ServiceContext, p: Principal, items: list[dict]
             out.append({**entry, "code": 2, "message": res.status_reason or "the resource's agent was unregistered"})
         else:
             version = agent.agent_version or ""
-            entry.update(version=version, is_old=_version_key(version) < _version_key(CURRENT_AGENT_VERSION))
+            entry.update(version=version, is_old=is_old(version))
             if state.is_online(ctx, agent) and res.type == R.SERVER:  # and its applications (guide 7.3)
                 ready = (agent.inventory or {}).get("app_consistency")
                 app_consistency.want_readiness(agent, ctx.now())
