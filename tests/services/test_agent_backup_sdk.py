@@ -356,3 +356,47 @@ def _two_worker_processes_ran_them(server, task_ids: list[str]) -> None:
         assert len(running) <= 2, [(o.lease_owner, o.started_at, o.ended_at) for o in rows]
     processes = {r.lease_owner.rsplit(":", 1)[0] for r in rows}  # <host>:<pid>:<random>:<thread>
     assert len(processes) == 2, [r.lease_owner for r in rows]
+
+
+def test_an_agent_killed_mid_new_file_system_then_restoring_again_to_the_same_path_repairs_it(server, tmp_path):
+    """A new file system from a backup onto the agent's host (guide 6.5) whose agent is killed half-way:
+    the task fails and names the directory left on the host. The agent back, the same restore to the same
+    path used to fail ("exists and is not empty") until someone removed it by hand; now the service asks
+    the agent to remove what the failed task made there (the agent's own record), and it succeeds."""
+    c, client = sdk(server), api(server)
+    root = tmp_path / "host"
+    root.mkdir()
+    www = Path(build_tree(root / "www", seed=7))
+    (www / "big.bin").write_bytes(os.urandom(4 << 20))  # long enough to be killed in, at 0.5 MB/s
+    agent = Agent(server, tmp_path / "agent", root)
+    try:
+        c.add_agent_path(AddAgentPathRequest(agent_id=agent.agent_id, body=AgentAddPathReq(add_path=[str(www)])))
+        fs = _protectable(client, "OS::Sfs::Turbo", str(www))
+        fv = _vault(c, "agent-new-fs-fault", "turbo", fs, "OS::Sfs::Turbo")
+        t1 = sdk_wait_backups(c, [_checkpoint(c, client, fv.id)])[0]
+        before = snapshot(www)
+        target = root / "copy"
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 500_000}})
+        out = client.post(f"/backups/{t1.id}/create-file-system", {"name": "copy", "path": str(target),
+                                                                   "agent_id": agent.agent_id})
+        time.sleep(2.5)
+        agent.kill()
+        done = wait_task(client, out["operation_log_id"], timeout=90)
+        assert done["status"] == "failed", done
+        assert done["extra_info"]["left_on_host"]["path"] == str(target), done
+        assert target.is_dir() and any(target.iterdir())  # half filled, left there
+
+        client.put(f"/agents/{agent.agent_id}", {"agent": {"bandwidth_limit": 0}})
+        agent.start()
+        deadline = time.time() + 30
+        while client.get(f"/agents/{agent.agent_id}")["agent"]["status"] != "online":
+            assert time.time() < deadline, client.get(f"/agents/{agent.agent_id}")
+            time.sleep(0.2)
+        again = client.post(f"/backups/{t1.id}/create-file-system", {"name": "copy", "path": str(target),
+                                                                     "agent_id": agent.agent_id})
+        task_ok(client, again["operation_log_id"])
+        assert snapshot(target) == before
+        first = client.get(f"/operation-logs/{out['operation_log_id']}")["operation_log"]
+        assert first["extra_info"]["left_on_host"]["removed_by"] == again["operation_log_id"], first
+    finally:
+        agent.stop()

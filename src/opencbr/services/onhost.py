@@ -203,6 +203,7 @@ def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: 
             _remove_made(ctx, run, provider, link, path)
 
     def fill(provider, link) -> dict:
+        _clear_left_on_host(ctx, run, provider, link, path)
         provider.create_dir(link.connect, project_id=link.project_id, path=path, made_by=run.task_id)
         made.append((provider, link))
         return provider.restore(repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="tree",
@@ -223,4 +224,46 @@ def _remove_made(ctx: ServiceContext, run, provider, link: HostLink, path: str) 
         provider.remove_made(link.connect, project_id=link.project_id, path=path, made_by=run.task_id)
     except Exception as e:  # noqa: BLE001 - the task's own error is the one to report; this is said beside it
         logging.getLogger("opencbr.agents").warning("task %s: %s was not removed: %s", run.task_id, path, e)
-        run.set_extra(left_on_host={"path": path, "reason": str(getattr(e, "message", e))[:500]})
+        run.set_extra(left_on_host={"path": path, "agent_id": link.agent_id,
+                                    "reason": str(getattr(e, "message", e))[:500]})
+
+
+#: How far back a new file system looks for a failed one's directory left at its path (the agent keeps
+#: its record of a made directory this long: agent/made.py KEEP_SECONDS).
+LEFT_ON_HOST_DAYS = 7
+
+
+def _clear_left_on_host(ctx: ServiceContext, run, provider, link: HostLink, path: str) -> None:
+    """A new file system at a path where an earlier one failed while its agent was unreachable (killed,
+    cut off: ``left_on_host``): the agent is asked, now that it answers, to remove what that task made
+    there (it removes only a directory it recorded as made for that very task, agent/made.py), so that
+    restoring again repairs it. Without this the directory stayed, half filled, and every later
+    restore to that path was refused as "not empty" until someone removed it by hand."""
+    import logging
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from opencbr.catalog.models import Task
+
+    since = ctx.now() - timedelta(days=LEFT_ON_HOST_DAYS)
+    with ctx.read() as s:
+        failed = [(t.id, t.extra_info) for t in s.scalars(select(Task).where(
+            Task.project_id == run.project_id, Task.operation_type == "create_fs", Task.status == "failed",
+            Task.id != run.task_id, Task.created_at >= since))]
+    for task_id, extra in failed:
+        left = (extra or {}).get("left_on_host") or {}
+        if left.get("path") != path or left.get("agent_id") != link.agent_id:
+            continue
+        try:
+            provider.remove_made(link.connect, project_id=link.project_id, path=path, made_by=task_id)
+        except Exception as e:  # noqa: BLE001 - not that task's any more (removed by hand, reused): create_dir says
+            logging.getLogger("opencbr.agents").info("task %s: %s left by task %s not removed: %s",
+                                                     run.task_id, path, task_id, e)
+            continue
+        with ctx.tx() as s:
+            task = s.get(Task, task_id)
+            if task is not None:
+                info = dict(task.extra_info or {})
+                info["left_on_host"] = {**info.get("left_on_host", {}), "removed_by": run.task_id}
+                task.extra_info = info
