@@ -253,7 +253,7 @@ def _clear_left_on_host(ctx: ServiceContext, run, provider, link: HostLink, path
             Task.id != run.task_id, Task.created_at >= since))]
     for task_id, extra in failed:
         left = (extra or {}).get("left_on_host") or {}
-        if left.get("path") != path or left.get("agent_id") != link.agent_id:
+        if left.get("path") != path or left.get("agent_id") != link.agent_id or left.get("removed_by"):
             continue
         try:
             provider.remove_made(link.connect, project_id=link.project_id, path=path, made_by=task_id)
