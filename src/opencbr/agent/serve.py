@@ -18,7 +18,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from opencbr.agent import VERSION, consistency, inventory
+from opencbr.agent import VERSION, consistency, inventory, made
 from opencbr.agent import config as agent_config
 from opencbr.agent.config import AgentConfig, parse_host_port
 from opencbr.agent.confinement import Confinement, PathSwapped
@@ -111,6 +111,8 @@ class Agent:
             raise agent_config.ConfigError("this agent has no certificate (not enrolled, or revoked): "
                                            "enrol it again with opencbr-agent register")
         consistency.clean_leftovers(self.config.state_dir)
+        for path in made.discard_partial_images(self.confinement, made.made_dirs(self.config.state_dir)):
+            log.warning("removed %s: a new disk image an earlier run of this agent did not finish", path)
         if self._operations is None:
             # the engine's modules now, not on the first task: compiled from source where no bytecode is
             # written, they cost ~0.2 s of CPU before that task read anything (its wall time). One that

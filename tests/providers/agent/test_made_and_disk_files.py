@@ -225,3 +225,53 @@ def test_an_image_attached_to_a_loop_device_is_refused_as_in_use(tmp_path, repo)
         a.stop()
         if dev is not None:
             _run("losetup", "-d", dev)
+
+
+def test_a_new_disk_image_cut_short_by_a_killed_agent_is_never_taken_for_a_disk(tmp_path, repo):
+    """A new disk image (a disk made from a backup on an agent's host) whose agent was killed mid-restore
+    stayed under the name asked for, full size and half written: the next inventory listed it as an
+    available disk, and making the disk again was refused (the path was taken). It is written under a
+    hidden partial name now, which no inventory lists, linked to its name only once whole; the agent's
+    next start removes the partial file, and restoring again makes the disk."""
+    import threading
+    import time
+
+    root = tmp_path / "host"
+    root.mkdir()
+    image = root / "src.img"
+    image.write_bytes(os.urandom(8 << 20) + b"text " * (1 << 20))
+    auth = Authority.new()
+    a = AgentProcess(auth, tmp_path / "agent", [root])
+    try:
+        p = AgentProvider()
+        p.backup_disks(repo, a.connect, project_id="p1", disks=[HostDisk(str(image), "d-new", None, {})])
+        target, partial = root / "made.img", root / ".made.img.opencbr-partial"
+        failed: list[BaseException] = []
+
+        def restore() -> None:
+            try:
+                p.restore(repo, a.connect, project_id="p1", backup_id="d-new", kind="disk", target=str(target),
+                          create=True, bandwidth=1 << 20)  # (13 MiB at 1 MiB/s: killed well before its end)
+            except BaseException as e:  # noqa: BLE001
+                failed.append(e)
+
+        t = threading.Thread(target=restore)
+        t.start()
+        deadline = time.monotonic() + 20
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        a.kill()
+        t.join(60)
+        assert failed and partial.exists() and not target.exists(), (failed, sorted(os.listdir(root)))
+        assert all(not n.endswith((".img", ".raw")) or n == "src.img" for n in os.listdir(root))
+        a = AgentProcess(auth, tmp_path / "agent", [root])  # (its state directory: the same)
+        assert not partial.exists(), "the next start of the agent removes what a killed one was writing"
+        p.restore(repo, a.connect, project_id="p1", backup_id="d-new", kind="disk", target=str(target), create=True)
+        assert target.read_bytes() == image.read_bytes() and not partial.exists()
+        with pytest.raises(AgentTaskFailed) as e:  # (the name taken: refused, nothing written over it)
+            p.restore(repo, a.connect, project_id="p1", backup_id="d-new", kind="disk", target=str(target),
+                      create=True)
+        assert e.value.code == "conflict" and target.read_bytes() == image.read_bytes()
+    finally:
+        a.stop()

@@ -17,7 +17,7 @@ from typing import Callable
 from opencbr.agent import hooks
 from opencbr.agent.context import AgentError
 from opencbr.agent.inventory import forget_walks
-from opencbr.agent.made import clear_dir, made_dirs
+from opencbr.agent.made import PartialImage, clear_dir, made_dirs
 from opencbr.agent.mounts import loop_devices_backed_by
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
@@ -201,51 +201,68 @@ def _below(root: str, path: str) -> str:
 # ------------------------------------------------------------------------------------------ restores
 def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
     """Backup ``backup_id`` onto ``target``: an existing disk (block device or image file) or, with
-    ``create``, a new image file below the roots (made at the backup's size, or ``size`` if larger)."""
+    ``create``, a new image file below the roots (made at the backup's size, or ``size`` if larger),
+    written under a hidden name and given its own only once whole (``made.PartialImage``)."""
     target = _param(req, "target")
     backup_id = _param(req, "backup_id")
     vault = _vault(req)
-    create = bool(req.get("create"))
-    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    image = _new_image(ctx, target) if req.get("create") else None
+    fd = image.fd if image is not None else _open_disk(ctx, target)
     try:
-        fd = ctx.confinement.open(target, flags, 0o600)
+        with vault.chunks(channel) as chunks:
+            if image is not None:
+                size = req.get("size") if isinstance(req.get("size"), int) else 0
+                os.ftruncate(fd, max(size, int(chunks.manifest_header(backup_id)["disk_size"])))
+            r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=image is None,
+                                    cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
+            record = req.get("app_consistency")
+            if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
+                record = (chunks.manifest_header(backup_id).get("meta") or {}).get("app_consistency")
+        out = r.to_dict() if image is None else {**r.to_dict(), "size": os.fstat(fd).st_size}
+        if image is not None:
+            image.publish(Conflict)
+    except BaseException:
+        if image is not None:
+            image.discard()
+        raise
+    finally:
+        if image is not None:
+            image.close()
+        else:
+            os.close(fd)
+    if image is not None:
+        forget_walks()
+    if record and req.get("source_path"):  # its data directories start as base backups (docs/app-consistent.md)
+        out["prepared"] = hooks.prepare_restored_disk(record, req["source_path"], target,
+                                                      _mount_dir(ctx))
+    return out
+
+
+def _new_image(ctx, target: str) -> PartialImage:
+    try:
+        return PartialImage(ctx.confinement, made_dirs(_state_dir(ctx)), target, Conflict)
     except FileNotFoundError:  # (its own message names the path relative to the root)
-        missing = f"the directory {os.path.dirname(target)}" if create else target
-        raise AgentError("not_found", f"{missing} does not exist on this host") from None
+        raise AgentError("not_found", f"the directory {os.path.dirname(target)} does not exist on this host") from None
+
+
+def _open_disk(ctx, target: str) -> int:
+    """An existing disk, open for writing, refused while in use (nothing written)."""
+    try:
+        fd = ctx.confinement.open(target, os.O_RDWR, 0o600)
+    except FileNotFoundError:  # (its own message names the path relative to the root)
+        raise AgentError("not_found", f"{target} does not exist on this host") from None
     except OSError as e:
         if e.errno != errno.EBUSY:
             raise
         # a device opened exclusively: the kernel refuses while it is mounted or claimed; nothing written
         raise AgentError("in_use", f"{target} is in use on this host (mounted, or held by another program): "
                          "unmount it or stop what holds it, then restore again; nothing was written to it") from None
-    loops = [] if create else loop_devices_backed_by(fd)
+    loops = loop_devices_backed_by(fd)
     if loops:  # an image attached (and maybe mounted): writing under its file system corrupts it
         os.close(fd)
         raise AgentError("in_use", f"{target} is attached to {', '.join(loops)} on this host: detach it "
                          "(umount, losetup -d), then restore again; nothing was written to it")
-    try:
-        with vault.chunks(channel) as chunks:
-            if create:
-                size = req.get("size") if isinstance(req.get("size"), int) else 0
-                os.ftruncate(fd, max(size, int(chunks.manifest_header(backup_id)["disk_size"])))
-            r = engine_restore_disk(chunks, backup_id, target, target_fd=fd, truncate=not create,
-                                    cancel=getattr(ctx, "cancel", None), progress=chunks.progress)
-            record = req.get("app_consistency")
-            if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
-                record = (chunks.manifest_header(backup_id).get("meta") or {}).get("app_consistency")
-        out = {**r.to_dict(), "size": os.fstat(fd).st_size} if create else r.to_dict()
-    except BaseException:
-        os.close(fd)
-        if create:
-            _remove_created(ctx, target)
-        raise
-    os.close(fd)
-    if create:
-        forget_walks()
-    if record and req.get("source_path"):  # its data directories start as base backups (docs/app-consistent.md)
-        out["prepared"] = hooks.prepare_restored_disk(record, req["source_path"], target,
-                                                      _mount_dir(ctx))
-    return out
+    return fd
 
 
 def _mount_dir(ctx) -> str:
