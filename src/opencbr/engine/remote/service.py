@@ -10,7 +10,9 @@ header describes what its refs cover. What the service publishes of it is the wo
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +29,10 @@ from ..tree.dynamic_index import DynamicIndex
 from .allowed import AllowedRefs
 
 IDLE_TIMEOUT = 120.0  # seconds without a message from the agent before the task fails
+#: Seconds a task may go without moving (see :class:`_Stall`) before it fails, whatever the agent sends
+#: meanwhile: the idle timeout above is per read, so an agent that sent a byte a minute, or a progress
+#: message a minute that said nothing new, held its task and a worker thread without end.
+STALL_TIMEOUT = 600.0
 AGENT_META = ("consistency",)  # what the agent writes into a backup's meta (how it read the data)
 SCRATCH = (4 << 20) + (64 << 10)  # a chunk's plaintext (tree chunks reach 4 MiB) and its compressed form
 REFS_WINDOW = 8 << 20  # refs bytes per refs answer: 262,144 blocks, a restore's window (16 GiB of disk)
@@ -465,21 +471,97 @@ def _check_known(session, refs: memoryview) -> None:
 
 
 STREAMED = frozenset({"need", "known", "records", "progress", "abort"})  # need not see the checks done
+#: Messages that do not move a task by themselves: questions about chunks (a backup's progress says what
+#: it read meanwhile), progress (moves it when its ``done`` grows) and abort.
+NOT_MOVING = frozenset({"need", "known", "progress", "abort"})
 
 
-def _converse(channel, handle, timeout: float, progress=None, checks: _Checks | None = None) -> dict:
+class _Stall:
+    """Ends a conversation whose task moves no further for ``seconds``: no records, commit, read or
+    progress whose ``done`` grows (a disk's long run of zero blocks sends only progress, and it grows).
+    The channel's timeout is per read and cannot see a message that arrives a byte at a time, or progress
+    messages that say nothing new; this watch shuts the connection down, which ends the read at once.
+    A message arrives whole within ``seconds``: at 14 KB/s the largest an agent sends (8 MiB) does. Only
+    the time the conversation waits for the agent counts (:meth:`pause`: not a check or a pack's upload)."""
+
+    def __init__(self, channel, seconds: float):
+        self.channel, self.seconds = channel, seconds
+        self.fired = False
+        self.best = -1  # the highest progress ``done`` seen
+        self._deadline = time.monotonic() + seconds
+        self._paused_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="remote-stall", daemon=True)
+        self._thread.start()
+
+    def moved(self, op, header: dict) -> None:
+        if op == "progress":
+            try:
+                done = int(header.get("done", 0))
+            except (TypeError, ValueError):
+                return
+            if done <= self.best:
+                return
+            self.best = done
+        elif op in NOT_MOVING:
+            return
+        self._deadline = time.monotonic() + self.seconds
+
+    def pause(self) -> None:
+        """The worker's own work begins (handling a message): it does not count against the agent."""
+        self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._deadline += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.seconds if self._paused_at is not None
+                                  else max(0.0, self._deadline - time.monotonic())):
+            if self._paused_at is None and time.monotonic() >= self._deadline:
+                self.fired = True
+                try:  # (not close: the conversation's thread still uses the socket; its owner closes it)
+                    self.channel.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _converse(channel, handle, timeout: float, progress=None, checks: _Checks | None = None,
+              stall: float | None = None) -> dict:
     """Answer messages, in order, until the agent's final answer (returned). A refused message is
     answered with the refusal and ends the conversation (raised). Records are checked while the next
     messages are read and answered (``CHECKING`` messages at most, see :class:`_Checks`); every check
     is done before a message other than ``STREAMED`` ones is handled, and a failed one is answered as
-    the refusal of the message read when it is found (the task ends)."""
+    the refusal of the message read when it is found (the task ends). A task that moves no further for
+    ``stall`` seconds (default ``STALL_TIMEOUT``, see :class:`_Stall`) ends with the channel's error (its
+    ``LinkError``), saying so."""
+    watch = _Stall(channel, STALL_TIMEOUT if stall is None else stall)
+    try:
+        return _answer(channel, handle, timeout, progress, checks, watch)
+    except Exception as e:  # (the channel's LinkError, of a layer above the engine; or OSError)
+        if watch.fired and not isinstance(e, Refused):
+            raise type(e)(f"the agent moved the task no further in {watch.seconds:g} s "
+                          "(no data, and no progress beyond what it had said)") from None
+        raise
+    finally:
+        watch.close()
+
+
+def _answer(channel, handle, timeout: float, progress, checks: _Checks | None, watch: _Stall) -> dict:
     while True:
         if checks is not None:
-            _refusing(channel, checks.wait, CHECKING - 1)
+            _waiting(watch, channel, checks.wait, CHECKING - 1)
         header, payload = channel.recv(timeout)
         op = header.get("op")
+        watch.moved(op, header)
         if checks is not None and op not in STREAMED:
-            _refusing(channel, checks.wait, 0)
+            _waiting(watch, channel, checks.wait, 0)
         if op is None:
             return header
         if op in ("abort", "progress"):
@@ -487,6 +569,7 @@ def _converse(channel, handle, timeout: float, progress=None, checks: _Checks | 
                 progress(int(header.get("done", 0)), int(header.get("total", 0)))
             channel.send({"ok": True})
             continue
+        watch.pause()
         try:
             answer, data = handle(op, header, payload)
         except Refused as e:
@@ -495,7 +578,18 @@ def _converse(channel, handle, timeout: float, progress=None, checks: _Checks | 
         except (Missing, Damaged) as e:
             channel.send(_error(type(e).__name__.lower(), str(e)))
             continue
+        finally:
+            watch.resume()
         channel.send(answer, data)
+
+
+def _waiting(watch: _Stall, channel, fn, *args) -> None:
+    """``_refusing(channel, fn, *args)``, the time it takes not counted against the agent."""
+    watch.pause()
+    try:
+        _refusing(channel, fn, *args)
+    finally:
+        watch.resume()
 
 
 def _refusing(channel, fn, *args) -> None:
