@@ -162,3 +162,36 @@ def test_closing_a_limited_channel_ends_its_send_and_receive_at_once():
     receiver.join(5)
     assert set(errors) == {"send", "recv"}
     assert max(t for _e, t in errors.values()) - closed < 0.5, errors
+
+
+def test_a_peer_that_drips_its_tls_handshake_is_cut_within_the_time_given(pki):
+    """A socket's timeout is per read: a peer sending its handshake a byte at a time was never late.
+    ``connect(within=...)`` cuts the connection that long after it was opened, handshake included."""
+    import socket
+    import threading
+    import time
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+
+    def drip():
+        conn, _ = lst.accept()
+        try:
+            conn.sendall(b"\x16\x03\x03\x10\x00")  # a handshake record of 4 KiB: the client waits for it
+            for _ in range(40):  # 12 s
+                conn.sendall(b"\x00")
+                time.sleep(0.3)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    ctx = tls.service_client_context(*pki["service"], pki["ca"])
+    t0 = time.monotonic()
+    with pytest.raises(LinkError, match="within 1 s"):
+        connect(f"127.0.0.1:{lst.getsockname()[1]}", ctx, expect_common_name="agent-1", expect_fingerprint=None,
+                timeout=5, within=1)
+    assert time.monotonic() - t0 < 3
+    lst.close()

@@ -181,3 +181,40 @@ def test_a_name_in_bytes_that_are_not_utf8_is_left_out_of_the_inventory(ctx, ten
         assert view.status == "online" and "not UTF-8" in view.agent.last_error
         paths = {r.path for r in s.scalars(select(Resource).where(Resource.agent_id == "polled-bytes"))}
     assert "/srv/images/b.img" in paths and "/dev/sdb" in paths and not any("\udcff" in p for p in paths)
+
+
+class DrippingListener(Listener):
+    """An enrolled agent (a tenant's, malicious or broken) that answers the heartbeat a byte at a time:
+    never late for a read, but never done."""
+
+    def handle(self, channel, header, payload, peer) -> None:
+        import struct
+        import time
+
+        self.calls.append((header.get("op"), peer.common_name, header))
+        frame = struct.pack(">I", 200) + b"{" * 200
+        try:
+            for i in range(60):  # 18 s: the poll waited for all of it
+                channel.sock.sendall(frame[i:i + 1])
+                time.sleep(0.3)
+        except OSError:
+            pass
+
+
+def test_an_agent_answering_a_byte_at_a_time_fails_alone_and_in_time(ctx, tenant, listeners):
+    """The read timeout is per read: an agent dripping its answer held its poll thread, and the next
+    round of every agent (the poll waits for all), so that the other tenants' agents turned offline.
+    A call now ends ``CALL_WITHIN`` times its timeout after it began."""
+    import time
+
+    good = Listener(ctx, tenant, "polled-good")
+    listeners.append(good)
+    drip = DrippingListener(ctx, tenant, "polled-drip")
+    listeners.append(drip)
+    t0 = time.monotonic()
+    report = agents.poll_agents(ctx, timeout=1)
+    assert time.monotonic() - t0 < 4  # (CALL_WITHIN x 1 s, and the round)
+    assert report.answered == ["polled-good"] and list(report.failed) == ["polled-drip"]
+    assert "did not answer within 2 s" in report.failed["polled-drip"]
+    with ctx.read() as s:
+        assert agents.show_agent(s, ctx, tenant, "polled-good").status == "online"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 
 from . import seal as sealing
 from .certs import common_name, fingerprint
@@ -22,16 +23,42 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class Cutoff:
+    """Shuts a connection down ``seconds`` after it was opened, whatever it is doing then. A socket's
+    timeout is per read: a peer that answers a byte at a time (its TLS handshake, or its answer) is never
+    late by it, and held the caller without end. ``fired`` says the connection was cut."""
+
+    def __init__(self, sock: socket.socket, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._sock = sock
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        self.fired = True
+        try:  # (a closed socket's fd is -1: this never reaches a descriptor reused since)
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name: str | None,
             expect_fingerprint: str | None, timeout: float = 10.0, io_timeout: float | None = 120.0,
-            seal: dict | None = None) -> Channel:
+            seal: dict | None = None, within: float | None = None) -> Channel:
     """A channel to the agent at ``endpoint`` ("host:port"). Without ``context`` (tests only) the
     connection is plain TCP and nothing is checked. ``seal`` (the fields the peer's request checks want,
     as ``{"project_id": ...}``): once the peer is authenticated, offer to carry the connection in sealed
     frames (``seal.py``: a data connection's bulk costs less than half the CPU); a peer that declines (an
     older agent) is connected to again, over TLS alone; one that answers ``busy`` raises
-    :class:`RemoteError` (code ``busy``)."""
-    channel = _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout)
+    :class:`RemoteError` (code ``busy``). ``within`` (seconds): the connection is cut that long after it
+    was opened, handshake included (:class:`Cutoff`, the channel's ``cutoff``: cancel it when done); for
+    a short exchange, not with ``seal``."""
+    channel = _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout, within)
     if seal is None or context is None:
         return channel
     try:
@@ -49,19 +76,26 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
 
 
 def _connect(endpoint: str, context: ssl.SSLContext | None, expect_common_name: str | None,
-             expect_fingerprint: str | None, timeout: float, io_timeout: float | None) -> Channel:
+             expect_fingerprint: str | None, timeout: float, io_timeout: float | None,
+             within: float | None = None) -> Channel:
     host, port = split_endpoint(endpoint)
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise LinkError(f"cannot reach the agent at {endpoint}: {e.strerror or e}") from None
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cutoff = Cutoff(raw, within) if within is not None else None
     if context is None:
-        return Channel(raw, timeout=io_timeout)
+        return _with_cutoff(Channel(raw, timeout=io_timeout), cutoff)
     try:
         sock = wrap(raw, context, server_side=False)
     except (ssl.SSLError, OSError) as e:
         raw.close()
+        if cutoff is not None:
+            cutoff.cancel()
+            if cutoff.fired:
+                raise LinkError(f"the agent at {endpoint} did not complete its TLS handshake within "
+                                f"{within:g} s") from None
         raise LinkError(f"TLS handshake with the agent at {endpoint} failed: {e}") from None
     der = sock.getpeercert(binary_form=True) or b""
     cn, fp = (common_name(der), fingerprint(der)) if der else ("", "")
@@ -75,4 +109,9 @@ def _connect(endpoint: str, context: ssl.SSLContext | None, expect_common_name: 
         sock.close()
         raise LinkError(f"the agent at {endpoint} presents another certificate than the one enrolled "
                         f"({expect_fingerprint})")
-    return Channel(sock, timeout=io_timeout)
+    return _with_cutoff(Channel(sock, timeout=io_timeout), cutoff)
+
+
+def _with_cutoff(channel: Channel, cutoff: Cutoff | None) -> Channel:
+    channel.cutoff = cutoff
+    return channel

@@ -67,13 +67,30 @@ def open_channel(identity: ServiceIdentity, address: AgentAddress, timeout: floa
                           seal={"project_id": address.project_id} if seal else None)
 
 
+#: A request of ``call`` (connection, TLS handshake, request and answer) ends this many times its
+#: ``timeout`` after it began, whatever the agent does: the timeout is per read, and an agent answering
+#: the heartbeat a byte at a time held its poll thread, and so the poll of every other agent (the next
+#: round waits for the last answer), until they all showed offline. Twice the timeout keeps an agent that
+#: answers every poll online (its answers are at most ``agent_poll_seconds`` + 2 x the wait apart, within
+#: the three heartbeats of services/agents/state.py).
+CALL_WITHIN = 2
+
+
 def call(identity: ServiceIdentity, address: AgentAddress, op: str, *, timeout: float = 10, **args) -> dict:
-    """One request (``op`` with ``args``, scoped to the agent's project) and its answer's header."""
-    channel = open_channel(identity, address, timeout=timeout)
+    """One request (``op`` with ``args``, scoped to the agent's project) and its answer's header, within
+    ``CALL_WITHIN * timeout`` seconds in all (else ``LinkError``)."""
+    within = CALL_WITHIN * timeout
+    channel = client.connect(address.endpoint, _client_context(identity), expect_common_name=address.agent_id,
+                             expect_fingerprint=address.fingerprint, timeout=timeout, within=within)
     try:
         header, _ = channel.request({"op": op, "project_id": address.project_id, **args}, timeout=timeout)
         return header
+    except LinkError:
+        if channel.cutoff.fired:
+            raise LinkError(f"the agent did not answer within {within:g} s") from None
+        raise
     finally:
+        channel.cutoff.cancel()
         channel.close()
 
 
