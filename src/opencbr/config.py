@@ -45,6 +45,9 @@ Settings of the data plane (workers):
 - ``max_tasks_per_vault`` and ``max_tasks_per_agent``: how many backups, restores, new disks and
   verifies may run at once on one vault (default 4) and on one agent's host (default 2), over all
   workers; more wait in the queue, in order (0: no limit). See docs/catalog-scale.md.
+- ``max_tasks_per_project``: how many of them one project runs at once over all workers (0, the
+  default: no limit). Set it below the number of worker threads so that one project's tasks, however
+  many or slow (a tenant's agent that sends little), never hold every worker while another's wait.
 
 ``resource_roots``: the directories tenants' disks, file systems and restore targets must lie below.
 A path of the machine belongs to one project: registering a path at, above or below another project's
@@ -125,6 +128,8 @@ class Settings:
     # all workers (0: no limit); the others wait in the queue in order.
     max_tasks_per_vault: int = 4
     max_tasks_per_agent: int = 2
+    # ... and in one project (0: no limit): below the worker threads, another project always finds a worker.
+    max_tasks_per_project: int = 0
     # Memory of the data plane (docs/scale.md): how many chunk digests one backup's dedup set keeps in
     # memory (~130 bytes each) before it moves to an on-disk table, and the directory those tables (and
     # a disk backup's block index) go to; empty: <data_dir>/tmp. Keep it off tmpfs, where "on disk" is RAM.
@@ -234,7 +239,7 @@ def _create_key_file(path: Path) -> None:
 _LIST_FIELDS = {"availability_zones", "resource_roots", "alarm_webhook_allowed_networks"}
 _INT_FIELDS = {"workers", "task_lease_seconds", "max_clock_skew_seconds", "task_max_attempts", "storage_reserve_mb",
                "quota_vaults", "quota_backups", "quota_capacity_gb", "quota_policies", "agent_project_bandwidth",
-               "max_tasks_per_vault", "max_tasks_per_agent", "smtp_port", "alarm_max_attempts",
+               "max_tasks_per_vault", "max_tasks_per_agent", "max_tasks_per_project", "smtp_port", "alarm_max_attempts",
                "dedup_memory_entries", "worker_nice", "restore_nice"}
 _FLOAT_FIELDS = {"worker_poll_seconds", "agent_poll_seconds"}
 _BOOL_FIELDS = {"scheduler", "allow_shared_paths_within_account", "smtp_starttls"}

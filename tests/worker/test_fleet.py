@@ -155,3 +155,34 @@ def test_an_agent_runs_at_most_its_cap_and_the_next_task_is_the_oldest_waiting(c
         assert order == ["t0", "t1", "t2"] * 3
     finally:
         one.close()
+
+
+def test_a_project_runs_at_most_its_cap_and_another_project_finds_a_worker(ctx, tenant, clock):
+    """``max_tasks_per_project``: one project's tasks, older and on vaults of their own (so fair queuing by
+    vault takes them first), held every worker while another project's waited; with the cap below the
+    workers, the other project's task is taken at once. 0 (the default) caps nothing."""
+    capped = open_context(dataclasses.replace(ctx.settings, max_tasks_per_project=2, max_tasks_per_vault=0,
+                                              max_tasks_per_agent=0), clock=clock)
+    try:
+        with ctx.tx() as s:
+            a = [tasks.new_task(s, project_id=tenant.project_id, operation_type="backup",
+                                now=clock.now - timedelta(seconds=10 - i), vault_id=f"pa{i}").id for i in range(4)]
+            b = tasks.new_task(s, project_id="other-project", operation_type="backup", now=clock.now,
+                               vault_id="pb0").id
+        runs = [tasks.claim_next(capped, f"w{i}") for i in range(4)]
+        assert [r.task_id if r else None for r in runs] == [a[0], a[1], b, None]
+        tasks.finish(capped, runs[0], tasks.SUCCESS)
+        assert tasks.claim_next(capped, "w5").task_id == a[2]
+        # not capped: the oldest, whatever its project
+        with ctx.tx() as s:
+            s.execute(update(Task).where(Task.status.in_((tasks.WAITING, tasks.RUNNING))).values(status=tasks.SKIPPED))
+            a = [tasks.new_task(s, project_id=tenant.project_id, operation_type="backup",
+                                now=clock.now - timedelta(seconds=10 - i), vault_id=f"qa{i}").id for i in range(3)]
+            tasks.new_task(s, project_id="other-project", operation_type="backup", now=clock.now, vault_id="qb0")
+        free = open_context(dataclasses.replace(capped.settings, max_tasks_per_project=0), clock=clock)
+        try:
+            assert [tasks.claim_next(free, f"x{i}").task_id for i in range(3)] == a
+        finally:
+            free.close()
+    finally:
+        capped.close()

@@ -233,13 +233,19 @@ def claim_next(ctx: ServiceContext, worker_id: str, types: tuple[str, ...] | Non
 
 
 def _room(ctx: ServiceContext, running_in_vault) -> list:
-    """Conditions on a waiting task: its vault and its agent are below their caps of running CAPPED tasks
-    (``running_in_vault``: the count of the task's vault)."""
+    """Conditions on a waiting task: its vault, its project and its agent are below their caps of running
+    CAPPED tasks (``running_in_vault``: the count of the task's vault)."""
     capped = Task.operation_type.in_(CAPPED)
     conds = []
     per_vault, per_agent = ctx.settings.max_tasks_per_vault, ctx.settings.max_tasks_per_agent
+    per_project = ctx.settings.max_tasks_per_project
     if per_vault > 0:
         conds.append(or_(~capped, Task.vault_id == "", running_in_vault < per_vault))
+    if per_project > 0:  # (one project's many or slow tasks never hold every worker: docs/catalog-scale.md)
+        mine = aliased(Task)
+        full = (select(mine.project_id).where(mine.status == RUNNING, mine.operation_type.in_(CAPPED))
+                .group_by(mine.project_id).having(func.count() >= per_project))
+        conds.append(or_(~capped, Task.project_id.not_in(full)))
     if per_agent > 0:
         held, running = aliased(Resource), aliased(Task)
         busy = (select(held.agent_id).join(running, running.resource_id == held.id)
