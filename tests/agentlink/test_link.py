@@ -195,3 +195,41 @@ def test_a_peer_that_drips_its_tls_handshake_is_cut_within_the_time_given(pki):
                 timeout=5, within=1)
     assert time.monotonic() - t0 < 3
     lst.close()
+
+
+def test_a_data_connection_whose_peer_drips_its_handshake_is_cut_at_the_opening_bound(pki, monkeypatch):
+    """A data task's connection (sealed, no ``within``) had only the per-read timeout while it opened: an
+    agent dripping its TLS handshake a byte every few seconds held a worker's thread for hours before the
+    task began. Its opening is bounded as a whole now (``OPENING_WITHIN``), and only its opening: a channel
+    once open is not cut (the task's own watch bounds it)."""
+    import socket
+    import threading
+    import time
+
+    from opencbr.agentlink import client
+
+    monkeypatch.setattr(client, "OPENING_WITHIN", 1.0)
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+
+    def drip():
+        conn, _ = lst.accept()
+        try:
+            conn.sendall(b"\x16\x03\x03\x10\x00")
+            for _ in range(40):
+                conn.sendall(b"\x00")
+                time.sleep(0.3)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    ctx = tls.service_client_context(*pki["service"], pki["ca"])
+    t0 = time.monotonic()
+    with pytest.raises(LinkError, match="within 1 s"):
+        connect(f"127.0.0.1:{lst.getsockname()[1]}", ctx, expect_common_name="agent-1", expect_fingerprint=None,
+                timeout=5, seal={"project_id": "p1"})
+    assert time.monotonic() - t0 < 3
+    lst.close()

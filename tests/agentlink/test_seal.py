@@ -356,3 +356,23 @@ def test_tls_data_left_unread_is_not_dropped_by_the_switch(pki):
     assert client.recv_into(got, 10) == 10
     with pytest.raises(OSError, match="pending"):
         client.detach()
+
+
+def test_a_sealed_channel_outlives_the_bound_on_its_opening(pki, monkeypatch):
+    """A data connection's opening is bounded as a whole (client.OPENING_WITHIN); once open, only the
+    per-read timeout holds: a channel used past that bound is not cut."""
+    import time
+
+    from opencbr.agentlink import client
+
+    monkeypatch.setattr(client, "OPENING_WITHIN", 0.5)
+    srv, streams, _ = _server(pki)
+    try:
+        with connect(f"127.0.0.1:{srv.address[1]}", pki["client_ctx"], expect_common_name="agent-1",
+                     expect_fingerprint=None, seal={"project_id": "p1"}) as ch:
+            assert ch.cutoff is None
+            time.sleep(1.0)
+            assert _exchange(ch, b"after the bound") == b"after the bound"
+        assert streams == ["SealedStream"]
+    finally:
+        srv.stop()

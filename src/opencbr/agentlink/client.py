@@ -47,6 +47,11 @@ class Cutoff:
         self._timer.cancel()
 
 
+#: A connection's opening, whole (TCP, TLS handshake, the seal's exchange), when the caller gives no
+#: ``within`` of its own: a data task's connection is bounded so until it is open, then only per read.
+OPENING_WITHIN = 30.0
+
+
 def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name: str | None,
             expect_fingerprint: str | None, timeout: float = 10.0, io_timeout: float | None = 120.0,
             seal: dict | None = None, within: float | None = None) -> Channel:
@@ -57,7 +62,24 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
     older agent) is connected to again, over TLS alone; one that answers ``busy`` raises
     :class:`RemoteError` (code ``busy``). ``within`` (seconds): the connection is cut that long after it
     was opened, handshake included (:class:`Cutoff`, the channel's ``cutoff``: cancel it when done); for
-    a short exchange, not with ``seal``."""
+    a short exchange, not with ``seal``. Without it the opening alone is bounded (``OPENING_WITHIN``): a
+    socket's timeout is per read, and an agent dripping its handshake a byte at a time held a worker's
+    thread for hours before a data task began."""
+    if within is not None:
+        return _opened(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout, seal, within)
+    channel = _opened(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout, seal,
+                      OPENING_WITHIN)
+    channel.cutoff.cancel()  # open: from now on the channel's own timeouts, per read (a task's watch: per task)
+    if channel.cutoff.fired:
+        channel.close()
+        raise LinkError(f"the agent at {endpoint} did not open the connection within {OPENING_WITHIN:g} s")
+    channel.cutoff = None
+    return channel
+
+
+def _opened(endpoint: str, context: ssl.SSLContext | None, expect_common_name: str | None,
+            expect_fingerprint: str | None, timeout: float, io_timeout: float | None, seal: dict | None,
+            within: float) -> Channel:
     channel = _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout, within)
     if seal is None or context is None:
         return channel
@@ -66,13 +88,18 @@ def connect(endpoint: str, context: ssl.SSLContext | None, *, expect_common_name
             return channel
     except RemoteError:  # busy: for the caller to retry later, not a reason to connect without sealing
         channel.close()
+        channel.cutoff.cancel()
         raise
     except LinkError:
-        pass  # (an older peer may close the connection without answering: connect again)
+        if channel.cutoff.fired:
+            channel.close()
+            raise LinkError(f"the agent at {endpoint} did not open the connection within {within:g} s") from None
+        # (an older peer may close the connection without answering: connect again)
     channel.close()
+    channel.cutoff.cancel()
     log.warning("the peer at %s does not seal data connections (an older version: upgrade it); "
                 "going on over TLS alone", endpoint)
-    return _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout)
+    return _connect(endpoint, context, expect_common_name, expect_fingerprint, timeout, io_timeout, within)
 
 
 def _connect(endpoint: str, context: ssl.SSLContext | None, expect_common_name: str | None,
