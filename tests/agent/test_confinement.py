@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -107,3 +108,60 @@ def test_makedirs_names_the_component_that_stopped_it_by_its_whole_path(tree):
     with pytest.raises(PathSwapped) as e:
         c.makedirs(f"{root}/a/link_in/made")
     assert str(e.value).startswith(f"{root}/a/link_in is a symbolic link")
+
+
+def _open_soon(c: Confinement, path: str, flags: int = os.O_RDONLY, seconds: float = 5.0):
+    """``c.open(path, flags)`` in a thread: what it returned or raised, or ``"hung"`` (a fifo opened for
+    reading waits for a writer: the agent's task would hang there for good)."""
+    out: list = []
+
+    def run():
+        try:
+            out.append(c.open(path, flags))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    return out[0] if out else "hung"
+
+
+def test_below_a_root_only_regular_files_open_not_fifos_or_device_nodes(tree, loop_device):
+    """A fifo put where an image was (any user who can write there) held the agent's task (probe, backup)
+    forever in open(); a block device node below a root (restored from a tenant's tree backup, the unit
+    has CAP_MKNOD) was opened as an image: the whole disk read -- or written, without O_EXCL, mounted --
+    whatever the device patterns say."""
+    root, _ = tree
+    with open(loop_device, "r+b") as f:
+        f.write(b"the host's disk")
+    c = Confinement([str(root)], [])
+    os.mkfifo(root / "fifo.img")
+    os.mknod(root / "disk.img", 0o600 | stat.S_IFBLK, os.stat(loop_device).st_rdev)
+    os.mknod(root / "null.img", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    try:
+        for name, flags in (("fifo.img", os.O_RDONLY), ("fifo.img", os.O_RDWR), ("disk.img", os.O_RDONLY),
+                            ("disk.img", os.O_RDWR), ("null.img", os.O_RDWR)):
+            got = _open_soon(c, f"{root}/{name}", flags)
+            if isinstance(got, int):
+                os.close(got)
+            assert isinstance(got, PathSwapped), (name, got)
+            assert "not a regular file" in str(got)
+        with pytest.raises(PathSwapped):  # the device patterns name /dev paths, never a node below a root
+            Confinement([str(root)], ["/dev/*", f"{root}/*"]).open(f"{root}/disk.img")
+    finally:
+        fd = os.open(root / "fifo.img", os.O_RDWR | os.O_NONBLOCK)  # (lets a hung open go)
+        os.close(fd)
+    # regular files still open as asked, for reading and writing; a new one is made exclusively
+    fd = c.open(f"{root}/a/b/f", os.O_RDWR)
+    try:
+        os.pwrite(fd, b"I", 0)
+        assert os.pread(fd, 6, 0) == b"Inside"
+    finally:
+        os.close(fd)
+    fd = c.open(f"{root}/new.img", os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    os.close(fd)
+    with pytest.raises(FileExistsError):
+        c.open(f"{root}/new.img", os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    with pytest.raises(PathSwapped, match="symbolic link"):
+        c.open(f"{root}/a/file_link", os.O_RDWR)

@@ -7,7 +7,11 @@ directories (``roots``) and which block devices (``devices``: fnmatch patterns s
 - below a root: the root is opened as configured (the operator's own path), everything below it with
   ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`` where the kernel has it, one ``O_NOFOLLOW`` open
   per component otherwise (:mod:`opencbr.system.beneath`): a symlink anywhere below the root is refused
-  with :class:`PathSwapped`, so a user of the host who can write below a root cannot lead the agent out;
+  with :class:`PathSwapped`, so a user of the host who can write below a root cannot lead the agent out.
+  A path below a root that is not a directory must be a regular file (a disk image): it is first opened
+  ``O_PATH`` (which opens nothing: no driver acts, no fifo waits), checked, and only then reopened
+  through that very descriptor. A device node there (restored from a tree backup, or put there by whoever
+  may) is opened only as the device policy below allows, a fifo or socket never;
 - a device: the path must match a pattern, lead (through /dev's own links: ``/dev/vg0/data``,
   ``/dev/disk/by-id/...``, which only root creates) to a block device the kernel lists in
   /sys/class/block, and the open descriptor is checked to be that very device. Writing opens with
@@ -25,7 +29,7 @@ import os
 import stat
 import threading
 
-from opencbr.system.beneath import PathSwapped, open_at, open_below
+from opencbr.system.beneath import PathSwapped, fd_path, open_at, open_below
 
 __all__ = ["Confinement", "PathSwapped"]
 
@@ -67,11 +71,47 @@ class Confinement:
         Raises :class:`PathSwapped` when refused, ``FileNotFoundError`` when missing."""
         where = self.below_root(path)
         if where is not None:
-            return open_below(where[0], where[1], flags, mode)
+            if flags & os.O_DIRECTORY:
+                return open_below(where[0], where[1], flags, mode)
+            return self._open_file_below(path, where, flags, mode)
         if self.device_allowed(path):
             return self.open_device(path, flags)
         raise PathSwapped(f"{path} is outside this agent's roots ({', '.join(self.roots) or 'none'}) "
                           "and not a block device it may open")
+
+    def _open_file_below(self, path: str, where: tuple[str, str], flags: int, mode: int) -> int:
+        """A regular file below a root (see the module's docstring): a new one (``O_CREAT | O_EXCL``:
+        nothing that was there is opened), or what is there, looked at through an ``O_PATH`` descriptor
+        first. Opening a device node or a fifo would act on open (a driver; a fifo waits for a writer,
+        holding the task forever) and would reach a device the policy may not allow, without ``O_EXCL``:
+        a block device below a root is opened only as :meth:`open_device` opens one, anything else
+        that is not a regular file is refused."""
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            fd = open_below(where[0], where[1], flags, mode)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # (O_EXCL made it: it is one)
+                os.close(fd)
+                raise PathSwapped(f"{path} is not a regular file: refused")
+            return fd
+        at = open_below(where[0], where[1], os.O_PATH)
+        try:
+            st = os.fstat(at)
+            if stat.S_ISBLK(st.st_mode) and self.device_allowed(path):
+                os.close(at)
+                at = -1
+                return self.open_device(path, flags)
+            if not stat.S_ISREG(st.st_mode):
+                raise PathSwapped(f"{path} is {_kind(st.st_mode)}, not a regular file: below a root the agent opens "
+                                  "directories and disk-image files only (block devices through its device "
+                                  "patterns)")
+            fd = os.open(fd_path(at), (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_NOCTTY | os.O_CLOEXEC)
+        finally:
+            if at >= 0:
+                os.close(at)
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise PathSwapped(f"{path} changed while it was opened: refused")
+        return fd
 
     def open_dir(self, path: str) -> int:
         """A directory below a root, as an ``O_DIRECTORY`` descriptor (for ``*at`` calls)."""
@@ -145,3 +185,12 @@ class Confinement:
         finally:
             with self._lock:
                 self._granted.difference_update(fresh)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
