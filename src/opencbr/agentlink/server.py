@@ -3,7 +3,15 @@
 ``handle(channel, request, payload, peer)`` gets the first message of a connection (the request) and
 answers on the channel (a client's offer to seal the connection comes before it, and is answered here:
 ``seal.py``); whatever it raises is logged and answered as an error (never a traceback on the
-wire). Connections beyond ``max_connections`` are answered ``busy`` and closed."""
+wire). Connections beyond ``max_connections`` are answered ``busy`` and closed.
+
+Only an authenticated connection counts towards ``max_connections``: a slot is taken once the TLS
+handshake has checked the client's certificate. Before that, a connection is one of at most
+``max_handshakes`` handshakes in flight (``max_handshakes_per_address`` from one address), each of which
+must end within ``handshake_timeout`` seconds in all; one more is closed at once, before any thread is
+started for it. (Slots used to be taken before the handshake, whose timeout applied to each read: anyone
+who could reach the port held every slot with a few idle connections, sending a byte now and then, and
+the agent answered the service ``busy`` for as long as they liked.)"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,13 +44,17 @@ Handler = Callable[[Channel, dict, memoryview, Peer], None]
 class Server:
     def __init__(self, address: tuple[str, int], context: ssl.SSLContext | None, handle: Handler, *,
                  max_connections: int = 16, timeout: float = 120.0, handshake_timeout: float = 15.0,
-                 sealing: bool = True):
+                 sealing: bool = True, max_handshakes: int = 64, max_handshakes_per_address: int = 8):
         self.context = context
         self.sealing = sealing  # False: an offer to seal reaches ``handle`` (as it reaches an older peer's)
         self.handle = handle
         self.timeout = timeout
         self.handshake_timeout = handshake_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_handshakes = max_handshakes
+        self.max_handshakes_per_address = max_handshakes_per_address
+        self._handshakes: dict[str, int] = {}  # address -> handshakes in flight from it
+        self._handshakes_lock = threading.Lock()
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,16 +90,46 @@ class Server:
                 if self._stopping.is_set():
                     return
                 continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(conn, addr), name="agentlink-conn", daemon=True).start()
+            if not self._begin_handshake(addr[0]):
+                log.warning("connection from %s:%s closed: too many TLS handshakes in flight", addr[0], addr[1])
+                conn.close()
+                continue
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                threading.Thread(target=self._serve, args=(conn, addr), name="agentlink-conn", daemon=True).start()
+            except BaseException:
+                self._end_handshake(addr[0])
+                conn.close()
+                if self._stopping.is_set():
+                    return
+                log.exception("connection from %s:%s dropped", addr[0], addr[1])
+
+    def _begin_handshake(self, host: str) -> bool:
+        with self._handshakes_lock:
+            here = self._handshakes.get(host, 0)
+            if here >= self.max_handshakes_per_address or sum(self._handshakes.values()) >= self.max_handshakes:
+                return False
+            self._handshakes[host] = here + 1
+            return True
+
+    def _end_handshake(self, host: str) -> None:
+        with self._handshakes_lock:
+            left = self._handshakes.get(host, 1) - 1
+            if left > 0:
+                self._handshakes[host] = left
+            else:
+                self._handshakes.pop(host, None)
 
     def _serve(self, conn: socket.socket, addr) -> None:
         peer_addr = f"{addr[0]}:{addr[1]}"
-        got_slot = self._slots.acquire(blocking=False)
         try:
             sock = self._wrap(conn, peer_addr)
-            if sock is None:
-                return
+        finally:
+            self._end_handshake(addr[0])
+        if sock is None:
+            return
+        got_slot = self._slots.acquire(blocking=False)  # (authenticated now: only the service's take slots)
+        try:
             ch = Channel(sock, timeout=self.timeout)
             try:
                 peer = self._peer(sock, peer_addr)
@@ -121,7 +164,7 @@ class Server:
             return conn
         conn.settimeout(self.handshake_timeout)
         try:
-            return wrap(conn, self.context, server_side=True)
+            return wrap(conn, self.context, server_side=True, deadline=time.monotonic() + self.handshake_timeout)
         except (ssl.SSLError, OSError) as e:
             log.warning("TLS handshake with %s refused: %s", peer_addr, e)
             conn.close()

@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import tempfile
+import time
 
 #: The common name of the service's client certificate; an agent serves no other.
 SERVICE_CN = "opencbr-service"
@@ -92,18 +93,37 @@ class TLSStream(OverSocket):
         self._scratch = bytearray(self.IO_BYTES)  # (reused: a fresh buffer per read cost its page faults)
         self._scratch_view = memoryview(self._scratch)
 
-    def do_handshake(self) -> None:
+    def do_handshake(self, deadline: float | None = None) -> None:
         """The handshake, within the socket's timeout per read (``socket.timeout``, ``ssl.SSLError``,
-        ``OSError`` as ``wrap_socket``)."""
-        while True:
-            try:
-                self._ssl.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._flush()
-                if not self._fill():
-                    raise ConnectionResetError("the peer closed the connection during the TLS handshake") from None
-        self._flush()
+        ``OSError`` as ``wrap_socket``); with ``deadline`` (``time.monotonic()``), all of it by then
+        (a peer that sends a byte now and then cannot stretch it: ``socket.timeout``). The socket's
+        timeout is left as it was found."""
+        timeout = self._sock.gettimeout()
+        try:
+            while True:
+                try:
+                    self._ssl.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._until(deadline, timeout)
+                    self._flush()
+                    self._until(deadline, timeout)
+                    if not self._fill():
+                        raise ConnectionResetError("the peer closed the connection during the TLS handshake") from None
+            self._until(deadline, timeout)
+            self._flush()
+        finally:
+            if deadline is not None:
+                self._sock.settimeout(timeout)
+
+    def _until(self, deadline: float | None, timeout: float | None) -> None:
+        """The socket's timeout for the next step of a handshake due by ``deadline``."""
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the TLS handshake took too long")
+        self._sock.settimeout(left if timeout is None else min(left, timeout))
 
     def _flush(self) -> None:
         if self._out.pending:
@@ -160,8 +180,10 @@ class TLSStream(OverSocket):
         return self._ssl.cipher()
 
 
-def wrap(sock: socket.socket, context: ssl.SSLContext, *, server_side: bool) -> TLSStream:
-    """``sock`` after a completed TLS handshake (its timeout applies to each of the handshake's reads)."""
+def wrap(sock: socket.socket, context: ssl.SSLContext, *, server_side: bool,
+         deadline: float | None = None) -> TLSStream:
+    """``sock`` after a completed TLS handshake (its timeout applies to each of the handshake's reads;
+    ``deadline``, a ``time.monotonic()`` time, to the whole handshake)."""
     stream = TLSStream(sock, context, server_side=server_side)
-    stream.do_handshake()
+    stream.do_handshake(deadline)
     return stream
