@@ -165,3 +165,17 @@ def test_below_a_root_only_regular_files_open_not_fifos_or_device_nodes(tree, lo
         c.open(f"{root}/new.img", os.O_RDWR | os.O_CREAT | os.O_EXCL)
     with pytest.raises(PathSwapped, match="symbolic link"):
         c.open(f"{root}/a/file_link", os.O_RDWR)
+
+
+def test_a_file_with_other_names_is_not_opened_for_writing(tree):
+    """A hard link below a root to a file outside it (``fs.protected_hardlinks`` off, or made by its owner)
+    is the same file: a restore onto that "image" wrote the outside file (truncated to the backup's size)."""
+    root, outside = tree
+    os.link(outside / "secret", root / "a" / "disk.img")
+    c = Confinement([str(root)], [])
+    with pytest.raises(PathSwapped, match="hard links"):
+        c.open(f"{root}/a/disk.img", os.O_RDWR)
+    with pytest.raises(PathSwapped, match="hard links"):
+        c.open(f"{root}/a/disk.img", os.O_WRONLY)
+    assert (outside / "secret").read_bytes() == b"secret"
+    assert _read(c.open(f"{root}/a/disk.img")) == b"secret"  # (read: a backup of what the root holds)

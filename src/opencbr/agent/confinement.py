@@ -11,7 +11,9 @@ directories (``roots``) and which block devices (``devices``: fnmatch patterns s
   A path below a root that is not a directory must be a regular file (a disk image): it is first opened
   ``O_PATH`` (which opens nothing: no driver acts, no fifo waits), checked, and only then reopened
   through that very descriptor. A device node there (restored from a tree backup, or put there by whoever
-  may) is opened only as the device policy below allows, a fifo or socket never;
+  may) is opened only as the device policy below allows, a fifo or socket never. A file opened for
+  writing must have one name only: another name may be outside every root (a hard link made where the
+  kernel's ``fs.protected_hardlinks`` is off);
 - a device: the path must match a pattern, lead (through /dev's own links: ``/dev/vg0/data``,
   ``/dev/disk/by-id/...``, which only root creates) to a block device the kernel lists in
   /sys/class/block, and the open descriptor is checked to be that very device. Writing opens with
@@ -103,6 +105,9 @@ class Confinement:
                 raise PathSwapped(f"{path} is {_kind(st.st_mode)}, not a regular file: below a root the agent opens "
                                   "directories and disk-image files only (block devices through its device "
                                   "patterns)")
+            if flags & _WRITE and st.st_nlink > 1:
+                raise PathSwapped(f"{path} has {st.st_nlink} hard links: a restore would write through every name "
+                                  "of it, wherever they are; refused (make it a file of its own, then restore)")
             fd = os.open(fd_path(at), (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_NOCTTY | os.O_CLOEXEC)
         finally:
             if at >= 0:
