@@ -24,7 +24,6 @@ starts) removes the snapshots and thaws the file systems a crashed agent left be
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -33,7 +32,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from opencbr.agent import lvm, mounts
+from opencbr.agent import lvm, mounts, statefiles
 
 log = logging.getLogger("opencbr.agent.consistency")
 
@@ -60,8 +59,9 @@ class StateFile:
 
     def _read(self) -> dict:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = statefiles.read_json(self.path)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
             return {"snapshots": list(data.get("snapshots", [])), "frozen": list(data.get("frozen", []))}
         except FileNotFoundError:
             return {"snapshots": [], "frozen": []}
@@ -70,12 +70,7 @@ class StateFile:
             return {"snapshots": [], "frozen": []}
 
     def _write(self, data: dict) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        statefiles.write_json(self.path, data, mode=0o644)  # (never through a symlink at snapshots.json.tmp)
 
     def update(self, fn) -> None:
         with self._lock:

@@ -24,12 +24,12 @@ symlink followed), and everything below is removed with ``*at`` calls that never
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import threading
 import time
 
+from opencbr.agent import statefiles
 from opencbr.system.beneath import PathSwapped
 
 MADE_FILE = "made.json"
@@ -52,8 +52,7 @@ class MadeDirs:
         if self.path is None:
             return dict(self._memory)
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = statefiles.read_json(self.path)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError):
@@ -65,12 +64,7 @@ class MadeDirs:
             self._memory = dict(records)
             return
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(records, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        statefiles.write_json(self.path, records)  # (never through a symlink planted at made.json.tmp)
 
     def record(self, path: str, task: str, top: str | None, kind: str = "dir") -> None:
         with self._lock:

@@ -128,6 +128,14 @@ class Agent:
         self.server.start()
         log.info("agent %s (project %s) listening on %s:%s; roots %s", self.config.agent_id, self.config.project_id,
                  *self.server.address, self.config.roots)
+        try:
+            state_below_root = self.confinement.below_root(self.config.state_dir) is not None
+        except PathSwapped:
+            state_below_root = False
+        if state_below_root:
+            log.warning("the state directory %s lies below a root: a restore can put entries in it (its records "
+                        "are read and written without following links); choose --state-dir outside the roots",
+                        self.config.state_dir)
         for need in inventory.access()["needs"]:
             log.warning("running as uid %s: %s", os.geteuid(), need)
         return self.server
