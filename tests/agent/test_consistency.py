@@ -141,3 +141,18 @@ def test_real_lvm2_reports_a_volume_group_and_a_missing_volume(loop_device):
     finally:
         subprocess.run(["vgremove", "-q", "-f", vg], capture_output=True, env=env, timeout=60)
         subprocess.run(["pvremove", "-q", loop_device], capture_output=True, env=env, timeout=60)
+
+
+def test_crash_clean_up_removes_only_volumes_named_as_the_agent_names_its_snapshots(tmp_path, fake_lvm):
+    """The record is a file: whatever wrote it (a restore into a state directory below a root, a bug), a
+    volume that is not one of the agent's snapshots is never lvremoved on its word."""
+    add, read = fake_lvm
+    add(vg="vg0", lv="root", path="/dev/vg0/root", size=1, vg_free=0, attr="-wi-ao----")
+    add(vg="vg0", lv="opencbr-snap-dead-0", path="/dev/vg0/opencbr-snap-dead-0", size=1, vg_free=0, attr="swi-a-s---")
+    state_dir = tmp_path / "state"
+    StateFile(str(state_dir)).update(lambda s: s["snapshots"].extend(
+        [{"vg": "vg0", "lv": "root"}, {"vg": "vg0", "lv": "opencbr-snap-dead-0"}, "junk"]))
+    done = clean_leftovers(str(state_dir))
+    assert done["removed"] == ["vg0/opencbr-snap-dead-0"] and len(done["failed"]) == 2
+    assert [v["lv"] for v in read()["lvs"]] == ["root"]
+    assert not [c for c in read()["calls"] if c[0] == "lvremove" and "vg0/root" in c]

@@ -96,6 +96,11 @@ def clean_leftovers(state_dir: str) -> dict:
             done["failed"].append(f"thaw {mp}: {e}")
     kept = []
     for snap in data["snapshots"]:
+        if not (isinstance(snap, dict) and isinstance(snap.get("vg"), str) and isinstance(snap.get("lv"), str)
+                and snap["lv"].startswith(lvm.SNAPSHOT_PREFIX)):
+            # not a snapshot this agent makes (they are all named so): never removed on a record's word
+            done["failed"].append(f"not removed, not one of the agent's snapshots: {snap!r}")
+            continue
         try:
             if lvm.remove(snap["vg"], snap["lv"]):
                 done["removed"].append(f"{snap['vg']}/{snap['lv']}")
