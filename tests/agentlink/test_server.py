@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -71,24 +72,39 @@ def test_idle_unauthenticated_connections_take_no_slot_and_cannot_stretch_the_ha
         srv.stop()
 
 
-def test_handshakes_in_flight_are_bounded_per_address(pki):
-    """One address cannot hold more than ``max_handshakes_per_address`` handshakes open (each a thread):
-    the next connection is closed at once, and a handshake's end frees its place."""
+def test_handshakes_in_flight_are_bounded_and_the_oldest_make_room(pki):
+    """One address holds at most ``max_handshakes_per_address`` handshakes open (each a thread): one more
+    closes the oldest. So a client's handshake (milliseconds) gets through even while idle connections
+    keep coming from its own address (a user of the service's machine, a shared NAT)."""
     srv = Server(("127.0.0.1", 0), tls.agent_server_context(*pki["agent"], pki["ca"]), _pong,
                  max_connections=2, handshake_timeout=30.0, max_handshakes_per_address=3).start()
     endpoint = f"127.0.0.1:{srv.address[1]}"
-    idle = [socket.create_connection(("127.0.0.1", srv.address[1])) for _ in range(3)]
+    port = srv.address[1]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"\x16")
+            idle.append(s)
+            time.sleep(0.05)
+
     try:
         time.sleep(0.3)
-        extra = socket.create_connection(("127.0.0.1", srv.address[1]))
-        try:
-            assert _closed(extra, 2.0)
-        finally:
-            extra.close()
-        idle.pop().close()  # one place free again: a client's handshake goes through
-        time.sleep(0.3)
-        assert _ping(endpoint, pki["client_ctx"], 3) == {"ok": True, "pong": 3}
+        extra = socket.create_connection(("127.0.0.1", port))
+        idle.append(extra)
+        assert _closed(idle[0], 2.0) and not _closed(extra, 0.3)  # the oldest went, not the newest
+        flooding = threading.Thread(target=flood, daemon=True)
+        flooding.start()
+        for n in range(5):
+            assert _ping(endpoint, pki["client_ctx"], n) == {"ok": True, "pong": n}
+        stop.set()
+        flooding.join(5)
+        with srv._handshakes_lock:
+            assert len(srv._handshakes) <= 3
     finally:
+        stop.set()
         for s in idle:
             s.close()
         srv.stop()

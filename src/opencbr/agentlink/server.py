@@ -8,10 +8,13 @@ wire). Connections beyond ``max_connections`` are answered ``busy`` and closed.
 Only an authenticated connection counts towards ``max_connections``: a slot is taken once the TLS
 handshake has checked the client's certificate. Before that, a connection is one of at most
 ``max_handshakes`` handshakes in flight (``max_handshakes_per_address`` from one address), each of which
-must end within ``handshake_timeout`` seconds in all; one more is closed at once, before any thread is
-started for it. (Slots used to be taken before the handshake, whose timeout applied to each read: anyone
-who could reach the port held every slot with a few idle connections, sending a byte now and then, and
-the agent answered the service ``busy`` for as long as they liked.)"""
+must end within ``handshake_timeout`` seconds in all. One more makes room by closing the oldest handshake
+in flight (from its own address when that address is at its share): a real client's handshake takes
+milliseconds, so idle connections cannot keep it out, even from the client's own address (a service
+behind the same NAT, a user of the service's machine), unless they arrive faster than it completes.
+(Slots used to be taken before the handshake, whose timeout applied to each read: anyone who could
+reach the port held every slot with a few idle connections, sending a byte now and then, and the agent
+answered the service ``busy`` for as long as they liked.)"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,7 +57,8 @@ class Server:
         self._slots = threading.BoundedSemaphore(max_connections)
         self.max_handshakes = max_handshakes
         self.max_handshakes_per_address = max_handshakes_per_address
-        self._handshakes: dict[str, int] = {}  # address -> handshakes in flight from it
+        # the handshakes in flight, oldest first: id(connection) -> (address, connection)
+        self._handshakes: OrderedDict[int, tuple[str, socket.socket]] = OrderedDict()
         self._handshakes_lock = threading.Lock()
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
@@ -90,42 +95,48 @@ class Server:
                 if self._stopping.is_set():
                     return
                 continue
-            if not self._begin_handshake(addr[0]):
-                log.warning("connection from %s:%s closed: too many TLS handshakes in flight", addr[0], addr[1])
-                conn.close()
-                continue
+            self._begin_handshake(addr[0], conn)
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 threading.Thread(target=self._serve, args=(conn, addr), name="agentlink-conn", daemon=True).start()
             except BaseException:
-                self._end_handshake(addr[0])
+                self._end_handshake(conn)
                 conn.close()
                 if self._stopping.is_set():
                     return
                 log.exception("connection from %s:%s dropped", addr[0], addr[1])
 
-    def _begin_handshake(self, host: str) -> bool:
+    def _begin_handshake(self, host: str, conn: socket.socket) -> None:
+        """Count ``conn`` in; when that makes one too many, close the oldest handshake in flight (from
+        ``host`` if it is at its share, else from anywhere): its thread's read fails and it ends."""
         with self._handshakes_lock:
-            here = self._handshakes.get(host, 0)
-            if here >= self.max_handshakes_per_address or sum(self._handshakes.values()) >= self.max_handshakes:
-                return False
-            self._handshakes[host] = here + 1
-            return True
-
-    def _end_handshake(self, host: str) -> None:
-        with self._handshakes_lock:
-            left = self._handshakes.get(host, 1) - 1
-            if left > 0:
-                self._handshakes[host] = left
+            mine = [k for k, (h, _) in self._handshakes.items() if h == host]
+            if len(mine) >= self.max_handshakes_per_address:
+                oldest = mine[0]
+            elif len(self._handshakes) >= self.max_handshakes:
+                oldest = next(iter(self._handshakes))
             else:
-                self._handshakes.pop(host, None)
+                oldest = None
+            evicted = self._handshakes.pop(oldest) if oldest is not None else None
+            self._handshakes[id(conn)] = (host, conn)
+        if evicted is not None:
+            log.warning("TLS handshake from %s closed unfinished: too many in flight (%s from that address)",
+                        evicted[0], self.max_handshakes_per_address if oldest in mine else "all")
+            try:
+                evicted[1].shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _end_handshake(self, conn: socket.socket) -> None:
+        with self._handshakes_lock:
+            self._handshakes.pop(id(conn), None)
 
     def _serve(self, conn: socket.socket, addr) -> None:
         peer_addr = f"{addr[0]}:{addr[1]}"
         try:
             sock = self._wrap(conn, peer_addr)
         finally:
-            self._end_handshake(addr[0])
+            self._end_handshake(conn)
         if sock is None:
             return
         got_slot = self._slots.acquire(blocking=False)  # (authenticated now: only the service's take slots)
