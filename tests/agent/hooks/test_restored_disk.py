@@ -117,8 +117,8 @@ def test_a_partitioned_image_has_the_partition_holding_the_clusters_readied(tmp_
     for offset, size, content in ((1 << 20, 8 << 20, empty), (10 << 20, 20 << 20, seed)):
         made = _run("mkfs.ext4", "-q", "-d", str(content), "-E", f"offset={offset}", str(image), f"{size >> 10}k")
         assert made.returncode == 0, made.stderr
-    done = prepare_restored_disk(_record(), SOURCE, str(image), str(tmp_path / "mnt"))
-    assert any(line.endswith("wrote backup_label") for line in done), done
+    done = prepare_restored_disk(_record(), SOURCE, str(image), str(tmp_path / "mnt"), restored=os.stat(image))
+    assert any(line.endswith("wrote backup_label") for line in done), done  # (a partition's loop: the image)
     assert not [m for m in mounts.mounts() if m.mountpoint.startswith(str(tmp_path / "mnt"))]
     point = tmp_path / "check"
     point.mkdir()
@@ -169,3 +169,25 @@ def test_a_mount_held_busy_is_still_unmounted(restored_image, tmp_path, monkeypa
         assert not os.path.ismount(point)
     finally:
         os.close(held)
+
+
+def test_a_target_swapped_after_the_restore_is_not_what_gets_readied(restored_image, tmp_path):
+    """``mount`` is given the target's path: whoever can write in the image's directory could swap it for
+    a link to another file or device (a host disk outside the device patterns) between the restore and
+    the mount, and the agent wrote the tenant's backup label and WAL into what that held, as root."""
+    other = tmp_path / "other.img"
+    with open(other, "wb") as f:
+        f.truncate(16 << 20)
+    seed = tmp_path / "seed-other"
+    (seed / "15" / "main" / "pg_wal").mkdir(parents=True)
+    assert _run("mkfs.ext4", "-q", "-d", str(seed), str(other)).returncode == 0
+    restored = os.stat(restored_image)
+    swapped = tmp_path / "swapped.img"  # the restored image's name, now a link to another file system
+    swapped.symlink_to(other)
+    (said,) = prepare_restored_disk(_record(), SOURCE, str(swapped), str(tmp_path / "mnt"), restored=restored)
+    assert "was replaced after the restore" in said and "not prepared" in said
+    assert _read_back(str(other), tmp_path, "15/main/backup_label")["15/main/backup_label"] is None
+    assert not [m for m in mounts.mounts() if m.mountpoint.startswith(str(tmp_path / "mnt"))]
+    # the image the restore wrote, under its own name: readied as before
+    done = prepare_restored_disk(_record(), SOURCE, restored_image, str(tmp_path / "mnt2"), restored=restored)
+    assert any(line.endswith("wrote backup_label") for line in done), done

@@ -18,9 +18,11 @@ use (mounted: the agent never writes below a live file system's users), or holds
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 import time
@@ -83,8 +85,58 @@ def _partitions(target: str) -> list[tuple[int, int]] | None:
     return [(v.offset, v.size) for v in volumes if v.fs is not None]
 
 
+#: ``LOOP_GET_STATUS64`` and the head of ``struct loop_info64``: lo_device, lo_inode (the backing file's).
+_LOOP_GET_STATUS64 = 0x4C05
+_LOOP_INFO64 = struct.Struct("=QQ")
+_LOOP_INFO64_SIZE = 232
+_LOOP_MAJOR = 7
+
+
+def _kernel_dev(encoded: int) -> tuple[int, int]:
+    """(major, minor) of a ``dev_t`` as the kernel encodes it for userspace (``new_encode_dev``)."""
+    return (encoded & 0xFFF00) >> 8, (encoded & 0xFF) | ((encoded >> 12) & 0xFFF00)
+
+
+def mounted_from(point: str, restored: os.stat_result) -> str | None:
+    """Why the file system mounted at ``point`` is not the one on ``restored`` (the object the restore
+    wrote, as ``fstat`` saw it), or None when it is: the device itself (a block device mounted as it
+    is), or a loop device whose backing file is that very inode (an image, or a partition at an offset).
+    ``mount`` is handed a path, and whoever can write in the image's directory can swap it for a link
+    to another file or device between the restore and the mount."""
+    dev = os.stat(point).st_dev
+    if stat.S_ISBLK(restored.st_mode) and dev == restored.st_rdev:
+        return None
+    if os.major(dev) != _LOOP_MAJOR:
+        return f"the file system mounted is on device {os.major(dev)}:{os.minor(dev)}, not the restored disk"
+    fd = _open_block(dev)
+    try:
+        info = fcntl.ioctl(fd, _LOOP_GET_STATUS64, bytes(_LOOP_INFO64_SIZE))
+    finally:
+        os.close(fd)
+    lo_device, lo_inode = _LOOP_INFO64.unpack_from(info)
+    if lo_inode != restored.st_ino or _kernel_dev(lo_device) != (os.major(restored.st_dev), os.minor(restored.st_dev)):
+        return "the loop device mounted is backed by another file than the restored disk"
+    return None
+
+
+def _open_block(dev: int) -> int:
+    """The block device ``dev`` (by its kernel name, /sys/dev/block/M:m/uevent's DEVNAME), checked to be it."""
+    name = ""
+    with open(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/uevent", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("DEVNAME="):
+                name = line.strip().split("=", 1)[1]
+    if not name or "/" in name or name.startswith("."):
+        raise OSError(f"no device name for {os.major(dev)}:{os.minor(dev)}")
+    fd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if os.fstat(fd).st_rdev != dev:
+        os.close(fd)
+        raise OSError(f"/dev/{name} is not device {os.major(dev)}:{os.minor(dev)}")
+    return fd
+
+
 def _mount_and_prepare(record: dict, source_mountpoint: str, target: str, point: str, data_dirs: list[str],
-                       part: tuple[int, int] | None) -> list[str] | None:
+                       part: tuple[int, int] | None, restored: os.stat_result | None = None) -> list[str] | None:
     """Mount ``target`` (or its partition ``part``) on ``point`` and ready the clusters found there; None
     when a partition does not hold them."""
     # (the file system is the tenant's data: its device nodes, setuid files and programs mean nothing here)
@@ -102,6 +154,9 @@ def _mount_and_prepare(record: dict, source_mountpoint: str, target: str, point:
                                    f"({done.stderr.strip() or done.returncode}); a disk read live while its "
                                    "file system was written may need fsck before it mounts")
     try:
+        swapped = mounted_from(point, restored) if restored is not None else None
+        if swapped:  # (nothing written: unmounted at once)
+            return _by_hand(data_dirs, f"{target} was replaced after the restore ({swapped})")
         below = [os.path.relpath(d, source_mountpoint) for d in data_dirs]
         if part is not None and not any(os.path.isdir(os.path.join(point, b)) for b in below):
             return None
@@ -126,9 +181,12 @@ def unmount(point: str) -> None:
     subprocess.run(["umount", "-l", point], capture_output=True, timeout=MOUNT_TIMEOUT)
 
 
-def prepare_restored_disk(record: dict, source_mountpoint: str | None, target: str, work_dir: str) -> list[str]:
+def prepare_restored_disk(record: dict, source_mountpoint: str | None, target: str, work_dir: str, *,
+                          restored: os.stat_result | None = None) -> list[str]:
     """After ``target`` (a block device or raw image file) was restored from a disk backed up with the
-    hooks' ``record``: ready its PostgreSQL clusters. Returns what was done, or why not and what to do."""
+    hooks' ``record``: ready its PostgreSQL clusters. Returns what was done, or why not and what to do.
+    ``restored``: ``fstat`` of what the restore wrote; what gets mounted by ``target``'s path must be it
+    (:func:`mounted_from`), else nothing is written."""
     if not source_mountpoint:
         return []
     data_dirs = clusters_on(record, source_mountpoint)
@@ -144,9 +202,9 @@ def prepare_restored_disk(record: dict, source_mountpoint: str | None, target: s
     try:
         parts = _partitions(target)
         if parts is None:
-            return _mount_and_prepare(record, source_mountpoint, target, point, data_dirs, None)
+            return _mount_and_prepare(record, source_mountpoint, target, point, data_dirs, None, restored)
         for part in parts:
-            done = _mount_and_prepare(record, source_mountpoint, target, point, data_dirs, part)
+            done = _mount_and_prepare(record, source_mountpoint, target, point, data_dirs, part, restored)
             if done is not None:
                 return done
         return _by_hand(data_dirs, f"no partition of {target} with a file system the agent can mount holds them")

@@ -218,7 +218,8 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
             record = req.get("app_consistency")
             if not record and req.get("source_path"):  # a snapshot's record is in the manifest's meta
                 record = (chunks.manifest_header(backup_id).get("meta") or {}).get("app_consistency")
-        out = r.to_dict() if image is None else {**r.to_dict(), "size": os.fstat(fd).st_size}
+        restored = os.fstat(fd)  # (a hard link of the partial image keeps its inode: the restored disk's)
+        out = r.to_dict() if image is None else {**r.to_dict(), "size": restored.st_size}
         if image is not None:
             image.publish(Conflict)
     except BaseException:
@@ -234,7 +235,7 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
         forget_walks()
     if record and req.get("source_path"):  # its data directories start as base backups (docs/app-consistent.md)
         out["prepared"] = hooks.prepare_restored_disk(record, req["source_path"], target,
-                                                      _mount_dir(ctx))
+                                                      _mount_dir(ctx), restored=restored)
     return out
 
 
