@@ -4,9 +4,10 @@ away again.
 A new file system on this host (guide 6.5) is a directory the agent creates (or finds empty) and a
 restore fills. When the restore fails, what it wrote must go, and only that: the agent never deletes a
 tree the service names, only one it recorded as made for that very task. ``create_dir`` records
-``path -> {task, top}`` in ``<state_dir>/made.json`` (written with fsync and rename before it answers;
-``top`` is the outermost directory it created, or None when ``path`` was there, empty); ``remove_made``
-removes the contents of ``path``, then the directories it created, and forgets the record. A record
+``path -> {task, top, dev, ino}`` in ``<state_dir>/made.json`` (written with fsync and rename before it
+answers; ``top`` is the outermost directory it created, or None when ``path`` was there, empty; ``dev``
+and ``ino`` identify the directory itself); ``remove_made`` removes the contents of ``path`` -- only if
+the directory there is still that one --, then the directories it created, and forgets the record. A record
 names one task; a retry of that task may fill the directory again (the restore overwrites), any other
 caller is refused. Records older than :data:`KEEP_SECONDS` are dropped: by then the task is long over.
 
@@ -66,11 +67,16 @@ class MadeDirs:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         statefiles.write_json(self.path, records)  # (never through a symlink planted at made.json.tmp)
 
-    def record(self, path: str, task: str, top: str | None, kind: str = "dir") -> None:
+    def record(self, path: str, task: str, top: str | None, identity: tuple[int, int] | None = None,
+               kind: str = "dir") -> None:
+        """``identity``: (st_dev, st_ino) of the directory made (or found empty) at ``path``; ``kind``: "dir",
+        or ``PARTIAL_KIND`` for a new image's partial file."""
         with self._lock:
             now = time.time()
             records = {p: r for p, r in self._load().items() if now - float(r.get("at", 0)) < KEEP_SECONDS}
             records[path] = {"task": task, "top": top, "at": now, **({"kind": kind} if kind != "dir" else {})}
+            if identity is not None:
+                records[path]["dev"], records[path]["ino"] = identity
             self._save(records)
 
     def partial_images(self) -> list[str]:

@@ -275,3 +275,20 @@ def test_a_new_disk_image_cut_short_by_a_killed_agent_is_never_taken_for_a_disk(
         assert e.value.code == "conflict" and target.read_bytes() == image.read_bytes()
     finally:
         a.stop()
+
+
+def test_a_made_directory_replaced_by_another_is_not_emptied(agent, repo, tree_backup):
+    """Whoever may rename in the made directory's parent could move it away and put another directory (of
+    someone else's, from that parent) at its name before the failed task's clean-up: the agent, as root,
+    emptied that one."""
+    p, root = AgentProvider(), agent.root
+    target, precious = root / "shared" / "newfs", root / "shared" / "bob"
+    precious.mkdir(parents=True)
+    (precious / "thesis.tex").write_text("years of work")
+    assert p.create_dir(agent.connect, project_id="p1", path=str(target), made_by="task-9")["created"]
+    target.rename(root / "shared" / "newfs.moved")
+    precious.rename(target)
+    with pytest.raises(AgentTaskFailed) as e:
+        p.remove_made(agent.connect, project_id="p1", path=str(target), made_by="task-9")
+    assert e.value.code == "refused" and "replaced" in e.value.message
+    assert (target / "thesis.tex").read_text() == "years of work"

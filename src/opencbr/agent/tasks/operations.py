@@ -381,10 +381,11 @@ def create_dir(ctx, _channel, req: dict, _payload: memoryview) -> dict:
         mine = task is not None and (made.made_by(path) or {}).get("task") == task
         if os.listdir(fd) and not mine:
             raise AgentError("not_empty", f"{path} exists and is not empty")
+        st = os.fstat(fd)
     finally:
         os.close(fd)
     if task is not None and not mine:
-        made.record(path, task, created[0] if created else None)
+        made.record(path, task, created[0] if created else None, (st.st_dev, st.st_ino))
     return {"path": path, "created": bool(created)}
 
 
@@ -404,6 +405,13 @@ def remove_made(ctx, _channel, req: dict, _payload: memoryview) -> dict:
         made.forget(path)
         return {"removed": 0}
     try:
+        st = os.fstat(fd)
+        if "ino" in record and (st.st_dev, st.st_ino) != (record.get("dev"), record.get("ino")):
+            # another directory was moved to that name since (whoever may rename in its parent): what
+            # it holds was never written for the task; nothing is removed
+            made.forget(path)
+            raise AgentError("refused", f"{path} is no longer the directory made for task {task} (it was "
+                                        "replaced): nothing removed")
         removed = clear_dir(fd)
     finally:
         os.close(fd)
