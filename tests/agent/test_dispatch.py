@@ -4,6 +4,7 @@ at most ``max_tasks`` at once, errors as codes without tracebacks, the task cont
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 
@@ -87,10 +88,14 @@ def test_errors_are_answered_as_codes_without_tracebacks(tmp_path, pki):
     def crash(ctx, channel, header, payload):
         return {"x": 1 // 0}
 
-    agent = _agent(tmp_path, pki, {"a": refuse, "b": outside, "c": engine, "d": crash})
+    def taken(ctx, channel, header, payload):  # a new image where something is already (O_EXCL)
+        (tmp_path / "root" / "there.img").write_bytes(b"x")
+        return {"fd": ctx.confinement.open(str(tmp_path / "root" / "there.img"), os.O_RDWR | os.O_CREAT | os.O_EXCL)}
+
+    agent = _agent(tmp_path, pki, {"a": refuse, "b": outside, "c": engine, "d": crash, "e": taken})
     try:
         codes = {}
-        for op in "abcd":
+        for op in "abcde":
             with pytest.raises(RemoteError) as e:
                 _call(agent, pki, {"op": op})
             codes[op] = (e.value.code, e.value.message)
@@ -98,6 +103,7 @@ def test_errors_are_answered_as_codes_without_tracebacks(tmp_path, pki):
         assert codes["b"][0] == "refused" and "outside this agent's roots" in codes["b"][1]
         assert codes["c"] == ("invalid_argument", "the request lacks 'disks'")
         assert codes["d"][0] == "internal" and "Traceback" not in codes["d"][1]
+        assert codes["e"][0] == "exists" and "File exists" in codes["e"][1]  # (not an "internal" error)
     finally:
         agent.server.stop()
 

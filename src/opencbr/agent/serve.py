@@ -84,6 +84,8 @@ def error_code(e: BaseException) -> str | None:
         return "refused"
     if isinstance(e, FileNotFoundError):
         return "not_found"
+    if isinstance(e, FileExistsError):  # (a new disk image is never made over what is at its path)
+        return "exists"
     if isinstance(e, PermissionError):
         return "denied"
     if type(e).__module__.startswith("opencbr."):
