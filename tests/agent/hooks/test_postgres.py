@@ -232,3 +232,26 @@ def test_readying_a_restored_cluster_opens_no_fifo_or_device_in_it(tmp_path):
     done = prepare_restored_tree(_fake_record("/srv/pg"), "/srv/pg", str(restored))
     assert any("not prepared" in line and "not a regular file" in line for line in done), done
     assert (restored / "main" / "backup_label").read_text().startswith("START WAL LOCATION")
+
+
+def test_a_wal_piece_inflates_to_its_stated_length_and_no_further(tmp_path):
+    """A WAL piece of the record was inflated without bound: 64 KB of zlib made 64 MB (and a few more KB
+    gigabytes) in the root agent's memory. It inflates to its stated length now, within the backup's WAL
+    limit, and a piece that says less than it holds, or is no zlib data, is not written (said, the data
+    restored as it is)."""
+    restored = tmp_path / "restored"
+    (restored / "main" / "pg_wal").mkdir(parents=True)
+    bomb = _fake_record("/srv/pg")
+    piece = bomb["hooks"][0]["details"]["wal"][0]
+    piece["zlib_base64"] = base64.b64encode(zlib.compress(b"\0" * (64 << 20), 9)).decode()  # 64 MiB, "100 bytes"
+    done = prepare_restored_tree(bomb, "/srv/pg", str(restored))
+    assert any("not prepared" in line and "does not inflate to its stated 100 bytes" in line for line in done), done
+    assert not (restored / "main" / "pg_wal" / piece["file"]).exists()
+    piece["length"] = 1 << 40  # beyond what a backup keeps
+    done = prepare_restored_tree(bomb, "/srv/pg", str(restored))
+    assert any("not prepared" in line and "a WAL piece of 1099511627776 bytes" in line for line in done), done
+    piece.update(length=100, zlib_base64=base64.b64encode(b"not zlib").decode())
+    done = prepare_restored_tree(bomb, "/srv/pg", str(restored))
+    assert any("not prepared" in line and "not zlib data" in line for line in done), done
+    done = prepare_restored_tree(_fake_record("/srv/pg"), "/srv/pg", str(restored))  # the honest record: written
+    assert any("wrote 100 bytes of WAL" in line for line in done), done

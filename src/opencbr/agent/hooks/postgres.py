@@ -280,8 +280,10 @@ def _prepare_data_dir(dfd: int, details: dict) -> list[str]:
         return done + [f"WAL not written: pg_wal is {'a symbolic link to ' + link if link else e.strerror} "
                        "(the restore writes nothing through a link); copy the backup's WAL in by hand"]
     try:
+        left = WAL_LIMIT
         for piece in details["wal"]:
-            data = zlib.decompress(base64.b64decode(piece["zlib_base64"]))
+            data = _inflated(piece, left)
+            left -= len(data)
             if "/" in piece["file"] or piece["file"] in ("", ".", ".."):
                 raise OSError(errno.EINVAL, f"not a WAL file name: {piece['file']!r}")
             write(wal, piece["file"], data, piece["offset"], details["wal_segment_size"])
@@ -289,6 +291,23 @@ def _prepare_data_dir(dfd: int, details: dict) -> list[str]:
     finally:
         os.close(wal)
     return done
+
+
+def _inflated(piece: dict, limit: int) -> bytes:
+    """A WAL piece of the record, inflated to its stated ``length`` and no further (``limit`` bytes at most
+    in all: ``WAL_LIMIT``, what a backup keeps). The record comes with the backup, and a piece that
+    inflated without bound (a few KB of zlib make gigabytes) filled the root agent's memory."""
+    length = piece.get("length")
+    if type(length) is not int or not 0 <= length <= limit:
+        raise OSError(errno.EINVAL, f"a WAL piece of {length!r} bytes (at most {limit} left of the backup's WAL)")
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(base64.b64decode(piece["zlib_base64"]), length + 1)
+    except (zlib.error, ValueError) as e:
+        raise OSError(errno.EINVAL, f"a WAL piece that is not zlib data: {e}") from None
+    if len(data) != length or inflate.unconsumed_tail:
+        raise OSError(errno.EINVAL, f"a WAL piece that does not inflate to its stated {length} bytes")
+    return data
 
 
 def _open_regular(at: int, name: str) -> int:
