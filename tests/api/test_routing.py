@@ -72,18 +72,3 @@ def test_answers_render_as_json_renders_them():
                     {"model": Item(name="a", at=datetime(2026, 1, 2, 3, 4, 5))}):
         expected = json.dumps(jsonable_encoder(content), ensure_ascii=False, separators=(",", ":")).encode()
         assert RenderedJSON(content).body == expected, content
-
-
-def test_a_name_that_is_not_utf8_renders_escaped_not_as_a_500():
-    """A backup of a tree holding a file name that is not UTF-8 (``caf\\xe9`` in Latin-1) lists it with a
-    surrogate escape (engine/tree/common.py ``show``): orjson and UTF-8 refuse a lone surrogate, and the
-    listing (GET /backups/{id}/files) was a 500 for the whole directory. It renders as the JSON escape,
-    which a client's decoder turns back into the same string."""
-    import json
-
-    from opencbr.api.routing import RenderedJSON
-
-    listing = {"path": "/", "entries": [{"name": "caf\udce9-latin1.txt"}, {"name": "bad\udcff\udcfe"},
-                                        {"name": "été\nnewline"}]}
-    body = RenderedJSON(listing).body
-    assert b"\\udce9" in body and json.loads(body) == listing

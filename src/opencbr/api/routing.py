@@ -56,16 +56,8 @@ class RenderedJSON(JSONResponse):
         try:
             return orjson.dumps(content, default=jsonable_encoder)
         except orjson.JSONEncodeError:
-            try:
-                return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                                  default=jsonable_encoder).encode("utf-8")
-            except UnicodeEncodeError:
-                # a lone surrogate: a file name that is not UTF-8 (surrogateescape, engine/tree/common.py
-                # ``show``) in a backup's listing, its warnings, an agent's paths. Escaped (``\udce9``),
-                # as JSON allows: a client's JSON decoder gives the same string back, which names that
-                # file again (restore-files). It was a 500 (UnicodeEncodeError) for the whole answer.
-                return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"),
-                                  default=jsonable_encoder).encode("ascii")
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                              default=jsonable_encoder).encode("utf-8")
 
 
 class JSONRoute(APIRoute):
