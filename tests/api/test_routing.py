@@ -72,3 +72,23 @@ def test_answers_render_as_json_renders_them():
                     {"model": Item(name="a", at=datetime(2026, 1, 2, 3, 4, 5))}):
         expected = json.dumps(jsonable_encoder(content), ensure_ascii=False, separators=(",", ":")).encode()
         assert RenderedJSON(content).body == expected, content
+
+
+def test_names_that_are_not_utf8_render_escaped_instead_of_failing():
+    """A file name that is not UTF-8 (a backup's warnings, a browsed directory) arrives as a str with
+    surrogate escapes (os.fsdecode). It was a 500 for the whole answer: ``cbr task list`` of a project
+    failed for good once a backup warned about such a file. Each undecodable byte shows as ``\\xNN``."""
+    import json
+    import os
+
+    from opencbr.api.routing import RenderedJSON
+
+    content = {"tasks": [{"extra_info": {"backup": {"warnings": [
+        {"path": os.fsdecode(b"/log\xff.txt"), "message": "changed while it was being read"}]}}}],
+        os.fsdecode(b"k\xe9"): [os.fsdecode(b"caf\xe9 \xc3\xa9")], "n": 2**70}
+    body = json.loads(RenderedJSON(content).body)
+    assert body["tasks"][0]["extra_info"]["backup"]["warnings"][0]["path"] == "/log\\xff.txt"
+    assert body["k\\xe9"] == ["caf\\xe9 é"] and body["n"] == 2**70
+    from opencbr.api.routing import shown_name
+
+    assert shown_name("plain é \\x41") == "plain é \\x41"  # only undecodable bytes change

@@ -56,8 +56,35 @@ class RenderedJSON(JSONResponse):
         try:
             return orjson.dumps(content, default=jsonable_encoder)
         except orjson.JSONEncodeError:
-            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-                              default=jsonable_encoder).encode("utf-8")
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                              default=jsonable_encoder)
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError:  # a name that is not UTF-8 (below): shown, never a 500
+                return json.dumps(_shown(jsonable_encoder(content)), ensure_ascii=False, allow_nan=False,
+                                  separators=(",", ":")).encode("utf-8")
+
+
+def shown_name(text: str) -> str:
+    """A file name or path as the API shows it. Names on Linux are bytes: one that is not UTF-8 comes out
+    of ``os.fsdecode`` with surrogate escapes (a backup's catalog, its warnings, a browsed directory),
+    which JSON cannot carry as text. Each such byte is shown as ``\\xNN`` (``os.fsdecode(b"caf\\xe9")``
+    -> ``caf\\xe9``, as ``ls -b`` shows it); ``services/files.py`` reads a path written so back to its
+    bytes. Any other lone surrogate is shown as ``\\udXXX``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown_name(value)
+    if isinstance(value, dict):
+        return {_shown(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
 
 
 class JSONRoute(APIRoute):
