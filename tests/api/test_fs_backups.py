@@ -184,3 +184,51 @@ def test_big_file_system_restores_in_two_processes_inside_the_service(server, tm
     logs = client.get("/operation-logs", vault_id=v["id"])["operation_logs"]
     results = [t["extra_info"]["restore_result"] for t in logs if "restore_result" in t.get("extra_info", {})]
     assert [r["processes"] for r in results] == [min(2, os.cpu_count() or 1)]  # (one on a 1-CPU machine)
+
+
+def test_names_that_are_not_utf8_are_browsed_and_restored_as_shown(server, tmp_path):
+    """A name that is not UTF-8 is shown with each undecodable byte as ``\\xNN`` (it was a 500 for the
+    whole listing), and that shown path -- or the bytes themselves on the command line -- names it for
+    browsing and restore-files. A name that really holds a backslash and an x stays itself."""
+    client, sfx = api(server), server.backend
+    src = tmp_path / "odd"
+    os.makedirs(os.fsencode(src) + b"/dir\xff")
+    for name, data in ((b"dir\xff/inner.txt", b"inner"), (b"caf\xe9.txt", b"latin-1"), (b"lit\\xff", b"literal"),
+                       (b"lit\xff", b"byte")):
+        with open(os.fsencode(src) + b"/" + name, "wb") as f:
+            f.write(data)
+    fs = client.post("/inventory/file-systems", {"name": f"odd-{sfx}", "path": str(src)})["file_system"]
+    v = client.post("/vaults", {"vault": {"name": f"odd-{sfx}", "billing": {
+        "object_type": "turbo", "size": 10, "consistent_level": "crash_consistent", "protect_type": "backup"},
+        "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
+    cp = client.post("/checkpoints", {"checkpoint": {"vault_id": v["id"]}})
+    b = client.get("/backups", checkpoint_id=cp["checkpoint"]["id"])["backups"][0]
+    task_ok(client, b["task_id"])
+
+    top = sorted((e["name"], e["path"]) for e in client.get(f"/backups/{b['id']}/files", path="/")["entries"])
+    # (lit\\xff and lit<0xff> show alike: a shown path names the literal one where the backup holds it)
+    assert top == [("caf\\xe9.txt", "/caf\\xe9.txt"), ("dir\\xff", "/dir\\xff"), ("lit\\xff", "/lit\\xff"),
+                   ("lit\\xff", "/lit\\xff")], top
+    inner = client.get(f"/backups/{b['id']}/files", path="/dir\\xff")["entries"]
+    assert [e["name"] for e in inner] == ["inner.txt"]
+    raw = cli(server, "backup", "ls", b["id"], os.fsdecode(b"/dir\xff"), "--json")  # the bytes, as a shell passes them
+    assert raw.code == 0, raw.err
+    assert [e["name"] for e in raw.json()] == ["inner.txt"]
+
+    dest = tmp_path / "picked"
+    task_ok(client, client.post(f"/backups/{b['id']}/restore-files", {
+        "paths": ["/dir\\xff"], "destination_path": str(dest)})["operation_log_id"])
+    d = os.fsencode(dest)
+    assert os.listdir(d) == [b"dir\xff"]
+    with open(d + b"/dir\xff/inner.txt", "rb") as f:
+        assert f.read() == b"inner"
+    r = cli(server, "backup", "restore-files", b["id"], os.fsdecode(b"/caf\xe9.txt"), "--to", str(tmp_path / "byte"),
+            "--wait", "--json")  # the bytes themselves on the command line
+    assert r.code == 0, r.err
+    with open(os.fsencode(tmp_path / "byte") + b"/caf\xe9.txt", "rb") as f:
+        assert f.read() == b"latin-1"
+    task_ok(client, client.post(f"/backups/{b['id']}/restore-files", {
+        "paths": ["/lit\\xff"], "destination_path": str(tmp_path / "lit")})["operation_log_id"])
+    assert os.listdir(tmp_path / "lit") == ["lit\\xff"]
+    with open(tmp_path / "lit" / "lit\\xff", "rb") as f:
+        assert f.read() == b"literal"

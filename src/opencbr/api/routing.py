@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opencbr.api.deps import get_ctx, principal
+from opencbr.domain.names import shown_name
 
 _CATALOG_READ = "_opencbr_catalog_read"
 
@@ -60,21 +61,9 @@ class RenderedJSON(JSONResponse):
                               default=jsonable_encoder)
             try:
                 return text.encode("utf-8")
-            except UnicodeEncodeError:  # a name that is not UTF-8 (below): shown, never a 500
+            except UnicodeEncodeError:  # a name that is not UTF-8: shown as \\xNN (domain/names.py), never a 500
                 return json.dumps(_shown(jsonable_encoder(content)), ensure_ascii=False, allow_nan=False,
                                   separators=(",", ":")).encode("utf-8")
-
-
-def shown_name(text: str) -> str:
-    """A file name or path as the API shows it. Names on Linux are bytes: one that is not UTF-8 comes out
-    of ``os.fsdecode`` with surrogate escapes (a backup's catalog, its warnings, a browsed directory),
-    which JSON cannot carry as text. Each such byte is shown as ``\\xNN`` (``os.fsdecode(b"caf\\xe9")``
-    -> ``caf\\xe9``, as ``ls -b`` shows it); ``services/files.py`` reads a path written so back to its
-    bytes. Any other lone surrogate is shown as ``\\udXXX``."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _shown(value: Any) -> Any:

@@ -36,6 +36,7 @@ from opencbr.cli.params import (
 )
 from opencbr.cli.waiting import raise_if_failed, wait_for
 from opencbr.domain.backup import damaged_chunk_where, find_export_damage
+from opencbr.domain.names import shown_name
 
 #: Zero runs at least this long become holes in an exported image (the engine's block size).
 SPARSE_GRAIN = 64 * 1024
@@ -348,7 +349,7 @@ def backup_ls(backup_id: str = BACKUP_ARG, path: str = typer.Argument("/", help=
     if backup.get("children"):
         _list_disk_backups(backup, path, as_json)
         return
-    entries = c.get(f"/backups/{backup['id']}/files", path=path)["entries"]
+    entries = c.get(f"/backups/{backup['id']}/files", path=shown_name(path))["entries"]
     if as_json:
         print_json(entries)
         return
@@ -391,7 +392,9 @@ def backup_restore_files(backup_id: str = BACKUP_ARG, paths: list[str] = typer.A
 
     c = client()
     dest = to if agent else os.path.abspath(to)
-    body = {"paths": list(paths), "destination_path": dest, "agent_id": agents.resolve(c, agent) if agent else None}
+    # a name that is not UTF-8, given as its bytes, is sent as the API shows it (domain/names.py)
+    body = {"paths": [shown_name(x) for x in paths], "destination_path": dest,
+            "agent_id": agents.resolve(c, agent) if agent else None}
     task_id = c.post(f"/backups/{resolve_backup(c, backup_id)}/restore-files", body)["operation_log_id"]
     if wait:
         raise_if_failed(wait_for(c, [task_id], quiet=as_json))

@@ -12,7 +12,9 @@ from opencbr.catalog.models import Backup, Resource, Task, Vault
 from opencbr.domain import backup as B
 from opencbr.domain import resource as R
 from opencbr.domain.errors import CBRError, InvalidParameter, StateConflict
+from opencbr.domain.names import unshown_name
 from opencbr.engine import OperationCancelled
+from opencbr.engine.errors import Missing
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.providers.base import Opened
 from opencbr.services import engine_errors, onhost, tasks
@@ -145,8 +147,31 @@ def list_files(ctx: ServiceContext, p: Principal, backup_id: str, path: str = "/
     with ctx.tx() as s:
         b, vault = _browsable(s, p, backup_id)
     with engine_errors.translated():
-        entries = repository(ctx, vault, create=False).list_dir(b.id, path or "/")
+        repo = repository(ctx, vault, create=False)
+        entries = repo.list_dir(b.id, _stored_path(repo, b, path or "/"))
     return [e.to_dict() for e in entries]
+
+
+def _stored_path(repo, b: Backup, path: str) -> str:
+    """``path`` as the backup holds it. A name that is not UTF-8 is shown with each undecodable byte as
+    ``\\xNN`` (domain/names.py: JSON cannot carry it otherwise); a path written that way,
+    as a listing showed it, means those bytes -- unless the backup holds the path as written (a name with
+    a real backslash and x in it)."""
+    if "\\x" not in path:
+        return path
+    raw = unshown_name(path)
+    if raw == path:
+        return path
+    try:
+        repo.lookup(b.id, path)
+        return path
+    except Missing:
+        pass
+    try:
+        repo.lookup(b.id, raw)
+    except Missing:
+        return path  # (not there either way: the caller says so with the path as given)
+    return raw
 
 
 # ------------------------------------------------------------------------------------ single files
@@ -164,6 +189,10 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
     with ctx.tx() as s:
         b, _vault = _browsable(s, p, backup_id)
         tree = b.resource_type == R.FILE_SYSTEM
+    with engine_errors.translated():
+        repo = repository(ctx, _vault, create=False)
+        paths = [_stored_path(repo, b, x) for x in paths]
+    with ctx.tx() as s:
         source = s.get(Resource, b.resource_id)
         host_resource = source.id if source is not None and onhost.on_host(ctx, source) else None
         if agent_id is not None:  # onto another host (13.4.8): that agent writes them
