@@ -496,6 +496,17 @@ def _app_consistency(details: dict) -> dict[str, Any]:
     return {"app_consistency": {"achieved": app.get("achieved"), "reason": app.get("reason") or ""}} if app else {}
 
 
+def _what_was_not_read(details: dict) -> dict[str, Any]:
+    """``partial`` and ``warning_count`` (extensions): a file-system backup that left out what it could
+    not read (``partial``), and how many files it warned about (left out, changed or vanished while read).
+    The backup keeps them for its whole life; its task, which names the files, is purged after 30 days.
+    Counts only: a file's name is what is inside a backup (README, *Roles*)."""
+    warnings = details.get("warnings")
+    dropped = (details.get("stats") or {}).get("warnings_dropped") or 0
+    count = (len(warnings) if isinstance(warnings, list) else 0) + (dropped if isinstance(dropped, int) else 0)
+    return {"partial": bool(details.get("partial")), "warning_count": count}
+
+
 def backup_resp(b, kids=(), image_id: str | None = None) -> dict[str, Any]:
     """A BackupResp. ``logical_bytes`` and ``added_bytes`` (extensions) show each backup's size and what it
     added to the vault (guide 13.2.14 says CBR cannot). ``image_id``: the image made from it (guide 6.2)."""
@@ -522,6 +533,7 @@ def backup_resp(b, kids=(), image_id: str | None = None) -> dict[str, Any]:
         "logical_bytes": b.logical_bytes, "added_bytes": b.added_bytes, "full": b.full_requested,
         "used_by_image": bool(b.used_by_image),  # an image was made from it (guide 6.2: it cannot be deleted)
         "consistency": details.get("consistency"), "disk_role": b.disk_role, "device_index": b.device_index,
+        **_what_was_not_read(details),
         "error_info": {"code": b.error_code, "message": b.error_message} if b.error_code or b.error_message else None,
         "task_id": b.task_id,
     }

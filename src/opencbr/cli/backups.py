@@ -62,7 +62,17 @@ CONSISTENCY = {"stopped": "consistent (taken while stopped)",
 def _row(b: dict) -> dict:
     method = (b.get("consistency") or {}).get("method")
     return {**b, "size": human(b.get("logical_bytes")), "added": human(b.get("added_bytes")),
-            "consistency_text": CONSISTENCY.get(method, method or "")}
+            "consistency_text": CONSISTENCY.get(method, method or ""), "read_text": _read_text(b)}
+
+
+def _read_text(b: dict) -> str:
+    """What a file-system backup could not read as it was, and where the files are named."""
+    n = b.get("warning_count") or 0
+    if not n and not b.get("partial"):
+        return ""
+    where = f"cbr task show {b['task_id']}" if b.get("task_id") else "its task"
+    text = f"{n} file(s) warned about ({where} names them, for 30 days)"
+    return ("PARTIAL: what could not be read is not in it; " if b.get("partial") else "") + text
 
 
 def _with_disks(backups: list[dict]) -> list[dict]:
@@ -86,7 +96,7 @@ def _show(b: dict, as_json: bool) -> None:
                       ("vault_id", "Vault"), ("size", "Logical size"), ("added", "Added to vault"),
                       ("incremental", "Incremental"), ("extend_info.auto_trigger", "Automatic"),
                       ("extend_info.encrypted", "Encrypted"), ("consistency_text", "Consistency"),
-                      ("created_at", "Created"), ("protected_at", "Completed"), ("expired_at", "Expires"),
+                      ("read_text", "Not read as is"), ("created_at", "Created"), ("protected_at", "Completed"), ("expired_at", "Expires"),
                       ("error_info.message", "Error")])
     if b.get("children"):
         table([_row(c) for c in b["children"]], [("id", "Disk backup"), ("resource_name", "Disk"),
