@@ -9,7 +9,7 @@ import pytest
 
 from opencbr.engine.errors import InvalidArgument, Missing
 from opencbr.engine.tree import backup_tree, list_tree, restore_tree, verify_tree
-from tests.support.engine_tree import IS_ROOT, SMALL_CHUNKS, assert_same_tree, build_tree
+from tests.support.engine_tree import IS_ROOT, SMALL_CHUNKS, assert_same_tree, build_tree, snapshot
 
 
 def test_roundtrip_every_entry_type(repo, tmp_path):
@@ -208,3 +208,42 @@ def test_big_files_restore_exactly_with_or_without_direct_writes(enc_repo, tmp_p
         assert len(opened) >= 4 and all(fd >= 0 for fd in opened)
     else:
         assert opened == [-1]  # refused once: no more attempts
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A POSIX ACL as its xattr holds it: version 2, then (tag u16, perm u16, id u32) per entry."""
+    import struct
+
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, qid) for tag, perm, qid in entries)
+
+
+_ANY = 0xFFFFFFFF  # (no id: the owner's, the group's, the mask's and the others' entries)
+
+
+def test_a_default_acl_above_the_target_changes_nothing_restored(repo, tmp_path):
+    """Made below a directory with a default ACL, every restored entry inherited it (an ACL its source
+    never had: another user's entry) and was created with a mode the default ACL, not the umask, had cut
+    (0644 restored 0600): the restore now drops what was inherited and sets every mode itself. What
+    the source records (its own ACLs) is kept."""
+    src = build_tree(tmp_path / "src")
+    (src / "docs" / "own-acl.txt").write_text("mine")
+    own = _acl((0x01, 6, _ANY), (0x02, 4, 4321), (0x04, 4, _ANY), (0x10, 4, _ANY), (0x20, 4, _ANY))
+    try:
+        os.setxattr(src / "docs" / "own-acl.txt", "system.posix_acl_access", own)
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {exc}")
+    backup_tree(repo, src, backup_id="b1", meta={}, params=SMALL_CHUNKS)
+    above = tmp_path / "above"
+    above.mkdir()
+    # u::rwx, u:777:rwx, g::---, m::rwx, o::--- for everything made below
+    os.setxattr(above, "system.posix_acl_default",
+                _acl((0x01, 7, _ANY), (0x02, 7, 777), (0x04, 0, _ANY), (0x10, 7, _ANY), (0x20, 0, _ANY)))
+    restore_tree(repo, "b1", above / "whole")
+    assert_same_tree(src, above / "whole")
+    restore_tree(repo, "b1", above / "one", subpath="/docs")
+
+    def without_links(tree):  # (hard links of /docs to names outside it are not restored as links)
+        return {k: {f: v for f, v in e.items() if f not in ("group", "nlink")} for k, e in snapshot(tree).items()}
+
+    assert without_links(src / "docs") == without_links(above / "one" / "docs")
+    assert os.getxattr(above / "one" / "docs" / "own-acl.txt", "system.posix_acl_access") == own

@@ -4,6 +4,7 @@ only, writes change mtime), and the directories kept until the end to be finishe
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import stat
 import struct
@@ -184,6 +185,18 @@ class DirList:
             yield rel, DirMeta(mode, uid, gid, xattrs, atime, mtime)
 
 
+_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
+
+
+def has_default_acl(fd: int) -> bool:
+    """Whether directory ``fd`` has a default ACL (what is made in it inherits)."""
+    try:
+        os.getxattr(fd, _ACL_NAMES[1])
+    except OSError:
+        return False
+    return True
+
+
 class MetadataWriter:
     """Applies recorded metadata; what cannot be applied becomes a warning (the restore goes on)."""
 
@@ -195,6 +208,11 @@ class MetadataWriter:
         # every directory below inherits it, and new files its group). Our own directories get
         # their final modes only at the end, after every file was created.
         self.plain_owner = None if os.fstat(root_fd).st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
+        # A target with a default ACL hands it to whatever is made in it, and on down through the
+        # directories made (their own recorded ACLs are set only at the end): each entry then gets an
+        # ACL its source never had, and the default ACL, not the umask, cuts the mode it is created
+        # with. So there every entry is given its mode explicitly and loses the ACLs it does not record.
+        self.inherits_acl = has_default_acl(root_fd)
 
     def create_mode(self, e: Entry) -> int:
         """The mode to create a regular file with. Normally 0600 until its owner and mode are set at
@@ -204,9 +222,24 @@ class MetadataWriter:
         calls per file; each also waits for the GIL behind the busy span workers)."""
         mode = stat.S_IMODE(e.mode)
         if (self.plain_owner == (e.uid, e.gid) or not self.owners) and mode & ~0o777 == 0 \
-                and mode & self.umask == 0:
+                and mode & self.umask == 0 and not self.inherits_acl:
             return mode
         return 0o600
+
+    def drop_inherited_acls(self, target, e: Entry | DirMeta, rel: bytes, *, directory: bool,
+                            follow: bool = True) -> None:
+        """Remove the ACLs ``target`` got from the target's default ACL (``inherits_acl``) and its record
+        does not hold; before its mode is set (with an access ACL, ``chmod`` sets the mask instead)."""
+        recorded = {name for name, _ in e.xattrs}
+        for name in _ACL_NAMES if directory else _ACL_NAMES[:1]:
+            if name in recorded:
+                continue
+            try:
+                os.removexattr(target, name, follow_symlinks=follow)
+            except OSError as exc:
+                if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    self.tally.warn(rel, f"cannot remove the inherited {os.fsdecode(name)}: "
+                                         f"{exc.strerror or exc}", False)
 
     def set_xattrs(self, target, e: Entry | DirMeta, rel: bytes, follow: bool = True) -> None:
         for name, value in e.xattrs:
@@ -217,6 +250,8 @@ class MetadataWriter:
 
     def finish_fd(self, fd: int, e: Entry | DirMeta, rel: bytes, created_final: bool = False) -> None:
         """Owner, mode, xattrs, then times of an open file or directory."""
+        if self.inherits_acl:
+            self.drop_inherited_acls(fd, e, rel, directory=isinstance(e, DirMeta))
         try:
             if created_final:
                 pass  # created with its final owner and mode (create_mode)
@@ -236,6 +271,9 @@ class MetadataWriter:
 
     def finish_path(self, name: bytes, dfd: int, e: Entry, rel: bytes, *, symlink: bool) -> None:
         """Owner, mode (not of a symlink), xattrs, then times of ``name`` in directory ``dfd``."""
+        if self.inherits_acl and not symlink:  # (a symlink has no ACL)
+            self.drop_inherited_acls(f"/proc/self/fd/{dfd}/".encode() + name, e, rel, directory=False,
+                                     follow=False)
         try:
             if self.owners:
                 os.chown(name, e.uid, e.gid, dir_fd=dfd, follow_symlinks=False)
