@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import threading
 
 import pytest
 
@@ -183,3 +184,66 @@ def test_bundles_and_catalog_chunks_are_stored_by_threads_of_their_own(enc_repo,
         (src / f"d{i % 3}" / f"file-with-a-long-name-{i:05d}.txt").write_bytes(b"%d\n" % i * (i % 50 + 1))
     backup_tree(enc_repo, src, backup_id="b1", meta={})
     assert seen == {"read": {"tree-read"}, "bundle": {"tree-store"}, "catalog": {"tree-store"}}
+
+
+@pytest.mark.parametrize("reader", ["native", "python"])
+def test_a_file_saved_anew_under_its_name_while_the_backup_runs_is_kept(repo, tmp_path, monkeypatch, reader):
+    """Editors, package managers and most programs save a file by writing a new one and renaming it over
+    the old. Renamed over between the walk's lstat and the read, the file was left out of the backup
+    ("replaced by another file", as if it had vanished), though a complete file had that name all along:
+    a restore lacked it. Now the regular file there when it is read is stored, with its own stat; a
+    hard-linked one (whose group is keyed by the walk's inode), or something else there now, still is not."""
+    from opencbr.engine.tree import restore_tree, sources
+    from opencbr.engine.tree.backup import backup_tree_from
+    from opencbr.engine.tree.chunker import REPLACED
+
+    if reader == "python":
+        monkeypatch.setattr(sources, "_native_reading", None)
+    elif sources._native_reading is None:
+        pytest.skip("the C reader is not built")
+    src = tmp_path / "src"
+    src.mkdir()
+    new = {"small.cfg": b"new small " * 10, "big.cfg": b"new big " * 100_000}
+    for name in new:
+        (src / name).write_bytes(b"old")
+    (src / "linked").write_bytes(b"old linked")
+    os.link(src / "linked", src / "linked2")
+    (src / "keep.txt").write_bytes(b"keep")
+    saved, lock = [], threading.Lock()
+
+    class Saving(sources.DirectorySource):
+        def _save_all(self):
+            with lock:  # once, after the walk listed the old files, before the first read
+                if saved:
+                    return
+                for name, data in {**new, "linked": b"new linked"}.items():
+                    (src / (name + ".tmp")).write_bytes(data)
+                    os.chmod(src / (name + ".tmp"), 0o640)
+                    os.rename(src / (name + ".tmp"), src / name)
+                saved.append(True)
+
+        def read_small(self, chunker, items, small_limit):
+            self._save_all()
+            return super().read_small(chunker, items, small_limit)
+
+        def read_file(self, chunker, item, small_limit):
+            self._save_all()
+            return super().read_file(chunker, item, small_limit)
+
+    r = backup_tree_from(repo, Saving(os.fsencode(src)), backup_id="b1", meta={})
+    assert saved and not r.partial
+    said = {w.path: w.message for w in r.warnings}
+    assert said["/linked"] == REPLACED, said
+    assert said["/small.cfg"] == said["/big.cfg"] != REPLACED and said["/big.cfg"].startswith(REPLACED), said
+    out = tmp_path / "out"
+    restore_tree(repo, "b1", out)
+    for name, data in new.items():
+        assert (out / name).read_bytes() == data
+        st, got = os.stat(src / name), os.stat(out / name)
+        assert (got.st_mode, got.st_mtime_ns, got.st_size) == (st.st_mode, st.st_mtime_ns, st.st_size)
+    assert not (out / "linked").exists() and not (out / "linked2").exists()  # (its group was read as one)
+    assert (out / "keep.txt").read_bytes() == b"keep"
+    # the next backup finds the files as recorded: not read again
+    r2 = backup_tree_from(repo, sources.DirectorySource(os.fsencode(src)), backup_id="b2", meta={},
+                          parent_backup_id="b1")
+    assert r2.warnings == [] and r2.bytes_read == len(b"new linked") + len(b"old linked")  # (those left out)

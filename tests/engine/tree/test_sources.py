@@ -138,8 +138,12 @@ def test_both_readers_read_a_hostile_batch_alike(tmp_path, monkeypatch):
         want = sorted([(b"user.zeta", b"1"), (b"user.alpha", b""), *((k.encode(), v) for k, v in info["many"].items())])
         assert read(b"xattrs")["xattrs"] == want and read(b"xattrs")["xattr_problems"] == []
     assert by_name[b"vanishes"] == ("unreadable", "vanished during the backup", True)
-    for name in (b"to-symlink", b"to-fifo", b"to-dir", b"to-other"):
+    for name in (b"to-symlink", b"to-fifo", b"to-dir"):
         assert by_name[name] == ("unreadable", "replaced by another file during the backup", True)
+    # another regular file renamed over it (a file saved anew): that one is read, with its own stat
+    assert read(b"to-other")["data"] == b"o"
+    assert read(b"to-other")["warning"] == "replaced by another file during the backup (the file there when it " \
+                                           "was read is stored)"
 
 
 @needs_native

@@ -45,6 +45,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from ...system.heap import limit_heap_growth
 from ..chunks import seams
@@ -138,6 +139,13 @@ class ParentCursor:
         close = getattr(self._records, "close", None)
         if close is not None:
             close()
+
+
+class _Restat(NamedTuple):
+    """What ``TreeSource.entry`` reads of a walked item, for a file read with another stat than the walk's."""
+
+    path: bytes
+    st: os.stat_result
 
 
 def _same_file(h: tuple, st: os.stat_result) -> bool:
@@ -290,6 +298,8 @@ class TreeBackup:
                     return
                 finally:
                     p.fut = None  # (a held record would keep its whole batch's results, data and all)
+                if data.stat is not None:  # another file was renamed over the walked one: its own record
+                    e = p.entry = self.source.entry(_Restat(e.path, data.stat), FILE, self.warn)
                 e.extents, e.size, e.xattrs = data.extents, data.size, data.xattrs
                 self.bytes_read += data.bytes_read
                 if data.warning:

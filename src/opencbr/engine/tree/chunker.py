@@ -144,11 +144,15 @@ class FileData:
     warning: str | None = None
     xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)  # read through the open descriptor
     xattr_problems: list[str] = field(default_factory=list)
+    # Set when another regular file had taken the walked one's name (saved anew and renamed over it)
+    # by the time it was opened: that file was read, and its record takes this stat, not the walk's.
+    stat: os.stat_result | None = None
 
 
 # What a read tells of a file (also the C reader's words for its codes, sources.py).
 VANISHED = "vanished during the backup"
 REPLACED = "replaced by another file during the backup"
+REPLACED_READ = "replaced by another file during the backup (the file there when it was read is stored)"
 SIZE_CHANGED = "changed size while it was being read (stored as read)"
 CHANGED = "changed while it was being read (stored as read)"
 
@@ -336,12 +340,15 @@ class FileChunker:
             raise FileUnreadable(cannot_open(e.strerror or str(e))) from None
         try:
             fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            replaced = (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino)
+            if not stat.S_ISREG(fst.st_mode) or (replaced and (st.st_nlink != 1 or fst.st_nlink != 1)):
                 raise FileUnreadable(REPLACED, vanished=True)
             try:
                 out = self._read(fd, fst, small_limit)
             except OSError as e:
                 raise FileUnreadable(read_error(e.strerror or str(e))) from None
+            if replaced:  # (saved anew and renamed over it: the file there now is stored, with its own stat)
+                out.stat, out.warning, st = fst, out.warning or REPLACED_READ, fst
             out.xattrs, out.xattr_problems = read_xattrs(fd)
             # A small file came in one read (FileData.data): the descriptor's stat before it tells as
             # much as one after it, and a second fstat per small file is a system call less for

@@ -178,7 +178,9 @@ class DirectorySource:
         out: list = []
         total = 0
         for item, got in zip(items, _native_reading.read_small(items, small_limit, self.root_fd), strict=True):
-            if got is None:  # no longer small: read on its own, as a big file
+            if got is None or (len(got) == 2 and got[0] == _REPLACED):
+                # no longer small: read on its own, as a big file; replaced: read_file says by what, and
+                # reads a regular file renamed over it (FileData.stat)
                 out.extend(read_each(self, chunker, [item], small_limit))
             elif len(got) == 2:
                 out.append(_unreadable(*got))
