@@ -36,6 +36,7 @@ from opencbr.system.beneath import PathSwapped
 MADE_FILE = "made.json"
 PARTIAL_SUFFIX = ".opencbr-partial"  # a new image's file while it is written: .<name>.opencbr-partial
 PARTIAL_KIND = "partial-image"
+RESTORED_KIND = "restored-name"  # a name restore-files wrote for a task (its next attempt may write it again)
 #: How long a record of a made directory is kept (a failed task cleans up within minutes).
 KEEP_SECONDS = 7 * 24 * 3600
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

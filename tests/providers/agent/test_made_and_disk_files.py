@@ -292,3 +292,27 @@ def test_a_made_directory_replaced_by_another_is_not_emptied(agent, repo, tree_b
         p.remove_made(agent.connect, project_id="p1", path=str(target), made_by="task-9")
     assert e.value.code == "refused" and "replaced" in e.value.message
     assert (target / "thesis.tex").read_text() == "years of work"
+
+
+def test_another_attempt_of_a_restore_files_task_may_write_over_its_own_names(agent, repo, tree_backup):
+    """A restore-files task whose worker was lost runs again (task_max_attempts): with names refused once
+    taken, its new attempt met what the first had written and failed with conflict. The names are
+    recorded for the task (made_by) before they are written: its next attempt may write over them, no
+    other task may; and two paths of one request with the same name are refused before anything is
+    written. (Helper 86 found the retry; its fix, ported.)"""
+    p, there = AgentProvider(), agent.root / "picked-retry"
+    p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=["/docs"], target=str(there),
+                    made_by="task-9")
+    (there / "docs" / "half").write_bytes(b"left by the lost attempt")
+    p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=["/docs"], target=str(there),
+                    made_by="task-9")
+    for who in ("task-10", None):
+        with pytest.raises(AgentTaskFailed) as e:
+            p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=["/docs"],
+                            target=str(there), made_by=who)
+        assert e.value.code == "conflict", e.value
+    with pytest.raises(AgentTaskFailed) as e:
+        p.restore_files(repo, agent.connect, project_id="p1", backup_id="t1", paths=["/docs", "/docs/"],
+                        target=str(agent.root / "picked-twice"), made_by="task-11")
+    assert e.value.code == "conflict" and "two of the paths" in e.value.message
+    assert not (agent.root / "picked-twice" / "docs").exists()

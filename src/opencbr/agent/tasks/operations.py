@@ -17,7 +17,7 @@ from typing import Callable
 from opencbr.agent import hooks
 from opencbr.agent.context import AgentError
 from opencbr.agent.inventory import forget_walks
-from opencbr.agent.made import PartialImage, clear_dir, made_dirs
+from opencbr.agent.made import RESTORED_KIND, PartialImage, clear_dir, made_dirs
 from opencbr.agent.mounts import loop_devices_backed_by
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
@@ -324,7 +324,8 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
         with vault.chunks(channel) as chunks:
             disk = chunks.manifest_header(backup_id).get("type") != "tree"
             if not disk:  # (a disk backup's file is refused by restore_disk_path itself)
-                _tree_names_free(fd, target, paths)
+                task = req.get("made_by") if isinstance(req.get("made_by"), str) and req.get("made_by") else None
+                _tree_names_free(fd, target, paths, made_dirs(_state_dir(ctx)) if task else None, task)
             for p in paths:
                 if disk:
                     r = restore_disk_path(chunks, backup_id, p, target, target_fd=fd)
@@ -338,26 +339,49 @@ def restore_files(ctx, channel, req: dict, _payload: memoryview) -> dict:
     return {"files": done, "bytes_written": sum(int(d.get("bytes_written", 0)) for d in done)}
 
 
-def _tree_names_free(fd: int, target: str, paths: list) -> None:
+def _tree_names_free(fd: int, target: str, paths: list, made=None, task: str | None = None) -> None:
     """Nothing restored file by file lands on what the host holds: each path of a tree backup goes to
-    ``target/<its name>`` (the whole tree, ``/``, straight into ``target``), and the engine, asked to
-    restore beside what is there, would replace a file or link at that name and merge into a directory.
-    Checked for every path before anything is written, as the service checks its own destinations."""
+    ``target/<its name>`` (the whole tree, ``/``, straight into ``target``, and alone), and the engine,
+    asked to restore beside what is there, would replace a file or link at that name and merge into a
+    directory. Checked for every path before anything is written, as the service checks its own
+    destinations. With ``task`` (the service's task id) the names about to be written are recorded for it
+    first (``made``, agent/made.py): the task's next attempt (its worker was lost) may write over its own
+    names again, no other task may."""
+    names: set[bytes] = set()
+    mine: list[str] = []
     for p in paths:
         try:
+            if not isinstance(p, str):
+                raise InvalidArgument("paths must be strings")
             name = parse_path(p).rsplit(b"/", 1)[-1]
         except InvalidArgument as e:
             raise AgentError("bad_request", str(e)) from None
         if not name:
-            if os.listdir(fd):
+            if len(paths) > 1 or (os.listdir(fd) and not _made_for(made, target, task)):
                 raise Conflict(f"{target} is not empty: the whole backup (/) is restored only into an empty "
-                               "directory")
+                               "directory, and alone")
+            mine.append(target)
             continue
+        where = os.path.join(target, os.fsdecode(name))
+        if name in names:
+            raise Conflict(f"two of the paths would both be restored as {where}")
         try:
             os.lstat(name, dir_fd=fd)
+            taken = not _made_for(made, where, task)
         except FileNotFoundError:
-            continue
-        raise Conflict(f"{os.path.join(target, os.fsdecode(name))} already exists")
+            taken = False
+        if taken:
+            raise Conflict(f"{where} already exists")
+        names.add(name)
+        mine.append(where)
+    if made is not None and task:
+        for where in mine:
+            made.record(where, task, None, kind=RESTORED_KIND)
+
+
+def _made_for(made, path: str, task: str | None) -> bool:
+    """``path`` was written by an earlier attempt of ``task``."""
+    return made is not None and bool(task) and (made.made_by(path) or {}).get("task") == task
 
 
 def _tree_result(r) -> dict:

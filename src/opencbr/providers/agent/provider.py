@@ -239,9 +239,12 @@ class AgentProvider:
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore_files(self, repo, connect: Connect, *, project_id: str, backup_id: str, paths: list[str],
-                      target: str, cancel=None, bandwidth: Bandwidth = None, progress=None) -> dict:
+                      target: str, cancel=None, bandwidth: Bandwidth = None, progress=None,
+                      made_by: str | None = None) -> dict:
+        """Single files or directories of a backup into ``target`` on the host, never over what is there;
+        ``made_by`` (the task's id): another attempt of that task may write over what the first wrote."""
         request = {"op": "restore_files", "project_id": project_id, "vault": vault_request(repo),
-                   "backup_id": backup_id, "paths": list(paths), "target": target}
+                   "backup_id": backup_id, "paths": list(paths), "target": target, "made_by": made_by}
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
                                                                     timeout=self.timeout, progress=progress),
                          cancel=cancel, bandwidth=bandwidth)
