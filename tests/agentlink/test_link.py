@@ -164,9 +164,9 @@ def test_closing_a_limited_channel_ends_its_send_and_receive_at_once():
     assert max(t for _e, t in errors.values()) - closed < 0.5, errors
 
 
-def test_a_peer_that_drips_its_tls_handshake_is_cut_within_the_time_given(pki):
-    """A socket's timeout is per read: a peer sending its handshake a byte at a time was never late.
-    ``connect(within=...)`` cuts the connection that long after it was opened, handshake included."""
+def _dripping_peer():
+    """A listener whose first connection gets a TLS handshake record's header, then a byte every 0.3 s
+    (12 s): never late by a per-read timeout. Returns (the listening socket, its endpoint)."""
     import socket
     import threading
     import time
@@ -179,44 +179,6 @@ def test_a_peer_that_drips_its_tls_handshake_is_cut_within_the_time_given(pki):
         conn, _ = lst.accept()
         try:
             conn.sendall(b"\x16\x03\x03\x10\x00")  # a handshake record of 4 KiB: the client waits for it
-            for _ in range(40):  # 12 s
-                conn.sendall(b"\x00")
-                time.sleep(0.3)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    threading.Thread(target=drip, daemon=True).start()
-    ctx = tls.service_client_context(*pki["service"], pki["ca"])
-    t0 = time.monotonic()
-    with pytest.raises(LinkError, match="within 1 s"):
-        connect(f"127.0.0.1:{lst.getsockname()[1]}", ctx, expect_common_name="agent-1", expect_fingerprint=None,
-                timeout=5, within=1)
-    assert time.monotonic() - t0 < 3
-    lst.close()
-
-
-def test_a_data_connection_whose_peer_drips_its_handshake_is_cut_at_the_opening_bound(pki, monkeypatch):
-    """A data task's connection (sealed, no ``within``) had only the per-read timeout while it opened: an
-    agent dripping its TLS handshake a byte every few seconds held a worker's thread for hours before the
-    task began. Its opening is bounded as a whole now (``OPENING_WITHIN``), and only its opening: a channel
-    once open is not cut (the task's own watch bounds it)."""
-    import socket
-    import threading
-    import time
-
-    from opencbr.agentlink import client
-
-    monkeypatch.setattr(client, "OPENING_WITHIN", 1.0)
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(1)
-
-    def drip():
-        conn, _ = lst.accept()
-        try:
-            conn.sendall(b"\x16\x03\x03\x10\x00")
             for _ in range(40):
                 conn.sendall(b"\x00")
                 time.sleep(0.3)
@@ -226,10 +188,38 @@ def test_a_data_connection_whose_peer_drips_its_handshake_is_cut_at_the_opening_
             conn.close()
 
     threading.Thread(target=drip, daemon=True).start()
+    return lst, f"127.0.0.1:{lst.getsockname()[1]}"
+
+
+def test_a_peer_that_drips_its_tls_handshake_is_cut_within_the_time_given(pki):
+    """A socket's timeout is per read: a peer sending its handshake a byte at a time was never late.
+    ``connect(within=...)`` cuts the connection that long after it was opened, handshake included."""
+    import time
+
+    lst, endpoint = _dripping_peer()
     ctx = tls.service_client_context(*pki["service"], pki["ca"])
     t0 = time.monotonic()
     with pytest.raises(LinkError, match="within 1 s"):
-        connect(f"127.0.0.1:{lst.getsockname()[1]}", ctx, expect_common_name="agent-1", expect_fingerprint=None,
-                timeout=5, seal={"project_id": "p1"})
+        connect(endpoint, ctx, expect_common_name="agent-1", expect_fingerprint=None, timeout=5, within=1)
+    assert time.monotonic() - t0 < 3
+    lst.close()
+
+
+def test_a_data_connection_whose_peer_drips_its_handshake_is_cut_at_the_opening_bound(pki, monkeypatch):
+    """A data task's connection (sealed, no ``within``) had only the per-read timeout while it opened: an
+    agent dripping its TLS handshake a byte every few seconds held a worker's thread for hours before the
+    task began. Its opening is bounded as a whole now (``OPENING_WITHIN``), and only its opening: a channel
+    once open is not cut (the task's own watch bounds it; test_seal)."""
+    import time
+
+    from opencbr.agentlink import client
+
+    monkeypatch.setattr(client, "OPENING_WITHIN", 1.0)
+    lst, endpoint = _dripping_peer()
+    ctx = tls.service_client_context(*pki["service"], pki["ca"])
+    t0 = time.monotonic()
+    with pytest.raises(LinkError, match="within 1 s"):
+        connect(endpoint, ctx, expect_common_name="agent-1", expect_fingerprint=None, timeout=5,
+                seal={"project_id": "p1"})
     assert time.monotonic() - t0 < 3
     lst.close()
