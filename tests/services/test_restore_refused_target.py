@@ -97,3 +97,34 @@ def test_a_server_left_faulty_by_an_unfinished_restore_is_restored_again(rctx, o
     assert read_task(rctx, task_id).status == "success"
     assert _statuses(rctx, sys_id, data_id) == [("in-use", ""), ("in-use", "")]
     assert _statuses(rctx, server_id)[0][0] == "running"
+
+
+def test_a_local_image_attached_to_a_loop_device_is_refused_with_nothing_written(rctx, owner, roots, web):
+    """The service's own disks too: an image attached with losetup (mounted, perhaps) was written under the
+    live file system, opening a file never failing with EBUSY. Refused at its open, nothing written, the
+    disk keeping its status; detached, the same restore goes through."""
+    import os
+    import subprocess
+
+    server_id, sys_id, data_id, backup_id = web
+    if os.geteuid() != 0:
+        pytest.skip("loop devices need root")
+    done = subprocess.run(["losetup", "-f", "--show", str(roots / "sys.img")], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"no loop device here: {done.stderr.strip()}")
+    dev = done.stdout.strip()
+    try:
+        before = sha256(roots / "sys.img")
+        with rctx.tx() as s:
+            task_id = restore.restore_backup(s, rctx, owner, backup_id, {"server_id": server_id})
+        drain(rctx)
+        task = read_task(rctx, task_id)
+        assert task.status == "failed" and f"attached to {dev}" in task.error_message, task.error_message
+        assert sha256(roots / "sys.img") == before
+        assert _statuses(rctx, sys_id, data_id) == [("in-use", ""), ("in-use", "")]
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+    with rctx.tx() as s:
+        task_id = restore.restore_backup(s, rctx, owner, backup_id, {"server_id": server_id})
+    drain(rctx)
+    assert read_task(rctx, task_id).status == "success"

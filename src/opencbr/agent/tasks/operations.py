@@ -18,7 +18,6 @@ from opencbr.agent import hooks
 from opencbr.agent.context import AgentError
 from opencbr.agent.inventory import forget_walks
 from opencbr.agent.made import RESTORED_KIND, PartialImage, clear_dir, made_dirs
-from opencbr.agent.mounts import loop_devices_backed_by
 from opencbr.engine.disk.backup import backup_disk as engine_backup_disk
 from opencbr.engine.disk.restore import restore_disk as engine_restore_disk
 from opencbr.engine.disk.source import FileDiskSource
@@ -29,6 +28,7 @@ from opencbr.engine.tree import backup_tree as engine_backup_tree
 from opencbr.engine.tree import restore_tree as engine_restore_tree
 from opencbr.engine.tree.common import parse_path
 from opencbr.system.heap import free_heap_kept, limit_heap_growth
+from opencbr.system.loops import loop_devices_backed_by
 
 Operation = Callable[[object, object, dict, memoryview], dict]
 LIVE = {"method": "live", "note": "the disks were read while in use: blocks written during the backup may "
