@@ -280,3 +280,36 @@ def test_destroy_removes_everything(local_store, tmp_path):
     repo.destroy()
     assert list(local_store.list("vaults/v1/")) == []
     assert other.list_manifests() == ["b1"]
+
+
+def test_zeros_written_on_a_target_report_progress_as_they_go(local_store, tmp_path, monkeypatch):
+    """Where holes cannot be punched (a block device) zeros are written, up to a window of 16 GiB of them,
+    and nothing was reported meanwhile: through an agent, a restore that says nothing for 10 minutes fails
+    (engine/remote/service.py STALL_TIMEOUT). Progress now grows while they are written, and stays
+    monotonic across the passes."""
+    from opencbr.engine.disk import restore as disk_restore
+
+    repo = new_repo(local_store)
+    img = tmp_path / "d.img"
+    blocks = [bytes(BS)] * 6144 + [os.urandom(BS) for _ in range(4)]  # 24 MiB of zeros (3 writes), then data
+    img.write_bytes(b"".join(blocks))
+    repo.backup_disk(str(img), backup_id="b1", meta={})
+    target = tmp_path / "t.img"
+    target.write_bytes(os.urandom(len(blocks) * BS))  # data where the backup has zeros: zeroed on restore
+    monkeypatch.setattr(disk_restore, "_punch_hole", lambda fd, off, ln: False)  # as on a block device
+    clock = iter(range(10**6))
+    monkeypatch.setattr(disk_restore.time, "monotonic", lambda: float(next(clock)))  # every report passes
+    zeroing = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        if len(data) == 8 << 20 and not any(data):  # a write of zeros (the data blocks are 4 KiB)
+            zeroing.append(len(calls))  # how many reports had been made before it
+        return real_pwrite(fd, data, offset)
+
+    calls: list[int] = []
+    monkeypatch.setattr(disk_restore.os, "pwrite", pwrite)
+    r = repo.restore_disk("b1", str(target), progress=lambda d, t: calls.append(d))
+    assert r.blocks_zeroed == 6144 and sha256_file(target) == sha256_file(img)
+    assert calls == sorted(calls) and calls[-1] == len(blocks) * BS
+    assert len(zeroing) == 3 and len(set(zeroing)) == 3, ("a report after each zero write", zeroing)

@@ -242,8 +242,12 @@ class _DiskRestore:
             self._window_done(first, last, (j - first) / (last - first) / 4)  # comparing: a quarter
         return plan
 
-    def zero(self, blocks: list[int]) -> None:
-        """Pass 2: zero blocks -> holes (or zeros on block devices), coalesced into runs."""
+    def zero(self, blocks: list[int], first: int = 0, last: int = 0) -> None:
+        """Pass 2: zero blocks -> holes (or zeros on block devices), coalesced into runs. Progress goes on
+        while zeros are written (a window of a block device is up to 16 GiB of them: minutes on a slow
+        disk, in which an agent's restore said nothing, and a task that says nothing for 10 minutes
+        fails: engine/remote/service.py STALL_TIMEOUT)."""
+        total, written = len(blocks) * self.bs, 0
         runs: list[tuple[int, int]] = []
         for k in blocks:
             if runs and runs[-1][1] == k:
@@ -258,6 +262,9 @@ class _DiskRestore:
                 while p < off + ln:
                     n = min(len(zbuf), off + ln - p)
                     os.pwrite(self.fd, zbuf[:n], p)
+                    written += n
+                    if last > first:
+                        self._window_done(first, last, 0.25 * (1 + min(1.0, written / total) * 0.1))
                     p += n
 
     def _sink(self, want: BlockPositions, d: bytes, data: bytes) -> None:
@@ -279,7 +286,7 @@ class _DiskRestore:
 
         def span_done(_n: int) -> None:
             frac = (self.blocks_written - before) / total_blocks if total_blocks else 1.0
-            self._window_done(first, last, 0.25 + 0.75 * min(1.0, frac) * 0.999)
+            self._window_done(first, last, 0.275 + 0.725 * min(1.0, frac) * 0.999)
 
         with _Writeback(self.fd) as writeback:
             def sink(d: bytes, data: bytes) -> None:
@@ -302,7 +309,7 @@ class _DiskRestore:
         for first in range(0, nblocks, RESTORE_WINDOW_BLOCKS):
             last = min(nblocks, first + RESTORE_WINDOW_BLOCKS)
             plan = self.compare(holes, first, last)
-            self.zero(plan.zero_out)
+            self.zero(plan.zero_out, first, last)
             self.fetch(plan.want, first, last)
             zeroed, unchanged, read_target = (zeroed + len(plan.zero_out), unchanged + plan.unchanged,
                                               read_target + plan.read_target)
