@@ -253,7 +253,11 @@ def _clear_left_on_host(ctx: ServiceContext, run, provider, link: HostLink, path
             Task.id != run.task_id, Task.created_at >= since))]
     for task_id, extra in failed:
         left = (extra or {}).get("left_on_host") or {}
-        if left.get("path") != path or left.get("agent_id") != link.agent_id or left.get("removed_by"):
+        # (a record written before the service named the agent in it -- a failure before an upgrade in
+        # place -- has no ``agent_id``: the agent is asked all the same; it removes only a directory it
+        # recorded as made for that very task, and refuses any other)
+        if left.get("path") != path or left.get("removed_by") or \
+                left.get("agent_id", link.agent_id) != link.agent_id:
             continue
         try:
             provider.remove_made(link.connect, project_id=link.project_id, path=path, made_by=task_id)
