@@ -1,3 +1,3 @@
 """OpenCBR: a self-hosted Cloud Backup and Recovery service, wire-compatible with the CBR v3 API."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

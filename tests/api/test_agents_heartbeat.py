@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from opencbr import __version__ as VERSION
 from opencbr.agentlink import certs, tls
 from opencbr.agentlink.server import Server
 from tests.api.test_agents_sdk import enrol
@@ -59,7 +60,7 @@ def test_an_enrolled_agent_turns_online_then_offline(server):
     try:
         a.post("/agents/beat-1/add-path", {"add_path": ["/srv/www"]})
         agent = _until(lambda: (x := a.get("/agents/beat-1")["agent"])["status"] == "online" and x)
-        assert agent["agent_version"] == "0.1.0" and agent["last_active_time"]
+        assert agent["agent_version"] == VERSION and agent["last_active_time"]
         servers = a.get("/protectables/OS::Nova::Server/instances")["instances"]
         host = next(i for i in servers if i["name"] == "web1")
         assert host["protectable"]["result"] is True and host["status"] == "ACTIVE"

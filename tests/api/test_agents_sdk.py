@@ -89,7 +89,8 @@ def test_register_list_show_update_unregister(server, tenants):
     assert etc["protectable"]["result"] is False and "not enrolled" in etc["protectable"]["reason"]
     checked = c.check_agent(CheckAgentRequest(body=ProtectableAgentReq(agent_status=[
         ProtectableAgentStatusResource(resource_id=etc["id"], resource_type="OS::Sfs::Turbo")]))).agent_status
-    assert (checked[0].installed, checked[0].version, checked[0].is_old, checked[0].code) == (False, "0.1.0", False, 3)
+    # (registered as 0.1.0: older than this service's agent, 0.2.0 and on)
+    assert (checked[0].installed, checked[0].version, checked[0].is_old, checked[0].code) == (False, "0.1.0", True, 3)
     removed = c.remove_agent_path(RemoveAgentPathRequest(agent_id="sdk-agent-1", body=AgentRemovePathReq(
         remove_path=["/etc", "/nope"])))
     assert (removed.removed, removed.not_existed) == (["/etc"], ["/nope"])

@@ -8,6 +8,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
+from opencbr import __version__ as VERSION
 from opencbr.agentlink import certs
 from opencbr.catalog.models import AgentAuthority, Resource
 from opencbr.domain import resource as R
@@ -22,7 +23,7 @@ HOST = {"host_name": "web1", "host_ip": "10.0.0.5", "host_os": "Linux 6.1"}
 
 def _enrol_request(token: str, agent_id: str, *, csr: str | None = None) -> tuple[dict, str]:
     _, project_id, token_id, secret, _ = token.split(".")
-    body = {"token_id": token_id, "agent": {"agent_id": agent_id, **HOST, "agent_version": "0.1.0"},
+    body = {"token_id": token_id, "agent": {"agent_id": agent_id, **HOST, "agent_version": VERSION},
             "endpoint": "127.0.0.1:7443", "csr": csr or certs.new_key_and_csr(agent_id)[1]}
     body["proof"] = agents.proof(secret, body)
     return body, secret
@@ -104,7 +105,7 @@ def test_readonly_cannot_change(ctx, tenant):
 
 INVENTORY = {
     "host": {"host_name": "web1", "host_os": "Linux 6.1", "host_ip": "10.0.0.5"},
-    "version": "0.1.0",
+    "version": VERSION,  # (this service's agent: not old)
     "block_devices": [
         {"path": "/dev/sda", "kind": "disk", "size": 8 << 30, "name": "sda", "parent": None},
         {"path": "/dev/sda1", "kind": "part", "size": 1 << 30, "name": "sda1", "parent": "sda", "mountpoint": "/boot"},
@@ -364,6 +365,27 @@ def test_a_restore_target_outside_the_roots_the_agent_told_is_refused_at_once(ct
         assert targets.new_file_system(s, ctx, tenant, "agent-1", "/srv/data/new", name="f", **kw).path == \
             "/srv/data/new"
         targets.check_destination(s, targets.host_resource(s, ctx, tenant, "agent-1"), "/srv/data/out")
+
+
+def test_restore_files_onto_an_agent_older_than_the_no_overwrite_one_is_refused(ctx, tenant):
+    """Agents before 0.2.0 restored a file-system backup's single files over those of the same name in the
+    destination, without a word (found by helper 89, mixing versions), and the service cannot see the host
+    to check: restore-files onto such an agent is refused, saying to upgrade it; 0.2.0 and later go on."""
+    from opencbr.services.agents import targets
+
+    _enrolled(ctx, tenant)
+    _answer(ctx, "agent-1", INVENTORY)
+    for version, refused in (("0.1.0", True), ("", True), ("0.2.0", False), ("0.10.1", False)):
+        with ctx.tx() as s:
+            s.get(agents.registry.Agent, "agent-1").agent_version = version
+        with ctx.tx() as s:
+            host = targets.host_resource(s, ctx, tenant, "agent-1")
+            if refused:
+                with pytest.raises(CBRError, match="upgrade it to 0.2.0") as e:
+                    targets.check_files_never_over(s, host)
+                assert e.value.code == "BackupService.6466"
+            else:
+                targets.check_files_never_over(s, host)
 
 
 def test_a_host_whose_device_patterns_allow_no_disk_says_what_to_do(ctx, tenant):

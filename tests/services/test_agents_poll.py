@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from opencbr import __version__ as VERSION
 from opencbr.agentlink import certs, tls
 from opencbr.agentlink.server import Server
 from opencbr.catalog.models import Resource
@@ -78,13 +79,13 @@ def test_poll_records_an_online_agent(ctx, tenant, listeners):
     assert header["paths"] == [{"dir_path": "/srv/www", "exclude_paths": ["/srv/www/cache"]}]
     with ctx.read() as s:
         view = agents.show_agent(s, ctx, tenant, "polled-1")
-        assert (view.status, view.agent.agent_version) == ("online", "0.1.0")
+        assert (view.status, view.agent.agent_version) == ("online", VERSION)
         fs = s.scalar(select(Resource).where(Resource.agent_id == "polled-1", Resource.path == "/srv/www"))
         assert (fs.status, fs.size_bytes) == ("available", 4096)
         disk = s.scalar(select(Resource).where(Resource.agent_id == "polled-1", Resource.path == "/dev/sdb"))
         address = agents.require_online(s, ctx, disk)
         check = agents.check_agent(s, ctx, tenant, [{"resource_id": disk.id}])[0]
-    assert check == {"resource_id": disk.id, "installed": True, "version": "0.1.0", "is_old": False, "code": 0,
+    assert check == {"resource_id": disk.id, "installed": True, "version": VERSION, "is_old": False, "code": 0,
                      "message": ""}
     # the data path's call reaches the same agent, scoped to the project
     assert link.call(agents.service_identity(ctx), address, "ping")["ok"] is True

@@ -206,6 +206,8 @@ def restore_files(ctx: ServiceContext, p: Principal, backup_id: str, paths: list
         destination = agent_registry.normal_path(destination, "destination_path")
         with ctx.tx() as s:
             agent_targets.check_destination(s, host_resource, destination)
+            if tree:
+                agent_targets.check_files_never_over(s, host_resource)
         return _restore_files_on_host(ctx, p, backup_id, paths, destination, host_resource)
     with ctx.tx() as s:
         dest = res_svc.authorised_path(s, ctx, p, destination)

@@ -402,13 +402,14 @@ def _retire(s: Session, res: Resource, reason: str, agent: Agent) -> None:
 
 
 # ------------------------------------------------------------------------------------ check_agent
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
+    """An agent version's numbers, to compare ("0.10.1" after "0.9")."""
     return tuple(int(x) for x in re.findall(r"\d+", version or "")[:4])
 
 
 def is_old(version: str | None) -> bool:
     """Whether an agent of ``version`` is older than this service's agent (check_agent's ``is_old``)."""
-    return _version_key(version or "") < _version_key(CURRENT_AGENT_VERSION)
+    return version_key(version or "") < version_key(CURRENT_AGENT_VERSION)
 
 
 def check_agent(s: Session, ctx: ServiceContext, p: Principal, items: list[dict]) -> list[dict]:

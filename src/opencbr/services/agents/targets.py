@@ -101,6 +101,25 @@ def check_destination(s, resource_id: str, path: str) -> None:
         registry.check_below_roots(agent, registry.normal_path(path))
 
 
+#: The first agent version that restores a file-system backup's single files beside what the destination
+#: holds, never over it (restore-files: a name taken is a conflict). Older agents replaced a file of the
+#: same name without a word, and the service cannot see the host to check for them.
+FILES_NEVER_OVER = "0.2.0"
+AGENT_TOO_OLD = "BackupService.6466"
+
+
+def check_files_never_over(s, resource_id: str) -> None:
+    """restore-files of a file-system backup onto the host of ``resource_id`` only through an agent that
+    never writes over what is there (``FILES_NEVER_OVER``); an older one: refused, saying to upgrade it."""
+    res = s.get(Resource, resource_id)
+    agent = s.get(Agent, res.agent_id) if res is not None and res.agent_id else None
+    if agent is not None and registry.version_key(agent.agent_version) < registry.version_key(FILES_NEVER_OVER):
+        raise StateConflict(f"agent {state.label(agent)} runs version {agent.agent_version or 'unknown'}, which would "
+                            "restore files over those of the same name in the destination; upgrade it to "
+                            f"{FILES_NEVER_OVER} or later (cbr agent install-command), or restore the whole "
+                            "backup to a new file system", code=AGENT_TOO_OLD)
+
+
 def host_resource(s, ctx: ServiceContext, p: Principal, agent_id: str) -> str:
     """The id of ``agent_id``'s host (its server resource): what a task restoring files onto that host
     reaches the agent through."""
