@@ -186,3 +186,18 @@ def test_tenant_isolation(server, tenants):
     parts[1] = tenants[1].project_id
     assert enrol(server, ".".join(parts), "iso-thief").status_code == 401
     assert a.get("/agents/iso-agent")["agent"]["status"] == "offline"
+
+
+def test_inventory_names_the_agent_of_a_file_system(server, tenants):
+    """GET /inventory/file-systems/{id} of an agent's path names its agent (``agent_id``; null once the
+    agent is unregistered): the CLI's hint for restoring such a backup needs ``--agent`` with it, or the new
+    directory is made on the service's machine."""
+    a = api(server, tenants[0])
+    a.post("/agents", {"agent": {"agent_id": "inv-agent", "host_name": "inv1", "host_ip": "10.0.0.9",
+                                 "host_os": "Linux"}})
+    a.post("/agents/inv-agent/add-path", {"add_path": ["/srv/inv"]})
+    fs = next(r for r in a.get("/inventory/file-systems")["resources"] if r["path"] == "/srv/inv")
+    assert a.get(f"/inventory/file-systems/{fs['id']}")["resource"]["agent_id"] == "inv-agent"
+    a.delete("/agents/inv-agent")
+    shown = a.get(f"/inventory/file-systems/{fs['id']}")["resource"]
+    assert "agent_id" in shown and shown["agent_id"] is None and "unregistered" in shown["status_reason"]

@@ -23,7 +23,9 @@ FIELD_OPTIONS = {
 }
 _FIELD = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(f) for f in sorted(FIELD_OPTIONS, key=len, reverse=True))
                     + r")(?![\w.])")
-_RESOURCES_FIELD = re.compile(r"(?<![\w.])resources(\[\d+\])?(\.id)?(?![\w.])")
+#: The ``resources`` field as the service's messages name it (``resources[0].id``, "resources must be a
+#: list"), not the English word: "associate resources first" stays as it is.
+_RESOURCES_FIELD = re.compile(r"(?<![\w.])resources(?:\[\d+\](?:\.id)?|\.id|(?= must\b))(?![\w.\[])")
 _GUIDE = re.compile(r"\s*\((see )?(the )?guide[ \d.,]*(chapter \d+)?\)|[;,]\s*see (the )?guide [\d.]+", re.I)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -74,12 +76,29 @@ def explain_backup_error(c: ApiClient, e: ClientError) -> ClientError:
     return ClientError(f"cannot back up {problem}", code=e.code) if problem else e
 
 
+def _agent_of(c: ApiClient, fs_id: str | None) -> str | None:
+    """The agent whose host a file system is on: its id, "" when that agent was unregistered, None for a
+    directory of the service's own machines (or when the service does not say)."""
+    if not fs_id:
+        return None
+    try:
+        res = c.get(f"/inventory/file-systems/{fs_id}")["resource"]
+    except ClientError:
+        return None
+    return (res.get("agent_id") or "") if "agent_id" in res else None
+
+
 def explain_restore_error(c: ApiClient, e: ClientError, backup: dict, target_disk: str | None) -> ClientError:
     """``backup restore``: the errors a user meets restoring for the first time, with the command to use."""
     ref = backup.get("name") or backup["id"]
     if e.code == "BackupService.6429":
+        # without --agent the new directory is made on the service's machine: a backup an agent read is
+        # restored onto a host with --agent (its own, or another one while its agent is unregistered)
+        agent = _agent_of(c, backup.get("resource_id"))
+        where = "" if agent is None else f" --agent {agent or 'AGENT'}"
         return ClientError("a file-system backup is restored into a new file system, not over the original: "
-                           f"cbr fs create-from-backup {ref} --name NAME --path DIRECTORY", code=e.code)
+                           f"cbr fs create-from-backup {ref} --name NAME{where} --path DIRECTORY"
+                           + (" (a directory on that agent's host)" if where else ""), code=e.code)
     if e.code in ("BackupService.6410", "BackupService.6427"):
         return ClientError(f"{for_cli(e.message).rstrip('.')}: cbr disk create-from-backup {backup['id']} "
                            "--name NAME --path FILE", code=e.code)
