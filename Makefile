@@ -28,7 +28,7 @@ venv: $(STAMP)
 ## make run: install, initialise the data directory, start the API + console + scheduler and the
 ## worker processes (setting `workers`). Ctrl-C stops it in order: running tasks are handed back.
 run: venv bytecode
-	@echo "==> starting OpenCBR (the first start creates ./data: catalog, master key, the admin's keys)"
+	@echo "==> starting OpenCBR (the first start creates $${OPENCBR_DATA_DIR:-./data}: catalog, master key, the admin's keys)"
 	@$(VENV)/bin/opencbr serve
 
 ## Our modules compiled ahead (only what changed since the last time). An editable install leaves them
