@@ -288,6 +288,11 @@ def test_a_path_outside_the_roots_the_agent_told_is_refused_at_once(ctx, tenant)
     with ctx.tx() as s:
         assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/srv/data/www", "/home", "/srv/data"]) == \
             (["/srv/data/www", "/home", "/srv/data"], [])
+    with ctx.tx() as s, pytest.raises(InvalidParameter) as e:
+        agents.add_agent_path(s, ctx, tenant, "agent-1", ["/etc"])
+    # the way out keeps the agent: `opencbr-agent register --root` refuses an enrolled host, and with
+    # --force enrols a new agent, which this path (added to the old one) would not follow
+    assert "roots in the agent's configuration" in e.value.message and "register" not in e.value.message
     _roots_told(ctx, "agent-1", ["/"])
     with ctx.tx() as s:
         assert agents.add_agent_path(s, ctx, tenant, "agent-1", ["/etc"]) == (["/etc"], [])

@@ -307,8 +307,8 @@ def check_below_roots(agent: Agent, path: str) -> None:
     if roots is None or any(r == "/" or path == r or path.startswith(r + "/") for r in roots):
         return
     raise InvalidParameter(f"{path} is outside the roots of agent {state.label(agent)} ({', '.join(roots)[:300]}): "
-                           "add the directory as a root on the host (opencbr-agent register --root, or roots in its "
-                           "configuration, then restart it), or name a directory below one")
+                           "add the directory to roots in the agent's configuration on the host and restart the "
+                           "agent, then add the path again; or name a directory below one")
 
 
 def _excludes(dir_path: str, names: list) -> list[str]:
