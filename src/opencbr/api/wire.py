@@ -365,10 +365,10 @@ def inventory_resp(view: ResourceView) -> dict[str, Any]:
         out["disks"] = [_disk_info(d) for d in view.disks]
     else:
         out.update(path=r.path, size_bytes=r.size_bytes, host=r.host, status_reason=r.status_reason)
-    if r.provider == "agent":  # on an agent's host: which agent (null once it was unregistered)
-        out["agent_id"] = r.agent_id
         if r.type == R.DISK:
             out.update(encrypted=r.encrypted, server_id=r.server_id, role=r.disk_role)
+    if r.provider == "agent":  # on an agent's host: which agent (null once it was unregistered)
+        out["agent_id"] = r.agent_id
     out["size"] = R.size_gb(out["size_bytes"])
     return out
 
