@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.support.clients import api
+from tests.support.clients import api, task_ok
 from tests.support.server import sqlite_server_fixture
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,3 +58,46 @@ def test_agents_page(server):
         browser.close()
     assert not errors, errors
     assert a.get("/agents")["count"] == 0
+
+
+def test_new_file_system_from_a_backup_can_go_to_an_agents_host(server, tmp_path):
+    """The Create File System dialog offered only "an absolute path on the OpenCBR machine": a backup of a
+    host's directory could be restored as a new file system only onto the backup service's machine (the
+    h7 trial). With an enrolled agent it offers a Host, and the new file system is asked of that agent."""
+    from opencbr.agentlink import certs
+    a = api(server)
+    _, csr = certs.new_key_and_csr("console-agent-2")
+    a.post("/agents", {"agent": {"agent_id": "console-agent-2", "host_name": "web8", "host_ip": "10.0.0.8",
+                                 "host_os": "Linux"}, "csr": csr, "endpoint": "10.0.0.8:7443"})
+    src = tmp_path / "share"
+    src.mkdir()
+    (src / "top.txt").write_text("top level\n")
+    fs = a.post("/inventory/file-systems", {"name": "agentdlg-share", "path": str(src)})["file_system"]
+    vault = a.post("/vaults", {"vault": {"name": "agentdlg-vault", "billing": {"object_type": "turbo", "size": 10},
+                                         "resources": [{"id": fs["id"], "type": "OS::Sfs::Turbo"}]}})["vault"]
+    cp = a.post("/checkpoints", {"checkpoint": {"vault_id": vault["id"], "parameters": {"name": "agentdlg-bk"}}})
+    backup_id = cp["checkpoint"]["vault"]["resources"][0]["backup_id"]
+    task_ok(a, a.get(f"/backups/{backup_id}")["backup"]["task_id"])
+    sent: list[dict] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(base_url=server.url)
+        page.set_default_timeout(T)
+        page.on("request", lambda r: sent.append(r.post_data_json) if r.method == "POST"
+                and r.url.endswith("/create-file-system") else None)
+        sign_in(page, server.admin)
+        page.locator(".sidenav").get_by_role("link", name="SFS Turbo Backups", exact=True).click()
+        page.get_by_role("tab", name="Backups").click()
+        page.locator("tr[data-backup-name='agentdlg-bk']").get_by_role("button", name="Create File System").click()
+        dlg = dialog(page)
+        host = dlg.locator("select[name=target-host]")
+        # a local directory's backup: the service's machine by default; the agent is offered
+        expect(host).to_have_value("")
+        expect(host.locator("option")).to_have_text(["The OpenCBR machine", "web8 (agent console-)"])
+        host.select_option("console-agent-2")
+        dlg.locator("input[name=fs-name]").fill("on-web8")
+        dlg.locator("input[name=fs-path]").fill("/srv/on-web8")
+        dlg.get_by_role("button", name="Create Now").click()
+        page.wait_for_timeout(1000)
+        browser.close()
+    assert sent and sent[0] == {"name": "on-web8", "path": "/srv/on-web8", "agent_id": "console-agent-2"}, sent

@@ -74,6 +74,19 @@ async function restoreServer(b) {
   });
 }
 
+// Where a new disk or file system is made: the OpenCBR machine, or an enrolled agent's host (13.4.8). A backup
+// an agent read is restored onto that agent's host by default: without agent_id the API makes the path on
+// the service's own machine, which for a host's backup is rarely what the user means.
+async function hostChoice(b, kind) {
+  let agents = [];
+  let source = null;
+  try { agents = ((await api.get("/agents", { limit: "1000" })).agents || []).filter((a) => a.enrolled); } catch { /* optional */ }
+  if (!agents.length) return null;
+  try { source = (await api.get(`/inventory/${kind}/${b.resource_id}`)).resource.agent_id || null; } catch { /* another project's */ }
+  const options = [["", "The OpenCBR machine"], ...agents.map((a) => [a.agent_id, `${a.host_nickname || a.host_name} (agent ${a.agent_id.slice(0, 8)})`])];
+  return select(options, agents.some((a) => a.agent_id === source) ? source : "", { name: "target-host" });
+}
+
 export async function createFileSystem(b) {
   let fsList = [];
   try { fsList = await listInventory("file-systems"); } catch { /* the list is optional */ }
@@ -84,7 +97,9 @@ export async function createFileSystem(b) {
   const name = h("input", { type: "text", name: "fs-name", value: `${(b.resource_name || "fs").slice(0, 40)}-restored`, maxlength: "64" });
   const path = h("input", { type: "text", name: "fs-path", placeholder: "/srv/restore/fs1", spellcheck: "false" });
   const existing = select(empties.map((f) => [f.id, `${f.name} — ${f.path}`]), "", { name: "fs-existing" });
-  const newRows = [...field("Name", name), ...field("Directory", path, "An absolute path on the OpenCBR machine: a new or empty directory. It becomes a registered file system.")];
+  const host = await hostChoice(b, "file-systems");
+  const newRows = [...(host ? field("Host", host, "The OpenCBR machine, or an agent's host (the directory must lie below the agent's roots).") : []),
+    ...field("Name", name), ...field("Directory", path, host ? "An absolute path on that host: a new or empty directory. It becomes a registered file system." : "An absolute path on the OpenCBR machine: a new or empty directory. It becomes a registered file system.")];
   const oldRows = field("File system", existing, "Registered, not in a vault, and empty.");
   const body = h("div",
     h("p", "Create a new file system with the data of backup ", h("b", b.name), ` of ${b.resource_name} (${fmtTime(b.created_at)}).`),
@@ -104,29 +119,34 @@ export async function createFileSystem(b) {
       }
       if (!name.value.trim()) throw new UserError("Enter a name for the new file system.");
       if (!path.value.trim().startsWith("/")) throw new UserError("Enter the directory as an absolute path, e.g. /srv/restore/fs1.");
-      const out = await api.post(`/backups/${b.id}/create-file-system`, { name: name.value.trim(), path: path.value.trim() });
+      const req = { name: name.value.trim(), path: path.value.trim() };
+      if (host && host.value) req.agent_id = host.value;
+      const out = await api.post(`/backups/${b.id}/create-file-system`, req);
       started(`File system ${name.value.trim()} is being created; restoration`, out);
     },
   });
 }
 
-export function createDisk(b) {
+export async function createDisk(b) {
   const name = h("input", { type: "text", name: "disk-name", value: `${(b.resource_name || "disk").slice(0, 40)}-restored`, maxlength: "64" });
   const path = h("input", { type: "text", name: "disk-path", placeholder: "/srv/images/new-disk.img", spellcheck: "false" });
   const size = h("input", { type: "number", name: "disk-size", min: String(b.resource_size || 1), step: "1", placeholder: `${b.resource_size} (same as the source)` });
+  const host = await hostChoice(b, "disks");
   return openDialog({
     title: "Create Disk", okText: "Next",
     body: h("div",
       h("p", "Create a new disk with the data of backup ", h("b", b.name), ` of ${b.resource_name}.`),
       h("div.form",
+        host ? field("Host", host, "The OpenCBR machine, or an agent's host (the image must lie below the agent's roots).") : null,
         field("Name", name),
-        field("Image file", path, "An absolute path on the OpenCBR machine where the new disk image is written; it must not exist yet."),
+        field("Image file", path, host ? "An absolute path on that host where the new disk image is written (.img or .raw); it must not exist yet." : "An absolute path on the OpenCBR machine where the new disk image is written; it must not exist yet."),
         field("Size (GB)", size, `Optional; at least the source disk (${b.resource_size} GB).`))),
     onOk: async () => {
       if (!name.value.trim()) throw new UserError("Enter a name for the new disk.");
       if (!path.value.trim().startsWith("/")) throw new UserError("Enter the image file as an absolute path, e.g. /srv/images/new-disk.img.");
       const body = { name: name.value.trim(), path: path.value.trim() };
       if (size.value) body.size_bytes = Number(size.value) * GB;
+      if (host && host.value) body.agent_id = host.value;
       const out = await api.post(`/backups/${b.id}/create-disk`, body);
       started(`Disk ${body.name} is being created`, out);
     },
