@@ -100,4 +100,5 @@ def test_new_file_system_from_a_backup_can_go_to_an_agents_host(server, tmp_path
         dlg.get_by_role("button", name="Create Now").click()
         page.wait_for_timeout(1000)
         browser.close()
+    a.delete("/agents/console-agent-2")  # test_agents_page, on the same server, counts the agents left
     assert sent and sent[0] == {"name": "on-web8", "path": "/srv/on-web8", "agent_id": "console-agent-2"}, sent
