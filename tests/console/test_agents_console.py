@@ -102,3 +102,26 @@ def test_new_file_system_from_a_backup_can_go_to_an_agents_host(server, tmp_path
         browser.close()
     a.delete("/agents/console-agent-2")  # test_agents_page, on the same server, counts the agents left
     assert sent and sent[0] == {"name": "on-web8", "path": "/srv/on-web8", "agent_id": "console-agent-2"}, sent
+
+
+def test_resources_page_says_why_an_agents_file_system_is_in_error(server):
+    """The Resources page showed a bare "Error" badge for a host's directory whose agent was unregistered
+    (or never enrolled); the reason was only in `cbr fs show --json` (h7 trial)."""
+    a = api(server)
+    a.post("/agents", {"agent": {"agent_id": "console-agent-3", "host_name": "web9", "host_ip": "10.0.0.9",
+                                 "host_os": "Linux"}})
+    a.post("/agents/console-agent-3/add-path", {"add_path": ["/srv/why"]})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(base_url=server.url)
+            page.set_default_timeout(T)
+            sign_in(page, server.admin)
+            page.locator(".sidenav").get_by_role("link", name="Resources", exact=True).click()
+            page.get_by_role("tab", name="File Systems").click()
+            row = page.locator("tr[data-resource-name='web9 srv-why']")
+            expect(row).to_contain_text("Error")
+            expect(row.locator(".error-text")).to_contain_text("is not enrolled")
+            browser.close()
+    finally:
+        a.delete("/agents/console-agent-3")  # test_agents_page counts the agents left

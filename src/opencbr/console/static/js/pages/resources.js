@@ -77,7 +77,7 @@ export async function render(main, { sub }, ctx) {
     h("div.page-head", h("h1", "Resources"), h("span.spacer"), regBtn),
     h("div.tabs", { role: "tablist" }, Object.entries(TABS).map(([k, t]) =>
       h("a", { href: `#/resources/${k}`, role: "tab", "aria-selected": String(k === kind) }, t.title))),
-    h("div.toolbar", h("span.hint", "Resources on the machines that run OpenCBR. Associate them with a vault to back them up."), h("span.spacer"), refresh),
+    h("div.toolbar", h("span.hint", "Resources on the machines that run OpenCBR and on the agents' hosts. Associate them with a vault to back them up."), h("span.spacer"), refresh),
     holder);
 
   let rows = [];
@@ -90,7 +90,8 @@ export async function render(main, { sub }, ctx) {
       .then(() => { toast(`Server ${r.name} is ${status}.`, "ok"); load(); }).catch((e) => toast(e.message, "error"));
     clear(holder, table([
       { title: "Name/ID", render: (r) => h("div", r.name, h("span.sub", r.id)) },
-      { title: "Status", render: (r) => badge(r.status) },
+      // why a resource is in error (its agent unregistered or offline, its image gone): said, not only flagged
+      { title: "Status", render: (r) => h("div", badge(r.status), r.status_reason && r.status !== "available" ? h("span.sub.error-text", r.status_reason) : null) },
       { title: "Size", cls: "num", render: (r) => fmtBytes(r.size_bytes) },
       kind === "servers"
         ? { title: "Disks", render: (r) => h("div", (r.disks || []).map((d) => h("div", `${d.name} `, h("span.hint", `${d.role || "data"} · ${fmtBytes(d.size_bytes)}`)))) }
