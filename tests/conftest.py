@@ -26,7 +26,7 @@ from tests.support.databases import (
     release_catalog_url,
 )
 from tests.support.s3 import start_moto_server
-from tests.support.server import ServerProcess, stop_leftover_servers
+from tests.support.server import BASETEMP_ENV, ServerProcess, stop_leftover_servers
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
@@ -136,3 +136,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_sep("!", "POSTGRESQL TESTS SKIPPED", red=True, bold=True)
         terminalreporter.write_line(f"PostgreSQL at {PG_URL} is unreachable: {reason}", red=True, bold=True)
         terminalreporter.write_line("The catalog was tested on SQLite only.", red=True, bold=True)
+
+
+def pytest_configure(config):
+    """A --basetemp outside /tmp (make test PYTEST_ARGS=--basetemp=DIR) is a resource root of the test servers
+    too: their tenants may use only paths below the roots, and /tmp alone made every test that registers a
+    disk under tmp_path fail with "outside the directories this service may protect: /tmp"."""
+    if config.option.basetemp:
+        os.environ[BASETEMP_ENV] = os.path.abspath(str(config.option.basetemp))

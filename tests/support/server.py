@@ -61,6 +61,10 @@ class Creds:
     project_id: str
 
 
+#: The environment variable through which tests/conftest.py names pytest's --basetemp (a resource root too).
+BASETEMP_ENV = "OPENCBR_TEST_BASETEMP"
+
+
 class ServerProcess:
     """``opencbr serve`` as a subprocess. The bootstrap credentials are read from the catalog (bootstrap
     is idempotent), so tests never parse the banner."""
@@ -74,8 +78,9 @@ class ServerProcess:
                     "OPENCBR_LISTEN": f"127.0.0.1:{self.port}", "OPENCBR_WORKERS": str(workers),
                     "OPENCBR_CLIENT_CONFIG": os.path.join(data_dir, "client.toml"),
                     "NO_PROXY": "127.0.0.1,localhost",
-                    # tenants other than the operator may only use paths below these (tests live in /tmp)
-                    "OPENCBR_RESOURCE_ROOTS": "/tmp",
+                    # tenants other than the operator may only use paths below these (tests live in /tmp, or
+                    # below --basetemp: conftest.py passes it on)
+                    "OPENCBR_RESOURCE_ROOTS": ",".join(["/tmp"] + [r for r in [os.environ.get(BASETEMP_ENV)] if r]),
                     # the tests' alarm receivers listen on loopback, which tenants' webhooks may not reach unless allowed
                     "OPENCBR_ALARM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
