@@ -4,6 +4,8 @@ real server on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import os
+import pathlib
+import tempfile
 import time
 
 import pytest
@@ -200,3 +202,23 @@ def test_256_resource_limit(server, tmp_path):
         client.post(f"/vaults/{vid}/addresources", {"resources": [{"id": ids[256], "type": "OS::Cinder::Volume"}]})
     assert e.value.status == 400 and "256" in e.value.message
     os.sync()
+
+
+def test_protectables_take_the_official_type_names(server):
+    """The SDK documents protectable_type as server, disk or turbo (ShowProtectableRequest): both lists and
+    shows answer under those names as under the resource types."""
+    c = sdk(server)
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # below the test servers' resource_roots, whatever --basetemp
+        d1 = make_disk(server, pathlib.Path(d), "ptype-d1", size=1024**2)
+    by_short = c.list_protectable(ListProtectableRequest(protectable_type="disk", name="ptype-d1")).instances
+    assert [i.id for i in by_short] == [d1] and by_short[0].type == "OS::Cinder::Volume"
+    inst = c.show_protectable(ShowProtectableRequest(protectable_type="disk", instance_id=d1)).instance
+    assert inst.id == d1
+    for short in ("server", "turbo"):
+        assert c.list_protectable(ListProtectableRequest(protectable_type=short, name="ptype-d1")).instances == []
+        with pytest.raises(ClientRequestException) as e:
+            c.show_protectable(ShowProtectableRequest(protectable_type=short, instance_id=d1))
+        assert e.value.status_code == 404
+    with pytest.raises(ClientRequestException) as e:
+        c.list_protectable(ListProtectableRequest(protectable_type="volume"))
+    assert e.value.status_code == 400 and e.value.error_code == "BackupService.6001"

@@ -30,6 +30,15 @@ _STATUSES = {R.DISK: R.DISK_STATUSES, R.FILE_SYSTEM: R.FS_STATUSES,
              R.SERVER: R.SERVER_STATUSES + tuple(R.SERVER_API_STATUS.values())}
 
 
+#: The official API's names of the protectable types (the SDK's ``ShowProtectableRequest``: server, disk,
+#: turbo), beside the resource types themselves.
+_PROTECTABLE_TYPES = {"server": R.SERVER, "disk": R.DISK, "turbo": R.FILE_SYSTEM}
+
+
+def _protectable_type(protectable_type: str) -> str:
+    return R.check_resource_type(_PROTECTABLE_TYPES.get(protectable_type, protectable_type))
+
+
 @router.get("/protectables/{protectable_type}/instances")
 def list_protectable(protectable_type: str, limit: int | None = None, offset: int | None = None,
                      marker: str | None = None, name: str | None = None, status: str | None = None,
@@ -37,7 +46,7 @@ def list_protectable(protectable_type: str, limit: int | None = None, offset: in
                      p: Principal = Depends(principal), ctx: ServiceContext = Depends(get_ctx)):
     """Resources of one type that can be protected, with whether each can be associated now. The list
     parameters follow the same rules as on every list (routes/common.py)."""
-    R.check_resource_type(protectable_type)
+    protectable_type = _protectable_type(protectable_type)
     limit, offset = page(limit, offset, default=50, maximum=50)
     id = L.text(id, "id")
     status = L.choice(status, "status", _STATUSES[protectable_type])
@@ -57,7 +66,7 @@ def list_protectable(protectable_type: str, limit: int | None = None, offset: in
 @router.get("/protectables/{protectable_type}/instances/{instance_id}")
 def show_protectable(protectable_type: str, instance_id: str, p: Principal = Depends(principal),
                      ctx: ServiceContext = Depends(get_ctx)):
-    R.check_resource_type(protectable_type)
+    protectable_type = _protectable_type(protectable_type)
     with ctx.read() as s:
         return {"instance": _protectable(s, p, resources.show_resource(s, p, instance_id, protectable_type))}
 
