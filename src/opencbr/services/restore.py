@@ -47,6 +47,7 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
     if b.parent_id is not None:
         raise InvalidParameter("this is one disk of a server backup; restore the server backup, or create a "
                                "disk from it", code="BackupService.6427")
+    _check_target_fields(b.resource_type, body)
     if b.resource_type == R.DISK:
         target_id = body.get("volume_id") or b.resource_id
         target = res_svc.get_resource(s, p.project_id, target_id, R.DISK)
@@ -83,6 +84,22 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
                                                   "target_resource_id": server_id or plan[0]["disk_id"],
                                                   "target_resource_name": b.resource_name}})
     return task.id
+
+
+#: The fields of a restore that name its target, by the type of the backup they apply to.
+_TARGET_FIELDS = {R.DISK: ("volume_id",), R.SERVER: ("server_id", "mappings"), R.FILE_SYSTEM: ("resource_id", "details")}
+_KIND_NAMES = {R.DISK: "disk", R.SERVER: "server", R.FILE_SYSTEM: "file-system"}
+
+
+def _check_target_fields(rtype: str, body: dict) -> None:
+    """A target field of another type of backup is refused: it used to be ignored, so a server backup given
+    ``volume_id`` (or a disk backup given ``server_id``) was restored onto its own resource instead."""
+    wrong = [k for t, keys in _TARGET_FIELDS.items() if t != rtype for k in keys
+             if body.get(k) not in (None, [], {})]
+    if wrong:
+        allowed = " or ".join(_TARGET_FIELDS[rtype])
+        raise InvalidParameter(f"{', '.join(wrong)} does not apply to a {_KIND_NAMES[rtype]} backup; "
+                               f"its target is given by {allowed}")
 
 
 def _size_now(ctx: ServiceContext, disk: Resource) -> int:
