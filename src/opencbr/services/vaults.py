@@ -408,6 +408,7 @@ def delete_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str) -
     now = ctx.now()
     vault = get_vault(s, p.project_id, vault_id, for_update=True)
     V.check_vault_deletable(vault.status)
+    _check_no_data_task(s, vault.id)
     vault_locks.check_vault_deletable(s, ctx, vault.id)
     images.check_vault_without_images(s, vault.id)
     vault.status = "deleting"
@@ -416,6 +417,21 @@ def delete_vault(s: Session, ctx: ServiceContext, p: Principal, vault_id: str) -
                           vault_id=vault.id, vault_name=vault.name, request_id=p.request_id,
                           params={"vault_id": vault.id}, max_attempts=5)
     return task.id
+
+
+#: Tasks that read or write a vault's data: the vault is not deleted under them. (Its repository was
+#: destroyed under a running backup, which failed as "stalled longer than the stale timeout"; a restore or
+#: a copy reading it could lose its data the same way.)
+_VAULT_DATA_TASKS = ("backup", "copy", "replication", "restore", "create_disk", "create_fs", "restore_files",
+                     "verify", "export", "migrate", "create_server", "restore_test")
+
+
+def _check_no_data_task(s: Session, vault_id: str) -> None:
+    task = s.scalar(select(Task).where(Task.vault_id == vault_id, Task.status.in_((tasks.WAITING, tasks.RUNNING)),
+                                       Task.operation_type.in_(_VAULT_DATA_TASKS)).limit(1))
+    if task is not None:
+        raise StateConflict(f"a {task.operation_type} task of this vault ({task.id}) has not finished; delete the "
+                            "vault when it has, or cancel it first", code="BackupService.6221")
 
 
 def run_vault_delete(ctx: ServiceContext, run: tasks.TaskRun) -> None:
