@@ -10,6 +10,7 @@ from opencbr.domain.errors import InvalidParameter
 from opencbr.services import resources, restore
 from tests.services.test_images import _backed_up
 from tests.support.disks import MiB, make_image
+from tests.support.scheduler import read_task
 
 
 @pytest.fixture()
@@ -48,3 +49,21 @@ def test_the_fields_of_the_type_and_power_on_are_taken(rctx, owner, backed_up):
                                                                     "mappings": []})
     with rctx.tx() as s:
         assert restore.restore_backup(s, rctx, owner, server_backup, {"server_id": srv, "power_on": False})
+
+
+def test_the_task_names_the_target_it_restores_into(rctx, owner, roots):
+    """``extra_info.restore.target_resource_name`` was the backup's resource name, also when the target was
+    another resource: always, for a file-system backup, which is restored into a new file system."""
+    (roots / "share").mkdir()
+    (roots / "share" / "f.txt").write_text("data")
+    (roots / "new").mkdir()
+    with rctx.tx() as s:
+        share = resources.register_file_system(s, rctx, owner, name="share", path=str(roots / "share"))
+    with rctx.tx() as s:
+        new = resources.register_file_system(s, rctx, owner, name="new-share", path=str(roots / "new"))
+    new_id = new.id
+    _, backup_id = _backed_up(rctx, owner, share, "turbo", "OS::Sfs::Turbo")
+    with rctx.tx() as s:
+        task_id = restore.restore_backup(s, rctx, owner, backup_id, {"resource_id": new_id})
+    info = read_task(rctx, task_id).extra_info["restore"]
+    assert info["target_resource_id"] == new_id and info["target_resource_name"] == "new-share"

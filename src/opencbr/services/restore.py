@@ -54,7 +54,7 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
         B.check_disk_restore_target(_status_for_restore(s, target), _size_now(ctx, target),
                                     b.resource_size_bytes, target.id == b.resource_id)
         plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
-        server_id, power_on = None, False
+        server_id, power_on, target_name = None, False, target.name
     elif b.resource_type == R.SERVER:
         server_id = body.get("server_id") or b.resource_id
         if server_id != b.resource_id:
@@ -66,13 +66,14 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
         if not isinstance(power_on, bool):
             raise InvalidParameter("power_on must be true or false")
         plan = _server_plan(s, ctx, p, b, server, body.get("mappings"))
+        target_name = server.name
     else:
         target_id = body.get("resource_id")
         B.check_file_system_restore_target(b.resource_id, target_id)
         target = res_svc.get_resource(s, p.project_id, target_id, R.FILE_SYSTEM)
         B.check_new_file_system(_status_for_restore(s, target), _empty_now(ctx, target))
         plan = [{"backup_id": b.id, "path": target.path, "disk_id": target.id}]
-        server_id, power_on = None, False
+        server_id, power_on, target_name = None, False, target.name
     b.status, b.updated_at = B.RESTORING, now
     _hold_targets(s, plan)
     task = tasks.new_task(s, project_id=p.project_id, operation_type="restore", now=now, vault_id=vault.id,
@@ -82,7 +83,7 @@ def restore_backup(s: Session, ctx: ServiceContext, p: Principal, backup_id: str
                           params={"backup_id": b.id, "plan": plan, "server_id": server_id, "power_on": power_on},
                           extra_info={"restore": {"backup_id": b.id, "backup_name": b.name,
                                                   "target_resource_id": server_id or plan[0]["disk_id"],
-                                                  "target_resource_name": b.resource_name}})
+                                                  "target_resource_name": target_name}})
     return task.id
 
 
