@@ -118,6 +118,11 @@ def test_bad_input_is_a_400(server, tenants):
         r = signed(a, "POST", "/agents/bounds/add-path", body=body)
         assert r.status_code == 400, (body, r.text)
     assert signed(a, "GET", "/agents", params={"limit": "x"}).status_code == 400
+    # digits to str.isdigit that int() refuses: a 500 (BackupService.9999) before
+    for limit in ("\u00b2", "\u0661"):
+        with pytest.raises(ClientRequestException) as e:
+            c.list_agent(ListAgentRequest(limit=limit))
+        assert e.value.status_code == 400 and e.value.error_code == "BackupService.6001", e.value.error_msg
     assert signed(a, "GET", "/agents", params={"status": "sleeping"}).status_code == 400
     # an update that changes nothing, a check of nothing or of no known type: said, not answered "ready"
     for call in (lambda: c.update_agent(UpdateAgentRequest(agent_id="bounds", body=AgentUpdateReq(agent=AgentUpdate()))),

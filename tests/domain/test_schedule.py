@@ -76,6 +76,10 @@ class TestParsePattern:
             ("FREQ=DAILY;BYHOUR=24", "from 0 to 23"),
             ("FREQ=DAILY;BYHOUR=2;BYMINUTE=60", "from 0 to 59"),
             ("FREQ=DAILY;BYHOUR=a", "whole numbers"),
+            # digits to str.isdigit that int() refuses: a ValueError, a 500, before
+            ("FREQ=DAILY;BYHOUR=\u00b2", "whole numbers"),
+            ("FREQ=DAILY;BYHOUR=2;BYMINUTE=\u00b9", "whole numbers"),
+            ("FREQ=DAILY;INTERVAL=\u00b2;BYHOUR=2", "from 1 to 30"),
             ("FREQ=DAILY;BYHOUR=2;COUNT=3", "not supported"),
             ("FREQ=DAILY;BYHOUR=2;UNTIL=20250101T000000Z", "not supported"),
             ("FREQ=DAILY;BYHOUR=2;BYSECOND=5", "not supported"),

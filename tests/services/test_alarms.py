@@ -163,3 +163,13 @@ def test_retries_with_backoff_targets_per_project_and_for_the_operator(ctx, tena
     with ctx.tx() as s:
         assert alarms.purge_old(s, ctx.now()) == 3
         assert list(s.scalars(select(AlarmDelivery))) == []
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "99999", "-1"])
+def test_a_webhook_port_that_is_no_port_is_refused(ctx, tenant, port):
+    """urlsplit's port raised ValueError ('²' is a digit to str.isdigit, not to int()): a 500 before."""
+    _, project, user, _ = iam.create_account(ctx, "ports")
+    other = iam.principal_for_user(ctx, user.id, project.id)
+    with ctx.tx() as s, pytest.raises(CBRError) as e:
+        alarms.create_target(s, ctx, other, kind="webhook", address=f"http://93.184.216.34:{port}/hook")
+    assert e.value.code == "BackupService.6604"

@@ -117,7 +117,7 @@ def _int_list(raw: str, key: str, value: str, lo: int, hi: int) -> list[int]:
     out: list[int] = []
     for item in value.split(","):
         item = item.strip()
-        if not item.isdigit():
+        if not (item.isascii() and item.isdigit()):  # ('²' is a digit to str.isdigit, not to int())
             raise _bad(raw, f"{key} must be a comma-separated list of whole numbers from {lo} to {hi}, got {value!r}.")
         n = int(item)
         if not lo <= n <= hi:
@@ -194,7 +194,7 @@ def parse_pattern(raw: object) -> Pattern:
         interval = 1
         if "INTERVAL" in fields:
             iv = fields["INTERVAL"]
-            if not iv.isdigit() or not MIN_DAY_INTERVAL <= int(iv) <= MAX_DAY_INTERVAL:
+            if not (iv.isascii() and iv.isdigit()) or not MIN_DAY_INTERVAL <= int(iv) <= MAX_DAY_INTERVAL:
                 raise _bad(raw, f"INTERVAL must be a whole number of days from {MIN_DAY_INTERVAL} to {MAX_DAY_INTERVAL}, got {iv}.")
             interval = int(iv)
         weekdays = frozenset()

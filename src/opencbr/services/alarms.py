@@ -92,7 +92,8 @@ def _check_address(ctx: ServiceContext, kind: str, address: str, *, tenant: bool
         try:
             url = urlsplit(address)
             host = url.hostname
-        except ValueError:  # e.g. a malformed IPv6 literal
+            url.port  # noqa: B018 -- raises ValueError for a port that is no number of 0-65535 (e.g. '²')
+        except ValueError:  # e.g. a malformed IPv6 literal, or port
             host = None
         if host is None or url.scheme not in ("http", "https") or len(address) > 512 or any(
                 ch.isspace() for ch in address):

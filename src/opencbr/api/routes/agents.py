@@ -133,7 +133,7 @@ def list_agent(limit: str | None = None, offset: int | None = None, status: str 
                agent_id: list[str] | None = Query(None), p: Principal = Depends(principal),
                ctx: ServiceContext = Depends(get_ctx)):
     """list_agent (``limit`` is a string in the SDK); the list rules of routes/common.py."""
-    if limit is not None and not limit.strip().isdigit():
+    if limit is not None and not (limit.strip().isascii() and limit.strip().isdigit()):  # ('²' is a digit)
         raise InvalidParameter("limit must be a whole number")
     limit_n, offset = L.page(int(limit) if limit else None, offset)
     status = L.choice(status, "status", state.WIRE_STATUSES)
