@@ -9,17 +9,13 @@ import pytest
 from opencbr.domain.errors import InvalidParameter
 from opencbr.services import resources, restore
 from tests.services.test_images import _backed_up
-from tests.support.disks import MiB, make_image
+from tests.support.disks import MiB, registered_disks
 from tests.support.scheduler import read_task
 
 
 @pytest.fixture()
 def backed_up(rctx, owner, roots):
-    sys_img = make_image(roots / "sys.img", 2 * MiB, seed=91)
-    other_img = make_image(roots / "other.img", 1 * MiB, seed=92)
-    with rctx.tx() as s:
-        sd = resources.register_disk(s, rctx, owner, name="sys", path=sys_img)
-        od = resources.register_disk(s, rctx, owner, name="other", path=other_img)
+    sd, od = registered_disks(rctx, owner, roots, {"sys": (2 * MiB, 91), "other": (1 * MiB, 92)})
     with rctx.tx() as s:
         srv = resources.register_server(s, rctx, owner, name="web", system_disk=sd.id)
     _, server_backup = _backed_up(rctx, owner, srv, "server", "OS::Nova::Server")

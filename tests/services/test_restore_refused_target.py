@@ -12,17 +12,13 @@ from opencbr.catalog.models import Resource
 from opencbr.providers.agent import AgentTaskFailed
 from opencbr.services import resources, restore
 from tests.services.test_images import _backed_up
-from tests.support.disks import MiB, make_image, sha256
+from tests.support.disks import MiB, registered_disks, sha256
 from tests.support.scheduler import drain, read_task
 
 
 @pytest.fixture()
 def web(rctx, owner, roots):
-    sys_img = make_image(roots / "sys.img", 2 * MiB, seed=81)
-    data_img = make_image(roots / "data.img", 1 * MiB, seed=82)
-    with rctx.tx() as s:
-        sd = resources.register_disk(s, rctx, owner, name="sys", path=sys_img)
-        dd = resources.register_disk(s, rctx, owner, name="data", path=data_img)
+    sd, dd = registered_disks(rctx, owner, roots, {"sys": (2 * MiB, 81), "data": (1 * MiB, 82)})
     with rctx.tx() as s:
         srv = resources.register_server(s, rctx, owner, name="web", system_disk=sd.id, data_disks=[dd.id])
     _, backup_id = _backed_up(rctx, owner, srv, "server", "OS::Nova::Server")

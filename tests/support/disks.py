@@ -114,3 +114,12 @@ def big_random_image(path, size: int) -> str:
         for data in random_stream(size):
             f.write(data)
     return str(path)
+
+
+def registered_disks(ctx, owner, roots, disks: dict[str, tuple[int, int]]) -> list:
+    """Disks ``{name: (size, seed)}`` made as images under ``roots`` and registered as ``owner``'s, in order."""
+    from opencbr.services import resources
+
+    paths = {name: make_image(roots / f"{name}.img", size, seed=seed) for name, (size, seed) in disks.items()}
+    with ctx.tx() as s:
+        return [resources.register_disk(s, ctx, owner, name=name, path=path) for name, path in paths.items()]
