@@ -94,6 +94,9 @@ class Opened(Protocol):
     def remove_created(self) -> None:
         """Take away what the open created (a new disk, a new directory and what was put in it)."""
 
+    def attached_loops(self) -> list[str]:
+        """The loop devices a disk image is attached to (mounted, perhaps): in use, not to be written."""
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Opened: ...

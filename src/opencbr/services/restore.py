@@ -31,7 +31,6 @@ from opencbr.services.lookups import children, get_backup
 from opencbr.services.principal import Principal
 from opencbr.services.progress import TaskProgress
 from opencbr.services.repositories import repository
-from opencbr.system.loops import loop_devices_backed_by
 
 log = logging.getLogger("opencbr.restore")
 
@@ -187,7 +186,7 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
                 prepared += _restore_on_host(ctx, repo, step, span)
                 continue
             with res_svc.open_resource(ctx, step["disk_id"], write=True) as target:  # checked again
-                _refuse_if_attached(target.fd, step["path"])
+                _refuse_if_attached(target, step["path"])
                 repo.restore(step["backup_id"], step["path"], progress=span, cancel=progress.cancel,
                              target_fd=target.fd)
                 res_svc.record_identity(ctx, step["disk_id"], target)
@@ -206,11 +205,11 @@ def run_restore(ctx: ServiceContext, run: tasks.TaskRun) -> None:
     _restore_done(ctx, backup_id, server_id if power_on else None, plan)
 
 
-def _refuse_if_attached(fd: int, path: str) -> None:
+def _refuse_if_attached(target: Opened, path: str) -> None:
     """A disk image attached to a loop device (and perhaps mounted) is in use: writing it corrupts the file
     system on it, and opening the file never says so (a block device's exclusive open does). Refused
     before anything is written, the disk keeping its status (as an agent's ``in_use``)."""
-    loops = loop_devices_backed_by(fd)
+    loops = target.attached_loops()
     if loops:
         err = StateConflict(f"{path} is attached to {', '.join(loops)} on this host: detach it (umount, "
                             "losetup -d), then restore again; nothing was written to it", code=res_svc.PATH_UNAVAILABLE)

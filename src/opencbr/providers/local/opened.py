@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from opencbr.providers.base import PathSwapped
 from opencbr.providers.local.paths import normal_path, split_root
 from opencbr.system import beneath
+from opencbr.system.loops import loop_devices_backed_by
 
 _BLKGETSIZE64 = 0x80081272
 
@@ -70,6 +71,9 @@ class OpenedPath:
             os.fchmod(self.fd, stat.S_IMODE(os.stat(source_path).st_mode) if source_path else 0o600)
         except FileNotFoundError:
             pass
+
+    def attached_loops(self) -> list[str]:
+        return loop_devices_backed_by(self.fd)
 
     def remove_created(self) -> None:
         """Take away what this open created (a new disk image, a new directory with what was put in it),
