@@ -31,6 +31,7 @@ import threading
 import time
 
 from opencbr.agent import statefiles
+from opencbr.engine.errors import Conflict
 from opencbr.system.beneath import PathSwapped
 
 MADE_FILE = "made.json"
@@ -137,7 +138,7 @@ class PartialImage:
     partial name and linked to ``target`` by :meth:`publish` once whole, or removed by :meth:`discard`.
     ``fd`` is the partial file, open for writing."""
 
-    def __init__(self, confinement, made: MadeDirs, target: str, conflict):
+    def __init__(self, confinement, made: MadeDirs, target: str):
         parent, self.name = os.path.split(target)
         self.target, self.made = target, made
         self.partial = f".{self.name}{PARTIAL_SUFFIX}"
@@ -146,10 +147,10 @@ class PartialImage:
         self.fd = -1
         try:
             if _present(self.dfd, self.name):
-                raise conflict(f"{target} exists: a new disk is made at a path nothing holds")
+                raise Conflict(f"{target} exists: a new disk is made at a path nothing holds")
             if _present(self.dfd, self.partial):
                 if self.partial_path not in self.made.partial_images():
-                    raise conflict(f"{self.partial_path} exists and is not a partial image of this agent")
+                    raise Conflict(f"{self.partial_path} exists and is not a partial image of this agent")
                 os.unlink(self.partial, dir_fd=self.dfd)  # an earlier attempt's, cut short
             self.made.record(self.partial_path, "", None, kind=PARTIAL_KIND)
             self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -158,13 +159,13 @@ class PartialImage:
             self.close()
             raise
 
-    def publish(self, conflict) -> None:
-        """The image whole (synced), under its own name; ``target`` taken meanwhile: ``conflict``."""
+    def publish(self) -> None:
+        """The image whole (synced), under its own name; ``target`` taken meanwhile: ``Conflict``."""
         os.fsync(self.fd)
         try:
             os.link(self.partial, self.name, src_dir_fd=self.dfd, dst_dir_fd=self.dfd, follow_symlinks=False)
         except FileExistsError:
-            raise conflict(f"{self.target} was made by something else while the disk was restored") from None
+            raise Conflict(f"{self.target} was made by something else while the disk was restored") from None
         os.unlink(self.partial, dir_fd=self.dfd)
         self.made.forget(self.partial_path)
 

@@ -221,7 +221,7 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
         restored = os.fstat(fd)  # (a hard link of the partial image keeps its inode: the restored disk's)
         out = r.to_dict() if image is None else {**r.to_dict(), "size": restored.st_size}
         if image is not None:
-            image.publish(Conflict)
+            image.publish()
     except BaseException:
         if image is not None:
             image.discard()
@@ -241,7 +241,7 @@ def restore_disk(ctx, channel, req: dict, _payload: memoryview) -> dict:
 
 def _new_image(ctx, target: str) -> PartialImage:
     try:
-        return PartialImage(ctx.confinement, made_dirs(_state_dir(ctx)), target, Conflict)
+        return PartialImage(ctx.confinement, made_dirs(_state_dir(ctx)), target)
     except FileNotFoundError:  # (its own message names the path relative to the root)
         raise AgentError("not_found", f"the directory {os.path.dirname(target)} does not exist on this host") from None
 
