@@ -623,7 +623,7 @@ def _backup_on_host(ctx: ServiceContext, provider, repo: Repository, b: Backup, 
         paths = {part.id: s.get(Resource, part.resource_id).path for part in parts}
         exclude = agents.exclude_paths(s, s.get(Resource, b.resource_id)) if b.resource_type == R.FILE_SYSTEM else []
     task = {"project_id": link.project_id, "cancel": progress.cancel, "bandwidth": link.bandwidth,
-            "progress": progress, "app_consistent": app_consistent}
+            "progress": progress, "app_consistent": app_consistent, "agent_id": link.agent_id}
     try:
         if b.resource_type == R.FILE_SYSTEM:
             consistency = {"method": "live-tree", "note": "files were read on the agent's host while the file "

@@ -272,7 +272,7 @@ def _run_restore_files_on_host(ctx: ServiceContext, run: tasks.TaskRun, repo, b:
         r = provider.restore_files(repo, link.connect, project_id=link.project_id, backup_id=b.id,
                                    paths=run.params["paths"], target=run.params["destination"],
                                    cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress,
-                                   made_by=run.task_id)
+                                   made_by=run.task_id, agent_id=link.agent_id)
     except AgentTaskFailed as e:
         if progress.cancel.is_set():
             raise tasks.TaskCancelled(run.task_id) from None

@@ -286,7 +286,8 @@ def _write_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) ->
         provider, path = ctx.providers.for_resource(row), row.path
     try:
         provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"], kind="disk",
-                         target=path, create=True, cancel=span.cancel, bandwidth=link.bandwidth, progress=span)
+                         target=path, create=True, cancel=span.cancel, bandwidth=link.bandwidth, progress=span,
+                         agent_id=link.agent_id)
     except AgentTaskFailed as e:
         if span.cancel.is_set():
             raise OperationCancelled("the server creation was cancelled") from None

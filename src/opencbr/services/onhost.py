@@ -177,7 +177,8 @@ def fill_new_disk(ctx: ServiceContext, run, repo, backup_id: str, disk_id: str, 
                                   remove=lambda: None):  # (the agent removes an image it did not finish)
         made.update(_agent_task(ctx, disk_id, progress.cancel, lambda provider, link: provider.restore(
             repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="disk", target=path,
-            create=True, size=size, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)))
+            create=True, size=size, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress,
+            agent_id=link.agent_id)))
 
 
 def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: str) -> None:
@@ -207,7 +208,8 @@ def fill_new_file_system(ctx: ServiceContext, run, repo, backup_id: str, fs_id: 
         provider.create_dir(link.connect, project_id=link.project_id, path=path, made_by=run.task_id)
         made.append((provider, link))
         return provider.restore(repo, link.connect, project_id=link.project_id, backup_id=backup_id, kind="tree",
-                                target=path, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress)
+                                target=path, cancel=progress.cancel, bandwidth=link.bandwidth, progress=progress,
+                                agent_id=link.agent_id)
 
     with res_svc.made_from_backup(ctx, run, fs_id, size=lambda: int(done.get("bytes_written") or logical),
                                   remove=forget):

@@ -236,7 +236,7 @@ def _restore_on_host(ctx: ServiceContext, repo, step: dict, span: TaskProgress) 
     try:
         out = provider.restore(repo, link.connect, project_id=link.project_id, backup_id=step["backup_id"],
                                kind=kind, target=step["path"], cancel=span.cancel,
-                               bandwidth=link.bandwidth, progress=span, **app)
+                               bandwidth=link.bandwidth, progress=span, agent_id=link.agent_id, **app)
         return list(out.get("prepared") or []) if isinstance(out, dict) else []
     except AgentTaskFailed as e:
         if span.cancel.is_set():

@@ -229,12 +229,15 @@ class Snapshot:
 class IndexView:
     """The :class:`~opencbr.engine.chunks.locations.ChunkIndex` interface over a :class:`Snapshot`, with
     the packs GC condemned (``excluded``) and those known only from their trailers (a damaged index
-    object listed them) kept only as fallbacks: :meth:`has` ignores them."""
+    object listed them) kept only as fallbacks: :meth:`has` ignores them. Copies in ``unverified`` packs
+    (unverified.py) come after the others, oldest first: a newer unverified copy never shadows the one a
+    writer checked before it deduplicated against it."""
 
-    def __init__(self, snap: Snapshot, excluded: Iterable[str] = ()):
+    def __init__(self, snap: Snapshot, excluded: Iterable[str] = (), unverified: Iterable[str] = ()):
         self.snap = snap
         self.excluded = set(excluded)
         self._excluded_no = {snap.pack_no[p] for p in self.excluded if p in snap.pack_no} | snap.recovered_no
+        self._unverified_no = {snap.pack_no[p] for p in unverified if p in snap.pack_no}
 
     @property
     def damaged_objects(self) -> dict[str, str]:
@@ -275,10 +278,12 @@ class IndexView:
         return 0 if pno is None else self.snap.packs[pno][2]
 
     def _ordered(self, digest: bytes) -> list[tuple[int, int, int]]:
-        """Copies, preferred first: outside condemned packs before inside, newest (highest pack number,
-        i.e. added last) first within each."""
+        """Copies, preferred first: outside condemned packs before inside, verified before unverified;
+        newest (highest pack number, i.e. added last) first, but oldest first among unverified ones."""
         found = self.snap.matches(digest)
-        found.sort(key=lambda m: (m[0] in self._excluded_no, -m[0]))
+        unverified = self._unverified_no
+        found.sort(key=lambda m: (m[0] in self._excluded_no, m[0] in unverified,
+                                  m[0] if m[0] in unverified else -m[0]))
         return found
 
     def _location(self, m: tuple[int, int, int]) -> Location:

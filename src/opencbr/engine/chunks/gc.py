@@ -57,6 +57,7 @@ from .locks import (
 )
 from .packs import MAX_PACK_RECORDS, PackWriter, pack_key
 from .store import CONDEMNED_PREFIX, DATA_DIR, INDEX_DIR, ChunkStore
+from .unverified import marker_objects, prune_unverified
 
 REPACK_DEAD_FRACTION = 0.25
 SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...
@@ -86,6 +87,7 @@ class GCResult:
     packs_unreadable: list[str] = field(default_factory=list)  # ... and those whose trailer failed too: kept
     packs_unlisted_kept: int = 0  # no index object lists them, but they hold chunks backups need: kept
     packs_relisted: int = 0  # ... and listed in the index again (no writer was live)
+    unverified_markers_replaced: int = 0  # objects naming agents' unverified packs, folded (unverified.py)
     writers_live: int = 0  # writer locks not stale at GC's last look (running writers, or dead ones' locks)
     duration: float = 0.0
 
@@ -264,6 +266,7 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
     result.abandoned_writes_removed = cs.store.remove_abandoned_writes(cs.prefix, cs.lock_timing.stale_after)
     gens = cs.condemned_lists()
     pending_all = {p for ps in gens.values() for p in ps}
+    markers = marker_objects(cs)  # (before the packs are listed: see prune_unverified)
     # 2. index (GC's own, from the store: diskindex.py), packs, refs (on disk past the memory bound)
     disk = cs.private_index()
     _names, idx, present = _load_all(cs, pending_all, disk)
@@ -275,6 +278,8 @@ def _gc(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, progress: Progress 
         _gc_with_refs(cs, gc_lock, result, report, live, gens, disk, idx, present, refs)
     finally:
         refs.close()
+    # the packs a marker names that are gone now (swept; a repacked record was checked as it was copied)
+    result.unverified_markers_replaced = prune_unverified(cs, markers, lambda p: p in present)
 
 
 def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: Progress, live: list[LockInfo],

@@ -61,14 +61,19 @@ def spans_of(idx: ChunkIndex, digests: Iterable[bytes], on_missing: Callable[[by
 
 
 def read_span(cs: ChunkStore, codec: ChunkCodec, span: Span, *, decode: Decode | None = None,
-              ) -> Iterator[tuple[bytes, bytes | memoryview | None, Exception | None]]:
+              hashes: bool = True) -> Iterator[tuple[bytes, bytes | memoryview | None, Exception | None]]:
     """Read one span (bytes ``[start, end)`` of pack ``pack_id``, see :func:`spans_of`) and yield
     ``(digest, plaintext, None)``
     for each of its chunks, or ``(digest, None, error)`` when no copy of the chunk can be read intact.
     A record that is short (pack gone or truncated) or fails its check falls back to the chunk's other
     copies (:meth:`ChunkStore.get_chunk`). ``decode(digest, record)`` replaces ``codec.decode``, e.g. to
-    decode into a reused buffer; the plaintext is valid until the next item is asked for."""
+    decode into a reused buffer; the plaintext is valid until the next item is asked for. A ``decode``
+    that does not hash the plaintext (``hashes=False``: ``ChunkCodec.open_body``) is given ``check=True``
+    for a pack an agent wrote unverified (chunks/unverified.py)."""
     pack_id, start, end, items = span
+    if decode is not None and not hashes and not cs.trusted_pack(pack_id):
+        unchecked = decode
+        decode = lambda d, rec: unchecked(d, rec, check=True)  # noqa: E731
     try:
         mv = cs.store.read_view(cs.k(pack_key(pack_id)), start, end)
     except KeyError:

@@ -20,6 +20,10 @@ it stored live in :class:`~opencbr.engine.chunks.digestset.DigestSet` s (on disk
 other writer can depend on them. If the process dies instead, they stay as unindexed packs, which GC
 condemns and later removes.
 
+A session of an unchecked writer (``writer``: an agent's id; the remote chunk service does not check its
+records one by one) records its packs as unverified before it indexes them, and every session treats
+another writer's unverified copy of a chunk as absent until it has checked it (unverified.py).
+
 A session that may be resumed (``keep_partial``: a replication into this repository, whose next attempt
 should not send again what arrived) indexes its packs as it goes (every ``CHECKPOINT_PACKS``) and, when it
 ends without a manifest, :meth:`keep` indexes the rest instead of deleting them: the chunks are then known
@@ -29,6 +33,7 @@ condemns and removes them unless a backup referenced them by then. ``abort`` nev
 
 from __future__ import annotations
 
+import logging
 import queue
 import struct
 import threading
@@ -36,10 +41,11 @@ import time
 from dataclasses import dataclass
 
 from ...system.aligned import BufferPool
-from ..errors import Conflict
+from ..errors import Conflict, Damaged
 from .codec import ChunkCodec
 from .damage import damaged_digests
 from .digestset import DigestSet
+from .diskindex import IndexView, KnownDigests
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
@@ -52,6 +58,8 @@ CHECKPOINT_PACKS = 4  # a resumable session indexes its packs at least this ofte
 # durable, and until a manifest references them they are like a resumable session's (GC condemns them
 # only for a later sweep, which waits for this session's lock; abort leaves indexed packs to GC).
 INDEX_EVERY_RECORDS = 1 << 15  # (1.3 MB)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,10 +82,12 @@ class SessionStats:
 
 
 class WriteSession:
-    def __init__(self, cs: ChunkStore, *, force_new: bool = False, keep_partial: bool = False):
+    def __init__(self, cs: ChunkStore, *, force_new: bool = False, keep_partial: bool = False,
+                 writer: str | None = None):
         self.cs = cs
         self.force_new = force_new
         self.keep_partial = keep_partial
+        self.writer = writer  # None: the records are checked (or encoded) here; else whose they are
         self._indexed = 0  # packs of self._written already in an index object (keep_partial)
         self._index_lock = threading.Lock()
         self.lock = RepoLock(cs.store, cs.prefix, "backup", cs.lock_timing)
@@ -85,7 +95,7 @@ class WriteSession:
         try:
             gens = cs.condemned_lists()
             excluded = {p for packs in gens.values() for p in packs}
-            self.known = cs.load_known_digests(excluded)  # (bounded memory: digestset.py)
+            self.known, self._foreign = self._load_known(excluded)  # (bounded memory: diskindex.py)
             self.damaged = damaged_digests(cs)  # stored again, never deduplicated against (damage.py)
             self.lock.set_seen(sorted(gens))
             self.lock.start_refresh()
@@ -96,6 +106,9 @@ class WriteSession:
         self._stats_lock = threading.Lock()
         # what this session stored: on disk past a bounded number of entries (digestset.py)
         self._claimed = DigestSet(cs.memory_entries, cs.spill_dir)
+        # other writers' unverified copies this session checked and deduplicates against
+        self._checked_foreign = DigestSet(cs.memory_entries, cs.spill_dir)
+        self._tls = threading.local()
         self._unindexed_records = 0
         # Packs in flight: the one being filled, the queue, one per uploader -> as many pooled buffers.
         self._pool = BufferPool(cs.pack_size + cs.codec.max_chunk + (64 << 10), keep=2 * max(1, cs.upload_threads) + 2)
@@ -111,6 +124,16 @@ class WriteSession:
         ]
         for t in self._uploaders:
             t.start()
+
+    def _load_known(self, condemned: set[str]) -> tuple[KnownDigests, IndexView | None]:
+        """What this session deduplicates against at once, and the index over the packs other writers
+        wrote unverified (their copies are checked before they are deduplicated against), or None."""
+        view = self.cs.load_index(condemned, recover=False)
+        # (the markers after the index: every pack it lists had its marker written before it)
+        foreign = {p for p, w in self.cs.unverified_packs().items() if w != self.writer and view.has_pack(p)}
+        if not foreign:
+            return KnownDigests(view), None
+        return KnownDigests(IndexView(view.snap, condemned | foreign)), IndexView(view.snap, condemned, foreign)
 
     # -- uploads -----------------------------------------------------------------------------------
     def _upload_loop(self) -> None:
@@ -147,6 +170,8 @@ class WriteSession:
                 todo = self._written[self._indexed:]
             if todo and len(todo) >= at_least:
                 self.cs.store.flush()
+                if self.writer is not None:  # (before the index: an indexed pack's writer is known)
+                    self.cs.note_unverified(self.writer, [pid for pid, _ in todo])
                 self.cs.write_index(todo)
                 with self._written_lock:
                     # keep only the ids (abort must not delete indexed packs), not their records
@@ -174,7 +199,35 @@ class WriteSession:
 
     def _present(self, digest: bytes) -> bool:
         """The repository has an intact copy to deduplicate against (as far as verify knows)."""
-        return digest in self.known and digest not in self.damaged
+        if digest in self.damaged:
+            return False
+        return digest in self.known or (self._foreign is not None and self._foreign_checked(digest))
+
+    def _foreign_checked(self, digest: bytes) -> bool:
+        """Another writer's unverified copy of ``digest`` read and checked (once per session): the one
+        readers prefer first (oldest), else the next. False if there is none or none is intact."""
+        if digest in self._checked_foreign:
+            return True
+        for loc in self._foreign.locations(digest):
+            if loc.pack_id not in self._foreign.excluded:  # (not condemned; then another writer's)
+                try:
+                    rec = self.cs.read_record(loc)
+                    if len(rec) == loc.length:
+                        self._codec().decode(digest, rec)
+                        self._checked_foreign.add(digest)
+                        return True
+                except KeyError:
+                    continue  # (GC removed the pack since: not a copy to rely on)
+                except Damaged as e:
+                    log.warning("chunk %s: the unverified copy in pack %s failed its check (%s); stored "
+                                "again instead of deduplicated", digest.hex(), loc.pack_id, e)
+        return False
+
+    def _codec(self) -> ChunkCodec:
+        c = getattr(self._tls, "codec", None)
+        if c is None:
+            c = self._tls.codec = self.cs.codec.clone()
+        return c
 
     def put_chunk(self, data, digest: bytes | None = None, codec: ChunkCodec | None = None) -> PutResult:
         """Store one chunk unless the repository or this session has it (``force_new`` stores it
@@ -182,8 +235,7 @@ class WriteSession:
         (``chunk_store.codec.clone()``) when calling from several threads."""
         codec = codec or self.cs.codec
         d = digest if digest is not None else codec.digest(data)
-        in_repo = self._present(d)
-        if in_repo and not self.force_new:
+        if not self.force_new and self._present(d):
             return PutResult(d, False, 0)
         if not self._claimed.add(d):  # atomic: exactly one thread claims a new digest
             return PutResult(d, False, 0)
@@ -199,7 +251,7 @@ class WriteSession:
         """For a writer that encodes elsewhere (the remote chunk service): True if this session
         stores ``digest`` -- the caller must then :meth:`put_record` it -- False if the repository
         (outside condemned packs) or this session already has it."""
-        if self._present(digest) and not self.force_new:
+        if not self.force_new and self._present(digest):
             return False
         return self._claimed.add(digest)
 
@@ -269,6 +321,7 @@ class WriteSession:
     def _finish(self) -> None:
         self._closed = True
         self._claimed.close()
+        self._checked_foreign.close()
         self.known.close()
         self.lock.release()
 
@@ -294,5 +347,6 @@ class WriteSession:
             except Exception:
                 pass  # left for GC
         self._claimed.close()
+        self._checked_foreign.close()
         self.known.close()
         self.lock.release()

@@ -10,6 +10,7 @@ repository prefix::
     refs/<name>/<nonce>-<n>     segments of a large manifest's refs, written before it (manifests.py)
     locks/...                   writer and GC locks (locks.py)
     gc/condemned-<gen>          packs GC has condemned but not yet deleted (gc.py)
+    unverified/<time>-<rand>    packs an agent wrote that nothing has checked yet (unverified.py)
 
 Writes go through a :class:`~opencbr.engine.chunks.session.WriteSession` (``WriteSession(chunk_store)``),
 which orders them packs -> index -> manifest. Reads (``get_chunk``) verify every chunk against its digest and
@@ -50,6 +51,7 @@ from .manifests import (
     stream_refs,
 )
 from .packs import FOOTER_SIZE, pack_key, read_trailer, trailer_length
+from .unverified import note_unverified, unverified_packs
 
 INDEX_DIR = "index/"
 DATA_DIR = "data/"
@@ -99,6 +101,7 @@ class ChunkStore:
         self._disk_index: DiskChunkIndex | None = None  # the vault's chunk index on local disk
         self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
         self._reader_index: IndexView | None = None
+        self._unverified: dict[str, str] = {}  # pack -> writer, as the reader index was last loaded
         self._unlisted: IndexView | None = None  # packs no index object lists (unlisted_index)
         self._unlisted_read: dict[str, int] = {}  # ... those a reader needed -> chunks read from each
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
@@ -271,6 +274,23 @@ class ChunkStore:
         against packs recovered from their trailers, so its start does not recover them."""
         return KnownDigests(self.load_index(excluded, recover=False))
 
+    # -- packs nothing has checked (unverified.py) -------------------------------------------------
+    def unverified_packs(self) -> dict[str, str]:
+        """``{pack id: writer}`` of the packs written without a check of their records."""
+        return unverified_packs(self)
+
+    def note_unverified(self, writer: str, pack_ids: Iterable[str]) -> None:
+        note_unverified(self, writer, pack_ids)
+
+    def trusted_pack(self, pack_id: str, reader: str | None = None) -> bool:
+        """Whether a reader may use a record of ``pack_id`` without hashing its plaintext: the pack was
+        checked when written (or repacked since), or ``reader`` is the writer that wrote it. As the
+        reader index was last loaded: a pack it does not list counts as unverified."""
+        if not self.reader_index().has_pack(pack_id):
+            return False
+        writer = self._unverified.get(pack_id)
+        return writer is None or writer == reader
+
     def write_index(self, packs: Iterable[tuple[str, bytes | Iterable[tuple[bytes, int, int]]]]) -> str:
         packed = [(p, e if isinstance(e, (bytes, bytearray)) else pack_entries(e)) for p, e in packs]
         rel = INDEX_DIR + new_index_name()
@@ -288,7 +308,11 @@ class ChunkStore:
     def reader_index(self, refresh: bool = False) -> IndexView:
         """The index readers use (cached; refreshed on demand when a chunk is not where expected)."""
         if refresh or self._reader_index is None:
-            self._reader_index = self.load_index(self.condemned_packs())
+            view = self.load_index(self.condemned_packs())
+            # (the markers after the index: every pack it lists had its marker written before it)
+            unverified = self.unverified_packs()
+            self._unverified = unverified  # (before the view: whoever sees the new view sees these)
+            self._reader_index = IndexView(view.snap, view.excluded, unverified)
         return self._reader_index
 
     # -- condemned packs (GC) --------------------------------------------------------------------

@@ -69,7 +69,7 @@ class _Copy:
             got[s] = (named(s, plain), plain, len(plain))
 
         for span in spans_of(self._where, wanted, fallback):
-            for s, opened, err in read_span(self.src_cs, src_codec, span, decode=src_codec.open_body):
+            for s, opened, err in read_span(self.src_cs, src_codec, span, decode=src_codec.open_body, hashes=False):
                 if err is not None:
                     raise err
                 if isinstance(opened, tuple):

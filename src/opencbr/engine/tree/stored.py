@@ -116,14 +116,15 @@ class StoredTreeSource:
 
     def _read(self, digest: bytes) -> bytes:
         """A chunk's plaintext. Its record opened where the index says (an encrypted vault's record is
-        authenticated by AES-GCM, so its plaintext is not hashed again: ``ChunkCodec.open_body``); any
-        trouble there falls back to :meth:`ChunkStore.get_chunk`, which tries every copy and checks it."""
+        authenticated by AES-GCM, so its plaintext is not hashed again, unless an agent wrote it
+        unverified: ``ChunkCodec.open_body``); any trouble there falls back to
+        :meth:`ChunkStore.get_chunk`, which tries every copy and checks it."""
         codec = self._codec()
         for loc in self.cs.reader_index().locations(digest)[:1]:
             try:
                 rec = self.cs.read_record(loc)
                 if len(rec) == loc.length:
-                    return bytes(codec.open_body(digest, rec)[2])
+                    return bytes(codec.open_body(digest, rec, check=not self.cs.trusted_pack(loc.pack_id))[2])
             except (KeyError, Damaged):
                 pass
         return self.cs.get_chunk(digest, codec)

@@ -187,9 +187,11 @@ class AgentProvider:
 
     def backup_disks(self, repo, connect: Connect, *, project_id: str, disks: list[HostDisk], server: bool = False,
                      full: bool = False, cancel=None, bandwidth: Bandwidth = None, progress=None,
-                     app_consistent: bool = False) -> dict:
+                     app_consistent: bool = False, agent_id: str | None = None) -> dict:
         """Back up disks on the agent's host, one point in time for all (``server``: a server's disks);
-        ``app_consistent``: its applications quiesced around that point (the result says if they were)."""
+        ``app_consistent``: its applications quiesced around that point (the result says if they were).
+        ``agent_id``: whose records they are (stored as its unverified ones: engine/remote; None: every
+        record is checked as it arrives)."""
         request = {"op": "backup_server" if server else "backup_disk", "project_id": project_id,
                    "vault": vault_request(repo), "full": full, "app_consistent": app_consistent,
                    "disks": [{"path": d.path, "backup_id": d.backup_id, "parent": d.parent, "meta": d.meta}
@@ -197,7 +199,8 @@ class AgentProvider:
         scopes = [BackupScope(d.backup_id, "disk", readable=(d.parent,) if d.parent else (), meta=d.meta, full=full)
                   for d in disks]
         result = self._run(connect, request,
-                           lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress),
+                           lambda ch: serve_backup(repo, ch, scopes, timeout=self.timeout, progress=progress,
+                                                   writer=agent_id),
                            cancel=cancel, bandwidth=bandwidth)
         for d in result.get("disks") or []:  # (a server's disks share one channel)
             if isinstance(d, dict):
@@ -206,27 +209,31 @@ class AgentProvider:
 
     def backup_tree(self, repo, connect: Connect, *, project_id: str, path: str, backup_id: str, parent: str | None,
                     meta: dict, full: bool = False, exclude: list[str] | None = None, cancel=None,
-                    bandwidth: Bandwidth = None, progress=None, app_consistent: bool = False) -> dict:
+                    bandwidth: Bandwidth = None, progress=None, app_consistent: bool = False,
+                    agent_id: str | None = None) -> dict:
         """A directory on the agent's host, ``exclude`` (absolute paths below it) left out;
-        ``app_consistent``: its applications quiesced across the read (the result's ``app`` says if)."""
+        ``app_consistent``: its applications quiesced across the read (the result's ``app`` says if);
+        ``agent_id`` as for :meth:`backup_disks`."""
         request = {"op": "backup_tree", "project_id": project_id, "vault": vault_request(repo), "path": path,
                    "backup_id": backup_id, "parent": parent, "meta": meta, "full": full,
                    "app_consistent": app_consistent,
                    "exclude": list(exclude or [])}
         scope = BackupScope(backup_id, "tree", readable=(parent,) if parent else (), meta=meta, full=full)
         return self._run(connect, request,
-                         lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout, progress=progress),
+                         lambda ch: serve_backup(repo, ch, [scope], timeout=self.timeout, progress=progress,
+                                                 writer=agent_id),
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore(self, repo, connect: Connect, *, project_id: str, backup_id: str, kind: str, target: str,
                 create: bool = False, size: int = 0, subpath: str | None = None, cancel=None,
                 bandwidth: Bandwidth = None, progress=None, app_consistency: dict | None = None,
-                source_path: str | None = None) -> dict:
+                source_path: str | None = None, agent_id: str | None = None) -> dict:
         """A disk backup onto ``target`` (an existing disk, or a new image file of at least ``size``
         bytes: ``create``), or a tree
         backup (or its ``subpath``) into directory ``target``. A tree backed up app-consistent from
         ``source_path`` (for a disk: where it was mounted): its ``app_consistency`` record readies the
-        restored data directories."""
+        restored data directories. ``agent_id``: the reading agent (other writers' unverified records
+        are checked before they are sent to it)."""
         if kind == "tree":
             request = {"op": "restore_tree", "target": target, "subpath": subpath,
                        "app_consistency": app_consistency, "source_path": source_path}
@@ -235,18 +242,21 @@ class AgentProvider:
                        "app_consistency": app_consistency, "source_path": source_path}
         request.update(project_id=project_id, vault=vault_request(repo), backup_id=backup_id)
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
-                                                                    timeout=self.timeout, progress=progress),
+                                                                    timeout=self.timeout, progress=progress,
+                                                                    reader=agent_id),
                          cancel=cancel, bandwidth=bandwidth)
 
     def restore_files(self, repo, connect: Connect, *, project_id: str, backup_id: str, paths: list[str],
                       target: str, cancel=None, bandwidth: Bandwidth = None, progress=None,
-                      made_by: str | None = None) -> dict:
+                      made_by: str | None = None, agent_id: str | None = None) -> dict:
         """Single files or directories of a backup into ``target`` on the host, never over what is there;
-        ``made_by`` (the task's id): another attempt of that task may write over what the first wrote."""
+        ``made_by`` (the task's id): another attempt of that task may write over what the first wrote;
+        ``agent_id`` as for :meth:`restore`."""
         request = {"op": "restore_files", "project_id": project_id, "vault": vault_request(repo),
                    "backup_id": backup_id, "paths": list(paths), "target": target, "made_by": made_by}
         return self._run(connect, request, lambda ch: serve_restore(repo, ch, ReadScope((backup_id,)),
-                                                                    timeout=self.timeout, progress=progress),
+                                                                    timeout=self.timeout, progress=progress,
+                                                                    reader=agent_id),
                          cancel=cancel, bandwidth=bandwidth)
 
     def create_dir(self, connect: Connect, *, project_id: str, path: str, made_by: str | None = None) -> dict:

@@ -1,0 +1,84 @@
+"""Packs of unverified records: written by a writer the vault does not check record by record (an
+agent, through the remote chunk service), trusted by that writer alone until something verifies them.
+
+Why: an agent cuts, hashes, compresses and encrypts on its host; checking each record on the service
+(decrypt, decompress, hash again) costs about as much CPU as the agent's own hashing and decompression
+together, and it protects only the *other* writers of the vault. The agent's own backups are only ever
+as good as the agent that read them: a record it lies about spoils nothing but its own data. So:
+
+- a write session of writer ``W`` (an agent's id) records the packs it indexes here, *before* their
+  index object (:func:`note_unverified`): a chunk is never in the index without its writer being known;
+- ``W`` deduplicates against its own unverified packs like any other; every other writer (other agents,
+  the service's own backups) treats another writer's unverified copy as absent until it has read that
+  copy and checked it against its digest (``WriteSession``: verified on demand, then deduplicated);
+- readers prefer a verified copy of a chunk over an unverified one, and a reader that does not hash what
+  it reads (a record sent on as it is, a body copied to another vault) checks records of unverified packs
+  first (``ChunkStore.trusted_pack``);
+- GC's repack checks every record it copies, so a repacked record is verified; :func:`prune_unverified`
+  drops the packs that no longer exist and folds the marker objects into one per writer.
+
+A chunk's copy that fails its check is skipped (logged): the writer that wanted it stores its own copy.
+
+Layout: ``unverified/<time>-<rand>`` holding ``{"writer": W, "packs": [pack id, ...]}`` (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Iterable
+
+from .locations import new_index_name
+
+UNVERIFIED_DIR = "unverified/"
+
+log = logging.getLogger(__name__)
+
+
+def note_unverified(cs, writer: str, pack_ids: Iterable[str]) -> None:
+    """Record ``pack_ids`` as written by ``writer`` without a check (before they are indexed)."""
+    packs = sorted(set(pack_ids))
+    if packs:
+        body = json.dumps({"writer": writer, "packs": packs}).encode()
+        cs.store.put(cs.k(UNVERIFIED_DIR + new_index_name()), body, sync=True)
+
+
+def marker_objects(cs) -> dict[str, tuple[str, list[str]]]:
+    """``{object key: (writer, packs)}`` of every marker object (unreadable ones skipped)."""
+    out = {}
+    for key, _ in cs.store.list(cs.k(UNVERIFIED_DIR)):
+        try:
+            body = json.loads(cs.store.get(key))
+            writer, packs = str(body["writer"]), [str(p) for p in body["packs"]]
+        except KeyError:
+            continue  # deleted since listed (GC folded it)
+        except (ValueError, TypeError) as e:
+            log.warning("unreadable marker of unverified packs %s: %s", key, e)
+            continue
+        out[key] = (writer, packs)
+    return out
+
+
+def unverified_packs(cs) -> dict[str, str]:
+    """``{pack id: writer}`` of every pack recorded as unverified."""
+    return {p: writer for writer, packs in marker_objects(cs).values() for p in packs}
+
+
+def prune_unverified(cs, markers: dict[str, tuple[str, list[str]]], exists) -> int:
+    """GC: fold ``markers`` (:func:`marker_objects`, read *before* GC listed the packs, so that each
+    pack they name was written before that listing) into one object per writer naming only the packs
+    for which ``exists(pack_id)``; returns the objects replaced. Markers written since are not touched,
+    and the new objects are written before the old are deleted (a crash between leaves both)."""
+    kept: dict[str, set[str]] = {}
+    count: dict[str, int] = {}
+    for writer, packs in markers.values():
+        kept.setdefault(writer, set()).update(p for p in packs if exists(p))
+        count[writer] = count.get(writer, 0) + 1
+    named = sum(len(set(packs)) for _w, packs in markers.values())
+    if all(n == 1 for n in count.values()) and named == sum(len(p) for p in kept.values()):
+        return 0  # one object per writer already, naming only packs that are there
+    for writer, packs in kept.items():
+        note_unverified(cs, writer, packs)
+    for key in markers:
+        cs.store.delete(key)
+    return len(markers)
