@@ -11,7 +11,8 @@ On the bench disk (``make_dataset.py disk``, seed 1, then ``mutate --percent 5``
   local resource;
 - *agent*: an agent process (the real TLS server and the agent's data operations, rooted at the data
   directory; the channel sealed after its handshake, as a worker's) reads, cuts, hashes and encodes; this process serves the vault (``providers/agent``,
-  ``engine/remote``: verifies every record before it is stored).
+  ``engine/remote``: stores the records as the agent's own unverified ones, a sample checked, as a worker
+  does for an agent's task: ``agent_id``).
 
 Per step: wall time (page cache dropped before each when root), full-backup throughput (logical bytes /
 wall), bytes on the wire (the worker's channel counters: sent + received, framing included) against
@@ -64,6 +65,7 @@ from tests.providers.agent.agents import AgentProcess, Authority  # noqa: E402
 PY = sys.executable
 DATASET = REPO_ROOT / "bench" / "make_dataset.py"
 MASTER = b"\x42" * 32
+AGENT_ID = "bench-agent"  # whose records the vault stores (a worker passes the agent's id)
 
 
 def sh(*args: str) -> None:
@@ -148,7 +150,7 @@ def bench_disk(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
         r, t = timed(lambda local=local: local.backup_disk(str(img), backup_id="f", meta={}))
         rows.append(dict(kind="disk", variant="local", step="full", run=run, wall=t, logical=size,
                          added=r.added_bytes, wire=0))
-        r, t = timed(lambda remote=remote: p.backup_disks(remote, wire, project_id="p1",
+        r, t = timed(lambda remote=remote: p.backup_disks(remote, wire, project_id="p1", agent_id=AGENT_ID,
                                                     disks=[HostDisk(str(img), "f", None, {})]),
                      agent)
         rows.append(dict(kind="disk", variant="agent", step="full", run=run, wall=t, logical=size,
@@ -160,7 +162,7 @@ def bench_disk(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
                                                                       parent_backup_id=parent))
         rows.append(dict(kind="disk", variant="local", step="incr", run=run, wall=t, logical=size,
                          added=r.added_bytes, wire=0))
-        r, t = timed(lambda run=run, parent=parent: p.backup_disks(remote, wire, project_id="p1",
+        r, t = timed(lambda run=run, parent=parent: p.backup_disks(remote, wire, project_id="p1", agent_id=AGENT_ID,
                                                                    disks=[HostDisk(str(img), f"i{run}", parent, {})]),
                      agent)
         rows.append(dict(kind="disk", variant="agent", step="incr", run=run, wall=t, logical=size,
@@ -180,7 +182,7 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
         r, t = timed(lambda local=local: local.backup_tree(str(tree), backup_id="f", meta={}))
         rows.append(dict(kind="tree", variant="local", step="full", run=run, wall=t, logical=r.total_bytes,
                          added=r.added_bytes, wire=0))
-        r, t = timed(lambda remote=remote: p.backup_tree(remote, wire, project_id="p1", path=str(tree), backup_id="f",
+        r, t = timed(lambda remote=remote: p.backup_tree(remote, wire, project_id="p1", agent_id=AGENT_ID, path=str(tree), backup_id="f",
                                                          parent=None, meta={}), agent)
         rows.append(dict(kind="tree", variant="agent", step="full", run=run, wall=t, logical=r["total_bytes"],
                          added=r["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))
@@ -191,7 +193,7 @@ def bench_tree(work: Path, data: Path, agent: AgentProcess, a) -> list[dict]:
                                                                       parent_backup_id=parent))
         rows.append(dict(kind="tree", variant="local", step="incr", run=run, wall=t, logical=r.total_bytes,
                          added=r.added_bytes, wire=0))
-        r, t = timed(lambda run=run, parent=parent: p.backup_tree(remote, wire, project_id="p1", path=str(tree),
+        r, t = timed(lambda run=run, parent=parent: p.backup_tree(remote, wire, project_id="p1", agent_id=AGENT_ID, path=str(tree),
                                                                   backup_id=f"i{run}", parent=parent, meta={}), agent)
         rows.append(dict(kind="tree", variant="agent", step="incr", run=run, wall=t, logical=r["total_bytes"],
                          added=r["added_bytes"], wire=wire.take(), rss=agent.peak_rss()))

@@ -25,6 +25,48 @@ _HLEN = struct.Struct(">I")
 _PLEN = struct.Struct(">Q")
 
 
+#: Payloads at least this big are read into buffers the channel reuses, up to ``POOL_BUFFERS`` of them:
+#: a fresh ``bytearray`` per message is zero-filled (and faulted in) before it is read into, which was a
+#: tenth of the worker's CPU in an agent's backup (memset and page clearing, ``perf``: bench/README.md).
+POOLED = 1 << 20
+POOL_BUFFERS = 8
+
+
+class _Payloads:
+    """Reused receive buffers. A buffer is handed out again only once nothing holds a view of the last
+    payload read into it (the consumer may keep a message's payload while it works on it: records
+    being checked and packed), which is what a ``bytearray`` with exported views refuses to resize."""
+
+    def __init__(self) -> None:
+        self._bufs: list[bytearray] = []
+
+    def take(self, n: int) -> memoryview:
+        if n < POOLED:
+            return memoryview(bytearray(n))
+        spare = None
+        for i, b in enumerate(self._bufs):
+            if not _exported(b):
+                if len(b) >= n:
+                    return memoryview(b)[:n]
+                spare = i
+        b = bytearray(n)
+        if len(self._bufs) < POOL_BUFFERS:
+            self._bufs.append(b)
+        elif spare is not None:  # (a free buffer too small for this one: replaced by it)
+            self._bufs[spare] = b
+        return memoryview(b)
+
+
+def _exported(b: bytearray) -> bool:
+    """A view of ``b`` exists (it cannot be resized then)."""
+    try:
+        b.append(0)
+    except BufferError:
+        return True
+    b.pop()
+    return False
+
+
 class LinkError(Exception):
     """The connection broke, timed out, or carried something that is not a frame."""
 
@@ -82,6 +124,7 @@ class Channel:
         self._closed = False
         self._closing = threading.Event()  # set by close(): ends a bandwidth wait at once
         self._lock = threading.Lock()  # guards misuse: two threads sending at once corrupt frames
+        self._payloads = _Payloads()  # (one receiving thread at a time, as for any socket)
         sock.settimeout(timeout)
 
     def rewrap(self, stream) -> None:
@@ -145,8 +188,7 @@ class Channel:
                 at += step
 
     def _read_exact(self, n: int) -> memoryview:
-        buf = bytearray(n)
-        view = memoryview(buf)
+        view = self._payloads.take(n)
         got = 0
         while got < n:
             bucket = self._bucket

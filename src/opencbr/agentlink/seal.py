@@ -105,8 +105,10 @@ class SealedStream(OverSocket):
         self._out = bytearray(4 + FRAME_BYTES + _TAG)  # one sealed frame being sent
         self._in = bytearray(FRAME_BYTES + _TAG)  # one sealed frame being read
         self._early = memoryview(bytes(received))  # bytes read with the exchange that belong to frames
-        self._plain = bytearray()  # a frame's plaintext the caller has not taken yet
-        self._plain_at = 0
+        # a frame's plaintext the caller has not taken yet: _plain[_plain_at:_plain_len] (one buffer,
+        # reused: a fresh one per frame read in parts was zero-filled first, ~1 MiB per message)
+        self._plain = bytearray(FRAME_BYTES)
+        self._plain_at = self._plain_len = 0
         self._peercert = peercert
 
     # -- sending ------------------------------------------------------------------------------------
@@ -142,8 +144,8 @@ class SealedStream(OverSocket):
         """Up to ``nbytes`` bytes into ``buffer`` (0 at the end of the stream), one frame at most."""
         view = memoryview(buffer).cast("B")
         nbytes = min(nbytes or len(view), len(view))
-        if self._plain_at < len(self._plain):
-            k = min(nbytes, len(self._plain) - self._plain_at)
+        if self._plain_at < self._plain_len:
+            k = min(nbytes, self._plain_len - self._plain_at)
             view[:k] = memoryview(self._plain)[self._plain_at:self._plain_at + k]
             self._plain_at += k
             return k
@@ -157,24 +159,21 @@ class SealedStream(OverSocket):
         if not self._fill(sealed):
             raise SealError("the connection ended inside a frame")
         into = view[:n] if n <= nbytes else None
-        if into is None:
-            self._plain = bytearray(n)
-            self._plain_at = 0
         try:
             self._rx.aead.decrypt_into(self._rx.nonce(n), sealed, head,
-                                       into if into is not None else memoryview(self._plain))
+                                       into if into is not None else memoryview(self._plain)[:n])
         except InvalidTag:
             raise SealError("a frame failed its check: altered, replayed or out of order") from None
         self._rx.after_frame()
         if into is not None:
             return n
         view[:nbytes] = memoryview(self._plain)[:nbytes]
-        self._plain_at = nbytes
+        self._plain_at, self._plain_len = nbytes, n
         return nbytes
 
     def pending(self) -> int:
         """Bytes that have arrived and are not read yet (a frame's plaintext, or bytes of the exchange's)."""
-        return len(self._plain) - self._plain_at + len(self._early)
+        return self._plain_len - self._plain_at + len(self._early)
 
     # -- the rest of a socket's methods: OverSocket's ---------------------------------------------------
     def getpeercert(self, binary_form: bool = False):
@@ -184,11 +183,11 @@ class SealedStream(OverSocket):
         return (SUITE, "TLSv1.3 then sealed frames", 256)
 
     def close(self) -> None:
-        """The connection closed, and the frame buffers (2 MiB) let go at once: a channel that ends up in a
+        """The connection closed, and the frame buffers (3 MiB) let go at once: a channel that ends up in a
         reference cycle would otherwise hold them until Python's next full collection. (A thread still
         in ``sendall`` or ``recv_into`` keeps its own reference to the buffer it uses.)"""
         self._out, self._in, self._plain = bytearray(), bytearray(), bytearray()
-        self._plain_at = 0
+        self._plain_at = self._plain_len = 0
         super().close()
 
 
