@@ -15,6 +15,7 @@ header describes what its refs cover. What the service publishes of it is the wo
 
 from __future__ import annotations
 
+import random
 import secrets
 import socket
 import threading
@@ -269,6 +270,7 @@ class _BackupService:
         self.cs, self.scopes, self.keep_partial, self.block_size = cs, list(scopes), keep_partial, block_size
         self.writer = writer  # the agent whose records these are (None: every record is checked)
         self._sampled = False  # (an unchecked writer's first records message was checked whole)
+        self._sample = random.Random(secrets.randbits(128))
         #: What the worker itself recorded of each committed backup (not what the agent says it did):
         #: its logical size (a disk's, from the checked header) and what the vault added for it.
         self.recorded: dict[str, dict] = {}
@@ -359,7 +361,8 @@ class _BackupService:
         if self.writer is None or not self._sampled:
             self._sampled = True
             return items
-        return [it for it in items if secrets.randbelow(SPOT_CHECK) == 0]
+        pick = self._sample.random  # (seeded from the OS per task: the agent cannot tell which)
+        return [it for it in items if pick() * SPOT_CHECK < 1]
 
     def _check_and_pack(self, session, items: list[tuple[bytes, memoryview]],
                         checked: list[tuple[bytes, memoryview]]) -> None:

@@ -1,0 +1,114 @@
+"""Packs of unverified records (engine/chunks/unverified.py): a writer whose records nobody checked (an
+agent) deduplicates against its own; every other writer checks a copy before it relies on it; readers
+that do not hash what they read check such records; GC forgets the packs it swept.
+
+The vault is encrypted, as agents' vaults are: AES-GCM authenticates a record, but the agent held the
+key, so a record it sealed under a chunk's name may hold other data (a "forged" record here)."""
+
+from __future__ import annotations
+
+import os
+
+from opencbr.engine import Repository
+from opencbr.engine.chunks.gc import run_gc
+from opencbr.engine.chunks.reader import read_span, spans_of
+from opencbr.engine.chunks.session import WriteSession
+from opencbr.engine.chunks.unverified import UNVERIFIED_DIR
+
+HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
+
+
+def _repo(local_store):
+    return Repository.create(local_store, "v/", b"k" * 32, encrypted=True)
+
+
+def _write(repo, writer, name, records, *, full=False):
+    """One backup of ``records`` ({digest: record}) by ``writer``; returns the digests it stored."""
+    s = WriteSession(repo.chunks, writer=writer, force_new=full)
+    stored = []
+    for d, rec in records.items():
+        if s.claim(d):
+            s.put_record(d, (rec,))
+            stored.append(d)
+    s.commit(name, HEADER, refs=b"".join(records))
+    return stored
+
+
+def _chunks(repo, n=3, size=5000):
+    codec = repo.chunks.codec
+    datas = [os.urandom(size) for _ in range(n)]
+    return codec, datas, [codec.digest(b) for b in datas]
+
+
+def _forged(codec, d):
+    return codec.encode(d, b"not the chunk " * 50)  # sealed under d's name: AES-GCM accepts it
+
+
+def test_the_writer_deduplicates_against_its_own_unverified_packs(local_store):
+    repo = _repo(local_store)
+    codec, datas, ds = _chunks(repo)
+    assert _write(repo, "agent-a", "a1", {d: codec.encode(d, b) for d, b in zip(ds, datas)}) == ds
+    packs = repo.chunks.unverified_packs()
+    assert set(packs.values()) == {"agent-a"} and packs
+    assert _write(repo, "agent-a", "a2", {d: codec.encode(d, b) for d, b in zip(ds, datas)}) == []
+    pack = repo.chunks.reader_index(refresh=True).lookup(ds[0]).pack_id
+    assert repo.chunks.trusted_pack(pack, "agent-a") and not repo.chunks.trusted_pack(pack)
+    assert not repo.chunks.trusted_pack(pack, "agent-b")
+
+
+def test_another_writer_checks_a_copy_and_stores_its_own_when_it_is_forged(local_store):
+    repo = _repo(local_store)
+    codec, datas, ds = _chunks(repo)
+    good = {d: codec.encode(d, b) for d, b in zip(ds, datas)}
+    _write(repo, "agent-a", "a1", {ds[0]: _forged(codec, ds[0]), ds[1]: good[ds[1]]})
+    # another agent: the genuine chunk is checked and deduplicated, the forged one stored again
+    assert _write(repo, "agent-b", "b1", {ds[0]: good[ds[0]], ds[1]: good[ds[1]]}) == [ds[0]]
+    assert repo.chunks.get_chunk(ds[0]) == datas[0] and repo.chunks.get_chunk(ds[1]) == datas[1]
+    # the service's own (checked) writer: neither agent's copy is taken unchecked; both are intact now
+    assert _write(repo, None, "s1", {d: good[d] for d in ds}) == [ds[2]]
+    # and an agent that wrote a forged copy still takes its own (its backups are its own word)
+    assert _write(repo, "agent-a", "a2", {ds[0]: good[ds[0]]}) == []
+
+
+def test_readers_prefer_a_checked_copy_and_unverified_ones_oldest_first(local_store):
+    repo = _repo(local_store)
+    codec, datas, ds = _chunks(repo, 1)
+    d = ds[0]
+    _write(repo, "agent-a", "a1", {d: codec.encode(d, datas[0])})
+    first = repo.chunks.reader_index(refresh=True).lookup(d).pack_id
+    _write(repo, "agent-a", "a2", {d: _forged(codec, d)}, full=True)  # a newer copy, forged
+    assert repo.chunks.reader_index(refresh=True).lookup(d).pack_id == first
+    _write(repo, None, "s1", {d: codec.encode(d, datas[0])}, full=True)
+    checked = repo.chunks.reader_index(refresh=True).lookup(d).pack_id
+    assert checked != first and repo.chunks.trusted_pack(checked)
+
+
+def test_a_reader_that_does_not_hash_checks_records_of_unverified_packs(local_store):
+    """A copy to another vault opens records without hashing them (``open_body``): a forged record of an
+    agent's pack is caught there, and the chunk read from its checked copy instead."""
+    repo = _repo(local_store)
+    codec, datas, ds = _chunks(repo, 1)
+    d = ds[0]
+    _write(repo, "agent-a", "a1", {d: _forged(codec, d)})
+    _write(repo, "agent-b", "b1", {d: codec.encode(d, datas[0])})
+    (span,) = spans_of(repo.chunks.reader_index(refresh=True), [d], lambda x: None)
+    assert span[0] == repo.chunks.reader_index().locations(d)[0].pack_id  # agent-a's, the oldest
+    (got,) = list(read_span(repo.chunks, codec, span, decode=codec.open_body, hashes=False))
+    plain = got[1][2] if isinstance(got[1], tuple) else got[1]
+    assert got[2] is None and bytes(plain) == datas[0]
+
+
+def test_gc_forgets_the_packs_it_swept_and_folds_the_markers(local_store):
+    repo = _repo(local_store)
+    codec, datas, ds = _chunks(repo)
+    for i, (d, b) in enumerate(zip(ds, datas)):
+        _write(repo, "agent-a", f"a{i}", {d: codec.encode(d, b)})
+    markers = lambda: [k for k, _ in local_store.list("v/" + UNVERIFIED_DIR)]  # noqa: E731
+    assert len(markers()) == 3 and len(repo.chunks.unverified_packs()) == 3
+    repo.chunks.delete_manifest("a0")
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)  # (the first condemns, the next sweeps what no writer can still use)
+    left = repo.chunks.unverified_packs()
+    assert len(markers()) == 1 and len(left) == 2 and set(left.values()) == {"agent-a"}
+    index = repo.chunks.reader_index(refresh=True)
+    assert set(left) == {index.lookup(d).pack_id for d in ds[1:]}
