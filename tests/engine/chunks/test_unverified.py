@@ -47,10 +47,10 @@ def _forged(codec, d):
 def test_the_writer_deduplicates_against_its_own_unverified_packs(local_store):
     repo = _repo(local_store)
     codec, datas, ds = _chunks(repo)
-    assert _write(repo, "agent-a", "a1", {d: codec.encode(d, b) for d, b in zip(ds, datas)}) == ds
+    assert _write(repo, "agent-a", "a1", {d: codec.encode(d, b) for d, b in zip(ds, datas, strict=True)}) == ds
     packs = repo.chunks.unverified_packs()
     assert set(packs.values()) == {"agent-a"} and packs
-    assert _write(repo, "agent-a", "a2", {d: codec.encode(d, b) for d, b in zip(ds, datas)}) == []
+    assert _write(repo, "agent-a", "a2", {d: codec.encode(d, b) for d, b in zip(ds, datas, strict=True)}) == []
     pack = repo.chunks.reader_index(refresh=True).lookup(ds[0]).pack_id
     assert repo.chunks.trusted_pack(pack, "agent-a") and not repo.chunks.trusted_pack(pack)
     assert not repo.chunks.trusted_pack(pack, "agent-b")
@@ -59,7 +59,7 @@ def test_the_writer_deduplicates_against_its_own_unverified_packs(local_store):
 def test_another_writer_checks_a_copy_and_stores_its_own_when_it_is_forged(local_store):
     repo = _repo(local_store)
     codec, datas, ds = _chunks(repo)
-    good = {d: codec.encode(d, b) for d, b in zip(ds, datas)}
+    good = {d: codec.encode(d, b) for d, b in zip(ds, datas, strict=True)}
     _write(repo, "agent-a", "a1", {ds[0]: _forged(codec, ds[0]), ds[1]: good[ds[1]]})
     # another agent: the genuine chunk is checked and deduplicated, the forged one stored again
     assert _write(repo, "agent-b", "b1", {ds[0]: good[ds[0]], ds[1]: good[ds[1]]}) == [ds[0]]
@@ -101,7 +101,7 @@ def test_a_reader_that_does_not_hash_checks_records_of_unverified_packs(local_st
 def test_gc_forgets_the_packs_it_swept_and_folds_the_markers(local_store):
     repo = _repo(local_store)
     codec, datas, ds = _chunks(repo)
-    for i, (d, b) in enumerate(zip(ds, datas)):
+    for i, (d, b) in enumerate(zip(ds, datas, strict=True)):
         _write(repo, "agent-a", f"a{i}", {d: codec.encode(d, b)})
     markers = lambda: [k for k, _ in local_store.list("v/" + UNVERIFIED_DIR)]  # noqa: E731
     assert len(markers()) == 3 and len(repo.chunks.unverified_packs()) == 3
