@@ -96,3 +96,23 @@ def test_a_restore_gets_a_checked_copy_of_another_agents_unverified_chunk(repo):
     assert codec.decode(d, read(None, "b1")) == datas[0]
     with pytest.raises(Damaged):  # agent-a's own record is sent to it as it is: its own word
         codec.decode(d, read("agent-a", "a1"))
+
+
+def test_a_lone_copy_of_another_agents_chunk_is_sent_unchecked(repo, monkeypatch):
+    """With no other copy to fall back on, the worker does not check it: the reading agent checks every
+    record it decodes (a restore of one host's backup onto another would otherwise cost the worker a
+    check of every record)."""
+    codec, datas, digests, records = _blocks(repo, 1)
+    d = digests[0]
+    for writer, name in (("agent-a", "a1"), ("agent-b", "b1")):  # agent-b deduplicates against a's copy
+        s = WriteSession(repo.chunks, writer=writer)
+        if s.claim(d):
+            s.put_record(d, (records[0],))
+        s.commit(name, HEADER, refs=d)
+    assert len(repo.chunks.reader_index(refresh=True).locations(d)) == 1
+    checked = []
+    real = remote_service._Reads._intact
+    monkeypatch.setattr(remote_service._Reads, "_intact", lambda self, *a: checked.append(1) or real(self, *a))
+    answers, _ = converse_raw(repo, ReadScope(("b1",)), [({"op": "read"}, d)],
+                              serve=lambda r, ch, sc: serve_restore(r, ch, sc, reader="agent-b"))
+    assert codec.decode(d, bytes(answers[0])) == datas[0] and checked == []
