@@ -237,7 +237,8 @@ class IndexView:
         self.snap = snap
         self.excluded = set(excluded)
         self._excluded_no = {snap.pack_no[p] for p in self.excluded if p in snap.pack_no} | snap.recovered_no
-        self._unverified_no = {snap.pack_no[p] for p in unverified if p in snap.pack_no}
+        self.unverified_ids = set(unverified)
+        self._unverified_no = {snap.pack_no[p] for p in self.unverified_ids if p in snap.pack_no}
 
     @property
     def damaged_objects(self) -> dict[str, str]:
@@ -260,6 +261,10 @@ class IndexView:
 
     def has_pack(self, pack_id: str) -> bool:
         return pack_id in self.snap.pack_no
+
+    def unverified(self, pack_id: str) -> bool:
+        """Whether ``pack_id`` is one of the ``unverified`` packs this view was given."""
+        return pack_id in self.unverified_ids
 
     def entries(self, pack_id: str) -> list[tuple[bytes, int, int]]:
         return list(_ENTRY.iter_unpack(self.snap.records(pack_id)))

@@ -160,7 +160,7 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
         if p not in present:
             deleted.add(p)  # already gone (an earlier, interrupted sweep)
             continue
-        needed = p in unknowable or _holds_needed(idx.entries(p), idx, refs, present, packs)
+        needed = p in unknowable or _holds_needed(p, idx.entries(p), idx, refs, present, packs)
         if not needed and not idx.has_pack(p):  # listed nowhere: its trailer says what it holds
             needed = bool(_unlisted_needed(cs, p, present[p], idx, refs, present, packs))
         if needed:
@@ -174,10 +174,15 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
     return deleted
 
 
-def _holds_needed(entries, idx: IndexView, refs: DigestSet, present: dict[str, int], gone: set[str]) -> bool:
-    """Whether any of a pack's ``entries`` is a referenced chunk with no indexed copy outside ``gone``."""
+def _holds_needed(pack_id: str, entries, idx: IndexView, refs: DigestSet, present: dict[str, int],
+                  gone: set[str]) -> bool:
+    """Whether any of a pack's ``entries`` is a referenced chunk with no indexed copy outside ``gone``
+    that may stand in for it: a copy in an agent's unverified pack (unverified.py) may be forged, so it
+    stands in only for another unverified copy, never for a checked one."""
+    trusted = not idx.unverified(pack_id)
     for d, _off, _ln in entries:
-        if d in refs and not any(loc.pack_id not in gone and loc.pack_id in present for loc in idx.locations(d)):
+        if d in refs and not any(loc.pack_id not in gone and loc.pack_id in present
+                                 and not (trusted and idx.unverified(loc.pack_id)) for loc in idx.locations(d)):
             return True
     return False
 
@@ -197,7 +202,7 @@ def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, re
         return False  # gone meanwhile
     if listing is None:
         return None
-    return listing if _holds_needed(unpack_entries(listing), idx, refs, present, gone) else False
+    return listing if _holds_needed(pack_id, unpack_entries(listing), idx, refs, present, gone) else False
 
 
 def _keep_unlisted(cs: ChunkStore, condemn: set[str], idx: IndexView, refs: DigestSet, present: dict[str, int],
@@ -237,9 +242,12 @@ def _relist(cs: ChunkStore, gc_lock: RepoLock, relist: dict[str, bytes], result:
 
 def _load_all(cs: ChunkStore, excluded: set[str], disk: DiskChunkIndex) -> tuple[list[str], IndexView, dict[str, int]]:
     """Index (from the objects listed now), then the pack listing (packs are written before their index,
-    so an indexed pack missing from the listing was deleted)."""
+    so an indexed pack missing from the listing was deleted). The view knows the agents' unverified packs
+    (read after the index: every pack it lists had its marker written before it), so that GC keeps the
+    copies readers rely on (:func:`_live_test`)."""
     names = cs.list_index_objects()
     idx = cs.load_index(excluded, disk)
+    idx = IndexView(idx.snap, excluded, cs.unverified_packs())
     present = _pack_listing(cs)
     return names, idx, present
 
@@ -386,15 +394,20 @@ LiveTest = Callable[[str, bytes, int], bool]
 
 
 def _live_test(idx: IndexView, refs: DigestSet, present: dict[str, int], deleted: set[str]) -> LiveTest:
-    """``live_at(pack, digest, offset)``: whether that record is the copy GC keeps of a referenced chunk
+    """``live_at(pack, digest, offset)``: whether that record is a copy GC keeps of a referenced chunk
     (its preferred copy among those that still exist), asked record by record instead of a dict of
-    every referenced chunk's copy."""
+    every referenced chunk's copy. A chunk with no checked copy (only copies in agents' unverified
+    packs, any of which may be forged: unverified.py) keeps all of them: the one a writer checked and
+    deduplicated against is not necessarily the one readers prefer. Repacking such a pack checks its
+    records, and the checked copy it makes is then the one kept."""
 
     def live_at(pack_id: str, digest: bytes, offset: int) -> bool:
         if digest not in refs:
             return False
         for loc in idx.locations(digest):  # preferred copy first; skip copies that no longer exist
             if loc.pack_id in present and loc.pack_id not in deleted:
+                if idx.unverified(loc.pack_id):  # (checked copies come first: there is none)
+                    return idx.unverified(pack_id)
                 return loc.pack_id == pack_id and loc.offset == offset
         return False
 

@@ -1,0 +1,91 @@
+"""GC and agents' unverified packs (engine/chunks/unverified.py): the copy of a chunk GC keeps is the one
+readers prefer -- a checked copy over an unverified one, unverified ones oldest first -- so an agent that
+stores a forged copy of a chunk again (a full backup) cannot make GC drop the copy other hosts rely on."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from opencbr.engine import Repository
+from opencbr.engine.chunks.gc import run_gc
+from opencbr.engine.chunks.session import WriteSession
+
+HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
+
+
+def _repo(local_store):
+    return Repository.create(local_store, "v/", b"k" * 32, encrypted=True)
+
+
+def _write(repo, writer, name, records, *, full=False):
+    s = WriteSession(repo.chunks, writer=writer, force_new=full)
+    for d, rec in records.items():
+        if s.claim(d):
+            s.put_record(d, (rec,))
+    s.commit(name, HEADER, refs=b"".join(records))
+
+
+def _forged(codec, d):
+    return codec.encode(d, b"not the chunk " * 50)  # sealed under d's name: AES-GCM accepts it
+
+
+@pytest.mark.parametrize("honest", [None, "agent-b"])
+def test_gc_keeps_the_copy_readers_prefer_not_a_newer_forged_one(local_store, honest):
+    """The service (or another agent) stored chunk ``d`` with another one; then agent-a stores ``d`` again,
+    forged, in a full backup. GC must keep the honest copy (it may repack it, checked), never leave only
+    the forged one."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data, other = os.urandom(5000), os.urandom(5000)
+    d, o = codec.digest(data), codec.digest(other)
+    _write(repo, honest, "h1", {d: codec.encode(d, data), o: codec.encode(o, other)})
+    _write(repo, "agent-a", "a1", {d: _forged(codec, d)}, full=True)
+    repo.chunks.delete_manifest("h1")
+    _write(repo, honest, "h2", {d: codec.encode(d, data)})  # (deduplicated: h1's copy)
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)
+    assert repo.chunks.get_chunk(d) == data
+
+
+def test_gc_keeps_an_honest_unverified_copy_when_an_older_one_is_forged(local_store):
+    """agent-a stores a forged ``d`` first; agent-b's check of it fails, so b stores its own copy; the
+    service checks b's copy and deduplicates against it. Readers prefer the oldest unverified copy (the
+    forged one, then fall back): GC must not keep only that one."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data, other = os.urandom(5000), os.urandom(5000)
+    d, o = codec.digest(data), codec.digest(other)
+    _write(repo, "agent-a", "a1", {d: _forged(codec, d)})
+    _write(repo, "agent-b", "b1", {d: codec.encode(d, data), o: codec.encode(o, other)})
+    _write(repo, None, "h1", {d: codec.encode(d, data)})  # (b's copy checked, deduplicated)
+    repo.chunks.delete_manifest("b1")  # (b's pack is mostly dead now: repacked, or dropped)
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)
+    assert repo.chunks.get_chunk(d) == data
+    # and a checked copy exists now (the repack checked b's record): the forged one goes next
+    run_gc(repo.chunks)
+    index = repo.chunks.reader_index(refresh=True)
+    assert [repo.chunks.trusted_pack(loc.pack_id) for loc in index.locations(d)] == [True]
+
+
+def test_a_condemned_checked_copy_a_running_backup_relies_on_outlives_a_forged_one(local_store):
+    """The service's backup starts and deduplicates against chunk ``d`` in a pack GC then condemns (its
+    backup was deleted); an agent, which may no longer deduplicate against that pack, stores ``d`` forged
+    (no full backup needed). The sweep must resurrect the checked copy the running backup relied on: a
+    copy in an unverified pack does not stand in for it."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data = os.urandom(5000)
+    d = codec.digest(data)
+    _write(repo, None, "h1", {d: codec.encode(d, data)})
+    repo.chunks.delete_manifest("h1")
+    running = WriteSession(repo.chunks)
+    assert not running.claim(d)  # deduplicated against h1's copy
+    run_gc(repo.chunks)  # condemns h1's pack; the running backup has not seen that: not swept
+    _write(repo, "agent-a", "a1", {d: _forged(codec, d)})
+    running.commit("h2", HEADER, refs=d)
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)
+    assert repo.chunks.get_chunk(d) == data
