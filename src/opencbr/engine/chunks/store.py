@@ -344,9 +344,13 @@ class ChunkStore:
         Raises Missing or Damaged."""
         codec = codec or self.codec
         last_err: Exception | None = None
+        moved = False  # a copy the index named was not there (GC may have repacked it)
         for attempt in ("as known", "refreshed", "rebuilt"):
-            if attempt == "refreshed" and isinstance(last_err, Damaged):
-                continue  # a copy is there but damaged: the chunk did not move
+            if attempt == "refreshed" and not moved and isinstance(last_err, Damaged):
+                # every copy is there but damaged: the chunk did not move. (Not when a copy was missing
+                # too: another copy failing its check -- an agent's forged record, unverified.py --
+                # says nothing about where the missing one went.)
+                continue
             if attempt == "rebuilt":
                 if self._index_rebuilt:
                     break
@@ -361,6 +365,7 @@ class ChunkStore:
                     return codec.decode(digest, rec)
                 except KeyError:
                     last_err = Missing(f"chunk {digest.hex()}: pack {loc.pack_id} is missing")
+                    moved = True
                 except Damaged as e:
                     last_err = e
         if last_err is None or isinstance(last_err, Missing):

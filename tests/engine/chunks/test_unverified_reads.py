@@ -1,0 +1,44 @@
+"""Readers of a vault holding agents' forged records (engine/chunks/unverified.py): a forged copy of a
+chunk fails its check like a damaged one, but unlike damage it says nothing about whether the chunk's
+other copies moved (GC repacked them): a reader whose index is older than the repack looks again."""
+
+from __future__ import annotations
+
+import os
+
+from opencbr.engine import Repository
+from opencbr.engine.chunks.gc import run_gc
+from opencbr.engine.chunks.session import WriteSession
+
+HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
+
+
+def _write(repo, writer, name, records, *, full=False):
+    s = WriteSession(repo.chunks, writer=writer, force_new=full)
+    for d, rec in records.items():
+        if s.claim(d):
+            s.put_record(d, (rec,))
+    s.commit(name, HEADER, refs=b"".join(records))
+
+
+def test_a_reader_finds_repacked_chunks_past_forged_copies(local_store):
+    """A restore that started before GC repacked the service's packs (twice) reads chunks whose checked
+    copy moved and whose other copy is an agent's forged one: each is found at its new place."""
+    repo = Repository.create(local_store, "v/", b"k" * 32, encrypted=True)
+    codec = repo.chunks.codec
+    datas = [os.urandom(5000) for _ in range(4)]
+    x, y, z1, z2 = (codec.digest(b) for b in datas)
+    good = {d: codec.encode(d, b) for d, b in zip((x, y, z1, z2), datas, strict=True)}
+    _write(repo, None, "hx", {x: good[x], z1: good[z1]})
+    _write(repo, None, "hy", {y: good[y], z2: good[z2]})
+    _write(repo, None, "h", {x: good[x], y: good[y]})
+    forged = {d: codec.encode(d, b"not the chunk " * 50) for d in (x, y)}
+    own = os.urandom(100000)  # (and a chunk of its own, so that its pack stays)
+    forged[codec.digest(own)] = codec.encode(codec.digest(own), own)
+    _write(repo, "agent-a", "a1", forged, full=True)  # (newer copies, forged: AES-GCM accepts them)
+    reader = Repository.open(local_store, "v/", b"k" * 32).chunks
+    reader.reader_index()  # (a restore of "h" starts: its index is loaded)
+    for name, d, data in (("hx", x, datas[0]), ("hy", y, datas[1])):
+        repo.chunks.delete_manifest(name)
+        assert run_gc(repo.chunks).packs_repacked == 1  # the pack of d is half dead: repacked, swept
+        assert reader.get_chunk(d) == data
