@@ -89,3 +89,43 @@ def test_a_condemned_checked_copy_a_running_backup_relies_on_outlives_a_forged_o
     run_gc(repo.chunks)
     run_gc(repo.chunks)
     assert repo.chunks.get_chunk(d) == data
+
+
+def test_a_condemned_unverified_copy_a_backup_relies_on_outlives_a_forged_one(local_store):
+    """agent-a stored chunk ``d`` genuine, then forged again (a full backup, in a pack it keeps using);
+    both its backups of ``d`` expire. agent-b's backup, running as GC condemns the genuine copy's pack,
+    checked that copy and deduplicated against it. The sweep must keep it: the forged copy, unverified
+    too, does not stand in for it."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data, own = os.urandom(5000), os.urandom(100000)
+    d, w = codec.digest(data), codec.digest(own)
+    _write(repo, "agent-a", "a1", {d: codec.encode(d, data)})
+    _write(repo, "agent-a", "a2", {d: _forged(codec, d), w: codec.encode(w, own)}, full=True)
+    _write(repo, "agent-a", "a3", {w: codec.encode(w, own)})  # (keeps the forged copy's pack)
+    repo.chunks.delete_manifest("a1")
+    repo.chunks.delete_manifest("a2")
+    running = WriteSession(repo.chunks, writer="agent-b")
+    assert not running.claim(d)  # a1's copy checked, deduplicated against
+    run_gc(repo.chunks)  # condemns a1's pack; the running backup has not seen that: not swept
+    running.commit("b1", HEADER, refs=d)
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)
+    assert repo.chunks.get_chunk(d) == data
+
+
+def test_a_forged_record_a_repack_left_behind_is_not_kept_for_ever(local_store):
+    """Only agent-a's own backup needs its forged ``d``: the repack of its pack skips that record (it
+    fails its check), and the sweep does not resurrect the pack for it GC after GC."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data = os.urandom(5000)
+    d, y = codec.digest(b"x"), codec.digest(data)
+    _write(repo, "agent-a", "a1", {d: _forged(codec, d), y: codec.encode(y, data)})
+    _write(repo, "agent-a", "a2", {d: _forged(codec, d)})  # (deduplicated: its own)
+    repo.chunks.delete_manifest("a1")  # (half the pack dead: repacked)
+    first = run_gc(repo.chunks)
+    assert first.packs_repacked == 1 and first.damaged_chunks == [d.hex()]
+    run_gc(repo.chunks)
+    assert repo.chunks.reader_index(refresh=True).locations(d) == []
+    assert not list(local_store.list("v/data/"))

@@ -47,7 +47,7 @@ from typing import Callable
 from ..errors import Conflict, Damaged
 from .digestset import DigestSet
 from .diskindex import DiskChunkIndex, IndexView
-from .locations import ENTRY_SIZE, new_index_name, pack_entries, unpack_entries
+from .locations import ENTRY_SIZE, Location, new_index_name, pack_entries, unpack_entries
 from .locks import (
     GC_LOCK_NAME,
     LockInfo,
@@ -160,7 +160,7 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
         if p not in present:
             deleted.add(p)  # already gone (an earlier, interrupted sweep)
             continue
-        needed = p in unknowable or _holds_needed(p, idx.entries(p), idx, refs, present, packs)
+        needed = p in unknowable or _holds_needed(cs, p, idx.entries(p), idx, refs, present, packs)
         if not needed and not idx.has_pack(p):  # listed nowhere: its trailer says what it holds
             needed = bool(_unlisted_needed(cs, p, present[p], idx, refs, present, packs))
         if needed:
@@ -174,17 +174,33 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
     return deleted
 
 
-def _holds_needed(pack_id: str, entries, idx: IndexView, refs: DigestSet, present: dict[str, int],
+def _holds_needed(cs: ChunkStore, pack_id: str, entries, idx: IndexView, refs: DigestSet, present: dict[str, int],
                   gone: set[str]) -> bool:
-    """Whether any of a pack's ``entries`` is a referenced chunk with no indexed copy outside ``gone``
-    that may stand in for it: a copy in an agent's unverified pack (unverified.py) may be forged, so it
-    stands in only for another unverified copy, never for a checked one."""
-    trusted = not idx.unverified(pack_id)
-    for d, _off, _ln in entries:
-        if d in refs and not any(loc.pack_id not in gone and loc.pack_id in present
-                                 and not (trusted and idx.unverified(loc.pack_id)) for loc in idx.locations(d)):
+    """Whether any of a pack's ``entries`` is a referenced chunk with no checked copy outside ``gone``.
+    A copy in an agent's unverified pack (unverified.py) may be forged, so it stands in for none; such a
+    pack's own record is needed only if it passes its check (a forged one, what a repack left behind,
+    is not kept for ever)."""
+    unverified = idx.unverified(pack_id)
+    for d, off, ln in entries:
+        if d not in refs:
+            continue
+        if any(loc.pack_id not in gone and loc.pack_id in present and not idx.unverified(loc.pack_id)
+               for loc in idx.locations(d)):
+            continue  # a checked copy stays
+        if not unverified or _intact(cs, Location(pack_id, off, ln), d):
             return True
     return False
+
+
+def _intact(cs: ChunkStore, loc: Location, digest: bytes) -> bool:
+    try:
+        rec = cs.read_record(loc)
+        if len(rec) != loc.length:
+            return False
+        cs.codec.clone().decode(digest, rec)
+        return True
+    except (KeyError, Damaged):
+        return False
 
 
 def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, refs: DigestSet,
@@ -202,7 +218,7 @@ def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, re
         return False  # gone meanwhile
     if listing is None:
         return None
-    return listing if _holds_needed(pack_id, unpack_entries(listing), idx, refs, present, gone) else False
+    return listing if _holds_needed(cs, pack_id, unpack_entries(listing), idx, refs, present, gone) else False
 
 
 def _keep_unlisted(cs: ChunkStore, condemn: set[str], idx: IndexView, refs: DigestSet, present: dict[str, int],
