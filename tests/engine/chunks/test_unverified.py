@@ -112,3 +112,29 @@ def test_gc_forgets_the_packs_it_swept_and_folds_the_markers(local_store):
     assert len(markers()) == 1 and len(left) == 2 and set(left.values()) == {"agent-a"}
     index = repo.chunks.reader_index(refresh=True)
     assert set(left) == {index.lookup(d).pack_id for d in ds[1:]}
+
+
+def test_a_marker_folded_by_gc_while_a_writer_reads_the_markers_is_not_missed(local_store, monkeypatch):
+    """GC folds the markers (writes the new object, then deletes the old ones) between another writer's
+    listing of them and its reading of them: the packs they named are still another writer's unverified
+    ones to it, never taken for checked ones (it would deduplicate against a forged record unchecked)."""
+    from opencbr.engine.chunks import unverified as unverified_mod
+
+    repo = _repo(local_store)
+    codec, datas, ds = _chunks(repo, 2)
+    _write(repo, "agent-a", "a1", {ds[0]: _forged(codec, ds[0])})
+    _write(repo, "agent-a", "a2", {ds[1]: codec.encode(ds[1], datas[1])})
+    store = repo.chunks.store
+    listing = store.list
+
+    def list_then_fold(prefix, *a, **kw):
+        got = list(listing(prefix, *a, **kw))
+        if prefix.endswith(UNVERIFIED_DIR):  # GC folds them now, as this writer reads them one by one
+            monkeypatch.setattr(store, "list", listing)
+            markers = unverified_mod.marker_objects(repo.chunks)
+            assert unverified_mod.prune_unverified(repo.chunks, markers, lambda p: True) == 2
+        return iter(got)
+
+    monkeypatch.setattr(store, "list", list_then_fold)
+    assert _write(repo, None, "s1", {d: codec.encode(d, b) for d, b in zip(ds, datas, strict=True)}) == [ds[0]]
+    assert repo.chunks.get_chunk(ds[0]) == datas[0]

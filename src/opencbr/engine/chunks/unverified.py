@@ -28,6 +28,7 @@ import json
 import logging
 from typing import Iterable
 
+from ..errors import Conflict
 from .locations import new_index_name
 
 UNVERIFIED_DIR = "unverified/"
@@ -44,19 +45,28 @@ def note_unverified(cs, writer: str, pack_ids: Iterable[str]) -> None:
 
 
 def marker_objects(cs) -> dict[str, tuple[str, list[str]]]:
-    """``{object key: (writer, packs)}`` of every marker object (unreadable ones skipped)."""
-    out = {}
-    for key, _ in cs.store.list(cs.k(UNVERIFIED_DIR)):
-        try:
-            body = json.loads(cs.store.get(key))
-            writer, packs = str(body["writer"]), [str(p) for p in body["packs"]]
-        except KeyError:
-            continue  # deleted since listed (GC folded it)
-        except (ValueError, TypeError) as e:
-            log.warning("unreadable marker of unverified packs %s: %s", key, e)
-            continue
-        out[key] = (writer, packs)
-    return out
+    """``{object key: (writer, packs)}`` of every marker object (unreadable ones skipped). A marker
+    listed and gone when read was folded by GC (:func:`prune_unverified`), which wrote the object
+    replacing it first: the markers are listed again, else the packs it named would be taken for
+    checked ones (another writer would deduplicate against them unchecked)."""
+    for _attempt in range(10):
+        out, vanished = {}, False
+        for key, _ in cs.store.list(cs.k(UNVERIFIED_DIR)):
+            try:
+                raw = cs.store.get(key)
+            except KeyError:
+                vanished = True  # deleted since listed (GC folded it): its replacement is listed next time
+                break
+            try:
+                body = json.loads(raw)
+                writer, packs = str(body["writer"]), [str(p) for p in body["packs"]]
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("unreadable marker of unverified packs %s: %s", key, e)
+                continue
+            out[key] = (writer, packs)
+        if not vanished:
+            return out
+    raise Conflict("the markers of unverified packs kept changing while they were read; retry")
 
 
 def unverified_packs(cs) -> dict[str, str]:
