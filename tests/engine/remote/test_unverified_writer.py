@@ -8,6 +8,7 @@ import pytest
 
 from opencbr.agentlink.channel import RemoteError
 from opencbr.engine import Repository
+from opencbr.engine.chunks.gc import run_gc
 from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.errors import Damaged
 from opencbr.engine.remote import BackupScope, ReadScope, serve_backup, serve_restore
@@ -116,3 +117,37 @@ def test_a_lone_copy_of_another_agents_chunk_is_sent_unchecked(repo, monkeypatch
     answers, _ = converse_raw(repo, ReadScope(("b1",)), [({"op": "read"}, d)],
                               serve=lambda r, ch, sc: serve_restore(r, ch, sc, reader="agent-b"))
     assert codec.decode(d, bytes(answers[0])) == datas[0] and checked == []
+
+
+def test_a_forged_full_backup_does_not_make_gc_drop_the_services_copies(repo, monkeypatch):
+    """A compromised agent's full backup (``force_new``) sends, past its checked first message, forged
+    records of chunks the service's own backup holds: GC keeps the service's checked copies, not the
+    agent's newer forged ones, and the service's backup restores."""
+    monkeypatch.setattr(remote_service, "SPOT_CHECK", 10 ** 9)
+    codec, datas, digests, records = _blocks(repo, 8)
+    for name, which in (("s0", range(8)), ("s1", range(4))):  # (s0 goes: s1's pack is half dead)
+        s = WriteSession(repo.chunks)
+        for i in which:
+            if s.claim(digests[i]):
+                s.put_record(digests[i], (records[i],))
+        s.commit(name, {**HEADER, "disk_size": 65536 * len(which)}, refs=b"".join(digests[i] for i in which))
+    own = [bytes([200 + i]) * 3000 for i in range(2)]
+    mine = [codec.digest(b) for b in own]
+    wanted = mine + digests[:4]
+    sent = [codec.encode(d, b) for d, b in zip(mine, own, strict=True)]
+    sent += [codec.encode(d, b"not the chunk " * 9) for d in digests[:4]]
+    msgs = [({"op": "need"}, b"".join(wanted)),
+            ({"op": "records", "sizes": [len(sent[0])]}, mine[0] + sent[0]),  # (checked whole: genuine)
+            ({"op": "records", "sizes": [len(r) for r in sent[1:]]},
+             b"".join(part for d, r in zip(wanted[1:], sent[1:], strict=True) for part in (d, r))),
+            ({"op": "commit", "name": "a1", "header": {**HEADER, "disk_size": 65536 * len(wanted)},
+              "refs": 32 * len(wanted)}, b"".join(wanted))]
+    answers, raised = converse_raw(repo, BackupScope("a1", "disk", full=True), msgs, serve=_as("agent-a"))
+    assert raised.get("final", {}).get("ok") and bytes(answers[0]) == b"\x01" * 6
+    repo.chunks.delete_manifest("s0")
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)
+    assert [repo.chunks.get_chunk(d) for d in digests[:4]] == datas[:4]
+    answers, _ = converse_raw(repo, ReadScope(("s1",)), [({"op": "read"}, b"".join(digests[:4]))],
+                              serve=lambda r, ch, sc: serve_restore(r, ch, sc, reader="agent-b"))
+    assert not isinstance(answers[0], RemoteError)
