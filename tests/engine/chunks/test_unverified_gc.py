@@ -129,3 +129,21 @@ def test_a_forged_record_a_repack_left_behind_is_not_kept_for_ever(local_store):
     run_gc(repo.chunks)
     assert repo.chunks.reader_index(refresh=True).locations(d) == []
     assert not list(local_store.list("v/data/"))
+
+
+def test_an_agents_full_backup_leaves_one_copy_of_each_chunk_after_gc(local_store):
+    """An honest agent's full backup stores every chunk again: GC keeps one copy of each (one it checked,
+    the agent's copies being unverified), as it did before agents' records went unchecked."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    datas = [os.urandom(5000) for _ in range(3)]
+    good = {codec.digest(b): codec.encode(codec.digest(b), b) for b in datas}
+    _write(repo, "agent-a", "a1", good)
+    _write(repo, "agent-a", "a2", good, full=True)
+    assert len(list(local_store.list("v/data/"))) == 2
+    run_gc(repo.chunks)
+    run_gc(repo.chunks)
+    assert len(list(local_store.list("v/data/"))) == 1
+    index = repo.chunks.reader_index(refresh=True)
+    assert all(len(index.locations(d)) == 1 and repo.chunks.get_chunk(d) == b
+               for d, b in zip(good, datas, strict=True))

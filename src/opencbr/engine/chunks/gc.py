@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -62,6 +63,7 @@ from .unverified import marker_objects, prune_unverified
 REPACK_DEAD_FRACTION = 0.25
 SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...
 SMALL_PACK_MIN_COUNT = 8  # ... when at least this many exist
+RECORDS_REMEMBERED = 1 << 16  # unverified records GC checked (Intact): the last answers kept (~0.1 KB each)
 CONSOLIDATED_RECORDS = 1 << 15  # records per index object GC writes (1.3 MB, as a backup's): what a sync decodes at once
 
 Progress = Callable[[int, int], None]
@@ -150,7 +152,7 @@ def _live_writers(cs: ChunkStore, gc_lock: RepoLock, result: GCResult) -> list[L
 
 
 def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str, int], refs: DigestSet,
-           result: GCResult) -> set[str]:
+           result: GCResult, intact: Intact | None = None) -> set[str]:
     """Delete the packs of a condemned list unless they hold a referenced chunk with no other copy, or
     what they hold cannot be told (no readable index object lists them and their trailer is unreadable,
     while an index object is damaged). Returns the packs deleted."""
@@ -160,7 +162,7 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
         if p not in present:
             deleted.add(p)  # already gone (an earlier, interrupted sweep)
             continue
-        needed = p in unknowable or _holds_needed(cs, p, idx.entries(p), idx, refs, present, packs)
+        needed = p in unknowable or _holds_needed(cs, p, idx.entries(p), idx, refs, present, packs, intact)
         if not needed and not idx.has_pack(p):  # listed nowhere: its trailer says what it holds
             needed = bool(_unlisted_needed(cs, p, present[p], idx, refs, present, packs))
         if needed:
@@ -175,32 +177,48 @@ def _sweep(cs: ChunkStore, packs: set[str], *, idx: IndexView, present: dict[str
 
 
 def _holds_needed(cs: ChunkStore, pack_id: str, entries, idx: IndexView, refs: DigestSet, present: dict[str, int],
-                  gone: set[str]) -> bool:
-    """Whether any of a pack's ``entries`` is a referenced chunk with no checked copy outside ``gone``.
-    A copy in an agent's unverified pack (unverified.py) may be forged, so it stands in for none; such a
-    pack's own record is needed only if it passes its check (a forged one, what a repack left behind,
-    is not kept for ever)."""
+                  gone: set[str], intact: Intact | None = None) -> bool:
+    """Whether any of a pack's ``entries`` is a referenced chunk with no indexed copy outside ``gone``
+    that may stand in for it: a checked copy, or one in an agent's unverified pack (unverified.py) that
+    passes its check now (it may be forged). A record of an unverified pack is needed only if it passes
+    its check itself (a forged one a repack left behind is not kept for ever)."""
+    intact = intact or Intact(cs)
     unverified = idx.unverified(pack_id)
     for d, off, ln in entries:
         if d not in refs:
             continue
-        if any(loc.pack_id not in gone and loc.pack_id in present and not idx.unverified(loc.pack_id)
-               for loc in idx.locations(d)):
-            continue  # a checked copy stays
-        if not unverified or _intact(cs, Location(pack_id, off, ln), d):
+        others = [loc for loc in idx.locations(d) if loc.pack_id not in gone and loc.pack_id in present]
+        if any(not idx.unverified(loc.pack_id) for loc in others) or any(intact(loc, d) for loc in others):
+            continue  # a copy that holds the chunk stays
+        if not unverified or intact(Location(pack_id, off, ln), d):
             return True
     return False
 
 
-def _intact(cs: ChunkStore, loc: Location, digest: bytes) -> bool:
-    try:
-        rec = cs.read_record(loc)
-        if len(rec) != loc.length:
-            return False
-        cs.codec.clone().decode(digest, rec)
-        return True
-    except (KeyError, Damaged):
-        return False
+class Intact:
+    """``intact(location, digest)``: whether a record passes its check, read once (the last answers
+    remembered: each pack holding a copy of a chunk asks about the same copies)."""
+
+    def __init__(self, cs: ChunkStore):
+        self.cs = cs
+        self.codec = cs.codec.clone()
+        self._seen: OrderedDict[tuple[str, int], bool] = OrderedDict()
+
+    def __call__(self, loc: Location, digest: bytes) -> bool:
+        key = (loc.pack_id, loc.offset)
+        ok = self._seen.get(key)
+        if ok is not None:
+            self._seen.move_to_end(key)
+            return ok
+        try:
+            rec = self.cs.read_record(loc)
+            ok = len(rec) == loc.length and self.codec.decode(digest, rec) is not None
+        except (KeyError, Damaged):
+            ok = False
+        self._seen[key] = ok
+        if len(self._seen) > RECORDS_REMEMBERED:
+            self._seen.popitem(last=False)
+        return ok
 
 
 def _unlisted_needed(cs: ChunkStore, pack_id: str, size: int, idx: IndexView, refs: DigestSet,
@@ -310,12 +328,14 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
                   gens: dict[str, list[str]], disk: DiskChunkIndex, idx: IndexView, present: dict[str, int],
                   refs: DigestSet) -> None:
     report(1, 6)
+    intact = Intact(cs)  # (agents' unverified records checked here: one answer for all who ask)
     # 3. sweep older condemned lists every live writer has seen
     swept_gens: list[str] = []
     deleted: set[str] = set()
     for gen, packs in sorted(gens.items()):
         if _all_seen(live, gen):
-            gone = _sweep(cs, set(packs) - deleted, idx=idx, present=present, refs=refs, result=result)
+            gone = _sweep(cs, set(packs) - deleted, idx=idx, present=present, refs=refs, result=result,
+                          intact=intact)
             deleted |= gone
             for p in gone:  # a copy deleted here is no "other copy" for the next list's sweep
                 present.pop(p, None)
@@ -323,7 +343,7 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
     still_pending = {p for g, ps in gens.items() if g not in swept_gens for p in ps}
     report(2, 6)
     # 4. plan, pack by pack (its records read from the on-disk index, never all at once)
-    live_at = _live_test(idx, refs, present, deleted)
+    live_at = _live_test(idx, refs, present, deleted, intact)
     condemn, repack = _plan(cs, idx, present, deleted | still_pending | set(idx.unreadable_packs), live_at, result)
     relist = _keep_unlisted(cs, condemn, idx, refs, present, deleted, result)
     if repack:
@@ -342,7 +362,8 @@ def _gc_with_refs(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, report: P
             _names2, idx2, present2 = _load_all(cs, still_pending | condemn, disk)
             refs2 = cs.referenced()
             try:
-                deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result)
+                deleted |= _sweep(cs, condemn, idx=idx2, present=present2, refs=refs2, result=result,
+                                  intact=intact)
             finally:
                 refs2.close()
             swept_gens.append(new_gen)
@@ -409,23 +430,31 @@ def _remove_orphan_refs_segments(cs: ChunkStore, gc_lock: RepoLock, result: GCRe
 LiveTest = Callable[[str, bytes, int], bool]
 
 
-def _live_test(idx: IndexView, refs: DigestSet, present: dict[str, int], deleted: set[str]) -> LiveTest:
-    """``live_at(pack, digest, offset)``: whether that record is a copy GC keeps of a referenced chunk
+def _live_test(idx: IndexView, refs: DigestSet, present: dict[str, int], deleted: set[str],
+               intact: Intact) -> LiveTest:
+    """``live_at(pack, digest, offset)``: whether that record is the copy GC keeps of a referenced chunk
     (its preferred copy among those that still exist), asked record by record instead of a dict of
-    every referenced chunk's copy. A chunk with no checked copy (only copies in agents' unverified
-    packs, any of which may be forged: unverified.py) keeps all of them: the one a writer checked and
-    deduplicated against is not necessarily the one readers prefer. Repacking such a pack checks its
-    records, and the checked copy it makes is then the one kept."""
+    every referenced chunk's copy.
+
+    A chunk with no checked copy, only copies in agents' unverified packs (any of which may be forged:
+    unverified.py), keeps the first of them that passes its check (``intact``): the copy another writer
+    checked and deduplicated against is not necessarily the one readers prefer, and every intact copy
+    holds the same chunk. (Read only for a chunk stored more than once: an agent's full backup, mostly.)
+    If none is intact, all are kept."""
 
     def live_at(pack_id: str, digest: bytes, offset: int) -> bool:
         if digest not in refs:
             return False
-        for loc in idx.locations(digest):  # preferred copy first; skip copies that no longer exist
-            if loc.pack_id in present and loc.pack_id not in deleted:
-                if idx.unverified(loc.pack_id):  # (checked copies come first: there is none)
-                    return idx.unverified(pack_id)
-                return loc.pack_id == pack_id and loc.offset == offset
-        return False
+        copies = [loc for loc in idx.locations(digest)  # preferred first; only copies that still exist
+                  if loc.pack_id in present and loc.pack_id not in deleted]
+        if not copies:
+            return False
+        if not idx.unverified(copies[0].pack_id) or len(copies) == 1:  # (checked copies come first)
+            return copies[0].pack_id == pack_id and copies[0].offset == offset
+        keep = next((loc for loc in copies if intact(loc, digest)), None)
+        if keep is None:
+            return idx.unverified(pack_id)
+        return keep.pack_id == pack_id and keep.offset == offset
 
     return live_at
 
