@@ -42,3 +42,28 @@ def test_a_reader_finds_repacked_chunks_past_forged_copies(local_store):
         repo.chunks.delete_manifest(name)
         assert run_gc(repo.chunks).packs_repacked == 1  # the pack of d is half dead: repacked, swept
         assert reader.get_chunk(d) == data
+
+
+def test_a_pack_known_only_from_its_trailer_is_not_trusted_unhashed(local_store):
+    """While an index object is damaged, readers recover the packs no readable object lists from their
+    trailers: those include an agent's packs its running backup uploaded and has not marked (nor
+    indexed) yet. A reader that does not hash what it reads must check their records."""
+    repo = Repository.create(local_store, "v/", b"k" * 32, encrypted=True)
+    codec = repo.chunks.codec
+    data = os.urandom(5000)
+    d = codec.digest(data)
+    _write(repo, None, "h1", {d: codec.encode(d, data)})
+    (damaged,) = repo.chunks.list_index_objects()
+    running = WriteSession(repo.chunks, writer="agent-a", force_new=True)
+    assert running.claim(d)
+    running.put_record(d, (codec.encode(d, b"not the chunk " * 50),))
+    running._drain()  # (its pack uploaded, as a full one is while the backup runs; not indexed yet)
+    blob = bytearray(local_store.get("v/" + damaged))
+    blob[100] ^= 0x40
+    local_store.put("v/" + damaged, bytes(blob))
+    reader = Repository.open(local_store, "v/", b"k" * 32).chunks
+    reader._disk().discard()
+    index = reader.reader_index(refresh=True)
+    assert len(index.locations(d)) == 2 and index.recovered_packs
+    assert not any(reader.trusted_pack(p) for p in index.recovered_packs)
+    running.abort()

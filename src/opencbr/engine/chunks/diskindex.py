@@ -262,6 +262,11 @@ class IndexView:
     def has_pack(self, pack_id: str) -> bool:
         return pack_id in self.snap.pack_no
 
+    def recovered(self, pack_id: str) -> bool:
+        """Whether ``pack_id`` is known only from its trailer (no readable index object lists it)."""
+        pno = self.snap.pack_no.get(pack_id)
+        return pno is not None and pno in self.snap.recovered_no
+
     def unverified(self, pack_id: str) -> bool:
         """Whether ``pack_id`` is one of the ``unverified`` packs this view was given."""
         return pack_id in self.unverified_ids

@@ -285,8 +285,11 @@ class ChunkStore:
     def trusted_pack(self, pack_id: str, reader: str | None = None) -> bool:
         """Whether a reader may use a record of ``pack_id`` without hashing its plaintext: the pack was
         checked when written (or repacked since), or ``reader`` is the writer that wrote it. As the
-        reader index was last loaded: a pack it does not list counts as unverified."""
-        if not self.reader_index().has_pack(pack_id):
+        reader index was last loaded: a pack it does not list counts as unverified, and so does a pack
+        known only from its trailer while an index object is damaged (it may be a running agent's backup's,
+        uploaded and not marked yet)."""
+        view = self.reader_index()
+        if not view.has_pack(pack_id) or view.recovered(pack_id):
             return False
         writer = self._unverified.get(pack_id)
         return writer is None or writer == reader
