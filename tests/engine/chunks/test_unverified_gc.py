@@ -147,3 +147,55 @@ def test_an_agents_full_backup_leaves_one_copy_of_each_chunk_after_gc(local_stor
     index = repo.chunks.reader_index(refresh=True)
     assert all(len(index.locations(d)) == 1 and repo.chunks.get_chunk(d) == b
                for d, b in zip(good, datas, strict=True))
+
+
+def test_packs_gc_lists_again_are_not_taken_for_checked_ones(local_store):
+    """GC lists an unlisted pack again when a backup needs a chunk only it holds (the repair of a deleted
+    index object). Such a pack may be an agent's, left by a worker that died after uploading it and
+    before marking it: listed again, it stays unverified (its writer unknown), so the service checks its
+    copy before relying on it."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data = os.urandom(5000)
+    d = codec.digest(data)
+    dead = WriteSession(repo.chunks, writer="agent-a")
+    assert dead.claim(d)
+    dead.put_record(d, (_forged(codec, d),))
+    dead._drain()  # (its pack uploaded)
+    dead._finish()  # (and the worker gone: no marker, no index object, its lock released)
+    s = WriteSession(repo.chunks)
+    s.commit("h1", HEADER, refs=d)  # a backup whose copy of d was listed by an index object since lost
+    result = run_gc(repo.chunks)
+    assert result.packs_relisted == 1
+    (pack,) = {loc.pack_id for loc in repo.chunks.reader_index(refresh=True).locations(d)}
+    assert not repo.chunks.trusted_pack(pack)
+    assert WriteSession(repo.chunks).claim(d)  # its copy checked, failed: stored again
+
+
+def test_packs_the_index_repair_lists_are_not_taken_for_checked_ones(local_store):
+    """A damaged index object: GC's repair lists every pack recovered from its trailer, an agent's pack a
+    dead worker left unmarked among them. Listed, it stays unverified: the service checks its copy."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    data, other = os.urandom(5000), os.urandom(5000)
+    d, o = codec.digest(data), codec.digest(other)
+    _write(repo, None, "h1", {o: codec.encode(o, other)})
+    (damaged,) = repo.chunks.list_index_objects()
+    dead = WriteSession(repo.chunks, writer="agent-a")
+    assert dead.claim(d)
+    dead.put_record(d, (_forged(codec, d),))
+    dead._drain()
+    dead._finish()  # (the worker gone: its pack neither marked nor indexed)
+    WriteSession(repo.chunks).commit("h2", HEADER, refs=d)  # (its copy of d listed by the damaged object)
+    blob = bytearray(local_store.get("v/" + damaged))
+    blob[100] ^= 0x40
+    local_store.put("v/" + damaged, bytes(blob))
+    gc_repo = Repository.open(local_store, "v/", b"k" * 32)
+    gc_repo.chunks._disk().discard()
+    run_gc(gc_repo.chunks)
+    fresh = Repository.open(local_store, "v/", b"k" * 32).chunks
+    fresh._disk().discard()
+    locs = fresh.reader_index(refresh=True).locations(d)
+    assert locs and not fresh.reader_index().damaged_objects  # (repaired)
+    assert not any(fresh.trusted_pack(loc.pack_id) for loc in locs)
+    assert WriteSession(fresh).claim(d)  # its copy checked, failed: stored again

@@ -58,7 +58,7 @@ from .locks import (
 )
 from .packs import MAX_PACK_RECORDS, PackWriter, pack_key
 from .store import CONDEMNED_PREFIX, DATA_DIR, INDEX_DIR, ChunkStore
-from .unverified import marker_objects, prune_unverified
+from .unverified import UNATTRIBUTED, marker_objects, note_unverified, prune_unverified
 
 REPACK_DEAD_FRACTION = 0.25
 SMALL_PACK_FRACTION = 0.25  # packs under this fraction of pack_size are merged ...
@@ -261,6 +261,7 @@ def _relist(cs: ChunkStore, gc_lock: RepoLock, relist: dict[str, bytes], result:
     if not relist or _live_writers(cs, gc_lock, result):
         return
     items = sorted(relist.items())
+    _mark_unattributed(cs, [p for p, _ in items])
     batch: list[tuple[str, bytes]] = []
     size = 0
     for p, listing in items:
@@ -272,6 +273,14 @@ def _relist(cs: ChunkStore, gc_lock: RepoLock, relist: dict[str, bytes], result:
     if batch:
         cs.write_index(batch)
     result.packs_relisted = len(items)
+
+
+def _mark_unattributed(cs: ChunkStore, packs: list[str]) -> None:
+    """Record ``packs``, about to be listed from their own trailers (a lost or damaged index object's), as
+    unverified ones of no known writer (before they are listed): whoever wrote one may have been an
+    agent whose worker died before marking it, so nothing relies on its records unchecked."""
+    marked = cs.unverified_packs()
+    note_unverified(cs, UNATTRIBUTED, [p for p in packs if p not in marked])
 
 
 def _load_all(cs: ChunkStore, excluded: set[str], disk: DiskChunkIndex) -> tuple[list[str], IndexView, dict[str, int]]:
@@ -524,6 +533,8 @@ def _consolidate_index(cs: ChunkStore, gc_lock: RepoLock, result: GCResult, disk
         candidates = [p for p in candidates if p not in recovered]
     present = _pack_listing(cs)
     kept = [p for p in candidates if p in present]
+    if damaged and set(names) & set(damaged):  # (the repair: the recovered packs are listed from now on)
+        _mark_unattributed(cs, [p for p in idx.recovered_packs if p in present])
     records = sum(idx.record_count(p) for p in kept)
     needed = max(1, -(-records // CONSOLIDATED_RECORDS))
     too_big = any(size > CONSOLIDATED_RECORDS * ENTRY_SIZE * 3 // 2 for size in listing.values())

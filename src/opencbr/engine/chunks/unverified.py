@@ -32,6 +32,8 @@ from ..errors import Conflict
 from .locations import new_index_name
 
 UNVERIFIED_DIR = "unverified/"
+#: The writer of packs GC lists again from their own trailers (gc.py): not known, so no writer's own.
+UNATTRIBUTED = "(unattributed)"
 
 log = logging.getLogger(__name__)
 
