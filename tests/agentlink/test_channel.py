@@ -73,3 +73,14 @@ def test_a_buffer_nothing_holds_is_reused():
     w = pool.take(ch_mod.POOLED)
     assert w.obj is buf
     assert pool.take(ch_mod.POOLED).obj is not buf  # (w still holds it)
+
+
+def test_a_payload_larger_than_pooled_buffers_is_not_kept_after_it_is_read():
+    """The pool keeps its buffers for the channel's life: one sized by a peer's largest payload (up to
+    256 MiB, eight of them) would stay held by an idle connection."""
+    pool = ch_mod._Payloads()
+    for _ in range(ch_mod.POOL_BUFFERS + 1):
+        v = pool.take(ch_mod.POOL_MAX + 1)
+        del v
+    assert sum(len(b) for b in pool._bufs) <= ch_mod.POOL_BUFFERS * ch_mod.POOL_MAX
+    assert all(len(b) <= ch_mod.POOL_MAX for b in pool._bufs)

@@ -30,6 +30,10 @@ _PLEN = struct.Struct(">Q")
 #: tenth of the worker's CPU in an agent's backup (memset and page clearing, ``perf``: bench/README.md).
 POOLED = 1 << 20
 POOL_BUFFERS = 8
+#: ... and at most this big: a buffer is kept for the channel's life, so a larger payload (up to
+#: MAX_PAYLOAD, which a peer chooses) would be held by each of its buffers (8 x 256 MiB) after it was
+#: used. Messages of the data path are smaller (records merged up to 4 MiB, reads of 16 MiB).
+POOL_MAX = 32 << 20
 
 
 class _Payloads:
@@ -41,7 +45,7 @@ class _Payloads:
         self._bufs: list[bytearray] = []
 
     def take(self, n: int) -> memoryview:
-        if n < POOLED:
+        if n < POOLED or n > POOL_MAX:
             return memoryview(bytearray(n))
         spare = None
         for i, b in enumerate(self._bufs):
