@@ -290,7 +290,8 @@ def _load_all(cs: ChunkStore, excluded: set[str], disk: DiskChunkIndex) -> tuple
     copies readers rely on (:func:`_live_test`)."""
     names = cs.list_index_objects()
     idx = cs.load_index(excluded, disk)
-    idx = IndexView(idx.snap, excluded, cs.unverified_packs())
+    # (and the packs known only from their trailers: their marker may be what is missing)
+    idx = IndexView(idx.snap, excluded, set(cs.unverified_packs()) | set(idx.recovered_packs))
     present = _pack_listing(cs)
     return names, idx, present
 
