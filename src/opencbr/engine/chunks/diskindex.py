@@ -238,6 +238,9 @@ class IndexView:
         self.excluded = set(excluded)
         self._excluded_no = {snap.pack_no[p] for p in self.excluded if p in snap.pack_no} | snap.recovered_no
         self.unverified_ids = set(unverified)
+        # ``unverified`` as given when it maps each pack to its writer (ChunkStore.trusted_pack asks the
+        # view it looked the pack up in, never markers read for another view)
+        self.writers: dict[str, str] = dict(unverified) if isinstance(unverified, dict) else {}
         self._unverified_no = {snap.pack_no[p] for p in self.unverified_ids if p in snap.pack_no}
 
     @property

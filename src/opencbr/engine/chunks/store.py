@@ -101,7 +101,6 @@ class ChunkStore:
         self._disk_index: DiskChunkIndex | None = None  # the vault's chunk index on local disk
         self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
         self._reader_index: IndexView | None = None
-        self._unverified: dict[str, str] = {}  # pack -> writer, as the reader index was last loaded
         self._unlisted: IndexView | None = None  # packs no index object lists (unlisted_index)
         self._unlisted_read: dict[str, int] = {}  # ... those a reader needed -> chunks read from each
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
@@ -288,10 +287,10 @@ class ChunkStore:
         reader index was last loaded: a pack it does not list counts as unverified, and so does a pack
         known only from its trailer while an index object is damaged (it may be a running agent's backup's,
         uploaded and not marked yet)."""
-        view = self.reader_index()
+        view = self.reader_index()  # (one view, and the markers read for it: see reader_index)
         if not view.has_pack(pack_id) or view.recovered(pack_id):
             return False
-        writer = self._unverified.get(pack_id)
+        writer = view.writers.get(pack_id)
         return writer is None or writer == reader
 
     def write_index(self, packs: Iterable[tuple[str, bytes | Iterable[tuple[bytes, int, int]]]]) -> str:
@@ -314,7 +313,6 @@ class ChunkStore:
             view = self.load_index(self.condemned_packs())
             # (the markers after the index: every pack it lists had its marker written before it)
             unverified = self.unverified_packs()
-            self._unverified = unverified  # (before the view: whoever sees the new view sees these)
             self._reader_index = IndexView(view.snap, view.excluded, unverified)
         return self._reader_index
 
