@@ -69,6 +69,7 @@ def test_markers_folded_by_gc_while_they_are_read_are_not_lost(any_store, monkey
     _write(repo, "agent-a", "a2", {db: codec.encode(db, b)})
     before = repo.chunks.unverified_packs()
     assert len(before) == 2
+    repo.chunks.marker_cache = {}  # (another process: nothing read yet)
     folded = _fold_during_first_read(monkeypatch, repo)
     assert repo.chunks.unverified_packs() == before
     assert folded
@@ -99,3 +100,51 @@ def test_reader_index_refreshed_while_gc_folds_markers_does_not_trust_an_agents_
     assert not repo.chunks.trusted_pack(pack)
 
 
+
+
+def _marker_gets(monkeypatch, cs):
+    gets = []
+    real_get = cs.store.get
+
+    def get(key, *a, **kw):
+        if unverified.UNVERIFIED_DIR in key:
+            gets.append(key)
+        return real_get(key, *a, **kw)
+
+    monkeypatch.setattr(cs.store, "get", get)
+    return gets
+
+
+def test_markers_read_once_are_not_read_again_by_the_next_session_or_refresh(any_store, tmp_path, monkeypatch):
+    """Each session start and reader index refresh read every marker (one GET each: ~7 ms on S3, so
+    5,000 markers of a vault GC has not folded took ~35 s per start); a marker never changes, so a
+    process reads only those written since (the copy is kept beside the vault's local chunk index)."""
+    repo = _repo(any_store)
+    codec = repo.chunks.codec
+    for i in range(3):
+        data, d = _chunk(repo)
+        _write(repo, "agent-a", f"a{i}", {d: codec.encode(d, data)})
+
+    def fresh():
+        cs = Repository.open(any_store, "v/", b"k" * 32).chunks
+        cs.spill_dir = str(tmp_path / "spill")  # (the service's scratch directory, shared by its processes)
+        return cs
+
+    first = fresh()
+    gets = _marker_gets(monkeypatch, first)
+    want = first.unverified_packs()
+    assert len(want) == 3 and len(gets) == 3
+    second = fresh()
+    gets = _marker_gets(monkeypatch, second)
+    assert second.unverified_packs() == want and gets == []
+    data, d = _chunk(repo)
+    _write(repo, "agent-b", "b1", {d: codec.encode(d, data)})
+    gets.clear()  # (the store is shared: the writer's reads count too)
+    got = second.unverified_packs()
+    assert len(got) == 4 and len(gets) == 1
+    # folded by GC (one object per writer): the deleted markers drop out of the copy, the new ones
+    # are read once
+    unverified.prune_unverified(second, unverified.marker_objects(second), lambda p: True)
+    assert fresh().unverified_packs() == got and len(gets) == 3
+    assert fresh().unverified_packs() == got and len(gets) == 3
+    assert len(unverified._load_cache(second)) == 2

@@ -101,6 +101,7 @@ class ChunkStore:
         self._disk_index: DiskChunkIndex | None = None  # the vault's chunk index on local disk
         self._index_rebuilt = False  # get_chunk rebuilt it once (see there)
         self._reader_index: IndexView | None = None
+        self.marker_cache: dict[str, tuple[str, list[str]]] = {}  # markers read (unverified.py)
         self._unlisted: IndexView | None = None  # packs no index object lists (unlisted_index)
         self._unlisted_read: dict[str, int] = {}  # ... those a reader needed -> chunks read from each
         self._manifest_refs_cache: dict[tuple[str, int], set[bytes]] = {}
@@ -274,6 +275,12 @@ class ChunkStore:
         return KnownDigests(self.load_index(excluded, recover=False))
 
     # -- packs nothing has checked (unverified.py) -------------------------------------------------
+    def marker_cache_path(self) -> str | None:
+        """The local copy of the markers read (unverified.py), beside the vault's chunk index; None
+        without a spill_dir (then ``marker_cache``, this ChunkStore's own)."""
+        d = self._index_dir()
+        return None if d is None else os.path.join(d, "unverified-markers.json")
+
     def unverified_packs(self) -> dict[str, str]:
         """``{pack id: writer}`` of the packs written without a check of their records."""
         return unverified_packs(self)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from typing import Iterable
 
 from ..errors import Conflict
@@ -50,10 +52,19 @@ def marker_objects(cs) -> dict[str, tuple[str, list[str]]]:
     """``{object key: (writer, packs)}`` of every marker object (unreadable ones skipped). A marker
     listed and gone when read was folded by GC (:func:`prune_unverified`), which wrote the object
     replacing it first: the markers are listed again, else the packs it named would be taken for
-    checked ones (another writer would deduplicate against them unchecked)."""
+    checked ones (another writer would deduplicate against them unchecked).
+
+    A marker is never rewritten (a new key each time, and GC only deletes), so what was read of one is
+    kept on local disk (``ChunkStore.marker_cache_path``; in memory without one) and only the markers
+    written since are read: a session start or reader index refresh costs one listing, not one read
+    per marker (one GET each on S3: thousands on a vault GC has not folded for long)."""
+    cache = _load_cache(cs)
     for _attempt in range(10):
         out, vanished = {}, False
         for key, _ in cs.store.list(cs.k(UNVERIFIED_DIR)):
+            if key in cache:  # (listed now, and its content cannot have changed)
+                out[key] = cache[key]
+                continue
             try:
                 raw = cs.store.get(key)
             except KeyError:
@@ -67,8 +78,41 @@ def marker_objects(cs) -> dict[str, tuple[str, list[str]]]:
                 continue
             out[key] = (writer, packs)
         if not vanished:
+            _save_cache(cs, cache, out)
             return out
     raise Conflict("the markers of unverified packs kept changing while they were read; retry")
+
+
+def _load_cache(cs) -> dict[str, tuple[str, list[str]]]:
+    path = cs.marker_cache_path()
+    if path is None:
+        return cs.marker_cache
+    try:
+        with open(path, "rb") as f:
+            body = json.load(f)
+        return {str(k): (str(w), [str(p) for p in ps]) for k, (w, ps) in body.items()}
+    except (OSError, ValueError, TypeError) as e:
+        if not isinstance(e, FileNotFoundError):
+            log.warning("cache of unverified-pack markers %s unreadable (%s): markers read again", path, e)
+        return {}
+
+
+def _save_cache(cs, old: dict, new: dict[str, tuple[str, list[str]]]) -> None:
+    """Keep the markers listed now (those GC deleted drop out): bounded by what the store holds."""
+    if new.keys() == old.keys():
+        return
+    path = cs.marker_cache_path()
+    if path is None:
+        cs.marker_cache = new
+        return
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(new, f)
+        os.replace(tmp, path)  # (atomic: a concurrent reader sees the old copy or this one)
+    except OSError as e:
+        log.warning("cache of unverified-pack markers %s not written: %s", path, e)
 
 
 def unverified_packs(cs) -> dict[str, str]:
