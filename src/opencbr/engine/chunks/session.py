@@ -49,6 +49,7 @@ from .diskindex import IndexView, KnownDigests
 from .locks import RepoLock
 from .manifests import Manifest
 from .packs import FinishedPack, PackWriter, pack_key
+from .reader import spans_of
 from .store import ChunkStore
 
 _ENTRY = struct.Struct("<32sII")  # digest, offset, length: the record form of locations.py
@@ -223,6 +224,34 @@ class WriteSession:
                                 "again instead of deduplicated", digest.hex(), loc.pack_id, e)
         return False
 
+    def check_foreign(self, digests) -> None:
+        """Check at once the other writers' unverified copies of the chunks of ``digests`` that this
+        session would otherwise check one at a time (in :meth:`claim`, :meth:`knows`, :meth:`put_chunk`):
+        grouped into ranged reads pack by pack, one read per span instead of one per chunk (an S3 GET
+        each). A copy that fails here is left to the one-at-a-time check, which tries the next."""
+        if self._foreign is None:
+            return
+        todo = [d for d in digests if d is not None and d not in self.known and d not in self._checked_foreign
+                and d not in self.damaged and d not in self._claimed]
+        if not todo:
+            return
+        codec = self._codec()
+        for pack_id, start, end, items in spans_of(self._foreign, todo, lambda d: None):
+            if pack_id in self._foreign.excluded:
+                continue  # (condemned: not a copy to rely on)
+            try:
+                blob = memoryview(self.cs.store.get(self.cs.k(pack_key(pack_id)), start, end))
+            except KeyError:
+                continue
+            for d, loc in items:
+                rec = blob[loc.offset - start:loc.offset - start + loc.length]
+                try:
+                    if len(rec) == loc.length:
+                        codec.decode(d, rec)
+                        self._checked_foreign.add(d)
+                except Damaged:
+                    pass  # (logged by the one-at-a-time check, which tries the other copies)
+
     def _codec(self) -> ChunkCodec:
         c = getattr(self._tls, "codec", None)
         if c is None:
@@ -244,6 +273,9 @@ class WriteSession:
     def put_chunks(self, pairs, codec: ChunkCodec | None = None) -> None:
         """:meth:`put_chunk` for each ``(data, digest)`` of a batch (a disk segment's blocks): one call
         per segment, so a sink that asks a remote vault asks once per batch."""
+        pairs = list(pairs)
+        if not self.force_new:
+            self.check_foreign([d for _data, d in pairs])
         for data, d in pairs:
             self.put_chunk(data, d, codec)
 

@@ -317,11 +317,16 @@ class _BackupService:
     def handle(self, op: str, header: dict, payload: memoryview) -> tuple[dict, object]:
         if op == "need":
             session = self._current()
-            flags = bytearray(self._claim(session, d) for d in _digests(payload))
+            digests = _digests(payload)
+            if not self.scopes[len(self.committed)].full:
+                session.check_foreign(digests)  # (other agents' copies: checked span by span)
+            flags = bytearray(self._claim(session, d) for d in digests)
             return {"ok": True}, bytes(flags)
         if op == "known":
             session = self._current()
-            return {"ok": True}, bytes(bytearray(session.knows(d) for d in _digests(payload)))
+            digests = _digests(payload)
+            session.check_foreign(digests)
+            return {"ok": True}, bytes(bytearray(session.knows(d) for d in digests))
         if op == "records":
             self._records(header, payload)
             return {"ok": True}, b""
@@ -510,7 +515,9 @@ def _check_catalog_list(session, name: str, mh: dict, payload: memoryview) -> No
 
 def _check_known(session, refs: memoryview) -> None:
     """Every chunk a piece of refs names is held by the vault (or is the zero block)."""
-    for d in {bytes(refs[i:i + DIGEST_SIZE]) for i in range(0, len(refs), DIGEST_SIZE)}:
+    digests = {bytes(refs[i:i + DIGEST_SIZE]) for i in range(0, len(refs), DIGEST_SIZE)}
+    session.check_foreign(digests)  # (another writer's copies, a parent's by an agent enrolled again)
+    for d in digests:
         if d != ZERO_DIGEST and not session.knows(d):
             raise Refused(f"the backup references chunk {d.hex()}, which the vault does not hold")
 
