@@ -151,3 +151,23 @@ def test_a_forged_full_backup_does_not_make_gc_drop_the_services_copies(repo, mo
     answers, _ = converse_raw(repo, ReadScope(("s1",)), [({"op": "read"}, b"".join(digests[:4]))],
                               serve=lambda r, ch, sc: serve_restore(r, ch, sc, reader="agent-b"))
     assert not isinstance(answers[0], RemoteError)
+
+
+@pytest.mark.parametrize("forged", [False, True])
+def test_a_commit_may_name_another_agents_chunk_only_once_a_copy_passed_its_check(repo, forged):
+    """The refs a commit names (those of a parent an agent read before it enrolled again, say) are held
+    by the vault only through a copy that passes its check: a forged one is no copy."""
+    codec, datas, digests, records = _blocks(repo, 3)
+    s = WriteSession(repo.chunks, writer="agent-a")
+    for i, d in enumerate(digests):
+        assert s.claim(d)
+        s.put_record(d, (codec.encode(d, b"not the chunk") if forged and i == 1 else records[i],))
+    s.commit("a1", HEADER, refs=b"".join(digests))
+    header = {**HEADER, "disk_size": 65536 * 3}
+    answers, raised = converse_raw(repo, BackupScope("b1", "disk"), [
+        ({"op": "commit", "name": "b1", "header": header, "refs": 32 * 3}, b"".join(digests))],
+        serve=_as("agent-b"))
+    if forged:
+        assert isinstance(raised.get("error"), Refused) and digests[1].hex() in str(raised["error"])
+    else:
+        assert raised.get("final", {}).get("ok") and "b1" in repo.list_manifests()

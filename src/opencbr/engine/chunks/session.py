@@ -224,17 +224,19 @@ class WriteSession:
                                 "again instead of deduplicated", digest.hex(), loc.pack_id, e)
         return False
 
-    def check_foreign(self, digests) -> None:
+    def check_foreign(self, digests) -> list[bytes]:
         """Check at once the other writers' unverified copies of the chunks of ``digests`` that this
         session would otherwise check one at a time (in :meth:`claim`, :meth:`knows`, :meth:`put_chunk`):
         grouped into ranged reads pack by pack, one read per span instead of one per chunk (an S3 GET
-        each). A copy that fails here is left to the one-at-a-time check, which tries the next."""
+        each). A copy that fails here is left to the one-at-a-time check, which tries the next.
+
+        Returns the digests this session may not know (the others it knows for sure): all of them when
+        no other writer's packs are unverified, so a caller asks :meth:`knows` of those alone."""
         if self._foreign is None:
-            return
-        todo = [d for d in digests if d is not None and d not in self.known and d not in self._checked_foreign
-                and d not in self.damaged and d not in self._claimed]
-        if not todo:
-            return
+            return [d for d in digests if d is not None]
+        maybe = [d for d in digests if d is not None and d not in self._claimed
+                 and (d in self.damaged or d not in self.known)]
+        todo = [d for d in maybe if d not in self.damaged and d not in self._checked_foreign]
         codec = self._codec()
         for pack_id, start, end, items in spans_of(self._foreign, todo, lambda d: None):
             if pack_id in self._foreign.excluded:
@@ -251,6 +253,7 @@ class WriteSession:
                         self._checked_foreign.add(d)
                 except Damaged:
                     pass  # (logged by the one-at-a-time check, which tries the other copies)
+        return [d for d in maybe if d in self.damaged or d not in self._checked_foreign]
 
     def _codec(self) -> ChunkCodec:
         c = getattr(self._tls, "codec", None)
