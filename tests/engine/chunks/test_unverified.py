@@ -9,39 +9,20 @@ from __future__ import annotations
 
 import os
 
-from opencbr.engine import Repository
 from opencbr.engine.chunks.gc import run_gc
 from opencbr.engine.chunks.reader import read_span, spans_of
 from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.chunks.unverified import UNVERIFIED_DIR
-
-HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-
-
-def _repo(local_store):
-    return Repository.create(local_store, "v/", b"k" * 32, encrypted=True)
-
-
-def _write(repo, writer, name, records, *, full=False):
-    """One backup of ``records`` ({digest: record}) by ``writer``; returns the digests it stored."""
-    s = WriteSession(repo.chunks, writer=writer, force_new=full)
-    stored = []
-    for d, rec in records.items():
-        if s.claim(d):
-            s.put_record(d, (rec,))
-            stored.append(d)
-    s.commit(name, HEADER, refs=b"".join(records))
-    return stored
+from tests.support.unverified import HEADER
+from tests.support.unverified import forged as _forged
+from tests.support.unverified import new_vault as _repo
+from tests.support.unverified import write as _write
 
 
 def _chunks(repo, n=3, size=5000):
     codec = repo.chunks.codec
     datas = [os.urandom(size) for _ in range(n)]
     return codec, datas, [codec.digest(b) for b in datas]
-
-
-def _forged(codec, d):
-    return codec.encode(d, b"not the chunk " * 50)  # sealed under d's name: AES-GCM accepts it
 
 
 def test_the_writer_deduplicates_against_its_own_unverified_packs(local_store):

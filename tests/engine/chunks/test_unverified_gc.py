@@ -11,24 +11,10 @@ import pytest
 from opencbr.engine import Repository
 from opencbr.engine.chunks.gc import run_gc
 from opencbr.engine.chunks.session import WriteSession
-
-HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-
-
-def _repo(local_store):
-    return Repository.create(local_store, "v/", b"k" * 32, encrypted=True)
-
-
-def _write(repo, writer, name, records, *, full=False):
-    s = WriteSession(repo.chunks, writer=writer, force_new=full)
-    for d, rec in records.items():
-        if s.claim(d):
-            s.put_record(d, (rec,))
-    s.commit(name, HEADER, refs=b"".join(records))
-
-
-def _forged(codec, d):
-    return codec.encode(d, b"not the chunk " * 50)  # sealed under d's name: AES-GCM accepts it
+from tests.support.unverified import HEADER
+from tests.support.unverified import forged as _forged
+from tests.support.unverified import new_vault as _repo
+from tests.support.unverified import write as _write
 
 
 @pytest.mark.parametrize("honest", [None, "agent-b"])

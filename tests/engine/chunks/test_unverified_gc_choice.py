@@ -10,37 +10,13 @@ import os
 
 import pytest
 
-from opencbr.engine import Repository
 from opencbr.engine.chunks.damage import record_damaged
 from opencbr.engine.chunks.gc import run_gc
-from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.errors import Damaged
-
-HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-
-
-def _repo(store):
-    return Repository.create(store, "v/", b"k" * 32, encrypted=True)
-
-
-def _write(repo, writer, name, records, *, full=False):
-    s = WriteSession(repo.chunks, writer=writer, force_new=full)
-    stored = []
-    for d, rec in records.items():
-        if s.claim(d):
-            s.put_record(d, (rec,))
-            stored.append(d)
-    s.commit(name, HEADER, refs=b"".join(records))
-    return stored
-
-
-def _forged(codec, d):
-    return codec.encode(d, b"not the chunk " * 50)
-
-
-def _chunk(repo, size=5000):
-    data = os.urandom(size)
-    return data, repo.chunks.codec.digest(data)
+from tests.support.unverified import forged as _forged
+from tests.support.unverified import new_vault as _repo
+from tests.support.unverified import random_chunk as _chunk
+from tests.support.unverified import write as _write
 
 
 def _gc_twice(repo):

@@ -6,38 +6,12 @@ chunk's name may hold other data ("forged")."""
 
 from __future__ import annotations
 
-import os
-
 from opencbr.engine import Repository
 from opencbr.engine.chunks import unverified
-from opencbr.engine.chunks.session import WriteSession
-
-HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-
-
-def _repo(store):
-    return Repository.create(store, "v/", b"k" * 32, encrypted=True)
-
-
-def _write(repo, writer, name, records, *, full=False):
-    s = WriteSession(repo.chunks, writer=writer, force_new=full)
-    stored = []
-    for d, rec in records.items():
-        if s.claim(d):
-            s.put_record(d, (rec,))
-            stored.append(d)
-    s.commit(name, HEADER, refs=b"".join(records))
-    return stored
-
-
-def _forged(codec, d):
-    return codec.encode(d, b"not the chunk " * 50)
-
-
-def _chunk(repo, size=5000):
-    data = os.urandom(size)
-    return data, repo.chunks.codec.digest(data)
-
+from tests.support.unverified import forged as _forged
+from tests.support.unverified import new_vault as _repo
+from tests.support.unverified import random_chunk as _chunk
+from tests.support.unverified import write as _write
 
 # -- markers folded while they are read ---------------------------------------------------------------
 
@@ -75,31 +49,31 @@ def test_markers_folded_by_gc_while_they_are_read_are_not_lost(any_store, monkey
     assert folded
 
 
-def test_a_session_started_while_gc_folds_markers_still_checks_a_forged_copy(any_store, monkeypatch):
-    """Without the markers, the service's own session took agent-a's forged copy as a checked one and
-    deduplicated against it: its backup then referenced a chunk whose only copy is not that chunk."""
-    repo = _repo(any_store)
+def _forged_then_folding(store, monkeypatch):
+    """agent-a's forged record of a chunk (the chunk returned) and another marker; GC then folds the
+    markers during the next process's first read of them."""
+    repo = _repo(store)
     codec = repo.chunks.codec
     (a, da), (b, db) = _chunk(repo), _chunk(repo)
     _write(repo, "agent-a", "a1", {da: _forged(codec, da)})
     _write(repo, "agent-a", "a2", {db: codec.encode(db, b)})
     _fold_during_first_read(monkeypatch, repo)
+    return repo, codec, (a, da)
+
+
+def test_a_session_started_while_gc_folds_markers_still_checks_a_forged_copy(any_store, monkeypatch):
+    """Without the markers, the service's own session took agent-a's forged copy as a checked one and
+    deduplicated against it: its backup then referenced a chunk whose only copy is not that chunk."""
+    repo, codec, (a, da) = _forged_then_folding(any_store, monkeypatch)
     assert _write(repo, None, "s1", {da: codec.encode(da, a)}) == [da]
     monkeypatch.undo()
     assert repo.chunks.get_chunk(da) == a
 
 
 def test_reader_index_refreshed_while_gc_folds_markers_does_not_trust_an_agents_pack(any_store, monkeypatch):
-    repo = _repo(any_store)
-    codec = repo.chunks.codec
-    (_a, da), (b, db) = _chunk(repo), _chunk(repo)
-    _write(repo, "agent-a", "a1", {da: _forged(codec, da)})
-    _write(repo, "agent-a", "a2", {db: codec.encode(db, b)})
-    _fold_during_first_read(monkeypatch, repo)
+    repo, _codec, (_a, da) = _forged_then_folding(any_store, monkeypatch)
     pack = repo.chunks.reader_index(refresh=True).lookup(da).pack_id
     assert not repo.chunks.trusted_pack(pack)
-
-
 
 
 def _marker_gets(monkeypatch, cs):

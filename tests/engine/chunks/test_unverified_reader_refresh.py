@@ -8,7 +8,9 @@ import threading
 
 from opencbr.engine import Repository
 from opencbr.engine.chunks import store as store_mod
-from tests.engine.chunks.test_unverified_gc_choice import _chunk, _forged, _write
+from tests.support.unverified import forged as _forged
+from tests.support.unverified import random_chunk as _chunk
+from tests.support.unverified import write as _write
 
 
 def test_a_stale_refresh_finishing_last_does_not_pair_old_markers_with_the_new_view(local_store, monkeypatch):

@@ -9,16 +9,7 @@ import os
 from opencbr.engine import Repository
 from opencbr.engine.chunks.gc import run_gc
 from opencbr.engine.chunks.session import WriteSession
-
-HEADER = {"type": "disk", "disk_size": 65536, "block_size": 65536}
-
-
-def _write(repo, writer, name, records, *, full=False):
-    s = WriteSession(repo.chunks, writer=writer, force_new=full)
-    for d, rec in records.items():
-        if s.claim(d):
-            s.put_record(d, (rec,))
-    s.commit(name, HEADER, refs=b"".join(records))
+from tests.support.unverified import write as _write
 
 
 def test_a_reader_finds_repacked_chunks_past_forged_copies(local_store):

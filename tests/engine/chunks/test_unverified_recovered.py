@@ -11,7 +11,9 @@ from opencbr.engine.chunks import packs
 from opencbr.engine.chunks.gc import run_gc
 from opencbr.engine.chunks.session import WriteSession
 from opencbr.engine.errors import Damaged
-from tests.engine.chunks.test_unverified_gc_choice import HEADER, _chunk, _forged
+from tests.support.unverified import HEADER
+from tests.support.unverified import forged as _forged
+from tests.support.unverified import random_chunk as _chunk
 
 
 class Killed(BaseException):
