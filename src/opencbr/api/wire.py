@@ -10,10 +10,11 @@ The rules on values (a vault name's 64 characters, 10 tags, 256 resources) live 
 from __future__ import annotations
 
 import posixpath
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from opencbr.catalog.models import AuditEvent, Resource, Task
 from opencbr.domain import resource as R
@@ -36,10 +37,21 @@ Id = Annotated[str, StringConstraints(max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
 #: A path on the service's machine or inside a backup (Linux PATH_MAX).
 PathText = Annotated[str, StringConstraints(max_length=4096)]
+def _whole_number(value: Any) -> Any:
+    """A JSON number, or a string of decimal digits (as some clients send them), and nothing else that
+    Python's ``int`` would take: not ``true`` (1), nor ``"1_000"`` or ``" ٣ "`` (digits of other scripts)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not true or false")
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise ValueError("a whole number is expected (decimal digits)")
+    return value
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
 #: Counts, sizes in GB, days, percentages.
-Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int = Annotated[int, BeforeValidator(_whole_number), Field(ge=-(2**31), le=2**31 - 1)]
 #: A size in bytes (an exbibyte is beyond any disk).
-Bytes = Annotated[int, Field(ge=0, le=2**60)]
+Bytes = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=2**60)]
 #: Free-form JSON objects (a policy, resource details) are at most this deep, long and wide.
 MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_JSON_STRING = 8, 100, 1024
 
