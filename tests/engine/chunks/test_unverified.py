@@ -89,6 +89,7 @@ def test_gc_forgets_the_packs_it_swept_and_folds_the_markers(local_store):
     repo.chunks.delete_manifest("a0")
     run_gc(repo.chunks)
     run_gc(repo.chunks)  # (the first condemns, the next sweeps what no writer can still use)
+    run_gc(repo.chunks)  # (and deletes the marker objects a fold replaced, as this one does the last)
     left = repo.chunks.unverified_packs()
     assert len(markers()) == 1 and len(left) == 2 and set(left.values()) == {"agent-a"}
     index = repo.chunks.reader_index(refresh=True)
@@ -113,6 +114,8 @@ def test_a_marker_folded_by_gc_while_a_writer_reads_the_markers_is_not_missed(lo
         if prefix.endswith(UNVERIFIED_DIR):  # GC folds them now, as this writer reads them one by one
             monkeypatch.setattr(store, "list", listing)
             markers = unverified_mod.marker_objects(repo.chunks)
+            assert unverified_mod.prune_unverified(repo.chunks, markers, lambda p: True) == 0  # (written)
+            markers = unverified_mod.marker_objects(repo.chunks)  # (the next GC: the old ones deleted)
             assert unverified_mod.prune_unverified(repo.chunks, markers, lambda p: True) == 2
         return iter(got)
 

@@ -27,7 +27,8 @@ def _fold_during_first_read(monkeypatch, repo):
         if unverified.UNVERIFIED_DIR in key and not folded:
             folded.append(key)
             monkeypatch.setattr(cs.store, "get", real_get)
-            unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: True)
+            unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: True)  # (written)
+            unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: True)  # (old deleted)
             monkeypatch.setattr(cs.store, "get", get)
         return real_get(key, *a, **kw)
 
@@ -116,9 +117,70 @@ def test_markers_read_once_are_not_read_again_by_the_next_session_or_refresh(any
     gets.clear()  # (the store is shared: the writer's reads count too)
     got = second.unverified_packs()
     assert len(got) == 4 and len(gets) == 1
-    # folded by GC (one object per writer): the deleted markers drop out of the copy, the new ones
-    # are read once
+    # folded by GC (one object per writer, the old ones deleted by the next GC): the deleted markers
+    # drop out of the copy, the new one is read once
     unverified.prune_unverified(second, unverified.marker_objects(second), lambda p: True)
-    assert fresh().unverified_packs() == got and len(gets) == 3
-    assert fresh().unverified_packs() == got and len(gets) == 3
+    unverified.prune_unverified(second, unverified.marker_objects(second), lambda p: True)
+    assert fresh().unverified_packs() == got and len(gets) == 2
+    assert fresh().unverified_packs() == got and len(gets) == 2
     assert len(unverified._load_cache(second)) == 2
+
+
+# -- markers folded while a listing of them runs ------------------------------------------------------
+
+
+def test_markers_folded_by_gc_during_a_writers_listing_of_them_are_not_missed(local_store, monkeypatch):
+    """A listing is no snapshot: a directory read (or an S3 listing past a key's name) need not show an
+    object created while it runs, and does not show one deleted before it got there. GC folding agent-a's
+    markers during the service's session start (the new object written, the old ones deleted) must not
+    leave that session with neither: it would take agent-a's packs for checked ones and deduplicate
+    against a forged record unchecked (its backup then unrestorable)."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    (c, dc), (a, da), (b, db) = _chunk(repo), _chunk(repo), _chunk(repo)
+    _write(repo, "agent-c", "c1", {dc: codec.encode(dc, c)})
+    _write(repo, "agent-a", "a1", {da: _forged(codec, da)})
+    _write(repo, "agent-a", "a2", {db: codec.encode(db, b)})
+    service = Repository.open(local_store, "v/", b"k" * 32)  # (another process: no markers read yet)
+    gc = Repository.open(local_store, "v/", b"k" * 32).chunks
+    store = service.chunks.store
+    listing = store.list
+    raced = []
+
+    def racing(prefix, *args, **kwargs):
+        if not prefix.endswith(unverified.UNVERIFIED_DIR) or raced:
+            yield from listing(prefix, *args, **kwargs)
+            return
+        raced.append(prefix)
+        keys = sorted(listing(prefix, *args, **kwargs))
+        yield keys[0]  # (agent-c's, the oldest: read at once)
+        monkeypatch.setattr(store, "list", listing)
+        unverified.prune_unverified(gc, unverified.marker_objects(gc), lambda p: True)  # GC folds now
+        now = set(listing(prefix, *args, **kwargs))
+        yield from (k for k in keys[1:] if k in now)  # (those deleted meanwhile are not shown)
+
+    monkeypatch.setattr(store, "list", racing)
+    assert _write(service, None, "s1", {da: codec.encode(da, a)}) == [da]
+    assert raced
+    assert Repository.open(local_store, "v/", b"k" * 32).chunks.get_chunk(da) == a
+
+
+def test_a_fold_deletes_the_objects_it_replaced_at_the_next_gc(local_store):
+    """The fold's two steps: one object per writer written (the old ones kept), then, once it was read
+    with the markers, the objects it stands for deleted; a pack gone since drops out in turn."""
+    repo = _repo(local_store)
+    codec = repo.chunks.codec
+    chunks = [_chunk(repo) for _ in range(3)]
+    for i, (data, d) in enumerate(chunks):
+        _write(repo, "agent-a", f"a{i}", {d: codec.encode(d, data)})
+    cs = repo.chunks
+    want = cs.unverified_packs()
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: True) == 0
+    assert len(unverified.marker_objects(cs)) == 4 and cs.unverified_packs() == want
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: True) == 3
+    assert len(unverified.marker_objects(cs)) == 1 and cs.unverified_packs() == want
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: True) == 0
+    gone = sorted(want)[0]
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: p != gone) == 0
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: p != gone) == 1
+    assert set(cs.unverified_packs()) == set(want) - {gone} and len(unverified.marker_objects(cs)) == 1

@@ -123,18 +123,32 @@ def unverified_packs(cs) -> dict[str, str]:
 def prune_unverified(cs, markers: dict[str, tuple[str, list[str]]], exists) -> int:
     """GC: fold ``markers`` (:func:`marker_objects`, read *before* GC listed the packs, so that each
     pack they name was written before that listing) into one object per writer naming only the packs
-    for which ``exists(pack_id)``; returns the objects replaced. Markers written since are not touched,
-    and the new objects are written before the old are deleted (a crash between leaves both)."""
-    kept: dict[str, set[str]] = {}
-    count: dict[str, int] = {}
-    for writer, packs in markers.values():
-        kept.setdefault(writer, set()).update(p for p in packs if exists(p))
-        count[writer] = count.get(writer, 0) + 1
-    named = sum(len(set(packs)) for _w, packs in markers.values())
-    if all(n == 1 for n in count.values()) and named == sum(len(p) for p in kept.values()):
-        return 0  # one object per writer already, naming only packs that are there
-    for writer, packs in kept.items():
-        note_unverified(cs, writer, packs)
-    for key in markers:
-        cs.store.delete(key)
-    return len(markers)
+    for which ``exists(pack_id)``; returns the objects deleted. Markers written since are not touched.
+
+    A fold deletes nothing: the objects it replaces are deleted by the next GC, once the object naming
+    their packs was in ``markers`` (there since before that GC began, and not deleted). A listing is no
+    snapshot (a directory read, an S3 listing past a key's name): one running while GC wrote the new
+    object and deleted the old could show neither, and its reader would take every pack they named for
+    a checked one (and deduplicate against a forged record unchecked)."""
+    by_writer: dict[str, list[tuple[str, set[str]]]] = {}
+    for key, (writer, packs) in markers.items():
+        by_writer.setdefault(writer, []).append((key, set(packs)))
+    deleted = 0
+    for writer, objs in by_writer.items():
+        kept = {p for _k, packs in objs for p in packs if exists(p)}
+        if len(objs) == 1 and objs[0][1] == kept:
+            continue  # one object, naming only packs that are there
+        if not kept:  # every pack they name is gone: nothing to take for a checked one
+            cover = None
+        else:  # an object naming every pack still there (the newest: an earlier fold's) stands for the rest
+            cover = next((k for k, packs in sorted(objs, reverse=True) if packs >= kept), None)
+            if cover is None:
+                note_unverified(cs, writer, kept)  # (the others go at the next GC, as said above)
+                continue
+        for key, _packs in objs:
+            if key != cover:
+                cs.store.delete(key)
+                deleted += 1
+        if cover is not None and dict(objs)[cover] != kept:
+            note_unverified(cs, writer, kept)  # (names packs gone since: replaced in turn next time)
+    return deleted
