@@ -184,3 +184,16 @@ def test_a_fold_deletes_the_objects_it_replaced_at_the_next_gc(local_store):
     assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: p != gone) == 0
     assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: p != gone) == 1
     assert set(cs.unverified_packs()) == set(want) - {gone} and len(unverified.marker_objects(cs)) == 1
+    # a backup between two GCs (a marker newer than the fold) does not keep the replaced objects
+    data, d = _chunk(repo)
+    _write(repo, "agent-a", "a3", {d: codec.encode(d, data)})
+    want = cs.unverified_packs()
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: p != gone) == 0
+    data, d = _chunk(repo)
+    _write(repo, "agent-a", "a4", {d: codec.encode(d, data)})
+    want = cs.unverified_packs()
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: p != gone) == 2
+    assert cs.unverified_packs() == want and len(unverified.marker_objects(cs)) == 3
+    # every pack of a writer gone: its objects go at once (they name nothing to take for checked)
+    assert unverified.prune_unverified(cs, unverified.marker_objects(cs), lambda p: False) == 3
+    assert unverified.marker_objects(cs) == {}

@@ -138,17 +138,15 @@ def prune_unverified(cs, markers: dict[str, tuple[str, list[str]]], exists) -> i
         kept = {p for _k, packs in objs for p in packs if exists(p)}
         if len(objs) == 1 and objs[0][1] == kept:
             continue  # one object, naming only packs that are there
-        if not kept:  # every pack they name is gone: nothing to take for a checked one
-            cover = None
-        else:  # an object naming every pack still there (the newest: an earlier fold's) stands for the rest
-            cover = next((k for k, packs in sorted(objs, reverse=True) if packs >= kept), None)
-            if cover is None:
-                note_unverified(cs, writer, kept)  # (the others go at the next GC, as said above)
-                continue
-        for key, _packs in objs:
-            if key != cover:
+        # Newest first, an object goes when one kept already (an earlier fold's, say) names every pack of
+        # it still there; the rest stay until the fold written here stands for them (the next GC).
+        stay: list[set[str]] = []
+        for key, packs in sorted(objs, reverse=True):
+            if not packs & kept or any(packs & kept <= other for other in stay):  # (none there: nothing to name)
                 cs.store.delete(key)
                 deleted += 1
-        if cover is not None and dict(objs)[cover] != kept:
-            note_unverified(cs, writer, kept)  # (names packs gone since: replaced in turn next time)
+            else:
+                stay.append(packs)
+        if kept and not (len(stay) == 1 and stay[0] == kept):
+            note_unverified(cs, writer, kept)
     return deleted
